@@ -1,0 +1,117 @@
+/* JSON-lines logger: formats into a bounded stack buffer, then one write(2). */
+#include "log.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+hs_log_level hs_log_min_level = HS_LOG_INFO;
+static int log_fd = 2;
+
+void hs_log_set_fd(int fd) { log_fd = fd; }
+
+bool hs_log_level_parse(const char *name, hs_log_level *out)
+{
+	static const char *const names[] = { "debug", "info", "warn", "error", "off" };
+	for (unsigned i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		if (strcmp(name, names[i]) == 0) {
+			*out = (hs_log_level)i;
+			return true;
+		}
+	}
+	return false;
+}
+
+typedef struct buf {
+	char *p;
+	size_t len, cap;
+} buf;
+
+static void put(buf *b, const char *s, size_t n)
+{
+	if (b->len + n >= b->cap)
+		n = b->cap - b->len - 1; /* truncate; the closing "}\n" is reserved */
+	memcpy(b->p + b->len, s, n);
+	b->len += n;
+}
+
+static void puts_(buf *b, const char *s) { put(b, s, strlen(s)); }
+
+static void put_json_str(buf *b, const char *s)
+{
+	static const char hex[] = "0123456789abcdef";
+	put(b, "\"", 1);
+	for (const unsigned char *c = (const unsigned char *)(s ? s : ""); *c; c++) {
+		char esc[6];
+		if (*c == '"' || *c == '\\') {
+			esc[0] = '\\';
+			esc[1] = (char)*c;
+			put(b, esc, 2);
+		} else if (*c < 0x20 || *c == 0x7f) {
+			memcpy(esc, "\\u00", 4);
+			esc[4] = hex[*c >> 4];
+			esc[5] = hex[*c & 15];
+			put(b, esc, 6);
+		} else {
+			put(b, (const char *)c, 1);
+		}
+	}
+	put(b, "\"", 1);
+}
+
+void hs_log_emit(hs_log_level lvl, const char *module, const char *msg,
+		 const hs_log_field *fields, unsigned nfields)
+{
+	static const char *const lvl_names[] = { "debug", "info", "warn", "error", "off" };
+	char storage[4096];
+	/* reserve 3 bytes for "}\n" + NUL whatever happens above */
+	buf b = { storage, 0, sizeof(storage) - 2 };
+	char tmp[64];
+	struct timespec ts;
+	struct tm tm;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	size_t n = strftime(tmp, sizeof(tmp), "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(tmp + n, sizeof(tmp) - n, ".%03ldZ", ts.tv_nsec / 1000000);
+
+	puts_(&b, "{\"ts\":\"");
+	puts_(&b, tmp);
+	puts_(&b, "\",\"level\":\"");
+	puts_(&b, lvl_names[lvl <= HS_LOG_OFF ? lvl : HS_LOG_ERROR]);
+	puts_(&b, "\",\"module\":");
+	put_json_str(&b, module);
+	puts_(&b, ",\"msg\":");
+	put_json_str(&b, msg);
+	for (unsigned i = 0; i < nfields; i++) {
+		const hs_log_field *f = &fields[i];
+		if (f->key == NULL)
+			continue;
+		puts_(&b, ",");
+		put_json_str(&b, f->key);
+		puts_(&b, ":");
+		switch (f->type) {
+		case HS_LOG_T_STR:
+			put_json_str(&b, f->s);
+			break;
+		case HS_LOG_T_INT:
+			snprintf(tmp, sizeof(tmp), "%lld", f->i);
+			puts_(&b, tmp);
+			break;
+		case HS_LOG_T_DBL:
+			snprintf(tmp, sizeof(tmp), "%.3f", f->d);
+			puts_(&b, tmp);
+			break;
+		case HS_LOG_T_BOOL:
+			puts_(&b, f->i ? "true" : "false");
+			break;
+		default:
+			puts_(&b, "null");
+		}
+	}
+	b.cap += 2; /* release the reserve for the terminator */
+	put(&b, "}\n", 2);
+	ssize_t w = write(log_fd, b.p, b.len);
+	(void)w; /* nowhere left to report a failing log write */
+}
