@@ -1,0 +1,289 @@
+/* The harnessd settings table and its three sources. */
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef enum { T_STR, T_INT, T_BOOL } opt_type;
+
+typedef struct opt {
+	const char *name; /* flag without "--"; config-file key */
+	const char *env;  /* environment variable */
+	opt_type type;
+	size_t off, size; /* field in hs_config */
+	const char *def;
+	int64_t min, max;    /* T_INT bounds */
+	const char *choices; /* T_STR: "a|b|c" or NULL */
+	bool secret;         /* never echoed in errors */
+	const char *help;
+} opt;
+
+#define S(f) T_STR, offsetof(hs_config, f), sizeof(((hs_config *)0)->f)
+#define I(f) T_INT, offsetof(hs_config, f), sizeof(int64_t)
+
+static const opt opts[] = {
+	{ "listen", "HARNESS_LISTEN", S(listen), "127.0.0.1:50051", 0, 0, NULL, false,
+	  "gRPC listen address (host:port; port 0 picks a free one)" },
+	{ "data-dir", "HARNESS_DATA_DIR", S(data_dir), "harness-data", 0, 0, NULL, false,
+	  "directory for the SQLite store, checkpoints and sandbox state" },
+	{ "config", "HARNESS_CONFIG", S(config_file), "", 0, 0, NULL, false,
+	  "config file: one 'name = value' per line, names as the flags" },
+	{ "log-level", "HARNESS_LOG_LEVEL", S(log_level), "info", 0, 0, "debug|info|warn|error|off",
+	  false, "JSON-lines log level on stderr" },
+	{ "shutdown-grace-ms", "HARNESS_SHUTDOWN_GRACE_MS", I(shutdown_grace_ms), "25000", 0,
+	  3600000, NULL, false, "on SIGTERM, how long in-flight calls may take before they are cancelled" },
+	{ "max-message-bytes", "HARNESS_MAX_MESSAGE_BYTES", I(max_message_bytes), "4194304", 1024,
+	  INT32_MAX, NULL, false, "largest gRPC message received or sent" },
+	{ "cq-threads", "HARNESS_CQ_THREADS", I(cq_threads), "2", 1, 64, NULL, false,
+	  "completion-queue polling threads" },
+	{ "workers", "HARNESS_WORKERS", I(workers), "8", 1, 1024, NULL, false,
+	  "worker threads for handlers that block (disk, network)" },
+	{ "max-concurrent-streams", "HARNESS_MAX_CONCURRENT_STREAMS", I(max_concurrent_streams), "0",
+	  0, 1000000, NULL, false, "HTTP/2 streams per connection (0 = gRPC default)" },
+	{ "workspace-root", "HARNESS_WORKSPACE_ROOT", S(workspace_root), "", 0, 0, NULL, false,
+	  "task workspaces live under this directory (default <data-dir>/workspaces)" },
+	{ "auth-backend", "HARNESS_AUTH_BACKEND", S(auth_backend), "local", 0, 0, "local|upstream",
+	  false, "users in the embedded store, or the user service at --user-service-url" },
+	{ "user-service-url", "USER_SERVICE_URL", S(user_service_url), "", 0, 0, NULL, false,
+	  "base URL of the user service (upstream backend)" },
+	{ "user-service-api-key", "USER_SERVICE_API_KEY", S(user_service_api_key), "", 0, 0, NULL,
+	  true, "X-API-Key sent to the user service" },
+	{ "jwt-secret", "HARNESS_JWT_SECRET", S(jwt_secret), "", 0, 0, NULL, true,
+	  "HS256 key for access tokens (upstream: the user service's key; local: generated and kept in the data dir if empty)" },
+	{ "jwt-public-key", "HARNESS_JWT_PUBLIC_KEY", S(jwt_public_key), "", 0, 0, NULL, false,
+	  "PEM public key file to verify RS256/ES256 access tokens (upstream backend)" },
+	{ "jwt-alg", "HARNESS_JWT_ALG", S(jwt_alg), "", 0, 0, "|HS256|RS256|ES256", false,
+	  "pinned JWT algorithm (default: HS256 with --jwt-secret, else from the key type)" },
+	{ "jwt-issuer", "HARNESS_JWT_ISSUER", S(jwt_issuer), "", 0, 0, NULL, false,
+	  "required iss claim (empty: not checked)" },
+	{ "jwt-audience", "HARNESS_JWT_AUDIENCE", S(jwt_audience), "", 0, 0, NULL, false,
+	  "required aud claim (empty: not checked)" },
+	{ "access-token-ttl", "HARNESS_ACCESS_TOKEN_TTL", I(access_token_ttl_s), "900", 30, 86400,
+	  NULL, false, "local backend: access token lifetime in seconds" },
+	{ "refresh-token-ttl", "HARNESS_REFRESH_TOKEN_TTL", I(refresh_token_ttl_s), "604800", 60,
+	  31536000, NULL, false, "local backend: refresh token lifetime in seconds" },
+	{ "sandbox-driver", "HARNESS_SANDBOX_DRIVER", S(sandbox_driver), "auto", 0, 0,
+	  "auto|firecracker|bwrap", false, "auto: firecracker where /dev/kvm and the binary exist, else bwrap" },
+	{ "firecracker-bin", "HARNESS_FIRECRACKER_BIN", S(firecracker_bin), "/usr/local/bin/firecracker",
+	  0, 0, NULL, false, "firecracker binary" },
+	{ "jailer-bin", "HARNESS_JAILER_BIN", S(jailer_bin), "", 0, 0, NULL, false,
+	  "jailer binary (empty: start firecracker directly, for development)" },
+	{ "kernel-image", "HARNESS_KERNEL_IMAGE", S(kernel_image), "", 0, 0, NULL, false,
+	  "default guest kernel for CreateSandbox" },
+	{ "rootfs-image", "HARNESS_ROOTFS_IMAGE", S(rootfs_image), "", 0, 0, NULL, false,
+	  "default root filesystem for CreateSandbox" },
+	{ "max-vcpus", "HARNESS_MAX_VCPUS", I(max_vcpus), "8", 1, 32, NULL, false,
+	  "largest vcpu_count a sandbox may ask for" },
+	{ "max-mem-mib", "HARNESS_MAX_MEM_MIB", I(max_mem_mib), "8192", 128, 1048576, NULL, false,
+	  "largest mem_size_mib a sandbox may ask for" },
+	{ "sandboxes-per-user", "HARNESS_SANDBOXES_PER_USER", I(sandboxes_per_user), "20", 1, 100000,
+	  NULL, false, "live sandboxes one user may have" },
+	{ "checkpoint-remote", "HARNESS_CHECKPOINT_REMOTE", S(checkpoint_remote), "", 0, 0, NULL,
+	  false, "git remote URL checkpoint refs are pushed to after each create (empty: none)" },
+	{ "webhook-url", "HARNESS_WEBHOOK_URL", S(webhook_url), "", 0, 0, NULL, false,
+	  "task events are POSTed here as JSON (empty: none)" },
+};
+
+static const opt *find_opt(const char *name, size_t len)
+{
+	for (size_t i = 0; i < sizeof(opts) / sizeof(opts[0]); i++)
+		if (strlen(opts[i].name) == len && strncmp(opts[i].name, name, len) == 0)
+			return &opts[i];
+	return NULL;
+}
+
+static bool in_choices(const char *choices, const char *v)
+{
+	size_t n = strlen(v);
+	for (const char *p = choices;;) {
+		const char *bar = strchr(p, '|');
+		size_t len = bar ? (size_t)(bar - p) : strlen(p);
+		if (len == n && strncmp(p, v, n) == 0)
+			return true;
+		if (bar == NULL)
+			return false;
+		p = bar + 1;
+	}
+}
+
+static int set_opt(hs_config *cfg, const opt *o, const char *value, const char *source,
+		   hs_error *err)
+{
+	char *field = (char *)cfg + o->off;
+	const char *shown = o->secret ? "(secret)" : value;
+	if (o->type == T_STR) {
+		if (strlen(value) >= o->size)
+			return hs_error_set(err, HS_INVALID, "%s (%s): longer than %zu bytes", o->name,
+					    source, o->size - 1);
+		if (o->choices != NULL && !in_choices(o->choices, value))
+			return hs_error_set(err, HS_INVALID, "%s (%s): '%s' is not one of %s", o->name,
+					    source, shown, o->choices);
+		memcpy(field, value, strlen(value) + 1);
+		return HS_OK;
+	}
+	char *end = NULL;
+	errno = 0;
+	long long v = strtoll(value, &end, 10);
+	if (errno != 0 || end == value || *end != '\0')
+		return hs_error_set(err, HS_INVALID, "%s (%s): '%s' is not an integer", o->name, source,
+				    shown);
+	if (v < o->min || v > o->max)
+		return hs_error_set(err, HS_INVALID, "%s (%s): %lld is outside [%lld, %lld]", o->name,
+				    source, v, (long long)o->min, (long long)o->max);
+	memcpy(field, &(int64_t){ v }, sizeof(int64_t));
+	return HS_OK;
+}
+
+static char *trim(char *s)
+{
+	while (isspace((unsigned char)*s))
+		s++;
+	size_t n = strlen(s);
+	while (n > 0 && isspace((unsigned char)s[n - 1]))
+		s[--n] = '\0';
+	return s;
+}
+
+static int load_file(hs_config *cfg, const char *path, hs_error *err)
+{
+	FILE *f = fopen(path, "r");
+	if (f == NULL)
+		return hs_error_set(err, HS_INVALID, "config: cannot open %s: %s", path, strerror(errno));
+	char line[2048];
+	int lineno = 0, rc = HS_OK;
+	while (rc == HS_OK && fgets(line, sizeof(line), f) != NULL) {
+		lineno++;
+		if (strchr(line, '\n') == NULL && !feof(f)) {
+			rc = hs_error_set(err, HS_INVALID, "%s:%d: line too long", path, lineno);
+			break;
+		}
+		char *s = trim(line);
+		if (*s == '\0' || *s == '#')
+			continue;
+		char *eq = strpbrk(s, "=:");
+		if (eq == NULL) {
+			rc = hs_error_set(err, HS_INVALID, "%s:%d: expected 'name = value'", path, lineno);
+			break;
+		}
+		*eq = '\0';
+		char *key = trim(s), *val = trim(eq + 1);
+		size_t vl = strlen(val);
+		if (vl >= 2 && ((val[0] == '"' && val[vl - 1] == '"') || (val[0] == '\'' && val[vl - 1] == '\''))) {
+			val[vl - 1] = '\0';
+			val++;
+		}
+		const opt *o = find_opt(key, strlen(key));
+		if (o == NULL || strcmp(o->name, "config") == 0) {
+			rc = hs_error_set(err, HS_INVALID, "%s:%d: unknown setting '%s'", path, lineno, key);
+			break;
+		}
+		char src[600];
+		snprintf(src, sizeof(src), "%s:%d", path, lineno);
+		rc = set_opt(cfg, o, val, src, err);
+	}
+	fclose(f);
+	return rc;
+}
+
+void hs_config_print_help(FILE *out, const char *prog)
+{
+	fprintf(out,
+		"Usage: %s [options]\n\n"
+		"harnessd: the Harness control plane (gRPC). Serves AuthService, SandboxService,\n"
+		"CheckpointService, HealthService, grpc.health.v1 and server reflection.\n\n"
+		"Options (each also as the environment variable shown; precedence: defaults <\n"
+		"--config file < environment < flags):\n",
+		prog);
+	for (size_t i = 0; i < sizeof(opts) / sizeof(opts[0]); i++) {
+		const opt *o = &opts[i];
+		char flag[64];
+		snprintf(flag, sizeof(flag), "--%s %s", o->name, o->type == T_INT ? "N" : "VALUE");
+		fprintf(out, "  %-34s %s\n  %-34s env %s", flag, o->help, "", o->env);
+		if (o->def[0] != '\0')
+			fprintf(out, ", default %s", o->def);
+		if (o->choices != NULL)
+			fprintf(out, ", one of %s", o->choices);
+		fprintf(out, "\n");
+	}
+	fprintf(out, "  %-34s this help\n  %-34s print the version\n", "--help, -h", "--version");
+}
+
+int hs_config_load(hs_config *cfg, int argc, char **argv, hs_error *err)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	int rc;
+	for (size_t i = 0; i < sizeof(opts) / sizeof(opts[0]); i++)
+		if ((rc = set_opt(cfg, &opts[i], opts[i].def, "default", err)) != HS_OK)
+			return rc;
+
+	/* The config file's path comes from the environment or the flags. */
+	const char *file = getenv("HARNESS_CONFIG");
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
+			file = argv[i + 1];
+		else if (strncmp(argv[i], "--config=", 9) == 0)
+			file = argv[i] + 9;
+	}
+	if (file != NULL && file[0] != '\0') {
+		if ((rc = load_file(cfg, file, err)) != HS_OK)
+			return rc;
+		if ((rc = set_opt(cfg, find_opt("config", 6), file, "flag", err)) != HS_OK)
+			return rc;
+	}
+
+	for (size_t i = 0; i < sizeof(opts) / sizeof(opts[0]); i++) {
+		const char *v = getenv(opts[i].env);
+		if (v != NULL && (rc = set_opt(cfg, &opts[i], v, opts[i].env, err)) != HS_OK)
+			return rc;
+	}
+
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+			cfg->show_help = true;
+			continue;
+		}
+		if (strcmp(a, "--version") == 0) {
+			cfg->show_version = true;
+			continue;
+		}
+		if (strncmp(a, "--", 2) != 0)
+			return hs_error_set(err, HS_INVALID, "unexpected argument '%s' (see --help)", a);
+		const char *name = a + 2, *eq = strchr(name, '=');
+		size_t len = eq ? (size_t)(eq - name) : strlen(name);
+		const opt *o = find_opt(name, len);
+		if (o == NULL)
+			return hs_error_set(err, HS_INVALID, "unknown option '%.*s' (see --help)",
+					    (int)len + 2, a);
+		const char *v = eq ? eq + 1 : NULL;
+		if (v == NULL) {
+			if (i + 1 >= argc)
+				return hs_error_set(err, HS_INVALID, "option --%s needs a value", o->name);
+			v = argv[++i];
+		}
+		if ((rc = set_opt(cfg, o, v, "flag", err)) != HS_OK)
+			return rc;
+	}
+
+	if (cfg->data_dir[0] == '\0')
+		return hs_error_set(err, HS_INVALID, "data-dir: must not be empty");
+	if (cfg->workspace_root[0] == '\0') {
+		int n = snprintf(cfg->workspace_root, sizeof(cfg->workspace_root), "%s/workspaces",
+				 cfg->data_dir);
+		if (n < 0 || (size_t)n >= sizeof(cfg->workspace_root))
+			return hs_error_set(err, HS_INVALID, "data-dir: path too long");
+	}
+	if (strcmp(cfg->auth_backend, "upstream") == 0) {
+		if (cfg->user_service_url[0] == '\0')
+			return hs_error_set(err, HS_INVALID,
+					    "auth-backend upstream needs --user-service-url (USER_SERVICE_URL)");
+		if (cfg->jwt_secret[0] == '\0' && cfg->jwt_public_key[0] == '\0')
+			return hs_error_set(err, HS_INVALID,
+					    "auth-backend upstream needs --jwt-secret or --jwt-public-key to verify the user service's tokens");
+	}
+	return HS_OK;
+}

@@ -1,0 +1,59 @@
+/* harnessd configuration: one table (name, type, default, bounds, env, help)
+ * that parses flags, HARNESS_* environment variables and a config file, and
+ * produces --help. Precedence: defaults < config file < environment < flags. */
+#ifndef HS_SERVER_CONFIG_H
+#define HS_SERVER_CONFIG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "error.h"
+
+#define HS_CFG_STR 512
+
+typedef struct hs_config {
+	char listen[HS_CFG_STR];
+	char data_dir[HS_CFG_STR];
+	char config_file[HS_CFG_STR];
+	char log_level[16];
+	int64_t shutdown_grace_ms;
+	int64_t max_message_bytes;
+	int64_t cq_threads;
+	int64_t workers;
+	int64_t max_concurrent_streams;
+	char workspace_root[HS_CFG_STR];
+	/* auth */
+	char auth_backend[16];
+	char user_service_url[HS_CFG_STR];
+	char user_service_api_key[HS_CFG_STR]; /* secret: never logged */
+	char jwt_secret[HS_CFG_STR];           /* secret: never logged */
+	char jwt_public_key[HS_CFG_STR];
+	char jwt_alg[8];
+	char jwt_issuer[HS_CFG_STR];
+	char jwt_audience[HS_CFG_STR];
+	int64_t access_token_ttl_s;
+	int64_t refresh_token_ttl_s;
+	/* sandboxes */
+	char sandbox_driver[16];
+	char firecracker_bin[HS_CFG_STR];
+	char jailer_bin[HS_CFG_STR];
+	char kernel_image[HS_CFG_STR];
+	char rootfs_image[HS_CFG_STR];
+	int64_t max_vcpus;
+	int64_t max_mem_mib;
+	int64_t sandboxes_per_user;
+	/* checkpoints */
+	char checkpoint_remote[HS_CFG_STR];
+	/* tasks */
+	char webhook_url[HS_CFG_STR];
+	bool show_help, show_version;
+} hs_config;
+
+/* Fills cfg from defaults, the config file (--config / HARNESS_CONFIG), the
+ * environment and argv. Validation errors name the setting and its source. */
+int hs_config_load(hs_config *cfg, int argc, char **argv, hs_error *err);
+
+void hs_config_print_help(FILE *out, const char *prog);
+
+#endif

@@ -1,0 +1,162 @@
+/* harnessd: wires the store, the services and the RPC core together, and
+ * turns SIGTERM/SIGINT into a graceful drain (Kubernetes sends SIGTERM). */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "config.h"
+#include "harness/v1/auth.pb-c.h"
+#include "harness/v1/checkpoint.pb-c.h"
+#include "harness/v1/health.pb-c.h"
+#include "harness/v1/sandbox.pb-c.h"
+#include "log.h"
+#include "rpc.h"
+#include "std_services.h"
+#include "store.h"
+
+/* Creates dir (and parents) with mode 0700 if missing. */
+static int mkdir_p(const char *dir, hs_error *err)
+{
+	char path[HS_CFG_STR];
+	int n = snprintf(path, sizeof(path), "%s", dir);
+	if (n < 0 || (size_t)n >= sizeof(path))
+		return hs_error_set(err, HS_INVALID, "path too long: %s", dir);
+	for (char *p = path + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(path, 0700) != 0 && errno != EEXIST)
+			return hs_error_set(err, HS_UNAVAILABLE, "mkdir %s: %s", path, strerror(errno));
+		*p = '/';
+	}
+	if (mkdir(path, 0700) != 0 && errno != EEXIST)
+		return hs_error_set(err, HS_UNAVAILABLE, "mkdir %s: %s", path, strerror(errno));
+	return HS_OK;
+}
+
+typedef struct app {
+	hs_config cfg;
+	hs_store *store;
+	hs_rpc_server *srv;
+	hs_health *health;
+	hs_reflection *reflection;
+} app;
+
+static const ProtobufCServiceDescriptor *const harness_services[] = {
+	&harness__v1__auth_service__descriptor,
+	&harness__v1__sandbox_service__descriptor,
+	&harness__v1__checkpoint_service__descriptor,
+	&harness__v1__health_service__descriptor,
+};
+#define N_HARNESS_SERVICES (sizeof(harness_services) / sizeof(harness_services[0]))
+
+static int start(app *a, hs_error *err)
+{
+	int rc;
+	if ((rc = mkdir_p(a->cfg.data_dir, err)) != HS_OK)
+		return rc;
+	if ((rc = mkdir_p(a->cfg.workspace_root, err)) != HS_OK)
+		return rc;
+	if ((rc = hs_store_open(&a->store, a->cfg.data_dir, err)) != HS_OK)
+		return rc;
+
+	hs_rpc_config rc_cfg = HS_RPC_CONFIG_INIT;
+	rc_cfg.listen = a->cfg.listen;
+	rc_cfg.cq_threads = (unsigned)a->cfg.cq_threads;
+	rc_cfg.workers = (unsigned)a->cfg.workers;
+	rc_cfg.max_message_bytes = (size_t)a->cfg.max_message_bytes;
+	rc_cfg.max_concurrent_streams = (unsigned)a->cfg.max_concurrent_streams;
+	if ((rc = hs_rpc_server_new(&a->srv, &rc_cfg, err)) != HS_OK)
+		return rc;
+	if ((rc = hs_health_new(&a->health, err)) != HS_OK ||
+	    (rc = hs_health_register(a->health, a->srv, err)) != HS_OK)
+		return rc;
+	if ((rc = hs_reflection_new(&a->reflection, err)) != HS_OK ||
+	    (rc = hs_reflection_register(a->reflection, a->srv, err)) != HS_OK)
+		return rc;
+	/* Harness services: methods without a handler answer UNIMPLEMENTED. */
+	for (size_t i = 0; i < N_HARNESS_SERVICES; i++) {
+		if ((rc = hs_rpc_server_add_service(a->srv, harness_services[i], NULL, 0, NULL, err)) != HS_OK)
+			return rc;
+	}
+	if ((rc = hs_rpc_server_start(a->srv, err)) != HS_OK)
+		return rc;
+
+	/* Ready only once the store takes writes. */
+	bool store_ok = hs_store_check_writable(a->store, err) == HS_OK;
+	hs_health_status st = store_ok ? HS_HEALTH_SERVING : HS_HEALTH_NOT_SERVING;
+	hs_health_set(a->health, "", st);
+	for (size_t i = 0; i < N_HARNESS_SERVICES; i++)
+		hs_health_set(a->health, harness_services[i]->name, st);
+	if (!store_ok)
+		hs_log(HS_LOG_ERROR, "main", "store not writable: NOT_SERVING", HS_LS("error", err->msg));
+	hs_error_clear(err);
+	return HS_OK;
+}
+
+static void stop(app *a)
+{
+	if (a->health != NULL)
+		hs_health_shutdown(a->health);
+	if (a->srv != NULL)
+		hs_rpc_server_shutdown(a->srv, a->cfg.shutdown_grace_ms);
+	hs_rpc_server_free(a->srv);
+	hs_reflection_free(a->reflection);
+	hs_health_free(a->health);
+	hs_store_free(a->store);
+}
+
+int main(int argc, char **argv)
+{
+	app a;
+	memset(&a, 0, sizeof(a));
+	hs_error err = { 0 };
+	if (hs_config_load(&a.cfg, argc, argv, &err) != HS_OK) {
+		fprintf(stderr, "harnessd: %s\n", err.msg);
+		return 2;
+	}
+	if (a.cfg.show_help) {
+		hs_config_print_help(stdout, "harnessd");
+		return 0;
+	}
+	if (a.cfg.show_version) {
+		printf("harnessd %s\n", HS_VERSION);
+		return 0;
+	}
+	hs_log_level lvl;
+	if (!hs_log_level_parse(a.cfg.log_level, &lvl)) {
+		fprintf(stderr, "harnessd: log-level: unknown level '%s'\n", a.cfg.log_level);
+		return 2;
+	}
+	hs_log_min_level = lvl;
+
+	/* Signals are taken by sigwait in this thread only: block them before
+	 * any thread starts so every thread inherits the mask. */
+	sigset_t sigs;
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGINT);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	if (start(&a, &err) != HS_OK) {
+		hs_log(HS_LOG_ERROR, "main", "cannot start", HS_LS("error", err.msg));
+		fprintf(stderr, "harnessd: %s\n", err.msg);
+		stop(&a);
+		return 1;
+	}
+	hs_log(HS_LOG_INFO, "main", "serving", HS_LS("version", HS_VERSION),
+	       HS_LS("listen", a.cfg.listen), HS_LI("port", hs_rpc_server_port(a.srv)),
+	       HS_LS("data_dir", a.cfg.data_dir), HS_LS("auth_backend", a.cfg.auth_backend));
+
+	int sig = 0;
+	while (sigwait(&sigs, &sig) != 0) {
+	}
+	hs_log(HS_LOG_INFO, "main", "signal received: draining", HS_LS("signal", strsignal(sig)));
+	stop(&a);
+	hs_log(HS_LOG_INFO, "main", "stopped");
+	return 0;
+}

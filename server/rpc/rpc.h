@@ -1,0 +1,176 @@
+/* The RPC core: a small gRPC server on the gRPC C core API and protobuf-c.
+ *
+ * Services are registered from their protobuf-c service descriptors plus a
+ * table of handlers (one per method, by name); every method of a descriptor
+ * is served, those without a handler answer UNIMPLEMENTED. Handlers see
+ * unpacked requests and never a grpc_call: this header is the whole surface.
+ *
+ * Threading: a few completion-queue threads poll the transport. Cheap
+ * handlers run right there (no thread hop); handlers flagged HS_RPC_BLOCKING
+ * run on a worker pool and complete the call from there. Every function here
+ * is thread-safe unless stated otherwise.
+ *
+ * Memory: each call has an arena. Requests are unpacked into it, and
+ * handlers allocate responses (and every string inside them) from it with
+ * hs_rpc_call_alloc/strdup; it is released when the call ends, so handlers
+ * free nothing they got from the core. */
+#ifndef HS_RPC_RPC_H
+#define HS_RPC_RPC_H
+
+#include <protobuf-c/protobuf-c.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "error.h"
+
+typedef struct hs_rpc_server hs_rpc_server;
+typedef struct hs_rpc_call hs_rpc_call;
+
+typedef enum hs_rpc_kind {
+	HS_RPC_UNARY = 0,
+	HS_RPC_SERVER_STREAM, /* one request, a stream of responses */
+	HS_RPC_BIDI_STREAM,   /* the handler is called per request message */
+} hs_rpc_kind;
+
+enum {
+	HS_RPC_BLOCKING = 1u << 0, /* may block on disk/network: run on the worker pool */
+	HS_RPC_PUBLIC = 1u << 1,   /* needs no access token (Login, Refresh, health, reflection) */
+};
+
+/* Unary: on HS_OK, *resp is the response (from the call arena or static
+ * storage; the core packs it and never frees it). On error, return a
+ * negative hs_code with err->msg as the status message. */
+typedef int (*hs_rpc_unary_fn)(hs_rpc_call *call, const ProtobufCMessage *req,
+			       ProtobufCMessage **resp, hs_error *err);
+
+/* Server streaming: called once with the request. Return HS_OK to keep the
+ * stream open; then send with hs_rpc_call_send() and end it with
+ * hs_rpc_call_finish(), from any thread, holding a reference
+ * (hs_rpc_call_ref) for as long as you keep the pointer. An error return
+ * ends the call with that status.
+ * Bidi streaming: called for every request message, and once with req ==
+ * NULL when the client has finished sending; the core then ends the call
+ * with OK once every queued response is written (unless the handler already
+ * finished it). */
+typedef int (*hs_rpc_stream_fn)(hs_rpc_call *call, const ProtobufCMessage *req,
+				hs_error *err);
+
+typedef struct hs_rpc_handler {
+	const char *method; /* method name as in the .proto, e.g. "Check" */
+	hs_rpc_kind kind;
+	unsigned flags;
+	hs_rpc_unary_fn unary;   /* kind == HS_RPC_UNARY */
+	hs_rpc_stream_fn stream; /* the streaming kinds */
+} hs_rpc_handler;
+
+/* Who is calling, as established by the authenticator. */
+typedef struct hs_rpc_principal {
+	bool authenticated;
+	bool is_admin;
+	char user_id[128];
+	char role[16];
+} hs_rpc_principal;
+
+/* Authenticator ("interceptor"): runs before every non-public handler, on the
+ * completion-queue thread (keep it cheap: token verification, no I/O). Fill
+ * *out and return HS_OK, or return HS_UNAUTH with a message. */
+typedef int (*hs_rpc_auth_fn)(hs_rpc_call *call, hs_rpc_principal *out,
+			      hs_error *err, void *payload);
+
+typedef struct hs_rpc_config {
+	const char *listen;        /* "127.0.0.1:50051"; port 0 = pick one */
+	unsigned cq_threads;       /* completion-queue threads (default 2) */
+	unsigned workers;          /* worker-pool threads (default 8) */
+	unsigned worker_queue;     /* jobs waiting for a worker before RESOURCE_EXHAUSTED (default 1024) */
+	size_t max_message_bytes;  /* receive/send limit (default 4 MiB) */
+	unsigned max_concurrent_streams; /* per connection (default 0 = gRPC's) */
+} hs_rpc_config;
+
+#define HS_RPC_CONFIG_INIT { "127.0.0.1:50051", 2, 8, 1024, 4u << 20, 0 }
+
+/* Creates the server and binds the port (not yet serving). */
+int hs_rpc_server_new(hs_rpc_server **out, const hs_rpc_config *cfg, hs_error *err);
+
+/* The bound port (useful with port 0). */
+int hs_rpc_server_port(const hs_rpc_server *srv);
+
+/* Registers every method of svc with the handlers named in the table
+ * (unknown names in the table are an error). payload is given back to the
+ * handlers by hs_rpc_call_payload(). Before hs_rpc_server_start() only. */
+int hs_rpc_server_add_service(hs_rpc_server *srv, const ProtobufCServiceDescriptor *svc,
+			      const hs_rpc_handler *handlers, size_t n_handlers,
+			      void *payload, hs_error *err);
+
+void hs_rpc_server_set_authenticator(hs_rpc_server *srv, hs_rpc_auth_fn fn, void *payload);
+
+/* Full names of the registered services, in registration order (for
+ * reflection's list_services). Borrowed; valid until the server is freed. */
+size_t hs_rpc_server_services(const hs_rpc_server *srv, const char *const **out);
+
+int hs_rpc_server_start(hs_rpc_server *srv, hs_error *err);
+
+/* Graceful stop: no new calls; open server streams are ended with
+ * UNAVAILABLE once their queued messages are written; in-flight calls get
+ * up to grace_ms, then are cancelled. Returns when every call has ended and
+ * every thread is joined. Safe to call once. */
+void hs_rpc_server_shutdown(hs_rpc_server *srv, int64_t grace_ms);
+
+void hs_rpc_server_free(hs_rpc_server *srv);
+
+/* --- inside a handler ------------------------------------------------- */
+
+void *hs_rpc_call_payload(const hs_rpc_call *call);
+/* "/package.Service/Method" */
+const char *hs_rpc_call_method(const hs_rpc_call *call);
+/* The principal the authenticator set (all-false for public methods). */
+const hs_rpc_principal *hs_rpc_call_principal(const hs_rpc_call *call);
+
+/* First value of request metadata key (lower-case), NUL-terminated copy in
+ * the arena; NULL when absent. *len (optional) gets its length. */
+const char *hs_rpc_call_metadata(hs_rpc_call *call, const char *key, size_t *len);
+
+/* The client's address as gRPC reports it ("ipv4:127.0.0.1:5555"); arena copy. */
+const char *hs_rpc_call_peer(hs_rpc_call *call);
+
+/* Milliseconds until the client's deadline (INT64_MAX if none; <= 0 expired). */
+int64_t hs_rpc_call_deadline_left_ms(const hs_rpc_call *call);
+
+/* True once the client cancelled or the deadline passed. */
+bool hs_rpc_call_cancelled(const hs_rpc_call *call);
+
+/* Arena allocation, zeroed, 16-byte aligned; NULL only when out of memory. */
+void *hs_rpc_call_alloc(hs_rpc_call *call, size_t size);
+char *hs_rpc_call_strdup(hs_rpc_call *call, const char *s);
+
+/* Response metadata: initial metadata must be added before the first
+ * message goes out; trailing metadata before the status. Key and value are
+ * copied; invalid keys/values (CR/LF, non-printable) are refused. */
+int hs_rpc_call_add_initial_metadata(hs_rpc_call *call, const char *key, const char *value);
+int hs_rpc_call_add_trailing_metadata(hs_rpc_call *call, const char *key, const char *value);
+
+/* --- streams ------------------------------------------------------------ */
+
+void hs_rpc_call_ref(hs_rpc_call *call);
+void hs_rpc_call_unref(hs_rpc_call *call);
+
+/* Called exactly once when the call ends for any reason (finished,
+ * cancelled, deadline, shutdown), on a core thread. A service that keeps a
+ * stream in a list removes it here and drops its reference. */
+typedef void (*hs_rpc_done_fn)(hs_rpc_call *call, void *payload);
+void hs_rpc_call_on_done(hs_rpc_call *call, hs_rpc_done_fn fn, void *payload);
+
+/* Caps the messages waiting behind the one being written (default 64). */
+void hs_rpc_call_set_send_queue(hs_rpc_call *call, unsigned cap);
+
+/* Queues one message; at most one write is outstanding per call. Returns
+ * HS_LIMIT when the queue is full (the caller decides what to drop),
+ * HS_CANCELLED when the call has ended or is finishing. Packs msg before
+ * returning: msg may be freed right after. */
+int hs_rpc_call_send(hs_rpc_call *call, const ProtobufCMessage *msg);
+
+/* Ends the stream with a status once the queued messages are written.
+ * HS_OK -> status OK. Only the first finish counts. */
+void hs_rpc_call_finish(hs_rpc_call *call, int code, const char *msg);
+
+#endif

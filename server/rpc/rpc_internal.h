@@ -1,0 +1,120 @@
+/* Internals shared by server.c (lifecycle, registration, polling) and
+ * call.c (the per-call state machine). Nothing outside server/rpc sees this. */
+#ifndef HS_RPC_INTERNAL_H
+#define HS_RPC_INTERNAL_H
+
+#include <grpc/grpc.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <time.h>
+
+#include "arena.h"
+#include "pool.h"
+#include "rpc.h"
+
+typedef enum tag_kind {
+	TAG_NEW,      /* a requested call arrived (or the request failed at shutdown) */
+	TAG_CLOSE,    /* RECV_CLOSE_ON_SERVER: the call is over for the client */
+	TAG_SEND,     /* one streamed SEND_MESSAGE finished */
+	TAG_RECV,     /* one RECV_MESSAGE finished (bidi) */
+	TAG_STATUS,   /* the final batch (message and/or status) finished */
+	TAG_SHUTDOWN, /* grpc_server_shutdown_and_notify completed */
+} tag_kind;
+
+typedef struct rpc_tag {
+	tag_kind kind;
+	hs_rpc_call *call;
+} rpc_tag;
+
+typedef struct rpc_method {
+	char path[256]; /* "/pkg.Service/Method" */
+	const ProtobufCMethodDescriptor *desc;
+	hs_rpc_handler handler;
+	bool implemented;
+	void *payload;
+	void *registered; /* grpc_server_register_method handle */
+} rpc_method;
+
+typedef struct cq_thread {
+	hs_rpc_server *srv;
+	grpc_completion_queue *cq;
+	pthread_t tid;
+	bool running;
+} cq_thread;
+
+#define RPC_MAX_MD 8
+#define RPC_ARENA_INLINE 3072
+
+struct hs_rpc_call {
+	pthread_mutex_t mu; /* first: survives recycling, everything after is reset */
+	hs_rpc_server *srv;
+	rpc_method *m; /* NULL: a generic call for an unknown method */
+	cq_thread *cqt;
+	grpc_call *gcall;
+	gpr_timespec deadline;
+	grpc_metadata_array req_md;
+	grpc_call_details details; /* generic calls only */
+	grpc_byte_buffer *payload; /* unary/server-stream request */
+	grpc_byte_buffer *recv_buf; /* bidi */
+	rpc_tag t_new, t_close, t_send, t_recv, t_status;
+
+	int refs;
+	int client_cancelled; /* filled by RECV_CLOSE_ON_SERVER */
+	atomic_bool cancelled;
+	bool accepted, close_done, dead;
+	bool send_busy, finishing, status_started, initial_md_sent, done_notified;
+
+	grpc_byte_buffer **queue;
+	unsigned q_head, q_len, q_cap;
+
+	grpc_status_code status;
+	grpc_slice status_slice;
+	bool has_status_slice;
+
+	grpc_metadata init_md[RPC_MAX_MD], trail_md[RPC_MAX_MD];
+	size_t n_init, n_trail;
+
+	hs_rpc_principal principal;
+	hs_rpc_done_fn on_done;
+	void *on_done_payload;
+	const ProtobufCMessage *req;
+	struct timespec started;
+
+	hs_rpc_call *live_prev, *live_next, *free_next;
+	hs_arena arena;
+	_Alignas(16) char arena_mem[RPC_ARENA_INLINE];
+};
+
+struct hs_rpc_server {
+	hs_rpc_config cfg;
+	char listen[256];
+	grpc_server *server;
+	int port;
+	rpc_method *methods;
+	size_t n_methods, cap_methods;
+	const char **services;
+	size_t n_services;
+	cq_thread *cqs;
+	unsigned n_cqs;
+	hs_pool *pool;
+	hs_rpc_auth_fn auth;
+	void *auth_payload;
+
+	pthread_mutex_t mu; /* live list, free list, flags below; taken before any call->mu */
+	pthread_cond_t cv;
+	hs_rpc_call *live;
+	size_t n_live;
+	hs_rpc_call *free_calls;
+	bool started, shutting_down, shutdown_notified;
+	rpc_tag shutdown_tag;
+};
+
+/* call.c */
+hs_rpc_call *hs_rpc__call_get(hs_rpc_server *srv);
+void hs_rpc__call_release(hs_rpc_server *srv, hs_rpc_call *call);
+void hs_rpc__call_destroy(hs_rpc_call *call);
+void hs_rpc__on_tag(rpc_tag *tag, bool ok);
+/* Arms one request for method m (NULL = generic) on cqt. */
+bool hs_rpc__request(hs_rpc_server *srv, rpc_method *m, cq_thread *cqt);
+
+#endif
