@@ -1,0 +1,157 @@
+"""Shared helpers for integration tests: start the real binaries on loopback
+(port 0), read their JSON-lines logs, stop them by PID, never leave a
+process behind."""
+import json
+import os
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+import unittest
+
+import grpc
+
+BUILD = os.environ.get("HS_BUILD_DIR", os.path.join(os.path.dirname(__file__), "../../build"))
+SOURCE = os.environ.get("HS_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "../.."))
+SANITIZED = os.environ.get("HS_SANITIZE", "OFF").upper() in ("ON", "1", "TRUE")
+# Sanitized binaries are several times slower: scale waits, never assertions on speed.
+SLOW = 4.0 if SANITIZED else 1.0
+
+HARNESSD = os.path.join(BUILD, "server", "harnessd")
+GATEWAY = os.path.join(BUILD, "gateway", "harness-gateway")
+HARNESSCTL = os.path.join(BUILD, "clients", "harnessctl")
+
+
+def raw(channel, method, kind="unary_unary"):
+    """A callable for method that sends and returns bytes (no stubs needed)."""
+    ident = lambda b: b
+    return getattr(channel, kind)(method, request_serializer=ident, response_deserializer=ident)
+
+
+def stub(channel, method, req_cls, resp_cls, kind="unary_unary"):
+    return getattr(channel, kind)(method, request_serializer=req_cls.SerializeToString,
+                                  response_deserializer=resp_cls.FromString)
+
+
+class Process:
+    """A child process whose stderr is JSON lines, collected in a thread."""
+
+    def __init__(self, argv, env=None, ready=None, ready_timeout=20.0):
+        self.argv = argv
+        self.lines = []
+        self.raw_lines = []
+        self._cond = threading.Condition()
+        full_env = dict(os.environ)
+        full_env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
+        if env:
+            full_env.update(env)
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, env=full_env)
+        self.stdout_lines = []
+        self._threads = [threading.Thread(target=self._read, args=(self.proc.stderr, True), daemon=True),
+                         threading.Thread(target=self._read, args=(self.proc.stdout, False), daemon=True)]
+        for t in self._threads:
+            t.start()
+        if ready is not None:
+            self.wait_for(ready, timeout=ready_timeout * SLOW)
+
+    def _read(self, stream, is_err):
+        for line in iter(stream.readline, b""):
+            text = line.decode("utf-8", "replace").rstrip("\n")
+            with self._cond:
+                if is_err:
+                    self.raw_lines.append(text)
+                    try:
+                        self.lines.append(json.loads(text))
+                    except ValueError:
+                        pass
+                else:
+                    self.stdout_lines.append(text)
+                self._cond.notify_all()
+        stream.close()
+
+    def wait_for(self, pred, timeout=10.0):
+        """Waits until pred(log_line_dict) holds for some line; returns it."""
+        deadline = time.monotonic() + timeout
+        seen = 0
+        with self._cond:
+            while True:
+                while seen < len(self.lines):
+                    line = self.lines[seen]
+                    seen += 1
+                    if pred(line):
+                        return line
+                left = deadline - time.monotonic()
+                if left <= 0 or (self.proc.poll() is not None and seen == len(self.lines)):
+                    raise AssertionError("log line not seen within %.1fs; exit=%s; stderr tail:\n%s" % (
+                        timeout, self.proc.poll(), "\n".join(self.raw_lines[-30:])))
+                self._cond.wait(min(left, 0.1))
+
+    def stop(self, sig=signal.SIGTERM, timeout=30.0):
+        """Signals the process and waits; returns its exit code (kills on timeout)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=timeout * SLOW)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError("%s did not stop within %.0fs" % (self.argv[0], timeout))
+        for t in self._threads:
+            t.join(timeout=5)
+        return self.proc.returncode
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        for t in self._threads:
+            t.join(timeout=5)
+
+
+class Harnessd(Process):
+    """harnessd on 127.0.0.1:0 with its own data dir."""
+
+    def __init__(self, data_dir=None, args=(), env=None):
+        self._tmp = None
+        if data_dir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="hs-it-")
+            data_dir = self._tmp.name
+        self.data_dir = data_dir
+        argv = [HARNESSD, "--listen", "127.0.0.1:0", "--data-dir", data_dir] + list(args)
+        e = {"HARNESS_ADMIN_EMAIL": "admin@example.com", "HARNESS_ADMIN_PASSWORD": "admin-password-1"}
+        if env:
+            e.update(env)
+        super().__init__(argv, env=e, ready=lambda l: l.get("msg") == "serving")
+        serving = next(l for l in self.lines if l.get("msg") == "serving")
+        self.port = serving["port"]
+        self.target = "127.0.0.1:%d" % self.port
+        self.channel = grpc.insecure_channel(self.target)
+
+    def close(self, expect_exit=0):
+        self.channel.close()
+        try:
+            code = self.stop()
+        finally:
+            if self._tmp is not None:
+                self._tmp.cleanup()
+        if expect_exit is not None and code != expect_exit:
+            raise AssertionError("harnessd exited %s (expected %s); stderr tail:\n%s" % (
+                code, expect_exit, "\n".join(self.raw_lines[-40:])))
+        return code
+
+
+class HarnessTestCase(unittest.TestCase):
+    """Starts one harnessd per test class (override server_args/env)."""
+    server_args = ()
+    server_env = None
+
+    @classmethod
+    def setUpClass(cls):
+        cls.hd = Harnessd(args=cls.server_args, env=cls.server_env)
+        cls.channel = cls.hd.channel
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.hd.close()
