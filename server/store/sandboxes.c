@@ -1,0 +1,370 @@
+/* Sandboxes and their snapshots. The store keeps the sandbox module's state
+ * as an opaque int; pid + pid_start_time let a restarted harnessd re-adopt a
+ * VM process only if it is still the same process. */
+#include "store_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define SANDBOX_COLS                                                                      \
+	"sandbox_id, owner, task_id, driver, state, pid, pid_start_time, vcpu_count, "     \
+	"mem_size_mib, ttl_seconds, expires_at_ms, created_at_ms, started_at_ms, exit_code, " \
+	"failure_reason, config_json, labels_json, log_path, runtime_dir"
+
+#define SNAPSHOT_COLS \
+	"snapshot_id, sandbox_id, type, created_at_ms, mem_file_path, snapshot_path, size_bytes"
+
+static int bind_sandbox(hs_store *s, sqlite3_stmt *st, const hs_store_sandbox_row *r,
+			hs_error *err)
+{
+	int rc;
+	HS_BIND_F(st, 1, r, sandbox_id);
+	HS_BIND_F(st, 2, r, owner);
+	HS_BIND_F(st, 3, r, task_id);
+	HS_BIND_F(st, 4, r, driver);
+	HS_BIND_I(st, 5, r->state);
+	HS_BIND_I(st, 6, r->pid);
+	HS_BIND_I(st, 7, (int64_t)r->pid_start_time);
+	HS_BIND_I(st, 8, r->vcpu_count);
+	HS_BIND_I(st, 9, r->mem_size_mib);
+	HS_BIND_I(st, 10, r->ttl_seconds);
+	HS_BIND_I(st, 11, r->expires_at_ms);
+	HS_BIND_I(st, 12, r->created_at_ms);
+	HS_BIND_I(st, 13, r->started_at_ms);
+	HS_BIND_I(st, 14, r->exit_code);
+	HS_BIND_F(st, 15, r, failure_reason);
+	HS_BIND_F(st, 16, r, config_json);
+	HS_BIND_F(st, 17, r, labels_json);
+	HS_BIND_F(st, 18, r, log_path);
+	HS_BIND_F(st, 19, r, runtime_dir);
+	rc = HS_OK;
+done:
+	return rc;
+}
+
+static int read_sandbox(sqlite3_stmt *st, hs_store_sandbox_row *r, hs_error *err)
+{
+	int rc;
+	memset(r, 0, sizeof(*r));
+	HS_COL_T(st, 0, r->sandbox_id, "sandbox_id");
+	HS_COL_T(st, 1, r->owner, "owner");
+	HS_COL_T(st, 2, r->task_id, "task_id");
+	HS_COL_T(st, 3, r->driver, "driver");
+	r->state = sqlite3_column_int(st, 4);
+	r->pid = sqlite3_column_int64(st, 5);
+	r->pid_start_time = (uint64_t)sqlite3_column_int64(st, 6);
+	r->vcpu_count = sqlite3_column_int(st, 7);
+	r->mem_size_mib = sqlite3_column_int64(st, 8);
+	r->ttl_seconds = sqlite3_column_int64(st, 9);
+	r->expires_at_ms = sqlite3_column_int64(st, 10);
+	r->created_at_ms = sqlite3_column_int64(st, 11);
+	r->started_at_ms = sqlite3_column_int64(st, 12);
+	r->exit_code = sqlite3_column_int(st, 13);
+	HS_COL_T(st, 14, r->failure_reason, "failure_reason");
+	HS_COL_T(st, 15, r->config_json, "config_json");
+	HS_COL_T(st, 16, r->labels_json, "labels_json");
+	HS_COL_T(st, 17, r->log_path, "log_path");
+	HS_COL_T(st, 18, r->runtime_dir, "runtime_dir");
+	rc = HS_OK;
+done:
+	return rc;
+}
+
+static int write_sandbox(hs_store *s, const hs_store_sandbox_row *r, bool update, hs_error *err)
+{
+	int rc;
+	sqlite3_stmt *st = NULL;
+	if (s == NULL || r == NULL)
+		return hs_error_set(err, HS_INVALID, "store: NULL argument");
+	if ((rc = hs_store__check_key(r->sandbox_id, sizeof(r->sandbox_id), "sandbox_id", err)) !=
+		    HS_OK ||
+	    (rc = hs_store__check_key(r->owner, sizeof(r->owner), "owner", err)) != HS_OK)
+		return rc;
+	hs_store__lock(s);
+	if (update)
+		HS_STMT(st, HS_STMT_SANDBOX_UPDATE,
+			"UPDATE sandboxes SET owner = ?2, task_id = ?3, driver = ?4, state = ?5, "
+			"pid = ?6, pid_start_time = ?7, vcpu_count = ?8, mem_size_mib = ?9, "
+			"ttl_seconds = ?10, expires_at_ms = ?11, created_at_ms = ?12, "
+			"started_at_ms = ?13, exit_code = ?14, failure_reason = ?15, "
+			"config_json = ?16, labels_json = ?17, log_path = ?18, runtime_dir = ?19 "
+			"WHERE sandbox_id = ?1");
+	else
+		HS_STMT(st, HS_STMT_SANDBOX_INSERT,
+			"INSERT INTO sandboxes(" SANDBOX_COLS ") VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, "
+			"?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)");
+	if ((rc = bind_sandbox(s, st, r, err)) != HS_OK)
+		goto done;
+	if ((rc = hs_store__step_done(s, st, update ? "update sandbox" : "insert sandbox", err)) !=
+	    HS_OK)
+		goto done;
+	if (update && sqlite3_changes64(s->db) == 0)
+		rc = hs_error_set(err, HS_NOT_FOUND, "store: sandbox %s not found", r->sandbox_id);
+done:
+	hs_store__release(st);
+	hs_store__unlock(s);
+	return rc;
+}
+
+int hs_store_sandbox_insert(hs_store *s, const hs_store_sandbox_row *r, hs_error *err)
+{
+	return write_sandbox(s, r, false, err);
+}
+
+int hs_store_sandbox_update(hs_store *s, const hs_store_sandbox_row *r, hs_error *err)
+{
+	return write_sandbox(s, r, true, err);
+}
+
+int hs_store_sandbox_get(hs_store *s, const char *sandbox_id, hs_store_sandbox_row *out,
+			 hs_error *err)
+{
+	int rc;
+	sqlite3_stmt *st = NULL;
+	hs_store_sandbox_row *r = NULL;
+	if (s == NULL || out == NULL)
+		return hs_error_set(err, HS_INVALID, "store: NULL argument");
+	if ((rc = hs_store__check_key(sandbox_id, HS_STORE_ID_MAX, "sandbox_id", err)) != HS_OK)
+		return rc;
+	if ((r = malloc(sizeof(*r))) == NULL)
+		return hs_error_set(err, HS_INTERNAL, "store: out of memory");
+	hs_store__lock(s);
+	HS_STMT(st, HS_STMT_SANDBOX_GET, "SELECT " SANDBOX_COLS " FROM sandboxes WHERE sandbox_id = ?1");
+	HS_BIND_T(st, 1, sandbox_id, HS_STORE_ID_MAX, "sandbox_id");
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_DONE) {
+		rc = hs_error_set(err, HS_NOT_FOUND, "store: sandbox %s not found", sandbox_id);
+		goto done;
+	}
+	if (rc != SQLITE_ROW) {
+		rc = hs_store__fail(s, rc, "get sandbox", err);
+		goto done;
+	}
+	if ((rc = read_sandbox(st, r, err)) != HS_OK)
+		goto done;
+	*out = *r;
+done:
+	hs_store__release(st);
+	hs_store__unlock(s);
+	free(r);
+	return rc;
+}
+
+int hs_store_sandbox_delete(hs_store *s, const char *sandbox_id, hs_error *err)
+{
+	int rc;
+	sqlite3_stmt *st = NULL;
+	if (s == NULL)
+		return hs_error_set(err, HS_INVALID, "store: NULL argument");
+	if ((rc = hs_store__check_key(sandbox_id, HS_STORE_ID_MAX, "sandbox_id", err)) != HS_OK)
+		return rc;
+	hs_store__lock(s);
+	HS_STMT(st, HS_STMT_SANDBOX_DELETE, "DELETE FROM sandboxes WHERE sandbox_id = ?1");
+	HS_BIND_T(st, 1, sandbox_id, HS_STORE_ID_MAX, "sandbox_id");
+	if ((rc = hs_store__step_done(s, st, "delete sandbox", err)) != HS_OK)
+		goto done;
+	if (sqlite3_changes64(s->db) == 0)
+		rc = hs_error_set(err, HS_NOT_FOUND, "store: sandbox %s not found", sandbox_id);
+done:
+	hs_store__release(st);
+	hs_store__unlock(s);
+	return rc;
+}
+
+int hs_store_sandbox_list(hs_store *s, const hs_store_sandbox_filter *f,
+			  hs_store_sandbox_row **out, size_t *n_out, hs_error *err)
+{
+	int rc;
+	sqlite3_stmt *st = NULL;
+	hs_store_sandbox_row *rows = NULL;
+	size_t n = 0, cap = 0;
+	if (s == NULL || f == NULL || out == NULL || n_out == NULL)
+		return hs_error_set(err, HS_INVALID, "store: NULL argument");
+	hs_store__lock(s);
+	HS_STMT(st, HS_STMT_SANDBOX_LIST,
+		"SELECT " SANDBOX_COLS " FROM sandboxes WHERE sandbox_id > ?1 "
+		"AND (?2 IS NULL OR owner = ?2) AND (?3 IS NULL OR task_id = ?3) "
+		"AND (?4 < 0 OR state = ?4) ORDER BY sandbox_id LIMIT ?5");
+	HS_BIND_T(st, 1, f->after_id ? f->after_id : "", HS_STORE_ID_MAX, "after_id");
+	HS_BIND_T(st, 2, f->owner, HS_STORE_ID_MAX, "owner");
+	HS_BIND_T(st, 3, f->task_id, HS_STORE_ID_MAX, "task_id");
+	HS_BIND_I(st, 4, f->state < 0 ? -1 : f->state);
+	HS_BIND_I(st, 5, hs_store__limit(f->limit));
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if ((rc = hs_store__grow((void **)&rows, &cap, n, sizeof(*rows), err)) != HS_OK ||
+		    (rc = read_sandbox(st, &rows[n], err)) != HS_OK)
+			goto done;
+		n++;
+	}
+	if (rc != SQLITE_DONE) {
+		rc = hs_store__fail(s, rc, "list sandboxes", err);
+		goto done;
+	}
+	*out = rows;
+	*n_out = n;
+	rows = NULL;
+	rc = HS_OK;
+done:
+	hs_store__release(st);
+	hs_store__unlock(s);
+	free(rows);
+	return rc;
+}
+
+int hs_store_sandbox_count_by_owner(hs_store *s, const char *owner, int destroyed_state,
+				    int64_t *out, hs_error *err)
+{
+	int rc;
+	sqlite3_stmt *st = NULL;
+	if (s == NULL || out == NULL)
+		return hs_error_set(err, HS_INVALID, "store: NULL argument");
+	if ((rc = hs_store__check_key(owner, HS_STORE_ID_MAX, "owner", err)) != HS_OK)
+		return rc;
+	hs_store__lock(s);
+	HS_STMT(st, HS_STMT_SANDBOX_COUNT_OWNER,
+		"SELECT count(*) FROM sandboxes WHERE owner = ?1 AND state != ?2");
+	HS_BIND_T(st, 1, owner, HS_STORE_ID_MAX, "owner");
+	HS_BIND_I(st, 2, destroyed_state);
+	rc = sqlite3_step(st);
+	if (rc != SQLITE_ROW) {
+		rc = hs_store__fail(s, rc, "count sandboxes", err);
+		goto done;
+	}
+	*out = sqlite3_column_int64(st, 0);
+	rc = HS_OK;
+done:
+	hs_store__release(st);
+	hs_store__unlock(s);
+	return rc;
+}
+
+/* ---- snapshots ----------------------------------------------------------- */
+
+static int read_snapshot(sqlite3_stmt *st, hs_store_snapshot_row *r, hs_error *err)
+{
+	int rc;
+	memset(r, 0, sizeof(*r));
+	HS_COL_T(st, 0, r->snapshot_id, "snapshot_id");
+	HS_COL_T(st, 1, r->sandbox_id, "sandbox_id");
+	HS_COL_T(st, 2, r->type, "type");
+	r->created_at_ms = sqlite3_column_int64(st, 3);
+	HS_COL_T(st, 4, r->mem_file_path, "mem_file_path");
+	HS_COL_T(st, 5, r->snapshot_path, "snapshot_path");
+	r->size_bytes = sqlite3_column_int64(st, 6);
+	rc = HS_OK;
+done:
+	return rc;
+}
+
+int hs_store_snapshot_insert(hs_store *s, const hs_store_snapshot_row *r, hs_error *err)
+{
+	int rc;
+	sqlite3_stmt *st = NULL;
+	if (s == NULL || r == NULL)
+		return hs_error_set(err, HS_INVALID, "store: NULL argument");
+	if ((rc = hs_store__check_key(r->snapshot_id, sizeof(r->snapshot_id), "snapshot_id", err)) !=
+		    HS_OK ||
+	    (rc = hs_store__check_key(r->sandbox_id, sizeof(r->sandbox_id), "sandbox_id", err)) != HS_OK)
+		return rc;
+	hs_store__lock(s);
+	HS_STMT(st, HS_STMT_SNAPSHOT_INSERT,
+		"INSERT INTO snapshots(" SNAPSHOT_COLS ") VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)");
+	HS_BIND_F(st, 1, r, snapshot_id);
+	HS_BIND_F(st, 2, r, sandbox_id);
+	HS_BIND_F(st, 3, r, type);
+	HS_BIND_I(st, 4, r->created_at_ms);
+	HS_BIND_F(st, 5, r, mem_file_path);
+	HS_BIND_F(st, 6, r, snapshot_path);
+	HS_BIND_I(st, 7, r->size_bytes);
+	rc = hs_store__step_done(s, st, "insert snapshot", err);
+done:
+	hs_store__release(st);
+	hs_store__unlock(s);
+	return rc;
+}
+
+/* One snapshot row by key (snapshot_id or sandbox_id, per the statement). */
+static int snapshot_one(hs_store *s, hs_stmt_id id, const char *sql, const char *key,
+			const char *what, hs_store_snapshot_row *out, hs_error *err)
+{
+	int rc;
+	sqlite3_stmt *st = NULL;
+	hs_store_snapshot_row r;
+	if (s == NULL || out == NULL)
+		return hs_error_set(err, HS_INVALID, "store: NULL argument");
+	if ((rc = hs_store__check_key(key, HS_STORE_ID_MAX, what, err)) != HS_OK)
+		return rc;
+	hs_store__lock(s);
+	HS_STMT(st, id, sql);
+	HS_BIND_T(st, 1, key, HS_STORE_ID_MAX, what);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_DONE) {
+		rc = hs_error_set(err, HS_NOT_FOUND, "store: no snapshot for %s %s", what, key);
+		goto done;
+	}
+	if (rc != SQLITE_ROW) {
+		rc = hs_store__fail(s, rc, "get snapshot", err);
+		goto done;
+	}
+	if ((rc = read_snapshot(st, &r, err)) != HS_OK)
+		goto done;
+	*out = r;
+done:
+	hs_store__release(st);
+	hs_store__unlock(s);
+	return rc;
+}
+
+int hs_store_snapshot_get(hs_store *s, const char *snapshot_id, hs_store_snapshot_row *out,
+			  hs_error *err)
+{
+	return snapshot_one(s, HS_STMT_SNAPSHOT_GET,
+			    "SELECT " SNAPSHOT_COLS " FROM snapshots WHERE snapshot_id = ?1",
+			    snapshot_id, "snapshot_id", out, err);
+}
+
+int hs_store_snapshot_latest_for_sandbox(hs_store *s, const char *sandbox_id,
+					 hs_store_snapshot_row *out, hs_error *err)
+{
+	return snapshot_one(s, HS_STMT_SNAPSHOT_LATEST,
+			    "SELECT " SNAPSHOT_COLS " FROM snapshots WHERE sandbox_id = ?1 "
+			    "ORDER BY created_at_ms DESC, rowid DESC LIMIT 1",
+			    sandbox_id, "sandbox_id", out, err);
+}
+
+int hs_store_snapshot_list_by_sandbox(hs_store *s, const char *sandbox_id,
+				      hs_store_snapshot_row **out, size_t *n_out, hs_error *err)
+{
+	int rc;
+	sqlite3_stmt *st = NULL;
+	hs_store_snapshot_row *rows = NULL;
+	size_t n = 0, cap = 0;
+	if (s == NULL || out == NULL || n_out == NULL)
+		return hs_error_set(err, HS_INVALID, "store: NULL argument");
+	if ((rc = hs_store__check_key(sandbox_id, HS_STORE_ID_MAX, "sandbox_id", err)) != HS_OK)
+		return rc;
+	hs_store__lock(s);
+	HS_STMT(st, HS_STMT_SNAPSHOT_LIST,
+		"SELECT " SNAPSHOT_COLS " FROM snapshots WHERE sandbox_id = ?1 "
+		"ORDER BY created_at_ms, rowid");
+	HS_BIND_T(st, 1, sandbox_id, HS_STORE_ID_MAX, "sandbox_id");
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if ((rc = hs_store__grow((void **)&rows, &cap, n, sizeof(*rows), err)) != HS_OK ||
+		    (rc = read_snapshot(st, &rows[n], err)) != HS_OK)
+			goto done;
+		n++;
+	}
+	if (rc != SQLITE_DONE) {
+		rc = hs_store__fail(s, rc, "list snapshots", err);
+		goto done;
+	}
+	*out = rows;
+	*n_out = n;
+	rows = NULL;
+	rc = HS_OK;
+done:
+	hs_store__release(st);
+	hs_store__unlock(s);
+	free(rows);
+	return rc;
+}

@@ -1,0 +1,258 @@
+/* The embedded store: the one interface harnessd's services use for users,
+ * refresh tokens, sandboxes, snapshots, tasks and task events. The SQLite
+ * implementation lives behind it; nothing here names a SQLite type, so a
+ * PostgreSQL backend can replace it without touching callers.
+ *
+ * Every function returns HS_OK or a negative hs_code and fills err (NULL
+ * allowed): HS_INVALID for bad input (a string longer than its row field is
+ * refused, never truncated), HS_NOT_FOUND, HS_EXISTS on a duplicate key,
+ * HS_CONFLICT on a state precondition, HS_UNAVAILABLE when the database
+ * cannot be written (disk full, read-only, locked by another process),
+ * HS_INTERNAL otherwise. `*out` is assigned only on success.
+ *
+ * Thread-safe: any function may be called from any thread at the same time.
+ * Callbacks run after the store's lock is released, so they may call back
+ * into the store. Rows are plain structs with bounded, NUL-terminated
+ * strings; times are int64 milliseconds since the Unix epoch. */
+#ifndef HS_SERVER_STORE_H
+#define HS_SERVER_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "error.h"
+
+typedef struct hs_store hs_store;
+
+#define HS_STORE_ID_MAX 128      /* ids: users, tokens, sandboxes, tasks, ... */
+#define HS_STORE_NAME_MAX 256    /* email, display name */
+#define HS_STORE_HASH_MAX 256    /* argon2id encoded string, hex sha256 */
+#define HS_STORE_SHORT_MAX 32    /* role, driver, snapshot type */
+#define HS_STORE_PATH_MAX 1024
+#define HS_STORE_TEXT_MAX 1024   /* details, messages, failure reasons */
+#define HS_STORE_JSON_MAX 8192   /* config_json, labels_json */
+#define HS_STORE_LIST_DEFAULT 100 /* limit 0 means this */
+#define HS_STORE_LIST_MAX 1000    /* larger limits are clamped */
+
+/* ---- lifecycle ---------------------------------------------------------- */
+
+/* Open (or create) <data_dir>/harness.db, creating data_dir with mode 0700
+ * if missing, and apply pending migrations. HS_CONFLICT if the database was
+ * written by a newer harnessd (schema version unknown to this code).
+ * A database that is up to date but not writable opens read-only:
+ * hs_store_check_writable() then fails. Free with hs_store_free(). */
+int hs_store_open(hs_store **out, const char *data_dir, hs_error *err);
+
+void hs_store_free(hs_store *store); /* NULL is a no-op */
+
+/* Schema version of the open database (PRAGMA user_version). */
+int hs_store_schema_version(hs_store *store, int *out, hs_error *err);
+
+/* Schema version this code migrates to. */
+int hs_store_schema_version_latest(void);
+
+/* A real write (a probe row, in a transaction) for readiness probes:
+ * HS_OK if the database accepts writes now, HS_UNAVAILABLE otherwise. */
+int hs_store_check_writable(hs_store *store, hs_error *err);
+
+/* ---- users -------------------------------------------------------------- */
+
+typedef struct hs_store_user_row {
+	char id[HS_STORE_ID_MAX];          /* "usr_" + 16 hex */
+	char email[HS_STORE_NAME_MAX];     /* stored lowercase */
+	char name[HS_STORE_NAME_MAX];
+	char role[HS_STORE_SHORT_MAX];     /* "user" | "admin" */
+	char password_hash[HS_STORE_HASH_MAX]; /* never log it */
+	int64_t created_at_ms;
+	bool disabled;
+} hs_store_user_row;
+
+/* Email is lowercased before it is stored. HS_EXISTS on duplicate id/email;
+ * HS_INVALID on empty id/email or a role other than "user"/"admin". */
+int hs_store_user_insert(hs_store *store, const hs_store_user_row *user, hs_error *err);
+int hs_store_user_get_by_id(hs_store *store, const char *id, hs_store_user_row *out, hs_error *err);
+/* The email is normalised (lowercased) before the lookup. */
+int hs_store_user_get_by_email(hs_store *store, const char *email, hs_store_user_row *out, hs_error *err);
+int hs_store_user_count(hs_store *store, int64_t *out, hs_error *err);
+/* Users with id > after_id (NULL or "" = from the start), ordered by id.
+ * *out is a malloc'd array of *n_out rows (NULL when 0); release with free(). */
+int hs_store_user_list(hs_store *store, const char *after_id, size_t limit,
+		       hs_store_user_row **out, size_t *n_out, hs_error *err);
+
+/* ---- refresh tokens ------------------------------------------------------ */
+
+typedef struct hs_store_refresh_row {
+	char token_hash[HS_STORE_HASH_MAX]; /* hex sha256 of the opaque token */
+	char user_id[HS_STORE_ID_MAX];
+	char family_id[HS_STORE_ID_MAX];
+	int64_t issued_at_ms;
+	int64_t expires_at_ms;
+	int64_t used_at_ms;                 /* 0 = unused */
+	bool revoked;
+} hs_store_refresh_row;
+
+/* HS_EXISTS on a duplicate hash, HS_NOT_FOUND if user_id is unknown. */
+int hs_store_refresh_insert(hs_store *store, const hs_store_refresh_row *row, hs_error *err);
+int hs_store_refresh_get(hs_store *store, const char *token_hash, hs_store_refresh_row *out, hs_error *err);
+/* Atomically mark the token used (used_at_ms = now_ms) if it is unused and
+ * not revoked. HS_OK: this call consumed it. HS_CONFLICT: it was already
+ * used or revoked (reuse: revoke the family). HS_NOT_FOUND: unknown. Expiry
+ * is the caller's check (hs_store_refresh_get first). */
+int hs_store_refresh_consume(hs_store *store, const char *token_hash, int64_t now_ms, hs_error *err);
+/* Revoke every token of a family; *n_out (NULL allowed) = rows changed. */
+int hs_store_refresh_revoke_family(hs_store *store, const char *family_id, int64_t *n_out, hs_error *err);
+int hs_store_refresh_revoke(hs_store *store, const char *token_hash, hs_error *err);
+/* Delete tokens with expires_at_ms <= now_ms; *n_out (NULL allowed). */
+int hs_store_refresh_delete_expired(hs_store *store, int64_t now_ms, int64_t *n_out, hs_error *err);
+
+/* ---- sandboxes and snapshots --------------------------------------------- */
+
+typedef struct hs_store_sandbox_row {
+	char sandbox_id[HS_STORE_ID_MAX];
+	char owner[HS_STORE_ID_MAX];
+	char task_id[HS_STORE_ID_MAX];
+	char driver[HS_STORE_SHORT_MAX];
+	int state;                    /* the sandbox module's enum, stored as is */
+	int64_t pid;
+	uint64_t pid_start_time;      /* /proc/<pid>/stat starttime, for re-adoption */
+	int32_t vcpu_count;
+	int64_t mem_size_mib;
+	int64_t ttl_seconds;
+	int64_t expires_at_ms;
+	int64_t created_at_ms;
+	int64_t started_at_ms;
+	int32_t exit_code;
+	char failure_reason[HS_STORE_TEXT_MAX];
+	char config_json[HS_STORE_JSON_MAX];  /* driver-specific config */
+	char labels_json[HS_STORE_JSON_MAX];
+	char log_path[HS_STORE_PATH_MAX];
+	char runtime_dir[HS_STORE_PATH_MAX];
+} hs_store_sandbox_row;
+
+typedef struct hs_store_sandbox_filter {
+	const char *owner;    /* NULL = every owner */
+	const char *task_id;  /* NULL = any task */
+	int state;            /* < 0 = any state */
+	const char *after_id; /* cursor: sandbox_id > after_id; NULL = start */
+	size_t limit;
+} hs_store_sandbox_filter;
+
+#define HS_STORE_SANDBOX_FILTER_INIT { NULL, NULL, -1, NULL, 0 }
+
+int hs_store_sandbox_insert(hs_store *store, const hs_store_sandbox_row *row, hs_error *err);
+/* Replace every column of the row with this sandbox_id; HS_NOT_FOUND if none. */
+int hs_store_sandbox_update(hs_store *store, const hs_store_sandbox_row *row, hs_error *err);
+int hs_store_sandbox_get(hs_store *store, const char *sandbox_id, hs_store_sandbox_row *out, hs_error *err);
+/* Deletes its snapshot rows too (the files are the caller's). */
+int hs_store_sandbox_delete(hs_store *store, const char *sandbox_id, hs_error *err);
+/* Ordered by sandbox_id; *out malloc'd (free()), NULL when *n_out is 0. */
+int hs_store_sandbox_list(hs_store *store, const hs_store_sandbox_filter *filter,
+			  hs_store_sandbox_row **out, size_t *n_out, hs_error *err);
+/* Sandboxes of owner whose state != destroyed_state (quota checks). */
+int hs_store_sandbox_count_by_owner(hs_store *store, const char *owner, int destroyed_state,
+				    int64_t *out, hs_error *err);
+
+typedef struct hs_store_snapshot_row {
+	char snapshot_id[HS_STORE_ID_MAX];
+	char sandbox_id[HS_STORE_ID_MAX];
+	char type[HS_STORE_SHORT_MAX];  /* e.g. "full", "diff" */
+	int64_t created_at_ms;
+	char mem_file_path[HS_STORE_PATH_MAX];
+	char snapshot_path[HS_STORE_PATH_MAX];
+	int64_t size_bytes;
+} hs_store_snapshot_row;
+
+/* HS_EXISTS on duplicate id, HS_NOT_FOUND if the sandbox does not exist. */
+int hs_store_snapshot_insert(hs_store *store, const hs_store_snapshot_row *row, hs_error *err);
+int hs_store_snapshot_get(hs_store *store, const char *snapshot_id, hs_store_snapshot_row *out, hs_error *err);
+/* Oldest first; *out malloc'd (free()), NULL when *n_out is 0. */
+int hs_store_snapshot_list_by_sandbox(hs_store *store, const char *sandbox_id,
+				      hs_store_snapshot_row **out, size_t *n_out, hs_error *err);
+/* Newest by created_at_ms (insertion order breaks ties); HS_NOT_FOUND if none. */
+int hs_store_snapshot_latest_for_sandbox(hs_store *store, const char *sandbox_id,
+					 hs_store_snapshot_row *out, hs_error *err);
+
+/* ---- tasks and task events ----------------------------------------------- */
+
+typedef struct hs_store_task_row {
+	char task_id[HS_STORE_ID_MAX];
+	char owner[HS_STORE_ID_MAX];
+	int state;                         /* the health module's enum, stored as is */
+	int64_t total_steps;
+	int64_t current_step;
+	int64_t heartbeat_interval_ms;
+	int64_t heartbeat_timeout_ms;
+	char sandbox_id[HS_STORE_ID_MAX];
+	int32_t policy_max_attempts;
+	int64_t policy_initial_backoff_ms;
+	double policy_multiplier;
+	int64_t policy_max_backoff_ms;
+	int64_t last_heartbeat_ms;
+	int64_t registered_at_ms;
+	int32_t recovery_attempts;
+	char last_checkpoint_id[HS_STORE_ID_MAX];
+	bool cancel_requested;
+	double cpu_usage;
+	double memory_usage_mb;
+	double disk_usage_mb;
+	char details[HS_STORE_TEXT_MAX];
+	char failure_reason[HS_STORE_TEXT_MAX];
+	char workspace[HS_STORE_PATH_MAX];
+	char labels_json[HS_STORE_JSON_MAX];
+	int64_t updated_at_ms;
+} hs_store_task_row;
+
+typedef struct hs_store_task_filter {
+	const char *owner;    /* NULL = every owner */
+	int state;            /* < 0 = any state */
+	const char *after_id; /* cursor: task_id > after_id; NULL = start */
+	size_t limit;
+} hs_store_task_filter;
+
+#define HS_STORE_TASK_FILTER_INIT { NULL, -1, NULL, 0 }
+
+/* Return 0 to continue; any other value stops the iteration and is returned
+ * by the iterating function. */
+typedef int (*hs_store_task_cb)(const hs_store_task_row *task, void *payload);
+
+int hs_store_task_insert(hs_store *store, const hs_store_task_row *row, hs_error *err); /* HS_EXISTS */
+int hs_store_task_update(hs_store *store, const hs_store_task_row *row, hs_error *err); /* whole row */
+int hs_store_task_get(hs_store *store, const char *task_id, hs_store_task_row *out, hs_error *err);
+/* Ordered by task_id; *out malloc'd (free()), NULL when *n_out is 0. */
+int hs_store_task_list(hs_store *store, const hs_store_task_filter *filter,
+		       hs_store_task_row **out, size_t *n_out, hs_error *err);
+/* Call fn for every task whose state is one of states[0..n_states) (the
+ * states whose deadline must be re-armed after a restart), in task_id
+ * order. The store does not interpret states; the health module passes them. */
+int hs_store_task_list_active(hs_store *store, const int *states, size_t n_states,
+			      hs_store_task_cb fn, void *payload, hs_error *err);
+/* The hot path: update only current_step, total_steps, cpu_usage,
+ * memory_usage_mb, disk_usage_mb, details (NULL = ""), last_heartbeat_ms and
+ * updated_at_ms (= now_ms). HS_NOT_FOUND if the task does not exist. */
+int hs_store_task_heartbeat(hs_store *store, const char *task_id, int64_t step, int64_t total,
+			    double cpu, double mem_mb, double disk_mb, const char *details,
+			    int64_t now_ms, hs_error *err);
+
+typedef struct hs_store_event_row {
+	int64_t event_id;                  /* assigned by the store, increasing */
+	char task_id[HS_STORE_ID_MAX];
+	int type;
+	int64_t step;
+	char checkpoint_id[HS_STORE_ID_MAX];
+	char message[HS_STORE_TEXT_MAX];
+	int32_t attempt;
+	int state;
+	int64_t occurred_at_ms;
+} hs_store_event_row;
+
+typedef int (*hs_store_event_cb)(const hs_store_event_row *event, void *payload);
+
+/* event->event_id is ignored; the new id goes to *out (NULL allowed). */
+int hs_store_event_append(hs_store *store, const hs_store_event_row *event, int64_t *out, hs_error *err);
+/* Call fn for up to limit events with event_id > after_event_id (of task_id,
+ * or of every task if NULL), in event_id order. */
+int hs_store_event_list_after(hs_store *store, int64_t after_event_id, const char *task_id,
+			      size_t limit, hs_store_event_cb fn, void *payload, hs_error *err);
+
+#endif

@@ -1,0 +1,135 @@
+/* Internals shared by the SQLite store's files (store.c, migrations.c and one
+ * file per entity). Never included outside server/store/. */
+#ifndef HS_SERVER_STORE_INTERNAL_H
+#define HS_SERVER_STORE_INTERNAL_H
+
+#include <pthread.h>
+#include <sqlite3.h>
+
+#include "store.h"
+
+/* Every statement the store runs more than once; prepared lazily, cached
+ * for the life of the connection. */
+typedef enum hs_stmt_id {
+	HS_STMT_BEGIN,
+	HS_STMT_COMMIT,
+	HS_STMT_ROLLBACK,
+	HS_STMT_PROBE,
+	HS_STMT_USER_INSERT,
+	HS_STMT_USER_GET_ID,
+	HS_STMT_USER_GET_EMAIL,
+	HS_STMT_USER_COUNT,
+	HS_STMT_USER_LIST,
+	HS_STMT_REFRESH_INSERT,
+	HS_STMT_REFRESH_GET,
+	HS_STMT_REFRESH_CONSUME,
+	HS_STMT_REFRESH_EXISTS,
+	HS_STMT_REFRESH_REVOKE_FAMILY,
+	HS_STMT_REFRESH_REVOKE,
+	HS_STMT_REFRESH_DELETE_EXPIRED,
+	HS_STMT_SANDBOX_INSERT,
+	HS_STMT_SANDBOX_UPDATE,
+	HS_STMT_SANDBOX_GET,
+	HS_STMT_SANDBOX_DELETE,
+	HS_STMT_SANDBOX_LIST,
+	HS_STMT_SANDBOX_COUNT_OWNER,
+	HS_STMT_SNAPSHOT_INSERT,
+	HS_STMT_SNAPSHOT_GET,
+	HS_STMT_SNAPSHOT_LIST,
+	HS_STMT_SNAPSHOT_LATEST,
+	HS_STMT_TASK_INSERT,
+	HS_STMT_TASK_UPDATE,
+	HS_STMT_TASK_GET,
+	HS_STMT_TASK_LIST,
+	HS_STMT_TASK_ALL,
+	HS_STMT_TASK_HEARTBEAT,
+	HS_STMT_EVENT_APPEND,
+	HS_STMT_EVENT_LIST,
+	HS_STMT__COUNT
+} hs_stmt_id;
+
+struct hs_store {
+	pthread_mutex_t mu;     /* guards db, stmts and sqlite3_errmsg() */
+	sqlite3 *db;
+	sqlite3_stmt *stmts[HS_STMT__COUNT];
+	char path[HS_STORE_PATH_MAX + 16];
+};
+
+/* Migrations: entry i takes the schema from version i to i + 1. */
+extern const char *const hs_store__migrations[];
+extern const int hs_store__migration_count;
+
+void hs_store__lock(hs_store *s);
+void hs_store__unlock(hs_store *s);
+
+/* Cached statement `id` (prepared from sql on first use), reset and with
+ * no bindings, into *out. Caller holds the lock. */
+int hs_store__stmt(hs_store *s, hs_stmt_id id, const char *sql, sqlite3_stmt **out,
+		   hs_error *err);
+
+/* Reset a statement after use (keeps it cached). */
+void hs_store__release(sqlite3_stmt *st);
+
+/* Translate a SQLite result code to an hs_code with sqlite3_errmsg() in the
+ * message: constraint -> EXISTS / NOT_FOUND (foreign key), busy, read-only,
+ * I/O, full -> UNAVAILABLE, anything else -> INTERNAL. Caller holds the lock. */
+int hs_store__fail(hs_store *s, int rc, const char *op, hs_error *err);
+
+/* Step a statement that returns no row; HS_OK on SQLITE_DONE. */
+int hs_store__step_done(hs_store *s, sqlite3_stmt *st, const char *op, hs_error *err);
+
+/* BEGIN IMMEDIATE / COMMIT / ROLLBACK with the cached statements. */
+int hs_store__begin(hs_store *s, hs_error *err);
+int hs_store__commit(hs_store *s, hs_error *err);
+void hs_store__rollback(hs_store *s);
+
+/* Bind text (NULL binds SQL NULL). HS_INVALID if v is not NUL-terminated
+ * within cap bytes (longer than the row field): never truncated. */
+int hs_store__bind_text(hs_store *s, sqlite3_stmt *st, int idx, const char *v, size_t cap,
+			const char *field, hs_error *err);
+int hs_store__bind_int(hs_store *s, sqlite3_stmt *st, int idx, int64_t v, hs_error *err);
+int hs_store__bind_double(hs_store *s, sqlite3_stmt *st, int idx, double v, hs_error *err);
+
+/* Copy text column col into dst[cap]; NULL reads as "". HS_INTERNAL if the
+ * stored value does not fit (a row written by something else). */
+int hs_store__col_text(sqlite3_stmt *st, int col, char *dst, size_t cap, const char *field,
+		       hs_error *err);
+
+/* Check a caller's key argument: non-NULL, non-empty, shorter than cap. */
+int hs_store__check_key(const char *v, size_t cap, const char *field, hs_error *err);
+
+/* Grow *arr (of elem-sized items) so that it holds at least n + 1 items. */
+int hs_store__grow(void **arr, size_t *cap, size_t n, size_t elem, hs_error *err);
+
+/* 0 -> HS_STORE_LIST_DEFAULT, > HS_STORE_LIST_MAX -> HS_STORE_LIST_MAX. */
+size_t hs_store__limit(size_t limit);
+
+#define HS_BIND_T(st, i, v, cap, name)                                                  \
+	do {                                                                            \
+		if ((rc = hs_store__bind_text(s, (st), (i), (v), (cap), (name), err)) != HS_OK) \
+			goto done;                                                      \
+	} while (0)
+#define HS_BIND_I(st, i, v)                                                            \
+	do {                                                                           \
+		if ((rc = hs_store__bind_int(s, (st), (i), (int64_t)(v), err)) != HS_OK) \
+			goto done;                                                     \
+	} while (0)
+#define HS_BIND_D(st, i, v)                                                            \
+	do {                                                                           \
+		if ((rc = hs_store__bind_double(s, (st), (i), (v), err)) != HS_OK)     \
+			goto done;                                                     \
+	} while (0)
+#define HS_COL_T(st, i, dst, name)                                                      \
+	do {                                                                            \
+		if ((rc = hs_store__col_text((st), (i), (dst), sizeof(dst), (name), err)) != HS_OK) \
+			goto done;                                                      \
+	} while (0)
+#define HS_STMT(st, id, sql)                                                           \
+	do {                                                                           \
+		if ((rc = hs_store__stmt(s, (id), (sql), &(st), err)) != HS_OK)        \
+			goto done;                                                     \
+	} while (0)
+/* Bind a fixed-size char array field of a row. */
+#define HS_BIND_F(st, i, row, fld) HS_BIND_T(st, i, (row)->fld, sizeof((row)->fld), #fld)
+
+#endif

@@ -1,0 +1,363 @@
+/* Tasks tracked by the health service and their append-only event log
+ * (the source of WatchTasks). Heartbeats update only their own columns:
+ * they are the hot path. */
+#include "store_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define TASK_COLS                                                                           \
+	"task_id, owner, state, total_steps, current_step, heartbeat_interval_ms, "          \
+	"heartbeat_timeout_ms, sandbox_id, policy_max_attempts, policy_initial_backoff_ms, " \
+	"policy_multiplier, policy_max_backoff_ms, last_heartbeat_ms, registered_at_ms, "    \
+	"recovery_attempts, last_checkpoint_id, cancel_requested, cpu_usage, "               \
+	"memory_usage_mb, disk_usage_mb, details, failure_reason, workspace, labels_json, "  \
+	"updated_at_ms"
+
+#define EVENT_COLS \
+	"event_id, task_id, type, step, checkpoint_id, message, attempt, state, occurred_at_ms"
+
+static int bind_task(hs_store *s, sqlite3_stmt *st, const hs_store_task_row *r, hs_error *err)
+{
+	int rc;
+	HS_BIND_F(st, 1, r, task_id);
+	HS_BIND_F(st, 2, r, owner);
+	HS_BIND_I(st, 3, r->state);
+	HS_BIND_I(st, 4, r->total_steps);
+	HS_BIND_I(st, 5, r->current_step);
+	HS_BIND_I(st, 6, r->heartbeat_interval_ms);
+	HS_BIND_I(st, 7, r->heartbeat_timeout_ms);
+	HS_BIND_F(st, 8, r, sandbox_id);
+	HS_BIND_I(st, 9, r->policy_max_attempts);
+	HS_BIND_I(st, 10, r->policy_initial_backoff_ms);
+	HS_BIND_D(st, 11, r->policy_multiplier);
+	HS_BIND_I(st, 12, r->policy_max_backoff_ms);
+	HS_BIND_I(st, 13, r->last_heartbeat_ms);
+	HS_BIND_I(st, 14, r->registered_at_ms);
+	HS_BIND_I(st, 15, r->recovery_attempts);
+	HS_BIND_F(st, 16, r, last_checkpoint_id);
+	HS_BIND_I(st, 17, r->cancel_requested ? 1 : 0);
+	HS_BIND_D(st, 18, r->cpu_usage);
+	HS_BIND_D(st, 19, r->memory_usage_mb);
+	HS_BIND_D(st, 20, r->disk_usage_mb);
+	HS_BIND_F(st, 21, r, details);
+	HS_BIND_F(st, 22, r, failure_reason);
+	HS_BIND_F(st, 23, r, workspace);
+	HS_BIND_F(st, 24, r, labels_json);
+	HS_BIND_I(st, 25, r->updated_at_ms);
+	rc = HS_OK;
+done:
+	return rc;
+}
+
+static int read_task(sqlite3_stmt *st, hs_store_task_row *r, hs_error *err)
+{
+	int rc;
+	memset(r, 0, sizeof(*r));
+	HS_COL_T(st, 0, r->task_id, "task_id");
+	HS_COL_T(st, 1, r->owner, "owner");
+	r->state = sqlite3_column_int(st, 2);
+	r->total_steps = sqlite3_column_int64(st, 3);
+	r->current_step = sqlite3_column_int64(st, 4);
+	r->heartbeat_interval_ms = sqlite3_column_int64(st, 5);
+	r->heartbeat_timeout_ms = sqlite3_column_int64(st, 6);
+	HS_COL_T(st, 7, r->sandbox_id, "sandbox_id");
+	r->policy_max_attempts = sqlite3_column_int(st, 8);
+	r->policy_initial_backoff_ms = sqlite3_column_int64(st, 9);
+	r->policy_multiplier = sqlite3_column_double(st, 10);
+	r->policy_max_backoff_ms = sqlite3_column_int64(st, 11);
+	r->last_heartbeat_ms = sqlite3_column_int64(st, 12);
+	r->registered_at_ms = sqlite3_column_int64(st, 13);
+	r->recovery_attempts = sqlite3_column_int(st, 14);
+	HS_COL_T(st, 15, r->last_checkpoint_id, "last_checkpoint_id");
+	r->cancel_requested = sqlite3_column_int(st, 16) != 0;
+	r->cpu_usage = sqlite3_column_double(st, 17);
+	r->memory_usage_mb = sqlite3_column_double(st, 18);
+	r->disk_usage_mb = sqlite3_column_double(st, 19);
+	HS_COL_T(st, 20, r->details, "details");
+	HS_COL_T(st, 21, r->failure_reason, "failure_reason");
+	HS_COL_T(st, 22, r->workspace, "workspace");
+	HS_COL_T(st, 23, r->labels_json, "labels_json");
+	r->updated_at_ms = sqlite3_column_int64(st, 24);
+	rc = HS_OK;
+done:
+	return rc;
+}
+
+static int write_task(hs_store *s, const hs_store_task_row *r, bool update, hs_error *err)
+{
+	int rc;
+	sqlite3_stmt *st = NULL;
+	if (s == NULL || r == NULL)
+		return hs_error_set(err, HS_INVALID, "store: NULL argument");
+	if ((rc = hs_store__check_key(r->task_id, sizeof(r->task_id), "task_id", err)) != HS_OK ||
+	    (rc = hs_store__check_key(r->owner, sizeof(r->owner), "owner", err)) != HS_OK)
+		return rc;
+	hs_store__lock(s);
+	if (update)
+		HS_STMT(st, HS_STMT_TASK_UPDATE,
+			"UPDATE tasks SET owner = ?2, state = ?3, total_steps = ?4, "
+			"current_step = ?5, heartbeat_interval_ms = ?6, heartbeat_timeout_ms = ?7, "
+			"sandbox_id = ?8, policy_max_attempts = ?9, policy_initial_backoff_ms = ?10, "
+			"policy_multiplier = ?11, policy_max_backoff_ms = ?12, "
+			"last_heartbeat_ms = ?13, registered_at_ms = ?14, recovery_attempts = ?15, "
+			"last_checkpoint_id = ?16, cancel_requested = ?17, cpu_usage = ?18, "
+			"memory_usage_mb = ?19, disk_usage_mb = ?20, details = ?21, "
+			"failure_reason = ?22, workspace = ?23, labels_json = ?24, "
+			"updated_at_ms = ?25 WHERE task_id = ?1");
+	else
+		HS_STMT(st, HS_STMT_TASK_INSERT,
+			"INSERT INTO tasks(" TASK_COLS ") VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, "
+			"?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, "
+			"?25)");
+	if ((rc = bind_task(s, st, r, err)) != HS_OK)
+		goto done;
+	if ((rc = hs_store__step_done(s, st, update ? "update task" : "insert task", err)) != HS_OK)
+		goto done;
+	if (update && sqlite3_changes64(s->db) == 0)
+		rc = hs_error_set(err, HS_NOT_FOUND, "store: task %s not found", r->task_id);
+done:
+	hs_store__release(st);
+	hs_store__unlock(s);
+	return rc;
+}
+
+int hs_store_task_insert(hs_store *s, const hs_store_task_row *r, hs_error *err)
+{
+	return write_task(s, r, false, err);
+}
+
+int hs_store_task_update(hs_store *s, const hs_store_task_row *r, hs_error *err)
+{
+	return write_task(s, r, true, err);
+}
+
+int hs_store_task_get(hs_store *s, const char *task_id, hs_store_task_row *out, hs_error *err)
+{
+	int rc;
+	sqlite3_stmt *st = NULL;
+	hs_store_task_row *r = NULL;
+	if (s == NULL || out == NULL)
+		return hs_error_set(err, HS_INVALID, "store: NULL argument");
+	if ((rc = hs_store__check_key(task_id, HS_STORE_ID_MAX, "task_id", err)) != HS_OK)
+		return rc;
+	if ((r = malloc(sizeof(*r))) == NULL)
+		return hs_error_set(err, HS_INTERNAL, "store: out of memory");
+	hs_store__lock(s);
+	HS_STMT(st, HS_STMT_TASK_GET, "SELECT " TASK_COLS " FROM tasks WHERE task_id = ?1");
+	HS_BIND_T(st, 1, task_id, HS_STORE_ID_MAX, "task_id");
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_DONE) {
+		rc = hs_error_set(err, HS_NOT_FOUND, "store: task %s not found", task_id);
+		goto done;
+	}
+	if (rc != SQLITE_ROW) {
+		rc = hs_store__fail(s, rc, "get task", err);
+		goto done;
+	}
+	if ((rc = read_task(st, r, err)) != HS_OK)
+		goto done;
+	*out = *r;
+done:
+	hs_store__release(st);
+	hs_store__unlock(s);
+	free(r);
+	return rc;
+}
+
+/* Collect every row of a prepared, bound task query. Caller holds the lock. */
+static int collect_tasks(hs_store *s, sqlite3_stmt *st, hs_store_task_row **out, size_t *n_out,
+			 hs_error *err)
+{
+	int rc;
+	hs_store_task_row *rows = NULL;
+	size_t n = 0, cap = 0;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if ((rc = hs_store__grow((void **)&rows, &cap, n, sizeof(*rows), err)) != HS_OK ||
+		    (rc = read_task(st, &rows[n], err)) != HS_OK)
+			goto done;
+		n++;
+	}
+	if (rc != SQLITE_DONE) {
+		rc = hs_store__fail(s, rc, "list tasks", err);
+		goto done;
+	}
+	*out = rows;
+	*n_out = n;
+	rows = NULL;
+	rc = HS_OK;
+done:
+	free(rows);
+	return rc;
+}
+
+int hs_store_task_list(hs_store *s, const hs_store_task_filter *f, hs_store_task_row **out,
+		       size_t *n_out, hs_error *err)
+{
+	int rc;
+	sqlite3_stmt *st = NULL;
+	if (s == NULL || f == NULL || out == NULL || n_out == NULL)
+		return hs_error_set(err, HS_INVALID, "store: NULL argument");
+	hs_store__lock(s);
+	HS_STMT(st, HS_STMT_TASK_LIST,
+		"SELECT " TASK_COLS " FROM tasks WHERE task_id > ?1 "
+		"AND (?2 IS NULL OR owner = ?2) AND (?3 < 0 OR state = ?3) "
+		"ORDER BY task_id LIMIT ?4");
+	HS_BIND_T(st, 1, f->after_id ? f->after_id : "", HS_STORE_ID_MAX, "after_id");
+	HS_BIND_T(st, 2, f->owner, HS_STORE_ID_MAX, "owner");
+	HS_BIND_I(st, 3, f->state < 0 ? -1 : f->state);
+	HS_BIND_I(st, 4, hs_store__limit(f->limit));
+	rc = collect_tasks(s, st, out, n_out, err);
+done:
+	hs_store__release(st);
+	hs_store__unlock(s);
+	return rc;
+}
+
+int hs_store_task_list_active(hs_store *s, const int *states, size_t n_states,
+			      hs_store_task_cb fn, void *payload, hs_error *err)
+{
+	int rc;
+	sqlite3_stmt *st = NULL;
+	hs_store_task_row *rows = NULL, *all = NULL;
+	size_t n = 0, kept = 0;
+	if (s == NULL || fn == NULL || (states == NULL && n_states > 0))
+		return hs_error_set(err, HS_INVALID, "store: NULL argument");
+	/* All tasks in key order, filtered here: the set of states is the
+	 * caller's and small; a statement per state count is not worth it. */
+	hs_store__lock(s);
+	HS_STMT(st, HS_STMT_TASK_ALL, "SELECT " TASK_COLS " FROM tasks ORDER BY task_id");
+	rc = collect_tasks(s, st, &all, &n, err);
+done:
+	hs_store__release(st);
+	hs_store__unlock(s);
+	if (rc != HS_OK)
+		return rc;
+	rows = all;
+	for (size_t i = 0; i < n; i++) {
+		for (size_t j = 0; j < n_states; j++) {
+			if (all[i].state == states[j]) {
+				if (kept != i)
+					rows[kept] = all[i];
+				kept++;
+				break;
+			}
+		}
+	}
+	for (size_t i = 0; i < kept && rc == 0; i++)
+		rc = fn(&rows[i], payload);
+	free(all);
+	return rc;
+}
+
+int hs_store_task_heartbeat(hs_store *s, const char *task_id, int64_t step, int64_t total,
+			    double cpu, double mem_mb, double disk_mb, const char *details,
+			    int64_t now_ms, hs_error *err)
+{
+	int rc;
+	sqlite3_stmt *st = NULL;
+	if (s == NULL)
+		return hs_error_set(err, HS_INVALID, "store: NULL argument");
+	if ((rc = hs_store__check_key(task_id, HS_STORE_ID_MAX, "task_id", err)) != HS_OK)
+		return rc;
+	hs_store__lock(s);
+	HS_STMT(st, HS_STMT_TASK_HEARTBEAT,
+		"UPDATE tasks SET current_step = ?2, total_steps = ?3, cpu_usage = ?4, "
+		"memory_usage_mb = ?5, disk_usage_mb = ?6, details = ?7, "
+		"last_heartbeat_ms = ?8, updated_at_ms = ?8 WHERE task_id = ?1");
+	HS_BIND_T(st, 1, task_id, HS_STORE_ID_MAX, "task_id");
+	HS_BIND_I(st, 2, step);
+	HS_BIND_I(st, 3, total);
+	HS_BIND_D(st, 4, cpu);
+	HS_BIND_D(st, 5, mem_mb);
+	HS_BIND_D(st, 6, disk_mb);
+	HS_BIND_T(st, 7, details ? details : "", HS_STORE_TEXT_MAX, "details");
+	HS_BIND_I(st, 8, now_ms);
+	if ((rc = hs_store__step_done(s, st, "heartbeat", err)) != HS_OK)
+		goto done;
+	if (sqlite3_changes64(s->db) == 0)
+		rc = hs_error_set(err, HS_NOT_FOUND, "store: task %s not found", task_id);
+done:
+	hs_store__release(st);
+	hs_store__unlock(s);
+	return rc;
+}
+
+/* ---- events -------------------------------------------------------------- */
+
+int hs_store_event_append(hs_store *s, const hs_store_event_row *e, int64_t *out, hs_error *err)
+{
+	int rc;
+	sqlite3_stmt *st = NULL;
+	int64_t id = 0;
+	if (s == NULL || e == NULL)
+		return hs_error_set(err, HS_INVALID, "store: NULL argument");
+	if ((rc = hs_store__check_key(e->task_id, sizeof(e->task_id), "task_id", err)) != HS_OK)
+		return rc;
+	hs_store__lock(s);
+	HS_STMT(st, HS_STMT_EVENT_APPEND,
+		"INSERT INTO task_events(task_id, type, step, checkpoint_id, message, attempt, "
+		"state, occurred_at_ms) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)");
+	HS_BIND_F(st, 1, e, task_id);
+	HS_BIND_I(st, 2, e->type);
+	HS_BIND_I(st, 3, e->step);
+	HS_BIND_F(st, 4, e, checkpoint_id);
+	HS_BIND_F(st, 5, e, message);
+	HS_BIND_I(st, 6, e->attempt);
+	HS_BIND_I(st, 7, e->state);
+	HS_BIND_I(st, 8, e->occurred_at_ms);
+	if ((rc = hs_store__step_done(s, st, "append event", err)) != HS_OK)
+		goto done;
+	id = sqlite3_last_insert_rowid(s->db);
+done:
+	hs_store__release(st);
+	hs_store__unlock(s);
+	if (rc == HS_OK && out != NULL)
+		*out = id;
+	return rc;
+}
+
+int hs_store_event_list_after(hs_store *s, int64_t after_event_id, const char *task_id,
+			      size_t limit, hs_store_event_cb fn, void *payload, hs_error *err)
+{
+	int rc;
+	sqlite3_stmt *st = NULL;
+	hs_store_event_row *rows = NULL;
+	size_t n = 0, cap = 0;
+	if (s == NULL || fn == NULL)
+		return hs_error_set(err, HS_INVALID, "store: NULL argument");
+	hs_store__lock(s);
+	HS_STMT(st, HS_STMT_EVENT_LIST,
+		"SELECT " EVENT_COLS " FROM task_events WHERE event_id > ?1 "
+		"AND (?2 IS NULL OR task_id = ?2) ORDER BY event_id LIMIT ?3");
+	HS_BIND_I(st, 1, after_event_id);
+	HS_BIND_T(st, 2, task_id, HS_STORE_ID_MAX, "task_id");
+	HS_BIND_I(st, 3, hs_store__limit(limit));
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if ((rc = hs_store__grow((void **)&rows, &cap, n, sizeof(*rows), err)) != HS_OK)
+			goto done;
+		hs_store_event_row *e = &rows[n];
+		memset(e, 0, sizeof(*e));
+		e->event_id = sqlite3_column_int64(st, 0);
+		HS_COL_T(st, 1, e->task_id, "task_id");
+		e->type = sqlite3_column_int(st, 2);
+		e->step = sqlite3_column_int64(st, 3);
+		HS_COL_T(st, 4, e->checkpoint_id, "checkpoint_id");
+		HS_COL_T(st, 5, e->message, "message");
+		e->attempt = sqlite3_column_int(st, 6);
+		e->state = sqlite3_column_int(st, 7);
+		e->occurred_at_ms = sqlite3_column_int64(st, 8);
+		n++;
+	}
+	rc = rc == SQLITE_DONE ? HS_OK : hs_store__fail(s, rc, "list events", err);
+done:
+	hs_store__release(st);
+	hs_store__unlock(s);
+	for (size_t i = 0; rc == HS_OK && i < n; i++) {
+		rc = fn(&rows[i], payload);
+		if (rc != 0)
+			break;
+	}
+	free(rows);
+	return rc;
+}

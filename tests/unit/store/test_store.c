@@ -1,0 +1,394 @@
+/* Unit tests for the SQLite store (server/store): open, durability settings,
+ * migrations, users and refresh-token rotation. Each test gets its own
+ * temporary data dir, removed afterwards. */
+#include "test_store.h"
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	(void)sb;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
+int setup(void **state)
+{
+	fixture *f = calloc(1, sizeof(*f));
+	assert_non_null(f);
+	snprintf(f->dir, sizeof(f->dir), "/tmp/hs_store_test.XXXXXX");
+	assert_non_null(mkdtemp(f->dir));
+	/* Nested and missing: the store must create it. */
+	snprintf(f->data_dir, sizeof(f->data_dir), "%s/data/sub", f->dir);
+	snprintf(f->db_path, sizeof(f->db_path), "%s/harness.db", f->data_dir);
+	*state = f;
+	return 0;
+}
+
+int teardown(void **state)
+{
+	fixture *f = *state;
+	hs_store_free(f->store);
+	nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	free(f);
+	return 0;
+}
+
+hs_store *open_store(fixture *f)
+{
+	hs_error err = { 0 };
+	hs_store_free(f->store);
+	f->store = NULL;
+	int rc = hs_store_open(&f->store, f->data_dir, &err);
+	if (rc != HS_OK)
+		fail_msg("open: %s", err.msg);
+	return f->store;
+}
+
+void sql_exec(const char *path, const char *sql)
+{
+	sqlite3 *db = NULL;
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(db);
+}
+
+void make_user(hs_store_user_row *u, const char *id, const char *email)
+{
+	memset(u, 0, sizeof(*u));
+	snprintf(u->id, sizeof(u->id), "%s", id);
+	snprintf(u->email, sizeof(u->email), "%s", email);
+	snprintf(u->name, sizeof(u->name), "Name %s", id);
+	snprintf(u->role, sizeof(u->role), "user");
+	snprintf(u->password_hash, sizeof(u->password_hash), "$argon2id$v=19$m=65536,t=2,p=1$c2FsdA$aGFzaA");
+	u->created_at_ms = 1700000000000;
+}
+
+void make_token(hs_store_refresh_row *r, const char *hash, const char *user, const char *family)
+{
+	memset(r, 0, sizeof(*r));
+	snprintf(r->token_hash, sizeof(r->token_hash), "%s", hash);
+	snprintf(r->user_id, sizeof(r->user_id), "%s", user);
+	snprintf(r->family_id, sizeof(r->family_id), "%s", family);
+	r->issued_at_ms = 1000;
+	r->expires_at_ms = 5000;
+}
+
+hs_store_sandbox_row *make_sandbox(const char *id, const char *owner, int state)
+{
+	hs_store_sandbox_row *r = calloc(1, sizeof(*r));
+	assert_non_null(r);
+	snprintf(r->sandbox_id, sizeof(r->sandbox_id), "%s", id);
+	snprintf(r->owner, sizeof(r->owner), "%s", owner);
+	snprintf(r->driver, sizeof(r->driver), "bwrap");
+	snprintf(r->config_json, sizeof(r->config_json), "{\"entrypoint\":[\"sh\"]}");
+	snprintf(r->labels_json, sizeof(r->labels_json), "{}");
+	r->state = state;
+	r->pid_start_time = UINT64_C(1) << 40;
+	r->created_at_ms = 42;
+	return r;
+}
+
+hs_store_task_row *make_task(const char *id, const char *owner, int state)
+{
+	hs_store_task_row *r = calloc(1, sizeof(*r));
+	assert_non_null(r);
+	snprintf(r->task_id, sizeof(r->task_id), "%s", id);
+	snprintf(r->owner, sizeof(r->owner), "%s", owner);
+	r->state = state;
+	r->total_steps = 10;
+	r->heartbeat_interval_ms = 1000;
+	r->heartbeat_timeout_ms = 5000;
+	r->policy_multiplier = 2.5;
+	r->registered_at_ms = 7;
+	snprintf(r->labels_json, sizeof(r->labels_json), "{\"k\":\"v\"}");
+	return r;
+}
+
+/* ---- open, durability, migrations ---------------------------------------- */
+
+static void test_store__open_creates_file_and_enables_wal(void **state)
+{
+	fixture *f = *state;
+	hs_error err = { 0 };
+	struct stat st;
+	open_store(f);
+	assert_int_equal(stat(f->data_dir, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0700);
+	assert_int_equal(stat(f->db_path, &st), 0);
+	assert_int_equal(st.st_mode & 077, 0);
+
+	sqlite3 *db = NULL;
+	sqlite3_stmt *q = NULL;
+	assert_int_equal(sqlite3_open(f->db_path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &q, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_step(q), SQLITE_ROW);
+	assert_string_equal((const char *)sqlite3_column_text(q, 0), "wal");
+	sqlite3_finalize(q);
+	sqlite3_close(db);
+
+	int v = -1;
+	assert_int_equal(hs_store_schema_version(f->store, &v, &err), HS_OK);
+	assert_int_equal(v, hs_store_schema_version_latest());
+	assert_true(v >= 1);
+	assert_int_equal(hs_store_check_writable(f->store, &err), HS_OK);
+}
+
+static void test_store__open_rejects_bad_args(void **state)
+{
+	fixture *f = *state;
+	hs_error err = { 0 };
+	hs_store *s = NULL;
+	assert_int_equal(hs_store_open(&s, "", &err), HS_INVALID);
+	assert_null(s);
+	/* data_dir is a regular file */
+	char file[200];
+	snprintf(file, sizeof(file), "%s/plain", f->dir);
+	FILE *fp = fopen(file, "w");
+	assert_non_null(fp);
+	fclose(fp);
+	hs_error_clear(&err);
+	assert_int_equal(hs_store_open(&s, file, &err), HS_UNAVAILABLE);
+	assert_null(s);
+	hs_store_free(NULL);
+}
+
+static void test_store__reopen_keeps_data(void **state)
+{
+	fixture *f = *state;
+	hs_error err = { 0 };
+	hs_store_user_row u, got;
+	make_user(&u, "usr_0000000000000001", "a@example.com");
+	assert_int_equal(hs_store_user_insert(open_store(f), &u, &err), HS_OK);
+	open_store(f); /* closes and reopens */
+	assert_int_equal(hs_store_user_get_by_id(f->store, u.id, &got, &err), HS_OK);
+	assert_string_equal(got.email, "a@example.com");
+	assert_string_equal(got.password_hash, u.password_hash);
+}
+
+static void test_store__migrations_are_idempotent(void **state)
+{
+	fixture *f = *state;
+	hs_error err = { 0 };
+	int v1 = 0, v2 = 0;
+	open_store(f);
+	assert_int_equal(hs_store_schema_version(f->store, &v1, &err), HS_OK);
+	open_store(f);
+	open_store(f);
+	assert_int_equal(hs_store_schema_version(f->store, &v2, &err), HS_OK);
+	assert_int_equal(v1, v2);
+	assert_int_equal(v2, hs_store_schema_version_latest());
+}
+
+static void test_store__migrates_an_empty_database(void **state)
+{
+	fixture *f = *state;
+	hs_error err = { 0 };
+	int v = 0;
+	char parent[140];
+	snprintf(parent, sizeof(parent), "%s/data", f->dir);
+	assert_int_equal(mkdir(parent, 0700), 0);
+	assert_int_equal(mkdir(f->data_dir, 0700), 0);
+	sql_exec(f->db_path, "CREATE TABLE unrelated(x)"); /* version 0, not WAL */
+	open_store(f);
+	assert_int_equal(hs_store_schema_version(f->store, &v, &err), HS_OK);
+	assert_int_equal(v, hs_store_schema_version_latest());
+}
+
+static void test_store__refuses_newer_schema(void **state)
+{
+	fixture *f = *state;
+	hs_error err = { 0 };
+	char sql[64];
+	open_store(f);
+	hs_store_free(f->store);
+	f->store = NULL;
+	snprintf(sql, sizeof(sql), "PRAGMA user_version=%d", hs_store_schema_version_latest() + 1);
+	sql_exec(f->db_path, sql);
+	hs_store *s = NULL;
+	assert_int_equal(hs_store_open(&s, f->data_dir, &err), HS_CONFLICT);
+	assert_null(s);
+	assert_non_null(strstr(err.msg, "newer"));
+}
+
+/* ---- users --------------------------------------------------------------- */
+
+static void test_store__user_crud(void **state)
+{
+	fixture *f = *state;
+	hs_store *s = open_store(f);
+	hs_error err = { 0 };
+	hs_store_user_row u, got;
+	int64_t n = -1;
+
+	make_user(&u, "usr_00000000000000aa", "Alice@Example.COM");
+	snprintf(u.role, sizeof(u.role), "admin");
+	assert_int_equal(hs_store_user_insert(s, &u, &err), HS_OK);
+	assert_int_equal(hs_store_user_get_by_email(s, "ALICE@example.com", &got, &err), HS_OK);
+	assert_string_equal(got.id, u.id);
+	assert_string_equal(got.email, "alice@example.com");
+	assert_string_equal(got.role, "admin");
+	assert_false(got.disabled);
+	assert_int_equal(got.created_at_ms, u.created_at_ms);
+	assert_int_equal(hs_store_user_count(s, &n, &err), HS_OK);
+	assert_int_equal(n, 1);
+
+	/* duplicate email (other case) and duplicate id */
+	hs_store_user_row dup;
+	make_user(&dup, "usr_00000000000000bb", "alice@EXAMPLE.com");
+	hs_error_clear(&err);
+	assert_int_equal(hs_store_user_insert(s, &dup, &err), HS_EXISTS);
+	assert_null(strstr(err.msg, "alice")); /* no values in messages */
+	make_user(&dup, "usr_00000000000000aa", "other@example.com");
+	assert_int_equal(hs_store_user_insert(s, &dup, NULL), HS_EXISTS);
+
+	/* not found, bad role, too long, empty */
+	memset(&got, 0x5a, sizeof(got));
+	assert_int_equal(hs_store_user_get_by_id(s, "usr_missing", &got, &err), HS_NOT_FOUND);
+	assert_int_equal((unsigned char)got.id[0], 0x5a); /* *out untouched */
+	assert_int_equal(hs_store_user_get_by_email(s, "nobody@example.com", &got, NULL), HS_NOT_FOUND);
+	make_user(&dup, "usr_00000000000000cc", "c@example.com");
+	snprintf(dup.role, sizeof(dup.role), "root");
+	assert_int_equal(hs_store_user_insert(s, &dup, NULL), HS_INVALID);
+	char long_email[HS_STORE_NAME_MAX + 10];
+	memset(long_email, 'a', sizeof(long_email) - 1);
+	long_email[sizeof(long_email) - 1] = '\0';
+	assert_int_equal(hs_store_user_get_by_email(s, long_email, &got, NULL), HS_INVALID);
+	assert_int_equal(hs_store_user_get_by_id(s, "", &got, NULL), HS_INVALID);
+	make_user(&dup, "usr_00000000000000dd", "d@example.com");
+	memset(dup.name, 'n', sizeof(dup.name)); /* not terminated: too long */
+	hs_error_clear(&err);
+	assert_int_equal(hs_store_user_insert(s, &dup, &err), HS_INVALID);
+	assert_non_null(strstr(err.msg, "name"));
+}
+
+static void test_store__user_list_pages_in_id_order(void **state)
+{
+	fixture *f = *state;
+	hs_store *s = open_store(f);
+	hs_error err = { 0 };
+	for (int i = 0; i < 25; i++) {
+		int k = (i * 7) % 25; /* inserted out of order */
+		char id[32], email[64];
+		snprintf(id, sizeof(id), "usr_%016d", k);
+		snprintf(email, sizeof(email), "u%d@example.com", k);
+		hs_store_user_row u;
+		make_user(&u, id, email);
+		assert_int_equal(hs_store_user_insert(s, &u, &err), HS_OK);
+	}
+	char cursor[HS_STORE_ID_MAX] = "";
+	int seen = 0;
+	for (int page = 0; page < 4; page++) {
+		hs_store_user_row *rows = NULL;
+		size_t n = 99;
+		assert_int_equal(hs_store_user_list(s, cursor, 10, &rows, &n, &err), HS_OK);
+		assert_int_equal(n, page < 2 ? 10 : (page == 2 ? 5 : 0));
+		for (size_t i = 0; i < n; i++) {
+			char want[32];
+			snprintf(want, sizeof(want), "usr_%016d", seen++);
+			assert_string_equal(rows[i].id, want);
+		}
+		if (n > 0)
+			snprintf(cursor, sizeof(cursor), "%s", rows[n - 1].id);
+		else
+			assert_null(rows);
+		free(rows);
+	}
+	assert_int_equal(seen, 25);
+}
+
+/* ---- refresh tokens ------------------------------------------------------ */
+
+static void add_user(hs_store *s, const char *id)
+{
+	hs_store_user_row u;
+	char email[64];
+	snprintf(email, sizeof(email), "%s@example.com", id);
+	make_user(&u, id, email);
+	assert_int_equal(hs_store_user_insert(s, &u, NULL), HS_OK);
+}
+
+static void test_store__refresh_consume_twice_is_reuse(void **state)
+{
+	fixture *f = *state;
+	hs_store *s = open_store(f);
+	hs_error err = { 0 };
+	hs_store_refresh_row t, got;
+	add_user(s, "usr_1");
+	make_token(&t, "aa11", "usr_1", "fam_1");
+	assert_int_equal(hs_store_refresh_insert(s, &t, &err), HS_OK);
+	assert_int_equal(hs_store_refresh_insert(s, &t, &err), HS_EXISTS);
+	assert_int_equal(hs_store_refresh_consume(s, "aa11", 2000, &err), HS_OK);
+	hs_error_clear(&err);
+	assert_int_equal(hs_store_refresh_consume(s, "aa11", 2001, &err), HS_CONFLICT);
+	assert_null(strstr(err.msg, "aa11")); /* never the hash in a message */
+	assert_int_equal(hs_store_refresh_get(s, "aa11", &got, &err), HS_OK);
+	assert_int_equal(got.used_at_ms, 2000);
+	assert_string_equal(got.family_id, "fam_1");
+	assert_int_equal(hs_store_refresh_consume(s, "bb22", 2000, NULL), HS_NOT_FOUND);
+	assert_int_equal(hs_store_refresh_get(s, "bb22", &got, NULL), HS_NOT_FOUND);
+	assert_int_equal(hs_store_refresh_consume(s, "aa11", 0, NULL), HS_INVALID);
+
+	/* token of an unknown user: foreign key */
+	make_token(&t, "cc33", "usr_ghost", "fam_2");
+	assert_int_equal(hs_store_refresh_insert(s, &t, NULL), HS_NOT_FOUND);
+}
+
+static void test_store__refresh_revoke_family_and_expiry(void **state)
+{
+	fixture *f = *state;
+	hs_store *s = open_store(f);
+	hs_error err = { 0 };
+	hs_store_refresh_row t;
+	int64_t n = -1;
+	add_user(s, "usr_1");
+	const char *fam_a[] = { "a1", "a2", "a3" };
+	for (int i = 0; i < 3; i++) {
+		make_token(&t, fam_a[i], "usr_1", "fam_a");
+		assert_int_equal(hs_store_refresh_insert(s, &t, &err), HS_OK);
+	}
+	make_token(&t, "b1", "usr_1", "fam_b");
+	t.expires_at_ms = 9000;
+	assert_int_equal(hs_store_refresh_insert(s, &t, &err), HS_OK);
+
+	assert_int_equal(hs_store_refresh_revoke_family(s, "fam_a", &n, &err), HS_OK);
+	assert_int_equal(n, 3);
+	assert_int_equal(hs_store_refresh_consume(s, "a2", 10, NULL), HS_CONFLICT);
+	assert_int_equal(hs_store_refresh_revoke_family(s, "fam_none", &n, &err), HS_OK);
+	assert_int_equal(n, 0);
+
+	assert_int_equal(hs_store_refresh_revoke(s, "b1", &err), HS_OK);
+	assert_int_equal(hs_store_refresh_consume(s, "b1", 10, NULL), HS_CONFLICT);
+	assert_int_equal(hs_store_refresh_revoke(s, "zz", NULL), HS_NOT_FOUND);
+
+	assert_int_equal(hs_store_refresh_delete_expired(s, 5000, &n, &err), HS_OK);
+	assert_int_equal(n, 3);
+	assert_int_equal(hs_store_refresh_get(s, "a1", &t, NULL), HS_NOT_FOUND);
+	assert_int_equal(hs_store_refresh_get(s, "b1", &t, NULL), HS_OK);
+	assert_true(t.revoked);
+}
+
+#define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
+
+int main(void)
+{
+	hs_log_min_level = HS_LOG_OFF;
+	const struct CMUnitTest tests[] = {
+		T(test_store__open_creates_file_and_enables_wal),
+		T(test_store__open_rejects_bad_args),
+		T(test_store__reopen_keeps_data),
+		T(test_store__migrations_are_idempotent),
+		T(test_store__migrates_an_empty_database),
+		T(test_store__refuses_newer_schema),
+		T(test_store__user_crud),
+		T(test_store__user_list_pages_in_id_order),
+		T(test_store__refresh_consume_twice_is_reuse),
+		T(test_store__refresh_revoke_family_and_expiry),
+		T(test_store__sandbox_crud_and_filters),
+		T(test_store__snapshots),
+		T(test_store__task_crud_heartbeat_and_active),
+		T(test_store__events_append_and_list_after),
+		T(test_store__concurrent_writers),
+		T(test_store__check_writable_fails_on_readonly_file),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

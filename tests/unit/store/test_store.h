@@ -1,0 +1,53 @@
+/* Shared fixture and row builders for the store's unit tests (test_store.c:
+ * open, migrations, users, tokens; test_store_rows.c: sandboxes, snapshots,
+ * tasks, events, concurrency, readiness). */
+#ifndef HS_TEST_STORE_H
+#define HS_TEST_STORE_H
+
+#include <errno.h>
+#include <ftw.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <sqlite3.h>
+
+#include "log.h"
+#include "store.h"
+
+typedef struct fixture {
+	char dir[64];
+	char data_dir[128];
+	char db_path[160];
+	hs_store *store;
+} fixture;
+
+/* A fresh temporary dir per test; data_dir (nested, missing) inside it. */
+int setup(void **state);
+int teardown(void **state);
+/* (Re)open f->store on f->data_dir; fails the test on error. */
+hs_store *open_store(fixture *f);
+void sql_exec(const char *path, const char *sql);
+void make_user(hs_store_user_row *u, const char *id, const char *email);
+void make_token(hs_store_refresh_row *r, const char *hash, const char *user, const char *family);
+/* calloc'd rows: free() them. */
+hs_store_sandbox_row *make_sandbox(const char *id, const char *owner, int state);
+hs_store_task_row *make_task(const char *id, const char *owner, int state);
+
+void test_store__sandbox_crud_and_filters(void **state);
+void test_store__snapshots(void **state);
+void test_store__task_crud_heartbeat_and_active(void **state);
+void test_store__events_append_and_list_after(void **state);
+void test_store__concurrent_writers(void **state);
+void test_store__check_writable_fails_on_readonly_file(void **state);
+
+#endif
