@@ -43,6 +43,7 @@ typedef struct app {
 	hs_rpc_server *srv;
 	hs_health *health;
 	hs_reflection *reflection;
+	/* @wiring:fields — one pointer per service module, e.g. hs_auth *auth; */
 } app;
 
 static const ProtobufCServiceDescriptor *const harness_services[] = {
@@ -77,8 +78,15 @@ static int start(app *a, hs_error *err)
 	if ((rc = hs_reflection_new(&a->reflection, err)) != HS_OK ||
 	    (rc = hs_reflection_register(a->reflection, a->srv, err)) != HS_OK)
 		return rc;
-	/* Harness services: methods without a handler answer UNIMPLEMENTED. */
+	/* @wiring:start — each service: create its module, then register it,
+	 * e.g. `if ((rc = hs_auth_service_register(a->srv, a->auth, err)) != HS_OK) return rc;`
+	 * and mark it in `registered` below. */
+	bool registered[N_HARNESS_SERVICES] = { false };
+
+	/* Services not wired yet: every method answers UNIMPLEMENTED. */
 	for (size_t i = 0; i < N_HARNESS_SERVICES; i++) {
+		if (registered[i])
+			continue;
 		if ((rc = hs_rpc_server_add_service(a->srv, harness_services[i], NULL, 0, NULL, err)) != HS_OK)
 			return rc;
 	}
@@ -104,6 +112,7 @@ static void stop(app *a)
 	if (a->srv != NULL)
 		hs_rpc_server_shutdown(a->srv, a->cfg.shutdown_grace_ms);
 	hs_rpc_server_free(a->srv);
+	/* @wiring:stop — free service modules here (after the server is gone) */
 	hs_reflection_free(a->reflection);
 	hs_health_free(a->health);
 	hs_store_free(a->store);
