@@ -8,12 +8,14 @@
 #include <sys/stat.h>
 
 #include "config.h"
+#include "auth.h"
 #include "harness/v1/auth.pb-c.h"
 #include "harness/v1/checkpoint.pb-c.h"
 #include "harness/v1/health.pb-c.h"
 #include "harness/v1/sandbox.pb-c.h"
 #include "log.h"
 #include "rpc.h"
+#include "auth_service.h"
 #include "std_services.h"
 #include "store.h"
 
@@ -44,6 +46,7 @@ typedef struct app {
 	hs_health *health;
 	hs_reflection *reflection;
 	/* @wiring:fields — one pointer per service module, e.g. hs_auth *auth; */
+	hs_auth *auth;
 } app;
 
 static const ProtobufCServiceDescriptor *const harness_services[] = {
@@ -53,6 +56,28 @@ static const ProtobufCServiceDescriptor *const harness_services[] = {
 	&harness__v1__health_service__descriptor,
 };
 #define N_HARNESS_SERVICES (sizeof(harness_services) / sizeof(harness_services[0]))
+
+static int start_auth(app *a, hs_error *err)
+{
+	const hs_config *c = &a->cfg;
+	hs_auth_config ac = HS_AUTH_CONFIG_INIT;
+	ac.backend = strcmp(c->auth_backend, "upstream") == 0 ? HS_AUTH_UPSTREAM : HS_AUTH_LOCAL;
+	ac.user_service_url = c->user_service_url[0] ? c->user_service_url : NULL;
+	ac.api_key = c->user_service_api_key[0] ? c->user_service_api_key : NULL;
+	ac.jwt_alg = c->jwt_alg[0] ? c->jwt_alg : NULL;
+	ac.jwt_secret = c->jwt_secret[0] ? c->jwt_secret : NULL;
+	ac.jwt_public_key_file = c->jwt_public_key[0] ? c->jwt_public_key : NULL;
+	ac.jwt_issuer = c->jwt_issuer[0] ? c->jwt_issuer : NULL;
+	ac.jwt_audience = c->jwt_audience[0] ? c->jwt_audience : NULL;
+	ac.access_ttl_s = (int)c->access_token_ttl_s;
+	ac.refresh_ttl_s = (int)c->refresh_token_ttl_s;
+	ac.store = a->store;
+	ac.data_dir = c->data_dir;
+	ac.bootstrap_admin = ac.backend == HS_AUTH_LOCAL;
+	ac.admin_email = getenv("HARNESS_ADMIN_EMAIL");
+	ac.admin_password = getenv("HARNESS_ADMIN_PASSWORD");
+	return hs_auth_new(&a->auth, &ac, err);
+}
 
 static int start(app *a, hs_error *err)
 {
@@ -82,6 +107,10 @@ static int start(app *a, hs_error *err)
 	 * e.g. `if ((rc = hs_auth_service_register(a->srv, a->auth, err)) != HS_OK) return rc;`
 	 * and mark it in `registered` below. */
 	bool registered[N_HARNESS_SERVICES] = { false };
+	if ((rc = start_auth(a, err)) != HS_OK ||
+	    (rc = hs_auth_service_register(a->srv, a->auth, err)) != HS_OK)
+		return rc;
+	registered[0] = true;
 
 	/* Services not wired yet: every method answers UNIMPLEMENTED. */
 	for (size_t i = 0; i < N_HARNESS_SERVICES; i++) {
@@ -113,6 +142,7 @@ static void stop(app *a)
 		hs_rpc_server_shutdown(a->srv, a->cfg.shutdown_grace_ms);
 	hs_rpc_server_free(a->srv);
 	/* @wiring:stop — free service modules here (after the server is gone) */
+	hs_auth_free(a->auth);
 	hs_reflection_free(a->reflection);
 	hs_health_free(a->health);
 	hs_store_free(a->store);

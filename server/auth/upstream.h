@@ -1,0 +1,63 @@
+/* The upstream user service client (the seed's BFF pattern): libcurl calls
+ * to USER_SERVICE_URL with X-API-Key and JSON bodies, snake_case responses
+ * converted to hs_auth_result / hs_auth_user.
+ *
+ * Errors: an upstream 4xx/5xx becomes 400 HS_INVALID, 401 HS_UNAUTH,
+ * 403 HS_DENIED, 404 HS_NOT_FOUND, 409 HS_EXISTS, 429 HS_LIMIT, 408 and 5xx
+ * HS_UNAVAILABLE (other 4xx HS_INVALID), with the upstream's JSON `message`
+ * as err->msg, prefixed by its `code` as "CODE: message" when it has one
+ * (both sanitised to printable ASCII and bounded). Network failure, or the
+ * client's own 5 s limit -> HS_UNAVAILABLE; the caller's deadline running
+ * out first -> HS_TIMEOUT. A malformed or incomplete 2xx body -> HS_INTERNAL
+ * with a generic message (nothing of the body is copied).
+ *
+ * Thread-safe: every call takes an easy handle from a small pool (kept
+ * handles keep their connections alive, so calls reuse connections) and
+ * blocks the calling thread for at most the timeout: call it from a worker
+ * thread, never a completion-queue thread. */
+#ifndef HS_AUTH_UPSTREAM_H
+#define HS_AUTH_UPSTREAM_H
+
+#include <stddef.h>
+
+#include "error.h"
+#include "user.h"
+
+#define HS_UPSTREAM_TIMEOUT_MS 5000
+#define HS_UPSTREAM_MAX_BODY (64 * 1024)
+
+typedef struct hs_upstream hs_upstream;
+
+typedef struct hs_upstream_config {
+	const char *base_url; /* http(s)://host[:port][/prefix]; required */
+	const char *api_key;  /* sent as X-API-Key; NULL or "" = not sent */
+	int timeout_ms;       /* per call; 0 = HS_UPSTREAM_TIMEOUT_MS */
+	size_t pool_max;      /* idle easy handles kept; 0 = 8 */
+} hs_upstream_config;
+
+#define HS_UPSTREAM_CONFIG_INIT { NULL, NULL, 0, 0 }
+
+int hs_upstream_new(hs_upstream **out, const hs_upstream_config *cfg, hs_error *err);
+void hs_upstream_free(hs_upstream *up);
+
+/* timeout_ms in the calls below is what is left of the caller's deadline:
+ * the call lasts at most min(config timeout, timeout_ms); < 0 = no deadline;
+ * 0 = already expired (HS_TIMEOUT without a request). *out is filled only on
+ * success; release it with hs_auth_result_dispose / hs_auth_user_dispose. */
+
+/* POST {base}/api/v1/auth/login {"email","password"}. */
+int hs_upstream_login(hs_upstream *up, const char *email, const char *password, int timeout_ms,
+		      hs_auth_result *out, hs_error *err);
+/* POST {base}/api/v1/auth/refresh {"refreshToken"} (the seed's camelCase). */
+int hs_upstream_refresh(hs_upstream *up, const char *refresh_token, int timeout_ms,
+			hs_auth_result *out, hs_error *err);
+/* GET {base}/api/v1/users/{id}; id: 1..128 bytes, no control characters,
+ * not "." or "..", sent URL-escaped. HS_INVALID otherwise. */
+int hs_upstream_get_user(hs_upstream *up, const char *id, int timeout_ms, hs_auth_user *out,
+			 hs_error *err);
+
+/* RFC 3339 / ISO-8601 date-time ("2024-05-01T12:00:00.123Z", offsets,
+ * date only = midnight UTC, no offset = UTC) -> Unix ms. -1 if malformed. */
+int hs_upstream_parse_time(const char *s, long long *out_ms);
+
+#endif
