@@ -13,7 +13,7 @@ PKGS=(
   bubblewrap curl nghttp2-client
 )
 # Extra packages only the benchmarks need (installed with --bench).
-BENCH_PKGS=(wrk nginx-light hyperfine)
+BENCH_PKGS=(wrk nginx-light hyperfine g++ libgrpc++-dev)
 
 want=("${PKGS[@]}")
 [[ "${1:-}" == "--bench" ]] && want+=("${BENCH_PKGS[@]}")
