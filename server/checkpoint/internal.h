@@ -1,0 +1,116 @@
+/* Internals shared by the checkpoint module's files (never included outside
+ * server/checkpoint/). Only this module includes <git2.h>. */
+#ifndef HS_CHECKPOINT_INTERNAL_H
+#define HS_CHECKPOINT_INTERNAL_H
+
+#include <git2.h>
+#include <pthread.h>
+
+#include "checkpoint.h"
+#include "log.h"
+
+#define HS_CKPT__REF_PREFIX "refs/harness/checkpoints/"
+#define HS_CKPT__REF_LATEST "refs/harness/latest"
+#define HS_CKPT__REF_CURRENT "refs/harness/current"
+#define HS_CKPT__LOCK_BUCKETS 64
+
+typedef struct hs_ckpt__task_lock {
+	char task_id[HS_CKPT_TASK_ID_MAX + 1];
+	pthread_mutex_t mu;
+	unsigned users; /* threads holding or waiting for mu; guarded by mgr->map_mu */
+	struct hs_ckpt__task_lock *next;
+} hs_ckpt__task_lock;
+
+struct hs_ckpt_mgr {
+	char *repos_dir;      /* realpath */
+	char *ws_root;        /* realpath, no trailing '/' */
+	char *remote_url;     /* NULL: no push */
+	bool durable;         /* flush with syncfs() before acknowledging */
+	pthread_mutex_t map_mu;
+	hs_ckpt__task_lock *buckets[HS_CKPT__LOCK_BUCKETS];
+};
+
+/* checkpoint.c ------------------------------------------------------------ */
+
+/* Take / release the task's mutex (NULL on allocation failure). */
+hs_ckpt__task_lock *hs_ckpt__lock(hs_ckpt_mgr *mgr, const char *task_id);
+void hs_ckpt__unlock(hs_ckpt_mgr *mgr, hs_ckpt__task_lock *l);
+/* Deep copy of a record into dst (to hs_ckpt_info_dispose). */
+int hs_ckpt__info_dup(hs_ckpt_info *dst, const hs_ckpt_info *src, hs_error *err);
+
+/* repo.c ------------------------------------------------------------------ */
+
+/* Set err from libgit2's last error on this thread; returns the hs_code
+ * (GIT_ENOTFOUND -> NOT_FOUND, GIT_EOWNER -> CONFLICT, GIT_EINVALIDSPEC ->
+ * INVALID, GIT_ELOCKED -> ABORTED, else INTERNAL). */
+int hs_ckpt__git_err(hs_error *err, int gerr, const char *what, const char *task_id);
+
+/* "<repos_dir>/<task_id>.git", heap. */
+char *hs_ckpt__repo_path(const hs_ckpt_mgr *mgr, const char *task_id);
+
+/* Open the task's bare shadow repo after removing stale lock files left by a
+ * crash (the caller holds the task lock, so no writer is alive in-process).
+ * create: initialise it (atomically, via a temporary dir + rename) if missing
+ * and record owner; else HS_NOT_FOUND. */
+int hs_ckpt__repo_open(git_repository **out, hs_ckpt_mgr *mgr, const char *task_id, bool create,
+		       const char *owner, hs_error *err);
+
+/* Attach the workspace as the in-memory work tree and return the repo's index
+ * (borrowed: owned by repo). */
+int hs_ckpt__attach(git_index **out, git_repository *repo, const char *ws, const char *task_id,
+		    hs_error *err);
+
+/* Make everything written to the repo durable (syncfs on its filesystem). */
+int hs_ckpt__flush(git_repository *repo, const char *task_id, hs_error *err);
+
+void hs_ckpt__make_id(char out[HS_CKPT_ID_MAX], int64_t step, const git_oid *commit);
+/* HS_INVALID unless id has the "ckpt-<digits>-<12 hex>" form. */
+int hs_ckpt__check_id(const char *checkpoint_id, hs_error *err);
+
+/* Commit message for a checkpoint: a summary line, a blank line, then one
+ * JSON object with the metadata. Heap. NULL on allocation failure. */
+char *hs_ckpt__format_message(const hs_ckpt_info *info);
+/* Fill out from a checkpoint commit (message metadata + commit id). */
+int hs_ckpt__parse_commit(const git_commit *commit, const char *task_id, hs_ckpt_info *out,
+			  hs_error *err);
+
+/* The commit of a checkpoint id; HS_INVALID for malformed ids, HS_NOT_FOUND
+ * for unknown or pruned ones. *out to git_commit_free(). */
+int hs_ckpt__lookup(git_commit **out, git_repository *repo, const char *task_id,
+		    const char *checkpoint_id, hs_error *err);
+
+/* Every checkpoint of the repo, newest (highest seq) first. */
+int hs_ckpt__load_all(git_repository *repo, const char *task_id, hs_ckpt_info **out,
+		      size_t *count, hs_error *err);
+
+/* diff.c ------------------------------------------------------------------ */
+
+/* Bring the index in line with the workspace (stat cache first: only files
+ * whose stat changed are hashed), capturing nested repositories as content. */
+int hs_ckpt__stage(git_repository *repo, git_index *index, const char *task_id, hs_error *err);
+
+/* Workspace vs tree (through the index's stat cache), untracked included,
+ * ignored excluded. Fills added/modified/deleted and consistent. */
+int hs_ckpt__compare(git_repository *repo, git_index *index, git_tree *tree,
+		     const char *task_id, hs_ckpt_verify_result *out, hs_error *err);
+
+/* Number of paths differing between two trees (old may be NULL). */
+int hs_ckpt__count_changes(git_repository *repo, git_tree *old_tree, git_tree *new_tree,
+			   uint32_t *out, const char *task_id, hs_error *err);
+
+int hs_ckpt__tree_diff(git_repository *repo, git_tree *from, git_tree *to, const char *task_id,
+		       hs_ckpt_diff_entry **out, size_t *count, hs_error *err);
+
+int hs_ckpt__strlist_push(hs_ckpt_strlist *list, const char *s);
+
+/* workspace.c ------------------------------------------------------------- */
+
+/* Like hs_ckpt_workspace_resolve; create_missing makes the final directory
+ * when its parent resolves below the root. */
+int hs_ckpt__workspace(const hs_ckpt_mgr *mgr, const char *task_id, const char *workspace,
+		       bool create_missing, char **out, hs_error *err);
+
+/* rm -rf without following symlinks. 0 or -1 (errno). */
+int hs_ckpt__rmtree(const char *path);
+
+#endif

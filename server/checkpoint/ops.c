@@ -1,0 +1,355 @@
+/* The checkpoint operations other than create: restore, get/latest/list,
+ * verify, diff, prune and task removal. See checkpoint.c for the design. */
+#include "internal.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+/* Every operation: validate the id, take the task lock, open the repo. */
+typedef struct op {
+	hs_ckpt_mgr *mgr;
+	const char *task_id;
+	hs_ckpt__task_lock *lock;
+	git_repository *repo;
+} op;
+
+static int op_begin(op *o, hs_ckpt_mgr *mgr, const char *task_id, hs_error *err)
+{
+	memset(o, 0, sizeof(*o));
+	o->mgr = mgr;
+	o->task_id = task_id;
+	int rc = hs_ckpt_validate_task_id(task_id, err);
+	if (rc)
+		return rc;
+	if (!(o->lock = hs_ckpt__lock(mgr, task_id)))
+		return hs_error_set(err, HS_INTERNAL, "checkpoint: out of memory");
+	return hs_ckpt__repo_open(&o->repo, mgr, task_id, false, NULL, err);
+}
+
+static void op_end(op *o)
+{
+	git_repository_free(o->repo);
+	hs_ckpt__unlock(o->mgr, o->lock);
+}
+
+/* A checkpoint's commit: by id, or the newest when id is NULL/"". */
+static int resolve(git_commit **out, op *o, const char *checkpoint_id, hs_error *err)
+{
+	if (checkpoint_id && checkpoint_id[0])
+		return hs_ckpt__lookup(out, o->repo, o->task_id, checkpoint_id, err);
+	hs_ckpt_info *all = NULL;
+	size_t n = 0;
+	int rc = hs_ckpt__load_all(o->repo, o->task_id, &all, &n, err);
+	if (rc)
+		return rc;
+	if (n == 0)
+		rc = hs_error_set(err, HS_NOT_FOUND, "task %s has no checkpoints", o->task_id);
+	else
+		rc = hs_ckpt__lookup(out, o->repo, o->task_id, all[0].checkpoint_id, err);
+	hs_ckpt_info_array_free(all, n);
+	return rc;
+}
+
+int hs_ckpt_restore(hs_ckpt_mgr *mgr, const char *task_id, const char *checkpoint_id,
+		    const char *workspace, hs_ckpt_info *out, uint32_t *files_restored,
+		    uint32_t *files_removed, hs_error *err)
+{
+	op o;
+	char *ws = NULL;
+	git_commit *c = NULL;
+	git_tree *tree = NULL;
+	git_index *index = NULL;
+	hs_ckpt_verify_result before;
+	memset(&before, 0, sizeof(before));
+	hs_ckpt_info info;
+	int g;
+	int rc = op_begin(&o, mgr, task_id, err);
+	if (rc)
+		goto done;
+	if ((rc = hs_ckpt__check_id(checkpoint_id, err)) ||
+	    (rc = hs_ckpt__lookup(&c, o.repo, task_id, checkpoint_id, err)) ||
+	    (rc = hs_ckpt__workspace(mgr, task_id, workspace, true, &ws, err)) ||
+	    (rc = hs_ckpt__attach(&index, o.repo, ws, task_id, err)))
+		goto done;
+	if ((g = git_commit_tree(&tree, c)) < 0) {
+		rc = hs_ckpt__git_err(err, g, "restore", task_id);
+		goto done;
+	}
+	/* What will change, for the counts (stat-cached, cheap). */
+	if ((rc = hs_ckpt__compare(o.repo, index, tree, task_id, &before, err)))
+		goto done;
+	git_checkout_options co;
+	git_checkout_options_init(&co, GIT_CHECKOUT_OPTIONS_VERSION);
+	/* Not git_reset(HARD): it would leave files created since in place. */
+	co.checkout_strategy = GIT_CHECKOUT_FORCE | GIT_CHECKOUT_REMOVE_UNTRACKED;
+	if ((g = git_checkout_tree(o.repo, (const git_object *)tree, &co)) < 0 ||
+	    /* The index becomes exactly the tree (entries whose id is unchanged
+	     * keep their stat data), so verify/create after this are right. */
+	    (g = git_index_read_tree(index, tree)) < 0 || (g = git_index_write(index)) < 0) {
+		rc = hs_ckpt__git_err(err, g, "restore", task_id);
+		goto done;
+	}
+	if ((g = git_reference_create(NULL, o.repo, HS_CKPT__REF_CURRENT, git_commit_id(c), 1,
+				      "harness restore")) < 0) {
+		rc = hs_ckpt__git_err(err, g, "restore", task_id);
+		goto done;
+	}
+	if ((rc = hs_ckpt__parse_commit(c, task_id, &info, err)))
+		goto done;
+	*out = info;
+	if (files_restored)
+		*files_restored = (uint32_t)(before.modified.count + before.deleted.count);
+	if (files_removed)
+		*files_removed = (uint32_t)before.added.count;
+	hs_log(HS_LOG_INFO, "checkpoint", "restored", HS_LS("task_id", task_id),
+	       HS_LS("checkpoint_id", checkpoint_id));
+done:
+	hs_ckpt_verify_result_dispose(&before);
+	git_tree_free(tree);
+	git_commit_free(c);
+	free(ws);
+	op_end(&o);
+	return rc;
+}
+
+int hs_ckpt_get(hs_ckpt_mgr *mgr, const char *task_id, const char *checkpoint_id,
+		hs_ckpt_info *out, hs_error *err)
+{
+	op o;
+	git_commit *c = NULL;
+	int rc = op_begin(&o, mgr, task_id, err);
+	if (!rc && !(rc = hs_ckpt__lookup(&c, o.repo, task_id, checkpoint_id, err)))
+		rc = hs_ckpt__parse_commit(c, task_id, out, err);
+	git_commit_free(c);
+	op_end(&o);
+	return rc;
+}
+
+int hs_ckpt_latest(hs_ckpt_mgr *mgr, const char *task_id, hs_ckpt_info *out, hs_error *err)
+{
+	op o;
+	git_commit *c = NULL;
+	int rc = op_begin(&o, mgr, task_id, err);
+	if (!rc && !(rc = resolve(&c, &o, NULL, err)))
+		rc = hs_ckpt__parse_commit(c, task_id, out, err);
+	git_commit_free(c);
+	op_end(&o);
+	return rc;
+}
+
+/* Page tokens are "s<seq>": continue with checkpoints older than seq. They
+ * survive prunes and creates between pages. */
+static int parse_token(const char *tok, uint64_t *seq, hs_error *err)
+{
+	if (!tok || !tok[0]) {
+		*seq = UINT64_MAX;
+		return HS_OK;
+	}
+	char *end = NULL;
+	errno = 0;
+	if (tok[0] != 's' || tok[1] < '0' || tok[1] > '9')
+		return hs_error_set(err, HS_INVALID, "page_token: malformed");
+	unsigned long long v = strtoull(tok + 1, &end, 10);
+	if (errno || *end != '\0')
+		return hs_error_set(err, HS_INVALID, "page_token: malformed");
+	*seq = v;
+	return HS_OK;
+}
+
+int hs_ckpt_list(hs_ckpt_mgr *mgr, const char *task_id, int64_t before_step,
+		 const char *page_token, uint32_t page_size, hs_ckpt_info **out, size_t *count,
+		 char **next_page_token, hs_error *err)
+{
+	op o;
+	hs_ckpt_info *all = NULL, *page = NULL;
+	size_t n = 0, k = 0;
+	uint64_t below = UINT64_MAX;
+	int rc = parse_token(page_token, &below, err);
+	if (rc)
+		return rc;
+	if (before_step < 0)
+		return hs_error_set(err, HS_INVALID, "before_step: must be >= 0");
+	if (page_size == 0)
+		page_size = HS_CKPT_PAGE_DEFAULT;
+	if (page_size > HS_CKPT_PAGE_MAX)
+		page_size = HS_CKPT_PAGE_MAX;
+	if ((rc = op_begin(&o, mgr, task_id, err)) ||
+	    (rc = hs_ckpt__load_all(o.repo, task_id, &all, &n, err)))
+		goto done;
+	/* all is newest first; move the selected records into page. */
+	size_t i = 0;
+	bool more = false;
+	for (; i < n; i++) {
+		if (all[i].seq >= below || (before_step > 0 && all[i].step >= before_step))
+			continue;
+		if (k == page_size) {
+			more = true;
+			break;
+		}
+		if (!page && !(page = calloc(page_size, sizeof(*page)))) {
+			rc = hs_error_set(err, HS_INTERNAL, "checkpoint list: out of memory");
+			goto done;
+		}
+		page[k++] = all[i];
+		memset(&all[i], 0, sizeof(all[i]));
+	}
+	char *tok = NULL;
+	if (more && asprintf(&tok, "s%" PRIu64, page[k - 1].seq) < 0) {
+		rc = hs_error_set(err, HS_INTERNAL, "checkpoint list: out of memory");
+		goto done;
+	}
+	*next_page_token = tok;
+	*out = page;
+	*count = k;
+	page = NULL;
+	k = 0;
+done:
+	hs_ckpt_info_array_free(page, k);
+	hs_ckpt_info_array_free(all, n);
+	op_end(&o);
+	return rc;
+}
+
+int hs_ckpt_verify(hs_ckpt_mgr *mgr, const char *task_id, const char *checkpoint_id,
+		   const char *workspace, hs_ckpt_verify_result *out, hs_error *err)
+{
+	op o;
+	char *ws = NULL;
+	git_commit *c = NULL;
+	git_tree *tree = NULL;
+	git_index *index = NULL;
+	int g;
+	int rc = op_begin(&o, mgr, task_id, err);
+	if (rc || (rc = resolve(&c, &o, checkpoint_id, err)) ||
+	    (rc = hs_ckpt__workspace(mgr, task_id, workspace, false, &ws, err)) ||
+	    (rc = hs_ckpt__attach(&index, o.repo, ws, task_id, err)))
+		goto done;
+	if ((g = git_commit_tree(&tree, c)) < 0) {
+		rc = hs_ckpt__git_err(err, g, "verify", task_id);
+		goto done;
+	}
+	hs_ckpt_verify_result res;
+	if ((rc = hs_ckpt__compare(o.repo, index, tree, task_id, &res, err)))
+		goto done;
+	/* Keep the stat refreshes the comparison made (best effort). */
+	if (git_index_write(index) < 0)
+		hs_log(HS_LOG_WARN, "checkpoint", "index write after verify failed",
+		       HS_LS("task_id", task_id));
+	hs_ckpt_info info;
+	if ((rc = hs_ckpt__parse_commit(c, task_id, &info, err))) {
+		hs_ckpt_verify_result_dispose(&res);
+		goto done;
+	}
+	memcpy(res.checkpoint_id, info.checkpoint_id, sizeof(res.checkpoint_id));
+	hs_ckpt_info_dispose(&info);
+	*out = res;
+done:
+	git_tree_free(tree);
+	git_commit_free(c);
+	free(ws);
+	op_end(&o);
+	return rc;
+}
+
+int hs_ckpt_diff(hs_ckpt_mgr *mgr, const char *task_id, const char *from_id, const char *to_id,
+		 hs_ckpt_diff_entry **out, size_t *count, hs_error *err)
+{
+	op o;
+	git_commit *a = NULL, *b = NULL;
+	git_tree *ta = NULL, *tb = NULL;
+	int g;
+	int rc = op_begin(&o, mgr, task_id, err);
+	if (rc || (rc = hs_ckpt__lookup(&a, o.repo, task_id, from_id, err)) ||
+	    (rc = hs_ckpt__lookup(&b, o.repo, task_id, to_id, err)))
+		goto done;
+	if ((g = git_commit_tree(&ta, a)) < 0 || (g = git_commit_tree(&tb, b)) < 0) {
+		rc = hs_ckpt__git_err(err, g, "diff", task_id);
+		goto done;
+	}
+	rc = hs_ckpt__tree_diff(o.repo, ta, tb, task_id, out, count, err);
+done:
+	git_tree_free(ta);
+	git_tree_free(tb);
+	git_commit_free(a);
+	git_commit_free(b);
+	op_end(&o);
+	return rc;
+}
+
+int hs_ckpt_prune(hs_ckpt_mgr *mgr, const char *task_id, uint32_t keep_last, uint32_t *kept,
+		  hs_ckpt_strlist *pruned, hs_error *err)
+{
+	op o;
+	hs_ckpt_info *all = NULL;
+	size_t n = 0;
+	hs_ckpt_strlist ids = { 0 };
+	if (keep_last < 1)
+		return hs_error_set(err, HS_INVALID, "keep_last: must be >= 1");
+	int rc = op_begin(&o, mgr, task_id, err);
+	if (rc || (rc = hs_ckpt__load_all(o.repo, task_id, &all, &n, err)))
+		goto done;
+	for (size_t i = keep_last; i < n; i++) {
+		char ref[128];
+		snprintf(ref, sizeof(ref), HS_CKPT__REF_PREFIX "%s", all[i].checkpoint_id);
+		int g = git_reference_remove(o.repo, ref);
+		if (g < 0) {
+			/* Refs removed so far stay removed: report them in the error. */
+			rc = hs_ckpt__git_err(err, g, "prune", task_id);
+			goto done;
+		}
+		if (hs_ckpt__strlist_push(&ids, all[i].checkpoint_id) != 0) {
+			rc = hs_error_set(err, HS_INTERNAL, "checkpoint prune: out of memory");
+			goto done;
+		}
+	}
+	*kept = (uint32_t)(n < keep_last ? n : keep_last);
+	*pruned = ids;
+	memset(&ids, 0, sizeof(ids));
+	hs_log(HS_LOG_INFO, "checkpoint", "pruned", HS_LS("task_id", task_id),
+	       HS_LI("pruned", pruned->count), HS_LI("kept", *kept));
+done:
+	hs_ckpt_strlist_dispose(&ids);
+	hs_ckpt_info_array_free(all, n);
+	op_end(&o);
+	return rc;
+}
+
+int hs_ckpt_delete_task(hs_ckpt_mgr *mgr, const char *task_id, hs_error *err)
+{
+	char *path = NULL, *tmp = NULL;
+	int rc = hs_ckpt_validate_task_id(task_id, err);
+	if (rc)
+		return rc;
+	hs_ckpt__task_lock *l = hs_ckpt__lock(mgr, task_id);
+	if (!l)
+		return hs_error_set(err, HS_INTERNAL, "checkpoint: out of memory");
+	struct stat st;
+	if (!(path = hs_ckpt__repo_path(mgr, task_id)) ||
+	    asprintf(&tmp, "%s/.del-%s-XXXXXX", mgr->repos_dir, task_id) < 0) {
+		tmp = NULL;
+		rc = hs_error_set(err, HS_INTERNAL, "checkpoint: out of memory");
+		goto done;
+	}
+	if (stat(path, &st) != 0) {
+		rc = hs_error_set(err, HS_NOT_FOUND, "task %s has no checkpoints", task_id);
+		goto done;
+	}
+	/* Disappear atomically (rename over an empty temp dir), then delete. */
+	if (mkdtemp(tmp) == NULL || rename(path, tmp) != 0) {
+		rc = hs_error_set(err, HS_INTERNAL, "checkpoint delete: task %s: %s", task_id,
+				  strerror(errno));
+		goto done;
+	}
+	if (hs_ckpt__rmtree(tmp) != 0)
+		hs_log(HS_LOG_WARN, "checkpoint", "could not remove old repository",
+		       HS_LS("task_id", task_id), HS_LS("path", tmp));
+done:
+	free(path);
+	free(tmp);
+	hs_ckpt__unlock(mgr, l);
+	return rc;
+}

@@ -1,0 +1,416 @@
+/* The shadow repository: opening/creating it, stale-lock recovery, libgit2
+ * error translation, checkpoint ids, and the metadata kept in each commit. */
+#include "internal.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+int hs_ckpt__git_err(hs_error *err, int gerr, const char *what, const char *task_id)
+{
+	const git_error *e = git_error_last();
+	const char *msg = (e && e->message) ? e->message : "unknown libgit2 error";
+	hs_code code = HS_INTERNAL;
+	switch (gerr) {
+	case GIT_ENOTFOUND: code = HS_NOT_FOUND; break;
+	case GIT_EOWNER: code = HS_CONFLICT; break;
+	case GIT_EINVALIDSPEC: code = HS_INVALID; break;
+	case GIT_ELOCKED: code = HS_ABORTED; break;
+	default: break;
+	}
+	return hs_error_set(err, code, "checkpoint %s: task %s: %s", what, task_id, msg);
+}
+
+char *hs_ckpt__repo_path(const hs_ckpt_mgr *mgr, const char *task_id)
+{
+	char *p = NULL;
+	if (asprintf(&p, "%s/%s.git", mgr->repos_dir, task_id) < 0)
+		return NULL;
+	return p;
+}
+
+/* Remove "*.lock" entries of one directory (non-recursive). */
+static void unlink_locks_in(const char *dir)
+{
+	DIR *d = opendir(dir);
+	if (!d)
+		return;
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL) {
+		size_t n = strlen(de->d_name);
+		if (n > 5 && strcmp(de->d_name + n - 5, ".lock") == 0) {
+			char p[PATH_MAX];
+			if (snprintf(p, sizeof(p), "%s/%s", dir, de->d_name) < (int)sizeof(p) &&
+			    unlinkat(dirfd(d), de->d_name, 0) == 0)
+				hs_log(HS_LOG_WARN, "checkpoint", "removed stale lock", HS_LS("path", p));
+		}
+	}
+	closedir(d);
+}
+
+/* Lock files can only be stale here: every writer of this repo in the
+ * process holds the task lock, which our caller holds now. A crash between
+ * writing an object and its ref leaves an unreferenced object (harmless) and
+ * perhaps a ref lock, which never became the ref: removing it loses nothing
+ * that was acknowledged. */
+static void remove_stale_locks(const char *gitdir)
+{
+	char p[PATH_MAX];
+	unlink_locks_in(gitdir); /* index.lock, HEAD.lock, config.lock, packed-refs.lock */
+	if (snprintf(p, sizeof(p), "%s/refs/harness", gitdir) < (int)sizeof(p))
+		unlink_locks_in(p);
+	if (snprintf(p, sizeof(p), "%s/refs/harness/checkpoints", gitdir) < (int)sizeof(p))
+		unlink_locks_in(p);
+}
+
+/* Attributes with the highest precedence ($GIT_DIR/info/attributes): no
+ * end-of-line conversion, ident or filter drivers, whatever the workspace's
+ * .gitattributes say, so a restore is byte-exact. */
+static const char ATTRIBUTES[] = "* -text -ident -filter -working-tree-encoding\n";
+
+static int write_file(const char *path, const char *data)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return -1;
+	size_t n = strlen(data);
+	ssize_t w = write(fd, data, n);
+	int rc = (w == (ssize_t)n && fsync(fd) == 0) ? 0 : -1;
+	close(fd);
+	return rc;
+}
+
+static int init_repo(const char *final_path, hs_ckpt_mgr *mgr, const char *task_id,
+		     const char *owner, hs_error *err)
+{
+	char *tmp = NULL;
+	git_repository *repo = NULL;
+	git_config *cfg = NULL;
+	int rc = HS_OK, g;
+
+	if (asprintf(&tmp, "%s/.tmp-%s-XXXXXX", mgr->repos_dir, task_id) < 0)
+		return hs_error_set(err, HS_INTERNAL, "checkpoint init: out of memory");
+	if (mkdtemp(tmp) == NULL) {
+		rc = hs_error_set(err, HS_INTERNAL, "checkpoint init: task %s: mkdtemp: %s", task_id,
+				  strerror(errno));
+		goto done;
+	}
+	git_repository_init_options opts;
+	git_repository_init_options_init(&opts, GIT_REPOSITORY_INIT_OPTIONS_VERSION);
+	opts.flags = GIT_REPOSITORY_INIT_BARE | GIT_REPOSITORY_INIT_NO_REINIT;
+	opts.description = "harness checkpoints (shadow repository)";
+	if ((g = git_repository_init_ext(&repo, tmp, &opts)) < 0 ||
+	    (g = git_repository_config(&cfg, repo)) < 0 ||
+	    (g = git_config_set_bool(cfg, "core.filemode", 1)) < 0 ||
+	    (g = git_config_set_bool(cfg, "core.symlinks", 1)) < 0 ||
+	    (g = git_config_set_bool(cfg, "core.autocrlf", 0)) < 0 ||
+	    (g = git_config_set_bool(cfg, "core.ignorecase", 0)) < 0 ||
+	    (g = git_config_set_bool(cfg, "core.logallrefupdates", 0)) < 0 ||
+	    (g = git_config_set_string(cfg, "harness.task", task_id)) < 0 ||
+	    (g = git_config_set_string(cfg, "harness.owner", owner ? owner : "")) < 0) {
+		rc = hs_ckpt__git_err(err, g, "init", task_id);
+		goto done;
+	}
+	char attr[PATH_MAX];
+	snprintf(attr, sizeof(attr), "%s/info", tmp);
+	if ((mkdir(attr, 0755) != 0 && errno != EEXIST) ||
+	    snprintf(attr, sizeof(attr), "%s/info/attributes", tmp) >= (int)sizeof(attr) ||
+	    write_file(attr, ATTRIBUTES) != 0) {
+		rc = hs_error_set(err, HS_INTERNAL, "checkpoint init: task %s: info/attributes: %s",
+				  task_id, strerror(errno));
+		goto done;
+	}
+	git_config_free(cfg);
+	cfg = NULL;
+	git_repository_free(repo);
+	repo = NULL;
+	/* The repo appears whole or not at all. */
+	if (rename(tmp, final_path) != 0) {
+		rc = hs_error_set(err, HS_INTERNAL, "checkpoint init: task %s: rename: %s", task_id,
+				  strerror(errno));
+		goto done;
+	}
+	int dfd = open(mgr->repos_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd >= 0) {
+		(void)fsync(dfd);
+		close(dfd);
+	}
+	free(tmp);
+	tmp = NULL;
+done:
+	git_config_free(cfg);
+	git_repository_free(repo);
+	if (tmp) {
+		(void)hs_ckpt__rmtree(tmp);
+		free(tmp);
+	}
+	return rc;
+}
+
+int hs_ckpt__repo_open(git_repository **out, hs_ckpt_mgr *mgr, const char *task_id, bool create,
+		       const char *owner, hs_error *err)
+{
+	int rc = HS_OK, g;
+	char *path = hs_ckpt__repo_path(mgr, task_id);
+	if (!path)
+		return hs_error_set(err, HS_INTERNAL, "checkpoint open: out of memory");
+	struct stat st;
+	if (stat(path, &st) != 0) {
+		if (!create) {
+			rc = hs_error_set(err, HS_NOT_FOUND, "task %s has no checkpoints", task_id);
+			goto done;
+		}
+		if ((rc = init_repo(path, mgr, task_id, owner, err)) != HS_OK)
+			goto done;
+	} else {
+		remove_stale_locks(path);
+	}
+	git_repository *repo = NULL;
+	g = git_repository_open_ext(&repo, path,
+				    GIT_REPOSITORY_OPEN_NO_SEARCH | GIT_REPOSITORY_OPEN_BARE, NULL);
+	if (g < 0) {
+		rc = hs_ckpt__git_err(err, g, "open", task_id);
+		goto done;
+	}
+	*out = repo;
+done:
+	free(path);
+	return rc;
+}
+
+int hs_ckpt__attach(git_index **out, git_repository *repo, const char *ws, const char *task_id,
+		    hs_error *err)
+{
+	int g;
+	git_index *index = NULL;
+	/* update_gitlink = 0: nothing is written into the workspace. */
+	if ((g = git_repository_set_workdir(repo, ws, 0)) < 0)
+		return hs_ckpt__git_err(err, g, "attach workspace", task_id);
+	if ((g = git_repository_index(&index, repo)) < 0) {
+		/* The index is only a cache (it is not fsync'd): if a crash left
+		 * it torn, drop it; the next scan re-hashes the workspace once. */
+		char path[PATH_MAX];
+		snprintf(path, sizeof(path), "%sindex", git_repository_path(repo));
+		hs_log(HS_LOG_WARN, "checkpoint", "unreadable index dropped", HS_LS("task_id", task_id),
+		       HS_LS("error", git_error_last() ? git_error_last()->message : ""));
+		if (unlink(path) != 0 || (g = git_repository_index(&index, repo)) < 0)
+			return hs_ckpt__git_err(err, g, "attach workspace", task_id);
+	}
+	/* git_repository_index hands out a reference; the repo keeps its own. */
+	git_index_free(index);
+	*out = index;
+	return HS_OK;
+}
+
+int hs_ckpt__flush(git_repository *repo, const char *task_id, hs_error *err)
+{
+	int fd = open(git_repository_path(repo), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0 || syncfs(fd) != 0) {
+		int e = errno;
+		if (fd >= 0)
+			close(fd);
+		return hs_error_set(err, HS_INTERNAL, "checkpoint: task %s: syncfs: %s", task_id,
+				    strerror(e));
+	}
+	close(fd);
+	return HS_OK;
+}
+
+void hs_ckpt__make_id(char out[HS_CKPT_ID_MAX], int64_t step, const git_oid *commit)
+{
+	char hex[GIT_OID_HEXSZ + 1];
+	git_oid_tostr(hex, sizeof(hex), commit);
+	snprintf(out, HS_CKPT_ID_MAX, "ckpt-%lld-%.12s", (long long)step, hex);
+}
+
+int hs_ckpt__check_id(const char *id, hs_error *err)
+{
+	if (id == NULL || strncmp(id, "ckpt-", 5) != 0)
+		return hs_error_set(err, HS_INVALID, "checkpoint_id: malformed");
+	const char *p = id + 5;
+	size_t digits = 0;
+	while (*p >= '0' && *p <= '9') {
+		p++;
+		digits++;
+	}
+	if (digits == 0 || digits > 19 || *p != '-')
+		return hs_error_set(err, HS_INVALID, "checkpoint_id: malformed");
+	p++;
+	size_t hex = 0;
+	while ((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')) {
+		p++;
+		hex++;
+	}
+	if (hex != 12 || *p != '\0')
+		return hs_error_set(err, HS_INVALID, "checkpoint_id: malformed");
+	return HS_OK;
+}
+
+char *hs_ckpt__format_message(const hs_ckpt_info *info)
+{
+	char *msg = NULL, *meta = NULL;
+	json_t *ext = NULL;
+	if (info->external_state_json) {
+		ext = json_loads(info->external_state_json, 0, NULL);
+		if (!ext)
+			return NULL;
+	}
+	json_t *o = json_pack("{s:i, s:s, s:I, s:I, s:s, s:o, s:I, s:s, s:I}", "harness_checkpoint", 1,
+			      "task_id", info->task_id, "step", (json_int_t)info->step, "seq",
+			      (json_int_t)info->seq, "description", info->description ? info->description : "",
+			      "external_state", ext ? ext : json_null(), "created_at_ms",
+			      (json_int_t)info->created_at_ms, "parent", info->parent_checkpoint_id,
+			      "files_changed", (json_int_t)info->files_changed);
+	if (!o)
+		return NULL;
+	meta = json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII);
+	json_decref(o);
+	if (!meta)
+		return NULL;
+	/* A readable summary for `git log`: first line of the description, capped. */
+	char summary[73];
+	const char *d = info->description ? info->description : "";
+	size_t i = 0;
+	for (; d[i] && d[i] != '\n' && d[i] != '\r' && i < sizeof(summary) - 1; i++)
+		summary[i] = d[i];
+	summary[i] = '\0';
+	if (asprintf(&msg, "checkpoint step %lld: %s\n\n%s\n", (long long)info->step, summary, meta) < 0)
+		msg = NULL;
+	free(meta);
+	return msg;
+}
+
+int hs_ckpt__parse_commit(const git_commit *commit, const char *task_id, hs_ckpt_info *out,
+			  hs_error *err)
+{
+	hs_ckpt_info info;
+	memset(&info, 0, sizeof(info));
+	const char *msg = git_commit_message(commit);
+	const char *body = msg ? strstr(msg, "\n\n") : NULL;
+	json_t *o = body ? json_loads(body + 2, JSON_DISABLE_EOF_CHECK, NULL) : NULL;
+	json_int_t step = 0, seq = 0, created = 0, files = 0;
+	const char *desc = NULL, *parent = NULL;
+	json_t *ext = NULL;
+	char hex[GIT_OID_HEXSZ + 1];
+	git_oid_tostr(hex, sizeof(hex), git_commit_id(commit));
+	if (!o || json_unpack(o, "{s:I, s:I, s:s, s?o, s:I, s:s, s:I}", "step", &step, "seq", &seq,
+			      "description", &desc, "external_state", &ext, "created_at_ms",
+			      &created, "parent", &parent, "files_changed", &files) != 0) {
+		json_decref(o);
+		return hs_error_set(err, HS_INTERNAL, "checkpoint: task %s: commit %s has no metadata",
+				    task_id, hex);
+	}
+	info.step = step;
+	info.seq = (uint64_t)seq;
+	info.created_at_ms = created;
+	info.files_changed = (uint32_t)files;
+	snprintf(info.task_id, sizeof(info.task_id), "%s", task_id);
+	snprintf(info.parent_checkpoint_id, sizeof(info.parent_checkpoint_id), "%s", parent);
+	memcpy(info.commit, hex, sizeof(info.commit));
+	hs_ckpt__make_id(info.checkpoint_id, info.step, git_commit_id(commit));
+	info.description = strdup(desc);
+	bool has_ext = ext && !json_is_null(ext);
+	if (has_ext)
+		info.external_state_json = json_dumps(ext, JSON_COMPACT | JSON_ENCODE_ANY);
+	json_decref(o); /* owns desc, parent and ext */
+	if (!info.description || (has_ext && !info.external_state_json)) {
+		hs_ckpt_info_dispose(&info);
+		return hs_error_set(err, HS_INTERNAL, "checkpoint: out of memory");
+	}
+	*out = info;
+	return HS_OK;
+}
+
+int hs_ckpt__lookup(git_commit **out, git_repository *repo, const char *task_id,
+		    const char *checkpoint_id, hs_error *err)
+{
+	int rc = hs_ckpt__check_id(checkpoint_id, err);
+	if (rc)
+		return rc;
+	char ref[128];
+	snprintf(ref, sizeof(ref), HS_CKPT__REF_PREFIX "%s", checkpoint_id);
+	git_oid oid;
+	int g = git_reference_name_to_id(&oid, repo, ref);
+	if (g == GIT_ENOTFOUND)
+		return hs_error_set(err, HS_NOT_FOUND, "checkpoint %s of task %s not found",
+				    checkpoint_id, task_id);
+	if (g < 0 || (g = git_commit_lookup(out, repo, &oid)) < 0)
+		return hs_ckpt__git_err(err, g, "lookup", task_id);
+	return HS_OK;
+}
+
+static int cmp_seq_desc(const void *a, const void *b)
+{
+	const hs_ckpt_info *x = a, *y = b;
+	if (x->seq != y->seq)
+		return x->seq < y->seq ? 1 : -1;
+	return strcmp(y->checkpoint_id, x->checkpoint_id);
+}
+
+int hs_ckpt__load_all(git_repository *repo, const char *task_id, hs_ckpt_info **out,
+		      size_t *count, hs_error *err)
+{
+	git_reference_iterator *it = NULL;
+	hs_ckpt_info *arr = NULL;
+	size_t n = 0, cap = 0;
+	int rc = HS_OK, g;
+	const char *name;
+
+	if ((g = git_reference_iterator_glob_new(&it, repo, HS_CKPT__REF_PREFIX "*")) < 0) {
+		rc = hs_ckpt__git_err(err, g, "list", task_id);
+		goto done;
+	}
+	while ((g = git_reference_next_name(&name, it)) == 0) {
+		git_oid oid;
+		git_commit *c = NULL;
+		if ((g = git_reference_name_to_id(&oid, repo, name)) < 0 ||
+		    (g = git_commit_lookup(&c, repo, &oid)) < 0) {
+			rc = hs_ckpt__git_err(err, g, "list", task_id);
+			goto done;
+		}
+		if (n == cap) {
+			size_t ncap = cap ? cap * 2 : 16;
+			hs_ckpt_info *na = realloc(arr, ncap * sizeof(*na));
+			if (!na) {
+				git_commit_free(c);
+				rc = hs_error_set(err, HS_INTERNAL, "checkpoint list: out of memory");
+				goto done;
+			}
+			arr = na;
+			cap = ncap;
+		}
+		rc = hs_ckpt__parse_commit(c, task_id, &arr[n], err);
+		git_commit_free(c);
+		if (rc)
+			goto done;
+		/* The ref name is the id: a ref renamed by hand must not lie. */
+		if (strcmp(name + strlen(HS_CKPT__REF_PREFIX), arr[n].checkpoint_id) != 0) {
+			hs_log(HS_LOG_WARN, "checkpoint", "ref does not match its commit",
+			       HS_LS("task_id", task_id), HS_LS("ref", name));
+			hs_ckpt_info_dispose(&arr[n]);
+			continue;
+		}
+		n++;
+	}
+	if (g != GIT_ITEROVER) {
+		rc = hs_ckpt__git_err(err, g, "list", task_id);
+		goto done;
+	}
+	if (n > 1)
+		qsort(arr, n, sizeof(*arr), cmp_seq_desc);
+	*out = arr;
+	*count = n;
+	arr = NULL;
+	n = 0;
+done:
+	git_reference_iterator_free(it);
+	hs_ckpt_info_array_free(arr, n);
+	return rc;
+}
