@@ -1,0 +1,69 @@
+/* Internal to server/sandbox: the manager's registry entry and the helpers
+ * manager.c, snapshots.c and record.c share. */
+#ifndef HS_SANDBOX_MGR_H
+#define HS_SANDBOX_MGR_H
+
+#include <pthread.h>
+
+#include "driver.h"
+#include "store.h"
+
+typedef struct hs_sandbox__entry {
+	pthread_mutex_t lock; /* held for a whole operation, driver calls included */
+	hs_sandbox__rec rec;  /* driver view; guarded by lock */
+	hs_store_sandbox_row row; /* persisted view; guarded by lock */
+	const hs_sandbox__driver *drv;
+	int refs;  /* guarded by mgr->lock */
+	bool gone; /* destroyed and unlinked; guarded by lock */
+	struct hs_sandbox__entry *next;
+} hs_sandbox__entry;
+
+struct hs_sandbox_mgr {
+	hs_sandbox_config cfg;
+	hs_store *store;
+	pthread_mutex_t lock; /* the registry list, refs, creation */
+	hs_sandbox__entry *head;
+	pthread_t reaper;
+	pthread_cond_t wake;
+	bool stopping;
+};
+
+/* Find a live sandbox the caller may see, take a reference and its lock.
+ * `op` and `need` build the HS_CONFLICT message: need is a bit set of
+ * (1 << state); 0 = any live state. A DESTROYED sandbox (only in the store)
+ * is HS_CONFLICT naming DESTROYED; another user's is HS_NOT_FOUND. */
+int hs_sandbox__acquire(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller, const char *id,
+			const char *op, unsigned need, hs_sandbox__entry **out, hs_error *err);
+/* Unlock and drop the reference. */
+void hs_sandbox__release(hs_sandbox_mgr *mgr, hs_sandbox__entry *e);
+/* Move to state (row + log) and persist the row. */
+int hs_sandbox__set_state(hs_sandbox_mgr *mgr, hs_sandbox__entry *e, hs_sandbox_state state,
+			  const char *reason, hs_error *err);
+/* After a failed driver call (why = its message) or from the reaper (NULL):
+ * if the process is gone (waiting up to wait_ms for it), record STOPPED or
+ * FAILED and clean up what the driver left. */
+void hs_sandbox__check_exit(hs_sandbox_mgr *mgr, hs_sandbox__entry *e, const char *why,
+			    unsigned wait_ms);
+
+#define HS_NEED(s) (1u << (s))
+
+/* record.c: conversions between spec, rec, row (config_json/labels_json)
+ * and info. */
+int hs_sandbox__rec_from_spec(hs_sandbox__rec *rec, const hs_sandbox_spec *spec,
+			      const hs_sandbox_config *cfg, hs_error *err);
+int hs_sandbox__rec_to_config_json(const hs_sandbox__rec *rec, char *out, size_t cap,
+				   hs_error *err);
+int hs_sandbox__rec_from_config_json(hs_sandbox__rec *rec, const char *json, hs_error *err);
+void hs_sandbox__rec_dispose(hs_sandbox__rec *rec);
+int hs_sandbox__labels_to_json(const hs_sandbox_kv *labels, size_t n, char *out, size_t cap,
+			       hs_error *err);
+int hs_sandbox__info_from_row(const hs_store_sandbox_row *row, hs_sandbox_info *out,
+			      hs_error *err);
+int hs_sandbox__snapshot_from_row(const hs_store_snapshot_row *row,
+				  hs_sandbox_snapshot_info *out, hs_error *err);
+/* Jailer's rule: 1-64 of [A-Za-z0-9-]. */
+bool hs_sandbox__valid_id(const char *id);
+/* "<prefix>" + 16 random hex digits. */
+void hs_sandbox__gen_id(const char *prefix, char *out, size_t cap);
+
+#endif

@@ -1,0 +1,214 @@
+/* The sandbox module: a registry of sandboxes (Firecracker microVMs or
+ * bubblewrap process sandboxes), their state machine, limits, ownership and
+ * TTLs, persisted in the store. No gRPC here: service.c converts protobuf to
+ * these calls. Every call may block (process start, Firecracker API calls,
+ * snapshot files): call it from a worker thread, never from a completion-queue
+ * thread. All functions are thread-safe; calls on different sandboxes run in
+ * parallel (one lock per sandbox). Return HS_OK or a negative hs_code. */
+#ifndef HS_SERVER_SANDBOX_H
+#define HS_SERVER_SANDBOX_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "error.h"
+
+typedef struct hs_store hs_store;
+typedef struct hs_sandbox_mgr hs_sandbox_mgr;
+
+/* Values equal the proto enum SANDBOX_STATE_* (0 = unspecified). */
+typedef enum hs_sandbox_state {
+	HS_SANDBOX_CREATED = 1,
+	HS_SANDBOX_RUNNING = 2,
+	HS_SANDBOX_PAUSED = 3,
+	HS_SANDBOX_STOPPED = 4,
+	HS_SANDBOX_FAILED = 5,
+	HS_SANDBOX_DESTROYED = 6,
+} hs_sandbox_state;
+
+typedef enum hs_sandbox_snapshot_type {
+	HS_SNAPSHOT_FULL = 0,
+	HS_SNAPSHOT_DIFF = 1,
+} hs_sandbox_snapshot_type;
+
+/* Configuration (harnessd's config table fills it). Strings are borrowed for
+ * the manager's lifetime. hs_sandbox_config_init() sets the defaults. */
+typedef struct hs_sandbox_config {
+	const char *default_driver;  /* "auto" (default), "firecracker", "bwrap" */
+	const char *runtime_root;    /* required: <runtime_root>/<id>/ per sandbox */
+	const char *workspace_root;  /* required: <workspace_root>/<task_id> */
+	const char *bwrap_bin;       /* "/usr/bin/bwrap" */
+	const char *firecracker_bin; /* "/usr/bin/firecracker" */
+	const char *jailer_bin;      /* "" = launch firecracker directly (development) */
+	const char *chroot_base_dir; /* jailer: "/srv/jailer" */
+	uid_t jailer_uid;            /* jailer: 0 = refuse (set a dedicated uid) */
+	gid_t jailer_gid;
+	int cgroup_version;          /* jailer --cgroup-version: 2 */
+	const char *const *jailer_cgroups; /* jailer --cgroup k=v, NULL-terminated */
+	const char *netns;           /* jailer --netns path, NULL/"" = none */
+	bool jailer_new_pid_ns;      /* jailer --new-pid-ns (pid read from <chroot>/firecracker.pid) */
+	const char *kernel_image;    /* default kernel_image_path */
+	const char *rootfs_image;    /* default rootfs_path */
+	const char *boot_args;       /* "console=ttyS0 reboot=k panic=1 pci=off" */
+	const char *cgroup_root;     /* bwrap freezer: NULL/"" auto-detect, "none" = signals */
+	unsigned max_vcpu;           /* 8 */
+	unsigned max_mem_mib;        /* 8192 */
+	unsigned max_per_user;       /* 16 non-destroyed sandboxes per owner */
+	int64_t max_ttl_seconds;     /* 0 = unbounded */
+	unsigned api_timeout_ms;     /* 5000: each Firecracker API call */
+	unsigned socket_wait_ms;     /* 5000: API socket must appear within */
+	unsigned stop_grace_ms;      /* 2000: SIGTERM -> SIGKILL */
+	size_t log_max_bytes;        /* 8 MiB: per-sandbox output log cap */
+	unsigned reaper_interval_ms; /* 200: exit detection and TTL */
+} hs_sandbox_config;
+
+void hs_sandbox_config_init(hs_sandbox_config *cfg);
+
+/* Who is calling and how long they wait. timeout_ms is what is left of the
+ * RPC deadline (0 = none); driver calls use min(config, timeout_ms). */
+typedef struct hs_sandbox_caller {
+	const char *user_id;
+	bool is_admin;
+	unsigned timeout_ms;
+} hs_sandbox_caller;
+
+typedef struct hs_sandbox_kv {
+	char *key;
+	char *value;
+} hs_sandbox_kv;
+
+/* CreateSandbox's request; every string borrowed, NULL/0 = default. */
+typedef struct hs_sandbox_spec {
+	const char *sandbox_id;        /* NULL = generated "sb-" + 16 hex */
+	const char *driver;            /* NULL/"" = config default */
+	unsigned vcpu_count;           /* 0 = 1 */
+	unsigned mem_size_mib;         /* 0 = 256 */
+	const char *kernel_image_path; /* firecracker */
+	const char *rootfs_path;       /* firecracker */
+	const char *boot_args;         /* firecracker */
+	const char *const *entrypoint; /* bwrap argv; 0 = /bin/sh -c "sleep infinity" */
+	size_t entrypoint_len;
+	const char *const *env;        /* bwrap "KEY=VALUE" */
+	size_t env_len;
+	const char *task_id;           /* workspace <workspace_root>/<task_id>; NULL = sandbox id */
+	int64_t ttl_seconds;           /* 0 = no TTL */
+	const hs_sandbox_kv *labels;
+	size_t labels_len;
+	bool network;                  /* bwrap: share the host network; fc: attach tap */
+	const char *tap_dev;           /* firecracker host_dev_name */
+	const char *guest_mac;         /* firecracker guest_mac */
+} hs_sandbox_spec;
+
+/* A sandbox as callers see it; owns its strings: hs_sandbox_info_dispose(). */
+typedef struct hs_sandbox_info {
+	char *sandbox_id;
+	char *owner;
+	char *task_id;
+	char *driver;
+	hs_sandbox_state state;
+	int64_t pid;               /* 0 when no process */
+	unsigned vcpu_count;
+	unsigned mem_size_mib;
+	int64_t ttl_seconds;
+	int64_t expires_at_ms;     /* 0 = never */
+	int64_t created_at_ms;
+	int64_t started_at_ms;     /* 0 = never started */
+	bool has_exit_code;
+	int exit_code;
+	char *failure_reason;      /* "" unless FAILED */
+	char *log_path;
+	char *runtime_dir;
+	hs_sandbox_kv *labels;
+	size_t labels_len;
+} hs_sandbox_info;
+
+void hs_sandbox_info_dispose(hs_sandbox_info *info);
+void hs_sandbox_info_array_free(hs_sandbox_info *infos, size_t n);
+
+typedef struct hs_sandbox_snapshot_info {
+	char *snapshot_id;
+	char *sandbox_id;
+	hs_sandbox_snapshot_type type;
+	int64_t created_at_ms;
+	char *snapshot_path;
+	char *mem_file_path;
+	int64_t size_bytes;
+} hs_sandbox_snapshot_info;
+
+void hs_sandbox_snapshot_info_dispose(hs_sandbox_snapshot_info *snap);
+void hs_sandbox_snapshot_info_array_free(hs_sandbox_snapshot_info *snaps, size_t n);
+
+typedef struct hs_sandbox_filter {
+	int state;               /* hs_sandbox_state, 0 = any except DESTROYED */
+	const char *task_id;     /* NULL = any */
+	size_t page_size;        /* 0 = 100, clamped to 1000 */
+	const char *page_token;  /* from a previous call; NULL/"" = first page */
+} hs_sandbox_filter;
+
+/* Open the manager on an open store (borrowed, must outlive it), start the
+ * reaper thread and re-adopt the store's RUNNING/PAUSED sandboxes: a row
+ * whose pid is alive with the recorded /proc starttime is adopted, any other
+ * is marked FAILED "lost after restart". HS_INVALID on a bad config. */
+int hs_sandbox_mgr_new(hs_sandbox_mgr **out, const hs_sandbox_config *cfg, hs_store *store,
+		       hs_error *err);
+
+/* Stop the reaper and free memory. Sandboxes keep running (a later
+ * hs_sandbox_mgr_new re-adopts them); destroy them first if that is not
+ * wanted. NULL is a no-op. */
+void hs_sandbox_mgr_free(hs_sandbox_mgr *mgr);
+
+/* Errors for every call below: HS_NOT_FOUND for unknown ids and for another
+ * user's sandbox (existence is not leaked); HS_CONFLICT in the wrong state,
+ * naming it ("sandbox sb-1 is PAUSED; StartSandbox needs CREATED");
+ * HS_INVALID naming the field; HS_LIMIT over vcpu/memory/quota limits;
+ * HS_UNAVAILABLE when the VMM died or cannot be reached; HS_TIMEOUT.
+ * Functions with `out` fill it only on success (dispose it after). */
+
+int hs_sandbox_create(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller,
+		      const hs_sandbox_spec *spec, hs_sandbox_info *out, hs_error *err);
+int hs_sandbox_start(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller, const char *id,
+		     hs_sandbox_info *out, hs_error *err);
+int hs_sandbox_get(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller, const char *id,
+		   hs_sandbox_info *out, hs_error *err);
+/* The caller's sandboxes (an admin's: everyone's), ordered by id.
+ * *out is an array of *n_out infos (hs_sandbox_info_array_free);
+ * *next_page_token is malloc'd, NULL on the last page. */
+int hs_sandbox_list(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller,
+		    const hs_sandbox_filter *filter, hs_sandbox_info **out, size_t *n_out,
+		    char **next_page_token, hs_error *err);
+int hs_sandbox_pause(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller, const char *id,
+		     hs_sandbox_info *out, hs_error *err);
+int hs_sandbox_resume(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller, const char *id,
+		      hs_sandbox_info *out, hs_error *err);
+/* Needs PAUSED (Firecracker's rule); bwrap: HS_CONFLICT (no memory snapshots). */
+int hs_sandbox_snapshot(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller, const char *id,
+			hs_sandbox_snapshot_type type, hs_sandbox_snapshot_info *out,
+			hs_error *err);
+/* Restore into a fresh VMM process: snapshot_id NULL/"" = the latest. From
+ * RUNNING, PAUSED, STOPPED or FAILED; ends RUNNING if resume, else PAUSED. */
+int hs_sandbox_restore(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller, const char *id,
+		       const char *snapshot_id, bool resume, hs_sandbox_info *out,
+		       hs_error *err);
+/* Kills everything, removes the runtime dir (snapshots included); the row
+ * stays with state DESTROYED. out may be NULL. */
+int hs_sandbox_destroy(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller, const char *id,
+		       hs_sandbox_info *out, hs_error *err);
+/* Oldest first; *out: hs_sandbox_snapshot_info_array_free. */
+int hs_sandbox_list_snapshots(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller,
+			      const char *id, hs_sandbox_snapshot_info **out, size_t *n_out,
+			      hs_error *err);
+
+/* "CREATED", "RUNNING", ... */
+const char *hs_sandbox_state_name(int state);
+
+/* Whether a driver can run here: "bwrap" runs `bwrap --ro-bind / / true`;
+ * "firecracker" needs /dev/kvm openable and the binaries executable.
+ * HS_OK or HS_UNAVAILABLE with the reason. */
+int hs_sandbox_driver_probe(const hs_sandbox_config *cfg, const char *driver, hs_error *err);
+
+/* The driver "auto" resolves to: firecracker if it probes OK, else bwrap. */
+const char *hs_sandbox_driver_resolve(const hs_sandbox_config *cfg, const char *driver);
+
+#endif
