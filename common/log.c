@@ -25,24 +25,30 @@ bool hs_log_level_parse(const char *name, hs_log_level *out)
 
 typedef struct buf {
 	char *p;
-	size_t len, cap;
+	size_t len, cap; /* cap excludes the reserve for closing '"' and "}\n" */
+	bool full;
 } buf;
 
+/* All or nothing: a piece that does not fit marks the buffer full, so a
+ * line is never cut inside an escape sequence. */
 static void put(buf *b, const char *s, size_t n)
 {
-	if (b->len + n >= b->cap)
-		n = b->cap - b->len - 1; /* truncate; the closing "}\n" is reserved */
+	if (b->full || n > b->cap - b->len) {
+		b->full = true;
+		return;
+	}
 	memcpy(b->p + b->len, s, n);
 	b->len += n;
 }
 
 static void puts_(buf *b, const char *s) { put(b, s, strlen(s)); }
 
+/* A JSON string; cut short (but always closed, from the reserve) if full. */
 static void put_json_str(buf *b, const char *s)
 {
 	static const char hex[] = "0123456789abcdef";
 	put(b, "\"", 1);
-	for (const unsigned char *c = (const unsigned char *)(s ? s : ""); *c; c++) {
+	for (const unsigned char *c = (const unsigned char *)(s ? s : ""); *c && !b->full; c++) {
 		char esc[6];
 		if (*c == '"' || *c == '\\') {
 			esc[0] = '\\';
@@ -57,7 +63,7 @@ static void put_json_str(buf *b, const char *s)
 			put(b, (const char *)c, 1);
 		}
 	}
-	put(b, "\"", 1);
+	b->p[b->len++] = '"'; /* from the reserve when full */
 }
 
 void hs_log_emit(hs_log_level lvl, const char *module, const char *msg,
@@ -65,8 +71,8 @@ void hs_log_emit(hs_log_level lvl, const char *module, const char *msg,
 {
 	static const char *const lvl_names[] = { "debug", "info", "warn", "error", "off" };
 	char storage[4096];
-	/* reserve 3 bytes for "}\n" + NUL whatever happens above */
-	buf b = { storage, 0, sizeof(storage) - 2 };
+	/* reserve: '"' closing a cut string, ",\"truncated\":true", "}\n" */
+	buf b = { storage, 0, sizeof(storage) - 24, false };
 	char tmp[64];
 	struct timespec ts;
 	struct tm tm;
@@ -84,10 +90,12 @@ void hs_log_emit(hs_log_level lvl, const char *module, const char *msg,
 	put_json_str(&b, module);
 	puts_(&b, ",\"msg\":");
 	put_json_str(&b, msg);
-	for (unsigned i = 0; i < nfields; i++) {
+	bool truncated = b.full;
+	for (unsigned i = 0; i < nfields && !truncated; i++) {
 		const hs_log_field *f = &fields[i];
 		if (f->key == NULL)
 			continue;
+		size_t mark = b.len;
 		puts_(&b, ",");
 		put_json_str(&b, f->key);
 		puts_(&b, ":");
@@ -109,8 +117,15 @@ void hs_log_emit(hs_log_level lvl, const char *module, const char *msg,
 		default:
 			puts_(&b, "null");
 		}
+		if (b.full) { /* drop the field that did not fit, whole */
+			b.len = mark;
+			truncated = true;
+		}
 	}
-	b.cap += 2; /* release the reserve for the terminator */
+	b.full = false;
+	b.cap = sizeof(storage); /* release the reserve */
+	if (truncated)
+		puts_(&b, ",\"truncated\":true");
 	put(&b, "}\n", 2);
 	ssize_t w = write(log_fd, b.p, b.len);
 	(void)w; /* nowhere left to report a failing log write */

@@ -325,16 +325,14 @@ void hs_rpc_call_on_done(hs_rpc_call *call, hs_rpc_done_fn fn, void *payload)
 	pthread_mutex_lock(&call->mu);
 	call->on_done = fn;
 	call->on_done_payload = payload;
-	bool already = call->close_done;
-	pthread_mutex_unlock(&call->mu);
-	if (already && fn != NULL) {
-		pthread_mutex_lock(&call->mu);
-		bool run = !call->done_notified;
+	/* The call already ended (on_close ran before anyone registered): run
+	 * the callback here, once. */
+	bool run = fn != NULL && call->close_done && !call->done_notified;
+	if (run)
 		call->done_notified = true;
-		pthread_mutex_unlock(&call->mu);
-		if (run)
-			fn(call, payload);
-	}
+	pthread_mutex_unlock(&call->mu);
+	if (run)
+		fn(call, payload);
 }
 
 /* --- handler-facing accessors ------------------------------------------- */
@@ -553,6 +551,7 @@ static void accept_call(hs_rpc_call *call)
 
 	char msg[320];
 	if (call->m == NULL) {
+		call->deadline = call->details.deadline; /* generic calls carry it there */
 		char *path = grpc_slice_to_c_string(call->details.method);
 		snprintf(msg, sizeof(msg), "unknown method %s", path);
 		gpr_free(path);
@@ -637,7 +636,8 @@ static void on_close(hs_rpc_call *call)
 	}
 	hs_rpc_done_fn fn = call->done_notified ? NULL : call->on_done;
 	void *payload = call->on_done_payload;
-	call->done_notified = true;
+	if (fn != NULL) /* else a later hs_rpc_call_on_done() runs it */
+		call->done_notified = true;
 	pthread_mutex_unlock(&call->mu);
 	if (fn != NULL)
 		fn(call, payload);

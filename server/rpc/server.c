@@ -305,9 +305,16 @@ void hs_rpc_server_free(hs_rpc_server *srv)
 	if (srv->started && !srv->shutting_down)
 		hs_rpc_server_shutdown(srv, 0);
 	if (srv->server != NULL) {
-		if (!srv->started) {
-			/* grpc_server_destroy needs a completed shutdown when started;
-			 * a server that never started can be destroyed directly. */
+		if (!srv->started && srv->cqs != NULL) {
+			/* grpc_server_destroy asserts a shutdown was requested once a
+			 * port is bound, started or not: request it and wait (nobody
+			 * polls the queue yet). */
+			grpc_server_shutdown_and_notify(srv->server, srv->cqs[0].cq, &srv->shutdown_tag);
+			grpc_event ev;
+			do {
+				ev = grpc_completion_queue_next(srv->cqs[0].cq,
+								gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+			} while (ev.type == GRPC_OP_COMPLETE && ev.tag != &srv->shutdown_tag);
 		}
 		grpc_server_destroy(srv->server);
 	}

@@ -1,0 +1,323 @@
+/* Unit tests of common/: hs_error_set and the code mappings, and the JSON-lines
+ * logger (output captured through hs_log_set_fd into a pipe, every line
+ * parsed back with jansson). */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <fcntl.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "error.h"
+#include "log.h"
+
+/* --- error -------------------------------------------------------------- */
+
+static void test_error__set_fills_code_and_message(void **state)
+{
+	(void)state;
+	hs_error err = { 0 };
+	assert_int_equal(hs_error_set(&err, HS_NOT_FOUND, "task %s not found", "t-1"), HS_NOT_FOUND);
+	assert_int_equal(err.code, HS_NOT_FOUND);
+	assert_string_equal(err.msg, "task t-1 not found");
+}
+
+static void test_error__null_err_returns_code(void **state)
+{
+	(void)state;
+	assert_int_equal(hs_error_set(NULL, HS_INVALID, "x"), HS_INVALID);
+}
+
+static void test_error__ok_leaves_err_untouched(void **state)
+{
+	(void)state;
+	hs_error err = { 0 };
+	assert_int_equal(hs_error_set(&err, HS_OK, "nothing"), HS_OK);
+	assert_int_equal(err.code, HS_OK);
+	assert_string_equal(err.msg, "");
+}
+
+static void test_error__lower_layer_message_kept(void **state)
+{
+	(void)state;
+	hs_error err = { 0 };
+	hs_error_set(&err, HS_UNAVAILABLE, "sqlite: database is locked");
+	/* same code: the lower layer's message stays */
+	hs_error_set(&err, HS_UNAVAILABLE, "store unavailable");
+	assert_string_equal(err.msg, "sqlite: database is locked");
+	/* a different code is a new error */
+	hs_error_set(&err, HS_INTERNAL, "bug");
+	assert_int_equal(err.code, HS_INTERNAL);
+	assert_string_equal(err.msg, "bug");
+}
+
+static void test_error__long_message_truncated(void **state)
+{
+	(void)state;
+	hs_error err = { 0 };
+	char big[1000];
+	memset(big, 'x', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	hs_error_set(&err, HS_INVALID, "%s", big);
+	assert_int_equal(strlen(err.msg), HS_ERROR_MSG_MAX - 1);
+}
+
+static void test_error__clear(void **state)
+{
+	(void)state;
+	hs_error err = { 0 };
+	hs_error_set(&err, HS_DENIED, "no");
+	hs_error_clear(&err);
+	assert_int_equal(err.code, HS_OK);
+	assert_string_equal(err.msg, "");
+	hs_error_clear(NULL);
+}
+
+static const struct {
+	hs_code code;
+	const char *name;
+	int grpc, http;
+} code_table[] = {
+	{ HS_OK, "OK", 0, 200 },
+	{ HS_INVALID, "INVALID", 3, 400 },
+	{ HS_NOT_FOUND, "NOT_FOUND", 5, 404 },
+	{ HS_EXISTS, "EXISTS", 6, 409 },
+	{ HS_CONFLICT, "CONFLICT", 9, 400 },
+	{ HS_DENIED, "DENIED", 7, 403 },
+	{ HS_UNAUTH, "UNAUTH", 16, 401 },
+	{ HS_UNAVAILABLE, "UNAVAILABLE", 14, 503 },
+	{ HS_TIMEOUT, "TIMEOUT", 4, 504 },
+	{ HS_LIMIT, "LIMIT", 8, 429 },
+	{ HS_INTERNAL, "INTERNAL", 13, 500 },
+	{ HS_ABORTED, "ABORTED", 10, 409 },
+	{ HS_CANCELLED, "CANCELLED", 1, 499 },
+	{ HS_UNIMPLEMENTED, "UNIMPLEMENTED", 12, 501 },
+};
+
+static void test_error__code_mappings(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < sizeof(code_table) / sizeof(code_table[0]); i++) {
+		assert_string_equal(hs_code_name(code_table[i].code), code_table[i].name);
+		assert_int_equal(hs_code_to_grpc(code_table[i].code), code_table[i].grpc);
+		assert_int_equal(hs_code_to_http(code_table[i].code), code_table[i].http);
+	}
+}
+
+static void test_error__unknown_code_is_internal(void **state)
+{
+	(void)state;
+	assert_string_equal(hs_code_name((hs_code)-99), "INTERNAL");
+	assert_int_equal(hs_code_to_grpc((hs_code)-99), 13);
+	assert_int_equal(hs_code_to_http((hs_code)-99), 500);
+}
+
+/* --- log ---------------------------------------------------------------- */
+
+static int pipe_fds[2];
+
+static int log_setup(void **state)
+{
+	(void)state;
+	if (pipe(pipe_fds) != 0)
+		return -1;
+	/* large lines must never block the writer */
+	fcntl(pipe_fds[1], F_SETPIPE_SZ, 1 << 20);
+	fcntl(pipe_fds[0], F_SETFL, O_NONBLOCK);
+	hs_log_set_fd(pipe_fds[1]);
+	hs_log_min_level = HS_LOG_INFO;
+	return 0;
+}
+
+static int log_teardown(void **state)
+{
+	(void)state;
+	hs_log_set_fd(2);
+	hs_log_min_level = HS_LOG_INFO;
+	close(pipe_fds[0]);
+	close(pipe_fds[1]);
+	return 0;
+}
+
+/* Everything written since the last call (NUL-terminated, static). */
+static const char *drain(size_t *len)
+{
+	static char out[1 << 16];
+	size_t n = 0;
+	for (;;) {
+		ssize_t r = read(pipe_fds[0], out + n, sizeof(out) - 1 - n);
+		if (r <= 0)
+			break;
+		n += (size_t)r;
+	}
+	out[n] = '\0';
+	if (len != NULL)
+		*len = n;
+	return out;
+}
+
+/* Exactly one line, valid JSON: returns the parsed object (caller decrefs). */
+static json_t *one_line(void)
+{
+	size_t n;
+	const char *s = drain(&n);
+	assert_true(n > 0);
+	assert_int_equal(s[n - 1], '\n');
+	assert_ptr_equal(strchr(s, '\n'), s + n - 1);
+	json_error_t jerr;
+	json_t *j = json_loadb(s, n, 0, &jerr);
+	if (j == NULL)
+		fail_msg("log line is not valid JSON (%s): %.200s", jerr.text, s);
+	assert_true(json_is_object(j));
+	return j;
+}
+
+static void test_log__json_line_with_typed_fields(void **state)
+{
+	(void)state;
+	hs_log(HS_LOG_WARN, "rpc", "call finished", HS_LS("method", "/a.B/C"), HS_LI("n", -42),
+	       HS_LD("ms", 1.5), HS_LB("forced", true), HS_LB("ok", false));
+	json_t *j = one_line();
+	assert_string_equal(json_string_value(json_object_get(j, "level")), "warn");
+	assert_string_equal(json_string_value(json_object_get(j, "module")), "rpc");
+	assert_string_equal(json_string_value(json_object_get(j, "msg")), "call finished");
+	assert_string_equal(json_string_value(json_object_get(j, "method")), "/a.B/C");
+	assert_int_equal(json_integer_value(json_object_get(j, "n")), -42);
+	assert_true(json_real_value(json_object_get(j, "ms")) == 1.5);
+	assert_true(json_is_true(json_object_get(j, "forced")));
+	assert_true(json_is_false(json_object_get(j, "ok")));
+	const char *ts = json_string_value(json_object_get(j, "ts"));
+	assert_non_null(ts);
+	/* 2024-01-02T03:04:05.678Z */
+	assert_int_equal(strlen(ts), 24);
+	assert_int_equal(ts[10], 'T');
+	assert_int_equal(ts[23], 'Z');
+	json_decref(j);
+}
+
+static void test_log__escapes_quotes_backslashes_controls(void **state)
+{
+	(void)state;
+	const char *nasty = "a\"b\\c\nd\re\tf\001g\177h";
+	hs_log(HS_LOG_ERROR, "mod\"ule", nasty, HS_LS("k\ney", nasty));
+	size_t n;
+	const char *raw = drain(&n);
+	/* the raw line has no control characters besides its final newline */
+	for (size_t i = 0; i + 1 < n; i++)
+		assert_true((unsigned char)raw[i] >= 0x20 && raw[i] != 0x7f);
+	assert_non_null(strstr(raw, "\\u0001"));
+	assert_non_null(strstr(raw, "\\u007f"));
+	json_error_t jerr;
+	json_t *j = json_loadb(raw, n, 0, &jerr);
+	if (j == NULL)
+		fail_msg("not JSON (%s): %s", jerr.text, raw);
+	assert_string_equal(json_string_value(json_object_get(j, "msg")), nasty);
+	assert_string_equal(json_string_value(json_object_get(j, "module")), "mod\"ule");
+	assert_string_equal(json_string_value(json_object_get(j, "k\ney")), nasty);
+	json_decref(j);
+}
+
+static void test_log__null_key_skipped_null_string_empty(void **state)
+{
+	(void)state;
+	hs_log(HS_LOG_INFO, "m", "x", HS_LS(NULL, "hidden"), HS_LS("s", NULL));
+	json_t *j = one_line();
+	assert_int_equal(json_object_size(j), 5); /* ts level module msg s */
+	assert_string_equal(json_string_value(json_object_get(j, "s")), "");
+	json_decref(j);
+}
+
+static void test_log__level_filter(void **state)
+{
+	(void)state;
+	hs_log_min_level = HS_LOG_WARN;
+	hs_log(HS_LOG_INFO, "m", "dropped");
+	hs_log(HS_LOG_DEBUG, "m", "dropped");
+	size_t n;
+	drain(&n);
+	assert_int_equal(n, 0);
+	hs_log(HS_LOG_ERROR, "m", "kept");
+	json_t *j = one_line();
+	assert_string_equal(json_string_value(json_object_get(j, "level")), "error");
+	json_decref(j);
+	hs_log_min_level = HS_LOG_OFF;
+	hs_log(HS_LOG_ERROR, "m", "dropped");
+	drain(&n);
+	assert_int_equal(n, 0);
+	hs_log_min_level = HS_LOG_INFO;
+}
+
+static void test_log__level_parse(void **state)
+{
+	(void)state;
+	static const char *const names[] = { "debug", "info", "warn", "error", "off" };
+	for (int i = 0; i < 5; i++) {
+		hs_log_level l = HS_LOG_ERROR;
+		assert_true(hs_log_level_parse(names[i], &l));
+		assert_int_equal(l, i);
+	}
+	hs_log_level l = HS_LOG_WARN;
+	assert_false(hs_log_level_parse("verbose", &l));
+	assert_false(hs_log_level_parse("INFO", &l));
+	assert_int_equal(l, HS_LOG_WARN);
+}
+
+/* A line longer than the 4 KiB buffer is cut, but must still be one line of
+ * valid JSON (log shippers drop or choke on anything else). */
+static void test_log__oversized_line_is_still_json(void **state)
+{
+	(void)state;
+	char *big = malloc(6000);
+	assert_non_null(big);
+	memset(big, 'a', 5999);
+	big[5999] = '\0';
+	hs_log(HS_LOG_INFO, "m", big, HS_LS("method", "/x.Y/Z"));
+	free(big);
+	json_t *j = one_line();
+	json_decref(j);
+}
+
+static void test_log__oversized_escapes_are_still_json(void **state)
+{
+	(void)state;
+	char *big = malloc(3000);
+	assert_non_null(big);
+	memset(big, '\n', 2999); /* every byte becomes a 6-byte escape */
+	big[2999] = '\0';
+	hs_log(HS_LOG_INFO, "m", "field", HS_LS("body", big));
+	free(big);
+	json_t *j = one_line();
+	json_decref(j);
+}
+
+int main(void)
+{
+	const struct CMUnitTest error_tests[] = {
+		cmocka_unit_test(test_error__set_fills_code_and_message),
+		cmocka_unit_test(test_error__null_err_returns_code),
+		cmocka_unit_test(test_error__ok_leaves_err_untouched),
+		cmocka_unit_test(test_error__lower_layer_message_kept),
+		cmocka_unit_test(test_error__long_message_truncated),
+		cmocka_unit_test(test_error__clear),
+		cmocka_unit_test(test_error__code_mappings),
+		cmocka_unit_test(test_error__unknown_code_is_internal),
+	};
+	const struct CMUnitTest log_tests[] = {
+		cmocka_unit_test(test_log__json_line_with_typed_fields),
+		cmocka_unit_test(test_log__escapes_quotes_backslashes_controls),
+		cmocka_unit_test(test_log__null_key_skipped_null_string_empty),
+		cmocka_unit_test(test_log__level_filter),
+		cmocka_unit_test(test_log__level_parse),
+		cmocka_unit_test(test_log__oversized_line_is_still_json),
+		cmocka_unit_test(test_log__oversized_escapes_are_still_json),
+	};
+	int failed = cmocka_run_group_tests_name("error", error_tests, NULL, NULL);
+	failed += cmocka_run_group_tests_name("log", log_tests, log_setup, log_teardown);
+	return failed;
+}
