@@ -1,0 +1,471 @@
+/* libharness-client: blocking unary and server-streaming calls on one shared
+ * gRPC channel. Every call has its own pluck completion queue, so any number
+ * of threads can call at once and a call blocks only its own thread.
+ *
+ * Unary call = one batch of six ops (send initial md, send message, close,
+ * recv initial md, recv message, recv status) plucked on one tag.
+ * Stream = batch A (send md+message+close, recv initial md), batch S (recv
+ * status, outstanding for the call's life), then one recv-message batch per
+ * hs_client_stream_next; a NULL message means the server finished: pluck S. */
+#include "client.h"
+
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
+#include <grpc/slice.h>
+#include <grpc/support/alloc.h>
+#include <grpc/support/time.h>
+
+#define MAX_MD 16
+
+struct hs_client {
+	grpc_channel *channel;
+	int64_t default_deadline_ms;
+};
+
+struct hs_client_stream {
+	grpc_completion_queue *cq;
+	grpc_call *call;
+	const ProtobufCMessageDescriptor *desc;
+	grpc_metadata_array init_md, trail_md;
+	grpc_status_code status;
+	grpc_slice details;
+	bool status_pending; /* batch S not yet plucked */
+	bool finished;
+};
+
+static void status_set(hs_client_status *st, int code, const char *details, size_t len)
+{
+	if (st == NULL)
+		return;
+	st->code = code;
+	st->error_code[0] = '\0';
+	if (len >= sizeof(st->details))
+		len = sizeof(st->details) - 1;
+	if (details != NULL && len > 0)
+		memcpy(st->details, details, len);
+	else
+		len = 0;
+	st->details[len] = '\0';
+}
+
+static void status_from_call(hs_client_status *st, grpc_status_code code, grpc_slice details,
+			     const grpc_metadata_array *trail)
+{
+	if (st == NULL)
+		return;
+	status_set(st, (int)code, (const char *)GRPC_SLICE_START_PTR(details),
+		   GRPC_SLICE_LENGTH(details));
+	for (size_t i = 0; trail != NULL && i < trail->count; i++) {
+		if (!grpc_slice_str_cmp(trail->metadata[i].key, HS_CLIENT_ERROR_CODE_KEY))
+			continue;
+		const grpc_slice v = trail->metadata[i].value;
+		size_t n = GRPC_SLICE_LENGTH(v);
+		const char *p = (const char *)GRPC_SLICE_START_PTR(v);
+		bool ok = n > 0 && n < sizeof(st->error_code);
+		for (size_t k = 0; ok && k < n; k++)
+			ok = (p[k] >= 'A' && p[k] <= 'Z') || (p[k] >= '0' && p[k] <= '9') || p[k] == '_';
+		if (ok) {
+			memcpy(st->error_code, p, n);
+			st->error_code[n] = '\0';
+		}
+		break;
+	}
+}
+
+static bool md_value_ok(const char *v)
+{
+	for (const unsigned char *p = (const unsigned char *)v; *p; p++)
+		if (*p < 0x20 || *p > 0x7e)
+			return false;
+	return true;
+}
+
+static bool md_key_ok(const char *k)
+{
+	if (k == NULL || *k == '\0' || *k == ':')
+		return false;
+	for (const char *p = k; *p; p++)
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-' || *p == '_' ||
+		      *p == '.'))
+			return false;
+	return true;
+}
+
+/* Builds the grpc_metadata array; slices are released by md_release. */
+static int md_build(grpc_metadata *out, const hs_client_md *md, size_t n_md, hs_client_status *st)
+{
+	if (n_md > MAX_MD) {
+		status_set(st, 3, "too much metadata", 17);
+		return HS_INVALID;
+	}
+	for (size_t i = 0; i < n_md; i++) {
+		if (!md_key_ok(md[i].key) || md[i].value == NULL || !md_value_ok(md[i].value)) {
+			status_set(st, 3, "invalid metadata", 16);
+			return HS_INVALID;
+		}
+	}
+	for (size_t i = 0; i < n_md; i++) {
+		memset(&out[i], 0, sizeof(out[i]));
+		out[i].key = grpc_slice_from_copied_string(md[i].key);
+		out[i].value = grpc_slice_from_copied_string(md[i].value);
+	}
+	return HS_OK;
+}
+
+static void md_release(grpc_metadata *m, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		grpc_slice_unref(m[i].key);
+		grpc_slice_unref(m[i].value);
+	}
+}
+
+static grpc_byte_buffer *pack(const ProtobufCMessage *msg)
+{
+	size_t len = protobuf_c_message_get_packed_size(msg);
+	grpc_slice s = grpc_slice_malloc(len);
+	protobuf_c_message_pack(msg, GRPC_SLICE_START_PTR(s));
+	grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&s, 1);
+	grpc_slice_unref(s);
+	return bb;
+}
+
+/* NULL when the bytes are not a desc message. */
+static ProtobufCMessage *unpack(const ProtobufCMessageDescriptor *desc, grpc_byte_buffer *bb)
+{
+	grpc_byte_buffer_reader r;
+	if (!grpc_byte_buffer_reader_init(&r, bb))
+		return NULL;
+	grpc_slice all = grpc_byte_buffer_reader_readall(&r);
+	grpc_byte_buffer_reader_destroy(&r);
+	ProtobufCMessage *m = protobuf_c_message_unpack(desc, NULL, GRPC_SLICE_LENGTH(all),
+							GRPC_SLICE_START_PTR(all));
+	grpc_slice_unref(all);
+	return m;
+}
+
+static gpr_timespec deadline_of(const hs_client *c, int64_t ms)
+{
+	if (ms == 0)
+		ms = c->default_deadline_ms;
+	if (ms < 0)
+		return gpr_inf_future(GPR_CLOCK_MONOTONIC);
+	return gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(ms, GPR_TIMESPAN));
+}
+
+static void cq_destroy(grpc_completion_queue *cq)
+{
+	grpc_completion_queue_shutdown(cq);
+	while (grpc_completion_queue_pluck(cq, NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
+	       GRPC_QUEUE_SHUTDOWN)
+		;
+	grpc_completion_queue_destroy(cq);
+}
+
+static bool pluck(grpc_completion_queue *cq, void *tag)
+{
+	grpc_event ev = grpc_completion_queue_pluck(cq, tag, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+	return ev.type == GRPC_OP_COMPLETE && ev.success;
+}
+
+static char *read_file(const char *path)
+{
+	FILE *f = fopen(path, "rb");
+	if (f == NULL)
+		return NULL;
+	char *buf = NULL;
+	size_t len = 0, cap = 0, n;
+	char chunk[4096];
+	while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0) {
+		if (len + n + 1 > cap) {
+			cap = (len + n + 1) * 2;
+			char *nb = realloc(buf, cap);
+			if (nb == NULL) {
+				free(buf);
+				fclose(f);
+				return NULL;
+			}
+			buf = nb;
+		}
+		memcpy(buf + len, chunk, n);
+		len += n;
+	}
+	fclose(f);
+	if (buf != NULL)
+		buf[len] = '\0';
+	return buf;
+}
+
+int hs_client_new(hs_client **out, const char *target, const hs_client_opts *opts, hs_error *err)
+{
+	hs_client_opts o = HS_CLIENT_OPTS_INIT;
+	if (opts != NULL)
+		o = *opts;
+	if (target == NULL || *target == '\0')
+		return hs_error_set(err, HS_INVALID, "grpc target: empty");
+	hs_client *c = calloc(1, sizeof(*c));
+	if (c == NULL)
+		return hs_error_set(err, HS_INTERNAL, "grpc client: out of memory");
+	c->default_deadline_ms = o.default_deadline_ms;
+
+	grpc_init();
+	grpc_channel_credentials *creds;
+	if (o.tls_ca_file != NULL) {
+		char *pem = read_file(o.tls_ca_file);
+		if (pem == NULL) {
+			free(c);
+			grpc_shutdown();
+			return hs_error_set(err, HS_INVALID, "tls ca file %s: cannot read", o.tls_ca_file);
+		}
+		creds = grpc_ssl_credentials_create(pem, NULL, NULL, NULL);
+		free(pem);
+	} else {
+		creds = grpc_insecure_credentials_create();
+	}
+	grpc_arg args[2];
+	size_t nargs = 0;
+	args[nargs].type = GRPC_ARG_INTEGER;
+	args[nargs].key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
+	args[nargs++].value.integer = o.max_recv_bytes > 0 ? o.max_recv_bytes : 4 * 1024 * 1024;
+	if (o.user_agent != NULL) {
+		args[nargs].type = GRPC_ARG_STRING;
+		args[nargs].key = (char *)GRPC_ARG_PRIMARY_USER_AGENT_STRING;
+		args[nargs++].value.string = (char *)o.user_agent;
+	}
+	grpc_channel_args cargs = { nargs, args };
+	c->channel = grpc_channel_create(target, creds, &cargs);
+	grpc_channel_credentials_release(creds);
+	if (c->channel == NULL) {
+		free(c);
+		grpc_shutdown();
+		return hs_error_set(err, HS_INVALID, "grpc target %s: cannot create channel", target);
+	}
+	*out = c;
+	return HS_OK;
+}
+
+void hs_client_free(hs_client *c)
+{
+	if (c == NULL)
+		return;
+	grpc_channel_destroy(c->channel);
+	free(c);
+	grpc_shutdown();
+}
+
+static grpc_call *call_create(hs_client *c, grpc_completion_queue *cq, const char *method,
+			      int64_t deadline_ms)
+{
+	grpc_slice m = grpc_slice_from_copied_string(method);
+	grpc_call *call = grpc_channel_create_call(c->channel, NULL, GRPC_PROPAGATE_DEFAULTS, cq, m,
+						   NULL, deadline_of(c, deadline_ms), NULL);
+	grpc_slice_unref(m);
+	return call;
+}
+
+int hs_client_unary(hs_client *c, const char *method, const ProtobufCMessage *req,
+		    const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp_out,
+		    const hs_client_md *md, size_t n_md, int64_t deadline_ms, hs_client_status *st)
+{
+	grpc_metadata gmd[MAX_MD];
+	int rc = md_build(gmd, md, n_md, st);
+	if (rc != HS_OK)
+		return rc;
+
+	grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
+	grpc_call *call = call_create(c, cq, method, deadline_ms);
+	grpc_byte_buffer *send = pack(req), *recv = NULL;
+	grpc_metadata_array init_md, trail_md;
+	grpc_metadata_array_init(&init_md);
+	grpc_metadata_array_init(&trail_md);
+	grpc_status_code status = GRPC_STATUS_UNKNOWN;
+	grpc_slice details = grpc_empty_slice();
+
+	grpc_op ops[6];
+	memset(ops, 0, sizeof(ops));
+	ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+	ops[0].data.send_initial_metadata.count = n_md;
+	ops[0].data.send_initial_metadata.metadata = gmd;
+	ops[1].op = GRPC_OP_SEND_MESSAGE;
+	ops[1].data.send_message.send_message = send;
+	ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+	ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+	ops[3].data.recv_initial_metadata.recv_initial_metadata = &init_md;
+	ops[4].op = GRPC_OP_RECV_MESSAGE;
+	ops[4].data.recv_message.recv_message = &recv;
+	ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+	ops[5].data.recv_status_on_client.trailing_metadata = &trail_md;
+	ops[5].data.recv_status_on_client.status = &status;
+	ops[5].data.recv_status_on_client.status_details = &details;
+
+	void *tag = (void *)ops;
+	if (grpc_call_start_batch(call, ops, 6, tag, NULL) != GRPC_CALL_OK) {
+		status_set(st, 13, "cannot start call", 17);
+		rc = HS_INTERNAL;
+		goto done;
+	}
+	(void)pluck(cq, tag); /* failures surface as the status */
+	status_from_call(st, status, details, &trail_md);
+	if (status != GRPC_STATUS_OK) {
+		rc = hs_client_code_from_grpc(status);
+		goto done;
+	}
+	ProtobufCMessage *m = recv != NULL ? unpack(resp_desc, recv) : NULL;
+	if (m == NULL) {
+		status_set(st, 13, "malformed response message", 26);
+		rc = HS_INTERNAL;
+		goto done;
+	}
+	*resp_out = m;
+	rc = HS_OK;
+done:
+	if (recv != NULL)
+		grpc_byte_buffer_destroy(recv);
+	grpc_byte_buffer_destroy(send);
+	grpc_slice_unref(details);
+	grpc_metadata_array_destroy(&init_md);
+	grpc_metadata_array_destroy(&trail_md);
+	md_release(gmd, n_md);
+	grpc_call_unref(call);
+	cq_destroy(cq);
+	return rc;
+}
+
+static void stream_dispose(hs_client_stream *s)
+{
+	if (s->status_pending) {
+		grpc_call_cancel(s->call, NULL);
+		(void)pluck(s->cq, &s->status);
+		s->status_pending = false;
+	}
+	grpc_slice_unref(s->details);
+	grpc_metadata_array_destroy(&s->init_md);
+	grpc_metadata_array_destroy(&s->trail_md);
+	grpc_call_unref(s->call);
+	cq_destroy(s->cq);
+}
+
+int hs_client_stream_start(hs_client_stream **out, hs_client *c, const char *method,
+			   const ProtobufCMessage *req, const ProtobufCMessageDescriptor *resp_desc,
+			   const hs_client_md *md, size_t n_md, int64_t deadline_ms,
+			   hs_client_status *st)
+{
+	grpc_metadata gmd[MAX_MD];
+	int rc = md_build(gmd, md, n_md, st);
+	if (rc != HS_OK)
+		return rc;
+	hs_client_stream *s = calloc(1, sizeof(*s));
+	if (s == NULL) {
+		md_release(gmd, n_md);
+		status_set(st, 13, "out of memory", 13);
+		return HS_INTERNAL;
+	}
+	s->desc = resp_desc;
+	s->cq = grpc_completion_queue_create_for_pluck(NULL);
+	s->call = call_create(c, s->cq, method, deadline_ms);
+	s->details = grpc_empty_slice();
+	grpc_metadata_array_init(&s->init_md);
+	grpc_metadata_array_init(&s->trail_md);
+
+	grpc_op sop;
+	memset(&sop, 0, sizeof(sop));
+	sop.op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+	sop.data.recv_status_on_client.trailing_metadata = &s->trail_md;
+	sop.data.recv_status_on_client.status = &s->status;
+	sop.data.recv_status_on_client.status_details = &s->details;
+	grpc_byte_buffer *send = pack(req);
+	grpc_op ops[4];
+	memset(ops, 0, sizeof(ops));
+	ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+	ops[0].data.send_initial_metadata.count = n_md;
+	ops[0].data.send_initial_metadata.metadata = gmd;
+	ops[1].op = GRPC_OP_SEND_MESSAGE;
+	ops[1].data.send_message.send_message = send;
+	ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+	ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+	ops[3].data.recv_initial_metadata.recv_initial_metadata = &s->init_md;
+
+	bool started = grpc_call_start_batch(s->call, &sop, 1, &s->status, NULL) == GRPC_CALL_OK;
+	s->status_pending = started;
+	if (started)
+		started = grpc_call_start_batch(s->call, ops, 4, ops, NULL) == GRPC_CALL_OK;
+	bool ok = started && pluck(s->cq, ops);
+	grpc_byte_buffer_destroy(send);
+	md_release(gmd, n_md);
+	if (!started) {
+		status_set(st, 13, "cannot start call", 17);
+		stream_dispose(s);
+		free(s);
+		return HS_INTERNAL;
+	}
+	if (!ok) { /* the call already ended: report its status */
+		(void)pluck(s->cq, &s->status);
+		s->status_pending = false;
+		status_from_call(st, s->status, s->details, &s->trail_md);
+		rc = s->status == GRPC_STATUS_OK ? HS_INTERNAL : hs_client_code_from_grpc(s->status);
+		stream_dispose(s);
+		free(s);
+		return rc;
+	}
+	status_set(st, 0, NULL, 0);
+	*out = s;
+	return HS_OK;
+}
+
+int hs_client_stream_next(hs_client_stream *s, ProtobufCMessage **msg_out, hs_client_status *st)
+{
+	if (s->finished) {
+		status_from_call(st, s->status, s->details, &s->trail_md);
+		if (s->status != GRPC_STATUS_OK)
+			return hs_client_code_from_grpc(s->status);
+		*msg_out = NULL;
+		return HS_OK;
+	}
+	grpc_byte_buffer *recv = NULL;
+	grpc_op op;
+	memset(&op, 0, sizeof(op));
+	op.op = GRPC_OP_RECV_MESSAGE;
+	op.data.recv_message.recv_message = &recv;
+	if (grpc_call_start_batch(s->call, &op, 1, &op, NULL) != GRPC_CALL_OK) {
+		status_set(st, 13, "cannot read stream", 18);
+		return HS_INTERNAL;
+	}
+	(void)pluck(s->cq, &op);
+	if (recv != NULL) {
+		ProtobufCMessage *m = unpack(s->desc, recv);
+		grpc_byte_buffer_destroy(recv);
+		if (m == NULL) {
+			grpc_call_cancel(s->call, NULL);
+			status_set(st, 13, "malformed response message", 26);
+			return HS_INTERNAL;
+		}
+		status_set(st, 0, NULL, 0);
+		*msg_out = m;
+		return HS_OK;
+	}
+	/* End of stream or failure: the status batch completes now. */
+	(void)pluck(s->cq, &s->status);
+	s->status_pending = false;
+	s->finished = true;
+	return hs_client_stream_next(s, msg_out, st);
+}
+
+void hs_client_stream_cancel(hs_client_stream *s)
+{
+	if (s != NULL)
+		grpc_call_cancel(s->call, NULL);
+}
+
+void hs_client_stream_free(hs_client_stream *s)
+{
+	if (s == NULL)
+		return;
+	stream_dispose(s);
+	free(s);
+}

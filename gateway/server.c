@@ -1,0 +1,569 @@
+/* civetweb glue: one catch-all handler routes the REST contract (DESIGN.md
+ * "REST gateway contract") onto AuthService. Every response is written here
+ * (respond()), so every one carries helmet's headers, CORS and JSON; every
+ * value put into a header was validated first (civetweb checks none).
+ *
+ * A POST goes: CSRF/content-type verdict -> body (capped: civetweb's
+ * max_request_size covers headers only) -> route -> one blocking gRPC call
+ * on this civetweb worker thread (the channel is shared). */
+#include "server.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <civetweb.h>
+
+#include "json.h"
+#include "log.h"
+#include "validate.h"
+
+#define COOKIE_NAME "refreshToken"
+#define COOKIE_MAX_AGE 604800L /* 7 days, as the seed */
+
+struct hs_gw_server {
+	struct mg_context *ctx;
+	const hs_gw_config *cfg;
+	hs_client *client;
+};
+
+typedef struct resp {
+	int status;
+	char *body; /* malloc'd JSON or NULL */
+	bool no_store;
+	bool close;
+	bool preflight;
+	const char *allow;
+	bool has_cookie;
+	char cookie[HS_GW_TOKEN_MAX + 256];
+} resp;
+
+typedef struct req {
+	struct mg_connection *conn;
+	const struct mg_request_info *ri;
+	hs_gw_server *srv;
+	const char *method; /* NULL when civetweb could not parse the request */
+	char path[128];
+	char client_ip[48];
+	bool secure; /* cookies get Secure */
+} req;
+
+static long long now_ms(int clock)
+{
+	struct timespec ts;
+	clock_gettime(clock, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A request header, or NULL when absent or not safe to use. */
+static const char *header(const req *r, const char *name)
+{
+	const char *v = mg_get_header(r->conn, name);
+	return hs_gw_header_value_ok(v) ? v : NULL;
+}
+
+static void set_error(resp *out, int status, const char *code, const char *message)
+{
+	free(out->body);
+	out->status = status;
+	out->body = hs_gw_json_error(code, message);
+}
+
+static void set_cookie(const req *r, resp *out, const char *token, long max_age)
+{
+	out->has_cookie = hs_gw_cookie_build(out->cookie, sizeof(out->cookie), COOKIE_NAME, token,
+					     max_age, r->srv->cfg->cookie_path, r->secure,
+					     (long long)time(NULL)) == HS_OK;
+	if (!out->has_cookie && token != NULL)
+		set_error(out, 500, "INTERNAL_ERROR", "Internal server error");
+}
+
+static void add(struct mg_connection *conn, const char *name, const char *value)
+{
+	mg_response_header_add(conn, name, value, -1);
+}
+
+static bool acrh_ok(const char *v)
+{
+	if (v == NULL || strlen(v) > 256)
+		return false;
+	for (const char *c = v; *c; c++)
+		if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
+		      *c == '-' || *c == '_' || *c == ',' || *c == ' '))
+			return false;
+	return true;
+}
+
+static void respond(const req *r, resp *out)
+{
+	struct mg_connection *conn = r->conn;
+	const hs_gw_config *cfg = r->srv->cfg;
+	if (out->close)
+		mg_disable_connection_keep_alive(conn);
+	if (mg_response_header_start(conn, out->status) != 0)
+		return;
+	for (size_t i = 0; hs_gw_security_headers[i][0] != NULL; i++)
+		add(conn, hs_gw_security_headers[i][0], hs_gw_security_headers[i][1]);
+	/* CORS (the cors package with credentials): echo only an allowed origin,
+	 * and from our own list, never the request's bytes. */
+	const char *origin = r->method != NULL ? mg_get_header(conn, "Origin") : NULL;
+	for (size_t i = 0; origin != NULL && i < cfg->origins.n; i++) {
+		if (strcasecmp(cfg->origins.v[i], origin) == 0) {
+			add(conn, "Access-Control-Allow-Origin", cfg->origins.v[i]);
+			add(conn, "Access-Control-Allow-Credentials", "true");
+			break;
+		}
+	}
+	if (out->preflight) {
+		const char *acrh = mg_get_header(conn, "Access-Control-Request-Headers");
+		add(conn, "Access-Control-Allow-Methods", "GET,HEAD,POST,OPTIONS");
+		add(conn, "Access-Control-Allow-Headers",
+		    acrh_ok(acrh) ? acrh : "Content-Type,Authorization,X-Requested-With");
+		add(conn, "Access-Control-Max-Age", "600");
+		add(conn, "Vary", "Origin, Access-Control-Request-Headers");
+	} else {
+		add(conn, "Vary", "Origin");
+	}
+	if (out->allow != NULL)
+		add(conn, "Allow", out->allow);
+	if (out->no_store) {
+		add(conn, "Cache-Control", "no-store");
+		add(conn, "Pragma", "no-cache");
+	}
+	if (out->has_cookie)
+		add(conn, "Set-Cookie", out->cookie);
+	size_t len = out->body != NULL ? strlen(out->body) : 0;
+	char num[32];
+	snprintf(num, sizeof(num), "%zu", len);
+	if (out->body != NULL)
+		add(conn, "Content-Type", "application/json; charset=utf-8");
+	add(conn, "Content-Length", num);
+	if (out->close)
+		add(conn, "Connection", "close");
+	mg_response_header_send(conn);
+	if (len > 0 && (r->method == NULL || strcmp(r->method, "HEAD") != 0))
+		mg_write(conn, out->body, len);
+}
+
+/* Reads the whole body into a malloc'd NUL-terminated buffer. 413 (and
+ * close: the rest is unread) above the limit, 400 on a broken read. */
+static bool read_body(const req *r, resp *out, char **body, size_t *len)
+{
+	long limit = r->srv->cfg->body_limit;
+	long long cl = r->ri->content_length;
+	*body = NULL;
+	*len = 0;
+	if (cl > limit) {
+		out->close = true;
+		set_error(out, 413, "PAYLOAD_TOO_LARGE", "Request body too large");
+		return false;
+	}
+	char *buf = malloc((size_t)limit + 2);
+	if (buf == NULL) {
+		set_error(out, 500, "INTERNAL_ERROR", "Internal server error");
+		return false;
+	}
+	size_t n = 0;
+	for (;;) {
+		int got = mg_read(r->conn, buf + n, (size_t)limit + 1 - n);
+		if (got < 0) {
+			free(buf);
+			out->close = true;
+			set_error(out, 400, "BAD_REQUEST", "Broken request body");
+			return false;
+		}
+		if (got == 0)
+			break;
+		n += (size_t)got;
+		if (n > (size_t)limit) {
+			explicit_bzero(buf, n);
+			free(buf);
+			out->close = true;
+			set_error(out, 413, "PAYLOAD_TOO_LARGE", "Request body too large");
+			return false;
+		}
+	}
+	buf[n] = '\0';
+	*body = buf;
+	*len = n;
+	return true;
+}
+
+static void free_body(char *body, size_t len)
+{
+	if (body == NULL)
+		return;
+	explicit_bzero(body, len);
+	free(body);
+}
+
+static size_t metadata(const req *r, hs_client_md md[2])
+{
+	size_t n = 0;
+	md[n++] = (hs_client_md){ "x-forwarded-for", r->client_ip };
+	const char *ua = header(r, "User-Agent");
+	if (ua != NULL && strlen(ua) <= 512)
+		md[n++] = (hs_client_md){ "x-client-user-agent", ua };
+	return n;
+}
+
+static void grpc_failed(const req *r, resp *out, const hs_client_status *st, const char *method)
+{
+	int http = 500;
+	free(out->body);
+	out->body = hs_gw_json_grpc_error(st, r->srv->cfg->production, &http);
+	out->status = http;
+	hs_log(http >= 500 ? HS_LOG_WARN : HS_LOG_INFO, "gateway", "rpc failed",
+	       HS_LS("method", method), HS_LS("code", hs_client_grpc_code_name(st->code)),
+	       HS_LI("http", http));
+}
+
+/* The token pair came back: cookie + the seed's 200 body. */
+static void auth_ok(const req *r, resp *out, const Harness__V1__AuthResponse *a)
+{
+	if (!hs_gw_token_ok(a->refresh_token, strlen(a->refresh_token))) {
+		hs_log(HS_LOG_ERROR, "gateway", "auth service sent an unusable refresh token");
+		set_error(out, 500, "INTERNAL_ERROR", "Internal server error");
+		return;
+	}
+	out->status = 200;
+	out->body = hs_gw_json_auth(a);
+	set_cookie(r, out, a->refresh_token, a->refresh_expires_in > 0 ? a->refresh_expires_in : COOKIE_MAX_AGE);
+}
+
+static void route_login(const req *r, resp *out, const char *body, size_t len)
+{
+	char *email = NULL, *password = NULL;
+	if (len > 0 && hs_gw_json_login_parse(body, len, &email, &password) != HS_OK) {
+		set_error(out, 400, "INVALID_JSON", "Malformed JSON body");
+		return;
+	}
+	char norm[HS_GW_EMAIL_MAX + 1];
+	bool email_ok = email != NULL && hs_gw_email_normalize(email, norm, sizeof(norm));
+	bool pw_ok = hs_gw_password_ok(password);
+	free(email);
+	if (!email_ok || !pw_ok) {
+		hs_gw_json_secret_free(password);
+		out->status = 400;
+		out->body = hs_gw_json_validation(!email_ok, !pw_ok);
+		return;
+	}
+	Harness__V1__LoginRequest lr = HARNESS__V1__LOGIN_REQUEST__INIT;
+	lr.email = norm;
+	lr.password = password;
+	hs_client_md md[2];
+	size_t n_md = metadata(r, md);
+	hs_client_status st;
+	ProtobufCMessage *resp_msg = NULL;
+	int rc = hs_client_unary(r->srv->client, "/harness.v1.AuthService/Login", &lr.base,
+				 &harness__v1__auth_response__descriptor, &resp_msg, md, n_md,
+				 r->srv->cfg->request_timeout_ms, &st);
+	hs_gw_json_secret_free(password);
+	if (rc != HS_OK) {
+		grpc_failed(r, out, &st, "Login");
+		return;
+	}
+	auth_ok(r, out, (Harness__V1__AuthResponse *)resp_msg);
+	protobuf_c_message_free_unpacked(resp_msg, NULL);
+}
+
+/* The refresh cookie: HS_GW_COOKIE_*; an unsafe Cookie header is invalid. */
+static int refresh_cookie(const req *r, char *tok, size_t toksz)
+{
+	const char *raw = mg_get_header(r->conn, "Cookie");
+	if (raw == NULL)
+		return HS_GW_COOKIE_ABSENT;
+	int c = hs_gw_cookie_find(raw, COOKIE_NAME, tok, toksz);
+	if (c == HS_GW_COOKIE_OK && !hs_gw_header_value_ok(raw))
+		c = HS_GW_COOKIE_INVALID;
+	return c;
+}
+
+static void refresh_invalid(const req *r, resp *out)
+{
+	set_error(out, 401, "UNAUTHORIZED", "Invalid or expired refresh token");
+	set_cookie(r, out, NULL, 0);
+}
+
+static void route_refresh(const req *r, resp *out)
+{
+	char tok[HS_GW_TOKEN_MAX + 1];
+	int c = refresh_cookie(r, tok, sizeof(tok));
+	if (c == HS_GW_COOKIE_ABSENT) {
+		set_error(out, 401, "UNAUTHORIZED", "No refresh token provided");
+		return;
+	}
+	if (c == HS_GW_COOKIE_INVALID) {
+		refresh_invalid(r, out);
+		return;
+	}
+	Harness__V1__RefreshRequest rr = HARNESS__V1__REFRESH_REQUEST__INIT;
+	rr.refresh_token = tok;
+	hs_client_md md[2];
+	size_t n_md = metadata(r, md);
+	hs_client_status st;
+	ProtobufCMessage *resp_msg = NULL;
+	int rc = hs_client_unary(r->srv->client, "/harness.v1.AuthService/Refresh", &rr.base,
+				 &harness__v1__auth_response__descriptor, &resp_msg, md, n_md,
+				 r->srv->cfg->request_timeout_ms, &st);
+	explicit_bzero(tok, sizeof(tok));
+	if (rc == HS_UNAUTH || rc == HS_INVALID) {
+		/* the token itself is bad (invalid, expired, revoked, reused) */
+		refresh_invalid(r, out);
+		return;
+	}
+	if (rc != HS_OK) { /* outage or timeout: the cookie stays */
+		grpc_failed(r, out, &st, "Refresh");
+		return;
+	}
+	auth_ok(r, out, (Harness__V1__AuthResponse *)resp_msg);
+	protobuf_c_message_free_unpacked(resp_msg, NULL);
+}
+
+static void route_logout(const req *r, resp *out)
+{
+	char tok[HS_GW_TOKEN_MAX + 1];
+	int c = refresh_cookie(r, tok, sizeof(tok));
+	if (c == HS_GW_COOKIE_OK) {
+		Harness__V1__LogoutRequest lr = HARNESS__V1__LOGOUT_REQUEST__INIT;
+		lr.refresh_token = tok;
+		hs_client_md md[2];
+		size_t n_md = metadata(r, md);
+		hs_client_status st;
+		ProtobufCMessage *resp_msg = NULL;
+		int rc = hs_client_unary(r->srv->client, "/harness.v1.AuthService/Logout", &lr.base,
+					 &harness__v1__logout_response__descriptor, &resp_msg, md,
+					 n_md, r->srv->cfg->request_timeout_ms, &st);
+		explicit_bzero(tok, sizeof(tok));
+		if (rc == HS_OK)
+			protobuf_c_message_free_unpacked(resp_msg, NULL);
+		else if (rc != HS_UNAUTH && rc != HS_INVALID) {
+			/* not revoked: keep the cookie so the client can retry */
+			grpc_failed(r, out, &st, "Logout");
+			return;
+		}
+	}
+	out->status = 200;
+	out->body = hs_gw_json_success();
+	set_cookie(r, out, NULL, 0);
+}
+
+static void route_post(const req *r, resp *out, const char *which)
+{
+	out->no_store = true;
+	const char *te = mg_get_header(r->conn, "Transfer-Encoding");
+	hs_gw_post_req pr = {
+		.origin = mg_get_header(r->conn, "Origin"),
+		.sec_fetch_site = mg_get_header(r->conn, "Sec-Fetch-Site"),
+		.content_type = mg_get_header(r->conn, "Content-Type"),
+		.requested_with = header(r, "X-Requested-With"),
+		.has_body = r->ri->content_length > 0 || (te != NULL && r->ri->content_length < 0),
+	};
+	switch (hs_gw_csrf_check(&pr, &r->srv->cfg->origins, r->srv->cfg->csrf_strict)) {
+	case HS_GW_ALLOW:
+		break;
+	case HS_GW_DENY_MEDIA_TYPE:
+		out->close = pr.has_body;
+		set_error(out, 415, "UNSUPPORTED_MEDIA_TYPE", "Content-Type must be application/json");
+		return;
+	case HS_GW_DENY_NO_HEADER:
+		out->close = pr.has_body;
+		set_error(out, 403, "FORBIDDEN", "Missing X-Requested-With header");
+		return;
+	default:
+		out->close = pr.has_body;
+		set_error(out, 403, "FORBIDDEN", "Cross-site request refused");
+		return;
+	}
+	char *body;
+	size_t len;
+	if (!read_body(r, out, &body, &len))
+		return;
+	if (!strcmp(which, "login"))
+		route_login(r, out, body, len);
+	else if (!strcmp(which, "refresh"))
+		route_refresh(r, out);
+	else
+		route_logout(r, out);
+	free_body(body, len);
+}
+
+static void route(req *r, resp *out)
+{
+	const char *m = r->method;
+	const char *p = r->path;
+	if (!strcmp(m, "OPTIONS")) {
+		out->status = 204;
+		out->preflight = true;
+		return;
+	}
+	if (!strcmp(p, "/health")) {
+		if (strcmp(m, "GET") != 0 && strcmp(m, "HEAD") != 0) {
+			out->allow = "GET, HEAD, OPTIONS";
+			set_error(out, 405, "METHOD_NOT_ALLOWED", "Method not allowed");
+			return;
+		}
+		out->status = 200;
+		out->body = hs_gw_json_health(now_ms(CLOCK_REALTIME));
+		return;
+	}
+	static const char prefix[] = "/api/v1/auth/";
+	const char *which = NULL;
+	if (!strncmp(p, prefix, sizeof(prefix) - 1)) {
+		const char *rest = p + sizeof(prefix) - 1;
+		if (!strcmp(rest, "login") || !strcmp(rest, "refresh") || !strcmp(rest, "logout"))
+			which = rest;
+	}
+	if (which == NULL) {
+		out->close = r->ri->content_length != 0;
+		set_error(out, 404, "NOT_FOUND", "Route not found");
+		return;
+	}
+	if (strcmp(m, "POST") != 0) {
+		out->close = r->ri->content_length != 0;
+		out->allow = "POST, OPTIONS";
+		set_error(out, 405, "METHOD_NOT_ALLOWED", "Method not allowed");
+		return;
+	}
+	route_post(r, out, which);
+}
+
+/* parsed = false for civetweb's own errors: then the request line's fields
+ * may be unset garbage and only the peer address is used. */
+static void req_init(req *r, struct mg_connection *conn, hs_gw_server *srv, bool parsed)
+{
+	memset(r, 0, sizeof(*r));
+	r->conn = conn;
+	r->srv = srv;
+	r->ri = mg_get_request_info(conn);
+	r->method = parsed ? r->ri->request_method : NULL;
+	const char *p = parsed && r->ri->local_uri != NULL ? r->ri->local_uri : "-";
+	size_t n = strlen(p);
+	if (n > 1 && p[n - 1] == '/') /* Express's non-strict routing */
+		n--;
+	if (n >= sizeof(r->path))
+		n = sizeof(r->path) - 1;
+	memcpy(r->path, p, n);
+	r->path[n] = '\0';
+	const hs_gw_config *cfg = srv->cfg;
+	if (!parsed) {
+		snprintf(r->client_ip, sizeof(r->client_ip), "%s", r->ri->remote_addr);
+		return;
+	}
+	hs_gw_client_ip(r->client_ip, sizeof(r->client_ip), r->ri->remote_addr,
+			header(r, "X-Forwarded-For"), cfg->proxies, cfg->n_proxies);
+	bool via_proxy = false;
+	for (size_t i = 0; i < cfg->n_proxies; i++)
+		via_proxy = via_proxy || !strcmp(cfg->proxies[i], r->ri->remote_addr);
+	const char *proto = header(r, "X-Forwarded-Proto");
+	r->secure = cfg->production || (via_proxy && proto != NULL && !strcasecmp(proto, "https"));
+}
+
+static void access_log(const req *r, int status, long long t0)
+{
+	hs_log(HS_LOG_INFO, "gateway", "request", HS_LS("method", r->method != NULL ? r->method : "-"),
+	       HS_LS("path", r->path), HS_LI("status", status),
+	       HS_LI("ms", now_ms(CLOCK_MONOTONIC) - t0), HS_LS("peer", r->client_ip));
+}
+
+static int handler(struct mg_connection *conn, void *cbdata)
+{
+	long long t0 = now_ms(CLOCK_MONOTONIC);
+	req r;
+	req_init(&r, conn, cbdata, true);
+	resp *out = calloc(1, sizeof(*out));
+	if (out == NULL)
+		return 500;
+	out->status = 500;
+	route(&r, out);
+	if (out->body == NULL && out->status != 204 && out->status != 200)
+		out->body = hs_gw_json_error("INTERNAL_ERROR", "Internal server error");
+	respond(&r, out);
+	int status = out->status;
+	explicit_bzero(out->cookie, sizeof(out->cookie));
+	free(out->body);
+	free(out);
+	access_log(&r, status, t0);
+	return status;
+}
+
+/* civetweb's own errors (bad request line, headers too large, ...). */
+static int http_error(struct mg_connection *conn, int status, const char *msg)
+{
+	hs_gw_server *srv = mg_get_user_data(mg_get_context(conn));
+	if (srv == NULL || mg_get_request_info(conn) == NULL)
+		return 1;
+	req r;
+	req_init(&r, conn, srv, false);
+	resp out;
+	memset(&out, 0, sizeof(out));
+	out.status = status;
+	out.close = true;
+	const char *code = status == 413 || status == 431 ? "PAYLOAD_TOO_LARGE"
+			   : status >= 500		  ? "INTERNAL_ERROR"
+							  : "BAD_REQUEST";
+	out.body = hs_gw_json_error(code, status >= 500 ? "Internal server error" : "Bad request");
+	respond(&r, &out);
+	free(out.body);
+	access_log(&r, status, now_ms(CLOCK_MONOTONIC));
+	return 0;
+}
+
+static int log_message(const struct mg_connection *conn, const char *message)
+{
+	hs_log(HS_LOG_WARN, "civetweb", "http server message", HS_LS("detail", message));
+	return 1;
+}
+
+int hs_gw_server_start(hs_gw_server **out, const hs_gw_config *cfg, hs_client *client,
+		       int *port_out, hs_error *err)
+{
+	hs_gw_server *s = calloc(1, sizeof(*s));
+	if (s == NULL)
+		return hs_error_set(err, HS_INTERNAL, "out of memory");
+	s->cfg = cfg;
+	s->client = client;
+	char threads[16];
+	snprintf(threads, sizeof(threads), "%ld", cfg->threads);
+	const char *options[] = {
+		"listening_ports", cfg->listen,
+		"num_threads", threads,
+		"access_control_allow_origin", "", /* we answer OPTIONS ourselves */
+		"enable_keep_alive", "yes",
+		"keep_alive_timeout_ms", "5000",
+		"request_timeout_ms", "30000",
+		"max_request_size", "16384", /* headers only */
+		"tcp_nodelay", "1",
+		"enable_auth_domain_check", "no",
+		NULL, NULL,
+	};
+	struct mg_callbacks cb;
+	memset(&cb, 0, sizeof(cb));
+	cb.http_error = http_error;
+	cb.log_message = log_message;
+	mg_init_library(0);
+	s->ctx = mg_start(&cb, s, options);
+	if (s->ctx == NULL) {
+		mg_exit_library();
+		free(s);
+		return hs_error_set(err, HS_UNAVAILABLE, "--listen %s: cannot listen (in use? bad address?)",
+				    cfg->listen);
+	}
+	mg_set_request_handler(s->ctx, "/", handler, s);
+	struct mg_server_port ports[4];
+	int n = mg_get_server_ports(s->ctx, 4, ports);
+	*port_out = n > 0 ? ports[0].port : 0;
+	*out = s;
+	return HS_OK;
+}
+
+void hs_gw_server_stop(hs_gw_server *s)
+{
+	if (s == NULL)
+		return;
+	mg_stop(s->ctx);
+	mg_exit_library();
+	free(s);
+}

@@ -1,0 +1,158 @@
+/* clients/: gRPC status mapping, and calls that fail before/without a server
+ * (down -> UNAVAILABLE, silent peer -> DEADLINE_EXCEEDED, bad metadata). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "client.h"
+#include "harness/v1/auth.pb-c.h"
+
+static void test_client__status_mapping(void **state)
+{
+	static const struct { int grpc; hs_code code; int http; const char *name; } t[] = {
+		{ 0, HS_OK, 200, "OK" },
+		{ 1, HS_CANCELLED, 499, "CANCELLED" },
+		{ 2, HS_INTERNAL, 500, "UNKNOWN" },
+		{ 3, HS_INVALID, 400, "INVALID_ARGUMENT" },
+		{ 4, HS_TIMEOUT, 504, "DEADLINE_EXCEEDED" },
+		{ 5, HS_NOT_FOUND, 404, "NOT_FOUND" },
+		{ 6, HS_EXISTS, 409, "ALREADY_EXISTS" },
+		{ 7, HS_DENIED, 403, "PERMISSION_DENIED" },
+		{ 8, HS_LIMIT, 429, "RESOURCE_EXHAUSTED" },
+		{ 9, HS_CONFLICT, 400, "FAILED_PRECONDITION" },
+		{ 10, HS_ABORTED, 409, "ABORTED" },
+		{ 11, HS_INVALID, 400, "OUT_OF_RANGE" },
+		{ 12, HS_UNIMPLEMENTED, 501, "UNIMPLEMENTED" },
+		{ 13, HS_INTERNAL, 500, "INTERNAL" },
+		{ 14, HS_UNAVAILABLE, 503, "UNAVAILABLE" },
+		{ 15, HS_INTERNAL, 500, "DATA_LOSS" },
+		{ 16, HS_UNAUTH, 401, "UNAUTHENTICATED" },
+		{ 17, HS_INTERNAL, 500, "UNKNOWN" },
+		{ -1, HS_INTERNAL, 500, "UNKNOWN" },
+	};
+	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+		assert_int_equal(hs_client_code_from_grpc(t[i].grpc), t[i].code);
+		assert_int_equal(hs_client_grpc_to_http(t[i].grpc), t[i].http);
+		assert_string_equal(hs_client_grpc_code_name(t[i].grpc), t[i].name);
+	}
+}
+
+static void test_client__new_refuses_empty_target(void **state)
+{
+	hs_client *c = NULL;
+	hs_error err = { 0 };
+	assert_int_equal(hs_client_new(&c, "", NULL, &err), HS_INVALID);
+	assert_null(c);
+	hs_client_opts o = HS_CLIENT_OPTS_INIT;
+	o.tls_ca_file = "/nonexistent/ca.pem";
+	assert_int_equal(hs_client_new(&c, "127.0.0.1:1", &o, &err), HS_INVALID);
+	assert_null(c);
+	hs_client_free(NULL);
+	hs_client_stream_free(NULL);
+}
+
+static void login_req(Harness__V1__LoginRequest *r)
+{
+	harness__v1__login_request__init(r);
+	r->email = "a@example.com";
+	r->password = "password1";
+}
+
+static void test_client__down_server_is_unavailable(void **state)
+{
+	hs_client *c = NULL;
+	assert_int_equal(hs_client_new(&c, "127.0.0.1:1", NULL, NULL), HS_OK);
+	Harness__V1__LoginRequest req;
+	login_req(&req);
+	ProtobufCMessage *resp = NULL;
+	hs_client_status st;
+	hs_client_md md[] = { { "x-forwarded-for", "192.0.2.1" }, { "x-client-user-agent", "test/1" } };
+	int rc = hs_client_unary(c, "/harness.v1.AuthService/Login", &req.base,
+				 &harness__v1__auth_response__descriptor, &resp, md, 2, 2000, &st);
+	assert_int_equal(rc, HS_UNAVAILABLE);
+	assert_int_equal(st.code, 14);
+	assert_null(resp);
+	assert_string_equal(st.error_code, "");
+
+	hs_client_stream *s = NULL;
+	rc = hs_client_stream_start(&s, c, "/harness.v1.HealthService/WatchTasks", &req.base,
+				    &harness__v1__auth_response__descriptor, NULL, 0, 2000, &st);
+	assert_int_equal(rc, HS_UNAVAILABLE);
+	assert_null(s);
+	hs_client_free(c);
+}
+
+static void test_client__bad_metadata_is_refused_before_the_call(void **state)
+{
+	hs_client *c = NULL;
+	assert_int_equal(hs_client_new(&c, "127.0.0.1:1", NULL, NULL), HS_OK);
+	Harness__V1__LoginRequest req;
+	login_req(&req);
+	ProtobufCMessage *resp = NULL;
+	hs_client_status st;
+	hs_client_md crlf[] = { { "x-forwarded-for", "1.2.3.4\r\nx: y" } };
+	assert_int_equal(hs_client_unary(c, "/x.Y/Z", &req.base, &harness__v1__auth_response__descriptor,
+					 &resp, crlf, 1, 1000, &st), HS_INVALID);
+	assert_int_equal(st.code, 3);
+	hs_client_md upper[] = { { "X-Bad", "v" } };
+	assert_int_equal(hs_client_unary(c, "/x.Y/Z", &req.base, &harness__v1__auth_response__descriptor,
+					 &resp, upper, 1, 1000, NULL), HS_INVALID);
+	hs_client_md pseudo[] = { { ":authority", "v" } };
+	assert_int_equal(hs_client_unary(c, "/x.Y/Z", &req.base, &harness__v1__auth_response__descriptor,
+					 &resp, pseudo, 1, 1000, NULL), HS_INVALID);
+	assert_null(resp);
+	hs_client_free(c);
+}
+
+/* A TCP peer that accepts and never speaks HTTP/2: the deadline must fire. */
+static void test_client__silent_server_hits_the_deadline(void **state)
+{
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	assert_true(fd >= 0);
+	struct sockaddr_in a;
+	memset(&a, 0, sizeof(a));
+	a.sin_family = AF_INET;
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	assert_int_equal(listen(fd, 8), 0);
+	socklen_t len = sizeof(a);
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+	char target[64];
+	snprintf(target, sizeof(target), "127.0.0.1:%d", ntohs(a.sin_port));
+
+	hs_client *c = NULL;
+	assert_int_equal(hs_client_new(&c, target, NULL, NULL), HS_OK);
+	Harness__V1__LoginRequest req;
+	login_req(&req);
+	ProtobufCMessage *resp = NULL;
+	hs_client_status st;
+	int rc = hs_client_unary(c, "/harness.v1.AuthService/Login", &req.base,
+				 &harness__v1__auth_response__descriptor, &resp, NULL, 0, 300, &st);
+	assert_true(rc == HS_TIMEOUT || rc == HS_UNAVAILABLE);
+	assert_true(st.code == 4 || st.code == 14);
+	assert_null(resp);
+	hs_client_free(c);
+	close(fd);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_client__status_mapping),
+		cmocka_unit_test(test_client__new_refuses_empty_target),
+		cmocka_unit_test(test_client__down_server_is_unavailable),
+		cmocka_unit_test(test_client__bad_metadata_is_refused_before_the_call),
+		cmocka_unit_test(test_client__silent_server_hits_the_deadline),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

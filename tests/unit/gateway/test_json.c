@@ -1,0 +1,177 @@
+/* gateway/json.c: the seed's response shapes and gRPC status -> body. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <jansson.h>
+
+#include "json.h"
+
+static json_t *parse(char *s)
+{
+	assert_non_null(s);
+	json_error_t e;
+	json_t *v = json_loads(s, 0, &e);
+	free(s);
+	assert_non_null(v);
+	return v;
+}
+
+static const char *sget(json_t *o, const char *path)
+{
+	/* "a.b.c" */
+	char buf[128];
+	snprintf(buf, sizeof(buf), "%s", path);
+	json_t *cur = o;
+	for (char *save = NULL, *k = strtok_r(buf, ".", &save); k; k = strtok_r(NULL, ".", &save))
+		cur = json_object_get(cur, k);
+	return json_string_value(cur);
+}
+
+static void test_json__auth_success_shape(void **state)
+{
+	Google__Protobuf__Timestamp ts = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
+	ts.seconds = 1705314600;
+	ts.nanos = 123456789;
+	Harness__V1__User u = HARNESS__V1__USER__INIT;
+	u.id = "user-123";
+	u.email = "test@example.com";
+	u.name = "Test User";
+	u.role = "user";
+	u.created_at = &ts;
+	Harness__V1__AuthResponse r = HARNESS__V1__AUTH_RESPONSE__INIT;
+	r.user = &u;
+	r.access_token = "mock-access-token";
+	r.refresh_token = "SECRET-refresh";
+	r.expires_in = 3600;
+	char *s = hs_gw_json_auth(&r);
+	assert_null(strstr(s, "SECRET-refresh"));
+	assert_null(strstr(s, "refresh"));
+	json_t *v = parse(s);
+	assert_true(json_is_true(json_object_get(v, "success")));
+	assert_string_equal(sget(v, "data.accessToken"), "mock-access-token");
+	assert_int_equal(json_integer_value(json_object_get(json_object_get(v, "data"), "expiresIn")), 3600);
+	assert_string_equal(sget(v, "data.user.id"), "user-123");
+	assert_string_equal(sget(v, "data.user.email"), "test@example.com");
+	assert_string_equal(sget(v, "data.user.name"), "Test User");
+	assert_string_equal(sget(v, "data.user.role"), "user");
+	assert_string_equal(sget(v, "data.user.createdAt"), "2024-01-15T10:30:00.123Z");
+	json_decref(v);
+
+	u.created_at = NULL;
+	r.user = NULL;
+	v = parse(hs_gw_json_auth(&r));
+	assert_string_equal(sget(v, "data.user.id"), "");
+	json_decref(v);
+}
+
+static void test_json__errors_and_validation(void **state)
+{
+	json_t *v = parse(hs_gw_json_error("UNAUTHORIZED", "No refresh token provided"));
+	assert_string_equal(sget(v, "code"), "UNAUTHORIZED");
+	assert_string_equal(sget(v, "message"), "No refresh token provided");
+	assert_int_equal(json_object_size(v), 2);
+	json_decref(v);
+
+	v = parse(hs_gw_json_validation(true, false));
+	assert_string_equal(sget(v, "code"), "VALIDATION_ERROR");
+	assert_string_equal(sget(v, "message"), "Invalid input");
+	json_t *d = json_object_get(v, "details");
+	assert_int_equal(json_array_size(d), 1);
+	assert_string_equal(sget(json_array_get(d, 0), "type"), "field");
+	assert_string_equal(sget(json_array_get(d, 0), "msg"), "Invalid value");
+	assert_string_equal(sget(json_array_get(d, 0), "path"), "email");
+	assert_string_equal(sget(json_array_get(d, 0), "location"), "body");
+	json_decref(v);
+	v = parse(hs_gw_json_validation(true, true));
+	assert_int_equal(json_array_size(json_object_get(v, "details")), 2);
+	assert_string_equal(sget(json_array_get(json_object_get(v, "details"), 1), "path"), "password");
+	json_decref(v);
+
+	v = parse(hs_gw_json_success());
+	assert_true(json_is_true(json_object_get(v, "success")));
+	json_decref(v);
+	v = parse(hs_gw_json_health(1705314600123LL));
+	assert_string_equal(sget(v, "status"), "ok");
+	assert_string_equal(sget(v, "timestamp"), "2024-01-15T10:30:00.123Z");
+	json_decref(v);
+	/* invalid UTF-8 in a message never breaks the body */
+	v = parse(hs_gw_json_error("X", "bad \xff utf8"));
+	assert_non_null(sget(v, "message"));
+	json_decref(v);
+}
+
+static void test_json__login_parse(void **state)
+{
+	char *e = NULL, *p = NULL;
+	const char *b = "{\"email\":\"a@b.co\",\"password\":\"secret1\"}";
+	assert_int_equal(hs_gw_json_login_parse(b, strlen(b), &e, &p), HS_OK);
+	assert_string_equal(e, "a@b.co");
+	assert_string_equal(p, "secret1");
+	free(e);
+	hs_gw_json_secret_free(p);
+	b = "{\"email\":42,\"password\":[1]}";
+	assert_int_equal(hs_gw_json_login_parse(b, strlen(b), &e, &p), HS_OK);
+	assert_null(e);
+	assert_null(p);
+	b = "{}";
+	assert_int_equal(hs_gw_json_login_parse(b, strlen(b), &e, &p), HS_OK);
+	assert_null(e);
+	const char *bad[] = { "", "{", "[]", "\"x\"", "{\"email\":\"a\",\"email\":\"b\"}", "{} x" };
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		assert_int_equal(hs_gw_json_login_parse(bad[i], strlen(bad[i]), &e, &p), HS_INVALID);
+	hs_gw_json_secret_free(NULL);
+}
+
+static hs_client_status status(int code, const char *details, const char *ecode)
+{
+	hs_client_status st;
+	memset(&st, 0, sizeof(st));
+	st.code = code;
+	snprintf(st.details, sizeof(st.details), "%s", details);
+	snprintf(st.error_code, sizeof(st.error_code), "%s", ecode);
+	return st;
+}
+
+static void expect_grpc(int code, const char *details, const char *ecode, bool prod, int want_http,
+			const char *want_code, const char *want_msg)
+{
+	hs_client_status st = status(code, details, ecode);
+	int http = 0;
+	json_t *v = parse(hs_gw_json_grpc_error(&st, prod, &http));
+	assert_int_equal(http, want_http);
+	assert_string_equal(sget(v, "code"), want_code);
+	assert_string_equal(sget(v, "message"), want_msg);
+	json_decref(v);
+}
+
+static void test_json__grpc_errors(void **state)
+{
+	expect_grpc(16, "Invalid credentials", "", false, 401, "UNAUTHORIZED", "Invalid credentials");
+	expect_grpc(16, "Invalid credentials", "INVALID_CREDENTIALS", true, 401, "INVALID_CREDENTIALS",
+		    "Invalid credentials");
+	expect_grpc(14, "user service down", "", false, 503, "SERVICE_UNAVAILABLE", "user service down");
+	expect_grpc(14, "user service down", "", true, 503, "SERVICE_UNAVAILABLE", "Internal server error");
+	expect_grpc(8, "", "", true, 429, "RATE_LIMITED", "Too many requests");
+	expect_grpc(4, "", "", false, 504, "GATEWAY_TIMEOUT", "Upstream timeout");
+	expect_grpc(13, "db: disk I/O error", "", true, 500, "INTERNAL_ERROR", "Internal server error");
+	expect_grpc(2, "", "", false, 500, "INTERNAL_ERROR", "Internal server error");
+	expect_grpc(3, "email: must be an email", "", true, 400, "VALIDATION_ERROR", "email: must be an email");
+	expect_grpc(12, "", "", false, 501, "NOT_IMPLEMENTED", "Not implemented");
+	expect_grpc(7, "no", "", false, 403, "FORBIDDEN", "no");
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_json__auth_success_shape),
+		cmocka_unit_test(test_json__errors_and_validation),
+		cmocka_unit_test(test_json__login_parse),
+		cmocka_unit_test(test_json__grpc_errors),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,183 @@
+/* gateway/validate.c: emails, passwords, header values, the refresh cookie. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "validate.h"
+
+static void expect_email(const char *in, const char *want)
+{
+	char out[HS_GW_EMAIL_MAX + 1];
+	bool ok = hs_gw_email_normalize(in, out, sizeof(out));
+	if (want == NULL) {
+		if (ok)
+			fail_msg("\"%s\" accepted as \"%s\"", in, out);
+		return;
+	}
+	if (!ok)
+		fail_msg("\"%s\" refused", in);
+	assert_string_equal(out, want);
+}
+
+static void test_validate__email_accepts_and_lowercases(void **state)
+{
+	expect_email("test@example.com", "test@example.com");
+	expect_email("Test.User@Example.COM", "test.user@example.com");
+	expect_email("  padded@example.com\t", "padded@example.com");
+	expect_email("o'hara+tag@sub.example.co.uk", "o'hara+tag@sub.example.co.uk");
+	expect_email("a@xn--bcher-kva.xn--p1ai", "a@xn--bcher-kva.xn--p1ai");
+}
+
+static void test_validate__email_provider_rules(void **state)
+{
+	expect_email("Foo.Bar+news@GMail.com", "foobar@gmail.com");
+	expect_email("f.o.o@googlemail.com", "foo@gmail.com");
+	expect_email("john+x@outlook.com", "john@outlook.com");
+	expect_email("john+x@icloud.com", "john@icloud.com");
+	expect_email("jane-list@yahoo.com", "jane@yahoo.com");
+	expect_email("jane-list@example.com", "jane-list@example.com");
+	expect_email("+only@gmail.com", NULL); /* nothing left */
+}
+
+static void test_validate__email_refuses(void **state)
+{
+	const char *bad[] = {
+		"invalid-email", "", "   ", "@example.com", "a@", "a@b", "a@localhost", "a@b.c",
+		"a@example.c0m", "a..b@example.com", ".a@example.com", "a.@example.com",
+		"a b@example.com", "a@-example.com", "a@example-.com", "a@exa_mple.com",
+		"a@@example.com", "a@example..com", "a@127.0.0.1", "a@[127.0.0.1]",
+		"\"quoted\"@example.com", "a\r\n@example.com", "a@example.com\n",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		expect_email(bad[i], NULL);
+	char longlocal[80];
+	memset(longlocal, 'a', 65);
+	strcpy(longlocal + 65, "@example.com");
+	expect_email(longlocal, NULL);
+	char longmail[300];
+	memset(longmail, 'a', 60);
+	longmail[60] = '@';
+	size_t p = 61;
+	while (p < 260) {
+		memset(longmail + p, 'b', 9);
+		longmail[p + 9] = '.';
+		p += 10;
+	}
+	strcpy(longmail + p, "com");
+	expect_email(longmail, NULL);
+	char small[8];
+	assert_false(hs_gw_email_normalize("a@example.com", small, sizeof(small)));
+	assert_false(hs_gw_email_normalize(NULL, longmail, sizeof(longmail)));
+}
+
+static void test_validate__password_length(void **state)
+{
+	assert_false(hs_gw_password_ok(NULL));
+	assert_false(hs_gw_password_ok(""));
+	assert_false(hs_gw_password_ok("12345"));
+	assert_true(hs_gw_password_ok("123456"));
+	assert_true(hs_gw_password_ok("password123"));
+	/* 6 code points of 2 bytes each, and 5 of them (10 bytes) */
+	assert_true(hs_gw_password_ok("\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"));
+	assert_false(hs_gw_password_ok("\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"));
+	assert_false(hs_gw_password_ok("abcdef\xff"));   /* invalid UTF-8 */
+	assert_false(hs_gw_password_ok("abcdef\xc3"));   /* truncated */
+	char big[1100];
+	memset(big, 'x', 1024);
+	big[1024] = '\0';
+	assert_true(hs_gw_password_ok(big));
+	big[1024] = 'x';
+	big[1025] = '\0';
+	assert_false(hs_gw_password_ok(big));
+}
+
+static void test_validate__header_values(void **state)
+{
+	assert_true(hs_gw_header_value_ok("Mozilla/5.0 (X11)\tok"));
+	assert_true(hs_gw_header_value_ok(""));
+	assert_false(hs_gw_header_value_ok(NULL));
+	assert_false(hs_gw_header_value_ok("a\r\nSet-Cookie: x=y"));
+	assert_false(hs_gw_header_value_ok("a\nb"));
+	assert_false(hs_gw_header_value_ok("a\x01"));
+	assert_false(hs_gw_header_value_ok("a\x7f"));
+}
+
+static void test_validate__token_charset(void **state)
+{
+	assert_true(hs_gw_token_ok("valid-refresh-token", 19));
+	assert_true(hs_gw_token_ok("aB3._~+/=-", 10));
+	assert_false(hs_gw_token_ok("", 0));
+	assert_false(hs_gw_token_ok("a b", 3));
+	assert_false(hs_gw_token_ok("a;b", 3));
+	assert_false(hs_gw_token_ok("a\"b", 3));
+	assert_false(hs_gw_token_ok("a%b", 3));
+	static char big[HS_GW_TOKEN_MAX + 2];
+	memset(big, 'a', sizeof(big) - 1);
+	assert_true(hs_gw_token_ok(big, HS_GW_TOKEN_MAX));
+	assert_false(hs_gw_token_ok(big, HS_GW_TOKEN_MAX + 1));
+}
+
+static int find(const char *hdr, char *out)
+{
+	return hs_gw_cookie_find(hdr, "refreshToken", out, HS_GW_TOKEN_MAX + 1);
+}
+
+static void test_validate__cookie_parsing(void **state)
+{
+	static char out[HS_GW_TOKEN_MAX + 1];
+	assert_int_equal(find("refreshToken=valid-refresh-token", out), HS_GW_COOKIE_OK);
+	assert_string_equal(out, "valid-refresh-token");
+	assert_int_equal(find("a=1; refreshToken=tok2 ; b=2", out), HS_GW_COOKIE_OK);
+	assert_string_equal(out, "tok2");
+	assert_int_equal(find("refreshToken=\"quoted\"", out), HS_GW_COOKIE_OK);
+	assert_string_equal(out, "quoted");
+	assert_int_equal(find("refreshToken=a%2Bb%3D", out), HS_GW_COOKIE_OK); /* express encodes */
+	assert_string_equal(out, "a+b=");
+	assert_int_equal(find("refreshToken=first; refreshToken=second", out), HS_GW_COOKIE_OK);
+	assert_string_equal(out, "first");
+	assert_int_equal(find("xrefreshToken=nope; refreshTokenx=nope", out), HS_GW_COOKIE_ABSENT);
+	assert_int_equal(find("", out), HS_GW_COOKIE_ABSENT);
+	assert_int_equal(find("refreshToken=", out), HS_GW_COOKIE_ABSENT);
+	assert_int_equal(find("refreshToken", out), HS_GW_COOKIE_ABSENT);
+	assert_int_equal(hs_gw_cookie_find(NULL, "refreshToken", out, sizeof(out)), HS_GW_COOKIE_ABSENT);
+}
+
+static void test_validate__cookie_refuses_bad_values(void **state)
+{
+	static char out[HS_GW_TOKEN_MAX + 1];
+	assert_int_equal(find("refreshToken=abc%0d%0aSet-Cookie:%20x=y", out), HS_GW_COOKIE_INVALID);
+	assert_int_equal(find("refreshToken=abc\r\nx", out), HS_GW_COOKIE_INVALID);
+	assert_int_equal(find("refreshToken=abc%00def", out), HS_GW_COOKIE_INVALID);
+	assert_int_equal(find("refreshToken=a b", out), HS_GW_COOKIE_INVALID);
+	assert_int_equal(find("refreshToken=<script>", out), HS_GW_COOKIE_INVALID);
+	assert_int_equal(find("refreshToken=\x01\x02", out), HS_GW_COOKIE_INVALID);
+	static char big[HS_GW_TOKEN_MAX + 64];
+	strcpy(big, "refreshToken=");
+	memset(big + 13, 'a', HS_GW_TOKEN_MAX + 1);
+	big[13 + HS_GW_TOKEN_MAX + 1] = '\0';
+	assert_int_equal(find(big, out), HS_GW_COOKIE_INVALID);
+	big[13 + HS_GW_TOKEN_MAX] = '\0';
+	assert_int_equal(find(big, out), HS_GW_COOKIE_OK);
+	char tiny[4];
+	assert_int_equal(hs_gw_cookie_find("refreshToken=abcdef", "refreshToken", tiny, sizeof(tiny)),
+			 HS_GW_COOKIE_INVALID);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_validate__email_accepts_and_lowercases),
+		cmocka_unit_test(test_validate__email_provider_rules),
+		cmocka_unit_test(test_validate__email_refuses),
+		cmocka_unit_test(test_validate__password_length),
+		cmocka_unit_test(test_validate__header_values),
+		cmocka_unit_test(test_validate__token_charset),
+		cmocka_unit_test(test_validate__cookie_parsing),
+		cmocka_unit_test(test_validate__cookie_refuses_bad_values),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
