@@ -226,6 +226,10 @@ class UpstreamAuthTest(unittest.TestCase):
         with self.assertRaises(grpc.RpcError) as cm:
             self.api.login(auth_pb2.LoginRequest(email="alice@example.com", password="bad-password"), timeout=10)
         self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAUTHENTICATED)
+        # the user service's own code travels as trailing metadata, its message as the status
+        trailers = dict(cm.exception.trailing_metadata() or ())
+        self.assertRegex(trailers.get("hs-error-code", ""), r"^[A-Z0-9_]+$")
+        self.assertNotIn(trailers["hs-error-code"] + ":", cm.exception.details())
 
     def test_upstream_down_is_unavailable(self):
         for mode in ("down", "fail500", "fail503"):
