@@ -62,7 +62,7 @@ static void status_from_call(hs_client_status *st, grpc_status_code code, grpc_s
 	status_set(st, (int)code, (const char *)GRPC_SLICE_START_PTR(details),
 		   GRPC_SLICE_LENGTH(details));
 	for (size_t i = 0; trail != NULL && i < trail->count; i++) {
-		if (!grpc_slice_str_cmp(trail->metadata[i].key, HS_CLIENT_ERROR_CODE_KEY))
+		if (grpc_slice_str_cmp(trail->metadata[i].key, HS_CLIENT_ERROR_CODE_KEY) != 0)
 			continue;
 		const grpc_slice v = trail->metadata[i].value;
 		size_t n = GRPC_SLICE_LENGTH(v);

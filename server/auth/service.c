@@ -136,7 +136,11 @@ static const char *client_address(hs_rpc_call *call)
  * message alone as the status message. */
 static int upstream_error(hs_rpc_call *call, int rc, hs_error *err)
 {
-	if (rc == HS_OK || hs_auth_backend_of(hs_rpc_call_payload(call)) != HS_AUTH_UPSTREAM)
+	/* Only the user service's answers about the request (4xx) carry a code
+	 * worth passing on; its outages are ours to name (UNAVAILABLE). */
+	bool client_error = rc == HS_INVALID || rc == HS_UNAUTH || rc == HS_DENIED ||
+			    rc == HS_NOT_FOUND || rc == HS_EXISTS || rc == HS_LIMIT;
+	if (!client_error || hs_auth_backend_of(hs_rpc_call_payload(call)) != HS_AUTH_UPSTREAM)
 		return rc;
 	size_t n = strspn(err->msg, "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_");
 	if (n == 0 || n > 64 || err->msg[n] != ':' || err->msg[n + 1] != ' ')

@@ -218,8 +218,10 @@ class UpstreamGatewayTest(unittest.TestCase):
     def test_upstream_rejection_is_401(self):
         r = self.gw.login("alice@example.com", "wrong-password")
         self.assertEqual(r.status, 401, r.text)
-        self.assertIn("code", r.json())
-        self.assertIn("message", r.json())
+        # the user service's own code and message, as the seed's errorHandler answered
+        self.assertEqual(r.json()["code"], "INVALID_CREDENTIALS")
+        self.assertTrue(r.json()["message"])
+        self.assertNotIn("INVALID_CREDENTIALS:", r.json()["message"])
         self.assertIsNone(r.cookie)
 
     def test_refresh_ok_replaces_the_cookie(self):
