@@ -14,6 +14,15 @@ mkdir -p "$data"
 grpc_addr=${HARNESS_LISTEN:-127.0.0.1:50051}
 http_addr=${HARNESS_GATEWAY_LISTEN:-127.0.0.1:8080}
 
+# The first admin: a password generated once and kept next to the data
+# (mode 0600), so the quickstart can print it every time.
+pwfile=$root/.run/admin-password
+if [[ ! -s $pwfile ]]; then
+  (umask 077; python3 -c 'import secrets; print(secrets.token_urlsafe(18))' > "$pwfile")
+fi
+export HARNESS_ADMIN_EMAIL=${HARNESS_ADMIN_EMAIL:-admin@harness.local}
+export HARNESS_ADMIN_PASSWORD=${HARNESS_ADMIN_PASSWORD:-$(cat "$pwfile")}
+
 pids=()
 stop() {
   trap - INT TERM
@@ -27,20 +36,19 @@ trap stop INT TERM
 
 build/server/harnessd --listen "$grpc_addr" --data-dir "$data" &
 pids+=($!)
-if [[ -x build/gateway/harness-gateway ]]; then
-  build/gateway/harness-gateway --listen "$http_addr" --grpc-target "$grpc_addr" &
-  pids+=($!)
-fi
+build/gateway/harness-gateway --listen "$http_addr" --grpc-target "$grpc_addr" &
+pids+=($!)
 sleep 1
 cat <<MSG
 
-Harness is running: gRPC on $grpc_addr, REST gateway on http://$http_addr
-The admin password was printed above on first start (or set HARNESS_ADMIN_EMAIL/HARNESS_ADMIN_PASSWORD).
+Harness is running: gRPC on $grpc_addr, REST gateway on http://$http_addr, data in $data
+Admin: $HARNESS_ADMIN_EMAIL / password in $pwfile (created at the first start of an empty data dir)
+
 Try:
-  build/clients/harnessctl --server $grpc_addr demo
-  curl -i -X POST http://$http_addr/api/v1/auth/login -H 'content-type: application/json' \\
-       -d '{"email":"admin@localhost","password":"<admin password>"}'
-  grpcurl -plaintext $grpc_addr list          # or: grpcurl -plaintext $grpc_addr grpc.health.v1.Health/Check
+  build/clients/harnessctl --server $grpc_addr demo --email $HARNESS_ADMIN_EMAIL --password "\$(cat $pwfile)"
+  curl -i http://$http_addr/api/v1/auth/login -H 'content-type: application/json' \\
+       -d "{\"email\":\"$HARNESS_ADMIN_EMAIL\",\"password\":\"\$(cat $pwfile)\"}"
+  grpcurl -plaintext $grpc_addr list     # reflection; then e.g. grpcurl -plaintext $grpc_addr grpc.health.v1.Health/Check
 Ctrl-C stops both.
 MSG
 wait -n "${pids[@]}" || true
