@@ -42,7 +42,7 @@ int hs_auth_local_new(hs_auth_local **out, const hs_auth_local_config *cfg, hs_e
 		return hs_error_set(err, HS_INVALID, "local auth: access tokens are HS256");
 	if (cfg->access_ttl_s < 0 || cfg->refresh_ttl_s < 0)
 		return hs_error_set(err, HS_INVALID, "local auth: negative token lifetime");
-	if ((rc = hs_password_init(err)) != HS_OK)
+	if ((rc = hs_password_prepare_dummy(err)) != HS_OK)
 		return rc;
 	if ((l = calloc(1, sizeof(*l))) == NULL)
 		return hs_error_set(err, HS_INTERNAL, "local auth: out of memory");

@@ -11,22 +11,30 @@
 #define MEM crypto_pwhash_MEMLIMIT_INTERACTIVE
 
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+static pthread_once_t dummy_once = PTHREAD_ONCE_INIT;
 static int init_rc = -1;
+static int dummy_rc = -1;
 static char dummy_hash[crypto_pwhash_STRBYTES];
 
 static void do_init(void)
 {
-	unsigned char pw[16];
 	if (sodium_init() < 0)
 		return;
-	/* A real hash of a random password with the live parameters, so the
-	 * dummy verify costs exactly what a real one costs. */
+	init_rc = 0;
+}
+
+/* A real hash of a random password with the live parameters, so the dummy
+ * verify costs exactly what a real one costs. Made on first use, not at
+ * start: it takes 64 MiB for a moment, which a server that never checks a
+ * password (upstream backend) should not pay. */
+static void make_dummy(void)
+{
+	unsigned char pw[16];
 	randombytes_buf(pw, sizeof(pw));
 	if (crypto_pwhash_str_alg(dummy_hash, (const char *)pw, sizeof(pw), OPS, MEM,
-				  crypto_pwhash_ALG_ARGON2ID13) != 0)
-		return;
+				  crypto_pwhash_ALG_ARGON2ID13) == 0)
+		dummy_rc = 0;
 	sodium_memzero(pw, sizeof(pw));
-	init_rc = 0;
 }
 
 int hs_password_init(hs_error *err)
@@ -76,9 +84,23 @@ int hs_password_verify(const char *hash, const char *password, hs_error *err)
 	return HS_OK;
 }
 
+int hs_password_prepare_dummy(hs_error *err)
+{
+	int rc = hs_password_init(err);
+	if (rc != HS_OK)
+		return rc;
+	pthread_once(&dummy_once, make_dummy);
+	if (dummy_rc != 0)
+		return hs_error_set(err, HS_INTERNAL, "password: cannot make the dummy hash");
+	return HS_OK;
+}
+
 void hs_password_verify_dummy(const char *password)
 {
 	if (hs_password_init(NULL) != HS_OK)
+		return;
+	pthread_once(&dummy_once, make_dummy);
+	if (dummy_rc != 0)
 		return;
 	if (check_password(password, NULL) != HS_OK)
 		password = "x";

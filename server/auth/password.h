@@ -33,6 +33,11 @@ int hs_password_verify(const char *hash, const char *password, hs_error *err);
 
 /* Verify against a fixed dummy hash and fail: same cost as a real verify,
  * for "unknown user" paths (no user enumeration through timing). */
+/* Makes the dummy hash now (64 MiB for a moment) rather than at the first
+ * unknown-email login, so that login's timing matches the others. The local
+ * backend calls it at start; HS_INTERNAL when libsodium fails. */
+int hs_password_prepare_dummy(hs_error *err);
+
 void hs_password_verify_dummy(const char *password);
 
 /* true when hash was made with other (older/weaker) parameters. */
