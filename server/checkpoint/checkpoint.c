@@ -11,8 +11,12 @@
  * Index = stat cache. The repo's index file is kept between calls. create
  * diffs index vs work tree (stat first; only files whose stat changed are
  * hashed; GIT_DIFF_UPDATE_INDEX refreshes entries whose stat changed but
- * content did not) and writes the index back, so an unchanged tree costs one
- * lstat per file. restore leaves the index equal to the restored tree.
+ * content did not) and writes the index back only if that changed anything
+ * (deltas or hashing), so an unchanged tree costs one lstat per file and a
+ * few per directory. restore compares first (the same scan), then checks
+ * out only the differing paths with our index as the baseline (the shadow
+ * repo's HEAD is unborn: with it as baseline libgit2 rewrites every file),
+ * and leaves the index equal to the restored tree.
  *
  * Checkpoints. A checkpoint is a commit (author/committer "harness
  * <harness@localhost>") whose message carries all metadata as one JSON object
@@ -43,10 +47,20 @@
  * guarantees no in-process writer, and one harnessd owns a data dir. The
  * index is a cache: a torn one is dropped and rebuilt by re-hashing once.
  *
- * Concurrency. libgit2 repositories are single-thread: every call opens its
- * own git_repository under the task's mutex (a refcounted entry in a hash
- * map keyed by task id, dropped when no thread uses it). Different tasks run
- * in parallel. Blocking calls: keep them off completion-queue threads.
+ * Concurrency. libgit2 repositories are single-thread: a task's repository
+ * is used only under the task's mutex (a refcounted entry in a hash map
+ * keyed by task id). Different tasks run in parallel. Blocking calls: keep
+ * them off completion-queue threads.
+ *
+ * Open-repository cache. The entry keeps the task's git_repository open
+ * between calls (with it the parsed index, the stat cache, and the object
+ * cache): re-opening and re-reading a 20,000-entry index costs more than the
+ * stat scan itself. Idle entries (no thread in or waiting for the mutex) are
+ * closed least recently used first beyond hs_ckpt_mgr_set_open_repos (32);
+ * a failed write drops the task's entry (its in-memory index may be half
+ * updated), delete_task drops it before removing the repository, and a
+ * repository that vanished on disk is never served from the cache. Stale
+ * lock files are only removed on a real open, i.e. once per process.
  *
  * Ownership validation (GIT_OPT_SET_OWNER_VALIDATION) stays ON: we only open
  * bare repositories we created under our data dir, and the workspace, whose
@@ -104,9 +118,42 @@ hs_ckpt__task_lock *hs_ckpt__lock(hs_ckpt_mgr *mgr, const char *task_id)
 		*b = l;
 	}
 	l->users++;
+	l->last_used = ++mgr->tick;
 	pthread_mutex_unlock(&mgr->map_mu);
 	pthread_mutex_lock(&l->mu);
 	return l;
+}
+
+/* Unlink and free an unused entry (users == 0); map_mu held. */
+static void drop_entry(hs_ckpt_mgr *mgr, hs_ckpt__task_lock *l)
+{
+	hs_ckpt__task_lock **p = &mgr->buckets[bucket_of(l->task_id)];
+	while (*p != l)
+		p = &(*p)->next;
+	*p = l->next;
+	if (l->repo) {
+		git_repository_free(l->repo);
+		mgr->open_repos--;
+	}
+	pthread_mutex_destroy(&l->mu);
+	free(l);
+}
+
+/* Close least recently used idle repositories beyond the bound; map_mu held.
+ * An idle entry (users == 0) has no thread in or waiting for its mutex. */
+static void evict(hs_ckpt_mgr *mgr)
+{
+	while (mgr->open_repos > mgr->max_open_repos) {
+		hs_ckpt__task_lock *victim = NULL;
+		for (size_t i = 0; i < HS_CKPT__LOCK_BUCKETS; i++)
+			for (hs_ckpt__task_lock *l = mgr->buckets[i]; l; l = l->next)
+				if (l->users == 0 && l->repo &&
+				    (!victim || l->last_used < victim->last_used))
+					victim = l;
+		if (!victim)
+			return; /* every open repo is in use: over the bound until released */
+		drop_entry(mgr, victim);
+	}
 }
 
 void hs_ckpt__unlock(hs_ckpt_mgr *mgr, hs_ckpt__task_lock *l)
@@ -115,14 +162,29 @@ void hs_ckpt__unlock(hs_ckpt_mgr *mgr, hs_ckpt__task_lock *l)
 		return;
 	pthread_mutex_unlock(&l->mu);
 	pthread_mutex_lock(&mgr->map_mu);
-	if (--l->users == 0) {
-		hs_ckpt__task_lock **p = &mgr->buckets[bucket_of(l->task_id)];
-		while (*p != l)
-			p = &(*p)->next;
-		*p = l->next;
-		pthread_mutex_destroy(&l->mu);
-		free(l);
-	}
+	if (--l->users == 0 && !l->repo)
+		drop_entry(mgr, l);
+	evict(mgr);
+	pthread_mutex_unlock(&mgr->map_mu);
+}
+
+void hs_ckpt__repo_forget(hs_ckpt_mgr *mgr, hs_ckpt__task_lock *l)
+{
+	if (!l || !l->repo)
+		return;
+	git_repository_free(l->repo);
+	pthread_mutex_lock(&mgr->map_mu);
+	l->repo = NULL;
+	mgr->open_repos--;
+	pthread_mutex_unlock(&mgr->map_mu);
+}
+
+/* Called by repo_open with a freshly opened repo; l's mutex held. */
+void hs_ckpt__repo_keep(hs_ckpt_mgr *mgr, hs_ckpt__task_lock *l, git_repository *repo)
+{
+	l->repo = repo;
+	pthread_mutex_lock(&mgr->map_mu);
+	mgr->open_repos++;
 	pthread_mutex_unlock(&mgr->map_mu);
 }
 
@@ -177,6 +239,7 @@ int hs_ckpt_mgr_new(hs_ckpt_mgr **out, const hs_ckpt_config *cfg, hs_error *err)
 		goto fail;
 	}
 	mgr->durable = cfg->fsync;
+	mgr->max_open_repos = HS_CKPT__OPEN_REPOS_DEFAULT;
 	pthread_mutex_init(&mgr->map_mu, NULL);
 	*out = mgr;
 	return HS_OK;
@@ -191,11 +254,23 @@ fail:
 	return rc;
 }
 
+void hs_ckpt_mgr_set_open_repos(hs_ckpt_mgr *mgr, unsigned max_open_repos)
+{
+	pthread_mutex_lock(&mgr->map_mu);
+	mgr->max_open_repos = max_open_repos;
+	evict(mgr);
+	pthread_mutex_unlock(&mgr->map_mu);
+}
+
 void hs_ckpt_mgr_free(hs_ckpt_mgr *mgr)
 {
 	if (!mgr)
 		return;
-	/* Callers must have finished every call: no task lock can be in use. */
+	/* Callers must have finished every call: no task lock can be in use,
+	 * what is left are idle entries holding open repositories. */
+	for (size_t i = 0; i < HS_CKPT__LOCK_BUCKETS; i++)
+		while (mgr->buckets[i])
+			drop_entry(mgr, mgr->buckets[i]);
 	pthread_mutex_destroy(&mgr->map_mu);
 	free(mgr->repos_dir);
 	free(mgr->ws_root);
@@ -212,8 +287,10 @@ void hs_ckpt_info_dispose(hs_ckpt_info *info)
 		return;
 	free(info->description);
 	free(info->external_state_json);
+	free(info->workspace);
 	info->description = NULL;
 	info->external_state_json = NULL;
+	info->workspace = NULL;
 }
 
 void hs_ckpt_info_array_free(hs_ckpt_info *arr, size_t count)
@@ -250,7 +327,9 @@ int hs_ckpt__info_dup(hs_ckpt_info *dst, const hs_ckpt_info *src, hs_error *err)
 	*dst = *src;
 	dst->description = strdup(src->description ? src->description : "");
 	dst->external_state_json = src->external_state_json ? strdup(src->external_state_json) : NULL;
-	if (!dst->description || (src->external_state_json && !dst->external_state_json)) {
+	dst->workspace = strdup(src->workspace ? src->workspace : "");
+	if (!dst->description || !dst->workspace ||
+	    (src->external_state_json && !dst->external_state_json)) {
 		hs_ckpt_info_dispose(dst);
 		return hs_error_set(err, HS_INTERNAL, "checkpoint: out of memory");
 	}
@@ -264,12 +343,13 @@ static int64_t now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static int64_t mono_ms(void)
+int64_t hs_ckpt__mono_us(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
+#define mono_us hs_ckpt__mono_us
 
 int hs_ckpt_task_exists(hs_ckpt_mgr *mgr, const char *task_id, bool *out, hs_error *err)
 {
@@ -289,34 +369,34 @@ int hs_ckpt_owner(hs_ckpt_mgr *mgr, const char *task_id, char out[HS_CKPT_OWNER_
 		  hs_error *err)
 {
 	git_repository *repo = NULL;
-	git_config *cfg = NULL;
-	git_buf buf = { 0 };
-	int rc = hs_ckpt_validate_task_id(task_id, err), g;
+	int rc = hs_ckpt_validate_task_id(task_id, err);
 	if (rc)
 		return rc;
 	hs_ckpt__task_lock *l = hs_ckpt__lock(mgr, task_id);
 	if (!l)
 		return hs_error_set(err, HS_INTERNAL, "checkpoint: out of memory");
-	if ((rc = hs_ckpt__repo_open(&repo, mgr, task_id, false, NULL, err)))
-		goto done;
-	if ((g = git_repository_config_snapshot(&cfg, repo)) < 0) {
-		rc = hs_ckpt__git_err(err, g, "owner", task_id);
-		goto done;
-	}
-	g = git_config_get_string_buf(&buf, cfg, "harness.owner");
-	if (g == GIT_ENOTFOUND) {
-		out[0] = '\0';
-	} else if (g < 0) {
-		rc = hs_ckpt__git_err(err, g, "owner", task_id);
-	} else {
-		snprintf(out, HS_CKPT_OWNER_MAX, "%s", buf.ptr);
-	}
-done:
-	git_buf_dispose(&buf);
-	git_config_free(cfg);
-	git_repository_free(repo);
+	if (!(rc = hs_ckpt__repo_open(&repo, mgr, l, task_id, false, NULL, err)))
+		rc = hs_ckpt__read_owner(repo, task_id, out, err);
 	hs_ckpt__unlock(mgr, l);
 	return rc;
+}
+
+static int check_access(const char *owner, const hs_ckpt_caller *caller, const char *task_id,
+			hs_error *err)
+{
+	if (caller->is_admin || (owner[0] && strcmp(owner, caller->user_id) == 0))
+		return HS_OK;
+	return hs_error_set(err, HS_DENIED, "task %s belongs to another user", task_id);
+}
+
+int hs_ckpt_authorize(hs_ckpt_mgr *mgr, const char *task_id, const hs_ckpt_caller *caller,
+		      hs_error *err)
+{
+	char owner[HS_CKPT_OWNER_MAX];
+	if (!caller || !caller->user_id)
+		return hs_error_set(err, HS_DENIED, "task %s: no caller", task_id ? task_id : "");
+	int rc = hs_ckpt_owner(mgr, task_id, owner, err);
+	return rc ? rc : check_access(owner, caller, task_id, err);
 }
 
 /* ---- create ------------------------------------------------------------- */
@@ -349,7 +429,7 @@ static char *push_checkpoint(git_repository *repo, const char *url, const char *
 	return msg;
 }
 
-static int check_create_args(const char *task_id, const char *owner, int64_t step,
+static int check_create_args(const char *task_id, const hs_ckpt_caller *caller, int64_t step,
 			     const char *description, const char *ext, char **ext_norm, hs_error *err)
 {
 	int rc = hs_ckpt_validate_task_id(task_id, err);
@@ -359,8 +439,8 @@ static int check_create_args(const char *task_id, const char *owner, int64_t ste
 		return hs_error_set(err, HS_INVALID, "step: must be >= 0");
 	if (description && strlen(description) > DESCRIPTION_MAX)
 		return hs_error_set(err, HS_INVALID, "description: longer than %d bytes", DESCRIPTION_MAX);
-	if (owner && strlen(owner) >= HS_CKPT_OWNER_MAX)
-		return hs_error_set(err, HS_INVALID, "owner: too long");
+	if (caller && (!caller->user_id || strlen(caller->user_id) >= HS_CKPT_OWNER_MAX))
+		return hs_error_set(err, HS_INVALID, "owner: missing or too long");
 	*ext_norm = NULL;
 	if (ext && ext[0]) {
 		if (strlen(ext) > EXTERNAL_STATE_MAX)
@@ -405,11 +485,13 @@ static int set_ref(git_repository *repo, const char *name, const git_oid *oid, i
 	return g < 0 ? hs_ckpt__git_err(err, g, "write ref", task_id) : HS_OK;
 }
 
-int hs_ckpt_create(hs_ckpt_mgr *mgr, const char *task_id, const char *workspace, const char *owner,
-		   int64_t step, const char *description, const char *external_state_json,
-		   hs_ckpt_info *out, bool *unchanged_out, char **push_error_out, hs_error *err)
+/* caller->is_admin false with check: refuse other owners' tasks. */
+static int create(hs_ckpt_mgr *mgr, const char *task_id, const char *workspace,
+		  const hs_ckpt_caller *caller, bool check, int64_t step, const char *description,
+		  const char *external_state_json, hs_ckpt_info *out, bool *unchanged_out,
+		  char **push_error_out, hs_error *err)
 {
-	int64_t t0 = mono_ms();
+	int64_t t0 = mono_us(), t_scan = 0, t_tree = 0;
 	char *ext = NULL, *ws = NULL, *msg = NULL;
 	git_repository *repo = NULL;
 	git_index *index = NULL;
@@ -424,7 +506,7 @@ int hs_ckpt_create(hs_ckpt_mgr *mgr, const char *task_id, const char *workspace,
 	git_oid tree_oid, commit_oid;
 	int rc, g;
 
-	if ((rc = check_create_args(task_id, owner, step, description, external_state_json, &ext, err)))
+	if ((rc = check_create_args(task_id, caller, step, description, external_state_json, &ext, err)))
 		return rc;
 	if ((rc = hs_ckpt__workspace(mgr, task_id, workspace, false, &ws, err)))
 		goto done;
@@ -432,14 +514,29 @@ int hs_ckpt_create(hs_ckpt_mgr *mgr, const char *task_id, const char *workspace,
 		rc = hs_error_set(err, HS_INTERNAL, "checkpoint: out of memory");
 		goto done;
 	}
-	if ((rc = hs_ckpt__repo_open(&repo, mgr, task_id, true, owner, err)) ||
-	    (rc = hs_ckpt__attach(&index, repo, ws, task_id, err)) ||
-	    (rc = hs_ckpt__stage(repo, index, task_id, err)))
+	if ((rc = hs_ckpt__repo_open(&repo, mgr, l, task_id, true, caller ? caller->user_id : NULL,
+				     err)))
 		goto done;
-	if ((g = git_index_write_tree(&tree_oid, index)) < 0 || (g = git_index_write(index)) < 0) {
+	if (check) {
+		char owner[HS_CKPT_OWNER_MAX];
+		if ((rc = hs_ckpt__read_owner(repo, task_id, owner, err)) ||
+		    (rc = check_access(owner, caller, task_id, err)))
+			goto done;
+	}
+	bool index_changed = false;
+	size_t hashed = 0;
+	if ((rc = hs_ckpt__attach(&index, repo, ws, task_id, err)) ||
+	    (rc = hs_ckpt__stage(repo, index, task_id, &index_changed, &hashed, err)))
+		goto done;
+	t_scan = mono_us();
+	/* An index nothing was added to, removed from or refreshed in is
+	 * already on disk: skip rewriting (and renaming) the whole file. */
+	if ((g = git_index_write_tree(&tree_oid, index)) < 0 ||
+	    (index_changed && (g = git_index_write(index)) < 0)) {
 		rc = hs_ckpt__git_err(err, g, "write index", task_id);
 		goto done;
 	}
+	t_tree = mono_us();
 	if ((rc = hs_ckpt__load_all(repo, task_id, &all, &n, err)))
 		goto done;
 	const hs_ckpt_info *parent = current_of(repo, all, n);
@@ -458,7 +555,10 @@ int hs_ckpt_create(hs_ckpt_mgr *mgr, const char *task_id, const char *workspace,
 			if (push_error_out)
 				*push_error_out = NULL;
 			hs_log(HS_LOG_INFO, "checkpoint", "unchanged", HS_LS("task_id", task_id),
-			       HS_LS("checkpoint_id", parent->checkpoint_id), HS_LI("ms", mono_ms() - t0));
+			       HS_LS("checkpoint_id", parent->checkpoint_id),
+			       HS_LI("hashed", hashed), HS_LI("scan_us", t_scan - t0),
+			       HS_LI("tree_us", t_tree - t_scan),
+			       HS_LI("us", mono_us() - t0));
 			goto done;
 		}
 	}
@@ -473,12 +573,15 @@ int hs_ckpt_create(hs_ckpt_mgr *mgr, const char *task_id, const char *workspace,
 	info.seq = n ? all[0].seq + 1 : 1;
 	info.created_at_ms = now_ms();
 	info.description = strdup(description ? description : "");
+	info.workspace = strdup(ws + strlen(mgr->ws_root) + 1); /* ws is strictly below the root */
+	if (caller)
+		snprintf(info.created_by, sizeof(info.created_by), "%s", caller->user_id);
 	info.external_state_json = ext;
 	ext = NULL;
 	if (parent)
 		snprintf(info.parent_checkpoint_id, sizeof(info.parent_checkpoint_id), "%s",
 			 parent->checkpoint_id);
-	if (!info.description || !(msg = hs_ckpt__format_message(&info))) {
+	if (!info.description || !info.workspace || !(msg = hs_ckpt__format_message(&info))) {
 		rc = hs_error_set(err, HS_INTERNAL, "checkpoint: out of memory");
 		goto done;
 	}
@@ -514,7 +617,9 @@ int hs_ckpt_create(hs_ckpt_mgr *mgr, const char *task_id, const char *workspace,
 	memset(&info, 0, sizeof(info));
 	hs_log(HS_LOG_INFO, "checkpoint", "created", HS_LS("task_id", task_id),
 	       HS_LS("checkpoint_id", out->checkpoint_id), HS_LI("files_changed", out->files_changed),
-	       HS_LI("ms", mono_ms() - t0));
+	       HS_LI("hashed", hashed), HS_LI("scan_us", t_scan - t0),
+	       HS_LI("tree_us", t_tree - t_scan),
+	       HS_LI("us", mono_us() - t0));
 done:
 	hs_ckpt_info_dispose(&info);
 	hs_ckpt_info_array_free(all, n);
@@ -522,10 +627,20 @@ done:
 	git_tree_free(tree);
 	git_tree_free(ptree);
 	git_commit_free(pcommit);
-	git_repository_free(repo);
+	if (rc && rc != HS_DENIED && rc != HS_NOT_FOUND)
+		hs_ckpt__repo_forget(mgr, l); /* maybe a half-updated index in memory */
 	hs_ckpt__unlock(mgr, l);
 	free(msg);
 	free(ws);
 	free(ext);
 	return rc;
+}
+
+int hs_ckpt_create(hs_ckpt_mgr *mgr, const char *task_id, const char *workspace,
+		   const hs_ckpt_caller *caller, int64_t step, const char *description,
+		   const char *external_state_json, hs_ckpt_info *out, bool *unchanged_out,
+		   char **push_error_out, hs_error *err)
+{
+	return create(mgr, task_id, workspace, caller, caller != NULL, step, description,
+		      external_state_json, out, unchanged_out, push_error_out, err);
 }

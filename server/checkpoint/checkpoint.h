@@ -55,6 +55,8 @@ typedef struct hs_ckpt_info {
 	uint32_t files_changed;                     /* vs the parent checkpoint (all files for the first) */
 	char parent_checkpoint_id[HS_CKPT_ID_MAX];  /* "" for the first */
 	uint64_t seq;                               /* creation order within the task, 1-based */
+	char *workspace;                            /* heap: relative to the root ("" if unrecorded) */
+	char created_by[HS_CKPT_OWNER_MAX];         /* caller's user id ("" if none) */
 } hs_ckpt_info;
 
 void hs_ckpt_info_dispose(hs_ckpt_info *info);
@@ -69,19 +71,36 @@ typedef struct hs_ckpt_strlist {
 
 void hs_ckpt_strlist_dispose(hs_ckpt_strlist *list);
 
+/* Who is asking. Checkpoints belong to the task's owner: the caller of its
+ * first create. Others are refused with HS_DENIED unless is_admin. */
+typedef struct hs_ckpt_caller {
+	const char *user_id; /* non-empty, < HS_CKPT_OWNER_MAX bytes */
+	bool is_admin;
+} hs_ckpt_caller;
+
 /* Creates the manager and initialises libgit2 (refcounted process-wide).
  * *out on success; free with hs_ckpt_mgr_free(). */
 int hs_ckpt_mgr_new(hs_ckpt_mgr **out, const hs_ckpt_config *cfg, hs_error *err);
 void hs_ckpt_mgr_free(hs_ckpt_mgr *mgr);
 
+/* How many task repositories (each with its index, the stat cache) stay open
+ * between calls, least recently used closed first. Default 32. Call before
+ * sharing the manager. */
+void hs_ckpt_mgr_set_open_repos(hs_ckpt_mgr *mgr, unsigned max_open_repos);
+
 /* HS_OK if id is 1-64 chars of [A-Za-z0-9._-], not starting with '.', no "..". */
 int hs_ckpt_validate_task_id(const char *task_id, hs_error *err);
+
+/* HS_OK if id has the checkpoint id form ("ckpt-<step>-<12 hex>"); else
+ * HS_INVALID with a message naming field. */
+int hs_ckpt_validate_checkpoint_id(const char *id, const char *field, hs_error *err);
 
 /* Resolves an optional workspace (relative to workspace_root; NULL or "" means
  * "<root>/<task_id>") to an existing directory strictly below the root,
  * symlinks resolved. Refuses absolute paths, ".." components and anything
  * resolving outside the root with HS_INVALID naming "workspace"; a missing
- * directory is HS_NOT_FOUND. *out is heap (free()). */
+ * directory is HS_NOT_FOUND, something else than a directory HS_CONFLICT
+ * (FAILED_PRECONDITION, as the proto says). *out is heap (free()). */
 int hs_ckpt_workspace_resolve(hs_ckpt_mgr *mgr, const char *task_id, const char *workspace,
 			      char **out, hs_error *err);
 
@@ -93,20 +112,32 @@ int hs_ckpt_task_exists(hs_ckpt_mgr *mgr, const char *task_id, bool *out, hs_err
 int hs_ckpt_owner(hs_ckpt_mgr *mgr, const char *task_id, char out[HS_CKPT_OWNER_MAX],
 		  hs_error *err);
 
+/* May caller read or change the task's checkpoints? HS_OK for its owner and
+ * for admins; HS_DENIED for anyone else (a task created without a caller
+ * belongs to admins only); HS_NOT_FOUND if the task has no checkpoints. */
+int hs_ckpt_authorize(hs_ckpt_mgr *mgr, const char *task_id, const hs_ckpt_caller *caller,
+		      hs_error *err);
+
 /* Snapshot the workspace. If its tree equals the current checkpoint's (the
  * last one created or restored) nothing is written: *out is that checkpoint
- * and *unchanged_out is true. owner is recorded on the task's first create
- * only (refusing other users is the caller's job). external_state_json: NULL
- * or a JSON object. If a remote is configured, the new ref is pushed; a push
- * failure does not fail the call: *push_error_out gets a heap message (else
- * NULL). out is disposed by the caller on success only. */
-int hs_ckpt_create(hs_ckpt_mgr *mgr, const char *task_id, const char *workspace, const char *owner,
-		   int64_t step, const char *description, const char *external_state_json,
-		   hs_ckpt_info *out, bool *unchanged_out, char **push_error_out, hs_error *err);
+ * and *unchanged_out is true. caller (NULL: none, no check) becomes the
+ * owner on the task's first create and is recorded as created_by; on a task
+ * owned by someone else the create is refused with HS_DENIED unless
+ * caller->is_admin (checked under the task lock, so two users racing for a
+ * new task cannot both win). The workspace (relative to the root) is
+ * recorded too. external_state_json: NULL or a JSON object. If a remote is
+ * configured, the new ref is pushed; a push failure does not fail the call:
+ * *push_error_out gets a heap message (else NULL). out is disposed by the
+ * caller on success only. */
+int hs_ckpt_create(hs_ckpt_mgr *mgr, const char *task_id, const char *workspace,
+		   const hs_ckpt_caller *caller, int64_t step, const char *description,
+		   const char *external_state_json, hs_ckpt_info *out, bool *unchanged_out,
+		   char **push_error_out, hs_error *err);
 
 /* Make the workspace exactly the checkpoint's tree: changed files reset,
  * deleted files back, untracked files removed; ignored files and nested
- * `.git` directories left alone. The workspace directory is created if it is
+ * `.git` directories left alone. workspace NULL/"": the one recorded in the
+ * checkpoint. The workspace directory is created if it is
  * missing (its parent must exist below the root). Later checkpoints stay
  * listable and restorable; the next create records this one as its parent. */
 int hs_ckpt_restore(hs_ckpt_mgr *mgr, const char *task_id, const char *checkpoint_id,
@@ -137,7 +168,8 @@ typedef struct hs_ckpt_verify_result {
 
 void hs_ckpt_verify_result_dispose(hs_ckpt_verify_result *res);
 
-/* Compare the workspace with a checkpoint (NULL or "" = the latest). */
+/* Compare the workspace with a checkpoint (NULL or "" = the latest);
+ * workspace NULL/"": the one recorded in the checkpoint. */
 int hs_ckpt_verify(hs_ckpt_mgr *mgr, const char *task_id, const char *checkpoint_id,
 		   const char *workspace, hs_ckpt_verify_result *out, hs_error *err);
 
@@ -161,17 +193,22 @@ typedef struct hs_ckpt_diff_entry {
 void hs_ckpt_diff_free(hs_ckpt_diff_entry *arr, size_t count);
 
 /* Changes from one checkpoint to another, paths sorted, renames detected.
+ * to_id NULL/"": the latest; from_id NULL/"": to's parent checkpoint (the
+ * empty tree for a first checkpoint). The resolved ids go to from_out ("" =
+ * the empty tree) and to_out (either may be NULL).
  * *out heap array (hs_ckpt_diff_free), NULL when *count is 0. */
 int hs_ckpt_diff(hs_ckpt_mgr *mgr, const char *task_id, const char *from_id, const char *to_id,
-		 hs_ckpt_diff_entry **out, size_t *count, hs_error *err);
+		 char *from_out, char *to_out, hs_ckpt_diff_entry **out, size_t *count,
+		 hs_error *err);
 
 /* Forget all but the newest keep_last (>= 1) checkpoints: their refs are
  * deleted, so they are no longer listed or restorable. Objects stay until a
  * git gc, and since every checkpoint commit has its predecessor as git parent,
  * the kept checkpoints' history keeps them reachable (prune bounds the
- * listing, not disk usage). *kept: number left; pruned: heap ids removed. */
-int hs_ckpt_prune(hs_ckpt_mgr *mgr, const char *task_id, uint32_t keep_last, uint32_t *kept,
-		  hs_ckpt_strlist *pruned, hs_error *err);
+ * listing, not disk usage). *kept: number left; pruned: heap ids removed,
+ * newest first. dry_run: report without deleting. */
+int hs_ckpt_prune(hs_ckpt_mgr *mgr, const char *task_id, uint32_t keep_last, bool dry_run,
+		  uint32_t *kept, hs_ckpt_strlist *pruned, hs_error *err);
 
 /* Remove the task's shadow repository (task cleanup). The workspace is not
  * touched. HS_NOT_FOUND if there is none. */

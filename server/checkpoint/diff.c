@@ -2,6 +2,8 @@
  * shadow index (stat cache first), verify, and checkpoint-to-checkpoint diffs. */
 #include "internal.h"
 
+#include <git2/sys/diff.h>
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -83,7 +85,8 @@ done:
 	return rc;
 }
 
-int hs_ckpt__stage(git_repository *repo, git_index *index, const char *task_id, hs_error *err)
+int hs_ckpt__stage(git_repository *repo, git_index *index, const char *task_id, bool *changed,
+		   size_t *hashed, hs_error *err)
 {
 	git_diff *diff = NULL;
 	int rc = HS_OK, g;
@@ -98,6 +101,11 @@ int hs_ckpt__stage(git_repository *repo, git_index *index, const char *task_id, 
 		goto done;
 	}
 	size_t n = git_diff_num_deltas(diff);
+	/* UPDATE_INDEX only refreshes entries it had to hash: no deltas and no
+	 * hashing means the index was left exactly as loaded. */
+	git_diff_perfdata perf = GIT_DIFF_PERFDATA_INIT;
+	*changed = n > 0 || git_diff_get_perfdata(&perf, diff) < 0 || perf.oid_calculations > 0;
+	*hashed = perf.oid_calculations;
 	/* Removals first, so a file that became a directory (or back) never
 	 * has its new entry removed after being added. */
 	for (size_t i = 0; i < n; i++) {
@@ -128,7 +136,7 @@ done:
 }
 
 int hs_ckpt__compare(git_repository *repo, git_index *index, git_tree *tree, const char *task_id,
-		     hs_ckpt_verify_result *out, hs_error *err)
+		     hs_ckpt_verify_result *out, bool *refreshed, hs_error *err)
 {
 	(void)index; /* libgit2 uses the repo's index, which index is */
 	git_diff *diff = NULL;
@@ -164,6 +172,10 @@ int hs_ckpt__compare(git_repository *repo, git_index *index, git_tree *tree, con
 		}
 	}
 	res.consistent = res.added.count == 0 && res.modified.count == 0 && res.deleted.count == 0;
+	if (refreshed) {
+		git_diff_perfdata perf = GIT_DIFF_PERFDATA_INIT;
+		*refreshed = git_diff_get_perfdata(&perf, diff) < 0 || perf.oid_calculations > 0;
+	}
 	*out = res;
 	memset(&res, 0, sizeof(res));
 done:

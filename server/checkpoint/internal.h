@@ -13,11 +13,18 @@
 #define HS_CKPT__REF_LATEST "refs/harness/latest"
 #define HS_CKPT__REF_CURRENT "refs/harness/current"
 #define HS_CKPT__LOCK_BUCKETS 64
+#define HS_CKPT__OPEN_REPOS_DEFAULT 32
 
 typedef struct hs_ckpt__task_lock {
 	char task_id[HS_CKPT_TASK_ID_MAX + 1];
 	pthread_mutex_t mu;
 	unsigned users; /* threads holding or waiting for mu; guarded by mgr->map_mu */
+	/* The task's repository kept open between calls (its index is the stat
+	 * cache, its object cache spares re-reading trees): used only by the
+	 * holder of mu; set/cleared under mu, and under map_mu for the count.
+	 * An entry with a repo outlives its users until evicted (LRU). */
+	git_repository *repo;
+	uint64_t last_used; /* guarded by mgr->map_mu */
 	struct hs_ckpt__task_lock *next;
 } hs_ckpt__task_lock;
 
@@ -28,6 +35,9 @@ struct hs_ckpt_mgr {
 	bool durable;         /* flush with syncfs() before acknowledging */
 	pthread_mutex_t map_mu;
 	hs_ckpt__task_lock *buckets[HS_CKPT__LOCK_BUCKETS];
+	unsigned open_repos;     /* entries with a repo; guarded by map_mu */
+	unsigned max_open_repos;
+	uint64_t tick;           /* LRU clock; guarded by map_mu */
 };
 
 /* checkpoint.c ------------------------------------------------------------ */
@@ -35,6 +45,13 @@ struct hs_ckpt_mgr {
 /* Take / release the task's mutex (NULL on allocation failure). */
 hs_ckpt__task_lock *hs_ckpt__lock(hs_ckpt_mgr *mgr, const char *task_id);
 void hs_ckpt__unlock(hs_ckpt_mgr *mgr, hs_ckpt__task_lock *l);
+/* Drop the task's cached repository (after a failed write, or before the
+ * repository goes away). Caller holds l's mutex. */
+void hs_ckpt__repo_forget(hs_ckpt_mgr *mgr, hs_ckpt__task_lock *l);
+/* Cache a freshly opened repo in l (l's mutex held). */
+void hs_ckpt__repo_keep(hs_ckpt_mgr *mgr, hs_ckpt__task_lock *l, git_repository *repo);
+/* CLOCK_MONOTONIC in microseconds, for the phase timings in log lines. */
+int64_t hs_ckpt__mono_us(void);
 /* Deep copy of a record into dst (to hs_ckpt_info_dispose). */
 int hs_ckpt__info_dup(hs_ckpt_info *dst, const hs_ckpt_info *src, hs_error *err);
 
@@ -48,12 +65,17 @@ int hs_ckpt__git_err(hs_error *err, int gerr, const char *what, const char *task
 /* "<repos_dir>/<task_id>.git", heap. */
 char *hs_ckpt__repo_path(const hs_ckpt_mgr *mgr, const char *task_id);
 
-/* Open the task's bare shadow repo after removing stale lock files left by a
- * crash (the caller holds the task lock, so no writer is alive in-process).
+/* The task's bare shadow repo, borrowed from l (the caller holds l's mutex;
+ * do not free it): the cached one, or opened now after removing stale lock
+ * files left by a crash (no writer is alive in-process) and cached.
  * create: initialise it (atomically, via a temporary dir + rename) if missing
  * and record owner; else HS_NOT_FOUND. */
-int hs_ckpt__repo_open(git_repository **out, hs_ckpt_mgr *mgr, const char *task_id, bool create,
-		       const char *owner, hs_error *err);
+int hs_ckpt__repo_open(git_repository **out, hs_ckpt_mgr *mgr, hs_ckpt__task_lock *l,
+		       const char *task_id, bool create, const char *owner, hs_error *err);
+
+/* harness.owner of the repo into out ("" if unset). */
+int hs_ckpt__read_owner(git_repository *repo, const char *task_id, char out[HS_CKPT_OWNER_MAX],
+			hs_error *err);
 
 /* Attach the workspace as the in-memory work tree and return the repo's index
  * (borrowed: owned by repo). */
@@ -86,13 +108,19 @@ int hs_ckpt__load_all(git_repository *repo, const char *task_id, hs_ckpt_info **
 /* diff.c ------------------------------------------------------------------ */
 
 /* Bring the index in line with the workspace (stat cache first: only files
- * whose stat changed are hashed), capturing nested repositories as content. */
-int hs_ckpt__stage(git_repository *repo, git_index *index, const char *task_id, hs_error *err);
+ * whose stat changed are hashed), capturing nested repositories as content.
+ * *changed: whether the in-memory index now differs from what was loaded
+ * (entries added/removed, or stat data refreshed); *hashed: files whose
+ * content had to be read (stat cache misses, for the log). */
+int hs_ckpt__stage(git_repository *repo, git_index *index, const char *task_id, bool *changed,
+		   size_t *hashed, hs_error *err);
 
 /* Workspace vs tree (through the index's stat cache), untracked included,
- * ignored excluded. Fills added/modified/deleted and consistent. */
+ * ignored excluded. Fills added/modified/deleted and consistent.
+ * *refreshed (may be NULL): the index's stat data was updated in memory. */
 int hs_ckpt__compare(git_repository *repo, git_index *index, git_tree *tree,
-		     const char *task_id, hs_ckpt_verify_result *out, hs_error *err);
+		     const char *task_id, hs_ckpt_verify_result *out, bool *refreshed,
+		     hs_error *err);
 
 /* Number of paths differing between two trees (old may be NULL). */
 int hs_ckpt__count_changes(git_repository *repo, git_tree *old_tree, git_tree *new_tree,

@@ -27,13 +27,24 @@ static int op_begin(op *o, hs_ckpt_mgr *mgr, const char *task_id, hs_error *err)
 		return rc;
 	if (!(o->lock = hs_ckpt__lock(mgr, task_id)))
 		return hs_error_set(err, HS_INTERNAL, "checkpoint: out of memory");
-	return hs_ckpt__repo_open(&o->repo, mgr, task_id, false, NULL, err);
+	return hs_ckpt__repo_open(&o->repo, mgr, o->lock, task_id, false, NULL, err);
 }
 
-static void op_end(op *o)
+/* failed_write: the call may have left the cached repo's index half-updated
+ * in memory; drop it so the next call reloads from disk. */
+static void op_end(op *o, bool failed_write)
 {
-	git_repository_free(o->repo);
+	if (failed_write)
+		hs_ckpt__repo_forget(o->mgr, o->lock);
 	hs_ckpt__unlock(o->mgr, o->lock);
+}
+
+/* The workspace argument, or the one recorded in the checkpoint when empty. */
+static const char *ws_or_recorded(const char *workspace, const hs_ckpt_info *info)
+{
+	if (workspace && workspace[0])
+		return workspace;
+	return info->workspace && info->workspace[0] ? info->workspace : NULL;
 }
 
 /* A checkpoint's commit: by id, or the newest when id is NULL/"". */
@@ -66,13 +77,18 @@ int hs_ckpt_restore(hs_ckpt_mgr *mgr, const char *task_id, const char *checkpoin
 	hs_ckpt_verify_result before;
 	memset(&before, 0, sizeof(before));
 	hs_ckpt_info info;
+	memset(&info, 0, sizeof(info));
+	bool wrote = false;
+	char **paths = NULL;
 	int g;
 	int rc = op_begin(&o, mgr, task_id, err);
 	if (rc)
 		goto done;
 	if ((rc = hs_ckpt__check_id(checkpoint_id, err)) ||
 	    (rc = hs_ckpt__lookup(&c, o.repo, task_id, checkpoint_id, err)) ||
-	    (rc = hs_ckpt__workspace(mgr, task_id, workspace, true, &ws, err)) ||
+	    (rc = hs_ckpt__parse_commit(c, task_id, &info, err)) ||
+	    (rc = hs_ckpt__workspace(mgr, task_id, ws_or_recorded(workspace, &info), true, &ws,
+				     err)) ||
 	    (rc = hs_ckpt__attach(&index, o.repo, ws, task_id, err)))
 		goto done;
 	if ((g = git_commit_tree(&tree, c)) < 0) {
@@ -80,15 +96,42 @@ int hs_ckpt_restore(hs_ckpt_mgr *mgr, const char *task_id, const char *checkpoin
 		goto done;
 	}
 	/* What will change, for the counts (stat-cached, cheap). */
-	if ((rc = hs_ckpt__compare(o.repo, index, tree, task_id, &before, err)))
+	int64_t t0 = hs_ckpt__mono_us(), t_cmp, t_co;
+	if ((rc = hs_ckpt__compare(o.repo, index, tree, task_id, &before, NULL, err)))
 		goto done;
+	t_cmp = hs_ckpt__mono_us();
+	/* Check out only the paths the comparison found (none: nothing to
+	 * write): libgit2's iterators then skip every other directory instead of
+	 * walking and stat()ing the whole tree a second time. */
+	size_t np = before.added.count + before.modified.count + before.deleted.count;
+	if (np && !(paths = malloc(np * sizeof(*paths)))) {
+		rc = hs_error_set(err, HS_INTERNAL, "checkpoint restore: out of memory");
+		goto done;
+	}
+	size_t k = 0;
+	const hs_ckpt_strlist *lists[] = { &before.added, &before.modified, &before.deleted };
+	for (size_t li = 0; li < 3; li++)
+		for (size_t i = 0; i < lists[li]->count; i++)
+			paths[k++] = lists[li]->items[i];
 	git_checkout_options co;
 	git_checkout_options_init(&co, GIT_CHECKOUT_OPTIONS_VERSION);
-	/* Not git_reset(HARD): it would leave files created since in place. */
-	co.checkout_strategy = GIT_CHECKOUT_FORCE | GIT_CHECKOUT_REMOVE_UNTRACKED;
-	if ((g = git_checkout_tree(o.repo, (const git_object *)tree, &co)) < 0 ||
+	/* Not git_reset(HARD): it would leave files created since in place.
+	 * The index is rewritten once below, not by the checkout too. */
+	co.checkout_strategy = GIT_CHECKOUT_FORCE | GIT_CHECKOUT_REMOVE_UNTRACKED |
+			       GIT_CHECKOUT_DISABLE_PATHSPEC_MATCH | GIT_CHECKOUT_DONT_WRITE_INDEX;
+	co.paths.strings = paths;
+	co.paths.count = np;
+	/* Baseline = our index (what the workspace held at the last checkpoint,
+	 * restore or verify, with its stat cache). Without it libgit2 takes
+	 * HEAD, which in the shadow repo is unborn: every file then looks
+	 * foreign and is rewritten (10 s for 20,000 files instead of ms). */
+	co.baseline_index = index;
+	wrote = true;
+	if ((np && (g = git_checkout_tree(o.repo, (const git_object *)tree, &co)) < 0) ||
+	    (t_co = hs_ckpt__mono_us(), 0) ||
 	    /* The index becomes exactly the tree (entries whose id is unchanged
-	     * keep their stat data), so verify/create after this are right. */
+	     * keep their stat data, fresh for what the checkout wrote), so
+	     * verify/create after this are right. */
 	    (g = git_index_read_tree(index, tree)) < 0 || (g = git_index_write(index)) < 0) {
 		rc = hs_ckpt__git_err(err, g, "restore", task_id);
 		goto done;
@@ -98,21 +141,23 @@ int hs_ckpt_restore(hs_ckpt_mgr *mgr, const char *task_id, const char *checkpoin
 		rc = hs_ckpt__git_err(err, g, "restore", task_id);
 		goto done;
 	}
-	if ((rc = hs_ckpt__parse_commit(c, task_id, &info, err)))
-		goto done;
 	*out = info;
+	memset(&info, 0, sizeof(info));
 	if (files_restored)
 		*files_restored = (uint32_t)(before.modified.count + before.deleted.count);
 	if (files_removed)
 		*files_removed = (uint32_t)before.added.count;
 	hs_log(HS_LOG_INFO, "checkpoint", "restored", HS_LS("task_id", task_id),
-	       HS_LS("checkpoint_id", checkpoint_id));
+	       HS_LS("checkpoint_id", checkpoint_id), HS_LI("compare_us", t_cmp - t0),
+	       HS_LI("checkout_us", t_co - t_cmp), HS_LI("us", hs_ckpt__mono_us() - t0));
 done:
+	free(paths);
+	hs_ckpt_info_dispose(&info);
 	hs_ckpt_verify_result_dispose(&before);
 	git_tree_free(tree);
 	git_commit_free(c);
 	free(ws);
-	op_end(&o);
+	op_end(&o, rc && wrote);
 	return rc;
 }
 
@@ -125,7 +170,7 @@ int hs_ckpt_get(hs_ckpt_mgr *mgr, const char *task_id, const char *checkpoint_id
 	if (!rc && !(rc = hs_ckpt__lookup(&c, o.repo, task_id, checkpoint_id, err)))
 		rc = hs_ckpt__parse_commit(c, task_id, out, err);
 	git_commit_free(c);
-	op_end(&o);
+	op_end(&o, false);
 	return rc;
 }
 
@@ -137,7 +182,7 @@ int hs_ckpt_latest(hs_ckpt_mgr *mgr, const char *task_id, hs_ckpt_info *out, hs_
 	if (!rc && !(rc = resolve(&c, &o, NULL, err)))
 		rc = hs_ckpt__parse_commit(c, task_id, out, err);
 	git_commit_free(c);
-	op_end(&o);
+	op_end(&o, false);
 	return rc;
 }
 
@@ -210,7 +255,7 @@ int hs_ckpt_list(hs_ckpt_mgr *mgr, const char *task_id, int64_t before_step,
 done:
 	hs_ckpt_info_array_free(page, k);
 	hs_ckpt_info_array_free(all, n);
-	op_end(&o);
+	op_end(&o, false);
 	return rc;
 }
 
@@ -222,10 +267,14 @@ int hs_ckpt_verify(hs_ckpt_mgr *mgr, const char *task_id, const char *checkpoint
 	git_commit *c = NULL;
 	git_tree *tree = NULL;
 	git_index *index = NULL;
+	hs_ckpt_info info;
+	memset(&info, 0, sizeof(info));
 	int g;
 	int rc = op_begin(&o, mgr, task_id, err);
 	if (rc || (rc = resolve(&c, &o, checkpoint_id, err)) ||
-	    (rc = hs_ckpt__workspace(mgr, task_id, workspace, false, &ws, err)) ||
+	    (rc = hs_ckpt__parse_commit(c, task_id, &info, err)) ||
+	    (rc = hs_ckpt__workspace(mgr, task_id, ws_or_recorded(workspace, &info), false, &ws,
+				     err)) ||
 	    (rc = hs_ckpt__attach(&index, o.repo, ws, task_id, err)))
 		goto done;
 	if ((g = git_commit_tree(&tree, c)) < 0) {
@@ -233,55 +282,97 @@ int hs_ckpt_verify(hs_ckpt_mgr *mgr, const char *task_id, const char *checkpoint
 		goto done;
 	}
 	hs_ckpt_verify_result res;
-	if ((rc = hs_ckpt__compare(o.repo, index, tree, task_id, &res, err)))
+	bool refreshed = false;
+	if ((rc = hs_ckpt__compare(o.repo, index, tree, task_id, &res, &refreshed, err)))
 		goto done;
 	/* Keep the stat refreshes the comparison made (best effort). */
-	if (git_index_write(index) < 0)
+	if (refreshed && git_index_write(index) < 0)
 		hs_log(HS_LOG_WARN, "checkpoint", "index write after verify failed",
 		       HS_LS("task_id", task_id));
-	hs_ckpt_info info;
-	if ((rc = hs_ckpt__parse_commit(c, task_id, &info, err))) {
-		hs_ckpt_verify_result_dispose(&res);
-		goto done;
-	}
 	memcpy(res.checkpoint_id, info.checkpoint_id, sizeof(res.checkpoint_id));
-	hs_ckpt_info_dispose(&info);
 	*out = res;
 done:
+	hs_ckpt_info_dispose(&info);
 	git_tree_free(tree);
 	git_commit_free(c);
 	free(ws);
-	op_end(&o);
+	op_end(&o, false);
+	return rc;
+}
+
+/* The tree to diff from when no from id is given: to's git parent (the
+ * checkpoint it was taken on top of), or none (the empty tree). */
+static int parent_side(git_tree **tree, char from_id[HS_CKPT_ID_MAX], op *o, git_commit *to,
+		       hs_error *err)
+{
+	hs_ckpt_info info;
+	git_commit *p = NULL;
+	int g, rc;
+	from_id[0] = '\0';
+	*tree = NULL;
+	if (git_commit_parentcount(to) == 0)
+		return HS_OK;
+	if ((rc = hs_ckpt__parse_commit(to, o->task_id, &info, err)))
+		return rc;
+	memcpy(from_id, info.parent_checkpoint_id, HS_CKPT_ID_MAX);
+	hs_ckpt_info_dispose(&info);
+	if ((g = git_commit_parent(&p, to, 0)) < 0 || (g = git_commit_tree(tree, p)) < 0)
+		rc = hs_ckpt__git_err(err, g, "diff", o->task_id);
+	git_commit_free(p);
 	return rc;
 }
 
 int hs_ckpt_diff(hs_ckpt_mgr *mgr, const char *task_id, const char *from_id, const char *to_id,
-		 hs_ckpt_diff_entry **out, size_t *count, hs_error *err)
+		 char *from_out, char *to_out, hs_ckpt_diff_entry **out, size_t *count,
+		 hs_error *err)
 {
 	op o;
 	git_commit *a = NULL, *b = NULL;
 	git_tree *ta = NULL, *tb = NULL;
+	char from_res[HS_CKPT_ID_MAX] = "", to_res[HS_CKPT_ID_MAX] = "";
 	int g;
 	int rc = op_begin(&o, mgr, task_id, err);
-	if (rc || (rc = hs_ckpt__lookup(&a, o.repo, task_id, from_id, err)) ||
-	    (rc = hs_ckpt__lookup(&b, o.repo, task_id, to_id, err)))
+	if (rc || (rc = resolve(&b, &o, to_id, err)))
 		goto done;
-	if ((g = git_commit_tree(&ta, a)) < 0 || (g = git_commit_tree(&tb, b)) < 0) {
+	{
+		hs_ckpt_info info;
+		if ((rc = hs_ckpt__parse_commit(b, task_id, &info, err)))
+			goto done;
+		memcpy(to_res, info.checkpoint_id, sizeof(to_res));
+		hs_ckpt_info_dispose(&info);
+	}
+	if ((g = git_commit_tree(&tb, b)) < 0) {
 		rc = hs_ckpt__git_err(err, g, "diff", task_id);
 		goto done;
 	}
-	rc = hs_ckpt__tree_diff(o.repo, ta, tb, task_id, out, count, err);
+	if (from_id && from_id[0]) {
+		if ((rc = hs_ckpt__lookup(&a, o.repo, task_id, from_id, err)))
+			goto done;
+		if ((g = git_commit_tree(&ta, a)) < 0) {
+			rc = hs_ckpt__git_err(err, g, "diff", task_id);
+			goto done;
+		}
+		snprintf(from_res, sizeof(from_res), "%s", from_id);
+	} else if ((rc = parent_side(&ta, from_res, &o, b, err))) {
+		goto done;
+	}
+	if ((rc = hs_ckpt__tree_diff(o.repo, ta, tb, task_id, out, count, err)))
+		goto done;
+	if (from_out)
+		memcpy(from_out, from_res, HS_CKPT_ID_MAX);
+	if (to_out)
+		memcpy(to_out, to_res, HS_CKPT_ID_MAX);
 done:
 	git_tree_free(ta);
 	git_tree_free(tb);
 	git_commit_free(a);
 	git_commit_free(b);
-	op_end(&o);
+	op_end(&o, false);
 	return rc;
 }
 
-int hs_ckpt_prune(hs_ckpt_mgr *mgr, const char *task_id, uint32_t keep_last, uint32_t *kept,
-		  hs_ckpt_strlist *pruned, hs_error *err)
+int hs_ckpt_prune(hs_ckpt_mgr *mgr, const char *task_id, uint32_t keep_last, bool dry_run,
+		  uint32_t *kept, hs_ckpt_strlist *pruned, hs_error *err)
 {
 	op o;
 	hs_ckpt_info *all = NULL;
@@ -295,7 +386,7 @@ int hs_ckpt_prune(hs_ckpt_mgr *mgr, const char *task_id, uint32_t keep_last, uin
 	for (size_t i = keep_last; i < n; i++) {
 		char ref[128];
 		snprintf(ref, sizeof(ref), HS_CKPT__REF_PREFIX "%s", all[i].checkpoint_id);
-		int g = git_reference_remove(o.repo, ref);
+		int g = dry_run ? 0 : git_reference_remove(o.repo, ref);
 		if (g < 0) {
 			/* Refs removed so far stay removed: report them in the error. */
 			rc = hs_ckpt__git_err(err, g, "prune", task_id);
@@ -314,7 +405,7 @@ int hs_ckpt_prune(hs_ckpt_mgr *mgr, const char *task_id, uint32_t keep_last, uin
 done:
 	hs_ckpt_strlist_dispose(&ids);
 	hs_ckpt_info_array_free(all, n);
-	op_end(&o);
+	op_end(&o, false);
 	return rc;
 }
 
@@ -338,6 +429,7 @@ int hs_ckpt_delete_task(hs_ckpt_mgr *mgr, const char *task_id, hs_error *err)
 		rc = hs_error_set(err, HS_NOT_FOUND, "task %s has no checkpoints", task_id);
 		goto done;
 	}
+	hs_ckpt__repo_forget(mgr, l);
 	/* Disappear atomically (rename over an empty temp dir), then delete. */
 	if (mkdtemp(tmp) == NULL || rename(path, tmp) != 0) {
 		rc = hs_error_set(err, HS_INTERNAL, "checkpoint delete: task %s: %s", task_id,

@@ -154,8 +154,8 @@ done:
 	return rc;
 }
 
-int hs_ckpt__repo_open(git_repository **out, hs_ckpt_mgr *mgr, const char *task_id, bool create,
-		       const char *owner, hs_error *err)
+int hs_ckpt__repo_open(git_repository **out, hs_ckpt_mgr *mgr, hs_ckpt__task_lock *l,
+		       const char *task_id, bool create, const char *owner, hs_error *err)
 {
 	int rc = HS_OK, g;
 	char *path = hs_ckpt__repo_path(mgr, task_id);
@@ -163,12 +163,17 @@ int hs_ckpt__repo_open(git_repository **out, hs_ckpt_mgr *mgr, const char *task_
 		return hs_error_set(err, HS_INTERNAL, "checkpoint open: out of memory");
 	struct stat st;
 	if (stat(path, &st) != 0) {
+		/* Gone behind our back: a cached handle would lie. */
+		hs_ckpt__repo_forget(mgr, l);
 		if (!create) {
 			rc = hs_error_set(err, HS_NOT_FOUND, "task %s has no checkpoints", task_id);
 			goto done;
 		}
 		if ((rc = init_repo(path, mgr, task_id, owner, err)) != HS_OK)
 			goto done;
+	} else if (l->repo) {
+		*out = l->repo;
+		goto done;
 	} else {
 		remove_stale_locks(path);
 	}
@@ -179,9 +184,30 @@ int hs_ckpt__repo_open(git_repository **out, hs_ckpt_mgr *mgr, const char *task_
 		rc = hs_ckpt__git_err(err, g, "open", task_id);
 		goto done;
 	}
+	hs_ckpt__repo_keep(mgr, l, repo);
 	*out = repo;
 done:
 	free(path);
+	return rc;
+}
+
+int hs_ckpt__read_owner(git_repository *repo, const char *task_id, char out[HS_CKPT_OWNER_MAX],
+			hs_error *err)
+{
+	git_config *cfg = NULL;
+	git_buf buf = { 0 };
+	int rc = HS_OK, g;
+	if ((g = git_repository_config_snapshot(&cfg, repo)) < 0)
+		return hs_ckpt__git_err(err, g, "owner", task_id);
+	g = git_config_get_string_buf(&buf, cfg, "harness.owner");
+	if (g == GIT_ENOTFOUND)
+		out[0] = '\0';
+	else if (g < 0)
+		rc = hs_ckpt__git_err(err, g, "owner", task_id);
+	else
+		snprintf(out, HS_CKPT_OWNER_MAX, "%s", buf.ptr);
+	git_buf_dispose(&buf);
+	git_config_free(cfg);
 	return rc;
 }
 
@@ -190,8 +216,13 @@ int hs_ckpt__attach(git_index **out, git_repository *repo, const char *ws, const
 {
 	int g;
 	git_index *index = NULL;
-	/* update_gitlink = 0: nothing is written into the workspace. */
-	if ((g = git_repository_set_workdir(repo, ws, 0)) < 0)
+	/* update_gitlink = 0: nothing is written into the workspace. Only when
+	 * it changes: the cached repo keeps it, and libgit2 1.5 leaks its path
+	 * buffer when asked to set the workdir it already has. */
+	const char *cur = git_repository_workdir(repo); /* "<path>/" or NULL */
+	size_t wl = strlen(ws);
+	bool same = cur && strncmp(cur, ws, wl) == 0 && cur[wl] == '/' && cur[wl + 1] == '\0';
+	if (!same && (g = git_repository_set_workdir(repo, ws, 0)) < 0)
 		return hs_ckpt__git_err(err, g, "attach workspace", task_id);
 	if ((g = git_repository_index(&index, repo)) < 0) {
 		/* The index is only a cache (it is not fsync'd): if a crash left
@@ -253,6 +284,14 @@ int hs_ckpt__check_id(const char *id, hs_error *err)
 	return HS_OK;
 }
 
+int hs_ckpt_validate_checkpoint_id(const char *id, const char *field, hs_error *err)
+{
+	if (hs_ckpt__check_id(id, NULL) != HS_OK)
+		return hs_error_set(err, HS_INVALID, "%s: malformed (expected ckpt-<step>-<12 hex>)",
+				    field);
+	return HS_OK;
+}
+
 char *hs_ckpt__format_message(const hs_ckpt_info *info)
 {
 	char *msg = NULL, *meta = NULL;
@@ -262,12 +301,14 @@ char *hs_ckpt__format_message(const hs_ckpt_info *info)
 		if (!ext)
 			return NULL;
 	}
-	json_t *o = json_pack("{s:i, s:s, s:I, s:I, s:s, s:o, s:I, s:s, s:I}", "harness_checkpoint", 1,
-			      "task_id", info->task_id, "step", (json_int_t)info->step, "seq",
-			      (json_int_t)info->seq, "description", info->description ? info->description : "",
-			      "external_state", ext ? ext : json_null(), "created_at_ms",
-			      (json_int_t)info->created_at_ms, "parent", info->parent_checkpoint_id,
-			      "files_changed", (json_int_t)info->files_changed);
+	json_t *o = json_pack("{s:i, s:s, s:I, s:I, s:s, s:o, s:I, s:s, s:I, s:s, s:s}",
+			      "harness_checkpoint", 1, "task_id", info->task_id, "step",
+			      (json_int_t)info->step, "seq", (json_int_t)info->seq, "description",
+			      info->description ? info->description : "", "external_state",
+			      ext ? ext : json_null(), "created_at_ms", (json_int_t)info->created_at_ms,
+			      "parent", info->parent_checkpoint_id, "files_changed",
+			      (json_int_t)info->files_changed, "workspace",
+			      info->workspace ? info->workspace : "", "created_by", info->created_by);
 	if (!o)
 		return NULL;
 	meta = json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII);
@@ -296,13 +337,15 @@ int hs_ckpt__parse_commit(const git_commit *commit, const char *task_id, hs_ckpt
 	const char *body = msg ? strstr(msg, "\n\n") : NULL;
 	json_t *o = body ? json_loads(body + 2, JSON_DISABLE_EOF_CHECK, NULL) : NULL;
 	json_int_t step = 0, seq = 0, created = 0, files = 0;
-	const char *desc = NULL, *parent = NULL;
+	const char *desc = NULL, *parent = NULL, *ws = "", *by = "";
 	json_t *ext = NULL;
 	char hex[GIT_OID_HEXSZ + 1];
 	git_oid_tostr(hex, sizeof(hex), git_commit_id(commit));
-	if (!o || json_unpack(o, "{s:I, s:I, s:s, s?o, s:I, s:s, s:I}", "step", &step, "seq", &seq,
-			      "description", &desc, "external_state", &ext, "created_at_ms",
-			      &created, "parent", &parent, "files_changed", &files) != 0) {
+	/* workspace and created_by: absent in commits of older versions. */
+	if (!o || json_unpack(o, "{s:I, s:I, s:s, s?o, s:I, s:s, s:I, s?s, s?s}", "step", &step,
+			      "seq", &seq, "description", &desc, "external_state", &ext,
+			      "created_at_ms", &created, "parent", &parent, "files_changed", &files,
+			      "workspace", &ws, "created_by", &by) != 0) {
 		json_decref(o);
 		return hs_error_set(err, HS_INTERNAL, "checkpoint: task %s: commit %s has no metadata",
 				    task_id, hex);
@@ -313,14 +356,16 @@ int hs_ckpt__parse_commit(const git_commit *commit, const char *task_id, hs_ckpt
 	info.files_changed = (uint32_t)files;
 	snprintf(info.task_id, sizeof(info.task_id), "%s", task_id);
 	snprintf(info.parent_checkpoint_id, sizeof(info.parent_checkpoint_id), "%s", parent);
+	snprintf(info.created_by, sizeof(info.created_by), "%s", by);
+	info.workspace = strdup(ws);
 	memcpy(info.commit, hex, sizeof(info.commit));
 	hs_ckpt__make_id(info.checkpoint_id, info.step, git_commit_id(commit));
 	info.description = strdup(desc);
 	bool has_ext = ext && !json_is_null(ext);
 	if (has_ext)
 		info.external_state_json = json_dumps(ext, JSON_COMPACT | JSON_ENCODE_ANY);
-	json_decref(o); /* owns desc, parent and ext */
-	if (!info.description || (has_ext && !info.external_state_json)) {
+	json_decref(o); /* owns desc, parent, ws, by and ext */
+	if (!info.description || !info.workspace || (has_ext && !info.external_state_json)) {
 		hs_ckpt_info_dispose(&info);
 		return hs_error_set(err, HS_INTERNAL, "checkpoint: out of memory");
 	}

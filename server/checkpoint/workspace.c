@@ -102,7 +102,7 @@ int hs_ckpt__workspace(const hs_ckpt_mgr *mgr, const char *task_id, const char *
 		return hs_error_set(err, HS_INVALID, "workspace %s: outside the workspace root", rel);
 	struct stat st;
 	if (stat(resolved, &st) != 0 || !S_ISDIR(st.st_mode))
-		return hs_error_set(err, HS_INVALID, "workspace %s: not a directory", rel);
+		return hs_error_set(err, HS_CONFLICT, "workspace %s: not a directory", rel);
 	char *copy = strdup(resolved);
 	if (!copy)
 		return hs_error_set(err, HS_INTERNAL, "workspace: out of memory");

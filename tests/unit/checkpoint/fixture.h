@@ -15,6 +15,10 @@
 
 #include "checkpoint.h"
 
+static const hs_ckpt_caller ALICE = { "alice", false };
+static const hs_ckpt_caller BOB = { "bob", false };
+static const hs_ckpt_caller ROOT = { "root", true };
+
 typedef struct fx {
 	char root[PATH_MAX];
 	char data[PATH_MAX];
@@ -154,7 +158,7 @@ static void mk_ws(fx *f, const char *task, const char *ws, int64_t step, const c
 	hs_error err = { 0 };
 	bool unchanged = !expect_unchanged;
 	char *push_err = (char *)1;
-	int rc = hs_ckpt_create(f->mgr, task, ws, "alice", step, desc, "{\"k\":1}", out, &unchanged,
+	int rc = hs_ckpt_create(f->mgr, task, ws, &ALICE, step, desc, "{\"k\":1}", out, &unchanged,
 				&push_err, &err);
 	if (rc)
 		fprintf(stderr, "create: %s\n", err.msg);

@@ -337,7 +337,7 @@ static void test_checkpoint__diff_line_counts(void **state)
 	hs_error err = { 0 };
 	hs_ckpt_diff_entry *d = NULL;
 	size_t n = 0;
-	assert_int_equal(hs_ckpt_diff(f->mgr, "t1", c1.checkpoint_id, c2.checkpoint_id, &d, &n, &err),
+	assert_int_equal(hs_ckpt_diff(f->mgr, "t1", c1.checkpoint_id, c2.checkpoint_id, NULL, NULL, &d, &n, &err),
 			 HS_OK);
 	assert_int_equal(n, 5);
 	int seen = 0;
@@ -368,7 +368,7 @@ static void test_checkpoint__diff_line_counts(void **state)
 	assert_int_equal(seen, 5);
 	hs_ckpt_diff_free(d, n);
 	hs_error_clear(&err);
-	assert_int_equal(hs_ckpt_diff(f->mgr, "t1", c1.checkpoint_id, "ckpt-9-abcdefabcdef", &d, &n,
+	assert_int_equal(hs_ckpt_diff(f->mgr, "t1", c1.checkpoint_id, "ckpt-9-abcdefabcdef", NULL, NULL, &d, &n,
 				      &err), HS_NOT_FOUND);
 	hs_ckpt_info_dispose(&c1);
 	hs_ckpt_info_dispose(&c2);
@@ -390,8 +390,8 @@ static void test_checkpoint__prune(void **state)
 	hs_error err = { 0 };
 	uint32_t kept = 0;
 	hs_ckpt_strlist pruned = { 0 };
-	assert_int_equal(hs_ckpt_prune(f->mgr, "t1", 0, &kept, &pruned, &err), HS_INVALID);
-	assert_int_equal(hs_ckpt_prune(f->mgr, "t1", 2, &kept, &pruned, &err), HS_OK);
+	assert_int_equal(hs_ckpt_prune(f->mgr, "t1", 0, false, &kept, &pruned, &err), HS_INVALID);
+	assert_int_equal(hs_ckpt_prune(f->mgr, "t1", 2, false, &kept, &pruned, &err), HS_OK);
 	assert_int_equal(kept, 2);
 	assert_int_equal(pruned.count, 3);
 	assert_true(has(&pruned, ids[1]) && has(&pruned, ids[2]) && has(&pruned, ids[3]));
@@ -413,7 +413,7 @@ static void test_checkpoint__prune(void **state)
 	mk(f, 6, "s", &info, false);
 	assert_string_equal(info.parent_checkpoint_id, ids[4]);
 	hs_ckpt_info_dispose(&info);
-	assert_int_equal(hs_ckpt_prune(f->mgr, "t1", 10, &kept, &pruned, &err), HS_OK);
+	assert_int_equal(hs_ckpt_prune(f->mgr, "t1", 10, false, &kept, &pruned, &err), HS_OK);
 	assert_int_equal(kept, 3);
 	assert_int_equal(pruned.count, 0);
 	hs_ckpt_strlist_dispose(&pruned);
@@ -498,7 +498,7 @@ static void *creator(void *p)
 		hs_error err = { 0 };
 		hs_ckpt_info info;
 		bool unch = true;
-		if (hs_ckpt_create(t->f->mgr, t->task, t->ws, "alice", i, "c", NULL, &info, &unch, NULL,
+		if (hs_ckpt_create(t->f->mgr, t->task, t->ws, &ALICE, i, "c", NULL, &info, &unch, NULL,
 				   &err) != HS_OK || unch) {
 			fprintf(stderr, "thread create: %s\n", err.msg);
 			t->failures++;
@@ -580,22 +580,29 @@ static void test_checkpoint__errors_owner_delete(void **state)
 	assert_int_equal(hs_ckpt_latest(f->mgr, "t1", &info, &err), HS_NOT_FOUND);
 	put(f, "a", "a", 0644);
 	hs_error_clear(&err);
-	assert_int_equal(hs_ckpt_create(f->mgr, "t1", NULL, "alice", 1, "d", "[1,2]", &info, &unch,
+	assert_int_equal(hs_ckpt_create(f->mgr, "t1", NULL, &ALICE, 1, "d", "[1,2]", &info, &unch,
 					NULL, &err), HS_INVALID);
 	assert_non_null(strstr(err.msg, "external_state"));
 	hs_error_clear(&err);
-	assert_int_equal(hs_ckpt_create(f->mgr, "t1", NULL, "alice", -1, "d", NULL, &info, &unch,
+	assert_int_equal(hs_ckpt_create(f->mgr, "t1", NULL, &ALICE, -1, "d", NULL, &info, &unch,
 					NULL, &err), HS_INVALID);
 	hs_error_clear(&err);
-	assert_int_equal(hs_ckpt_create(f->mgr, "t1", NULL, "alice", 1, "d\nmore", NULL, &info, &unch,
+	assert_int_equal(hs_ckpt_create(f->mgr, "t1", NULL, &ALICE, 1, "d\nmore", NULL, &info, &unch,
 					NULL, &err), HS_OK);
 	assert_null(info.external_state_json);
 	assert_string_equal(info.description, "d\nmore");
 	hs_ckpt_info_dispose(&info);
-	/* Another user's create is the service's business; the owner stays. */
+	/* Another user's create is refused; an admin's is not; the owner stays. */
 	put(f, "a", "b", 0644);
-	assert_int_equal(hs_ckpt_create(f->mgr, "t1", NULL, "bob", 2, "d", NULL, &info, &unch, NULL,
+	hs_error_clear(&err);
+	assert_int_equal(hs_ckpt_create(f->mgr, "t1", NULL, &BOB, 2, "d", NULL, &info, &unch, NULL,
+					&err), HS_DENIED);
+	assert_int_equal(hs_ckpt_authorize(f->mgr, "t1", &BOB, &err), HS_DENIED);
+	assert_int_equal(hs_ckpt_authorize(f->mgr, "t1", &ALICE, &err), HS_OK);
+	assert_int_equal(hs_ckpt_authorize(f->mgr, "t1", &ROOT, &err), HS_OK);
+	assert_int_equal(hs_ckpt_create(f->mgr, "t1", NULL, &ROOT, 2, "d", NULL, &info, &unch, NULL,
 					&err), HS_OK);
+	assert_string_equal(info.created_by, "root");
 	hs_ckpt_info_dispose(&info);
 	assert_int_equal(hs_ckpt_owner(f->mgr, "t1", owner, &err), HS_OK);
 	assert_string_equal(owner, "alice");
@@ -624,7 +631,9 @@ static void test_checkpoint__stale_locks_after_crash(void **state)
 	hs_ckpt_info c1, c2;
 	put(f, "a", "1", 0644);
 	mk(f, 1, "one", &c1, false);
-	/* What a kill -9 mid-checkpoint can leave: index and ref lock files. */
+	/* What a kill -9 mid-checkpoint can leave: index and ref lock files,
+	 * found by the restarted process (a new manager: nothing cached). */
+	hs_ckpt_mgr_free(f->mgr);
 	char p[PATH_MAX];
 	snprintf(p, sizeof(p), "%s/t1.git/index.lock", f->data);
 	put_in("/", p + 1, "junk", 0644);
@@ -635,6 +644,7 @@ static void test_checkpoint__stale_locks_after_crash(void **state)
 	/* A torn index (it is a cache, not fsync'd) is dropped and rebuilt. */
 	snprintf(p, sizeof(p), "%s/t1.git/index", f->data);
 	put_in("/", p + 1, "DIRC torn", 0644);
+	assert_int_equal(open_mgr(f, NULL), 0);
 	put(f, "a", "2", 0644);
 	mk(f, 2, "two", &c2, false);
 	assert_string_equal(c2.parent_checkpoint_id, c1.checkpoint_id);
@@ -685,7 +695,7 @@ static void test_checkpoint__push_to_remote(void **state)
 	hs_error err = { 0 };
 	bool unch;
 	char *perr = NULL;
-	assert_int_equal(hs_ckpt_create(f->mgr, "t1", NULL, "alice", 2, "x", NULL, &c1, &unch, &perr,
+	assert_int_equal(hs_ckpt_create(f->mgr, "t1", NULL, &ALICE, 2, "x", NULL, &c1, &unch, &perr,
 					&err), HS_OK);
 	assert_non_null(perr);
 	free(perr);
@@ -744,7 +754,7 @@ static void test_checkpoint__large_tree_incremental(void **state)
 
 int main(void)
 {
-	hs_log_min_level = HS_LOG_WARN;
+	hs_log_min_level = getenv("HS_CKPT_TEST_VERBOSE") ? HS_LOG_INFO : HS_LOG_WARN;
 	if (getenv("HS_CKPT_TEST_FILTER")) /* e.g. "*large*" */
 		cmocka_set_test_filter(getenv("HS_CKPT_TEST_FILTER"));
 	const struct CMUnitTest tests[] = {
