@@ -201,6 +201,12 @@ static void leader(int go_fd, int log_fd, size_t cap, const char *bin, char **ar
 	sigaction(SIGPIPE, &dfl, NULL);
 	sigaction(SIGCHLD, &dfl, NULL);
 	setsid();
+	/* Nor harnessd's stdin/stdout/stderr: the leader outlives harnessd, and
+	 * whoever reads harnessd's output (a supervisor, a test) must see EOF
+	 * when harnessd exits. */
+	int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (devnull < 0 || dup2(devnull, 0) < 0 || dup2(devnull, 1) < 0 || dup2(devnull, 2) < 0)
+		_exit(127);
 	/* Keep nothing of harnessd's (listening sockets, database) but our two fds. */
 	int lo = go_fd < log_fd ? go_fd : log_fd, hi = go_fd < log_fd ? log_fd : go_fd;
 	if (lo > 3)

@@ -302,7 +302,7 @@ static int launch(const hs_sandbox_config *cfg, hs_sandbox__rec *sb, unsigned ti
 			goto done;
 		}
 		hs_sandbox__sleep_ms(step);
-		if (step < 20)
+		if (step < 4) /* 1, 2, 4, 4, ...: real Firecracker is up in ~10 ms */
 			step *= 2;
 	}
 	rc = HS_OK;

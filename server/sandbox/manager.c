@@ -301,8 +301,20 @@ int hs_sandbox_create(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller,
 	if (drv == NULL)
 		return hs_error_set(err, HS_INVALID, "driver: unknown \"%s\" (firecracker, bwrap)",
 				    spec->driver ? spec->driver : "");
-	if ((rc = check_limits(&mgr->cfg, spec, &vcpu, &mem, err)) != HS_OK)
+	const char *why = drv == &hs_sandbox__fc_driver ? mgr->fc_unusable : mgr->bwrap_unusable;
+	if (why[0] != '\0')
+		return hs_error_set(err, HS_UNAVAILABLE, "driver %s cannot run here: %s", drv->name,
+				    why);
+	if ((rc = hs_sandbox__check_driver_fields(drv, spec, err)) != HS_OK ||
+	    (rc = check_limits(&mgr->cfg, spec, &vcpu, &mem, err)) != HS_OK)
 		return rc;
+	const char *ws = task;
+	if (spec->workspace != NULL && spec->workspace[0] != '\0') {
+		if (!hs_sandbox__valid_rel_path(spec->workspace))
+			return hs_error_set(err, HS_INVALID,
+					    "workspace: a relative path below the workspace root, without '..'");
+		ws = spec->workspace;
+	}
 
 	e = calloc(1, sizeof(*e));
 	if (e == NULL)
@@ -317,10 +329,15 @@ int hs_sandbox_create(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller,
 	    (rc = hs_sandbox__path(r->log_path, sizeof(r->log_path), err, "log path",
 				   "%s/sandbox.log", r->runtime_dir)) != HS_OK ||
 	    (rc = hs_sandbox__path(r->workspace, sizeof(r->workspace), err, "workspace", "%s/%s",
-				   mgr->cfg.workspace_root, task)) != HS_OK)
+				   mgr->cfg.workspace_root, ws)) != HS_OK)
 		goto done;
 	if ((rc = hs_sandbox__rec_from_spec(r, spec, &mgr->cfg, err)) != HS_OK)
 		goto done;
+	if (drv != &hs_sandbox__fc_driver) { /* no firecracker defaults on a bwrap record */
+		free(r->kernel_image_path);
+		free(r->rootfs_path);
+		r->kernel_image_path = r->rootfs_path = NULL;
+	}
 	r->vcpu_count = vcpu;
 	r->mem_size_mib = mem;
 	if ((rc = drv->validate(&mgr->cfg, r, err)) != HS_OK)
@@ -403,7 +420,19 @@ done:
 
 static int info_out(hs_sandbox__entry *e, hs_sandbox_info *out, hs_error *err)
 {
-	return out ? hs_sandbox__info_from_row(&e->row, out, err) : HS_OK;
+	if (out == NULL)
+		return HS_OK;
+	int rc = hs_sandbox__info_from_row(&e->row, out, err);
+	if (rc == HS_OK && e->rec.pid > 0 && e->rec.api_sock[0] != '\0') {
+		char *sock = strdup(e->rec.api_sock);
+		if (sock == NULL) {
+			hs_sandbox_info_dispose(out);
+			return hs_error_set(err, HS_INTERNAL, "out of memory");
+		}
+		free(out->api_socket_path);
+		out->api_socket_path = sock;
+	}
+	return rc;
 }
 
 int hs_sandbox_start(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller, const char *id,
@@ -540,7 +569,9 @@ int hs_sandbox_list(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller,
 	    !hs_sandbox__valid_id(filter->page_token))
 		return hs_error_set(err, HS_INVALID, "page_token: not a token from this server");
 	hs_store_sandbox_filter f = HS_STORE_SANDBOX_FILTER_INIT;
-	f.owner = caller->is_admin ? NULL : caller->user_id;
+	f.owner = caller->user_id;
+	if (caller->is_admin)
+		f.owner = filter->owner && filter->owner[0] ? filter->owner : NULL;
 	f.task_id = filter->task_id && filter->task_id[0] ? filter->task_id : NULL;
 	f.state = filter->state ? filter->state : -1;
 	f.after_id = filter->page_token && filter->page_token[0] ? filter->page_token : NULL;
@@ -702,7 +733,15 @@ int hs_sandbox_mgr_new(hs_sandbox_mgr **out, const hs_sandbox_config *cfg, hs_st
 	if (mgr == NULL)
 		return hs_error_set(err, HS_INTERNAL, "out of memory");
 	mgr->cfg = *cfg;
+	snprintf(mgr->runtime_root, sizeof(mgr->runtime_root), "%s", cfg->runtime_root);
+	mgr->cfg.runtime_root = mgr->runtime_root;
 	mgr->store = store;
+	hs_error perr = { 0 };
+	if (hs_sandbox_driver_probe(cfg, "firecracker", &perr) != HS_OK)
+		snprintf(mgr->fc_unusable, sizeof(mgr->fc_unusable), "%s", perr.msg);
+	hs_error_clear(&perr);
+	if (hs_sandbox_driver_probe(cfg, "bwrap", &perr) != HS_OK)
+		snprintf(mgr->bwrap_unusable, sizeof(mgr->bwrap_unusable), "%s", perr.msg);
 	pthread_mutex_init(&mgr->lock, NULL);
 	pthread_condattr_t ca;
 	pthread_condattr_init(&ca);

@@ -20,6 +20,10 @@ typedef struct hs_sandbox__entry {
 
 struct hs_sandbox_mgr {
 	hs_sandbox_config cfg;
+	char runtime_root[PATH_MAX]; /* cfg.runtime_root points here */
+	/* Driver probes at open, by name: "" = usable, else why not. */
+	char fc_unusable[HS_ERROR_MSG_MAX];
+	char bwrap_unusable[HS_ERROR_MSG_MAX];
 	hs_store *store;
 	pthread_mutex_t lock; /* the registry list, refs, creation */
 	hs_sandbox__entry *head;
@@ -61,6 +65,11 @@ int hs_sandbox__info_from_row(const hs_store_sandbox_row *row, hs_sandbox_info *
 			      hs_error *err);
 int hs_sandbox__snapshot_from_row(const hs_store_snapshot_row *row,
 				  hs_sandbox_snapshot_info *out, hs_error *err);
+/* A path below workspace_root: relative, no "." or ".." component, no "//". */
+bool hs_sandbox__valid_rel_path(const char *p);
+/* HS_INVALID naming a spec field the chosen driver does not understand. */
+int hs_sandbox__check_driver_fields(const hs_sandbox__driver *drv, const hs_sandbox_spec *spec,
+				    hs_error *err);
 /* Jailer's rule: 1-64 of [A-Za-z0-9-]. */
 bool hs_sandbox__valid_id(const char *id);
 /* "<prefix>" + 16 random hex digits. */

@@ -36,6 +36,50 @@ void hs_sandbox__gen_id(const char *prefix, char *out, size_t cap)
 		 r[4], r[5], r[6], r[7]);
 }
 
+/* A path below workspace_root: relative, no "." or ".." component, no "//". */
+bool hs_sandbox__valid_rel_path(const char *p)
+{
+	size_t n = strlen(p);
+	if (n == 0 || n > 255 || p[0] == '/' || p[n - 1] == '/')
+		return false;
+	for (const char *c = p; *c != '\0';) {
+		size_t len = strcspn(c, "/");
+		if (len == 0 || (len == 1 && c[0] == '.') || (len == 2 && c[0] == '.' && c[1] == '.'))
+			return false;
+		c += len;
+		if (*c == '/')
+			c++;
+	}
+	return true;
+}
+
+/* Fields that only one driver understands (the other would ignore them). */
+int hs_sandbox__check_driver_fields(const hs_sandbox__driver *drv, const hs_sandbox_spec *spec,
+				    hs_error *err)
+{
+	bool fc = drv == &hs_sandbox__fc_driver;
+	if (fc && spec->entrypoint_len > 0)
+		return hs_error_set(err, HS_INVALID,
+				    "entrypoint: bwrap only (a microVM runs its guest's init)");
+	if (fc && spec->env_len > 0)
+		return hs_error_set(err, HS_INVALID, "env: bwrap only");
+	if (fc && spec->network)
+		return hs_error_set(err, HS_INVALID,
+				    "network_enabled: must be false for firecracker (use network_interfaces)");
+	if (fc && spec->workspace != NULL && spec->workspace[0] != '\0')
+		return hs_error_set(err, HS_INVALID, "workspace: bwrap only");
+	if (!fc && spec->kernel_image_path != NULL && spec->kernel_image_path[0] != '\0')
+		return hs_error_set(err, HS_INVALID, "kernel_image_path: firecracker only");
+	if (!fc && spec->rootfs_path != NULL && spec->rootfs_path[0] != '\0')
+		return hs_error_set(err, HS_INVALID,
+				    "rootfs_path: not supported by the bwrap driver (the host root is bound read-only)");
+	if (!fc && spec->boot_args != NULL && spec->boot_args[0] != '\0')
+		return hs_error_set(err, HS_INVALID, "boot_args: firecracker only");
+	if (!fc && spec->tap_dev != NULL && spec->tap_dev[0] != '\0')
+		return hs_error_set(err, HS_INVALID, "network_interfaces: firecracker only");
+	return HS_OK;
+}
+
 static char *dup_or_null(const char *s)
 {
 	return (s != NULL && s[0] != '\0') ? strdup(s) : NULL;
@@ -240,6 +284,21 @@ int hs_sandbox__info_from_row(const hs_store_sandbox_row *row, hs_sandbox_info *
 		}
 	}
 	json_decref(o);
+	/* The spec part, from config_json (written by rec_to_config_json). */
+	o = json_loads(row->config_json, 0, NULL);
+	in.kernel_image_path = xdup(json_string_value(json_object_get(o, "kernel_image_path")), &oom);
+	in.rootfs_path = xdup(json_string_value(json_object_get(o, "rootfs_path")), &oom);
+	in.boot_args = xdup(json_string_value(json_object_get(o, "boot_args")), &oom);
+	in.tap_dev = xdup(json_string_value(json_object_get(o, "tap_dev")), &oom);
+	in.guest_mac = xdup(json_string_value(json_object_get(o, "guest_mac")), &oom);
+	in.workspace = xdup(json_string_value(json_object_get(o, "workspace")), &oom);
+	in.api_socket_path = xdup("", &oom);
+	in.network_enabled = json_is_true(json_object_get(o, "network")) ||
+			     (in.tap_dev != NULL && in.tap_dev[0] != '\0');
+	in.entrypoint = json_vec(json_object_get(o, "entrypoint"));
+	for (; in.entrypoint != NULL && in.entrypoint[in.entrypoint_len] != NULL;)
+		in.entrypoint_len++;
+	json_decref(o);
 	if (oom) {
 		hs_sandbox_info_dispose(&in);
 		return hs_error_set(err, HS_INTERNAL, "out of memory");
@@ -264,6 +323,14 @@ void hs_sandbox_info_dispose(hs_sandbox_info *info)
 		free(info->labels[i].value);
 	}
 	free(info->labels);
+	free(info->kernel_image_path);
+	free(info->rootfs_path);
+	free(info->boot_args);
+	free(info->tap_dev);
+	free(info->guest_mac);
+	free(info->workspace);
+	free(info->api_socket_path);
+	hs_sandbox__argv_free(info->entrypoint);
 	memset(info, 0, sizeof(*info));
 }
 

@@ -37,10 +37,11 @@ typedef enum hs_sandbox_snapshot_type {
  * the manager's lifetime. hs_sandbox_config_init() sets the defaults. */
 typedef struct hs_sandbox_config {
 	const char *default_driver;  /* "auto" (default), "firecracker", "bwrap" */
-	const char *runtime_root;    /* required: <runtime_root>/<id>/ per sandbox */
+	const char *runtime_root;    /* required: <runtime_root>/<id>/ per sandbox (copied) */
 	const char *workspace_root;  /* required: <workspace_root>/<task_id> */
 	const char *bwrap_bin;       /* "/usr/bin/bwrap" */
 	const char *firecracker_bin; /* "/usr/bin/firecracker" */
+	bool skip_kvm_check;         /* probe: do not require /dev/kvm (tests/development only) */
 	const char *jailer_bin;      /* "" = launch firecracker directly (development) */
 	const char *chroot_base_dir; /* jailer: "/srv/jailer" */
 	uid_t jailer_uid;            /* jailer: 0 = refuse (set a dedicated uid) */
@@ -93,6 +94,7 @@ typedef struct hs_sandbox_spec {
 	const char *const *env;        /* bwrap "KEY=VALUE" */
 	size_t env_len;
 	const char *task_id;           /* workspace <workspace_root>/<task_id>; NULL = sandbox id */
+	const char *workspace;         /* bwrap: relative to workspace_root, no ".."; NULL = task_id */
 	int64_t ttl_seconds;           /* 0 = no TTL */
 	const hs_sandbox_kv *labels;
 	size_t labels_len;
@@ -122,6 +124,16 @@ typedef struct hs_sandbox_info {
 	char *runtime_dir;
 	hs_sandbox_kv *labels;
 	size_t labels_len;
+	/* The spec as created ("" / NULL when not set). */
+	char *kernel_image_path;   /* firecracker */
+	char *rootfs_path;         /* firecracker */
+	char *boot_args;           /* firecracker; "" = the server default */
+	char **entrypoint;         /* bwrap argv, NULL-terminated; NULL = the default */
+	size_t entrypoint_len;
+	bool network_enabled;      /* bwrap: host network; firecracker: a tap is attached */
+	char *tap_dev, *guest_mac; /* firecracker eth0 */
+	char *workspace;           /* absolute host path bound read-write (bwrap) */
+	char *api_socket_path;     /* firecracker while it has a process, else "" */
 } hs_sandbox_info;
 
 void hs_sandbox_info_dispose(hs_sandbox_info *info);
@@ -143,11 +155,14 @@ void hs_sandbox_snapshot_info_array_free(hs_sandbox_snapshot_info *snaps, size_t
 typedef struct hs_sandbox_filter {
 	int state;               /* hs_sandbox_state, 0 = any except DESTROYED */
 	const char *task_id;     /* NULL = any */
+	const char *owner;       /* admins only: NULL = every owner (ignored for others) */
 	size_t page_size;        /* 0 = 100, clamped to 1000 */
 	const char *page_token;  /* from a previous call; NULL/"" = first page */
 } hs_sandbox_filter;
 
-/* Open the manager on an open store (borrowed, must outlive it), start the
+/* Open the manager on an open store (borrowed, must outlive it), probe both
+ * drivers once (CreateSandbox naming one that cannot run here is then
+ * HS_UNAVAILABLE with the reason), start the
  * reaper thread and re-adopt the store's RUNNING/PAUSED sandboxes: a row
  * whose pid is alive with the recorded /proc starttime is adopted, any other
  * is marked FAILED "lost after restart". HS_INVALID on a bad config. */
@@ -204,7 +219,8 @@ int hs_sandbox_list_snapshots(hs_sandbox_mgr *mgr, const hs_sandbox_caller *call
 const char *hs_sandbox_state_name(int state);
 
 /* Whether a driver can run here: "bwrap" runs `bwrap --ro-bind / / true`;
- * "firecracker" needs /dev/kvm openable and the binaries executable.
+ * "firecracker" needs /dev/kvm openable (unless cfg->skip_kvm_check) and the
+ * binaries executable.
  * HS_OK or HS_UNAVAILABLE with the reason. */
 int hs_sandbox_driver_probe(const hs_sandbox_config *cfg, const char *driver, hs_error *err);
 

@@ -65,6 +65,7 @@ void sbt_setup(sbt_env *env)
 	env->cfg.runtime_root = env->runtime;
 	env->cfg.workspace_root = env->workspaces;
 	env->cfg.firecracker_bin = env->fc_bin;
+	env->cfg.skip_kvm_check = true; /* the emulator needs no /dev/kvm */
 	env->cfg.jailer_bin = "";
 	env->cfg.kernel_image = env->kernel;
 	env->cfg.rootfs_image = env->rootfs;

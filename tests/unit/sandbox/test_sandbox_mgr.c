@@ -264,6 +264,91 @@ static void test_sandbox_mgr__restart_readoption(void **state)
 	assert_int_equal(hs_sandbox_destroy(env->mgr, &sbt_alice, "sb-dead", NULL, &err), HS_OK);
 }
 
+/* Fields one driver does not understand are refused by name; the info
+ * carries the spec back; workspace overrides; admins filter by owner. */
+static void test_sandbox_mgr__spec_fields_and_driver_checks(void **state)
+{
+	sbt_env *env = *state;
+	hs_error err = { 0 };
+	hs_sandbox_info info;
+	static const char *ep[] = { "/bin/true" };
+	static const char *const env_kv[] = { "A=1" };
+	sbt_open_mgr(env);
+	struct {
+		hs_sandbox_spec spec;
+		const char *field;
+	} bad[] = {
+		{ { .sandbox_id = "b1", .kernel_image_path = "/k" }, "kernel_image_path" },
+		{ { .sandbox_id = "b2", .rootfs_path = "/r" }, "rootfs_path" },
+		{ { .sandbox_id = "b3", .boot_args = "quiet" }, "boot_args" },
+		{ { .sandbox_id = "b4", .tap_dev = "tap0" }, "network_interfaces" },
+		{ { .sandbox_id = "b5", .workspace = "../up" }, "workspace" },
+		{ { .sandbox_id = "b6", .workspace = "/abs" }, "workspace" },
+		{ { .sandbox_id = "b7", .workspace = "a/./b" }, "workspace" },
+		{ { .sandbox_id = "f1", .driver = "firecracker", .entrypoint = ep,
+		    .entrypoint_len = 1 }, "entrypoint" },
+		{ { .sandbox_id = "f2", .driver = "firecracker", .env = env_kv, .env_len = 1 },
+		  "env" },
+		{ { .sandbox_id = "f3", .driver = "firecracker", .network = true },
+		  "network_enabled" },
+		{ { .sandbox_id = "f4", .driver = "firecracker", .workspace = "w" }, "workspace" },
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		hs_error_clear(&err);
+		assert_int_equal(hs_sandbox_create(env->mgr, &sbt_alice, &bad[i].spec, NULL, &err),
+				 HS_INVALID);
+		if (!sbt_contains(err.msg, bad[i].field))
+			fail_msg("case %zu: \"%s\" lacks \"%s\"", i, err.msg, bad[i].field);
+	}
+
+	hs_sandbox_spec spec = { .sandbox_id = "sp-1", .entrypoint = sleeper, .entrypoint_len = 3,
+				 .task_id = "t1", .workspace = "shared/ws", .network = true };
+	assert_int_equal(hs_sandbox_create(env->mgr, &sbt_alice, &spec, &info, &err), HS_OK);
+	assert_int_equal(info.entrypoint_len, 3);
+	assert_string_equal(info.entrypoint[2], "exec sleep 1000");
+	assert_null(info.entrypoint[3]);
+	assert_true(info.network_enabled);
+	assert_string_equal(info.kernel_image_path, ""); /* no firecracker defaults on bwrap */
+	assert_string_equal(info.rootfs_path, "");
+	assert_string_equal(info.api_socket_path, "");
+	char want[600];
+	snprintf(want, sizeof(want), "%s/shared/ws", env->workspaces);
+	assert_string_equal(info.workspace, want);
+	hs_sandbox_info_dispose(&info);
+
+	hs_sandbox_spec fc = { .sandbox_id = "vm-1", .driver = "firecracker" };
+	assert_int_equal(hs_sandbox_create(env->mgr, &sbt_bob, &fc, &info, &err), HS_OK);
+	assert_string_equal(info.kernel_image_path, env->kernel);
+	assert_string_equal(info.rootfs_path, env->rootfs);
+	assert_null(info.entrypoint);
+	assert_false(info.network_enabled);
+	hs_sandbox_info_dispose(&info);
+
+	hs_sandbox_filter f = { .owner = "usr_bob" };
+	hs_sandbox_info *list = NULL;
+	size_t n = 0;
+	char *next = NULL;
+	assert_int_equal(hs_sandbox_list(env->mgr, &sbt_admin, &f, &list, &n, &next, &err), HS_OK);
+	assert_int_equal(n, 1);
+	assert_string_equal(list[0].sandbox_id, "vm-1");
+	hs_sandbox_info_array_free(list, n);
+	/* A non-admin's owner filter is ignored: still only its own. */
+	assert_int_equal(hs_sandbox_list(env->mgr, &sbt_alice, &f, &list, &n, &next, &err), HS_OK);
+	assert_int_equal(n, 1);
+	assert_string_equal(list[0].sandbox_id, "sp-1");
+	hs_sandbox_info_array_free(list, n);
+
+	/* A driver that did not probe OK at open is refused at create. */
+	hs_sandbox_mgr_free(env->mgr);
+	env->cfg.firecracker_bin = "/nonexistent/firecracker";
+	sbt_open_mgr(env);
+	hs_sandbox_spec fc2 = { .sandbox_id = "vm-2", .driver = "firecracker" };
+	hs_error_clear(&err);
+	assert_int_equal(hs_sandbox_create(env->mgr, &sbt_bob, &fc2, NULL, &err), HS_UNAVAILABLE);
+	assert_true(sbt_contains(err.msg, "driver firecracker cannot run here"));
+	assert_true(sbt_contains(err.msg, "/nonexistent/firecracker"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -273,6 +358,8 @@ int main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_sandbox_mgr__limits_and_quota, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sandbox_mgr__ttl_expiry, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_sandbox_mgr__spec_fields_and_driver_checks,
+						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sandbox_mgr__list_paging_and_filters, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_sandbox_mgr__restart_readoption, setup,
