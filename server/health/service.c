@@ -1,0 +1,399 @@
+/* harness.v1.HealthService adapter: protobuf <-> hs_tasks, errors mapped by
+ * the hs_code returned. Ownership: a task is its registering user's; another
+ * user's task answers PERMISSION_DENIED (as the proto documents), an admin
+ * sees and changes every task. */
+#include "service.h"
+
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness/v1/health.pb-c.h"
+
+#define WATCH_QUEUE 128
+#define LABELS_MAX 64
+#define LABEL_KEY_MAX 63
+#define LABEL_VALUE_MAX 256
+
+static int caller_of(hs_rpc_call *call, hs_task_caller *out, hs_error *err)
+{
+	const hs_rpc_principal *p = hs_rpc_call_principal(call);
+	if (p == NULL || !p->authenticated || p->user_id[0] == '\0')
+		return hs_error_set(err, HS_UNAUTH, "authentication required");
+	out->user_id = p->user_id;
+	out->is_admin = p->is_admin;
+	return HS_OK;
+}
+
+static Google__Protobuf__Timestamp *ts(hs_rpc_call *call, int64_t ms)
+{
+	if (ms <= 0)
+		return NULL;
+	Google__Protobuf__Timestamp *t = hs_rpc_call_alloc(call, sizeof(*t));
+	if (t == NULL)
+		return NULL;
+	google__protobuf__timestamp__init(t);
+	t->seconds = ms / 1000;
+	t->nanos = (int32_t)(ms % 1000) * 1000000;
+	return t;
+}
+
+#define OOM(x)                                                              \
+	do {                                                                \
+		if ((x) == NULL)                                            \
+			return hs_error_set(err, HS_INTERNAL, "out of memory"); \
+	} while (0)
+
+static int task_to_pb(hs_rpc_call *call, const hs_task_info *in, Harness__V1__Task **out,
+		      hs_error *err)
+{
+	Harness__V1__Task *t = hs_rpc_call_alloc(call, sizeof(*t));
+	Harness__V1__RecoveryPolicy *p = hs_rpc_call_alloc(call, sizeof(*p));
+	OOM(t);
+	OOM(p);
+	harness__v1__task__init(t);
+	harness__v1__recovery_policy__init(p);
+	OOM(t->task_id = hs_rpc_call_strdup(call, in->task_id));
+	OOM(t->owner = hs_rpc_call_strdup(call, in->owner));
+	t->state = (Harness__V1__TaskState)in->state;
+	t->total_steps = in->total_steps;
+	t->current_step = in->current_step;
+	t->heartbeat_interval_ms = in->heartbeat_interval_ms;
+	t->heartbeat_timeout_ms = in->heartbeat_timeout_ms;
+	OOM(t->sandbox_id = hs_rpc_call_strdup(call, in->sandbox_id));
+	p->max_attempts = in->policy.max_attempts;
+	p->initial_backoff_ms = in->policy.initial_backoff_ms;
+	p->backoff_multiplier = in->policy.multiplier;
+	p->max_backoff_ms = in->policy.max_backoff_ms;
+	t->recovery_policy = p;
+	t->last_heartbeat_at = ts(call, in->last_heartbeat_ms);
+	t->registered_at = ts(call, in->registered_at_ms);
+	t->recovery_attempts = in->recovery_attempts;
+	OOM(t->last_checkpoint_id = hs_rpc_call_strdup(call, in->last_checkpoint_id));
+	t->cancel_requested = in->cancel_requested;
+	t->cpu_usage = in->cpu_usage;
+	t->memory_usage_mb = in->memory_usage_mb;
+	t->disk_usage_mb = in->disk_usage_mb;
+	OOM(t->details = hs_rpc_call_strdup(call, in->details));
+	OOM(t->failure_reason = hs_rpc_call_strdup(call, in->failure_reason));
+	OOM(t->result_message = hs_rpc_call_strdup(call, in->result_message));
+	OOM(t->workspace = hs_rpc_call_strdup(call, in->workspace));
+	t->next_heartbeat_deadline = ts(call, in->next_deadline_ms);
+	t->finished_at = ts(call, in->finished_at_ms);
+	json_t *j = json_loads(in->labels_json, 0, NULL);
+	if (json_is_object(j) && json_object_size(j) > 0) {
+		size_t n = json_object_size(j), i = 0;
+		t->labels = hs_rpc_call_alloc(call, n * sizeof(*t->labels));
+		const char *key;
+		json_t *v;
+		json_object_foreach(j, key, v)
+		{
+			Harness__V1__Task__LabelsEntry *e = hs_rpc_call_alloc(call, sizeof(*e));
+			if (t->labels == NULL || e == NULL || !json_is_string(v))
+				continue;
+			harness__v1__task__labels_entry__init(e);
+			e->key = hs_rpc_call_strdup(call, key);
+			e->value = hs_rpc_call_strdup(call, json_string_value(v));
+			if (e->key == NULL || e->value == NULL)
+				continue;
+			t->labels[i++] = e;
+		}
+		t->n_labels = i;
+	}
+	json_decref(j);
+	*out = t;
+	return HS_OK;
+}
+
+/* Reply with one task; disposes info. */
+static int reply_task(hs_rpc_call *call, hs_task_info *info, ProtobufCMessage **resp,
+		      hs_error *err)
+{
+	Harness__V1__Task *t = NULL;
+	int rc = task_to_pb(call, info, &t, err);
+	hs_task_info_dispose(info);
+	if (rc == HS_OK)
+		*resp = &t->base;
+	return rc;
+}
+
+static bool label_key_ok(const char *k)
+{
+	size_t n = strlen(k);
+	return n >= 1 && n <= LABEL_KEY_MAX &&
+	       strspn(k, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._/-") == n;
+}
+
+static int labels_json(Harness__V1__RegisterTaskRequest__LabelsEntry **e, size_t n, char **out,
+		       hs_error *err)
+{
+	if (n > LABELS_MAX)
+		return hs_error_set(err, HS_INVALID, "labels: at most %d entries", LABELS_MAX);
+	json_t *j = json_object();
+	OOM(j);
+	for (size_t i = 0; i < n; i++) {
+		if (!label_key_ok(e[i]->key)) {
+			json_decref(j);
+			return hs_error_set(err, HS_INVALID, "labels: key must be 1-63 chars of [A-Za-z0-9._/-]");
+		}
+		if (strlen(e[i]->value) > LABEL_VALUE_MAX) {
+			json_decref(j);
+			return hs_error_set(err, HS_INVALID, "labels[%s]: value longer than %d", e[i]->key,
+					    LABEL_VALUE_MAX);
+		}
+		json_object_set_new(j, e[i]->key, json_string(e[i]->value));
+	}
+	*out = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
+	json_decref(j);
+	OOM(*out);
+	return HS_OK;
+}
+
+static int register_task(hs_rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage **resp,
+			 hs_error *err)
+{
+	const Harness__V1__RegisterTaskRequest *r = (const void *)req;
+	hs_task_caller c;
+	int rc;
+	if ((rc = caller_of(call, &c, err)) != HS_OK)
+		return rc;
+	hs_task_spec s = { 0 };
+	s.task_id = r->task_id;
+	s.total_steps = r->total_steps;
+	s.heartbeat_interval_ms = r->heartbeat_interval_ms;
+	s.heartbeat_timeout_ms = r->heartbeat_timeout_ms;
+	s.sandbox_id = r->sandbox_id;
+	s.workspace = r->workspace;
+	if (r->recovery_policy != NULL) {
+		s.policy.max_attempts = r->recovery_policy->max_attempts;
+		s.policy.initial_backoff_ms = r->recovery_policy->initial_backoff_ms;
+		s.policy.multiplier = r->recovery_policy->backoff_multiplier;
+		s.policy.max_backoff_ms = r->recovery_policy->max_backoff_ms;
+	}
+	char *lj = NULL;
+	if ((rc = labels_json(r->labels, r->n_labels, &lj, err)) != HS_OK)
+		return rc;
+	s.labels_json = lj;
+	hs_task_info info;
+	rc = hs_tasks_register(hs_rpc_call_payload(call), &c, &s, &info, err);
+	free(lj);
+	return rc == HS_OK ? reply_task(call, &info, resp, err) : rc;
+}
+
+static int heartbeat(hs_rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage **resp,
+		     hs_error *err)
+{
+	const Harness__V1__HeartbeatRequest *r = (const void *)req;
+	hs_task_caller c;
+	int rc;
+	if ((rc = caller_of(call, &c, err)) != HS_OK)
+		return rc;
+	hs_task_beat b = { r->current_step, r->total_steps, r->cpu_usage, r->memory_usage_mb,
+			   r->disk_usage_mb, r->details };
+	hs_task_beat_reply rep;
+	if ((rc = hs_tasks_heartbeat(hs_rpc_call_payload(call), &c, r->task_id, &b, &rep, err)) != HS_OK)
+		return rc;
+	Harness__V1__HeartbeatResponse *o = hs_rpc_call_alloc(call, sizeof(*o));
+	if (o != NULL) {
+		harness__v1__heartbeat_response__init(o);
+		o->state = (Harness__V1__TaskState)rep.state;
+		o->instruction = (Harness__V1__Instruction)rep.instruction;
+		o->resume_step = rep.resume_step;
+		o->checkpoint_id = hs_rpc_call_strdup(call, rep.checkpoint_id);
+		o->details = hs_rpc_call_strdup(call, rep.details ? rep.details : "");
+		o->next_heartbeat_deadline = ts(call, rep.next_deadline_ms);
+	}
+	hs_task_beat_reply_dispose(&rep);
+	if (o == NULL || o->checkpoint_id == NULL || o->details == NULL)
+		return hs_error_set(err, HS_INTERNAL, "out of memory");
+	*resp = &o->base;
+	return HS_OK;
+}
+
+static int get_task(hs_rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage **resp,
+		    hs_error *err)
+{
+	const Harness__V1__GetTaskRequest *r = (const void *)req;
+	hs_task_caller c;
+	hs_task_info info;
+	int rc;
+	if ((rc = caller_of(call, &c, err)) != HS_OK ||
+	    (rc = hs_tasks_get(hs_rpc_call_payload(call), &c, r->task_id, &info, err)) != HS_OK)
+		return rc;
+	return reply_task(call, &info, resp, err);
+}
+
+static int list_tasks(hs_rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage **resp,
+		      hs_error *err)
+{
+	const Harness__V1__ListTasksRequest *r = (const void *)req;
+	hs_task_caller c;
+	int rc;
+	if ((rc = caller_of(call, &c, err)) != HS_OK)
+		return rc;
+	if (r->page_size < 0)
+		return hs_error_set(err, HS_INVALID, "page_size: must be >= 0");
+	const char **keys = NULL, **vals = NULL;
+	if (r->n_label_selector > 0) {
+		keys = hs_rpc_call_alloc(call, r->n_label_selector * sizeof(*keys));
+		vals = hs_rpc_call_alloc(call, r->n_label_selector * sizeof(*vals));
+		OOM(keys);
+		OOM(vals);
+		for (size_t i = 0; i < r->n_label_selector; i++) {
+			keys[i] = r->label_selector[i]->key;
+			vals[i] = r->label_selector[i]->value;
+		}
+	}
+	hs_task_list_opts o = { (size_t)r->page_size, r->page_token, (int)r->state,
+				(const char *const *)keys, (const char *const *)vals,
+				r->n_label_selector };
+	hs_task_info *arr = NULL;
+	size_t n = 0;
+	char *next = NULL;
+	if ((rc = hs_tasks_list(hs_rpc_call_payload(call), &c, &o, &arr, &n, &next, err)) != HS_OK)
+		return rc;
+	Harness__V1__ListTasksResponse *out = hs_rpc_call_alloc(call, sizeof(*out));
+	if (out == NULL)
+		rc = hs_error_set(err, HS_INTERNAL, "out of memory");
+	if (rc == HS_OK) {
+		harness__v1__list_tasks_response__init(out);
+		out->next_page_token = hs_rpc_call_strdup(call, next ? next : "");
+		out->tasks = hs_rpc_call_alloc(call, (n ? n : 1) * sizeof(*out->tasks));
+		if (out->tasks == NULL || out->next_page_token == NULL)
+			rc = hs_error_set(err, HS_INTERNAL, "out of memory");
+		for (size_t i = 0; rc == HS_OK && i < n; i++)
+			rc = task_to_pb(call, &arr[i], &out->tasks[i], err);
+		out->n_tasks = n;
+	}
+	hs_task_info_array_free(arr, n);
+	free(next);
+	if (rc == HS_OK)
+		*resp = &out->base;
+	return rc;
+}
+
+static int complete_task(hs_rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage **resp,
+			 hs_error *err)
+{
+	const Harness__V1__CompleteTaskRequest *r = (const void *)req;
+	hs_task_caller c;
+	hs_task_info info;
+	int rc;
+	if ((rc = caller_of(call, &c, err)) != HS_OK ||
+	    (rc = hs_tasks_complete(hs_rpc_call_payload(call), &c, r->task_id, r->success,
+				    r->message, &info, err)) != HS_OK)
+		return rc;
+	return reply_task(call, &info, resp, err);
+}
+
+static int recover_task(hs_rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage **resp,
+			hs_error *err)
+{
+	const Harness__V1__RecoverTaskRequest *r = (const void *)req;
+	hs_task_caller c;
+	hs_task_info info;
+	int rc;
+	if ((rc = caller_of(call, &c, err)) != HS_OK ||
+	    (rc = hs_tasks_recover(hs_rpc_call_payload(call), &c, r->task_id, r->reason, &info,
+				   err)) != HS_OK)
+		return rc;
+	return reply_task(call, &info, resp, err);
+}
+
+static int cancel_task(hs_rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage **resp,
+		       hs_error *err)
+{
+	const Harness__V1__CancelTaskRequest *r = (const void *)req;
+	hs_task_caller c;
+	hs_task_info info;
+	int rc;
+	if ((rc = caller_of(call, &c, err)) != HS_OK ||
+	    (rc = hs_tasks_cancel(hs_rpc_call_payload(call), &c, r->task_id, r->reason, &info,
+				  err)) != HS_OK)
+		return rc;
+	return reply_task(call, &info, resp, err);
+}
+
+/* ---- WatchTasks ------------------------------------------------------------ */
+
+typedef struct watch_ctx {
+	hs_rpc_call *call;
+	hs_tasks *tasks;
+	hs_task_watch *w;
+} watch_ctx;
+
+static int send_event(const hs_task_event *ev, void *payload)
+{
+	watch_ctx *x = payload;
+	Harness__V1__TaskEvent e = HARNESS__V1__TASK_EVENT__INIT;
+	Google__Protobuf__Timestamp at = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
+	at.seconds = ev->occurred_at_ms / 1000;
+	at.nanos = (int32_t)(ev->occurred_at_ms % 1000) * 1000000;
+	e.event_id = (uint64_t)ev->event_id;
+	e.task_id = (char *)ev->task_id;
+	e.type = (Harness__V1__TaskEventType)ev->type;
+	e.step = ev->step;
+	e.checkpoint_id = (char *)ev->checkpoint_id;
+	e.occurred_at = &at;
+	e.message = (char *)ev->message;
+	e.attempt = ev->attempt;
+	e.state = (Harness__V1__TaskState)ev->state;
+	e.dropped_count = ev->dropped_count;
+	e.owner = (char *)ev->owner;
+	e.sandbox_id = (char *)ev->sandbox_id;
+	return hs_rpc_call_send(x->call, &e.base);
+}
+
+static void watch_done(hs_rpc_call *call, void *payload)
+{
+	watch_ctx *x = payload;
+	hs_tasks_unwatch(x->tasks, x->w);
+	free(x);
+	hs_rpc_call_unref(call);
+}
+
+static int watch_tasks(hs_rpc_call *call, const ProtobufCMessage *req, hs_error *err)
+{
+	const Harness__V1__WatchTasksRequest *r = (const void *)req;
+	hs_task_caller c;
+	int rc;
+	if ((rc = caller_of(call, &c, err)) != HS_OK)
+		return rc;
+	if (r->after_event_id > (uint64_t)INT64_MAX)
+		return hs_error_set(err, HS_INVALID, "after_event_id: out of range");
+	watch_ctx *x = calloc(1, sizeof(*x));
+	if (x == NULL)
+		return hs_error_set(err, HS_INTERNAL, "out of memory");
+	x->call = call;
+	x->tasks = hs_rpc_call_payload(call);
+	hs_rpc_call_set_send_queue(call, WATCH_QUEUE);
+	hs_rpc_call_ref(call);
+	rc = hs_tasks_watch(x->tasks, &c, r->task_id, r->send_initial, (int64_t)r->after_event_id,
+			    send_event, x, &x->w, err);
+	if (rc != HS_OK) {
+		free(x);
+		hs_rpc_call_unref(call);
+		return rc;
+	}
+	/* Runs watch_done at once if the call already ended. */
+	hs_rpc_call_on_done(call, watch_done, x);
+	return HS_OK;
+}
+
+int hs_health_service_register(hs_rpc_server *srv, hs_tasks *tasks, hs_error *err)
+{
+	static const hs_rpc_handler handlers[] = {
+		{ "RegisterTask", HS_RPC_UNARY, HS_RPC_BLOCKING, register_task, NULL },
+		{ "Heartbeat", HS_RPC_UNARY, HS_RPC_BLOCKING, heartbeat, NULL },
+		{ "GetTask", HS_RPC_UNARY, HS_RPC_BLOCKING, get_task, NULL },
+		{ "ListTasks", HS_RPC_UNARY, HS_RPC_BLOCKING, list_tasks, NULL },
+		{ "WatchTasks", HS_RPC_SERVER_STREAM, HS_RPC_BLOCKING, NULL, watch_tasks },
+		{ "CompleteTask", HS_RPC_UNARY, HS_RPC_BLOCKING, complete_task, NULL },
+		{ "RecoverTask", HS_RPC_UNARY, HS_RPC_BLOCKING, recover_task, NULL },
+		{ "CancelTask", HS_RPC_UNARY, HS_RPC_BLOCKING, cancel_task, NULL },
+	};
+	if (tasks == NULL)
+		return hs_error_set(err, HS_INVALID, "health service: tasks registry required");
+	return hs_rpc_server_add_service(srv, &harness__v1__health_service__descriptor, handlers,
+					 sizeof(handlers) / sizeof(handlers[0]), tasks, err);
+}

@@ -1,0 +1,682 @@
+/* The task registry: lifecycle, the in-memory index (hash map + timer heap),
+ * persistence helpers and the timer thread.
+ *
+ * Design. Every task lives in memory (a compact struct, ~0.5 KiB) and in the
+ * store's tasks table; every state change is written to the store, and its
+ * event appended to task_events, before it is acknowledged or broadcast.
+ * Heartbeats only touch their own columns (hs_store_task_heartbeat) and
+ * re-arm the task's timer node: O(log n) in a binary min-heap. One timer
+ * thread sleeps on a CLOCK_MONOTONIC condvar until the earliest deadline, so
+ * healthy tasks cost no CPU at all; an expired deadline is handled within a
+ * few ms.
+ *
+ * State machine (enforced by hs_task_transition_ok and the callers):
+ *
+ *    RegisterTask
+ *         |
+ *         v        no heartbeat (TIMEOUT)          backoff expired
+ *     RUNNING ------------------------------> STALLED ----------------+
+ *      ^  ^  \ <------------------------------ |  ^                   |
+ *      |  |   \     late heartbeat             |  | attempt failed,    v
+ *      |  |    \ RecoverTask                   |  | attempts left  RECOVERING
+ *      |  |     +------------------------------+--+----------------> |  |
+ *      |  |                 RecoverTask        |                     |  |
+ *      |  +---- agent heartbeat: RESUME (RECOVERED) -----------------+  |
+ *      |                                                                |
+ *      |      no checkpoint / attempts exhausted (RECOVERY_FAILED)      v
+ *      |                                                             FAILED
+ *      +-- (none)          RecoverTask (manual retry): FAILED -> RECOVERING
+ *
+ *   RUNNING, STALLED, RECOVERING --CompleteTask--> COMPLETED | FAILED
+ *   RUNNING, STALLED, RECOVERING --CancelTask--> CANCELLED
+ *   COMPLETED, FAILED, CANCELLED: terminal; RegisterTask may reuse the id.
+ *   RECOVERING after a successful restore waits for the agent with the
+ *   heartbeat deadline armed; silence counts as a failed attempt (TIMEOUT,
+ *   back to STALLED, or FAILED when attempts are exhausted). */
+#include "internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "log.h"
+
+bool hs_task_transition_ok(hs_task_state from, hs_task_state to)
+{
+	switch (from) {
+	case HS_TASK_RUNNING:
+		return to == HS_TASK_STALLED || to == HS_TASK_RECOVERING || to == HS_TASK_COMPLETED ||
+		       to == HS_TASK_FAILED || to == HS_TASK_CANCELLED;
+	case HS_TASK_STALLED:
+		return to == HS_TASK_RUNNING || to == HS_TASK_RECOVERING || to == HS_TASK_COMPLETED ||
+		       to == HS_TASK_FAILED || to == HS_TASK_CANCELLED;
+	case HS_TASK_RECOVERING:
+		return to == HS_TASK_RUNNING || to == HS_TASK_STALLED || to == HS_TASK_COMPLETED ||
+		       to == HS_TASK_FAILED || to == HS_TASK_CANCELLED;
+	case HS_TASK_FAILED:
+		return to == HS_TASK_RECOVERING || to == HS_TASK_RUNNING; /* RUNNING: re-register */
+	case HS_TASK_COMPLETED:
+	case HS_TASK_CANCELLED:
+		return to == HS_TASK_RUNNING; /* re-register */
+	}
+	return false;
+}
+
+const char *hs_task_state_name(int state)
+{
+	static const char *const names[] = { "UNSPECIFIED", "RUNNING",   "STALLED",  "RECOVERING",
+					     "COMPLETED",   "FAILED",    "CANCELLED" };
+	return state >= 0 && state <= 6 ? names[state] : "UNKNOWN";
+}
+
+int hs_task_policy_resolve(hs_task_policy *p, hs_error *err)
+{
+	if (p->max_attempts < 0 || p->max_attempts > 100)
+		return hs_error_set(err, HS_INVALID, "recovery_policy.max_attempts: must be 0..100");
+	if (p->initial_backoff_ms < 0 || p->initial_backoff_ms > 86400000)
+		return hs_error_set(err, HS_INVALID,
+				    "recovery_policy.initial_backoff_ms: must be 0..86400000");
+	if (p->max_backoff_ms < 0 || p->max_backoff_ms > 86400000)
+		return hs_error_set(err, HS_INVALID, "recovery_policy.max_backoff_ms: must be 0..86400000");
+	if (!(p->multiplier == 0 || (p->multiplier >= 1.0 && p->multiplier <= 100.0)))
+		return hs_error_set(err, HS_INVALID,
+				    "recovery_policy.backoff_multiplier: must be 0 or 1.0..100");
+	if (p->max_attempts == 0)
+		p->max_attempts = 3;
+	if (p->initial_backoff_ms == 0)
+		p->initial_backoff_ms = 1000;
+	if (p->multiplier == 0)
+		p->multiplier = 2.0;
+	if (p->max_backoff_ms == 0)
+		p->max_backoff_ms = p->initial_backoff_ms > 60000 ? p->initial_backoff_ms : 60000;
+	if (p->max_backoff_ms < p->initial_backoff_ms)
+		return hs_error_set(err, HS_INVALID,
+				    "recovery_policy.max_backoff_ms: must be >= initial_backoff_ms");
+	return HS_OK;
+}
+
+int64_t hs_task_backoff_ms(const hs_task_policy *p, int32_t attempt)
+{
+	double d = (double)p->initial_backoff_ms;
+	for (int32_t i = 1; i < attempt && d < (double)p->max_backoff_ms; i++)
+		d *= p->multiplier;
+	return d >= (double)p->max_backoff_ms ? p->max_backoff_ms : (int64_t)d;
+}
+
+int64_t hs_tasks__wall_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t hs_tasks__mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- map ------------------------------------------------------------------ */
+
+static size_t hash(const char *s)
+{
+	size_t h = 1469598103934665603ull;
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 1099511628211ull;
+	return h;
+}
+
+task *hs_tasks__lookup(hs_tasks *t, const char *id)
+{
+	pthread_mutex_lock(&t->mu);
+	task *k = t->buckets[hash(id) % t->nbuckets];
+	while (k != NULL && strcmp(k->id, id) != 0)
+		k = k->hnext;
+	pthread_mutex_unlock(&t->mu);
+	return k;
+}
+
+/* t->mu held. */
+static int map_add(hs_tasks *t, task *k)
+{
+	if (t->n_all == t->cap_all) {
+		size_t cap = t->cap_all ? t->cap_all * 2 : 1024;
+		task **all = realloc(t->all, cap * sizeof(*all));
+		if (all == NULL)
+			return HS_INTERNAL;
+		t->all = all;
+		t->cap_all = cap;
+	}
+	if (t->n_all >= t->nbuckets) { /* keep the load factor <= 1 */
+		size_t nb = t->nbuckets * 2;
+		task **b = calloc(nb, sizeof(*b));
+		if (b == NULL)
+			return HS_INTERNAL;
+		for (size_t i = 0; i < t->n_all; i++) {
+			task *x = t->all[i];
+			size_t h = hash(x->id) % nb;
+			x->hnext = b[h];
+			b[h] = x;
+		}
+		free(t->buckets);
+		t->buckets = b;
+		t->nbuckets = nb;
+	}
+	size_t h = hash(k->id) % t->nbuckets;
+	k->hnext = t->buckets[h];
+	t->buckets[h] = k;
+	t->all[t->n_all++] = k;
+	return HS_OK;
+}
+
+bool hs_tasks__visible(const task *k, const hs_task_caller *caller)
+{
+	return caller->is_admin || (caller->user_id != NULL && strcmp(caller->user_id, k->owner) == 0);
+}
+
+/* ---- rows ----------------------------------------------------------------- */
+
+
+void hs_tasks__row_of(const task *k, hs_store_task_row *r)
+{
+	memset(r, 0, sizeof(*r));
+	COPY(r->task_id, k->id);
+	COPY(r->owner, k->owner);
+	r->state = k->state;
+	r->total_steps = k->total_steps;
+	r->current_step = k->current_step;
+	r->heartbeat_interval_ms = k->interval_ms;
+	r->heartbeat_timeout_ms = k->timeout_ms;
+	COPY(r->sandbox_id, k->sandbox_id);
+	r->policy_max_attempts = k->policy.max_attempts;
+	r->policy_initial_backoff_ms = k->policy.initial_backoff_ms;
+	r->policy_multiplier = k->policy.multiplier;
+	r->policy_max_backoff_ms = k->policy.max_backoff_ms;
+	r->last_heartbeat_ms = k->last_heartbeat_ms;
+	r->registered_at_ms = k->registered_at_ms;
+	r->recovery_attempts = k->attempts;
+	COPY(r->last_checkpoint_id, k->last_ckpt);
+	r->cancel_requested = k->cancel_requested;
+	r->cpu_usage = k->cpu;
+	r->memory_usage_mb = k->mem;
+	r->disk_usage_mb = k->disk;
+	COPY(r->details, k->details);
+	/* The row has no result column: a COMPLETED task's result message is
+	 * kept in failure_reason (which is empty for COMPLETED by definition). */
+	COPY(r->failure_reason, k->state == HS_TASK_COMPLETED ? k->result_message : k->failure_reason);
+	COPY(r->workspace, k->workspace);
+	COPY(r->labels_json, k->labels_json);
+	r->updated_at_ms = k->finished_at_ms ? k->finished_at_ms : hs_tasks__wall_ms();
+}
+
+const char hs_tasks__empty[] = "";
+const char hs_tasks__empty_obj[] = "{}";
+
+void hs_tasks__free_str(char *s)
+{
+	if (s != hs_tasks__empty && s != hs_tasks__empty_obj)
+		free(s);
+}
+
+int hs_tasks__set_str(char **dst, const char *src)
+{
+	if (*dst != NULL && strcmp(*dst, src) == 0)
+		return HS_OK;
+	char *s;
+	if (src[0] == '\0')
+		s = (char *)hs_tasks__empty;
+	else if (strcmp(src, "{}") == 0)
+		s = (char *)hs_tasks__empty_obj;
+	else if ((s = strdup(src)) == NULL)
+		return HS_INTERNAL;
+	hs_tasks__free_str(*dst);
+	*dst = s;
+	return HS_OK;
+}
+
+#define set_str hs_tasks__set_str
+
+static bool terminal(int state)
+{
+	return state == HS_TASK_COMPLETED || state == HS_TASK_FAILED || state == HS_TASK_CANCELLED;
+}
+
+int hs_tasks__adopt(task *k, const hs_store_task_row *r)
+{
+	bool done = r->state == HS_TASK_COMPLETED;
+	if (set_str(&k->owner, r->owner) || set_str(&k->details, r->details) ||
+	    set_str(&k->failure_reason, done ? "" : r->failure_reason) ||
+	    set_str(&k->result_message, done ? r->failure_reason : "") ||
+	    set_str(&k->workspace, r->workspace) ||
+	    set_str(&k->labels_json, r->labels_json[0] ? r->labels_json : "{}"))
+		return HS_INTERNAL;
+	COPY(k->id, r->task_id);
+	k->state = r->state;
+	k->total_steps = r->total_steps;
+	k->current_step = r->current_step;
+	k->interval_ms = r->heartbeat_interval_ms;
+	k->timeout_ms = r->heartbeat_timeout_ms;
+	COPY(k->sandbox_id, r->sandbox_id);
+	k->policy.max_attempts = r->policy_max_attempts;
+	k->policy.initial_backoff_ms = r->policy_initial_backoff_ms;
+	k->policy.multiplier = r->policy_multiplier;
+	k->policy.max_backoff_ms = r->policy_max_backoff_ms;
+	k->last_heartbeat_ms = r->last_heartbeat_ms;
+	k->registered_at_ms = r->registered_at_ms;
+	k->attempts = r->recovery_attempts;
+	COPY(k->last_ckpt, r->last_checkpoint_id);
+	k->cancel_requested = r->cancel_requested;
+	k->cpu = r->cpu_usage;
+	k->mem = r->memory_usage_mb;
+	k->disk = r->disk_usage_mb;
+	k->finished_at_ms = terminal(r->state) ? r->updated_at_ms : 0;
+	return HS_OK;
+}
+
+int hs_tasks__commit(hs_tasks *t, task *k, const hs_store_task_row *row, hs_error *err)
+{
+	int rc = hs_store_task_update(t->store, row, err);
+	if (rc != HS_OK)
+		return rc;
+	if (hs_tasks__adopt(k, row) != HS_OK)
+		return hs_error_set(err, HS_INTERNAL, "task %s: out of memory", k->id);
+	return HS_OK;
+}
+
+void hs_tasks__info_of(const task *k, hs_task_info *o, bool *oom)
+{
+	memset(o, 0, sizeof(*o));
+	COPY(o->task_id, k->id);
+	COPY(o->owner, k->owner);
+	o->state = (hs_task_state)k->state;
+	o->total_steps = k->total_steps;
+	o->current_step = k->current_step;
+	o->heartbeat_interval_ms = k->interval_ms;
+	o->heartbeat_timeout_ms = k->timeout_ms;
+	COPY(o->sandbox_id, k->sandbox_id);
+	o->policy = k->policy;
+	o->last_heartbeat_ms = k->last_heartbeat_ms;
+	o->registered_at_ms = k->registered_at_ms;
+	o->recovery_attempts = k->attempts;
+	COPY(o->last_checkpoint_id, k->last_ckpt);
+	o->cancel_requested = k->cancel_requested;
+	o->cpu_usage = k->cpu;
+	o->memory_usage_mb = k->mem;
+	o->disk_usage_mb = k->disk;
+	o->details = strdup(k->details ? k->details : "");
+	o->failure_reason = strdup(k->failure_reason ? k->failure_reason : "");
+	o->result_message = strdup(k->result_message ? k->result_message : "");
+	o->workspace = strdup(k->workspace && k->workspace[0] ? k->workspace : k->id);
+	o->labels_json = strdup(k->labels_json ? k->labels_json : "{}");
+	o->next_deadline_ms = terminal(k->state) || k->state == HS_TASK_STALLED ? 0 : k->deadline_ms;
+	o->finished_at_ms = k->finished_at_ms;
+	if (!o->details || !o->failure_reason || !o->result_message || !o->workspace ||
+	    !o->labels_json) {
+		hs_task_info_dispose(o);
+		*oom = true;
+	}
+}
+
+void hs_task_info_dispose(hs_task_info *info)
+{
+	if (info == NULL)
+		return;
+	free(info->details);
+	free(info->failure_reason);
+	free(info->result_message);
+	free(info->workspace);
+	free(info->labels_json);
+	info->details = info->failure_reason = info->result_message = NULL;
+	info->workspace = info->labels_json = NULL;
+}
+
+void hs_task_info_array_free(hs_task_info *arr, size_t n)
+{
+	for (size_t i = 0; arr != NULL && i < n; i++)
+		hs_task_info_dispose(&arr[i]);
+	free(arr);
+}
+
+void hs_task_beat_reply_dispose(hs_task_beat_reply *r)
+{
+	if (r == NULL)
+		return;
+	free(r->details);
+	r->details = NULL;
+}
+
+/* ---- timers --------------------------------------------------------------- */
+
+void hs_tasks__arm_at(hs_tasks *t, task *k, int64_t wall_deadline_ms)
+{
+	int64_t mono = hs_tasks__mono_ms() + (wall_deadline_ms - hs_tasks__wall_ms());
+	k->deadline_ms = wall_deadline_ms;
+	pthread_mutex_lock(&t->mu);
+	hs_timer_node *top = hs_timer_peek(&t->heap);
+	if (hs_timer_arm(&t->heap, &k->timer, mono) != HS_OK)
+		hs_log(HS_LOG_ERROR, "health", "timer: out of memory", HS_LS("task_id", k->id));
+	/* Wake the timer thread only when the earliest deadline moved earlier. */
+	if (top == NULL || mono < top->deadline || hs_timer_peek(&t->heap) != top)
+		pthread_cond_signal(&t->timer_cv);
+	pthread_mutex_unlock(&t->mu);
+}
+
+void hs_tasks__disarm(hs_tasks *t, task *k)
+{
+	k->deadline_ms = 0;
+	pthread_mutex_lock(&t->mu);
+	hs_timer_cancel(&t->heap, &k->timer);
+	pthread_mutex_unlock(&t->mu);
+}
+
+#define TIMER_BATCH 256
+
+static void fire(hs_tasks *t, task *k)
+{
+	pthread_mutex_lock(&k->mu);
+	pthread_mutex_lock(&t->mu);
+	bool rearmed = hs_timer_armed(&k->timer);
+	pthread_mutex_unlock(&t->mu);
+	if (!rearmed) {
+		if (k->state == HS_TASK_STALLED)
+			hs_tasks__enqueue(t, k);
+		else if (k->state == HS_TASK_RUNNING ||
+			 (k->state == HS_TASK_RECOVERING && !k->restoring))
+			hs_tasks__on_timeout(t, k);
+	}
+	pthread_mutex_unlock(&k->mu);
+}
+
+static void *timer_main(void *arg)
+{
+	hs_tasks *t = arg;
+	task *batch[TIMER_BATCH];
+	pthread_mutex_lock(&t->mu);
+	while (!t->stop) {
+		int64_t now = hs_tasks__mono_ms();
+		size_t n = 0;
+		hs_timer_node *node;
+		while (n < TIMER_BATCH && (node = hs_timer_pop_expired(&t->heap, now)) != NULL)
+			batch[n++] = (task *)((char *)node - offsetof(task, timer));
+		if (n > 0) {
+			pthread_mutex_unlock(&t->mu);
+			for (size_t i = 0; i < n; i++)
+				fire(t, batch[i]);
+			pthread_mutex_lock(&t->mu);
+			continue;
+		}
+		hs_timer_node *top = hs_timer_peek(&t->heap);
+		if (top == NULL) {
+			pthread_cond_wait(&t->timer_cv, &t->mu);
+			continue;
+		}
+		struct timespec ts = { .tv_sec = top->deadline / 1000,
+				       .tv_nsec = (top->deadline % 1000) * 1000000 };
+		pthread_cond_timedwait(&t->timer_cv, &t->mu, &ts);
+	}
+	pthread_mutex_unlock(&t->mu);
+	return NULL;
+}
+
+/* ---- lifecycle ------------------------------------------------------------ */
+
+static task *task_new(void)
+{
+	task *k = calloc(1, sizeof(*k));
+	if (k == NULL)
+		return NULL;
+	pthread_mutex_init(&k->mu, NULL);
+	hs_timer_node_init(&k->timer);
+	return k;
+}
+
+static void task_free(task *k)
+{
+	hs_tasks__free_str(k->owner);
+	hs_tasks__free_str(k->details);
+	hs_tasks__free_str(k->failure_reason);
+	hs_tasks__free_str(k->result_message);
+	hs_tasks__free_str(k->workspace);
+	hs_tasks__free_str(k->labels_json);
+	free(k->reason);
+	pthread_mutex_destroy(&k->mu);
+	free(k);
+}
+
+task *hs_tasks__insert(hs_tasks *t, const hs_store_task_row *row, hs_error *err)
+{
+	task *k = task_new();
+	if (k == NULL || hs_tasks__adopt(k, row) != HS_OK) {
+		if (k != NULL)
+			task_free(k);
+		hs_error_set(err, HS_INTERNAL, "task %s: out of memory", row->task_id);
+		return NULL;
+	}
+	pthread_mutex_lock(&t->mu);
+	int rc = map_add(t, k);
+	pthread_mutex_unlock(&t->mu);
+	if (rc != HS_OK) {
+		task_free(k);
+		hs_error_set(err, HS_INTERNAL, "task %s: out of memory", row->task_id);
+		return NULL;
+	}
+	return k;
+}
+
+/* Re-arm one loaded task (task->mu not needed: no other thread runs yet). */
+static void rearm_loaded(hs_tasks *t, task *k)
+{
+	int64_t now = hs_tasks__wall_ms();
+	switch (k->state) {
+	case HS_TASK_RUNNING:
+		/* Possibly already past: then it stalls right after start. */
+		hs_tasks__arm_at(t, k, k->last_heartbeat_ms + k->timeout_ms);
+		break;
+	case HS_TASK_STALLED:
+		hs_tasks__schedule_attempt(t, k);
+		break;
+	case HS_TASK_RECOVERING:
+		/* Whether the interrupted attempt restored anything is unknown:
+		 * run it again (restores are idempotent) right away. */
+		k->state = HS_TASK_STALLED;
+		if (k->attempts > 0)
+			k->attempts--;
+		hs_tasks__arm_at(t, k, now);
+		break;
+	default:
+		break;
+	}
+}
+
+typedef struct load_ctx {
+	hs_tasks *t;
+	hs_error *err;
+	int rc;
+	char last_id[HS_STORE_ID_MAX];
+	size_t n;
+} load_ctx;
+
+/* Highest event id in the store, by exponential + binary search on
+ * "is there an event after x" (the store has no max query). */
+static int find_last_event(hs_tasks *t, int64_t *out, hs_error *err);
+
+static int any_cb(const hs_store_event_row *e, void *payload)
+{
+	(void)e;
+	*(bool *)payload = true;
+	return 0;
+}
+
+static int any_after(hs_tasks *t, int64_t x, bool *out, hs_error *err)
+{
+	*out = false;
+	return hs_store_event_list_after(t->store, x, NULL, 1, any_cb, out, err);
+}
+
+static int find_last_event(hs_tasks *t, int64_t *out, hs_error *err)
+{
+	int64_t lo = 0, hi = 1; /* invariant: an event > lo exists (or lo = 0); none > hi */
+	bool any;
+	int rc;
+	if ((rc = any_after(t, 0, &any, err)) != HS_OK)
+		return rc;
+	if (!any) {
+		*out = 0;
+		return HS_OK;
+	}
+	for (;;) {
+		if ((rc = any_after(t, hi, &any, err)) != HS_OK)
+			return rc;
+		if (!any)
+			break;
+		lo = hi;
+		hi *= 2;
+	}
+	while (hi - lo > 1) {
+		int64_t mid = lo + (hi - lo) / 2;
+		if ((rc = any_after(t, mid, &any, err)) != HS_OK)
+			return rc;
+		if (any)
+			lo = mid;
+		else
+			hi = mid;
+	}
+	*out = hi;
+	return HS_OK;
+}
+
+static int load(hs_tasks *t, hs_error *err)
+{
+	char after[HS_STORE_ID_MAX] = "";
+	for (;;) {
+		hs_store_task_filter f = HS_STORE_TASK_FILTER_INIT;
+		f.after_id = after;
+		f.limit = HS_STORE_LIST_MAX;
+		hs_store_task_row *rows = NULL;
+		size_t n = 0;
+		int rc = hs_store_task_list(t->store, &f, &rows, &n, err);
+		if (rc != HS_OK)
+			return rc;
+		for (size_t i = 0; i < n; i++) {
+			task *k = hs_tasks__insert(t, &rows[i], err);
+			if (k == NULL) {
+				free(rows);
+				return HS_INTERNAL;
+			}
+			rearm_loaded(t, k);
+		}
+		if (n > 0)
+			COPY(after, rows[n - 1].task_id);
+		free(rows);
+		if (n < HS_STORE_LIST_MAX)
+			break;
+	}
+	return find_last_event(t, &t->last_event_id, err);
+}
+
+int hs_tasks_new(hs_tasks **out, const hs_tasks_config *cfg, hs_error *err)
+{
+	int rc;
+	if (cfg == NULL || cfg->store == NULL)
+		return hs_error_set(err, HS_INVALID, "tasks: store required");
+	hs_tasks *t = calloc(1, sizeof(*t));
+	if (t == NULL)
+		return hs_error_set(err, HS_INTERNAL, "tasks: out of memory");
+	t->store = cfg->store;
+	t->ops_ctx.ckpt = cfg->ckpt;
+	t->ops_ctx.sb = cfg->sandboxes;
+	if (cfg->ops != NULL)
+		t->ops = *cfg->ops;
+	else
+		hs_tasks__default_ops(&t->ops, &t->ops_ctx);
+	t->max_tasks = cfg->max_tasks ? cfg->max_tasks : 1000000;
+	t->max_watchers = cfg->max_watchers ? cfg->max_watchers : 1024;
+	pthread_mutex_init(&t->mu, NULL);
+	pthread_mutex_init(&t->rq_mu, NULL);
+	pthread_mutex_init(&t->ev_mu, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&t->timer_cv, &ca);
+	pthread_condattr_destroy(&ca);
+	pthread_cond_init(&t->rq_cv, NULL);
+	hs_timer_heap_init(&t->heap);
+	t->nbuckets = 1024;
+	t->buckets = calloc(t->nbuckets, sizeof(*t->buckets));
+	if (t->buckets == NULL) {
+		rc = hs_error_set(err, HS_INTERNAL, "tasks: out of memory");
+		goto fail;
+	}
+	if (cfg->webhook_url != NULL && cfg->webhook_url[0] != '\0') {
+		hs_webhook_config wc = { cfg->webhook_url, cfg->webhook_queue, cfg->webhook_attempts,
+					 cfg->webhook_backoff_ms, cfg->webhook_timeout_ms };
+		if ((rc = hs_webhook_new(&t->webhook, &wc, err)) != HS_OK)
+			goto fail;
+	}
+	if ((rc = load(t, err)) != HS_OK)
+		goto fail;
+	if ((rc = hs_tasks__recovery_start(t)) != HS_OK) {
+		hs_error_set(err, rc, "tasks: cannot start recovery threads");
+		goto fail;
+	}
+	if (pthread_create(&t->timer_thr, NULL, timer_main, t) != 0) {
+		rc = hs_error_set(err, HS_INTERNAL, "tasks: cannot start timer thread");
+		goto fail;
+	}
+	t->timer_started = true;
+	hs_log(HS_LOG_INFO, "health", "tasks loaded", HS_LI("tasks", t->n_all),
+	       HS_LI("armed", hs_timer_count(&t->heap)), HS_LI("last_event_id", t->last_event_id));
+	*out = t;
+	return HS_OK;
+fail:
+	hs_tasks_free(t);
+	return rc;
+}
+
+void hs_tasks_free(hs_tasks *t)
+{
+	if (t == NULL)
+		return;
+	pthread_mutex_lock(&t->mu);
+	t->stop = true;
+	pthread_cond_broadcast(&t->timer_cv);
+	pthread_mutex_unlock(&t->mu);
+	if (t->timer_started)
+		pthread_join(t->timer_thr, NULL);
+	hs_tasks__recovery_stop(t);
+	hs_webhook_free(t->webhook);
+	hs_tasks__watchers_free(t);
+	hs_timer_heap_dispose(&t->heap);
+	for (size_t i = 0; i < t->n_all; i++)
+		task_free(t->all[i]);
+	free(t->all);
+	free(t->buckets);
+	free(t->rq);
+	pthread_cond_destroy(&t->timer_cv);
+	pthread_cond_destroy(&t->rq_cv);
+	pthread_mutex_destroy(&t->mu);
+	pthread_mutex_destroy(&t->rq_mu);
+	pthread_mutex_destroy(&t->ev_mu);
+	free(t);
+}
+
+void hs_tasks_stats_get(hs_tasks *t, hs_tasks_stats *out)
+{
+	memset(out, 0, sizeof(*out));
+	pthread_mutex_lock(&t->mu);
+	out->tasks = t->n_all;
+	out->armed_timers = hs_timer_count(&t->heap);
+	pthread_mutex_unlock(&t->mu);
+	pthread_mutex_lock(&t->ev_mu);
+	out->watchers = t->n_watchers;
+	pthread_mutex_unlock(&t->ev_mu);
+	out->events = atomic_load(&t->n_events);
+	out->events_dropped = atomic_load(&t->n_dropped);
+	out->recoveries_started = atomic_load(&t->n_recoveries);
+	if (t->webhook != NULL) {
+		uint64_t failed;
+		hs_webhook_stats(t->webhook, &out->webhook_sent, &out->webhook_dropped, &failed);
+	}
+}

@@ -1,0 +1,272 @@
+/* The task registry behind HealthService: registration, heartbeats, stall
+ * detection, the recovery coordinator, cancellation and the event stream.
+ * No protobuf types here; service.c converts. Enum values equal the proto's.
+ *
+ * Threading: every function is thread-safe. Functions marked "blocks" write
+ * the store (or git / sandboxes): call them from worker threads, never from
+ * a completion-queue thread. The module runs three threads of its own: the
+ * timer thread (sleeps until the earliest deadline), the recovery thread
+ * (checkpoint restore, verify, sandbox; never on an RPC thread) and, with a
+ * webhook URL, the webhook sender.
+ *
+ * Errors: HS_INVALID naming the field, HS_NOT_FOUND (no such task),
+ * HS_DENIED (another user's task), HS_EXISTS, HS_CONFLICT (wrong state,
+ * naming it), HS_LIMIT, HS_UNAVAILABLE (store), HS_CANCELLED (shutting
+ * down). */
+#ifndef HS_HEALTH_TASKS_H
+#define HS_HEALTH_TASKS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "error.h"
+
+typedef struct hs_tasks hs_tasks;
+typedef struct hs_store hs_store;
+typedef struct hs_ckpt_mgr hs_ckpt_mgr;
+typedef struct hs_sandbox_mgr hs_sandbox_mgr;
+
+typedef enum hs_task_state {
+	HS_TASK_RUNNING = 1,
+	HS_TASK_STALLED = 2,
+	HS_TASK_RECOVERING = 3,
+	HS_TASK_COMPLETED = 4,
+	HS_TASK_FAILED = 5,
+	HS_TASK_CANCELLED = 6,
+} hs_task_state;
+
+typedef enum hs_task_event_type {
+	HS_TEV_REGISTERED = 1,
+	HS_TEV_TIMEOUT = 2,
+	HS_TEV_RECOVERY_STARTED = 3,
+	HS_TEV_RECOVERED = 4,
+	HS_TEV_RECOVERY_FAILED = 5,
+	HS_TEV_COMPLETED = 6,
+	HS_TEV_FAILED = 7,
+	HS_TEV_CANCELLED = 8,
+	HS_TEV_EVENTS_DROPPED = 9,
+	HS_TEV_INITIAL_STATE = 10,
+} hs_task_event_type;
+
+typedef enum hs_task_instruction {
+	HS_TASK_CONTINUE = 1,
+	HS_TASK_CANCEL = 2,
+	HS_TASK_RESUME = 3,
+} hs_task_instruction;
+
+#define HS_TASK_ID_MAX 64        /* as hs_ckpt_validate_task_id */
+#define HS_TASK_OWNER_MAX 128
+#define HS_TASK_CKPT_ID_MAX 128
+#define HS_TASK_DETAILS_MAX 1023 /* the store's text column (the proto allows 16384) */
+#define HS_TASK_MESSAGE_MAX 1023 /* failure reason / result message */
+#define HS_TASK_REASON_MAX 1024
+
+/* Delay before attempt n (1-based) = min(initial * multiplier^(n-1), max). */
+typedef struct hs_task_policy {
+	int32_t max_attempts;       /* 0 = 3, at most 100 */
+	int64_t initial_backoff_ms; /* 0 = 1000 */
+	double multiplier;          /* 0 = 2.0, else >= 1.0 */
+	int64_t max_backoff_ms;     /* 0 = 60000, >= initial */
+} hs_task_policy;
+
+/* Fill zero fields with the defaults and validate; HS_INVALID naming the
+ * field ("recovery_policy.max_attempts: ..."). */
+int hs_task_policy_resolve(hs_task_policy *p, hs_error *err);
+/* Backoff before attempt n (>= 1) under a resolved policy. */
+int64_t hs_task_backoff_ms(const hs_task_policy *p, int32_t attempt);
+
+/* Is the transition allowed by the state machine (tasks.c's diagram)? */
+bool hs_task_transition_ok(hs_task_state from, hs_task_state to);
+const char *hs_task_state_name(int state);
+
+typedef struct hs_task_caller {
+	const char *user_id;
+	bool is_admin;
+} hs_task_caller;
+
+/* RegisterTask; strings borrowed. */
+typedef struct hs_task_spec {
+	const char *task_id;
+	int64_t total_steps;
+	int64_t heartbeat_interval_ms; /* 0 = 30000; 100..3600000 */
+	int64_t heartbeat_timeout_ms;  /* 0 = 90000; > interval, <= 86400000 */
+	const char *sandbox_id;        /* NULL/"" = none */
+	hs_task_policy policy;
+	const char *workspace;         /* relative; NULL/"" = task_id */
+	const char *labels_json;       /* JSON object text or NULL */
+} hs_task_spec;
+
+/* A task as callers see it. Heap strings are owned: hs_task_info_dispose. */
+typedef struct hs_task_info {
+	char task_id[HS_TASK_ID_MAX + 1];
+	char owner[HS_TASK_OWNER_MAX];
+	hs_task_state state;
+	int64_t total_steps, current_step;
+	int64_t heartbeat_interval_ms, heartbeat_timeout_ms;
+	char sandbox_id[HS_TASK_ID_MAX + 1];
+	hs_task_policy policy;
+	int64_t last_heartbeat_ms, registered_at_ms;
+	int32_t recovery_attempts;
+	char last_checkpoint_id[HS_TASK_CKPT_ID_MAX];
+	bool cancel_requested;
+	double cpu_usage, memory_usage_mb, disk_usage_mb;
+	char *details;        /* heap, never NULL */
+	char *failure_reason; /* heap, never NULL */
+	char *result_message; /* heap, never NULL */
+	char *workspace;      /* heap, never NULL (defaults applied) */
+	char *labels_json;    /* heap JSON object text, never NULL ("{}") */
+	int64_t next_deadline_ms; /* wall ms; 0 in terminal states */
+	int64_t finished_at_ms;   /* 0 unless terminal */
+} hs_task_info;
+
+void hs_task_info_dispose(hs_task_info *info);
+void hs_task_info_array_free(hs_task_info *arr, size_t n);
+
+typedef struct hs_task_beat {
+	int64_t current_step, total_steps; /* total 0 = unchanged */
+	double cpu_usage, memory_usage_mb, disk_usage_mb;
+	const char *details; /* NULL/"" = keep */
+} hs_task_beat;
+
+typedef struct hs_task_beat_reply {
+	hs_task_state state;
+	hs_task_instruction instruction;
+	int64_t resume_step;
+	char checkpoint_id[HS_TASK_CKPT_ID_MAX];
+	int64_t next_deadline_ms; /* wall ms; 0 with CANCEL */
+	char *details;            /* heap on RESUME (details before the stall), else NULL */
+} hs_task_beat_reply;
+
+void hs_task_beat_reply_dispose(hs_task_beat_reply *r);
+
+typedef struct hs_task_event {
+	int64_t event_id;
+	char task_id[HS_TASK_ID_MAX + 1];
+	hs_task_event_type type;
+	int64_t step;
+	char checkpoint_id[HS_TASK_CKPT_ID_MAX];
+	int64_t occurred_at_ms;
+	char message[HS_TASK_REASON_MAX];
+	int32_t attempt;
+	int state; /* 0 for EVENTS_DROPPED */
+	uint64_t dropped_count;
+	char owner[HS_TASK_OWNER_MAX];
+	char sandbox_id[HS_TASK_ID_MAX + 1];
+} hs_task_event;
+
+/* What recovery does to the world, as calls (the default binds the
+ * checkpoint and sandbox modules; tests inject faults). Each returns HS_OK
+ * or a negative hs_code with a message in err. May block. */
+typedef struct hs_task_recovery_ops {
+	/* Latest checkpoint: id and step. HS_NOT_FOUND when there is none. */
+	int (*latest)(void *ctx, const char *task_id, char *id_out, size_t id_len,
+		      int64_t *step_out, hs_error *err);
+	/* Restore the workspace to checkpoint_id and verify it matches. */
+	int (*restore)(void *ctx, const char *task_id, const char *checkpoint_id,
+		       const char *workspace, hs_error *err);
+	/* Bring the sandbox back: restore its latest snapshot, else restart it. */
+	int (*sandbox_recover)(void *ctx, const char *sandbox_id, const char *owner,
+			       hs_error *err);
+	/* RegisterTask: may the caller use this task id's checkpoints (they
+	 * were created by the caller, or by nobody yet)? NULL = no check. */
+	int (*checkpoints_check)(void *ctx, const char *task_id, const hs_task_caller *caller,
+				 hs_error *err);
+	/* RegisterTask: does the sandbox exist and is it visible to the caller? */
+	int (*sandbox_check)(void *ctx, const char *sandbox_id, const hs_task_caller *caller,
+			     hs_error *err);
+	void *ctx;
+} hs_task_recovery_ops;
+
+
+typedef struct hs_tasks_config {
+	hs_store *store;                 /* required, borrowed */
+	/* Default recovery ops bind these (borrowed; either may be NULL: no
+	 * checkpoint module -> recovery fails "checkpoints are not
+	 * configured"; no sandbox module -> RegisterTask with a sandbox_id is
+	 * UNAVAILABLE). */
+	hs_ckpt_mgr *ckpt;
+	hs_sandbox_mgr *sandboxes;
+	const hs_task_recovery_ops *ops; /* NULL = the defaults; else copied (tests) */
+	const char *webhook_url;         /* NULL/"" = none */
+	size_t max_tasks;                /* 0 = 1000000 */
+	size_t max_watchers;             /* 0 = 1024 */
+	size_t webhook_queue;            /* 0 = 1024 events */
+	unsigned webhook_attempts;       /* 0 = 4 */
+	int64_t webhook_backoff_ms;      /* 0 = 500 (doubles per retry) */
+	int64_t webhook_timeout_ms;      /* 0 = 5000 */
+} hs_tasks_config;
+
+/* Load every task from the store and re-arm deadlines (RUNNING: last
+ * heartbeat + timeout, possibly already past; STALLED/RECOVERING: recovery
+ * resumes), then start the threads. Blocks. */
+int hs_tasks_new(hs_tasks **out, const hs_tasks_config *cfg, hs_error *err);
+/* Stops the threads (an in-flight recovery step finishes first), ends
+ * watchers (their send gets no more calls) and frees. NULL is a no-op. */
+void hs_tasks_free(hs_tasks *t);
+
+/* Blocks. *out (optional) as after the call. */
+int hs_tasks_register(hs_tasks *t, const hs_task_caller *caller, const hs_task_spec *spec,
+		      hs_task_info *out, hs_error *err);
+/* Blocks (one cheap store update; state changes write the row + event). */
+int hs_tasks_heartbeat(hs_tasks *t, const hs_task_caller *caller, const char *task_id,
+		       const hs_task_beat *beat, hs_task_beat_reply *out, hs_error *err);
+/* No I/O. */
+int hs_tasks_get(hs_tasks *t, const hs_task_caller *caller, const char *task_id,
+		 hs_task_info *out, hs_error *err);
+
+typedef struct hs_task_list_opts {
+	size_t page_size;          /* 0 = 50, clamped to 1000 */
+	const char *page_token;    /* NULL/"" = first page */
+	int state;                 /* 0 = any */
+	const char *const *label_keys; /* all must match */
+	const char *const *label_values;
+	size_t n_labels;
+} hs_task_list_opts;
+
+/* Visible tasks, most recently registered first. *out: hs_task_info_array_free;
+ * *next_token heap or NULL on the last page. No I/O. */
+int hs_tasks_list(hs_tasks *t, const hs_task_caller *caller, const hs_task_list_opts *opts,
+		  hs_task_info **out, size_t *n_out, char **next_token, hs_error *err);
+/* Blocks. */
+int hs_tasks_complete(hs_tasks *t, const hs_task_caller *caller, const char *task_id,
+		      bool success, const char *message, hs_task_info *out, hs_error *err);
+int hs_tasks_recover(hs_tasks *t, const hs_task_caller *caller, const char *task_id,
+		     const char *reason, hs_task_info *out, hs_error *err);
+int hs_tasks_cancel(hs_tasks *t, const hs_task_caller *caller, const char *task_id,
+		    const char *reason, hs_task_info *out, hs_error *err);
+
+/* --- watching ----------------------------------------------------------- */
+
+typedef struct hs_task_watch hs_task_watch;
+
+/* Deliver one event to a watcher without blocking: HS_OK sent, HS_LIMIT the
+ * watcher's queue is full (the event is dropped and counted), anything else
+ * the watcher is gone (no more calls). */
+typedef int (*hs_task_send_fn)(const hs_task_event *ev, void *payload);
+
+/* Drop policy: a live event that does not fit is dropped and counted; before
+ * the next event that fits, one EVENTS_DROPPED event carrying the count is
+ * sent. Replay and initial-state events (sent from the calling thread) wait
+ * for room instead, polling every few ms, until the watcher goes away.
+ *
+ * Opens a watcher for task_id (NULL/"" = every visible task): replays stored
+ * events with id > after_event_id (0 = none), sends INITIAL_STATE events when
+ * send_initial, then switches to live delivery. Blocks (store reads, waiting
+ * for room). HS_LIMIT when too many watchers. */
+int hs_tasks_watch(hs_tasks *t, const hs_task_caller *caller, const char *task_id,
+		   bool send_initial, int64_t after_event_id, hs_task_send_fn send,
+		   void *payload, hs_task_watch **out, hs_error *err);
+/* After it returns, send is never called again for w. Idempotent per w is
+ * NOT provided: call exactly once. Never blocks on I/O. */
+void hs_tasks_unwatch(hs_tasks *t, hs_task_watch *w);
+
+/* Counters for tests and benchmarks. */
+typedef struct hs_tasks_stats {
+	size_t tasks, armed_timers, watchers;
+	uint64_t events, events_dropped, recoveries_started, webhook_sent, webhook_dropped;
+} hs_tasks_stats;
+
+void hs_tasks_stats_get(hs_tasks *t, hs_tasks_stats *out);
+
+#endif

@@ -1,0 +1,543 @@
+"""HealthService end to end through grpcio: stall detection, recovery to the
+latest checkpoint (workspace byte-exact), failures with backoff, one recovery
+at a time, restart re-arming, slow watchers, cancellation, ownership and
+field validation."""
+import base64
+import hashlib
+import hmac
+import json
+import os
+import shutil
+import threading
+import time
+import unittest
+
+import grpc
+
+import http.server
+
+from harness.v1 import auth_pb2, checkpoint_pb2, health_pb2, sandbox_pb2
+
+import hstest
+
+H = health_pb2
+SECRET = "integration-test-secret-0123456789abcdef"
+ENV = {"HARNESS_JWT_SECRET": SECRET}
+SVC = "/harness.v1.HealthService/"
+METHODS = {
+    "RegisterTask": (H.RegisterTaskRequest, H.Task),
+    "Heartbeat": (H.HeartbeatRequest, H.HeartbeatResponse),
+    "GetTask": (H.GetTaskRequest, H.Task),
+    "ListTasks": (H.ListTasksRequest, H.ListTasksResponse),
+    "CompleteTask": (H.CompleteTaskRequest, H.Task),
+    "RecoverTask": (H.RecoverTaskRequest, H.Task),
+    "CancelTask": (H.CancelTaskRequest, H.Task),
+}
+S = hstest.SLOW
+
+
+def b64(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def mint_token(sub, role="user"):
+    """An HS256 access token as the local backend issues them (same secret)."""
+    now = int(time.time())
+    head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    body = b64(json.dumps({"sub": sub, "role": role, "iat": now, "exp": now + 3600}).encode())
+    sig = hmac.new(SECRET.encode(), ("%s.%s" % (head, body)).encode(), hashlib.sha256).digest()
+    return "%s.%s.%s" % (head, body, b64(sig))
+
+
+class Client:
+    def __init__(self, channel, token):
+        self.channel = channel
+        self.md = [("authorization", "Bearer " + token)]
+
+    def __getattr__(self, name):
+        req_cls, resp_cls = METHODS[name]
+        fn = hstest.stub(self.channel, SVC + name, req_cls, resp_cls)
+        return lambda timeout=10 * S, **kw: fn(req_cls(**kw), metadata=self.md, timeout=timeout)
+
+    def watch(self, timeout=60, **kw):
+        fn = hstest.stub(self.channel, SVC + "WatchTasks", H.WatchTasksRequest, H.TaskEvent,
+                         "unary_stream")
+        return fn(H.WatchTasksRequest(**kw), metadata=self.md, timeout=timeout * S)
+
+    def checkpoint(self, task_id, step, workspace=""):
+        fn = hstest.stub(self.channel, "/harness.v1.CheckpointService/CreateCheckpoint",
+                         checkpoint_pb2.CreateCheckpointRequest, checkpoint_pb2.CreateCheckpointResponse)
+        return fn(checkpoint_pb2.CreateCheckpointRequest(task_id=task_id, step=step, description="s%d" % step,
+                                                         workspace=workspace),
+                  metadata=self.md, timeout=30 * S).checkpoint
+
+
+def login(channel):
+    fn = hstest.stub(channel, "/harness.v1.AuthService/Login", auth_pb2.LoginRequest, auth_pb2.AuthResponse)
+    return fn(auth_pb2.LoginRequest(email="admin@example.com", password="admin-password-1"),
+              timeout=20 * S).access_token
+
+
+class Collector:
+    """Reads a WatchTasks stream on a thread."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.events = []
+        self.cond = threading.Condition()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        try:
+            for ev in self.stream:
+                with self.cond:
+                    self.events.append((time.time(), ev))
+                    self.cond.notify_all()
+        except grpc.RpcError:
+            pass
+
+    def wait(self, pred, timeout):
+        deadline = time.time() + timeout * S
+        with self.cond:
+            while True:
+                for at, ev in self.events:
+                    if pred(ev):
+                        return at, ev
+                left = deadline - time.time()
+                if left <= 0:
+                    raise AssertionError("event not seen; got %s" % [
+                        (e.task_id, H.TaskEventType.Name(e.type)) for _, e in self.events])
+                self.cond.wait(left)
+
+    def of(self, task_id, type_=None):
+        with self.cond:
+            return [e for _, e in self.events if e.task_id == task_id and (type_ is None or e.type == type_)]
+
+    def close(self):
+        self.stream.cancel()
+        self.thread.join(5)
+
+
+def write_tree(root, files):
+    for rel, data in files.items():
+        path = os.path.join(root, rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(data)
+
+
+def read_tree(root):
+    out = {}
+    for dirpath, _, names in os.walk(root):
+        for n in names:
+            p = os.path.join(dirpath, n)
+            with open(p, "rb") as f:
+                out[os.path.relpath(p, root)] = f.read()
+    return out
+
+
+class TasksTest(hstest.HarnessTestCase):
+    server_env = ENV
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.admin = Client(cls.channel, login(cls.channel))
+        cls.watcher = Collector(cls.admin.watch(timeout=600))
+        cls.ws_root = os.path.join(cls.hd.data_dir, "workspaces")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.watcher.close()
+        super().tearDownClass()
+
+    def register(self, task_id, interval=100, timeout=500, backoff=100, attempts=3, client=None, **kw):
+        c = client or self.admin
+        return c.RegisterTask(task_id=task_id, heartbeat_interval_ms=interval, heartbeat_timeout_ms=timeout,
+                              recovery_policy=H.RecoveryPolicy(initial_backoff_ms=backoff, max_attempts=attempts),
+                              **kw)
+
+    def code_of(self, fn, **kw):
+        with self.assertRaises(grpc.RpcError) as cm:
+            fn(**kw)
+        return cm.exception
+
+    def test_stalled_task_is_recovered_to_latest_checkpoint(self):
+        tid = "recover-me"
+        ws = os.path.join(self.ws_root, tid)
+        write_tree(ws, {"a.txt": b"one\n", "src/b.bin": bytes(range(256))})
+        self.register(tid, timeout=int(500 * S))
+        self.admin.Heartbeat(task_id=tid, current_step=1)
+        self.admin.checkpoint(tid, 2)
+        self.admin.Heartbeat(task_id=tid, current_step=3)
+        want = {"a.txt": b"two\n", "src/b.bin": bytes(range(256)) * 3, "new/c.txt": b"c"}
+        write_tree(ws, want)
+        ck = self.admin.checkpoint(tid, 4)
+        self.admin.Heartbeat(task_id=tid, current_step=5, details="progress-5")
+        # The agent dies mid-step, leaving a mess.
+        write_tree(ws, {"a.txt": b"half written", "junk.tmp": b"x"})
+        os.remove(os.path.join(ws, "new/c.txt"))
+        _, tmo = self.watcher.wait(lambda e: e.task_id == tid and e.type == H.TASK_EVENT_TYPE_TIMEOUT, 5)
+        self.assertEqual(tmo.state, H.TASK_STATE_STALLED)
+        _, st = self.watcher.wait(lambda e: e.task_id == tid and e.type == H.TASK_EVENT_TYPE_RECOVERY_STARTED, 10)
+        self.assertEqual(st.checkpoint_id, ck.checkpoint_id)
+        self.assertEqual(st.step, 4)
+        self.assertEqual(st.attempt, 1)
+        # The restarted agent heartbeats until told to resume.
+        deadline = time.time() + 20 * S
+        while True:
+            r = self.admin.Heartbeat(task_id=tid, current_step=0)
+            if r.instruction == H.INSTRUCTION_RESUME_FROM_CHECKPOINT:
+                break
+            self.assertEqual(r.state, H.TASK_STATE_RECOVERING)
+            self.assertLess(time.time(), deadline)
+            time.sleep(0.05)
+        self.assertEqual(r.resume_step, 4)
+        self.assertEqual(r.checkpoint_id, ck.checkpoint_id)
+        self.assertEqual(r.details, "progress-5")
+        self.assertEqual(r.state, H.TASK_STATE_RUNNING)
+        self.assertEqual(read_tree(ws), want)  # byte-exact, junk gone
+        _, rec = self.watcher.wait(lambda e: e.task_id == tid and e.type == H.TASK_EVENT_TYPE_RECOVERED, 5)
+        self.assertEqual(rec.step, 4)
+        self.assertEqual(rec.checkpoint_id, ck.checkpoint_id)
+        t = self.admin.GetTask(task_id=tid)
+        self.assertEqual(t.state, H.TASK_STATE_RUNNING)
+        self.assertEqual(t.recovery_attempts, 0)
+        self.assertEqual(t.last_checkpoint_id, ck.checkpoint_id)
+        self.admin.CompleteTask(task_id=tid, success=True, message="done")
+
+    def test_heartbeating_task_is_never_touched(self):
+        tid = "healthy"
+        self.register(tid, interval=100, timeout=400)
+        end = time.time() + 2.0
+        while time.time() < end:
+            r = self.admin.Heartbeat(task_id=tid, current_step=1, cpu_usage=10, memory_usage_mb=5)
+            self.assertEqual(r.instruction, H.INSTRUCTION_CONTINUE)
+            self.assertEqual(r.state, H.TASK_STATE_RUNNING)
+            time.sleep(0.1)
+        t = self.admin.GetTask(task_id=tid)
+        self.assertEqual(t.state, H.TASK_STATE_RUNNING)
+        self.assertEqual(t.recovery_attempts, 0)
+        self.assertEqual(t.cpu_usage, 10)
+        kinds = {e.type for e in self.watcher.of(tid)}
+        self.assertEqual(kinds, {H.TASK_EVENT_TYPE_REGISTERED})
+        self.admin.CompleteTask(task_id=tid, success=True)
+
+    def test_recovery_without_checkpoint_fails_cleanly(self):
+        tid = "no-ckpt"
+        self.register(tid, timeout=300, backoff=50)
+        _, ev = self.watcher.wait(lambda e: e.task_id == tid and e.type == H.TASK_EVENT_TYPE_RECOVERY_FAILED, 10)
+        self.assertEqual(ev.message, "no checkpoint to recover from")
+        self.assertEqual(ev.state, H.TASK_STATE_FAILED)
+        t = self.admin.GetTask(task_id=tid)
+        self.assertEqual(t.state, H.TASK_STATE_FAILED)
+        self.assertEqual(t.failure_reason, "no checkpoint to recover from")
+        self.assertTrue(t.HasField("finished_at"))
+        r = self.admin.Heartbeat(task_id=tid, current_step=1)
+        self.assertEqual(r.instruction, H.INSTRUCTION_CANCEL)
+
+    def test_backoff_and_max_attempts(self):
+        tid = "flaky"
+        write_tree(os.path.join(self.ws_root, tid), {"f": b"1"})
+        self.admin.checkpoint(tid, 1)
+        # Restores go to a workspace whose parent does not exist: every attempt fails.
+        self.register(tid, timeout=300, backoff=200, attempts=3, workspace="missing-parent/ws")
+        failed = []
+        for n in range(1, 4):
+            at, ev = self.watcher.wait(lambda e, n=n: e.task_id == tid and e.attempt == n and
+                                       e.type == H.TASK_EVENT_TYPE_RECOVERY_FAILED, 15)
+            failed.append((at, ev))
+        self.assertEqual([e.state for _, e in failed],
+                         [H.TASK_STATE_STALLED, H.TASK_STATE_STALLED, H.TASK_STATE_FAILED])
+        # Delay before attempt n = 200 * 2^(n-1): 400 ms then 800 ms between failures.
+        self.assertGreaterEqual(failed[1][0] - failed[0][0], 0.35)
+        self.assertGreaterEqual(failed[2][0] - failed[1][0], 0.75)
+        self.assertEqual(len(self.watcher.of(tid, H.TASK_EVENT_TYPE_RECOVERY_STARTED)), 3)
+        t = self.admin.GetTask(task_id=tid)
+        self.assertEqual(t.state, H.TASK_STATE_FAILED)
+        self.assertEqual(t.recovery_attempts, 3)
+        self.assertTrue(t.failure_reason)
+
+    def test_concurrent_recover_task_recovers_once(self):
+        tid = "concurrent"
+        write_tree(os.path.join(self.ws_root, tid), {"f": b"1" * 100000})
+        self.admin.checkpoint(tid, 7)
+        self.register(tid, interval=1000, timeout=60000)
+        results = []
+
+        def go():
+            try:
+                results.append(self.admin.RecoverTask(task_id=tid, reason="operator").state)
+            except grpc.RpcError as e:
+                results.append(e.code())
+        threads = [threading.Thread(target=go) for _ in range(8)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        self.assertEqual(results.count(H.TASK_STATE_RECOVERING), 1, results)
+        self.assertEqual(results.count(grpc.StatusCode.FAILED_PRECONDITION), 7, results)
+        _, ev = self.watcher.wait(lambda e: e.task_id == tid and e.type == H.TASK_EVENT_TYPE_RECOVERY_STARTED, 10)
+        self.assertEqual(ev.message, "operator")
+        self.assertEqual(ev.step, 7)
+        time.sleep(0.5 * S)
+        self.assertEqual(len(self.watcher.of(tid, H.TASK_EVENT_TYPE_RECOVERY_STARTED)), 1)
+        r = self.admin.Heartbeat(task_id=tid, current_step=9)
+        self.assertIn(r.instruction, (H.INSTRUCTION_RESUME_FROM_CHECKPOINT, H.INSTRUCTION_CONTINUE))
+
+    def test_cancellation_is_delivered_by_heartbeat(self):
+        tid = "cancel-me"
+        self.register(tid, interval=1000, timeout=60000)
+        t = self.admin.CancelTask(task_id=tid, reason="user clicked stop")
+        self.assertEqual(t.state, H.TASK_STATE_CANCELLED)
+        self.assertTrue(t.cancel_requested)
+        r = self.admin.Heartbeat(task_id=tid, current_step=3)
+        self.assertEqual(r.instruction, H.INSTRUCTION_CANCEL)
+        self.assertEqual(r.state, H.TASK_STATE_CANCELLED)
+        self.assertFalse(r.HasField("next_heartbeat_deadline"))
+        self.assertEqual(self.admin.CancelTask(task_id=tid).state, H.TASK_STATE_CANCELLED)
+        e = self.code_of(self.admin.CompleteTask, task_id=tid, success=True)
+        self.assertEqual(e.code(), grpc.StatusCode.FAILED_PRECONDITION)
+        _, ev = self.watcher.wait(lambda e: e.task_id == tid and e.type == H.TASK_EVENT_TYPE_CANCELLED, 5)
+        self.assertEqual(ev.message, "user clicked stop")
+
+    def test_validation_names_the_field(self):
+        cases = [
+            (dict(task_id="../x"), "task_id"),
+            (dict(task_id="v1", heartbeat_interval_ms=50), "heartbeat_interval_ms"),
+            (dict(task_id="v1", heartbeat_interval_ms=1000, heartbeat_timeout_ms=1000), "heartbeat_timeout_ms"),
+            (dict(task_id="v1", recovery_policy=H.RecoveryPolicy(backoff_multiplier=0.5)), "backoff_multiplier"),
+            (dict(task_id="v1", total_steps=-1), "total_steps"),
+            (dict(task_id="v1", workspace="/etc"), "workspace"),
+            (dict(task_id="v1", labels={"bad key!": "v"}), "labels"),
+        ]
+        for kw, field in cases:
+            e = self.code_of(self.admin.RegisterTask, **kw)
+            self.assertEqual(e.code(), grpc.StatusCode.INVALID_ARGUMENT, kw)
+            self.assertIn(field, e.details())
+        e = self.code_of(self.admin.GetTask, task_id="does-not-exist")
+        self.assertEqual(e.code(), grpc.StatusCode.NOT_FOUND)
+        e = self.code_of(self.admin.ListTasks, page_token="nonsense")
+        self.assertEqual(e.code(), grpc.StatusCode.INVALID_ARGUMENT)
+        self.register("dup", interval=1000, timeout=60000)
+        e = self.code_of(self.register, task_id="dup", interval=1000, timeout=60000)
+        self.assertEqual(e.code(), grpc.StatusCode.ALREADY_EXISTS)
+
+    def test_list_filters_and_paging(self):
+        for i in range(5):
+            self.register("list-%d" % i, interval=1000, timeout=60000, labels={"team": "a" if i < 3 else "b"})
+            time.sleep(0.002)
+        self.admin.CancelTask(task_id="list-1")
+        sel = self.admin.ListTasks(label_selector={"team": "a"}, page_size=1000).tasks
+        self.assertEqual([t.task_id for t in sel], ["list-2", "list-1", "list-0"])  # newest first
+        self.assertEqual(dict(sel[0].labels), {"team": "a"})
+        cancelled = {t.task_id for t in self.admin.ListTasks(state=H.TASK_STATE_CANCELLED, page_size=1000).tasks}
+        self.assertIn("list-1", cancelled)
+        self.assertNotIn("list-0", cancelled)
+        seen, token = [], ""
+        while True:
+            page = self.admin.ListTasks(label_selector={"team": "b"}, page_size=1, page_token=token)
+            seen += [t.task_id for t in page.tasks]
+            token = page.next_page_token
+            if not token:
+                break
+        self.assertEqual(seen, ["list-4", "list-3"])
+        e = self.code_of(self.admin.ListTasks, page_size=-1)
+        self.assertEqual(e.code(), grpc.StatusCode.INVALID_ARGUMENT)
+
+    def test_unauthenticated(self):
+        fn = hstest.stub(self.channel, SVC + "GetTask", H.GetTaskRequest, H.Task)
+        with self.assertRaises(grpc.RpcError) as cm:
+            fn(H.GetTaskRequest(task_id="x"), timeout=5)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAUTHENTICATED)
+
+    def test_ownership(self):
+        bob = Client(self.channel, mint_token("usr_bob_integration"))
+        try:
+            bob.ListTasks()
+        except grpc.RpcError as e:
+            self.skipTest("cannot act as a second user (%s: %s)" % (e.code(), e.details()))
+        self.register("admins-task", interval=1000, timeout=60000)
+        self.register("bobs-task", interval=1000, timeout=60000, client=bob)
+        bob_events = Collector(bob.watch(timeout=30, send_initial=True))
+        try:
+            for fn in (bob.GetTask, bob.CancelTask, bob.RecoverTask):
+                e = self.code_of(fn, task_id="admins-task")
+                self.assertEqual(e.code(), grpc.StatusCode.PERMISSION_DENIED)
+            e = self.code_of(bob.Heartbeat, task_id="admins-task", current_step=1)
+            self.assertEqual(e.code(), grpc.StatusCode.PERMISSION_DENIED)
+            ids = {t.task_id for t in bob.ListTasks(page_size=1000).tasks}
+            self.assertEqual(ids, {"bobs-task"})
+            self.assertEqual(self.admin.GetTask(task_id="bobs-task").owner, "usr_bob_integration")
+            self.admin.CancelTask(task_id="admins-task")
+            self.admin.CancelTask(task_id="bobs-task")  # admin may
+            bob_events.wait(lambda e: e.task_id == "bobs-task" and e.type == H.TASK_EVENT_TYPE_CANCELLED, 5)
+            time.sleep(0.2)
+            self.assertEqual({e.task_id for _, e in bob_events.events}, {"bobs-task"})
+            e = self.code_of(lambda **kw: list(bob.watch(timeout=5, **kw)), task_id="admins-task")
+            self.assertEqual(e.code(), grpc.StatusCode.PERMISSION_DENIED)
+        finally:
+            bob_events.close()
+
+    def test_slow_watcher_does_not_stall_heartbeats(self):
+        # A channel with a fixed 64 KiB window and a stream nobody reads.
+        slow_ch = grpc.insecure_channel(self.hd.target, options=[("grpc.http2.bdp_probe", 0)])
+        slow = Client(slow_ch, self.admin.md[0][1][len("Bearer "):])
+        stalled_stream = slow.watch(timeout=120)
+        fast = Collector(self.admin.watch(timeout=120))
+        try:
+            tid = "hb-under-load"
+            self.register(tid, interval=1000, timeout=60000)
+            reason = "r" * 1000
+            worst = 0.0
+            for i in range(400):
+                self.register("flood-%d" % i, interval=1000, timeout=60000)
+                self.admin.CancelTask(task_id="flood-%d" % i, reason=reason)
+                if i % 20 == 0:
+                    t0 = time.time()
+                    self.admin.Heartbeat(task_id=tid, current_step=i)
+                    worst = max(worst, time.time() - t0)
+            self.assertLess(worst, 0.5 * S)
+            fast.wait(lambda e: e.task_id == "flood-399" and e.type == H.TASK_EVENT_TYPE_CANCELLED, 10)
+            self.assertEqual(len([e for _, e in fast.events if e.task_id.startswith("flood-")]), 800)
+            self.assertFalse([e for _, e in fast.events if e.type == H.TASK_EVENT_TYPE_EVENTS_DROPPED])
+            # Now read the slow stream: one EVENTS_DROPPED replaces what it missed.
+            slow_reader = Collector(stalled_stream)
+            time.sleep(0.5)
+            self.register("after-flood", interval=1000, timeout=60000)
+            _, d = slow_reader.wait(lambda e: e.type == H.TASK_EVENT_TYPE_EVENTS_DROPPED, 10)
+            self.assertGreater(d.dropped_count, 0)
+            self.assertEqual(d.task_id, "")
+            slow_reader.wait(lambda e: e.task_id == "after-flood", 10)
+            slow_reader.close()
+        finally:
+            fast.close()
+            slow_ch.close()
+
+    def sandbox_call(self, method, req, resp=sandbox_pb2.Sandbox):
+        fn = hstest.stub(self.channel, "/harness.v1.SandboxService/" + method, type(req), resp)
+        return fn(req, metadata=self.admin.md, timeout=30 * S)
+
+    def test_recovery_with_a_sandbox(self):
+        e = self.code_of(self.register, task_id="sb-missing", interval=1000, timeout=60000,
+                         sandbox_id="sb-does-not-exist")
+        self.assertEqual(e.code(), grpc.StatusCode.NOT_FOUND)
+        tid = "with-sandbox"
+        write_tree(os.path.join(self.ws_root, tid), {"f": b"sandboxed"})
+        try:
+            sb = self.sandbox_call("CreateSandbox", sandbox_pb2.CreateSandboxRequest(
+                driver="bwrap", task_id=tid, entrypoint=["/bin/sh", "-c", "sleep 600"]))
+            self.sandbox_call("StartSandbox", sandbox_pb2.StartSandboxRequest(sandbox_id=sb.sandbox_id))
+        except grpc.RpcError as err:
+            self.skipTest("no bwrap sandbox here (%s: %s)" % (err.code(), err.details()))
+        try:
+            self.admin.checkpoint(tid, 3)
+            self.register(tid, timeout=300, backoff=50, sandbox_id=sb.sandbox_id)
+            # bwrap has no snapshots: a RUNNING sandbox is kept as it is.
+            deadline = time.time() + 20 * S
+            while True:
+                self.watcher.wait(lambda e: e.task_id == tid and e.type == H.TASK_EVENT_TYPE_RECOVERY_STARTED, 10)
+                r = self.admin.Heartbeat(task_id=tid)
+                if r.instruction == H.INSTRUCTION_RESUME_FROM_CHECKPOINT:
+                    break
+                self.assertLess(time.time(), deadline)
+                time.sleep(0.05)
+            self.assertEqual(r.resume_step, 3)
+            self.assertEqual(self.admin.GetTask(task_id=tid).sandbox_id, sb.sandbox_id)
+        finally:
+            self.sandbox_call("DestroySandbox", sandbox_pb2.DestroySandboxRequest(sandbox_id=sb.sandbox_id))
+
+    def test_readiness_reports_serving(self):
+        from hsstd import health_pb2 as std
+        c = hstest.stub(self.channel, "/grpc.health.v1.Health/Check", std.HealthCheckRequest, std.HealthCheckResponse)
+        self.assertEqual(c(std.HealthCheckRequest(service="harness.v1.HealthService"), timeout=5).status,
+                         std.HealthCheckResponse.SERVING)
+
+
+class Hook(http.server.BaseHTTPRequestHandler):
+    fail_first = 1
+    bodies = []
+    lock = threading.Lock()
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        with Hook.lock:
+            fail = Hook.fail_first > 0
+            Hook.fail_first -= 1
+            if not fail:
+                Hook.bodies.append(json.loads(body))
+        self.send_response(500 if fail else 200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+class WebhookTest(unittest.TestCase):
+    def test_events_are_posted_with_retries(self):
+        srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+        th = threading.Thread(target=srv.serve_forever, daemon=True)
+        th.start()
+        hd = hstest.Harnessd(args=["--webhook-url", "http://127.0.0.1:%d/hook" % srv.server_address[1]], env=ENV)
+        try:
+            admin = Client(hd.channel, login(hd.channel))
+            admin.RegisterTask(task_id="hooked", heartbeat_interval_ms=1000, heartbeat_timeout_ms=60000)
+            admin.CancelTask(task_id="hooked", reason="bye")
+            deadline = time.time() + 15 * S
+            while time.time() < deadline:
+                with Hook.lock:
+                    if len(Hook.bodies) >= 2:
+                        break
+                time.sleep(0.05)
+            with Hook.lock:
+                bodies = list(Hook.bodies)
+            # The first POST got a 500 and was retried: nothing lost, in order.
+            self.assertEqual([b["type"] for b in bodies], ["REGISTERED", "CANCELLED"])
+            self.assertEqual(bodies[1]["task_id"], "hooked")
+            self.assertEqual(bodies[1]["message"], "bye")
+            self.assertEqual(bodies[1]["state"], "CANCELLED")
+            self.assertLess(bodies[0]["event_id"], bodies[1]["event_id"])
+        finally:
+            hd.close()
+            srv.shutdown()
+            srv.server_close()
+
+
+class RestartTest(unittest.TestCase):
+    def test_restart_rearms_deadlines_and_keeps_events(self):
+        hd = hstest.Harnessd(env=ENV)
+        data_dir = hd.data_dir
+        keep = hd._tmp
+        hd._tmp = None  # the second run uses the same data dir
+        try:
+            admin = Client(hd.channel, login(hd.channel))
+            w = Collector(admin.watch(timeout=60))
+            admin.RegisterTask(task_id="dies-while-down", heartbeat_interval_ms=100, heartbeat_timeout_ms=1500,
+                               recovery_policy=H.RecoveryPolicy(initial_backoff_ms=60000))
+            admin.RegisterTask(task_id="long-timeout", heartbeat_interval_ms=1000, heartbeat_timeout_ms=600000)
+            admin.Heartbeat(task_id="dies-while-down", current_step=2)
+            _, reg = w.wait(lambda e: e.task_id == "long-timeout", 5)
+            w.close()
+            hd.close()
+            time.sleep(1.6)  # the deadline passes while harnessd is down
+            t0 = time.time()
+            hd = hstest.Harnessd(data_dir=data_dir, env=ENV)
+            admin = Client(hd.channel, login(hd.channel))
+            w = Collector(admin.watch(timeout=60, after_event_id=reg.event_id))
+            at, ev = w.wait(lambda e: e.task_id == "dies-while-down" and e.type == H.TASK_EVENT_TYPE_TIMEOUT, 10)
+            self.assertGreater(ev.event_id, reg.event_id)  # ids continue across restarts
+            self.assertLess(ev.occurred_at.ToMilliseconds() / 1000.0 - t0, 5.0 * S)
+            t = admin.GetTask(task_id="dies-while-down")
+            self.assertEqual(t.state, H.TASK_STATE_STALLED)
+            self.assertEqual(t.current_step, 2)  # the acknowledged heartbeat survived
+            self.assertEqual(admin.GetTask(task_id="long-timeout").state, H.TASK_STATE_RUNNING)
+            w.close()
+        finally:
+            hd.close()
+            keep.cleanup()
+
+
+if __name__ == "__main__":
+    unittest.main()
