@@ -1,0 +1,345 @@
+/* harnessctl calls: the client for --server, the access token, unary and
+ * streaming calls with their error reports and exit codes, and the signal
+ * thread that turns SIGINT/SIGTERM into a clean cancellation of a stream.
+ *
+ * Signals are blocked in every thread (set before gRPC starts its own) and
+ * taken by one thread with sigwait(), so cancelling a call never happens in
+ * a signal handler (hs_client_stream_cancel is not async-signal-safe). */
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ctl.h"
+
+/* ---- signals ----------------------------------------------------------- */
+
+static pthread_mutex_t sig_mu = PTHREAD_MUTEX_INITIALIZER;
+static hs_client_stream *sig_stream;
+static bool sig_hit, sig_coop;
+static int sig_exit = -1; /* exit status for an unhandled signal; -1 = 128 + signal */
+
+static void *sig_thread(void *arg)
+{
+	sigset_t *set = arg;
+	for (;;) {
+		int sig = 0;
+		if (sigwait(set, &sig) != 0)
+			continue;
+		pthread_mutex_lock(&sig_mu);
+		sig_hit = true;
+		if (sig_stream != NULL)
+			hs_client_stream_cancel(sig_stream);
+		else if (!sig_coop)
+			_exit(sig_exit >= 0 ? sig_exit : 128 + sig);
+		pthread_mutex_unlock(&sig_mu);
+	}
+	return NULL;
+}
+
+void hs_ctl_signals_start(void)
+{
+	static sigset_t set;
+	pthread_t t;
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	if (pthread_create(&t, NULL, sig_thread, &set) == 0)
+		pthread_detach(t);
+}
+
+void hs_ctl_signals_watch(hs_client_stream *s)
+{
+	pthread_mutex_lock(&sig_mu);
+	sig_stream = s;
+	if (s != NULL && sig_hit)
+		hs_client_stream_cancel(s);
+	pthread_mutex_unlock(&sig_mu);
+}
+
+void hs_ctl_signals_cooperative(bool on)
+{
+	pthread_mutex_lock(&sig_mu);
+	sig_coop = on;
+	pthread_mutex_unlock(&sig_mu);
+}
+
+void hs_ctl_signals_exit_status(int status)
+{
+	pthread_mutex_lock(&sig_mu);
+	sig_exit = status;
+	pthread_mutex_unlock(&sig_mu);
+}
+
+bool hs_ctl_signals_interrupted(void)
+{
+	pthread_mutex_lock(&sig_mu);
+	bool hit = sig_hit;
+	pthread_mutex_unlock(&sig_mu);
+	return hit;
+}
+
+/* ---- client and token -------------------------------------------------- */
+
+hs_client *hs_ctl_client(hs_ctl *c)
+{
+	if (c->client != NULL)
+		return c->client;
+	hs_client_opts o = HS_CLIENT_OPTS_INIT;
+	hs_error err = { 0 };
+	o.default_deadline_ms = c->timeout_set ? (int64_t)(c->timeout_s * 1000) : 15000;
+	o.user_agent = "harnessctl/" HS_VERSION;
+	if (hs_client_new(&c->client, c->server, &o, &err) != HS_OK) {
+		fprintf(stderr, "%s: cannot use server %s: %s\n", c->prog, c->server, err.msg);
+		c->client = NULL;
+	}
+	return c->client;
+}
+
+const char *hs_ctl_token(hs_ctl *c)
+{
+	if (c->token_resolved)
+		return c->token;
+	c->token_resolved = true;
+	const char *env = getenv("HARNESS_TOKEN");
+	if (c->token_flag != NULL && *c->token_flag) {
+		c->token = strdup(c->token_flag);
+	} else if (env != NULL && *env) {
+		c->token = strdup(env);
+	} else {
+		hs_ctl_token_cache tc = { 0 };
+		if (hs_ctl_token_load(&tc) == HS_OK) {
+			if (tc.expires_at > 0 && tc.expires_at <= (long long)time(NULL) + 15 &&
+			    tc.refresh_token != NULL && *tc.refresh_token) {
+				if (hs_ctl_token_refresh(c, &tc) != 0)
+					fprintf(stderr, "%s: the cached token expired and could not be refreshed; "
+							"run '%s login'\n", c->prog, c->prog);
+			}
+			if (tc.access_token != NULL && *tc.access_token)
+				c->token = strdup(tc.access_token);
+			hs_ctl_token_dispose(&tc);
+		}
+	}
+	return c->token;
+}
+
+const ProtobufCMethodDescriptor *hs_ctl_method(const ProtobufCServiceDescriptor *svc, const char *name)
+{
+	const ProtobufCMethodDescriptor *m = protobuf_c_service_descriptor_get_method_by_name(svc, name);
+	if (m == NULL) {
+		fprintf(stderr, "harnessctl: internal error: %s has no method %s\n", svc->name, name);
+		abort();
+	}
+	return m;
+}
+
+/* ---- errors ------------------------------------------------------------ */
+
+int hs_ctl_exit_code(int grpc_code)
+{
+	switch (grpc_code) {
+	case 0:
+		return HS_CTL_EXIT_OK;
+	case 5: /* NOT_FOUND */
+		return HS_CTL_EXIT_NOT_FOUND;
+	case 7:  /* PERMISSION_DENIED */
+	case 16: /* UNAUTHENTICATED */
+		return HS_CTL_EXIT_AUTH;
+	case 4:  /* DEADLINE_EXCEEDED */
+	case 14: /* UNAVAILABLE */
+		return HS_CTL_EXIT_UNAVAILABLE;
+	default:
+		return HS_CTL_EXIT_ERROR;
+	}
+}
+
+static int exit_from_hs(int rc)
+{
+	switch (rc) {
+	case HS_NOT_FOUND:
+		return HS_CTL_EXIT_NOT_FOUND;
+	case HS_UNAUTH:
+	case HS_DENIED:
+		return HS_CTL_EXIT_AUTH;
+	case HS_UNAVAILABLE:
+	case HS_TIMEOUT:
+		return HS_CTL_EXIT_UNAVAILABLE;
+	default:
+		return HS_CTL_EXIT_ERROR;
+	}
+}
+
+int hs_ctl_report_status(const hs_ctl *c, const char *what, int rc, const hs_client_status *st)
+{
+	int code = st ? st->code : 0;
+	const char *details = st && st->details[0] ? st->details : "";
+	if (code == 0) {
+		fprintf(stderr, "%s: %s: %s%s%s\n", c->prog, what, hs_code_name((hs_code)rc),
+			*details ? ": " : "", details);
+		return exit_from_hs(rc);
+	}
+	const char *name = hs_client_grpc_code_name(code);
+	if (code == 12) { /* UNIMPLEMENTED */
+		fprintf(stderr, "%s: %s: UNIMPLEMENTED: the server at %s does not implement this method%s%s\n",
+			c->prog, what, c->server, *details ? ": " : "", details);
+		return HS_CTL_EXIT_ERROR;
+	}
+	fprintf(stderr, "%s: %s: %s%s%s", c->prog, what, name, *details ? ": " : "", details);
+	if (st->error_code[0])
+		fprintf(stderr, " [%s]", st->error_code);
+	fputc('\n', stderr);
+	if (code == 14)
+		fprintf(stderr, "%s: is harnessd running at %s? (--server or HARNESS_SERVER)\n", c->prog,
+			c->server);
+	else if (code == 16 && c->token == NULL)
+		fprintf(stderr, "%s: no access token: run '%s login', or pass --token / HARNESS_TOKEN\n",
+			c->prog, c->prog);
+	return hs_ctl_exit_code(code);
+}
+
+/* ---- calls ------------------------------------------------------------- */
+
+static size_t auth_md(hs_ctl *c, int auth, hs_client_md *md, char *buf, size_t n)
+{
+	const char *tok = auth ? hs_ctl_token(c) : NULL;
+	if (tok == NULL)
+		return 0;
+	snprintf(buf, n, "Bearer %s", tok);
+	md[0].key = "authorization";
+	md[0].value = buf;
+	return 1;
+}
+
+int hs_ctl_call(hs_ctl *c, const ProtobufCServiceDescriptor *svc, const char *method, const ProtobufCMessage *req,
+	     ProtobufCMessage **resp, int auth, hs_client_status *st)
+{
+	hs_client_status local;
+	hs_client_md md[1];
+	char path[160], bearer[8192];
+	const ProtobufCMethodDescriptor *m = hs_ctl_method(svc, method);
+	if (st == NULL)
+		st = &local;
+	memset(st, 0, sizeof(*st));
+	snprintf(path, sizeof(path), "/%s/%s", svc->name, method);
+	hs_client *cl = hs_ctl_client(c);
+	if (cl == NULL)
+		return HS_CTL_EXIT_USAGE;
+	size_t n_md = auth_md(c, auth, md, bearer, sizeof(bearer));
+	int64_t deadline = c->timeout_set ? (int64_t)(c->timeout_s * 1000) : 0;
+	int rc = hs_client_unary(cl, path, req, m->output, resp, md, n_md, deadline, st);
+	if (rc != HS_OK)
+		return hs_ctl_report_status(c, path + 1, rc, st);
+	return HS_CTL_EXIT_OK;
+}
+
+int hs_ctl_stream(hs_ctl *c, const ProtobufCServiceDescriptor *svc, const char *method, const ProtobufCMessage *req,
+	       hs_client_stream **out, hs_client_status *st)
+{
+	hs_client_status local;
+	hs_client_md md[1];
+	char path[160], bearer[8192];
+	const ProtobufCMethodDescriptor *m = hs_ctl_method(svc, method);
+	if (st == NULL)
+		st = &local;
+	memset(st, 0, sizeof(*st));
+	snprintf(path, sizeof(path), "/%s/%s", svc->name, method);
+	hs_client *cl = hs_ctl_client(c);
+	if (cl == NULL)
+		return HS_CTL_EXIT_USAGE;
+	/* The grpc.health.v1 service takes no token; ours all do. */
+	int auth = strncmp(svc->name, "grpc.", 5) != 0;
+	size_t n_md = auth_md(c, auth, md, bearer, sizeof(bearer));
+	int64_t deadline = c->timeout_set ? (int64_t)(c->timeout_s * 1000) : -1;
+	int rc = hs_client_stream_start(out, cl, path, req, m->output, md, n_md, deadline, st);
+	if (rc != HS_OK)
+		return hs_ctl_report_status(c, path + 1, rc, st);
+	return HS_CTL_EXIT_OK;
+}
+
+static int auth_mode(const hs_ctl_cmd *cmd)
+{
+	if (cmd->flags & HS_CTL_NOAUTH)
+		return 0;
+	return (cmd->flags & HS_CTL_OPT_AUTH) ? 2 : 1;
+}
+
+int hs_ctl_run_generic(hs_ctl *c, const hs_ctl_cmd *cmd, int argc, char **argv)
+{
+	const ProtobufCMethodDescriptor *m = hs_ctl_method(cmd->svc, cmd->method);
+	ProtobufCMessage *req = NULL, *resp = NULL;
+	hs_ctl_args a;
+	int rc = hs_ctl_args_parse(c, cmd, m->input, argc, argv, &a);
+	if (rc != 0)
+		return rc;
+	if (a.help) {
+		hs_ctl_verb_help(c, cmd, stdout);
+		hs_ctl_args_dispose(&a);
+		return HS_CTL_EXIT_OK;
+	}
+	rc = hs_ctl_args_message(c, cmd, m->input, &a, &req);
+	hs_ctl_args_dispose(&a);
+	if (rc != 0)
+		return rc;
+	rc = hs_ctl_call(c, cmd->svc, cmd->method, req, &resp, auth_mode(cmd), NULL);
+	if (rc == HS_CTL_EXIT_OK)
+		rc = hs_ctl_print(c, cmd, resp);
+	protobuf_c_message_free_unpacked(req, NULL);
+	if (resp != NULL)
+		protobuf_c_message_free_unpacked(resp, NULL);
+	return rc;
+}
+
+int hs_ctl_run_stream(hs_ctl *c, const hs_ctl_cmd *cmd, int argc, char **argv)
+{
+	const ProtobufCMethodDescriptor *m = hs_ctl_method(cmd->svc, cmd->method);
+	ProtobufCMessage *req = NULL;
+	hs_client_stream *s = NULL;
+	hs_client_status st;
+	hs_ctl_args a;
+	int rc = hs_ctl_args_parse(c, cmd, m->input, argc, argv, &a);
+	if (rc != 0)
+		return rc;
+	if (a.help) {
+		hs_ctl_verb_help(c, cmd, stdout);
+		hs_ctl_args_dispose(&a);
+		return HS_CTL_EXIT_OK;
+	}
+	rc = hs_ctl_args_message(c, cmd, m->input, &a, &req);
+	hs_ctl_args_dispose(&a);
+	if (rc != 0)
+		return rc;
+	hs_ctl_signals_exit_status(0); /* interrupting a watch is its normal end */
+	rc = hs_ctl_stream(c, cmd->svc, cmd->method, req, &s, &st);
+	protobuf_c_message_free_unpacked(req, NULL);
+	if (rc != HS_CTL_EXIT_OK)
+		return hs_ctl_signals_interrupted() ? HS_CTL_EXIT_OK : rc;
+	hs_ctl_signals_watch(s);
+	for (bool first = true;; first = false) {
+		ProtobufCMessage *msg = NULL;
+		int r = hs_client_stream_next(s, &msg, &st);
+		if (r != HS_OK) {
+			char path[160];
+			snprintf(path, sizeof(path), "%s/%s", cmd->svc->name, cmd->method);
+			rc = hs_ctl_signals_interrupted() ? HS_CTL_EXIT_OK : hs_ctl_report_status(c, path, r, &st);
+			break;
+		}
+		if (msg == NULL) {
+			rc = HS_CTL_EXIT_OK; /* the server ended the stream */
+			break;
+		}
+		if (c->json)
+			hs_ctl_print_json_line(msg);
+		else
+			hs_ctl_print_stream_row(cmd, msg, first);
+		fflush(stdout);
+		protobuf_c_message_free_unpacked(msg, NULL);
+	}
+	hs_ctl_signals_watch(NULL);
+	hs_client_stream_free(s);
+	return rc;
+}
