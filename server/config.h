@@ -43,6 +43,12 @@ typedef struct hs_config {
 	int64_t max_vcpus;
 	int64_t max_mem_mib;
 	int64_t sandboxes_per_user;
+	char bwrap_bin[HS_CFG_STR];
+	char chroot_base_dir[HS_CFG_STR];
+	int64_t jailer_uid;
+	int64_t jailer_gid;
+	int64_t sandbox_ttl_max_s;
+	int64_t firecracker_skip_kvm_check; /* 0/1: tests and development only */
 	/* checkpoints */
 	char checkpoint_remote[HS_CFG_STR];
 	/* tasks */

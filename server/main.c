@@ -16,8 +16,16 @@
 #include "log.h"
 #include "rpc.h"
 #include "auth_service.h"
+#include "sandbox_service.h"
+#include "ckpt_service.h"
 #include "std_services.h"
 #include "store.h"
+#include "health/service.h"
+#include "health/tasks.h"
+#include <fcntl.h>
+#include <pthread.h>
+#include <time.h>
+#include <unistd.h>
 
 /* Creates dir (and parents) with mode 0700 if missing. */
 static int mkdir_p(const char *dir, hs_error *err)
@@ -46,7 +54,14 @@ typedef struct app {
 	hs_health *health;
 	hs_reflection *reflection;
 	/* @wiring:fields — one pointer per service module, e.g. hs_auth *auth; */
+	hs_tasks *tasks;
+	pthread_t ready_thr;      /* periodic readiness_check() */
+	pthread_mutex_t ready_mu;
+	pthread_cond_t ready_cv;
+	bool ready_started, ready_stop;
 	hs_auth *auth;
+	hs_ckpt_mgr *ckpt; /* CheckpointService (also used by HealthService recovery) */
+	hs_sandbox_mgr *sandbox; /* SandboxService (also used by HealthService recovery) */
 } app;
 
 static const ProtobufCServiceDescriptor *const harness_services[] = {
@@ -77,6 +92,81 @@ static int start_auth(app *a, hs_error *err)
 	ac.admin_email = getenv("HARNESS_ADMIN_EMAIL");
 	ac.admin_password = getenv("HARNESS_ADMIN_PASSWORD");
 	return hs_auth_new(&a->auth, &ac, err);
+}
+
+/* Readiness for grpc.health.v1: the store takes writes, the workspace root
+ * takes writes, the sandbox driver can run. "" (what Kubernetes probes)
+ * needs the store and the workspace root; each harness service needs what
+ * it uses (SandboxService also a usable driver: on a host where no driver
+ * runs, the rest of harnessd stays ready). Called at start and every 5 s
+ * from its own thread (never blocks an RPC thread). */
+static void readiness_check(app *a)
+{
+	hs_error e = { 0 };
+	bool store_ok = hs_store_check_writable(a->store, &e) == HS_OK;
+	char probe[HS_CFG_STR + 32];
+	snprintf(probe, sizeof(probe), "%s/.hs-ready-XXXXXX", a->cfg.workspace_root);
+	int fd = mkstemp(probe);
+	bool ws_ok = fd >= 0 && write(fd, "ok", 2) == 2;
+	if (fd >= 0) {
+		close(fd);
+		unlink(probe);
+	}
+	/* Probing the driver starts a process (bwrap) or opens /dev/kvm: once a
+	 * minute is plenty; the store and the disk are checked every time. */
+	static unsigned round;
+	static bool sb_ok;
+	hs_error se = { 0 };
+	if (round++ % 12 == 0) {
+		hs_sandbox_config sc;
+		hs_sandbox_config_init(&sc);
+		if (a->cfg.firecracker_bin[0])
+			sc.firecracker_bin = a->cfg.firecracker_bin;
+		if (a->cfg.bwrap_bin[0])
+			sc.bwrap_bin = a->cfg.bwrap_bin;
+		sc.jailer_bin = a->cfg.jailer_bin;
+		sc.skip_kvm_check = a->cfg.firecracker_skip_kvm_check != 0;
+		sb_ok = hs_sandbox_driver_probe(
+				&sc, hs_sandbox_driver_resolve(&sc, a->cfg.sandbox_driver), &se) == HS_OK;
+	}
+	hs_health_status up = HS_HEALTH_SERVING, down = HS_HEALTH_NOT_SERVING;
+	if (!sb_ok && hs_health_get(a->health, "harness.v1.SandboxService", NULL) != down)
+		hs_log(HS_LOG_WARN, "main", "sandbox driver unusable: SandboxService NOT_SERVING",
+		       HS_LS("error", se.msg));
+	hs_health_set(a->health, "", store_ok && ws_ok ? up : down);
+	for (size_t i = 0; i < N_HARNESS_SERVICES; i++) {
+		const ProtobufCServiceDescriptor *d = harness_services[i];
+		bool needs_ws = d == &harness__v1__checkpoint_service__descriptor ||
+				d == &harness__v1__health_service__descriptor ||
+				d == &harness__v1__sandbox_service__descriptor;
+		bool needs_sb = d == &harness__v1__sandbox_service__descriptor;
+		hs_health_set(a->health, d->name,
+			      store_ok && (ws_ok || !needs_ws) && (sb_ok || !needs_sb) ? up : down);
+	}
+	if (!store_ok)
+		hs_log(HS_LOG_ERROR, "main", "store not writable: NOT_SERVING", HS_LS("error", e.msg));
+	if (!ws_ok)
+		hs_log(HS_LOG_ERROR, "main", "workspace root not writable: NOT_SERVING",
+		       HS_LS("workspace_root", a->cfg.workspace_root));
+}
+
+static void *readiness_main(void *arg)
+{
+	app *a = arg;
+	pthread_mutex_lock(&a->ready_mu);
+	while (!a->ready_stop) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += 5;
+		pthread_cond_timedwait(&a->ready_cv, &a->ready_mu, &ts);
+		if (a->ready_stop)
+			break;
+		pthread_mutex_unlock(&a->ready_mu);
+		readiness_check(a);
+		pthread_mutex_lock(&a->ready_mu);
+	}
+	pthread_mutex_unlock(&a->ready_mu);
+	return NULL;
 }
 
 static int start(app *a, hs_error *err)
@@ -111,6 +201,38 @@ static int start(app *a, hs_error *err)
 	    (rc = hs_auth_service_register(a->srv, a->auth, err)) != HS_OK)
 		return rc;
 	registered[0] = true;
+	/* SandboxService: runtime state under <data-dir>/sandboxes; the driver is
+	 * probed here (a configured one that cannot run fails the start). */
+	if ((rc = hs_sandbox_service_open(&a->sandbox, &a->cfg, a->store, err)) != HS_OK ||
+	    (rc = hs_sandbox_service_register(a->srv, a->sandbox, err)) != HS_OK)
+		return rc;
+	registered[1] = true;
+	/* CheckpointService: one shadow repo per task under <data-dir>/checkpoints;
+	 * a create is acknowledged once durable (fsync). */
+	{
+		char repos[sizeof(a->cfg.data_dir) + 16];
+		snprintf(repos, sizeof(repos), "%s/checkpoints", a->cfg.data_dir);
+		hs_ckpt_config cc = { 0 };
+		cc.repos_dir = repos;
+		cc.workspace_root = a->cfg.workspace_root;
+		cc.remote_url = a->cfg.checkpoint_remote[0] ? a->cfg.checkpoint_remote : NULL;
+		cc.fsync = true;
+		if ((rc = hs_ckpt_mgr_new(&a->ckpt, &cc, err)) != HS_OK ||
+		    (rc = hs_ckpt_service_register(a->srv, a->ckpt, err)) != HS_OK)
+			return rc;
+		registered[2] = true;
+	}
+	/* HealthService: recovery restores through a->ckpt and brings sandboxes
+	 * back through a->sandbox (both created above). */
+	hs_tasks_config tc = { 0 };
+	tc.store = a->store;
+	tc.ckpt = a->ckpt;
+	tc.sandboxes = a->sandbox;
+	tc.webhook_url = a->cfg.webhook_url[0] ? a->cfg.webhook_url : NULL;
+	if ((rc = hs_tasks_new(&a->tasks, &tc, err)) != HS_OK ||
+	    (rc = hs_health_service_register(a->srv, a->tasks, err)) != HS_OK)
+		return rc;
+	registered[3] = true;
 
 	/* Services not wired yet: every method answers UNIMPLEMENTED. */
 	for (size_t i = 0; i < N_HARNESS_SERVICES; i++) {
@@ -122,26 +244,36 @@ static int start(app *a, hs_error *err)
 	if ((rc = hs_rpc_server_start(a->srv, err)) != HS_OK)
 		return rc;
 
-	/* Ready only once the store takes writes. */
-	bool store_ok = hs_store_check_writable(a->store, err) == HS_OK;
-	hs_health_status st = store_ok ? HS_HEALTH_SERVING : HS_HEALTH_NOT_SERVING;
-	hs_health_set(a->health, "", st);
-	for (size_t i = 0; i < N_HARNESS_SERVICES; i++)
-		hs_health_set(a->health, harness_services[i]->name, st);
-	if (!store_ok)
-		hs_log(HS_LOG_ERROR, "main", "store not writable: NOT_SERVING", HS_LS("error", err->msg));
+	/* Ready only once the store and the workspace root take writes;
+	 * re-checked every 5 s. */
+	readiness_check(a);
+	pthread_mutex_init(&a->ready_mu, NULL);
+	pthread_cond_init(&a->ready_cv, NULL);
+	if (pthread_create(&a->ready_thr, NULL, readiness_main, a) == 0)
+		a->ready_started = true;
 	hs_error_clear(err);
 	return HS_OK;
 }
 
 static void stop(app *a)
 {
+	if (a->ready_started) {
+		pthread_mutex_lock(&a->ready_mu);
+		a->ready_stop = true;
+		pthread_cond_broadcast(&a->ready_cv);
+		pthread_mutex_unlock(&a->ready_mu);
+		pthread_join(a->ready_thr, NULL);
+		a->ready_started = false;
+	}
 	if (a->health != NULL)
 		hs_health_shutdown(a->health);
 	if (a->srv != NULL)
 		hs_rpc_server_shutdown(a->srv, a->cfg.shutdown_grace_ms);
 	hs_rpc_server_free(a->srv);
 	/* @wiring:stop — free service modules here (after the server is gone) */
+	hs_tasks_free(a->tasks);
+	hs_ckpt_mgr_free(a->ckpt);
+	hs_sandbox_mgr_free(a->sandbox); /* sandboxes keep running: re-adopted at the next start */
 	hs_auth_free(a->auth);
 	hs_reflection_free(a->reflection);
 	hs_health_free(a->health);

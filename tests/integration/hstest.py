@@ -54,7 +54,11 @@ class Process:
         for t in self._threads:
             t.start()
         if ready is not None:
-            self.wait_for(ready, timeout=ready_timeout * SLOW)
+            try:
+                self.wait_for(ready, timeout=ready_timeout * SLOW)
+            except BaseException:
+                self.kill()  # never leave a half-started process behind
+                raise
 
     def _read(self, stream, is_err):
         for line in iter(stream.readline, b""):
