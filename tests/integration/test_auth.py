@@ -272,5 +272,46 @@ class UpstreamAuthTest(unittest.TestCase):
         self.assertEqual(cm.exception.code(), grpc.StatusCode.FAILED_PRECONDITION)
 
 
+class DrainTest(unittest.TestCase):
+    """SIGTERM with a unary call in flight: the call (a Login waiting on a slow
+    user service, on a worker thread) finishes OK, new calls are refused, and
+    harnessd exits 0."""
+
+    def test_sigterm_lets_an_in_flight_call_finish(self):
+        import signal
+        import threading
+        us = UserServiceDouble()
+        hd = hstest.Harnessd(args=("--auth-backend", "upstream", "--user-service-url", us.url),
+                             env={"USER_SERVICE_API_KEY": API_KEY, "HARNESS_JWT_SECRET": SECRET})
+        try:
+            us.control(mode="stall", stall_ms=1500)
+            api = Api(hd.channel)
+            result = {}
+
+            def call():
+                try:
+                    result["resp"] = api.login(auth_pb2.LoginRequest(email="alice@example.com",
+                                                                     password="password123"), timeout=30)
+                except grpc.RpcError as e:
+                    result["err"] = e
+            t = threading.Thread(target=call)
+            t.start()
+            time.sleep(0.5 * hstest.SLOW)  # the call is now waiting on the user service
+            hd.proc.send_signal(signal.SIGTERM)
+            hd.wait_for(lambda l: l.get("msg") == "draining", timeout=10)
+            with grpc.insecure_channel(hd.target) as fresh:  # a new connection is refused
+                with self.assertRaises(grpc.RpcError):
+                    hstest.raw(fresh, "/grpc.health.v1.Health/Check")(b"", timeout=1)
+            t.join(timeout=20 * hstest.SLOW)
+            self.assertNotIn("err", result, result.get("err"))
+            self.assertEqual(result["resp"].user.id, "u-alice")
+            self.assertEqual(hd.proc.wait(timeout=20 * hstest.SLOW), 0)
+            drained = [l for l in hd.lines if l.get("msg") == "draining"]
+            self.assertEqual(drained[0]["calls_in_flight"], 1)
+        finally:
+            hd.close(expect_exit=None)
+            us.kill()
+
+
 if __name__ == "__main__":
     unittest.main()
