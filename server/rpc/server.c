@@ -262,11 +262,10 @@ void hs_rpc_server_shutdown(hs_rpc_server *srv, int64_t grace_ms)
 	srv->shutting_down = true;
 	size_t in_flight = srv->n_live;
 	pthread_mutex_unlock(&srv->mu);
-	hs_log(HS_LOG_INFO, "rpc", "draining", HS_LI("calls_in_flight", in_flight),
-	       HS_LI("grace_ms", grace_ms));
-
 	/* No new calls from here on; outstanding requests fail with TAG_NEW !ok. */
 	grpc_server_shutdown_and_notify(srv->server, srv->cqs[0].cq, &srv->shutdown_tag);
+	hs_log(HS_LOG_INFO, "rpc", "draining", HS_LI("calls_in_flight", in_flight),
+	       HS_LI("grace_ms", grace_ms));
 
 	/* Streams never end by themselves: end them once their queue is written. */
 	pthread_mutex_lock(&srv->mu);

@@ -185,6 +185,11 @@ class UserServiceDouble(hstest.Process):
         self.port = int(self.stdout_lines[0].split()[1])
         self.url = "http://127.0.0.1:%d" % self.port
 
+    def stats(self):
+        import urllib.request
+        with urllib.request.urlopen(self.url + "/__stats", timeout=5) as r:
+            return json.loads(r.read())
+
     def control(self, **kw):
         import urllib.request
         req = urllib.request.Request(self.url + "/__control", data=json.dumps(kw).encode(),
@@ -284,8 +289,9 @@ class DrainTest(unittest.TestCase):
         hd = hstest.Harnessd(args=("--auth-backend", "upstream", "--user-service-url", us.url),
                              env={"USER_SERVICE_API_KEY": API_KEY, "HARNESS_JWT_SECRET": SECRET})
         try:
-            us.control(mode="stall", stall_ms=1500)
+            us.control(mode="stall", stall_ms=3000)
             api = Api(hd.channel)
+            before = us.stats()["requests"]
             result = {}
 
             def call():
@@ -296,12 +302,23 @@ class DrainTest(unittest.TestCase):
                     result["err"] = e
             t = threading.Thread(target=call)
             t.start()
-            time.sleep(0.5 * hstest.SLOW)  # the call is now waiting on the user service
+            deadline = time.monotonic() + 10 * hstest.SLOW
+            while us.stats()["requests"] == before:  # wait until it is waiting on the user service
+                self.assertLess(time.monotonic(), deadline, "the login never reached the user service")
+                time.sleep(0.02)
             hd.proc.send_signal(signal.SIGTERM)
             hd.wait_for(lambda l: l.get("msg") == "draining", timeout=10)
-            with grpc.insecure_channel(hd.target) as fresh:  # a new connection is refused
-                with self.assertRaises(grpc.RpcError):
-                    hstest.raw(fresh, "/grpc.health.v1.Health/Check")(b"", timeout=1)
+            # new connections are refused once the listener is closed (it
+            # closes asynchronously, right after "draining")
+            refused, deadline = False, time.monotonic() + 5 * hstest.SLOW
+            while not refused and time.monotonic() < deadline:
+                with grpc.insecure_channel(hd.target) as fresh:
+                    try:
+                        hstest.raw(fresh, "/grpc.health.v1.Health/Check")(b"", timeout=1)
+                        time.sleep(0.05)
+                    except grpc.RpcError:
+                        refused = True
+            self.assertTrue(refused, "new calls still accepted while draining")
             t.join(timeout=20 * hstest.SLOW)
             self.assertNotIn("err", result, result.get("err"))
             self.assertEqual(result["resp"].user.id, "u-alice")

@@ -209,7 +209,10 @@ class TasksTest(hstest.HarnessTestCase):
 
     def test_heartbeating_task_is_never_touched(self):
         tid = "healthy"
-        self.register(tid, interval=100, timeout=400)
+        # heartbeats every 100 ms; the timeout leaves room for a loaded CI
+        # machine (each heartbeat is an fsync'd write) without making the
+        # test meaningless: 20 missed beats in a row would still be caught.
+        self.register(tid, interval=100, timeout=int(2000 * S))
         end = time.time() + 2.0
         while time.time() < end:
             r = self.admin.Heartbeat(task_id=tid, current_step=1, cpu_usage=10, memory_usage_mb=5)
