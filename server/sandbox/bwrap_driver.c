@@ -2,7 +2,8 @@
  * user/pid/ipc/uts (and net, unless network is asked for) namespaces, the
  * host read-only, a private /tmp, and the task workspace bound read-write at
  * the SAME absolute path (so paths the agent prints mean the same thing to
- * the checkpoint service) as its working directory.
+ * the checkpoint service) as its working directory. A sandbox without a
+ * workspace (no task, none named) starts in "/" with HOME=/tmp.
  *
  * Process tree:  harnessd -> leader (fork, no exec) -> bwrap -> ns init -> entrypoint
  * The leader calls setsid(), so the whole tree is one process group (-pid)
@@ -22,12 +23,17 @@
  * under <our cgroup>/harness-sandboxes/ when cgroup v2 is mounted and
  * writable (also in hybrid mode, /sys/fs/cgroup/unified); the leader is moved
  * into it before it forks. Otherwise SIGSTOP/SIGCONT to the process group.
- * Destroy: thaw, SIGTERM to the group, then SIGKILL (cgroup.kill as well when
- * present), reap, rmdir the cgroup. The entrypoint's environment is a clean
+ * Destroy: thaw, SIGTERM to the workload (every process of the group but the
+ * leader and bwrap's own two: bwrap dies of SIGTERM and --die-with-parent
+ * would then SIGKILL the namespace at once, leaving the entrypoint no grace),
+ * wait up to the grace period for the tree to end (bwrap exits with its
+ * entrypoint), then SIGKILL to the group (cgroup.kill as well when present),
+ * reap, rmdir the cgroup. The entrypoint's environment is a clean
  * one (PATH, HOME, HARNESS_SANDBOX_ID, HARNESS_TASK_ID and the spec's env):
  * nothing of harnessd's environment leaks in. */
 #include "driver.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -66,11 +72,13 @@ int hs_sandbox__bwrap_argv(const hs_sandbox_config *cfg, const hs_sandbox__rec *
 	hs_sandbox__argv_add(&a, "--tmpfs");
 	hs_sandbox__argv_add(&a, "/tmp");
 	/* After --tmpfs /tmp, so a workspace under /tmp is visible on top of it. */
-	hs_sandbox__argv_add(&a, "--bind");
-	hs_sandbox__argv_add(&a, sb->workspace);
-	hs_sandbox__argv_add(&a, sb->workspace);
+	if (sb->workspace[0] != '\0') {
+		hs_sandbox__argv_add(&a, "--bind");
+		hs_sandbox__argv_add(&a, sb->workspace);
+		hs_sandbox__argv_add(&a, sb->workspace);
+	}
 	hs_sandbox__argv_add(&a, "--chdir");
-	hs_sandbox__argv_add(&a, sb->workspace);
+	hs_sandbox__argv_add(&a, sb->workspace[0] != '\0' ? sb->workspace : "/");
 	hs_sandbox__argv_add(&a, "--");
 	if (sb->entrypoint != NULL && sb->entrypoint[0] != NULL) {
 		for (char **p = sb->entrypoint; *p != NULL; p++)
@@ -88,13 +96,14 @@ int hs_sandbox__bwrap_argv(const hs_sandbox_config *cfg, const hs_sandbox__rec *
 	return HS_OK;
 }
 
-static int build_env(const hs_sandbox__rec *sb, const char *task_id, char ***out, hs_error *err)
+static int build_env(const hs_sandbox__rec *sb, char ***out, hs_error *err)
 {
 	hs_sandbox__argv a = { 0 };
 	hs_sandbox__argv_add(&a, "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
-	hs_sandbox__argv_addf(&a, "HOME=%s", sb->workspace);
+	hs_sandbox__argv_addf(&a, "HOME=%s", sb->workspace[0] != '\0' ? sb->workspace : "/tmp");
 	hs_sandbox__argv_addf(&a, "HARNESS_SANDBOX_ID=%s", sb->id);
-	hs_sandbox__argv_addf(&a, "HARNESS_TASK_ID=%s", task_id);
+	if (sb->task_id[0] != '\0')
+		hs_sandbox__argv_addf(&a, "HARNESS_TASK_ID=%s", sb->task_id);
 	for (char **p = sb->env; p != NULL && *p != NULL; p++)
 		hs_sandbox__argv_add(&a, *p);
 	if (a.oom) {
@@ -265,7 +274,7 @@ static int bw_validate(const hs_sandbox_config *cfg, hs_sandbox__rec *sb, hs_err
 {
 	if (sb->entrypoint != NULL && sb->entrypoint[0] != NULL && sb->entrypoint[0][0] == '\0')
 		return hs_error_set(err, HS_INVALID, "entrypoint[0]: must not be empty");
-	if (sb->workspace[0] != '/')
+	if (sb->workspace[0] != '\0' && sb->workspace[0] != '/')
 		return hs_error_set(err, HS_INVALID, "workspace: must be an absolute path");
 	if (access(cfg->bwrap_bin, X_OK) != 0)
 		return hs_error_set(err, HS_UNAVAILABLE, "bwrap %s: %s", cfg->bwrap_bin,
@@ -291,12 +300,12 @@ static int bw_start(const hs_sandbox_config *cfg, hs_sandbox__rec *sb, unsigned 
 	char **argv = NULL, **envp = NULL;
 	int go[2] = { -1, -1 }, log_fd = -1;
 	char base[PATH_MAX];
-	const char *task = strrchr(sb->workspace, '/');
 
-	if ((rc = hs_sandbox__mkdirs(sb->workspace, 0755, err)) != HS_OK)
+	if (sb->workspace[0] != '\0' &&
+	    (rc = hs_sandbox__mkdirs(sb->workspace, 0755, err)) != HS_OK)
 		return rc;
 	if ((rc = hs_sandbox__bwrap_argv(cfg, sb, &argv, err)) != HS_OK ||
-	    (rc = build_env(sb, task ? task + 1 : sb->id, &envp, err)) != HS_OK)
+	    (rc = build_env(sb, &envp, err)) != HS_OK)
 		goto done;
 	log_fd = open(sb->log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
 	if (log_fd < 0) {
@@ -413,12 +422,91 @@ static int bw_restore(const hs_sandbox_config *cfg, hs_sandbox__rec *sb,
 			    sb->id);
 }
 
+/* ppid and pgrp of pid from /proc/<pid>/stat; false if it is gone. */
+static bool proc_parent_group(pid_t pid, pid_t *ppid, pid_t *pgrp)
+{
+	char path[64], buf[512];
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return false;
+	buf[n] = '\0';
+	char *p = strrchr(buf, ')'); /* comm may contain spaces and parentheses */
+	int pp, pg;
+	char st;
+	if (p == NULL || sscanf(p + 1, " %c %d %d", &st, &pp, &pg) != 3)
+		return false;
+	*ppid = pp;
+	*pgrp = pg;
+	return true;
+}
+
+/* SIGTERM to the workload: the members of the leader's process group that
+ * are neither the leader, bwrap (its child) nor bwrap's namespace init (its
+ * grandchild). Returns how many were signalled (0: not started yet or
+ * already gone; the caller then signals the group). */
+static int term_workload(const hs_sandbox__rec *sb)
+{
+	DIR *d = opendir("/proc");
+	if (d == NULL)
+		return 0;
+	pid_t plumbing[8];
+	size_t n_plumbing = 0;
+	pid_t members[1024];
+	pid_t parents[1024];
+	size_t n = 0;
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL && n < sizeof(members) / sizeof(members[0])) {
+		char *end;
+		long v = strtol(de->d_name, &end, 10);
+		pid_t ppid, pgrp;
+		if (*end != '\0' || v <= 0 || v == sb->pid ||
+		    !proc_parent_group((pid_t)v, &ppid, &pgrp) || pgrp != sb->pid)
+			continue;
+		members[n] = (pid_t)v;
+		parents[n++] = ppid;
+	}
+	closedir(d);
+	/* bwrap = a child of the leader; its namespace init = a child of bwrap. */
+	for (size_t i = 0; i < n && n_plumbing < 8; i++)
+		if (parents[i] == sb->pid)
+			plumbing[n_plumbing++] = members[i];
+	size_t bwraps = n_plumbing;
+	for (size_t i = 0; i < n && n_plumbing < 8; i++)
+		for (size_t j = 0; j < bwraps; j++)
+			if (parents[i] == plumbing[j])
+				plumbing[n_plumbing++] = members[i];
+	int sent = 0;
+	for (size_t i = 0; i < n; i++) {
+		bool skip = false;
+		for (size_t j = 0; j < n_plumbing && !skip; j++)
+			skip = members[i] == plumbing[j];
+		if (!skip && kill(members[i], SIGTERM) == 0)
+			sent++;
+	}
+	return sent;
+}
+
 static int bw_stop(const hs_sandbox_config *cfg, hs_sandbox__rec *sb, hs_error *err)
 {
 	if (sb->pid > 0) {
+		unsigned grace = cfg->stop_grace_ms;
 		if (sb->cgroup_dir[0] != '\0')
 			write_file(sb->cgroup_dir, "cgroup.freeze", "0");
-		bool gone = hs_sandbox__proc_terminate(sb, true, cfg->stop_grace_ms);
+		else
+			kill(-sb->pid, SIGCONT); /* paused by SIGSTOP: SIGTERM acts only when continued */
+		if (term_workload(sb) > 0) {
+			/* Either the tree ended (bwrap exits with its entrypoint) or
+			 * the grace is used up: no second wait after SIGTERM. */
+			hs_sandbox__exit ex;
+			hs_sandbox__proc_wait(sb, grace, &ex);
+			grace = 0;
+		}
+		bool gone = hs_sandbox__proc_terminate(sb, true, grace);
 		if (!gone)
 			return hs_error_set(err, HS_INTERNAL, "sandbox %s leader did not die", sb->id);
 	}

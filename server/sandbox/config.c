@@ -22,7 +22,7 @@ void hs_sandbox_config_init(hs_sandbox_config *cfg)
 	cfg->max_per_user = 16;
 	cfg->api_timeout_ms = 5000;
 	cfg->socket_wait_ms = 5000;
-	cfg->stop_grace_ms = 2000;
+	cfg->stop_grace_ms = 5000; /* the proto's DestroySandbox default */
 	cfg->log_max_bytes = 8u << 20;
 	cfg->reaper_interval_ms = 200;
 }

@@ -22,7 +22,8 @@ typedef struct hs_sandbox__rec {
 	char id[HS_SANDBOX_ID_MAX + 1];
 	char runtime_dir[PATH_MAX]; /* <runtime_root>/<id>; snapshots under it */
 	char log_path[PATH_MAX];    /* <runtime_dir>/sandbox.log */
-	char workspace[PATH_MAX];   /* bwrap: <workspace_root>/<task_id> */
+	char workspace[PATH_MAX];   /* bwrap: <workspace_root>/<task_id>; "" = none */
+	char task_id[128];          /* "" = none (HARNESS_TASK_ID) */
 	/* spec */
 	unsigned vcpu_count, mem_size_mib;
 	char *kernel_image_path, *rootfs_path, *boot_args;

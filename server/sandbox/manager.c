@@ -164,6 +164,16 @@ int hs_sandbox__set_state(hs_sandbox_mgr *mgr, hs_sandbox__entry *e, hs_sandbox_
 			  const char *reason, hs_error *err)
 {
 	int old = e->row.state;
+	bool was_down = old == HS_SANDBOX_STOPPED || old == HS_SANDBOX_FAILED ||
+			old == HS_SANDBOX_DESTROYED;
+	bool is_down = state == HS_SANDBOX_STOPPED || state == HS_SANDBOX_FAILED ||
+		       state == HS_SANDBOX_DESTROYED;
+	/* stopped_at: the moment it stopped running; kept across FAILED ->
+	 * DESTROYED, cleared when it runs again (start, restore). */
+	if (!is_down)
+		e->row.stopped_at_ms = 0;
+	else if (!was_down || e->row.stopped_at_ms == 0)
+		e->row.stopped_at_ms = hs_sandbox__now_ms();
 	e->row.state = state;
 	e->row.pid = e->rec.pid;
 	e->row.pid_start_time = e->rec.pid_start_time;
@@ -293,8 +303,10 @@ int hs_sandbox_create(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller,
 	} else {
 		hs_sandbox__gen_id("sb-", id, sizeof(id));
 	}
-	const char *task = spec->task_id && spec->task_id[0] ? spec->task_id : id;
-	if (!valid_task_id(task))
+	/* No task means none (the proto's "empty = none"), and then no workspace
+	 * unless one is named. */
+	const char *task = spec->task_id && spec->task_id[0] ? spec->task_id : "";
+	if (task[0] != '\0' && !valid_task_id(task))
 		return hs_error_set(err, HS_INVALID, "task_id: letters, digits, '-', '_', '.'");
 	const char *dname = hs_sandbox_driver_resolve(&mgr->cfg, spec->driver);
 	const hs_sandbox__driver *drv = hs_sandbox__driver_by_name(dname);
@@ -328,9 +340,11 @@ int hs_sandbox_create(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller,
 				   "%s/%s", mgr->cfg.runtime_root, id)) != HS_OK ||
 	    (rc = hs_sandbox__path(r->log_path, sizeof(r->log_path), err, "log path",
 				   "%s/sandbox.log", r->runtime_dir)) != HS_OK ||
-	    (rc = hs_sandbox__path(r->workspace, sizeof(r->workspace), err, "workspace", "%s/%s",
-				   mgr->cfg.workspace_root, ws)) != HS_OK)
+	    (ws[0] != '\0' &&
+	     (rc = hs_sandbox__path(r->workspace, sizeof(r->workspace), err, "workspace", "%s/%s",
+				    mgr->cfg.workspace_root, ws)) != HS_OK))
 		goto done;
+	snprintf(r->task_id, sizeof(r->task_id), "%s", task);
 	if ((rc = hs_sandbox__rec_from_spec(r, spec, &mgr->cfg, err)) != HS_OK)
 		goto done;
 	if (drv != &hs_sandbox__fc_driver) { /* no firecracker defaults on a bwrap record */
@@ -496,11 +510,16 @@ int hs_sandbox_resume(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller, cons
 	return pause_resume(mgr, caller, id, false, out, err);
 }
 
-/* Destroy with the entry locked; unlinks it from the registry. */
+/* Destroy with the entry locked; unlinks it from the registry. grace_ms
+ * (0 = the configured one) is what the driver waits between SIGTERM and
+ * SIGKILL: drivers read it from the config, so they get a copy. */
 static int destroy_locked(hs_sandbox_mgr *mgr, hs_sandbox__entry *e, const char *why,
-			  hs_error *err)
+			  unsigned grace_ms, hs_error *err)
 {
-	int rc = e->drv->stop(&mgr->cfg, &e->rec, err);
+	hs_sandbox_config cfg = mgr->cfg;
+	if (grace_ms > 0)
+		cfg.stop_grace_ms = grace_ms;
+	int rc = e->drv->stop(&cfg, &e->rec, err);
 	if (rc != HS_OK)
 		return rc;
 	if ((rc = hs_sandbox__rmtree(e->rec.runtime_dir, err)) != HS_OK)
@@ -516,11 +535,18 @@ static int destroy_locked(hs_sandbox_mgr *mgr, hs_sandbox__entry *e, const char 
 int hs_sandbox_destroy(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller, const char *id,
 		       hs_sandbox_info *out, hs_error *err)
 {
+	return hs_sandbox_destroy_grace(mgr, caller, id, 0, out, err);
+}
+
+int hs_sandbox_destroy_grace(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller,
+			     const char *id, unsigned grace_ms, hs_sandbox_info *out,
+			     hs_error *err)
+{
 	hs_sandbox__entry *e;
 	int rc = hs_sandbox__acquire(mgr, caller, id, "DestroySandbox", 0, &e, err);
 	if (rc != HS_OK)
 		return rc;
-	rc = destroy_locked(mgr, e, NULL, err);
+	rc = destroy_locked(mgr, e, NULL, grace_ms, err);
 	if (rc == HS_OK)
 		rc = info_out(e, out, err);
 	hs_sandbox__release(mgr, e);
@@ -550,6 +576,103 @@ int hs_sandbox_get(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller, const c
 	return rc;
 }
 
+/* ---- list ------------------------------------------------------------------ */
+
+/* Page tokens are keyset cursors: hex of "<filter hash>.<created_at_ms>.<id>"
+ * for the last row of the page. The hash (FNV-1a of state, task and owner
+ * filters) binds a token to the filters it was issued for; hex keeps the
+ * token opaque and free of characters that need escaping anywhere. */
+#define TOKEN_MAX (2 * (8 + 1 + 20 + 1 + HS_SANDBOX_ID_MAX) + 1)
+
+static uint32_t fnv1a(uint32_t h, const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		h ^= (unsigned char)s[i];
+		h *= 16777619u;
+	}
+	return h;
+}
+
+static uint32_t filter_hash(const hs_store_sandbox_filter *f, int state)
+{
+	char st[16];
+	int n = snprintf(st, sizeof(st), "%d", state);
+	uint32_t h = fnv1a(2166136261u, st, (size_t)n + 1);
+	h = fnv1a(h, f->task_id ? f->task_id : "", f->task_id ? strlen(f->task_id) + 1 : 0);
+	h = fnv1a(h, "|", 1);
+	return fnv1a(h, f->owner ? f->owner : "", f->owner ? strlen(f->owner) + 1 : 0);
+}
+
+static char *token_encode(uint32_t hash, int64_t created_ms, const char *id)
+{
+	char raw[8 + 1 + 20 + 1 + HS_SANDBOX_ID_MAX + 1];
+	int n = snprintf(raw, sizeof(raw), "%08x.%lld.%s", (unsigned)hash, (long long)created_ms,
+			 id);
+	if (n < 0 || (size_t)n >= sizeof(raw))
+		return NULL;
+	char *tok = malloc(2 * (size_t)n + 1);
+	if (tok == NULL)
+		return NULL;
+	for (int i = 0; i < n; i++)
+		snprintf(tok + 2 * i, 3, "%02x", (unsigned char)raw[i]);
+	return tok;
+}
+
+static int hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	return -1;
+}
+
+/* Into id[HS_SANDBOX_ID_MAX + 1] and *created_ms; HS_INVALID unless tok is
+ * a token issued for exactly these filters. */
+static int token_decode(const char *tok, uint32_t hash, int64_t *created_ms, char *id,
+			hs_error *err)
+{
+	char raw[TOKEN_MAX / 2 + 1];
+	size_t len = strlen(tok);
+	if (len == 0 || len % 2 != 0 || len >= TOKEN_MAX)
+		goto bad;
+	for (size_t i = 0; i < len / 2; i++) {
+		int hi = hexval(tok[2 * i]), lo = hexval(tok[2 * i + 1]);
+		if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
+			goto bad;
+		raw[i] = (char)(hi << 4 | lo);
+	}
+	raw[len / 2] = '\0';
+	/* "<8 hex>.<digits>.<id>" */
+	char *dot1 = strchr(raw, '.');
+	char *dot2 = dot1 ? strchr(dot1 + 1, '.') : NULL;
+	if (dot1 == NULL || dot2 == NULL || dot1 - raw != 8 || dot2 == dot1 + 1 || dot2 - dot1 > 20)
+		goto bad;
+	uint32_t h = 0;
+	for (char *p = raw; p < dot1; p++) {
+		int v = hexval(*p);
+		if (v < 0)
+			goto bad;
+		h = h << 4 | (uint32_t)v;
+	}
+	int64_t ms = 0;
+	for (char *p = dot1 + 1; p < dot2; p++) {
+		if (*p < '0' || *p > '9' || ms > (INT64_MAX - 9) / 10)
+			goto bad;
+		ms = ms * 10 + (*p - '0');
+	}
+	if (!hs_sandbox__valid_id(dot2 + 1))
+		goto bad;
+	if (h != hash)
+		return hs_error_set(err, HS_INVALID,
+				    "page_token: issued for other filters (state, task_id, owner)");
+	*created_ms = ms;
+	snprintf(id, HS_SANDBOX_ID_MAX + 1, "%s", dot2 + 1);
+	return HS_OK;
+bad:
+	return hs_error_set(err, HS_INVALID, "page_token: not a token from this server");
+}
+
 int hs_sandbox_list(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller,
 		    const hs_sandbox_filter *filter, hs_sandbox_info **out, size_t *n_out,
 		    char **next_page_token, hs_error *err)
@@ -565,16 +688,20 @@ int hs_sandbox_list(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller,
 		filter = &none;
 	if (filter->state < 0 || filter->state > HS_SANDBOX_DESTROYED)
 		return hs_error_set(err, HS_INVALID, "state: unknown value %d", filter->state);
-	if (filter->page_token != NULL && filter->page_token[0] != '\0' &&
-	    !hs_sandbox__valid_id(filter->page_token))
-		return hs_error_set(err, HS_INVALID, "page_token: not a token from this server");
 	hs_store_sandbox_filter f = HS_STORE_SANDBOX_FILTER_INIT;
 	f.owner = caller->user_id;
 	if (caller->is_admin)
 		f.owner = filter->owner && filter->owner[0] ? filter->owner : NULL;
 	f.task_id = filter->task_id && filter->task_id[0] ? filter->task_id : NULL;
 	f.state = filter->state ? filter->state : -1;
-	f.after_id = filter->page_token && filter->page_token[0] ? filter->page_token : NULL;
+	uint32_t hash = filter_hash(&f, filter->state);
+	char after[HS_SANDBOX_ID_MAX + 1];
+	if (filter->page_token != NULL && filter->page_token[0] != '\0') {
+		if ((rc = token_decode(filter->page_token, hash, &f.after_created_at_ms, after,
+				       err)) != HS_OK)
+			return rc;
+		f.after_id = after;
+	}
 	f.limit = filter->page_size ? filter->page_size : 100;
 	if (f.limit > HS_STORE_LIST_MAX)
 		f.limit = HS_STORE_LIST_MAX;
@@ -594,7 +721,7 @@ int hs_sandbox_list(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller,
 	}
 	char *token = NULL;
 	if (n == f.limit && n > 0) {
-		token = strdup(rows[n - 1].sandbox_id);
+		token = token_encode(hash, rows[n - 1].created_at_ms, rows[n - 1].sandbox_id);
 		if (token == NULL) {
 			rc = hs_error_set(err, HS_INTERNAL, "out of memory");
 			goto done;
@@ -620,7 +747,7 @@ static void reap_one(hs_sandbox_mgr *mgr, hs_sandbox__entry *e, int64_t now)
 		hs_error derr = { 0 };
 		hs_log(HS_LOG_INFO, "sandbox", "ttl expired", HS_LS("sandbox_id", e->rec.id),
 		       HS_LI("ttl_seconds", e->row.ttl_seconds));
-		if (destroy_locked(mgr, e, "ttl expired", &derr) != HS_OK)
+		if (destroy_locked(mgr, e, "ttl expired", 0, &derr) != HS_OK)
 			hs_log(HS_LOG_ERROR, "sandbox", "cannot destroy expired sandbox",
 			       HS_LS("sandbox_id", e->rec.id), HS_LS("error", derr.msg));
 		return;
@@ -692,6 +819,7 @@ static int load_row(hs_sandbox_mgr *mgr, const hs_store_sandbox_row *row, hs_err
 	hs_sandbox__path(r->id, sizeof(r->id), NULL, "id", "%s", row->sandbox_id);
 	snprintf(r->runtime_dir, sizeof(r->runtime_dir), "%s", row->runtime_dir);
 	snprintf(r->log_path, sizeof(r->log_path), "%s", row->log_path);
+	snprintf(r->task_id, sizeof(r->task_id), "%s", row->task_id);
 	r->vcpu_count = (unsigned)row->vcpu_count;
 	r->mem_size_mib = (unsigned)row->mem_size_mib;
 	hs_sandbox__rec_from_config_json(r, row->config_json, NULL);
@@ -751,10 +879,12 @@ int hs_sandbox_mgr_new(hs_sandbox_mgr **out, const hs_sandbox_config *cfg, hs_st
 	if ((rc = hs_sandbox__mkdirs(cfg->runtime_root, 0750, err)) != HS_OK)
 		goto fail;
 	char after[HS_STORE_ID_MAX] = "";
+	int64_t after_ms = 0;
 	for (;;) {
 		size_t n = 0;
 		hs_store_sandbox_filter f = HS_STORE_SANDBOX_FILTER_INIT;
 		f.after_id = after[0] ? after : NULL;
+		f.after_created_at_ms = after_ms;
 		f.limit = HS_STORE_LIST_MAX;
 		if ((rc = hs_store_sandbox_list(store, &f, &rows, &n, err)) != HS_OK)
 			goto fail;
@@ -763,8 +893,10 @@ int hs_sandbox_mgr_new(hs_sandbox_mgr **out, const hs_sandbox_config *cfg, hs_st
 			    (rc = load_row(mgr, &rows[i], err)) != HS_OK)
 				goto fail;
 		}
-		if (n > 0)
+		if (n > 0) {
 			snprintf(after, sizeof(after), "%s", rows[n - 1].sandbox_id);
+			after_ms = rows[n - 1].created_at_ms;
+		}
 		free(rows);
 		rows = NULL;
 		if (n < f.limit)

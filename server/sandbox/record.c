@@ -265,6 +265,7 @@ int hs_sandbox__info_from_row(const hs_store_sandbox_row *row, hs_sandbox_info *
 	in.expires_at_ms = row->expires_at_ms;
 	in.created_at_ms = row->created_at_ms;
 	in.started_at_ms = row->started_at_ms;
+	in.stopped_at_ms = row->stopped_at_ms;
 	in.has_exit_code = row->exit_code >= 0;
 	in.exit_code = row->exit_code;
 	json_t *o = json_loads(row->labels_json, 0, NULL);
@@ -350,6 +351,7 @@ int hs_sandbox__snapshot_from_row(const hs_store_snapshot_row *row,
 	s.sandbox_id = xdup(row->sandbox_id, &oom);
 	s.snapshot_path = xdup(row->snapshot_path, &oom);
 	s.mem_file_path = xdup(row->mem_file_path, &oom);
+	s.base_snapshot_id = xdup(row->base_snapshot_id, &oom);
 	s.type = strcmp(row->type, "diff") == 0 ? HS_SNAPSHOT_DIFF : HS_SNAPSHOT_FULL;
 	s.created_at_ms = row->created_at_ms;
 	s.size_bytes = row->size_bytes;
@@ -369,6 +371,7 @@ void hs_sandbox_snapshot_info_dispose(hs_sandbox_snapshot_info *snap)
 	free(snap->sandbox_id);
 	free(snap->snapshot_path);
 	free(snap->mem_file_path);
+	free(snap->base_snapshot_id);
 	memset(snap, 0, sizeof(*snap));
 }
 

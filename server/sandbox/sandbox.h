@@ -60,7 +60,7 @@ typedef struct hs_sandbox_config {
 	int64_t max_ttl_seconds;     /* 0 = unbounded */
 	unsigned api_timeout_ms;     /* 5000: each Firecracker API call */
 	unsigned socket_wait_ms;     /* 5000: API socket must appear within */
-	unsigned stop_grace_ms;      /* 2000: SIGTERM -> SIGKILL */
+	unsigned stop_grace_ms;      /* 5000: SIGTERM -> SIGKILL (DestroySandbox grace 0) */
 	size_t log_max_bytes;        /* 8 MiB: per-sandbox output log cap */
 	unsigned reaper_interval_ms; /* 200: exit detection and TTL */
 } hs_sandbox_config;
@@ -93,8 +93,9 @@ typedef struct hs_sandbox_spec {
 	size_t entrypoint_len;
 	const char *const *env;        /* bwrap "KEY=VALUE" */
 	size_t env_len;
-	const char *task_id;           /* workspace <workspace_root>/<task_id>; NULL = sandbox id */
-	const char *workspace;         /* bwrap: relative to workspace_root, no ".."; NULL = task_id */
+	const char *task_id;           /* task served; NULL/"" = none */
+	const char *workspace;         /* bwrap: relative to workspace_root, no ".."; NULL/"" =
+					* <task_id> when a task is set, else no workspace */
 	int64_t ttl_seconds;           /* 0 = no TTL */
 	const hs_sandbox_kv *labels;
 	size_t labels_len;
@@ -117,6 +118,9 @@ typedef struct hs_sandbox_info {
 	int64_t expires_at_ms;     /* 0 = never */
 	int64_t created_at_ms;
 	int64_t started_at_ms;     /* 0 = never started */
+	int64_t stopped_at_ms;     /* when it stopped running (entered STOPPED, FAILED or
+				    * DESTROYED from a live state); 0 while CREATED, RUNNING
+				    * or PAUSED */
 	bool has_exit_code;
 	int exit_code;
 	char *failure_reason;      /* "" unless FAILED */
@@ -132,7 +136,7 @@ typedef struct hs_sandbox_info {
 	size_t entrypoint_len;
 	bool network_enabled;      /* bwrap: host network; firecracker: a tap is attached */
 	char *tap_dev, *guest_mac; /* firecracker eth0 */
-	char *workspace;           /* absolute host path bound read-write (bwrap) */
+	char *workspace;           /* absolute host path bound read-write (bwrap); "" = none */
 	char *api_socket_path;     /* firecracker while it has a process, else "" */
 } hs_sandbox_info;
 
@@ -147,6 +151,7 @@ typedef struct hs_sandbox_snapshot_info {
 	char *snapshot_path;
 	char *mem_file_path;
 	int64_t size_bytes;
+	char *base_snapshot_id;    /* DIFF: the full snapshot it layers on; FULL: "" */
 } hs_sandbox_snapshot_info;
 
 void hs_sandbox_snapshot_info_dispose(hs_sandbox_snapshot_info *snap);
@@ -157,7 +162,8 @@ typedef struct hs_sandbox_filter {
 	const char *task_id;     /* NULL = any */
 	const char *owner;       /* admins only: NULL = every owner (ignored for others) */
 	size_t page_size;        /* 0 = 100, clamped to 1000 */
-	const char *page_token;  /* from a previous call; NULL/"" = first page */
+	const char *page_token;  /* from a previous call with the same state, task_id and
+				  * owner; NULL/"" = first page */
 } hs_sandbox_filter;
 
 /* Open the manager on an open store (borrowed, must outlive it), probe both
@@ -187,9 +193,11 @@ int hs_sandbox_start(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller, const
 		     hs_sandbox_info *out, hs_error *err);
 int hs_sandbox_get(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller, const char *id,
 		   hs_sandbox_info *out, hs_error *err);
-/* The caller's sandboxes (an admin's: everyone's), ordered by id.
- * *out is an array of *n_out infos (hs_sandbox_info_array_free);
- * *next_page_token is malloc'd, NULL on the last page. */
+/* The caller's sandboxes (an admin's: everyone's), newest first (created_at,
+ * then sandbox_id, descending). *out is an array of *n_out infos
+ * (hs_sandbox_info_array_free); *next_page_token is malloc'd and opaque (a
+ * keyset cursor bound to the filter), NULL on the last page. HS_INVALID for
+ * a malformed token or one issued for other filters. */
 int hs_sandbox_list(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller,
 		    const hs_sandbox_filter *filter, hs_sandbox_info **out, size_t *n_out,
 		    char **next_page_token, hs_error *err);
@@ -197,7 +205,9 @@ int hs_sandbox_pause(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller, const
 		     hs_sandbox_info *out, hs_error *err);
 int hs_sandbox_resume(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller, const char *id,
 		      hs_sandbox_info *out, hs_error *err);
-/* Needs PAUSED (Firecracker's rule); bwrap: HS_CONFLICT (no memory snapshots). */
+/* Needs PAUSED (Firecracker's rule); bwrap: HS_CONFLICT (no memory snapshots).
+ * DIFF layers on the sandbox's newest FULL snapshot (out->base_snapshot_id);
+ * HS_CONFLICT if it has none. */
 int hs_sandbox_snapshot(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller, const char *id,
 			hs_sandbox_snapshot_type type, hs_sandbox_snapshot_info *out,
 			hs_error *err);
@@ -207,9 +217,15 @@ int hs_sandbox_restore(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller, con
 		       const char *snapshot_id, bool resume, hs_sandbox_info *out,
 		       hs_error *err);
 /* Kills everything, removes the runtime dir (snapshots included); the row
- * stays with state DESTROYED. out may be NULL. */
+ * stays with state DESTROYED. out may be NULL. The process gets SIGTERM and
+ * cfg.stop_grace_ms to end before SIGKILL. */
 int hs_sandbox_destroy(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller, const char *id,
 		       hs_sandbox_info *out, hs_error *err);
+/* hs_sandbox_destroy with grace_ms between SIGTERM and SIGKILL instead
+ * (0 = cfg.stop_grace_ms). */
+int hs_sandbox_destroy_grace(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller,
+			     const char *id, unsigned grace_ms, hs_sandbox_info *out,
+			     hs_error *err);
 /* Oldest first; *out: hs_sandbox_snapshot_info_array_free. */
 int hs_sandbox_list_snapshots(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller,
 			      const char *id, hs_sandbox_snapshot_info **out, size_t *n_out,

@@ -159,6 +159,8 @@ static SandboxMsg *sandbox_msg(hs_rpc_call *call, const hs_sandbox_info *in)
 		oom = true;
 	if (in->expires_at_ms > 0 && (m->expires_at = timestamp(call, in->expires_at_ms)) == NULL)
 		oom = true;
+	if (in->stopped_at_ms > 0 && (m->stopped_at = timestamp(call, in->stopped_at_ms)) == NULL)
+		oom = true;
 	if (in->labels_len > 0) {
 		m->labels = hs_rpc_call_alloc(call, in->labels_len * sizeof(*m->labels));
 		for (size_t i = 0; m->labels != NULL && i < in->labels_len; i++) {
@@ -207,6 +209,7 @@ static SnapshotMsg *snapshot_msg(hs_rpc_call *call, const hs_sandbox_snapshot_in
 	m->mem_file_path = adup(call, in->mem_file_path, &oom);
 	m->snapshot_path = adup(call, in->snapshot_path, &oom);
 	m->size_bytes = in->size_bytes > 0 ? (uint64_t)in->size_bytes : 0;
+	m->base_snapshot_id = adup(call, in->base_snapshot_id, &oom);
 	if ((m->created_at = timestamp(call, in->created_at_ms)) == NULL)
 		oom = true;
 	return oom ? NULL : m;
@@ -431,9 +434,26 @@ static int destroy_sandbox(hs_rpc_call *call, const ProtobufCMessage *req,
 			   ProtobufCMessage **resp, hs_error *err)
 {
 	const Harness__V1__DestroySandboxRequest *r = (const void *)req;
+	int rc = check_id("sandbox_id", r->sandbox_id, err);
+	if (rc != HS_OK)
+		return rc;
 	if (r->grace_period_ms < 0 || r->grace_period_ms > 60000)
 		return hs_error_set(err, HS_INVALID, "grace_period_ms: must be 0..60000");
-	return one(call, r->sandbox_id, hs_sandbox_destroy, HS_SANDBOX_DESTROYED, resp, err);
+	hs_sandbox_mgr *mgr = hs_rpc_call_payload(call);
+	hs_sandbox_caller c = caller_of(call);
+	hs_sandbox_info info = { 0 };
+	hs_error ferr = { 0 };
+	/* 0 = the configured grace (the module's default). */
+	rc = hs_sandbox_destroy_grace(mgr, &c, r->sandbox_id, (unsigned)r->grace_period_ms, &info,
+				      &ferr);
+	if (rc == HS_CONFLICT && hs_sandbox_get(mgr, &c, r->sandbox_id, &info, NULL) == HS_OK) {
+		if (info.state == HS_SANDBOX_DESTROYED) /* idempotent */
+			return sandbox_reply(call, HS_OK, &info, resp, err);
+		hs_sandbox_info_dispose(&info);
+	}
+	if (rc != HS_OK)
+		return hs_error_set(err, rc, "%s", ferr.msg);
+	return sandbox_reply(call, rc, &info, resp, err);
 }
 
 /* --- lists ------------------------------------------------------------------------ */
@@ -465,7 +485,7 @@ static int list_sandboxes(hs_rpc_call *call, const ProtobufCMessage *req,
 		return rc;
 	if (r->owner[0] != '\0' && !c.is_admin && strcmp(r->owner, c.user_id) != 0)
 		return hs_error_set(err, HS_DENIED, "owner: only admins may list other users' sandboxes");
-	if (strlen(r->page_token) > 64)
+	if (strlen(r->page_token) > 512) /* the module checks it; this bounds the work */
 		return hs_error_set(err, HS_INVALID, "page_token: not a token from this server");
 	hs_sandbox_filter f = { 0 };
 	f.state = (int)r->state;

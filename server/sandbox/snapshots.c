@@ -9,7 +9,10 @@
  * <snapshot dir>/mem.merged, which the new VMM maps (it must stay until the
  * sandbox is destroyed). The chain assumes diffs were taken in one process
  * lineage, which holds because every restore loads full memory and starts
- * dirty-page tracking afresh only for later diffs of that lineage. */
+ * dirty-page tracking afresh only for later diffs of that lineage. That Full
+ * snapshot is chosen when the Diff is taken (the newest Full one then) and
+ * recorded as its base_snapshot_id; a Diff without a Full before it is
+ * refused (HS_CONFLICT), since it could never be restored. */
 #include "mgr.h"
 
 #include <errno.h>
@@ -32,6 +35,28 @@ static int64_t file_size(const char *path)
 {
 	struct stat st;
 	return stat(path, &st) == 0 ? (int64_t)st.st_size : 0;
+}
+
+/* The id of the sandbox's newest Full snapshot (the base of a new Diff);
+ * HS_CONFLICT if it has none. */
+static int newest_full(hs_sandbox_mgr *mgr, const char *id, char *out, size_t cap, hs_error *err)
+{
+	hs_store_snapshot_row *rows = NULL;
+	size_t n = 0;
+	int rc = hs_store_snapshot_list_by_sandbox(mgr->store, id, &rows, &n, err);
+	if (rc != HS_OK)
+		return rc;
+	size_t i = n;
+	while (i-- > 0 && strcmp(rows[i].type, "full") != 0)
+		;
+	if (i < n)
+		snprintf(out, cap, "%s", rows[i].snapshot_id);
+	else
+		rc = hs_error_set(err, HS_CONFLICT,
+				  "sandbox %s has no full snapshot; a diff snapshot needs one to layer on",
+				  id);
+	free(rows);
+	return rc;
 }
 
 int hs_sandbox_snapshot(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller, const char *id,
@@ -58,6 +83,10 @@ int hs_sandbox_snapshot(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller, co
 				  id, hs_sandbox_state_name(e->row.state));
 		goto done;
 	}
+	if (type == HS_SNAPSHOT_DIFF &&
+	    (rc = newest_full(mgr, id, row.base_snapshot_id, sizeof(row.base_snapshot_id), err)) !=
+		    HS_OK)
+		goto done;
 	hs_sandbox__gen_id("snap-", row.snapshot_id, sizeof(row.snapshot_id));
 	snprintf(row.sandbox_id, sizeof(row.sandbox_id), "%s", id);
 	snprintf(row.type, sizeof(row.type), "%s", type == HS_SNAPSHOT_DIFF ? "diff" : "full");
@@ -154,8 +183,12 @@ static int memory_for(hs_sandbox_mgr *mgr, const hs_store_snapshot_row *target, 
 		if (strcmp(rows[i].snapshot_id, target->snapshot_id) == 0)
 			at = i;
 	}
+	/* The recorded base; rows from before it was recorded name none: the
+	 * newest Full before the target, the rule it is recorded by. */
 	for (size_t i = at; at < n && i-- > 0;) {
-		if (strcmp(rows[i].type, "full") == 0) {
+		if (target->base_snapshot_id[0] != '\0'
+			    ? strcmp(rows[i].snapshot_id, target->base_snapshot_id) == 0
+			    : strcmp(rows[i].type, "full") == 0) {
 			base = i;
 			break;
 		}

@@ -104,6 +104,21 @@ const char *const hs_store__migrations[] = {
 	"  id INTEGER PRIMARY KEY,"
 	"  written_at_ms INTEGER NOT NULL"
 	");",
+	/* 2: sandboxes listed newest first (created_at_ms DESC, sandbox_id DESC,
+	 * the keyset cursor of ListSandboxes: the index is scanned backwards);
+	 * when a sandbox stopped; the full snapshot a diff snapshot layers on,
+	 * backfilled for existing diffs as the newest full one before each (the
+	 * rule restore has always used). */
+	"CREATE INDEX sandboxes_created ON sandboxes(created_at_ms, sandbox_id);"
+	"ALTER TABLE sandboxes ADD COLUMN stopped_at_ms INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE snapshots ADD COLUMN base_snapshot_id TEXT NOT NULL DEFAULT '';"
+	"UPDATE snapshots SET base_snapshot_id = COALESCE(("
+	"  SELECT f.snapshot_id FROM snapshots AS f"
+	"  WHERE f.sandbox_id = snapshots.sandbox_id AND f.type = 'full'"
+	"    AND (f.created_at_ms < snapshots.created_at_ms"
+	"      OR (f.created_at_ms = snapshots.created_at_ms AND f.rowid < snapshots.rowid))"
+	"  ORDER BY f.created_at_ms DESC, f.rowid DESC LIMIT 1), '')"
+	" WHERE type = 'diff';",
 };
 
 const int hs_store__migration_count =

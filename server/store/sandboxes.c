@@ -9,10 +9,11 @@
 #define SANDBOX_COLS                                                                      \
 	"sandbox_id, owner, task_id, driver, state, pid, pid_start_time, vcpu_count, "     \
 	"mem_size_mib, ttl_seconds, expires_at_ms, created_at_ms, started_at_ms, exit_code, " \
-	"failure_reason, config_json, labels_json, log_path, runtime_dir"
+	"failure_reason, config_json, labels_json, log_path, runtime_dir, stopped_at_ms"
 
-#define SNAPSHOT_COLS \
-	"snapshot_id, sandbox_id, type, created_at_ms, mem_file_path, snapshot_path, size_bytes"
+#define SNAPSHOT_COLS                                                                     \
+	"snapshot_id, sandbox_id, type, created_at_ms, mem_file_path, snapshot_path, size_bytes, " \
+	"base_snapshot_id"
 
 static int bind_sandbox(hs_store *s, sqlite3_stmt *st, const hs_store_sandbox_row *r,
 			hs_error *err)
@@ -37,6 +38,7 @@ static int bind_sandbox(hs_store *s, sqlite3_stmt *st, const hs_store_sandbox_ro
 	HS_BIND_F(st, 17, r, labels_json);
 	HS_BIND_F(st, 18, r, log_path);
 	HS_BIND_F(st, 19, r, runtime_dir);
+	HS_BIND_I(st, 20, r->stopped_at_ms);
 	rc = HS_OK;
 done:
 	return rc;
@@ -65,6 +67,7 @@ static int read_sandbox(sqlite3_stmt *st, hs_store_sandbox_row *r, hs_error *err
 	HS_COL_T(st, 16, r->labels_json, "labels_json");
 	HS_COL_T(st, 17, r->log_path, "log_path");
 	HS_COL_T(st, 18, r->runtime_dir, "runtime_dir");
+	r->stopped_at_ms = sqlite3_column_int64(st, 19);
 	rc = HS_OK;
 done:
 	return rc;
@@ -87,12 +90,12 @@ static int write_sandbox(hs_store *s, const hs_store_sandbox_row *r, bool update
 			"pid = ?6, pid_start_time = ?7, vcpu_count = ?8, mem_size_mib = ?9, "
 			"ttl_seconds = ?10, expires_at_ms = ?11, created_at_ms = ?12, "
 			"started_at_ms = ?13, exit_code = ?14, failure_reason = ?15, "
-			"config_json = ?16, labels_json = ?17, log_path = ?18, runtime_dir = ?19 "
-			"WHERE sandbox_id = ?1");
+			"config_json = ?16, labels_json = ?17, log_path = ?18, runtime_dir = ?19, "
+			"stopped_at_ms = ?20 WHERE sandbox_id = ?1");
 	else
 		HS_STMT(st, HS_STMT_SANDBOX_INSERT,
 			"INSERT INTO sandboxes(" SANDBOX_COLS ") VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, "
-			"?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)");
+			"?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)");
 	if ((rc = bind_sandbox(s, st, r, err)) != HS_OK)
 		goto done;
 	if ((rc = hs_store__step_done(s, st, update ? "update sandbox" : "insert sandbox", err)) !=
@@ -182,14 +185,17 @@ int hs_store_sandbox_list(hs_store *s, const hs_store_sandbox_filter *f,
 		return hs_error_set(err, HS_INVALID, "store: NULL argument");
 	hs_store__lock(s);
 	HS_STMT(st, HS_STMT_SANDBOX_LIST,
-		"SELECT " SANDBOX_COLS " FROM sandboxes WHERE sandbox_id > ?1 "
+		"SELECT " SANDBOX_COLS " FROM sandboxes "
+		"WHERE (?1 IS NULL OR (created_at_ms, sandbox_id) < (?6, ?1)) "
 		"AND (?2 IS NULL OR owner = ?2) AND (?3 IS NULL OR task_id = ?3) "
-		"AND (?4 < 0 OR state = ?4) ORDER BY sandbox_id LIMIT ?5");
-	HS_BIND_T(st, 1, f->after_id ? f->after_id : "", HS_STORE_ID_MAX, "after_id");
+		"AND (?4 < 0 OR state = ?4) "
+		"ORDER BY created_at_ms DESC, sandbox_id DESC LIMIT ?5");
+	HS_BIND_T(st, 1, f->after_id, HS_STORE_ID_MAX, "after_id");
 	HS_BIND_T(st, 2, f->owner, HS_STORE_ID_MAX, "owner");
 	HS_BIND_T(st, 3, f->task_id, HS_STORE_ID_MAX, "task_id");
 	HS_BIND_I(st, 4, f->state < 0 ? -1 : f->state);
 	HS_BIND_I(st, 5, hs_store__limit(f->limit));
+	HS_BIND_I(st, 6, f->after_id ? f->after_created_at_ms : 0);
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		if ((rc = hs_store__grow((void **)&rows, &cap, n, sizeof(*rows), err)) != HS_OK ||
 		    (rc = read_sandbox(st, &rows[n], err)) != HS_OK)
@@ -251,6 +257,7 @@ static int read_snapshot(sqlite3_stmt *st, hs_store_snapshot_row *r, hs_error *e
 	HS_COL_T(st, 4, r->mem_file_path, "mem_file_path");
 	HS_COL_T(st, 5, r->snapshot_path, "snapshot_path");
 	r->size_bytes = sqlite3_column_int64(st, 6);
+	HS_COL_T(st, 7, r->base_snapshot_id, "base_snapshot_id");
 	rc = HS_OK;
 done:
 	return rc;
@@ -268,7 +275,7 @@ int hs_store_snapshot_insert(hs_store *s, const hs_store_snapshot_row *r, hs_err
 		return rc;
 	hs_store__lock(s);
 	HS_STMT(st, HS_STMT_SNAPSHOT_INSERT,
-		"INSERT INTO snapshots(" SNAPSHOT_COLS ") VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)");
+		"INSERT INTO snapshots(" SNAPSHOT_COLS ") VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)");
 	HS_BIND_F(st, 1, r, snapshot_id);
 	HS_BIND_F(st, 2, r, sandbox_id);
 	HS_BIND_F(st, 3, r, type);
@@ -276,6 +283,7 @@ int hs_store_snapshot_insert(hs_store *s, const hs_store_snapshot_row *r, hs_err
 	HS_BIND_F(st, 5, r, mem_file_path);
 	HS_BIND_F(st, 6, r, snapshot_path);
 	HS_BIND_I(st, 7, r->size_bytes);
+	HS_BIND_F(st, 8, r, base_snapshot_id);
 	rc = hs_store__step_done(s, st, "insert snapshot", err);
 done:
 	hs_store__release(st);

@@ -128,17 +128,23 @@ typedef struct hs_store_sandbox_row {
 	char labels_json[HS_STORE_JSON_MAX];
 	char log_path[HS_STORE_PATH_MAX];
 	char runtime_dir[HS_STORE_PATH_MAX];
+	int64_t stopped_at_ms;        /* 0 = not stopped (the module decides when) */
 } hs_store_sandbox_row;
 
+/* Lists are newest first: ordered by (created_at_ms, sandbox_id) descending.
+ * The cursor is the (created_at_ms, sandbox_id) of the last row of the
+ * previous page; the next page starts strictly after it, so rows inserted
+ * meanwhile never shift a page. */
 typedef struct hs_store_sandbox_filter {
-	const char *owner;    /* NULL = every owner */
-	const char *task_id;  /* NULL = any task */
-	int state;            /* < 0 = any state */
-	const char *after_id; /* cursor: sandbox_id > after_id; NULL = start */
+	const char *owner;           /* NULL = every owner */
+	const char *task_id;         /* NULL = any task */
+	int state;                   /* < 0 = any state */
+	const char *after_id;        /* cursor: NULL = first page */
+	int64_t after_created_at_ms; /* cursor (read only with after_id) */
 	size_t limit;
 } hs_store_sandbox_filter;
 
-#define HS_STORE_SANDBOX_FILTER_INIT { NULL, NULL, -1, NULL, 0 }
+#define HS_STORE_SANDBOX_FILTER_INIT { NULL, NULL, -1, NULL, 0, 0 }
 
 int hs_store_sandbox_insert(hs_store *store, const hs_store_sandbox_row *row, hs_error *err);
 /* Replace every column of the row with this sandbox_id; HS_NOT_FOUND if none. */
@@ -146,7 +152,8 @@ int hs_store_sandbox_update(hs_store *store, const hs_store_sandbox_row *row, hs
 int hs_store_sandbox_get(hs_store *store, const char *sandbox_id, hs_store_sandbox_row *out, hs_error *err);
 /* Deletes its snapshot rows too (the files are the caller's). */
 int hs_store_sandbox_delete(hs_store *store, const char *sandbox_id, hs_error *err);
-/* Ordered by sandbox_id; *out malloc'd (free()), NULL when *n_out is 0. */
+/* Newest first (created_at_ms DESC, sandbox_id DESC), after the filter's
+ * cursor; *out malloc'd (free()), NULL when *n_out is 0. */
 int hs_store_sandbox_list(hs_store *store, const hs_store_sandbox_filter *filter,
 			  hs_store_sandbox_row **out, size_t *n_out, hs_error *err);
 /* Sandboxes of owner whose state != destroyed_state (quota checks). */
@@ -161,6 +168,7 @@ typedef struct hs_store_snapshot_row {
 	char mem_file_path[HS_STORE_PATH_MAX];
 	char snapshot_path[HS_STORE_PATH_MAX];
 	int64_t size_bytes;
+	char base_snapshot_id[HS_STORE_ID_MAX]; /* diff: the full snapshot it layers on; "" */
 } hs_store_snapshot_row;
 
 /* HS_EXISTS on duplicate id, HS_NOT_FOUND if the sandbox does not exist. */

@@ -238,6 +238,75 @@ class BwrapTest(unittest.TestCase):
             self.alice.GetSandbox(sandbox_id="exit-3")), 10, "STOPPED")
         self.assertEqual(sb.exit_code, 3)
         self.assertEqual(sb.pid, 0)
+        # stopped_at: when it stopped; kept when it is destroyed afterwards.
+        self.assertTrue(sb.HasField("stopped_at"))
+        self.assertGreaterEqual(sb.stopped_at.ToMilliseconds(), sb.started_at.ToMilliseconds())
+        d = self.alice.DestroySandbox(sandbox_id="exit-3")
+        self.assertEqual(d.stopped_at, sb.stopped_at)
+
+    def test_list_is_newest_first_with_stable_pages(self):
+        for i in range(1, 4):  # alice's quota here is 3
+            sb = self.alice.CreateSandbox(sandbox_id="ord-%d" % i, entrypoint=["true"])
+            self.assertFalse(sb.HasField("stopped_at"))
+        got, token, pages = [], "", 0
+        while True:
+            page = self.alice.ListSandboxes(page_size=1, page_token=token)
+            got += [s.sandbox_id for s in page.sandboxes]
+            token, pages = page.next_page_token, pages + 1
+            if not token:
+                break
+            # A token is bound to its filters.
+            code, msg = self.alice.error("ListSandboxes", page_size=1, page_token=token,
+                                         state=S.SANDBOX_STATE_CREATED)
+            self.assertEqual(code, grpc.StatusCode.INVALID_ARGUMENT)
+            self.assertIn("page_token", msg)
+        self.assertEqual(got, ["ord-3", "ord-2", "ord-1"])
+        self.assertGreaterEqual(pages, 3)
+        self.assertEqual([s.sandbox_id for s in self.alice.ListSandboxes().sandboxes],
+                         ["ord-3", "ord-2", "ord-1"])
+
+    def test_no_task_means_empty_task_id_and_no_workspace(self):
+        sb = self.alice.CreateSandbox(sandbox_id="notask-1", entrypoint=[
+            "/bin/sh", "-c",
+            'test "$(pwd)" = / && test "$HOME" = /tmp && test -z "${HARNESS_TASK_ID+x}"'])
+        self.assertEqual(sb.task_id, "")
+        self.assertEqual(sb.workspace, "")
+        self.alice.StartSandbox(sandbox_id="notask-1")
+        sb = wait_until(lambda: (lambda s: s if s.state == S.SANDBOX_STATE_STOPPED else None)(
+            self.alice.GetSandbox(sandbox_id="notask-1")), 10, "STOPPED")
+        self.assertEqual(sb.exit_code, 0)
+        self.assertEqual(sb.task_id, "")
+
+    def test_destroy_honours_grace_period(self):
+        # Graceful: the entrypoint gets SIGTERM and time to clean up.
+        sb = self.alice.CreateSandbox(sandbox_id="grace-1", task_id="task-grace-1", entrypoint=[
+            "/bin/sh", "-c", "trap 'sleep 0.3; echo bye > bye.txt; exit 0' TERM; "
+            "echo up > up.txt; while :; do sleep 0.05; done"])
+        self.alice.StartSandbox(sandbox_id="grace-1")
+        up = os.path.join(sb.workspace, "up.txt")
+        wait_until(lambda: os.path.exists(up), 10, "the entrypoint to run")
+        t0 = time.monotonic()
+        self.assertEqual(self.alice.DestroySandbox(sandbox_id="grace-1", grace_period_ms=5000)
+                         .state, S.SANDBOX_STATE_DESTROYED)
+        self.assertLess(time.monotonic() - t0, 4.0)
+        self.assertTrue(os.path.exists(os.path.join(sb.workspace, "bye.txt")))
+        # Stubborn: SIGTERM ignored; SIGKILL once the grace asked for is over
+        # (the server default would be 5 s).
+        m = self.marker()
+        sb = self.alice.CreateSandbox(sandbox_id="grace-2", task_id="task-grace-2", entrypoint=[
+            "/bin/sh", "-c", "trap '' TERM; sleep %s & echo up > up.txt; "
+            "while :; do sleep 0.05; done" % m])
+        sb = self.alice.StartSandbox(sandbox_id="grace-2")
+        up = os.path.join(sb.workspace, "up.txt")
+        wait_until(lambda: os.path.exists(up), 10, "the entrypoint to run")
+        t0 = time.monotonic()
+        d = self.alice.DestroySandbox(sandbox_id="grace-2", grace_period_ms=300)
+        took = time.monotonic() - t0
+        self.assertEqual(d.state, S.SANDBOX_STATE_DESTROYED)
+        self.assertTrue(d.HasField("stopped_at"))
+        self.assertGreaterEqual(took, 0.28)
+        self.assertLess(took, 3.0)
+        assert_clean(self, sb, pid=sb.pid, marker=m)
 
     def test_wrong_state_is_failed_precondition_naming_the_state(self):
         self.alice.CreateSandbox(sandbox_id="ws-1", entrypoint=["sleep", "1000"])
@@ -425,7 +494,8 @@ class RestartTest(unittest.TestCase):
         m = "86398.%06d" % (uuid.uuid4().int % 1000000)
         srv = SandboxServer(["--sandbox-driver", "bwrap"], data_dir=data)
         try:
-            srv.admin.CreateSandbox(sandbox_id="keep-1", entrypoint=counter_script(m))
+            srv.admin.CreateSandbox(sandbox_id="keep-1", task_id="task-keep",
+                                    entrypoint=counter_script(m))
             sb = srv.admin.StartSandbox(sandbox_id="keep-1")
             wait_until(lambda: read_count(sb) > 2, 10, "counting")
             srv.close(destroy=False)  # SIGTERM: the sandbox keeps running
@@ -525,12 +595,15 @@ class FirecrackerEmulatorTest(unittest.TestCase):
         # From RUNNING: paused for the snapshot, then resumed (or left paused).
         s2 = c.SnapshotSandbox(sandbox_id="vm-1", snapshot_type=S.SNAPSHOT_TYPE_DIFF)
         self.assertEqual(s2.type, S.SNAPSHOT_TYPE_DIFF)
+        self.assertEqual(s1.base_snapshot_id, "")
+        self.assertEqual(s2.base_snapshot_id, s1.snapshot_id)
         self.assertEqual(c.GetSandbox(sandbox_id="vm-1").state, S.SANDBOX_STATE_RUNNING)
         c.SnapshotSandbox(sandbox_id="vm-1", leave_paused=True)
         self.assertEqual(c.GetSandbox(sandbox_id="vm-1").state, S.SANDBOX_STATE_PAUSED)
         snaps = c.ListSnapshots(sandbox_id="vm-1").snapshots
         self.assertEqual(len(snaps), 3)
         self.assertEqual(snaps[2].snapshot_id, s1.snapshot_id)  # newest first
+        self.assertEqual(snaps[1].base_snapshot_id, s1.snapshot_id)
 
         r = c.RestoreSandbox(sandbox_id="vm-1", snapshot_id=s1.snapshot_id, resume=True)
         self.assertEqual(r.state, S.SANDBOX_STATE_RUNNING)
@@ -553,6 +626,13 @@ class FirecrackerEmulatorTest(unittest.TestCase):
         code, msg = c.error("SnapshotSandbox", sandbox_id="vm-ws")
         self.assertEqual(code, grpc.StatusCode.FAILED_PRECONDITION)
         self.assertIn("CREATED", msg)
+        # A diff snapshot needs a full one to layer on.
+        c.StartSandbox(sandbox_id="vm-ws")
+        code, msg = c.error("SnapshotSandbox", sandbox_id="vm-ws",
+                            snapshot_type=S.SNAPSHOT_TYPE_DIFF)
+        self.assertEqual(code, grpc.StatusCode.FAILED_PRECONDITION)
+        self.assertIn("no full snapshot", msg)
+        self.assertEqual(c.GetSandbox(sandbox_id="vm-ws").state, S.SANDBOX_STATE_RUNNING)
         code, msg = c.error("CreateSandbox", sandbox_id="vm-ep", entrypoint=["sh"])
         self.assertEqual(code, grpc.StatusCode.INVALID_ARGUMENT)
         self.assertIn("entrypoint", msg)

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -151,10 +152,18 @@ static void test_sandbox_bwrap__exit_code_and_log(void **state)
 	assert_true(info.has_exit_code);
 	assert_int_equal(info.exit_code, 7);
 	assert_int_equal(info.pid, 0);
+	assert_true(info.stopped_at_ms >= info.started_at_ms && info.started_at_ms > 0);
 	char *log = sbt_read_file(info.log_path);
 	assert_true(sbt_contains(log, "hello-out"));
 	assert_true(sbt_contains(log, "hello-err"));
 	free(log);
+	/* destroying a STOPPED sandbox keeps when it stopped */
+	int64_t stopped = info.stopped_at_ms;
+	hs_sandbox_info_dispose(&info);
+	sbt_sleep_ms(5);
+	assert_int_equal(hs_sandbox_destroy(env->mgr, &sbt_alice, "sb-exit", &info, NULL), HS_OK);
+	assert_int_equal(info.state, HS_SANDBOX_DESTROYED);
+	assert_int_equal(info.stopped_at_ms, stopped);
 	hs_sandbox_info_dispose(&info);
 
 	/* killed by a signal it did not get from us: FAILED */
@@ -221,6 +230,97 @@ static void test_sandbox_bwrap__isolation(void **state)
 	assert_false(sbt_exists("/usr/hs-ro-probe"));
 }
 
+/* No task: task_id "" and no workspace; the entrypoint starts in "/" with
+ * HOME=/tmp and no HARNESS_TASK_ID (it checks that itself: exit 0). */
+static void test_sandbox_bwrap__no_task_no_workspace(void **state)
+{
+	sbt_env *env = *state;
+	hs_sandbox_info info;
+	const char *argv[] = { "/bin/sh", "-c",
+			       "test \"$(pwd)\" = / && test \"$HOME\" = /tmp && "
+			       "test -z \"${HARNESS_TASK_ID+x}\" && echo ok > /tmp/x && exit 0; "
+			       "pwd; env; exit 9" };
+	hs_sandbox_spec spec = { .sandbox_id = "sb-notask", .driver = "bwrap", .entrypoint = argv,
+				 .entrypoint_len = 3 };
+	hs_error err = { 0 };
+	sbt_open_mgr(env);
+	assert_int_equal(hs_sandbox_create(env->mgr, &sbt_alice, &spec, &info, &err), HS_OK);
+	assert_string_equal(info.task_id, "");
+	assert_string_equal(info.workspace, "");
+	hs_sandbox_info_dispose(&info);
+	assert_int_equal(hs_sandbox_start(env->mgr, &sbt_alice, "sb-notask", NULL, &err), HS_OK);
+	assert_int_equal(sbt_wait_state(env, &sbt_alice, "sb-notask", HS_SANDBOX_STOPPED, 3000),
+			 HS_SANDBOX_STOPPED);
+	assert_int_equal(hs_sandbox_get(env->mgr, &sbt_alice, "sb-notask", &info, NULL), HS_OK);
+	if (info.exit_code != 0) {
+		char *log = sbt_read_file(info.log_path);
+		fail_msg("exit %d: %s", info.exit_code, log ? log : "");
+	}
+	hs_sandbox_info_dispose(&info);
+}
+
+static long destroy_ms(sbt_env *env, const char *id, unsigned grace_ms)
+{
+	struct timespec t0, t1;
+	hs_error err = { 0 };
+	hs_sandbox_info info;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	if (hs_sandbox_destroy_grace(env->mgr, &sbt_alice, id, grace_ms, &info, &err) != HS_OK)
+		fail_msg("destroy %s: %s", id, err.msg);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	assert_int_equal(info.state, HS_SANDBOX_DESTROYED);
+	assert_true(info.stopped_at_ms > 0);
+	hs_sandbox_info_dispose(&info);
+	return (t1.tv_sec - t0.tv_sec) * 1000L + (t1.tv_nsec - t0.tv_nsec) / 1000000L;
+}
+
+/* DestroySandbox's grace: the entrypoint gets SIGTERM and the time to act on
+ * it (bwrap itself must not take the namespace down at once); one that
+ * ignores SIGTERM is killed when the grace asked for (or the configured
+ * one) is over. */
+static void test_sandbox_bwrap__destroy_honours_grace(void **state)
+{
+	sbt_env *env = *state;
+	char path[512], marker[64];
+	env->cfg.stop_grace_ms = 1500;
+	sbt_open_mgr(env);
+	/* graceful: cleans up for 300 ms after SIGTERM, then exits */
+	create_start(env, "sb-polite", "task-polite",
+		     "trap 'sleep 0.3; echo bye > bye.txt; exit 0' TERM; "
+		     "echo up > up.txt; while :; do sleep 0.05; done");
+	snprintf(path, sizeof(path), "%s/task-polite/up.txt", env->workspaces);
+	for (int i = 0; i < 300 && !sbt_exists(path); i++)
+		sbt_sleep_ms(10);
+	long ms = destroy_ms(env, "sb-polite", 5000);
+	snprintf(path, sizeof(path), "%s/task-polite/bye.txt", env->workspaces);
+	assert_true(sbt_exists(path));
+	if (ms < 250 || ms > 3000)
+		fail_msg("graceful destroy took %ld ms", ms);
+	/* stubborn: ignores SIGTERM (so do its children) */
+	snprintf(marker, sizeof(marker), "86397.%06d", (int)(getpid() % 1000000));
+	char script[256];
+	snprintf(script, sizeof(script),
+		 "trap '' TERM; sleep %s & echo up > up.txt; while :; do sleep 0.05; done", marker);
+	static const struct {
+		const char *id, *task;
+		unsigned grace_ms, min_ms, max_ms;
+	} cases[] = { { "sb-stub1", "task-stub1", 300, 280, 1400 },
+		      { "sb-stub2", "task-stub2", 0, 1480, 4500 } };
+	for (size_t i = 0; i < 2; i++) {
+		create_start(env, cases[i].id, cases[i].task, script);
+		snprintf(path, sizeof(path), "%s/%s/up.txt", env->workspaces, cases[i].task);
+		for (int k = 0; k < 300 && !sbt_exists(path); k++)
+			sbt_sleep_ms(10);
+		ms = destroy_ms(env, cases[i].id, cases[i].grace_ms);
+		if (ms < (long)cases[i].min_ms || ms > (long)cases[i].max_ms)
+			fail_msg("%s: destroy took %ld ms, want %u..%u", cases[i].id, ms,
+				 cases[i].min_ms, cases[i].max_ms);
+		for (int k = 0; k < 200 && sbt_count_procs(marker) > 0; k++)
+			sbt_sleep_ms(10);
+		assert_int_equal(sbt_count_procs(marker), 0);
+	}
+}
+
 static void test_sandbox_bwrap__no_memory_snapshots(void **state)
 {
 	sbt_env *env = *state;
@@ -273,6 +373,10 @@ int main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_sandbox_bwrap__log_is_capped, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sandbox_bwrap__isolation, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_sandbox_bwrap__no_task_no_workspace, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_sandbox_bwrap__destroy_honours_grace, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_sandbox_bwrap__no_memory_snapshots, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_sandbox_bwrap__probe, setup, teardown),

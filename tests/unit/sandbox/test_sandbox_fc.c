@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -176,6 +177,12 @@ static void test_sandbox_fc__pause_snapshot_resume(void **state)
 	assert_true(sbt_contains(err.msg, "is RUNNING; SnapshotSandbox needs PAUSED"));
 	hs_error_clear(&err);
 	assert_int_equal(hs_sandbox_pause(env->mgr, &sbt_alice, "vm-snap", NULL, &err), HS_OK);
+	/* a diff needs a full snapshot to layer on */
+	assert_int_equal(hs_sandbox_snapshot(env->mgr, &sbt_alice, "vm-snap", HS_SNAPSHOT_DIFF, &s2,
+					     &err),
+			 HS_CONFLICT);
+	assert_true(sbt_contains(err.msg, "no full snapshot"));
+	hs_error_clear(&err);
 	assert_int_equal(hs_sandbox_snapshot(env->mgr, &sbt_alice, "vm-snap", HS_SNAPSHOT_FULL, &s1,
 					     &err),
 			 HS_OK);
@@ -184,6 +191,8 @@ static void test_sandbox_fc__pause_snapshot_resume(void **state)
 			 HS_OK);
 	assert_int_equal(s1.type, HS_SNAPSHOT_FULL);
 	assert_int_equal(s2.type, HS_SNAPSHOT_DIFF);
+	assert_string_equal(s1.base_snapshot_id, "");
+	assert_string_equal(s2.base_snapshot_id, s1.snapshot_id);
 	assert_true(sbt_file_size(s1.snapshot_path) > 0);
 	assert_int_equal(sbt_file_size(s1.mem_file_path), 256LL << 20);
 	assert_true(s1.size_bytes > 0);
@@ -198,6 +207,7 @@ static void test_sandbox_fc__pause_snapshot_resume(void **state)
 	assert_int_equal(n, 2);
 	assert_string_equal(v[0].snapshot_id, s1.snapshot_id);
 	assert_string_equal(v[1].snapshot_id, s2.snapshot_id);
+	assert_string_equal(v[1].base_snapshot_id, s1.snapshot_id);
 	hs_sandbox_snapshot_info_array_free(v, n);
 	/* someone else's sandbox: not found */
 	assert_int_equal(hs_sandbox_list_snapshots(env->mgr, &sbt_bob, "vm-snap", &v, &n, &err),
@@ -227,6 +237,53 @@ static void test_sandbox_fc__pause_snapshot_resume(void **state)
 	json_decref(r);
 	hs_sandbox_snapshot_info_dispose(&s1);
 	hs_sandbox_snapshot_info_dispose(&s2);
+}
+
+/* DestroySandbox's grace: a VMM that ignores SIGTERM (a shell around the
+ * emulator: the emulator exits on SIGTERM, the shell then sleeps with TERM
+ * ignored) gets exactly the grace asked for, or the configured one, before
+ * SIGKILL; nothing survives either way. */
+static void test_sandbox_fc__destroy_honours_grace(void **state)
+{
+	sbt_env *env = *state;
+	hs_error err = { 0 };
+	char script[1024], bin[320];
+	snprintf(bin, sizeof(bin), "%s/fc-stubborn", env->dir);
+	snprintf(script, sizeof(script),
+		 "#!/bin/sh\ntrap '' TERM\n%s %s/tests/doubles/fc_emulator.py \"$@\"\n"
+		 "exec sleep 30\n",
+		 HS_TEST_PYTHON, HS_SOURCE_DIR);
+	FILE *fp = fopen(bin, "w");
+	assert_non_null(fp);
+	fputs(script, fp);
+	fclose(fp);
+	chmod(bin, 0755);
+	env->cfg.firecracker_bin = bin;
+	env->cfg.stop_grace_ms = 1500;
+	sbt_open_mgr(env);
+	static const struct {
+		const char *id;
+		unsigned grace_ms, min_ms, max_ms;
+	} cases[] = { { "vm-g1", 300, 280, 1400 }, { "vm-g2", 0, 1480, 4500 } };
+	for (size_t i = 0; i < 2; i++) {
+		create_fc(env, cases[i].id, NULL);
+		pid_t pid = start_fc(env, cases[i].id);
+		struct timespec t0, t1;
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		hs_sandbox_info info;
+		assert_int_equal(hs_sandbox_destroy_grace(env->mgr, &sbt_alice, cases[i].id,
+							  cases[i].grace_ms, &info, &err),
+				 HS_OK);
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+		long ms = (t1.tv_sec - t0.tv_sec) * 1000L + (t1.tv_nsec - t0.tv_nsec) / 1000000L;
+		if (ms < (long)cases[i].min_ms || ms > (long)cases[i].max_ms)
+			fail_msg("%s: destroy took %ld ms, want %u..%u", cases[i].id, ms,
+				 cases[i].min_ms, cases[i].max_ms);
+		assert_int_equal(info.state, HS_SANDBOX_DESTROYED);
+		assert_true(info.stopped_at_ms > 0);
+		hs_sandbox_info_dispose(&info);
+		assert_true(sbt_pid_gone(pid));
+	}
 }
 
 static void test_sandbox_fc__restore_into_new_process(void **state)
@@ -538,6 +595,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_sandbox_fc__cold_boot_order_and_bodies, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_sandbox_fc__pause_snapshot_resume, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_sandbox_fc__destroy_honours_grace, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_sandbox_fc__restore_into_new_process, setup,
 						teardown),

@@ -65,7 +65,9 @@ static void test_sandbox_mgr__wrong_state_names_it(void **state)
 	expect_conflict(hs_sandbox_resume(env->mgr, &sbt_alice, "sb-1", NULL, &err), &err,
 			"is RUNNING; ResumeSandbox needs PAUSED");
 	hs_error_clear(&err);
-	assert_int_equal(hs_sandbox_pause(env->mgr, &sbt_alice, "sb-1", NULL, &err), HS_OK);
+	assert_int_equal(hs_sandbox_pause(env->mgr, &sbt_alice, "sb-1", &info, &err), HS_OK);
+	assert_int_equal(info.stopped_at_ms, 0); /* live: not stopped */
+	hs_sandbox_info_dispose(&info);
 	expect_conflict(hs_sandbox_start(env->mgr, &sbt_alice, "sb-1", NULL, &err), &err,
 			"sandbox sb-1 is PAUSED; StartSandbox needs CREATED");
 	hs_error_clear(&err);
@@ -75,9 +77,10 @@ static void test_sandbox_mgr__wrong_state_names_it(void **state)
 	hs_error_clear(&err);
 	expect_conflict(hs_sandbox_destroy(env->mgr, &sbt_alice, "sb-1", NULL, &err), &err,
 			"is DESTROYED");
-	/* a destroyed sandbox is still visible, as DESTROYED */
+	/* a destroyed sandbox is still visible, as DESTROYED, with when it stopped */
 	assert_int_equal(hs_sandbox_get(env->mgr, &sbt_alice, "sb-1", &info, &err), HS_OK);
 	assert_int_equal(info.state, HS_SANDBOX_DESTROYED);
+	assert_true(info.stopped_at_ms >= info.started_at_ms && info.started_at_ms > 0);
 	hs_sandbox_info_dispose(&info);
 	assert_int_equal(hs_sandbox_get(env->mgr, &sbt_alice, "nope", &info, &err), HS_NOT_FOUND);
 	assert_int_equal(hs_sandbox_get(env->mgr, &sbt_alice, "../etc", &info, &err),
@@ -184,8 +187,12 @@ static void test_sandbox_mgr__list_paging_and_filters(void **state)
 {
 	sbt_env *env = *state;
 	hs_error err = { 0 };
+	char *next_none = NULL;
 	sbt_open_mgr(env);
 	const char *ids[] = { "p-a", "p-b", "p-c", "p-d", "p-e" };
+	/* newest first: p-e (created last) .. p-a; several may share a
+	 * millisecond, then the id (descending) decides, in the same order */
+	const char *want[] = { "p-e", "p-d", "p-c", "p-b", "p-a" };
 	for (int i = 0; i < 5; i++)
 		assert_int_equal(create(env, &sbt_alice, ids[i], &err), HS_OK);
 	assert_int_equal(hs_sandbox_start(env->mgr, &sbt_alice, "p-c", NULL, &err), HS_OK);
@@ -199,15 +206,67 @@ static void test_sandbox_mgr__list_paging_and_filters(void **state)
 		f.page_token = tok;
 		assert_int_equal(hs_sandbox_list(env->mgr, &sbt_alice, &f, &v, &n, &next, &err),
 				 HS_OK);
-		for (size_t i = 0; i < n; i++)
-			assert_string_equal(v[i].sandbox_id, ids[seen++]);
+		for (size_t i = 0; i < n; i++) {
+			assert_true(seen < 5);
+			assert_string_equal(v[i].sandbox_id, want[seen++]);
+		}
 		hs_sandbox_info_array_free(v, n);
+		if (pages == 0) { /* a newer sandbox does not shift the later pages */
+			sbt_sleep_ms(2);
+			assert_int_equal(create(env, &sbt_alice, "p-new", &err), HS_OK);
+		}
 		free(tok);
 		tok = next;
 		pages++;
 	} while (tok != NULL);
 	assert_int_equal(seen, 5);
 	assert_true(pages >= 3);
+	/* the first page now starts with it */
+	{
+		hs_sandbox_info *v;
+		size_t n;
+		hs_sandbox_filter first = { .page_size = 1 };
+		assert_int_equal(hs_sandbox_list(env->mgr, &sbt_alice, &first, &v, &n, &tok, &err),
+				 HS_OK);
+		assert_int_equal(n, 1);
+		assert_string_equal(v[0].sandbox_id, "p-new");
+		assert_non_null(tok);
+		hs_sandbox_info_array_free(v, n);
+		/* a token is bound to its filters */
+		hs_sandbox_filter other = { .page_size = 1, .state = HS_SANDBOX_CREATED,
+					    .page_token = tok };
+		hs_error_clear(&err);
+		assert_int_equal(hs_sandbox_list(env->mgr, &sbt_alice, &other, &v, &n, &next_none,
+						 &err),
+				 HS_INVALID);
+		assert_true(sbt_contains(err.msg, "page_token"));
+		other = (hs_sandbox_filter){ .page_size = 1, .task_id = "t", .page_token = tok };
+		assert_int_equal(hs_sandbox_list(env->mgr, &sbt_alice, &other, &v, &n, &next_none,
+						 &err),
+				 HS_INVALID);
+		/* an admin listing every owner has other filters than alice */
+		first.page_token = tok;
+		assert_int_equal(hs_sandbox_list(env->mgr, &sbt_admin, &first, &v, &n, &next_none,
+						 &err),
+				 HS_INVALID);
+		/* tampered or truncated tokens are refused */
+		char *bad = strdup(tok);
+		static const size_t cut[] = { 25, 18 }; /* half a byte; "<hash>.<ms" */
+		for (size_t c = 0; c < 2; c++) {
+			bad[cut[c]] = '\0';
+			first.page_token = bad;
+			assert_int_equal(hs_sandbox_list(env->mgr, &sbt_alice, &first, &v, &n,
+							 &next_none, &err),
+					 HS_INVALID);
+		}
+		bad[0] = 'g';
+		assert_int_equal(hs_sandbox_list(env->mgr, &sbt_alice, &first, &v, &n, &next_none,
+						 &err),
+				 HS_INVALID);
+		free(bad);
+		free(tok);
+		tok = NULL;
+	}
 	hs_sandbox_filter running = { .state = HS_SANDBOX_RUNNING };
 	hs_sandbox_info *v;
 	size_t n;

@@ -210,6 +210,69 @@ static void test_store__refuses_newer_schema(void **state)
 	assert_non_null(strstr(err.msg, "newer"));
 }
 
+/* A version-1 database (the first migration only) with rows: opening it
+ * adds stopped_at_ms (0), base_snapshot_id (the newest full snapshot before
+ * each diff, "" for full ones) and the newest-first index. */
+extern const char *const hs_store__migrations[];
+
+static void test_store__migrates_v1_sandboxes_and_snapshots(void **state)
+{
+	fixture *f = *state;
+	hs_error err = { 0 };
+	char parent[140];
+	snprintf(parent, sizeof(parent), "%s/data", f->dir);
+	assert_int_equal(mkdir(parent, 0700), 0);
+	assert_int_equal(mkdir(f->data_dir, 0700), 0);
+	sql_exec(f->db_path, hs_store__migrations[0]);
+	sql_exec(f->db_path,
+		 "PRAGMA user_version=1;"
+		 "INSERT INTO sandboxes(sandbox_id, owner, state, created_at_ms) VALUES"
+		 " ('sb-old', 'usr_1', 6, 10), ('sb-new', 'usr_1', 2, 20);"
+		 "INSERT INTO snapshots(snapshot_id, sandbox_id, type, created_at_ms) VALUES"
+		 " ('s1', 'sb-old', 'full', 1), ('s2', 'sb-old', 'diff', 2),"
+		 " ('s3', 'sb-old', 'full', 3), ('s4', 'sb-old', 'diff', 3),"
+		 " ('s5', 'sb-new', 'diff', 1);");
+	open_store(f);
+	int v = 0;
+	assert_int_equal(hs_store_schema_version(f->store, &v, &err), HS_OK);
+	assert_int_equal(v, hs_store_schema_version_latest());
+	hs_store_snapshot_row snap;
+	static const char *const base[][2] = { { "s1", "" }, { "s2", "s1" }, { "s3", "" },
+					       { "s4", "s3" }, { "s5", "" } };
+	for (size_t i = 0; i < 5; i++) {
+		assert_int_equal(hs_store_snapshot_get(f->store, base[i][0], &snap, &err), HS_OK);
+		assert_string_equal(snap.base_snapshot_id, base[i][1]);
+	}
+	hs_store_sandbox_row *rows = NULL;
+	size_t n = 0;
+	hs_store_sandbox_filter flt = HS_STORE_SANDBOX_FILTER_INIT;
+	assert_int_equal(hs_store_sandbox_list(f->store, &flt, &rows, &n, &err), HS_OK);
+	assert_int_equal(n, 2);
+	assert_string_equal(rows[0].sandbox_id, "sb-new");
+	assert_int_equal(rows[1].stopped_at_ms, 0);
+	free(rows);
+	/* the list is served by the index, not a sort */
+	sqlite3 *db = NULL;
+	sqlite3_stmt *q = NULL;
+	bool sorted = false, indexed = false;
+	assert_int_equal(sqlite3_open(f->db_path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_prepare_v2(db,
+					    "EXPLAIN QUERY PLAN SELECT sandbox_id FROM sandboxes "
+					    "WHERE (?1 IS NULL OR (created_at_ms, sandbox_id) < (?2, ?1)) "
+					    "ORDER BY created_at_ms DESC, sandbox_id DESC LIMIT 10",
+					    -1, &q, NULL),
+			 SQLITE_OK);
+	while (sqlite3_step(q) == SQLITE_ROW) {
+		const char *d = (const char *)sqlite3_column_text(q, 3);
+		sorted = sorted || strstr(d, "TEMP B-TREE") != NULL;
+		indexed = indexed || strstr(d, "sandboxes_created") != NULL;
+	}
+	sqlite3_finalize(q);
+	sqlite3_close(db);
+	assert_false(sorted);
+	assert_true(indexed);
+}
+
 /* ---- users --------------------------------------------------------------- */
 
 static void test_store__user_crud(void **state)
@@ -384,6 +447,8 @@ int main(void)
 		T(test_store__refresh_consume_twice_is_reuse),
 		T(test_store__refresh_revoke_family_and_expiry),
 		T(test_store__sandbox_crud_and_filters),
+		T(test_store__sandbox_list_newest_first_stable_cursor),
+		T(test_store__migrates_v1_sandboxes_and_snapshots),
 		T(test_store__snapshots),
 		T(test_store__task_crud_heartbeat_and_active),
 		T(test_store__events_append_and_list_after),

@@ -44,6 +44,7 @@ hs_store_sandbox_row *make_sandbox(const char *id, const char *owner, int state)
 hs_store_task_row *make_task(const char *id, const char *owner, int state);
 
 void test_store__sandbox_crud_and_filters(void **state);
+void test_store__sandbox_list_newest_first_stable_cursor(void **state);
 void test_store__snapshots(void **state);
 void test_store__task_crud_heartbeat_and_active(void **state);
 void test_store__events_append_and_list_after(void **state);

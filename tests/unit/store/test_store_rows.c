@@ -14,6 +14,9 @@ void test_store__sandbox_crud_and_filters(void **state)
 	hs_store_sandbox_row *c = make_sandbox("sb_c", "usr_2", 2);
 	hs_store_sandbox_row *got = calloc(1, sizeof(*got));
 	snprintf(c->task_id, sizeof(c->task_id), "task_9");
+	a->created_at_ms = 100;
+	b->created_at_ms = 300;
+	c->created_at_ms = 200;
 	assert_int_equal(hs_store_sandbox_insert(s, a, &err), HS_OK);
 	assert_int_equal(hs_store_sandbox_insert(s, b, &err), HS_OK);
 	assert_int_equal(hs_store_sandbox_insert(s, c, &err), HS_OK);
@@ -25,9 +28,12 @@ void test_store__sandbox_crud_and_filters(void **state)
 	a->state = 4;
 	a->pid = 12345;
 	a->exit_code = -9;
+	a->stopped_at_ms = 1700000000123;
 	snprintf(a->failure_reason, sizeof(a->failure_reason), "killed");
 	assert_int_equal(hs_store_sandbox_update(s, a, &err), HS_OK);
 	assert_int_equal(hs_store_sandbox_get(s, "sb_a", got, &err), HS_OK);
+	assert_memory_equal(got, a, sizeof(*a));
+	assert_int_equal(got->stopped_at_ms, 1700000000123);
 	assert_int_equal(got->state, 4);
 	assert_int_equal(got->pid, 12345);
 	assert_int_equal(got->exit_code, -9);
@@ -44,13 +50,16 @@ void test_store__sandbox_crud_and_filters(void **state)
 	size_t n = 0;
 	hs_store_sandbox_filter flt = HS_STORE_SANDBOX_FILTER_INIT;
 	assert_int_equal(hs_store_sandbox_list(s, &flt, &rows, &n, &err), HS_OK);
-	assert_int_equal(n, 3);
-	assert_string_equal(rows[0].sandbox_id, "sb_a");
-	assert_string_equal(rows[2].sandbox_id, "sb_c");
+	assert_int_equal(n, 3); /* newest first */
+	assert_string_equal(rows[0].sandbox_id, "sb_b");
+	assert_string_equal(rows[1].sandbox_id, "sb_c");
+	assert_string_equal(rows[2].sandbox_id, "sb_a");
 	free(rows);
 	flt.owner = "usr_1";
 	assert_int_equal(hs_store_sandbox_list(s, &flt, &rows, &n, &err), HS_OK);
 	assert_int_equal(n, 2);
+	assert_string_equal(rows[0].sandbox_id, "sb_b");
+	assert_string_equal(rows[1].sandbox_id, "sb_a");
 	free(rows);
 	flt.state = 6;
 	assert_int_equal(hs_store_sandbox_list(s, &flt, &rows, &n, &err), HS_OK);
@@ -64,11 +73,19 @@ void test_store__sandbox_crud_and_filters(void **state)
 	assert_string_equal(rows[0].sandbox_id, "sb_c");
 	free(rows);
 	hs_store_sandbox_filter paged = HS_STORE_SANDBOX_FILTER_INIT;
-	paged.after_id = "sb_a";
+	paged.after_id = "sb_b";
+	paged.after_created_at_ms = 300;
 	paged.limit = 1;
 	assert_int_equal(hs_store_sandbox_list(s, &paged, &rows, &n, &err), HS_OK);
 	assert_int_equal(n, 1);
-	assert_string_equal(rows[0].sandbox_id, "sb_b");
+	assert_string_equal(rows[0].sandbox_id, "sb_c");
+	free(rows);
+	/* the cursor combines with the filters */
+	paged.owner = "usr_1";
+	paged.limit = 0;
+	assert_int_equal(hs_store_sandbox_list(s, &paged, &rows, &n, &err), HS_OK);
+	assert_int_equal(n, 1);
+	assert_string_equal(rows[0].sandbox_id, "sb_a");
 	free(rows);
 
 	int64_t count = -1;
@@ -83,6 +100,61 @@ void test_store__sandbox_crud_and_filters(void **state)
 	free(c);
 	free(ghost);
 	free(got);
+}
+
+/* Newest first with ties on created_at_ms broken by sandbox_id (descending);
+ * paging by the (created_at_ms, sandbox_id) cursor visits every row once,
+ * and rows inserted between pages (newer ones) do not shift later pages. */
+void test_store__sandbox_list_newest_first_stable_cursor(void **state)
+{
+	fixture *f = *state;
+	hs_store *s = open_store(f);
+	hs_error err = { 0 };
+	static const struct {
+		const char *id;
+		int64_t at;
+	} in[] = { { "sb_q", 5 }, { "sb_m", 5 }, { "sb_z", 5 }, { "sb_b", 9 },
+		   { "sb_a", 1 }, { "sb_y", 9 }, { "sb_n", 5 } };
+	static const char *const want[] = { "sb_y", "sb_b", "sb_z", "sb_q", "sb_n", "sb_m", "sb_a" };
+	for (size_t i = 0; i < sizeof(in) / sizeof(in[0]); i++) {
+		hs_store_sandbox_row *r = make_sandbox(in[i].id, "usr_1", 2);
+		r->created_at_ms = in[i].at;
+		assert_int_equal(hs_store_sandbox_insert(s, r, &err), HS_OK);
+		free(r);
+	}
+	char after[HS_STORE_ID_MAX] = "";
+	int64_t after_ms = 0;
+	size_t seen = 0;
+	for (int page = 0; page < 10; page++) {
+		hs_store_sandbox_filter flt = HS_STORE_SANDBOX_FILTER_INIT;
+		flt.after_id = after[0] ? after : NULL;
+		flt.after_created_at_ms = after_ms;
+		flt.limit = 2;
+		hs_store_sandbox_row *rows = NULL;
+		size_t n = 0;
+		assert_int_equal(hs_store_sandbox_list(s, &flt, &rows, &n, &err), HS_OK);
+		for (size_t i = 0; i < n; i++) {
+			assert_true(seen < 7);
+			assert_string_equal(rows[i].sandbox_id, want[seen++]);
+		}
+		if (n > 0) {
+			snprintf(after, sizeof(after), "%s", rows[n - 1].sandbox_id);
+			after_ms = rows[n - 1].created_at_ms;
+		}
+		free(rows);
+		if (page == 0) { /* a newer sandbox and a same-time one sorting first */
+			hs_store_sandbox_row *r = make_sandbox("sb_new", "usr_1", 2);
+			r->created_at_ms = 50;
+			assert_int_equal(hs_store_sandbox_insert(s, r, &err), HS_OK);
+			snprintf(r->sandbox_id, sizeof(r->sandbox_id), "sb_zz");
+			r->created_at_ms = 9;
+			assert_int_equal(hs_store_sandbox_insert(s, r, &err), HS_OK);
+			free(r);
+		}
+		if (n < 2)
+			break;
+	}
+	assert_int_equal(seen, 7);
 }
 
 static void make_snapshot(hs_store_snapshot_row *r, const char *id, const char *sb, int64_t at)
@@ -128,7 +200,18 @@ void test_store__snapshots(void **state)
 	assert_string_equal(rows[0].snapshot_id, "snap_1");
 	assert_string_equal(rows[1].snapshot_id, "snap_0");
 	assert_string_equal(rows[2].snapshot_id, "snap_2");
+	assert_string_equal(rows[2].base_snapshot_id, "");
 	free(rows);
+	/* a diff names its base */
+	make_snapshot(&r, "snap_d", "sb_1", 400);
+	snprintf(r.type, sizeof(r.type), "diff");
+	snprintf(r.base_snapshot_id, sizeof(r.base_snapshot_id), "snap_2");
+	assert_int_equal(hs_store_snapshot_insert(s, &r, &err), HS_OK);
+	assert_int_equal(hs_store_snapshot_get(s, "snap_d", &got, &err), HS_OK);
+	assert_memory_equal(&got, &r, sizeof(r));
+	memset(r.base_snapshot_id, 'x', sizeof(r.base_snapshot_id));
+	snprintf(r.snapshot_id, sizeof(r.snapshot_id), "snap_long");
+	assert_int_equal(hs_store_snapshot_insert(s, &r, NULL), HS_INVALID);
 
 	/* deleting the sandbox deletes its snapshot rows */
 	assert_int_equal(hs_store_sandbox_delete(s, "sb_1", &err), HS_OK);
