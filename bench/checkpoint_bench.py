@@ -12,8 +12,12 @@ Steps (each timed end to end, client side; page cache warm for both):
   verify     is the workspace identical to the latest checkpoint? (dirty: 10 changed files)
   restore    back to the first checkpoint from a dirty workspace
              (10 changed files + 10 untracked ones)
+Then, harness only, on a second task with a one-file workspace (--history N):
+  N checkpoints one after another; the create time of the first and the last
+  tens, GetLatestCheckpoint and the first ListCheckpoints page at N (does a
+  task's history make its calls slower?).
 
-Usage: checkpoint_bench.py [--files N] [--mb M] [--keep]
+Usage: checkpoint_bench.py [--files N] [--mb M] [--history N] [--keep]
 Needs HS_BUILD_DIR (harnessd + pygen stubs) and HS_SOURCE_DIR."""
 import argparse
 import os
@@ -93,10 +97,36 @@ def seed_commit(ws, msg):
     return git(ws, "rev-parse", "HEAD").strip()
 
 
+def history(rpc, ws, n):
+    """n creates on task "hist" (each after changing its one file), then the
+    reads whose cost could grow with the history. Medians, ms."""
+    os.makedirs(ws)
+    path = os.path.join(ws, "f")
+    times = []
+    for i in range(1, n + 1):
+        with open(path, "w") as f:
+            f.write("version %d\n" % i)
+        t, r = timed(rpc("CreateCheckpoint", pb.CreateCheckpointRequest, pb.CreateCheckpointResponse,
+                         task_id="hist", step=i))
+        assert not r.unchanged, r
+        times.append(t)
+    latest = rpc("GetLatestCheckpoint", pb.GetLatestCheckpointRequest, pb.Checkpoint, task_id="hist")
+    page = rpc("ListCheckpoints", pb.ListCheckpointsRequest, pb.ListCheckpointsResponse,
+               task_id="hist", page_size=50)
+    med = lambda xs: sorted(xs)[len(xs) // 2]
+    k = min(10, n)
+    return [("create, checkpoints 1-%d" % k, med(times[:k])),
+            ("create, checkpoints %d-%d" % (n - k + 1, n), med(times[-k:])),
+            ("GetLatestCheckpoint at %d" % n, med([timed(latest)[0] for _ in range(5)])),
+            ("ListCheckpoints first 50 at %d" % n, med([timed(page)[0] for _ in range(5)]))]
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--files", type=int, default=int(os.environ.get("BENCH_FILES", "20000")))
     ap.add_argument("--mb", type=int, default=int(os.environ.get("BENCH_MB", "200")))
+    ap.add_argument("--history", type=int, default=int(os.environ.get("BENCH_HISTORY", "1000")),
+                    help="checkpoints in the history run (0: skip)")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir")
     a = ap.parse_args()
 
@@ -158,6 +188,7 @@ def main():
         assert check().consistent
         assert git(seed_ws, "status", "--porcelain") == ""
         server_lines = [l for l in hd.lines if l.get("module") == "checkpoint"]
+        hist = history(rpc, os.path.join(data, "workspaces", "hist"), a.history) if a.history else None
     finally:
         hd.close()
         if not a.keep:
@@ -173,6 +204,10 @@ def main():
     for k in ("first", "ten", "none", "verify", "restore"):
         h, s = res[k][0][0], res[k][1][0]
         print("%-9s %12.1f %12.1f %8.1fx" % (k, h, s, s / h if h else float("inf")))
+    if hist:
+        print("\nhistory (harness only, one-file workspace, %d checkpoints, ms, median):" % a.history)
+        for k, v in hist:
+            print("  %-36s %8.2f" % (k, v))
 
 
 if __name__ == "__main__":

@@ -27,13 +27,23 @@
  * a file inside the snapshot, so restoring an old checkpoint never rolls back
  * the record of later ones; history is never rewritten.
  *   refs/harness/latest  -> newest checkpoint by creation (seq); informative,
- *                           readers derive "latest" from the refs themselves.
+ *                           readers derive "latest" from the refs themselves
+ *                           (through the catalog, below).
  *   refs/harness/current -> the checkpoint last created or restored. The next
  *                           create records it as parent (git parent + "parent"
  *                           in the metadata), and a create whose tree equals
  *                           it writes nothing and reports unchanged = true.
  * seq is 1 + the highest seq among the task's refs; creates of one task are
  * serialized, so seq is strictly increasing and defines "newest first".
+ *
+ * Catalog. Every checkpoint's (seq, step, id, commit) and the current one
+ * are kept in memory with the open repository (catalog.c): built in one pass
+ * over the refs when first needed after an open, then updated by create,
+ * restore and prune under the task mutex. Create, latest and the parent
+ * lookup read no checkpoint commit but the parent's; a list page reads only
+ * its own commits. After a restart, an eviction or any failed write the
+ * catalog is rebuilt from the refs, which stay the only truth (only harnessd
+ * writes these repositories).
  *
  * Crash safety. libgit2 writes objects, then refs, each through a temp or
  * lock file renamed into place. With cfg.fsync, create flushes the repo's
@@ -135,6 +145,7 @@ static void drop_entry(hs_ckpt_mgr *mgr, hs_ckpt__task_lock *l)
 		git_repository_free(l->repo);
 		mgr->open_repos--;
 	}
+	hs_ckpt__catalog_dispose(&l->catalog);
 	pthread_mutex_destroy(&l->mu);
 	free(l);
 }
@@ -172,6 +183,7 @@ void hs_ckpt__repo_forget(hs_ckpt_mgr *mgr, hs_ckpt__task_lock *l)
 {
 	if (!l || !l->repo)
 		return;
+	hs_ckpt__catalog_dispose(&l->catalog);
 	git_repository_free(l->repo);
 	pthread_mutex_lock(&mgr->map_mu);
 	l->repo = NULL;
@@ -322,20 +334,6 @@ void hs_ckpt_verify_result_dispose(hs_ckpt_verify_result *res)
 	hs_ckpt_strlist_dispose(&res->deleted);
 }
 
-int hs_ckpt__info_dup(hs_ckpt_info *dst, const hs_ckpt_info *src, hs_error *err)
-{
-	*dst = *src;
-	dst->description = strdup(src->description ? src->description : "");
-	dst->external_state_json = src->external_state_json ? strdup(src->external_state_json) : NULL;
-	dst->workspace = strdup(src->workspace ? src->workspace : "");
-	if (!dst->description || !dst->workspace ||
-	    (src->external_state_json && !dst->external_state_json)) {
-		hs_ckpt_info_dispose(dst);
-		return hs_error_set(err, HS_INTERNAL, "checkpoint: out of memory");
-	}
-	return HS_OK;
-}
-
 static int64_t now_ms(void)
 {
 	struct timespec ts;
@@ -459,23 +457,6 @@ static int check_create_args(const char *task_id, const hs_ckpt_caller *caller, 
 	return HS_OK;
 }
 
-/* The checkpoint the workspace was last synced with: refs/harness/current if
- * it still names a listed checkpoint, else the newest. NULL if none. */
-static const hs_ckpt_info *current_of(git_repository *repo, const hs_ckpt_info *all, size_t n)
-{
-	git_oid oid;
-	char hex[GIT_OID_HEXSZ + 1];
-	if (n == 0)
-		return NULL;
-	if (git_reference_name_to_id(&oid, repo, HS_CKPT__REF_CURRENT) == 0) {
-		git_oid_tostr(hex, sizeof(hex), &oid);
-		for (size_t i = 0; i < n; i++)
-			if (strcmp(all[i].commit, hex) == 0)
-				return &all[i];
-	}
-	return &all[0];
-}
-
 static int set_ref(git_repository *repo, const char *name, const git_oid *oid, int force,
 		   const char *task_id, hs_error *err)
 {
@@ -498,8 +479,6 @@ static int create(hs_ckpt_mgr *mgr, const char *task_id, const char *workspace,
 	git_tree *tree = NULL, *ptree = NULL;
 	git_commit *pcommit = NULL;
 	git_signature *sig = NULL;
-	hs_ckpt_info *all = NULL;
-	size_t n = 0;
 	hs_ckpt__task_lock *l = NULL;
 	hs_ckpt_info info;
 	memset(&info, 0, sizeof(info));
@@ -537,25 +516,29 @@ static int create(hs_ckpt_mgr *mgr, const char *task_id, const char *workspace,
 		goto done;
 	}
 	t_tree = mono_us();
-	if ((rc = hs_ckpt__load_all(repo, task_id, &all, &n, err)))
+	/* seq and parent from the catalog: no checkpoint commit is read but
+	 * the parent's (built once per open repository, see catalog.c). */
+	if ((rc = hs_ckpt__catalog_load(&l->catalog, repo, task_id, err)))
 		goto done;
-	const hs_ckpt_info *parent = current_of(repo, all, n);
-	if (parent) {
-		git_oid poid;
-		if ((g = git_oid_fromstr(&poid, parent->commit)) < 0 ||
-		    (g = git_commit_lookup(&pcommit, repo, &poid)) < 0 ||
+	const hs_ckpt__entry *latest = hs_ckpt__catalog_latest(&l->catalog);
+	const hs_ckpt__entry *cur = hs_ckpt__catalog_current(&l->catalog);
+	uint64_t next_seq = latest ? latest->seq + 1 : 1;
+	char parent_id[HS_CKPT_ID_MAX] = "";
+	if (cur) {
+		memcpy(parent_id, cur->id, sizeof(parent_id));
+		if ((g = git_commit_lookup(&pcommit, repo, &cur->commit)) < 0 ||
 		    (g = git_commit_tree(&ptree, pcommit)) < 0) {
 			rc = hs_ckpt__git_err(err, g, "parent", task_id);
 			goto done;
 		}
 		if (git_oid_equal(git_tree_id(ptree), &tree_oid)) {
-			if ((rc = hs_ckpt__info_dup(out, parent, err)))
+			if ((rc = hs_ckpt__parse_commit(pcommit, task_id, out, err)))
 				goto done;
 			*unchanged_out = true;
 			if (push_error_out)
 				*push_error_out = NULL;
 			hs_log(HS_LOG_INFO, "checkpoint", "unchanged", HS_LS("task_id", task_id),
-			       HS_LS("checkpoint_id", parent->checkpoint_id),
+			       HS_LS("checkpoint_id", parent_id),
 			       HS_LI("hashed", hashed), HS_LI("scan_us", t_scan - t0),
 			       HS_LI("tree_us", t_tree - t_scan),
 			       HS_LI("us", mono_us() - t0));
@@ -570,7 +553,7 @@ static int create(hs_ckpt_mgr *mgr, const char *task_id, const char *workspace,
 		goto done;
 	snprintf(info.task_id, sizeof(info.task_id), "%s", task_id);
 	info.step = step;
-	info.seq = n ? all[0].seq + 1 : 1;
+	info.seq = next_seq;
 	info.created_at_ms = now_ms();
 	info.description = strdup(description ? description : "");
 	info.workspace = strdup(ws + strlen(mgr->ws_root) + 1); /* ws is strictly below the root */
@@ -578,9 +561,7 @@ static int create(hs_ckpt_mgr *mgr, const char *task_id, const char *workspace,
 		snprintf(info.created_by, sizeof(info.created_by), "%s", caller->user_id);
 	info.external_state_json = ext;
 	ext = NULL;
-	if (parent)
-		snprintf(info.parent_checkpoint_id, sizeof(info.parent_checkpoint_id), "%s",
-			 parent->checkpoint_id);
+	memcpy(info.parent_checkpoint_id, parent_id, sizeof(info.parent_checkpoint_id));
 	if (!info.description || !info.workspace || !(msg = hs_ckpt__format_message(&info))) {
 		rc = hs_error_set(err, HS_INTERNAL, "checkpoint: out of memory");
 		goto done;
@@ -605,6 +586,9 @@ static int create(hs_ckpt_mgr *mgr, const char *task_id, const char *workspace,
 	    (rc = set_ref(repo, HS_CKPT__REF_CURRENT, &commit_oid, 1, task_id, err)) ||
 	    (mgr->durable && (rc = hs_ckpt__flush(repo, task_id, err))))
 		goto done;
+	if (hs_ckpt__catalog_append(&l->catalog, &info) != 0)
+		hs_log(HS_LOG_WARN, "checkpoint", "catalog dropped, rebuilt on next use",
+		       HS_LS("task_id", task_id));
 	char *push_err = mgr->remote_url ? push_checkpoint(repo, mgr->remote_url, task_id,
 							    info.checkpoint_id)
 					 : NULL;
@@ -622,7 +606,6 @@ static int create(hs_ckpt_mgr *mgr, const char *task_id, const char *workspace,
 	       HS_LI("us", mono_us() - t0));
 done:
 	hs_ckpt_info_dispose(&info);
-	hs_ckpt_info_array_free(all, n);
 	git_signature_free(sig);
 	git_tree_free(tree);
 	git_tree_free(ptree);

@@ -15,6 +15,23 @@
 #define HS_CKPT__LOCK_BUCKETS 64
 #define HS_CKPT__OPEN_REPOS_DEFAULT 32
 
+/* One checkpoint as the catalog knows it: enough to order, page, find the
+ * latest and the parent without reading its commit. */
+typedef struct hs_ckpt__entry {
+	uint64_t seq;
+	int64_t step;
+	git_oid commit;
+	char id[HS_CKPT_ID_MAX];
+} hs_ckpt__entry;
+
+/* The task's checkpoints, oldest (lowest seq) first; see catalog.c. */
+typedef struct hs_ckpt__catalog {
+	bool loaded;          /* false: build from the refs before use */
+	hs_ckpt__entry *v;
+	size_t n, cap;
+	uint64_t current_seq; /* refs/harness/current if listed, else 0 (= the newest) */
+} hs_ckpt__catalog;
+
 typedef struct hs_ckpt__task_lock {
 	char task_id[HS_CKPT_TASK_ID_MAX + 1];
 	pthread_mutex_t mu;
@@ -24,6 +41,8 @@ typedef struct hs_ckpt__task_lock {
 	 * holder of mu; set/cleared under mu, and under map_mu for the count.
 	 * An entry with a repo outlives its users until evicted (LRU). */
 	git_repository *repo;
+	/* Lives with repo (same rules): dropped whenever repo is. */
+	hs_ckpt__catalog catalog;
 	uint64_t last_used; /* guarded by mgr->map_mu */
 	struct hs_ckpt__task_lock *next;
 } hs_ckpt__task_lock;
@@ -52,8 +71,6 @@ void hs_ckpt__repo_forget(hs_ckpt_mgr *mgr, hs_ckpt__task_lock *l);
 void hs_ckpt__repo_keep(hs_ckpt_mgr *mgr, hs_ckpt__task_lock *l, git_repository *repo);
 /* CLOCK_MONOTONIC in microseconds, for the phase timings in log lines. */
 int64_t hs_ckpt__mono_us(void);
-/* Deep copy of a record into dst (to hs_ckpt_info_dispose). */
-int hs_ckpt__info_dup(hs_ckpt_info *dst, const hs_ckpt_info *src, hs_error *err);
 
 /* repo.c ------------------------------------------------------------------ */
 
@@ -101,9 +118,30 @@ int hs_ckpt__parse_commit(const git_commit *commit, const char *task_id, hs_ckpt
 int hs_ckpt__lookup(git_commit **out, git_repository *repo, const char *task_id,
 		    const char *checkpoint_id, hs_error *err);
 
-/* Every checkpoint of the repo, newest (highest seq) first. */
-int hs_ckpt__load_all(git_repository *repo, const char *task_id, hs_ckpt_info **out,
-		      size_t *count, hs_error *err);
+/* catalog.c --------------------------------------------------------------- */
+
+/* Build cat from the checkpoint refs (one commit read per checkpoint) unless
+ * it is loaded already. Caller holds the task mutex. */
+int hs_ckpt__catalog_load(hs_ckpt__catalog *cat, git_repository *repo, const char *task_id,
+			  hs_error *err);
+void hs_ckpt__catalog_dispose(hs_ckpt__catalog *cat);
+/* Newest entry, or NULL if there are none (borrowed: valid until the next
+ * change of cat, like every entry pointer below). */
+const hs_ckpt__entry *hs_ckpt__catalog_latest(const hs_ckpt__catalog *cat);
+/* Entry with that seq, or NULL. */
+const hs_ckpt__entry *hs_ckpt__catalog_find(const hs_ckpt__catalog *cat, uint64_t seq);
+/* Number of entries with seq < the given one (index of the first >= it). */
+size_t hs_ckpt__catalog_below(const hs_ckpt__catalog *cat, uint64_t seq);
+/* The parent of the next create: current if still listed, else the newest. */
+const hs_ckpt__entry *hs_ckpt__catalog_current(const hs_ckpt__catalog *cat);
+/* After a create wrote its refs: add it (it becomes current). No-op if cat
+ * is not loaded; on failure (OOM, seq not increasing) cat is dropped, to be
+ * rebuilt, and -1 returned. */
+int hs_ckpt__catalog_append(hs_ckpt__catalog *cat, const hs_ckpt_info *info);
+/* After a restore moved refs/harness/current. No-op if not loaded. */
+void hs_ckpt__catalog_set_current(hs_ckpt__catalog *cat, uint64_t seq);
+/* After a prune removed the refs of the k oldest. No-op if not loaded. */
+void hs_ckpt__catalog_drop_oldest(hs_ckpt__catalog *cat, size_t k);
 
 /* diff.c ------------------------------------------------------------------ */
 

@@ -52,17 +52,14 @@ static int resolve(git_commit **out, op *o, const char *checkpoint_id, hs_error 
 {
 	if (checkpoint_id && checkpoint_id[0])
 		return hs_ckpt__lookup(out, o->repo, o->task_id, checkpoint_id, err);
-	hs_ckpt_info *all = NULL;
-	size_t n = 0;
-	int rc = hs_ckpt__load_all(o->repo, o->task_id, &all, &n, err);
+	int rc = hs_ckpt__catalog_load(&o->lock->catalog, o->repo, o->task_id, err);
 	if (rc)
 		return rc;
-	if (n == 0)
-		rc = hs_error_set(err, HS_NOT_FOUND, "task %s has no checkpoints", o->task_id);
-	else
-		rc = hs_ckpt__lookup(out, o->repo, o->task_id, all[0].checkpoint_id, err);
-	hs_ckpt_info_array_free(all, n);
-	return rc;
+	const hs_ckpt__entry *e = hs_ckpt__catalog_latest(&o->lock->catalog);
+	if (!e)
+		return hs_error_set(err, HS_NOT_FOUND, "task %s has no checkpoints", o->task_id);
+	int g = git_commit_lookup(out, o->repo, &e->commit);
+	return g < 0 ? hs_ckpt__git_err(err, g, "lookup", o->task_id) : HS_OK;
 }
 
 int hs_ckpt_restore(hs_ckpt_mgr *mgr, const char *task_id, const char *checkpoint_id,
@@ -141,6 +138,7 @@ int hs_ckpt_restore(hs_ckpt_mgr *mgr, const char *task_id, const char *checkpoin
 		rc = hs_ckpt__git_err(err, g, "restore", task_id);
 		goto done;
 	}
+	hs_ckpt__catalog_set_current(&o.lock->catalog, info.seq);
 	*out = info;
 	memset(&info, 0, sizeof(info));
 	if (files_restored)
@@ -210,8 +208,8 @@ int hs_ckpt_list(hs_ckpt_mgr *mgr, const char *task_id, int64_t before_step,
 		 char **next_page_token, hs_error *err)
 {
 	op o;
-	hs_ckpt_info *all = NULL, *page = NULL;
-	size_t n = 0, k = 0;
+	hs_ckpt_info *page = NULL;
+	size_t k = 0;
 	uint64_t below = UINT64_MAX;
 	int rc = parse_token(page_token, &below, err);
 	if (rc)
@@ -223,13 +221,16 @@ int hs_ckpt_list(hs_ckpt_mgr *mgr, const char *task_id, int64_t before_step,
 	if (page_size > HS_CKPT_PAGE_MAX)
 		page_size = HS_CKPT_PAGE_MAX;
 	if ((rc = op_begin(&o, mgr, task_id, err)) ||
-	    (rc = hs_ckpt__load_all(o.repo, task_id, &all, &n, err)))
+	    (rc = hs_ckpt__catalog_load(&o.lock->catalog, o.repo, task_id, err)))
 		goto done;
-	/* all is newest first; move the selected records into page. */
-	size_t i = 0;
+	/* Newest first from just below the token: only the page's own commits
+	 * are read (the filter needs only the catalog's steps). */
+	const hs_ckpt__catalog *cat = &o.lock->catalog;
+	size_t i = hs_ckpt__catalog_below(cat, below);
 	bool more = false;
-	for (; i < n; i++) {
-		if (all[i].seq >= below || (before_step > 0 && all[i].step >= before_step))
+	while (i-- > 0) {
+		const hs_ckpt__entry *e = &cat->v[i];
+		if (before_step > 0 && e->step >= before_step)
 			continue;
 		if (k == page_size) {
 			more = true;
@@ -239,8 +240,17 @@ int hs_ckpt_list(hs_ckpt_mgr *mgr, const char *task_id, int64_t before_step,
 			rc = hs_error_set(err, HS_INTERNAL, "checkpoint list: out of memory");
 			goto done;
 		}
-		page[k++] = all[i];
-		memset(&all[i], 0, sizeof(all[i]));
+		git_commit *c = NULL;
+		int g = git_commit_lookup(&c, o.repo, &e->commit);
+		if (g < 0) {
+			rc = hs_ckpt__git_err(err, g, "list", task_id);
+			goto done;
+		}
+		rc = hs_ckpt__parse_commit(c, task_id, &page[k], err);
+		git_commit_free(c);
+		if (rc)
+			goto done;
+		k++;
 	}
 	char *tok = NULL;
 	if (more && asprintf(&tok, "s%" PRIu64, page[k - 1].seq) < 0) {
@@ -254,7 +264,6 @@ int hs_ckpt_list(hs_ckpt_mgr *mgr, const char *task_id, int64_t before_step,
 	k = 0;
 done:
 	hs_ckpt_info_array_free(page, k);
-	hs_ckpt_info_array_free(all, n);
 	op_end(&o, false);
 	return rc;
 }
@@ -375,36 +384,43 @@ int hs_ckpt_prune(hs_ckpt_mgr *mgr, const char *task_id, uint32_t keep_last, boo
 		  uint32_t *kept, hs_ckpt_strlist *pruned, hs_error *err)
 {
 	op o;
-	hs_ckpt_info *all = NULL;
-	size_t n = 0;
 	hs_ckpt_strlist ids = { 0 };
+	bool removed_some = false;
 	if (keep_last < 1)
 		return hs_error_set(err, HS_INVALID, "keep_last: must be >= 1");
 	int rc = op_begin(&o, mgr, task_id, err);
-	if (rc || (rc = hs_ckpt__load_all(o.repo, task_id, &all, &n, err)))
+	if (rc || (rc = hs_ckpt__catalog_load(&o.lock->catalog, o.repo, task_id, err)))
 		goto done;
-	for (size_t i = keep_last; i < n; i++) {
+	hs_ckpt__catalog *cat = &o.lock->catalog;
+	size_t n = cat->n, drop = n > keep_last ? n - keep_last : 0;
+	/* The `drop` oldest go, reported newest first; only their refs are touched. */
+	for (size_t i = drop; i-- > 0;) {
 		char ref[128];
-		snprintf(ref, sizeof(ref), HS_CKPT__REF_PREFIX "%s", all[i].checkpoint_id);
+		snprintf(ref, sizeof(ref), HS_CKPT__REF_PREFIX "%s", cat->v[i].id);
 		int g = dry_run ? 0 : git_reference_remove(o.repo, ref);
 		if (g < 0) {
 			/* Refs removed so far stay removed: report them in the error. */
 			rc = hs_ckpt__git_err(err, g, "prune", task_id);
 			goto done;
 		}
-		if (hs_ckpt__strlist_push(&ids, all[i].checkpoint_id) != 0) {
+		removed_some = !dry_run;
+		if (hs_ckpt__strlist_push(&ids, cat->v[i].id) != 0) {
 			rc = hs_error_set(err, HS_INTERNAL, "checkpoint prune: out of memory");
 			goto done;
 		}
 	}
-	*kept = (uint32_t)(n < keep_last ? n : keep_last);
+	if (!dry_run)
+		hs_ckpt__catalog_drop_oldest(cat, drop);
+	*kept = (uint32_t)(n - drop);
 	*pruned = ids;
 	memset(&ids, 0, sizeof(ids));
 	hs_log(HS_LOG_INFO, "checkpoint", "pruned", HS_LS("task_id", task_id),
 	       HS_LI("pruned", pruned->count), HS_LI("kept", *kept));
 done:
 	hs_ckpt_strlist_dispose(&ids);
-	hs_ckpt_info_array_free(all, n);
+	/* Stopped half way: the catalog no longer matches the refs; rebuild. */
+	if (rc && removed_some)
+		hs_ckpt__catalog_dispose(&o.lock->catalog);
 	op_end(&o, false);
 	return rc;
 }

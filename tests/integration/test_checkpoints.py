@@ -461,5 +461,53 @@ class KillDuringCheckpointTest(unittest.TestCase):
             hd2.close()
 
 
+class HistoryAcrossRestartTest(unittest.TestCase):
+    """A long history through gRPC: parents, listing pages and latest stay
+    right from harnessd's in-memory catalog and after a restart (rebuilt
+    from the repository), including a restored current checkpoint."""
+    N = 120
+
+    def test_history_parents_and_pages_survive_restart(self):
+        tmp = tempfile.TemporaryDirectory(prefix="hs-it-hist-")
+        self.addCleanup(tmp.cleanup)
+        ws = os.path.join(tmp.name, "workspaces", "hist")
+        ids = []
+        hd = hstest.Harnessd(data_dir=tmp.name)
+        try:
+            api = Api(hd.channel, login(hd.channel, *ADMIN))
+            for i in range(1, self.N + 1):
+                write(ws, "f", "version %d\n" % i)
+                c = api.create(task_id="hist", step=i).checkpoint
+                self.assertEqual(c.parent_checkpoint_id, ids[-1] if ids else "")
+                ids.append(c.checkpoint_id)
+            api.restore(task_id="hist", checkpoint_id=ids[9])
+        finally:
+            hd.close()
+
+        hd2 = hstest.Harnessd(data_dir=tmp.name)
+        try:
+            api = Api(hd2.channel, login(hd2.channel, *ADMIN))
+            self.assertEqual(api.latest(task_id="hist").checkpoint_id, ids[-1])
+            listed, token = [], ""
+            while True:
+                r = api.list(task_id="hist", page_size=25, page_token=token)
+                listed += [c.checkpoint_id for c in r.checkpoints]
+                token = r.next_page_token
+                if not token:
+                    break
+            self.assertEqual(listed, ids[::-1])
+            # The restore before the restart is still the next parent.
+            write(ws, "f", "after restart\n")
+            c = api.create(task_id="hist", step=self.N + 1).checkpoint
+            self.assertEqual(c.parent_checkpoint_id, ids[9])
+            self.assertEqual(api.latest(task_id="hist").checkpoint_id, c.checkpoint_id)
+            r = api.prune(task_id="hist", keep_last=3)
+            self.assertEqual(len(r.pruned_checkpoint_ids), self.N + 1 - 3)
+            self.assertEqual([x.checkpoint_id for x in api.list(task_id="hist").checkpoints],
+                             [c.checkpoint_id, ids[-1], ids[-2]])
+        finally:
+            hd2.close()
+
+
 if __name__ == "__main__":
     unittest.main()

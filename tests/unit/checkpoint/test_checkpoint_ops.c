@@ -179,6 +179,136 @@ static void test_checkpoint__diff_defaults_and_prune_dry_run(void **state)
 	hs_ckpt_info_dispose(&c3);
 }
 
+/* Every page of the task's listing, newest first, into seqs/ids (cap n). */
+static size_t list_all(fx *f, int64_t before_step, uint32_t page_size, uint64_t *seqs,
+		       char (*ids)[HS_CKPT_ID_MAX], size_t cap)
+{
+	hs_error err = { 0 };
+	char *tok = NULL;
+	size_t total = 0;
+	do {
+		hs_ckpt_info *arr = NULL;
+		size_t n = 0;
+		char *next = NULL;
+		int rc = hs_ckpt_list(f->mgr, "t1", before_step, tok, page_size, &arr, &n, &next, &err);
+		if (rc)
+			fprintf(stderr, "list: %s\n", err.msg);
+		assert_int_equal(rc, HS_OK);
+		assert_true(n <= (page_size ? page_size : HS_CKPT_PAGE_DEFAULT));
+		for (size_t i = 0; i < n; i++) {
+			assert_true(total < cap);
+			seqs[total] = arr[i].seq;
+			snprintf(ids[total], HS_CKPT_ID_MAX, "%s", arr[i].checkpoint_id);
+			total++;
+		}
+		hs_ckpt_info_array_free(arr, n);
+		free(tok);
+		tok = next;
+	} while (tok);
+	return total;
+}
+
+static void restart(fx *f)
+{
+	hs_ckpt_mgr_free(f->mgr);
+	f->mgr = NULL;
+	assert_int_equal(open_mgr(f, NULL), 0);
+}
+
+static void expect_latest(fx *f, uint64_t seq, const char *id)
+{
+	hs_error err = { 0 };
+	hs_ckpt_info c;
+	assert_int_equal(hs_ckpt_latest(f->mgr, "t1", &c, &err), HS_OK);
+	assert_int_equal(c.seq, seq);
+	assert_string_equal(c.checkpoint_id, id);
+	hs_ckpt_info_dispose(&c);
+}
+
+/* Create at step s with new content; returns the checkpoint's seq and checks
+ * its parent. */
+static void mk_expect(fx *f, int64_t s, uint64_t seq, const char *parent, char *id_out)
+{
+	char content[32];
+	hs_ckpt_info c;
+	snprintf(content, sizeof(content), "v%lld", (long long)s);
+	put(f, "f", content, 0644);
+	mk(f, s, "d", &c, false);
+	assert_int_equal(c.seq, seq);
+	assert_string_equal(c.parent_checkpoint_id, parent);
+	snprintf(id_out, HS_CKPT_ID_MAX, "%s", c.checkpoint_id);
+	hs_ckpt_info_dispose(&c);
+}
+
+/* Hundreds of checkpoints: seq, parent, latest, listing and prune stay right
+ * from the in-memory catalog and after every restart (rebuilt from refs),
+ * including a current checkpoint that was restored or pruned. */
+static void test_checkpoint__many_checkpoints_restart(void **state)
+{
+	enum { N = 300, CAP = N + 16 };
+	fx *f = *state;
+	static char ids[CAP][HS_CKPT_ID_MAX], got[CAP][HS_CKPT_ID_MAX];
+	static uint64_t seqs[CAP];
+	hs_error err = { 0 };
+	ids[0][0] = '\0';
+	for (int i = 1; i <= N; i++)
+		mk_expect(f, i, (uint64_t)i, ids[i - 1], ids[i]);
+	expect_latest(f, N, ids[N]);
+
+	restart(f);
+	expect_latest(f, N, ids[N]);
+	assert_int_equal(list_all(f, 0, 7, seqs, got, CAP), N);
+	for (int i = 0; i < N; i++) {
+		assert_int_equal(seqs[i], (uint64_t)(N - i));
+		assert_string_equal(got[i], ids[N - i]);
+	}
+	/* Filter: steps 1..99, newest first, across pages. */
+	assert_int_equal(list_all(f, 100, 40, seqs, got, CAP), 99);
+	assert_string_equal(got[0], ids[99]);
+	assert_string_equal(got[98], ids[1]);
+
+	/* Continues after the restart; a restored checkpoint is the next parent. */
+	mk_expect(f, N + 1, N + 1, ids[N], ids[N + 1]);
+	restore(f, ids[150], NULL, NULL);
+	mk_expect(f, N + 2, N + 2, ids[150], ids[N + 2]);
+	restart(f);
+	hs_ckpt_info c;
+	mk(f, N + 3, "same tree", &c, true); /* current = N + 2, unchanged */
+	assert_string_equal(c.checkpoint_id, ids[N + 2]);
+	hs_ckpt_info_dispose(&c);
+	restore(f, ids[10], NULL, NULL);
+	restart(f); /* current comes back from refs/harness/current */
+	mk_expect(f, N + 4, N + 3, ids[10], ids[N + 3]);
+	expect_latest(f, N + 3, ids[N + 3]);
+
+	/* Prune while the current checkpoint is an old one: it goes, the newest
+	 * stands in as the next parent. */
+	restore(f, ids[20], NULL, NULL);
+	uint32_t kept = 0;
+	hs_ckpt_strlist pruned = { 0 };
+	assert_int_equal(hs_ckpt_prune(f->mgr, "t1", 5, false, &kept, &pruned, &err), HS_OK);
+	assert_int_equal(kept, 5);
+	assert_int_equal(pruned.count, N + 3 - 5);
+	assert_string_equal(pruned.items[0], ids[N - 2]); /* newest pruned first */
+	assert_string_equal(pruned.items[pruned.count - 1], ids[1]);
+	hs_ckpt_strlist_dispose(&pruned);
+	assert_int_equal(hs_ckpt_get(f->mgr, "t1", ids[20], &c, &err), HS_NOT_FOUND);
+	assert_int_equal(list_all(f, 0, 2, seqs, got, CAP), 5);
+	assert_int_equal(seqs[0], N + 3);
+	assert_int_equal(seqs[4], N - 1);
+	mk_expect(f, N + 5, N + 4, ids[N + 3], ids[N + 4]);
+	restart(f);
+	assert_int_equal(list_all(f, 0, 0, seqs, got, CAP), 6);
+	assert_string_equal(got[0], ids[N + 4]);
+	assert_string_equal(got[5], ids[N - 1]);
+	expect_latest(f, N + 4, ids[N + 4]);
+	/* A cache of no open repository rebuilds the catalog on every call. */
+	hs_ckpt_mgr_set_open_repos(f->mgr, 0);
+	mk_expect(f, N + 6, N + 5, ids[N + 4], ids[N + 5]);
+	mk_expect(f, N + 7, N + 6, ids[N + 5], ids[N + 6]);
+	expect_latest(f, N + 6, ids[N + 6]);
+}
+
 /* Ownership: the first create's caller owns the task. */
 static void test_checkpoint__authorize(void **state)
 {
@@ -209,6 +339,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_checkpoint__diff_defaults_and_prune_dry_run, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_checkpoint__authorize, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_checkpoint__many_checkpoints_restart, setup,
+						teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
