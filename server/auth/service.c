@@ -8,8 +8,8 @@
 #include <string.h>
 #include <strings.h>
 
-#include "google/protobuf/timestamp.pb-c.h"
 #include "harness/v1/auth.pb-c.h"
+#include "rpc_pb.h"
 
 #define TOKEN_MAX 8192
 
@@ -61,17 +61,6 @@ static int authenticate(hs_rpc_call *call, hs_rpc_principal *out, hs_error *err,
 
 /* --- conversions ------------------------------------------------------------ */
 
-static Google__Protobuf__Timestamp *timestamp(hs_rpc_call *call, long long ms)
-{
-	Google__Protobuf__Timestamp *ts = hs_rpc_call_alloc(call, sizeof(*ts));
-	if (ts == NULL)
-		return NULL;
-	google__protobuf__timestamp__init(ts);
-	ts->seconds = ms / 1000;
-	ts->nanos = (int32_t)((ms % 1000) * 1000000);
-	return ts;
-}
-
 static Harness__V1__User *user_msg(hs_rpc_call *call, const hs_auth_user *u)
 {
 	Harness__V1__User *m = hs_rpc_call_alloc(call, sizeof(*m));
@@ -82,7 +71,7 @@ static Harness__V1__User *user_msg(hs_rpc_call *call, const hs_auth_user *u)
 	m->email = hs_rpc_call_strdup(call, u->email ? u->email : "");
 	m->name = hs_rpc_call_strdup(call, u->name ? u->name : "");
 	m->role = hs_rpc_call_strdup(call, u->role ? u->role : "user");
-	m->created_at = timestamp(call, u->created_at_ms);
+	m->created_at = hs_rpc_timestamp(call, u->created_at_ms);
 	if (m->id == NULL || m->email == NULL || m->name == NULL || m->role == NULL ||
 	    m->created_at == NULL)
 		return NULL;

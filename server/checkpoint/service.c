@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "google/protobuf/timestamp.pb-c.h"
+#include "rpc_pb.h"
 #include "harness/v1/checkpoint.pb-c.h"
 #include "struct_json.h"
 
@@ -95,13 +95,10 @@ static int checkpoint_msg(hs_rpc_call *call, const hs_ckpt_info *in, Harness__V1
 			  hs_error *err)
 {
 	Harness__V1__Checkpoint *m = hs_rpc_call_alloc(call, sizeof(*m));
-	Google__Protobuf__Timestamp *ts = hs_rpc_call_alloc(call, sizeof(*ts));
+	Google__Protobuf__Timestamp *ts = hs_rpc_timestamp(call, in->created_at_ms);
 	if (!m || !ts)
 		return OOM(err);
 	harness__v1__checkpoint__init(m);
-	google__protobuf__timestamp__init(ts);
-	ts->seconds = in->created_at_ms / 1000;
-	ts->nanos = (int32_t)((in->created_at_ms % 1000) * 1000000);
 	m->created_at = ts;
 	m->checkpoint_id = hs_rpc_call_strdup(call, in->checkpoint_id);
 	m->task_id = hs_rpc_call_strdup(call, in->task_id);

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "harness/v1/health.pb-c.h"
+#include "rpc_pb.h"
 
 #define WATCH_QUEUE 128
 #define LABELS_MAX 64
@@ -29,13 +30,7 @@ static Google__Protobuf__Timestamp *ts(hs_rpc_call *call, int64_t ms)
 {
 	if (ms <= 0)
 		return NULL;
-	Google__Protobuf__Timestamp *t = hs_rpc_call_alloc(call, sizeof(*t));
-	if (t == NULL)
-		return NULL;
-	google__protobuf__timestamp__init(t);
-	t->seconds = ms / 1000;
-	t->nanos = (int32_t)(ms % 1000) * 1000000;
-	return t;
+	return hs_rpc_timestamp(call, ms);
 }
 
 #define OOM(x)                                                              \

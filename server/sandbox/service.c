@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "google/protobuf/timestamp.pb-c.h"
+#include "rpc_pb.h"
 #include "harness/v1/sandbox.pb-c.h"
 
 #define MAX_ENTRYPOINT 256
@@ -104,17 +104,6 @@ static hs_sandbox_caller caller_of(hs_rpc_call *call)
 
 /* --- module -> proto --------------------------------------------------------- */
 
-static Google__Protobuf__Timestamp *timestamp(hs_rpc_call *call, int64_t ms)
-{
-	Google__Protobuf__Timestamp *ts = hs_rpc_call_alloc(call, sizeof(*ts));
-	if (ts == NULL)
-		return NULL;
-	google__protobuf__timestamp__init(ts);
-	ts->seconds = ms / 1000;
-	ts->nanos = (int32_t)((ms % 1000) * 1000000);
-	return ts;
-}
-
 /* Arena copy; sets *oom on failure (then returns ""). */
 static char *adup(hs_rpc_call *call, const char *s, bool *oom)
 {
@@ -153,13 +142,13 @@ static SandboxMsg *sandbox_msg(hs_rpc_call *call, const hs_sandbox_info *in)
 	m->api_socket_path = adup(call, in->api_socket_path, &oom);
 	/* The firecracker driver always tracks dirty pages (Diff snapshots). */
 	m->track_dirty_pages = in->driver != NULL && strcmp(in->driver, "firecracker") == 0;
-	if ((m->created_at = timestamp(call, in->created_at_ms)) == NULL)
+	if ((m->created_at = hs_rpc_timestamp(call, in->created_at_ms)) == NULL)
 		oom = true;
-	if (in->started_at_ms > 0 && (m->started_at = timestamp(call, in->started_at_ms)) == NULL)
+	if (in->started_at_ms > 0 && (m->started_at = hs_rpc_timestamp(call, in->started_at_ms)) == NULL)
 		oom = true;
-	if (in->expires_at_ms > 0 && (m->expires_at = timestamp(call, in->expires_at_ms)) == NULL)
+	if (in->expires_at_ms > 0 && (m->expires_at = hs_rpc_timestamp(call, in->expires_at_ms)) == NULL)
 		oom = true;
-	if (in->stopped_at_ms > 0 && (m->stopped_at = timestamp(call, in->stopped_at_ms)) == NULL)
+	if (in->stopped_at_ms > 0 && (m->stopped_at = hs_rpc_timestamp(call, in->stopped_at_ms)) == NULL)
 		oom = true;
 	if (in->labels_len > 0) {
 		m->labels = hs_rpc_call_alloc(call, in->labels_len * sizeof(*m->labels));
@@ -210,7 +199,7 @@ static SnapshotMsg *snapshot_msg(hs_rpc_call *call, const hs_sandbox_snapshot_in
 	m->snapshot_path = adup(call, in->snapshot_path, &oom);
 	m->size_bytes = in->size_bytes > 0 ? (uint64_t)in->size_bytes : 0;
 	m->base_snapshot_id = adup(call, in->base_snapshot_id, &oom);
-	if ((m->created_at = timestamp(call, in->created_at_ms)) == NULL)
+	if ((m->created_at = hs_rpc_timestamp(call, in->created_at_ms)) == NULL)
 		oom = true;
 	return oom ? NULL : m;
 }
