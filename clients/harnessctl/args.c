@@ -566,3 +566,19 @@ void hs_ctl_verb_help(const hs_ctl *c, const hs_ctl_cmd *cmd, FILE *o)
 	if (cmd->examples != NULL)
 		fprintf(o, "\nExamples:\n%s", cmd->examples);
 }
+
+int hs_ctl_request(hs_ctl *c, const hs_ctl_cmd *cmd, int argc, char **argv, ProtobufCMessage **req)
+{
+	const ProtobufCMethodDescriptor *m = hs_ctl_method(cmd->svc, cmd->method);
+	hs_ctl_args a;
+	*req = NULL;
+	int rc = hs_ctl_args_parse(c, cmd, m->input, argc, argv, &a);
+	if (rc != 0)
+		return rc;
+	if (a.help)
+		hs_ctl_verb_help(c, cmd, stdout);
+	else
+		rc = hs_ctl_args_message(c, cmd, m->input, &a, req);
+	hs_ctl_args_dispose(&a);
+	return rc;
+}

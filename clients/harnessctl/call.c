@@ -270,20 +270,9 @@ static int auth_mode(const hs_ctl_cmd *cmd)
 
 int hs_ctl_run_generic(hs_ctl *c, const hs_ctl_cmd *cmd, int argc, char **argv)
 {
-	const ProtobufCMethodDescriptor *m = hs_ctl_method(cmd->svc, cmd->method);
 	ProtobufCMessage *req = NULL, *resp = NULL;
-	hs_ctl_args a;
-	int rc = hs_ctl_args_parse(c, cmd, m->input, argc, argv, &a);
-	if (rc != 0)
-		return rc;
-	if (a.help) {
-		hs_ctl_verb_help(c, cmd, stdout);
-		hs_ctl_args_dispose(&a);
-		return HS_CTL_EXIT_OK;
-	}
-	rc = hs_ctl_args_message(c, cmd, m->input, &a, &req);
-	hs_ctl_args_dispose(&a);
-	if (rc != 0)
+	int rc = hs_ctl_request(c, cmd, argc, argv, &req);
+	if (rc != HS_CTL_EXIT_OK || req == NULL)
 		return rc;
 	rc = hs_ctl_call(c, cmd->svc, cmd->method, req, &resp, auth_mode(cmd), NULL);
 	if (rc == HS_CTL_EXIT_OK)
@@ -296,22 +285,11 @@ int hs_ctl_run_generic(hs_ctl *c, const hs_ctl_cmd *cmd, int argc, char **argv)
 
 int hs_ctl_run_stream(hs_ctl *c, const hs_ctl_cmd *cmd, int argc, char **argv)
 {
-	const ProtobufCMethodDescriptor *m = hs_ctl_method(cmd->svc, cmd->method);
 	ProtobufCMessage *req = NULL;
 	hs_client_stream *s = NULL;
 	hs_client_status st;
-	hs_ctl_args a;
-	int rc = hs_ctl_args_parse(c, cmd, m->input, argc, argv, &a);
-	if (rc != 0)
-		return rc;
-	if (a.help) {
-		hs_ctl_verb_help(c, cmd, stdout);
-		hs_ctl_args_dispose(&a);
-		return HS_CTL_EXIT_OK;
-	}
-	rc = hs_ctl_args_message(c, cmd, m->input, &a, &req);
-	hs_ctl_args_dispose(&a);
-	if (rc != 0)
+	int rc = hs_ctl_request(c, cmd, argc, argv, &req);
+	if (rc != HS_CTL_EXIT_OK || req == NULL)
 		return rc;
 	hs_ctl_signals_exit_status(0); /* interrupting a watch is its normal end */
 	rc = hs_ctl_stream(c, cmd->svc, cmd->method, req, &s, &st);

@@ -105,6 +105,11 @@ void hs_ctl_args_dispose(hs_ctl_args *a);
 int hs_ctl_args_message(hs_ctl *c, const hs_ctl_cmd *cmd, const ProtobufCMessageDescriptor *req_desc,
 		     const hs_ctl_args *a, ProtobufCMessage **out);
 
+/* Parse + help + message for verbs whose request is just their flags: on
+ * HS_CTL_EXIT_OK, *req is the request, or NULL when --help was asked (and
+ * printed); any other value is the exit code (the problem was printed). */
+int hs_ctl_request(hs_ctl *c, const hs_ctl_cmd *cmd, int argc, char **argv, ProtobufCMessage **req);
+
 /* Prints the help of one verb (fields as flags, extras, examples). */
 void hs_ctl_verb_help(const hs_ctl *c, const hs_ctl_cmd *cmd, FILE *f);
 

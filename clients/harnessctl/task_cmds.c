@@ -18,20 +18,9 @@
 /* health check: exit 0 only when SERVING (1 otherwise), like grpc_health_probe. */
 static int run_health_check(hs_ctl *c, const hs_ctl_cmd *cmd, int argc, char **argv)
 {
-	const ProtobufCMethodDescriptor *m = hs_ctl_method(cmd->svc, cmd->method);
 	ProtobufCMessage *req = NULL, *resp = NULL;
-	hs_ctl_args a;
-	int rc = hs_ctl_args_parse(c, cmd, m->input, argc, argv, &a);
-	if (rc != 0)
-		return rc;
-	if (a.help) {
-		hs_ctl_verb_help(c, cmd, stdout);
-		hs_ctl_args_dispose(&a);
-		return HS_CTL_EXIT_OK;
-	}
-	rc = hs_ctl_args_message(c, cmd, m->input, &a, &req);
-	hs_ctl_args_dispose(&a);
-	if (rc != 0)
+	int rc = hs_ctl_request(c, cmd, argc, argv, &req);
+	if (rc != HS_CTL_EXIT_OK || req == NULL)
 		return rc;
 	rc = hs_ctl_call(c, cmd->svc, cmd->method, req, &resp, 0, NULL);
 	if (rc == HS_CTL_EXIT_OK) {
