@@ -23,6 +23,7 @@ Fault injection, read from the environment at start:
   FC_EMU_DIE_ON="PUT /actions"                   exit abruptly on that request
   FC_EMU_NO_SOCKET=1                             never create the socket
   FC_EMU_DELAY_MS=N                              delay every response
+  FC_EMU_DELAY_ON="PATCH /vm"                    ... only these requests (default: all)
   FC_EMU_LOG=/path                               append one JSON line per request
 """
 import json
@@ -349,7 +350,7 @@ class Handler(BaseHTTPRequestHandler):
             if key in srv.die_on:
                 srv.log(dict(entry, status=None, died=True))
                 os._exit(3)
-            if srv.delay:
+            if srv.delay and (not srv.delay_on or key in srv.delay_on):
                 time.sleep(srv.delay)
             if key in srv.fail:
                 raise Fault("injected failure: %s" % key)
@@ -415,6 +416,7 @@ class Server(socketserver.UnixStreamServer):
         self.fail = {s.strip() for s in env.get("FC_EMU_FAIL", "").split(",") if s.strip()}
         self.die_on = {s.strip() for s in env.get("FC_EMU_DIE_ON", "").split(",") if s.strip()}
         self.delay = int(env.get("FC_EMU_DELAY_MS", "0") or 0) / 1000.0
+        self.delay_on = {s.strip() for s in env.get("FC_EMU_DELAY_ON", "").split(",") if s.strip()}
         self.log_path = env.get("FC_EMU_LOG")
         super().__init__(sock, Handler)
 
