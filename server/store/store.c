@@ -23,8 +23,11 @@
  * Durability. "Nothing acknowledged is lost": journal_mode=WAL with
  * synchronous=FULL, so every COMMIT fsyncs the WAL before it returns
  * (synchronous=NORMAL in WAL mode may lose the last commits on power loss:
- * they are in the WAL but not yet synced). foreign_keys=ON. The database
- * file is made 0600 and its directory is created 0700.
+ * they are in the WAL but not yet synced). Heartbeats, the hot path, share
+ * commits: concurrent callers' updates go in one transaction and each
+ * caller returns after that COMMIT (group commit, described in tasks.c).
+ * foreign_keys=ON. The database file is made 0600 and its directory is
+ * created 0700.
  *
  * Migrations. The schema version is PRAGMA user_version. migrations.c holds
  * an array of SQL scripts: entry i takes version i to i + 1. At open, each
@@ -380,6 +383,11 @@ int hs_store_open(hs_store **out, const char *data_dir, hs_error *err)
 		free(s);
 		return hs_error_set(err, HS_INTERNAL, "store: mutex init failed");
 	}
+	if (pthread_mutex_init(&s->hb_mu, NULL) != 0) {
+		pthread_mutex_destroy(&s->mu);
+		free(s);
+		return hs_error_set(err, HS_INTERNAL, "store: mutex init failed");
+	}
 	int n = snprintf(s->path, sizeof(s->path), "%s/harness.db", data_dir);
 	if (n < 0 || (size_t)n >= sizeof(s->path)) {
 		rc = hs_error_set(err, HS_INVALID, "store: data_dir is too long");
@@ -429,6 +437,7 @@ void hs_store_free(hs_store *store)
 		sqlite3_finalize(store->stmts[i]);
 	if (store->db != NULL && sqlite3_close(store->db) != SQLITE_OK)
 		hs_log(HS_LOG_ERROR, "store", "close failed", HS_LS("error", sqlite3_errmsg(store->db)));
+	pthread_mutex_destroy(&store->hb_mu);
 	pthread_mutex_destroy(&store->mu);
 	free(store);
 }

@@ -237,7 +237,10 @@ int hs_store_task_list_active(hs_store *store, const int *states, size_t n_state
 			      hs_store_task_cb fn, void *payload, hs_error *err);
 /* The hot path: update only current_step, total_steps, cpu_usage,
  * memory_usage_mb, disk_usage_mb, details (NULL = ""), last_heartbeat_ms and
- * updated_at_ms (= now_ms). HS_NOT_FOUND if the task does not exist. */
+ * updated_at_ms (= now_ms). HS_NOT_FOUND if the task does not exist.
+ * Concurrent calls share one transaction (group commit); each returns only
+ * after the COMMIT holding its update, and if that COMMIT fails every call
+ * in it gets the error. */
 int hs_store_task_heartbeat(hs_store *store, const char *task_id, int64_t step, int64_t total,
 			    double cpu, double mem_mb, double disk_mb, const char *details,
 			    int64_t now_ms, hs_error *err);

@@ -48,12 +48,34 @@ typedef enum hs_stmt_id {
 	HS_STMT__COUNT
 } hs_stmt_id;
 
+/* One queued heartbeat, on its caller's stack (tasks.c, group commit). */
+typedef struct hs_store__beat hs_store__beat;
+
 struct hs_store {
 	pthread_mutex_t mu;     /* guards db, stmts and sqlite3_errmsg() */
 	sqlite3 *db;
 	sqlite3_stmt *stmts[HS_STMT__COUNT];
 	char path[HS_STORE_PATH_MAX + 16];
+	/* Heartbeat group commit (design in tasks.c). hb_mu guards the hb_*
+	 * fields and every queued beat's flags; it is never held together
+	 * with mu. */
+	pthread_mutex_t hb_mu;
+	hs_store__beat *hb_head, *hb_tail; /* waiting for a batch, FIFO */
+	size_t hb_queued;
+	bool hb_committing;     /* a leader exists: running a batch or handed one */
+	uint64_t hb_batches;    /* batches run and beats in them (stats) */
+	uint64_t hb_beats;
 };
+
+/* A snapshot of the heartbeat queue, for tests and diagnostics. */
+typedef struct hs_store__hb_stats {
+	size_t queued;
+	bool committing;
+	uint64_t batches;
+	uint64_t beats;
+} hs_store__hb_stats;
+
+void hs_store__heartbeat_stats(hs_store *s, hs_store__hb_stats *out);
 
 /* Migrations: entry i takes the schema from version i to i + 1. */
 extern const char *const hs_store__migrations[];

@@ -250,37 +250,219 @@ done:
 	return rc;
 }
 
+/* ---- heartbeats: group commit --------------------------------------------
+ *
+ * An acknowledged heartbeat must be durable, and with synchronous=FULL every
+ * COMMIT is an fsync: one commit per heartbeat caps the rate at the disk's
+ * fsync rate. So concurrent heartbeats share commits. Each caller appends
+ * its beat (on its own stack, with its own condition variable) to a FIFO
+ * under hb_mu. If no leader exists (hb_committing is false) it becomes the
+ * leader at once; otherwise it sleeps until its beat is done or it is
+ * handed the lead. The leader (always the queue's head):
+ *
+ *   detach up to HB_BATCH_MAX beats from the head (its own first), unlock
+ *   hb_mu; under mu: BEGIN IMMEDIATE, one UPDATE per beat, COMMIT; lock
+ *   hb_mu; if beats queued meanwhile, hand the lead to the new head (wake
+ *   it first: it is the next commit's critical path), else clear
+ *   hb_committing; mark the batch's beats done and wake their owners.
+ *
+ *   beat:  queued --(detached by a leader)--> in batch --(COMMIT)--> done
+ *   queue: no leader --(arrival)--> leading --(batch done, queue empty)--> no leader
+ *                                    ^  \--(batch done, beats queued: hand off)--/
+ *
+ * Batching comes only from concurrency (no timer): a lone caller leads a
+ * batch of one at once, and beats that arrive while a batch commits go
+ * together in the next one. Every caller leads at most one batch (its own),
+ * and returns only after the COMMIT holding its UPDATE returned, so "nothing
+ * acknowledged is lost" still holds. Each thread is woken once, by name: no
+ * broadcast herd.
+ *
+ * Results are per beat: HS_NOT_FOUND if its task row does not exist, the
+ * translated error if a constraint (e.g. a trigger) refused its UPDATE
+ * (SQLite undid only that statement); the rest of the batch goes on. If
+ * BEGIN, COMMIT or an UPDATE fails any other way the transaction is rolled
+ * back and every beat of the batch gets that error. Beats of one task in a
+ * batch run in arrival order, so the last one wins (coalescing them would
+ * save an UPDATE, but the health module never sends two at once: it holds
+ * the task's lock across the call).
+ *
+ * Locks: hb_mu guards the queue, hb_committing, the stats and every beat's
+ * done/lead flags; mu guards the connection. They are never held together:
+ * the leader holds only mu during the transaction, so new beats keep
+ * queueing and other store calls take mu between batches. The leader writes
+ * a beat's result only while its owner sleeps, the owner reads it after
+ * seeing done under hb_mu, and a beat's condition variable is signalled
+ * only under hb_mu (after that its owner may return and end it). */
+
+#define HB_BATCH_MAX 1024
+
+struct hs_store__beat {
+	struct hs_store__beat *next;
+	pthread_cond_t cv;     /* its owner sleeps here */
+	const char *task_id;
+	const char *details;   /* never NULL */
+	int64_t step, total, now_ms;
+	double cpu, mem_mb, disk_mb;
+	bool done;             /* guarded by hb_mu */
+	bool lead;             /* guarded by hb_mu: handed the lead */
+	int rc;                /* result, with err, valid once done */
+	hs_error err;
+};
+
+/* Bind and run one beat's UPDATE inside the batch's transaction; its result
+ * goes to b->rc/b->err. Returns false if the transaction cannot go on (the
+ * error is then in *batch_err and *batch_rc). Caller holds mu. */
+static bool apply_beat(hs_store *s, sqlite3_stmt *st, hs_store__beat *b, int *batch_rc,
+		       hs_error *batch_err)
+{
+	hs_error *err = &b->err;
+	int rc;
+	bool go_on = true;
+	HS_BIND_T(st, 1, b->task_id, HS_STORE_ID_MAX, "task_id");
+	HS_BIND_I(st, 2, b->step);
+	HS_BIND_I(st, 3, b->total);
+	HS_BIND_D(st, 4, b->cpu);
+	HS_BIND_D(st, 5, b->mem_mb);
+	HS_BIND_D(st, 6, b->disk_mb);
+	HS_BIND_T(st, 7, b->details, HS_STORE_TEXT_MAX, "details");
+	HS_BIND_I(st, 8, b->now_ms);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_DONE) {
+		rc = HS_OK;
+		if (sqlite3_changes64(s->db) == 0)
+			rc = hs_error_set(err, HS_NOT_FOUND, "store: task %s not found", b->task_id);
+	} else if ((rc & 0xff) == SQLITE_CONSTRAINT && !sqlite3_get_autocommit(s->db)) {
+		rc = hs_store__fail(s, rc, "heartbeat", err); /* only this statement undone */
+	} else {
+		*batch_rc = hs_store__fail(s, rc, "heartbeat", batch_err);
+		rc = *batch_rc;
+		go_on = false;
+	}
+done:
+	hs_store__release(st);
+	b->rc = rc;
+	return go_on;
+}
+
+/* Run one batch as one transaction and fill every beat's result. Takes mu. */
+static void run_batch(hs_store *s, hs_store__beat *batch)
+{
+	hs_error batch_err = { 0 }, *err = &batch_err;
+	sqlite3_stmt *st = NULL;
+	hs_store__beat *b;
+	int rc;
+	hs_store__lock(s);
+	if ((rc = hs_store__begin(s, err)) != HS_OK)
+		goto done;
+	HS_STMT(st, HS_STMT_TASK_HEARTBEAT,
+		"UPDATE tasks SET current_step = ?2, total_steps = ?3, cpu_usage = ?4, "
+		"memory_usage_mb = ?5, disk_usage_mb = ?6, details = ?7, "
+		"last_heartbeat_ms = ?8, updated_at_ms = ?8 WHERE task_id = ?1");
+	for (b = batch; b != NULL; b = b->next) {
+		if (!apply_beat(s, st, b, &rc, err))
+			goto done;
+	}
+	rc = hs_store__commit(s, err);
+done:
+	if (rc != HS_OK) {
+		hs_store__rollback(s);
+		for (b = batch; b != NULL; b = b->next) {
+			b->rc = rc;
+			b->err = batch_err;
+		}
+	}
+	hs_store__unlock(s);
+}
+
 int hs_store_task_heartbeat(hs_store *s, const char *task_id, int64_t step, int64_t total,
 			    double cpu, double mem_mb, double disk_mb, const char *details,
 			    int64_t now_ms, hs_error *err)
 {
 	int rc;
-	sqlite3_stmt *st = NULL;
+	hs_store__beat me = { 0 };
 	if (s == NULL)
 		return hs_error_set(err, HS_INVALID, "store: NULL argument");
 	if ((rc = hs_store__check_key(task_id, HS_STORE_ID_MAX, "task_id", err)) != HS_OK)
 		return rc;
-	hs_store__lock(s);
-	HS_STMT(st, HS_STMT_TASK_HEARTBEAT,
-		"UPDATE tasks SET current_step = ?2, total_steps = ?3, cpu_usage = ?4, "
-		"memory_usage_mb = ?5, disk_usage_mb = ?6, details = ?7, "
-		"last_heartbeat_ms = ?8, updated_at_ms = ?8 WHERE task_id = ?1");
-	HS_BIND_T(st, 1, task_id, HS_STORE_ID_MAX, "task_id");
-	HS_BIND_I(st, 2, step);
-	HS_BIND_I(st, 3, total);
-	HS_BIND_D(st, 4, cpu);
-	HS_BIND_D(st, 5, mem_mb);
-	HS_BIND_D(st, 6, disk_mb);
-	HS_BIND_T(st, 7, details ? details : "", HS_STORE_TEXT_MAX, "details");
-	HS_BIND_I(st, 8, now_ms);
-	if ((rc = hs_store__step_done(s, st, "heartbeat", err)) != HS_OK)
-		goto done;
-	if (sqlite3_changes64(s->db) == 0)
-		rc = hs_error_set(err, HS_NOT_FOUND, "store: task %s not found", task_id);
-done:
-	hs_store__release(st);
-	hs_store__unlock(s);
-	return rc;
+	if (details == NULL)
+		details = "";
+	if (strnlen(details, HS_STORE_TEXT_MAX) >= HS_STORE_TEXT_MAX)
+		return hs_error_set(err, HS_INVALID, "store: details is longer than %d bytes",
+				    HS_STORE_TEXT_MAX - 1);
+	me.task_id = task_id;
+	me.details = details;
+	me.step = step;
+	me.total = total;
+	me.now_ms = now_ms;
+	me.cpu = cpu;
+	me.mem_mb = mem_mb;
+	me.disk_mb = disk_mb;
+
+	if (pthread_cond_init(&me.cv, NULL) != 0)
+		return hs_error_set(err, HS_INTERNAL, "store: condition variable init failed");
+
+	pthread_mutex_lock(&s->hb_mu);
+	if (s->hb_tail != NULL)
+		s->hb_tail->next = &me;
+	else
+		s->hb_head = &me;
+	s->hb_tail = &me;
+	s->hb_queued++;
+	if (!s->hb_committing) {
+		/* No leader: the queue held nothing before us. */
+		s->hb_committing = true;
+		me.lead = true;
+	}
+	while (!me.done && !me.lead)
+		pthread_cond_wait(&me.cv, &s->hb_mu);
+	if (!me.done) {
+		/* Lead: we are the queue's head, so our beat is in the batch. */
+		hs_store__beat *batch = s->hb_head, *last = batch, *b, *next;
+		size_t n = 1;
+		while (n < HB_BATCH_MAX && last->next != NULL) {
+			last = last->next;
+			n++;
+		}
+		s->hb_head = last->next;
+		if (s->hb_head == NULL)
+			s->hb_tail = NULL;
+		last->next = NULL;
+		s->hb_queued -= n;
+		pthread_mutex_unlock(&s->hb_mu);
+
+		run_batch(s, batch);
+
+		pthread_mutex_lock(&s->hb_mu);
+		if (s->hb_head != NULL) {
+			s->hb_head->lead = true; /* hb_committing stays true */
+			pthread_cond_signal(&s->hb_head->cv);
+		} else {
+			s->hb_committing = false;
+		}
+		s->hb_batches++;
+		s->hb_beats += n;
+		for (b = batch; b != NULL; b = next) {
+			next = b->next; /* b is its owner's once done is seen */
+			b->done = true;
+			if (b != &me)
+				pthread_cond_signal(&b->cv);
+		}
+	}
+	pthread_mutex_unlock(&s->hb_mu);
+	pthread_cond_destroy(&me.cv);
+	if (me.rc != HS_OK)
+		return hs_error_set(err, (hs_code)me.rc, "%s", me.err.msg);
+	return HS_OK;
+}
+
+void hs_store__heartbeat_stats(hs_store *s, hs_store__hb_stats *out)
+{
+	pthread_mutex_lock(&s->hb_mu);
+	out->queued = s->hb_queued;
+	out->committing = s->hb_committing;
+	out->batches = s->hb_batches;
+	out->beats = s->hb_beats;
+	pthread_mutex_unlock(&s->hb_mu);
 }
 
 /* ---- events -------------------------------------------------------------- */

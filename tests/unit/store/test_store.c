@@ -454,6 +454,9 @@ int main(void)
 		T(test_store__events_append_and_list_after),
 		T(test_store__concurrent_writers),
 		T(test_store__check_writable_fails_on_readonly_file),
+		T(test_store__heartbeat_group_commit_many_threads),
+		T(test_store__heartbeat_batch_gives_each_caller_its_result),
+		T(test_store__heartbeat_commit_failure_fails_the_batch),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,6 +1,7 @@
 /* Shared fixture and row builders for the store's unit tests (test_store.c:
  * open, migrations, users, tokens; test_store_rows.c: sandboxes, snapshots,
- * tasks, events, concurrency, readiness). */
+ * tasks, events, concurrency, readiness; test_store_heartbeat.c: heartbeat
+ * group commit). */
 #ifndef HS_TEST_STORE_H
 #define HS_TEST_STORE_H
 
@@ -50,5 +51,9 @@ void test_store__task_crud_heartbeat_and_active(void **state);
 void test_store__events_append_and_list_after(void **state);
 void test_store__concurrent_writers(void **state);
 void test_store__check_writable_fails_on_readonly_file(void **state);
+/* test_store_heartbeat.c: heartbeat group commit */
+void test_store__heartbeat_group_commit_many_threads(void **state);
+void test_store__heartbeat_batch_gives_each_caller_its_result(void **state);
+void test_store__heartbeat_commit_failure_fails_the_batch(void **state);
 
 #endif
