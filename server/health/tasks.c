@@ -252,7 +252,10 @@ int hs_tasks__adopt(task *k, const hs_store_task_row *r)
 	    set_str(&k->workspace, r->workspace) ||
 	    set_str(&k->labels_json, r->labels_json[0] ? r->labels_json : "{}"))
 		return HS_INTERNAL;
-	COPY(k->id, r->task_id);
+	/* The id is the map's key, read by lookups under the registry lock
+	 * only: write it once, when the task is new, never while it is listed. */
+	if (strcmp(k->id, r->task_id) != 0)
+		COPY(k->id, r->task_id);
 	k->state = r->state;
 	k->total_steps = r->total_steps;
 	k->current_step = r->current_step;
