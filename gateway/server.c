@@ -147,8 +147,26 @@ static void respond(const req *r, resp *out)
 		mg_write(conn, out->body, len);
 }
 
+/* Before answering 413 on a connection we then close, read (and drop) up
+ * to 1 MiB of what the client is still sending: closing a socket with
+ * unread data makes the kernel send RST, and the client would lose the 413
+ * itself (the "lingering close" of other servers). Bigger bodies are not
+ * waited for. */
+#define DRAIN_MAX (1L << 20)
+
+static void drain(const req *r, long long max)
+{
+	char sink[4096];
+	for (long long left = max; left > 0;) {
+		int got = mg_read(r->conn, sink, left < (long long)sizeof(sink) ? (size_t)left : sizeof(sink));
+		if (got <= 0)
+			return;
+		left -= got;
+	}
+}
+
 /* Reads the whole body into a malloc'd NUL-terminated buffer. 413 (and
- * close: the rest is unread) above the limit, 400 on a broken read. */
+ * close) above the limit, 400 on a broken read. */
 static bool read_body(const req *r, resp *out, char **body, size_t *len)
 {
 	long limit = r->srv->cfg->body_limit;
@@ -156,6 +174,8 @@ static bool read_body(const req *r, resp *out, char **body, size_t *len)
 	*body = NULL;
 	*len = 0;
 	if (cl > limit) {
+		if (cl <= DRAIN_MAX)
+			drain(r, cl);
 		out->close = true;
 		set_error(out, 413, "PAYLOAD_TOO_LARGE", "Request body too large");
 		return false;
@@ -180,6 +200,7 @@ static bool read_body(const req *r, resp *out, char **body, size_t *len)
 		if (n > (size_t)limit) {
 			explicit_bzero(buf, n);
 			free(buf);
+			drain(r, DRAIN_MAX);
 			out->close = true;
 			set_error(out, 413, "PAYLOAD_TOO_LARGE", "Request body too large");
 			return false;
