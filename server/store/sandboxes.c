@@ -4,6 +4,7 @@
 #include "store_internal.h"
 
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 
 #define SANDBOX_COLS                                                                      \
@@ -73,6 +74,11 @@ done:
 	return rc;
 }
 
+static int read_sandbox_row(sqlite3_stmt *st, void *row, hs_error *err)
+{
+	return read_sandbox(st, row, err);
+}
+
 static int write_sandbox(hs_store *s, const hs_store_sandbox_row *r, bool update, hs_error *err)
 {
 	int rc;
@@ -123,34 +129,16 @@ int hs_store_sandbox_get(hs_store *s, const char *sandbox_id, hs_store_sandbox_r
 			 hs_error *err)
 {
 	int rc;
-	sqlite3_stmt *st = NULL;
-	hs_store_sandbox_row *r = NULL;
 	if (s == NULL || out == NULL)
 		return hs_error_set(err, HS_INVALID, "store: NULL argument");
 	if ((rc = hs_store__check_key(sandbox_id, HS_STORE_ID_MAX, "sandbox_id", err)) != HS_OK)
 		return rc;
-	if ((r = malloc(sizeof(*r))) == NULL)
-		return hs_error_set(err, HS_INTERNAL, "store: out of memory");
-	hs_store__lock(s);
-	HS_STMT(st, HS_STMT_SANDBOX_GET, "SELECT " SANDBOX_COLS " FROM sandboxes WHERE sandbox_id = ?1");
-	HS_BIND_T(st, 1, sandbox_id, HS_STORE_ID_MAX, "sandbox_id");
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_DONE) {
-		rc = hs_error_set(err, HS_NOT_FOUND, "store: sandbox %s not found", sandbox_id);
-		goto done;
-	}
-	if (rc != SQLITE_ROW) {
-		rc = hs_store__fail(s, rc, "get sandbox", err);
-		goto done;
-	}
-	if ((rc = read_sandbox(st, r, err)) != HS_OK)
-		goto done;
-	*out = *r;
-done:
-	hs_store__release(st);
-	hs_store__unlock(s);
-	free(r);
-	return rc;
+	char not_found[HS_STORE_ID_MAX + 64];
+	snprintf(not_found, sizeof(not_found), "store: sandbox %s not found", sandbox_id);
+	return hs_store__get_one(s, HS_STMT_SANDBOX_GET,
+				 "SELECT " SANDBOX_COLS " FROM sandboxes WHERE sandbox_id = ?1", sandbox_id,
+				 HS_STORE_ID_MAX, "sandbox_id", sizeof(*out), read_sandbox_row, not_found,
+				 out, err);
 }
 
 int hs_store_sandbox_delete(hs_store *s, const char *sandbox_id, hs_error *err)
@@ -179,8 +167,6 @@ int hs_store_sandbox_list(hs_store *s, const hs_store_sandbox_filter *f,
 {
 	int rc;
 	sqlite3_stmt *st = NULL;
-	hs_store_sandbox_row *rows = NULL;
-	size_t n = 0, cap = 0;
 	if (s == NULL || f == NULL || out == NULL || n_out == NULL)
 		return hs_error_set(err, HS_INVALID, "store: NULL argument");
 	hs_store__lock(s);
@@ -196,24 +182,11 @@ int hs_store_sandbox_list(hs_store *s, const hs_store_sandbox_filter *f,
 	HS_BIND_I(st, 4, f->state < 0 ? -1 : f->state);
 	HS_BIND_I(st, 5, hs_store__limit(f->limit));
 	HS_BIND_I(st, 6, f->after_id ? f->after_created_at_ms : 0);
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		if ((rc = hs_store__grow((void **)&rows, &cap, n, sizeof(*rows), err)) != HS_OK ||
-		    (rc = read_sandbox(st, &rows[n], err)) != HS_OK)
-			goto done;
-		n++;
-	}
-	if (rc != SQLITE_DONE) {
-		rc = hs_store__fail(s, rc, "list sandboxes", err);
-		goto done;
-	}
-	*out = rows;
-	*n_out = n;
-	rows = NULL;
-	rc = HS_OK;
+	rc = hs_store__collect(s, st, sizeof(hs_store_sandbox_row), read_sandbox_row, "list sandboxes", (void **)out, n_out,
+			       err);
 done:
 	hs_store__release(st);
 	hs_store__unlock(s);
-	free(rows);
 	return rc;
 }
 
@@ -263,6 +236,11 @@ done:
 	return rc;
 }
 
+static int read_snapshot_row(sqlite3_stmt *st, void *row, hs_error *err)
+{
+	return read_snapshot(st, row, err);
+}
+
 int hs_store_snapshot_insert(hs_store *s, const hs_store_snapshot_row *r, hs_error *err)
 {
 	int rc;
@@ -296,31 +274,14 @@ static int snapshot_one(hs_store *s, hs_stmt_id id, const char *sql, const char 
 			const char *what, hs_store_snapshot_row *out, hs_error *err)
 {
 	int rc;
-	sqlite3_stmt *st = NULL;
-	hs_store_snapshot_row r;
 	if (s == NULL || out == NULL)
 		return hs_error_set(err, HS_INVALID, "store: NULL argument");
 	if ((rc = hs_store__check_key(key, HS_STORE_ID_MAX, what, err)) != HS_OK)
 		return rc;
-	hs_store__lock(s);
-	HS_STMT(st, id, sql);
-	HS_BIND_T(st, 1, key, HS_STORE_ID_MAX, what);
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_DONE) {
-		rc = hs_error_set(err, HS_NOT_FOUND, "store: no snapshot for %s %s", what, key);
-		goto done;
-	}
-	if (rc != SQLITE_ROW) {
-		rc = hs_store__fail(s, rc, "get snapshot", err);
-		goto done;
-	}
-	if ((rc = read_snapshot(st, &r, err)) != HS_OK)
-		goto done;
-	*out = r;
-done:
-	hs_store__release(st);
-	hs_store__unlock(s);
-	return rc;
+	char not_found[HS_STORE_ID_MAX + 64];
+	snprintf(not_found, sizeof(not_found), "store: no snapshot for %s %s", what, key);
+	return hs_store__get_one(s, id, sql, key, HS_STORE_ID_MAX, what, sizeof(*out),
+				 read_snapshot_row, not_found, out, err);
 }
 
 int hs_store_snapshot_get(hs_store *s, const char *snapshot_id, hs_store_snapshot_row *out,
@@ -345,8 +306,6 @@ int hs_store_snapshot_list_by_sandbox(hs_store *s, const char *sandbox_id,
 {
 	int rc;
 	sqlite3_stmt *st = NULL;
-	hs_store_snapshot_row *rows = NULL;
-	size_t n = 0, cap = 0;
 	if (s == NULL || out == NULL || n_out == NULL)
 		return hs_error_set(err, HS_INVALID, "store: NULL argument");
 	if ((rc = hs_store__check_key(sandbox_id, HS_STORE_ID_MAX, "sandbox_id", err)) != HS_OK)
@@ -356,23 +315,10 @@ int hs_store_snapshot_list_by_sandbox(hs_store *s, const char *sandbox_id,
 		"SELECT " SNAPSHOT_COLS " FROM snapshots WHERE sandbox_id = ?1 "
 		"ORDER BY created_at_ms, rowid");
 	HS_BIND_T(st, 1, sandbox_id, HS_STORE_ID_MAX, "sandbox_id");
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		if ((rc = hs_store__grow((void **)&rows, &cap, n, sizeof(*rows), err)) != HS_OK ||
-		    (rc = read_snapshot(st, &rows[n], err)) != HS_OK)
-			goto done;
-		n++;
-	}
-	if (rc != SQLITE_DONE) {
-		rc = hs_store__fail(s, rc, "list snapshots", err);
-		goto done;
-	}
-	*out = rows;
-	*n_out = n;
-	rows = NULL;
-	rc = HS_OK;
+	rc = hs_store__collect(s, st, sizeof(hs_store_snapshot_row), read_snapshot_row, "list snapshots", (void **)out, n_out,
+			       err);
 done:
 	hs_store__release(st);
 	hs_store__unlock(s);
-	free(rows);
 	return rc;
 }

@@ -235,6 +235,62 @@ int hs_store__grow(void **arr, size_t *cap, size_t n, size_t elem, hs_error *err
 	return HS_OK;
 }
 
+int hs_store__collect(hs_store *s, sqlite3_stmt *st, size_t elem, hs_store__row_reader read,
+		      const char *what, void **out, size_t *n_out, hs_error *err)
+{
+	int rc;
+	char *rows = NULL;
+	size_t n = 0, cap = 0;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if ((rc = hs_store__grow((void **)&rows, &cap, n, elem, err)) != HS_OK ||
+		    (rc = read(st, rows + n * elem, err)) != HS_OK)
+			goto done;
+		n++;
+	}
+	if (rc != SQLITE_DONE) {
+		rc = hs_store__fail(s, rc, what, err);
+		goto done;
+	}
+	*out = rows;
+	*n_out = n;
+	rows = NULL;
+	rc = HS_OK;
+done:
+	free(rows);
+	return rc;
+}
+
+int hs_store__get_one(hs_store *s, int stmt_id, const char *sql, const char *key, size_t key_cap,
+		      const char *key_name, size_t elem, hs_store__row_reader read,
+		      const char *not_found, void *out, hs_error *err)
+{
+	int rc;
+	sqlite3_stmt *st = NULL;
+	void *row = malloc(elem); /* some rows are several KiB: not on the stack */
+	if (row == NULL)
+		return hs_error_set(err, HS_INTERNAL, "store: out of memory");
+	hs_store__lock(s);
+	HS_STMT(st, (hs_stmt_id)stmt_id, sql);
+	HS_BIND_T(st, 1, key, key_cap, key_name);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_DONE) {
+		rc = hs_error_set(err, HS_NOT_FOUND, "%s", not_found);
+		goto done;
+	}
+	if (rc != SQLITE_ROW) {
+		rc = hs_store__fail(s, rc, not_found, err);
+		goto done;
+	}
+	if ((rc = read(st, row, err)) != HS_OK)
+		goto done;
+	memcpy(out, row, elem);
+done:
+	hs_store__release(st);
+	hs_store__unlock(s);
+	free(row);
+	return rc;
+}
+
 size_t hs_store__limit(size_t limit)
 {
 	if (limit == 0)

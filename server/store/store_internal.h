@@ -123,6 +123,23 @@ int hs_store__check_key(const char *v, size_t cap, const char *field, hs_error *
 /* Grow *arr (of elem-sized items) so that it holds at least n + 1 items. */
 int hs_store__grow(void **arr, size_t *cap, size_t n, size_t elem, hs_error *err);
 
+/* Reads the current row of st into row (a row struct of the table). */
+typedef int (*hs_store__row_reader)(sqlite3_stmt *st, void *row, hs_error *err);
+
+/* Steps a prepared, bound query to the end, reading every row with read
+ * into a malloc'd array of elem-sized rows: *out (free()) and *n_out on
+ * success. what names the query in errors. Caller holds the lock. */
+int hs_store__collect(hs_store *s, sqlite3_stmt *st, size_t elem, hs_store__row_reader read,
+		      const char *what, void **out, size_t *n_out, hs_error *err);
+
+/* SELECTs one row by one text key bound as ?1 (at most key_cap - 1 bytes,
+ * named key_name in errors) into out (elem bytes; untouched on error);
+ * HS_NOT_FOUND with not_found as the message when there is none. Takes the
+ * lock itself. */
+int hs_store__get_one(hs_store *s, int stmt_id, const char *sql, const char *key, size_t key_cap,
+		      const char *key_name, size_t elem, hs_store__row_reader read,
+		      const char *not_found, void *out, hs_error *err);
+
 /* 0 -> HS_STORE_LIST_DEFAULT, > HS_STORE_LIST_MAX -> HS_STORE_LIST_MAX. */
 size_t hs_store__limit(size_t limit);
 

@@ -4,6 +4,7 @@
 #include "store_internal.h"
 
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 
 #define TASK_COLS                                                                           \
@@ -84,6 +85,11 @@ done:
 	return rc;
 }
 
+static int read_task_row(sqlite3_stmt *st, void *row, hs_error *err)
+{
+	return read_task(st, row, err);
+}
+
 static int write_task(hs_store *s, const hs_store_task_row *r, bool update, hs_error *err)
 {
 	int rc;
@@ -135,60 +141,24 @@ int hs_store_task_update(hs_store *s, const hs_store_task_row *r, hs_error *err)
 int hs_store_task_get(hs_store *s, const char *task_id, hs_store_task_row *out, hs_error *err)
 {
 	int rc;
-	sqlite3_stmt *st = NULL;
-	hs_store_task_row *r = NULL;
 	if (s == NULL || out == NULL)
 		return hs_error_set(err, HS_INVALID, "store: NULL argument");
 	if ((rc = hs_store__check_key(task_id, HS_STORE_ID_MAX, "task_id", err)) != HS_OK)
 		return rc;
-	if ((r = malloc(sizeof(*r))) == NULL)
-		return hs_error_set(err, HS_INTERNAL, "store: out of memory");
-	hs_store__lock(s);
-	HS_STMT(st, HS_STMT_TASK_GET, "SELECT " TASK_COLS " FROM tasks WHERE task_id = ?1");
-	HS_BIND_T(st, 1, task_id, HS_STORE_ID_MAX, "task_id");
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_DONE) {
-		rc = hs_error_set(err, HS_NOT_FOUND, "store: task %s not found", task_id);
-		goto done;
-	}
-	if (rc != SQLITE_ROW) {
-		rc = hs_store__fail(s, rc, "get task", err);
-		goto done;
-	}
-	if ((rc = read_task(st, r, err)) != HS_OK)
-		goto done;
-	*out = *r;
-done:
-	hs_store__release(st);
-	hs_store__unlock(s);
-	free(r);
-	return rc;
+	char not_found[HS_STORE_ID_MAX + 64];
+	snprintf(not_found, sizeof(not_found), "store: task %s not found", task_id);
+	return hs_store__get_one(s, HS_STMT_TASK_GET,
+				 "SELECT " TASK_COLS " FROM tasks WHERE task_id = ?1", task_id,
+				 HS_STORE_ID_MAX, "task_id", sizeof(*out), read_task_row, not_found, out,
+				 err);
 }
 
 /* Collect every row of a prepared, bound task query. Caller holds the lock. */
 static int collect_tasks(hs_store *s, sqlite3_stmt *st, hs_store_task_row **out, size_t *n_out,
 			 hs_error *err)
 {
-	int rc;
-	hs_store_task_row *rows = NULL;
-	size_t n = 0, cap = 0;
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		if ((rc = hs_store__grow((void **)&rows, &cap, n, sizeof(*rows), err)) != HS_OK ||
-		    (rc = read_task(st, &rows[n], err)) != HS_OK)
-			goto done;
-		n++;
-	}
-	if (rc != SQLITE_DONE) {
-		rc = hs_store__fail(s, rc, "list tasks", err);
-		goto done;
-	}
-	*out = rows;
-	*n_out = n;
-	rows = NULL;
-	rc = HS_OK;
-done:
-	free(rows);
-	return rc;
+	return hs_store__collect(s, st, sizeof(**out), read_task_row, "list tasks", (void **)out,
+				 n_out, err);
 }
 
 int hs_store_task_list(hs_store *s, const hs_store_task_filter *f, hs_store_task_row **out,

@@ -4,6 +4,7 @@
 
 #include <ctype.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 
 #define USER_COLS "id, email, name, role, password_hash, created_at_ms, disabled"
@@ -41,6 +42,11 @@ done:
 	return rc;
 }
 
+static int read_user_row(sqlite3_stmt *st, void *row, hs_error *err)
+{
+	return read_user(st, row, err);
+}
+
 int hs_store_user_insert(hs_store *s, const hs_store_user_row *u, hs_error *err)
 {
 	int rc;
@@ -71,31 +77,14 @@ done:
 	return rc;
 }
 
+/* The key (an email) is never echoed into the message. */
 static int get_one(hs_store *s, hs_stmt_id id, const char *sql, const char *key,
 		   const char *what, hs_store_user_row *out, hs_error *err)
 {
-	int rc;
-	sqlite3_stmt *st = NULL;
-	hs_store_user_row u;
-	hs_store__lock(s);
-	HS_STMT(st, id, sql);
-	HS_BIND_T(st, 1, key, HS_STORE_NAME_MAX, what);
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_DONE) {
-		rc = hs_error_set(err, HS_NOT_FOUND, "store: no user with that %s", what);
-		goto done;
-	}
-	if (rc != SQLITE_ROW) {
-		rc = hs_store__fail(s, rc, "get user", err);
-		goto done;
-	}
-	if ((rc = read_user(st, &u, err)) != HS_OK)
-		goto done;
-	*out = u;
-done:
-	hs_store__release(st);
-	hs_store__unlock(s);
-	return rc;
+	char not_found[64];
+	snprintf(not_found, sizeof(not_found), "store: no user with that %s", what);
+	return hs_store__get_one(s, id, sql, key, HS_STORE_NAME_MAX, what, sizeof(*out),
+				 read_user_row, not_found, out, err);
 }
 
 int hs_store_user_get_by_id(hs_store *s, const char *id, hs_store_user_row *out, hs_error *err)
@@ -148,8 +137,6 @@ int hs_store_user_list(hs_store *s, const char *after_id, size_t limit, hs_store
 {
 	int rc;
 	sqlite3_stmt *st = NULL;
-	hs_store_user_row *rows = NULL;
-	size_t n = 0, cap = 0;
 	if (s == NULL || out == NULL || n_out == NULL)
 		return hs_error_set(err, HS_INVALID, "store: NULL argument");
 	hs_store__lock(s);
@@ -157,23 +144,10 @@ int hs_store_user_list(hs_store *s, const char *after_id, size_t limit, hs_store
 		"SELECT " USER_COLS " FROM users WHERE id > ?1 ORDER BY id LIMIT ?2");
 	HS_BIND_T(st, 1, after_id ? after_id : "", HS_STORE_ID_MAX, "after_id");
 	HS_BIND_I(st, 2, hs_store__limit(limit));
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		if ((rc = hs_store__grow((void **)&rows, &cap, n, sizeof(*rows), err)) != HS_OK ||
-		    (rc = read_user(st, &rows[n], err)) != HS_OK)
-			goto done;
-		n++;
-	}
-	if (rc != SQLITE_DONE) {
-		rc = hs_store__fail(s, rc, "list users", err);
-		goto done;
-	}
-	*out = rows;
-	*n_out = n;
-	rows = NULL;
-	rc = HS_OK;
+	rc = hs_store__collect(s, st, sizeof(hs_store_user_row), read_user_row, "list users",
+			       (void **)out, n_out, err);
 done:
 	hs_store__release(st);
 	hs_store__unlock(s);
-	free(rows);
 	return rc;
 }
