@@ -611,6 +611,13 @@ static void on_recv(hs_rpc_call *call, bool ok)
 	if (bb == NULL) {
 		call->req = NULL; /* client finished sending */
 	} else {
+		/* Each message starts from an empty arena, so a long stream does not
+		 * grow without bound. Safe: the previous handler run is over (recv
+		 * is re-armed only after it returns), sent messages are packed into
+		 * their own buffers, and nothing else lives there unless response
+		 * metadata was added (its slices point into the arena). */
+		if (call->n_init == 0 && call->n_trail == 0)
+			hs_arena_reset(&call->arena);
 		call->req = unpack(call, bb);
 		grpc_byte_buffer_destroy(bb);
 		if (call->req == NULL) {

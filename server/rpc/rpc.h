@@ -52,7 +52,8 @@ typedef int (*hs_rpc_unary_fn)(hs_rpc_call *call, const ProtobufCMessage *req,
  * Bidi streaming: called for every request message, and once with req ==
  * NULL when the client has finished sending; the core then ends the call
  * with OK once every queued response is written (unless the handler already
- * finished it). */
+ * finished it). Arena memory of a bidi call lasts for one message: it is
+ * reused for the next one. */
 typedef int (*hs_rpc_stream_fn)(hs_rpc_call *call, const ProtobufCMessage *req,
 				hs_error *err);
 
