@@ -12,7 +12,6 @@ import signal
 import stat
 import subprocess
 import tempfile
-import threading
 import time
 import unittest
 
@@ -24,39 +23,22 @@ import hstest
 
 ADMIN = ("admin@example.com", "admin-password-1")
 BOB = ("bob@example.com", "bob-password-1")
-SVC = "/harness.v1.CheckpointService/"
 
 
-class Api:
-    """Typed callables for every CheckpointService method, with a token."""
-    METHODS = {
-        "create": ("CreateCheckpoint", pb.CreateCheckpointRequest, pb.CreateCheckpointResponse),
-        "restore": ("RestoreCheckpoint", pb.RestoreCheckpointRequest, pb.RestoreCheckpointResponse),
-        "get": ("GetCheckpoint", pb.GetCheckpointRequest, pb.Checkpoint),
-        "latest": ("GetLatestCheckpoint", pb.GetLatestCheckpointRequest, pb.Checkpoint),
-        "list": ("ListCheckpoints", pb.ListCheckpointsRequest, pb.ListCheckpointsResponse),
-        "verify": ("VerifyConsistency", pb.VerifyConsistencyRequest, pb.VerifyConsistencyResponse),
-        "diff": ("DiffCheckpoints", pb.DiffCheckpointsRequest, pb.DiffCheckpointsResponse),
-        "prune": ("PruneCheckpoints", pb.PruneCheckpointsRequest, pb.PruneCheckpointsResponse),
-    }
+class Api(hstest.ServiceClient):
+    """CheckpointService with a token, by short names: api.create(...), api.create.future(...)."""
+    NAMES = {"create": "CreateCheckpoint", "restore": "RestoreCheckpoint", "get": "GetCheckpoint",
+             "latest": "GetLatestCheckpoint", "list": "ListCheckpoints", "verify": "VerifyConsistency",
+             "diff": "DiffCheckpoints", "prune": "PruneCheckpoints"}
 
     def __init__(self, channel, token):
-        self.md = [("authorization", "Bearer " + token)] if token else []
-        for attr, (name, req, resp) in self.METHODS.items():
-            fn = hstest.stub(channel, SVC + name, req, resp)
-            setattr(self, attr, self._bind(fn, req))
+        super().__init__(channel, pb, "CheckpointService", token, timeout=60 * hstest.SLOW)
 
-    def _bind(self, fn, req_cls):
-        def call(timeout=60 * hstest.SLOW, **fields):
-            return fn(req_cls(**fields), metadata=self.md, timeout=timeout)
-        call.future = lambda timeout=120, **fields: fn.future(req_cls(**fields), metadata=self.md,
-                                                              timeout=timeout)
-        return call
+    def __getattr__(self, name):
+        return super().__getattr__(self.NAMES.get(name, name))
 
 
-def login(channel, email, password):
-    fn = hstest.stub(channel, "/harness.v1.AuthService/Login", auth_pb2.LoginRequest, auth_pb2.AuthResponse)
-    return fn(auth_pb2.LoginRequest(email=email, password=password), timeout=30).access_token
+login = hstest.login
 
 
 def write(root, rel, data, mode=0o644):

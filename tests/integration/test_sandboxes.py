@@ -20,45 +20,14 @@ import hstest
 ADMIN = ("admin@example.com", "admin-password-1")
 S = sandbox_pb2
 CGROUP_BASES = ("/sys/fs/cgroup/harness-sandboxes", "/sys/fs/cgroup/unified/harness-sandboxes")
-METHODS = {
-    "CreateSandbox": (S.CreateSandboxRequest, S.Sandbox),
-    "StartSandbox": (S.StartSandboxRequest, S.Sandbox),
-    "GetSandbox": (S.GetSandboxRequest, S.Sandbox),
-    "ListSandboxes": (S.ListSandboxesRequest, S.ListSandboxesResponse),
-    "PauseSandbox": (S.PauseSandboxRequest, S.Sandbox),
-    "ResumeSandbox": (S.ResumeSandboxRequest, S.Sandbox),
-    "SnapshotSandbox": (S.SnapshotSandboxRequest, S.Snapshot),
-    "RestoreSandbox": (S.RestoreSandboxRequest, S.Sandbox),
-    "DestroySandbox": (S.DestroySandboxRequest, S.Sandbox),
-    "ListSnapshots": (S.ListSnapshotsRequest, S.ListSnapshotsResponse),
-}
-
-
-class Client:
+class Client(hstest.ServiceClient):
     """One user's view of SandboxService: client.GetSandbox(sandbox_id=...)."""
 
     def __init__(self, channel, token):
-        self.channel = channel
-        self.md = [("authorization", "Bearer " + token)]
-
-    def __getattr__(self, name):
-        req_cls, resp_cls = METHODS[name]
-        fn = hstest.stub(self.channel, "/harness.v1.SandboxService/" + name, req_cls, resp_cls)
-        return lambda **kw: fn(req_cls(**kw), metadata=self.md, timeout=30 * hstest.SLOW)
-
-    def error(self, name, **kw):
-        """(code, details) of a call that must fail."""
-        try:
-            getattr(self, name)(**kw)
-        except grpc.RpcError as e:
-            return e.code(), e.details()
-        raise AssertionError("%s(%s) succeeded" % (name, kw))
+        super().__init__(channel, sandbox_pb2, "SandboxService", token, timeout=30 * hstest.SLOW)
 
 
-def login(channel, email, password):
-    fn = hstest.stub(channel, "/harness.v1.AuthService/Login", auth_pb2.LoginRequest,
-                     auth_pb2.AuthResponse)
-    return fn(auth_pb2.LoginRequest(email=email, password=password), timeout=10).access_token
+login = hstest.login
 
 
 def make_user(channel, admin_token, email):

@@ -7,7 +7,6 @@ import hashlib
 import hmac
 import json
 import os
-import shutil
 import threading
 import time
 import unittest
@@ -16,7 +15,7 @@ import grpc
 
 import http.server
 
-from harness.v1 import auth_pb2, checkpoint_pb2, health_pb2, sandbox_pb2
+from harness.v1 import checkpoint_pb2, health_pb2, sandbox_pb2
 
 import hstest
 
@@ -24,15 +23,6 @@ H = health_pb2
 SECRET = "integration-test-secret-0123456789abcdef"
 ENV = {"HARNESS_JWT_SECRET": SECRET}
 SVC = "/harness.v1.HealthService/"
-METHODS = {
-    "RegisterTask": (H.RegisterTaskRequest, H.Task),
-    "Heartbeat": (H.HeartbeatRequest, H.HeartbeatResponse),
-    "GetTask": (H.GetTaskRequest, H.Task),
-    "ListTasks": (H.ListTasksRequest, H.ListTasksResponse),
-    "CompleteTask": (H.CompleteTaskRequest, H.Task),
-    "RecoverTask": (H.RecoverTaskRequest, H.Task),
-    "CancelTask": (H.CancelTaskRequest, H.Task),
-}
 S = hstest.SLOW
 
 
@@ -49,15 +39,9 @@ def mint_token(sub, role="user"):
     return "%s.%s.%s" % (head, body, b64(sig))
 
 
-class Client:
+class Client(hstest.ServiceClient):
     def __init__(self, channel, token):
-        self.channel = channel
-        self.md = [("authorization", "Bearer " + token)]
-
-    def __getattr__(self, name):
-        req_cls, resp_cls = METHODS[name]
-        fn = hstest.stub(self.channel, SVC + name, req_cls, resp_cls)
-        return lambda timeout=10 * S, **kw: fn(req_cls(**kw), metadata=self.md, timeout=timeout)
+        super().__init__(channel, H, "HealthService", token, timeout=10 * S)
 
     def watch(self, timeout=60, **kw):
         fn = hstest.stub(self.channel, SVC + "WatchTasks", H.WatchTasksRequest, H.TaskEvent,
@@ -73,9 +57,7 @@ class Client:
 
 
 def login(channel):
-    fn = hstest.stub(channel, "/harness.v1.AuthService/Login", auth_pb2.LoginRequest, auth_pb2.AuthResponse)
-    return fn(auth_pb2.LoginRequest(email="admin@example.com", password="admin-password-1"),
-              timeout=20 * S).access_token
+    return hstest.login(channel, "admin@example.com", "admin-password-1", timeout=20)
 
 
 class Collector:
