@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "client.h"
-#include "config.h"
+#include "gateway_config.h"
 #include "log.h"
 #include "server.h"
 

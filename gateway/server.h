@@ -4,7 +4,7 @@
 #define HS_GATEWAY_SERVER_H
 
 #include "client.h"
-#include "config.h"
+#include "gateway_config.h"
 #include "error.h"
 
 typedef struct hs_gw_server hs_gw_server;

@@ -7,7 +7,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "config.h"
+#include "harnessd_config.h"
 #include "auth.h"
 #include "harness/v1/auth.pb-c.h"
 #include "harness/v1/checkpoint.pb-c.h"
@@ -17,11 +17,11 @@
 #include "rpc.h"
 #include "auth_service.h"
 #include "sandbox_service.h"
-#include "ckpt_service.h"
+#include "checkpoint_service.h"
 #include "std_services.h"
 #include "store.h"
-#include "health/service.h"
-#include "health/tasks.h"
+#include "tasks_service.h"
+#include "tasks.h"
 #include <fcntl.h>
 #include <pthread.h>
 #include <time.h>
@@ -51,17 +51,16 @@ typedef struct app {
 	hs_config cfg;
 	hs_store *store;
 	hs_rpc_server *srv;
-	hs_health *health;
+	hs_grpc_health *health;
 	hs_reflection *reflection;
-	/* @wiring:fields — one pointer per service module, e.g. hs_auth *auth; */
-	hs_tasks *tasks;
-	pthread_t ready_thr;      /* periodic readiness_check() */
+	hs_auth *auth;
+	hs_ckpt_mgr *ckpt;       /* CheckpointService (also used by HealthService recovery) */
+	hs_sandbox_mgr *sandbox; /* SandboxService (also used by HealthService recovery) */
+	hs_tasks *tasks;         /* HealthService */
+	pthread_t ready_thr;     /* periodic readiness_check() */
 	pthread_mutex_t ready_mu;
 	pthread_cond_t ready_cv;
 	bool ready_started, ready_stop;
-	hs_auth *auth;
-	hs_ckpt_mgr *ckpt; /* CheckpointService (also used by HealthService recovery) */
-	hs_sandbox_mgr *sandbox; /* SandboxService (also used by HealthService recovery) */
 } app;
 
 static const ProtobufCServiceDescriptor *const harness_services[] = {
@@ -129,18 +128,18 @@ static void readiness_check(app *a)
 		sb_ok = hs_sandbox_driver_probe(
 				&sc, hs_sandbox_driver_resolve(&sc, a->cfg.sandbox_driver), &se) == HS_OK;
 	}
-	hs_health_status up = HS_HEALTH_SERVING, down = HS_HEALTH_NOT_SERVING;
-	if (!sb_ok && hs_health_get(a->health, "harness.v1.SandboxService", NULL) != down)
+	hs_grpc_health_status up = HS_GRPC_HEALTH_SERVING, down = HS_GRPC_HEALTH_NOT_SERVING;
+	if (!sb_ok && hs_grpc_health_get(a->health, "harness.v1.SandboxService", NULL) != down)
 		hs_log(HS_LOG_WARN, "main", "sandbox driver unusable: SandboxService NOT_SERVING",
 		       HS_LS("error", se.msg));
-	hs_health_set(a->health, "", store_ok && ws_ok ? up : down);
+	hs_grpc_health_set(a->health, "", store_ok && ws_ok ? up : down);
 	for (size_t i = 0; i < N_HARNESS_SERVICES; i++) {
 		const ProtobufCServiceDescriptor *d = harness_services[i];
 		bool needs_ws = d == &harness__v1__checkpoint_service__descriptor ||
 				d == &harness__v1__health_service__descriptor ||
 				d == &harness__v1__sandbox_service__descriptor;
 		bool needs_sb = d == &harness__v1__sandbox_service__descriptor;
-		hs_health_set(a->health, d->name,
+		hs_grpc_health_set(a->health, d->name,
 			      store_ok && (ws_ok || !needs_ws) && (sb_ok || !needs_sb) ? up : down);
 	}
 	if (!store_ok)
@@ -187,26 +186,20 @@ static int start(app *a, hs_error *err)
 	rc_cfg.max_concurrent_streams = (unsigned)a->cfg.max_concurrent_streams;
 	if ((rc = hs_rpc_server_new(&a->srv, &rc_cfg, err)) != HS_OK)
 		return rc;
-	if ((rc = hs_health_new(&a->health, err)) != HS_OK ||
-	    (rc = hs_health_register(a->health, a->srv, err)) != HS_OK)
+	if ((rc = hs_grpc_health_new(&a->health, err)) != HS_OK ||
+	    (rc = hs_grpc_health_register(a->health, a->srv, err)) != HS_OK)
 		return rc;
 	if ((rc = hs_reflection_new(&a->reflection, err)) != HS_OK ||
 	    (rc = hs_reflection_register(a->reflection, a->srv, err)) != HS_OK)
 		return rc;
-	/* @wiring:start — each service: create its module, then register it,
-	 * e.g. `if ((rc = hs_auth_service_register(a->srv, a->auth, err)) != HS_OK) return rc;`
-	 * and mark it in `registered` below. */
-	bool registered[N_HARNESS_SERVICES] = { false };
 	if ((rc = start_auth(a, err)) != HS_OK ||
 	    (rc = hs_auth_service_register(a->srv, a->auth, err)) != HS_OK)
 		return rc;
-	registered[0] = true;
 	/* SandboxService: runtime state under <data-dir>/sandboxes; the driver is
 	 * probed here (a configured one that cannot run fails the start). */
 	if ((rc = hs_sandbox_service_open(&a->sandbox, &a->cfg, a->store, err)) != HS_OK ||
 	    (rc = hs_sandbox_service_register(a->srv, a->sandbox, err)) != HS_OK)
 		return rc;
-	registered[1] = true;
 	/* CheckpointService: one shadow repo per task under <data-dir>/checkpoints;
 	 * a create is acknowledged once durable (fsync). */
 	{
@@ -220,7 +213,6 @@ static int start(app *a, hs_error *err)
 		if ((rc = hs_ckpt_mgr_new(&a->ckpt, &cc, err)) != HS_OK ||
 		    (rc = hs_ckpt_service_register(a->srv, a->ckpt, err)) != HS_OK)
 			return rc;
-		registered[2] = true;
 	}
 	/* HealthService: recovery restores through a->ckpt and brings sandboxes
 	 * back through a->sandbox (both created above). */
@@ -230,17 +222,8 @@ static int start(app *a, hs_error *err)
 	tc.sandboxes = a->sandbox;
 	tc.webhook_url = a->cfg.webhook_url[0] ? a->cfg.webhook_url : NULL;
 	if ((rc = hs_tasks_new(&a->tasks, &tc, err)) != HS_OK ||
-	    (rc = hs_health_service_register(a->srv, a->tasks, err)) != HS_OK)
+	    (rc = hs_tasks_service_register(a->srv, a->tasks, err)) != HS_OK)
 		return rc;
-	registered[3] = true;
-
-	/* Services not wired yet: every method answers UNIMPLEMENTED. */
-	for (size_t i = 0; i < N_HARNESS_SERVICES; i++) {
-		if (registered[i])
-			continue;
-		if ((rc = hs_rpc_server_add_service(a->srv, harness_services[i], NULL, 0, NULL, err)) != HS_OK)
-			return rc;
-	}
 	if ((rc = hs_rpc_server_start(a->srv, err)) != HS_OK)
 		return rc;
 
@@ -266,17 +249,17 @@ static void stop(app *a)
 		a->ready_started = false;
 	}
 	if (a->health != NULL)
-		hs_health_shutdown(a->health);
+		hs_grpc_health_shutdown(a->health);
 	if (a->srv != NULL)
 		hs_rpc_server_shutdown(a->srv, a->cfg.shutdown_grace_ms);
 	hs_rpc_server_free(a->srv);
-	/* @wiring:stop — free service modules here (after the server is gone) */
+	/* service modules go after the server, which may still call them */
 	hs_tasks_free(a->tasks);
 	hs_ckpt_mgr_free(a->ckpt);
 	hs_sandbox_mgr_free(a->sandbox); /* sandboxes keep running: re-adopted at the next start */
 	hs_auth_free(a->auth);
 	hs_reflection_free(a->reflection);
-	hs_health_free(a->health);
+	hs_grpc_health_free(a->health);
 	hs_store_free(a->store);
 }
 
@@ -324,8 +307,7 @@ int main(int argc, char **argv)
 	       HS_LS("data_dir", a.cfg.data_dir), HS_LS("auth_backend", a.cfg.auth_backend));
 
 	int sig = 0;
-	while (sigwait(&sigs, &sig) != 0) {
-	}
+	sigwait(&sigs, &sig); /* only fails for an invalid set */
 	hs_log(HS_LOG_INFO, "main", "signal received: draining", HS_LS("signal", strsignal(sig)));
 	stop(&a);
 	hs_log(HS_LOG_INFO, "main", "stopped");

@@ -17,7 +17,7 @@ struct hs_auth {
 	hs_jwt_key *key;
 	char *issuer, *audience;
 	hs_throttle *throttle;
-	hs_upstream *up;
+	hs_auth_upstream *up;
 	hs_auth_local *local;
 };
 
@@ -29,7 +29,7 @@ void hs_auth_free(hs_auth *a)
 	if (a == NULL)
 		return;
 	hs_auth_local_free(a->local);
-	hs_upstream_free(a->up);
+	hs_auth_upstream_free(a->up);
 	hs_throttle_free(a->throttle);
 	hs_jwt_key_free(a->key);
 	free(a->issuer);
@@ -91,11 +91,11 @@ int hs_auth_new(hs_auth **out, const hs_auth_config *cfg, hs_error *err)
 	    (rc = hs_throttle_new(&a->throttle, &cfg->throttle, err)) != HS_OK)
 		goto fail;
 	if (cfg->backend == HS_AUTH_UPSTREAM) {
-		hs_upstream_config uc = HS_UPSTREAM_CONFIG_INIT;
+		hs_auth_upstream_config uc = HS_AUTH_UPSTREAM_CONFIG_INIT;
 		uc.base_url = cfg->user_service_url;
 		uc.api_key = cfg->api_key;
 		uc.timeout_ms = cfg->upstream_timeout_ms;
-		if ((rc = hs_upstream_new(&a->up, &uc, err)) != HS_OK)
+		if ((rc = hs_auth_upstream_new(&a->up, &uc, err)) != HS_OK)
 			goto fail;
 	} else {
 		hs_auth_local_config lc = { cfg->store, a->key, cfg->jwt_issuer, cfg->jwt_audience,
@@ -126,7 +126,7 @@ int hs_auth_login(hs_auth *a, const char *email, const char *password, const cha
 	if (a->backend == HS_AUTH_LOCAL)
 		rc = hs_auth_local_login(a->local, email, password, out, err);
 	else
-		rc = hs_upstream_login(a->up, email, password, timeout_ms, out, err);
+		rc = hs_auth_upstream_login(a->up, email, password, timeout_ms, out, err);
 	if (rc == HS_OK)
 		hs_throttle_success(a->throttle, email, peer);
 	else if (rc == HS_UNAUTH || rc == HS_NOT_FOUND)
@@ -139,7 +139,7 @@ int hs_auth_refresh(hs_auth *a, const char *refresh_token, int timeout_ms, hs_au
 {
 	if (a->backend == HS_AUTH_LOCAL)
 		return hs_auth_local_refresh(a->local, refresh_token, out, err);
-	return hs_upstream_refresh(a->up, refresh_token, timeout_ms, out, err);
+	return hs_auth_upstream_refresh(a->up, refresh_token, timeout_ms, out, err);
 }
 
 int hs_auth_logout(hs_auth *a, const char *refresh_token, int timeout_ms, hs_error *err)
@@ -155,7 +155,7 @@ int hs_auth_get_user(hs_auth *a, const char *id, int timeout_ms, hs_auth_user *o
 {
 	if (a->backend == HS_AUTH_LOCAL)
 		return hs_auth_local_get_user(a->local, id, out, err);
-	return hs_upstream_get_user(a->up, id, timeout_ms, out, err);
+	return hs_auth_upstream_get_user(a->up, id, timeout_ms, out, err);
 }
 
 int hs_auth_verify_access_token(hs_auth *a, const char *token, hs_jwt_claims *out,

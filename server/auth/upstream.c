@@ -1,4 +1,4 @@
-/* libcurl client for the upstream user service. One hs_upstream holds the
+/* libcurl client for the upstream user service. One hs_auth_upstream holds the
  * immutable request headers and a mutex-protected stack of idle easy
  * handles; a call pops one (or creates one), runs one blocking request with
  * a bounded body, resets it and pushes it back, so its connection cache
@@ -24,7 +24,7 @@
 #define MAX_TOKEN 8192
 #define MAX_UPSTREAM_MSG 160
 
-struct hs_upstream {
+struct hs_auth_upstream {
 	char *base;            /* without trailing '/' */
 	struct curl_slist *headers;
 	int timeout_ms;
@@ -52,9 +52,9 @@ static int printable(const char *s)
 	return 1;
 }
 
-int hs_upstream_new(hs_upstream **out, const hs_upstream_config *cfg, hs_error *err)
+int hs_auth_upstream_new(hs_auth_upstream **out, const hs_auth_upstream_config *cfg, hs_error *err)
 {
-	hs_upstream *up = NULL;
+	hs_auth_upstream *up = NULL;
 	char *hdr = NULL;
 	size_t n;
 	int rc = HS_OK;
@@ -76,7 +76,7 @@ int hs_upstream_new(hs_upstream **out, const hs_upstream_config *cfg, hs_error *
 	n = strlen(up->base);
 	while (n > 0 && up->base[n - 1] == '/')
 		up->base[--n] = '\0';
-	up->timeout_ms = cfg->timeout_ms ? cfg->timeout_ms : HS_UPSTREAM_TIMEOUT_MS;
+	up->timeout_ms = cfg->timeout_ms ? cfg->timeout_ms : HS_AUTH_UPSTREAM_TIMEOUT_MS;
 	up->pool_max = cfg->pool_max ? cfg->pool_max : 8;
 	if ((up->idle = calloc(up->pool_max, sizeof(CURL *))) == NULL)
 		goto oom;
@@ -114,7 +114,7 @@ done:
 	return rc;
 }
 
-void hs_upstream_free(hs_upstream *up)
+void hs_auth_upstream_free(hs_auth_upstream *up)
 {
 	if (up == NULL)
 		return;
@@ -130,7 +130,7 @@ void hs_upstream_free(hs_upstream *up)
 	free(up);
 }
 
-static CURL *pool_get(hs_upstream *up)
+static CURL *pool_get(hs_auth_upstream *up)
 {
 	CURL *h = NULL;
 	pthread_mutex_lock(&up->mu);
@@ -140,7 +140,7 @@ static CURL *pool_get(hs_upstream *up)
 	return h != NULL ? h : curl_easy_init();
 }
 
-static void pool_put(hs_upstream *up, CURL *h)
+static void pool_put(hs_auth_upstream *up, CURL *h)
 {
 	curl_easy_reset(h); /* options only: connections and caches stay */
 	pthread_mutex_lock(&up->mu);
@@ -157,7 +157,7 @@ static size_t on_write(char *data, size_t size, size_t nmemb, void *userp)
 {
 	body *b = userp;
 	size_t n = size * nmemb;
-	if (b->len + n > HS_UPSTREAM_MAX_BODY) {
+	if (b->len + n > HS_AUTH_UPSTREAM_MAX_BODY) {
 		b->overflow = 1;
 		return 0; /* aborts the transfer with CURLE_WRITE_ERROR */
 	}
@@ -222,7 +222,7 @@ static int status_error(long status, const body *b, hs_error *err)
 }
 
 /* One request. json_body NULL = GET. On HS_OK *out is the parsed 2xx body. */
-static int request(hs_upstream *up, const char *path, const char *json_body, int timeout_ms,
+static int request(hs_auth_upstream *up, const char *path, const char *json_body, int timeout_ms,
 		   json_t **out, hs_error *err)
 {
 	char errbuf[CURL_ERROR_SIZE] = "";
@@ -267,7 +267,7 @@ static int request(hs_upstream *up, const char *path, const char *json_body, int
 	cc = curl_easy_perform(h);
 	if (b.overflow) {
 		rc = hs_error_set(err, HS_INTERNAL, "user service: response larger than %d bytes",
-				  HS_UPSTREAM_MAX_BODY);
+				  HS_AUTH_UPSTREAM_MAX_BODY);
 		goto done;
 	}
 	if (cc == CURLE_OPERATION_TIMEDOUT) {
@@ -343,7 +343,7 @@ static int map_user(json_t *o, hs_auth_user *u)
 		return -1;
 	ca = json_object_get(o, "created_at");
 	if (ca != NULL && !json_is_null(ca) &&
-	    (!json_is_string(ca) || hs_upstream_parse_time(json_string_value(ca), &u->created_at_ms) != 0))
+	    (!json_is_string(ca) || hs_auth_upstream_parse_time(json_string_value(ca), &u->created_at_ms) != 0))
 		return -1;
 	return 0;
 }
@@ -360,7 +360,7 @@ static int map_auth(json_t *j, hs_auth_result *r)
 	return 0;
 }
 
-static int auth_call(hs_upstream *up, const char *path, json_t *req, int timeout_ms,
+static int auth_call(hs_auth_upstream *up, const char *path, json_t *req, int timeout_ms,
 		     hs_auth_result *out, hs_error *err)
 {
 	hs_auth_result r = { 0 };
@@ -384,7 +384,7 @@ static int auth_call(hs_upstream *up, const char *path, json_t *req, int timeout
 	return rc;
 }
 
-int hs_upstream_login(hs_upstream *up, const char *email, const char *password, int timeout_ms,
+int hs_auth_upstream_login(hs_auth_upstream *up, const char *email, const char *password, int timeout_ms,
 		      hs_auth_result *out, hs_error *err)
 {
 	int rc;
@@ -398,7 +398,7 @@ int hs_upstream_login(hs_upstream *up, const char *email, const char *password, 
 	return rc;
 }
 
-int hs_upstream_refresh(hs_upstream *up, const char *refresh_token, int timeout_ms,
+int hs_auth_upstream_refresh(hs_auth_upstream *up, const char *refresh_token, int timeout_ms,
 			hs_auth_result *out, hs_error *err)
 {
 	int rc;
@@ -413,7 +413,7 @@ int hs_upstream_refresh(hs_upstream *up, const char *refresh_token, int timeout_
 	return rc;
 }
 
-int hs_upstream_get_user(hs_upstream *up, const char *id, int timeout_ms, hs_auth_user *out,
+int hs_auth_upstream_get_user(hs_auth_upstream *up, const char *id, int timeout_ms, hs_auth_user *out,
 			 hs_error *err)
 {
 	hs_auth_user u = { 0 };
@@ -470,7 +470,7 @@ static long long days_from_civil(int y, int m, int d)
 	return era * 146097 + doe - 719468;
 }
 
-int hs_upstream_parse_time(const char *s, long long *out_ms)
+int hs_auth_upstream_parse_time(const char *s, long long *out_ms)
 {
 	static const int mdays[] = { 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
 	int y, mo, d, h = 0, mi = 0, sec = 0, ms = 0, oh = 0, om = 0, sign = 0;

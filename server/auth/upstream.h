@@ -23,22 +23,22 @@
 #include "error.h"
 #include "user.h"
 
-#define HS_UPSTREAM_TIMEOUT_MS 5000
-#define HS_UPSTREAM_MAX_BODY (64 * 1024)
+#define HS_AUTH_UPSTREAM_TIMEOUT_MS 5000
+#define HS_AUTH_UPSTREAM_MAX_BODY (64 * 1024)
 
-typedef struct hs_upstream hs_upstream;
+typedef struct hs_auth_upstream hs_auth_upstream;
 
-typedef struct hs_upstream_config {
+typedef struct hs_auth_upstream_config {
 	const char *base_url; /* http(s)://host[:port][/prefix]; required */
 	const char *api_key;  /* sent as X-API-Key; NULL or "" = not sent */
-	int timeout_ms;       /* per call; 0 = HS_UPSTREAM_TIMEOUT_MS */
+	int timeout_ms;       /* per call; 0 = HS_AUTH_UPSTREAM_TIMEOUT_MS */
 	size_t pool_max;      /* idle easy handles kept; 0 = 8 */
-} hs_upstream_config;
+} hs_auth_upstream_config;
 
-#define HS_UPSTREAM_CONFIG_INIT { NULL, NULL, 0, 0 }
+#define HS_AUTH_UPSTREAM_CONFIG_INIT { NULL, NULL, 0, 0 }
 
-int hs_upstream_new(hs_upstream **out, const hs_upstream_config *cfg, hs_error *err);
-void hs_upstream_free(hs_upstream *up);
+int hs_auth_upstream_new(hs_auth_upstream **out, const hs_auth_upstream_config *cfg, hs_error *err);
+void hs_auth_upstream_free(hs_auth_upstream *up);
 
 /* timeout_ms in the calls below is what is left of the caller's deadline:
  * the call lasts at most min(config timeout, timeout_ms); < 0 = no deadline;
@@ -46,18 +46,18 @@ void hs_upstream_free(hs_upstream *up);
  * success; release it with hs_auth_result_dispose / hs_auth_user_dispose. */
 
 /* POST {base}/api/v1/auth/login {"email","password"}. */
-int hs_upstream_login(hs_upstream *up, const char *email, const char *password, int timeout_ms,
+int hs_auth_upstream_login(hs_auth_upstream *up, const char *email, const char *password, int timeout_ms,
 		      hs_auth_result *out, hs_error *err);
 /* POST {base}/api/v1/auth/refresh {"refreshToken"} (the seed's camelCase). */
-int hs_upstream_refresh(hs_upstream *up, const char *refresh_token, int timeout_ms,
+int hs_auth_upstream_refresh(hs_auth_upstream *up, const char *refresh_token, int timeout_ms,
 			hs_auth_result *out, hs_error *err);
 /* GET {base}/api/v1/users/{id}; id: 1..128 bytes, no control characters,
  * not "." or "..", sent URL-escaped. HS_INVALID otherwise. */
-int hs_upstream_get_user(hs_upstream *up, const char *id, int timeout_ms, hs_auth_user *out,
+int hs_auth_upstream_get_user(hs_auth_upstream *up, const char *id, int timeout_ms, hs_auth_user *out,
 			 hs_error *err);
 
 /* RFC 3339 / ISO-8601 date-time ("2024-05-01T12:00:00.123Z", offsets,
  * date only = midnight UTC, no offset = UTC) -> Unix ms. -1 if malformed. */
-int hs_upstream_parse_time(const char *s, long long *out_ms);
+int hs_auth_upstream_parse_time(const char *s, long long *out_ms);
 
 #endif

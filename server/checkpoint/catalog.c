@@ -11,7 +11,7 @@
  * eviction, delete_task), so any failed or half-done write is followed by a
  * rebuild from the refs. Only harnessd writes these repositories (one per
  * data dir), so the refs cannot change behind the catalog's back. */
-#include "internal.h"
+#include "checkpoint_internal.h"
 
 #include <jansson.h>
 #include <stdlib.h>

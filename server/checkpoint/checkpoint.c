@@ -83,7 +83,7 @@
  * or alter files; $GIT_DIR/info/attributes disables eol/ident/filter
  * conversion so restores are byte-exact.
  */
-#include "internal.h"
+#include "checkpoint_internal.h"
 
 #include <errno.h>
 #include <fcntl.h>

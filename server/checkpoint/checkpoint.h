@@ -1,6 +1,6 @@
 /* Checkpoints of task workspaces as git commits in one bare shadow repository
  * per task (libgit2, in process). No gRPC and no libgit2 types here: the
- * gRPC adapter (service.c) converts protobuf <-> these calls.
+ * gRPC adapter (checkpoint_service.c) converts protobuf <-> these calls.
  *
  * What is captured: regular files (content + executable bit) and symlinks of
  * the workspace, minus what the workspace's .gitignore files ignore. Empty

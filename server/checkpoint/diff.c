@@ -1,6 +1,6 @@
 /* Comparing workspaces, indexes and trees: staging a workspace into the
  * shadow index (stat cache first), verify, and checkpoint-to-checkpoint diffs. */
-#include "internal.h"
+#include "checkpoint_internal.h"
 
 #include <git2/sys/diff.h>
 

@@ -1,6 +1,6 @@
 /* The checkpoint operations other than create: restore, get/latest/list,
  * verify, diff, prune and task removal. See checkpoint.c for the design. */
-#include "internal.h"
+#include "checkpoint_internal.h"
 
 #include <errno.h>
 #include <inttypes.h>

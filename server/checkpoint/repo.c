@@ -1,6 +1,6 @@
 /* The shadow repository: opening/creating it, stale-lock recovery, libgit2
  * error translation, checkpoint ids, and the metadata kept in each commit. */
-#include "internal.h"
+#include "checkpoint_internal.h"
 
 #include <dirent.h>
 #include <errno.h>

@@ -1,6 +1,6 @@
 /* Task id validation and workspace resolution: every workspace is an existing
  * directory strictly below the configured root, after resolving symlinks. */
-#include "internal.h"
+#include "checkpoint_internal.h"
 
 #include <errno.h>
 #include <ftw.h>

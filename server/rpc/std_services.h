@@ -8,26 +8,26 @@
 
 #include "rpc.h"
 
-typedef struct hs_health hs_health;
+typedef struct hs_grpc_health hs_grpc_health;
 
-typedef enum hs_health_status {
-	HS_HEALTH_UNKNOWN = 0,
-	HS_HEALTH_SERVING = 1,
-	HS_HEALTH_NOT_SERVING = 2,
-} hs_health_status;
+typedef enum hs_grpc_health_status {
+	HS_GRPC_HEALTH_UNKNOWN = 0,
+	HS_GRPC_HEALTH_SERVING = 1,
+	HS_GRPC_HEALTH_NOT_SERVING = 2,
+} hs_grpc_health_status;
 
-int hs_health_new(hs_health **out, hs_error *err);
+int hs_grpc_health_new(hs_grpc_health **out, hs_error *err);
 /* Registers grpc.health.v1.Health on srv (before the server starts). */
-int hs_health_register(hs_health *h, hs_rpc_server *srv, hs_error *err);
+int hs_grpc_health_register(hs_grpc_health *h, hs_rpc_server *srv, hs_error *err);
 /* Sets one service's status ("" is the server as a whole); watchers of that
  * service get the new status. Unknown names are added. After
- * hs_health_shutdown() only NOT_SERVING is accepted. */
-int hs_health_set(hs_health *h, const char *service, hs_health_status status);
-hs_health_status hs_health_get(hs_health *h, const char *service, bool *known);
+ * hs_grpc_health_shutdown() only NOT_SERVING is accepted. */
+int hs_grpc_health_set(hs_grpc_health *h, const char *service, hs_grpc_health_status status);
+hs_grpc_health_status hs_grpc_health_get(hs_grpc_health *h, const char *service, bool *known);
 /* Every service NOT_SERVING, for good (graceful shutdown). */
-void hs_health_shutdown(hs_health *h);
+void hs_grpc_health_shutdown(hs_grpc_health *h);
 /* After the server is shut down (no watcher left). */
-void hs_health_free(hs_health *h);
+void hs_grpc_health_free(hs_grpc_health *h);
 
 /* Registers reflection v1 and v1alpha over the embedded descriptor set.
  * Lists the services registered on srv at the time of the request. */

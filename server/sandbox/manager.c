@@ -42,7 +42,7 @@
  *
  * A failed start leaves FAILED (with the reason); restore is accepted from
  * RUNNING, PAUSED, STOPPED and FAILED. */
-#include "mgr.h"
+#include "sandbox_internal.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -101,7 +101,7 @@ int hs_sandbox__acquire(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller, co
 		return hs_error_set(err, HS_INVALID, "sandbox_id: required");
 	if (!hs_sandbox__valid_id(id))
 		return hs_error_set(err, HS_NOT_FOUND, "sandbox %.64s not found", id);
-	hs_sandbox__entry *e;
+	hs_sandbox__entry *e = NULL;
 	pthread_mutex_lock(&mgr->lock);
 	for (e = mgr->head; e != NULL; e = e->next) {
 		if (strcmp(e->rec.id, id) == 0)
@@ -452,7 +452,7 @@ static int info_out(hs_sandbox__entry *e, hs_sandbox_info *out, hs_error *err)
 int hs_sandbox_start(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller, const char *id,
 		     hs_sandbox_info *out, hs_error *err)
 {
-	hs_sandbox__entry *e;
+	hs_sandbox__entry *e = NULL;
 	int rc = hs_sandbox__acquire(mgr, caller, id, "StartSandbox", HS_NEED(HS_SANDBOX_CREATED),
 				     &e, err);
 	if (rc != HS_OK)
@@ -476,7 +476,7 @@ int hs_sandbox_start(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller, const
 static int pause_resume(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller, const char *id,
 			bool pause, hs_sandbox_info *out, hs_error *err)
 {
-	hs_sandbox__entry *e;
+	hs_sandbox__entry *e = NULL;
 	int rc = hs_sandbox__acquire(mgr, caller, id, pause ? "PauseSandbox" : "ResumeSandbox",
 				     HS_NEED(pause ? HS_SANDBOX_RUNNING : HS_SANDBOX_PAUSED), &e,
 				     err);
@@ -542,7 +542,7 @@ int hs_sandbox_destroy_grace(hs_sandbox_mgr *mgr, const hs_sandbox_caller *calle
 			     const char *id, unsigned grace_ms, hs_sandbox_info *out,
 			     hs_error *err)
 {
-	hs_sandbox__entry *e;
+	hs_sandbox__entry *e = NULL;
 	int rc = hs_sandbox__acquire(mgr, caller, id, "DestroySandbox", 0, &e, err);
 	if (rc != HS_OK)
 		return rc;
@@ -556,7 +556,7 @@ int hs_sandbox_destroy_grace(hs_sandbox_mgr *mgr, const hs_sandbox_caller *calle
 int hs_sandbox_get(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller, const char *id,
 		   hs_sandbox_info *out, hs_error *err)
 {
-	hs_sandbox__entry *e;
+	hs_sandbox__entry *e = NULL;
 	hs_error aerr = { 0 };
 	int rc = hs_sandbox__acquire(mgr, caller, id, "GetSandbox", 0, &e, &aerr);
 	if (rc == HS_OK) {

@@ -1,6 +1,6 @@
 /* Conversions between a CreateSandbox spec, the driver record, the store row
  * (its config_json and labels_json columns) and the info callers get. */
-#include "mgr.h"
+#include "sandbox_internal.h"
 
 #include <fcntl.h>
 #include <jansson.h>

@@ -1,6 +1,6 @@
 /* The sandbox module: a registry of sandboxes (Firecracker microVMs or
  * bubblewrap process sandboxes), their state machine, limits, ownership and
- * TTLs, persisted in the store. No gRPC here: service.c converts protobuf to
+ * TTLs, persisted in the store. No gRPC here: sandbox_service.c converts protobuf to
  * these calls. Every call may block (process start, Firecracker API calls,
  * snapshot files): call it from a worker thread, never from a completion-queue
  * thread. All functions are thread-safe; calls on different sandboxes run in

@@ -3,7 +3,7 @@
 #ifndef HS_SANDBOX_SANDBOX_SERVICE_H
 #define HS_SANDBOX_SANDBOX_SERVICE_H
 
-#include "config.h"
+#include "harnessd_config.h"
 #include "rpc.h"
 #include "sandbox.h"
 

@@ -13,7 +13,7 @@
  * snapshot is chosen when the Diff is taken (the newest Full one then) and
  * recorded as its base_snapshot_id; a Diff without a Full before it is
  * refused (HS_CONFLICT), since it could never be restored. */
-#include "mgr.h"
+#include "sandbox_internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -63,7 +63,7 @@ int hs_sandbox_snapshot(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller, co
 			hs_sandbox_snapshot_type type, hs_sandbox_snapshot_info *out,
 			hs_error *err)
 {
-	hs_sandbox__entry *e;
+	hs_sandbox__entry *e = NULL;
 	hs_store_snapshot_row row = { 0 };
 	char dir[PATH_MAX];
 	int rc = hs_sandbox__acquire(mgr, caller, id, "SnapshotSandbox", 0, &e, err);
@@ -225,7 +225,7 @@ int hs_sandbox_restore(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller, con
 		       const char *snapshot_id, bool resume, hs_sandbox_info *out,
 		       hs_error *err)
 {
-	hs_sandbox__entry *e;
+	hs_sandbox__entry *e = NULL;
 	hs_store_snapshot_row *snap = NULL;
 	char mem[PATH_MAX];
 	const unsigned need = HS_NEED(HS_SANDBOX_RUNNING) | HS_NEED(HS_SANDBOX_PAUSED) |
@@ -296,7 +296,7 @@ int hs_sandbox_list_snapshots(hs_sandbox_mgr *mgr, const hs_sandbox_caller *call
 			      const char *id, hs_sandbox_snapshot_info **out, size_t *n_out,
 			      hs_error *err)
 {
-	hs_sandbox__entry *e;
+	hs_sandbox__entry *e = NULL;
 	hs_store_snapshot_row *rows = NULL;
 	hs_sandbox_snapshot_info *v = NULL;
 	size_t n = 0, k = 0;

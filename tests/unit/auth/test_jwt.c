@@ -68,7 +68,9 @@ static hs_jwt_key *pem_key(hs_jwt_alg alg, const char *pem)
 	return k;
 }
 
-static char *sign(const hs_jwt_key *k, long long exp, const hs_jwt_sign_opts *o)
+/* noinline: inlined, gcc 12 takes the returned token for the address of
+ * the local `tok` (a false -Wdangling-pointer in Release builds). */
+__attribute__((noinline)) static char *sign(const hs_jwt_key *k, long long exp, const hs_jwt_sign_opts *o)
 {
 	hs_jwt_claims c = { 0 };
 	char *tok = NULL;

@@ -20,7 +20,7 @@
 #define JWT_SECRET "unit-jwt-secret-0123456789abcdef0123"
 
 static test_double dbl;
-static hs_upstream *up;
+static hs_auth_upstream *up;
 
 static long long mono_ms(void)
 {
@@ -29,15 +29,15 @@ static long long mono_ms(void)
 	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static hs_upstream *client(const char *url, const char *key, int timeout_ms)
+static hs_auth_upstream *client(const char *url, const char *key, int timeout_ms)
 {
-	hs_upstream_config c = HS_UPSTREAM_CONFIG_INIT;
-	hs_upstream *u = NULL;
+	hs_auth_upstream_config c = HS_AUTH_UPSTREAM_CONFIG_INIT;
+	hs_auth_upstream *u = NULL;
 	hs_error err = { 0 };
 	c.base_url = url;
 	c.api_key = key;
 	c.timeout_ms = timeout_ms;
-	if (hs_upstream_new(&u, &c, &err) != HS_OK)
+	if (hs_auth_upstream_new(&u, &c, &err) != HS_OK)
 		fail_msg("upstream: %s", err.msg);
 	return u;
 }
@@ -54,7 +54,7 @@ static int group_setup(void **s)
 
 static int group_teardown(void **s)
 {
-	hs_upstream_free(up);
+	hs_auth_upstream_free(up);
 	test_double_stop(&dbl);
 	return 0;
 }
@@ -66,7 +66,7 @@ static void test_upstream__login_ok_mapping(void **s)
 	hs_auth_result r = { 0 };
 	hs_error err = { 0 };
 	char hdr[128];
-	assert_int_equal(hs_upstream_login(up, "alice@example.com", "password123", -1, &r, &err),
+	assert_int_equal(hs_auth_upstream_login(up, "alice@example.com", "password123", -1, &r, &err),
 			 HS_OK);
 	assert_string_equal(r.user.id, "u-alice");
 	assert_string_equal(r.user.email, "alice@example.com");
@@ -88,25 +88,25 @@ static void test_upstream__login_401_carries_message(void **s)
 {
 	hs_auth_result r = { 0 };
 	hs_error err = { 0 };
-	assert_int_equal(hs_upstream_login(up, "alice@example.com", "nope-nope", -1, &r, &err),
+	assert_int_equal(hs_auth_upstream_login(up, "alice@example.com", "nope-nope", -1, &r, &err),
 			 HS_UNAUTH);
 	assert_string_equal(err.msg, "INVALID_CREDENTIALS: Invalid credentials");
 	assert_null(r.access_token);
 	hs_error_clear(&err);
-	assert_int_equal(hs_upstream_login(up, "", "", -1, &r, &err), HS_UNAUTH);
+	assert_int_equal(hs_auth_upstream_login(up, "", "", -1, &r, &err), HS_UNAUTH);
 }
 
 static void test_upstream__refresh_rotates(void **s)
 {
 	hs_auth_result a = { 0 }, b = { 0 }, c = { 0 };
 	hs_error err = { 0 };
-	assert_int_equal(hs_upstream_login(up, "admin@example.com", "adminpass1", -1, &a, NULL), HS_OK);
+	assert_int_equal(hs_auth_upstream_login(up, "admin@example.com", "adminpass1", -1, &a, NULL), HS_OK);
 	assert_string_equal(a.user.role, "admin");
-	assert_int_equal(hs_upstream_refresh(up, a.refresh_token, -1, &b, &err), HS_OK);
+	assert_int_equal(hs_auth_upstream_refresh(up, a.refresh_token, -1, &b, &err), HS_OK);
 	assert_string_equal(b.user.id, "u-admin");
 	assert_string_not_equal(a.refresh_token, b.refresh_token);
-	assert_int_equal(hs_upstream_refresh(up, a.refresh_token, -1, &c, &err), HS_UNAUTH);
-	assert_int_equal(hs_upstream_refresh(up, "", -1, &c, NULL), HS_UNAUTH);
+	assert_int_equal(hs_auth_upstream_refresh(up, a.refresh_token, -1, &c, &err), HS_UNAUTH);
+	assert_int_equal(hs_auth_upstream_refresh(up, "", -1, &c, NULL), HS_UNAUTH);
 	hs_auth_result_dispose(&a);
 	hs_auth_result_dispose(&b);
 }
@@ -116,30 +116,30 @@ static void test_upstream__get_user(void **s)
 	hs_auth_user u = { 0 };
 	hs_error err = { 0 };
 	char path[128];
-	assert_int_equal(hs_upstream_get_user(up, "u-admin", -1, &u, &err), HS_OK);
+	assert_int_equal(hs_auth_upstream_get_user(up, "u-admin", -1, &u, &err), HS_OK);
 	assert_string_equal(u.email, "admin@example.com");
 	assert_int_equal(u.created_at_ms, 1704067199000LL);
 	hs_auth_user_dispose(&u);
-	assert_int_equal(hs_upstream_get_user(up, "nobody", -1, &u, &err), HS_NOT_FOUND);
+	assert_int_equal(hs_auth_upstream_get_user(up, "nobody", -1, &u, &err), HS_NOT_FOUND);
 	assert_string_equal(err.msg, "USER_NOT_FOUND: User not found");
 	/* escaped: the double sees one path segment */
-	assert_int_equal(hs_upstream_get_user(up, "../auth/login?x=1", -1, &u, NULL), HS_NOT_FOUND);
+	assert_int_equal(hs_auth_upstream_get_user(up, "../auth/login?x=1", -1, &u, NULL), HS_NOT_FOUND);
 	assert_int_equal(test_double_last_header(&dbl, "x-api-key", path, sizeof(path)), 0);
-	assert_int_equal(hs_upstream_get_user(up, "..", -1, &u, NULL), HS_INVALID);
-	assert_int_equal(hs_upstream_get_user(up, "", -1, &u, NULL), HS_INVALID);
-	assert_int_equal(hs_upstream_get_user(up, "a\r\nX: y", -1, &u, NULL), HS_INVALID);
+	assert_int_equal(hs_auth_upstream_get_user(up, "..", -1, &u, NULL), HS_INVALID);
+	assert_int_equal(hs_auth_upstream_get_user(up, "", -1, &u, NULL), HS_INVALID);
+	assert_int_equal(hs_auth_upstream_get_user(up, "a\r\nX: y", -1, &u, NULL), HS_INVALID);
 	assert_null(u.id);
 }
 
 static void test_upstream__wrong_api_key(void **s)
 {
-	hs_upstream *bad = client(dbl.url, "wrong", 0);
+	hs_auth_upstream *bad = client(dbl.url, "wrong", 0);
 	hs_auth_result r = { 0 };
 	hs_error err = { 0 };
-	assert_int_equal(hs_upstream_login(bad, "alice@example.com", "password123", -1, &r, &err),
+	assert_int_equal(hs_auth_upstream_login(bad, "alice@example.com", "password123", -1, &r, &err),
 			 HS_UNAUTH);
 	assert_string_equal(err.msg, "INVALID_API_KEY: Invalid API key");
-	hs_upstream_free(bad);
+	hs_auth_upstream_free(bad);
 }
 
 static void test_upstream__5xx_unavailable(void **s)
@@ -147,12 +147,12 @@ static void test_upstream__5xx_unavailable(void **s)
 	hs_auth_result r = { 0 };
 	hs_error err = { 0 };
 	assert_int_equal(test_double_control(&dbl, "{\"mode\":\"fail500\"}"), 0);
-	assert_int_equal(hs_upstream_login(up, "alice@example.com", "password123", -1, &r, &err),
+	assert_int_equal(hs_auth_upstream_login(up, "alice@example.com", "password123", -1, &r, &err),
 			 HS_UNAVAILABLE);
 	assert_string_equal(err.msg, "INTERNAL: Upstream exploded");
 	assert_int_equal(test_double_control(&dbl, "{\"mode\":\"fail503\"}"), 0);
 	hs_error_clear(&err);
-	assert_int_equal(hs_upstream_login(up, "alice@example.com", "password123", -1, &r, &err),
+	assert_int_equal(hs_auth_upstream_login(up, "alice@example.com", "password123", -1, &r, &err),
 			 HS_UNAVAILABLE);
 	assert_string_equal(err.msg, "Maintenance");
 }
@@ -164,7 +164,7 @@ static void expect_status(int status, const char *body, hs_code want, const char
 	hs_error err = { 0 };
 	snprintf(ctl, sizeof(ctl), "{\"mode\":\"status\",\"status\":%d,\"body\":%s}", status, body);
 	assert_int_equal(test_double_control(&dbl, ctl), 0);
-	assert_int_equal(hs_upstream_get_user(up, "u-alice", -1, &u, &err), want);
+	assert_int_equal(hs_auth_upstream_get_user(up, "u-alice", -1, &u, &err), want);
 	assert_string_equal(err.msg, msg);
 	hs_auth_user_dispose(&u);
 }
@@ -191,17 +191,17 @@ static void test_upstream__garbage_internal_no_leak(void **s)
 	hs_auth_result r = { 0 };
 	hs_error err = { 0 };
 	assert_int_equal(test_double_control(&dbl, "{\"mode\":\"garbage\"}"), 0);
-	assert_int_equal(hs_upstream_login(up, "alice@example.com", "password123", -1, &r, &err),
+	assert_int_equal(hs_auth_upstream_login(up, "alice@example.com", "password123", -1, &r, &err),
 			 HS_INTERNAL);
 	assert_string_equal(err.msg, "user service: malformed response");
 	assert_int_equal(test_double_control(&dbl, "{\"mode\":\"partial\"}"), 0);
 	hs_error_clear(&err);
-	assert_int_equal(hs_upstream_login(up, "alice@example.com", "password123", -1, &r, &err),
+	assert_int_equal(hs_auth_upstream_login(up, "alice@example.com", "password123", -1, &r, &err),
 			 HS_INTERNAL);
 	assert_string_equal(err.msg, "user service: incomplete auth response");
 	assert_int_equal(test_double_control(&dbl, "{\"mode\":\"huge\"}"), 0);
 	hs_error_clear(&err);
-	assert_int_equal(hs_upstream_login(up, "alice@example.com", "password123", -1, &r, &err),
+	assert_int_equal(hs_auth_upstream_login(up, "alice@example.com", "password123", -1, &r, &err),
 			 HS_INTERNAL);
 	assert_null(r.user.id);
 }
@@ -214,19 +214,19 @@ static void test_upstream__stall_respects_deadline(void **s)
 	assert_int_equal(test_double_control(&dbl, "{\"mode\":\"stall\",\"stall_ms\":3000}"), 0);
 	/* the caller's deadline is the limit: DEADLINE_EXCEEDED */
 	t0 = mono_ms();
-	assert_int_equal(hs_upstream_login(up, "alice@example.com", "password123", 300, &r, &err),
+	assert_int_equal(hs_auth_upstream_login(up, "alice@example.com", "password123", 300, &r, &err),
 			 HS_TIMEOUT);
 	assert_true(mono_ms() - t0 < 1500);
 	/* the client's own limit: UNAVAILABLE */
-	hs_upstream *fast = client(dbl.url, API_KEY, 300);
+	hs_auth_upstream *fast = client(dbl.url, API_KEY, 300);
 	hs_error_clear(&err);
 	t0 = mono_ms();
-	assert_int_equal(hs_upstream_login(fast, "alice@example.com", "password123", -1, &r, &err),
+	assert_int_equal(hs_auth_upstream_login(fast, "alice@example.com", "password123", -1, &r, &err),
 			 HS_UNAVAILABLE);
 	assert_true(mono_ms() - t0 < 1500);
-	hs_upstream_free(fast);
+	hs_auth_upstream_free(fast);
 	/* an already expired deadline makes no request */
-	assert_int_equal(hs_upstream_login(up, "alice@example.com", "password123", 0, &r, NULL),
+	assert_int_equal(hs_auth_upstream_login(up, "alice@example.com", "password123", 0, &r, NULL),
 			 HS_TIMEOUT);
 }
 
@@ -236,36 +236,36 @@ static void test_upstream__down_and_refused(void **s)
 	hs_error err = { 0 };
 	char url[64];
 	assert_int_equal(test_double_control(&dbl, "{\"mode\":\"down\"}"), 0);
-	assert_int_equal(hs_upstream_login(up, "alice@example.com", "password123", -1, &r, &err),
+	assert_int_equal(hs_auth_upstream_login(up, "alice@example.com", "password123", -1, &r, &err),
 			 HS_UNAVAILABLE);
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d", test_closed_port());
-	hs_upstream *gone = client(url, API_KEY, 0);
+	hs_auth_upstream *gone = client(url, API_KEY, 0);
 	hs_error_clear(&err);
-	assert_int_equal(hs_upstream_login(gone, "alice@example.com", "password123", -1, &r, &err),
+	assert_int_equal(hs_auth_upstream_login(gone, "alice@example.com", "password123", -1, &r, &err),
 			 HS_UNAVAILABLE);
 	assert_non_null(strstr(err.msg, "unreachable"));
-	hs_upstream_free(gone);
+	hs_auth_upstream_free(gone);
 }
 
 static void test_upstream__connection_reuse(void **s)
 {
 	hs_auth_user u = { 0 };
-	hs_upstream *one = client(dbl.url, API_KEY, 0);
+	hs_auth_upstream *one = client(dbl.url, API_KEY, 0);
 	long before = test_double_stat(&dbl, "connections");
 	for (int i = 0; i < 5; i++) {
-		assert_int_equal(hs_upstream_get_user(one, "u-alice", -1, &u, NULL), HS_OK);
+		assert_int_equal(hs_auth_upstream_get_user(one, "u-alice", -1, &u, NULL), HS_OK);
 		hs_auth_user_dispose(&u);
 	}
 	/* 5 API calls on one connection + 1 for the stats request itself */
 	assert_int_equal(test_double_stat(&dbl, "connections") - before, 2);
-	hs_upstream_free(one);
+	hs_auth_upstream_free(one);
 }
 
 static void *login_worker(void *arg)
 {
 	for (int i = 0; i < 5; i++) {
 		hs_auth_result r = { 0 };
-		if (hs_upstream_login(up, "alice@example.com", "password123", 5000, &r, NULL) != HS_OK)
+		if (hs_auth_upstream_login(up, "alice@example.com", "password123", 5000, &r, NULL) != HS_OK)
 			return (void *)1;
 		hs_auth_result_dispose(&r);
 	}
@@ -286,39 +286,39 @@ static void test_upstream__threads(void **s)
 
 static void test_upstream__bad_config(void **s)
 {
-	hs_upstream_config c = HS_UPSTREAM_CONFIG_INIT;
-	hs_upstream *u = NULL;
-	assert_int_equal(hs_upstream_new(&u, &c, NULL), HS_INVALID);
+	hs_auth_upstream_config c = HS_AUTH_UPSTREAM_CONFIG_INIT;
+	hs_auth_upstream *u = NULL;
+	assert_int_equal(hs_auth_upstream_new(&u, &c, NULL), HS_INVALID);
 	c.base_url = "ftp://x";
-	assert_int_equal(hs_upstream_new(&u, &c, NULL), HS_INVALID);
+	assert_int_equal(hs_auth_upstream_new(&u, &c, NULL), HS_INVALID);
 	c.base_url = "http://x";
 	c.api_key = "a\r\nInjected: 1";
-	assert_int_equal(hs_upstream_new(&u, &c, NULL), HS_INVALID);
+	assert_int_equal(hs_auth_upstream_new(&u, &c, NULL), HS_INVALID);
 	assert_null(u);
 }
 
 static void test_upstream__parse_time(void **s)
 {
 	long long ms = 0;
-	assert_int_equal(hs_upstream_parse_time("1970-01-01T00:00:00Z", &ms), 0);
+	assert_int_equal(hs_auth_upstream_parse_time("1970-01-01T00:00:00Z", &ms), 0);
 	assert_int_equal(ms, 0);
-	assert_int_equal(hs_upstream_parse_time("2024-01-15T10:30:00.123456Z", &ms), 0);
+	assert_int_equal(hs_auth_upstream_parse_time("2024-01-15T10:30:00.123456Z", &ms), 0);
 	assert_int_equal(ms, 1705314600123LL);
-	assert_int_equal(hs_upstream_parse_time("2024-01-15T12:30:00+02:00", &ms), 0);
+	assert_int_equal(hs_auth_upstream_parse_time("2024-01-15T12:30:00+02:00", &ms), 0);
 	assert_int_equal(ms, 1705314600000LL);
-	assert_int_equal(hs_upstream_parse_time("2024-01-15T05:30:00-0500", &ms), 0);
+	assert_int_equal(hs_auth_upstream_parse_time("2024-01-15T05:30:00-0500", &ms), 0);
 	assert_int_equal(ms, 1705314600000LL);
-	assert_int_equal(hs_upstream_parse_time("2024-02-29", &ms), 0);
+	assert_int_equal(hs_auth_upstream_parse_time("2024-02-29", &ms), 0);
 	assert_int_equal(ms, 1709164800000LL);
-	assert_int_equal(hs_upstream_parse_time("2024-01-15 10:30:00", &ms), 0);
+	assert_int_equal(hs_auth_upstream_parse_time("2024-01-15 10:30:00", &ms), 0);
 	assert_int_equal(ms, 1705314600000LL);
-	assert_int_equal(hs_upstream_parse_time("1969-12-31T23:59:59Z", &ms), 0);
+	assert_int_equal(hs_auth_upstream_parse_time("1969-12-31T23:59:59Z", &ms), 0);
 	assert_int_equal(ms, -1000);
 	const char *bad[] = { "", "2023-02-29", "2024-13-01", "2024-01-15T25:00:00Z",
 			      "2024-01-15T10:30", "2024-01-15T10:30:00.Z", "2024-01-15T10:30:00Zjunk",
 			      "+2024-01-15", "2024-1-5", NULL };
 	for (int i = 0; bad[i]; i++)
-		assert_int_equal(hs_upstream_parse_time(bad[i], &ms), -1);
+		assert_int_equal(hs_auth_upstream_parse_time(bad[i], &ms), -1);
 }
 
 int main(void)

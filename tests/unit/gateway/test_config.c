@@ -1,4 +1,4 @@
-/* gateway/config.c: defaults < env < flags; TLS refused; bad values fail fast. */
+/* gateway/gateway_config.c: defaults < env < flags; TLS refused; bad values fail fast. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -9,7 +9,7 @@
 
 #include <cmocka.h>
 
-#include "config.h"
+#include "gateway_config.h"
 
 static const char *ENVS[] = { "HARNESS_GATEWAY_LISTEN", "ALLOWED_ORIGINS", "HARNESS_GATEWAY_ALLOWED_ORIGINS",
 			      "NODE_ENV", "HARNESS_ENV", "HARNESS_CSRF_STRICT", "HARNESS_GATEWAY_TLS_CERT",

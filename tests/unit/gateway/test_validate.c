@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -56,7 +57,7 @@ static void test_validate__email_refuses(void **state)
 		expect_email(bad[i], NULL);
 	char longlocal[80];
 	memset(longlocal, 'a', 65);
-	strcpy(longlocal + 65, "@example.com");
+	snprintf(longlocal + 65, sizeof(longlocal) - 65, "@example.com");
 	expect_email(longlocal, NULL);
 	char longmail[300];
 	memset(longmail, 'a', 60);
@@ -67,7 +68,7 @@ static void test_validate__email_refuses(void **state)
 		longmail[p + 9] = '.';
 		p += 10;
 	}
-	strcpy(longmail + p, "com");
+	snprintf(longmail + p, sizeof(longmail) - p, "com");
 	expect_email(longmail, NULL);
 	char small[8];
 	assert_false(hs_gw_email_normalize("a@example.com", small, sizeof(small)));
@@ -156,7 +157,7 @@ static void test_validate__cookie_refuses_bad_values(void **state)
 	assert_int_equal(find("refreshToken=<script>", out), HS_GW_COOKIE_INVALID);
 	assert_int_equal(find("refreshToken=\x01\x02", out), HS_GW_COOKIE_INVALID);
 	static char big[HS_GW_TOKEN_MAX + 64];
-	strcpy(big, "refreshToken=");
+	memcpy(big, "refreshToken=", 13);
 	memset(big + 13, 'a', HS_GW_TOKEN_MAX + 1);
 	big[13 + HS_GW_TOKEN_MAX + 1] = '\0';
 	assert_int_equal(find(big, out), HS_GW_COOKIE_INVALID);

@@ -1,5 +1,5 @@
 /* The harnessd settings table and its three sources. */
-#include "config.h"
+#include "harnessd_config.h"
 
 #include <ctype.h>
 #include <errno.h>

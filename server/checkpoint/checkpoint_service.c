@@ -6,7 +6,7 @@
  * made its first one; another user gets PERMISSION_DENIED (as the proto
  * says), an admin is let through. A task without checkpoints is NOT_FOUND
  * for everything but CreateCheckpoint. */
-#include "ckpt_service.h"
+#include "checkpoint_service.h"
 
 #include <stdio.h>
 #include <stdlib.h>

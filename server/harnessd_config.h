@@ -1,8 +1,8 @@
 /* harnessd configuration: one table (name, type, default, bounds, env, help)
  * that parses flags, HARNESS_* environment variables and a config file, and
  * produces --help. Precedence: defaults < config file < environment < flags. */
-#ifndef HS_SERVER_CONFIG_H
-#define HS_SERVER_CONFIG_H
+#ifndef HS_HARNESSD_CONFIG_H
+#define HS_HARNESSD_CONFIG_H
 
 #include <stdbool.h>
 #include <stdint.h>

@@ -12,7 +12,7 @@
 
 #include "checkpoint.h"
 #include "sandbox.h"
-#include "internal.h"
+#include "tasks_internal.h"
 
 typedef hs_tasks_ops_ctx ops_ctx;
 

@@ -1,6 +1,6 @@
 /* The task operations: register, heartbeat, get, list, complete, cancel.
  * Each transition is persisted (row, then event) before the caller sees it. */
-#include "internal.h"
+#include "tasks_internal.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -192,7 +192,7 @@ done:
 int hs_tasks_heartbeat(hs_tasks *t, const hs_task_caller *caller, const char *task_id,
 		       const hs_task_beat *b, hs_task_beat_reply *out, hs_error *err)
 {
-	task *k;
+	task *k = NULL;
 	int rc;
 	if (b->current_step < 0)
 		return hs_error_set(err, HS_INVALID, "current_step: must be >= 0");
@@ -314,7 +314,7 @@ done:
 int hs_tasks_get(hs_tasks *t, const hs_task_caller *caller, const char *task_id,
 		 hs_task_info *out, hs_error *err)
 {
-	task *k;
+	task *k = NULL;
 	int rc = find_locked(t, caller, task_id, &k, err);
 	if (rc != HS_OK)
 		return rc;
@@ -353,7 +353,7 @@ static int finish(hs_tasks *t, task *k, int state, const char *reason, const cha
 int hs_tasks_complete(hs_tasks *t, const hs_task_caller *caller, const char *task_id,
 		      bool success, const char *message, hs_task_info *out, hs_error *err)
 {
-	task *k;
+	task *k = NULL;
 	int rc;
 	if (message != NULL && strlen(message) > HS_TASK_MESSAGE_MAX)
 		return hs_error_set(err, HS_INVALID, "message: at most %d bytes", HS_TASK_MESSAGE_MAX);
@@ -375,7 +375,7 @@ int hs_tasks_complete(hs_tasks *t, const hs_task_caller *caller, const char *tas
 int hs_tasks_cancel(hs_tasks *t, const hs_task_caller *caller, const char *task_id,
 		    const char *reason, hs_task_info *out, hs_error *err)
 {
-	task *k;
+	task *k = NULL;
 	int rc;
 	if (reason != NULL && strlen(reason) >= HS_TASK_REASON_MAX)
 		return hs_error_set(err, HS_INVALID, "reason: at most %d bytes", HS_TASK_REASON_MAX - 1);
@@ -398,7 +398,7 @@ int hs_tasks_cancel(hs_tasks *t, const hs_task_caller *caller, const char *task_
 int hs_tasks_recover(hs_tasks *t, const hs_task_caller *caller, const char *task_id,
 		     const char *reason, hs_task_info *out, hs_error *err)
 {
-	task *k;
+	task *k = NULL;
 	int rc;
 	if (reason != NULL && strlen(reason) >= HS_TASK_REASON_MAX)
 		return hs_error_set(err, HS_INVALID, "reason: at most %d bytes", HS_TASK_REASON_MAX - 1);

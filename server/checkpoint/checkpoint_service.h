@@ -1,6 +1,6 @@
 /* gRPC adapter of the checkpoint module: harness.v1.CheckpointService. */
-#ifndef HS_CHECKPOINT_CKPT_SERVICE_H
-#define HS_CHECKPOINT_CKPT_SERVICE_H
+#ifndef HS_CHECKPOINT_SERVICE_H
+#define HS_CHECKPOINT_SERVICE_H
 
 #include "checkpoint.h"
 #include "rpc.h"

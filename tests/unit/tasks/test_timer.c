@@ -1,4 +1,4 @@
-/* Unit tests for the timer heap (server/health/timer.c): ordering, re-arm,
+/* Unit tests for the timer heap (server/tasks/timer.c): ordering, re-arm,
  * cancel, and 100,000 entries against a reference. */
 #include <setjmp.h>
 #include <stdarg.h>

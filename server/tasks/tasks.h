@@ -1,6 +1,6 @@
 /* The task registry behind HealthService: registration, heartbeats, stall
  * detection, the recovery coordinator, cancellation and the event stream.
- * No protobuf types here; service.c converts. Enum values equal the proto's.
+ * No protobuf types here; tasks_service.c converts. Enum values equal the proto's.
  *
  * Threading: every function is thread-safe. Functions marked "blocks" write
  * the store (or git / sandboxes): call them from worker threads, never from
@@ -13,8 +13,8 @@
  * HS_DENIED (another user's task), HS_EXISTS, HS_CONFLICT (wrong state,
  * naming it), HS_LIMIT, HS_UNAVAILABLE (store), HS_CANCELLED (shutting
  * down). */
-#ifndef HS_HEALTH_TASKS_H
-#define HS_HEALTH_TASKS_H
+#ifndef HS_TASKS_TASKS_H
+#define HS_TASKS_TASKS_H
 
 #include <stdbool.h>
 #include <stddef.h>

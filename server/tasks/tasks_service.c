@@ -2,7 +2,7 @@
  * the hs_code returned. Ownership: a task is its registering user's; another
  * user's task answers PERMISSION_DENIED (as the proto documents), an admin
  * sees and changes every task. */
-#include "service.h"
+#include "tasks_service.h"
 
 #include <jansson.h>
 #include <stdlib.h>
@@ -375,7 +375,7 @@ static int watch_tasks(hs_rpc_call *call, const ProtobufCMessage *req, hs_error 
 	return HS_OK;
 }
 
-int hs_health_service_register(hs_rpc_server *srv, hs_tasks *tasks, hs_error *err)
+int hs_tasks_service_register(hs_rpc_server *srv, hs_tasks *tasks, hs_error *err)
 {
 	static const hs_rpc_handler handlers[] = {
 		{ "RegisterTask", HS_RPC_UNARY, HS_RPC_BLOCKING, register_task, NULL },

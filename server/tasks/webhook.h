@@ -2,8 +2,8 @@
  * that POSTs each JSON body with libcurl, retrying with exponential backoff.
  * Posting never blocks: when the queue is full the event is dropped and
  * counted (and logged). A reusable helper: no health-module types. */
-#ifndef HS_HEALTH_WEBHOOK_H
-#define HS_HEALTH_WEBHOOK_H
+#ifndef HS_TASKS_WEBHOOK_H
+#define HS_TASKS_WEBHOOK_H
 
 #include <stddef.h>
 #include <stdint.h>

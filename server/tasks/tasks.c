@@ -33,7 +33,7 @@
  *   RECOVERING after a successful restore waits for the agent with the
  *   heartbeat deadline armed; silence counts as a failed attempt (TIMEOUT,
  *   back to STALLED, or FAILED when attempts are exhausted). */
-#include "internal.h"
+#include "tasks_internal.h"
 
 #include <errno.h>
 #include <stdlib.h>

@@ -1,4 +1,4 @@
-/* Unit tests for the task registry (server/health): state machine, backoff,
+/* Unit tests for the task registry (server/tasks): state machine, backoff,
  * validation, stall detection latency, recovery with injected faults,
  * one-recovery-at-a-time, cancellation, ownership, restart re-arming, the
  * watcher drop policy and replay, and recovery through the real checkpoint
@@ -180,7 +180,7 @@ static int setup(void **state)
 {
 	fx *f = calloc(1, sizeof(*f));
 	hs_error err = { 0 };
-	snprintf(f->dir, sizeof(f->dir), "/tmp/hs_health_test.XXXXXX");
+	snprintf(f->dir, sizeof(f->dir), "/tmp/hs_tasks_test.XXXXXX");
 	assert_non_null(mkdtemp(f->dir));
 	assert_int_equal(hs_store_open(&f->store, f->dir, &err), HS_OK);
 	pthread_mutex_init(&f->fk.mu, NULL);

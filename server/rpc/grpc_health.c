@@ -4,6 +4,7 @@
  * RESOURCE_EXHAUSTED (the client reconnects and gets the current status)
  * instead of ever blocking a status change. */
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,22 +18,22 @@
 typedef struct watcher {
 	struct watcher *next;
 	hs_rpc_call *call;
-	hs_health *h;
+	hs_grpc_health *h;
 	char service[NAME_MAX_LEN];
 } watcher;
 
-struct hs_health {
+struct hs_grpc_health {
 	pthread_mutex_t mu;
 	struct {
 		char name[NAME_MAX_LEN];
-		hs_health_status status;
+		hs_grpc_health_status status;
 	} svc[MAX_SERVICES];
 	unsigned n;
 	bool shut;
 	watcher *watchers;
 };
 
-static int find(const hs_health *h, const char *name)
+static int find(const hs_grpc_health *h, const char *name)
 {
 	for (unsigned i = 0; i < h->n; i++)
 		if (strcmp(h->svc[i].name, name) == 0)
@@ -40,19 +41,19 @@ static int find(const hs_health *h, const char *name)
 	return -1;
 }
 
-int hs_health_new(hs_health **out, hs_error *err)
+int hs_grpc_health_new(hs_grpc_health **out, hs_error *err)
 {
-	hs_health *h = calloc(1, sizeof(*h));
+	hs_grpc_health *h = calloc(1, sizeof(*h));
 	if (h == NULL)
 		return hs_error_set(err, HS_INTERNAL, "out of memory");
 	pthread_mutex_init(&h->mu, NULL);
 	h->n = 1; /* "" = the whole server */
-	h->svc[0].status = HS_HEALTH_NOT_SERVING;
+	h->svc[0].status = HS_GRPC_HEALTH_NOT_SERVING;
 	*out = h;
 	return HS_OK;
 }
 
-static void send_status(hs_rpc_call *call, hs_health_status st, bool known)
+static void send_status(hs_rpc_call *call, hs_grpc_health_status st, bool known)
 {
 	Grpc__Health__V1__HealthCheckResponse resp = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
 	resp.status = known ? (Grpc__Health__V1__HealthCheckResponse__ServingStatus)st
@@ -62,12 +63,12 @@ static void send_status(hs_rpc_call *call, hs_health_status st, bool known)
 		hs_rpc_call_finish(call, HS_LIMIT, "health watcher too slow: reconnect");
 }
 
-int hs_health_set(hs_health *h, const char *service, hs_health_status status)
+int hs_grpc_health_set(hs_grpc_health *h, const char *service, hs_grpc_health_status status)
 {
 	if (strlen(service) >= NAME_MAX_LEN)
 		return HS_INVALID;
 	pthread_mutex_lock(&h->mu);
-	if (h->shut && status != HS_HEALTH_NOT_SERVING) {
+	if (h->shut && status != HS_GRPC_HEALTH_NOT_SERVING) {
 		pthread_mutex_unlock(&h->mu);
 		return HS_CONFLICT;
 	}
@@ -78,14 +79,14 @@ int hs_health_set(hs_health *h, const char *service, hs_health_status status)
 			return HS_LIMIT;
 		}
 		i = (int)h->n++;
-		strcpy(h->svc[i].name, service); /* length checked above */
-		h->svc[i].status = HS_HEALTH_UNKNOWN;
+		snprintf(h->svc[i].name, sizeof(h->svc[i].name), "%s", service); /* length checked above */
+		h->svc[i].status = HS_GRPC_HEALTH_UNKNOWN;
 	}
 	bool changed = h->svc[i].status != status;
 	h->svc[i].status = status;
 	if (changed) {
 		hs_log(HS_LOG_INFO, "health", "status changed", HS_LS("service", service),
-		       HS_LS("status", status == HS_HEALTH_SERVING ? "SERVING" : "NOT_SERVING"));
+		       HS_LS("status", status == HS_GRPC_HEALTH_SERVING ? "SERVING" : "NOT_SERVING"));
 		for (watcher *w = h->watchers; w != NULL; w = w->next)
 			if (strcmp(w->service, service) == 0)
 				send_status(w->call, status, true);
@@ -94,18 +95,18 @@ int hs_health_set(hs_health *h, const char *service, hs_health_status status)
 	return HS_OK;
 }
 
-hs_health_status hs_health_get(hs_health *h, const char *service, bool *known)
+hs_grpc_health_status hs_grpc_health_get(hs_grpc_health *h, const char *service, bool *known)
 {
 	pthread_mutex_lock(&h->mu);
 	int i = find(h, service);
-	hs_health_status st = i >= 0 ? h->svc[i].status : HS_HEALTH_UNKNOWN;
+	hs_grpc_health_status st = i >= 0 ? h->svc[i].status : HS_GRPC_HEALTH_UNKNOWN;
 	pthread_mutex_unlock(&h->mu);
 	if (known != NULL)
 		*known = i >= 0;
 	return st;
 }
 
-void hs_health_shutdown(hs_health *h)
+void hs_grpc_health_shutdown(hs_grpc_health *h)
 {
 	pthread_mutex_lock(&h->mu);
 	unsigned n = h->n;
@@ -114,13 +115,13 @@ void hs_health_shutdown(hs_health *h)
 		memcpy(names[i], h->svc[i].name, NAME_MAX_LEN);
 	pthread_mutex_unlock(&h->mu);
 	for (unsigned i = 0; i < n; i++)
-		hs_health_set(h, names[i], HS_HEALTH_NOT_SERVING);
+		hs_grpc_health_set(h, names[i], HS_GRPC_HEALTH_NOT_SERVING);
 	pthread_mutex_lock(&h->mu);
 	h->shut = true;
 	pthread_mutex_unlock(&h->mu);
 }
 
-void hs_health_free(hs_health *h)
+void hs_grpc_health_free(hs_grpc_health *h)
 {
 	if (h == NULL)
 		return;
@@ -131,10 +132,10 @@ void hs_health_free(hs_health *h)
 static int check(hs_rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage **resp,
 		 hs_error *err)
 {
-	hs_health *h = hs_rpc_call_payload(call);
+	hs_grpc_health *h = hs_rpc_call_payload(call);
 	const Grpc__Health__V1__HealthCheckRequest *r = (const void *)req;
 	bool known;
-	hs_health_status st = hs_health_get(h, r->service, &known);
+	hs_grpc_health_status st = hs_grpc_health_get(h, r->service, &known);
 	if (!known)
 		return hs_error_set(err, HS_NOT_FOUND, "unknown service %s", r->service);
 	Grpc__Health__V1__HealthCheckResponse *out = hs_rpc_call_alloc(call, sizeof(*out));
@@ -149,7 +150,7 @@ static int check(hs_rpc_call *call, const ProtobufCMessage *req, ProtobufCMessag
 static void watch_done(hs_rpc_call *call, void *payload)
 {
 	watcher *w = payload;
-	hs_health *h = w->h;
+	hs_grpc_health *h = w->h;
 	pthread_mutex_lock(&h->mu);
 	for (watcher **p = &h->watchers; *p != NULL; p = &(*p)->next) {
 		if (*p == w) {
@@ -164,7 +165,7 @@ static void watch_done(hs_rpc_call *call, void *payload)
 
 static int watch(hs_rpc_call *call, const ProtobufCMessage *req, hs_error *err)
 {
-	hs_health *h = hs_rpc_call_payload(call);
+	hs_grpc_health *h = hs_rpc_call_payload(call);
 	const Grpc__Health__V1__HealthCheckRequest *r = (const void *)req;
 	if (strlen(r->service) >= NAME_MAX_LEN)
 		return hs_error_set(err, HS_INVALID, "service: name too long");
@@ -173,7 +174,7 @@ static int watch(hs_rpc_call *call, const ProtobufCMessage *req, hs_error *err)
 		return hs_error_set(err, HS_INTERNAL, "out of memory");
 	w->call = call;
 	w->h = h;
-	strcpy(w->service, r->service); /* length checked above */
+	snprintf(w->service, sizeof(w->service), "%s", r->service); /* length checked above */
 	hs_rpc_call_ref(call);
 	hs_rpc_call_set_send_queue(call, 16);
 	/* Register and send the current status under the lock, so no change
@@ -182,13 +183,13 @@ static int watch(hs_rpc_call *call, const ProtobufCMessage *req, hs_error *err)
 	w->next = h->watchers;
 	h->watchers = w;
 	int i = find(h, r->service);
-	send_status(call, i >= 0 ? h->svc[i].status : HS_HEALTH_UNKNOWN, i >= 0);
+	send_status(call, i >= 0 ? h->svc[i].status : HS_GRPC_HEALTH_UNKNOWN, i >= 0);
 	pthread_mutex_unlock(&h->mu);
 	hs_rpc_call_on_done(call, watch_done, w);
 	return HS_OK;
 }
 
-int hs_health_register(hs_health *h, hs_rpc_server *srv, hs_error *err)
+int hs_grpc_health_register(hs_grpc_health *h, hs_rpc_server *srv, hs_error *err)
 {
 	static const hs_rpc_handler handlers[] = {
 		{ "Check", HS_RPC_UNARY, HS_RPC_PUBLIC, check, NULL },

@@ -1,7 +1,7 @@
 /* Internal to server/sandbox: the manager's registry entry and the helpers
  * manager.c, snapshots.c and record.c share. */
-#ifndef HS_SANDBOX_MGR_H
-#define HS_SANDBOX_MGR_H
+#ifndef HS_SANDBOX_INTERNAL_H
+#define HS_SANDBOX_INTERNAL_H
 
 #include <pthread.h>
 

@@ -13,7 +13,7 @@
  * thread (waiting for room), then the buffer is flushed and the watcher
  * goes live. Replay ends exactly where the buffer starts: no gap, no
  * duplicate. */
-#include "internal.h"
+#include "tasks_internal.h"
 
 #include <jansson.h>
 #include <stdlib.h>

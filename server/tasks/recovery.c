@@ -15,7 +15,7 @@
  * transition made by someone else while the worker works without the lock
  * (cancel, complete, re-register) bumps task->epoch; the worker then drops
  * its result. */
-#include "internal.h"
+#include "tasks_internal.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,8 +1,8 @@
 /* harness.v1.HealthService: the gRPC adapter over the task registry
  * (tasks.h). Converts protobuf <-> module calls and validates fields at the
  * edge; the logic lives in the module. */
-#ifndef HS_HEALTH_SERVICE_H
-#define HS_HEALTH_SERVICE_H
+#ifndef HS_TASKS_SERVICE_H
+#define HS_TASKS_SERVICE_H
 
 #include "error.h"
 #include "rpc.h"
@@ -11,6 +11,6 @@
 /* Registers every HealthService method with tasks (borrowed; must outlive
  * the server). Store-touching methods run on the worker pool; WatchTasks is
  * a server stream (bounded send queue, drop policy in tasks.h). */
-int hs_health_service_register(hs_rpc_server *srv, hs_tasks *tasks, hs_error *err);
+int hs_tasks_service_register(hs_rpc_server *srv, hs_tasks *tasks, hs_error *err);
 
 #endif

@@ -7,8 +7,8 @@
  * Not thread-safe: the owner serialises access (the task registry holds its
  * lock around every call). Nodes are the caller's memory and must stay alive
  * while armed. */
-#ifndef HS_HEALTH_TIMER_H
-#define HS_HEALTH_TIMER_H
+#ifndef HS_TASKS_TIMER_H
+#define HS_TASKS_TIMER_H
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -7,8 +7,8 @@
  * t->mu, t->ev_mu and t->rq_mu are leaves with respect to each other: no
  * code holds two of them at once. A task is never freed before the
  * registry, so pointers taken from the map stay valid. */
-#ifndef HS_HEALTH_INTERNAL_H
-#define HS_HEALTH_INTERNAL_H
+#ifndef HS_TASKS_INTERNAL_H
+#define HS_TASKS_INTERNAL_H
 
 #include <pthread.h>
 #include <stdatomic.h>

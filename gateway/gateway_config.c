@@ -1,5 +1,5 @@
 /* harness-gateway configuration table: defaults < environment < flags. */
-#include "config.h"
+#include "gateway_config.h"
 
 #include <errno.h>
 #include <stddef.h>
