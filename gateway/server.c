@@ -7,6 +7,7 @@
  * max_request_size covers headers only) -> route -> one blocking gRPC call
  * on this civetweb worker thread (the channel is shared). */
 #include "server.h"
+#include "clock.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,13 +50,6 @@ typedef struct req {
 	char client_ip[48];
 	bool secure; /* cookies get Secure */
 } req;
-
-static long long now_ms(int clock)
-{
-	struct timespec ts;
-	clock_gettime(clock, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* A request header, or NULL when absent or not safe to use. */
 static const char *header(const req *r, const char *name)
@@ -427,7 +421,7 @@ static void route(req *r, resp *out)
 			return;
 		}
 		out->status = 200;
-		out->body = hs_gw_json_health(now_ms(CLOCK_REALTIME));
+		out->body = hs_gw_json_health(hs_clock_wall_ms());
 		return;
 	}
 	static const char prefix[] = "/api/v1/auth/";
@@ -486,12 +480,12 @@ static void access_log(const req *r, int status, long long t0)
 {
 	hs_log(HS_LOG_INFO, "gateway", "request", HS_LS("method", r->method != NULL ? r->method : "-"),
 	       HS_LS("path", r->path), HS_LI("status", status),
-	       HS_LI("ms", now_ms(CLOCK_MONOTONIC) - t0), HS_LS("peer", r->client_ip));
+	       HS_LI("ms", hs_clock_mono_ms() - t0), HS_LS("peer", r->client_ip));
 }
 
 static int handler(struct mg_connection *conn, void *cbdata)
 {
-	long long t0 = now_ms(CLOCK_MONOTONIC);
+	long long t0 = hs_clock_mono_ms();
 	req r;
 	req_init(&r, conn, cbdata, true);
 	resp *out = calloc(1, sizeof(*out));
@@ -528,7 +522,7 @@ static int http_error(struct mg_connection *conn, int status, const char *msg)
 	out.body = hs_gw_json_error(code, status >= 500 ? "Internal server error" : "Bad request");
 	respond(&r, &out);
 	free(out.body);
-	access_log(&r, status, now_ms(CLOCK_MONOTONIC));
+	access_log(&r, status, hs_clock_mono_ms());
 	return 0;
 }
 

@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 
 #include "harnessd_config.h"
+#include "clock.h"
 #include "auth.h"
 #include "harness/v1/auth.pb-c.h"
 #include "harness/v1/checkpoint.pb-c.h"
@@ -20,6 +21,7 @@
 #include "checkpoint_service.h"
 #include "std_services.h"
 #include "store.h"
+#include "tenancy.h"
 #include "tasks_service.h"
 #include "tasks.h"
 #include <fcntl.h>
@@ -50,6 +52,7 @@ static int mkdir_p(const char *dir, hs_error *err)
 typedef struct app {
 	hs_config cfg;
 	hs_store *store;
+	hs_tenancy *tenancy;     /* who owns which task id; workspaces beneath the root */
 	hs_rpc_server *srv;
 	hs_grpc_health *health;
 	hs_reflection *reflection;
@@ -154,9 +157,7 @@ static void *readiness_main(void *arg)
 	app *a = arg;
 	pthread_mutex_lock(&a->ready_mu);
 	while (!a->ready_stop) {
-		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_sec += 5;
+		struct timespec ts = hs_clock_deadline(CLOCK_REALTIME, 5000);
 		pthread_cond_timedwait(&a->ready_cv, &a->ready_mu, &ts);
 		if (a->ready_stop)
 			break;
@@ -176,6 +177,9 @@ static int start(app *a, hs_error *err)
 	if ((rc = mkdir_p(a->cfg.workspace_root, err)) != HS_OK)
 		return rc;
 	if ((rc = hs_store_open(&a->store, a->cfg.data_dir, err)) != HS_OK)
+		return rc;
+	hs_tenancy_config tc_cfg = { a->store, a->cfg.workspace_root };
+	if ((rc = hs_tenancy_new(&a->tenancy, &tc_cfg, err)) != HS_OK)
 		return rc;
 
 	hs_rpc_config rc_cfg = HS_RPC_CONFIG_INIT;
@@ -260,6 +264,7 @@ static void stop(app *a)
 	hs_auth_free(a->auth);
 	hs_reflection_free(a->reflection);
 	hs_grpc_health_free(a->health);
+	hs_tenancy_free(a->tenancy);
 	hs_store_free(a->store);
 }
 

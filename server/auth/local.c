@@ -2,6 +2,7 @@
  * refresh token state machine. Tokens and hashes never reach a log line or
  * an error message; log lines name users by id only. */
 #include "local.h"
+#include "clock.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -24,13 +25,6 @@ struct hs_auth_local {
 	hs_auth_local_config cfg;
 	char *issuer, *audience;
 };
-
-static long long now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 int hs_auth_local_new(hs_auth_local **out, const hs_auth_local_config *cfg, hs_error *err)
 {
@@ -100,7 +94,7 @@ static int issue(hs_auth_local *l, const hs_store_user_row *row, const char *fam
 	hs_jwt_sign_opts so = { l->issuer, l->audience };
 	hs_jwt_claims c = { 0 };
 	char jti[24];
-	long long now = now_ms();
+	long long now = hs_clock_wall_ms();
 	int rc;
 
 	if (user_from_row(row, &r.user) != 0) {
@@ -186,10 +180,10 @@ int hs_auth_local_refresh(hs_auth_local *l, const char *refresh_token, hs_auth_r
 		return hs_error_set(err, HS_UNAUTH, HS_AUTH_REFRESH_FAILED);
 	if (rt.used_at_ms != 0) {
 		reuse = 1;
-	} else if (rt.expires_at_ms <= now_ms()) {
+	} else if (rt.expires_at_ms <= hs_clock_wall_ms()) {
 		return hs_error_set(err, HS_UNAUTH, HS_AUTH_REFRESH_FAILED);
 	} else {
-		rc = hs_store_refresh_consume(l->cfg.store, h, now_ms(), &serr);
+		rc = hs_store_refresh_consume(l->cfg.store, h, hs_clock_wall_ms(), &serr);
 		if (rc == HS_CONFLICT)
 			reuse = 1; /* lost a race with another use of the same token */
 		else if (rc == HS_NOT_FOUND)
@@ -282,7 +276,7 @@ int hs_auth_local_create_user(hs_auth_local *l, const char *email, const char *n
 	snprintf(row.name, sizeof(row.name), "%s", name ? name : "");
 	snprintf(row.role, sizeof(row.role), "%s", role);
 	snprintf(row.password_hash, sizeof(row.password_hash), "%s", hash);
-	row.created_at_ms = now_ms();
+	row.created_at_ms = hs_clock_wall_ms();
 	if ((rc = hs_store_user_insert(l->cfg.store, &row, err)) != HS_OK)
 		goto done;
 	/* the store lowercases the email: return what it holds */

@@ -5,6 +5,7 @@
  * survives between calls. Request and response bodies hold passwords and
  * tokens: they are wiped before being freed and never logged. */
 #include "upstream.h"
+#include "curl_once.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -39,11 +40,6 @@ typedef struct body {
 	int overflow;
 } body;
 
-static pthread_once_t global_once = PTHREAD_ONCE_INIT;
-static CURLcode global_rc = CURLE_FAILED_INIT;
-
-static void global_init(void) { global_rc = curl_global_init(CURL_GLOBAL_DEFAULT); }
-
 static int printable(const char *s)
 {
 	for (; *s; s++)
@@ -59,9 +55,8 @@ int hs_auth_upstream_new(hs_auth_upstream **out, const hs_auth_upstream_config *
 	size_t n;
 	int rc = HS_OK;
 
-	pthread_once(&global_once, global_init);
-	if (global_rc != CURLE_OK)
-		return hs_error_set(err, HS_INTERNAL, "user service client: curl_global_init failed");
+	if ((rc = hs_curl_global_init(err)) != HS_OK)
+		return rc;
 	if (cfg == NULL || cfg->base_url == NULL ||
 	    (strncmp(cfg->base_url, "http://", 7) != 0 && strncmp(cfg->base_url, "https://", 8) != 0) ||
 	    !printable(cfg->base_url) || strchr(cfg->base_url, ' ') != NULL ||

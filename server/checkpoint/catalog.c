@@ -72,7 +72,7 @@ int hs_ckpt__catalog_load(hs_ckpt__catalog *cat, git_repository *repo, const cha
 	int rc = HS_OK, g;
 	if (cat->loaded)
 		return HS_OK;
-	int64_t t0 = hs_ckpt__mono_us();
+	int64_t t0 = hs_clock_mono_us();
 	if ((g = git_reference_iterator_glob_new(&it, repo, HS_CKPT__REF_PREFIX "*")) < 0) {
 		rc = hs_ckpt__git_err(err, g, "list", task_id);
 		goto done;
@@ -125,7 +125,7 @@ int hs_ckpt__catalog_load(hs_ckpt__catalog *cat, git_repository *repo, const cha
 	*cat = fresh;
 	memset(&fresh, 0, sizeof(fresh));
 	hs_log(HS_LOG_DEBUG, "checkpoint", "catalog loaded", HS_LS("task_id", task_id),
-	       HS_LI("checkpoints", cat->n), HS_LI("us", hs_ckpt__mono_us() - t0));
+	       HS_LI("checkpoints", cat->n), HS_LI("us", hs_clock_mono_us() - t0));
 done:
 	git_reference_iterator_free(it);
 	hs_ckpt__catalog_dispose(&fresh);

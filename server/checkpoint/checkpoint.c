@@ -84,6 +84,7 @@
  * conversion so restores are byte-exact.
  */
 #include "checkpoint_internal.h"
+#include "clock.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -334,24 +335,10 @@ void hs_ckpt_verify_result_dispose(hs_ckpt_verify_result *res)
 	hs_ckpt_strlist_dispose(&res->deleted);
 }
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-int64_t hs_ckpt__mono_us(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-#define mono_us hs_ckpt__mono_us
 
 int hs_ckpt_task_exists(hs_ckpt_mgr *mgr, const char *task_id, bool *out, hs_error *err)
 {
-	int rc = hs_ckpt_validate_task_id(task_id, err);
+	int rc = hs_id_check_task("task_id", task_id, err);
 	if (rc)
 		return rc;
 	char *path = hs_ckpt__repo_path(mgr, task_id);
@@ -367,7 +354,7 @@ int hs_ckpt_owner(hs_ckpt_mgr *mgr, const char *task_id, char out[HS_CKPT_OWNER_
 		  hs_error *err)
 {
 	git_repository *repo = NULL;
-	int rc = hs_ckpt_validate_task_id(task_id, err);
+	int rc = hs_id_check_task("task_id", task_id, err);
 	if (rc)
 		return rc;
 	hs_ckpt__task_lock *l = hs_ckpt__lock(mgr, task_id);
@@ -379,15 +366,15 @@ int hs_ckpt_owner(hs_ckpt_mgr *mgr, const char *task_id, char out[HS_CKPT_OWNER_
 	return rc;
 }
 
-static int check_access(const char *owner, const hs_ckpt_caller *caller, const char *task_id,
+static int check_access(const char *owner, const hs_principal *caller, const char *task_id,
 			hs_error *err)
 {
-	if (caller->is_admin || (owner[0] && strcmp(owner, caller->user_id) == 0))
+	if (hs_principal_may(caller, owner[0] ? owner : NULL))
 		return HS_OK;
 	return hs_error_set(err, HS_DENIED, "task %s belongs to another user", task_id);
 }
 
-int hs_ckpt_authorize(hs_ckpt_mgr *mgr, const char *task_id, const hs_ckpt_caller *caller,
+int hs_ckpt_authorize(hs_ckpt_mgr *mgr, const char *task_id, const hs_principal *caller,
 		      hs_error *err)
 {
 	char owner[HS_CKPT_OWNER_MAX];
@@ -427,10 +414,10 @@ static char *push_checkpoint(git_repository *repo, const char *url, const char *
 	return msg;
 }
 
-static int check_create_args(const char *task_id, const hs_ckpt_caller *caller, int64_t step,
+static int check_create_args(const char *task_id, const hs_principal *caller, int64_t step,
 			     const char *description, const char *ext, char **ext_norm, hs_error *err)
 {
-	int rc = hs_ckpt_validate_task_id(task_id, err);
+	int rc = hs_id_check_task("task_id", task_id, err);
 	if (rc)
 		return rc;
 	if (step < 0)
@@ -468,11 +455,11 @@ static int set_ref(git_repository *repo, const char *name, const git_oid *oid, i
 
 /* caller->is_admin false with check: refuse other owners' tasks. */
 static int create(hs_ckpt_mgr *mgr, const char *task_id, const char *workspace,
-		  const hs_ckpt_caller *caller, bool check, int64_t step, const char *description,
+		  const hs_principal *caller, bool check, int64_t step, const char *description,
 		  const char *external_state_json, hs_ckpt_info *out, bool *unchanged_out,
 		  char **push_error_out, hs_error *err)
 {
-	int64_t t0 = mono_us(), t_scan = 0, t_tree = 0;
+	int64_t t0 = hs_clock_mono_us(), t_scan = 0, t_tree = 0;
 	char *ext = NULL, *ws = NULL, *msg = NULL;
 	git_repository *repo = NULL;
 	git_index *index = NULL;
@@ -507,7 +494,7 @@ static int create(hs_ckpt_mgr *mgr, const char *task_id, const char *workspace,
 	if ((rc = hs_ckpt__attach(&index, repo, ws, task_id, err)) ||
 	    (rc = hs_ckpt__stage(repo, index, task_id, &index_changed, &hashed, err)))
 		goto done;
-	t_scan = mono_us();
+	t_scan = hs_clock_mono_us();
 	/* An index nothing was added to, removed from or refreshed in is
 	 * already on disk: skip rewriting (and renaming) the whole file. */
 	if ((g = git_index_write_tree(&tree_oid, index)) < 0 ||
@@ -515,7 +502,7 @@ static int create(hs_ckpt_mgr *mgr, const char *task_id, const char *workspace,
 		rc = hs_ckpt__git_err(err, g, "write index", task_id);
 		goto done;
 	}
-	t_tree = mono_us();
+	t_tree = hs_clock_mono_us();
 	/* seq and parent from the catalog: no checkpoint commit is read but
 	 * the parent's (built once per open repository, see catalog.c). */
 	if ((rc = hs_ckpt__catalog_load(&l->catalog, repo, task_id, err)))
@@ -541,7 +528,7 @@ static int create(hs_ckpt_mgr *mgr, const char *task_id, const char *workspace,
 			       HS_LS("checkpoint_id", parent_id),
 			       HS_LI("hashed", hashed), HS_LI("scan_us", t_scan - t0),
 			       HS_LI("tree_us", t_tree - t_scan),
-			       HS_LI("us", mono_us() - t0));
+			       HS_LI("us", hs_clock_mono_us() - t0));
 			goto done;
 		}
 	}
@@ -554,7 +541,7 @@ static int create(hs_ckpt_mgr *mgr, const char *task_id, const char *workspace,
 	snprintf(info.task_id, sizeof(info.task_id), "%s", task_id);
 	info.step = step;
 	info.seq = next_seq;
-	info.created_at_ms = now_ms();
+	info.created_at_ms = hs_clock_wall_ms();
 	info.description = strdup(description ? description : "");
 	info.workspace = strdup(ws + strlen(mgr->ws_root) + 1); /* ws is strictly below the root */
 	if (caller)
@@ -603,7 +590,7 @@ static int create(hs_ckpt_mgr *mgr, const char *task_id, const char *workspace,
 	       HS_LS("checkpoint_id", out->checkpoint_id), HS_LI("files_changed", out->files_changed),
 	       HS_LI("hashed", hashed), HS_LI("scan_us", t_scan - t0),
 	       HS_LI("tree_us", t_tree - t_scan),
-	       HS_LI("us", mono_us() - t0));
+	       HS_LI("us", hs_clock_mono_us() - t0));
 done:
 	hs_ckpt_info_dispose(&info);
 	git_signature_free(sig);
@@ -620,7 +607,7 @@ done:
 }
 
 int hs_ckpt_create(hs_ckpt_mgr *mgr, const char *task_id, const char *workspace,
-		   const hs_ckpt_caller *caller, int64_t step, const char *description,
+		   const hs_principal *caller, int64_t step, const char *description,
 		   const char *external_state_json, hs_ckpt_info *out, bool *unchanged_out,
 		   char **push_error_out, hs_error *err)
 {

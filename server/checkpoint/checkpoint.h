@@ -26,8 +26,10 @@
 #include <stdint.h>
 
 #include "error.h"
+#include "ids.h"
+#include "principal.h"
 
-#define HS_CKPT_TASK_ID_MAX 64 /* characters, [A-Za-z0-9._-] */
+#define HS_CKPT_TASK_ID_MAX HS_ID_MAX /* the task id rule: common/ids.h */
 #define HS_CKPT_ID_MAX 48      /* "ckpt-<step>-<12 hex>" + NUL fits */
 #define HS_CKPT_OWNER_MAX 128  /* bytes including NUL */
 #define HS_CKPT_PAGE_DEFAULT 50
@@ -71,13 +73,6 @@ typedef struct hs_ckpt_strlist {
 
 void hs_ckpt_strlist_dispose(hs_ckpt_strlist *list);
 
-/* Who is asking. Checkpoints belong to the task's owner: the caller of its
- * first create. Others are refused with HS_DENIED unless is_admin. */
-typedef struct hs_ckpt_caller {
-	const char *user_id; /* non-empty, < HS_CKPT_OWNER_MAX bytes */
-	bool is_admin;
-} hs_ckpt_caller;
-
 /* Creates the manager and initialises libgit2 (refcounted process-wide).
  * *out on success; free with hs_ckpt_mgr_free(). */
 int hs_ckpt_mgr_new(hs_ckpt_mgr **out, const hs_ckpt_config *cfg, hs_error *err);
@@ -87,9 +82,6 @@ void hs_ckpt_mgr_free(hs_ckpt_mgr *mgr);
  * between calls, least recently used closed first. Default 32. Call before
  * sharing the manager. */
 void hs_ckpt_mgr_set_open_repos(hs_ckpt_mgr *mgr, unsigned max_open_repos);
-
-/* HS_OK if id is 1-64 chars of [A-Za-z0-9._-], not starting with '.', no "..". */
-int hs_ckpt_validate_task_id(const char *task_id, hs_error *err);
 
 /* HS_OK if id has the checkpoint id form ("ckpt-<step>-<12 hex>"); else
  * HS_INVALID with a message naming field. */
@@ -115,7 +107,7 @@ int hs_ckpt_owner(hs_ckpt_mgr *mgr, const char *task_id, char out[HS_CKPT_OWNER_
 /* May caller read or change the task's checkpoints? HS_OK for its owner and
  * for admins; HS_DENIED for anyone else (a task created without a caller
  * belongs to admins only); HS_NOT_FOUND if the task has no checkpoints. */
-int hs_ckpt_authorize(hs_ckpt_mgr *mgr, const char *task_id, const hs_ckpt_caller *caller,
+int hs_ckpt_authorize(hs_ckpt_mgr *mgr, const char *task_id, const hs_principal *caller,
 		      hs_error *err);
 
 /* Snapshot the workspace. If its tree equals the current checkpoint's (the
@@ -130,7 +122,7 @@ int hs_ckpt_authorize(hs_ckpt_mgr *mgr, const char *task_id, const hs_ckpt_calle
  * *push_error_out gets a heap message (else NULL). out is disposed by the
  * caller on success only. */
 int hs_ckpt_create(hs_ckpt_mgr *mgr, const char *task_id, const char *workspace,
-		   const hs_ckpt_caller *caller, int64_t step, const char *description,
+		   const hs_principal *caller, int64_t step, const char *description,
 		   const char *external_state_json, hs_ckpt_info *out, bool *unchanged_out,
 		   char **push_error_out, hs_error *err);
 

@@ -7,6 +7,7 @@
 #include <pthread.h>
 
 #include "checkpoint.h"
+#include "clock.h"
 #include "log.h"
 
 #define HS_CKPT__REF_PREFIX "refs/harness/checkpoints/"
@@ -70,7 +71,6 @@ void hs_ckpt__repo_forget(hs_ckpt_mgr *mgr, hs_ckpt__task_lock *l);
 /* Cache a freshly opened repo in l (l's mutex held). */
 void hs_ckpt__repo_keep(hs_ckpt_mgr *mgr, hs_ckpt__task_lock *l, git_repository *repo);
 /* CLOCK_MONOTONIC in microseconds, for the phase timings in log lines. */
-int64_t hs_ckpt__mono_us(void);
 
 /* repo.c ------------------------------------------------------------------ */
 

@@ -23,10 +23,10 @@
 
 /* --- edge checks ----------------------------------------------------------- */
 
-static hs_ckpt_caller caller_of(hs_rpc_call *call)
+static hs_principal caller_of(hs_rpc_call *call)
 {
 	const hs_rpc_principal *p = hs_rpc_call_principal(call);
-	hs_ckpt_caller c = { p->user_id, p->is_admin };
+	hs_principal c = { p->user_id, p->is_admin };
 	return c;
 }
 
@@ -63,8 +63,8 @@ static int still_wanted(hs_rpc_call *call, hs_error *err)
 /* Valid task id, caller allowed, still wanted. */
 static int enter(hs_rpc_call *call, const char *task_id, hs_error *err)
 {
-	hs_ckpt_caller c = caller_of(call);
-	int rc = hs_ckpt_validate_task_id(task_id, err);
+	hs_principal c = caller_of(call);
+	int rc = hs_id_check_task("task_id", task_id, err);
 	if (rc || (rc = still_wanted(call, err)))
 		return rc;
 	return hs_ckpt_authorize(hs_rpc_call_payload(call), task_id, &c, err);
@@ -149,12 +149,12 @@ static int create_checkpoint(hs_rpc_call *call, const ProtobufCMessage *req,
 {
 	const Harness__V1__CreateCheckpointRequest *r = (const void *)req;
 	hs_ckpt_mgr *mgr = hs_rpc_call_payload(call);
-	hs_ckpt_caller who = caller_of(call);
+	hs_principal who = caller_of(call);
 	char *ext = NULL, *push_err = NULL;
 	hs_ckpt_info info;
 	bool unchanged = false;
 	int rc;
-	if ((rc = hs_ckpt_validate_task_id(r->task_id, err)) || (rc = check_workspace(r->workspace, err)))
+	if ((rc = hs_id_check_task("task_id", r->task_id, err)) || (rc = check_workspace(r->workspace, err)))
 		return rc;
 	if (r->step < 0)
 		return hs_error_set(err, HS_INVALID, "step: must be >= 0");
@@ -196,7 +196,7 @@ static int restore_checkpoint(hs_rpc_call *call, const ProtobufCMessage *req,
 	hs_ckpt_info info;
 	uint32_t restored = 0, removed = 0;
 	int rc;
-	if ((rc = hs_ckpt_validate_task_id(r->task_id, err)) ||
+	if ((rc = hs_id_check_task("task_id", r->task_id, err)) ||
 	    (rc = required_id(r->checkpoint_id, "checkpoint_id", err)) ||
 	    (rc = check_workspace(r->workspace, err)) || (rc = enter(call, r->task_id, err)))
 		return rc;
@@ -238,7 +238,7 @@ static int get_checkpoint(hs_rpc_call *call, const ProtobufCMessage *req, Protob
 	const Harness__V1__GetCheckpointRequest *r = (const void *)req;
 	hs_ckpt_info info;
 	int rc;
-	if ((rc = hs_ckpt_validate_task_id(r->task_id, err)) ||
+	if ((rc = hs_id_check_task("task_id", r->task_id, err)) ||
 	    (rc = required_id(r->checkpoint_id, "checkpoint_id", err)) ||
 	    (rc = enter(call, r->task_id, err)))
 		return rc;
@@ -266,7 +266,7 @@ static int list_checkpoints(hs_rpc_call *call, const ProtobufCMessage *req,
 	size_t n = 0;
 	char *next = NULL;
 	int rc;
-	if ((rc = hs_ckpt_validate_task_id(r->task_id, err)))
+	if ((rc = hs_id_check_task("task_id", r->task_id, err)))
 		return rc;
 	if (r->page_size < 0)
 		return hs_error_set(err, HS_INVALID, "page_size: must be >= 0");
@@ -308,7 +308,7 @@ static int verify_consistency(hs_rpc_call *call, const ProtobufCMessage *req,
 	const Harness__V1__VerifyConsistencyRequest *r = (const void *)req;
 	hs_ckpt_verify_result v;
 	int rc;
-	if ((rc = hs_ckpt_validate_task_id(r->task_id, err)) ||
+	if ((rc = hs_id_check_task("task_id", r->task_id, err)) ||
 	    (rc = optional_id(r->checkpoint_id, "checkpoint_id", err)) ||
 	    (rc = check_workspace(r->workspace, err)) || (rc = enter(call, r->task_id, err)))
 		return rc;
@@ -357,7 +357,7 @@ static int diff_checkpoints(hs_rpc_call *call, const ProtobufCMessage *req,
 	size_t n = 0;
 	char from[HS_CKPT_ID_MAX], to[HS_CKPT_ID_MAX];
 	int rc;
-	if ((rc = hs_ckpt_validate_task_id(r->task_id, err)) ||
+	if ((rc = hs_id_check_task("task_id", r->task_id, err)) ||
 	    (rc = optional_id(r->from_checkpoint_id, "from_checkpoint_id", err)) ||
 	    (rc = optional_id(r->to_checkpoint_id, "to_checkpoint_id", err)) ||
 	    (rc = enter(call, r->task_id, err)))
@@ -412,7 +412,7 @@ static int prune_checkpoints(hs_rpc_call *call, const ProtobufCMessage *req,
 	hs_ckpt_strlist pruned = { 0 };
 	uint32_t kept = 0;
 	int rc;
-	if ((rc = hs_ckpt_validate_task_id(r->task_id, err)))
+	if ((rc = hs_id_check_task("task_id", r->task_id, err)))
 		return rc;
 	if (r->keep_last < 1)
 		return hs_error_set(err, HS_INVALID, "keep_last: must be >= 1");

@@ -22,7 +22,7 @@ static int op_begin(op *o, hs_ckpt_mgr *mgr, const char *task_id, hs_error *err)
 	memset(o, 0, sizeof(*o));
 	o->mgr = mgr;
 	o->task_id = task_id;
-	int rc = hs_ckpt_validate_task_id(task_id, err);
+	int rc = hs_id_check_task("task_id", task_id, err);
 	if (rc)
 		return rc;
 	if (!(o->lock = hs_ckpt__lock(mgr, task_id)))
@@ -93,10 +93,10 @@ int hs_ckpt_restore(hs_ckpt_mgr *mgr, const char *task_id, const char *checkpoin
 		goto done;
 	}
 	/* What will change, for the counts (stat-cached, cheap). */
-	int64_t t0 = hs_ckpt__mono_us(), t_cmp, t_co;
+	int64_t t0 = hs_clock_mono_us(), t_cmp, t_co;
 	if ((rc = hs_ckpt__compare(o.repo, index, tree, task_id, &before, NULL, err)))
 		goto done;
-	t_cmp = hs_ckpt__mono_us();
+	t_cmp = hs_clock_mono_us();
 	/* Check out only the paths the comparison found (none: nothing to
 	 * write): libgit2's iterators then skip every other directory instead of
 	 * walking and stat()ing the whole tree a second time. */
@@ -125,7 +125,7 @@ int hs_ckpt_restore(hs_ckpt_mgr *mgr, const char *task_id, const char *checkpoin
 	co.baseline_index = index;
 	wrote = true;
 	if ((np && (g = git_checkout_tree(o.repo, (const git_object *)tree, &co)) < 0) ||
-	    (t_co = hs_ckpt__mono_us(), 0) ||
+	    (t_co = hs_clock_mono_us(), 0) ||
 	    /* The index becomes exactly the tree (entries whose id is unchanged
 	     * keep their stat data, fresh for what the checkout wrote), so
 	     * verify/create after this are right. */
@@ -147,7 +147,7 @@ int hs_ckpt_restore(hs_ckpt_mgr *mgr, const char *task_id, const char *checkpoin
 		*files_removed = (uint32_t)before.added.count;
 	hs_log(HS_LOG_INFO, "checkpoint", "restored", HS_LS("task_id", task_id),
 	       HS_LS("checkpoint_id", checkpoint_id), HS_LI("compare_us", t_cmp - t0),
-	       HS_LI("checkout_us", t_co - t_cmp), HS_LI("us", hs_ckpt__mono_us() - t0));
+	       HS_LI("checkout_us", t_co - t_cmp), HS_LI("us", hs_clock_mono_us() - t0));
 done:
 	free(paths);
 	hs_ckpt_info_dispose(&info);
@@ -428,7 +428,7 @@ done:
 int hs_ckpt_delete_task(hs_ckpt_mgr *mgr, const char *task_id, hs_error *err)
 {
 	char *path = NULL, *tmp = NULL;
-	int rc = hs_ckpt_validate_task_id(task_id, err);
+	int rc = hs_id_check_task("task_id", task_id, err);
 	if (rc)
 		return rc;
 	hs_ckpt__task_lock *l = hs_ckpt__lock(mgr, task_id);

@@ -11,32 +11,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-int hs_ckpt_validate_task_id(const char *task_id, hs_error *err)
-{
-	if (task_id == NULL || task_id[0] == '\0')
-		return hs_error_set(err, HS_INVALID, "task_id: empty");
-	size_t n = strlen(task_id);
-	if (n > HS_CKPT_TASK_ID_MAX)
-		return hs_error_set(err, HS_INVALID, "task_id: longer than %d characters",
-				    HS_CKPT_TASK_ID_MAX);
-	if (task_id[0] == '.')
-		return hs_error_set(err, HS_INVALID, "task_id: must not start with '.'");
-	if (strstr(task_id, "..") != NULL)
-		return hs_error_set(err, HS_INVALID, "task_id: must not contain \"..\"");
-	for (size_t i = 0; i < n; i++) {
-		char c = task_id[i];
-		bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-			  (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
-		if (!ok)
-			return hs_error_set(err, HS_INVALID,
-					    "task_id: only [A-Za-z0-9._-] allowed");
-	}
-	/* "x.lock" would collide with git's lock files next to "<id>.git". */
-	if (n >= 5 && strcmp(task_id + n - 5, ".lock") == 0)
-		return hs_error_set(err, HS_INVALID, "task_id: must not end in \".lock\"");
-	return HS_OK;
-}
-
 /* A relative path with no "..", no empty-root, no absolute start. "." parts
  * are harmless (realpath folds them). */
 static int check_relative(const char *rel, hs_error *err)
@@ -113,7 +87,7 @@ int hs_ckpt__workspace(const hs_ckpt_mgr *mgr, const char *task_id, const char *
 int hs_ckpt_workspace_resolve(hs_ckpt_mgr *mgr, const char *task_id, const char *workspace,
 			      char **out, hs_error *err)
 {
-	int rc = hs_ckpt_validate_task_id(task_id, err);
+	int rc = hs_id_check_task("task_id", task_id, err);
 	if (rc)
 		return rc;
 	return hs_ckpt__workspace(mgr, task_id, workspace, false, out, err);

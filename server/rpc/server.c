@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "clock.h"
 #include "rpc_internal.h"
 
 static grpc_arg int_arg(const char *key, int value)
@@ -241,17 +242,6 @@ int hs_rpc_server_start(hs_rpc_server *srv, hs_error *err)
 	return HS_OK;
 }
 
-static void deadline_in(struct timespec *ts, int64_t ms)
-{
-	clock_gettime(CLOCK_MONOTONIC, ts);
-	ts->tv_sec += ms / 1000;
-	ts->tv_nsec += (ms % 1000) * 1000000;
-	if (ts->tv_nsec >= 1000000000) {
-		ts->tv_sec++;
-		ts->tv_nsec -= 1000000000;
-	}
-}
-
 void hs_rpc_server_shutdown(hs_rpc_server *srv, int64_t grace_ms)
 {
 	pthread_mutex_lock(&srv->mu);
@@ -274,7 +264,7 @@ void hs_rpc_server_shutdown(hs_rpc_server *srv, int64_t grace_ms)
 			hs_rpc_call_finish(c, HS_UNAVAILABLE, "server shutting down");
 	}
 	struct timespec until;
-	deadline_in(&until, grace_ms > 0 ? grace_ms : 0);
+	until = hs_clock_deadline(CLOCK_MONOTONIC, grace_ms > 0 ? grace_ms : 0);
 	while (!srv->shutdown_notified) {
 		if (pthread_cond_timedwait(&srv->cv, &srv->mu, &until) != 0)
 			break;

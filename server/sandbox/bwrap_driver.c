@@ -187,9 +187,9 @@ static bool cgroup_event(const char *dir, const char *key, char value)
 
 static bool cgroup_wait(const char *dir, const char *key, char value, unsigned ms)
 {
-	int64_t until = hs_sandbox__mono_ms() + ms;
+	int64_t until = hs_clock_mono_ms() + ms;
 	while (!cgroup_event(dir, key, value)) {
-		if (hs_sandbox__mono_ms() >= until)
+		if (hs_clock_mono_ms() >= until)
 			return false;
 		hs_sandbox__sleep_ms(2);
 	}

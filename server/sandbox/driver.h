@@ -10,10 +10,12 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "clock.h"
 #include "error.h"
+#include "ids.h"
 #include "sandbox.h"
 
-#define HS_SANDBOX_ID_MAX 64
+#define HS_SANDBOX_ID_MAX HS_ID_MAX /* resource names: common/ids.h */
 
 /* What a driver needs to know about one sandbox. The manager fills the spec
  * part (persisted as config_json) and derives the paths; the driver owns the
@@ -102,8 +104,6 @@ void hs_sandbox__argv_addf(hs_sandbox__argv *a, const char *fmt, ...)
 
 /* ---- helpers (proc.c) ---------------------------------------------------- */
 
-int64_t hs_sandbox__now_ms(void);      /* wall clock, ms since epoch */
-int64_t hs_sandbox__mono_ms(void);     /* CLOCK_MONOTONIC ms */
 void hs_sandbox__sleep_ms(unsigned ms);
 /* min(a, b) where 0 means "no bound" for b. */
 unsigned hs_sandbox__bound(unsigned a, unsigned b);

@@ -2,6 +2,7 @@
  * Errors are translated here (CURLcode + error buffer, HTTP status +
  * fault_message) and nowhere else. */
 #include "fc_api.h"
+#include "curl_once.h"
 
 #include <curl/curl.h>
 #include <jansson.h>
@@ -13,17 +14,6 @@
 
 #define RESP_MAX (1 << 20)
 
-static pthread_once_t global_once = PTHREAD_ONCE_INIT;
-
-static void global_init(void)
-{
-	curl_global_init(CURL_GLOBAL_DEFAULT);
-}
-
-void hs_fc_api_global_init(void)
-{
-	pthread_once(&global_once, global_init);
-}
 
 typedef struct buf {
 	char *data;
@@ -70,7 +60,7 @@ int hs_fc_api_call(const char *sock, const char *method, const char *path, const
 	struct curl_slist *hdrs = NULL;
 	CURL *c = NULL;
 
-	hs_fc_api_global_init();
+	hs_curl_global_init(NULL);
 	if (strlen(sock) > HS_FC_SOCK_MAX)
 		return hs_error_set(err, HS_INVALID, "firecracker API socket path too long: %s",
 				    sock);

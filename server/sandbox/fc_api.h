@@ -16,7 +16,4 @@
 int hs_fc_api_call(const char *sock, const char *method, const char *path, const char *body,
 		   unsigned timeout_ms, char **resp, hs_error *err);
 
-/* curl_global_init once per process (thread-safe). */
-void hs_fc_api_global_init(void);
-
 #endif

@@ -255,7 +255,7 @@ static int launch(const hs_sandbox_config *cfg, hs_sandbox__rec *sb, unsigned ti
 	hs_sandbox__proc_starttime(pid, &sb->pid_start_time);
 
 	unsigned wait_ms = hs_sandbox__bound(cfg->socket_wait_ms, timeout_ms);
-	int64_t until = hs_sandbox__mono_ms() + wait_ms;
+	int64_t until = hs_clock_mono_ms() + wait_ms;
 	if (jailed(cfg) && cfg->jailer_new_pid_ns) {
 		/* The jailer forks the VMM and exits: reap it, then track the VMM. */
 		char pidfile[PATH_MAX];
@@ -266,7 +266,7 @@ static int launch(const hs_sandbox_config *cfg, hs_sandbox__rec *sb, unsigned ti
 			goto done;
 		while (read_pid_file(pidfile, &vmm) != HS_OK) {
 			hs_sandbox__proc_poll(sb, &ex);
-			if ((ex.exited && ex.code != 0) || hs_sandbox__mono_ms() >= until) {
+			if ((ex.exited && ex.code != 0) || hs_clock_mono_ms() >= until) {
 				rc = hs_error_set(err, HS_UNAVAILABLE,
 						  "jailer for %s wrote no pid file %s", sb->id,
 						  pidfile);
@@ -295,7 +295,7 @@ static int launch(const hs_sandbox_config *cfg, hs_sandbox__rec *sb, unsigned ti
 					  sb->log_path);
 			goto done;
 		}
-		if (hs_sandbox__mono_ms() >= until) {
+		if (hs_clock_mono_ms() >= until) {
 			rc = hs_error_set(err, HS_UNAVAILABLE,
 					  "firecracker API socket %s did not appear within %u ms",
 					  sb->api_sock, wait_ms);

@@ -43,6 +43,8 @@
  * A failed start leaves FAILED (with the reason); restore is accepted from
  * RUNNING, PAUSED, STOPPED and FAILED. */
 #include "sandbox_internal.h"
+#include "curl_once.h"
+#include "ids.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -68,7 +70,7 @@ static const char *op_names_need(unsigned need, char *buf, size_t cap)
 
 static bool caller_sees(const hs_sandbox_caller *caller, const char *owner)
 {
-	return caller->is_admin || strcmp(caller->user_id, owner) == 0;
+	return hs_principal_may(&caller->who, owner);
 }
 
 static void entry_unref_locked(hs_sandbox_mgr *mgr, hs_sandbox__entry *e)
@@ -95,11 +97,11 @@ static void unlink_entry_locked(hs_sandbox_mgr *mgr, hs_sandbox__entry *e)
 int hs_sandbox__acquire(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller, const char *id,
 			const char *op, unsigned need, hs_sandbox__entry **out, hs_error *err)
 {
-	if (caller == NULL || caller->user_id == NULL || caller->user_id[0] == '\0')
+	if (caller == NULL || caller->who.user_id == NULL || caller->who.user_id[0] == '\0')
 		return hs_error_set(err, HS_UNAUTH, "no caller identity");
 	if (id == NULL || id[0] == '\0')
 		return hs_error_set(err, HS_INVALID, "sandbox_id: required");
-	if (!hs_sandbox__valid_id(id))
+	if (!hs_id_is_name(id))
 		return hs_error_set(err, HS_NOT_FOUND, "sandbox %.64s not found", id);
 	hs_sandbox__entry *e = NULL;
 	pthread_mutex_lock(&mgr->lock);
@@ -173,7 +175,7 @@ int hs_sandbox__set_state(hs_sandbox_mgr *mgr, hs_sandbox__entry *e, hs_sandbox_
 	if (!is_down)
 		e->row.stopped_at_ms = 0;
 	else if (!was_down || e->row.stopped_at_ms == 0)
-		e->row.stopped_at_ms = hs_sandbox__now_ms();
+		e->row.stopped_at_ms = hs_clock_wall_ms();
 	e->row.state = state;
 	e->row.pid = e->rec.pid;
 	e->row.pid_start_time = e->rec.pid_start_time;
@@ -243,20 +245,6 @@ void hs_sandbox__check_exit(hs_sandbox_mgr *mgr, hs_sandbox__entry *e, const cha
 
 /* ---- create -------------------------------------------------------------- */
 
-static bool valid_task_id(const char *t)
-{
-	size_t n = strlen(t);
-	if (n == 0 || n >= HS_STORE_ID_MAX || t[0] == '.')
-		return false;
-	for (size_t i = 0; i < n; i++) {
-		char c = t[i];
-		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-		      c == '-' || c == '_' || c == '.'))
-			return false;
-	}
-	return true;
-}
-
 static int check_limits(const hs_sandbox_config *cfg, const hs_sandbox_spec *spec,
 			unsigned *vcpu, unsigned *mem, hs_error *err)
 {
@@ -291,14 +279,13 @@ int hs_sandbox_create(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller,
 	hs_sandbox__entry *e = NULL;
 	bool locked = false, inserted = false;
 
-	if (caller == NULL || caller->user_id == NULL || caller->user_id[0] == '\0')
+	if (caller == NULL || caller->who.user_id == NULL || caller->who.user_id[0] == '\0')
 		return hs_error_set(err, HS_UNAUTH, "no caller identity");
-	if (strlen(caller->user_id) >= HS_STORE_ID_MAX)
+	if (strlen(caller->who.user_id) >= HS_STORE_ID_MAX)
 		return hs_error_set(err, HS_INVALID, "owner id too long");
 	if (spec->sandbox_id != NULL && spec->sandbox_id[0] != '\0') {
-		if (!hs_sandbox__valid_id(spec->sandbox_id))
-			return hs_error_set(err, HS_INVALID,
-					    "sandbox_id: 1-64 letters, digits and hyphens");
+		if ((rc = hs_id_check_name("sandbox_id", spec->sandbox_id, err)) != HS_OK)
+			return rc;
 		snprintf(id, sizeof(id), "%s", spec->sandbox_id);
 	} else {
 		hs_sandbox__gen_id("sb-", id, sizeof(id));
@@ -306,8 +293,8 @@ int hs_sandbox_create(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller,
 	/* No task means none (the proto's "empty = none"), and then no workspace
 	 * unless one is named. */
 	const char *task = spec->task_id && spec->task_id[0] ? spec->task_id : "";
-	if (task[0] != '\0' && !valid_task_id(task))
-		return hs_error_set(err, HS_INVALID, "task_id: letters, digits, '-', '_', '.'");
+	if (task[0] != '\0' && (rc = hs_id_check_task("task_id", task, err)) != HS_OK)
+		return rc;
 	const char *dname = hs_sandbox_driver_resolve(&mgr->cfg, spec->driver);
 	const hs_sandbox__driver *drv = hs_sandbox__driver_by_name(dname);
 	if (drv == NULL)
@@ -359,7 +346,7 @@ int hs_sandbox_create(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller,
 
 	hs_store_sandbox_row *row = &e->row;
 	snprintf(row->sandbox_id, sizeof(row->sandbox_id), "%s", id);
-	snprintf(row->owner, sizeof(row->owner), "%s", caller->user_id);
+	snprintf(row->owner, sizeof(row->owner), "%s", caller->who.user_id);
 	snprintf(row->task_id, sizeof(row->task_id), "%s", task);
 	snprintf(row->driver, sizeof(row->driver), "%s", drv->name);
 	if ((rc = hs_sandbox__path(row->log_path, sizeof(row->log_path), err, "log path", "%s",
@@ -371,7 +358,7 @@ int hs_sandbox_create(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller,
 	row->vcpu_count = (int32_t)vcpu;
 	row->mem_size_mib = mem;
 	row->ttl_seconds = spec->ttl_seconds;
-	row->created_at_ms = hs_sandbox__now_ms();
+	row->created_at_ms = hs_clock_wall_ms();
 	row->expires_at_ms = spec->ttl_seconds ? row->created_at_ms + spec->ttl_seconds * 1000 : 0;
 	row->exit_code = -1;
 	if ((rc = hs_sandbox__rec_to_config_json(r, row->config_json, sizeof(row->config_json),
@@ -388,12 +375,12 @@ int hs_sandbox_create(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller,
 			rc = hs_error_set(err, HS_EXISTS, "sandbox %s already exists", id);
 			goto done;
 		}
-		if (strcmp(x->row.owner, caller->user_id) == 0)
+		if (strcmp(x->row.owner, caller->who.user_id) == 0)
 			live++;
 	}
 	if (mgr->cfg.max_per_user > 0 && live >= mgr->cfg.max_per_user) {
 		rc = hs_error_set(err, HS_LIMIT, "user %s has %zu sandboxes; the limit is %u",
-				  caller->user_id, live, mgr->cfg.max_per_user);
+				  caller->who.user_id, live, mgr->cfg.max_per_user);
 		goto done;
 	}
 	struct stat st;
@@ -417,7 +404,7 @@ int hs_sandbox_create(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller,
 	if (out != NULL)
 		rc = hs_sandbox__info_from_row(row, out, err);
 	hs_log(HS_LOG_INFO, "sandbox", "created", HS_LS("sandbox_id", id),
-	       HS_LS("driver", drv->name), HS_LS("owner", caller->user_id),
+	       HS_LS("driver", drv->name), HS_LS("owner", caller->who.user_id),
 	       HS_LS("task_id", task));
 done:
 	if (locked)
@@ -464,7 +451,7 @@ int hs_sandbox_start(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller, const
 		hs_sandbox__set_state(mgr, e, HS_SANDBOX_FAILED, derr.msg, NULL);
 		rc = hs_error_set(err, rc, "%s", derr.msg);
 	} else {
-		e->row.started_at_ms = hs_sandbox__now_ms();
+		e->row.started_at_ms = hs_clock_wall_ms();
 		rc = hs_sandbox__set_state(mgr, e, HS_SANDBOX_RUNNING, NULL, err);
 		if (rc == HS_OK)
 			rc = info_out(e, out, err);
@@ -661,7 +648,7 @@ static int token_decode(const char *tok, uint32_t hash, int64_t *created_ms, cha
 			goto bad;
 		ms = ms * 10 + (*p - '0');
 	}
-	if (!hs_sandbox__valid_id(dot2 + 1))
+	if (!hs_id_is_name(dot2 + 1))
 		goto bad;
 	if (h != hash)
 		return hs_error_set(err, HS_INVALID,
@@ -682,15 +669,15 @@ int hs_sandbox_list(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller,
 	hs_sandbox_info *infos = NULL;
 	size_t n = 0, k = 0;
 	int rc;
-	if (caller == NULL || caller->user_id == NULL || caller->user_id[0] == '\0')
+	if (caller == NULL || caller->who.user_id == NULL || caller->who.user_id[0] == '\0')
 		return hs_error_set(err, HS_UNAUTH, "no caller identity");
 	if (filter == NULL)
 		filter = &none;
 	if (filter->state < 0 || filter->state > HS_SANDBOX_DESTROYED)
 		return hs_error_set(err, HS_INVALID, "state: unknown value %d", filter->state);
 	hs_store_sandbox_filter f = HS_STORE_SANDBOX_FILTER_INIT;
-	f.owner = caller->user_id;
-	if (caller->is_admin)
+	f.owner = caller->who.user_id;
+	if (caller->who.is_admin)
 		f.owner = filter->owner && filter->owner[0] ? filter->owner : NULL;
 	f.task_id = filter->task_id && filter->task_id[0] ? filter->task_id : NULL;
 	f.state = filter->state ? filter->state : -1;
@@ -761,15 +748,8 @@ static void *reaper_main(void *payload)
 	hs_sandbox_mgr *mgr = payload;
 	pthread_mutex_lock(&mgr->lock);
 	while (!mgr->stopping) {
-		struct timespec ts;
-		clock_gettime(CLOCK_MONOTONIC, &ts);
 		unsigned ms = mgr->cfg.reaper_interval_ms ? mgr->cfg.reaper_interval_ms : 200;
-		ts.tv_sec += ms / 1000;
-		ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
+		struct timespec ts = hs_clock_deadline(CLOCK_MONOTONIC, ms);
 		pthread_cond_timedwait(&mgr->wake, &mgr->lock, &ts);
 		if (mgr->stopping)
 			break;
@@ -786,7 +766,7 @@ static void *reaper_main(void *payload)
 			v[n++] = e;
 		}
 		pthread_mutex_unlock(&mgr->lock);
-		int64_t now = hs_sandbox__now_ms();
+		int64_t now = hs_clock_wall_ms();
 		for (size_t i = 0; i < n; i++) {
 			if (pthread_mutex_trylock(&v[i]->lock) == 0) {
 				reap_one(mgr, v[i], now);
@@ -856,7 +836,7 @@ int hs_sandbox_mgr_new(hs_sandbox_mgr **out, const hs_sandbox_config *cfg, hs_st
 	    hs_sandbox__driver_by_name(cfg->default_driver) == NULL)
 		return hs_error_set(err, HS_INVALID, "sandbox driver: unknown \"%s\"",
 				    cfg->default_driver);
-	hs_fc_api_global_init();
+	hs_curl_global_init(NULL);
 	hs_sandbox_mgr *mgr = calloc(1, sizeof(*mgr));
 	if (mgr == NULL)
 		return hs_error_set(err, HS_INTERNAL, "out of memory");

@@ -16,20 +16,6 @@
 #include <time.h>
 #include <unistd.h>
 
-int64_t hs_sandbox__now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-int64_t hs_sandbox__mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 void hs_sandbox__sleep_ms(unsigned ms)
 {
 	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
@@ -129,13 +115,13 @@ void hs_sandbox__proc_poll(hs_sandbox__rec *sb, hs_sandbox__exit *out)
 
 bool hs_sandbox__proc_wait(hs_sandbox__rec *sb, unsigned ms, hs_sandbox__exit *out)
 {
-	int64_t until = hs_sandbox__mono_ms() + ms;
+	int64_t until = hs_clock_mono_ms() + ms;
 	unsigned step = 1;
 	for (;;) {
 		hs_sandbox__proc_poll(sb, out);
 		if (out->exited)
 			return true;
-		if (hs_sandbox__mono_ms() >= until)
+		if (hs_clock_mono_ms() >= until)
 			return false;
 		hs_sandbox__sleep_ms(step);
 		if (step < 4) /* 1, 2, 4, 4, ...: exits are noticed within ~4 ms */

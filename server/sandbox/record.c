@@ -9,20 +9,6 @@
 #include <string.h>
 #include <unistd.h>
 
-bool hs_sandbox__valid_id(const char *id)
-{
-	size_t n = id ? strlen(id) : 0;
-	if (n == 0 || n > HS_SANDBOX_ID_MAX)
-		return false;
-	for (size_t i = 0; i < n; i++) {
-		char c = id[i];
-		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-		      c == '-'))
-			return false;
-	}
-	return true;
-}
-
 void hs_sandbox__gen_id(const char *prefix, char *out, size_t cap)
 {
 	unsigned char r[8] = { 0 };

@@ -14,6 +14,7 @@
 #include <sys/types.h>
 
 #include "error.h"
+#include "principal.h"
 
 typedef struct hs_store hs_store;
 typedef struct hs_sandbox_mgr hs_sandbox_mgr;
@@ -70,8 +71,7 @@ void hs_sandbox_config_init(hs_sandbox_config *cfg);
 /* Who is calling and how long they wait. timeout_ms is what is left of the
  * RPC deadline (0 = none); driver calls use min(config, timeout_ms). */
 typedef struct hs_sandbox_caller {
-	const char *user_id;
-	bool is_admin;
+	hs_principal who;
 	unsigned timeout_ms;
 } hs_sandbox_caller;
 

@@ -71,7 +71,6 @@ bool hs_sandbox__valid_rel_path(const char *p);
 int hs_sandbox__check_driver_fields(const hs_sandbox__driver *drv, const hs_sandbox_spec *spec,
 				    hs_error *err);
 /* Jailer's rule: 1-64 of [A-Za-z0-9-]. */
-bool hs_sandbox__valid_id(const char *id);
 /* "<prefix>" + 16 random hex digits. */
 void hs_sandbox__gen_id(const char *prefix, char *out, size_t cap);
 

@@ -6,6 +6,7 @@
  * blocks (process start, Firecracker API calls, snapshot files) and runs on
  * the RPC worker pool. */
 #include "sandbox_service.h"
+#include "ids.h"
 
 #include <limits.h>
 #include <stdio.h>
@@ -45,23 +46,10 @@ static bool chars_ok(const char *s, size_t max, const char *extra)
 	return true;
 }
 
-static int check_id(const char *field, const char *id, hs_error *err)
-{
-	if (id[0] == '\0')
-		return hs_error_set(err, HS_INVALID, "%s: required", field);
-	if (!chars_ok(id, 64, "-") || !is_alnum(id[0]))
-		return hs_error_set(err, HS_INVALID,
-				    "%s: 1-64 letters, digits and hyphens, starting with a letter or digit",
-				    field);
-	return HS_OK;
-}
-
+/* An optional task id: empty means none. */
 static int check_task_id(const char *t, hs_error *err)
 {
-	if (t[0] != '\0' && (!chars_ok(t, 64, "._-") || t[0] == '.'))
-		return hs_error_set(err, HS_INVALID,
-				    "task_id: 1-64 of [A-Za-z0-9._-], not starting with '.'");
-	return HS_OK;
+	return t[0] == '\0' ? HS_OK : hs_id_check_task("task_id", t, err);
 }
 
 static int check_abs_path(const char *field, const char *p, hs_error *err)
@@ -96,7 +84,7 @@ static hs_sandbox_caller caller_of(hs_rpc_call *call)
 {
 	const hs_rpc_principal *p = hs_rpc_call_principal(call);
 	int64_t left = hs_rpc_call_deadline_left_ms(call);
-	hs_sandbox_caller c = { p->user_id, p->is_admin, 0 };
+	hs_sandbox_caller c = { { p->user_id, p->is_admin }, 0 };
 	if (left != INT64_MAX)
 		c.timeout_ms = left <= 0 ? 1 : (left > 3600000 ? 3600000 : (unsigned)left);
 	return c;
@@ -224,7 +212,7 @@ static int sandbox_reply(hs_rpc_call *call, int rc, hs_sandbox_info *info,
 static int check_create(const Harness__V1__CreateSandboxRequest *r, hs_error *err)
 {
 	int rc;
-	if (r->sandbox_id[0] != '\0' && (rc = check_id("sandbox_id", r->sandbox_id, err)) != HS_OK)
+	if (r->sandbox_id[0] != '\0' && (rc = hs_id_check_name("sandbox_id", r->sandbox_id, err)) != HS_OK)
 		return rc;
 	if (r->driver[0] != '\0' && strcmp(r->driver, "firecracker") != 0 &&
 	    strcmp(r->driver, "bwrap") != 0)
@@ -372,7 +360,7 @@ typedef int (*one_fn)(hs_sandbox_mgr *, const hs_sandbox_caller *, const char *,
 static int one(hs_rpc_call *call, const char *id, one_fn fn, int idem, ProtobufCMessage **resp,
 	       hs_error *err)
 {
-	int rc = check_id("sandbox_id", id, err);
+	int rc = hs_id_check_name("sandbox_id", id, err);
 	if (rc != HS_OK)
 		return rc;
 	hs_sandbox_mgr *mgr = hs_rpc_call_payload(call);
@@ -423,7 +411,7 @@ static int destroy_sandbox(hs_rpc_call *call, const ProtobufCMessage *req,
 			   ProtobufCMessage **resp, hs_error *err)
 {
 	const Harness__V1__DestroySandboxRequest *r = (const void *)req;
-	int rc = check_id("sandbox_id", r->sandbox_id, err);
+	int rc = hs_id_check_name("sandbox_id", r->sandbox_id, err);
 	if (rc != HS_OK)
 		return rc;
 	if (r->grace_period_ms < 0 || r->grace_period_ms > 60000)
@@ -472,7 +460,7 @@ static int list_sandboxes(hs_rpc_call *call, const ProtobufCMessage *req,
 	int rc = check_task_id(r->task_id, err);
 	if (rc != HS_OK)
 		return rc;
-	if (r->owner[0] != '\0' && !c.is_admin && strcmp(r->owner, c.user_id) != 0)
+	if (r->owner[0] != '\0' && !c.who.is_admin && strcmp(r->owner, c.who.user_id) != 0)
 		return hs_error_set(err, HS_DENIED, "owner: only admins may list other users' sandboxes");
 	if (strlen(r->page_token) > 512) /* the module checks it; this bounds the work */
 		return hs_error_set(err, HS_INVALID, "page_token: not a token from this server");
@@ -522,7 +510,7 @@ static int list_snapshots(hs_rpc_call *call, const ProtobufCMessage *req,
 			  ProtobufCMessage **resp, hs_error *err)
 {
 	const Harness__V1__ListSnapshotsRequest *r = (const void *)req;
-	int rc = check_id("sandbox_id", r->sandbox_id, err);
+	int rc = hs_id_check_name("sandbox_id", r->sandbox_id, err);
 	if (rc != HS_OK)
 		return rc;
 	hs_sandbox_caller c = caller_of(call);
@@ -564,7 +552,7 @@ static int snapshot_sandbox(hs_rpc_call *call, const ProtobufCMessage *req,
 			    ProtobufCMessage **resp, hs_error *err)
 {
 	const Harness__V1__SnapshotSandboxRequest *r = (const void *)req;
-	int rc = check_id("sandbox_id", r->sandbox_id, err);
+	int rc = hs_id_check_name("sandbox_id", r->sandbox_id, err);
 	if (rc != HS_OK)
 		return rc;
 	hs_sandbox_snapshot_type type;
@@ -613,10 +601,10 @@ static int restore_sandbox(hs_rpc_call *call, const ProtobufCMessage *req,
 			   ProtobufCMessage **resp, hs_error *err)
 {
 	const Harness__V1__RestoreSandboxRequest *r = (const void *)req;
-	int rc = check_id("sandbox_id", r->sandbox_id, err);
+	int rc = hs_id_check_name("sandbox_id", r->sandbox_id, err);
 	if (rc != HS_OK)
 		return rc;
-	if (r->snapshot_id[0] != '\0' && (rc = check_id("snapshot_id", r->snapshot_id, err)) != HS_OK)
+	if (r->snapshot_id[0] != '\0' && (rc = hs_id_check_name("snapshot_id", r->snapshot_id, err)) != HS_OK)
 		return rc;
 	hs_sandbox_caller c = caller_of(call);
 	hs_sandbox_info info = { 0 };

@@ -108,7 +108,7 @@ int hs_sandbox_snapshot(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller, co
 		hs_sandbox__check_exit(mgr, e, derr.msg, rc == HS_UNAVAILABLE ? 500 : 0);
 		goto done;
 	}
-	row.created_at_ms = hs_sandbox__now_ms();
+	row.created_at_ms = hs_clock_wall_ms();
 	row.size_bytes = file_size(row.snapshot_path) + file_size(row.mem_file_path);
 	if ((rc = hs_store_snapshot_insert(mgr->store, &row, err)) != HS_OK)
 		goto done;

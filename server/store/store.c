@@ -46,6 +46,7 @@
  * rest HS_INTERNAL. Messages carry sqlite3_errmsg() (which names columns,
  * never values); password and token hashes are never logged. */
 #include "store_internal.h"
+#include "clock.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -516,13 +517,6 @@ int hs_store_schema_version_latest(void)
 	return hs_store__migration_count;
 }
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 int hs_store_check_writable(hs_store *store, hs_error *err)
 {
 	hs_store *s = store;
@@ -536,7 +530,7 @@ int hs_store_check_writable(hs_store *store, hs_error *err)
 	HS_STMT(st, HS_STMT_PROBE,
 		"INSERT INTO store_probe(id, written_at_ms) VALUES(1, ?1) "
 		"ON CONFLICT(id) DO UPDATE SET written_at_ms = excluded.written_at_ms");
-	HS_BIND_I(st, 1, now_ms());
+	HS_BIND_I(st, 1, hs_clock_wall_ms());
 	if ((rc = hs_store__step_done(s, st, "probe write", err)) != HS_OK)
 		goto done;
 	rc = hs_store__commit(s, err);

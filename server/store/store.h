@@ -106,6 +106,22 @@ int hs_store_refresh_revoke(hs_store *store, const char *token_hash, hs_error *e
 /* Delete tokens with expires_at_ms <= now_ms; *n_out (NULL allowed). */
 int hs_store_refresh_delete_expired(hs_store *store, int64_t now_ms, int64_t *n_out, hs_error *err);
 
+/* ---- task ownership ---------------------------------------------------------
+ * Task ids are one namespace: the first user to name a task id (by
+ * registering it, checkpointing it, giving it to a sandbox or naming its
+ * workspace) owns it and everything scoped to it, for good. */
+
+/* Claim task_id for owner unless someone has it: atomic, so two users
+ * racing for a new id cannot both win. The owner (the caller's or the
+ * earlier one) goes to owner_out either way; the caller compares. */
+int hs_store_task_claim(hs_store *store, const char *task_id, const char *owner, int64_t now_ms,
+			char owner_out[HS_STORE_ID_MAX], hs_error *err);
+/* HS_NOT_FOUND when nobody has claimed task_id. */
+int hs_store_task_owner(hs_store *store, const char *task_id, char owner_out[HS_STORE_ID_MAX],
+			hs_error *err);
+/* How many task ids owner holds (quota checks). */
+int hs_store_task_owner_count(hs_store *store, const char *owner, int64_t *out, hs_error *err);
+
 /* ---- sandboxes and snapshots --------------------------------------------- */
 
 typedef struct hs_store_sandbox_row {

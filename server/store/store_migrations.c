@@ -119,6 +119,17 @@ const char *const hs_store__migrations[] = {
 	"      OR (f.created_at_ms = snapshots.created_at_ms AND f.rowid < snapshots.rowid))"
 	"  ORDER BY f.created_at_ms DESC, f.rowid DESC LIMIT 1), '')"
 	" WHERE type = 'diff';",
+	/* 3: task ids are one namespace per server: whoever first names a task
+	 * id (RegisterTask, a checkpoint, a sandbox, a workspace) owns it and
+	 * everything scoped to it. Registered tasks keep their owner. */
+	"CREATE TABLE task_owners ("
+	"  task_id TEXT PRIMARY KEY,"
+	"  owner TEXT NOT NULL,"
+	"  claimed_at_ms INTEGER NOT NULL"
+	");"
+	"CREATE INDEX task_owners_owner ON task_owners(owner);"
+	"INSERT OR IGNORE INTO task_owners(task_id, owner, claimed_at_ms)"
+	"  SELECT task_id, owner, registered_at_ms FROM tasks;",
 };
 
 const int hs_store__migration_count =

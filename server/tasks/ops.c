@@ -16,7 +16,7 @@ static bool terminal(int s)
 	return s == HS_TASK_COMPLETED || s == HS_TASK_FAILED || s == HS_TASK_CANCELLED;
 }
 
-static int check_caller(const hs_task_caller *c, hs_error *err)
+static int check_caller(const hs_principal *c, hs_error *err)
 {
 	if (c == NULL || c->user_id == NULL || c->user_id[0] == '\0')
 		return hs_error_set(err, HS_UNAUTH, "no authenticated caller");
@@ -26,13 +26,13 @@ static int check_caller(const hs_task_caller *c, hs_error *err)
 }
 
 /* Find a visible task and lock it. */
-static int find_locked(hs_tasks *t, const hs_task_caller *caller, const char *id, task **out,
+static int find_locked(hs_tasks *t, const hs_principal *caller, const char *id, task **out,
 		       hs_error *err)
 {
 	int rc;
 	if ((rc = check_caller(caller, err)) != HS_OK)
 		return rc;
-	if ((rc = hs_ckpt_validate_task_id(id, err)) != HS_OK)
+	if ((rc = hs_id_check_task("task_id", id, err)) != HS_OK)
 		return hs_error_set(err, HS_INVALID, "task_id: %s", err ? err->msg : "invalid");
 	task *k = hs_tasks__lookup(t, id);
 	if (k == NULL)
@@ -58,7 +58,7 @@ static int info_out(const task *k, hs_task_info *out, hs_error *err)
 static int validate_spec(const hs_task_spec *s, hs_error *err)
 {
 	int rc;
-	if ((rc = hs_ckpt_validate_task_id(s->task_id, err)) != HS_OK)
+	if ((rc = hs_id_check_task("task_id", s->task_id, err)) != HS_OK)
 		return hs_error_set(err, HS_INVALID, "task_id: %s", err ? err->msg : "invalid");
 	if (s->total_steps < 0)
 		return hs_error_set(err, HS_INVALID, "total_steps: must be >= 0");
@@ -73,11 +73,8 @@ static int validate_spec(const hs_task_spec *s, hs_error *err)
 		return hs_error_set(err, HS_INVALID,
 				    "heartbeat_timeout_ms: must be greater than heartbeat_interval_ms");
 	if (s->sandbox_id != NULL && s->sandbox_id[0] != '\0') {
-		size_t n = strlen(s->sandbox_id);
-		if (n > HS_TASK_ID_MAX || strspn(s->sandbox_id, "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-						  "abcdefghijklmnopqrstuvwxyz0123456789-") != n)
-			return hs_error_set(err, HS_INVALID,
-					    "sandbox_id: at most 64 chars of [A-Za-z0-9-]");
+		if ((rc = hs_id_check_name("sandbox_id", s->sandbox_id, err)) != HS_OK)
+			return rc;
 	}
 	const char *ws = s->workspace;
 	if (ws != NULL && ws[0] != '\0') {
@@ -96,7 +93,7 @@ static int validate_spec(const hs_task_spec *s, hs_error *err)
 	return HS_OK;
 }
 
-int hs_tasks_register(hs_tasks *t, const hs_task_caller *caller, const hs_task_spec *spec,
+int hs_tasks_register(hs_tasks *t, const hs_principal *caller, const hs_task_spec *spec,
 		      hs_task_info *out, hs_error *err)
 {
 	int rc;
@@ -117,7 +114,7 @@ int hs_tasks_register(hs_tasks *t, const hs_task_caller *caller, const hs_task_s
 	hs_store_task_row *row = calloc(1, sizeof(*row));
 	if (row == NULL)
 		return hs_error_set(err, HS_INTERNAL, "out of memory");
-	int64_t now = hs_tasks__wall_ms();
+	int64_t now = hs_clock_wall_ms();
 	COPY(row->task_id, spec->task_id);
 	COPY(row->owner, caller->user_id);
 	row->state = HS_TASK_RUNNING;
@@ -189,7 +186,7 @@ done:
 	return rc;
 }
 
-int hs_tasks_heartbeat(hs_tasks *t, const hs_task_caller *caller, const char *task_id,
+int hs_tasks_heartbeat(hs_tasks *t, const hs_principal *caller, const char *task_id,
 		       const hs_task_beat *b, hs_task_beat_reply *out, hs_error *err)
 {
 	task *k = NULL;
@@ -208,7 +205,7 @@ int hs_tasks_heartbeat(hs_tasks *t, const hs_task_caller *caller, const char *ta
 	if ((rc = find_locked(t, caller, task_id, &k, err)) != HS_OK)
 		return rc;
 	memset(out, 0, sizeof(*out));
-	int64_t now = hs_tasks__wall_ms();
+	int64_t now = hs_clock_wall_ms();
 	switch (k->state) {
 	case HS_TASK_COMPLETED:
 		rc = hs_error_set(err, HS_CONFLICT, "task %s is COMPLETED", task_id);
@@ -311,7 +308,7 @@ done:
 	return rc;
 }
 
-int hs_tasks_get(hs_tasks *t, const hs_task_caller *caller, const char *task_id,
+int hs_tasks_get(hs_tasks *t, const hs_principal *caller, const char *task_id,
 		 hs_task_info *out, hs_error *err)
 {
 	task *k = NULL;
@@ -330,7 +327,7 @@ static int finish(hs_tasks *t, task *k, int state, const char *reason, const cha
 	hs_store_task_row *row = malloc(sizeof(*row));
 	if (row == NULL)
 		return hs_error_set(err, HS_INTERNAL, "out of memory");
-	int64_t now = hs_tasks__wall_ms();
+	int64_t now = hs_clock_wall_ms();
 	hs_tasks__row_of(k, row);
 	row->state = state;
 	COPY(row->failure_reason, state == HS_TASK_COMPLETED ? result : reason);
@@ -350,7 +347,7 @@ static int finish(hs_tasks *t, task *k, int state, const char *reason, const cha
 			      state == HS_TASK_COMPLETED ? result : reason, err);
 }
 
-int hs_tasks_complete(hs_tasks *t, const hs_task_caller *caller, const char *task_id,
+int hs_tasks_complete(hs_tasks *t, const hs_principal *caller, const char *task_id,
 		      bool success, const char *message, hs_task_info *out, hs_error *err)
 {
 	task *k = NULL;
@@ -372,7 +369,7 @@ int hs_tasks_complete(hs_tasks *t, const hs_task_caller *caller, const char *tas
 	return rc;
 }
 
-int hs_tasks_cancel(hs_tasks *t, const hs_task_caller *caller, const char *task_id,
+int hs_tasks_cancel(hs_tasks *t, const hs_principal *caller, const char *task_id,
 		    const char *reason, hs_task_info *out, hs_error *err)
 {
 	task *k = NULL;
@@ -395,7 +392,7 @@ int hs_tasks_cancel(hs_tasks *t, const hs_task_caller *caller, const char *task_
 	return rc;
 }
 
-int hs_tasks_recover(hs_tasks *t, const hs_task_caller *caller, const char *task_id,
+int hs_tasks_recover(hs_tasks *t, const hs_principal *caller, const char *task_id,
 		     const char *reason, hs_task_info *out, hs_error *err)
 {
 	task *k = NULL;
@@ -459,7 +456,7 @@ static bool labels_match(const char *labels_json, const hs_task_list_opts *o)
 	return ok;
 }
 
-int hs_tasks_list(hs_tasks *t, const hs_task_caller *caller, const hs_task_list_opts *o,
+int hs_tasks_list(hs_tasks *t, const hs_principal *caller, const hs_task_list_opts *o,
 		  hs_task_info **out, size_t *n_out, char **next_token, hs_error *err)
 {
 	int rc;

@@ -29,7 +29,7 @@
 void hs_tasks__schedule_attempt(hs_tasks *t, task *k)
 {
 	int64_t delay = hs_task_backoff_ms(&k->policy, k->attempts + 1);
-	hs_tasks__arm_at(t, k, hs_tasks__wall_ms() + delay);
+	hs_tasks__arm_at(t, k, hs_clock_wall_ms() + delay);
 }
 
 void hs_tasks__enqueue(hs_tasks *t, task *k)
@@ -44,7 +44,7 @@ void hs_tasks__enqueue(hs_tasks *t, task *k)
 			pthread_mutex_unlock(&t->rq_mu);
 			hs_log(HS_LOG_ERROR, "health", "recovery queue: out of memory",
 			       HS_LS("task_id", k->id));
-			hs_tasks__arm_at(t, k, hs_tasks__wall_ms() + RETRY_STORE_MS);
+			hs_tasks__arm_at(t, k, hs_clock_wall_ms() + RETRY_STORE_MS);
 			return;
 		}
 		for (size_t i = 0; i < t->rq_len; i++)
@@ -66,7 +66,7 @@ static void give_up(hs_tasks *t, task *k, const char *why)
 {
 	hs_error err = { 0 };
 	hs_store_task_row *row = malloc(sizeof(*row));
-	int64_t now = hs_tasks__wall_ms();
+	int64_t now = hs_clock_wall_ms();
 	int rc = HS_INTERNAL;
 	if (row != NULL) {
 		hs_tasks__row_of(k, row);
@@ -112,7 +112,7 @@ static void to_stalled(hs_tasks *t, task *k, hs_task_event_type type, int32_t at
 	if (rc != HS_OK) {
 		hs_log(HS_LOG_ERROR, "health", "cannot persist STALLED: retrying", HS_LS("task_id", k->id),
 		       HS_LS("error", err.msg));
-		hs_tasks__arm_at(t, k, hs_tasks__wall_ms() + RETRY_STORE_MS);
+		hs_tasks__arm_at(t, k, hs_clock_wall_ms() + RETRY_STORE_MS);
 		return;
 	}
 	if (hs_tasks__emit(t, k, type, k->current_step, k->last_ckpt, attempt, why, &err) != HS_OK)
@@ -144,7 +144,7 @@ int hs_tasks__begin_attempt(hs_tasks *t, task *k, const char *reason, hs_error *
 	row->state = HS_TASK_RECOVERING;
 	row->recovery_attempts = k->attempts + 1;
 	row->failure_reason[0] = '\0';
-	row->updated_at_ms = hs_tasks__wall_ms();
+	row->updated_at_ms = hs_clock_wall_ms();
 	int rc = hs_tasks__commit(t, k, row, err);
 	free(row);
 	if (rc != HS_OK)
@@ -172,7 +172,7 @@ static void run_job(hs_tasks *t, task *k)
 		if (hs_tasks__begin_attempt(t, k, "heartbeat timeout", &err) != HS_OK) {
 			hs_log(HS_LOG_ERROR, "health", "cannot start recovery: retrying",
 			       HS_LS("task_id", k->id), HS_LS("error", err.msg));
-			hs_tasks__arm_at(t, k, hs_tasks__wall_ms() + RETRY_STORE_MS);
+			hs_tasks__arm_at(t, k, hs_clock_wall_ms() + RETRY_STORE_MS);
 			pthread_mutex_unlock(&k->mu);
 			return;
 		}
@@ -254,7 +254,7 @@ static void run_job(hs_tasks *t, task *k)
 		k->restoring = false;
 		COPY(k->resume_ckpt, ckpt);
 		k->resume_step = step;
-		hs_tasks__arm_at(t, k, hs_tasks__wall_ms() + k->timeout_ms);
+		hs_tasks__arm_at(t, k, hs_clock_wall_ms() + k->timeout_ms);
 		hs_log(HS_LOG_INFO, "health", "workspace restored: waiting for the agent",
 		       HS_LS("task_id", id), HS_LS("checkpoint_id", ckpt), HS_LI("step", step));
 	} else {

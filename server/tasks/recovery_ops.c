@@ -60,11 +60,11 @@ static int op_restore(void *ctx, const char *task_id, const char *checkpoint_id,
 	return rc;
 }
 
-static int op_ckpt_check(void *ctx, const char *task_id, const hs_task_caller *caller,
+static int op_ckpt_check(void *ctx, const char *task_id, const hs_principal *caller,
 			 hs_error *err)
 {
 	ops_ctx *c = ctx;
-	hs_ckpt_caller cc = { caller->user_id, caller->is_admin };
+	hs_principal cc = { caller->user_id, caller->is_admin };
 	hs_error e = { 0 };
 	int rc = hs_ckpt_authorize(c->ckpt, task_id, &cc, &e);
 	if (rc == HS_NOT_FOUND || rc == HS_OK)
@@ -78,7 +78,7 @@ static int op_ckpt_check(void *ctx, const char *task_id, const hs_task_caller *c
 static int op_sandbox_recover(void *ctx, const char *sandbox_id, const char *owner, hs_error *err)
 {
 	ops_ctx *c = ctx;
-	hs_sandbox_caller caller = { owner, false, 0 };
+	hs_sandbox_caller caller = { { owner, false }, 0 };
 	hs_sandbox_info info;
 	hs_error e = { 0 };
 	memset(&info, 0, sizeof(info));
@@ -106,11 +106,11 @@ static int op_sandbox_recover(void *ctx, const char *sandbox_id, const char *own
 			    sandbox_id, hs_sandbox_state_name(st));
 }
 
-static int op_sandbox_check(void *ctx, const char *sandbox_id, const hs_task_caller *caller,
+static int op_sandbox_check(void *ctx, const char *sandbox_id, const hs_principal *caller,
 			    hs_error *err)
 {
 	ops_ctx *c = ctx;
-	hs_sandbox_caller sc = { caller->user_id, caller->is_admin, 0 };
+	hs_sandbox_caller sc = { *caller, 0 };
 	hs_sandbox_info info;
 	memset(&info, 0, sizeof(info));
 	int rc = hs_sandbox_get(c->sb, &sc, sandbox_id, &info, err);

@@ -104,20 +104,6 @@ int64_t hs_task_backoff_ms(const hs_task_policy *p, int32_t attempt)
 	return d >= (double)p->max_backoff_ms ? p->max_backoff_ms : (int64_t)d;
 }
 
-int64_t hs_tasks__wall_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-int64_t hs_tasks__mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* ---- map ------------------------------------------------------------------ */
 
 static size_t hash(const char *s)
@@ -171,9 +157,9 @@ static int map_add(hs_tasks *t, task *k)
 	return HS_OK;
 }
 
-bool hs_tasks__visible(const task *k, const hs_task_caller *caller)
+bool hs_tasks__visible(const task *k, const hs_principal *caller)
 {
-	return caller->is_admin || (caller->user_id != NULL && strcmp(caller->user_id, k->owner) == 0);
+	return hs_principal_may(caller, k->owner);
 }
 
 /* ---- rows ----------------------------------------------------------------- */
@@ -208,7 +194,7 @@ void hs_tasks__row_of(const task *k, hs_store_task_row *r)
 	COPY(r->failure_reason, k->state == HS_TASK_COMPLETED ? k->result_message : k->failure_reason);
 	COPY(r->workspace, k->workspace);
 	COPY(r->labels_json, k->labels_json);
-	r->updated_at_ms = k->finished_at_ms ? k->finished_at_ms : hs_tasks__wall_ms();
+	r->updated_at_ms = k->finished_at_ms ? k->finished_at_ms : hs_clock_wall_ms();
 }
 
 const char hs_tasks__empty[] = "";
@@ -354,7 +340,7 @@ void hs_task_beat_reply_dispose(hs_task_beat_reply *r)
 
 void hs_tasks__arm_at(hs_tasks *t, task *k, int64_t wall_deadline_ms)
 {
-	int64_t mono = hs_tasks__mono_ms() + (wall_deadline_ms - hs_tasks__wall_ms());
+	int64_t mono = hs_clock_mono_ms() + (wall_deadline_ms - hs_clock_wall_ms());
 	k->deadline_ms = wall_deadline_ms;
 	pthread_mutex_lock(&t->mu);
 	hs_timer_node *top = hs_timer_peek(&t->heap);
@@ -398,7 +384,7 @@ static void *timer_main(void *arg)
 	task *batch[TIMER_BATCH];
 	pthread_mutex_lock(&t->mu);
 	while (!t->stop) {
-		int64_t now = hs_tasks__mono_ms();
+		int64_t now = hs_clock_mono_ms();
 		size_t n = 0;
 		hs_timer_node *node;
 		while (n < TIMER_BATCH && (node = hs_timer_pop_expired(&t->heap, now)) != NULL)
@@ -471,7 +457,7 @@ task *hs_tasks__insert(hs_tasks *t, const hs_store_task_row *row, hs_error *err)
 /* Re-arm one loaded task (task->mu not needed: no other thread runs yet). */
 static void rearm_loaded(hs_tasks *t, task *k)
 {
-	int64_t now = hs_tasks__wall_ms();
+	int64_t now = hs_clock_wall_ms();
 	switch (k->state) {
 	case HS_TASK_RUNNING:
 		/* Possibly already past: then it stalls right after start. */

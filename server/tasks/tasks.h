@@ -21,6 +21,8 @@
 #include <stdint.h>
 
 #include "error.h"
+#include "ids.h"
+#include "principal.h"
 
 typedef struct hs_tasks hs_tasks;
 typedef struct hs_store hs_store;
@@ -55,7 +57,7 @@ typedef enum hs_task_instruction {
 	HS_TASK_RESUME = 3,
 } hs_task_instruction;
 
-#define HS_TASK_ID_MAX 64        /* as hs_ckpt_validate_task_id */
+#define HS_TASK_ID_MAX HS_ID_MAX /* the task id rule: common/ids.h */
 #define HS_TASK_OWNER_MAX 128
 #define HS_TASK_CKPT_ID_MAX 128
 #define HS_TASK_DETAILS_MAX 1023 /* the store's text column (the proto allows 16384) */
@@ -79,11 +81,6 @@ int64_t hs_task_backoff_ms(const hs_task_policy *p, int32_t attempt);
 /* Is the transition allowed by the state machine (tasks.c's diagram)? */
 bool hs_task_transition_ok(hs_task_state from, hs_task_state to);
 const char *hs_task_state_name(int state);
-
-typedef struct hs_task_caller {
-	const char *user_id;
-	bool is_admin;
-} hs_task_caller;
 
 /* RegisterTask; strings borrowed. */
 typedef struct hs_task_spec {
@@ -170,10 +167,10 @@ typedef struct hs_task_recovery_ops {
 			       hs_error *err);
 	/* RegisterTask: may the caller use this task id's checkpoints (they
 	 * were created by the caller, or by nobody yet)? NULL = no check. */
-	int (*checkpoints_check)(void *ctx, const char *task_id, const hs_task_caller *caller,
+	int (*checkpoints_check)(void *ctx, const char *task_id, const hs_principal *caller,
 				 hs_error *err);
 	/* RegisterTask: does the sandbox exist and is it visible to the caller? */
-	int (*sandbox_check)(void *ctx, const char *sandbox_id, const hs_task_caller *caller,
+	int (*sandbox_check)(void *ctx, const char *sandbox_id, const hs_principal *caller,
 			     hs_error *err);
 	void *ctx;
 } hs_task_recovery_ops;
@@ -206,13 +203,13 @@ int hs_tasks_new(hs_tasks **out, const hs_tasks_config *cfg, hs_error *err);
 void hs_tasks_free(hs_tasks *t);
 
 /* Blocks. *out (optional) as after the call. */
-int hs_tasks_register(hs_tasks *t, const hs_task_caller *caller, const hs_task_spec *spec,
+int hs_tasks_register(hs_tasks *t, const hs_principal *caller, const hs_task_spec *spec,
 		      hs_task_info *out, hs_error *err);
 /* Blocks (one cheap store update; state changes write the row + event). */
-int hs_tasks_heartbeat(hs_tasks *t, const hs_task_caller *caller, const char *task_id,
+int hs_tasks_heartbeat(hs_tasks *t, const hs_principal *caller, const char *task_id,
 		       const hs_task_beat *beat, hs_task_beat_reply *out, hs_error *err);
 /* No I/O. */
-int hs_tasks_get(hs_tasks *t, const hs_task_caller *caller, const char *task_id,
+int hs_tasks_get(hs_tasks *t, const hs_principal *caller, const char *task_id,
 		 hs_task_info *out, hs_error *err);
 
 typedef struct hs_task_list_opts {
@@ -226,14 +223,14 @@ typedef struct hs_task_list_opts {
 
 /* Visible tasks, most recently registered first. *out: hs_task_info_array_free;
  * *next_token heap or NULL on the last page. No I/O. */
-int hs_tasks_list(hs_tasks *t, const hs_task_caller *caller, const hs_task_list_opts *opts,
+int hs_tasks_list(hs_tasks *t, const hs_principal *caller, const hs_task_list_opts *opts,
 		  hs_task_info **out, size_t *n_out, char **next_token, hs_error *err);
 /* Blocks. */
-int hs_tasks_complete(hs_tasks *t, const hs_task_caller *caller, const char *task_id,
+int hs_tasks_complete(hs_tasks *t, const hs_principal *caller, const char *task_id,
 		      bool success, const char *message, hs_task_info *out, hs_error *err);
-int hs_tasks_recover(hs_tasks *t, const hs_task_caller *caller, const char *task_id,
+int hs_tasks_recover(hs_tasks *t, const hs_principal *caller, const char *task_id,
 		     const char *reason, hs_task_info *out, hs_error *err);
-int hs_tasks_cancel(hs_tasks *t, const hs_task_caller *caller, const char *task_id,
+int hs_tasks_cancel(hs_tasks *t, const hs_principal *caller, const char *task_id,
 		    const char *reason, hs_task_info *out, hs_error *err);
 
 /* --- watching ----------------------------------------------------------- */
@@ -254,7 +251,7 @@ typedef int (*hs_task_send_fn)(const hs_task_event *ev, void *payload);
  * events with id > after_event_id (0 = none), sends INITIAL_STATE events when
  * send_initial, then switches to live delivery. Blocks (store reads, waiting
  * for room). HS_LIMIT when too many watchers. */
-int hs_tasks_watch(hs_tasks *t, const hs_task_caller *caller, const char *task_id,
+int hs_tasks_watch(hs_tasks *t, const hs_principal *caller, const char *task_id,
 		   bool send_initial, int64_t after_event_id, hs_task_send_fn send,
 		   void *payload, hs_task_watch **out, hs_error *err);
 /* After it returns, send is never called again for w. Idempotent per w is

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "clock.h"
 #include "store.h"
 #include "tasks.h"
 #include "timer.h"
@@ -114,8 +115,6 @@ struct hs_tasks {
 	atomic_uint_fast64_t n_events, n_dropped, n_recoveries;
 };
 
-int64_t hs_tasks__wall_ms(void);
-int64_t hs_tasks__mono_ms(void);
 
 /* Store row <-> task. row_of fills a row from the task (task->mu held);
  * adopt copies a persisted row back into the task. */
@@ -157,7 +156,7 @@ void hs_tasks__watchers_free(hs_tasks *t);
 task *hs_tasks__lookup(hs_tasks *t, const char *id);
 /* Create and index a task from a row (t->mu not held); NULL on OOM. */
 task *hs_tasks__insert(hs_tasks *t, const hs_store_task_row *row, hs_error *err);
-bool hs_tasks__visible(const task *k, const hs_task_caller *caller);
+bool hs_tasks__visible(const task *k, const hs_principal *caller);
 void hs_tasks__info_of(const task *k, hs_task_info *out, bool *oom);
 
 #endif

@@ -16,7 +16,7 @@
 #define LABEL_KEY_MAX 63
 #define LABEL_VALUE_MAX 256
 
-static int caller_of(hs_rpc_call *call, hs_task_caller *out, hs_error *err)
+static int caller_of(hs_rpc_call *call, hs_principal *out, hs_error *err)
 {
 	const hs_rpc_principal *p = hs_rpc_call_principal(call);
 	if (p == NULL || !p->authenticated || p->user_id[0] == '\0')
@@ -148,7 +148,7 @@ static int register_task(hs_rpc_call *call, const ProtobufCMessage *req, Protobu
 			 hs_error *err)
 {
 	const Harness__V1__RegisterTaskRequest *r = (const void *)req;
-	hs_task_caller c;
+	hs_principal c;
 	int rc;
 	if ((rc = caller_of(call, &c, err)) != HS_OK)
 		return rc;
@@ -179,7 +179,7 @@ static int heartbeat(hs_rpc_call *call, const ProtobufCMessage *req, ProtobufCMe
 		     hs_error *err)
 {
 	const Harness__V1__HeartbeatRequest *r = (const void *)req;
-	hs_task_caller c;
+	hs_principal c;
 	int rc;
 	if ((rc = caller_of(call, &c, err)) != HS_OK)
 		return rc;
@@ -209,7 +209,7 @@ static int get_task(hs_rpc_call *call, const ProtobufCMessage *req, ProtobufCMes
 		    hs_error *err)
 {
 	const Harness__V1__GetTaskRequest *r = (const void *)req;
-	hs_task_caller c;
+	hs_principal c;
 	hs_task_info info;
 	int rc;
 	if ((rc = caller_of(call, &c, err)) != HS_OK ||
@@ -222,7 +222,7 @@ static int list_tasks(hs_rpc_call *call, const ProtobufCMessage *req, ProtobufCM
 		      hs_error *err)
 {
 	const Harness__V1__ListTasksRequest *r = (const void *)req;
-	hs_task_caller c;
+	hs_principal c;
 	int rc;
 	if ((rc = caller_of(call, &c, err)) != HS_OK)
 		return rc;
@@ -271,7 +271,7 @@ static int complete_task(hs_rpc_call *call, const ProtobufCMessage *req, Protobu
 			 hs_error *err)
 {
 	const Harness__V1__CompleteTaskRequest *r = (const void *)req;
-	hs_task_caller c;
+	hs_principal c;
 	hs_task_info info;
 	int rc;
 	if ((rc = caller_of(call, &c, err)) != HS_OK ||
@@ -285,7 +285,7 @@ static int recover_task(hs_rpc_call *call, const ProtobufCMessage *req, Protobuf
 			hs_error *err)
 {
 	const Harness__V1__RecoverTaskRequest *r = (const void *)req;
-	hs_task_caller c;
+	hs_principal c;
 	hs_task_info info;
 	int rc;
 	if ((rc = caller_of(call, &c, err)) != HS_OK ||
@@ -299,7 +299,7 @@ static int cancel_task(hs_rpc_call *call, const ProtobufCMessage *req, ProtobufC
 		       hs_error *err)
 {
 	const Harness__V1__CancelTaskRequest *r = (const void *)req;
-	hs_task_caller c;
+	hs_principal c;
 	hs_task_info info;
 	int rc;
 	if ((rc = caller_of(call, &c, err)) != HS_OK ||
@@ -350,7 +350,7 @@ static void watch_done(hs_rpc_call *call, void *payload)
 static int watch_tasks(hs_rpc_call *call, const ProtobufCMessage *req, hs_error *err)
 {
 	const Harness__V1__WatchTasksRequest *r = (const void *)req;
-	hs_task_caller c;
+	hs_principal c;
 	int rc;
 	if ((rc = caller_of(call, &c, err)) != HS_OK)
 		return rc;

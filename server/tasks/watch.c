@@ -58,7 +58,7 @@ static void deliver(hs_tasks *t, hs_task_watch *w, const hs_task_event *ev)
 		d.event_id = ev->event_id - 1;
 		d.type = HS_TEV_EVENTS_DROPPED;
 		d.dropped_count = w->dropped;
-		d.occurred_at_ms = hs_tasks__wall_ms();
+		d.occurred_at_ms = hs_clock_wall_ms();
 		snprintf(d.message, sizeof(d.message), "%llu events dropped",
 			 (unsigned long long)w->dropped);
 		int rc = w->send(&d, w->payload);
@@ -130,7 +130,7 @@ int hs_tasks__emit(hs_tasks *t, task *k, hs_task_event_type type, int64_t step,
 	COPY(row.message, message);
 	row.attempt = attempt;
 	row.state = k->state;
-	row.occurred_at_ms = hs_tasks__wall_ms();
+	row.occurred_at_ms = hs_clock_wall_ms();
 	hs_task_event ev;
 	memset(&ev, 0, sizeof(ev));
 	COPY(ev.task_id, k->id);
@@ -245,7 +245,7 @@ static int send_initial(hs_tasks *t, hs_task_watch *w, int64_t upto)
 		COPY(ev.checkpoint_id, k->last_ckpt);
 		ev.state = k->state;
 		ev.attempt = 0;
-		ev.occurred_at_ms = hs_tasks__wall_ms();
+		ev.occurred_at_ms = hs_clock_wall_ms();
 		COPY(ev.owner, k->owner);
 		COPY(ev.sandbox_id, k->sandbox_id);
 		pthread_mutex_unlock(&k->mu);
@@ -268,7 +268,7 @@ static void unlink_locked(hs_tasks *t, hs_task_watch *w)
 	}
 }
 
-int hs_tasks_watch(hs_tasks *t, const hs_task_caller *caller, const char *task_id,
+int hs_tasks_watch(hs_tasks *t, const hs_principal *caller, const char *task_id,
 		   bool initial, int64_t after_event_id, hs_task_send_fn send, void *payload,
 		   hs_task_watch **out, hs_error *err)
 {
@@ -279,7 +279,7 @@ int hs_tasks_watch(hs_tasks *t, const hs_task_caller *caller, const char *task_i
 		return hs_error_set(err, HS_INVALID, "after_event_id: out of range");
 	bool one = task_id != NULL && task_id[0] != '\0';
 	if (one) {
-		if ((rc = hs_ckpt_validate_task_id(task_id, err)) != HS_OK)
+		if ((rc = hs_id_check_task("task_id", task_id, err)) != HS_OK)
 			return hs_error_set(err, HS_INVALID, "task_id: %s", err ? err->msg : "invalid");
 		task *k = hs_tasks__lookup(t, task_id);
 		if (k == NULL)

@@ -1,6 +1,8 @@
 /* Webhook sender (see webhook.h). One easy handle per request, on the
  * sender thread only. */
 #include "webhook.h"
+#include "curl_once.h"
+#include "clock.h"
 
 #include <curl/curl.h>
 #include <pthread.h>
@@ -67,14 +69,7 @@ static int post_once(hs_webhook *w, const char *body, char *why, size_t why_len)
 /* Sleeps ms unless stopped; returns false when stopping. w->mu held. */
 static bool wait_ms(hs_webhook *w, int64_t ms)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	ts.tv_sec += ms / 1000;
-	ts.tv_nsec += (ms % 1000) * 1000000;
-	if (ts.tv_nsec >= 1000000000) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000;
-	}
+	struct timespec ts = hs_clock_deadline(CLOCK_MONOTONIC, ms);
 	while (!w->stop && pthread_cond_timedwait(&w->cv, &w->mu, &ts) == 0) {
 	}
 	return !w->stop;
@@ -123,6 +118,9 @@ int hs_webhook_new(hs_webhook **out, const hs_webhook_config *cfg, hs_error *err
 	if (cfg->url == NULL ||
 	    (strncmp(cfg->url, "http://", 7) != 0 && strncmp(cfg->url, "https://", 8) != 0))
 		return hs_error_set(err, HS_INVALID, "webhook-url: must be an http:// or https:// URL");
+	int rc = hs_curl_global_init(err);
+	if (rc != HS_OK)
+		return rc;
 	hs_webhook *w = calloc(1, sizeof(*w));
 	if (w == NULL)
 		return hs_error_set(err, HS_INTERNAL, "webhook: out of memory");
@@ -138,7 +136,6 @@ int hs_webhook_new(hs_webhook **out, const hs_webhook_config *cfg, hs_error *err
 		free(w);
 		return hs_error_set(err, HS_INTERNAL, "webhook: out of memory");
 	}
-	curl_global_init(CURL_GLOBAL_DEFAULT);
 	pthread_mutex_init(&w->mu, NULL);
 	pthread_condattr_t ca;
 	pthread_condattr_init(&ca);

@@ -75,7 +75,10 @@ def wait_until(pred, timeout, what):
 def counter_script(marker):
     """An entrypoint that counts into the workspace and keeps a marked child."""
     return ["/bin/sh", "-c",
-            "sleep %s & i=0; while true; do i=$((i+1)); echo $i > count.txt; sleep 0.05; done"
+            # written to a temp file and renamed: a reader (or a kill) never
+            # sees a truncated count
+            "sleep %s & i=0; while true; do i=$((i+1)); echo $i > count.tmp; "
+            "mv -f count.tmp count.txt; sleep 0.05; done"
             % marker]
 
 

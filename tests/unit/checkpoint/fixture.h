@@ -15,9 +15,9 @@
 
 #include "checkpoint.h"
 
-static const hs_ckpt_caller ALICE = { "alice", false };
-static const hs_ckpt_caller BOB = { "bob", false };
-static const hs_ckpt_caller ROOT = { "root", true };
+static const hs_principal ALICE = { "alice", false };
+static const hs_principal BOB = { "bob", false };
+static const hs_principal ROOT = { "root", true };
 
 typedef struct fx {
 	char root[PATH_MAX];

@@ -24,26 +24,6 @@
 
 /* ---- tests -------------------------------------------------------------- */
 
-static void test_checkpoint__task_id_validation(void **state)
-{
-	(void)state;
-	hs_error err = { 0 };
-	assert_int_equal(hs_ckpt_validate_task_id("task-1_a.b", &err), HS_OK);
-	const char *bad[] = { "", ".hidden", "a..b", "a/b", "a b", "ä", "x.lock", NULL };
-	for (int i = 0; bad[i]; i++) {
-		hs_error_clear(&err);
-		assert_int_equal(hs_ckpt_validate_task_id(bad[i], &err), HS_INVALID);
-		assert_non_null(strstr(err.msg, "task_id"));
-	}
-	assert_int_equal(hs_ckpt_validate_task_id(NULL, &err), HS_INVALID);
-	char longid[80];
-	memset(longid, 'a', 65);
-	longid[65] = '\0';
-	assert_int_equal(hs_ckpt_validate_task_id(longid, &err), HS_INVALID);
-	longid[64] = '\0';
-	assert_int_equal(hs_ckpt_validate_task_id(longid, NULL), HS_OK);
-}
-
 static void test_checkpoint__workspace_traversal(void **state)
 {
 	fx *f = *state;
@@ -758,7 +738,6 @@ int main(void)
 	if (getenv("HS_CKPT_TEST_FILTER")) /* e.g. "*large*" */
 		cmocka_set_test_filter(getenv("HS_CKPT_TEST_FILTER"));
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_checkpoint__task_id_validation),
 		cmocka_unit_test_setup_teardown(test_checkpoint__workspace_traversal, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_checkpoint__roundtrip_byte_exact, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_checkpoint__unchanged_and_parent, setup, teardown),

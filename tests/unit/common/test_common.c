@@ -15,7 +15,11 @@
 #include <unistd.h>
 
 #include "error.h"
+#include "clock.h"
+#include "ids.h"
+#include "labels.h"
 #include "log.h"
+#include "principal.h"
 
 /* --- error -------------------------------------------------------------- */
 
@@ -296,9 +300,89 @@ static void test_log__oversized_escapes_are_still_json(void **state)
 	json_decref(j);
 }
 
+/* ---- the shared rules: ids, labels, principal, clock ------------------------ */
+
+static void test_ids__task_rule(void **state)
+{
+	(void)state;
+	hs_error err = { 0 };
+	assert_int_equal(hs_id_check_task("task_id", "task-1_a.b", &err), HS_OK);
+	const char *bad[] = { "", ".hidden", "a..b", "a/b", "a b", "\xc3\xa4", "x.lock", NULL };
+	for (int i = 0; bad[i]; i++) {
+		hs_error_clear(&err);
+		assert_int_equal(hs_id_check_task("task_id", bad[i], &err), HS_INVALID);
+		assert_non_null(strstr(err.msg, "task_id: "));
+		assert_false(hs_id_is_task(bad[i]));
+	}
+	assert_int_equal(hs_id_check_task("task_id", NULL, &err), HS_INVALID);
+	char longid[80];
+	memset(longid, 'a', 65);
+	longid[65] = '\0';
+	assert_int_equal(hs_id_check_task("task_id", longid, &err), HS_INVALID);
+	longid[64] = '\0';
+	assert_int_equal(hs_id_check_task("task_id", longid, NULL), HS_OK);
+}
+
+static void test_ids__name_rule(void **state)
+{
+	(void)state;
+	hs_error err = { 0 };
+	assert_int_equal(hs_id_check_name("sandbox_id", "sb-0123abcd", &err), HS_OK);
+	const char *bad[] = { "", "-x", "a_b", "a.b", "a/b", NULL };
+	for (int i = 0; bad[i]; i++) {
+		hs_error_clear(&err);
+		assert_int_equal(hs_id_check_name("sandbox_id", bad[i], &err), HS_INVALID);
+		assert_non_null(strstr(err.msg, "sandbox_id: "));
+	}
+}
+
+static void test_labels__rule_and_match(void **state)
+{
+	(void)state;
+	hs_error err = { 0 };
+	hs_label ok[] = { { "team", "core" }, { "app.kubernetes.io/name", "x" } };
+	assert_int_equal(hs_labels_check("labels", ok, 2, &err), HS_OK);
+	hs_label badkey[] = { { "a b", "x" } };
+	assert_int_equal(hs_labels_check("labels", badkey, 1, &err), HS_INVALID);
+	hs_label ctl[] = { { "k", "line\nbreak" } };
+	assert_int_equal(hs_labels_check("labels", ctl, 1, &err), HS_INVALID);
+	hs_label dup[] = { { "k", "1" }, { "k", "2" } };
+	assert_int_equal(hs_labels_check("labels", dup, 2, &err), HS_INVALID);
+	hs_label sel[] = { { "team", "core" } }, miss[] = { { "team", "edge" } };
+	assert_true(hs_labels_match(ok, 2, sel, 1));
+	assert_false(hs_labels_match(ok, 2, miss, 1));
+	assert_true(hs_labels_match(ok, 2, NULL, 0));
+}
+
+static void test_principal__ownership_rule(void **state)
+{
+	(void)state;
+	hs_principal alice = { "usr_a", false }, admin = { "usr_x", true }, nobody = { "", false };
+	assert_true(hs_principal_may(&alice, "usr_a"));
+	assert_false(hs_principal_may(&alice, "usr_b"));
+	assert_false(hs_principal_may(&alice, NULL));
+	assert_true(hs_principal_may(&admin, "usr_b"));
+	assert_true(hs_principal_may(NULL, "usr_b")); /* harnessd itself */
+	assert_false(hs_principal_may(&nobody, ""));
+}
+
+static void test_clock__deadline_normalised(void **state)
+{
+	(void)state;
+	struct timespec t = hs_clock_deadline(CLOCK_MONOTONIC, 1999);
+	assert_true(t.tv_nsec >= 0 && t.tv_nsec < 1000000000);
+	assert_true(hs_clock_mono_ns() / 1000000 - hs_clock_mono_ms() <= 1);
+	assert_true(hs_clock_wall_ms() > 1700000000000LL);
+}
+
 int main(void)
 {
 	const struct CMUnitTest error_tests[] = {
+		cmocka_unit_test(test_ids__task_rule),
+		cmocka_unit_test(test_ids__name_rule),
+		cmocka_unit_test(test_labels__rule_and_match),
+		cmocka_unit_test(test_principal__ownership_rule),
+		cmocka_unit_test(test_clock__deadline_normalised),
 		cmocka_unit_test(test_error__set_fills_code_and_message),
 		cmocka_unit_test(test_error__null_err_returns_code),
 		cmocka_unit_test(test_error__ok_leaves_err_untouched),

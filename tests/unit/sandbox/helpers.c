@@ -19,9 +19,9 @@
 
 #include "driver.h"
 
-const hs_sandbox_caller sbt_alice = { "usr_alice", false, 10000 };
-const hs_sandbox_caller sbt_bob = { "usr_bob", false, 10000 };
-const hs_sandbox_caller sbt_admin = { "usr_admin", true, 10000 };
+const hs_sandbox_caller sbt_alice = { { "usr_alice", false }, 10000 };
+const hs_sandbox_caller sbt_bob = { { "usr_bob", false }, 10000 };
+const hs_sandbox_caller sbt_admin = { { "usr_admin", true }, 10000 };
 
 void sbt_sleep_ms(unsigned ms)
 {

@@ -113,7 +113,7 @@ static void test_sandbox_mgr__other_users_sandbox_refused(void **state)
 	hs_sandbox_info_dispose(&info);
 	/* a taken id is taken for everyone; no identity is refused */
 	assert_int_equal(create(env, &sbt_bob, "sb-alice", &err), HS_EXISTS);
-	hs_sandbox_caller anon = { NULL, false, 0 };
+	hs_sandbox_caller anon = { { NULL, false }, 0 };
 	assert_int_equal(hs_sandbox_get(env->mgr, &anon, "sb-alice", &info, &err), HS_UNAUTH);
 }
 

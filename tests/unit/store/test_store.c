@@ -430,6 +430,38 @@ static void test_store__refresh_revoke_family_and_expiry(void **state)
 	assert_true(t.revoked);
 }
 
+/* Task ids are claimed once: the first owner wins, later claims learn who
+ * it is; a v2 database's registered tasks arrive claimed by their owner. */
+static void test_store__task_claims_first_owner_wins(void **state)
+{
+	fixture *f = *state;
+	hs_error err = { 0 };
+	char parent[140];
+	snprintf(parent, sizeof(parent), "%s/data", f->dir);
+	assert_int_equal(mkdir(parent, 0700), 0);
+	assert_int_equal(mkdir(f->data_dir, 0700), 0);
+	sql_exec(f->db_path, hs_store__migrations[0]);
+	sql_exec(f->db_path, hs_store__migrations[1]);
+	sql_exec(f->db_path, "PRAGMA user_version=2;"
+			     "INSERT INTO tasks(task_id, owner, state, registered_at_ms) VALUES"
+			     " ('old', 'usr_a', 1, 5);");
+	hs_store *s = open_store(f);
+	char owner[HS_STORE_ID_MAX];
+	assert_int_equal(hs_store_task_owner(s, "old", owner, &err), HS_OK);
+	assert_string_equal(owner, "usr_a");
+	assert_int_equal(hs_store_task_owner(s, "new", owner, NULL), HS_NOT_FOUND);
+	assert_int_equal(hs_store_task_claim(s, "new", "usr_b", 10, owner, &err), HS_OK);
+	assert_string_equal(owner, "usr_b");
+	assert_int_equal(hs_store_task_claim(s, "new", "usr_a", 11, owner, &err), HS_OK);
+	assert_string_equal(owner, "usr_b");
+	assert_int_equal(hs_store_task_claim(s, "old", "usr_b", 12, owner, &err), HS_OK);
+	assert_string_equal(owner, "usr_a");
+	int64_t n = 0;
+	assert_int_equal(hs_store_task_owner_count(s, "usr_b", &n, &err), HS_OK);
+	assert_int_equal(n, 1);
+	assert_int_equal(hs_store_task_claim(s, "", "usr_b", 12, owner, &err), HS_INVALID);
+}
+
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
 
 int main(void)
@@ -449,6 +481,7 @@ int main(void)
 		T(test_store__sandbox_crud_and_filters),
 		T(test_store__sandbox_list_newest_first_stable_cursor),
 		T(test_store__migrates_v1_sandboxes_and_snapshots),
+		T(test_store__task_claims_first_owner_wins),
 		T(test_store__snapshots),
 		T(test_store__task_crud_heartbeat_and_active),
 		T(test_store__events_append_and_list_after),

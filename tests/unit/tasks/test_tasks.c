@@ -23,9 +23,9 @@
 #include "store.h"
 #include "tasks.h"
 
-static const hs_task_caller alice = { "usr_alice", false };
-static const hs_task_caller bob = { "usr_bob", false };
-static const hs_task_caller admin = { "usr_admin", true };
+static const hs_principal alice = { "usr_alice", false };
+static const hs_principal bob = { "usr_bob", false };
+static const hs_principal admin = { "usr_admin", true };
 
 /* ---- fake recovery ops -------------------------------------------------- */
 
@@ -207,7 +207,7 @@ static int teardown(void **state)
 	return 0;
 }
 
-static void reg(fx *f, const hs_task_caller *c, const char *id, int64_t interval, int64_t timeout,
+static void reg(fx *f, const hs_principal *c, const char *id, int64_t interval, int64_t timeout,
 		int32_t max_attempts, int64_t backoff)
 {
 	hs_error err = { 0 };
@@ -235,7 +235,7 @@ static int state_of(fx *f, const char *id)
 	return st;
 }
 
-static int beat(fx *f, const hs_task_caller *c, const char *id, int64_t step,
+static int beat(fx *f, const hs_principal *c, const char *id, int64_t step,
 		hs_task_beat_reply *out)
 {
 	hs_error err = { 0 };
@@ -694,7 +694,7 @@ static void test_tasks__recovery_with_real_checkpoints(void **state)
 	hs_ckpt_info info;
 	bool unchanged;
 	char *push = NULL;
-	hs_ckpt_caller owner = { "usr_alice", false };
+	hs_principal owner = { "usr_alice", false };
 	assert_int_equal(hs_ckpt_create(ck, "job", NULL, &owner, 3, "s3", NULL, &info,
 					&unchanged, &push, &err),
 			 HS_OK);
