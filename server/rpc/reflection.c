@@ -2,9 +2,10 @@
  * embedded at build time.
  *
  * At start the FileDescriptorSet is split into its files, each kept as the
- * exact bytes protoc wrote (answers send them unchanged), and every symbol
- * they declare (packages' messages, nested messages, enums, services,
- * methods) is indexed in a sorted array. Requests are answered with the file
+ * exact bytes protoc wrote with their source info (answers send them
+ * unchanged, so grpcurl describe shows the comments), and every symbol they
+ * declare (messages, fields, oneofs, enums and their values, services,
+ * methods, extensions) is indexed in a sorted array. Requests are answered with the file
  * and its transitive dependencies. v1alpha is wire-identical to v1: its
  * requests are read through the v1 structs and its responses are v1 structs
  * sent under the v1alpha descriptor. */
@@ -81,18 +82,40 @@ static int add_symbol(hs_reflection *r, const char *prefix, const char *name, si
 	return HS_OK;
 }
 
+/* An enum and its values. Values are found both as protobuf scopes them
+ * (siblings of the enum: "pkg.VALUE") and under the enum ("pkg.Enum.VALUE"),
+ * as grpc-go's resolver does. */
+static int index_enum(hs_reflection *r, const char *prefix,
+		      const Google__Protobuf__EnumDescriptorProto *e, size_t file)
+{
+	int rc = add_symbol(r, prefix, e->name, file);
+	char inner[512];
+	snprintf(inner, sizeof(inner), "%s%s%s", prefix, prefix[0] ? "." : "", e->name);
+	for (size_t i = 0; i < e->n_value && rc == HS_OK; i++)
+		if ((rc = add_symbol(r, prefix, e->value[i]->name, file)) == HS_OK)
+			rc = add_symbol(r, inner, e->value[i]->name, file);
+	return rc;
+}
+
+/* A message and everything declared inside it: fields, oneofs, nested
+ * messages and enums, extensions. depth bounds the recursion (descriptors
+ * are ours, but a bound costs nothing). */
 static int index_message(hs_reflection *r, const char *prefix,
-			 const Google__Protobuf__DescriptorProto *m, size_t file)
+			 const Google__Protobuf__DescriptorProto *m, size_t file, int depth)
 {
 	int rc = add_symbol(r, prefix, m->name, file);
-	if (rc != HS_OK)
+	if (rc != HS_OK || depth > 32)
 		return rc;
 	char inner[512];
 	snprintf(inner, sizeof(inner), "%s%s%s", prefix, prefix[0] ? "." : "", m->name);
+	for (size_t i = 0; i < m->n_field && rc == HS_OK; i++)
+		rc = add_symbol(r, inner, m->field[i]->name, file);
+	for (size_t i = 0; i < m->n_oneof_decl && rc == HS_OK; i++)
+		rc = add_symbol(r, inner, m->oneof_decl[i]->name, file);
 	for (size_t i = 0; i < m->n_nested_type && rc == HS_OK; i++)
-		rc = index_message(r, inner, m->nested_type[i], file);
+		rc = index_message(r, inner, m->nested_type[i], file, depth + 1);
 	for (size_t i = 0; i < m->n_enum_type && rc == HS_OK; i++)
-		rc = add_symbol(r, inner, m->enum_type[i]->name, file);
+		rc = index_enum(r, inner, m->enum_type[i], file);
 	for (size_t i = 0; i < m->n_extension && rc == HS_OK; i++)
 		rc = add_symbol(r, inner, m->extension[i]->name, file);
 	return rc;
@@ -104,9 +127,9 @@ static int index_file(hs_reflection *r, const Google__Protobuf__FileDescriptorPr
 	const char *pkg = fd->package ? fd->package : "";
 	int rc = HS_OK;
 	for (size_t i = 0; i < fd->n_message_type && rc == HS_OK; i++)
-		rc = index_message(r, pkg, fd->message_type[i], file);
+		rc = index_message(r, pkg, fd->message_type[i], file, 0);
 	for (size_t i = 0; i < fd->n_enum_type && rc == HS_OK; i++)
-		rc = add_symbol(r, pkg, fd->enum_type[i]->name, file);
+		rc = index_enum(r, pkg, fd->enum_type[i], file);
 	for (size_t i = 0; i < fd->n_extension && rc == HS_OK; i++)
 		rc = add_symbol(r, pkg, fd->extension[i]->name, file);
 	for (size_t i = 0; i < fd->n_service && rc == HS_OK; i++) {

@@ -119,6 +119,25 @@ class ReflectionTest(hstest.HarnessTestCase):
         self.assertEqual(resp[5].error_response.error_code, grpc.StatusCode.NOT_FOUND.value[0])
         self.assertEqual(resp[2].original_request.file_containing_symbol, "harness.v1.AuthService")
 
+    def test_every_kind_of_symbol_and_documentation(self):
+        """As grpc-go's server: fields, enums, enum values (both spellings),
+        methods resolve; the files carry their comments (grpcurl describe
+        shows them) and the options other languages generate from."""
+        syms = ("harness.v1.Checkpoint.external_state", "harness.v1.SandboxState",
+                "harness.v1.SANDBOX_STATE_RUNNING", "harness.v1.SandboxState.SANDBOX_STATE_RUNNING",
+                "harness.v1.HealthService.Heartbeat", "harness.v1.Checkpoint")
+        resp = reflect(self.channel, [reflection_pb2.ServerReflectionRequest(file_containing_symbol=s)
+                                      for s in syms])
+        for sym, r in zip(syms, resp):
+            self.assertTrue(r.HasField("file_descriptor_response"), sym)
+            fdp = descriptor_pb2.FileDescriptorProto.FromString(
+                r.file_descriptor_response.file_descriptor_proto[0])
+            self.assertTrue(fdp.name.startswith("harness/v1/"), sym)
+            self.assertTrue(fdp.options.go_package and fdp.options.java_package
+                            and fdp.options.csharp_namespace, fdp.name)
+            comments = [l.leading_comments for l in fdp.source_code_info.location if l.leading_comments]
+            self.assertGreater(len(comments), 10, fdp.name)
+
     def test_call_built_from_reflected_descriptors_only(self):
         """What grpcurl does: no .proto, no stubs, only what reflection says."""
         resp = reflect(self.channel, [reflection_pb2.ServerReflectionRequest(

@@ -40,6 +40,16 @@ static void test_reflection__symbols_resolve_to_files(void **state)
 		  "grpc/reflection/v1/reflection.proto" },
 		{ "grpc.reflection.v1alpha.ServerReflection", "grpc/reflection/v1alpha/reflection.proto" },
 		{ "google.protobuf.Timestamp", "google/protobuf/timestamp.proto" },
+		/* every kind of symbol, as grpc-go's server resolves them */
+		{ "harness.v1.Checkpoint.external_state", "harness/v1/checkpoint.proto" },
+		{ "harness.v1.SandboxState", "harness/v1/sandbox.proto" },
+		{ "harness.v1.SANDBOX_STATE_RUNNING", "harness/v1/sandbox.proto" },
+		{ "harness.v1.SandboxState.SANDBOX_STATE_RUNNING", "harness/v1/sandbox.proto" },
+		{ "grpc.health.v1.HealthCheckResponse.SERVING", "grpc/health/v1/health.proto" },
+		{ "grpc.reflection.v1.ServerReflectionRequest.message_request",
+		  "grpc/reflection/v1/reflection.proto" },
+		{ "google.protobuf.Struct.fields", "google/protobuf/struct.proto" },
+		{ "google.protobuf.Struct.FieldsEntry.key", "google/protobuf/struct.proto" },
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		const char *f = hs_reflection_file_of(r, cases[i].sym);
@@ -49,6 +59,7 @@ static void test_reflection__symbols_resolve_to_files(void **state)
 	static const char *const unknown[] = {
 		"", "harness", "harness.v1", "harness.v1.NoSuch", "grpc.health.v1.Health.Nope",
 		"grpc.health.v1.Health.", "Health", "harness.v1.AuthServic",
+		"harness.v1.Checkpoint.no_such_field", "harness.v1.SANDBOX_STATE_NOPE",
 	};
 	for (size_t i = 0; i < sizeof(unknown) / sizeof(unknown[0]); i++)
 		assert_null(hs_reflection_file_of(r, unknown[i]));
