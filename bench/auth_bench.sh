@@ -16,6 +16,8 @@
 # node + npm (the Express deps are installed into bench/auth/express-bff on
 # first run). Builds nothing.
 set -euo pipefail
+# every harnessd started here scrapes on a free port, not the default 9090
+export HARNESS_METRICS_LISTEN=${HARNESS_METRICS_LISTEN:-127.0.0.1:0}
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 BUILD=${BUILD:-build}

@@ -4,6 +4,8 @@
 #   HS_BUILD_DIR=/path/to/build bench/checkpoint_bench.sh [--files 20000] [--mb 200]
 # Small smoke run: bench/checkpoint_bench.sh --files 2000 --mb 20
 set -eu
+# every harnessd started here scrapes on a free port, not the default 9090
+export HARNESS_METRICS_LISTEN=${HARNESS_METRICS_LISTEN:-127.0.0.1:0}
 here=$(cd "$(dirname "$0")" && pwd)
 export HS_SOURCE_DIR="${HS_SOURCE_DIR:-$here/..}"
 export HS_BUILD_DIR="${HS_BUILD_DIR:-$HS_SOURCE_DIR/build}"

@@ -5,6 +5,8 @@
 #   bench/rpc_health.sh [requests]      (default 400000)
 # Needs: scripts/deps.sh --bench (h2load, g++, libgrpc++-dev) and a build in build/.
 set -euo pipefail
+# every harnessd started here scrapes on a free port, not the default 9090
+export HARNESS_METRICS_LISTEN=${HARNESS_METRICS_LISTEN:-127.0.0.1:0}
 cd "$(dirname "$0")/.."
 N=${1:-400000}
 out=$(mktemp -d)

@@ -3,6 +3,8 @@
 # the API emulator). See sandbox_bench.py and README.sandbox.md.
 #   HS_BUILD_DIR=/path/to/build bench/sandbox_bench.sh [--n 200] [--alive 100]
 set -eu
+# every harnessd started here scrapes on a free port, not the default 9090
+export HARNESS_METRICS_LISTEN=${HARNESS_METRICS_LISTEN:-127.0.0.1:0}
 here=$(cd "$(dirname "$0")" && pwd)
 export HS_SOURCE_DIR="${HS_SOURCE_DIR:-$here/..}"
 export HS_BUILD_DIR="${HS_BUILD_DIR:-$HS_SOURCE_DIR/build}"

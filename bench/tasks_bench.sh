@@ -4,6 +4,8 @@
 # harnessd RSS per 100,000 tasks. See tasks_bench.py.
 #   HS_BUILD_DIR=/path/to/build bench/tasks_bench.sh [--requests 40000] [--bulk 100000]
 set -eu
+# every harnessd started here scrapes on a free port, not the default 9090
+export HARNESS_METRICS_LISTEN=${HARNESS_METRICS_LISTEN:-127.0.0.1:0}
 here=$(cd "$(dirname "$0")" && pwd)
 export HS_SOURCE_DIR="${HS_SOURCE_DIR:-$here/..}"
 export HS_BUILD_DIR="${HS_BUILD_DIR:-$HS_SOURCE_DIR/build}"

@@ -99,6 +99,8 @@ static const opt opts[] = {
 	  false, "git remote URL checkpoint refs are pushed to after each create (empty: none)" },
 	{ "webhook-url", "HARNESS_WEBHOOK_URL", S(webhook_url), "", 0, 0, NULL, false,
 	  "task events are POSTed here as JSON (empty: none)" },
+	{ "metrics-listen", "HARNESS_METRICS_LISTEN", S(metrics_listen), "127.0.0.1:9090", 0, 0,
+	  NULL, false, "Prometheus /metrics over HTTP on host:port (empty: off; port 0 picks one)" },
 };
 
 static const opt *find_opt(const char *name, size_t len)

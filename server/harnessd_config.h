@@ -53,6 +53,8 @@ typedef struct hs_config {
 	char checkpoint_remote[HS_CFG_STR];
 	/* tasks */
 	char webhook_url[HS_CFG_STR];
+	/* observability */
+	char metrics_listen[HS_CFG_STR];
 	bool show_help, show_version;
 } hs_config;
 

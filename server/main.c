@@ -22,6 +22,8 @@
 #include "std_services.h"
 #include "store.h"
 #include "tenancy.h"
+#include "metrics.h"
+#include "metrics_http.h"
 #include "tasks_service.h"
 #include "tasks.h"
 #include <fcntl.h>
@@ -53,6 +55,8 @@ typedef struct app {
 	hs_config cfg;
 	hs_store *store;
 	hs_tenancy *tenancy;     /* who owns which task id; workspaces beneath the root */
+	hs_metrics *metrics;     /* every module's collector; scraped at --metrics-listen */
+	hs_metrics_http *metrics_http;
 	hs_rpc_server *srv;
 	hs_grpc_health *health;
 	hs_reflection *reflection;
@@ -178,6 +182,9 @@ static int start(app *a, hs_error *err)
 		return rc;
 	if ((rc = hs_store_open(&a->store, a->cfg.data_dir, err)) != HS_OK)
 		return rc;
+	if ((rc = hs_metrics_new(&a->metrics, err)) != HS_OK ||
+	    (rc = hs_metrics_add(a->metrics, hs_metrics_collect_process, NULL, err)) != HS_OK)
+		return rc;
 	hs_tenancy_config tc_cfg = { a->store, a->cfg.workspace_root };
 	if ((rc = hs_tenancy_new(&a->tenancy, &tc_cfg, err)) != HS_OK)
 		return rc;
@@ -230,6 +237,13 @@ static int start(app *a, hs_error *err)
 		return rc;
 	if ((rc = hs_rpc_server_start(a->srv, err)) != HS_OK)
 		return rc;
+	if (a->cfg.metrics_listen[0] != '\0') {
+		if ((rc = hs_metrics_http_start(&a->metrics_http, a->cfg.metrics_listen, a->metrics,
+						err)) != HS_OK)
+			return rc;
+		hs_log(HS_LOG_INFO, "main", "metrics", HS_LS("listen", a->cfg.metrics_listen),
+		       HS_LI("port", hs_metrics_http_port(a->metrics_http)));
+	}
 
 	/* Ready only once the store and the workspace root take writes;
 	 * re-checked every 5 s. */
@@ -252,6 +266,8 @@ static void stop(app *a)
 		pthread_join(a->ready_thr, NULL);
 		a->ready_started = false;
 	}
+	hs_metrics_http_stop(a->metrics_http); /* no scrape runs past this */
+	a->metrics_http = NULL;
 	if (a->health != NULL)
 		hs_grpc_health_shutdown(a->health);
 	if (a->srv != NULL)
@@ -265,6 +281,7 @@ static void stop(app *a)
 	hs_reflection_free(a->reflection);
 	hs_grpc_health_free(a->health);
 	hs_tenancy_free(a->tenancy);
+	hs_metrics_free(a->metrics);
 	hs_store_free(a->store);
 }
 

@@ -89,6 +89,9 @@ class Process:
         self._cond = threading.Condition()
         full_env = dict(os.environ)
         full_env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
+        # Every harnessd a test starts scrapes on a free port, never the
+        # default 9090 (tests run in parallel).
+        full_env.setdefault("HARNESS_METRICS_LISTEN", "127.0.0.1:0")
         if env:
             full_env.update(env)
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -175,6 +178,8 @@ class Harnessd(Process):
         super().__init__(argv, env=e, ready=lambda l: l.get("msg") == "serving")
         serving = next(l for l in self.lines if l.get("msg") == "serving")
         self.port = serving["port"]
+        metrics = next((l for l in self.lines if l.get("msg") == "metrics"), None)
+        self.metrics_port = metrics["port"] if metrics else None
         self.target = "127.0.0.1:%d" % self.port
         self.channel = grpc.insecure_channel(self.target)
 

@@ -119,6 +119,21 @@ class ReflectionTest(hstest.HarnessTestCase):
         self.assertEqual(resp[5].error_response.error_code, grpc.StatusCode.NOT_FOUND.value[0])
         self.assertEqual(resp[2].original_request.file_containing_symbol, "harness.v1.AuthService")
 
+    def test_metrics_endpoint_serves_prometheus_text(self):
+        import urllib.request, urllib.error
+        self.assertIsNotNone(self.hd.metrics_port)
+        url = "http://127.0.0.1:%d" % self.hd.metrics_port
+        with urllib.request.urlopen(url + "/metrics", timeout=5) as r:
+            self.assertEqual(r.status, 200)
+            self.assertTrue(r.headers["Content-Type"].startswith("text/plain; version=0.0.4"))
+            body = r.read().decode()
+        for name in ("process_cpu_seconds_total", "process_resident_memory_bytes",
+                     "process_open_fds", "process_threads", "process_start_time_seconds"):
+            self.assertIn("# TYPE %s " % name, body)
+        with self.assertRaises(urllib.error.HTTPError) as cm:
+            urllib.request.urlopen(url + "/other", timeout=5)
+        self.assertEqual(cm.exception.code, 404)
+
     def test_every_kind_of_symbol_and_documentation(self):
         """As grpc-go's server: fields, enums, enum values (both spellings),
         methods resolve; the files carry their comments (grpcurl describe

@@ -19,7 +19,9 @@
 #include "ids.h"
 #include "labels.h"
 #include "log.h"
+#include "metrics.h"
 #include "principal.h"
+#include "procstat.h"
 
 /* --- error -------------------------------------------------------------- */
 
@@ -375,9 +377,81 @@ static void test_clock__deadline_normalised(void **state)
 	assert_true(hs_clock_wall_ms() > 1700000000000LL);
 }
 
+/* ---- metrics: instruments, exposition, process --------------------------------- */
+
+static const double test_bounds[3] = { 0.1, 1, 10 };
+
+static void collect_test(hs_metrics_out *o, void *payload)
+{
+	hs_histogram *h = payload;
+	static hs_counter c;
+	hs_counter_add(&c, 2);
+	hs_metrics_family(o, "t_total", "counter", "A test counter\nwith a newline.");
+	const char *const l[] = { "method", "Say\"Hi\"\\\n", NULL };
+	hs_metrics_sample(o, "t_total", l, (double)hs_counter_get(&c));
+	hs_metrics_family(o, "t_seconds", "histogram", "A test histogram.");
+	const char *const hl[] = { "k", "v", NULL };
+	hs_metrics_histogram(o, "t_seconds", hl, h);
+}
+
+static void test_metrics__exposition(void **state)
+{
+	(void)state;
+	hs_metrics *m = NULL;
+	hs_error err = { 0 };
+	assert_int_equal(hs_metrics_new(&m, &err), HS_OK);
+	hs_histogram h;
+	hs_histogram_init(&h, test_bounds, 3, 1e6);
+	hs_histogram_observe(&h, 0.05);
+	hs_histogram_observe(&h, 0.5);
+	hs_histogram_observe(&h, 0.5);
+	hs_histogram_observe(&h, 100);
+	assert_int_equal(hs_metrics_add(m, collect_test, &h, &err), HS_OK);
+	assert_int_equal(hs_metrics_add(m, collect_test, &h, &err), HS_EXISTS);
+	size_t len = 0;
+	char *text = hs_metrics_render(m, &len);
+	assert_non_null(text);
+	assert_int_equal(strlen(text), len);
+	assert_non_null(strstr(text, "# HELP t_total A test counter\\nwith a newline.\n# TYPE t_total counter\n"));
+	assert_non_null(strstr(text, "t_total{method=\"Say\\\"Hi\\\"\\\\\\n\"} 2\n"));
+	assert_non_null(strstr(text, "t_seconds_bucket{k=\"v\",le=\"0.1\"} 1\n"));
+	assert_non_null(strstr(text, "t_seconds_bucket{k=\"v\",le=\"1\"} 3\n"));
+	assert_non_null(strstr(text, "t_seconds_bucket{k=\"v\",le=\"10\"} 3\n"));
+	assert_non_null(strstr(text, "t_seconds_bucket{k=\"v\",le=\"+Inf\"} 4\n"));
+	assert_non_null(strstr(text, "t_seconds_sum{k=\"v\"} 101.05\n"));
+	assert_non_null(strstr(text, "t_seconds_count{k=\"v\"} 4\n"));
+	free(text);
+	hs_metrics_remove(m, collect_test, &h);
+	assert_int_equal(hs_metrics_add(m, hs_metrics_collect_process, NULL, &err), HS_OK);
+	text = hs_metrics_render(m, &len);
+	assert_non_null(text);
+	assert_null(strstr(text, "t_total"));
+	assert_non_null(strstr(text, "process_resident_memory_bytes "));
+	assert_non_null(strstr(text, "process_open_fds "));
+	assert_non_null(strstr(text, "process_start_time_seconds "));
+	free(text);
+	hs_metrics_free(m);
+}
+
+static void test_procstat__self_and_missing(void **state)
+{
+	(void)state;
+	hs_procstat ps;
+	hs_error err = { 0 };
+	assert_int_equal(hs_procstat_read(0, &ps, &err), HS_OK);
+	assert_int_equal(ps.ppid, getppid());
+	assert_true(ps.num_threads >= 1 && ps.start_ticks > 0 && ps.rss_pages > 0);
+	hs_procstat again;
+	assert_int_equal(hs_procstat_read(getpid(), &again, &err), HS_OK);
+	assert_int_equal(again.start_ticks, ps.start_ticks);
+	assert_int_equal(hs_procstat_read(0x3ffffff0, &ps, &err), HS_NOT_FOUND);
+}
+
 int main(void)
 {
 	const struct CMUnitTest error_tests[] = {
+		cmocka_unit_test(test_metrics__exposition),
+		cmocka_unit_test(test_procstat__self_and_missing),
 		cmocka_unit_test(test_ids__task_rule),
 		cmocka_unit_test(test_ids__name_rule),
 		cmocka_unit_test(test_labels__rule_and_match),
