@@ -67,18 +67,18 @@ static long long wait_growth(const char *path, long long above, unsigned ms)
  * processes from outside. */
 /* Our own sandbox cgroup when the freezer is in use (cgroup v2 mounted and
  * writable, harnessd in the root cgroup as in these tests), else "". */
-static void freezer_dir(const char *id, char *out, size_t cap)
+static void freezer_dir(sbt_env *env, const char *id, char *out, size_t cap)
 {
+	char inst[300];
+	sbt_instance_cgroup(env, inst, sizeof(inst));
 	out[0] = '\0';
-	if (sbt_exists("/sys/fs/cgroup/cgroup.controllers"))
-		snprintf(out, cap, "/sys/fs/cgroup/harness-sandboxes/%s", id);
-	else if (sbt_exists("/sys/fs/cgroup/unified/cgroup.controllers"))
-		snprintf(out, cap, "/sys/fs/cgroup/unified/harness-sandboxes/%s", id);
+	if (inst[0] != '\0')
+		snprintf(out, cap, "%s/%s", inst, id);
 }
 
 static void pause_resume_destroy(sbt_env *env, const char *marker, bool freezer)
 {
-	char cg[256];
+	char cg[400];
 	char script[512], progress[512];
 	hs_error err = { 0 };
 	hs_sandbox_info info;
@@ -90,7 +90,7 @@ static void pause_resume_destroy(sbt_env *env, const char *marker, bool freezer)
 	snprintf(progress, sizeof(progress), "%s/task-loop/progress", env->workspaces);
 	assert_true(wait_growth(progress, 0, 3000) > 0);
 	assert_true(sbt_count_procs(marker) >= 2);
-	freezer_dir("sb-loop", cg, sizeof(cg));
+	freezer_dir(env, "sb-loop", cg, sizeof(cg));
 	if (cg[0] != '\0' && freezer)
 		assert_true(sbt_exists(cg)); /* root can write cgroup v2 here: freezer in use */
 	if (!freezer)

@@ -83,8 +83,9 @@ static void test_sandbox_mgr__wrong_state_names_it(void **state)
 	assert_true(info.stopped_at_ms >= info.started_at_ms && info.started_at_ms > 0);
 	hs_sandbox_info_dispose(&info);
 	assert_int_equal(hs_sandbox_get(env->mgr, &sbt_alice, "nope", &info, &err), HS_NOT_FOUND);
-	assert_int_equal(hs_sandbox_get(env->mgr, &sbt_alice, "../etc", &info, &err),
-			 HS_NOT_FOUND);
+	hs_error_clear(&err);
+	assert_int_equal(hs_sandbox_get(env->mgr, &sbt_alice, "../etc", &info, &err), HS_INVALID);
+	assert_true(sbt_contains(err.msg, "sandbox_id"));
 }
 
 static void test_sandbox_mgr__other_users_sandbox_refused(void **state)
@@ -331,7 +332,7 @@ static void test_sandbox_mgr__spec_fields_and_driver_checks(void **state)
 	hs_error err = { 0 };
 	hs_sandbox_info info;
 	static const char *ep[] = { "/bin/true" };
-	static const char *const env_kv[] = { "A=1" };
+	static const hs_label env_kv[] = { { "A", "1" } };
 	sbt_open_mgr(env);
 	struct {
 		hs_sandbox_spec spec;
@@ -391,7 +392,12 @@ static void test_sandbox_mgr__spec_fields_and_driver_checks(void **state)
 	assert_int_equal(n, 1);
 	assert_string_equal(list[0].sandbox_id, "vm-1");
 	hs_sandbox_info_array_free(list, n);
-	/* A non-admin's owner filter is ignored: still only its own. */
+	/* A non-admin naming another owner is refused; naming itself is fine. */
+	hs_error_clear(&err);
+	assert_int_equal(hs_sandbox_list(env->mgr, &sbt_alice, &f, &list, &n, &next, &err),
+			 HS_DENIED);
+	assert_true(sbt_contains(err.msg, "owner"));
+	f.owner = "usr_alice";
 	assert_int_equal(hs_sandbox_list(env->mgr, &sbt_alice, &f, &list, &n, &next, &err), HS_OK);
 	assert_int_equal(n, 1);
 	assert_string_equal(list[0].sandbox_id, "sp-1");
