@@ -23,6 +23,18 @@ fi
 export HARNESS_ADMIN_EMAIL=${HARNESS_ADMIN_EMAIL:-admin@harness.local}
 export HARNESS_ADMIN_PASSWORD=${HARNESS_ADMIN_PASSWORD:-$(cat "$pwfile")}
 
+# Sandboxes run as their own unprivileged account, never as harnessd's uid
+# (they would own harnessd's files). As root: create it (idempotent). Not
+# root: harnessd cannot switch uids, so sandboxes run as yours (development
+# mode, said loudly).
+sandbox_args=()
+if [[ $(id -u) -eq 0 ]]; then
+  scripts/sandbox-account.sh create harness-sandbox >/dev/null
+else
+  echo "run.sh: not root: sandboxes run as your own uid (--sandbox-allow-same-uid, development only)" >&2
+  sandbox_args=(--sandbox-allow-same-uid 1)
+fi
+
 pids=()
 stop() {
   trap - INT TERM
@@ -34,7 +46,7 @@ stop() {
 }
 trap stop INT TERM
 
-build/server/harnessd --listen "$grpc_addr" --data-dir "$data" &
+build/server/harnessd --listen "$grpc_addr" --data-dir "$data" "${sandbox_args[@]}" &
 pids+=($!)
 build/gateway/harness-gateway --listen "$http_addr" --grpc-target "$grpc_addr" &
 pids+=($!)
