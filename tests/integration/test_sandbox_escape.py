@@ -295,6 +295,29 @@ class EscapeTest(unittest.TestCase):
         self.assertLess(n, 64)
         self.assertTrue(sb.limits.pids)
 
+    def test_reported_limits_are_the_cgroups(self):
+        """GetSandbox.limits says what the host enforces: each limit it
+        reports is in the sandbox's cgroup files with the asked-for value."""
+        self.alice.CreateSandbox(sandbox_id="limits", vcpu_count=2, mem_size_mib=192,
+                                 entrypoint=["sleep", "1000"])
+        sb = self.alice.StartSandbox(sandbox_id="limits")
+        got = self.alice.GetSandbox(sandbox_id="limits").limits
+        self.assertEqual(got, sb.limits)
+        files = {}
+        for d in cgroup_dirs(instance_id(sb), "limits"):
+            for name in ("memory.max", "memory.limit_in_bytes", "cpu.max", "cpu.cfs_quota_us",
+                         "pids.max"):
+                if os.path.exists(os.path.join(d, name)):
+                    files[name] = slurp(os.path.join(d, name)).strip()
+        mem = files.get("memory.max") or files.get("memory.limit_in_bytes")
+        self.assertEqual(got.memory, mem == str(192 << 20), files)
+        cpu = files.get("cpu.max", "").split(" ")[0] or files.get("cpu.cfs_quota_us")
+        self.assertEqual(got.cpu, cpu == "200000", files)
+        self.assertEqual(got.pids, files.get("pids.max") == "64", files)
+        self.assertEqual(got.pids_max, 64 if got.pids else 0)
+        self.alice.DestroySandbox(sandbox_id="limits")
+        assert_clean(self, sb, pid=sb.pid)
+
     # ---- honest states -----------------------------------------------------
 
     def test_missing_entrypoint_is_failed_with_the_reason(self):
