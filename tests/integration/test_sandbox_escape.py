@@ -456,5 +456,60 @@ class InstancesTest(unittest.TestCase):
                 victim.wait()
 
 
+class RootfsTest(unittest.TestCase):
+    """--sandbox-rootfs: the sandbox's /usr, /lib*, /bin, /sbin and /etc files
+    come from that directory instead of the host's."""
+
+    def test_rootfs_replaces_the_hosts_system(self):
+        tmp = tempfile.mkdtemp(prefix="hs-it-rootfs-")
+        srv = None
+        try:
+            rootfs = os.path.join(tmp, "rootfs")
+            os.makedirs(os.path.join(rootfs, "etc"))
+            # A stand-in for an unpacked distro: the host's programs (a link:
+            # the operator's tree is trusted), merged-/usr links, and an
+            # /etc of its own.
+            os.symlink("/usr", os.path.join(rootfs, "usr"))
+            for d in ("bin", "sbin", "lib", "lib64"):
+                if os.path.exists("/" + d):
+                    os.symlink("usr/" + d, os.path.join(rootfs, d))
+            for f in ("passwd", "group", "ld.so.cache", "nsswitch.conf"):
+                if os.path.exists("/etc/" + f):
+                    shutil.copy("/etc/" + f, os.path.join(rootfs, "etc", f))
+            with open(os.path.join(rootfs, "etc", "os-release"), "w") as f:
+                f.write("ID=hs-test-rootfs\n")
+            os.chmod(tmp, 0o700)  # harnessd's own: the portal binds it anyway
+            srv = SandboxServer(["--sandbox-driver", "bwrap", "--sandbox-rootfs", rootfs],
+                                data_dir=os.path.join(tmp, "data"))
+            srv.admin.CreateSandbox(sandbox_id="rfs", task_id="task-rfs", entrypoint=[
+                "/bin/sh", "-c", "cat /etc/os-release; test -e /etc/hosts || echo no-hosts; "
+                "ls /usr/bin/env >/dev/null && echo has-env"])
+            srv.admin.StartSandbox(sandbox_id="rfs")
+            sb = finished(srv.admin, "rfs")
+            log = read_log(sb)
+            self.assertEqual(sb.exit_code, 0, log)
+            self.assertIn("ID=hs-test-rootfs", log)
+            self.assertIn("no-hosts", log)  # the rootfs has none: not the host's
+            self.assertIn("has-env", log)
+        finally:
+            if srv is not None:
+                srv.close()
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def test_bad_rootfs_is_refused_at_start(self):
+        tmp = tempfile.mkdtemp(prefix="hs-it-rootfs-")
+        try:
+            p = hstest.Process([hstest.HARNESSD, "--listen", "127.0.0.1:0", "--data-dir", tmp,
+                                "--sandbox-driver", "bwrap", "--sandbox-rootfs", tmp]
+                               + hstest.SandboxAccount.args(),
+                               env={"HARNESS_ADMIN_PASSWORD": "admin-password-1"})
+            p.proc.wait(timeout=20 * hstest.SLOW)
+            p.stop()
+            self.assertEqual(p.proc.returncode, 1)
+            self.assertIn("sandbox-rootfs", "\n".join(p.raw_lines))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 if __name__ == "__main__":
     unittest.main()
