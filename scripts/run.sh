@@ -17,6 +17,7 @@ http_addr=${HARNESS_GATEWAY_LISTEN:-127.0.0.1:8080}
 # The first admin: a password generated once and kept next to the data
 # (mode 0600), so the quickstart can print it every time.
 pwfile=$root/.run/admin-password
+mkdir -p "$(dirname "$pwfile")"
 if [[ ! -s $pwfile ]]; then
   (umask 077; python3 -c 'import secrets; print(secrets.token_urlsafe(18))' > "$pwfile")
 fi
