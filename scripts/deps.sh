@@ -8,7 +8,7 @@ PKGS=(
   build-essential cmake pkg-config git
   libgrpc-dev protobuf-c-compiler libprotobuf-c-dev libprotobuf-dev protobuf-compiler grpc-proto
   libgit2-dev libcurl4-openssl-dev libcivetweb-dev libsqlite3-dev libjansson-dev
-  libsodium-dev libssl-dev libcmocka-dev
+  libsodium-dev libssl-dev libcmocka-dev libseccomp-dev
   python3 python3-grpcio python3-protobuf python3-yaml
   bubblewrap curl nghttp2-client clang
 )

@@ -17,11 +17,24 @@ http_addr=${HARNESS_GATEWAY_LISTEN:-127.0.0.1:8080}
 # The first admin: a password generated once and kept next to the data
 # (mode 0600), so the quickstart can print it every time.
 pwfile=$root/.run/admin-password
+mkdir -p "$(dirname "$pwfile")"
 if [[ ! -s $pwfile ]]; then
   (umask 077; python3 -c 'import secrets; print(secrets.token_urlsafe(18))' > "$pwfile")
 fi
 export HARNESS_ADMIN_EMAIL=${HARNESS_ADMIN_EMAIL:-admin@harness.local}
 export HARNESS_ADMIN_PASSWORD=${HARNESS_ADMIN_PASSWORD:-$(cat "$pwfile")}
+
+# Sandboxes run as their own unprivileged account, never as harnessd's uid
+# (they would own harnessd's files). As root: create it (idempotent). Not
+# root: harnessd cannot switch uids, so sandboxes run as yours (development
+# mode, said loudly).
+sandbox_args=()
+if [[ $(id -u) -eq 0 ]]; then
+  scripts/sandbox-account.sh create harness-sandbox >/dev/null
+else
+  echo "run.sh: not root: sandboxes run as your own uid (--sandbox-allow-same-uid, development only)" >&2
+  sandbox_args=(--sandbox-allow-same-uid 1)
+fi
 
 pids=()
 stop() {
@@ -34,7 +47,7 @@ stop() {
 }
 trap stop INT TERM
 
-build/server/harnessd --listen "$grpc_addr" --data-dir "$data" &
+build/server/harnessd --listen "$grpc_addr" --data-dir "$data" "${sandbox_args[@]}" &
 pids+=($!)
 build/gateway/harness-gateway --listen "$http_addr" --grpc-target "$grpc_addr" &
 pids+=($!)

@@ -49,6 +49,13 @@ typedef struct hs_config {
 	int64_t jailer_gid;
 	int64_t sandbox_ttl_max_s;
 	int64_t firecracker_skip_kvm_check; /* 0/1: tests and development only */
+	char sandbox_uid[64];               /* uid or account name; "" = harness-sandbox */
+	char sandbox_gid[64];               /* gid or group name; "" = the account's group */
+	int64_t sandbox_allow_same_uid;     /* 0/1: development only */
+	char sandbox_rootfs[HS_CFG_STR];    /* bwrap: root filesystem dir; "" = the host's */
+	char sandbox_init_bin[HS_CFG_STR];  /* "" = harness-sandbox-init beside harnessd */
+	char sandbox_cgroup_root[HS_CFG_STR]; /* "" = auto, "none", or a delegated v2 dir */
+	int64_t sandbox_pids_max;
 	/* checkpoints */
 	char checkpoint_remote[HS_CFG_STR];
 	/* tasks */

@@ -123,18 +123,8 @@ static void readiness_check(app *a)
 	static unsigned round;
 	static bool sb_ok;
 	hs_error se = { 0 };
-	if (round++ % 12 == 0) {
-		hs_sandbox_config sc;
-		hs_sandbox_config_init(&sc);
-		if (a->cfg.firecracker_bin[0])
-			sc.firecracker_bin = a->cfg.firecracker_bin;
-		if (a->cfg.bwrap_bin[0])
-			sc.bwrap_bin = a->cfg.bwrap_bin;
-		sc.jailer_bin = a->cfg.jailer_bin;
-		sc.skip_kvm_check = a->cfg.firecracker_skip_kvm_check != 0;
-		sb_ok = hs_sandbox_driver_probe(
-				&sc, hs_sandbox_driver_resolve(&sc, a->cfg.sandbox_driver), &se) == HS_OK;
-	}
+	if (round++ % 12 == 0)
+		sb_ok = hs_sandbox_mgr_probe(a->sandbox, &se) == HS_OK;
 	hs_grpc_health_status up = HS_GRPC_HEALTH_SERVING, down = HS_GRPC_HEALTH_NOT_SERVING;
 	if (!sb_ok && hs_grpc_health_get(a->health, "harness.v1.SandboxService", NULL) != down)
 		hs_log(HS_LOG_WARN, "main", "sandbox driver unusable: SandboxService NOT_SERVING",
@@ -208,7 +198,8 @@ static int start(app *a, hs_error *err)
 		return rc;
 	/* SandboxService: runtime state under <data-dir>/sandboxes; the driver is
 	 * probed here (a configured one that cannot run fails the start). */
-	if ((rc = hs_sandbox_service_open(&a->sandbox, &a->cfg, a->store, err)) != HS_OK ||
+	if ((rc = hs_sandbox_service_open(&a->sandbox, &a->cfg, a->store, a->tenancy, err)) !=
+		    HS_OK ||
 	    (rc = hs_sandbox_service_register(a->srv, a->sandbox, err)) != HS_OK)
 		return rc;
 	/* CheckpointService: one shadow repo per task under <data-dir>/checkpoints;

@@ -17,6 +17,7 @@ void hs_sandbox_config_init(hs_sandbox_config *cfg)
 	cfg->chroot_base_dir = "/srv/jailer";
 	cfg->cgroup_version = 2;
 	cfg->boot_args = "console=ttyS0 reboot=k panic=1 pci=off";
+	cfg->pids_max = 1024;
 	cfg->max_vcpu = 8;
 	cfg->max_mem_mib = 8192;
 	cfg->max_per_user = 16;
@@ -24,7 +25,7 @@ void hs_sandbox_config_init(hs_sandbox_config *cfg)
 	cfg->socket_wait_ms = 5000;
 	cfg->stop_grace_ms = 5000; /* the proto's DestroySandbox default */
 	cfg->log_max_bytes = 8u << 20;
-	cfg->reaper_interval_ms = 200;
+	cfg->reaper_interval_ms = 1000;
 }
 
 const char *hs_sandbox_state_name(int state)
@@ -66,16 +67,8 @@ int hs_sandbox_driver_probe(const hs_sandbox_config *cfg, const char *driver, hs
 					    strerror(errno));
 		return HS_OK;
 	}
-	if (driver != NULL && strcmp(driver, "bwrap") == 0) {
-		char cmd[PATH_MAX + 64];
-		if (access(cfg->bwrap_bin, X_OK) != 0)
-			return hs_error_set(err, HS_UNAVAILABLE, "bwrap %s: %s", cfg->bwrap_bin,
-					    strerror(errno));
-		snprintf(cmd, sizeof(cmd), "'%s' --ro-bind / / true >/dev/null 2>&1", cfg->bwrap_bin);
-		if (strchr(cfg->bwrap_bin, '\'') != NULL || system(cmd) != 0)
-			return hs_error_set(err, HS_UNAVAILABLE, "bwrap cannot create a sandbox here");
-		return HS_OK;
-	}
+	if (driver != NULL && strcmp(driver, "bwrap") == 0)
+		return hs_sandbox__bwrap_probe(cfg, err);
 	return hs_error_set(err, HS_INVALID, "driver: unknown \"%s\"", driver ? driver : "");
 }
 

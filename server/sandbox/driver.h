@@ -17,6 +17,9 @@
 
 #define HS_SANDBOX_ID_MAX HS_ID_MAX /* resource names: common/ids.h */
 
+enum { HS_CG_V1_PIDS, HS_CG_V1_MEMORY, HS_CG_V1_CPU, HS_CG_V1_N };
+enum { HS_LIMIT_MEMORY = 1u << 0, HS_LIMIT_CPU = 1u << 1, HS_LIMIT_PIDS = 1u << 2 };
+
 /* What a driver needs to know about one sandbox. The manager fills the spec
  * part (persisted as config_json) and derives the paths; the driver owns the
  * process part. */
@@ -24,13 +27,16 @@ typedef struct hs_sandbox__rec {
 	char id[HS_SANDBOX_ID_MAX + 1];
 	char runtime_dir[PATH_MAX]; /* <runtime_root>/<id>; snapshots under it */
 	char log_path[PATH_MAX];    /* <runtime_dir>/sandbox.log */
-	char workspace[PATH_MAX];   /* bwrap: <workspace_root>/<task_id>; "" = none */
+	char workspace[PATH_MAX];   /* bwrap: absolute host path of the workspace (what the
+				     * sandbox sees at the same path); "" = none */
+	char workspace_name[PATH_MAX]; /* its canonical name below the workspace root
+				     * ("<task_id>[/sub]"), re-resolved at every start */
 	char task_id[128];          /* "" = none (HARNESS_TASK_ID) */
 	/* spec */
 	unsigned vcpu_count, mem_size_mib;
 	char *kernel_image_path, *rootfs_path, *boot_args;
 	char **entrypoint; /* NULL-terminated */
-	char **env;        /* NULL-terminated "K=V" */
+	char **env;        /* NULL-terminated "NAME=value" (set inside the sandbox only) */
 	bool network;
 	char *tap_dev, *guest_mac;
 	/* process */
@@ -39,7 +45,11 @@ typedef struct hs_sandbox__rec {
 	bool is_child;           /* waitpid() works; false after re-adoption */
 	char api_sock[PATH_MAX]; /* firecracker: host path of the API socket */
 	char chroot_dir[PATH_MAX]; /* firecracker+jailer: <base>/<exec>/<id> */
-	char cgroup_dir[PATH_MAX]; /* bwrap: freezer cgroup, "" = signals */
+	int pidfd;               /* pidfd_open(pid) for exit notification, -1 = none */
+	char cgroup_dir[PATH_MAX]; /* bwrap: v2 cgroup (freezer, kill), "" = signals */
+	char cgroup_v1[HS_CG_V1_N][PATH_MAX]; /* bwrap: v1 pids/memory/cpu, "" = none */
+	unsigned limits;         /* HS_LIMIT_* enforced for the current/last run */
+	unsigned pids_max;       /* pids.max applied (HS_LIMIT_PIDS), else 0 */
 } hs_sandbox__rec;
 
 /* Exit of a sandbox's process, from poll. */
@@ -87,9 +97,15 @@ extern const hs_sandbox__driver hs_sandbox__bwrap_driver;
  * *out is NULL-terminated and malloc'd: hs_sandbox__argv_free(). */
 int hs_sandbox__fc_argv(const hs_sandbox_config *cfg, const hs_sandbox__rec *sb, char ***out,
 			hs_error *err);
-/* The bwrap command line (bwrap flags, `--`, entrypoint). */
+/* The bwrap command line: `bwrap --args 3 -- /run/harness/init 5 <entrypoint>`. */
 int hs_sandbox__bwrap_argv(const hs_sandbox_config *cfg, const hs_sandbox__rec *sb, char ***out,
 			   hs_error *err);
+/* bwrap's options (the sandbox's view, namespaces, environment), as passed
+ * through --args; NULL-terminated, hs_sandbox__argv_free(). */
+int hs_sandbox__bwrap_options(const hs_sandbox_config *cfg, const hs_sandbox__rec *sb,
+			      char ***out, hs_error *err);
+/* The bwrap driver's probe (hs_sandbox_driver_probe). */
+int hs_sandbox__bwrap_probe(const hs_sandbox_config *cfg, hs_error *err);
 void hs_sandbox__argv_free(char **argv);
 
 /* A growing NULL-terminated argv; oom is sticky (check it once at the end). */
@@ -102,7 +118,41 @@ void hs_sandbox__argv_add(hs_sandbox__argv *a, const char *s);
 void hs_sandbox__argv_addf(hs_sandbox__argv *a, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
+/* ---- identity.c, seccomp.c, cgroup.c, workspace.c ------------------------- */
+
+/* Resolve the sandbox account and what harnessd may do (hs_sandbox_host);
+ * HS_UNAVAILABLE with the reason when the bwrap driver cannot run so. */
+int hs_sandbox__identity(const hs_sandbox_config *cfg, hs_sandbox_host *out, hs_error *err);
+/* Read <runtime_root>/instance-id, creating it (16 random hex) the first time. */
+int hs_sandbox__instance_id(const char *runtime_root, char out[17], hs_error *err);
+/* A memfd (close-on-exec, at offset 0) holding the bwrap sandbox's seccomp
+ * BPF program. */
+int hs_sandbox__seccomp_fd(int *fd_out, hs_error *err);
+
+/* Fresh cgroups for a run (stale ones killed first), the limits applied
+ * (sb->limits), pid moved in. Best effort: logs what is unusable. */
+void hs_sandbox__cg_create(const hs_sandbox_config *cfg, hs_sandbox__rec *sb, pid_t pid);
+int hs_sandbox__cg_freeze(hs_sandbox__rec *sb, bool frozen, unsigned wait_ms, hs_error *err);
+/* Thaw and SIGKILL everything in the sandbox's cgroups. */
+void hs_sandbox__cg_kill(hs_sandbox__rec *sb);
+/* Wait for them to empty and rmdir them (and the instance dirs when last). */
+void hs_sandbox__cg_remove(hs_sandbox__rec *sb);
+/* After a restart: the sandbox's cgroups, where they exist. */
+void hs_sandbox__cg_adopt(const hs_sandbox_config *cfg, hs_sandbox__rec *sb);
+
+/* Hand the workspace tree beneath dirfd to uid:gid: directories, symbolic
+ * links and singly-linked regular files owned by harnessd's euid; never
+ * following a link, at most 64 levels deep. */
+int hs_sandbox__chown_tree(int dirfd, uid_t uid, gid_t gid, hs_error *err);
+
 /* ---- helpers (proc.c) ---------------------------------------------------- */
+
+/* "<prefix>" + 16 random hex digits. */
+void hs_sandbox__gen_id(const char *prefix, char *out, size_t cap);
+/* pidfd_open(pid), -1 if the kernel or the process says no. */
+int hs_sandbox__pidfd_open(pid_t pid);
+/* Forget the process: close the pidfd, zero pid/start time. */
+void hs_sandbox__proc_forget(hs_sandbox__rec *sb);
 
 void hs_sandbox__sleep_ms(unsigned ms);
 /* min(a, b) where 0 means "no bound" for b. */

@@ -43,11 +43,24 @@
 #include "fc_api.h"
 #include "log.h"
 
-extern char **environ;
+/* The VMM and the jailer start with this environment, never harnessd's. */
+static char fixed_path[] = "PATH=/usr/sbin:/usr/bin:/sbin:/bin";
+static char *const fixed_env[] = { fixed_path, NULL };
 
 static bool jailed(const hs_sandbox_config *cfg)
 {
 	return cfg->jailer_bin != NULL && cfg->jailer_bin[0] != '\0';
+}
+
+/* The jailer's identity: the configured one, else the sandbox account. */
+static uid_t jail_uid(const hs_sandbox_config *cfg)
+{
+	return cfg->jailer_uid ? cfg->jailer_uid : cfg->host.uid;
+}
+
+static gid_t jail_gid(const hs_sandbox_config *cfg)
+{
+	return cfg->jailer_gid ? cfg->jailer_gid : cfg->host.gid;
 }
 
 static const char *exec_name(const hs_sandbox_config *cfg)
@@ -90,9 +103,9 @@ int hs_sandbox__fc_argv(const hs_sandbox_config *cfg, const hs_sandbox__rec *sb,
 		hs_sandbox__argv_add(&a, "--exec-file");
 		hs_sandbox__argv_add(&a, cfg->firecracker_bin);
 		hs_sandbox__argv_add(&a, "--uid");
-		hs_sandbox__argv_addf(&a, "%u", (unsigned)cfg->jailer_uid);
+		hs_sandbox__argv_addf(&a, "%u", (unsigned)jail_uid(cfg));
 		hs_sandbox__argv_add(&a, "--gid");
-		hs_sandbox__argv_addf(&a, "%u", (unsigned)cfg->jailer_gid);
+		hs_sandbox__argv_addf(&a, "%u", (unsigned)jail_gid(cfg));
 		hs_sandbox__argv_add(&a, "--cgroup-version");
 		hs_sandbox__argv_addf(&a, "%d", cfg->cgroup_version ? cfg->cgroup_version : 2);
 		for (const char *const *c = cfg->jailer_cgroups; c != NULL && *c != NULL; c++) {
@@ -146,7 +159,7 @@ static int expose(const hs_sandbox_config *cfg, hs_sandbox__rec *sb, const char 
 		return rc;
 	unlink(out);
 	rc = hs_sandbox__link_or_copy(host, out, err);
-	if (rc == HS_OK && chown(out, cfg->jailer_uid, cfg->jailer_gid) != 0)
+	if (rc == HS_OK && chown(out, jail_uid(cfg), jail_gid(cfg)) != 0)
 		rc = hs_error_set(err, HS_INTERNAL, "chown %s: %s", out, strerror(errno));
 	return rc;
 }
@@ -156,7 +169,7 @@ static int make_file(const char *path, const hs_sandbox_config *cfg, hs_error *e
 	int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
 	if (fd < 0)
 		return hs_error_set(err, HS_INTERNAL, "create %s: %s", path, strerror(errno));
-	if (jailed(cfg) && fchown(fd, cfg->jailer_uid, cfg->jailer_gid) != 0) {
+	if (jailed(cfg) && fchown(fd, jail_uid(cfg), jail_gid(cfg)) != 0) {
 		close(fd);
 		return hs_error_set(err, HS_INTERNAL, "chown %s: %s", path, strerror(errno));
 	}
@@ -245,7 +258,7 @@ static int launch(const hs_sandbox_config *cfg, hs_sandbox__rec *sb, unsigned ti
 	posix_spawnattr_setsigmask(&attr, &none);
 	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK);
 	pid_t pid;
-	int e = posix_spawn(&pid, argv[0], &fa, &attr, argv, environ);
+	int e = posix_spawn(&pid, argv[0], &fa, &attr, argv, fixed_env);
 	if (e != 0) {
 		rc = hs_error_set(err, HS_UNAVAILABLE, "spawn %s: %s", argv[0], strerror(e));
 		goto done;
@@ -253,6 +266,7 @@ static int launch(const hs_sandbox_config *cfg, hs_sandbox__rec *sb, unsigned ti
 	sb->pid = pid;
 	sb->is_child = true;
 	hs_sandbox__proc_starttime(pid, &sb->pid_start_time);
+	sb->pidfd = hs_sandbox__pidfd_open(pid);
 
 	unsigned wait_ms = hs_sandbox__bound(cfg->socket_wait_ms, timeout_ms);
 	int64_t until = hs_clock_mono_ms() + wait_ms;
@@ -275,8 +289,9 @@ static int launch(const hs_sandbox_config *cfg, hs_sandbox__rec *sb, unsigned ti
 			hs_sandbox__sleep_ms(5);
 		}
 		hs_sandbox__proc_wait(sb, 1000, &ex);
+		hs_sandbox__proc_forget(sb);
 		sb->pid = vmm;
-		sb->is_child = false;
+		sb->pidfd = hs_sandbox__pidfd_open(vmm);
 		if (hs_sandbox__proc_starttime(vmm, &sb->pid_start_time) != HS_OK) {
 			rc = hs_error_set(err, HS_UNAVAILABLE, "firecracker %d for %s is gone",
 					  (int)vmm, sb->id);
@@ -287,7 +302,7 @@ static int launch(const hs_sandbox_config *cfg, hs_sandbox__rec *sb, unsigned ti
 	while (!sock_ready(sb->api_sock)) {
 		hs_sandbox__proc_poll(sb, &ex);
 		if (ex.exited) {
-			sb->pid = 0;
+			hs_sandbox__proc_forget(sb);
 			rc = hs_error_set(err, HS_UNAVAILABLE,
 					  "firecracker for %s exited (%s %d) before its API socket "
 					  "appeared; see %s",
@@ -317,8 +332,11 @@ done:
 	return rc;
 }
 
-/* Jail skeleton, per-sandbox rootfs copy, log/metrics files, then launch and
- * configure logger and metrics (allowed both before boot and before a load). */
+/* Jail skeleton (only run/ for the socket), then launch. Unjailed, the
+ * logger and metrics files live in the runtime dir and are configured (before
+ * boot or load); jailed, nothing but the kernel, the rootfs copy and the
+ * socket goes into the chroot, so the VMM's log goes to its stderr, which is
+ * sandbox.log. */
 static int prepare_and_launch(const hs_sandbox_config *cfg, hs_sandbox__rec *sb,
 			      unsigned timeout_ms, char *log_host, char *metrics_host,
 			      hs_error *err)
@@ -333,19 +351,15 @@ static int prepare_and_launch(const hs_sandbox_config *cfg, hs_sandbox__rec *sb,
 					   sb->chroot_dir)) != HS_OK ||
 		    (rc = hs_sandbox__mkdirs(path, 0750, err)) != HS_OK)
 			goto fail;
-		if (chown(path, cfg->jailer_uid, cfg->jailer_gid) != 0) {
+		if (chown(path, jail_uid(cfg), jail_gid(cfg)) != 0) {
 			rc = hs_error_set(err, HS_INTERNAL, "chown %s: %s", path, strerror(errno));
 			goto fail;
 		}
-		hs_sandbox__path(log_host, PATH_MAX, NULL, "", "%s/root/firecracker.log",
-				 sb->chroot_dir);
-		hs_sandbox__path(metrics_host, PATH_MAX, NULL, "", "%s/root/metrics.json",
-				 sb->chroot_dir);
-	} else {
-		hs_sandbox__path(log_host, PATH_MAX, NULL, "", "%s/firecracker.log", sb->runtime_dir);
-		hs_sandbox__path(metrics_host, PATH_MAX, NULL, "", "%s/metrics.json",
-				 sb->runtime_dir);
+		log_host[0] = metrics_host[0] = '\0';
+		return launch(cfg, sb, timeout_ms, err);
 	}
+	hs_sandbox__path(log_host, PATH_MAX, NULL, "", "%s/firecracker.log", sb->runtime_dir);
+	hs_sandbox__path(metrics_host, PATH_MAX, NULL, "", "%s/metrics.json", sb->runtime_dir);
 	if ((rc = make_file(log_host, cfg, err)) != HS_OK ||
 	    (rc = make_file(metrics_host, cfg, err)) != HS_OK)
 		goto fail;
@@ -401,8 +415,10 @@ static int fc_validate(const hs_sandbox_config *cfg, hs_sandbox__rec *sb, hs_err
 	if (access(sb->rootfs_path, R_OK) != 0)
 		return hs_error_set(err, HS_INVALID, "rootfs_path %s: %s", sb->rootfs_path,
 				    strerror(errno));
-	if (jailed(cfg) && cfg->jailer_uid == 0)
-		return hs_error_set(err, HS_INVALID, "jailer uid must not be 0");
+	if (jailed(cfg) && (jail_uid(cfg) == 0 || jail_gid(cfg) == 0))
+		return hs_error_set(err, HS_UNAVAILABLE,
+				    "jailer uid/gid must not be 0 (no sandbox account: set "
+				    "--sandbox-uid/--sandbox-gid or --jailer-uid/--jailer-gid)");
 	return derive_paths(cfg, sb, err);
 }
 
@@ -520,6 +536,10 @@ static int fc_snapshot(const hs_sandbox_config *cfg, hs_sandbox__rec *sb,
 		if (rc == HS_OK)
 			rc = move_out(mem, mem_path, err);
 	}
+	if (jailed(cfg)) { /* the jail holds kernel, rootfs and socket only */
+		unlink(vs);
+		unlink(mem);
+	}
 	return rc;
 }
 
@@ -573,6 +593,10 @@ static int fc_restore(const hs_sandbox_config *cfg, hs_sandbox__rec *sb,
 	}
 	json_decref(j);
 	free(info);
+	if (jailed(cfg)) { /* loaded (the VMM keeps what it mapped): out of the jail */
+		unlink(vs);
+		unlink(mem);
+	}
 	return HS_OK;
 fail:
 	json_decref(j);

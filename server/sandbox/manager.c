@@ -21,11 +21,19 @@
  * - Ownership: a caller sees only sandboxes whose owner is its user id
  *   (admins see all). Another user's sandbox is reported NOT_FOUND, exactly
  *   like a missing one, so ids do not leak existence.
- * - Restart: hs_sandbox_mgr_new loads every non-destroyed row. A RUNNING or
- *   PAUSED row whose pid is alive with the recorded /proc starttime is
- *   adopted (pid reuse cannot fool it); any other becomes FAILED "lost after
- *   restart", its leftovers (socket, jail, cgroup) removed. Nothing is
- *   forgotten.
+ * - Tasks and workspaces belong to tenancy (server/tenancy): a sandbox's
+ *   task id is claimed like any other use of a task id, and its workspace is
+ *   resolved beneath the workspace root without following links, at create
+ *   (so a bad one fails early) and again at every start (what is bound is
+ *   what was checked). Another user's task or workspace is HS_NOT_FOUND.
+ * - Restart: hs_sandbox_mgr_new (lifecycle.c) loads every non-destroyed row.
+ *   A RUNNING or PAUSED row whose pid is alive with the recorded /proc
+ *   starttime is adopted (pid reuse cannot fool it); any other becomes FAILED
+ *   "lost after restart", its leftovers (socket, jail, cgroup) removed.
+ *   Nothing is forgotten.
+ * - StartSandbox answers RUNNING only once the driver saw the entrypoint (or
+ *   the VM) start; an exit is seen at once by the reaper (pidfds,
+ *   lifecycle.c) and recorded as STOPPED with its exit code, or FAILED.
  *
  * State machine (enforced by need masks in every operation):
  *
@@ -43,8 +51,6 @@
  * A failed start leaves FAILED (with the reason); restore is accepted from
  * RUNNING, PAUSED, STOPPED and FAILED. */
 #include "sandbox_internal.h"
-#include "curl_once.h"
-#include "ids.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -53,8 +59,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "fc_api.h"
+#include "ids.h"
 #include "log.h"
+#include "tenancy.h"
 
 static const char *op_names_need(unsigned need, char *buf, size_t cap)
 {
@@ -73,22 +80,28 @@ static bool caller_sees(const hs_sandbox_caller *caller, const char *owner)
 	return hs_principal_may(&caller->who, owner);
 }
 
-static void entry_unref_locked(hs_sandbox_mgr *mgr, hs_sandbox__entry *e)
+static void entry_free(hs_sandbox__entry *e)
 {
-	(void)mgr;
-	if (--e->refs > 0)
-		return;
 	pthread_mutex_destroy(&e->lock);
+	if (e->rec.pidfd >= 0)
+		close(e->rec.pidfd);
 	hs_sandbox__rec_dispose(&e->rec);
 	free(e);
 }
 
-static void unlink_entry_locked(hs_sandbox_mgr *mgr, hs_sandbox__entry *e)
+void hs_sandbox__unref_locked(hs_sandbox_mgr *mgr, hs_sandbox__entry *e)
+{
+	(void)mgr;
+	if (--e->refs == 0)
+		entry_free(e);
+}
+
+void hs_sandbox__unlink_locked(hs_sandbox_mgr *mgr, hs_sandbox__entry *e)
 {
 	for (hs_sandbox__entry **p = &mgr->head; *p != NULL; p = &(*p)->next) {
 		if (*p == e) {
 			*p = e->next;
-			entry_unref_locked(mgr, e); /* the registry's reference */
+			hs_sandbox__unref_locked(mgr, e); /* the registry's reference */
 			return;
 		}
 	}
@@ -99,10 +112,9 @@ int hs_sandbox__acquire(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller, co
 {
 	if (caller == NULL || caller->who.user_id == NULL || caller->who.user_id[0] == '\0')
 		return hs_error_set(err, HS_UNAUTH, "no caller identity");
-	if (id == NULL || id[0] == '\0')
-		return hs_error_set(err, HS_INVALID, "sandbox_id: required");
-	if (!hs_id_is_name(id))
-		return hs_error_set(err, HS_NOT_FOUND, "sandbox %.64s not found", id);
+	int vrc = hs_id_check_name("sandbox_id", id, err);
+	if (vrc != HS_OK)
+		return vrc;
 	hs_sandbox__entry *e = NULL;
 	pthread_mutex_lock(&mgr->lock);
 	for (e = mgr->head; e != NULL; e = e->next) {
@@ -158,7 +170,7 @@ void hs_sandbox__release(hs_sandbox_mgr *mgr, hs_sandbox__entry *e)
 {
 	pthread_mutex_unlock(&e->lock);
 	pthread_mutex_lock(&mgr->lock);
-	entry_unref_locked(mgr, e);
+	hs_sandbox__unref_locked(mgr, e);
 	pthread_mutex_unlock(&mgr->lock);
 }
 
@@ -185,6 +197,8 @@ int hs_sandbox__set_state(hs_sandbox_mgr *mgr, hs_sandbox__entry *e, hs_sandbox_
 		       HS_LS("from", hs_sandbox_state_name(old)),
 		       HS_LS("to", hs_sandbox_state_name(state)), HS_LI("pid", e->rec.pid),
 		       HS_LS("reason", reason ? reason : ""));
+	if (state == HS_SANDBOX_RUNNING || state == HS_SANDBOX_PAUSED)
+		hs_sandbox__wake(mgr); /* a process to watch */
 	hs_error serr = { 0 };
 	int rc = hs_store_sandbox_update(mgr->store, &e->row, &serr);
 	if (rc != HS_OK) {
@@ -201,8 +215,7 @@ static void record_exit(hs_sandbox_mgr *mgr, hs_sandbox__entry *e, const hs_sand
 {
 	char reason[HS_STORE_TEXT_MAX];
 	hs_sandbox_state to = HS_SANDBOX_STOPPED;
-	e->rec.pid = 0;
-	e->rec.pid_start_time = 0;
+	hs_sandbox__proc_forget(&e->rec);
 	e->drv->stop(&mgr->cfg, &e->rec, NULL);
 	e->row.exit_code = -1;
 	reason[0] = '\0';
@@ -245,31 +258,6 @@ void hs_sandbox__check_exit(hs_sandbox_mgr *mgr, hs_sandbox__entry *e, const cha
 
 /* ---- create -------------------------------------------------------------- */
 
-static int check_limits(const hs_sandbox_config *cfg, const hs_sandbox_spec *spec,
-			unsigned *vcpu, unsigned *mem, hs_error *err)
-{
-	*vcpu = spec->vcpu_count ? spec->vcpu_count : 1;
-	*mem = spec->mem_size_mib ? spec->mem_size_mib : 256;
-	if (*vcpu > 32)
-		return hs_error_set(err, HS_INVALID, "vcpu_count: %u is outside [1, 32]", *vcpu);
-	if (*vcpu > 1 && *vcpu % 2 != 0)
-		return hs_error_set(err, HS_INVALID, "vcpu_count: %u must be 1 or even", *vcpu);
-	if (*vcpu > cfg->max_vcpu)
-		return hs_error_set(err, HS_LIMIT, "vcpu_count: %u exceeds the limit of %u", *vcpu,
-				    cfg->max_vcpu);
-	if (*mem < 128)
-		return hs_error_set(err, HS_INVALID, "mem_size_mib: %u is below 128", *mem);
-	if (*mem > cfg->max_mem_mib)
-		return hs_error_set(err, HS_LIMIT, "mem_size_mib: %u exceeds the limit of %u", *mem,
-				    cfg->max_mem_mib);
-	if (spec->ttl_seconds < 0)
-		return hs_error_set(err, HS_INVALID, "ttl_seconds: must not be negative");
-	if (cfg->max_ttl_seconds > 0 && spec->ttl_seconds > cfg->max_ttl_seconds)
-		return hs_error_set(err, HS_LIMIT, "ttl_seconds: %lld exceeds the limit of %lld",
-				    (long long)spec->ttl_seconds, (long long)cfg->max_ttl_seconds);
-	return HS_OK;
-}
-
 int hs_sandbox_create(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller,
 		      const hs_sandbox_spec *spec, hs_sandbox_info *out, hs_error *err)
 {
@@ -283,18 +271,20 @@ int hs_sandbox_create(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller,
 		return hs_error_set(err, HS_UNAUTH, "no caller identity");
 	if (strlen(caller->who.user_id) >= HS_STORE_ID_MAX)
 		return hs_error_set(err, HS_INVALID, "owner id too long");
-	if (spec->sandbox_id != NULL && spec->sandbox_id[0] != '\0') {
-		if ((rc = hs_id_check_name("sandbox_id", spec->sandbox_id, err)) != HS_OK)
-			return rc;
+	if ((rc = hs_sandbox__check_spec(&mgr->cfg, spec, &vcpu, &mem, err)) != HS_OK)
+		return rc;
+	if (spec->sandbox_id != NULL && spec->sandbox_id[0] != '\0')
 		snprintf(id, sizeof(id), "%s", spec->sandbox_id);
-	} else {
+	else
 		hs_sandbox__gen_id("sb-", id, sizeof(id));
-	}
 	/* No task means none (the proto's "empty = none"), and then no workspace
 	 * unless one is named. */
 	const char *task = spec->task_id && spec->task_id[0] ? spec->task_id : "";
-	if (task[0] != '\0' && (rc = hs_id_check_task("task_id", task, err)) != HS_OK)
-		return rc;
+	if (spec->driver != NULL && spec->driver[0] != '\0' &&
+	    hs_sandbox__driver_by_name(spec->driver) == NULL)
+		return hs_error_set(err, HS_INVALID,
+				    "driver: must be \"firecracker\", \"bwrap\" or empty, not \"%.32s\"",
+				    spec->driver);
 	const char *dname = hs_sandbox_driver_resolve(&mgr->cfg, spec->driver);
 	const hs_sandbox__driver *drv = hs_sandbox__driver_by_name(dname);
 	if (drv == NULL)
@@ -304,32 +294,45 @@ int hs_sandbox_create(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller,
 	if (why[0] != '\0')
 		return hs_error_set(err, HS_UNAVAILABLE, "driver %s cannot run here: %s", drv->name,
 				    why);
-	if ((rc = hs_sandbox__check_driver_fields(drv, spec, err)) != HS_OK ||
-	    (rc = check_limits(&mgr->cfg, spec, &vcpu, &mem, err)) != HS_OK)
+	if ((rc = hs_sandbox__check_driver_fields(drv, spec, err)) != HS_OK)
 		return rc;
-	const char *ws = task;
-	if (spec->workspace != NULL && spec->workspace[0] != '\0') {
-		if (!hs_sandbox__valid_rel_path(spec->workspace))
-			return hs_error_set(err, HS_INVALID,
-					    "workspace: a relative path below the workspace root, without '..'");
-		ws = spec->workspace;
+	/* The task is the caller's (claimed now if nobody holds it); so is the
+	 * workspace, resolved (and made) beneath the root without links. */
+	if (task[0] != '\0' &&
+	    (rc = hs_tenancy_claim_task(mgr->cfg.tenancy, &caller->who, task, err)) != HS_OK)
+		return rc;
+	char *ws_name = NULL;
+	bool want_ws = drv == &hs_sandbox__bwrap_driver &&
+		       (task[0] != '\0' || (spec->workspace != NULL && spec->workspace[0] != '\0'));
+	if (want_ws) {
+		int fd = -1;
+		if ((rc = hs_tenancy_open_workspace(mgr->cfg.tenancy, &caller->who, task,
+						    spec->workspace, HS_WORKSPACE_CREATE, &fd,
+						    &ws_name, err)) != HS_OK)
+			return rc;
+		close(fd);
 	}
 
 	e = calloc(1, sizeof(*e));
-	if (e == NULL)
+	if (e == NULL) {
+		free(ws_name);
 		return hs_error_set(err, HS_INTERNAL, "out of memory");
+	}
 	pthread_mutex_init(&e->lock, NULL);
 	e->refs = 1;
 	e->drv = drv;
 	hs_sandbox__rec *r = &e->rec;
+	r->pidfd = -1;
 	snprintf(r->id, sizeof(r->id), "%s", id);
 	if ((rc = hs_sandbox__path(r->runtime_dir, sizeof(r->runtime_dir), err, "runtime dir",
 				   "%s/%s", mgr->cfg.runtime_root, id)) != HS_OK ||
 	    (rc = hs_sandbox__path(r->log_path, sizeof(r->log_path), err, "log path",
 				   "%s/sandbox.log", r->runtime_dir)) != HS_OK ||
-	    (ws[0] != '\0' &&
-	     (rc = hs_sandbox__path(r->workspace, sizeof(r->workspace), err, "workspace", "%s/%s",
-				    mgr->cfg.workspace_root, ws)) != HS_OK))
+	    (ws_name != NULL &&
+	     ((rc = hs_sandbox__path(r->workspace_name, sizeof(r->workspace_name), err,
+				     "workspace", "%s", ws_name)) != HS_OK ||
+	      (rc = hs_sandbox__path(r->workspace, sizeof(r->workspace), err, "workspace", "%s/%s",
+				     hs_tenancy_workspace_root(mgr->cfg.tenancy), ws_name)) != HS_OK)))
 		goto done;
 	snprintf(r->task_id, sizeof(r->task_id), "%s", task);
 	if ((rc = hs_sandbox__rec_from_spec(r, spec, &mgr->cfg, err)) != HS_OK)
@@ -409,11 +412,9 @@ int hs_sandbox_create(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller,
 done:
 	if (locked)
 		pthread_mutex_unlock(&mgr->lock);
-	if (!inserted) {
-		pthread_mutex_destroy(&e->lock);
-		hs_sandbox__rec_dispose(&e->rec);
-		free(e);
-	}
+	if (!inserted)
+		entry_free(e);
+	free(ws_name);
 	return rc;
 }
 
@@ -446,8 +447,11 @@ int hs_sandbox_start(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller, const
 		return rc;
 	hs_error derr = { 0 };
 	rc = e->drv->start(&mgr->cfg, &e->rec, caller->timeout_ms, &derr);
+	/* What this run enforces (GetSandbox reports it). */
+	hs_sandbox__rec_to_config_json(&e->rec, e->row.config_json, sizeof(e->row.config_json),
+				       NULL);
 	if (rc != HS_OK) {
-		e->rec.pid = 0;
+		hs_sandbox__proc_forget(&e->rec);
 		hs_sandbox__set_state(mgr, e, HS_SANDBOX_FAILED, derr.msg, NULL);
 		rc = hs_error_set(err, rc, "%s", derr.msg);
 	} else {
@@ -500,7 +504,7 @@ int hs_sandbox_resume(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller, cons
 /* Destroy with the entry locked; unlinks it from the registry. grace_ms
  * (0 = the configured one) is what the driver waits between SIGTERM and
  * SIGKILL: drivers read it from the config, so they get a copy. */
-static int destroy_locked(hs_sandbox_mgr *mgr, hs_sandbox__entry *e, const char *why,
+int hs_sandbox__destroy_locked(hs_sandbox_mgr *mgr, hs_sandbox__entry *e, const char *why,
 			  unsigned grace_ms, hs_error *err)
 {
 	hs_sandbox_config cfg = mgr->cfg;
@@ -514,7 +518,7 @@ static int destroy_locked(hs_sandbox_mgr *mgr, hs_sandbox__entry *e, const char 
 	rc = hs_sandbox__set_state(mgr, e, HS_SANDBOX_DESTROYED, why, err);
 	e->gone = true;
 	pthread_mutex_lock(&mgr->lock);
-	unlink_entry_locked(mgr, e);
+	hs_sandbox__unlink_locked(mgr, e);
 	pthread_mutex_unlock(&mgr->lock);
 	return rc;
 }
@@ -526,14 +530,17 @@ int hs_sandbox_destroy(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller, con
 }
 
 int hs_sandbox_destroy_grace(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller,
-			     const char *id, unsigned grace_ms, hs_sandbox_info *out,
+			     const char *id, int64_t grace_ms, hs_sandbox_info *out,
 			     hs_error *err)
 {
 	hs_sandbox__entry *e = NULL;
+	if (grace_ms < 0 || grace_ms > HS_SANDBOX_GRACE_MAX_MS)
+		return hs_error_set(err, HS_INVALID, "grace_period_ms: must be 0..%d",
+				    HS_SANDBOX_GRACE_MAX_MS);
 	int rc = hs_sandbox__acquire(mgr, caller, id, "DestroySandbox", 0, &e, err);
 	if (rc != HS_OK)
 		return rc;
-	rc = destroy_locked(mgr, e, NULL, grace_ms, err);
+	rc = hs_sandbox__destroy_locked(mgr, e, NULL, (unsigned)grace_ms, err);
 	if (rc == HS_OK)
 		rc = info_out(e, out, err);
 	hs_sandbox__release(mgr, e);
@@ -561,355 +568,4 @@ int hs_sandbox_get(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller, const c
 		rc = hs_sandbox__info_from_row(row, out, err);
 	free(row);
 	return rc;
-}
-
-/* ---- list ------------------------------------------------------------------ */
-
-/* Page tokens are keyset cursors: hex of "<filter hash>.<created_at_ms>.<id>"
- * for the last row of the page. The hash (FNV-1a of state, task and owner
- * filters) binds a token to the filters it was issued for; hex keeps the
- * token opaque and free of characters that need escaping anywhere. */
-#define TOKEN_MAX (2 * (8 + 1 + 20 + 1 + HS_SANDBOX_ID_MAX) + 1)
-
-static uint32_t fnv1a(uint32_t h, const char *s, size_t n)
-{
-	for (size_t i = 0; i < n; i++) {
-		h ^= (unsigned char)s[i];
-		h *= 16777619u;
-	}
-	return h;
-}
-
-static uint32_t filter_hash(const hs_store_sandbox_filter *f, int state)
-{
-	char st[16];
-	int n = snprintf(st, sizeof(st), "%d", state);
-	uint32_t h = fnv1a(2166136261u, st, (size_t)n + 1);
-	h = fnv1a(h, f->task_id ? f->task_id : "", f->task_id ? strlen(f->task_id) + 1 : 0);
-	h = fnv1a(h, "|", 1);
-	return fnv1a(h, f->owner ? f->owner : "", f->owner ? strlen(f->owner) + 1 : 0);
-}
-
-static char *token_encode(uint32_t hash, int64_t created_ms, const char *id)
-{
-	char raw[8 + 1 + 20 + 1 + HS_SANDBOX_ID_MAX + 1];
-	int n = snprintf(raw, sizeof(raw), "%08x.%lld.%s", (unsigned)hash, (long long)created_ms,
-			 id);
-	if (n < 0 || (size_t)n >= sizeof(raw))
-		return NULL;
-	char *tok = malloc(2 * (size_t)n + 1);
-	if (tok == NULL)
-		return NULL;
-	for (int i = 0; i < n; i++)
-		snprintf(tok + 2 * i, 3, "%02x", (unsigned char)raw[i]);
-	return tok;
-}
-
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	return -1;
-}
-
-/* Into id[HS_SANDBOX_ID_MAX + 1] and *created_ms; HS_INVALID unless tok is
- * a token issued for exactly these filters. */
-static int token_decode(const char *tok, uint32_t hash, int64_t *created_ms, char *id,
-			hs_error *err)
-{
-	char raw[TOKEN_MAX / 2 + 1];
-	size_t len = strlen(tok);
-	if (len == 0 || len % 2 != 0 || len >= TOKEN_MAX)
-		goto bad;
-	for (size_t i = 0; i < len / 2; i++) {
-		int hi = hexval(tok[2 * i]), lo = hexval(tok[2 * i + 1]);
-		if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
-			goto bad;
-		raw[i] = (char)(hi << 4 | lo);
-	}
-	raw[len / 2] = '\0';
-	/* "<8 hex>.<digits>.<id>" */
-	char *dot1 = strchr(raw, '.');
-	char *dot2 = dot1 ? strchr(dot1 + 1, '.') : NULL;
-	if (dot1 == NULL || dot2 == NULL || dot1 - raw != 8 || dot2 == dot1 + 1 || dot2 - dot1 > 20)
-		goto bad;
-	uint32_t h = 0;
-	for (char *p = raw; p < dot1; p++) {
-		int v = hexval(*p);
-		if (v < 0)
-			goto bad;
-		h = h << 4 | (uint32_t)v;
-	}
-	int64_t ms = 0;
-	for (char *p = dot1 + 1; p < dot2; p++) {
-		if (*p < '0' || *p > '9' || ms > (INT64_MAX - 9) / 10)
-			goto bad;
-		ms = ms * 10 + (*p - '0');
-	}
-	if (!hs_id_is_name(dot2 + 1))
-		goto bad;
-	if (h != hash)
-		return hs_error_set(err, HS_INVALID,
-				    "page_token: issued for other filters (state, task_id, owner)");
-	*created_ms = ms;
-	snprintf(id, HS_SANDBOX_ID_MAX + 1, "%s", dot2 + 1);
-	return HS_OK;
-bad:
-	return hs_error_set(err, HS_INVALID, "page_token: not a token from this server");
-}
-
-int hs_sandbox_list(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller,
-		    const hs_sandbox_filter *filter, hs_sandbox_info **out, size_t *n_out,
-		    char **next_page_token, hs_error *err)
-{
-	hs_sandbox_filter none = { 0 };
-	hs_store_sandbox_row *rows = NULL;
-	hs_sandbox_info *infos = NULL;
-	size_t n = 0, k = 0;
-	int rc;
-	if (caller == NULL || caller->who.user_id == NULL || caller->who.user_id[0] == '\0')
-		return hs_error_set(err, HS_UNAUTH, "no caller identity");
-	if (filter == NULL)
-		filter = &none;
-	if (filter->state < 0 || filter->state > HS_SANDBOX_DESTROYED)
-		return hs_error_set(err, HS_INVALID, "state: unknown value %d", filter->state);
-	hs_store_sandbox_filter f = HS_STORE_SANDBOX_FILTER_INIT;
-	f.owner = caller->who.user_id;
-	if (caller->who.is_admin)
-		f.owner = filter->owner && filter->owner[0] ? filter->owner : NULL;
-	f.task_id = filter->task_id && filter->task_id[0] ? filter->task_id : NULL;
-	f.state = filter->state ? filter->state : -1;
-	uint32_t hash = filter_hash(&f, filter->state);
-	char after[HS_SANDBOX_ID_MAX + 1];
-	if (filter->page_token != NULL && filter->page_token[0] != '\0') {
-		if ((rc = token_decode(filter->page_token, hash, &f.after_created_at_ms, after,
-				       err)) != HS_OK)
-			return rc;
-		f.after_id = after;
-	}
-	f.limit = filter->page_size ? filter->page_size : 100;
-	if (f.limit > HS_STORE_LIST_MAX)
-		f.limit = HS_STORE_LIST_MAX;
-	if ((rc = hs_store_sandbox_list(mgr->store, &f, &rows, &n, err)) != HS_OK)
-		return rc;
-	infos = calloc(n ? n : 1, sizeof(*infos));
-	if (infos == NULL) {
-		rc = hs_error_set(err, HS_INTERNAL, "out of memory");
-		goto done;
-	}
-	for (size_t i = 0; i < n; i++) {
-		if (filter->state == 0 && rows[i].state == HS_SANDBOX_DESTROYED)
-			continue;
-		if ((rc = hs_sandbox__info_from_row(&rows[i], &infos[k], err)) != HS_OK)
-			goto done;
-		k++;
-	}
-	char *token = NULL;
-	if (n == f.limit && n > 0) {
-		token = token_encode(hash, rows[n - 1].created_at_ms, rows[n - 1].sandbox_id);
-		if (token == NULL) {
-			rc = hs_error_set(err, HS_INTERNAL, "out of memory");
-			goto done;
-		}
-	}
-	*out = infos;
-	*n_out = k;
-	*next_page_token = token;
-	infos = NULL;
-done:
-	hs_sandbox_info_array_free(infos, k);
-	free(rows);
-	return rc;
-}
-
-/* ---- reaper ----------------------------------------------------------------- */
-
-static void reap_one(hs_sandbox_mgr *mgr, hs_sandbox__entry *e, int64_t now)
-{
-	if (e->gone)
-		return;
-	if (e->row.expires_at_ms > 0 && now >= e->row.expires_at_ms) {
-		hs_error derr = { 0 };
-		hs_log(HS_LOG_INFO, "sandbox", "ttl expired", HS_LS("sandbox_id", e->rec.id),
-		       HS_LI("ttl_seconds", e->row.ttl_seconds));
-		if (destroy_locked(mgr, e, "ttl expired", 0, &derr) != HS_OK)
-			hs_log(HS_LOG_ERROR, "sandbox", "cannot destroy expired sandbox",
-			       HS_LS("sandbox_id", e->rec.id), HS_LS("error", derr.msg));
-		return;
-	}
-	if (e->row.state == HS_SANDBOX_RUNNING || e->row.state == HS_SANDBOX_PAUSED)
-		hs_sandbox__check_exit(mgr, e, NULL, 0);
-}
-
-static void *reaper_main(void *payload)
-{
-	hs_sandbox_mgr *mgr = payload;
-	pthread_mutex_lock(&mgr->lock);
-	while (!mgr->stopping) {
-		unsigned ms = mgr->cfg.reaper_interval_ms ? mgr->cfg.reaper_interval_ms : 200;
-		struct timespec ts = hs_clock_deadline(CLOCK_MONOTONIC, ms);
-		pthread_cond_timedwait(&mgr->wake, &mgr->lock, &ts);
-		if (mgr->stopping)
-			break;
-		/* Take references so entries outlive the unlocked walk. */
-		size_t n = 0;
-		for (hs_sandbox__entry *e = mgr->head; e != NULL; e = e->next)
-			n++;
-		hs_sandbox__entry **v = calloc(n ? n : 1, sizeof(*v));
-		if (v == NULL)
-			continue;
-		n = 0;
-		for (hs_sandbox__entry *e = mgr->head; e != NULL; e = e->next) {
-			e->refs++;
-			v[n++] = e;
-		}
-		pthread_mutex_unlock(&mgr->lock);
-		int64_t now = hs_clock_wall_ms();
-		for (size_t i = 0; i < n; i++) {
-			if (pthread_mutex_trylock(&v[i]->lock) == 0) {
-				reap_one(mgr, v[i], now);
-				pthread_mutex_unlock(&v[i]->lock);
-			}
-		}
-		pthread_mutex_lock(&mgr->lock);
-		for (size_t i = 0; i < n; i++)
-			entry_unref_locked(mgr, v[i]);
-		free(v);
-	}
-	pthread_mutex_unlock(&mgr->lock);
-	return NULL;
-}
-
-/* ---- lifecycle -------------------------------------------------------------- */
-
-/* Load one non-destroyed row into the registry, adopting or failing it. */
-static int load_row(hs_sandbox_mgr *mgr, const hs_store_sandbox_row *row, hs_error *err)
-{
-	const hs_sandbox__driver *drv = hs_sandbox__driver_by_name(row->driver);
-	hs_sandbox__entry *e = calloc(1, sizeof(*e));
-	if (e == NULL)
-		return hs_error_set(err, HS_INTERNAL, "out of memory");
-	pthread_mutex_init(&e->lock, NULL);
-	e->refs = 1;
-	e->row = *row;
-	e->drv = drv ? drv : &hs_sandbox__bwrap_driver;
-	hs_sandbox__rec *r = &e->rec;
-	hs_sandbox__path(r->id, sizeof(r->id), NULL, "id", "%s", row->sandbox_id);
-	snprintf(r->runtime_dir, sizeof(r->runtime_dir), "%s", row->runtime_dir);
-	snprintf(r->log_path, sizeof(r->log_path), "%s", row->log_path);
-	snprintf(r->task_id, sizeof(r->task_id), "%s", row->task_id);
-	r->vcpu_count = (unsigned)row->vcpu_count;
-	r->mem_size_mib = (unsigned)row->mem_size_mib;
-	hs_sandbox__rec_from_config_json(r, row->config_json, NULL);
-	e->drv->adopt(&mgr->cfg, r);
-	if (row->state == HS_SANDBOX_RUNNING || row->state == HS_SANDBOX_PAUSED) {
-		if (drv != NULL && hs_sandbox__proc_alive((pid_t)row->pid, row->pid_start_time)) {
-			r->pid = (pid_t)row->pid;
-			r->pid_start_time = row->pid_start_time;
-			r->is_child = true; /* poll falls back to liveness on ECHILD */
-			hs_log(HS_LOG_INFO, "sandbox", "re-adopted after restart",
-			       HS_LS("sandbox_id", r->id), HS_LI("pid", r->pid));
-		} else {
-			e->drv->stop(&mgr->cfg, r, NULL); /* leftovers only: no pid */
-			hs_sandbox__set_state(mgr, e, HS_SANDBOX_FAILED, "lost after restart", NULL);
-		}
-	}
-	e->next = mgr->head;
-	mgr->head = e;
-	return HS_OK;
-}
-
-int hs_sandbox_mgr_new(hs_sandbox_mgr **out, const hs_sandbox_config *cfg, hs_store *store,
-		       hs_error *err)
-{
-	int rc = HS_OK;
-	hs_store_sandbox_row *rows = NULL;
-	if (store == NULL)
-		return hs_error_set(err, HS_INVALID, "sandbox manager needs a store");
-	if (cfg->runtime_root == NULL || cfg->runtime_root[0] != '/')
-		return hs_error_set(err, HS_INVALID, "sandbox runtime root must be absolute");
-	if (cfg->workspace_root == NULL || cfg->workspace_root[0] != '/')
-		return hs_error_set(err, HS_INVALID, "workspace root must be absolute");
-	if (cfg->default_driver != NULL && strcmp(cfg->default_driver, "auto") != 0 &&
-	    hs_sandbox__driver_by_name(cfg->default_driver) == NULL)
-		return hs_error_set(err, HS_INVALID, "sandbox driver: unknown \"%s\"",
-				    cfg->default_driver);
-	hs_curl_global_init(NULL);
-	hs_sandbox_mgr *mgr = calloc(1, sizeof(*mgr));
-	if (mgr == NULL)
-		return hs_error_set(err, HS_INTERNAL, "out of memory");
-	mgr->cfg = *cfg;
-	snprintf(mgr->runtime_root, sizeof(mgr->runtime_root), "%s", cfg->runtime_root);
-	mgr->cfg.runtime_root = mgr->runtime_root;
-	mgr->store = store;
-	hs_error perr = { 0 };
-	if (hs_sandbox_driver_probe(cfg, "firecracker", &perr) != HS_OK)
-		snprintf(mgr->fc_unusable, sizeof(mgr->fc_unusable), "%s", perr.msg);
-	hs_error_clear(&perr);
-	if (hs_sandbox_driver_probe(cfg, "bwrap", &perr) != HS_OK)
-		snprintf(mgr->bwrap_unusable, sizeof(mgr->bwrap_unusable), "%s", perr.msg);
-	pthread_mutex_init(&mgr->lock, NULL);
-	pthread_condattr_t ca;
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&mgr->wake, &ca);
-	pthread_condattr_destroy(&ca);
-	if ((rc = hs_sandbox__mkdirs(cfg->runtime_root, 0750, err)) != HS_OK)
-		goto fail;
-	char after[HS_STORE_ID_MAX] = "";
-	int64_t after_ms = 0;
-	for (;;) {
-		size_t n = 0;
-		hs_store_sandbox_filter f = HS_STORE_SANDBOX_FILTER_INIT;
-		f.after_id = after[0] ? after : NULL;
-		f.after_created_at_ms = after_ms;
-		f.limit = HS_STORE_LIST_MAX;
-		if ((rc = hs_store_sandbox_list(store, &f, &rows, &n, err)) != HS_OK)
-			goto fail;
-		for (size_t i = 0; i < n; i++) {
-			if (rows[i].state != HS_SANDBOX_DESTROYED &&
-			    (rc = load_row(mgr, &rows[i], err)) != HS_OK)
-				goto fail;
-		}
-		if (n > 0) {
-			snprintf(after, sizeof(after), "%s", rows[n - 1].sandbox_id);
-			after_ms = rows[n - 1].created_at_ms;
-		}
-		free(rows);
-		rows = NULL;
-		if (n < f.limit)
-			break;
-	}
-	if (pthread_create(&mgr->reaper, NULL, reaper_main, mgr) != 0) {
-		rc = hs_error_set(err, HS_INTERNAL, "cannot start the sandbox reaper thread");
-		goto fail;
-	}
-	*out = mgr;
-	return HS_OK;
-fail:
-	free(rows);
-	while (mgr->head != NULL)
-		unlink_entry_locked(mgr, mgr->head);
-	pthread_cond_destroy(&mgr->wake);
-	pthread_mutex_destroy(&mgr->lock);
-	free(mgr);
-	return rc;
-}
-
-void hs_sandbox_mgr_free(hs_sandbox_mgr *mgr)
-{
-	if (mgr == NULL)
-		return;
-	pthread_mutex_lock(&mgr->lock);
-	mgr->stopping = true;
-	pthread_cond_broadcast(&mgr->wake);
-	pthread_mutex_unlock(&mgr->lock);
-	pthread_join(mgr->reaper, NULL);
-	while (mgr->head != NULL)
-		unlink_entry_locked(mgr, mgr->head);
-	pthread_cond_destroy(&mgr->wake);
-	pthread_mutex_destroy(&mgr->lock);
-	free(mgr);
 }

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -148,10 +149,23 @@ bool hs_sandbox__proc_terminate(hs_sandbox__rec *sb, bool group, unsigned grace_
 				return false;
 		}
 	}
+	hs_sandbox__proc_forget(sb);
+	return true;
+}
+
+int hs_sandbox__pidfd_open(pid_t pid)
+{
+	return pid > 0 ? (int)syscall(SYS_pidfd_open, pid, 0) : -1; /* close-on-exec */
+}
+
+void hs_sandbox__proc_forget(hs_sandbox__rec *sb)
+{
+	if (sb->pidfd >= 0)
+		close(sb->pidfd);
+	sb->pidfd = -1;
 	sb->pid = 0;
 	sb->pid_start_time = 0;
 	sb->is_child = false;
-	return true;
 }
 
 int hs_sandbox__path(char *buf, size_t cap, hs_error *err, const char *what, const char *fmt, ...)

@@ -22,23 +22,6 @@ void hs_sandbox__gen_id(const char *prefix, char *out, size_t cap)
 		 r[4], r[5], r[6], r[7]);
 }
 
-/* A path below workspace_root: relative, no "." or ".." component, no "//". */
-bool hs_sandbox__valid_rel_path(const char *p)
-{
-	size_t n = strlen(p);
-	if (n == 0 || n > 255 || p[0] == '/' || p[n - 1] == '/')
-		return false;
-	for (const char *c = p; *c != '\0';) {
-		size_t len = strcspn(c, "/");
-		if (len == 0 || (len == 1 && c[0] == '.') || (len == 2 && c[0] == '.' && c[1] == '.'))
-			return false;
-		c += len;
-		if (*c == '/')
-			c++;
-	}
-	return true;
-}
-
 /* Fields that only one driver understands (the other would ignore them). */
 int hs_sandbox__check_driver_fields(const hs_sandbox__driver *drv, const hs_sandbox_spec *spec,
 				    hs_error *err)
@@ -61,7 +44,7 @@ int hs_sandbox__check_driver_fields(const hs_sandbox__driver *drv, const hs_sand
 				    "rootfs_path: not supported by the bwrap driver (the host root is bound read-only)");
 	if (!fc && spec->boot_args != NULL && spec->boot_args[0] != '\0')
 		return hs_error_set(err, HS_INVALID, "boot_args: firecracker only");
-	if (!fc && spec->tap_dev != NULL && spec->tap_dev[0] != '\0')
+	if (!fc && (spec->nics_len > 0 || (spec->tap_dev != NULL && spec->tap_dev[0] != '\0')))
 		return hs_error_set(err, HS_INVALID, "network_interfaces: firecracker only");
 	return HS_OK;
 }
@@ -92,15 +75,21 @@ int hs_sandbox__rec_from_spec(hs_sandbox__rec *rec, const hs_sandbox_spec *spec,
 	rec->tap_dev = dup_or_null(spec->tap_dev);
 	rec->guest_mac = dup_or_null(spec->guest_mac);
 	rec->network = spec->network;
-	if (spec->entrypoint_len > 0)
-		rec->entrypoint = dup_vec(spec->entrypoint, spec->entrypoint_len);
-	for (size_t i = 0; i < spec->env_len; i++) {
-		if (spec->env[i] == NULL || strchr(spec->env[i], '=') == NULL ||
-		    spec->env[i][0] == '=')
-			return hs_error_set(err, HS_INVALID, "env[%zu]: must be KEY=VALUE", i);
+	if (spec->entrypoint_len > 0 &&
+	    (rec->entrypoint = dup_vec(spec->entrypoint, spec->entrypoint_len)) == NULL)
+		return hs_error_set(err, HS_INTERNAL, "out of memory");
+	if (spec->env_len > 0) {
+		rec->env = calloc(spec->env_len + 1, sizeof(*rec->env));
+		for (size_t i = 0; rec->env != NULL && i < spec->env_len; i++) {
+			const char *v = spec->env[i].value ? spec->env[i].value : "";
+			size_t len = strlen(spec->env[i].key) + strlen(v) + 2;
+			if ((rec->env[i] = malloc(len)) == NULL)
+				return hs_error_set(err, HS_INTERNAL, "out of memory");
+			snprintf(rec->env[i], len, "%s=%s", spec->env[i].key, v);
+		}
+		if (rec->env == NULL)
+			return hs_error_set(err, HS_INTERNAL, "out of memory");
 	}
-	if (spec->env_len > 0)
-		rec->env = dup_vec(spec->env, spec->env_len);
 	return HS_OK;
 }
 
@@ -141,6 +130,9 @@ int hs_sandbox__rec_to_config_json(const hs_sandbox__rec *rec, char *out, size_t
 	set_str(o, "tap_dev", rec->tap_dev);
 	set_str(o, "guest_mac", rec->guest_mac);
 	set_str(o, "workspace", rec->workspace);
+	set_str(o, "workspace_name", rec->workspace_name);
+	json_object_set_new(o, "limits", json_integer(rec->limits));
+	json_object_set_new(o, "pids_max", json_integer(rec->pids_max));
 	json_object_set_new(o, "network", json_boolean(rec->network));
 	json_object_set_new(o, "entrypoint", vec_json(rec->entrypoint));
 	json_object_set_new(o, "env", vec_json(rec->env));
@@ -177,6 +169,10 @@ int hs_sandbox__rec_from_config_json(hs_sandbox__rec *rec, const char *text, hs_
 	rec->guest_mac = get_dup(o, "guest_mac");
 	const char *ws = json_string_value(json_object_get(o, "workspace"));
 	snprintf(rec->workspace, sizeof(rec->workspace), "%s", ws ? ws : "");
+	ws = json_string_value(json_object_get(o, "workspace_name"));
+	snprintf(rec->workspace_name, sizeof(rec->workspace_name), "%s", ws ? ws : "");
+	rec->limits = (unsigned)json_integer_value(json_object_get(o, "limits"));
+	rec->pids_max = (unsigned)json_integer_value(json_object_get(o, "pids_max"));
 	rec->network = json_is_true(json_object_get(o, "network"));
 	rec->entrypoint = json_vec(json_object_get(o, "entrypoint"));
 	rec->env = json_vec(json_object_get(o, "env"));
@@ -198,7 +194,7 @@ void hs_sandbox__rec_dispose(hs_sandbox__rec *rec)
 	rec->entrypoint = rec->env = NULL;
 }
 
-int hs_sandbox__labels_to_json(const hs_sandbox_kv *labels, size_t n, char *out, size_t cap,
+int hs_sandbox__labels_to_json(const hs_label *labels, size_t n, char *out, size_t cap,
 			       hs_error *err)
 {
 	json_t *o = json_object();
@@ -285,6 +281,11 @@ int hs_sandbox__info_from_row(const hs_store_sandbox_row *row, hs_sandbox_info *
 	in.entrypoint = json_vec(json_object_get(o, "entrypoint"));
 	for (; in.entrypoint != NULL && in.entrypoint[in.entrypoint_len] != NULL;)
 		in.entrypoint_len++;
+	unsigned limits = (unsigned)json_integer_value(json_object_get(o, "limits"));
+	in.memory_enforced = (limits & HS_LIMIT_MEMORY) != 0;
+	in.cpu_enforced = (limits & HS_LIMIT_CPU) != 0;
+	in.pids_enforced = (limits & HS_LIMIT_PIDS) != 0;
+	in.pids_max = in.pids_enforced ? (unsigned)json_integer_value(json_object_get(o, "pids_max")) : 0;
 	json_decref(o);
 	if (oom) {
 		hs_sandbox_info_dispose(&in);

@@ -14,9 +14,11 @@
 #include <sys/types.h>
 
 #include "error.h"
+#include "labels.h"
 #include "principal.h"
 
 typedef struct hs_store hs_store;
+typedef struct hs_tenancy hs_tenancy;
 typedef struct hs_sandbox_mgr hs_sandbox_mgr;
 
 /* Values equal the proto enum SANDBOX_STATE_* (0 = unspecified). */
@@ -34,19 +36,35 @@ typedef enum hs_sandbox_snapshot_type {
 	HS_SNAPSHOT_DIFF = 1,
 } hs_sandbox_snapshot_type;
 
+/* What hs_sandbox_mgr_new derives from the host and the configuration
+ * (callers leave it zeroed): who sandboxes run as, what harnessd may do,
+ * this instance's id. Drivers read it through the config. */
+typedef struct hs_sandbox_host {
+	uid_t uid;             /* the sandbox account's uid on the host */
+	gid_t gid;             /* ... and gid */
+	bool switch_uid;       /* uid/gid differ from harnessd's: set them before exec */
+	bool portal;           /* CAP_SYS_ADMIN: bind sources are mounted in a private
+				* mount namespace first (no host path walked as the
+				* sandbox account) */
+	bool chown_workspace;  /* CAP_CHOWN and switch_uid: hand the workspace to uid */
+	char instance_id[17];  /* 16 hex digits kept in <runtime_root>/instance-id */
+	char init_bin[4096];   /* resolved harness-sandbox-init */
+} hs_sandbox_host;
+
 /* Configuration (harnessd's config table fills it). Strings are borrowed for
  * the manager's lifetime. hs_sandbox_config_init() sets the defaults. */
 typedef struct hs_sandbox_config {
 	const char *default_driver;  /* "auto" (default), "firecracker", "bwrap" */
-	const char *runtime_root;    /* required: <runtime_root>/<id>/ per sandbox (copied) */
-	const char *workspace_root;  /* required: <workspace_root>/<task_id> */
+	const char *runtime_root;    /* required: <runtime_root>/<id>/ per sandbox (copied);
+				      * also holds instance-id */
+	hs_tenancy *tenancy;         /* required: task ownership and workspaces (borrowed) */
 	const char *bwrap_bin;       /* "/usr/bin/bwrap" */
 	const char *firecracker_bin; /* "/usr/bin/firecracker" */
 	bool skip_kvm_check;         /* probe: do not require /dev/kvm (tests/development only) */
 	const char *jailer_bin;      /* "" = launch firecracker directly (development) */
 	const char *chroot_base_dir; /* jailer: "/srv/jailer" */
-	uid_t jailer_uid;            /* jailer: 0 = refuse (set a dedicated uid) */
-	gid_t jailer_gid;
+	uid_t jailer_uid;            /* jailer --uid: 0 = the sandbox account's */
+	gid_t jailer_gid;            /* jailer --gid: 0 = the sandbox account's */
 	int cgroup_version;          /* jailer --cgroup-version: 2 */
 	const char *const *jailer_cgroups; /* jailer --cgroup k=v, NULL-terminated */
 	const char *netns;           /* jailer --netns path, NULL/"" = none */
@@ -54,16 +72,33 @@ typedef struct hs_sandbox_config {
 	const char *kernel_image;    /* default kernel_image_path */
 	const char *rootfs_image;    /* default rootfs_path */
 	const char *boot_args;       /* "console=ttyS0 reboot=k panic=1 pci=off" */
-	const char *cgroup_root;     /* bwrap freezer: NULL/"" auto-detect, "none" = signals */
+	/* Who sandboxes run as: a uid or account name, a gid or group name.
+	 * NULL/"" = the account "harness-sandbox" and its primary group. The
+	 * bwrap driver refuses to run as harnessd's own uid unless
+	 * allow_same_uid (development), and never as uid 0. */
+	const char *sandbox_user;
+	const char *sandbox_group;
+	bool allow_same_uid;
+	const char *rootfs_dir;      /* bwrap: a root filesystem directory (an unpacked
+				      * distro) whose /usr, /bin, /lib*, /sbin and /etc
+				      * files replace the host's; NULL/"" = the host's */
+	const char *init_bin;        /* bwrap: harness-sandbox-init; NULL/"" = the one
+				      * beside harnessd (/proc/self/exe's directory) */
+	const char *cgroup_root;     /* bwrap: a delegated cgroup v2 directory under which
+				      * harness-<instance>/ is made; NULL/"" = auto
+				      * (harnessd's own cgroup), "none" = no cgroups
+				      * (pause by signals, no limits) */
+	unsigned pids_max;           /* 1024: pids.max of a bwrap sandbox (where enforced) */
 	unsigned max_vcpu;           /* 8 */
 	unsigned max_mem_mib;        /* 8192 */
 	unsigned max_per_user;       /* 16 non-destroyed sandboxes per owner */
 	int64_t max_ttl_seconds;     /* 0 = unbounded */
-	unsigned api_timeout_ms;     /* 5000: each Firecracker API call */
+	unsigned api_timeout_ms;     /* 5000: each Firecracker API call; bwrap: exec wait */
 	unsigned socket_wait_ms;     /* 5000: API socket must appear within */
 	unsigned stop_grace_ms;      /* 5000: SIGTERM -> SIGKILL (DestroySandbox grace 0) */
 	size_t log_max_bytes;        /* 8 MiB: per-sandbox output log cap */
-	unsigned reaper_interval_ms; /* 200: exit detection and TTL */
+	unsigned reaper_interval_ms; /* 1000: TTL check period (exits are seen at once) */
+	hs_sandbox_host host;        /* derived; see hs_sandbox_host */
 } hs_sandbox_config;
 
 void hs_sandbox_config_init(hs_sandbox_config *cfg);
@@ -80,28 +115,36 @@ typedef struct hs_sandbox_kv {
 	char *value;
 } hs_sandbox_kv;
 
-/* CreateSandbox's request; every string borrowed, NULL/0 = default. */
+/* CreateSandbox's request; every string borrowed, NULL/0 = default. The
+ * module validates every field (HS_INVALID naming it); the adapter only
+ * copies. Defaults: driver = the configured one, 1 vCPU, 256 MiB. */
 typedef struct hs_sandbox_spec {
-	const char *sandbox_id;        /* NULL = generated "sb-" + 16 hex */
+	const char *sandbox_id;        /* NULL/"" = generated "sb-" + 16 hex */
 	const char *driver;            /* NULL/"" = config default */
-	unsigned vcpu_count;           /* 0 = 1 */
-	unsigned mem_size_mib;         /* 0 = 256 */
+	int64_t vcpu_count;            /* 0 = 1; 1 or even, up to 32 and max_vcpu */
+	int64_t mem_size_mib;          /* 0 = 256; 128 up to max_mem_mib */
 	const char *kernel_image_path; /* firecracker */
 	const char *rootfs_path;       /* firecracker */
 	const char *boot_args;         /* firecracker */
-	const char *const *entrypoint; /* bwrap argv; 0 = /bin/sh -c "sleep infinity" */
+	const char *const *entrypoint; /* bwrap argv; 0 = /bin/sh -c "exec sleep infinity" */
 	size_t entrypoint_len;
-	const char *const *env;        /* bwrap "KEY=VALUE" */
+	const hs_label *env;           /* bwrap: NAME/value pairs set inside the sandbox only */
 	size_t env_len;
 	const char *task_id;           /* task served; NULL/"" = none */
-	const char *workspace;         /* bwrap: relative to workspace_root, no ".."; NULL/"" =
-					* <task_id> when a task is set, else no workspace */
+	const char *workspace;         /* bwrap: "<task_id>[/sub]" below the workspace root;
+					* NULL/"" = <task_id> when a task is set, else none */
+	const char *working_dir;       /* not supported: must be empty */
 	int64_t ttl_seconds;           /* 0 = no TTL */
-	const hs_sandbox_kv *labels;
+	const hs_label *labels;
 	size_t labels_len;
-	bool network;                  /* bwrap: share the host network; fc: attach tap */
+	bool network;                  /* bwrap: share the host network; fc: refused */
+	size_t nics_len;               /* firecracker: at most 1 (eth0) */
+	const char *iface_id;          /* firecracker: "eth0" */
 	const char *tap_dev;           /* firecracker host_dev_name */
 	const char *guest_mac;         /* firecracker guest_mac */
+	size_t drives_len;             /* not supported yet: must be 0 */
+	bool rootfs_read_only;         /* not supported yet */
+	bool smt;                      /* not supported yet */
 } hs_sandbox_spec;
 
 /* A sandbox as callers see it; owns its strings: hs_sandbox_info_dispose(). */
@@ -138,6 +181,11 @@ typedef struct hs_sandbox_info {
 	char *tap_dev, *guest_mac; /* firecracker eth0 */
 	char *workspace;           /* absolute host path bound read-write (bwrap); "" = none */
 	char *api_socket_path;     /* firecracker while it has a process, else "" */
+	/* Which host limits hold for the current (or last) run: bwrap cgroup
+	 * memory.max / cpu.max / pids.max; firecracker: the VM's own size
+	 * bounds memory and CPU. All false before the first start. */
+	bool memory_enforced, cpu_enforced, pids_enforced;
+	unsigned pids_max;         /* pids.max when pids_enforced, else 0 */
 } hs_sandbox_info;
 
 void hs_sandbox_info_dispose(hs_sandbox_info *info);
@@ -160,13 +208,17 @@ void hs_sandbox_snapshot_info_array_free(hs_sandbox_snapshot_info *snaps, size_t
 typedef struct hs_sandbox_filter {
 	int state;               /* hs_sandbox_state, 0 = any except DESTROYED */
 	const char *task_id;     /* NULL = any */
-	const char *owner;       /* admins only: NULL = every owner (ignored for others) */
-	size_t page_size;        /* 0 = 100, clamped to 1000 */
-	const char *page_token;  /* from a previous call with the same state, task_id and
-				  * owner; NULL/"" = first page */
+	const char *owner;       /* admins: NULL/"" = every owner; others: NULL/"" or
+				  * their own id (another is HS_DENIED) */
+	const hs_label *label_selector; /* only sandboxes carrying all these pairs */
+	size_t label_selector_len;
+	int64_t page_size;       /* 0 = 50, clamped to 1000; negative: HS_INVALID */
+	const char *page_token;  /* from a previous call with the same filters;
+				  * NULL/"" = first page */
 } hs_sandbox_filter;
 
-/* Open the manager on an open store (borrowed, must outlive it), probe both
+/* Open the manager on an open store (borrowed, must outlive it): resolve
+ * the sandbox account, read or create the instance id, probe both
  * drivers once (CreateSandbox naming one that cannot run here is then
  * HS_UNAVAILABLE with the reason), start the
  * reaper thread and re-adopt the store's RUNNING/PAUSED sandboxes: a row
@@ -180,8 +232,9 @@ int hs_sandbox_mgr_new(hs_sandbox_mgr **out, const hs_sandbox_config *cfg, hs_st
  * wanted. NULL is a no-op. */
 void hs_sandbox_mgr_free(hs_sandbox_mgr *mgr);
 
-/* Errors for every call below: HS_NOT_FOUND for unknown ids and for another
- * user's sandbox (existence is not leaked); HS_CONFLICT in the wrong state,
+/* Errors for every call below: HS_INVALID for an id that breaks the
+ * resource-name rule (common/ids.h); HS_NOT_FOUND for unknown ids and for
+ * another user's sandbox, task or workspace (existence is not leaked); HS_CONFLICT in the wrong state,
  * naming it ("sandbox sb-1 is PAUSED; StartSandbox needs CREATED");
  * HS_INVALID naming the field; HS_LIMIT over vcpu/memory/quota limits;
  * HS_UNAVAILABLE when the VMM died or cannot be reached; HS_TIMEOUT.
@@ -221,20 +274,32 @@ int hs_sandbox_restore(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller, con
  * cfg.stop_grace_ms to end before SIGKILL. */
 int hs_sandbox_destroy(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller, const char *id,
 		       hs_sandbox_info *out, hs_error *err);
+#define HS_SANDBOX_GRACE_MAX_MS 60000
 /* hs_sandbox_destroy with grace_ms between SIGTERM and SIGKILL instead
- * (0 = cfg.stop_grace_ms). */
+ * (0 = cfg.stop_grace_ms; 0..HS_SANDBOX_GRACE_MAX_MS, else HS_INVALID). */
 int hs_sandbox_destroy_grace(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller,
-			     const char *id, unsigned grace_ms, hs_sandbox_info *out,
+			     const char *id, int64_t grace_ms, hs_sandbox_info *out,
 			     hs_error *err);
 /* Oldest first; *out: hs_sandbox_snapshot_info_array_free. */
 int hs_sandbox_list_snapshots(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller,
 			      const char *id, hs_sandbox_snapshot_info **out, size_t *n_out,
 			      hs_error *err);
 
+/* The sandbox identity the manager resolved at open: HS_OK and *out, or
+ * HS_UNAVAILABLE with why there is none (then the bwrap driver is
+ * unusable and the jailer needs --jailer-uid/--jailer-gid). */
+int hs_sandbox_mgr_identity(hs_sandbox_mgr *mgr, hs_sandbox_host *out, hs_error *err);
+
+/* Probe the manager's default driver now (readiness checks): HS_OK or
+ * HS_UNAVAILABLE with the reason. Starts a process (bwrap). */
+int hs_sandbox_mgr_probe(hs_sandbox_mgr *mgr, hs_error *err);
+
 /* "CREATED", "RUNNING", ... */
 const char *hs_sandbox_state_name(int state);
 
-/* Whether a driver can run here: "bwrap" runs `bwrap --ro-bind / / true`;
+/* Whether a driver can run here: "bwrap" resolves the sandbox account
+ * (refusing uid 0, and harnessd's own uid unless allow_same_uid), checks
+ * harness-sandbox-init and runs `bwrap ... true` as that account;
  * "firecracker" needs /dev/kvm openable (unless cfg->skip_kvm_check) and the
  * binaries executable.
  * HS_OK or HS_UNAVAILABLE with the reason. */

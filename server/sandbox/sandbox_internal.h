@@ -21,16 +21,30 @@ typedef struct hs_sandbox__entry {
 struct hs_sandbox_mgr {
 	hs_sandbox_config cfg;
 	char runtime_root[PATH_MAX]; /* cfg.runtime_root points here */
+	char rootfs_dir[PATH_MAX];   /* cfg.rootfs_dir points here */
 	/* Driver probes at open, by name: "" = usable, else why not. */
 	char fc_unusable[HS_ERROR_MSG_MAX];
 	char bwrap_unusable[HS_ERROR_MSG_MAX];
+	char identity_error[HS_ERROR_MSG_MAX]; /* why cfg.host is empty */
 	hs_store *store;
 	pthread_mutex_t lock; /* the registry list, refs, creation */
 	hs_sandbox__entry *head;
 	pthread_t reaper;
-	pthread_cond_t wake;
-	bool stopping;
+	int wake_fd;   /* eventfd: a sandbox started, or we are stopping */
+	bool stopping; /* guarded by lock */
 };
+
+/* Wake the reaper (a new process to watch, or shutdown). */
+void hs_sandbox__wake(hs_sandbox_mgr *mgr);
+/* lifecycle.c's reaper thread. */
+void *hs_sandbox__reaper_main(void *payload);
+/* Destroy with the entry locked (manager.c); why = the failure_reason. */
+int hs_sandbox__destroy_locked(hs_sandbox_mgr *mgr, hs_sandbox__entry *e, const char *why,
+			       unsigned grace_ms, hs_error *err);
+/* Drop a reference with mgr->lock held; frees the entry at zero. */
+void hs_sandbox__unref_locked(hs_sandbox_mgr *mgr, hs_sandbox__entry *e);
+/* Unlink from the registry with mgr->lock held. */
+void hs_sandbox__unlink_locked(hs_sandbox_mgr *mgr, hs_sandbox__entry *e);
 
 /* Find a live sandbox the caller may see, take a reference and its lock.
  * `op` and `need` build the HS_CONFLICT message: need is a bit set of
@@ -59,19 +73,21 @@ int hs_sandbox__rec_to_config_json(const hs_sandbox__rec *rec, char *out, size_t
 				   hs_error *err);
 int hs_sandbox__rec_from_config_json(hs_sandbox__rec *rec, const char *json, hs_error *err);
 void hs_sandbox__rec_dispose(hs_sandbox__rec *rec);
-int hs_sandbox__labels_to_json(const hs_sandbox_kv *labels, size_t n, char *out, size_t cap,
+int hs_sandbox__labels_to_json(const hs_label *labels, size_t n, char *out, size_t cap,
 			       hs_error *err);
 int hs_sandbox__info_from_row(const hs_store_sandbox_row *row, hs_sandbox_info *out,
 			      hs_error *err);
 int hs_sandbox__snapshot_from_row(const hs_store_snapshot_row *row,
 				  hs_sandbox_snapshot_info *out, hs_error *err);
-/* A path below workspace_root: relative, no "." or ".." component, no "//". */
-bool hs_sandbox__valid_rel_path(const char *p);
+/* spec.c: every CreateSandbox rule; *vcpu and *mem get the values with
+ * defaults applied. */
+int hs_sandbox__check_spec(const hs_sandbox_config *cfg, const hs_sandbox_spec *spec,
+			   unsigned *vcpu, unsigned *mem, hs_error *err);
+/* The environment rule: names [A-Za-z_][A-Za-z0-9_]*, loader and shell
+ * start-up variables (LD_*, BASH_ENV, ENV, ...) refused by name. */
+int hs_sandbox__check_env(const hs_label *env, size_t n, hs_error *err);
 /* HS_INVALID naming a spec field the chosen driver does not understand. */
 int hs_sandbox__check_driver_fields(const hs_sandbox__driver *drv, const hs_sandbox_spec *spec,
 				    hs_error *err);
-/* Jailer's rule: 1-64 of [A-Za-z0-9-]. */
-/* "<prefix>" + 16 random hex digits. */
-void hs_sandbox__gen_id(const char *prefix, char *out, size_t cap);
 
 #endif

@@ -1,12 +1,11 @@
-/* harness.v1.SandboxService over the sandbox module. Only conversion,
- * validation at the edge (INVALID_ARGUMENT naming the field) and the few
- * idempotency rules the proto promises (pause of a PAUSED sandbox, resume of
- * a RUNNING one, destroy of a DESTROYED one answer the sandbox as it is);
- * the state machine, limits and ownership live in the module. Every handler
- * blocks (process start, Firecracker API calls, snapshot files) and runs on
- * the RPC worker pool. */
+/* harness.v1.SandboxService over the sandbox module: only conversion
+ * between protobuf and module calls, and the few idempotency rules the
+ * proto promises (pause of a PAUSED sandbox, resume of a RUNNING one,
+ * destroy of a DESTROYED one answer the sandbox as it is). Validation,
+ * defaults, filtering and paging live in the module. Every handler blocks
+ * (process start, Firecracker API calls, snapshot files) and runs on the
+ * RPC worker pool. */
 #include "sandbox_service.h"
-#include "ids.h"
 
 #include <limits.h>
 #include <stdio.h>
@@ -16,68 +15,8 @@
 #include "rpc_pb.h"
 #include "harness/v1/sandbox.pb-c.h"
 
-#define MAX_ENTRYPOINT 256
-#define MAX_ARG_BYTES 4096
-#define MAX_LABELS 64
-#define MAX_ENV 128
-#define MAX_TTL_S 315360000 /* ten years: keeps created_at + ttl in range */
-#define DEFAULT_PAGE 50
-#define MAX_PAGE 1000
-
 typedef Harness__V1__Sandbox SandboxMsg;
 typedef Harness__V1__Snapshot SnapshotMsg;
-
-/* --- edge validation ------------------------------------------------------- */
-
-static bool is_alnum(char c)
-{
-	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
-}
-
-/* chars of s all in [A-Za-z0-9] or extra; length 1..max. */
-static bool chars_ok(const char *s, size_t max, const char *extra)
-{
-	size_t n = strlen(s);
-	if (n == 0 || n > max)
-		return false;
-	for (size_t i = 0; i < n; i++)
-		if (!is_alnum(s[i]) && strchr(extra, s[i]) == NULL)
-			return false;
-	return true;
-}
-
-/* An optional task id: empty means none. */
-static int check_task_id(const char *t, hs_error *err)
-{
-	return t[0] == '\0' ? HS_OK : hs_id_check_task("task_id", t, err);
-}
-
-static int check_abs_path(const char *field, const char *p, hs_error *err)
-{
-	if (p[0] != '\0' && (p[0] != '/' || strlen(p) >= PATH_MAX))
-		return hs_error_set(err, HS_INVALID, "%s: must be an absolute path", field);
-	return HS_OK;
-}
-
-static bool valid_mac(const char *m)
-{
-	if (strlen(m) != 17)
-		return false;
-	for (int i = 0; i < 17; i++) {
-		char c = m[i];
-		bool hex = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
-		if (i % 3 == 2 ? c != ':' : !hex)
-			return false;
-	}
-	return true;
-}
-
-static bool valid_env_key(const char *k)
-{
-	if (!((k[0] >= 'A' && k[0] <= 'Z') || (k[0] >= 'a' && k[0] <= 'z') || k[0] == '_'))
-		return false;
-	return chars_ok(k, 128, "_");
-}
 
 /* What is left of the caller's deadline for the module (0 = no deadline). */
 static hs_sandbox_caller caller_of(hs_rpc_call *call)
@@ -128,6 +67,15 @@ static SandboxMsg *sandbox_msg(hs_rpc_call *call, const hs_sandbox_info *in)
 	m->network_enabled = in->network_enabled;
 	m->workspace = adup(call, in->workspace, &oom);
 	m->api_socket_path = adup(call, in->api_socket_path, &oom);
+	Harness__V1__SandboxLimits *lim = hs_rpc_call_alloc(call, sizeof(*lim));
+	if (lim == NULL)
+		return NULL;
+	harness__v1__sandbox_limits__init(lim);
+	lim->memory = in->memory_enforced;
+	lim->cpu = in->cpu_enforced;
+	lim->pids = in->pids_enforced;
+	lim->pids_max = (int32_t)in->pids_max;
+	m->limits = lim;
 	/* The firecracker driver always tracks dirty pages (Diff snapshots). */
 	m->track_dirty_pages = in->driver != NULL && strcmp(in->driver, "firecracker") == 0;
 	if ((m->created_at = hs_rpc_timestamp(call, in->created_at_ms)) == NULL)
@@ -209,87 +157,21 @@ static int sandbox_reply(hs_rpc_call *call, int rc, hs_sandbox_info *info,
 
 /* --- CreateSandbox ----------------------------------------------------------- */
 
-static int check_create(const Harness__V1__CreateSandboxRequest *r, hs_error *err)
+/* A protobuf map as module label pairs (arena memory). */
+static int pairs(hs_rpc_call *call, Harness__V1__CreateSandboxRequest__LabelsEntry **in, size_t n,
+		 const hs_label **out, hs_error *err)
 {
-	int rc;
-	if (r->sandbox_id[0] != '\0' && (rc = hs_id_check_name("sandbox_id", r->sandbox_id, err)) != HS_OK)
-		return rc;
-	if (r->driver[0] != '\0' && strcmp(r->driver, "firecracker") != 0 &&
-	    strcmp(r->driver, "bwrap") != 0)
-		return hs_error_set(err, HS_INVALID,
-				    "driver: must be \"firecracker\", \"bwrap\" or empty");
-	if (r->vcpu_count < 0 || r->vcpu_count > 32)
-		return hs_error_set(err, HS_INVALID, "vcpu_count: must be 1..32 (0 = default)");
-	if (r->mem_size_mib < 0 || r->mem_size_mib > 262144 ||
-	    (r->mem_size_mib > 0 && r->mem_size_mib < 128))
-		return hs_error_set(err, HS_INVALID,
-				    "mem_size_mib: must be 128..262144 (0 = default)");
-	if ((rc = check_abs_path("kernel_image_path", r->kernel_image_path, err)) != HS_OK ||
-	    (rc = check_abs_path("rootfs_path", r->rootfs_path, err)) != HS_OK ||
-	    (rc = check_task_id(r->task_id, err)) != HS_OK)
-		return rc;
-	if (r->n_entrypoint > MAX_ENTRYPOINT)
-		return hs_error_set(err, HS_INVALID, "entrypoint: at most %d elements",
-				    MAX_ENTRYPOINT);
-	for (size_t i = 0; i < r->n_entrypoint; i++)
-		if (strlen(r->entrypoint[i]) > MAX_ARG_BYTES || (i == 0 && !r->entrypoint[0][0]))
-			return hs_error_set(err, HS_INVALID,
-					    "entrypoint[%zu]: empty or longer than %d bytes", i,
-					    MAX_ARG_BYTES);
-	if (r->ttl_seconds < 0 || r->ttl_seconds > MAX_TTL_S)
-		return hs_error_set(err, HS_INVALID, "ttl_seconds: must be 0..%d", MAX_TTL_S);
-	if (r->n_labels > MAX_LABELS)
-		return hs_error_set(err, HS_INVALID, "labels: at most %d entries", MAX_LABELS);
-	for (size_t i = 0; i < r->n_labels; i++) {
-		if (!chars_ok(r->labels[i]->key, 63, "._/-"))
-			return hs_error_set(err, HS_INVALID,
-					    "labels: key \"%.63s\" must be 1-63 of [A-Za-z0-9._/-]",
-					    r->labels[i]->key);
-		if (strlen(r->labels[i]->value) > 256)
-			return hs_error_set(err, HS_INVALID,
-					    "labels[%s]: value longer than 256 characters",
-					    r->labels[i]->key);
+	*out = NULL;
+	if (n == 0)
+		return HS_OK;
+	hs_label *v = hs_rpc_call_alloc(call, n * sizeof(*v));
+	if (v == NULL)
+		return hs_error_set(err, HS_INTERNAL, "out of memory");
+	for (size_t i = 0; i < n; i++) {
+		v[i].key = in[i]->key;
+		v[i].value = in[i]->value;
 	}
-	if (strlen(r->boot_args) > 2048)
-		return hs_error_set(err, HS_INVALID, "boot_args: longer than 2048 characters");
-	if (r->n_network_interfaces > 1)
-		return hs_error_set(err, HS_INVALID,
-				    "network_interfaces: this server attaches at most one (eth0)");
-	for (size_t i = 0; i < r->n_network_interfaces; i++) {
-		const Harness__V1__NetworkInterface *n = r->network_interfaces[i];
-		if (strcmp(n->iface_id, "eth0") != 0)
-			return hs_error_set(err, HS_INVALID,
-					    "network_interfaces[0].iface_id: must be \"eth0\"");
-		if (n->host_dev_name[0] == '\0' || strlen(n->host_dev_name) > 15 ||
-		    strpbrk(n->host_dev_name, "/ \t\n") != NULL)
-			return hs_error_set(err, HS_INVALID,
-					    "network_interfaces[0].host_dev_name: 1-15 characters, no '/' or spaces");
-		if (n->guest_mac[0] != '\0' && !valid_mac(n->guest_mac))
-			return hs_error_set(err, HS_INVALID,
-					    "network_interfaces[0].guest_mac: must be XX:XX:XX:XX:XX:XX");
-	}
-	if (r->n_drives > 0)
-		return hs_error_set(err, HS_INVALID, "drives: additional drives are not supported yet");
-	if (r->rootfs_read_only)
-		return hs_error_set(err, HS_INVALID, "rootfs_read_only: not supported yet");
-	if (r->smt)
-		return hs_error_set(err, HS_INVALID, "smt: not supported yet");
-	if (r->working_dir[0] != '\0')
-		return hs_error_set(err, HS_INVALID,
-				    "working_dir: not supported (the sandbox starts in its workspace)");
-	if (r->n_env > MAX_ENV)
-		return hs_error_set(err, HS_INVALID, "env: at most %d entries", MAX_ENV);
-	for (size_t i = 0; i < r->n_env; i++) {
-		if (!valid_env_key(r->env[i]->key))
-			return hs_error_set(err, HS_INVALID,
-					    "env: key \"%.64s\" must match [A-Za-z_][A-Za-z0-9_]*",
-					    r->env[i]->key);
-		if (strlen(r->env[i]->value) > MAX_ARG_BYTES)
-			return hs_error_set(err, HS_INVALID, "env[%s]: value longer than %d bytes",
-					    r->env[i]->key, MAX_ARG_BYTES);
-	}
-	if (strlen(r->workspace) > 255)
-		return hs_error_set(err, HS_INVALID, "workspace: longer than 255 characters");
+	*out = v;
 	return HS_OK;
 }
 
@@ -297,14 +179,12 @@ static int create_sandbox(hs_rpc_call *call, const ProtobufCMessage *req, Protob
 			  hs_error *err)
 {
 	const Harness__V1__CreateSandboxRequest *r = (const void *)req;
-	int rc = check_create(r, err);
-	if (rc != HS_OK)
-		return rc;
+	int rc;
 	hs_sandbox_spec spec = { 0 };
 	spec.sandbox_id = r->sandbox_id;
 	spec.driver = r->driver;
-	spec.vcpu_count = (unsigned)r->vcpu_count;
-	spec.mem_size_mib = (unsigned)r->mem_size_mib;
+	spec.vcpu_count = r->vcpu_count;
+	spec.mem_size_mib = r->mem_size_mib;
 	spec.kernel_image_path = r->kernel_image_path;
 	spec.rootfs_path = r->rootfs_path;
 	spec.boot_args = r->boot_args;
@@ -312,38 +192,25 @@ static int create_sandbox(hs_rpc_call *call, const ProtobufCMessage *req, Protob
 	spec.entrypoint_len = r->n_entrypoint;
 	spec.task_id = r->task_id;
 	spec.workspace = r->workspace;
+	spec.working_dir = r->working_dir;
 	spec.ttl_seconds = r->ttl_seconds;
 	spec.network = r->network_enabled;
-	if (r->n_network_interfaces == 1) {
+	spec.nics_len = r->n_network_interfaces;
+	if (r->n_network_interfaces > 0) {
+		spec.iface_id = r->network_interfaces[0]->iface_id;
 		spec.tap_dev = r->network_interfaces[0]->host_dev_name;
 		spec.guest_mac = r->network_interfaces[0]->guest_mac;
 	}
-	if (r->n_labels > 0) {
-		hs_sandbox_kv *kv = hs_rpc_call_alloc(call, r->n_labels * sizeof(*kv));
-		if (kv == NULL)
-			return hs_error_set(err, HS_INTERNAL, "out of memory");
-		for (size_t i = 0; i < r->n_labels; i++) {
-			kv[i].key = r->labels[i]->key;
-			kv[i].value = r->labels[i]->value;
-		}
-		spec.labels = kv;
-		spec.labels_len = r->n_labels;
-	}
-	if (r->n_env > 0) {
-		const char **env = hs_rpc_call_alloc(call, r->n_env * sizeof(*env));
-		if (env == NULL)
-			return hs_error_set(err, HS_INTERNAL, "out of memory");
-		for (size_t i = 0; i < r->n_env; i++) {
-			size_t len = strlen(r->env[i]->key) + strlen(r->env[i]->value) + 2;
-			char *kv = hs_rpc_call_alloc(call, len);
-			if (kv == NULL)
-				return hs_error_set(err, HS_INTERNAL, "out of memory");
-			snprintf(kv, len, "%s=%s", r->env[i]->key, r->env[i]->value);
-			env[i] = kv;
-		}
-		spec.env = env;
-		spec.env_len = r->n_env;
-	}
+	spec.drives_len = r->n_drives;
+	spec.rootfs_read_only = r->rootfs_read_only;
+	spec.smt = r->smt;
+	/* The labels and env map entries have the same layout (key, value). */
+	if ((rc = pairs(call, r->labels, r->n_labels, &spec.labels, err)) != HS_OK ||
+	    (rc = pairs(call, (Harness__V1__CreateSandboxRequest__LabelsEntry **)r->env, r->n_env,
+			&spec.env, err)) != HS_OK)
+		return rc;
+	spec.labels_len = r->n_labels;
+	spec.env_len = r->n_env;
 	hs_sandbox_caller c = caller_of(call);
 	hs_sandbox_info info = { 0 };
 	rc = hs_sandbox_create(hs_rpc_call_payload(call), &c, &spec, &info, err);
@@ -360,14 +227,11 @@ typedef int (*one_fn)(hs_sandbox_mgr *, const hs_sandbox_caller *, const char *,
 static int one(hs_rpc_call *call, const char *id, one_fn fn, int idem, ProtobufCMessage **resp,
 	       hs_error *err)
 {
-	int rc = hs_id_check_name("sandbox_id", id, err);
-	if (rc != HS_OK)
-		return rc;
 	hs_sandbox_mgr *mgr = hs_rpc_call_payload(call);
 	hs_sandbox_caller c = caller_of(call);
 	hs_sandbox_info info = { 0 };
 	hs_error ferr = { 0 };
-	rc = fn(mgr, &c, id, &info, &ferr);
+	int rc = fn(mgr, &c, id, &info, &ferr);
 	if (rc == HS_CONFLICT && idem != 0 &&
 	    hs_sandbox_get(mgr, &c, id, &info, NULL) == HS_OK) {
 		if ((int)info.state == idem)
@@ -411,17 +275,13 @@ static int destroy_sandbox(hs_rpc_call *call, const ProtobufCMessage *req,
 			   ProtobufCMessage **resp, hs_error *err)
 {
 	const Harness__V1__DestroySandboxRequest *r = (const void *)req;
-	int rc = hs_id_check_name("sandbox_id", r->sandbox_id, err);
-	if (rc != HS_OK)
-		return rc;
-	if (r->grace_period_ms < 0 || r->grace_period_ms > 60000)
-		return hs_error_set(err, HS_INVALID, "grace_period_ms: must be 0..60000");
+	int rc;
 	hs_sandbox_mgr *mgr = hs_rpc_call_payload(call);
 	hs_sandbox_caller c = caller_of(call);
 	hs_sandbox_info info = { 0 };
 	hs_error ferr = { 0 };
 	/* 0 = the configured grace (the module's default). */
-	rc = hs_sandbox_destroy_grace(mgr, &c, r->sandbox_id, (unsigned)r->grace_period_ms, &info,
+	rc = hs_sandbox_destroy_grace(mgr, &c, r->sandbox_id, r->grace_period_ms, &info,
 				      &ferr);
 	if (rc == HS_CONFLICT && hs_sandbox_get(mgr, &c, r->sandbox_id, &info, NULL) == HS_OK) {
 		if (info.state == HS_SANDBOX_DESTROYED) /* idempotent */
@@ -435,42 +295,22 @@ static int destroy_sandbox(hs_rpc_call *call, const ProtobufCMessage *req,
 
 /* --- lists ------------------------------------------------------------------------ */
 
-static bool labels_match(const hs_sandbox_info *in, const Harness__V1__ListSandboxesRequest *r)
-{
-	for (size_t i = 0; i < r->n_label_selector; i++) {
-		bool found = false;
-		for (size_t j = 0; j < in->labels_len && !found; j++)
-			found = strcmp(in->labels[j].key, r->label_selector[i]->key) == 0 &&
-				strcmp(in->labels[j].value, r->label_selector[i]->value) == 0;
-		if (!found)
-			return false;
-	}
-	return true;
-}
-
 static int list_sandboxes(hs_rpc_call *call, const ProtobufCMessage *req,
 			  ProtobufCMessage **resp, hs_error *err)
 {
 	const Harness__V1__ListSandboxesRequest *r = (const void *)req;
 	hs_sandbox_caller c = caller_of(call);
-	if (r->page_size < 0)
-		return hs_error_set(err, HS_INVALID, "page_size: must not be negative");
-	if ((int)r->state < 0 || (int)r->state > HS_SANDBOX_DESTROYED)
-		return hs_error_set(err, HS_INVALID, "state: unknown value %d", (int)r->state);
-	int rc = check_task_id(r->task_id, err);
-	if (rc != HS_OK)
-		return rc;
-	if (r->owner[0] != '\0' && !c.who.is_admin && strcmp(r->owner, c.who.user_id) != 0)
-		return hs_error_set(err, HS_DENIED, "owner: only admins may list other users' sandboxes");
-	if (strlen(r->page_token) > 512) /* the module checks it; this bounds the work */
-		return hs_error_set(err, HS_INVALID, "page_token: not a token from this server");
 	hs_sandbox_filter f = { 0 };
+	int rc;
 	f.state = (int)r->state;
 	f.task_id = r->task_id;
 	f.owner = r->owner;
-	f.page_size = r->page_size == 0 ? DEFAULT_PAGE
-					: (r->page_size > MAX_PAGE ? MAX_PAGE : (size_t)r->page_size);
+	f.page_size = r->page_size;
 	f.page_token = r->page_token;
+	if ((rc = pairs(call, (Harness__V1__CreateSandboxRequest__LabelsEntry **)r->label_selector,
+			r->n_label_selector, &f.label_selector, err)) != HS_OK)
+		return rc;
+	f.label_selector_len = r->n_label_selector;
 	hs_sandbox_info *infos = NULL;
 	size_t n = 0;
 	char *next = NULL;
@@ -490,8 +330,6 @@ static int list_sandboxes(hs_rpc_call *call, const ProtobufCMessage *req,
 		goto done;
 	}
 	for (size_t i = 0; i < n; i++) {
-		if (!labels_match(&infos[i], r))
-			continue;
 		SandboxMsg *s = sandbox_msg(call, &infos[i]);
 		if (s == NULL) {
 			rc = hs_error_set(err, HS_INTERNAL, "out of memory");
@@ -510,9 +348,7 @@ static int list_snapshots(hs_rpc_call *call, const ProtobufCMessage *req,
 			  ProtobufCMessage **resp, hs_error *err)
 {
 	const Harness__V1__ListSnapshotsRequest *r = (const void *)req;
-	int rc = hs_id_check_name("sandbox_id", r->sandbox_id, err);
-	if (rc != HS_OK)
-		return rc;
+	int rc;
 	hs_sandbox_caller c = caller_of(call);
 	hs_sandbox_snapshot_info *snaps = NULL;
 	size_t n = 0;
@@ -552,9 +388,7 @@ static int snapshot_sandbox(hs_rpc_call *call, const ProtobufCMessage *req,
 			    ProtobufCMessage **resp, hs_error *err)
 {
 	const Harness__V1__SnapshotSandboxRequest *r = (const void *)req;
-	int rc = hs_id_check_name("sandbox_id", r->sandbox_id, err);
-	if (rc != HS_OK)
-		return rc;
+	int rc;
 	hs_sandbox_snapshot_type type;
 	switch (r->snapshot_type) {
 	case HARNESS__V1__SNAPSHOT_TYPE__SNAPSHOT_TYPE_UNSPECIFIED:
@@ -601,11 +435,7 @@ static int restore_sandbox(hs_rpc_call *call, const ProtobufCMessage *req,
 			   ProtobufCMessage **resp, hs_error *err)
 {
 	const Harness__V1__RestoreSandboxRequest *r = (const void *)req;
-	int rc = hs_id_check_name("sandbox_id", r->sandbox_id, err);
-	if (rc != HS_OK)
-		return rc;
-	if (r->snapshot_id[0] != '\0' && (rc = hs_id_check_name("snapshot_id", r->snapshot_id, err)) != HS_OK)
-		return rc;
+	int rc;
 	hs_sandbox_caller c = caller_of(call);
 	hs_sandbox_info info = { 0 };
 	rc = hs_sandbox_restore(hs_rpc_call_payload(call), &c, r->sandbox_id, r->snapshot_id,

@@ -8,14 +8,16 @@
 #include "sandbox.h"
 
 /* Opens the sandbox manager from harnessd's settings: runtime root
- * <data-dir>/sandboxes, workspaces under cfg->workspace_root, limits, and
- * the default driver. "auto" becomes firecracker when it probes OK, else
+ * <data-dir>/sandboxes, tasks and workspaces through tenancy, the sandbox
+ * account, limits, and the default driver. "auto" becomes firecracker when it probes OK, else
  * bwrap; a driver named explicitly that cannot run here is an error
  * (HS_UNAVAILABLE with the reason), so a misconfigured host fails fast.
  * Logs the driver in use. cfg and store are borrowed and must outlive *out
- * (hs_sandbox_mgr_free). */
+ * (hs_sandbox_mgr_free); so does tenancy. --jailer-bin without an
+ * unprivileged jailer uid (configured, or the sandbox account) is
+ * HS_INVALID. */
 int hs_sandbox_service_open(hs_sandbox_mgr **out, const hs_config *cfg, hs_store *store,
-			    hs_error *err);
+			    hs_tenancy *tenancy, hs_error *err);
 
 /* Registers SandboxService on srv (every handler runs on the worker pool);
  * mgr must outlive the server. */

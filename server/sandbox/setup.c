@@ -9,7 +9,7 @@
 #include "log.h"
 
 int hs_sandbox_service_open(hs_sandbox_mgr **out, const hs_config *c, hs_store *store,
-			    hs_error *err)
+			    hs_tenancy *tenancy, hs_error *err)
 {
 	hs_sandbox_config sc;
 	char runtime_root[HS_CFG_STR + 16];
@@ -17,11 +17,17 @@ int hs_sandbox_service_open(hs_sandbox_mgr **out, const hs_config *c, hs_store *
 	int n = snprintf(runtime_root, sizeof(runtime_root), "%s/sandboxes", c->data_dir);
 	if (n < 0 || (size_t)n >= sizeof(runtime_root))
 		return hs_error_set(err, HS_INVALID, "data-dir: path too long");
-	if (runtime_root[0] != '/' || c->workspace_root[0] != '/')
-		return hs_error_set(err, HS_INVALID,
-				    "sandboxes need an absolute --data-dir and --workspace-root");
+	if (runtime_root[0] != '/')
+		return hs_error_set(err, HS_INVALID, "sandboxes need an absolute --data-dir");
 	sc.runtime_root = runtime_root; /* copied by the manager */
-	sc.workspace_root = c->workspace_root;
+	sc.tenancy = tenancy;
+	sc.sandbox_user = c->sandbox_uid;
+	sc.sandbox_group = c->sandbox_gid;
+	sc.allow_same_uid = c->sandbox_allow_same_uid != 0;
+	sc.rootfs_dir = c->sandbox_rootfs;
+	sc.init_bin = c->sandbox_init_bin;
+	sc.cgroup_root = c->sandbox_cgroup_root;
+	sc.pids_max = (unsigned)c->sandbox_pids_max;
 	sc.bwrap_bin = c->bwrap_bin;
 	sc.firecracker_bin = c->firecracker_bin;
 	sc.jailer_bin = c->jailer_bin;
@@ -36,10 +42,9 @@ int hs_sandbox_service_open(hs_sandbox_mgr **out, const hs_config *c, hs_store *
 	sc.max_ttl_seconds = c->sandbox_ttl_max_s;
 	sc.skip_kvm_check = c->firecracker_skip_kvm_check != 0;
 
-	if (c->jailer_bin[0] != '\0' && (c->jailer_uid == 0 || c->jailer_gid == 0))
-		return hs_error_set(err, HS_INVALID,
-				    "jailer-uid/jailer-gid: set a dedicated unprivileged uid and gid when --jailer-bin is used");
-
+	if (c->sandbox_allow_same_uid)
+		hs_log(HS_LOG_WARN, "sandbox",
+		       "sandbox-allow-same-uid is set: sandboxes may run as harnessd's own uid (development only)");
 	hs_error perr = { 0 };
 	const char *driver = c->sandbox_driver;
 	if (strcmp(driver, "auto") == 0) {
@@ -71,7 +76,23 @@ int hs_sandbox_service_open(hs_sandbox_mgr **out, const hs_config *c, hs_store *
 		hs_log(HS_LOG_WARN, "sandbox",
 		       "firecracker-skip-kvm-check is set: for tests and development only");
 	sc.default_driver = driver;
-	int rc = hs_sandbox_mgr_new(out, &sc, store, err);
+	hs_sandbox_mgr *mgr = NULL;
+	int rc = hs_sandbox_mgr_new(&mgr, &sc, store, err);
+	if (rc != HS_OK)
+		return rc;
+	/* The jailer drops to an unprivileged uid: the configured one or the
+	 * sandbox account; with neither, fail now rather than at a start. */
+	if (c->jailer_bin[0] != '\0' && (c->jailer_uid == 0 || c->jailer_gid == 0)) {
+		hs_sandbox_host h;
+		hs_error ierr = { 0 };
+		if (hs_sandbox_mgr_identity(mgr, &h, &ierr) != HS_OK) {
+			hs_sandbox_mgr_free(mgr);
+			return hs_error_set(err, HS_INVALID,
+					    "jailer-uid/jailer-gid: --jailer-bin needs an unprivileged uid and gid (%s)",
+					    ierr.msg);
+		}
+	}
+	*out = mgr;
 	if (rc == HS_OK)
 		hs_log(HS_LOG_INFO, "sandbox", "sandbox driver selected", HS_LS("driver", driver),
 		       HS_LS("configured", c->sandbox_driver),

@@ -14,6 +14,7 @@
  * recorded as its base_snapshot_id; a Diff without a Full before it is
  * refused (HS_CONFLICT), since it could never be restored. */
 #include "sandbox_internal.h"
+#include "ids.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -230,7 +231,11 @@ int hs_sandbox_restore(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller, con
 	char mem[PATH_MAX];
 	const unsigned need = HS_NEED(HS_SANDBOX_RUNNING) | HS_NEED(HS_SANDBOX_PAUSED) |
 			      HS_NEED(HS_SANDBOX_STOPPED) | HS_NEED(HS_SANDBOX_FAILED);
-	int rc = hs_sandbox__acquire(mgr, caller, id, "RestoreSandbox", 0, &e, err);
+	int rc;
+	if (snapshot_id != NULL && snapshot_id[0] != '\0' &&
+	    (rc = hs_id_check_name("snapshot_id", snapshot_id, err)) != HS_OK)
+		return rc;
+	rc = hs_sandbox__acquire(mgr, caller, id, "RestoreSandbox", 0, &e, err);
 	if (rc != HS_OK)
 		return rc;
 	if (e->drv == &hs_sandbox__bwrap_driver) {

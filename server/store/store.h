@@ -158,9 +158,12 @@ typedef struct hs_store_sandbox_filter {
 	const char *after_id;        /* cursor: NULL = first page */
 	int64_t after_created_at_ms; /* cursor (read only with after_id) */
 	size_t limit;
+	int not_state;               /* < 0 = none; else rows in this state are left out */
+	const char *labels_json;     /* NULL = any; else a JSON object of label pairs that
+				      * must all be present with equal values */
 } hs_store_sandbox_filter;
 
-#define HS_STORE_SANDBOX_FILTER_INIT { NULL, NULL, -1, NULL, 0, 0 }
+#define HS_STORE_SANDBOX_FILTER_INIT { NULL, NULL, -1, NULL, 0, 0, -1, NULL }
 
 int hs_store_sandbox_insert(hs_store *store, const hs_store_sandbox_row *row, hs_error *err);
 /* Replace every column of the row with this sandbox_id; HS_NOT_FOUND if none. */

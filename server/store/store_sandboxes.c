@@ -174,7 +174,10 @@ int hs_store_sandbox_list(hs_store *s, const hs_store_sandbox_filter *f,
 		"SELECT " SANDBOX_COLS " FROM sandboxes "
 		"WHERE (?1 IS NULL OR (created_at_ms, sandbox_id) < (?6, ?1)) "
 		"AND (?2 IS NULL OR owner = ?2) AND (?3 IS NULL OR task_id = ?3) "
-		"AND (?4 < 0 OR state = ?4) "
+		"AND (?4 < 0 OR state = ?4) AND (?7 < 0 OR state != ?7) "
+		"AND (?8 IS NULL OR NOT EXISTS (SELECT 1 FROM json_each(?8) AS sel "
+		"WHERE NOT EXISTS (SELECT 1 FROM json_each(sandboxes.labels_json) AS l "
+		"WHERE l.key = sel.key AND l.value = sel.value))) "
 		"ORDER BY created_at_ms DESC, sandbox_id DESC LIMIT ?5");
 	HS_BIND_T(st, 1, f->after_id, HS_STORE_ID_MAX, "after_id");
 	HS_BIND_T(st, 2, f->owner, HS_STORE_ID_MAX, "owner");
@@ -182,6 +185,8 @@ int hs_store_sandbox_list(hs_store *s, const hs_store_sandbox_filter *f,
 	HS_BIND_I(st, 4, f->state < 0 ? -1 : f->state);
 	HS_BIND_I(st, 5, hs_store__limit(f->limit));
 	HS_BIND_I(st, 6, f->after_id ? f->after_created_at_ms : 0);
+	HS_BIND_I(st, 7, f->not_state < 0 ? -1 : f->not_state);
+	HS_BIND_T(st, 8, f->labels_json, HS_STORE_JSON_MAX, "labels_json");
 	rc = hs_store__collect(s, st, sizeof(hs_store_sandbox_row), read_sandbox_row, "list sandboxes", (void **)out, n_out,
 			       err);
 done:

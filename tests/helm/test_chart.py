@@ -247,15 +247,35 @@ class RenderTest(HelmTestCase):
         vols = {v["name"]: v for v in pod["volumes"]}
         for c in pod["containers"]:
             sc = c["securityContext"]
-            self.assertEqual(sc["runAsUser"], 10001, c["name"])
+            # harnessd switches to the sandbox account: uid 0 with only
+            # the capabilities that takes; the gateway stays 10001.
+            self.assertEqual(sc["runAsUser"], 0 if c["name"] == "harnessd" else 10001, c["name"])
             self.assertIs(sc["readOnlyRootFilesystem"], True)
             self.assertIs(sc["allowPrivilegeEscalation"], False)
             self.assertEqual(sc["capabilities"]["drop"], ["ALL"])
             self.assertNotIn("privileged", sc)
+            self.assertEqual(sc["seccompProfile"]["type"], "RuntimeDefault")
             tmp = [vm for vm in c["volumeMounts"] if vm["mountPath"] == "/tmp"]
             self.assertEqual(len(tmp), 1, c["name"])
             self.assertIn("emptyDir", vols[tmp[0]["name"]])
+        hd = m.container("harnessd")["securityContext"]
+        self.assertEqual(sorted(hd["capabilities"]["add"]),
+                         ["CHOWN", "DAC_OVERRIDE", "FOWNER", "KILL", "SETGID", "SETUID", "SYS_ADMIN"])
+        self.assertNotIn("add", m.container("harness-gateway")["securityContext"]["capabilities"])
         self.assertNotIn("kvm", vols)
+        cfg = m.config()
+        self.assertEqual((cfg["HARNESS_SANDBOX_UID"], cfg["HARNESS_SANDBOX_GID"]), ("10002", "10002"))
+        self.assertNotIn("HARNESS_SANDBOX_ALLOW_SAME_UID", cfg)
+        self.assertEqual(cfg["HARNESS_SANDBOX_PIDS_MAX"], "1024")
+
+    def test_sandboxes_as_harnessd_uid_only_when_asked(self):
+        m = render(sets=("sandbox.allowSameUid=true",))
+        sc = m.container("harnessd")["securityContext"]
+        self.assertEqual(sc["runAsUser"], 10001)
+        self.assertNotIn("add", sc["capabilities"])
+        cfg = m.config()
+        self.assertEqual(cfg["HARNESS_SANDBOX_ALLOW_SAME_UID"], "1")
+        self.assertEqual(cfg["HARNESS_SANDBOX_UID"], "10001")
 
     def test_config_map_holds_settings_not_secrets(self):
         for files in ((), ("values-upstream.yaml",), ("values-local-secrets.yaml",),
@@ -460,6 +480,8 @@ class SchemaTest(HelmTestCase):
             "server.unknownSetting=1",
             "gateway.logLevel=loud",
             "gateway.bodyLimit=10",
+            "sandbox.uid=0",
+            "sandbox.pidsMax=1",
         ]
         for s in bad:
             with self.subTest(set=s):
@@ -470,7 +492,8 @@ class SchemaTest(HelmTestCase):
     def test_cross_field_checks(self):
         for sets, msg in ((("auth.backend=upstream",), "auth.userService.url"),
                           (("auth.backend=upstream", "auth.userService.url=https://u"), "auth.jwt"),
-                          (("sandbox.driver=firecracker",), "sandbox.firecracker.enabled")):
+                          (("sandbox.driver=firecracker",), "sandbox.firecracker.enabled"),
+                          (("sandbox.uid=10001",), "sandbox.uid must differ")):
             with self.subTest(sets=sets):
                 args = ["template", RELEASE, "@CHART@"]
                 for s in sets:

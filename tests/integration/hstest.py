@@ -1,6 +1,7 @@
 """Shared helpers for integration tests: start the real binaries on loopback
 (port 0), read their JSON-lines logs, stop them by PID, never leave a
 process behind."""
+import atexit
 import json
 import os
 import signal
@@ -20,8 +21,43 @@ SANITIZED = os.environ.get("HS_SANITIZE", "OFF").upper() in ("ON", "1", "TRUE")
 SLOW = 4.0 if SANITIZED else 1.0
 
 HARNESSD = os.path.join(BUILD, "server", "harnessd")
+SANDBOX_ACCOUNT_SCRIPT = os.path.join(SOURCE, "scripts", "sandbox-account.sh")
 GATEWAY = os.path.join(BUILD, "gateway", "harness-gateway")
 HARNESSCTL = os.path.join(BUILD, "clients", "harnessctl")
+
+
+class SandboxAccount:
+    """The unprivileged account sandboxes run as, created the way
+    scripts/run.sh and the Dockerfile create it (scripts/sandbox-account.sh)
+    and removed when the test process ends. One per test process (a name of
+    its own: test modules run in parallel). Not root: none, and harnessd
+    runs sandboxes as its own uid (--sandbox-allow-same-uid)."""
+    _made = None
+
+    @classmethod
+    def get(cls):
+        """(name, uid, gid), or None when not root."""
+        if os.geteuid() != 0:
+            return None
+        if cls._made is None:
+            name = "hs-it-%d" % os.getpid()
+            out = subprocess.run(["bash", SANDBOX_ACCOUNT_SCRIPT, "create", name], check=True,
+                                 capture_output=True, text=True).stdout.split()
+            cls._made = (name, int(out[0]), int(out[1]))
+            atexit.register(cls.remove)
+        return cls._made
+
+    @classmethod
+    def remove(cls):
+        if cls._made is not None:
+            subprocess.run(["bash", SANDBOX_ACCOUNT_SCRIPT, "remove", cls._made[0]], check=False)
+            cls._made = None
+
+    @classmethod
+    def args(cls):
+        """harnessd flags for it."""
+        acct = cls.get()
+        return ["--sandbox-uid", acct[0]] if acct else ["--sandbox-allow-same-uid", "1"]
 
 
 def raw(channel, method, kind="unary_unary"):
@@ -171,7 +207,10 @@ class Harnessd(Process):
             self._tmp = tempfile.TemporaryDirectory(prefix="hs-it-")
             data_dir = self._tmp.name
         self.data_dir = data_dir
-        argv = [HARNESSD, "--listen", "127.0.0.1:0", "--data-dir", data_dir] + list(args)
+        argv = [HARNESSD, "--listen", "127.0.0.1:0", "--data-dir", data_dir]
+        if not any(a in ("--sandbox-uid", "--sandbox-allow-same-uid") for a in args):
+            argv += SandboxAccount.args()
+        argv += list(args)
         e = {"HARNESS_ADMIN_EMAIL": "admin@example.com", "HARNESS_ADMIN_PASSWORD": "admin-password-1"}
         if env:
             e.update(env)

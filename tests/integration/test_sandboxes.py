@@ -19,7 +19,38 @@ import hstest
 
 ADMIN = ("admin@example.com", "admin-password-1")
 S = sandbox_pb2
-CGROUP_BASES = ("/sys/fs/cgroup/harness-sandboxes", "/sys/fs/cgroup/unified/harness-sandboxes")
+
+
+def instance_id(sb):
+    """The instance id of the harnessd that made sb (kept in its data dir)."""
+    runtime = os.path.dirname(os.path.dirname(sb.log_path))
+    with open(os.path.join(runtime, "instance-id")) as f:
+        return f.read().strip()
+
+
+def cgroup_dirs(instance, sandbox_id=None, v2_only=False):
+    """Where harnessd (our child, so in our cgroups) keeps the cgroups of an
+    instance, or of one of its sandboxes: the v2 tree and the v1 pids,
+    memory and cpu hierarchies, those that exist on this host."""
+    out = []
+    with open("/proc/self/cgroup") as f:
+        for line in f:
+            _, ctrls, path = line.rstrip("\n").split(":", 2)
+            path = "" if path == "/" else path
+            if ctrls == "":
+                mounts = ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
+            elif not v2_only and set(ctrls.split(",")) & {"pids", "memory", "cpu"}:
+                mounts = ["/sys/fs/cgroup/" + ctrls]
+            else:
+                continue
+            for m in mounts:
+                if os.path.exists(os.path.join(m, "cgroup.controllers" if ctrls == "" else
+                                               "cgroup.procs")):
+                    d = "%s%s/harness-%s" % (m, path, instance)
+                    out.append(os.path.join(d, sandbox_id) if sandbox_id else d)
+    return out
+
+
 class Client(hstest.ServiceClient):
     """One user's view of SandboxService: client.GetSandbox(sandbox_id=...)."""
 
@@ -99,8 +130,8 @@ def assert_clean(test, sb, pid=None, marker=None):
     test.assertFalse(os.path.exists(os.path.dirname(sb.log_path)), "runtime dir left")
     if sb.api_socket_path:
         test.assertFalse(os.path.exists(sb.api_socket_path), "API socket left")
-    for base in CGROUP_BASES:
-        test.assertFalse(os.path.exists(os.path.join(base, sb.sandbox_id)), "cgroup left")
+    for d in cgroup_dirs(instance_id(sb), sb.sandbox_id):
+        test.assertFalse(os.path.exists(d), "cgroup left: " + d)
 
 
 class SandboxServer:
@@ -431,8 +462,10 @@ class StartupTest(unittest.TestCase):
         p = self.run_harnessd("--sandbox-driver", "bwrap", "--bwrap-bin", "/nonexistent/bwrap")
         self.assertEqual(p.proc.returncode, 1)
         self.assertIn("sandbox driver bwrap cannot run here", "\n".join(p.raw_lines))
-        # The jailer as root is refused at start, not at the first sandbox.
-        p = self.run_harnessd("--jailer-bin", "/bin/true")
+        # The jailer without an unprivileged uid (none configured, the
+        # sandbox identity refused) is refused at start, not at the first
+        # sandbox.
+        p = self.run_harnessd("--jailer-bin", "/bin/true", "--sandbox-uid", "0")
         self.assertEqual(p.proc.returncode, 1)
         self.assertIn("jailer-uid", "\n".join(p.raw_lines))
         # auto: the rest of harnessd serves; sandboxes are UNAVAILABLE with the reason.
@@ -499,11 +532,6 @@ class FirecrackerEmulatorTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.tmp = tempfile.mkdtemp(prefix="hs-it-fc-")
-        cls.fc_bin = os.path.join(cls.tmp, "firecracker")
-        with open(cls.fc_bin, "w") as f:
-            f.write("#!/bin/sh\nexec /usr/bin/python3 %s/tests/doubles/fc_emulator.py \"$@\"\n"
-                    % os.path.abspath(hstest.SOURCE))
-        os.chmod(cls.fc_bin, 0o755)
         cls.kernel = os.path.join(cls.tmp, "vmlinux")
         cls.rootfs = os.path.join(cls.tmp, "rootfs.ext4")
         for p in (cls.kernel, cls.rootfs):
@@ -514,11 +542,19 @@ class FirecrackerEmulatorTest(unittest.TestCase):
 
     @classmethod
     def server(cls, **env):
+        # harnessd starts the VMM with a fixed environment (never its own),
+        # so the emulator's settings are baked into its wrapper.
         e = {"FC_EMU_LOG": cls.emu_log}
         e.update(env)
-        return SandboxServer(["--sandbox-driver", "firecracker", "--firecracker-bin", cls.fc_bin,
+        fc_bin = os.path.join(cls.tmp, "firecracker-%s" % uuid.uuid4().hex[:8])
+        with open(fc_bin, "w") as f:
+            f.write("#!/bin/sh\n%sexec /usr/bin/python3 %s/tests/doubles/fc_emulator.py \"$@\"\n" % (
+                "".join("export %s='%s'\n" % kv for kv in sorted(e.items())),
+                os.path.abspath(hstest.SOURCE)))
+        os.chmod(fc_bin, 0o755)
+        return SandboxServer(["--sandbox-driver", "firecracker", "--firecracker-bin", fc_bin,
                               "--firecracker-skip-kvm-check", "1", "--kernel-image", cls.kernel,
-                              "--rootfs-image", cls.rootfs], env=e)
+                              "--rootfs-image", cls.rootfs])
 
     @classmethod
     def tearDownClass(cls):

@@ -81,16 +81,22 @@ for http.
 {{- if and $a.jwt.publicKey.existingSecret $a.jwt.publicKey.existingConfigMap }}
 {{- fail "auth.jwt.publicKey: set existingSecret or existingConfigMap, not both" }}
 {{- end }}
+{{- if and (not .Values.sandbox.allowSameUid) (eq (int .Values.sandbox.uid) (int .Values.securityContext.runAsUser)) }}
+{{- fail "sandbox.uid must differ from harnessd's uid (securityContext.runAsUser): a sandbox would own harnessd's files (sandbox.allowSameUid=true for development)" }}
+{{- end }}
 {{- if and (eq .Values.sandbox.driver "firecracker") (not .Values.sandbox.firecracker.enabled) }}
 {{- fail "sandbox.driver=firecracker needs sandbox.firecracker.enabled=true (it mounts /dev/kvm and grants the jailer its privileges)" }}
 {{- end }}
 {{- end }}
 
 {{/*
-harnessd's container security context: .Values.securityContext, or with
-sandbox.firecracker.enabled root (the jailer chroots, makes device nodes and
-drops to its own uid) and either a privileged container or the listed
-capabilities (with /dev/kvm granted by a device plugin).
+harnessd's container security context. With sandbox.firecracker.enabled:
+root (the jailer chroots, makes device nodes and drops to the sandbox
+account) and either a privileged container or the listed capabilities (with
+/dev/kvm granted by a device plugin). With sandbox.allowSameUid:
+.Values.securityContext (sandboxes run as harnessd's own uid; development
+only). Otherwise: uid 0 with every capability dropped but what switching to
+the sandbox account (sandbox.uid/gid) takes, no privilege escalation.
 */}}
 {{- define "harness.serverSecurityContext" -}}
 {{- if .Values.sandbox.firecracker.enabled }}
@@ -113,7 +119,29 @@ seccompProfile:
   {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- end }}
-{{- else }}
+{{- else if .Values.sandbox.allowSameUid }}
 {{- toYaml .Values.securityContext }}
+{{- else }}
+{{- /* Sandboxes run as their own account: harnessd needs to switch to it. */}}
+runAsNonRoot: false
+runAsUser: 0
+runAsGroup: 0
+readOnlyRootFilesystem: {{ .Values.securityContext.readOnlyRootFilesystem | default false }}
+allowPrivilegeEscalation: false
+capabilities:
+  drop:
+    - ALL
+  add:
+    - SETUID
+    - SETGID
+    - SYS_ADMIN
+    - CHOWN
+    - FOWNER
+    - DAC_OVERRIDE
+    - KILL
+{{- with .Values.securityContext.seccompProfile }}
+seccompProfile:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
 {{- end }}
 {{- end }}

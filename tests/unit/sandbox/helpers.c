@@ -51,19 +51,37 @@ void sbt_setup(sbt_env *env)
 	snprintf(env->emu_log, sizeof(env->emu_log), "%s/emu.log", env->dir);
 	snprintf(env->kernel, sizeof(env->kernel), "%s/vmlinux", env->dir);
 	snprintf(env->rootfs, sizeof(env->rootfs), "%s/rootfs.ext4", env->dir);
+	/* harnessd starts the VMM with a fixed environment (never its own), so
+	 * the emulator's fault injection comes from a file the wrapper reads. */
 	char script[1024];
-	snprintf(script, sizeof(script), "#!/bin/sh\nexec %s %s/tests/doubles/fc_emulator.py \"$@\"\n",
-		 HS_TEST_PYTHON, HS_SOURCE_DIR);
+	snprintf(env->emu_env, sizeof(env->emu_env), "%s/emu.env", env->dir);
+	snprintf(script, sizeof(script),
+		 "#!/bin/sh\nset -a\n. %s\nexec %s %s/tests/doubles/fc_emulator.py \"$@\"\n",
+		 env->emu_env, HS_TEST_PYTHON, HS_SOURCE_DIR);
 	write_text(env->fc_bin, script, 0755);
+	snprintf(script, sizeof(script), "FC_EMU_LOG='%s'\n", env->emu_log);
+	write_text(env->emu_env, script, 0644);
 	write_text(env->kernel, "not really a kernel\n", 0644);
 	write_text(env->rootfs, "not really an ext4 image\n", 0644);
 	mkdir(env->workspaces, 0755);
 	hs_error err = { 0 };
 	assert_int_equal(hs_store_open(&env->store, env->data, &err), HS_OK);
+	hs_tenancy_config tc = { env->store, env->workspaces };
+	assert_int_equal(hs_tenancy_new(&env->tenancy, &tc, &err), HS_OK);
 	hs_sandbox_config_init(&env->cfg);
 	env->cfg.default_driver = "bwrap";
 	env->cfg.runtime_root = env->runtime;
-	env->cfg.workspace_root = env->workspaces;
+	env->cfg.tenancy = env->tenancy;
+	env->cfg.init_bin = HS_INIT_BIN;
+	/* The sandbox identity: a uid of its own when we are root (no account
+	 * needed for a numeric one), else ours (development mode). */
+	if (geteuid() == 0) {
+		snprintf(env->uid, sizeof(env->uid), "%d", SBT_SANDBOX_UID);
+	} else {
+		snprintf(env->uid, sizeof(env->uid), "%u", (unsigned)geteuid());
+		env->cfg.allow_same_uid = true;
+	}
+	env->cfg.sandbox_user = env->uid;
 	env->cfg.firecracker_bin = env->fc_bin;
 	env->cfg.skip_kvm_check = true; /* the emulator needs no /dev/kvm */
 	env->cfg.jailer_bin = "";
@@ -71,11 +89,40 @@ void sbt_setup(sbt_env *env)
 	env->cfg.rootfs_image = env->rootfs;
 	env->cfg.stop_grace_ms = 1000;
 	env->cfg.reaper_interval_ms = 50;
-	unsetenv("FC_EMU_FAIL");
-	unsetenv("FC_EMU_DIE_ON");
-	unsetenv("FC_EMU_NO_SOCKET");
-	unsetenv("FC_EMU_DELAY_MS");
-	setenv("FC_EMU_LOG", env->emu_log, 1);
+}
+
+void sbt_emu_setenv(sbt_env *env, const char *name, const char *value)
+{
+	FILE *f = fopen(env->emu_env, "a");
+	assert_non_null(f);
+	fprintf(f, "%s='%s'\n", name, value);
+	fclose(f);
+}
+
+void sbt_emu_unsetenv(sbt_env *env, const char *name)
+{
+	FILE *f = fopen(env->emu_env, "a");
+	assert_non_null(f);
+	fprintf(f, "unset %s\n", name);
+	fclose(f);
+}
+
+void sbt_instance_cgroup(const sbt_env *env, char *out, size_t cap)
+{
+	char path[400], id[32] = "";
+	snprintf(path, sizeof(path), "%s/instance-id", env->runtime);
+	FILE *f = fopen(path, "r");
+	if (f != NULL) {
+		if (fgets(id, sizeof(id), f) == NULL)
+			id[0] = '\0';
+		fclose(f);
+	}
+	id[strcspn(id, "\n")] = '\0';
+	out[0] = '\0';
+	if (sbt_exists("/sys/fs/cgroup/cgroup.controllers"))
+		snprintf(out, cap, "/sys/fs/cgroup/harness-%s", id);
+	else if (sbt_exists("/sys/fs/cgroup/unified/cgroup.controllers"))
+		snprintf(out, cap, "/sys/fs/cgroup/unified/harness-%s", id);
 }
 
 void sbt_open_mgr(sbt_env *env)
@@ -102,14 +149,11 @@ void sbt_teardown(sbt_env *env)
 		hs_sandbox_mgr_free(env->mgr);
 		env->mgr = NULL;
 	}
+	hs_tenancy_free(env->tenancy);
+	env->tenancy = NULL;
 	hs_store_free(env->store);
 	env->store = NULL;
 	hs_sandbox__rmtree(env->dir, NULL);
-	unsetenv("FC_EMU_FAIL");
-	unsetenv("FC_EMU_DIE_ON");
-	unsetenv("FC_EMU_NO_SOCKET");
-	unsetenv("FC_EMU_DELAY_MS");
-	unsetenv("FC_EMU_LOG");
 }
 
 json_t *sbt_emu_log(const sbt_env *env)

@@ -9,6 +9,10 @@
 
 #include "sandbox.h"
 #include "store.h"
+#include "tenancy.h"
+
+/* The sandbox uid the tests use when they run as root (no account needed). */
+#define SBT_SANDBOX_UID 64123
 
 typedef struct sbt_env {
 	char dir[256];        /* /tmp/hs-sbt-XXXXXX */
@@ -17,15 +21,24 @@ typedef struct sbt_env {
 	char data[300];
 	char fc_bin[300];     /* wrapper that execs the emulator */
 	char emu_log[300];
+	char emu_env[300];    /* the emulator wrapper sources this (FC_EMU_*) */
+	char uid[32];         /* cfg.sandbox_user points here */
 	char kernel[300];
 	char rootfs[300];
 	hs_store *store;
+	hs_tenancy *tenancy;
 	hs_sandbox_config cfg;
 	hs_sandbox_mgr *mgr;
 } sbt_env;
 
 /* Temp dir, store, config (bwrap default, emulator as firecracker), manager. */
 void sbt_setup(sbt_env *env);
+/* Fault injection for the emulator (FC_EMU_*): it reads them from a file,
+ * since the VMM never sees harnessd's environment. */
+void sbt_emu_setenv(sbt_env *env, const char *name, const char *value);
+void sbt_emu_unsetenv(sbt_env *env, const char *name);
+/* <v2 cgroup mount>/harness-<instance id of env->runtime> ("" without v2). */
+void sbt_instance_cgroup(const sbt_env *env, char *out, size_t cap);
 /* Open the manager with env->cfg (after changing it). */
 void sbt_open_mgr(sbt_env *env);
 /* Destroy every sandbox still live, free everything, rm -rf the temp dir. */

@@ -12,6 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <linux/capability.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -67,18 +70,18 @@ static long long wait_growth(const char *path, long long above, unsigned ms)
  * processes from outside. */
 /* Our own sandbox cgroup when the freezer is in use (cgroup v2 mounted and
  * writable, harnessd in the root cgroup as in these tests), else "". */
-static void freezer_dir(const char *id, char *out, size_t cap)
+static void freezer_dir(sbt_env *env, const char *id, char *out, size_t cap)
 {
+	char inst[300];
+	sbt_instance_cgroup(env, inst, sizeof(inst));
 	out[0] = '\0';
-	if (sbt_exists("/sys/fs/cgroup/cgroup.controllers"))
-		snprintf(out, cap, "/sys/fs/cgroup/harness-sandboxes/%s", id);
-	else if (sbt_exists("/sys/fs/cgroup/unified/cgroup.controllers"))
-		snprintf(out, cap, "/sys/fs/cgroup/unified/harness-sandboxes/%s", id);
+	if (inst[0] != '\0')
+		snprintf(out, cap, "%s/%s", inst, id);
 }
 
 static void pause_resume_destroy(sbt_env *env, const char *marker, bool freezer)
 {
-	char cg[256];
+	char cg[400];
 	char script[512], progress[512];
 	hs_error err = { 0 };
 	hs_sandbox_info info;
@@ -90,7 +93,7 @@ static void pause_resume_destroy(sbt_env *env, const char *marker, bool freezer)
 	snprintf(progress, sizeof(progress), "%s/task-loop/progress", env->workspaces);
 	assert_true(wait_growth(progress, 0, 3000) > 0);
 	assert_true(sbt_count_procs(marker) >= 2);
-	freezer_dir("sb-loop", cg, sizeof(cg));
+	freezer_dir(env, "sb-loop", cg, sizeof(cg));
 	if (cg[0] != '\0' && freezer)
 		assert_true(sbt_exists(cg)); /* root can write cgroup v2 here: freezer in use */
 	if (!freezer)
@@ -362,6 +365,54 @@ static void test_sandbox_bwrap__probe(void **state)
 	assert_string_equal(hs_sandbox_driver_resolve(&cfg, "firecracker"), "firecracker");
 }
 
+/* Without CAP_SYS_ADMIN (harnessd switching uids but unable to make a
+ * mount namespace of its own) there is no portal: bwrap binds the
+ * workspace by descriptor (--bind-fd) and the init by path, as the sandbox
+ * account, which then needs to traverse the path. */
+static bool set_cap_effective(int cap, bool on)
+{
+	struct __user_cap_header_struct h = { _LINUX_CAPABILITY_VERSION_3, 0 };
+	struct __user_cap_data_struct d[2];
+	if (syscall(SYS_capget, &h, d) != 0)
+		return false;
+	if (on)
+		d[cap / 32].effective |= 1u << (cap % 32);
+	else
+		d[cap / 32].effective &= ~(1u << (cap % 32));
+	return syscall(SYS_capset, &h, d) == 0;
+}
+
+static void test_sandbox_bwrap__without_portal(void **state)
+{
+	sbt_env *env = *state;
+	if (geteuid() != 0) {
+		skip(); /* not root: the same-uid mode every other test uses */
+		return;
+	}
+	assert_true(set_cap_effective(CAP_SYS_ADMIN, false));
+	chmod(env->dir, 0711); /* the sandbox account walks the path itself now */
+	sbt_open_mgr(env);
+	hs_sandbox_host h;
+	assert_int_equal(hs_sandbox_mgr_identity(env->mgr, &h, NULL), HS_OK);
+	assert_false(h.portal);
+	assert_true(h.switch_uid);
+	create_start(env, "sb-noportal", "task-np",
+		     "test -x /run/harness/init && id -u > uid.txt && exit 0; exit 3");
+	assert_int_equal(sbt_wait_state(env, &sbt_alice, "sb-noportal", HS_SANDBOX_STOPPED, 3000),
+			 HS_SANDBOX_STOPPED);
+	hs_sandbox_info info;
+	assert_int_equal(hs_sandbox_get(env->mgr, &sbt_alice, "sb-noportal", &info, NULL), HS_OK);
+	assert_int_equal(info.exit_code, 0);
+	hs_sandbox_info_dispose(&info);
+	char path[512];
+	snprintf(path, sizeof(path), "%s/task-np/uid.txt", env->workspaces);
+	char *uid = sbt_read_file(path);
+	assert_non_null(uid);
+	assert_int_equal(strtol(uid, NULL, 10), SBT_SANDBOX_UID);
+	free(uid);
+	assert_true(set_cap_effective(CAP_SYS_ADMIN, true));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -380,6 +431,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_sandbox_bwrap__no_memory_snapshots, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_sandbox_bwrap__probe, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_sandbox_bwrap__without_portal, setup, teardown),
 	};
 	hs_log_min_level = HS_LOG_ERROR;
 	return cmocka_run_group_tests_name("unit.sandbox.bwrap", tests, NULL, NULL);

@@ -388,7 +388,7 @@ static void test_sandbox_fc__fault_message_surfaces(void **state)
 	sbt_env *env = *state;
 	hs_error err = { 0 };
 	hs_sandbox_info info;
-	setenv("FC_EMU_FAIL", "PUT /machine-config", 1);
+	sbt_emu_setenv(env, "FC_EMU_FAIL", "PUT /machine-config");
 	sbt_open_mgr(env);
 	create_fc(env, "vm-fault", NULL);
 	assert_int_equal(hs_sandbox_start(env->mgr, &sbt_alice, "vm-fault", NULL, &err), HS_INVALID);
@@ -409,7 +409,7 @@ static void test_sandbox_fc__socket_never_appears(void **state)
 {
 	sbt_env *env = *state;
 	hs_error err = { 0 };
-	setenv("FC_EMU_NO_SOCKET", "1", 1);
+	sbt_emu_setenv(env, "FC_EMU_NO_SOCKET", "1");
 	env->cfg.socket_wait_ms = 400;
 	sbt_open_mgr(env);
 	create_fc(env, "vm-nosock", NULL);
@@ -428,7 +428,7 @@ static void test_sandbox_fc__dies_mid_call(void **state)
 	sbt_env *env = *state;
 	hs_error err = { 0 };
 	hs_sandbox_info info;
-	setenv("FC_EMU_DIE_ON", "PUT /actions", 1);
+	sbt_emu_setenv(env, "FC_EMU_DIE_ON", "PUT /actions");
 	sbt_open_mgr(env);
 	create_fc(env, "vm-die", NULL);
 	assert_int_equal(hs_sandbox_start(env->mgr, &sbt_alice, "vm-die", NULL, &err),
@@ -439,7 +439,7 @@ static void test_sandbox_fc__dies_mid_call(void **state)
 	assert_false(sbt_exists(sock));
 
 	/* dying while paused is noticed by the call: FAILED, nothing left */
-	setenv("FC_EMU_DIE_ON", "PATCH /vm", 1);
+	sbt_emu_setenv(env, "FC_EMU_DIE_ON", "PATCH /vm");
 	create_fc(env, "vm-die2", NULL);
 	start_fc(env, "vm-die2");
 	hs_error_clear(&err);
@@ -455,7 +455,7 @@ static void test_sandbox_fc__call_timeout(void **state)
 {
 	sbt_env *env = *state;
 	hs_error err = { 0 };
-	setenv("FC_EMU_DELAY_MS", "1500", 1);
+	sbt_emu_setenv(env, "FC_EMU_DELAY_MS", "1500");
 	env->cfg.api_timeout_ms = 300;
 	sbt_open_mgr(env);
 	create_fc(env, "vm-slow", NULL);
@@ -482,12 +482,12 @@ static void test_sandbox_fc__per_sandbox_locking(void **state)
 	sbt_env *env = *state;
 	sbt_open_mgr(env);
 	/* vm-a's VMM answers PATCH /vm (pause) 3 s late; vm-b's at once. */
-	setenv("FC_EMU_DELAY_MS", "3000", 1);
-	setenv("FC_EMU_DELAY_ON", "PATCH /vm", 1);
+	sbt_emu_setenv(env, "FC_EMU_DELAY_MS", "3000");
+	sbt_emu_setenv(env, "FC_EMU_DELAY_ON", "PATCH /vm");
 	create_fc(env, "vm-a", NULL);
 	start_fc(env, "vm-a");
-	unsetenv("FC_EMU_DELAY_MS");
-	unsetenv("FC_EMU_DELAY_ON");
+	sbt_emu_unsetenv(env, "FC_EMU_DELAY_MS");
+	sbt_emu_unsetenv(env, "FC_EMU_DELAY_ON");
 	create_fc(env, "vm-b", NULL);
 	start_fc(env, "vm-b");
 	pause_arg a = { env, -1 };
@@ -573,13 +573,25 @@ static void test_sandbox_fc__jailer_argv_and_socket_limit(void **state)
 	assert_null(argv[sizeof(want) / sizeof(want[0]) - 1]);
 	hs_sandbox__argv_free(argv);
 
-	/* jailed sandboxes need a non-root uid */
+	/* jailer uid 0 means the sandbox account's ... */
 	cfg.jailer_uid = 0;
+	cfg.jailer_gid = 0;
+	cfg.host.uid = 4321;
+	cfg.host.gid = 8765;
+	assert_int_equal(hs_sandbox__fc_argv(&cfg, &rec, &argv, NULL), HS_OK);
+	assert_string_equal(argv[5], "--uid");
+	assert_string_equal(argv[6], "4321");
+	assert_string_equal(argv[8], "8765");
+	hs_sandbox__argv_free(argv);
+	/* ... and without one, jailed sandboxes are refused (never root) */
+	cfg.host.uid = 0;
+	cfg.host.gid = 0;
 	cfg.runtime_root = env->runtime;
 	rec.kernel_image_path = env->kernel;
 	rec.rootfs_path = env->rootfs;
 	hs_error err = { 0 };
-	assert_int_equal(hs_sandbox__fc_driver.validate(&cfg, &rec, &err), HS_INVALID);
+	assert_int_equal(hs_sandbox__fc_driver.validate(&cfg, &rec, &err), HS_UNAVAILABLE);
+	assert_true(sbt_contains(err.msg, "jailer uid/gid must not be 0"));
 
 	/* a socket path over 107 bytes is refused at create, naming the limit */
 	char deep[400];

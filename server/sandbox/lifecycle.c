@@ -1,0 +1,307 @@
+/* The manager's life: open (identity, instance id, probes, re-adoption of
+ * what survived a restart), the reaper thread, close.
+ *
+ * The reaper waits in poll() on one pidfd per live sandbox process plus an
+ * eventfd (a sandbox started, or shutdown), and otherwise until the next
+ * TTL expiry (at most reaper_interval_ms): an exiting entrypoint is seen at
+ * once, not at the next tick. It only trylocks entries, so it never waits
+ * behind an RPC; an entry an RPC holds is looked at again shortly after. */
+#include "sandbox_internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "curl_once.h"
+#include "log.h"
+
+#define BUSY_RETRY_MS 50
+
+void hs_sandbox__wake(hs_sandbox_mgr *mgr)
+{
+	uint64_t one = 1;
+	if (mgr->wake_fd >= 0 && write(mgr->wake_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+		hs_log(HS_LOG_WARN, "sandbox", "cannot wake the reaper",
+		       HS_LS("error", strerror(errno)));
+}
+
+static void reap_one(hs_sandbox_mgr *mgr, hs_sandbox__entry *e, int64_t now)
+{
+	if (e->gone)
+		return;
+	if (e->row.expires_at_ms > 0 && now >= e->row.expires_at_ms) {
+		hs_error derr = { 0 };
+		hs_log(HS_LOG_INFO, "sandbox", "ttl expired", HS_LS("sandbox_id", e->rec.id),
+		       HS_LI("ttl_seconds", e->row.ttl_seconds));
+		if (hs_sandbox__destroy_locked(mgr, e, "ttl expired", 0, &derr) != HS_OK)
+			hs_log(HS_LOG_ERROR, "sandbox", "cannot destroy expired sandbox",
+			       HS_LS("sandbox_id", e->rec.id), HS_LS("error", derr.msg));
+		return;
+	}
+	if (e->row.state == HS_SANDBOX_RUNNING || e->row.state == HS_SANDBOX_PAUSED)
+		hs_sandbox__check_exit(mgr, e, NULL, 0);
+}
+
+void *hs_sandbox__reaper_main(void *payload)
+{
+	hs_sandbox_mgr *mgr = payload;
+	unsigned interval = mgr->cfg.reaper_interval_ms ? mgr->cfg.reaper_interval_ms : 1000;
+	for (;;) {
+		/* Take references so entries outlive the unlocked work. */
+		pthread_mutex_lock(&mgr->lock);
+		if (mgr->stopping) {
+			pthread_mutex_unlock(&mgr->lock);
+			break;
+		}
+		size_t n = 0;
+		for (hs_sandbox__entry *e = mgr->head; e != NULL; e = e->next)
+			n++;
+		hs_sandbox__entry **v = calloc(n ? n : 1, sizeof(*v));
+		struct pollfd *p = calloc(n + 1, sizeof(*p));
+		if (v == NULL || p == NULL) {
+			pthread_mutex_unlock(&mgr->lock);
+			free(v);
+			free(p);
+			hs_sandbox__sleep_ms(interval);
+			continue;
+		}
+		n = 0;
+		for (hs_sandbox__entry *e = mgr->head; e != NULL; e = e->next) {
+			e->refs++;
+			v[n++] = e;
+		}
+		pthread_mutex_unlock(&mgr->lock);
+
+		int64_t now = hs_clock_wall_ms();
+		int64_t wait = interval;
+		size_t np = 1;
+		p[0].fd = mgr->wake_fd;
+		p[0].events = POLLIN;
+		for (size_t i = 0; i < n; i++) {
+			hs_sandbox__entry *e = v[i];
+			if (pthread_mutex_trylock(&e->lock) != 0) {
+				wait = wait < BUSY_RETRY_MS ? wait : BUSY_RETRY_MS;
+				continue;
+			}
+			if (!e->gone && e->row.expires_at_ms > 0) {
+				int64_t left = e->row.expires_at_ms - now;
+				wait = left < wait ? (left > 0 ? left : 0) : wait;
+			}
+			bool live = !e->gone && (e->row.state == HS_SANDBOX_RUNNING ||
+						 e->row.state == HS_SANDBOX_PAUSED);
+			if (live && e->rec.pidfd >= 0) {
+				p[np].fd = fcntl(e->rec.pidfd, F_DUPFD_CLOEXEC, 3);
+				p[np].events = POLLIN;
+				if (p[np].fd >= 0)
+					np++;
+			} else if (live) {
+				wait = wait < 200 ? wait : 200; /* no pidfd: look again soon */
+			}
+			pthread_mutex_unlock(&e->lock);
+		}
+		int r;
+		while ((r = poll(p, np, (int)wait)) < 0 && errno == EINTR)
+			;
+		if (r > 0 && (p[0].revents & POLLIN)) {
+			uint64_t drained;
+			if (read(mgr->wake_fd, &drained, sizeof(drained)) < 0 && errno != EAGAIN)
+				hs_log(HS_LOG_WARN, "sandbox", "reaper wake-up read failed",
+				       HS_LS("error", strerror(errno)));
+		}
+		for (size_t i = 1; i < np; i++)
+			close(p[i].fd);
+		free(p);
+		now = hs_clock_wall_ms();
+		for (size_t i = 0; i < n; i++) {
+			if (pthread_mutex_trylock(&v[i]->lock) == 0) {
+				reap_one(mgr, v[i], now);
+				pthread_mutex_unlock(&v[i]->lock);
+			}
+		}
+		pthread_mutex_lock(&mgr->lock);
+		for (size_t i = 0; i < n; i++)
+			hs_sandbox__unref_locked(mgr, v[i]);
+		pthread_mutex_unlock(&mgr->lock);
+		free(v);
+	}
+	return NULL;
+}
+
+/* Load one non-destroyed row into the registry, adopting or failing it. */
+static int load_row(hs_sandbox_mgr *mgr, const hs_store_sandbox_row *row, hs_error *err)
+{
+	const hs_sandbox__driver *drv = hs_sandbox__driver_by_name(row->driver);
+	hs_sandbox__entry *e = calloc(1, sizeof(*e));
+	if (e == NULL)
+		return hs_error_set(err, HS_INTERNAL, "out of memory");
+	pthread_mutex_init(&e->lock, NULL);
+	e->refs = 1;
+	e->row = *row;
+	e->drv = drv ? drv : &hs_sandbox__bwrap_driver;
+	hs_sandbox__rec *r = &e->rec;
+	r->pidfd = -1;
+	hs_sandbox__path(r->id, sizeof(r->id), NULL, "id", "%s", row->sandbox_id);
+	snprintf(r->runtime_dir, sizeof(r->runtime_dir), "%s", row->runtime_dir);
+	snprintf(r->log_path, sizeof(r->log_path), "%s", row->log_path);
+	snprintf(r->task_id, sizeof(r->task_id), "%s", row->task_id);
+	r->vcpu_count = (unsigned)row->vcpu_count;
+	r->mem_size_mib = (unsigned)row->mem_size_mib;
+	hs_sandbox__rec_from_config_json(r, row->config_json, NULL);
+	e->drv->adopt(&mgr->cfg, r);
+	if (row->state == HS_SANDBOX_RUNNING || row->state == HS_SANDBOX_PAUSED) {
+		pid_t pid = (pid_t)row->pid;
+		int pidfd = drv != NULL && hs_sandbox__proc_alive(pid, row->pid_start_time)
+				    ? hs_sandbox__pidfd_open(pid)
+				    : -1;
+		/* Alive with the recorded start time, checked again once the
+		 * pidfd pins the pid: pid reuse cannot fool it. */
+		if (pidfd >= 0 && hs_sandbox__proc_alive(pid, row->pid_start_time)) {
+			r->pid = pid;
+			r->pid_start_time = row->pid_start_time;
+			r->pidfd = pidfd;
+			r->is_child = true; /* poll falls back to liveness on ECHILD */
+			hs_log(HS_LOG_INFO, "sandbox", "re-adopted after restart",
+			       HS_LS("sandbox_id", r->id), HS_LI("pid", r->pid),
+			       HS_LS("state", hs_sandbox_state_name(row->state)));
+		} else {
+			if (pidfd >= 0)
+				close(pidfd);
+			e->drv->stop(&mgr->cfg, r, NULL); /* leftovers only: no pid */
+			hs_sandbox__set_state(mgr, e, HS_SANDBOX_FAILED, "lost after restart", NULL);
+		}
+	}
+	e->next = mgr->head;
+	mgr->head = e;
+	return HS_OK;
+}
+
+int hs_sandbox_mgr_new(hs_sandbox_mgr **out, const hs_sandbox_config *cfg, hs_store *store,
+		       hs_error *err)
+{
+	int rc = HS_OK;
+	hs_store_sandbox_row *rows = NULL;
+	if (store == NULL)
+		return hs_error_set(err, HS_INVALID, "sandbox manager needs a store");
+	if (cfg->tenancy == NULL)
+		return hs_error_set(err, HS_INVALID, "sandbox manager needs the tenancy");
+	if (cfg->runtime_root == NULL || cfg->runtime_root[0] != '/')
+		return hs_error_set(err, HS_INVALID, "sandbox runtime root must be absolute");
+	if (cfg->rootfs_dir != NULL && cfg->rootfs_dir[0] != '\0' && cfg->rootfs_dir[0] != '/')
+		return hs_error_set(err, HS_INVALID, "sandbox-rootfs must be an absolute path");
+	if (cfg->default_driver != NULL && strcmp(cfg->default_driver, "auto") != 0 &&
+	    hs_sandbox__driver_by_name(cfg->default_driver) == NULL)
+		return hs_error_set(err, HS_INVALID, "sandbox driver: unknown \"%s\"",
+				    cfg->default_driver);
+	hs_curl_global_init(NULL);
+	hs_sandbox_mgr *mgr = calloc(1, sizeof(*mgr));
+	if (mgr == NULL)
+		return hs_error_set(err, HS_INTERNAL, "out of memory");
+	mgr->cfg = *cfg;
+	memset(&mgr->cfg.host, 0, sizeof(mgr->cfg.host));
+	snprintf(mgr->runtime_root, sizeof(mgr->runtime_root), "%s", cfg->runtime_root);
+	mgr->cfg.runtime_root = mgr->runtime_root;
+	snprintf(mgr->rootfs_dir, sizeof(mgr->rootfs_dir), "%s",
+		 cfg->rootfs_dir ? cfg->rootfs_dir : "");
+	mgr->cfg.rootfs_dir = mgr->rootfs_dir;
+	mgr->store = store;
+	mgr->wake_fd = -1;
+	pthread_mutex_init(&mgr->lock, NULL);
+	if ((rc = hs_sandbox__mkdirs(cfg->runtime_root, 0750, err)) != HS_OK ||
+	    (rc = hs_sandbox__instance_id(mgr->runtime_root, mgr->cfg.host.instance_id, err)) !=
+		    HS_OK)
+		goto fail;
+	hs_error perr = { 0 };
+	hs_sandbox_host h;
+	if (hs_sandbox__identity(&mgr->cfg, &h, &perr) == HS_OK) {
+		snprintf(h.instance_id, sizeof(h.instance_id), "%s", mgr->cfg.host.instance_id);
+		mgr->cfg.host = h;
+	} else {
+		snprintf(mgr->identity_error, sizeof(mgr->identity_error), "%s", perr.msg);
+	}
+	hs_error_clear(&perr);
+	if (hs_sandbox_driver_probe(&mgr->cfg, "firecracker", &perr) != HS_OK)
+		snprintf(mgr->fc_unusable, sizeof(mgr->fc_unusable), "%s", perr.msg);
+	hs_error_clear(&perr);
+	if (hs_sandbox_driver_probe(&mgr->cfg, "bwrap", &perr) != HS_OK)
+		snprintf(mgr->bwrap_unusable, sizeof(mgr->bwrap_unusable), "%s", perr.msg);
+	if ((mgr->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
+		rc = hs_error_set(err, HS_INTERNAL, "eventfd: %s", strerror(errno));
+		goto fail;
+	}
+	char after[HS_STORE_ID_MAX] = "";
+	int64_t after_ms = 0;
+	for (;;) {
+		size_t n = 0;
+		hs_store_sandbox_filter f = HS_STORE_SANDBOX_FILTER_INIT;
+		f.after_id = after[0] ? after : NULL;
+		f.after_created_at_ms = after_ms;
+		f.limit = HS_STORE_LIST_MAX;
+		if ((rc = hs_store_sandbox_list(store, &f, &rows, &n, err)) != HS_OK)
+			goto fail;
+		for (size_t i = 0; i < n; i++) {
+			if (rows[i].state != HS_SANDBOX_DESTROYED &&
+			    (rc = load_row(mgr, &rows[i], err)) != HS_OK)
+				goto fail;
+		}
+		if (n > 0) {
+			snprintf(after, sizeof(after), "%s", rows[n - 1].sandbox_id);
+			after_ms = rows[n - 1].created_at_ms;
+		}
+		free(rows);
+		rows = NULL;
+		if (n < f.limit)
+			break;
+	}
+	if (pthread_create(&mgr->reaper, NULL, hs_sandbox__reaper_main, mgr) != 0) {
+		rc = hs_error_set(err, HS_INTERNAL, "cannot start the sandbox reaper thread");
+		goto fail;
+	}
+	*out = mgr;
+	return HS_OK;
+fail:
+	free(rows);
+	while (mgr->head != NULL)
+		hs_sandbox__unlink_locked(mgr, mgr->head);
+	if (mgr->wake_fd >= 0)
+		close(mgr->wake_fd);
+	pthread_mutex_destroy(&mgr->lock);
+	free(mgr);
+	return rc;
+}
+
+void hs_sandbox_mgr_free(hs_sandbox_mgr *mgr)
+{
+	if (mgr == NULL)
+		return;
+	pthread_mutex_lock(&mgr->lock);
+	mgr->stopping = true;
+	pthread_mutex_unlock(&mgr->lock);
+	hs_sandbox__wake(mgr);
+	pthread_join(mgr->reaper, NULL);
+	while (mgr->head != NULL)
+		hs_sandbox__unlink_locked(mgr, mgr->head);
+	close(mgr->wake_fd);
+	pthread_mutex_destroy(&mgr->lock);
+	free(mgr);
+}
+
+int hs_sandbox_mgr_probe(hs_sandbox_mgr *mgr, hs_error *err)
+{
+	return hs_sandbox_driver_probe(&mgr->cfg,
+				       hs_sandbox_driver_resolve(&mgr->cfg, mgr->cfg.default_driver),
+				       err);
+}
+
+int hs_sandbox_mgr_identity(hs_sandbox_mgr *mgr, hs_sandbox_host *out, hs_error *err)
+{
+	if (mgr->cfg.host.uid == 0)
+		return hs_error_set(err, HS_UNAVAILABLE, "%s",
+				    mgr->identity_error[0] ? mgr->identity_error : "no sandbox identity");
+	*out = mgr->cfg.host;
+	return HS_OK;
+}
