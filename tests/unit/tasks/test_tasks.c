@@ -649,9 +649,15 @@ static void test_tasks__drop_policy_and_replay(void **state)
 	memset(&s, 0, sizeof(s));
 	pthread_mutex_init(&s.mu, NULL);
 	pthread_cond_init(&s.cv, NULL);
-	s.refuse = 5; /* replay waits for room instead of dropping */
+	s.refuse = 5; /* replay never drops: it stops where the queue is full */
 	assert_int_equal(hs_tasks_watch(f->tasks, &alice, NULL, false, first, sink_send, &s, &w, &err),
 			 HS_OK);
+	assert_int_equal(s.n, 0); /* refused at once: nothing sent, nothing lost */
+	int pumps = 0, rc;
+	while ((rc = hs_tasks_watch_pump(f->tasks, w, &err)) == HS_LIMIT)
+		pumps++; /* each pump is what a write completion would trigger */
+	assert_int_equal(rc, HS_OK);
+	assert_int_equal(pumps, 4); /* the other four refusals */
 	assert_int_equal(s.n, 3);
 	assert_string_equal(s.ev[0].task_id, "d2");
 	assert_string_equal(s.ev[2].task_id, "d4");
