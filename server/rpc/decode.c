@@ -91,8 +91,9 @@ int hs_rpc__prescan(const ProtobufCMessageDescriptor *desc, const uint8_t *data,
 		}
 		const uint8_t *end = st[top].end;
 		uint64_t tag, n;
-		if (!read_varint(&p, end, 5, &tag))
-			goto malformed;
+		if (!read_varint(&p, end, 5, &tag) || (uint32_t)(tag >> 3) == 0)
+			goto malformed; /* field 0 does not exist (protobuf-c lets a
+					 * two-byte zero tag through as unknown) */
 		switch (tag & 7) {
 		case PROTOBUF_C_WIRE_TYPE_VARINT:
 			if (!read_varint(&p, end, 10, &n))

@@ -134,6 +134,9 @@ static void test_decode__malformed(void **state)
 	assert_int_equal(hs_rpc__prescan(CREATE, varint, sizeof(varint), 100, &err), HS_INVALID);
 	static const uint8_t fixed[] = { 0x11, 1, 2, 3 };
 	assert_int_equal(hs_rpc__prescan(CREATE, fixed, sizeof(fixed), 100, &err), HS_INVALID);
+	/* field number 0, in the two-byte form protobuf-c lets through */
+	static const uint8_t zero_tag[] = { 0x80, 0x00, 0x61 };
+	assert_int_equal(hs_rpc__prescan(CREATE, zero_tag, sizeof(zero_tag), 100, &err), HS_INVALID);
 	/* empty is a valid (all-default) message */
 	assert_int_equal(hs_rpc__prescan(CREATE, NULL, 0, 100, &err), HS_OK);
 	hs_arena a;
