@@ -244,8 +244,9 @@ typedef int (*hs_task_send_fn)(const hs_task_event *ev, void *payload);
 
 /* Drop policy: a live event that does not fit is dropped and counted; before
  * the next event that fits, one EVENTS_DROPPED event carrying the count is
- * sent. Catching up (replay and initial-state events) never drops: it
- * stops where the queue is full and goes on at the next pump.
+ * sent. Catching up (replay, initial states, then the events stored
+ * meanwhile, read back from the store) never drops: it stops where the
+ * queue is full and goes on at the next pump.
  *
  * Opens a watcher for task_id (NULL/"" = every visible task): it will replay
  * stored events with id > after_event_id (0 = none), send INITIAL_STATE

@@ -7,20 +7,22 @@
  * event carrying the count (the client re-reads state or reconnects with
  * after_event_id to replay from the store).
  *
- * Opening a watcher: it is registered in "catching up" mode first (live
- * events go to a bounded buffer), then it catches up in steps, each one a
- * call of hs_tasks_watch_pump that sends what fits and returns (no thread
- * ever waits for a slow reader; the caller pumps again when the reader's
- * queue has room, driven by its write completions):
+ * Opening a watcher: it is registered (not yet live: live delivery skips
+ * it), then catches up in steps, each one a call of hs_tasks_watch_pump
+ * that sends what fits and returns (no thread ever waits for a slow reader;
+ * the caller pumps again when the reader's queue has room, driven by its
+ * write completions):
  *
- *   REPLAY  (stored events in (after_event_id, upto], a page at a time)
- *     -> INITIAL (one INITIAL_STATE per matching task, a page at a time)
- *     -> FLUSH   (the buffered live events, then live)
+ *   REPLAY  stored events in (cursor, upto], a page at a time
+ *     -> INITIAL  one INITIAL_STATE per matching task, a page at a time (once)
+ *     -> LIVE?    under t->ev_mu: newer events stored meanwhile? then
+ *                 upto = the newest and back to REPLAY; else live from here
  *
- * where upto is the last event id at registration. Replay ends exactly
- * where the buffer starts: no gap, no duplicate. An event read but not yet
- * sent waits in the watcher's page until there is room: catching up never
- * drops. */
+ * where upto starts as the last event id at registration. Every event is
+ * in the store before it is broadcast, and the switch to live happens under
+ * the lock that orders both, so there is no gap and no duplicate; a watcher
+ * that catches up slowly holds one page of events, never a growing buffer,
+ * and never drops (only live delivery to a full queue drops). */
 #include "tasks_internal.h"
 
 #include <jansson.h>
@@ -30,11 +32,10 @@
 #include "checkpoint.h"
 #include "log.h"
 
-#define CATCHUP_BUF 1024 /* live events buffered while catching up (grows to this) */
-#define PAGE 64          /* events read (or built) per step */
-#define PUMP_PAGES 4     /* steps per pump before yielding the worker */
+#define PAGE 64      /* events read (or built) per step */
+#define PUMP_PAGES 4 /* steps per pump before yielding the worker */
 
-enum { PH_REPLAY, PH_INITIAL, PH_FLUSH };
+enum { PH_REPLAY, PH_INITIAL, PH_LIVE };
 
 struct hs_task_watch {
 	struct hs_task_watch *next;
@@ -43,9 +44,7 @@ struct hs_task_watch {
 	char task_id[HS_TASK_ID_MAX + 1]; /* "" = every visible task */
 	hs_task_send_fn send;
 	void *payload;
-	bool live, dead;
-	hs_task_event *buf; /* catching up: live events meanwhile (t->ev_mu) */
-	size_t nbuf, capbuf;
+	bool live, dead; /* live: set under t->ev_mu, by the pump only */
 	uint64_t dropped; /* pending EVENTS_DROPPED count */
 	/* Catching up, touched only by the pump (one at a time). */
 	int phase;
@@ -102,26 +101,9 @@ static void deliver(hs_tasks *t, hs_task_watch *w, const hs_task_event *ev)
 void hs_tasks__broadcast(hs_tasks *t, const hs_task_event *ev)
 {
 	for (hs_task_watch *w = t->watchers; w != NULL; w = w->next) {
-		if (w->dead || !matches(w, ev))
-			continue;
-		if (w->live) {
+		/* A watcher catching up reads this one from the store later. */
+		if (w->live && !w->dead && matches(w, ev))
 			deliver(t, w, ev);
-			continue;
-		}
-		if (w->nbuf == w->capbuf && w->capbuf < CATCHUP_BUF) {
-			size_t cap = w->capbuf == 0 ? 16 : w->capbuf * 2;
-			hs_task_event *b = realloc(w->buf, cap * sizeof(*b));
-			if (b != NULL) {
-				w->buf = b;
-				w->capbuf = cap;
-			}
-		}
-		if (w->nbuf < w->capbuf) {
-			w->buf[w->nbuf++] = *ev;
-		} else {
-			w->dropped++;
-			atomic_fetch_add(&t->n_dropped, 1);
-		}
 	}
 }
 
@@ -206,7 +188,7 @@ static int replay_cb(const hs_store_event_row *e, void *payload)
 	c->seen++;
 	if (e->event_id > w->upto) {
 		c->past = true;
-		return 1; /* the catch-up buffer has it */
+		return 1; /* newer than this round: the next one (or live) has it */
 	}
 	w->cursor = e->event_id;
 	task *k = hs_tasks__lookup(c->t, e->task_id);
@@ -236,7 +218,7 @@ static int replay_cb(const hs_store_event_row *e, void *payload)
 static int replay_step(hs_tasks *t, hs_task_watch *w, hs_error *err)
 {
 	if (w->cursor >= w->upto) {
-		w->phase = w->initial ? PH_INITIAL : PH_FLUSH;
+		w->phase = w->initial ? PH_INITIAL : PH_LIVE;
 		return HS_OK;
 	}
 	replay_ctx c = { t, w, 0, false };
@@ -290,26 +272,30 @@ static int initial_step(hs_tasks *t, hs_task_watch *w)
 	if (w->isnap == w->nsnap) {
 		free(w->snap);
 		w->snap = NULL;
-		w->phase = PH_FLUSH;
+		w->initial = false;
+		w->phase = PH_LIVE;
 	}
 	return HS_OK;
 }
 
-/* Catch-up done: the buffered live events (drop policy from here on), then live. */
-static void go_live(hs_tasks *t, hs_task_watch *w)
+/* Live from here if nothing was stored since upto (the check and the switch
+ * under the lock every emit takes); else replay up to the newest first. */
+static bool go_live(hs_tasks *t, hs_task_watch *w)
 {
 	pthread_mutex_lock(&t->ev_mu);
-	w->live = true;
-	for (size_t i = 0; i < w->nbuf; i++)
-		deliver(t, w, &w->buf[i]);
-	w->nbuf = 0;
-	hs_task_event *buf = w->buf;
-	w->buf = NULL;
-	w->capbuf = 0;
+	bool caught_up = t->last_event_id <= w->upto;
+	if (caught_up)
+		w->live = true;
+	else
+		w->upto = t->last_event_id;
 	pthread_mutex_unlock(&t->ev_mu);
-	free(buf);
+	if (!caught_up) {
+		w->phase = PH_REPLAY;
+		return false;
+	}
 	free(w->page);
 	w->page = NULL;
+	return true;
 }
 
 int hs_tasks_watch_pump(hs_tasks *t, hs_task_watch *w, hs_error *err)
@@ -327,10 +313,8 @@ int hs_tasks_watch_pump(hs_tasks *t, hs_task_watch *w, hs_error *err)
 				return hs_error_set(err, HS_CANCELLED, "watcher went away");
 		}
 		w->npage = w->ipage = 0;
-		if (w->phase == PH_FLUSH) {
-			go_live(t, w);
+		if (w->phase == PH_LIVE && go_live(t, w))
 			return HS_OK;
-		}
 		if (steps == PUMP_PAGES)
 			return HS_LIMIT; /* yield the worker; the next pump goes on */
 		int rc = w->phase == PH_REPLAY ? replay_step(t, w, err) : initial_step(t, w);
@@ -352,7 +336,6 @@ static void unlink_locked(hs_tasks *t, hs_task_watch *w)
 
 static void watch_free(hs_task_watch *w)
 {
-	free(w->buf);
 	free(w->page);
 	free(w->snap);
 	free(w);
@@ -403,7 +386,7 @@ int hs_tasks_watch(hs_tasks *t, const hs_principal *caller, const char *task_id,
 	pthread_mutex_unlock(&t->ev_mu);
 
 	w->cursor = after_event_id > 0 && after_event_id < w->upto ? after_event_id : w->upto;
-	w->phase = w->cursor < w->upto ? PH_REPLAY : initial ? PH_INITIAL : PH_FLUSH;
+	w->phase = w->cursor < w->upto ? PH_REPLAY : initial ? PH_INITIAL : PH_LIVE;
 	rc = hs_tasks_watch_pump(t, w, err);
 	if (rc != HS_OK && rc != HS_LIMIT) {
 		pthread_mutex_lock(&t->ev_mu);
