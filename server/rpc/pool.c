@@ -134,7 +134,7 @@ static flow *flow_get(hs_pool *pool, const char *key)
 /* A keyed flow with nothing queued or running goes away. */
 static void flow_release_if_idle(hs_pool *pool, flow *f)
 {
-	if (f->anon || f->queued > 0 || f->running > 0 || f->ready)
+	if (f == &pool->anon || f->queued > 0 || f->running > 0 || f->ready)
 		return;
 	for (flow **p = &pool->buckets[f->hash % N_BUCKETS]; *p != NULL; p = &(*p)->hnext) {
 		if (*p == f) {
