@@ -12,7 +12,8 @@
  * lane, HS_RPC_LIVENESS (heartbeats) on a lane reserved for them, so that
  * neither a slow operation nor a busy server delays a heartbeat. Within a
  * lane users take turns, each with at most user_concurrency calls running
- * and user_max_calls waiting or running (then RESOURCE_EXHAUSTED). Streams
+ * and user_max_calls waiting or running (then RESOURCE_EXHAUSTED; on the
+ * heartbeat lane no running bound and up to half its queue). Streams
  * never hold a worker while a reader is slow: a producer that must not drop
  * (a replay) continues from hs_rpc_call_when_writable(), driven by write
  * completions. Every function here is thread-safe unless stated otherwise.
@@ -101,18 +102,19 @@ typedef struct hs_rpc_config {
 	size_t max_message_bytes;  /* receive/send limit (default 4 MiB) */
 	unsigned max_concurrent_streams; /* per connection (default 0 = gRPC's) */
 	unsigned long_workers;     /* long-operation lane threads (default 4) */
-	unsigned liveness_workers; /* reserved heartbeat lane threads (default 4) */
+	unsigned liveness_workers; /* reserved heartbeat lane threads (default 8) */
 	unsigned user_concurrency; /* one user's calls running at once in the main or long
 				    * lane (default 0 = half the lane's threads, at least 1) */
-	unsigned user_max_calls;   /* one user's calls waiting or running in one lane
-				    * before RESOURCE_EXHAUSTED (default 64) */
+	unsigned user_max_calls;   /* one user's calls waiting or running in the main or
+				    * long lane before RESOURCE_EXHAUSTED (default 256;
+				    * heartbeat lane: at least half its queue) */
 	unsigned max_depth;        /* nesting of message fields in a request (default 100) */
 } hs_rpc_config;
 
 #define HS_RPC_CONFIG_INIT                                                                 \
 	{ .listen = "127.0.0.1:50051", .cq_threads = 2, .workers = 8, .worker_queue = 1024,   \
 	  .max_message_bytes = 4u << 20, .max_concurrent_streams = 0, .long_workers = 4,     \
-	  .liveness_workers = 4, .user_concurrency = 0, .user_max_calls = 64, .max_depth = 100 }
+	  .liveness_workers = 8, .user_concurrency = 0, .user_max_calls = 256, .max_depth = 100 }
 
 /* Creates the server and binds the port (not yet serving). */
 int hs_rpc_server_new(hs_rpc_server **out, const hs_rpc_config *cfg, hs_error *err);

@@ -249,8 +249,13 @@ int hs_rpc_server_start(hs_rpc_server *srv, hs_error *err)
 						 user_running(c, c->workers), c->user_max_calls);
 	srv->lanes[LANE_LONG] = hs_pool_new_fair(c->long_workers, c->worker_queue,
 						 user_running(c, c->long_workers), c->user_max_calls);
-	srv->lanes[LANE_LIVENESS] = hs_pool_new_fair(c->liveness_workers, c->worker_queue, 0,
-						     c->user_max_calls);
+	/* Heartbeats: short, and one service account may beat for many agents
+	 * at once; a user may hold up to half the lane's queue (never all of
+	 * it, so others' heartbeats always find room) and users take turns. */
+	unsigned half = c->worker_queue / 2 > 0 ? c->worker_queue / 2 : 1;
+	srv->lanes[LANE_LIVENESS] = hs_pool_new_fair(
+		c->liveness_workers, c->worker_queue, 0,
+		c->user_max_calls > half ? c->user_max_calls : half);
 	for (int i = 0; i < N_LANES; i++)
 		if (srv->lanes[i] == NULL)
 			return hs_error_set(err, HS_INTERNAL, "cannot start the %s worker lane",
