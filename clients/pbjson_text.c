@@ -91,9 +91,13 @@ int hs_pbjson_format_time(char *buf, size_t n, long long seconds, int nanos)
 	if (seconds < MIN_TS || seconds > MAX_TS || nanos < 0 || nanos > 999999999 ||
 	    gmtime_r(&t, &tm) == NULL || n < 40)
 		return HS_INVALID;
-	size_t k = strftime(buf, n, "%Y-%m-%dT%H:%M:%S", &tm);
-	if (k == 0)
+	/* Not strftime's %Y: glibc does not pad years before 1000 to four
+	 * digits, and RFC 3339 (and our own parser) requires them. */
+	int w = snprintf(buf, n, "%04d-%02d-%02dT%02d:%02d:%02d", tm.tm_year + 1900, tm.tm_mon + 1,
+			 tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+	if (w < 0 || (size_t)w >= n)
 		return HS_INVALID;
+	size_t k = (size_t)w;
 	if (nanos == 0)
 		snprintf(buf + k, n - k, "Z");
 	else if (nanos % 1000000 == 0)

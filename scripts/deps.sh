@@ -10,7 +10,7 @@ PKGS=(
   libgit2-dev libcurl4-openssl-dev libcivetweb-dev libsqlite3-dev libjansson-dev
   libsodium-dev libssl-dev libcmocka-dev libseccomp-dev
   python3 python3-grpcio python3-protobuf python3-yaml
-  bubblewrap curl nghttp2-client clang
+  bubblewrap curl nghttp2-client clang libclang-rt-14-dev
 )
 # Extra packages only the benchmarks need (installed with --bench).
 BENCH_PKGS=(wrk nginx-light hyperfine g++ libgrpc++-dev)

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test: installs missing packages, checks the source rules, builds
 # as users build (Release with gcc and with clang, warnings as errors here),
-# runs ctest (cmocka unit tests, integration tests on loopback, Python grpcio
-# clients), then the same suite again built with AddressSanitizer +
+# runs the libFuzzer targets briefly in the clang build, runs ctest (cmocka
+# unit tests, integration tests on loopback, Python grpcio clients), then the
+# same suite again built with AddressSanitizer +
 # UndefinedBehaviorSanitizer.
 #   scripts/test.sh                  everything (what CI runs)
 #   HS_TEST_ASAN=0 scripts/test.sh   skip the sanitizer build (quicker, local only)
@@ -33,6 +34,10 @@ if [[ "${HS_TEST_RELEASE:-1}" != 0 ]]; then
   # Users build Release; both compilers must take the tree as it is.
   configure_build "release gcc" build-release -DCMAKE_BUILD_TYPE=Release -DCMAKE_C_COMPILER=gcc
   configure_build "release clang" build-clang -DCMAKE_BUILD_TYPE=Release -DCMAKE_C_COMPILER=clang
+  # The clang build has the libFuzzer targets: a few seconds each (longer
+  # runs: scripts/fuzz.sh).
+  echo "==> [release clang] fuzz targets"
+  (cd build-clang && ctest -L fuzz --output-on-failure -j"$jobs")
 fi
 run_suite plain build -DCMAKE_BUILD_TYPE=RelWithDebInfo
 if [[ "${HS_TEST_ASAN:-1}" != 0 ]]; then

@@ -22,6 +22,12 @@ typedef struct hs_config {
 	int64_t cq_threads;
 	int64_t workers;
 	int64_t max_concurrent_streams;
+	/* rpc limits and fairness (server/rpc/rpc.h) */
+	int64_t long_workers;
+	int64_t heartbeat_workers;
+	int64_t user_concurrency;
+	int64_t user_max_calls;
+	int64_t max_message_depth;
 	char workspace_root[HS_CFG_STR];
 	/* auth */
 	char auth_backend[16];

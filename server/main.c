@@ -185,6 +185,11 @@ static int start(app *a, hs_error *err)
 	rc_cfg.workers = (unsigned)a->cfg.workers;
 	rc_cfg.max_message_bytes = (size_t)a->cfg.max_message_bytes;
 	rc_cfg.max_concurrent_streams = (unsigned)a->cfg.max_concurrent_streams;
+	rc_cfg.long_workers = (unsigned)a->cfg.long_workers;
+	rc_cfg.liveness_workers = (unsigned)a->cfg.heartbeat_workers;
+	rc_cfg.user_concurrency = (unsigned)a->cfg.user_concurrency;
+	rc_cfg.user_max_calls = (unsigned)a->cfg.user_max_calls;
+	rc_cfg.max_depth = (unsigned)a->cfg.max_message_depth;
 	if ((rc = hs_rpc_server_new(&a->srv, &rc_cfg, err)) != HS_OK)
 		return rc;
 	if ((rc = hs_grpc_health_new(&a->health, err)) != HS_OK ||

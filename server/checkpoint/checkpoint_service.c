@@ -444,7 +444,7 @@ int hs_ckpt_service_register(hs_rpc_server *srv, hs_ckpt_mgr *mgr, hs_error *err
 {
 	static const hs_rpc_handler handlers[] = {
 		{ "CreateCheckpoint", HS_RPC_UNARY, HS_RPC_BLOCKING, create_checkpoint, NULL },
-		{ "RestoreCheckpoint", HS_RPC_UNARY, HS_RPC_BLOCKING, restore_checkpoint, NULL },
+		{ "RestoreCheckpoint", HS_RPC_UNARY, HS_RPC_LONG, restore_checkpoint, NULL },
 		{ "GetCheckpoint", HS_RPC_UNARY, HS_RPC_BLOCKING, get_checkpoint, NULL },
 		{ "GetLatestCheckpoint", HS_RPC_UNARY, HS_RPC_BLOCKING, get_latest, NULL },
 		{ "ListCheckpoints", HS_RPC_UNARY, HS_RPC_BLOCKING, list_checkpoints, NULL },

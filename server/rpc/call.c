@@ -13,7 +13,18 @@
  * TAG_CLOSE completes. Every batch in flight holds one ref, a handler running
  * on the pool holds one, and services holding a stream hold one each. The
  * call is finalized when the count reaches 0, so a completion can never see
- * a recycled call. Lock order: srv->mu before call->mu, never the reverse. */
+ * a recycled call. Lock order: srv->mu before call->mu, never the reverse;
+ * a lane's lock is only taken with neither held.
+ *
+ * Writable callbacks (hs_rpc_call_when_writable), per call:
+ *
+ *   idle --arm--> armed --queue at most half full, call open--> scheduled
+ *     ^             (a write completion or the arm itself)        (job on
+ *     |                                                            the lane,
+ *     +---------- job ran fn (fn may arm again) <------------------ 1 ref)
+ *
+ * The done callback waits while a job is scheduled or running (it usually
+ * frees what fn uses): it runs when the call has ended and no job is. */
 #include <grpc/byte_buffer_reader.h>
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
@@ -22,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "decode.h"
 #include "log.h"
 #include "rpc_internal.h"
 
@@ -320,6 +332,18 @@ void hs_rpc_call_set_send_queue(hs_rpc_call *call, unsigned cap)
 	pthread_mutex_unlock(&call->mu);
 }
 
+/* The done callback to run now, if the call has ended, nobody ran it yet
+ * and no writable job is scheduled or running (that job runs it when it
+ * ends). call->mu held. */
+static hs_rpc_done_fn take_done_locked(hs_rpc_call *call, void **payload)
+{
+	if (call->on_done == NULL || !call->close_done || call->done_notified || call->wr_sched)
+		return NULL;
+	call->done_notified = true;
+	*payload = call->on_done_payload;
+	return call->on_done;
+}
+
 void hs_rpc_call_on_done(hs_rpc_call *call, hs_rpc_done_fn fn, void *payload)
 {
 	pthread_mutex_lock(&call->mu);
@@ -327,140 +351,119 @@ void hs_rpc_call_on_done(hs_rpc_call *call, hs_rpc_done_fn fn, void *payload)
 	call->on_done_payload = payload;
 	/* The call already ended (on_close ran before anyone registered): run
 	 * the callback here, once. */
-	bool run = fn != NULL && call->close_done && !call->done_notified;
-	if (run)
-		call->done_notified = true;
+	void *p;
+	hs_rpc_done_fn run = take_done_locked(call, &p);
 	pthread_mutex_unlock(&call->mu);
-	if (run)
-		fn(call, payload);
+	if (run != NULL)
+		run(call, p);
 }
 
-/* --- handler-facing accessors ------------------------------------------- */
+/* --- writable callbacks --------------------------------------------------- */
 
-void *hs_rpc_call_payload(const hs_rpc_call *call) { return call->m ? call->m->payload : NULL; }
-const char *hs_rpc_call_method(const hs_rpc_call *call) { return call->m ? call->m->path : ""; }
-const hs_rpc_principal *hs_rpc_call_principal(const hs_rpc_call *call) { return &call->principal; }
-bool hs_rpc_call_cancelled(const hs_rpc_call *call) { return atomic_load(&((hs_rpc_call *)call)->cancelled); }
-
-void *hs_rpc_call_alloc(hs_rpc_call *call, size_t size)
+static unsigned send_cap(const hs_rpc_call *call)
 {
-	/* Arena use is confined to the thread running the handler at a time. */
-	return hs_arena_alloc(&call->arena, size);
+	return call->q_cap != 0 ? call->q_cap : 64;
 }
 
-char *hs_rpc_call_strdup(hs_rpc_call *call, const char *s)
+/* True (and the job's ref taken) when the armed callback must be scheduled
+ * now. call->mu held; the caller then calls writable_schedule(). */
+static bool writable_fire_locked(hs_rpc_call *call)
 {
-	if (s == NULL)
-		return NULL;
-	size_t n = strlen(s);
-	char *p = hs_arena_alloc(&call->arena, n + 1);
-	if (p != NULL)
-		memcpy(p, s, n + 1);
-	return p;
-}
-
-const char *hs_rpc_call_metadata(hs_rpc_call *call, const char *key, size_t *len)
-{
-	for (size_t i = 0; i < call->req_md.count; i++) {
-		const grpc_metadata *md = &call->req_md.metadata[i];
-		if (grpc_slice_str_cmp(md->key, key) != 0)
-			continue;
-		size_t n = GRPC_SLICE_LENGTH(md->value);
-		char *p = hs_arena_alloc(&call->arena, n + 1);
-		if (p == NULL)
-			return NULL;
-		memcpy(p, GRPC_SLICE_START_PTR(md->value), n);
-		if (len != NULL)
-			*len = n;
-		return p;
-	}
-	return NULL;
-}
-
-const char *hs_rpc_call_peer(hs_rpc_call *call)
-{
-	char *peer = grpc_call_get_peer(call->gcall);
-	char *copy = hs_rpc_call_strdup(call, peer);
-	gpr_free(peer);
-	return copy;
-}
-
-int64_t hs_rpc_call_deadline_left_ms(const hs_rpc_call *call)
-{
-	if (gpr_time_cmp(call->deadline, gpr_inf_future(call->deadline.clock_type)) == 0)
-		return INT64_MAX;
-	gpr_timespec dl = gpr_convert_clock_type(call->deadline, GPR_CLOCK_MONOTONIC);
-	gpr_timespec now = gpr_now(GPR_CLOCK_MONOTONIC);
-	gpr_timespec left = gpr_time_sub(dl, now);
-	return (int64_t)left.tv_sec * 1000 + left.tv_nsec / 1000000;
-}
-
-static bool md_valid(const char *s, bool key)
-{
-	if (s == NULL || s[0] == '\0')
-		return !key && s != NULL;
-	for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
-		if (key ? !((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') ||
-			    *c == '-' || *c == '_' || *c == '.')
-			: (*c < 0x20 || *c == 0x7f))
-			return false;
-	}
+	if (!call->wr_armed || call->wr_sched || call->close_done || call->finishing || call->dead ||
+	    call->q_len > send_cap(call) / 2)
+		return false;
+	call->wr_armed = false;
+	call->wr_sched = true;
+	call->refs++;
 	return true;
 }
 
-static int add_md(hs_rpc_call *call, grpc_metadata *arr, size_t *n, const char *key,
-		  const char *value)
+static void writable_schedule(hs_rpc_call *call);
+
+static const char *lane_key(const hs_rpc_call *call)
 {
-	if (!md_valid(key, true) || !md_valid(value, false))
-		return HS_INVALID;
-	if (*n == RPC_MAX_MD)
-		return HS_LIMIT;
-	char *k = hs_rpc_call_strdup(call, key), *v = hs_rpc_call_strdup(call, value);
-	if (k == NULL || v == NULL)
-		return HS_INTERNAL;
-	memset(&arr[*n], 0, sizeof(arr[*n]));
-	arr[*n].key = grpc_slice_from_static_string(k);
-	arr[*n].value = grpc_slice_from_static_string(v);
-	(*n)++;
+	return call->principal.user_id[0] != '\0' ? call->principal.user_id : NULL;
+}
+
+static void writable_job(void *arg)
+{
+	hs_rpc_call *call = arg;
+	pthread_mutex_lock(&call->mu);
+	bool run = !call->close_done && !call->finishing && !call->dead;
+	hs_rpc_writable_fn fn = call->wr_fn;
+	void *payload = call->wr_payload;
+	pthread_mutex_unlock(&call->mu);
+	if (run)
+		fn(call, payload);
+	pthread_mutex_lock(&call->mu);
+	call->wr_sched = false;
+	void *done_payload;
+	hs_rpc_done_fn done = take_done_locked(call, &done_payload);
+	bool fire = writable_fire_locked(call);
+	pthread_mutex_unlock(&call->mu);
+	if (done != NULL)
+		done(call, done_payload);
+	if (fire)
+		writable_schedule(call);
+	hs_rpc_call_unref(call); /* the job's ref */
+}
+
+static void writable_schedule(hs_rpc_call *call)
+{
+	int lane = call->m != NULL && call->m->lane != LANE_INLINE ? call->m->lane : LANE_MAIN;
+	hs_pool_rc r = hs_pool_submit_as(call->srv->lanes[lane], lane_key(call), true, writable_job,
+					 call);
+	if (r == HS_POOL_OK)
+		return;
+	pthread_mutex_lock(&call->mu);
+	call->wr_sched = false;
+	void *done_payload;
+	hs_rpc_done_fn done = take_done_locked(call, &done_payload);
+	pthread_mutex_unlock(&call->mu);
+	finish_code(call, HS_LIMIT, "server busy: no worker to continue the stream");
+	if (done != NULL)
+		done(call, done_payload);
+	hs_rpc_call_unref(call);
+}
+
+int hs_rpc_call_when_writable(hs_rpc_call *call, hs_rpc_writable_fn fn, void *payload)
+{
+	pthread_mutex_lock(&call->mu);
+	if (call->finishing || call->dead || call->close_done) {
+		pthread_mutex_unlock(&call->mu);
+		return HS_CANCELLED;
+	}
+	call->wr_fn = fn;
+	call->wr_payload = payload;
+	call->wr_armed = true;
+	bool fire = writable_fire_locked(call);
+	pthread_mutex_unlock(&call->mu);
+	if (fire)
+		writable_schedule(call);
 	return HS_OK;
-}
-
-int hs_rpc_call_add_initial_metadata(hs_rpc_call *call, const char *key, const char *value)
-{
-	pthread_mutex_lock(&call->mu);
-	int rc = call->initial_md_sent ? HS_CONFLICT
-				       : add_md(call, call->init_md, &call->n_init, key, value);
-	pthread_mutex_unlock(&call->mu);
-	return rc;
-}
-
-int hs_rpc_call_add_trailing_metadata(hs_rpc_call *call, const char *key, const char *value)
-{
-	pthread_mutex_lock(&call->mu);
-	int rc = call->status_started ? HS_CONFLICT
-				      : add_md(call, call->trail_md, &call->n_trail, key, value);
-	pthread_mutex_unlock(&call->mu);
-	return rc;
 }
 
 /* --- running handlers --------------------------------------------------- */
 
-static void *arena_alloc_cb(void *data, size_t size) { return hs_arena_alloc(data, size); }
-static void arena_free_cb(void *data, void *ptr) { (void)data; (void)ptr; }
-
-/* Unpacks a received buffer into the call arena; NULL if malformed. */
-static const ProtobufCMessage *unpack(hs_rpc_call *call, grpc_byte_buffer *bb)
+/* Decodes a received buffer into the call arena (bounded depth and memory,
+ * see decode.h): HS_OK with call->req set, or an error in err. */
+static int unpack(hs_rpc_call *call, grpc_byte_buffer *bb, hs_error *err)
 {
 	grpc_byte_buffer_reader reader;
 	if (!grpc_byte_buffer_reader_init(&reader, bb))
-		return NULL;
+		return hs_error_set(err, HS_INVALID, "unreadable %s message", call->m->desc->input->name);
 	grpc_slice all = grpc_byte_buffer_reader_readall(&reader);
 	grpc_byte_buffer_reader_destroy(&reader);
-	ProtobufCAllocator alloc = { arena_alloc_cb, arena_free_cb, &call->arena };
-	ProtobufCMessage *msg = protobuf_c_message_unpack(
-		call->m->desc->input, &alloc, GRPC_SLICE_LENGTH(all), GRPC_SLICE_START_PTR(all));
+	const hs_rpc_config *cfg = &call->srv->cfg;
+	size_t len = GRPC_SLICE_LENGTH(all);
+	ProtobufCMessage *msg = NULL;
+	int rc = hs_rpc__decode(call->m->desc->input, GRPC_SLICE_START_PTR(all), len, call->m->prescan,
+				cfg->max_depth,
+				hs_rpc__decode_budget(len, 16 * cfg->max_message_bytes), &call->arena,
+				&msg, err);
 	grpc_slice_unref(all);
-	return msg;
+	call->req = msg;
+	return rc;
 }
 
 static void arm_recv(hs_rpc_call *call)
@@ -508,22 +511,46 @@ static void run_handler(hs_rpc_call *call)
 static void run_on_worker(void *arg)
 {
 	hs_rpc_call *call = arg;
-	run_handler(call);
+	/* It may have waited for its turn: a call whose client left or whose
+	 * deadline passed meanwhile is not worth starting. */
+	if (hs_rpc_call_cancelled(call))
+		finish_code(call, HS_CANCELLED, "cancelled before it started");
+	else if (hs_rpc_call_deadline_left_ms(call) <= 0)
+		finish_code(call, HS_TIMEOUT, "deadline exceeded while waiting for a worker");
+	else
+		run_handler(call);
 	hs_rpc_call_unref(call);
 }
 
-/* Hands the request to its handler: inline, or on the pool when it may block. */
+const char *const hs_rpc__lane_names[N_LANES] = { "main", "long-operation", "heartbeat" };
+
+/* Hands the request to its handler: inline, or on its lane when it may block. */
 static void dispatch(hs_rpc_call *call)
 {
-	if (!(call->m->handler.flags & HS_RPC_BLOCKING)) {
+	hs_rpc_server *srv = call->srv;
+	int lane = call->m->lane;
+	if (lane == LANE_INLINE) {
 		run_handler(call);
 		return;
 	}
 	hs_rpc_call_ref(call);
-	if (!hs_pool_submit(call->srv->pool, run_on_worker, call)) {
-		finish_code(call, HS_LIMIT, "server busy: worker queue full");
-		hs_rpc_call_unref(call);
-	}
+	hs_pool_rc r = hs_pool_submit_as(srv->lanes[lane], lane_key(call), false, run_on_worker, call);
+	if (r == HS_POOL_OK)
+		return;
+	char msg[256];
+	if (r == HS_POOL_USER_FULL)
+		snprintf(msg, sizeof(msg),
+			 "per-user limit: %u calls of yours already waiting or running in the %s lane "
+			 "(--user-max-calls)",
+			 srv->cfg.user_max_calls, hs_rpc__lane_names[lane]);
+	else if (lane == LANE_MAIN)
+		snprintf(msg, sizeof(msg), "server busy: worker queue full (%u waiting)",
+			 srv->cfg.worker_queue);
+	else
+		snprintf(msg, sizeof(msg), "server busy: %s queue full (%u waiting)",
+			 hs_rpc__lane_names[lane], srv->cfg.worker_queue);
+	finish_code(call, HS_LIMIT, msg);
+	hs_rpc_call_unref(call);
 }
 
 /* A new call arrived: check it and run its handler. */
@@ -588,12 +615,12 @@ static void accept_call(hs_rpc_call *call)
 		finish_code(call, HS_INVALID, "missing request message");
 		return;
 	}
-	call->req = unpack(call, call->payload);
+	hs_error err = { 0 };
+	int rc = unpack(call, call->payload, &err);
 	grpc_byte_buffer_destroy(call->payload);
 	call->payload = NULL;
-	if (call->req == NULL) {
-		snprintf(msg, sizeof(msg), "malformed %s message", m->desc->input->name);
-		finish_code(call, HS_INVALID, msg);
+	if (rc != HS_OK) {
+		finish_code(call, rc, err.msg);
 		return;
 	}
 	dispatch(call);
@@ -618,12 +645,11 @@ static void on_recv(hs_rpc_call *call, bool ok)
 		 * metadata was added (its slices point into the arena). */
 		if (call->n_init == 0 && call->n_trail == 0)
 			hs_arena_reset(&call->arena);
-		call->req = unpack(call, bb);
+		hs_error err = { 0 };
+		int rc = unpack(call, bb, &err);
 		grpc_byte_buffer_destroy(bb);
-		if (call->req == NULL) {
-			char msg[320];
-			snprintf(msg, sizeof(msg), "malformed %s message", call->m->desc->input->name);
-			finish_code(call, HS_INVALID, msg);
+		if (rc != HS_OK) {
+			finish_code(call, rc, err.msg);
 			return;
 		}
 	}
@@ -641,12 +667,11 @@ static void on_close(hs_rpc_call *call)
 					       ? GRPC_STATUS_DEADLINE_EXCEEDED
 					       : GRPC_STATUS_CANCELLED;
 	}
-	hs_rpc_done_fn fn = call->done_notified ? NULL : call->on_done;
-	void *payload = call->on_done_payload;
-	if (fn != NULL) /* else a later hs_rpc_call_on_done() runs it */
-		call->done_notified = true;
+	call->wr_armed = false; /* no more room will come */
+	void *payload;
+	hs_rpc_done_fn fn = take_done_locked(call, &payload);
 	pthread_mutex_unlock(&call->mu);
-	if (fn != NULL)
+	if (fn != NULL) /* else hs_rpc_call_on_done() or the writable job runs it */
 		fn(call, payload);
 }
 
@@ -662,7 +687,10 @@ static void on_send(hs_rpc_call *call, bool ok)
 	} else if (ok && call->finishing && !call->status_started && !call->close_done) {
 		start_status_locked(call, NULL);
 	}
+	bool fire = writable_fire_locked(call);
 	pthread_mutex_unlock(&call->mu);
+	if (fire)
+		writable_schedule(call);
 }
 
 void hs_rpc__on_tag(rpc_tag *tag, bool ok)

@@ -6,9 +6,22 @@
  * unpacked requests and never a grpc_call: this header is the whole surface.
  *
  * Threading: a few completion-queue threads poll the transport. Cheap
- * handlers run right there (no thread hop); handlers flagged HS_RPC_BLOCKING
- * run on a worker pool and complete the call from there. Every function here
- * is thread-safe unless stated otherwise.
+ * handlers run right there (no thread hop); handlers that may block run on
+ * a worker lane and complete the call from there: HS_RPC_BLOCKING on the
+ * main lane, HS_RPC_LONG (grace periods, restores) on the long-operation
+ * lane, HS_RPC_LIVENESS (heartbeats) on a lane reserved for them, so that
+ * neither a slow operation nor a busy server delays a heartbeat. Within a
+ * lane users take turns, each with at most user_concurrency calls running
+ * and user_max_calls waiting or running (then RESOURCE_EXHAUSTED; on the
+ * heartbeat lane no running bound and up to half its queue). Streams
+ * never hold a worker while a reader is slow: a producer that must not drop
+ * (a replay) continues from hs_rpc_call_when_writable(), driven by write
+ * completions. Every function here is thread-safe unless stated otherwise.
+ *
+ * Parsing: requests are unpacked only after a pre-scan of the wire format
+ * has bounded their nesting (max_depth) where the type is recursive, and
+ * within a memory budget (64 bytes per input byte + 64 KiB, at most
+ * 16 x max_message_bytes), so no request can crash the server.
  *
  * Memory: each call has an arena. Requests are unpacked into it, and
  * handlers allocate responses (and every string inside them) from it with
@@ -34,8 +47,10 @@ typedef enum hs_rpc_kind {
 } hs_rpc_kind;
 
 enum {
-	HS_RPC_BLOCKING = 1u << 0, /* may block on disk/network: run on the worker pool */
+	HS_RPC_BLOCKING = 1u << 0, /* may block on disk/network: run on the main worker lane */
 	HS_RPC_PUBLIC = 1u << 1,   /* needs no access token (Login, Refresh, health, reflection) */
+	HS_RPC_LONG = 1u << 2,     /* may take seconds (destroy grace, restores): the long lane */
+	HS_RPC_LIVENESS = 1u << 3, /* heartbeats: the reserved lane (both imply BLOCKING) */
 };
 
 /* Unary: on HS_OK, *resp is the response (from the call arena or static
@@ -82,13 +97,24 @@ typedef int (*hs_rpc_auth_fn)(hs_rpc_call *call, hs_rpc_principal *out,
 typedef struct hs_rpc_config {
 	const char *listen;        /* "127.0.0.1:50051"; port 0 = pick one */
 	unsigned cq_threads;       /* completion-queue threads (default 2) */
-	unsigned workers;          /* worker-pool threads (default 8) */
-	unsigned worker_queue;     /* jobs waiting for a worker before RESOURCE_EXHAUSTED (default 1024) */
+	unsigned workers;          /* main-lane threads (default 8) */
+	unsigned worker_queue;     /* jobs waiting in a lane before RESOURCE_EXHAUSTED (default 1024) */
 	size_t max_message_bytes;  /* receive/send limit (default 4 MiB) */
 	unsigned max_concurrent_streams; /* per connection (default 0 = gRPC's) */
+	unsigned long_workers;     /* long-operation lane threads (default 4) */
+	unsigned liveness_workers; /* reserved heartbeat lane threads (default 8) */
+	unsigned user_concurrency; /* one user's calls running at once in the main or long
+				    * lane (default 0 = half the lane's threads, at least 1) */
+	unsigned user_max_calls;   /* one user's calls waiting or running in the main or
+				    * long lane before RESOURCE_EXHAUSTED (default 256;
+				    * heartbeat lane: at least half its queue) */
+	unsigned max_depth;        /* nesting of message fields in a request (default 100) */
 } hs_rpc_config;
 
-#define HS_RPC_CONFIG_INIT { "127.0.0.1:50051", 2, 8, 1024, 4u << 20, 0 }
+#define HS_RPC_CONFIG_INIT                                                                 \
+	{ .listen = "127.0.0.1:50051", .cq_threads = 2, .workers = 8, .worker_queue = 1024,   \
+	  .max_message_bytes = 4u << 20, .max_concurrent_streams = 0, .long_workers = 4,     \
+	  .liveness_workers = 8, .user_concurrency = 0, .user_max_calls = 256, .max_depth = 100 }
 
 /* Creates the server and binds the port (not yet serving). */
 int hs_rpc_server_new(hs_rpc_server **out, const hs_rpc_config *cfg, hs_error *err);
@@ -160,6 +186,19 @@ void hs_rpc_call_unref(hs_rpc_call *call);
  * stream in a list removes it here and drops its reference. */
 typedef void (*hs_rpc_done_fn)(hs_rpc_call *call, void *payload);
 void hs_rpc_call_on_done(hs_rpc_call *call, hs_rpc_done_fn fn, void *payload);
+
+/* Flow control for a producer that must not drop (a replay): after
+ * hs_rpc_call_send() said HS_LIMIT (or whenever it wants to yield), it asks
+ * to be called again once the send queue is at most half full. fn then
+ * runs once, on the call's worker lane, driven by the write completions of
+ * the reader: no thread waits meanwhile. fn may arm itself again. The
+ * call's done callback never runs while fn is scheduled or running, and fn
+ * never starts after the call ended. HS_OK armed (if there is room already,
+ * fn is scheduled at once); HS_CANCELLED the call has ended or is finishing
+ * (fn will not run). If the lane cannot take fn, the call ends with
+ * RESOURCE_EXHAUSTED. */
+typedef void (*hs_rpc_writable_fn)(hs_rpc_call *call, void *payload);
+int hs_rpc_call_when_writable(hs_rpc_call *call, hs_rpc_writable_fn fn, void *payload);
 
 /* Caps the messages waiting behind the one being written (default 64). */
 void hs_rpc_call_set_send_queue(hs_rpc_call *call, unsigned cap);

@@ -26,11 +26,16 @@ typedef struct rpc_tag {
 	hs_rpc_call *call;
 } rpc_tag;
 
+/* Worker lanes (see rpc.h); a method runs inline (LANE_INLINE) or on one. */
+enum { LANE_INLINE = -1, LANE_MAIN = 0, LANE_LONG, LANE_LIVENESS, N_LANES };
+
 typedef struct rpc_method {
 	char path[256]; /* "/pkg.Service/Method" */
 	const ProtobufCMethodDescriptor *desc;
 	hs_rpc_handler handler;
 	bool implemented;
+	bool prescan; /* the request type is recursive (or deeper than max_depth) */
+	int lane;
 	void *payload;
 	void *registered; /* grpc_server_register_method handle */
 } rpc_method;
@@ -77,6 +82,11 @@ struct hs_rpc_call {
 	hs_rpc_principal principal;
 	hs_rpc_done_fn on_done;
 	void *on_done_payload;
+	/* hs_rpc_call_when_writable: wr_armed = wants a call when there is room;
+	 * wr_sched = a job is queued or running (it holds a ref). */
+	hs_rpc_writable_fn wr_fn;
+	void *wr_payload;
+	bool wr_armed, wr_sched;
 	const ProtobufCMessage *req;
 	struct timespec started;
 
@@ -96,7 +106,7 @@ struct hs_rpc_server {
 	size_t n_services;
 	cq_thread *cqs;
 	unsigned n_cqs;
-	hs_pool *pool;
+	hs_pool *lanes[N_LANES];
 	hs_rpc_auth_fn auth;
 	void *auth_payload;
 
@@ -108,6 +118,8 @@ struct hs_rpc_server {
 	bool started, shutting_down, shutdown_notified;
 	rpc_tag shutdown_tag;
 };
+
+extern const char *const hs_rpc__lane_names[N_LANES];
 
 /* call.c */
 hs_rpc_call *hs_rpc__call_get(hs_rpc_server *srv);

@@ -11,8 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "log.h"
 #include "clock.h"
+#include "decode.h"
+#include "log.h"
 #include "rpc_internal.h"
 
 static grpc_arg int_arg(const char *key, int value)
@@ -87,7 +88,10 @@ int hs_rpc_server_new(hs_rpc_server **out, const hs_rpc_config *cfg, hs_error *e
 		cfg = &defaults;
 	if (cfg->cq_threads == 0 || cfg->cq_threads > 64 || cfg->workers == 0 ||
 	    cfg->workers > 1024 || cfg->worker_queue == 0 || cfg->max_message_bytes == 0 ||
-	    cfg->max_message_bytes > (size_t)INT32_MAX)
+	    cfg->max_message_bytes > (size_t)INT32_MAX || cfg->long_workers == 0 ||
+	    cfg->long_workers > 1024 || cfg->liveness_workers == 0 || cfg->liveness_workers > 1024 ||
+	    cfg->user_concurrency > 1024 || cfg->user_max_calls == 0 || cfg->max_depth == 0 ||
+	    cfg->max_depth > HS_RPC_DEPTH_MAX)
 		return hs_error_set(err, HS_INVALID, "rpc config out of range");
 
 	hs_rpc_server *srv = calloc(1, sizeof(*srv));
@@ -209,6 +213,14 @@ int hs_rpc_server_add_service(hs_rpc_server *srv, const ProtobufCServiceDescript
 				m->implemented = true;
 			}
 		}
+		/* Only requests whose type can nest without bound (or deeper
+		 * than allowed) pay for the pre-scan. */
+		m->prescan = hs_rpc__type_depth(m->desc->input) > srv->cfg.max_depth;
+		unsigned fl = m->handler.flags;
+		m->lane = fl & HS_RPC_LIVENESS ? LANE_LIVENESS
+			  : fl & HS_RPC_LONG   ? LANE_LONG
+			  : fl & HS_RPC_BLOCKING ? LANE_MAIN
+						 : LANE_INLINE;
 		bool reads = m->implemented && m->handler.kind != HS_RPC_BIDI_STREAM;
 		m->registered = grpc_server_register_method(
 			srv->server, m->path, NULL,
@@ -220,11 +232,34 @@ int hs_rpc_server_add_service(hs_rpc_server *srv, const ProtobufCServiceDescript
 	return HS_OK;
 }
 
+/* Threads a user's calls may occupy at once in a lane of `threads`: the
+ * configured value (at most the lane), or half the lane. The heartbeat lane
+ * has no such bound (its calls are short; users take turns). */
+static unsigned user_running(const hs_rpc_config *cfg, unsigned threads)
+{
+	if (cfg->user_concurrency != 0)
+		return cfg->user_concurrency < threads ? cfg->user_concurrency : threads;
+	return threads / 2 > 0 ? threads / 2 : 1;
+}
+
 int hs_rpc_server_start(hs_rpc_server *srv, hs_error *err)
 {
-	srv->pool = hs_pool_new(srv->cfg.workers, srv->cfg.worker_queue);
-	if (srv->pool == NULL)
-		return hs_error_set(err, HS_INTERNAL, "cannot start the worker pool");
+	const hs_rpc_config *c = &srv->cfg;
+	srv->lanes[LANE_MAIN] = hs_pool_new_fair(c->workers, c->worker_queue,
+						 user_running(c, c->workers), c->user_max_calls);
+	srv->lanes[LANE_LONG] = hs_pool_new_fair(c->long_workers, c->worker_queue,
+						 user_running(c, c->long_workers), c->user_max_calls);
+	/* Heartbeats: short, and one service account may beat for many agents
+	 * at once; a user may hold up to half the lane's queue (never all of
+	 * it, so others' heartbeats always find room) and users take turns. */
+	unsigned half = c->worker_queue / 2 > 0 ? c->worker_queue / 2 : 1;
+	srv->lanes[LANE_LIVENESS] = hs_pool_new_fair(
+		c->liveness_workers, c->worker_queue, 0,
+		c->user_max_calls > half ? c->user_max_calls : half);
+	for (int i = 0; i < N_LANES; i++)
+		if (srv->lanes[i] == NULL)
+			return hs_error_set(err, HS_INTERNAL, "cannot start the %s worker lane",
+					    hs_rpc__lane_names[i]);
 	grpc_server_start(srv->server);
 	srv->started = true;
 	for (unsigned i = 0; i < srv->n_cqs; i++) {
@@ -240,6 +275,14 @@ int hs_rpc_server_start(hs_rpc_server *srv, hs_error *err)
 		t->running = true;
 	}
 	return HS_OK;
+}
+
+static void free_lanes(hs_rpc_server *srv)
+{
+	for (int i = 0; i < N_LANES; i++) {
+		hs_pool_free(srv->lanes[i]);
+		srv->lanes[i] = NULL;
+	}
 }
 
 void hs_rpc_server_shutdown(hs_rpc_server *srv, int64_t grace_ms)
@@ -276,14 +319,15 @@ void hs_rpc_server_shutdown(hs_rpc_server *srv, int64_t grace_ms)
 		grpc_server_cancel_all_calls(srv->server);
 	}
 
-	/* Handlers still running on workers finish (their sends now fail fast). */
-	hs_pool_free(srv->pool);
-	srv->pool = NULL;
-
+	/* Handlers still running on workers finish (their sends now fail fast);
+	 * the lanes stay up until every call has ended, since a call's last
+	 * steps (a writable job, a queued handler that only sees it was
+	 * cancelled) run there. */
 	pthread_mutex_lock(&srv->mu);
 	while (!srv->shutdown_notified || srv->n_live > 0)
 		pthread_cond_wait(&srv->cv, &srv->mu);
 	pthread_mutex_unlock(&srv->mu);
+	free_lanes(srv);
 	hs_log(HS_LOG_INFO, "rpc", "drained", HS_LB("forced", forced));
 }
 
@@ -321,7 +365,7 @@ void hs_rpc_server_free(hs_rpc_server *srv)
 		}
 		grpc_completion_queue_destroy(t->cq);
 	}
-	hs_pool_free(srv->pool);
+	free_lanes(srv);
 	while (srv->free_calls != NULL) {
 		hs_rpc_call *c = srv->free_calls;
 		srv->free_calls = c->free_next;

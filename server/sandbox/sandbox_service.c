@@ -452,9 +452,9 @@ int hs_sandbox_service_register(hs_rpc_server *srv, hs_sandbox_mgr *mgr, hs_erro
 		{ "ListSandboxes", HS_RPC_UNARY, HS_RPC_BLOCKING, list_sandboxes, NULL },
 		{ "PauseSandbox", HS_RPC_UNARY, HS_RPC_BLOCKING, pause_sandbox, NULL },
 		{ "ResumeSandbox", HS_RPC_UNARY, HS_RPC_BLOCKING, resume_sandbox, NULL },
-		{ "SnapshotSandbox", HS_RPC_UNARY, HS_RPC_BLOCKING, snapshot_sandbox, NULL },
-		{ "RestoreSandbox", HS_RPC_UNARY, HS_RPC_BLOCKING, restore_sandbox, NULL },
-		{ "DestroySandbox", HS_RPC_UNARY, HS_RPC_BLOCKING, destroy_sandbox, NULL },
+		{ "SnapshotSandbox", HS_RPC_UNARY, HS_RPC_LONG, snapshot_sandbox, NULL },
+		{ "RestoreSandbox", HS_RPC_UNARY, HS_RPC_LONG, restore_sandbox, NULL },
+		{ "DestroySandbox", HS_RPC_UNARY, HS_RPC_LONG, destroy_sandbox, NULL },
 		{ "ListSnapshots", HS_RPC_UNARY, HS_RPC_BLOCKING, list_snapshots, NULL },
 	};
 	return hs_rpc_server_add_service(srv, &harness__v1__sandbox_service__descriptor, handlers,

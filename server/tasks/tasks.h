@@ -244,16 +244,26 @@ typedef int (*hs_task_send_fn)(const hs_task_event *ev, void *payload);
 
 /* Drop policy: a live event that does not fit is dropped and counted; before
  * the next event that fits, one EVENTS_DROPPED event carrying the count is
- * sent. Replay and initial-state events (sent from the calling thread) wait
- * for room instead, polling every few ms, until the watcher goes away.
+ * sent. Catching up (replay, initial states, then the events stored
+ * meanwhile, read back from the store) never drops: it stops where the
+ * queue is full and goes on at the next pump.
  *
- * Opens a watcher for task_id (NULL/"" = every visible task): replays stored
- * events with id > after_event_id (0 = none), sends INITIAL_STATE events when
- * send_initial, then switches to live delivery. Blocks (store reads, waiting
- * for room). HS_LIMIT when too many watchers. */
+ * Opens a watcher for task_id (NULL/"" = every visible task): it will replay
+ * stored events with id > after_event_id (0 = none), send INITIAL_STATE
+ * events when send_initial, then switch to live delivery. Registers the
+ * watcher and takes the first catch-up step (hs_tasks_watch_pump); on
+ * HS_OK it may still be catching up. HS_LIMIT when too many watchers. */
 int hs_tasks_watch(hs_tasks *t, const hs_principal *caller, const char *task_id,
 		   bool send_initial, int64_t after_event_id, hs_task_send_fn send,
 		   void *payload, hs_task_watch **out, hs_error *err);
+
+/* Continues a watcher's catch-up as far as its queue takes, then returns
+ * without waiting: HS_OK caught up (live; cheap to call again), HS_LIMIT
+ * the queue is full or this step did enough (call again when the queue has
+ * room), anything else the watcher failed (HS_CANCELLED: its send said it
+ * is gone); unwatch it. May read the store (one short query per page).
+ * Never concurrently with itself or hs_tasks_unwatch for the same w. */
+int hs_tasks_watch_pump(hs_tasks *t, hs_task_watch *w, hs_error *err);
 /* After it returns, send is never called again for w. Idempotent per w is
  * NOT provided: call exactly once. Never blocks on I/O. */
 void hs_tasks_unwatch(hs_tasks *t, hs_task_watch *w);

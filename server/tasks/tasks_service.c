@@ -339,6 +339,20 @@ static int send_event(const hs_task_event *ev, void *payload)
 	return hs_rpc_call_send(x->call, &e.base);
 }
 
+/* Catching up goes on from the stream's write completions: a slow reader
+ * holds no worker (hs_rpc_call_when_writable runs this again once its
+ * queue has room). */
+static void watch_continue(hs_rpc_call *call, void *payload)
+{
+	watch_ctx *x = payload;
+	hs_error err = { 0 };
+	int rc = hs_tasks_watch_pump(x->tasks, x->w, &err);
+	if (rc == HS_LIMIT)
+		(void)hs_rpc_call_when_writable(call, watch_continue, x); /* else the call ended */
+	else if (rc != HS_OK)
+		hs_rpc_call_finish(call, rc, err.msg);
+}
+
 static void watch_done(hs_rpc_call *call, void *payload)
 {
 	watch_ctx *x = payload;
@@ -370,7 +384,9 @@ static int watch_tasks(hs_rpc_call *call, const ProtobufCMessage *req, hs_error 
 		hs_rpc_call_unref(call);
 		return rc;
 	}
-	/* Runs watch_done at once if the call already ended. */
+	watch_continue(call, x);
+	/* Runs watch_done at once if the call already ended (and no
+	 * watch_continue is scheduled or running: the core waits for it). */
 	hs_rpc_call_on_done(call, watch_done, x);
 	return HS_OK;
 }
@@ -379,7 +395,7 @@ int hs_tasks_service_register(hs_rpc_server *srv, hs_tasks *tasks, hs_error *err
 {
 	static const hs_rpc_handler handlers[] = {
 		{ "RegisterTask", HS_RPC_UNARY, HS_RPC_BLOCKING, register_task, NULL },
-		{ "Heartbeat", HS_RPC_UNARY, HS_RPC_BLOCKING, heartbeat, NULL },
+		{ "Heartbeat", HS_RPC_UNARY, HS_RPC_LIVENESS, heartbeat, NULL },
 		{ "GetTask", HS_RPC_UNARY, HS_RPC_BLOCKING, get_task, NULL },
 		{ "ListTasks", HS_RPC_UNARY, HS_RPC_BLOCKING, list_tasks, NULL },
 		{ "WatchTasks", HS_RPC_SERVER_STREAM, HS_RPC_BLOCKING, NULL, watch_tasks },

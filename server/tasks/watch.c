@@ -7,25 +7,35 @@
  * event carrying the count (the client re-reads state or reconnects with
  * after_event_id to replay from the store).
  *
- * Opening a watcher: it is registered in "catching up" mode first (live
- * events go to a bounded buffer), then stored events up to the id seen at
- * registration are replayed and initial states sent from the caller's
- * thread (waiting for room), then the buffer is flushed and the watcher
- * goes live. Replay ends exactly where the buffer starts: no gap, no
- * duplicate. */
+ * Opening a watcher: it is registered (not yet live: live delivery skips
+ * it), then catches up in steps, each one a call of hs_tasks_watch_pump
+ * that sends what fits and returns (no thread ever waits for a slow reader;
+ * the caller pumps again when the reader's queue has room, driven by its
+ * write completions):
+ *
+ *   REPLAY  stored events in (cursor, upto], a page at a time
+ *     -> INITIAL  one INITIAL_STATE per matching task, a page at a time (once)
+ *     -> LIVE?    under t->ev_mu: newer events stored meanwhile? then
+ *                 upto = the newest and back to REPLAY; else live from here
+ *
+ * where upto starts as the last event id at registration. Every event is
+ * in the store before it is broadcast, and the switch to live happens under
+ * the lock that orders both, so there is no gap and no duplicate; a watcher
+ * that catches up slowly holds one page of events, never a growing buffer,
+ * and never drops (only live delivery to a full queue drops). */
 #include "tasks_internal.h"
 
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "checkpoint.h"
 #include "log.h"
 
-#define CATCHUP_BUF 1024
-#define REPLAY_PAGE 256
-#define WAIT_POLL_MS 5
+#define PAGE 64      /* events read (or built) per step */
+#define PUMP_PAGES 4 /* steps per pump before yielding the worker */
+
+enum { PH_REPLAY, PH_INITIAL, PH_LIVE };
 
 struct hs_task_watch {
 	struct hs_task_watch *next;
@@ -34,10 +44,16 @@ struct hs_task_watch {
 	char task_id[HS_TASK_ID_MAX + 1]; /* "" = every visible task */
 	hs_task_send_fn send;
 	void *payload;
-	bool live, dead;
-	hs_task_event *buf;
-	size_t nbuf;
+	bool live, dead; /* live: set under t->ev_mu, by the pump only */
 	uint64_t dropped; /* pending EVENTS_DROPPED count */
+	/* Catching up, touched only by the pump (one at a time). */
+	int phase;
+	bool initial;
+	int64_t cursor, upto;
+	hs_task_event *page; /* read or built, not yet sent: page[ipage..npage) */
+	size_t npage, ipage;
+	task **snap; /* INITIAL: the tasks at the start of the phase */
+	size_t nsnap, isnap;
 };
 
 static bool matches(const hs_task_watch *w, const hs_task_event *ev)
@@ -85,16 +101,9 @@ static void deliver(hs_tasks *t, hs_task_watch *w, const hs_task_event *ev)
 void hs_tasks__broadcast(hs_tasks *t, const hs_task_event *ev)
 {
 	for (hs_task_watch *w = t->watchers; w != NULL; w = w->next) {
-		if (w->dead || !matches(w, ev))
-			continue;
-		if (w->live) {
+		/* A watcher catching up reads this one from the store later. */
+		if (w->live && !w->dead && matches(w, ev))
 			deliver(t, w, ev);
-		} else if (w->nbuf < CATCHUP_BUF) {
-			w->buf[w->nbuf++] = *ev;
-		} else {
-			w->dropped++;
-			atomic_fetch_add(&t->n_dropped, 1);
-		}
 	}
 }
 
@@ -165,33 +174,23 @@ int hs_tasks__emit(hs_tasks *t, task *k, hs_task_event_type type, int64_t step,
 
 /* ---- opening a watcher ----------------------------------------------------- */
 
-/* Send, waiting for room (catch-up phase, caller's thread). */
-static int send_wait(hs_task_watch *w, const hs_task_event *ev)
-{
-	for (;;) {
-		int rc = w->send(ev, w->payload);
-		if (rc != HS_LIMIT)
-			return rc;
-		struct timespec ts = { 0, WAIT_POLL_MS * 1000000L };
-		nanosleep(&ts, NULL);
-	}
-}
-
 typedef struct replay_ctx {
 	hs_tasks *t;
 	hs_task_watch *w;
-	int64_t upto, cursor;
 	size_t seen;
-	int rc;
+	bool past;
 } replay_ctx;
 
 static int replay_cb(const hs_store_event_row *e, void *payload)
 {
 	replay_ctx *c = payload;
+	hs_task_watch *w = c->w;
 	c->seen++;
-	c->cursor = e->event_id;
-	if (e->event_id > c->upto)
-		return 1; /* the catch-up buffer has it */
+	if (e->event_id > w->upto) {
+		c->past = true;
+		return 1; /* newer than this round: the next one (or live) has it */
+	}
+	w->cursor = e->event_id;
 	task *k = hs_tasks__lookup(c->t, e->task_id);
 	hs_task_event ev;
 	memset(&ev, 0, sizeof(ev));
@@ -210,35 +209,52 @@ static int replay_cb(const hs_store_event_row *e, void *payload)
 		COPY(ev.sandbox_id, k->sandbox_id);
 		pthread_mutex_unlock(&k->mu);
 	}
-	if (!matches(c->w, &ev))
-		return 0;
-	int rc = send_wait(c->w, &ev);
-	if (rc != HS_OK) {
-		c->rc = rc;
-		return 1;
-	}
+	if (matches(w, &ev))
+		w->page[w->npage++] = ev;
 	return 0;
 }
 
-static int send_initial(hs_tasks *t, hs_task_watch *w, int64_t upto)
+/* One page of stored events into w->page (store read: may block briefly). */
+static int replay_step(hs_tasks *t, hs_task_watch *w, hs_error *err)
 {
-	pthread_mutex_lock(&t->mu);
-	size_t n = t->n_all;
-	task **all = malloc((n ? n : 1) * sizeof(*all));
-	if (all != NULL)
-		memcpy(all, t->all, n * sizeof(*all));
-	pthread_mutex_unlock(&t->mu);
-	if (all == NULL)
-		return HS_INTERNAL;
-	int rc = HS_OK;
-	for (size_t i = 0; i < n && rc == HS_OK; i++) {
-		task *k = all[i];
+	if (w->cursor >= w->upto) {
+		w->phase = w->initial ? PH_INITIAL : PH_LIVE;
+		return HS_OK;
+	}
+	replay_ctx c = { t, w, 0, false };
+	int rc = hs_store_event_list_after(t->store, w->cursor,
+					   w->task_id[0] != '\0' ? w->task_id : NULL, PAGE,
+					   replay_cb, &c, err);
+	if (rc > 0)
+		rc = HS_OK;
+	if (rc == HS_OK && (c.past || c.seen < PAGE))
+		w->cursor = w->upto; /* nothing more up to upto */
+	return rc;
+}
+
+/* One page of INITIAL_STATE events into w->page (memory only). */
+static int initial_step(hs_tasks *t, hs_task_watch *w)
+{
+	if (w->snap == NULL) {
+		pthread_mutex_lock(&t->mu);
+		size_t n = t->n_all;
+		w->snap = malloc((n ? n : 1) * sizeof(*w->snap));
+		if (w->snap != NULL)
+			memcpy(w->snap, t->all, n * sizeof(*w->snap));
+		pthread_mutex_unlock(&t->mu);
+		if (w->snap == NULL)
+			return HS_INTERNAL;
+		w->nsnap = n;
+		w->isnap = 0;
+	}
+	for (; w->isnap < w->nsnap && w->npage < PAGE; w->isnap++) {
+		task *k = w->snap[w->isnap];
 		hs_task_event ev;
 		memset(&ev, 0, sizeof(ev));
 		pthread_mutex_lock(&k->mu);
 		bool fin = k->state == HS_TASK_COMPLETED || k->state == HS_TASK_FAILED ||
 			   k->state == HS_TASK_CANCELLED;
-		ev.event_id = upto;
+		ev.event_id = w->upto;
 		COPY(ev.task_id, k->id);
 		ev.type = HS_TEV_INITIAL_STATE;
 		ev.step = k->current_step;
@@ -251,10 +267,60 @@ static int send_initial(hs_tasks *t, hs_task_watch *w, int64_t upto)
 		pthread_mutex_unlock(&k->mu);
 		if (!matches(w, &ev) || (fin && w->task_id[0] == '\0'))
 			continue;
-		rc = send_wait(w, &ev);
+		w->page[w->npage++] = ev;
 	}
-	free(all);
-	return rc;
+	if (w->isnap == w->nsnap) {
+		free(w->snap);
+		w->snap = NULL;
+		w->initial = false;
+		w->phase = PH_LIVE;
+	}
+	return HS_OK;
+}
+
+/* Live from here if nothing was stored since upto (the check and the switch
+ * under the lock every emit takes); else replay up to the newest first. */
+static bool go_live(hs_tasks *t, hs_task_watch *w)
+{
+	pthread_mutex_lock(&t->ev_mu);
+	bool caught_up = t->last_event_id <= w->upto;
+	if (caught_up)
+		w->live = true;
+	else
+		w->upto = t->last_event_id;
+	pthread_mutex_unlock(&t->ev_mu);
+	if (!caught_up) {
+		w->phase = PH_REPLAY;
+		return false;
+	}
+	free(w->page);
+	w->page = NULL;
+	return true;
+}
+
+int hs_tasks_watch_pump(hs_tasks *t, hs_task_watch *w, hs_error *err)
+{
+	if (w->live)
+		return HS_OK; /* only the pump sets it */
+	if (w->page == NULL && (w->page = malloc(PAGE * sizeof(*w->page))) == NULL)
+		return hs_error_set(err, HS_INTERNAL, "out of memory");
+	for (unsigned steps = 0;; steps++) {
+		for (; w->ipage < w->npage; w->ipage++) {
+			int rc = w->send(&w->page[w->ipage], w->payload);
+			if (rc == HS_LIMIT)
+				return HS_LIMIT; /* kept: sent on the next pump */
+			if (rc != HS_OK)
+				return hs_error_set(err, HS_CANCELLED, "watcher went away");
+		}
+		w->npage = w->ipage = 0;
+		if (w->phase == PH_LIVE && go_live(t, w))
+			return HS_OK;
+		if (steps == PUMP_PAGES)
+			return HS_LIMIT; /* yield the worker; the next pump goes on */
+		int rc = w->phase == PH_REPLAY ? replay_step(t, w, err) : initial_step(t, w);
+		if (rc != HS_OK)
+			return rc == HS_INTERNAL ? hs_error_set(err, rc, "out of memory") : rc;
+	}
 }
 
 static void unlink_locked(hs_tasks *t, hs_task_watch *w)
@@ -266,6 +332,13 @@ static void unlink_locked(hs_tasks *t, hs_task_watch *w)
 			return;
 		}
 	}
+}
+
+static void watch_free(hs_task_watch *w)
+{
+	free(w->page);
+	free(w->snap);
+	free(w);
 }
 
 int hs_tasks_watch(hs_tasks *t, const hs_principal *caller, const char *task_id,
@@ -291,60 +364,35 @@ int hs_tasks_watch(hs_tasks *t, const hs_principal *caller, const char *task_id,
 			return hs_error_set(err, HS_DENIED, "task %s belongs to another user", task_id);
 	}
 	hs_task_watch *w = calloc(1, sizeof(*w));
-	if (w == NULL || (w->buf = malloc(CATCHUP_BUF * sizeof(*w->buf))) == NULL) {
-		free(w);
+	if (w == NULL)
 		return hs_error_set(err, HS_INTERNAL, "out of memory");
-	}
 	COPY(w->owner, caller->user_id);
 	w->admin = caller->is_admin;
 	COPY(w->task_id, one ? task_id : "");
 	w->send = send;
 	w->payload = payload;
+	w->initial = initial;
 
 	pthread_mutex_lock(&t->ev_mu);
 	if (t->n_watchers >= t->max_watchers) {
 		pthread_mutex_unlock(&t->ev_mu);
-		free(w->buf);
 		free(w);
 		return hs_error_set(err, HS_LIMIT, "too many watchers (limit %zu)", t->max_watchers);
 	}
 	w->next = t->watchers;
 	t->watchers = w;
 	t->n_watchers++;
-	int64_t upto = t->last_event_id;
+	w->upto = t->last_event_id;
 	pthread_mutex_unlock(&t->ev_mu);
 
-	rc = HS_OK;
-	if (after_event_id > 0 && after_event_id < upto) {
-		replay_ctx c = { t, w, upto, after_event_id, 0, HS_OK };
-		do {
-			c.seen = 0;
-			int64_t from = c.cursor;
-			rc = hs_store_event_list_after(t->store, from, one ? task_id : NULL, REPLAY_PAGE,
-						       replay_cb, &c, err);
-			if (rc == 1)
-				rc = c.rc;
-		} while (rc == HS_OK && c.seen == REPLAY_PAGE && c.cursor < upto);
-	}
-	if (rc == HS_OK && initial)
-		rc = send_initial(t, w, upto);
-
-	pthread_mutex_lock(&t->ev_mu);
-	if (rc == HS_OK) {
-		w->live = true;
-		for (size_t i = 0; i < w->nbuf; i++)
-			deliver(t, w, &w->buf[i]);
-		w->nbuf = 0;
-	} else {
+	w->cursor = after_event_id > 0 && after_event_id < w->upto ? after_event_id : w->upto;
+	w->phase = w->cursor < w->upto ? PH_REPLAY : initial ? PH_INITIAL : PH_LIVE;
+	rc = hs_tasks_watch_pump(t, w, err);
+	if (rc != HS_OK && rc != HS_LIMIT) {
+		pthread_mutex_lock(&t->ev_mu);
 		unlink_locked(t, w);
-	}
-	pthread_mutex_unlock(&t->ev_mu);
-	free(w->buf);
-	w->buf = NULL;
-	if (rc != HS_OK) {
-		free(w);
-		if (rc > 0 || rc == HS_CANCELLED)
-			rc = hs_error_set(err, HS_CANCELLED, "watcher went away");
+		pthread_mutex_unlock(&t->ev_mu);
+		watch_free(w);
 		return rc;
 	}
 	*out = w;
@@ -358,8 +406,7 @@ void hs_tasks_unwatch(hs_tasks *t, hs_task_watch *w)
 	pthread_mutex_lock(&t->ev_mu);
 	unlink_locked(t, w);
 	pthread_mutex_unlock(&t->ev_mu);
-	free(w->buf);
-	free(w);
+	watch_free(w);
 }
 
 void hs_tasks__watchers_free(hs_tasks *t)
@@ -368,8 +415,7 @@ void hs_tasks__watchers_free(hs_tasks *t)
 	while (t->watchers != NULL) {
 		hs_task_watch *w = t->watchers;
 		t->watchers = w->next;
-		free(w->buf);
-		free(w);
+		watch_free(w);
 	}
 	t->n_watchers = 0;
 	pthread_mutex_unlock(&t->ev_mu);

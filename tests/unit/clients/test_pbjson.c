@@ -219,6 +219,14 @@ static void test_pbjson__timestamps(void **state)
 	assert_int_equal(hs_pbjson_format_time(b, sizeof(b), 1, 1), HS_OK);
 	assert_string_equal(b, "1970-01-01T00:00:01.000000001Z");
 	assert_int_equal(hs_pbjson_format_time(b, sizeof(b), 253402300800LL, 0), HS_INVALID);
+	/* Years before 1000 keep four digits (found by tests/fuzz: "223-11-14..."
+	 * came out, which the parser rightly refused). */
+	assert_int_equal(hs_pbjson_format_time(b, sizeof(b), -55102556800LL, 0), HS_OK);
+	assert_string_equal(b, "0223-11-14T22:13:20Z");
+	assert_int_equal(hs_pbjson_parse_time(b, &s, &ns), HS_OK);
+	assert_int_equal(s, -55102556800LL);
+	assert_int_equal(hs_pbjson_format_time(b, sizeof(b), -62135596800LL, 0), HS_OK);
+	assert_string_equal(b, "0001-01-01T00:00:00Z");
 	assert_int_equal(hs_pbjson_parse_time("2024-06-10T08:13:20.5+02:00", &s, &ns), HS_OK);
 	assert_int_equal(s, 1718000000);
 	assert_int_equal(ns, 500000000);

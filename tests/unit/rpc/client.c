@@ -22,6 +22,25 @@ grpc_channel *tc_channel(int port)
 	return ch;
 }
 
+grpc_channel *tc_channel_small_window(int port)
+{
+	char target[64];
+	snprintf(target, sizeof(target), "127.0.0.1:%d", port);
+	grpc_arg args[2];
+	memset(args, 0, sizeof(args));
+	args[0].type = GRPC_ARG_INTEGER;
+	args[0].key = (char *)GRPC_ARG_HTTP2_BDP_PROBE;
+	args[0].value.integer = 0;
+	args[1].type = GRPC_ARG_INTEGER;
+	args[1].key = (char *)GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES;
+	args[1].value.integer = 16 * 1024;
+	grpc_channel_args cargs = { 2, args };
+	grpc_channel_credentials *creds = grpc_insecure_credentials_create();
+	grpc_channel *ch = grpc_channel_create(target, creds, &cargs);
+	grpc_channel_credentials_release(creds);
+	return ch;
+}
+
 static gpr_timespec in_ms(int ms)
 {
 	return gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(ms, GPR_TIMESPAN));

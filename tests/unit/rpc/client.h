@@ -9,6 +9,9 @@
 #include <stddef.h>
 
 grpc_channel *tc_channel(int port);
+/* A channel whose streams get a small fixed flow-control window (no BDP
+ * probing): a stream it does not read stalls the server's writes soon. */
+grpc_channel *tc_channel_small_window(int port);
 
 typedef struct tc_reply {
 	grpc_status_code status;

@@ -7,6 +7,8 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -123,6 +125,176 @@ static void test_pool__bad_arguments(void **state)
 	hs_pool_free(NULL);
 }
 
+/* --- fairness between keys ----------------------------------------------- */
+
+typedef struct tagged {
+	char key;
+	int seq;
+} tagged;
+
+static tagged seen[64];
+static atomic_int n_seen;
+
+static void tagged_job(void *arg)
+{
+	seen[atomic_fetch_add(&n_seen, 1)] = *(tagged *)arg;
+}
+
+static void hold_worker(hs_pool *p)
+{
+	gate_open = gate_entered = false;
+	assert_int_equal(hs_pool_submit_as(p, "holder", false, gate_job, NULL), HS_POOL_OK);
+	pthread_mutex_lock(&gate_mu);
+	while (!gate_entered)
+		pthread_cond_wait(&gate_cv, &gate_mu);
+	pthread_mutex_unlock(&gate_mu);
+}
+
+static void release_worker(void)
+{
+	pthread_mutex_lock(&gate_mu);
+	gate_open = true;
+	pthread_cond_broadcast(&gate_cv);
+	pthread_mutex_unlock(&gate_mu);
+}
+
+static void test_pool__keys_take_turns(void **state)
+{
+	(void)state;
+	atomic_store(&n_seen, 0);
+	atomic_store(&ran, 0);
+	hs_pool *p = hs_pool_new_fair(1, 64, 0, 0);
+	assert_non_null(p);
+	hold_worker(p);
+	/* a queues 6 jobs, then b and c one each: b and c must not wait for
+	 * all of a's (FIFO would run them 7th and 8th). */
+	static tagged jobs[8];
+	for (int i = 0; i < 6; i++) {
+		jobs[i] = (tagged){ 'a', i };
+		assert_int_equal(hs_pool_submit_as(p, "a", false, tagged_job, &jobs[i]), HS_POOL_OK);
+	}
+	jobs[6] = (tagged){ 'b', 0 };
+	jobs[7] = (tagged){ 'c', 0 };
+	assert_int_equal(hs_pool_submit_as(p, "b", false, tagged_job, &jobs[6]), HS_POOL_OK);
+	assert_int_equal(hs_pool_submit_as(p, "c", false, tagged_job, &jobs[7]), HS_POOL_OK);
+	assert_int_equal(hs_pool_key_load(p, "a"), 6);
+	release_worker();
+	hs_pool_free(p);
+	assert_int_equal(atomic_load(&n_seen), 8);
+	/* a0, b, c, then the rest of a in order */
+	assert_int_equal(seen[0].key, 'a');
+	assert_int_equal(seen[1].key, 'b');
+	assert_int_equal(seen[2].key, 'c');
+	for (int i = 3; i < 8; i++) {
+		assert_int_equal(seen[i].key, 'a');
+		assert_int_equal(seen[i].seq, i - 2);
+	}
+}
+
+/* Jobs that record how many of their key run at once. */
+static atomic_int running_x, max_running_x, running_y;
+
+static void x_job(void *arg)
+{
+	(void)arg;
+	int now = atomic_fetch_add(&running_x, 1) + 1;
+	int prev = atomic_load(&max_running_x);
+	while (now > prev && !atomic_compare_exchange_weak(&max_running_x, &prev, now)) {
+	}
+	usleep(30 * 1000);
+	atomic_fetch_sub(&running_x, 1);
+	atomic_fetch_add(&ran, 1);
+}
+
+static void y_job(void *arg)
+{
+	(void)arg;
+	atomic_fetch_add(&running_y, 1);
+	atomic_fetch_add(&ran, 1);
+}
+
+static void test_pool__user_running_bound(void **state)
+{
+	(void)state;
+	atomic_store(&ran, 0);
+	atomic_store(&running_x, 0);
+	atomic_store(&max_running_x, 0);
+	atomic_store(&running_y, 0);
+	hs_pool *p = hs_pool_new_fair(3, 64, 1, 0);
+	assert_non_null(p);
+	for (int i = 0; i < 5; i++)
+		assert_int_equal(hs_pool_submit_as(p, "x", false, x_job, NULL), HS_POOL_OK);
+	/* y is not behind x's backlog: two threads are free for it. */
+	assert_int_equal(hs_pool_submit_as(p, "y", false, y_job, NULL), HS_POOL_OK);
+	for (int i = 0; i < 500 && atomic_load(&running_y) == 0; i++)
+		usleep(2000);
+	assert_int_equal(atomic_load(&running_y), 1);
+	assert_true(atomic_load(&ran) < 6); /* x's jobs are still going, one at a time */
+	hs_pool_free(p);
+	assert_int_equal(atomic_load(&ran), 6);
+	assert_int_equal(atomic_load(&max_running_x), 1);
+}
+
+static void test_pool__user_queued_bound(void **state)
+{
+	(void)state;
+	atomic_store(&ran, 0);
+	hs_pool *p = hs_pool_new_fair(1, 64, 0, 3);
+	assert_non_null(p);
+	hold_worker(p); /* "holder" has 1 of its 3 */
+	assert_int_equal(hs_pool_submit_as(p, "holder", false, count_job, NULL), HS_POOL_OK);
+	assert_int_equal(hs_pool_submit_as(p, "holder", false, count_job, NULL), HS_POOL_OK);
+	assert_int_equal(hs_pool_submit_as(p, "holder", false, count_job, NULL), HS_POOL_USER_FULL);
+	/* A continuation of admitted work is not refused; other keys and
+	 * anonymous jobs are unaffected. */
+	assert_int_equal(hs_pool_submit_as(p, "holder", true, count_job, NULL), HS_POOL_OK);
+	assert_int_equal(hs_pool_submit_as(p, "other", false, count_job, NULL), HS_POOL_OK);
+	assert_int_equal(hs_pool_submit_as(p, NULL, false, count_job, NULL), HS_POOL_OK);
+	assert_int_equal(hs_pool_key_load(p, "holder"), 4);
+	assert_int_equal(hs_pool_key_load(p, "nobody"), 0);
+	release_worker();
+	hs_pool_free(p);
+	assert_int_equal(atomic_load(&ran), 6);
+}
+
+static void test_pool__lane_queue_bound_applies_to_all(void **state)
+{
+	(void)state;
+	atomic_store(&ran, 0);
+	hs_pool *p = hs_pool_new_fair(1, 2, 0, 0);
+	assert_non_null(p);
+	hold_worker(p);
+	assert_int_equal(hs_pool_submit_as(p, "a", false, count_job, NULL), HS_POOL_OK);
+	assert_int_equal(hs_pool_submit_as(p, "b", true, count_job, NULL), HS_POOL_OK);
+	assert_int_equal(hs_pool_submit_as(p, "c", true, count_job, NULL), HS_POOL_FULL);
+	assert_int_equal(hs_pool_key_load(p, "c"), 0); /* no flow left behind */
+	release_worker();
+	hs_pool_free(p);
+	assert_int_equal(atomic_load(&ran), 3);
+}
+
+/* Many keys coming and going: flows are recycled, nothing leaks (ASan). */
+static void test_pool__many_keys(void **state)
+{
+	(void)state;
+	atomic_store(&ran, 0);
+	hs_pool *p = hs_pool_new_fair(4, 1024, 1, 2);
+	assert_non_null(p);
+	char key[160];
+	memset(key, 'k', sizeof(key) - 1); /* longer than a flow's key: truncated alike */
+	key[sizeof(key) - 1] = '\0';
+	int ok = 0;
+	for (int i = 0; i < 1000; i++) {
+		snprintf(key, 16, "user-%04d", i % 300);
+		key[9] = 'k';
+		if (hs_pool_submit_as(p, key, false, count_job, NULL) == HS_POOL_OK)
+			ok++;
+	}
+	hs_pool_free(p);
+	assert_int_equal(atomic_load(&ran), ok);
+	assert_true(ok >= 600); /* at most 2 waiting per key at a time */
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -131,6 +303,11 @@ int main(void)
 		cmocka_unit_test(test_pool__submit_refuses_when_full),
 		cmocka_unit_test(test_pool__free_drains_queued_jobs),
 		cmocka_unit_test(test_pool__bad_arguments),
+		cmocka_unit_test(test_pool__keys_take_turns),
+		cmocka_unit_test(test_pool__user_running_bound),
+		cmocka_unit_test(test_pool__user_queued_bound),
+		cmocka_unit_test(test_pool__lane_queue_bound_applies_to_all),
+		cmocka_unit_test(test_pool__many_keys),
 	};
 	return cmocka_run_group_tests_name("pool", tests, NULL, NULL);
 }

@@ -649,14 +649,83 @@ static void test_tasks__drop_policy_and_replay(void **state)
 	memset(&s, 0, sizeof(s));
 	pthread_mutex_init(&s.mu, NULL);
 	pthread_cond_init(&s.cv, NULL);
-	s.refuse = 5; /* replay waits for room instead of dropping */
+	s.refuse = 5; /* replay never drops: it stops where the queue is full */
 	assert_int_equal(hs_tasks_watch(f->tasks, &alice, NULL, false, first, sink_send, &s, &w, &err),
 			 HS_OK);
+	assert_int_equal(s.n, 0); /* refused at once: nothing sent, nothing lost */
+	int pumps = 0, rc;
+	while ((rc = hs_tasks_watch_pump(f->tasks, w, &err)) == HS_LIMIT)
+		pumps++; /* each pump is what a write completion would trigger */
+	assert_int_equal(rc, HS_OK);
+	assert_int_equal(pumps, 4); /* the other four refusals */
 	assert_int_equal(s.n, 3);
 	assert_string_equal(s.ev[0].task_id, "d2");
 	assert_string_equal(s.ev[2].task_id, "d4");
 	hs_tasks_unwatch(f->tasks, w);
 	pthread_mutex_destroy(&s.mu);
+}
+
+/* A reader that takes `room` events, then says its queue is full. */
+typedef struct step_sink {
+	hs_task_event ev[512];
+	size_t n;
+	int room;
+} step_sink;
+
+static int step_send(const hs_task_event *ev, void *payload)
+{
+	step_sink *s = payload;
+	if (s->room == 0)
+		return HS_LIMIT;
+	s->room--;
+	if (s->n < 512)
+		s->ev[s->n++] = *ev;
+	return HS_OK;
+}
+
+/* Catching up in many small steps (as write completions drive it), with
+ * events emitted meanwhile: every event exactly once, in order, then live. */
+static void test_tasks__catch_up_in_steps_loses_nothing(void **state)
+{
+	fx *f = *state;
+	hs_error err = { 0 };
+	char id[16];
+	for (int i = 0; i < 100; i++) {
+		snprintf(id, sizeof(id), "c%03d", i);
+		reg(f, &alice, id, 1000, 60000, 0, 0);
+	}
+	static step_sink s;
+	memset(&s, 0, sizeof(s));
+	hs_task_watch *w;
+	/* after the first of the 100: 99 to replay; the reader is full at once */
+	pthread_mutex_lock(&f->sk.mu); /* the fixture's admin watcher saw them live */
+	assert_int_equal(f->sk.n, 100);
+	int64_t first = f->sk.ev[0].event_id;
+	pthread_mutex_unlock(&f->sk.mu);
+	assert_int_equal(hs_tasks_watch(f->tasks, &alice, NULL, false, first, step_send, &s, &w, &err),
+			 HS_OK);
+	assert_int_equal(s.n, 0);
+	int rc, steps = 0;
+	do {
+		if (steps < 10) { /* stored while the watcher catches up */
+			snprintf(id, sizeof(id), "late%d", steps);
+			reg(f, &alice, id, 1000, 60000, 0, 0);
+		}
+		s.room = 7;
+		rc = hs_tasks_watch_pump(f->tasks, w, &err);
+		steps++;
+	} while (rc == HS_LIMIT && steps < 1000);
+	assert_int_equal(rc, HS_OK);
+	assert_true(steps > 10);
+	s.room = 100;
+	reg(f, &alice, "live-now", 1000, 60000, 0, 0); /* delivered live */
+	assert_int_equal(s.n, 99 + 10 + 1);
+	for (size_t i = 0; i < s.n; i++)
+		assert_int_equal(s.ev[i].event_id, first + 1 + (int64_t)i);
+	assert_string_equal(s.ev[98].task_id, "c099");
+	assert_string_equal(s.ev[108].task_id, "late9");
+	assert_string_equal(s.ev[109].task_id, "live-now");
+	hs_tasks_unwatch(f->tasks, w);
 }
 
 /* End to end with the real checkpoint module: files come back byte-exact. */
@@ -748,6 +817,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_tasks__ownership_and_list, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tasks__restart_rearms_deadlines, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tasks__drop_policy_and_replay, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tasks__catch_up_in_steps_loses_nothing, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_tasks__recovery_with_real_checkpoints, setup,
 						teardown),
 	};
