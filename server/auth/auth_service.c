@@ -119,29 +119,6 @@ static const char *client_address(hs_rpc_call *call)
 
 /* --- handlers --------------------------------------------------------------- */
 
-/* The upstream backend reports the user service's own error code as
- * "CODE: message". Clients (the gateway answers the seed's {"code",
- * "message"}) get the code as trailing metadata `hs-error-code` and the
- * message alone as the status message. */
-static int upstream_error(hs_rpc_call *call, int rc, hs_error *err)
-{
-	/* Only the user service's answers about the request (4xx) carry a code
-	 * worth passing on; its outages are ours to name (UNAVAILABLE). */
-	bool client_error = rc == HS_INVALID || rc == HS_UNAUTH || rc == HS_DENIED ||
-			    rc == HS_NOT_FOUND || rc == HS_EXISTS || rc == HS_LIMIT;
-	if (!client_error || hs_auth_backend_of(hs_rpc_call_payload(call)) != HS_AUTH_UPSTREAM)
-		return rc;
-	size_t n = strspn(err->msg, "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_");
-	if (n == 0 || n > 64 || err->msg[n] != ':' || err->msg[n + 1] != ' ')
-		return rc;
-	char code[65];
-	memcpy(code, err->msg, n);
-	code[n] = '\0';
-	memmove(err->msg, err->msg + n + 2, strlen(err->msg + n + 2) + 1);
-	hs_rpc_call_add_trailing_metadata(call, "hs-error-code", code);
-	return rc;
-}
-
 #define REFRESH_TTL_UNKNOWN 0
 
 static int login(hs_rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage **resp,
@@ -158,9 +135,8 @@ static int login(hs_rpc_call *call, const ProtobufCMessage *req, ProtobufCMessag
 		return hs_error_set(err, HS_INVALID, "password: longer than 1024 characters");
 	hs_auth_result res;
 	memset(&res, 0, sizeof(res));
-	int rc = upstream_error(call, hs_auth_login(hs_rpc_call_payload(call), r->email, r->password,
-						    client_address(call), time_left(call), &res, err),
-				err);
+	int rc = hs_auth_login(hs_rpc_call_payload(call), r->email, r->password,
+			       client_address(call), time_left(call), &res, err);
 	if (rc == HS_OK)
 		rc = auth_response(call, &res, REFRESH_TTL_UNKNOWN, resp, err);
 	hs_auth_result_dispose(&res);
@@ -177,9 +153,8 @@ static int refresh(hs_rpc_call *call, const ProtobufCMessage *req, ProtobufCMess
 		return hs_error_set(err, HS_UNAUTH, "invalid or expired refresh token");
 	hs_auth_result res;
 	memset(&res, 0, sizeof(res));
-	int rc = upstream_error(call, hs_auth_refresh(hs_rpc_call_payload(call), r->refresh_token,
-						      time_left(call), &res, err),
-				err);
+	int rc = hs_auth_refresh(hs_rpc_call_payload(call), r->refresh_token, time_left(call), &res,
+				 err);
 	if (rc == HS_OK)
 		rc = auth_response(call, &res, REFRESH_TTL_UNKNOWN, resp, err);
 	hs_auth_result_dispose(&res);
@@ -209,8 +184,7 @@ static int user_reply(hs_rpc_call *call, const char *id, ProtobufCMessage **resp
 {
 	hs_auth_user u;
 	memset(&u, 0, sizeof(u));
-	int rc = upstream_error(call, hs_auth_get_user(hs_rpc_call_payload(call), id, time_left(call), &u, err),
-				err);
+	int rc = hs_auth_get_user(hs_rpc_call_payload(call), id, time_left(call), &u, err);
 	if (rc == HS_OK) {
 		Harness__V1__User *m = user_msg(call, &u);
 		if (m == NULL)
