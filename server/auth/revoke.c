@@ -24,8 +24,11 @@ struct hs_revocations {
 	hs_store *store;
 	node **buckets;
 	size_t nbuckets, n;
-	long long last_seq; /* highest store seq seen */
+	long long last_seq;  /* highest store seq seen */
+	long long next_sweep; /* when expired rows are next deleted from the store */
 };
+
+#define SWEEP_INTERVAL_MS 60000 /* a DELETE is a write: once a minute is plenty */
 
 static const char *const kind_names[] = { "user", "session", "token" };
 static const char kind_prefix[] = { 'u', 's', 't' };
@@ -172,7 +175,12 @@ int hs_revocations_refresh(hs_revocations *r, hs_error *err)
 		if (n < HS_STORE_LIST_MAX)
 			break;
 	}
-	return hs_store_revocation_delete_expired(r->store, now, NULL, err);
+	pthread_rwlock_wrlock(&r->lock);
+	bool sweep = now >= r->next_sweep;
+	if (sweep)
+		r->next_sweep = now + SWEEP_INTERVAL_MS;
+	pthread_rwlock_unlock(&r->lock);
+	return sweep ? hs_store_revocation_delete_expired(r->store, now, NULL, err) : HS_OK;
 }
 
 int hs_revocations_new(hs_revocations **out, hs_store *store, hs_error *err)

@@ -48,8 +48,8 @@ int hs_revocations_add(hs_revocations *r, hs_revoke_kind kind, const char *id,
 bool hs_revocations_refuses(hs_revocations *r, const char *sub, const char *sid, const char *jti,
 			    long long iat_s, long long now_ms);
 
-/* Loads rows newer than the last seen and drops expired entries (memory
- * and store). */
+/* Loads rows newer than the last seen and drops expired entries from
+ * memory (and, at most once a minute, from the store). */
 int hs_revocations_refresh(hs_revocations *r, hs_error *err);
 
 /* Entries held (tests). */
