@@ -62,15 +62,12 @@ static void status_from_call(hs_client_status *st, grpc_status_code code, grpc_s
 	status_set(st, (int)code, (const char *)GRPC_SLICE_START_PTR(details),
 		   GRPC_SLICE_LENGTH(details));
 	for (size_t i = 0; trail != NULL && i < trail->count; i++) {
-		if (grpc_slice_str_cmp(trail->metadata[i].key, HS_CLIENT_ERROR_CODE_KEY) != 0)
+		if (grpc_slice_str_cmp(trail->metadata[i].key, HS_ERROR_REASON_KEY) != 0)
 			continue;
 		const grpc_slice v = trail->metadata[i].value;
 		size_t n = GRPC_SLICE_LENGTH(v);
 		const char *p = (const char *)GRPC_SLICE_START_PTR(v);
-		bool ok = n > 0 && n < sizeof(st->error_code);
-		for (size_t k = 0; ok && k < n; k++)
-			ok = (p[k] >= 'A' && p[k] <= 'Z') || (p[k] >= '0' && p[k] <= '9') || p[k] == '_';
-		if (ok) {
+		if (hs_error_reason_ok(p, n)) {
 			memcpy(st->error_code, p, n);
 			st->error_code[n] = '\0';
 		}

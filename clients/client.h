@@ -36,16 +36,14 @@ typedef struct hs_client_md {
 } hs_client_md;
 
 #define HS_CLIENT_DETAILS_MAX 512
-#define HS_CLIENT_ERROR_CODE_MAX 64
-
-/* Trailing-metadata key a server may use for an application error code
- * (e.g. "INVALID_CREDENTIALS" from the upstream user service). */
-#define HS_CLIENT_ERROR_CODE_KEY "hs-error-code"
 
 typedef struct hs_client_status {
-	int code;                                   /* grpc_status_code, 0 = OK */
-	char details[HS_CLIENT_DETAILS_MAX];        /* status message, truncated */
-	char error_code[HS_CLIENT_ERROR_CODE_MAX];  /* [A-Z0-9_] from trailers, or "" */
+	int code;                            /* grpc_status_code, 0 = OK */
+	char details[HS_CLIENT_DETAILS_MAX]; /* status message, truncated */
+	/* The server's hs_error.reason (trailing metadata HS_ERROR_REASON_KEY,
+	 * e.g. "INVALID_CREDENTIALS" from the upstream user service) when it
+	 * sent a well-formed one, else "". */
+	char error_code[HS_ERROR_REASON_MAX];
 } hs_client_status;
 
 /* Creates a client for target ("127.0.0.1:50051", "dns:///host:port").

@@ -17,6 +17,7 @@ hs_code hs_error_set(hs_error *err, hs_code code, const char *fmt, ...)
 	if (n < 0)
 		err->msg[0] = '\0';
 	err->code = code;
+	err->reason[0] = '\0';
 	return code;
 }
 
@@ -26,6 +27,23 @@ void hs_error_clear(hs_error *err)
 		return;
 	err->code = HS_OK;
 	err->msg[0] = '\0';
+	err->reason[0] = '\0';
+}
+
+int hs_error_reason_ok(const char *s, size_t n)
+{
+	if (s == NULL || n == 0 || n >= HS_ERROR_REASON_MAX)
+		return 0;
+	for (size_t i = 0; i < n; i++)
+		if (!((s[i] >= 'A' && s[i] <= 'Z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '_'))
+			return 0;
+	return 1;
+}
+
+void hs_error_set_reason(hs_error *err, const char *reason)
+{
+	if (err != NULL && reason != NULL && hs_error_reason_ok(reason, strlen(reason)))
+		memcpy(err->reason, reason, strlen(reason) + 1);
 }
 
 const char *hs_code_name(hs_code code)

@@ -1,11 +1,15 @@
 /* One error convention for every Harness module: functions return HS_OK (0)
  * or a negative hs_code, and fill a caller-passed hs_error (NULL allowed) with
- * a one-line message naming the object. Codes are mapped to the wire in
- * exactly one place each: hs_code_to_grpc() and hs_code_to_http(). */
+ * a one-line message naming the object and, where a client must tell cases
+ * apart by more than the code, a machine-readable reason. Codes are mapped
+ * to the wire in exactly one place each: hs_code_to_grpc() and
+ * hs_code_to_http(); the reason travels as the trailing metadata
+ * HS_ERROR_REASON_KEY, added in one place (server/rpc/call.c). */
 #ifndef HS_COMMON_ERROR_H
 #define HS_COMMON_ERROR_H
 
 #include <stdarg.h>
+#include <stddef.h>
 
 typedef enum hs_code {
 	HS_OK = 0,
@@ -25,10 +29,17 @@ typedef enum hs_code {
 } hs_code;
 
 #define HS_ERROR_MSG_MAX 256
+#define HS_ERROR_REASON_MAX 64
+
+/* gRPC trailing-metadata key of hs_error.reason (clients read it back). */
+#define HS_ERROR_REASON_KEY "hs-error-code"
 
 typedef struct hs_error {
 	hs_code code;
 	char msg[HS_ERROR_MSG_MAX];
+	/* Machine-readable reason, [A-Z0-9_]{1,63} (e.g. "INVALID_CREDENTIALS",
+	 * the user service's own code); "" = none. Never parsed out of msg. */
+	char reason[HS_ERROR_REASON_MAX];
 } hs_error;
 
 /* Set err (if not NULL) and return code, so callers can write
@@ -39,6 +50,14 @@ hs_code hs_error_set(hs_error *err, hs_code code, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
 void hs_error_clear(hs_error *err);
+
+/* Sets err->reason (err may be NULL), after hs_error_set: hs_error_set
+ * clears the reason whenever it writes a new message. A reason that is not
+ * [A-Z0-9_]{1,63} is not set. */
+void hs_error_set_reason(hs_error *err, const char *reason);
+
+/* Whether s is a well-formed reason ([A-Z0-9_]{1,63}, n bytes). */
+int hs_error_reason_ok(const char *s, size_t n);
 
 /* Stable name of a code ("INVALID", "NOT_FOUND", ...). */
 const char *hs_code_name(hs_code code);

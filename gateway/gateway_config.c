@@ -39,7 +39,19 @@ static const opt OPTS[] = {
 	  "comma list of CORS/CSRF origins allowed with credentials" },
 	{ "trusted-proxies", "HARNESS_GATEWAY_TRUSTED_PROXIES", NULL, T_STR, "", 0, 0,
 	  S(trusted_proxies),
-	  "comma list of proxy IPs whose X-Forwarded-For/-Proto are believed" },
+	  "comma list of proxy IPs or CIDRs whose X-Forwarded-For/-Proto are believed" },
+	{ "gateway-secret-file", "HARNESS_GATEWAY_SECRET_FILE", NULL, T_STR, "", 0, 0,
+	  S(gateway_secret_file),
+	  "harnessd's gateway key (its --gateway-secret-file, default <data-dir>/gateway.key): "
+	  "signs the client address sent to harnessd; empty = unsigned, harnessd then throttles "
+	  "logins by the gateway's own address" },
+	{ "header-timeout-ms", "HARNESS_GATEWAY_HEADER_TIMEOUT_MS", NULL, T_INT, "10000", 100,
+	  600000, S(header_timeout_ms),
+	  "a request's line and headers must arrive within this (slow clients are cut)" },
+	{ "max-connections-per-client", "HARNESS_GATEWAY_MAX_CONNECTIONS_PER_CLIENT", NULL, T_INT,
+	  "8", 1, 100000, S(max_connections_per_client),
+	  "open connections one client address may hold (trusted proxies exempt); more are closed "
+	  "at once" },
 	{ "cookie-path", "HARNESS_GATEWAY_COOKIE_PATH", NULL, T_STR, "/api/v1/auth", 0, 0,
 	  S(cookie_path), "Path of the refreshToken cookie (the seed used /)" },
 	{ "csrf-strict", "HARNESS_GATEWAY_CSRF_STRICT", "HARNESS_CSRF_STRICT", T_BOOL, "0", 0, 0,
@@ -141,29 +153,14 @@ static int derive(hs_gw_config *c, hs_error *err)
 		return hs_error_set(err, HS_INVALID, "--log-level %s: want debug|info|warn|error|off",
 				    c->log_level);
 	c->production = strcasecmp(c->env, "production") == 0;
-	c->n_proxies = 0;
-	const char *p = c->trusted_proxies;
-	while (*p) {
-		size_t len = strcspn(p, ",");
-		const char *s = p;
-		size_t k = len;
-		while (k > 0 && (*s == ' ' || *s == '\t'))
-			s++, k--;
-		while (k > 0 && (s[k - 1] == ' ' || s[k - 1] == '\t'))
-			k--;
-		if (k > 0) {
-			if (c->n_proxies == HS_GW_MAX_PROXIES || k >= 48)
-				return hs_error_set(err, HS_INVALID, "--trusted-proxies: at most %d IPs",
-						    HS_GW_MAX_PROXIES);
-			memcpy(c->proxy_buf[c->n_proxies], s, k);
-			c->proxy_buf[c->n_proxies][k] = '\0';
-			c->proxies[c->n_proxies] = c->proxy_buf[c->n_proxies];
-			c->n_proxies++;
-		}
-		p += len;
-		if (*p == ',')
-			p++;
-	}
+	if ((rc = hs_cidr_list_parse(&c->proxies, c->trusted_proxies, "--trusted-proxies", err)) !=
+	    HS_OK)
+		return rc;
+	if (c->max_connections_per_client * 2 > c->threads)
+		hs_log(HS_LOG_WARN, "gateway", "--max-connections-per-client is more than half of "
+		       "--threads: two slow clients can take every worker",
+		       HS_LI("threads", c->threads),
+		       HS_LI("max_connections_per_client", c->max_connections_per_client));
 	return HS_OK;
 }
 
@@ -233,11 +230,8 @@ int hs_gw_config_load(hs_gw_config *out, int argc, char **argv, FILE *help_out, 
 	}
 	if (rc == HS_OK)
 		rc = derive(c, err);
-	if (rc == HS_OK) {
+	if (rc == HS_OK)
 		*out = *c;
-		for (size_t i = 0; i < out->n_proxies; i++)
-			out->proxies[i] = out->proxy_buf[i];
-	}
 	free(c);
 	return rc;
 }

@@ -7,6 +7,7 @@
 #include <stdio.h>
 
 #include "error.h"
+#include "netaddr.h"
 #include "policy.h"
 
 typedef struct hs_gw_config {
@@ -17,6 +18,9 @@ typedef struct hs_gw_config {
 	long threads;             /* civetweb worker threads */
 	char allowed_origins[2048];
 	char trusted_proxies[1024];
+	char gateway_secret_file[1024];
+	long header_timeout_ms;   /* civetweb request_timeout_ms: request line + headers */
+	long max_connections_per_client;
 	char cookie_path[256];
 	char log_level[16];
 	char env[32];             /* HARNESS_ENV / NODE_ENV */
@@ -24,9 +28,7 @@ typedef struct hs_gw_config {
 	/* derived */
 	bool production;
 	hs_gw_origins origins;
-	char proxy_buf[HS_GW_MAX_PROXIES][48];
-	const char *proxies[HS_GW_MAX_PROXIES];
-	size_t n_proxies;
+	hs_cidr_list proxies;
 } hs_gw_config;
 
 #define HS_GW_CONFIG_EXIT 1 /* --help or --version printed: exit 0 */

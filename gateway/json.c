@@ -103,12 +103,12 @@ char *hs_gw_json_success(void)
 	return dump(root);
 }
 
-char *hs_gw_json_health(long long now_ms)
+char *hs_gw_json_health(bool ok, long long now_ms)
 {
 	char ts[32];
 	hs_gw_iso8601(ts, now_ms / 1000, (int)(now_ms % 1000) * 1000000);
 	json_t *root = json_object();
-	json_object_set_new(root, "status", json_string("ok"));
+	json_object_set_new(root, "status", json_string(ok ? "ok" : "unavailable"));
 	json_object_set_new(root, "timestamp", json_string(ts));
 	return dump(root);
 }

@@ -26,8 +26,9 @@ char *hs_gw_json_validation(bool email_bad, bool password_bad);
 /* {"success":true} */
 char *hs_gw_json_success(void);
 
-/* {"status":"ok","timestamp":"2024-01-15T10:30:00.000Z"} */
-char *hs_gw_json_health(long long now_ms);
+/* {"status":"ok","timestamp":"2024-01-15T10:30:00.000Z"}; ok false:
+ * {"status":"unavailable",...} (harnessd unreachable or not serving). */
+char *hs_gw_json_health(bool ok, long long now_ms);
 
 /* ISO-8601 UTC with milliseconds, as JavaScript's toISOString(). */
 void hs_gw_iso8601(char out[32], long long secs, int nanos);

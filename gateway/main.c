@@ -52,6 +52,9 @@ int main(int argc, char **argv)
 		hs_client_free(client);
 		return 1;
 	}
+	if (cfg.gateway_secret_file[0] == '\0')
+		hs_log(HS_LOG_WARN, "gateway", "no --gateway-secret-file: harnessd will not believe the "
+		       "client addresses sent to it and throttles logins by this gateway's address");
 	hs_log(HS_LOG_INFO, "gateway", "listening", HS_LI("port", port), HS_LS("listen", cfg.listen),
 	       HS_LS("grpc_target", cfg.grpc_target), HS_LB("production", cfg.production),
 	       HS_LB("csrf_strict", cfg.csrf_strict));

@@ -156,48 +156,38 @@ const char *const hs_gw_security_headers[][2] = {
 	{ NULL, NULL },
 };
 
-static bool trusted_has(const char *ip, size_t n, const char *const *trusted, size_t n_trusted)
+/* A header value that is a plain decimal number (what Content-Length must
+ * be; civetweb's strtoll would also take "+5", " 5" or "5abc"). */
+static bool decimal(const char *v)
 {
-	for (size_t i = 0; i < n_trusted; i++)
-		if (strlen(trusted[i]) == n && strncasecmp(trusted[i], ip, n) == 0)
-			return true;
-	return false;
+	size_t n = 0;
+	for (; v[n] >= '0' && v[n] <= '9'; n++)
+		;
+	return n > 0 && n <= 18 && v[n] == '\0';
 }
 
-static bool ip_like(const char *s, size_t n)
+const char *hs_gw_framing_problem(const hs_gw_header *h, size_t n)
 {
-	if (n == 0 || n >= 46)
-		return false;
-	for (size_t i = 0; i < n; i++)
-		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f') ||
-		      (s[i] >= 'A' && s[i] <= 'F') || s[i] == '.' || s[i] == ':'))
-			return false;
-	return true;
-}
-
-void hs_gw_client_ip(char *out, size_t outsz, const char *peer, const char *xff,
-		     const char *const *trusted, size_t n_trusted)
-{
-	snprintf(out, outsz, "%s", peer != NULL ? peer : "");
-	if (peer == NULL || xff == NULL || !trusted_has(peer, strlen(peer), trusted, n_trusted))
-		return;
-	const char *end = xff + strlen(xff);
-	while (end > xff) {
-		const char *start = end;
-		while (start > xff && start[-1] != ',')
-			start--;
-		const char *s = start, *e = end;
-		while (s < e && (*s == ' ' || *s == '\t'))
-			s++;
-		while (e > s && (e[-1] == ' ' || e[-1] == '\t'))
-			e--;
-		size_t n = (size_t)(e - s);
-		if (!ip_like(s, n))
-			return;
-		if (!trusted_has(s, n, trusted, n_trusted)) {
-			snprintf(out, outsz, "%.*s", (int)n, s);
-			return;
+	size_t cl = 0, te = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (h[i].name == NULL)
+			continue;
+		if (strpbrk(h[i].name, " \t") != NULL)
+			return "whitespace in a header name";
+		const char *v = h[i].value != NULL ? h[i].value : "";
+		if (strcasecmp(h[i].name, "Content-Length") == 0) {
+			if (++cl > 1)
+				return "Content-Length repeated";
+			if (!decimal(v))
+				return "Content-Length not a number";
+		} else if (strcasecmp(h[i].name, "Transfer-Encoding") == 0) {
+			if (++te > 1)
+				return "Transfer-Encoding repeated";
+			if (strcasecmp(v, "chunked") != 0)
+				return "Transfer-Encoding other than chunked";
 		}
-		end = start > xff ? start - 1 : xff;
 	}
+	if (cl > 0 && te > 0)
+		return "both Content-Length and Transfer-Encoding";
+	return NULL;
 }

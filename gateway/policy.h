@@ -1,6 +1,8 @@
 /* HTTP policy of the gateway, apart from civetweb so it is unit-tested:
  * CORS origin matching, the CSRF and content-type rules, the refresh cookie,
- * helmet's security headers and the client address behind trusted proxies. */
+ * helmet's security headers, and request framing (what a request's raw
+ * headers must not say). The client address behind trusted proxies is
+ * common/netaddr.h's rule, shared with harnessd. */
 #ifndef HS_GATEWAY_POLICY_H
 #define HS_GATEWAY_POLICY_H
 
@@ -11,7 +13,6 @@
 
 #define HS_GW_MAX_ORIGINS 32
 #define HS_GW_ORIGIN_MAX 256
-#define HS_GW_MAX_PROXIES 16
 
 /* A list of exact origins ("https://app.example.com", "http://localhost:3000"). */
 typedef struct hs_gw_origins {
@@ -64,11 +65,18 @@ int hs_gw_cookie_build(char *out, size_t outsz, const char *name, const char *va
 /* helmet 7's default headers, NULL-terminated {name, value} pairs. */
 extern const char *const hs_gw_security_headers[][2];
 
-/* The client address: the socket peer, unless the peer is a trusted proxy;
- * then the right-most X-Forwarded-For entry that is not itself a trusted
- * proxy (entries must look like IPs, else the peer is used). out >= 48. */
-void hs_gw_client_ip(char *out, size_t outsz, const char *peer, const char *xff,
-		     const char *const *trusted, size_t n_trusted);
+/* Request framing (RFC 9112 6.3, request smuggling): given a request's
+ * header lines, whether its body length is unambiguous. Refused: both
+ * Transfer-Encoding and Content-Length; Content-Length more than once (even
+ * with equal values) or not a plain decimal number; Transfer-Encoding more
+ * than once or anything but "chunked"; whitespace in a header name. Returns
+ * NULL when fine, else a short reason for the log. */
+typedef struct hs_gw_header {
+	const char *name;
+	const char *value;
+} hs_gw_header;
+
+const char *hs_gw_framing_problem(const hs_gw_header *h, size_t n);
 
 /* Whether a cookie path is safe: starts with '/', [A-Za-z0-9/._~-] only. */
 bool hs_gw_cookie_path_ok(const char *path);

@@ -5,29 +5,66 @@
  *
  * A POST goes: CSRF/content-type verdict -> body (capped: civetweb's
  * max_request_size covers headers only) -> route -> one blocking gRPC call
- * on this civetweb worker thread (the channel is shared). */
+ * on this civetweb worker thread (the channel is shared).
+ *
+ * Abuse, with what civetweb 1.15 offers (one worker thread per connection,
+ * from accept to close):
+ *   - framing: begin_request sees the raw header lines before any body is
+ *     read; an ambiguous body length (policy.h) is 400 and the connection
+ *     is closed, so nothing behind the request is ever parsed as another;
+ *   - slow clients: request_timeout_ms (--header-timeout-ms) bounds how long
+ *     a request line and headers may take (civetweb measures it from the
+ *     first read, so at most about twice that); keep-alive waits 5 s;
+ *   - per client: the connections each address holds open are counted
+ *     (admit.h) from accept to close; one over --max-connections-per-client
+ *     is closed at accept, before it takes a worker (see accept() below for
+ *     how, with civetweb 1.15), so a few slow clients cannot hold every
+ *     worker. Trusted proxies are exempt (they carry everyone).
+ * The client address goes to harnessd as x-forwarded-for, signed with the
+ * gateway key (common/gateway_auth.h) so harnessd believes it. */
 #include "server.h"
 #include "clock.h"
 
+#include <arpa/inet.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <civetweb.h>
 
+#include "admit.h"
+#include "email.h"
+#include "gateway_auth.h"
+#include "grpc/health/v1/health.pb-c.h"
 #include "json.h"
 #include "log.h"
+#include "netaddr.h"
+#include "secret_file.h"
 #include "validate.h"
 
 #define COOKIE_NAME "refreshToken"
 #define COOKIE_MAX_AGE 604800L /* 7 days, as the seed */
+#define HEALTH_DEADLINE_MS 2000
+#define KEY_RETRY_MS 1000
+#define CONNECTION_QUEUE 20 /* civetweb's default connection_queue */
+#define CONNECTION_QUEUE_STR "20"
 
 struct hs_gw_server {
 	struct mg_context *ctx;
 	const hs_gw_config *cfg;
 	hs_client *client;
+	hs_gw_admit *admit; /* connections per client address */
+	pthread_mutex_t mu; /* guards the key */
+	char *key; /* the gateway key, loaded lazily (harnessd may create it later) */
+	size_t key_len;
+	long long key_next_try_ms;
 };
 
 typedef struct resp {
@@ -47,7 +84,7 @@ typedef struct req {
 	hs_gw_server *srv;
 	const char *method; /* NULL when civetweb could not parse the request */
 	char path[128];
-	char client_ip[48];
+	char client_ip[HS_IP_TEXT_MAX];
 	bool secure; /* cookies get Secure */
 } req;
 
@@ -214,14 +251,47 @@ static void free_body(char *body, size_t len)
 	free(body);
 }
 
-static size_t metadata(const req *r, hs_client_md md[2])
+/* Signs the client address with the gateway key into sig; false when there
+ * is no key (yet): harnessd then ignores x-forwarded-for. */
+static bool sign_address(hs_gw_server *srv, const char *ip, char sig[HS_GATEWAY_AUTH_MAX])
 {
-	size_t n = 0;
-	md[n++] = (hs_client_md){ "x-forwarded-for", r->client_ip };
+	const char *path = srv->cfg->gateway_secret_file;
+	bool ok = false;
+	if (path[0] == '\0')
+		return false;
+	pthread_mutex_lock(&srv->mu);
+	long long now = hs_clock_mono_ms();
+	if (srv->key == NULL && now >= srv->key_next_try_ms) {
+		hs_secret_file_opts o = { false, 0, 007 };
+		hs_error err = { 0 };
+		if (hs_secret_file_load(path, &o, &srv->key, &srv->key_len, &err) != HS_OK) {
+			srv->key_next_try_ms = now + KEY_RETRY_MS;
+			hs_log(HS_LOG_WARN, "gateway", "gateway key not usable yet: client addresses go "
+			       "unsigned", HS_LS("error", err.msg));
+		}
+	}
+	if (srv->key != NULL)
+		ok = hs_gateway_auth_sign(srv->key, srv->key_len, ip, hs_clock_wall_ms() / 1000, sig,
+					  HS_GATEWAY_AUTH_MAX);
+	pthread_mutex_unlock(&srv->mu);
+	return ok;
+}
+
+typedef struct call_md {
+	hs_client_md v[4];
+	size_t n;
+	char sig[HS_GATEWAY_AUTH_MAX];
+} call_md;
+
+static void metadata(const req *r, call_md *md)
+{
+	md->n = 0;
+	md->v[md->n++] = (hs_client_md){ "x-forwarded-for", r->client_ip };
+	if (sign_address(r->srv, r->client_ip, md->sig))
+		md->v[md->n++] = (hs_client_md){ HS_GATEWAY_AUTH_KEY, md->sig };
 	const char *ua = header(r, "User-Agent");
 	if (ua != NULL && strlen(ua) <= 512)
-		md[n++] = (hs_client_md){ "x-client-user-agent", ua };
-	return n;
+		md->v[md->n++] = (hs_client_md){ "x-client-user-agent", ua };
 }
 
 static void grpc_failed(const req *r, resp *out, const hs_client_status *st, const char *method)
@@ -255,26 +325,27 @@ static void route_login(const req *r, resp *out, const char *body, size_t len)
 		set_error(out, 400, "INVALID_JSON", "Malformed JSON body");
 		return;
 	}
-	char norm[HS_GW_EMAIL_MAX + 1];
-	bool email_ok = email != NULL && hs_gw_email_normalize(email, norm, sizeof(norm));
+	/* the shape only: harnessd normalises what the user typed (one rule) */
+	bool email_ok = email != NULL && hs_email_valid(email);
 	bool pw_ok = hs_gw_password_ok(password);
-	free(email);
 	if (!email_ok || !pw_ok) {
+		free(email);
 		hs_gw_json_secret_free(password);
 		out->status = 400;
 		out->body = hs_gw_json_validation(!email_ok, !pw_ok);
 		return;
 	}
 	Harness__V1__LoginRequest lr = HARNESS__V1__LOGIN_REQUEST__INIT;
-	lr.email = norm;
+	lr.email = email;
 	lr.password = password;
-	hs_client_md md[2];
-	size_t n_md = metadata(r, md);
+	call_md md;
+	metadata(r, &md);
 	hs_client_status st;
 	ProtobufCMessage *resp_msg = NULL;
 	int rc = hs_client_unary(r->srv->client, "/harness.v1.AuthService/Login", &lr.base,
-				 &harness__v1__auth_response__descriptor, &resp_msg, md, n_md,
+				 &harness__v1__auth_response__descriptor, &resp_msg, md.v, md.n,
 				 r->srv->cfg->request_timeout_ms, &st);
+	free(email);
 	hs_gw_json_secret_free(password);
 	if (rc != HS_OK) {
 		grpc_failed(r, out, &st, "Login");
@@ -316,12 +387,12 @@ static void route_refresh(const req *r, resp *out)
 	}
 	Harness__V1__RefreshRequest rr = HARNESS__V1__REFRESH_REQUEST__INIT;
 	rr.refresh_token = tok;
-	hs_client_md md[2];
-	size_t n_md = metadata(r, md);
+	call_md md;
+	metadata(r, &md);
 	hs_client_status st;
 	ProtobufCMessage *resp_msg = NULL;
 	int rc = hs_client_unary(r->srv->client, "/harness.v1.AuthService/Refresh", &rr.base,
-				 &harness__v1__auth_response__descriptor, &resp_msg, md, n_md,
+				 &harness__v1__auth_response__descriptor, &resp_msg, md.v, md.n,
 				 r->srv->cfg->request_timeout_ms, &st);
 	explicit_bzero(tok, sizeof(tok));
 	if (rc == HS_UNAUTH || rc == HS_INVALID) {
@@ -344,13 +415,18 @@ static void route_logout(const req *r, resp *out)
 	if (c == HS_GW_COOKIE_OK) {
 		Harness__V1__LogoutRequest lr = HARNESS__V1__LOGOUT_REQUEST__INIT;
 		lr.refresh_token = tok;
-		hs_client_md md[2];
-		size_t n_md = metadata(r, md);
+		call_md md;
+		metadata(r, &md);
+		/* the browser's access token, if it sent one, ends with the session
+		 * (harnessd ignores one that does not verify: never a reason to fail) */
+		const char *authz = header(r, "Authorization");
+		if (authz != NULL && strncasecmp(authz, "Bearer ", 7) == 0 && strlen(authz) <= 8192)
+			md.v[md.n++] = (hs_client_md){ "authorization", authz };
 		hs_client_status st;
 		ProtobufCMessage *resp_msg = NULL;
 		int rc = hs_client_unary(r->srv->client, "/harness.v1.AuthService/Logout", &lr.base,
-					 &harness__v1__logout_response__descriptor, &resp_msg, md,
-					 n_md, r->srv->cfg->request_timeout_ms, &st);
+					 &harness__v1__logout_response__descriptor, &resp_msg, md.v,
+					 md.n, r->srv->cfg->request_timeout_ms, &st);
 		explicit_bzero(tok, sizeof(tok));
 		if (rc == HS_OK)
 			protobuf_c_message_free_unpacked(resp_msg, NULL);
@@ -405,6 +481,26 @@ static void route_post(const req *r, resp *out, const char *which)
 	free_body(body, len);
 }
 
+/* Whether harnessd answers grpc.health.v1 Check("") with SERVING. */
+static bool harnessd_serving(hs_gw_server *srv)
+{
+	Grpc__Health__V1__HealthCheckRequest hr = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+	ProtobufCMessage *resp_msg = NULL;
+	hs_client_status st;
+	long dl = srv->cfg->request_timeout_ms < HEALTH_DEADLINE_MS ? srv->cfg->request_timeout_ms
+								     : HEALTH_DEADLINE_MS;
+	hr.service = "";
+	int rc = hs_client_unary(srv->client, "/grpc.health.v1.Health/Check", &hr.base,
+				 &grpc__health__v1__health_check_response__descriptor, &resp_msg, NULL,
+				 0, dl, &st);
+	bool up = rc == HS_OK &&
+		  ((Grpc__Health__V1__HealthCheckResponse *)resp_msg)->status ==
+			  GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
+	if (resp_msg != NULL)
+		protobuf_c_message_free_unpacked(resp_msg, NULL);
+	return up;
+}
+
 static void route(req *r, resp *out)
 {
 	const char *m = r->method;
@@ -420,8 +516,9 @@ static void route(req *r, resp *out)
 			set_error(out, 405, "METHOD_NOT_ALLOWED", "Method not allowed");
 			return;
 		}
-		out->status = 200;
-		out->body = hs_gw_json_health(hs_clock_wall_ms());
+		bool up = harnessd_serving(r->srv);
+		out->status = up ? 200 : 503;
+		out->body = hs_gw_json_health(up, hs_clock_wall_ms());
 		return;
 	}
 	static const char prefix[] = "/api/v1/auth/";
@@ -467,11 +564,10 @@ static void req_init(req *r, struct mg_connection *conn, hs_gw_server *srv, bool
 		snprintf(r->client_ip, sizeof(r->client_ip), "%s", r->ri->remote_addr);
 		return;
 	}
-	hs_gw_client_ip(r->client_ip, sizeof(r->client_ip), r->ri->remote_addr,
-			header(r, "X-Forwarded-For"), cfg->proxies, cfg->n_proxies);
-	bool via_proxy = false;
-	for (size_t i = 0; i < cfg->n_proxies; i++)
-		via_proxy = via_proxy || !strcmp(cfg->proxies[i], r->ri->remote_addr);
+	hs_client_address(&cfg->proxies, r->ri->remote_addr, header(r, "X-Forwarded-For"),
+			  r->client_ip, sizeof(r->client_ip));
+	bool via_proxy = hs_cidr_list_has(&cfg->proxies, r->ri->remote_addr,
+					  strlen(r->ri->remote_addr));
 	const char *proto = header(r, "X-Forwarded-Proto");
 	r->secure = cfg->production || (via_proxy && proto != NULL && !strcasecmp(proto, "https"));
 }
@@ -526,6 +622,107 @@ static int http_error(struct mg_connection *conn, int status, const char *msg)
 	return 0;
 }
 
+/* Ambiguous framing (request smuggling shapes): 400, connection closed,
+ * before civetweb reads any body. */
+static int begin_request(struct mg_connection *conn)
+{
+	hs_gw_server *srv = mg_get_user_data(mg_get_context(conn));
+	const struct mg_request_info *ri = mg_get_request_info(conn);
+	hs_gw_header h[64];
+	size_t n = 0;
+	if (srv == NULL || ri == NULL)
+		return 0;
+	for (int i = 0; i < ri->num_headers && n < sizeof(h) / sizeof(h[0]); i++, n++) {
+		h[n].name = ri->http_headers[i].name;
+		h[n].value = ri->http_headers[i].value;
+	}
+	const char *why = hs_gw_framing_problem(h, n);
+	if (why == NULL)
+		return 0;
+	long long t0 = hs_clock_mono_ms();
+	req r;
+	req_init(&r, conn, srv, true);
+	resp out;
+	memset(&out, 0, sizeof(out));
+	out.status = 400;
+	out.close = true;
+	out.body = hs_gw_json_error("BAD_REQUEST", "Bad request");
+	respond(&r, &out);
+	free(out.body);
+	hs_log(HS_LOG_WARN, "gateway", "ambiguous request framing refused", HS_LS("why", why),
+	       HS_LS("peer", r.client_ip));
+	access_log(&r, 400, t0);
+	return 400;
+}
+
+/* The admission table of the running server, for accept() below (which
+ * has no context pointer). One gateway server per process. */
+static hs_gw_admit *g_admit;
+static pthread_mutex_t g_cut_mu = PTHREAD_MUTEX_INITIALIZER;
+static long long g_cut_logged_ms;
+
+static bool sockaddr_ip(const struct sockaddr *sa, char *ip, int *port)
+{
+	char buf[HS_IP_TEXT_MAX];
+	const void *a;
+	if (sa->sa_family == AF_INET) {
+		a = &((const struct sockaddr_in *)(const void *)sa)->sin_addr;
+		*port = ntohs(((const struct sockaddr_in *)(const void *)sa)->sin_port);
+	} else if (sa->sa_family == AF_INET6) {
+		a = &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr;
+		*port = ntohs(((const struct sockaddr_in6 *)(const void *)sa)->sin6_port);
+	} else {
+		return false;
+	}
+	return inet_ntop(sa->sa_family, a, buf, sizeof(buf)) != NULL &&
+	       hs_ip_canonical(buf, strlen(buf), ip, HS_IP_TEXT_MAX);
+}
+
+/* civetweb 1.15 takes every connection on its master thread with accept(2)
+ * and offers no hook before a worker has it (init_connection runs on the
+ * worker, without the address). This definition in the executable
+ * interposes the libc symbol for libcivetweb (the dynamic linker finds the
+ * executable's first): a connection over its address's limit is closed
+ * here, before it takes a worker or a queue slot; civetweb sees a failed
+ * accept and polls again. The real work is accept4(2). */
+int accept(int fd, struct sockaddr *addr, socklen_t *len)
+{
+	struct sockaddr_storage own;
+	socklen_t own_len = sizeof(own);
+	if (addr == NULL || len == NULL) {
+		addr = (struct sockaddr *)&own;
+		len = &own_len;
+	}
+	int c = accept4(fd, addr, len, 0);
+	hs_gw_admit *a = __atomic_load_n(&g_admit, __ATOMIC_ACQUIRE);
+	char ip[HS_IP_TEXT_MAX];
+	int port = 0;
+	if (c < 0 || a == NULL || !sockaddr_ip(addr, ip, &port) || hs_gw_admit_open(a, ip, port))
+		return c;
+	close(c);
+	pthread_mutex_lock(&g_cut_mu);
+	long long now = hs_clock_mono_ms();
+	bool log_it = now - g_cut_logged_ms >= 1000; /* at most one line a second */
+	if (log_it)
+		g_cut_logged_ms = now;
+	pthread_mutex_unlock(&g_cut_mu);
+	if (log_it)
+		hs_log(HS_LOG_WARN, "gateway", "connection over the per-client limit closed",
+		       HS_LS("peer", ip));
+	errno = ECONNABORTED;
+	return -1;
+}
+
+static void connection_close(const struct mg_connection *conn)
+{
+	const struct mg_request_info *ri = mg_get_request_info(conn);
+	hs_gw_admit *a = __atomic_load_n(&g_admit, __ATOMIC_ACQUIRE);
+	char ip[HS_IP_TEXT_MAX];
+	if (a != NULL && ri != NULL &&
+	    hs_ip_canonical(ri->remote_addr, strlen(ri->remote_addr), ip, sizeof(ip)))
+		hs_gw_admit_close(a, ip, ri->remote_port);
+}
+
 static int log_message(const struct mg_connection *conn, const char *message)
 {
 	hs_log(HS_LOG_WARN, "civetweb", "http server message", HS_LS("detail", message));
@@ -540,15 +737,26 @@ int hs_gw_server_start(hs_gw_server **out, const hs_gw_config *cfg, hs_client *c
 		return hs_error_set(err, HS_INTERNAL, "out of memory");
 	s->cfg = cfg;
 	s->client = client;
-	char threads[16];
+	/* open connections: at most one per worker plus civetweb's queue (its
+	 * master thread stops accepting while the queue is full) */
+	int rc = hs_gw_admit_new(&s->admit, (size_t)cfg->threads + CONNECTION_QUEUE + 8,
+				 cfg->max_connections_per_client, &cfg->proxies, err);
+	if (rc != HS_OK) {
+		free(s);
+		return rc;
+	}
+	pthread_mutex_init(&s->mu, NULL);
+	char threads[16], header_timeout[24];
 	snprintf(threads, sizeof(threads), "%ld", cfg->threads);
+	snprintf(header_timeout, sizeof(header_timeout), "%ld", cfg->header_timeout_ms);
 	const char *options[] = {
 		"listening_ports", cfg->listen,
 		"num_threads", threads,
 		"access_control_allow_origin", "", /* we answer OPTIONS ourselves */
 		"enable_keep_alive", "yes",
 		"keep_alive_timeout_ms", "5000",
-		"request_timeout_ms", "30000",
+		"request_timeout_ms", header_timeout,
+		"connection_queue", CONNECTION_QUEUE_STR,
 		"max_request_size", "16384", /* headers only */
 		"tcp_nodelay", "1",
 		"enable_auth_domain_check", "no",
@@ -558,10 +766,16 @@ int hs_gw_server_start(hs_gw_server **out, const hs_gw_config *cfg, hs_client *c
 	memset(&cb, 0, sizeof(cb));
 	cb.http_error = http_error;
 	cb.log_message = log_message;
+	cb.begin_request = begin_request;
+	cb.connection_close = connection_close;
 	mg_init_library(0);
+	__atomic_store_n(&g_admit, s->admit, __ATOMIC_RELEASE);
 	s->ctx = mg_start(&cb, s, options);
 	if (s->ctx == NULL) {
+		__atomic_store_n(&g_admit, NULL, __ATOMIC_RELEASE);
 		mg_exit_library();
+		pthread_mutex_destroy(&s->mu);
+		hs_gw_admit_free(s->admit);
 		free(s);
 		return hs_error_set(err, HS_UNAVAILABLE, "--listen %s: cannot listen (in use? bad address?)",
 				    cfg->listen);
@@ -580,5 +794,12 @@ void hs_gw_server_stop(hs_gw_server *s)
 		return;
 	mg_stop(s->ctx);
 	mg_exit_library();
+	__atomic_store_n(&g_admit, NULL, __ATOMIC_RELEASE);
+	hs_gw_admit_free(s->admit);
+	pthread_mutex_destroy(&s->mu);
+	if (s->key != NULL) {
+		explicit_bzero(s->key, s->key_len);
+		free(s->key);
+	}
 	free(s);
 }

@@ -1,6 +1,9 @@
-/* Input validation for the gateway: emails (validator.js isEmail-like, plus
- * express-validator's normalizeEmail), passwords, header values and the
- * refresh-token cookie. Pure functions; no civetweb, no gRPC. */
+/* Input validation for the gateway: passwords, header values and the
+ * refresh-token cookie. Emails are only checked for their shape here
+ * (common/email.h's hs_email_valid, the REST contract's isEmail): the
+ * gateway passes on what the user typed and harnessd normalises it, so
+ * there is one email rule, in one place. Pure functions; no civetweb, no
+ * gRPC. */
 #ifndef HS_GATEWAY_VALIDATE_H
 #define HS_GATEWAY_VALIDATE_H
 
@@ -11,16 +14,6 @@
 #define HS_GW_PASSWORD_MIN 6
 #define HS_GW_PASSWORD_MAX 1024
 #define HS_GW_TOKEN_MAX 4096
-
-/* Validates in (surrounding whitespace ignored) as an email address and
- * writes its normalised form to out (size outsz >= HS_GW_EMAIL_MAX + 1):
- * lower-cased; gmail.com/googlemail.com: dots and "+tag" removed from the
- * local part and the domain becomes gmail.com; outlook/hotmail/live/icloud/
- * me.com: "+tag" removed; yahoo/ymail/rocketmail: "-tag" removed. Accepts
- * dot-atom local parts (<= 64 bytes) @ a DNS name with >= 2 labels and an
- * alphabetic (or xn--) TLD of >= 2 chars; no quoted locals, no IP literals.
- * false = not an email (out unspecified). */
-bool hs_gw_email_normalize(const char *in, char *out, size_t outsz);
 
 /* >= 6 and <= 1024 characters (UTF-8 code points; invalid UTF-8 fails). */
 bool hs_gw_password_ok(const char *pw);

@@ -49,7 +49,10 @@ trap stop INT TERM
 
 build/server/harnessd --listen "$grpc_addr" --data-dir "$data" "${sandbox_args[@]}" &
 pids+=($!)
-build/gateway/harness-gateway --listen "$http_addr" --grpc-target "$grpc_addr" &
+# harnessd creates $data/gateway.key at start; the gateway signs the client
+# addresses it forwards with it (logins are throttled per client address).
+build/gateway/harness-gateway --listen "$http_addr" --grpc-target "$grpc_addr" \
+  --gateway-secret-file "$data/gateway.key" &
 pids+=($!)
 sleep 1
 cat <<MSG

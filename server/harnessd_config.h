@@ -40,6 +40,13 @@ typedef struct hs_config {
 	char jwt_audience[HS_CFG_STR];
 	int64_t access_token_ttl_s;
 	int64_t refresh_token_ttl_s;
+	char trusted_proxies[HS_CFG_STR];
+	char gateway_secret_file[HS_CFG_STR];
+	int64_t login_free_failures;
+	int64_t login_backoff_ms;
+	int64_t login_backoff_max_ms;
+	int64_t password_hash_concurrency;
+	int64_t password_hash_wait_ms;
 	/* sandboxes */
 	char sandbox_driver[16];
 	char firecracker_bin[HS_CFG_STR];

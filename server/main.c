@@ -97,6 +97,17 @@ static int start_auth(app *a, hs_error *err)
 	ac.bootstrap_admin = ac.backend == HS_AUTH_LOCAL;
 	ac.admin_email = getenv("HARNESS_ADMIN_EMAIL");
 	ac.admin_password = getenv("HARNESS_ADMIN_PASSWORD");
+	ac.trusted_proxies = c->trusted_proxies;
+	ac.gateway_secret_file = strcmp(c->gateway_secret_file, "none") == 0 ? ""
+				 : c->gateway_secret_file[0]		      ? c->gateway_secret_file
+									      : NULL;
+	ac.throttle.pair_free = (int)c->login_free_failures;
+	ac.throttle.base_delay_ms = (int)c->login_backoff_ms;
+	ac.throttle.max_delay_ms = (int)(c->login_backoff_max_ms > c->login_backoff_ms
+						 ? c->login_backoff_max_ms
+						 : c->login_backoff_ms);
+	ac.hash_concurrency = (unsigned)c->password_hash_concurrency;
+	ac.hash_wait_ms = c->password_hash_wait_ms > 0 ? (int)c->password_hash_wait_ms : -1;
 	return hs_auth_new(&a->auth, &ac, err);
 }
 

@@ -1,5 +1,5 @@
-/* harnessctl auth commands (login, refresh, logout, whoami, user create|get)
- * and the token cache: a small JSON file, $HARNESS_TOKEN_FILE or
+/* harnessctl auth commands (login, refresh, logout, whoami, user
+ * create|get|disable|delete) and the token cache: a small JSON file, $HARNESS_TOKEN_FILE or
  * ~/.config/harness/token, written atomically (temporary file in the same
  * directory, mode 0600 from creation, fsync, rename) so a crash never leaves
  * a half-written or world-readable token behind. */
@@ -154,7 +154,8 @@ int hs_ctl_token_refresh(hs_ctl *c, hs_ctl_token_cache *tc)
 	Harness__V1__RefreshRequest req = HARNESS__V1__REFRESH_REQUEST__INIT;
 	ProtobufCMessage *resp = NULL;
 	req.refresh_token = tc->refresh_token;
-	int rc = hs_ctl_call(c, &harness__v1__auth_service__descriptor, "Refresh", &req.base, &resp, 0, NULL);
+	int rc = hs_ctl_call(c, &harness__v1__auth_service__descriptor, "Refresh", &req.base, &resp,
+			     HS_CTL_AUTH_NONE, NULL);
 	if (rc != HS_CTL_EXIT_OK)
 		return rc;
 	cache_from(tc, c, (Harness__V1__AuthResponse *)resp);
@@ -263,7 +264,7 @@ static int run_login(hs_ctl *c, const hs_ctl_cmd *cmd, int argc, char **argv)
 	}
 	if ((rc = hs_ctl_args_message(c, cmd, m->input, &a, &req)) != 0)
 		goto done;
-	if ((rc = hs_ctl_call(c, cmd->svc, cmd->method, req, &resp, 0, NULL)) != 0)
+	if ((rc = hs_ctl_call(c, cmd->svc, cmd->method, req, &resp, HS_CTL_AUTH_NONE, NULL)) != 0)
 		goto done;
 	cache_from(&tc, c, (Harness__V1__AuthResponse *)resp);
 	if ((rc = store_or_fail(c, &tc)) == 0)
@@ -311,7 +312,8 @@ static int run_refresh_logout(hs_ctl *c, const hs_ctl_cmd *cmd, int argc, char *
 	}
 	if ((rc = hs_ctl_args_message(c, cmd, m->input, &a, &req)) != 0)
 		goto done;
-	if ((rc = hs_ctl_call(c, cmd->svc, cmd->method, req, &resp, logout ? 2 : 0, NULL)) != 0)
+	if ((rc = hs_ctl_call(c, cmd->svc, cmd->method, req, &resp,
+			      logout ? HS_CTL_AUTH_OPTIONAL : HS_CTL_AUTH_NONE, NULL)) != 0)
 		goto done;
 	if (logout) {
 		if (cached && unlink(path) != 0 && errno != ENOENT)
@@ -337,6 +339,7 @@ done:
 
 #define SVC (&harness__v1__auth_service__descriptor)
 #define USER_COLS "ID=id EMAIL=email NAME=name ROLE=role CREATED=created_at"
+#define USER_ADMIN_COLS "ID=id EMAIL=email NAME=name ROLE=role DISABLED=disabled CREATED=created_at"
 #define AUTH_COLS "USER=user.id EMAIL=user.email ROLE=user.role EXPIRES_IN=expires_in"
 
 const hs_ctl_cmd hs_ctl_auth_cmds[] = {
@@ -357,6 +360,13 @@ const hs_ctl_cmd hs_ctl_auth_cmds[] = {
 	  "  harnessctl user create --email bob@example.com --password s3cret-pw --role user\n", NULL, USER_COLS, 0,
 	  NULL, { { 0 } } },
 	{ "user", "get", SVC, "GetUser", { "id" }, "Show one user by id.",
-	  "  harnessctl user get user-123\n", NULL, USER_COLS, HS_CTL_DETAIL, NULL, { { 0 } } },
+	  "  harnessctl user get user-123\n", NULL, USER_ADMIN_COLS, HS_CTL_DETAIL, NULL, { { 0 } } },
+	{ "user", "disable", SVC, "DisableUser", { "id" }, "Disable a user (admins, local auth backend): "
+	  "no more logins; its tokens stop working at once.",
+	  "  harnessctl user disable usr_0123456789abcdef\n", NULL, USER_ADMIN_COLS, HS_CTL_DETAIL, NULL,
+	  { { 0 } } },
+	{ "user", "delete", SVC, "DeleteUser", { "id" }, "Delete a user (admins, local auth backend); its "
+	  "tokens stop working at once. What it owns is kept.",
+	  "  harnessctl user delete usr_0123456789abcdef\n", NULL, NULL, 0, NULL, { { 0 } } },
 	{ 0 },
 };

@@ -196,7 +196,7 @@ int hs_ctl_report_status(const hs_ctl *c, const char *what, int rc, const hs_cli
 	if (code == 14)
 		fprintf(stderr, "%s: is harnessd running at %s? (--server or HARNESS_SERVER)\n", c->prog,
 			c->server);
-	else if (code == 16 && c->token == NULL)
+	else if (code == 16 && c->token == NULL && c->token_required)
 		fprintf(stderr, "%s: no access token: run '%s login', or pass --token / HARNESS_TOKEN\n",
 			c->prog, c->prog);
 	return hs_ctl_exit_code(code);
@@ -204,9 +204,9 @@ int hs_ctl_report_status(const hs_ctl *c, const char *what, int rc, const hs_cli
 
 /* ---- calls ------------------------------------------------------------- */
 
-static size_t auth_md(hs_ctl *c, int auth, hs_client_md *md, char *buf, size_t n)
+static size_t auth_md(hs_ctl *c, hs_ctl_auth auth, hs_client_md *md, char *buf, size_t n)
 {
-	const char *tok = auth ? hs_ctl_token(c) : NULL;
+	const char *tok = auth != HS_CTL_AUTH_NONE ? hs_ctl_token(c) : NULL;
 	if (tok == NULL)
 		return 0;
 	snprintf(buf, n, "Bearer %s", tok);
@@ -215,8 +215,9 @@ static size_t auth_md(hs_ctl *c, int auth, hs_client_md *md, char *buf, size_t n
 	return 1;
 }
 
-int hs_ctl_call(hs_ctl *c, const ProtobufCServiceDescriptor *svc, const char *method, const ProtobufCMessage *req,
-	     ProtobufCMessage **resp, int auth, hs_client_status *st)
+int hs_ctl_call(hs_ctl *c, const ProtobufCServiceDescriptor *svc, const char *method,
+		const ProtobufCMessage *req, ProtobufCMessage **resp, hs_ctl_auth auth,
+		hs_client_status *st)
 {
 	hs_client_status local;
 	hs_client_md md[1];
@@ -230,6 +231,7 @@ int hs_ctl_call(hs_ctl *c, const ProtobufCServiceDescriptor *svc, const char *me
 	if (cl == NULL)
 		return HS_CTL_EXIT_USAGE;
 	size_t n_md = auth_md(c, auth, md, bearer, sizeof(bearer));
+	c->token_required = auth == HS_CTL_AUTH_REQUIRED;
 	int64_t deadline = c->timeout_set ? (int64_t)(c->timeout_s * 1000) : 0;
 	int rc = hs_client_unary(cl, path, req, m->output, resp, md, n_md, deadline, st);
 	if (rc != HS_OK)
@@ -252,8 +254,10 @@ int hs_ctl_stream(hs_ctl *c, const ProtobufCServiceDescriptor *svc, const char *
 	if (cl == NULL)
 		return HS_CTL_EXIT_USAGE;
 	/* The grpc.health.v1 service takes no token; ours all do. */
-	int auth = strncmp(svc->name, "grpc.", 5) != 0;
+	hs_ctl_auth auth = strncmp(svc->name, "grpc.", 5) != 0 ? HS_CTL_AUTH_REQUIRED
+							       : HS_CTL_AUTH_NONE;
 	size_t n_md = auth_md(c, auth, md, bearer, sizeof(bearer));
+	c->token_required = auth == HS_CTL_AUTH_REQUIRED;
 	int64_t deadline = c->timeout_set ? (int64_t)(c->timeout_s * 1000) : -1;
 	int rc = hs_client_stream_start(out, cl, path, req, m->output, md, n_md, deadline, st);
 	if (rc != HS_OK)
@@ -261,11 +265,11 @@ int hs_ctl_stream(hs_ctl *c, const ProtobufCServiceDescriptor *svc, const char *
 	return HS_CTL_EXIT_OK;
 }
 
-static int auth_mode(const hs_ctl_cmd *cmd)
+static hs_ctl_auth auth_mode(const hs_ctl_cmd *cmd)
 {
 	if (cmd->flags & HS_CTL_NOAUTH)
-		return 0;
-	return (cmd->flags & HS_CTL_OPT_AUTH) ? 2 : 1;
+		return HS_CTL_AUTH_NONE;
+	return (cmd->flags & HS_CTL_OPT_AUTH) ? HS_CTL_AUTH_OPTIONAL : HS_CTL_AUTH_REQUIRED;
 }
 
 int hs_ctl_run_generic(hs_ctl *c, const hs_ctl_cmd *cmd, int argc, char **argv)

@@ -40,6 +40,7 @@ typedef struct hs_ctl {
 	hs_client *client; /* lazily created by hs_ctl_client() */
 	char *token;       /* resolved access token (malloc'd) or NULL */
 	bool token_resolved;
+	bool token_required; /* the failing call needed one: hint at login */
 } hs_ctl;
 
 struct hs_ctl_cmd;
@@ -129,11 +130,22 @@ const char *hs_ctl_token(hs_ctl *c);
 /* Method descriptor by name (abort()s on a typo: a programming error). */
 const ProtobufCMethodDescriptor *hs_ctl_method(const ProtobufCServiceDescriptor *svc, const char *name);
 
-/* Unary call of svc/method. auth: 0 none, 1 required, 2 if available.
- * On failure prints "harnessctl: <svc>/<method>: CODE: details" and returns
- * the exit code; st (may be NULL) gets the status. */
+/* Whether a call sends the access token. */
+typedef enum hs_ctl_auth {
+	HS_CTL_AUTH_NONE = 0,     /* never (Login, Refresh, grpc.health) */
+	HS_CTL_AUTH_REQUIRED = 1, /* the token if there is one; an UNAUTHENTICATED
+				   * answer without one adds "run login" */
+	HS_CTL_AUTH_OPTIONAL = 2, /* the token if there is one, and its absence is
+				   * never the problem (Logout): no hint */
+} hs_ctl_auth;
+
+/* Unary call of svc/method. On failure prints "harnessctl: <svc>/<method>:
+ * CODE: details" (plus the login hint, see hs_ctl_auth) and returns the
+ * exit code; st (may be NULL) gets the status. The call is made even
+ * without a token, so a server that is down is reported as such. */
 int hs_ctl_call(hs_ctl *c, const ProtobufCServiceDescriptor *svc, const char *method,
-	     const ProtobufCMessage *req, ProtobufCMessage **resp, int auth, hs_client_status *st);
+		const ProtobufCMessage *req, ProtobufCMessage **resp, hs_ctl_auth auth,
+		hs_client_status *st);
 
 /* Starts a server stream the same way (no deadline unless --timeout). */
 int hs_ctl_stream(hs_ctl *c, const ProtobufCServiceDescriptor *svc, const char *method,

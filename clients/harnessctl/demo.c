@@ -85,7 +85,7 @@ static double now_s(void)
 /* Calls svc/method with a request given as JSON (steals j). Reports
  * UNIMPLEMENTED as a missing service. */
 static int call(demo *d, const ProtobufCServiceDescriptor *svc, const char *method, json_t *j,
-		ProtobufCMessage **resp, int auth)
+		ProtobufCMessage **resp, hs_ctl_auth auth)
 {
 	const ProtobufCMethodDescriptor *m = hs_ctl_method(svc, method);
 	ProtobufCMessage *req = NULL;
@@ -170,7 +170,7 @@ static int heartbeat(demo *d, Harness__V1__HeartbeatResponse **out)
 	ProtobufCMessage *r = NULL;
 	int rc = call(d, HLTH, "Heartbeat", json_pack("{s:s, s:I, s:I}", "task_id", d->task, "current_step",
 						      (json_int_t)d->done, "total_steps", (json_int_t)TOTAL),
-		      &r, 1);
+		      &r, HS_CTL_AUTH_REQUIRED);
 	if (rc == 0 && out != NULL)
 		*out = (Harness__V1__HeartbeatResponse *)r;
 	else
@@ -185,7 +185,7 @@ static int checkpoint(demo *d, int64_t step, const char *desc)
 		      json_pack("{s:s, s:I, s:s, s:{s:I, s:s}}", "task_id", d->task, "step", (json_int_t)step,
 				"description", desc, "external_state", "step", (json_int_t)step, "agent",
 				"harnessctl demo"),
-		      &r, 1);
+		      &r, HS_CTL_AUTH_REQUIRED);
 	if (rc != 0)
 		return rc;
 	Harness__V1__CreateCheckpointResponse *cr = (Harness__V1__CreateCheckpointResponse *)r;
@@ -204,7 +204,8 @@ static int checkpoint(demo *d, int64_t step, const char *desc)
 static int new_step(demo *d, int64_t *out, bool show, bool *consistent)
 {
 	ProtobufCMessage *r = NULL;
-	int rc = call(d, CKPT, "VerifyConsistency", json_pack("{s:s}", "task_id", d->task), &r, 1);
+	int rc = call(d, CKPT, "VerifyConsistency", json_pack("{s:s}", "task_id", d->task), &r,
+		      HS_CTL_AUTH_REQUIRED);
 	if (rc != 0)
 		return rc;
 	Harness__V1__VerifyConsistencyResponse *v = (Harness__V1__VerifyConsistencyResponse *)r;
@@ -232,7 +233,8 @@ static int new_step(demo *d, int64_t *out, bool show, bool *consistent)
 static int sandbox_state(demo *d, int *state, char *why, size_t n)
 {
 	ProtobufCMessage *r = NULL;
-	int rc = call(d, SBX, "GetSandbox", json_pack("{s:s}", "sandbox_id", d->sandbox), &r, 1);
+	int rc = call(d, SBX, "GetSandbox", json_pack("{s:s}", "sandbox_id", d->sandbox), &r,
+		      HS_CTL_AUTH_REQUIRED);
 	if (rc != 0)
 		return rc;
 	Harness__V1__Sandbox *s = (Harness__V1__Sandbox *)r;
@@ -252,7 +254,8 @@ static int login(demo *d, const char *email, const char *password)
 {
 	ProtobufCMessage *r = NULL;
 	if (email != NULL && password != NULL) {
-		int rc = call(d, AUTH, "Login", json_pack("{s:s, s:s}", "email", email, "password", password), &r, 0);
+		int rc = call(d, AUTH, "Login", json_pack("{s:s, s:s}", "email", email, "password", password),
+			      &r, HS_CTL_AUTH_NONE);
 		if (rc != 0)
 			return rc;
 		Harness__V1__AuthResponse *a = (Harness__V1__AuthResponse *)r;
@@ -268,7 +271,7 @@ static int login(demo *d, const char *email, const char *password)
 				"HARNESS_ADMIN_PASSWORD, or log in first ('harnessctl login')\n");
 		return HS_CTL_EXIT_AUTH;
 	}
-	int rc = call(d, AUTH, "WhoAmI", json_object(), &r, 1);
+	int rc = call(d, AUTH, "WhoAmI", json_object(), &r, HS_CTL_AUTH_REQUIRED);
 	if (rc != 0)
 		return rc;
 	Harness__V1__User *u = (Harness__V1__User *)r;
@@ -451,13 +454,13 @@ static void cleanup(demo *d, bool keep)
 	}
 	if (d->registered && !d->completed &&
 	    call(d, HLTH, "CancelTask", json_pack("{s:s, s:s}", "task_id", d->task, "reason", "demo aborted"), &r,
-		 1) == 0)
+		 HS_CTL_AUTH_REQUIRED) == 0)
 		say(d, "task %s cancelled", d->task);
 	drop(r);
 	r = NULL;
 	if (d->sandbox[0] &&
 	    call(d, SBX, "DestroySandbox", json_pack("{s:s, s:i}", "sandbox_id", d->sandbox, "grace_period_ms", 1000),
-		 &r, 1) == 0)
+		 &r, HS_CTL_AUTH_REQUIRED) == 0)
 		say(d, "sandbox %s destroyed", d->sandbox);
 	drop(r);
 }
@@ -500,7 +503,7 @@ int hs_ctl_demo(hs_ctl *c, const hs_ctl_cmd *cmd, int argc, char **argv)
 	rc = call(&d, SBX, "CreateSandbox",
 		  json_pack("{s:s, s:s, s:[s,s,s], s:{s:s}, s:I}", "driver", "bwrap", "task_id", d.task, "entrypoint",
 			    "sh", "-c", SCRIPT, "labels", "app", "harnessctl-demo", "ttl_seconds", (json_int_t)600),
-		  &r, 1);
+		  &r, HS_CTL_AUTH_REQUIRED);
 	if (rc != 0)
 		goto done;
 	snprintf(d.sandbox, sizeof(d.sandbox), "%s", ((Harness__V1__Sandbox *)r)->sandbox_id);
@@ -512,14 +515,15 @@ int hs_ctl_demo(hs_ctl *c, const hs_ctl_cmd *cmd, int argc, char **argv)
 			    "heartbeat_interval_ms", (json_int_t)(hb_timeout / 3), "heartbeat_timeout_ms",
 			    (json_int_t)hb_timeout, "recovery_policy", "max_attempts", 3, "initial_backoff_ms",
 			    (json_int_t)200),
-		  &r, 1);
+		  &r, HS_CTL_AUTH_REQUIRED);
 	if (rc != 0)
 		goto done;
 	d.registered = true;
 	say(&d, "task %s registered: %d steps, heartbeat timeout %ld ms", d.task, TOTAL, hb_timeout);
 	drop(r);
 	r = NULL;
-	rc = call(&d, SBX, "StartSandbox", json_pack("{s:s}", "sandbox_id", d.sandbox), &r, 1);
+	rc = call(&d, SBX, "StartSandbox", json_pack("{s:s}", "sandbox_id", d.sandbox), &r,
+		  HS_CTL_AUTH_REQUIRED);
 	if (rc != 0)
 		goto done;
 	say(&d, "sandbox %s %s (pid %d), workspace %s", d.sandbox,
@@ -544,7 +548,7 @@ int hs_ctl_demo(hs_ctl *c, const hs_ctl_cmd *cmd, int argc, char **argv)
 	if ((rc = watch_recovery(&d, &recovered, &resume_step, cp, sizeof(cp))) != 0)
 		goto done;
 	rc = call(&d, CKPT, "VerifyConsistency", json_pack("{s:s, s:s}", "task_id", d.task, "checkpoint_id", cp), &r,
-		  1);
+		  HS_CTL_AUTH_REQUIRED);
 	if (rc != 0)
 		goto done;
 	consistent = ((Harness__V1__VerifyConsistencyResponse *)r)->consistent;
@@ -558,7 +562,8 @@ int hs_ctl_demo(hs_ctl *c, const hs_ctl_cmd *cmd, int argc, char **argv)
 	}
 	say(&d, "VerifyConsistency: workspace matches checkpoint %s exactly (step4.partial is gone)", cp);
 	if (call(&d, HLTH, "CompleteTask",
-		 json_pack("{s:s, s:b, s:s}", "task_id", d.task, "success", 1, "message", "demo finished"), &r, 1) == 0) {
+		 json_pack("{s:s, s:b, s:s}", "task_id", d.task, "success", 1, "message", "demo finished"), &r,
+		 HS_CTL_AUTH_REQUIRED) == 0) {
 		d.completed = true;
 		say(&d, "task %s completed", d.task);
 	}

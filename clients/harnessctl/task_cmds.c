@@ -22,7 +22,7 @@ static int run_health_check(hs_ctl *c, const hs_ctl_cmd *cmd, int argc, char **a
 	int rc = hs_ctl_request(c, cmd, argc, argv, &req);
 	if (rc != HS_CTL_EXIT_OK || req == NULL)
 		return rc;
-	rc = hs_ctl_call(c, cmd->svc, cmd->method, req, &resp, 0, NULL);
+	rc = hs_ctl_call(c, cmd->svc, cmd->method, req, &resp, HS_CTL_AUTH_NONE, NULL);
 	if (rc == HS_CTL_EXIT_OK) {
 		rc = hs_ctl_print(c, cmd, resp);
 		if (rc == HS_CTL_EXIT_OK && ((Grpc__Health__V1__HealthCheckResponse *)resp)->status !=

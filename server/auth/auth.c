@@ -1,16 +1,30 @@
-/* The auth facade: configuration checks, key loading, throttling in front of
- * login, and dispatch to the local or upstream backend. */
+/* The auth facade: configuration checks, key loading, the client address
+ * rule, throttling in front of login, the revocation set behind token
+ * verification, and dispatch to the local or upstream backend.
+ *
+ * A background thread picks up revocations other processes wrote to the
+ * store (every revocation_refresh_ms); this process's own revocations are
+ * in memory before the call that made them returns. */
 #include "auth.h"
 
+#include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <sodium.h>
 
+#include "clock.h"
+#include "email.h"
+#include "gateway_auth.h"
 #include "local.h"
 #include "log.h"
 #include "password.h"
+#include "secret_file.h"
 #include "upstream.h"
+
+#define REVOCATION_REFRESH_DEFAULT_MS 2000
 
 struct hs_auth {
 	hs_auth_backend backend;
@@ -19,6 +33,16 @@ struct hs_auth {
 	hs_throttle *throttle;
 	hs_auth_upstream *up;
 	hs_auth_local *local;
+	hs_revocations *revocations;
+	hs_cidr_list trusted;
+	char *gw_key; /* gateway key, NULL = none */
+	size_t gw_key_len;
+	/* revocation refresher */
+	pthread_t refresher;
+	bool refresher_started, stopping;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int refresh_ms;
 };
 
 hs_auth_backend hs_auth_backend_of(const hs_auth *auth) { return auth->backend; }
@@ -28,10 +52,24 @@ void hs_auth_free(hs_auth *a)
 {
 	if (a == NULL)
 		return;
+	if (a->refresher_started) {
+		pthread_mutex_lock(&a->mu);
+		a->stopping = true;
+		pthread_cond_signal(&a->cv);
+		pthread_mutex_unlock(&a->mu);
+		pthread_join(a->refresher, NULL);
+	}
+	pthread_cond_destroy(&a->cv);
+	pthread_mutex_destroy(&a->mu);
 	hs_auth_local_free(a->local);
 	hs_auth_upstream_free(a->up);
+	hs_revocations_free(a->revocations);
 	hs_throttle_free(a->throttle);
 	hs_jwt_key_free(a->key);
+	if (a->gw_key != NULL) {
+		sodium_memzero(a->gw_key, a->gw_key_len);
+		free(a->gw_key);
+	}
 	free(a->issuer);
 	free(a->audience);
 	free(a);
@@ -68,6 +106,62 @@ static int load_key(hs_auth *a, const hs_auth_config *cfg, hs_error *err)
 	return rc;
 }
 
+/* The gateway key: the configured file, else <data_dir>/gateway.key
+ * (created group-readable, so a gateway running under another uid of the
+ * same group can read it); "" = none. */
+static int load_gateway_key(hs_auth *a, const hs_auth_config *cfg, hs_error *err)
+{
+	char path[4096];
+	hs_secret_file_opts o = { true, 0640, 007 };
+	const char *p = cfg->gateway_secret_file;
+	if (p != NULL && p[0] == '\0')
+		return HS_OK;
+	if (p == NULL) {
+		if (cfg->data_dir == NULL || cfg->data_dir[0] == '\0')
+			return HS_OK;
+		if (mkdir(cfg->data_dir, 0700) != 0 && errno != EEXIST)
+			return hs_error_set(err, HS_UNAVAILABLE, "%s: cannot create: %s",
+					    cfg->data_dir, strerror(errno));
+		if ((size_t)snprintf(path, sizeof(path), "%s/%s", cfg->data_dir,
+				     HS_GATEWAY_KEY_FILE) >= sizeof(path))
+			return hs_error_set(err, HS_INVALID, "data dir: path too long");
+		p = path;
+	}
+	return hs_secret_file_load(p, &o, &a->gw_key, &a->gw_key_len, err);
+}
+
+static void *refresher_main(void *arg)
+{
+	hs_auth *a = arg;
+	pthread_mutex_lock(&a->mu);
+	while (!a->stopping) {
+		struct timespec until = hs_clock_deadline(CLOCK_MONOTONIC, a->refresh_ms);
+		while (!a->stopping && pthread_cond_timedwait(&a->cv, &a->mu, &until) == 0)
+			;
+		if (a->stopping)
+			break;
+		pthread_mutex_unlock(&a->mu);
+		hs_error e = { 0 };
+		if (hs_revocations_refresh(a->revocations, &e) != HS_OK)
+			hs_log(HS_LOG_WARN, "auth", "revocation refresh failed", HS_LS("error", e.msg));
+		pthread_mutex_lock(&a->mu);
+	}
+	pthread_mutex_unlock(&a->mu);
+	return NULL;
+}
+
+static int start_refresher(hs_auth *a, const hs_auth_config *cfg, hs_error *err)
+{
+	if (cfg->store == NULL || cfg->revocation_refresh_ms < 0)
+		return HS_OK;
+	a->refresh_ms = cfg->revocation_refresh_ms ? cfg->revocation_refresh_ms
+						   : REVOCATION_REFRESH_DEFAULT_MS;
+	if (pthread_create(&a->refresher, NULL, refresher_main, a) != 0)
+		return hs_error_set(err, HS_INTERNAL, "auth: cannot start the revocation thread");
+	a->refresher_started = true;
+	return HS_OK;
+}
+
 int hs_auth_new(hs_auth **out, const hs_auth_config *cfg, hs_error *err)
 {
 	hs_auth *a;
@@ -79,16 +173,33 @@ int hs_auth_new(hs_auth **out, const hs_auth_config *cfg, hs_error *err)
 		return hs_error_set(err, HS_INVALID, "auth: the local backend needs the store");
 	if ((rc = hs_password_init(err)) != HS_OK)
 		return rc;
+	if (cfg->hash_concurrency != 0 || cfg->hash_wait_ms != 0) {
+		int wait = cfg->hash_wait_ms > 0   ? cfg->hash_wait_ms
+			   : cfg->hash_wait_ms < 0 ? 0
+						   : HS_PASSWORD_GATE_WAIT_DEFAULT_MS;
+		unsigned max = cfg->hash_concurrency ? cfg->hash_concurrency : HS_PASSWORD_GATE_DEFAULT;
+		if ((rc = hs_password_gate_config(max, wait, err)) != HS_OK)
+			return rc;
+	}
 	if ((a = calloc(1, sizeof(*a))) == NULL)
 		return hs_error_set(err, HS_INTERNAL, "auth: out of memory");
+	pthread_mutex_init(&a->mu, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&a->cv, &ca);
+	pthread_condattr_destroy(&ca);
 	a->backend = cfg->backend;
 	if ((cfg->jwt_issuer && (a->issuer = strdup(cfg->jwt_issuer)) == NULL) ||
 	    (cfg->jwt_audience && (a->audience = strdup(cfg->jwt_audience)) == NULL)) {
 		rc = hs_error_set(err, HS_INTERNAL, "auth: out of memory");
 		goto fail;
 	}
-	if ((rc = load_key(a, cfg, err)) != HS_OK ||
-	    (rc = hs_throttle_new(&a->throttle, &cfg->throttle, err)) != HS_OK)
+	if ((rc = hs_cidr_list_parse(&a->trusted, cfg->trusted_proxies, "trusted proxies", err)) !=
+		    HS_OK ||
+	    (rc = load_key(a, cfg, err)) != HS_OK || (rc = load_gateway_key(a, cfg, err)) != HS_OK ||
+	    (rc = hs_throttle_new(&a->throttle, &cfg->throttle, err)) != HS_OK ||
+	    (rc = hs_revocations_new(&a->revocations, cfg->store, err)) != HS_OK)
 		goto fail;
 	if (cfg->backend == HS_AUTH_UPSTREAM) {
 		hs_auth_upstream_config uc = HS_AUTH_UPSTREAM_CONFIG_INIT;
@@ -98,8 +209,9 @@ int hs_auth_new(hs_auth **out, const hs_auth_config *cfg, hs_error *err)
 		if ((rc = hs_auth_upstream_new(&a->up, &uc, err)) != HS_OK)
 			goto fail;
 	} else {
-		hs_auth_local_config lc = { cfg->store, a->key, cfg->jwt_issuer, cfg->jwt_audience,
-					    cfg->access_ttl_s, cfg->refresh_ttl_s };
+		hs_auth_local_config lc = { cfg->store,	       a->key,		   cfg->jwt_issuer,
+					    cfg->jwt_audience, cfg->access_ttl_s,  cfg->refresh_ttl_s,
+					    a->revocations };
 		if ((rc = hs_auth_local_new(&a->local, &lc, err)) != HS_OK)
 			goto fail;
 		if (cfg->bootstrap_admin &&
@@ -108,6 +220,8 @@ int hs_auth_new(hs_auth **out, const hs_auth_config *cfg, hs_error *err)
 							NULL, err)) != HS_OK)
 			goto fail;
 	}
+	if ((rc = start_refresher(a, cfg, err)) != HS_OK)
+		goto fail;
 	*out = a;
 	return HS_OK;
 fail:
@@ -115,22 +229,54 @@ fail:
 	return rc;
 }
 
-int hs_auth_login(hs_auth *a, const char *email, const char *password, const char *peer,
+/* ---- client address ---- */
+
+void hs_auth_client_address(hs_auth *a, const char *peer, const char *xff,
+			    const char *gateway_auth, char *out, size_t cap)
+{
+	char ip[HS_IP_TEXT_MAX];
+	bool has_ip = hs_grpc_peer_ip(peer, ip, sizeof(ip));
+	if (xff != NULL && gateway_auth != NULL && a->gw_key != NULL &&
+	    hs_gateway_auth_verify(a->gw_key, a->gw_key_len, xff, gateway_auth,
+				   hs_clock_wall_ms() / 1000) &&
+	    hs_ip_canonical(xff, strlen(xff), out, cap))
+		return;
+	if (!has_ip) {
+		snprintf(out, cap, "local");
+		return;
+	}
+	hs_client_address(&a->trusted, ip, xff, out, cap);
+}
+
+/* ---- login, tokens ---- */
+
+int hs_auth_login(hs_auth *a, const char *email, const char *password, const char *address,
 		  int timeout_ms, hs_auth_result *out, hs_error *err)
 {
+	char norm[HS_EMAIL_MAX + 1];
 	int rc;
-	if ((rc = hs_throttle_check(a->throttle, email, peer, 0, err)) != HS_OK) {
-		hs_log(HS_LOG_WARN, "auth", "login throttled", HS_LS("peer", peer ? peer : ""));
+	if (email == NULL || email[0] == '\0')
+		return hs_error_set(err, HS_INVALID, "email: required");
+	if (!hs_email_normalize(email, norm, sizeof(norm)))
+		return hs_error_set(err, HS_INVALID, "email: must be an email address");
+	if (password == NULL || password[0] == '\0')
+		return hs_error_set(err, HS_INVALID, "password: required");
+	if (strlen(password) > HS_PASSWORD_MAX_LEN)
+		return hs_error_set(err, HS_INVALID, "password: longer than %d characters",
+				    HS_PASSWORD_MAX_LEN);
+	if ((rc = hs_throttle_check(a->throttle, norm, address, 0, NULL, err)) != HS_OK) {
+		hs_log(HS_LOG_WARN, "auth", "login throttled",
+		       HS_LS("peer", address ? address : ""));
 		return rc;
 	}
 	if (a->backend == HS_AUTH_LOCAL)
 		rc = hs_auth_local_login(a->local, email, password, out, err);
 	else
-		rc = hs_auth_upstream_login(a->up, email, password, timeout_ms, out, err);
+		rc = hs_auth_upstream_login(a->up, norm, password, timeout_ms, out, err);
 	if (rc == HS_OK)
-		hs_throttle_success(a->throttle, email, peer);
+		hs_throttle_success(a->throttle, norm, address);
 	else if (rc == HS_UNAUTH || rc == HS_NOT_FOUND)
-		hs_throttle_failure(a->throttle, email, peer, 0);
+		hs_throttle_failure(a->throttle, norm, address, 0);
 	return rc;
 }
 
@@ -142,12 +288,34 @@ int hs_auth_refresh(hs_auth *a, const char *refresh_token, int timeout_ms, hs_au
 	return hs_auth_upstream_refresh(a->up, refresh_token, timeout_ms, out, err);
 }
 
-int hs_auth_logout(hs_auth *a, const char *refresh_token, int timeout_ms, hs_error *err)
+/* Revokes a presented access token by its jti, unless its session is
+ * revoked as a whole anyway (local). Bad tokens are ignored. */
+static int revoke_access_token(hs_auth *a, const char *token, hs_error *err)
 {
+	hs_jwt_verify_opts o = HS_JWT_VERIFY_OPTS_INIT;
+	hs_jwt_claims c = { 0 };
+	int rc = HS_OK;
+	o.iss = a->issuer;
+	o.aud = a->audience;
+	if (token == NULL || hs_jwt_verify(a->key, token, &o, &c, NULL) != HS_OK)
+		return HS_OK;
+	if (c.jti != NULL && !(a->backend == HS_AUTH_LOCAL && c.sid != NULL))
+		rc = hs_revocations_add(a->revocations, HS_REVOKE_TOKEN, c.jti, hs_clock_wall_ms(),
+					(c.exp + HS_JWT_DEFAULT_LEEWAY + 1) * 1000LL, err);
+	hs_jwt_claims_dispose(&c);
+	return rc;
+}
+
+int hs_auth_logout(hs_auth *a, const char *refresh_token, const char *access_token,
+		   int timeout_ms, hs_error *err)
+{
+	int rc = HS_OK;
 	(void)timeout_ms;
-	if (a->backend == HS_AUTH_LOCAL)
-		return hs_auth_local_logout(a->local, refresh_token, err);
-	return HS_OK;
+	if (a->backend == HS_AUTH_LOCAL && refresh_token != NULL && refresh_token[0] != '\0')
+		rc = hs_auth_local_logout(a->local, refresh_token, err);
+	if (rc == HS_OK)
+		rc = revoke_access_token(a, access_token, err);
+	return rc;
 }
 
 int hs_auth_get_user(hs_auth *a, const char *id, int timeout_ms, hs_auth_user *out,
@@ -156,6 +324,51 @@ int hs_auth_get_user(hs_auth *a, const char *id, int timeout_ms, hs_auth_user *o
 	if (a->backend == HS_AUTH_LOCAL)
 		return hs_auth_local_get_user(a->local, id, out, err);
 	return hs_auth_upstream_get_user(a->up, id, timeout_ms, out, err);
+}
+
+/* ---- user management ---- */
+
+static int local_only(hs_auth *a, hs_error *err)
+{
+	if (a->backend != HS_AUTH_LOCAL)
+		return hs_error_set(err, HS_CONFLICT,
+				    "users live in the user service (auth backend upstream)");
+	return HS_OK;
+}
+
+static int not_self(const char *id, const char *actor_id, const char *verb, hs_error *err)
+{
+	if (id == NULL || id[0] == '\0')
+		return hs_error_set(err, HS_INVALID, "id: required");
+	if (actor_id != NULL && strcmp(id, actor_id) == 0)
+		return hs_error_set(err, HS_CONFLICT, "id: an admin cannot %s itself", verb);
+	return HS_OK;
+}
+
+int hs_auth_create_user(hs_auth *a, const char *email, const char *name, const char *role,
+			const char *password, hs_auth_user *out, hs_error *err)
+{
+	int rc = local_only(a, err);
+	return rc != HS_OK ? rc
+			   : hs_auth_local_create_user(a->local, email, name, role, password, out,
+						       err);
+}
+
+int hs_auth_disable_user(hs_auth *a, const char *id, const char *actor_id, hs_auth_user *out,
+			 hs_error *err)
+{
+	int rc;
+	if ((rc = local_only(a, err)) != HS_OK || (rc = not_self(id, actor_id, "disable", err)) != HS_OK)
+		return rc;
+	return hs_auth_local_disable_user(a->local, id, out, err);
+}
+
+int hs_auth_delete_user(hs_auth *a, const char *id, const char *actor_id, hs_error *err)
+{
+	int rc;
+	if ((rc = local_only(a, err)) != HS_OK || (rc = not_self(id, actor_id, "delete", err)) != HS_OK)
+		return rc;
+	return hs_auth_local_delete_user(a->local, id, err);
 }
 
 int hs_auth_verify_access_token(hs_auth *a, const char *token, hs_jwt_claims *out,
@@ -168,6 +381,10 @@ int hs_auth_verify_access_token(hs_auth *a, const char *token, hs_jwt_claims *ou
 	o.aud = a->audience;
 	if ((rc = hs_jwt_verify(a->key, token, &o, &c, err)) != HS_OK)
 		return rc;
+	if (hs_revocations_refuses(a->revocations, c.sub, c.sid, c.jti, c.iat, 0)) {
+		hs_jwt_claims_dispose(&c);
+		return hs_error_set(err, HS_UNAUTH, "token revoked");
+	}
 	if (c.role == NULL && (c.role = strdup("user")) == NULL) {
 		hs_jwt_claims_dispose(&c);
 		return hs_error_set(err, HS_INTERNAL, "auth: out of memory");

@@ -1,6 +1,9 @@
 /* The auth module as the AuthService and the RPC interceptor use it: login,
- * refresh, logout, user lookup and access token verification over one of two
- * backends, with login throttling in front of either.
+ * refresh, logout, user management and access token verification over one
+ * of two backends, with login throttling in front of either, a revocation
+ * check behind every token verification, and the rule for which client
+ * address a login counts against (trusted proxies, the gateway's
+ * signature: common/netaddr.h, common/gateway_auth.h).
  *
  *   local    (default) users and refresh tokens in the store, HS256 access
  *            tokens signed with jwt_secret or <data_dir>/jwt.key.
@@ -18,6 +21,8 @@
 #include "error.h"
 #include "jwt.h"
 #include "local.h"
+#include "netaddr.h"
+#include "revoke.h"
 #include "store.h"
 #include "throttle.h"
 #include "user.h"
@@ -52,11 +57,24 @@ typedef struct hs_auth_config {
 	FILE *admin_notice;              /* where a generated password is printed; NULL = stderr */
 	/* login throttling */
 	hs_throttle_config throttle;
+	/* client addresses: x-forwarded-for is believed from peers in
+	 * trusted_proxies (CIDR list, NULL/"" = none) and from the gateway,
+	 * recognised by its signature with the key in gateway_secret_file
+	 * (NULL = <data_dir>/gateway.key, created 0640 when missing; "" = no
+	 * gateway key: only trusted_proxies count) */
+	const char *trusted_proxies;
+	const char *gateway_secret_file;
+	/* the hash gate (password.h): 0 = defaults; hash_wait_ms < 0 = no wait */
+	unsigned hash_concurrency;
+	int hash_wait_ms;
+	/* how often revocations written by other processes are picked up;
+	 * 0 = 2000 ms, < 0 = never (tests) */
+	int revocation_refresh_ms;
 } hs_auth_config;
 
 #define HS_AUTH_CONFIG_INIT                                                          \
 	{ HS_AUTH_LOCAL, NULL, NULL, 0, NULL, NULL, NULL, NULL, NULL, 0, 0, NULL, NULL, 1, \
-	  NULL, NULL, NULL, HS_THROTTLE_CONFIG_INIT }
+	  NULL, NULL, NULL, HS_THROTTLE_CONFIG_INIT, NULL, NULL, 0, 0, 0 }
 
 /* Validate cfg, load keys, create the backend (and, local, the first admin).
  * HS_INVALID with a precise message for a bad configuration. */
@@ -69,25 +87,54 @@ hs_auth_local *hs_auth_local_lookup(hs_auth *auth);
 /* timeout_ms: what is left of the caller's deadline (< 0 = none); only the
  * upstream backend uses it. */
 
-/* HS_LIMIT when the account or the peer (gRPC peer string or client address;
- * NULL allowed) is throttled; HS_UNAUTH for bad credentials (local: always
- * "Invalid email or password"; upstream: its message). *out on success:
- * release with hs_auth_result_dispose. */
-int hs_auth_login(hs_auth *auth, const char *email, const char *password, const char *peer,
+/* The address logins from this call count against (canonical IP text into
+ * out, cap >= HS_IP_TEXT_MAX): the gRPC peer's IP, unless the call carries
+ * x-forwarded-for (xff) and either gateway_auth (the gateway's signature,
+ * HS_GATEWAY_AUTH_KEY) is valid for it, or the peer is a trusted proxy
+ * (then the right-most untrusted entry). Any argument but auth/out may be
+ * NULL; a peer without an IP (unix socket) gives "local". */
+void hs_auth_client_address(hs_auth *auth, const char *peer, const char *xff,
+			    const char *gateway_auth, char *out, size_t cap);
+
+/* Login with the address from hs_auth_client_address (NULL allowed).
+ * email is what the user typed: it is normalised here (common/email.h)
+ * for the lookup, the throttle and the user service. HS_INVALID for an
+ * email that is not an address or an empty/over-long password (naming the
+ * field); HS_LIMIT when the pair or the address is throttled or the hash
+ * gate stays full; HS_UNAUTH for bad
+ * credentials (local: always "Invalid email or password"; upstream: its
+ * message and code). *out on success: release with hs_auth_result_dispose. */
+int hs_auth_login(hs_auth *auth, const char *email, const char *password, const char *address,
 		  int timeout_ms, hs_auth_result *out, hs_error *err);
 /* Rotate a refresh token: HS_UNAUTH if invalid/expired/revoked/reused (the
  * client should drop it), HS_UNAVAILABLE/HS_TIMEOUT if the backend is down
  * (it should keep it). */
 int hs_auth_refresh(hs_auth *auth, const char *refresh_token, int timeout_ms,
 		    hs_auth_result *out, hs_error *err);
-/* Local: revoke the token's family (unknown tokens: HS_OK). Upstream: the
- * seed's contract has no logout, so nothing to revoke: HS_OK. */
-int hs_auth_logout(hs_auth *auth, const char *refresh_token, int timeout_ms, hs_error *err);
+/* Local: revoke the token's family and its session's access tokens
+ * (unknown tokens: HS_OK). Upstream: the seed's contract has no logout, so
+ * there is no refresh token to revoke. Both: access_token (NULL allowed),
+ * when it verifies, is revoked by its jti. */
+int hs_auth_logout(hs_auth *auth, const char *refresh_token, const char *access_token,
+		   int timeout_ms, hs_error *err);
 /* *out: release with hs_auth_user_dispose. */
 int hs_auth_get_user(hs_auth *auth, const char *id, int timeout_ms, hs_auth_user *out,
 		     hs_error *err);
-/* Verify an access token (no I/O). HS_UNAUTH if bad. out->role is always
- * set ("user" when the token has none). Release with hs_jwt_claims_dispose. */
+
+/* User management (local backend; upstream: HS_CONFLICT, users live in the
+ * user service). The caller is authorised by the adapter (admins only);
+ * actor_id is the caller: disabling or deleting oneself is HS_CONFLICT (an
+ * admin cannot lock the last admin out by accident). */
+int hs_auth_create_user(hs_auth *auth, const char *email, const char *name, const char *role,
+			const char *password, hs_auth_user *out, hs_error *err);
+int hs_auth_disable_user(hs_auth *auth, const char *id, const char *actor_id,
+			 hs_auth_user *out, hs_error *err);
+int hs_auth_delete_user(hs_auth *auth, const char *id, const char *actor_id, hs_error *err);
+
+/* Verify an access token (no I/O): signature, claims, then the revocation
+ * set (a disabled or deleted user, a logged-out session, a revoked jti).
+ * HS_UNAUTH if bad or revoked. out->role is always set ("user" when the
+ * token has none). Release with hs_jwt_claims_dispose. */
 int hs_auth_verify_access_token(hs_auth *auth, const char *token, hs_jwt_claims *out,
 				hs_error *err);
 

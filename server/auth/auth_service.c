@@ -8,7 +8,9 @@
 #include <string.h>
 #include <strings.h>
 
+#include "gateway_auth.h"
 #include "harness/v1/auth.pb-c.h"
+#include "netaddr.h"
 #include "rpc_pb.h"
 
 #define TOKEN_MAX 8192
@@ -72,6 +74,7 @@ static Harness__V1__User *user_msg(hs_rpc_call *call, const hs_auth_user *u)
 	m->name = hs_rpc_call_strdup(call, u->name ? u->name : "");
 	m->role = hs_rpc_call_strdup(call, u->role ? u->role : "user");
 	m->created_at = hs_rpc_timestamp(call, u->created_at_ms);
+	m->disabled = u->disabled != 0;
 	if (m->id == NULL || m->email == NULL || m->name == NULL || m->role == NULL ||
 	    m->created_at == NULL)
 		return NULL;
@@ -97,50 +100,34 @@ static int auth_response(hs_rpc_call *call, const hs_auth_result *r, int refresh
 	return HS_OK;
 }
 
-/* The address logins are throttled by. The gateway forwards the browser's
- * address as x-forwarded-for; only a caller on loopback (the gateway next to
- * us) is trusted with it, anyone else is throttled by its own address. */
+/* The address logins are counted against: the module decides which
+ * metadata to believe (trusted proxies, the gateway's signature). */
 static const char *client_address(hs_rpc_call *call)
 {
-	const char *peer = hs_rpc_call_peer(call);
-	if (peer == NULL)
-		return "unknown";
-	bool loopback = strncmp(peer, "ipv4:127.", 9) == 0 || strncmp(peer, "ipv6:[::1]", 10) == 0 ||
-			strncmp(peer, "unix:", 5) == 0;
-	const char *xff = loopback ? hs_rpc_call_metadata(call, "x-forwarded-for", NULL) : NULL;
-	if (xff == NULL || xff[0] == '\0' || strlen(xff) > 256)
-		return peer;
-	char *first = hs_rpc_call_strdup(call, xff);
-	if (first == NULL)
-		return peer;
-	first[strcspn(first, ", ")] = '\0';
-	return first[0] ? first : peer;
+	char *out = hs_rpc_call_alloc(call, HS_IP_TEXT_MAX);
+	if (out == NULL)
+		return NULL;
+	hs_auth_client_address(hs_rpc_call_payload(call), hs_rpc_call_peer(call),
+			       hs_rpc_call_metadata(call, "x-forwarded-for", NULL),
+			       hs_rpc_call_metadata(call, HS_GATEWAY_AUTH_KEY, NULL), out,
+			       HS_IP_TEXT_MAX);
+	return out;
+}
+
+/* The bearer token of the call's authorization metadata, or NULL. */
+static const char *bearer_token(hs_rpc_call *call)
+{
+	size_t len = 0;
+	const char *h = hs_rpc_call_metadata(call, "authorization", &len);
+	if (h == NULL || len < 8 || strncasecmp(h, "Bearer ", 7) != 0)
+		return NULL;
+	h += 7;
+	while (*h == ' ')
+		h++;
+	return h[0] != '\0' && strlen(h) <= TOKEN_MAX ? h : NULL;
 }
 
 /* --- handlers --------------------------------------------------------------- */
-
-/* The upstream backend reports the user service's own error code as
- * "CODE: message". Clients (the gateway answers the seed's {"code",
- * "message"}) get the code as trailing metadata `hs-error-code` and the
- * message alone as the status message. */
-static int upstream_error(hs_rpc_call *call, int rc, hs_error *err)
-{
-	/* Only the user service's answers about the request (4xx) carry a code
-	 * worth passing on; its outages are ours to name (UNAVAILABLE). */
-	bool client_error = rc == HS_INVALID || rc == HS_UNAUTH || rc == HS_DENIED ||
-			    rc == HS_NOT_FOUND || rc == HS_EXISTS || rc == HS_LIMIT;
-	if (!client_error || hs_auth_backend_of(hs_rpc_call_payload(call)) != HS_AUTH_UPSTREAM)
-		return rc;
-	size_t n = strspn(err->msg, "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_");
-	if (n == 0 || n > 64 || err->msg[n] != ':' || err->msg[n + 1] != ' ')
-		return rc;
-	char code[65];
-	memcpy(code, err->msg, n);
-	code[n] = '\0';
-	memmove(err->msg, err->msg + n + 2, strlen(err->msg + n + 2) + 1);
-	hs_rpc_call_add_trailing_metadata(call, "hs-error-code", code);
-	return rc;
-}
 
 #define REFRESH_TTL_UNKNOWN 0
 
@@ -148,19 +135,10 @@ static int login(hs_rpc_call *call, const ProtobufCMessage *req, ProtobufCMessag
 		 hs_error *err)
 {
 	const Harness__V1__LoginRequest *r = (const void *)req;
-	if (r->email[0] == '\0')
-		return hs_error_set(err, HS_INVALID, "email: required");
-	if (r->password[0] == '\0')
-		return hs_error_set(err, HS_INVALID, "password: required");
-	if (strlen(r->email) > 254)
-		return hs_error_set(err, HS_INVALID, "email: longer than 254 characters");
-	if (strlen(r->password) > 1024)
-		return hs_error_set(err, HS_INVALID, "password: longer than 1024 characters");
 	hs_auth_result res;
 	memset(&res, 0, sizeof(res));
-	int rc = upstream_error(call, hs_auth_login(hs_rpc_call_payload(call), r->email, r->password,
-						    client_address(call), time_left(call), &res, err),
-				err);
+	int rc = hs_auth_login(hs_rpc_call_payload(call), r->email, r->password,
+			       client_address(call), time_left(call), &res, err);
 	if (rc == HS_OK)
 		rc = auth_response(call, &res, REFRESH_TTL_UNKNOWN, resp, err);
 	hs_auth_result_dispose(&res);
@@ -177,9 +155,8 @@ static int refresh(hs_rpc_call *call, const ProtobufCMessage *req, ProtobufCMess
 		return hs_error_set(err, HS_UNAUTH, "invalid or expired refresh token");
 	hs_auth_result res;
 	memset(&res, 0, sizeof(res));
-	int rc = upstream_error(call, hs_auth_refresh(hs_rpc_call_payload(call), r->refresh_token,
-						      time_left(call), &res, err),
-				err);
+	int rc = hs_auth_refresh(hs_rpc_call_payload(call), r->refresh_token, time_left(call), &res,
+				 err);
 	if (rc == HS_OK)
 		rc = auth_response(call, &res, REFRESH_TTL_UNKNOWN, resp, err);
 	hs_auth_result_dispose(&res);
@@ -191,12 +168,12 @@ static int logout(hs_rpc_call *call, const ProtobufCMessage *req, ProtobufCMessa
 {
 	const Harness__V1__LogoutRequest *r = (const void *)req;
 	/* Idempotent: no token, or one we don't know, is already logged out. */
-	if (r->refresh_token[0] != '\0' && strlen(r->refresh_token) <= TOKEN_MAX) {
-		hs_error lerr = { 0 };
-		int rc = hs_auth_logout(hs_rpc_call_payload(call), r->refresh_token, time_left(call), &lerr);
-		if (rc != HS_OK && rc != HS_UNAUTH && rc != HS_NOT_FOUND && rc != HS_CONFLICT)
-			return hs_error_set(err, rc, "%s", lerr.msg);
-	}
+	const char *refresh = strlen(r->refresh_token) <= TOKEN_MAX ? r->refresh_token : NULL;
+	hs_error lerr = { 0 };
+	int rc = hs_auth_logout(hs_rpc_call_payload(call), refresh, bearer_token(call),
+				time_left(call), &lerr);
+	if (rc != HS_OK && rc != HS_UNAUTH && rc != HS_NOT_FOUND && rc != HS_CONFLICT)
+		return hs_error_set(err, rc, "%s", lerr.msg);
 	Harness__V1__LogoutResponse *m = hs_rpc_call_alloc(call, sizeof(*m));
 	if (m == NULL)
 		return hs_error_set(err, HS_INTERNAL, "out of memory");
@@ -209,8 +186,7 @@ static int user_reply(hs_rpc_call *call, const char *id, ProtobufCMessage **resp
 {
 	hs_auth_user u;
 	memset(&u, 0, sizeof(u));
-	int rc = upstream_error(call, hs_auth_get_user(hs_rpc_call_payload(call), id, time_left(call), &u, err),
-				err);
+	int rc = hs_auth_get_user(hs_rpc_call_payload(call), id, time_left(call), &u, err);
 	if (rc == HS_OK) {
 		Harness__V1__User *m = user_msg(call, &u);
 		if (m == NULL)
@@ -243,42 +219,70 @@ static int who_am_i(hs_rpc_call *call, const ProtobufCMessage *req, ProtobufCMes
 	return user_reply(call, hs_rpc_call_principal(call)->user_id, resp, err);
 }
 
-static int create_user(hs_rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage **resp,
-		       hs_error *err)
+/* A User reply for u (disposed here). */
+static int user_out(hs_rpc_call *call, int rc, hs_auth_user *u, ProtobufCMessage **resp,
+		    hs_error *err)
 {
-	const Harness__V1__CreateUserRequest *r = (const void *)req;
-	if (!hs_rpc_call_principal(call)->is_admin)
-		return hs_error_set(err, HS_DENIED, "only an admin may create users");
-	hs_auth_local *local = hs_auth_local_lookup(hs_rpc_call_payload(call));
-	if (local == NULL)
-		return hs_error_set(err, HS_CONFLICT,
-				    "users live in the user service (auth backend upstream)");
-	if (r->email[0] == '\0' || strchr(r->email, '@') == NULL || strlen(r->email) > 254)
-		return hs_error_set(err, HS_INVALID, "email: must be an email address");
-	if (strlen(r->password) < 6 || strlen(r->password) > 1024)
-		return hs_error_set(err, HS_INVALID, "password: 6 to 1024 characters");
-	const char *role = r->role[0] ? r->role : "user";
-	if (strcmp(role, "user") != 0 && strcmp(role, "admin") != 0)
-		return hs_error_set(err, HS_INVALID, "role: must be \"user\" or \"admin\"");
-	if (strlen(r->name) > 200)
-		return hs_error_set(err, HS_INVALID, "name: longer than 200 bytes");
-	char name[256];
-	if (r->name[0] != '\0')
-		snprintf(name, sizeof(name), "%s", r->name);
-	else
-		snprintf(name, sizeof(name), "%.*s", (int)strcspn(r->email, "@"), r->email);
-	hs_auth_user u;
-	memset(&u, 0, sizeof(u));
-	int rc = hs_auth_local_create_user(local, r->email, name, role, r->password, &u, err);
 	if (rc == HS_OK) {
-		Harness__V1__User *m = user_msg(call, &u);
+		Harness__V1__User *m = user_msg(call, u);
 		if (m == NULL)
 			rc = hs_error_set(err, HS_INTERNAL, "out of memory");
 		else
 			*resp = &m->base;
 	}
-	hs_auth_user_dispose(&u);
+	hs_auth_user_dispose(u);
 	return rc;
+}
+
+static int admin_only(hs_rpc_call *call, const char *what, hs_error *err)
+{
+	if (!hs_rpc_call_principal(call)->is_admin)
+		return hs_error_set(err, HS_DENIED, "only an admin may %s", what);
+	return HS_OK;
+}
+
+static int create_user(hs_rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage **resp,
+		       hs_error *err)
+{
+	const Harness__V1__CreateUserRequest *r = (const void *)req;
+	hs_auth_user u;
+	memset(&u, 0, sizeof(u));
+	int rc = admin_only(call, "create users", err);
+	if (rc == HS_OK)
+		rc = hs_auth_create_user(hs_rpc_call_payload(call), r->email, r->name, r->role,
+					 r->password, &u, err);
+	return user_out(call, rc, &u, resp, err);
+}
+
+static int disable_user(hs_rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage **resp,
+			hs_error *err)
+{
+	const Harness__V1__DisableUserRequest *r = (const void *)req;
+	hs_auth_user u;
+	memset(&u, 0, sizeof(u));
+	int rc = admin_only(call, "disable users", err);
+	if (rc == HS_OK)
+		rc = hs_auth_disable_user(hs_rpc_call_payload(call), r->id,
+					  hs_rpc_call_principal(call)->user_id, &u, err);
+	return user_out(call, rc, &u, resp, err);
+}
+
+static int delete_user(hs_rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage **resp,
+		       hs_error *err)
+{
+	const Harness__V1__DeleteUserRequest *r = (const void *)req;
+	int rc = admin_only(call, "delete users", err);
+	if (rc == HS_OK)
+		rc = hs_auth_delete_user(hs_rpc_call_payload(call), r->id,
+					 hs_rpc_call_principal(call)->user_id, err);
+	if (rc != HS_OK)
+		return rc;
+	Harness__V1__DeleteUserResponse *m = hs_rpc_call_alloc(call, sizeof(*m));
+	if (m == NULL)
+		return hs_error_set(err, HS_INTERNAL, "out of memory");
+	harness__v1__delete_user_response__init(m);
+	*resp = &m->base;
+	return HS_OK;
 }
 
 int hs_auth_service_register(hs_rpc_server *srv, hs_auth *auth, hs_error *err)
@@ -292,6 +296,8 @@ int hs_auth_service_register(hs_rpc_server *srv, hs_auth *auth, hs_error *err)
 		{ "GetUser", HS_RPC_UNARY, HS_RPC_BLOCKING, get_user, NULL },
 		{ "WhoAmI", HS_RPC_UNARY, HS_RPC_BLOCKING, who_am_i, NULL },
 		{ "CreateUser", HS_RPC_UNARY, HS_RPC_BLOCKING, create_user, NULL },
+		{ "DisableUser", HS_RPC_UNARY, HS_RPC_BLOCKING, disable_user, NULL },
+		{ "DeleteUser", HS_RPC_UNARY, HS_RPC_BLOCKING, delete_user, NULL },
 	};
 	int rc = hs_rpc_server_add_service(srv, &harness__v1__auth_service__descriptor, handlers,
 					   sizeof(handlers) / sizeof(handlers[0]), auth, err);

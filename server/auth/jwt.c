@@ -44,6 +44,7 @@ void hs_jwt_claims_dispose(hs_jwt_claims *c)
 	free(c->role);
 	free(c->email);
 	free(c->jti);
+	free(c->sid);
 	memset(c, 0, sizeof(*c));
 }
 
@@ -358,6 +359,7 @@ int hs_jwt_sign(const hs_jwt_key *key, const hs_jwt_claims *c, const hs_jwt_sign
 	    (c->role && json_object_set_new(pl, "role", json_string(c->role)) != 0) ||
 	    (c->email && json_object_set_new(pl, "email", json_string(c->email)) != 0) ||
 	    (c->jti && json_object_set_new(pl, "jti", json_string(c->jti)) != 0) ||
+	    (c->sid && json_object_set_new(pl, "sid", json_string(c->sid)) != 0) ||
 	    (opts && opts->iss && json_object_set_new(pl, "iss", json_string(opts->iss)) != 0) ||
 	    (opts && opts->aud && json_object_set_new(pl, "aud", json_string(opts->aud)) != 0))
 		goto oom;
@@ -483,7 +485,10 @@ static int check_claims(json_t *pl, const hs_jwt_verify_opts *o, hs_jwt_claims *
 		return hs_error_set(err, HS_UNAUTH, "token: missing sub");
 	if ((v = json_object_get(pl, "exp")) == NULL || numeric_date(v, &c->exp) != 0)
 		return hs_error_set(err, HS_UNAUTH, "token: missing exp");
-	if (now >= c->exp + leeway)
+	/* now and leeway are sane (a clock reading, a bounded setting); exp,
+	 * nbf and iat are the token's: every comparison keeps them alone on
+	 * one side, so no value in the token can overflow it. */
+	if (now - leeway >= c->exp)
 		return hs_error_set(err, HS_UNAUTH, "token expired");
 	if ((v = json_object_get(pl, "nbf")) != NULL &&
 	    (numeric_date(v, &nbf) != 0 || nbf > now + leeway))
@@ -499,7 +504,8 @@ static int check_claims(json_t *pl, const hs_jwt_verify_opts *o, hs_jwt_claims *
 	if (o->aud != NULL && !aud_matches(json_object_get(pl, "aud"), o->aud))
 		return hs_error_set(err, HS_UNAUTH, "token: wrong audience");
 	if (opt_string(pl, "sub", &c->sub) != 0 || opt_string(pl, "role", &c->role) != 0 ||
-	    opt_string(pl, "email", &c->email) != 0 || opt_string(pl, "jti", &c->jti) != 0)
+	    opt_string(pl, "email", &c->email) != 0 || opt_string(pl, "jti", &c->jti) != 0 ||
+	    opt_string(pl, "sid", &c->sid) != 0)
 		return hs_error_set(err, HS_UNAUTH, "token: malformed claims");
 	return HS_OK;
 }

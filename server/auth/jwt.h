@@ -30,6 +30,7 @@ typedef struct hs_jwt_claims {
 	char *role;
 	char *email;
 	char *jti;
+	char *sid;     /* session: the refresh-token family the token came from */
 	long long exp; /* Unix seconds */
 	long long iat; /* 0 when absent */
 } hs_jwt_claims;
@@ -61,7 +62,7 @@ typedef struct hs_jwt_sign_opts {
 	const char *aud;
 } hs_jwt_sign_opts;
 
-/* Sign claims (sub and exp required; role, email, jti added when not NULL;
+/* Sign claims (sub and exp required; role, email, jti, sid added when not NULL;
  * iat when non-zero). *out is a NUL-terminated heap string the caller frees.
  * HS_INVALID if the key cannot sign (a public key). */
 int hs_jwt_sign(const hs_jwt_key *key, const hs_jwt_claims *claims,

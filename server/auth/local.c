@@ -15,11 +15,12 @@
 #include <sodium.h>
 
 #include "log.h"
+#include "email.h"
 #include "password.h"
+#include "secret_file.h"
 
 #define DEFAULT_ADMIN_EMAIL "admin@harness.local"
 #define SECRET_FILE "jwt.key"
-#define SECRET_MAX 1024
 
 struct hs_auth_local {
 	hs_auth_local_config cfg;
@@ -36,6 +37,9 @@ int hs_auth_local_new(hs_auth_local **out, const hs_auth_local_config *cfg, hs_e
 		return hs_error_set(err, HS_INVALID, "local auth: access tokens are HS256");
 	if (cfg->access_ttl_s < 0 || cfg->refresh_ttl_s < 0)
 		return hs_error_set(err, HS_INVALID, "local auth: negative token lifetime");
+	if (cfg->access_ttl_s > HS_AUTH_ACCESS_TTL_MAX)
+		return hs_error_set(err, HS_INVALID, "local auth: access token lifetime above %d s",
+				    HS_AUTH_ACCESS_TTL_MAX);
 	if ((rc = hs_password_prepare_dummy(err)) != HS_OK)
 		return rc;
 	if ((l = calloc(1, sizeof(*l))) == NULL)
@@ -72,6 +76,7 @@ static int user_from_row(const hs_store_user_row *row, hs_auth_user *u)
 		return -1;
 	}
 	u->created_at_ms = row->created_at_ms;
+	u->disabled = row->disabled;
 	return 0;
 }
 
@@ -82,6 +87,23 @@ static void random_id(char *out, size_t cap, const char *prefix)
 	randombytes_buf(b, sizeof(b));
 	sodium_bin2hex(hex, sizeof(hex), b, sizeof(b));
 	snprintf(out, cap, "%s%s", prefix, hex);
+}
+
+/* Every access token a revocation made now could match has expired by
+ * then: the longest lifetime plus the verifier's clock leeway. */
+static long long revocation_expiry(long long now_ms)
+{
+	return now_ms + (HS_AUTH_ACCESS_TTL_MAX + HS_JWT_DEFAULT_LEEWAY + 1) * 1000LL;
+}
+
+/* Records the family's access tokens as revoked (after its refresh tokens). */
+static int revoke_session(hs_auth_local *l, const char *family, hs_error *err)
+{
+	if (l->cfg.revocations == NULL)
+		return HS_OK;
+	long long now = hs_clock_wall_ms();
+	return hs_revocations_add(l->cfg.revocations, HS_REVOKE_SESSION, family, now,
+				  revocation_expiry(now), err);
 }
 
 /* A new refresh token of family (a new family when NULL) plus an access
@@ -118,6 +140,7 @@ static int issue(hs_auth_local *l, const hs_store_user_row *row, const char *fam
 	c.role = (char *)row->role;
 	c.email = (char *)row->email;
 	c.jti = jti;
+	c.sid = rt.family_id;
 	c.iat = now / 1000;
 	c.exp = c.iat + l->cfg.access_ttl_s;
 	if ((rc = hs_jwt_sign(l->cfg.key, &c, &so, &r.access_token, err)) != HS_OK)
@@ -130,6 +153,25 @@ done:
 	return rc;
 }
 
+/* The account for a typed address: by its legacy key first (an exact
+ * match; see local.h), then by its normal form. */
+static int find_by_email(hs_auth_local *l, const char *email, hs_store_user_row *row,
+			 hs_error *err)
+{
+	char norm[HS_EMAIL_MAX + 1], legacy[HS_EMAIL_MAX + 1];
+	int rc;
+	if (!hs_email_normalize(email, norm, sizeof(norm)) ||
+	    !hs_email_legacy_key(email, legacy, sizeof(legacy)))
+		return hs_error_set(err, HS_NOT_FOUND, "no such account");
+	if (strcmp(legacy, norm) != 0) {
+		rc = hs_store_user_get_by_email(l->cfg.store, legacy, row, err);
+		if (rc != HS_NOT_FOUND)
+			return rc;
+		hs_error_clear(err);
+	}
+	return hs_store_user_get_by_email(l->cfg.store, norm, row, err);
+}
+
 int hs_auth_local_login(hs_auth_local *l, const char *email, const char *password,
 			hs_auth_result *out, hs_error *err)
 {
@@ -137,20 +179,24 @@ int hs_auth_local_login(hs_auth_local *l, const char *email, const char *passwor
 	hs_error serr = { 0 };
 	int rc;
 
-	if (email == NULL || email[0] == '\0' || strlen(email) >= HS_STORE_NAME_MAX ||
-	    password == NULL) {
-		hs_password_verify_dummy(password ? password : "");
+	if (email == NULL || email[0] == '\0' || password == NULL) {
+		if ((rc = hs_password_verify_dummy(password ? password : "", &serr)) == HS_LIMIT)
+			return hs_error_set(err, rc, "%s", serr.msg);
 		return hs_error_set(err, HS_UNAUTH, HS_AUTH_LOGIN_FAILED);
 	}
-	rc = hs_store_user_get_by_email(l->cfg.store, email, &row, &serr);
+	rc = find_by_email(l, email, &row, &serr);
 	if (rc == HS_NOT_FOUND || rc == HS_INVALID) {
-		hs_password_verify_dummy(password);
+		hs_error_clear(&serr);
+		if ((rc = hs_password_verify_dummy(password, &serr)) == HS_LIMIT)
+			return hs_error_set(err, rc, "%s", serr.msg);
 		return hs_error_set(err, HS_UNAUTH, HS_AUTH_LOGIN_FAILED);
 	}
 	if (rc != HS_OK)
 		return hs_error_set(err, rc, "%s", serr.msg);
-	rc = hs_password_verify(row.password_hash, password, NULL);
+	rc = hs_password_verify(row.password_hash, password, &serr);
 	sodium_memzero(row.password_hash, sizeof(row.password_hash));
+	if (rc == HS_LIMIT)
+		return hs_error_set(err, rc, "%s", serr.msg);
 	if (rc != HS_OK || row.disabled) {
 		hs_log(HS_LOG_INFO, "auth", "login failed", HS_LS("user_id", row.id),
 		       HS_LB("disabled", row.disabled));
@@ -195,6 +241,8 @@ int hs_auth_local_refresh(hs_auth_local *l, const char *refresh_token, hs_auth_r
 		int64_t n = 0;
 		hs_error_clear(&serr);
 		rc = hs_store_refresh_revoke_family(l->cfg.store, rt.family_id, &n, &serr);
+		if (rc == HS_OK)
+			rc = revoke_session(l, rt.family_id, &serr);
 		hs_log(HS_LOG_WARN, "auth", "refresh token reuse: family revoked",
 		       HS_LS("user_id", rt.user_id), HS_LS("family_id", rt.family_id),
 		       HS_LI("revoked", n));
@@ -206,7 +254,8 @@ int hs_auth_local_refresh(hs_auth_local *l, const char *refresh_token, hs_auth_r
 	if (rc == HS_OK && row.disabled)
 		rc = HS_NOT_FOUND;
 	if (rc == HS_NOT_FOUND) {
-		(void)hs_store_refresh_revoke_family(l->cfg.store, rt.family_id, NULL, NULL);
+		if (hs_store_refresh_revoke_family(l->cfg.store, rt.family_id, NULL, NULL) == HS_OK)
+			(void)revoke_session(l, rt.family_id, NULL);
 		return hs_error_set(err, HS_UNAUTH, HS_AUTH_REFRESH_FAILED);
 	}
 	if (rc != HS_OK)
@@ -229,6 +278,8 @@ int hs_auth_local_logout(hs_auth_local *l, const char *refresh_token, hs_error *
 		return HS_OK;
 	if (rc == HS_OK)
 		rc = hs_store_refresh_revoke_family(l->cfg.store, rt.family_id, NULL, &serr);
+	if (rc == HS_OK)
+		rc = revoke_session(l, rt.family_id, &serr);
 	if (rc != HS_OK)
 		return hs_error_set(err, rc, "%s", serr.msg);
 	return HS_OK;
@@ -256,15 +307,22 @@ int hs_auth_local_create_user(hs_auth_local *l, const char *email, const char *n
 			      hs_error *err)
 {
 	hs_store_user_row row = { 0 };
+	char norm[HS_EMAIL_MAX + 1];
 	char *hash = NULL;
 	int rc;
-	if (email == NULL || email[0] == '\0' || strchr(email, '@') == NULL ||
-	    strlen(email) >= sizeof(row.email))
-		return hs_error_set(err, HS_INVALID, "user email: an address is required");
-	if (name != NULL && strlen(name) >= sizeof(row.name))
-		return hs_error_set(err, HS_INVALID, "user name: too long");
-	if (role == NULL || (strcmp(role, "user") != 0 && strcmp(role, "admin") != 0))
-		return hs_error_set(err, HS_INVALID, "user role: \"user\" or \"admin\"");
+	if (email == NULL || !hs_email_normalize(email, norm, sizeof(norm)) ||
+	    strlen(norm) >= sizeof(row.email))
+		return hs_error_set(err, HS_INVALID, "email: must be an email address");
+	if (name != NULL && strlen(name) > 200)
+		return hs_error_set(err, HS_INVALID, "name: longer than 200 bytes");
+	if (role == NULL || role[0] == '\0')
+		role = "user";
+	if (strcmp(role, "user") != 0 && strcmp(role, "admin") != 0)
+		return hs_error_set(err, HS_INVALID, "role: must be \"user\" or \"admin\"");
+	if (password == NULL || strlen(password) < HS_AUTH_PASSWORD_MIN ||
+	    strlen(password) > HS_PASSWORD_MAX_LEN)
+		return hs_error_set(err, HS_INVALID, "password: %d to %d characters",
+				    HS_AUTH_PASSWORD_MIN, HS_PASSWORD_MAX_LEN);
 	if ((rc = hs_password_hash(password, &hash, err)) != HS_OK)
 		return rc;
 	if (strlen(hash) >= sizeof(row.password_hash)) {
@@ -272,14 +330,16 @@ int hs_auth_local_create_user(hs_auth_local *l, const char *email, const char *n
 		goto done;
 	}
 	random_id(row.id, sizeof(row.id), "usr_");
-	snprintf(row.email, sizeof(row.email), "%s", email);
-	snprintf(row.name, sizeof(row.name), "%s", name ? name : "");
+	snprintf(row.email, sizeof(row.email), "%s", norm);
+	if (name != NULL && name[0] != '\0')
+		snprintf(row.name, sizeof(row.name), "%s", name);
+	else
+		snprintf(row.name, sizeof(row.name), "%.*s", (int)strcspn(norm, "@"), norm);
 	snprintf(row.role, sizeof(row.role), "%s", role);
 	snprintf(row.password_hash, sizeof(row.password_hash), "%s", hash);
 	row.created_at_ms = hs_clock_wall_ms();
 	if ((rc = hs_store_user_insert(l->cfg.store, &row, err)) != HS_OK)
 		goto done;
-	/* the store lowercases the email: return what it holds */
 	if (out != NULL)
 		rc = hs_auth_local_get_user(l, row.id, out, err);
 done:
@@ -289,6 +349,56 @@ done:
 		free(hash);
 	}
 	return rc;
+}
+
+static int user_exists(hs_auth_local *l, const char *id, hs_error *err)
+{
+	hs_store_user_row row;
+	int rc = hs_store_user_get_by_id(l->cfg.store, id, &row, err);
+	sodium_memzero(row.password_hash, sizeof(row.password_hash));
+	return rc;
+}
+
+/* Every token of user id refused from now on. */
+static int revoke_user(hs_auth_local *l, const char *id, hs_error *err)
+{
+	if (l->cfg.revocations == NULL)
+		return HS_OK;
+	long long now = hs_clock_wall_ms();
+	return hs_revocations_add(l->cfg.revocations, HS_REVOKE_USER, id, now,
+				  revocation_expiry(now), err);
+}
+
+int hs_auth_local_disable_user(hs_auth_local *l, const char *id, hs_auth_user *out,
+			       hs_error *err)
+{
+	int rc;
+	if (id == NULL || id[0] == '\0' || strlen(id) >= HS_STORE_ID_MAX)
+		return hs_error_set(err, HS_INVALID, "id: 1..%d characters required",
+				    HS_STORE_ID_MAX - 1);
+	/* tokens first: a failure half way leaves a user whose tokens are
+	 * refused, never a disabled user whose tokens still work */
+	if ((rc = user_exists(l, id, err)) != HS_OK || (rc = revoke_user(l, id, err)) != HS_OK ||
+	    (rc = hs_store_user_set_disabled(l->cfg.store, id, true, err)) != HS_OK ||
+	    (rc = hs_store_refresh_revoke_user(l->cfg.store, id, NULL, err)) != HS_OK)
+		return rc;
+	hs_log(HS_LOG_INFO, "auth", "user disabled", HS_LS("user_id", id));
+	return out != NULL ? hs_auth_local_get_user(l, id, out, err) : HS_OK;
+}
+
+int hs_auth_local_delete_user(hs_auth_local *l, const char *id, hs_error *err)
+{
+	int rc;
+	if (id == NULL || id[0] == '\0' || strlen(id) >= HS_STORE_ID_MAX)
+		return hs_error_set(err, HS_INVALID, "id: 1..%d characters required",
+				    HS_STORE_ID_MAX - 1);
+	/* revoke first: a failure after it leaves a user that exists but
+	 * cannot use its tokens, never the other way round */
+	if ((rc = user_exists(l, id, err)) != HS_OK || (rc = revoke_user(l, id, err)) != HS_OK ||
+	    (rc = hs_store_user_delete(l->cfg.store, id, err)) != HS_OK)
+		return rc;
+	hs_log(HS_LOG_INFO, "auth", "user deleted", HS_LS("user_id", id));
+	return HS_OK;
 }
 
 int hs_auth_local_bootstrap_admin(hs_auth_local *l, const char *email, const char *password,
@@ -339,84 +449,10 @@ int hs_auth_local_bootstrap_admin(hs_auth_local *l, const char *email, const cha
 
 /* ---- jwt.key ---- */
 
-static int read_secret(int fd, const char *path, char **out, hs_error *err)
-{
-	struct stat st;
-	char buf[SECRET_MAX + 1];
-	ssize_t n;
-	size_t len = 0;
-	int rc = HS_OK;
-
-	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
-		return hs_error_set(err, HS_INVALID, "%s: not a regular file", path);
-	if (st.st_mode & 077)
-		return hs_error_set(err, HS_INVALID, "%s: readable by others (chmod 600 it)", path);
-	while (len < sizeof(buf) && (n = read(fd, buf + len, sizeof(buf) - len)) > 0)
-		len += (size_t)n;
-	while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r' || buf[len - 1] == ' '))
-		len--;
-	if (len > SECRET_MAX)
-		rc = hs_error_set(err, HS_INVALID, "%s: longer than %d bytes", path, SECRET_MAX);
-	else if (len < HS_JWT_HMAC_MIN_KEY)
-		rc = hs_error_set(err, HS_INVALID, "%s: shorter than %d bytes", path, HS_JWT_HMAC_MIN_KEY);
-	else if ((*out = malloc(len + 1)) == NULL)
-		rc = hs_error_set(err, HS_INTERNAL, "jwt secret: out of memory");
-	else {
-		memcpy(*out, buf, len);
-		(*out)[len] = '\0';
-	}
-	sodium_memzero(buf, sizeof(buf));
-	return rc;
-}
-
-/* Write a fresh secret to a temporary file and link it into place: link(2)
- * fails if another process created the key first (then that one is used). */
-static int create_secret(const char *dir, const char *path, hs_error *err)
-{
-	char tmp[4096], *s = NULL;
-	int fd, rc = HS_OK;
-	unsigned char raw[48];
-	size_t cap = sodium_base64_ENCODED_LEN(sizeof(raw), sodium_base64_VARIANT_URLSAFE_NO_PADDING);
-
-	if ((size_t)snprintf(tmp, sizeof(tmp), "%s/.%s.%ld.tmp", dir, SECRET_FILE, (long)getpid()) >=
-	    sizeof(tmp))
-		return hs_error_set(err, HS_INVALID, "data dir: path too long");
-	if ((s = malloc(cap + 1)) == NULL)
-		return hs_error_set(err, HS_INTERNAL, "jwt secret: out of memory");
-	randombytes_buf(raw, sizeof(raw));
-	sodium_bin2base64(s, cap, raw, sizeof(raw), sodium_base64_VARIANT_URLSAFE_NO_PADDING);
-	sodium_memzero(raw, sizeof(raw));
-	size_t sl = strlen(s);
-	s[sl] = '\n';
-	s[sl + 1] = '\0';
-	(void)unlink(tmp);
-	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (fd < 0) {
-		rc = hs_error_set(err, HS_UNAVAILABLE, "%s: cannot create: %s", tmp, strerror(errno));
-		goto done;
-	}
-	if (write(fd, s, strlen(s)) != (ssize_t)strlen(s) || fsync(fd) != 0) {
-		rc = hs_error_set(err, HS_UNAVAILABLE, "%s: write failed: %s", tmp, strerror(errno));
-		close(fd);
-		(void)unlink(tmp);
-		goto done;
-	}
-	close(fd);
-	if (link(tmp, path) != 0 && errno != EEXIST)
-		rc = hs_error_set(err, HS_UNAVAILABLE, "%s: cannot create: %s", path, strerror(errno));
-	(void)unlink(tmp);
-	if (rc == HS_OK)
-		hs_log(HS_LOG_INFO, "auth", "generated a JWT signing key", HS_LS("path", path));
-done:
-	sodium_memzero(s, cap + 1);
-	free(s);
-	return rc;
-}
-
 int hs_auth_local_secret_load(const char *data_dir, char **out, hs_error *err)
 {
 	char path[4096];
-	int fd, rc;
+	hs_secret_file_opts o = { true, 0600, 077 };
 	if (data_dir == NULL || data_dir[0] == '\0')
 		return hs_error_set(err, HS_INVALID, "jwt secret: no data dir");
 	if ((size_t)snprintf(path, sizeof(path), "%s/%s", data_dir, SECRET_FILE) >= sizeof(path))
@@ -424,18 +460,5 @@ int hs_auth_local_secret_load(const char *data_dir, char **out, hs_error *err)
 	if (mkdir(data_dir, 0700) != 0 && errno != EEXIST)
 		return hs_error_set(err, HS_UNAVAILABLE, "%s: cannot create: %s", data_dir,
 				    strerror(errno));
-	for (int attempt = 0; attempt < 2; attempt++) {
-		fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-		if (fd >= 0) {
-			rc = read_secret(fd, path, out, err);
-			close(fd);
-			return rc;
-		}
-		if (errno != ENOENT)
-			return hs_error_set(err, HS_UNAVAILABLE, "%s: cannot open: %s", path,
-					    strerror(errno));
-		if ((rc = create_secret(data_dir, path, err)) != HS_OK)
-			return rc;
-	}
-	return hs_error_set(err, HS_INTERNAL, "%s: vanished after creation", path);
+	return hs_secret_file_load(path, &o, out, NULL, err);
 }

@@ -1,14 +1,87 @@
 /* argon2id password hashes and random tokens over libsodium. */
 #include "password.h"
+#include "clock.h"
 
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <sodium.h>
 
 #define OPS crypto_pwhash_OPSLIMIT_INTERACTIVE
 #define MEM crypto_pwhash_MEMLIMIT_INTERACTIVE
+
+/* The hash gate: a counting semaphore on a mutex and a monotonic condvar. */
+static struct {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	unsigned max, running, peak;
+	int wait_ms;
+} gate = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, HS_PASSWORD_GATE_DEFAULT, 0, 0,
+	   HS_PASSWORD_GATE_WAIT_DEFAULT_MS };
+static pthread_once_t gate_once = PTHREAD_ONCE_INIT;
+
+static void gate_init(void)
+{
+	pthread_condattr_t a;
+	pthread_condattr_init(&a);
+	pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+	pthread_cond_destroy(&gate.cv);
+	pthread_cond_init(&gate.cv, &a);
+	pthread_condattr_destroy(&a);
+}
+
+int hs_password_gate_config(unsigned max, int wait_ms, hs_error *err)
+{
+	if (max == 0 || max > 256 || wait_ms < 0)
+		return hs_error_set(err, HS_INVALID,
+				    "password hash concurrency: 1..256, wait >= 0 ms");
+	pthread_once(&gate_once, gate_init);
+	pthread_mutex_lock(&gate.mu);
+	gate.max = max;
+	gate.wait_ms = wait_ms;
+	pthread_cond_broadcast(&gate.cv);
+	pthread_mutex_unlock(&gate.mu);
+	return HS_OK;
+}
+
+void hs_password_gate_stats(unsigned *running, unsigned *peak)
+{
+	pthread_mutex_lock(&gate.mu);
+	if (running != NULL)
+		*running = gate.running;
+	if (peak != NULL)
+		*peak = gate.peak;
+	pthread_mutex_unlock(&gate.mu);
+}
+
+static int gate_enter(hs_error *err)
+{
+	int rc = 0;
+	pthread_once(&gate_once, gate_init);
+	pthread_mutex_lock(&gate.mu);
+	struct timespec until = hs_clock_deadline(CLOCK_MONOTONIC, gate.wait_ms);
+	while (gate.running >= gate.max && rc == 0)
+		rc = pthread_cond_timedwait(&gate.cv, &gate.mu, &until);
+	if (gate.running >= gate.max) {
+		pthread_mutex_unlock(&gate.mu);
+		return hs_error_set(err, HS_LIMIT,
+				    "server busy: too many password checks at once, retry shortly");
+	}
+	if (++gate.running > gate.peak)
+		gate.peak = gate.running;
+	pthread_mutex_unlock(&gate.mu);
+	return HS_OK;
+}
+
+static void gate_leave(void)
+{
+	pthread_mutex_lock(&gate.mu);
+	gate.running--;
+	pthread_cond_signal(&gate.cv);
+	pthread_mutex_unlock(&gate.mu);
+}
 
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 static pthread_once_t dummy_once = PTHREAD_ONCE_INIT;
@@ -63,8 +136,14 @@ int hs_password_hash(const char *password, char **out, hs_error *err)
 		return rc;
 	if ((h = malloc(crypto_pwhash_STRBYTES)) == NULL)
 		return hs_error_set(err, HS_INTERNAL, "password hash: out of memory");
-	if (crypto_pwhash_str_alg(h, password, strlen(password), OPS, MEM,
-				  crypto_pwhash_ALG_ARGON2ID13) != 0) {
+	if ((rc = gate_enter(err)) != HS_OK) {
+		free(h);
+		return rc;
+	}
+	rc = crypto_pwhash_str_alg(h, password, strlen(password), OPS, MEM,
+				   crypto_pwhash_ALG_ARGON2ID13);
+	gate_leave();
+	if (rc != 0) {
 		free(h);
 		return hs_error_set(err, HS_INTERNAL, "password hash: out of memory");
 	}
@@ -78,8 +157,13 @@ int hs_password_verify(const char *hash, const char *password, hs_error *err)
 	if ((rc = hs_password_init(err)) != HS_OK)
 		return rc;
 	if (check_password(password, NULL) != HS_OK || hash == NULL ||
-	    strnlen(hash, crypto_pwhash_STRBYTES) >= crypto_pwhash_STRBYTES ||
-	    crypto_pwhash_str_verify(hash, password, strlen(password)) != 0)
+	    strnlen(hash, crypto_pwhash_STRBYTES) >= crypto_pwhash_STRBYTES)
+		return hs_error_set(err, HS_UNAUTH, "password does not match");
+	if ((rc = gate_enter(err)) != HS_OK)
+		return rc;
+	rc = crypto_pwhash_str_verify(hash, password, strlen(password));
+	gate_leave();
+	if (rc != 0)
 		return hs_error_set(err, HS_UNAUTH, "password does not match");
 	return HS_OK;
 }
@@ -95,17 +179,23 @@ int hs_password_prepare_dummy(hs_error *err)
 	return HS_OK;
 }
 
-void hs_password_verify_dummy(const char *password)
+int hs_password_verify_dummy(const char *password, hs_error *err)
 {
+	int rc;
 	if (hs_password_init(NULL) != HS_OK)
-		return;
+		return hs_error_set(err, HS_UNAUTH, "password does not match");
 	pthread_once(&dummy_once, make_dummy);
 	if (dummy_rc != 0)
-		return;
+		return hs_error_set(err, HS_UNAUTH, "password does not match");
 	if (check_password(password, NULL) != HS_OK)
 		password = "x";
-	if (crypto_pwhash_str_verify(dummy_hash, password, strlen(password)) == 0)
-		return; /* cannot happen: the dummy password is random */
+	if ((rc = gate_enter(err)) != HS_OK)
+		return rc;
+	/* cannot match: the dummy password is random */
+	rc = crypto_pwhash_str_verify(dummy_hash, password, strlen(password));
+	gate_leave();
+	(void)rc;
+	return hs_error_set(err, HS_UNAUTH, "password does not match");
 }
 
 bool hs_password_needs_rehash(const char *hash)

@@ -1,26 +1,27 @@
-/* Fixed-window failure counters in a bounded hash table with an LRU list.
+/* Failure counters with growing delays in a bounded hash table with an LRU
+ * list (design in throttle.h).
  *
- * Keys are "a:<lowercased email>" and "p:<address>", where a gRPC peer
- * "ipv4:1.2.3.4:5678" / "ipv6:[::1]:5678" loses its port (each connection
- * has a new one). Entries live in one array of `capacity` slots, chained by
- * index from `nbuckets` heads; a doubly linked LRU list orders them by last
- * touch. Eviction when full: the LRU entry. An attacker who floods the table
- * with fresh keys to evict a victim's counter is itself limited per peer. */
+ * Keys are "p:<account>\x1f<address>" for a pair and "a:<address>" for an
+ * address; the caller passes the account's normal form and a bare address
+ * (no port). Entries live in one array of `capacity` slots, chained by index
+ * from `nbuckets` heads; a doubly linked LRU list orders them by last touch.
+ * An attacker who floods the table with fresh keys to evict a counter is
+ * itself counted per address. */
 #include "throttle.h"
+#include "clock.h"
 
-#include <ctype.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
-#define KEY_MAX 300
+#define KEY_MAX 340 /* "p:" + 254-byte email + 0x1f + address */
 #define NIL ((size_t)-1)
 
 typedef struct entry {
 	char key[KEY_MAX];
 	unsigned long long hash;
-	long long window_start;
+	long long last_ms;  /* last failure */
+	long long until_ms; /* refused before this */
 	int count;
 	int used;
 	size_t next;        /* bucket chain */
@@ -51,8 +52,9 @@ int hs_throttle_new(hs_throttle **out, const hs_throttle_config *cfg, hs_error *
 	hs_throttle *t;
 	if (cfg == NULL)
 		cfg = &def;
-	if (cfg->account_max < 0 || cfg->peer_max < 0 || cfg->account_window_s <= 0 ||
-	    cfg->peer_window_s <= 0 || cfg->capacity < 2 || cfg->capacity > 10000000)
+	if (cfg->pair_free < 0 || cfg->address_free < 0 || cfg->base_delay_ms <= 0 ||
+	    cfg->max_delay_ms < cfg->base_delay_ms || cfg->forget_s <= 0 || cfg->capacity < 2 ||
+	    cfg->capacity > 10000000)
 		return hs_error_set(err, HS_INVALID, "login throttle: bad limits");
 	if ((t = calloc(1, sizeof(*t))) == NULL)
 		goto oom;
@@ -95,28 +97,22 @@ size_t hs_throttle_size(hs_throttle *t)
 	return n;
 }
 
-/* "a:" + lowercased email, or "p:" + address without port; 0 if too long. */
-static int make_key(char *key, const char *prefix, const char *s, int lower)
+/* key = prefix + a [+ 0x1f + b], cut at KEY_MAX - 1 (a longer key shares
+ * its slot with others: only ever stricter). */
+static void make_key(char *key, const char *prefix, const char *a, const char *b)
 {
-	size_t n = strlen(s), start = 0, end = n;
-	if (!lower) {
-		if (strncmp(s, "ipv4:", 5) == 0) {
-			const char *colon = strrchr(s + 5, ':');
-			if (colon != NULL)
-				end = (size_t)(colon - s);
-		} else if (strncmp(s, "ipv6:[", 6) == 0) {
-			const char *br = strchr(s, ']');
-			if (br != NULL)
-				end = (size_t)(br - s) + 1;
-		}
+	size_t n = 0;
+	for (const char *p = prefix; *p && n < KEY_MAX - 1; p++)
+		key[n++] = *p;
+	for (const char *p = a; *p && n < KEY_MAX - 1; p++)
+		key[n++] = *p;
+	if (b != NULL) {
+		if (n < KEY_MAX - 1)
+			key[n++] = '\x1f';
+		for (const char *p = b; *p && n < KEY_MAX - 1; p++)
+			key[n++] = *p;
 	}
-	if (end - start + 3 > KEY_MAX)
-		end = start + KEY_MAX - 3; /* long keys share a slot: only stricter */
-	memcpy(key, prefix, 2);
-	for (size_t i = start; i < end; i++)
-		key[2 + i - start] = lower ? (char)tolower((unsigned char)s[i]) : s[i];
-	key[2 + end - start] = '\0';
-	return 1;
+	key[n] = '\0';
 }
 
 static void lru_unlink(hs_throttle *t, size_t i)
@@ -176,7 +172,8 @@ static size_t insert(hs_throttle *t, const char *key, unsigned long long h)
 	memcpy(e->key, key, strlen(key) + 1);
 	e->hash = h;
 	e->count = 0;
-	e->window_start = 0;
+	e->last_ms = 0;
+	e->until_ms = 0;
 	e->used = 1;
 	e->next = t->buckets[h & (t->nbuckets - 1)];
 	t->buckets[h & (t->nbuckets - 1)] = i;
@@ -185,25 +182,22 @@ static size_t insert(hs_throttle *t, const char *key, unsigned long long h)
 	return i;
 }
 
-static int locked_out(hs_throttle *t, const char *key, int max, int window, long long now)
+/* Remaining delay of key at now (0 = none); forgets a stale counter. */
+static long long delay_left(hs_throttle *t, const char *key, long long now)
 {
-	if (max == 0)
-		return 0;
 	size_t i = find(t, key, fnv1a(key));
 	if (i == NIL)
 		return 0;
 	entry *e = &t->e[i];
-	if (now - e->window_start >= window) {
+	if (now - e->last_ms >= (long long)t->cfg.forget_s * 1000) {
 		remove_entry(t, i);
 		return 0;
 	}
-	return e->count >= max;
+	return e->until_ms > now ? e->until_ms - now : 0;
 }
 
-static void count_failure(hs_throttle *t, const char *key, int max, int window, long long now)
+static void count_failure(hs_throttle *t, const char *key, int free_n, long long now)
 {
-	if (max == 0)
-		return;
 	unsigned long long h = fnv1a(key);
 	size_t i = find(t, key, h);
 	if (i == NIL) {
@@ -213,53 +207,74 @@ static void count_failure(hs_throttle *t, const char *key, int max, int window, 
 		lru_push_front(t, i);
 	}
 	entry *e = &t->e[i];
-	if (e->count == 0 || now - e->window_start >= window) {
-		e->window_start = now;
+	if (e->count > 0 && now - e->last_ms >= (long long)t->cfg.forget_s * 1000)
 		e->count = 0;
-	}
-	if (e->count < max)
+	if (e->count < 1000000)
 		e->count++;
+	e->last_ms = now;
+	if (e->count >= free_n) {
+		int doublings = e->count - free_n;
+		long long d = t->cfg.base_delay_ms;
+		while (doublings-- > 0 && d < t->cfg.max_delay_ms)
+			d *= 2;
+		if (d > t->cfg.max_delay_ms)
+			d = t->cfg.max_delay_ms;
+		e->until_ms = now + d;
+	}
 }
 
-static long long now_or(long long now) { return now ? now : (long long)time(NULL); }
+static long long now_or(long long now_ms) { return now_ms != 0 ? now_ms : hs_clock_wall_ms(); }
 
-int hs_throttle_check(hs_throttle *t, const char *email, const char *peer, long long now,
-		      hs_error *err)
+int hs_throttle_check(hs_throttle *t, const char *email, const char *address, long long now_ms,
+		      long long *retry_ms, hs_error *err)
 {
-	char ka[KEY_MAX], kp[KEY_MAX];
-	int limited = 0;
-	now = now_or(now);
+	char key[KEY_MAX];
+	long long left = 0, l;
+	long long now = now_or(now_ms);
 	pthread_mutex_lock(&t->mu);
-	if (email != NULL && make_key(ka, "a:", email, 1))
-		limited |= locked_out(t, ka, t->cfg.account_max, t->cfg.account_window_s, now);
-	if (peer != NULL && make_key(kp, "p:", peer, 0))
-		limited |= locked_out(t, kp, t->cfg.peer_max, t->cfg.peer_window_s, now);
+	if (address != NULL && t->cfg.address_free > 0) {
+		make_key(key, "a:", address, NULL);
+		left = delay_left(t, key, now);
+	}
+	if (email != NULL && address != NULL && t->cfg.pair_free > 0) {
+		make_key(key, "p:", email, address);
+		if ((l = delay_left(t, key, now)) > left)
+			left = l;
+	}
 	pthread_mutex_unlock(&t->mu);
-	if (limited)
+	if (retry_ms != NULL)
+		*retry_ms = left;
+	if (left > 0)
 		return hs_error_set(err, HS_LIMIT, "Too many failed login attempts, try again later");
 	return HS_OK;
 }
 
-void hs_throttle_failure(hs_throttle *t, const char *email, const char *peer, long long now)
+void hs_throttle_failure(hs_throttle *t, const char *email, const char *address, long long now_ms)
 {
-	char ka[KEY_MAX], kp[KEY_MAX];
-	now = now_or(now);
+	char key[KEY_MAX];
+	long long now = now_or(now_ms);
+	if (address == NULL)
+		return;
 	pthread_mutex_lock(&t->mu);
-	if (email != NULL && make_key(ka, "a:", email, 1))
-		count_failure(t, ka, t->cfg.account_max, t->cfg.account_window_s, now);
-	if (peer != NULL && make_key(kp, "p:", peer, 0))
-		count_failure(t, kp, t->cfg.peer_max, t->cfg.peer_window_s, now);
+	if (t->cfg.address_free > 0) {
+		make_key(key, "a:", address, NULL);
+		count_failure(t, key, t->cfg.address_free, now);
+	}
+	if (email != NULL && t->cfg.pair_free > 0) {
+		make_key(key, "p:", email, address);
+		count_failure(t, key, t->cfg.pair_free, now);
+	}
 	pthread_mutex_unlock(&t->mu);
 }
 
-void hs_throttle_success(hs_throttle *t, const char *email, const char *peer)
+void hs_throttle_success(hs_throttle *t, const char *email, const char *address)
 {
-	char ka[KEY_MAX];
-	(void)peer;
-	if (email == NULL || !make_key(ka, "a:", email, 1))
+	char key[KEY_MAX];
+	if (email == NULL || address == NULL)
 		return;
+	make_key(key, "p:", email, address);
 	pthread_mutex_lock(&t->mu);
-	size_t i = find(t, ka, fnv1a(ka));
+	size_t i = find(t, key, fnv1a(key));
 	if (i != NIL)
 		remove_entry(t, i);
 	pthread_mutex_unlock(&t->mu);

@@ -211,9 +211,12 @@ static int status_error(long status, const body *b, hs_error *err)
 	json_decref(j);
 	if (msg[0] == '\0')
 		snprintf(msg, sizeof(msg), "Service error (HTTP %ld)", status);
-	if (code[0] != '\0')
-		return hs_error_set(err, status_code(status), "%s: %s", code, msg);
-	return hs_error_set(err, status_code(status), "%s", msg);
+	int rc = hs_error_set(err, status_code(status), "%s", msg);
+	/* Only its answers about the request (4xx) carry a code worth passing
+	 * on; its outages are ours to name (UNAVAILABLE, no reason). */
+	if (status >= 400 && status < 500 && status != 408)
+		hs_error_set_reason(err, code);
+	return rc;
 }
 
 /* One request. json_body NULL = GET. On HS_OK *out is the parsed 2xx body. */

@@ -5,8 +5,9 @@
  * Errors: an upstream 4xx/5xx becomes 400 HS_INVALID, 401 HS_UNAUTH,
  * 403 HS_DENIED, 404 HS_NOT_FOUND, 409 HS_EXISTS, 429 HS_LIMIT, 408 and 5xx
  * HS_UNAVAILABLE (other 4xx HS_INVALID), with the upstream's JSON `message`
- * as err->msg, prefixed by its `code` as "CODE: message" when it has one
- * (both sanitised to printable ASCII and bounded). Network failure, or the
+ * as err->msg (sanitised to printable ASCII and bounded) and, for a 4xx, its
+ * `code` as err->reason when it is a well-formed reason ([A-Z0-9_], clients
+ * get it as trailing metadata). Network failure, or the
  * client's own 5 s limit -> HS_UNAVAILABLE; the caller's deadline running
  * out first -> HS_TIMEOUT. A malformed or incomplete 2xx body -> HS_INTERNAL
  * with a generic message (nothing of the body is copied).

@@ -10,6 +10,7 @@ typedef struct hs_auth_user {
 	char *name;
 	char *role;              /* "user" or "admin" */
 	long long created_at_ms; /* Unix ms; 0 when unknown */
+	int disabled;            /* local backend: 1 once disabled */
 } hs_auth_user;
 
 typedef struct hs_auth_result {

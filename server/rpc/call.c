@@ -478,6 +478,15 @@ static void arm_recv(hs_rpc_call *call)
 	pthread_mutex_unlock(&call->mu);
 }
 
+/* A handler's error: its reason (if any) as trailing metadata, then the
+ * status. The one place hs_error.reason reaches the wire. */
+static void finish_error(hs_rpc_call *call, int code, const hs_error *err)
+{
+	if (err->reason[0] != '\0')
+		(void)hs_rpc_call_add_trailing_metadata(call, HS_ERROR_REASON_KEY, err->reason);
+	finish_code(call, code, err->msg);
+}
+
 /* Runs the handler for call->req; on the CQ thread or a worker. */
 static void run_handler(hs_rpc_call *call)
 {
@@ -495,13 +504,13 @@ static void run_handler(hs_rpc_call *call)
 		if (rc == HS_OK)
 			finish_with(call, GRPC_STATUS_OK, NULL, pack(resp));
 		else
-			finish_code(call, rc, err.msg);
+			finish_error(call, rc, &err);
 		return;
 	}
 	bool half_closed = call->req == NULL;
 	rc = h->stream(call, call->req, &err);
 	if (rc != HS_OK)
-		finish_code(call, rc, err.msg);
+		finish_error(call, rc, &err);
 	else if (h->kind == HS_RPC_BIDI_STREAM && half_closed)
 		finish_code(call, HS_OK, NULL);
 	else if (h->kind == HS_RPC_BIDI_STREAM)

@@ -56,6 +56,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "email.h"
 #include "log.h"
 
 #define BUSY_TIMEOUT_MS 5000
@@ -301,6 +302,27 @@ size_t hs_store__limit(size_t limit)
 
 /* ---- open / migrate ------------------------------------------------------ */
 
+/* hs_email_normalize(text): the one email rule (common/email.h) for SQL,
+ * used by migration 4; NULL for NULL or a string that is not an address. */
+static void sql_email_normalize(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+	char out[HS_EMAIL_MAX + 1];
+	const unsigned char *in = argc == 1 ? sqlite3_value_text(argv[0]) : NULL;
+	if (in == NULL || !hs_email_normalize((const char *)in, out, sizeof(out))) {
+		sqlite3_result_null(ctx);
+		return;
+	}
+	sqlite3_result_text(ctx, out, -1, SQLITE_TRANSIENT);
+}
+
+static int register_functions(hs_store *s, hs_error *err)
+{
+	int rc = sqlite3_create_function_v2(s->db, "hs_email_normalize", 1,
+					    SQLITE_UTF8 | SQLITE_DETERMINISTIC, NULL,
+					    sql_email_normalize, NULL, NULL, NULL);
+	return rc == SQLITE_OK ? HS_OK : hs_store__fail(s, rc, "register SQL functions", err);
+}
+
 /* mkdir -p with mode 0700 for every directory we create. */
 static int make_dirs(const char *dir, hs_error *err)
 {
@@ -469,6 +491,8 @@ int hs_store_open(hs_store **out, const char *data_dir, hs_error *err)
 		goto done;
 	}
 	if ((rc = exec(s, "PRAGMA foreign_keys=ON", "foreign_keys", err)) != HS_OK)
+		goto done;
+	if ((rc = register_functions(s, err)) != HS_OK)
 		goto done;
 	if ((rc = set_wal(s, err)) != HS_OK)
 		goto done;

@@ -75,6 +75,10 @@ int hs_store_user_get_by_id(hs_store *store, const char *id, hs_store_user_row *
 /* The email is normalised (lowercased) before the lookup. */
 int hs_store_user_get_by_email(hs_store *store, const char *email, hs_store_user_row *out, hs_error *err);
 int hs_store_user_count(hs_store *store, int64_t *out, hs_error *err);
+/* Set or clear the disabled flag; HS_NOT_FOUND for an unknown id. */
+int hs_store_user_set_disabled(hs_store *store, const char *id, bool disabled, hs_error *err);
+/* Delete the user and (cascade) its refresh tokens; HS_NOT_FOUND if unknown. */
+int hs_store_user_delete(hs_store *store, const char *id, hs_error *err);
 /* Users with id > after_id (NULL or "" = from the start), ordered by id.
  * *out is a malloc'd array of *n_out rows (NULL when 0); release with free(). */
 int hs_store_user_list(hs_store *store, const char *after_id, size_t limit,
@@ -105,6 +109,33 @@ int hs_store_refresh_revoke_family(hs_store *store, const char *family_id, int64
 int hs_store_refresh_revoke(hs_store *store, const char *token_hash, hs_error *err);
 /* Delete tokens with expires_at_ms <= now_ms; *n_out (NULL allowed). */
 int hs_store_refresh_delete_expired(hs_store *store, int64_t now_ms, int64_t *n_out, hs_error *err);
+/* Revoke every refresh token of a user; *n_out (NULL allowed) = rows changed. */
+int hs_store_refresh_revoke_user(hs_store *store, const char *user_id, int64_t *n_out, hs_error *err);
+
+/* ---- access-token revocations ---------------------------------------------
+ * What the auth module refuses before tokens expire: a user (disabled or
+ * deleted), a session (a refresh-token family, logged out or reused) or one
+ * token (jti). Rows live until expires_at_ms; seq grows with every write so
+ * a reader can fetch only what is new. */
+
+typedef struct hs_store_revocation_row {
+	int64_t seq;                   /* set by the store */
+	char kind[HS_STORE_SHORT_MAX]; /* "user" | "session" | "token" */
+	char id[HS_STORE_ID_MAX];
+	int64_t revoked_at_ms;
+	int64_t expires_at_ms;
+} hs_store_revocation_row;
+
+/* Insert or replace (kind, id); the row gets a new seq. */
+int hs_store_revocation_put(hs_store *store, const hs_store_revocation_row *row, hs_error *err);
+/* Rows with seq > after_seq and expires_at_ms > now_ms, by seq, at most
+ * limit (0 = default, clamped like every list). *out: malloc'd array of
+ * *n_out rows (NULL when 0); release with free(). */
+int hs_store_revocation_list(hs_store *store, int64_t after_seq, int64_t now_ms, size_t limit,
+			     hs_store_revocation_row **out, size_t *n_out, hs_error *err);
+/* Delete rows with expires_at_ms <= now_ms; *n_out (NULL allowed). */
+int hs_store_revocation_delete_expired(hs_store *store, int64_t now_ms, int64_t *n_out,
+				       hs_error *err);
 
 /* ---- task ownership ---------------------------------------------------------
  * Task ids are one namespace: the first user to name a task id (by

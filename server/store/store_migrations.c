@@ -130,6 +130,32 @@ const char *const hs_store__migrations[] = {
 	"CREATE INDEX task_owners_owner ON task_owners(owner);"
 	"INSERT OR IGNORE INTO task_owners(task_id, owner, claimed_at_ms)"
 	"  SELECT task_id, owner, registered_at_ms FROM tasks;",
+	/* 4: auth. Revoked access tokens (users disabled or deleted, sessions
+	 * logged out, single tokens), kept until every token they could match
+	 * has expired; seq lets other processes catch up incrementally.
+	 * Emails re-normalised with the one rule (common/email.h, registered
+	 * as the SQL function hs_email_normalize): a row takes its normal form
+	 * unless another row already holds it or an older row of the same
+	 * normal form takes it (created_at_ms, then id); such a row keeps its
+	 * old address, which login still finds by exact match, so no account
+	 * is locked out. */
+	"CREATE TABLE auth_revocations ("
+	"  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+	"  kind TEXT NOT NULL CHECK (kind IN ('user', 'session', 'token')),"
+	"  id TEXT NOT NULL,"
+	"  revoked_at_ms INTEGER NOT NULL,"
+	"  expires_at_ms INTEGER NOT NULL,"
+	"  UNIQUE (kind, id)"
+	");"
+	"CREATE INDEX auth_revocations_expires ON auth_revocations(expires_at_ms);"
+	"UPDATE users SET email = hs_email_normalize(email)"
+	" WHERE hs_email_normalize(email) IS NOT NULL"
+	"   AND hs_email_normalize(email) <> email"
+	"   AND NOT EXISTS (SELECT 1 FROM users AS o WHERE o.email = hs_email_normalize(users.email))"
+	"   AND NOT EXISTS (SELECT 1 FROM users AS o"
+	"     WHERE o.id <> users.id AND hs_email_normalize(o.email) = hs_email_normalize(users.email)"
+	"       AND (o.created_at_ms < users.created_at_ms"
+	"         OR (o.created_at_ms = users.created_at_ms AND o.id < users.id)));",
 };
 
 const int hs_store__migration_count =

@@ -179,3 +179,103 @@ int hs_store_refresh_delete_expired(hs_store *s, int64_t now_ms, int64_t *n_out,
 		*n_out = n;
 	return rc;
 }
+
+int hs_store_refresh_revoke_user(hs_store *s, const char *user_id, int64_t *n_out, hs_error *err)
+{
+	int rc;
+	int64_t n = 0;
+	if (s == NULL)
+		return hs_error_set(err, HS_INVALID, "store: NULL argument");
+	if ((rc = hs_store__check_key(user_id, HS_STORE_ID_MAX, "user id", err)) != HS_OK)
+		return rc;
+	hs_store__lock(s);
+	rc = change(s, HS_STMT_REFRESH_REVOKE_USER,
+		    "UPDATE refresh_tokens SET revoked = 1 WHERE user_id = ?1 AND revoked = ?2",
+		    user_id, 0, "revoke a user's refresh tokens", &n, err);
+	hs_store__unlock(s);
+	if (rc == HS_OK && n_out != NULL)
+		*n_out = n;
+	return rc;
+}
+
+/* ---- access-token revocations ---- */
+
+#define REVOCATION_COLS "seq, kind, id, revoked_at_ms, expires_at_ms"
+
+static int read_revocation(sqlite3_stmt *st, void *row, hs_error *err)
+{
+	hs_store_revocation_row *r = row;
+	int rc;
+	memset(r, 0, sizeof(*r));
+	r->seq = sqlite3_column_int64(st, 0);
+	HS_COL_T(st, 1, r->kind, "kind");
+	HS_COL_T(st, 2, r->id, "id");
+	r->revoked_at_ms = sqlite3_column_int64(st, 3);
+	r->expires_at_ms = sqlite3_column_int64(st, 4);
+	rc = HS_OK;
+done:
+	return rc;
+}
+
+int hs_store_revocation_put(hs_store *s, const hs_store_revocation_row *r, hs_error *err)
+{
+	int rc;
+	sqlite3_stmt *st = NULL;
+	if (s == NULL || r == NULL)
+		return hs_error_set(err, HS_INVALID, "store: NULL argument");
+	if ((rc = hs_store__check_key(r->kind, sizeof(r->kind), "revocation kind", err)) != HS_OK ||
+	    (rc = hs_store__check_key(r->id, sizeof(r->id), "revocation id", err)) != HS_OK)
+		return rc;
+	hs_store__lock(s);
+	HS_STMT(st, HS_STMT_REVOCATION_PUT,
+		"INSERT OR REPLACE INTO auth_revocations(kind, id, revoked_at_ms, expires_at_ms) "
+		"VALUES(?1, ?2, ?3, ?4)");
+	HS_BIND_F(st, 1, r, kind);
+	HS_BIND_F(st, 2, r, id);
+	HS_BIND_I(st, 3, r->revoked_at_ms);
+	HS_BIND_I(st, 4, r->expires_at_ms);
+	rc = hs_store__step_done(s, st, "record a revocation", err);
+done:
+	hs_store__release(st);
+	hs_store__unlock(s);
+	return rc;
+}
+
+int hs_store_revocation_list(hs_store *s, int64_t after_seq, int64_t now_ms, size_t limit,
+			     hs_store_revocation_row **out, size_t *n_out, hs_error *err)
+{
+	int rc;
+	sqlite3_stmt *st = NULL;
+	if (s == NULL || out == NULL || n_out == NULL)
+		return hs_error_set(err, HS_INVALID, "store: NULL argument");
+	hs_store__lock(s);
+	HS_STMT(st, HS_STMT_REVOCATION_LIST,
+		"SELECT " REVOCATION_COLS " FROM auth_revocations "
+		"WHERE seq > ?1 AND expires_at_ms > ?2 ORDER BY seq LIMIT ?3");
+	HS_BIND_I(st, 1, after_seq);
+	HS_BIND_I(st, 2, now_ms);
+	HS_BIND_I(st, 3, hs_store__limit(limit));
+	rc = hs_store__collect(s, st, sizeof(hs_store_revocation_row), read_revocation,
+			       "list revocations", (void **)out, n_out, err);
+done:
+	hs_store__release(st);
+	hs_store__unlock(s);
+	return rc;
+}
+
+int hs_store_revocation_delete_expired(hs_store *s, int64_t now_ms, int64_t *n_out,
+				       hs_error *err)
+{
+	int rc;
+	int64_t n = 0;
+	if (s == NULL)
+		return hs_error_set(err, HS_INVALID, "store: NULL argument");
+	hs_store__lock(s);
+	rc = change(s, HS_STMT_REVOCATION_DELETE_EXPIRED,
+		    "DELETE FROM auth_revocations WHERE expires_at_ms <= ?2", NULL, now_ms,
+		    "delete expired revocations", &n, err);
+	hs_store__unlock(s);
+	if (rc == HS_OK && n_out != NULL)
+		*n_out = n;
+	return rc;
+}

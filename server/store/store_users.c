@@ -151,3 +151,44 @@ done:
 	hs_store__unlock(s);
 	return rc;
 }
+
+int hs_store_user_set_disabled(hs_store *s, const char *id, bool disabled, hs_error *err)
+{
+	int rc;
+	sqlite3_stmt *st = NULL;
+	if (s == NULL)
+		return hs_error_set(err, HS_INVALID, "store: NULL argument");
+	if ((rc = hs_store__check_key(id, HS_STORE_ID_MAX, "user id", err)) != HS_OK)
+		return rc;
+	hs_store__lock(s);
+	HS_STMT(st, HS_STMT_USER_SET_DISABLED, "UPDATE users SET disabled = ?2 WHERE id = ?1");
+	HS_BIND_T(st, 1, id, HS_STORE_ID_MAX, "user id");
+	HS_BIND_I(st, 2, disabled ? 1 : 0);
+	if ((rc = hs_store__step_done(s, st, "disable user", err)) == HS_OK &&
+	    sqlite3_changes64(s->db) == 0)
+		rc = hs_error_set(err, HS_NOT_FOUND, "store: no user with that id");
+done:
+	hs_store__release(st);
+	hs_store__unlock(s);
+	return rc;
+}
+
+int hs_store_user_delete(hs_store *s, const char *id, hs_error *err)
+{
+	int rc;
+	sqlite3_stmt *st = NULL;
+	if (s == NULL)
+		return hs_error_set(err, HS_INVALID, "store: NULL argument");
+	if ((rc = hs_store__check_key(id, HS_STORE_ID_MAX, "user id", err)) != HS_OK)
+		return rc;
+	hs_store__lock(s);
+	HS_STMT(st, HS_STMT_USER_DELETE, "DELETE FROM users WHERE id = ?1");
+	HS_BIND_T(st, 1, id, HS_STORE_ID_MAX, "user id");
+	if ((rc = hs_store__step_done(s, st, "delete user", err)) == HS_OK &&
+	    sqlite3_changes64(s->db) == 0)
+		rc = hs_error_set(err, HS_NOT_FOUND, "store: no user with that id");
+done:
+	hs_store__release(st);
+	hs_store__unlock(s);
+	return rc;
+}

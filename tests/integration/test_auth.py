@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import unittest
 
@@ -45,6 +46,36 @@ class Api:
         self.get_user = rpc(channel, "GetUser", auth_pb2.GetUserRequest, auth_pb2.User)
         self.whoami = rpc(channel, "WhoAmI", auth_pb2.WhoAmIRequest, auth_pb2.User)
         self.create_user = rpc(channel, "CreateUser", auth_pb2.CreateUserRequest, auth_pb2.User)
+        self.disable_user = rpc(channel, "DisableUser", auth_pb2.DisableUserRequest, auth_pb2.User)
+        self.delete_user = rpc(channel, "DeleteUser", auth_pb2.DeleteUserRequest,
+                               auth_pb2.DeleteUserResponse)
+
+
+def code_of(fn, *args, **kw):
+    """(code, details) of a call that must fail."""
+    try:
+        fn(*args, timeout=30 * hstest.SLOW, **kw)
+    except grpc.RpcError as e:
+        return e.code(), e.details()
+    raise AssertionError("the call succeeded")
+
+
+def gateway_signature(data_dir, xff, ts=None):
+    """x-harness-gateway-auth for xff, as harness-gateway makes it with the
+    key harnessd keeps in its data dir (common/gateway_auth.h)."""
+    with open(os.path.join(data_dir, "gateway.key")) as f:
+        key = f.read().strip().encode()
+    ts = int(time.time()) if ts is None else ts
+    mac = hmac.new(key, ("v1:%d:%s" % (ts, xff)).encode(), hashlib.sha256).hexdigest()
+    return "v1:%d:%s" % (ts, mac)
+
+
+def vm_kib(pid, field):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise AssertionError("no %s for pid %d" % (field, pid))
 
 
 class LocalAuthTest(hstest.HarnessTestCase):
@@ -174,6 +205,291 @@ class ThrottleTest(hstest.HarnessTestCase):
         self.assertEqual(codes[0], grpc.StatusCode.UNAUTHENTICATED)
 
 
+class AbuseTest(unittest.TestCase):
+    """issue 11's auth scenarios, each with two plain users beside the admin:
+    throttling that a third party cannot turn against an account, believed
+    and ignored x-forwarded-for, a bounded login storm, tokens refused at
+    once when their user is disabled or deleted or their session logged out.
+    Every test makes its own users (throttle counters are per account)."""
+
+    @classmethod
+    def setUpClass(cls):
+        # delays of a minute: a throttled pair stays throttled for the test,
+        # however slow the machine (no assertion on timing)
+        cls.hd = hstest.Harnessd(args=("--login-backoff-ms", "60000"))
+        cls.api = Api(cls.hd.channel)
+        cls.admin = cls.api.login(auth_pb2.LoginRequest(email=ADMIN[0], password=ADMIN[1]),
+                                  timeout=30 * hstest.SLOW)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.hd.close()
+
+    def users(self, *names):
+        """Plain users name@example.com (password name-password-1), fresh per test."""
+        out = []
+        for n in names:
+            email = "%s-%s@example.com" % (n, self.id().rsplit(".", 1)[-1][5:25])
+            self.api.create_user(auth_pb2.CreateUserRequest(email=email, password=n + "-password-1"),
+                                 metadata=bearer(self.admin.access_token), timeout=30 * hstest.SLOW)
+            out.append((email, n + "-password-1"))
+        return out
+
+    def login_from(self, creds, address=None, password=None, channel=None):
+        """Login as creds; from address = through harness-gateway (signed)."""
+        md = []
+        if address is not None:
+            md = [("x-forwarded-for", address),
+                  ("x-harness-gateway-auth", gateway_signature(self.hd.data_dir, address))]
+        api = self.api if channel is None else Api(channel)
+        return api.login(auth_pb2.LoginRequest(email=creds[0], password=password or creds[1]),
+                         metadata=md, timeout=30 * hstest.SLOW)
+
+    def test_lockout_by_a_third_party_is_impossible(self):
+        alice, bob = self.users("alice", "bob")
+        attacker, home = "203.0.113.66", "198.51.100.7"
+        for victim in (alice, (ADMIN[0], None)):
+            codes = []
+            # delays double from 1 s: however slow this machine, some of
+            # twelve quick attempts land inside one
+            for i in range(12):
+                try:
+                    self.login_from(victim, attacker, password="wrong-password-%d" % i)
+                except grpc.RpcError as e:
+                    codes.append((e.code(), e.details()))
+            # the attacker is slowed down (and every failure says the same)...
+            self.assertIn(grpc.StatusCode.RESOURCE_EXHAUSTED, [c for c, _ in codes])
+            self.assertEqual({d for c, d in codes if c == grpc.StatusCode.UNAUTHENTICATED},
+                             {"Invalid email or password"})
+        with self.assertRaises(grpc.RpcError) as cm:  # even with the right password
+            self.login_from(alice, attacker)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+        # ...while the owners log in from their own addresses at once
+        self.assertEqual(self.login_from(alice, home).user.email, alice[0])
+        self.assertEqual(self.login_from(ADMIN, home).user.role, "admin")
+        # and another account is not touched from the attacker's address either
+        self.assertEqual(self.login_from(bob, attacker).user.email, bob[0])
+
+    def test_spoofed_x_forwarded_for_from_an_untrusted_peer_is_ignored(self):
+        alice, bob = self.users("alice", "bob")
+        # a sandbox with host networking is on loopback too: rotating
+        # x-forwarded-for (with a forged gateway signature) changes nothing
+        codes = []
+        for i in range(12):
+            md = [("x-forwarded-for", "192.0.2.%d" % (i + 1)),
+                  ("x-harness-gateway-auth", "v1:%d:%s" % (time.time(), "00" * 32))]
+            try:
+                self.api.login(auth_pb2.LoginRequest(email=alice[0], password="wrong-%d" % i),
+                               metadata=md, timeout=30 * hstest.SLOW)
+            except grpc.RpcError as e:
+                codes.append(e.code())
+        self.assertEqual(codes[0], grpc.StatusCode.UNAUTHENTICATED)
+        self.assertIn(grpc.StatusCode.RESOURCE_EXHAUSTED, codes)
+        # a signature made for another address does not carry over either
+        md = [("x-forwarded-for", "192.0.2.99"),
+              ("x-harness-gateway-auth", gateway_signature(self.hd.data_dir, "192.0.2.1"))]
+        self.assertEqual(code_of(self.api.login, auth_pb2.LoginRequest(email=alice[0], password=alice[1]),
+                                 metadata=md)[0], grpc.StatusCode.RESOURCE_EXHAUSTED)
+        # the same peer may still log in as bob; alice through the real gateway
+        self.assertEqual(self.login_from(bob).user.email, bob[0])
+        self.assertEqual(self.login_from(alice, "192.0.2.1").user.email, alice[0])
+
+    def test_trusted_proxies_are_believed_right_to_left(self):
+        hd = hstest.Harnessd(args=("--trusted-proxies", "127.0.0.1/32, 10.0.0.0/8", "--login-backoff-ms", "60000"))
+        try:
+            api = Api(hd.channel)
+            codes = []
+            for i in range(12):  # the spoofable left part rotates; the proxy-appended part does not
+                md = [("x-forwarded-for", "6.6.6.%d, 203.0.113.66, 10.1.2.3" % i)]
+                try:
+                    api.login(auth_pb2.LoginRequest(email=ADMIN[0], password="wrong-%d" % i),
+                              metadata=md, timeout=30 * hstest.SLOW)
+                except grpc.RpcError as e:
+                    codes.append(e.code())
+            self.assertIn(grpc.StatusCode.RESOURCE_EXHAUSTED, codes)
+            r = api.login(auth_pb2.LoginRequest(email=ADMIN[0], password=ADMIN[1]),
+                          metadata=[("x-forwarded-for", "198.51.100.7")], timeout=30 * hstest.SLOW)
+            self.assertEqual(r.user.role, "admin")
+        finally:
+            hd.close()
+
+    def test_login_storm_is_bounded(self):
+        # 16 workers could run 16 argon2id hashes (1 GiB); the gate allows 2
+        hd = hstest.Harnessd(args=("--workers", "16", "--password-hash-concurrency", "2",
+                                   "--password-hash-wait-ms", "0"))
+        try:
+            api = Api(hd.channel)
+            pid = hd.proc.pid
+            rss_before = vm_kib(pid, "VmRSS")
+            futures = [api.login.future(auth_pb2.LoginRequest(email=ADMIN[0], password=ADMIN[1]),
+                                        timeout=120 * hstest.SLOW) for _ in range(32)]
+            codes = []
+            for f in futures:
+                try:
+                    f.result()
+                    codes.append(grpc.StatusCode.OK)
+                except grpc.RpcError as e:
+                    codes.append(e.code())
+                    self.assertIn("too many password checks", e.details())
+            self.assertLessEqual(set(codes), {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED})
+            self.assertIn(grpc.StatusCode.OK, codes)
+            self.assertIn(grpc.StatusCode.RESOURCE_EXHAUSTED, codes)
+            # peak memory: two hashes at once and change, never sixteen
+            grown_mib = (vm_kib(pid, "VmHWM") - rss_before) / 1024
+            self.assertLess(grown_mib, 2 * 64 + 48, "peak RSS grew by %.0f MiB" % grown_mib)
+        finally:
+            hd.close()
+
+    def test_disabled_or_deleted_users_tokens_are_refused_at_once(self):
+        carol, dave = self.users("carol", "dave")
+        c = self.login_from(carol)
+        d = self.login_from(dave)
+        admin_md = bearer(self.admin.access_token)
+        self.assertEqual(self.api.whoami(auth_pb2.WhoAmIRequest(), metadata=bearer(c.access_token),
+                                         timeout=30).email, carol[0])
+        # only an admin, never on itself
+        self.assertEqual(code_of(self.api.disable_user, auth_pb2.DisableUserRequest(id=c.user.id),
+                                 metadata=bearer(d.access_token))[0], grpc.StatusCode.PERMISSION_DENIED)
+        self.assertEqual(code_of(self.api.disable_user, auth_pb2.DisableUserRequest(id=self.admin.user.id),
+                                 metadata=admin_md)[0], grpc.StatusCode.FAILED_PRECONDITION)
+        self.assertEqual(code_of(self.api.delete_user, auth_pb2.DeleteUserRequest(id="usr_nobody"),
+                                 metadata=admin_md)[0], grpc.StatusCode.NOT_FOUND)
+        u = self.api.disable_user(auth_pb2.DisableUserRequest(id=c.user.id), metadata=admin_md, timeout=30)
+        self.assertTrue(u.disabled)
+        code, msg = code_of(self.api.whoami, auth_pb2.WhoAmIRequest(), metadata=bearer(c.access_token))
+        self.assertEqual(code, grpc.StatusCode.UNAUTHENTICATED)
+        self.assertIn("revoked", msg)
+        self.assertEqual(code_of(self.api.refresh, auth_pb2.RefreshRequest(refresh_token=c.refresh_token))[0],
+                         grpc.StatusCode.UNAUTHENTICATED)
+        self.assertEqual(code_of(self.api.login, auth_pb2.LoginRequest(email=carol[0], password=carol[1])),
+                         (grpc.StatusCode.UNAUTHENTICATED, "Invalid email or password"))
+        # dave is untouched, until deleted
+        self.assertEqual(self.api.whoami(auth_pb2.WhoAmIRequest(), metadata=bearer(d.access_token),
+                                         timeout=30).email, dave[0])
+        self.api.delete_user(auth_pb2.DeleteUserRequest(id=d.user.id), metadata=admin_md, timeout=30)
+        self.assertEqual(code_of(self.api.whoami, auth_pb2.WhoAmIRequest(), metadata=bearer(d.access_token))[0],
+                         grpc.StatusCode.UNAUTHENTICATED)
+        self.assertEqual(code_of(self.api.get_user, auth_pb2.GetUserRequest(id=d.user.id),
+                                 metadata=admin_md)[0], grpc.StatusCode.NOT_FOUND)
+        self.assertEqual(code_of(self.api.login, auth_pb2.LoginRequest(email=dave[0], password=dave[1]))[0],
+                         grpc.StatusCode.UNAUTHENTICATED)
+
+    def test_harnessctl_user_disable_and_delete(self):
+        gina, hank = self.users("gina", "hank")
+        g, h = self.login_from(gina), self.login_from(hank)
+        with tempfile.TemporaryDirectory(prefix="hs-it-ctl-") as home:
+            env = dict(os.environ, HOME=home, HARNESS_TOKEN_FILE=os.path.join(home, "none"))
+            env.pop("HARNESS_TOKEN", None)
+
+            def ctl(*args, token=self.admin.access_token):
+                argv = [hstest.HARNESSCTL, "--server", self.hd.target] + (["--token", token] if token else [])
+                return subprocess.run(argv + list(args), env=env, capture_output=True, text=True,
+                                      timeout=60 * hstest.SLOW)
+            p = ctl("user", "disable", g.user.id, "-o", "json")
+            self.assertEqual(p.returncode, 0, p.stderr)
+            self.assertIs(json.loads(p.stdout)["disabled"], True)
+            self.assertEqual(ctl("whoami", token=g.access_token).returncode, 4)
+            self.assertEqual(ctl("user", "delete", h.user.id).returncode, 0)
+            self.assertEqual(ctl("whoami", token=h.access_token).returncode, 4)
+            self.assertEqual(ctl("user", "delete", h.user.id).returncode, 3)  # not found
+            # a verb that needs a token says how to get one when there is none
+            p = ctl("whoami", token=None)
+            self.assertEqual(p.returncode, 4)
+            self.assertIn("no access token", p.stderr)
+
+    def test_email_is_one_identity_however_typed(self):
+        md = bearer(self.admin.access_token)
+        typed = "First.Last+%s@GMail.com" % self.id().rsplit(".", 1)[-1][5:10]
+        u = self.api.create_user(auth_pb2.CreateUserRequest(email=typed, password="first-password-1"),
+                                 metadata=md, timeout=30)
+        self.assertEqual(u.email, "firstlast@gmail.com")
+        for spelling in (typed, "firstlast@gmail.com", "FIRST.LAST@googlemail.com", " first.last+x@gmail.com "):
+            r = self.api.login(auth_pb2.LoginRequest(email=spelling, password="first-password-1"), timeout=30)
+            self.assertEqual(r.user.id, u.id, spelling)
+        self.assertEqual(code_of(self.api.create_user, auth_pb2.CreateUserRequest(
+            email="f.i.r.s.t.last@gmail.com", password="first-password-1"), metadata=md)[0],
+            grpc.StatusCode.ALREADY_EXISTS)
+        self.assertEqual(code_of(self.api.login, auth_pb2.LoginRequest(email="not an email", password="xxxxxx"))[0],
+                         grpc.StatusCode.INVALID_ARGUMENT)
+
+
+class RevocationRestartTest(unittest.TestCase):
+    """A logged-out session's access token is refused at once, and still
+    after a restart; the user's other session and other users go on."""
+
+    def test_logged_out_sessions_access_token_is_refused(self):
+        data = tempfile.TemporaryDirectory(prefix="hs-it-revoke-")
+        try:
+            hd = hstest.Harnessd(data_dir=data.name)
+            try:
+                api = Api(hd.channel)
+                admin = api.login(auth_pb2.LoginRequest(email=ADMIN[0], password=ADMIN[1]), timeout=30)
+                for who in ("erin", "frank"):
+                    api.create_user(auth_pb2.CreateUserRequest(email=who + "@example.com",
+                                                               password=who + "-password-1"),
+                                    metadata=bearer(admin.access_token), timeout=30)
+                login = lambda who: api.login(auth_pb2.LoginRequest(email=who + "@example.com",
+                                                                    password=who + "-password-1"), timeout=30)
+                s1, s2, f = login("erin"), login("erin"), login("frank")
+                api.logout(auth_pb2.LogoutRequest(refresh_token=s1.refresh_token), timeout=30)
+                self.assertEqual(code_of(api.whoami, auth_pb2.WhoAmIRequest(), metadata=bearer(s1.access_token))[0],
+                                 grpc.StatusCode.UNAUTHENTICATED)
+                for live in (s2, f):
+                    api.whoami(auth_pb2.WhoAmIRequest(), metadata=bearer(live.access_token), timeout=30)
+            finally:
+                hd.close()
+            hd = hstest.Harnessd(data_dir=data.name)
+            try:
+                api = Api(hd.channel)
+                self.assertEqual(code_of(api.whoami, auth_pb2.WhoAmIRequest(), metadata=bearer(s1.access_token))[0],
+                                 grpc.StatusCode.UNAUTHENTICATED)
+                api.whoami(auth_pb2.WhoAmIRequest(), metadata=bearer(s2.access_token), timeout=30)
+            finally:
+                hd.close()
+        finally:
+            data.cleanup()
+
+
+class EmailMigrationTest(unittest.TestCase):
+    """issue 14: accounts stored before the one email rule (lower-cased as
+    typed) are re-normalised when harnessd starts, and nobody is locked out,
+    also where two old accounts share a normal form."""
+
+    def test_old_rows_are_renormalised_without_lockout(self):
+        import sqlite3
+        data = tempfile.TemporaryDirectory(prefix="hs-it-email-")
+        try:
+            hstest.Harnessd(data_dir=data.name).close()
+            db = sqlite3.connect(os.path.join(data.name, "harness.db"))
+            # back to schema 3 with three old rows, all with the admin's password
+            db.executescript(
+                "DROP TABLE auth_revocations; PRAGMA user_version=3;"
+                "INSERT INTO users(id, email, name, role, password_hash, created_at_ms)"
+                " SELECT 'usr_old1', 'first.last+tag@gmail.com', 'Old', 'user', password_hash, 1 FROM users;"
+                "INSERT INTO users(id, email, name, role, password_hash, created_at_ms)"
+                " SELECT 'usr_old2', 'x.y@gmail.com', 'Older', 'user', password_hash, 2 FROM users WHERE role='admin';"
+                "INSERT INTO users(id, email, name, role, password_hash, created_at_ms)"
+                " SELECT 'usr_old3', 'xy@gmail.com', 'Holder', 'user', password_hash, 3 FROM users WHERE role='admin';")
+            db.commit()
+            db.close()
+            hd = hstest.Harnessd(data_dir=data.name)
+            try:
+                api = Api(hd.channel)
+                login = lambda email: api.login(auth_pb2.LoginRequest(email=email, password=ADMIN[1]),
+                                                timeout=30).user
+                u = login("First.Last+tag@gmail.com")
+                self.assertEqual((u.id, u.email), ("usr_old1", "firstlast@gmail.com"))
+                self.assertEqual(login("firstlast@gmail.com").id, "usr_old1")
+                # the collision: each keeps what it had, nobody is locked out
+                self.assertEqual(login("x.y@gmail.com").id, "usr_old2")
+                self.assertEqual(login("xy@gmail.com").id, "usr_old3")
+                self.assertEqual(login("X.Y+z@gmail.com").id, "usr_old3")
+            finally:
+                hd.close()
+        finally:
+            data.cleanup()
+
+
 class UserServiceDouble(hstest.Process):
     def __init__(self):
         argv = [sys.executable, os.path.join(hstest.SOURCE, "tests/doubles/user_service.py"), "--port", "0",
@@ -268,6 +584,20 @@ class UpstreamAuthTest(unittest.TestCase):
         with self.assertRaises(grpc.RpcError) as cm:
             self.api.whoami(auth_pb2.WhoAmIRequest(), metadata=bearer(bad), timeout=10)
         self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAUTHENTICATED)
+
+    def test_logout_ends_the_access_token_upstream(self):
+        r = self.login()
+        self.api.whoami(auth_pb2.WhoAmIRequest(), metadata=bearer(r.access_token), timeout=10)
+        self.api.logout(auth_pb2.LogoutRequest(refresh_token=r.refresh_token),
+                        metadata=bearer(r.access_token), timeout=10)
+        with self.assertRaises(grpc.RpcError) as cm:
+            self.api.whoami(auth_pb2.WhoAmIRequest(), metadata=bearer(r.access_token), timeout=10)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAUTHENTICATED)
+        admin = self.api.login(auth_pb2.LoginRequest(email="admin@example.com", password="adminpass1"), timeout=10)
+        with self.assertRaises(grpc.RpcError) as cm:
+            self.api.disable_user(auth_pb2.DisableUserRequest(id="u-alice"),
+                                  metadata=bearer(admin.access_token), timeout=10)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.FAILED_PRECONDITION)
 
     def test_create_user_is_not_for_upstream(self):
         admin = self.api.login(auth_pb2.LoginRequest(email="admin@example.com", password="adminpass1"), timeout=10)

@@ -11,6 +11,7 @@ import os
 import re
 import socket
 import sys
+import threading
 import time
 import unittest
 import urllib.request
@@ -77,7 +78,7 @@ class Gateway(hstest.Process):
         super().__init__(argv, env=e, ready=lambda l: l.get("msg") == "listening")
         self.port = next(l for l in self.lines if l.get("msg") == "listening")["port"]
 
-    def request(self, method, path, body=None, headers=None, cookie=None, timeout=30):
+    def request(self, method, path, body=None, headers=None, cookie=None, timeout=30, source="127.0.0.1"):
         h = {}
         if isinstance(body, (dict, list)):
             body = json.dumps(body).encode()
@@ -85,7 +86,8 @@ class Gateway(hstest.Process):
         if cookie is not None:
             h["Cookie"] = "refreshToken=" + cookie
         h.update(headers or {})
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout * hstest.SLOW)
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout * hstest.SLOW,
+                                          source_address=(source, 0))
         try:
             conn.request(method, path, body=body, headers=h)
             r = conn.getresponse()
@@ -115,6 +117,23 @@ class Gateway(hstest.Process):
                     if m and len(rest) >= int(m.group(1)):
                         break
             return out
+
+    def raw_until_closed(self, data, timeout=10):
+        """Sends raw bytes; returns (everything received, whether the server
+        closed the connection) after the server closes it or goes quiet."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout * hstest.SLOW) as s:
+            s.sendall(data)
+            out = b""
+            try:
+                while True:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        return out, True
+                    out += chunk
+            except socket.timeout:
+                return out, False
+            except ConnectionResetError:
+                return out, True
 
     def close(self):
         code = self.stop()
@@ -224,6 +243,20 @@ class UpstreamGatewayTest(unittest.TestCase):
         self.assertNotIn("INVALID_CREDENTIALS:", r.json()["message"])
         self.assertIsNone(r.cookie)
 
+    def test_logout_with_authorization_ends_the_upstream_access_token(self):
+        import grpc
+        from harness.v1 import auth_pb2
+        r = self.alice()
+        access = r.json()["data"]["accessToken"]
+        me = hstest.ServiceClient(self.hd.channel, auth_pb2, "AuthService", token=access)
+        self.assertEqual(me.WhoAmI().id, "u-alice")
+        out = self.gw.post("/api/v1/auth/logout", cookie=r.token, headers={"Authorization": "Bearer " + access})
+        self.assertEqual(out.status, 200, out.text)
+        self.assertEqual(me.error("WhoAmI")[0], grpc.StatusCode.UNAUTHENTICATED)
+        # a bad one never blocks a logout
+        out = self.gw.post("/api/v1/auth/logout", headers={"Authorization": "Bearer not.a.token"})
+        self.assertEqual(out.status, 200, out.text)
+
     def test_refresh_ok_replaces_the_cookie(self):
         tok = self.alice().token
         r = self.gw.post("/api/v1/auth/refresh", cookie=tok)
@@ -279,6 +312,11 @@ class UpstreamGatewayTest(unittest.TestCase):
         self.assertNotIn("<html", r.text)
 
 
+def gateway_key(hd):
+    """The gateway key harnessd created in its data dir."""
+    return ("--gateway-secret-file", os.path.join(hd.data_dir, "gateway.key"))
+
+
 class LocalGatewayTest(unittest.TestCase):
     """The embedded default: harnessd --auth-backend local."""
 
@@ -286,7 +324,7 @@ class LocalGatewayTest(unittest.TestCase):
     def setUpClass(cls):
         cls.hd = hstest.Harnessd()
         try:
-            cls.gw = Gateway(cls.hd.target)
+            cls.gw = Gateway(cls.hd.target, args=gateway_key(cls.hd))
         except BaseException:
             cls.hd.close()
             raise
@@ -441,6 +479,153 @@ class LocalGatewayTest(unittest.TestCase):
             self.assertIn(key, line)
 
 
+class GatewayAbuseTest(unittest.TestCase):
+    """issue 11/14 through the gateway: a third party cannot lock an account
+    out over REST, request-smuggling shapes are 400 and closed, slow clients
+    do not starve /health, logout ends the access token, and an email means
+    one account however it is typed. Clients come from 127.0.0.2/.3 (the
+    attacker, the owner) and 127.0.0.1 (everyone else)."""
+
+    @classmethod
+    def setUpClass(cls):
+        # login delays of a minute: a throttled pair stays throttled for the
+        # test, however slow the machine
+        cls.hd = hstest.Harnessd(args=("--login-backoff-ms", "60000"))
+        try:
+            cls.gw = Gateway(cls.hd.target, args=gateway_key(cls.hd) + (
+                "--threads", "8", "--max-connections-per-client", "4"))
+        except BaseException:
+            cls.hd.close()
+            raise
+        import grpc
+        from harness.v1 import auth_pb2
+        cls.pb = auth_pb2
+        cls.grpc = grpc
+        cls.auth = hstest.ServiceClient(cls.hd.channel, auth_pb2, "AuthService")
+        cls.admin = hstest.ServiceClient(cls.hd.channel, auth_pb2, "AuthService",
+                                         token=hstest.login(cls.hd.channel, *ADMIN))
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            cls.gw.close()
+        finally:
+            cls.hd.close()
+
+    def user(self, name):
+        email = "%s@example.com" % name
+        self.admin.CreateUser(email=email, password=name + "-password-1")
+        return email, name + "-password-1"
+
+    def test_third_party_cannot_lock_an_account_out_over_rest(self):
+        alice = self.user("alice-rest")
+        statuses = [self.gw.login(alice[0], "wrong-password-%d" % i, source="127.0.0.2").status
+                    for i in range(12)]
+        self.assertEqual(statuses[0], 401)
+        self.assertIn(429, statuses)
+        r = self.gw.login(*alice, source="127.0.0.2")  # even with the right password
+        self.assertEqual((r.status, r.json()["code"]), (429, "RATE_LIMITED"))
+        # the owner, elsewhere: in (harnessd believes the signed client address)
+        r = self.gw.login(*alice, source="127.0.0.3")
+        self.assertEqual(r.status, 200, r.text)
+
+    def test_unsigned_client_addresses_are_not_believed(self):
+        # a gateway without the key: harnessd counts everything against the
+        # gateway itself, so the attacker's failures do reach the owner
+        bob = self.user("bob-unsigned")
+        gw = Gateway(self.hd.target)
+        try:
+            for i in range(12):
+                gw.login(bob[0], "wrong-password-%d" % i, source="127.0.0.2")
+            self.assertEqual(gw.login(*bob, source="127.0.0.3").status, 429)
+        finally:
+            gw.close()
+
+    def test_smuggling_shapes_are_400_and_closed(self):
+        body = b'{"email":"a@example.com","password":"123456"}'
+        smuggled = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+        shapes = {
+            "CL+TE": b"Content-Length: %d\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" % len(body),
+            "TE+CL": b"Transfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n",
+            "CL,CL": b"Content-Length: 5\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body),
+            "CL=CL": b"Content-Length: %d\r\nContent-Length: %d\r\n\r\n%s" % (len(body), len(body), body),
+            "CL list": b"Content-Length: %d, %d\r\n\r\n%s" % (len(body), len(body), body),
+            "TE,TE": b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        }
+        for name, rest in shapes.items():
+            out, closed = self.gw.raw_until_closed(
+                b"POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                + rest + smuggled)
+            self.assertTrue(out.startswith(b"HTTP/1.1 400"), (name, out[:120]))
+            self.assertEqual(out.count(b"HTTP/1.1 "), 1, name)  # the smuggled request is never answered
+            self.assertIn(b"Connection: close", out, name)
+            self.assertTrue(closed, name)
+        # a clean request on a kept-alive connection still works
+        self.assertEqual(self.gw.request("GET", "/health").status, 200)
+
+    def test_slow_clients_do_not_starve_health(self):
+        # 40 half-open requests from one address (5x the gateway's 8 threads),
+        # each dribbling a header line now and then, like slowloris
+        socks, stop = [], threading.Event()
+        try:
+            for _ in range(40):
+                s = socket.socket()
+                s.bind(("127.0.0.2", 0))
+                s.settimeout(10)
+                s.connect(("127.0.0.1", self.gw.port))
+                s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+                socks.append(s)
+
+            def dribble():
+                while not stop.wait(0.5):
+                    for s in socks:
+                        try:
+                            s.sendall(b"X-Slow: 1\r\n")
+                        except OSError:
+                            pass
+            t = threading.Thread(target=dribble, daemon=True)
+            t.start()
+            # everyone else is served, well inside the header timeout (10 s)
+            for _ in range(3):
+                r = self.gw.request("GET", "/health", timeout=5)
+                self.assertEqual(r.status, 200, r.text)
+            # the slow client's excess connections were closed at once
+            closed = 0
+            for s in socks:
+                s.settimeout(0.2 * hstest.SLOW)
+                try:
+                    closed += s.recv(1) == b""
+                except socket.timeout:
+                    pass
+                except ConnectionResetError:
+                    closed += 1
+            self.assertGreaterEqual(closed, 36)
+            stop.set()
+            t.join(timeout=5)
+        finally:
+            stop.set()
+            for s in socks:
+                s.close()
+
+    def test_logout_ends_the_access_token_at_once(self):
+        carol = self.user("carol-rest")
+        r = self.gw.login(*carol)
+        self.assertEqual(r.status, 200, r.text)
+        me = hstest.ServiceClient(self.hd.channel, self.pb, "AuthService", token=r.json()["data"]["accessToken"])
+        self.assertEqual(me.WhoAmI().email, carol[0])
+        self.assertEqual(self.gw.post("/api/v1/auth/logout", cookie=r.token).status, 200)
+        self.assertEqual(me.error("WhoAmI")[0], self.grpc.StatusCode.UNAUTHENTICATED)
+
+    def test_email_is_one_identity_over_rest(self):
+        u = self.admin.CreateUser(email="Jane.Doe+news@gmail.com", password="jane-password-1")
+        self.assertEqual(u.email, "janedoe@gmail.com")
+        for typed in ("Jane.Doe+news@gmail.com", "janedoe@gmail.com", "J.A.N.E.doe@googlemail.com"):
+            r = self.gw.login(typed, "jane-password-1")
+            self.assertEqual(r.status, 200, (typed, r.text))
+            self.assertEqual(r.json()["data"]["user"]["id"], u.id)
+            self.assertEqual(r.json()["data"]["user"]["email"], "janedoe@gmail.com")
+
+
 class GatewayModesTest(unittest.TestCase):
     """Gateways with other settings; harnessd is down or started per test."""
 
@@ -477,6 +662,20 @@ class GatewayModesTest(unittest.TestCase):
         finally:
             gw.close()
 
+    def test_health_is_503_when_harnessd_is_unreachable(self):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        gw = Gateway("127.0.0.1:%d" % port)
+        try:
+            r = gw.request("GET", "/health")
+            self.assertEqual(r.status, 503, r.text)
+            self.assertEqual(r.json()["status"], "unavailable")
+            self.assertEqual(r.header("x-frame-options"), "SAMEORIGIN")
+        finally:
+            gw.close()
+
     def test_tls_options_are_refused(self):
         p = hstest.Process([hstest.GATEWAY, "--listen", "127.0.0.1:0", "--tls-cert", "x.pem"])
         self.assertEqual(p.proc.wait(timeout=10 * hstest.SLOW), 2)
@@ -486,7 +685,7 @@ class GatewayModesTest(unittest.TestCase):
     def test_login_throttling_is_429(self):
         hd = hstest.Harnessd()
         try:
-            gw = Gateway(hd.target)
+            gw = Gateway(hd.target, args=gateway_key(hd))
             try:
                 statuses = [gw.login(ADMIN[0], "wrong-password-%d" % i).status for i in range(10)]
                 self.assertEqual(statuses[0], 401)

@@ -8,11 +8,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 
 #include "auth.h"
 #include "double.h"
+#include "gateway_auth.h"
+#include "secret_file.h"
 
 #define API_KEY "facade-api-key"
 #define JWT_SECRET "facade-jwt-secret-0123456789abcdef01"
@@ -75,7 +78,7 @@ static void test_auth__local_end_to_end(void **s)
 		fail_msg("auth: %s", err.msg);
 	assert_int_equal(hs_auth_backend_of(a), HS_AUTH_LOCAL);
 	assert_non_null(hs_auth_local_lookup(a));
-	assert_int_equal(hs_auth_login(a, "admin@example.com", "adminpass1", "ipv4:127.0.0.1:5", -1,
+	assert_int_equal(hs_auth_login(a, "admin@example.com", "adminpass1", "127.0.0.1", -1,
 				       &r, &err), HS_OK);
 	assert_int_equal(hs_auth_verify_access_token(a, r.access_token, &cl, &err), HS_OK);
 	assert_string_equal(cl.sub, r.user.id);
@@ -83,9 +86,15 @@ static void test_auth__local_end_to_end(void **s)
 	assert_int_equal(hs_auth_get_user(a, cl.sub, -1, &u, NULL), HS_OK);
 	assert_string_equal(u.email, "admin@example.com");
 	assert_int_equal(hs_auth_refresh(a, r.refresh_token, -1, &r2, NULL), HS_OK);
-	assert_int_equal(hs_auth_logout(a, r2.refresh_token, -1, NULL), HS_OK);
-	hs_auth_result_dispose(&r);
+	assert_int_equal(hs_auth_logout(a, r2.refresh_token, NULL, -1, NULL), HS_OK);
 	assert_int_equal(hs_auth_refresh(a, r2.refresh_token, -1, &r, NULL), HS_UNAUTH);
+	/* the session's access tokens stop at once */
+	hs_jwt_claims_dispose(&cl);
+	hs_error_clear(&err);
+	assert_int_equal(hs_auth_verify_access_token(a, r.access_token, &cl, &err), HS_UNAUTH);
+	assert_string_equal(err.msg, "token revoked");
+	assert_int_equal(hs_auth_verify_access_token(a, r2.access_token, &cl, NULL), HS_UNAUTH);
+	hs_auth_result_dispose(&r);
 	assert_int_equal(hs_auth_verify_access_token(a, "x.y.z", &cl, NULL), HS_UNAUTH);
 	hs_jwt_claims_dispose(&cl);
 	hs_auth_user_dispose(&u);
@@ -95,36 +104,141 @@ static void test_auth__local_end_to_end(void **s)
 	rm_rf(dir);
 }
 
+static hs_auth *local_auth(char *dir, hs_store **st, hs_auth_config *c)
+{
+	hs_auth *a = NULL;
+	hs_error err = { 0 };
+	assert_non_null(mkdtemp(dir));
+	assert_int_equal(hs_store_open(st, dir, NULL), HS_OK);
+	c->store = *st;
+	c->data_dir = dir;
+	c->jwt_secret = JWT_SECRET;
+	c->admin_email = "admin@example.com";
+	c->admin_password = "adminpass1";
+	if (hs_auth_new(&a, c, &err) != HS_OK)
+		fail_msg("auth: %s", err.msg);
+	return a;
+}
+
+/* issue 11: wrong passwords from one address never lock the account for
+ * another address; the attacker's own guesses slow down. */
 static void test_auth__login_throttled(void **s)
 {
 	char dir[] = "/tmp/hs-auth-facade-XXXXXX";
 	hs_store *st = NULL;
-	hs_auth *a = NULL;
 	hs_auth_config c = HS_AUTH_CONFIG_INIT;
 	hs_auth_result r = { 0 };
 	hs_error err = { 0 };
-	assert_non_null(mkdtemp(dir));
-	assert_int_equal(hs_store_open(&st, dir, NULL), HS_OK);
-	c.store = st;
-	c.jwt_secret = JWT_SECRET;
-	c.admin_email = "admin@example.com";
-	c.admin_password = "adminpass1";
-	c.throttle.account_max = 3;
-	c.throttle.peer_max = 5;
-	assert_int_equal(hs_auth_new(&a, &c, NULL), HS_OK);
+	c.throttle.pair_free = 3;
+	c.throttle.address_free = 5;
+	hs_auth *a = local_auth(dir, &st, &c);
 	for (int i = 0; i < 3; i++)
-		assert_int_equal(hs_auth_login(a, "admin@example.com", "wrong!", "ipv4:10.0.0.1:1", -1,
-					       &r, NULL), HS_UNAUTH);
-	/* locked: even the right password is refused, with a LIMIT */
-	assert_int_equal(hs_auth_login(a, "admin@example.com", "adminpass1", "ipv4:10.0.0.9:1", -1,
-				       &r, &err), HS_LIMIT);
-	/* per peer: unknown accounts from one address */
-	for (int i = 0; i < 2; i++)
-		assert_int_equal(hs_auth_login(a, "x@y", "whatever", "ipv4:10.0.0.1:2", -1, &r, NULL),
-				 HS_UNAUTH);
-	assert_int_equal(hs_auth_login(a, "other@y", "whatever", "ipv4:10.0.0.1:3", -1, &r, NULL),
-			 HS_LIMIT);
+		assert_int_equal(hs_auth_login(a, "admin@example.com", "wrong!", "10.0.0.1", -1, &r,
+					       NULL), HS_UNAUTH);
+	/* the attacker's address: refused, even with the right password */
+	assert_int_equal(hs_auth_login(a, "Admin@Example.com", "adminpass1", "10.0.0.1", -1, &r,
+				       &err), HS_LIMIT);
 	assert_null(r.access_token);
+	/* the owner's address: in */
+	assert_int_equal(hs_auth_login(a, "admin@example.com", "adminpass1", "10.0.0.9", -1, &r,
+				       NULL), HS_OK);
+	hs_auth_result_dispose(&r);
+	/* per address: unknown accounts sprayed from one address */
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(hs_auth_login(a, "x@y", "whatever", "10.0.0.1", -1, &r, NULL),
+				 HS_UNAUTH);
+	assert_int_equal(hs_auth_login(a, "other@y", "whatever", "10.0.0.1", -1, &r, NULL), HS_LIMIT);
+	/* validation comes first and costs nothing */
+	assert_int_equal(hs_auth_login(a, "not-an-email", "whatever", "10.0.0.2", -1, &r, &err),
+			 HS_INVALID);
+	assert_non_null(strstr(err.msg, "email"));
+	assert_int_equal(hs_auth_login(a, "a@b.co", "", "10.0.0.2", -1, &r, NULL), HS_INVALID);
+	hs_auth_free(a);
+	hs_store_free(st);
+	rm_rf(dir);
+}
+
+static void test_auth__client_address(void **s)
+{
+	char dir[] = "/tmp/hs-auth-facade-XXXXXX", key_path[96], out[HS_IP_TEXT_MAX];
+	char sig[HS_GATEWAY_AUTH_MAX], *key = NULL;
+	size_t key_len = 0;
+	hs_store *st = NULL;
+	hs_auth_config c = HS_AUTH_CONFIG_INIT;
+	c.trusted_proxies = "10.1.0.0/16, fd00::/8";
+	hs_auth *a = local_auth(dir, &st, &c);
+	/* no xff: the peer's IP */
+	hs_auth_client_address(a, "ipv4:203.0.113.5:4444", NULL, NULL, out, sizeof(out));
+	assert_string_equal(out, "203.0.113.5");
+	hs_auth_client_address(a, "ipv6:[::ffff:203.0.113.5]:4444", NULL, NULL, out, sizeof(out));
+	assert_string_equal(out, "203.0.113.5");
+	hs_auth_client_address(a, "unix:/run/x.sock", "1.2.3.4", NULL, out, sizeof(out));
+	assert_string_equal(out, "local");
+	/* untrusted peer, loopback included: xff ignored */
+	hs_auth_client_address(a, "ipv4:127.0.0.1:4444", "198.51.100.1", NULL, out, sizeof(out));
+	assert_string_equal(out, "127.0.0.1");
+	/* a trusted proxy: the right-most untrusted entry */
+	hs_auth_client_address(a, "ipv4:10.1.2.3:4444", "6.6.6.6, 198.51.100.1, 10.1.9.9", NULL, out,
+			       sizeof(out));
+	assert_string_equal(out, "198.51.100.1");
+	hs_auth_client_address(a, "ipv6:[fd00::1]:4444", "198.51.100.2", NULL, out, sizeof(out));
+	assert_string_equal(out, "198.51.100.2");
+	/* the gateway: its signature, from any peer */
+	snprintf(key_path, sizeof(key_path), "%s/gateway.key", dir);
+	hs_secret_file_opts o = { false, 0, 007 };
+	assert_int_equal(hs_secret_file_load(key_path, &o, &key, &key_len, NULL), HS_OK);
+	long long now = time(NULL);
+	assert_true(hs_gateway_auth_sign(key, key_len, "198.51.100.7", now, sig, sizeof(sig)));
+	hs_auth_client_address(a, "ipv4:127.0.0.1:1", "198.51.100.7", sig, out, sizeof(out));
+	assert_string_equal(out, "198.51.100.7");
+	/* ... for the address it signed, and fresh */
+	hs_auth_client_address(a, "ipv4:127.0.0.1:1", "198.51.100.8", sig, out, sizeof(out));
+	assert_string_equal(out, "127.0.0.1");
+	assert_true(hs_gateway_auth_sign(key, key_len, "198.51.100.7", now - 3600, sig, sizeof(sig)));
+	hs_auth_client_address(a, "ipv4:127.0.0.1:1", "198.51.100.7", sig, out, sizeof(out));
+	assert_string_equal(out, "127.0.0.1");
+	assert_true(hs_gateway_auth_sign("another key of at least 32 bytes!", 33, "198.51.100.7", now,
+					 sig, sizeof(sig)));
+	hs_auth_client_address(a, "ipv4:127.0.0.1:1", "198.51.100.7", sig, out, sizeof(out));
+	assert_string_equal(out, "127.0.0.1");
+	free(key);
+	hs_auth_free(a);
+	hs_store_free(st);
+	rm_rf(dir);
+}
+
+static void test_auth__user_management(void **s)
+{
+	char dir[] = "/tmp/hs-auth-facade-XXXXXX";
+	hs_store *st = NULL;
+	hs_auth_config c = HS_AUTH_CONFIG_INIT;
+	hs_auth_result admin = { 0 }, bob = { 0 };
+	hs_auth_user u = { 0 };
+	hs_jwt_claims cl = { 0 };
+	hs_error err = { 0 };
+	hs_auth *a = local_auth(dir, &st, &c);
+	assert_int_equal(hs_auth_login(a, "admin@example.com", "adminpass1", "1.1.1.1", -1, &admin,
+				       NULL), HS_OK);
+	assert_int_equal(hs_auth_create_user(a, "Bob@Example.com", "", "", "bobpass1", &u, NULL),
+			 HS_OK);
+	assert_string_equal(u.email, "bob@example.com");
+	assert_int_equal(hs_auth_login(a, "bob@example.com", "bobpass1", "1.1.1.2", -1, &bob, NULL),
+			 HS_OK);
+	assert_int_equal(hs_auth_verify_access_token(a, bob.access_token, &cl, NULL), HS_OK);
+	hs_jwt_claims_dispose(&cl);
+	assert_int_equal(hs_auth_disable_user(a, admin.user.id, admin.user.id, NULL, &err),
+			 HS_CONFLICT);
+	assert_int_equal(hs_auth_delete_user(a, admin.user.id, admin.user.id, NULL), HS_CONFLICT);
+	hs_auth_user_dispose(&u);
+	assert_int_equal(hs_auth_disable_user(a, bob.user.id, admin.user.id, &u, NULL), HS_OK);
+	assert_int_equal(hs_auth_verify_access_token(a, bob.access_token, &cl, NULL), HS_UNAUTH);
+	assert_int_equal(hs_auth_verify_access_token(a, admin.access_token, &cl, NULL), HS_OK);
+	hs_jwt_claims_dispose(&cl);
+	assert_int_equal(hs_auth_delete_user(a, bob.user.id, admin.user.id, NULL), HS_OK);
+	assert_int_equal(hs_auth_delete_user(a, bob.user.id, admin.user.id, NULL), HS_NOT_FOUND);
+	hs_auth_user_dispose(&u);
+	hs_auth_result_dispose(&admin);
+	hs_auth_result_dispose(&bob);
 	hs_auth_free(a);
 	hs_store_free(st);
 	rm_rf(dir);
@@ -156,7 +270,13 @@ static void test_auth__upstream_end_to_end(void **s)
 	assert_string_equal(cl.sub, "u-alice");
 	assert_string_equal(cl.role, "user");
 	assert_int_equal(hs_auth_get_user(a, "u-alice", 2000, &u, NULL), HS_OK);
-	assert_int_equal(hs_auth_logout(a, r.refresh_token, 2000, NULL), HS_OK);
+	/* upstream: the presented access token is revoked by its jti */
+	hs_jwt_claims_dispose(&cl);
+	assert_int_equal(hs_auth_logout(a, r.refresh_token, r.access_token, 2000, NULL), HS_OK);
+	assert_int_equal(hs_auth_verify_access_token(a, r.access_token, &cl, NULL), HS_UNAUTH);
+	assert_int_equal(hs_auth_create_user(a, "z@example.com", NULL, NULL, "zzzzzz1", NULL, NULL),
+			 HS_CONFLICT);
+	assert_int_equal(hs_auth_disable_user(a, "u-alice", "u-admin", NULL, NULL), HS_CONFLICT);
 	hs_auth_result_dispose(&r);
 	assert_int_equal(hs_auth_login(a, "alice@example.com", "bad-pass", NULL, 2000, &r, &err),
 			 HS_UNAUTH);
@@ -172,6 +292,8 @@ int main(void)
 		cmocka_unit_test(test_auth__config_errors),
 		cmocka_unit_test(test_auth__local_end_to_end),
 		cmocka_unit_test(test_auth__login_throttled),
+		cmocka_unit_test(test_auth__client_address),
+		cmocka_unit_test(test_auth__user_management),
 		cmocka_unit_test(test_auth__upstream_end_to_end),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

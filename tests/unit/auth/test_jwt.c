@@ -303,6 +303,35 @@ static void test_jwt__malformed_refused(void **s)
 	hs_jwt_key_free(hk);
 }
 
+/* REVIEW-NOTES: exp + leeway overflowed for exp = 2^63-1 (failing closed by
+ * accident). Extreme values are now compared without arithmetic on them. */
+static void test_jwt__extreme_times_do_not_overflow(void **s)
+{
+	hs_jwt_key *hk = hmac_key();
+	hs_jwt_claims c = { 0 };
+	hs_error err = { 0 };
+	char pl[200];
+	snprintf(pl, sizeof(pl), "{\"sub\":\"u\",\"exp\":9223372036854775807,\"sid\":\"fam_1\"}");
+	char *forever = forge(SECRET, strlen(SECRET), "{\"alg\":\"HS256\"}", pl);
+	assert_int_equal(verify(hk, forever, NULL, &c, &err), HS_OK);
+	assert_int_equal(c.exp, 9223372036854775807LL);
+	assert_string_equal(c.sid, "fam_1");
+	hs_jwt_claims_dispose(&c);
+	snprintf(pl, sizeof(pl), "{\"sub\":\"u\",\"exp\":-9223372036854775807}");
+	char *ancient = forge(SECRET, strlen(SECRET), "{\"alg\":\"HS256\"}", pl);
+	assert_int_equal(verify(hk, ancient, NULL, NULL, &err), HS_UNAUTH);
+	snprintf(pl, sizeof(pl),
+		 "{\"sub\":\"u\",\"exp\":9223372036854775807,\"nbf\":9223372036854775807}");
+	char *later = forge(SECRET, strlen(SECRET), "{\"alg\":\"HS256\"}", pl);
+	hs_error_clear(&err);
+	assert_int_equal(verify(hk, later, NULL, NULL, &err), HS_UNAUTH);
+	assert_string_equal(err.msg, "token not yet valid");
+	free(forever);
+	free(ancient);
+	free(later);
+	hs_jwt_key_free(hk);
+}
+
 static void test_jwt__time_claims(void **s)
 {
 	hs_jwt_key *hk = hmac_key();
@@ -387,6 +416,7 @@ int main(void)
 		cmocka_unit_test(test_jwt__tampered_refused),
 		cmocka_unit_test(test_jwt__malformed_refused),
 		cmocka_unit_test(test_jwt__time_claims),
+		cmocka_unit_test(test_jwt__extreme_times_do_not_overflow),
 		cmocka_unit_test(test_jwt__issuer_audience),
 		cmocka_unit_test(test_jwt__pem_file),
 	};

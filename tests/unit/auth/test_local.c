@@ -2,6 +2,7 @@
  * generic failures, refresh rotation, reuse detection, logout, bootstrap,
  * the jwt.key file. */
 #include <setjmp.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -14,6 +15,7 @@
 #include <cmocka.h>
 
 #include "local.h"
+#include "password.h"
 
 #define SECRET "local-test-secret-0123456789abcdef0123456789"
 
@@ -21,6 +23,7 @@ typedef struct fixture {
 	char dir[64];
 	hs_store *store;
 	hs_jwt_key *key;
+	hs_revocations *rev;
 	hs_auth_local *l;
 } fixture;
 
@@ -38,13 +41,15 @@ static int setup(void **state)
 	hs_auth_local_config c = { 0 };
 	snprintf(f->dir, sizeof(f->dir), "/tmp/hs-auth-local-XXXXXX");
 	if (mkdtemp(f->dir) == NULL || hs_store_open(&f->store, f->dir, &err) != HS_OK ||
-	    hs_jwt_key_new_hmac(&f->key, SECRET, strlen(SECRET), &err) != HS_OK) {
+	    hs_jwt_key_new_hmac(&f->key, SECRET, strlen(SECRET), &err) != HS_OK ||
+	    hs_revocations_new(&f->rev, f->store, &err) != HS_OK) {
 		fprintf(stderr, "setup: %s\n", err.msg);
 		return -1;
 	}
 	c.store = f->store;
 	c.key = f->key;
 	c.issuer = "harness";
+	c.revocations = f->rev;
 	if (hs_auth_local_new(&f->l, &c, &err) != HS_OK ||
 	    hs_auth_local_create_user(f->l, "Alice@Example.com", "Alice", "user", "password123",
 				      NULL, &err) != HS_OK)
@@ -57,6 +62,7 @@ static int teardown(void **state)
 {
 	fixture *f = *state;
 	hs_auth_local_free(f->l);
+	hs_revocations_free(f->rev);
 	hs_jwt_key_free(f->key);
 	hs_store_free(f->store);
 	rm_rf(f->dir);
@@ -180,7 +186,7 @@ static void test_local__expired_refresh(void **state)
 {
 	fixture *f = *state;
 	hs_auth_local *shortl = NULL;
-	hs_auth_local_config c = { f->store, f->key, NULL, NULL, 60, 1 };
+	hs_auth_local_config c = { f->store, f->key, NULL, NULL, 60, 1, NULL };
 	hs_auth_result a = { 0 }, x = { 0 };
 	assert_int_equal(hs_auth_local_new(&shortl, &c, NULL), HS_OK);
 	assert_int_equal(hs_auth_local_login(shortl, "alice@example.com", "password123", &a, NULL),
@@ -203,6 +209,8 @@ static void test_local__create_user_checks(void **state)
 	assert_int_equal(hs_auth_local_create_user(f->l, "b@x", "B", "root", "pw123456", NULL, NULL),
 			 HS_INVALID);
 	assert_int_equal(hs_auth_local_create_user(f->l, "b@x", "B", "user", "", NULL, NULL),
+			 HS_INVALID);
+	assert_int_equal(hs_auth_local_create_user(f->l, "b@x", "B", "user", "12345", NULL, NULL),
 			 HS_INVALID);
 	assert_int_equal(hs_auth_local_create_user(f->l, "B@X", "B", "admin", "pw123456", &u, NULL),
 			 HS_OK);
@@ -307,6 +315,177 @@ static void test_local__secret_file(void **state)
 	rm_rf(dir);
 }
 
+/* The claims of an access token the fixture's key signed. */
+static void claims_of(fixture *f, const char *token, hs_jwt_claims *out)
+{
+	hs_jwt_verify_opts o = HS_JWT_VERIFY_OPTS_INIT;
+	o.iss = "harness";
+	assert_int_equal(hs_jwt_verify(f->key, token, &o, out, NULL), HS_OK);
+}
+
+static bool refused(fixture *f, const char *token)
+{
+	hs_jwt_claims c = { 0 };
+	claims_of(f, token, &c);
+	bool r = hs_revocations_refuses(f->rev, c.sub, c.sid, c.jti, c.iat, 0);
+	hs_jwt_claims_dispose(&c);
+	return r;
+}
+
+static void test_local__tokens_carry_session_and_id(void **state)
+{
+	fixture *f = *state;
+	hs_auth_result a = { 0 }, b = { 0 };
+	hs_jwt_claims c = { 0 };
+	login(f, &a);
+	assert_int_equal(hs_auth_local_refresh(f->l, a.refresh_token, &b, NULL), HS_OK);
+	claims_of(f, a.access_token, &c);
+	assert_non_null(c.jti);
+	assert_non_null(c.sid);
+	char sid[64];
+	snprintf(sid, sizeof(sid), "%s", c.sid);
+	hs_jwt_claims_dispose(&c);
+	claims_of(f, b.access_token, &c);
+	assert_string_equal(c.sid, sid); /* one session across rotations */
+	hs_jwt_claims_dispose(&c);
+	hs_auth_result_dispose(&a);
+	hs_auth_result_dispose(&b);
+}
+
+/* Logout ends the session's access tokens too; other sessions live on. */
+static void test_local__logout_revokes_the_sessions_access_tokens(void **state)
+{
+	fixture *f = *state;
+	hs_auth_result a = { 0 }, a2 = { 0 }, other = { 0 };
+	login(f, &a);
+	login(f, &other);
+	assert_int_equal(hs_auth_local_refresh(f->l, a.refresh_token, &a2, NULL), HS_OK);
+	assert_false(refused(f, a.access_token));
+	assert_int_equal(hs_auth_local_logout(f->l, a2.refresh_token, NULL), HS_OK);
+	assert_true(refused(f, a.access_token));
+	assert_true(refused(f, a2.access_token));
+	assert_false(refused(f, other.access_token));
+	/* a restart keeps it: the set is rebuilt from the store */
+	hs_revocations *again = NULL;
+	hs_jwt_claims c = { 0 };
+	assert_int_equal(hs_revocations_new(&again, f->store, NULL), HS_OK);
+	claims_of(f, a2.access_token, &c);
+	assert_true(hs_revocations_refuses(again, c.sub, c.sid, c.jti, c.iat, 0));
+	hs_jwt_claims_dispose(&c);
+	hs_revocations_free(again);
+	hs_auth_result_dispose(&a);
+	hs_auth_result_dispose(&a2);
+	hs_auth_result_dispose(&other);
+}
+
+static void test_local__reuse_revokes_the_sessions_access_tokens(void **state)
+{
+	fixture *f = *state;
+	hs_auth_result a = { 0 }, b = { 0 }, x = { 0 };
+	login(f, &a);
+	assert_int_equal(hs_auth_local_refresh(f->l, a.refresh_token, &b, NULL), HS_OK);
+	assert_int_equal(hs_auth_local_refresh(f->l, a.refresh_token, &x, NULL), HS_UNAUTH);
+	assert_true(refused(f, b.access_token)); /* the thief's too */
+	hs_auth_result_dispose(&a);
+	hs_auth_result_dispose(&b);
+}
+
+static void test_local__disable_and_delete(void **state)
+{
+	fixture *f = *state;
+	hs_auth_result a = { 0 }, x = { 0 };
+	hs_auth_user u = { 0 };
+	hs_error err = { 0 };
+	login(f, &a);
+	assert_int_equal(hs_auth_local_disable_user(f->l, a.user.id, &u, &err), HS_OK);
+	assert_int_equal(u.disabled, 1);
+	hs_auth_user_dispose(&u);
+	assert_true(refused(f, a.access_token));
+	assert_int_equal(hs_auth_local_refresh(f->l, a.refresh_token, &x, NULL), HS_UNAUTH);
+	assert_int_equal(hs_auth_local_login(f->l, "alice@example.com", "password123", &x, &err),
+			 HS_UNAUTH);
+	assert_string_equal(err.msg, HS_AUTH_LOGIN_FAILED);
+	assert_int_equal(hs_auth_local_disable_user(f->l, a.user.id, NULL, NULL), HS_OK);
+	assert_int_equal(hs_auth_local_disable_user(f->l, "usr_nobody", NULL, NULL), HS_NOT_FOUND);
+	assert_int_equal(hs_auth_local_disable_user(f->l, "", NULL, NULL), HS_INVALID);
+
+	hs_auth_result b = { 0 };
+	assert_int_equal(hs_auth_local_create_user(f->l, "bob@example.com", NULL, NULL, "bobpass1",
+						   &u, NULL), HS_OK);
+	assert_string_equal(u.name, "bob");
+	assert_string_equal(u.role, "user");
+	assert_int_equal(hs_auth_local_login(f->l, "bob@example.com", "bobpass1", &b, NULL), HS_OK);
+	assert_int_equal(hs_auth_local_delete_user(f->l, u.id, NULL), HS_OK);
+	assert_true(refused(f, b.access_token));
+	assert_int_equal(hs_auth_local_get_user(f->l, u.id, &u, NULL), HS_NOT_FOUND);
+	assert_int_equal(hs_auth_local_delete_user(f->l, "usr_nobody", NULL), HS_NOT_FOUND);
+	assert_int_equal(hs_auth_local_login(f->l, "bob@example.com", "bobpass1", &x, NULL),
+			 HS_UNAUTH);
+	/* the address is free again */
+	assert_int_equal(hs_auth_local_create_user(f->l, "bob@example.com", NULL, NULL, "bobpass2",
+						   NULL, NULL), HS_OK);
+	hs_auth_user_dispose(&u);
+	hs_auth_result_dispose(&a);
+	hs_auth_result_dispose(&b);
+}
+
+/* issue 14: one account whatever way its address is typed. */
+static void test_local__email_normal_forms(void **state)
+{
+	fixture *f = *state;
+	hs_auth_user u = { 0 };
+	hs_auth_result r = { 0 };
+	assert_int_equal(hs_auth_local_create_user(f->l, " First.Last+tag@GoogleMail.com ", "F",
+						   "user", "firstpass1", &u, NULL), HS_OK);
+	assert_string_equal(u.email, "firstlast@gmail.com");
+	const char *typed[] = { "First.Last+tag@gmail.com", "firstlast@gmail.com",
+				"FIRST.LAST@googlemail.com", "f.i.r.s.t.l.a.s.t+x@gmail.com" };
+	for (size_t i = 0; i < sizeof(typed) / sizeof(typed[0]); i++) {
+		assert_int_equal(hs_auth_local_login(f->l, typed[i], "firstpass1", &r, NULL), HS_OK);
+		assert_string_equal(r.user.id, u.id);
+		hs_auth_result_dispose(&r);
+	}
+	assert_int_equal(hs_auth_local_create_user(f->l, "firstlast+other@gmail.com", "F", "user",
+						   "firstpass1", NULL, NULL), HS_EXISTS);
+	hs_auth_user_dispose(&u);
+}
+
+/* Rows the migration could not re-normalise (another held the normal
+ * form) are still found by the address as it was stored. */
+static void test_local__legacy_rows_still_log_in(void **state)
+{
+	fixture *f = *state;
+	hs_store_user_row a = { 0 }, b = { 0 };
+	hs_auth_result r = { 0 };
+	char *ha = NULL, *hb = NULL;
+	assert_int_equal(hs_password_hash("legacy-a-pw", &ha, NULL), HS_OK);
+	assert_int_equal(hs_password_hash("legacy-b-pw", &hb, NULL), HS_OK);
+	snprintf(a.id, sizeof(a.id), "usr_legacya");
+	snprintf(a.email, sizeof(a.email), "a.b@gmail.com");
+	snprintf(a.role, sizeof(a.role), "user");
+	snprintf(a.password_hash, sizeof(a.password_hash), "%s", ha);
+	a.created_at_ms = 1000;
+	b = a;
+	snprintf(b.id, sizeof(b.id), "usr_legacyb");
+	snprintf(b.email, sizeof(b.email), "ab@gmail.com");
+	snprintf(b.password_hash, sizeof(b.password_hash), "%s", hb);
+	assert_int_equal(hs_store_user_insert(f->store, &a, NULL), HS_OK);
+	assert_int_equal(hs_store_user_insert(f->store, &b, NULL), HS_OK);
+	assert_int_equal(hs_auth_local_login(f->l, "A.B@gmail.com", "legacy-a-pw", &r, NULL), HS_OK);
+	assert_string_equal(r.user.id, "usr_legacya");
+	hs_auth_result_dispose(&r);
+	assert_int_equal(hs_auth_local_login(f->l, "ab@gmail.com", "legacy-b-pw", &r, NULL), HS_OK);
+	assert_string_equal(r.user.id, "usr_legacyb");
+	hs_auth_result_dispose(&r);
+	/* any other spelling means the normal form's owner */
+	assert_int_equal(hs_auth_local_login(f->l, "a.b+x@gmail.com", "legacy-b-pw", &r, NULL),
+			 HS_OK);
+	assert_string_equal(r.user.id, "usr_legacyb");
+	hs_auth_result_dispose(&r);
+	free(ha);
+	free(hb);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -317,6 +496,14 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_local__logout_revokes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_local__expired_refresh, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_local__create_user_checks, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_local__tokens_carry_session_and_id, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_local__logout_revokes_the_sessions_access_tokens,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_local__reuse_revokes_the_sessions_access_tokens,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_local__disable_and_delete, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_local__email_normal_forms, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_local__legacy_rows_still_log_in, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_local__bootstrap_admin, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_local__bootstrap_admin_from_env, setup, teardown),
 		cmocka_unit_test(test_local__secret_file),

@@ -1,4 +1,5 @@
-/* Login throttling: limits per account and per peer, windows, eviction. */
+/* Login throttling: per (account, address) and per address, growing delays,
+ * no lockout of an account by a third party, forgetting, eviction. */
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -6,93 +7,140 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <cmocka.h>
 
 #include "throttle.h"
 
-#define T0 1700000000LL
+#define T0 1700000000000LL /* ms */
+#define ADMIN "admin@example.com"
+#define EVIL "203.0.113.66"
+#define HOME "198.51.100.7"
 
-static hs_throttle *mk(int amax, int aw, int pmax, int pw, size_t cap)
+static hs_throttle *mk(int pair_free, int address_free, size_t cap)
 {
-	hs_throttle_config c = { amax, aw, pmax, pw, cap };
+	hs_throttle_config c = { pair_free, address_free, 1000, 60000, 3600, cap };
 	hs_throttle *t = NULL;
 	assert_int_equal(hs_throttle_new(&t, &c, NULL), HS_OK);
 	return t;
 }
 
-static void test_throttle__account_limit_and_window(void **s)
+/* The attack of issue 11: wrong passwords for the admin from one address
+ * never refuse the admin's own address. */
+static void test_throttle__third_party_cannot_lock_out(void **s)
 {
-	hs_throttle *t = mk(5, 900, 0, 60, 100);
+	hs_throttle *t = mk(5, 0, 100);
 	hs_error err = { 0 };
-	for (int i = 0; i < 5; i++) {
-		assert_int_equal(hs_throttle_check(t, "Bob@Example.com", NULL, T0 + i, NULL), HS_OK);
-		hs_throttle_failure(t, "bob@example.com", NULL, T0 + i);
+	for (int i = 0; i < 50; i++)
+		hs_throttle_failure(t, ADMIN, EVIL, T0 + i);
+	assert_int_equal(hs_throttle_check(t, ADMIN, EVIL, T0 + 60, NULL, &err), HS_LIMIT);
+	assert_string_equal(err.msg, "Too many failed login attempts, try again later");
+	assert_int_equal(hs_throttle_check(t, ADMIN, HOME, T0 + 60, NULL, NULL), HS_OK);
+	/* nor another account from the attacker's address */
+	assert_int_equal(hs_throttle_check(t, "carol@example.com", EVIL, T0 + 60, NULL, NULL), HS_OK);
+	hs_throttle_free(t);
+}
+
+static void test_throttle__delays_grow_and_cap(void **s)
+{
+	hs_throttle *t = mk(3, 0, 100);
+	long long retry = -1, now = T0;
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(hs_throttle_check(t, ADMIN, EVIL, now, &retry, NULL), HS_OK);
+		hs_throttle_failure(t, ADMIN, EVIL, now);
 	}
-	assert_int_equal(hs_throttle_check(t, "BOB@example.com", NULL, T0 + 10, &err), HS_LIMIT);
-	assert_int_equal(err.code, HS_LIMIT);
-	assert_int_equal(hs_throttle_check(t, "carol@example.com", NULL, T0 + 10, NULL), HS_OK);
-	/* the window starts at the first failure */
-	assert_int_equal(hs_throttle_check(t, "bob@example.com", NULL, T0 + 899, NULL), HS_LIMIT);
-	assert_int_equal(hs_throttle_check(t, "bob@example.com", NULL, T0 + 900, NULL), HS_OK);
+	assert_int_equal(hs_throttle_check(t, ADMIN, EVIL, now, &retry, NULL), HS_OK);
+	assert_int_equal(retry, 0);
+	/* the 3rd failure opens 1 s, then 2, 4, 8 ... up to the 60 s cap */
+	long long want[] = { 1000, 2000, 4000, 8000, 16000, 32000, 60000, 60000 };
+	for (size_t k = 0; k < sizeof(want) / sizeof(want[0]); k++) {
+		hs_throttle_failure(t, ADMIN, EVIL, now);
+		assert_int_equal(hs_throttle_check(t, ADMIN, EVIL, now, &retry, NULL), HS_LIMIT);
+		assert_int_equal(retry, want[k]);
+		assert_int_equal(hs_throttle_check(t, ADMIN, EVIL, now + want[k] - 1, NULL, NULL),
+				 HS_LIMIT);
+		now += want[k];
+		assert_int_equal(hs_throttle_check(t, ADMIN, EVIL, now, &retry, NULL), HS_OK);
+	}
 	hs_throttle_free(t);
 }
 
-static void test_throttle__success_clears_account(void **s)
+static void test_throttle__success_clears_the_pair_only(void **s)
 {
-	hs_throttle *t = mk(3, 900, 0, 60, 100);
-	hs_throttle_failure(t, "a@x", NULL, T0);
-	hs_throttle_failure(t, "a@x", NULL, T0);
-	hs_throttle_success(t, "a@x", NULL);
-	hs_throttle_failure(t, "a@x", NULL, T0);
-	hs_throttle_failure(t, "a@x", NULL, T0);
-	assert_int_equal(hs_throttle_check(t, "a@x", NULL, T0, NULL), HS_OK);
-	hs_throttle_failure(t, "a@x", NULL, T0);
-	assert_int_equal(hs_throttle_check(t, "a@x", NULL, T0, NULL), HS_LIMIT);
+	hs_throttle *t = mk(2, 4, 100);
+	hs_throttle_failure(t, ADMIN, EVIL, T0);
+	hs_throttle_failure(t, ADMIN, EVIL, T0);
+	assert_int_equal(hs_throttle_check(t, ADMIN, EVIL, T0, NULL, NULL), HS_LIMIT);
+	hs_throttle_success(t, ADMIN, EVIL);
+	assert_int_equal(hs_throttle_check(t, ADMIN, EVIL, T0, NULL, NULL), HS_OK);
+	/* the address keeps its count: logging in to one's own account between
+	 * guesses does not reset it */
+	hs_throttle_failure(t, "b@x", EVIL, T0);
+	hs_throttle_success(t, "mine@x", EVIL);
+	hs_throttle_failure(t, "c@x", EVIL, T0);
+	assert_int_equal(hs_throttle_check(t, "d@x", EVIL, T0, NULL, NULL), HS_LIMIT);
+	assert_int_equal(hs_throttle_check(t, "d@x", HOME, T0, NULL, NULL), HS_OK);
 	hs_throttle_free(t);
 }
 
-static void test_throttle__peer_limit_ignores_port(void **s)
+static void test_throttle__address_spraying_many_accounts(void **s)
 {
-	hs_throttle *t = mk(0, 900, 20, 60, 1000);
-	char email[32], peer[64];
-	for (int i = 0; i < 20; i++) {
+	hs_throttle *t = mk(5, 10, 1000);
+	char email[32];
+	for (int i = 0; i < 10; i++) {
 		snprintf(email, sizeof(email), "u%d@x", i);
-		snprintf(peer, sizeof(peer), "ipv4:10.0.0.1:%d", 40000 + i);
-		hs_throttle_failure(t, email, peer, T0);
+		assert_int_equal(hs_throttle_check(t, email, EVIL, T0, NULL, NULL), HS_OK);
+		hs_throttle_failure(t, email, EVIL, T0);
 	}
-	assert_int_equal(hs_throttle_check(t, "new@x", "ipv4:10.0.0.1:1", T0 + 1, NULL), HS_LIMIT);
-	assert_int_equal(hs_throttle_check(t, "new@x", "ipv4:10.0.0.2:1", T0 + 1, NULL), HS_OK);
-	assert_int_equal(hs_throttle_check(t, "new@x", "ipv4:10.0.0.1:1", T0 + 60, NULL), HS_OK);
+	assert_int_equal(hs_throttle_check(t, "fresh@x", EVIL, T0, NULL, NULL), HS_LIMIT);
+	assert_int_equal(hs_throttle_check(t, "fresh@x", HOME, T0, NULL, NULL), HS_OK);
+	hs_throttle_free(t);
+}
+
+static void test_throttle__forgets_after_quiet_time(void **s)
+{
+	hs_throttle *t = mk(1, 0, 100);
 	for (int i = 0; i < 20; i++)
-		hs_throttle_failure(t, NULL, "ipv6:[::1]:1234", T0);
-	assert_int_equal(hs_throttle_check(t, NULL, "ipv6:[::1]:9", T0, NULL), HS_LIMIT);
+		hs_throttle_failure(t, ADMIN, EVIL, T0);
+	assert_int_equal(hs_throttle_check(t, ADMIN, EVIL, T0 + 59999, NULL, NULL), HS_LIMIT);
+	assert_int_equal(hs_throttle_check(t, ADMIN, EVIL, T0 + 3600 * 1000LL, NULL, NULL), HS_OK);
+	assert_int_equal(hs_throttle_size(t), 0);
+	/* and starts over: one failure, the first delay again */
+	long long retry = 0;
+	hs_throttle_failure(t, ADMIN, EVIL, T0 + 3600 * 1000LL);
+	assert_int_equal(hs_throttle_check(t, ADMIN, EVIL, T0 + 3600 * 1000LL, &retry, NULL), HS_LIMIT);
+	assert_int_equal(retry, 1000);
 	hs_throttle_free(t);
 }
 
 static void test_throttle__bounded_memory(void **s)
 {
-	hs_throttle *t = mk(5, 900, 5, 60, 64);
+	hs_throttle *t = mk(5, 0, 64);
 	char email[32];
-	for (int i = 0; i < 5; i++)
-		hs_throttle_failure(t, "victim@x", NULL, T0);
 	for (int i = 0; i < 10000; i++) {
 		snprintf(email, sizeof(email), "flood%d@x", i);
-		hs_throttle_failure(t, email, NULL, T0);
+		hs_throttle_failure(t, email, EVIL, T0);
 		assert_true(hs_throttle_size(t) <= 64);
 	}
 	assert_int_equal(hs_throttle_size(t), 64);
-	/* the LRU victim was evicted: bounded memory wins over memory of it */
-	assert_int_equal(hs_throttle_check(t, "victim@x", NULL, T0, NULL), HS_OK);
+	/* a very long account name is cut, not overflowed */
+	char big[600];
+	memset(big, 'a', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	hs_throttle_failure(t, big, EVIL, T0);
 	hs_throttle_free(t);
 }
 
 static void test_throttle__bad_config(void **s)
 {
-	hs_throttle_config c = { -1, 900, 20, 60, 100 };
+	hs_throttle_config c = { -1, 20, 1000, 60000, 3600, 100 };
 	hs_throttle *t = NULL;
 	assert_int_equal(hs_throttle_new(&t, &c, NULL), HS_INVALID);
-	c.account_max = 5;
+	c.pair_free = 5;
+	c.max_delay_ms = 10; /* below the base */
+	assert_int_equal(hs_throttle_new(&t, &c, NULL), HS_INVALID);
+	c.max_delay_ms = 60000;
 	c.capacity = 0;
 	assert_int_equal(hs_throttle_new(&t, &c, NULL), HS_INVALID);
 	assert_null(t);
@@ -108,10 +156,10 @@ static void *worker(void *arg)
 	char email[32];
 	for (int i = 0; i < 2000; i++) {
 		snprintf(email, sizeof(email), "w%ld-%d@x", (long)(intptr_t)arg, i % 50);
-		hs_throttle_failure(shared, email, "ipv4:1.1.1.1:1", T0);
-		(void)hs_throttle_check(shared, email, "ipv4:1.1.1.1:2", T0, NULL);
+		hs_throttle_failure(shared, email, "1.1.1.1", T0);
+		(void)hs_throttle_check(shared, email, "1.1.1.2", T0, NULL, NULL);
 		if (i % 7 == 0)
-			hs_throttle_success(shared, email, NULL);
+			hs_throttle_success(shared, email, "1.1.1.1");
 	}
 	return NULL;
 }
@@ -119,7 +167,7 @@ static void *worker(void *arg)
 static void test_throttle__threads(void **s)
 {
 	pthread_t th[4];
-	shared = mk(5, 900, 20, 60, 128);
+	shared = mk(5, 20, 128);
 	for (long i = 0; i < 4; i++)
 		pthread_create(&th[i], NULL, worker, (void *)(intptr_t)i);
 	for (int i = 0; i < 4; i++)
@@ -131,9 +179,11 @@ static void test_throttle__threads(void **s)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_throttle__account_limit_and_window),
-		cmocka_unit_test(test_throttle__success_clears_account),
-		cmocka_unit_test(test_throttle__peer_limit_ignores_port),
+		cmocka_unit_test(test_throttle__third_party_cannot_lock_out),
+		cmocka_unit_test(test_throttle__delays_grow_and_cap),
+		cmocka_unit_test(test_throttle__success_clears_the_pair_only),
+		cmocka_unit_test(test_throttle__address_spraying_many_accounts),
+		cmocka_unit_test(test_throttle__forgets_after_quiet_time),
 		cmocka_unit_test(test_throttle__bounded_memory),
 		cmocka_unit_test(test_throttle__bad_config),
 		cmocka_unit_test(test_throttle__threads),

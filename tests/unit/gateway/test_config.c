@@ -47,7 +47,10 @@ static void test_config__defaults(void **state)
 	assert_string_equal(c.cookie_path, "/api/v1/auth");
 	assert_false(c.production);
 	assert_false(c.csrf_strict);
-	assert_int_equal(c.n_proxies, 0);
+	assert_int_equal(c.proxies.n, 0);
+	assert_int_equal(c.header_timeout_ms, 10000);
+	assert_int_equal(c.max_connections_per_client, 8);
+	assert_string_equal(c.gateway_secret_file, "");
 }
 
 static void test_config__env_then_flags(void **state)
@@ -59,17 +62,17 @@ static void test_config__env_then_flags(void **state)
 	setenv("HARNESS_CSRF_STRICT", "1", 1);
 	setenv("HARNESS_GATEWAY_BODY_LIMIT", "4096", 1);
 	assert_int_equal(load(&c, &err, ARGC("--listen", "localhost:0", "--body-limit=2048",
-					     "--trusted-proxies", "10.0.0.1, 10.0.0.2"),
+					     "--trusted-proxies", "10.0.0.1, 10.0.2.0/24"),
 			      ARGV("--listen", "localhost:0", "--body-limit=2048", "--trusted-proxies",
-				   "10.0.0.1, 10.0.0.2")), HS_OK);
+				   "10.0.0.1, 10.0.2.0/24")), HS_OK);
 	assert_string_equal(c.listen, "127.0.0.1:0");
 	assert_int_equal(c.body_limit, 2048);
 	assert_int_equal(c.origins.n, 2);
 	assert_true(c.production);
 	assert_true(c.csrf_strict);
-	assert_int_equal(c.n_proxies, 2);
-	assert_string_equal(c.proxies[1], "10.0.0.2");
-	assert_ptr_equal(c.proxies[1], c.proxy_buf[1]);
+	assert_int_equal(c.proxies.n, 2);
+	assert_true(hs_cidr_list_has(&c.proxies, "10.0.2.77", 9));
+	assert_false(hs_cidr_list_has(&c.proxies, "10.0.0.2", 8));
 	setenv("HARNESS_GATEWAY_ALLOWED_ORIGINS", "https://c.example", 1); /* beats ALLOWED_ORIGINS */
 	assert_int_equal(load(&c, &err, ARGC("--csrf-strict=false"), ARGV("--csrf-strict=false")), HS_OK);
 	assert_int_equal(c.origins.n, 1);
@@ -93,7 +96,9 @@ static void test_config__refusals(void **state)
 	const char *bad[][2] = { { "--body-limit", "12" }, { "--body-limit", "lots" },
 				 { "--listen", "127.0.0.1:99999" }, { "--allowed-origins", "*" },
 				 { "--cookie-path", "api" }, { "--log-level", "loud" }, { "--nope", "1" },
-				 { "stray", "x" } };
+				 { "stray", "x" }, { "--trusted-proxies", "10.0.0.0/40" },
+				 { "--trusted-proxies", "proxy.example" },
+				 { "--max-connections-per-client", "0" }, { "--header-timeout-ms", "5" } };
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		hs_error_clear(&err);
 		char *argv[] = { "harness-gateway", (char *)bad[i][0], (char *)bad[i][1] };

@@ -95,9 +95,12 @@ static void test_json__errors_and_validation(void **state)
 	v = parse(hs_gw_json_success());
 	assert_true(json_is_true(json_object_get(v, "success")));
 	json_decref(v);
-	v = parse(hs_gw_json_health(1705314600123LL));
+	v = parse(hs_gw_json_health(true, 1705314600123LL));
 	assert_string_equal(sget(v, "status"), "ok");
 	assert_string_equal(sget(v, "timestamp"), "2024-01-15T10:30:00.123Z");
+	json_decref(v);
+	v = parse(hs_gw_json_health(false, 1705314600123LL));
+	assert_string_equal(sget(v, "status"), "unavailable");
 	json_decref(v);
 	/* invalid UTF-8 in a message never breaks the body */
 	v = parse(hs_gw_json_error("X", "bad \xff utf8"));

@@ -8,6 +8,7 @@
 
 #include <cmocka.h>
 
+#include "netaddr.h"
 #include "policy.h"
 
 static void test_policy__origins_parse_and_match(void **state)
@@ -128,26 +129,51 @@ static void test_policy__helmet_headers(void **state)
 	assert_true(csp && hsts && xfo);
 }
 
+/* The gateway's client address is common/netaddr.h's rule (tested there);
+ * here only the CIDR form its --trusted-proxies now takes. */
 static void test_policy__client_ip(void **state)
 {
-	const char *trusted[] = { "10.0.0.1", "10.0.0.2" };
-	char ip[48];
-	hs_gw_client_ip(ip, sizeof(ip), "192.0.2.7", "203.0.113.9", trusted, 2);
+	hs_cidr_list t;
+	char ip[HS_IP_TEXT_MAX];
+	assert_int_equal(hs_cidr_list_parse(&t, "10.0.0.1, 10.0.0.2", "x", NULL), HS_OK);
+	hs_client_address(&t, "192.0.2.7", "203.0.113.9", ip, sizeof(ip));
 	assert_string_equal(ip, "192.0.2.7"); /* not from a proxy: XFF ignored */
-	hs_gw_client_ip(ip, sizeof(ip), "10.0.0.1", "203.0.113.9", trusted, 2);
-	assert_string_equal(ip, "203.0.113.9");
-	hs_gw_client_ip(ip, sizeof(ip), "10.0.0.1", "1.1.1.1, 203.0.113.9, 10.0.0.2", trusted, 2);
+	hs_client_address(&t, "10.0.0.1", "1.1.1.1, 203.0.113.9, 10.0.0.2", ip, sizeof(ip));
 	assert_string_equal(ip, "203.0.113.9"); /* right-most untrusted; spoofed left part ignored */
-	hs_gw_client_ip(ip, sizeof(ip), "10.0.0.1", "evil\r\n, 203.0.113.9", trusted, 2);
+	hs_client_address(&t, "10.0.0.1", "evil\r\n, 203.0.113.9", ip, sizeof(ip));
 	assert_string_equal(ip, "203.0.113.9");
-	hs_gw_client_ip(ip, sizeof(ip), "10.0.0.1", "not-an-ip", trusted, 2);
+	hs_client_address(&t, "10.0.0.1", "not-an-ip", ip, sizeof(ip));
 	assert_string_equal(ip, "10.0.0.1");
-	hs_gw_client_ip(ip, sizeof(ip), "10.0.0.1", NULL, trusted, 2);
-	assert_string_equal(ip, "10.0.0.1");
-	hs_gw_client_ip(ip, sizeof(ip), "10.0.0.1", "2001:db8::1", trusted, 2);
+	assert_int_equal(hs_cidr_list_parse(&t, "10.0.0.0/24", "x", NULL), HS_OK);
+	hs_client_address(&t, "10.0.0.77", "2001:db8::1", ip, sizeof(ip));
 	assert_string_equal(ip, "2001:db8::1");
-	hs_gw_client_ip(ip, sizeof(ip), "127.0.0.1", "203.0.113.9", NULL, 0);
-	assert_string_equal(ip, "127.0.0.1");
+}
+
+/* Request smuggling shapes: ambiguous body lengths are refused. */
+static void test_policy__framing(void **state)
+{
+	const hs_gw_header ok1[] = { { "Host", "x" }, { "Content-Length", "5" } };
+	const hs_gw_header ok2[] = { { "Transfer-Encoding", "Chunked" } };
+	const hs_gw_header both[] = { { "Content-Length", "5" }, { "Transfer-Encoding", "chunked" } };
+	const hs_gw_header two_cl[] = { { "Content-Length", "5" }, { "content-length", "6" } };
+	const hs_gw_header same_cl[] = { { "Content-Length", "5" }, { "Content-Length", "5" } };
+	const hs_gw_header list_cl[] = { { "Content-Length", "5, 6" } };
+	const hs_gw_header plus_cl[] = { { "Content-Length", "+5" } };
+	const hs_gw_header two_te[] = { { "Transfer-Encoding", "chunked" },
+					{ "Transfer-Encoding", "chunked" } };
+	const hs_gw_header te_list[] = { { "Transfer-Encoding", "gzip, chunked" } };
+	const hs_gw_header space[] = { { "Content-Length ", "5" } };
+	assert_null(hs_gw_framing_problem(ok1, 2));
+	assert_null(hs_gw_framing_problem(ok2, 1));
+	assert_null(hs_gw_framing_problem(NULL, 0));
+	assert_string_equal(hs_gw_framing_problem(both, 2), "both Content-Length and Transfer-Encoding");
+	assert_string_equal(hs_gw_framing_problem(two_cl, 2), "Content-Length repeated");
+	assert_string_equal(hs_gw_framing_problem(same_cl, 2), "Content-Length repeated");
+	assert_non_null(hs_gw_framing_problem(list_cl, 1));
+	assert_non_null(hs_gw_framing_problem(plus_cl, 1));
+	assert_non_null(hs_gw_framing_problem(two_te, 2));
+	assert_non_null(hs_gw_framing_problem(te_list, 1));
+	assert_non_null(hs_gw_framing_problem(space, 1));
 }
 
 int main(void)
@@ -160,6 +186,7 @@ int main(void)
 		cmocka_unit_test(test_policy__cookie_build),
 		cmocka_unit_test(test_policy__helmet_headers),
 		cmocka_unit_test(test_policy__client_ip),
+		cmocka_unit_test(test_policy__framing),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -462,6 +462,102 @@ static void test_store__task_claims_first_owner_wins(void **state)
 	assert_int_equal(hs_store_task_claim(s, "", "usr_b", 12, owner, &err), HS_INVALID);
 }
 
+/* Migration 4: every email takes its normal form (common/email.h) unless
+ * that would collide; then the row keeping the normal form is the one that
+ * already has it, else the oldest; the others keep their address. */
+static void test_store__migrates_v3_emails_to_normal_forms(void **state)
+{
+	fixture *f = *state;
+	hs_store_user_row u;
+	char parent[140];
+	snprintf(parent, sizeof(parent), "%s/data", f->dir);
+	assert_int_equal(mkdir(parent, 0700), 0);
+	assert_int_equal(mkdir(f->data_dir, 0700), 0);
+	for (int i = 0; i < 3; i++)
+		sql_exec(f->db_path, hs_store__migrations[i]);
+	sql_exec(f->db_path,
+		 "PRAGMA user_version=3;"
+		 "INSERT INTO users(id, email, role, created_at_ms) VALUES"
+		 /* plain: re-normalised */
+		 " ('u1', 'first.last+tag@gmail.com', 'user', 10),"
+		 " ('u2', 'bob@example.com', 'user', 10),"
+		 " ('u3', 'jane-list@yahoo.com', 'user', 10),"
+		 /* a group without the normal form: the oldest takes it */
+		 " ('u4', 'x.y@gmail.com', 'user', 20),"
+		 " ('u5', 'xy+1@gmail.com', 'user', 10),"
+		 /* a group whose normal form is held already: it stays there */
+		 " ('u6', 'p.q@gmail.com', 'user', 1),"
+		 " ('u7', 'pq@gmail.com', 'user', 50),"
+		 /* not an address at all: left alone */
+		 " ('u8', 'weird', 'user', 10);");
+	hs_store *s = open_store(f);
+	struct {
+		const char *id, *email;
+	} want[] = { { "u1", "firstlast@gmail.com" }, { "u2", "bob@example.com" },
+		     { "u3", "jane@yahoo.com" },      { "u4", "x.y@gmail.com" },
+		     { "u5", "xy@gmail.com" },	      { "u6", "p.q@gmail.com" },
+		     { "u7", "pq@gmail.com" },	      { "u8", "weird" } };
+	for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+		assert_int_equal(hs_store_user_get_by_id(s, want[i].id, &u, NULL), HS_OK);
+		if (strcmp(u.email, want[i].email) != 0)
+			fail_msg("%s: %s, want %s", want[i].id, u.email, want[i].email);
+	}
+}
+
+static void test_store__user_disable_delete_and_revocations(void **state)
+{
+	fixture *f = *state;
+	hs_store *s = open_store(f);
+	hs_store_user_row u, got;
+	hs_store_refresh_row t, tg;
+	hs_error err = { 0 };
+	make_user(&u, "usr_d", "d@example.com");
+	assert_int_equal(hs_store_user_insert(s, &u, &err), HS_OK);
+	make_token(&t, "hash-d", "usr_d", "fam-d");
+	assert_int_equal(hs_store_refresh_insert(s, &t, &err), HS_OK);
+	assert_int_equal(hs_store_user_set_disabled(s, "usr_d", true, &err), HS_OK);
+	assert_int_equal(hs_store_user_get_by_id(s, "usr_d", &got, &err), HS_OK);
+	assert_true(got.disabled);
+	assert_int_equal(hs_store_user_set_disabled(s, "usr_none", true, NULL), HS_NOT_FOUND);
+	int64_t n = 0;
+	assert_int_equal(hs_store_refresh_revoke_user(s, "usr_d", &n, &err), HS_OK);
+	assert_int_equal(n, 1);
+	assert_int_equal(hs_store_refresh_get(s, "hash-d", &tg, &err), HS_OK);
+	assert_true(tg.revoked);
+	assert_int_equal(hs_store_user_delete(s, "usr_d", &err), HS_OK);
+	assert_int_equal(hs_store_user_delete(s, "usr_d", NULL), HS_NOT_FOUND);
+	assert_int_equal(hs_store_refresh_get(s, "hash-d", &tg, NULL), HS_NOT_FOUND); /* cascade */
+
+	hs_store_revocation_row r = { 0 }, *rows = NULL;
+	size_t nr = 0;
+	snprintf(r.kind, sizeof(r.kind), "session");
+	snprintf(r.id, sizeof(r.id), "fam-1");
+	r.revoked_at_ms = 100;
+	r.expires_at_ms = 1000;
+	assert_int_equal(hs_store_revocation_put(s, &r, &err), HS_OK);
+	snprintf(r.kind, sizeof(r.kind), "user");
+	snprintf(r.id, sizeof(r.id), "usr_x");
+	r.expires_at_ms = 5000;
+	assert_int_equal(hs_store_revocation_put(s, &r, &err), HS_OK);
+	snprintf(r.kind, sizeof(r.kind), "nonsense");
+	assert_int_equal(hs_store_revocation_put(s, &r, NULL), HS_INVALID); /* CHECK constraint */
+	assert_int_equal(hs_store_revocation_list(s, 0, 500, 0, &rows, &nr, &err), HS_OK);
+	assert_int_equal(nr, 2);
+	assert_true(rows[0].seq < rows[1].seq);
+	assert_string_equal(rows[1].kind, "user");
+	int64_t after = rows[0].seq;
+	free(rows);
+	assert_int_equal(hs_store_revocation_list(s, after, 500, 0, &rows, &nr, &err), HS_OK);
+	assert_int_equal(nr, 1);
+	free(rows);
+	/* expired rows are not listed, and go */
+	assert_int_equal(hs_store_revocation_list(s, 0, 2000, 0, &rows, &nr, &err), HS_OK);
+	assert_int_equal(nr, 1);
+	free(rows);
+	assert_int_equal(hs_store_revocation_delete_expired(s, 2000, &n, &err), HS_OK);
+	assert_int_equal(n, 1);
+}
+
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
 
 int main(void)
@@ -482,6 +578,8 @@ int main(void)
 		T(test_store__sandbox_list_newest_first_stable_cursor),
 		T(test_store__migrates_v1_sandboxes_and_snapshots),
 		T(test_store__task_claims_first_owner_wins),
+		T(test_store__migrates_v3_emails_to_normal_forms),
+		T(test_store__user_disable_delete_and_revocations),
 		T(test_store__snapshots),
 		T(test_store__task_crud_heartbeat_and_active),
 		T(test_store__events_append_and_list_after),
