@@ -50,7 +50,13 @@ int hs_ckpt__open_beneath(int dirfd, const char *rel, int flags)
 		memset(&how, 0, sizeof(how));
 		how.flags = (uint64_t)(flags | O_CLOEXEC | O_NOFOLLOW);
 		how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
-		long fd = syscall(SYS_openat2, dirfd, rel, &how, sizeof(how));
+		long fd = -1;
+		/* EAGAIN: a rename elsewhere raced the lookup; the kernel asks us
+		 * to try again rather than risk an escape. */
+		for (int attempt = 0; attempt < 16; attempt++)
+			if ((fd = syscall(SYS_openat2, dirfd, rel, &how, sizeof(how))) >= 0 ||
+			    errno != EAGAIN)
+				break;
 		if (fd >= 0)
 			return (int)fd;
 		if (errno != ENOSYS)
