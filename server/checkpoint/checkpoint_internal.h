@@ -18,8 +18,10 @@
 #define HS_CKPT__LOCK_BUCKETS 64
 #define HS_CKPT__OPEN_REPOS_DEFAULT 32
 #define HS_CKPT__DEPTH_MAX 256              /* directory levels in a workspace */
-#define HS_CKPT__IGNORE_FILE_MAX (1u << 20) /* bytes of one .gitignore read */
-#define HS_CKPT__IGNORE_LINE_MAX 4096       /* longer pattern lines are skipped */
+#define HS_CKPT__IGNORE_FILE_MAX (256u << 10) /* bytes of one .gitignore read */
+#define HS_CKPT__IGNORE_LINE_MAX 4096         /* longer pattern lines are skipped */
+#define HS_CKPT__IGNORE_TEXT_MAX (4u << 20)   /* .gitignore bytes in force at once */
+#define HS_CKPT__IGNORE_RULES_MAX 10000       /* patterns in force at once */
 #define HS_CKPT__REQUEST_ID_MAX 128
 
 /* One checkpoint as the catalog knows it: enough to order, page, find the
@@ -170,10 +172,11 @@ typedef struct hs_ckpt__ignore_level hs_ckpt__ignore_level;
 typedef struct hs_ckpt__ignore {
 	hs_ckpt__ignore_level *v;
 	size_t n, cap;
+	size_t text_bytes, rules; /* in force, bounded (HS_CKPT__IGNORE_*_MAX) */
 } hs_ckpt__ignore;
 
 /* Push the rules of the .gitignore text of directory base ("" or "a/b/").
- * 0, or -1 on allocation failure. */
+ * 0, -1 on allocation failure, -2 past the bounds on rules in force. */
 int hs_ckpt__ignore_push(hs_ckpt__ignore *ig, const char *base, const char *text, size_t len);
 void hs_ckpt__ignore_pop(hs_ckpt__ignore *ig);
 void hs_ckpt__ignore_dispose(hs_ckpt__ignore *ig);

@@ -14,8 +14,11 @@
  * entered, so nothing inside it can be re-included (the scanner's part).
  *
  * Bounds: a .gitignore is read up to HS_CKPT__IGNORE_FILE_MAX bytes, lines
- * beyond HS_CKPT__IGNORE_LINE_MAX bytes are skipped, and matching recursion
- * is bounded (a pathological pattern matches nothing rather than spinning). */
+ * beyond HS_CKPT__IGNORE_LINE_MAX bytes are skipped, the rules in force at
+ * once (a directory and its ancestors) are bounded in bytes and patterns
+ * (past that the checkpoint is refused: every path is matched against every
+ * rule in force), and matching recursion is bounded (a pathological pattern
+ * matches nothing rather than spinning). */
 #include "checkpoint_internal.h"
 
 #include <ctype.h>
@@ -33,6 +36,7 @@ struct hs_ckpt__ignore_level {
 	char *base; /* "" or "dir/sub/" */
 	size_t base_len;
 	char *buf;  /* the patterns' text, NUL-separated */
+	size_t len; /* bytes of the .gitignore */
 	ignore_rule *v;
 	size_t n;
 };
@@ -266,6 +270,16 @@ int hs_ckpt__ignore_push(hs_ckpt__ignore *ig, const char *base, const char *text
 next_line:
 		line = next;
 	}
+	if (ig->text_bytes + len > HS_CKPT__IGNORE_TEXT_MAX ||
+	    ig->rules + lv.n > HS_CKPT__IGNORE_RULES_MAX) {
+		free(lv.base);
+		free(lv.buf);
+		free(lv.v);
+		return -2;
+	}
+	ig->text_bytes += len;
+	ig->rules += lv.n;
+	lv.len = len;
 	ig->v[ig->n++] = lv;
 	return 0;
 oom:
@@ -280,6 +294,8 @@ void hs_ckpt__ignore_pop(hs_ckpt__ignore *ig)
 	if (ig->n == 0)
 		return;
 	hs_ckpt__ignore_level *lv = &ig->v[--ig->n];
+	ig->text_bytes -= lv->len;
+	ig->rules -= lv->n;
 	free(lv->base);
 	free(lv->buf);
 	free(lv->v);

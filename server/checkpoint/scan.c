@@ -442,7 +442,15 @@ static int read_gitignore(walk *w, int dirfd, const char *rel, bool *pushed)
 	ssize_t r = read_full(fd, buf, want);
 	if (r < 0)
 		goto done; /* unreadable: no rules, like a missing file */
-	if (hs_ckpt__ignore_push(&w->ignore, rel, buf, (size_t)r) != 0)
+	int pr = hs_ckpt__ignore_push(&w->ignore, rel, buf, (size_t)r);
+	if (pr == -2) {
+		rc = hs_error_set(w->err, HS_LIMIT,
+				  "checkpoint: %s.gitignore: more than %u patterns or %u bytes of "
+				  ".gitignore rules apply at once",
+				  rel, HS_CKPT__IGNORE_RULES_MAX, HS_CKPT__IGNORE_TEXT_MAX);
+		goto done;
+	}
+	if (pr != 0)
 		goto oom;
 	*pushed = true;
 	goto done;
