@@ -300,6 +300,15 @@ fail:
 	return rc;
 }
 
+void hs_ckpt_mgr_set_on_create(hs_ckpt_mgr *mgr,
+			       void (*on_create)(void *payload, const char *task_id,
+						 const char *checkpoint_id, int64_t step),
+			       void *payload)
+{
+	mgr->on_create = on_create;
+	mgr->on_create_payload = payload;
+}
+
 bool hs_ckpt_mgr_checks_ownership(const hs_ckpt_mgr *mgr)
 {
 	return mgr->tenancy != NULL;
@@ -390,24 +399,33 @@ int hs_ckpt_task_exists(hs_ckpt_mgr *mgr, const char *task_id, bool *out, hs_err
 	return HS_OK;
 }
 
-int hs_ckpt_access(hs_ckpt_mgr *mgr, const hs_principal *who, const char *task_id, bool claim,
-		   hs_error *err)
+/* Open the task's repository if it has one (which moves an owner recorded
+ * by an older version to the tenancy, see repo.c): before anyone's claim
+ * or check. *has_repo: it exists. */
+static int open_existing(hs_ckpt_mgr *mgr, const char *task_id, bool *has_repo, hs_error *err)
 {
-	int rc = hs_id_check_task("task_id", task_id, err);
-	if (rc || mgr->tenancy == NULL || who == NULL)
-		return rc;
-	/* A repository of an older version may still name its owner: move it
-	 * to the tenancy before anyone's claim or check (hs_ckpt__repo_open
-	 * does that on its first open in this process). */
 	hs_ckpt__task_lock *l = hs_ckpt__lock(mgr, task_id);
 	if (!l)
 		return hs_error_set(err, HS_INTERNAL, "checkpoint: out of memory");
 	git_repository *repo = NULL;
-	hs_error ignored = { 0 }, e = { 0 };
-	bool has_repo = hs_ckpt__repo_open(&repo, mgr, l, task_id, false, &ignored) == HS_OK;
+	hs_error ignored = { 0 };
+	*has_repo = hs_ckpt__repo_open(&repo, mgr, l, task_id, false, &ignored) == HS_OK;
 	hs_ckpt__unlock(mgr, l);
+	return HS_OK;
+}
+
+int hs_ckpt_access(hs_ckpt_mgr *mgr, const hs_principal *who, const char *task_id, bool claim,
+		   hs_error *err)
+{
+	bool has_repo = false;
+	int rc = hs_id_check_task("task_id", task_id, err);
+	if (rc || mgr->tenancy == NULL || who == NULL)
+		return rc;
+	if ((rc = open_existing(mgr, task_id, &has_repo, err)))
+		return rc;
 	if (claim)
 		return hs_tenancy_claim_task(mgr->tenancy, who, task_id, err);
+	hs_error e = { 0 };
 	rc = hs_tenancy_check_task(mgr->tenancy, who, task_id, NULL, &e);
 	/* Admins act on everything, also on a repository whose id nobody holds
 	 * (created by harnessd itself). */
@@ -421,11 +439,24 @@ int hs_ckpt_authorize(hs_ckpt_mgr *mgr, const char *task_id, const hs_principal 
 {
 	if (who == NULL || who->user_id == NULL)
 		return hs_error_set(err, HS_NOT_FOUND, "task %s not found", task_id ? task_id : "");
-	int rc = hs_ckpt_access(mgr, who, task_id, false, err);
-	if (rc)
-		return rc;
 	bool exists = false;
-	if ((rc = hs_ckpt_task_exists(mgr, task_id, &exists, err)))
+	int rc = hs_id_check_task("task_id", task_id, err);
+	if (rc || (rc = open_existing(mgr, task_id, &exists, err)))
 		return rc;
-	return exists ? HS_OK : hs_error_set(err, HS_NOT_FOUND, "task %s has no checkpoints", task_id);
+	if (!exists)
+		return hs_error_set(err, HS_NOT_FOUND, "task %s has no checkpoints", task_id);
+	if (mgr->tenancy == NULL || who->is_admin)
+		return HS_OK;
+	/* Who holds the id (harnessd may look), then the one rule. */
+	char owner[HS_PRINCIPAL_ID_MAX];
+	hs_principal self = { "", true };
+	hs_error e = { 0 };
+	rc = hs_tenancy_check_task(mgr->tenancy, &self, task_id, owner, &e);
+	if (rc == HS_NOT_FOUND)
+		return hs_error_set(err, HS_DENIED, "task %s: its checkpoints belong to no user", task_id);
+	if (rc)
+		return hs_error_set(err, rc, "%s", e.msg);
+	return hs_principal_may(who, owner)
+		       ? HS_OK
+		       : hs_error_set(err, HS_DENIED, "task %s belongs to another user", task_id);
 }

@@ -115,6 +115,14 @@ void hs_ckpt_strlist_dispose(hs_ckpt_strlist *list);
 int hs_ckpt_mgr_new(hs_ckpt_mgr **out, const hs_ckpt_config *cfg, hs_error *err);
 void hs_ckpt_mgr_free(hs_ckpt_mgr *mgr);
 
+/* Set (or replace) the on_create notification after the manager was made,
+ * e.g. once the module receiving it exists. Call before the manager is
+ * shared (no create may run meanwhile). */
+void hs_ckpt_mgr_set_on_create(hs_ckpt_mgr *mgr,
+			       void (*on_create)(void *payload, const char *task_id,
+						 const char *checkpoint_id, int64_t step),
+			       void *payload);
+
 /* Was the manager given a tenancy (ownership is checked)? */
 bool hs_ckpt_mgr_checks_ownership(const hs_ckpt_mgr *mgr);
 
@@ -138,8 +146,11 @@ int hs_ckpt_task_exists(hs_ckpt_mgr *mgr, const char *task_id, bool *out, hs_err
 int hs_ckpt_access(hs_ckpt_mgr *mgr, const hs_principal *who, const char *task_id, bool claim,
 		   hs_error *err);
 
-/* hs_ckpt_access for reads, kept for the tasks module: HS_OK or HS_NOT_FOUND
- * (someone else's task, or no checkpoints). who NULL: HS_NOT_FOUND. */
+/* For the tasks module (is a task id free for who to register?): HS_OK if
+ * who (or an admin) may act on the task's checkpoints, HS_DENIED if the id
+ * belongs to another user, HS_NOT_FOUND if the task has no checkpoints (or
+ * who is NULL). Never for answers to users: those say NOT_FOUND for both
+ * (hs_ckpt_access). */
 int hs_ckpt_authorize(hs_ckpt_mgr *mgr, const char *task_id, const hs_principal *who,
 		      hs_error *err);
 

@@ -326,7 +326,7 @@ static void test_checkpoint__authorize(void **state)
 	assert_int_equal(hs_ckpt_create(f->mgr, "t1", NULL, NULL, 1, "x", NULL, &c, &unch, NULL, &err),
 			 HS_OK);
 	hs_ckpt_info_dispose(&c);
-	assert_int_equal(hs_ckpt_authorize(f->mgr, "t1", &ALICE, &err), HS_NOT_FOUND);
+	assert_int_equal(hs_ckpt_authorize(f->mgr, "t1", &ALICE, &err), HS_DENIED);
 	assert_int_equal(hs_ckpt_access(f->mgr, &ALICE, "t1", false, &err), HS_NOT_FOUND);
 	assert_int_equal(hs_ckpt_authorize(f->mgr, "t1", &ROOT, &err), HS_OK);
 	assert_int_equal(hs_ckpt_authorize(f->mgr, "t1", NULL, &err), HS_NOT_FOUND);
@@ -338,6 +338,14 @@ static void test_checkpoint__authorize(void **state)
 	assert_int_equal(hs_ckpt_access(f->mgr, &ALICE, "bobs", true, &err), HS_NOT_FOUND);
 	assert_int_equal(hs_ckpt_access(f->mgr, &ALICE, "bobs", false, &err), HS_NOT_FOUND);
 	assert_int_equal(hs_ckpt_access(f->mgr, &ROOT, "bobs", false, &err), HS_OK);
+	/* What the tasks module asks before a registration: another user's id
+	 * is DENIED there (its answer to users is its own business). */
+	put_in(f->wsroot, "bobs/f", "b", 0644);
+	assert_int_equal(hs_ckpt_create(f->mgr, "bobs", NULL, &BOB, 1, "x", NULL, &c, &unch, NULL,
+					&err), HS_OK);
+	hs_ckpt_info_dispose(&c);
+	assert_int_equal(hs_ckpt_authorize(f->mgr, "bobs", &ALICE, &err), HS_DENIED);
+	assert_int_equal(hs_ckpt_authorize(f->mgr, "bobs", &BOB, &err), HS_OK);
 }
 
 int main(void)
