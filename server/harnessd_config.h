@@ -71,6 +71,13 @@ typedef struct hs_config {
 	int64_t sandbox_pids_max;
 	/* checkpoints */
 	char checkpoint_remote[HS_CFG_STR];
+	int64_t checkpoint_push_timeout_ms;
+	/* checkpoint quotas for users (admins exempt); 0 = unlimited */
+	int64_t checkpoint_max_per_task;
+	int64_t checkpoint_max_external_state;
+	int64_t checkpoint_max_repo_bytes;
+	int64_t checkpoint_max_workspace_bytes;
+	int64_t checkpoint_max_workspace_files;
 	/* tasks */
 	char webhook_url[HS_CFG_STR];
 	/* observability */

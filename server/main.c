@@ -226,7 +226,14 @@ static int start(app *a, hs_error *err)
 		hs_ckpt_config cc = { 0 };
 		cc.repos_dir = repos;
 		cc.workspace_root = a->cfg.workspace_root;
+		cc.tenancy = a->tenancy;
 		cc.remote_url = a->cfg.checkpoint_remote[0] ? a->cfg.checkpoint_remote : NULL;
+		cc.push_timeout_ms = a->cfg.checkpoint_push_timeout_ms;
+		cc.quota.checkpoints_per_task = (uint64_t)a->cfg.checkpoint_max_per_task;
+		cc.quota.external_state_bytes = (uint64_t)a->cfg.checkpoint_max_external_state;
+		cc.quota.repo_bytes = (uint64_t)a->cfg.checkpoint_max_repo_bytes;
+		cc.quota.workspace_bytes = (uint64_t)a->cfg.checkpoint_max_workspace_bytes;
+		cc.quota.workspace_files = (uint64_t)a->cfg.checkpoint_max_workspace_files;
 		cc.fsync = true;
 		if ((rc = hs_ckpt_mgr_new(&a->ckpt, &cc, err)) != HS_OK ||
 		    (rc = hs_ckpt_service_register(a->srv, a->ckpt, err)) != HS_OK)

@@ -21,18 +21,24 @@ void hs_ckpt__catalog_dispose(hs_ckpt__catalog *cat)
 {
 	if (!cat)
 		return;
+	for (size_t i = 0; i < cat->n; i++)
+		free(cat->v[i].request_id);
 	free(cat->v);
 	memset(cat, 0, sizeof(*cat));
 }
 
-/* seq and step from a checkpoint commit's metadata, nothing else copied. */
-static int read_seq_step(const git_commit *c, uint64_t *seq, int64_t *step)
+/* seq, step and request_id (heap or NULL) from a checkpoint commit's
+ * metadata, nothing else copied. */
+static int read_seq_step(const git_commit *c, uint64_t *seq, int64_t *step, char **request_id)
 {
 	const char *msg = git_commit_message(c);
 	const char *body = msg ? strstr(msg, "\n\n") : NULL;
 	json_t *o = body ? json_loads(body + 2, JSON_DISABLE_EOF_CHECK, NULL) : NULL;
 	json_int_t s = 0, st = 0;
-	int rc = (o && json_unpack(o, "{s:I, s:I}", "seq", &s, "step", &st) == 0) ? 0 : -1;
+	const char *rid = NULL;
+	int rc = (o && json_unpack(o, "{s:I, s:I, s?s}", "seq", &s, "step", &st, "request_id",
+				   &rid) == 0) ? 0 : -1;
+	*request_id = rc == 0 && rid && rid[0] ? strdup(rid) : NULL;
 	json_decref(o);
 	*seq = (uint64_t)s;
 	*step = st;
@@ -87,7 +93,7 @@ int hs_ckpt__catalog_load(hs_ckpt__catalog *cat, git_repository *repo, const cha
 		}
 		hs_ckpt__entry e;
 		memset(&e, 0, sizeof(e));
-		int bad = read_seq_step(c, &e.seq, &e.step);
+		int bad = read_seq_step(c, &e.seq, &e.step, &e.request_id);
 		git_commit_free(c);
 		if (bad) {
 			char hex[GIT_OID_HEXSZ + 1];
@@ -102,9 +108,11 @@ int hs_ckpt__catalog_load(hs_ckpt__catalog *cat, git_repository *repo, const cha
 		if (strcmp(name + strlen(HS_CKPT__REF_PREFIX), e.id) != 0) {
 			hs_log(HS_LOG_WARN, "checkpoint", "ref does not match its commit",
 			       HS_LS("task_id", task_id), HS_LS("ref", name));
+			free(e.request_id);
 			continue;
 		}
 		if (reserve(&fresh, fresh.n + 1) != 0) {
+			free(e.request_id);
 			rc = hs_error_set(err, HS_INTERNAL, "checkpoint list: out of memory");
 			goto done;
 		}
@@ -156,6 +164,15 @@ const hs_ckpt__entry *hs_ckpt__catalog_find(const hs_ckpt__catalog *cat, uint64_
 	return i < cat->n && cat->v[i].seq == seq ? &cat->v[i] : NULL;
 }
 
+const hs_ckpt__entry *hs_ckpt__catalog_find_request(const hs_ckpt__catalog *cat,
+						    const char *request_id)
+{
+	for (size_t i = cat->n; i-- > 0;)
+		if (cat->v[i].request_id && strcmp(cat->v[i].request_id, request_id) == 0)
+			return &cat->v[i];
+	return NULL;
+}
+
 const hs_ckpt__entry *hs_ckpt__catalog_current(const hs_ckpt__catalog *cat)
 {
 	const hs_ckpt__entry *e = cat->current_seq ? hs_ckpt__catalog_find(cat, cat->current_seq)
@@ -163,7 +180,8 @@ const hs_ckpt__entry *hs_ckpt__catalog_current(const hs_ckpt__catalog *cat)
 	return e ? e : hs_ckpt__catalog_latest(cat);
 }
 
-int hs_ckpt__catalog_append(hs_ckpt__catalog *cat, const hs_ckpt_info *info)
+int hs_ckpt__catalog_append(hs_ckpt__catalog *cat, const hs_ckpt_info *info,
+			    const char *request_id)
 {
 	if (!cat->loaded)
 		return 0;
@@ -178,6 +196,10 @@ int hs_ckpt__catalog_append(hs_ckpt__catalog *cat, const hs_ckpt_info *info)
 	e.seq = info->seq;
 	e.step = info->step;
 	memcpy(e.id, info->checkpoint_id, sizeof(e.id));
+	if (request_id && request_id[0] && !(e.request_id = strdup(request_id))) {
+		hs_ckpt__catalog_dispose(cat);
+		return -1;
+	}
 	cat->v[cat->n++] = e;
 	cat->current_seq = e.seq;
 	return 0;
@@ -195,6 +217,8 @@ void hs_ckpt__catalog_drop_oldest(hs_ckpt__catalog *cat, size_t k)
 		return;
 	if (k > cat->n)
 		k = cat->n;
+	for (size_t i = 0; i < k; i++)
+		free(cat->v[i].request_id);
 	memmove(cat->v, cat->v + k, (cat->n - k) * sizeof(*cat->v));
 	cat->n -= k;
 	if (cat->current_seq && !hs_ckpt__catalog_find(cat, cat->current_seq))

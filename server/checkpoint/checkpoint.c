@@ -1,49 +1,68 @@
-/* Checkpoint manager: per-task serialization and the public operations.
+/* Checkpoint manager: per-task serialization, the manager, records and
+ * ownership. create.c, ops.c and the helpers hold the operations.
  *
  * Design and invariants
  * ---------------------
  * Storage. One BARE shadow repository per task at <repos_dir>/<task_id>.git,
  * created whole or not at all (initialised in a temporary directory, then
- * renamed). The task's workspace becomes its work tree only in memory
- * (git_repository_set_workdir(..., update_gitlink = 0)): nothing of ours is
- * ever written into the workspace.
+ * renamed). libgit2 never sees the workspace: the repository has no work
+ * tree at all. Workspaces are read (scan.c) and written (restore.c) by this
+ * module through directory descriptors opened beneath the workspace without
+ * following symbolic links; nothing of ours is ever written into one.
  *
- * Index = stat cache. The repo's index file is kept between calls. create
- * diffs index vs work tree (stat first; only files whose stat changed are
- * hashed; GIT_DIFF_UPDATE_INDEX refreshes entries whose stat changed but
- * content did not) and writes the index back only if that changed anything
- * (deltas or hashing), so an unchanged tree costs one lstat per file and a
- * few per directory. restore compares first (the same scan), then checks
- * out only the differing paths with our index as the baseline (the shadow
- * repo's HEAD is unborn: with it as baseline libgit2 rewrites every file),
- * and leaves the index equal to the restored tree.
+ * Index = stat cache. The repo's index file (<gitdir>/index, opened as a
+ * standalone git_index and kept with the open repository) records, per
+ * path, the blob id and the stat data seen when it was hashed. A scan reads
+ * only files whose stat changed (racy entries are stored smudged, see
+ * scan.c), so an unchanged tree costs one lstat per file and a few calls per
+ * directory. Every entry's blob is in the object database: create writes
+ * blobs before their entries, restore and verify store only ids of blobs
+ * they took from (or proved equal to) a checkpoint. After create or restore
+ * the index equals the current checkpoint's tree.
  *
- * Checkpoints. A checkpoint is a commit (author/committer "harness
+ * Checkpoints. A checkpoint is a ROOT commit (author/committer "harness
  * <harness@localhost>") whose message carries all metadata as one JSON object
  * (step, seq, description, external_state, created_at_ms, parent,
- * files_changed), and one ref refs/harness/checkpoints/<checkpoint_id>. The id
- * is "ckpt-<step>-<first 12 hex of the commit>": stable, derivable from the
- * repo alone, and checked against the ref name when listing. Nothing lives in
- * a file inside the snapshot, so restoring an old checkpoint never rolls back
- * the record of later ones; history is never rewritten.
+ * files_changed, unchanged, workspace, created_by, request_id), and one ref
+ * refs/harness/checkpoints/<checkpoint_id>. The parent is recorded in the
+ * metadata, not as a git parent, so a pruned checkpoint is reachable from
+ * nothing and its space can be given back (gc.c); repositories of older
+ * versions have git parents, which a prune then drops (see gc.c). The id is
+ * "ckpt-<step>-<first 12 hex of the commit>": stable, derivable from the
+ * repo alone, and checked against the ref name when listing. Nothing lives
+ * in a file inside the snapshot, so restoring an old checkpoint never rolls
+ * back the record of later ones; history is never rewritten.
  *   refs/harness/latest  -> newest checkpoint by creation (seq); informative,
  *                           readers derive "latest" from the refs themselves
  *                           (through the catalog, below).
  *   refs/harness/current -> the checkpoint last created or restored. The next
- *                           create records it as parent (git parent + "parent"
- *                           in the metadata), and a create whose tree equals
- *                           it writes nothing and reports unchanged = true.
+ *                           create records it as parent.
+ * Every create records a checkpoint (issue 12: a step that changed no file
+ * still records its step, description and external_state): an unchanged
+ * tree gives an empty commit with unchanged = true and files_changed = 0.
+ * Idempotency comes only from a client request_id, kept in the metadata and
+ * the catalog: a retried create returns the checkpoint it made.
  * seq is 1 + the highest seq among the task's refs; creates of one task are
  * serialized, so seq is strictly increasing and defines "newest first".
  *
- * Catalog. Every checkpoint's (seq, step, id, commit) and the current one
- * are kept in memory with the open repository (catalog.c): built in one pass
- * over the refs when first needed after an open, then updated by create,
- * restore and prune under the task mutex. Create, latest and the parent
- * lookup read no checkpoint commit but the parent's; a list page reads only
- * its own commits. After a restart, an eviction or any failed write the
- * catalog is rebuilt from the refs, which stay the only truth (only harnessd
- * writes these repositories).
+ * Catalog. Every checkpoint's (seq, step, id, commit, request_id) and the
+ * current one are kept in memory with the open repository (catalog.c):
+ * built in one pass over the refs when first needed after an open, then
+ * updated by create, restore and prune under the task mutex. After a
+ * restart, an eviction or any failed write the catalog is rebuilt from the
+ * refs, which stay the only truth (only harnessd writes these repositories).
+ *
+ * Ownership. A task's checkpoints are its task id's (server/tenancy); the
+ * repository records no owner (older versions did: hs_ckpt__repo_open moves
+ * it to the tenancy once). hs_ckpt_access checks (or, for creates, claims)
+ * the id; workspaces are opened through the tenancy's rules, owned by their
+ * first component's task. Another user's task or workspace is NOT_FOUND.
+ *
+ * Quotas (hs_ckpt_quota, callers that are not admins): checkpoints per
+ * task, external_state bytes, workspace files/bytes per scan (the scan stops
+ * at the limit) and repository bytes, checked before a create from a size
+ * measured once per open repository plus an upper bound of what each create
+ * added (re-measured before refusing).
  *
  * Crash safety. libgit2 writes objects, then refs, each through a temp or
  * lock file renamed into place. With cfg.fsync, create flushes the repo's
@@ -52,15 +71,19 @@
  * durable, and a durable ref never names a missing object. (libgit2's own
  * GIT_OPT_ENABLE_FSYNC_GITDIR fsyncs every loose object: 20,000 fsyncs made a
  * first checkpoint of 20,000 files take 23 s instead of 4 s; it stays off.)
- * A crash before the ref leaves unreferenced objects (harmless, never listed)
- * and maybe a stale *.lock, which the next open removes: the task lock
- * guarantees no in-process writer, and one harnessd owns a data dir. The
- * index is a cache: a torn one is dropped and rebuilt by re-hashing once.
+ * A crash before the ref leaves unreferenced objects (harmless, never listed,
+ * dropped by the next prune) and maybe a stale *.lock, which the next open
+ * removes: the task lock guarantees no in-process writer, and one harnessd
+ * owns a data dir. The index is a cache: a torn one is dropped and rebuilt
+ * by re-hashing once.
  *
  * Concurrency. libgit2 repositories are single-thread: a task's repository
  * is used only under the task's mutex (a refcounted entry in a hash map
- * keyed by task id). Different tasks run in parallel. Blocking calls: keep
- * them off completion-queue threads.
+ * keyed by task id). Different tasks run in parallel. A push to the remote
+ * runs after the create released the mutex, on its own thread and
+ * repository handle, bounded in time and number (push.c). on_create runs
+ * outside every lock. Blocking calls: keep them off completion-queue
+ * threads.
  *
  * Open-repository cache. The entry keeps the task's git_repository open
  * between calls (with it the parsed index, the stat cache, and the object
@@ -68,20 +91,19 @@
  * stat scan itself. Idle entries (no thread in or waiting for the mutex) are
  * closed least recently used first beyond hs_ckpt_mgr_set_open_repos (32);
  * a failed write drops the task's entry (its in-memory index may be half
- * updated), delete_task drops it before removing the repository, and a
- * repository that vanished on disk is never served from the cache. Stale
- * lock files are only removed on a real open, i.e. once per process.
+ * updated), delete_task and a repack drop it, and a repository that vanished
+ * on disk is never served from the cache. Stale lock files are only removed
+ * on a real open, i.e. once per process.
  *
  * Ownership validation (GIT_OPT_SET_OWNER_VALIDATION) stays ON: we only open
- * bare repositories we created under our data dir, and the workspace, whose
- * owner may be another uid in containers, is attached after opening and is
- * never validated. A data dir restored with another owner fails loudly
- * (HS_CONFLICT) instead of silently trusting a foreign repository.
+ * bare repositories we created under our data dir. A data dir restored with
+ * another owner fails loudly (HS_CONFLICT) instead of silently trusting a
+ * foreign repository.
  *
  * Isolation. The global/XDG/system git config search paths are emptied, so
- * a user's ~/.gitconfig (core.excludesFile, filters) cannot silently exclude
- * or alter files; $GIT_DIR/info/attributes disables eol/ident/filter
- * conversion so restores are byte-exact.
+ * a user's ~/.gitconfig cannot alter what we store; ignore rules come only
+ * from the workspace's .gitignore files (ignore.c); content is stored
+ * byte-exact (no filters: we hash and write blobs ourselves).
  */
 #include "checkpoint_internal.h"
 #include "clock.h"
@@ -96,9 +118,6 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-
-#define DESCRIPTION_MAX (64 * 1024)
-#define EXTERNAL_STATE_MAX (1024 * 1024)
 
 /* ---- manager and per-task locks ---------------------------------------- */
 
@@ -143,6 +162,7 @@ static void drop_entry(hs_ckpt_mgr *mgr, hs_ckpt__task_lock *l)
 		p = &(*p)->next;
 	*p = l->next;
 	if (l->repo) {
+		git_index_free(l->index);
 		git_repository_free(l->repo);
 		mgr->open_repos--;
 	}
@@ -185,6 +205,10 @@ void hs_ckpt__repo_forget(hs_ckpt_mgr *mgr, hs_ckpt__task_lock *l)
 	if (!l || !l->repo)
 		return;
 	hs_ckpt__catalog_dispose(&l->catalog);
+	git_index_free(l->index);
+	l->index = NULL;
+	l->repo_bytes_known = false;
+	l->repo_bytes = 0;
 	git_repository_free(l->repo);
 	pthread_mutex_lock(&mgr->map_mu);
 	l->repo = NULL;
@@ -208,7 +232,8 @@ int hs_ckpt_mgr_new(hs_ckpt_mgr **out, const hs_ckpt_config *cfg, hs_error *err)
 	int rc = HS_OK;
 	if (!cfg || !cfg->repos_dir || !cfg->repos_dir[0])
 		return hs_error_set(err, HS_INVALID, "checkpoint: repos_dir is required");
-	if (!cfg->workspace_root || !cfg->workspace_root[0])
+	const char *root = cfg->tenancy ? hs_tenancy_workspace_root(cfg->tenancy) : cfg->workspace_root;
+	if (!root || !root[0])
 		return hs_error_set(err, HS_INVALID, "checkpoint: workspace_root is required");
 	if (git_libgit2_init() < 0)
 		return hs_error_set(err, HS_INTERNAL, "checkpoint: libgit2 init failed");
@@ -230,6 +255,7 @@ int hs_ckpt_mgr_new(hs_ckpt_mgr **out, const hs_ckpt_config *cfg, hs_error *err)
 		rc = hs_error_set(err, HS_INTERNAL, "checkpoint: out of memory");
 		goto fail;
 	}
+	mgr->ws_root_fd = -1;
 	if (mkdir(cfg->repos_dir, 0700) != 0 && errno != EEXIST) {
 		rc = hs_error_set(err, HS_INVALID, "checkpoint: repos_dir %s: %s", cfg->repos_dir,
 				  strerror(errno));
@@ -240,18 +266,23 @@ int hs_ckpt_mgr_new(hs_ckpt_mgr **out, const hs_ckpt_config *cfg, hs_error *err)
 				  strerror(errno));
 		goto fail;
 	}
-	struct stat st;
-	if (!realpath(cfg->workspace_root, path) || stat(path, &st) != 0 || !S_ISDIR(st.st_mode) ||
-	    !(mgr->ws_root = strdup(path))) {
+	if (!realpath(root, path) || !(mgr->ws_root = strdup(path)) ||
+	    (mgr->ws_root_fd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0) {
 		rc = hs_error_set(err, HS_INVALID, "checkpoint: workspace_root %s: not a directory",
-				  cfg->workspace_root);
+				  root);
 		goto fail;
 	}
-	if (cfg->remote_url && cfg->remote_url[0] && !(mgr->remote_url = strdup(cfg->remote_url))) {
+	if (cfg->remote_url && cfg->remote_url[0] &&
+	    !(mgr->pusher = hs_ckpt__pusher_new(cfg->remote_url, cfg->pushes_in_flight,
+						cfg->push_timeout_ms))) {
 		rc = hs_error_set(err, HS_INTERNAL, "checkpoint: out of memory");
 		goto fail;
 	}
+	mgr->tenancy = cfg->tenancy;
 	mgr->durable = cfg->fsync;
+	mgr->quota = cfg->quota;
+	mgr->on_create = cfg->on_create;
+	mgr->on_create_payload = cfg->on_create_payload;
 	mgr->max_open_repos = HS_CKPT__OPEN_REPOS_DEFAULT;
 	pthread_mutex_init(&mgr->map_mu, NULL);
 	*out = mgr;
@@ -260,11 +291,27 @@ fail:
 	if (mgr) {
 		free(mgr->repos_dir);
 		free(mgr->ws_root);
-		free(mgr->remote_url);
+		if (mgr->ws_root_fd >= 0)
+			close(mgr->ws_root_fd);
+		hs_ckpt__pusher_release(mgr->pusher);
 		free(mgr);
 	}
 	git_libgit2_shutdown();
 	return rc;
+}
+
+void hs_ckpt_mgr_set_on_create(hs_ckpt_mgr *mgr,
+			       void (*on_create)(void *payload, const char *task_id,
+						 const char *checkpoint_id, int64_t step),
+			       void *payload)
+{
+	mgr->on_create = on_create;
+	mgr->on_create_payload = payload;
+}
+
+bool hs_ckpt_mgr_checks_ownership(const hs_ckpt_mgr *mgr)
+{
+	return mgr->tenancy != NULL;
 }
 
 void hs_ckpt_mgr_set_open_repos(hs_ckpt_mgr *mgr, unsigned max_open_repos)
@@ -287,9 +334,11 @@ void hs_ckpt_mgr_free(hs_ckpt_mgr *mgr)
 	pthread_mutex_destroy(&mgr->map_mu);
 	free(mgr->repos_dir);
 	free(mgr->ws_root);
-	free(mgr->remote_url);
+	close(mgr->ws_root_fd);
+	/* Pushes still running hold their own reference (and libgit2's). */
+	hs_ckpt__pusher_release(mgr->pusher);
 	free(mgr);
-	git_libgit2_shutdown(); /* refcounted: the last manager releases libgit2 */
+	git_libgit2_shutdown(); /* refcounted: the last user releases libgit2 */
 }
 
 /* ---- records ------------------------------------------------------------ */
@@ -350,267 +399,64 @@ int hs_ckpt_task_exists(hs_ckpt_mgr *mgr, const char *task_id, bool *out, hs_err
 	return HS_OK;
 }
 
-int hs_ckpt_owner(hs_ckpt_mgr *mgr, const char *task_id, char out[HS_CKPT_OWNER_MAX],
-		  hs_error *err)
+/* Open the task's repository if it has one (which moves an owner recorded
+ * by an older version to the tenancy, see repo.c): before anyone's claim
+ * or check. *has_repo: it exists. */
+static int open_existing(hs_ckpt_mgr *mgr, const char *task_id, bool *has_repo, hs_error *err)
 {
-	git_repository *repo = NULL;
-	int rc = hs_id_check_task("task_id", task_id, err);
-	if (rc)
-		return rc;
 	hs_ckpt__task_lock *l = hs_ckpt__lock(mgr, task_id);
 	if (!l)
 		return hs_error_set(err, HS_INTERNAL, "checkpoint: out of memory");
-	if (!(rc = hs_ckpt__repo_open(&repo, mgr, l, task_id, false, NULL, err)))
-		rc = hs_ckpt__read_owner(repo, task_id, out, err);
+	git_repository *repo = NULL;
+	hs_error ignored = { 0 };
+	*has_repo = hs_ckpt__repo_open(&repo, mgr, l, task_id, false, &ignored) == HS_OK;
 	hs_ckpt__unlock(mgr, l);
-	return rc;
-}
-
-static int check_access(const char *owner, const hs_principal *caller, const char *task_id,
-			hs_error *err)
-{
-	if (hs_principal_may(caller, owner[0] ? owner : NULL))
-		return HS_OK;
-	return hs_error_set(err, HS_DENIED, "task %s belongs to another user", task_id);
-}
-
-int hs_ckpt_authorize(hs_ckpt_mgr *mgr, const char *task_id, const hs_principal *caller,
-		      hs_error *err)
-{
-	char owner[HS_CKPT_OWNER_MAX];
-	if (!caller || !caller->user_id)
-		return hs_error_set(err, HS_DENIED, "task %s: no caller", task_id ? task_id : "");
-	int rc = hs_ckpt_owner(mgr, task_id, owner, err);
-	return rc ? rc : check_access(owner, caller, task_id, err);
-}
-
-/* ---- create ------------------------------------------------------------- */
-
-/* Push the new ref to the remote as refs/harness/<task>/checkpoints/<id>
- * (one remote serves every task). Returns a heap error message or NULL. */
-static char *push_checkpoint(git_repository *repo, const char *url, const char *task_id,
-			     const char *id)
-{
-	git_remote *remote = NULL;
-	char spec[256];
-	char *msg = NULL;
-	snprintf(spec, sizeof(spec), "+" HS_CKPT__REF_PREFIX "%s:refs/harness/%s/checkpoints/%s", id,
-		 task_id, id);
-	char *specp = spec;
-	git_strarray specs = { &specp, 1 };
-	git_push_options po;
-	git_push_options_init(&po, GIT_PUSH_OPTIONS_VERSION);
-	int g = git_remote_create_anonymous(&remote, repo, url);
-	if (g >= 0)
-		g = git_remote_push(remote, &specs, &po);
-	if (g < 0) {
-		const git_error *e = git_error_last();
-		if (asprintf(&msg, "push to remote failed: %s", e && e->message ? e->message : "unknown") < 0)
-			msg = NULL;
-		hs_log(HS_LOG_WARN, "checkpoint", "push failed", HS_LS("task_id", task_id),
-		       HS_LS("checkpoint_id", id));
-	}
-	git_remote_free(remote);
-	return msg;
-}
-
-static int check_create_args(const char *task_id, const hs_principal *caller, int64_t step,
-			     const char *description, const char *ext, char **ext_norm, hs_error *err)
-{
-	int rc = hs_id_check_task("task_id", task_id, err);
-	if (rc)
-		return rc;
-	if (step < 0)
-		return hs_error_set(err, HS_INVALID, "step: must be >= 0");
-	if (description && strlen(description) > DESCRIPTION_MAX)
-		return hs_error_set(err, HS_INVALID, "description: longer than %d bytes", DESCRIPTION_MAX);
-	if (caller && (!caller->user_id || strlen(caller->user_id) >= HS_CKPT_OWNER_MAX))
-		return hs_error_set(err, HS_INVALID, "owner: missing or too long");
-	*ext_norm = NULL;
-	if (ext && ext[0]) {
-		if (strlen(ext) > EXTERNAL_STATE_MAX)
-			return hs_error_set(err, HS_INVALID, "external_state: larger than %d bytes",
-					    EXTERNAL_STATE_MAX);
-		json_t *o = json_loads(ext, 0, NULL);
-		if (!o || !json_is_object(o)) {
-			json_decref(o);
-			return hs_error_set(err, HS_INVALID, "external_state: not a JSON object");
-		}
-		*ext_norm = json_dumps(o, JSON_COMPACT);
-		json_decref(o);
-		if (!*ext_norm)
-			return hs_error_set(err, HS_INTERNAL, "external_state: out of memory");
-	}
 	return HS_OK;
 }
 
-static int set_ref(git_repository *repo, const char *name, const git_oid *oid, int force,
-		   const char *task_id, hs_error *err)
+int hs_ckpt_access(hs_ckpt_mgr *mgr, const hs_principal *who, const char *task_id, bool claim,
+		   hs_error *err)
 {
-	git_reference *ref = NULL;
-	int g = git_reference_create(&ref, repo, name, oid, force, "harness checkpoint");
-	git_reference_free(ref);
-	return g < 0 ? hs_ckpt__git_err(err, g, "write ref", task_id) : HS_OK;
-}
-
-/* caller->is_admin false with check: refuse other owners' tasks. */
-static int create(hs_ckpt_mgr *mgr, const char *task_id, const char *workspace,
-		  const hs_principal *caller, bool check, int64_t step, const char *description,
-		  const char *external_state_json, hs_ckpt_info *out, bool *unchanged_out,
-		  char **push_error_out, hs_error *err)
-{
-	int64_t t0 = hs_clock_mono_us(), t_scan = 0, t_tree = 0;
-	char *ext = NULL, *ws = NULL, *msg = NULL;
-	git_repository *repo = NULL;
-	git_index *index = NULL;
-	git_tree *tree = NULL, *ptree = NULL;
-	git_commit *pcommit = NULL;
-	git_signature *sig = NULL;
-	hs_ckpt__task_lock *l = NULL;
-	hs_ckpt_info info;
-	memset(&info, 0, sizeof(info));
-	git_oid tree_oid, commit_oid;
-	int rc, g;
-
-	if ((rc = check_create_args(task_id, caller, step, description, external_state_json, &ext, err)))
+	bool has_repo = false;
+	int rc = hs_id_check_task("task_id", task_id, err);
+	if (rc || mgr->tenancy == NULL || who == NULL)
 		return rc;
-	if ((rc = hs_ckpt__workspace(mgr, task_id, workspace, false, &ws, err)))
-		goto done;
-	if (!(l = hs_ckpt__lock(mgr, task_id))) {
-		rc = hs_error_set(err, HS_INTERNAL, "checkpoint: out of memory");
-		goto done;
-	}
-	if ((rc = hs_ckpt__repo_open(&repo, mgr, l, task_id, true, caller ? caller->user_id : NULL,
-				     err)))
-		goto done;
-	if (check) {
-		char owner[HS_CKPT_OWNER_MAX];
-		if ((rc = hs_ckpt__read_owner(repo, task_id, owner, err)) ||
-		    (rc = check_access(owner, caller, task_id, err)))
-			goto done;
-	}
-	bool index_changed = false;
-	size_t hashed = 0;
-	if ((rc = hs_ckpt__attach(&index, repo, ws, task_id, err)) ||
-	    (rc = hs_ckpt__stage(repo, index, task_id, &index_changed, &hashed, err)))
-		goto done;
-	t_scan = hs_clock_mono_us();
-	/* An index nothing was added to, removed from or refreshed in is
-	 * already on disk: skip rewriting (and renaming) the whole file. */
-	if ((g = git_index_write_tree(&tree_oid, index)) < 0 ||
-	    (index_changed && (g = git_index_write(index)) < 0)) {
-		rc = hs_ckpt__git_err(err, g, "write index", task_id);
-		goto done;
-	}
-	t_tree = hs_clock_mono_us();
-	/* seq and parent from the catalog: no checkpoint commit is read but
-	 * the parent's (built once per open repository, see catalog.c). */
-	if ((rc = hs_ckpt__catalog_load(&l->catalog, repo, task_id, err)))
-		goto done;
-	const hs_ckpt__entry *latest = hs_ckpt__catalog_latest(&l->catalog);
-	const hs_ckpt__entry *cur = hs_ckpt__catalog_current(&l->catalog);
-	uint64_t next_seq = latest ? latest->seq + 1 : 1;
-	char parent_id[HS_CKPT_ID_MAX] = "";
-	if (cur) {
-		memcpy(parent_id, cur->id, sizeof(parent_id));
-		if ((g = git_commit_lookup(&pcommit, repo, &cur->commit)) < 0 ||
-		    (g = git_commit_tree(&ptree, pcommit)) < 0) {
-			rc = hs_ckpt__git_err(err, g, "parent", task_id);
-			goto done;
-		}
-		if (git_oid_equal(git_tree_id(ptree), &tree_oid)) {
-			if ((rc = hs_ckpt__parse_commit(pcommit, task_id, out, err)))
-				goto done;
-			*unchanged_out = true;
-			if (push_error_out)
-				*push_error_out = NULL;
-			hs_log(HS_LOG_INFO, "checkpoint", "unchanged", HS_LS("task_id", task_id),
-			       HS_LS("checkpoint_id", parent_id),
-			       HS_LI("hashed", hashed), HS_LI("scan_us", t_scan - t0),
-			       HS_LI("tree_us", t_tree - t_scan),
-			       HS_LI("us", hs_clock_mono_us() - t0));
-			goto done;
-		}
-	}
-	if ((g = git_tree_lookup(&tree, repo, &tree_oid)) < 0) {
-		rc = hs_ckpt__git_err(err, g, "tree", task_id);
-		goto done;
-	}
-	if ((rc = hs_ckpt__count_changes(repo, ptree, tree, &info.files_changed, task_id, err)))
-		goto done;
-	snprintf(info.task_id, sizeof(info.task_id), "%s", task_id);
-	info.step = step;
-	info.seq = next_seq;
-	info.created_at_ms = hs_clock_wall_ms();
-	info.description = strdup(description ? description : "");
-	info.workspace = strdup(ws + strlen(mgr->ws_root) + 1); /* ws is strictly below the root */
-	if (caller)
-		snprintf(info.created_by, sizeof(info.created_by), "%s", caller->user_id);
-	info.external_state_json = ext;
-	ext = NULL;
-	memcpy(info.parent_checkpoint_id, parent_id, sizeof(info.parent_checkpoint_id));
-	if (!info.description || !info.workspace || !(msg = hs_ckpt__format_message(&info))) {
-		rc = hs_error_set(err, HS_INTERNAL, "checkpoint: out of memory");
-		goto done;
-	}
-	const git_commit *parents[1] = { pcommit };
-	if ((g = git_signature_new(&sig, "harness", "harness@localhost",
-				   (git_time_t)(info.created_at_ms / 1000), 0)) < 0 ||
-	    (g = git_commit_create(&commit_oid, repo, NULL, sig, sig, "UTF-8", msg, tree,
-				   pcommit ? 1 : 0, parents)) < 0) {
-		rc = hs_ckpt__git_err(err, g, "commit", task_id);
-		goto done;
-	}
-	hs_ckpt__make_id(info.checkpoint_id, step, &commit_oid);
-	git_oid_tostr(info.commit, sizeof(info.commit), &commit_oid);
-	char ref[128];
-	snprintf(ref, sizeof(ref), HS_CKPT__REF_PREFIX "%s", info.checkpoint_id);
-	/* Objects durable before the ref names them; the checkpoint ref is the
-	 * acknowledgement, the other two follow it. */
-	if ((mgr->durable && (rc = hs_ckpt__flush(repo, task_id, err))) ||
-	    (rc = set_ref(repo, ref, &commit_oid, 0, task_id, err)) ||
-	    (rc = set_ref(repo, HS_CKPT__REF_LATEST, &commit_oid, 1, task_id, err)) ||
-	    (rc = set_ref(repo, HS_CKPT__REF_CURRENT, &commit_oid, 1, task_id, err)) ||
-	    (mgr->durable && (rc = hs_ckpt__flush(repo, task_id, err))))
-		goto done;
-	if (hs_ckpt__catalog_append(&l->catalog, &info) != 0)
-		hs_log(HS_LOG_WARN, "checkpoint", "catalog dropped, rebuilt on next use",
-		       HS_LS("task_id", task_id));
-	char *push_err = mgr->remote_url ? push_checkpoint(repo, mgr->remote_url, task_id,
-							    info.checkpoint_id)
-					 : NULL;
-	if (push_error_out)
-		*push_error_out = push_err;
-	else
-		free(push_err);
-	*unchanged_out = false;
-	*out = info;
-	memset(&info, 0, sizeof(info));
-	hs_log(HS_LOG_INFO, "checkpoint", "created", HS_LS("task_id", task_id),
-	       HS_LS("checkpoint_id", out->checkpoint_id), HS_LI("files_changed", out->files_changed),
-	       HS_LI("hashed", hashed), HS_LI("scan_us", t_scan - t0),
-	       HS_LI("tree_us", t_tree - t_scan),
-	       HS_LI("us", hs_clock_mono_us() - t0));
-done:
-	hs_ckpt_info_dispose(&info);
-	git_signature_free(sig);
-	git_tree_free(tree);
-	git_tree_free(ptree);
-	git_commit_free(pcommit);
-	if (rc && rc != HS_DENIED && rc != HS_NOT_FOUND)
-		hs_ckpt__repo_forget(mgr, l); /* maybe a half-updated index in memory */
-	hs_ckpt__unlock(mgr, l);
-	free(msg);
-	free(ws);
-	free(ext);
-	return rc;
+	if ((rc = open_existing(mgr, task_id, &has_repo, err)))
+		return rc;
+	if (claim)
+		return hs_tenancy_claim_task(mgr->tenancy, who, task_id, err);
+	hs_error e = { 0 };
+	rc = hs_tenancy_check_task(mgr->tenancy, who, task_id, NULL, &e);
+	/* Admins act on everything, also on a repository whose id nobody holds
+	 * (created by harnessd itself). */
+	if (rc == HS_NOT_FOUND && who->is_admin && has_repo)
+		return HS_OK;
+	return rc ? hs_error_set(err, rc, "%s", e.msg) : HS_OK;
 }
 
-int hs_ckpt_create(hs_ckpt_mgr *mgr, const char *task_id, const char *workspace,
-		   const hs_principal *caller, int64_t step, const char *description,
-		   const char *external_state_json, hs_ckpt_info *out, bool *unchanged_out,
-		   char **push_error_out, hs_error *err)
+int hs_ckpt_authorize(hs_ckpt_mgr *mgr, const char *task_id, const hs_principal *who,
+		      hs_error *err)
 {
-	return create(mgr, task_id, workspace, caller, caller != NULL, step, description,
-		      external_state_json, out, unchanged_out, push_error_out, err);
+	if (who == NULL || who->user_id == NULL)
+		return hs_error_set(err, HS_NOT_FOUND, "task %s not found", task_id ? task_id : "");
+	bool exists = false;
+	int rc = hs_id_check_task("task_id", task_id, err);
+	if (rc || (rc = open_existing(mgr, task_id, &exists, err)))
+		return rc;
+	if (!exists)
+		return hs_error_set(err, HS_NOT_FOUND, "task %s has no checkpoints", task_id);
+	if (mgr->tenancy == NULL || who->is_admin)
+		return HS_OK;
+	/* Who holds the id (harnessd may look), then the one rule. */
+	char owner[HS_PRINCIPAL_ID_MAX];
+	hs_principal self = { "", true };
+	hs_error e = { 0 };
+	rc = hs_tenancy_check_task(mgr->tenancy, &self, task_id, owner, &e);
+	if (rc == HS_NOT_FOUND)
+		return hs_error_set(err, HS_DENIED, "task %s: its checkpoints belong to no user", task_id);
+	if (rc)
+		return hs_error_set(err, rc, "%s", e.msg);
+	return hs_principal_may(who, owner)
+		       ? HS_OK
+		       : hs_error_set(err, HS_DENIED, "task %s belongs to another user", task_id);
 }

@@ -5,24 +5,34 @@
 
 #include <git2.h>
 #include <pthread.h>
+#include <sys/stat.h>
 
 #include "checkpoint.h"
 #include "clock.h"
 #include "log.h"
+#include "tenancy.h"
 
 #define HS_CKPT__REF_PREFIX "refs/harness/checkpoints/"
 #define HS_CKPT__REF_LATEST "refs/harness/latest"
 #define HS_CKPT__REF_CURRENT "refs/harness/current"
 #define HS_CKPT__LOCK_BUCKETS 64
 #define HS_CKPT__OPEN_REPOS_DEFAULT 32
+#define HS_CKPT__DEPTH_MAX 256              /* directory levels in a workspace */
+#define HS_CKPT__IGNORE_FILE_MAX (256u << 10) /* bytes of one .gitignore read */
+#define HS_CKPT__IGNORE_LINE_MAX 4096         /* longer pattern lines are skipped */
+#define HS_CKPT__IGNORE_TEXT_MAX (4u << 20)   /* .gitignore bytes in force at once */
+#define HS_CKPT__IGNORE_RULES_MAX 10000       /* patterns in force at once */
+#define HS_CKPT__REQUEST_ID_MAX 128
 
 /* One checkpoint as the catalog knows it: enough to order, page, find the
- * latest and the parent without reading its commit. */
+ * latest and the parent, and answer a retried request_id, without reading
+ * its commit. */
 typedef struct hs_ckpt__entry {
 	uint64_t seq;
 	int64_t step;
 	git_oid commit;
 	char id[HS_CKPT_ID_MAX];
+	char *request_id; /* heap or NULL */
 } hs_ckpt__entry;
 
 /* The task's checkpoints, oldest (lowest seq) first; see catalog.c. */
@@ -42,17 +52,28 @@ typedef struct hs_ckpt__task_lock {
 	 * holder of mu; set/cleared under mu, and under map_mu for the count.
 	 * An entry with a repo outlives its users until evicted (LRU). */
 	git_repository *repo;
-	/* Lives with repo (same rules): dropped whenever repo is. */
+	/* These live with repo (same rules): dropped whenever repo is. */
+	git_index *index;       /* <gitdir>/index, opened on first use */
 	hs_ckpt__catalog catalog;
+	uint64_t repo_bytes;    /* measured, plus an upper bound of what was added since */
+	bool repo_bytes_known;
 	uint64_t last_used; /* guarded by mgr->map_mu */
 	struct hs_ckpt__task_lock *next;
 } hs_ckpt__task_lock;
 
+typedef struct hs_ckpt__pusher hs_ckpt__pusher;
+
 struct hs_ckpt_mgr {
 	char *repos_dir;      /* realpath */
 	char *ws_root;        /* realpath, no trailing '/' */
-	char *remote_url;     /* NULL: no push */
+	int ws_root_fd;       /* O_PATH handle on it (used without a tenancy) */
+	hs_tenancy *tenancy;  /* borrowed; NULL: no ownership checks */
+	hs_ckpt__pusher *pusher; /* NULL: no remote */
 	bool durable;         /* flush with syncfs() before acknowledging */
+	hs_ckpt_quota quota;
+	void (*on_create)(void *payload, const char *task_id, const char *checkpoint_id,
+			  int64_t step);
+	void *on_create_payload;
 	pthread_mutex_t map_mu;
 	hs_ckpt__task_lock *buckets[HS_CKPT__LOCK_BUCKETS];
 	unsigned open_repos;     /* entries with a repo; guarded by map_mu */
@@ -65,12 +86,11 @@ struct hs_ckpt_mgr {
 /* Take / release the task's mutex (NULL on allocation failure). */
 hs_ckpt__task_lock *hs_ckpt__lock(hs_ckpt_mgr *mgr, const char *task_id);
 void hs_ckpt__unlock(hs_ckpt_mgr *mgr, hs_ckpt__task_lock *l);
-/* Drop the task's cached repository (after a failed write, or before the
- * repository goes away). Caller holds l's mutex. */
+/* Drop the task's cached repository, index and catalog (after a failed
+ * write, a repack, or before the repository goes away). l's mutex held. */
 void hs_ckpt__repo_forget(hs_ckpt_mgr *mgr, hs_ckpt__task_lock *l);
 /* Cache a freshly opened repo in l (l's mutex held). */
 void hs_ckpt__repo_keep(hs_ckpt_mgr *mgr, hs_ckpt__task_lock *l, git_repository *repo);
-/* CLOCK_MONOTONIC in microseconds, for the phase timings in log lines. */
 
 /* repo.c ------------------------------------------------------------------ */
 
@@ -84,20 +104,16 @@ char *hs_ckpt__repo_path(const hs_ckpt_mgr *mgr, const char *task_id);
 
 /* The task's bare shadow repo, borrowed from l (the caller holds l's mutex;
  * do not free it): the cached one, or opened now after removing stale lock
- * files left by a crash (no writer is alive in-process) and cached.
- * create: initialise it (atomically, via a temporary dir + rename) if missing
- * and record owner; else HS_NOT_FOUND. */
+ * files left by a crash (no writer is alive in-process), migrating an owner
+ * recorded by older versions (see hs_ckpt__migrate_owner), and cached.
+ * create: initialise it (atomically, via a temporary dir + rename) if
+ * missing; else HS_NOT_FOUND. */
 int hs_ckpt__repo_open(git_repository **out, hs_ckpt_mgr *mgr, hs_ckpt__task_lock *l,
-		       const char *task_id, bool create, const char *owner, hs_error *err);
+		       const char *task_id, bool create, hs_error *err);
 
-/* harness.owner of the repo into out ("" if unset). */
-int hs_ckpt__read_owner(git_repository *repo, const char *task_id, char out[HS_CKPT_OWNER_MAX],
-			hs_error *err);
-
-/* Attach the workspace as the in-memory work tree and return the repo's index
- * (borrowed: owned by repo). */
-int hs_ckpt__attach(git_index **out, git_repository *repo, const char *ws, const char *task_id,
-		    hs_error *err);
+/* The task's index (the stat cache), borrowed from l: opened from
+ * <gitdir>/index on first use; a torn one is dropped and rebuilt. */
+int hs_ckpt__index(git_index **out, hs_ckpt__task_lock *l, const char *task_id, hs_error *err);
 
 /* Make everything written to the repo durable (syncfs on its filesystem). */
 int hs_ckpt__flush(git_repository *repo, const char *task_id, hs_error *err);
@@ -107,8 +123,9 @@ void hs_ckpt__make_id(char out[HS_CKPT_ID_MAX], int64_t step, const git_oid *com
 int hs_ckpt__check_id(const char *checkpoint_id, hs_error *err);
 
 /* Commit message for a checkpoint: a summary line, a blank line, then one
- * JSON object with the metadata. Heap. NULL on allocation failure. */
-char *hs_ckpt__format_message(const hs_ckpt_info *info);
+ * JSON object with the metadata (request_id: NULL or the client's). Heap.
+ * NULL on allocation failure. */
+char *hs_ckpt__format_message(const hs_ckpt_info *info, const char *request_id);
 /* Fill out from a checkpoint commit (message metadata + commit id). */
 int hs_ckpt__parse_commit(const git_commit *commit, const char *task_id, hs_ckpt_info *out,
 			  hs_error *err);
@@ -130,6 +147,9 @@ void hs_ckpt__catalog_dispose(hs_ckpt__catalog *cat);
 const hs_ckpt__entry *hs_ckpt__catalog_latest(const hs_ckpt__catalog *cat);
 /* Entry with that seq, or NULL. */
 const hs_ckpt__entry *hs_ckpt__catalog_find(const hs_ckpt__catalog *cat, uint64_t seq);
+/* The newest entry created with that request_id, or NULL. */
+const hs_ckpt__entry *hs_ckpt__catalog_find_request(const hs_ckpt__catalog *cat,
+						    const char *request_id);
 /* Number of entries with seq < the given one (index of the first >= it). */
 size_t hs_ckpt__catalog_below(const hs_ckpt__catalog *cat, uint64_t seq);
 /* The parent of the next create: current if still listed, else the newest. */
@@ -137,28 +157,127 @@ const hs_ckpt__entry *hs_ckpt__catalog_current(const hs_ckpt__catalog *cat);
 /* After a create wrote its refs: add it (it becomes current). No-op if cat
  * is not loaded; on failure (OOM, seq not increasing) cat is dropped, to be
  * rebuilt, and -1 returned. */
-int hs_ckpt__catalog_append(hs_ckpt__catalog *cat, const hs_ckpt_info *info);
+int hs_ckpt__catalog_append(hs_ckpt__catalog *cat, const hs_ckpt_info *info,
+			    const char *request_id);
 /* After a restore moved refs/harness/current. No-op if not loaded. */
 void hs_ckpt__catalog_set_current(hs_ckpt__catalog *cat, uint64_t seq);
 /* After a prune removed the refs of the k oldest. No-op if not loaded. */
 void hs_ckpt__catalog_drop_oldest(hs_ckpt__catalog *cat, size_t k);
 
+/* ignore.c ---------------------------------------------------------------- */
+
+typedef struct hs_ckpt__ignore_level hs_ckpt__ignore_level;
+/* The .gitignore files of the directories from the workspace down to the
+ * one being scanned (a stack). Zero-initialise. */
+typedef struct hs_ckpt__ignore {
+	hs_ckpt__ignore_level *v;
+	size_t n, cap;
+	size_t text_bytes, rules; /* in force, bounded (HS_CKPT__IGNORE_*_MAX) */
+} hs_ckpt__ignore;
+
+/* Push the rules of the .gitignore text of directory base ("" or "a/b/").
+ * 0, -1 on allocation failure, -2 past the bounds on rules in force. */
+int hs_ckpt__ignore_push(hs_ckpt__ignore *ig, const char *base, const char *text, size_t len);
+void hs_ckpt__ignore_pop(hs_ckpt__ignore *ig);
+void hs_ckpt__ignore_dispose(hs_ckpt__ignore *ig);
+/* Is path (relative to the workspace, no trailing '/') ignored? */
+bool hs_ckpt__ignored(const hs_ckpt__ignore *ig, const char *path, bool is_dir);
+/* git's wildmatch with '/' significant (WM_PATHNAME). */
+bool hs_ckpt__wildmatch(const char *pattern, const char *text);
+
+/* scan.c ------------------------------------------------------------------ */
+
+typedef struct hs_ckpt__stat {
+	int32_t ctime_s, mtime_s;
+	uint32_t ctime_ns, mtime_ns;
+	uint32_t dev, ino, uid, gid, size; /* truncated to 32 bits, as git's index does */
+} hs_ckpt__stat;
+
+/* One file or symlink of a workspace or of a checkpoint tree. */
+typedef struct hs_ckpt__file {
+	char *path;    /* heap, relative, '/'-separated */
+	uint32_t mode; /* GIT_FILEMODE_BLOB, _BLOB_EXECUTABLE or _LINK */
+	git_oid id;
+	hs_ckpt__stat st;
+	bool has_stat; /* st may be trusted as a stat cache (else stored smudged) */
+	bool hashed;   /* content was read in this scan */
+} hs_ckpt__file;
+
+typedef struct hs_ckpt__files {
+	hs_ckpt__file *v;
+	size_t n, cap;
+} hs_ckpt__files;
+
+void hs_ckpt__files_dispose(hs_ckpt__files *fl);
+/* Append a zeroed file with a copy of path (NULL on allocation failure). */
+hs_ckpt__file *hs_ckpt__files_add(hs_ckpt__files *fl, const char *path);
+void hs_ckpt__files_sort(hs_ckpt__files *fl);
+/* Binary search in a sorted list. */
+const hs_ckpt__file *hs_ckpt__files_find(const hs_ckpt__files *fl, const char *path);
+
+typedef struct hs_ckpt__scan_opts {
+	git_odb *odb;       /* where new blobs are written; NULL: hash only */
+	git_index *cache;   /* stat cache (read only); NULL: hash everything */
+	uint64_t max_files; /* 0: unlimited (HS_LIMIT beyond) */
+	uint64_t max_bytes; /* 0: unlimited */
+	const char *task_id;
+} hs_ckpt__scan_opts;
+
+typedef struct hs_ckpt__scan {
+	hs_ckpt__files files;       /* sorted by path */
+	hs_ckpt_strlist repo_roots; /* "dir/" of each directory holding a .git, sorted */
+	size_t hashed;              /* files read (stat cache misses) */
+	uint64_t bytes;             /* sizes of every file taken */
+	uint64_t written_bytes;     /* content sizes of blobs handed to odb */
+} hs_ckpt__scan;
+
+void hs_ckpt__scan_dispose(hs_ckpt__scan *s);
+
+/* Walk the workspace beneath wsfd (see scan.c for the rules). */
+int hs_ckpt__scan_workspace(int wsfd, const hs_ckpt__scan_opts *o, hs_ckpt__scan *out,
+			    hs_error *err);
+
+/* openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS) of rel ("" = dirfd
+ * itself), or an equivalent walk where the kernel lacks openat2. The fd,
+ * or -errno. */
+int hs_ckpt__open_beneath(int dirfd, const char *rel, int flags);
+
+/* Hash (odb NULL) or write the blob read from fd, size bytes expected. */
+int hs_ckpt__hash_fd(int fd, uint64_t size, git_odb *odb, git_oid *out, uint64_t *hashed_size,
+		     bool *short_read);
+
+uint32_t hs_ckpt__mode_of(mode_t m);
+/* Record st in f; has_stat false when st is too recent to be trusted. */
+void hs_ckpt__stat_fill(hs_ckpt__file *f, const struct stat *st, int64_t racy_after_ns);
+/* Now (CLOCK_REALTIME, ns) minus the racy window. */
+int64_t hs_ckpt__racy_after_ns(void);
+void hs_ckpt__entry_from_file(git_index_entry *e, const hs_ckpt__file *f);
+
+/* Make the index hold exactly final (sorted; every id in the odb),
+ * touching only entries that differ. *changed: anything was. */
+int hs_ckpt__index_apply(git_index *index, const hs_ckpt__files *final, bool *changed,
+			 const char *task_id, hs_error *err);
+
+/* restore.c --------------------------------------------------------------- */
+
+/* The blobs and links of tree, sorted by path. */
+int hs_ckpt__tree_files(git_tree *tree, hs_ckpt__files *out, const char *task_id, hs_error *err);
+
+/* Workspace files vs a tree's: added / modified / deleted, sorted. */
+int hs_ckpt__compare_files(const hs_ckpt__files *ws, const hs_ckpt__files *tree,
+			   hs_ckpt_verify_result *out, hs_error *err);
+
+/* Refresh the stat data of index entries whose content ws proved unchanged. */
+int hs_ckpt__index_refresh(git_index *index, const hs_ckpt__files *ws, bool *changed,
+			   const char *task_id, hs_error *err);
+
+/* Make the workspace (beneath wsfd) hold target, given what a scan found
+ * there (now). *final: target with stat data, for the index. */
+int hs_ckpt__restore_files(git_repository *repo, int wsfd, const hs_ckpt__files *target,
+			   const hs_ckpt__scan *now, hs_ckpt__files *final, uint32_t *written,
+			   uint32_t *removed, const char *task_id, hs_error *err);
+
 /* diff.c ------------------------------------------------------------------ */
-
-/* Bring the index in line with the workspace (stat cache first: only files
- * whose stat changed are hashed), capturing nested repositories as content.
- * *changed: whether the in-memory index now differs from what was loaded
- * (entries added/removed, or stat data refreshed); *hashed: files whose
- * content had to be read (stat cache misses, for the log). */
-int hs_ckpt__stage(git_repository *repo, git_index *index, const char *task_id, bool *changed,
-		   size_t *hashed, hs_error *err);
-
-/* Workspace vs tree (through the index's stat cache), untracked included,
- * ignored excluded. Fills added/modified/deleted and consistent.
- * *refreshed (may be NULL): the index's stat data was updated in memory. */
-int hs_ckpt__compare(git_repository *repo, git_index *index, git_tree *tree,
-		     const char *task_id, hs_ckpt_verify_result *out, bool *refreshed,
-		     hs_error *err);
 
 /* Number of paths differing between two trees (old may be NULL). */
 int hs_ckpt__count_changes(git_repository *repo, git_tree *old_tree, git_tree *new_tree,
@@ -169,12 +288,33 @@ int hs_ckpt__tree_diff(git_repository *repo, git_tree *from, git_tree *to, const
 
 int hs_ckpt__strlist_push(hs_ckpt_strlist *list, const char *s);
 
+/* gc.c -------------------------------------------------------------------- */
+
+/* Sum of the sizes of the files below gitdir. 0 or -1 (errno). */
+int hs_ckpt__repo_bytes(const char *gitdir, uint64_t *out);
+/* One pack with what the refs and the index reach; everything else goes. */
+int hs_ckpt__repack(git_repository *repo, git_index *index, bool durable, const char *task_id,
+		    hs_error *err);
+
+/* push.c ------------------------------------------------------------------ */
+
+hs_ckpt__pusher *hs_ckpt__pusher_new(const char *url, unsigned max_in_flight, int64_t timeout_ms);
+void hs_ckpt__pusher_release(hs_ckpt__pusher *p);
+/* Push refs/harness/checkpoints/<id> of the repository at gitdir; waits at
+ * most the pusher's timeout. NULL on success, else a heap message. */
+char *hs_ckpt__push(hs_ckpt__pusher *p, const char *gitdir, const char *task_id, const char *id);
+
 /* workspace.c ------------------------------------------------------------- */
 
-/* Like hs_ckpt_workspace_resolve; create_missing makes the final directory
- * when its parent resolves below the root. */
-int hs_ckpt__workspace(const hs_ckpt_mgr *mgr, const char *task_id, const char *workspace,
-		       bool create_missing, char **out, hs_error *err);
+/* The workspace for who (NULL: harnessd, no ownership check): workspace
+ * NULL/"" is the task's default (task_id). Named as tenancy.h says, its
+ * task owned by who (else HS_NOT_FOUND), opened beneath the root without
+ * following links. create: make missing directories. *fd_out: O_PATH dir
+ * descriptor; *name_out (heap, optional): the canonical name. A missing
+ * workspace is HS_NOT_FOUND with the path and what to do. */
+int hs_ckpt__workspace_open(hs_ckpt_mgr *mgr, const hs_principal *who, const char *task_id,
+			    const char *workspace, bool create, int *fd_out, char **name_out,
+			    hs_error *err);
 
 /* rm -rf without following symlinks. 0 or -1 (errno). */
 int hs_ckpt__rmtree(const char *path);

@@ -1,11 +1,8 @@
-/* harness.v1.CheckpointService over the checkpoint module: field checks at
- * the edge, ownership, protobuf <-> module conversion. Every handler blocks
- * on disk and runs on the worker pool (HS_RPC_BLOCKING).
- *
- * Ownership: a task's checkpoints belong to the user whose CreateCheckpoint
- * made its first one; another user gets PERMISSION_DENIED (as the proto
- * says), an admin is let through. A task without checkpoints is NOT_FOUND
- * for everything but CreateCheckpoint. */
+/* harness.v1.CheckpointService over the checkpoint module: protobuf <->
+ * module conversion and the caller's principal; validation, ownership
+ * (hs_ckpt_access, the task id's owner; anyone else's task is NOT_FOUND),
+ * quotas and defaults live in the module. Every handler blocks on disk and
+ * runs on the worker pool (HS_RPC_BLOCKING). */
 #include "checkpoint_service.h"
 
 #include <stdio.h>
@@ -16,8 +13,6 @@
 #include "harness/v1/checkpoint.pb-c.h"
 #include "struct_json.h"
 
-#define DESCRIPTION_MAX 4096
-#define WORKSPACE_MAX 1024
 #define VERIFY_LIST_MAX 1000
 #define DIFF_MAX 10000
 
@@ -30,26 +25,6 @@ static hs_principal caller_of(hs_rpc_call *call)
 	return c;
 }
 
-/* Syntax only; the module resolves symlinks and refuses escapes. */
-static int check_workspace(const char *ws, hs_error *err)
-{
-	if (!ws || !ws[0])
-		return HS_OK;
-	if (strlen(ws) > WORKSPACE_MAX)
-		return hs_error_set(err, HS_INVALID, "workspace: longer than %d characters", WORKSPACE_MAX);
-	if (ws[0] == '/')
-		return hs_error_set(err, HS_INVALID, "workspace: must be relative to the workspace root");
-	for (const char *p = ws; *p;) {
-		size_t n = strcspn(p, "/");
-		if (n == 2 && p[0] == '.' && p[1] == '.')
-			return hs_error_set(err, HS_INVALID, "workspace: \"..\" not allowed");
-		p += n;
-		if (*p == '/')
-			p++;
-	}
-	return HS_OK;
-}
-
 /* Cheap checks before expensive work: the caller may have given up. */
 static int still_wanted(hs_rpc_call *call, hs_error *err)
 {
@@ -60,14 +35,14 @@ static int still_wanted(hs_rpc_call *call, hs_error *err)
 	return hs_error_set(err, HS_CANCELLED, "cancelled by the client");
 }
 
-/* Valid task id, caller allowed, still wanted. */
+/* Still wanted, caller may read the task's checkpoints. */
 static int enter(hs_rpc_call *call, const char *task_id, hs_error *err)
 {
 	hs_principal c = caller_of(call);
-	int rc = hs_id_check_task("task_id", task_id, err);
-	if (rc || (rc = still_wanted(call, err)))
+	int rc = still_wanted(call, err);
+	if (rc)
 		return rc;
-	return hs_ckpt_authorize(hs_rpc_call_payload(call), task_id, &c, err);
+	return hs_ckpt_access(hs_rpc_call_payload(call), &c, task_id, false, err);
 }
 
 static int required_id(const char *id, const char *field, hs_error *err)
@@ -150,41 +125,30 @@ static int create_checkpoint(hs_rpc_call *call, const ProtobufCMessage *req,
 	const Harness__V1__CreateCheckpointRequest *r = (const void *)req;
 	hs_ckpt_mgr *mgr = hs_rpc_call_payload(call);
 	hs_principal who = caller_of(call);
-	char *ext = NULL, *push_err = NULL;
-	hs_ckpt_info info;
-	bool unchanged = false;
+	char *ext = NULL;
+	hs_ckpt_create_result res;
 	int rc;
-	if ((rc = hs_id_check_task("task_id", r->task_id, err)) || (rc = check_workspace(r->workspace, err)))
-		return rc;
-	if (r->step < 0)
-		return hs_error_set(err, HS_INVALID, "step: must be >= 0");
-	if (strlen(r->description) > DESCRIPTION_MAX)
-		return hs_error_set(err, HS_INVALID, "description: longer than %d bytes", DESCRIPTION_MAX);
-	if (r->external_state && (rc = hs_struct_to_json(r->external_state, &ext, err)))
-		return rc;
-	if ((rc = still_wanted(call, err)))
+	if ((r->external_state && (rc = hs_struct_to_json(r->external_state, &ext, err))) ||
+	    (rc = still_wanted(call, err)))
 		goto done;
-	/* The module checks ownership under the task lock (a first create makes
-	 * the caller the owner). */
-	rc = hs_ckpt_create(mgr, r->task_id, r->workspace, &who, r->step, r->description, ext, &info,
-			    &unchanged, &push_err, err);
-	if (rc)
+	hs_ckpt_create_opts o = { &who, r->workspace, r->step, r->description, ext, r->request_id };
+	if ((rc = hs_ckpt_create_with(mgr, r->task_id, &o, &res, err)))
 		goto done;
 	Harness__V1__CreateCheckpointResponse *m = hs_rpc_call_alloc(call, sizeof(*m));
 	if (!m) {
 		rc = OOM(err);
 	} else {
 		harness__v1__create_checkpoint_response__init(m);
-		m->unchanged = unchanged;
-		m->push_error = hs_rpc_call_strdup(call, push_err ? push_err : "");
+		m->unchanged = res.unchanged;
+		m->replayed = res.replayed;
+		m->push_error = hs_rpc_call_strdup(call, res.push_error ? res.push_error : "");
 		if (!m->push_error)
 			rc = OOM(err);
-		else if (!(rc = checkpoint_msg(call, &info, &m->checkpoint, err)))
+		else if (!(rc = checkpoint_msg(call, &res.checkpoint, &m->checkpoint, err)))
 			*resp = &m->base;
 	}
-	hs_ckpt_info_dispose(&info);
+	hs_ckpt_create_result_dispose(&res);
 done:
-	free(push_err);
 	free(ext);
 	return rc;
 }
@@ -193,15 +157,14 @@ static int restore_checkpoint(hs_rpc_call *call, const ProtobufCMessage *req,
 			      ProtobufCMessage **resp, hs_error *err)
 {
 	const Harness__V1__RestoreCheckpointRequest *r = (const void *)req;
+	hs_principal who = caller_of(call);
 	hs_ckpt_info info;
 	uint32_t restored = 0, removed = 0;
 	int rc;
-	if ((rc = hs_id_check_task("task_id", r->task_id, err)) ||
-	    (rc = required_id(r->checkpoint_id, "checkpoint_id", err)) ||
-	    (rc = check_workspace(r->workspace, err)) || (rc = enter(call, r->task_id, err)))
+	if ((rc = required_id(r->checkpoint_id, "checkpoint_id", err)) || (rc = still_wanted(call, err)))
 		return rc;
-	rc = hs_ckpt_restore(hs_rpc_call_payload(call), r->task_id, r->checkpoint_id, r->workspace,
-			     &info, &restored, &removed, err);
+	rc = hs_ckpt_restore_as(hs_rpc_call_payload(call), &who, r->task_id, r->checkpoint_id,
+				r->workspace, &info, &restored, &removed, err);
 	if (rc)
 		return rc;
 	Harness__V1__RestoreCheckpointResponse *m = hs_rpc_call_alloc(call, sizeof(*m));
@@ -308,12 +271,12 @@ static int verify_consistency(hs_rpc_call *call, const ProtobufCMessage *req,
 	const Harness__V1__VerifyConsistencyRequest *r = (const void *)req;
 	hs_ckpt_verify_result v;
 	int rc;
+	hs_principal who = caller_of(call);
 	if ((rc = hs_id_check_task("task_id", r->task_id, err)) ||
-	    (rc = optional_id(r->checkpoint_id, "checkpoint_id", err)) ||
-	    (rc = check_workspace(r->workspace, err)) || (rc = enter(call, r->task_id, err)))
+	    (rc = optional_id(r->checkpoint_id, "checkpoint_id", err)) || (rc = still_wanted(call, err)))
 		return rc;
-	rc = hs_ckpt_verify(hs_rpc_call_payload(call), r->task_id, r->checkpoint_id, r->workspace, &v,
-			    err);
+	rc = hs_ckpt_verify_as(hs_rpc_call_payload(call), &who, r->task_id, r->checkpoint_id,
+			       r->workspace, &v, err);
 	if (rc)
 		return rc;
 	Harness__V1__VerifyConsistencyResponse *m = hs_rpc_call_alloc(call, sizeof(*m));
@@ -411,6 +374,7 @@ static int prune_checkpoints(hs_rpc_call *call, const ProtobufCMessage *req,
 	const Harness__V1__PruneCheckpointsRequest *r = (const void *)req;
 	hs_ckpt_strlist pruned = { 0 };
 	uint32_t kept = 0;
+	uint64_t freed = 0;
 	int rc;
 	if ((rc = hs_id_check_task("task_id", r->task_id, err)))
 		return rc;
@@ -419,7 +383,7 @@ static int prune_checkpoints(hs_rpc_call *call, const ProtobufCMessage *req,
 	if ((rc = enter(call, r->task_id, err)))
 		return rc;
 	rc = hs_ckpt_prune(hs_rpc_call_payload(call), r->task_id, (uint32_t)r->keep_last, r->dry_run,
-			   &kept, &pruned, err);
+			   &kept, &pruned, &freed, err);
 	if (rc)
 		return rc;
 	Harness__V1__PruneCheckpointsResponse *m = hs_rpc_call_alloc(call, sizeof(*m));
@@ -431,6 +395,7 @@ static int prune_checkpoints(hs_rpc_call *call, const ProtobufCMessage *req,
 	harness__v1__prune_checkpoints_response__init(m);
 	m->pruned_count = (uint32_t)pruned.count;
 	m->kept_count = kept;
+	m->bytes_freed = freed;
 	if ((rc = str_list(call, &pruned, pruned.count, &m->pruned_checkpoint_ids,
 			   &m->n_pruned_checkpoint_ids, &cut, err)))
 		goto done;
@@ -442,6 +407,9 @@ done:
 
 int hs_ckpt_service_register(hs_rpc_server *srv, hs_ckpt_mgr *mgr, hs_error *err)
 {
+	/* Served to users, ownership must be checkable. */
+	if (!hs_ckpt_mgr_checks_ownership(mgr))
+		return hs_error_set(err, HS_INVALID, "CheckpointService needs a manager with a tenancy");
 	static const hs_rpc_handler handlers[] = {
 		{ "CreateCheckpoint", HS_RPC_UNARY, HS_RPC_BLOCKING, create_checkpoint, NULL },
 		{ "RestoreCheckpoint", HS_RPC_UNARY, HS_RPC_LONG, restore_checkpoint, NULL },

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 /* Every operation: validate the id, take the task lock, open the repo. */
 typedef struct op {
@@ -27,7 +28,7 @@ static int op_begin(op *o, hs_ckpt_mgr *mgr, const char *task_id, hs_error *err)
 		return rc;
 	if (!(o->lock = hs_ckpt__lock(mgr, task_id)))
 		return hs_error_set(err, HS_INTERNAL, "checkpoint: out of memory");
-	return hs_ckpt__repo_open(&o->repo, mgr, o->lock, task_id, false, NULL, err);
+	return hs_ckpt__repo_open(&o->repo, mgr, o->lock, task_id, false, err);
 }
 
 /* failed_write: the call may have left the cached repo's index half-updated
@@ -62,79 +63,54 @@ static int resolve(git_commit **out, op *o, const char *checkpoint_id, hs_error 
 	return g < 0 ? hs_ckpt__git_err(err, g, "lookup", o->task_id) : HS_OK;
 }
 
-int hs_ckpt_restore(hs_ckpt_mgr *mgr, const char *task_id, const char *checkpoint_id,
-		    const char *workspace, hs_ckpt_info *out, uint32_t *files_restored,
-		    uint32_t *files_removed, hs_error *err)
+int hs_ckpt_restore_as(hs_ckpt_mgr *mgr, const hs_principal *who, const char *task_id,
+		       const char *checkpoint_id, const char *workspace, hs_ckpt_info *out,
+		       uint32_t *files_restored, uint32_t *files_removed, hs_error *err)
 {
 	op o;
-	char *ws = NULL;
+	int wsfd = -1;
 	git_commit *c = NULL;
 	git_tree *tree = NULL;
 	git_index *index = NULL;
-	hs_ckpt_verify_result before;
-	memset(&before, 0, sizeof(before));
+	hs_ckpt__scan now;
+	memset(&now, 0, sizeof(now));
+	hs_ckpt__files target = { 0 }, final = { 0 };
 	hs_ckpt_info info;
 	memset(&info, 0, sizeof(info));
-	bool wrote = false;
-	char **paths = NULL;
-	int g;
-	int rc = op_begin(&o, mgr, task_id, err);
-	if (rc)
-		goto done;
+	bool wrote = false, changed = false;
+	uint32_t written = 0, removed = 0;
+	int g, rc;
+	int64_t t0 = hs_clock_mono_us(), t_scan = 0;
+	memset(&o, 0, sizeof(o));
 	if ((rc = hs_ckpt__check_id(checkpoint_id, err)) ||
-	    (rc = hs_ckpt__lookup(&c, o.repo, task_id, checkpoint_id, err)) ||
+	    (rc = hs_ckpt_access(mgr, who, task_id, false, err)) ||
+	    (rc = op_begin(&o, mgr, task_id, err)))
+		goto done;
+	if ((rc = hs_ckpt__lookup(&c, o.repo, task_id, checkpoint_id, err)) ||
 	    (rc = hs_ckpt__parse_commit(c, task_id, &info, err)) ||
-	    (rc = hs_ckpt__workspace(mgr, task_id, ws_or_recorded(workspace, &info), true, &ws,
-				     err)) ||
-	    (rc = hs_ckpt__attach(&index, o.repo, ws, task_id, err)))
+	    (rc = hs_ckpt__workspace_open(mgr, who, task_id, ws_or_recorded(workspace, &info), true,
+					  &wsfd, NULL, err)) ||
+	    (rc = hs_ckpt__index(&index, o.lock, task_id, err)))
 		goto done;
 	if ((g = git_commit_tree(&tree, c)) < 0) {
 		rc = hs_ckpt__git_err(err, g, "restore", task_id);
 		goto done;
 	}
-	/* What will change, for the counts (stat-cached, cheap). */
-	int64_t t0 = hs_clock_mono_us(), t_cmp, t_co;
-	if ((rc = hs_ckpt__compare(o.repo, index, tree, task_id, &before, NULL, err)))
+	/* What is there now (stat-cached, nothing written to the repository),
+	 * then only what differs is written or removed, beneath the workspace. */
+	hs_ckpt__scan_opts so = { .odb = NULL, .cache = index, .task_id = task_id };
+	if ((rc = hs_ckpt__tree_files(tree, &target, task_id, err)) ||
+	    (rc = hs_ckpt__scan_workspace(wsfd, &so, &now, err)))
 		goto done;
-	t_cmp = hs_clock_mono_us();
-	/* Check out only the paths the comparison found (none: nothing to
-	 * write): libgit2's iterators then skip every other directory instead of
-	 * walking and stat()ing the whole tree a second time. */
-	size_t np = before.added.count + before.modified.count + before.deleted.count;
-	if (np && !(paths = malloc(np * sizeof(*paths)))) {
-		rc = hs_error_set(err, HS_INTERNAL, "checkpoint restore: out of memory");
-		goto done;
-	}
-	size_t k = 0;
-	const hs_ckpt_strlist *lists[] = { &before.added, &before.modified, &before.deleted };
-	for (size_t li = 0; li < 3; li++)
-		for (size_t i = 0; i < lists[li]->count; i++)
-			paths[k++] = lists[li]->items[i];
-	git_checkout_options co;
-	git_checkout_options_init(&co, GIT_CHECKOUT_OPTIONS_VERSION);
-	/* Not git_reset(HARD): it would leave files created since in place.
-	 * The index is rewritten once below, not by the checkout too. */
-	co.checkout_strategy = GIT_CHECKOUT_FORCE | GIT_CHECKOUT_REMOVE_UNTRACKED |
-			       GIT_CHECKOUT_DISABLE_PATHSPEC_MATCH | GIT_CHECKOUT_DONT_WRITE_INDEX;
-	co.paths.strings = paths;
-	co.paths.count = np;
-	/* Baseline = our index (what the workspace held at the last checkpoint,
-	 * restore or verify, with its stat cache). Without it libgit2 takes
-	 * HEAD, which in the shadow repo is unborn: every file then looks
-	 * foreign and is rewritten (10 s for 20,000 files instead of ms). */
-	co.baseline_index = index;
+	t_scan = hs_clock_mono_us();
 	wrote = true;
-	if ((np && (g = git_checkout_tree(o.repo, (const git_object *)tree, &co)) < 0) ||
-	    (t_co = hs_clock_mono_us(), 0) ||
-	    /* The index becomes exactly the tree (entries whose id is unchanged
-	     * keep their stat data, fresh for what the checkout wrote), so
-	     * verify/create after this are right. */
-	    (g = git_index_read_tree(index, tree)) < 0 || (g = git_index_write(index)) < 0) {
-		rc = hs_ckpt__git_err(err, g, "restore", task_id);
+	if ((rc = hs_ckpt__restore_files(o.repo, wsfd, &target, &now, &final, &written, &removed,
+					 task_id, err)) ||
+	    (rc = hs_ckpt__index_apply(index, &final, &changed, task_id, err)))
 		goto done;
-	}
-	if ((g = git_reference_create(NULL, o.repo, HS_CKPT__REF_CURRENT, git_commit_id(c), 1,
-				      "harness restore")) < 0) {
+	if ((changed && (g = git_index_write(index)) < 0) ||
+	    (g = git_reference_create(NULL, o.repo, HS_CKPT__REF_CURRENT, git_commit_id(c), 1,
+				       "harness restore")) < 0) {
 		rc = hs_ckpt__git_err(err, g, "restore", task_id);
 		goto done;
 	}
@@ -142,21 +118,33 @@ int hs_ckpt_restore(hs_ckpt_mgr *mgr, const char *task_id, const char *checkpoin
 	*out = info;
 	memset(&info, 0, sizeof(info));
 	if (files_restored)
-		*files_restored = (uint32_t)(before.modified.count + before.deleted.count);
+		*files_restored = written;
 	if (files_removed)
-		*files_removed = (uint32_t)before.added.count;
+		*files_removed = removed;
 	hs_log(HS_LOG_INFO, "checkpoint", "restored", HS_LS("task_id", task_id),
-	       HS_LS("checkpoint_id", checkpoint_id), HS_LI("compare_us", t_cmp - t0),
-	       HS_LI("checkout_us", t_co - t_cmp), HS_LI("us", hs_clock_mono_us() - t0));
+	       HS_LS("checkpoint_id", checkpoint_id), HS_LI("written", written),
+	       HS_LI("removed", removed), HS_LI("scan_us", t_scan - t0),
+	       HS_LI("us", hs_clock_mono_us() - t0));
 done:
-	free(paths);
 	hs_ckpt_info_dispose(&info);
-	hs_ckpt_verify_result_dispose(&before);
+	hs_ckpt__scan_dispose(&now);
+	hs_ckpt__files_dispose(&target);
+	hs_ckpt__files_dispose(&final);
 	git_tree_free(tree);
 	git_commit_free(c);
-	free(ws);
-	op_end(&o, rc && wrote);
+	if (wsfd >= 0)
+		close(wsfd);
+	if (o.lock)
+		op_end(&o, rc && wrote);
 	return rc;
+}
+
+int hs_ckpt_restore(hs_ckpt_mgr *mgr, const char *task_id, const char *checkpoint_id,
+		    const char *workspace, hs_ckpt_info *out, uint32_t *files_restored,
+		    uint32_t *files_removed, hs_error *err)
+{
+	return hs_ckpt_restore_as(mgr, NULL, task_id, checkpoint_id, workspace, out, files_restored,
+				  files_removed, err);
 }
 
 int hs_ckpt_get(hs_ckpt_mgr *mgr, const char *task_id, const char *checkpoint_id,
@@ -268,49 +256,69 @@ done:
 	return rc;
 }
 
-int hs_ckpt_verify(hs_ckpt_mgr *mgr, const char *task_id, const char *checkpoint_id,
-		   const char *workspace, hs_ckpt_verify_result *out, hs_error *err)
+int hs_ckpt_verify_as(hs_ckpt_mgr *mgr, const hs_principal *who, const char *task_id,
+		      const char *checkpoint_id, const char *workspace,
+		      hs_ckpt_verify_result *out, hs_error *err)
 {
 	op o;
-	char *ws = NULL;
+	int wsfd = -1;
 	git_commit *c = NULL;
 	git_tree *tree = NULL;
 	git_index *index = NULL;
+	hs_ckpt__scan now;
+	memset(&now, 0, sizeof(now));
+	hs_ckpt__files target = { 0 };
 	hs_ckpt_info info;
 	memset(&info, 0, sizeof(info));
-	int g;
-	int rc = op_begin(&o, mgr, task_id, err);
-	if (rc || (rc = resolve(&c, &o, checkpoint_id, err)) ||
+	int g, rc;
+	memset(&o, 0, sizeof(o));
+	if ((rc = hs_ckpt_access(mgr, who, task_id, false, err)) ||
+	    (rc = op_begin(&o, mgr, task_id, err)) || (rc = resolve(&c, &o, checkpoint_id, err)) ||
 	    (rc = hs_ckpt__parse_commit(c, task_id, &info, err)) ||
-	    (rc = hs_ckpt__workspace(mgr, task_id, ws_or_recorded(workspace, &info), false, &ws,
-				     err)) ||
-	    (rc = hs_ckpt__attach(&index, o.repo, ws, task_id, err)))
+	    (rc = hs_ckpt__workspace_open(mgr, who, task_id, ws_or_recorded(workspace, &info), false,
+					  &wsfd, NULL, err)) ||
+	    (rc = hs_ckpt__index(&index, o.lock, task_id, err)))
 		goto done;
 	if ((g = git_commit_tree(&tree, c)) < 0) {
 		rc = hs_ckpt__git_err(err, g, "verify", task_id);
 		goto done;
 	}
+	hs_ckpt__scan_opts so = { .odb = NULL, .cache = index, .task_id = task_id };
 	hs_ckpt_verify_result res;
 	bool refreshed = false;
-	if ((rc = hs_ckpt__compare(o.repo, index, tree, task_id, &res, &refreshed, err)))
+	if ((rc = hs_ckpt__tree_files(tree, &target, task_id, err)) ||
+	    (rc = hs_ckpt__scan_workspace(wsfd, &so, &now, err)) ||
+	    (rc = hs_ckpt__compare_files(&now.files, &target, &res, err)))
 		goto done;
-	/* Keep the stat refreshes the comparison made (best effort). */
-	if (refreshed && git_index_write(index) < 0)
-		hs_log(HS_LOG_WARN, "checkpoint", "index write after verify failed",
+	/* Keep the stat refreshes the comparison proved safe (best effort). */
+	hs_error e = { 0 };
+	if (hs_ckpt__index_refresh(index, &now.files, &refreshed, task_id, &e) != HS_OK ||
+	    (refreshed && git_index_write(index) < 0))
+		hs_log(HS_LOG_WARN, "checkpoint", "index refresh after verify failed",
 		       HS_LS("task_id", task_id));
 	memcpy(res.checkpoint_id, info.checkpoint_id, sizeof(res.checkpoint_id));
 	*out = res;
 done:
 	hs_ckpt_info_dispose(&info);
+	hs_ckpt__scan_dispose(&now);
+	hs_ckpt__files_dispose(&target);
 	git_tree_free(tree);
 	git_commit_free(c);
-	free(ws);
-	op_end(&o, false);
+	if (wsfd >= 0)
+		close(wsfd);
+	if (o.lock)
+		op_end(&o, false);
 	return rc;
 }
 
-/* The tree to diff from when no from id is given: to's git parent (the
- * checkpoint it was taken on top of), or none (the empty tree). */
+int hs_ckpt_verify(hs_ckpt_mgr *mgr, const char *task_id, const char *checkpoint_id,
+		   const char *workspace, hs_ckpt_verify_result *out, hs_error *err)
+{
+	return hs_ckpt_verify_as(mgr, NULL, task_id, checkpoint_id, workspace, out, err);
+}
+
+/* The tree to diff from when no from id is given: the checkpoint `to` was
+ * taken on top of (its metadata's parent), or none (the empty tree). */
 static int parent_side(git_tree **tree, char from_id[HS_CKPT_ID_MAX], op *o, git_commit *to,
 		       hs_error *err)
 {
@@ -319,13 +327,20 @@ static int parent_side(git_tree **tree, char from_id[HS_CKPT_ID_MAX], op *o, git
 	int g, rc;
 	from_id[0] = '\0';
 	*tree = NULL;
-	if (git_commit_parentcount(to) == 0)
-		return HS_OK;
 	if ((rc = hs_ckpt__parse_commit(to, o->task_id, &info, err)))
 		return rc;
 	memcpy(from_id, info.parent_checkpoint_id, HS_CKPT_ID_MAX);
 	hs_ckpt_info_dispose(&info);
-	if ((g = git_commit_parent(&p, to, 0)) < 0 || (g = git_commit_tree(tree, p)) < 0)
+	if (from_id[0] == '\0')
+		return HS_OK;
+	hs_error e = { 0 };
+	if ((rc = hs_ckpt__lookup(&p, o->repo, o->task_id, from_id, &e)) == HS_NOT_FOUND)
+		return hs_error_set(err, HS_NOT_FOUND,
+				    "checkpoint %s: its parent %s was pruned; give from_checkpoint_id",
+				    info.checkpoint_id, from_id);
+	if (rc)
+		return hs_error_set(err, rc, "%s", e.msg);
+	if ((g = git_commit_tree(tree, p)) < 0)
 		rc = hs_ckpt__git_err(err, g, "diff", o->task_id);
 	git_commit_free(p);
 	return rc;
@@ -381,23 +396,30 @@ done:
 }
 
 int hs_ckpt_prune(hs_ckpt_mgr *mgr, const char *task_id, uint32_t keep_last, bool dry_run,
-		  uint32_t *kept, hs_ckpt_strlist *pruned, hs_error *err)
+		  uint32_t *kept, hs_ckpt_strlist *pruned, uint64_t *bytes_freed, hs_error *err)
 {
 	op o;
 	hs_ckpt_strlist ids = { 0 };
-	bool removed_some = false;
+	bool removed_some = false, repacked = false;
+	git_index *index = NULL;
+	uint64_t before = 0, after = 0;
+	char gitdir[4096];
+	int g;
 	if (keep_last < 1)
 		return hs_error_set(err, HS_INVALID, "keep_last: must be >= 1");
 	int rc = op_begin(&o, mgr, task_id, err);
 	if (rc || (rc = hs_ckpt__catalog_load(&o.lock->catalog, o.repo, task_id, err)))
 		goto done;
+	snprintf(gitdir, sizeof(gitdir), "%s", git_repository_path(o.repo));
 	hs_ckpt__catalog *cat = &o.lock->catalog;
 	size_t n = cat->n, drop = n > keep_last ? n - keep_last : 0;
-	/* The `drop` oldest go, reported newest first; only their refs are touched. */
+	git_oid cur;
+	bool has_cur = git_reference_name_to_id(&cur, o.repo, HS_CKPT__REF_CURRENT) == 0;
+	/* The `drop` oldest go, reported newest first. */
 	for (size_t i = drop; i-- > 0;) {
 		char ref[128];
 		snprintf(ref, sizeof(ref), HS_CKPT__REF_PREFIX "%s", cat->v[i].id);
-		int g = dry_run ? 0 : git_reference_remove(o.repo, ref);
+		g = dry_run ? 0 : git_reference_remove(o.repo, ref);
 		if (g < 0) {
 			/* Refs removed so far stay removed: report them in the error. */
 			rc = hs_ckpt__git_err(err, g, "prune", task_id);
@@ -408,20 +430,41 @@ int hs_ckpt_prune(hs_ckpt_mgr *mgr, const char *task_id, uint32_t keep_last, boo
 			rc = hs_error_set(err, HS_INTERNAL, "checkpoint prune: out of memory");
 			goto done;
 		}
+		/* A pruned current checkpoint: the newest stands in as the next
+		 * parent (as the catalog says), and nothing keeps it alive. */
+		if (!dry_run && has_cur && git_oid_equal(&cur, &cat->v[i].commit) &&
+		    (g = git_reference_remove(o.repo, HS_CKPT__REF_CURRENT)) < 0 && g != GIT_ENOTFOUND) {
+			rc = hs_ckpt__git_err(err, g, "prune", task_id);
+			goto done;
+		}
 	}
-	if (!dry_run)
+	if (!dry_run) {
 		hs_ckpt__catalog_drop_oldest(cat, drop);
+		/* Give the space back: one pack with what is still needed. */
+		if (hs_ckpt__repo_bytes(gitdir, &before) != 0)
+			before = 0;
+		repacked = true;
+		if ((rc = hs_ckpt__index(&index, o.lock, task_id, err)) ||
+		    (rc = hs_ckpt__repack(o.repo, index, mgr->durable, task_id, err)))
+			goto done;
+		if (hs_ckpt__repo_bytes(gitdir, &after) != 0)
+			after = before;
+	}
 	*kept = (uint32_t)(n - drop);
 	*pruned = ids;
 	memset(&ids, 0, sizeof(ids));
+	if (bytes_freed)
+		*bytes_freed = before > after ? before - after : 0;
 	hs_log(HS_LOG_INFO, "checkpoint", "pruned", HS_LS("task_id", task_id),
-	       HS_LI("pruned", pruned->count), HS_LI("kept", *kept));
+	       HS_LI("pruned", pruned->count), HS_LI("kept", *kept), HS_LI("bytes_before", before),
+	       HS_LI("bytes_after", after));
 done:
 	hs_ckpt_strlist_dispose(&ids);
 	/* Stopped half way: the catalog no longer matches the refs; rebuild. */
 	if (rc && removed_some)
 		hs_ckpt__catalog_dispose(&o.lock->catalog);
-	op_end(&o, false);
+	/* After a repack the open repository's view of its objects is stale. */
+	op_end(&o, repacked);
 	return rc;
 }
 

@@ -88,7 +88,7 @@ static int write_file(const char *path, const char *data)
 }
 
 static int init_repo(const char *final_path, hs_ckpt_mgr *mgr, const char *task_id,
-		     const char *owner, hs_error *err)
+		     hs_error *err)
 {
 	char *tmp = NULL;
 	git_repository *repo = NULL;
@@ -113,8 +113,7 @@ static int init_repo(const char *final_path, hs_ckpt_mgr *mgr, const char *task_
 	    (g = git_config_set_bool(cfg, "core.autocrlf", 0)) < 0 ||
 	    (g = git_config_set_bool(cfg, "core.ignorecase", 0)) < 0 ||
 	    (g = git_config_set_bool(cfg, "core.logallrefupdates", 0)) < 0 ||
-	    (g = git_config_set_string(cfg, "harness.task", task_id)) < 0 ||
-	    (g = git_config_set_string(cfg, "harness.owner", owner ? owner : "")) < 0) {
+	    (g = git_config_set_string(cfg, "harness.task", task_id)) < 0) {
 		rc = hs_ckpt__git_err(err, g, "init", task_id);
 		goto done;
 	}
@@ -154,8 +153,40 @@ done:
 	return rc;
 }
 
+/* Older versions kept the task's owner in the repository's config
+ * (harness.owner). Ownership is the task id's now (tenancy): claim the id
+ * for that owner (first claim wins: a task registered meanwhile keeps its
+ * owner) and drop the key, once. Nobody is locked out: the owner keeps the
+ * task, and a failure leaves the key for the next open. */
+static void migrate_owner(hs_ckpt_mgr *mgr, git_repository *repo, const char *task_id)
+{
+	git_config *cfg = NULL;
+	git_buf buf = { 0 };
+	if (mgr->tenancy == NULL || git_repository_config(&cfg, repo) < 0)
+		return;
+	if (git_config_get_string_buf(&buf, cfg, "harness.owner") == 0) {
+		hs_error e = { 0 };
+		int rc = HS_OK;
+		if (buf.ptr[0] != '\0') {
+			hs_principal p = { buf.ptr, false };
+			rc = hs_tenancy_claim_task(mgr->tenancy, &p, task_id, &e);
+		}
+		if (rc == HS_OK || rc == HS_NOT_FOUND) {
+			(void)git_config_delete_entry(cfg, "harness.owner");
+			hs_log(HS_LOG_INFO, "checkpoint", "owner moved to the task id",
+			       HS_LS("task_id", task_id), HS_LS("owner", buf.ptr),
+			       HS_LB("kept_other_owner", rc == HS_NOT_FOUND));
+		} else {
+			hs_log(HS_LOG_WARN, "checkpoint", "owner migration deferred",
+			       HS_LS("task_id", task_id), HS_LS("error", e.msg));
+		}
+	}
+	git_buf_dispose(&buf);
+	git_config_free(cfg);
+}
+
 int hs_ckpt__repo_open(git_repository **out, hs_ckpt_mgr *mgr, hs_ckpt__task_lock *l,
-		       const char *task_id, bool create, const char *owner, hs_error *err)
+		       const char *task_id, bool create, hs_error *err)
 {
 	int rc = HS_OK, g;
 	char *path = hs_ckpt__repo_path(mgr, task_id);
@@ -169,7 +200,7 @@ int hs_ckpt__repo_open(git_repository **out, hs_ckpt_mgr *mgr, hs_ckpt__task_loc
 			rc = hs_error_set(err, HS_NOT_FOUND, "task %s has no checkpoints", task_id);
 			goto done;
 		}
-		if ((rc = init_repo(path, mgr, task_id, owner, err)) != HS_OK)
+		if ((rc = init_repo(path, mgr, task_id, err)) != HS_OK)
 			goto done;
 	} else if (l->repo) {
 		*out = l->repo;
@@ -184,6 +215,7 @@ int hs_ckpt__repo_open(git_repository **out, hs_ckpt_mgr *mgr, hs_ckpt__task_loc
 		rc = hs_ckpt__git_err(err, g, "open", task_id);
 		goto done;
 	}
+	migrate_owner(mgr, repo, task_id);
 	hs_ckpt__repo_keep(mgr, l, repo);
 	*out = repo;
 done:
@@ -191,52 +223,27 @@ done:
 	return rc;
 }
 
-int hs_ckpt__read_owner(git_repository *repo, const char *task_id, char out[HS_CKPT_OWNER_MAX],
-			hs_error *err)
+int hs_ckpt__index(git_index **out, hs_ckpt__task_lock *l, const char *task_id, hs_error *err)
 {
-	git_config *cfg = NULL;
-	git_buf buf = { 0 };
-	int rc = HS_OK, g;
-	if ((g = git_repository_config_snapshot(&cfg, repo)) < 0)
-		return hs_ckpt__git_err(err, g, "owner", task_id);
-	g = git_config_get_string_buf(&buf, cfg, "harness.owner");
-	if (g == GIT_ENOTFOUND)
-		out[0] = '\0';
-	else if (g < 0)
-		rc = hs_ckpt__git_err(err, g, "owner", task_id);
-	else
-		snprintf(out, HS_CKPT_OWNER_MAX, "%s", buf.ptr);
-	git_buf_dispose(&buf);
-	git_config_free(cfg);
-	return rc;
-}
-
-int hs_ckpt__attach(git_index **out, git_repository *repo, const char *ws, const char *task_id,
-		    hs_error *err)
-{
-	int g;
-	git_index *index = NULL;
-	/* update_gitlink = 0: nothing is written into the workspace. Only when
-	 * it changes: the cached repo keeps it, and libgit2 1.5 leaks its path
-	 * buffer when asked to set the workdir it already has. */
-	const char *cur = git_repository_workdir(repo); /* "<path>/" or NULL */
-	size_t wl = strlen(ws);
-	bool same = cur && strncmp(cur, ws, wl) == 0 && cur[wl] == '/' && cur[wl + 1] == '\0';
-	if (!same && (g = git_repository_set_workdir(repo, ws, 0)) < 0)
-		return hs_ckpt__git_err(err, g, "attach workspace", task_id);
-	if ((g = git_repository_index(&index, repo)) < 0) {
+	if (l->index != NULL) {
+		*out = l->index;
+		return HS_OK;
+	}
+	char path[PATH_MAX];
+	snprintf(path, sizeof(path), "%sindex", git_repository_path(l->repo));
+	int g = git_index_open(&l->index, path);
+	if (g < 0) {
 		/* The index is only a cache (it is not fsync'd): if a crash left
 		 * it torn, drop it; the next scan re-hashes the workspace once. */
-		char path[PATH_MAX];
-		snprintf(path, sizeof(path), "%sindex", git_repository_path(repo));
 		hs_log(HS_LOG_WARN, "checkpoint", "unreadable index dropped", HS_LS("task_id", task_id),
 		       HS_LS("error", git_error_last() ? git_error_last()->message : ""));
-		if (unlink(path) != 0 || (g = git_repository_index(&index, repo)) < 0)
-			return hs_ckpt__git_err(err, g, "attach workspace", task_id);
+		l->index = NULL;
+		if (unlink(path) != 0 || (g = git_index_open(&l->index, path)) < 0) {
+			l->index = NULL;
+			return hs_ckpt__git_err(err, g, "index", task_id);
+		}
 	}
-	/* git_repository_index hands out a reference; the repo keeps its own. */
-	git_index_free(index);
-	*out = index;
+	*out = l->index;
 	return HS_OK;
 }
 
@@ -292,7 +299,7 @@ int hs_ckpt_validate_checkpoint_id(const char *id, const char *field, hs_error *
 	return HS_OK;
 }
 
-char *hs_ckpt__format_message(const hs_ckpt_info *info)
+char *hs_ckpt__format_message(const hs_ckpt_info *info, const char *request_id)
 {
 	char *msg = NULL, *meta = NULL;
 	json_t *ext = NULL;
@@ -301,16 +308,22 @@ char *hs_ckpt__format_message(const hs_ckpt_info *info)
 		if (!ext)
 			return NULL;
 	}
-	json_t *o = json_pack("{s:i, s:s, s:I, s:I, s:s, s:o, s:I, s:s, s:I, s:s, s:s}",
+	json_t *o = json_pack("{s:i, s:s, s:I, s:I, s:s, s:o, s:I, s:s, s:I, s:s, s:s, s:b}",
 			      "harness_checkpoint", 1, "task_id", info->task_id, "step",
 			      (json_int_t)info->step, "seq", (json_int_t)info->seq, "description",
 			      info->description ? info->description : "", "external_state",
 			      ext ? ext : json_null(), "created_at_ms", (json_int_t)info->created_at_ms,
 			      "parent", info->parent_checkpoint_id, "files_changed",
 			      (json_int_t)info->files_changed, "workspace",
-			      info->workspace ? info->workspace : "", "created_by", info->created_by);
+			      info->workspace ? info->workspace : "", "created_by", info->created_by,
+			      "unchanged", info->unchanged);
 	if (!o)
 		return NULL;
+	if (request_id && request_id[0] &&
+	    json_object_set_new(o, "request_id", json_string(request_id)) != 0) {
+		json_decref(o);
+		return NULL;
+	}
 	meta = json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII);
 	json_decref(o);
 	if (!meta)
@@ -338,14 +351,15 @@ int hs_ckpt__parse_commit(const git_commit *commit, const char *task_id, hs_ckpt
 	json_t *o = body ? json_loads(body + 2, JSON_DISABLE_EOF_CHECK, NULL) : NULL;
 	json_int_t step = 0, seq = 0, created = 0, files = 0;
 	const char *desc = NULL, *parent = NULL, *ws = "", *by = "";
+	int unchanged = 0;
 	json_t *ext = NULL;
 	char hex[GIT_OID_HEXSZ + 1];
 	git_oid_tostr(hex, sizeof(hex), git_commit_id(commit));
-	/* workspace and created_by: absent in commits of older versions. */
-	if (!o || json_unpack(o, "{s:I, s:I, s:s, s?o, s:I, s:s, s:I, s?s, s?s}", "step", &step,
+	/* workspace, created_by, unchanged: absent in commits of older versions. */
+	if (!o || json_unpack(o, "{s:I, s:I, s:s, s?o, s:I, s:s, s:I, s?s, s?s, s?b}", "step", &step,
 			      "seq", &seq, "description", &desc, "external_state", &ext,
 			      "created_at_ms", &created, "parent", &parent, "files_changed", &files,
-			      "workspace", &ws, "created_by", &by) != 0) {
+			      "workspace", &ws, "created_by", &by, "unchanged", &unchanged) != 0) {
 		json_decref(o);
 		return hs_error_set(err, HS_INTERNAL, "checkpoint: task %s: commit %s has no metadata",
 				    task_id, hex);
@@ -354,6 +368,7 @@ int hs_ckpt__parse_commit(const git_commit *commit, const char *task_id, hs_ckpt
 	info.seq = (uint64_t)seq;
 	info.created_at_ms = created;
 	info.files_changed = (uint32_t)files;
+	info.unchanged = unchanged != 0;
 	snprintf(info.task_id, sizeof(info.task_id), "%s", task_id);
 	snprintf(info.parent_checkpoint_id, sizeof(info.parent_checkpoint_id), "%s", parent);
 	snprintf(info.created_by, sizeof(info.created_by), "%s", by);

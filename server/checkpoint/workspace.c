@@ -1,96 +1,72 @@
-/* Task id validation and workspace resolution: every workspace is an existing
- * directory strictly below the configured root, after resolving symlinks. */
+/* Workspaces as the checkpoint module opens them: through the tenancy
+ * (names, ownership, beneath the root without following links), or, for a
+ * manager without one, with the same naming and walk minus ownership. */
 #include "checkpoint_internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <ftw.h>
-#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
-/* A relative path with no "..", no empty-root, no absolute start. "." parts
- * are harmless (realpath folds them). */
-static int check_relative(const char *rel, hs_error *err)
+int hs_ckpt__workspace_open(hs_ckpt_mgr *mgr, const hs_principal *who, const char *task_id,
+			    const char *workspace, bool create, int *fd_out, char **name_out,
+			    hs_error *err)
 {
-	if (rel[0] == '/')
-		return hs_error_set(err, HS_INVALID, "workspace: must be relative to the workspace root");
-	const char *p = rel;
-	while (*p) {
-		const char *slash = strchr(p, '/');
-		size_t len = slash ? (size_t)(slash - p) : strlen(p);
-		if (len == 2 && p[0] == '.' && p[1] == '.')
-			return hs_error_set(err, HS_INVALID, "workspace: \"..\" not allowed");
-		if (!slash)
-			break;
-		p = slash + 1;
-	}
-	if (strlen(rel) >= PATH_MAX / 2)
-		return hs_error_set(err, HS_INVALID, "workspace: too long");
-	return HS_OK;
-}
-
-static bool strictly_below(const char *root, const char *path)
-{
-	size_t n = strlen(root);
-	return strncmp(path, root, n) == 0 && path[n] == '/' && path[n + 1] != '\0';
-}
-
-int hs_ckpt__workspace(const hs_ckpt_mgr *mgr, const char *task_id, const char *workspace,
-		       bool create_missing, char **out, hs_error *err)
-{
-	char joined[PATH_MAX];
-	char resolved[PATH_MAX];
-	const char *rel = (workspace && workspace[0]) ? workspace : task_id;
-	int rc = check_relative(rel, err);
-	if (rc)
+	char *name = NULL;
+	int fd = -1, rc;
+	hs_error e = { 0 };
+	if ((rc = hs_tenancy_workspace_name(task_id, workspace, &name, err)) != HS_OK)
 		return rc;
-	int n = snprintf(joined, sizeof(joined), "%s/%s", mgr->ws_root, rel);
-	if (n < 0 || (size_t)n >= sizeof(joined))
-		return hs_error_set(err, HS_INVALID, "workspace: too long");
-
-	if (realpath(joined, resolved) == NULL) {
-		if (errno != ENOENT || !create_missing)
-			return errno == ENOENT
-				       ? hs_error_set(err, HS_NOT_FOUND, "workspace %s: does not exist", rel)
-				       : hs_error_set(err, HS_INVALID, "workspace %s: %s", rel, strerror(errno));
-		/* Create only the last component, and only below the root. */
-		char parent[PATH_MAX];
-		memcpy(parent, joined, (size_t)n + 1);
-		while (n > 1 && parent[n - 1] == '/')
-			parent[--n] = '\0';
-		char *slash = strrchr(parent, '/');
-		*slash = '\0';
-		if (realpath(parent, resolved) == NULL)
-			return hs_error_set(err, HS_NOT_FOUND, "workspace %s: parent does not exist", rel);
-		if (strcmp(resolved, mgr->ws_root) != 0 && !strictly_below(mgr->ws_root, resolved))
-			return hs_error_set(err, HS_INVALID, "workspace %s: outside the workspace root", rel);
-		if (mkdir(joined, 0755) != 0 && errno != EEXIST)
-			return hs_error_set(err, HS_INTERNAL, "workspace %s: mkdir: %s", rel, strerror(errno));
-		if (realpath(joined, resolved) == NULL)
-			return hs_error_set(err, HS_INTERNAL, "workspace %s: %s", rel, strerror(errno));
+	/* The workspace belongs to its first component's task (tenancy.h),
+	 * claimed as hs_tenancy_open_workspace does; then the walk. */
+	char owner_task[HS_ID_MAX + 1];
+	size_t len = strcspn(name, "/");
+	memcpy(owner_task, name, len);
+	owner_task[len] = '\0';
+	if (mgr->tenancy != NULL && who != NULL &&
+	    (rc = hs_tenancy_claim_task(mgr->tenancy, who, owner_task, err)) != HS_OK)
+		goto done;
+	/* create makes the last directory only: its parent must exist (a
+	 * misspelt path is an error, not a new tree). */
+	const char *slash = strrchr(name, '/');
+	if (!create || slash == NULL) {
+		rc = hs_tenancy_open_beneath(mgr->ws_root_fd, name, create ? HS_WORKSPACE_CREATE : 0,
+					     &fd, &e);
+	} else {
+		int pfd = -1;
+		*(char *)slash = '\0';
+		rc = hs_tenancy_open_beneath(mgr->ws_root_fd, name, 0, &pfd, &e);
+		*(char *)slash = '/';
+		if (rc == HS_OK) {
+			hs_error_clear(&e);
+			rc = hs_tenancy_open_beneath(pfd, slash + 1, HS_WORKSPACE_CREATE, &fd, &e);
+			close(pfd);
+		}
 	}
-	if (!strictly_below(mgr->ws_root, resolved))
-		return hs_error_set(err, HS_INVALID, "workspace %s: outside the workspace root", rel);
-	struct stat st;
-	if (stat(resolved, &st) != 0 || !S_ISDIR(st.st_mode))
-		return hs_error_set(err, HS_CONFLICT, "workspace %s: not a directory", rel);
-	char *copy = strdup(resolved);
-	if (!copy)
-		return hs_error_set(err, HS_INTERNAL, "workspace: out of memory");
-	*out = copy;
-	return HS_OK;
-}
-
-int hs_ckpt_workspace_resolve(hs_ckpt_mgr *mgr, const char *task_id, const char *workspace,
-			      char **out, hs_error *err)
-{
-	int rc = hs_id_check_task("task_id", task_id, err);
-	if (rc)
-		return rc;
-	return hs_ckpt__workspace(mgr, task_id, workspace, false, out, err);
+	if (rc == HS_NOT_FOUND) {
+		/* Say which directory is missing and what to do (issue 20). */
+		rc = hs_error_set(err, HS_NOT_FOUND,
+				  "workspace %s: no such directory under the workspace root; create "
+				  "<workspace-root>/%s first, or leave workspace empty to use the "
+				  "task's default workspace",
+				  name, name);
+		goto done;
+	}
+	if (rc != HS_OK) {
+		rc = hs_error_set(err, rc, "%s", e.msg);
+		goto done;
+	}
+	*fd_out = fd;
+	if (name_out != NULL) {
+		*name_out = name;
+		name = NULL;
+	}
+done:
+	free(name);
+	return rc;
 }
 
 static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)

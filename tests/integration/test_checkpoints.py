@@ -2,7 +2,8 @@
 restores (content, modes, symlinks), untracked files removed and ignored ones
 kept, listing/paging, verify, diff, prune, refusals (bad ids, path traversal,
 someone else's task, no token), concurrent creates, and kill -9 in the middle
-of a large checkpoint.
+of a large checkpoint. test_checkpoint_tenancy.py has issue 11's attacks
+between two plain users, quotas and bounded pushes.
 
 Empty directories are not git's business: a checkpoint records files and
 symlinks only, so snapshots here compare files, never directories."""
@@ -160,14 +161,33 @@ class CheckpointServiceTest(hstest.HarnessTestCase):
         self.assertEqual(c4.parent_checkpoint_id, c1.checkpoint_id)
         self.assertEqual(self.admin.latest(task_id="rt").checkpoint_id, c4.checkpoint_id)
 
-    def test_unchanged_is_reported_not_duplicated(self):
+    def test_unchanged_tree_is_recorded_and_request_id_is_idempotent(self):
+        # Issue 12: a step that changed no file still records its step,
+        # description and external_state; only a request_id dedupes.
         ws = self.ws("same")
         write(ws, "f", "1")
         c1 = self.mk("same", 1)
-        r = self.admin.create(task_id="same", step=2, description="again")
+        state = struct_pb2.Struct()
+        state.update({"called": "api.example/charge", "id": 7})
+        r = self.admin.create(task_id="same", step=2, description="only an API call",
+                              external_state=state)
         self.assertTrue(r.unchanged)
-        self.assertEqual(r.checkpoint.checkpoint_id, c1.checkpoint_id)
-        self.assertEqual(len(self.admin.list(task_id="same").checkpoints), 1)
+        self.assertFalse(r.replayed)
+        self.assertNotEqual(r.checkpoint.checkpoint_id, c1.checkpoint_id)
+        self.assertEqual((r.checkpoint.step, r.checkpoint.files_changed), (2, 0))
+        self.assertEqual(r.checkpoint.parent_checkpoint_id, c1.checkpoint_id)
+        self.assertEqual(r.checkpoint.external_state, state)
+        self.assertEqual(self.admin.latest(task_id="same").checkpoint_id, r.checkpoint.checkpoint_id)
+        self.assertEqual(len(self.admin.list(task_id="same").checkpoints), 2)
+        # A retried request: the same checkpoint back, nothing new.
+        first = self.admin.create(task_id="same", step=3, request_id="7d2f-retry-1")
+        write(ws, "f", "2")
+        again = self.admin.create(task_id="same", step=3, request_id="7d2f-retry-1")
+        self.assertTrue(again.replayed)
+        self.assertEqual(again.checkpoint.checkpoint_id, first.checkpoint.checkpoint_id)
+        self.assertEqual(len(self.admin.list(task_id="same").checkpoints), 3)
+        code, msg = self.code_of(self.admin.create, task_id="same", step=3, request_id="a b")
+        self.assertEqual((code, "request_id" in msg), (grpc.StatusCode.INVALID_ARGUMENT, True))
 
     # --- listing ------------------------------------------------------------
 
@@ -292,7 +312,8 @@ class CheckpointServiceTest(hstest.HarnessTestCase):
         outside = tempfile.mkdtemp(prefix="hs-outside-")
         self.addCleanup(shutil.rmtree, outside)
         os.symlink(outside, os.path.join(self.wsroot, "escape-link"))
-        for bad in ("../tv", "/etc", "tv/../../x", "escape-link", "a/../../b"):
+        os.symlink(outside, os.path.join(ws, "inner-link"))
+        for bad in ("../tv", "/etc", "tv/../../x", "a/../../b", "tv/./x", "tv//x", "."):
             code, msg = self.code_of(self.admin.create, task_id="tv", step=2, workspace=bad)
             self.assertEqual(code, grpc.StatusCode.INVALID_ARGUMENT, bad)
             self.assertIn("workspace", msg)
@@ -302,6 +323,14 @@ class CheckpointServiceTest(hstest.HarnessTestCase):
             self.assertIn("workspace", msg)
             code, _ = self.code_of(self.admin.verify, task_id="tv", workspace=bad)
             self.assertEqual(code, grpc.StatusCode.INVALID_ARGUMENT, bad)
+        # A symbolic link as (or on the way to) a workspace is never followed.
+        for bad in ("escape-link", "escape-link/x", "tv/inner-link", "tv/inner-link/x"):
+            code, msg = self.code_of(self.admin.create, task_id="tv", step=2, workspace=bad)
+            self.assertEqual(code, grpc.StatusCode.FAILED_PRECONDITION, bad)
+            self.assertIn("symbolic link", msg)
+            code, _ = self.code_of(self.admin.restore, task_id="tv", checkpoint_id=c.checkpoint_id,
+                                   workspace=bad)
+            self.assertEqual(code, grpc.StatusCode.FAILED_PRECONDITION, bad)
         self.assertEqual(os.listdir(outside), [])
         for bad in ("", "../x", "a/b", ".hidden", "x" * 65, "sp ace", "t.lock"):
             code, msg = self.code_of(self.admin.create, task_id=bad, step=1)
@@ -326,30 +355,45 @@ class CheckpointServiceTest(hstest.HarnessTestCase):
         self.assertIn("step", msg)
         code, msg = self.code_of(self.admin.create, task_id="tv", step=1, description="d" * 5000)
         self.assertEqual((code, "description" in msg), (grpc.StatusCode.INVALID_ARGUMENT, True))
-        code, _ = self.code_of(self.admin.create, task_id="no-such-workspace", step=1)
+        # A named workspace must exist, and the error says where and what to do.
+        code, msg = self.code_of(self.admin.create, task_id="tv", step=1, workspace="tv/missing")
         self.assertEqual(code, grpc.StatusCode.NOT_FOUND)
+        self.assertIn("<workspace-root>/tv/missing", msg)
+        self.assertIn("leave workspace empty", msg)
         write(self.wsroot, "a-file", "not a directory")
         code, msg = self.code_of(self.admin.create, task_id="tv", step=1, workspace="a-file")
         self.assertEqual(code, grpc.StatusCode.FAILED_PRECONDITION, msg)
 
-    def test_other_users_task_is_permission_denied(self):
+    def test_first_checkpoint_creates_the_default_workspace(self):
+        # Issue 20: the README's `checkpoint create --task-id t1` on a fresh
+        # server; the task's own workspace is made, empty, and recorded.
+        self.assertFalse(os.path.exists(os.path.join(self.wsroot, "fresh")))
+        r = self.admin.create(task_id="fresh", step=3, description="tests pass")
+        self.assertTrue(os.path.isdir(os.path.join(self.wsroot, "fresh")))
+        self.assertEqual((r.checkpoint.workspace, r.checkpoint.files_changed), ("fresh", 0))
+
+    def test_other_users_task_is_not_found(self):
+        # One rule for every resource: someone else's task answers as a
+        # missing one (NOT_FOUND), so existence does not leak either.
         ws = self.ws("mine")
         write(ws, "f", "admin's")
         c = self.mk("mine", 1)
-        denied = grpc.StatusCode.PERMISSION_DENIED
-        self.assertEqual(self.code_of(self.bob.get, task_id="mine", checkpoint_id=c.checkpoint_id)[0], denied)
-        self.assertEqual(self.code_of(self.bob.list, task_id="mine")[0], denied)
-        self.assertEqual(self.code_of(self.bob.latest, task_id="mine")[0], denied)
-        self.assertEqual(self.code_of(self.bob.verify, task_id="mine")[0], denied)
-        self.assertEqual(self.code_of(self.bob.diff, task_id="mine")[0], denied)
-        self.assertEqual(self.code_of(self.bob.prune, task_id="mine", keep_last=1)[0], denied)
-        self.assertEqual(self.code_of(self.bob.create, task_id="mine", step=2)[0], denied)
+        nf = grpc.StatusCode.NOT_FOUND
+        self.assertEqual(self.code_of(self.bob.get, task_id="mine", checkpoint_id=c.checkpoint_id)[0], nf)
+        self.assertEqual(self.code_of(self.bob.list, task_id="mine")[0], nf)
+        self.assertEqual(self.code_of(self.bob.latest, task_id="mine")[0], nf)
+        self.assertEqual(self.code_of(self.bob.verify, task_id="mine")[0], nf)
+        self.assertEqual(self.code_of(self.bob.diff, task_id="mine")[0], nf)
+        self.assertEqual(self.code_of(self.bob.prune, task_id="mine", keep_last=1)[0], nf)
+        self.assertEqual(self.code_of(self.bob.create, task_id="mine", step=2)[0], nf)
         write(ws, "f", "bob was here")
-        self.assertEqual(self.code_of(self.bob.restore, task_id="mine", checkpoint_id=c.checkpoint_id)[0],
-                         denied)
+        code, msg = self.code_of(self.bob.restore, task_id="mine", checkpoint_id=c.checkpoint_id)
+        self.assertEqual(code, nf)
+        self.assertEqual(msg, "task mine not found")
+        self.assertEqual(self.code_of(self.bob.latest, task_id="nobody-has-this")[1], msg.replace("mine", "nobody-has-this"))
         with open(os.path.join(ws, "f")) as f:
             self.assertEqual(f.read(), "bob was here")  # nothing restored for bob
-        # Bob owns what he creates first; the admin may read it, the owner too.
+        # Bob owns what he names first; the admin may read it, the owner too.
         write(self.ws("bobs"), "f", "bob's")
         r = self.bob.create(task_id="bobs", step=1)
         self.assertTrue(r.checkpoint.created_by)

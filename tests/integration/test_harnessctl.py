@@ -420,7 +420,8 @@ class CheckpointCommandsTest(CtlTestCase):
         self.assertEqual(r["checkpoint"]["externalState"], {"pr": 42, "issues": ["A-1"], "nested": {"ok": True}})
         self.assertFalse(r["unchanged"])
         p = self.ok("checkpoint", "create", task, "--step", "1")
-        self.assertIn("true", p.stdout)  # UNCHANGED column
+        self.assertIn("true", p.stdout)  # UNCHANGED column: recorded, no file changed
+        cp_same = p.stdout.splitlines()[1].split()[0]
         with open(os.path.join(ws, "b.txt"), "w") as f:
             f.write("two\n")
         with open(os.path.join(ws, "a.txt"), "w") as f:
@@ -430,7 +431,7 @@ class CheckpointCommandsTest(CtlTestCase):
         p = self.ok("checkpoint", "list", task)
         self.assertEqual(p.stdout.splitlines()[0].split()[:3], ["ID", "TASK", "STEP"])
         ids = [c["checkpointId"] for c in self.json("checkpoint", "list", task)["checkpoints"]]
-        self.assertEqual(ids[:2], [cp2, cp1])
+        self.assertEqual(ids[:3], [cp2, cp_same, cp1])
         self.assertEqual(self.json("checkpoint", "get", task, cp1)["description"], "first")
         p = self.ok("checkpoint", "get", task, cp1)
         self.assertRegex(p.stdout, r"description\s+first")
@@ -460,8 +461,8 @@ class CheckpointCommandsTest(CtlTestCase):
         self.assertTrue(self.json("checkpoint", "verify", task, cp1)["consistent"])
 
         pr = self.json("checkpoint", "prune", task, "--keep-last", "1", "--dry-run")
-        self.assertEqual(pr["prunedCount"], 1)
-        self.assertEqual(len(self.json("checkpoint", "list", task)["checkpoints"]), 2)
+        self.assertEqual(pr["prunedCount"], 2)
+        self.assertEqual(len(self.json("checkpoint", "list", task)["checkpoints"]), 3)
         pr = self.json("checkpoint", "prune", task, "--keep-last", "1")
         self.assertEqual(pr["keptCount"], 1)
 

@@ -14,6 +14,8 @@
 #include <unistd.h>
 
 #include "checkpoint.h"
+#include "store.h"
+#include "tenancy.h"
 
 static const hs_principal ALICE = { "alice", false };
 static const hs_principal BOB = { "bob", false };
@@ -24,7 +26,10 @@ typedef struct fx {
 	char data[PATH_MAX];
 	char wsroot[PATH_MAX];
 	char ws[PATH_MAX]; /* <wsroot>/t1 */
+	hs_store *store;   /* real SQLite in <root>/store */
+	hs_tenancy *ten;
 	hs_ckpt_mgr *mgr;
+	hs_ckpt_config cfg; /* as last opened (tests change quotas and hooks) */
 } fx;
 
 static int rm_cb(const char *p, const struct stat *st, int fl, struct FTW *ftw)
@@ -52,16 +57,26 @@ static void mkdirs(const char *path)
 	mkdir(tmp, 0755);
 }
 
-static int open_mgr(fx *f, const char *remote)
+/* (Re)open the manager with f->cfg (repos, root, tenancy filled in). */
+static int reopen_mgr(fx *f)
 {
-	hs_ckpt_config cfg = { .repos_dir = f->data, .workspace_root = f->wsroot,
-			       .remote_url = remote,
-			       .fsync = getenv("HS_CKPT_TEST_FSYNC") != NULL };
+	hs_ckpt_mgr_free(f->mgr);
+	f->mgr = NULL;
+	f->cfg.repos_dir = f->data;
+	f->cfg.workspace_root = f->wsroot;
+	f->cfg.tenancy = f->ten;
+	f->cfg.fsync = getenv("HS_CKPT_TEST_FSYNC") != NULL;
 	hs_error err = { 0 };
-	int rc = hs_ckpt_mgr_new(&f->mgr, &cfg, &err);
+	int rc = hs_ckpt_mgr_new(&f->mgr, &f->cfg, &err);
 	if (rc)
 		fprintf(stderr, "mgr_new: %s\n", err.msg);
 	return rc;
+}
+
+static int open_mgr(fx *f, const char *remote)
+{
+	f->cfg.remote_url = remote;
+	return reopen_mgr(f);
 }
 
 static int setup(void **state)
@@ -77,6 +92,18 @@ static int setup(void **state)
 	snprintf(d, sizeof(d), "%s/data", f->root);
 	mkdirs(d);
 	mkdirs(f->ws);
+	hs_error err = { 0 };
+	char store_dir[PATH_MAX];
+	snprintf(store_dir, sizeof(store_dir), "%s/store", f->root);
+	if (hs_store_open(&f->store, store_dir, &err) != HS_OK) {
+		fprintf(stderr, "store: %s\n", err.msg);
+		return -1;
+	}
+	hs_tenancy_config tc = { f->store, f->wsroot };
+	if (hs_tenancy_new(&f->ten, &tc, &err) != HS_OK) {
+		fprintf(stderr, "tenancy: %s\n", err.msg);
+		return -1;
+	}
 	if (open_mgr(f, NULL))
 		return -1;
 	*state = f;
@@ -87,6 +114,8 @@ static int teardown(void **state)
 {
 	fx *f = *state;
 	hs_ckpt_mgr_free(f->mgr);
+	hs_tenancy_free(f->ten);
+	hs_store_free(f->store);
 	rmtree(f->root);
 	free(f);
 	return 0;

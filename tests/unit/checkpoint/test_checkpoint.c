@@ -24,51 +24,80 @@
 
 /* ---- tests -------------------------------------------------------------- */
 
+/* Workspace names are checked, resolved beneath the root, never through a
+ * link; a missing one says what to do. */
 static void test_checkpoint__workspace_traversal(void **state)
 {
 	fx *f = *state;
 	hs_error err = { 0 };
-	char *out = NULL;
 	char outside[PATH_MAX], link[PATH_MAX];
 	snprintf(outside, sizeof(outside), "%s/outside", f->root);
 	mkdirs(outside);
 	snprintf(link, sizeof(link), "%s/escape", f->wsroot);
 	assert_int_equal(symlink(outside, link), 0);
-	mkdirs(f->ws);
-
-	assert_int_equal(hs_ckpt_workspace_resolve(f->mgr, "t1", NULL, &out, &err), HS_OK);
-	assert_string_equal(out, f->ws);
-	free(out);
-	const char *bad[] = { "../outside", "t1/../../outside", "/tmp", "escape", "escape/x", ".", NULL };
-	for (int i = 0; bad[i]; i++) {
-		hs_error_clear(&err);
-		int rc = hs_ckpt_workspace_resolve(f->mgr, "t1", bad[i], &out, &err);
-		if (strcmp(bad[i], "escape/x") == 0) /* missing under an escaping link */
-			assert_true(rc == HS_INVALID || rc == HS_NOT_FOUND);
-		else
-			assert_int_equal(rc, HS_INVALID);
-		assert_non_null(strstr(err.msg, "workspace"));
-	}
-	assert_int_equal(hs_ckpt_workspace_resolve(f->mgr, "nope", NULL, &out, &err), HS_NOT_FOUND);
-	/* create/restore refuse too, and create writes no repo for a bad task. */
 	hs_ckpt_info info;
 	bool unch;
+	const char *bad[] = { "../outside", "t1/../../outside", "/tmp", ".", "t1/./x", "t1//x", NULL };
+	for (int i = 0; bad[i]; i++) {
+		hs_error_clear(&err);
+		assert_int_equal(hs_ckpt_create(f->mgr, "t1", bad[i], &ALICE, 1, "x", NULL, &info, &unch,
+						NULL, &err), HS_INVALID);
+		assert_non_null(strstr(err.msg, "workspace"));
+	}
+	/* A link where the workspace (or a directory on its way) should be. */
 	hs_error_clear(&err);
-	assert_int_equal(hs_ckpt_create(f->mgr, "t1", "escape", NULL, 1, "x", NULL, &info, &unch,
+	assert_int_equal(hs_ckpt_create(f->mgr, "t1", "escape", &ALICE, 1, "x", NULL, &info, &unch,
+					NULL, &err), HS_CONFLICT);
+	assert_non_null(strstr(err.msg, "symbolic link"));
+	hs_error_clear(&err);
+	assert_int_equal(hs_ckpt_create(f->mgr, "t1", "escape/x", &ALICE, 1, "x", NULL, &info,
+					&unch, NULL, &err), HS_CONFLICT);
+	hs_error_clear(&err);
+	assert_int_equal(hs_ckpt_create(f->mgr, "../t1", NULL, &ALICE, 1, "x", NULL, &info, &unch,
 					NULL, &err), HS_INVALID);
-	assert_int_equal(hs_ckpt_create(f->mgr, "../t1", NULL, NULL, 1, "x", NULL, &info, &unch,
-					NULL, &err), HS_INVALID);
+	/* A named workspace that does not exist: the path and what to do. */
+	hs_error_clear(&err);
+	assert_int_equal(hs_ckpt_create(f->mgr, "t1", "t1/nope", &ALICE, 1, "x", NULL, &info, &unch,
+					NULL, &err), HS_NOT_FOUND);
+	assert_non_null(strstr(err.msg, "<workspace-root>/t1/nope"));
+	assert_non_null(strstr(err.msg, "leave workspace empty"));
 	put(f, "a", "a", 0644);
 	hs_ckpt_info c1;
 	mk(f, 1, "one", &c1, false);
 	uint32_t a, b;
 	hs_error_clear(&err);
 	assert_int_equal(hs_ckpt_restore(f->mgr, "t1", c1.checkpoint_id, "escape", &info, &a, &b,
-					 &err), HS_INVALID);
+					 &err), HS_CONFLICT);
 	hs_error_clear(&err);
 	assert_int_equal(hs_ckpt_restore(f->mgr, "t1", c1.checkpoint_id, "../outside", &info, &a,
 					 &b, &err), HS_INVALID);
+	hs_ckpt_verify_result v;
+	hs_error_clear(&err);
+	assert_int_equal(hs_ckpt_verify(f->mgr, "t1", NULL, "escape", &v, &err), HS_CONFLICT);
+	/* Nothing was written through the link. */
+	char probe[PATH_MAX];
+	snprintf(probe, sizeof(probe), "%s/a", outside);
+	assert_int_equal(access(probe, F_OK), -1);
 	hs_ckpt_info_dispose(&c1);
+}
+
+/* The task's default workspace is created by its first checkpoint. */
+static void test_checkpoint__default_workspace_created(void **state)
+{
+	fx *f = *state;
+	hs_ckpt_info c;
+	char ws[PATH_MAX];
+	snprintf(ws, sizeof(ws), "%s/fresh-task", f->wsroot);
+	assert_false(exists_in(f->wsroot, "fresh-task"));
+	mk_ws(f, "fresh-task", NULL, 3, "tests pass", &c, false);
+	assert_true(exists_in(f->wsroot, "fresh-task"));
+	assert_int_equal(c.files_changed, 0);
+	assert_string_equal(c.workspace, "fresh-task");
+	hs_ckpt_info_dispose(&c);
+	put_in(ws, "f", "x", 0644);
+	mk_ws(f, "fresh-task", NULL, 4, "a file", &c, false);
+	assert_int_equal(c.files_changed, 1);
+	hs_ckpt_info_dispose(&c);
 }
 
 static void test_checkpoint__roundtrip_byte_exact(void **state)
@@ -149,30 +178,38 @@ static void test_checkpoint__roundtrip_byte_exact(void **state)
 	hs_ckpt_info_dispose(&c3);
 }
 
+/* Every create records a checkpoint (issue 12): an unchanged tree is an
+ * empty commit that still carries its step, description and state. */
 static void test_checkpoint__unchanged_and_parent(void **state)
 {
 	fx *f = *state;
-	hs_ckpt_info c1, c2, again, c4;
+	hs_ckpt_info c1, c2, same, touched, again, c4;
 	put(f, "a", "1", 0644);
 	mk(f, 1, "one", &c1, false);
-	mk(f, 2, "same tree", &again, true);
-	assert_string_equal(again.checkpoint_id, c1.checkpoint_id);
-	hs_ckpt_info_dispose(&again);
+	mk(f, 2, "same tree", &same, true);
+	assert_string_not_equal(same.checkpoint_id, c1.checkpoint_id);
+	assert_string_equal(same.parent_checkpoint_id, c1.checkpoint_id);
+	assert_int_equal(same.files_changed, 0);
+	assert_true(same.unchanged);
+	assert_int_equal(same.step, 2);
+	assert_string_equal(same.description, "same tree");
+	assert_int_equal(same.seq, c1.seq + 1);
 	/* touching without change is still unchanged */
 	put(f, "a", "1", 0644);
-	mk(f, 2, "touched", &again, true);
-	hs_ckpt_info_dispose(&again);
+	mk(f, 2, "touched", &touched, true);
+	assert_string_equal(touched.parent_checkpoint_id, same.checkpoint_id);
 
 	put(f, "a", "2", 0644);
 	mk(f, 2, "two", &c2, false);
+	assert_false(c2.unchanged);
+	assert_int_equal(c2.files_changed, 1);
 	restore(f, c1.checkpoint_id, NULL, NULL);
 	mk(f, 3, "after restore", &again, true);
-	assert_string_equal(again.checkpoint_id, c1.checkpoint_id);
-	hs_ckpt_info_dispose(&again);
-	/* The next new checkpoint's parent is the restored one, not the newest. */
+	assert_string_equal(again.parent_checkpoint_id, c1.checkpoint_id);
+	/* The next new checkpoint's parent is the last one created or restored. */
 	put(f, "b", "b", 0644);
 	mk(f, 4, "branch", &c4, false);
-	assert_string_equal(c4.parent_checkpoint_id, c1.checkpoint_id);
+	assert_string_equal(c4.parent_checkpoint_id, again.checkpoint_id);
 	assert_true(c4.seq > c2.seq);
 
 	hs_error err = { 0 };
@@ -188,8 +225,21 @@ static void test_checkpoint__unchanged_and_parent(void **state)
 	assert_string_equal(got.commit, c2.commit);
 	assert_true(got.created_at_ms > 1600000000000LL);
 	hs_ckpt_info_dispose(&got);
+	assert_int_equal(hs_ckpt_get(f->mgr, "t1", same.checkpoint_id, &got, &err), HS_OK);
+	assert_true(got.unchanged);
+	assert_string_equal(got.description, "same tree");
+	hs_ckpt_info_dispose(&got);
+	hs_ckpt_info *arr;
+	size_t n;
+	char *tok;
+	assert_int_equal(hs_ckpt_list(f->mgr, "t1", 0, NULL, 0, &arr, &n, &tok, &err), HS_OK);
+	assert_int_equal(n, 6);
+	hs_ckpt_info_array_free(arr, n);
 	hs_ckpt_info_dispose(&c1);
+	hs_ckpt_info_dispose(&same);
+	hs_ckpt_info_dispose(&touched);
 	hs_ckpt_info_dispose(&c2);
+	hs_ckpt_info_dispose(&again);
 	hs_ckpt_info_dispose(&c4);
 }
 
@@ -370,8 +420,8 @@ static void test_checkpoint__prune(void **state)
 	hs_error err = { 0 };
 	uint32_t kept = 0;
 	hs_ckpt_strlist pruned = { 0 };
-	assert_int_equal(hs_ckpt_prune(f->mgr, "t1", 0, false, &kept, &pruned, &err), HS_INVALID);
-	assert_int_equal(hs_ckpt_prune(f->mgr, "t1", 2, false, &kept, &pruned, &err), HS_OK);
+	assert_int_equal(hs_ckpt_prune(f->mgr, "t1", 0, false, &kept, &pruned, NULL, &err), HS_INVALID);
+	assert_int_equal(hs_ckpt_prune(f->mgr, "t1", 2, false, &kept, &pruned, NULL, &err), HS_OK);
 	assert_int_equal(kept, 2);
 	assert_int_equal(pruned.count, 3);
 	assert_true(has(&pruned, ids[1]) && has(&pruned, ids[2]) && has(&pruned, ids[3]));
@@ -393,7 +443,7 @@ static void test_checkpoint__prune(void **state)
 	mk(f, 6, "s", &info, false);
 	assert_string_equal(info.parent_checkpoint_id, ids[4]);
 	hs_ckpt_info_dispose(&info);
-	assert_int_equal(hs_ckpt_prune(f->mgr, "t1", 10, false, &kept, &pruned, &err), HS_OK);
+	assert_int_equal(hs_ckpt_prune(f->mgr, "t1", 10, false, &kept, &pruned, NULL, &err), HS_OK);
 	assert_int_equal(kept, 3);
 	assert_int_equal(pruned.count, 0);
 	hs_ckpt_strlist_dispose(&pruned);
@@ -552,10 +602,8 @@ static void test_checkpoint__errors_owner_delete(void **state)
 	hs_ckpt_info info;
 	bool unch;
 	bool ex = true;
-	char owner[HS_CKPT_OWNER_MAX];
 	assert_int_equal(hs_ckpt_task_exists(f->mgr, "t1", &ex, &err), HS_OK);
 	assert_false(ex);
-	assert_int_equal(hs_ckpt_owner(f->mgr, "t1", owner, &err), HS_NOT_FOUND);
 	hs_error_clear(&err);
 	assert_int_equal(hs_ckpt_latest(f->mgr, "t1", &info, &err), HS_NOT_FOUND);
 	put(f, "a", "a", 0644);
@@ -567,24 +615,35 @@ static void test_checkpoint__errors_owner_delete(void **state)
 	assert_int_equal(hs_ckpt_create(f->mgr, "t1", NULL, &ALICE, -1, "d", NULL, &info, &unch,
 					NULL, &err), HS_INVALID);
 	hs_error_clear(&err);
+	char longdesc[5000];
+	memset(longdesc, 'd', sizeof(longdesc) - 1);
+	longdesc[sizeof(longdesc) - 1] = '\0';
+	assert_int_equal(hs_ckpt_create(f->mgr, "t1", NULL, &ALICE, 1, longdesc, NULL, &info, &unch,
+					NULL, &err), HS_INVALID);
+	assert_non_null(strstr(err.msg, "description"));
+	hs_error_clear(&err);
 	assert_int_equal(hs_ckpt_create(f->mgr, "t1", NULL, &ALICE, 1, "d\nmore", NULL, &info, &unch,
 					NULL, &err), HS_OK);
 	assert_null(info.external_state_json);
 	assert_string_equal(info.description, "d\nmore");
 	hs_ckpt_info_dispose(&info);
-	/* Another user's create is refused; an admin's is not; the owner stays. */
+	/* Another user sees nothing (NOT_FOUND, as for a missing task); an
+	 * admin may; the owner stays. */
 	put(f, "a", "b", 0644);
 	hs_error_clear(&err);
 	assert_int_equal(hs_ckpt_create(f->mgr, "t1", NULL, &BOB, 2, "d", NULL, &info, &unch, NULL,
-					&err), HS_DENIED);
-	assert_int_equal(hs_ckpt_authorize(f->mgr, "t1", &BOB, &err), HS_DENIED);
+					&err), HS_NOT_FOUND);
+	assert_non_null(strstr(err.msg, "not found"));
+	hs_error_clear(&err);
+	assert_int_equal(hs_ckpt_authorize(f->mgr, "t1", &BOB, &err), HS_DENIED); /* for the tasks module */
 	assert_int_equal(hs_ckpt_authorize(f->mgr, "t1", &ALICE, &err), HS_OK);
 	assert_int_equal(hs_ckpt_authorize(f->mgr, "t1", &ROOT, &err), HS_OK);
 	assert_int_equal(hs_ckpt_create(f->mgr, "t1", NULL, &ROOT, 2, "d", NULL, &info, &unch, NULL,
 					&err), HS_OK);
 	assert_string_equal(info.created_by, "root");
 	hs_ckpt_info_dispose(&info);
-	assert_int_equal(hs_ckpt_owner(f->mgr, "t1", owner, &err), HS_OK);
+	char owner[HS_PRINCIPAL_ID_MAX];
+	assert_int_equal(hs_tenancy_check_task(f->ten, &ALICE, "t1", owner, &err), HS_OK);
 	assert_string_equal(owner, "alice");
 	assert_int_equal(hs_ckpt_task_exists(f->mgr, "t1", &ex, &err), HS_OK);
 	assert_true(ex);
@@ -614,6 +673,7 @@ static void test_checkpoint__stale_locks_after_crash(void **state)
 	/* What a kill -9 mid-checkpoint can leave: index and ref lock files,
 	 * found by the restarted process (a new manager: nothing cached). */
 	hs_ckpt_mgr_free(f->mgr);
+	f->mgr = NULL;
 	char p[PATH_MAX];
 	snprintf(p, sizeof(p), "%s/t1.git/index.lock", f->data);
 	put_in("/", p + 1, "junk", 0644);
@@ -652,6 +712,7 @@ static void test_checkpoint__push_to_remote(void **state)
 	assert_int_equal(git_repository_init(&r, remote, 1), 0);
 	git_repository_free(r);
 	hs_ckpt_mgr_free(f->mgr);
+	f->mgr = NULL;
 	assert_int_equal(open_mgr(f, remote), 0);
 	put(f, "a", "pushed", 0644);
 	hs_ckpt_info c1;
@@ -669,6 +730,7 @@ static void test_checkpoint__push_to_remote(void **state)
 
 	/* An unreachable remote: reported, the local checkpoint stands. */
 	hs_ckpt_mgr_free(f->mgr);
+	f->mgr = NULL;
 	snprintf(remote, sizeof(remote), "%s/no-such-remote.git", f->root);
 	assert_int_equal(open_mgr(f, remote), 0);
 	put(f, "a", "local only", 0644);
@@ -739,6 +801,8 @@ int main(void)
 		cmocka_set_test_filter(getenv("HS_CKPT_TEST_FILTER"));
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_checkpoint__workspace_traversal, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_checkpoint__default_workspace_created, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_checkpoint__roundtrip_byte_exact, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_checkpoint__unchanged_and_parent, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_checkpoint__list_paging_filter, setup, teardown),

@@ -165,7 +165,7 @@ static void test_checkpoint__diff_defaults_and_prune_dry_run(void **state)
 	/* dry run reports, deletes nothing */
 	uint32_t kept = 0;
 	hs_ckpt_strlist pruned = { 0 };
-	assert_int_equal(hs_ckpt_prune(f->mgr, "t1", 1, true, &kept, &pruned, &err), HS_OK);
+	assert_int_equal(hs_ckpt_prune(f->mgr, "t1", 1, true, &kept, &pruned, NULL, &err), HS_OK);
 	assert_int_equal(kept, 1);
 	assert_int_equal(pruned.count, 2);
 	assert_string_equal(pruned.items[0], c2.checkpoint_id);
@@ -273,43 +273,47 @@ static void test_checkpoint__many_checkpoints_restart(void **state)
 	mk_expect(f, N + 2, N + 2, ids[150], ids[N + 2]);
 	restart(f);
 	hs_ckpt_info c;
-	mk(f, N + 3, "same tree", &c, true); /* current = N + 2, unchanged */
-	assert_string_equal(c.checkpoint_id, ids[N + 2]);
+	/* current = N + 2: an unchanged tree is recorded on top of it. */
+	mk(f, N + 3, "same tree", &c, true);
+	assert_string_equal(c.parent_checkpoint_id, ids[N + 2]);
+	assert_int_equal(c.seq, N + 3);
+	snprintf(ids[N + 3], HS_CKPT_ID_MAX, "%s", c.checkpoint_id);
 	hs_ckpt_info_dispose(&c);
 	restore(f, ids[10], NULL, NULL);
 	restart(f); /* current comes back from refs/harness/current */
-	mk_expect(f, N + 4, N + 3, ids[10], ids[N + 3]);
-	expect_latest(f, N + 3, ids[N + 3]);
+	mk_expect(f, N + 4, N + 4, ids[10], ids[N + 4]);
+	expect_latest(f, N + 4, ids[N + 4]);
 
 	/* Prune while the current checkpoint is an old one: it goes, the newest
 	 * stands in as the next parent. */
 	restore(f, ids[20], NULL, NULL);
 	uint32_t kept = 0;
 	hs_ckpt_strlist pruned = { 0 };
-	assert_int_equal(hs_ckpt_prune(f->mgr, "t1", 5, false, &kept, &pruned, &err), HS_OK);
+	assert_int_equal(hs_ckpt_prune(f->mgr, "t1", 5, false, &kept, &pruned, NULL, &err), HS_OK);
 	assert_int_equal(kept, 5);
-	assert_int_equal(pruned.count, N + 3 - 5);
-	assert_string_equal(pruned.items[0], ids[N - 2]); /* newest pruned first */
+	assert_int_equal(pruned.count, N + 4 - 5);
+	assert_string_equal(pruned.items[0], ids[N - 1]); /* newest pruned first */
 	assert_string_equal(pruned.items[pruned.count - 1], ids[1]);
 	hs_ckpt_strlist_dispose(&pruned);
 	assert_int_equal(hs_ckpt_get(f->mgr, "t1", ids[20], &c, &err), HS_NOT_FOUND);
 	assert_int_equal(list_all(f, 0, 2, seqs, got, CAP), 5);
-	assert_int_equal(seqs[0], N + 3);
-	assert_int_equal(seqs[4], N - 1);
-	mk_expect(f, N + 5, N + 4, ids[N + 3], ids[N + 4]);
+	assert_int_equal(seqs[0], N + 4);
+	assert_int_equal(seqs[4], N);
+	mk_expect(f, N + 5, N + 5, ids[N + 4], ids[N + 5]);
 	restart(f);
 	assert_int_equal(list_all(f, 0, 0, seqs, got, CAP), 6);
-	assert_string_equal(got[0], ids[N + 4]);
-	assert_string_equal(got[5], ids[N - 1]);
-	expect_latest(f, N + 4, ids[N + 4]);
+	assert_string_equal(got[0], ids[N + 5]);
+	assert_string_equal(got[5], ids[N]);
+	expect_latest(f, N + 5, ids[N + 5]);
 	/* A cache of no open repository rebuilds the catalog on every call. */
 	hs_ckpt_mgr_set_open_repos(f->mgr, 0);
-	mk_expect(f, N + 6, N + 5, ids[N + 4], ids[N + 5]);
-	mk_expect(f, N + 7, N + 6, ids[N + 5], ids[N + 6]);
-	expect_latest(f, N + 6, ids[N + 6]);
+	mk_expect(f, N + 6, N + 6, ids[N + 5], ids[N + 6]);
+	mk_expect(f, N + 7, N + 7, ids[N + 6], ids[N + 7]);
+	expect_latest(f, N + 7, ids[N + 7]);
 }
 
-/* Ownership: the first create's caller owns the task. */
+/* Ownership is the task id's (tenancy): the first to name it owns it;
+ * anyone else gets NOT_FOUND, admins pass, harnessd (NULL) passes. */
 static void test_checkpoint__authorize(void **state)
 {
 	fx *f = *state;
@@ -318,14 +322,30 @@ static void test_checkpoint__authorize(void **state)
 	put(f, "a", "1", 0644);
 	hs_ckpt_info c;
 	bool unch;
-	/* Created without a caller: nobody's, so admins only. */
+	/* Created by harnessd itself: nobody's, so admins only. */
 	assert_int_equal(hs_ckpt_create(f->mgr, "t1", NULL, NULL, 1, "x", NULL, &c, &unch, NULL, &err),
 			 HS_OK);
 	hs_ckpt_info_dispose(&c);
 	assert_int_equal(hs_ckpt_authorize(f->mgr, "t1", &ALICE, &err), HS_DENIED);
+	assert_int_equal(hs_ckpt_access(f->mgr, &ALICE, "t1", false, &err), HS_NOT_FOUND);
 	assert_int_equal(hs_ckpt_authorize(f->mgr, "t1", &ROOT, &err), HS_OK);
-	assert_int_equal(hs_ckpt_authorize(f->mgr, "t1", NULL, &err), HS_DENIED);
+	assert_int_equal(hs_ckpt_authorize(f->mgr, "t1", NULL, &err), HS_NOT_FOUND);
+	assert_int_equal(hs_ckpt_access(f->mgr, NULL, "t1", false, &err), HS_OK);
+	hs_error_clear(&err);
 	assert_int_equal(hs_ckpt_authorize(f->mgr, "bad/id", &ROOT, &err), HS_INVALID);
+	/* The first user to name an id owns it, for reads too. */
+	assert_int_equal(hs_ckpt_access(f->mgr, &BOB, "bobs", true, &err), HS_OK);
+	assert_int_equal(hs_ckpt_access(f->mgr, &ALICE, "bobs", true, &err), HS_NOT_FOUND);
+	assert_int_equal(hs_ckpt_access(f->mgr, &ALICE, "bobs", false, &err), HS_NOT_FOUND);
+	assert_int_equal(hs_ckpt_access(f->mgr, &ROOT, "bobs", false, &err), HS_OK);
+	/* What the tasks module asks before a registration: another user's id
+	 * is DENIED there (its answer to users is its own business). */
+	put_in(f->wsroot, "bobs/f", "b", 0644);
+	assert_int_equal(hs_ckpt_create(f->mgr, "bobs", NULL, &BOB, 1, "x", NULL, &c, &unch, NULL,
+					&err), HS_OK);
+	hs_ckpt_info_dispose(&c);
+	assert_int_equal(hs_ckpt_authorize(f->mgr, "bobs", &ALICE, &err), HS_DENIED);
+	assert_int_equal(hs_ckpt_authorize(f->mgr, "bobs", &BOB, &err), HS_OK);
 }
 
 int main(void)
