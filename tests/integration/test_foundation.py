@@ -68,11 +68,12 @@ class HealthTest(hstest.HarnessTestCase):
         got = []
         t0 = time.monotonic()
         with self.assertRaises(grpc.RpcError) as cm:
-            for m in w(health_pb2.HealthCheckRequest(service=""), timeout=0.5):
+            # long enough for the first message on a loaded machine
+            for m in w(health_pb2.HealthCheckRequest(service=""), timeout=2.0 * hstest.SLOW):
                 got.append(m.status)
         self.assertEqual(cm.exception.code(), grpc.StatusCode.DEADLINE_EXCEEDED)
         self.assertEqual(got, [SERVING])
-        self.assertLess(time.monotonic() - t0, 5 * hstest.SLOW)
+        self.assertLess(time.monotonic() - t0, 8 * hstest.SLOW)
         self.hd.wait_for(lambda l: l.get("method") == "/grpc.health.v1.Health/Watch"
                          and l.get("code") == "DEADLINE_EXCEEDED", timeout=5)
 
