@@ -90,7 +90,9 @@ static int index_enum(hs_reflection *r, const char *prefix,
 {
 	int rc = add_symbol(r, prefix, e->name, file);
 	char inner[512];
-	snprintf(inner, sizeof(inner), "%s%s%s", prefix, prefix[0] ? "." : "", e->name);
+	int n = snprintf(inner, sizeof(inner), "%s%s%s", prefix, prefix[0] ? "." : "", e->name);
+	if (n < 0 || (size_t)n >= sizeof(inner))
+		return HS_INVALID; /* a scope name this long is not in our descriptors */
 	for (size_t i = 0; i < e->n_value && rc == HS_OK; i++)
 		if ((rc = add_symbol(r, prefix, e->value[i]->name, file)) == HS_OK)
 			rc = add_symbol(r, inner, e->value[i]->name, file);
@@ -107,7 +109,9 @@ static int index_message(hs_reflection *r, const char *prefix,
 	if (rc != HS_OK || depth > 32)
 		return rc;
 	char inner[512];
-	snprintf(inner, sizeof(inner), "%s%s%s", prefix, prefix[0] ? "." : "", m->name);
+	int n = snprintf(inner, sizeof(inner), "%s%s%s", prefix, prefix[0] ? "." : "", m->name);
+	if (n < 0 || (size_t)n >= sizeof(inner))
+		return HS_INVALID;
 	for (size_t i = 0; i < m->n_field && rc == HS_OK; i++)
 		rc = add_symbol(r, inner, m->field[i]->name, file);
 	for (size_t i = 0; i < m->n_oneof_decl && rc == HS_OK; i++)
@@ -136,7 +140,9 @@ static int index_file(hs_reflection *r, const Google__Protobuf__FileDescriptorPr
 		const Google__Protobuf__ServiceDescriptorProto *s = fd->service[i];
 		rc = add_symbol(r, pkg, s->name, file);
 		char svc[512];
-		snprintf(svc, sizeof(svc), "%s%s%s", pkg, pkg[0] ? "." : "", s->name);
+		int n = snprintf(svc, sizeof(svc), "%s%s%s", pkg, pkg[0] ? "." : "", s->name);
+		if (n < 0 || (size_t)n >= sizeof(svc))
+			return HS_INVALID;
 		for (size_t j = 0; j < s->n_method && rc == HS_OK; j++)
 			rc = add_symbol(r, svc, s->method[j]->name, file);
 	}
