@@ -497,11 +497,36 @@ static void run_handler(hs_rpc_call *call)
 	}
 	bool half_closed = call->req == NULL;
 	rc = h->stream(call, call->req, &err);
-	if (rc != HS_OK)
+	if (rc != HS_OK) {
 		finish_code(call, rc, err.msg);
-	else if (h->kind == HS_RPC_BIDI_STREAM && half_closed)
-		finish_code(call, HS_OK, NULL);
-	else if (h->kind == HS_RPC_BIDI_STREAM)
+	} else if (h->kind == HS_RPC_BIDI_STREAM && half_closed) {
+		if (!(h->flags & HS_RPC_SELF_FINISH))
+			finish_code(call, HS_OK, NULL);
+	} else if (h->kind == HS_RPC_BIDI_STREAM) {
+		pthread_mutex_lock(&call->mu);
+		bool hold = call->recv_hold;
+		call->recv_parked = hold;
+		pthread_mutex_unlock(&call->mu);
+		if (!hold)
+			arm_recv(call);
+	}
+}
+
+void hs_rpc_call_pause_recv(hs_rpc_call *call)
+{
+	pthread_mutex_lock(&call->mu);
+	call->recv_hold = true;
+	pthread_mutex_unlock(&call->mu);
+}
+
+void hs_rpc_call_resume_recv(hs_rpc_call *call)
+{
+	pthread_mutex_lock(&call->mu);
+	bool arm = call->recv_parked;
+	call->recv_hold = false;
+	call->recv_parked = false;
+	pthread_mutex_unlock(&call->mu);
+	if (arm)
 		arm_recv(call);
 }
 
