@@ -442,7 +442,8 @@ int hs_sandbox__bw_exec_connect(const char *runtime_dir, int *out, hs_error *err
 		 * init is gone (the sandbox is ending). */
 		if (e == ENOENT)
 			rc = hs_error_set(err, HS_CONFLICT,
-					  "the sandbox was started without exec support; restart it");
+					  "the sandbox was started by a harnessd without exec "
+					  "support; recreate it to run commands in it");
 		else
 			rc = hs_error_set(err, HS_UNAVAILABLE,
 					  "the sandbox does not accept commands: %s", strerror(e));

@@ -36,6 +36,9 @@
  *    (the entrypoint gets its own: DestroySandbox signals every process of
  *    the sandbox's process group, then waits for the entrypoint).
  *
+ * Every exit is _exit: nothing is buffered, and a sanitizer build must not
+ * run its leak check at exit in here (it cannot work inside a sandbox).
+ *
  * We run already confined (namespaces, seccomp, the sandbox uid) and trust
  * nothing but our arguments and harnessd's requests. We make ourselves
  * non-dumpable, so the workload (the same uid) can neither read our memory
@@ -122,7 +125,7 @@ static pid_t start_entrypoint(int report, char **argv)
 	int p[2];
 	if (pipe2(p, O_CLOEXEC) != 0) {
 		say("harness-sandbox-init: pipe failed\n");
-		exit(127);
+		_exit(127);
 	}
 	char tag = 'P';
 	struct iovec iov = { &tag, 1 };
@@ -140,7 +143,7 @@ static pid_t start_entrypoint(int report, char **argv)
 	memcpy(CMSG_DATA(c), &p[0], sizeof(int));
 	if (sendmsg(report, &m, MSG_NOSIGNAL) != 1) {
 		say("harness-sandbox-init: cannot report to harnessd\n");
-		exit(127);
+		_exit(127);
 	}
 	close(p[0]);
 	close(report);
@@ -150,7 +153,7 @@ static pid_t start_entrypoint(int report, char **argv)
 	if (spawn_attr(&attr, false) != 0 || posix_spawn_file_actions_init(&fa) != 0 ||
 	    posix_spawn_file_actions_addclosefrom_np(&fa, 3) != 0) {
 		say("harness-sandbox-init: cannot prepare the entrypoint\n");
-		exit(127);
+		_exit(127);
 	}
 	pid_t pid;
 	int e = posix_spawnp(&pid, argv[0], &fa, &attr, argv, environ);
@@ -160,13 +163,13 @@ static pid_t start_entrypoint(int report, char **argv)
 		char msg[32];
 		int n = snprintf(msg, sizeof(msg), "E%d", e);
 		if (write(p[1], msg, (size_t)n) != n)
-			exit(127);
+			_exit(127);
 		say("harness-sandbox-init: cannot execute ");
 		say(argv[0]);
 		say(": ");
 		say(strerror(e));
 		say("\n");
-		exit(e == ENOENT ? 127 : 126);
+		_exit(e == ENOENT ? 127 : 126);
 	}
 	close(p[1]); /* end-of-file at harnessd: executed */
 	return pid;
@@ -387,9 +390,9 @@ static void exit_like(int status)
 		sigaddset(&s, sig);
 		sigprocmask(SIG_UNBLOCK, &s, NULL);
 		kill(getpid(), sig);
-		exit(128 + sig);
+		_exit(128 + sig);
 	}
-	exit(WIFEXITED(status) ? WEXITSTATUS(status) : 127);
+	_exit(WIFEXITED(status) ? WEXITSTATUS(status) : 127);
 }
 
 /* Reaps what ended: the entrypoint ends us; a command's status goes to its
@@ -417,21 +420,21 @@ int main(int argc, char **argv)
 {
 	if (argc < 4) {
 		say("harness-sandbox-init: usage: harness-sandbox-init REPORT_FD EXEC_FD|- ENTRYPOINT [ARG...]\n");
-		return 127;
+		_exit(127);
 	}
 	char *end;
 	errno = 0;
 	long report = strtol(argv[1], &end, 10);
 	if (errno != 0 || *end != '\0' || report < 3 || report > 1024) {
 		say("harness-sandbox-init: bad REPORT_FD\n");
-		return 127;
+		_exit(127);
 	}
 	long lfd = -1;
 	if (strcmp(argv[2], "-") != 0) {
 		lfd = strtol(argv[2], &end, 10);
 		if (*end != '\0' || lfd < 3 || lfd > 1024 || lfd == report) {
 			say("harness-sandbox-init: bad EXEC_FD\n");
-			return 127;
+			_exit(127);
 		}
 		fcntl((int)lfd, F_SETFD, FD_CLOEXEC);
 		fcntl((int)lfd, F_SETFL, O_NONBLOCK);
@@ -453,7 +456,7 @@ int main(int argc, char **argv)
 	int sfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
 	if (sfd < 0) {
 		say("harness-sandbox-init: signalfd failed\n");
-		return 127;
+		_exit(127);
 	}
 	for (int i = 0; i < MAX_CONNS; i++)
 		conns[i].fd = -1;
