@@ -7,6 +7,7 @@
  * once, not at the next tick. It only trylocks entries, so it never waits
  * behind an RPC; an entry an RPC holds is looked at again shortly after. */
 #include "sandbox_internal.h"
+#include "stream.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -233,6 +234,10 @@ int hs_sandbox_mgr_new(hs_sandbox_mgr **out, const hs_sandbox_config *cfg, hs_st
 		rc = hs_error_set(err, HS_INTERNAL, "eventfd: %s", strerror(errno));
 		goto fail;
 	}
+	hs_sandbox__hub_limits lim = { cfg->log_streams_per_user, cfg->exec_per_sandbox,
+				       cfg->exec_per_user, cfg->streams_max, cfg->stream_rate };
+	if ((rc = hs_sandbox__hub_new(&mgr->hub, &lim, err)) != HS_OK)
+		goto fail;
 	char after[HS_STORE_ID_MAX] = "";
 	int64_t after_ms = 0;
 	for (;;) {
@@ -265,6 +270,7 @@ int hs_sandbox_mgr_new(hs_sandbox_mgr **out, const hs_sandbox_config *cfg, hs_st
 	return HS_OK;
 fail:
 	free(rows);
+	hs_sandbox__hub_free(mgr->hub);
 	while (mgr->head != NULL)
 		hs_sandbox__unlink_locked(mgr, mgr->head);
 	if (mgr->wake_fd >= 0)
@@ -283,6 +289,8 @@ void hs_sandbox_mgr_free(hs_sandbox_mgr *mgr)
 	pthread_mutex_unlock(&mgr->lock);
 	hs_sandbox__wake(mgr);
 	pthread_join(mgr->reaper, NULL);
+	hs_sandbox__hub_free(mgr->hub); /* ends every stream; kills exec'd commands */
+	mgr->hub = NULL;
 	while (mgr->head != NULL)
 		hs_sandbox__unlink_locked(mgr, mgr->head);
 	close(mgr->wake_fd);
