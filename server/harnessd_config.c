@@ -114,7 +114,7 @@ static const opt opts[] = {
 	  I(sandbox_log_streams_per_user), "8", 1, 10000, NULL, false,
 	  "GetSandboxLogs streams one user may have open" },
 	{ "sandbox-exec-per-sandbox", "HARNESS_SANDBOX_EXEC_PER_SANDBOX", I(sandbox_exec_per_sandbox),
-	  "8", 1, 10000, NULL, false, "ExecSandbox commands running at once in one sandbox" },
+	  "8", 1, 64, NULL, false, "ExecSandbox commands running at once in one sandbox (at most 64: what its init serves)" },
 	{ "sandbox-exec-per-user", "HARNESS_SANDBOX_EXEC_PER_USER", I(sandbox_exec_per_user), "16", 1,
 	  10000, NULL, false, "ExecSandbox commands one user may run at once" },
 	{ "checkpoint-remote", "HARNESS_CHECKPOINT_REMOTE", S(checkpoint_remote), "", 0, 0, NULL,

@@ -234,8 +234,12 @@ int hs_sandbox_mgr_new(hs_sandbox_mgr **out, const hs_sandbox_config *cfg, hs_st
 		rc = hs_error_set(err, HS_INTERNAL, "eventfd: %s", strerror(errno));
 		goto fail;
 	}
-	hs_sandbox__hub_limits lim = { cfg->log_streams_per_user, cfg->exec_per_sandbox,
-				       cfg->exec_per_user, cfg->streams_max, cfg->stream_rate };
+	/* A sandbox's init serves at most 64 commands at once (sandbox_init.c). */
+	unsigned per_sandbox = cfg->exec_per_sandbox == 0 || cfg->exec_per_sandbox > 64
+				       ? 64
+				       : cfg->exec_per_sandbox;
+	hs_sandbox__hub_limits lim = { cfg->log_streams_per_user, per_sandbox, cfg->exec_per_user,
+				       cfg->streams_max, cfg->stream_rate };
 	if ((rc = hs_sandbox__hub_new(&mgr->hub, &lim, err)) != HS_OK)
 		goto fail;
 	char after[HS_STORE_ID_MAX] = "";

@@ -98,7 +98,8 @@ typedef struct hs_sandbox_config {
 	unsigned stop_grace_ms;      /* 5000: SIGTERM -> SIGKILL (DestroySandbox grace 0) */
 	size_t log_max_bytes;        /* 8 MiB: per-sandbox output log cap */
 	unsigned log_streams_per_user; /* 8: GetSandboxLogs streams open per user */
-	unsigned exec_per_sandbox;   /* 8: ExecSandbox commands running per sandbox */
+	unsigned exec_per_sandbox;   /* 8: ExecSandbox commands running per sandbox (the
+				      * init serves at most 64) */
 	unsigned exec_per_user;      /* 16: ... per user */
 	unsigned streams_max;        /* 1024: log and exec streams in all */
 	size_t stream_rate;          /* 4 MiB: bytes per second each stream sends at most */

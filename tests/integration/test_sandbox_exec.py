@@ -361,8 +361,11 @@ class StreamsTest(unittest.TestCase):
 
     def test_exec_large_stdin_and_output_with_a_slow_reader(self):
         self.sandbox("ex-big", "exec sleep 1000")
+        # 3 MiB of stdin to a command that reads nothing at first: far more
+        # than the server queues (256 KiB), so it must stop reading the call
+        # (flow control) instead of failing or buffering it all.
         data = os.urandom(3 << 20)
-        out, err, x = self.alice.run("ex-big", ["sha256sum"], stdin=data)
+        out, err, x = self.alice.run("ex-big", ["sh", "-c", "sleep 0.5; sha256sum"], stdin=data)
         self.assertEqual(x.exit_code, 0, err)
         self.assertEqual(out.split()[0].decode(), hashlib.sha256(data).hexdigest())
         # 4 MiB out while we read slowly at first: the command waits, nothing is lost.
