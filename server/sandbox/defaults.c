@@ -30,7 +30,7 @@ void hs_sandbox_config_init(hs_sandbox_config *cfg)
 	cfg->exec_per_sandbox = 8;
 	cfg->exec_per_user = 16;
 	cfg->streams_max = 1024;
-	cfg->stream_rate = 4u << 20;
+	cfg->stream_rate = 8u << 20;
 	cfg->exec_output_max = 1ll << 30;
 }
 

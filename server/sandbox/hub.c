@@ -268,10 +268,9 @@ size_t hs_sandbox__stream_budget(hs_sandbox_stream *s, int64_t now)
 		s->tokens = burst;
 	if (s->tokens >= HS_SANDBOX_CHUNK)
 		return HS_SANDBOX_CHUNK;
-	if (s->tokens >= 4096)
-		return (size_t)s->tokens;
-	/* Wait until a useful amount has built up. */
-	int64_t wait = (int64_t)((4096 - s->tokens) / rate_ms) + 1;
+	/* Wait for a whole chunk's worth: fewer, fuller messages. A stream
+	 * that is not at its rate always has a chunk's worth (the burst). */
+	int64_t wait = (int64_t)((HS_SANDBOX_CHUNK - s->tokens) / rate_ms) + 1;
 	hs_sandbox__stream_later(s, now + wait);
 	return 0;
 }

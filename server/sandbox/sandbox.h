@@ -102,7 +102,7 @@ typedef struct hs_sandbox_config {
 				      * init serves at most 64) */
 	unsigned exec_per_user;      /* 16: ... per user */
 	unsigned streams_max;        /* 1024: log and exec streams in all */
-	size_t stream_rate;          /* 4 MiB: bytes per second each stream sends at most */
+	size_t stream_rate;          /* 8 MiB: bytes per second each stream sends at most */
 	int64_t exec_output_max;     /* 1 GiB: output of one command before it is killed */
 	unsigned reaper_interval_ms; /* 1000: TTL check period (exits are seen at once) */
 	hs_sandbox_host host;        /* derived; see hs_sandbox_host */
