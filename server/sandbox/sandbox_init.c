@@ -440,9 +440,13 @@ int main(int argc, char **argv)
 		fcntl((int)lfd, F_SETFL, O_NONBLOCK);
 	}
 	/* Nothing of the launch survives in us but the two descriptors. */
-	for (int fd = 3; fd <= 1024; fd++)
-		if (fd != report && fd != lfd)
-			close(fd);
+	long keep_lo = lfd >= 0 && lfd < report ? lfd : report;
+	long keep_hi = lfd > report ? lfd : report;
+	if (keep_lo > 3)
+		close_range(3, (unsigned)keep_lo - 1, 0);
+	if (keep_hi > keep_lo + 1)
+		close_range((unsigned)keep_lo + 1, (unsigned)keep_hi - 1, 0);
+	close_range((unsigned)keep_hi + 1, ~0U, 0);
 	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 	sigprocmask(SIG_SETMASK, NULL, &orig_mask);
 	signal(SIGTERM, SIG_IGN);
