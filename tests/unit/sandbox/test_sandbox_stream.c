@@ -677,6 +677,86 @@ static void test_sandbox_stream__exec_flow_control(void **state)
 	col_free(c);
 }
 
+/* Per-user and total stream counts; the output cap kills the command. */
+static void test_sandbox_stream__exec_user_limit_and_output_cap(void **state)
+{
+	sbt_env *env = *state;
+	hs_error err = { 0 };
+	char marker[32], script[200];
+	env->cfg.exec_per_user = 1;
+	env->cfg.exec_output_max = 100000;
+	env->cfg.stream_rate = 0;
+	sbt_open_mgr(env);
+	create_start(env, "sb-u1", "task-u1", "exec sleep 1000");
+	create_start(env, "sb-u2", "task-u2", "exec sleep 1000");
+	const char *slow[] = { "sleep", "1000" };
+	col *c = col_new(), *c2 = col_new();
+	hs_sandbox_stream *s = exec_in(env, &sbt_alice, "sb-u1", slow, 2, c, HS_OK, &err);
+	hs_sandbox_exec_spec spec = { .command = slow, .command_len = 2 };
+	hs_sandbox_sink sink2 = sink_of(c2);
+	hs_sandbox_stream *s2 = NULL;
+	hs_error_clear(&err);
+	assert_int_equal(hs_sandbox_exec(env->mgr, &sbt_alice, "sb-u2", &spec, &sink2, &s2, &err),
+			 HS_LIMIT);
+	assert_true(sbt_contains(err.msg, "user usr_alice runs 1 commands"));
+	hs_sandbox_stream_cancel(s);
+	assert_true(col_wait(c, is_ended, NULL, 10000));
+	hs_sandbox_stream_unref(s);
+	col_free(c);
+
+	/* More output than the cap: the stream ends HS_LIMIT, the group is killed. */
+	snprintf(marker, sizeof(marker), "86392.%06d", (int)(getpid() % 1000000));
+	snprintf(script, sizeof(script),
+		 "sleep %s & head -c 1000000 /dev/zero; wait", marker);
+	const char *cmd[] = { "/bin/sh", "-c", script };
+	s2 = exec_in(env, &sbt_alice, "sb-u2", cmd, 3, c2, HS_OK, &err);
+	assert_true(col_wait(c2, is_ended, NULL, 10000));
+	assert_int_equal(c2->end_code, HS_LIMIT);
+	assert_true(sbt_contains(c2->end_msg, "more than 100000 bytes"));
+	assert_true(c2->out.len <= 100000);
+	assert_false(c2->exited);
+	for (int i = 0; i < 500 && sbt_count_procs(marker) > 0; i++)
+		sbt_sleep_ms(10);
+	assert_int_equal(sbt_count_procs(marker), 0);
+	hs_sandbox_stream_unref(s2);
+	col_free(c2);
+}
+
+/* The server-wide count. */
+static void test_sandbox_stream__total_limit(void **state)
+{
+	sbt_env *env = *state;
+	hs_error err = { 0 };
+	env->cfg.streams_max = 1;
+	sbt_open_mgr(env);
+	create_start(env, "sb-t", "task-t", "echo x; exec sleep 1000");
+	col *c = col_new(), *c2 = col_new();
+	hs_sandbox_logs_opts o = { .follow = true };
+	hs_sandbox_sink sink = sink_of(c), sink2 = sink_of(c2);
+	hs_sandbox_stream *s = NULL, *s2 = NULL;
+	assert_int_equal(hs_sandbox_logs(env->mgr, &sbt_alice, "sb-t", &o, &sink, &s, &err), HS_OK);
+	assert_int_equal(hs_sandbox_logs(env->mgr, &sbt_admin, "sb-t", &o, &sink2, &s2, &err),
+			 HS_LIMIT);
+	assert_true(sbt_contains(err.msg, "the limit is 1"));
+	hs_sandbox_stream_cancel(s);
+	assert_true(col_wait(c, is_ended, NULL, 10000));
+	assert_int_equal(c->end_code, HS_CANCELLED);
+	hs_sandbox_stream_unref(s);
+	/* counted out once ended */
+	for (int i = 0; i < 500; i++) {
+		hs_error_clear(&err);
+		if (hs_sandbox_logs(env->mgr, &sbt_admin, "sb-t", &o, &sink2, &s2, &err) == HS_OK)
+			break;
+		sbt_sleep_ms(10);
+	}
+	assert_true(col_wait(c2, log_has, "x\n", 10000));
+	hs_sandbox_stream_cancel(s2);
+	assert_true(col_wait(c2, is_ended, NULL, 10000));
+	hs_sandbox_stream_unref(s2);
+	col_free(c);
+	col_free(c2);
+}
+
 /* Freeing the manager ends every stream (UNAVAILABLE) and kills commands. */
 static void test_sandbox_stream__shutdown_ends_streams(void **state)
 {
@@ -732,6 +812,9 @@ int main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_sandbox_stream__exec_flow_control, setup,
 						teardown),
+		cmocka_unit_test_setup_teardown(test_sandbox_stream__exec_user_limit_and_output_cap,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_sandbox_stream__total_limit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sandbox_stream__shutdown_ends_streams, setup,
 						teardown),
 	};
