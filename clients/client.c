@@ -6,7 +6,10 @@
  * recv initial md, recv message, recv status) plucked on one tag.
  * Stream = batch A (send md+message+close, recv initial md), batch S (recv
  * status, outstanding for the call's life), then one recv-message batch per
- * hs_client_stream_next; a NULL message means the server finished: pluck S. */
+ * hs_client_stream_next; a NULL message means the server finished: pluck S.
+ * Bidi = batch S, batch A without the close and the initial metadata (the
+ * first recv takes it), then send batches (tag &s->send_tag) from one thread
+ * while another receives: pluck waits for its own tag only. */
 #include "client.h"
 
 #include <stdbool.h>
@@ -37,6 +40,8 @@ struct hs_client_stream {
 	grpc_slice details;
 	bool status_pending; /* batch S not yet plucked */
 	bool finished;
+	bool need_init_md;   /* bidi: the first recv also takes the initial metadata */
+	char send_tag;       /* bidi: the address is the tag of send batches */
 };
 
 static void status_set(hs_client_status *st, int code, const char *details, size_t len)
@@ -425,15 +430,21 @@ int hs_client_stream_next(hs_client_stream *s, ProtobufCMessage **msg_out, hs_cl
 		return HS_OK;
 	}
 	grpc_byte_buffer *recv = NULL;
-	grpc_op op;
-	memset(&op, 0, sizeof(op));
-	op.op = GRPC_OP_RECV_MESSAGE;
-	op.data.recv_message.recv_message = &recv;
-	if (grpc_call_start_batch(s->call, &op, 1, &op, NULL) != GRPC_CALL_OK) {
+	grpc_op ops[2];
+	size_t n = 0;
+	memset(ops, 0, sizeof(ops));
+	if (s->need_init_md) {
+		ops[n].op = GRPC_OP_RECV_INITIAL_METADATA;
+		ops[n++].data.recv_initial_metadata.recv_initial_metadata = &s->init_md;
+		s->need_init_md = false;
+	}
+	ops[n].op = GRPC_OP_RECV_MESSAGE;
+	ops[n++].data.recv_message.recv_message = &recv;
+	if (grpc_call_start_batch(s->call, ops, n, ops, NULL) != GRPC_CALL_OK) {
 		status_set(st, 13, "cannot read stream", 18);
 		return HS_INTERNAL;
 	}
-	(void)pluck(s->cq, &op);
+	(void)pluck(s->cq, ops);
 	if (recv != NULL) {
 		ProtobufCMessage *m = unpack(s->desc, recv);
 		grpc_byte_buffer_destroy(recv);
@@ -465,4 +476,94 @@ void hs_client_stream_free(hs_client_stream *s)
 		return;
 	stream_dispose(s);
 	free(s);
+}
+
+int hs_client_bidi_start(hs_client_stream **out, hs_client *c, const char *method,
+			 const ProtobufCMessage *first, const ProtobufCMessageDescriptor *resp_desc,
+			 const hs_client_md *md, size_t n_md, int64_t deadline_ms,
+			 hs_client_status *st)
+{
+	grpc_metadata gmd[MAX_MD];
+	int rc = md_build(gmd, md, n_md, st);
+	if (rc != HS_OK)
+		return rc;
+	hs_client_stream *s = calloc(1, sizeof(*s));
+	if (s == NULL) {
+		md_release(gmd, n_md);
+		status_set(st, 13, "out of memory", 13);
+		return HS_INTERNAL;
+	}
+	s->desc = resp_desc;
+	s->need_init_md = true;
+	s->cq = grpc_completion_queue_create_for_pluck(NULL);
+	s->call = call_create(c, s->cq, method, deadline_ms);
+	s->details = grpc_empty_slice();
+	grpc_metadata_array_init(&s->init_md);
+	grpc_metadata_array_init(&s->trail_md);
+
+	grpc_op sop;
+	memset(&sop, 0, sizeof(sop));
+	sop.op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+	sop.data.recv_status_on_client.trailing_metadata = &s->trail_md;
+	sop.data.recv_status_on_client.status = &s->status;
+	sop.data.recv_status_on_client.status_details = &s->details;
+	grpc_byte_buffer *send = first != NULL ? pack(first) : NULL;
+	grpc_op ops[2];
+	size_t n = 0;
+	memset(ops, 0, sizeof(ops));
+	ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
+	ops[n].data.send_initial_metadata.count = n_md;
+	ops[n++].data.send_initial_metadata.metadata = gmd;
+	if (send != NULL) {
+		ops[n].op = GRPC_OP_SEND_MESSAGE;
+		ops[n++].data.send_message.send_message = send;
+	}
+	bool started = grpc_call_start_batch(s->call, &sop, 1, &s->status, NULL) == GRPC_CALL_OK;
+	s->status_pending = started;
+	if (started)
+		started = grpc_call_start_batch(s->call, ops, n, ops, NULL) == GRPC_CALL_OK;
+	bool ok = started && pluck(s->cq, ops);
+	if (send != NULL)
+		grpc_byte_buffer_destroy(send);
+	md_release(gmd, n_md);
+	if (!started) {
+		status_set(st, 13, "cannot start call", 17);
+		stream_dispose(s);
+		free(s);
+		return HS_INTERNAL;
+	}
+	if (!ok) { /* the call already ended: report its status */
+		(void)pluck(s->cq, &s->status);
+		s->status_pending = false;
+		status_from_call(st, s->status, s->details, &s->trail_md);
+		rc = s->status == GRPC_STATUS_OK ? HS_INTERNAL : hs_client_code_from_grpc(s->status);
+		stream_dispose(s);
+		free(s);
+		return rc;
+	}
+	status_set(st, 0, NULL, 0);
+	*out = s;
+	return HS_OK;
+}
+
+int hs_client_stream_send(hs_client_stream *s, const ProtobufCMessage *msg)
+{
+	grpc_op op;
+	memset(&op, 0, sizeof(op));
+	op.op = GRPC_OP_SEND_MESSAGE;
+	op.data.send_message.send_message = pack(msg);
+	bool ok = grpc_call_start_batch(s->call, &op, 1, &s->send_tag, NULL) == GRPC_CALL_OK &&
+		  pluck(s->cq, &s->send_tag);
+	grpc_byte_buffer_destroy(op.data.send_message.send_message);
+	return ok ? HS_OK : HS_CANCELLED;
+}
+
+int hs_client_stream_close_send(hs_client_stream *s)
+{
+	grpc_op op;
+	memset(&op, 0, sizeof(op));
+	op.op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+	bool ok = grpc_call_start_batch(s->call, &op, 1, &s->send_tag, NULL) == GRPC_CALL_OK &&
+		  pluck(s->cq, &s->send_tag);
+	return ok ? HS_OK : HS_CANCELLED;
 }

@@ -1,5 +1,6 @@
 /* libharness-client: a small blocking gRPC client on the gRPC C core, shared
- * by harness-gateway and harnessctl. One hs_client owns one channel, which is
+ * by harness-gateway and harnessctl: unary, server-streaming and bidi
+ * calls. One hs_client owns one channel, which is
  * thread-safe and shared by every call; each call blocks only its calling
  * thread (a per-call pluck completion queue). Messages are protobuf-c.
  *
@@ -74,6 +75,24 @@ int hs_client_stream_start(hs_client_stream **out, hs_client *c, const char *met
  * of stream (st->code 0), else the status as hs_client_unary. One thread at
  * a time per stream. */
 int hs_client_stream_next(hs_client_stream *s, ProtobufCMessage **msg_out, hs_client_status *st);
+
+/* Bidirectional stream: starts the call with its metadata and first
+ * message (NULL: none yet) and returns without waiting for the server;
+ * failures (server down, refused) come from hs_client_stream_next. */
+int hs_client_bidi_start(hs_client_stream **out, hs_client *c, const char *method,
+			 const ProtobufCMessage *first, const ProtobufCMessageDescriptor *resp_desc,
+			 const hs_client_md *md, size_t n_md, int64_t deadline_ms,
+			 hs_client_status *st);
+
+/* Bidi: sends one message, blocking until the transport took it (HTTP/2
+ * flow control: while the server does not read, this waits).
+ * HS_CANCELLED once the call has ended (its status comes from
+ * hs_client_stream_next). One sending thread at a time; it may run while
+ * another thread is in hs_client_stream_next. */
+int hs_client_stream_send(hs_client_stream *s, const ProtobufCMessage *msg);
+
+/* Bidi: the client will send no more (half-close). As hs_client_stream_send. */
+int hs_client_stream_close_send(hs_client_stream *s);
 
 /* Cancels the call; a blocked hs_client_stream_next returns HS_CANCELLED.
  * Thread-safe (but not async-signal-safe). */

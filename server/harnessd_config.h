@@ -69,6 +69,9 @@ typedef struct hs_config {
 	char sandbox_init_bin[HS_CFG_STR];  /* "" = harness-sandbox-init beside harnessd */
 	char sandbox_cgroup_root[HS_CFG_STR]; /* "" = auto, "none", or a delegated v2 dir */
 	int64_t sandbox_pids_max;
+	int64_t sandbox_log_streams_per_user; /* GetSandboxLogs streams per user */
+	int64_t sandbox_exec_per_sandbox;     /* ExecSandbox commands per sandbox */
+	int64_t sandbox_exec_per_user;        /* ... per user */
 	/* checkpoints */
 	char checkpoint_remote[HS_CFG_STR];
 	int64_t checkpoint_push_timeout_ms;

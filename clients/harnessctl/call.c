@@ -265,6 +265,28 @@ int hs_ctl_stream(hs_ctl *c, const ProtobufCServiceDescriptor *svc, const char *
 	return HS_CTL_EXIT_OK;
 }
 
+int hs_ctl_bidi(hs_ctl *c, const ProtobufCServiceDescriptor *svc, const char *method,
+		const ProtobufCMessage *first, hs_client_stream **out, hs_client_status *st)
+{
+	hs_client_status local;
+	hs_client_md md[1];
+	char path[160], bearer[8192];
+	const ProtobufCMethodDescriptor *m = hs_ctl_method(svc, method);
+	if (st == NULL)
+		st = &local;
+	memset(st, 0, sizeof(*st));
+	snprintf(path, sizeof(path), "/%s/%s", svc->name, method);
+	hs_client *cl = hs_ctl_client(c);
+	if (cl == NULL)
+		return HS_CTL_EXIT_USAGE;
+	size_t n_md = auth_md(c, HS_CTL_AUTH_REQUIRED, md, bearer, sizeof(bearer));
+	int64_t deadline = c->timeout_set ? (int64_t)(c->timeout_s * 1000) : -1;
+	int rc = hs_client_bidi_start(out, cl, path, first, m->output, md, n_md, deadline, st);
+	if (rc != HS_OK)
+		return hs_ctl_report_status(c, path + 1, rc, st);
+	return HS_CTL_EXIT_OK;
+}
+
 static hs_ctl_auth auth_mode(const hs_ctl_cmd *cmd)
 {
 	if (cmd->flags & HS_CTL_NOAUTH)

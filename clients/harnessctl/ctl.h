@@ -151,6 +151,11 @@ int hs_ctl_call(hs_ctl *c, const ProtobufCServiceDescriptor *svc, const char *me
 int hs_ctl_stream(hs_ctl *c, const ProtobufCServiceDescriptor *svc, const char *method,
 	       const ProtobufCMessage *req, hs_client_stream **out, hs_client_status *st);
 
+/* Starts a bidi stream with its first message (token required; no
+ * deadline unless --timeout). */
+int hs_ctl_bidi(hs_ctl *c, const ProtobufCServiceDescriptor *svc, const char *method,
+		const ProtobufCMessage *first, hs_client_stream **out, hs_client_status *st);
+
 /* Prints a failed status like hs_ctl_call and returns its exit code. */
 int hs_ctl_report_status(const hs_ctl *c, const char *what, int rc, const hs_client_status *st);
 

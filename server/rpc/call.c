@@ -509,11 +509,36 @@ static void run_handler(hs_rpc_call *call)
 	}
 	bool half_closed = call->req == NULL;
 	rc = h->stream(call, call->req, &err);
-	if (rc != HS_OK)
+	if (rc != HS_OK) {
 		finish_error(call, rc, &err);
-	else if (h->kind == HS_RPC_BIDI_STREAM && half_closed)
-		finish_code(call, HS_OK, NULL);
-	else if (h->kind == HS_RPC_BIDI_STREAM)
+	} else if (h->kind == HS_RPC_BIDI_STREAM && half_closed) {
+		if (!(h->flags & HS_RPC_SELF_FINISH))
+			finish_code(call, HS_OK, NULL);
+	} else if (h->kind == HS_RPC_BIDI_STREAM) {
+		pthread_mutex_lock(&call->mu);
+		bool hold = call->recv_hold;
+		call->recv_parked = hold;
+		pthread_mutex_unlock(&call->mu);
+		if (!hold)
+			arm_recv(call);
+	}
+}
+
+void hs_rpc_call_pause_recv(hs_rpc_call *call)
+{
+	pthread_mutex_lock(&call->mu);
+	call->recv_hold = true;
+	pthread_mutex_unlock(&call->mu);
+}
+
+void hs_rpc_call_resume_recv(hs_rpc_call *call)
+{
+	pthread_mutex_lock(&call->mu);
+	bool arm = call->recv_parked;
+	call->recv_hold = false;
+	call->recv_parked = false;
+	pthread_mutex_unlock(&call->mu);
+	if (arm)
 		arm_recv(call);
 }
 
@@ -665,14 +690,20 @@ static void on_recv(hs_rpc_call *call, bool ok)
 	dispatch(call);
 }
 
+#define DEADLINE_SLACK_MS 50
+
 static void on_close(hs_rpc_call *call)
 {
 	pthread_mutex_lock(&call->mu);
 	call->close_done = true;
 	if (call->client_cancelled) {
 		atomic_store(&call->cancelled, true);
+		/* The server's deadline trails the client's by the time the
+		 * headers took to arrive, so a client that gives up at its
+		 * deadline is seen a few ms early: a cancel within the last
+		 * DEADLINE_SLACK_MS is the deadline. */
 		if (!call->status_started)
-			call->status = hs_rpc_call_deadline_left_ms(call) <= 0
+			call->status = hs_rpc_call_deadline_left_ms(call) <= DEADLINE_SLACK_MS
 					       ? GRPC_STATUS_DEADLINE_EXCEEDED
 					       : GRPC_STATUS_CANCELLED;
 	}

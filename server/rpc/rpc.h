@@ -51,6 +51,9 @@ enum {
 	HS_RPC_PUBLIC = 1u << 1,   /* needs no access token (Login, Refresh, health, reflection) */
 	HS_RPC_LONG = 1u << 2,     /* may take seconds (destroy grace, restores): the long lane */
 	HS_RPC_LIVENESS = 1u << 3, /* heartbeats: the reserved lane (both imply BLOCKING) */
+	/* Bidi: the client's half-close does not end the call; the handler
+	 * (or whoever holds the stream) ends it with hs_rpc_call_finish(). */
+	HS_RPC_SELF_FINISH = 1u << 4,
 };
 
 /* Unary: on HS_OK, *resp is the response (from the call arena or static
@@ -208,6 +211,13 @@ void hs_rpc_call_set_send_queue(hs_rpc_call *call, unsigned cap);
  * HS_CANCELLED when the call has ended or is finishing. Packs msg before
  * returning: msg may be freed right after. */
 int hs_rpc_call_send(hs_rpc_call *call, const ProtobufCMessage *msg);
+
+/* Bidi flow control. Called inside a bidi handler, pause_recv keeps the
+ * core from reading the next request message when the handler returns;
+ * resume_recv (any thread, also before that handler returned) reads it
+ * again. Until then HTTP/2 flow control holds the client back. */
+void hs_rpc_call_pause_recv(hs_rpc_call *call);
+void hs_rpc_call_resume_recv(hs_rpc_call *call);
 
 /* Ends the stream with a status once the queued messages are written.
  * HS_OK -> status OK. Only the first finish counts. */

@@ -68,6 +68,7 @@ struct hs_rpc_call {
 	atomic_bool cancelled;
 	bool accepted, close_done, dead;
 	bool send_busy, finishing, status_started, initial_md_sent, done_notified;
+	bool recv_hold, recv_parked; /* bidi flow control (hs_rpc_call_pause_recv) */
 
 	grpc_byte_buffer **queue;
 	unsigned q_head, q_len, q_cap;

@@ -188,6 +188,7 @@ int hs_sandbox__bwrap_argv(const hs_sandbox_config *cfg, const hs_sandbox__rec *
 	hs_sandbox__argv_add(&a, "--");
 	hs_sandbox__argv_add(&a, HS_BW_INIT_PATH);
 	hs_sandbox__argv_addf(&a, "%d", HS_BW_FD_REPORT);
+	hs_sandbox__argv_addf(&a, "%d", HS_BW_FD_EXEC);
 	if (sb->entrypoint != NULL && sb->entrypoint[0] != NULL) {
 		for (char **p = sb->entrypoint; *p != NULL; p++)
 			hs_sandbox__argv_add(&a, *p);
@@ -251,7 +252,7 @@ static int bw_start(const hs_sandbox_config *cfg, hs_sandbox__rec *sb, unsigned 
 	int go[2] = { -1, -1 }, rep[2] = { -1, -1 };
 	hs_sandbox__launch l = { .bwrap_bin = cfg->bwrap_bin, .envp = (char **)fixed_env, .args_fd = -1,
 				 .seccomp_fd = -1, .report_fd = -1, .ws_fd = -1, .rootfs_fd = -1,
-				 .init_fd = -1, .go_fd = -1, .log_fd = -1,
+				 .init_fd = -1, .exec_fd = -1, .go_fd = -1, .log_fd = -1,
 				 .log_max = cfg->log_max_bytes, .portal = cfg->host.portal,
 				 .switch_uid = cfg->host.switch_uid, .uid = cfg->host.uid,
 				 .gid = cfg->host.gid };
@@ -286,7 +287,8 @@ static int bw_start(const hs_sandbox_config *cfg, hs_sandbox__rec *sb, unsigned 
 	if ((rc = hs_sandbox__bwrap_options(cfg, sb, &opts, err)) != HS_OK ||
 	    (rc = hs_sandbox__bwrap_argv(cfg, sb, &argv, err)) != HS_OK ||
 	    (rc = options_fd(opts, &l.args_fd, err)) != HS_OK ||
-	    (rc = hs_sandbox__seccomp_fd(&l.seccomp_fd, err)) != HS_OK)
+	    (rc = hs_sandbox__seccomp_fd(&l.seccomp_fd, err)) != HS_OK ||
+	    (rc = hs_sandbox__bw_exec_listen(sb->runtime_dir, &l.exec_fd, err)) != HS_OK)
 		goto done;
 	l.argv = argv;
 	l.log_fd = open(sb->log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
@@ -333,6 +335,7 @@ done:
 	close_fd(&l.ws_fd);
 	close_fd(&l.rootfs_fd);
 	close_fd(&l.init_fd);
+	close_fd(&l.exec_fd);
 	close_fd(&l.log_fd);
 	hs_sandbox__argv_free(opts);
 	hs_sandbox__argv_free(argv);

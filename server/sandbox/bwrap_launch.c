@@ -31,8 +31,9 @@
  *
  * Descriptors in bwrap: 0 /dev/null, 1+2 the log pipe, 3 the options, 4 the
  * seccomp program, 5 the exec report socket, 6-8 the bind sources (portal:
- * closed before exec). bwrap consumes 3, 4 and 6; harness-sandbox-init
- * closes everything but 0-2 before the entrypoint runs.
+ * closed before exec), 9 the exec socket (listening). bwrap consumes 3, 4
+ * and 6; harness-sandbox-init keeps 9 for itself and starts the entrypoint
+ * with nothing but 0-2.
  *
  * Exec report: harness-sandbox-init sends harnessd (over 5) the read end of
  * a pipe whose close-on-exec write end only it holds; end-of-file on it
@@ -55,6 +56,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -68,8 +70,8 @@
 #define MOVE_MOUNT_F_EMPTY_PATH 0x00000004
 #endif
 
-#define FD_GO 9
-#define FD_LOG 10
+#define FD_GO 10
+#define FD_LOG 11
 
 static const char truncated_note[] = "\n[harness: output truncated at the log size limit]\n";
 
@@ -155,7 +157,7 @@ static void child(const hs_sandbox__launch *l, int out_w)
 	/* 0 is already /dev/null (the leader's). */
 	if (dup2(out_w, 1) < 0 || dup2(out_w, 2) < 0)
 		_exit(127);
-	close_range(HS_BW_FD_INIT + 1, ~0U, 0); /* the leader's log and the pipe */
+	close_range(HS_BW_FD_EXEC + 1, ~0U, 0); /* the leader's log and the pipe */
 	if (l->portal)
 		portal(l);
 	if (l->switch_uid) {
@@ -193,19 +195,19 @@ static void leader(const hs_sandbox__launch *l)
 	int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
 	if (devnull < 0 || dup2(devnull, 0) < 0 || dup2(devnull, 1) < 0 || dup2(devnull, 2) < 0)
 		_exit(127);
-	/* Our descriptors to their fixed numbers (3..10), nothing else of
-	 * harnessd's (listening sockets, the database). Above 10 first, so no
+	/* Our descriptors to their fixed numbers (3..11), nothing else of
+	 * harnessd's (listening sockets, the database). Above 11 first, so no
 	 * source is overwritten before it is copied. */
-	int src[8] = { l->args_fd, l->seccomp_fd, l->report_fd, l->ws_fd, l->rootfs_fd,
-		       l->init_fd, l->go_fd, l->log_fd };
-	int tmp[8];
-	for (int i = 0; i < 8; i++) {
+	int src[9] = { l->args_fd, l->seccomp_fd, l->report_fd, l->ws_fd, l->rootfs_fd,
+		       l->init_fd, l->exec_fd, l->go_fd, l->log_fd };
+	int tmp[9];
+	for (int i = 0; i < 9; i++) {
 		tmp[i] = -1;
 		if (src[i] >= 0 && (tmp[i] = fcntl(src[i], F_DUPFD_CLOEXEC, FD_LOG + 1)) < 0)
 			_exit(127);
 	}
 	close_range(3, FD_LOG, 0);
-	for (int i = 0; i < 8; i++)
+	for (int i = 0; i < 9; i++)
 		if (tmp[i] >= 0 && dup2(tmp[i], 3 + i) < 0)
 			_exit(127);
 	close_range(FD_LOG + 1, ~0U, 0);
@@ -214,7 +216,7 @@ static void leader(const hs_sandbox__launch *l)
 	if (read(FD_GO, buf, 1) != 1) /* harnessd moves us into the cgroups first */
 		_exit(127);
 	close(FD_GO);
-	/* Above FD_LOG, so the child's 3-8 stay exactly what harnessd gave. */
+	/* Above FD_LOG, so the child's 3-9 stay exactly what harnessd gave. */
 	int raw[2];
 	if (pipe2(raw, O_CLOEXEC) != 0 || (pfd[0] = fcntl(raw[0], F_DUPFD_CLOEXEC, FD_LOG + 1)) < 0 ||
 	    (pfd[1] = fcntl(raw[1], F_DUPFD_CLOEXEC, FD_LOG + 1)) < 0)
@@ -227,7 +229,7 @@ static void leader(const hs_sandbox__launch *l)
 	if (c == 0)
 		child(l, pfd[1]);
 	close(pfd[1]);
-	for (int fd = 3; fd <= HS_BW_FD_INIT; fd++)
+	for (int fd = 3; fd <= HS_BW_FD_EXEC; fd++)
 		close(fd); /* the report socket too: only bwrap's copy keeps it open */
 	struct stat st;
 	size_t cap = l->log_max;
@@ -378,4 +380,78 @@ int hs_sandbox__bw_wait_exec(int report, unsigned ms, const char *argv0, const c
 				    strerror((int)e));
 	return hs_error_set(err, HS_UNAVAILABLE, "entrypoint[0] \"%.128s\": %s", argv0,
 			    strerror((int)e));
+}
+
+/* The address of <dir>/exec.sock; through *dirfd (opened here, -1 when not
+ * needed) when the path is too long for a sockaddr_un. */
+static int exec_addr(const char *dir, struct sockaddr_un *sa, int *dirfd, hs_error *err)
+{
+	memset(sa, 0, sizeof(*sa));
+	sa->sun_family = AF_UNIX;
+	*dirfd = -1;
+	int n = snprintf(sa->sun_path, sizeof(sa->sun_path), "%s/" HS_BW_EXEC_SOCK, dir);
+	if (n > 0 && (size_t)n < sizeof(sa->sun_path))
+		return HS_OK;
+	if ((*dirfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0)
+		return hs_error_set(err, HS_INTERNAL, "runtime dir %s: %s", dir, strerror(errno));
+	snprintf(sa->sun_path, sizeof(sa->sun_path), "/proc/self/fd/%d/" HS_BW_EXEC_SOCK, *dirfd);
+	return HS_OK;
+}
+
+int hs_sandbox__bw_exec_listen(const char *runtime_dir, int *out, hs_error *err)
+{
+	struct sockaddr_un sa;
+	int dirfd, rc;
+	if ((rc = exec_addr(runtime_dir, &sa, &dirfd, err)) != HS_OK)
+		return rc;
+	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		rc = hs_error_set(err, HS_INTERNAL, "exec socket: %s", strerror(errno));
+		goto done;
+	}
+	if ((unlink(sa.sun_path) != 0 && errno != ENOENT) ||
+	    bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 || chmod(sa.sun_path, 0600) != 0 ||
+	    listen(fd, 16) != 0) {
+		rc = hs_error_set(err, HS_INTERNAL, "exec socket in %s: %s", runtime_dir,
+				  strerror(errno));
+		close(fd);
+		goto done;
+	}
+	*out = fd;
+done:
+	if (dirfd >= 0)
+		close(dirfd);
+	return rc;
+}
+
+int hs_sandbox__bw_exec_connect(const char *runtime_dir, int *out, hs_error *err)
+{
+	struct sockaddr_un sa;
+	int dirfd, rc;
+	if ((rc = exec_addr(runtime_dir, &sa, &dirfd, err)) != HS_OK)
+		return rc;
+	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		rc = hs_error_set(err, HS_INTERNAL, "exec socket: %s", strerror(errno));
+		goto done;
+	}
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+		int e = errno;
+		close(fd);
+		/* No socket: started by a harnessd without exec; refused: its
+		 * init is gone (the sandbox is ending). */
+		if (e == ENOENT)
+			rc = hs_error_set(err, HS_CONFLICT,
+					  "the sandbox was started by a harnessd without exec "
+					  "support; recreate it to run commands in it");
+		else
+			rc = hs_error_set(err, HS_UNAVAILABLE,
+					  "the sandbox does not accept commands: %s", strerror(e));
+		goto done;
+	}
+	*out = fd;
+done:
+	if (dirfd >= 0)
+		close(dirfd);
+	return rc;
 }

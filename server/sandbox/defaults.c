@@ -26,6 +26,12 @@ void hs_sandbox_config_init(hs_sandbox_config *cfg)
 	cfg->stop_grace_ms = 5000; /* the proto's DestroySandbox default */
 	cfg->log_max_bytes = 8u << 20;
 	cfg->reaper_interval_ms = 1000;
+	cfg->log_streams_per_user = 8;
+	cfg->exec_per_sandbox = 8;
+	cfg->exec_per_user = 16;
+	cfg->streams_max = 1024;
+	cfg->stream_rate = 8u << 20;
+	cfg->exec_output_max = 1ll << 30;
 }
 
 const char *hs_sandbox_state_name(int state)

@@ -97,7 +97,7 @@ extern const hs_sandbox__driver hs_sandbox__bwrap_driver;
  * *out is NULL-terminated and malloc'd: hs_sandbox__argv_free(). */
 int hs_sandbox__fc_argv(const hs_sandbox_config *cfg, const hs_sandbox__rec *sb, char ***out,
 			hs_error *err);
-/* The bwrap command line: `bwrap --args 3 -- /run/harness/init 5 <entrypoint>`. */
+/* The bwrap command line: `bwrap --args 3 -- /run/harness/init 5 9 <entrypoint>`. */
 int hs_sandbox__bwrap_argv(const hs_sandbox_config *cfg, const hs_sandbox__rec *sb, char ***out,
 			   hs_error *err);
 /* bwrap's options (the sandbox's view, namespaces, environment), as passed

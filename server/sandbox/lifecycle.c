@@ -7,6 +7,7 @@
  * once, not at the next tick. It only trylocks entries, so it never waits
  * behind an RPC; an entry an RPC holds is looked at again shortly after. */
 #include "sandbox_internal.h"
+#include "stream.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -233,6 +234,14 @@ int hs_sandbox_mgr_new(hs_sandbox_mgr **out, const hs_sandbox_config *cfg, hs_st
 		rc = hs_error_set(err, HS_INTERNAL, "eventfd: %s", strerror(errno));
 		goto fail;
 	}
+	/* A sandbox's init serves at most 64 commands at once (sandbox_init.c). */
+	unsigned per_sandbox = cfg->exec_per_sandbox == 0 || cfg->exec_per_sandbox > 64
+				       ? 64
+				       : cfg->exec_per_sandbox;
+	hs_sandbox__hub_limits lim = { cfg->log_streams_per_user, per_sandbox, cfg->exec_per_user,
+				       cfg->streams_max, cfg->stream_rate };
+	if ((rc = hs_sandbox__hub_new(&mgr->hub, &lim, err)) != HS_OK)
+		goto fail;
 	char after[HS_STORE_ID_MAX] = "";
 	int64_t after_ms = 0;
 	for (;;) {
@@ -265,6 +274,7 @@ int hs_sandbox_mgr_new(hs_sandbox_mgr **out, const hs_sandbox_config *cfg, hs_st
 	return HS_OK;
 fail:
 	free(rows);
+	hs_sandbox__hub_free(mgr->hub);
 	while (mgr->head != NULL)
 		hs_sandbox__unlink_locked(mgr, mgr->head);
 	if (mgr->wake_fd >= 0)
@@ -283,6 +293,8 @@ void hs_sandbox_mgr_free(hs_sandbox_mgr *mgr)
 	pthread_mutex_unlock(&mgr->lock);
 	hs_sandbox__wake(mgr);
 	pthread_join(mgr->reaper, NULL);
+	hs_sandbox__hub_free(mgr->hub); /* ends every stream; kills exec'd commands */
+	mgr->hub = NULL;
 	while (mgr->head != NULL)
 		hs_sandbox__unlink_locked(mgr, mgr->head);
 	close(mgr->wake_fd);

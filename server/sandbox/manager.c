@@ -51,6 +51,7 @@
  * A failed start leaves FAILED (with the reason); restore is accepted from
  * RUNNING, PAUSED, STOPPED and FAILED. */
 #include "sandbox_internal.h"
+#include "stream.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -199,6 +200,8 @@ int hs_sandbox__set_state(hs_sandbox_mgr *mgr, hs_sandbox__entry *e, hs_sandbox_
 		       HS_LS("reason", reason ? reason : ""));
 	if (state == HS_SANDBOX_RUNNING || state == HS_SANDBOX_PAUSED)
 		hs_sandbox__wake(mgr); /* a process to watch */
+	else
+		hs_sandbox__hub_sandbox_down(mgr->hub, e->rec.id); /* followers read to the end */
 	hs_error serr = { 0 };
 	int rc = hs_store_sandbox_update(mgr->store, &e->row, &serr);
 	if (rc != HS_OK) {

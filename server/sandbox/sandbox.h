@@ -97,6 +97,13 @@ typedef struct hs_sandbox_config {
 	unsigned socket_wait_ms;     /* 5000: API socket must appear within */
 	unsigned stop_grace_ms;      /* 5000: SIGTERM -> SIGKILL (DestroySandbox grace 0) */
 	size_t log_max_bytes;        /* 8 MiB: per-sandbox output log cap */
+	unsigned log_streams_per_user; /* 8: GetSandboxLogs streams open per user */
+	unsigned exec_per_sandbox;   /* 8: ExecSandbox commands running per sandbox (the
+				      * init serves at most 64) */
+	unsigned exec_per_user;      /* 16: ... per user */
+	unsigned streams_max;        /* 1024: log and exec streams in all */
+	size_t stream_rate;          /* 8 MiB: bytes per second each stream sends at most */
+	int64_t exec_output_max;     /* 1 GiB: output of one command before it is killed */
 	unsigned reaper_interval_ms; /* 1000: TTL check period (exits are seen at once) */
 	hs_sandbox_host host;        /* derived; see hs_sandbox_host */
 } hs_sandbox_config;
@@ -293,6 +300,111 @@ int hs_sandbox_mgr_identity(hs_sandbox_mgr *mgr, hs_sandbox_host *out, hs_error 
 /* Probe the manager's default driver now (readiness checks): HS_OK or
  * HS_UNAVAILABLE with the reason. Starts a process (bwrap). */
 int hs_sandbox_mgr_probe(hs_sandbox_mgr *mgr, hs_error *err);
+
+/* ---- output streams: GetSandboxLogs and ExecSandbox --------------------
+ *
+ * Both run on the manager's I/O thread (one thread, epoll; no thread per
+ * stream): the call that opens one returns at once, and the module then
+ * delivers output to a sink until the stream ends. Sinks are called on
+ * that thread, never concurrently for one stream, and never with a module
+ * lock held. Everything is bounded: chunks of at most HS_SANDBOX_CHUNK
+ * bytes, one undelivered chunk per stream (a sink that is full is offered
+ * it again shortly; nothing more is read meanwhile), stream_rate bytes per
+ * second, and the per-user/per-sandbox stream counts of the config. */
+
+#define HS_SANDBOX_CHUNK 32768
+#define HS_SANDBOX_STDIN_CHUNK 65536      /* one ExecSandbox stdin message */
+#define HS_SANDBOX_TAIL_LINES_MAX 100000
+#define HS_SANDBOX_TAIL_BYTES_MAX (1ll << 30)
+
+typedef enum hs_sandbox_out_kind {
+	HS_SANDBOX_OUT_LOG = 1,  /* a chunk of the log */
+	HS_SANDBOX_OUT_STDOUT,   /* exec: a chunk of stdout */
+	HS_SANDBOX_OUT_STDERR,   /* exec: a chunk of stderr */
+	HS_SANDBOX_OUT_EXIT,     /* exec: how the command ended (the last delivery) */
+} hs_sandbox_out_kind;
+
+typedef struct hs_sandbox_out {
+	hs_sandbox_out_kind kind;
+	const char *data;   /* chunks: borrowed for the call */
+	size_t len;
+	int64_t offset;     /* LOG: where data[0] is in the log */
+	int exit_code;      /* EXIT: the status, or 128 + signal */
+	int signal;         /* EXIT: the signal that killed it, 0 if none */
+} hs_sandbox_out;
+
+typedef struct hs_sandbox_sink {
+	/* HS_OK: taken. HS_LIMIT: full right now; offered again later.
+	 * Anything else: the receiver is gone; the stream ends (end() follows). */
+	int (*deliver)(const hs_sandbox_out *out, void *payload);
+	/* Exec: stdin has room again after hs_sandbox_exec_stdin said wait.
+	 * May be NULL. */
+	void (*stdin_ready)(void *payload);
+	/* The last call, exactly once: HS_OK when complete (logs: end of log,
+	 * or the sandbox stopped; exec: after the EXIT delivery), else why the
+	 * stream ended (HS_CANCELLED, HS_TIMEOUT, HS_UNAVAILABLE, HS_LIMIT). */
+	void (*end)(int code, const char *msg, void *payload);
+	void *payload;
+} hs_sandbox_sink;
+
+typedef struct hs_sandbox_stream hs_sandbox_stream;
+
+typedef struct hs_sandbox_logs_opts {
+	int64_t tail_lines;  /* 0 = from the start; 1..HS_SANDBOX_TAIL_LINES_MAX */
+	int64_t tail_bytes;  /* 0 = no bound; 1..HS_SANDBOX_TAIL_BYTES_MAX */
+	int64_t limit_bytes; /* 0 = no limit; the stream ends OK after this many */
+	bool follow;         /* until the sandbox stops running */
+	int64_t deadline_ms; /* hs_clock_mono_ms() time to end (HS_TIMEOUT); 0 = none */
+} hs_sandbox_logs_opts;
+
+/* A sandbox's output log (bwrap; the file of Sandbox.log_path, by its
+ * fixed place in the runtime dir: no caller names a path). Any state but
+ * DESTROYED (HS_CONFLICT); a sandbox that is not RUNNING or PAUSED is read
+ * to its end even with follow. HS_UNIMPLEMENTED for firecracker, HS_LIMIT
+ * over log_streams_per_user. On HS_OK the stream runs: sink->end will be
+ * called exactly once; *out is the caller's reference
+ * (hs_sandbox_stream_unref, after which the sink may still be running). */
+int hs_sandbox_logs(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller, const char *id,
+		    const hs_sandbox_logs_opts *opts, const hs_sandbox_sink *sink,
+		    hs_sandbox_stream **out, hs_error *err);
+
+typedef struct hs_sandbox_exec_spec {
+	const char *const *command; /* argv: 1..256 of at most 4096 bytes, [0] not empty */
+	size_t command_len;
+	const hs_label *env;        /* CreateSandbox's env rule */
+	size_t env_len;
+	const char *working_dir;    /* relative to the workspace; NULL/"" = the workspace */
+	bool tty;                   /* not supported: must be false */
+	int64_t deadline_ms;        /* hs_clock_mono_ms() time to kill it (HS_TIMEOUT); 0 = none */
+} hs_sandbox_exec_spec;
+
+/* Runs a command in a RUNNING bwrap sandbox through its init process, with
+ * the entrypoint's identity and restrictions (sandbox_init.c). HS_CONFLICT
+ * when not RUNNING (PAUSED included), HS_NOT_FOUND for another user's,
+ * HS_INVALID naming a bad field or when command[0] cannot be executed,
+ * HS_NOT_FOUND / HS_CONFLICT for a missing / linked working_dir, HS_LIMIT
+ * over exec_per_sandbox or exec_per_user, HS_UNIMPLEMENTED for firecracker.
+ * On HS_OK the command runs; output goes to sink (STDOUT, STDERR, then
+ * EXIT), then end(). *out as for hs_sandbox_logs. */
+int hs_sandbox_exec(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller, const char *id,
+		    const hs_sandbox_exec_spec *spec, const hs_sandbox_sink *sink,
+		    hs_sandbox_stream **out, hs_error *err);
+
+/* Queues bytes for the command's stdin (at most HS_SANDBOX_STDIN_CHUNK per
+ * call), and/or closes it once they are written. *wait (required) is set
+ * when the buffer is full enough that the caller should offer nothing more
+ * until sink->stdin_ready. HS_INVALID for a chunk too large or data after
+ * close; HS_LIMIT when the caller ignored *wait and the buffer is full;
+ * HS_CANCELLED when the stream has ended (nothing to do). Any thread. */
+int hs_sandbox_exec_stdin(hs_sandbox_stream *s, const void *data, size_t len, bool close_stdin,
+			  bool *wait, hs_error *err);
+
+/* Ends a stream early: an exec's process group is killed; sink->end gets
+ * HS_CANCELLED unless it already ended. Any thread; no-op after the end. */
+void hs_sandbox_stream_cancel(hs_sandbox_stream *s);
+/* Drops the caller's reference. Every reference must be dropped before
+ * hs_sandbox_mgr_free. NULL is a no-op. */
+void hs_sandbox_stream_unref(hs_sandbox_stream *s);
 
 /* "CREATED", "RUNNING", ... */
 const char *hs_sandbox_state_name(int state);

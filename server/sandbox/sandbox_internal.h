@@ -18,8 +18,11 @@ typedef struct hs_sandbox__entry {
 	struct hs_sandbox__entry *next;
 } hs_sandbox__entry;
 
+typedef struct hs_sandbox__hub hs_sandbox__hub;
+
 struct hs_sandbox_mgr {
 	hs_sandbox_config cfg;
+	hs_sandbox__hub *hub;        /* log and exec streams (hub.c) */
 	char runtime_root[PATH_MAX]; /* cfg.runtime_root points here */
 	char rootfs_dir[PATH_MAX];   /* cfg.rootfs_dir points here */
 	/* Driver probes at open, by name: "" = usable, else why not. */
@@ -83,6 +86,9 @@ int hs_sandbox__snapshot_from_row(const hs_store_snapshot_row *row,
  * defaults applied. */
 int hs_sandbox__check_spec(const hs_sandbox_config *cfg, const hs_sandbox_spec *spec,
 			   unsigned *vcpu, unsigned *mem, hs_error *err);
+/* An argv (entrypoint, ExecSandbox's command): at most 256 elements of at
+ * most 4096 bytes, the first not empty; HS_INVALID naming field[i]. */
+int hs_sandbox__check_argv(const char *field, const char *const *argv, size_t n, hs_error *err);
 /* The environment rule: names [A-Za-z_][A-Za-z0-9_]*, loader and shell
  * start-up variables (LD_*, BASH_ENV, ENV, ...) refused by name. */
 int hs_sandbox__check_env(const hs_label *env, size_t n, hs_error *err);

@@ -4,8 +4,9 @@
  * destroy of a DESTROYED one answer the sandbox as it is). Validation,
  * defaults, filtering and paging live in the module. Every handler blocks
  * (process start, Firecracker API calls, snapshot files) and runs on the
- * RPC worker pool. */
+ * RPC worker pool. The two streams are in sandbox_stream_service.c. */
 #include "sandbox_service.h"
+#include "sandbox_service_internal.h"
 
 #include <limits.h>
 #include <stdio.h>
@@ -18,8 +19,7 @@
 typedef Harness__V1__Sandbox SandboxMsg;
 typedef Harness__V1__Snapshot SnapshotMsg;
 
-/* What is left of the caller's deadline for the module (0 = no deadline). */
-static hs_sandbox_caller caller_of(hs_rpc_call *call)
+hs_sandbox_caller hs_sandbox__caller_of(hs_rpc_call *call)
 {
 	const hs_rpc_principal *p = hs_rpc_call_principal(call);
 	int64_t left = hs_rpc_call_deadline_left_ms(call);
@@ -211,7 +211,7 @@ static int create_sandbox(hs_rpc_call *call, const ProtobufCMessage *req, Protob
 		return rc;
 	spec.labels_len = r->n_labels;
 	spec.env_len = r->n_env;
-	hs_sandbox_caller c = caller_of(call);
+	hs_sandbox_caller c = hs_sandbox__caller_of(call);
 	hs_sandbox_info info = { 0 };
 	rc = hs_sandbox_create(hs_rpc_call_payload(call), &c, &spec, &info, err);
 	return sandbox_reply(call, rc, &info, resp, err);
@@ -228,7 +228,7 @@ static int one(hs_rpc_call *call, const char *id, one_fn fn, int idem, ProtobufC
 	       hs_error *err)
 {
 	hs_sandbox_mgr *mgr = hs_rpc_call_payload(call);
-	hs_sandbox_caller c = caller_of(call);
+	hs_sandbox_caller c = hs_sandbox__caller_of(call);
 	hs_sandbox_info info = { 0 };
 	hs_error ferr = { 0 };
 	int rc = fn(mgr, &c, id, &info, &ferr);
@@ -277,7 +277,7 @@ static int destroy_sandbox(hs_rpc_call *call, const ProtobufCMessage *req,
 	const Harness__V1__DestroySandboxRequest *r = (const void *)req;
 	int rc;
 	hs_sandbox_mgr *mgr = hs_rpc_call_payload(call);
-	hs_sandbox_caller c = caller_of(call);
+	hs_sandbox_caller c = hs_sandbox__caller_of(call);
 	hs_sandbox_info info = { 0 };
 	hs_error ferr = { 0 };
 	/* 0 = the configured grace (the module's default). */
@@ -299,7 +299,7 @@ static int list_sandboxes(hs_rpc_call *call, const ProtobufCMessage *req,
 			  ProtobufCMessage **resp, hs_error *err)
 {
 	const Harness__V1__ListSandboxesRequest *r = (const void *)req;
-	hs_sandbox_caller c = caller_of(call);
+	hs_sandbox_caller c = hs_sandbox__caller_of(call);
 	hs_sandbox_filter f = { 0 };
 	int rc;
 	f.state = (int)r->state;
@@ -349,7 +349,7 @@ static int list_snapshots(hs_rpc_call *call, const ProtobufCMessage *req,
 {
 	const Harness__V1__ListSnapshotsRequest *r = (const void *)req;
 	int rc;
-	hs_sandbox_caller c = caller_of(call);
+	hs_sandbox_caller c = hs_sandbox__caller_of(call);
 	hs_sandbox_snapshot_info *snaps = NULL;
 	size_t n = 0;
 	rc = hs_sandbox_list_snapshots(hs_rpc_call_payload(call), &c, r->sandbox_id, &snaps, &n,
@@ -403,7 +403,7 @@ static int snapshot_sandbox(hs_rpc_call *call, const ProtobufCMessage *req,
 				    (int)r->snapshot_type);
 	}
 	hs_sandbox_mgr *mgr = hs_rpc_call_payload(call);
-	hs_sandbox_caller c = caller_of(call);
+	hs_sandbox_caller c = hs_sandbox__caller_of(call);
 	hs_sandbox_info info = { 0 };
 	if ((rc = hs_sandbox_get(mgr, &c, r->sandbox_id, &info, err)) != HS_OK)
 		return rc;
@@ -436,7 +436,7 @@ static int restore_sandbox(hs_rpc_call *call, const ProtobufCMessage *req,
 {
 	const Harness__V1__RestoreSandboxRequest *r = (const void *)req;
 	int rc;
-	hs_sandbox_caller c = caller_of(call);
+	hs_sandbox_caller c = hs_sandbox__caller_of(call);
 	hs_sandbox_info info = { 0 };
 	rc = hs_sandbox_restore(hs_rpc_call_payload(call), &c, r->sandbox_id, r->snapshot_id,
 				r->resume, &info, err);
@@ -456,6 +456,12 @@ int hs_sandbox_service_register(hs_rpc_server *srv, hs_sandbox_mgr *mgr, hs_erro
 		{ "RestoreSandbox", HS_RPC_UNARY, HS_RPC_LONG, restore_sandbox, NULL },
 		{ "DestroySandbox", HS_RPC_UNARY, HS_RPC_LONG, destroy_sandbox, NULL },
 		{ "ListSnapshots", HS_RPC_UNARY, HS_RPC_BLOCKING, list_snapshots, NULL },
+		/* Opening a stream blocks (files, the sandbox's init); the stream
+		 * then runs on the module's I/O thread. */
+		{ "GetSandboxLogs", HS_RPC_SERVER_STREAM, HS_RPC_BLOCKING, NULL,
+		  hs_sandbox__svc_get_logs },
+		{ "ExecSandbox", HS_RPC_BIDI_STREAM, HS_RPC_BLOCKING | HS_RPC_SELF_FINISH, NULL,
+		  hs_sandbox__svc_exec },
 	};
 	return hs_rpc_server_add_service(srv, &harness__v1__sandbox_service__descriptor, handlers,
 					 sizeof(handlers) / sizeof(handlers[0]), mgr, err);

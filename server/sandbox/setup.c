@@ -28,6 +28,9 @@ int hs_sandbox_service_open(hs_sandbox_mgr **out, const hs_config *c, hs_store *
 	sc.init_bin = c->sandbox_init_bin;
 	sc.cgroup_root = c->sandbox_cgroup_root;
 	sc.pids_max = (unsigned)c->sandbox_pids_max;
+	sc.log_streams_per_user = (unsigned)c->sandbox_log_streams_per_user;
+	sc.exec_per_sandbox = (unsigned)c->sandbox_exec_per_sandbox;
+	sc.exec_per_user = (unsigned)c->sandbox_exec_per_user;
 	sc.bwrap_bin = c->bwrap_bin;
 	sc.firecracker_bin = c->firecracker_bin;
 	sc.jailer_bin = c->jailer_bin;

@@ -34,6 +34,20 @@ static const char *const env_denied[] = {
 };
 static const char *const env_denied_prefix[] = { "LD_", "BASH_FUNC_", "MALLOC_" };
 
+int hs_sandbox__check_argv(const char *field, const char *const *argv, size_t n, hs_error *err)
+{
+	if (n > MAX_ENTRYPOINT)
+		return hs_error_set(err, HS_INVALID, "%s: at most %d elements", field,
+				    MAX_ENTRYPOINT);
+	for (size_t i = 0; i < n; i++) {
+		const char *a = argv[i] ? argv[i] : "";
+		if (strlen(a) > MAX_ARG_BYTES || (i == 0 && a[0] == '\0'))
+			return hs_error_set(err, HS_INVALID, "%s[%zu]: empty or longer than %d bytes",
+					    field, i, MAX_ARG_BYTES);
+	}
+	return HS_OK;
+}
+
 int hs_sandbox__check_env(const hs_label *env, size_t n, hs_error *err)
 {
 	if (n > MAX_ENV)
@@ -143,16 +157,9 @@ int hs_sandbox__check_spec(const hs_sandbox_config *cfg, const hs_sandbox_spec *
 	if ((rc = check_abs_path("kernel_image_path", spec->kernel_image_path, err)) != HS_OK ||
 	    (rc = check_abs_path("rootfs_path", spec->rootfs_path, err)) != HS_OK)
 		return rc;
-	if (spec->entrypoint_len > MAX_ENTRYPOINT)
-		return hs_error_set(err, HS_INVALID, "entrypoint: at most %d elements",
-				    MAX_ENTRYPOINT);
-	for (size_t i = 0; i < spec->entrypoint_len; i++) {
-		const char *a = spec->entrypoint[i] ? spec->entrypoint[i] : "";
-		if (strlen(a) > MAX_ARG_BYTES || (i == 0 && a[0] == '\0'))
-			return hs_error_set(err, HS_INVALID,
-					    "entrypoint[%zu]: empty or longer than %d bytes", i,
-					    MAX_ARG_BYTES);
-	}
+	if ((rc = hs_sandbox__check_argv("entrypoint", spec->entrypoint, spec->entrypoint_len,
+					 err)) != HS_OK)
+		return rc;
 	if (spec->ttl_seconds < 0 || spec->ttl_seconds > MAX_TTL_S)
 		return hs_error_set(err, HS_INVALID, "ttl_seconds: must be 0..%d", MAX_TTL_S);
 	if (cfg->max_ttl_seconds > 0 && spec->ttl_seconds > cfg->max_ttl_seconds)

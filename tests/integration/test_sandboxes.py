@@ -672,6 +672,26 @@ class FirecrackerEmulatorTest(unittest.TestCase):
         finally:
             srv.close()
 
+    def test_logs_and_exec_are_unimplemented_without_a_guest_agent(self):
+        c = self.srv.admin
+        c.CreateSandbox(sandbox_id="vm-x")
+        c.StartSandbox(sandbox_id="vm-x")
+        md = c.md
+        logs = hstest.stub(self.srv.hd.channel, "/harness.v1.SandboxService/GetSandboxLogs",
+                           S.GetSandboxLogsRequest, S.GetSandboxLogsResponse, "unary_stream")
+        exe = hstest.stub(self.srv.hd.channel, "/harness.v1.SandboxService/ExecSandbox",
+                          S.ExecSandboxRequest, S.ExecSandboxResponse, "stream_stream")
+        calls = (lambda: list(logs(S.GetSandboxLogsRequest(sandbox_id="vm-x"), metadata=md,
+                                   timeout=30)),
+                 lambda: list(exe(iter([S.ExecSandboxRequest(start=S.ExecStart(
+                     sandbox_id="vm-x", command=["true"]))]), metadata=md, timeout=30)))
+        for call in calls:
+            with self.assertRaises(grpc.RpcError) as cm:
+                call()
+            self.assertEqual(cm.exception.code(), grpc.StatusCode.UNIMPLEMENTED)
+            self.assertIn("guest agent", cm.exception.details())
+        self.assertEqual(c.GetSandbox(sandbox_id="vm-x").state, S.SANDBOX_STATE_RUNNING)
+
     def test_vmm_dying_is_unavailable_and_failed(self):
         srv = self.server(FC_EMU_DIE_ON="PATCH /vm")
         try:

@@ -551,13 +551,14 @@ static void test_sandbox_mgr__bwrap_view_is_an_allowlist(void **state)
 		assert_true(clearenv && remount && userns_off && seccomp && netns && ws && greet);
 		hs_sandbox__argv_free(o);
 	}
-	/* the command: bwrap --args 3 -- init 5 <entrypoint> */
+	/* the command: bwrap --args 3 -- init 5 9 <entrypoint> */
 	char **a = NULL;
 	assert_int_equal(hs_sandbox__bwrap_argv(&cfg, &rec, &a, NULL), HS_OK);
 	assert_string_equal(a[1], "--args");
 	assert_string_equal(a[3], "--");
 	assert_string_equal(a[4], "/run/harness/init");
 	assert_string_equal(a[5], "5");
+	assert_string_equal(a[6], "9");
 	for (size_t i = 0; a[i] != NULL; i++)
 		assert_false(sbt_contains(a[i], "hi there"));
 	hs_sandbox__argv_free(a);
