@@ -94,6 +94,11 @@ hs_client *hs_ctl_client(hs_ctl *c)
 	hs_error err = { 0 };
 	o.default_deadline_ms = c->timeout_set ? (int64_t)(c->timeout_s * 1000) : 15000;
 	o.user_agent = "harnessctl/" HS_VERSION;
+	o.tls = c->tls;
+	o.tls_ca_file = c->tls_ca;
+	o.tls_cert_file = c->tls_cert;
+	o.tls_key_file = c->tls_key;
+	o.tls_server_name = c->tls_server_name;
 	if (hs_client_new(&c->client, c->server, &o, &err) != HS_OK) {
 		fprintf(stderr, "%s: cannot use server %s: %s\n", c->prog, c->server, err.msg);
 		c->client = NULL;
