@@ -109,6 +109,8 @@ static int start_auth(app *a, hs_error *err)
 						 : c->login_backoff_ms);
 	ac.hash_concurrency = (unsigned)c->password_hash_concurrency;
 	ac.hash_wait_ms = c->password_hash_wait_ms > 0 ? (int)c->password_hash_wait_ms : -1;
+	ac.jwt_jwks_url = c->jwt_jwks_url[0] ? c->jwt_jwks_url : NULL;
+	ac.client_identities = c->tls_client_identities;
 	return hs_auth_new(&a->auth, &ac, err);
 }
 
