@@ -14,6 +14,7 @@
 #include "jwks.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,7 +34,8 @@
 #define UNKNOWN_MEMO 64
 
 /* A kid a call asked for that the set did not have: the fetch that will
- * answer for it is the one that makes generation reach want. */
+ * answer for it is the successful one that makes loaded reach want (a
+ * failed fetch answers nothing: the kid stays pending, UNAVAILABLE). */
 typedef struct unknown_kid {
 	char kid[HS_JWKS_KID_MAX + 1];
 	uint64_t want;
@@ -54,8 +56,10 @@ struct hs_jwks {
 	pthread_mutex_t mu; /* everything below */
 	pthread_cond_t cv;  /* CLOCK_MONOTONIC */
 	bool requested, fetching, stopping, thread_started;
+	atomic_bool abort_fetch; /* set by hs_jwks_free: a fetch in progress ends now */
 	int64_t last_start_ms; /* monotonic; 0 = never */
 	uint64_t generation;   /* fetches finished */
+	uint64_t loaded;       /* fetches that installed a set: what an unknown kid waits for */
 	uint64_t fetches;
 	unknown_kid unknown[UNKNOWN_MEMO]; /* least recently asked first out */
 	size_t n_unknown;
@@ -185,6 +189,12 @@ static size_t on_write(char *data, size_t size, size_t nmemb, void *userp)
 	return n;
 }
 
+static int on_progress(void *p, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl_off_t un)
+{
+	(void)dt, (void)dn, (void)ut, (void)un;
+	return atomic_load(&((hs_jwks *)p)->abort_fetch) ? 1 : 0;
+}
+
 static int fetch(hs_jwks *j, hs_error *err)
 {
 	body b = { 0 };
@@ -207,6 +217,9 @@ static int fetch(hs_jwks *j, hs_error *err)
 	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_write);
 	curl_easy_setopt(h, CURLOPT_WRITEDATA, &b);
 	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, ebuf);
+	curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+	curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
+	curl_easy_setopt(h, CURLOPT_XFERINFODATA, j);
 	CURLcode cc = curl_easy_perform(h);
 	if (b.overflow) {
 		rc = hs_error_set(err, HS_UNAVAILABLE, "jwks: response larger than %d bytes",
@@ -261,12 +274,15 @@ static void *fetcher_main(void *arg)
 		j->fetches++;
 		pthread_mutex_unlock(&j->mu);
 		hs_error e = { 0 };
-		if (fetch(j, &e) != HS_OK)
+		bool ok = fetch(j, &e) == HS_OK;
+		if (!ok)
 			hs_log(HS_LOG_WARN, "auth", "jwks fetch failed: keeping the previous keys",
 			       HS_LS("error", e.msg));
 		pthread_mutex_lock(&j->mu);
 		j->fetching = false;
 		j->generation++;
+		if (ok)
+			j->loaded++;
 		pthread_cond_broadcast(&j->cv);
 	}
 	pthread_mutex_unlock(&j->mu);
@@ -278,6 +294,7 @@ void hs_jwks_free(hs_jwks *j)
 	if (j == NULL)
 		return;
 	if (j->thread_started) {
+		atomic_store(&j->abort_fetch, true);
 		pthread_mutex_lock(&j->mu);
 		j->stopping = true;
 		pthread_cond_broadcast(&j->cv);
@@ -386,17 +403,21 @@ int hs_jwks_verify(hs_jwks *j, const char *token, const hs_jwt_verify_opts *opts
 		return hs_error_set(err, HS_UNAUTH, "token: unknown signing key");
 	/* A kid is looked for once: the first call with it asks for a fetch
 	 * (the fetcher runs at most one per min_interval_ms) and is told to
-	 * retry; once a fetch that started after that has finished without
-	 * it, the kid is unknown for good (until the periodic refresh). */
+	 * retry; once a set fetched after that has been installed without it,
+	 * the kid is unknown for good (until the periodic refresh). */
 	pthread_mutex_lock(&j->mu);
 	int64_t now = hs_clock_mono_ms();
 	unknown_kid *u = NULL;
 	for (size_t i = 0; i < j->n_unknown; i++)
 		if (strcmp(j->unknown[i].kid, kid) == 0 && now - j->unknown[i].at_ms < j->refresh_ms)
 			u = &j->unknown[i];
-	if (u != NULL && j->generation >= u->want) {
+	if (u != NULL && j->loaded >= u->want) {
 		rc = hs_error_set(err, HS_UNAUTH, "token: unknown signing key");
 	} else {
+		if (u != NULL && !j->fetching && !j->requested) { /* the fetch failed: again */
+			j->requested = true;
+			pthread_cond_broadcast(&j->cv);
+		}
 		if (u == NULL) {
 			if (j->n_unknown == UNKNOWN_MEMO) {
 				memmove(&j->unknown[0], &j->unknown[1],
@@ -405,7 +426,7 @@ int hs_jwks_verify(hs_jwks *j, const char *token, const hs_jwt_verify_opts *opts
 			}
 			u = &j->unknown[j->n_unknown++];
 			snprintf(u->kid, sizeof(u->kid), "%s", kid);
-			u->want = j->generation + (j->fetching ? 2 : 1);
+			u->want = j->loaded + (j->fetching ? 2 : 1);
 			u->at_ms = now;
 			j->requested = true;
 			pthread_cond_broadcast(&j->cv);
