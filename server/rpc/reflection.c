@@ -107,7 +107,9 @@ static int index_message(hs_reflection *r, const char *prefix,
 	if (rc != HS_OK || depth > 32)
 		return rc;
 	char inner[512];
-	snprintf(inner, sizeof(inner), "%s%s%s", prefix, prefix[0] ? "." : "", m->name);
+	int n = snprintf(inner, sizeof(inner), "%s%s%s", prefix, prefix[0] ? "." : "", m->name);
+	if (n < 0 || (size_t)n >= sizeof(inner))
+		return HS_INVALID; /* our own descriptors never nest this deep */
 	for (size_t i = 0; i < m->n_field && rc == HS_OK; i++)
 		rc = add_symbol(r, inner, m->field[i]->name, file);
 	for (size_t i = 0; i < m->n_oneof_decl && rc == HS_OK; i++)
