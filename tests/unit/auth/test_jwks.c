@@ -197,10 +197,19 @@ static void test_jwks__jwk_members(void **s)
 
 /* Against the double: the first set at start, a rotation found through an
  * unknown kid, made-up kids that cost at most one fetch per interval. */
+/* Stopped by the group teardown too, so a failing test leaves no process. */
+static test_double d;
+
+static int stop_double(void **s)
+{
+	(void)s;
+	test_double_stop(&d);
+	return 0;
+}
+
 static void test_jwks__fetch_and_rotate(void **s)
 {
 	(void)s;
-	test_double d;
 	assert_int_equal(test_double_start_alg(&d, API_KEY, "unused-secret-0123456789abcdef0123",
 					       "ES256"), 0);
 	char url[128];
@@ -301,5 +310,5 @@ int main(void)
 		cmocka_unit_test(test_jwks__fetch_and_rotate),
 		cmocka_unit_test(test_jwks__bad_config),
 	};
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	return cmocka_run_group_tests(tests, NULL, stop_double);
 }
