@@ -204,6 +204,43 @@ static char *read_file(const char *path)
 	return buf;
 }
 
+static bool given(const char *s) { return s != NULL && s[0] != '\0'; }
+
+/* Plaintext, or TLS with the configured roots and client certificate. */
+static int tls_credentials(const hs_client_opts *o, grpc_channel_credentials **out, hs_error *err)
+{
+	bool tls = o->tls || given(o->tls_ca_file) || given(o->tls_cert_file) ||
+		   given(o->tls_key_file);
+	if (!tls) {
+		*out = grpc_insecure_credentials_create();
+		return HS_OK;
+	}
+	if (given(o->tls_cert_file) != given(o->tls_key_file))
+		return hs_error_set(err, HS_INVALID, "tls: a client certificate needs its key (and "
+				    "the key its certificate)");
+	char *ca = NULL, *cert = NULL, *key = NULL;
+	int rc = HS_OK;
+	if (given(o->tls_ca_file) && (ca = read_file(o->tls_ca_file)) == NULL)
+		rc = hs_error_set(err, HS_INVALID, "tls ca file %s: cannot read", o->tls_ca_file);
+	else if (given(o->tls_cert_file) && (cert = read_file(o->tls_cert_file)) == NULL)
+		rc = hs_error_set(err, HS_INVALID, "tls cert file %s: cannot read", o->tls_cert_file);
+	else if (given(o->tls_key_file) && (key = read_file(o->tls_key_file)) == NULL)
+		rc = hs_error_set(err, HS_INVALID, "tls key file %s: cannot read", o->tls_key_file);
+	if (rc == HS_OK) {
+		grpc_ssl_pem_key_cert_pair pair = { key, cert };
+		*out = grpc_ssl_credentials_create(ca, cert != NULL ? &pair : NULL, NULL, NULL);
+		if (*out == NULL)
+			rc = hs_error_set(err, HS_INVALID, "tls: cannot create credentials");
+	}
+	free(ca);
+	free(cert);
+	if (key != NULL) {
+		explicit_bzero(key, strlen(key));
+		free(key);
+	}
+	return rc;
+}
+
 int hs_client_new(hs_client **out, const char *target, const hs_client_opts *opts, hs_error *err)
 {
 	hs_client_opts o = HS_CLIENT_OPTS_INIT;
@@ -217,20 +254,14 @@ int hs_client_new(hs_client **out, const char *target, const hs_client_opts *opt
 	c->default_deadline_ms = o.default_deadline_ms;
 
 	grpc_init();
-	grpc_channel_credentials *creds;
-	if (o.tls_ca_file != NULL) {
-		char *pem = read_file(o.tls_ca_file);
-		if (pem == NULL) {
-			free(c);
-			grpc_shutdown();
-			return hs_error_set(err, HS_INVALID, "tls ca file %s: cannot read", o.tls_ca_file);
-		}
-		creds = grpc_ssl_credentials_create(pem, NULL, NULL, NULL);
-		free(pem);
-	} else {
-		creds = grpc_insecure_credentials_create();
+	grpc_channel_credentials *creds = NULL;
+	int rc = tls_credentials(&o, &creds, err);
+	if (rc != HS_OK) {
+		free(c);
+		grpc_shutdown();
+		return rc;
 	}
-	grpc_arg args[2];
+	grpc_arg args[3];
 	size_t nargs = 0;
 	args[nargs].type = GRPC_ARG_INTEGER;
 	args[nargs].key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
@@ -239,6 +270,11 @@ int hs_client_new(hs_client **out, const char *target, const hs_client_opts *opt
 		args[nargs].type = GRPC_ARG_STRING;
 		args[nargs].key = (char *)GRPC_ARG_PRIMARY_USER_AGENT_STRING;
 		args[nargs++].value.string = (char *)o.user_agent;
+	}
+	if (o.tls_server_name != NULL && o.tls_server_name[0] != '\0') {
+		args[nargs].type = GRPC_ARG_STRING;
+		args[nargs].key = (char *)GRPC_SSL_TARGET_NAME_OVERRIDE_ARG;
+		args[nargs++].value.string = (char *)o.tls_server_name;
 	}
 	grpc_channel_args cargs = { nargs, args };
 	c->channel = grpc_channel_create(target, creds, &cargs);

@@ -24,10 +24,17 @@ typedef struct hs_client_opts {
 	int64_t default_deadline_ms; /* used when a call passes 0; <0 = none */
 	int max_recv_bytes;          /* largest response message; 0 = 4 MiB */
 	const char *user_agent;      /* prepended to gRPC's user agent; NULL ok */
-	const char *tls_ca_file;     /* PEM roots: use TLS; NULL = plaintext */
+	/* TLS is used when tls is set or any of the files is given; else
+	 * plaintext. */
+	const char *tls_ca_file;     /* PEM roots the server must chain to; NULL = system roots */
+	int tls;                     /* TLS with the roots above */
+	const char *tls_cert_file;   /* client certificate chain (mTLS), with tls_key_file */
+	const char *tls_key_file;
+	const char *tls_server_name; /* name checked in the server's certificate instead of
+				      * the target's host (and sent as SNI); NULL = the host */
 } hs_client_opts;
 
-#define HS_CLIENT_OPTS_INIT { 5000, 0, NULL, NULL }
+#define HS_CLIENT_OPTS_INIT { 5000, 0, NULL, NULL, 0, NULL, NULL, NULL }
 
 /* One request metadata entry. Keys are lower-case gRPC keys; values must be
  * printable ASCII (anything else is HS_INVALID before the call starts). */

@@ -28,6 +28,15 @@ static const opt OPTS[] = {
 	  "HTTP address host:port (port 0 = any free port, logged as {\"msg\":\"listening\"})" },
 	{ "grpc-target", "HARNESS_GATEWAY_GRPC_TARGET", NULL, T_STR, "127.0.0.1:50051", 0, 0,
 	  S(grpc_target), "harnessd gRPC address" },
+	{ "grpc-tls-ca", "HARNESS_GATEWAY_GRPC_TLS_CA", NULL, T_STR, "", 0, 0, S(grpc_tls_ca),
+	  "dial harnessd over TLS: PEM roots its certificate must chain to" },
+	{ "grpc-tls-cert", "HARNESS_GATEWAY_GRPC_TLS_CERT", NULL, T_STR, "", 0, 0, S(grpc_tls_cert),
+	  "client certificate presented to harnessd (mutual TLS), with --grpc-tls-key" },
+	{ "grpc-tls-key", "HARNESS_GATEWAY_GRPC_TLS_KEY", NULL, T_STR, "", 0, 0, S(grpc_tls_key),
+	  "private key of --grpc-tls-cert" },
+	{ "grpc-tls-server-name", "HARNESS_GATEWAY_GRPC_TLS_SERVER_NAME", NULL, T_STR, "", 0, 0,
+	  S(grpc_tls_server_name),
+	  "name expected in harnessd's certificate (default: the host of --grpc-target)" },
 	{ "request-timeout-ms", "HARNESS_GATEWAY_REQUEST_TIMEOUT_MS", NULL, T_INT, "5500", 100,
 	  600000, S(request_timeout_ms), "deadline of each gRPC call (upstream 5 s + margin)" },
 	{ "body-limit", "HARNESS_GATEWAY_BODY_LIMIT", NULL, T_INT, "16384", 256, 1048576,
@@ -142,6 +151,11 @@ static int derive(hs_gw_config *c, hs_error *err)
 		return rc;
 	if (c->grpc_target[0] == '\0')
 		return hs_error_set(err, HS_INVALID, "--grpc-target: empty");
+	if ((c->grpc_tls_cert[0] != '\0') != (c->grpc_tls_key[0] != '\0'))
+		return hs_error_set(err, HS_INVALID, "--grpc-tls-cert and --grpc-tls-key go together");
+	if (c->grpc_tls_server_name[0] != '\0' && c->grpc_tls_ca[0] == '\0' &&
+	    c->grpc_tls_cert[0] == '\0')
+		return hs_error_set(err, HS_INVALID, "--grpc-tls-server-name: needs --grpc-tls-ca");
 	rc = hs_gw_origins_parse(&c->origins, c->allowed_origins, err);
 	if (rc != HS_OK)
 		return rc;

@@ -13,6 +13,11 @@
 typedef struct hs_gw_config {
 	char listen[128];         /* civetweb listening_ports form: "127.0.0.1:8080" */
 	char grpc_target[256];
+	/* TLS to harnessd (any file set = TLS) */
+	char grpc_tls_ca[1024];
+	char grpc_tls_cert[1024];
+	char grpc_tls_key[1024];
+	char grpc_tls_server_name[256];
 	long request_timeout_ms;  /* per-request gRPC deadline */
 	long body_limit;          /* bytes */
 	long threads;             /* civetweb worker threads */

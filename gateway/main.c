@@ -38,6 +38,10 @@ int main(int argc, char **argv)
 	hs_client_opts copts = HS_CLIENT_OPTS_INIT;
 	copts.default_deadline_ms = cfg.request_timeout_ms;
 	copts.user_agent = "harness-gateway/" HS_VERSION;
+	copts.tls_ca_file = cfg.grpc_tls_ca[0] ? cfg.grpc_tls_ca : NULL;
+	copts.tls_cert_file = cfg.grpc_tls_cert[0] ? cfg.grpc_tls_cert : NULL;
+	copts.tls_key_file = cfg.grpc_tls_key[0] ? cfg.grpc_tls_key : NULL;
+	copts.tls_server_name = cfg.grpc_tls_server_name[0] ? cfg.grpc_tls_server_name : NULL;
 	hs_client *client = NULL;
 	rc = hs_client_new(&client, cfg.grpc_target, &copts, &err);
 	if (rc != HS_OK) {
@@ -56,7 +60,9 @@ int main(int argc, char **argv)
 		hs_log(HS_LOG_WARN, "gateway", "no --gateway-secret-file: harnessd will not believe the "
 		       "client addresses sent to it and throttles logins by this gateway's address");
 	hs_log(HS_LOG_INFO, "gateway", "listening", HS_LI("port", port), HS_LS("listen", cfg.listen),
-	       HS_LS("grpc_target", cfg.grpc_target), HS_LB("production", cfg.production),
+	       HS_LS("grpc_target", cfg.grpc_target), HS_LB("grpc_tls", copts.tls_ca_file != NULL ||
+							    copts.tls_cert_file != NULL),
+	       HS_LB("production", cfg.production),
 	       HS_LB("csrf_strict", cfg.csrf_strict));
 
 	int sig = 0;

@@ -9,7 +9,7 @@ PKGS=(
   libgrpc-dev protobuf-c-compiler libprotobuf-c-dev libprotobuf-dev protobuf-compiler grpc-proto
   libgit2-dev libcurl4-openssl-dev libcivetweb-dev libsqlite3-dev libjansson-dev
   libsodium-dev libssl-dev libcmocka-dev libseccomp-dev
-  python3 python3-grpcio python3-protobuf python3-yaml
+  python3 python3-grpcio python3-protobuf python3-yaml python3-cryptography
   bubblewrap curl nghttp2-client clang libclang-rt-14-dev
 )
 # Extra packages only the benchmarks need (installed with --bench).

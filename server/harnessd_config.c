@@ -164,6 +164,22 @@ static const opt opts[] = {
 	  "quota: files one checkpoint may scan (users; admins exempt; 0 = unlimited)" },
 	{ "webhook-url", "HARNESS_WEBHOOK_URL", S(webhook_url), "", 0, 0, NULL, false,
 	  "task events are POSTed here as JSON (empty: none)" },
+	{ "tls-cert", "HARNESS_TLS_CERT", S(tls_cert), "", 0, 0, NULL, false,
+	  "PEM certificate chain: serve gRPC over TLS (with --tls-key); re-read when the file changes" },
+	{ "tls-key", "HARNESS_TLS_KEY", S(tls_key), "", 0, 0, NULL, false,
+	  "PEM private key of --tls-cert (unencrypted; keep it 0600)" },
+	{ "tls-client-ca", "HARNESS_TLS_CLIENT_CA", S(tls_client_ca), "", 0, 0, NULL, false,
+	  "PEM CA bundle client certificates must chain to (mutual TLS; empty: no client certificates)" },
+	{ "tls-client-auth", "HARNESS_TLS_CLIENT_AUTH", S(tls_client_auth), "require", 0, 0,
+	  "request|require", false,
+	  "with --tls-client-ca: require a client certificate, or only verify one when presented" },
+	{ "tls-client-identities", "HARNESS_TLS_CLIENT_IDENTITIES", S(tls_client_identities), "", 0,
+	  0, NULL, false,
+	  "client certificate names that act as an API key: cn:NAME=KEY_ID,san:NAME=KEY_ID,... (needs --tls-client-ca)" },
+	{ "health-listen", "HARNESS_HEALTH_LISTEN", S(health_listen), "", 0, 0, NULL, false,
+	  "plaintext host:port serving only grpc.health.v1 (for kubelet gRPC probes, which cannot speak TLS; empty: off)" },
+	{ "jwt-jwks-url", "HARNESS_JWT_JWKS_URL", S(jwt_jwks_url), "", 0, 0, NULL, false,
+	  "upstream backend: verify RS256/ES256 access tokens with the user service's JWKS (fetched, cached, refreshed on an unknown kid)" },
 	{ "metrics-listen", "HARNESS_METRICS_LISTEN", S(metrics_listen), "127.0.0.1:9090", 0, 0,
 	  NULL, false, "Prometheus /metrics over HTTP on host:port (empty: off; port 0 picks one)" },
 };
@@ -215,6 +231,12 @@ static int set_opt(hs_config *cfg, const opt *o, const char *value, const char *
 		return hs_error_set(err, HS_INVALID, "%s (%s): %lld is outside [%lld, %lld]", o->name,
 				    source, v, (long long)o->min, (long long)o->max);
 	memcpy(field, &(int64_t){ v }, sizeof(int64_t));
+	if ((cfg->tls_cert[0] != '\0') != (cfg->tls_key[0] != '\0'))
+		return hs_error_set(err, HS_INVALID, "tls-cert and tls-key: give both (or neither)");
+	if (cfg->tls_client_ca[0] != '\0' && cfg->tls_cert[0] == '\0')
+		return hs_error_set(err, HS_INVALID, "tls-client-ca: needs --tls-cert and --tls-key");
+	if (cfg->tls_client_identities[0] != '\0' && cfg->tls_client_ca[0] == '\0')
+		return hs_error_set(err, HS_INVALID, "tls-client-identities: needs --tls-client-ca");
 	return HS_OK;
 }
 
@@ -361,9 +383,16 @@ int hs_config_load(hs_config *cfg, int argc, char **argv, hs_error *err)
 		if (cfg->user_service_url[0] == '\0')
 			return hs_error_set(err, HS_INVALID,
 					    "auth-backend upstream needs --user-service-url (USER_SERVICE_URL)");
-		if (cfg->jwt_secret[0] == '\0' && cfg->jwt_public_key[0] == '\0')
+		if (cfg->jwt_secret[0] == '\0' && cfg->jwt_public_key[0] == '\0' &&
+		    cfg->jwt_jwks_url[0] == '\0')
 			return hs_error_set(err, HS_INVALID,
-					    "auth-backend upstream needs --jwt-secret or --jwt-public-key to verify the user service's tokens");
+					    "auth-backend upstream needs --jwt-secret, --jwt-public-key or --jwt-jwks-url to verify the user service's tokens");
 	}
+	if ((cfg->tls_cert[0] != '\0') != (cfg->tls_key[0] != '\0'))
+		return hs_error_set(err, HS_INVALID, "tls-cert and tls-key: give both (or neither)");
+	if (cfg->tls_client_ca[0] != '\0' && cfg->tls_cert[0] == '\0')
+		return hs_error_set(err, HS_INVALID, "tls-client-ca: needs --tls-cert and --tls-key");
+	if (cfg->tls_client_identities[0] != '\0' && cfg->tls_client_ca[0] == '\0')
+		return hs_error_set(err, HS_INVALID, "tls-client-identities: needs --tls-client-ca");
 	return HS_OK;
 }

@@ -83,6 +83,14 @@ typedef struct hs_config {
 	int64_t checkpoint_max_workspace_files;
 	/* tasks */
 	char webhook_url[HS_CFG_STR];
+	/* TLS (server/rpc/tls.c) and service identities (server/auth) */
+	char tls_cert[HS_CFG_STR];
+	char tls_key[HS_CFG_STR];
+	char tls_client_ca[HS_CFG_STR];
+	char tls_client_auth[16];
+	char tls_client_identities[4096];
+	char health_listen[HS_CFG_STR];
+	char jwt_jwks_url[HS_CFG_STR];
 	/* observability */
 	char metrics_listen[HS_CFG_STR];
 	bool show_help, show_version;

@@ -58,6 +58,7 @@ typedef struct app {
 	hs_metrics *metrics;     /* every module's collector; scraped at --metrics-listen */
 	hs_metrics_http *metrics_http;
 	hs_rpc_server *srv;
+	hs_rpc_server *health_srv; /* --health-listen: plaintext, grpc.health.v1 only */
 	hs_grpc_health *health;
 	hs_reflection *reflection;
 	hs_auth *auth;
@@ -108,6 +109,8 @@ static int start_auth(app *a, hs_error *err)
 						 : c->login_backoff_ms);
 	ac.hash_concurrency = (unsigned)c->password_hash_concurrency;
 	ac.hash_wait_ms = c->password_hash_wait_ms > 0 ? (int)c->password_hash_wait_ms : -1;
+	ac.jwt_jwks_url = c->jwt_jwks_url[0] ? c->jwt_jwks_url : NULL;
+	ac.client_identities = c->tls_client_identities;
 	return hs_auth_new(&a->auth, &ac, err);
 }
 
@@ -174,6 +177,28 @@ static void *readiness_main(void *arg)
 	return NULL;
 }
 
+/* --health-listen: grpc.health.v1 alone, in plaintext, for probes that
+ * cannot speak TLS (kubelet's gRPC probes). Nothing else is served there. */
+static int start_health_listener(app *a, hs_error *err)
+{
+	int rc;
+	if (a->cfg.health_listen[0] == '\0')
+		return HS_OK;
+	hs_rpc_config hc = HS_RPC_CONFIG_INIT;
+	hc.listen = a->cfg.health_listen;
+	hc.cq_threads = 1;
+	hc.workers = hc.long_workers = hc.liveness_workers = 1;
+	hc.worker_queue = 64;
+	hc.max_message_bytes = 64 * 1024;
+	if ((rc = hs_rpc_server_new(&a->health_srv, &hc, err)) != HS_OK ||
+	    (rc = hs_grpc_health_register(a->health, a->health_srv, err)) != HS_OK ||
+	    (rc = hs_rpc_server_start(a->health_srv, err)) != HS_OK)
+		return rc;
+	hs_log(HS_LOG_INFO, "main", "health listener", HS_LS("listen", a->cfg.health_listen),
+	       HS_LI("port", hs_rpc_server_port(a->health_srv)));
+	return HS_OK;
+}
+
 static int start(app *a, hs_error *err)
 {
 	int rc;
@@ -201,6 +226,12 @@ static int start(app *a, hs_error *err)
 	rc_cfg.user_concurrency = (unsigned)a->cfg.user_concurrency;
 	rc_cfg.user_max_calls = (unsigned)a->cfg.user_max_calls;
 	rc_cfg.max_depth = (unsigned)a->cfg.max_message_depth;
+	rc_cfg.tls_cert_file = a->cfg.tls_cert[0] ? a->cfg.tls_cert : NULL;
+	rc_cfg.tls_key_file = a->cfg.tls_key[0] ? a->cfg.tls_key : NULL;
+	rc_cfg.tls_client_ca_file = a->cfg.tls_client_ca[0] ? a->cfg.tls_client_ca : NULL;
+	rc_cfg.tls_client_auth = strcmp(a->cfg.tls_client_auth, "request") == 0
+					 ? HS_RPC_TLS_CLIENT_REQUEST
+					 : HS_RPC_TLS_CLIENT_REQUIRE;
 	if ((rc = hs_rpc_server_new(&a->srv, &rc_cfg, err)) != HS_OK)
 		return rc;
 	if ((rc = hs_grpc_health_new(&a->health, err)) != HS_OK ||
@@ -249,7 +280,8 @@ static int start(app *a, hs_error *err)
 	if ((rc = hs_tasks_new(&a->tasks, &tc, err)) != HS_OK ||
 	    (rc = hs_tasks_service_register(a->srv, a->tasks, err)) != HS_OK)
 		return rc;
-	if ((rc = hs_rpc_server_start(a->srv, err)) != HS_OK)
+	if ((rc = hs_rpc_server_start(a->srv, err)) != HS_OK ||
+	    (rc = start_health_listener(a, err)) != HS_OK)
 		return rc;
 	if (a->cfg.metrics_listen[0] != '\0') {
 		if ((rc = hs_metrics_http_start(&a->metrics_http, a->cfg.metrics_listen, a->metrics,
@@ -287,6 +319,7 @@ static void stop(app *a)
 	if (a->srv != NULL)
 		hs_rpc_server_shutdown(a->srv, a->cfg.shutdown_grace_ms);
 	hs_rpc_server_free(a->srv);
+	hs_rpc_server_free(a->health_srv);
 	/* service modules go after the server, which may still call them */
 	hs_tasks_free(a->tasks);
 	hs_ckpt_mgr_free(a->ckpt);
@@ -340,6 +373,7 @@ int main(int argc, char **argv)
 	}
 	hs_log(HS_LOG_INFO, "main", "serving", HS_LS("version", HS_VERSION),
 	       HS_LS("listen", a.cfg.listen), HS_LI("port", hs_rpc_server_port(a.srv)),
+	       HS_LB("tls", a.cfg.tls_cert[0] != '\0'),
 	       HS_LS("data_dir", a.cfg.data_dir), HS_LS("auth_backend", a.cfg.auth_backend));
 
 	int sig = 0;

@@ -61,12 +61,28 @@ int hs_ctl_global_flag(hs_ctl *c, int argc, char **argv, int *i)
 	const char *a = argv[*i], *v = NULL;
 	const char *eq = strchr(a, '=');
 	size_t n = eq ? (size_t)(eq - a) : strlen(a);
-	enum { NONE, OUT, SERVER, TOKEN, TIMEOUT } which = NONE;
+	enum { NONE, OUT, SERVER, TOKEN, TIMEOUT, TLS_CA, TLS_CERT, TLS_KEY, TLS_NAME } which = NONE;
+	static const struct {
+		const char *flag;
+		int which;
+	} tls_flags[] = { { "--tls-ca", TLS_CA },
+			  { "--tls-cert", TLS_CERT },
+			  { "--tls-key", TLS_KEY },
+			  { "--tls-server-name", TLS_NAME } };
+	if (strcmp(a, "--tls") == 0) {
+		c->tls = true;
+		return 1;
+	}
+	for (size_t k = 0; k < sizeof(tls_flags) / sizeof(tls_flags[0]); k++)
+		if (n == strlen(tls_flags[k].flag) && strncmp(a, tls_flags[k].flag, n) == 0)
+			which = tls_flags[k].which;
 	if (strncmp(a, "-o", 2) == 0 && a[2] != '\0' && a[2] != '-') {
 		v = a + 2 + (a[2] == '=');
 		which = OUT;
 	} else if ((n == 2 && strncmp(a, "-o", 2) == 0) || (n == 8 && strncmp(a, "--output", 8) == 0)) {
 		which = OUT;
+	} else if (which != NONE) {
+		/* a --tls-* flag */
 	} else if (n == 8 && strncmp(a, "--server", 8) == 0) {
 		which = SERVER;
 	} else if (n == 7 && strncmp(a, "--token", 7) == 0) {
@@ -100,6 +116,18 @@ int hs_ctl_global_flag(hs_ctl *c, int argc, char **argv, int *i)
 		break;
 	case TOKEN:
 		c->token_flag = v;
+		break;
+	case TLS_CA:
+		c->tls_ca = v;
+		break;
+	case TLS_CERT:
+		c->tls_cert = v;
+		break;
+	case TLS_KEY:
+		c->tls_key = v;
+		break;
+	case TLS_NAME:
+		c->tls_server_name = v;
 		break;
 	case TIMEOUT: {
 		char *end;

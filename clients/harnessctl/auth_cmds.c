@@ -368,5 +368,22 @@ const hs_ctl_cmd hs_ctl_auth_cmds[] = {
 	{ "user", "delete", SVC, "DeleteUser", { "id" }, "Delete a user (admins, local auth backend); its "
 	  "tokens stop working at once. What it owns is kept.",
 	  "  harnessctl user delete usr_0123456789abcdef\n", NULL, NULL, 0, NULL, { { 0 } } },
+	{ "apikey", "create", SVC, "CreateApiKey", { "name" },
+	  "Create an API key for a service (admins). The key is printed once: store it now.\n"
+	  "Use it as --token or HARNESS_TOKEN (authorization: Bearer).",
+	  "  harnessctl apikey create ci-runner --role user\n"
+	  "  harnessctl apikey create agent-beats --allowed-methods 'harness.v1.HealthService/*' \\\n"
+	  "      --expires-at 2030-01-01T00:00:00Z\n",
+	  NULL, "ID=id KEY=key NAME=api_key.name ROLE=api_key.role EXPIRES=api_key.expires_at "
+	  "ALLOWED_METHODS=api_key.allowed_methods", HS_CTL_DETAIL, NULL, { { 0 } } },
+	{ "apikey", "list", SVC, "ListApiKeys", { 0 }, "List API keys (admins; never the keys).",
+	  "  harnessctl apikey list\n  harnessctl apikey list --include-revoked -o json\n", "api_keys",
+	  "ID=id NAME=name ROLE=role CREATED=created_at EXPIRES=expires_at LAST_USED=last_used_at "
+	  "REVOKED=revoked_at", 0, NULL, { { 0 } } },
+	{ "apikey", "revoke", SVC, "RevokeApiKey", { "id" },
+	  "Revoke an API key (admins): calls with it fail from now on.",
+	  "  harnessctl apikey revoke hsk_0123456789abcdef\n", NULL,
+	  "ID=id NAME=name ROLE=role REVOKED=revoked_at LAST_USED=last_used_at", HS_CTL_DETAIL, NULL,
+	  { { 0 } } },
 	{ 0 },
 };

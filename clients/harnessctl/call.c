@@ -94,6 +94,11 @@ hs_client *hs_ctl_client(hs_ctl *c)
 	hs_error err = { 0 };
 	o.default_deadline_ms = c->timeout_set ? (int64_t)(c->timeout_s * 1000) : 15000;
 	o.user_agent = "harnessctl/" HS_VERSION;
+	o.tls = c->tls;
+	o.tls_ca_file = c->tls_ca;
+	o.tls_cert_file = c->tls_cert;
+	o.tls_key_file = c->tls_key;
+	o.tls_server_name = c->tls_server_name;
 	if (hs_client_new(&c->client, c->server, &o, &err) != HS_OK) {
 		fprintf(stderr, "%s: cannot use server %s: %s\n", c->prog, c->server, err.msg);
 		c->client = NULL;
@@ -193,9 +198,16 @@ int hs_ctl_report_status(const hs_ctl *c, const char *what, int rc, const hs_cli
 	if (st->error_code[0])
 		fprintf(stderr, " [%s]", st->error_code);
 	fputc('\n', stderr);
-	if (code == 14)
-		fprintf(stderr, "%s: is harnessd running at %s? (--server or HARNESS_SERVER)\n", c->prog,
+	/* UNAVAILABLE from the transport (not from harnessd itself): a hint. */
+	if (code == 14 && (strcasestr(details, "ssl") != NULL || strcasestr(details, "handshake") ||
+			   strcasestr(details, "certificate") != NULL))
+		fprintf(stderr, "%s: TLS to %s failed: check --tls-ca and --tls-server-name (and "
+			"--tls-cert/--tls-key if harnessd requires client certificates)\n", c->prog,
 			c->server);
+	else if (code == 14 && (details[0] == '\0' || strstr(details, "failed to connect") != NULL ||
+				strstr(details, "Socket closed") != NULL))
+		fprintf(stderr, "%s: is harnessd running at %s? (--server or HARNESS_SERVER; "
+			"--tls-ca if it serves TLS)\n", c->prog, c->server);
 	else if (code == 16 && c->token == NULL && c->token_required)
 		fprintf(stderr, "%s: no access token: run '%s login', or pass --token / HARNESS_TOKEN\n",
 			c->prog, c->prog);

@@ -37,6 +37,10 @@ typedef struct hs_ctl {
 	bool json;              /* -o json */
 	double timeout_s;       /* --timeout; 0 = default per call kind */
 	bool timeout_set;
+	/* TLS to harnessd (--tls-ca, --tls-cert, --tls-key, --tls-server-name,
+	 * env HARNESS_TLS_CA, ...); any of them set = TLS */
+	const char *tls_ca, *tls_cert, *tls_key, *tls_server_name;
+	bool tls;          /* --tls (env HARNESS_TLS=1): TLS with the system roots */
 	hs_client *client; /* lazily created by hs_ctl_client() */
 	char *token;       /* resolved access token (malloc'd) or NULL */
 	bool token_resolved;
@@ -96,7 +100,7 @@ typedef struct hs_ctl_args {
 /* Parses a verb's argv (after the verb) into out: positional fields, field
  * flags (--task-id x, --labels k=v, --recovery-policy.max-attempts 3,
  * --external-state '{...}', --json '{...}'), extras and the global flags
- * (-o, --server, --token, --timeout). Prints the problem and returns
+ * (-o, --server, --token, --timeout, --tls*). Prints the problem and returns
  * HS_CTL_EXIT_USAGE on a usage error; out->req is then NULL. */
 int hs_ctl_args_parse(hs_ctl *c, const hs_ctl_cmd *cmd, const ProtobufCMessageDescriptor *req_desc,
 		   int argc, char **argv, hs_ctl_args *out);

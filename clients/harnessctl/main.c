@@ -31,10 +31,11 @@ static void top_help(const hs_ctl *c, FILE *o)
 {
 	fprintf(o,
 		"harnessctl - command-line client for the Harness control plane (harnessd)\n\n"
-		"Usage: %s [--server ADDR] [--token T] [-o table|json] [--timeout SECONDS] <command> [args] [flags]\n\n"
+		"Usage: %s [--server ADDR] [--token T] [--tls-ca FILE] [-o table|json] [--timeout SECONDS] <command> [args] [flags]\n\n"
 		"Commands:\n"
 		"  login | refresh | logout | whoami     authentication (AuthService)\n"
-		"  user create|get                        users (AuthService)\n"
+		"  user create|get|disable|delete         users (AuthService)\n"
+		"  apikey create|list|revoke              API keys for services (AuthService)\n"
 		"  sandbox create|start|get|list|pause|resume|snapshot|restore|destroy|snapshots\n"
 		"  checkpoint create|list|get|latest|restore|verify|diff|prune\n"
 		"  task register|heartbeat|get|list|watch|complete|recover|cancel   (HealthService)\n"
@@ -45,11 +46,19 @@ static void top_help(const hs_ctl *c, FILE *o)
 		"  --token T           access token (env HARNESS_TOKEN; default: the token cache from 'login')\n"
 		"  -o, --output FMT    table (default) or json (proto3 JSON mapping; streams: one object per line)\n"
 		"  --timeout SECONDS   deadline of each call (default 15; streams: none)\n"
+		"  --tls-ca FILE       TLS: PEM roots harnessd's certificate must chain to (env HARNESS_TLS_CA)\n"
+		"  --tls-cert FILE     TLS client certificate for mutual TLS, with --tls-key (env HARNESS_TLS_CERT)\n"
+		"  --tls-key FILE      its private key (env HARNESS_TLS_KEY)\n"
+		"  --tls-server-name N name to expect in harnessd's certificate instead of the host in --server\n"
+		"                      (env HARNESS_TLS_SERVER_NAME)\n"
+		"  --tls               TLS with the system's roots (env HARNESS_TLS=1); implied by any --tls-* flag\n"
 		"  -h, --help          help; works at every level: '%s sandbox --help', '%s sandbox create --help'\n"
 		"  --version\n\n"
 		"Request fields are flags: --task-id t1, --labels k=v, --entrypoint a --entrypoint b (repeated),\n"
 		"--external-state '{\"k\":1}' (JSON for messages), --json '{...}' for the whole request.\n\n"
-		"Environment: HARNESS_SERVER, HARNESS_TOKEN, HARNESS_TOKEN_FILE (default ~/.config/harness/token).\n\n"
+		"Environment: HARNESS_SERVER, HARNESS_TOKEN, HARNESS_TOKEN_FILE (default ~/.config/harness/token),\n"
+		"HARNESS_TLS_CA, HARNESS_TLS_CERT, HARNESS_TLS_KEY, HARNESS_TLS_SERVER_NAME, HARNESS_TLS.\n"
+		"An API key (hsk_...) works wherever an access token does: --token or HARNESS_TOKEN.\n\n"
 		"Exit codes:\n"
 		"  0  success\n"
 		"  1  any other error (including UNIMPLEMENTED, FAILED_PRECONDITION, INVALID_ARGUMENT from the server)\n"
@@ -167,6 +176,12 @@ int main(int argc, char **argv)
 	const char *env = getenv("HARNESS_SERVER");
 	c.prog = "harnessctl";
 	c.server = env && *env ? env : "127.0.0.1:50051";
+	c.tls_ca = getenv("HARNESS_TLS_CA");
+	c.tls_cert = getenv("HARNESS_TLS_CERT");
+	c.tls_key = getenv("HARNESS_TLS_KEY");
+	c.tls_server_name = getenv("HARNESS_TLS_SERVER_NAME");
+	env = getenv("HARNESS_TLS");
+	c.tls = env != NULL && (strcmp(env, "1") == 0 || strcmp(env, "true") == 0);
 	hs_ctl_signals_start();
 	int rc = run(&c, argc, argv);
 	fflush(stdout);

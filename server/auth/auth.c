@@ -25,10 +25,22 @@
 #include "upstream.h"
 
 #define REVOCATION_REFRESH_DEFAULT_MS 2000
+#define CERT_MAP_MAX 256
+
+/* One --tls-client-identities entry: a certificate name acting as a key. */
+typedef struct cert_map {
+	char kind[4]; /* "cn" | "san" */
+	char *value;
+	char key_id[HS_APIKEY_ID_LEN + 1];
+} cert_map;
 
 struct hs_auth {
 	hs_auth_backend backend;
-	hs_jwt_key *key;
+	hs_jwt_key *key;     /* NULL with jwks */
+	hs_jwks *jwks;       /* upstream --jwt-jwks-url */
+	hs_apikeys *keys;    /* NULL without a store */
+	cert_map *certs;
+	size_t n_certs;
 	char *issuer, *audience;
 	hs_throttle *throttle;
 	hs_auth_upstream *up;
@@ -47,6 +59,7 @@ struct hs_auth {
 
 hs_auth_backend hs_auth_backend_of(const hs_auth *auth) { return auth->backend; }
 hs_auth_local *hs_auth_local_lookup(hs_auth *auth) { return auth->local; }
+hs_apikeys *hs_auth_apikeys_lookup(hs_auth *auth) { return auth->keys; }
 
 void hs_auth_free(hs_auth *a)
 {
@@ -63,6 +76,11 @@ void hs_auth_free(hs_auth *a)
 	pthread_mutex_destroy(&a->mu);
 	hs_auth_local_free(a->local);
 	hs_auth_upstream_free(a->up);
+	hs_apikeys_free(a->keys); /* writes the last-used times */
+	hs_jwks_free(a->jwks);
+	for (size_t i = 0; i < a->n_certs; i++)
+		free(a->certs[i].value);
+	free(a->certs);
 	hs_revocations_free(a->revocations);
 	hs_throttle_free(a->throttle);
 	hs_jwt_key_free(a->key);
@@ -84,6 +102,22 @@ static int load_key(hs_auth *a, const hs_auth_config *cfg, hs_error *err)
 	if (cfg->jwt_alg != NULL && cfg->jwt_alg[0] != '\0' &&
 	    (rc = hs_jwt_alg_parse(cfg->jwt_alg, &alg, err)) != HS_OK)
 		return rc;
+	if (cfg->jwt_jwks_url != NULL && cfg->jwt_jwks_url[0] != '\0') {
+		hs_jwks_config jc = { cfg->jwt_jwks_url, cfg->upstream_timeout_ms,
+				      cfg->jwks_min_interval_ms, 0 };
+		if (cfg->backend == HS_AUTH_LOCAL)
+			return hs_error_set(err, HS_INVALID,
+					    "jwt jwks url: only for the upstream backend (the local "
+					    "backend signs its own HS256 tokens)");
+		if ((cfg->jwt_secret != NULL && cfg->jwt_secret[0] != '\0') ||
+		    (cfg->jwt_public_key_file != NULL && cfg->jwt_public_key_file[0] != '\0'))
+			return hs_error_set(err, HS_INVALID, "jwt jwks url: give it instead of "
+					    "--jwt-secret / --jwt-public-key, not with them");
+		if (alg == HS_JWT_HS256 && cfg->jwt_alg != NULL && cfg->jwt_alg[0] != '\0')
+			return hs_error_set(err, HS_INVALID, "jwt jwks url: keys are RS256 or ES256 "
+					    "(each key pins its own alg)");
+		return hs_jwks_new(&a->jwks, &jc, err);
+	}
 	if (alg != HS_JWT_HS256) {
 		if (cfg->backend == HS_AUTH_LOCAL)
 			return hs_error_set(err, HS_INVALID,
@@ -130,6 +164,50 @@ static int load_gateway_key(hs_auth *a, const hs_auth_config *cfg, hs_error *err
 	return hs_secret_file_load(p, &o, &a->gw_key, &a->gw_key_len, err);
 }
 
+/* --tls-client-identities: "cn:NAME=KEY_ID,san:NAME=KEY_ID,...". */
+static int parse_cert_map(hs_auth *a, const char *spec, hs_error *err)
+{
+	if (spec == NULL || spec[0] == '\0')
+		return HS_OK;
+	size_t n = 1;
+	for (const char *p = spec; *p; p++)
+		n += *p == ',';
+	if (n > CERT_MAP_MAX)
+		return hs_error_set(err, HS_INVALID, "tls client identities: more than %d entries",
+				    CERT_MAP_MAX);
+	if ((a->certs = calloc(n, sizeof(*a->certs))) == NULL)
+		return hs_error_set(err, HS_INTERNAL, "auth: out of memory");
+	for (const char *p = spec; *p != '\0';) {
+		const char *end = strchr(p, ',');
+		size_t len = end ? (size_t)(end - p) : strlen(p);
+		while (len > 0 && p[0] == ' ')
+			p++, len--;
+		while (len > 0 && p[len - 1] == ' ')
+			len--;
+		const char *eq = len > 0 ? memrchr(p, '=', len) : NULL;
+		cert_map *m = &a->certs[a->n_certs];
+		size_t kind_len = strncmp(p, "cn:", 3) == 0 ? 2 : strncmp(p, "san:", 4) == 0 ? 3 : 0;
+		size_t id_len = eq ? len - (size_t)(eq + 1 - p) : 0;
+		if (kind_len == 0 || eq == NULL || eq <= p + kind_len + 1 || id_len != HS_APIKEY_ID_LEN)
+			return hs_error_set(err, HS_INVALID, "tls client identities: want "
+					    "cn:NAME=KEY_ID or san:NAME=KEY_ID (KEY_ID an API key "
+					    "id, hsk_...), comma-separated");
+		memcpy(m->kind, p, kind_len);
+		memcpy(m->key_id, eq + 1, HS_APIKEY_ID_LEN);
+		if (!hs_apikey_id_ok(m->key_id))
+			return hs_error_set(err, HS_INVALID, "tls client identities: %s is not an API "
+					    "key id", m->key_id);
+		const char *v = p + kind_len + 1;
+		if ((m->value = strndup(v, (size_t)(eq - v))) == NULL)
+			return hs_error_set(err, HS_INTERNAL, "auth: out of memory");
+		a->n_certs++;
+		if (end == NULL)
+			break;
+		p = end + 1;
+	}
+	return HS_OK;
+}
+
 static void *refresher_main(void *arg)
 {
 	hs_auth *a = arg;
@@ -144,6 +222,9 @@ static void *refresher_main(void *arg)
 		hs_error e = { 0 };
 		if (hs_revocations_refresh(a->revocations, &e) != HS_OK)
 			hs_log(HS_LOG_WARN, "auth", "revocation refresh failed", HS_LS("error", e.msg));
+		hs_error ke = { 0 };
+		if (a->keys != NULL && hs_apikeys_sync(a->keys, &ke) != HS_OK)
+			hs_log(HS_LOG_WARN, "auth", "api key sync failed", HS_LS("error", ke.msg));
 		pthread_mutex_lock(&a->mu);
 	}
 	pthread_mutex_unlock(&a->mu);
@@ -199,7 +280,9 @@ int hs_auth_new(hs_auth **out, const hs_auth_config *cfg, hs_error *err)
 		    HS_OK ||
 	    (rc = load_key(a, cfg, err)) != HS_OK || (rc = load_gateway_key(a, cfg, err)) != HS_OK ||
 	    (rc = hs_throttle_new(&a->throttle, &cfg->throttle, err)) != HS_OK ||
-	    (rc = hs_revocations_new(&a->revocations, cfg->store, err)) != HS_OK)
+	    (rc = hs_revocations_new(&a->revocations, cfg->store, err)) != HS_OK ||
+	    (cfg->store != NULL && (rc = hs_apikeys_new(&a->keys, cfg->store, err)) != HS_OK) ||
+	    (rc = parse_cert_map(a, cfg->client_identities, err)) != HS_OK)
 		goto fail;
 	if (cfg->backend == HS_AUTH_UPSTREAM) {
 		hs_auth_upstream_config uc = HS_AUTH_UPSTREAM_CONFIG_INIT;
@@ -273,6 +356,8 @@ int hs_auth_login(hs_auth *a, const char *email, const char *password, const cha
 		rc = hs_auth_local_login(a->local, email, password, out, err);
 	else
 		rc = hs_auth_upstream_login(a->up, norm, password, timeout_ms, out, err);
+	if (rc == HS_OK && a->jwks != NULL) /* the token's key known before the client uses it */
+		hs_jwks_ensure(a->jwks, out->access_token, timeout_ms > 0 ? timeout_ms : 5000);
 	if (rc == HS_OK)
 		hs_throttle_success(a->throttle, norm, address);
 	else if (rc == HS_UNAUTH || rc == HS_NOT_FOUND)
@@ -285,19 +370,31 @@ int hs_auth_refresh(hs_auth *a, const char *refresh_token, int timeout_ms, hs_au
 {
 	if (a->backend == HS_AUTH_LOCAL)
 		return hs_auth_local_refresh(a->local, refresh_token, out, err);
-	return hs_auth_upstream_refresh(a->up, refresh_token, timeout_ms, out, err);
+	int rc = hs_auth_upstream_refresh(a->up, refresh_token, timeout_ms, out, err);
+	if (rc == HS_OK && a->jwks != NULL)
+		hs_jwks_ensure(a->jwks, out->access_token, timeout_ms > 0 ? timeout_ms : 5000);
+	return rc;
+}
+
+/* Signature and claims, with the configured key or the JWKS key of the
+ * token's kid. */
+static int verify_jwt(hs_auth *a, const char *token, hs_jwt_claims *c, hs_error *err)
+{
+	hs_jwt_verify_opts o = HS_JWT_VERIFY_OPTS_INIT;
+	o.iss = a->issuer;
+	o.aud = a->audience;
+	if (a->jwks != NULL)
+		return hs_jwks_verify(a->jwks, token, &o, c, err);
+	return hs_jwt_verify(a->key, token, &o, c, err);
 }
 
 /* Revokes a presented access token by its jti, unless its session is
  * revoked as a whole anyway (local). Bad tokens are ignored. */
 static int revoke_access_token(hs_auth *a, const char *token, hs_error *err)
 {
-	hs_jwt_verify_opts o = HS_JWT_VERIFY_OPTS_INIT;
 	hs_jwt_claims c = { 0 };
 	int rc = HS_OK;
-	o.iss = a->issuer;
-	o.aud = a->audience;
-	if (token == NULL || hs_jwt_verify(a->key, token, &o, &c, NULL) != HS_OK)
+	if (token == NULL || verify_jwt(a, token, &c, NULL) != HS_OK)
 		return HS_OK;
 	if (c.jti != NULL && !(a->backend == HS_AUTH_LOCAL && c.sid != NULL))
 		rc = hs_revocations_add(a->revocations, HS_REVOKE_TOKEN, c.jti, hs_clock_wall_ms(),
@@ -318,9 +415,32 @@ int hs_auth_logout(hs_auth *a, const char *refresh_token, const char *access_tok
 	return rc;
 }
 
+/* An API key as a user (GetUser, WhoAmI of a key's calls). */
+static int api_key_user(hs_auth *a, const char *id, hs_auth_user *out, hs_error *err)
+{
+	hs_apikey_info k;
+	int rc = hs_apikeys_get(a->keys, id, &k, err);
+	if (rc != HS_OK)
+		return rc;
+	hs_auth_user u = { 0 };
+	u.created_at_ms = k.created_at_ms;
+	u.disabled = k.revoked_at_ms != 0;
+	if ((u.id = strdup(k.id)) == NULL || (u.email = strdup("")) == NULL ||
+	    (u.name = strdup(k.name)) == NULL || (u.role = strdup(k.role)) == NULL) {
+		hs_auth_user_dispose(&u);
+		rc = hs_error_set(err, HS_INTERNAL, "auth: out of memory");
+	} else {
+		*out = u;
+	}
+	hs_apikey_info_dispose(&k);
+	return rc;
+}
+
 int hs_auth_get_user(hs_auth *a, const char *id, int timeout_ms, hs_auth_user *out,
 		     hs_error *err)
 {
+	if (a->keys != NULL && hs_apikey_is_key(id))
+		return api_key_user(a, id, out, err);
 	if (a->backend == HS_AUTH_LOCAL)
 		return hs_auth_local_get_user(a->local, id, out, err);
 	return hs_auth_upstream_get_user(a->up, id, timeout_ms, out, err);
@@ -374,12 +494,9 @@ int hs_auth_delete_user(hs_auth *a, const char *id, const char *actor_id, hs_err
 int hs_auth_verify_access_token(hs_auth *a, const char *token, hs_jwt_claims *out,
 				hs_error *err)
 {
-	hs_jwt_verify_opts o = HS_JWT_VERIFY_OPTS_INIT;
 	hs_jwt_claims c = { 0 };
 	int rc;
-	o.iss = a->issuer;
-	o.aud = a->audience;
-	if ((rc = hs_jwt_verify(a->key, token, &o, &c, err)) != HS_OK)
+	if ((rc = verify_jwt(a, token, &c, err)) != HS_OK)
 		return rc;
 	if (hs_revocations_refuses(a->revocations, c.sub, c.sid, c.jti, c.iat, 0)) {
 		hs_jwt_claims_dispose(&c);
@@ -391,4 +508,73 @@ int hs_auth_verify_access_token(hs_auth *a, const char *token, hs_jwt_claims *ou
 	}
 	*out = c;
 	return HS_OK;
+}
+
+/* ---- the authenticator ---- */
+
+static void identity_of_key(const hs_apikey_principal *p, hs_auth_identity *out)
+{
+	snprintf(out->id, sizeof(out->id), "%s", p->id);
+	snprintf(out->role, sizeof(out->role), "%s", p->role);
+	out->is_admin = strcmp(p->role, "admin") == 0;
+	out->api_key = true;
+}
+
+/* The API key a verified client certificate maps to, by its names. */
+static const char *cert_key(hs_auth *a, const hs_auth_cert_name *names, size_t n)
+{
+	for (size_t m = 0; m < a->n_certs; m++)
+		for (size_t i = 0; i < n; i++)
+			if (names[i].kind != NULL && names[i].value != NULL &&
+			    strcmp(names[i].kind, a->certs[m].kind) == 0 &&
+			    strcmp(names[i].value, a->certs[m].value) == 0)
+				return a->certs[m].key_id;
+	return NULL;
+}
+
+int hs_auth_authenticate(hs_auth *a, const char *bearer, const hs_auth_cert_name *names,
+			 size_t n_names, const char *method, hs_auth_identity *out, hs_error *err)
+{
+	hs_apikey_principal p;
+	int rc;
+	memset(out, 0, sizeof(*out));
+	if (bearer == NULL) {
+		const char *key_id = a->keys != NULL ? cert_key(a, names, n_names) : NULL;
+		if (key_id == NULL)
+			return hs_error_set(err, HS_UNAUTH,
+					    "missing authorization metadata (Bearer token)%s",
+					    n_names > 0 ? "; the client certificate maps to no identity" : "");
+		if ((rc = hs_apikeys_verify_id(a->keys, key_id, method, hs_clock_wall_ms(), &p, err)) !=
+		    HS_OK)
+			return rc;
+		identity_of_key(&p, out);
+		return HS_OK;
+	}
+	if (hs_apikey_is_key(bearer)) {
+		if (a->keys == NULL)
+			return hs_error_set(err, HS_UNAUTH, "invalid API key");
+		if ((rc = hs_apikeys_verify(a->keys, bearer, method, hs_clock_wall_ms(), &p, err)) !=
+		    HS_OK)
+			return rc;
+		identity_of_key(&p, out);
+		return HS_OK;
+	}
+	hs_jwt_claims c = { 0 };
+	hs_error verr = { 0 };
+	if ((rc = hs_auth_verify_access_token(a, bearer, &c, &verr)) != HS_OK)
+		/* The module's reason (expired, bad signature, ...) is safe to
+		 * show: it never contains the token. */
+		return rc == HS_UNAVAILABLE
+			       ? hs_error_set(err, HS_UNAVAILABLE, "%s", verr.msg)
+			       : hs_error_set(err, HS_UNAUTH, "invalid access token: %s", verr.msg);
+	if (strlen(c.sub) >= sizeof(out->id) || strlen(c.role) >= sizeof(out->role) ||
+	    hs_apikey_is_key(c.sub)) {
+		rc = hs_error_set(err, HS_UNAUTH, "invalid access token: bad claims");
+	} else {
+		snprintf(out->id, sizeof(out->id), "%s", c.sub);
+		snprintf(out->role, sizeof(out->role), "%s", c.role);
+		out->is_admin = strcmp(c.role, "admin") == 0;
+	}
+	hs_jwt_claims_dispose(&c);
+	return rc;
 }

@@ -9,16 +9,24 @@
  *            tokens signed with jwt_secret or <data_dir>/jwt.key.
  *   upstream the seed's user service over HTTP (see upstream.h); its access
  *            tokens are verified here with the configured key: jwt_secret
- *            (HS256) or jwt_public_key_file (RS256/ES256), alg pinned.
+ *            (HS256), jwt_public_key_file (RS256/ES256), alg pinned, or the
+ *            keys of its JWKS (jwt_jwks_url, jwks.h, alg pinned per key).
+ *
+ * Either backend: API keys for services (apikey.h) in the store, accepted
+ * as bearer tokens beside access tokens, and client certificates mapped to
+ * API keys (client_identities).
  *
  * Thread-safe. Calls in upstream mode block for up to the timeout: run them
  * on worker threads. Returned memory is described per function. */
 #ifndef HS_AUTH_H
 #define HS_AUTH_H
 
+#include <stdbool.h>
 #include <stdio.h>
 
+#include "apikey.h"
 #include "error.h"
+#include "jwks.h"
 #include "jwt.h"
 #include "local.h"
 #include "netaddr.h"
@@ -67,14 +75,38 @@ typedef struct hs_auth_config {
 	/* the hash gate (password.h): 0 = defaults; hash_wait_ms < 0 = no wait */
 	unsigned hash_concurrency;
 	int hash_wait_ms;
-	/* how often revocations written by other processes are picked up;
-	 * 0 = 2000 ms, < 0 = never (tests) */
+	/* how often revocations and API keys written by other processes are
+	 * picked up (and API keys' last-used times written); 0 = 2000 ms,
+	 * < 0 = never (tests) */
 	int revocation_refresh_ms;
+	/* upstream: verify the user service's tokens with the keys its JWKS
+	 * publishes (jwks.h) instead of jwt_secret / jwt_public_key_file */
+	const char *jwt_jwks_url;
+	int jwks_min_interval_ms;        /* 0 = 1000 */
+	/* client certificates that act as an API key (with mTLS):
+	 * "cn:<common name>=<key id>,san:<subject alt name>=<key id>,..."
+	 * (NULL/"" = none) */
+	const char *client_identities;
 } hs_auth_config;
 
 #define HS_AUTH_CONFIG_INIT                                                          \
 	{ HS_AUTH_LOCAL, NULL, NULL, 0, NULL, NULL, NULL, NULL, NULL, 0, 0, NULL, NULL, 1, \
-	  NULL, NULL, NULL, HS_THROTTLE_CONFIG_INIT, NULL, NULL, 0, 0, 0 }
+	  NULL, NULL, NULL, HS_THROTTLE_CONFIG_INIT, NULL, NULL, 0, 0, 0, NULL, 0, NULL }
+
+/* A name of a verified client certificate (the RPC core's view):
+ * kind "cn" or "san". */
+typedef struct hs_auth_cert_name {
+	const char *kind;
+	const char *value;
+} hs_auth_cert_name;
+
+/* Who a call is from. */
+typedef struct hs_auth_identity {
+	char id[128];  /* user id, or an API key's id ("hsk_...") */
+	char role[16]; /* "user" | "admin" */
+	bool is_admin;
+	bool api_key;  /* authenticated by an API key (or a certificate mapped to one) */
+} hs_auth_identity;
 
 /* Validate cfg, load keys, create the backend (and, local, the first admin).
  * HS_INVALID with a precise message for a bad configuration. */
@@ -117,7 +149,8 @@ int hs_auth_refresh(hs_auth *auth, const char *refresh_token, int timeout_ms,
  * when it verifies, is revoked by its jti. */
 int hs_auth_logout(hs_auth *auth, const char *refresh_token, const char *access_token,
 		   int timeout_ms, hs_error *err);
-/* *out: release with hs_auth_user_dispose. */
+/* *out: release with hs_auth_user_dispose. An API key's id gives the key
+ * as a user (name, role, created_at; no email; disabled once revoked). */
 int hs_auth_get_user(hs_auth *auth, const char *id, int timeout_ms, hs_auth_user *out,
 		     hs_error *err);
 
@@ -130,6 +163,22 @@ int hs_auth_create_user(hs_auth *auth, const char *email, const char *name, cons
 int hs_auth_disable_user(hs_auth *auth, const char *id, const char *actor_id,
 			 hs_auth_user *out, hs_error *err);
 int hs_auth_delete_user(hs_auth *auth, const char *id, const char *actor_id, hs_error *err);
+
+/* Authenticates a call (no I/O; the RPC authenticator): bearer is the
+ * token of "authorization: Bearer" (NULL = none): an API key ("hsk_...",
+ * apikey.h) or an access token (JWT, hs_auth_verify_access_token). Without
+ * one, a client certificate whose name (names[0..n_names)) is mapped by
+ * client_identities acts as that API key. method ("/pkg.Service/Method")
+ * is checked against an API key's allowed methods. HS_UNAUTH with a
+ * message fit for the caller; HS_DENIED for a method an API key may not
+ * call (the message names it); HS_UNAVAILABLE for a token whose JWKS key
+ * is being fetched (retry). */
+int hs_auth_authenticate(hs_auth *auth, const char *bearer, const hs_auth_cert_name *names,
+			 size_t n_names, const char *method, hs_auth_identity *out,
+			 hs_error *err);
+
+/* The API keys (apikey.h), NULL when there is no store. */
+hs_apikeys *hs_auth_apikeys_lookup(hs_auth *auth);
 
 /* Verify an access token (no I/O): signature, claims, then the revocation
  * set (a disabled or deleted user, a logged-out session, a revoked jti).

@@ -3,13 +3,20 @@
  * rules live in the module. */
 #include "auth_service.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
+#include <sodium.h>
+
+#include "clock.h"
 #include "gateway_auth.h"
 #include "harness/v1/auth.pb-c.h"
+#include "harness/v1/checkpoint.pb-c.h"
+#include "harness/v1/health.pb-c.h"
+#include "harness/v1/sandbox.pb-c.h"
 #include "netaddr.h"
 #include "rpc_pb.h"
 
@@ -31,34 +38,33 @@ static int authenticate(hs_rpc_call *call, hs_rpc_principal *out, hs_error *err,
 	hs_auth *auth = payload;
 	size_t len = 0;
 	const char *h = hs_rpc_call_metadata(call, "authorization", &len);
-	if (h == NULL)
-		return hs_error_set(err, HS_UNAUTH, "missing authorization metadata (Bearer token)");
-	if (len < 8 || strncasecmp(h, "Bearer ", 7) != 0)
-		return hs_error_set(err, HS_UNAUTH, "authorization must be 'Bearer <access token>'");
-	const char *token = h + 7;
-	while (*token == ' ')
-		token++;
-	if (strlen(token) == 0 || strlen(token) > TOKEN_MAX)
-		return hs_error_set(err, HS_UNAUTH, "invalid access token");
-	hs_jwt_claims claims;
-	memset(&claims, 0, sizeof(claims));
-	hs_error verr = { 0 };
-	if (hs_auth_verify_access_token(auth, token, &claims, &verr) != HS_OK) {
-		/* The module's reason (expired, bad signature, ...) is safe to
-		 * show: it never contains the token. */
-		return hs_error_set(err, HS_UNAUTH, "invalid access token: %s", verr.msg);
+	const char *bearer = NULL;
+	if (h != NULL) {
+		if (len < 8 || strncasecmp(h, "Bearer ", 7) != 0)
+			return hs_error_set(err, HS_UNAUTH,
+					    "authorization must be 'Bearer <access token or API key>'");
+		bearer = h + 7;
+		while (*bearer == ' ')
+			bearer++;
+		if (strlen(bearer) == 0 || strlen(bearer) > TOKEN_MAX)
+			return hs_error_set(err, HS_UNAUTH, "invalid access token");
 	}
-	int rc = HS_OK;
-	if (claims.sub == NULL || strlen(claims.sub) >= sizeof(out->user_id) ||
-	    (claims.role != NULL && strlen(claims.role) >= sizeof(out->role))) {
-		rc = hs_error_set(err, HS_UNAUTH, "invalid access token: bad claims");
-	} else {
-		snprintf(out->user_id, sizeof(out->user_id), "%s", claims.sub);
-		snprintf(out->role, sizeof(out->role), "%s", claims.role ? claims.role : "user");
-		out->is_admin = strcmp(out->role, "admin") == 0;
-	}
-	hs_jwt_claims_dispose(&claims);
-	return rc;
+	/* Client certificate names matter only without a bearer token. */
+	hs_rpc_peer_name names[16];
+	size_t n = bearer == NULL ? hs_rpc_call_peer_cert_names(call, names, 16) : 0;
+	hs_auth_cert_name cn[16];
+	for (size_t i = 0; i < n; i++)
+		cn[i] = (hs_auth_cert_name){ names[i].kind, names[i].value };
+	hs_auth_identity id;
+	int rc = hs_auth_authenticate(auth, bearer, cn, n, hs_rpc_call_method(call), &id, err);
+	if (rc != HS_OK)
+		return rc;
+	if (strlen(id.id) >= sizeof(out->user_id) || strlen(id.role) >= sizeof(out->role))
+		return hs_error_set(err, HS_UNAUTH, "invalid access token: bad claims");
+	snprintf(out->user_id, sizeof(out->user_id), "%s", id.id);
+	snprintf(out->role, sizeof(out->role), "%s", id.role);
+	out->is_admin = id.is_admin;
+	return HS_OK;
 }
 
 /* --- conversions ------------------------------------------------------------ */
@@ -285,6 +291,189 @@ static int delete_user(hs_rpc_call *call, const ProtobufCMessage *req, ProtobufC
 	return HS_OK;
 }
 
+/* --- API keys -------------------------------------------------------------- */
+
+static const ProtobufCServiceDescriptor *const served[] = {
+	&harness__v1__auth_service__descriptor,
+	&harness__v1__sandbox_service__descriptor,
+	&harness__v1__checkpoint_service__descriptor,
+	&harness__v1__health_service__descriptor,
+};
+
+/* Whether an allowed_methods entry names a method of the harness.v1 API
+ * (the module checked its shape; only the adapter knows the surface). */
+static bool names_served_method(const char *entry)
+{
+	if (entry[0] == '/')
+		entry++;
+	const char *slash = strchr(entry, '/');
+	if (slash == NULL)
+		return false;
+	for (size_t i = 0; i < sizeof(served) / sizeof(served[0]); i++) {
+		const ProtobufCServiceDescriptor *d = served[i];
+		if (strlen(d->name) != (size_t)(slash - entry) ||
+		    strncmp(d->name, entry, (size_t)(slash - entry)) != 0)
+			continue;
+		if (strcmp(slash + 1, "*") == 0)
+			return true;
+		return protobuf_c_service_descriptor_get_method_by_name(d, slash + 1) != NULL;
+	}
+	return false;
+}
+
+static Harness__V1__ApiKey *api_key_msg(hs_rpc_call *call, const hs_apikey_info *k)
+{
+	Harness__V1__ApiKey *m = hs_rpc_call_alloc(call, sizeof(*m));
+	if (m == NULL)
+		return NULL;
+	harness__v1__api_key__init(m);
+	m->id = hs_rpc_call_strdup(call, k->id);
+	m->name = hs_rpc_call_strdup(call, k->name);
+	m->role = hs_rpc_call_strdup(call, k->role);
+	m->created_by = hs_rpc_call_strdup(call, k->created_by);
+	m->created_at = hs_rpc_timestamp(call, k->created_at_ms);
+	if (m->id == NULL || m->name == NULL || m->role == NULL || m->created_by == NULL ||
+	    m->created_at == NULL)
+		return NULL;
+	if ((k->expires_at_ms != 0 &&
+	     (m->expires_at = hs_rpc_timestamp(call, k->expires_at_ms)) == NULL) ||
+	    (k->last_used_at_ms != 0 &&
+	     (m->last_used_at = hs_rpc_timestamp(call, k->last_used_at_ms)) == NULL) ||
+	    (k->revoked_at_ms != 0 &&
+	     (m->revoked_at = hs_rpc_timestamp(call, k->revoked_at_ms)) == NULL))
+		return NULL;
+	if (k->n_methods > 0) {
+		m->allowed_methods = hs_rpc_call_alloc(call, k->n_methods * sizeof(char *));
+		if (m->allowed_methods == NULL)
+			return NULL;
+		for (size_t i = 0; i < k->n_methods; i++)
+			if ((m->allowed_methods[i] = hs_rpc_call_strdup(call, k->methods[i])) == NULL)
+				return NULL;
+		m->n_allowed_methods = k->n_methods;
+	}
+	return m;
+}
+
+/* Timestamp -> Unix ms (years 1970..9999). */
+static int timestamp_ms(const Google__Protobuf__Timestamp *ts, const char *field, int64_t *out,
+			hs_error *err)
+{
+	if (ts->seconds < 0 || ts->seconds > 253402300799LL || ts->nanos < 0 ||
+	    ts->nanos > 999999999)
+		return hs_error_set(err, HS_INVALID, "%s: out of range", field);
+	*out = ts->seconds * 1000 + ts->nanos / 1000000;
+	return HS_OK;
+}
+
+static hs_apikeys *api_keys(hs_rpc_call *call, hs_error *err)
+{
+	hs_apikeys *ks = hs_auth_apikeys_lookup(hs_rpc_call_payload(call));
+	if (ks == NULL)
+		hs_error_set(err, HS_CONFLICT, "API keys need the store");
+	return ks;
+}
+
+static int create_api_key(hs_rpc_call *call, const ProtobufCMessage *req,
+			  ProtobufCMessage **resp, hs_error *err)
+{
+	const Harness__V1__CreateApiKeyRequest *r = (const void *)req;
+	hs_apikeys *ks;
+	int rc;
+	if ((rc = admin_only(call, "create API keys", err)) != HS_OK ||
+	    (ks = api_keys(call, err)) == NULL)
+		return rc != HS_OK ? rc : HS_CONFLICT;
+	hs_apikey_spec spec = { r->name, r->role, 0, (const char *const *)r->allowed_methods,
+				r->n_allowed_methods, hs_rpc_call_principal(call)->user_id };
+	if (r->expires_at != NULL &&
+	    (rc = timestamp_ms(r->expires_at, "expires_at", &spec.expires_at_ms, err)) != HS_OK)
+		return rc;
+	if (r->expires_at != NULL && spec.expires_at_ms == 0)
+		spec.expires_at_ms = 1; /* the epoch itself: in the past, refused below */
+	for (size_t i = 0; i < r->n_allowed_methods && i < HS_APIKEY_METHODS_MAX; i++)
+		if (strlen(r->allowed_methods[i]) <= HS_APIKEY_METHOD_MAX &&
+		    strchr(r->allowed_methods[i], '/') != NULL &&
+		    !names_served_method(r->allowed_methods[i]))
+			return hs_error_set(err, HS_INVALID, "allowed_methods: %s is no method of the "
+					    "harness.v1 API", r->allowed_methods[i]);
+	hs_apikey_info info;
+	char *key = NULL;
+	if ((rc = hs_apikeys_create(ks, &spec, hs_clock_wall_ms(), &info, &key, err)) != HS_OK)
+		return rc;
+	Harness__V1__CreateApiKeyResponse *m = hs_rpc_call_alloc(call, sizeof(*m));
+	if (m != NULL) {
+		harness__v1__create_api_key_response__init(m);
+		m->id = hs_rpc_call_strdup(call, info.id);
+		m->key = hs_rpc_call_strdup(call, key);
+		m->api_key = api_key_msg(call, &info);
+	}
+	sodium_memzero(key, strlen(key));
+	free(key);
+	hs_apikey_info_dispose(&info);
+	if (m == NULL || m->id == NULL || m->key == NULL || m->api_key == NULL)
+		return hs_error_set(err, HS_INTERNAL, "out of memory");
+	*resp = &m->base;
+	return HS_OK;
+}
+
+static int list_api_keys(hs_rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage **resp,
+			 hs_error *err)
+{
+	const Harness__V1__ListApiKeysRequest *r = (const void *)req;
+	hs_apikeys *ks;
+	int rc;
+	if ((rc = admin_only(call, "list API keys", err)) != HS_OK ||
+	    (ks = api_keys(call, err)) == NULL)
+		return rc != HS_OK ? rc : HS_CONFLICT;
+	if (r->page_token[0] != '\0' && !hs_apikey_id_ok(r->page_token))
+		return hs_error_set(err, HS_INVALID, "page_token: not one ListApiKeys returned");
+	if (r->page_size < 0)
+		return hs_error_set(err, HS_INVALID, "page_size: must not be negative");
+	size_t limit = r->page_size == 0 ? 100 : r->page_size > 1000 ? 1000 : (size_t)r->page_size;
+	hs_apikey_info *v = NULL;
+	size_t n = 0;
+	if ((rc = hs_apikeys_list(ks, r->page_token, limit, r->include_revoked, &v, &n, err)) !=
+	    HS_OK)
+		return rc;
+	Harness__V1__ListApiKeysResponse *m = hs_rpc_call_alloc(call, sizeof(*m));
+	if (m == NULL)
+		goto oom;
+	harness__v1__list_api_keys_response__init(m);
+	m->next_page_token = hs_rpc_call_strdup(call, n == limit ? v[n - 1].id : "");
+	if (m->next_page_token == NULL ||
+	    (n > 0 && (m->api_keys = hs_rpc_call_alloc(call, n * sizeof(*m->api_keys))) == NULL))
+		goto oom;
+	for (size_t i = 0; i < n; i++)
+		if ((m->api_keys[i] = api_key_msg(call, &v[i])) == NULL)
+			goto oom;
+	m->n_api_keys = n;
+	hs_apikey_infos_free(v, n);
+	*resp = &m->base;
+	return HS_OK;
+oom:
+	hs_apikey_infos_free(v, n);
+	return hs_error_set(err, HS_INTERNAL, "out of memory");
+}
+
+static int revoke_api_key(hs_rpc_call *call, const ProtobufCMessage *req,
+			  ProtobufCMessage **resp, hs_error *err)
+{
+	const Harness__V1__RevokeApiKeyRequest *r = (const void *)req;
+	hs_apikeys *ks;
+	int rc;
+	if ((rc = admin_only(call, "revoke API keys", err)) != HS_OK ||
+	    (ks = api_keys(call, err)) == NULL)
+		return rc != HS_OK ? rc : HS_CONFLICT;
+	hs_apikey_info info;
+	if ((rc = hs_apikeys_revoke(ks, r->id, hs_clock_wall_ms(), &info, err)) != HS_OK)
+		return rc;
+	Harness__V1__ApiKey *m = api_key_msg(call, &info);
+	hs_apikey_info_dispose(&info);
+	if (m == NULL)
+		return hs_error_set(err, HS_INTERNAL, "out of memory");
+	*resp = &m->base;
+	return HS_OK;
+}
+
 int hs_auth_service_register(hs_rpc_server *srv, hs_auth *auth, hs_error *err)
 {
 	/* Every handler blocks: argon2id costs tens of milliseconds by design,
@@ -298,6 +487,9 @@ int hs_auth_service_register(hs_rpc_server *srv, hs_auth *auth, hs_error *err)
 		{ "CreateUser", HS_RPC_UNARY, HS_RPC_BLOCKING, create_user, NULL },
 		{ "DisableUser", HS_RPC_UNARY, HS_RPC_BLOCKING, disable_user, NULL },
 		{ "DeleteUser", HS_RPC_UNARY, HS_RPC_BLOCKING, delete_user, NULL },
+		{ "CreateApiKey", HS_RPC_UNARY, HS_RPC_BLOCKING, create_api_key, NULL },
+		{ "ListApiKeys", HS_RPC_UNARY, HS_RPC_BLOCKING, list_api_keys, NULL },
+		{ "RevokeApiKey", HS_RPC_UNARY, HS_RPC_BLOCKING, revoke_api_key, NULL },
 	};
 	int rc = hs_rpc_server_add_service(srv, &harness__v1__auth_service__descriptor, handlers,
 					   sizeof(handlers) / sizeof(handlers[0]), auth, err);

@@ -9,6 +9,7 @@
  * Nothing from the token is ever logged or copied into an error message. */
 #include "jwt.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +22,7 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <openssl/param_build.h>
 #include <openssl/pem.h>
 #include <sodium.h>
 
@@ -353,7 +355,8 @@ int hs_jwt_sign(const hs_jwt_key *key, const hs_jwt_claims *c, const hs_jwt_sign
 		return hs_error_set(err, HS_INVALID, "jwt sign: sub and exp required");
 	hdr = json_pack("{s:s,s:s}", "alg", hs_jwt_alg_name(key->alg), "typ", "JWT");
 	pl = json_pack("{s:s,s:I}", "sub", c->sub, "exp", (json_int_t)c->exp);
-	if (hdr == NULL || pl == NULL)
+	if (hdr == NULL || pl == NULL ||
+	    (opts && opts->kid && json_object_set_new(hdr, "kid", json_string(opts->kid)) != 0))
 		goto oom;
 	if ((c->iat > 0 && json_object_set_new(pl, "iat", json_integer(c->iat)) != 0) ||
 	    (c->role && json_object_set_new(pl, "role", json_string(c->role)) != 0) ||
@@ -565,5 +568,137 @@ done:
 	json_decref(hdr);
 	json_decref(pl);
 	free(sig);
+	return rc;
+}
+
+/* ---- JWK (RFC 7517/7518) verification keys ---- */
+
+static int key_from_params(hs_jwt_key **out, hs_jwt_alg alg, const char *type,
+			   OSSL_PARAM_BLD *bld, hs_error *err)
+{
+	int rc = HS_OK;
+	OSSL_PARAM *params = OSSL_PARAM_BLD_to_param(bld);
+	EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_name(NULL, type, NULL);
+	EVP_PKEY *pkey = NULL;
+	hs_jwt_key *k = NULL;
+	if (params == NULL || ctx == NULL || EVP_PKEY_fromdata_init(ctx) != 1 ||
+	    EVP_PKEY_fromdata(ctx, &pkey, EVP_PKEY_PUBLIC_KEY, params) != 1) {
+		rc = hs_error_set(err, HS_INVALID, "jwk: not a valid %s public key", type);
+		goto done;
+	}
+	if ((rc = check_pkey(alg, pkey, err)) != HS_OK)
+		goto done;
+	if ((k = calloc(1, sizeof(*k))) == NULL) {
+		rc = hs_error_set(err, HS_INTERNAL, "jwk: out of memory");
+		goto done;
+	}
+	k->alg = alg;
+	k->pkey = pkey;
+	pkey = NULL;
+	*out = k;
+done:
+	ERR_clear_error();
+	EVP_PKEY_free(pkey);
+	EVP_PKEY_CTX_free(ctx);
+	OSSL_PARAM_free(params);
+	return rc;
+}
+
+/* base64url member -> bytes, at most max. */
+static int jwk_member(const char *b64, size_t max, unsigned char **out, size_t *len)
+{
+	if (b64 == NULL || strlen(b64) == 0 || strlen(b64) > max * 4 / 3 + 4 ||
+	    b64url_decode(b64, strlen(b64), out, len) != 0)
+		return -1;
+	if (*len == 0 || *len > max) {
+		free(*out);
+		return -1;
+	}
+	return 0;
+}
+
+int hs_jwt_key_new_rsa_jwk(hs_jwt_key **out, const char *n, const char *e, hs_error *err)
+{
+	unsigned char *nb = NULL, *eb = NULL;
+	size_t nl = 0, el = 0;
+	BIGNUM *bn = NULL, *be = NULL;
+	OSSL_PARAM_BLD *bld = NULL;
+	int rc;
+	if (jwk_member(n, 1024, &nb, &nl) != 0 || jwk_member(e, 16, &eb, &el) != 0) {
+		rc = hs_error_set(err, HS_INVALID, "jwk: RSA n and e must be base64url (n up to 8192 bits)");
+		goto done;
+	}
+	bn = BN_bin2bn(nb, (int)nl, NULL);
+	be = BN_bin2bn(eb, (int)el, NULL);
+	bld = OSSL_PARAM_BLD_new();
+	if (bn == NULL || be == NULL || bld == NULL ||
+	    !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, bn) ||
+	    !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, be)) {
+		rc = hs_error_set(err, HS_INTERNAL, "jwk: out of memory");
+		goto done;
+	}
+	rc = key_from_params(out, HS_JWT_RS256, "RSA", bld, err);
+done:
+	OSSL_PARAM_BLD_free(bld);
+	BN_free(bn);
+	BN_free(be);
+	free(nb);
+	free(eb);
+	return rc;
+}
+
+int hs_jwt_key_new_ec_jwk(hs_jwt_key **out, const char *x, const char *y, hs_error *err)
+{
+	unsigned char *xb = NULL, *yb = NULL, point[65];
+	size_t xl = 0, yl = 0;
+	OSSL_PARAM_BLD *bld = NULL;
+	int rc;
+	if (jwk_member(x, 32, &xb, &xl) != 0 || jwk_member(y, 32, &yb, &yl) != 0 || xl != 32 ||
+	    yl != 32) {
+		rc = hs_error_set(err, HS_INVALID, "jwk: EC x and y must be 32 bytes of base64url");
+		goto done;
+	}
+	point[0] = 0x04; /* uncompressed */
+	memcpy(point + 1, xb, 32);
+	memcpy(point + 33, yb, 32);
+	if ((bld = OSSL_PARAM_BLD_new()) == NULL ||
+	    !OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, "prime256v1", 0) ||
+	    !OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, point, sizeof(point))) {
+		rc = hs_error_set(err, HS_INTERNAL, "jwk: out of memory");
+		goto done;
+	}
+	rc = key_from_params(out, HS_JWT_ES256, "EC", bld, err);
+done:
+	OSSL_PARAM_BLD_free(bld);
+	free(xb);
+	free(yb);
+	return rc;
+}
+
+int hs_jwt_token_kid(const char *token, char *out, size_t cap, hs_error *err)
+{
+	size_t len;
+	const char *d1;
+	if (token == NULL || (len = strnlen(token, HS_JWT_MAX_LEN + 1)) > HS_JWT_MAX_LEN ||
+	    (d1 = memchr(token, '.', len)) == NULL || !is_b64url(token, (size_t)(d1 - token)))
+		return hs_error_set(err, HS_UNAUTH, "token: malformed");
+	json_t *hdr = decode_json(token, (size_t)(d1 - token));
+	if (hdr == NULL)
+		return hs_error_set(err, HS_UNAUTH, "token: malformed header");
+	int rc = HS_OK;
+	json_t *kid = json_object_get(hdr, "kid");
+	out[0] = '\0';
+	if (kid != NULL) {
+		const char *k = json_string_value(kid);
+		size_t kl = k != NULL ? strlen(k) : 0;
+		bool ok = k != NULL && kl > 0 && kl < cap;
+		for (size_t i = 0; ok && i < kl; i++)
+			ok = (unsigned char)k[i] >= 0x20 && (unsigned char)k[i] < 0x7f;
+		if (ok)
+			memcpy(out, k, kl + 1);
+		else
+			rc = hs_error_set(err, HS_UNAUTH, "token: malformed kid");
+	}
+	json_decref(hdr);
 	return rc;
 }

@@ -56,10 +56,11 @@ void hs_jwt_key_free(hs_jwt_key *key);
 hs_jwt_alg hs_jwt_key_alg(const hs_jwt_key *key);
 
 /* What to put in a new token besides the claims: iss and aud are added when
- * not NULL. */
+ * not NULL, and kid to the header. */
 typedef struct hs_jwt_sign_opts {
 	const char *iss;
 	const char *aud;
+	const char *kid;
 } hs_jwt_sign_opts;
 
 /* Sign claims (sub and exp required; role, email, jti, sid added when not NULL;
@@ -86,6 +87,17 @@ typedef struct hs_jwt_verify_opts {
  * sub/exp. opts may be NULL (defaults). */
 int hs_jwt_verify(const hs_jwt_key *key, const char *token, const hs_jwt_verify_opts *opts,
 		  hs_jwt_claims *out, hs_error *err);
+
+/* Verification keys from the members of a JWK (RFC 7517/7518), as a JWKS
+ * publishes them: RSA n and e (RS256, at least 2048 bits), or EC P-256 x
+ * and y (ES256), each base64url. HS_INVALID for anything else. */
+int hs_jwt_key_new_rsa_jwk(hs_jwt_key **out, const char *n, const char *e, hs_error *err);
+int hs_jwt_key_new_ec_jwk(hs_jwt_key **out, const char *x, const char *y, hs_error *err);
+
+/* The token's header "kid" into out (cap bytes, printable ASCII), "" when
+ * the header has none. Nothing is verified: the kid only picks the key.
+ * HS_UNAUTH for a malformed header or kid. */
+int hs_jwt_token_kid(const char *token, char *out, size_t cap, hs_error *err);
 
 /* Unpadded base64url (RFC 4648 5) of len bytes: heap string, NULL on OOM. */
 char *hs_jwt_b64url_encode(const void *data, size_t len);

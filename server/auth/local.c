@@ -113,7 +113,7 @@ static int issue(hs_auth_local *l, const hs_store_user_row *row, const char *fam
 {
 	hs_auth_result r = { 0 };
 	hs_store_refresh_row rt = { 0 };
-	hs_jwt_sign_opts so = { l->issuer, l->audience };
+	hs_jwt_sign_opts so = { l->issuer, l->audience, NULL };
 	hs_jwt_claims c = { 0 };
 	char jti[24];
 	long long now = hs_clock_wall_ms();

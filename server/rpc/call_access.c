@@ -1,6 +1,7 @@
 /* The handler-facing accessors of a call (rpc.h "inside a handler"): its
  * payload, principal, request metadata, peer, deadline, arena, and the
  * response metadata it adds. The call's state machine is in call.c. */
+#include <grpc/grpc_security.h>
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
 #include <string.h>
@@ -113,3 +114,38 @@ int hs_rpc_call_add_trailing_metadata(hs_rpc_call *call, const char *key, const 
 	return rc;
 }
 
+
+size_t hs_rpc_call_peer_cert_names(hs_rpc_call *call, hs_rpc_peer_name *out, size_t cap)
+{
+	size_t n = 0;
+	grpc_auth_context *ctx = call->gcall != NULL ? grpc_call_auth_context(call->gcall) : NULL;
+	if (ctx == NULL)
+		return 0;
+	/* Only a peer the handshake authenticated (a client certificate that
+	 * chains to the client CA) has x509 names at all; checked anyway. */
+	if (grpc_auth_context_peer_is_authenticated(ctx)) {
+		static const struct {
+			const char *prop, *kind;
+		} props[] = { { GRPC_X509_CN_PROPERTY_NAME, "cn" },
+			      { GRPC_X509_SAN_PROPERTY_NAME, "san" } };
+		for (size_t p = 0; p < sizeof(props) / sizeof(props[0]); p++) {
+			grpc_auth_property_iterator it =
+				grpc_auth_context_find_properties_by_name(ctx, props[p].prop);
+			const grpc_auth_property *prop;
+			while (n < cap && (prop = grpc_auth_property_iterator_next(&it)) != NULL) {
+				if (prop->value == NULL || prop->value_length == 0 ||
+				    memchr(prop->value, '\0', prop->value_length) != NULL)
+					continue;
+				char *v = hs_rpc_call_alloc(call, prop->value_length + 1);
+				if (v == NULL)
+					break;
+				memcpy(v, prop->value, prop->value_length);
+				out[n].kind = props[p].kind;
+				out[n].value = v;
+				n++;
+			}
+		}
+	}
+	grpc_auth_context_release(ctx);
+	return n;
+}

@@ -93,9 +93,18 @@ typedef struct hs_rpc_principal {
 
 /* Authenticator ("interceptor"): runs before every non-public handler, on the
  * completion-queue thread (keep it cheap: token verification, no I/O). Fill
- * *out and return HS_OK, or return HS_UNAUTH with a message. */
+ * *out and return HS_OK, or return HS_UNAUTH with a message; HS_DENIED (a
+ * credential not allowed this method), HS_UNAVAILABLE (retry: e.g. a key
+ * set being refreshed) and HS_LIMIT keep their code, anything else is
+ * UNAUTHENTICATED. */
 typedef int (*hs_rpc_auth_fn)(hs_rpc_call *call, hs_rpc_principal *out,
 			      hs_error *err, void *payload);
+
+/* Client certificates (mTLS), with a tls_client_ca_file. */
+enum {
+	HS_RPC_TLS_CLIENT_REQUIRE = 0, /* a certificate chaining to the CA is required (default) */
+	HS_RPC_TLS_CLIENT_REQUEST = 1, /* asked for and verified when presented */
+};
 
 typedef struct hs_rpc_config {
 	const char *listen;        /* "127.0.0.1:50051"; port 0 = pick one */
@@ -112,6 +121,15 @@ typedef struct hs_rpc_config {
 				    * long lane before RESOURCE_EXHAUSTED (default 256;
 				    * heartbeat lane: at least half its queue) */
 	unsigned max_depth;        /* nesting of message fields in a request (default 100) */
+	/* TLS: serve TLS with this PEM certificate chain and key (both, or
+	 * neither = plaintext); tls_client_ca_file (NULL = none) turns on
+	 * client certificates, verified against it, per tls_client_auth. The
+	 * files are re-read when they change (checked at each new handshake):
+	 * new connections get the new certificate, open ones keep theirs. */
+	const char *tls_cert_file;
+	const char *tls_key_file;
+	const char *tls_client_ca_file;
+	int tls_client_auth;       /* HS_RPC_TLS_CLIENT_* */
 } hs_rpc_config;
 
 #define HS_RPC_CONFIG_INIT                                                                 \
@@ -162,6 +180,19 @@ const char *hs_rpc_call_metadata(hs_rpc_call *call, const char *key, size_t *len
 
 /* The client's address as gRPC reports it ("ipv4:127.0.0.1:5555"); arena copy. */
 const char *hs_rpc_call_peer(hs_rpc_call *call);
+
+/* A name of the client's certificate, verified against the client CA in
+ * the TLS handshake: kind "cn" (the subject's common name) or "san" (a
+ * subject alternative name: DNS, URI, email or IP). */
+typedef struct hs_rpc_peer_name {
+	const char *kind;
+	const char *value; /* arena copy */
+} hs_rpc_peer_name;
+
+/* Fills out[0..cap) with the names of the client certificate the
+ * handshake verified; returns how many (0: plaintext, no client
+ * certificate, or one not verified). */
+size_t hs_rpc_call_peer_cert_names(hs_rpc_call *call, hs_rpc_peer_name *out, size_t cap);
 
 /* Milliseconds until the client's deadline (INT64_MAX if none; <= 0 expired). */
 int64_t hs_rpc_call_deadline_left_ms(const hs_rpc_call *call);

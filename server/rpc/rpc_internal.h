@@ -4,6 +4,7 @@
 #define HS_RPC_INTERNAL_H
 
 #include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <time.h>
@@ -11,6 +12,8 @@
 #include "arena.h"
 #include "pool.h"
 #include "rpc.h"
+
+typedef struct hs_rpc_tls hs_rpc_tls; /* tls.c */
 
 typedef enum tag_kind {
 	TAG_NEW,      /* a requested call arrived (or the request failed at shutdown) */
@@ -110,6 +113,7 @@ struct hs_rpc_server {
 	hs_pool *lanes[N_LANES];
 	hs_rpc_auth_fn auth;
 	void *auth_payload;
+	hs_rpc_tls *tls; /* NULL = plaintext */
 
 	pthread_mutex_t mu; /* live list, free list, flags below; taken before any call->mu */
 	pthread_cond_t cv;
@@ -121,6 +125,13 @@ struct hs_rpc_server {
 };
 
 extern const char *const hs_rpc__lane_names[N_LANES];
+
+/* tls.c: the server's TLS credentials and their reloading. *out NULL when
+ * cfg asks for no TLS. The credentials call back into t: free t only after
+ * the grpc_server is destroyed. */
+int hs_rpc__tls_new(hs_rpc_tls **out, const hs_rpc_config *cfg, hs_error *err);
+grpc_server_credentials *hs_rpc__tls_credentials(hs_rpc_tls *t);
+void hs_rpc__tls_free(hs_rpc_tls *t);
 
 /* call.c */
 hs_rpc_call *hs_rpc__call_get(hs_rpc_server *srv);

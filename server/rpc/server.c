@@ -136,9 +136,16 @@ int hs_rpc_server_new(hs_rpc_server **out, const hs_rpc_config *cfg, hs_error *e
 		grpc_server_register_completion_queue(srv->server, srv->cqs[i].cq, NULL);
 	}
 
-	grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
-	srv->port = grpc_server_add_http2_port(srv->server, srv->listen, creds);
-	grpc_server_credentials_release(creds);
+	int rc = hs_rpc__tls_new(&srv->tls, cfg, err);
+	if (rc != HS_OK) {
+		hs_rpc_server_free(srv);
+		return rc;
+	}
+	grpc_server_credentials *creds = srv->tls != NULL ? hs_rpc__tls_credentials(srv->tls)
+							  : grpc_insecure_server_credentials_create();
+	srv->port = creds != NULL ? grpc_server_add_http2_port(srv->server, srv->listen, creds) : 0;
+	if (creds != NULL)
+		grpc_server_credentials_release(creds);
 	if (srv->port == 0) {
 		hs_error_set(err, HS_UNAVAILABLE, "cannot listen on %s (address in use or invalid)",
 			     srv->listen);
@@ -371,6 +378,7 @@ void hs_rpc_server_free(hs_rpc_server *srv)
 		srv->free_calls = c->free_next;
 		hs_rpc__call_destroy(c);
 	}
+	hs_rpc__tls_free(srv->tls); /* the credentials (gone with the server) called into it */
 	free(srv->cqs);
 	free(srv->methods);
 	free(srv->services);

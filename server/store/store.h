@@ -137,6 +137,48 @@ int hs_store_revocation_list(hs_store *store, int64_t after_seq, int64_t now_ms,
 int hs_store_revocation_delete_expired(hs_store *store, int64_t now_ms, int64_t *n_out,
 				       hs_error *err);
 
+/* ---- API keys ----------------------------------------------------------------
+ * Service identities (server/auth/apikey.h). The key itself is never
+ * stored: secret_hash is the hex SHA-256 of it. seq grows with every
+ * insert and revoke (not with last-used times), so a reader can fetch only
+ * what changed. */
+
+typedef struct hs_store_apikey_row {
+	char id[HS_STORE_ID_MAX];                /* "hsk_" + 16 hex */
+	char name[HS_STORE_NAME_MAX];
+	char role[HS_STORE_SHORT_MAX];           /* "user" | "admin" */
+	char secret_hash[HS_STORE_HASH_MAX];     /* never log it */
+	char allowed_methods[HS_STORE_JSON_MAX]; /* comma-separated; "" = every method */
+	char created_by[HS_STORE_ID_MAX];
+	int64_t created_at_ms;
+	int64_t expires_at_ms;   /* 0 = never */
+	int64_t last_used_at_ms; /* 0 = never used */
+	int64_t revoked_at_ms;   /* 0 = active */
+	int64_t seq;             /* set by the store */
+} hs_store_apikey_row;
+
+/* HS_EXISTS on a duplicate id; HS_INVALID on a role other than user/admin. */
+int hs_store_apikey_insert(hs_store *store, const hs_store_apikey_row *row, hs_error *err);
+int hs_store_apikey_get(hs_store *store, const char *id, hs_store_apikey_row *out, hs_error *err);
+/* Keys with id > after_id ("" or NULL = from the start), by id, revoked ones
+ * only when include_revoked. *out: malloc'd array (free()), NULL when 0. */
+int hs_store_apikey_list(hs_store *store, const char *after_id, size_t limit,
+			 bool include_revoked, hs_store_apikey_row **out, size_t *n_out,
+			 hs_error *err);
+/* Keys with seq > after_seq, by seq (revoked ones included). */
+int hs_store_apikey_changes(hs_store *store, int64_t after_seq, size_t limit,
+			    hs_store_apikey_row **out, size_t *n_out, hs_error *err);
+/* Sets revoked_at_ms (if not yet revoked) and a new seq; the row as it is
+ * now into *out (NULL allowed). HS_NOT_FOUND for an unknown id. */
+int hs_store_apikey_revoke(hs_store *store, const char *id, int64_t now_ms,
+			   hs_store_apikey_row *out, hs_error *err);
+/* Raises last_used_at_ms of ids[i] to times[i] (never lowers it), all in
+ * one transaction; unknown ids are skipped. */
+int hs_store_apikey_touch(hs_store *store, const char *const *ids, const int64_t *times,
+			  size_t n, hs_error *err);
+/* Keys not revoked (expired ones included). */
+int hs_store_apikey_count_active(hs_store *store, int64_t *out, hs_error *err);
+
 /* ---- task ownership ---------------------------------------------------------
  * Task ids are one namespace: the first user to name a task id (by
  * registering it, checkpointing it, giving it to a sandbox or naming its

@@ -156,6 +156,25 @@ const char *const hs_store__migrations[] = {
 	"     WHERE o.id <> users.id AND hs_email_normalize(o.email) = hs_email_normalize(users.email)"
 	"       AND (o.created_at_ms < users.created_at_ms"
 	"         OR (o.created_at_ms = users.created_at_ms AND o.id < users.id)));",
+	/* 5: API keys, the identities of services. Stored by the hex SHA-256
+	 * of the whole key (high-entropy secrets: a fast hash is enough);
+	 * never the key. seq grows with every create and revoke so other
+	 * processes sharing the store catch up incrementally; last_used_at_ms
+	 * is written in batches and does not move seq. */
+	"CREATE TABLE api_keys ("
+	"  id TEXT PRIMARY KEY,"
+	"  name TEXT NOT NULL,"
+	"  role TEXT NOT NULL CHECK (role IN ('user', 'admin')),"
+	"  secret_hash TEXT NOT NULL,"
+	"  allowed_methods TEXT NOT NULL DEFAULT '',"
+	"  created_by TEXT NOT NULL DEFAULT '',"
+	"  created_at_ms INTEGER NOT NULL,"
+	"  expires_at_ms INTEGER NOT NULL DEFAULT 0,"
+	"  last_used_at_ms INTEGER NOT NULL DEFAULT 0,"
+	"  revoked_at_ms INTEGER NOT NULL DEFAULT 0,"
+	"  seq INTEGER NOT NULL"
+	") WITHOUT ROWID;"
+	"CREATE INDEX api_keys_seq ON api_keys(seq);",
 };
 
 const int hs_store__migration_count =

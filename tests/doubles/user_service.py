@@ -9,18 +9,29 @@ BFF's userService.ts calls), over plain HTTP on loopback.
             "refresh_token","expires_in"}; errors = {"code","message"}
 
 Every API call needs X-API-Key (else 401 INVALID_API_KEY). Access tokens are
-HS256 JWTs signed with --jwt-secret (sub, role, email, iat, exp, jti).
+HS256 JWTs signed with --jwt-secret (sub, role, email, iat, exp, jti), or,
+with --jwt-alg RS256|ES256, signed with a generated key whose public half is
+published (with its kid) at
+
+    GET  /.well-known/jwks.json   (no API key)   -> {"keys": [JWK, ...]}
+
+Key rotation (test control):
+    POST /__rotate {"alg": "RS256"|"ES256", "drop_old": false}
+         -> {"kid": new kid}; new tokens are signed with the new key, the
+            old keys stay published unless drop_old.
 
 Test control (no API key):
     POST /__control {"mode": "ok"|"fail500"|"fail503"|"stall"|"garbage"|
                      "partial"|"huge"|"down"|"status", "stall_ms": 10000,
                      "status": 418, "body": {...}}
-    GET  /__stats  -> {"requests", "connections", "last_headers", "last_path"}
+    GET  /__stats  -> {"requests", "connections", "last_headers", "last_path",
+                       "jwks_requests"}
 "down" closes the connection without answering; "stall" waits stall_ms and
 then answers normally; "status" answers every API call with status/body.
 
 Usage: user_service.py --port 0 [--host 127.0.0.1] [--api-key K]
-       [--jwt-secret S] [--users users.json] [--access-ttl 900]
+       [--jwt-secret S] [--jwt-alg HS256|RS256|ES256] [--users users.json]
+       [--access-ttl 900]
 The first stdout line is "PORT <n>" (flushed); runs until killed.
 """
 import argparse
@@ -55,6 +66,46 @@ def sign_hs256(secret, claims):
     return header + "." + payload + "." + b64url(sig)
 
 
+def int_b64(n, size=None):
+    size = size or (n.bit_length() + 7) // 8
+    return b64url(n.to_bytes(size, "big"))
+
+
+class SigningKey:
+    """An RS256 or ES256 key (python3-cryptography) with a kid and its JWK."""
+
+    def __init__(self, alg):
+        from cryptography.hazmat.primitives.asymmetric import ec, rsa
+        self.alg = alg
+        self.kid = "k-" + secrets.token_hex(6)
+        if alg == "RS256":
+            self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+            pub = self.key.public_key().public_numbers()
+            self.jwk = {"kty": "RSA", "kid": self.kid, "use": "sig", "alg": alg,
+                        "n": int_b64(pub.n), "e": int_b64(pub.e)}
+        elif alg == "ES256":
+            self.key = ec.generate_private_key(ec.SECP256R1())
+            pub = self.key.public_key().public_numbers()
+            self.jwk = {"kty": "EC", "kid": self.kid, "use": "sig", "alg": alg, "crv": "P-256",
+                        "x": int_b64(pub.x, 32), "y": int_b64(pub.y, 32)}
+        else:
+            raise ValueError(alg)
+
+    def sign(self, claims):
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import ec, padding, utils
+        header = b64url(json.dumps({"alg": self.alg, "typ": "JWT", "kid": self.kid},
+                                   separators=(",", ":")).encode())
+        payload = b64url(json.dumps(claims, separators=(",", ":")).encode())
+        data = (header + "." + payload).encode()
+        if self.alg == "RS256":
+            sig = self.key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+        else:
+            r, s = utils.decode_dss_signature(self.key.sign(data, ec.ECDSA(hashes.SHA256())))
+            sig = r.to_bytes(32, "big") + s.to_bytes(32, "big")
+        return header + "." + payload + "." + b64url(sig)
+
+
 class State:
     def __init__(self, args):
         self.lock = threading.Lock()
@@ -73,6 +124,8 @@ class State:
             with open(args.users, encoding="utf-8") as f:
                 users = json.load(f)
         self.users = {u["id"]: u for u in users}
+        self.jwks_requests = 0
+        self.keys = [] if args.jwt_alg == "HS256" else [SigningKey(args.jwt_alg)]
 
     def public_user(self, u):
         return {k: u[k] for k in ("id", "email", "name", "role", "created_at")}
@@ -82,9 +135,11 @@ class State:
         token = secrets.token_urlsafe(32)
         with self.lock:
             self.refresh[token] = u["id"]
-        access = sign_hs256(self.args.jwt_secret, {
-            "sub": u["id"], "role": u["role"], "email": u["email"], "iat": now,
-            "exp": now + self.args.access_ttl, "jti": secrets.token_hex(8)})
+        claims = {"sub": u["id"], "role": u["role"], "email": u["email"], "iat": now,
+                  "exp": now + self.args.access_ttl, "jti": secrets.token_hex(8)}
+        with self.lock:
+            key = self.keys[-1] if self.keys else None
+        access = key.sign(claims) if key else sign_hs256(self.args.jwt_secret, claims)
         return {"user": self.public_user(u), "access_token": access,
                 "refresh_token": token, "expires_in": self.args.access_ttl}
 
@@ -137,8 +192,20 @@ class Handler(BaseHTTPRequestHandler):
         if self.path == "/__stats" and method == "GET":
             with st.lock:
                 stats = {"requests": st.requests, "connections": st.connections,
-                         "last_headers": st.last_headers, "last_path": st.last_path}
+                         "last_headers": st.last_headers, "last_path": st.last_path,
+                         "jwks_requests": st.jwks_requests}
             return self.send_json(200, stats)
+        if self.path == "/__rotate" and method == "POST":
+            body = self.read_json() or {}
+            key = SigningKey(body.get("alg", st.args.jwt_alg))
+            with st.lock:
+                st.keys = ([] if body.get("drop_old") else st.keys) + [key]
+            return self.send_json(200, {"kid": key.kid})
+        if self.path == "/.well-known/jwks.json" and method == "GET":
+            with st.lock:
+                st.jwks_requests += 1
+                doc = {"keys": [k.jwk for k in st.keys]}
+            return self.send_json(200, doc)
         body = self.read_json() if method == "POST" else None
         with st.lock:
             st.requests += 1
@@ -216,6 +283,7 @@ def main():
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--api-key", default="test-api-key")
     p.add_argument("--jwt-secret", default="test-jwt-secret-0123456789abcdef0123")
+    p.add_argument("--jwt-alg", default="HS256", choices=("HS256", "RS256", "ES256"))
     p.add_argument("--users", help="JSON list of {id,email,password,name,role,created_at}")
     p.add_argument("--access-ttl", type=int, default=900)
     args = p.parse_args()

@@ -6,10 +6,13 @@
  * header; a client address is short and printable). The input is split
  * at NUL bytes into up to six fields. */
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "email.h"
 #include "json.h"
+#include "netaddr.h"
 #include "policy.h"
 #include "validate.h"
 
@@ -45,10 +48,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	/* login body and its fields */
 	char *email = NULL, *password = NULL;
 	if (hs_gw_json_login_parse((const char *)data, size, &email, &password) == HS_OK) {
-		char norm[HS_GW_EMAIL_MAX + 1];
-		if (email != NULL && hs_gw_email_normalize(email, norm, sizeof(norm))) {
-			char again[HS_GW_EMAIL_MAX + 1];
-			if (!hs_gw_email_normalize(norm, again, sizeof(again)) || strcmp(norm, again) != 0)
+		char norm[HS_EMAIL_MAX + 1];
+		(void)hs_email_valid(email != NULL ? email : "");
+		if (email != NULL && hs_email_normalize(email, norm, sizeof(norm))) {
+			char again[HS_EMAIL_MAX + 1];
+			if (!hs_email_normalize(norm, again, sizeof(again)) || strcmp(norm, again) != 0)
 				abort(); /* normalising is idempotent */
 		}
 		if (password != NULL)
@@ -56,8 +60,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		free(email);
 		hs_gw_json_secret_free(password);
 	}
-	char norm[HS_GW_EMAIL_MAX + 1];
-	if (hs_gw_email_normalize(f[0], norm, sizeof(norm)) && !printable(norm))
+	char norm[HS_EMAIL_MAX + 1];
+	if (hs_email_normalize(f[0], norm, sizeof(norm)) && !printable(norm))
 		abort();
 	(void)hs_gw_password_ok(f[1]);
 	(void)hs_gw_header_value_ok(f[2]);
@@ -88,11 +92,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	/* client address behind trusted proxies (the peer comes from the
 	 * socket: always an address; X-Forwarded-For is the client's) */
 	static const char *const peers[] = { "127.0.0.1", "10.1.2.3", "::1", "2001:db8::7" };
-	const char *trusted[3] = { f[3], "127.0.0.1", "::1" };
-	char ip[64];
-	hs_gw_client_ip(ip, sizeof(ip), peers[size % 4], f[5], trusted, 3);
-	if (strlen(ip) >= 48 || !printable(ip))
+	hs_cidr_list trusted;
+	char list[256];
+	snprintf(list, sizeof(list), "127.0.0.1,::1%s%.200s", f[3][0] ? "," : "", f[3]);
+	if (hs_cidr_list_parse(&trusted, list, "trusted proxies", NULL) != HS_OK &&
+	    hs_cidr_list_parse(&trusted, "127.0.0.1,::1", "trusted proxies", NULL) != HS_OK)
 		abort();
+	char ip[HS_IP_TEXT_MAX];
+	hs_client_address(&trusted, peers[size % 4], f[5], ip, sizeof(ip));
+	if (strlen(ip) >= HS_IP_TEXT_MAX || !printable(ip) ||
+	    !hs_ip_canonical(ip, strlen(ip), list, sizeof(list)))
+		abort(); /* always an address, canonical */
 
 	/* error bodies from a status the server sent */
 	hs_client_status st;

@@ -145,7 +145,8 @@ class LintTest(HelmTestCase):
 
     def test_lint_strict_with_each_values_file(self):
         for f in ("values-upstream.yaml", "values-firecracker.yaml",
-                  "values-firecracker-caps.yaml", "values-local-secrets.yaml"):
+                  "values-firecracker-caps.yaml", "values-local-secrets.yaml",
+                  "values-tls-certmanager.yaml", "values-tls-secret.yaml"):
             with self.subTest(values=f):
                 run_helm("lint", "--strict", "@CHART@", "-f", values_file(f))
 
@@ -439,6 +440,83 @@ class RenderTest(HelmTestCase):
         np = m.one("NetworkPolicy")["spec"]
         self.assertIn(3000, [p["port"] for r in np["egress"] for p in r["ports"]])
 
+    # ---- TLS (issue 14) ----------------------------------------------------------
+
+    def test_tls_from_a_secret(self):
+        m = render("values-tls-secret.yaml")
+        self.assertNotIn("Certificate", m.kinds())
+        cfg = m.config()
+        self.assertEqual(cfg["HARNESS_TLS_CERT"], "/etc/harness/tls/tls.crt")
+        self.assertEqual(cfg["HARNESS_TLS_KEY"], "/etc/harness/tls/tls.key")
+        self.assertEqual(cfg["HARNESS_TLS_CLIENT_CA"], "/etc/harness/tls-client-ca/clients.pem")
+        self.assertEqual(cfg["HARNESS_TLS_CLIENT_AUTH"], "request")
+        self.assertNotIn("HARNESS_TLS_CLIENT_IDENTITIES", cfg)
+        pod = m.pod()
+        vols = {v["name"]: v for v in pod["volumes"]}
+        self.assertEqual(vols["tls"]["secret"]["secretName"], "harness-grpc-tls")
+        self.assertNotIn("items", vols["tls"]["secret"])  # every key, updated by kubelet
+        self.assertEqual(vols["tls-client-ca"]["secret"]["secretName"], "harness-client-ca")
+        hd = m.container("harnessd")
+        for vm in hd["volumeMounts"]:
+            self.assertNotIn("subPath", vm)  # a subPath mount never sees a renewal
+        mounts = {vm["mountPath"]: vm for vm in hd["volumeMounts"]}
+        self.assertEqual(mounts["/etc/harness/tls"]["name"], "tls")
+        self.assertIs(mounts["/etc/harness/tls"]["readOnly"], True)
+        # kubelet's probes: the plaintext health-only listener on the pod IP
+        env = env_map(hd)
+        self.assertEqual(env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"], "status.podIP")
+        self.assertEqual(env["HARNESS_HEALTH_LISTEN"]["value"], "$(POD_IP):9443")
+        names = [e["name"] for e in hd["env"]]
+        self.assertLess(names.index("POD_IP"), names.index("HARNESS_HEALTH_LISTEN"))
+        ports = {p["name"]: p["containerPort"] for p in hd["ports"]}
+        self.assertEqual(ports, {"grpc": 50051, "health": 9443})
+        for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+            self.assertEqual(hd[probe]["grpc"]["port"], 9443, probe)
+        svc_ports = {p["name"] for p in m.one("Service")["spec"]["ports"]}
+        self.assertNotIn("health", svc_ports)
+        # the gateway dials harnessd over TLS, checking the Service's name
+        gw = m.container("harness-gateway")
+        args = gw["args"]
+        self.assertEqual(args[args.index("--grpc-tls-ca") + 1], "/etc/harness/tls/ca.crt")
+        self.assertEqual(args[args.index("--grpc-tls-server-name") + 1], FULLNAME + ".harness.svc")
+        self.assertIn("--grpc-tls-cert", args)  # clientAuth request: it presents one
+        self.assertIn("/etc/harness/tls", [vm["mountPath"] for vm in gw["volumeMounts"]])
+
+    def test_tls_from_cert_manager(self):
+        m = render("values-tls-certmanager.yaml")
+        cert = m.one("Certificate")
+        self.assertEqual(cert["apiVersion"], "cert-manager.io/v1")
+        spec = cert["spec"]
+        self.assertEqual(spec["secretName"], FULLNAME + "-tls")
+        self.assertEqual(spec["issuerRef"], {"name": "harness-ca", "kind": "ClusterIssuer",
+                                             "group": "cert-manager.io"})
+        self.assertEqual(spec["dnsNames"], [FULLNAME, FULLNAME + ".harness", FULLNAME + ".harness.svc",
+                                            FULLNAME + ".harness.svc.cluster.local", "harness.example.com"])
+        self.assertIn("client auth", spec["usages"])
+        self.assertIn("server auth", spec["usages"])
+        self.assertEqual(spec["privateKey"]["rotationPolicy"], "Always")
+        vols = {v["name"]: v for v in m.pod()["volumes"]}
+        self.assertEqual(vols["tls"]["secret"]["secretName"], FULLNAME + "-tls")
+        self.assertNotIn("tls-client-ca", vols)
+        cfg = m.config()
+        self.assertEqual(cfg["HARNESS_TLS_CLIENT_CA"], "/etc/harness/tls/ca.crt")
+        self.assertEqual(cfg["HARNESS_TLS_CLIENT_AUTH"], "require")
+        self.assertEqual(cfg["HARNESS_TLS_CLIENT_IDENTITIES"],
+                         "san:spiffe://cluster.local/ns/agents/sa/runner=hsk_0123456789abcdef")
+        self.assertEqual(cfg["HARNESS_JWT_JWKS_URL"], "http://users.internal:3000/.well-known/jwks.json")
+        self.assertNotIn("HARNESS_JWT_PUBLIC_KEY", cfg)
+        hd = m.container("harnessd")
+        self.assertEqual(hd["readinessProbe"]["grpc"]["port"], 8086)
+        self.assertNotIn("HARNESS_JWT_SECRET", env_map(hd))
+
+    def test_no_tls_by_default(self):
+        m = render()
+        cfg = m.config()
+        self.assertFalse([k for k in cfg if k.startswith("HARNESS_TLS")])
+        self.assertNotIn("Certificate", m.kinds())
+        self.assertNotIn("--grpc-tls-ca", m.container("harness-gateway")["args"])
+        self.assertNotIn("tls", {v["name"] for v in m.pod()["volumes"]})
+
     def test_notes_render(self):
         """NOTES.txt is not rendered by `helm template`: render it through a copy of the chart."""
         with tempfile.TemporaryDirectory() as tmp:
@@ -448,7 +526,10 @@ class RenderTest(HelmTestCase):
             with open(os.path.join(chart, "templates", "zz-notes-check.yaml"), "w") as f:
                 f.write('notes: {{ tpl (.Files.Get "notes-src.txt") . | quote }}\n')
             for files, want in (((), ["grep 'generated password'", "grpcurl -plaintext", "t-harness.harness.svc:50051"]),
-                                (("values-upstream.yaml",), ["https://harness.example.com/", "user service"])):
+                                (("values-upstream.yaml",), ["https://harness.example.com/", "user service"]),
+                                (("values-tls-certmanager.yaml",),
+                                 ["grpcurl -cacert ca.crt -authority t-harness.harness.svc -cert client.crt",
+                                  "get secret t-harness-tls", "(TLS, client certificates: require)"])):
                 with self.subTest(values=files):
                     args = ["template", RELEASE, "@CHART@", "--namespace", "harness",
                             "--show-only", "templates/zz-notes-check.yaml"]
@@ -482,6 +563,14 @@ class SchemaTest(HelmTestCase):
             "gateway.bodyLimit=10",
             "sandbox.uid=0",
             "sandbox.pidsMax=1",
+            "tls.source=vault",
+            "tls.clientAuth=optional",
+            "tls.healthPort=0",
+            "tls.clientIdentities[0]=svc=hsk_0123456789abcdef",
+            "tls.clientIdentities[0]=cn:svc=usr_1",
+            "tls.certManager.issuerRef.kind=Vault",
+            "tls.healthHost=a b",
+            "auth.jwt.jwksUrl=ftp://x",
         ]
         for s in bad:
             with self.subTest(set=s):
@@ -493,7 +582,18 @@ class SchemaTest(HelmTestCase):
         for sets, msg in ((("auth.backend=upstream",), "auth.userService.url"),
                           (("auth.backend=upstream", "auth.userService.url=https://u"), "auth.jwt"),
                           (("sandbox.driver=firecracker",), "sandbox.firecracker.enabled"),
-                          (("sandbox.uid=10001",), "sandbox.uid must differ")):
+                          (("sandbox.uid=10001",), "sandbox.uid must differ"),
+                          (("tls.enabled=true",), "tls.secretName"),
+                          (("tls.enabled=true", "tls.source=certManager"), "issuerRef.name"),
+                          (("tls.enabled=true", "tls.secretName=s", "tls.healthPort=50051"),
+                           "tls.healthPort"),
+                          (("tls.clientAuth=require",), "tls.enabled"),
+                          (("tls.enabled=true", "tls.secretName=s",
+                            "tls.clientIdentities[0]=cn:x=hsk_0123456789abcdef"), "tls.clientAuth"),
+                          (("auth.jwt.jwksUrl=https://u/jwks",), "jwksUrl"),
+                          (("auth.backend=upstream", "auth.userService.url=https://u",
+                            "auth.jwt.jwksUrl=https://u/jwks", "auth.jwt.secret.existingSecret=s"),
+                           "jwksUrl")):
             with self.subTest(sets=sets):
                 args = ["template", RELEASE, "@CHART@"]
                 for s in sets:

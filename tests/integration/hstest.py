@@ -198,10 +198,21 @@ class Process:
             t.join(timeout=5)
 
 
-class Harnessd(Process):
-    """harnessd on 127.0.0.1:0 with its own data dir."""
+def tls_channel(target, ca, cert=None, key=None, server_name=None):
+    """A grpcio channel over TLS: roots ca (PEM bytes), an optional client
+    certificate, an optional name to check instead of the target's host."""
+    creds = grpc.ssl_channel_credentials(root_certificates=ca, private_key=key,
+                                         certificate_chain=cert)
+    opts = [("grpc.ssl_target_name_override", server_name)] if server_name else []
+    return grpc.secure_channel(target, creds, options=opts)
 
-    def __init__(self, data_dir=None, args=(), env=None):
+
+class Harnessd(Process):
+    """harnessd on 127.0.0.1:0 with its own data dir. With tls (a dict of
+    PEM bytes: ca, and cert/key for a client certificate) its channel speaks
+    TLS; the --health-listen port is health_port when asked for."""
+
+    def __init__(self, data_dir=None, args=(), env=None, tls=None):
         self._tmp = None
         if data_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="hs-it-")
@@ -219,8 +230,13 @@ class Harnessd(Process):
         self.port = serving["port"]
         metrics = next((l for l in self.lines if l.get("msg") == "metrics"), None)
         self.metrics_port = metrics["port"] if metrics else None
+        health = next((l for l in self.lines if l.get("msg") == "health listener"), None)
+        self.health_port = health["port"] if health else None
         self.target = "127.0.0.1:%d" % self.port
-        self.channel = grpc.insecure_channel(self.target)
+        if tls is not None:
+            self.channel = tls_channel(self.target, tls["ca"], tls.get("cert"), tls.get("key"))
+        else:
+            self.channel = grpc.insecure_channel(self.target)
 
     def close(self, expect_exit=0):
         self.channel.close()

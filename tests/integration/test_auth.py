@@ -463,7 +463,7 @@ class EmailMigrationTest(unittest.TestCase):
             db = sqlite3.connect(os.path.join(data.name, "harness.db"))
             # back to schema 3 with three old rows, all with the admin's password
             db.executescript(
-                "DROP TABLE auth_revocations; PRAGMA user_version=3;"
+                "DROP TABLE auth_revocations; DROP TABLE IF EXISTS api_keys; PRAGMA user_version=3;"
                 "INSERT INTO users(id, email, name, role, password_hash, created_at_ms)"
                 " SELECT 'usr_old1', 'first.last+tag@gmail.com', 'Old', 'user', password_hash, 1 FROM users;"
                 "INSERT INTO users(id, email, name, role, password_hash, created_at_ms)"
@@ -491,9 +491,9 @@ class EmailMigrationTest(unittest.TestCase):
 
 
 class UserServiceDouble(hstest.Process):
-    def __init__(self):
+    def __init__(self, extra=()):
         argv = [sys.executable, os.path.join(hstest.SOURCE, "tests/doubles/user_service.py"), "--port", "0",
-                "--api-key", API_KEY, "--jwt-secret", SECRET]
+                "--api-key", API_KEY, "--jwt-secret", SECRET] + list(extra)
         super().__init__(argv)
         deadline = time.monotonic() + 10
         while not self.stdout_lines and time.monotonic() < deadline:
@@ -506,11 +506,17 @@ class UserServiceDouble(hstest.Process):
         with urllib.request.urlopen(self.url + "/__stats", timeout=5) as r:
             return json.loads(r.read())
 
-    def control(self, **kw):
+    def post(self, path, body, headers=None):
         import urllib.request
-        req = urllib.request.Request(self.url + "/__control", data=json.dumps(kw).encode(),
-                                     headers={"Content-Type": "application/json"}, method="POST")
-        urllib.request.urlopen(req, timeout=5).read()
+        h = {"Content-Type": "application/json"}
+        h.update(headers or {})
+        req = urllib.request.Request(self.url + path, data=json.dumps(body).encode(), headers=h,
+                                     method="POST")
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return json.loads(r.read() or b"null")
+
+    def control(self, **kw):
+        self.post("/__control", kw)
 
 
 class UpstreamAuthTest(unittest.TestCase):

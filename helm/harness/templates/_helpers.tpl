@@ -51,6 +51,21 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- default (printf "%s-data" (include "harness.fullname" .)) .Values.persistence.existingClaim }}
 {{- end }}
 
+{{/* The Secret holding harnessd's certificate (tls.enabled). */}}
+{{- define "harness.tlsSecretName" -}}
+{{- default (printf "%s-tls" (include "harness.fullname" .)) .Values.tls.secretName }}
+{{- end }}
+
+{{/* The name in harnessd's certificate the gateway checks (the Service's). */}}
+{{- define "harness.serviceDNS" -}}
+{{- printf "%s.%s.svc" (include "harness.fullname" .) .Release.Namespace }}
+{{- end }}
+
+{{/* Port kubelet's gRPC probes use: the health-only listener with TLS. */}}
+{{- define "harness.probePort" -}}
+{{- if .Values.tls.enabled }}{{ int .Values.tls.healthPort }}{{ else }}{{ int .Values.server.port }}{{ end }}
+{{- end }}
+
 {{/*
 Port of auth.userService.url: explicit ":port", else 443 for https and 80
 for http.
@@ -74,9 +89,30 @@ for http.
 {{- if not $a.userService.url }}
 {{- fail "auth.backend=upstream needs auth.userService.url (the user service's base URL)" }}
 {{- end }}
-{{- if not (or $a.jwt.secret.existingSecret $a.jwt.publicKey.existingSecret $a.jwt.publicKey.existingConfigMap) }}
-{{- fail "auth.backend=upstream needs auth.jwt.secret.existingSecret (HS256 key) or auth.jwt.publicKey.existingSecret/existingConfigMap (RS256/ES256) to verify the user service's tokens" }}
+{{- if not (or $a.jwt.secret.existingSecret $a.jwt.publicKey.existingSecret $a.jwt.publicKey.existingConfigMap $a.jwt.jwksUrl) }}
+{{- fail "auth.backend=upstream needs auth.jwt.secret.existingSecret (HS256 key), auth.jwt.publicKey.existingSecret/existingConfigMap (RS256/ES256) or auth.jwt.jwksUrl to verify the user service's tokens" }}
 {{- end }}
+{{- end }}
+{{- if and $a.jwt.jwksUrl (or (ne $a.backend "upstream") $a.jwt.secret.existingSecret $a.jwt.publicKey.existingSecret $a.jwt.publicKey.existingConfigMap) }}
+{{- fail "auth.jwt.jwksUrl: upstream backend only, and instead of auth.jwt.secret / auth.jwt.publicKey" }}
+{{- end }}
+{{- $t := .Values.tls }}
+{{- if $t.enabled }}
+{{- if and (eq $t.source "secret") (not $t.secretName) }}
+{{- fail "tls.source=secret needs tls.secretName (a kubernetes.io/tls Secret with tls.crt, tls.key and ca.crt)" }}
+{{- end }}
+{{- if and (eq $t.source "certManager") (not $t.certManager.issuerRef.name) }}
+{{- fail "tls.source=certManager needs tls.certManager.issuerRef.name" }}
+{{- end }}
+{{- if eq (int $t.healthPort) (int .Values.server.port) }}
+{{- fail "tls.healthPort must differ from server.port" }}
+{{- end }}
+{{- end }}
+{{- if and (or (ne $t.clientAuth "none") $t.clientIdentities) (not $t.enabled) }}
+{{- fail "tls.clientAuth and tls.clientIdentities need tls.enabled=true" }}
+{{- end }}
+{{- if and $t.clientIdentities (eq $t.clientAuth "none") }}
+{{- fail "tls.clientIdentities needs tls.clientAuth request or require" }}
 {{- end }}
 {{- if and $a.jwt.publicKey.existingSecret $a.jwt.publicKey.existingConfigMap }}
 {{- fail "auth.jwt.publicKey: set existingSecret or existingConfigMap, not both" }}

@@ -22,6 +22,12 @@
 
 int test_double_start(test_double *d, const char *api_key, const char *jwt_secret)
 {
+	return test_double_start_alg(d, api_key, jwt_secret, "HS256");
+}
+
+int test_double_start_alg(test_double *d, const char *api_key, const char *jwt_secret,
+			  const char *alg)
+{
 	int fds[2];
 	char line[64];
 	size_t n = 0;
@@ -36,7 +42,8 @@ int test_double_start(test_double *d, const char *api_key, const char *jwt_secre
 		close(fds[0]);
 		close(fds[1]);
 		execl("/usr/bin/python3", "python3", HS_SOURCE_DIR "/tests/doubles/user_service.py",
-		      "--port", "0", "--api-key", api_key, "--jwt-secret", jwt_secret, (char *)NULL);
+		      "--port", "0", "--api-key", api_key, "--jwt-secret", jwt_secret, "--jwt-alg", alg,
+		      (char *)NULL);
 		_exit(127);
 	}
 	close(fds[1]);
@@ -88,11 +95,18 @@ static size_t on_data(char *p, size_t sz, size_t nm, void *u)
 	return n;
 }
 
-static int http(test_double *d, const char *path, const char *post, sink *s)
+static int http_key(test_double *d, const char *path, const char *post, const char *api_key,
+		    sink *s)
 {
-	char url[128];
+	char url[128], hdr[256];
 	long status = 0;
+	struct curl_slist *l = NULL;
 	CURL *h = curl_easy_init();
+	if (api_key != NULL) {
+		snprintf(hdr, sizeof(hdr), "X-API-Key: %s", api_key);
+		l = curl_slist_append(NULL, hdr);
+		curl_easy_setopt(h, CURLOPT_HTTPHEADER, l);
+	}
 	snprintf(url, sizeof(url), "%s%s", d->url, path);
 	s->len = 0;
 	s->buf[0] = '\0';
@@ -105,7 +119,48 @@ static int http(test_double *d, const char *path, const char *post, sink *s)
 	CURLcode cc = curl_easy_perform(h);
 	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
 	curl_easy_cleanup(h);
+	curl_slist_free_all(l);
 	return cc == CURLE_OK && status == 200 ? 0 : -1;
+}
+
+static int http(test_double *d, const char *path, const char *post, sink *s)
+{
+	return http_key(d, path, post, NULL, s);
+}
+
+int test_double_rotate(test_double *d, const char *alg, int drop_old, char *kid, size_t cap)
+{
+	sink s;
+	char body[128];
+	snprintf(body, sizeof(body), "{\"alg\": \"%s\", \"drop_old\": %s}", alg,
+		 drop_old ? "true" : "false");
+	if (http(d, "/__rotate", body, &s) != 0)
+		return -1;
+	json_t *j = json_loads(s.buf, 0, NULL);
+	const char *k = json_string_value(json_object_get(j, "kid"));
+	int r = k != NULL ? 0 : -1;
+	if (k != NULL && kid != NULL)
+		snprintf(kid, cap, "%s", k);
+	json_decref(j);
+	return r;
+}
+
+int test_double_token(test_double *d, const char *api_key, const char *email,
+		      const char *password, char *out, size_t cap)
+{
+	sink s;
+	char body[256];
+	snprintf(body, sizeof(body), "{\"email\": \"%s\", \"password\": \"%s\"}", email,
+		 password);
+	if (http_key(d, "/api/v1/auth/login", body, api_key, &s) != 0)
+		return -1;
+	json_t *j = json_loads(s.buf, 0, NULL);
+	const char *t = json_string_value(json_object_get(j, "access_token"));
+	int r = t != NULL && strlen(t) < cap ? 0 : -1;
+	if (r == 0)
+		snprintf(out, cap, "%s", t);
+	json_decref(j);
+	return r;
 }
 
 int test_double_control(test_double *d, const char *json)

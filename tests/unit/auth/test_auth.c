@@ -12,7 +12,10 @@
 
 #include <cmocka.h>
 
+#include <sodium.h>
+
 #include "auth.h"
+#include "clock.h"
 #include "double.h"
 #include "gateway_auth.h"
 #include "secret_file.h"
@@ -49,6 +52,19 @@ static void test_auth__config_errors(void **s)
 	c.user_service_url = "not a url";
 	assert_int_equal(hs_auth_new(&a, &c, NULL), HS_INVALID);
 	c.user_service_url = "http://127.0.0.1:1";
+	c.jwt_jwks_url = "http://127.0.0.1:1/jwks";
+	hs_error_clear(&err);
+	assert_int_equal(hs_auth_new(&a, &c, &err), HS_INVALID); /* with --jwt-secret too */
+	assert_non_null(strstr(err.msg, "jwks"));
+	c.backend = HS_AUTH_LOCAL;
+	assert_int_equal(hs_auth_new(&a, &c, NULL), HS_INVALID); /* local */
+	c.backend = HS_AUTH_UPSTREAM;
+	c.jwt_secret = NULL;
+	c.jwt_alg = NULL;
+	c.jwt_jwks_url = "ftp://x";
+	assert_int_equal(hs_auth_new(&a, &c, NULL), HS_INVALID);
+	c.jwt_jwks_url = NULL;
+	c.jwt_secret = JWT_SECRET;
 	c.throttle.capacity = 0;
 	assert_int_equal(hs_auth_new(&a, &c, NULL), HS_INVALID);
 	assert_null(a);
@@ -286,6 +302,111 @@ static void test_auth__upstream_end_to_end(void **s)
 	test_double_stop(&d);
 }
 
+/* The authenticator's one entry: access tokens, API keys, client
+ * certificates mapped to a key, and what none of them may do. */
+static void test_auth__authenticate(void **s)
+{
+	(void)s;
+	char dir[] = "/tmp/hs-auth-authn-XXXXXX";
+	hs_store *st = NULL;
+	hs_auth_config c = HS_AUTH_CONFIG_INIT;
+	hs_auth *a = local_auth(dir, &st, &c);
+	hs_auth_identity id;
+	hs_error err = { 0 };
+	hs_auth_result r = { 0 };
+	assert_int_equal(hs_auth_login(a, "admin@example.com", "adminpass1", NULL, -1, &r, NULL),
+			 HS_OK);
+	assert_int_equal(hs_auth_authenticate(a, r.access_token, NULL, 0, "/x.Y/Z", &id, &err),
+			 HS_OK);
+	assert_string_equal(id.id, r.user.id);
+	assert_true(id.is_admin);
+	assert_false(id.api_key);
+
+	hs_apikey_spec spec = { "ci", "user", 0, (const char *const[]){ "harness.v1.HealthService/*" },
+				1, r.user.id };
+	hs_apikey_info info;
+	char *key = NULL;
+	assert_int_equal(hs_apikeys_create(hs_auth_apikeys_lookup(a), &spec, hs_clock_wall_ms(),
+					   &info, &key, NULL), HS_OK);
+	assert_int_equal(hs_auth_authenticate(a, key, NULL, 0, "/harness.v1.HealthService/Heartbeat",
+					      &id, &err), HS_OK);
+	assert_string_equal(id.id, info.id);
+	assert_string_equal(id.role, "user");
+	assert_true(id.api_key);
+	hs_error_clear(&err);
+	assert_int_equal(hs_auth_authenticate(a, key, NULL, 0, "/harness.v1.AuthService/CreateUser",
+					      &id, &err), HS_DENIED);
+	assert_non_null(strstr(err.msg, "may not call harness.v1.AuthService/CreateUser"));
+	/* The key as a user: GetUser / WhoAmI. */
+	hs_auth_user u = { 0 };
+	assert_int_equal(hs_auth_get_user(a, info.id, -1, &u, NULL), HS_OK);
+	assert_string_equal(u.name, "ci");
+	assert_string_equal(u.email, "");
+	hs_auth_user_dispose(&u);
+
+	/* No bearer: unmapped certificates and none at all are refused. */
+	hs_auth_cert_name names[] = { { "cn", "svc-a" }, { "san", "spiffe://c/svc-a" } };
+	hs_error_clear(&err);
+	assert_int_equal(hs_auth_authenticate(a, NULL, names, 2, "/x.Y/Z", &id, &err), HS_UNAUTH);
+	assert_non_null(strstr(err.msg, "maps to no identity"));
+	assert_int_equal(hs_auth_authenticate(a, NULL, NULL, 0, "/x.Y/Z", &id, NULL), HS_UNAUTH);
+	assert_int_equal(hs_auth_authenticate(a, "hsk_junk", NULL, 0, "/x.Y/Z", &id, NULL),
+			 HS_UNAUTH);
+	hs_auth_free(a);
+
+	/* With a mapping: the SAN acts as the key (its rules included). */
+	char map[256];
+	snprintf(map, sizeof(map), " cn:other=hsk_0000000000000000 , san:spiffe://c/svc-a=%s", info.id);
+	c.client_identities = map;
+	c.bootstrap_admin = 0;
+	hs_error_clear(&err);
+	if (hs_auth_new(&a, &c, &err) != HS_OK)
+		fail_msg("%s", err.msg);
+	assert_int_equal(hs_auth_authenticate(a, NULL, names, 2, "/harness.v1.HealthService/GetTask",
+					      &id, &err), HS_OK);
+	assert_string_equal(id.id, info.id);
+	assert_int_equal(hs_auth_authenticate(a, NULL, names, 2, "/harness.v1.SandboxService/GetSandbox",
+					      &id, NULL), HS_DENIED);
+	hs_auth_cert_name wrong_kind[] = { { "cn", "spiffe://c/svc-a" } };
+	assert_int_equal(hs_auth_authenticate(a, NULL, wrong_kind, 1, "/harness.v1.HealthService/GetTask",
+					      &id, NULL), HS_UNAUTH);
+	/* Revoked: the certificate stops working too. */
+	assert_int_equal(hs_apikeys_revoke(hs_auth_apikeys_lookup(a), info.id, hs_clock_wall_ms(),
+					   NULL, NULL), HS_OK);
+	assert_int_equal(hs_auth_authenticate(a, NULL, names, 2, "/harness.v1.HealthService/GetTask",
+					      &id, NULL), HS_UNAUTH);
+	hs_auth_free(a);
+	const char *bad_maps[] = { "svc-a=hsk_0000000000000000", "cn:svc-a", "cn:=hsk_0000000000000000",
+				   "cn:svc=hsk_000", "dns:svc=hsk_0000000000000000",
+				   "cn:svc=usr_0000000000000000" };
+	for (size_t i = 0; i < sizeof(bad_maps) / sizeof(bad_maps[0]); i++) {
+		c.client_identities = bad_maps[i];
+		if (hs_auth_new(&a, &c, NULL) != HS_INVALID)
+			fail_msg("%s accepted", bad_maps[i]);
+	}
+	/* Tokens may not claim a key's identity. */
+	hs_jwt_key *k = NULL;
+	assert_int_equal(hs_jwt_key_new_hmac(&k, JWT_SECRET, strlen(JWT_SECRET), NULL), HS_OK);
+	hs_jwt_claims cl = { 0 };
+	cl.sub = info.id;
+	cl.role = "admin";
+	cl.exp = hs_clock_wall_ms() / 1000 + 600;
+	char *forged = NULL;
+	assert_int_equal(hs_jwt_sign(k, &cl, NULL, &forged, NULL), HS_OK);
+	c.client_identities = NULL;
+	assert_int_equal(hs_auth_new(&a, &c, NULL), HS_OK);
+	assert_int_equal(hs_auth_authenticate(a, forged, NULL, 0, "/x.Y/Z", &id, NULL), HS_UNAUTH);
+	hs_auth_free(a);
+	free(forged);
+	hs_jwt_key_free(k);
+	sodium_memzero(key, strlen(key));
+	free(key);
+	hs_apikey_info_dispose(&info);
+	hs_auth_result_dispose(&r);
+	hs_store_free(st);
+	rm_rf(dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -295,6 +416,7 @@ int main(void)
 		cmocka_unit_test(test_auth__client_address),
 		cmocka_unit_test(test_auth__user_management),
 		cmocka_unit_test(test_auth__upstream_end_to_end),
+		cmocka_unit_test(test_auth__authenticate),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -364,7 +364,7 @@ static void test_jwt__time_claims(void **s)
 static void test_jwt__issuer_audience(void **s)
 {
 	hs_jwt_key *hk = hmac_key();
-	hs_jwt_sign_opts so = { "https://issuer", "harness" };
+	hs_jwt_sign_opts so = { "https://issuer", "harness", NULL };
 	hs_jwt_verify_opts o = HS_JWT_VERIFY_OPTS_INIT;
 	char *tok = sign(hk, time(NULL) + 60, &so), *plain = sign(hk, time(NULL) + 60, NULL);
 	char pl[160];

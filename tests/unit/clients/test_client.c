@@ -57,6 +57,26 @@ static void test_client__new_refuses_empty_target(void **state)
 	o.tls_ca_file = "/nonexistent/ca.pem";
 	assert_int_equal(hs_client_new(&c, "127.0.0.1:1", &o, &err), HS_INVALID);
 	assert_null(c);
+	/* a client certificate without its key (and the reverse), unreadable files */
+	o.tls_ca_file = NULL;
+	o.tls_cert_file = "/etc/hostname";
+	assert_int_equal(hs_client_new(&c, "127.0.0.1:1", &o, &err), HS_INVALID);
+	assert_null(c);
+	o.tls_cert_file = NULL;
+	o.tls_key_file = "/etc/hostname";
+	assert_int_equal(hs_client_new(&c, "127.0.0.1:1", &o, &err), HS_INVALID);
+	o.tls_cert_file = "/nonexistent/c.pem";
+	hs_error_clear(&err);
+	assert_int_equal(hs_client_new(&c, "127.0.0.1:1", &o, &err), HS_INVALID);
+	assert_non_null(strstr(err.msg, "/nonexistent/c.pem"));
+	assert_null(c);
+	/* --tls alone: system roots */
+	hs_client_opts t = HS_CLIENT_OPTS_INIT;
+	t.tls = 1;
+	t.tls_server_name = "harnessd.test";
+	assert_int_equal(hs_client_new(&c, "127.0.0.1:1", &t, &err), HS_OK);
+	hs_client_free(c);
+	c = NULL;
 	hs_client_free(NULL);
 	hs_client_stream_free(NULL);
 }

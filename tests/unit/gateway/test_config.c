@@ -93,6 +93,20 @@ static void test_config__refusals(void **state)
 	setenv("HARNESS_GATEWAY_TLS_CERT", "/x.pem", 1);
 	assert_int_equal(load(&c, &err, 1, ARGV(NULL)), HS_INVALID);
 	unsetenv("HARNESS_GATEWAY_TLS_CERT");
+	/* TLS towards harnessd is its own flags: a client certificate needs
+	 * its key, a server name needs roots. */
+	hs_error_clear(&err);
+	assert_int_equal(load(&c, &err, ARGC("--grpc-tls-cert", "c.pem"), ARGV("--grpc-tls-cert", "c.pem")),
+			 HS_INVALID);
+	assert_non_null(strstr(err.msg, "--grpc-tls-key"));
+	hs_error_clear(&err);
+	assert_int_equal(load(&c, &err, ARGC("--grpc-tls-server-name", "h"),
+			      ARGV("--grpc-tls-server-name", "h")), HS_INVALID);
+	assert_non_null(strstr(err.msg, "--grpc-tls-ca"));
+	assert_int_equal(load(&c, &err, ARGC("--grpc-tls-ca", "ca.pem", "--grpc-tls-server-name", "h"),
+			      ARGV("--grpc-tls-ca", "ca.pem", "--grpc-tls-server-name", "h")), HS_OK);
+	assert_string_equal(c.grpc_tls_ca, "ca.pem");
+	assert_string_equal(c.grpc_tls_server_name, "h");
 	const char *bad[][2] = { { "--body-limit", "12" }, { "--body-limit", "lots" },
 				 { "--listen", "127.0.0.1:99999" }, { "--allowed-origins", "*" },
 				 { "--cookie-path", "api" }, { "--log-level", "loud" }, { "--nope", "1" },
