@@ -407,11 +407,13 @@ static json_t *operation(const hs_gw_route *r)
 	char summary[160];
 	size_t n = strcspn(desc, ".\n");
 	snprintf(summary, sizeof(summary), "%.*s", (int)(n < 150 ? n : 150), desc);
-	char grpc[300];
-	snprintf(grpc, sizeof(grpc), "%s\n\ngRPC: `%s`.", desc, r->grpc_path);
+	size_t glen = strlen(desc) + strlen(r->grpc_path) + 16;
+	char *grpc = malloc(glen);
+	snprintf(grpc, glen, "%s\n\ngRPC: `%s`.", desc, r->grpc_path);
 	json_t *op = json_pack("{s:s,s:[s],s:s,s:s}", "operationId", r->operation_id, "tags",
 			       !strcmp(svc, "Health") ? "grpc.health.v1.Health" : svc, "summary",
 			       summary[0] ? summary : r->method, "description", grpc);
+	free(grpc);
 	free(desc);
 	json_t *params = json_array();
 	for (size_t i = 0; i < r->n_vars; i++) {

@@ -396,6 +396,8 @@ static bool route(req *r, resp *out)
 	return false;
 }
 
+static void new_request_id(req *r);
+
 /* X-Request-Id: the client's when it is a plain token, else a new one. */
 static void request_id(req *r)
 {
@@ -406,6 +408,11 @@ static void request_id(req *r)
 		memcpy(r->request_id, v, n + 1);
 		return;
 	}
+	new_request_id(r);
+}
+
+static void new_request_id(req *r)
+{
 	unsigned char b[8];
 	if (getrandom(b, sizeof(b), GRND_NONBLOCK) != (ssize_t)sizeof(b)) {
 		static unsigned long long counter;
@@ -438,6 +445,7 @@ static void req_init(req *r, struct mg_connection *conn, hs_gw_server *srv, bool
 	const hs_gw_config *cfg = srv->cfg;
 	if (!parsed) {
 		snprintf(r->client_ip, sizeof(r->client_ip), "%s", r->ri->remote_addr);
+		new_request_id(r);
 		return;
 	}
 	hs_client_address(&cfg->proxies, r->ri->remote_addr, hs_gw__header(r, "X-Forwarded-For"),
