@@ -68,13 +68,16 @@ static void grpc_error(const req *r, resp *out, const hs_client_status *st, cons
 
 /* --- stream slots (under srv->mu) --- */
 
-/* A free slot for ip, or NULL (*why says which bound) */
-static hs_gw_sse_slot *slot_acquire(hs_gw_server *s, const char *ip, const char **why)
+/* A free slot for ip, or NULL (*why says which bound; *stopping when the
+ * gateway is stopping) */
+static hs_gw_sse_slot *slot_acquire(hs_gw_server *s, const char *ip, const char **why,
+				    bool *stopping)
 {
 	hs_gw_sse_slot *free_slot = NULL;
 	long mine = 0;
 	*why = "the gateway is stopping";
 	pthread_mutex_lock(&s->mu);
+	*stopping = s->stopping;
 	if (!s->stopping) {
 		for (long i = 0; i < s->cfg->sse_max_streams; i++) {
 			if (!s->sse[i].used)
@@ -149,9 +152,10 @@ static bool stream(const req *r, resp *out, const hs_gw_route *rt, ProtobufCMess
 	hs_gw_server *srv = r->srv;
 	const hs_gw_config *cfg = srv->cfg;
 	const char *why = NULL;
-	hs_gw_sse_slot *slot = slot_acquire(srv, r->client_ip, &why);
+	bool stopping = false;
+	hs_gw_sse_slot *slot = slot_acquire(srv, r->client_ip, &why, &stopping);
 	if (slot == NULL) {
-		status_error(out, srv->stopping ? 503 : 429, srv->stopping ? 14 : 8, why);
+		status_error(out, stopping ? 503 : 429, stopping ? 14 : 8, why);
 		hs_log(HS_LOG_WARN, "gateway", "event stream refused", HS_LS("why", why),
 		       HS_LS("peer", r->client_ip));
 		return false;
@@ -190,7 +194,9 @@ static bool stream(const req *r, resp *out, const hs_gw_route *rt, ProtobufCMess
 			continue;
 		}
 		if (rc != HS_OK || m == NULL) {
+			pthread_mutex_lock(&srv->mu);
 			bool stopped = rc == HS_CANCELLED && srv->stopping;
+			pthread_mutex_unlock(&srv->mu);
 			if (!stopped)
 				put_end(r, rc == HS_OK ? 0 : st.code, rc == HS_OK ? "" : st.details,
 					rc == HS_OK ? NULL : st.error_code);
