@@ -132,11 +132,11 @@ static int parse_template(hs_gw_route *r, const char *tmpl, hs_error *err)
 			r->vars[r->n_vars] = dupn(p + 1, n);
 			if (r->vars[r->n_vars] == NULL)
 				return hs_error_set(err, HS_INTERNAL, "out of memory");
-			for (size_t i = 0; i < r->n_vars; i++)
-				if (!strcmp(r->vars[i], r->vars[r->n_vars]))
+			sg->var = (int)r->n_vars++; /* counted now: route_dispose frees it */
+			for (size_t i = 0; i + 1 < r->n_vars; i++)
+				if (!strcmp(r->vars[i], r->vars[r->n_vars - 1]))
 					return hs_error_set(err, HS_INVALID, "%s: http rule \"%s\": %s bound twice",
 							    what, tmpl, r->vars[i]);
-			sg->var = (int)r->n_vars++;
 			p = close + 1;
 		} else {
 			const char *q = p;
