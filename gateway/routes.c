@@ -15,6 +15,7 @@
 #define HTTP_RULE_FIELD 72295728u /* google.api.http on MethodOptions */
 #define MAX_ROUTES 256
 #define MAX_UNMAPPED 64
+#define MAX_SEGS 32 /* segments of a template (and of a path worth matching) */
 
 const hs_gw_extra_rule hs_gw_routes_extra[] = {
 	{ "/grpc.health.v1.Health/Check", "GET", "/v1/health", "" },
@@ -112,11 +113,14 @@ static int parse_template(hs_gw_route *r, const char *tmpl, hs_error *err)
 	if (len < 2 || tmpl[0] != '/' || len > 512)
 		return hs_error_set(err, HS_INVALID, "%s: http rule \"%s\": must start with '/'", what, tmpl);
 	r->tmpl = dupn(tmpl, len);
-	r->segs = calloc(len, sizeof(*r->segs)); /* at most one segment per char */
+	r->segs = calloc(MAX_SEGS, sizeof(*r->segs));
 	if (r->tmpl == NULL || r->segs == NULL)
 		return hs_error_set(err, HS_INTERNAL, "out of memory");
 	const char *p = tmpl + 1;
 	for (;;) {
+		if (r->n_segs == MAX_SEGS)
+			return hs_error_set(err, HS_INVALID, "%s: http rule \"%s\": more than %d segments",
+					    what, tmpl, MAX_SEGS);
 		hs_gw_seg *sg = &r->segs[r->n_segs];
 		if (*p == '{') {
 			const char *close = strchr(p, '}');
@@ -456,9 +460,11 @@ hs_gw_match_result hs_gw_routes_match(const hs_gw_routes *r, const char *method,
 	if (len == 0 || path[0] != '/' || len > HS_GW_PATH_MAX)
 		return HS_GW_MATCH_NONE;
 	memcpy(m->buf, path + 1, len); /* with the NUL */
-	char *seg[HS_GW_PATH_MAX / 2 + 1];
+	char *seg[MAX_SEGS];
 	size_t n = 0;
 	for (char *p = m->buf;;) {
+		if (n == MAX_SEGS)
+			return HS_GW_MATCH_NONE; /* longer than any route */
 		seg[n++] = p;
 		char *slash = strchr(p, '/');
 		if (slash == NULL)

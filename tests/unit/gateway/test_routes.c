@@ -125,6 +125,10 @@ static void test_routes__match(void **state)
 	big[0] = '/';
 	big[sizeof(big) - 1] = '\0';
 	assert_int_equal(hs_gw_routes_match(r, "GET", big, &m), HS_GW_MATCH_NONE);
+	/* as many segments as the path has bytes (found by fuzz_rest) */
+	memset(big, '/', HS_GW_PATH_MAX);
+	big[HS_GW_PATH_MAX] = '\0';
+	assert_int_equal(hs_gw_routes_match(r, "GET", big, &m), HS_GW_MATCH_NONE);
 	hs_gw_routes_free(r);
 }
 
@@ -201,6 +205,8 @@ static void test_routes__bad_rules_are_refused(void **state)
 	expect_bad("GetTask", "v1/tasks", NULL, NULL, "must start with '/'");
 	expect_bad("GetTask", "/v1/tasks/{task_id", NULL, NULL, "unclosed");
 	expect_bad("GetTask", "/v1/tasks:", NULL, NULL, "bad verb");
+	expect_bad("GetTask", "/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a/a", NULL,
+		   NULL, "more than 32 segments");
 	expect_bad("GetTask", "/v1/tasks/{task_id}/{task_id}", NULL, NULL, "bound twice");
 	expect_bad("ListTasks", "/v1/tasks/{label_selector}", NULL, NULL, "not a singular scalar");
 	expect_bad("RegisterTask", "/v1/tasks/{recovery_policy}", NULL, NULL, "not a singular scalar");
