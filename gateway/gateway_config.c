@@ -43,8 +43,8 @@ static const opt OPTS[] = {
 	{ "body-limit", "HARNESS_GATEWAY_BODY_LIMIT", NULL, T_INT, "16384", 256, 1048576,
 	  S(body_limit), "largest request body in bytes (413 above)" },
 	{ "threads", "HARNESS_GATEWAY_THREADS", NULL, T_INT, "0", 0, 1024, S(threads),
-	  "HTTP worker threads for requests (0 = 4 per CPU, at least 4); event streams get "
-	  "--sse-max-streams more" },
+	  "HTTP worker threads for requests (0 = 8 per CPU, at least 32: a worker is held by "
+	  "a connection, keep-alive included); event streams get --sse-max-streams more" },
 	{ "sse-max-streams", "HARNESS_GATEWAY_SSE_MAX_STREAMS", NULL, T_INT, "16", 0, 4096,
 	  S(sse_max_streams),
 	  "Server-Sent Event streams open at once (each holds a worker thread; 429 above)" },
@@ -189,10 +189,12 @@ static int derive(hs_gw_config *c, hs_error *err)
 	    HS_OK)
 		return rc;
 	if (c->threads == 0) {
+		/* civetweb binds a worker to a connection for its whole life,
+		 * keep-alive waits included (a browser keeps up to 6), so workers
+		 * are sized for connections; CPU work does not grow with them
+		 * (the gRPC side runs on one poller thread, clients/async.h) */
 		long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-		c->threads = cpus > 0 ? 4 * cpus : 4;
-		if (c->threads < 4)
-			c->threads = 4;
+		c->threads = cpus > 4 ? 8 * cpus : 32;
 		if (c->threads > 256)
 			c->threads = 256;
 	}

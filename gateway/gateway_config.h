@@ -20,7 +20,7 @@ typedef struct hs_gw_config {
 	char grpc_tls_server_name[256];
 	long request_timeout_ms;  /* per-request gRPC deadline */
 	long body_limit;          /* bytes */
-	long threads;             /* workers for requests; 0 = auto (4 per CPU, at least 4) */
+	long threads;             /* workers for requests; 0 = auto (8 per CPU, at least 32) */
 	long sse_max_streams;     /* event streams open at once (each holds a worker) */
 	long sse_max_per_client;  /* event streams one client address may hold */
 	long sse_max_seconds;     /* a stream is closed (the client reconnects) after this */
