@@ -24,12 +24,9 @@
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
 
-#define MAX_MD 16
+#include "client_internal.h"
 
-struct hs_client {
-	grpc_channel *channel;
-	int64_t default_deadline_ms;
-};
+#define MAX_MD HS_CLIENT_MAX_MD
 
 struct hs_client_stream {
 	grpc_completion_queue *cq;
@@ -44,7 +41,7 @@ struct hs_client_stream {
 	char send_tag;       /* bidi: the address is the tag of send batches */
 };
 
-static void status_set(hs_client_status *st, int code, const char *details, size_t len)
+void hs_client__status_set(hs_client_status *st, int code, const char *details, size_t len)
 {
 	if (st == NULL)
 		return;
@@ -59,12 +56,12 @@ static void status_set(hs_client_status *st, int code, const char *details, size
 	st->details[len] = '\0';
 }
 
-static void status_from_call(hs_client_status *st, grpc_status_code code, grpc_slice details,
+void hs_client__status_from_call(hs_client_status *st, grpc_status_code code, grpc_slice details,
 			     const grpc_metadata_array *trail)
 {
 	if (st == NULL)
 		return;
-	status_set(st, (int)code, (const char *)GRPC_SLICE_START_PTR(details),
+	hs_client__status_set(st, (int)code, (const char *)GRPC_SLICE_START_PTR(details),
 		   GRPC_SLICE_LENGTH(details));
 	for (size_t i = 0; trail != NULL && i < trail->count; i++) {
 		if (grpc_slice_str_cmp(trail->metadata[i].key, HS_ERROR_REASON_KEY) != 0)
@@ -100,15 +97,15 @@ static bool md_key_ok(const char *k)
 }
 
 /* Builds the grpc_metadata array; slices are released by md_release. */
-static int md_build(grpc_metadata *out, const hs_client_md *md, size_t n_md, hs_client_status *st)
+int hs_client__md_build(grpc_metadata *out, const hs_client_md *md, size_t n_md, hs_client_status *st)
 {
 	if (n_md > MAX_MD) {
-		status_set(st, 3, "too much metadata", 17);
+		hs_client__status_set(st, 3, "too much metadata", 17);
 		return HS_INVALID;
 	}
 	for (size_t i = 0; i < n_md; i++) {
 		if (!md_key_ok(md[i].key) || md[i].value == NULL || !md_value_ok(md[i].value)) {
-			status_set(st, 3, "invalid metadata", 16);
+			hs_client__status_set(st, 3, "invalid metadata", 16);
 			return HS_INVALID;
 		}
 	}
@@ -120,7 +117,7 @@ static int md_build(grpc_metadata *out, const hs_client_md *md, size_t n_md, hs_
 	return HS_OK;
 }
 
-static void md_release(grpc_metadata *m, size_t n)
+void hs_client__md_release(grpc_metadata *m, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
 		grpc_slice_unref(m[i].key);
@@ -128,7 +125,7 @@ static void md_release(grpc_metadata *m, size_t n)
 	}
 }
 
-static grpc_byte_buffer *pack(const ProtobufCMessage *msg)
+grpc_byte_buffer *hs_client__pack(const ProtobufCMessage *msg)
 {
 	size_t len = protobuf_c_message_get_packed_size(msg);
 	grpc_slice s = grpc_slice_malloc(len);
@@ -139,7 +136,7 @@ static grpc_byte_buffer *pack(const ProtobufCMessage *msg)
 }
 
 /* NULL when the bytes are not a desc message. */
-static ProtobufCMessage *unpack(const ProtobufCMessageDescriptor *desc, grpc_byte_buffer *bb)
+ProtobufCMessage *hs_client__unpack(const ProtobufCMessageDescriptor *desc, grpc_byte_buffer *bb)
 {
 	grpc_byte_buffer_reader r;
 	if (!grpc_byte_buffer_reader_init(&r, bb))
@@ -152,7 +149,7 @@ static ProtobufCMessage *unpack(const ProtobufCMessageDescriptor *desc, grpc_byt
 	return m;
 }
 
-static gpr_timespec deadline_of(const hs_client *c, int64_t ms)
+gpr_timespec hs_client__deadline(const hs_client *c, int64_t ms)
 {
 	if (ms == 0)
 		ms = c->default_deadline_ms;
@@ -297,12 +294,12 @@ void hs_client_free(hs_client *c)
 	grpc_shutdown();
 }
 
-static grpc_call *call_create(hs_client *c, grpc_completion_queue *cq, const char *method,
+grpc_call *hs_client__call_create(hs_client *c, grpc_completion_queue *cq, const char *method,
 			      int64_t deadline_ms)
 {
 	grpc_slice m = grpc_slice_from_copied_string(method);
 	grpc_call *call = grpc_channel_create_call(c->channel, NULL, GRPC_PROPAGATE_DEFAULTS, cq, m,
-						   NULL, deadline_of(c, deadline_ms), NULL);
+						   NULL, hs_client__deadline(c, deadline_ms), NULL);
 	grpc_slice_unref(m);
 	return call;
 }
@@ -312,13 +309,13 @@ int hs_client_unary(hs_client *c, const char *method, const ProtobufCMessage *re
 		    const hs_client_md *md, size_t n_md, int64_t deadline_ms, hs_client_status *st)
 {
 	grpc_metadata gmd[MAX_MD];
-	int rc = md_build(gmd, md, n_md, st);
+	int rc = hs_client__md_build(gmd, md, n_md, st);
 	if (rc != HS_OK)
 		return rc;
 
 	grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
-	grpc_call *call = call_create(c, cq, method, deadline_ms);
-	grpc_byte_buffer *send = pack(req), *recv = NULL;
+	grpc_call *call = hs_client__call_create(c, cq, method, deadline_ms);
+	grpc_byte_buffer *send = hs_client__pack(req), *recv = NULL;
 	grpc_metadata_array init_md, trail_md;
 	grpc_metadata_array_init(&init_md);
 	grpc_metadata_array_init(&trail_md);
@@ -344,19 +341,19 @@ int hs_client_unary(hs_client *c, const char *method, const ProtobufCMessage *re
 
 	void *tag = (void *)ops;
 	if (grpc_call_start_batch(call, ops, 6, tag, NULL) != GRPC_CALL_OK) {
-		status_set(st, 13, "cannot start call", 17);
+		hs_client__status_set(st, 13, "cannot start call", 17);
 		rc = HS_INTERNAL;
 		goto done;
 	}
 	(void)pluck(cq, tag); /* failures surface as the status */
-	status_from_call(st, status, details, &trail_md);
+	hs_client__status_from_call(st, status, details, &trail_md);
 	if (status != GRPC_STATUS_OK) {
 		rc = hs_client_code_from_grpc(status);
 		goto done;
 	}
-	ProtobufCMessage *m = recv != NULL ? unpack(resp_desc, recv) : NULL;
+	ProtobufCMessage *m = recv != NULL ? hs_client__unpack(resp_desc, recv) : NULL;
 	if (m == NULL) {
-		status_set(st, 13, "malformed response message", 26);
+		hs_client__status_set(st, 13, "malformed response message", 26);
 		rc = HS_INTERNAL;
 		goto done;
 	}
@@ -369,7 +366,7 @@ done:
 	grpc_slice_unref(details);
 	grpc_metadata_array_destroy(&init_md);
 	grpc_metadata_array_destroy(&trail_md);
-	md_release(gmd, n_md);
+	hs_client__md_release(gmd, n_md);
 	grpc_call_unref(call);
 	cq_destroy(cq);
 	return rc;
@@ -395,18 +392,18 @@ int hs_client_stream_start(hs_client_stream **out, hs_client *c, const char *met
 			   hs_client_status *st)
 {
 	grpc_metadata gmd[MAX_MD];
-	int rc = md_build(gmd, md, n_md, st);
+	int rc = hs_client__md_build(gmd, md, n_md, st);
 	if (rc != HS_OK)
 		return rc;
 	hs_client_stream *s = calloc(1, sizeof(*s));
 	if (s == NULL) {
-		md_release(gmd, n_md);
-		status_set(st, 13, "out of memory", 13);
+		hs_client__md_release(gmd, n_md);
+		hs_client__status_set(st, 13, "out of memory", 13);
 		return HS_INTERNAL;
 	}
 	s->desc = resp_desc;
 	s->cq = grpc_completion_queue_create_for_pluck(NULL);
-	s->call = call_create(c, s->cq, method, deadline_ms);
+	s->call = hs_client__call_create(c, s->cq, method, deadline_ms);
 	s->details = grpc_empty_slice();
 	grpc_metadata_array_init(&s->init_md);
 	grpc_metadata_array_init(&s->trail_md);
@@ -417,7 +414,7 @@ int hs_client_stream_start(hs_client_stream **out, hs_client *c, const char *met
 	sop.data.recv_status_on_client.trailing_metadata = &s->trail_md;
 	sop.data.recv_status_on_client.status = &s->status;
 	sop.data.recv_status_on_client.status_details = &s->details;
-	grpc_byte_buffer *send = pack(req);
+	grpc_byte_buffer *send = hs_client__pack(req);
 	grpc_op ops[4];
 	memset(ops, 0, sizeof(ops));
 	ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
@@ -435,9 +432,9 @@ int hs_client_stream_start(hs_client_stream **out, hs_client *c, const char *met
 		started = grpc_call_start_batch(s->call, ops, 4, ops, NULL) == GRPC_CALL_OK;
 	bool ok = started && pluck(s->cq, ops);
 	grpc_byte_buffer_destroy(send);
-	md_release(gmd, n_md);
+	hs_client__md_release(gmd, n_md);
 	if (!started) {
-		status_set(st, 13, "cannot start call", 17);
+		hs_client__status_set(st, 13, "cannot start call", 17);
 		stream_dispose(s);
 		free(s);
 		return HS_INTERNAL;
@@ -445,13 +442,13 @@ int hs_client_stream_start(hs_client_stream **out, hs_client *c, const char *met
 	if (!ok) { /* the call already ended: report its status */
 		(void)pluck(s->cq, &s->status);
 		s->status_pending = false;
-		status_from_call(st, s->status, s->details, &s->trail_md);
+		hs_client__status_from_call(st, s->status, s->details, &s->trail_md);
 		rc = s->status == GRPC_STATUS_OK ? HS_INTERNAL : hs_client_code_from_grpc(s->status);
 		stream_dispose(s);
 		free(s);
 		return rc;
 	}
-	status_set(st, 0, NULL, 0);
+	hs_client__status_set(st, 0, NULL, 0);
 	*out = s;
 	return HS_OK;
 }
@@ -459,7 +456,7 @@ int hs_client_stream_start(hs_client_stream **out, hs_client *c, const char *met
 int hs_client_stream_next(hs_client_stream *s, ProtobufCMessage **msg_out, hs_client_status *st)
 {
 	if (s->finished) {
-		status_from_call(st, s->status, s->details, &s->trail_md);
+		hs_client__status_from_call(st, s->status, s->details, &s->trail_md);
 		if (s->status != GRPC_STATUS_OK)
 			return hs_client_code_from_grpc(s->status);
 		*msg_out = NULL;
@@ -477,19 +474,19 @@ int hs_client_stream_next(hs_client_stream *s, ProtobufCMessage **msg_out, hs_cl
 	ops[n].op = GRPC_OP_RECV_MESSAGE;
 	ops[n++].data.recv_message.recv_message = &recv;
 	if (grpc_call_start_batch(s->call, ops, n, ops, NULL) != GRPC_CALL_OK) {
-		status_set(st, 13, "cannot read stream", 18);
+		hs_client__status_set(st, 13, "cannot read stream", 18);
 		return HS_INTERNAL;
 	}
 	(void)pluck(s->cq, ops);
 	if (recv != NULL) {
-		ProtobufCMessage *m = unpack(s->desc, recv);
+		ProtobufCMessage *m = hs_client__unpack(s->desc, recv);
 		grpc_byte_buffer_destroy(recv);
 		if (m == NULL) {
 			grpc_call_cancel(s->call, NULL);
-			status_set(st, 13, "malformed response message", 26);
+			hs_client__status_set(st, 13, "malformed response message", 26);
 			return HS_INTERNAL;
 		}
-		status_set(st, 0, NULL, 0);
+		hs_client__status_set(st, 0, NULL, 0);
 		*msg_out = m;
 		return HS_OK;
 	}
@@ -520,19 +517,19 @@ int hs_client_bidi_start(hs_client_stream **out, hs_client *c, const char *metho
 			 hs_client_status *st)
 {
 	grpc_metadata gmd[MAX_MD];
-	int rc = md_build(gmd, md, n_md, st);
+	int rc = hs_client__md_build(gmd, md, n_md, st);
 	if (rc != HS_OK)
 		return rc;
 	hs_client_stream *s = calloc(1, sizeof(*s));
 	if (s == NULL) {
-		md_release(gmd, n_md);
-		status_set(st, 13, "out of memory", 13);
+		hs_client__md_release(gmd, n_md);
+		hs_client__status_set(st, 13, "out of memory", 13);
 		return HS_INTERNAL;
 	}
 	s->desc = resp_desc;
 	s->need_init_md = true;
 	s->cq = grpc_completion_queue_create_for_pluck(NULL);
-	s->call = call_create(c, s->cq, method, deadline_ms);
+	s->call = hs_client__call_create(c, s->cq, method, deadline_ms);
 	s->details = grpc_empty_slice();
 	grpc_metadata_array_init(&s->init_md);
 	grpc_metadata_array_init(&s->trail_md);
@@ -543,7 +540,7 @@ int hs_client_bidi_start(hs_client_stream **out, hs_client *c, const char *metho
 	sop.data.recv_status_on_client.trailing_metadata = &s->trail_md;
 	sop.data.recv_status_on_client.status = &s->status;
 	sop.data.recv_status_on_client.status_details = &s->details;
-	grpc_byte_buffer *send = first != NULL ? pack(first) : NULL;
+	grpc_byte_buffer *send = first != NULL ? hs_client__pack(first) : NULL;
 	grpc_op ops[2];
 	size_t n = 0;
 	memset(ops, 0, sizeof(ops));
@@ -561,9 +558,9 @@ int hs_client_bidi_start(hs_client_stream **out, hs_client *c, const char *metho
 	bool ok = started && pluck(s->cq, ops);
 	if (send != NULL)
 		grpc_byte_buffer_destroy(send);
-	md_release(gmd, n_md);
+	hs_client__md_release(gmd, n_md);
 	if (!started) {
-		status_set(st, 13, "cannot start call", 17);
+		hs_client__status_set(st, 13, "cannot start call", 17);
 		stream_dispose(s);
 		free(s);
 		return HS_INTERNAL;
@@ -571,13 +568,13 @@ int hs_client_bidi_start(hs_client_stream **out, hs_client *c, const char *metho
 	if (!ok) { /* the call already ended: report its status */
 		(void)pluck(s->cq, &s->status);
 		s->status_pending = false;
-		status_from_call(st, s->status, s->details, &s->trail_md);
+		hs_client__status_from_call(st, s->status, s->details, &s->trail_md);
 		rc = s->status == GRPC_STATUS_OK ? HS_INTERNAL : hs_client_code_from_grpc(s->status);
 		stream_dispose(s);
 		free(s);
 		return rc;
 	}
-	status_set(st, 0, NULL, 0);
+	hs_client__status_set(st, 0, NULL, 0);
 	*out = s;
 	return HS_OK;
 }
@@ -587,7 +584,7 @@ int hs_client_stream_send(hs_client_stream *s, const ProtobufCMessage *msg)
 	grpc_op op;
 	memset(&op, 0, sizeof(op));
 	op.op = GRPC_OP_SEND_MESSAGE;
-	op.data.send_message.send_message = pack(msg);
+	op.data.send_message.send_message = hs_client__pack(msg);
 	bool ok = grpc_call_start_batch(s->call, &op, 1, &s->send_tag, NULL) == GRPC_CALL_OK &&
 		  pluck(s->cq, &s->send_tag);
 	grpc_byte_buffer_destroy(op.data.send_message.send_message);

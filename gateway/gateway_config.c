@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "log.h"
 
@@ -41,8 +42,23 @@ static const opt OPTS[] = {
 	  600000, S(request_timeout_ms), "deadline of each gRPC call (upstream 5 s + margin)" },
 	{ "body-limit", "HARNESS_GATEWAY_BODY_LIMIT", NULL, T_INT, "16384", 256, 1048576,
 	  S(body_limit), "largest request body in bytes (413 above)" },
-	{ "threads", "HARNESS_GATEWAY_THREADS", NULL, T_INT, "32", 2, 1024, S(threads),
-	  "HTTP worker threads (concurrent requests)" },
+	{ "threads", "HARNESS_GATEWAY_THREADS", NULL, T_INT, "0", 0, 1024, S(threads),
+	  "HTTP worker threads for requests (0 = 8 per CPU, at least 32: a worker is held by "
+	  "a connection, keep-alive included); event streams get --sse-max-streams more" },
+	{ "sse-max-streams", "HARNESS_GATEWAY_SSE_MAX_STREAMS", NULL, T_INT, "16", 0, 4096,
+	  S(sse_max_streams),
+	  "Server-Sent Event streams open at once (each holds a worker thread; 429 above)" },
+	{ "sse-max-per-client", "HARNESS_GATEWAY_SSE_MAX_PER_CLIENT", NULL, T_INT, "4", 1, 4096,
+	  S(sse_max_per_client), "event streams one client address may hold open (429 above)" },
+	{ "sse-max-seconds", "HARNESS_GATEWAY_SSE_MAX_SECONDS", NULL, T_INT, "300", 1, 86400,
+	  S(sse_max_seconds),
+	  "an event stream is closed after this; the client reconnects with Last-Event-ID "
+	  "(its access token is checked again)" },
+	{ "sse-keepalive-ms", "HARNESS_GATEWAY_SSE_KEEPALIVE_MS", NULL, T_INT, "15000", 100,
+	  600000, S(sse_keepalive_ms),
+	  "an idle event stream gets a comment line this often (a gone client frees its slot)" },
+	{ "console", "HARNESS_GATEWAY_CONSOLE", NULL, T_BOOL, "1", 0, 0, S(console),
+	  "serve the web console at / (embedded in the binary)" },
 	{ "allowed-origins", "HARNESS_GATEWAY_ALLOWED_ORIGINS", "ALLOWED_ORIGINS", T_STR,
 	  "http://localhost:3000", 0, 0, S(allowed_origins),
 	  "comma list of CORS/CSRF origins allowed with credentials" },
@@ -115,7 +131,9 @@ static int set(hs_gw_config *c, const opt *o, const char *v, const char *src, hs
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: harness-gateway [flags]\n"
-		   "REST gateway (civetweb) in front of harnessd's AuthService.\n\n");
+		   "REST gateway (civetweb) in front of harnessd: every RPC over REST (/v1/..., rules\n"
+		   "from the google.api.http annotations), /openapi.json, the web console at /,\n"
+		   "and the seed's /api/v1/auth/* cookie routes.\n\n");
 	for (size_t i = 0; i < N_OPTS; i++)
 		fprintf(f, "  --%-20s %s\n  %-22s env %s%s%s; default \"%s\"\n", OPTS[i].flag,
 			OPTS[i].help, "", OPTS[i].env, OPTS[i].env2 ? " or " : "",
@@ -170,6 +188,19 @@ static int derive(hs_gw_config *c, hs_error *err)
 	if ((rc = hs_cidr_list_parse(&c->proxies, c->trusted_proxies, "--trusted-proxies", err)) !=
 	    HS_OK)
 		return rc;
+	if (c->threads == 0) {
+		/* civetweb binds a worker to a connection for its whole life,
+		 * keep-alive waits included (a browser keeps up to 6), so workers
+		 * are sized for connections; CPU work does not grow with them
+		 * (the gRPC side runs on one poller thread, clients/async.h) */
+		long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+		c->threads = cpus > 4 ? 8 * cpus : 32;
+		if (c->threads > 256)
+			c->threads = 256;
+	}
+	c->workers = c->threads + c->sse_max_streams;
+	if (c->sse_max_per_client > c->max_connections_per_client)
+		c->sse_max_per_client = c->max_connections_per_client;
 	if (c->max_connections_per_client * 2 > c->threads)
 		hs_log(HS_LOG_WARN, "gateway", "--max-connections-per-client is more than half of "
 		       "--threads: two slow clients can take every worker",

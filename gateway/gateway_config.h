@@ -20,7 +20,12 @@ typedef struct hs_gw_config {
 	char grpc_tls_server_name[256];
 	long request_timeout_ms;  /* per-request gRPC deadline */
 	long body_limit;          /* bytes */
-	long threads;             /* civetweb worker threads */
+	long threads;             /* workers for requests; 0 = auto (8 per CPU, at least 32) */
+	long sse_max_streams;     /* event streams open at once (each holds a worker) */
+	long sse_max_per_client;  /* event streams one client address may hold */
+	long sse_max_seconds;     /* a stream is closed (the client reconnects) after this */
+	long sse_keepalive_ms;    /* comment line sent on an idle stream (finds gone clients) */
+	bool console;             /* serve the web console at / */
 	char allowed_origins[2048];
 	char trusted_proxies[1024];
 	char gateway_secret_file[1024];
@@ -31,6 +36,7 @@ typedef struct hs_gw_config {
 	char env[32];             /* HARNESS_ENV / NODE_ENV */
 	bool csrf_strict;
 	/* derived */
+	long workers;             /* civetweb num_threads: threads + sse_max_streams */
 	bool production;
 	hs_gw_origins origins;
 	hs_cidr_list proxies;

@@ -88,7 +88,8 @@ hs_gw_verdict hs_gw_csrf_check(const hs_gw_post_req *r, const hs_gw_origins *o, 
 {
 	if (r->sec_fetch_site != NULL && strcasecmp(r->sec_fetch_site, "cross-site") == 0)
 		return HS_GW_DENY_CROSS_SITE;
-	if (r->origin != NULL && !hs_gw_origin_allowed(o, r->origin))
+	if (r->origin != NULL && !hs_gw_origin_allowed(o, r->origin) &&
+	    !(r->self_origin != NULL && strcasecmp(r->origin, r->self_origin) == 0))
 		return HS_GW_DENY_ORIGIN;
 	switch (hs_gw_content_type(r->content_type)) {
 	case HS_GW_CT_JSON:
@@ -104,6 +105,24 @@ hs_gw_verdict hs_gw_csrf_check(const hs_gw_post_req *r, const hs_gw_origins *o, 
 		return HS_GW_DENY_NO_HEADER;
 	return HS_GW_ALLOW;
 }
+
+bool hs_gw_self_origin(char *out, size_t n, const char *host, bool https)
+{
+	if (host == NULL || host[0] == '\0' || strlen(host) > 255)
+		return false;
+	for (const char *c = host; *c; c++)
+		if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
+		      strchr(".-:[]", *c) != NULL))
+			return false;
+	int w = snprintf(out, n, "%s://%s", https ? "https" : "http", host);
+	return w > 0 && (size_t)w < n;
+}
+
+#define CONSOLE_CSP "default-src 'self';base-uri 'none';connect-src 'self';font-src 'self';" \
+		    "form-action 'self';frame-ancestors 'none';img-src 'self' data:;object-src 'none';" \
+		    "script-src 'self';script-src-attr 'none';style-src 'self'"
+const char hs_gw_console_csp[] = CONSOLE_CSP;
+const char hs_gw_console_csp_tls[] = CONSOLE_CSP ";upgrade-insecure-requests";
 
 bool hs_gw_cookie_path_ok(const char *path)
 {

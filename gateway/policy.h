@@ -42,6 +42,8 @@ typedef struct hs_gw_post_req {
 	const char *sec_fetch_site;  /* Sec-Fetch-Site or NULL */
 	const char *content_type;    /* Content-Type or NULL */
 	const char *requested_with;  /* X-Requested-With or NULL */
+	const char *self_origin;     /* the gateway's own origin as this request
+				      * addressed it (hs_gw_self_origin), or NULL */
 	bool has_body;               /* Content-Length > 0 or chunked */
 } hs_gw_post_req;
 
@@ -53,7 +55,23 @@ typedef enum hs_gw_verdict {
 	HS_GW_DENY_MEDIA_TYPE,  /* 415: form type, or a body that is not JSON */
 } hs_gw_verdict;
 
+/* An Origin is allowed when it is in o or equals r->self_origin (the
+ * console, served by the gateway itself, is same-origin). */
 hs_gw_verdict hs_gw_csrf_check(const hs_gw_post_req *r, const hs_gw_origins *o, bool strict);
+
+/* The gateway's own origin for a request: "<scheme>://<host>" from its Host
+ * header (https when the client reached us over TLS: a trusted proxy's
+ * X-Forwarded-Proto, or production). A browser always sends the Host it
+ * addressed, so only a page of this very origin matches. False (out
+ * unset) when host is absent or not a plain host[:port]. */
+bool hs_gw_self_origin(char *out, size_t n, const char *host, bool https);
+
+/* Content-Security-Policy of the console's pages: scripts, styles and
+ * connections from this origin only, no inline code, no framing.
+ * upgrade-insecure-requests only when served over TLS (on plain HTTP a
+ * browser would upgrade the console's own requests and fail). */
+extern const char hs_gw_console_csp[];
+extern const char hs_gw_console_csp_tls[];
 
 /* Set-Cookie value for name: value NULL = clear (empty value, Max-Age=0,
  * Expires in 1970). Always HttpOnly; SameSite=Strict; Path=path; Secure if

@@ -1,11 +1,14 @@
-/* civetweb glue: one catch-all handler routes the REST contract (DESIGN.md
- * "REST gateway contract") onto AuthService. Every response is written here
- * (respond()), so every one carries helmet's headers, CORS and JSON; every
- * value put into a header was validated first (civetweb checks none).
+/* civetweb glue: one catch-all handler routes the seed's REST contract
+ * (DESIGN.md "REST gateway contract": /api/v1/auth/..., /health), every RPC
+ * over REST (/v1/..., rest.c), the console and /openapi.json (assets.c).
+ * Every response is written here (hs_gw__respond), so every one carries
+ * helmet's headers, CORS and the request id; every value put into a header
+ * was validated first (civetweb checks none).
  *
- * A POST goes: CSRF/content-type verdict -> body (capped: civetweb's
- * max_request_size covers headers only) -> route -> one blocking gRPC call
- * on this civetweb worker thread (the channel is shared).
+ * A state-changing request goes: CSRF/content-type verdict -> body (capped:
+ * civetweb's max_request_size covers headers only) -> route -> a gRPC call
+ * started on the shared completion queue (clients/async.h); this civetweb
+ * worker sleeps until a poller thread hands over the result.
  *
  * Abuse, with what civetweb 1.15 offers (one worker thread per connection,
  * from accept to close):
@@ -23,6 +26,7 @@
  * The client address goes to harnessd as x-forwarded-for, signed with the
  * gateway key (common/gateway_auth.h) so harnessd believes it. */
 #include "server.h"
+#include "server_internal.h"
 #include "clock.h"
 
 #include <arpa/inet.h>
@@ -37,78 +41,38 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <civetweb.h>
+#include <sys/random.h>
 
-#include "admit.h"
+#include "descriptor_set.h"
 #include "email.h"
-#include "gateway_auth.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "json.h"
 #include "log.h"
-#include "netaddr.h"
+#include "policy.h"
 #include "secret_file.h"
-#include "validate.h"
+#include "services.h"
 
-#define COOKIE_NAME "refreshToken"
-#define COOKIE_MAX_AGE 604800L /* 7 days, as the seed */
 #define HEALTH_DEADLINE_MS 2000
 #define KEY_RETRY_MS 1000
 #define CONNECTION_QUEUE 20 /* civetweb's default connection_queue */
 #define CONNECTION_QUEUE_STR "20"
 
-struct hs_gw_server {
-	struct mg_context *ctx;
-	const hs_gw_config *cfg;
-	hs_client *client;
-	hs_gw_admit *admit; /* connections per client address */
-	pthread_mutex_t mu; /* guards the key */
-	char *key; /* the gateway key, loaded lazily (harnessd may create it later) */
-	size_t key_len;
-	long long key_next_try_ms;
-};
+typedef hs_gw_resp resp;
+typedef hs_gw_req req;
 
-typedef struct resp {
-	int status;
-	char *body; /* malloc'd JSON or NULL */
-	bool no_store;
-	bool close;
-	bool preflight;
-	const char *allow;
-	bool has_cookie;
-	char cookie[HS_GW_TOKEN_MAX + 256];
-} resp;
+#define GRPC_POLLERS 1 /* one thread runs the channel's I/O; measured in bench/ */
 
-typedef struct req {
-	struct mg_connection *conn;
-	const struct mg_request_info *ri;
-	hs_gw_server *srv;
-	const char *method; /* NULL when civetweb could not parse the request */
-	char path[128];
-	char client_ip[HS_IP_TEXT_MAX];
-	bool secure; /* cookies get Secure */
-} req;
-
-/* A request header, or NULL when absent or not safe to use. */
-static const char *header(const req *r, const char *name)
+const char *hs_gw__header(const req *r, const char *name)
 {
 	const char *v = mg_get_header(r->conn, name);
 	return hs_gw_header_value_ok(v) ? v : NULL;
 }
 
-static void set_error(resp *out, int status, const char *code, const char *message)
+void hs_gw__set_error(resp *out, int status, const char *code, const char *message)
 {
 	free(out->body);
 	out->status = status;
 	out->body = hs_gw_json_error(code, message);
-}
-
-static void set_cookie(const req *r, resp *out, const char *token, long max_age)
-{
-	out->has_cookie = hs_gw_cookie_build(out->cookie, sizeof(out->cookie), COOKIE_NAME, token,
-					     max_age, r->srv->cfg->cookie_path, r->secure,
-					     (long long)time(NULL)) == HS_OK;
-	if (!out->has_cookie && token != NULL)
-		set_error(out, 500, "INTERNAL_ERROR", "Internal server error");
 }
 
 static void add(struct mg_connection *conn, const char *name, const char *value)
@@ -127,16 +91,19 @@ static bool acrh_ok(const char *v)
 	return true;
 }
 
-static void respond(const req *r, resp *out)
+/* helmet's headers (CSP: csp, or helmet's), CORS for an allowed origin,
+ * the request id. */
+static void common_headers(const req *r, const char *csp)
 {
 	struct mg_connection *conn = r->conn;
 	const hs_gw_config *cfg = r->srv->cfg;
-	if (out->close)
-		mg_disable_connection_keep_alive(conn);
-	if (mg_response_header_start(conn, out->status) != 0)
-		return;
-	for (size_t i = 0; hs_gw_security_headers[i][0] != NULL; i++)
-		add(conn, hs_gw_security_headers[i][0], hs_gw_security_headers[i][1]);
+	for (size_t i = 0; hs_gw_security_headers[i][0] != NULL; i++) {
+		bool is_csp = i == 0; /* the table starts with helmet's CSP */
+		add(conn, hs_gw_security_headers[i][0],
+		    is_csp && csp != NULL ? csp : hs_gw_security_headers[i][1]);
+	}
+	if (r->request_id[0] != '\0')
+		add(conn, "X-Request-Id", r->request_id);
 	/* CORS (the cors package with credentials): echo only an allowed origin,
 	 * and from our own list, never the request's bytes. */
 	const char *origin = r->method != NULL ? mg_get_header(conn, "Origin") : NULL;
@@ -144,14 +111,26 @@ static void respond(const req *r, resp *out)
 		if (strcasecmp(cfg->origins.v[i], origin) == 0) {
 			add(conn, "Access-Control-Allow-Origin", cfg->origins.v[i]);
 			add(conn, "Access-Control-Allow-Credentials", "true");
+			add(conn, "Access-Control-Expose-Headers", "X-Request-Id");
 			break;
 		}
 	}
+}
+
+void hs_gw__respond(const req *r, resp *out)
+{
+	struct mg_connection *conn = r->conn;
+	if (out->close)
+		mg_disable_connection_keep_alive(conn);
+	if (mg_response_header_start(conn, out->status) != 0)
+		return;
+	common_headers(r, out->csp);
 	if (out->preflight) {
 		const char *acrh = mg_get_header(conn, "Access-Control-Request-Headers");
-		add(conn, "Access-Control-Allow-Methods", "GET,HEAD,POST,OPTIONS");
+		add(conn, "Access-Control-Allow-Methods", "GET,HEAD,POST,PUT,PATCH,DELETE,OPTIONS");
 		add(conn, "Access-Control-Allow-Headers",
-		    acrh_ok(acrh) ? acrh : "Content-Type,Authorization,X-Requested-With");
+		    acrh_ok(acrh) ? acrh
+				  : "Content-Type,Authorization,X-Requested-With,X-Request-Id,Last-Event-ID");
 		add(conn, "Access-Control-Max-Age", "600");
 		add(conn, "Vary", "Origin, Access-Control-Request-Headers");
 	} else {
@@ -162,20 +141,44 @@ static void respond(const req *r, resp *out)
 	if (out->no_store) {
 		add(conn, "Cache-Control", "no-store");
 		add(conn, "Pragma", "no-cache");
+	} else if (out->cache != NULL) {
+		add(conn, "Cache-Control", out->cache);
 	}
+	if (out->etag != NULL)
+		add(conn, "ETag", out->etag);
 	if (out->has_cookie)
 		add(conn, "Set-Cookie", out->cookie);
-	size_t len = out->body != NULL ? strlen(out->body) : 0;
+	const void *body = out->body != NULL ? (const void *)out->body : out->static_body;
+	size_t len = out->body_len;
+	if (out->body != NULL && len == 0)
+		len = strlen(out->body);
 	char num[32];
-	snprintf(num, sizeof(num), "%zu", len);
-	if (out->body != NULL)
-		add(conn, "Content-Type", "application/json; charset=utf-8");
-	add(conn, "Content-Length", num);
+	snprintf(num, sizeof(num), "%zu", body != NULL ? len : (size_t)0);
+	if (body != NULL)
+		add(conn, "Content-Type",
+		    out->content_type != NULL ? out->content_type : "application/json; charset=utf-8");
+	if (out->status != 304) /* a 304 describes the 200 it stands for */
+		add(conn, "Content-Length", num);
 	if (out->close)
 		add(conn, "Connection", "close");
 	mg_response_header_send(conn);
-	if (len > 0 && (r->method == NULL || strcmp(r->method, "HEAD") != 0))
-		mg_write(conn, out->body, len);
+	if (body != NULL && len > 0 && (r->method == NULL || strcmp(r->method, "HEAD") != 0))
+		mg_write(conn, body, len);
+}
+
+bool hs_gw__respond_stream(const req *r, const char *content_type)
+{
+	struct mg_connection *conn = r->conn;
+	mg_disable_connection_keep_alive(conn);
+	if (mg_response_header_start(conn, 200) != 0)
+		return false;
+	common_headers(r, NULL);
+	add(conn, "Vary", "Origin");
+	add(conn, "Content-Type", content_type);
+	add(conn, "Cache-Control", "no-store");
+	add(conn, "X-Accel-Buffering", "no"); /* proxies: do not buffer the stream */
+	add(conn, "Connection", "close");
+	return mg_response_header_send(conn) == 0;
 }
 
 /* Before answering 413 on a connection we then close, read (and drop) up
@@ -198,7 +201,7 @@ static void drain(const req *r, long long max)
 
 /* Reads the whole body into a malloc'd NUL-terminated buffer. 413 (and
  * close) above the limit, 400 on a broken read. */
-static bool read_body(const req *r, resp *out, char **body, size_t *len)
+bool hs_gw__read_body(const req *r, resp *out, char **body, size_t *len)
 {
 	long limit = r->srv->cfg->body_limit;
 	long long cl = r->ri->content_length;
@@ -208,12 +211,12 @@ static bool read_body(const req *r, resp *out, char **body, size_t *len)
 		if (cl <= DRAIN_MAX)
 			drain(r, cl);
 		out->close = true;
-		set_error(out, 413, "PAYLOAD_TOO_LARGE", "Request body too large");
+		hs_gw__set_error(out, 413, "PAYLOAD_TOO_LARGE", "Request body too large");
 		return false;
 	}
 	char *buf = malloc((size_t)limit + 2);
 	if (buf == NULL) {
-		set_error(out, 500, "INTERNAL_ERROR", "Internal server error");
+		hs_gw__set_error(out, 500, "INTERNAL_ERROR", "Internal server error");
 		return false;
 	}
 	size_t n = 0;
@@ -222,7 +225,7 @@ static bool read_body(const req *r, resp *out, char **body, size_t *len)
 		if (got < 0) {
 			free(buf);
 			out->close = true;
-			set_error(out, 400, "BAD_REQUEST", "Broken request body");
+			hs_gw__set_error(out, 400, "BAD_REQUEST", "Broken request body");
 			return false;
 		}
 		if (got == 0)
@@ -233,7 +236,7 @@ static bool read_body(const req *r, resp *out, char **body, size_t *len)
 			free(buf);
 			drain(r, DRAIN_MAX);
 			out->close = true;
-			set_error(out, 413, "PAYLOAD_TOO_LARGE", "Request body too large");
+			hs_gw__set_error(out, 413, "PAYLOAD_TOO_LARGE", "Request body too large");
 			return false;
 		}
 	}
@@ -243,7 +246,7 @@ static bool read_body(const req *r, resp *out, char **body, size_t *len)
 	return true;
 }
 
-static void free_body(char *body, size_t len)
+void hs_gw__free_body(char *body, size_t len)
 {
 	if (body == NULL)
 		return;
@@ -277,208 +280,48 @@ static bool sign_address(hs_gw_server *srv, const char *ip, char sig[HS_GATEWAY_
 	return ok;
 }
 
-typedef struct call_md {
-	hs_client_md v[4];
-	size_t n;
-	char sig[HS_GATEWAY_AUTH_MAX];
-} call_md;
+typedef hs_gw_md call_md;
 
-static void metadata(const req *r, call_md *md)
+/* A header value gRPC metadata may carry (printable ASCII). */
+static bool md_value_ok(const char *v, size_t max)
+{
+	size_t n = 0;
+	for (; v[n] != '\0'; n++)
+		if ((unsigned char)v[n] < 0x20 || (unsigned char)v[n] > 0x7e || n >= max)
+			return false;
+	return n > 0;
+}
+
+void hs_gw__metadata(const req *r, call_md *md, bool with_authz)
 {
 	md->n = 0;
 	md->v[md->n++] = (hs_client_md){ "x-forwarded-for", r->client_ip };
 	if (sign_address(r->srv, r->client_ip, md->sig))
 		md->v[md->n++] = (hs_client_md){ HS_GATEWAY_AUTH_KEY, md->sig };
-	const char *ua = header(r, "User-Agent");
-	if (ua != NULL && strlen(ua) <= 512)
+	const char *ua = hs_gw__header(r, "User-Agent");
+	if (ua != NULL && md_value_ok(ua, 512))
 		md->v[md->n++] = (hs_client_md){ "x-client-user-agent", ua };
+	if (r->request_id[0] != '\0')
+		md->v[md->n++] = (hs_client_md){ "x-request-id", r->request_id };
+	const char *authz = with_authz ? hs_gw__header(r, "Authorization") : NULL;
+	if (authz != NULL && strncasecmp(authz, "Bearer ", 7) == 0 && md_value_ok(authz, 8192))
+		md->v[md->n++] = (hs_client_md){ "authorization", authz };
 }
 
-static void grpc_failed(const req *r, resp *out, const hs_client_status *st, const char *method)
+int hs_gw__csrf(const req *r)
 {
-	int http = 500;
-	free(out->body);
-	out->body = hs_gw_json_grpc_error(st, r->srv->cfg->production, &http);
-	out->status = http;
-	hs_log(http >= 500 ? HS_LOG_WARN : HS_LOG_INFO, "gateway", "rpc failed",
-	       HS_LS("method", method), HS_LS("code", hs_client_grpc_code_name(st->code)),
-	       HS_LI("http", http));
-}
-
-/* The token pair came back: cookie + the seed's 200 body. */
-static void auth_ok(const req *r, resp *out, const Harness__V1__AuthResponse *a)
-{
-	if (!hs_gw_token_ok(a->refresh_token, strlen(a->refresh_token))) {
-		hs_log(HS_LOG_ERROR, "gateway", "auth service sent an unusable refresh token");
-		set_error(out, 500, "INTERNAL_ERROR", "Internal server error");
-		return;
-	}
-	out->status = 200;
-	out->body = hs_gw_json_auth(a);
-	set_cookie(r, out, a->refresh_token, a->refresh_expires_in > 0 ? a->refresh_expires_in : COOKIE_MAX_AGE);
-}
-
-static void route_login(const req *r, resp *out, const char *body, size_t len)
-{
-	char *email = NULL, *password = NULL;
-	if (len > 0 && hs_gw_json_login_parse(body, len, &email, &password) != HS_OK) {
-		set_error(out, 400, "INVALID_JSON", "Malformed JSON body");
-		return;
-	}
-	/* the shape only: harnessd normalises what the user typed (one rule) */
-	bool email_ok = email != NULL && hs_email_valid(email);
-	bool pw_ok = hs_gw_password_ok(password);
-	if (!email_ok || !pw_ok) {
-		free(email);
-		hs_gw_json_secret_free(password);
-		out->status = 400;
-		out->body = hs_gw_json_validation(!email_ok, !pw_ok);
-		return;
-	}
-	Harness__V1__LoginRequest lr = HARNESS__V1__LOGIN_REQUEST__INIT;
-	lr.email = email;
-	lr.password = password;
-	call_md md;
-	metadata(r, &md);
-	hs_client_status st;
-	ProtobufCMessage *resp_msg = NULL;
-	int rc = hs_client_unary(r->srv->client, "/harness.v1.AuthService/Login", &lr.base,
-				 &harness__v1__auth_response__descriptor, &resp_msg, md.v, md.n,
-				 r->srv->cfg->request_timeout_ms, &st);
-	free(email);
-	hs_gw_json_secret_free(password);
-	if (rc != HS_OK) {
-		grpc_failed(r, out, &st, "Login");
-		return;
-	}
-	auth_ok(r, out, (Harness__V1__AuthResponse *)resp_msg);
-	protobuf_c_message_free_unpacked(resp_msg, NULL);
-}
-
-/* The refresh cookie: HS_GW_COOKIE_*; an unsafe Cookie header is invalid. */
-static int refresh_cookie(const req *r, char *tok, size_t toksz)
-{
-	const char *raw = mg_get_header(r->conn, "Cookie");
-	if (raw == NULL)
-		return HS_GW_COOKIE_ABSENT;
-	int c = hs_gw_cookie_find(raw, COOKIE_NAME, tok, toksz);
-	if (c == HS_GW_COOKIE_OK && !hs_gw_header_value_ok(raw))
-		c = HS_GW_COOKIE_INVALID;
-	return c;
-}
-
-static void refresh_invalid(const req *r, resp *out)
-{
-	set_error(out, 401, "UNAUTHORIZED", "Invalid or expired refresh token");
-	set_cookie(r, out, NULL, 0);
-}
-
-static void route_refresh(const req *r, resp *out)
-{
-	char tok[HS_GW_TOKEN_MAX + 1];
-	int c = refresh_cookie(r, tok, sizeof(tok));
-	if (c == HS_GW_COOKIE_ABSENT) {
-		set_error(out, 401, "UNAUTHORIZED", "No refresh token provided");
-		return;
-	}
-	if (c == HS_GW_COOKIE_INVALID) {
-		refresh_invalid(r, out);
-		return;
-	}
-	Harness__V1__RefreshRequest rr = HARNESS__V1__REFRESH_REQUEST__INIT;
-	rr.refresh_token = tok;
-	call_md md;
-	metadata(r, &md);
-	hs_client_status st;
-	ProtobufCMessage *resp_msg = NULL;
-	int rc = hs_client_unary(r->srv->client, "/harness.v1.AuthService/Refresh", &rr.base,
-				 &harness__v1__auth_response__descriptor, &resp_msg, md.v, md.n,
-				 r->srv->cfg->request_timeout_ms, &st);
-	explicit_bzero(tok, sizeof(tok));
-	if (rc == HS_UNAUTH || rc == HS_INVALID) {
-		/* the token itself is bad (invalid, expired, revoked, reused) */
-		refresh_invalid(r, out);
-		return;
-	}
-	if (rc != HS_OK) { /* outage or timeout: the cookie stays */
-		grpc_failed(r, out, &st, "Refresh");
-		return;
-	}
-	auth_ok(r, out, (Harness__V1__AuthResponse *)resp_msg);
-	protobuf_c_message_free_unpacked(resp_msg, NULL);
-}
-
-static void route_logout(const req *r, resp *out)
-{
-	char tok[HS_GW_TOKEN_MAX + 1];
-	int c = refresh_cookie(r, tok, sizeof(tok));
-	if (c == HS_GW_COOKIE_OK) {
-		Harness__V1__LogoutRequest lr = HARNESS__V1__LOGOUT_REQUEST__INIT;
-		lr.refresh_token = tok;
-		call_md md;
-		metadata(r, &md);
-		/* the browser's access token, if it sent one, ends with the session
-		 * (harnessd ignores one that does not verify: never a reason to fail) */
-		const char *authz = header(r, "Authorization");
-		if (authz != NULL && strncasecmp(authz, "Bearer ", 7) == 0 && strlen(authz) <= 8192)
-			md.v[md.n++] = (hs_client_md){ "authorization", authz };
-		hs_client_status st;
-		ProtobufCMessage *resp_msg = NULL;
-		int rc = hs_client_unary(r->srv->client, "/harness.v1.AuthService/Logout", &lr.base,
-					 &harness__v1__logout_response__descriptor, &resp_msg, md.v,
-					 md.n, r->srv->cfg->request_timeout_ms, &st);
-		explicit_bzero(tok, sizeof(tok));
-		if (rc == HS_OK)
-			protobuf_c_message_free_unpacked(resp_msg, NULL);
-		else if (rc != HS_UNAUTH && rc != HS_INVALID) {
-			/* not revoked: keep the cookie so the client can retry */
-			grpc_failed(r, out, &st, "Logout");
-			return;
-		}
-	}
-	out->status = 200;
-	out->body = hs_gw_json_success();
-	set_cookie(r, out, NULL, 0);
-}
-
-static void route_post(const req *r, resp *out, const char *which)
-{
-	out->no_store = true;
 	const char *te = mg_get_header(r->conn, "Transfer-Encoding");
+	char self[300];
+	bool have_self = hs_gw_self_origin(self, sizeof(self), hs_gw__header(r, "Host"), r->https);
 	hs_gw_post_req pr = {
 		.origin = mg_get_header(r->conn, "Origin"),
 		.sec_fetch_site = mg_get_header(r->conn, "Sec-Fetch-Site"),
 		.content_type = mg_get_header(r->conn, "Content-Type"),
-		.requested_with = header(r, "X-Requested-With"),
+		.requested_with = hs_gw__header(r, "X-Requested-With"),
+		.self_origin = have_self ? self : NULL,
 		.has_body = r->ri->content_length > 0 || (te != NULL && r->ri->content_length < 0),
 	};
-	switch (hs_gw_csrf_check(&pr, &r->srv->cfg->origins, r->srv->cfg->csrf_strict)) {
-	case HS_GW_ALLOW:
-		break;
-	case HS_GW_DENY_MEDIA_TYPE:
-		out->close = pr.has_body;
-		set_error(out, 415, "UNSUPPORTED_MEDIA_TYPE", "Content-Type must be application/json");
-		return;
-	case HS_GW_DENY_NO_HEADER:
-		out->close = pr.has_body;
-		set_error(out, 403, "FORBIDDEN", "Missing X-Requested-With header");
-		return;
-	default:
-		out->close = pr.has_body;
-		set_error(out, 403, "FORBIDDEN", "Cross-site request refused");
-		return;
-	}
-	char *body;
-	size_t len;
-	if (!read_body(r, out, &body, &len))
-		return;
-	if (!strcmp(which, "login"))
-		route_login(r, out, body, len);
-	else if (!strcmp(which, "refresh"))
-		route_refresh(r, out);
-	else
-		route_logout(r, out);
-	free_body(body, len);
+	return hs_gw_csrf_check(&pr, &r->srv->cfg->origins, r->srv->cfg->csrf_strict);
 }
 
 /* Whether harnessd answers grpc.health.v1 Check("") with SERVING. */
@@ -490,7 +333,7 @@ static bool harnessd_serving(hs_gw_server *srv)
 	long dl = srv->cfg->request_timeout_ms < HEALTH_DEADLINE_MS ? srv->cfg->request_timeout_ms
 								     : HEALTH_DEADLINE_MS;
 	hr.service = "";
-	int rc = hs_client_unary(srv->client, "/grpc.health.v1.Health/Check", &hr.base,
+	int rc = hs_async_unary(srv->async, "/grpc.health.v1.Health/Check", &hr.base,
 				 &grpc__health__v1__health_check_response__descriptor, &resp_msg, NULL,
 				 0, dl, &st);
 	bool up = rc == HS_OK &&
@@ -501,25 +344,33 @@ static bool harnessd_serving(hs_gw_server *srv)
 	return up;
 }
 
-static void route(req *r, resp *out)
+/* Returns true when the route wrote the response itself (an event stream). */
+static bool route(req *r, resp *out)
 {
 	const char *m = r->method;
 	const char *p = r->path;
+	if (r->path_too_long) {
+		out->close = r->ri->content_length != 0;
+		hs_gw__set_error(out, 414, "URI_TOO_LONG", "Request path too long");
+		return false;
+	}
 	if (!strcmp(m, "OPTIONS")) {
 		out->status = 204;
 		out->preflight = true;
-		return;
+		return false;
 	}
+	if (!strncmp(p, "/v1/", 4))
+		return hs_gw_rest_route(r, out);
 	if (!strcmp(p, "/health")) {
 		if (strcmp(m, "GET") != 0 && strcmp(m, "HEAD") != 0) {
 			out->allow = "GET, HEAD, OPTIONS";
-			set_error(out, 405, "METHOD_NOT_ALLOWED", "Method not allowed");
-			return;
+			hs_gw__set_error(out, 405, "METHOD_NOT_ALLOWED", "Method not allowed");
+			return false;
 		}
 		bool up = harnessd_serving(r->srv);
 		out->status = up ? 200 : 503;
 		out->body = hs_gw_json_health(up, hs_clock_wall_ms());
-		return;
+		return false;
 	}
 	static const char prefix[] = "/api/v1/auth/";
 	const char *which = NULL;
@@ -529,17 +380,47 @@ static void route(req *r, resp *out)
 			which = rest;
 	}
 	if (which == NULL) {
+		if (hs_gw_assets_route(r, out))
+			return false;
 		out->close = r->ri->content_length != 0;
-		set_error(out, 404, "NOT_FOUND", "Route not found");
-		return;
+		hs_gw__set_error(out, 404, "NOT_FOUND", "Route not found");
+		return false;
 	}
 	if (strcmp(m, "POST") != 0) {
 		out->close = r->ri->content_length != 0;
 		out->allow = "POST, OPTIONS";
-		set_error(out, 405, "METHOD_NOT_ALLOWED", "Method not allowed");
+		hs_gw__set_error(out, 405, "METHOD_NOT_ALLOWED", "Method not allowed");
+		return false;
+	}
+	hs_gw_auth_route(r, out, which);
+	return false;
+}
+
+static void new_request_id(req *r);
+
+/* X-Request-Id: the client's when it is a plain token, else a new one. */
+static void request_id(req *r)
+{
+	const char *v = hs_gw__header(r, "X-Request-Id");
+	size_t n = v != NULL ? strlen(v) : 0;
+	if (n > 0 && n <= HS_GW_REQUEST_ID_MAX &&
+	    strspn(v, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:-") == n) {
+		memcpy(r->request_id, v, n + 1);
 		return;
 	}
-	route_post(r, out, which);
+	new_request_id(r);
+}
+
+static void new_request_id(req *r)
+{
+	unsigned char b[8];
+	if (getrandom(b, sizeof(b), GRND_NONBLOCK) != (ssize_t)sizeof(b)) {
+		static unsigned long long counter;
+		unsigned long long c = __atomic_add_fetch(&counter, 1, __ATOMIC_RELAXED);
+		memcpy(b, &c, sizeof(b));
+	}
+	for (size_t i = 0; i < sizeof(b); i++)
+		snprintf(r->request_id + 2 * i, 3, "%02x", b[i]);
 }
 
 /* parsed = false for civetweb's own errors: then the request line's fields
@@ -555,28 +436,34 @@ static void req_init(req *r, struct mg_connection *conn, hs_gw_server *srv, bool
 	size_t n = strlen(p);
 	if (n > 1 && p[n - 1] == '/') /* Express's non-strict routing */
 		n--;
-	if (n >= sizeof(r->path))
+	if (n >= sizeof(r->path)) {
 		n = sizeof(r->path) - 1;
+		r->path_too_long = true;
+	}
 	memcpy(r->path, p, n);
 	r->path[n] = '\0';
 	const hs_gw_config *cfg = srv->cfg;
 	if (!parsed) {
 		snprintf(r->client_ip, sizeof(r->client_ip), "%s", r->ri->remote_addr);
+		new_request_id(r);
 		return;
 	}
-	hs_client_address(&cfg->proxies, r->ri->remote_addr, header(r, "X-Forwarded-For"),
+	hs_client_address(&cfg->proxies, r->ri->remote_addr, hs_gw__header(r, "X-Forwarded-For"),
 			  r->client_ip, sizeof(r->client_ip));
 	bool via_proxy = hs_cidr_list_has(&cfg->proxies, r->ri->remote_addr,
 					  strlen(r->ri->remote_addr));
-	const char *proto = header(r, "X-Forwarded-Proto");
-	r->secure = cfg->production || (via_proxy && proto != NULL && !strcasecmp(proto, "https"));
+	const char *proto = hs_gw__header(r, "X-Forwarded-Proto");
+	r->https = cfg->production || (via_proxy && proto != NULL && !strcasecmp(proto, "https"));
+	r->secure = r->https;
+	request_id(r);
 }
 
 static void access_log(const req *r, int status, long long t0)
 {
 	hs_log(HS_LOG_INFO, "gateway", "request", HS_LS("method", r->method != NULL ? r->method : "-"),
 	       HS_LS("path", r->path), HS_LI("status", status),
-	       HS_LI("ms", hs_clock_mono_ms() - t0), HS_LS("peer", r->client_ip));
+	       HS_LI("ms", hs_clock_mono_ms() - t0), HS_LS("peer", r->client_ip),
+	       HS_LS("request_id", r->request_id));
 }
 
 static int handler(struct mg_connection *conn, void *cbdata)
@@ -588,11 +475,14 @@ static int handler(struct mg_connection *conn, void *cbdata)
 	if (out == NULL)
 		return 500;
 	out->status = 500;
-	route(&r, out);
-	if (out->body == NULL && out->status != 204 && out->status != 200)
-		out->body = hs_gw_json_error("INTERNAL_ERROR", "Internal server error");
-	respond(&r, out);
-	int status = out->status;
+	bool streamed = route(&r, out);
+	if (!streamed) {
+		if (out->body == NULL && out->static_body == NULL && out->status != 204 &&
+		    out->status != 200 && out->status != 304)
+			out->body = hs_gw_json_error("INTERNAL_ERROR", "Internal server error");
+		hs_gw__respond(&r, out);
+	}
+	int status = streamed ? 200 : out->status;
 	explicit_bzero(out->cookie, sizeof(out->cookie));
 	free(out->body);
 	free(out);
@@ -616,7 +506,7 @@ static int http_error(struct mg_connection *conn, int status, const char *msg)
 			   : status >= 500		  ? "INTERNAL_ERROR"
 							  : "BAD_REQUEST";
 	out.body = hs_gw_json_error(code, status >= 500 ? "Internal server error" : "Bad request");
-	respond(&r, &out);
+	hs_gw__respond(&r, &out);
 	free(out.body);
 	access_log(&r, status, hs_clock_mono_ms());
 	return 0;
@@ -647,7 +537,7 @@ static int begin_request(struct mg_connection *conn)
 	out.status = 400;
 	out.close = true;
 	out.body = hs_gw_json_error("BAD_REQUEST", "Bad request");
-	respond(&r, &out);
+	hs_gw__respond(&r, &out);
 	free(out.body);
 	hs_log(HS_LOG_WARN, "gateway", "ambiguous request framing refused", HS_LS("why", why),
 	       HS_LS("peer", r.client_ip));
@@ -729,6 +619,22 @@ static int log_message(const struct mg_connection *conn, const char *message)
 	return 1;
 }
 
+/* Frees what start made; ctx must be stopped (or never started). */
+static void server_free(hs_gw_server *s)
+{
+	__atomic_store_n(&g_admit, NULL, __ATOMIC_RELEASE);
+	hs_async_free(s->async);
+	hs_gw_routes_free(s->routes);
+	hs_gw_admit_free(s->admit);
+	free(s->sse);
+	pthread_mutex_destroy(&s->mu);
+	if (s->key != NULL) {
+		explicit_bzero(s->key, s->key_len);
+		free(s->key);
+	}
+	free(s);
+}
+
 int hs_gw_server_start(hs_gw_server **out, const hs_gw_config *cfg, hs_client *client,
 		       int *port_out, hs_error *err)
 {
@@ -737,17 +643,27 @@ int hs_gw_server_start(hs_gw_server **out, const hs_gw_config *cfg, hs_client *c
 		return hs_error_set(err, HS_INTERNAL, "out of memory");
 	s->cfg = cfg;
 	s->client = client;
+	pthread_mutex_init(&s->mu, NULL);
+	size_t n_services;
+	const ProtobufCServiceDescriptor *const *services = hs_gw_services(&n_services);
 	/* open connections: at most one per worker plus civetweb's queue (its
 	 * master thread stops accepting while the queue is full) */
-	int rc = hs_gw_admit_new(&s->admit, (size_t)cfg->threads + CONNECTION_QUEUE + 8,
+	int rc = hs_gw_admit_new(&s->admit, (size_t)cfg->workers + CONNECTION_QUEUE + 8,
 				 cfg->max_connections_per_client, &cfg->proxies, err);
+	if (rc == HS_OK)
+		rc = hs_gw_routes_load(&s->routes, hs_descriptor_set, hs_descriptor_set_len, services,
+				       n_services, err);
+	if (rc == HS_OK)
+		rc = hs_async_new(&s->async, client, GRPC_POLLERS, err);
+	if (rc == HS_OK && cfg->sse_max_streams > 0 &&
+	    (s->sse = calloc((size_t)cfg->sse_max_streams, sizeof(*s->sse))) == NULL)
+		rc = hs_error_set(err, HS_INTERNAL, "out of memory");
 	if (rc != HS_OK) {
-		free(s);
+		server_free(s);
 		return rc;
 	}
-	pthread_mutex_init(&s->mu, NULL);
 	char threads[16], header_timeout[24];
-	snprintf(threads, sizeof(threads), "%ld", cfg->threads);
+	snprintf(threads, sizeof(threads), "%ld", cfg->workers);
 	snprintf(header_timeout, sizeof(header_timeout), "%ld", cfg->header_timeout_ms);
 	const char *options[] = {
 		"listening_ports", cfg->listen,
@@ -772,11 +688,8 @@ int hs_gw_server_start(hs_gw_server **out, const hs_gw_config *cfg, hs_client *c
 	__atomic_store_n(&g_admit, s->admit, __ATOMIC_RELEASE);
 	s->ctx = mg_start(&cb, s, options);
 	if (s->ctx == NULL) {
-		__atomic_store_n(&g_admit, NULL, __ATOMIC_RELEASE);
 		mg_exit_library();
-		pthread_mutex_destroy(&s->mu);
-		hs_gw_admit_free(s->admit);
-		free(s);
+		server_free(s);
 		return hs_error_set(err, HS_UNAVAILABLE, "--listen %s: cannot listen (in use? bad address?)",
 				    cfg->listen);
 	}
@@ -792,14 +705,8 @@ void hs_gw_server_stop(hs_gw_server *s)
 {
 	if (s == NULL)
 		return;
+	hs_gw_rest_stop_streams(s); /* event streams end; mg_stop then waits for the rest */
 	mg_stop(s->ctx);
 	mg_exit_library();
-	__atomic_store_n(&g_admit, NULL, __ATOMIC_RELEASE);
-	hs_gw_admit_free(s->admit);
-	pthread_mutex_destroy(&s->mu);
-	if (s->key != NULL) {
-		explicit_bzero(s->key, s->key_len);
-		free(s->key);
-	}
-	free(s);
+	server_free(s);
 }

@@ -9,8 +9,10 @@ PKGS=(
   libgrpc-dev protobuf-c-compiler libprotobuf-c-dev libprotobuf-dev protobuf-compiler grpc-proto
   libgit2-dev libcurl4-openssl-dev libcivetweb-dev libsqlite3-dev libjansson-dev
   libsodium-dev libssl-dev libcmocka-dev libseccomp-dev
+  golang-github-grpc-ecosystem-grpc-gateway-dev
   python3 python3-grpcio python3-protobuf python3-yaml python3-cryptography
   bubblewrap curl nghttp2-client clang libclang-rt-14-dev
+  chromium chromium-driver python3-selenium
 )
 # Extra packages only the benchmarks need (installed with --bench).
 BENCH_PKGS=(wrk nginx-light hyperfine g++ libgrpc++-dev)

@@ -239,7 +239,7 @@ static int initial_step(hs_tasks *t, hs_task_watch *w)
 		pthread_mutex_lock(&t->mu);
 		size_t n = t->n_all;
 		w->snap = malloc((n ? n : 1) * sizeof(*w->snap));
-		if (w->snap != NULL)
+		if (w->snap != NULL && n > 0) /* t->all is NULL with no task */
 			memcpy(w->snap, t->all, n * sizeof(*w->snap));
 		pthread_mutex_unlock(&t->mu);
 		if (w->snap == NULL)

@@ -86,7 +86,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		memset(&origins, 0, sizeof(origins));
 	(void)hs_gw_origin_allowed(&origins, f[0]);
 	(void)hs_gw_content_type(f[1]);
-	hs_gw_post_req req = { f[0], f[1], f[2], f[3][0] ? f[3] : NULL, f[5][0] != '\0' };
+	char self[300];
+	bool have_self = hs_gw_self_origin(self, sizeof(self), f[2], (size & 8) != 0);
+	if (have_self && (!printable(self) || strchr(self, ' ') != NULL))
+		abort(); /* an origin we compare with is one token */
+	hs_gw_post_req req = { .origin = f[0], .sec_fetch_site = f[1], .content_type = f[2],
+			       .requested_with = f[3][0] ? f[3] : NULL,
+			       .self_origin = have_self ? self : NULL, .has_body = f[5][0] != '\0' };
 	(void)hs_gw_csrf_check(&req, &origins, (size & 1) != 0);
 
 	/* client address behind trusted proxies (the peer comes from the

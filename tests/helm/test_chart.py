@@ -191,6 +191,10 @@ class RenderTest(HelmTestCase):
         self.assertEqual(gwcfg["NODE_ENV"], "production")
         self.assertEqual(gwcfg["HARNESS_ENV"], "production")
         self.assertEqual(gwcfg["HARNESS_GATEWAY_CSRF_STRICT"], "0")
+        self.assertEqual(gwcfg["HARNESS_GATEWAY_CONSOLE"], "1")
+        self.assertEqual(gwcfg["HARNESS_GATEWAY_SSE_MAX_STREAMS"], "16")
+        self.assertEqual(gwcfg["HARNESS_GATEWAY_SSE_MAX_PER_CLIENT"], "4")
+        self.assertEqual(gwcfg["HARNESS_GATEWAY_SSE_MAX_SECONDS"], "300")
         self.assertNotIn("ALLOWED_ORIGINS", gwcfg)  # the gateway's own default
         for k in gwcfg:
             self.assertFalse(SECRET_LIKE.search(k), k)
@@ -561,6 +565,8 @@ class SchemaTest(HelmTestCase):
             "server.unknownSetting=1",
             "gateway.logLevel=loud",
             "gateway.bodyLimit=10",
+            "gateway.sse.maxSeconds=0",
+            "gateway.sse.unknown=1",
             "sandbox.uid=0",
             "sandbox.pidsMax=1",
             "tls.source=vault",

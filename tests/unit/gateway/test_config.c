@@ -51,6 +51,36 @@ static void test_config__defaults(void **state)
 	assert_int_equal(c.header_timeout_ms, 10000);
 	assert_int_equal(c.max_connections_per_client, 8);
 	assert_string_equal(c.gateway_secret_file, "");
+	/* workers: for connections (at least 32), plus one per event stream */
+	assert_true(c.threads >= 32);
+	assert_int_equal(c.sse_max_streams, 16);
+	assert_int_equal(c.sse_max_per_client, 4);
+	assert_int_equal(c.sse_max_seconds, 300);
+	assert_int_equal(c.sse_keepalive_ms, 15000);
+	assert_int_equal(c.workers, c.threads + c.sse_max_streams);
+	assert_true(c.console);
+}
+
+static void test_config__streams_and_console(void **state)
+{
+	static hs_gw_config c;
+	hs_error err = { 0 };
+	assert_int_equal(load(&c, &err, ARGC("--threads", "10", "--sse-max-streams", "5",
+					     "--sse-max-per-client", "50", "--max-connections-per-client",
+					     "3", "--console=false", "--sse-max-seconds", "60"),
+			      ARGV("--threads", "10", "--sse-max-streams", "5", "--sse-max-per-client", "50",
+				   "--max-connections-per-client", "3", "--console=false",
+				   "--sse-max-seconds", "60")),
+			 HS_OK);
+	assert_int_equal(c.workers, 15);
+	assert_int_equal(c.sse_max_per_client, 3); /* never more than its connections */
+	assert_false(c.console);
+	assert_int_equal(c.sse_max_seconds, 60);
+	assert_int_equal(load(&c, &err, ARGC("--sse-max-seconds", "0"), ARGV("--sse-max-seconds", "0")),
+			 HS_INVALID);
+	assert_non_null(strstr(err.msg, "--sse-max-seconds"));
+	assert_int_equal(load(&c, &err, ARGC("--sse-keepalive-ms", "10"), ARGV("--sse-keepalive-ms", "10")),
+			 HS_INVALID);
 }
 
 static void test_config__env_then_flags(void **state)
@@ -129,6 +159,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup(test_config__defaults, clear_env),
+		cmocka_unit_test_setup(test_config__streams_and_console, clear_env),
 		cmocka_unit_test_setup(test_config__env_then_flags, clear_env),
 		cmocka_unit_test_setup(test_config__refusals, clear_env),
 	};

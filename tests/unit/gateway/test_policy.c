@@ -89,6 +89,40 @@ static void test_policy__csrf_verdicts(void **state)
 	assert_int_equal(hs_gw_csrf_check(&r, &o, true), HS_GW_ALLOW);
 }
 
+/* The console is served by the gateway: its own origin passes the Origin
+ * check without being listed; another host, scheme or port does not. */
+static void test_policy__self_origin(void **state)
+{
+	(void)state;
+	hs_gw_origins o;
+	assert_int_equal(hs_gw_origins_parse(&o, "http://localhost:3000", NULL), HS_OK);
+	char self[300];
+	assert_true(hs_gw_self_origin(self, sizeof(self), "127.0.0.1:8080", false));
+	assert_string_equal(self, "http://127.0.0.1:8080");
+	hs_gw_post_req r = { .content_type = "application/json", .has_body = true,
+			     .origin = "http://127.0.0.1:8080", .self_origin = self };
+	assert_int_equal(hs_gw_csrf_check(&r, &o, false), HS_GW_ALLOW);
+	r.origin = "http://127.0.0.1:8081";
+	assert_int_equal(hs_gw_csrf_check(&r, &o, false), HS_GW_DENY_ORIGIN);
+	r.origin = "https://127.0.0.1:8080";
+	assert_int_equal(hs_gw_csrf_check(&r, &o, false), HS_GW_DENY_ORIGIN);
+	r.origin = "http://evil.example";
+	assert_int_equal(hs_gw_csrf_check(&r, &o, false), HS_GW_DENY_ORIGIN);
+	r.self_origin = NULL;
+	r.origin = "http://127.0.0.1:8080";
+	assert_int_equal(hs_gw_csrf_check(&r, &o, false), HS_GW_DENY_ORIGIN);
+	assert_true(hs_gw_self_origin(self, sizeof(self), "harness.example.com", true));
+	assert_string_equal(self, "https://harness.example.com");
+	assert_true(hs_gw_self_origin(self, sizeof(self), "[::1]:80", false));
+	assert_false(hs_gw_self_origin(self, sizeof(self), "a b", false));
+	assert_false(hs_gw_self_origin(self, sizeof(self), "evil/x", false));
+	assert_false(hs_gw_self_origin(self, sizeof(self), "", false));
+	assert_false(hs_gw_self_origin(self, sizeof(self), NULL, false));
+	assert_null(strstr(hs_gw_console_csp, "unsafe"));
+	assert_null(strstr(hs_gw_console_csp, "upgrade-insecure-requests"));
+	assert_non_null(strstr(hs_gw_console_csp_tls, "upgrade-insecure-requests"));
+}
+
 static void test_policy__cookie_build(void **state)
 {
 	char buf[512];
@@ -183,6 +217,7 @@ int main(void)
 		cmocka_unit_test(test_policy__origins_refuse_bad_entries),
 		cmocka_unit_test(test_policy__content_types),
 		cmocka_unit_test(test_policy__csrf_verdicts),
+		cmocka_unit_test(test_policy__self_origin),
 		cmocka_unit_test(test_policy__cookie_build),
 		cmocka_unit_test(test_policy__helmet_headers),
 		cmocka_unit_test(test_policy__client_ip),

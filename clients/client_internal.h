@@ -1,0 +1,40 @@
+/* libharness-client internals shared by client.c (blocking calls on a
+ * pluck queue per call) and async.c (calls completing on one shared
+ * queue): the client itself, metadata, message and status helpers. Only
+ * files of clients/ include this. */
+#ifndef HS_CLIENTS_CLIENT_INTERNAL_H
+#define HS_CLIENTS_CLIENT_INTERNAL_H
+
+#include <grpc/grpc.h>
+#include <grpc/support/time.h>
+
+#include "client.h"
+
+#define HS_CLIENT_MAX_MD 16
+
+struct hs_client {
+	grpc_channel *channel;
+	int64_t default_deadline_ms;
+};
+
+/* st (NULL ok) := code, details (truncated), no error code. */
+void hs_client__status_set(hs_client_status *st, int code, const char *details, size_t len);
+/* st := a finished call's status, details and hs-error-code (trail NULL ok). */
+void hs_client__status_from_call(hs_client_status *st, grpc_status_code code, grpc_slice details,
+				 const grpc_metadata_array *trail);
+/* Checks md (keys, printable values, at most HS_CLIENT_MAX_MD) and fills
+ * out; HS_INVALID (st set) otherwise. Release with hs_client__md_release. */
+int hs_client__md_build(grpc_metadata *out, const hs_client_md *md, size_t n_md,
+			hs_client_status *st);
+void hs_client__md_release(grpc_metadata *m, size_t n);
+/* msg packed into a new byte buffer (grpc_byte_buffer_destroy it). */
+grpc_byte_buffer *hs_client__pack(const ProtobufCMessage *msg);
+/* bb unpacked as desc (protobuf_c_message_free_unpacked); NULL if malformed. */
+ProtobufCMessage *hs_client__unpack(const ProtobufCMessageDescriptor *desc, grpc_byte_buffer *bb);
+/* ms from now (0 = the client's default, < 0 = none) on the monotonic clock. */
+gpr_timespec hs_client__deadline(const hs_client *c, int64_t ms);
+/* A new call on c's channel completing on cq. */
+grpc_call *hs_client__call_create(hs_client *c, grpc_completion_queue *cq, const char *method,
+				  int64_t deadline_ms);
+
+#endif
