@@ -166,6 +166,7 @@ static void drop_entry(hs_ckpt_mgr *mgr, hs_ckpt__task_lock *l)
 		git_repository_free(l->repo);
 		mgr->open_repos--;
 	}
+	hs_ckpt__track_free(mgr->watcher, l->track);
 	hs_ckpt__catalog_dispose(&l->catalog);
 	pthread_mutex_destroy(&l->mu);
 	free(l);
@@ -186,6 +187,22 @@ static void evict(hs_ckpt_mgr *mgr)
 			return; /* every open repo is in use: over the bound until released */
 		drop_entry(mgr, victim);
 	}
+	/* Trackers beyond their own bound: the least recently used idle one
+	 * goes (its next call walks the workspace whole, reason "evicted"). */
+	while (mgr->watcher && hs_ckpt__watcher_count(mgr->watcher) > hs_ckpt__watcher_max(mgr->watcher)) {
+		hs_ckpt__task_lock *victim = NULL;
+		for (size_t i = 0; i < HS_CKPT__LOCK_BUCKETS; i++)
+			for (hs_ckpt__task_lock *l = mgr->buckets[i]; l; l = l->next)
+				if (l->users == 0 && l->track &&
+				    (!victim || hs_ckpt__track_last_used(l->track) <
+						    hs_ckpt__track_last_used(victim->track)))
+					victim = l;
+		if (!victim)
+			return;
+		hs_ckpt__track_free(mgr->watcher, victim->track);
+		victim->track = NULL;
+		victim->track_why = HS_CKPT__WHY_EVICTED;
+	}
 }
 
 void hs_ckpt__unlock(hs_ckpt_mgr *mgr, hs_ckpt__task_lock *l)
@@ -194,16 +211,14 @@ void hs_ckpt__unlock(hs_ckpt_mgr *mgr, hs_ckpt__task_lock *l)
 		return;
 	pthread_mutex_unlock(&l->mu);
 	pthread_mutex_lock(&mgr->map_mu);
-	if (--l->users == 0 && !l->repo)
+	if (--l->users == 0 && !l->repo && !l->track)
 		drop_entry(mgr, l);
 	evict(mgr);
 	pthread_mutex_unlock(&mgr->map_mu);
 }
 
-void hs_ckpt__repo_forget(hs_ckpt_mgr *mgr, hs_ckpt__task_lock *l)
+static void repo_drop(hs_ckpt_mgr *mgr, hs_ckpt__task_lock *l)
 {
-	if (!l || !l->repo)
-		return;
 	hs_ckpt__catalog_dispose(&l->catalog);
 	git_index_free(l->index);
 	l->index = NULL;
@@ -214,6 +229,47 @@ void hs_ckpt__repo_forget(hs_ckpt_mgr *mgr, hs_ckpt__task_lock *l)
 	l->repo = NULL;
 	mgr->open_repos--;
 	pthread_mutex_unlock(&mgr->map_mu);
+}
+
+void hs_ckpt__repo_forget(hs_ckpt_mgr *mgr, hs_ckpt__task_lock *l)
+{
+	if (!l)
+		return;
+	/* The index in memory may differ from the one on disk: the tracker's
+	 * baseline is gone with it. */
+	hs_ckpt__watch_fail(l->track);
+	l->index_tree_known = false;
+	if (l->repo)
+		repo_drop(mgr, l);
+}
+
+void hs_ckpt__repo_reload(hs_ckpt_mgr *mgr, hs_ckpt__task_lock *l)
+{
+	if (l && l->repo)
+		repo_drop(mgr, l); /* the index on disk is the one in memory */
+}
+
+int hs_ckpt__changes_begin(hs_ckpt_mgr *mgr, hs_ckpt__task_lock *l, const char *ws, int wsfd,
+			   int op, hs_ckpt__changes *out, hs_error *err)
+{
+	hs_ckpt__why why = l->track_why ? (hs_ckpt__why)l->track_why : HS_CKPT__WHY_NEW;
+	pthread_mutex_lock(&mgr->map_mu);
+	uint64_t tick = ++mgr->tick;
+	pthread_mutex_unlock(&mgr->map_mu);
+	int rc = hs_ckpt__watch_begin(mgr->watcher, &l->track, &why, ws, wsfd, op, tick, out);
+	l->track_why = (int)why;
+	return rc == HS_OK ? HS_OK : hs_error_set(err, HS_INTERNAL, "checkpoint: out of memory");
+}
+
+void hs_ckpt__changes_log(const hs_ckpt__changes *c, const char *task_id, const char *ws)
+{
+	if (c->tracked || c->why == HS_CKPT__WHY_DISABLED)
+		return;
+	static const char *const ops[] = { "create", "verify", "restore" };
+	hs_log(c->why == HS_CKPT__WHY_NEW ? HS_LOG_INFO : HS_LOG_WARN, "checkpoint",
+	       "full scan: change tracking not trusted", HS_LS("task_id", task_id),
+	       HS_LS("workspace", ws), HS_LS("op", ops[c->op]),
+	       HS_LS("reason", hs_ckpt__why_name(c->why)));
 }
 
 /* Called by repo_open with a freshly opened repo; l's mutex held. */
@@ -278,6 +334,13 @@ int hs_ckpt_mgr_new(hs_ckpt_mgr **out, const hs_ckpt_config *cfg, hs_error *err)
 		rc = hs_error_set(err, HS_INTERNAL, "checkpoint: out of memory");
 		goto fail;
 	}
+	if ((rc = hs_ckpt__watcher_new(&mgr->watcher, &cfg->watch, cfg->metrics, err)) != HS_OK)
+		goto fail;
+	mgr->scan_threads = cfg->scan_threads;
+	if (mgr->scan_threads == 0) {
+		long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+		mgr->scan_threads = cpus < 1 ? 1 : cpus > 4 ? 4 : (unsigned)cpus;
+	}
 	mgr->tenancy = cfg->tenancy;
 	mgr->durable = cfg->fsync;
 	mgr->quota = cfg->quota;
@@ -294,6 +357,7 @@ fail:
 		if (mgr->ws_root_fd >= 0)
 			close(mgr->ws_root_fd);
 		hs_ckpt__pusher_release(mgr->pusher);
+		hs_ckpt__watcher_free(mgr->watcher);
 		free(mgr);
 	}
 	git_libgit2_shutdown();
@@ -332,6 +396,7 @@ void hs_ckpt_mgr_free(hs_ckpt_mgr *mgr)
 		while (mgr->buckets[i])
 			drop_entry(mgr, mgr->buckets[i]);
 	pthread_mutex_destroy(&mgr->map_mu);
+	hs_ckpt__watcher_free(mgr->watcher);
 	free(mgr->repos_dir);
 	free(mgr->ws_root);
 	close(mgr->ws_root_fd);

@@ -153,6 +153,13 @@ int hs_ckpt_create_with(hs_ckpt_mgr *mgr, const char *task_id, const hs_ckpt_cre
 	hs_ckpt__task_lock *l = NULL;
 	hs_ckpt__scan scan;
 	memset(&scan, 0, sizeof(scan));
+	hs_ckpt__delta delta;
+	memset(&delta, 0, sizeof(delta));
+	hs_ckpt__changes ch;
+	memset(&ch, 0, sizeof(ch));
+	hs_ckpt__cache cache = { 0 };
+	size_t nfiles = 0, nhashed = 0;
+	uint64_t written_bytes = 0;
 	hs_ckpt_create_result res;
 	memset(&res, 0, sizeof(res));
 	hs_ckpt_info *info = &res.checkpoint;
@@ -197,15 +204,61 @@ int hs_ckpt_create_with(hs_ckpt_mgr *mgr, const char *task_id, const hs_ckpt_cre
 		goto done;
 	}
 	wrote = true;
-	hs_ckpt__scan_opts so = { .odb = odb, .cache = index, .task_id = task_id };
+	/* What changed since the index (tracked), or everything (full). */
+	if ((rc = hs_ckpt__changes_begin(mgr, l, wsname, wsfd, HS_CKPT__OP_CREATE, &ch, err)))
+		goto done;
+	hs_ckpt__changes_log(&ch, task_id, wsname);
+	if (hs_ckpt__cache_init(&cache, index) != 0) {
+		rc = hs_error_set(err, HS_INTERNAL, "checkpoint: out of memory");
+		goto done;
+	}
+	hs_ckpt__scan_opts so = { .odb = odb, .cache = &cache, .task_id = task_id,
+				  .threads = ch.tracked ? 1 : mgr->scan_threads,
+				  .watch = ch.tracked || ch.watching ? ch.track : NULL };
 	if (!exempt(caller)) {
 		so.max_files = mgr->quota.workspace_files;
 		so.max_bytes = mgr->quota.workspace_bytes;
 	}
 	bool index_changed = false;
-	if ((rc = hs_ckpt__scan_workspace(wsfd, &so, &scan, err)) ||
-	    (rc = hs_ckpt__index_apply(index, &scan.files, &index_changed, task_id, err)))
-		goto done;
+	if (ch.tracked) {
+		uint64_t tf = 0, tb = 0;
+		if ((rc = hs_ckpt__track_read(wsfd, &so, &ch.paths, &delta, err)))
+			goto done;
+		hs_ckpt__delta_totals(&cache, &delta, &tf, &tb);
+		if (so.max_files && tf > so.max_files) {
+			rc = hs_error_set(err, HS_LIMIT,
+					  "workspace quota: more than %llu files to checkpoint (task %s); "
+					  "remove files or ignore them in .gitignore",
+					  (unsigned long long)so.max_files, task_id);
+			goto done;
+		}
+		if (so.max_bytes && tb > so.max_bytes) {
+			rc = hs_error_set(err, HS_LIMIT,
+					  "workspace quota: more than %llu bytes to checkpoint (task %s); "
+					  "remove files or ignore them in .gitignore",
+					  (unsigned long long)so.max_bytes, task_id);
+			goto done;
+		}
+		if ((rc = hs_ckpt__delta_apply(index, &cache, &delta, &index_changed, task_id, err)))
+			goto done;
+		nfiles = (size_t)tf;
+		nhashed = delta.found.hashed;
+		written_bytes = delta.found.written_bytes;
+		for (size_t i = 0; i < delta.found.files.n; i++)
+			if (delta.found.files.v[i].multi_link)
+				hs_ckpt__watch_multi(ch.track, delta.found.files.v[i].path);
+	} else {
+		if ((rc = hs_ckpt__scan_workspace(wsfd, &so, &scan, err)) ||
+		    (rc = hs_ckpt__index_apply(index, &scan.files, &index_changed, task_id, err)))
+			goto done;
+		nfiles = scan.files.n;
+		nhashed = scan.hashed;
+		written_bytes = scan.written_bytes;
+		for (size_t i = 0; ch.watching && i < scan.files.n; i++)
+			if (scan.files.v[i].multi_link)
+				hs_ckpt__watch_multi(ch.track, scan.files.v[i].path);
+	}
+	hs_ckpt__cache_dispose(&cache); /* stale now */
 	t_scan = hs_clock_mono_us();
 	/* An index nothing was added to, removed from or refreshed in is
 	 * already on disk: skip rewriting (and renaming) the whole file. */
@@ -259,24 +312,34 @@ int hs_ckpt_create_with(hs_ckpt_mgr *mgr, const char *task_id, const hs_ckpt_cre
 	char ref[128];
 	snprintf(ref, sizeof(ref), HS_CKPT__REF_PREFIX "%s", info->checkpoint_id);
 	/* Objects durable before the ref names them; the checkpoint ref is the
-	 * acknowledgement, the other two follow it. */
-	if ((mgr->durable && (rc = hs_ckpt__flush(repo, task_id, err))) ||
+	 * acknowledgement, the other two follow it. Only what this checkpoint
+	 * wrote is fsync()ed: the objects its tree has and its parent's lacks,
+	 * the commit, the refs and their directories (never syncfs: other
+	 * tenants' dirty pages are not ours to flush). */
+	const char *const refs[] = { ref, HS_CKPT__REF_LATEST, HS_CKPT__REF_CURRENT, "refs/harness",
+				     NULL };
+	if ((mgr->durable &&
+	     (rc = hs_ckpt__flush_objects(repo, tree, ptree, &commit_oid, task_id, err))) ||
 	    (rc = set_ref(repo, ref, &commit_oid, 0, task_id, err)) ||
 	    (rc = set_ref(repo, HS_CKPT__REF_LATEST, &commit_oid, 1, task_id, err)) ||
 	    (rc = set_ref(repo, HS_CKPT__REF_CURRENT, &commit_oid, 1, task_id, err)) ||
-	    (mgr->durable && (rc = hs_ckpt__flush(repo, task_id, err))))
+	    (mgr->durable && (rc = hs_ckpt__flush_refs(repo, refs, task_id, err))))
 		goto done;
+	git_oid_cpy(&l->index_tree, &tree_oid);
+	l->index_tree_known = true;
 	if (hs_ckpt__catalog_append(&l->catalog, info, o->request_id) != 0)
 		hs_log(HS_LOG_WARN, "checkpoint", "catalog dropped, rebuilt on next use",
 		       HS_LS("task_id", task_id));
 	/* An upper bound of what this create added (blobs at their raw size,
 	 * trees and the commit); measured again before it could refuse one. */
-	l->repo_bytes += scan.written_bytes + 256 * (uint64_t)scan.hashed + strlen(msg) + 1024;
+	l->repo_bytes += written_bytes + 256 * (uint64_t)nhashed + strlen(msg) + 1024;
 	gitdir_of(repo, gitdir, sizeof(gitdir));
 	hs_log(HS_LOG_INFO, "checkpoint", "created", HS_LS("task_id", task_id),
 	       HS_LS("checkpoint_id", info->checkpoint_id), HS_LI("files_changed", info->files_changed),
-	       HS_LB("unchanged", res.unchanged), HS_LI("files", scan.files.n),
-	       HS_LI("hashed", scan.hashed), HS_LI("scan_us", t_scan - t0),
+	       HS_LB("unchanged", res.unchanged), HS_LI("files", nfiles),
+	       HS_LI("hashed", nhashed), HS_LS("scan", ch.tracked ? "tracked" : "full"),
+	       HS_LS("reason", hs_ckpt__why_name(ch.why)), HS_LI("paths", ch.paths.count),
+	       HS_LI("scan_us", t_scan - t0),
 	       HS_LI("us", hs_clock_mono_us() - t0));
 done:
 	git_signature_free(sig);
@@ -285,6 +348,9 @@ done:
 	git_commit_free(pcommit);
 	git_odb_free(odb);
 	hs_ckpt__scan_dispose(&scan);
+	hs_ckpt__delta_dispose(&delta);
+	hs_ckpt__cache_dispose(&cache);
+	hs_ckpt__changes_dispose(&ch);
 	if (rc && wrote)
 		hs_ckpt__repo_forget(mgr, l); /* maybe a half-updated index in memory */
 	hs_ckpt__unlock(mgr, l);
