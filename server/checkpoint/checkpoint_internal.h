@@ -442,10 +442,13 @@ int hs_ckpt__index_refresh(git_index *index, const hs_ckpt__files *ws, bool *cha
 			   const char *task_id, hs_error *err);
 
 /* Make the workspace (beneath wsfd) hold target, given what a scan found
- * there (now). *final: target with stat data, for the index. */
+ * there (now). *final: target with stat data, for the index. left (the
+ * caller disposes): files of now left in place though target lacks them
+ * (inside a nested repository target has nothing of). */
 int hs_ckpt__restore_files(git_repository *repo, int wsfd, const hs_ckpt__files *target,
 			   const hs_ckpt__scan *now, hs_ckpt__files *final, uint32_t *written,
-			   uint32_t *removed, const char *task_id, hs_error *err);
+			   uint32_t *removed, hs_ckpt_strlist *left, const char *task_id,
+			   hs_error *err);
 
 /* diff.c ------------------------------------------------------------------ */
 

@@ -111,6 +111,7 @@ int hs_ckpt_restore_as(hs_ckpt_mgr *mgr, const hs_principal *who, const char *ta
 	hs_ckpt__changes ch;
 	memset(&ch, 0, sizeof(ch));
 	hs_ckpt__cache cache = { 0 };
+	hs_ckpt_strlist left = { 0 };
 	char *wsname = NULL;
 	bool wrote = false, changed = false;
 	uint32_t written = 0, removed = 0;
@@ -162,7 +163,7 @@ int hs_ckpt_restore_as(hs_ckpt_mgr *mgr, const hs_principal *who, const char *ta
 	hs_ckpt__cache_dispose(&cache);
 	t_scan = hs_clock_mono_us();
 	if ((rc = hs_ckpt__restore_files(o.repo, wsfd, &target, &now, &final, &written, &removed,
-					 task_id, err)) ||
+					 &left, task_id, err)) ||
 	    (rc = hs_ckpt__index_apply(index, &final, &changed, task_id, err)))
 		goto done;
 	if ((changed && (g = git_index_write(index)) < 0) ||
@@ -173,6 +174,10 @@ int hs_ckpt_restore_as(hs_ckpt_mgr *mgr, const hs_principal *who, const char *ta
 	}
 	git_oid_cpy(&o.lock->index_tree, git_tree_id(tree));
 	o.lock->index_tree_known = true;
+	/* Files left alone (a nested repository's the checkpoint lacks) are on
+	 * disk but not in the index now: the next call must look at them. */
+	for (size_t i = 0; ch.track && i < left.count; i++)
+		hs_ckpt__watch_mark(ch.track, left.items[i]);
 	hs_ckpt__catalog_set_current(&o.lock->catalog, info.seq);
 	*out = info;
 	memset(&info, 0, sizeof(info));
@@ -194,6 +199,7 @@ done:
 	hs_ckpt__delta_dispose(&delta);
 	hs_ckpt__cache_dispose(&cache);
 	hs_ckpt__changes_dispose(&ch);
+	hs_ckpt_strlist_dispose(&left);
 	free(wsname);
 	git_tree_free(tree);
 	git_commit_free(c);

@@ -403,7 +403,8 @@ static void prune_empty_dirs(int wsfd, const char *dir)
 
 int hs_ckpt__restore_files(git_repository *repo, int wsfd, const hs_ckpt__files *target,
 			   const hs_ckpt__scan *now, hs_ckpt__files *final, uint32_t *written,
-			   uint32_t *removed, const char *task_id, hs_error *err)
+			   uint32_t *removed, hs_ckpt_strlist *left, const char *task_id,
+			   hs_error *err)
 {
 	const hs_ckpt__files *ws = &now->files;
 	hs_ckpt_strlist probed = { 0 };
@@ -455,6 +456,8 @@ int hs_ckpt__restore_files(git_repository *repo, int wsfd, const hs_ckpt__files 
 		if (c < 0) {
 			if (!in_foreign_repo(ws->v[i].path, roots, target))
 				drops[nd++] = i;
+			else if (hs_ckpt__strlist_push(left, ws->v[i].path) != 0)
+				goto oom;
 			i++;
 		} else if (c > 0) {
 			writes[nw++] = j++;
