@@ -162,6 +162,7 @@ static void drop_entry(hs_ckpt_mgr *mgr, hs_ckpt__task_lock *l)
 		p = &(*p)->next;
 	*p = l->next;
 	if (l->repo) {
+		(void)hs_ckpt__index_save(l, true, l->task_id); /* the stat cache for next time */
 		git_index_free(l->index);
 		git_repository_free(l->repo);
 		mgr->open_repos--;
@@ -222,6 +223,7 @@ static void repo_drop(hs_ckpt_mgr *mgr, hs_ckpt__task_lock *l)
 	hs_ckpt__catalog_dispose(&l->catalog);
 	git_index_free(l->index);
 	l->index = NULL;
+	l->index_dirty = false;
 	l->repo_bytes_known = false;
 	l->repo_bytes = 0;
 	git_repository_free(l->repo);
@@ -245,8 +247,11 @@ void hs_ckpt__repo_forget(hs_ckpt_mgr *mgr, hs_ckpt__task_lock *l)
 
 void hs_ckpt__repo_reload(hs_ckpt_mgr *mgr, hs_ckpt__task_lock *l)
 {
-	if (l && l->repo)
-		repo_drop(mgr, l); /* the index on disk is the one in memory */
+	if (l && l->repo) {
+		if (hs_ckpt__index_save(l, true, l->task_id) != 0)
+			hs_ckpt__watch_fail(l->track); /* disk and memory differ */
+		repo_drop(mgr, l);
+	}
 }
 
 int hs_ckpt__changes_begin(hs_ckpt_mgr *mgr, hs_ckpt__task_lock *l, const char *ws, int wsfd,

@@ -55,6 +55,8 @@ typedef struct hs_ckpt__task_lock {
 	/* These live with repo (same rules): dropped whenever repo is. */
 	git_index *index;       /* <gitdir>/index, opened on first use */
 	hs_ckpt__catalog catalog;
+	bool index_dirty;       /* changed in memory since written to <gitdir>/index */
+	int64_t index_saved_ms; /* monotonic time of the last write */
 	git_oid index_tree;     /* the tree the index holds (after a create or restore) */
 	bool index_tree_known;
 	uint64_t repo_bytes;    /* measured, plus an upper bound of what was added since */
@@ -132,6 +134,13 @@ int hs_ckpt__repo_open(git_repository **out, hs_ckpt_mgr *mgr, hs_ckpt__task_loc
 /* The task's index (the stat cache), borrowed from l: opened from
  * <gitdir>/index on first use; a torn one is dropped and rebuilt. */
 int hs_ckpt__index(git_index **out, hs_ckpt__task_lock *l, const char *task_id, hs_error *err);
+
+/* Write the task's index to <gitdir>/index if it changed, at most every
+ * HS_CKPT__INDEX_SAVE_MS unless force (l's mutex held). It is a cache: a
+ * stale one on disk only costs re-hashing after a restart, and every blob
+ * it names exists (a repack writes it first). 0 or -1 (logged). */
+int hs_ckpt__index_save(hs_ckpt__task_lock *l, bool force, const char *task_id);
+#define HS_CKPT__INDEX_SAVE_MS 10000
 
 /* Make the objects a checkpoint needs durable: every object of tree (and
  * commit, if not NULL) that old_tree (NULL: none) does not have at the same

@@ -141,7 +141,7 @@ static int replay(git_repository *repo, const hs_ckpt__entry *e, const char *tas
 int hs_ckpt_create_with(hs_ckpt_mgr *mgr, const char *task_id, const hs_ckpt_create_opts *o,
 			hs_ckpt_create_result *out, hs_error *err)
 {
-	int64_t t0 = hs_clock_mono_us(), t_scan = 0;
+	int64_t t0 = hs_clock_mono_us(), t_scan = 0, t_tree = 0, t_flush = 0;
 	char *ext = NULL, *wsname = NULL, *msg = NULL;
 	int wsfd = -1;
 	git_repository *repo = NULL;
@@ -260,14 +260,17 @@ int hs_ckpt_create_with(hs_ckpt_mgr *mgr, const char *task_id, const hs_ckpt_cre
 	}
 	hs_ckpt__cache_dispose(&cache); /* stale now */
 	t_scan = hs_clock_mono_us();
-	/* An index nothing was added to, removed from or refreshed in is
-	 * already on disk: skip rewriting (and renaming) the whole file. */
+	/* The index file is rewritten whole: while tracked, at most every
+	 * HS_CKPT__INDEX_SAVE_MS (it is a cache; see hs_ckpt__index_save). */
+	if (index_changed)
+		l->index_dirty = true;
 	if ((g = git_index_write_tree_to(&tree_oid, index, repo)) < 0 ||
-	    (index_changed && (g = git_index_write(index)) < 0) ||
+	    (hs_ckpt__index_save(l, !ch.tracked, task_id) != 0 && (g = -1) < 0) ||
 	    (g = git_tree_lookup(&tree, repo, &tree_oid)) < 0) {
 		rc = hs_ckpt__git_err(err, g, "write tree", task_id);
 		goto done;
 	}
+	t_tree = hs_clock_mono_us();
 	const hs_ckpt__entry *latest = hs_ckpt__catalog_latest(&l->catalog);
 	const hs_ckpt__entry *cur = hs_ckpt__catalog_current(&l->catalog);
 	if (cur) {
@@ -320,6 +323,7 @@ int hs_ckpt_create_with(hs_ckpt_mgr *mgr, const char *task_id, const hs_ckpt_cre
 				     NULL };
 	if ((mgr->durable &&
 	     (rc = hs_ckpt__flush_objects(repo, tree, ptree, &commit_oid, task_id, err))) ||
+	    (t_flush = hs_clock_mono_us(), 0) ||
 	    (rc = set_ref(repo, ref, &commit_oid, 0, task_id, err)) ||
 	    (rc = set_ref(repo, HS_CKPT__REF_LATEST, &commit_oid, 1, task_id, err)) ||
 	    (rc = set_ref(repo, HS_CKPT__REF_CURRENT, &commit_oid, 1, task_id, err)) ||
@@ -339,7 +343,8 @@ int hs_ckpt_create_with(hs_ckpt_mgr *mgr, const char *task_id, const hs_ckpt_cre
 	       HS_LB("unchanged", res.unchanged), HS_LI("files", nfiles),
 	       HS_LI("hashed", nhashed), HS_LS("scan", ch.tracked ? "tracked" : "full"),
 	       HS_LS("reason", hs_ckpt__why_name(ch.why)), HS_LI("paths", ch.paths.count),
-	       HS_LI("scan_us", t_scan - t0),
+	       HS_LI("scan_us", t_scan - t0), HS_LI("tree_us", t_tree - t_scan),
+	       HS_LI("flush_us", t_flush ? t_flush - t_tree : 0),
 	       HS_LI("us", hs_clock_mono_us() - t0));
 done:
 	git_signature_free(sig);

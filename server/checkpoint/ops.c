@@ -166,7 +166,9 @@ int hs_ckpt_restore_as(hs_ckpt_mgr *mgr, const hs_principal *who, const char *ta
 					 &left, task_id, err)) ||
 	    (rc = hs_ckpt__index_apply(index, &final, &changed, task_id, err)))
 		goto done;
-	if ((changed && (g = git_index_write(index)) < 0) ||
+	if (changed)
+		o.lock->index_dirty = true;
+	if ((hs_ckpt__index_save(o.lock, !ch.tracked, task_id) != 0 && (g = -1) < 0) ||
 	    (g = git_reference_create(NULL, o.repo, HS_CKPT__REF_CURRENT, git_commit_id(c), 1,
 				       "harness restore")) < 0) {
 		rc = hs_ckpt__git_err(err, g, "restore", task_id);
@@ -403,10 +405,12 @@ int hs_ckpt_verify_as(hs_ckpt_mgr *mgr, const hs_principal *who, const char *tas
 	hs_ckpt__cache_dispose(&cache);
 	/* Keep the stat refreshes the comparison proved safe (best effort). */
 	hs_error e = { 0 };
-	if (hs_ckpt__index_refresh(index, seen, &refreshed, task_id, &e) != HS_OK ||
-	    (refreshed && git_index_write(index) < 0))
+	if (hs_ckpt__index_refresh(index, seen, &refreshed, task_id, &e) != HS_OK)
 		hs_log(HS_LOG_WARN, "checkpoint", "index refresh after verify failed",
 		       HS_LS("task_id", task_id));
+	if (refreshed)
+		o.lock->index_dirty = true;
+	(void)hs_ckpt__index_save(o.lock, !ch.tracked, task_id);
 	memcpy(res.checkpoint_id, info.checkpoint_id, sizeof(res.checkpoint_id));
 	*out = res;
 done:
@@ -562,6 +566,9 @@ int hs_ckpt_prune(hs_ckpt_mgr *mgr, const char *task_id, uint32_t keep_last, boo
 			before = 0;
 		repacked = true;
 		if ((rc = hs_ckpt__index(&index, o.lock, task_id, err)) ||
+		    (hs_ckpt__index_save(o.lock, true, task_id) != 0 &&
+		     (rc = hs_error_set(err, HS_UNAVAILABLE, "checkpoint prune: task %s: index write "
+					"failed", task_id))) ||
 		    (rc = hs_ckpt__repack(o.repo, index, mgr->durable, task_id, err)))
 			goto done;
 		if (hs_ckpt__repo_bytes(gitdir, &after) != 0)

@@ -247,6 +247,23 @@ int hs_ckpt__index(git_index **out, hs_ckpt__task_lock *l, const char *task_id, 
 	return HS_OK;
 }
 
+int hs_ckpt__index_save(hs_ckpt__task_lock *l, bool force, const char *task_id)
+{
+	if (l == NULL || l->index == NULL || !l->index_dirty)
+		return 0;
+	int64_t now = hs_clock_mono_ms();
+	if (!force && now - l->index_saved_ms < HS_CKPT__INDEX_SAVE_MS)
+		return 0;
+	if (git_index_write(l->index) < 0) {
+		hs_log(HS_LOG_WARN, "checkpoint", "index write failed", HS_LS("task_id", task_id),
+		       HS_LS("error", git_error_last() ? git_error_last()->message : ""));
+		return -1;
+	}
+	l->index_dirty = false;
+	l->index_saved_ms = now;
+	return 0;
+}
+
 /* ---- durability: fsync exactly what a checkpoint wrote ------------------------ */
 
 int hs_ckpt__fsync_path(const char *path, bool dir)
