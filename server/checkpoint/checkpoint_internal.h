@@ -278,6 +278,7 @@ typedef struct hs_ckpt__track hs_ckpt__track;
 
 typedef struct hs_ckpt__scan_opts {
 	git_odb *odb;                /* where new blobs are written; NULL: hash only */
+	git_odb *odb_large;          /* NULL, or where blobs past HS_CKPT__READ_IN_MEMORY_MAX go */
 	const hs_ckpt__cache *cache; /* stat cache; NULL: hash everything */
 	uint64_t max_files;          /* 0: unlimited (HS_LIMIT beyond) */
 	uint64_t max_bytes;          /* 0: unlimited */
@@ -312,6 +313,7 @@ int hs_ckpt__walk(int wsfd, const hs_ckpt__scan_opts *o, const char *rel, int de
 /* What taking one file needs. */
 typedef struct hs_ckpt__take {
 	git_odb *odb;
+	git_odb *odb_large; /* NULL: odb */
 	const hs_ckpt__cache *cache;
 	int64_t racy_after_ns;
 	const char *task_id;
@@ -458,6 +460,26 @@ int hs_ckpt__restore_files(git_repository *repo, int wsfd, const hs_ckpt__files 
 			   const hs_ckpt__scan *now, hs_ckpt__files *final, uint32_t *written,
 			   uint32_t *removed, hs_ckpt_strlist *left, const char *task_id,
 			   hs_error *err);
+
+/* batch.c ----------------------------------------------------------------- */
+
+/* A tracked create's new objects, kept in memory and written as one pack. */
+typedef struct hs_ckpt__batch {
+	git_odb *odb;          /* writes: memory; reads: memory, then the repository */
+	git_odb_backend *mem;  /* owned by odb */
+	git_repository *repo;  /* wraps odb (object writes and lookups only) */
+} hs_ckpt__batch;
+
+int hs_ckpt__batch_open(hs_ckpt__batch *b, git_repository *repo, const char *task_id,
+			hs_error *err);
+/* Write the collected objects into repo as one pack (durable: pack, index
+ * and directory fsync()ed) and make repo's object database see it. */
+int hs_ckpt__batch_commit(hs_ckpt__batch *b, git_repository *repo, bool durable,
+			  const char *task_id, hs_error *err);
+void hs_ckpt__batch_dispose(hs_ckpt__batch *b);
+/* Too many packs: merge the small ones. true: packs changed (the caller
+ * drops its cached repository). Best effort (logged). */
+bool hs_ckpt__packs_maintain(git_repository *repo, bool durable, const char *task_id);
 
 /* diff.c ------------------------------------------------------------------ */
 

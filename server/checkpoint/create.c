@@ -158,6 +158,9 @@ int hs_ckpt_create_with(hs_ckpt_mgr *mgr, const char *task_id, const hs_ckpt_cre
 	hs_ckpt__changes ch;
 	memset(&ch, 0, sizeof(ch));
 	hs_ckpt__cache cache = { 0 };
+	hs_ckpt__batch batch;
+	memset(&batch, 0, sizeof(batch));
+	git_repository *wrepo = NULL; /* where objects are written: repo, or the batch's */
 	size_t nfiles = 0, nhashed = 0;
 	uint64_t written_bytes = 0;
 	hs_ckpt_create_result res;
@@ -212,8 +215,17 @@ int hs_ckpt_create_with(hs_ckpt_mgr *mgr, const char *task_id, const hs_ckpt_cre
 		rc = hs_error_set(err, HS_INTERNAL, "checkpoint: out of memory");
 		goto done;
 	}
-	hs_ckpt__scan_opts so = { .odb = odb, .cache = &cache, .task_id = task_id,
-				  .threads = ch.tracked ? 1 : mgr->scan_threads,
+	/* A tracked create writes its (few) new objects as one pack; a full
+	 * walk writes loose objects (see batch.c). */
+	wrepo = repo;
+	if (ch.tracked) {
+		if ((rc = hs_ckpt__batch_open(&batch, repo, task_id, err)))
+			goto done;
+		wrepo = batch.repo;
+	}
+	hs_ckpt__scan_opts so = { .odb = ch.tracked ? batch.odb : odb,
+				  .odb_large = ch.tracked ? odb : NULL, .cache = &cache,
+				  .task_id = task_id, .threads = ch.tracked ? 1 : mgr->scan_threads,
 				  .watch = ch.tracked || ch.watching ? ch.track : NULL };
 	if (!exempt(caller)) {
 		so.max_files = mgr->quota.workspace_files;
@@ -260,13 +272,10 @@ int hs_ckpt_create_with(hs_ckpt_mgr *mgr, const char *task_id, const hs_ckpt_cre
 	}
 	hs_ckpt__cache_dispose(&cache); /* stale now */
 	t_scan = hs_clock_mono_us();
-	/* The index file is rewritten whole: while tracked, at most every
-	 * HS_CKPT__INDEX_SAVE_MS (it is a cache; see hs_ckpt__index_save). */
 	if (index_changed)
 		l->index_dirty = true;
-	if ((g = git_index_write_tree_to(&tree_oid, index, repo)) < 0 ||
-	    (hs_ckpt__index_save(l, !ch.tracked, task_id) != 0 && (g = -1) < 0) ||
-	    (g = git_tree_lookup(&tree, repo, &tree_oid)) < 0) {
+	if ((g = git_index_write_tree_to(&tree_oid, index, wrepo)) < 0 ||
+	    (g = git_tree_lookup(&tree, wrepo, &tree_oid)) < 0) {
 		rc = hs_ckpt__git_err(err, g, "write tree", task_id);
 		goto done;
 	}
@@ -275,7 +284,7 @@ int hs_ckpt_create_with(hs_ckpt_mgr *mgr, const char *task_id, const hs_ckpt_cre
 	const hs_ckpt__entry *cur = hs_ckpt__catalog_current(&l->catalog);
 	if (cur) {
 		memcpy(info->parent_checkpoint_id, cur->id, sizeof(info->parent_checkpoint_id));
-		if ((g = git_commit_lookup(&pcommit, repo, &cur->commit)) < 0 ||
+		if ((g = git_commit_lookup(&pcommit, wrepo, &cur->commit)) < 0 ||
 		    (g = git_commit_tree(&ptree, pcommit)) < 0) {
 			rc = hs_ckpt__git_err(err, g, "parent", task_id);
 			goto done;
@@ -283,7 +292,7 @@ int hs_ckpt_create_with(hs_ckpt_mgr *mgr, const char *task_id, const hs_ckpt_cre
 	}
 	res.unchanged = ptree && git_oid_equal(git_tree_id(ptree), &tree_oid);
 	if (!res.unchanged &&
-	    (rc = hs_ckpt__count_changes(repo, ptree, tree, &info->files_changed, task_id, err)))
+	    (rc = hs_ckpt__count_changes(wrepo, ptree, tree, &info->files_changed, task_id, err)))
 		goto done;
 	snprintf(info->task_id, sizeof(info->task_id), "%s", task_id);
 	info->step = o->step;
@@ -305,10 +314,27 @@ int hs_ckpt_create_with(hs_ckpt_mgr *mgr, const char *task_id, const hs_ckpt_cre
 	 * checkpoint is reachable from nothing (gc.c). */
 	if ((g = git_signature_new(&sig, "harness", "harness@localhost",
 				   (git_time_t)(info->created_at_ms / 1000), 0)) < 0 ||
-	    (g = git_commit_create(&commit_oid, repo, NULL, sig, sig, "UTF-8", msg, tree, 0,
+	    (g = git_commit_create(&commit_oid, wrepo, NULL, sig, sig, "UTF-8", msg, tree, 0,
 				   NULL)) < 0) {
 		rc = hs_ckpt__git_err(err, g, "commit", task_id);
 		goto done;
+	}
+	if (wrepo != repo) {
+		/* The batch becomes one pack of the repository (durable); the
+		 * trees are looked up there from now on. */
+		git_tree_free(tree);
+		git_tree_free(ptree);
+		git_commit_free(pcommit);
+		tree = ptree = NULL;
+		pcommit = NULL;
+		if ((rc = hs_ckpt__batch_commit(&batch, repo, mgr->durable, task_id, err)))
+			goto done;
+		if ((g = git_tree_lookup(&tree, repo, &tree_oid)) < 0 ||
+		    (cur && ((g = git_commit_lookup(&pcommit, repo, &cur->commit)) < 0 ||
+			     (g = git_commit_tree(&ptree, pcommit)) < 0))) {
+			rc = hs_ckpt__git_err(err, g, "lookup", task_id);
+			goto done;
+		}
 	}
 	hs_ckpt__make_id(info->checkpoint_id, o->step, &commit_oid);
 	git_oid_tostr(info->commit, sizeof(info->commit), &commit_oid);
@@ -331,6 +357,10 @@ int hs_ckpt_create_with(hs_ckpt_mgr *mgr, const char *task_id, const hs_ckpt_cre
 		goto done;
 	git_oid_cpy(&l->index_tree, &tree_oid);
 	l->index_tree_known = true;
+	/* The index file (a cache, rewritten whole) only now, when every blob
+	 * it names is durable: while tracked at most every
+	 * HS_CKPT__INDEX_SAVE_MS (see hs_ckpt__index_save). */
+	(void)hs_ckpt__index_save(l, !ch.tracked, task_id);
 	if (hs_ckpt__catalog_append(&l->catalog, info, o->request_id) != 0)
 		hs_log(HS_LOG_WARN, "checkpoint", "catalog dropped, rebuilt on next use",
 		       HS_LS("task_id", task_id));
@@ -346,12 +376,24 @@ int hs_ckpt_create_with(hs_ckpt_mgr *mgr, const char *task_id, const hs_ckpt_cre
 	       HS_LI("scan_us", t_scan - t0), HS_LI("tree_us", t_tree - t_scan),
 	       HS_LI("flush_us", t_flush ? t_flush - t_tree : 0),
 	       HS_LI("us", hs_clock_mono_us() - t0));
+	/* One pack per tracked create: merge the small ones now and then. */
+	if (wrepo != repo && hs_ckpt__packs_maintain(repo, mgr->durable, task_id)) {
+		git_tree_free(tree);
+		git_tree_free(ptree);
+		git_commit_free(pcommit);
+		tree = ptree = NULL;
+		pcommit = NULL;
+		git_odb_free(odb);
+		odb = NULL;
+		hs_ckpt__repo_reload(mgr, l);
+	}
 done:
 	git_signature_free(sig);
 	git_tree_free(tree);
 	git_tree_free(ptree);
 	git_commit_free(pcommit);
 	git_odb_free(odb);
+	hs_ckpt__batch_dispose(&batch);
 	hs_ckpt__scan_dispose(&scan);
 	hs_ckpt__delta_dispose(&delta);
 	hs_ckpt__cache_dispose(&cache);

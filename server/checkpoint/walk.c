@@ -134,6 +134,9 @@ int hs_ckpt__take_file(const hs_ckpt__take *t, int dirfd, const char *name, cons
 {
 	uint32_t mode = hs_ckpt__mode_of(st->st_mode);
 	const git_index_entry *e = hs_ckpt__cache_find(t->cache, path);
+	git_odb *odb = t->odb_large && (uint64_t)st->st_size > HS_CKPT__READ_IN_MEMORY_MAX
+			       ? t->odb_large
+			       : t->odb;
 	int64_t ctime_ns = (int64_t)st->st_ctim.tv_sec * 1000000000LL + st->st_ctim.tv_nsec;
 	bool racy = ctime_ns >= t->racy_after_ns;
 	hs_ckpt__file *f = NULL;
@@ -165,7 +168,7 @@ int hs_ckpt__take_file(const hs_ckpt__take *t, int dirfd, const char *name, cons
 									   "checkpoint: cannot read link %s: %s",
 									   path, strerror(e2));
 		}
-		int g = t->odb ? git_odb_write(&id, t->odb, target, (size_t)n, GIT_OBJECT_BLOB)
+		int g = odb ? git_odb_write(&id, odb, target, (size_t)n, GIT_OBJECT_BLOB)
 			       : git_odb_hash(&id, target, (size_t)n, GIT_OBJECT_BLOB);
 		free(target);
 		if (g < 0)
@@ -192,7 +195,7 @@ int hs_ckpt__take_file(const hs_ckpt__take *t, int dirfd, const char *name, cons
 		for (int attempt = 0; attempt < 3; attempt++) {
 			if (attempt > 0 && (lseek(fd, 0, SEEK_SET) != 0 || fstat(fd, st) != 0))
 				break;
-			hr = hs_ckpt__hash_fd(fd, (uint64_t)st->st_size, t->odb, &id, &hashed,
+			hr = hs_ckpt__hash_fd(fd, (uint64_t)st->st_size, odb, &id, &hashed,
 					      &short_read);
 			if (hr == 0 || !short_read || st->st_size <= HS_CKPT__READ_IN_MEMORY_MAX)
 				break;
@@ -213,7 +216,7 @@ int hs_ckpt__take_file(const hs_ckpt__take *t, int dirfd, const char *name, cons
 	f->mode = mode;
 	f->id = id;
 	f->hashed = true;
-	f->written = t->odb != NULL ? hashed : 0;
+	f->written = odb != NULL ? hashed : 0;
 	hs_ckpt__stat_fill(f, st, t->racy_after_ns);
 	if (short_read)
 		f->has_stat = false;
@@ -331,7 +334,7 @@ static int walk_dir(walker *k, job *j)
 		goto done;
 	char *path = k->path;
 	size_t rl = strlen(rel);
-	hs_ckpt__take take = { o->odb, o->cache, w->racy_after_ns, w->task_id };
+	hs_ckpt__take take = { o->odb, o->odb_large, o->cache, w->racy_after_ns, w->task_id };
 	for (size_t i = 0; i < l.n && !w->stop; i++) {
 		const char *nm = l.names + l.v[i].off;
 		size_t nl = strlen(nm);

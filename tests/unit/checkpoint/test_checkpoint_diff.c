@@ -441,6 +441,11 @@ static void test_checkpoint_diff__tracked_equals_full(void **state)
 		}
 	}
 	verify_same(d);
+	/* One pack per tracked create, small packs merged: still a valid repo. */
+	char cmd[PATH_MAX * 2];
+	snprintf(cmd, sizeof(cmd), "command -v git >/dev/null || exit 0; "
+		 "git --git-dir '%s/t1.git' fsck --no-dangling >&2", d->f->data);
+	assert_int_equal(system(cmd), 0);
 	fprintf(stderr, "differential: tracked creates %.0f, verifies %.0f, restores %.0f\n",
 		scans(d, "create", "tracked", "none"), scans(d, "verify", "tracked", "none"),
 		scans(d, "restore", "tracked", "none"));
