@@ -32,21 +32,29 @@
 #define HS_CKPT__PACKS_MAX 32
 #define HS_CKPT__SMALL_PACK_BYTES (16u << 20)
 
-void hs_ckpt__batch_dispose(hs_ckpt__batch *b)
+void hs_ckpt__batch_free(hs_ckpt__batch *b)
 {
 	if (b == NULL)
 		return;
 	git_repository_free(b->repo); /* before the odb it wraps */
 	git_odb_free(b->odb);         /* frees the mempack backend it owns */
-	memset(b, 0, sizeof(*b));
+	free(b);
 }
 
-int hs_ckpt__batch_open(hs_ckpt__batch *b, git_repository *repo, const char *task_id,
-			hs_error *err)
+int hs_ckpt__batch_get(hs_ckpt__batch **out, hs_ckpt__task_lock *l, const char *task_id,
+		       hs_error *err)
 {
 	char objects[4200];
 	int g;
-	memset(b, 0, sizeof(*b));
+	git_repository *repo = l->repo;
+	if (l->batch != NULL) {
+		(void)git_mempack_reset(l->batch->mem); /* whatever a failed create left */
+		*out = l->batch;
+		return HS_OK;
+	}
+	hs_ckpt__batch *b = calloc(1, sizeof(*b));
+	if (b == NULL)
+		return hs_error_set(err, HS_INTERNAL, "checkpoint: out of memory");
 	snprintf(objects, sizeof(objects), "%sobjects", git_repository_path(repo));
 	if ((g = git_odb_new(&b->odb)) < 0 || (g = git_mempack_new(&b->mem)) < 0)
 		goto fail;
@@ -58,10 +66,11 @@ int hs_ckpt__batch_open(hs_ckpt__batch *b, git_repository *repo, const char *tas
 	if ((g = git_odb_add_disk_alternate(b->odb, objects)) < 0 ||
 	    (g = git_repository_wrap_odb(&b->repo, b->odb)) < 0)
 		goto fail;
+	l->batch = *out = b;
 	return HS_OK;
 fail: {
 		int rc = hs_ckpt__git_err(err, g, "batch", task_id);
-		hs_ckpt__batch_dispose(b);
+		hs_ckpt__batch_free(b);
 		return rc;
 	}
 }
@@ -208,32 +217,52 @@ done:
 		free(small[i]);
 }
 
-int hs_ckpt__batch_commit(hs_ckpt__batch *b, git_repository *repo, bool durable,
+int hs_ckpt__batch_commit(hs_ckpt__batch *b, git_repository *repo, git_tree *tree,
+			  git_tree *old_tree, const git_oid *commit, bool durable,
 			  const char *task_id, hs_error *err)
 {
 	git_buf buf = { 0 };
 	git_odb *odb = NULL;
+	git_packbuilder *pb = NULL;
+	git_oid *ids = NULL;
+	size_t n = 0;
 	char packdir[4200], name[128];
 	int rc = HS_OK, g;
 	snprintf(packdir, sizeof(packdir), "%sobjects/pack", git_repository_path(repo));
 	if (mkdir(packdir, 0755) != 0 && errno != EEXIST)
 		return hs_error_set(err, HS_INTERNAL, "checkpoint: task %s: %s: %s", task_id, packdir,
 				    strerror(errno));
-	if ((g = git_mempack_dump(&buf, b->repo, b->mem)) < 0 ||
-	    (g = git_repository_odb(&odb, repo)) < 0) {
-		rc = hs_ckpt__git_err(err, g, "pack", task_id);
+	/* Only what is new: not libgit2's git_mempack_dump, which packs all
+	 * a commit reaches (the whole workspace). */
+	if (hs_ckpt__new_objects(b->repo, tree, old_tree, commit, &ids, &n) != 0) {
+		rc = hs_error_set(err, HS_INTERNAL, "checkpoint: task %s: listing new objects failed",
+				  task_id);
 		goto done;
 	}
-	if ((rc = store_pack(packdir, odb, buf.ptr, buf.size, durable, name, task_id, err)) != HS_OK)
-		goto done;
+	if ((g = git_repository_odb(&odb, repo)) < 0 || (g = git_packbuilder_new(&pb, b->repo)) < 0)
+		goto git_fail;
+	git_packbuilder_set_threads(pb, 1);
+	for (size_t i = 0; i < n; i++)
+		if (!git_odb_exists(odb, &ids[i]) && (g = git_packbuilder_insert(pb, &ids[i], NULL)) < 0)
+			goto git_fail;
+	if (git_packbuilder_object_count(pb) > 0) {
+		if ((g = git_packbuilder_write_buf(&buf, pb)) < 0)
+			goto git_fail;
+		if ((rc = store_pack(packdir, odb, buf.ptr, buf.size, durable, name, task_id, err)))
+			goto done;
+		/* The repository's object database rescans its packs on a miss;
+		 * make it see this one now (the refs about to be written name it). */
+		if ((g = git_odb_refresh(odb)) < 0)
+			goto git_fail;
+	}
 	(void)git_mempack_reset(b->mem);
-	/* The repository's object database rescans its packs on a miss; make
-	 * it see this one now (the refs about to be written name it). */
-	if ((g = git_odb_refresh(odb)) < 0) {
-		rc = hs_ckpt__git_err(err, g, "pack", task_id);
-		goto done;
-	}
+	(void)git_odb_refresh(b->odb); /* its view of the packs, this one included */
+	goto done;
+git_fail:
+	rc = hs_ckpt__git_err(err, g, "pack", task_id);
 done:
+	free(ids);
+	git_packbuilder_free(pb);
 	git_odb_free(odb);
 	git_buf_dispose(&buf);
 	return rc;

@@ -54,6 +54,7 @@ typedef struct hs_ckpt__task_lock {
 	git_repository *repo;
 	/* These live with repo (same rules): dropped whenever repo is. */
 	git_index *index;       /* <gitdir>/index, opened on first use */
+	struct hs_ckpt__batch *batch; /* tracked creates' object writer (batch.c), lazily */
 	hs_ckpt__catalog catalog;
 	bool index_dirty;       /* changed in memory since written to <gitdir>/index */
 	int64_t index_saved_ms; /* monotonic time of the last write */
@@ -148,6 +149,11 @@ int hs_ckpt__index_save(hs_ckpt__task_lock *l, bool force, const char *task_id);
  * them. Objects old_tree has were made durable by its own checkpoint. */
 int hs_ckpt__flush_objects(git_repository *repo, git_tree *tree, git_tree *old_tree,
 			   const git_oid *commit, const char *task_id, hs_error *err);
+/* The ids of tree's objects that old_tree (NULL: none) lacks at the same
+ * path (tree itself included unless equal), then commit if not NULL. *out
+ * heap (free()). 0 or -1. */
+int hs_ckpt__new_objects(git_repository *repo, git_tree *tree, git_tree *old_tree,
+			 const git_oid *commit, git_oid **out, size_t *n);
 /* fsync one file or directory: 0, 1 if it does not exist, -1 (errno). */
 int hs_ckpt__fsync_path(const char *path, bool dir);
 /* fsync the loose refs named (NULL-terminated) and their directories. */
@@ -470,13 +476,19 @@ typedef struct hs_ckpt__batch {
 	git_repository *repo;  /* wraps odb (object writes and lookups only) */
 } hs_ckpt__batch;
 
-int hs_ckpt__batch_open(hs_ckpt__batch *b, git_repository *repo, const char *task_id,
-			hs_error *err);
-/* Write the collected objects into repo as one pack (durable: pack, index
- * and directory fsync()ed) and make repo's object database see it. */
-int hs_ckpt__batch_commit(hs_ckpt__batch *b, git_repository *repo, bool durable,
+/* The task entry's batch (made on first use, kept with the repository so
+ * its object cache stays warm: libgit2 re-reads every tree after a tree
+ * write). Borrowed. */
+int hs_ckpt__batch_get(hs_ckpt__batch **out, hs_ckpt__task_lock *l, const char *task_id,
+		       hs_error *err);
+void hs_ckpt__batch_free(hs_ckpt__batch *b);
+/* Write the new objects (those of tree that old_tree lacks, and commit;
+ * trees of b->repo) that repo does not have yet into repo as one pack
+ * (durable: pack, index and directory fsync()ed) and make repo's object
+ * database see it. */
+int hs_ckpt__batch_commit(hs_ckpt__batch *b, git_repository *repo, git_tree *tree,
+			  git_tree *old_tree, const git_oid *commit, bool durable,
 			  const char *task_id, hs_error *err);
-void hs_ckpt__batch_dispose(hs_ckpt__batch *b);
 /* Too many packs: merge the small ones. true: packs changed (the caller
  * drops its cached repository). Best effort (logged). */
 bool hs_ckpt__packs_maintain(git_repository *repo, bool durable, const char *task_id);

@@ -141,7 +141,8 @@ static int replay(git_repository *repo, const hs_ckpt__entry *e, const char *tas
 int hs_ckpt_create_with(hs_ckpt_mgr *mgr, const char *task_id, const hs_ckpt_create_opts *o,
 			hs_ckpt_create_result *out, hs_error *err)
 {
-	int64_t t0 = hs_clock_mono_us(), t_scan = 0, t_tree = 0, t_flush = 0;
+	int64_t t0 = hs_clock_mono_us(), t_scan = 0, t_tree = 0, t_diff = 0, t_commit = 0, t_pack = 0,
+		t_flush = 0;
 	char *ext = NULL, *wsname = NULL, *msg = NULL;
 	int wsfd = -1;
 	git_repository *repo = NULL;
@@ -158,8 +159,7 @@ int hs_ckpt_create_with(hs_ckpt_mgr *mgr, const char *task_id, const hs_ckpt_cre
 	hs_ckpt__changes ch;
 	memset(&ch, 0, sizeof(ch));
 	hs_ckpt__cache cache = { 0 };
-	hs_ckpt__batch batch;
-	memset(&batch, 0, sizeof(batch));
+	hs_ckpt__batch *batch = NULL;
 	git_repository *wrepo = NULL; /* where objects are written: repo, or the batch's */
 	size_t nfiles = 0, nhashed = 0;
 	uint64_t written_bytes = 0;
@@ -219,11 +219,11 @@ int hs_ckpt_create_with(hs_ckpt_mgr *mgr, const char *task_id, const hs_ckpt_cre
 	 * walk writes loose objects (see batch.c). */
 	wrepo = repo;
 	if (ch.tracked) {
-		if ((rc = hs_ckpt__batch_open(&batch, repo, task_id, err)))
+		if ((rc = hs_ckpt__batch_get(&batch, l, task_id, err)))
 			goto done;
-		wrepo = batch.repo;
+		wrepo = batch->repo;
 	}
-	hs_ckpt__scan_opts so = { .odb = ch.tracked ? batch.odb : odb,
+	hs_ckpt__scan_opts so = { .odb = ch.tracked ? batch->odb : odb,
 				  .odb_large = ch.tracked ? odb : NULL, .cache = &cache,
 				  .task_id = task_id, .threads = ch.tracked ? 1 : mgr->scan_threads,
 				  .watch = ch.tracked || ch.watching ? ch.track : NULL };
@@ -294,6 +294,7 @@ int hs_ckpt_create_with(hs_ckpt_mgr *mgr, const char *task_id, const hs_ckpt_cre
 	if (!res.unchanged &&
 	    (rc = hs_ckpt__count_changes(wrepo, ptree, tree, &info->files_changed, task_id, err)))
 		goto done;
+	t_diff = hs_clock_mono_us();
 	snprintf(info->task_id, sizeof(info->task_id), "%s", task_id);
 	info->step = o->step;
 	info->seq = latest ? latest->seq + 1 : 1;
@@ -319,16 +320,20 @@ int hs_ckpt_create_with(hs_ckpt_mgr *mgr, const char *task_id, const hs_ckpt_cre
 		rc = hs_ckpt__git_err(err, g, "commit", task_id);
 		goto done;
 	}
+	t_commit = t_pack = hs_clock_mono_us();
 	if (wrepo != repo) {
 		/* The batch becomes one pack of the repository (durable); the
 		 * trees are looked up there from now on. */
+		rc = hs_ckpt__batch_commit(batch, repo, tree, ptree, &commit_oid, mgr->durable,
+					   task_id, err);
 		git_tree_free(tree);
 		git_tree_free(ptree);
 		git_commit_free(pcommit);
 		tree = ptree = NULL;
 		pcommit = NULL;
-		if ((rc = hs_ckpt__batch_commit(&batch, repo, mgr->durable, task_id, err)))
+		if (rc)
 			goto done;
+		t_pack = hs_clock_mono_us();
 		if ((g = git_tree_lookup(&tree, repo, &tree_oid)) < 0 ||
 		    (cur && ((g = git_commit_lookup(&pcommit, repo, &cur->commit)) < 0 ||
 			     (g = git_commit_tree(&ptree, pcommit)) < 0))) {
@@ -374,7 +379,9 @@ int hs_ckpt_create_with(hs_ckpt_mgr *mgr, const char *task_id, const hs_ckpt_cre
 	       HS_LI("hashed", nhashed), HS_LS("scan", ch.tracked ? "tracked" : "full"),
 	       HS_LS("reason", hs_ckpt__why_name(ch.why)), HS_LI("paths", ch.paths.count),
 	       HS_LI("scan_us", t_scan - t0), HS_LI("tree_us", t_tree - t_scan),
-	       HS_LI("flush_us", t_flush ? t_flush - t_tree : 0),
+	       HS_LI("diff_us", t_diff - t_tree), HS_LI("commit_us", t_commit - t_diff),
+	       HS_LI("pack_us", t_pack - t_commit), HS_LI("flush_us", t_flush ? t_flush - t_pack : 0),
+	       HS_LI("refs_us", hs_clock_mono_us() - (t_flush ? t_flush : t_pack)),
 	       HS_LI("us", hs_clock_mono_us() - t0));
 	/* One pack per tracked create: merge the small ones now and then. */
 	if (wrepo != repo && hs_ckpt__packs_maintain(repo, mgr->durable, task_id)) {
@@ -393,7 +400,6 @@ done:
 	git_tree_free(ptree);
 	git_commit_free(pcommit);
 	git_odb_free(odb);
-	hs_ckpt__batch_dispose(&batch);
 	hs_ckpt__scan_dispose(&scan);
 	hs_ckpt__delta_dispose(&delta);
 	hs_ckpt__cache_dispose(&cache);

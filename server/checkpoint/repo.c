@@ -331,6 +331,23 @@ static int collect_new(git_repository *repo, git_tree *tree, git_tree *old, oidl
 	return 0;
 }
 
+int hs_ckpt__new_objects(git_repository *repo, git_tree *tree, git_tree *old_tree,
+			 const git_oid *commit, git_oid **out, size_t *n)
+{
+	oidlist l = { 0 };
+	if ((!old_tree || !git_oid_equal(git_tree_id(tree), git_tree_id(old_tree))) &&
+	    (oidlist_add(&l, git_tree_id(tree)) != 0 || collect_new(repo, tree, old_tree, &l, 0) != 0))
+		goto fail;
+	if (commit && oidlist_add(&l, commit) != 0)
+		goto fail;
+	*out = l.v;
+	*n = l.n;
+	return 0;
+fail:
+	free(l.v);
+	return -1;
+}
+
 int hs_ckpt__flush_objects(git_repository *repo, git_tree *tree, git_tree *old_tree,
 			   const git_oid *commit, const char *task_id, hs_error *err)
 {
@@ -339,16 +356,9 @@ int hs_ckpt__flush_objects(git_repository *repo, git_tree *tree, git_tree *old_t
 	bool dirs[256] = { false };
 	char path[PATH_MAX];
 	const char *gitdir = git_repository_path(repo); /* ends with '/' */
-	if ((!old_tree || !git_oid_equal(git_tree_id(tree), git_tree_id(old_tree))) &&
-	    (oidlist_add(&l, git_tree_id(tree)) != 0 ||
-	     (old_tree == NULL ? collect_new(repo, tree, NULL, &l, 0)
-			       : collect_new(repo, tree, old_tree, &l, 0)) != 0)) {
+	if (hs_ckpt__new_objects(repo, tree, old_tree, commit, &l.v, &l.n) != 0) {
 		rc = hs_error_set(err, HS_INTERNAL, "checkpoint: task %s: listing new objects failed",
 				  task_id);
-		goto done;
-	}
-	if (commit && oidlist_add(&l, commit) != 0) {
-		rc = hs_error_set(err, HS_INTERNAL, "checkpoint: out of memory");
 		goto done;
 	}
 	/* Written first, fsync()ed after: the first fsync commits the journal

@@ -212,7 +212,8 @@ static int read_paths(int wsfd, const hs_ckpt__scan_opts *o, char **paths, size_
 	ancestors a;
 	memset(&a, 0, sizeof(a));
 	a.wsfd = wsfd;
-	hs_ckpt__take take = { o->odb, o->odb_large, o->cache, o->racy_after_ns,
+	hs_ckpt__take take = { o->odb, o->odb_large, o->cache,
+			       o->racy_after_ns ? o->racy_after_ns : hs_ckpt__racy_after_ns(),
 			       o->task_id ? o->task_id : "-" };
 	const char *last = NULL;
 	int rc = HS_OK;
