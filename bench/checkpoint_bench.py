@@ -145,6 +145,9 @@ def run_size(files, mb, history_n, keep):
     git(seed_ws, "init", "-q")
     git(seed_ws, "config", "user.email", "harness@agent.ai")
     git(seed_ws, "config", "user.name", "Harness Agent")
+    # No detached `git gc --auto` after a commit: it would run during the
+    # next steps of both sides (it is not counted on git's side anyway).
+    git(seed_ws, "config", "gc.auto", "0")
     # Warm the page cache for both copies alike.
     subprocess.run(["du", "-s", ws, seed_ws], stdout=subprocess.DEVNULL)
 

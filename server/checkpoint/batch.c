@@ -1,13 +1,16 @@
-/* One pack per tracked create: its new objects (blobs of the changed files,
- * trees, the commit) are collected in memory (libgit2's mempack, in front of
- * the repository's own objects for reading) and written as one pack, so
+/* One pack per create: a create's new objects are collected in memory
+ * (libgit2's mempack, the first backend of the task repository's object
+ * database, so every object write of the repository lands there and every
+ * read sees it) and those the repository lacks are written as one pack, so
  * making them durable costs three fsync()s (pack, its index, the pack
  * directory) instead of one per object and object directory.
  *
- * Memory is bounded by what changed: files larger than
- * HS_CKPT__READ_IN_MEMORY_MAX go to the repository as loose objects (and
- * are fsync()ed one by one, hs_ckpt__flush_objects), and full walks (a
- * first checkpoint, a fallback) write loose objects as before.
+ * Memory is bounded by what changed: a tracked create's blobs larger than
+ * HS_CKPT__READ_IN_MEMORY_MAX, and every blob of a full walk (a first
+ * checkpoint, a fallback), go through a second, loose-only object database
+ * on the same directory, and are fsync()ed one by one
+ * (hs_ckpt__flush_objects); their trees and the commit still go in the
+ * pack.
  *
  * Small packs accumulate, one per create: beyond HS_CKPT__PACKS_MAX packs,
  * those under HS_CKPT__SMALL_PACK_BYTES are merged into one (their objects
@@ -36,8 +39,7 @@ void hs_ckpt__batch_free(hs_ckpt__batch *b)
 {
 	if (b == NULL)
 		return;
-	git_repository_free(b->repo); /* before the odb it wraps */
-	git_odb_free(b->odb);         /* frees the mempack backend it owns */
+	git_odb_free(b->loose); /* the mempack is the repository's */
 	free(b);
 }
 
@@ -45,8 +47,9 @@ int hs_ckpt__batch_get(hs_ckpt__batch **out, hs_ckpt__task_lock *l, const char *
 		       hs_error *err)
 {
 	char objects[4200];
+	git_odb *odb = NULL;
+	git_odb_backend *mem = NULL, *loose = NULL;
 	int g;
-	git_repository *repo = l->repo;
 	if (l->batch != NULL) {
 		(void)git_mempack_reset(l->batch->mem); /* whatever a failed create left */
 		*out = l->batch;
@@ -55,21 +58,29 @@ int hs_ckpt__batch_get(hs_ckpt__batch **out, hs_ckpt__task_lock *l, const char *
 	hs_ckpt__batch *b = calloc(1, sizeof(*b));
 	if (b == NULL)
 		return hs_error_set(err, HS_INTERNAL, "checkpoint: out of memory");
-	snprintf(objects, sizeof(objects), "%sobjects", git_repository_path(repo));
-	if ((g = git_odb_new(&b->odb)) < 0 || (g = git_mempack_new(&b->mem)) < 0)
+	snprintf(objects, sizeof(objects), "%sobjects", git_repository_path(l->repo));
+	if ((g = git_repository_odb(&odb, l->repo)) < 0 || (g = git_mempack_new(&mem)) < 0)
 		goto fail;
-	if ((g = git_odb_add_backend(b->odb, b->mem, 1000)) < 0) {
-		b->mem->free(b->mem); /* not the odb's yet */
-		b->mem = NULL;
+	if ((g = git_odb_add_backend(odb, mem, 1000)) < 0) {
+		mem->free(mem); /* not the odb's */
 		goto fail;
 	}
-	if ((g = git_odb_add_disk_alternate(b->odb, objects)) < 0 ||
-	    (g = git_repository_wrap_odb(&b->repo, b->odb)) < 0)
+	b->mem = mem;
+	if ((g = git_odb_new(&b->loose)) < 0 ||
+	    (g = git_odb_backend_loose(&loose, objects, -1, 0, 0, 0)) < 0)
 		goto fail;
+	if ((g = git_odb_add_backend(b->loose, loose, 1)) < 0) {
+		loose->free(loose);
+		goto fail;
+	}
+	git_odb_free(odb);
 	l->batch = *out = b;
 	return HS_OK;
 fail: {
 		int rc = hs_ckpt__git_err(err, g, "batch", task_id);
+		git_odb_free(odb);
+		/* A mempack already added stays with the repository: empty, and
+		 * dropped with it. */
 		hs_ckpt__batch_free(b);
 		return rc;
 	}
@@ -232,31 +243,30 @@ int hs_ckpt__batch_commit(hs_ckpt__batch *b, git_repository *repo, git_tree *tre
 	if (mkdir(packdir, 0755) != 0 && errno != EEXIST)
 		return hs_error_set(err, HS_INTERNAL, "checkpoint: task %s: %s: %s", task_id, packdir,
 				    strerror(errno));
-	/* Only what is new: not libgit2's git_mempack_dump, which packs all
-	 * a commit reaches (the whole workspace). */
-	if (hs_ckpt__new_objects(b->repo, tree, old_tree, commit, &ids, &n) != 0) {
+	/* Only what is new and in memory: not libgit2's git_mempack_dump,
+	 * which packs all a commit reaches (the whole workspace). */
+	if (hs_ckpt__new_objects(repo, tree, old_tree, commit, &ids, &n) != 0) {
 		rc = hs_error_set(err, HS_INTERNAL, "checkpoint: task %s: listing new objects failed",
 				  task_id);
 		goto done;
 	}
-	if ((g = git_repository_odb(&odb, repo)) < 0 || (g = git_packbuilder_new(&pb, b->repo)) < 0)
+	if ((g = git_repository_odb(&odb, repo)) < 0 || (g = git_packbuilder_new(&pb, repo)) < 0)
 		goto git_fail;
 	git_packbuilder_set_threads(pb, 1);
 	for (size_t i = 0; i < n; i++)
-		if (!git_odb_exists(odb, &ids[i]) && (g = git_packbuilder_insert(pb, &ids[i], NULL)) < 0)
+		if (b->mem->exists(b->mem, &ids[i]) && (g = git_packbuilder_insert(pb, &ids[i], NULL)) < 0)
 			goto git_fail;
 	if (git_packbuilder_object_count(pb) > 0) {
 		if ((g = git_packbuilder_write_buf(&buf, pb)) < 0)
 			goto git_fail;
 		if ((rc = store_pack(packdir, odb, buf.ptr, buf.size, durable, name, task_id, err)))
 			goto done;
-		/* The repository's object database rescans its packs on a miss;
-		 * make it see this one now (the refs about to be written name it). */
+		/* The object database rescans its packs on a miss only: make it
+		 * see this one before the memory copies go. */
 		if ((g = git_odb_refresh(odb)) < 0)
 			goto git_fail;
 	}
 	(void)git_mempack_reset(b->mem);
-	(void)git_odb_refresh(b->odb); /* its view of the packs, this one included */
 	goto done;
 git_fail:
 	rc = hs_ckpt__git_err(err, g, "pack", task_id);

@@ -12,10 +12,12 @@
  *
  * Index = stat cache. The repo's index file (<gitdir>/index, opened as a
  * standalone git_index and kept with the open repository) records, per
- * path, the blob id and the stat data seen when it was hashed. A scan reads
- * only files whose stat changed (racy entries are stored smudged, see
- * scan.c), so an unchanged tree costs one lstat per file and a few calls per
- * directory. Every entry's blob is in the object database: create writes
+ * path, the blob id and the stat data seen when it was hashed. A full walk
+ * (walk.c) reads only files whose stat changed (racy entries are stored
+ * smudged, see scan.c), so an unchanged tree costs one fstatat per file; a
+ * tracked read (track.c, watch.c) looks only at the paths inotify reported
+ * changed since the index last matched the workspace. The file is written
+ * lazily (hs_ckpt__index_save). Every entry's blob is in the object database: create writes
  * blobs before their entries, restore and verify store only ids of blobs
  * they took from (or proved equal to) a checkpoint. After create or restore
  * the index equals the current checkpoint's tree.
@@ -65,12 +67,18 @@
  * added (re-measured before refusing).
  *
  * Crash safety. libgit2 writes objects, then refs, each through a temp or
- * lock file renamed into place. With cfg.fsync, create flushes the repo's
- * filesystem (syncfs) after writing the objects and before writing the ref,
- * and again after the refs: a checkpoint is acknowledged only once its ref is
- * durable, and a durable ref never names a missing object. (libgit2's own
- * GIT_OPT_ENABLE_FSYNC_GITDIR fsyncs every loose object: 20,000 fsyncs made a
- * first checkpoint of 20,000 files take 23 s instead of 4 s; it stays off.)
+ * lock file renamed into place. With cfg.fsync, a create fsyncs exactly what
+ * it wrote before writing the ref, and the refs and their directories
+ * after: a checkpoint is acknowledged only once its ref is durable, and a
+ * durable ref never names a missing object. A tracked create's new objects
+ * are one pack (batch.c: three fsyncs); a full walk's are loose, fsync()ed
+ * after all were written (one journal commit does most of the work) - the
+ * objects its tree has and the parent checkpoint's lacks, found by walking
+ * only the subtrees that differ (hs_ckpt__flush_objects). Never syncfs: it
+ * would flush every other tenant's dirty pages. (libgit2's own
+ * GIT_OPT_ENABLE_FSYNC_GITDIR fsyncs each loose object as it is written:
+ * 20,000 interleaved fsyncs made a first checkpoint take 23 s instead of 4
+ * s; it stays off.)
  * A crash before the ref leaves unreferenced objects (harmless, never listed,
  * dropped by the next prune) and maybe a stale *.lock, which the next open
  * removes: the task lock guarantees no in-process writer, and one harnessd

@@ -469,23 +469,21 @@ int hs_ckpt__restore_files(git_repository *repo, int wsfd, const hs_ckpt__files 
 
 /* batch.c ----------------------------------------------------------------- */
 
-/* A tracked create's new objects, kept in memory and written as one pack. */
+/* A create's new objects, kept in memory and written as one pack. */
 typedef struct hs_ckpt__batch {
-	git_odb *odb;          /* writes: memory; reads: memory, then the repository */
-	git_odb_backend *mem;  /* owned by odb */
-	git_repository *repo;  /* wraps odb (object writes and lookups only) */
+	git_odb_backend *mem; /* first backend of the task repository's odb (owned by it) */
+	git_odb *loose;       /* the same objects directory, loose objects only (big blobs) */
 } hs_ckpt__batch;
 
-/* The task entry's batch (made on first use, kept with the repository so
- * its object cache stays warm: libgit2 re-reads every tree after a tree
- * write). Borrowed. */
+/* The task entry's batch (made on first use, dropped with the repository;
+ * from then on every object the repository writes goes to memory until
+ * hs_ckpt__batch_commit). Borrowed. */
 int hs_ckpt__batch_get(hs_ckpt__batch **out, hs_ckpt__task_lock *l, const char *task_id,
 		       hs_error *err);
 void hs_ckpt__batch_free(hs_ckpt__batch *b);
-/* Write the new objects (those of tree that old_tree lacks, and commit;
- * trees of b->repo) that repo does not have yet into repo as one pack
- * (durable: pack, index and directory fsync()ed) and make repo's object
- * database see it. */
+/* Write the new objects (those of tree that old_tree lacks, and commit)
+ * held in memory into repo as one pack (durable: pack, index and directory
+ * fsync()ed), make repo's object database see it, empty the memory. */
 int hs_ckpt__batch_commit(hs_ckpt__batch *b, git_repository *repo, git_tree *tree,
 			  git_tree *old_tree, const git_oid *commit, bool durable,
 			  const char *task_id, hs_error *err);

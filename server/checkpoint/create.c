@@ -160,7 +160,6 @@ int hs_ckpt_create_with(hs_ckpt_mgr *mgr, const char *task_id, const hs_ckpt_cre
 	memset(&ch, 0, sizeof(ch));
 	hs_ckpt__cache cache = { 0 };
 	hs_ckpt__batch *batch = NULL;
-	git_repository *wrepo = NULL; /* where objects are written: repo, or the batch's */
 	size_t nfiles = 0, nhashed = 0;
 	uint64_t written_bytes = 0;
 	hs_ckpt_create_result res;
@@ -215,16 +214,13 @@ int hs_ckpt_create_with(hs_ckpt_mgr *mgr, const char *task_id, const hs_ckpt_cre
 		rc = hs_error_set(err, HS_INTERNAL, "checkpoint: out of memory");
 		goto done;
 	}
-	/* A tracked create writes its (few) new objects as one pack; a full
-	 * walk writes loose objects (see batch.c). */
-	wrepo = repo;
-	if (ch.tracked) {
-		if ((rc = hs_ckpt__batch_get(&batch, l, task_id, err)))
-			goto done;
-		wrepo = batch->repo;
-	}
-	hs_ckpt__scan_opts so = { .odb = ch.tracked ? batch->odb : odb,
-				  .odb_large = ch.tracked ? odb : NULL, .cache = &cache,
+	/* New objects as one pack: a tracked create's all of them, a full
+	 * walk's trees and commit (its blobs, and big ones, go loose; see
+	 * batch.c). */
+	if ((rc = hs_ckpt__batch_get(&batch, l, task_id, err)))
+		goto done;
+	hs_ckpt__scan_opts so = { .odb = ch.tracked ? odb : batch->loose,
+				  .odb_large = ch.tracked ? batch->loose : NULL, .cache = &cache,
 				  .task_id = task_id, .threads = ch.tracked ? 1 : mgr->scan_threads,
 				  .watch = ch.tracked || ch.watching ? ch.track : NULL };
 	if (!exempt(caller)) {
@@ -274,8 +270,8 @@ int hs_ckpt_create_with(hs_ckpt_mgr *mgr, const char *task_id, const hs_ckpt_cre
 	t_scan = hs_clock_mono_us();
 	if (index_changed)
 		l->index_dirty = true;
-	if ((g = git_index_write_tree_to(&tree_oid, index, wrepo)) < 0 ||
-	    (g = git_tree_lookup(&tree, wrepo, &tree_oid)) < 0) {
+	if ((g = git_index_write_tree_to(&tree_oid, index, repo)) < 0 ||
+	    (g = git_tree_lookup(&tree, repo, &tree_oid)) < 0) {
 		rc = hs_ckpt__git_err(err, g, "write tree", task_id);
 		goto done;
 	}
@@ -284,7 +280,7 @@ int hs_ckpt_create_with(hs_ckpt_mgr *mgr, const char *task_id, const hs_ckpt_cre
 	const hs_ckpt__entry *cur = hs_ckpt__catalog_current(&l->catalog);
 	if (cur) {
 		memcpy(info->parent_checkpoint_id, cur->id, sizeof(info->parent_checkpoint_id));
-		if ((g = git_commit_lookup(&pcommit, wrepo, &cur->commit)) < 0 ||
+		if ((g = git_commit_lookup(&pcommit, repo, &cur->commit)) < 0 ||
 		    (g = git_commit_tree(&ptree, pcommit)) < 0) {
 			rc = hs_ckpt__git_err(err, g, "parent", task_id);
 			goto done;
@@ -292,7 +288,7 @@ int hs_ckpt_create_with(hs_ckpt_mgr *mgr, const char *task_id, const hs_ckpt_cre
 	}
 	res.unchanged = ptree && git_oid_equal(git_tree_id(ptree), &tree_oid);
 	if (!res.unchanged &&
-	    (rc = hs_ckpt__count_changes(wrepo, ptree, tree, &info->files_changed, task_id, err)))
+	    (rc = hs_ckpt__count_changes(repo, ptree, tree, &info->files_changed, task_id, err)))
 		goto done;
 	t_diff = hs_clock_mono_us();
 	snprintf(info->task_id, sizeof(info->task_id), "%s", task_id);
@@ -315,32 +311,17 @@ int hs_ckpt_create_with(hs_ckpt_mgr *mgr, const char *task_id, const hs_ckpt_cre
 	 * checkpoint is reachable from nothing (gc.c). */
 	if ((g = git_signature_new(&sig, "harness", "harness@localhost",
 				   (git_time_t)(info->created_at_ms / 1000), 0)) < 0 ||
-	    (g = git_commit_create(&commit_oid, wrepo, NULL, sig, sig, "UTF-8", msg, tree, 0,
+	    (g = git_commit_create(&commit_oid, repo, NULL, sig, sig, "UTF-8", msg, tree, 0,
 				   NULL)) < 0) {
 		rc = hs_ckpt__git_err(err, g, "commit", task_id);
 		goto done;
 	}
 	t_commit = t_pack = hs_clock_mono_us();
-	if (wrepo != repo) {
-		/* The batch becomes one pack of the repository (durable); the
-		 * trees are looked up there from now on. */
-		rc = hs_ckpt__batch_commit(batch, repo, tree, ptree, &commit_oid, mgr->durable,
-					   task_id, err);
-		git_tree_free(tree);
-		git_tree_free(ptree);
-		git_commit_free(pcommit);
-		tree = ptree = NULL;
-		pcommit = NULL;
-		if (rc)
-			goto done;
-		t_pack = hs_clock_mono_us();
-		if ((g = git_tree_lookup(&tree, repo, &tree_oid)) < 0 ||
-		    (cur && ((g = git_commit_lookup(&pcommit, repo, &cur->commit)) < 0 ||
-			     (g = git_commit_tree(&ptree, pcommit)) < 0))) {
-			rc = hs_ckpt__git_err(err, g, "lookup", task_id);
-			goto done;
-		}
-	}
+	/* What is in memory becomes one pack of the repository (durable). */
+	if ((rc = hs_ckpt__batch_commit(batch, repo, tree, ptree, &commit_oid, mgr->durable, task_id,
+					err)))
+		goto done;
+	t_pack = hs_clock_mono_us();
 	hs_ckpt__make_id(info->checkpoint_id, o->step, &commit_oid);
 	git_oid_tostr(info->commit, sizeof(info->commit), &commit_oid);
 	char ref[128];
@@ -383,8 +364,8 @@ int hs_ckpt_create_with(hs_ckpt_mgr *mgr, const char *task_id, const hs_ckpt_cre
 	       HS_LI("pack_us", t_pack - t_commit), HS_LI("flush_us", t_flush ? t_flush - t_pack : 0),
 	       HS_LI("refs_us", hs_clock_mono_us() - (t_flush ? t_flush : t_pack)),
 	       HS_LI("us", hs_clock_mono_us() - t0));
-	/* One pack per tracked create: merge the small ones now and then. */
-	if (wrepo != repo && hs_ckpt__packs_maintain(repo, mgr->durable, task_id)) {
+	/* One pack per create: merge the small ones now and then. */
+	if (hs_ckpt__packs_maintain(repo, mgr->durable, task_id)) {
 		git_tree_free(tree);
 		git_tree_free(ptree);
 		git_commit_free(pcommit);

@@ -67,6 +67,8 @@
 #define WATCH_MASK                                                                           \
 	(IN_CREATE | IN_DELETE | IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE | IN_MOVED_FROM |      \
 	 IN_MOVED_TO | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR | IN_EXCL_UNLINK)
+#define DRAIN_SLICE (256u << 10)    /* event bytes the reader takes per round */
+#define DRAIN_BEGIN_MAX (16u << 20) /* a call's catch-up; beyond it walks all */
 #define BACKOFF_MS 60000 /* after a watch limit, full scans without watching for this long */
 
 static const char *const WHY_NAMES[HS_CKPT__WHY_N] = {
@@ -382,22 +384,28 @@ static void on_event(hs_ckpt__watcher *w, hs_ckpt__track *t, const struct inotif
 	mark(w, t, path, (size_t)n);
 }
 
-/* Read every queued event of t; w->mu held. */
-static void drain(hs_ckpt__watcher *w, hs_ckpt__track *t)
+/* Read t's queued events, at most max_bytes of them; w->mu held. true:
+ * the queue is empty. */
+static bool drain(hs_ckpt__watcher *w, hs_ckpt__track *t, size_t max_bytes)
 {
 	char buf[16384] __attribute__((aligned(__alignof__(struct inotify_event))));
+	size_t total = 0;
 	while (t->fd >= 0) {
+		if (total >= max_bytes)
+			return false;
 		ssize_t n = read(t->fd, buf, sizeof(buf));
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0)
-			return; /* EAGAIN: nothing more */
+			return true; /* EAGAIN: nothing more */
+		total += (size_t)n;
 		for (char *p = buf; p < buf + n;) {
 			const struct inotify_event *ev = (const struct inotify_event *)p;
 			on_event(w, t, ev);
 			p += sizeof(*ev) + ev->len;
 		}
 	}
+	return true;
 }
 
 static void *reader_main(void *arg)
@@ -421,9 +429,12 @@ static void *reader_main(void *arg)
 				(void)!read(w->evfd, &v, sizeof(v));
 				continue;
 			}
+			/* A slice at a time (the queue is level-triggered: the
+			 * rest is read on the next round), so a flood does not
+			 * keep the mutex from the calls that need it. */
 			for (hs_ckpt__track *t = w->list; t; t = t->next)
 				if (t->id == evs[i].data.u64) {
-					drain(w, t);
+					(void)drain(w, t, DRAIN_SLICE);
 					break;
 				}
 		}
@@ -644,7 +655,10 @@ int hs_ckpt__watch_begin(hs_ckpt__watcher *w, hs_ckpt__track **slot, hs_ckpt__wh
 	}
 	pthread_mutex_lock(&w->mu);
 	t->last_used = tick;
-	drain(w, t);
+	/* Every event of a write that returned before this call is queued:
+	 * read them all, unless a flood makes that unbounded. */
+	if (!drain(w, t, DRAIN_BEGIN_MAX))
+		lose(w, t, HS_CKPT__WHY_TOO_MANY);
 	if (t->valid) {
 		/* Everything that changed since the index, and the files with
 		 * other names. create and restore take them (the index follows),
