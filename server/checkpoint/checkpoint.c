@@ -297,6 +297,39 @@ void hs_ckpt__repo_keep(hs_ckpt_mgr *mgr, hs_ckpt__task_lock *l, git_repository 
 	pthread_mutex_unlock(&mgr->map_mu);
 }
 
+/* The index saver: every few seconds, the changed indexes of tasks nobody
+ * is using are written (a 200,000-entry index is ~20 MB to write: not on a
+ * request's path). A task in use is skipped (trylock), saved next round. */
+static void *saver_main(void *arg)
+{
+	hs_ckpt_mgr *mgr = arg;
+	pthread_mutex_lock(&mgr->map_mu);
+	while (!mgr->saver_stop) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += HS_CKPT__INDEX_SAVE_MS / 1000;
+		pthread_cond_timedwait(&mgr->saver_cv, &mgr->map_mu, &ts);
+		for (size_t i = 0; i < HS_CKPT__LOCK_BUCKETS && !mgr->saver_stop; i++)
+			for (hs_ckpt__task_lock *l = mgr->buckets[i]; l; l = l->next) {
+				if (l->users != 0 || !l->repo || !l->index_dirty)
+					continue;
+				if (pthread_mutex_trylock(&l->mu) != 0)
+					continue;
+				/* Idle and ours: pinned (users) while map_mu is let go. */
+				l->users++;
+				pthread_mutex_unlock(&mgr->map_mu);
+				(void)hs_ckpt__index_save(l, true, l->task_id);
+				pthread_mutex_unlock(&l->mu);
+				pthread_mutex_lock(&mgr->map_mu);
+				l->users--;
+				/* The bucket list may have changed meanwhile: the entry
+				 * stays (it has a repo), carry on from it. */
+			}
+	}
+	pthread_mutex_unlock(&mgr->map_mu);
+	return NULL;
+}
+
 int hs_ckpt_mgr_new(hs_ckpt_mgr **out, const hs_ckpt_config *cfg, hs_error *err)
 {
 	char path[PATH_MAX];
@@ -370,6 +403,8 @@ int hs_ckpt_mgr_new(hs_ckpt_mgr **out, const hs_ckpt_config *cfg, hs_error *err)
 	mgr->on_create_payload = cfg->on_create_payload;
 	mgr->max_open_repos = HS_CKPT__OPEN_REPOS_DEFAULT;
 	pthread_mutex_init(&mgr->map_mu, NULL);
+	pthread_cond_init(&mgr->saver_cv, NULL);
+	mgr->saver_started = pthread_create(&mgr->saver, NULL, saver_main, mgr) == 0;
 	*out = mgr;
 	return HS_OK;
 fail:
@@ -412,6 +447,14 @@ void hs_ckpt_mgr_free(hs_ckpt_mgr *mgr)
 {
 	if (!mgr)
 		return;
+	if (mgr->saver_started) {
+		pthread_mutex_lock(&mgr->map_mu);
+		mgr->saver_stop = true;
+		pthread_cond_broadcast(&mgr->saver_cv);
+		pthread_mutex_unlock(&mgr->map_mu);
+		pthread_join(mgr->saver, NULL);
+	}
+	pthread_cond_destroy(&mgr->saver_cv);
 	/* Callers must have finished every call: no task lock can be in use,
 	 * what is left are idle entries holding open repositories. */
 	for (size_t i = 0; i < HS_CKPT__LOCK_BUCKETS; i++)

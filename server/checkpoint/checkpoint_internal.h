@@ -87,6 +87,11 @@ struct hs_ckpt_mgr {
 			  int64_t step);
 	void *on_create_payload;
 	pthread_mutex_t map_mu;
+	/* The index saver (checkpoint.c): writes idle tasks' changed indexes
+	 * off the request path. Guarded by map_mu. */
+	pthread_cond_t saver_cv;
+	pthread_t saver;
+	bool saver_started, saver_stop;
 	hs_ckpt__task_lock *buckets[HS_CKPT__LOCK_BUCKETS];
 	unsigned open_repos;     /* entries with a repo; guarded by map_mu */
 	unsigned max_open_repos;
@@ -139,9 +144,11 @@ int hs_ckpt__index(git_index **out, hs_ckpt__task_lock *l, const char *task_id, 
 /* Write the task's index to <gitdir>/index if it changed, at most every
  * HS_CKPT__INDEX_SAVE_MS unless force (l's mutex held). It is a cache: a
  * stale one on disk only costs re-hashing after a restart, and every blob
- * it names exists (a repack writes it first). 0 or -1 (logged). */
+ * it names exists (a repack writes it first). While tracked, calls leave it
+ * to the saver thread (checkpoint.c), which writes idle tasks' indexes.
+ * 0 or -1 (logged). */
 int hs_ckpt__index_save(hs_ckpt__task_lock *l, bool force, const char *task_id);
-#define HS_CKPT__INDEX_SAVE_MS 10000
+#define HS_CKPT__INDEX_SAVE_MS 5000
 
 /* Make the objects a checkpoint needs durable: every object of tree (and
  * commit, if not NULL) that old_tree (NULL: none) does not have at the same

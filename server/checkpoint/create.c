@@ -344,9 +344,9 @@ int hs_ckpt_create_with(hs_ckpt_mgr *mgr, const char *task_id, const hs_ckpt_cre
 	git_oid_cpy(&l->index_tree, &tree_oid);
 	l->index_tree_known = true;
 	/* The index file (a cache, rewritten whole) only now, when every blob
-	 * it names is durable: while tracked at most every
-	 * HS_CKPT__INDEX_SAVE_MS (see hs_ckpt__index_save). */
-	(void)hs_ckpt__index_save(l, !ch.tracked, task_id);
+	 * it names is durable: after a full walk here, while tracked by the
+	 * saver thread once the task is idle (see hs_ckpt__index_save). */
+	(void)(ch.tracked ? 0 : hs_ckpt__index_save(l, true, task_id));
 	if (hs_ckpt__catalog_append(&l->catalog, info, o->request_id) != 0)
 		hs_log(HS_LOG_WARN, "checkpoint", "catalog dropped, rebuilt on next use",
 		       HS_LS("task_id", task_id));

@@ -168,7 +168,7 @@ int hs_ckpt_restore_as(hs_ckpt_mgr *mgr, const hs_principal *who, const char *ta
 		goto done;
 	if (changed)
 		o.lock->index_dirty = true;
-	if ((hs_ckpt__index_save(o.lock, !ch.tracked, task_id) != 0 && (g = -1) < 0) ||
+	if (((ch.tracked ? 0 : hs_ckpt__index_save(o.lock, true, task_id)) != 0 && (g = -1) < 0) ||
 	    (g = git_reference_create(NULL, o.repo, HS_CKPT__REF_CURRENT, git_commit_id(c), 1,
 				       "harness restore")) < 0) {
 		rc = hs_ckpt__git_err(err, g, "restore", task_id);
@@ -410,7 +410,7 @@ int hs_ckpt_verify_as(hs_ckpt_mgr *mgr, const hs_principal *who, const char *tas
 		       HS_LS("task_id", task_id));
 	if (refreshed)
 		o.lock->index_dirty = true;
-	(void)hs_ckpt__index_save(o.lock, !ch.tracked, task_id);
+	(void)(ch.tracked ? 0 : hs_ckpt__index_save(o.lock, true, task_id));
 	memcpy(res.checkpoint_id, info.checkpoint_id, sizeof(res.checkpoint_id));
 	*out = res;
 done:

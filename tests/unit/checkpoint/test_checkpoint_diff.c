@@ -507,6 +507,42 @@ static void test_checkpoint_diff__watch_limit_falls_back(void **state)
 	d->f->cfg.watch.max_dirs = 0;
 }
 
+/* While tracked, creates leave the index file to the saver thread: it is
+ * written once the task is idle, and holds what the create recorded. */
+static void test_checkpoint_diff__saver_writes_idle_index(void **state)
+{
+	dx *d = *state;
+	put(d->f, "a/f", "one", 0644);
+	d->round = 1;
+	both(d);
+	sleep(1); /* past the racy second: the next create's stat data is kept */
+	d->round = 2;
+	both(d);
+	char idx[PATH_MAX];
+	snprintf(idx, sizeof(idx), "%s/t1.git/index", d->f->data);
+	put(d->f, "a/f", "two, longer", 0644);
+	put(d->f, "b/new", "new", 0644);
+	sleep(1);
+	d->round = 3;
+	both(d);
+	assert_int_equal(scans(d, "create", "tracked", "none"), 2);
+	/* The file on disk catches up within a couple of the saver's rounds
+	 * (the creates themselves do not write it while tracked). */
+	bool saved = false;
+	for (int i = 0; i < 300 && !saved; i++) {
+		git_index *ix = NULL;
+		if (git_index_open(&ix, idx) == 0) {
+			const git_index_entry *e = git_index_get_bypath(ix, "a/f", 0);
+			saved = git_index_get_bypath(ix, "b/new", 0) != NULL && e != NULL &&
+				e->file_size == strlen("two, longer");
+		}
+		git_index_free(ix);
+		if (!saved)
+			usleep(50 * 1000);
+	}
+	assert_true(saved);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -515,6 +551,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_checkpoint_diff__lru_bound_and_reasons, dx_setup,
 						dx_teardown),
 		cmocka_unit_test_setup_teardown(test_checkpoint_diff__watch_limit_falls_back, dx_setup,
+						dx_teardown),
+		cmocka_unit_test_setup_teardown(test_checkpoint_diff__saver_writes_idle_index, dx_setup,
 						dx_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
