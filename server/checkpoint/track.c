@@ -348,7 +348,8 @@ int hs_ckpt__delta_overlay(const hs_ckpt__cache *c, const hs_ckpt__delta *d, hs_
 	memset(out, 0, sizeof(*out));
 	if (c->n && keep == NULL)
 		return hs_error_set(err, HS_INTERNAL, "checkpoint: out of memory");
-	memset(keep, 1, c->n);
+	if (keep != NULL)
+		memset(keep, 1, c->n);
 	drop_gone(c, &d->gone, keep);
 	const hs_ckpt__files *fd = &d->found.files;
 	size_t i = 0, j = 0;
@@ -386,7 +387,8 @@ int hs_ckpt__delta_compare(const hs_ckpt__cache *c, const hs_ckpt__delta *d,
 	bool *keep = c->n ? malloc(c->n) : NULL;
 	if (c->n && keep == NULL)
 		return hs_error_set(err, HS_INTERNAL, "checkpoint: out of memory");
-	memset(keep, 1, c->n);
+	if (keep != NULL)
+		memset(keep, 1, c->n);
 	drop_gone(c, &d->gone, keep);
 	/* Only the replaced entries and the found files can differ. */
 	const hs_ckpt__files *fd = &d->found.files;
@@ -445,7 +447,8 @@ int hs_ckpt__delta_apply(git_index *index, const hs_ckpt__cache *c, const hs_ckp
 	if ((c->n && (!keep || !(drop = malloc(c->n * sizeof(*drop))))) ||
 	    (fd->n && !(add = malloc(fd->n * sizeof(*add)))))
 		goto oom;
-	memset(keep, 1, c->n);
+	if (keep != NULL)
+		memset(keep, 1, c->n);
 	drop_gone(c, &d->gone, keep);
 	/* The replaced entries vs the found files; the cache's pointers go
 	 * stale once the index changes, so collect first. */
