@@ -433,13 +433,23 @@ class CheckpointServiceTest(hstest.HarnessTestCase):
 
 class KillDuringCheckpointTest(unittest.TestCase):
     """kill -9 while a large checkpoint is being written, restart on the same
-    data dir: the repository is valid and every earlier checkpoint restores."""
+    data dir: the repository is valid and every earlier checkpoint restores.
+    Once with change tracking off (a full walk writes loose objects one by
+    one: killed once 200 are there), once tracked (the new objects become
+    one pack at the end: killed as soon as it is being written, or when the
+    create returns, whichever comes first)."""
     FILES = int(os.environ.get("HS_CKPT_KILL_FILES", "4000"))
 
     def test_kill_9_mid_checkpoint_then_restart(self):
+        self.kill_mid(["--checkpoint-watch-workspaces", "0"], tracked=False)
+
+    def test_kill_9_mid_tracked_checkpoint_then_restart(self):
+        self.kill_mid([], tracked=True)
+
+    def kill_mid(self, args, tracked):
         tmp = tempfile.TemporaryDirectory(prefix="hs-it-kill-")
         self.addCleanup(tmp.cleanup)
-        hd = hstest.Harnessd(data_dir=tmp.name)
+        hd = hstest.Harnessd(data_dir=tmp.name, args=args)
         try:
             api = Api(hd.channel, login(hd.channel, *ADMIN))
             ws = os.path.join(tmp.name, "workspaces", "big")
@@ -454,12 +464,19 @@ class KillDuringCheckpointTest(unittest.TestCase):
                 write(ws, "big/d%03d/f%05d" % (i % 97, i), os.urandom(2048))
             objects = os.path.join(tmp.name, "checkpoints", "big.git", "objects")
             count = lambda: sum(len(files) for _, _, files in os.walk(objects))
+            packdir = os.path.join(objects, "pack")
+            packing = lambda: os.path.isdir(packdir) and any(
+                not n.endswith((".pack", ".idx", ".rev")) for n in os.listdir(packdir))
             before = count()
             fut = api.create.future(task_id="big", step=3)
             # Kill once the new checkpoint's objects are being written.
             deadline = time.monotonic() + 60 * hstest.SLOW
-            while not fut.done() and count() < before + 200 and time.monotonic() < deadline:
-                time.sleep(0.005)
+            if tracked:
+                while not fut.done() and not packing() and time.monotonic() < deadline:
+                    time.sleep(0.001)
+            else:
+                while not fut.done() and count() < before + 200 and time.monotonic() < deadline:
+                    time.sleep(0.005)
             killed_mid = not fut.done()
             hd.proc.send_signal(signal.SIGKILL)
             hd.kill()
@@ -467,13 +484,17 @@ class KillDuringCheckpointTest(unittest.TestCase):
         except BaseException:
             hd.kill()
             raise
-        self.assertTrue(killed_mid, "the checkpoint finished before the kill; raise HS_CKPT_KILL_FILES")
+        if not tracked:
+            self.assertTrue(killed_mid,
+                            "the checkpoint finished before the kill; raise HS_CKPT_KILL_FILES")
 
-        hd2 = hstest.Harnessd(data_dir=tmp.name)
+        hd2 = hstest.Harnessd(data_dir=tmp.name, args=args)
         try:
             api = Api(hd2.channel, login(hd2.channel, *ADMIN))
             listed = [c.checkpoint_id for c in api.list(task_id="big").checkpoints]
             self.assertEqual(listed[-2:], [c2.checkpoint_id, c1.checkpoint_id])
+            # Acknowledged or not, nothing half-written is visible.
+            self.assertIn(len(listed), (2, 3) if tracked else (2,))
             repo = os.path.join(tmp.name, "checkpoints", "big.git")
             if shutil.which("git"):
                 fsck = subprocess.run(["git", "--git-dir", repo, "fsck", "--no-dangling"],
@@ -486,6 +507,8 @@ class KillDuringCheckpointTest(unittest.TestCase):
             write(ws, "after", "crash")
             c4 = api.create(task_id="big", step=4).checkpoint
             self.assertEqual(c4.parent_checkpoint_id, c1.checkpoint_id)
+            if shutil.which("git"):
+                self.assertEqual(tree_files(repo, c4.commit), as_tree(snapshot(ws)))
             self.assertTrue(api.verify(task_id="big").consistent)
         finally:
             hd2.close()
