@@ -157,6 +157,7 @@ hs_ckpt__task_lock *hs_ckpt__lock(hs_ckpt_mgr *mgr, const char *task_id)
 	}
 	l->users++;
 	l->last_used = ++mgr->tick;
+	l->last_used_ms = hs_clock_mono_ms();
 	pthread_mutex_unlock(&mgr->map_mu);
 	pthread_mutex_lock(&l->mu);
 	return l;
@@ -298,8 +299,9 @@ void hs_ckpt__repo_keep(hs_ckpt_mgr *mgr, hs_ckpt__task_lock *l, git_repository 
 }
 
 /* The index saver: every few seconds, the changed indexes of tasks nobody
- * is using are written (a 200,000-entry index is ~20 MB to write: not on a
- * request's path). A task in use is skipped (trylock), saved next round. */
+ * has used for HS_CKPT__INDEX_IDLE_MS are written (a 200,000-entry index is
+ * ~20 MB and ~40 ms to write: not on a request's path; a call arriving
+ * during a save waits for it). A task in use is skipped, saved later. */
 static void *saver_main(void *arg)
 {
 	hs_ckpt_mgr *mgr = arg;
@@ -311,7 +313,8 @@ static void *saver_main(void *arg)
 		pthread_cond_timedwait(&mgr->saver_cv, &mgr->map_mu, &ts);
 		for (size_t i = 0; i < HS_CKPT__LOCK_BUCKETS && !mgr->saver_stop; i++)
 			for (hs_ckpt__task_lock *l = mgr->buckets[i]; l; l = l->next) {
-				if (l->users != 0 || !l->repo || !l->index_dirty)
+				if (l->users != 0 || !l->repo || !l->index_dirty ||
+				    hs_clock_mono_ms() - l->last_used_ms < HS_CKPT__INDEX_IDLE_MS)
 					continue;
 				if (pthread_mutex_trylock(&l->mu) != 0)
 					continue;

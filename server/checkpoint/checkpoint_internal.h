@@ -63,6 +63,7 @@ typedef struct hs_ckpt__task_lock {
 	uint64_t repo_bytes;    /* measured, plus an upper bound of what was added since */
 	bool repo_bytes_known;
 	uint64_t last_used; /* guarded by mgr->map_mu */
+	int64_t last_used_ms; /* monotonic; guarded by mgr->map_mu (the index saver) */
 	/* The workspace's change tracker (watch.c): its baseline is this
 	 * entry's index. Used by the holder of mu; freed under map_mu when the
 	 * entry is idle (LRU beyond the watcher's bound) or dropped. */
@@ -149,6 +150,7 @@ int hs_ckpt__index(git_index **out, hs_ckpt__task_lock *l, const char *task_id, 
  * 0 or -1 (logged). */
 int hs_ckpt__index_save(hs_ckpt__task_lock *l, bool force, const char *task_id);
 #define HS_CKPT__INDEX_SAVE_MS 5000
+#define HS_CKPT__INDEX_IDLE_MS 5000 /* the saver leaves a task used more recently */
 
 /* Make the objects a checkpoint needs durable: every object of tree (and
  * commit, if not NULL) that old_tree (NULL: none) does not have at the same

@@ -219,6 +219,35 @@ static void tree_of(const char *gitdir, const char *commit_hex, git_oid *out)
 	git_repository_free(r);
 }
 
+/* files_changed as libgit2's own tree-to-tree diff counts it. */
+static void expect_files_changed(const char *gitdir, const hs_ckpt_info *c)
+{
+	git_repository *r = NULL;
+	git_commit *cc = NULL, *pc = NULL;
+	git_tree *t = NULL, *pt = NULL;
+	git_diff *diff = NULL;
+	git_oid id;
+	assert_int_equal(git_repository_open_bare(&r, gitdir), 0);
+	assert_int_equal(git_oid_fromstr(&id, c->commit), 0);
+	assert_int_equal(git_commit_lookup(&cc, r, &id), 0);
+	assert_int_equal(git_commit_tree(&t, cc), 0);
+	if (c->parent_checkpoint_id[0]) {
+		char ref[128];
+		snprintf(ref, sizeof(ref), "refs/harness/checkpoints/%s", c->parent_checkpoint_id);
+		assert_int_equal(git_reference_name_to_id(&id, r, ref), 0);
+		assert_int_equal(git_commit_lookup(&pc, r, &id), 0);
+		assert_int_equal(git_commit_tree(&pt, pc), 0);
+	}
+	assert_int_equal(git_diff_tree_to_tree(&diff, r, pt, t, NULL), 0);
+	assert_int_equal(c->files_changed, git_diff_num_deltas(diff));
+	git_diff_free(diff);
+	git_tree_free(t);
+	git_tree_free(pt);
+	git_commit_free(cc);
+	git_commit_free(pc);
+	git_repository_free(r);
+}
+
 /* The value of harness_checkpoint_scans_total for op/mode/reason. */
 static double scans(dx *d, const char *op, const char *mode, const char *reason)
 {
@@ -293,6 +322,7 @@ static void both(dx *d)
 	}
 	assert_true(git_oid_equal(&ta, &tb));
 	assert_int_equal(ua, ub);
+	expect_files_changed(ga, &a);
 	if (d->nprev < 512) {
 		d->prev_ids[d->nprev] = strdup(a.checkpoint_id);
 		d->prev_full[d->nprev] = strdup(b.checkpoint_id);
