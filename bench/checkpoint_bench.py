@@ -17,7 +17,10 @@ Then, harness only, on a second task with a one-file workspace (--history N):
   tens, GetLatestCheckpoint and the first ListCheckpoints page at N (does a
   task's history make its calls slower?).
 
-Usage: checkpoint_bench.py [--files N] [--mb M] [--history N] [--keep]
+Usage: checkpoint_bench.py [--files N[,N...]] [--mb M] [--history N] [--keep]
+  --files 20000,100000,200000 runs each size in turn (a fresh harnessd and
+  workspace each), --mb is then per 20,000 files (the default keeps ~10 KiB
+  per file), and the history run is skipped unless --history is given.
 Needs HS_BUILD_DIR (harnessd + pygen stubs) and HS_SOURCE_DIR."""
 import argparse
 import os
@@ -121,31 +124,36 @@ def history(rpc, ws, n):
             ("ListCheckpoints first 50 at %d" % n, med([timed(page)[0] for _ in range(5)]))]
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--files", type=int, default=int(os.environ.get("BENCH_FILES", "20000")))
-    ap.add_argument("--mb", type=int, default=int(os.environ.get("BENCH_MB", "200")))
-    ap.add_argument("--history", type=int, default=int(os.environ.get("BENCH_HISTORY", "1000")),
-                    help="checkpoints in the history run (0: skip)")
-    ap.add_argument("--keep", action="store_true", help="keep the temp dir")
-    a = ap.parse_args()
+def scrape(hd):
+    """harnessd's metrics exposition, as lines ([] without an endpoint)."""
+    if not hd.metrics_port:
+        return []
+    import urllib.request
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % hd.metrics_port, timeout=10) as r:
+        return r.read().decode().splitlines()
 
+
+def run_size(files, mb, history_n, keep):
     tmp = tempfile.mkdtemp(prefix="hs-ckpt-bench-")
     data = os.path.join(tmp, "data")
     ws = os.path.join(data, "workspaces", "bench")
     seed_ws = os.path.join(tmp, "seed-ws")
     os.makedirs(ws)
-    print("generating %d files (~%d MiB) in %s ..." % (a.files, a.mb, ws), flush=True)
-    size = gen_workspace(ws, a.files, a.mb)
+    print("generating %d files (~%d MiB) in %s ..." % (files, mb, ws), flush=True)
+    size = gen_workspace(ws, files, mb)
     shutil.copytree(ws, seed_ws, symlinks=True)
     git(seed_ws, "init", "-q")
     git(seed_ws, "config", "user.email", "harness@agent.ai")
     git(seed_ws, "config", "user.name", "Harness Agent")
+    # No detached `git gc --auto` after a commit: it would run during the
+    # next steps of both sides (it is not counted on git's side anyway).
+    git(seed_ws, "config", "gc.auto", "0")
     # Warm the page cache for both copies alike.
     subprocess.run(["du", "-s", ws, seed_ws], stdout=subprocess.DEVNULL)
 
     hd = hstest.Harnessd(data_dir=data)
     res = {}
+    hist = None
     try:
         login = hstest.stub(hd.channel, "/harness.v1.AuthService/Login", auth_pb2.LoginRequest,
                             auth_pb2.AuthResponse)
@@ -155,7 +163,7 @@ def main():
 
         def rpc(name, req_cls, resp_cls, **kw):
             fn = hstest.stub(hd.channel, "/harness.v1.CheckpointService/" + name, req_cls, resp_cls)
-            return lambda: fn(req_cls(**kw), metadata=md, timeout=600)
+            return lambda: fn(req_cls(**kw), metadata=md, timeout=900)
         create = lambda step: rpc("CreateCheckpoint", pb.CreateCheckpointRequest,
                                   pb.CreateCheckpointResponse, task_id="bench", step=step)()
 
@@ -163,14 +171,20 @@ def main():
         c1 = res["first"][0][1].checkpoint.checkpoint_id
         s1 = res["first"][1][1]
         time.sleep(1.1)  # out of the racy-timestamp second for both
-        touch_ten(ws, a.files, "a")
-        touch_ten(seed_ws, a.files, "a")
-        res["ten"] = (timed(lambda: create(2)), timed(lambda: seed_commit(seed_ws, "c2")))
+        # One unchanged checkpoint first: it refreshes the entries stored
+        # smudged by the first (racy), as `git status` does for git's index.
+        create(2)
+        git(seed_ws, "status", "--porcelain")
+        touch_ten(ws, files, "a")
+        touch_ten(seed_ws, files, "a")
+        res["ten"] = (timed(lambda: create(3)), timed(lambda: seed_commit(seed_ws, "c2")))
         assert res["ten"][0][1].checkpoint.files_changed == 10, res["ten"][0][1]
-        res["none"] = (timed(lambda: create(3)), timed(lambda: seed_commit(seed_ws, "c3")))
+        time.sleep(1.1)
+        create(4)  # past the racy second of the ten changed files
+        res["none"] = (timed(lambda: create(5)), timed(lambda: seed_commit(seed_ws, "c3")))
         assert res["none"][0][1].unchanged
-        dirty(ws, a.files, "b")
-        dirty(seed_ws, a.files, "b")
+        dirty(ws, files, "b")
+        dirty(seed_ws, files, "b")
         verify = rpc("VerifyConsistency", pb.VerifyConsistencyRequest, pb.VerifyConsistencyResponse,
                      task_id="bench")
         res["verify"] = (timed(verify), timed(lambda: git(seed_ws, "status", "--porcelain")))
@@ -188,26 +202,63 @@ def main():
         assert check().consistent
         assert git(seed_ws, "status", "--porcelain") == ""
         server_lines = [l for l in hd.lines if l.get("module") == "checkpoint"]
-        hist = history(rpc, os.path.join(data, "workspaces", "hist"), a.history) if a.history else None
+        scans = [l for l in scrape(hd) if l.startswith("harness_checkpoint_scans_total")]
+        if history_n:
+            hist = history(rpc, os.path.join(data, "workspaces", "hist"), history_n)
     finally:
         hd.close()
-        if not a.keep:
+        if not keep:
             shutil.rmtree(tmp, ignore_errors=True)
 
-    print("\nworkspace: %d files, %.0f MiB; harness = harnessd over gRPC (libgit2, syncfs before ack),"
-          "\nseed = git CLI in a copy of the workspace (no fsync)\n" % (a.files, size / 2**20))
+    print("\nworkspace: %d files, %.0f MiB; harness = harnessd over gRPC (libgit2, fsync of what a"
+          " create wrote before ack),\nseed = git CLI in a copy of the workspace (no fsync)\n"
+          % (files, size / 2**20))
     print("server side (harnessd log, microseconds):")
     for l in server_lines:
-        print("  %-10s %s" % (l["msg"], " ".join("%s=%s" % (k, v) for k, v in l.items() if k.endswith("us") or k == "hashed")))
+        if l.get("msg") in ("created", "restored"):
+            print("  %-10s %s" % (l["msg"], " ".join("%s=%s" % (k, v) for k, v in l.items()
+                                                    if k.endswith("us") or k in ("hashed", "scan", "reason", "paths"))))
+    for l in scans:
+        print("  " + l)
     print()
     print("%-9s %12s %12s %8s" % ("step", "harness ms", "seed ms", "seed/harness"))
     for k in ("first", "ten", "none", "verify", "restore"):
         h, s = res[k][0][0], res[k][1][0]
-        print("%-9s %12.1f %12.1f %8.1fx" % (k, h, s, s / h if h else float("inf")))
+        print("%-9s %12.1f %12.1f %8.1fx" % (k, h, s, s / h if h else float("inf")), flush=True)
     if hist:
-        print("\nhistory (harness only, one-file workspace, %d checkpoints, ms, median):" % a.history)
+        print("\nhistory (harness only, one-file workspace, %d checkpoints, ms, median):" % history_n)
         for k, v in hist:
             print("  %-36s %8.2f" % (k, v))
+    return {k: (res[k][0][0], res[k][1][0]) for k in res}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--files", default=os.environ.get("BENCH_FILES", "20000"),
+                    help="files, or several sizes: 20000,100000,200000")
+    ap.add_argument("--mb", type=int, default=int(os.environ.get("BENCH_MB", "200")),
+                    help="MiB of content (per 20,000 files when several sizes are given)")
+    ap.add_argument("--history", type=int, default=None,
+                    help="checkpoints in the history run (default 1000 for one size, 0 for several)")
+    ap.add_argument("--keep", action="store_true", help="keep the temp dir")
+    a = ap.parse_args()
+    sizes = [int(x) for x in a.files.split(",")]
+    many = len(sizes) > 1
+    hist = a.history if a.history is not None else (0 if many else
+                                                    int(os.environ.get("BENCH_HISTORY", "1000")))
+    table = {}
+    for n in sizes:
+        mb = a.mb * n // 20000 if many else a.mb
+        table[n] = run_size(n, mb, hist if n == sizes[0] else 0, a.keep)
+    if many:
+        print("\nall sizes (ms, harness / git CLI, ratio):")
+        print("%-9s " % "step" + " ".join("%26s" % ("%d files" % n) for n in sizes))
+        for k in ("first", "ten", "none", "verify", "restore"):
+            cells = []
+            for n in sizes:
+                h, s = table[n][k]
+                cells.append("%26s" % ("%.1f / %.1f (%.1fx)" % (h, s, s / h if h else 0)))
+            print("%-9s " % k + " ".join(cells))
 
 
 if __name__ == "__main__":

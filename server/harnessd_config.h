@@ -81,6 +81,11 @@ typedef struct hs_config {
 	int64_t checkpoint_max_repo_bytes;
 	int64_t checkpoint_max_workspace_bytes;
 	int64_t checkpoint_max_workspace_files;
+	/* checkpoint change tracking and full scans */
+	int64_t checkpoint_watch_workspaces; /* 0: off */
+	int64_t checkpoint_watch_dirs;
+	int64_t checkpoint_watch_changes;
+	int64_t checkpoint_scan_threads;     /* 0: auto */
 	/* tasks */
 	char webhook_url[HS_CFG_STR];
 	/* TLS (server/rpc/tls.c) and service identities (server/auth) */

@@ -250,7 +250,8 @@ static int start(app *a, hs_error *err)
 	    (rc = hs_sandbox_service_register(a->srv, a->sandbox, err)) != HS_OK)
 		return rc;
 	/* CheckpointService: one shadow repo per task under <data-dir>/checkpoints;
-	 * a create is acknowledged once durable (fsync). */
+	 * a create is acknowledged once durable (fsync of what it wrote); workspaces
+	 * in use are change-tracked (inotify), counted on a->metrics. */
 	{
 		char repos[sizeof(a->cfg.data_dir) + 16];
 		snprintf(repos, sizeof(repos), "%s/checkpoints", a->cfg.data_dir);
@@ -266,6 +267,12 @@ static int start(app *a, hs_error *err)
 		cc.quota.workspace_bytes = (uint64_t)a->cfg.checkpoint_max_workspace_bytes;
 		cc.quota.workspace_files = (uint64_t)a->cfg.checkpoint_max_workspace_files;
 		cc.fsync = true;
+		cc.watch.off = a->cfg.checkpoint_watch_workspaces == 0;
+		cc.watch.max_workspaces = (unsigned)a->cfg.checkpoint_watch_workspaces;
+		cc.watch.max_dirs = (unsigned)a->cfg.checkpoint_watch_dirs;
+		cc.watch.max_changes = (unsigned)a->cfg.checkpoint_watch_changes;
+		cc.scan_threads = (unsigned)a->cfg.checkpoint_scan_threads;
+		cc.metrics = a->metrics;
 		if ((rc = hs_ckpt_mgr_new(&a->ckpt, &cc, err)) != HS_OK ||
 		    (rc = hs_ckpt_service_register(a->srv, a->ckpt, err)) != HS_OK)
 			return rc;

@@ -61,6 +61,23 @@ typedef struct hs_ckpt_quota {
 } hs_ckpt_quota;
 
 typedef struct hs_ckpt_mgr hs_ckpt_mgr;
+typedef struct hs_metrics hs_metrics;
+
+#define HS_CKPT_WATCH_WORKSPACES_DEFAULT 32
+#define HS_CKPT_WATCH_DIRS_DEFAULT 100000
+#define HS_CKPT_WATCH_CHANGES_DEFAULT 100000
+
+/* Change tracking (inotify): while a workspace is in use, the paths that
+ * changed since its task's last checkpoint or restore are recorded, and
+ * create, verify and restore read only those; whenever that cannot be
+ * trusted they read the whole tree (and say why in the log and metrics).
+ * Zero values mean the defaults. */
+typedef struct hs_ckpt_watch_config {
+	bool off;                /* never track: every call walks the whole workspace */
+	unsigned max_workspaces; /* workspaces tracked at once (least recently used dropped) */
+	unsigned max_dirs;       /* watches (directories) per workspace; beyond: not tracked */
+	unsigned max_changes;    /* changed paths pending per workspace; beyond: a full walk */
+} hs_ckpt_watch_config;
 
 typedef struct hs_ckpt_config {
 	const char *repos_dir;      /* shadow repos: <repos_dir>/<task_id>.git; created if missing */
@@ -71,7 +88,13 @@ typedef struct hs_ckpt_config {
 	const char *remote_url;     /* NULL: no push; else refs pushed after each create */
 	int64_t push_timeout_ms;    /* how long a create waits for its push (0: 10 s) */
 	unsigned pushes_in_flight;  /* pushes running at once, the rest skipped (0: 4) */
-	bool fsync;                 /* a create returns only once its objects and ref are durable */
+	bool fsync;                 /* a create returns only once its objects and ref are durable
+				     * (fsync of exactly what it wrote, never syncfs) */
+	hs_ckpt_watch_config watch; /* change tracking */
+	unsigned scan_threads;      /* threads of a full workspace walk (0: one per CPU, at most 4) */
+	hs_metrics *metrics;        /* borrowed, outlives the manager; NULL: no metrics.
+				     * harness_checkpoint_scans_total{op,mode,reason} and the
+				     * watcher's gauges are registered on it */
 	hs_ckpt_quota quota;        /* for callers that are not admins */
 	/* Called after every successful create (not for a replayed request_id),
 	 * outside every lock of this module, on the creating thread. */

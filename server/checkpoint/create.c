@@ -141,7 +141,8 @@ static int replay(git_repository *repo, const hs_ckpt__entry *e, const char *tas
 int hs_ckpt_create_with(hs_ckpt_mgr *mgr, const char *task_id, const hs_ckpt_create_opts *o,
 			hs_ckpt_create_result *out, hs_error *err)
 {
-	int64_t t0 = hs_clock_mono_us(), t_scan = 0;
+	int64_t t0 = hs_clock_mono_us(), t_scan = 0, t_tree = 0, t_diff = 0, t_commit = 0, t_pack = 0,
+		t_flush = 0;
 	char *ext = NULL, *wsname = NULL, *msg = NULL;
 	int wsfd = -1;
 	git_repository *repo = NULL;
@@ -153,6 +154,14 @@ int hs_ckpt_create_with(hs_ckpt_mgr *mgr, const char *task_id, const hs_ckpt_cre
 	hs_ckpt__task_lock *l = NULL;
 	hs_ckpt__scan scan;
 	memset(&scan, 0, sizeof(scan));
+	hs_ckpt__delta delta;
+	memset(&delta, 0, sizeof(delta));
+	hs_ckpt__changes ch;
+	memset(&ch, 0, sizeof(ch));
+	hs_ckpt__cache cache = { 0 };
+	hs_ckpt__batch *batch = NULL;
+	size_t nfiles = 0, nhashed = 0;
+	uint64_t written_bytes = 0;
 	hs_ckpt_create_result res;
 	memset(&res, 0, sizeof(res));
 	hs_ckpt_info *info = &res.checkpoint;
@@ -197,24 +206,76 @@ int hs_ckpt_create_with(hs_ckpt_mgr *mgr, const char *task_id, const hs_ckpt_cre
 		goto done;
 	}
 	wrote = true;
-	hs_ckpt__scan_opts so = { .odb = odb, .cache = index, .task_id = task_id };
+	/* What changed since the index (tracked), or everything (full). */
+	if ((rc = hs_ckpt__changes_begin(mgr, l, wsname, wsfd, HS_CKPT__OP_CREATE, &ch, err)))
+		goto done;
+	hs_ckpt__changes_log(&ch, task_id, wsname);
+	if (hs_ckpt__cache_init(&cache, index) != 0) {
+		rc = hs_error_set(err, HS_INTERNAL, "checkpoint: out of memory");
+		goto done;
+	}
+	/* New objects as one pack: a tracked create's all of them, a full
+	 * walk's trees and commit (its blobs, and big ones, go loose; see
+	 * batch.c). */
+	if ((rc = hs_ckpt__batch_get(&batch, l, task_id, err)))
+		goto done;
+	hs_ckpt__scan_opts so = { .odb = ch.tracked ? odb : batch->loose,
+				  .odb_large = ch.tracked ? batch->loose : NULL, .cache = &cache,
+				  .task_id = task_id, .threads = ch.tracked ? 1 : mgr->scan_threads,
+				  .watch = ch.tracked || ch.watching ? ch.track : NULL };
 	if (!exempt(caller)) {
 		so.max_files = mgr->quota.workspace_files;
 		so.max_bytes = mgr->quota.workspace_bytes;
 	}
 	bool index_changed = false;
-	if ((rc = hs_ckpt__scan_workspace(wsfd, &so, &scan, err)) ||
-	    (rc = hs_ckpt__index_apply(index, &scan.files, &index_changed, task_id, err)))
-		goto done;
+	if (ch.tracked) {
+		uint64_t tf = 0, tb = 0;
+		if ((rc = hs_ckpt__track_read(wsfd, &so, &ch.paths, &delta, err)))
+			goto done;
+		hs_ckpt__delta_totals(&cache, &delta, &tf, &tb);
+		if (so.max_files && tf > so.max_files) {
+			rc = hs_error_set(err, HS_LIMIT,
+					  "workspace quota: more than %llu files to checkpoint (task %s); "
+					  "remove files or ignore them in .gitignore",
+					  (unsigned long long)so.max_files, task_id);
+			goto done;
+		}
+		if (so.max_bytes && tb > so.max_bytes) {
+			rc = hs_error_set(err, HS_LIMIT,
+					  "workspace quota: more than %llu bytes to checkpoint (task %s); "
+					  "remove files or ignore them in .gitignore",
+					  (unsigned long long)so.max_bytes, task_id);
+			goto done;
+		}
+		if ((rc = hs_ckpt__delta_apply(index, &cache, &delta, &index_changed, task_id, err)))
+			goto done;
+		nfiles = (size_t)tf;
+		nhashed = delta.found.hashed;
+		written_bytes = delta.found.written_bytes;
+		for (size_t i = 0; i < delta.found.files.n; i++)
+			if (delta.found.files.v[i].multi_link)
+				hs_ckpt__watch_multi(ch.track, delta.found.files.v[i].path);
+	} else {
+		if ((rc = hs_ckpt__scan_workspace(wsfd, &so, &scan, err)) ||
+		    (rc = hs_ckpt__index_apply(index, &scan.files, &index_changed, task_id, err)))
+			goto done;
+		nfiles = scan.files.n;
+		nhashed = scan.hashed;
+		written_bytes = scan.written_bytes;
+		for (size_t i = 0; ch.watching && i < scan.files.n; i++)
+			if (scan.files.v[i].multi_link)
+				hs_ckpt__watch_multi(ch.track, scan.files.v[i].path);
+	}
+	hs_ckpt__cache_dispose(&cache); /* stale now */
 	t_scan = hs_clock_mono_us();
-	/* An index nothing was added to, removed from or refreshed in is
-	 * already on disk: skip rewriting (and renaming) the whole file. */
+	if (index_changed)
+		l->index_dirty = true;
 	if ((g = git_index_write_tree_to(&tree_oid, index, repo)) < 0 ||
-	    (index_changed && (g = git_index_write(index)) < 0) ||
 	    (g = git_tree_lookup(&tree, repo, &tree_oid)) < 0) {
 		rc = hs_ckpt__git_err(err, g, "write tree", task_id);
 		goto done;
 	}
+	t_tree = hs_clock_mono_us();
 	const hs_ckpt__entry *latest = hs_ckpt__catalog_latest(&l->catalog);
 	const hs_ckpt__entry *cur = hs_ckpt__catalog_current(&l->catalog);
 	if (cur) {
@@ -229,6 +290,7 @@ int hs_ckpt_create_with(hs_ckpt_mgr *mgr, const char *task_id, const hs_ckpt_cre
 	if (!res.unchanged &&
 	    (rc = hs_ckpt__count_changes(repo, ptree, tree, &info->files_changed, task_id, err)))
 		goto done;
+	t_diff = hs_clock_mono_us();
 	snprintf(info->task_id, sizeof(info->task_id), "%s", task_id);
 	info->step = o->step;
 	info->seq = latest ? latest->seq + 1 : 1;
@@ -254,30 +316,65 @@ int hs_ckpt_create_with(hs_ckpt_mgr *mgr, const char *task_id, const hs_ckpt_cre
 		rc = hs_ckpt__git_err(err, g, "commit", task_id);
 		goto done;
 	}
+	t_commit = t_pack = hs_clock_mono_us();
+	/* What is in memory becomes one pack of the repository (durable). */
+	if ((rc = hs_ckpt__batch_commit(batch, repo, tree, ptree, &commit_oid, mgr->durable, task_id,
+					err)))
+		goto done;
+	t_pack = hs_clock_mono_us();
 	hs_ckpt__make_id(info->checkpoint_id, o->step, &commit_oid);
 	git_oid_tostr(info->commit, sizeof(info->commit), &commit_oid);
 	char ref[128];
 	snprintf(ref, sizeof(ref), HS_CKPT__REF_PREFIX "%s", info->checkpoint_id);
 	/* Objects durable before the ref names them; the checkpoint ref is the
-	 * acknowledgement, the other two follow it. */
-	if ((mgr->durable && (rc = hs_ckpt__flush(repo, task_id, err))) ||
+	 * acknowledgement, the other two follow it. Only what this checkpoint
+	 * wrote is fsync()ed: the objects its tree has and its parent's lacks,
+	 * the commit, the refs and their directories (never syncfs: other
+	 * tenants' dirty pages are not ours to flush). */
+	const char *const refs[] = { ref, HS_CKPT__REF_LATEST, HS_CKPT__REF_CURRENT, "refs/harness",
+				     NULL };
+	if ((mgr->durable &&
+	     (rc = hs_ckpt__flush_objects(repo, tree, ptree, &commit_oid, task_id, err))) ||
+	    (t_flush = hs_clock_mono_us(), 0) ||
 	    (rc = set_ref(repo, ref, &commit_oid, 0, task_id, err)) ||
 	    (rc = set_ref(repo, HS_CKPT__REF_LATEST, &commit_oid, 1, task_id, err)) ||
 	    (rc = set_ref(repo, HS_CKPT__REF_CURRENT, &commit_oid, 1, task_id, err)) ||
-	    (mgr->durable && (rc = hs_ckpt__flush(repo, task_id, err))))
+	    (mgr->durable && (rc = hs_ckpt__flush_refs(repo, refs, task_id, err))))
 		goto done;
+	git_oid_cpy(&l->index_tree, &tree_oid);
+	l->index_tree_known = true;
+	/* The index file (a cache, rewritten whole) only now, when every blob
+	 * it names is durable: after a full walk here, while tracked by the
+	 * saver thread once the task is idle (see hs_ckpt__index_save). */
+	(void)(ch.tracked ? 0 : hs_ckpt__index_save(l, true, task_id));
 	if (hs_ckpt__catalog_append(&l->catalog, info, o->request_id) != 0)
 		hs_log(HS_LOG_WARN, "checkpoint", "catalog dropped, rebuilt on next use",
 		       HS_LS("task_id", task_id));
 	/* An upper bound of what this create added (blobs at their raw size,
 	 * trees and the commit); measured again before it could refuse one. */
-	l->repo_bytes += scan.written_bytes + 256 * (uint64_t)scan.hashed + strlen(msg) + 1024;
+	l->repo_bytes += written_bytes + 256 * (uint64_t)nhashed + strlen(msg) + 1024;
 	gitdir_of(repo, gitdir, sizeof(gitdir));
 	hs_log(HS_LOG_INFO, "checkpoint", "created", HS_LS("task_id", task_id),
 	       HS_LS("checkpoint_id", info->checkpoint_id), HS_LI("files_changed", info->files_changed),
-	       HS_LB("unchanged", res.unchanged), HS_LI("files", scan.files.n),
-	       HS_LI("hashed", scan.hashed), HS_LI("scan_us", t_scan - t0),
+	       HS_LB("unchanged", res.unchanged), HS_LI("files", nfiles),
+	       HS_LI("hashed", nhashed), HS_LS("scan", ch.tracked ? "tracked" : "full"),
+	       HS_LS("reason", hs_ckpt__why_name(ch.why)), HS_LI("paths", ch.paths.count),
+	       HS_LI("scan_us", t_scan - t0), HS_LI("tree_us", t_tree - t_scan),
+	       HS_LI("diff_us", t_diff - t_tree), HS_LI("commit_us", t_commit - t_diff),
+	       HS_LI("pack_us", t_pack - t_commit), HS_LI("flush_us", t_flush ? t_flush - t_pack : 0),
+	       HS_LI("refs_us", hs_clock_mono_us() - (t_flush ? t_flush : t_pack)),
 	       HS_LI("us", hs_clock_mono_us() - t0));
+	/* One pack per create: merge the small ones now and then. */
+	if (hs_ckpt__packs_maintain(repo, mgr->durable, task_id)) {
+		git_tree_free(tree);
+		git_tree_free(ptree);
+		git_commit_free(pcommit);
+		tree = ptree = NULL;
+		pcommit = NULL;
+		git_odb_free(odb);
+		odb = NULL;
+		hs_ckpt__repo_reload(mgr, l);
+	}
 done:
 	git_signature_free(sig);
 	git_tree_free(tree);
@@ -285,6 +382,9 @@ done:
 	git_commit_free(pcommit);
 	git_odb_free(odb);
 	hs_ckpt__scan_dispose(&scan);
+	hs_ckpt__delta_dispose(&delta);
+	hs_ckpt__cache_dispose(&cache);
+	hs_ckpt__changes_dispose(&ch);
 	if (rc && wrote)
 		hs_ckpt__repo_forget(mgr, l); /* maybe a half-updated index in memory */
 	hs_ckpt__unlock(mgr, l);

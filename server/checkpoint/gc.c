@@ -198,9 +198,25 @@ int hs_ckpt__repack(git_repository *repo, git_index *index, bool durable, const 
 			goto git_fail;
 		snprintf(keep, sizeof(keep), "pack-%s", git_packbuilder_name(pb));
 	}
-	/* The new pack durable before anything it replaces goes. */
-	if (durable && (rc = hs_ckpt__flush(repo, task_id, err)) != HS_OK)
-		goto done;
+	/* The new pack durable before anything it replaces goes: the pack,
+	 * its index and the directory that holds them (no syncfs). */
+	if (durable && keep[0]) {
+		static const char *const exts[] = { ".pack", ".idx", NULL };
+		char p[4400];
+		for (size_t i = 0; exts[i]; i++) {
+			snprintf(p, sizeof(p), "%s/%s%s", packdir, keep, exts[i]);
+			if (hs_ckpt__fsync_path(p, false) != 0) {
+				rc = hs_error_set(err, HS_INTERNAL, "checkpoint prune: task %s: fsync %s",
+						  task_id, p);
+				goto done;
+			}
+		}
+		if (hs_ckpt__fsync_path(packdir, true) != 0) {
+			rc = hs_error_set(err, HS_INTERNAL, "checkpoint prune: task %s: fsync %s",
+					  task_id, packdir);
+			goto done;
+		}
+	}
 	if (write_shallow(gitdir, &shallow) != 0) {
 		rc = hs_error_set(err, HS_UNAVAILABLE, "checkpoint prune: task %s: shallow: %s", task_id,
 				  strerror(errno));

@@ -22,6 +22,7 @@
 #include "checkpoint_internal.h"
 
 #include <ctype.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -33,6 +34,7 @@ typedef struct ignore_rule {
 } ignore_rule;
 
 struct hs_ckpt__ignore_level {
+	_Atomic unsigned refs; /* stacks holding it (a parallel walk shares levels) */
 	char *base; /* "" or "dir/sub/" */
 	size_t base_len;
 	char *buf;  /* the patterns' text, NUL-separated */
@@ -213,17 +215,51 @@ static size_t trim_trailing_spaces(const char *s, size_t n)
 	return keep;
 }
 
+static int reserve(hs_ckpt__ignore *ig, size_t want)
+{
+	if (want <= ig->cap)
+		return 0;
+	size_t ncap = ig->cap ? ig->cap : 8;
+	while (ncap < want)
+		ncap *= 2;
+	hs_ckpt__ignore_level **nv = realloc(ig->v, ncap * sizeof(*nv));
+	if (nv == NULL)
+		return -1;
+	ig->v = nv;
+	ig->cap = ncap;
+	return 0;
+}
+
+static void level_release(hs_ckpt__ignore_level *lv)
+{
+	if (atomic_fetch_sub_explicit(&lv->refs, 1, memory_order_acq_rel) != 1)
+		return;
+	free(lv->base);
+	free(lv->buf);
+	free(lv->v);
+	free(lv);
+}
+
+int hs_ckpt__ignore_copy(hs_ckpt__ignore *dst, const hs_ckpt__ignore *src)
+{
+	memset(dst, 0, sizeof(*dst));
+	if (src->n && reserve(dst, src->n) != 0)
+		return -1;
+	for (size_t i = 0; i < src->n; i++) {
+		atomic_fetch_add_explicit(&src->v[i]->refs, 1, memory_order_relaxed);
+		dst->v[i] = src->v[i];
+	}
+	dst->n = src->n;
+	dst->text_bytes = src->text_bytes;
+	dst->rules = src->rules;
+	return 0;
+}
+
 int hs_ckpt__ignore_push(hs_ckpt__ignore *ig, const char *base, const char *text, size_t len)
 {
 	hs_ckpt__ignore_level lv = { 0 };
-	if (ig->n == ig->cap) {
-		size_t ncap = ig->cap ? ig->cap * 2 : 8;
-		hs_ckpt__ignore_level *nv = realloc(ig->v, ncap * sizeof(*nv));
-		if (nv == NULL)
-			return -1;
-		ig->v = nv;
-		ig->cap = ncap;
-	}
+	if (reserve(ig, ig->n + 1) != 0)
+		return -1;
 	size_t lines = 1;
 	for (size_t i = 0; i < len; i++)
 		lines += text[i] == '\n';
@@ -277,10 +313,15 @@ next_line:
 		free(lv.v);
 		return -2;
 	}
+	lv.len = len;
+	hs_ckpt__ignore_level *heap = malloc(sizeof(*heap));
+	if (heap == NULL)
+		goto oom;
+	*heap = lv;
+	atomic_init(&heap->refs, 1);
 	ig->text_bytes += len;
 	ig->rules += lv.n;
-	lv.len = len;
-	ig->v[ig->n++] = lv;
+	ig->v[ig->n++] = heap;
 	return 0;
 oom:
 	free(lv.base);
@@ -293,12 +334,10 @@ void hs_ckpt__ignore_pop(hs_ckpt__ignore *ig)
 {
 	if (ig->n == 0)
 		return;
-	hs_ckpt__ignore_level *lv = &ig->v[--ig->n];
+	hs_ckpt__ignore_level *lv = ig->v[--ig->n];
 	ig->text_bytes -= lv->len;
 	ig->rules -= lv->n;
-	free(lv->base);
-	free(lv->buf);
-	free(lv->v);
+	level_release(lv);
 }
 
 void hs_ckpt__ignore_dispose(hs_ckpt__ignore *ig)
@@ -314,7 +353,7 @@ bool hs_ckpt__ignored(const hs_ckpt__ignore *ig, const char *path, bool is_dir)
 	const char *slash = strrchr(path, '/');
 	const char *basename = slash ? slash + 1 : path;
 	for (size_t l = ig->n; l-- > 0;) {
-		const hs_ckpt__ignore_level *lv = &ig->v[l];
+		const hs_ckpt__ignore_level *lv = ig->v[l];
 		/* Levels are the path's ancestors (the scanner pushes and pops as it
 		 * walks), so path starts with base. */
 		if (strncmp(path, lv->base, lv->base_len) != 0)

@@ -48,6 +48,35 @@ static const char *ws_or_recorded(const char *workspace, const hs_ckpt_info *inf
 	return info->workspace && info->workspace[0] ? info->workspace : NULL;
 }
 
+/* Files seen with several links: the tracker re-checks them every time. */
+static void mark_multi(const hs_ckpt__changes *ch, const hs_ckpt__files *fl)
+{
+	for (size_t i = 0; ch->track && i < fl->n; i++)
+		if (fl->v[i].multi_link)
+			hs_ckpt__watch_multi(ch->track, fl->v[i].path);
+}
+
+/* Where a verify's full walk (now) differs from the index (c): the paths
+ * the tracker must re-check, so index + changes describe the workspace. */
+static void mark_differences(const hs_ckpt__changes *ch, const hs_ckpt__cache *c,
+			     const hs_ckpt__files *now)
+{
+	size_t i = 0, j = 0;
+	while (i < c->n || j < now->n) {
+		int cmp = i == c->n ? 1 : j == now->n ? -1 : strcmp(c->v[i]->path, now->v[j].path);
+		if (cmp < 0) {
+			hs_ckpt__watch_mark(ch->track, c->v[i++]->path);
+		} else if (cmp > 0) {
+			hs_ckpt__watch_mark(ch->track, now->v[j++].path);
+		} else {
+			if (c->v[i]->mode != now->v[j].mode || !git_oid_equal(&c->v[i]->id, &now->v[j].id))
+				hs_ckpt__watch_mark(ch->track, now->v[j].path);
+			i++;
+			j++;
+		}
+	}
+}
+
 /* A checkpoint's commit: by id, or the newest when id is NULL/"". */
 static int resolve(git_commit **out, op *o, const char *checkpoint_id, hs_error *err)
 {
@@ -77,6 +106,13 @@ int hs_ckpt_restore_as(hs_ckpt_mgr *mgr, const hs_principal *who, const char *ta
 	hs_ckpt__files target = { 0 }, final = { 0 };
 	hs_ckpt_info info;
 	memset(&info, 0, sizeof(info));
+	hs_ckpt__delta delta;
+	memset(&delta, 0, sizeof(delta));
+	hs_ckpt__changes ch;
+	memset(&ch, 0, sizeof(ch));
+	hs_ckpt__cache cache = { 0 };
+	hs_ckpt_strlist left = { 0 };
+	char *wsname = NULL;
 	bool wrote = false, changed = false;
 	uint32_t written = 0, removed = 0;
 	int g, rc;
@@ -89,31 +125,61 @@ int hs_ckpt_restore_as(hs_ckpt_mgr *mgr, const hs_principal *who, const char *ta
 	if ((rc = hs_ckpt__lookup(&c, o.repo, task_id, checkpoint_id, err)) ||
 	    (rc = hs_ckpt__parse_commit(c, task_id, &info, err)) ||
 	    (rc = hs_ckpt__workspace_open(mgr, who, task_id, ws_or_recorded(workspace, &info), true,
-					  &wsfd, NULL, err)) ||
+					  &wsfd, &wsname, err)) ||
 	    (rc = hs_ckpt__index(&index, o.lock, task_id, err)))
 		goto done;
 	if ((g = git_commit_tree(&tree, c)) < 0) {
 		rc = hs_ckpt__git_err(err, g, "restore", task_id);
 		goto done;
 	}
-	/* What is there now (stat-cached, nothing written to the repository),
-	 * then only what differs is written or removed, beneath the workspace. */
-	hs_ckpt__scan_opts so = { .odb = NULL, .cache = index, .task_id = task_id };
-	if ((rc = hs_ckpt__tree_files(tree, &target, task_id, err)) ||
-	    (rc = hs_ckpt__scan_workspace(wsfd, &so, &now, err)))
-		goto done;
-	t_scan = hs_clock_mono_us();
+	/* What is there now (stat-cached or tracked, nothing written to the
+	 * repository), then only what differs is written or removed, beneath
+	 * the workspace. */
 	wrote = true;
+	if ((rc = hs_ckpt__changes_begin(mgr, o.lock, wsname, wsfd, HS_CKPT__OP_RESTORE, &ch, err)))
+		goto done;
+	hs_ckpt__changes_log(&ch, task_id, wsname);
+	if (hs_ckpt__cache_init(&cache, index) != 0) {
+		rc = hs_error_set(err, HS_INTERNAL, "checkpoint: out of memory");
+		goto done;
+	}
+	hs_ckpt__scan_opts so = { .odb = NULL, .cache = &cache, .task_id = task_id,
+				  .threads = ch.tracked ? 1 : mgr->scan_threads,
+				  .watch = ch.tracked || ch.watching ? ch.track : NULL };
+	if ((rc = hs_ckpt__tree_files(tree, &target, task_id, err)))
+		goto done;
+	if (ch.tracked) {
+		if ((rc = hs_ckpt__track_read(wsfd, &so, &ch.paths, &delta, err)) ||
+		    (rc = hs_ckpt__delta_overlay(&cache, &delta, &now.files, err)))
+			goto done;
+		now.roots_unknown = true;
+		mark_multi(&ch, &delta.found.files);
+	} else {
+		if ((rc = hs_ckpt__scan_workspace(wsfd, &so, &now, err)))
+			goto done;
+		if (ch.watching)
+			mark_multi(&ch, &now.files);
+	}
+	hs_ckpt__cache_dispose(&cache);
+	t_scan = hs_clock_mono_us();
 	if ((rc = hs_ckpt__restore_files(o.repo, wsfd, &target, &now, &final, &written, &removed,
-					 task_id, err)) ||
+					 &left, task_id, err)) ||
 	    (rc = hs_ckpt__index_apply(index, &final, &changed, task_id, err)))
 		goto done;
-	if ((changed && (g = git_index_write(index)) < 0) ||
+	if (changed)
+		o.lock->index_dirty = true;
+	if (((ch.tracked ? 0 : hs_ckpt__index_save(o.lock, true, task_id)) != 0 && (g = -1) < 0) ||
 	    (g = git_reference_create(NULL, o.repo, HS_CKPT__REF_CURRENT, git_commit_id(c), 1,
 				       "harness restore")) < 0) {
 		rc = hs_ckpt__git_err(err, g, "restore", task_id);
 		goto done;
 	}
+	git_oid_cpy(&o.lock->index_tree, git_tree_id(tree));
+	o.lock->index_tree_known = true;
+	/* Files left alone (a nested repository's the checkpoint lacks) are on
+	 * disk but not in the index now: the next call must look at them. */
+	for (size_t i = 0; ch.track && i < left.count; i++)
+		hs_ckpt__watch_mark(ch.track, left.items[i]);
 	hs_ckpt__catalog_set_current(&o.lock->catalog, info.seq);
 	*out = info;
 	memset(&info, 0, sizeof(info));
@@ -123,13 +189,20 @@ int hs_ckpt_restore_as(hs_ckpt_mgr *mgr, const hs_principal *who, const char *ta
 		*files_removed = removed;
 	hs_log(HS_LOG_INFO, "checkpoint", "restored", HS_LS("task_id", task_id),
 	       HS_LS("checkpoint_id", checkpoint_id), HS_LI("written", written),
-	       HS_LI("removed", removed), HS_LI("scan_us", t_scan - t0),
+	       HS_LI("removed", removed), HS_LS("scan", ch.tracked ? "tracked" : "full"),
+	       HS_LS("reason", hs_ckpt__why_name(ch.why)), HS_LI("paths", ch.paths.count),
+	       HS_LI("scan_us", t_scan - t0),
 	       HS_LI("us", hs_clock_mono_us() - t0));
 done:
 	hs_ckpt_info_dispose(&info);
 	hs_ckpt__scan_dispose(&now);
 	hs_ckpt__files_dispose(&target);
 	hs_ckpt__files_dispose(&final);
+	hs_ckpt__delta_dispose(&delta);
+	hs_ckpt__cache_dispose(&cache);
+	hs_ckpt__changes_dispose(&ch);
+	hs_ckpt_strlist_dispose(&left);
+	free(wsname);
 	git_tree_free(tree);
 	git_commit_free(c);
 	if (wsfd >= 0)
@@ -270,38 +343,86 @@ int hs_ckpt_verify_as(hs_ckpt_mgr *mgr, const hs_principal *who, const char *tas
 	hs_ckpt__files target = { 0 };
 	hs_ckpt_info info;
 	memset(&info, 0, sizeof(info));
+	hs_ckpt__delta delta;
+	memset(&delta, 0, sizeof(delta));
+	hs_ckpt__changes ch;
+	memset(&ch, 0, sizeof(ch));
+	hs_ckpt__cache cache = { 0 };
+	char *wsname = NULL;
 	int g, rc;
 	memset(&o, 0, sizeof(o));
 	if ((rc = hs_ckpt_access(mgr, who, task_id, false, err)) ||
 	    (rc = op_begin(&o, mgr, task_id, err)) || (rc = resolve(&c, &o, checkpoint_id, err)) ||
 	    (rc = hs_ckpt__parse_commit(c, task_id, &info, err)) ||
 	    (rc = hs_ckpt__workspace_open(mgr, who, task_id, ws_or_recorded(workspace, &info), false,
-					  &wsfd, NULL, err)) ||
+					  &wsfd, &wsname, err)) ||
 	    (rc = hs_ckpt__index(&index, o.lock, task_id, err)))
 		goto done;
 	if ((g = git_commit_tree(&tree, c)) < 0) {
 		rc = hs_ckpt__git_err(err, g, "verify", task_id);
 		goto done;
 	}
-	hs_ckpt__scan_opts so = { .odb = NULL, .cache = index, .task_id = task_id };
+	if ((rc = hs_ckpt__changes_begin(mgr, o.lock, wsname, wsfd, HS_CKPT__OP_VERIFY, &ch, err)))
+		goto done;
+	hs_ckpt__changes_log(&ch, task_id, wsname);
+	if (hs_ckpt__cache_init(&cache, index) != 0) {
+		rc = hs_error_set(err, HS_INTERNAL, "checkpoint: out of memory");
+		goto done;
+	}
+	hs_ckpt__scan_opts so = { .odb = NULL, .cache = &cache, .task_id = task_id,
+				  .threads = ch.tracked ? 1 : mgr->scan_threads,
+				  .watch = ch.tracked || ch.watching ? ch.track : NULL };
 	hs_ckpt_verify_result res;
 	bool refreshed = false;
-	if ((rc = hs_ckpt__tree_files(tree, &target, task_id, err)) ||
-	    (rc = hs_ckpt__scan_workspace(wsfd, &so, &now, err)) ||
-	    (rc = hs_ckpt__compare_files(&now.files, &target, &res, err)))
-		goto done;
+	const hs_ckpt__files *seen = NULL; /* what was stat()ed (for the refresh) */
+	if (ch.tracked) {
+		if ((rc = hs_ckpt__track_read(wsfd, &so, &ch.paths, &delta, err)))
+			goto done;
+		if (o.lock->index_tree_known && git_oid_equal(&o.lock->index_tree, git_tree_id(tree))) {
+			/* The index holds this checkpoint: only the changed paths can differ. */
+			if ((rc = hs_ckpt__delta_compare(&cache, &delta, &res, err)))
+				goto done;
+		} else if ((rc = hs_ckpt__delta_overlay(&cache, &delta, &now.files, err)) ||
+			   (rc = hs_ckpt__tree_files(tree, &target, task_id, err)) ||
+			   (rc = hs_ckpt__compare_files(&now.files, &target, &res, err))) {
+			goto done;
+		}
+		mark_multi(&ch, &delta.found.files);
+		seen = &delta.found.files;
+	} else {
+		if ((rc = hs_ckpt__tree_files(tree, &target, task_id, err)) ||
+		    (rc = hs_ckpt__scan_workspace(wsfd, &so, &now, err)) ||
+		    (rc = hs_ckpt__compare_files(&now.files, &target, &res, err)))
+			goto done;
+		if (ch.watching) {
+			/* This walk is the tracker's baseline: what differs from the
+			 * index is what the next call must look at. */
+			mark_differences(&ch, &cache, &now.files);
+			mark_multi(&ch, &now.files);
+		}
+		seen = &now.files;
+	}
+	hs_ckpt__cache_dispose(&cache);
 	/* Keep the stat refreshes the comparison proved safe (best effort). */
 	hs_error e = { 0 };
-	if (hs_ckpt__index_refresh(index, &now.files, &refreshed, task_id, &e) != HS_OK ||
-	    (refreshed && git_index_write(index) < 0))
+	if (hs_ckpt__index_refresh(index, seen, &refreshed, task_id, &e) != HS_OK)
 		hs_log(HS_LOG_WARN, "checkpoint", "index refresh after verify failed",
 		       HS_LS("task_id", task_id));
+	if (refreshed)
+		o.lock->index_dirty = true;
+	(void)(ch.tracked ? 0 : hs_ckpt__index_save(o.lock, true, task_id));
 	memcpy(res.checkpoint_id, info.checkpoint_id, sizeof(res.checkpoint_id));
 	*out = res;
 done:
 	hs_ckpt_info_dispose(&info);
 	hs_ckpt__scan_dispose(&now);
 	hs_ckpt__files_dispose(&target);
+	hs_ckpt__delta_dispose(&delta);
+	hs_ckpt__cache_dispose(&cache);
+	if (rc != HS_OK)
+		hs_ckpt__watch_fail(ch.track);
+	hs_ckpt__changes_dispose(&ch);
+	free(wsname);
 	git_tree_free(tree);
 	git_commit_free(c);
 	if (wsfd >= 0)
@@ -445,6 +566,9 @@ int hs_ckpt_prune(hs_ckpt_mgr *mgr, const char *task_id, uint32_t keep_last, boo
 			before = 0;
 		repacked = true;
 		if ((rc = hs_ckpt__index(&index, o.lock, task_id, err)) ||
+		    (hs_ckpt__index_save(o.lock, true, task_id) != 0 &&
+		     (rc = hs_error_set(err, HS_UNAVAILABLE, "checkpoint prune: task %s: index write "
+					"failed", task_id))) ||
 		    (rc = hs_ckpt__repack(o.repo, index, mgr->durable, task_id, err)))
 			goto done;
 		if (hs_ckpt__repo_bytes(gitdir, &after) != 0)
@@ -463,8 +587,11 @@ done:
 	/* Stopped half way: the catalog no longer matches the refs; rebuild. */
 	if (rc && removed_some)
 		hs_ckpt__catalog_dispose(&o.lock->catalog);
-	/* After a repack the open repository's view of its objects is stale. */
-	op_end(&o, repacked);
+	/* After a repack the open repository's view of its objects is stale;
+	 * the index is unchanged, so change tracking stays trusted. */
+	if (repacked && rc == HS_OK)
+		hs_ckpt__repo_reload(mgr, o.lock);
+	op_end(&o, repacked && rc != HS_OK);
 	return rc;
 }
 
@@ -489,6 +616,9 @@ int hs_ckpt_delete_task(hs_ckpt_mgr *mgr, const char *task_id, hs_error *err)
 		goto done;
 	}
 	hs_ckpt__repo_forget(mgr, l);
+	hs_ckpt__track_free(mgr->watcher, l->track);
+	l->track = NULL;
+	l->track_why = HS_CKPT__WHY_NEW;
 	/* Disappear atomically (rename over an empty temp dir), then delete. */
 	if (mkdtemp(tmp) == NULL || rename(path, tmp) != 0) {
 		rc = hs_error_set(err, HS_INTERNAL, "checkpoint delete: task %s: %s", task_id,

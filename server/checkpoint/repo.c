@@ -247,18 +247,180 @@ int hs_ckpt__index(git_index **out, hs_ckpt__task_lock *l, const char *task_id, 
 	return HS_OK;
 }
 
-int hs_ckpt__flush(git_repository *repo, const char *task_id, hs_error *err)
+int hs_ckpt__index_save(hs_ckpt__task_lock *l, bool force, const char *task_id)
 {
-	int fd = open(git_repository_path(repo), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0 || syncfs(fd) != 0) {
-		int e = errno;
-		if (fd >= 0)
-			close(fd);
-		return hs_error_set(err, HS_INTERNAL, "checkpoint: task %s: syncfs: %s", task_id,
-				    strerror(e));
+	if (l == NULL || l->index == NULL || !l->index_dirty)
+		return 0;
+	int64_t now = hs_clock_mono_ms();
+	if (!force && now - l->index_saved_ms < HS_CKPT__INDEX_SAVE_MS)
+		return 0;
+	if (git_index_write(l->index) < 0) {
+		hs_log(HS_LOG_WARN, "checkpoint", "index write failed", HS_LS("task_id", task_id),
+		       HS_LS("error", git_error_last() ? git_error_last()->message : ""));
+		return -1;
 	}
+	l->index_dirty = false;
+	l->index_saved_ms = now;
+	return 0;
+}
+
+/* ---- durability: fsync exactly what a checkpoint wrote ------------------------ */
+
+int hs_ckpt__fsync_path(const char *path, bool dir)
+{
+	int fd = open(path, (dir ? O_RDONLY | O_DIRECTORY : O_RDONLY) | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return errno == ENOENT ? 1 : -1;
+	int rc = fsync(fd) == 0 ? 0 : -1;
+	int e = errno;
 	close(fd);
+	errno = e;
+	return rc;
+}
+
+typedef struct oidlist {
+	git_oid *v;
+	size_t n, cap;
+} oidlist;
+
+static int oidlist_add(oidlist *l, const git_oid *id)
+{
+	if (l->n == l->cap) {
+		size_t ncap = l->cap ? l->cap * 2 : 256;
+		git_oid *nv = realloc(l->v, ncap * sizeof(*nv));
+		if (nv == NULL)
+			return -1;
+		l->v = nv;
+		l->cap = ncap;
+	}
+	git_oid_cpy(&l->v[l->n++], id);
+	return 0;
+}
+
+/* The entries of tree that old (may be NULL) lacks at the same path, and
+ * below them. Unchanged subtrees are not entered. */
+static int collect_new(git_repository *repo, git_tree *tree, git_tree *old, oidlist *out, int depth)
+{
+	if (depth > HS_CKPT__DEPTH_MAX + 1)
+		return -1;
+	size_t n = git_tree_entrycount(tree);
+	for (size_t i = 0; i < n; i++) {
+		const git_tree_entry *e = git_tree_entry_byindex(tree, i);
+		const git_tree_entry *o = old ? git_tree_entry_byname(old, git_tree_entry_name(e)) : NULL;
+		if (o && git_oid_equal(git_tree_entry_id(o), git_tree_entry_id(e)))
+			continue;
+		git_object_t type = git_tree_entry_type(e);
+		if (type != GIT_OBJECT_BLOB && type != GIT_OBJECT_TREE)
+			continue;
+		if (oidlist_add(out, git_tree_entry_id(e)) != 0)
+			return -1;
+		if (type != GIT_OBJECT_TREE)
+			continue;
+		git_tree *sub = NULL, *osub = NULL;
+		if (git_tree_lookup(&sub, repo, git_tree_entry_id(e)) < 0)
+			return -1;
+		if (o && git_tree_entry_type(o) == GIT_OBJECT_TREE &&
+		    git_tree_lookup(&osub, repo, git_tree_entry_id(o)) < 0)
+			osub = NULL;
+		int rc = collect_new(repo, sub, osub, out, depth + 1);
+		git_tree_free(sub);
+		git_tree_free(osub);
+		if (rc != 0)
+			return rc;
+	}
+	return 0;
+}
+
+int hs_ckpt__new_objects(git_repository *repo, git_tree *tree, git_tree *old_tree,
+			 const git_oid *commit, git_oid **out, size_t *n)
+{
+	oidlist l = { 0 };
+	if ((!old_tree || !git_oid_equal(git_tree_id(tree), git_tree_id(old_tree))) &&
+	    (oidlist_add(&l, git_tree_id(tree)) != 0 || collect_new(repo, tree, old_tree, &l, 0) != 0))
+		goto fail;
+	if (commit && oidlist_add(&l, commit) != 0)
+		goto fail;
+	*out = l.v;
+	*n = l.n;
+	return 0;
+fail:
+	free(l.v);
+	return -1;
+}
+
+int hs_ckpt__flush_objects(git_repository *repo, git_tree *tree, git_tree *old_tree,
+			   const git_oid *commit, const char *task_id, hs_error *err)
+{
+	oidlist l = { 0 };
+	int rc = HS_OK;
+	bool dirs[256] = { false };
+	char path[PATH_MAX];
+	const char *gitdir = git_repository_path(repo); /* ends with '/' */
+	if (hs_ckpt__new_objects(repo, tree, old_tree, commit, &l.v, &l.n) != 0) {
+		rc = hs_error_set(err, HS_INTERNAL, "checkpoint: task %s: listing new objects failed",
+				  task_id);
+		goto done;
+	}
+	/* Written first, fsync()ed after: the first fsync commits the journal
+	 * for all of them, the rest find little to do. An object that is not
+	 * loose is in a pack made durable by the prune that wrote it. */
+	for (size_t i = 0; i < l.n; i++) {
+		char hex[GIT_OID_HEXSZ + 1];
+		git_oid_tostr(hex, sizeof(hex), &l.v[i]);
+		snprintf(path, sizeof(path), "%sobjects/%.2s/%s", gitdir, hex, hex + 2);
+		int r = hs_ckpt__fsync_path(path, false);
+		if (r < 0)
+			goto fail;
+		if (r == 0)
+			dirs[l.v[i].id[0]] = true;
+	}
+	for (int d = 0; d < 256; d++)
+		if (dirs[d]) {
+			snprintf(path, sizeof(path), "%sobjects/%02x", gitdir, d);
+			if (hs_ckpt__fsync_path(path, true) < 0)
+				goto fail;
+		}
+	snprintf(path, sizeof(path), "%sobjects", gitdir);
+	if (hs_ckpt__fsync_path(path, true) < 0)
+		goto fail;
+	goto done;
+fail:
+	rc = hs_error_set(err, HS_INTERNAL, "checkpoint: task %s: fsync %s: %s", task_id, path,
+			  strerror(errno));
+done:
+	free(l.v);
+	return rc;
+}
+
+int hs_ckpt__flush_refs(git_repository *repo, const char *const *refs, const char *task_id,
+			hs_error *err)
+{
+	const char *gitdir = git_repository_path(repo);
+	char path[PATH_MAX], last_dir[PATH_MAX] = "";
+	for (size_t i = 0; refs[i]; i++) {
+		snprintf(path, sizeof(path), "%s%s", gitdir, refs[i]);
+		int r = hs_ckpt__fsync_path(path, false);
+		if (r == 1) {
+			/* Packed: the file holding it. */
+			snprintf(path, sizeof(path), "%spacked-refs", gitdir);
+			r = hs_ckpt__fsync_path(path, false) < 0 ? -1 : 0;
+			snprintf(path, sizeof(path), "%s%s", gitdir, refs[i]);
+		}
+		if (r < 0)
+			goto fail;
+		/* Its directory (and the rename into it), once per directory. */
+		char *slash = strrchr(path, '/');
+		*slash = '\0';
+		if (strcmp(path, last_dir) != 0) {
+			if (hs_ckpt__fsync_path(path, true) < 0)
+				goto fail;
+			snprintf(last_dir, sizeof(last_dir), "%s", path);
+		}
+	}
 	return HS_OK;
+fail:
+	return hs_error_set(err, HS_INTERNAL, "checkpoint: task %s: fsync %s: %s", task_id, path,
+			    strerror(errno));
 }
 
 void hs_ckpt__make_id(char out[HS_CKPT_ID_MAX], int64_t step, const git_oid *commit)

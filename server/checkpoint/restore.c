@@ -140,10 +140,6 @@ int hs_ckpt__index_refresh(git_index *index, const hs_ckpt__files *ws, bool *cha
 
 /* ---- writing beneath the workspace --------------------------------------------------- */
 
-static bool is_dot_git(const char *name, size_t len)
-{
-	return len == 4 && strncasecmp(name, ".git", 4) == 0;
-}
 
 /* rm -r of name in dirfd, beneath it, never following a link; refuses
  * (HS_CONFLICT) a tree that holds a `.git`. */
@@ -173,7 +169,7 @@ static int remove_tree(int dirfd, const char *name, const char *shown, int depth
 		const char *nm = de->d_name;
 		if (strcmp(nm, ".") == 0 || strcmp(nm, "..") == 0)
 			continue;
-		if (is_dot_git(nm, strlen(nm))) {
+		if (hs_ckpt__is_dot_git(nm, strlen(nm))) {
 			rc = hs_error_set(err, HS_CONFLICT,
 					  "restore: %s holds a nested repository (.git) where the checkpoint "
 					  "has a file; move it away and retry",
@@ -210,7 +206,7 @@ static int ensure_dir(int wsfd, const char *rel, hs_error *err)
 	for (const char *p = rel; *p;) {
 		size_t len = strcspn(p, "/");
 		char comp[256];
-		if (len == 0 || len >= sizeof(comp) || is_dot_git(p, len) ||
+		if (len == 0 || len >= sizeof(comp) || hs_ckpt__is_dot_git(p, len) ||
 		    (len <= 2 && strncmp(p, "..", len) == 0)) {
 			close(cur);
 			return hs_error_set(err, HS_INTERNAL, "restore: unexpected path %s", rel);
@@ -407,9 +403,11 @@ static void prune_empty_dirs(int wsfd, const char *dir)
 
 int hs_ckpt__restore_files(git_repository *repo, int wsfd, const hs_ckpt__files *target,
 			   const hs_ckpt__scan *now, hs_ckpt__files *final, uint32_t *written,
-			   uint32_t *removed, const char *task_id, hs_error *err)
+			   uint32_t *removed, hs_ckpt_strlist *left, const char *task_id,
+			   hs_error *err)
 {
 	const hs_ckpt__files *ws = &now->files;
+	hs_ckpt_strlist probed = { 0 };
 	size_t *writes = NULL, *drops = NULL, nw = 0, nd = 0;
 	int rc = HS_OK;
 	char dir[4200];
@@ -427,11 +425,39 @@ int hs_ckpt__restore_files(git_repository *repo, int wsfd, const hs_ckpt__files 
 		f->mode = target->v[j].mode;
 		f->id = target->v[j].id;
 	}
+	/* A tracked read did not list the nested repositories: look at the
+	 * ancestors of what would be removed. */
+	const hs_ckpt_strlist *roots = &now->repo_roots;
+	if (now->roots_unknown) {
+		hs_ckpt__files cand = { 0 };
+		int prc = 0;
+		for (size_t i = 0, j = 0; i < ws->n && prc == 0;) {
+			int c = j == target->n ? -1 : strcmp(ws->v[i].path, target->v[j].path);
+			if (c < 0) {
+				if (!hs_ckpt__files_add(&cand, ws->v[i].path))
+					prc = -1;
+				i++;
+			} else if (c > 0) {
+				j++;
+			} else {
+				i++;
+				j++;
+			}
+		}
+		if (prc == 0)
+			prc = hs_ckpt__probe_repo_roots(wsfd, &cand, &probed);
+		hs_ckpt__files_dispose(&cand);
+		if (prc != 0)
+			goto oom;
+		roots = &probed;
+	}
 	for (size_t i = 0, j = 0; i < ws->n || j < target->n;) {
 		int c = i == ws->n ? 1 : j == target->n ? -1 : strcmp(ws->v[i].path, target->v[j].path);
 		if (c < 0) {
-			if (!in_foreign_repo(ws->v[i].path, &now->repo_roots, target))
+			if (!in_foreign_repo(ws->v[i].path, roots, target))
 				drops[nd++] = i;
+			else if (hs_ckpt__strlist_push(left, ws->v[i].path) != 0)
+				goto oom;
 			i++;
 		} else if (c > 0) {
 			writes[nw++] = j++;
@@ -502,6 +528,7 @@ int hs_ckpt__restore_files(git_repository *repo, int wsfd, const hs_ckpt__files 
 oom:
 	rc = hs_error_set(err, HS_INTERNAL, "checkpoint restore: out of memory");
 done:
+	hs_ckpt_strlist_dispose(&probed);
 	free(writes);
 	free(drops);
 	if (rc != HS_OK)

@@ -1,4 +1,6 @@
-/* Reading a workspace: the one walk behind create, verify and restore.
+/* Reading a workspace: file lists, stat data, hashing and the stat cache
+ * behind create, verify and restore. The walk itself is walk.c (full
+ * scans) and track.c (only the paths a watcher saw change).
  *
  * Everything is opened beneath the workspace's directory descriptor:
  * directories with openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS) relative to
@@ -34,9 +36,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#define READ_IN_MEMORY_MAX (8u << 20) /* larger files are streamed */
 #define RACY_WINDOW_NS 1000000000LL   /* covers 1 s timestamp granularity */
-#define PATH_LEN_MAX 4000
 
 /* ---- opening beneath ---------------------------------------------------------- */
 
@@ -117,6 +117,26 @@ hs_ckpt__file *hs_ckpt__files_add(hs_ckpt__files *fl, const char *path)
 	return f;
 }
 
+int hs_ckpt__files_move(hs_ckpt__files *dst, hs_ckpt__files *src)
+{
+	if (src->n == 0)
+		return 0;
+	if (dst->n + src->n > dst->cap) {
+		size_t ncap = dst->cap ? dst->cap : 256;
+		while (ncap < dst->n + src->n)
+			ncap *= 2;
+		hs_ckpt__file *nv = realloc(dst->v, ncap * sizeof(*nv));
+		if (nv == NULL)
+			return -1;
+		dst->v = nv;
+		dst->cap = ncap;
+	}
+	memcpy(dst->v + dst->n, src->v, src->n * sizeof(*src->v));
+	dst->n += src->n;
+	src->n = 0; /* the paths moved with them */
+	return 0;
+}
+
 static int cmp_file_path(const void *a, const void *b)
 {
 	return strcmp(((const hs_ckpt__file *)a)->path, ((const hs_ckpt__file *)b)->path);
@@ -185,7 +205,7 @@ int64_t hs_ckpt__racy_after_ns(void)
 }
 
 /* Does the cached entry describe this file as it is now? */
-static bool cache_hit(const git_index_entry *e, const struct stat *st, uint32_t mode)
+bool hs_ckpt__cache_hit(const git_index_entry *e, const struct stat *st, uint32_t mode)
 {
 	return e->mode == mode && e->file_size == (uint32_t)st->st_size &&
 	       e->ctime.seconds == (int32_t)st->st_ctim.tv_sec &&
@@ -214,7 +234,7 @@ void hs_ckpt__entry_from_file(git_index_entry *e, const hs_ckpt__file *f)
 	e->file_size = f->st.size;
 }
 
-static bool entry_equal(const git_index_entry *a, const git_index_entry *b)
+bool hs_ckpt__entry_equal(const git_index_entry *a, const git_index_entry *b)
 {
 	return a->mode == b->mode && git_oid_equal(&a->id, &b->id) &&
 	       a->ctime.seconds == b->ctime.seconds && a->ctime.nanoseconds == b->ctime.nanoseconds &&
@@ -253,7 +273,7 @@ int hs_ckpt__index_apply(git_index *index, const hs_ckpt__files *final, bool *ch
 		} else {
 			git_index_entry want;
 			hs_ckpt__entry_from_file(&want, f);
-			if (!entry_equal(e, &want))
+			if (!hs_ckpt__entry_equal(e, &want))
 				add[nadd++] = j;
 			i++;
 			j++;
@@ -287,7 +307,7 @@ done:
 /* ---- hashing ------------------------------------------------------------------- */
 
 /* Read up to want bytes (stops early at end of file). */
-static ssize_t read_full(int fd, void *buf, size_t want)
+ssize_t hs_ckpt__read_full(int fd, void *buf, size_t want)
 {
 	size_t got = 0;
 	while (got < want) {
@@ -319,7 +339,7 @@ static int hash_stream(int fd, uint64_t size, git_oid *out, bool *short_read)
 		goto done;
 	while (left > 0) {
 		size_t want = left < (1u << 16) ? (size_t)left : (1u << 16);
-		ssize_t r = read_full(fd, buf, want);
+		ssize_t r = hs_ckpt__read_full(fd, buf, want);
 		if (r < 0)
 			goto done;
 		if ((size_t)r < want) {
@@ -351,7 +371,7 @@ static int write_stream(int fd, uint64_t size, git_odb *odb, git_oid *out, bool 
 		goto done;
 	while (left > 0) {
 		size_t want = left < (1u << 16) ? (size_t)left : (1u << 16);
-		ssize_t r = read_full(fd, buf, want);
+		ssize_t r = hs_ckpt__read_full(fd, buf, want);
 		if (r < 0)
 			goto done;
 		if ((size_t)r < want) {
@@ -373,7 +393,7 @@ int hs_ckpt__hash_fd(int fd, uint64_t size, git_odb *odb, git_oid *out, uint64_t
 		     bool *short_read)
 {
 	*short_read = false;
-	if (size > READ_IN_MEMORY_MAX) {
+	if (size > HS_CKPT__READ_IN_MEMORY_MAX) {
 		*hashed_size = size;
 		return odb ? write_stream(fd, size, odb, out, short_read)
 			   : hash_stream(fd, size, out, short_read);
@@ -381,7 +401,7 @@ int hs_ckpt__hash_fd(int fd, uint64_t size, git_odb *odb, git_oid *out, uint64_t
 	char *buf = malloc(size ? (size_t)size : 1);
 	if (buf == NULL)
 		return -1;
-	ssize_t r = read_full(fd, buf, (size_t)size);
+	ssize_t r = hs_ckpt__read_full(fd, buf, (size_t)size);
 	int rc = -1;
 	if (r >= 0) {
 		/* Shorter than its stat said: hash what is there (the stat we
@@ -395,287 +415,51 @@ int hs_ckpt__hash_fd(int fd, uint64_t size, git_odb *odb, git_oid *out, uint64_t
 	return rc;
 }
 
-/* ---- the walk --------------------------------------------------------------------- */
+/* ---- the stat cache, read only ------------------------------------------------------ */
 
-typedef struct walk {
-	int wsfd;
-	const hs_ckpt__scan_opts *o;
-	hs_ckpt__scan *out;
-	hs_ckpt__ignore ignore;
-	char *path; /* PATH_LEN_MAX + 2 bytes; used by one level at a time */
-	int64_t racy_after_ns;
-	const char *task_id;
-	hs_error *err;
-} walk;
-
-static int too_big(walk *w)
+int hs_ckpt__cache_init(hs_ckpt__cache *c, git_index *index)
 {
-	const hs_ckpt__scan_opts *o = w->o;
-	if (o->max_files && w->out->files.n > o->max_files)
-		return hs_error_set(w->err, HS_LIMIT,
-				    "workspace quota: more than %llu files to checkpoint (task %s); "
-				    "remove files or ignore them in .gitignore",
-				    (unsigned long long)o->max_files, w->task_id);
-	if (o->max_bytes && w->out->bytes > o->max_bytes)
-		return hs_error_set(w->err, HS_LIMIT,
-				    "workspace quota: more than %llu bytes to checkpoint (task %s); "
-				    "remove files or ignore them in .gitignore",
-				    (unsigned long long)o->max_bytes, w->task_id);
-	return HS_OK;
+	memset(c, 0, sizeof(*c));
+	if (index == NULL)
+		return 0;
+	size_t n = git_index_entrycount(index);
+	if (n && !(c->v = malloc(n * sizeof(*c->v))))
+		return -1;
+	/* The index keeps its entries sorted by path (then stage): ours are
+	 * stage 0, compared with strcmp (core.ignorecase is off). */
+	for (size_t i = 0; i < n; i++) {
+		const git_index_entry *e = git_index_get_byindex(index, i);
+		if (e && GIT_INDEX_ENTRY_STAGE(e) == 0)
+			c->v[c->n++] = e;
+	}
+	return 0;
 }
 
-static int read_gitignore(walk *w, int dirfd, const char *rel, bool *pushed)
+void hs_ckpt__cache_dispose(hs_ckpt__cache *c)
 {
-	*pushed = false;
-	int fd = openat(dirfd, ".gitignore", O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-	if (fd < 0)
-		return HS_OK; /* none, or a link (never followed, as git does) */
-	struct stat st;
-	int rc = HS_OK;
-	char *buf = NULL;
-	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
-		goto done;
-	size_t want = st.st_size > HS_CKPT__IGNORE_FILE_MAX ? HS_CKPT__IGNORE_FILE_MAX
-							     : (size_t)st.st_size;
-	if (!(buf = malloc(want + 1)))
-		goto oom;
-	ssize_t r = read_full(fd, buf, want);
-	if (r < 0)
-		goto done; /* unreadable: no rules, like a missing file */
-	int pr = hs_ckpt__ignore_push(&w->ignore, rel, buf, (size_t)r);
-	if (pr == -2) {
-		rc = hs_error_set(w->err, HS_LIMIT,
-				  "checkpoint: %s.gitignore: more than %u patterns or %u bytes of "
-				  ".gitignore rules apply at once",
-				  rel, HS_CKPT__IGNORE_RULES_MAX, HS_CKPT__IGNORE_TEXT_MAX);
-		goto done;
-	}
-	if (pr != 0)
-		goto oom;
-	*pushed = true;
-	goto done;
-oom:
-	rc = hs_error_set(w->err, HS_INTERNAL, "checkpoint: out of memory");
-done:
-	free(buf);
-	close(fd);
-	return rc;
+	if (c == NULL)
+		return;
+	free(c->v);
+	memset(c, 0, sizeof(*c));
 }
 
-/* One file or symlink: from the cache, or read and hashed. */
-static int take_file(walk *w, int dirfd, const char *name, const char *path, struct stat *st)
+size_t hs_ckpt__cache_lower(const hs_ckpt__cache *c, const char *path)
 {
-	const hs_ckpt__scan_opts *o = w->o;
-	uint32_t mode = hs_ckpt__mode_of(st->st_mode);
-	const git_index_entry *e = o->cache ? git_index_get_bypath(o->cache, path, 0) : NULL;
-	int64_t ctime_ns = (int64_t)st->st_ctim.tv_sec * 1000000000LL + st->st_ctim.tv_nsec;
-	bool racy = ctime_ns >= w->racy_after_ns;
-	hs_ckpt__file *f = NULL;
-	w->out->bytes += (uint64_t)st->st_size;
-	if (e && !racy && cache_hit(e, st, mode)) {
-		if (!(f = hs_ckpt__files_add(&w->out->files, path)))
-			goto oom;
-		f->mode = mode;
-		git_oid_cpy(&f->id, &e->id);
-		hs_ckpt__stat_fill(f, st, w->racy_after_ns);
-		return too_big(w);
+	size_t lo = 0, hi = c->n;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (strcmp(c->v[mid]->path, path) < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
 	}
-	int rc;
-	if ((rc = too_big(w)) != HS_OK)
-		return rc;
-	git_oid id;
-	uint64_t hashed = 0;
-	bool short_read = false;
-	if (S_ISLNK(st->st_mode)) {
-		size_t cap = (size_t)st->st_size + 1;
-		if (cap > 65536)
-			cap = 65536;
-		char *target = malloc(cap);
-		if (target == NULL)
-			goto oom;
-		ssize_t n = readlinkat(dirfd, name, target, cap);
-		if (n < 0) {
-			int e2 = errno;
-			free(target);
-			return e2 == ENOENT || e2 == EINVAL ? HS_OK /* gone or replaced meanwhile */
-							    : hs_error_set(w->err, HS_CONFLICT,
-									   "checkpoint: cannot read link %s: %s",
-									   path, strerror(e2));
-		}
-		int g = o->odb ? git_odb_write(&id, o->odb, target, (size_t)n, GIT_OBJECT_BLOB)
-			       : git_odb_hash(&id, target, (size_t)n, GIT_OBJECT_BLOB);
-		free(target);
-		if (g < 0)
-			return hs_ckpt__git_err(w->err, g, "write blob", w->task_id);
-		hashed = (uint64_t)n;
-		short_read = (uint64_t)n != (uint64_t)st->st_size;
-	} else {
-		int fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
-		if (fd < 0) {
-			int e2 = errno;
-			if (e2 == ENOENT || e2 == ELOOP)
-				return HS_OK; /* gone, or now a link: the next scan sees it */
-			return hs_error_set(w->err, e2 == EACCES ? HS_CONFLICT : HS_UNAVAILABLE,
-					    "checkpoint: cannot read %s: %s", path, strerror(e2));
-		}
-		struct stat fst;
-		if (fstat(fd, &fst) != 0 || !S_ISREG(fst.st_mode)) {
-			close(fd);
-			return HS_OK; /* replaced by something else meanwhile */
-		}
-		*st = fst; /* the stat of what we read */
-		mode = hs_ckpt__mode_of(fst.st_mode);
-		int hr = -1;
-		for (int attempt = 0; attempt < 3; attempt++) {
-			if (attempt > 0 && (lseek(fd, 0, SEEK_SET) != 0 || fstat(fd, st) != 0))
-				break;
-			hr = hs_ckpt__hash_fd(fd, (uint64_t)st->st_size, o->odb, &id, &hashed,
-					      &short_read);
-			if (hr == 0 || !short_read || st->st_size <= READ_IN_MEMORY_MAX)
-				break;
-		}
-		close(fd);
-		if (hr != 0) {
-			if (short_read)
-				return hs_error_set(w->err, HS_ABORTED,
-						    "checkpoint: %s kept changing while it was read; retry",
-						    path);
-			const git_error *ge = git_error_last();
-			return hs_error_set(w->err, HS_UNAVAILABLE, "checkpoint: reading %s: %s", path,
-					    ge && ge->message ? ge->message : strerror(errno));
-		}
-	}
-	w->out->hashed++;
-	if (o->odb)
-		w->out->written_bytes += hashed;
-	if (!(f = hs_ckpt__files_add(&w->out->files, path)))
-		goto oom;
-	f->mode = mode;
-	f->id = id;
-	f->hashed = true;
-	hs_ckpt__stat_fill(f, st, w->racy_after_ns);
-	if (short_read)
-		f->has_stat = false;
-	return HS_OK;
-oom:
-	return hs_error_set(w->err, HS_INTERNAL, "checkpoint: out of memory");
+	return lo;
 }
 
-static bool is_dot_git(const char *name)
+const git_index_entry *hs_ckpt__cache_find(const hs_ckpt__cache *c, const char *path)
 {
-	return strcasecmp(name, ".git") == 0;
-}
-
-/* rel: "" for the workspace itself, else "dir/sub/". */
-static int walk_dir(walk *w, const char *rel, int depth)
-{
-	int rc = HS_OK;
-	bool pushed = false;
-	hs_ckpt_strlist subdirs = { 0 };
-	if (depth > HS_CKPT__DEPTH_MAX)
-		return hs_error_set(w->err, HS_LIMIT, "checkpoint: %s: deeper than %d directories",
-				    rel, HS_CKPT__DEPTH_MAX);
-	int fd = hs_ckpt__open_beneath(w->wsfd, rel, O_RDONLY | O_DIRECTORY);
-	if (fd < 0) {
-		if (depth > 0 && (fd == -ENOENT || fd == -ELOOP || fd == -ENOTDIR || fd == -EXDEV))
-			return HS_OK; /* removed or replaced by a link meanwhile: not ours to follow */
-		return hs_error_set(w->err, fd == -EACCES ? HS_CONFLICT : HS_UNAVAILABLE,
-				    "checkpoint: cannot open directory %s: %s", rel[0] ? rel : ".",
-				    strerror(-fd));
-	}
-	DIR *d = fdopendir(fd);
-	if (d == NULL) {
-		close(fd);
-		return hs_error_set(w->err, HS_UNAVAILABLE, "checkpoint: %s: %s", rel, strerror(errno));
-	}
-	if ((rc = read_gitignore(w, fd, rel, &pushed)) != HS_OK)
-		goto done;
-	char *path = w->path; /* free again before we recurse */
-	size_t rl = strlen(rel);
-	struct dirent *de;
-	errno = 0;
-	while ((de = readdir(d)) != NULL) {
-		const char *nm = de->d_name;
-		if (strcmp(nm, ".") == 0 || strcmp(nm, "..") == 0)
-			continue;
-		if (is_dot_git(nm)) {
-			/* The agent's own repository: never read, never recorded. */
-			if (depth > 0 && hs_ckpt__strlist_push(&w->out->repo_roots, rel) != 0)
-				goto oom;
-			continue;
-		}
-		size_t nl = strlen(nm);
-		if (rl + nl + 1 > PATH_LEN_MAX) {
-			rc = hs_error_set(w->err, HS_LIMIT, "checkpoint: path longer than %d bytes under %s",
-					  PATH_LEN_MAX, rel[0] ? rel : ".");
-			goto done;
-		}
-		memcpy(path, rel, rl);
-		memcpy(path + rl, nm, nl + 1);
-		struct stat st;
-		if (fstatat(fd, nm, &st, AT_SYMLINK_NOFOLLOW) != 0)
-			continue; /* vanished meanwhile */
-		if (S_ISDIR(st.st_mode)) {
-			if (hs_ckpt__ignored(&w->ignore, path, true))
-				continue;
-			path[rl + nl] = '/';
-			path[rl + nl + 1] = '\0';
-			if (hs_ckpt__strlist_push(&subdirs, path) != 0)
-				goto oom;
-			continue;
-		}
-		if (!S_ISREG(st.st_mode) && !S_ISLNK(st.st_mode))
-			continue; /* sockets, fifos, devices: not git's business */
-		if (hs_ckpt__ignored(&w->ignore, path, false))
-			continue;
-		if ((rc = take_file(w, fd, nm, path, &st)) != HS_OK)
-			goto done;
-	}
-	closedir(d);
-	d = NULL;
-	for (size_t i = 0; i < subdirs.count; i++)
-		if ((rc = walk_dir(w, subdirs.items[i], depth + 1)) != HS_OK)
-			goto done;
-	goto done;
-oom:
-	rc = hs_error_set(w->err, HS_INTERNAL, "checkpoint: out of memory");
-done:
-	if (d != NULL)
-		closedir(d);
-	if (pushed)
-		hs_ckpt__ignore_pop(&w->ignore);
-	hs_ckpt_strlist_dispose(&subdirs);
-	return rc;
-}
-
-static int cmp_str(const void *a, const void *b)
-{
-	return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-int hs_ckpt__scan_workspace(int wsfd, const hs_ckpt__scan_opts *o, hs_ckpt__scan *out,
-			    hs_error *err)
-{
-	walk w;
-	memset(&w, 0, sizeof(w));
-	memset(out, 0, sizeof(*out));
-	w.wsfd = wsfd;
-	w.o = o;
-	w.out = out;
-	w.racy_after_ns = hs_ckpt__racy_after_ns();
-	w.task_id = o->task_id ? o->task_id : "-";
-	w.err = err;
-	if (!(w.path = malloc(PATH_LEN_MAX + 2)))
-		return hs_error_set(err, HS_INTERNAL, "checkpoint: out of memory");
-	int rc = walk_dir(&w, "", 0);
-	hs_ckpt__ignore_dispose(&w.ignore);
-	free(w.path);
-	if (rc != HS_OK) {
-		hs_ckpt__scan_dispose(out);
-		return rc;
-	}
-	hs_ckpt__files_sort(&out->files);
-	if (out->repo_roots.count > 1)
-		qsort(out->repo_roots.items, out->repo_roots.count, sizeof(char *), cmp_str);
-	return HS_OK;
+	if (c == NULL)
+		return NULL;
+	size_t i = hs_ckpt__cache_lower(c, path);
+	return i < c->n && strcmp(c->v[i]->path, path) == 0 ? c->v[i] : NULL;
 }

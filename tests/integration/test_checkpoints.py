@@ -1,8 +1,11 @@
 """CheckpointService through grpcio against a real harnessd: byte-exact
 restores (content, modes, symlinks), untracked files removed and ignored ones
 kept, listing/paging, verify, diff, prune, refusals (bad ids, path traversal,
-someone else's task, no token), concurrent creates, and kill -9 in the middle
-of a large checkpoint. test_checkpoint_tenancy.py has issue 11's attacks
+someone else's task, no token), concurrent creates, kill -9 in the middle
+of a large checkpoint, and change tracking (issue 16): changes made inside a
+real bwrap sandbox are seen by a tracked checkpoint, changes made while
+harnessd is down by the full walk after the restart, both counted in
+harness_checkpoint_scans_total. test_checkpoint_tenancy.py has issue 11's attacks
 between two plain users, quotas and bounded pushes.
 
 Empty directories are not git's business: a checkpoint records files and
@@ -15,11 +18,12 @@ import subprocess
 import tempfile
 import time
 import unittest
+import urllib.request
 
 import grpc
 from google.protobuf import struct_pb2
 
-from harness.v1 import auth_pb2, checkpoint_pb2 as pb
+from harness.v1 import auth_pb2, checkpoint_pb2 as pb, sandbox_pb2
 import hstest
 
 ADMIN = ("admin@example.com", "admin-password-1")
@@ -429,13 +433,23 @@ class CheckpointServiceTest(hstest.HarnessTestCase):
 
 class KillDuringCheckpointTest(unittest.TestCase):
     """kill -9 while a large checkpoint is being written, restart on the same
-    data dir: the repository is valid and every earlier checkpoint restores."""
+    data dir: the repository is valid and every earlier checkpoint restores.
+    Once with change tracking off (a full walk writes loose objects one by
+    one: killed once 200 are there), once tracked (the new objects become
+    one pack at the end: killed as soon as it is being written, or when the
+    create returns, whichever comes first)."""
     FILES = int(os.environ.get("HS_CKPT_KILL_FILES", "4000"))
 
     def test_kill_9_mid_checkpoint_then_restart(self):
+        self.kill_mid(["--checkpoint-watch-workspaces", "0"], tracked=False)
+
+    def test_kill_9_mid_tracked_checkpoint_then_restart(self):
+        self.kill_mid([], tracked=True)
+
+    def kill_mid(self, args, tracked):
         tmp = tempfile.TemporaryDirectory(prefix="hs-it-kill-")
         self.addCleanup(tmp.cleanup)
-        hd = hstest.Harnessd(data_dir=tmp.name)
+        hd = hstest.Harnessd(data_dir=tmp.name, args=args)
         try:
             api = Api(hd.channel, login(hd.channel, *ADMIN))
             ws = os.path.join(tmp.name, "workspaces", "big")
@@ -450,12 +464,19 @@ class KillDuringCheckpointTest(unittest.TestCase):
                 write(ws, "big/d%03d/f%05d" % (i % 97, i), os.urandom(2048))
             objects = os.path.join(tmp.name, "checkpoints", "big.git", "objects")
             count = lambda: sum(len(files) for _, _, files in os.walk(objects))
+            packdir = os.path.join(objects, "pack")
+            packing = lambda: os.path.isdir(packdir) and any(
+                not n.endswith((".pack", ".idx", ".rev")) for n in os.listdir(packdir))
             before = count()
             fut = api.create.future(task_id="big", step=3)
             # Kill once the new checkpoint's objects are being written.
             deadline = time.monotonic() + 60 * hstest.SLOW
-            while not fut.done() and count() < before + 200 and time.monotonic() < deadline:
-                time.sleep(0.005)
+            if tracked:
+                while not fut.done() and not packing() and time.monotonic() < deadline:
+                    time.sleep(0.001)
+            else:
+                while not fut.done() and count() < before + 200 and time.monotonic() < deadline:
+                    time.sleep(0.005)
             killed_mid = not fut.done()
             hd.proc.send_signal(signal.SIGKILL)
             hd.kill()
@@ -463,13 +484,17 @@ class KillDuringCheckpointTest(unittest.TestCase):
         except BaseException:
             hd.kill()
             raise
-        self.assertTrue(killed_mid, "the checkpoint finished before the kill; raise HS_CKPT_KILL_FILES")
+        if not tracked:
+            self.assertTrue(killed_mid,
+                            "the checkpoint finished before the kill; raise HS_CKPT_KILL_FILES")
 
-        hd2 = hstest.Harnessd(data_dir=tmp.name)
+        hd2 = hstest.Harnessd(data_dir=tmp.name, args=args)
         try:
             api = Api(hd2.channel, login(hd2.channel, *ADMIN))
             listed = [c.checkpoint_id for c in api.list(task_id="big").checkpoints]
             self.assertEqual(listed[-2:], [c2.checkpoint_id, c1.checkpoint_id])
+            # Acknowledged or not, nothing half-written is visible.
+            self.assertIn(len(listed), (2, 3) if tracked else (2,))
             repo = os.path.join(tmp.name, "checkpoints", "big.git")
             if shutil.which("git"):
                 fsck = subprocess.run(["git", "--git-dir", repo, "fsck", "--no-dangling"],
@@ -482,6 +507,8 @@ class KillDuringCheckpointTest(unittest.TestCase):
             write(ws, "after", "crash")
             c4 = api.create(task_id="big", step=4).checkpoint
             self.assertEqual(c4.parent_checkpoint_id, c1.checkpoint_id)
+            if shutil.which("git"):
+                self.assertEqual(tree_files(repo, c4.commit), as_tree(snapshot(ws)))
             self.assertTrue(api.verify(task_id="big").consistent)
         finally:
             hd2.close()
@@ -531,6 +558,157 @@ class HistoryAcrossRestartTest(unittest.TestCase):
             self.assertEqual(len(r.pruned_checkpoint_ids), self.N + 1 - 3)
             self.assertEqual([x.checkpoint_id for x in api.list(task_id="hist").checkpoints],
                              [c.checkpoint_id, ids[-1], ids[-2]])
+        finally:
+            hd2.close()
+
+
+def scans(hd):
+    """harness_checkpoint_scans_total by (op, mode, reason)."""
+    out = {}
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % hd.metrics_port, timeout=10) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith("harness_checkpoint_scans_total{"):
+                labels, value = line[len("harness_checkpoint_scans_total{"):].split("} ")
+                kv = dict(x.split("=", 1) for x in labels.split(","))
+                out[(kv["op"].strip('"'), kv["mode"].strip('"'), kv["reason"].strip('"'))] = float(value)
+    return out
+
+
+def tree_files(repo, commit):
+    """{path: (mode, blob bytes)} of a checkpoint commit, read with the git CLI."""
+    ls = subprocess.run(["git", "--git-dir", repo, "ls-tree", "-r", "-z", commit],
+                        capture_output=True, check=True).stdout.decode()
+    out = {}
+    for entry in filter(None, ls.split("\0")):
+        meta, path = entry.split("\t", 1)
+        mode, _, blob = meta.split()
+        data = subprocess.run(["git", "--git-dir", repo, "cat-file", "blob", blob],
+                              capture_output=True, check=True).stdout
+        out[path] = (mode, data)
+    return out
+
+
+def as_tree(snap):
+    """snapshot() in tree_files()'s terms."""
+    out = {}
+    for path, v in snap.items():
+        if v[0] == "link":
+            out[path] = ("120000", v[1].encode())
+        else:
+            out[path] = ("100755" if v[1] & 0o100 else "100644", v[2])
+    return out
+
+
+class ChangeTrackingTest(unittest.TestCase):
+    """Issue 16 end to end: what a tracked checkpoint records is what is on
+    disk, whoever changed it and whenever."""
+
+    def wait_for(self, pred, what, timeout=30):
+        deadline = time.monotonic() + timeout * hstest.SLOW
+        while time.monotonic() < deadline:
+            if pred():
+                return
+            time.sleep(0.05)
+        self.fail("timed out waiting for " + what)
+
+    @unittest.skipUnless(shutil.which("bwrap") and shutil.which("git"), "needs bwrap and git")
+    def test_changes_made_inside_a_bwrap_sandbox_are_seen(self):
+        tmp = tempfile.TemporaryDirectory(prefix="hs-it-trk-")
+        self.addCleanup(tmp.cleanup)
+        hd = hstest.Harnessd(data_dir=tmp.name, args=["--sandbox-driver", "bwrap"])
+        token = login(hd.channel, *ADMIN)
+        sandboxes = hstest.ServiceClient(hd.channel, sandbox_pb2, "SandboxService", token,
+                                         timeout=30 * hstest.SLOW)
+        try:
+            api = Api(hd.channel, token)
+            ws = os.path.join(tmp.name, "workspaces", "trk")
+            write(ws, "keep.txt", "kept")
+            write(ws, "gone.txt", "to be removed")
+            write(ws, "old/name.txt", "moved")
+            write(ws, "tool.sh", "#!/bin/sh\n")
+            write(ws, ".gitignore", "*.log\n")
+            acct = hstest.SandboxAccount.get()
+            if acct:  # the sandbox runs as its own account: the workspace is its
+                for dirpath, dirnames, filenames in os.walk(ws):
+                    for n in [dirpath] + [os.path.join(dirpath, x) for x in dirnames + filenames]:
+                        os.lchown(n, acct[1], acct[2])
+            api.create(task_id="trk", step=1)
+            time.sleep(1.1)  # out of the racy second: the next create reads only what changed
+            api.create(task_id="trk", step=2)
+            before = scans(hd)
+            # The agent, inside its sandbox (its own mount namespace, the
+            # workspace bind-mounted), changes files of every kind.
+            script = ("echo from-sandbox > made.txt && mkdir -p deep/er && echo x > deep/er/f && "
+                      "rm gone.txt && mv old new && chmod +x tool.sh && ln -s keep.txt link && "
+                      "echo noise > build.log && echo done > marker && exec sleep 1000")
+            sb = sandboxes.CreateSandbox(sandbox_id="trk-sb", task_id="trk",
+                                         entrypoint=["/bin/sh", "-c", script])
+            self.assertEqual(os.path.realpath(sb.workspace), os.path.realpath(ws))
+            sandboxes.StartSandbox(sandbox_id="trk-sb")
+            try:
+                self.wait_for(lambda: os.path.exists(os.path.join(ws, "marker")),
+                              "the sandbox's changes")
+            except AssertionError:
+                with open(sb.log_path, errors="replace") as f:
+                    raise AssertionError("sandbox log:\n" + f.read()[-2000:])
+            c = api.create(task_id="trk", step=3).checkpoint
+            after = scans(hd)
+            # Read through the tracker, not by walking the tree ...
+            self.assertEqual(after[("create", "tracked", "none")],
+                             before.get(("create", "tracked", "none"), 0) + 1)
+            # ... and exactly what is on disk (the ignored log aside).
+            repo = os.path.join(tmp.name, "checkpoints", "trk.git")
+            self.assertEqual(tree_files(repo, c.commit), as_tree(snapshot(ws, skip=("build.log",))))
+            names = tree_files(repo, c.commit)
+            self.assertIn("made.txt", names)
+            self.assertIn("new/name.txt", names)
+            self.assertNotIn("gone.txt", names)
+            self.assertEqual(names["tool.sh"][0], "100755")
+            self.assertEqual(names["link"], ("120000", b"keep.txt"))
+            self.assertTrue(api.verify(task_id="trk").consistent)
+        finally:
+            try:
+                sandboxes.DestroySandbox(sandbox_id="trk-sb")
+            except grpc.RpcError:
+                pass
+            finally:
+                hd.close()
+
+    @unittest.skipUnless(shutil.which("git"), "needs git")
+    def test_changes_while_harnessd_is_down_are_walked_after_the_restart(self):
+        tmp = tempfile.TemporaryDirectory(prefix="hs-it-trk-")
+        self.addCleanup(tmp.cleanup)
+        ws = os.path.join(tmp.name, "workspaces", "down")
+        repo = os.path.join(tmp.name, "checkpoints", "down.git")
+        for i in range(50):
+            write(ws, "d%d/f%d" % (i % 5, i), "v1 %d" % i)
+        hd = hstest.Harnessd(data_dir=tmp.name)
+        try:
+            api = Api(hd.channel, login(hd.channel, *ADMIN))
+            api.create(task_id="down", step=1)
+        finally:
+            hd.close()
+        # harnessd is down: nobody watches these.
+        write(ws, "d1/f1", "changed while down")
+        os.unlink(os.path.join(ws, "d2/f2"))
+        os.rename(os.path.join(ws, "d3"), os.path.join(ws, "d3-moved"))
+        write(ws, "new/while/down", "hello", 0o755)
+        hd2 = hstest.Harnessd(data_dir=tmp.name)
+        try:
+            api = Api(hd2.channel, login(hd2.channel, *ADMIN))
+            self.assertFalse(api.verify(task_id="down").consistent)
+            c = api.create(task_id="down", step=2).checkpoint
+            self.assertEqual(tree_files(repo, c.commit), as_tree(snapshot(ws)))
+            n = scans(hd2)
+            # The first read after the restart walked everything, and said why.
+            self.assertEqual(n[("verify", "full", "new")], 1)
+            self.assertTrue(any(l.get("msg") == "full scan: change tracking not trusted" and
+                                l.get("reason") == "new" for l in hd2.lines))
+            # From then on only what changes is read.
+            write(ws, "d4/f4", "after restart")
+            c = api.create(task_id="down", step=3).checkpoint
+            self.assertEqual(tree_files(repo, c.commit), as_tree(snapshot(ws)))
+            self.assertEqual(scans(hd2)[("create", "tracked", "none")], 2)
         finally:
             hd2.close()
 
