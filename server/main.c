@@ -222,6 +222,7 @@ static int start(app *a, hs_error *err)
 	 * back through a->sandbox (both created above). */
 	hs_tasks_config tc = { 0 };
 	tc.store = a->store;
+	tc.tenancy = a->tenancy;
 	tc.ckpt = a->ckpt;
 	tc.sandboxes = a->sandbox;
 	tc.webhook_url = a->cfg.webhook_url[0] ? a->cfg.webhook_url : NULL;
