@@ -169,7 +169,7 @@ static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *
 	return remove(p);
 }
 
-void open_tasks(fx *f)
+static void open_after(fx *f, int64_t after)
 {
 	hs_error err = { 0 };
 	hs_tasks_config cfg = { 0 };
@@ -177,9 +177,23 @@ void open_tasks(fx *f)
 	cfg.tenancy = f->ten;
 	cfg.ops = &f->ops;
 	assert_int_equal(hs_tasks_new(&f->tasks, &cfg, &err), HS_OK);
-	assert_int_equal(hs_tasks_watch(f->tasks, &admin, NULL, false, 0, sink_send, &f->sk, &f->w,
+	assert_int_equal(hs_tasks_watch(f->tasks, &admin, NULL, false, after, sink_send, &f->sk, &f->w,
 					&err),
 			 HS_OK);
+}
+
+void open_tasks(fx *f)
+{
+	open_after(f, 0);
+}
+
+void reopen_tasks(fx *f)
+{
+	pthread_mutex_lock(&f->sk.mu);
+	int64_t last = f->sk.n > 0 ? f->sk.ev[f->sk.n - 1].event_id : 0;
+	f->sk.n = 0;
+	pthread_mutex_unlock(&f->sk.mu);
+	open_after(f, last);
 }
 
 void close_tasks(fx *f)

@@ -64,6 +64,9 @@ int sink_wait(sink *s, int type, const char *task, size_t from, int ms);
 size_t sink_count(sink *s, int type, const char *task);
 
 void open_tasks(fx *f);  /* registry + an admin watcher into f->sk */
+/* After a restart: empties f->sk and replays events after the last one it
+ * held (timers may fire before the watcher is there). */
+void reopen_tasks(fx *f);
 void close_tasks(fx *f); /* as a crash would, minus the store */
 int setup(void **state);
 int teardown(void **state);
