@@ -298,10 +298,11 @@ int hs_tasks_register(hs_tasks *t, const hs_principal *caller, const hs_task_spe
 	char owner[HS_TASK_OWNER_MAX];
 	if ((rc = check_caller(caller, err)) != HS_OK || (rc = validate_spec(spec, &v, err)) != HS_OK)
 		return rc;
-	if ((rc = claim(t, caller, spec->task_id, v.workspace, owner, err)) != HS_OK)
-		goto done;
+	/* Checkpoints first: a refused id must not be claimed on the way. */
 	if (t->ops.checkpoints_check != NULL &&
 	    (rc = t->ops.checkpoints_check(t->ops.ctx, spec->task_id, caller, err)) != HS_OK)
+		goto done;
+	if ((rc = claim(t, caller, spec->task_id, v.workspace, owner, err)) != HS_OK)
 		goto done;
 	if (spec->sandbox_id != NULL && spec->sandbox_id[0] != '\0') {
 		if (t->ops.sandbox_check == NULL) {

@@ -460,6 +460,10 @@ class TasksTest(hstest.HarnessTestCase):
             self.admin.checkpoint("admins-ckpt-only", 1)
             e = self.code_of(self.register, task_id="admins-ckpt-only", client=bob)
             self.assertEqual(e.code(), grpc.StatusCode.ALREADY_EXISTS)
+            # ... and the refusal did not make bob its owner.
+            t = self.register("admins-ckpt-only", interval=1000, timeout=60000)
+            self.assertNotEqual(t.owner, "usr_bob_integration")
+            self.admin.CancelTask(task_id="admins-ckpt-only")
             # The attack: bob's task with admin's workspace, so that a
             # recovery of bob's task would restore into it.
             e = self.code_of(self.register, task_id="bobs-other", client=bob, workspace="admins-task/inner")
