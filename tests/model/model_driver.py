@@ -582,7 +582,9 @@ class Driver:
         if k < 1:
             return  # after_event_id 0 means "live events only"
         one = self.rng.random() < 0.3
-        task = self.rng.choice(seen).task_id if one else ""
+        # one task's replay: a task with events after k (else nothing says
+        # the replay is over before its deadline)
+        task = self.rng.choice([e for e in seen if e.event_id > k]).task_id if one else ""
         want = [e for e in seen if e.event_id > k and (not one or e.task_id == task)]
         fn = self.hd.channel.unary_stream("/harness.v1.HealthService/WatchTasks",
                                           request_serializer=H.WatchTasksRequest.SerializeToString,
