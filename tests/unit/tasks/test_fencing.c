@@ -262,6 +262,33 @@ static void test_fencing__restart_while_awaiting_acknowledgement(void **state)
 	assert_int_equal(state_of(f, "w2"), HS_TASK_RECOVERING);
 }
 
+/* A task a harnessd before fencing left RECOVERING (no generation, no
+ * resume point): the attempt runs again, now fenced. */
+static void test_fencing__recovering_row_from_before_fencing_recovers_again(void **state)
+{
+	fx *f = *state;
+	hs_error err = { 0 };
+	reg(f, &alice, "old-row", 100, 60000, 3, 50);
+	hs_store_task_row *row = malloc(sizeof(*row));
+	assert_non_null(row);
+	close_tasks(f);
+	assert_int_equal(hs_store_task_get(f->store, "old-row", row, &err), HS_OK);
+	row->state = HS_TASK_RECOVERING;
+	row->recovery_attempts = 1;
+	row->recovery_generation = row->acked_generation = row->base_generation = 0;
+	row->resume_checkpoint_id[0] = '\0';
+	row->deadline_ms = 0;
+	assert_int_equal(hs_store_task_update(f->store, row, &err), HS_OK);
+	free(row);
+	reopen_tasks(f);
+	int i = wait_event(f, HS_TEV_RECOVERY_STARTED, "old-row", 0);
+	assert_int_equal(f->sk.ev[i].recovery_generation, 1);
+	assert_int_equal(f->sk.ev[i].attempt, 1); /* the interrupted attempt, again */
+	wait_event(f, HS_TEV_WORKSPACE_RESTORED, "old-row", 0);
+	assert_int_equal(instruction_of(f, "old-row", 0, 0), HS_TASK_RESUME);
+	assert_int_equal(instruction_of(f, "old-row", 5, 1), HS_TASK_CONTINUE);
+}
+
 static void test_fencing__old_agent_that_never_acknowledges_fails_the_task(void **state)
 {
 	fx *f = *state;
@@ -318,6 +345,8 @@ int main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_fencing__restart_while_awaiting_acknowledgement,
 						setup, teardown),
+		cmocka_unit_test_setup_teardown(
+			test_fencing__recovering_row_from_before_fencing_recovers_again, setup, teardown),
 		cmocka_unit_test_setup_teardown(
 			test_fencing__old_agent_that_never_acknowledges_fails_the_task, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fencing__checkpoint_hook_is_persisted, setup,
