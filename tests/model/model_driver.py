@@ -641,6 +641,11 @@ class Driver:
             self.times[name] += time.monotonic() - t0
             if self.watcher.error:
                 self.fail(self.watcher.error)
+            for t in self.tasks.values():  # every event so far, whatever task it is of
+                self.sync(t)
+            if self.done % 100 == 99:      # and every task agrees, now and then
+                for t in self.tasks.values():
+                    self.check_task(t)
             self.done += 1
         for t in self.tasks.values():
             self.check_task(t)
