@@ -27,6 +27,7 @@
  *   (RECOVERY_FAILED)
  *   FAILED --RecoverTask--> RECOVERING restoring (attempts start over)
  *   COMPLETED | FAILED | CANCELLED --RegisterTask--> RUNNING (REGISTERED)
+ *   (a new task starts from the zero machine, state 0, the same way)
  *
  * Fencing. gen counts the attempts that may have touched the workspace;
  * the agent's heartbeat carries g, the generation it last acknowledged. It
@@ -359,18 +360,19 @@ static void finish(const char *id, const hs_task_fsm *c, const hs_task_input *in
 	event(d, type, c->current_step, n->last_ckpt, 0);
 }
 
-static void reregister(const char *id, const hs_task_fsm *c, const hs_task_input *in,
-		       hs_task_decision *d)
+static void do_register(const char *id, const hs_task_fsm *c, const hs_task_input *in,
+			hs_task_decision *d)
 {
 	hs_task_fsm *n = &d->next;
-	if (!terminal(c->state)) {
+	if (c->state != 0 && !terminal(c->state)) {
 		reject(d, HS_EXISTS, "task %s already exists and is %s", id,
 		       hs_task_state_name(c->state));
 		return;
 	}
-	/* A new run of the same id: counters start over, the checkpoint
-	 * record and the generation stay (agents of the old run stay
-	 * fenced once a restore happens in this one). */
+	/* A new task (c is the zero machine), or a new run of the same id:
+	 * counters start over, the checkpoint record and the generation stay
+	 * (agents of the old run stay fenced once a restore happens in this
+	 * one). */
 	hs_task_fsm_init(n, in->total_steps, in->interval_ms, in->timeout_ms, &in->policy,
 			 in->now_ms);
 	n->gen = n->base_gen = n->acked_gen = c->gen;
@@ -407,8 +409,8 @@ void hs_task_decide(const char *id, const hs_task_fsm *cur, const hs_task_input 
 	case HS_TIN_CANCEL:
 		finish(id, cur, in, d);
 		break;
-	case HS_TIN_REREGISTER:
-		reregister(id, cur, in, d);
+	case HS_TIN_REGISTER:
+		do_register(id, cur, in, d);
 		break;
 	case HS_TIN_CHECKPOINT:
 		copy(d->next.last_ckpt, sizeof(d->next.last_ckpt), in->checkpoint_id);

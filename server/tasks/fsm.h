@@ -55,7 +55,8 @@ typedef enum hs_task_input_kind {
 	HS_TIN_ATTEMPT_FAILED, /* an attempt failed (before or after touching the workspace) */
 	HS_TIN_COMPLETE,       /* CompleteTask */
 	HS_TIN_CANCEL,         /* CancelTask */
-	HS_TIN_REREGISTER,     /* RegisterTask of a terminal task */
+	HS_TIN_REGISTER,       /* RegisterTask: a new task (from the zero machine,
+				* state 0) or a terminal task's id again */
 	HS_TIN_CHECKPOINT,     /* a checkpoint of the task was created */
 } hs_task_input_kind;
 
@@ -79,7 +80,7 @@ typedef struct hs_task_input {
 	bool success;
 	/* START, ATTEMPT_FAILED, COMPLETE, CANCEL: reason / message. */
 	const char *message;
-	/* REREGISTER: the new registration's settings. */
+	/* REGISTER: the registration's settings (and total_steps). */
 	int64_t interval_ms, timeout_ms;
 	hs_task_policy policy;
 } hs_task_input;

@@ -203,14 +203,23 @@ static int register_new(hs_tasks *t, const hs_task_spec *s, const spec_ok *v, co
 	if (row == NULL)
 		return hs_error_set(err, HS_INTERNAL, "out of memory");
 	int64_t now = hs_clock_wall_ms();
-	hs_task_fsm m;
-	hs_task_fsm_init(&m, s->total_steps, v->interval, v->timeout, &v->policy, now);
-	fill_row(row, s, v, owner, &m, now);
+	/* The state machine from its zero state, like every registration. */
+	hs_task_fsm none;
+	memset(&none, 0, sizeof(none));
+	hs_task_input in = { .kind = HS_TIN_REGISTER, .now_ms = now, .total_steps = s->total_steps,
+			     .interval_ms = v->interval, .timeout_ms = v->timeout,
+			     .policy = v->policy };
+	hs_task_decision d;
+	hs_task_decide(s->task_id, &none, &in, &d);
+	fill_row(row, s, v, owner, &d.next, now);
 	hs_task_event ev;
 	memset(&ev, 0, sizeof(ev));
 	COPY(ev.task_id, s->task_id);
-	ev.type = HS_TEV_REGISTERED;
-	ev.state = HS_TASK_RUNNING;
+	ev.type = d.event;
+	ev.step = d.ev_step;
+	COPY(ev.checkpoint_id, d.ev_ckpt);
+	ev.state = d.next.state;
+	ev.recovery_generation = d.next.gen;
 	ev.occurred_at_ms = now;
 	COPY(ev.owner, owner);
 	COPY(ev.sandbox_id, s->sandbox_id);
@@ -275,7 +284,7 @@ static int register_again(hs_tasks *t, task *k, const hs_task_spec *s, const spe
 		hs_tasks__free_str(f.labels_json);
 		return hs_error_set(err, HS_INTERNAL, "out of memory");
 	}
-	hs_task_input in = { .kind = HS_TIN_REREGISTER, .now_ms = f.registered_at_ms,
+	hs_task_input in = { .kind = HS_TIN_REGISTER, .now_ms = f.registered_at_ms,
 			     .total_steps = s->total_steps, .interval_ms = v->interval,
 			     .timeout_ms = v->timeout, .policy = v->policy };
 	swap_fields(k, &f); /* f now holds the old fields */

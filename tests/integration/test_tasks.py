@@ -318,8 +318,10 @@ class TasksTest(hstest.HarnessTestCase):
         self.assertEqual([e.state for _, e in failed],
                          [H.TASK_STATE_STALLED, H.TASK_STATE_STALLED, H.TASK_STATE_FAILED])
         # Delay before attempt n = 200 * 2^(n-1): 400 ms then 800 ms between failures.
-        self.assertGreaterEqual(failed[1][0] - failed[0][0], 0.35)
-        self.assertGreaterEqual(failed[2][0] - failed[1][0], 0.75)
+        # (server-stamped: the backoff counts from each failure's own time)
+        at = [e.occurred_at.ToMilliseconds() for _, e in failed]
+        self.assertGreaterEqual(at[1] - at[0], 400)
+        self.assertGreaterEqual(at[2] - at[1], 800)
         self.assertEqual(len(self.watcher.of(tid, H.TASK_EVENT_TYPE_RECOVERY_STARTED)), 3)
         t = self.admin.GetTask(task_id=tid)
         self.assertEqual(t.state, H.TASK_STATE_FAILED)

@@ -130,7 +130,7 @@ static hs_task_input nth_input(const hs_task_fsm *m, int i, int64_t now)
 	case 13: in.kind = HS_TIN_COMPLETE; in.success = true; break;
 	case 14: in.kind = HS_TIN_COMPLETE; in.success = false; in.message = "bad"; break;
 	case 15: in.kind = HS_TIN_CANCEL; break;
-	case 16: in.kind = HS_TIN_REREGISTER; in.interval_ms = 200; in.timeout_ms = 600;
+	case 16: in.kind = HS_TIN_REGISTER; in.interval_ms = 200; in.timeout_ms = 600;
 		in.policy = m->policy; break;
 	case 17: in.kind = HS_TIN_CHECKPOINT; in.checkpoint_id = "ckpt-7-000000000007"; in.checkpoint_step = 7; break;
 	case 18: in.kind = HS_TIN_ATTEMPT_FAILED; in.job_gen = m->gen; in.final = true; in.message = "gone"; break;
@@ -227,7 +227,18 @@ static void test_fsm__every_reachable_state_keeps_the_invariants(void **state)
 	hs_task_fsm *seen = calloc(MAX_SEEN, sizeof(*seen));
 	assert_non_null(seen);
 	size_t n = 0, head = 0, transitions = 0, continues = 0, resumes = 0, waits = 0;
-	seen[n++] = fresh(2);
+	/* A new task: RegisterTask from the zero machine. */
+	hs_task_fsm zero;
+	memset(&zero, 0, sizeof(zero));
+	hs_task_input reg = nth_input(&zero, 16, 1000);
+	reg.policy = (hs_task_policy){ 2, 100, 2.0, 1000 };
+	hs_task_decision d0;
+	hs_task_decide("t", &zero, &reg, &d0);
+	check(&zero, &reg, &d0);
+	assert_int_equal(d0.event, HS_TEV_REGISTERED);
+	assert_int_equal(d0.next.state, HS_TASK_RUNNING);
+	assert_int_equal(d0.next.deadline_ms, 1600);
+	seen[n++] = d0.next;
 	int64_t now = 10000;
 	while (head < n) {
 		hs_task_fsm cur = seen[head++];
@@ -384,7 +395,7 @@ static void test_fsm__heartbeat_in_each_state_and_between_each_step(void **state
 	step(&m, &done);
 	assert_int_equal(beat_at(&m, 3, 9, t).rc, HS_CONFLICT);
 	/* Re-registered: a new run; its agents start current. */
-	hs_task_input again = in_of(HS_TIN_REREGISTER, t += 10);
+	hs_task_input again = in_of(HS_TIN_REGISTER, t += 10);
 	again.interval_ms = 200;
 	again.timeout_ms = 600;
 	again.policy = m.policy;
