@@ -199,6 +199,15 @@ static int start_health_listener(app *a, hs_error *err)
 	return HS_OK;
 }
 
+/* The checkpoint module's on_create hook: Task.last_checkpoint_id and the
+ * step a recovery resumes from follow every checkpoint, not only those a
+ * recovery made. */
+static void note_checkpoint(void *tasks, const char *task_id, const char *checkpoint_id,
+			    int64_t step)
+{
+	hs_tasks_note_checkpoint(tasks, task_id, checkpoint_id, step);
+}
+
 static int start(app *a, hs_error *err)
 {
 	int rc;
@@ -281,12 +290,15 @@ static int start(app *a, hs_error *err)
 	 * back through a->sandbox (both created above). */
 	hs_tasks_config tc = { 0 };
 	tc.store = a->store;
+	tc.tenancy = a->tenancy;
 	tc.ckpt = a->ckpt;
 	tc.sandboxes = a->sandbox;
 	tc.webhook_url = a->cfg.webhook_url[0] ? a->cfg.webhook_url : NULL;
 	if ((rc = hs_tasks_new(&a->tasks, &tc, err)) != HS_OK ||
 	    (rc = hs_tasks_service_register(a->srv, a->tasks, err)) != HS_OK)
 		return rc;
+	if (a->ckpt != NULL)
+		hs_ckpt_mgr_set_on_create(a->ckpt, note_checkpoint, a->tasks);
 	if ((rc = hs_rpc_server_start(a->srv, err)) != HS_OK ||
 	    (rc = start_health_listener(a, err)) != HS_OK)
 		return rc;

@@ -6,9 +6,12 @@
  *   creates the workspace) -> baseline checkpoint (step 0) -> while heartbeating, checkpoint each step
  *   as its file appears (VerifyConsistency shows what is new) -> wait for the
  *   script to finish -> stop heartbeating (the agent "crashes") -> watch T:
- *   TIMEOUT -> RECOVERY_STARTED -> (the agent's next heartbeat is told to
- *   resume from the checkpoint) -> RECOVERED -> verify the workspace equals
- *   the checkpoint -> complete T, destroy the sandbox.
+ *   TIMEOUT -> RECOVERY_STARTED (recovery generation 1: the agent is fenced)
+ *   -> WORKSPACE_RESTORED -> the restarted agent's heartbeat (generation 0)
+ *   is told RESUME_FROM_CHECKPOINT with the checkpoint's step and
+ *   external_state, and told so again if it asks again, never CONTINUE ->
+ *   it acknowledges generation 1 -> RECOVERED -> verify the workspace
+ *   equals the checkpoint -> complete T, destroy the sandbox.
  *
  * Exit 0 only if the RECOVERED event arrived and the workspace is
  * consistent. Events are read by a thread into a queue so the main thread
@@ -47,6 +50,7 @@ typedef struct demo {
 	char sandbox[80];
 	bool registered, completed;
 	int64_t done; /* last checkpointed step */
+	int64_t gen;  /* the recovery generation the agent acknowledged */
 	char last_cp[160];
 	/* event queue filled by the watch thread */
 	pthread_mutex_t mu;
@@ -168,8 +172,9 @@ static Harness__V1__TaskEvent *next_event(demo *d, double wait_s, bool *over)
 static int heartbeat(demo *d, Harness__V1__HeartbeatResponse **out)
 {
 	ProtobufCMessage *r = NULL;
-	int rc = call(d, HLTH, "Heartbeat", json_pack("{s:s, s:I, s:I}", "task_id", d->task, "current_step",
-						      (json_int_t)d->done, "total_steps", (json_int_t)TOTAL),
+	int rc = call(d, HLTH, "Heartbeat",
+		      json_pack("{s:s, s:I, s:I, s:I}", "task_id", d->task, "current_step", (json_int_t)d->done,
+				"total_steps", (json_int_t)TOTAL, "recovery_generation", (json_int_t)d->gen),
 		      &r, HS_CTL_AUTH_REQUIRED);
 	if (rc == 0 && out != NULL)
 		*out = (Harness__V1__HeartbeatResponse *)r;
@@ -366,17 +371,17 @@ static int watch_recovery(demo *d, bool *recovered, int64_t *resume_step, char *
 		hs_client_stream_free(d->stream);
 		return HS_CTL_EXIT_ERROR;
 	}
-	bool recovering = false, resumed = false, over = false;
+	bool recovering = false, resumed = false, acked = false, waited = false, over = false;
 	double deadline = now_s() + 45;
 	rc = HS_CTL_EXIT_ERROR;
 	while (!*recovered && !over && now_s() < deadline && !hs_ctl_signals_interrupted()) {
 		Harness__V1__TaskEvent *ev = next_event(d, 0.3, &over);
 		if (ev != NULL) {
 			const char *type = short_enum(&harness__v1__task_event_type__descriptor, (int)ev->type);
-			say(d, "event %s: step %lld, checkpoint %s, state %s%s%s", type, (long long)ev->step,
-			    *ev->checkpoint_id ? ev->checkpoint_id : "-",
-			    short_enum(&harness__v1__task_state__descriptor, (int)ev->state), *ev->message ? ": " : "",
-			    ev->message);
+			say(d, "event %s: step %lld, checkpoint %s, state %s, generation %lld%s%s", type,
+			    (long long)ev->step, *ev->checkpoint_id ? ev->checkpoint_id : "-",
+			    short_enum(&harness__v1__task_state__descriptor, (int)ev->state),
+			    (long long)ev->recovery_generation, *ev->message ? ": " : "", ev->message);
 			switch (ev->type) {
 			case HARNESS__V1__TASK_EVENT_TYPE__TASK_EVENT_TYPE_RECOVERY_STARTED:
 				recovering = true;
@@ -403,20 +408,48 @@ static int watch_recovery(demo *d, bool *recovered, int64_t *resume_step, char *
 			}
 			drop(&ev->base);
 		}
-		if (recovering && !resumed) {
-			/* The restarted agent heartbeats and learns where to resume. */
+		if (recovering && !acked) {
+			/* The restarted agent heartbeats with the generation it
+			 * knows and learns where to resume. */
 			Harness__V1__HeartbeatResponse *hb = NULL;
 			if (heartbeat(d, &hb) != 0)
 				break;
 			if (hb->instruction == HARNESS__V1__INSTRUCTION__INSTRUCTION_RESUME_FROM_CHECKPOINT) {
-				resumed = true;
-				*resume_step = hb->resume_step;
-				snprintf(cp, cpn, "%s", hb->checkpoint_id);
-				say(d, "agent heartbeat -> RESUME_FROM_CHECKPOINT: workspace restored to %s, resume after "
-				       "step %lld", hb->checkpoint_id, (long long)hb->resume_step);
-				d->done = hb->resume_step;
+				char *ext = NULL;
+				hs_error e = { 0 };
+				if (hb->external_state != NULL)
+					hs_pbjson_to_string(&ext, &hb->external_state->base, NULL, JSON_COMPACT, &e);
+				if (!resumed) {
+					say(d, "agent heartbeat (generation %lld) -> RESUME_FROM_CHECKPOINT: workspace "
+					       "restored to %s, resume after step %lld, external_state %s, acknowledge "
+					       "generation %lld",
+					    (long long)d->gen, hb->checkpoint_id, (long long)hb->resume_step,
+					    ext ? ext : "{}", (long long)hb->recovery_generation);
+					resumed = true;
+					*resume_step = hb->resume_step;
+					snprintf(cp, cpn, "%s", hb->checkpoint_id);
+				} else {
+					/* Fencing: until acknowledged, the old generation is
+					 * told to resume again, never to continue. */
+					say(d, "a late heartbeat of the crashed agent (generation %lld) -> "
+					       "RESUME_FROM_CHECKPOINT again, never CONTINUE",
+					    (long long)d->gen);
+					d->done = hb->resume_step;
+					d->gen = hb->recovery_generation;
+				}
+				free(ext);
+			} else if (hb->instruction == HARNESS__V1__INSTRUCTION__INSTRUCTION_CONTINUE && resumed) {
+				acked = true;
+				say(d, "agent heartbeat (generation %lld, step %lld) -> CONTINUE: acknowledged",
+				    (long long)d->gen, (long long)d->done);
+			} else if (hb->instruction == HARNESS__V1__INSTRUCTION__INSTRUCTION_WAIT && !waited) {
+				waited = true;
+				say(d, "agent heartbeat -> WAIT: the workspace is being restored");
 			} else if (hb->instruction == HARNESS__V1__INSTRUCTION__INSTRUCTION_CANCEL) {
 				say(d, "agent heartbeat -> CANCEL");
+				over = true;
+			} else if (hb->instruction == HARNESS__V1__INSTRUCTION__INSTRUCTION_CONTINUE) {
+				fprintf(stderr, "demo: the agent was told to CONTINUE on a restored workspace\n");
 				over = true;
 			}
 			drop(&hb->base);

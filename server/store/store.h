@@ -301,6 +301,15 @@ typedef struct hs_store_task_row {
 	char workspace[HS_STORE_PATH_MAX];
 	char labels_json[HS_STORE_JSON_MAX];
 	int64_t updated_at_ms;
+	/* Recovery fencing (the health module's meaning, stored as is). */
+	int64_t recovery_generation;
+	int64_t base_generation;
+	int64_t acked_generation;
+	bool restored;
+	char resume_checkpoint_id[HS_STORE_ID_MAX];
+	int64_t resume_step;
+	int64_t last_checkpoint_step;
+	int64_t deadline_ms;
 } hs_store_task_row;
 
 typedef struct hs_store_task_filter {
@@ -347,9 +356,18 @@ typedef struct hs_store_event_row {
 	int32_t attempt;
 	int state;
 	int64_t occurred_at_ms;
+	int64_t recovery_generation;
 } hs_store_event_row;
 
 typedef int (*hs_store_event_cb)(const hs_store_event_row *event, void *payload);
+
+/* A state change: the whole row (inserted when insert, else updated) and
+ * (ev != NULL) its event in one transaction, so a crash keeps both or
+ * neither. ev->event_id is ignored; the new id goes to *event_id_out (NULL
+ * allowed). HS_EXISTS (insert) / HS_NOT_FOUND (update) leave nothing
+ * written. */
+int hs_store_task_transition(hs_store *store, const hs_store_task_row *row, bool insert,
+			     const hs_store_event_row *ev, int64_t *event_id_out, hs_error *err);
 
 /* event->event_id is ignored; the new id goes to *out (NULL allowed). */
 int hs_store_event_append(hs_store *store, const hs_store_event_row *event, int64_t *out, hs_error *err);

@@ -175,6 +175,23 @@ const char *const hs_store__migrations[] = {
 	"  seq INTEGER NOT NULL"
 	") WITHOUT ROWID;"
 	"CREATE INDEX api_keys_seq ON api_keys(seq);",
+	/* 6: recovery fencing. Every restore of a task's workspace starts a new
+	 * recovery generation; the task remembers the generation its agent
+	 * acknowledged, the one it had at registration, whether the current
+	 * generation's restore finished and to which checkpoint (the resume
+	 * point handed to agents until they acknowledge), the step of the
+	 * latest checkpoint, and the deadline of the timer the state arms
+	 * (backoff or acknowledgement), so a restart re-arms it unchanged.
+	 * Events carry the generation they belong to. */
+	"ALTER TABLE tasks ADD COLUMN recovery_generation INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE tasks ADD COLUMN base_generation INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE tasks ADD COLUMN acked_generation INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE tasks ADD COLUMN restored INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE tasks ADD COLUMN resume_checkpoint_id TEXT NOT NULL DEFAULT '';"
+	"ALTER TABLE tasks ADD COLUMN resume_step INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE tasks ADD COLUMN last_checkpoint_step INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE tasks ADD COLUMN deadline_ms INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE task_events ADD COLUMN recovery_generation INTEGER NOT NULL DEFAULT 0;",
 };
 
 const int hs_store__migration_count =

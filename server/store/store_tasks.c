@@ -13,10 +13,12 @@
 	"policy_multiplier, policy_max_backoff_ms, last_heartbeat_ms, registered_at_ms, "    \
 	"recovery_attempts, last_checkpoint_id, cancel_requested, cpu_usage, "               \
 	"memory_usage_mb, disk_usage_mb, details, failure_reason, workspace, labels_json, "  \
-	"updated_at_ms"
+	"updated_at_ms, recovery_generation, base_generation, acked_generation, restored, "   \
+	"resume_checkpoint_id, resume_step, last_checkpoint_step, deadline_ms"
 
-#define EVENT_COLS \
-	"event_id, task_id, type, step, checkpoint_id, message, attempt, state, occurred_at_ms"
+#define EVENT_COLS                                                                    \
+	"event_id, task_id, type, step, checkpoint_id, message, attempt, state, occurred_at_ms, " \
+	"recovery_generation"
 
 static int bind_task(hs_store *s, sqlite3_stmt *st, const hs_store_task_row *r, hs_error *err)
 {
@@ -46,6 +48,14 @@ static int bind_task(hs_store *s, sqlite3_stmt *st, const hs_store_task_row *r, 
 	HS_BIND_F(st, 23, r, workspace);
 	HS_BIND_F(st, 24, r, labels_json);
 	HS_BIND_I(st, 25, r->updated_at_ms);
+	HS_BIND_I(st, 26, r->recovery_generation);
+	HS_BIND_I(st, 27, r->base_generation);
+	HS_BIND_I(st, 28, r->acked_generation);
+	HS_BIND_I(st, 29, r->restored ? 1 : 0);
+	HS_BIND_F(st, 30, r, resume_checkpoint_id);
+	HS_BIND_I(st, 31, r->resume_step);
+	HS_BIND_I(st, 32, r->last_checkpoint_step);
+	HS_BIND_I(st, 33, r->deadline_ms);
 	rc = HS_OK;
 done:
 	return rc;
@@ -80,6 +90,14 @@ static int read_task(sqlite3_stmt *st, hs_store_task_row *r, hs_error *err)
 	HS_COL_T(st, 22, r->workspace, "workspace");
 	HS_COL_T(st, 23, r->labels_json, "labels_json");
 	r->updated_at_ms = sqlite3_column_int64(st, 24);
+	r->recovery_generation = sqlite3_column_int64(st, 25);
+	r->base_generation = sqlite3_column_int64(st, 26);
+	r->acked_generation = sqlite3_column_int64(st, 27);
+	r->restored = sqlite3_column_int(st, 28) != 0;
+	HS_COL_T(st, 29, r->resume_checkpoint_id, "resume_checkpoint_id");
+	r->resume_step = sqlite3_column_int64(st, 30);
+	r->last_checkpoint_step = sqlite3_column_int64(st, 31);
+	r->deadline_ms = sqlite3_column_int64(st, 32);
 	rc = HS_OK;
 done:
 	return rc;
@@ -90,16 +108,11 @@ static int read_task_row(sqlite3_stmt *st, void *row, hs_error *err)
 	return read_task(st, row, err);
 }
 
-static int write_task(hs_store *s, const hs_store_task_row *r, bool update, hs_error *err)
+/* INSERT or UPDATE one task row. Caller holds the lock. */
+static int write_task_locked(hs_store *s, const hs_store_task_row *r, bool update, hs_error *err)
 {
 	int rc;
 	sqlite3_stmt *st = NULL;
-	if (s == NULL || r == NULL)
-		return hs_error_set(err, HS_INVALID, "store: NULL argument");
-	if ((rc = hs_store__check_key(r->task_id, sizeof(r->task_id), "task_id", err)) != HS_OK ||
-	    (rc = hs_store__check_key(r->owner, sizeof(r->owner), "owner", err)) != HS_OK)
-		return rc;
-	hs_store__lock(s);
 	if (update)
 		HS_STMT(st, HS_STMT_TASK_UPDATE,
 			"UPDATE tasks SET owner = ?2, state = ?3, total_steps = ?4, "
@@ -110,12 +123,15 @@ static int write_task(hs_store *s, const hs_store_task_row *r, bool update, hs_e
 			"last_checkpoint_id = ?16, cancel_requested = ?17, cpu_usage = ?18, "
 			"memory_usage_mb = ?19, disk_usage_mb = ?20, details = ?21, "
 			"failure_reason = ?22, workspace = ?23, labels_json = ?24, "
-			"updated_at_ms = ?25 WHERE task_id = ?1");
+			"updated_at_ms = ?25, recovery_generation = ?26, base_generation = ?27, "
+			"acked_generation = ?28, restored = ?29, resume_checkpoint_id = ?30, "
+			"resume_step = ?31, last_checkpoint_step = ?32, deadline_ms = ?33 "
+			"WHERE task_id = ?1");
 	else
 		HS_STMT(st, HS_STMT_TASK_INSERT,
 			"INSERT INTO tasks(" TASK_COLS ") VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, "
 			"?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, "
-			"?25)");
+			"?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33)");
 	if ((rc = bind_task(s, st, r, err)) != HS_OK)
 		goto done;
 	if ((rc = hs_store__step_done(s, st, update ? "update task" : "insert task", err)) != HS_OK)
@@ -124,6 +140,27 @@ static int write_task(hs_store *s, const hs_store_task_row *r, bool update, hs_e
 		rc = hs_error_set(err, HS_NOT_FOUND, "store: task %s not found", r->task_id);
 done:
 	hs_store__release(st);
+	return rc;
+}
+
+static int check_task_row(hs_store *s, const hs_store_task_row *r, hs_error *err)
+{
+	int rc;
+	if (s == NULL || r == NULL)
+		return hs_error_set(err, HS_INVALID, "store: NULL argument");
+	if ((rc = hs_store__check_key(r->task_id, sizeof(r->task_id), "task_id", err)) != HS_OK ||
+	    (rc = hs_store__check_key(r->owner, sizeof(r->owner), "owner", err)) != HS_OK)
+		return rc;
+	return HS_OK;
+}
+
+static int write_task(hs_store *s, const hs_store_task_row *r, bool update, hs_error *err)
+{
+	int rc;
+	if ((rc = check_task_row(s, r, err)) != HS_OK)
+		return rc;
+	hs_store__lock(s);
+	rc = write_task_locked(s, r, update, err);
 	hs_store__unlock(s);
 	return rc;
 }
@@ -437,19 +474,16 @@ void hs_store__heartbeat_stats(hs_store *s, hs_store__hb_stats *out)
 
 /* ---- events -------------------------------------------------------------- */
 
-int hs_store_event_append(hs_store *s, const hs_store_event_row *e, int64_t *out, hs_error *err)
+/* Caller holds the lock. */
+static int append_event_locked(hs_store *s, const hs_store_event_row *e, int64_t *id_out,
+			       hs_error *err)
 {
 	int rc;
 	sqlite3_stmt *st = NULL;
-	int64_t id = 0;
-	if (s == NULL || e == NULL)
-		return hs_error_set(err, HS_INVALID, "store: NULL argument");
-	if ((rc = hs_store__check_key(e->task_id, sizeof(e->task_id), "task_id", err)) != HS_OK)
-		return rc;
-	hs_store__lock(s);
 	HS_STMT(st, HS_STMT_EVENT_APPEND,
 		"INSERT INTO task_events(task_id, type, step, checkpoint_id, message, attempt, "
-		"state, occurred_at_ms) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)");
+		"state, occurred_at_ms, recovery_generation) "
+		"VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)");
 	HS_BIND_F(st, 1, e, task_id);
 	HS_BIND_I(st, 2, e->type);
 	HS_BIND_I(st, 3, e->step);
@@ -458,14 +492,54 @@ int hs_store_event_append(hs_store *s, const hs_store_event_row *e, int64_t *out
 	HS_BIND_I(st, 6, e->attempt);
 	HS_BIND_I(st, 7, e->state);
 	HS_BIND_I(st, 8, e->occurred_at_ms);
+	HS_BIND_I(st, 9, e->recovery_generation);
 	if ((rc = hs_store__step_done(s, st, "append event", err)) != HS_OK)
 		goto done;
-	id = sqlite3_last_insert_rowid(s->db);
+	*id_out = sqlite3_last_insert_rowid(s->db);
 done:
 	hs_store__release(st);
+	return rc;
+}
+
+int hs_store_event_append(hs_store *s, const hs_store_event_row *e, int64_t *out, hs_error *err)
+{
+	int rc;
+	int64_t id = 0;
+	if (s == NULL || e == NULL)
+		return hs_error_set(err, HS_INVALID, "store: NULL argument");
+	if ((rc = hs_store__check_key(e->task_id, sizeof(e->task_id), "task_id", err)) != HS_OK)
+		return rc;
+	hs_store__lock(s);
+	rc = append_event_locked(s, e, &id, err);
 	hs_store__unlock(s);
 	if (rc == HS_OK && out != NULL)
 		*out = id;
+	return rc;
+}
+
+int hs_store_task_transition(hs_store *s, const hs_store_task_row *row, bool insert,
+			     const hs_store_event_row *ev, int64_t *event_id_out, hs_error *err)
+{
+	int rc;
+	int64_t id = 0;
+	if ((rc = check_task_row(s, row, err)) != HS_OK)
+		return rc;
+	if (ev != NULL &&
+	    (rc = hs_store__check_key(ev->task_id, sizeof(ev->task_id), "task_id", err)) != HS_OK)
+		return rc;
+	hs_store__lock(s);
+	if ((rc = hs_store__begin(s, err)) != HS_OK)
+		goto done;
+	if ((rc = write_task_locked(s, row, !insert, err)) == HS_OK && ev != NULL)
+		rc = append_event_locked(s, ev, &id, err);
+	if (rc == HS_OK)
+		rc = hs_store__commit(s, err);
+	if (rc != HS_OK)
+		hs_store__rollback(s);
+done:
+	hs_store__unlock(s);
+	if (rc == HS_OK && event_id_out != NULL)
+		*event_id_out = id;
 	return rc;
 }
 
@@ -499,6 +573,7 @@ int hs_store_event_list_after(hs_store *s, int64_t after_event_id, const char *t
 		e->attempt = sqlite3_column_int(st, 6);
 		e->state = sqlite3_column_int(st, 7);
 		e->occurred_at_ms = sqlite3_column_int64(st, 8);
+		e->recovery_generation = sqlite3_column_int64(st, 9);
 		n++;
 	}
 	rc = rc == SQLITE_DONE ? HS_OK : hs_store__fail(s, rc, "list events", err);

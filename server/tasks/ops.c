@@ -1,5 +1,7 @@
-/* The task operations: register, heartbeat, get, list, complete, cancel.
- * Each transition is persisted (row, then event) before the caller sees it. */
+/* The task operations behind the RPCs: register, heartbeat, get, list,
+ * complete, cancel, recover, and the checkpoint hook. Validation, defaults,
+ * ownership and paging live here (the adapter only converts); every change
+ * of a task goes through hs_tasks__apply (the state machine). */
 #include "tasks_internal.h"
 
 #include <jansson.h>
@@ -7,9 +9,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "checkpoint.h"
 #include "log.h"
+#include "tenancy.h"
 
+#define LIST_DEFAULT 50
+#define LIST_MAX 1000
+#define RECOVER_TRIES 3
 
 static bool terminal(int s)
 {
@@ -25,7 +30,8 @@ static int check_caller(const hs_principal *c, hs_error *err)
 	return HS_OK;
 }
 
-/* Find a visible task and lock it. */
+/* Find a visible task and lock it. Another user's task is not found (one
+ * rule for every resource: existence does not leak). */
 static int find_locked(hs_tasks *t, const hs_principal *caller, const char *id, task **out,
 		       hs_error *err)
 {
@@ -33,14 +39,14 @@ static int find_locked(hs_tasks *t, const hs_principal *caller, const char *id, 
 	if ((rc = check_caller(caller, err)) != HS_OK)
 		return rc;
 	if ((rc = hs_id_check_task("task_id", id, err)) != HS_OK)
-		return hs_error_set(err, HS_INVALID, "task_id: %s", err ? err->msg : "invalid");
+		return rc;
 	task *k = hs_tasks__lookup(t, id);
 	if (k == NULL)
 		return hs_error_set(err, HS_NOT_FOUND, "task %s not found", id);
 	pthread_mutex_lock(&k->mu);
 	if (!hs_tasks__visible(k, caller)) {
 		pthread_mutex_unlock(&k->mu);
-		return hs_error_set(err, HS_DENIED, "task %s belongs to another user", id);
+		return hs_error_set(err, HS_NOT_FOUND, "task %s not found", id);
 	}
 	*out = k;
 	return HS_OK;
@@ -55,142 +61,290 @@ static int info_out(const task *k, hs_task_info *out, hs_error *err)
 	return oom ? hs_error_set(err, HS_INTERNAL, "out of memory") : HS_OK;
 }
 
-static int validate_spec(const hs_task_spec *s, hs_error *err)
+/* ---- register -------------------------------------------------------------- */
+
+/* labels (checked) -> compact JSON object text, keys sorted; heap. */
+static int labels_json(const hs_label *labels, size_t n, char **out, hs_error *err)
 {
 	int rc;
+	if ((rc = hs_labels_check("labels", labels, n, err)) != HS_OK)
+		return rc;
+	json_t *j = json_object();
+	for (size_t i = 0; j != NULL && i < n; i++)
+		if (json_object_set_new(j, labels[i].key, json_string(labels[i].value)) != 0)
+			json_decref(j), j = NULL;
+	char *s = j ? json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+	json_decref(j);
+	if (s == NULL)
+		return hs_error_set(err, HS_INTERNAL, "out of memory");
+	if (strlen(s) >= HS_STORE_JSON_MAX) {
+		free(s);
+		return hs_error_set(err, HS_INVALID, "labels: too large");
+	}
+	*out = s;
+	return HS_OK;
+}
+
+/* Validated registration: defaults applied, workspace canonical, labels
+ * as JSON. Heap strings: spec_dispose. */
+typedef struct spec_ok {
+	int64_t interval, timeout;
+	hs_task_policy policy;
+	char *workspace, *labels;
+} spec_ok;
+
+static void spec_dispose(spec_ok *v)
+{
+	free(v->workspace);
+	free(v->labels);
+}
+
+static int validate_spec(const hs_task_spec *s, spec_ok *v, hs_error *err)
+{
+	int rc;
+	memset(v, 0, sizeof(*v));
 	if ((rc = hs_id_check_task("task_id", s->task_id, err)) != HS_OK)
-		return hs_error_set(err, HS_INVALID, "task_id: %s", err ? err->msg : "invalid");
+		return rc;
 	if (s->total_steps < 0)
 		return hs_error_set(err, HS_INVALID, "total_steps: must be >= 0");
 	if (s->heartbeat_interval_ms != 0 &&
 	    (s->heartbeat_interval_ms < 100 || s->heartbeat_interval_ms > 3600000))
 		return hs_error_set(err, HS_INVALID, "heartbeat_interval_ms: must be 0 or 100..3600000");
-	int64_t interval = s->heartbeat_interval_ms ? s->heartbeat_interval_ms : 30000;
+	v->interval = s->heartbeat_interval_ms ? s->heartbeat_interval_ms : 30000;
 	if (s->heartbeat_timeout_ms < 0 || s->heartbeat_timeout_ms > 86400000)
 		return hs_error_set(err, HS_INVALID, "heartbeat_timeout_ms: must be 0..86400000");
-	int64_t timeout = s->heartbeat_timeout_ms ? s->heartbeat_timeout_ms : 90000;
-	if (timeout <= interval)
+	v->timeout = s->heartbeat_timeout_ms ? s->heartbeat_timeout_ms : 90000;
+	if (v->timeout <= v->interval)
 		return hs_error_set(err, HS_INVALID,
 				    "heartbeat_timeout_ms: must be greater than heartbeat_interval_ms");
-	if (s->sandbox_id != NULL && s->sandbox_id[0] != '\0') {
-		if ((rc = hs_id_check_name("sandbox_id", s->sandbox_id, err)) != HS_OK)
-			return rc;
+	if (s->sandbox_id != NULL && s->sandbox_id[0] != '\0' &&
+	    (rc = hs_id_check_name("sandbox_id", s->sandbox_id, err)) != HS_OK)
+		return rc;
+	v->policy = s->policy;
+	if ((rc = hs_task_policy_resolve(&v->policy, err)) != HS_OK)
+		return rc;
+	if ((rc = hs_tenancy_workspace_name(s->task_id, s->workspace, &v->workspace, err)) != HS_OK)
+		return rc;
+	if (strlen(v->workspace) >= HS_STORE_PATH_MAX) {
+		spec_dispose(v);
+		return hs_error_set(err, HS_INVALID, "workspace: too long");
 	}
-	const char *ws = s->workspace;
-	if (ws != NULL && ws[0] != '\0') {
-		if (strlen(ws) >= HS_STORE_PATH_MAX || ws[0] == '/')
-			return hs_error_set(err, HS_INVALID, "workspace: must be a relative path");
-		for (const char *p = ws; *p;) {
-			size_t len = strcspn(p, "/");
-			if (len == 2 && p[0] == '.' && p[1] == '.')
-				return hs_error_set(err, HS_INVALID, "workspace: must not contain '..'");
-			p += len;
-			p += *p == '/';
-		}
+	if ((rc = labels_json(s->labels, s->n_labels, &v->labels, err)) != HS_OK) {
+		spec_dispose(v);
+		return rc;
 	}
-	if (s->labels_json != NULL && strlen(s->labels_json) >= HS_STORE_JSON_MAX)
-		return hs_error_set(err, HS_INVALID, "labels: too large");
 	return HS_OK;
+}
+
+/* Claim the task id and the workspace's task id for the caller; owner_out
+ * gets the owner of the task id (an admin may register a user's id). */
+static int claim(hs_tasks *t, const hs_principal *caller, const char *task_id,
+		 const char *workspace, char owner_out[HS_TASK_OWNER_MAX], hs_error *err)
+{
+	int rc;
+	snprintf(owner_out, HS_TASK_OWNER_MAX, "%s", caller->user_id);
+	if (t->tenancy == NULL)
+		return HS_OK;
+	hs_error e = { 0 };
+	rc = hs_tenancy_claim_task(t->tenancy, caller, task_id, &e);
+	if (rc == HS_NOT_FOUND)
+		return hs_error_set(err, HS_EXISTS, "task id taken: %s belongs to another user",
+				    task_id);
+	if (rc != HS_OK)
+		return hs_error_set(err, rc, "%s", e.msg);
+	size_t first = strcspn(workspace, "/");
+	if (strncmp(workspace, task_id, first) != 0 || task_id[first] != '\0') {
+		char ws_task[HS_TASK_ID_MAX + 1];
+		snprintf(ws_task, sizeof(ws_task), "%.*s", (int)first, workspace);
+		if ((rc = hs_tenancy_claim_task(t->tenancy, caller, ws_task, &e)) != HS_OK)
+			return hs_error_set(err, rc, "workspace: %s", e.msg);
+	}
+	char owner[HS_PRINCIPAL_ID_MAX];
+	if ((rc = hs_tenancy_check_task(t->tenancy, caller, task_id, owner, &e)) != HS_OK)
+		return hs_error_set(err, rc, "%s", e.msg);
+	snprintf(owner_out, HS_TASK_OWNER_MAX, "%s", owner);
+	return HS_OK;
+}
+
+static void fill_row(hs_store_task_row *row, const hs_task_spec *s, const spec_ok *v,
+		     const char *owner, const hs_task_fsm *m, int64_t now)
+{
+	memset(row, 0, sizeof(*row));
+	COPY(row->task_id, s->task_id);
+	COPY(row->owner, owner);
+	COPY(row->sandbox_id, s->sandbox_id);
+	COPY(row->workspace, v->workspace);
+	COPY(row->labels_json, v->labels);
+	row->registered_at_ms = now;
+	row->updated_at_ms = now;
+	row->state = m->state;
+	row->total_steps = m->total_steps;
+	row->heartbeat_interval_ms = m->interval_ms;
+	row->heartbeat_timeout_ms = m->timeout_ms;
+	row->policy_max_attempts = m->policy.max_attempts;
+	row->policy_initial_backoff_ms = m->policy.initial_backoff_ms;
+	row->policy_multiplier = m->policy.multiplier;
+	row->policy_max_backoff_ms = m->policy.max_backoff_ms;
+	row->last_heartbeat_ms = m->last_heartbeat_ms;
+	row->deadline_ms = m->deadline_ms;
+}
+
+/* A new task: row and REGISTERED in one transaction, then indexed. */
+static int register_new(hs_tasks *t, const hs_task_spec *s, const spec_ok *v, const char *owner,
+			hs_task_info *out, hs_error *err)
+{
+	int rc;
+	pthread_mutex_lock(&t->mu);
+	bool full = t->n_all >= t->max_tasks;
+	pthread_mutex_unlock(&t->mu);
+	if (full)
+		return hs_error_set(err, HS_LIMIT, "too many registered tasks (limit %zu)", t->max_tasks);
+	hs_store_task_row *row = malloc(sizeof(*row));
+	if (row == NULL)
+		return hs_error_set(err, HS_INTERNAL, "out of memory");
+	int64_t now = hs_clock_wall_ms();
+	/* The state machine from its zero state, like every registration. */
+	hs_task_fsm none;
+	memset(&none, 0, sizeof(none));
+	hs_task_input in = { .kind = HS_TIN_REGISTER, .now_ms = now, .total_steps = s->total_steps,
+			     .interval_ms = v->interval, .timeout_ms = v->timeout,
+			     .policy = v->policy };
+	hs_task_decision d;
+	hs_task_decide(s->task_id, &none, &in, &d);
+	fill_row(row, s, v, owner, &d.next, now);
+	hs_task_event ev;
+	memset(&ev, 0, sizeof(ev));
+	COPY(ev.task_id, s->task_id);
+	ev.type = d.event;
+	ev.step = d.ev_step;
+	COPY(ev.checkpoint_id, d.ev_ckpt);
+	ev.state = d.next.state;
+	ev.recovery_generation = d.next.gen;
+	ev.occurred_at_ms = now;
+	COPY(ev.owner, owner);
+	COPY(ev.sandbox_id, s->sandbox_id);
+	/* Publish before indexing: nothing can act on the task until it is
+	 * in the map, and watchers may see REGISTERED a moment early. */
+	rc = hs_tasks__publish(t, row, true, &ev, err);
+	if (rc == HS_EXISTS) /* raced with another RegisterTask */
+		rc = hs_error_set(err, HS_EXISTS, "task %s already exists", s->task_id);
+	task *k = NULL;
+	if (rc == HS_OK && (k = hs_tasks__insert(t, row, err)) == NULL)
+		rc = HS_INTERNAL;
+	free(row);
+	if (rc != HS_OK)
+		return rc;
+	pthread_mutex_lock(&k->mu);
+	hs_tasks__arm_at(t, k, k->m.deadline_ms);
+	rc = info_out(k, out, err);
+	pthread_mutex_unlock(&k->mu);
+	return rc;
+}
+
+/* Swap the registration's own fields into k (and back on failure). */
+typedef struct reg_fields {
+	char sandbox_id[HS_TASK_ID_MAX + 1];
+	int64_t registered_at_ms;
+	double cpu, mem, disk;
+	char *details, *workspace, *labels_json;
+} reg_fields;
+
+static void swap_fields(task *k, reg_fields *f)
+{
+	reg_fields old;
+	COPY(old.sandbox_id, k->sandbox_id);
+	old.registered_at_ms = k->registered_at_ms;
+	old.cpu = k->cpu;
+	old.mem = k->mem;
+	old.disk = k->disk;
+	old.details = k->details;
+	old.workspace = k->workspace;
+	old.labels_json = k->labels_json;
+	COPY(k->sandbox_id, f->sandbox_id);
+	k->registered_at_ms = f->registered_at_ms;
+	k->cpu = f->cpu;
+	k->mem = f->mem;
+	k->disk = f->disk;
+	k->details = f->details;
+	k->workspace = f->workspace;
+	k->labels_json = f->labels_json;
+	*f = old;
+}
+
+/* A terminal task's id registered again: a new run. Owner and the
+ * checkpoint record stay (an admin may revive a user's task). */
+static int register_again(hs_tasks *t, task *k, const hs_task_spec *s, const spec_ok *v,
+			  hs_task_info *out, hs_error *err)
+{
+	reg_fields f = { .registered_at_ms = hs_clock_wall_ms() };
+	COPY(f.sandbox_id, s->sandbox_id);
+	if (hs_tasks__set_str(&f.details, "") || hs_tasks__set_str(&f.workspace, v->workspace) ||
+	    hs_tasks__set_str(&f.labels_json, v->labels)) {
+		hs_tasks__free_str(f.workspace);
+		hs_tasks__free_str(f.labels_json);
+		return hs_error_set(err, HS_INTERNAL, "out of memory");
+	}
+	hs_task_input in = { .kind = HS_TIN_REGISTER, .now_ms = f.registered_at_ms,
+			     .total_steps = s->total_steps, .interval_ms = v->interval,
+			     .timeout_ms = v->timeout, .policy = v->policy };
+	swap_fields(k, &f); /* f now holds the old fields */
+	int rc = hs_tasks__apply(t, k, &in, NULL, NULL, err);
+	if (rc != HS_OK)
+		swap_fields(k, &f); /* back: f holds the new ones again */
+	hs_tasks__free_str(f.details);
+	hs_tasks__free_str(f.workspace);
+	hs_tasks__free_str(f.labels_json);
+	if (rc == HS_OK)
+		rc = info_out(k, out, err);
+	return rc;
 }
 
 int hs_tasks_register(hs_tasks *t, const hs_principal *caller, const hs_task_spec *spec,
 		      hs_task_info *out, hs_error *err)
 {
 	int rc;
-	hs_task_policy pol = spec->policy;
-	if ((rc = check_caller(caller, err)) != HS_OK || (rc = validate_spec(spec, err)) != HS_OK ||
-	    (rc = hs_task_policy_resolve(&pol, err)) != HS_OK)
+	spec_ok v;
+	char owner[HS_TASK_OWNER_MAX];
+	if ((rc = check_caller(caller, err)) != HS_OK || (rc = validate_spec(spec, &v, err)) != HS_OK)
 		return rc;
+	/* Checkpoints first: a refused id must not be claimed on the way. */
 	if (t->ops.checkpoints_check != NULL &&
 	    (rc = t->ops.checkpoints_check(t->ops.ctx, spec->task_id, caller, err)) != HS_OK)
-		return rc;
-	bool has_sb = spec->sandbox_id != NULL && spec->sandbox_id[0] != '\0';
-	if (has_sb) {
-		if (t->ops.sandbox_check == NULL)
-			return hs_error_set(err, HS_UNAVAILABLE, "sandbox_id: sandboxes are not available");
+		goto done;
+	if ((rc = claim(t, caller, spec->task_id, v.workspace, owner, err)) != HS_OK)
+		goto done;
+	if (spec->sandbox_id != NULL && spec->sandbox_id[0] != '\0') {
+		if (t->ops.sandbox_check == NULL) {
+			rc = hs_error_set(err, HS_UNAVAILABLE, "sandbox_id: sandboxes are not available");
+			goto done;
+		}
 		if ((rc = t->ops.sandbox_check(t->ops.ctx, spec->sandbox_id, caller, err)) != HS_OK)
-			return rc;
+			goto done;
 	}
-	hs_store_task_row *row = calloc(1, sizeof(*row));
-	if (row == NULL)
-		return hs_error_set(err, HS_INTERNAL, "out of memory");
-	int64_t now = hs_clock_wall_ms();
-	COPY(row->task_id, spec->task_id);
-	COPY(row->owner, caller->user_id);
-	row->state = HS_TASK_RUNNING;
-	row->total_steps = spec->total_steps;
-	row->heartbeat_interval_ms = spec->heartbeat_interval_ms ? spec->heartbeat_interval_ms : 30000;
-	row->heartbeat_timeout_ms = spec->heartbeat_timeout_ms ? spec->heartbeat_timeout_ms : 90000;
-	COPY(row->sandbox_id, spec->sandbox_id);
-	row->policy_max_attempts = pol.max_attempts;
-	row->policy_initial_backoff_ms = pol.initial_backoff_ms;
-	row->policy_multiplier = pol.multiplier;
-	row->policy_max_backoff_ms = pol.max_backoff_ms;
-	row->last_heartbeat_ms = now;
-	row->registered_at_ms = now;
-	COPY(row->workspace, spec->workspace && spec->workspace[0] ? spec->workspace : spec->task_id);
-	COPY(row->labels_json, spec->labels_json && spec->labels_json[0] ? spec->labels_json : "{}");
-	row->updated_at_ms = now;
-
 	task *k = hs_tasks__lookup(t, spec->task_id);
 	if (k == NULL) {
-		pthread_mutex_lock(&t->mu);
-		bool full = t->n_all >= t->max_tasks;
-		pthread_mutex_unlock(&t->mu);
-		if (full) {
-			rc = hs_error_set(err, HS_LIMIT, "too many registered tasks (limit %zu)", t->max_tasks);
-			goto done;
-		}
-		rc = hs_store_task_insert(t->store, row, err);
-		if (rc == HS_EXISTS) /* raced with another RegisterTask */
-			rc = hs_error_set(err, HS_EXISTS, "task %s already exists", spec->task_id);
-		if (rc != HS_OK)
-			goto done;
-		if ((k = hs_tasks__insert(t, row, err)) == NULL) {
-			rc = HS_INTERNAL;
-			goto done;
-		}
-		pthread_mutex_lock(&k->mu);
-	} else {
-		pthread_mutex_lock(&k->mu);
-		if (!hs_tasks__visible(k, caller)) {
-			pthread_mutex_unlock(&k->mu);
-			rc = hs_error_set(err, HS_DENIED, "task %s belongs to another user", spec->task_id);
-			goto done;
-		}
-		if (!terminal(k->state)) {
-			pthread_mutex_unlock(&k->mu);
-			rc = hs_error_set(err, HS_EXISTS, "task %s already exists and is %s", spec->task_id,
-					  hs_task_state_name(k->state));
-			goto done;
-		}
-		/* Re-registration keeps the original owner (an admin may revive
-		 * a user's task) and the last known checkpoint. */
-		COPY(row->owner, k->owner);
-		COPY(row->last_checkpoint_id, k->last_ckpt);
-		if ((rc = hs_tasks__commit(t, k, row, err)) != HS_OK) {
-			pthread_mutex_unlock(&k->mu);
-			goto done;
-		}
-		k->epoch++;
-		k->restoring = false;
-		k->resume_ckpt[0] = '\0';
+		rc = register_new(t, spec, &v, owner, out, err);
+		goto done;
 	}
-	hs_tasks__arm_at(t, k, now + k->timeout_ms);
-	rc = hs_tasks__emit(t, k, HS_TEV_REGISTERED, k->current_step, k->last_ckpt, 0, "", err);
-	if (rc == HS_OK)
-		rc = info_out(k, out, err);
+	pthread_mutex_lock(&k->mu);
+	if (!hs_tasks__visible(k, caller))
+		rc = hs_error_set(err, HS_EXISTS, "task id taken: %s belongs to another user",
+				  spec->task_id);
+	else if (!terminal(k->m.state))
+		rc = hs_error_set(err, HS_EXISTS, "task %s already exists and is %s", spec->task_id,
+				  hs_task_state_name(k->m.state));
+	else
+		rc = register_again(t, k, spec, &v, out, err);
 	pthread_mutex_unlock(&k->mu);
 done:
-	free(row);
+	spec_dispose(&v);
 	return rc;
 }
 
-int hs_tasks_heartbeat(hs_tasks *t, const hs_principal *caller, const char *task_id,
-		       const hs_task_beat *b, hs_task_beat_reply *out, hs_error *err)
+/* ---- heartbeat ------------------------------------------------------------- */
+
+static int check_beat(const hs_task_beat *b, hs_error *err)
 {
-	task *k = NULL;
-	int rc;
 	if (b->current_step < 0)
 		return hs_error_set(err, HS_INVALID, "current_step: must be >= 0");
 	if (b->total_steps < 0)
@@ -202,111 +356,86 @@ int hs_tasks_heartbeat(hs_tasks *t, const hs_principal *caller, const char *task
 								 : "disk_usage_mb");
 	if (b->details != NULL && strlen(b->details) > HS_TASK_DETAILS_MAX)
 		return hs_error_set(err, HS_INVALID, "details: at most %d bytes", HS_TASK_DETAILS_MAX);
-	if ((rc = find_locked(t, caller, task_id, &k, err)) != HS_OK)
+	if (b->recovery_generation < 0)
+		return hs_error_set(err, HS_INVALID, "recovery_generation: must be >= 0");
+	return HS_OK;
+}
+
+/* The resume point's external state, read from the checkpoint module
+ * without the task lock (a restore from before a restart). k->mu held on
+ * entry and exit. */
+static void fetch_external(hs_tasks *t, task *k)
+{
+	char id[HS_TASK_ID_MAX + 1], ckpt[HS_TASK_CKPT_LOCAL];
+	int64_t gen = k->m.gen;
+	char *json = NULL;
+	hs_error e = { 0 };
+	COPY(id, k->id);
+	COPY(ckpt, k->m.resume_ckpt);
+	pthread_mutex_unlock(&k->mu);
+	int rc = t->ops.checkpoint_state != NULL
+			 ? t->ops.checkpoint_state(t->ops.ctx, id, ckpt, &json, &e)
+			 : hs_error_set(&e, HS_UNAVAILABLE, "checkpoints are not configured");
+	if (rc != HS_OK)
+		hs_log(HS_LOG_WARN, "tasks", "cannot read the resume point's external state",
+		       HS_LS("task_id", id), HS_LS("checkpoint_id", ckpt), HS_LS("error", e.msg));
+	pthread_mutex_lock(&k->mu);
+	if (rc == HS_OK && k->m.gen == gen && k->resume_external == NULL)
+		k->resume_external = json, json = NULL;
+	free(json);
+}
+
+int hs_tasks_heartbeat(hs_tasks *t, const hs_principal *caller, const char *task_id,
+		       const hs_task_beat *b, hs_task_beat_reply *out, hs_error *err)
+{
+	task *k = NULL;
+	int rc;
+	hs_task_decision d;
+	if ((rc = check_beat(b, err)) != HS_OK || (rc = find_locked(t, caller, task_id, &k, err)) != HS_OK)
 		return rc;
 	memset(out, 0, sizeof(*out));
-	int64_t now = hs_clock_wall_ms();
-	switch (k->state) {
-	case HS_TASK_COMPLETED:
-		rc = hs_error_set(err, HS_CONFLICT, "task %s is COMPLETED", task_id);
-		goto done;
-	case HS_TASK_CANCELLED:
-	case HS_TASK_FAILED:
-		out->state = (hs_task_state)k->state;
-		out->instruction = HS_TASK_CANCEL;
-		goto done;
-	case HS_TASK_RECOVERING:
-		if (k->restoring || k->resume_ckpt[0] == '\0') {
-			/* Mid-recovery: the agent learns it and asks again. */
-			out->state = HS_TASK_RECOVERING;
-			out->instruction = HS_TASK_CONTINUE;
-			out->next_deadline_ms = now + k->interval_ms;
+	for (int tries = 0;; tries++) {
+		/* Past its deadline nobody reads the reply: consume nothing. */
+		if (b->deadline_mono_ms > 0 && hs_clock_mono_ms() >= b->deadline_mono_ms) {
+			rc = hs_error_set(err, HS_TIMEOUT,
+					  "heartbeat of task %s: deadline passed before it was handled; "
+					  "nothing changed", task_id);
 			goto done;
 		}
-		/* Restored: tell the agent to resume; RUNNING again. */
-		hs_store_task_row *row = malloc(sizeof(*row));
-		if (row == NULL) {
-			rc = hs_error_set(err, HS_INTERNAL, "out of memory");
+		hs_task_input in = { .kind = HS_TIN_BEAT, .now_ms = hs_clock_wall_ms(),
+				     .generation = b->recovery_generation, .step = b->current_step,
+				     .total_steps = b->total_steps };
+		if ((rc = hs_tasks__apply(t, k, &in, b, &d, err)) != HS_OK)
 			goto done;
+		if (d.instruction != HS_TASK_RESUME || k->resume_external != NULL)
+			break;
+		if (tries > 0) { /* the resume point is unreadable: wait for a new restore */
+			d.instruction = HS_TASK_WAIT;
+			d.reply_gen = 0;
+			break;
 		}
-		char *saved = strdup(k->details ? k->details : "");
-		hs_tasks__row_of(k, row);
-		row->state = HS_TASK_RUNNING;
-		row->recovery_attempts = 0;
-		row->current_step = k->resume_step;
-		row->last_heartbeat_ms = now;
-		row->updated_at_ms = now;
-		if (saved == NULL)
-			rc = hs_error_set(err, HS_INTERNAL, "out of memory");
-		else
-			rc = hs_tasks__commit(t, k, row, err);
-		free(row);
-		if (rc == HS_OK)
-			rc = hs_tasks__emit(t, k, HS_TEV_RECOVERED, k->resume_step, k->resume_ckpt, 0,
-					    "agent resumed from checkpoint", err);
-		if (rc != HS_OK) {
-			free(saved);
-			goto done;
-		}
-		hs_tasks__arm_at(t, k, now + k->timeout_ms);
-		out->state = HS_TASK_RUNNING;
-		out->instruction = HS_TASK_RESUME;
-		out->resume_step = k->resume_step;
-		COPY(out->checkpoint_id, k->resume_ckpt);
-		out->next_deadline_ms = now + k->timeout_ms;
-		out->details = saved;
-		k->resume_ckpt[0] = '\0';
-		goto done;
-	case HS_TASK_STALLED:
-		if (k->restoring || k->working) {
-			/* An attempt is about to start: it wins. */
-			out->state = HS_TASK_RECOVERING;
-			out->instruction = HS_TASK_CONTINUE;
-			out->next_deadline_ms = now + k->interval_ms;
-			goto done;
-		}
-		/* Late heartbeat before recovery started: RUNNING again. */
-		hs_store_task_row *r2 = malloc(sizeof(*r2));
-		if (r2 == NULL) {
-			rc = hs_error_set(err, HS_INTERNAL, "out of memory");
-			goto done;
-		}
-		hs_tasks__row_of(k, r2);
-		r2->state = HS_TASK_RUNNING;
-		r2->recovery_attempts = 0;
-		rc = hs_tasks__commit(t, k, r2, err);
-		free(r2);
-		if (rc != HS_OK)
-			goto done;
-		hs_log(HS_LOG_INFO, "health", "late heartbeat: task running again",
-		       HS_LS("task_id", task_id));
-		break;
-	default:
-		break;
+		fetch_external(t, k); /* unlocks meanwhile: decide again */
 	}
-	/* RUNNING: the hot path. */
-	int64_t total = b->total_steps ? b->total_steps : k->total_steps;
-	const char *details = b->details && b->details[0] ? b->details : k->details;
-	rc = hs_store_task_heartbeat(t->store, k->id, b->current_step, total, b->cpu_usage,
-				     b->memory_usage_mb, b->disk_usage_mb, details, now, err);
-	if (rc != HS_OK)
-		goto done;
-	if (details != k->details)
-		hs_tasks__set_str(&k->details, details); /* best effort: the store has it */
-	k->current_step = b->current_step;
-	k->total_steps = total;
-	k->cpu = b->cpu_usage;
-	k->mem = b->memory_usage_mb;
-	k->disk = b->disk_usage_mb;
-	k->last_heartbeat_ms = now;
-	hs_tasks__arm_at(t, k, now + k->timeout_ms);
-	out->state = HS_TASK_RUNNING;
-	out->instruction = HS_TASK_CONTINUE;
-	out->next_deadline_ms = now + k->timeout_ms;
+	out->state = (hs_task_state)k->m.state;
+	out->instruction = d.instruction;
+	out->recovery_generation = d.reply_gen;
+	out->next_deadline_ms = d.instruction == HS_TASK_CANCEL ? 0 : d.reply_deadline_ms;
+	if (d.instruction == HS_TASK_RESUME) {
+		out->resume_step = k->m.resume_step;
+		COPY(out->checkpoint_id, k->m.resume_ckpt);
+		out->details = strdup(k->details ? k->details : "");
+		out->external_state = strdup(k->resume_external);
+		if (out->details == NULL || out->external_state == NULL) {
+			hs_task_beat_reply_dispose(out);
+			rc = hs_error_set(err, HS_INTERNAL, "out of memory");
+		}
+	}
 done:
 	pthread_mutex_unlock(&k->mu);
 	return rc;
 }
+
+/* ---- get, complete, cancel, recover ---------------------------------------- */
 
 int hs_tasks_get(hs_tasks *t, const hs_principal *caller, const char *task_id,
 		 hs_task_info *out, hs_error *err)
@@ -320,76 +449,38 @@ int hs_tasks_get(hs_tasks *t, const hs_principal *caller, const char *task_id,
 	return rc;
 }
 
-/* Terminal transition shared by complete and cancel (task->mu held). */
-static int finish(hs_tasks *t, task *k, int state, const char *reason, const char *result,
-		  bool cancel, hs_task_event_type type, hs_error *err)
+static int finish(hs_tasks *t, const hs_principal *caller, const char *task_id,
+		  const hs_task_input *in, hs_task_info *out, hs_error *err)
 {
-	hs_store_task_row *row = malloc(sizeof(*row));
-	if (row == NULL)
-		return hs_error_set(err, HS_INTERNAL, "out of memory");
-	int64_t now = hs_clock_wall_ms();
-	hs_tasks__row_of(k, row);
-	row->state = state;
-	COPY(row->failure_reason, state == HS_TASK_COMPLETED ? result : reason);
-	if (cancel)
-		row->cancel_requested = true;
-	row->updated_at_ms = now;
-	int rc = hs_tasks__commit(t, k, row, err);
-	free(row);
+	task *k = NULL;
+	int rc = find_locked(t, caller, task_id, &k, err);
 	if (rc != HS_OK)
 		return rc;
-	k->finished_at_ms = now;
-	k->epoch++; /* aborts an in-flight recovery */
-	k->restoring = false;
-	k->resume_ckpt[0] = '\0';
-	hs_tasks__disarm(t, k);
-	return hs_tasks__emit(t, k, type, k->current_step, k->last_ckpt, 0,
-			      state == HS_TASK_COMPLETED ? result : reason, err);
+	rc = hs_tasks__apply(t, k, in, NULL, NULL, err);
+	if (rc == HS_OK)
+		rc = info_out(k, out, err);
+	pthread_mutex_unlock(&k->mu);
+	return rc;
 }
 
 int hs_tasks_complete(hs_tasks *t, const hs_principal *caller, const char *task_id,
 		      bool success, const char *message, hs_task_info *out, hs_error *err)
 {
-	task *k = NULL;
-	int rc;
 	if (message != NULL && strlen(message) > HS_TASK_MESSAGE_MAX)
 		return hs_error_set(err, HS_INVALID, "message: at most %d bytes", HS_TASK_MESSAGE_MAX);
-	if ((rc = find_locked(t, caller, task_id, &k, err)) != HS_OK)
-		return rc;
-	if (terminal(k->state))
-		rc = hs_error_set(err, HS_CONFLICT, "task %s is already %s", task_id,
-				  hs_task_state_name(k->state));
-	else
-		rc = finish(t, k, success ? HS_TASK_COMPLETED : HS_TASK_FAILED,
-			    success ? "" : (message ? message : ""), message ? message : "", false,
-			    success ? HS_TEV_COMPLETED : HS_TEV_FAILED, err);
-	if (rc == HS_OK)
-		rc = info_out(k, out, err);
-	pthread_mutex_unlock(&k->mu);
-	return rc;
+	hs_task_input in = { .kind = HS_TIN_COMPLETE, .now_ms = hs_clock_wall_ms(),
+			     .success = success, .message = message ? message : "" };
+	return finish(t, caller, task_id, &in, out, err);
 }
 
 int hs_tasks_cancel(hs_tasks *t, const hs_principal *caller, const char *task_id,
 		    const char *reason, hs_task_info *out, hs_error *err)
 {
-	task *k = NULL;
-	int rc;
 	if (reason != NULL && strlen(reason) >= HS_TASK_REASON_MAX)
 		return hs_error_set(err, HS_INVALID, "reason: at most %d bytes", HS_TASK_REASON_MAX - 1);
-	if ((rc = find_locked(t, caller, task_id, &k, err)) != HS_OK)
-		return rc;
-	if (k->state == HS_TASK_CANCELLED)
-		rc = HS_OK; /* idempotent */
-	else if (terminal(k->state))
-		rc = hs_error_set(err, HS_CONFLICT, "task %s is %s", task_id,
-				  hs_task_state_name(k->state));
-	else
-		rc = finish(t, k, HS_TASK_CANCELLED, reason && reason[0] ? reason : "cancelled", "",
-			    true, HS_TEV_CANCELLED, err);
-	if (rc == HS_OK)
-		rc = info_out(k, out, err);
-	pthread_mutex_unlock(&k->mu);
-	return rc;
+	hs_task_input in = { .kind = HS_TIN_CANCEL, .now_ms = hs_clock_wall_ms(),
+			     .message = reason ? reason : "" };
+	return finish(t, caller, task_id, &in, out, err);
 }
 
 int hs_tasks_recover(hs_tasks *t, const hs_principal *caller, const char *task_id,
@@ -401,30 +492,72 @@ int hs_tasks_recover(hs_tasks *t, const hs_principal *caller, const char *task_i
 		return hs_error_set(err, HS_INVALID, "reason: at most %d bytes", HS_TASK_REASON_MAX - 1);
 	if ((rc = find_locked(t, caller, task_id, &k, err)) != HS_OK)
 		return rc;
-	switch (k->state) {
-	case HS_TASK_RUNNING:
-	case HS_TASK_STALLED:
-	case HS_TASK_FAILED:
-		if (k->working) { /* cannot happen outside RECOVERING; be safe */
-			rc = hs_error_set(err, HS_CONFLICT, "task %s is already RECOVERING", task_id);
+	for (int tries = 0;; tries++) {
+		int st = k->m.state;
+		if (st == HS_TASK_RECOVERING || st == HS_TASK_COMPLETED || st == HS_TASK_CANCELLED) {
+			rc = hs_error_set(err, HS_CONFLICT, "task %s is %s", task_id,
+					  st == HS_TASK_RECOVERING ? "already RECOVERING"
+								   : hs_task_state_name(st));
 			break;
 		}
-		if (k->state == HS_TASK_FAILED)
-			k->attempts = 0; /* a manual retry starts a fresh series */
-		rc = hs_tasks__begin_attempt(t, k, reason && reason[0] ? reason : "RecoverTask", err);
+		if (tries == RECOVER_TRIES) {
+			rc = hs_error_set(err, HS_CONFLICT,
+					  "task %s kept changing while the recovery started; retry",
+					  task_id);
+			break;
+		}
+		/* The latest checkpoint, looked up without the lock. */
+		uint64_t epoch = k->epoch;
+		char ckpt[HS_TASK_CKPT_ID_MAX] = "";
+		int64_t step = 0;
+		hs_error e = { 0 };
+		pthread_mutex_unlock(&k->mu);
+		rc = t->ops.latest != NULL
+			     ? t->ops.latest(t->ops.ctx, task_id, ckpt, sizeof(ckpt), &step, &e)
+			     : hs_error_set(&e, HS_UNAVAILABLE, "checkpoints are not configured");
+		pthread_mutex_lock(&k->mu);
+		if (rc == HS_NOT_FOUND) {
+			rc = hs_error_set(err, HS_CONFLICT, "task %s has no checkpoint to recover from",
+					  task_id);
+			break;
+		}
+		if (rc != HS_OK) {
+			rc = hs_error_set(err, rc, "%s", e.msg);
+			break;
+		}
+		if (k->epoch != epoch)
+			continue;
+		hs_task_input in = { .kind = HS_TIN_START, .now_ms = hs_clock_wall_ms(),
+				     .manual = true, .checkpoint_id = ckpt, .checkpoint_step = step,
+				     .message = reason && reason[0] ? reason : "RecoverTask" };
+		rc = hs_tasks__apply(t, k, &in, NULL, NULL, err);
 		if (rc == HS_OK)
-			hs_tasks__enqueue(t, k);
-		break;
-	default:
-		rc = hs_error_set(err, HS_CONFLICT, "task %s is %s", task_id,
-				  k->state == HS_TASK_RECOVERING ? "already RECOVERING"
-								 : hs_task_state_name(k->state));
+			atomic_fetch_add(&t->n_recoveries, 1);
 		break;
 	}
 	if (rc == HS_OK)
 		rc = info_out(k, out, err);
 	pthread_mutex_unlock(&k->mu);
 	return rc;
+}
+
+void hs_tasks_note_checkpoint(hs_tasks *t, const char *task_id, const char *checkpoint_id,
+			      int64_t step)
+{
+	if (t == NULL || task_id == NULL || checkpoint_id == NULL || !hs_id_is_task(task_id) ||
+	    strlen(checkpoint_id) >= HS_TASK_CKPT_LOCAL)
+		return;
+	task *k = hs_tasks__lookup(t, task_id);
+	if (k == NULL)
+		return; /* checkpoints of a task nobody registered */
+	hs_error err = { 0 };
+	hs_task_input in = { .kind = HS_TIN_CHECKPOINT, .now_ms = hs_clock_wall_ms(),
+			     .checkpoint_id = checkpoint_id, .checkpoint_step = step };
+	pthread_mutex_lock(&k->mu);
+	if (hs_tasks__apply(t, k, &in, NULL, NULL, &err) != HS_OK)
+		hs_log(HS_LOG_WARN, "tasks", "cannot record a checkpoint", HS_LS("task_id", task_id),
+		       HS_LS("checkpoint_id", checkpoint_id), HS_LS("error", err.msg));
+	pthread_mutex_unlock(&k->mu);
 }
 
 /* ---- list ------------------------------------------------------------------ */
@@ -442,16 +575,23 @@ static int by_newest(const void *a, const void *b)
 	return strcmp(x->k->id, y->k->id);
 }
 
+/* Does the task's labels JSON satisfy the selector (common/labels.h)? */
 static bool labels_match(const char *labels_json, const hs_task_list_opts *o)
 {
-	if (o->n_labels == 0)
+	if (o->n_selector == 0)
 		return true;
 	json_t *j = json_loads(labels_json ? labels_json : "{}", 0, NULL);
-	bool ok = j != NULL;
-	for (size_t i = 0; ok && i < o->n_labels; i++) {
-		json_t *v = json_object_get(j, o->label_keys[i]);
-		ok = json_is_string(v) && strcmp(json_string_value(v), o->label_values[i]) == 0;
-	}
+	hs_label have[HS_LABELS_MAX];
+	size_t n = 0;
+	const char *key;
+	json_t *v;
+	if (json_is_object(j))
+		json_object_foreach(j, key, v)
+		{
+			if (n < HS_LABELS_MAX && json_is_string(v))
+				have[n++] = (hs_label){ key, json_string_value(v) };
+		}
+	bool ok = hs_labels_match(have, n, o->selector, o->n_selector);
 	json_decref(j);
 	return ok;
 }
@@ -464,7 +604,14 @@ int hs_tasks_list(hs_tasks *t, const hs_principal *caller, const hs_task_list_op
 		return rc;
 	if (o->state < 0 || o->state > HS_TASK_CANCELLED)
 		return hs_error_set(err, HS_INVALID, "state: unknown value %d", o->state);
-	size_t page = o->page_size == 0 ? 50 : o->page_size > 1000 ? 1000 : o->page_size;
+	if (o->n_selector > 0 &&
+	    (rc = hs_labels_check("label_selector", o->selector, o->n_selector, err)) != HS_OK)
+		return rc;
+	if (o->page_size < 0)
+		return hs_error_set(err, HS_INVALID, "page_size: must be >= 0");
+	size_t page = o->page_size == 0	       ? LIST_DEFAULT
+		      : o->page_size > LIST_MAX ? LIST_MAX
+						: (size_t)o->page_size;
 	long long c_reg = 0;
 	char c_id[HS_TASK_ID_MAX + 1] = "";
 	bool has_cursor = o->page_token != NULL && o->page_token[0] != '\0';
@@ -488,7 +635,7 @@ int hs_tasks_list(hs_tasks *t, const hs_principal *caller, const hs_task_list_op
 	for (size_t i = 0; i < n_all; i++) {
 		task *k = keys[i].k;
 		pthread_mutex_lock(&k->mu);
-		bool keep = hs_tasks__visible(k, caller) && (o->state == 0 || k->state == o->state) &&
+		bool keep = hs_tasks__visible(k, caller) && (o->state == 0 || k->m.state == o->state) &&
 			    labels_match(k->labels_json, o);
 		int64_t reg = k->registered_at_ms;
 		pthread_mutex_unlock(&k->mu);

@@ -1,20 +1,23 @@
-/* The recovery coordinator: timeouts, backoff, and recovery attempts run on
- * two worker threads of this module (never on an RPC thread).
+/* The recovery coordinator: recovery attempts run on two worker threads of
+ * this module (never on an RPC thread), without the task's lock while they
+ * touch git or sandboxes; every outcome goes back through the state machine
+ * (hs_tasks__apply).
  *
- * One attempt: RECOVERY_STARTED (checkpoint being restored) -> restore the
- * workspace to the latest checkpoint and verify it -> bring back the sandbox
- * (restore its latest snapshot, else restart it) -> the task stays
- * RECOVERING with the resume point recorded and its heartbeat deadline
- * armed; the agent's next heartbeat gets INSTRUCTION_RESUME_FROM_CHECKPOINT
- * and the task is RUNNING again (RECOVERED). A failed attempt emits
- * RECOVERY_FAILED and is retried after the policy's backoff, until
- * max_attempts; "no checkpoint" is final at once.
+ * One attempt: look up the latest checkpoint -> START (RECOVERY_STARTED, a
+ * new recovery generation: from here on the agent is fenced) -> restore the
+ * workspace and verify it -> bring back the sandbox (restore its latest
+ * snapshot, else resume/keep it) -> RESTORED (WORKSPACE_RESTORED; the
+ * acknowledgement deadline is armed). The agent's stale heartbeats get
+ * RESUME_FROM_CHECKPOINT from then on; its acknowledging heartbeat makes
+ * the task RUNNING (RECOVERED). A failed attempt emits RECOVERY_FAILED and
+ * is retried after the policy's backoff, until max_attempts; "no
+ * checkpoint" is final at once.
  *
  * One recovery per task at a time: a task is in the queue at most once
- * (task->queued) and handled by at most one worker (task->working). A
- * transition made by someone else while the worker works without the lock
- * (cancel, complete, re-register) bumps task->epoch; the worker then drops
- * its result. */
+ * (task->queued) and handled by at most one worker (task->working), which
+ * loops while the task needs work. A result that arrives after the task
+ * moved on is dropped by the state machine (the job carries its
+ * generation; a lookup is checked against task->epoch). */
 #include "tasks_internal.h"
 
 #include <stdio.h>
@@ -26,10 +29,11 @@
 #define N_WORKERS 2
 #define RETRY_STORE_MS 1000
 
-void hs_tasks__schedule_attempt(hs_tasks *t, task *k)
+void hs_tasks__retry_later(hs_tasks *t, task *k, const char *what, const hs_error *err)
 {
-	int64_t delay = hs_task_backoff_ms(&k->policy, k->attempts + 1);
-	hs_tasks__arm_at(t, k, hs_clock_wall_ms() + delay);
+	hs_log(HS_LOG_ERROR, "tasks", "cannot persist a transition: retrying", HS_LS("task_id", k->id),
+	       HS_LS("step", what), HS_LS("error", err ? err->msg : ""));
+	hs_tasks__arm_at(t, k, hs_clock_wall_ms() + RETRY_STORE_MS);
 }
 
 void hs_tasks__enqueue(hs_tasks *t, task *k)
@@ -42,7 +46,7 @@ void hs_tasks__enqueue(hs_tasks *t, task *k)
 		task **q = malloc(cap * sizeof(*q));
 		if (q == NULL) {
 			pthread_mutex_unlock(&t->rq_mu);
-			hs_log(HS_LOG_ERROR, "health", "recovery queue: out of memory",
+			hs_log(HS_LOG_ERROR, "tasks", "recovery queue: out of memory",
 			       HS_LS("task_id", k->id));
 			hs_tasks__arm_at(t, k, hs_clock_wall_ms() + RETRY_STORE_MS);
 			return;
@@ -61,212 +65,137 @@ void hs_tasks__enqueue(hs_tasks *t, task *k)
 	k->queued = true;
 }
 
-/* Give up: FAILED with RECOVERY_FAILED (task->mu held). */
-static void give_up(hs_tasks *t, task *k, const char *why)
+typedef enum job { JOB_NONE, JOB_ATTEMPT, JOB_RESTORE } job;
+
+static job needed(const task *k)
+{
+	if (k->m.state == HS_TASK_STALLED && k->attempt_due)
+		return JOB_ATTEMPT;
+	if (k->m.state == HS_TASK_RECOVERING && !k->m.restored)
+		return JOB_RESTORE;
+	return JOB_NONE;
+}
+
+/* Backoff over: look up the latest checkpoint (unlocked), then START or
+ * ATTEMPT_FAILED. task->mu held on entry and exit. False when the result
+ * could not be stored (a retry is armed). */
+static bool run_attempt(hs_tasks *t, task *k)
 {
 	hs_error err = { 0 };
-	hs_store_task_row *row = malloc(sizeof(*row));
-	int64_t now = hs_clock_wall_ms();
-	int rc = HS_INTERNAL;
-	if (row != NULL) {
-		hs_tasks__row_of(k, row);
-		row->state = HS_TASK_FAILED;
-		COPY(row->failure_reason, why);
-		row->updated_at_ms = now;
-		rc = hs_tasks__commit(t, k, row, &err);
-		free(row);
+	uint64_t epoch = k->epoch;
+	char id[HS_TASK_ID_MAX + 1], ckpt[HS_TASK_CKPT_ID_MAX] = "";
+	int64_t step = 0;
+	COPY(id, k->id);
+	pthread_mutex_unlock(&k->mu);
+	int rc = t->ops.latest != NULL
+			 ? t->ops.latest(t->ops.ctx, id, ckpt, sizeof(ckpt), &step, &err)
+			 : hs_error_set(&err, HS_UNAVAILABLE, "checkpoints are not configured");
+	pthread_mutex_lock(&k->mu);
+	if (k->epoch != epoch)
+		return true; /* it moved on (a heartbeat, a cancel, RecoverTask): look again */
+	hs_task_input in = { .now_ms = hs_clock_wall_ms() };
+	if (rc == HS_OK) {
+		in.kind = HS_TIN_START;
+		in.checkpoint_id = ckpt;
+		in.checkpoint_step = step;
+		in.message = "heartbeat timeout";
+	} else {
+		in.kind = HS_TIN_ATTEMPT_FAILED;
+		in.before_start = true;
+		in.final = rc == HS_NOT_FOUND;
+		in.message = rc == HS_NOT_FOUND ? "no checkpoint to recover from" : err.msg;
 	}
-	k->restoring = false;
-	k->resume_ckpt[0] = '\0';
-	if (rc != HS_OK) {
-		hs_log(HS_LOG_ERROR, "health", "cannot persist FAILED: retrying", HS_LS("task_id", k->id),
-		       HS_LS("error", err.msg));
-		hs_tasks__arm_at(t, k, now + RETRY_STORE_MS);
-		return;
+	atomic_fetch_add(&t->n_recoveries, 1);
+	hs_error e2 = { 0 };
+	if (hs_tasks__apply(t, k, &in, NULL, NULL, &e2) != HS_OK) {
+		k->attempt_due = false;
+		hs_tasks__retry_later(t, k, "attempt", &e2); /* DEADLINE makes it due again */
+		return false;
 	}
-	k->finished_at_ms = now;
-	hs_tasks__disarm(t, k);
-	hs_log(HS_LOG_WARN, "health", "recovery gave up", HS_LS("task_id", k->id),
-	       HS_LS("reason", why), HS_LI("attempts", k->attempts));
-	if (hs_tasks__emit(t, k, HS_TEV_RECOVERY_FAILED, k->current_step, k->last_ckpt, k->attempts,
-			   why, &err) != HS_OK)
-		hs_log(HS_LOG_ERROR, "health", "cannot append event", HS_LS("error", err.msg));
+	return true;
 }
 
-/* Back to STALLED with a RECOVERY_FAILED or TIMEOUT event, next attempt after
- * the backoff (task->mu held). */
-static void to_stalled(hs_tasks *t, task *k, hs_task_event_type type, int32_t attempt,
-		       const char *why)
+/* Restore the workspace (and sandbox) of the current generation
+ * (unlocked), then RESTORED or ATTEMPT_FAILED. task->mu held on entry and
+ * exit. */
+static bool run_restore(hs_tasks *t, task *k)
 {
 	hs_error err = { 0 };
-	hs_store_task_row *row = malloc(sizeof(*row));
-	int rc = HS_INTERNAL;
-	if (row != NULL) {
-		hs_tasks__row_of(k, row);
-		row->state = HS_TASK_STALLED;
-		rc = hs_tasks__commit(t, k, row, &err);
-		free(row);
+	int64_t gen = k->m.gen;
+	int32_t attempt = k->m.attempts;
+	char id[HS_TASK_ID_MAX + 1], sandbox[HS_TASK_ID_MAX + 1], ckpt[HS_TASK_CKPT_LOCAL];
+	char *workspace = strdup(k->workspace ? k->workspace : k->id);
+	char *owner = strdup(k->owner);
+	char *external = NULL;
+	COPY(id, k->id);
+	COPY(sandbox, k->sandbox_id);
+	COPY(ckpt, k->m.resume_ckpt);
+	pthread_mutex_unlock(&k->mu);
+	hs_log(HS_LOG_INFO, "tasks", "restoring", HS_LS("task_id", id), HS_LS("checkpoint_id", ckpt),
+	       HS_LI("attempt", attempt), HS_LI("generation", gen));
+	int rc;
+	if (workspace == NULL || owner == NULL)
+		rc = hs_error_set(&err, HS_INTERNAL, "out of memory");
+	else if (t->ops.restore == NULL)
+		rc = hs_error_set(&err, HS_UNAVAILABLE, "checkpoints are not configured");
+	else
+		rc = t->ops.restore(t->ops.ctx, id, ckpt, workspace, &external, &err);
+	if (rc == HS_OK && sandbox[0] != '\0') {
+		if (t->ops.sandbox_recover == NULL)
+			rc = hs_error_set(&err, HS_UNAVAILABLE, "sandboxes are not available");
+		else
+			rc = t->ops.sandbox_recover(t->ops.ctx, sandbox, owner, &err);
 	}
-	k->restoring = false;
-	k->resume_ckpt[0] = '\0';
-	if (rc != HS_OK) {
-		hs_log(HS_LOG_ERROR, "health", "cannot persist STALLED: retrying", HS_LS("task_id", k->id),
-		       HS_LS("error", err.msg));
-		hs_tasks__arm_at(t, k, hs_clock_wall_ms() + RETRY_STORE_MS);
-		return;
+	free(workspace);
+	free(owner);
+	pthread_mutex_lock(&k->mu);
+	hs_task_input in = { .now_ms = hs_clock_wall_ms(), .job_gen = gen };
+	char why[HS_TASK_REASON_MAX];
+	if (rc == HS_OK) {
+		in.kind = HS_TIN_RESTORED;
+	} else {
+		snprintf(why, sizeof(why), "%s", err.msg[0] ? err.msg : hs_code_name(rc));
+		hs_log(HS_LOG_WARN, "tasks", "recovery attempt failed", HS_LS("task_id", id),
+		       HS_LI("attempt", attempt), HS_LS("error", why));
+		in.kind = HS_TIN_ATTEMPT_FAILED;
+		in.message = why;
 	}
-	if (hs_tasks__emit(t, k, type, k->current_step, k->last_ckpt, attempt, why, &err) != HS_OK)
-		hs_log(HS_LOG_ERROR, "health", "cannot append event", HS_LS("error", err.msg));
-	hs_tasks__schedule_attempt(t, k);
+	hs_error e2 = { 0 };
+	hs_task_decision d;
+	if (hs_tasks__apply(t, k, &in, NULL, &d, &e2) != HS_OK) {
+		free(external);
+		hs_tasks__retry_later(t, k, "restore", &e2); /* DEADLINE re-queues it */
+		return false;
+	}
+	if (rc == HS_OK && d.touched && k->resume_external == NULL) {
+		k->resume_external = external; /* the resume point's external state */
+		external = NULL;
+	}
+	free(external);
+	return true;
 }
 
-void hs_tasks__on_timeout(hs_tasks *t, task *k)
-{
-	char why[160];
-	if (k->state == HS_TASK_RECOVERING && k->attempts >= k->policy.max_attempts) {
-		snprintf(why, sizeof(why), "agent did not resume after %d recovery attempts",
-			 (int)k->attempts);
-		give_up(t, k, why);
-		return;
-	}
-	snprintf(why, sizeof(why), "no heartbeat for %lld ms", (long long)k->timeout_ms);
-	hs_log(HS_LOG_INFO, "health", "task stalled", HS_LS("task_id", k->id),
-	       HS_LI("timeout_ms", k->timeout_ms));
-	to_stalled(t, k, HS_TEV_TIMEOUT, 0, why);
-}
-
-int hs_tasks__begin_attempt(hs_tasks *t, task *k, const char *reason, hs_error *err)
-{
-	hs_store_task_row *row = malloc(sizeof(*row));
-	if (row == NULL)
-		return hs_error_set(err, HS_INTERNAL, "out of memory");
-	hs_tasks__row_of(k, row);
-	row->state = HS_TASK_RECOVERING;
-	row->recovery_attempts = k->attempts + 1;
-	row->failure_reason[0] = '\0';
-	row->updated_at_ms = hs_clock_wall_ms();
-	int rc = hs_tasks__commit(t, k, row, err);
-	free(row);
-	if (rc != HS_OK)
-		return rc;
-	k->finished_at_ms = 0;
-	k->restoring = true;
-	k->resume_ckpt[0] = '\0';
-	free(k->reason);
-	k->reason = strdup(reason ? reason : "");
-	hs_tasks__disarm(t, k);
-	return HS_OK;
-}
-
-/* One attempt for k, from a worker thread. */
+/* Work on k while it needs it, from a worker thread. */
 static void run_job(hs_tasks *t, task *k)
 {
-	hs_error err = { 0 };
 	pthread_mutex_lock(&k->mu);
 	k->queued = false;
-	if (k->working) {
-		pthread_mutex_unlock(&k->mu);
-		return;
-	}
-	if (k->state == HS_TASK_STALLED) {
-		if (hs_tasks__begin_attempt(t, k, "heartbeat timeout", &err) != HS_OK) {
-			hs_log(HS_LOG_ERROR, "health", "cannot start recovery: retrying",
-			       HS_LS("task_id", k->id), HS_LS("error", err.msg));
-			hs_tasks__arm_at(t, k, hs_clock_wall_ms() + RETRY_STORE_MS);
-			pthread_mutex_unlock(&k->mu);
-			return;
-		}
-	} else if (!(k->state == HS_TASK_RECOVERING && k->restoring)) {
+	if (k->working) { /* the worker that has it loops */
 		pthread_mutex_unlock(&k->mu);
 		return;
 	}
 	k->working = true;
-	uint64_t epoch = k->epoch;
-	int32_t attempt = k->attempts;
-	char id[HS_TASK_ID_MAX + 1], sandbox[HS_TASK_ID_MAX + 1], reason[HS_TASK_REASON_MAX];
-	char *workspace = strdup(k->workspace ? k->workspace : k->id);
-	char *owner = strdup(k->owner);
-	COPY(id, k->id);
-	COPY(sandbox, k->sandbox_id);
-	COPY(reason, k->reason ? k->reason : "");
-	pthread_mutex_unlock(&k->mu);
-	atomic_fetch_add(&t->n_recoveries, 1);
-	hs_log(HS_LOG_INFO, "health", "recovery attempt", HS_LS("task_id", id),
-	       HS_LI("attempt", attempt));
-
-	char ckpt[HS_TASK_CKPT_ID_MAX] = "";
-	int64_t step = 0;
-	bool final = false, aborted = false;
-	int rc;
-	if (workspace == NULL || owner == NULL)
-		rc = hs_error_set(&err, HS_INTERNAL, "out of memory");
-	else if (t->ops.latest == NULL)
-		rc = hs_error_set(&err, HS_UNAVAILABLE, "checkpoints are not configured");
-	else
-		rc = t->ops.latest(t->ops.ctx, id, ckpt, sizeof(ckpt), &step, &err);
-	if (rc == HS_NOT_FOUND) {
-		final = true;
-		hs_error_clear(&err);
-		hs_error_set(&err, HS_NOT_FOUND, "no checkpoint to recover from");
+	bool go = true;
+	int rounds = 0;
+	for (; go && rounds < 16; rounds++) {
+		job j = needed(k);
+		if (j == JOB_NONE)
+			break;
+		go = j == JOB_ATTEMPT ? run_attempt(t, k) : run_restore(t, k);
 	}
-	if (rc == HS_OK) {
-		pthread_mutex_lock(&k->mu);
-		aborted = k->epoch != epoch || k->state != HS_TASK_RECOVERING;
-		if (!aborted) {
-			hs_error e2 = { 0 };
-			if (hs_tasks__emit(t, k, HS_TEV_RECOVERY_STARTED, step, ckpt, attempt, reason,
-					   &e2) != HS_OK)
-				hs_log(HS_LOG_ERROR, "health", "cannot append event",
-				       HS_LS("error", e2.msg));
-		}
-		pthread_mutex_unlock(&k->mu);
-		if (!aborted)
-			rc = t->ops.restore(t->ops.ctx, id, ckpt, workspace, &err);
-		if (!aborted && rc == HS_OK && sandbox[0] != '\0') {
-			if (t->ops.sandbox_recover == NULL)
-				rc = hs_error_set(&err, HS_UNAVAILABLE, "sandboxes are not available");
-			else
-				rc = t->ops.sandbox_recover(t->ops.ctx, sandbox, owner, &err);
-		}
-	}
-	free(workspace);
-	free(owner);
-
-	pthread_mutex_lock(&k->mu);
 	k->working = false;
-	if (aborted || k->epoch != epoch || k->state != HS_TASK_RECOVERING) {
-		pthread_mutex_unlock(&k->mu);
-		return; /* cancelled, completed or re-registered meanwhile */
-	}
-	if (rc == HS_OK) {
-		hs_store_task_row *row = malloc(sizeof(*row));
-		if (row == NULL) {
-			rc = hs_error_set(&err, HS_INTERNAL, "out of memory");
-		} else {
-			hs_tasks__row_of(k, row);
-			row->current_step = step;
-			COPY(row->last_checkpoint_id, ckpt);
-			rc = hs_tasks__commit(t, k, row, &err);
-			free(row);
-		}
-	}
-	if (rc == HS_OK) {
-		k->restoring = false;
-		COPY(k->resume_ckpt, ckpt);
-		k->resume_step = step;
-		hs_tasks__arm_at(t, k, hs_clock_wall_ms() + k->timeout_ms);
-		hs_log(HS_LOG_INFO, "health", "workspace restored: waiting for the agent",
-		       HS_LS("task_id", id), HS_LS("checkpoint_id", ckpt), HS_LI("step", step));
-	} else {
-		char why[HS_TASK_REASON_MAX];
-		snprintf(why, sizeof(why), "%s", err.msg[0] ? err.msg : hs_code_name(rc));
-		hs_log(HS_LOG_WARN, "health", "recovery attempt failed", HS_LS("task_id", id),
-		       HS_LI("attempt", attempt), HS_LS("error", why));
-		if (final || k->attempts >= k->policy.max_attempts)
-			give_up(t, k, why);
-		else
-			to_stalled(t, k, HS_TEV_RECOVERY_FAILED, attempt, why);
-	}
+	if (go && rounds == 16 && needed(k) != JOB_NONE) /* yield the worker */
+		hs_tasks__enqueue(t, k);
 	pthread_mutex_unlock(&k->mu);
 }
 

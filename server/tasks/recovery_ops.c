@@ -8,6 +8,7 @@
  * snapshots cannot be brought back (the module has no restart), which fails
  * the attempt with that reason. Sandbox calls act as the task's owner. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "checkpoint.h"
@@ -31,8 +32,13 @@ static int op_latest(void *ctx, const char *task_id, char *id_out, size_t id_len
 	return HS_OK;
 }
 
+static char *external_of(const hs_ckpt_info *info)
+{
+	return strdup(info->external_state_json ? info->external_state_json : "");
+}
+
 static int op_restore(void *ctx, const char *task_id, const char *checkpoint_id,
-		      const char *workspace, hs_error *err)
+		      const char *workspace, char **external_out, hs_error *err)
 {
 	ops_ctx *c = ctx;
 	hs_ckpt_info info;
@@ -46,20 +52,48 @@ static int op_restore(void *ctx, const char *task_id, const char *checkpoint_id,
 				 &removed, err);
 	if (rc != HS_OK)
 		return rc;
+	char *external = external_of(&info);
 	hs_ckpt_info_dispose(&info);
+	if (external == NULL)
+		return hs_error_set(err, HS_INTERNAL, "out of memory");
 	hs_ckpt_verify_result res;
 	memset(&res, 0, sizeof(res));
-	if ((rc = hs_ckpt_verify(c->ckpt, task_id, checkpoint_id, workspace, &res, err)) != HS_OK)
+	if ((rc = hs_ckpt_verify(c->ckpt, task_id, checkpoint_id, workspace, &res, err)) != HS_OK) {
+		free(external);
 		return rc;
+	}
 	if (!res.consistent)
 		rc = hs_error_set(err, HS_INTERNAL,
 				  "workspace differs from %s after restore (%zu added, %zu modified, "
 				  "%zu deleted)",
 				  checkpoint_id, res.added.count, res.modified.count, res.deleted.count);
 	hs_ckpt_verify_result_dispose(&res);
+	if (rc == HS_OK)
+		*external_out = external;
+	else
+		free(external);
 	return rc;
 }
 
+static int op_checkpoint_state(void *ctx, const char *task_id, const char *checkpoint_id,
+			       char **external_out, hs_error *err)
+{
+	ops_ctx *c = ctx;
+	hs_ckpt_info info;
+	memset(&info, 0, sizeof(info));
+	int rc = hs_ckpt_get(c->ckpt, task_id, checkpoint_id, &info, err);
+	if (rc != HS_OK)
+		return rc;
+	char *external = external_of(&info);
+	hs_ckpt_info_dispose(&info);
+	if (external == NULL)
+		return hs_error_set(err, HS_INTERNAL, "out of memory");
+	*external_out = external;
+	return HS_OK;
+}
+
+/* Defence in depth until the checkpoint module claims task ids through
+ * tenancy: an id whose checkpoints another user created is taken. */
 static int op_ckpt_check(void *ctx, const char *task_id, const hs_principal *caller,
 			 hs_error *err)
 {
@@ -70,7 +104,7 @@ static int op_ckpt_check(void *ctx, const char *task_id, const hs_principal *cal
 	if (rc == HS_NOT_FOUND || rc == HS_OK)
 		return HS_OK;
 	if (rc == HS_DENIED)
-		return hs_error_set(err, HS_DENIED, "task %s: its checkpoints belong to another user",
+		return hs_error_set(err, HS_EXISTS, "task id taken: %s belongs to another user",
 				    task_id);
 	return hs_error_set(err, rc, "%s", e.msg);
 }
@@ -126,6 +160,7 @@ void hs_tasks__default_ops(hs_task_recovery_ops *out, hs_tasks_ops_ctx *c)
 	if (c->ckpt != NULL) {
 		out->latest = op_latest;
 		out->restore = op_restore;
+		out->checkpoint_state = op_checkpoint_state;
 		out->checkpoints_check = op_ckpt_check;
 	}
 	if (c->sb != NULL) {

@@ -10,29 +10,9 @@
  * healthy tasks cost no CPU at all; an expired deadline is handled within a
  * few ms.
  *
- * State machine (enforced by hs_task_transition_ok and the callers):
- *
- *    RegisterTask
- *         |
- *         v        no heartbeat (TIMEOUT)          backoff expired
- *     RUNNING ------------------------------> STALLED ----------------+
- *      ^  ^  \ <------------------------------ |  ^                   |
- *      |  |   \     late heartbeat             |  | attempt failed,    v
- *      |  |    \ RecoverTask                   |  | attempts left  RECOVERING
- *      |  |     +------------------------------+--+----------------> |  |
- *      |  |                 RecoverTask        |                     |  |
- *      |  +---- agent heartbeat: RESUME (RECOVERED) -----------------+  |
- *      |                                                                |
- *      |      no checkpoint / attempts exhausted (RECOVERY_FAILED)      v
- *      |                                                             FAILED
- *      +-- (none)          RecoverTask (manual retry): FAILED -> RECOVERING
- *
- *   RUNNING, STALLED, RECOVERING --CompleteTask--> COMPLETED | FAILED
- *   RUNNING, STALLED, RECOVERING --CancelTask--> CANCELLED
- *   COMPLETED, FAILED, CANCELLED: terminal; RegisterTask may reuse the id.
- *   RECOVERING after a successful restore waits for the agent with the
- *   heartbeat deadline armed; silence counts as a failed attempt (TIMEOUT,
- *   back to STALLED, or FAILED when attempts are exhausted). */
+ * The state machine and the fencing rules live in fsm.c (one pure function);
+ * transition.c applies its decisions. This file keeps the index, the rows,
+ * the timer thread and loading after a restart. */
 #include "tasks_internal.h"
 
 #include <errno.h>
@@ -41,27 +21,6 @@
 #include <time.h>
 
 #include "log.h"
-
-bool hs_task_transition_ok(hs_task_state from, hs_task_state to)
-{
-	switch (from) {
-	case HS_TASK_RUNNING:
-		return to == HS_TASK_STALLED || to == HS_TASK_RECOVERING || to == HS_TASK_COMPLETED ||
-		       to == HS_TASK_FAILED || to == HS_TASK_CANCELLED;
-	case HS_TASK_STALLED:
-		return to == HS_TASK_RUNNING || to == HS_TASK_RECOVERING || to == HS_TASK_COMPLETED ||
-		       to == HS_TASK_FAILED || to == HS_TASK_CANCELLED;
-	case HS_TASK_RECOVERING:
-		return to == HS_TASK_RUNNING || to == HS_TASK_STALLED || to == HS_TASK_COMPLETED ||
-		       to == HS_TASK_FAILED || to == HS_TASK_CANCELLED;
-	case HS_TASK_FAILED:
-		return to == HS_TASK_RECOVERING || to == HS_TASK_RUNNING; /* RUNNING: re-register */
-	case HS_TASK_COMPLETED:
-	case HS_TASK_CANCELLED:
-		return to == HS_TASK_RUNNING; /* re-register */
-	}
-	return false;
-}
 
 const char *hs_task_state_name(int state)
 {
@@ -165,36 +124,44 @@ bool hs_tasks__visible(const task *k, const hs_principal *caller)
 /* ---- rows ----------------------------------------------------------------- */
 
 
-void hs_tasks__row_of(const task *k, hs_store_task_row *r)
+void hs_tasks__row_of(const task *k, const hs_task_fsm *m, hs_store_task_row *r)
 {
 	memset(r, 0, sizeof(*r));
 	COPY(r->task_id, k->id);
 	COPY(r->owner, k->owner);
-	r->state = k->state;
-	r->total_steps = k->total_steps;
-	r->current_step = k->current_step;
-	r->heartbeat_interval_ms = k->interval_ms;
-	r->heartbeat_timeout_ms = k->timeout_ms;
+	r->state = m->state;
+	r->total_steps = m->total_steps;
+	r->current_step = m->current_step;
+	r->heartbeat_interval_ms = m->interval_ms;
+	r->heartbeat_timeout_ms = m->timeout_ms;
 	COPY(r->sandbox_id, k->sandbox_id);
-	r->policy_max_attempts = k->policy.max_attempts;
-	r->policy_initial_backoff_ms = k->policy.initial_backoff_ms;
-	r->policy_multiplier = k->policy.multiplier;
-	r->policy_max_backoff_ms = k->policy.max_backoff_ms;
-	r->last_heartbeat_ms = k->last_heartbeat_ms;
+	r->policy_max_attempts = m->policy.max_attempts;
+	r->policy_initial_backoff_ms = m->policy.initial_backoff_ms;
+	r->policy_multiplier = m->policy.multiplier;
+	r->policy_max_backoff_ms = m->policy.max_backoff_ms;
+	r->last_heartbeat_ms = m->last_heartbeat_ms;
 	r->registered_at_ms = k->registered_at_ms;
-	r->recovery_attempts = k->attempts;
-	COPY(r->last_checkpoint_id, k->last_ckpt);
-	r->cancel_requested = k->cancel_requested;
+	r->recovery_attempts = m->attempts;
+	COPY(r->last_checkpoint_id, m->last_ckpt);
+	r->cancel_requested = m->cancel_requested;
 	r->cpu_usage = k->cpu;
 	r->memory_usage_mb = k->mem;
 	r->disk_usage_mb = k->disk;
 	COPY(r->details, k->details);
 	/* The row has no result column: a COMPLETED task's result message is
 	 * kept in failure_reason (which is empty for COMPLETED by definition). */
-	COPY(r->failure_reason, k->state == HS_TASK_COMPLETED ? k->result_message : k->failure_reason);
+	COPY(r->failure_reason, m->state == HS_TASK_COMPLETED ? k->result_message : k->failure_reason);
 	COPY(r->workspace, k->workspace);
 	COPY(r->labels_json, k->labels_json);
-	r->updated_at_ms = k->finished_at_ms ? k->finished_at_ms : hs_clock_wall_ms();
+	r->updated_at_ms = m->finished_at_ms ? m->finished_at_ms : hs_clock_wall_ms();
+	r->recovery_generation = m->gen;
+	r->base_generation = m->base_gen;
+	r->acked_generation = m->acked_gen;
+	r->restored = m->restored;
+	COPY(r->resume_checkpoint_id, m->resume_ckpt);
+	r->resume_step = m->resume_step;
+	r->last_checkpoint_step = m->last_ckpt_step;
+	r->deadline_ms = m->deadline_ms;
 }
 
 const char hs_tasks__empty[] = "";
@@ -242,55 +209,57 @@ int hs_tasks__adopt(task *k, const hs_store_task_row *r)
 	 * only: write it once, when the task is new, never while it is listed. */
 	if (strcmp(k->id, r->task_id) != 0)
 		COPY(k->id, r->task_id);
-	k->state = r->state;
-	k->total_steps = r->total_steps;
-	k->current_step = r->current_step;
-	k->interval_ms = r->heartbeat_interval_ms;
-	k->timeout_ms = r->heartbeat_timeout_ms;
+	hs_task_fsm *m = &k->m;
+	memset(m, 0, sizeof(*m));
+	m->state = r->state;
+	m->total_steps = r->total_steps;
+	m->current_step = r->current_step;
+	m->interval_ms = r->heartbeat_interval_ms;
+	m->timeout_ms = r->heartbeat_timeout_ms;
+	m->policy.max_attempts = r->policy_max_attempts;
+	m->policy.initial_backoff_ms = r->policy_initial_backoff_ms;
+	m->policy.multiplier = r->policy_multiplier;
+	m->policy.max_backoff_ms = r->policy_max_backoff_ms;
+	m->last_heartbeat_ms = r->last_heartbeat_ms;
+	m->attempts = r->recovery_attempts;
+	COPY(m->last_ckpt, r->last_checkpoint_id);
+	m->last_ckpt_step = r->last_checkpoint_step;
+	m->cancel_requested = r->cancel_requested;
+	m->finished_at_ms = terminal(r->state) ? r->updated_at_ms : 0;
+	m->gen = r->recovery_generation;
+	m->base_gen = r->base_generation;
+	m->acked_gen = r->acked_generation;
+	m->restored = r->restored;
+	COPY(m->resume_ckpt, r->resume_checkpoint_id);
+	m->resume_step = r->resume_step;
+	m->deadline_ms = r->deadline_ms;
 	COPY(k->sandbox_id, r->sandbox_id);
-	k->policy.max_attempts = r->policy_max_attempts;
-	k->policy.initial_backoff_ms = r->policy_initial_backoff_ms;
-	k->policy.multiplier = r->policy_multiplier;
-	k->policy.max_backoff_ms = r->policy_max_backoff_ms;
-	k->last_heartbeat_ms = r->last_heartbeat_ms;
 	k->registered_at_ms = r->registered_at_ms;
-	k->attempts = r->recovery_attempts;
-	COPY(k->last_ckpt, r->last_checkpoint_id);
-	k->cancel_requested = r->cancel_requested;
 	k->cpu = r->cpu_usage;
 	k->mem = r->memory_usage_mb;
 	k->disk = r->disk_usage_mb;
-	k->finished_at_ms = terminal(r->state) ? r->updated_at_ms : 0;
-	return HS_OK;
-}
-
-int hs_tasks__commit(hs_tasks *t, task *k, const hs_store_task_row *row, hs_error *err)
-{
-	int rc = hs_store_task_update(t->store, row, err);
-	if (rc != HS_OK)
-		return rc;
-	if (hs_tasks__adopt(k, row) != HS_OK)
-		return hs_error_set(err, HS_INTERNAL, "task %s: out of memory", k->id);
 	return HS_OK;
 }
 
 void hs_tasks__info_of(const task *k, hs_task_info *o, bool *oom)
 {
+	const hs_task_fsm *m = &k->m;
 	memset(o, 0, sizeof(*o));
 	COPY(o->task_id, k->id);
 	COPY(o->owner, k->owner);
-	o->state = (hs_task_state)k->state;
-	o->total_steps = k->total_steps;
-	o->current_step = k->current_step;
-	o->heartbeat_interval_ms = k->interval_ms;
-	o->heartbeat_timeout_ms = k->timeout_ms;
+	o->state = (hs_task_state)m->state;
+	o->total_steps = m->total_steps;
+	o->current_step = m->current_step;
+	o->heartbeat_interval_ms = m->interval_ms;
+	o->heartbeat_timeout_ms = m->timeout_ms;
 	COPY(o->sandbox_id, k->sandbox_id);
-	o->policy = k->policy;
-	o->last_heartbeat_ms = k->last_heartbeat_ms;
+	o->policy = m->policy;
+	o->last_heartbeat_ms = m->last_heartbeat_ms;
 	o->registered_at_ms = k->registered_at_ms;
-	o->recovery_attempts = k->attempts;
-	COPY(o->last_checkpoint_id, k->last_ckpt);
-	o->cancel_requested = k->cancel_requested;
+	o->recovery_attempts = m->attempts;
+	COPY(o->last_checkpoint_id, m->last_ckpt);
+	o->last_checkpoint_step = m->last_ckpt_step;
+	o->cancel_requested = m->cancel_requested;
 	o->cpu_usage = k->cpu;
 	o->memory_usage_mb = k->mem;
 	o->disk_usage_mb = k->disk;
@@ -299,8 +268,16 @@ void hs_tasks__info_of(const task *k, hs_task_info *o, bool *oom)
 	o->result_message = strdup(k->result_message ? k->result_message : "");
 	o->workspace = strdup(k->workspace && k->workspace[0] ? k->workspace : k->id);
 	o->labels_json = strdup(k->labels_json ? k->labels_json : "{}");
-	o->next_deadline_ms = terminal(k->state) || k->state == HS_TASK_STALLED ? 0 : k->deadline_ms;
-	o->finished_at_ms = k->finished_at_ms;
+	bool ack_wait = m->state == HS_TASK_RECOVERING && m->restored;
+	o->next_deadline_ms = m->state == HS_TASK_RUNNING || ack_wait ? m->deadline_ms : 0;
+	o->next_attempt_ms = m->state == HS_TASK_STALLED ? m->deadline_ms : 0;
+	o->finished_at_ms = m->finished_at_ms;
+	o->recovery_generation = m->gen;
+	o->acknowledged_generation = m->acked_gen;
+	if (m->gen > m->acked_gen && m->restored) {
+		COPY(o->resume_checkpoint_id, m->resume_ckpt);
+		o->resume_step = m->resume_step;
+	}
 	if (!o->details || !o->failure_reason || !o->result_message || !o->workspace ||
 	    !o->labels_json) {
 		hs_task_info_dispose(o);
@@ -333,7 +310,9 @@ void hs_task_beat_reply_dispose(hs_task_beat_reply *r)
 	if (r == NULL)
 		return;
 	free(r->details);
+	free(r->external_state);
 	r->details = NULL;
+	r->external_state = NULL;
 }
 
 /* ---- timers --------------------------------------------------------------- */
@@ -341,11 +320,10 @@ void hs_task_beat_reply_dispose(hs_task_beat_reply *r)
 void hs_tasks__arm_at(hs_tasks *t, task *k, int64_t wall_deadline_ms)
 {
 	int64_t mono = hs_clock_mono_ms() + (wall_deadline_ms - hs_clock_wall_ms());
-	k->deadline_ms = wall_deadline_ms;
 	pthread_mutex_lock(&t->mu);
 	hs_timer_node *top = hs_timer_peek(&t->heap);
 	if (hs_timer_arm(&t->heap, &k->timer, mono) != HS_OK)
-		hs_log(HS_LOG_ERROR, "health", "timer: out of memory", HS_LS("task_id", k->id));
+		hs_log(HS_LOG_ERROR, "tasks", "timer: out of memory", HS_LS("task_id", k->id));
 	/* Wake the timer thread only when the earliest deadline moved earlier. */
 	if (top == NULL || mono < top->deadline || hs_timer_peek(&t->heap) != top)
 		pthread_cond_signal(&t->timer_cv);
@@ -354,7 +332,6 @@ void hs_tasks__arm_at(hs_tasks *t, task *k, int64_t wall_deadline_ms)
 
 void hs_tasks__disarm(hs_tasks *t, task *k)
 {
-	k->deadline_ms = 0;
 	pthread_mutex_lock(&t->mu);
 	hs_timer_cancel(&t->heap, &k->timer);
 	pthread_mutex_unlock(&t->mu);
@@ -362,6 +339,7 @@ void hs_tasks__disarm(hs_tasks *t, task *k)
 
 #define TIMER_BATCH 256
 
+/* A task's timer expired: the DEADLINE input of its state machine. */
 static void fire(hs_tasks *t, task *k)
 {
 	pthread_mutex_lock(&k->mu);
@@ -369,11 +347,10 @@ static void fire(hs_tasks *t, task *k)
 	bool rearmed = hs_timer_armed(&k->timer);
 	pthread_mutex_unlock(&t->mu);
 	if (!rearmed) {
-		if (k->state == HS_TASK_STALLED)
-			hs_tasks__enqueue(t, k);
-		else if (k->state == HS_TASK_RUNNING ||
-			 (k->state == HS_TASK_RECOVERING && !k->restoring))
-			hs_tasks__on_timeout(t, k);
+		hs_task_input in = { .kind = HS_TIN_DEADLINE, .now_ms = hs_clock_wall_ms() };
+		hs_error err = { 0 };
+		if (hs_tasks__apply(t, k, &in, NULL, NULL, &err) != HS_OK)
+			hs_tasks__retry_later(t, k, "deadline", &err);
 	}
 	pthread_mutex_unlock(&k->mu);
 }
@@ -429,7 +406,7 @@ static void task_free(task *k)
 	hs_tasks__free_str(k->result_message);
 	hs_tasks__free_str(k->workspace);
 	hs_tasks__free_str(k->labels_json);
-	free(k->reason);
+	free(k->resume_external);
 	pthread_mutex_destroy(&k->mu);
 	free(k);
 }
@@ -454,29 +431,43 @@ task *hs_tasks__insert(hs_tasks *t, const hs_store_task_row *row, hs_error *err)
 	return k;
 }
 
-/* Re-arm one loaded task (task->mu not needed: no other thread runs yet). */
+/* Re-arm one loaded task (no other thread runs yet). Deadlines continue
+ * where they were: RUNNING from the stored last heartbeat, STALLED and
+ * RECOVERING (restored) from the stored deadline, possibly already past;
+ * an interrupted restore runs again (restores are idempotent) with the
+ * same generation and checkpoint. */
 static void rearm_loaded(hs_tasks *t, task *k)
 {
 	int64_t now = hs_clock_wall_ms();
-	switch (k->state) {
+	hs_task_fsm *m = &k->m;
+	switch (m->state) {
 	case HS_TASK_RUNNING:
-		/* Possibly already past: then it stalls right after start. */
-		hs_tasks__arm_at(t, k, k->last_heartbeat_ms + k->timeout_ms);
-		break;
-	case HS_TASK_STALLED:
-		hs_tasks__schedule_attempt(t, k);
+		m->deadline_ms = m->last_heartbeat_ms + m->timeout_ms;
 		break;
 	case HS_TASK_RECOVERING:
-		/* Whether the interrupted attempt restored anything is unknown:
-		 * run it again (restores are idempotent) right away. */
-		k->state = HS_TASK_STALLED;
-		if (k->attempts > 0)
-			k->attempts--;
-		hs_tasks__arm_at(t, k, now);
+		if (m->gen <= m->acked_gen || m->resume_ckpt[0] == '\0') {
+			/* Written by a harnessd before fencing: run the attempt again. */
+			m->state = HS_TASK_STALLED;
+			m->restored = false;
+			if (m->attempts > 0)
+				m->attempts--;
+			m->deadline_ms = now;
+		} else if (!m->restored) {
+			m->deadline_ms = now; /* DEADLINE re-queues the restore */
+		} else if (m->deadline_ms == 0) {
+			m->deadline_ms = now + m->timeout_ms;
+		}
+		break;
+	case HS_TASK_STALLED:
+		if (m->deadline_ms == 0)
+			m->deadline_ms = now;
 		break;
 	default:
+		m->deadline_ms = 0;
 		break;
 	}
+	if (m->deadline_ms != 0)
+		hs_tasks__arm_at(t, k, m->deadline_ms);
 }
 
 typedef struct load_ctx {
@@ -574,6 +565,7 @@ int hs_tasks_new(hs_tasks **out, const hs_tasks_config *cfg, hs_error *err)
 	if (t == NULL)
 		return hs_error_set(err, HS_INTERNAL, "tasks: out of memory");
 	t->store = cfg->store;
+	t->tenancy = cfg->tenancy;
 	t->ops_ctx.ckpt = cfg->ckpt;
 	t->ops_ctx.sb = cfg->sandboxes;
 	if (cfg->ops != NULL)
@@ -615,7 +607,7 @@ int hs_tasks_new(hs_tasks **out, const hs_tasks_config *cfg, hs_error *err)
 		goto fail;
 	}
 	t->timer_started = true;
-	hs_log(HS_LOG_INFO, "health", "tasks loaded", HS_LI("tasks", t->n_all),
+	hs_log(HS_LOG_INFO, "tasks", "tasks loaded", HS_LI("tasks", t->n_all),
 	       HS_LI("armed", hs_timer_count(&t->heap)), HS_LI("last_event_id", t->last_event_id));
 	*out = t;
 	return HS_OK;

@@ -1,6 +1,8 @@
 /* The task registry behind HealthService: registration, heartbeats, stall
- * detection, the recovery coordinator, cancellation and the event stream.
- * No protobuf types here; tasks_service.c converts. Enum values equal the proto's.
+ * detection, the recovery coordinator with fencing, cancellation and the
+ * event stream. No protobuf types here; tasks_service.c converts. Enum
+ * values equal the proto's. The state machine and the fencing rule are
+ * written once, in fsm.c (diagram there and in health.proto).
  *
  * Threading: every function is thread-safe. Functions marked "blocks" write
  * the store (or git / sandboxes): call them from worker threads, never from
@@ -9,10 +11,10 @@
  * (checkpoint restore, verify, sandbox; never on an RPC thread) and, with a
  * webhook URL, the webhook sender.
  *
- * Errors: HS_INVALID naming the field, HS_NOT_FOUND (no such task),
- * HS_DENIED (another user's task), HS_EXISTS, HS_CONFLICT (wrong state,
- * naming it), HS_LIMIT, HS_UNAVAILABLE (store), HS_CANCELLED (shutting
- * down). */
+ * Errors: HS_INVALID naming the field, HS_NOT_FOUND (no such task, or
+ * another user's: one rule for every resource), HS_EXISTS, HS_CONFLICT
+ * (wrong state, naming it), HS_TIMEOUT (the caller's deadline passed),
+ * HS_LIMIT, HS_UNAVAILABLE (store), HS_CANCELLED (shutting down). */
 #ifndef HS_TASKS_TASKS_H
 #define HS_TASKS_TASKS_H
 
@@ -22,12 +24,14 @@
 
 #include "error.h"
 #include "ids.h"
+#include "labels.h"
 #include "principal.h"
 
 typedef struct hs_tasks hs_tasks;
 typedef struct hs_store hs_store;
 typedef struct hs_ckpt_mgr hs_ckpt_mgr;
 typedef struct hs_sandbox_mgr hs_sandbox_mgr;
+typedef struct hs_tenancy hs_tenancy;
 
 typedef enum hs_task_state {
 	HS_TASK_RUNNING = 1,
@@ -49,12 +53,15 @@ typedef enum hs_task_event_type {
 	HS_TEV_CANCELLED = 8,
 	HS_TEV_EVENTS_DROPPED = 9,
 	HS_TEV_INITIAL_STATE = 10,
+	HS_TEV_WORKSPACE_RESTORED = 11,
+	HS_TEV_LATE_HEARTBEAT = 12,
 } hs_task_event_type;
 
 typedef enum hs_task_instruction {
 	HS_TASK_CONTINUE = 1,
 	HS_TASK_CANCEL = 2,
 	HS_TASK_RESUME = 3,
+	HS_TASK_WAIT = 4,
 } hs_task_instruction;
 
 #define HS_TASK_ID_MAX HS_ID_MAX /* the task id rule: common/ids.h */
@@ -78,8 +85,6 @@ int hs_task_policy_resolve(hs_task_policy *p, hs_error *err);
 /* Backoff before attempt n (>= 1) under a resolved policy. */
 int64_t hs_task_backoff_ms(const hs_task_policy *p, int32_t attempt);
 
-/* Is the transition allowed by the state machine (tasks.c's diagram)? */
-bool hs_task_transition_ok(hs_task_state from, hs_task_state to);
 const char *hs_task_state_name(int state);
 
 /* RegisterTask; strings borrowed. */
@@ -90,8 +95,9 @@ typedef struct hs_task_spec {
 	int64_t heartbeat_timeout_ms;  /* 0 = 90000; > interval, <= 86400000 */
 	const char *sandbox_id;        /* NULL/"" = none */
 	hs_task_policy policy;
-	const char *workspace;         /* relative; NULL/"" = task_id */
-	const char *labels_json;       /* JSON object text or NULL */
+	const char *workspace;         /* relative; NULL/"" = task_id (tenancy.h's rule) */
+	const hs_label *labels;        /* common/labels.h's rule */
+	size_t n_labels;
 } hs_task_spec;
 
 /* A task as callers see it. Heap strings are owned: hs_task_info_dispose. */
@@ -113,8 +119,14 @@ typedef struct hs_task_info {
 	char *result_message; /* heap, never NULL */
 	char *workspace;      /* heap, never NULL (defaults applied) */
 	char *labels_json;    /* heap JSON object text, never NULL ("{}") */
-	int64_t next_deadline_ms; /* wall ms; 0 in terminal states */
+	int64_t next_deadline_ms; /* wall ms: RUNNING the heartbeat deadline, RECOVERING
+				   * (restored) the acknowledgement deadline; else 0 */
+	int64_t next_attempt_ms;  /* wall ms: STALLED, when the next attempt starts; else 0 */
 	int64_t finished_at_ms;   /* 0 unless terminal */
+	int64_t recovery_generation, acknowledged_generation;
+	char resume_checkpoint_id[HS_TASK_CKPT_ID_MAX]; /* "" unless a restore awaits acknowledgement */
+	int64_t resume_step;
+	int64_t last_checkpoint_step;
 } hs_task_info;
 
 void hs_task_info_dispose(hs_task_info *info);
@@ -123,7 +135,9 @@ void hs_task_info_array_free(hs_task_info *arr, size_t n);
 typedef struct hs_task_beat {
 	int64_t current_step, total_steps; /* total 0 = unchanged */
 	double cpu_usage, memory_usage_mb, disk_usage_mb;
-	const char *details; /* NULL/"" = keep */
+	const char *details;         /* NULL/"" = keep */
+	int64_t recovery_generation; /* the generation the agent acknowledged; 0 = none */
+	int64_t deadline_mono_ms;    /* the caller's deadline (CLOCK_MONOTONIC ms); 0 = none */
 } hs_task_beat;
 
 typedef struct hs_task_beat_reply {
@@ -131,8 +145,11 @@ typedef struct hs_task_beat_reply {
 	hs_task_instruction instruction;
 	int64_t resume_step;
 	char checkpoint_id[HS_TASK_CKPT_ID_MAX];
-	int64_t next_deadline_ms; /* wall ms; 0 with CANCEL */
-	char *details;            /* heap on RESUME (details before the stall), else NULL */
+	int64_t next_deadline_ms;    /* wall ms; 0 with CANCEL */
+	int64_t recovery_generation; /* CONTINUE: the agent's generation; RESUME: the one to
+				      * acknowledge; 0 with WAIT and CANCEL */
+	char *details;               /* heap on RESUME (details before the stall), else NULL */
+	char *external_state;        /* heap JSON object text on RESUME ("" = none), else NULL */
 } hs_task_beat_reply;
 
 void hs_task_beat_reply_dispose(hs_task_beat_reply *r);
@@ -150,6 +167,7 @@ typedef struct hs_task_event {
 	uint64_t dropped_count;
 	char owner[HS_TASK_OWNER_MAX];
 	char sandbox_id[HS_TASK_ID_MAX + 1];
+	int64_t recovery_generation; /* the task's generation after the event */
 } hs_task_event;
 
 /* What recovery does to the world, as calls (the default binds the
@@ -159,14 +177,21 @@ typedef struct hs_task_recovery_ops {
 	/* Latest checkpoint: id and step. HS_NOT_FOUND when there is none. */
 	int (*latest)(void *ctx, const char *task_id, char *id_out, size_t id_len,
 		      int64_t *step_out, hs_error *err);
-	/* Restore the workspace to checkpoint_id and verify it matches. */
+	/* Restore the workspace to checkpoint_id and verify it matches;
+	 * *external_state_out: heap JSON object text of the checkpoint's
+	 * external state ("" if none). */
 	int (*restore)(void *ctx, const char *task_id, const char *checkpoint_id,
-		       const char *workspace, hs_error *err);
+		       const char *workspace, char **external_state_out, hs_error *err);
+	/* The checkpoint's external state (heap JSON text, "" if none): for a
+	 * resume point restored before a restart. */
+	int (*checkpoint_state)(void *ctx, const char *task_id, const char *checkpoint_id,
+				char **external_state_out, hs_error *err);
 	/* Bring the sandbox back: restore its latest snapshot, else restart it. */
 	int (*sandbox_recover)(void *ctx, const char *sandbox_id, const char *owner,
 			       hs_error *err);
-	/* RegisterTask: may the caller use this task id's checkpoints (they
-	 * were created by the caller, or by nobody yet)? NULL = no check. */
+	/* RegisterTask: is the task id free of another user's checkpoints?
+	 * HS_EXISTS if not. NULL = no check (tenancy.h is the rule; this is
+	 * defence in depth while checkpoints are owned apart). */
 	int (*checkpoints_check)(void *ctx, const char *task_id, const hs_principal *caller,
 				 hs_error *err);
 	/* RegisterTask: does the sandbox exist and is it visible to the caller? */
@@ -178,6 +203,10 @@ typedef struct hs_task_recovery_ops {
 
 typedef struct hs_tasks_config {
 	hs_store *store;                 /* required, borrowed */
+	/* Ownership of task ids and workspaces (borrowed). RegisterTask claims
+	 * the task id and the workspace's task id for the caller. NULL only in
+	 * tests: then the task's own owner is the only rule. */
+	hs_tenancy *tenancy;
 	/* Default recovery ops bind these (borrowed; either may be NULL: no
 	 * checkpoint module -> recovery fails "checkpoints are not
 	 * configured"; no sandbox module -> RegisterTask with a sandbox_id is
@@ -202,10 +231,19 @@ int hs_tasks_new(hs_tasks **out, const hs_tasks_config *cfg, hs_error *err);
  * watchers (their send gets no more calls) and frees. NULL is a no-op. */
 void hs_tasks_free(hs_tasks *t);
 
-/* Blocks. *out (optional) as after the call. */
+/* RegisterTask: claims the task id (another user's id: HS_EXISTS "task id
+ * taken") and the workspace's task id (another user's: HS_NOT_FOUND naming
+ * the workspace); a terminal task's id registers again. Every other call
+ * answers HS_NOT_FOUND for another user's task (admins see all). Blocks.
+ * *out (optional) as after the call. */
 int hs_tasks_register(hs_tasks *t, const hs_principal *caller, const hs_task_spec *spec,
 		      hs_task_info *out, hs_error *err);
-/* Blocks (one cheap store update; state changes write the row + event). */
+/* The fencing contract (fsm.c): RESUME while beat->recovery_generation is
+ * older than a finished restore, WAIT while a restore is under way, and the
+ * heartbeat carrying the restored generation is the acknowledgement
+ * (RECOVERED). A heartbeat whose deadline passed before it is handled
+ * changes nothing (HS_TIMEOUT). Blocks (one cheap store update; state
+ * changes write the row + event in one transaction). *out: dispose. */
 int hs_tasks_heartbeat(hs_tasks *t, const hs_principal *caller, const char *task_id,
 		       const hs_task_beat *beat, hs_task_beat_reply *out, hs_error *err);
 /* No I/O. */
@@ -213,12 +251,11 @@ int hs_tasks_get(hs_tasks *t, const hs_principal *caller, const char *task_id,
 		 hs_task_info *out, hs_error *err);
 
 typedef struct hs_task_list_opts {
-	size_t page_size;          /* 0 = 50, clamped to 1000 */
+	int64_t page_size;         /* 0 = 50, clamped to 1000; < 0 HS_INVALID */
 	const char *page_token;    /* NULL/"" = first page */
 	int state;                 /* 0 = any */
-	const char *const *label_keys; /* all must match */
-	const char *const *label_values;
-	size_t n_labels;
+	const hs_label *selector;  /* all must match (common/labels.h) */
+	size_t n_selector;
 } hs_task_list_opts;
 
 /* Visible tasks, most recently registered first. *out: hs_task_info_array_free;
@@ -228,10 +265,19 @@ int hs_tasks_list(hs_tasks *t, const hs_principal *caller, const hs_task_list_op
 /* Blocks. */
 int hs_tasks_complete(hs_tasks *t, const hs_principal *caller, const char *task_id,
 		      bool success, const char *message, hs_task_info *out, hs_error *err);
+/* Starts an attempt now from the latest checkpoint (looked up first: none
+ * is HS_CONFLICT and changes nothing). From RUNNING, STALLED or FAILED. */
 int hs_tasks_recover(hs_tasks *t, const hs_principal *caller, const char *task_id,
 		     const char *reason, hs_task_info *out, hs_error *err);
 int hs_tasks_cancel(hs_tasks *t, const hs_principal *caller, const char *task_id,
 		    const char *reason, hs_task_info *out, hs_error *err);
+
+/* A checkpoint of task_id was created (the checkpoint module's on_create
+ * hook): last_checkpoint_id and its step follow it. Unknown tasks are
+ * ignored; t NULL is a no-op. Blocks (one store update). Never call it
+ * with a lock the tasks module might wait for. */
+void hs_tasks_note_checkpoint(hs_tasks *t, const char *task_id, const char *checkpoint_id,
+			      int64_t step);
 
 /* --- watching ----------------------------------------------------------- */
 

@@ -1,5 +1,5 @@
-/* Internals shared by the files of the health module (tasks.c, recovery.c,
- * watch.c, webhook.c). Not a public header.
+/* Internals shared by the files of the tasks module (tasks.c, ops.c,
+ * transition.c, recovery.c, watch.c, webhook.c). Not a public header.
  *
  * Locks, always taken in this order (never the reverse):
  *   task->mu  ->  t->mu (map, timer heap)  |  t->ev_mu (event append +
@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "clock.h"
+#include "fsm.h"
 #include "store.h"
 #include "tasks.h"
 #include "timer.h"
@@ -33,11 +34,6 @@ static inline void hs_tasks__copy(char *dst, size_t size, const char *src)
 }
 #define COPY(dst, src) hs_tasks__copy((dst), sizeof(dst), (src))
 
-/* Checkpoint ids kept per task: the checkpoint module's ids are
- * "ckpt-<step>-<12 hex>" (< 48 bytes); the struct stays small because
- * 100,000 of them live in memory. */
-#define HS_TASK_CKPT_LOCAL 64
-
 /* Shared empty strings for the task's optional heap strings: most tasks
  * have no details, reasons or labels, and 5 x 32 bytes of malloc per task
  * add up at 100,000 tasks. Never freed (see hs_tasks__set_str). */
@@ -47,30 +43,21 @@ extern const char hs_tasks__empty_obj[];
 typedef struct task {
 	pthread_mutex_t mu;
 	struct task *hnext;  /* hash chain; t->mu */
-	hs_timer_node timer; /* t->mu; meaning depends on state: heartbeat
-			      * deadline (RUNNING, RECOVERING restored) or
-			      * backoff before the next attempt (STALLED) */
+	hs_timer_node timer; /* t->mu; armed at m.deadline_ms (or a store retry) */
 	/* Everything below: task->mu. */
-	uint64_t epoch;      /* bumped by transitions that abort a recovery */
+	hs_task_fsm m;       /* the state machine's part (fsm.h) */
+	uint64_t epoch;      /* bumped by every applied transition (memory only) */
 	char id[HS_TASK_ID_MAX + 1];
 	char *owner;
-	int state;
-	int64_t total_steps, current_step, interval_ms, timeout_ms;
 	char sandbox_id[HS_TASK_ID_MAX + 1];
-	hs_task_policy policy;
-	int64_t last_heartbeat_ms, registered_at_ms, finished_at_ms;
-	int64_t deadline_ms; /* wall clock; 0 when not armed */
-	int32_t attempts;
-	char last_ckpt[HS_TASK_CKPT_LOCAL];
-	bool cancel_requested;
+	int64_t registered_at_ms;
 	double cpu, mem, disk;
 	/* Heap or one of the shared empty strings (hs_tasks__set_str). */
 	char *details, *failure_reason, *result_message, *workspace, *labels_json;
-	/* recovery */
-	bool queued, working, restoring; /* restoring: attempt in flight */
-	char resume_ckpt[HS_TASK_CKPT_LOCAL]; /* RECOVERING and restored */
-	int64_t resume_step;
-	char *reason;                          /* heap: the attempt's reason, or NULL */
+	char *resume_external; /* heap: external_state of m.resume_ckpt; NULL = unknown */
+	/* recovery jobs */
+	bool queued, working; /* in the queue; a worker has it */
+	bool attempt_due;     /* STALLED and the backoff is over */
 } task;
 
 typedef struct hs_tasks_ops_ctx {
@@ -83,6 +70,7 @@ void hs_tasks__default_ops(hs_task_recovery_ops *out, hs_tasks_ops_ctx *ctx);
 
 struct hs_tasks {
 	hs_store *store;
+	hs_tenancy *tenancy; /* NULL in tests */
 	hs_task_recovery_ops ops;
 	hs_tasks_ops_ctx ops_ctx;
 	size_t max_tasks, max_watchers;
@@ -116,24 +104,34 @@ struct hs_tasks {
 };
 
 
-/* Store row <-> task. row_of fills a row from the task (task->mu held);
- * adopt copies a persisted row back into the task. */
-void hs_tasks__row_of(const task *k, hs_store_task_row *row);
+/* Store row <-> task. row_of fills a row from the task with machine m
+ * (task->mu held); adopt copies a persisted row into the task. */
+void hs_tasks__row_of(const task *k, const hs_task_fsm *m, hs_store_task_row *row);
 int hs_tasks__adopt(task *k, const hs_store_task_row *row);
 /* Replace *dst with a copy of src, or with a shared empty string when src
  * is "" (or "{}" for labels); frees the old value unless it is shared. */
 int hs_tasks__set_str(char **dst, const char *src);
 void hs_tasks__free_str(char *s);
-/* Persist row, then adopt it (task->mu held). On failure nothing changes. */
-int hs_tasks__commit(hs_tasks *t, task *k, const hs_store_task_row *row, hs_error *err);
 
-/* Append an event of task k to the store, then broadcast it to watchers
- * and the webhook (task->mu held). Fields from the task: owner, sandbox,
- * state. */
-int hs_tasks__emit(hs_tasks *t, task *k, hs_task_event_type type, int64_t step,
-		   const char *ckpt, int32_t attempt, const char *message, hs_error *err);
+/* The one way a task changes (transition.c, task->mu held): decide in with
+ * fsm.c, persist (heartbeat columns, or the row and its event in one
+ * transaction), then update memory, the timer and the recovery queue.
+ * beat: BEAT's progress. d (optional) gets the decision. On error nothing
+ * changed. */
+int hs_tasks__apply(hs_tasks *t, task *k, const hs_task_input *in, const hs_task_beat *beat,
+		    hs_task_decision *d, hs_error *err);
 
-/* Timer (task->mu held): arm at a wall-clock deadline / after delay ms. */
+/* Persist row (inserted when insert, else updated) and ev in one
+ * transaction, then give ev its id and broadcast it to watchers and the
+ * webhook, all under t->ev_mu so delivery order is event-id order
+ * (watch.c). */
+int hs_tasks__publish(hs_tasks *t, const hs_store_task_row *row, bool insert, hs_task_event *ev,
+		      hs_error *err);
+
+/* The event a decision emits, with the task's owner and sandbox. */
+void hs_tasks__event_of(const task *k, const hs_task_decision *d, int64_t now, hs_task_event *ev);
+
+/* Timer (task->mu held): arm at a wall-clock deadline / disarm. */
 void hs_tasks__arm_at(hs_tasks *t, task *k, int64_t wall_deadline_ms);
 void hs_tasks__disarm(hs_tasks *t, task *k);
 
@@ -142,12 +140,8 @@ int hs_tasks__recovery_start(hs_tasks *t);
 void hs_tasks__recovery_stop(hs_tasks *t);
 /* Queue k for the recovery workers (task->mu held). */
 void hs_tasks__enqueue(hs_tasks *t, task *k);
-/* Arm the backoff before attempt k->attempts + 1 (state STALLED). */
-void hs_tasks__schedule_attempt(hs_tasks *t, task *k);
-/* Start an attempt now: RECOVERING, attempts + 1, persisted (task->mu held). */
-int hs_tasks__begin_attempt(hs_tasks *t, task *k, const char *reason, hs_error *err);
-/* A heartbeat deadline expired in RUNNING or RECOVERING (task->mu held). */
-void hs_tasks__on_timeout(hs_tasks *t, task *k);
+/* Retry a step whose store write failed in RETRY_MS (task->mu held). */
+void hs_tasks__retry_later(hs_tasks *t, task *k, const char *what, const hs_error *err);
 
 /* Watchers (watch.c): deliver to every watcher; t->ev_mu held. */
 void hs_tasks__broadcast(hs_tasks *t, const hs_task_event *ev);

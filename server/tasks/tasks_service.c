@@ -1,20 +1,22 @@
 /* harness.v1.HealthService adapter: protobuf <-> hs_tasks, errors mapped by
- * the hs_code returned. Ownership: a task is its registering user's; another
- * user's task answers PERMISSION_DENIED (as the proto documents), an admin
- * sees and changes every task. */
+ * the hs_code returned. Validation, ownership (another user's task is
+ * NOT_FOUND), labels, fencing and paging are the module's; this file only
+ * converts (external_state JSON -> Struct through the one proto3 JSON
+ * codec, pbjson) and passes the call's deadline down. */
 #include "tasks_service.h"
 
 #include <jansson.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "clock.h"
+#include "google/protobuf/struct.pb-c.h"
 #include "harness/v1/health.pb-c.h"
+#include "pbjson.h"
 #include "rpc_pb.h"
 
 #define WATCH_QUEUE 128
-#define LABELS_MAX 64
-#define LABEL_KEY_MAX 63
-#define LABEL_VALUE_MAX 256
 
 static int caller_of(hs_rpc_call *call, hs_principal *out, hs_error *err)
 {
@@ -75,6 +77,12 @@ static int task_to_pb(hs_rpc_call *call, const hs_task_info *in, Harness__V1__Ta
 	OOM(t->workspace = hs_rpc_call_strdup(call, in->workspace));
 	t->next_heartbeat_deadline = ts(call, in->next_deadline_ms);
 	t->finished_at = ts(call, in->finished_at_ms);
+	t->recovery_generation = in->recovery_generation;
+	t->acknowledged_generation = in->acknowledged_generation;
+	OOM(t->resume_checkpoint_id = hs_rpc_call_strdup(call, in->resume_checkpoint_id));
+	t->resume_step = in->resume_step;
+	t->last_checkpoint_step = in->last_checkpoint_step;
+	t->next_attempt_at = ts(call, in->next_attempt_ms);
 	json_t *j = json_loads(in->labels_json, 0, NULL);
 	if (json_is_object(j) && json_object_size(j) > 0) {
 		size_t n = json_object_size(j), i = 0;
@@ -112,37 +120,19 @@ static int reply_task(hs_rpc_call *call, hs_task_info *info, ProtobufCMessage **
 	return rc;
 }
 
-static bool label_key_ok(const char *k)
-{
-	size_t n = strlen(k);
-	return n >= 1 && n <= LABEL_KEY_MAX &&
-	       strspn(k, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._/-") == n;
-}
-
-static int labels_json(Harness__V1__RegisterTaskRequest__LabelsEntry **e, size_t n, char **out,
-		       hs_error *err)
-{
-	if (n > LABELS_MAX)
-		return hs_error_set(err, HS_INVALID, "labels: at most %d entries", LABELS_MAX);
-	json_t *j = json_object();
-	OOM(j);
-	for (size_t i = 0; i < n; i++) {
-		if (!label_key_ok(e[i]->key)) {
-			json_decref(j);
-			return hs_error_set(err, HS_INVALID, "labels: key must be 1-63 chars of [A-Za-z0-9._/-]");
-		}
-		if (strlen(e[i]->value) > LABEL_VALUE_MAX) {
-			json_decref(j);
-			return hs_error_set(err, HS_INVALID, "labels[%s]: value longer than %d", e[i]->key,
-					    LABEL_VALUE_MAX);
-		}
-		json_object_set_new(j, e[i]->key, json_string(e[i]->value));
-	}
-	*out = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
-	json_decref(j);
-	OOM(*out);
-	return HS_OK;
-}
+/* Map entries -> borrowed hs_label pairs in the call arena. */
+#define LABELS_OF(call, entries, n, out)                                              \
+	do {                                                                          \
+		*(out) = NULL;                                                        \
+		if ((n) > 0) {                                                        \
+			hs_label *l_ = hs_rpc_call_alloc((call), (n) * sizeof(*l_));  \
+			OOM(l_);                                                      \
+			for (size_t i_ = 0; i_ < (n); i_++)                           \
+				l_[i_] = (hs_label){ (entries)[i_]->key,              \
+						     (entries)[i_]->value };          \
+			*(out) = l_;                                                  \
+		}                                                                     \
+	} while (0)
 
 static int register_task(hs_rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage **resp,
 			 hs_error *err)
@@ -165,14 +155,48 @@ static int register_task(hs_rpc_call *call, const ProtobufCMessage *req, Protobu
 		s.policy.multiplier = r->recovery_policy->backoff_multiplier;
 		s.policy.max_backoff_ms = r->recovery_policy->max_backoff_ms;
 	}
-	char *lj = NULL;
-	if ((rc = labels_json(r->labels, r->n_labels, &lj, err)) != HS_OK)
-		return rc;
-	s.labels_json = lj;
+	hs_label *labels;
+	LABELS_OF(call, r->labels, r->n_labels, &labels);
+	s.labels = labels;
+	s.n_labels = r->n_labels;
 	hs_task_info info;
 	rc = hs_tasks_register(hs_rpc_call_payload(call), &c, &s, &info, err);
-	free(lj);
 	return rc == HS_OK ? reply_task(call, &info, resp, err) : rc;
+}
+
+static void *arena_alloc(void *call, size_t size)
+{
+	return hs_rpc_call_alloc(call, size);
+}
+
+static void arena_free(void *call, void *p)
+{
+	(void)call;
+	(void)p;
+}
+
+/* JSON object text -> Struct in the call arena (decoded by pbjson, then
+ * re-read into the arena so the reply owns nothing on the heap). */
+static int struct_of(hs_rpc_call *call, const char *json, Google__Protobuf__Struct **out,
+		     hs_error *err)
+{
+	ProtobufCMessage *m = NULL;
+	int rc = hs_pbjson_from_string(&m, &google__protobuf__struct__descriptor,
+				       json && json[0] ? json : "{}", NULL, err);
+	if (rc != HS_OK)
+		return rc;
+	size_t len = protobuf_c_message_get_packed_size(m);
+	uint8_t *buf = hs_rpc_call_alloc(call, len ? len : 1);
+	if (buf != NULL)
+		protobuf_c_message_pack(m, buf);
+	protobuf_c_message_free_unpacked(m, NULL);
+	OOM(buf);
+	ProtobufCAllocator a = { arena_alloc, arena_free, call };
+	ProtobufCMessage *s =
+		protobuf_c_message_unpack(&google__protobuf__struct__descriptor, &a, len, buf);
+	OOM(s);
+	*out = (Google__Protobuf__Struct *)s;
+	return HS_OK;
 }
 
 static int heartbeat(hs_rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage **resp,
@@ -183,8 +207,10 @@ static int heartbeat(hs_rpc_call *call, const ProtobufCMessage *req, ProtobufCMe
 	int rc;
 	if ((rc = caller_of(call, &c, err)) != HS_OK)
 		return rc;
+	int64_t left = hs_rpc_call_deadline_left_ms(call);
 	hs_task_beat b = { r->current_step, r->total_steps, r->cpu_usage, r->memory_usage_mb,
-			   r->disk_usage_mb, r->details };
+			   r->disk_usage_mb, r->details, r->recovery_generation,
+			   left == INT64_MAX ? 0 : hs_clock_mono_ms() + (left > 0 ? left : 0) };
 	hs_task_beat_reply rep;
 	if ((rc = hs_tasks_heartbeat(hs_rpc_call_payload(call), &c, r->task_id, &b, &rep, err)) != HS_OK)
 		return rc;
@@ -197,8 +223,13 @@ static int heartbeat(hs_rpc_call *call, const ProtobufCMessage *req, ProtobufCMe
 		o->checkpoint_id = hs_rpc_call_strdup(call, rep.checkpoint_id);
 		o->details = hs_rpc_call_strdup(call, rep.details ? rep.details : "");
 		o->next_heartbeat_deadline = ts(call, rep.next_deadline_ms);
+		o->recovery_generation = rep.recovery_generation;
+		if (rep.external_state != NULL)
+			rc = struct_of(call, rep.external_state, &o->external_state, err);
 	}
 	hs_task_beat_reply_dispose(&rep);
+	if (rc != HS_OK)
+		return rc;
 	if (o == NULL || o->checkpoint_id == NULL || o->details == NULL)
 		return hs_error_set(err, HS_INTERNAL, "out of memory");
 	*resp = &o->base;
@@ -226,21 +257,9 @@ static int list_tasks(hs_rpc_call *call, const ProtobufCMessage *req, ProtobufCM
 	int rc;
 	if ((rc = caller_of(call, &c, err)) != HS_OK)
 		return rc;
-	if (r->page_size < 0)
-		return hs_error_set(err, HS_INVALID, "page_size: must be >= 0");
-	const char **keys = NULL, **vals = NULL;
-	if (r->n_label_selector > 0) {
-		keys = hs_rpc_call_alloc(call, r->n_label_selector * sizeof(*keys));
-		vals = hs_rpc_call_alloc(call, r->n_label_selector * sizeof(*vals));
-		OOM(keys);
-		OOM(vals);
-		for (size_t i = 0; i < r->n_label_selector; i++) {
-			keys[i] = r->label_selector[i]->key;
-			vals[i] = r->label_selector[i]->value;
-		}
-	}
-	hs_task_list_opts o = { (size_t)r->page_size, r->page_token, (int)r->state,
-				(const char *const *)keys, (const char *const *)vals,
+	hs_label *sel;
+	LABELS_OF(call, r->label_selector, r->n_label_selector, &sel);
+	hs_task_list_opts o = { r->page_size, r->page_token, (int)r->state, sel,
 				r->n_label_selector };
 	hs_task_info *arr = NULL;
 	size_t n = 0;
@@ -336,6 +355,7 @@ static int send_event(const hs_task_event *ev, void *payload)
 	e.dropped_count = ev->dropped_count;
 	e.owner = (char *)ev->owner;
 	e.sandbox_id = (char *)ev->sandbox_id;
+	e.recovery_generation = ev->recovery_generation;
 	return hs_rpc_call_send(x->call, &e.base);
 }
 

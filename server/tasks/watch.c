@@ -109,17 +109,19 @@ void hs_tasks__broadcast(hs_tasks *t, const hs_task_event *ev)
 
 static char *event_json(const hs_task_event *ev)
 {
-	static const char *const types[] = { "UNSPECIFIED",      "REGISTERED", "TIMEOUT",
-					     "RECOVERY_STARTED", "RECOVERED",  "RECOVERY_FAILED",
-					     "COMPLETED",        "FAILED",     "CANCELLED",
-					     "EVENTS_DROPPED",   "INITIAL_STATE" };
-	json_t *j = json_pack("{s:I,s:s,s:s,s:I,s:s,s:I,s:s,s:i,s:s,s:s,s:s}", "event_id",
+	static const char *const types[] = { "UNSPECIFIED",        "REGISTERED",     "TIMEOUT",
+					     "RECOVERY_STARTED",   "RECOVERED",      "RECOVERY_FAILED",
+					     "COMPLETED",          "FAILED",         "CANCELLED",
+					     "EVENTS_DROPPED",     "INITIAL_STATE",  "WORKSPACE_RESTORED",
+					     "LATE_HEARTBEAT" };
+	json_t *j = json_pack("{s:I,s:s,s:s,s:I,s:s,s:I,s:s,s:i,s:s,s:s,s:s,s:I}", "event_id",
 			      (json_int_t)ev->event_id, "task_id", ev->task_id, "type",
-			      types[ev->type <= 10 ? ev->type : 0], "step", (json_int_t)ev->step,
+			      types[ev->type <= 12 ? ev->type : 0], "step", (json_int_t)ev->step,
 			      "checkpoint_id", ev->checkpoint_id, "occurred_at_ms",
 			      (json_int_t)ev->occurred_at_ms, "message", ev->message, "attempt",
 			      (int)ev->attempt, "state", hs_task_state_name(ev->state), "owner",
-			      ev->owner, "sandbox_id", ev->sandbox_id);
+			      ev->owner, "sandbox_id", ev->sandbox_id, "recovery_generation",
+			      (json_int_t)ev->recovery_generation);
 	if (j == NULL)
 		return NULL;
 	char *s = json_dumps(j, JSON_COMPACT);
@@ -127,45 +129,34 @@ static char *event_json(const hs_task_event *ev)
 	return s;
 }
 
-int hs_tasks__emit(hs_tasks *t, task *k, hs_task_event_type type, int64_t step,
-		   const char *ckpt, int32_t attempt, const char *message, hs_error *err)
+int hs_tasks__publish(hs_tasks *t, const hs_store_task_row *row, bool insert, hs_task_event *ev,
+		      hs_error *err)
 {
-	hs_store_event_row row;
-	memset(&row, 0, sizeof(row));
-	COPY(row.task_id, k->id);
-	row.type = type;
-	row.step = step;
-	COPY(row.checkpoint_id, ckpt);
-	COPY(row.message, message);
-	row.attempt = attempt;
-	row.state = k->state;
-	row.occurred_at_ms = hs_clock_wall_ms();
-	hs_task_event ev;
-	memset(&ev, 0, sizeof(ev));
-	COPY(ev.task_id, k->id);
-	ev.type = type;
-	ev.step = step;
-	COPY(ev.checkpoint_id, ckpt);
-	COPY(ev.message, message);
-	ev.attempt = attempt;
-	ev.state = k->state;
-	ev.occurred_at_ms = row.occurred_at_ms;
-	COPY(ev.owner, k->owner);
-	COPY(ev.sandbox_id, k->sandbox_id);
+	hs_store_event_row er;
+	memset(&er, 0, sizeof(er));
+	COPY(er.task_id, ev->task_id);
+	er.type = ev->type;
+	er.step = ev->step;
+	COPY(er.checkpoint_id, ev->checkpoint_id);
+	COPY(er.message, ev->message);
+	er.attempt = ev->attempt;
+	er.state = ev->state;
+	er.occurred_at_ms = ev->occurred_at_ms;
+	er.recovery_generation = ev->recovery_generation;
 
 	pthread_mutex_lock(&t->ev_mu);
 	int64_t id = 0;
-	int rc = hs_store_event_append(t->store, &row, &id, err);
+	int rc = hs_store_task_transition(t->store, row, insert, &er, &id, err);
 	if (rc == HS_OK) {
-		ev.event_id = id;
+		ev->event_id = id;
 		t->last_event_id = id;
 		atomic_fetch_add(&t->n_events, 1);
-		hs_tasks__broadcast(t, &ev);
+		hs_tasks__broadcast(t, ev);
 		if (t->webhook != NULL) {
-			char *body = event_json(&ev);
+			char *body = event_json(ev);
 			if (body != NULL && hs_webhook_post(t->webhook, body) == HS_LIMIT)
-				hs_log(HS_LOG_WARN, "health", "webhook queue full: event dropped",
-				       HS_LS("task_id", ev.task_id), HS_LI("event_id", ev.event_id));
+				hs_log(HS_LOG_WARN, "tasks", "webhook queue full: event dropped",
+				       HS_LS("task_id", ev->task_id), HS_LI("event_id", ev->event_id));
 		}
 	}
 	pthread_mutex_unlock(&t->ev_mu);
@@ -203,6 +194,7 @@ static int replay_cb(const hs_store_event_row *e, void *payload)
 	ev.attempt = e->attempt;
 	ev.state = e->state;
 	ev.occurred_at_ms = e->occurred_at_ms;
+	ev.recovery_generation = e->recovery_generation;
 	if (k != NULL) {
 		pthread_mutex_lock(&k->mu);
 		COPY(ev.owner, k->owner);
@@ -252,14 +244,15 @@ static int initial_step(hs_tasks *t, hs_task_watch *w)
 		hs_task_event ev;
 		memset(&ev, 0, sizeof(ev));
 		pthread_mutex_lock(&k->mu);
-		bool fin = k->state == HS_TASK_COMPLETED || k->state == HS_TASK_FAILED ||
-			   k->state == HS_TASK_CANCELLED;
+		bool fin = k->m.state == HS_TASK_COMPLETED || k->m.state == HS_TASK_FAILED ||
+			   k->m.state == HS_TASK_CANCELLED;
 		ev.event_id = w->upto;
 		COPY(ev.task_id, k->id);
 		ev.type = HS_TEV_INITIAL_STATE;
-		ev.step = k->current_step;
-		COPY(ev.checkpoint_id, k->last_ckpt);
-		ev.state = k->state;
+		ev.step = k->m.current_step;
+		COPY(ev.checkpoint_id, k->m.last_ckpt);
+		ev.state = k->m.state;
+		ev.recovery_generation = k->m.gen;
 		ev.attempt = 0;
 		ev.occurred_at_ms = hs_clock_wall_ms();
 		COPY(ev.owner, k->owner);
@@ -360,8 +353,8 @@ int hs_tasks_watch(hs_tasks *t, const hs_principal *caller, const char *task_id,
 		pthread_mutex_lock(&k->mu);
 		bool vis = hs_tasks__visible(k, caller);
 		pthread_mutex_unlock(&k->mu);
-		if (!vis)
-			return hs_error_set(err, HS_DENIED, "task %s belongs to another user", task_id);
+		if (!vis) /* one rule for every resource: another user's is not found */
+			return hs_error_set(err, HS_NOT_FOUND, "task %s not found", task_id);
 	}
 	hs_task_watch *w = calloc(1, sizeof(*w));
 	if (w == NULL)

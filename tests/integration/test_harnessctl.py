@@ -536,6 +536,82 @@ class TaskCommandsTest(CtlTestCase):
         self.code(4, "task", "list")
 
 
+class WatchReconnectTest(unittest.TestCase):
+    """task watch across a kill -9 and restart of harnessd on the same
+    address: it reconnects with after_event_id, shows the events that
+    happened while it was away, and never shows an event twice."""
+
+    def test_watch_survives_kill_9_without_duplicates(self):
+        tmp = tempfile.TemporaryDirectory(prefix="hs-ctl-watch-")
+        data = os.path.join(tmp.name, "data")
+        env = dict(os.environ)
+        for k in ("HARNESS_TOKEN", "HARNESS_SERVER", "HARNESS_TOKEN_FILE"):
+            env.pop(k, None)
+        port = free_port()
+        target = "127.0.0.1:%d" % port
+        env.update({"HOME": tmp.name, "HARNESS_SERVER": target,
+                    "HARNESS_TOKEN_FILE": os.path.join(tmp.name, "token")})
+        env.setdefault("ASAN_OPTIONS", "detect_leaks=1")
+        args = ("--listen", target)
+        hd = hstest.Harnessd(data_dir=data, args=args)
+        watch = None
+        try:
+            def ctl(*a):
+                p = subprocess.run([CTL] + list(a), capture_output=True, text=True, env=env,
+                                   timeout=TIMEOUT, start_new_session=True)
+                self.assertEqual(p.returncode, 0, "harnessctl %s: %s" % (" ".join(a), p.stderr))
+                return p
+            ctl("login", "--email", ADMIN[0], "--password", ADMIN[1])
+            ctl("task", "register", "w1", "--heartbeat-interval-ms", "100", "--heartbeat-timeout-ms", "60000")
+            watch = subprocess.Popen([CTL, "task", "watch", "--send-initial", "-o", "json"],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                                     start_new_session=True)
+            lines, cond = [], threading.Condition()
+
+            def reader():
+                for line in watch.stdout:
+                    with cond:
+                        lines.append(json.loads(line))
+                        cond.notify_all()
+            threading.Thread(target=reader, daemon=True).start()
+
+            def wait_for(pred, what):
+                deadline = time.monotonic() + 30 * hstest.SLOW
+                with cond:
+                    while not any(pred(e) for e in lines):
+                        self.assertLess(time.monotonic(), deadline, "%s not seen: %s" % (what, lines))
+                        cond.wait(0.1)
+            wait_for(lambda e: e["type"] == "TASK_EVENT_TYPE_INITIAL_STATE", "the initial state of w1")
+            ctl("task", "register", "w2", "--heartbeat-interval-ms", "100", "--heartbeat-timeout-ms", "60000")
+            wait_for(lambda e: e["taskId"] == "w2", "w2 REGISTERED")
+            hd.kill()  # kill -9: the stream breaks mid-flight
+            hd = hstest.Harnessd(data_dir=data, args=args)
+            # While the watcher reconnects: events it must still see, once.
+            ctl("task", "cancel", "w1", "--reason", "while away")
+            ctl("task", "register", "w3", "--heartbeat-interval-ms", "100", "--heartbeat-timeout-ms", "60000")
+            ctl("task", "complete", "w2", "--success")
+            wait_for(lambda e: e["taskId"] == "w2" and e["type"] == "TASK_EVENT_TYPE_COMPLETED", "w2 COMPLETED")
+            watch.send_signal(signal.SIGINT)
+            watch.wait(timeout=10 * hstest.SLOW)
+            self.assertEqual(watch.returncode, 0, watch.stderr.read())
+            self.assertEqual(lines[0]["type"], "TASK_EVENT_TYPE_INITIAL_STATE")
+            self.assertEqual(int(lines[0]["eventId"]), 1)  # w1's REGISTERED: the newest then
+            ids = [int(e["eventId"]) for e in lines[1:]]
+            self.assertEqual(ids, list(range(2, len(ids) + 2)), "an event missed or shown twice")
+            seen = [(e["taskId"], e["type"].replace("TASK_EVENT_TYPE_", "")) for e in lines[1:]]
+            self.assertEqual(seen, [("w2", "REGISTERED"), ("w1", "CANCELLED"), ("w3", "REGISTERED"),
+                                    ("w2", "COMPLETED")])
+        finally:
+            if watch is not None and watch.poll() is None:
+                watch.kill()
+                watch.wait()
+            if watch is not None:
+                watch.stdout.close()
+                watch.stderr.close()
+            hd.close()
+            tmp.cleanup()
+
+
 class DemoTest(CtlTestCase):
     server_args = ("--sandbox-driver", "bwrap")
 

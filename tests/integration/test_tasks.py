@@ -1,7 +1,9 @@
-"""HealthService end to end through grpcio: stall detection, recovery to the
-latest checkpoint (workspace byte-exact), failures with backoff, one recovery
-at a time, restart re-arming, slow watchers, cancellation, ownership and
-field validation."""
+"""HealthService end to end through grpcio: stall detection, fenced recovery
+to the latest checkpoint (workspace byte-exact, external_state handed back,
+RECOVERED only on acknowledgement), the stalled agent of issue 12,
+failures with backoff, one recovery at a time, restart re-arming, slow
+watchers, cancellation, ownership and field validation. The long random
+runs against a reference model are in tests/model/."""
 import base64
 import hashlib
 import hmac
@@ -12,6 +14,7 @@ import time
 import unittest
 
 import grpc
+from google.protobuf import json_format
 
 import http.server
 
@@ -24,6 +27,12 @@ SECRET = "integration-test-secret-0123456789abcdef"
 ENV = {"HARNESS_JWT_SECRET": SECRET}
 SVC = "/harness.v1.HealthService/"
 S = hstest.SLOW
+# harnessd wires CheckpointService's on_create hook to the task registry
+# (server/main.c: hs_ckpt_config.on_create -> hs_tasks_note_checkpoint), so
+# Task.last_checkpoint_id follows every CreateCheckpoint. The hook field
+# arrives with the checkpoint module's branch (issue 12); until main.c sets
+# it this stays False and the checks that need it are skipped.
+CKPT_HOOK_WIRED = False
 
 
 def b64(data):
@@ -48,12 +57,14 @@ class Client(hstest.ServiceClient):
                          "unary_stream")
         return fn(H.WatchTasksRequest(**kw), metadata=self.md, timeout=timeout * S)
 
-    def checkpoint(self, task_id, step, workspace=""):
+    def checkpoint(self, task_id, step, workspace="", external_state=None):
         fn = hstest.stub(self.channel, "/harness.v1.CheckpointService/CreateCheckpoint",
                          checkpoint_pb2.CreateCheckpointRequest, checkpoint_pb2.CreateCheckpointResponse)
-        return fn(checkpoint_pb2.CreateCheckpointRequest(task_id=task_id, step=step, description="s%d" % step,
-                                                         workspace=workspace),
-                  metadata=self.md, timeout=30 * S).checkpoint
+        req = checkpoint_pb2.CreateCheckpointRequest(task_id=task_id, step=step, description="s%d" % step,
+                                                     workspace=workspace)
+        if external_state is not None:
+            req.external_state.update(external_state)
+        return fn(req, metadata=self.md, timeout=30 * S).checkpoint
 
 
 def login(channel):
@@ -155,7 +166,7 @@ class TasksTest(hstest.HarnessTestCase):
         self.admin.Heartbeat(task_id=tid, current_step=3)
         want = {"a.txt": b"two\n", "src/b.bin": bytes(range(256)) * 3, "new/c.txt": b"c"}
         write_tree(ws, want)
-        ck = self.admin.checkpoint(tid, 4)
+        ck = self.admin.checkpoint(tid, 4, external_state={"step": 4, "calls": ["api-4"]})
         self.admin.Heartbeat(task_id=tid, current_step=5, details="progress-5")
         # The agent dies mid-step, leaving a mess.
         write_tree(ws, {"a.txt": b"half written", "junk.tmp": b"x"})
@@ -166,28 +177,99 @@ class TasksTest(hstest.HarnessTestCase):
         self.assertEqual(st.checkpoint_id, ck.checkpoint_id)
         self.assertEqual(st.step, 4)
         self.assertEqual(st.attempt, 1)
-        # The restarted agent heartbeats until told to resume.
+        # The restarted agent (it acknowledged nothing yet: generation 0)
+        # heartbeats until told to resume.
         deadline = time.time() + 20 * S
         while True:
             r = self.admin.Heartbeat(task_id=tid, current_step=0)
             if r.instruction == H.INSTRUCTION_RESUME_FROM_CHECKPOINT:
                 break
+            self.assertEqual(r.instruction, H.INSTRUCTION_WAIT)  # never CONTINUE
             self.assertEqual(r.state, H.TASK_STATE_RECOVERING)
             self.assertLess(time.time(), deadline)
             time.sleep(0.05)
         self.assertEqual(r.resume_step, 4)
         self.assertEqual(r.checkpoint_id, ck.checkpoint_id)
         self.assertEqual(r.details, "progress-5")
-        self.assertEqual(r.state, H.TASK_STATE_RUNNING)
+        self.assertEqual(r.recovery_generation, 1)
+        self.assertEqual(json_format.MessageToDict(r.external_state), {"step": 4.0, "calls": ["api-4"]})
         self.assertEqual(read_tree(ws), want)  # byte-exact, junk gone
+        _, restored = self.watcher.wait(
+            lambda e: e.task_id == tid and e.type == H.TASK_EVENT_TYPE_WORKSPACE_RESTORED, 5)
+        self.assertEqual(restored.recovery_generation, 1)
+        # Told, not yet acknowledged: no RECOVERED, and told again if it asks.
+        self.assertEqual(self.admin.Heartbeat(task_id=tid, current_step=0).instruction,
+                         H.INSTRUCTION_RESUME_FROM_CHECKPOINT)
+        self.assertEqual(self.watcher.of(tid, H.TASK_EVENT_TYPE_RECOVERED), [])
+        t = self.admin.GetTask(task_id=tid)
+        self.assertEqual(t.state, H.TASK_STATE_RECOVERING)
+        self.assertEqual((t.recovery_generation, t.acknowledged_generation), (1, 0))
+        self.assertEqual((t.resume_checkpoint_id, t.resume_step), (ck.checkpoint_id, 4))
+        # The acknowledgement.
+        r = self.admin.Heartbeat(task_id=tid, current_step=4, recovery_generation=1)
+        self.assertEqual(r.instruction, H.INSTRUCTION_CONTINUE)
+        self.assertEqual(r.state, H.TASK_STATE_RUNNING)
+        self.assertFalse(r.HasField("external_state"))
         _, rec = self.watcher.wait(lambda e: e.task_id == tid and e.type == H.TASK_EVENT_TYPE_RECOVERED, 5)
         self.assertEqual(rec.step, 4)
         self.assertEqual(rec.checkpoint_id, ck.checkpoint_id)
+        self.assertEqual(rec.recovery_generation, 1)
         t = self.admin.GetTask(task_id=tid)
         self.assertEqual(t.state, H.TASK_STATE_RUNNING)
         self.assertEqual(t.recovery_attempts, 0)
         self.assertEqual(t.last_checkpoint_id, ck.checkpoint_id)
+        self.assertEqual(t.acknowledged_generation, 1)
         self.admin.CompleteTask(task_id=tid, success=True, message="done")
+
+    def test_stalled_agent_is_never_told_to_continue_on_a_rolled_back_workspace(self):
+        """Issue 12: timeout 600 ms, checkpoints at steps 1 and 2, the agent
+        goes silent; TIMEOUT, restore to step 2, and no heartbeat within
+        600 ms of the restore: TIMEOUT again. The agent's next heartbeat
+        must be told to resume from step 2, not to continue at step 3."""
+        tid = "stalled-not-dead"
+        ws = os.path.join(self.ws_root, tid)
+        # A long second backoff keeps the second attempt away while we look.
+        self.admin.RegisterTask(task_id=tid, heartbeat_interval_ms=200, heartbeat_timeout_ms=int(600 * S),
+                                recovery_policy=H.RecoveryPolicy(initial_backoff_ms=100, backoff_multiplier=100,
+                                                                 max_backoff_ms=60000, max_attempts=3))
+        write_tree(ws, {"step1.txt": b"1"})
+        self.admin.Heartbeat(task_id=tid, current_step=1)
+        self.admin.checkpoint(tid, 1, external_state={"done": 1})
+        write_tree(ws, {"step2.txt": b"2"})
+        self.admin.Heartbeat(task_id=tid, current_step=2)
+        ck2 = self.admin.checkpoint(tid, 2, external_state={"done": 2})
+        write_tree(ws, {"step3.partial": b"3"})
+        seen = lambda kind, after=0: self.watcher.wait(  # noqa: E731
+            lambda e: e.task_id == tid and e.type == kind and e.event_id > after, 15)
+        _, first = seen(H.TASK_EVENT_TYPE_TIMEOUT)
+        _, restored = seen(H.TASK_EVENT_TYPE_WORKSPACE_RESTORED)
+        self.assertEqual(restored.checkpoint_id, ck2.checkpoint_id)
+        _, second = seen(H.TASK_EVENT_TYPE_TIMEOUT, restored.event_id)
+        self.assertEqual(second.state, H.TASK_STATE_STALLED)
+        self.assertFalse(os.path.exists(os.path.join(ws, "step3.partial")))
+        r = self.admin.Heartbeat(task_id=tid, current_step=3)
+        self.assertEqual(r.instruction, H.INSTRUCTION_RESUME_FROM_CHECKPOINT)
+        self.assertEqual(r.state, H.TASK_STATE_STALLED)
+        self.assertEqual((r.resume_step, r.checkpoint_id), (2, ck2.checkpoint_id))
+        self.assertEqual(json_format.MessageToDict(r.external_state), {"done": 2.0})
+        r = self.admin.Heartbeat(task_id=tid, current_step=2, recovery_generation=r.recovery_generation)
+        self.assertEqual(r.instruction, H.INSTRUCTION_CONTINUE)
+        seen(H.TASK_EVENT_TYPE_RECOVERED)
+        self.assertEqual(len(self.watcher.of(tid, H.TASK_EVENT_TYPE_RECOVERED)), 1)
+        self.assertEqual(len(self.watcher.of(tid, H.TASK_EVENT_TYPE_RECOVERY_STARTED)), 1)
+        self.admin.CompleteTask(task_id=tid, success=True)
+
+    @unittest.skipUnless(CKPT_HOOK_WIRED, "main.c does not wire the checkpoint on_create hook yet")
+    def test_last_checkpoint_follows_every_create(self):
+        tid = "follows-checkpoints"
+        write_tree(os.path.join(self.ws_root, tid), {"a": b"1"})
+        self.register(tid, interval=1000, timeout=60000)
+        for step in (1, 2, 3):
+            write_tree(os.path.join(self.ws_root, tid), {"a": str(step).encode()})
+            ck = self.admin.checkpoint(tid, step)
+            t = self.admin.GetTask(task_id=tid)
+            self.assertEqual((t.last_checkpoint_id, t.last_checkpoint_step), (ck.checkpoint_id, step))
+        self.admin.CompleteTask(task_id=tid, success=True)
 
     def test_heartbeating_task_is_never_touched(self):
         tid = "healthy"
@@ -236,8 +318,10 @@ class TasksTest(hstest.HarnessTestCase):
         self.assertEqual([e.state for _, e in failed],
                          [H.TASK_STATE_STALLED, H.TASK_STATE_STALLED, H.TASK_STATE_FAILED])
         # Delay before attempt n = 200 * 2^(n-1): 400 ms then 800 ms between failures.
-        self.assertGreaterEqual(failed[1][0] - failed[0][0], 0.35)
-        self.assertGreaterEqual(failed[2][0] - failed[1][0], 0.75)
+        # (server-stamped: the backoff counts from each failure's own time)
+        at = [e.occurred_at.ToMilliseconds() for _, e in failed]
+        self.assertGreaterEqual(at[1] - at[0], 400)
+        self.assertGreaterEqual(at[2] - at[1], 800)
         self.assertEqual(len(self.watcher.of(tid, H.TASK_EVENT_TYPE_RECOVERY_STARTED)), 3)
         t = self.admin.GetTask(task_id=tid)
         self.assertEqual(t.state, H.TASK_STATE_FAILED)
@@ -269,7 +353,7 @@ class TasksTest(hstest.HarnessTestCase):
         time.sleep(0.5 * S)
         self.assertEqual(len(self.watcher.of(tid, H.TASK_EVENT_TYPE_RECOVERY_STARTED)), 1)
         r = self.admin.Heartbeat(task_id=tid, current_step=9)
-        self.assertIn(r.instruction, (H.INSTRUCTION_RESUME_FROM_CHECKPOINT, H.INSTRUCTION_CONTINUE))
+        self.assertIn(r.instruction, (H.INSTRUCTION_RESUME_FROM_CHECKPOINT, H.INSTRUCTION_WAIT))
 
     def test_cancellation_is_delivered_by_heartbeat(self):
         tid = "cancel-me"
@@ -296,6 +380,8 @@ class TasksTest(hstest.HarnessTestCase):
             (dict(task_id="v1", total_steps=-1), "total_steps"),
             (dict(task_id="v1", workspace="/etc"), "workspace"),
             (dict(task_id="v1", labels={"bad key!": "v"}), "labels"),
+            (dict(task_id="v1", labels={"k": "new\nline"}), "labels"),
+            (dict(task_id="v1", workspace="v1/../other"), "workspace"),
         ]
         for kw, field in cases:
             e = self.code_of(self.admin.RegisterTask, **kw)
@@ -308,6 +394,18 @@ class TasksTest(hstest.HarnessTestCase):
         self.register("dup", interval=1000, timeout=60000)
         e = self.code_of(self.register, task_id="dup", interval=1000, timeout=60000)
         self.assertEqual(e.code(), grpc.StatusCode.ALREADY_EXISTS)
+        e = self.code_of(self.admin.ListTasks, page_size=-1)
+        self.assertEqual(e.code(), grpc.StatusCode.INVALID_ARGUMENT)
+        e = self.code_of(self.admin.Heartbeat, task_id="dup", current_step=1, recovery_generation=5)
+        self.assertEqual(e.code(), grpc.StatusCode.FAILED_PRECONDITION)
+        self.assertIn("recovery_generation", e.details())
+        e = self.code_of(self.admin.Heartbeat, task_id="dup", current_step=1, recovery_generation=-1)
+        self.assertEqual(e.code(), grpc.StatusCode.INVALID_ARGUMENT)
+        # RecoverTask without a checkpoint: refused, nothing changes.
+        e = self.code_of(self.admin.RecoverTask, task_id="dup")
+        self.assertEqual(e.code(), grpc.StatusCode.FAILED_PRECONDITION)
+        self.assertIn("no checkpoint", e.details())
+        self.assertEqual(self.admin.GetTask(task_id="dup").state, H.TASK_STATE_RUNNING)
 
     def test_list_filters_and_paging(self):
         for i in range(5):
@@ -347,11 +445,33 @@ class TasksTest(hstest.HarnessTestCase):
         self.register("bobs-task", interval=1000, timeout=60000, client=bob)
         bob_events = Collector(bob.watch(timeout=30, send_initial=True))
         try:
-            for fn in (bob.GetTask, bob.CancelTask, bob.RecoverTask):
+            # One rule for every resource: another user's task is NOT_FOUND,
+            # worded as a missing one.
+            for fn in (bob.GetTask, bob.CancelTask, bob.RecoverTask, bob.CompleteTask):
                 e = self.code_of(fn, task_id="admins-task")
-                self.assertEqual(e.code(), grpc.StatusCode.PERMISSION_DENIED)
+                self.assertEqual(e.code(), grpc.StatusCode.NOT_FOUND)
+                self.assertEqual(e.details(), "task admins-task not found")
             e = self.code_of(bob.Heartbeat, task_id="admins-task", current_step=1)
-            self.assertEqual(e.code(), grpc.StatusCode.PERMISSION_DENIED)
+            self.assertEqual(e.code(), grpc.StatusCode.NOT_FOUND)
+            self.assertEqual(self.admin.GetTask(task_id="admins-task").state, H.TASK_STATE_RUNNING)
+            # The id is taken, registered or not.
+            e = self.code_of(self.register, task_id="admins-task", client=bob)
+            self.assertEqual(e.code(), grpc.StatusCode.ALREADY_EXISTS)
+            self.assertIn("task id taken", e.details())
+            write_tree(os.path.join(self.ws_root, "admins-ckpt-only"), {"f": b"1"})
+            self.admin.checkpoint("admins-ckpt-only", 1)
+            e = self.code_of(self.register, task_id="admins-ckpt-only", client=bob)
+            self.assertEqual(e.code(), grpc.StatusCode.ALREADY_EXISTS)
+            # ... and the refusal did not make bob its owner.
+            t = self.register("admins-ckpt-only", interval=1000, timeout=60000)
+            self.assertNotEqual(t.owner, "usr_bob_integration")
+            self.admin.CancelTask(task_id="admins-ckpt-only")
+            # The attack: bob's task with admin's workspace, so that a
+            # recovery of bob's task would restore into it.
+            e = self.code_of(self.register, task_id="bobs-other", client=bob, workspace="admins-task/inner")
+            self.assertEqual(e.code(), grpc.StatusCode.NOT_FOUND)
+            self.assertIn("workspace", e.details())
+            self.assertEqual(self.code_of(bob.GetTask, task_id="bobs-other").code(), grpc.StatusCode.NOT_FOUND)
             ids = {t.task_id for t in bob.ListTasks(page_size=1000).tasks}
             self.assertEqual(ids, {"bobs-task"})
             self.assertEqual(self.admin.GetTask(task_id="bobs-task").owner, "usr_bob_integration")
@@ -361,7 +481,7 @@ class TasksTest(hstest.HarnessTestCase):
             time.sleep(0.2)
             self.assertEqual({e.task_id for _, e in bob_events.events}, {"bobs-task"})
             e = self.code_of(lambda **kw: list(bob.watch(timeout=5, **kw)), task_id="admins-task")
-            self.assertEqual(e.code(), grpc.StatusCode.PERMISSION_DENIED)
+            self.assertEqual(e.code(), grpc.StatusCode.NOT_FOUND)
         finally:
             bob_events.close()
 

@@ -372,6 +372,66 @@ void test_store__events_append_and_list_after(void **state)
 	assert_int_equal(hs_store_event_append(s, &bad, NULL, NULL), HS_INVALID);
 }
 
+/* A state change and its event: both or neither (a crash between them
+ * would otherwise lose the event or leave one without its state). */
+void test_store__task_transition_is_one_transaction(void **state)
+{
+	fixture *f = *state;
+	hs_store *s = open_store(f);
+	hs_error err = { 0 };
+	hs_store_task_row *t = make_task("task_x", "usr_1", 1);
+	hs_store_task_row *got = calloc(1, sizeof(*got));
+	hs_store_event_row ev = { 0 };
+	snprintf(ev.task_id, sizeof(ev.task_id), "task_x");
+	ev.type = 1;
+	ev.state = 1;
+	ev.occurred_at_ms = 5;
+	int64_t id = 0, id2 = 0;
+	/* insert: row and event together; the fencing columns round-trip */
+	t->recovery_generation = 3;
+	t->base_generation = 1;
+	t->acked_generation = 2;
+	t->restored = true;
+	snprintf(t->resume_checkpoint_id, sizeof(t->resume_checkpoint_id), "ckpt-4-000000000004");
+	t->resume_step = 4;
+	t->last_checkpoint_step = 9;
+	t->deadline_ms = 123456;
+	assert_int_equal(hs_store_task_transition(s, t, true, &ev, &id, &err), HS_OK);
+	assert_true(id > 0);
+	assert_int_equal(hs_store_task_get(s, "task_x", got, &err), HS_OK);
+	assert_memory_equal(got, t, sizeof(*t));
+	assert_int_equal(hs_store_task_transition(s, t, true, &ev, &id2, NULL), HS_EXISTS);
+	/* update with an event */
+	t->state = 2;
+	ev.type = 2;
+	ev.state = 2;
+	ev.recovery_generation = 3;
+	assert_int_equal(hs_store_task_transition(s, t, false, &ev, &id2, &err), HS_OK);
+	assert_true(id2 > id);
+	/* an event that cannot be written undoes the row's update */
+	t->state = 3;
+	memset(ev.message, 'x', sizeof(ev.message)); /* unterminated: refused */
+	hs_error_clear(&err);
+	assert_int_equal(hs_store_task_transition(s, t, false, &ev, NULL, &err), HS_INVALID);
+	assert_int_equal(hs_store_task_get(s, "task_x", got, &err), HS_OK);
+	assert_int_equal(got->state, 2);
+	/* a missing task: nothing written */
+	memset(ev.message, 0, sizeof(ev.message));
+	hs_store_task_row *none = make_task("task_none", "usr_1", 1);
+	snprintf(ev.task_id, sizeof(ev.task_id), "task_none");
+	assert_int_equal(hs_store_task_transition(s, none, false, &ev, NULL, NULL), HS_NOT_FOUND);
+	/* update without an event */
+	t->state = 4;
+	assert_int_equal(hs_store_task_transition(s, t, false, NULL, NULL, &err), HS_OK);
+	ev_collect all = { 0 };
+	assert_int_equal(hs_store_event_list_after(s, 0, NULL, 0, collect_event, &all, &err), HS_OK);
+	assert_int_equal(all.n, 2); /* REGISTERED and the first update's; nothing else */
+	assert_int_equal(all.ids[1], id2);
+	free(t);
+	free(none);
+	free(got);
+}
+
 /* ---- concurrency --------------------------------------------------------- */
 
 #define THREADS 4

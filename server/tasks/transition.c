@@ -1,0 +1,130 @@
+/* Applying the state machine's decisions: the only code that changes a
+ * task. Order: decide (fsm.c, pure) -> persist -> memory -> timer -> jobs.
+ * A state change and its event are one store transaction written under
+ * t->ev_mu (watch.c), so after a crash both exist or neither, and watchers
+ * see events in id order. The heartbeat hot path writes only its columns
+ * (group commit). Nothing is acknowledged, broadcast or armed before the
+ * store has it. */
+#include "tasks_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+void hs_tasks__event_of(const task *k, const hs_task_decision *d, int64_t now, hs_task_event *ev)
+{
+	memset(ev, 0, sizeof(*ev));
+	COPY(ev->task_id, k->id);
+	ev->type = d->event;
+	ev->step = d->ev_step;
+	COPY(ev->checkpoint_id, d->ev_ckpt);
+	COPY(ev->message, d->ev_msg);
+	ev->attempt = d->ev_attempt;
+	ev->state = d->next.state;
+	ev->occurred_at_ms = now;
+	COPY(ev->owner, k->owner);
+	COPY(ev->sandbox_id, k->sandbox_id);
+	ev->recovery_generation = d->next.gen;
+}
+
+/* Write the decision's row (and event). */
+static int persist_row(hs_tasks *t, task *k, const hs_task_input *in, const hs_task_beat *beat,
+		       const hs_task_decision *d, hs_error *err)
+{
+	hs_store_task_row *row = malloc(sizeof(*row));
+	if (row == NULL)
+		return hs_error_set(err, HS_INTERNAL, "out of memory");
+	hs_tasks__row_of(k, &d->next, row);
+	if (d->progress && beat != NULL) {
+		row->cpu_usage = beat->cpu_usage;
+		row->memory_usage_mb = beat->memory_usage_mb;
+		row->disk_usage_mb = beat->disk_usage_mb;
+		if (beat->details != NULL && beat->details[0] != '\0')
+			COPY(row->details, beat->details);
+	}
+	/* The row has no result column: a COMPLETED task's result message is
+	 * kept in failure_reason (which is empty for COMPLETED by definition). */
+	if (d->next.state == HS_TASK_COMPLETED)
+		COPY(row->failure_reason, d->set_result ? d->result : k->result_message);
+	else if (d->set_failure)
+		COPY(row->failure_reason, d->failure);
+	row->updated_at_ms = in->now_ms;
+	int rc;
+	if (d->event != 0) {
+		hs_task_event ev;
+		hs_tasks__event_of(k, d, in->now_ms, &ev);
+		rc = hs_tasks__publish(t, row, false, &ev, err);
+	} else {
+		rc = hs_store_task_update(t->store, row, err);
+	}
+	free(row);
+	return rc;
+}
+
+static void set_timer(hs_tasks *t, task *k, int64_t before, int64_t after)
+{
+	if (after == before)
+		return;
+	if (after == 0)
+		hs_tasks__disarm(t, k);
+	else
+		hs_tasks__arm_at(t, k, after);
+}
+
+int hs_tasks__apply(hs_tasks *t, task *k, const hs_task_input *in, const hs_task_beat *beat,
+		    hs_task_decision *dout, hs_error *err)
+{
+	hs_task_decision local, *d = dout ? dout : &local;
+	int rc = HS_OK;
+	hs_task_decide(k->id, &k->m, in, d);
+	if (d->rc != HS_OK)
+		return hs_error_set(err, d->rc, "%s", d->msg);
+	if (!d->touched)
+		return HS_OK; /* a pure reply (RESUME, WAIT, CANCEL) or a stale job */
+	const char *details = k->details;
+	if (d->progress && beat != NULL && beat->details != NULL && beat->details[0] != '\0')
+		details = beat->details;
+	if (d->beat_only) {
+		rc = hs_store_task_heartbeat(t->store, k->id, d->next.current_step,
+					     d->next.total_steps, beat->cpu_usage,
+					     beat->memory_usage_mb, beat->disk_usage_mb, details,
+					     in->now_ms, err);
+	} else if (d->write_row) {
+		rc = persist_row(t, k, in, beat, d, err);
+	}
+	if (rc != HS_OK)
+		return rc;
+	/* Memory follows the store. Strings are best effort on OOM: the
+	 * store has them and a restart reloads them. */
+	int64_t before = k->m.deadline_ms;
+	k->m = d->next;
+	k->epoch++;
+	if (d->progress && beat != NULL) {
+		k->cpu = beat->cpu_usage;
+		k->mem = beat->memory_usage_mb;
+		k->disk = beat->disk_usage_mb;
+		if (details != k->details)
+			(void)hs_tasks__set_str(&k->details, details);
+	}
+	if (d->set_failure)
+		(void)hs_tasks__set_str(&k->failure_reason, d->failure);
+	if (d->set_result)
+		(void)hs_tasks__set_str(&k->result_message, d->result);
+	if (d->new_resume) {
+		free(k->resume_external);
+		k->resume_external = NULL;
+	}
+	set_timer(t, k, before, k->m.deadline_ms);
+	if (d->enqueue && k->m.state == HS_TASK_STALLED)
+		k->attempt_due = true; /* the backoff is over */
+	else if (d->event != 0 || k->m.state != HS_TASK_STALLED)
+		k->attempt_due = false;
+	if (d->enqueue)
+		hs_tasks__enqueue(t, k);
+	if (d->event != 0 && d->event != HS_TEV_RECOVERED && d->event != HS_TEV_REGISTERED)
+		hs_log(HS_LOG_INFO, "tasks", "task event", HS_LS("task_id", k->id),
+		       HS_LS("state", hs_task_state_name(k->m.state)), HS_LI("event", d->event),
+		       HS_LI("generation", k->m.gen), HS_LS("message", d->ev_msg));
+	return HS_OK;
+}
