@@ -1,13 +1,14 @@
-/* The embedded store: the one interface harnessd's services use for users,
- * refresh tokens, sandboxes, snapshots, tasks and task events. The SQLite
- * implementation lives behind it; nothing here names a SQLite type, so a
- * PostgreSQL backend can replace it without touching callers.
+/* The store: the one interface harnessd's services use for users, refresh
+ * tokens, sandboxes, snapshots, tasks and task events. Two backends live
+ * behind it with the same semantics: embedded SQLite (the default) and
+ * PostgreSQL (shared by several nodes); nothing here names either.
  *
  * Every function returns HS_OK or a negative hs_code and fills err (NULL
  * allowed): HS_INVALID for bad input (a string longer than its row field is
  * refused, never truncated), HS_NOT_FOUND, HS_EXISTS on a duplicate key,
  * HS_CONFLICT on a state precondition, HS_UNAVAILABLE when the database
- * cannot be written (disk full, read-only, locked by another process),
+ * cannot be written (disk full, read-only, locked by another process,
+ * PostgreSQL unreachable or restarting: the next call reconnects),
  * HS_INTERNAL otherwise. `*out` is assigned only on success.
  *
  * Thread-safe: any function may be called from any thread at the same time.
@@ -44,9 +45,25 @@ typedef struct hs_store hs_store;
  * hs_store_check_writable() then fails. Free with hs_store_free(). */
 int hs_store_open(hs_store **out, const char *data_dir, hs_error *err);
 
+/* Open the store --store names: NULL or "" = the embedded SQLite default
+ * (hs_store_open on data_dir), "sqlite:<path>" = SQLite in that file
+ * (parent directories created 0700), "postgres://..." or
+ * "postgresql://..." = a PostgreSQL database (libpq connection URI; the
+ * schema is migrated, once, even when several harnessd start together).
+ * HS_INVALID for any other form, HS_UNAVAILABLE if the database cannot be
+ * reached, HS_CONFLICT as hs_store_open. Free with hs_store_free(). */
+int hs_store_open_spec(hs_store **out, const char *spec, const char *data_dir, hs_error *err);
+
+/* True if spec names a PostgreSQL store (postgres:// or postgresql://). */
+bool hs_store_spec_is_postgres(const char *spec);
+
+/* "sqlite" or "postgres" ("" for NULL). */
+const char *hs_store_backend(hs_store *store);
+
 void hs_store_free(hs_store *store); /* NULL is a no-op */
 
-/* Schema version of the open database (PRAGMA user_version). */
+/* Schema version of the open database (SQLite: PRAGMA user_version;
+ * PostgreSQL: the harness_schema table). */
 int hs_store_schema_version(hs_store *store, int *out, hs_error *err);
 
 /* Schema version this code migrates to. */
