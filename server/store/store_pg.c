@@ -83,6 +83,8 @@ typedef struct pg_stmt {
 	pg_conn *conn;
 	char sql[HS_PG_SQL_MAX];
 	int nparams;        /* highest $N in sql */
+	Oid types[HS_PG_MAX_PARAMS]; /* 0 (inferred), or text for a $N the SQL never uses */
+	bool used[HS_PG_MAX_PARAMS];
 	const char *vals[HS_PG_MAX_PARAMS];
 	int lens[HS_PG_MAX_PARAMS];
 	char nums[HS_PG_MAX_PARAMS][32];
@@ -170,6 +172,14 @@ static const char *one_line(const char *msg, char *buf, size_t cap)
 	return buf;
 }
 
+/* Server notices ("relation already exists, skipping") are not errors and
+ * must not go to stderr. */
+static void quiet(void *arg, const char *message)
+{
+	(void)arg;
+	(void)message;
+}
+
 static int connect_conn(hs_store *s, pg_conn *pc, hs_error *err)
 {
 	char line[512];
@@ -202,6 +212,7 @@ static int connect_conn(hs_store *s, pg_conn *pc, hs_error *err)
 		return rc;
 	}
 	PQclear(r);
+	PQsetNoticeProcessor(c, quiet, NULL);
 	pc->c = c;
 	return HS_OK;
 }
@@ -332,17 +343,16 @@ static int pg_stmt_get(hs_store *s, hs_stmt_id id, const char *sql, hs_stmt **ou
 			free(ps);
 			return hs_error_set(err, HS_INTERNAL, "store: statement too long");
 		}
-		if (*c == '?' && c[1] >= '0' && c[1] <= '9') {
-			ps->sql[n++] = '$';
+		if ((*c == '?' || *c == '$') && c[1] >= '0' && c[1] <= '9') {
 			int v = (int)strtol(c + 1, NULL, 10);
 			if (v > ps->nparams)
 				ps->nparams = v;
-			continue;
-		}
-		if (*c == '$' && c[1] >= '0' && c[1] <= '9') {
-			int v = (int)strtol(c + 1, NULL, 10);
-			if (v > ps->nparams)
-				ps->nparams = v;
+			if (v >= 1 && v <= HS_PG_MAX_PARAMS)
+				ps->used[v - 1] = true;
+			if (*c == '?') {
+				ps->sql[n++] = '$';
+				continue;
+			}
 		}
 		ps->sql[n++] = *c;
 	}
@@ -351,6 +361,10 @@ static int pg_stmt_get(hs_store *s, hs_stmt_id id, const char *sql, hs_stmt **ou
 		free(ps);
 		return hs_error_set(err, HS_INTERNAL, "store: statement has too many parameters");
 	}
+	/* A parameter the text skips (bound anyway, like ?1 of a keyless
+	 * DELETE) has no type to infer: say text. */
+	for (int i = 0; i < ps->nparams; i++)
+		ps->types[i] = ps->used[i] ? 0 : 25 /* TEXTOID */;
 	*out = &ps->base;
 	return HS_OK;
 }
@@ -410,7 +424,7 @@ static int pg_step(hs_stmt *st, const char *op, hs_error *err)
 		ps->ran = true;
 		if (ps->conn->c == NULL)
 			return hs_error_set(err, HS_UNAVAILABLE, "store: %s: connection lost", op);
-		ps->res = PQexecParams(ps->conn->c, ps->sql, ps->nparams, NULL, ps->vals, ps->lens,
+		ps->res = PQexecParams(ps->conn->c, ps->sql, ps->nparams, ps->types, ps->vals, ps->lens,
 				       NULL, 0);
 		ExecStatusType rs = PQresultStatus(ps->res);
 		if (ps->res == NULL || (rs != PGRES_COMMAND_OK && rs != PGRES_TUPLES_OK)) {
