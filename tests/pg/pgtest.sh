@@ -6,13 +6,15 @@
 #                         for database "harness", user "harness") and prints it
 #   pgtest.sh stop DIR    pg_ctl stop -m immediate, then removes DIR
 #   pgtest.sh restart DIR pg_ctl restart -m fast (same port and socket)
+#   pgtest.sh down DIR    crash it (pg_ctl stop -m immediate)
+#   pgtest.sh up DIR      start it again with the same options
 #
 # PostgreSQL refuses to run as root: as root the server runs as the
 # "postgres" system user the Debian package creates (runuser), otherwise as
 # the caller. Durability settings are PostgreSQL's defaults (fsync on).
 set -euo pipefail
 
-cmd=${1:?usage: pgtest.sh start|stop|restart DIR}
+cmd=${1:?usage: pgtest.sh start|stop|restart|down|up DIR}
 dir=${2:?usage: pgtest.sh start|stop|restart DIR}
 bin=${HS_PG_BIN:-/usr/lib/postgresql/15/bin}
 
@@ -52,6 +54,14 @@ stop)
   ;;
 restart)
   as_pg "$bin/pg_ctl" -D "$dir/data" -m fast -w -t 60 restart >/dev/null
+  ;;
+down)
+  # A crash: no shutdown checkpoint; the next start replays the WAL.
+  as_pg "$bin/pg_ctl" -D "$dir/data" -m immediate -w -t 60 stop >/dev/null
+  ;;
+up)
+  opts=$(sed -n 's/^[^ ]* //p' "$dir/data/postmaster.opts" 2>/dev/null || true)
+  as_pg "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 -o "$opts" start >/dev/null
   ;;
 *)
   echo "pgtest: unknown command $cmd" >&2
