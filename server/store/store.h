@@ -386,11 +386,83 @@ typedef int (*hs_store_event_cb)(const hs_store_event_row *event, void *payload)
 int hs_store_task_transition(hs_store *store, const hs_store_task_row *row, bool insert,
 			     const hs_store_event_row *ev, int64_t *event_id_out, hs_error *err);
 
+/* hs_store_task_transition on behalf of a task lease: in the same
+ * transaction it first checks that node_id holds task_id's lease with this
+ * fence and that the lease is live at now_ms (PostgreSQL: the lease row is
+ * locked, so a takeover waits for this transaction or wins before it), and
+ * writes nothing but answers HS_CONFLICT otherwise: a node that lost its
+ * lease cannot act on the task any more. row->task_id names the lease. */
+int hs_store_task_transition_fenced(hs_store *store, const hs_store_task_row *row, bool insert,
+				    const hs_store_event_row *ev, const char *node_id,
+				    int64_t fence, int64_t now_ms, int64_t *event_id_out,
+				    hs_error *err);
+
 /* event->event_id is ignored; the new id goes to *out (NULL allowed). */
 int hs_store_event_append(hs_store *store, const hs_store_event_row *event, int64_t *out, hs_error *err);
 /* Call fn for up to limit events with event_id > after_event_id (of task_id,
  * or of every task if NULL), in event_id order. */
 int hs_store_event_list_after(hs_store *store, int64_t after_event_id, const char *task_id,
 			      size_t limit, hs_store_event_cb fn, void *payload, hs_error *err);
+
+/* ---- nodes and task leases -------------------------------------------------
+ * For several harnessd nodes on one PostgreSQL store (both backends
+ * implement them; on SQLite there is one node). A node advertises itself
+ * with a row whose lease (expires_at_ms) it renews; a task's stall
+ * detection and recovery belong to the one node holding the task's lease.
+ * fence grows by one each time the lease changes hands; writes made on a
+ * lease's behalf carry it (hs_store_task_transition_fenced) and are refused
+ * once someone else took it over. Every appended event is announced on the
+ * PostgreSQL channel harness_task_events (payload: the event id, sent at
+ * commit); watchers LISTEN there and fall back to polling
+ * hs_store_event_list_after. Times are the callers' (wall clock, ms): nodes
+ * must keep their clocks within a small fraction of the lease length. */
+
+typedef struct hs_store_node_row {
+	char node_id[HS_STORE_ID_MAX];
+	char address[HS_STORE_PATH_MAX]; /* where other nodes reach it (host:port) */
+	int64_t started_at_ms;
+	int64_t expires_at_ms;           /* live while now < expires_at_ms */
+	int64_t updated_at_ms;
+} hs_store_node_row;
+
+/* Insert or replace the node's row (advertise / renew). */
+int hs_store_node_put(hs_store *store, const hs_store_node_row *row, hs_error *err);
+int hs_store_node_get(hs_store *store, const char *node_id, hs_store_node_row *out,
+		      hs_error *err);
+/* Nodes live at now_ms (expires_at_ms > now_ms; now_ms <= 0: every node),
+ * by node_id. *out malloc'd (free()), NULL when *n_out is 0. */
+int hs_store_node_list(hs_store *store, int64_t now_ms, hs_store_node_row **out, size_t *n_out,
+		       hs_error *err);
+/* HS_NOT_FOUND if there is no such node. */
+int hs_store_node_delete(hs_store *store, const char *node_id, hs_error *err);
+
+typedef struct hs_store_lease_row {
+	char task_id[HS_STORE_ID_MAX];
+	char node_id[HS_STORE_ID_MAX];  /* the holder */
+	int64_t fence;                  /* 1 for the first holder, + 1 per change of hands */
+	int64_t expires_at_ms;
+} hs_store_lease_row;
+
+/* Take or renew task_id's lease for node_id until expires_at_ms, in one
+ * atomic statement. Granted when nobody holds it (fence 1), when node_id
+ * holds it (a renewal: same fence, even if it had expired, as nobody took
+ * it), or when the holder's lease expired (now_ms >= its expires_at_ms: a
+ * takeover, fence + 1). HS_CONFLICT when another node holds a live lease.
+ * The lease as granted goes to *out (NULL allowed). */
+int hs_store_lease_acquire(hs_store *store, const char *task_id, const char *node_id,
+			   int64_t now_ms, int64_t expires_at_ms, hs_store_lease_row *out,
+			   hs_error *err);
+/* HS_NOT_FOUND when nobody ever held it. */
+int hs_store_lease_get(hs_store *store, const char *task_id, hs_store_lease_row *out,
+		       hs_error *err);
+/* Give the lease up (deleted) if node_id still holds it with fence;
+ * HS_CONFLICT if it changed hands, HS_NOT_FOUND if there is none. */
+int hs_store_lease_release(hs_store *store, const char *task_id, const char *node_id,
+			   int64_t fence, hs_error *err);
+/* Leases expired at now_ms (expires_at_ms <= now_ms), oldest expiry
+ * first, at most limit (0 = default, clamped): what survivors take over.
+ * *out malloc'd (free()), NULL when *n_out is 0. */
+int hs_store_lease_list_expired(hs_store *store, int64_t now_ms, size_t limit,
+				hs_store_lease_row **out, size_t *n_out, hs_error *err);
 
 #endif

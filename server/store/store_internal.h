@@ -62,6 +62,15 @@ typedef enum hs_stmt_id {
 	HS_STMT_APIKEY_REVOKE,
 	HS_STMT_APIKEY_TOUCH,
 	HS_STMT_APIKEY_COUNT,
+	HS_STMT_NODE_PUT,
+	HS_STMT_NODE_GET,
+	HS_STMT_NODE_LIST,
+	HS_STMT_NODE_DELETE,
+	HS_STMT_LEASE_ACQUIRE,
+	HS_STMT_LEASE_GET,
+	HS_STMT_LEASE_RELEASE,
+	HS_STMT_LEASE_EXPIRED,
+	HS_STMT_LEASE_CHECK,
 	HS_STMT__COUNT
 } hs_stmt_id;
 
@@ -246,6 +255,12 @@ int hs_store__collect(hs_store *s, hs_stmt *st, size_t elem, hs_store__row_reade
 int hs_store__get_one(hs_store *s, int stmt_id, const char *sql, const char *key, size_t key_cap,
 		      const char *key_name, size_t elem, hs_store__row_reader read,
 		      const char *not_found, void *out, hs_error *err);
+
+/* HS_OK if node_id holds task_id's lease with fence, live at now_ms
+ * (PostgreSQL: the row is locked until the transaction ends), else
+ * HS_CONFLICT. Caller holds the lock, inside a transaction. */
+int hs_store__lease_check_locked(hs_store *s, const char *task_id, const char *node_id,
+				 int64_t fence, int64_t now_ms, hs_error *err);
 
 /* 0 -> HS_STORE_LIST_DEFAULT, > HS_STORE_LIST_MAX -> HS_STORE_LIST_MAX. */
 size_t hs_store__limit(size_t limit);

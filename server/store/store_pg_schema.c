@@ -171,6 +171,29 @@ const char *const hs_store__pg_migrations[] = {
 	"ALTER TABLE tasks ADD COLUMN last_checkpoint_step BIGINT NOT NULL DEFAULT 0;"
 	"ALTER TABLE tasks ADD COLUMN deadline_ms BIGINT NOT NULL DEFAULT 0;"
 	"ALTER TABLE task_events ADD COLUMN recovery_generation BIGINT NOT NULL DEFAULT 0;",
+	/* 7: nodes and task leases (as SQLite's 7), and every appended event
+	 * is announced on the channel harness_task_events (payload: its
+	 * event_id) when its transaction commits, for watchers on other nodes
+	 * (LISTEN harness_task_events; fall back to polling by event id). */
+	"CREATE TABLE nodes ("
+	"  node_id TEXT PRIMARY KEY,"
+	"  address TEXT NOT NULL DEFAULT '',"
+	"  started_at_ms BIGINT NOT NULL DEFAULT 0,"
+	"  expires_at_ms BIGINT NOT NULL DEFAULT 0,"
+	"  updated_at_ms BIGINT NOT NULL DEFAULT 0"
+	");"
+	"CREATE TABLE task_leases ("
+	"  task_id TEXT PRIMARY KEY,"
+	"  node_id TEXT NOT NULL,"
+	"  fence BIGINT NOT NULL,"
+	"  expires_at_ms BIGINT NOT NULL"
+	");"
+	"CREATE INDEX task_leases_node ON task_leases(node_id);"
+	"CREATE INDEX task_leases_expires ON task_leases(expires_at_ms);"
+	"CREATE FUNCTION harness_task_event_notify() RETURNS trigger LANGUAGE plpgsql AS $$"
+	" BEGIN PERFORM pg_notify('harness_task_events', NEW.event_id::text); RETURN NULL; END $$;"
+	"CREATE TRIGGER task_events_notify AFTER INSERT ON task_events"
+	" FOR EACH ROW EXECUTE FUNCTION harness_task_event_notify();",
 };
 
 const int hs_store__pg_migration_count =

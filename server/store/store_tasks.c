@@ -571,8 +571,10 @@ done:
 	return rc;
 }
 
-int hs_store_task_transition(hs_store *s, const hs_store_task_row *row, bool insert,
-			     const hs_store_event_row *ev, int64_t *event_id_out, hs_error *err)
+/* A transition, fenced by (node_id, fence) when node_id is not NULL. */
+static int transition(hs_store *s, const hs_store_task_row *row, bool insert,
+		      const hs_store_event_row *ev, const char *node_id, int64_t fence,
+		      int64_t now_ms, int64_t *event_id_out, hs_error *err)
 {
 	int rc;
 	int64_t id = 0;
@@ -581,10 +583,17 @@ int hs_store_task_transition(hs_store *s, const hs_store_task_row *row, bool ins
 	if (ev != NULL &&
 	    (rc = hs_store__check_key(ev->task_id, sizeof(ev->task_id), "task_id", err)) != HS_OK)
 		return rc;
+	if (node_id != NULL &&
+	    (rc = hs_store__check_key(node_id, HS_STORE_ID_MAX, "node_id", err)) != HS_OK)
+		return rc;
 	hs_store__lock(s);
 	if ((rc = hs_store__begin(s, err)) != HS_OK)
 		goto done;
-	if ((rc = write_task_locked(s, row, !insert, err)) == HS_OK && ev != NULL)
+	if (node_id != NULL)
+		rc = hs_store__lease_check_locked(s, row->task_id, node_id, fence, now_ms, err);
+	if (rc == HS_OK)
+		rc = write_task_locked(s, row, !insert, err);
+	if (rc == HS_OK && ev != NULL)
 		rc = append_event_locked(s, ev, &id, err);
 	if (rc == HS_OK)
 		rc = hs_store__commit(s, err);
@@ -595,6 +604,22 @@ done:
 	if (rc == HS_OK && event_id_out != NULL)
 		*event_id_out = id;
 	return rc;
+}
+
+int hs_store_task_transition(hs_store *s, const hs_store_task_row *row, bool insert,
+			     const hs_store_event_row *ev, int64_t *event_id_out, hs_error *err)
+{
+	return transition(s, row, insert, ev, NULL, 0, 0, event_id_out, err);
+}
+
+int hs_store_task_transition_fenced(hs_store *s, const hs_store_task_row *row, bool insert,
+				    const hs_store_event_row *ev, const char *node_id,
+				    int64_t fence, int64_t now_ms, int64_t *event_id_out,
+				    hs_error *err)
+{
+	if (node_id == NULL)
+		return hs_error_set(err, HS_INVALID, "store: node_id is empty");
+	return transition(s, row, insert, ev, node_id, fence, now_ms, event_id_out, err);
 }
 
 int hs_store_event_list_after(hs_store *s, int64_t after_event_id, const char *task_id,

@@ -114,6 +114,13 @@ void sql_exec(const char *path, const char *sql)
 	sqlite3_close(db);
 }
 
+int count_event(const hs_store_event_row *e, void *payload)
+{
+	(void)e;
+	(*(int *)payload)++;
+	return 0;
+}
+
 void make_user(hs_store_user_row *u, const char *id, const char *email)
 {
 	memset(u, 0, sizeof(*u));
@@ -716,6 +723,10 @@ int main(void)
 		T(test_store__heartbeat_group_commit_many_threads),
 		T(test_store__heartbeat_batch_gives_each_caller_its_result),
 		T(test_store__heartbeat_commit_failure_fails_the_batch),
+		T(test_store__nodes_advertise_and_expire),
+		T(test_store__lease_acquire_renew_takeover_and_fencing),
+		T(test_store__lease_takeover_race_has_one_winner),
+		T(test_store__events_are_announced),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -76,6 +76,12 @@ void test_store__task_transition_is_one_transaction(void **state);
 void test_store__events_append_and_list_after(void **state);
 void test_store__concurrent_writers(void **state);
 void test_store__check_writable_fails_on_readonly_file(void **state);
+/* test_store_cluster.c: nodes and task leases */
+void test_store__nodes_advertise_and_expire(void **state);
+void test_store__lease_acquire_renew_takeover_and_fencing(void **state);
+void test_store__lease_takeover_race_has_one_winner(void **state);
+void test_store__events_are_announced(void **state);
+int count_event(const hs_store_event_row *e, void *payload);
 /* test_store_heartbeat.c: heartbeat group commit */
 void test_store__heartbeat_group_commit_many_threads(void **state);
 void test_store__heartbeat_batch_gives_each_caller_its_result(void **state);

@@ -1,0 +1,192 @@
+/* Nodes and task leases (store.h): advertise, list live nodes, lease
+ * acquire / renew / takeover with fencing, fenced transitions refused once
+ * the lease changed hands, racing nodes, and (PostgreSQL) the event
+ * announcement on harness_task_events. On both backends. */
+#include "test_store.h"
+
+void test_store__nodes_advertise_and_expire(void **state)
+{
+	fixture *f = *state;
+	hs_store *s = open_store(f);
+	hs_error err = { 0 };
+	hs_store_node_row a = { .node_id = "node-a", .address = "10.0.0.1:50051",
+				.started_at_ms = 1, .expires_at_ms = 1000, .updated_at_ms = 1 };
+	hs_store_node_row b = { .node_id = "node-b", .address = "10.0.0.2:50051",
+				.started_at_ms = 2, .expires_at_ms = 3000, .updated_at_ms = 2 };
+	assert_int_equal(hs_store_node_put(s, &a, &err), HS_OK);
+	assert_int_equal(hs_store_node_put(s, &b, &err), HS_OK);
+	hs_store_node_row *rows = NULL;
+	size_t n = 0;
+	assert_int_equal(hs_store_node_list(s, 2000, &rows, &n, &err), HS_OK);
+	assert_int_equal(n, 1);
+	assert_string_equal(rows[0].node_id, "node-b");
+	free(rows);
+	a.expires_at_ms = 5000; /* renewal */
+	assert_int_equal(hs_store_node_put(s, &a, &err), HS_OK);
+	assert_int_equal(hs_store_node_list(s, 2000, &rows, &n, &err), HS_OK);
+	assert_int_equal(n, 2);
+	assert_string_equal(rows[0].node_id, "node-a");
+	assert_string_equal(rows[0].address, "10.0.0.1:50051");
+	free(rows);
+	hs_store_node_row got;
+	assert_int_equal(hs_store_node_get(s, "node-b", &got, &err), HS_OK);
+	assert_int_equal(got.expires_at_ms, 3000);
+	assert_int_equal(hs_store_node_delete(s, "node-b", &err), HS_OK);
+	assert_int_equal(hs_store_node_delete(s, "node-b", NULL), HS_NOT_FOUND);
+	assert_int_equal(hs_store_node_get(s, "node-b", &got, NULL), HS_NOT_FOUND);
+	assert_int_equal(hs_store_node_list(s, 0, &rows, &n, &err), HS_OK);
+	assert_int_equal(n, 1);
+	free(rows);
+}
+
+void test_store__lease_acquire_renew_takeover_and_fencing(void **state)
+{
+	fixture *f = *state;
+	hs_store *s = open_store(f);
+	hs_error err = { 0 };
+	hs_store_lease_row l;
+	assert_int_equal(hs_store_lease_get(s, "t1", &l, NULL), HS_NOT_FOUND);
+	/* First holder: fence 1. */
+	assert_int_equal(hs_store_lease_acquire(s, "t1", "node-a", 100, 1100, &l, &err), HS_OK);
+	assert_string_equal(l.node_id, "node-a");
+	assert_int_equal(l.fence, 1);
+	assert_int_equal(l.expires_at_ms, 1100);
+	/* Another node while it is live: refused. */
+	assert_int_equal(hs_store_lease_acquire(s, "t1", "node-b", 500, 1500, &l, &err), HS_CONFLICT);
+	assert_non_null(strstr(err.msg, "t1"));
+	/* Renewal by the holder: same fence. */
+	assert_int_equal(hs_store_lease_acquire(s, "t1", "node-a", 900, 1900, &l, &err), HS_OK);
+	assert_int_equal(l.fence, 1);
+	assert_int_equal(l.expires_at_ms, 1900);
+
+	/* The holder acts on the task under its fence. */
+	hs_store_task_row *t = make_task("t1", "usr_1", 1);
+	hs_store_event_row ev = { .task_id = "t1", .type = 1, .occurred_at_ms = 1000 };
+	int64_t id = 0;
+	assert_int_equal(hs_store_task_transition_fenced(s, t, true, &ev, "node-a", 1, 1000, &id,
+							 &err), HS_OK);
+	assert_true(id > 0);
+
+	/* Expired: another node takes over, fence 2. */
+	assert_int_equal(hs_store_lease_list_expired(s, 1899, 0, &(hs_store_lease_row *){ NULL },
+						     &(size_t){ 0 }, &err), HS_OK);
+	hs_store_lease_row *exp = NULL;
+	size_t n = 0;
+	assert_int_equal(hs_store_lease_list_expired(s, 1900, 0, &exp, &n, &err), HS_OK);
+	assert_int_equal(n, 1);
+	assert_string_equal(exp[0].task_id, "t1");
+	free(exp);
+	assert_int_equal(hs_store_lease_acquire(s, "t1", "node-b", 1900, 2900, &l, &err), HS_OK);
+	assert_string_equal(l.node_id, "node-b");
+	assert_int_equal(l.fence, 2);
+
+	/* The old holder's writes are refused and change nothing. */
+	t->current_step = 77;
+	ev.type = 2;
+	assert_int_equal(hs_store_task_transition_fenced(s, t, false, &ev, "node-a", 1, 1950, &id,
+							 &err), HS_CONFLICT);
+	assert_non_null(strstr(err.msg, "lease"));
+	hs_store_task_row got;
+	assert_int_equal(hs_store_task_get(s, "t1", &got, &err), HS_OK);
+	assert_int_equal(got.current_step, 0);
+	int count = 0;
+	/* and no event was appended */
+	assert_int_equal(hs_store_event_list_after(s, 0, "t1", 0, count_event, &count, &err), HS_OK);
+	assert_int_equal(count, 1);
+	/* Nor can it take the lease back or release it. */
+	assert_int_equal(hs_store_lease_acquire(s, "t1", "node-a", 2000, 3000, &l, NULL), HS_CONFLICT);
+	assert_int_equal(hs_store_lease_release(s, "t1", "node-a", 1, NULL), HS_CONFLICT);
+	/* The new holder can, with its fence; a lease past its expiry is not
+	 * good for writes even to its holder. */
+	assert_int_equal(hs_store_task_transition_fenced(s, t, false, NULL, "node-b", 2, 2950, NULL,
+							 &err), HS_CONFLICT);
+	assert_int_equal(hs_store_task_transition_fenced(s, t, false, NULL, "node-b", 2, 2000, NULL,
+							 &err), HS_OK);
+	assert_int_equal(hs_store_task_get(s, "t1", &got, &err), HS_OK);
+	assert_int_equal(got.current_step, 77);
+	assert_int_equal(hs_store_lease_release(s, "t1", "node-b", 2, &err), HS_OK);
+	assert_int_equal(hs_store_lease_release(s, "t1", "node-b", 2, NULL), HS_NOT_FOUND);
+	/* Released: anyone gets it afresh. */
+	assert_int_equal(hs_store_lease_acquire(s, "t1", "node-c", 3000, 4000, &l, &err), HS_OK);
+	assert_int_equal(l.fence, 1);
+	assert_int_equal(hs_store_task_transition_fenced(s, t, false, NULL, NULL, 1, 3000, NULL, NULL),
+			 HS_INVALID);
+	free(t);
+}
+
+typedef struct racer {
+	hs_store *store;
+	const char *node;
+	pthread_barrier_t *go;
+	int wins;
+} racer;
+
+static void *race_run(void *arg)
+{
+	racer *r = arg;
+	char task[32];
+	for (int i = 0; i < 40; i++) {
+		snprintf(task, sizeof(task), "race-%d", i);
+		pthread_barrier_wait(r->go);
+		hs_store_lease_row l;
+		if (hs_store_lease_acquire(r->store, task, r->node, 5000, 6000, &l, NULL) == HS_OK) {
+			assert_int_equal(l.fence, 2);
+			r->wins++;
+		}
+	}
+	return NULL;
+}
+
+/* Four nodes race for each of 40 expired leases: exactly one wins each. */
+void test_store__lease_takeover_race_has_one_winner(void **state)
+{
+	fixture *f = *state;
+	hs_store *s = open_store(f);
+	hs_error err = { 0 };
+	char task[32];
+	for (int i = 0; i < 40; i++) {
+		snprintf(task, sizeof(task), "race-%d", i);
+		assert_int_equal(hs_store_lease_acquire(s, task, "dead", 0, 1000, NULL, &err), HS_OK);
+	}
+	pthread_barrier_t go;
+	pthread_barrier_init(&go, NULL, 4);
+	racer r[4] = { { s, "n0", &go, 0 }, { s, "n1", &go, 0 }, { s, "n2", &go, 0 },
+		       { s, "n3", &go, 0 } };
+	pthread_t th[4];
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(pthread_create(&th[i], NULL, race_run, &r[i]), 0);
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(pthread_join(th[i], NULL), 0);
+	pthread_barrier_destroy(&go);
+	assert_int_equal(r[0].wins + r[1].wins + r[2].wins + r[3].wins, 40);
+}
+
+/* PostgreSQL: an appended event is announced on harness_task_events at
+ * commit, with its id as the payload. */
+void test_store__events_are_announced(void **state)
+{
+	fixture *f = *state;
+	if (!f->pg) {
+		skip();
+		return;
+	}
+	hs_store *s = open_store(f);
+	hs_error err = { 0 };
+	PGconn *c = pg_connect(f);
+	PQclear(PQexec(c, "LISTEN harness_task_events"));
+	hs_store_event_row ev = { .task_id = "ann", .type = 1, .occurred_at_ms = 5 };
+	int64_t id = 0;
+	assert_int_equal(hs_store_event_append(s, &ev, &id, &err), HS_OK);
+	PGnotify *nt = NULL;
+	for (int i = 0; i < 500 && nt == NULL; i++) {
+		assert_int_equal(PQconsumeInput(c), 1);
+		nt = PQnotifies(c);
+		if (nt == NULL)
+			usleep(10000);
+	}
+	assert_non_null(nt);
+	assert_string_equal(nt->relname, "harness_task_events");
+	assert_int_equal(strtoll(nt->extra, NULL, 10), id);
+	PQfreemem(nt);
+	PQfinish(c);
+}
