@@ -268,7 +268,9 @@ done:
  * handed the lead. The leader (always the queue's head):
  *
  *   detach up to HB_BATCH_MAX beats from the head (its own first), unlock
- *   hb_mu; under mu: BEGIN IMMEDIATE, one UPDATE per beat, COMMIT; lock
+ *   hb_mu; sort them by task id (stable: one row-lock order for every
+ *   node's batches on a shared PostgreSQL, so they cannot deadlock); under
+ *   the driver's lock: BEGIN (IMMEDIATE), one UPDATE per beat, COMMIT; lock
  *   hb_mu; if beats queued meanwhile, hand the lead to the new head (wake
  *   it first: it is the next commit's critical path), else clear
  *   hb_committing; mark the batch's beats done and wake their owners.
@@ -385,6 +387,30 @@ done:
 	return go_on;
 }
 
+/* Stable merge sort of a batch by task_id: every batch locks its rows in
+ * one global order, so two nodes' batches on one PostgreSQL cannot
+ * deadlock; beats of one task keep their arrival order (the last wins). */
+static hs_store__beat *sort_beats(hs_store__beat *list, size_t n)
+{
+	if (n < 2)
+		return list;
+	hs_store__beat *a = list, *b, *mid = list, *out = NULL, **tail = &out;
+	for (size_t i = 1; i < n / 2; i++)
+		mid = mid->next;
+	b = mid->next;
+	mid->next = NULL;
+	a = sort_beats(a, n / 2);
+	b = sort_beats(b, n - n / 2);
+	while (a != NULL && b != NULL) {
+		hs_store__beat **from = strcmp(b->task_id, a->task_id) < 0 ? &b : &a;
+		*tail = *from;
+		*from = (*from)->next;
+		tail = &(*tail)->next;
+	}
+	*tail = a != NULL ? a : b;
+	return out;
+}
+
 /* Run one batch as one transaction and fill every beat's result. Takes the
  * driver's lock. savepoint: each beat in its own savepoint, so that a
  * refused UPDATE undoes only itself where any error aborts the whole
@@ -475,6 +501,7 @@ int hs_store_task_heartbeat(hs_store *s, const char *task_id, int64_t step, int6
 		s->hb_queued -= n;
 		pthread_mutex_unlock(&s->hb_mu);
 
+		batch = sort_beats(batch, n);
 		if (run_batch(s, batch, false))
 			(void)run_batch(s, batch, true);
 
