@@ -71,11 +71,31 @@ typedef enum hs_stmt_id {
 	HS_STMT_LEASE_RELEASE,
 	HS_STMT_LEASE_EXPIRED,
 	HS_STMT_LEASE_CHECK,
+	HS_STMT_TASK_HEARTBEAT_BATCH,
 	HS_STMT__COUNT
 } hs_stmt_id;
 
 /* One queued heartbeat, on its caller's stack (tasks.c, group commit). */
 typedef struct hs_store__beat hs_store__beat;
+struct hs_store__beat {
+	struct hs_store__beat *next;
+	pthread_cond_t cv;     /* its owner sleeps here */
+	const char *task_id;
+	const char *details;   /* never NULL */
+	int64_t step, total, now_ms;
+	double cpu, mem_mb, disk_mb;
+	bool done;             /* guarded by hb_mu */
+	bool lead;             /* guarded by hb_mu: handed the lead */
+	int rc;                /* result, with err, valid once done */
+	hs_error err;
+};
+
+/* PostgreSQL: the UPDATEs of a whole heartbeat batch (sorted by task_id) as
+ * one statement over unnest()ed arrays, one round trip instead of one per
+ * beat; each beat's rc is HS_OK or HS_NOT_FOUND. Caller holds the lock
+ * inside the batch's transaction. On an error (rc returned, err set) the
+ * transaction is aborted and no beat's result is set. */
+int hs_store__pg_heartbeat_batch(hs_store *s, hs_store__beat *batch, hs_error *err);
 
 /* A statement of the open backend: prepared (SQLite: cached per id) or
  * assembled (PostgreSQL: per call) by hs_store__stmt, bound, stepped, read

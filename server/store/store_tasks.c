@@ -307,18 +307,6 @@ done:
 
 #define HB_BATCH_MAX 1024
 
-struct hs_store__beat {
-	struct hs_store__beat *next;
-	pthread_cond_t cv;     /* its owner sleeps here */
-	const char *task_id;
-	const char *details;   /* never NULL */
-	int64_t step, total, now_ms;
-	double cpu, mem_mb, disk_mb;
-	bool done;             /* guarded by hb_mu */
-	bool lead;             /* guarded by hb_mu: handed the lead */
-	int rc;                /* result, with err, valid once done */
-	hs_error err;
-};
 
 /* Bind and run one beat's UPDATE inside the batch's transaction; its result
  * goes to b->rc/b->err. Returns false if the transaction cannot go on (the
@@ -426,6 +414,15 @@ static bool run_batch(hs_store *s, hs_store__beat *batch, bool savepoint)
 	hs_store__lock(s);
 	if ((rc = hs_store__begin(s, err)) != HS_OK)
 		goto done;
+	if (s->drv->postgres && !savepoint) {
+		/* One statement for the whole batch (store_heartbeat_pg.c). */
+		if ((rc = hs_store__pg_heartbeat_batch(s, batch, err)) != HS_OK) {
+			retry = rc != HS_UNAVAILABLE;
+			goto done;
+		}
+		rc = hs_store__commit(s, err);
+		goto done;
+	}
 	for (b = batch; b != NULL; b = b->next) {
 		if (!apply_beat(s, b, savepoint, &rc, err)) {
 			retry = s->drv->errors_abort_txn && !savepoint && rc != HS_UNAVAILABLE;
