@@ -20,7 +20,9 @@
  * Outages. A failed connect, a lost connection (the server restarted or
  * went away: SQLSTATE class 08, 57P01..57P03, or PQstatus bad) answers
  * HS_UNAVAILABLE and drops that connection; the next call on the slot
- * connects again. A slot is also checked when it is taken (PQconsumeInput
+ * connects again (a call never continues on a new connection: its
+ * transaction would have ended). At start (hs_store_open_spec) the
+ * database must answer, or harnessd exits and its supervisor retries. A slot is also checked when it is taken (PQconsumeInput
  * reads the server's goodbye after a restart without blocking), so after an
  * outage idle connections do not each fail one more call. Nothing is
  * retried behind the caller's back: a write whose COMMIT did not answer may
@@ -69,6 +71,7 @@
 typedef struct pg_conn {
 	PGconn *c;          /* NULL: not connected (connects on next use) */
 	bool busy;          /* taken by a thread (guarded by pg.mu) */
+	bool used;          /* used since it was taken: never reconnect then */
 } pg_conn;
 
 typedef struct pg {
@@ -135,6 +138,7 @@ static void pg_lock(hs_store *s)
 	if (pc->c != NULL && (PQstatus(pc->c) != CONNECTION_OK || PQconsumeInput(pc->c) == 0 ||
 			      PQtransactionStatus(pc->c) != PQTRANS_IDLE))
 		conn_drop(pc);
+	pc->used = false;
 	tls_store = s;
 	tls_conn = pc;
 }
@@ -224,8 +228,14 @@ static int cur_conn(hs_store *s, pg_conn **out, hs_error *err)
 	pg_conn *pc = tls_store == s ? tls_conn : NULL;
 	if (pc == NULL)
 		return hs_error_set(err, HS_INTERNAL, "store: postgres: no connection held");
+	/* Connect only before the first statement of a call: a call whose
+	 * connection was lost must not go on, half done, on a new one (a
+	 * transaction would silently end). */
+	if (pc->c == NULL && pc->used)
+		return hs_error_set(err, HS_UNAVAILABLE, "store: postgres: connection lost");
 	if (pc->c == NULL && (rc = connect_conn(s, pc, err)) != HS_OK)
 		return rc;
+	pc->used = true;
 	*out = pc;
 	return HS_OK;
 }
