@@ -188,7 +188,6 @@ int hs_store_lease_release(hs_store *s, const char *task_id, const char *node_id
 {
 	int rc;
 	hs_stmt *st = NULL;
-	hs_store_lease_row cur;
 	if (s == NULL)
 		return hs_error_set(err, HS_INVALID, "store: NULL argument");
 	if ((rc = hs_store__check_key(task_id, HS_STORE_ID_MAX, "task_id", err)) != HS_OK ||
@@ -203,13 +202,16 @@ int hs_store_lease_release(hs_store *s, const char *task_id, const char *node_id
 	if ((rc = hs_store__step_done(s, st, "release task lease", err)) != HS_OK ||
 	    hs_store__changes(st) == 1)
 		goto done;
+	/* Not ours (any more): someone else's, or nobody's. */
 	hs_store__release(st);
 	st = NULL;
-	hs_store__unlock(s);
-	rc = hs_store_lease_get(s, task_id, &cur, err);
-	if (rc == HS_OK)
+	HS_STMT(st, HS_STMT_LEASE_GET, "SELECT " LEASE_COLS " FROM task_leases WHERE task_id = ?1");
+	HS_BIND_T(st, 1, task_id, HS_STORE_ID_MAX, "task_id");
+	rc = hs_store__step(st, "release task lease", err);
+	if (rc == HS_STORE_ROW)
 		rc = hs_error_set(err, HS_CONFLICT, "store: task %s's lease changed hands", task_id);
-	return rc;
+	else if (rc == HS_OK)
+		rc = hs_error_set(err, HS_NOT_FOUND, "store: task %s has no lease", task_id);
 done:
 	hs_store__release(st);
 	hs_store__unlock(s);
