@@ -129,9 +129,11 @@ int hs_store__pg_heartbeat_batch(hs_store *s, hs_store__beat *batch, hs_error *e
 	}
 	if (rc != HS_OK)
 		goto done;
-	qsort(found, n_found, sizeof(*found), cmp_str);
+	if (n_found > 1)
+		qsort(found, n_found, sizeof(*found), cmp_str);
 	for (hs_store__beat *b = batch; b != NULL; b = b->next) {
-		if (bsearch(&b->task_id, found, n_found, sizeof(*found), cmp_str) != NULL)
+		if (n_found > 0 &&
+		    bsearch(&b->task_id, found, n_found, sizeof(*found), cmp_str) != NULL)
 			b->rc = HS_OK;
 		else
 			b->rc = hs_error_set(&b->err, HS_NOT_FOUND, "store: task %s not found",
