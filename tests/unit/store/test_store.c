@@ -727,6 +727,7 @@ int main(void)
 		T(test_store__lease_acquire_renew_takeover_and_fencing),
 		T(test_store__lease_takeover_race_has_one_winner),
 		T(test_store__events_are_announced),
+		T(test_store__apikeys),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,7 +1,7 @@
 /* Nodes and task leases (store.h): advertise, list live nodes, lease
  * acquire / renew / takeover with fencing, fenced transitions refused once
  * the lease changed hands, racing nodes, and (PostgreSQL) the event
- * announcement on harness_task_events. On both backends. */
+ * announcement on harness_task_events; API keys. On both backends. */
 #include "test_store.h"
 
 void test_store__nodes_advertise_and_expire(void **state)
@@ -189,4 +189,74 @@ void test_store__events_are_announced(void **state)
 	assert_int_equal(strtoll(nt->extra, NULL, 10), id);
 	PQfreemem(nt);
 	PQfinish(c);
+}
+
+/* API keys (store.h): insert, get, list with and without revoked ones,
+ * changes by seq, revoke, touch never lowers last use, count. */
+void test_store__apikeys(void **state)
+{
+	fixture *f = *state;
+	hs_store *s = open_store(f);
+	hs_error err = { 0 };
+	hs_store_apikey_row k = { 0 }, got;
+	for (int i = 0; i < 3; i++) {
+		memset(&k, 0, sizeof(k));
+		snprintf(k.id, sizeof(k.id), "hsk_000000000000000%d", i);
+		snprintf(k.name, sizeof(k.name), "svc-%d", i);
+		snprintf(k.role, sizeof(k.role), "%s", i == 0 ? "admin" : "user");
+		snprintf(k.secret_hash, sizeof(k.secret_hash), "%064d", i);
+		snprintf(k.allowed_methods, sizeof(k.allowed_methods), "%s",
+			 i == 2 ? "/harness.v1.HealthService/Heartbeat" : "");
+		snprintf(k.created_by, sizeof(k.created_by), "usr_admin");
+		k.created_at_ms = 100 + i;
+		assert_int_equal(hs_store_apikey_insert(s, &k, &err), HS_OK);
+	}
+	assert_int_equal(hs_store_apikey_insert(s, &k, NULL), HS_EXISTS);
+	snprintf(k.id, sizeof(k.id), "hsk_bad");
+	snprintf(k.role, sizeof(k.role), "root");
+	assert_int_equal(hs_store_apikey_insert(s, &k, NULL), HS_INVALID);
+
+	assert_int_equal(hs_store_apikey_get(s, "hsk_0000000000000002", &got, &err), HS_OK);
+	assert_string_equal(got.allowed_methods, "/harness.v1.HealthService/Heartbeat");
+	assert_int_equal(got.revoked_at_ms, 0);
+	assert_int_equal(hs_store_apikey_get(s, "hsk_none", &got, NULL), HS_NOT_FOUND);
+
+	hs_store_apikey_row *rows = NULL;
+	size_t n = 0;
+	assert_int_equal(hs_store_apikey_changes(s, 0, 0, &rows, &n, &err), HS_OK);
+	assert_int_equal(n, 3);
+	int64_t last_seq = rows[2].seq;
+	assert_true(rows[0].seq < rows[1].seq && rows[1].seq < rows[2].seq);
+	free(rows);
+
+	assert_int_equal(hs_store_apikey_revoke(s, "hsk_0000000000000001", 500, &got, &err), HS_OK);
+	assert_int_equal(got.revoked_at_ms, 500);
+	assert_true(got.seq > last_seq);
+	assert_int_equal(hs_store_apikey_revoke(s, "hsk_none", 500, NULL, NULL), HS_NOT_FOUND);
+	assert_int_equal(hs_store_apikey_changes(s, last_seq, 0, &rows, &n, &err), HS_OK);
+	assert_int_equal(n, 1);
+	assert_string_equal(rows[0].id, "hsk_0000000000000001");
+	free(rows);
+
+	assert_int_equal(hs_store_apikey_list(s, NULL, 0, false, &rows, &n, &err), HS_OK);
+	assert_int_equal(n, 2);
+	free(rows);
+	assert_int_equal(hs_store_apikey_list(s, "hsk_0000000000000000", 0, true, &rows, &n, &err),
+			 HS_OK);
+	assert_int_equal(n, 2);
+	assert_string_equal(rows[0].id, "hsk_0000000000000001");
+	free(rows);
+	int64_t active = 0;
+	assert_int_equal(hs_store_apikey_count_active(s, &active, &err), HS_OK);
+	assert_int_equal(active, 2);
+
+	const char *ids[] = { "hsk_0000000000000000", "hsk_none", "hsk_0000000000000000" };
+	int64_t times[] = { 900, 950, 800 };
+	assert_int_equal(hs_store_apikey_touch(s, ids, times, 3, &err), HS_OK);
+	assert_int_equal(hs_store_apikey_get(s, "hsk_0000000000000000", &got, &err), HS_OK);
+	assert_int_equal(got.last_used_at_ms, 900); /* never lowered */
+	/* touching does not move seq */
+	assert_int_equal(hs_store_apikey_changes(s, last_seq, 0, &rows, &n, &err), HS_OK);
+	assert_int_equal(n, 1);
+	free(rows);
 }
