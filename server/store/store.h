@@ -404,6 +404,27 @@ int hs_store_event_append(hs_store *store, const hs_store_event_row *event, int6
 int hs_store_event_list_after(hs_store *store, int64_t after_event_id, const char *task_id,
 			      size_t limit, hs_store_event_cb fn, void *payload, hs_error *err);
 
+/* ---- event announcements -----------------------------------------------------
+ * For watchers of events that other nodes append. A listener has a
+ * PostgreSQL connection of its own (outside the pool) that LISTENs on
+ * harness_task_events. One thread uses a listener at a time. */
+
+typedef struct hs_store_listener hs_store_listener;
+
+/* Never connects (the first wait does); HS_INTERNAL only without memory. */
+int hs_store_listener_new(hs_store *store, hs_store_listener **out, hs_error *err);
+
+/* Wait up to timeout_ms for announcements. *max_event_id_out: the largest
+ * event id announced since the previous wait; 0 when none came (timeout);
+ * -1 right after (re)connecting, when announcements may have been missed:
+ * poll hs_store_event_list_after then. HS_UNAVAILABLE when the database
+ * cannot be reached (the next wait reconnects). On SQLite (one node, whose
+ * watchers learn of events in-process) it sleeps timeout_ms and reports 0. */
+int hs_store_listener_wait(hs_store_listener *l, int timeout_ms, int64_t *max_event_id_out,
+			   hs_error *err);
+
+void hs_store_listener_free(hs_store_listener *l); /* NULL is a no-op */
+
 /* ---- nodes and task leases -------------------------------------------------
  * For several harnessd nodes on one PostgreSQL store (both backends
  * implement them; on SQLite there is one node). A node advertises itself

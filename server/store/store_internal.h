@@ -179,6 +179,12 @@ extern const int hs_store__pg_migration_count;
 int hs_store__sqlite_open(hs_store *s, const char *db_path, hs_error *err);
 int hs_store__pg_open(hs_store *s, const char *dsn, hs_error *err);
 
+/* A new PostgreSQL connection configured like the pool's (timeouts,
+ * synchronous_commit), outside the pool: the caller owns it (PQfinish).
+ * struct pg_conn is libpq's PGconn. HS_UNAVAILABLE if it cannot connect. */
+struct pg_conn;
+int hs_store__pg_connect(hs_store *s, struct pg_conn **out, hs_error *err);
+
 #define HS_STORE_ROW 1 /* hs_store__step: a row is ready */
 
 static inline void hs_store__lock(hs_store *s) { s->drv->lock(s); }

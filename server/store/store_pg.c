@@ -68,22 +68,22 @@
 #define HS_PG_MAX_PARAMS 40
 #define HS_PG_SQL_MAX 4096
 
-typedef struct pg_conn {
+typedef struct pool_slot {
 	PGconn *c;          /* NULL: not connected (connects on next use) */
 	bool busy;          /* taken by a thread (guarded by pg.mu) */
 	bool used;          /* used since it was taken: never reconnect then */
-} pg_conn;
+} pool_slot;
 
 typedef struct pg {
 	pthread_mutex_t mu;
 	pthread_cond_t cv;  /* a slot came back */
-	pg_conn conns[HS_PG_POOL];
+	pool_slot conns[HS_PG_POOL];
 	char *dsn;          /* secret: never logged */
 } pg;
 
 typedef struct pg_stmt {
 	hs_stmt base;       /* first: an hs_stmt * is a pg_stmt * */
-	pg_conn *conn;
+	pool_slot *conn;
 	char sql[HS_PG_SQL_MAX];
 	int nparams;        /* highest $N in sql */
 	Oid types[HS_PG_MAX_PARAMS]; /* 0 (inferred), or text for a $N the SQL never uses */
@@ -99,7 +99,7 @@ typedef struct pg_stmt {
 
 /* The slot the calling thread holds, and for which store. */
 static __thread hs_store *tls_store;
-static __thread pg_conn *tls_conn;
+static __thread pool_slot *tls_conn;
 
 static const hs_store__driver pg_driver;
 
@@ -110,7 +110,7 @@ static pg *P(hs_store *s)
 
 /* ---- connections ------------------------------------------------------------ */
 
-static void conn_drop(pg_conn *pc)
+static void conn_drop(pool_slot *pc)
 {
 	if (pc->c != NULL)
 		PQfinish(pc->c);
@@ -120,7 +120,7 @@ static void conn_drop(pg_conn *pc)
 static void pg_lock(hs_store *s)
 {
 	pg *p = P(s);
-	pg_conn *pc = NULL;
+	pool_slot *pc = NULL;
 	pthread_mutex_lock(&p->mu);
 	for (;;) {
 		for (int i = 0; i < HS_PG_POOL && pc == NULL; i++) {
@@ -146,7 +146,7 @@ static void pg_lock(hs_store *s)
 static void pg_unlock(hs_store *s)
 {
 	pg *p = P(s);
-	pg_conn *pc = tls_conn;
+	pool_slot *pc = tls_conn;
 	tls_store = NULL;
 	tls_conn = NULL;
 	if (pc == NULL)
@@ -184,7 +184,7 @@ static void quiet(void *arg, const char *message)
 	(void)message;
 }
 
-static int connect_conn(hs_store *s, pg_conn *pc, hs_error *err)
+int hs_store__pg_connect(hs_store *s, struct pg_conn **out, hs_error *err)
 {
 	char line[512];
 	const char *keys[] = { "connect_timeout", "keepalives", "keepalives_idle",
@@ -217,15 +217,20 @@ static int connect_conn(hs_store *s, pg_conn *pc, hs_error *err)
 	}
 	PQclear(r);
 	PQsetNoticeProcessor(c, quiet, NULL);
-	pc->c = c;
+	*out = c;
 	return HS_OK;
 }
 
+static int connect_conn(hs_store *s, pool_slot *pc, hs_error *err)
+{
+	return hs_store__pg_connect(s, &pc->c, err);
+}
+
 /* The calling thread's connection, connected. Caller holds the lock. */
-static int cur_conn(hs_store *s, pg_conn **out, hs_error *err)
+static int cur_conn(hs_store *s, pool_slot **out, hs_error *err)
 {
 	int rc;
-	pg_conn *pc = tls_store == s ? tls_conn : NULL;
+	pool_slot *pc = tls_store == s ? tls_conn : NULL;
 	if (pc == NULL)
 		return hs_error_set(err, HS_INTERNAL, "store: postgres: no connection held");
 	/* Connect only before the first statement of a call: a call whose
@@ -254,7 +259,7 @@ static bool sqlstate_unavailable(const char *st)
 }
 
 /* Translate a failed result (NULL: no result at all) into an hs_code. */
-static int pg_fail(pg_conn *pc, PGresult *r, const char *op, hs_error *err)
+static int pg_fail(pool_slot *pc, PGresult *r, const char *op, hs_error *err)
 {
 	char line[512];
 	const char *state = r != NULL ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
@@ -287,7 +292,7 @@ static int pg_fail(pg_conn *pc, PGresult *r, const char *op, hs_error *err)
 static int pg_exec(hs_store *s, const char *sql, const char *op, hs_error *err)
 {
 	int rc;
-	pg_conn *pc = NULL;
+	pool_slot *pc = NULL;
 	if ((rc = cur_conn(s, &pc, err)) != HS_OK)
 		return rc;
 	PGresult *r = PQexec(pc->c, sql);
@@ -308,7 +313,7 @@ static int pg_begin(hs_store *s, hs_error *err)
 static int pg_commit(hs_store *s, hs_error *err)
 {
 	int rc;
-	pg_conn *pc = NULL;
+	pool_slot *pc = NULL;
 	if ((rc = cur_conn(s, &pc, err)) != HS_OK)
 		return rc;
 	PGresult *r = PQexec(pc->c, "COMMIT");
@@ -323,7 +328,7 @@ static int pg_commit(hs_store *s, hs_error *err)
 
 static void pg_rollback(hs_store *s)
 {
-	pg_conn *pc = tls_store == s ? tls_conn : NULL;
+	pool_slot *pc = tls_store == s ? tls_conn : NULL;
 	if (pc == NULL || pc->c == NULL || PQstatus(pc->c) != CONNECTION_OK ||
 	    PQtransactionStatus(pc->c) == PQTRANS_IDLE)
 		return;
@@ -337,7 +342,7 @@ static int pg_stmt_get(hs_store *s, hs_stmt_id id, const char *sql, hs_stmt **ou
 {
 	(void)id;
 	int rc;
-	pg_conn *pc = NULL;
+	pool_slot *pc = NULL;
 	if ((rc = cur_conn(s, &pc, err)) != HS_OK)
 		return rc;
 	pg_stmt *ps = calloc(1, sizeof(*ps));
@@ -637,7 +642,7 @@ int hs_store__pg_open(hs_store *s, const char *dsn, hs_error *err)
 	if ((p->dsn = strdup(dsn)) == NULL)
 		return hs_error_set(err, HS_INTERNAL, "store: out of memory");
 	pg_lock(s);
-	pg_conn *pc = NULL;
+	pool_slot *pc = NULL;
 	if ((rc = cur_conn(s, &pc, err)) == HS_OK) {
 		/* What errors name: where, never the password. */
 		snprintf(s->path, sizeof(s->path), "postgres database %s on %s:%s", PQdb(pc->c),

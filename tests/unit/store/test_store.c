@@ -728,6 +728,7 @@ int main(void)
 		T(test_store__lease_takeover_race_has_one_winner),
 		T(test_store__events_are_announced),
 		T(test_store__apikeys),
+		T(test_store__listener),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

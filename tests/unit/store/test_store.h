@@ -82,6 +82,7 @@ void test_store__lease_acquire_renew_takeover_and_fencing(void **state);
 void test_store__lease_takeover_race_has_one_winner(void **state);
 void test_store__events_are_announced(void **state);
 void test_store__apikeys(void **state);
+void test_store__listener(void **state);
 int count_event(const hs_store_event_row *e, void *payload);
 /* test_store_heartbeat.c: heartbeat group commit */
 void test_store__heartbeat_group_commit_many_threads(void **state);

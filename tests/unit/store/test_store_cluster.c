@@ -260,3 +260,49 @@ void test_store__apikeys(void **state)
 	assert_int_equal(n, 1);
 	free(rows);
 }
+
+/* A listener hears events appended through any connection; after its
+ * connection is killed it answers UNAVAILABLE once, then reconnects and
+ * says -1 (poll: something may have been missed). SQLite: it just waits. */
+void test_store__listener(void **state)
+{
+	fixture *f = *state;
+	hs_store *s = open_store(f);
+	hs_error err = { 0 };
+	hs_store_listener *l = NULL;
+	int64_t max = 99;
+	assert_int_equal(hs_store_listener_new(s, &l, &err), HS_OK);
+	if (!f->pg) {
+		assert_int_equal(hs_store_listener_wait(l, 10, &max, &err), HS_OK);
+		assert_int_equal(max, 0);
+		hs_store_listener_free(l);
+		return;
+	}
+	assert_int_equal(hs_store_listener_wait(l, 10, &max, &err), HS_OK);
+	assert_int_equal(max, -1); /* just connected */
+	hs_store_event_row ev = { .task_id = "heard", .type = 1, .occurred_at_ms = 5 };
+	int64_t id1 = 0, id2 = 0;
+	assert_int_equal(hs_store_event_append(s, &ev, &id1, &err), HS_OK);
+	assert_int_equal(hs_store_event_append(s, &ev, &id2, &err), HS_OK);
+	max = 0;
+	for (int i = 0; i < 100 && max < id2; i++) {
+		int64_t m = 0;
+		assert_int_equal(hs_store_listener_wait(l, 100, &m, &err), HS_OK);
+		if (m > max)
+			max = m;
+	}
+	assert_int_equal(max, id2);
+	assert_int_equal(hs_store_listener_wait(l, 20, &max, &err), HS_OK);
+	assert_int_equal(max, 0); /* nothing new */
+	/* Kill its connection from outside. */
+	pg_exec(f, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+		   "WHERE query = 'LISTEN harness_task_events' AND pid <> pg_backend_pid()");
+	int rc = HS_OK;
+	for (int i = 0; i < 100 && rc == HS_OK; i++)
+		rc = hs_store_listener_wait(l, 50, &max, &err);
+	assert_int_equal(rc, HS_UNAVAILABLE);
+	assert_int_equal(hs_store_listener_wait(l, 10, &max, &err), HS_OK);
+	assert_int_equal(max, -1);
+	hs_store_listener_free(l);
+	hs_store_listener_free(NULL);
+}
