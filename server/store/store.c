@@ -322,6 +322,28 @@ int hs_store_open_spec(hs_store **out, const char *spec, const char *data_dir, h
 			    "store: --store must be empty, sqlite:<path> or postgres://...");
 }
 
+void hs_store_collect_metrics(hs_metrics_out *out, void *payload)
+{
+	hs_store *s = payload;
+	hs_store__hb_stats hb;
+	hs_store__heartbeat_stats(s, &hb);
+	const char *backend[] = { "backend", s->drv->name, NULL };
+	hs_metrics_family(out, "harness_store_info", "gauge", "The store's backend.");
+	hs_metrics_sample(out, "harness_store_info", backend, 1);
+	hs_metrics_family(out, "harness_store_unavailable_total", "counter",
+			  "Store calls that failed because the database could not serve them.");
+	hs_metrics_sample(out, "harness_store_unavailable_total", NULL,
+			  (double)hs_counter_get(&s->unavailable));
+	hs_metrics_family(out, "harness_store_heartbeat_batches_total", "counter",
+			  "Heartbeat group commits (transactions).");
+	hs_metrics_sample(out, "harness_store_heartbeat_batches_total", NULL, (double)hb.batches);
+	hs_metrics_family(out, "harness_store_heartbeats_total", "counter",
+			  "Heartbeats written by group commits.");
+	hs_metrics_sample(out, "harness_store_heartbeats_total", NULL, (double)hb.beats);
+	if (s->drv->collect != NULL)
+		s->drv->collect(s, out);
+}
+
 const char *hs_store_backend(hs_store *store)
 {
 	return store != NULL && store->drv != NULL ? store->drv->name : "";

@@ -23,6 +23,7 @@
 #include <stdint.h>
 
 #include "error.h"
+#include "metrics.h"
 
 typedef struct hs_store hs_store;
 
@@ -61,6 +62,14 @@ bool hs_store_spec_is_postgres(const char *spec);
 const char *hs_store_backend(hs_store *store);
 
 void hs_store_free(hs_store *store); /* NULL is a no-op */
+
+/* A metrics collector (common/metrics.h; payload: the store):
+ * harness_store_info{backend}, harness_store_unavailable_total (calls the
+ * database could not serve), harness_store_heartbeat_batches_total and
+ * harness_store_heartbeats_total (group commit: beats per commit), and on
+ * PostgreSQL harness_store_pool_connections{state="busy|idle|closed"} and
+ * harness_store_pool_waits_total (calls that waited for a connection). */
+void hs_store_collect_metrics(hs_metrics_out *out, void *payload);
 
 /* Schema version of the open database (SQLite: PRAGMA user_version;
  * PostgreSQL: the harness_schema table). */

@@ -133,6 +133,8 @@ typedef struct hs_store__driver {
 	void (*rollback)(hs_store *s);
 	int (*schema_version)(hs_store *s, int *out, hs_error *err); /* takes the lock */
 	void (*close)(hs_store *s);
+	/* The backend's own metric families (NULL: none). */
+	void (*collect)(hs_store *s, hs_metrics_out *out);
 } hs_store__driver;
 
 struct hs_stmt {
@@ -153,6 +155,7 @@ struct hs_store {
 	bool hb_committing;     /* a leader exists: running a batch or handed one */
 	uint64_t hb_batches;    /* batches run and beats in them (stats) */
 	uint64_t hb_beats;
+	hs_counter unavailable; /* HS_UNAVAILABLE answers of the backend */
 };
 
 /* A snapshot of the heartbeat queue, for tests and diagnostics. */

@@ -79,6 +79,7 @@ typedef struct pg {
 	pthread_cond_t cv;  /* a slot came back */
 	pool_slot conns[HS_PG_POOL];
 	char *dsn;          /* secret: never logged */
+	uint64_t waits;     /* calls that found no free slot (guarded by mu) */
 } pg;
 
 typedef struct pg_stmt {
@@ -129,6 +130,7 @@ static void pg_lock(hs_store *s)
 		}
 		if (pc != NULL)
 			break;
+		p->waits++;
 		pthread_cond_wait(&p->cv, &p->mu);
 	}
 	pc->busy = true;
@@ -236,10 +238,14 @@ static int cur_conn(hs_store *s, pool_slot **out, hs_error *err)
 	/* Connect only before the first statement of a call: a call whose
 	 * connection was lost must not go on, half done, on a new one (a
 	 * transaction would silently end). */
-	if (pc->c == NULL && pc->used)
+	if (pc->c == NULL && pc->used) {
+		hs_counter_add(&s->unavailable, 1);
 		return hs_error_set(err, HS_UNAVAILABLE, "store: postgres: connection lost");
-	if (pc->c == NULL && (rc = connect_conn(s, pc, err)) != HS_OK)
+	}
+	if (pc->c == NULL && (rc = connect_conn(s, pc, err)) != HS_OK) {
+		hs_counter_add(&s->unavailable, 1);
 		return rc;
+	}
 	pc->used = true;
 	*out = pc;
 	return HS_OK;
@@ -259,7 +265,7 @@ static bool sqlstate_unavailable(const char *st)
 }
 
 /* Translate a failed result (NULL: no result at all) into an hs_code. */
-static int pg_fail(pool_slot *pc, PGresult *r, const char *op, hs_error *err)
+static int pg_fail(hs_store *s, pool_slot *pc, PGresult *r, const char *op, hs_error *err)
 {
 	char line[512];
 	const char *state = r != NULL ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
@@ -280,6 +286,8 @@ static int pg_fail(pool_slot *pc, PGresult *r, const char *op, hs_error *err)
 		code = HS_INTERNAL;
 	if (code == HS_UNAVAILABLE && pc->c != NULL && PQstatus(pc->c) != CONNECTION_OK)
 		conn_drop(pc);
+	if (code == HS_UNAVAILABLE)
+		hs_counter_add(&s->unavailable, 1);
 	if (code == HS_NOT_FOUND)
 		return hs_error_set(err, code, "store: %s: referenced object does not exist (%s)", op,
 				    line);
@@ -300,7 +308,7 @@ static int pg_exec(hs_store *s, const char *sql, const char *op, hs_error *err)
 	if (r != NULL && (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK))
 		rc = HS_OK;
 	else
-		rc = pg_fail(pc, r, op, err);
+		rc = pg_fail(s, pc, r, op, err);
 	PQclear(r);
 	return rc;
 }
@@ -318,7 +326,7 @@ static int pg_commit(hs_store *s, hs_error *err)
 		return rc;
 	PGresult *r = PQexec(pc->c, "COMMIT");
 	if (r == NULL || PQresultStatus(r) != PGRES_COMMAND_OK)
-		rc = pg_fail(pc, r, "commit", err);
+		rc = pg_fail(s, pc, r, "commit", err);
 	else if (strcmp(PQcmdStatus(r), "COMMIT") != 0)
 		/* COMMIT of a failed transaction answers ROLLBACK. */
 		rc = hs_error_set(err, HS_INTERNAL, "store: commit: the transaction was rolled back");
@@ -437,13 +445,15 @@ static int pg_step(hs_stmt *st, const char *op, hs_error *err)
 	pg_stmt *ps = (pg_stmt *)st;
 	if (!ps->ran) {
 		ps->ran = true;
-		if (ps->conn->c == NULL)
+		if (ps->conn->c == NULL) {
+			hs_counter_add(&st->s->unavailable, 1);
 			return hs_error_set(err, HS_UNAVAILABLE, "store: %s: connection lost", op);
+		}
 		ps->res = PQexecParams(ps->conn->c, ps->sql, ps->nparams, ps->types, ps->vals, ps->lens,
 				       NULL, 0);
 		ExecStatusType rs = PQresultStatus(ps->res);
 		if (ps->res == NULL || (rs != PGRES_COMMAND_OK && rs != PGRES_TUPLES_OK)) {
-			int rc = pg_fail(ps->conn, ps->res, op, err);
+			int rc = pg_fail(st->s, ps->conn, ps->res, op, err);
 			PQclear(ps->res);
 			ps->res = NULL;
 			ps->nrows = 0;
@@ -594,6 +604,33 @@ static void pg_close(hs_store *s)
 	s->impl = NULL;
 }
 
+static void pg_collect(hs_store *s, hs_metrics_out *out)
+{
+	pg *p = P(s);
+	double n[3] = { 0, 0, 0 }; /* busy, idle, closed */
+	uint64_t waits;
+	pthread_mutex_lock(&p->mu);
+	for (int i = 0; i < HS_PG_POOL; i++) {
+		/* A free slot's connection changes only while someone holds it. */
+		if (p->conns[i].busy)
+			n[0]++;
+		else
+			n[p->conns[i].c != NULL ? 1 : 2]++;
+	}
+	waits = p->waits;
+	pthread_mutex_unlock(&p->mu);
+	static const char *const states[] = { "busy", "idle", "closed" };
+	hs_metrics_family(out, "harness_store_pool_connections", "gauge",
+			  "PostgreSQL pool connections by state.");
+	for (int i = 0; i < 3; i++) {
+		const char *labels[] = { "state", states[i], NULL };
+		hs_metrics_sample(out, "harness_store_pool_connections", labels, n[i]);
+	}
+	hs_metrics_family(out, "harness_store_pool_waits_total", "counter",
+			  "Store calls that waited for a free PostgreSQL connection.");
+	hs_metrics_sample(out, "harness_store_pool_waits_total", NULL, (double)waits);
+}
+
 static const hs_store__driver pg_driver = {
 	.name = "postgres",
 	.postgres = true,
@@ -617,6 +654,7 @@ static const hs_store__driver pg_driver = {
 	.rollback = pg_rollback,
 	.schema_version = pg_schema_version,
 	.close = pg_close,
+	.collect = pg_collect,
 };
 
 int hs_store__pg_open(hs_store *s, const char *dsn, hs_error *err)

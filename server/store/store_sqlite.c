@@ -114,6 +114,8 @@ static int lite_fail(hs_store *s, int rc, const char *op, hs_error *err)
 		code = HS_INTERNAL;
 		break;
 	}
+	if (code == HS_UNAVAILABLE && s != NULL)
+		hs_counter_add(&s->unavailable, 1);
 	sqlite3 *db = (s != NULL && L(s) != NULL) ? L(s)->db : NULL;
 	const char *msg = db != NULL ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
 	if (code == HS_NOT_FOUND)

@@ -15,6 +15,7 @@ import tempfile
 import threading
 import time
 import unittest
+import urllib.request
 
 import grpc
 
@@ -143,6 +144,16 @@ class PostgresOutageTest(unittest.TestCase):
         self.assertGreater(during, 0)
         self.assertEqual(oks_down, 0, "calls succeeded while PostgreSQL was down")
         self.assertEqual(set(load.codes), {"UNAVAILABLE"}, load.codes)
+
+        # The outage shows on the metrics endpoint.
+        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % hd.metrics_port,
+                                    timeout=10) as r:
+            metrics = r.read().decode()
+        self.assertIn('harness_store_info{backend="postgres"} 1', metrics)
+        unavailable = [l for l in metrics.splitlines()
+                       if l.startswith("harness_store_unavailable_total ")]
+        self.assertEqual(len(unavailable), 1, metrics)
+        self.assertGreater(float(unavailable[0].split()[1]), 0)
 
         # Nothing acknowledged is lost: the database (after crash recovery)
         # holds every acknowledged registration, its REGISTERED event and at

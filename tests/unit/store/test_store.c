@@ -729,6 +729,7 @@ int main(void)
 		T(test_store__events_are_announced),
 		T(test_store__apikeys),
 		T(test_store__listener),
+		T(test_store__metrics),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

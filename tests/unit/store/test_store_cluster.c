@@ -306,3 +306,33 @@ void test_store__listener(void **state)
 	hs_store_listener_free(l);
 	hs_store_listener_free(NULL);
 }
+
+/* The store's metrics: its backend, heartbeat group commits and (on
+ * PostgreSQL) the pool; unreachable databases count as unavailable. */
+void test_store__metrics(void **state)
+{
+	fixture *f = *state;
+	hs_store *s = open_store(f);
+	hs_error err = { 0 };
+	hs_store_task_row *t = make_task("m1", "usr_1", 1);
+	assert_int_equal(hs_store_task_insert(s, t, &err), HS_OK);
+	free(t);
+	assert_int_equal(hs_store_task_heartbeat(s, "m1", 1, 2, 0, 0, 0, NULL, 10, &err), HS_OK);
+	hs_metrics *m = NULL;
+	assert_int_equal(hs_metrics_new(&m, &err), HS_OK);
+	assert_int_equal(hs_metrics_add(m, hs_store_collect_metrics, s, &err), HS_OK);
+	size_t len = 0;
+	char *text = hs_metrics_render(m, &len);
+	assert_non_null(text);
+	assert_non_null(strstr(text, f->pg ? "harness_store_info{backend=\"postgres\"} 1"
+					  : "harness_store_info{backend=\"sqlite\"} 1"));
+	assert_non_null(strstr(text, "harness_store_heartbeats_total 1"));
+	assert_non_null(strstr(text, "harness_store_unavailable_total 0"));
+	if (f->pg) {
+		assert_non_null(strstr(text, "harness_store_pool_connections{state=\"idle\"} 1"));
+		assert_non_null(strstr(text, "harness_store_pool_waits_total"));
+	}
+	free(text);
+	hs_metrics_remove(m, hs_store_collect_metrics, s);
+	hs_metrics_free(m);
+}
