@@ -730,6 +730,7 @@ int main(void)
 		T(test_store__apikeys),
 		T(test_store__listener),
 		T(test_store__metrics),
+		T(test_store__heartbeat_hostile_details),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -336,3 +336,29 @@ void test_store__metrics(void **state)
 	hs_metrics_remove(m, hs_store_collect_metrics, s);
 	hs_metrics_free(m);
 }
+
+/* Hostile heartbeat details: quotes, backslashes, braces and commas (the
+ * PostgreSQL batch sends them inside array literals) round-trip exactly;
+ * bytes that are not UTF-8 are refused by PostgreSQL as INVALID (SQLite
+ * stores them), and the store goes on. */
+void test_store__heartbeat_hostile_details(void **state)
+{
+	fixture *f = *state;
+	hs_store *s = open_store(f);
+	hs_error err = { 0 };
+	hs_store_task_row *t = make_task("hd1", "usr_1", 1);
+	assert_int_equal(hs_store_task_insert(s, t, &err), HS_OK);
+	free(t);
+	const char *nasty = "a\"b\\c{d},e 'f' NULL \"\" \\\\ {}";
+	assert_int_equal(hs_store_task_heartbeat(s, "hd1", 3, 9, 1.25, 2.5, 1e300, nasty, 10, &err),
+			 HS_OK);
+	hs_store_task_row got;
+	assert_int_equal(hs_store_task_get(s, "hd1", &got, &err), HS_OK);
+	assert_string_equal(got.details, nasty);
+	assert_true(got.cpu_usage == 1.25 && got.memory_usage_mb == 2.5 && got.disk_usage_mb == 1e300);
+	int rc = hs_store_task_heartbeat(s, "hd1", 4, 9, 0, 0, 0, "bad \xff\xfe utf-8", 11, &err);
+	assert_int_equal(rc, f->pg ? HS_INVALID : HS_OK);
+	assert_int_equal(hs_store_task_heartbeat(s, "hd1", 5, 9, 0, 0, 0, "fine", 12, &err), HS_OK);
+	assert_int_equal(hs_store_task_get(s, "hd1", &got, &err), HS_OK);
+	assert_int_equal(got.current_step, 5);
+}
