@@ -137,7 +137,7 @@ static void pg_lock(hs_store *s)
 	pthread_mutex_unlock(&p->mu);
 	/* A connection the server closed meanwhile (restart, idle kill) is
 	 * dropped here rather than failing this call. */
-	if (pc->c != NULL && (PQstatus(pc->c) != CONNECTION_OK || PQconsumeInput(pc->c) == 0 ||
+	if (pc->c != NULL && (PQconsumeInput(pc->c) == 0 || PQstatus(pc->c) != CONNECTION_OK ||
 			      PQtransactionStatus(pc->c) != PQTRANS_IDLE))
 		conn_drop(pc);
 	pc->used = false;
