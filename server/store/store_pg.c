@@ -24,10 +24,13 @@
  * transaction would have ended). At start (hs_store_open_spec) the
  * database must answer, or harnessd exits and its supervisor retries. A slot is also checked when it is taken (PQconsumeInput
  * reads the server's goodbye after a restart without blocking), so after an
- * outage idle connections do not each fail one more call. Nothing is
- * retried behind the caller's back: a write whose COMMIT did not answer may
- * or may not have committed, and only the caller knows whether repeating it
- * is safe.
+ * outage idle connections do not each fail one more call; and a call
+ * whose first statement finds its pooled session ended by the server runs
+ * that statement again on a new connection when it has no effect of its
+ * own (BEGIN, SELECT, SAVEPOINT: every read and every transaction). Nothing
+ * else is retried behind the caller's back: a write whose COMMIT did not
+ * answer may or may not have committed, and only the caller knows whether
+ * repeating it is safe.
  *
  * Durability. synchronous_commit = on for every connection: COMMIT returns
  * after the server flushed its WAL, so an acknowledged write survives a
@@ -56,6 +59,7 @@
 #include "store_internal.h"
 
 #include <libpq-fe.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -72,6 +76,7 @@ typedef struct pool_slot {
 	PGconn *c;          /* NULL: not connected (connects on next use) */
 	bool busy;          /* taken by a thread (guarded by pg.mu) */
 	bool used;          /* used since it was taken: never reconnect then */
+	bool pooled;        /* its connection came from the pool and nothing ran on it yet */
 } pool_slot;
 
 typedef struct pg {
@@ -118,6 +123,26 @@ static void conn_drop(pool_slot *pc)
 	pc->c = NULL;
 }
 
+/* Whether an idle pooled connection is still usable: read (without
+ * blocking) whatever the server sent while it sat in the pool. A server
+ * that ends a session sends an error ("terminating connection ...", which
+ * libpq hands to the notice processor while idle) and then closes; reading
+ * until nothing more is pending reaches the close, which marks the
+ * connection bad. */
+static bool conn_alive(PGconn *c)
+{
+	for (int i = 0; i < 4; i++) {
+		if (PQconsumeInput(c) == 0 || PQstatus(c) != CONNECTION_OK)
+			return false;
+		struct pollfd p = { .fd = PQsocket(c), .events = POLLIN };
+		if (p.fd < 0)
+			return false;
+		if (poll(&p, 1, 0) <= 0)
+			break; /* nothing more pending */
+	}
+	return PQstatus(c) == CONNECTION_OK && PQtransactionStatus(c) == PQTRANS_IDLE;
+}
+
 static void pg_lock(hs_store *s)
 {
 	pg *p = P(s);
@@ -137,10 +162,10 @@ static void pg_lock(hs_store *s)
 	pthread_mutex_unlock(&p->mu);
 	/* A connection the server closed meanwhile (restart, idle kill) is
 	 * dropped here rather than failing this call. */
-	if (pc->c != NULL && (PQconsumeInput(pc->c) == 0 || PQstatus(pc->c) != CONNECTION_OK ||
-			      PQtransactionStatus(pc->c) != PQTRANS_IDLE))
+	if (pc->c != NULL && !conn_alive(pc->c))
 		conn_drop(pc);
 	pc->used = false;
+	pc->pooled = pc->c != NULL;
 	tls_store = s;
 	tls_conn = pc;
 }
@@ -296,6 +321,25 @@ static int pg_fail(hs_store *s, pool_slot *pc, PGresult *r, const char *op, hs_e
 	return hs_error_set(err, code, "store: %s: %s", op, line);
 }
 
+/* A session the server ended may still look alive when it is taken from
+ * the pool (the server closes it a moment after saying so). If the first
+ * statement of a call fails that way and has no effect of its own (BEGIN,
+ * SELECT, SAVEPOINT), it is safe to run once more on a new connection;
+ * anything else answers UNAVAILABLE (the server may have applied it). */
+static bool retry_on_new_connection(hs_store *s, pool_slot *pc, const char *sql)
+{
+	bool first = pc->pooled;
+	pc->pooled = false;
+	if (!first || pc->c == NULL || PQstatus(pc->c) == CONNECTION_OK)
+		return false;
+	if (strncmp(sql, "BEGIN", 5) != 0 && strncmp(sql, "SELECT", 6) != 0 &&
+	    strncmp(sql, "SAVEPOINT", 9) != 0)
+		return false;
+	hs_error ignored = { 0 };
+	conn_drop(pc);
+	return connect_conn(s, pc, &ignored) == HS_OK;
+}
+
 /* Run sql (one or more statements, no parameters) on the held connection. */
 static int pg_exec(hs_store *s, const char *sql, const char *op, hs_error *err)
 {
@@ -305,6 +349,12 @@ static int pg_exec(hs_store *s, const char *sql, const char *op, hs_error *err)
 		return rc;
 	PGresult *r = PQexec(pc->c, sql);
 	ExecStatusType st = PQresultStatus(r);
+	if ((r == NULL || st == PGRES_FATAL_ERROR) && retry_on_new_connection(s, pc, sql)) {
+		PQclear(r);
+		r = PQexec(pc->c, sql);
+		st = PQresultStatus(r);
+	}
+	pc->pooled = false;
 	if (r != NULL && (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK))
 		rc = HS_OK;
 	else
@@ -452,6 +502,14 @@ static int pg_step(hs_stmt *st, const char *op, hs_error *err)
 		ps->res = PQexecParams(ps->conn->c, ps->sql, ps->nparams, ps->types, ps->vals, ps->lens,
 				       NULL, 0);
 		ExecStatusType rs = PQresultStatus(ps->res);
+		if ((ps->res == NULL || rs == PGRES_FATAL_ERROR) &&
+		    retry_on_new_connection(st->s, ps->conn, ps->sql)) {
+			PQclear(ps->res);
+			ps->res = PQexecParams(ps->conn->c, ps->sql, ps->nparams, ps->types, ps->vals,
+					       ps->lens, NULL, 0);
+			rs = PQresultStatus(ps->res);
+		}
+		ps->conn->pooled = false;
 		if (ps->res == NULL || (rs != PGRES_COMMAND_OK && rs != PGRES_TUPLES_OK)) {
 			int rc = pg_fail(st->s, ps->conn, ps->res, op, err);
 			PQclear(ps->res);

@@ -731,6 +731,7 @@ int main(void)
 		T(test_store__listener),
 		T(test_store__metrics),
 		T(test_store__heartbeat_hostile_details),
+		T(test_store__pool_survives_killed_connections),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -85,6 +85,7 @@ void test_store__apikeys(void **state);
 void test_store__listener(void **state);
 void test_store__metrics(void **state);
 void test_store__heartbeat_hostile_details(void **state);
+void test_store__pool_survives_killed_connections(void **state);
 int count_event(const hs_store_event_row *e, void *payload);
 /* test_store_heartbeat.c: heartbeat group commit */
 void test_store__heartbeat_group_commit_many_threads(void **state);

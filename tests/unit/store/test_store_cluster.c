@@ -362,3 +362,45 @@ void test_store__heartbeat_hostile_details(void **state)
 	assert_int_equal(hs_store_task_get(s, "hd1", &got, &err), HS_OK);
 	assert_int_equal(got.current_step, 5);
 }
+
+/* PostgreSQL: pooled connections the server ended meanwhile (a restart,
+ * an administrator, an idle timeout) cost no call: one already closed is
+ * noticed when taken; one the server is still closing fails its first
+ * statement, which is run again on a new connection when it has no effect
+ * of its own (SELECT, BEGIN: reads and every transaction). */
+static void kill_pool(fixture *f)
+{
+	PGconn *c = pg_connect(f);
+	PGresult *r = PQexec(c, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+				"WHERE application_name = 'harnessd' AND pid <> pg_backend_pid()");
+	assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+	assert_true(strtol(PQgetvalue(r, 0, 0), NULL, 10) >= 1);
+	PQclear(r);
+	PQfinish(c);
+}
+
+void test_store__pool_survives_killed_connections(void **state)
+{
+	fixture *f = *state;
+	if (!f->pg) {
+		skip();
+		return;
+	}
+	hs_store *s = open_store(f);
+	hs_error err = { 0 };
+	int64_t n = 0;
+	assert_int_equal(hs_store_user_count(s, &n, &err), HS_OK);
+	kill_pool(f);
+	if (hs_store_user_count(s, &n, &err) != HS_OK) /* a read */
+		fail_msg("read after the kill: %s", err.msg);
+	kill_pool(f);
+	if (hs_store_check_writable(s, &err) != HS_OK) /* a transaction */
+		fail_msg("transaction after the kill: %s", err.msg);
+	kill_pool(f);
+	hs_store_task_row *t = make_task("pk1", "usr_1", 1);
+	hs_store_event_row ev = { .task_id = "pk1", .type = 1, .occurred_at_ms = 1 };
+	if (hs_store_task_transition(s, t, true, &ev, NULL, &err) != HS_OK)
+		fail_msg("transition after the kill: %s", err.msg);
+	free(t);
+	assert_int_equal(hs_store_task_get(s, "pk1", &(hs_store_task_row){ 0 }, &err), HS_OK);
+}
