@@ -203,6 +203,9 @@ bool hs_rpc_call_cancelled(const hs_rpc_call *call);
 /* Arena allocation, zeroed, 16-byte aligned; NULL only when out of memory. */
 void *hs_rpc_call_alloc(hs_rpc_call *call, size_t size);
 char *hs_rpc_call_strdup(hs_rpc_call *call, const char *s);
+/* A protobuf-c allocator into the call's arena (its free does nothing: the
+ * arena is released with the call), for messages built by unpacking. */
+ProtobufCAllocator hs_rpc_call_allocator(hs_rpc_call *call);
 
 /* Response metadata: initial metadata must be added before the first
  * message goes out; trailing metadata before the status. Key and value are

@@ -164,39 +164,12 @@ static int register_task(hs_rpc_call *call, const ProtobufCMessage *req, Protobu
 	return rc == HS_OK ? reply_task(call, &info, resp, err) : rc;
 }
 
-static void *arena_alloc(void *call, size_t size)
-{
-	return hs_rpc_call_alloc(call, size);
-}
-
-static void arena_free(void *call, void *p)
-{
-	(void)call;
-	(void)p;
-}
-
-/* JSON object text -> Struct in the call arena (decoded by pbjson, then
- * re-read into the arena so the reply owns nothing on the heap). */
+/* JSON object text -> Struct in the call arena (pbjson's one Struct codec). */
 static int struct_of(hs_rpc_call *call, const char *json, Google__Protobuf__Struct **out,
 		     hs_error *err)
 {
-	ProtobufCMessage *m = NULL;
-	int rc = hs_pbjson_from_string(&m, &google__protobuf__struct__descriptor,
-				       json && json[0] ? json : "{}", NULL, err);
-	if (rc != HS_OK)
-		return rc;
-	size_t len = protobuf_c_message_get_packed_size(m);
-	uint8_t *buf = hs_rpc_call_alloc(call, len ? len : 1);
-	if (buf != NULL)
-		protobuf_c_message_pack(m, buf);
-	protobuf_c_message_free_unpacked(m, NULL);
-	OOM(buf);
-	ProtobufCAllocator a = { arena_alloc, arena_free, call };
-	ProtobufCMessage *s =
-		protobuf_c_message_unpack(&google__protobuf__struct__descriptor, &a, len, buf);
-	OOM(s);
-	*out = (Google__Protobuf__Struct *)s;
-	return HS_OK;
+	ProtobufCAllocator a = hs_rpc_call_allocator(call);
+	return hs_pbjson_struct_from_text(json, &a, out, err);
 }
 
 static int heartbeat(hs_rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage **resp,
