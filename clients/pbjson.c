@@ -7,6 +7,7 @@
  * at once, a oneof's case is set together with its member, and a string
  * overwritten by a repeated key is freed first. */
 #include "pbjson.h"
+#include "utf8.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -182,9 +183,13 @@ static json_t *enc_scalar(const ProtobufCFieldDescriptor *f, const void *p, cons
 	}
 	case PROTOBUF_C_TYPE_STRING: {
 		const char *s = *(char *const *)p;
-		json_t *j = json_string(s ? s : "");
-		if (j == NULL)
+		if (!hs_utf8_valid(s ? s : "", NULL)) {
 			hs_error_set(err, HS_INVALID, "%s: not valid UTF-8", f->name);
+			return NULL;
+		}
+		json_t *j = json_string_nocheck(s ? s : "");
+		if (j == NULL)
+			hs_error_set(err, HS_INTERNAL, "out of memory");
 		return j;
 	}
 	case PROTOBUF_C_TYPE_BYTES: {
@@ -639,9 +644,11 @@ static int dec_map_key(dec *d, const ProtobufCFieldDescriptor *kf, const char *k
 		*(protobuf_c_boolean *)p = strcmp(key, "true") == 0;
 		return HS_OK;
 	}
-	json_t *k = json_string(key);
-	if (k == NULL)
+	if (!hs_utf8_valid(key, NULL))
 		return fail(d, "map key is not valid UTF-8", NULL);
+	json_t *k = json_string_nocheck(key);
+	if (k == NULL)
+		return hs_error_set(d->err, HS_INTERNAL, "out of memory");
 	int rc = dec_value(d, kf, k, p);
 	json_decref(k);
 	return rc;

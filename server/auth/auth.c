@@ -564,8 +564,8 @@ int hs_auth_authenticate(hs_auth *a, const char *bearer, const hs_auth_cert_name
 	if ((rc = hs_auth_verify_access_token(a, bearer, &c, &verr)) != HS_OK)
 		/* The module's reason (expired, bad signature, ...) is safe to
 		 * show: it never contains the token. */
-		return rc == HS_UNAVAILABLE
-			       ? hs_error_set(err, HS_UNAVAILABLE, "%s", verr.msg)
+		return rc == HS_UNAVAILABLE || rc == HS_INTERNAL /* out of memory */
+			       ? hs_error_set(err, rc, "%s", verr.msg)
 			       : hs_error_set(err, HS_UNAUTH, "invalid access token: %s", verr.msg);
 	if (strlen(c.sub) >= sizeof(out->id) || strlen(c.role) >= sizeof(out->role) ||
 	    hs_apikey_is_key(c.sub)) {

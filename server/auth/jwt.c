@@ -417,20 +417,39 @@ static int is_b64url(const char *s, size_t n)
 	return n > 0;
 }
 
-static json_t *decode_json(const char *s, size_t n)
+/* base64url text of a token part -> bytes in buf (no allocation: a token
+ * is at most HS_JWT_MAX_LEN). -1 if malformed. */
+#define PART_MAX (HS_JWT_MAX_LEN / 4 * 3 + 4)
+static int b64url_decode_into(const char *s, size_t slen, unsigned char *buf, size_t cap,
+			      size_t *outlen)
 {
-	unsigned char *raw = NULL;
+	const char *end = NULL;
+	if (sodium_base642bin(buf, cap - 1, s, slen, NULL, outlen, &end,
+			      sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0 ||
+	    end != s + slen)
+		return -1;
+	buf[*outlen] = '\0';
+	return 0;
+}
+
+/* A token part holding a JSON object. HS_OK, HS_UNAUTH ("token: malformed
+ * <what>") or HS_INTERNAL when jansson could not allocate. */
+static int decode_json(const char *s, size_t n, const char *what, json_t **out, hs_error *err)
+{
+	unsigned char raw[PART_MAX];
 	size_t rlen = 0;
-	json_t *j;
-	if (b64url_decode(s, n, &raw, &rlen) != 0)
-		return NULL;
-	j = json_loadb((const char *)raw, rlen, JSON_REJECT_DUPLICATES, NULL);
-	free(raw);
-	if (j != NULL && !json_is_object(j)) {
+	json_error_t je;
+	if (b64url_decode_into(s, n, raw, sizeof(raw), &rlen) != 0)
+		return hs_error_set(err, HS_UNAUTH, "token: malformed %s", what);
+	json_t *j = json_loadb((const char *)raw, rlen, JSON_REJECT_DUPLICATES, &je);
+	if (j == NULL && json_error_code(&je) == json_error_out_of_memory)
+		return hs_error_set(err, HS_INTERNAL, "token: out of memory");
+	if (j == NULL || !json_is_object(j)) {
 		json_decref(j);
-		j = NULL;
+		return hs_error_set(err, HS_UNAUTH, "token: malformed %s", what);
 	}
-	return j;
+	*out = j;
+	return HS_OK;
 }
 
 /* A NumericDate: integer, or a real with an integral part that fits. */
@@ -450,6 +469,7 @@ static int numeric_date(json_t *v, long long *out)
 	return -1;
 }
 
+/* 0, -1 when not a string, -2 out of memory. */
 static int opt_string(json_t *pl, const char *name, char **out)
 {
 	json_t *v = json_object_get(pl, name);
@@ -457,7 +477,7 @@ static int opt_string(json_t *pl, const char *name, char **out)
 		return 0;
 	if (!json_is_string(v))
 		return -1;
-	return (*out = strdup(json_string_value(v))) == NULL ? -1 : 0;
+	return (*out = strdup(json_string_value(v))) == NULL ? -2 : 0;
 }
 
 static int aud_matches(json_t *aud, const char *want)
@@ -506,10 +526,15 @@ static int check_claims(json_t *pl, const hs_jwt_verify_opts *o, hs_jwt_claims *
 	}
 	if (o->aud != NULL && !aud_matches(json_object_get(pl, "aud"), o->aud))
 		return hs_error_set(err, HS_UNAUTH, "token: wrong audience");
-	if (opt_string(pl, "sub", &c->sub) != 0 || opt_string(pl, "role", &c->role) != 0 ||
-	    opt_string(pl, "email", &c->email) != 0 || opt_string(pl, "jti", &c->jti) != 0 ||
-	    opt_string(pl, "sid", &c->sid) != 0)
-		return hs_error_set(err, HS_UNAUTH, "token: malformed claims");
+	static const char *const names[] = { "sub", "role", "email", "jti", "sid" };
+	char **slots[] = { &c->sub, &c->role, &c->email, &c->jti, &c->sid };
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		int r = opt_string(pl, names[i], slots[i]);
+		if (r == -2)
+			return hs_error_set(err, HS_INTERNAL, "token: out of memory");
+		if (r != 0)
+			return hs_error_set(err, HS_UNAUTH, "token: malformed claims");
+	}
 	return HS_OK;
 }
 
@@ -519,7 +544,7 @@ int hs_jwt_verify(const hs_jwt_key *key, const char *token, const hs_jwt_verify_
 	hs_jwt_verify_opts defaults = HS_JWT_VERIFY_OPTS_INIT;
 	hs_jwt_claims c = { 0 };
 	json_t *hdr = NULL, *pl = NULL, *alg;
-	unsigned char *sig = NULL;
+	unsigned char sig[PART_MAX];
 	size_t sig_len = 0, len;
 	const char *d1, *d2;
 	int rc = HS_OK;
@@ -537,10 +562,8 @@ int hs_jwt_verify(const hs_jwt_key *key, const char *token, const hs_jwt_verify_
 		rc = hs_error_set(err, HS_UNAUTH, "token: malformed");
 		goto done;
 	}
-	if ((hdr = decode_json(token, (size_t)(d1 - token))) == NULL) {
-		rc = hs_error_set(err, HS_UNAUTH, "token: malformed header");
+	if ((rc = decode_json(token, (size_t)(d1 - token), "header", &hdr, err)) != HS_OK)
 		goto done;
-	}
 	alg = json_object_get(hdr, "alg");
 	if (!json_is_string(alg) || strcmp(json_string_value(alg), hs_jwt_alg_name(key->alg)) != 0) {
 		rc = hs_error_set(err, HS_UNAUTH, "token: algorithm not accepted");
@@ -550,15 +573,14 @@ int hs_jwt_verify(const hs_jwt_key *key, const char *token, const hs_jwt_verify_
 		rc = hs_error_set(err, HS_UNAUTH, "token: unsupported critical header");
 		goto done;
 	}
-	if (b64url_decode(d2 + 1, len - (size_t)(d2 + 1 - token), &sig, &sig_len) != 0 ||
+	if (b64url_decode_into(d2 + 1, len - (size_t)(d2 + 1 - token), sig, sizeof(sig),
+			       &sig_len) != 0 ||
 	    !verify_input(key, token, (size_t)(d2 - token), sig, sig_len)) {
 		rc = hs_error_set(err, HS_UNAUTH, "token: bad signature");
 		goto done;
 	}
-	if ((pl = decode_json(d1 + 1, (size_t)(d2 - d1 - 1))) == NULL) {
-		rc = hs_error_set(err, HS_UNAUTH, "token: malformed payload");
+	if ((rc = decode_json(d1 + 1, (size_t)(d2 - d1 - 1), "payload", &pl, err)) != HS_OK)
 		goto done;
-	}
 	if ((rc = check_claims(pl, opts, &c, err)) != HS_OK)
 		goto done;
 	*out = c;
@@ -567,7 +589,6 @@ done:
 	hs_jwt_claims_dispose(&c);
 	json_decref(hdr);
 	json_decref(pl);
-	free(sig);
 	return rc;
 }
 
@@ -682,10 +703,10 @@ int hs_jwt_token_kid(const char *token, char *out, size_t cap, hs_error *err)
 	if (token == NULL || (len = strnlen(token, HS_JWT_MAX_LEN + 1)) > HS_JWT_MAX_LEN ||
 	    (d1 = memchr(token, '.', len)) == NULL || !is_b64url(token, (size_t)(d1 - token)))
 		return hs_error_set(err, HS_UNAUTH, "token: malformed");
-	json_t *hdr = decode_json(token, (size_t)(d1 - token));
-	if (hdr == NULL)
-		return hs_error_set(err, HS_UNAUTH, "token: malformed header");
-	int rc = HS_OK;
+	json_t *hdr = NULL;
+	int rc = decode_json(token, (size_t)(d1 - token), "header", &hdr, err);
+	if (rc != HS_OK)
+		return rc;
 	json_t *kid = json_object_get(hdr, "kid");
 	out[0] = '\0';
 	if (kid != NULL) {

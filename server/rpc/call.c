@@ -631,7 +631,8 @@ static void accept_call(hs_rpc_call *call)
 				 ? srv->auth(call, &call->principal, &err, srv->auth_payload)
 				 : hs_error_set(&err, HS_UNAUTH, "no authenticator configured");
 		if (rc != HS_OK) {
-			bool kept = rc == HS_LIMIT || rc == HS_DENIED || rc == HS_UNAVAILABLE;
+			bool kept = rc == HS_LIMIT || rc == HS_DENIED || rc == HS_UNAVAILABLE ||
+				    rc == HS_INTERNAL;
 			finish_code(call, kept ? rc : HS_UNAUTH,
 				    err.msg[0] ? err.msg : "authentication required");
 			return;

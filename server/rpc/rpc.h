@@ -95,8 +95,8 @@ typedef struct hs_rpc_principal {
  * completion-queue thread (keep it cheap: token verification, no I/O). Fill
  * *out and return HS_OK, or return HS_UNAUTH with a message; HS_DENIED (a
  * credential not allowed this method), HS_UNAVAILABLE (retry: e.g. a key
- * set being refreshed) and HS_LIMIT keep their code, anything else is
- * UNAUTHENTICATED. */
+ * set being refreshed), HS_LIMIT and HS_INTERNAL (out of memory: not the
+ * caller's fault) keep their code, anything else is UNAUTHENTICATED. */
 typedef int (*hs_rpc_auth_fn)(hs_rpc_call *call, hs_rpc_principal *out,
 			      hs_error *err, void *payload);
 

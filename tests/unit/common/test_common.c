@@ -22,6 +22,7 @@
 #include "metrics.h"
 #include "principal.h"
 #include "procstat.h"
+#include "utf8.h"
 
 /* --- error -------------------------------------------------------------- */
 
@@ -447,6 +448,57 @@ static void test_procstat__self_and_missing(void **state)
 	assert_int_equal(hs_procstat_read(0x3ffffff0, &ps, &err), HS_NOT_FOUND);
 }
 
+/* One UTF-8 rule, as strict as jansson's: it must agree with json_string on
+ * every input (valid <=> jansson accepts), so NULL from jansson afterwards
+ * can only mean out of memory. */
+static void test_utf8__strict_and_agrees_with_jansson(void **state)
+{
+	(void)state;
+	size_t n = 99;
+	assert_true(hs_utf8_valid("", &n));
+	assert_int_equal(n, 0);
+	assert_true(hs_utf8_valid("a\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80", &n));
+	assert_int_equal(n, 4);
+	assert_false(hs_utf8_valid(NULL, NULL));
+	static const char *const bad[] = {
+		"\x80",	    /* lone continuation */
+		"\xc0\xaf",	    /* overlong '/' */
+		"\xe0\x80\xaf",   /* overlong, 3 bytes */
+		"\xed\xa0\x80",   /* surrogate U+D800 */
+		"\xf4\x90\x80\x80", /* past U+10FFFF */
+		"\xf5\x80\x80\x80", /* lead byte past f4 */
+		"\xc3",	    /* cut short */
+		"\xe2\x82",	    /* cut short */
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		assert_false(hs_utf8_valid(bad[i], NULL));
+	/* every 1- and 2-byte string, and 3-byte strings from a few lead
+	 * bytes: the same answer as jansson */
+	char b[4] = { 0 };
+	for (int x = 1; x < 256; x++) {
+		for (int y = 0; y < 256; y++) {
+			b[0] = (char)x;
+			b[1] = (char)y;
+			b[2] = 0;
+			json_t *j = json_string(b);
+			assert_int_equal(hs_utf8_valid(b, NULL), j != NULL);
+			json_decref(j);
+			if (y == 0)
+				break;
+			if (x == 0xe0 || x == 0xed || x == 0xf0 || x == 0xf4) {
+				for (int z = 1; z < 256; z++) {
+					b[2] = (char)z;
+					j = json_string(b);
+					bool ok = hs_utf8_valid(b, NULL);
+					assert_int_equal(ok, j != NULL);
+					json_decref(j);
+				}
+				b[2] = 0;
+			}
+		}
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest error_tests[] = {
@@ -474,6 +526,7 @@ int main(void)
 		cmocka_unit_test(test_log__level_parse),
 		cmocka_unit_test(test_log__oversized_line_is_still_json),
 		cmocka_unit_test(test_log__oversized_escapes_are_still_json),
+		cmocka_unit_test(test_utf8__strict_and_agrees_with_jansson),
 	};
 	int failed = cmocka_run_group_tests_name("error", error_tests, NULL, NULL);
 	failed += cmocka_run_group_tests_name("log", log_tests, log_setup, log_teardown);
