@@ -89,7 +89,8 @@ EOF
 
 # run NAME PID_OF_SERVERS... -- command: CPU per request of each server pid
 measure() { # label kind(rest|grpc) path-or-method body-file
-	local label=$1 kind=$2 what=$3 body=$4 t0h t0g t1h t1g reqs rps p50 p99 txt=$out/$label.txt
+	local label=$1 kind=$2 what=$3 body=$4 t0h t0g t1h t1g reqs rps p50 p99 txt
+	txt=$out/$label.txt # after: one local expands every word before assigning
 	t0h=$(cpu_ticks "$hd"); t0g=$(cpu_ticks "$gw")
 	if [[ $kind == rest ]]; then
 		wrk -t2 -c"$CONNS" -d"${DURATION}s" --latency -H "authorization: Bearer $tok" \

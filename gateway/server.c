@@ -75,9 +75,78 @@ void hs_gw__set_error(resp *out, int status, const char *code, const char *messa
 	out->body = hs_gw_json_error(code, message);
 }
 
-static void add(struct mg_connection *conn, const char *name, const char *value)
+/* A response head built in memory and sent with the body in one write:
+ * civetweb's mg_response_header_send writes each header line with its own
+ * send(), 20-odd syscalls and TCP segments per answer (most of the
+ * gateway's CPU per call). Lines longer than the buffer are dropped with
+ * the response (oom), never truncated. */
+typedef struct head {
+	char buf[8192];
+	size_t n;
+	bool oom;
+} head;
+
+static void add(head *h, const char *name, const char *value)
 {
-	mg_response_header_add(conn, name, value, -1);
+	size_t room = sizeof(h->buf) - h->n;
+	int k = snprintf(h->buf + h->n, room, "%s: %s\r\n", name, value);
+	if (k < 0 || (size_t)k >= room)
+		h->oom = true;
+	else
+		h->n += (size_t)k;
+}
+
+static void head_start(head *h, struct mg_connection *conn, int status)
+{
+	h->n = 0;
+	h->oom = false;
+	int k = snprintf(h->buf, sizeof(h->buf), "HTTP/1.1 %d %s\r\n", status,
+			 mg_get_response_code_text(conn, status));
+	h->n = k > 0 ? (size_t)k : 0;
+	char date[64];
+	time_t now = time(NULL);
+	struct tm tm;
+	strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S GMT", gmtime_r(&now, &tm));
+	add(h, "Date", date);
+}
+
+/* Whether civetweb keeps this connection after the answer (its own rule,
+ * which is not exported): HTTP/1.1 unless the client said close, HTTP/1.0
+ * only when it asked for keep-alive. */
+static bool keeps_alive(struct mg_connection *conn)
+{
+	const struct mg_request_info *ri = mg_get_request_info(conn);
+	const char *c = mg_get_header(conn, "Connection");
+	if (c != NULL)
+		return strcasestr(c, "keep-alive") != NULL;
+	return ri != NULL && ri->http_version != NULL && strcmp(ri->http_version, "1.1") == 0;
+}
+
+/* Head and body in one write (one syscall, one segment for small answers). */
+static bool head_send(head *h, struct mg_connection *conn, const void *body, size_t len)
+{
+	if (h->oom || h->n + 2 > sizeof(h->buf)) {
+		mg_disable_connection_keep_alive(conn);
+		return false;
+	}
+	memcpy(h->buf + h->n, "\r\n", 2); /* the blank line ending the head */
+	h->n += 2;
+	if (body == NULL || len == 0)
+		return mg_write(conn, h->buf, h->n) == (int)h->n;
+	if (len <= sizeof(h->buf) - h->n) {
+		memcpy(h->buf + h->n, body, len);
+		h->n += len;
+		return mg_write(conn, h->buf, h->n) == (int)h->n;
+	}
+	char *all = malloc(h->n + len);
+	if (all == NULL) /* two writes then */
+		return mg_write(conn, h->buf, h->n) == (int)h->n &&
+		       mg_write(conn, body, len) == (int)len;
+	memcpy(all, h->buf, h->n);
+	memcpy(all + h->n, body, len);
+	bool ok = mg_write(conn, all, h->n + len) == (int)(h->n + len);
+	free(all);
+	return ok;
 }
 
 static bool acrh_ok(const char *v)
@@ -93,25 +162,25 @@ static bool acrh_ok(const char *v)
 
 /* helmet's headers (CSP: csp, or helmet's), CORS for an allowed origin,
  * the request id. */
-static void common_headers(const req *r, const char *csp)
+static void common_headers(head *h, const req *r, const char *csp)
 {
 	struct mg_connection *conn = r->conn;
 	const hs_gw_config *cfg = r->srv->cfg;
 	for (size_t i = 0; hs_gw_security_headers[i][0] != NULL; i++) {
 		bool is_csp = i == 0; /* the table starts with helmet's CSP */
-		add(conn, hs_gw_security_headers[i][0],
+		add(h, hs_gw_security_headers[i][0],
 		    is_csp && csp != NULL ? csp : hs_gw_security_headers[i][1]);
 	}
 	if (r->request_id[0] != '\0')
-		add(conn, "X-Request-Id", r->request_id);
+		add(h, "X-Request-Id", r->request_id);
 	/* CORS (the cors package with credentials): echo only an allowed origin,
 	 * and from our own list, never the request's bytes. */
 	const char *origin = r->method != NULL ? mg_get_header(conn, "Origin") : NULL;
 	for (size_t i = 0; origin != NULL && i < cfg->origins.n; i++) {
 		if (strcasecmp(cfg->origins.v[i], origin) == 0) {
-			add(conn, "Access-Control-Allow-Origin", cfg->origins.v[i]);
-			add(conn, "Access-Control-Allow-Credentials", "true");
-			add(conn, "Access-Control-Expose-Headers", "X-Request-Id");
+			add(h, "Access-Control-Allow-Origin", cfg->origins.v[i]);
+			add(h, "Access-Control-Allow-Credentials", "true");
+			add(h, "Access-Control-Expose-Headers", "X-Request-Id");
 			break;
 		}
 	}
@@ -122,32 +191,32 @@ void hs_gw__respond(const req *r, resp *out)
 	struct mg_connection *conn = r->conn;
 	if (out->close)
 		mg_disable_connection_keep_alive(conn);
-	if (mg_response_header_start(conn, out->status) != 0)
-		return;
-	common_headers(r, out->csp);
+	head h;
+	head_start(&h, conn, out->status);
+	common_headers(&h, r, out->csp);
 	if (out->preflight) {
 		const char *acrh = mg_get_header(conn, "Access-Control-Request-Headers");
-		add(conn, "Access-Control-Allow-Methods", "GET,HEAD,POST,PUT,PATCH,DELETE,OPTIONS");
-		add(conn, "Access-Control-Allow-Headers",
+		add(&h, "Access-Control-Allow-Methods", "GET,HEAD,POST,PUT,PATCH,DELETE,OPTIONS");
+		add(&h, "Access-Control-Allow-Headers",
 		    acrh_ok(acrh) ? acrh
 				  : "Content-Type,Authorization,X-Requested-With,X-Request-Id,Last-Event-ID");
-		add(conn, "Access-Control-Max-Age", "600");
-		add(conn, "Vary", "Origin, Access-Control-Request-Headers");
+		add(&h, "Access-Control-Max-Age", "600");
+		add(&h, "Vary", "Origin, Access-Control-Request-Headers");
 	} else {
-		add(conn, "Vary", "Origin");
+		add(&h, "Vary", "Origin");
 	}
 	if (out->allow != NULL)
-		add(conn, "Allow", out->allow);
+		add(&h, "Allow", out->allow);
 	if (out->no_store) {
-		add(conn, "Cache-Control", "no-store");
-		add(conn, "Pragma", "no-cache");
+		add(&h, "Cache-Control", "no-store");
+		add(&h, "Pragma", "no-cache");
 	} else if (out->cache != NULL) {
-		add(conn, "Cache-Control", out->cache);
+		add(&h, "Cache-Control", out->cache);
 	}
 	if (out->etag != NULL)
-		add(conn, "ETag", out->etag);
+		add(&h, "ETag", out->etag);
 	if (out->has_cookie)
-		add(conn, "Set-Cookie", out->cookie);
+		add(&h, "Set-Cookie", out->cookie);
 	const void *body = out->body != NULL ? (const void *)out->body : out->static_body;
 	size_t len = out->body_len;
 	if (out->body != NULL && len == 0)
@@ -155,30 +224,31 @@ void hs_gw__respond(const req *r, resp *out)
 	char num[32];
 	snprintf(num, sizeof(num), "%zu", body != NULL ? len : (size_t)0);
 	if (body != NULL)
-		add(conn, "Content-Type",
+		add(&h, "Content-Type",
 		    out->content_type != NULL ? out->content_type : "application/json; charset=utf-8");
 	if (out->status != 304) /* a 304 describes the 200 it stands for */
-		add(conn, "Content-Length", num);
-	if (out->close)
-		add(conn, "Connection", "close");
-	mg_response_header_send(conn);
-	if (body != NULL && len > 0 && (r->method == NULL || strcmp(r->method, "HEAD") != 0))
-		mg_write(conn, body, len);
+		add(&h, "Content-Length", num);
+	bool alive = !out->close && keeps_alive(conn);
+	if (!alive)
+		mg_disable_connection_keep_alive(conn);
+	add(&h, "Connection", alive ? "keep-alive" : "close");
+	bool head_only = r->method != NULL && strcmp(r->method, "HEAD") == 0;
+	head_send(&h, conn, head_only ? NULL : body, head_only ? 0 : len);
 }
 
 bool hs_gw__respond_stream(const req *r, const char *content_type)
 {
 	struct mg_connection *conn = r->conn;
 	mg_disable_connection_keep_alive(conn);
-	if (mg_response_header_start(conn, 200) != 0)
-		return false;
-	common_headers(r, NULL);
-	add(conn, "Vary", "Origin");
-	add(conn, "Content-Type", content_type);
-	add(conn, "Cache-Control", "no-store");
-	add(conn, "X-Accel-Buffering", "no"); /* proxies: do not buffer the stream */
-	add(conn, "Connection", "close");
-	return mg_response_header_send(conn) == 0;
+	head h;
+	head_start(&h, conn, 200);
+	common_headers(&h, r, NULL);
+	add(&h, "Vary", "Origin");
+	add(&h, "Content-Type", content_type);
+	add(&h, "Cache-Control", "no-store");
+	add(&h, "X-Accel-Buffering", "no"); /* proxies: do not buffer the stream */
+	add(&h, "Connection", "close");
+	return head_send(&h, conn, NULL, 0);
 }
 
 /* Before answering 413 on a connection we then close, read (and drop) up
