@@ -62,7 +62,11 @@ hd=$!
 pids+=("$hd")
 wait_port "$gp"
 hp=$(port)
+# wrk's CONNS connections all come from one address: lift the per-client
+# connection cap (8 by default, abuse resistance) and give every keep-alive
+# connection its civetweb worker, or the gateway closes the surplus at accept.
 "$GATEWAY" --listen 127.0.0.1:$hp --grpc-target 127.0.0.1:$gp --log-level warn \
+	--max-connections-per-client $((CONNS + 8)) --threads $((2 * CONNS + 16)) \
 	--gateway-secret-file "$out/data/gateway.key" 2>"$out/gateway.log" >/dev/null &
 gw=$!
 pids+=("$gw")
