@@ -363,6 +363,12 @@ void hs_ckpt__stat_fill(hs_ckpt__file *f, const struct stat *st, int64_t racy_af
 /* Now (CLOCK_REALTIME, ns) minus the racy window. */
 int64_t hs_ckpt__racy_after_ns(void);
 void hs_ckpt__entry_from_file(git_index_entry *e, const hs_ckpt__file *f);
+/* Applies a merge of the index against found files: removes the paths in
+ * drop, then adds the files files[add[k]]. *changed: anything was. The
+ * full scan (scan.c) and the tracked delta (track.c) share it. */
+int hs_ckpt__index_edit(git_index *index, char *const *drop, size_t ndrop,
+			 const hs_ckpt__file *files, const size_t *add, size_t nadd,
+			 const char *task_id, bool *changed, hs_error *err);
 
 /* Make the index hold exactly final (sorted; every id in the odb),
  * touching only entries that differ. *changed: anything was. */
