@@ -39,6 +39,7 @@ typedef struct rpc_method {
 	bool implemented;
 	bool prescan; /* the request type is recursive (or deeper than max_depth) */
 	int lane;
+	bool try_inline; /* HS_RPC_TRY_INLINE: the CQ thread first, the lane on HS_RPC_DEFER */
 	void *payload;
 	void *registered; /* grpc_server_register_method handle */
 } rpc_method;
@@ -93,6 +94,7 @@ struct hs_rpc_call {
 	bool wr_armed, wr_sched;
 	const ProtobufCMessage *req;
 	struct timespec started;
+	bool on_cq; /* the handler is running on a CQ thread (hs_rpc_call_on_cq) */
 
 	hs_rpc_call *live_prev, *live_next, *free_next;
 	hs_arena arena;

@@ -228,6 +228,8 @@ int hs_rpc_server_add_service(hs_rpc_server *srv, const ProtobufCServiceDescript
 			  : fl & HS_RPC_LONG   ? LANE_LONG
 			  : fl & HS_RPC_BLOCKING ? LANE_MAIN
 						 : LANE_INLINE;
+		m->try_inline = (fl & HS_RPC_TRY_INLINE) && m->lane != LANE_INLINE &&
+				m->handler.kind == HS_RPC_UNARY;
 		bool reads = m->implemented && m->handler.kind != HS_RPC_BIDI_STREAM;
 		m->registered = grpc_server_register_method(
 			srv->server, m->path, NULL,

@@ -643,6 +643,14 @@ void hs_tasks_free(hs_tasks *t)
 	free(t);
 }
 
+size_t hs_tasks_count(hs_tasks *t)
+{
+	pthread_mutex_lock(&t->mu);
+	size_t n = t->n_all;
+	pthread_mutex_unlock(&t->mu);
+	return n;
+}
+
 void hs_tasks_stats_get(hs_tasks *t, hs_tasks_stats *out)
 {
 	memset(out, 0, sizeof(*out));

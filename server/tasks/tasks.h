@@ -322,4 +322,7 @@ typedef struct hs_tasks_stats {
 
 void hs_tasks_stats_get(hs_tasks *t, hs_tasks_stats *out);
 
+/* Tasks in memory (every state); one short lock. */
+size_t hs_tasks_count(hs_tasks *t);
+
 #endif

@@ -17,6 +17,9 @@
 #include "rpc_pb.h"
 
 #define WATCH_QUEUE 128
+/* ListTasks scans every task in memory: up to this many it is cheap enough
+ * (tens of µs) for the completion-queue thread, beyond it runs on the lane. */
+#define LIST_INLINE_MAX 2048
 
 static int caller_of(hs_rpc_call *call, hs_principal *out, hs_error *err)
 {
@@ -255,6 +258,8 @@ static int list_tasks(hs_rpc_call *call, const ProtobufCMessage *req, ProtobufCM
 	const Harness__V1__ListTasksRequest *r = (const void *)req;
 	hs_principal c;
 	int rc;
+	if (hs_rpc_call_on_cq(call) && hs_tasks_count(hs_rpc_call_payload(call)) > LIST_INLINE_MAX)
+		return HS_RPC_DEFER;
 	if ((rc = caller_of(call, &c, err)) != HS_OK)
 		return rc;
 	hs_label *sel;
@@ -416,8 +421,9 @@ int hs_tasks_service_register(hs_rpc_server *srv, hs_tasks *tasks, hs_error *err
 	static const hs_rpc_handler handlers[] = {
 		{ "RegisterTask", HS_RPC_UNARY, HS_RPC_BLOCKING, register_task, NULL },
 		{ "Heartbeat", HS_RPC_UNARY, HS_RPC_LIVENESS, heartbeat, NULL },
-		{ "GetTask", HS_RPC_UNARY, HS_RPC_BLOCKING, get_task, NULL },
-		{ "ListTasks", HS_RPC_UNARY, HS_RPC_BLOCKING, list_tasks, NULL },
+		/* memory only: on the completion-queue thread */
+		{ "GetTask", HS_RPC_UNARY, 0, get_task, NULL },
+		{ "ListTasks", HS_RPC_UNARY, HS_RPC_BLOCKING | HS_RPC_TRY_INLINE, list_tasks, NULL },
 		{ "WatchTasks", HS_RPC_SERVER_STREAM, HS_RPC_BLOCKING, NULL, watch_tasks },
 		{ "CompleteTask", HS_RPC_UNARY, HS_RPC_BLOCKING, complete_task, NULL },
 		{ "RecoverTask", HS_RPC_UNARY, HS_RPC_BLOCKING, recover_task, NULL },
