@@ -218,7 +218,8 @@ static int start(app *a, hs_error *err)
 	if ((rc = hs_store_open(&a->store, a->cfg.data_dir, err)) != HS_OK)
 		return rc;
 	if ((rc = hs_metrics_new(&a->metrics, err)) != HS_OK ||
-	    (rc = hs_metrics_add(a->metrics, hs_metrics_collect_process, NULL, err)) != HS_OK)
+	    (rc = hs_metrics_add(a->metrics, hs_metrics_collect_process, NULL, err)) != HS_OK ||
+	    (rc = hs_metrics_add(a->metrics, hs_store_collect_metrics, a->store, err)) != HS_OK)
 		return rc;
 	hs_tenancy_config tc_cfg = { a->store, a->cfg.workspace_root };
 	if ((rc = hs_tenancy_new(&a->tenancy, &tc_cfg, err)) != HS_OK)
