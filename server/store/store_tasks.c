@@ -302,6 +302,7 @@ struct hs_store__beat {
 	int64_t step, total, now_ms;
 	double cpu, mem_mb, disk_mb;
 	bool heap;             /* async: allocated here, strings follow the struct */
+	struct hs_store__beat *latest; /* a later beat of the same task in the batch, or NULL */
 	hs_store_beat_done_fn done;
 	void *arg;
 	int rc;                /* result, with err, valid when done runs */
@@ -343,13 +344,51 @@ done:
 	return go_on;
 }
 
-/* Run one batch as one transaction and fill every beat's result. Takes mu. */
-static void run_batch(hs_store *s, hs_store__beat *batch)
+#define HB_SET_SLOTS (2 * HB_BATCH_MAX) /* a power of two */
+
+static uint32_t id_hash(const char *id)
+{
+	uint32_t h = 2166136261u; /* FNV-1a */
+	for (const unsigned char *p = (const unsigned char *)id; *p; p++)
+		h = (h ^ *p) * 16777619u;
+	return h;
+}
+
+/* Points every beat at the last beat of its task in the batch (NULL when
+ * it is the last). set: HB_SET_SLOTS scratch pointers. */
+static void link_latest(hs_store__beat *batch, hs_store__beat **set)
+{
+	memset(set, 0, HB_SET_SLOTS * sizeof(*set));
+	for (hs_store__beat *b = batch; b != NULL; b = b->next) {
+		b->latest = NULL;
+		uint32_t i = id_hash(b->task_id) & (HB_SET_SLOTS - 1);
+		while (set[i] != NULL && strcmp(set[i]->task_id, b->task_id) != 0)
+			i = (i + 1) & (HB_SET_SLOTS - 1);
+		if (set[i] != NULL)
+			set[i]->latest = b; /* the previous last one points at b for now */
+		set[i] = b;
+	}
+	/* Chains point at the next beat of the task: follow them to the last. */
+	for (hs_store__beat *b = batch; b != NULL; b = b->next) {
+		hs_store__beat *l = b->latest;
+		while (l != NULL && l->latest != NULL)
+			l = l->latest;
+		b->latest = l;
+	}
+}
+
+/* Run one batch as one transaction and fill every beat's result. Takes mu.
+ * set: scratch for link_latest, NULL only for a batch of one. */
+static void run_batch(hs_store *s, hs_store__beat *batch, hs_store__beat **set)
 {
 	hs_error batch_err = { 0 }, *err = &batch_err;
 	sqlite3_stmt *st = NULL;
 	hs_store__beat *b;
 	int rc;
+	if (set != NULL)
+		link_latest(batch, set);
+	else
+		batch->latest = NULL; /* a batch of one */
 	hs_store__lock(s);
 	if ((rc = hs_store__begin(s, err)) != HS_OK)
 		goto done;
@@ -358,8 +397,18 @@ static void run_batch(hs_store *s, hs_store__beat *batch)
 		"memory_usage_mb = ?5, disk_usage_mb = ?6, details = ?7, "
 		"last_heartbeat_ms = ?8, updated_at_ms = ?8 WHERE task_id = ?1");
 	for (b = batch; b != NULL; b = b->next) {
-		if (!apply_beat(s, st, b, &rc, err))
+		if (b->latest == NULL && !apply_beat(s, st, b, &rc, err))
 			goto done;
+	}
+	for (b = batch; b != NULL; b = b->next) {
+		if (b->latest == NULL)
+			continue;
+		if (b->latest->rc == HS_OK || b->latest->rc == HS_NOT_FOUND) {
+			b->rc = b->latest->rc;
+			b->err = b->latest->err;
+		} else if (!apply_beat(s, st, b, &rc, err)) { /* the last one was refused */
+			goto done;
+		}
 	}
 	rc = hs_store__commit(s, err);
 done:
@@ -376,6 +425,7 @@ done:
 static void *committer_main(void *arg)
 {
 	hs_store *s = arg;
+	hs_store__beat **set = malloc(HB_SET_SLOTS * sizeof(*set));
 	pthread_mutex_lock(&s->hb_mu);
 	for (;;) {
 		while (s->hb_head == NULL && !s->hb_stopping)
@@ -384,7 +434,8 @@ static void *committer_main(void *arg)
 			break; /* stopping, and every beat is done */
 		hs_store__beat *batch = s->hb_head, *last = batch, *b, *next;
 		size_t n = 1, n_async = batch->heap;
-		while (n < HB_BATCH_MAX && last->next != NULL) {
+		/* without the scratch set (out of memory), one beat per batch */
+		while (set != NULL && n < HB_BATCH_MAX && last->next != NULL) {
 			last = last->next;
 			n++;
 			n_async += last->heap;
@@ -397,7 +448,7 @@ static void *committer_main(void *arg)
 		s->hb_committing = true;
 		pthread_mutex_unlock(&s->hb_mu);
 
-		run_batch(s, batch);
+		run_batch(s, batch, set);
 		hs_histogram_observe(&s->m_beats_per_commit, (double)n);
 
 		pthread_mutex_lock(&s->hb_mu);
@@ -416,6 +467,7 @@ static void *committer_main(void *arg)
 		pthread_mutex_lock(&s->hb_mu);
 	}
 	pthread_mutex_unlock(&s->hb_mu);
+	free(set);
 	return NULL;
 }
 

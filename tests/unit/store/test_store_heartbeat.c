@@ -229,6 +229,8 @@ void test_store__heartbeat_batch_gives_each_caller_its_result(void **state)
 		{ .task_id = "gc_missing", .step = 3, .details = "nobody" },
 		{ .task_id = "gc_3", .step = 4, .details = "reject" },
 		{ .task_id = "gc_1", .step = 11, .details = "second" }, /* same task: last wins */
+		/* same task, the last one refused: the earlier one still counts */
+		{ .task_id = "gc_2", .step = 5, .details = "reject" },
 	};
 	size_t n = sizeof(calls) / sizeof(calls[0]);
 	hs_store__hb_stats d = run_batched(f, calls, n);
