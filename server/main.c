@@ -236,6 +236,9 @@ static int start(app *a, hs_error *err)
 	rc_cfg.user_concurrency = (unsigned)a->cfg.user_concurrency;
 	rc_cfg.user_max_calls = (unsigned)a->cfg.user_max_calls;
 	rc_cfg.max_depth = (unsigned)a->cfg.max_message_depth;
+	/* grpc_server_* metrics, scraped at --metrics-listen ("" = none: the
+	 * RPC core then counts nothing) */
+	rc_cfg.metrics = a->cfg.metrics_listen[0] != '\0' ? a->metrics : NULL;
 	rc_cfg.tls_cert_file = a->cfg.tls_cert[0] ? a->cfg.tls_cert : NULL;
 	rc_cfg.tls_key_file = a->cfg.tls_key[0] ? a->cfg.tls_key : NULL;
 	rc_cfg.tls_client_ca_file = a->cfg.tls_client_ca[0] ? a->cfg.tls_client_ca : NULL;

@@ -125,6 +125,12 @@ static void finalize(hs_rpc_call *call)
 		clock_gettime(CLOCK_MONOTONIC, &now);
 		double ms = (double)(now.tv_sec - call->started.tv_sec) * 1e3 +
 			    (double)(now.tv_nsec - call->started.tv_nsec) / 1e6;
+		if (srv->metrics_on && call->m != NULL) {
+			hs_counter_add(&call->m->mx.handled[(unsigned)call->status < 17 ? call->status
+											  : GRPC_STATUS_UNKNOWN],
+				       1);
+			hs_histogram_observe(&call->m->mx.seconds, ms / 1e3);
+		}
 		if (hs_log_min_level <= HS_LOG_INFO) {
 			char *peer = grpc_call_get_peer(call->gcall);
 			const char *method = call->m != NULL ? call->m->path : "(unknown)";
@@ -321,6 +327,8 @@ int hs_rpc_call_send(hs_rpc_call *call, const ProtobufCMessage *msg)
 	pthread_mutex_unlock(&call->mu);
 	if (bb != NULL)
 		grpc_byte_buffer_destroy(bb);
+	if (rc == HS_OK && call->m != NULL)
+		hs_rpc__count(call->srv, &call->m->mx.sent);
 	return rc;
 }
 
@@ -415,6 +423,7 @@ static void writable_schedule(hs_rpc_call *call)
 					 call);
 	if (r == HS_POOL_OK)
 		return;
+	hs_rpc__count(call->srv, &call->srv->rejected[lane]);
 	pthread_mutex_lock(&call->mu);
 	call->wr_sched = false;
 	void *done_payload;
@@ -495,9 +504,10 @@ static void answer_unary(hs_rpc_call *call, int rc, ProtobufCMessage *resp, hs_e
 	if (rc == HS_OK && resp->descriptor != call->m->desc->output)
 		rc = hs_error_set(err, HS_INTERNAL, "%s returned the wrong message type",
 				  call->m->path);
-	if (rc == HS_OK)
+	if (rc == HS_OK) {
+		hs_rpc__count(call->srv, &call->m->mx.sent);
 		finish_with(call, GRPC_STATUS_OK, NULL, pack(resp));
-	else if (rc > 0) /* HS_RPC_DEFER off the CQ thread, or an unknown positive code */
+	} else if (rc > 0) /* HS_RPC_DEFER off the CQ thread, or an unknown positive code */
 		finish_code(call, HS_INTERNAL, "handler returned an unexpected code");
 	else
 		finish_error(call, rc, err);
@@ -601,6 +611,7 @@ static bool submit_to_lane(hs_rpc_call *call)
 	hs_pool_rc r = hs_pool_submit_as(srv->lanes[lane], lane_key(call), false, run_on_worker, call);
 	if (r == HS_POOL_OK)
 		return true;
+	hs_rpc__count(srv, &srv->rejected[lane]);
 	char msg[256];
 	if (r == HS_POOL_USER_FULL)
 		snprintf(msg, sizeof(msg),
@@ -661,6 +672,7 @@ static void accept_call(hs_rpc_call *call)
 		return;
 	}
 	rpc_method *m = call->m;
+	hs_rpc__count(srv, &m->mx.started);
 	if (!m->implemented) {
 		snprintf(msg, sizeof(msg), "%s is not implemented yet", m->path + 1);
 		finish_code(call, HS_UNIMPLEMENTED, msg);
@@ -699,6 +711,7 @@ static void accept_call(hs_rpc_call *call)
 		finish_code(call, rc, err.msg);
 		return;
 	}
+	hs_rpc__count(srv, &m->mx.received);
 	dispatch(call);
 }
 
@@ -728,6 +741,7 @@ static void on_recv(hs_rpc_call *call, bool ok)
 			finish_code(call, rc, err.msg);
 			return;
 		}
+		hs_rpc__count(call->srv, &call->m->mx.received);
 	}
 	dispatch(call);
 }

@@ -146,6 +146,15 @@ typedef struct hs_rpc_config {
 	const char *tls_key_file;
 	const char *tls_client_ca_file;
 	int tls_client_auth;       /* HS_RPC_TLS_CLIENT_* */
+	/* Borrowed; NULL = no metrics. The server registers a collector on it
+	 * at start (removed at shutdown): go-grpc-prometheus' families
+	 * grpc_server_started_total, grpc_server_handled_total{grpc_code},
+	 * grpc_server_msg_received_total, grpc_server_msg_sent_total and
+	 * grpc_server_handling_seconds, labelled grpc_type, grpc_service,
+	 * grpc_method (instruments allocated per method at registration: one
+	 * relaxed atomic add per event), plus harness_rpc_queue_depth{lane} and
+	 * harness_rpc_rejected_total{lane}. */
+	struct hs_metrics *metrics;
 } hs_rpc_config;
 
 #define HS_RPC_CONFIG_INIT                                                                 \
