@@ -208,6 +208,17 @@ static void note_checkpoint(void *tasks, const char *task_id, const char *checkp
 	hs_tasks_note_checkpoint(tasks, task_id, checkpoint_id, step);
 }
 
+/* A thread count: the configured one, or (0) per_cpu per online CPU within
+ * [lo, hi]. */
+static unsigned sized(int configured, unsigned per_cpu, unsigned lo, unsigned hi)
+{
+	if (configured > 0)
+		return (unsigned)configured;
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+	unsigned v = (unsigned)(n > 0 ? n : 1) * per_cpu;
+	return v < lo ? lo : v > hi ? hi : v;
+}
+
 static int start(app *a, hs_error *err)
 {
 	int rc;
@@ -227,12 +238,12 @@ static int start(app *a, hs_error *err)
 
 	hs_rpc_config rc_cfg = HS_RPC_CONFIG_INIT;
 	rc_cfg.listen = a->cfg.listen;
-	rc_cfg.cq_threads = (unsigned)a->cfg.cq_threads;
-	rc_cfg.workers = (unsigned)a->cfg.workers;
+	rc_cfg.cq_threads = sized(a->cfg.cq_threads, 1, 2, 16);
+	rc_cfg.workers = sized(a->cfg.workers, 4, 8, 256);
 	rc_cfg.max_message_bytes = (size_t)a->cfg.max_message_bytes;
 	rc_cfg.max_concurrent_streams = (unsigned)a->cfg.max_concurrent_streams;
 	rc_cfg.long_workers = (unsigned)a->cfg.long_workers;
-	rc_cfg.liveness_workers = (unsigned)a->cfg.heartbeat_workers;
+	rc_cfg.liveness_workers = sized(a->cfg.heartbeat_workers, 2, 4, 64);
 	rc_cfg.user_concurrency = (unsigned)a->cfg.user_concurrency;
 	rc_cfg.user_max_calls = (unsigned)a->cfg.user_max_calls;
 	rc_cfg.max_depth = (unsigned)a->cfg.max_message_depth;
