@@ -355,38 +355,38 @@ static uint32_t id_hash(const char *id)
 }
 
 /* Points every beat at the last beat of its task in the batch (NULL when
- * it is the last). set: HB_SET_SLOTS scratch pointers. */
-static void link_latest(hs_store__beat *batch, hs_store__beat **set)
+ * it is the last). set: scratch for up to HB_SET_SLOTS pointers; a table
+ * of the next power of two >= 2n is used. */
+static void link_latest(hs_store__beat *batch, size_t n, hs_store__beat **set)
 {
-	memset(set, 0, HB_SET_SLOTS * sizeof(*set));
-	for (hs_store__beat *b = batch; b != NULL; b = b->next) {
-		b->latest = NULL;
-		uint32_t i = id_hash(b->task_id) & (HB_SET_SLOTS - 1);
-		while (set[i] != NULL && strcmp(set[i]->task_id, b->task_id) != 0)
-			i = (i + 1) & (HB_SET_SLOTS - 1);
-		if (set[i] != NULL)
-			set[i]->latest = b; /* the previous last one points at b for now */
-		set[i] = b;
-	}
-	/* Chains point at the next beat of the task: follow them to the last. */
-	for (hs_store__beat *b = batch; b != NULL; b = b->next) {
-		hs_store__beat *l = b->latest;
-		while (l != NULL && l->latest != NULL)
-			l = l->latest;
-		b->latest = l;
+	size_t slots = 16;
+	while (slots < 2 * n)
+		slots *= 2;
+	memset(set, 0, slots * sizeof(*set));
+	/* first pass: the table keeps each task's last beat; second: point at it */
+	for (int pass = 0; pass < 2; pass++) {
+		for (hs_store__beat *b = batch; b != NULL; b = b->next) {
+			size_t i = id_hash(b->task_id) & (slots - 1);
+			while (set[i] != NULL && strcmp(set[i]->task_id, b->task_id) != 0)
+				i = (i + 1) & (slots - 1);
+			if (pass == 0)
+				set[i] = b;
+			else
+				b->latest = set[i] == b ? NULL : set[i];
+		}
 	}
 }
 
 /* Run one batch as one transaction and fill every beat's result. Takes mu.
  * set: scratch for link_latest, NULL only for a batch of one. */
-static void run_batch(hs_store *s, hs_store__beat *batch, hs_store__beat **set)
+static void run_batch(hs_store *s, hs_store__beat *batch, size_t n, hs_store__beat **set)
 {
 	hs_error batch_err = { 0 }, *err = &batch_err;
 	sqlite3_stmt *st = NULL;
 	hs_store__beat *b;
 	int rc;
 	if (set != NULL)
-		link_latest(batch, set);
+		link_latest(batch, n, set);
 	else
 		batch->latest = NULL; /* a batch of one */
 	hs_store__lock(s);
@@ -448,7 +448,7 @@ static void *committer_main(void *arg)
 		s->hb_committing = true;
 		pthread_mutex_unlock(&s->hb_mu);
 
-		run_batch(s, batch, set);
+		run_batch(s, batch, n, set);
 		hs_histogram_observe(&s->m_beats_per_commit, (double)n);
 
 		pthread_mutex_lock(&s->hb_mu);
