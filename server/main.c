@@ -208,6 +208,17 @@ static void note_checkpoint(void *tasks, const char *task_id, const char *checkp
 	hs_tasks_note_checkpoint(tasks, task_id, checkpoint_id, step);
 }
 
+/* A thread count: the configured one, or (0) per_cpu per online CPU within
+ * [lo, hi]. */
+static unsigned sized(int configured, unsigned per_cpu, unsigned lo, unsigned hi)
+{
+	if (configured > 0)
+		return (unsigned)configured;
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+	unsigned v = (unsigned)(n > 0 ? n : 1) * per_cpu;
+	return v < lo ? lo : v > hi ? hi : v;
+}
+
 static int start(app *a, hs_error *err)
 {
 	int rc;
@@ -218,7 +229,8 @@ static int start(app *a, hs_error *err)
 	if ((rc = hs_store_open(&a->store, a->cfg.data_dir, err)) != HS_OK)
 		return rc;
 	if ((rc = hs_metrics_new(&a->metrics, err)) != HS_OK ||
-	    (rc = hs_metrics_add(a->metrics, hs_metrics_collect_process, NULL, err)) != HS_OK)
+	    (rc = hs_metrics_add(a->metrics, hs_metrics_collect_process, NULL, err)) != HS_OK ||
+	    (rc = hs_metrics_add(a->metrics, hs_store_collect_metrics, a->store, err)) != HS_OK)
 		return rc;
 	hs_tenancy_config tc_cfg = { a->store, a->cfg.workspace_root };
 	if ((rc = hs_tenancy_new(&a->tenancy, &tc_cfg, err)) != HS_OK)
@@ -226,15 +238,18 @@ static int start(app *a, hs_error *err)
 
 	hs_rpc_config rc_cfg = HS_RPC_CONFIG_INIT;
 	rc_cfg.listen = a->cfg.listen;
-	rc_cfg.cq_threads = (unsigned)a->cfg.cq_threads;
-	rc_cfg.workers = (unsigned)a->cfg.workers;
+	rc_cfg.cq_threads = sized(a->cfg.cq_threads, 1, 2, 16);
+	rc_cfg.workers = sized(a->cfg.workers, 4, 8, 256);
 	rc_cfg.max_message_bytes = (size_t)a->cfg.max_message_bytes;
 	rc_cfg.max_concurrent_streams = (unsigned)a->cfg.max_concurrent_streams;
 	rc_cfg.long_workers = (unsigned)a->cfg.long_workers;
-	rc_cfg.liveness_workers = (unsigned)a->cfg.heartbeat_workers;
+	rc_cfg.liveness_workers = sized(a->cfg.heartbeat_workers, 2, 4, 64);
 	rc_cfg.user_concurrency = (unsigned)a->cfg.user_concurrency;
 	rc_cfg.user_max_calls = (unsigned)a->cfg.user_max_calls;
 	rc_cfg.max_depth = (unsigned)a->cfg.max_message_depth;
+	/* grpc_server_* metrics, scraped at --metrics-listen ("" = none: the
+	 * RPC core then counts nothing) */
+	rc_cfg.metrics = a->cfg.metrics_listen[0] != '\0' ? a->metrics : NULL;
 	rc_cfg.tls_cert_file = a->cfg.tls_cert[0] ? a->cfg.tls_cert : NULL;
 	rc_cfg.tls_key_file = a->cfg.tls_key[0] ? a->cfg.tls_key : NULL;
 	rc_cfg.tls_client_ca_file = a->cfg.tls_client_ca[0] ? a->cfg.tls_client_ca : NULL;

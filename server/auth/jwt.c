@@ -9,7 +9,10 @@
  * Nothing from the token is ever logged or copied into an error message. */
 #include "jwt.h"
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,7 +39,37 @@ struct hs_jwt_key {
 	size_t secret_len;
 	EVP_PKEY *pkey;        /* RS256/ES256 */
 	int can_sign;
+	/* HS256: an HMAC-SHA256 context keyed once (algorithm fetched, key
+	 * pads computed), never used itself: each thread keeps a copy for the
+	 * key it used last (thread_mac) and re-arms it per MAC. NULL (out of
+	 * memory at creation) falls back to one-shot HMAC(). */
+	EVP_MAC_CTX *mac;
+	uint64_t id; /* unique per key ever created: a thread's copy matches by id */
 };
+
+static _Atomic uint64_t next_key_id = 1;
+
+/* One thread's HMAC context, copied from the last key it used. */
+typedef struct thread_mac {
+	uint64_t key_id;
+	EVP_MAC_CTX *ctx;
+} thread_mac;
+
+static pthread_key_t mac_tls;
+static pthread_once_t mac_tls_once = PTHREAD_ONCE_INIT;
+static bool mac_tls_ok;
+
+static void thread_mac_free(void *p)
+{
+	thread_mac *t = p;
+	EVP_MAC_CTX_free(t->ctx);
+	free(t);
+}
+
+static void mac_tls_init(void)
+{
+	mac_tls_ok = pthread_key_create(&mac_tls, thread_mac_free) == 0;
+}
 
 void hs_jwt_claims_dispose(hs_jwt_claims *c)
 {
@@ -81,7 +114,67 @@ void hs_jwt_key_free(hs_jwt_key *key)
 		free(key->secret);
 	}
 	EVP_PKEY_free(key->pkey);
+	EVP_MAC_CTX_free(key->mac);
 	free(key);
+}
+
+/* A keyed HMAC-SHA256 context for k, or NULL. */
+static EVP_MAC_CTX *keyed_mac(const unsigned char *secret, size_t len)
+{
+	EVP_MAC *mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+	EVP_MAC_CTX *ctx = mac != NULL ? EVP_MAC_CTX_new(mac) : NULL;
+	EVP_MAC_free(mac); /* the context keeps its own reference */
+	OSSL_PARAM params[] = { OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST,
+								 (char *)"SHA256", 0),
+				OSSL_PARAM_construct_end() };
+	if (ctx != NULL && EVP_MAC_init(ctx, secret, len, params) != 1) {
+		EVP_MAC_CTX_free(ctx);
+		ctx = NULL;
+	}
+	ERR_clear_error();
+	return ctx;
+}
+
+/* HMAC-SHA256 of msg under key into mac (32 bytes); 0 on success. */
+static int hmac_sha256(const hs_jwt_key *key, const char *msg, size_t len,
+		       unsigned char mac[EVP_MAX_MD_SIZE], unsigned int *mlen)
+{
+	if (key->mac == NULL)
+		return HMAC(EVP_sha256(), key->secret, (int)key->secret_len,
+			    (const unsigned char *)msg, len, mac, mlen) == NULL
+			       ? -1
+			       : 0;
+	/* This thread's copy of the keyed context: re-armed (EVP_MAC_init with
+	 * no key keeps the key's pads), so a MAC costs no fetch, no key setup
+	 * and no allocation. */
+	pthread_once(&mac_tls_once, mac_tls_init);
+	thread_mac *t = mac_tls_ok ? pthread_getspecific(mac_tls) : NULL;
+	if (mac_tls_ok && t == NULL && (t = calloc(1, sizeof(*t))) != NULL &&
+	    pthread_setspecific(mac_tls, t) != 0) {
+		free(t);
+		t = NULL;
+	}
+	EVP_MAC_CTX *c = NULL, *own = NULL;
+	if (t != NULL && t->ctx != NULL && t->key_id == key->id) {
+		c = t->ctx;
+	} else if ((own = EVP_MAC_CTX_dup(key->mac)) != NULL && t != NULL) {
+		EVP_MAC_CTX_free(t->ctx);
+		t->ctx = own;
+		t->key_id = key->id;
+		c = own;
+		own = NULL;
+	} else {
+		c = own; /* no thread slot: a copy for this MAC only */
+	}
+	size_t out = 0;
+	int rc = c != NULL && EVP_MAC_init(c, NULL, 0, NULL) == 1 &&
+			 EVP_MAC_update(c, (const unsigned char *)msg, len) == 1 &&
+			 EVP_MAC_final(c, mac, &out, EVP_MAX_MD_SIZE) == 1
+		 ? 0
+		 : -1;
+	EVP_MAC_CTX_free(own);
+	*mlen = (unsigned int)out;
+	return rc;
 }
 
 int hs_jwt_key_new_hmac(hs_jwt_key **out, const void *secret, size_t len, hs_error *err)
@@ -98,6 +191,8 @@ int hs_jwt_key_new_hmac(hs_jwt_key **out, const void *secret, size_t len, hs_err
 	k->secret_len = len;
 	k->alg = HS_JWT_HS256;
 	k->can_sign = 1;
+	k->mac = keyed_mac(k->secret, len);
+	k->id = atomic_fetch_add(&next_key_id, 1);
 	*out = k;
 	return HS_OK;
 }
@@ -266,8 +361,7 @@ static int sign_input(const hs_jwt_key *key, const char *msg, size_t len, unsign
 {
 	if (key->alg == HS_JWT_HS256) {
 		unsigned int mlen = 0;
-		if (HMAC(EVP_sha256(), key->secret, (int)key->secret_len,
-			 (const unsigned char *)msg, len, sig, &mlen) == NULL)
+		if (hmac_sha256(key, msg, len, sig, &mlen) != 0)
 			return -1;
 		return (int)mlen;
 	}
@@ -300,8 +394,7 @@ static int verify_input(const hs_jwt_key *key, const char *msg, size_t len,
 	if (key->alg == HS_JWT_HS256) {
 		unsigned char mac[EVP_MAX_MD_SIZE];
 		unsigned int mlen = 0;
-		if (HMAC(EVP_sha256(), key->secret, (int)key->secret_len,
-			 (const unsigned char *)msg, len, mac, &mlen) == NULL)
+		if (hmac_sha256(key, msg, len, mac, &mlen) != 0)
 			return 0;
 		return sig_len == mlen && CRYPTO_memcmp(mac, sig, mlen) == 0;
 	}

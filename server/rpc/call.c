@@ -125,6 +125,12 @@ static void finalize(hs_rpc_call *call)
 		clock_gettime(CLOCK_MONOTONIC, &now);
 		double ms = (double)(now.tv_sec - call->started.tv_sec) * 1e3 +
 			    (double)(now.tv_nsec - call->started.tv_nsec) / 1e6;
+		if (srv->metrics_on && call->m != NULL) {
+			hs_counter_add(&call->m->mx.handled[(unsigned)call->status < 17 ? call->status
+											  : GRPC_STATUS_UNKNOWN],
+				       1);
+			hs_histogram_observe(&call->m->mx.seconds, ms / 1e3);
+		}
 		if (hs_log_min_level <= HS_LOG_INFO) {
 			char *peer = grpc_call_get_peer(call->gcall);
 			const char *method = call->m != NULL ? call->m->path : "(unknown)";
@@ -321,6 +327,8 @@ int hs_rpc_call_send(hs_rpc_call *call, const ProtobufCMessage *msg)
 	pthread_mutex_unlock(&call->mu);
 	if (bb != NULL)
 		grpc_byte_buffer_destroy(bb);
+	if (rc == HS_OK && call->m != NULL)
+		hs_rpc__count(call->srv, &call->m->mx.sent);
 	return rc;
 }
 
@@ -415,6 +423,7 @@ static void writable_schedule(hs_rpc_call *call)
 					 call);
 	if (r == HS_POOL_OK)
 		return;
+	hs_rpc__count(call->srv, &call->srv->rejected[lane]);
 	pthread_mutex_lock(&call->mu);
 	call->wr_sched = false;
 	void *done_payload;
@@ -487,28 +496,62 @@ static void finish_error(hs_rpc_call *call, int code, const hs_error *err)
 	finish_code(call, code, err->msg);
 }
 
-/* Runs the handler for call->req; on the CQ thread or a worker. */
-static void run_handler(hs_rpc_call *call)
+/* A unary handler's answer: the response packed, or the error. */
+static void answer_unary(hs_rpc_call *call, int rc, ProtobufCMessage *resp, hs_error *err)
+{
+	if (rc == HS_OK && resp == NULL)
+		rc = hs_error_set(err, HS_INTERNAL, "%s returned no response", call->m->path);
+	if (rc == HS_OK && resp->descriptor != call->m->desc->output)
+		rc = hs_error_set(err, HS_INTERNAL, "%s returned the wrong message type",
+				  call->m->path);
+	if (rc == HS_OK) {
+		hs_rpc__count(call->srv, &call->m->mx.sent);
+		finish_with(call, GRPC_STATUS_OK, NULL, pack(resp));
+	} else if (rc > 0) /* HS_RPC_DEFER off the CQ thread, or an unknown positive code */
+		finish_code(call, HS_INTERNAL, "handler returned an unexpected code");
+	else
+		finish_error(call, rc, err);
+}
+
+void hs_rpc_call_complete(hs_rpc_call *call, int rc, ProtobufCMessage *resp, const hs_error *err)
+{
+	hs_error e = { 0 };
+	if (err != NULL)
+		e = *err;
+	answer_unary(call, rc, resp, &e);
+	hs_rpc_call_unref(call); /* the handler's reference */
+}
+
+bool hs_rpc_call_on_cq(const hs_rpc_call *call)
+{
+	return call->on_cq;
+}
+
+static bool submit_to_lane(hs_rpc_call *call);
+
+/* Runs the handler for call->req; on the CQ thread (on_cq) or a worker. */
+static void run_handler(hs_rpc_call *call, bool on_cq)
 {
 	const hs_rpc_handler *h = &call->m->handler;
 	hs_error err = { 0 };
 	int rc;
+	call->on_cq = on_cq;
 	if (h->kind == HS_RPC_UNARY) {
 		ProtobufCMessage *resp = NULL;
 		rc = h->unary(call, call->req, &resp, &err);
-		if (rc == HS_OK && resp == NULL)
-			rc = hs_error_set(&err, HS_INTERNAL, "%s returned no response", call->m->path);
-		if (rc == HS_OK && resp->descriptor != call->m->desc->output)
-			rc = hs_error_set(&err, HS_INTERNAL, "%s returned the wrong message type",
-					  call->m->path);
-		if (rc == HS_OK)
-			finish_with(call, GRPC_STATUS_OK, NULL, pack(resp));
-		else
-			finish_error(call, rc, &err);
+		call->on_cq = false;
+		if (rc == HS_RPC_PENDING)
+			return; /* hs_rpc_call_complete() answers */
+		if (rc == HS_RPC_DEFER && on_cq && call->m->try_inline) {
+			(void)submit_to_lane(call);
+			return;
+		}
+		answer_unary(call, rc, resp, &err);
 		return;
 	}
 	bool half_closed = call->req == NULL;
 	rc = h->stream(call, call->req, &err);
+	call->on_cq = false;
 	if (rc != HS_OK) {
 		finish_error(call, rc, &err);
 	} else if (h->kind == HS_RPC_BIDI_STREAM && half_closed) {
@@ -552,25 +595,23 @@ static void run_on_worker(void *arg)
 	else if (hs_rpc_call_deadline_left_ms(call) <= 0)
 		finish_code(call, HS_TIMEOUT, "deadline exceeded while waiting for a worker");
 	else
-		run_handler(call);
+		run_handler(call, false);
 	hs_rpc_call_unref(call);
 }
 
 const char *const hs_rpc__lane_names[N_LANES] = { "main", "long-operation", "heartbeat" };
 
-/* Hands the request to its handler: inline, or on its lane when it may block. */
-static void dispatch(hs_rpc_call *call)
+/* Queues the call on its lane (one reference for the job); on refusal
+ * the call is answered RESOURCE_EXHAUSTED. */
+static bool submit_to_lane(hs_rpc_call *call)
 {
 	hs_rpc_server *srv = call->srv;
 	int lane = call->m->lane;
-	if (lane == LANE_INLINE) {
-		run_handler(call);
-		return;
-	}
 	hs_rpc_call_ref(call);
 	hs_pool_rc r = hs_pool_submit_as(srv->lanes[lane], lane_key(call), false, run_on_worker, call);
 	if (r == HS_POOL_OK)
-		return;
+		return true;
+	hs_rpc__count(srv, &srv->rejected[lane]);
 	char msg[256];
 	if (r == HS_POOL_USER_FULL)
 		snprintf(msg, sizeof(msg),
@@ -585,6 +626,17 @@ static void dispatch(hs_rpc_call *call)
 			 hs_rpc__lane_names[lane], srv->cfg.worker_queue);
 	finish_code(call, HS_LIMIT, msg);
 	hs_rpc_call_unref(call);
+	return false;
+}
+
+/* Hands the request to its handler: inline (also first for
+ * HS_RPC_TRY_INLINE), or on its lane when it may block. */
+static void dispatch(hs_rpc_call *call)
+{
+	if (call->m->lane == LANE_INLINE || call->m->try_inline)
+		run_handler(call, true);
+	else
+		(void)submit_to_lane(call);
 }
 
 /* A new call arrived: check it and run its handler. */
@@ -620,6 +672,7 @@ static void accept_call(hs_rpc_call *call)
 		return;
 	}
 	rpc_method *m = call->m;
+	hs_rpc__count(srv, &m->mx.started);
 	if (!m->implemented) {
 		snprintf(msg, sizeof(msg), "%s is not implemented yet", m->path + 1);
 		finish_code(call, HS_UNIMPLEMENTED, msg);
@@ -659,6 +712,7 @@ static void accept_call(hs_rpc_call *call)
 		finish_code(call, rc, err.msg);
 		return;
 	}
+	hs_rpc__count(srv, &m->mx.received);
 	dispatch(call);
 }
 
@@ -688,6 +742,7 @@ static void on_recv(hs_rpc_call *call, bool ok)
 			finish_code(call, rc, err.msg);
 			return;
 		}
+		hs_rpc__count(call->srv, &call->m->mx.received);
 	}
 	dispatch(call);
 }

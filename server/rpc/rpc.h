@@ -54,6 +54,22 @@ enum {
 	/* Bidi: the client's half-close does not end the call; the handler
 	 * (or whoever holds the stream) ends it with hs_rpc_call_finish(). */
 	HS_RPC_SELF_FINISH = 1u << 4,
+	/* Unary, with a lane flag: the handler is first called on the
+	 * completion-queue thread (hs_rpc_call_on_cq() is true). There it must
+	 * only read memory or take a short lock; when the request needs real
+	 * blocking work it returns HS_RPC_DEFER at once (having changed
+	 * nothing) and is called again on its lane, with the lane's bounds
+	 * and fairness. */
+	HS_RPC_TRY_INLINE = 1u << 5,
+};
+
+/* Positive returns of a unary handler besides HS_OK and negative hs_codes. */
+enum {
+	HS_RPC_DEFER = 1,   /* on the CQ thread: run me on my lane instead */
+	/* The handler took a reference (hs_rpc_call_ref) and will answer later,
+	 * from any thread, with hs_rpc_call_complete() exactly once (e.g. when
+	 * a group commit holding its write is durable): no thread waits. */
+	HS_RPC_PENDING = 2,
 };
 
 /* Unary: on HS_OK, *resp is the response (from the call arena or static
@@ -130,6 +146,15 @@ typedef struct hs_rpc_config {
 	const char *tls_key_file;
 	const char *tls_client_ca_file;
 	int tls_client_auth;       /* HS_RPC_TLS_CLIENT_* */
+	/* Borrowed; NULL = no metrics. The server registers a collector on it
+	 * at start (removed at shutdown): go-grpc-prometheus' families
+	 * grpc_server_started_total, grpc_server_handled_total{grpc_code},
+	 * grpc_server_msg_received_total, grpc_server_msg_sent_total and
+	 * grpc_server_handling_seconds, labelled grpc_type, grpc_service,
+	 * grpc_method (instruments allocated per method at registration: one
+	 * relaxed atomic add per event), plus harness_rpc_queue_depth{lane} and
+	 * harness_rpc_rejected_total{lane}. */
+	struct hs_metrics *metrics;
 } hs_rpc_config;
 
 #define HS_RPC_CONFIG_INIT                                                                 \
@@ -217,6 +242,17 @@ int hs_rpc_call_add_trailing_metadata(hs_rpc_call *call, const char *key, const 
 
 void hs_rpc_call_ref(hs_rpc_call *call);
 void hs_rpc_call_unref(hs_rpc_call *call);
+
+/* True while the handler runs on a completion-queue thread (never on a
+ * worker lane): a handler flagged HS_RPC_TRY_INLINE checks it. */
+bool hs_rpc_call_on_cq(const hs_rpc_call *call);
+
+/* Answers a unary call whose handler returned HS_RPC_PENDING, as the
+ * handler's return would have (rc, *resp from the arena, err), and drops
+ * the reference the handler took. Any thread; cheap (packs and starts one
+ * batch). */
+void hs_rpc_call_complete(hs_rpc_call *call, int rc, ProtobufCMessage *resp,
+			  const hs_error *err);
 
 /* Called exactly once when the call ends for any reason (finished,
  * cancelled, deadline, shutdown), on a core thread. A service that keeps a

@@ -157,7 +157,29 @@ int hs_store__begin(hs_store *s, hs_error *err)
 
 int hs_store__commit(hs_store *s, hs_error *err)
 {
-	return run_cached(s, HS_STMT_COMMIT, "COMMIT", "commit", err);
+	struct timespec a, b;
+	clock_gettime(CLOCK_MONOTONIC, &a);
+	int rc = run_cached(s, HS_STMT_COMMIT, "COMMIT", "commit", err);
+	clock_gettime(CLOCK_MONOTONIC, &b);
+	hs_histogram_observe(&s->m_commit_seconds, (double)(b.tv_sec - a.tv_sec) +
+							   (double)(b.tv_nsec - a.tv_nsec) / 1e9);
+	return rc;
+}
+
+static const double commit_bounds[] = { 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+					0.05,	0.1,   0.25,   0.5,   1,    2.5 };
+static const double beats_bounds[] = { 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024 };
+
+void hs_store_collect_metrics(struct hs_metrics_out *out, void *payload)
+{
+	hs_store *s = payload;
+	hs_metrics_family(out, "harness_store_commit_seconds", "histogram",
+			  "Time a store COMMIT took (fsync included).");
+	hs_metrics_histogram(out, "harness_store_commit_seconds", NULL, &s->m_commit_seconds);
+	hs_metrics_family(out, "harness_store_heartbeats_per_commit", "histogram",
+			  "Heartbeats made durable by one group commit.");
+	hs_metrics_histogram(out, "harness_store_heartbeats_per_commit", NULL,
+			     &s->m_beats_per_commit);
 }
 
 void hs_store__rollback(hs_store *s)
@@ -467,6 +489,16 @@ int hs_store_open(hs_store **out, const char *data_dir, hs_error *err)
 		free(s);
 		return hs_error_set(err, HS_INTERNAL, "store: mutex init failed");
 	}
+	if (pthread_cond_init(&s->hb_cv, NULL) != 0) {
+		pthread_mutex_destroy(&s->hb_mu);
+		pthread_mutex_destroy(&s->mu);
+		free(s);
+		return hs_error_set(err, HS_INTERNAL, "store: condition variable init failed");
+	}
+	hs_histogram_init(&s->m_commit_seconds, commit_bounds,
+			  sizeof(commit_bounds) / sizeof(commit_bounds[0]), 1e6);
+	hs_histogram_init(&s->m_beats_per_commit, beats_bounds,
+			  sizeof(beats_bounds) / sizeof(beats_bounds[0]), 1);
 	int n = snprintf(s->path, sizeof(s->path), "%s/harness.db", data_dir);
 	if (n < 0 || (size_t)n >= sizeof(s->path)) {
 		rc = hs_error_set(err, HS_INVALID, "store: data_dir is too long");
@@ -514,10 +546,12 @@ void hs_store_free(hs_store *store)
 {
 	if (store == NULL)
 		return;
+	hs_store__heartbeat_stop(store);
 	for (int i = 0; i < HS_STMT__COUNT; i++)
 		sqlite3_finalize(store->stmts[i]);
 	if (store->db != NULL && sqlite3_close(store->db) != SQLITE_OK)
 		hs_log(HS_LOG_ERROR, "store", "close failed", HS_LS("error", sqlite3_errmsg(store->db)));
+	pthread_cond_destroy(&store->hb_cv);
 	pthread_mutex_destroy(&store->hb_mu);
 	pthread_mutex_destroy(&store->mu);
 	free(store);

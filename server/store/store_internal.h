@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <sqlite3.h>
 
+#include "metrics.h"
 #include "store.h"
 
 /* Every statement the store runs more than once; prepared lazily, cached
@@ -77,12 +78,22 @@ struct hs_store {
 	 * fields and every queued beat's flags; it is never held together
 	 * with mu. */
 	pthread_mutex_t hb_mu;
+	pthread_cond_t hb_cv;   /* the committer waits here */
+	pthread_t hb_thread;
+	bool hb_thread_started, hb_stopping;
 	hs_store__beat *hb_head, *hb_tail; /* waiting for a batch, FIFO */
 	size_t hb_queued;
-	bool hb_committing;     /* a leader exists: running a batch or handed one */
+	size_t hb_async;        /* async beats queued or in a batch (bounded) */
+	bool hb_committing;     /* the committer is running a batch */
 	uint64_t hb_batches;    /* batches run and beats in them (stats) */
 	uint64_t hb_beats;
+	/* metrics (hs_store_collect_metrics) */
+	hs_histogram m_commit_seconds;
+	hs_histogram m_beats_per_commit;
 };
+
+/* Stops the heartbeat committer after it committed every queued beat. */
+void hs_store__heartbeat_stop(hs_store *s);
 
 /* A snapshot of the heartbeat queue, for tests and diagnostics. */
 typedef struct hs_store__hb_stats {

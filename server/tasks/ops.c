@@ -435,6 +435,53 @@ done:
 	return rc;
 }
 
+int hs_tasks_heartbeat_start(hs_tasks *t, const hs_principal *caller, const char *task_id,
+			     const hs_task_beat *b, hs_task_beat_reply *out,
+			     hs_task_beat_done_fn done, void *arg, hs_error *err)
+{
+	task *k = NULL;
+	int rc;
+	hs_task_decision d;
+	if ((rc = check_beat(b, err)) != HS_OK || (rc = find_locked(t, caller, task_id, &k, err)) != HS_OK)
+		return rc;
+	memset(out, 0, sizeof(*out));
+	if (b->deadline_mono_ms > 0 && hs_clock_mono_ms() >= b->deadline_mono_ms) {
+		rc = hs_error_set(err, HS_TIMEOUT,
+				  "heartbeat of task %s: deadline passed before it was handled; "
+				  "nothing changed", task_id);
+		goto done;
+	}
+	hs_task_input in = { .kind = HS_TIN_BEAT, .now_ms = hs_clock_wall_ms(),
+			     .generation = b->recovery_generation, .step = b->current_step,
+			     .total_steps = b->total_steps };
+	hs_task_decide(k->id, &k->m, &in, &d);
+	if (d.rc != HS_OK) {
+		rc = hs_error_set(err, d.rc, "%s", d.msg);
+		goto done;
+	}
+	/* A resume (may read the checkpoint module) or a state change (row
+	 * and event in one transaction): the blocking path, on a worker. */
+	if (d.instruction == HS_TASK_RESUME || (d.touched && !d.beat_only)) {
+		rc = HS_TASKS_BLOCKS;
+		goto done;
+	}
+	if (d.touched) {
+		rc = hs_tasks__apply_beat_async(t, k, &in, b, &d, done, arg, err);
+		if (rc == HS_LIMIT) /* the commit queue is full: the lane's bounds decide */
+			rc = HS_TASKS_BLOCKS;
+		if (rc != HS_OK)
+			goto done;
+		rc = HS_TASKS_PENDING;
+	}
+	out->state = (hs_task_state)k->m.state;
+	out->instruction = d.instruction;
+	out->recovery_generation = d.reply_gen;
+	out->next_deadline_ms = d.instruction == HS_TASK_CANCEL ? 0 : d.reply_deadline_ms;
+done:
+	pthread_mutex_unlock(&k->mu);
+	return rc;
+}
+
 /* ---- get, complete, cancel, recover ---------------------------------------- */
 
 int hs_tasks_get(hs_tasks *t, const hs_principal *caller, const char *task_id,

@@ -322,10 +322,15 @@ void hs_tasks__arm_at(hs_tasks *t, task *k, int64_t wall_deadline_ms)
 	int64_t mono = hs_clock_mono_ms() + (wall_deadline_ms - hs_clock_wall_ms());
 	pthread_mutex_lock(&t->mu);
 	hs_timer_node *top = hs_timer_peek(&t->heap);
+	int64_t earliest = top != NULL ? top->deadline : INT64_MAX;
 	if (hs_timer_arm(&t->heap, &k->timer, mono) != HS_OK)
 		hs_log(HS_LOG_ERROR, "tasks", "timer: out of memory", HS_LS("task_id", k->id));
-	/* Wake the timer thread only when the earliest deadline moved earlier. */
-	if (top == NULL || mono < top->deadline || hs_timer_peek(&t->heap) != top)
+	/* Wake the timer thread only when the earliest deadline moved earlier.
+	 * When it moved later (the task on top beat again: every heartbeat of
+	 * the task due first) the thread wakes at the old time, finds nothing
+	 * due and sleeps again: one spurious wake instead of one per beat. */
+	top = hs_timer_peek(&t->heap);
+	if (top != NULL && top->deadline < earliest)
 		pthread_cond_signal(&t->timer_cv);
 	pthread_mutex_unlock(&t->mu);
 }
@@ -641,6 +646,14 @@ void hs_tasks_free(hs_tasks *t)
 	pthread_mutex_destroy(&t->rq_mu);
 	pthread_mutex_destroy(&t->ev_mu);
 	free(t);
+}
+
+size_t hs_tasks_count(hs_tasks *t)
+{
+	pthread_mutex_lock(&t->mu);
+	size_t n = t->n_all;
+	pthread_mutex_unlock(&t->mu);
+	return n;
 }
 
 void hs_tasks_stats_get(hs_tasks *t, hs_tasks_stats *out)

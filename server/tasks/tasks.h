@@ -246,6 +246,23 @@ int hs_tasks_register(hs_tasks *t, const hs_principal *caller, const hs_task_spe
  * changes write the row + event in one transaction). *out: dispose. */
 int hs_tasks_heartbeat(hs_tasks *t, const hs_principal *caller, const char *task_id,
 		       const hs_task_beat *beat, hs_task_beat_reply *out, hs_error *err);
+/* The heartbeat without waiting, for the RPC hot path (no I/O, one short
+ * task lock): decides as hs_tasks_heartbeat does and
+ *   HS_OK              *out is the answer (nothing to write);
+ *   HS_TASKS_PENDING   *out is the answer once done(arg, rc, err) runs
+ *                      with rc HS_OK: the heartbeat's write was queued for
+ *                      the next group commit (memory and the deadline move
+ *                      now) and done runs on the store's committer thread
+ *                      when it is durable or failed (then answer the error);
+ *   HS_TASKS_BLOCKS    nothing changed: call hs_tasks_heartbeat on a worker
+ *                      (a state change, a resume, or a full commit queue);
+ *   < 0                an error, as hs_tasks_heartbeat's.
+ * *out needs no dispose on this path (no strings). */
+enum { HS_TASKS_PENDING = 1, HS_TASKS_BLOCKS = 2 };
+typedef void (*hs_task_beat_done_fn)(void *arg, int rc, const hs_error *err);
+int hs_tasks_heartbeat_start(hs_tasks *t, const hs_principal *caller, const char *task_id,
+			     const hs_task_beat *beat, hs_task_beat_reply *out,
+			     hs_task_beat_done_fn done, void *arg, hs_error *err);
 /* No I/O. */
 int hs_tasks_get(hs_tasks *t, const hs_principal *caller, const char *task_id,
 		 hs_task_info *out, hs_error *err);
@@ -321,5 +338,8 @@ typedef struct hs_tasks_stats {
 } hs_tasks_stats;
 
 void hs_tasks_stats_get(hs_tasks *t, hs_tasks_stats *out);
+
+/* Tasks in memory (every state); one short lock. */
+size_t hs_tasks_count(hs_tasks *t);
 
 #endif

@@ -120,6 +120,13 @@ void hs_tasks__free_str(char *s);
  * changed. */
 int hs_tasks__apply(hs_tasks *t, task *k, const hs_task_input *in, const hs_task_beat *beat,
 		    hs_task_decision *d, hs_error *err);
+/* A heartbeat-only decision (d->beat_only, decided by the caller under
+ * k->mu): queues the store write (done runs once it is durable or failed,
+ * see hs_store_task_heartbeat_async) and applies memory now. An error
+ * (HS_LIMIT: the commit queue is full) changes nothing. k->mu held. */
+int hs_tasks__apply_beat_async(hs_tasks *t, task *k, const hs_task_input *in,
+			       const hs_task_beat *beat, const hs_task_decision *d,
+			       hs_store_beat_done_fn done, void *arg, hs_error *err);
 
 /* Persist row (inserted when insert, else updated) and ev in one
  * transaction, then give ev its id and broadcast it to watchers and the

@@ -589,6 +589,7 @@ int main(void)
 		T(test_store__heartbeat_group_commit_many_threads),
 		T(test_store__heartbeat_batch_gives_each_caller_its_result),
 		T(test_store__heartbeat_commit_failure_fails_the_batch),
+		T(test_store__heartbeat_async_after_commit_and_bounded),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -54,6 +54,7 @@ void test_store__concurrent_writers(void **state);
 void test_store__check_writable_fails_on_readonly_file(void **state);
 /* test_store_heartbeat.c: heartbeat group commit */
 void test_store__heartbeat_group_commit_many_threads(void **state);
+void test_store__heartbeat_async_after_commit_and_bounded(void **state);
 void test_store__heartbeat_batch_gives_each_caller_its_result(void **state);
 void test_store__heartbeat_commit_failure_fails_the_batch(void **state);
 

@@ -178,6 +178,75 @@ static void test_tasks__stall_detected_within_100ms(void **state)
 	assert_int_equal(sink_count(&f->sk, HS_TEV_TIMEOUT, NULL), 1);
 }
 
+typedef struct beat_done_rec {
+	pthread_mutex_t mu;
+	int calls, rc;
+} beat_done_rec;
+
+static void beat_done_cb(void *arg, int rc, const hs_error *err)
+{
+	beat_done_rec *d = arg;
+	pthread_mutex_lock(&d->mu);
+	d->calls++;
+	d->rc = rc;
+	pthread_mutex_unlock(&d->mu);
+}
+
+static int beat_done_wait(beat_done_rec *d, int calls)
+{
+	for (int i = 0; i < 5000; i++) {
+		pthread_mutex_lock(&d->mu);
+		int n = d->calls;
+		pthread_mutex_unlock(&d->mu);
+		if (n >= calls)
+			return n;
+		usleep(1000);
+	}
+	return -1;
+}
+
+/* The non-blocking heartbeat: a beat of a running task is queued for the
+ * group commit and answered through the callback (the row is in the store
+ * by then); a state change goes to the blocking path and changes nothing;
+ * another user's task is NOT_FOUND. */
+static void test_tasks__heartbeat_start(void **state)
+{
+	fx *f = *state;
+	hs_error err = { 0 };
+	hs_task_beat_reply r;
+	beat_done_rec d = { .mu = PTHREAD_MUTEX_INITIALIZER };
+	reg(f, &alice, "hot", 1000, 60000, 1, 60000);
+	hs_task_beat b = { .current_step = 3, .total_steps = 10, .details = "on the hot path" };
+	assert_int_equal(state_of(f, "hot"), HS_TASK_RUNNING);
+	assert_int_equal(hs_tasks_heartbeat_start(f->tasks, &alice, "hot", &b, &r, beat_done_cb, &d,
+						  &err), HS_TASKS_PENDING);
+	assert_int_equal(r.instruction, HS_TASK_CONTINUE);
+	assert_int_equal(r.state, HS_TASK_RUNNING);
+	assert_true(r.next_deadline_ms > 0);
+	assert_int_equal(beat_done_wait(&d, 1), 1);
+	assert_int_equal(d.rc, HS_OK);
+	hs_store_task_row *row = calloc(1, sizeof(*row));
+	assert_int_equal(hs_store_task_get(f->store, "hot", row, &err), HS_OK);
+	assert_int_equal(row->current_step, 3);
+	assert_string_equal(row->details, "on the hot path");
+	free(row);
+	/* another user's task */
+	assert_int_equal(hs_tasks_heartbeat_start(f->tasks, &bob, "hot", &b, &r, beat_done_cb, &d,
+						  &err), HS_NOT_FOUND);
+	/* cancelled: the next beat's answer is a state change -> blocking path */
+	hs_task_info info;
+	assert_int_equal(hs_tasks_cancel(f->tasks, &alice, "hot", "stop", &info, &err), HS_OK);
+	hs_task_info_dispose(&info);
+	int rc = hs_tasks_heartbeat_start(f->tasks, &alice, "hot", &b, &r, beat_done_cb, &d, &err);
+	assert_true(rc == HS_OK || rc == HS_TASKS_BLOCKS);
+	if (rc == HS_OK)
+		assert_int_equal(r.instruction, HS_TASK_CANCEL);
+	usleep(20 * 1000);
+	pthread_mutex_lock(&d.mu);
+	assert_int_equal(d.calls, 1); /* no write was queued */
+	pthread_mutex_unlock(&d.mu);
+}
+
 static void test_tasks__recovery_then_resume(void **state)
 {
 	fx *f = *state;
@@ -689,6 +758,7 @@ int main(void)
 		cmocka_unit_test(test_tasks__backoff),
 		cmocka_unit_test_setup_teardown(test_tasks__register_validation, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tasks__stall_detected_within_100ms, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tasks__heartbeat_start, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tasks__recovery_then_resume, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tasks__backoff_and_max_attempts, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tasks__no_checkpoint_fails_at_once, setup, teardown),
