@@ -93,10 +93,7 @@ static int watch_once(hs_ctl *c, const hs_ctl_cmd *cmd, Harness__V1__WatchTasksR
 		}
 		bool initial = ev->type == HARNESS__V1__TASK_EVENT_TYPE__TASK_EVENT_TYPE_INITIAL_STATE;
 		if (initial || ev->event_id > *last) { /* never the same event twice */
-			if (c->json)
-				hs_ctl_print_json_line(msg);
-			else
-				hs_ctl_print_stream_row(cmd, msg, *header);
+			hs_ctl_print_stream_msg(c, cmd, msg, *header);
 			*header = false;
 			fflush(stdout);
 		}
