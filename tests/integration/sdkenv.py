@@ -41,3 +41,29 @@ def python_sdk():
             # dependencies (grpcio, protobuf) must be satisfied by Debian's packages
             subprocess.run([pip, "install", "-q", "--no-index", src], check=True, env=env)
     return py
+
+
+def node_sdk():
+    """(node, the installed example agent): `npm install ./clients/typescript`
+    into <build>/sdk/ts/app (node_modules kept between runs) from a copy
+    of the package beside a copy of proto/, as in the repository."""
+    root = os.path.join(SDK_DIR, "ts")
+    src = os.path.join(root, "src")
+    app = os.path.join(root, "app")
+    with _locked("node"):
+        shutil.rmtree(src, ignore_errors=True)
+        shutil.copytree(os.path.join(hstest.SOURCE, "clients", "typescript"),
+                        os.path.join(src, "clients", "typescript"),
+                        ignore=shutil.ignore_patterns("node_modules", "proto", "*.tgz"))
+        shutil.copytree(os.path.join(hstest.SOURCE, "proto"), os.path.join(src, "proto"))
+        os.makedirs(app, exist_ok=True)
+        if not os.path.exists(os.path.join(app, "package.json")):
+            with open(os.path.join(app, "package.json"), "w") as f:
+                f.write('{"private": true}\n')
+        # typescript and @types/node: tsc checks examples/quickstart.ts against index.d.ts
+        subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--prefer-offline", "--loglevel=error",
+                        "--install-links", os.path.join(src, "clients", "typescript"), "typescript@5",
+                        "@types/node@20"],
+                       cwd=app, check=True, stdout=subprocess.DEVNULL)
+    node = shutil.which("node")
+    return node, os.path.join(app, "node_modules", "harness-sdk", "examples", "counter-agent.js")

@@ -43,10 +43,17 @@ def read_journal(path):
 
 
 class PythonSdkTest(hstest.HarnessTestCase):
+    """The example agent's scenarios; test_sdk_typescript.py runs the same
+    ones with the TypeScript SDK's example (agent_cmd)."""
+
+    @classmethod
+    def agent_cmd(cls):
+        return [sdkenv.python_sdk(), EXAMPLE]
+
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        cls.py = sdkenv.python_sdk()
+        cls.cmd = cls.agent_cmd()
         cls.token = hstest.login(cls.channel, *ADMIN)
         cls.tasks = hstest.ServiceClient(cls.channel, health_pb2, "HealthService", cls.token)
         cls.ws_root = os.path.join(cls.hd.data_dir, "workspaces")
@@ -54,12 +61,12 @@ class PythonSdkTest(hstest.HarnessTestCase):
     def agent(self, task_id, journal, step_seconds=0.3):
         env = dict(os.environ, HARNESS_EMAIL=ADMIN[0], HARNESS_PASSWORD=ADMIN[1])
         env.pop("HARNESS_TOKEN", None)
-        argv = [self.py, EXAMPLE, "--server", self.hd.target, "--task-id", task_id,
+        argv = self.cmd + ["--server", self.hd.target, "--task-id", task_id,
                 "--workspace-dir", os.path.join(self.ws_root, task_id), "--steps", str(STEPS),
                 "--step-seconds", str(step_seconds * hstest.SLOW), "--heartbeat-interval", str(0.3 * hstest.SLOW),
                 "--heartbeat-timeout", str(1.5 * hstest.SLOW), "--journal", journal]
         p = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.addCleanup(lambda: (p.poll() is None and p.kill(), p.wait()))
+        self.addCleanup(lambda: (p.poll() is None and p.kill(), p.wait(), p.stdout.close(), p.stderr.close()))
         return p
 
     def wait_journal(self, journal, pred, what):

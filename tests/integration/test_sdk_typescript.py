@@ -1,0 +1,114 @@
+"""The TypeScript/Node SDK (clients/typescript) end to end against a real
+harnessd (issue 20): installed with `npm install --install-links` from the
+repository (dependencies @grpc/grpc-js and @grpc/proto-loader from the npm
+registry; node_modules kept in <build>/sdk/ts/app), its example agent
+(examples/counter-agent.js) goes through the same scenarios as the Python
+one (test_sdk_python.PythonSdkTest: killed mid-step and restarted, stalled
+under a restore), and the Client's refresh, API keys, request_id replays,
+errors and deadlines are checked from node."""
+import os
+import subprocess
+
+import hstest
+import sdkenv
+import test_sdk_python as tp
+
+
+class TypeScriptSdkTest(tp.PythonSdkTest):
+    @classmethod
+    def agent_cmd(cls):
+        node, example = sdkenv.node_sdk()
+        return [node, example]
+
+
+class TypeScriptClientTest(hstest.HarnessTestCase):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.node, example = sdkenv.node_sdk()
+        cls.app = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(example))))
+
+    def run_node(self, code):
+        e = dict(os.environ, TARGET=self.hd.target, EMAIL=tp.ADMIN[0], PASSWORD=tp.ADMIN[1])
+        p = subprocess.run([self.node, "-e", code], capture_output=True, text=True, env=e, timeout=tp.WAIT,
+                           cwd=self.app)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        return p.stdout
+
+    def test_refresh_api_key_request_id_errors_deadline(self):
+        out = self.run_node(r'''
+const { Client, HarnessError } = require("harness-sdk");
+(async () => {
+  const c = new Client(process.env.TARGET, { email: process.env.EMAIL, password: process.env.PASSWORD });
+  await c.login();
+  c._access = "garbage";  // refused: the client refreshes once and retries
+  const t = await c.tasks.RegisterTask({ taskId: "ts-cl", heartbeatIntervalMs: 1000, heartbeatTimeoutMs: 600000 });
+  console.log("refreshed", t.taskId, t.state);
+  const key = (await c.auth.CreateApiKey({ name: "ts", role: "user" })).key;
+  const k = new Client(process.env.TARGET, { apiKey: key });
+  console.log("apikey", (await k.auth.WhoAmI({})).role);
+  const a = await c.checkpoints.CreateCheckpoint({ taskId: "ts-cl", step: 1, requestId: "r-1",
+    externalState: { fields: { n: { numberValue: 1 } } } });
+  const b = await c.checkpoints.CreateCheckpoint({ taskId: "ts-cl", step: 1, requestId: "r-1" });
+  console.log("replayed", b.replayed, a.checkpoint.checkpointId === b.checkpoint.checkpointId);
+  try { await c.tasks.GetTask({ taskId: "no-such" }); } catch (e) {
+    console.log("error", e instanceof HarnessError, e.codeName);
+  }
+  const s = await c.tasks.WatchTasks({ taskId: "ts-cl" }, { timeoutMs: 500 });
+  try { for await (const _ of s) { /* nothing happens */ } } catch (e) { console.log("stream", e.code); }
+  c.close(); k.close();
+})().catch((e) => { console.error(e); process.exit(1); });
+''')
+        self.assertIn("refreshed ts-cl TASK_STATE_RUNNING", out)
+        self.assertIn("apikey user", out)
+        self.assertIn("replayed true true", out)
+        self.assertIn("error true NOT_FOUND", out)
+        self.assertIn("stream 4", out)  # DEADLINE_EXCEEDED
+
+    def test_quickstart_type_checks(self):
+        """examples/quickstart.ts (the dozen-line agent) against index.d.ts with tsc --strict."""
+        src = os.path.join(self.app, "node_modules", "harness-sdk", "examples", "quickstart.ts")
+        with open(src) as f, open(os.path.join(self.app, "quickstart.ts"), "w") as g:
+            g.write(f.read())
+        p = subprocess.run([os.path.join(self.app, "node_modules", ".bin", "tsc"), "--noEmit", "--strict",
+                            "--target", "es2020", "--module", "commonjs", "--moduleResolution", "node",
+                            "--types", "node", "quickstart.ts"], cwd=self.app, capture_output=True, text=True,
+                           timeout=tp.WAIT)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        with open(os.path.join(self.app, "bad.ts"), "w") as g:  # the check can fail
+            g.write('import { Agent } from "harness-sdk";\nnew Agent(null as any, "t").run((s: string) => {});\n')
+        p = subprocess.run([os.path.join(self.app, "node_modules", ".bin", "tsc"), "--noEmit", "--strict",
+                            "--types", "node", "bad.ts"], cwd=self.app, capture_output=True, text=True,
+                           timeout=tp.WAIT)
+        self.assertNotEqual(p.returncode, 0)
+
+    def test_unavailable_is_retried(self):
+        port = tp.hstest_free_port()
+        ready = os.path.join(self.hd.data_dir, "ts-client-started")
+        code = r'''
+const fs = require("fs");
+const { Client } = require("harness-sdk");
+(async () => {
+  const c = new Client("127.0.0.1:%d", { email: process.env.EMAIL, password: process.env.PASSWORD,
+    retries: 40, backoffInitialMs: 50, backoffMaxMs: 500, timeoutMs: 5000 });
+  fs.writeFileSync(process.env.READY, "");
+  await c.login();
+  console.log("role", (await c.auth.WhoAmI({})).role);
+  c.close();
+})().catch((e) => { console.error(e); process.exit(1); });
+''' % port
+        e = dict(os.environ, EMAIL=tp.ADMIN[0], PASSWORD=tp.ADMIN[1], READY=ready)
+        child = subprocess.Popen([self.node, "-e", code], env=e, cwd=self.app, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+        self.addCleanup(lambda: (child.poll() is None and child.kill(), child.wait()))
+        while not os.path.exists(ready):
+            self.assertIsNone(child.poll())
+            tp.time.sleep(0.02)
+        tp.time.sleep(0.3)
+        late = hstest.Harnessd(args=["--listen", "127.0.0.1:%d" % port])
+        try:
+            out, err = child.communicate(timeout=tp.WAIT)
+            self.assertEqual(child.returncode, 0, err)
+            self.assertIn("role admin", out)
+        finally:
+            late.close()
