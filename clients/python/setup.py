@@ -24,7 +24,7 @@ from setuptools import setup
 from setuptools.command.build_py import build_py
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-PROTO_DIR = os.environ.get("HARNESS_PROTO_DIR", os.path.join(HERE, "..", "..", "proto"))
+PROTO_DIR = os.path.abspath(os.environ.get("HARNESS_PROTO_DIR", os.path.join(HERE, "..", "..", "proto")))
 GOOGLEAPIS_CANDIDATES = [
     os.environ.get("HARNESS_GOOGLEAPIS_DIR", ""),
     "/usr/share/gocode/src/github.com/grpc-ecosystem/grpc-gateway/third_party/googleapis",

@@ -33,7 +33,7 @@ def python_sdk():
             src = os.path.join(tmp, "python")
             shutil.copytree(os.path.join(hstest.SOURCE, "clients", "python"), src,
                             ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
-            env = dict(os.environ, HARNESS_PROTO_DIR=os.path.join(hstest.SOURCE, "proto"),
+            env = dict(os.environ, HARNESS_PROTO_DIR=os.path.abspath(os.path.join(hstest.SOURCE, "proto")),
                        PIP_DISABLE_PIP_VERSION_CHECK="1")
             pip = os.path.join(venv, "bin", "pip")
             subprocess.run([pip, "uninstall", "-q", "-y", "harness-sdk"], check=False, env=env,

@@ -252,3 +252,61 @@ def hstest_free_port():
 
 
 _ = (grpc, auth_pb2, unittest)
+
+
+class TlsTest(unittest.TestCase):
+    """Mutual TLS from the SDK: the CA, a client certificate, a server-name
+    override; a wrong CA or no client certificate does not get in."""
+
+    @classmethod
+    def setUpClass(cls):
+        from pki import PKI
+        cls.pki = p = PKI()
+        p.ca("ca")
+        p.ca("clients")
+        p.ca("other")
+        cert, key = p.cert("ca", "server", "harnessd")
+        cls.client_cert, cls.client_key = p.cert("clients", "agent", "agent", client=True)
+        cls.ca, cls.other = p.path("ca.crt"), p.path("other.crt")
+        cls.hd = hstest.Harnessd(args=["--tls-cert", cert, "--tls-key", key, "--tls-client-ca", p.path("clients.crt"),
+                                       "--tls-client-auth", "require"],
+                                 tls={"ca": p.read(cls.ca), "cert": p.read(cls.client_cert),
+                                      "key": p.read(cls.client_key)})
+        cls.setup_sdk()
+
+    @classmethod
+    def setup_sdk(cls):
+        cls.py = sdkenv.python_sdk()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.hd.close()
+        cls.pki.close()
+
+    def run_py(self, code):
+        e = dict(os.environ, TARGET="127.0.0.1:%d" % self.hd.port, EMAIL=ADMIN[0], PASSWORD=ADMIN[1],
+                 CA=self.ca, OTHER=self.other, CERT=self.client_cert, KEY=self.client_key)
+        p = subprocess.run([self.py, "-c", code], capture_output=True, text=True, env=e, timeout=WAIT)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        return p.stdout
+
+    def test_mutual_tls(self):
+        out = self.run_py(r'''
+import os
+from harness_sdk import Client, HarnessError
+E = os.environ
+c = Client(E["TARGET"], email=E["EMAIL"], password=E["PASSWORD"], tls_ca=E["CA"], tls_cert=E["CERT"],
+           tls_key=E["KEY"], tls_server_name="harnessd.test")
+c.login()
+print("ok", c.auth.WhoAmI().email)
+for name, kw in (("wrong-ca", dict(tls_ca=E["OTHER"], tls_cert=E["CERT"], tls_key=E["KEY"])),
+                 ("no-client-cert", dict(tls_ca=E["CA"]))):
+    try:
+        Client(E["TARGET"], email=E["EMAIL"], password=E["PASSWORD"], retries=0, timeout=5, **kw).login()
+        print(name, "got in")
+    except HarnessError as e:
+        print(name, e.code.name)
+''')
+        self.assertIn("ok admin@example.com", out)
+        self.assertIn("wrong-ca UNAVAILABLE", out)
+        self.assertIn("no-client-cert UNAVAILABLE", out)

@@ -112,3 +112,38 @@ const { Client } = require("harness-sdk");
             self.assertIn("role admin", out)
         finally:
             late.close()
+
+
+class TypeScriptTlsTest(tp.TlsTest):
+    @classmethod
+    def setup_sdk(cls):
+        cls.node, example = sdkenv.node_sdk()
+        cls.app = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(example))))
+
+    def test_mutual_tls(self):
+        e = dict(os.environ, TARGET="127.0.0.1:%d" % self.hd.port, EMAIL=tp.ADMIN[0], PASSWORD=tp.ADMIN[1],
+                 CA=self.ca, OTHER=self.other, CERT=self.client_cert, KEY=self.client_key)
+        code = r'''
+const { Client } = require("harness-sdk");
+const E = process.env;
+(async () => {
+  const c = new Client(E.TARGET, { email: E.EMAIL, password: E.PASSWORD, tlsCa: E.CA, tlsCert: E.CERT,
+    tlsKey: E.KEY, tlsServerName: "harnessd.test" });
+  await c.login();
+  console.log("ok", (await c.auth.WhoAmI({})).email);
+  c.close();
+  for (const [name, o] of [["wrong-ca", { tlsCa: E.OTHER, tlsCert: E.CERT, tlsKey: E.KEY }],
+                           ["no-client-cert", { tlsCa: E.CA }]]) {
+    const x = new Client(E.TARGET, { email: E.EMAIL, password: E.PASSWORD, retries: 0, timeoutMs: 5000,
+      tlsServerName: "harnessd.test", ...o });
+    try { await x.login(); console.log(name, "got in"); } catch (err) { console.log(name, err.codeName); }
+    x.close();
+  }
+})().catch((err) => { console.error(err); process.exit(1); });
+'''
+        p = subprocess.run([self.node, "-e", code], capture_output=True, text=True, env=e, timeout=tp.WAIT,
+                           cwd=self.app)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertIn("ok admin@example.com", p.stdout)
+        self.assertIn("wrong-ca UNAVAILABLE", p.stdout)
+        self.assertIn("no-client-cert UNAVAILABLE", p.stdout)
