@@ -180,6 +180,27 @@ static int exit_from_hs(int rc)
 	}
 }
 
+/* NOT_FOUND: the group's list verb shows what exists; INVALID_ARGUMENT:
+ * the verb's help lists its flags. Appended to the status line. */
+static void advise_cmd(const hs_ctl *c, int code)
+{
+	const hs_ctl_cmd *cmd = c->cmd;
+	if (code == 3) {
+		fprintf(stderr, "; '%s %s %s --help' lists the flags and their formats", c->prog, cmd->group,
+			cmd->verb);
+		return;
+	}
+	for (size_t t = 0; t < hs_ctl_n_tables; t++)
+		for (const hs_ctl_cmd *l = hs_ctl_tables[t]; l->group; l++) {
+			if (strcmp(l->group, cmd->group) != 0 || l->verb == NULL || strcmp(l->verb, "list") != 0 ||
+			    cmd == l)
+				continue;
+			fprintf(stderr, "; '%s %s list%s' shows what you can see", c->prog, l->group,
+				l->pos[0] != NULL && l->pos[0][0] != '?' ? " TASK_ID" : "");
+			return;
+		}
+}
+
 int hs_ctl_report_status(const hs_ctl *c, const char *what, int rc, const hs_client_status *st)
 {
 	int code = st ? st->code : 0;
@@ -214,6 +235,8 @@ int hs_ctl_report_status(const hs_ctl *c, const char *what, int rc, const hs_cli
 		fprintf(stderr, "; run '%s login' again, or check --token / HARNESS_TOKEN", c->prog);
 	else if (code == 7)
 		fprintf(stderr, "; this needs another role (admin) or an API key allowed this method");
+	else if ((code == 5 || code == 3) && c->cmd != NULL && c->cmd->verb != NULL)
+		advise_cmd(c, code);
 	fputc('\n', stderr);
 	return hs_ctl_exit_code(code);
 }

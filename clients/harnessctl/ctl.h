@@ -48,6 +48,7 @@ typedef struct hs_ctl {
 	char *token;       /* resolved access token (malloc'd) or NULL */
 	bool token_resolved;
 	bool token_required; /* the failing call needed one: hint at login */
+	const struct hs_ctl_cmd *cmd; /* the command being run (for error advice) */
 } hs_ctl;
 
 struct hs_ctl_cmd;

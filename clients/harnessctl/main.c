@@ -228,6 +228,7 @@ static int run(hs_ctl *c, int argc, char **argv)
 	if (cmd->verb == NULL && verb != NULL && verb[0] != '-')
 		i--; /* a top-level command: what looked like a verb is its argument */
 	hs_ctl_run_fn fn = cmd->run ? cmd->run : hs_ctl_run_generic;
+	c->cmd = cmd;
 	return fn(c, cmd, argc - i, argv + i);
 }
 

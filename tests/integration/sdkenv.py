@@ -5,6 +5,7 @@ python3-grpcio/python3-protobuf (no PyPI: --no-index), and
 in the build dir between runs). Each installs from a copy of the source so
 nothing is written into the source tree."""
 import fcntl
+import hashlib
 import os
 import shutil
 import subprocess
@@ -22,11 +23,45 @@ def _locked(name):
     return f
 
 
+def _digest(*dirs):
+    """A hash of the files under dirs (what an install is made from)."""
+    h = hashlib.sha256()
+    skip = ("node_modules", "build", "__pycache__", "proto")
+    for d in dirs:
+        for root, subdirs, files in os.walk(d):
+            # generated or installed things inside a package are not its source
+            subdirs[:] = sorted(x for x in subdirs if root == d and d.endswith("proto") or
+                                (x not in skip and not x.endswith(".egg-info")))
+            for name in sorted(files):
+                path = os.path.join(root, name)
+                h.update(path[len(d):].encode())
+                with open(path, "rb") as f:
+                    h.update(f.read())
+    return h.hexdigest()
+
+
+def _fresh(stamp, digest):
+    try:
+        with open(stamp) as f:
+            return f.read() == digest
+    except OSError:
+        return False
+
+
+def _stamp(stamp, digest):
+    with open(stamp, "w") as f:
+        f.write(digest)
+
+
 def python_sdk():
     """The venv's python with harness_sdk installed from clients/python."""
     venv = os.path.join(SDK_DIR, "pyvenv")
     with _locked("python"):
         py = os.path.join(venv, "bin", "python")
+        digest = _digest(os.path.join(hstest.SOURCE, "clients", "python"), os.path.join(hstest.SOURCE, "proto"))
+        stamp = os.path.join(venv, "harness-sdk.installed")
+        if os.path.exists(py) and _fresh(stamp, digest):
+            return py  # installed from these very sources: never reinstalled under a running agent
         if not os.path.exists(py):
             subprocess.run(["/usr/bin/python3", "-m", "venv", "--system-site-packages", venv], check=True)
         with tempfile.TemporaryDirectory(prefix="hs-pysdk-") as tmp:
@@ -40,6 +75,7 @@ def python_sdk():
                            capture_output=True)
             # dependencies (grpcio, protobuf) must be satisfied by Debian's packages
             subprocess.run([pip, "install", "-q", "--no-index", src], check=True, env=env)
+        _stamp(stamp, digest)
     return py
 
 
@@ -50,7 +86,13 @@ def node_sdk():
     root = os.path.join(SDK_DIR, "ts")
     src = os.path.join(root, "src")
     app = os.path.join(root, "app")
+    node = shutil.which("node")
+    example = os.path.join(app, "node_modules", "harness-sdk", "examples", "counter-agent.js")
     with _locked("node"):
+        digest = _digest(os.path.join(hstest.SOURCE, "clients", "typescript"), os.path.join(hstest.SOURCE, "proto"))
+        stamp = os.path.join(root, "harness-sdk.installed")
+        if os.path.exists(example) and _fresh(stamp, digest):
+            return node, example
         shutil.rmtree(src, ignore_errors=True)
         shutil.copytree(os.path.join(hstest.SOURCE, "clients", "typescript"),
                         os.path.join(src, "clients", "typescript"),
@@ -65,5 +107,5 @@ def node_sdk():
                         "--install-links", os.path.join(src, "clients", "typescript"), "typescript@5",
                         "@types/node@20"],
                        cwd=app, check=True, stdout=subprocess.DEVNULL)
-    node = shutil.which("node")
-    return node, os.path.join(app, "node_modules", "harness-sdk", "examples", "counter-agent.js")
+        _stamp(stamp, digest)
+    return node, example

@@ -147,3 +147,7 @@ class MistakesTest(th.CtlTestCase):
         self.login()
         p = self.code(3, "task", "get", "no-such-task")
         self.assertEqual(len(err_lines(p)), 1, p.stderr)
+        self.assertIn("'harnessctl task list' shows what you can see", p.stderr)
+        p = self.code(1, "task", "register", "bad id")
+        self.assertEqual(len(err_lines(p)), 1, p.stderr)
+        self.assertIn("'harnessctl task register --help'", p.stderr)

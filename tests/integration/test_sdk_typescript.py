@@ -65,6 +65,25 @@ const { Client, HarnessError } = require("harness-sdk");
         self.assertIn("error true NOT_FOUND", out)
         self.assertIn("stream 4", out)  # DEADLINE_EXCEEDED
 
+    def test_install_as_written_from_the_repository_root(self):
+        """`npm install ./clients/typescript` run in the repository root (a
+        copy: clients/typescript beside proto/) links the package and
+        installs its dependencies beside it; the SDK loads and calls."""
+        root = os.path.join(sdkenv.SDK_DIR, "ts", "src")
+        with sdkenv._locked("node"):
+            p = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--prefer-offline", "--loglevel=error",
+                                "./clients/typescript"], cwd=root, capture_output=True, text=True, timeout=300)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            e = dict(os.environ, TARGET=self.hd.target, EMAIL=tp.ADMIN[0], PASSWORD=tp.ADMIN[1])
+            p = subprocess.run([self.node, "-e", r'''
+const { Client } = require("harness-sdk");
+const c = new Client(process.env.TARGET, { email: process.env.EMAIL, password: process.env.PASSWORD });
+c.login().then(() => c.auth.WhoAmI({})).then((u) => { console.log("whoami", u.role); c.close(); },
+  (e) => { console.error(e); process.exit(1); });
+'''], cwd=root, capture_output=True, text=True, env=e, timeout=tp.WAIT)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertIn("whoami admin", p.stdout)
+
     def test_quickstart_type_checks(self):
         """examples/quickstart.ts (the dozen-line agent) against index.d.ts with tsc --strict."""
         src = os.path.join(self.app, "node_modules", "harness-sdk", "examples", "quickstart.ts")
