@@ -153,7 +153,7 @@ const hs_ctl_cmd hs_ctl_task_cmds[] = {
 	  0, NULL, { { 0 } } },
 	{ "task", "get", SVC, "GetTask", { "task_id" }, "Show one task (every field).",
 	  "  harnessctl task get t1\n", NULL, TASK_COLS, HS_CTL_DETAIL, NULL, { { 0 } } },
-	{ "task", "list", SVC, "ListTasks", { 0 }, "List tasks, most recently registered first (one page).",
+	{ "task", "list", SVC, "ListTasks", { 0 }, "List tasks, most recently registered first (one page; --all for every page).",
 	  "  harnessctl task list\n  harnessctl task list --state stalled\n", "tasks", TASK_COLS, 0, NULL,
 	  { { 0 } } },
 	{ "task", "watch", SVC, "WatchTasks", { "?task_id" },
