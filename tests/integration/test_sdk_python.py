@@ -196,6 +196,32 @@ except HarnessError as e:
         self.assertIn("replayed True True", out)
         self.assertIn("error NOT_FOUND", out)
 
+    def test_concurrent_calls_refresh_once(self):
+        """Eight threads needing a token at once make one Refresh: a second
+        Refresh with the same refresh token would be taken for reuse and
+        revoke the family (and a client with only a refresh token could not
+        log in again)."""
+        out = self.run_py(r'''
+import os, threading
+from harness_sdk import Client
+seed = Client(os.environ["TARGET"], email=os.environ["EMAIL"], password=os.environ["PASSWORD"])
+c = Client(os.environ["TARGET"], refresh_token=seed.login().refresh_token)
+errs = []
+def go():
+    try:
+        c.auth.WhoAmI()
+    except Exception as e:
+        errs.append(e)
+ts = [threading.Thread(target=go) for _ in range(8)]
+[t.start() for t in ts]
+[t.join() for t in ts]
+print("concurrent errors", len(errs), errs[:1])
+c._expires_at = 1.0  # expired: the next call renews with the rotated refresh token
+print("after", c.auth.WhoAmI().role)
+''')
+        self.assertIn("concurrent errors 0", out)
+        self.assertIn("after admin", out)
+
     def test_unavailable_is_retried_with_backoff_until_the_server_is_up(self):
         # The server comes up only after the client started calling.
         port = hstest_free_port()

@@ -54,6 +54,12 @@ const { Client, HarnessError } = require("harness-sdk");
   try { await c.tasks.GetTask({ taskId: "no-such" }); } catch (e) {
     console.log("error", e instanceof HarnessError, e.codeName);
   }
+  const r = new Client(process.env.TARGET, { refreshToken: (await new Client(process.env.TARGET,
+    { email: process.env.EMAIL, password: process.env.PASSWORD }).login()).refreshToken });
+  const all = await Promise.allSettled(Array.from({ length: 8 }, () => r.auth.WhoAmI({})));
+  console.log("concurrent errors", all.filter((x) => x.status === "rejected").length);
+  r._expiresAt = 1;
+  console.log("after", (await r.auth.WhoAmI({})).role);
   const s = await c.tasks.WatchTasks({ taskId: "ts-cl" }, { timeoutMs: 500 });
   try { for await (const _ of s) { /* nothing happens */ } } catch (e) { console.log("stream", e.code); }
   c.close(); k.close();
@@ -64,6 +70,8 @@ const { Client, HarnessError } = require("harness-sdk");
         self.assertIn("replayed true true", out)
         self.assertIn("error true NOT_FOUND", out)
         self.assertIn("stream 4", out)  # DEADLINE_EXCEEDED
+        self.assertIn("concurrent errors 0", out)  # one Refresh for eight calls
+        self.assertIn("after admin", out)
 
     def test_install_as_written_from_the_repository_root(self):
         """`npm install ./clients/typescript` run in the repository root (a

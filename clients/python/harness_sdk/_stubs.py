@@ -73,7 +73,7 @@ class Service:
                 req = request if request is not None else m.request_class()
                 fill(req, fields)
                 md = []
-                tok = self._client._token()
+                tok, _ = self._client._token()
                 if tok:
                     md.append(("authorization", "Bearer " + tok))
                 return m.callable(self._client.channel)(req, timeout=timeout, metadata=md)

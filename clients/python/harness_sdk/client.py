@@ -55,7 +55,11 @@ class Client:
         self._static_token = api_key or token
         self._email, self._password = email, password
         self._access, self._refresh, self._expires_at = None, refresh_token, 0.0
+        self._version = 0  # bumped by every new access token
         self._lock = threading.Lock()
+        # One renewal at a time: two Refresh calls with the same refresh
+        # token would look like reuse to the server and revoke the family.
+        self._renew_lock = threading.Lock()
         opts = list(options)
         if tls or tls_ca or tls_cert or tls_key or tls_server_name:
             creds = grpc.ssl_channel_credentials(
@@ -104,30 +108,37 @@ class Client:
             self._access = resp.access_token
             self._refresh = resp.refresh_token or self._refresh
             self._expires_at = time.monotonic() + resp.expires_in if resp.expires_in > 0 else 0.0
+            self._version += 1
 
-    def _renew(self):
-        """A fresh access token from the refresh token, else from Login."""
-        if self._refresh:
-            try:
-                self.refresh()
-                return
-            except HarnessError as e:
-                if e.code != grpc.StatusCode.UNAUTHENTICATED or not self._email:
-                    raise
-        if self._email:
-            self.login()
+    def _renew(self, seen):
+        """A fresh access token from the refresh token, else from Login;
+        nothing when another thread renewed since version `seen`."""
+        with self._renew_lock:
+            with self._lock:
+                if self._version != seen:
+                    return
+            if self._refresh:
+                try:
+                    self.refresh()
+                    return
+                except HarnessError as e:
+                    if e.code != grpc.StatusCode.UNAUTHENTICATED or not self._email:
+                        raise
+            if self._email:
+                self.login()
 
     def _token(self):
+        """(access token or None, its version)."""
         if self._static_token:
-            return self._static_token
+            return self._static_token, 0
         with self._lock:
-            access, exp = self._access, self._expires_at
+            access, exp, version = self._access, self._expires_at, self._version
         if access is None or (exp and exp - time.monotonic() < 30):
             if self._refresh or self._email:
-                self._renew()
+                self._renew(version)
             with self._lock:
-                access = self._access
-        return access
+                access, version = self._access, self._version
+        return access, version
 
     # -- calls -------------------------------------------------------------
 
@@ -144,8 +155,9 @@ class Client:
         attempt = 0
         while True:
             md = []
+            version = 0
             if auth:
-                tok = self._token()
+                tok, version = self._token()
                 if tok:
                     md.append(("authorization", "Bearer " + tok))
             try:
@@ -159,7 +171,7 @@ class Client:
                 if (code == grpc.StatusCode.UNAUTHENTICATED and auth and not refreshed and
                         not self._static_token and (self._refresh or self._email)):
                     refreshed = True
-                    self._renew()
+                    self._renew(version)
                     continue
                 if retry and code in RETRYABLE and attempt < self.retries:
                     delay = min(self.backoff_max, self.backoff_initial * (2 ** attempt))
