@@ -52,8 +52,8 @@ class PythonSdkTest(hstest.HarnessTestCase):
 
     @classmethod
     def setUpClass(cls):
+        cls.cmd = cls.agent_cmd()  # before harnessd: a failed install leaves no server behind
         super().setUpClass()
-        cls.cmd = cls.agent_cmd()
         cls.token = hstest.login(cls.channel, *ADMIN)
         cls.tasks = hstest.ServiceClient(cls.channel, health_pb2, "HealthService", cls.token)
         cls.ws_root = os.path.join(cls.hd.data_dir, "workspaces")
@@ -162,8 +162,8 @@ class ClientTest(hstest.HarnessTestCase):
 
     @classmethod
     def setUpClass(cls):
-        super().setUpClass()
         cls.py = sdkenv.python_sdk()
+        super().setUpClass()
 
     def run_py(self, code, **env):
         e = dict(os.environ, TARGET=self.hd.target, EMAIL=ADMIN[0], PASSWORD=ADMIN[1], **env)
@@ -287,6 +287,7 @@ class TlsTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         from pki import PKI
+        cls.setup_sdk()  # before harnessd: a failed install leaves no server behind
         cls.pki = p = PKI()
         p.ca("ca")
         p.ca("clients")
@@ -294,11 +295,18 @@ class TlsTest(unittest.TestCase):
         cert, key = p.cert("ca", "server", "harnessd")
         cls.client_cert, cls.client_key = p.cert("clients", "agent", "agent", client=True)
         cls.ca, cls.other = p.path("ca.crt"), p.path("other.crt")
-        cls.hd = hstest.Harnessd(args=["--tls-cert", cert, "--tls-key", key, "--tls-client-ca", p.path("clients.crt"),
+        try:
+            cls.hd = cls._tls_harnessd(p, cert, key)
+        except BaseException:
+            p.close()
+            raise
+
+    @classmethod
+    def _tls_harnessd(cls, p, cert, key):
+        return hstest.Harnessd(args=["--tls-cert", cert, "--tls-key", key, "--tls-client-ca", p.path("clients.crt"),
                                        "--tls-client-auth", "require"],
                                  tls={"ca": p.read(cls.ca), "cert": p.read(cls.client_cert),
                                       "key": p.read(cls.client_key)})
-        cls.setup_sdk()
 
     @classmethod
     def setup_sdk(cls):

@@ -24,9 +24,9 @@ class TypeScriptSdkTest(tp.PythonSdkTest):
 class TypeScriptClientTest(hstest.HarnessTestCase):
     @classmethod
     def setUpClass(cls):
-        super().setUpClass()
-        cls.node, example = sdkenv.node_sdk()
+        cls.node, example = sdkenv.node_sdk()  # before harnessd: a failed install leaves no server behind
         cls.app = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(example))))
+        super().setUpClass()
 
     def run_node(self, code):
         e = dict(os.environ, TARGET=self.hd.target, EMAIL=tp.ADMIN[0], PASSWORD=tp.ADMIN[1])
