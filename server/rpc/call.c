@@ -36,6 +36,7 @@
 #include "decode.h"
 #include "log.h"
 #include "rpc_internal.h"
+#include "trace.h"
 
 static const char *const status_names[] = {
 	"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED",
@@ -488,7 +489,7 @@ static void finish_error(hs_rpc_call *call, int code, const hs_error *err)
 }
 
 /* Runs the handler for call->req; on the CQ thread or a worker. */
-static void run_handler(hs_rpc_call *call)
+static void run_handler_body(hs_rpc_call *call)
 {
 	const hs_rpc_handler *h = &call->m->handler;
 	hs_error err = { 0 };
@@ -522,6 +523,24 @@ static void run_handler(hs_rpc_call *call)
 		if (!hold)
 			arm_recv(call);
 	}
+}
+
+/* The call's x-request-id and traceparent (checked; a bad or missing one
+ * replaced) become this thread's log context while the handler runs
+ * (common/trace.h), and the request id goes back in the initial metadata
+ * (not on bidi streams: their handler runs per message, and response
+ * metadata would keep the per-message arena from being reset). */
+static void run_handler(hs_rpc_call *call)
+{
+	size_t rl = 0, tl = 0;
+	const char *rid = hs_rpc_call_metadata(call, "x-request-id", &rl);
+	const char *tp = hs_rpc_call_metadata(call, "traceparent", &tl);
+	hs_trace_begin(rid, rl, tp, tl);
+	if (call->m->handler.kind != HS_RPC_BIDI_STREAM)
+		(void)hs_rpc_call_add_initial_metadata(call, "x-request-id",
+						       hs_trace_current()->request_id);
+	run_handler_body(call);
+	hs_trace_end();
 }
 
 void hs_rpc_call_pause_recv(hs_rpc_call *call)
