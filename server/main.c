@@ -256,7 +256,8 @@ static int start(app *a, hs_error *err)
 	 * probed here (a configured one that cannot run fails the start). */
 	if ((rc = hs_sandbox_service_open(&a->sandbox, &a->cfg, a->store, a->tenancy, err)) !=
 		    HS_OK ||
-	    (rc = hs_sandbox_service_register(a->srv, a->sandbox, err)) != HS_OK)
+	    (rc = hs_sandbox_service_register(a->srv, a->sandbox, err)) != HS_OK ||
+	    (rc = hs_sandbox_mgr_add_metrics(a->sandbox, a->metrics, err)) != HS_OK)
 		return rc;
 	/* CheckpointService: one shadow repo per task under <data-dir>/checkpoints;
 	 * a create is acknowledged once durable (fsync of what it wrote); workspaces
@@ -294,6 +295,7 @@ static int start(app *a, hs_error *err)
 	tc.ckpt = a->ckpt;
 	tc.sandboxes = a->sandbox;
 	tc.webhook_url = a->cfg.webhook_url[0] ? a->cfg.webhook_url : NULL;
+	tc.metrics = a->metrics;
 	if ((rc = hs_tasks_new(&a->tasks, &tc, err)) != HS_OK ||
 	    (rc = hs_tasks_service_register(a->srv, a->tasks, err)) != HS_OK)
 		return rc;
