@@ -71,6 +71,7 @@ typedef struct app {
 	pthread_cond_t ready_cv;
 	bool ready_started, ready_stop;
 	_Atomic int64_t ready_round_ms; /* monotonic end of the last readiness round */
+	_Atomic int ready_checks[3];    /* last round: store, workspace, sandbox driver ok */
 	pthread_t live_thr;      /* liveness watchdog (live_main) */
 	bool live_started;
 } app;
@@ -170,7 +171,28 @@ static void readiness_check(app *a)
 	if (!ws_ok)
 		hs_log(HS_LOG_ERROR, "main", "workspace root not writable: NOT_SERVING",
 		       HS_LS("workspace_root", a->cfg.workspace_root));
+	atomic_store(&a->ready_checks[0], store_ok);
+	atomic_store(&a->ready_checks[1], ws_ok);
+	atomic_store(&a->ready_checks[2], sb_ok);
 	atomic_store(&a->ready_round_ms, hs_clock_mono_ms());
+}
+
+/* harness_ready_check{check}: what the last readiness round found (1 ok,
+ * 0 failing): alerts on an unwritable store or disk need no log parsing. */
+static void collect_ready(hs_metrics_out *out, void *payload)
+{
+	app *a = payload;
+	static const char *const names[] = { "store", "workspace", "sandbox_driver" };
+	hs_metrics_family(out, "harness_ready_check", "gauge",
+			  "Readiness checks of the last round (every 5 s): 1 passed, 0 failed.");
+	for (int i = 0; i < 3; i++) {
+		const char *l[] = { "check", names[i], NULL };
+		hs_metrics_sample(out, "harness_ready_check", l, atomic_load(&a->ready_checks[i]));
+	}
+	hs_metrics_family(out, "harness_ready", "gauge",
+			  "1 while harnessd is ready (grpc.health.v1 \"\" SERVING), else 0.");
+	hs_metrics_sample(out, "harness_ready", NULL,
+			  hs_grpc_health_get(a->health, "", NULL) == HS_GRPC_HEALTH_SERVING);
 }
 
 /* Liveness: grpc.health.v1 "liveness" is SERVING while the readiness loop
@@ -368,6 +390,8 @@ static int start(app *a, hs_error *err)
 	 * re-checked every 5 s. Live while those rounds keep finishing. */
 	hs_grpc_health_set(a->health, LIVENESS_SERVICE, HS_GRPC_HEALTH_SERVING);
 	readiness_check(a);
+	if ((rc = hs_metrics_add(a->metrics, collect_ready, a, err)) != HS_OK)
+		return rc;
 	pthread_mutex_init(&a->ready_mu, NULL);
 	pthread_cond_init(&a->ready_cv, NULL);
 	if (pthread_create(&a->ready_thr, NULL, readiness_main, a) == 0)
@@ -396,6 +420,8 @@ static void stop(app *a)
 	}
 	hs_metrics_http_stop(a->metrics_http); /* no scrape runs past this */
 	a->metrics_http = NULL;
+	if (a->metrics != NULL)
+		hs_metrics_remove(a->metrics, collect_ready, a);
 	if (a->health != NULL)
 		hs_grpc_health_shutdown(a->health);
 	if (a->srv != NULL)
