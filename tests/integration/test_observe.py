@@ -431,11 +431,18 @@ class FullDiskReadinessTest(unittest.TestCase):
                    "/readyz 503 on a full disk")
         self.assertNotEqual(self.check(""), SERVING)
         self.assertEqual(self.check("liveness"), SERVING)
+        s = samples(scrape(self.hd.metrics_port))
+        self.assertEqual(value(s, "harness_ready"), 0)
+        self.assertEqual(value(s, "harness_ready_check", check="workspace"), 0)
         self.assertEqual(http_get(self.hd.metrics_port, "/livez")[0], 200)
         os.unlink(filler)
         wait_until(lambda: http_get(self.hd.metrics_port, "/readyz")[0] == 200, 30 * S,
                    "/readyz 200 once space is back")
         self.assertEqual(self.check(""), SERVING)
+        s = samples(scrape(self.hd.metrics_port))
+        self.assertEqual(value(s, "harness_ready"), 1)
+        self.assertEqual(value(s, "harness_ready_check", check="store"), 1)
+        self.assertEqual(value(s, "harness_ready_check", check="workspace"), 1)
         self.assertIsNone(self.hd.proc.poll())
         self.assertEqual(self.hd.proc.pid, pid)
 
