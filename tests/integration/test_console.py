@@ -52,14 +52,17 @@ class Agent:
 
     def _run(self):
         step = 0
+        gen = 0  # the recovery generation acknowledged (fencing, issue 12)
         while not self._stop:
             if self.beating:
                 step += 1
                 try:
-                    r = self.health.Heartbeat(task_id=self.task_id, current_step=step)
+                    r = self.health.Heartbeat(task_id=self.task_id, current_step=step,
+                                              recovery_generation=gen)
                     if r.instruction == H.INSTRUCTION_RESUME_FROM_CHECKPOINT:
                         self.resumed.append(r.checkpoint_id)
                         step = r.resume_step
+                        gen = r.recovery_generation
                 except Exception:
                     pass
             time.sleep(self.interval)
@@ -117,8 +120,18 @@ class ConsoleTest(unittest.TestCase):
             raise AssertionError("%s: %r is %r" % (what, css, self.text(css)))
 
     def click(self, css):
-        self.wait.until(lambda d: d.find_element(By.CSS_SELECTOR, css).is_displayed())
-        self.d.find_element(By.CSS_SELECTOR, css).click()
+        # Live tables re-render their rows: an element found a moment ago
+        # may be gone; find it again until one is clicked.
+        def go(d):
+            try:
+                el = d.find_element(By.CSS_SELECTOR, css)
+                if not el.is_displayed():
+                    return False
+                el.click()
+                return True
+            except StaleElementReferenceException:
+                return False
+        self.wait.until(go)
 
     def confirm(self):
         self.wait.until(lambda d: d.find_element(By.ID, "confirm").get_attribute("open") is not None)
