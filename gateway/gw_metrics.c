@@ -2,6 +2,7 @@
 #include "gw_metrics.h"
 
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,10 +70,14 @@ void hs_gw_metrics_free(hs_gw_metrics *m)
 
 size_t hs_gw_metrics_rest_slot(const hs_gw_metrics *m, const hs_gw_route *rt)
 {
-	if (m == NULL || rt == NULL || m->rest0 == NULL || rt < m->rest0 ||
-	    (size_t)(rt - m->rest0) >= m->n_rest)
-		return m != NULL ? m->n_rest + HS_GW_R_UNMATCHED : 0;
-	return (size_t)(rt - m->rest0);
+	if (m == NULL)
+		return 0;
+	/* by address (no pointer arithmetic across objects): one of the rules? */
+	uintptr_t p = (uintptr_t)rt, base = (uintptr_t)m->rest0;
+	if (rt == NULL || m->rest0 == NULL || p < base || (p - base) % sizeof(*rt) != 0 ||
+	    (p - base) / sizeof(*rt) >= m->n_rest)
+		return m->n_rest + HS_GW_R_UNMATCHED;
+	return (p - base) / sizeof(*rt);
 }
 
 size_t hs_gw_metrics_fixed_slot(const hs_gw_metrics *m, hs_gw_route_id id)
