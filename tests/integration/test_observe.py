@@ -177,29 +177,48 @@ class HarnessdMetricsTest(unittest.TestCase):
         code, _ = self.ckpt.error("RestoreCheckpoint", task_id="m-run",
                                   checkpoint_id="ckpt-9-000000000000", workspace="m-run")
         self.assertEqual(code, grpc.StatusCode.NOT_FOUND)
+        # one recovery that succeeds: a checkpoint, silence, the agent acknowledges
+        ws2 = os.path.join(self.hd.data_dir, "workspaces", "m-rec")
+        os.makedirs(ws2, exist_ok=True)
+        with open(os.path.join(ws2, "state.txt"), "w") as f:
+            f.write("one\n")
+        self.register("m-rec", timeout=int(500 * S))
+        self.ckpt.CreateCheckpoint(task_id="m-rec", step=1, description="r", workspace="m-rec")
+        wait_until(lambda: self.tasks.GetTask(task_id="m-rec").state == H.TASK_STATE_RECOVERING,
+                   20 * S, "m-rec RECOVERING")
+        r = wait_until(lambda: (lambda r: r if r.instruction == H.INSTRUCTION_RESUME_FROM_CHECKPOINT
+                                else None)(self.tasks.Heartbeat(task_id="m-rec", current_step=0)),
+                       20 * S, "told to resume")
+        r = self.tasks.Heartbeat(task_id="m-rec", current_step=1,
+                                 recovery_generation=r.recovery_generation)
+        self.assertEqual(r.state, H.TASK_STATE_RUNNING)
+        self.tasks.CompleteTask(task_id="m-rec", success=True)
         self.sb.CreateSandbox(sandbox_id="m-sb", entrypoint=["true"])
         try:
             text = scrape(self.hd.metrics_port)
         finally:
             self.sb.DestroySandbox(sandbox_id="m-sb")
         s = samples(text)
-        want_tasks = {"running": 1, "stalled": 0, "recovering": 0, "completed": 1, "failed": 1,
+        want_tasks = {"running": 1, "stalled": 0, "recovering": 0, "completed": 2, "failed": 1,
                       "cancelled": 1}
         for state, n in want_tasks.items():
             self.assertEqual(value(s, "harness_tasks", state=state), n, state)
-        self.assertEqual(value(s, "harness_task_timeouts_total"), 1)
-        self.assertEqual(value(s, "harness_heartbeat_lag_seconds_count"), 1)
-        self.assertEqual(value(s, "harness_heartbeat_lag_seconds_bucket", le="+Inf"), 1)
+        self.assertEqual(value(s, "harness_task_timeouts_total"), 2)
+        self.assertEqual(value(s, "harness_heartbeat_lag_seconds_count"), 2)
+        self.assertEqual(value(s, "harness_heartbeat_lag_seconds_bucket", le="+Inf"), 2)
         self.assertGreaterEqual(value(s, "harness_heartbeat_lag_seconds_sum"), 0)
+        # m-stall: no checkpoint, gave up; m-rec: started and acknowledged
         self.assertEqual(value(s, "harness_recoveries_total", result="failed"), 1)
-        self.assertEqual(value(s, "harness_recoveries_total", result="succeeded"), 0)
-        self.assertEqual(value(s, "harness_recoveries_started_total"), 0)
-        self.assertEqual(value(s, "harness_checkpoint_create_duration_seconds_count"), 1)
-        self.assertEqual(value(s, "harness_checkpoint_files_changed_count"), 1)
-        self.assertEqual(value(s, "harness_checkpoint_files_changed_sum"), 3)
-        self.assertEqual(value(s, "harness_checkpoint_files_changed_bucket", le="1"), 0)
-        self.assertEqual(value(s, "harness_checkpoint_files_changed_bucket", le="10"), 1)
-        self.assertEqual(value(s, "harness_checkpoint_restore_duration_seconds_count"), 1)
+        self.assertEqual(value(s, "harness_recoveries_total", result="succeeded"), 1)
+        self.assertEqual(value(s, "harness_recoveries_started_total"), 1)
+        self.assertEqual(value(s, "harness_checkpoint_create_duration_seconds_count"), 2)
+        self.assertEqual(value(s, "harness_checkpoint_files_changed_count"), 2)
+        self.assertEqual(value(s, "harness_checkpoint_files_changed_sum"), 4)
+        self.assertEqual(value(s, "harness_checkpoint_files_changed_bucket", le="0"), 0)
+        self.assertEqual(value(s, "harness_checkpoint_files_changed_bucket", le="1"), 1)
+        self.assertEqual(value(s, "harness_checkpoint_files_changed_bucket", le="10"), 2)
+        # RestoreCheckpoint and the recovery's restore
+        self.assertEqual(value(s, "harness_checkpoint_restore_duration_seconds_count"), 2)
         self.assertEqual(value(s, "harness_checkpoint_errors_total", op="restore"), 1)
         self.assertEqual(value(s, "harness_checkpoint_errors_total", op="create"), 0)
         self.assertEqual(value(s, "harness_sandboxes", driver="bwrap", state="created"), 1)
