@@ -147,7 +147,8 @@ class LintTest(HelmTestCase):
     def test_lint_strict_with_each_values_file(self):
         for f in ("values-upstream.yaml", "values-firecracker.yaml",
                   "values-firecracker-caps.yaml", "values-local-secrets.yaml",
-                  "values-tls-certmanager.yaml", "values-tls-secret.yaml"):
+                  "values-tls-certmanager.yaml", "values-tls-secret.yaml",
+                  "values-monitoring.yaml"):
             with self.subTest(values=f):
                 run_helm("lint", "--strict", "@CHART@", "-f", values_file(f))
 
@@ -602,6 +603,26 @@ class RenderTest(HelmTestCase):
         self.assertEqual({u for u in used if u.startswith("harness_")}, exported)
         for name in ("grpc_server_handled_total", "grpc_server_handling_seconds_bucket"):
             self.assertIn(name, used)
+
+    def test_monitoring_values_file(self):
+        m = render("values-monitoring.yaml")
+        self.assertEqual(m.config()["HARNESS_METRICS_LISTEN"], "0.0.0.0:9100")
+        self.assertEqual(m.config(FULLNAME + "-gateway")["HARNESS_GATEWAY_METRICS_LISTEN"],
+                         "0.0.0.0:9101")
+        self.assertEqual(m.pod()["terminationGracePeriodSeconds"], 25 + 10 + 5)
+        self.assertEqual(m.container("harnessd")["lifecycle"]["preStop"]["exec"]["command"],
+                         ["sleep", "10"])
+        sm = m.one("ServiceMonitor")["spec"]["endpoints"]
+        self.assertEqual([(e["interval"], e["scrapeTimeout"]) for e in sm], [("15s", "5s")] * 2)
+        rules = {r["alert"]: r for g in m.one("PrometheusRule")["spec"]["groups"] for r in g["rules"]}
+        self.assertTrue(rules["HarnessHeartbeatLagHigh"]["expr"].endswith("> 2.5"))
+        self.assertTrue(rules["HarnessRPCErrorRatioHigh"]["expr"].strip().endswith("> 0.1"))
+        self.assertEqual(m.one("PrometheusRule")["metadata"]["labels"]["release"],
+                         "kube-prometheus-stack")
+        np = m.one("NetworkPolicy")["spec"]
+        metrics = [r for r in np["ingress"] if r["ports"][0]["port"] == "metrics"][0]
+        self.assertEqual(metrics["from"][0]["namespaceSelector"]["matchLabels"],
+                         {"kubernetes.io/metadata.name": "monitoring"})
 
     def test_alert_rules_pass_promtool(self):
         promtool = shutil.which("promtool")
