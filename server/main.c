@@ -319,6 +319,10 @@ static int start(app *a, hs_error *err)
 	if ((rc = hs_grpc_health_new(&a->health, err)) != HS_OK ||
 	    (rc = hs_grpc_health_register(a->health, a->srv, err)) != HS_OK)
 		return rc;
+	/* Live from the start; the watchdog (live_main) takes over once the
+	 * readiness loop runs. */
+	atomic_store(&a->ready_round_ms, hs_clock_mono_ms());
+	hs_grpc_health_set(a->health, LIVENESS_SERVICE, HS_GRPC_HEALTH_SERVING);
 	if ((rc = hs_reflection_new(&a->reflection, err)) != HS_OK ||
 	    (rc = hs_reflection_register(a->reflection, a->srv, err)) != HS_OK)
 		return rc;
@@ -388,7 +392,6 @@ static int start(app *a, hs_error *err)
 
 	/* Ready only once the store and the workspace root take writes;
 	 * re-checked every 5 s. Live while those rounds keep finishing. */
-	hs_grpc_health_set(a->health, LIVENESS_SERVICE, HS_GRPC_HEALTH_SERVING);
 	readiness_check(a);
 	if ((rc = hs_metrics_add(a->metrics, collect_ready, a, err)) != HS_OK)
 		return rc;
