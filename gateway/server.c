@@ -373,6 +373,8 @@ void hs_gw__metadata(const req *r, call_md *md, bool with_authz)
 		md->v[md->n++] = (hs_client_md){ "x-client-user-agent", ua };
 	if (r->request_id[0] != '\0')
 		md->v[md->n++] = (hs_client_md){ "x-request-id", r->request_id };
+	if (r->traceparent[0] != '\0')
+		md->v[md->n++] = (hs_client_md){ "traceparent", r->traceparent };
 	const char *authz = with_authz ? hs_gw__header(r, "Authorization") : NULL;
 	if (authz != NULL && strncasecmp(authz, "Bearer ", 7) == 0 && md_value_ok(authz, 8192))
 		md->v[md->n++] = (hs_client_md){ "authorization", authz };
@@ -424,20 +426,29 @@ static bool route(req *r, resp *out)
 		hs_gw__set_error(out, 414, "URI_TOO_LONG", "Request path too long");
 		return false;
 	}
+	hs_gw_metrics *gm = r->srv->metrics;
 	if (!strcmp(m, "OPTIONS")) {
+		out->route_slot = hs_gw_metrics_fixed_slot(gm, HS_GW_R_PREFLIGHT);
 		out->status = 204;
 		out->preflight = true;
 		return false;
 	}
 	if (!strncmp(p, "/v1/", 4))
 		return hs_gw_rest_route(r, out);
-	if (!strcmp(p, "/health")) {
+	/* /livez: this process answers HTTP (liveness). /health and /readyz:
+	 * harnessd answers grpc.health.v1 Check("") with SERVING (readiness). */
+	bool live = !strcmp(p, "/livez");
+	if (live || !strcmp(p, "/health") || !strcmp(p, "/readyz")) {
+		out->route_slot = hs_gw_metrics_fixed_slot(gm, live		      ? HS_GW_R_LIVEZ
+							   : !strcmp(p, "/health") ? HS_GW_R_HEALTH
+										   : HS_GW_R_READYZ);
+		out->no_store = true;
 		if (strcmp(m, "GET") != 0 && strcmp(m, "HEAD") != 0) {
 			out->allow = "GET, HEAD, OPTIONS";
 			hs_gw__set_error(out, 405, "METHOD_NOT_ALLOWED", "Method not allowed");
 			return false;
 		}
-		bool up = harnessd_serving(r->srv);
+		bool up = live || harnessd_serving(r->srv);
 		out->status = up ? 200 : 503;
 		out->body = hs_gw_json_health(up, hs_clock_wall_ms());
 		return false;
@@ -450,8 +461,10 @@ static bool route(req *r, resp *out)
 			which = rest;
 	}
 	if (which == NULL) {
+		out->route_slot = hs_gw_metrics_fixed_slot(gm, HS_GW_R_CONSOLE);
 		if (hs_gw_assets_route(r, out))
 			return false;
+		out->route_slot = hs_gw_metrics_fixed_slot(gm, HS_GW_R_UNMATCHED);
 		out->close = r->ri->content_length != 0;
 		hs_gw__set_error(out, 404, "NOT_FOUND", "Route not found");
 		return false;
@@ -462,35 +475,26 @@ static bool route(req *r, resp *out)
 		hs_gw__set_error(out, 405, "METHOD_NOT_ALLOWED", "Method not allowed");
 		return false;
 	}
+	out->route_slot = hs_gw_metrics_fixed_slot(gm, !strcmp(which, "login")	  ? HS_GW_R_LOGIN
+						       : !strcmp(which, "refresh") ? HS_GW_R_REFRESH
+										   : HS_GW_R_LOGOUT);
 	hs_gw_auth_route(r, out, which);
 	return false;
 }
 
-static void new_request_id(req *r);
-
-/* X-Request-Id: the client's when it is a plain token, else a new one. */
-static void request_id(req *r)
+/* X-Request-Id and traceparent: the client's when they pass the rules of
+ * common/trace.h, else new ones (a bad value is never logged or passed
+ * on). They become this thread's log context until the request ends, and
+ * go to harnessd as metadata. raw_headers = false: civetweb could not
+ * parse the request, only new values. */
+static void trace_init(req *r, bool use_headers)
 {
-	const char *v = hs_gw__header(r, "X-Request-Id");
-	size_t n = v != NULL ? strlen(v) : 0;
-	if (n > 0 && n <= HS_GW_REQUEST_ID_MAX &&
-	    strspn(v, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:-") == n) {
-		memcpy(r->request_id, v, n + 1);
-		return;
-	}
-	new_request_id(r);
-}
-
-static void new_request_id(req *r)
-{
-	unsigned char b[8];
-	if (getrandom(b, sizeof(b), GRND_NONBLOCK) != (ssize_t)sizeof(b)) {
-		static unsigned long long counter;
-		unsigned long long c = __atomic_add_fetch(&counter, 1, __ATOMIC_RELAXED);
-		memcpy(b, &c, sizeof(b));
-	}
-	for (size_t i = 0; i < sizeof(b); i++)
-		snprintf(r->request_id + 2 * i, 3, "%02x", b[i]);
+	const char *rid = use_headers ? hs_gw__header(r, "X-Request-Id") : NULL;
+	const char *tp = use_headers ? hs_gw__header(r, "traceparent") : NULL;
+	hs_trace_begin(rid, rid != NULL ? strlen(rid) : 0, tp, tp != NULL ? strlen(tp) : 0);
+	const hs_trace_ctx *tc = hs_trace_current();
+	memcpy(r->request_id, tc->request_id, sizeof(r->request_id));
+	memcpy(r->traceparent, tc->traceparent, sizeof(r->traceparent));
 }
 
 /* parsed = false for civetweb's own errors: then the request line's fields
@@ -515,7 +519,7 @@ static void req_init(req *r, struct mg_connection *conn, hs_gw_server *srv, bool
 	const hs_gw_config *cfg = srv->cfg;
 	if (!parsed) {
 		snprintf(r->client_ip, sizeof(r->client_ip), "%s", r->ri->remote_addr);
-		new_request_id(r);
+		trace_init(r, false);
 		return;
 	}
 	hs_client_address(&cfg->proxies, r->ri->remote_addr, hs_gw__header(r, "X-Forwarded-For"),
@@ -525,26 +529,34 @@ static void req_init(req *r, struct mg_connection *conn, hs_gw_server *srv, bool
 	const char *proto = hs_gw__header(r, "X-Forwarded-Proto");
 	r->https = cfg->production || (via_proxy && proto != NULL && !strcasecmp(proto, "https"));
 	r->secure = r->https;
-	request_id(r);
+	trace_init(r, true);
 }
 
-static void access_log(const req *r, int status, long long t0)
+/* The access log line (request_id and trace_id come from the context),
+ * the request's metrics, and the end of its log context. */
+static void access_log(const req *r, int status, long long t0_us, size_t route_slot)
 {
+	long long us = hs_clock_mono_us() - t0_us;
 	hs_log(HS_LOG_INFO, "gateway", "request", HS_LS("method", r->method != NULL ? r->method : "-"),
 	       HS_LS("path", r->path), HS_LI("status", status),
-	       HS_LI("ms", hs_clock_mono_ms() - t0), HS_LS("peer", r->client_ip),
-	       HS_LS("request_id", r->request_id));
+	       HS_LI("ms", us / 1000), HS_LS("peer", r->client_ip));
+	hs_gw_metrics_request(r->srv->metrics, route_slot, status, (double)us / 1e6);
+	hs_trace_end();
 }
 
 static int handler(struct mg_connection *conn, void *cbdata)
 {
-	long long t0 = hs_clock_mono_ms();
+	long long t0 = hs_clock_mono_us();
 	req r;
 	req_init(&r, conn, cbdata, true);
 	resp *out = calloc(1, sizeof(*out));
-	if (out == NULL)
+	if (out == NULL) {
+		hs_trace_end();
 		return 500;
+	}
 	out->status = 500;
+	out->route_slot = hs_gw_metrics_fixed_slot(r.srv->metrics, HS_GW_R_UNMATCHED);
+	hs_gw_metrics_in_flight(r.srv->metrics, 1);
 	bool streamed = route(&r, out);
 	if (!streamed) {
 		if (out->body == NULL && out->static_body == NULL && out->status != 204 &&
@@ -553,10 +565,12 @@ static int handler(struct mg_connection *conn, void *cbdata)
 		hs_gw__respond(&r, out);
 	}
 	int status = streamed ? 200 : out->status;
+	size_t slot = out->route_slot;
 	explicit_bzero(out->cookie, sizeof(out->cookie));
 	free(out->body);
 	free(out);
-	access_log(&r, status, t0);
+	hs_gw_metrics_in_flight(r.srv->metrics, -1);
+	access_log(&r, status, t0, slot);
 	return status;
 }
 
@@ -578,7 +592,8 @@ static int http_error(struct mg_connection *conn, int status, const char *msg)
 	out.body = hs_gw_json_error(code, status >= 500 ? "Internal server error" : "Bad request");
 	hs_gw__respond(&r, &out);
 	free(out.body);
-	access_log(&r, status, hs_clock_mono_ms());
+	access_log(&r, status, hs_clock_mono_us(),
+		   hs_gw_metrics_fixed_slot(srv->metrics, HS_GW_R_UNMATCHED));
 	return 0;
 }
 
@@ -599,7 +614,7 @@ static int begin_request(struct mg_connection *conn)
 	const char *why = hs_gw_framing_problem(h, n);
 	if (why == NULL)
 		return 0;
-	long long t0 = hs_clock_mono_ms();
+	long long t0 = hs_clock_mono_us();
 	req r;
 	req_init(&r, conn, srv, true);
 	resp out;
@@ -611,13 +626,14 @@ static int begin_request(struct mg_connection *conn)
 	free(out.body);
 	hs_log(HS_LOG_WARN, "gateway", "ambiguous request framing refused", HS_LS("why", why),
 	       HS_LS("peer", r.client_ip));
-	access_log(&r, 400, t0);
+	access_log(&r, 400, t0, hs_gw_metrics_fixed_slot(srv->metrics, HS_GW_R_UNMATCHED));
 	return 400;
 }
 
 /* The admission table of the running server, for accept() below (which
  * has no context pointer). One gateway server per process. */
 static hs_gw_admit *g_admit;
+static hs_gw_metrics *g_metrics; /* open connections, counted like g_admit */
 static pthread_mutex_t g_cut_mu = PTHREAD_MUTEX_INITIALIZER;
 static long long g_cut_logged_ms;
 
@@ -657,8 +673,11 @@ int accept(int fd, struct sockaddr *addr, socklen_t *len)
 	hs_gw_admit *a = __atomic_load_n(&g_admit, __ATOMIC_ACQUIRE);
 	char ip[HS_IP_TEXT_MAX];
 	int port = 0;
-	if (c < 0 || a == NULL || !sockaddr_ip(addr, ip, &port) || hs_gw_admit_open(a, ip, port))
+	if (c < 0 || a == NULL || !sockaddr_ip(addr, ip, &port) || hs_gw_admit_open(a, ip, port)) {
+		if (c >= 0)
+			hs_gw_metrics_connections(__atomic_load_n(&g_metrics, __ATOMIC_ACQUIRE), 1);
 		return c;
+	}
 	close(c);
 	pthread_mutex_lock(&g_cut_mu);
 	long long now = hs_clock_mono_ms();
@@ -677,6 +696,7 @@ static void connection_close(const struct mg_connection *conn)
 {
 	const struct mg_request_info *ri = mg_get_request_info(conn);
 	hs_gw_admit *a = __atomic_load_n(&g_admit, __ATOMIC_ACQUIRE);
+	hs_gw_metrics_connections(__atomic_load_n(&g_metrics, __ATOMIC_ACQUIRE), -1);
 	char ip[HS_IP_TEXT_MAX];
 	if (a != NULL && ri != NULL &&
 	    hs_ip_canonical(ri->remote_addr, strlen(ri->remote_addr), ip, sizeof(ip)))
@@ -689,10 +709,42 @@ static int log_message(const struct mg_connection *conn, const char *message)
 	return 1;
 }
 
+/* --metrics-listen: the registry (process metrics and ours) on its own
+ * listener, which also answers /livez (this process) and /readyz
+ * (harnessd reachable, as /health). */
+static bool metrics_probe(void *payload, bool ready)
+{
+	return !ready || harnessd_serving(payload);
+}
+
+static int start_metrics(hs_gw_server *s, hs_error *err)
+{
+	int rc;
+	if (s->cfg->metrics_listen[0] == '\0')
+		return HS_OK;
+	if ((rc = hs_metrics_new(&s->registry, err)) != HS_OK ||
+	    (rc = hs_metrics_add(s->registry, hs_metrics_collect_process, NULL, err)) != HS_OK ||
+	    (rc = hs_metrics_add(s->registry, hs_gw_metrics_collect, s->metrics, err)) != HS_OK)
+		return rc;
+	hs_metrics_http_opts o = { metrics_probe, s };
+	if ((rc = hs_metrics_http_start_with(&s->metrics_http, s->cfg->metrics_listen, s->registry,
+					     &o, err)) != HS_OK)
+		return rc;
+	hs_log(HS_LOG_INFO, "gateway", "metrics", HS_LS("listen", s->cfg->metrics_listen),
+	       HS_LI("port", hs_metrics_http_port(s->metrics_http)));
+	return HS_OK;
+}
+
 /* Frees what start made; ctx must be stopped (or never started). */
 static void server_free(hs_gw_server *s)
 {
 	__atomic_store_n(&g_admit, NULL, __ATOMIC_RELEASE);
+	__atomic_store_n(&g_metrics, NULL, __ATOMIC_RELEASE);
+	hs_metrics_http_stop(s->metrics_http); /* no scrape runs past this */
+	if (s->registry != NULL && s->metrics != NULL)
+		hs_metrics_remove(s->registry, hs_gw_metrics_collect, s->metrics);
+	hs_metrics_free(s->registry);
+	hs_gw_metrics_free(s->metrics);
 	hs_async_free(s->async);
 	hs_gw_routes_free(s->routes);
 	hs_gw_admit_free(s->admit);
@@ -723,6 +775,10 @@ int hs_gw_server_start(hs_gw_server **out, const hs_gw_config *cfg, hs_client *c
 	if (rc == HS_OK)
 		rc = hs_gw_routes_load(&s->routes, hs_descriptor_set, hs_descriptor_set_len, services,
 				       n_services, err);
+	if (rc == HS_OK)
+		rc = hs_gw_metrics_new(&s->metrics, s->routes, err);
+	if (rc == HS_OK)
+		rc = start_metrics(s, err);
 	if (rc == HS_OK)
 		rc = hs_async_new(&s->async, client, GRPC_POLLERS, err);
 	if (rc == HS_OK && cfg->sse_max_streams > 0 &&
@@ -756,6 +812,7 @@ int hs_gw_server_start(hs_gw_server **out, const hs_gw_config *cfg, hs_client *c
 	cb.connection_close = connection_close;
 	mg_init_library(0);
 	__atomic_store_n(&g_admit, s->admit, __ATOMIC_RELEASE);
+	__atomic_store_n(&g_metrics, s->metrics, __ATOMIC_RELEASE);
 	s->ctx = mg_start(&cb, s, options);
 	if (s->ctx == NULL) {
 		mg_exit_library();

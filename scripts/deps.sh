@@ -13,7 +13,7 @@ PKGS=(
   python3 python3-grpcio python3-protobuf python3-yaml python3-cryptography
   bubblewrap curl nghttp2-client clang libclang-rt-14-dev
   chromium chromium-driver python3-selenium
-  zsh fish jq
+  zsh fish jq prometheus
 )
 # Extra packages only the benchmarks need (installed with --bench).
 BENCH_PKGS=(wrk nginx-light hyperfine g++ libgrpc++-dev)

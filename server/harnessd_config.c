@@ -193,7 +193,9 @@ static const opt opts[] = {
 	{ "jwt-jwks-url", "HARNESS_JWT_JWKS_URL", S(jwt_jwks_url), "", 0, 0, NULL, false,
 	  "upstream backend: verify RS256/ES256 access tokens with the user service's JWKS (fetched, cached, refreshed on an unknown kid)" },
 	{ "metrics-listen", "HARNESS_METRICS_LISTEN", S(metrics_listen), "127.0.0.1:9090", 0, 0,
-	  NULL, false, "Prometheus /metrics over HTTP on host:port (empty: off; port 0 picks one)" },
+	  NULL, false,
+	  "Prometheus /metrics, /livez and /readyz over HTTP on host:port (empty: off; port 0 "
+	  "picks one)" },
 };
 
 static const opt *find_opt(const char *name, size_t len)

@@ -74,6 +74,20 @@ typedef struct hs_ckpt__task_lock {
 
 typedef struct hs_ckpt__pusher hs_ckpt__pusher;
 
+/* metrics.c: what creates and restores cost (see hs_ckpt__metrics_collect). */
+#include "metrics.h"
+typedef struct hs_ckpt__metrics {
+	hs_histogram create_seconds, restore_seconds, files_changed;
+	hs_counter create_errors, restore_errors;
+} hs_ckpt__metrics;
+
+void hs_ckpt__metrics_init(hs_ckpt__metrics *m);
+/* rc: the operation's result; us: its duration. */
+void hs_ckpt__metrics_create(hs_ckpt__metrics *m, int rc, int64_t us, uint32_t files_changed);
+void hs_ckpt__metrics_restore(hs_ckpt__metrics *m, int rc, int64_t us);
+/* payload: the hs_ckpt_mgr. */
+void hs_ckpt__metrics_collect(hs_metrics_out *out, void *payload);
+
 struct hs_ckpt_mgr {
 	char *repos_dir;      /* realpath */
 	char *ws_root;        /* realpath, no trailing '/' */
@@ -97,6 +111,8 @@ struct hs_ckpt_mgr {
 	unsigned open_repos;     /* entries with a repo; guarded by map_mu */
 	unsigned max_open_repos;
 	uint64_t tick;           /* LRU clock; guarded by map_mu */
+	hs_ckpt__metrics metrics;
+	hs_metrics *registry;    /* borrowed; NULL: not registered */
 };
 
 /* checkpoint.c ------------------------------------------------------------ */

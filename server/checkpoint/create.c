@@ -397,6 +397,7 @@ done:
 	free(wsname);
 	free(ext);
 	if (rc) {
+		hs_ckpt__metrics_create(&mgr->metrics, rc, 0, 0);
 		hs_ckpt_create_result_dispose(&res);
 		return rc;
 	}
@@ -406,6 +407,8 @@ done:
 			res.push_error = hs_ckpt__push(mgr->pusher, gitdir, task_id, info->checkpoint_id);
 		if (mgr->on_create)
 			mgr->on_create(mgr->on_create_payload, task_id, info->checkpoint_id, info->step);
+		hs_ckpt__metrics_create(&mgr->metrics, HS_OK, hs_clock_mono_us() - t0,
+					info->files_changed);
 	}
 	*out = res;
 	return HS_OK;

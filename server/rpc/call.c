@@ -36,6 +36,7 @@
 #include "decode.h"
 #include "log.h"
 #include "rpc_internal.h"
+#include "trace.h"
 
 static const char *const status_names[] = {
 	"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED",
@@ -530,7 +531,7 @@ bool hs_rpc_call_on_cq(const hs_rpc_call *call)
 static bool submit_to_lane(hs_rpc_call *call);
 
 /* Runs the handler for call->req; on the CQ thread (on_cq) or a worker. */
-static void run_handler(hs_rpc_call *call, bool on_cq)
+static void run_handler_body(hs_rpc_call *call, bool on_cq)
 {
 	const hs_rpc_handler *h = &call->m->handler;
 	hs_error err = { 0 };
@@ -565,6 +566,30 @@ static void run_handler(hs_rpc_call *call, bool on_cq)
 		if (!hold)
 			arm_recv(call);
 	}
+}
+
+/* The call's x-request-id and traceparent (checked; a bad or missing one
+ * replaced) become this thread's log context while the handler runs
+ * (common/trace.h), and the request id goes back in the initial metadata
+ * (not on bidi streams: their handler runs per message, and response
+ * metadata would keep the per-message arena from being reset). */
+static void run_handler(hs_rpc_call *call, bool on_cq)
+{
+	if (call->trace_set) { /* a handler tried inline, then deferred to a lane */
+		hs_trace_restore(&call->trace);
+	} else {
+		size_t rl = 0, tl = 0;
+		const char *rid = hs_rpc_call_metadata(call, "x-request-id", &rl);
+		const char *tp = hs_rpc_call_metadata(call, "traceparent", &tl);
+		hs_trace_begin(rid, rl, tp, tl);
+		call->trace = *hs_trace_current();
+		call->trace_set = true;
+		if (call->m->handler.kind != HS_RPC_BIDI_STREAM)
+			(void)hs_rpc_call_add_initial_metadata(call, "x-request-id",
+							       call->trace.request_id);
+	}
+	run_handler_body(call, on_cq);
+	hs_trace_end();
 }
 
 void hs_rpc_call_pause_recv(hs_rpc_call *call)

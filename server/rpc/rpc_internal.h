@@ -13,6 +13,7 @@
 #include "metrics.h"
 #include "pool.h"
 #include "rpc.h"
+#include "trace.h"
 
 typedef struct hs_rpc_tls hs_rpc_tls; /* tls.c */
 
@@ -105,6 +106,8 @@ struct hs_rpc_call {
 	const ProtobufCMessage *req;
 	struct timespec started;
 	bool on_cq; /* the handler is running on a CQ thread (hs_rpc_call_on_cq) */
+	bool trace_set;   /* trace holds the call's checked request id and trace */
+	hs_trace_ctx trace;
 
 	hs_rpc_call *live_prev, *live_next, *free_next;
 	hs_arena arena;

@@ -354,8 +354,12 @@ static void fire(hs_tasks *t, task *k)
 	if (!rearmed) {
 		hs_task_input in = { .kind = HS_TIN_DEADLINE, .now_ms = hs_clock_wall_ms() };
 		hs_error err = { 0 };
-		if (hs_tasks__apply(t, k, &in, NULL, NULL, &err) != HS_OK)
+		hs_task_decision d;
+		int64_t deadline = k->m.deadline_ms;
+		if (hs_tasks__apply(t, k, &in, NULL, &d, &err) != HS_OK)
 			hs_tasks__retry_later(t, k, "deadline", &err);
+		else if (d.event == HS_TEV_TIMEOUT)
+			hs_tasks__metrics_timeout(t, deadline, in.now_ms);
 	}
 	pthread_mutex_unlock(&k->mu);
 }
@@ -579,6 +583,7 @@ int hs_tasks_new(hs_tasks **out, const hs_tasks_config *cfg, hs_error *err)
 		hs_tasks__default_ops(&t->ops, &t->ops_ctx);
 	t->max_tasks = cfg->max_tasks ? cfg->max_tasks : 1000000;
 	t->max_watchers = cfg->max_watchers ? cfg->max_watchers : 1024;
+	hs_histogram_init(&t->m_hb_lag, hs_metrics_default_seconds, 11, 1e6);
 	pthread_mutex_init(&t->mu, NULL);
 	pthread_mutex_init(&t->rq_mu, NULL);
 	pthread_mutex_init(&t->ev_mu, NULL);
@@ -612,6 +617,11 @@ int hs_tasks_new(hs_tasks **out, const hs_tasks_config *cfg, hs_error *err)
 		goto fail;
 	}
 	t->timer_started = true;
+	if (cfg->metrics != NULL) {
+		if ((rc = hs_metrics_add(cfg->metrics, hs_tasks__metrics_collect, t, err)) != HS_OK)
+			goto fail;
+		t->registry = cfg->metrics;
+	}
 	hs_log(HS_LOG_INFO, "tasks", "tasks loaded", HS_LI("tasks", t->n_all),
 	       HS_LI("armed", hs_timer_count(&t->heap)), HS_LI("last_event_id", t->last_event_id));
 	*out = t;
@@ -625,6 +635,8 @@ void hs_tasks_free(hs_tasks *t)
 {
 	if (t == NULL)
 		return;
+	if (t->registry != NULL) /* no scrape reads t past this */
+		hs_metrics_remove(t->registry, hs_tasks__metrics_collect, t);
 	pthread_mutex_lock(&t->mu);
 	t->stop = true;
 	pthread_cond_broadcast(&t->timer_cv);

@@ -221,6 +221,10 @@ typedef struct hs_tasks_config {
 	unsigned webhook_attempts;       /* 0 = 4 */
 	int64_t webhook_backoff_ms;      /* 0 = 500 (doubles per retry) */
 	int64_t webhook_timeout_ms;      /* 0 = 5000 */
+	/* borrowed, outlives the module; NULL: no metrics. harness_tasks{state},
+	 * harness_heartbeat_lag_seconds, harness_recoveries_* and
+	 * harness_webhook_deliveries_total are registered on it. */
+	struct hs_metrics *metrics;
 } hs_tasks_config;
 
 /* Load every task from the store and re-arm deadlines (RUNNING: last

@@ -21,6 +21,7 @@
 #include "tasks.h"
 #include "timer.h"
 #include "webhook.h"
+#include "metrics.h"
 
 /* Bounded copy that always terminates dst (truncating: fields were
  * validated against their limits before they got here). */
@@ -101,7 +102,18 @@ struct hs_tasks {
 
 	hs_webhook *webhook;
 	atomic_uint_fast64_t n_events, n_dropped, n_recoveries;
+
+	/* metrics.c */
+	hs_metrics *registry; /* borrowed; NULL: not registered */
+	hs_histogram m_hb_lag;
+	hs_counter m_timeouts, m_rec_started, m_rec_succeeded, m_rec_failed;
 };
+
+/* metrics.c: count a decision's event (transition.c, after it applied);
+ * a TIMEOUT's lateness against its deadline (tasks.c, fire); the scrape. */
+void hs_tasks__metrics_event(hs_tasks *t, int event);
+void hs_tasks__metrics_timeout(hs_tasks *t, int64_t deadline_ms, int64_t now_ms);
+void hs_tasks__metrics_collect(hs_metrics_out *out, void *payload);
 
 
 /* Store row <-> task. row_of fills a row from the task with machine m

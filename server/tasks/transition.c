@@ -110,6 +110,8 @@ static void apply_memory(hs_tasks *t, task *k, const hs_task_input *in, const hs
 		k->attempt_due = false;
 	if (d->enqueue)
 		hs_tasks__enqueue(t, k);
+	if (d->event != 0)
+		hs_tasks__metrics_event(t, d->event);
 	if (d->event != 0 && d->event != HS_TEV_RECOVERED && d->event != HS_TEV_REGISTERED)
 		hs_log(HS_LOG_INFO, "tasks", "task event", HS_LS("task_id", k->id),
 		       HS_LS("state", hs_task_state_name(k->m.state)), HS_LI("event", d->event),
