@@ -622,6 +622,43 @@ static int by_newest(const void *a, const void *b)
 	return strcmp(x->k->id, y->k->id);
 }
 
+/* Moves the m first keys in by_newest order to keys[0..m), sorted, when m
+ * is much smaller than n: a bounded max-heap (its root the last of the
+ * best so far), O(n log m) instead of sorting all n. */
+static void sift_down(list_key *h, size_t m, size_t i)
+{
+	for (;;) {
+		size_t l = 2 * i + 1, r = l + 1, big = i;
+		if (l < m && by_newest(&h[l], &h[big]) > 0)
+			big = l;
+		if (r < m && by_newest(&h[r], &h[big]) > 0)
+			big = r;
+		if (big == i)
+			return;
+		list_key t = h[i];
+		h[i] = h[big];
+		h[big] = t;
+		i = big;
+	}
+}
+
+static void first_m(list_key *keys, size_t n, size_t m)
+{
+	if (m == 0 || m * 8 >= n) {
+		qsort(keys, n, sizeof(*keys), by_newest);
+		return;
+	}
+	for (size_t i = m / 2; i-- > 0;) /* keys[0..m) as a heap */
+		sift_down(keys, m, i);
+	for (size_t i = m; i < n; i++) {
+		if (by_newest(&keys[i], &keys[0]) < 0) { /* better than the worst kept */
+			keys[0] = keys[i];
+			sift_down(keys, m, 0);
+		}
+	}
+	qsort(keys, m, sizeof(*keys), by_newest);
+}
+
 /* Does the task's labels JSON satisfy the selector (common/labels.h)? */
 static bool labels_match(const char *labels_json, const hs_task_list_opts *o)
 {
@@ -691,8 +728,8 @@ int hs_tasks_list(hs_tasks *t, const hs_principal *caller, const hs_task_list_op
 		if (keep)
 			keys[n++] = (list_key){ reg, k };
 	}
-	qsort(keys, n, sizeof(*keys), by_newest);
 	size_t m = n < page ? n : page;
+	first_m(keys, n, m);
 	hs_task_info *arr = calloc(m ? m : 1, sizeof(*arr));
 	if (arr == NULL) {
 		free(keys);

@@ -247,6 +247,41 @@ static void test_tasks__heartbeat_start(void **state)
 	pthread_mutex_unlock(&d.mu);
 }
 
+/* Small pages over many tasks (the bounded-heap selection) give exactly
+ * the order of one big page (the full sort), each task once. */
+static void test_tasks__small_pages_match_one_big_page(void **state)
+{
+	fx *f = *state;
+	hs_error err = { 0 };
+	char id[32];
+	for (int i = 0; i < 40; i++) {
+		snprintf(id, sizeof(id), "pg-%02d", (i * 7) % 40);
+		reg(f, &alice, id, 1000, 60000, 1, 60000);
+	}
+	hs_task_list_opts big = { .page_size = 1000 };
+	hs_task_info *all = NULL, *arr = NULL;
+	size_t n_all = 0, n = 0;
+	char *next = NULL;
+	assert_int_equal(hs_tasks_list(f->tasks, &alice, &big, &all, &n_all, &next, &err), HS_OK);
+	assert_null(next);
+	assert_int_equal(n_all, 40);
+	size_t seen = 0;
+	char *tok = NULL;
+	do {
+		hs_task_list_opts o = { .page_size = 3, .page_token = tok };
+		assert_int_equal(hs_tasks_list(f->tasks, &alice, &o, &arr, &n, &next, &err), HS_OK);
+		for (size_t i = 0; i < n; i++, seen++) {
+			assert_true(seen < n_all);
+			assert_string_equal(arr[i].task_id, all[seen].task_id);
+		}
+		hs_task_info_array_free(arr, n);
+		free(tok);
+		tok = next;
+	} while (tok != NULL);
+	assert_int_equal(seen, n_all);
+	hs_task_info_array_free(all, n_all);
+}
+
 static void test_tasks__recovery_then_resume(void **state)
 {
 	fx *f = *state;
@@ -759,6 +794,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_tasks__register_validation, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tasks__stall_detected_within_100ms, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tasks__heartbeat_start, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tasks__small_pages_match_one_big_page, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_tasks__recovery_then_resume, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tasks__backoff_and_max_attempts, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tasks__no_checkpoint_fails_at_once, setup, teardown),
