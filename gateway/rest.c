@@ -247,6 +247,10 @@ bool hs_gw_rest_route(const req *r, resp *out)
 		snprintf(msg, sizeof(msg), "%s is not allowed here (allowed: %s)", r->method, m->allow);
 		status_error(out, 405, 12, msg);
 		goto done;
+	case HS_GW_MATCH_BAD:
+		out->close = has_body;
+		status_error(out, 400, 3, "path: malformed percent-encoding or an encoded NUL");
+		goto done;
 	default:
 		out->close = has_body;
 		status_error(out, 404, 5, "no such route");

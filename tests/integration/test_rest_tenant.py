@@ -1,0 +1,86 @@
+"""Red team of the REST gateway as a hostile second tenant (issue 18's
+attack surface): the REAL gateway in front of a REAL harnessd, users A
+(alice) and B (bob) made by the admin, driven with plain HTTP. Each test is
+an attack that once worked, or one that must keep failing."""
+import os
+import unittest
+
+import hstest
+from resthelp import Rest
+from test_rest import ADMIN, start_gateway
+
+
+class TenantAttackTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.hd = hstest.Harnessd()
+        try:
+            cls.gw = start_gateway(cls.hd)
+        except BaseException:
+            cls.hd.close()
+            raise
+        cls.anon = Rest(cls.gw.port)
+        r = cls.anon.post("/v1/auth:login", {"email": ADMIN[0], "password": ADMIN[1]})
+        cls.admin = Rest(cls.gw.port, r["accessToken"])
+        cls.a, cls.a_id = cls.user("alice")
+        cls.b, cls.b_id = cls.user("bob")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.gw.stop()
+        cls.hd.close()
+
+    @classmethod
+    def user(cls, name):
+        u = cls.admin.post("/v1/users", {"email": name + "@example.com", "name": name,
+                                          "password": name + "-password-1", "role": "user"})
+        return Rest(cls.gw.port, cls.login(name)["accessToken"]), u["id"]
+
+    @classmethod
+    def login(cls, name):
+        return cls.anon.post("/v1/auth:login", {"email": name + "@example.com",
+                                                "password": name + "-password-1"})
+
+    def test_encoded_path_cannot_reach_another_route(self):
+        """B sends the admin a console link #/tasks/<id> whose id holds
+        "../users/<A>:disable" and an encoded NUL; the console encodes the id
+        (encodeURIComponent) into POST /v1/tasks/<id>:recover. The gateway
+        used civetweb's decoded and dot-cleaned path, which made that
+        POST /v1/users/<A>:disable with the admin's token. Now an escape
+        decodes inside its segment only, and an encoded NUL is 400."""
+        a_id = self.a_id
+        bad = [
+            ("POST", "/v1/tasks/..%%2Fusers%%2F%s%%3Adisable%%00:recover" % a_id),
+            ("POST", "/v1/tasks/..%%2Fusers%%2F%s%%3Adisable%%00:cancel" % a_id),
+            ("GET", "/v1/tasks/x%00"),
+            ("GET", "/v1/tasks/x%zz"),
+        ]
+        for method, path in bad:
+            st, e = self.admin.error(method, path, {"reason": "from the console"}
+                                     if method == "POST" else None)
+            self.assertEqual((st, e["code"]), (400, 3), path)
+        # without the NUL the whole id is one value: no such task
+        st, e = self.admin.error("POST", "/v1/tasks/..%%2Fusers%%2F%s%%3Adisable:recover" % a_id,
+                                 {"reason": "x"})
+        self.assertEqual(st // 100, 4)
+        self.assertNotIn(e["code"], (0,))
+        self.assertIs(self.admin.get("/v1/users/" + a_id)["disabled"], False)
+        self.assertEqual(self.a.get("/v1/auth:whoami")["id"], a_id)
+        # "%2F" and "%2E%2E" stay inside the value: B cannot climb from its
+        # own task to A's
+        self.a.post("/v1/tasks", {"taskId": "enc-a"})
+        self.b.post("/v1/tasks", {"taskId": "enc-b"})
+        st, e = self.b.error("GET", "/v1/tasks/enc-b%2F..%2Fenc-a")
+        self.assertEqual((st, e["code"]), (400, 3))  # not a task id
+        st, e = self.b.error("GET", "/v1/tasks/%2E%2E")
+        self.assertEqual((st, e["code"]), (400, 3))
+        # an encoded ':' is part of the id, not a verb
+        st, e = self.b.error("POST", "/v1/tasks/enc-b%3Acancel", {})
+        self.assertEqual(st, 405)
+        self.assertEqual(self.b.get("/v1/tasks/enc-b")["state"], "TASK_STATE_RUNNING")
+        # plain escapes of ordinary characters still work
+        self.assertEqual(self.b.get("/v1/tasks/enc%2Db")["taskId"], "enc-b")
+
+
+if __name__ == "__main__":
+    unittest.main()
