@@ -293,8 +293,37 @@ void hs_rpc_call_finish(hs_rpc_call *call, int code, const char *msg)
 	finish_code(call, code, msg);
 }
 
+/* Whether a streaming call's credential still holds (hs_rpc_recheck_fn);
+ * false after ending the call. Reads only the request metadata, which
+ * stays unchanged for the call's life. */
+static bool credential_holds(hs_rpc_call *call)
+{
+	hs_rpc_server *srv = call->srv;
+	if (srv->recheck == NULL || call->m == NULL || call->m->handler.kind == HS_RPC_UNARY ||
+	    !call->principal.authenticated)
+		return true;
+	const grpc_metadata *authz = NULL;
+	for (size_t i = 0; i < call->req_md.count && authz == NULL; i++)
+		if (grpc_slice_str_cmp(call->req_md.metadata[i].key, "authorization") == 0)
+			authz = &call->req_md.metadata[i];
+	if (authz == NULL)
+		return true;
+	hs_error err = { 0 };
+	int rc = srv->recheck((const char *)GRPC_SLICE_START_PTR(authz->value),
+			      GRPC_SLICE_LENGTH(authz->value), call->m->path, &call->principal, &err,
+			      srv->recheck_payload);
+	if (rc != HS_UNAUTH && rc != HS_DENIED)
+		return true;
+	char msg[sizeof(err.msg) + 48];
+	snprintf(msg, sizeof(msg), "credential no longer valid: %s", err.msg);
+	finish_code(call, rc, msg);
+	return false;
+}
+
 int hs_rpc_call_send(hs_rpc_call *call, const ProtobufCMessage *msg)
 {
+	if (!credential_holds(call))
+		return HS_CANCELLED;
 	grpc_byte_buffer *bb = pack(msg);
 	pthread_mutex_lock(&call->mu);
 	int rc = HS_OK;

@@ -113,6 +113,8 @@ struct hs_rpc_server {
 	hs_pool *lanes[N_LANES];
 	hs_rpc_auth_fn auth;
 	void *auth_payload;
+	hs_rpc_recheck_fn recheck;
+	void *recheck_payload;
 	hs_rpc_tls *tls; /* NULL = plaintext */
 
 	pthread_mutex_t mu; /* live list, free list, flags below; taken before any call->mu */

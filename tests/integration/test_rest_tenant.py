@@ -81,6 +81,76 @@ class TenantAttackTest(unittest.TestCase):
         # plain escapes of ordinary characters still work
         self.assertEqual(self.b.get("/v1/tasks/enc%2Db")["taskId"], "enc-b")
 
+    def _next_message(self, es):
+        """The next event that is not a keep-alive: (id, name, data) or None."""
+        return es.next(timeout=20.0)
+
+    def test_open_stream_ends_when_its_session_is_revoked(self):
+        """A stream opened before a logout kept delivering the (logged out)
+        session's task events: the token was checked only when the stream
+        started. Now harnessd re-checks the credential before every
+        message: the next event is not delivered, the stream ends with
+        UNAUTHENTICATED."""
+        s = self.login("bob")
+        bob2 = Rest(self.gw.port, s["accessToken"])
+        self.b.post("/v1/tasks", {"taskId": "rev-b"})
+        es = bob2.stream("/v1/tasks:watch?taskId=rev-b&sendInitial=true")
+        try:
+            self.assertEqual(es.status, 200)
+            _, name, d = self._next_message(es)
+            self.assertEqual(d["type"], "TASK_EVENT_TYPE_INITIAL_STATE")
+            self.assertEqual(self.anon.post("/v1/auth:logout", {"refreshToken": s["refreshToken"]}), {})
+            self.b.post("/v1/tasks/rev-b:cancel", {"reason": "after the logout"})
+            ev = self._next_message(es)
+            self.assertIsNotNone(ev)
+            _, name, d = ev
+            self.assertEqual(name, "end", "an event reached a logged-out session: %s" % d)
+            self.assertEqual(d["code"], 16)
+            self.assertIn("no longer valid", d["message"])
+        finally:
+            es.close()
+
+    def test_open_stream_ends_when_its_user_is_disabled(self):
+        carol, carol_id = self.user("carol")
+        carol.post("/v1/tasks", {"taskId": "rev-c"})
+        es = carol.stream("/v1/tasks:watch?taskId=rev-c")
+        try:
+            self.assertEqual(es.status, 200)
+            self.assertIs(self.admin.post("/v1/users/%s:disable" % carol_id)["disabled"], True)
+            self.admin.post("/v1/tasks/rev-c:cancel", {"reason": "by the admin"})
+            _, name, d = self._next_message(es)
+            self.assertEqual(name, "end", "an event reached a disabled user: %s" % d)
+            self.assertEqual(d["code"], 16)
+        finally:
+            es.close()
+
+    def test_open_stream_ends_when_its_api_key_is_revoked(self):
+        k = self.admin.post("/v1/apiKeys", {"name": "rev-key", "role": "user"})
+        key = Rest(self.gw.port, k["key"])
+        key.post("/v1/tasks", {"taskId": "rev-k"})
+        es = key.stream("/v1/tasks:watch?taskId=rev-k")
+        try:
+            self.assertEqual(es.status, 200)
+            self.admin.post("/v1/apiKeys/%s:revoke" % k["id"])
+            self.admin.post("/v1/tasks/rev-k:cancel", {"reason": "by the admin"})
+            _, name, d = self._next_message(es)
+            self.assertEqual(name, "end", "an event reached a revoked API key: %s" % d)
+            self.assertEqual(d["code"], 16)
+        finally:
+            es.close()
+        # a live credential keeps its stream
+        es = self.a.stream("/v1/tasks:watch?taskId=live-a&afterEventId=0")
+        self.assertEqual(es.status, 404)  # no such task yet (and a refusal is an HTTP status)
+        es.close()
+        self.a.post("/v1/tasks", {"taskId": "live-a"})
+        es = self.a.stream("/v1/tasks:watch?taskId=live-a")
+        try:
+            self.a.post("/v1/tasks/live-a:cancel", {"reason": "mine"})
+            _, name, d = self._next_message(es)
+            self.assertEqual((name, d["type"]), ("message", "TASK_EVENT_TYPE_CANCELLED"))
+        finally:
+            es.close()
+
 
 if __name__ == "__main__":
     unittest.main()
