@@ -574,6 +574,9 @@ int hs_tasks_new(hs_tasks **out, const hs_tasks_config *cfg, hs_error *err)
 		hs_tasks__default_ops(&t->ops, &t->ops_ctx);
 	t->max_tasks = cfg->max_tasks ? cfg->max_tasks : 1000000;
 	t->max_watchers = cfg->max_watchers ? cfg->max_watchers : 1024;
+	t->max_watchers_per_user = cfg->max_watchers_per_user;
+	if (t->max_watchers_per_user == 0)
+		t->max_watchers_per_user = t->max_watchers >= 8 ? t->max_watchers / 8 : 1;
 	pthread_mutex_init(&t->mu, NULL);
 	pthread_mutex_init(&t->rq_mu, NULL);
 	pthread_mutex_init(&t->ev_mu, NULL);
