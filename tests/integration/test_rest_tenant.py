@@ -7,6 +7,7 @@ import unittest
 
 import hstest
 from resthelp import Rest
+from test_gateway import Gateway
 from test_rest import ADMIN, start_gateway
 
 
@@ -150,6 +151,32 @@ class TenantAttackTest(unittest.TestCase):
             self.assertEqual((name, d["type"]), ("message", "TASK_EVENT_TYPE_CANCELLED"))
         finally:
             es.close()
+
+    def test_production_hides_5xx_messages_in_stream_end_events(self):
+        """In production a 5xx answer says only "Internal server error"; a
+        stream's end event carried harnessd's message unchanged."""
+        hd = hstest.Harnessd()
+        gw, hd_open = None, True
+        try:
+            gw = Gateway(hd.target, args=["--gateway-secret-file", os.path.join(hd.data_dir, "gateway.key")],
+                         env={"HARNESS_ENV": "production"})
+            tok = Rest(gw.port).post("/v1/auth:login", {"email": ADMIN[0], "password": ADMIN[1]})["accessToken"]
+            es = Rest(gw.port, tok).stream("/v1/health:watch")
+            self.assertEqual(es.next()[2], {"status": "SERVING"})
+            hd_open = False
+            hd.close()  # the stream ends UNAVAILABLE (503) with harnessd's words
+            ev = es.next()
+            while ev is not None and ev[1] != "end":
+                ev = es.next()
+            self.assertIsNotNone(ev)
+            self.assertEqual(ev[2]["code"], 14)
+            self.assertEqual(ev[2]["message"], "Internal server error")
+            es.close()
+        finally:
+            if gw is not None:
+                self.assertEqual(gw.stop(), 0)
+            if hd_open:
+                hd.close()
 
 
 if __name__ == "__main__":
