@@ -82,6 +82,142 @@ class TenantAttackTest(unittest.TestCase):
         # plain escapes of ordinary characters still work
         self.assertEqual(self.b.get("/v1/tasks/enc%2Db")["taskId"], "enc-b")
 
+    def test_every_route_naming_anothers_object_is_404(self):
+        """B names A's task, checkpoint, sandbox and workspace in the path,
+        the query and the body (optional fields too, and fields bound twice:
+        the path wins): always 404 NOT_FOUND with the wording of a missing
+        object, and A's objects are unchanged. Admin-only routes are 403
+        for B whatever they name."""
+        A, B = self.a, self.b
+        A.post("/v1/tasks", {"taskId": "own-a", "heartbeatTimeoutMs": 60000})
+        os.makedirs(os.path.join(self.hd.data_dir, "workspaces", "own-a", "sub"), exist_ok=True)
+        ca = A.post("/v1/tasks/own-a/checkpoints", {"step": 1})["checkpoint"]["checkpointId"]
+        A.post("/v1/sandboxes", {"sandboxId": "own-sa", "driver": "bwrap", "taskId": "own-a",
+                                 "entrypoint": ["/bin/sh", "-c", "exec sleep 60"]})
+        B.post("/v1/tasks", {"taskId": "own-b"})
+        cb = B.post("/v1/tasks/own-b/checkpoints", {"step": 1})["checkpoint"]["checkpointId"]
+        B.post("/v1/sandboxes", {"sandboxId": "own-sb", "driver": "bwrap",
+                                 "entrypoint": ["/bin/sh", "-c", "exec sleep 60"]})
+        not_found = [
+            ("GET", "/v1/tasks/own-a", None),
+            ("POST", "/v1/tasks/own-a:heartbeat", {"taskId": "own-b"}),
+            ("POST", "/v1/tasks/own-a:complete", {"success": True}),
+            ("POST", "/v1/tasks/own-a:cancel", {}),
+            ("POST", "/v1/tasks/own-a:recover", {}),
+            ("POST", "/v1/tasks", {"taskId": "own-b2", "sandboxId": "own-sa"}),
+            ("POST", "/v1/tasks", {"taskId": "own-b3", "workspace": "own-a"}),
+            ("POST", "/v1/tasks", {"taskId": "own-b4", "workspace": "own-a/sub"}),
+            ("GET", "/v1/tasks/own-a/checkpoints", None),
+            ("GET", "/v1/tasks/own-a/checkpoints/" + ca, None),
+            ("GET", "/v1/tasks/own-b/checkpoints/" + ca, None),
+            ("GET", "/v1/tasks/own-a/checkpoints:latest", None),
+            ("GET", "/v1/tasks/own-a/checkpoints:verify", None),
+            ("GET", "/v1/tasks/own-b/checkpoints:verify?workspace=own-a", None),
+            ("GET", "/v1/tasks/own-b/checkpoints:diff?fromCheckpointId=%s&toCheckpointId=%s" % (ca, cb), None),
+            ("POST", "/v1/tasks/own-a/checkpoints", {"step": 2}),
+            ("POST", "/v1/tasks/own-b/checkpoints", {"step": 2, "workspace": "own-a"}),
+            ("POST", "/v1/tasks/own-b/checkpoints", {"step": 2, "workspace": "own-a/sub"}),
+            ("POST", "/v1/tasks/own-a/checkpoints/%s:restore" % ca, {}),
+            ("POST", "/v1/tasks/own-b/checkpoints/%s:restore" % ca, {}),
+            ("POST", "/v1/tasks/own-b/checkpoints/%s:restore" % cb, {"workspace": "own-a"}),
+            ("POST", "/v1/tasks/own-a/checkpoints:prune", {"keepLast": 1}),
+            ("GET", "/v1/sandboxes/own-sa", None),
+            ("POST", "/v1/sandboxes/own-sa:start", {}),
+            ("POST", "/v1/sandboxes/own-sa:pause", {}),
+            ("POST", "/v1/sandboxes/own-sa:resume", {}),
+            ("POST", "/v1/sandboxes/own-sa/snapshots", {}),
+            ("POST", "/v1/sandboxes/own-sa:restore", {"snapshotId": "x"}),
+            ("GET", "/v1/sandboxes/own-sa/snapshots", None),
+            ("DELETE", "/v1/sandboxes/own-sa?sandboxId=own-sb", None),
+            ("POST", "/v1/sandboxes", {"sandboxId": "own-sb2", "driver": "bwrap", "taskId": "own-a"}),
+            ("POST", "/v1/sandboxes", {"sandboxId": "own-sb3", "driver": "bwrap", "workspace": "own-a"}),
+            ("POST", "/v1/sandboxes", {"sandboxId": "own-sb4", "driver": "bwrap", "workspace": "own-a/sub"}),
+        ]
+        for method, path, body in not_found:
+            st, e = B.error(method, path, body)
+            self.assertEqual((st, e["code"]), (404, 5), "%s %s %s: %s" % (method, path, body, e))
+            self.assertRegex(e["message"], r"not found$", path)
+        for path in ("/v1/tasks:watch?taskId=own-a", "/v1/sandboxes/own-sa/logs"):
+            es = B.stream(path)
+            self.assertEqual(es.status, 404, path)
+            es.close()
+        # the path wins over the query and the body
+        lst = B.get("/v1/tasks/own-b/checkpoints?taskId=own-a&task_id=own-a")["checkpoints"]
+        self.assertEqual([c["taskId"] for c in lst], ["own-b"])
+        self.assertEqual(B.post("/v1/tasks/own-b:heartbeat", {"task_id": "own-a"})["state"],
+                         "TASK_STATE_RUNNING")
+        # lists show B's own objects only, whatever the query says
+        mine = B.get("/v1/tasks?pageSize=1000")["tasks"]
+        self.assertIn("own-b", [t["taskId"] for t in mine])
+        self.assertEqual({t["owner"] for t in mine}, {self.b_id})
+        self.assertEqual(B.get("/v1/sandboxes?taskId=own-a")["sandboxes"], [])
+        st, e = B.error("GET", "/v1/sandboxes?owner=" + self.a_id)
+        self.assertEqual((st, e["code"]), (403, 7))
+        # admin-only routes: 403 for B, whatever they name
+        for method, path, body in [("GET", "/v1/users/" + self.a_id, None),
+                                   ("POST", "/v1/users/%s:disable" % self.a_id, {}),
+                                   ("DELETE", "/v1/users/" + self.a_id, None),
+                                   ("GET", "/v1/apiKeys", None),
+                                   ("POST", "/v1/apiKeys", {"name": "b", "role": "admin"}),
+                                   ("POST", "/v1/apiKeys/hsk_0000000000000000:revoke", {})]:
+            st, e = B.error(method, path, body)
+            self.assertEqual((st, e["code"]), (403, 7), path)
+        # A's objects are as A left them
+        self.assertEqual(A.get("/v1/tasks/own-a")["state"], "TASK_STATE_RUNNING")
+        self.assertEqual(A.get("/v1/sandboxes/own-sa")["state"], "SANDBOX_STATE_CREATED")
+        self.assertEqual(len(A.get("/v1/tasks/own-a/checkpoints")["checkpoints"]), 1)
+        self.assertIs(self.admin.get("/v1/users/" + self.a_id)["disabled"], False)
+        A.ok("DELETE", "/v1/sandboxes/own-sa")
+        B.ok("DELETE", "/v1/sandboxes/own-sb")
+
+    def test_transcoding_abuse_is_400_never_another_field(self):
+        """Malformed requests are 400 naming what is wrong (never a 5xx,
+        never a value landing in another field)."""
+        B = self.b
+        B.post("/v1/tasks", {"taskId": "tc-b"})
+        json_h = {"Content-Type": "application/json"}
+        cases = [
+            ("POST", "/v1/tasks", b'{"taskId":"tc-b2","taskId":"own-a"}', "malformed JSON"),
+            ("POST", "/v1/tasks", b'{"taskId":"tc-b2","task_id":"own-a"}', "given twice"),
+            ("POST", "/v1/tasks", b'{"taskId":"tc-b2","totalSteps":"99999999999999999999"}', "total_steps"),
+            ("POST", "/v1/tasks", b'{"taskId":"tc-b2","recoveryPolicy":{"maxAttempts":4294967296}}',
+             "max_attempts"),
+            ("POST", "/v1/tasks", b'{"taskId":"t\\u0000b"}', "malformed JSON"),
+            ("POST", "/v1/tasks", b'{"taskId":"tc-b2","labels":' + b'{"a":' * 70 + b'1' + b'}' * 70 + b'}',
+             "nested deeper"),
+            ("POST", "/v1/tasks", b'["tc-b2"]', "expected a JSON object"),
+            ("GET", "/v1/tasks?" + "&".join("x%d=1" % i for i in range(65)), None, "more than 64"),
+            ("GET", "/v1/tasks?state=TASK_STATE_NOPE", None, "state"),
+            ("GET", "/v1/tasks?pageSize=1e3", None, "page_size"),
+            ("GET", "/v1/tasks?labelSelector=x", None, "labelSelector"),
+            ("GET", "/v1/tasks?labelSelector[%00]=x", None, "percent-encoding"),
+            ("GET", "/v1/tasks?pageToken=%ff", None, "UTF-8"),
+            ("GET", "/v1/tasks:watch?afterEventId=-1", None, "after_event_id"),
+        ]
+        for method, path, raw, needle in cases:
+            r = B.request(method, path, raw=raw, headers=json_h if raw is not None else None)
+            self.assertEqual((r.status, r.json()["code"]), (400, 3), "%s %s" % (path, raw))
+            self.assertIn(needle, r.json()["message"], path)
+        for lei in ("-1", "abc", "99999999999999999999999", "1e3"):
+            es = B.stream("/v1/tasks:watch", last_event_id=lei)
+            self.assertEqual(es.status, 400, lei)
+            self.assertIn("Last-Event-ID", es.error()["message"])
+            es.close()
+        # a cross-site page gets nothing done, with or without a body
+        for h in ({"Origin": "null"}, {"Origin": "https://evil.example"}, {"Sec-Fetch-Site": "cross-site"}):
+            r = B.request("POST", "/v1/tasks/tc-b:cancel", {}, headers=h)
+            self.assertEqual(r.status, 403, h)
+            r = B.request("POST", "/v1/tasks/tc-b:cancel", headers=h)
+            self.assertEqual(r.status, 403, h)
+        r = B.request("POST", "/v1/tasks/tc-b:cancel", raw=b"{}", headers={"Content-Type": "text/plain"})
+        self.assertEqual(r.status, 415)
+        self.assertEqual(B.get("/v1/tasks/tc-b")["state"], "TASK_STATE_RUNNING")
+        # no cookie authorises /v1, not even the refresh cookie
+        login = self.gw.login("bob@example.com", "bob-password-1")
+        cookie = next(v for k, v in login.headers if k == "set-cookie").split(";")[0]
+        st, e = self.anon.error("GET", "/v1/tasks", headers={"Cookie": cookie})
+        self.assertEqual((st, e["code"]), (401, 16))
+
     def _next_message(self, es):
         """The next event that is not a keep-alive: (id, name, data) or None."""
         return es.next(timeout=20.0)
