@@ -710,6 +710,10 @@ static void on_recv(hs_rpc_call *call, bool ok)
 		 * metadata was added (its slices point into the arena). */
 		if (call->n_init == 0 && call->n_trail == 0)
 			hs_arena_reset(&call->arena);
+		if (!credential_holds(call)) { /* no input from a revoked caller either */
+			grpc_byte_buffer_destroy(bb);
+			return;
+		}
 		hs_error err = { 0 };
 		int rc = unpack(call, bb, &err);
 		grpc_byte_buffer_destroy(bb);

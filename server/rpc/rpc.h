@@ -154,7 +154,8 @@ void hs_rpc_server_set_authenticator(hs_rpc_server *srv, hs_rpc_auth_fn fn, void
 
 /* Re-check of a streaming call's credential (a server or bidi stream that
  * authenticated with "authorization: Bearer"): before each message is
- * sent, so that no message reaches a token that was revoked, expired or
+ * sent and before each message a bidi stream received is handled, so that
+ * no message reaches (or comes from) a token that was revoked, expired or
  * whose user was disabled since the stream opened. Runs on the sending thread (any thread, maybe under the
  * sender's locks: no I/O, no call arena); authorization is the request's
  * metadata value (not NUL-terminated), was the principal the

@@ -288,6 +288,51 @@ class TenantAttackTest(unittest.TestCase):
         finally:
             es.close()
 
+    def test_exec_session_takes_no_input_after_its_session_is_revoked(self):
+        """ExecSandbox (gRPC only, no REST mapping): a shell opened before a
+        logout ran the lines it was sent afterwards; only its output was
+        checked. Now each message the caller sends is checked too."""
+        import queue
+        import grpc
+        from harness.v1 import sandbox_pb2 as S
+        s = self.login("bob")
+        self.b.post("/v1/tasks", {"taskId": "ex-b"})
+        self.b.post("/v1/sandboxes", {"sandboxId": "ex-sb", "driver": "bwrap", "taskId": "ex-b",
+                                      "entrypoint": ["/bin/sh", "-c", "exec sleep 120"]})
+        self.b.post("/v1/sandboxes/ex-sb:start")
+        marker = os.path.join(self.hd.data_dir, "workspaces", "ex-b", "after-logout")
+        fn = hstest.stub(self.hd.channel, "/harness.v1.SandboxService/ExecSandbox",
+                         S.ExecSandboxRequest, S.ExecSandboxResponse, "stream_stream")
+        q = queue.Queue()
+        q.put(S.ExecSandboxRequest(start=S.ExecStart(sandbox_id="ex-sb", command=["/bin/sh"])))
+        q.put(S.ExecSandboxRequest(stdin=b"echo ready\n"))
+
+        def reqs():
+            while True:
+                r = q.get()
+                if r is None:
+                    return
+                yield r
+        call = fn(reqs(), metadata=[("authorization", "Bearer " + s["accessToken"])],
+                  timeout=60 * hstest.SLOW)
+        try:
+            out = b""
+            it = iter(call)
+            while b"ready" not in out:
+                out += next(it).stdout
+            self.assertEqual(self.anon.post("/v1/auth:logout", {"refreshToken": s["refreshToken"]}), {})
+            q.put(S.ExecSandboxRequest(stdin=b"touch after-logout; echo ran\n"))
+            with self.assertRaises(grpc.RpcError) as cm:
+                for r in it:
+                    out += r.stdout
+            self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAUTHENTICATED)
+            self.assertNotIn(b"ran", out)
+            self.assertFalse(os.path.exists(marker), "a logged-out session ran a command")
+        finally:
+            q.put(None)
+            call.cancel()
+            self.b.ok("DELETE", "/v1/sandboxes/ex-sb")
+
     def test_production_hides_5xx_messages_in_stream_end_events(self):
         """In production a 5xx answer says only "Internal server error"; a
         stream's end event carried harnessd's message unchanged."""
