@@ -3,6 +3,7 @@ attack surface): the REAL gateway in front of a REAL harnessd, users A
 (alice) and B (bob) made by the admin, driven with plain HTTP. Each test is
 an attack that once worked, or one that must keep failing."""
 import os
+import re
 import unittest
 
 import hstest
@@ -217,6 +218,40 @@ class TenantAttackTest(unittest.TestCase):
         cookie = next(v for k, v in login.headers if k == "set-cookie").split(";")[0]
         st, e = self.anon.error("GET", "/v1/tasks", headers={"Cookie": cookie})
         self.assertEqual((st, e["code"]), (401, 16))
+
+    def test_csrf_on_every_state_changing_route(self):
+        """Every non-GET route of /openapi.json refuses a cross-site page
+        (403) before harnessd sees the call, even with a valid token."""
+        spec = self.anon.get("/openapi.json")
+        n = 0
+        for path, ops in spec["paths"].items():
+            for method in ops:
+                if method.upper() not in ("POST", "PUT", "PATCH", "DELETE"):
+                    continue
+                url = re.sub(r"\{[^}]+\}", "csrf-x", path)
+                for h in ({"Origin": "https://evil.example"}, {"Sec-Fetch-Site": "cross-site"}):
+                    r = self.b.request(method.upper(), url, {}, headers=h)
+                    want = 7 if url.startswith("/v1/") else "FORBIDDEN"  # the seed's shape
+                    self.assertEqual((r.status, r.json()["code"]), (403, want), "%s %s %s" % (method, url, h))
+                n += 1
+        self.assertGreaterEqual(n, 20)
+
+    def test_console_responses_forbid_framing_and_inline_script(self):
+        pages = ["/", "/console/app.js", "/console/api.js", "/console/style.css"]
+        for p in pages:
+            r = self.anon.request("GET", p)
+            self.assertEqual(r.status, 200, p)
+            self.assertEqual(r.header("x-content-type-options"), "nosniff", p)
+            self.assertIsNotNone(r.header("x-frame-options"), p)
+            self.assertIn("frame-ancestors", r.header("content-security-policy"), p)
+        r = self.anon.request("GET", "/")
+        csp = r.header("content-security-policy")
+        for d in ("script-src 'self'", "frame-ancestors 'none'", "object-src 'none'", "base-uri 'none'"):
+            self.assertIn(d, csp)
+        self.assertNotIn("unsafe-inline", csp)
+        r = self.anon.request("GET", "/", headers={"If-None-Match": r.header("etag")})
+        self.assertEqual(r.status, 304)
+        self.assertIn("frame-ancestors 'none'", r.header("content-security-policy"))
 
     def _next_message(self, es):
         """The next event that is not a keep-alive: (id, name, data) or None."""
