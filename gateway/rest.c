@@ -134,9 +134,12 @@ static bool put(const req *r, const char *data, size_t len)
 	return mg_write(r->conn, data, len) == (int)len;
 }
 
-/* The end event: the call's status (code 0 for a clean end). */
+/* The end event: the call's status (code 0 for a clean end); in production
+ * a 5xx code's message is hidden, as in grpc_error. */
 static void put_end(const req *r, int code, const char *message, const char *reason)
 {
+	if (r->srv->cfg->production && hs_client_grpc_to_http(code) >= 500)
+		message = "Internal server error";
 	char *status = hs_gw_status_json(code, message, reason);
 	size_t len = 0;
 	char *ev = status != NULL ? hs_gw_sse_event(NULL, "end", status, &len) : NULL;
@@ -250,6 +253,10 @@ bool hs_gw_rest_route(const req *r, resp *out)
 		out->close = has_body;
 		snprintf(msg, sizeof(msg), "%s is not allowed here (allowed: %s)", r->method, m->allow);
 		status_error(out, 405, 12, msg);
+		goto done;
+	case HS_GW_MATCH_BAD:
+		out->close = has_body;
+		status_error(out, 400, 3, "path: malformed percent-encoding or an encoded NUL");
 		goto done;
 	default:
 		out->close = has_body;

@@ -802,6 +802,10 @@ int hs_gw_server_start(hs_gw_server **out, const hs_gw_config *cfg, hs_client *c
 		"max_request_size", "16384", /* headers only */
 		"tcp_nodelay", "1",
 		"enable_auth_domain_check", "no",
+		/* paths stay percent-encoded: routes.c decodes each segment after
+		 * splitting, so "%2F", "%3A", "%2E%2E" and "%00" cannot change
+		 * which route a request reaches */
+		"decode_url", "no",
 		NULL, NULL,
 	};
 	struct mg_callbacks cb;

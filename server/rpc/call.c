@@ -300,8 +300,37 @@ void hs_rpc_call_finish(hs_rpc_call *call, int code, const char *msg)
 	finish_code(call, code, msg);
 }
 
+/* Whether a streaming call's credential still holds (hs_rpc_recheck_fn);
+ * false after ending the call. Reads only the request metadata, which
+ * stays unchanged for the call's life. */
+static bool credential_holds(hs_rpc_call *call)
+{
+	hs_rpc_server *srv = call->srv;
+	if (srv->recheck == NULL || call->m == NULL || call->m->handler.kind == HS_RPC_UNARY ||
+	    !call->principal.authenticated)
+		return true;
+	const grpc_metadata *authz = NULL;
+	for (size_t i = 0; i < call->req_md.count && authz == NULL; i++)
+		if (grpc_slice_str_cmp(call->req_md.metadata[i].key, "authorization") == 0)
+			authz = &call->req_md.metadata[i];
+	if (authz == NULL)
+		return true;
+	hs_error err = { 0 };
+	int rc = srv->recheck((const char *)GRPC_SLICE_START_PTR(authz->value),
+			      GRPC_SLICE_LENGTH(authz->value), call->m->path, &call->principal, &err,
+			      srv->recheck_payload);
+	if (rc != HS_UNAUTH && rc != HS_DENIED)
+		return true;
+	char msg[sizeof(err.msg) + 48];
+	snprintf(msg, sizeof(msg), "credential no longer valid: %s", err.msg);
+	finish_code(call, rc, msg);
+	return false;
+}
+
 int hs_rpc_call_send(hs_rpc_call *call, const ProtobufCMessage *msg)
 {
+	if (!credential_holds(call))
+		return HS_CANCELLED;
 	grpc_byte_buffer *bb = pack(msg);
 	pthread_mutex_lock(&call->mu);
 	int rc = HS_OK;
@@ -760,6 +789,10 @@ static void on_recv(hs_rpc_call *call, bool ok)
 		 * metadata was added (its slices point into the arena). */
 		if (call->n_init == 0 && call->n_trail == 0)
 			hs_arena_reset(&call->arena);
+		if (!credential_holds(call)) { /* no input from a revoked caller either */
+			grpc_byte_buffer_destroy(bb);
+			return;
+		}
 		hs_error err = { 0 };
 		int rc = unpack(call, bb, &err);
 		grpc_byte_buffer_destroy(bb);

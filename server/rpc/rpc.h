@@ -177,6 +177,20 @@ int hs_rpc_server_add_service(hs_rpc_server *srv, const ProtobufCServiceDescript
 
 void hs_rpc_server_set_authenticator(hs_rpc_server *srv, hs_rpc_auth_fn fn, void *payload);
 
+/* Re-check of a streaming call's credential (a server or bidi stream that
+ * authenticated with "authorization: Bearer"): before each message is
+ * sent and before each message a bidi stream received is handled, so that
+ * no message reaches (or comes from) a token that was revoked, expired or
+ * whose user was disabled since the stream opened. Runs on the sending thread (any thread, maybe under the
+ * sender's locks: no I/O, no call arena); authorization is the request's
+ * metadata value (not NUL-terminated), was the principal the
+ * authenticator set. HS_UNAUTH or HS_DENIED end the call with that code
+ * (the send answers HS_CANCELLED); anything else keeps it until the next
+ * check. Streams with no bearer (a client certificate) are not rechecked. */
+typedef int (*hs_rpc_recheck_fn)(const char *authorization, size_t len, const char *method,
+				 const hs_rpc_principal *was, hs_error *err, void *payload);
+void hs_rpc_server_set_recheck(hs_rpc_server *srv, hs_rpc_recheck_fn fn, void *payload);
+
 /* Full names of the registered services, in registration order (for
  * reflection's list_services). Borrowed; valid until the server is freed. */
 size_t hs_rpc_server_services(const hs_rpc_server *srv, const char *const **out);

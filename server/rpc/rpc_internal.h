@@ -128,6 +128,8 @@ struct hs_rpc_server {
 	hs_pool *lanes[N_LANES];
 	hs_rpc_auth_fn auth;
 	void *auth_payload;
+	hs_rpc_recheck_fn recheck;
+	void *recheck_payload;
 	hs_rpc_tls *tls; /* NULL = plaintext */
 	bool metrics_on, metrics_registered; /* cfg.metrics set; its collector added */
 	hs_counter rejected[N_LANES];

@@ -165,6 +165,12 @@ void hs_rpc_server_set_authenticator(hs_rpc_server *srv, hs_rpc_auth_fn fn, void
 	srv->auth_payload = payload;
 }
 
+void hs_rpc_server_set_recheck(hs_rpc_server *srv, hs_rpc_recheck_fn fn, void *payload)
+{
+	srv->recheck = fn;
+	srv->recheck_payload = payload;
+}
+
 size_t hs_rpc_server_services(const hs_rpc_server *srv, const char *const **out)
 {
 	*out = srv->services;

@@ -584,6 +584,9 @@ int hs_tasks_new(hs_tasks **out, const hs_tasks_config *cfg, hs_error *err)
 	t->max_tasks = cfg->max_tasks ? cfg->max_tasks : 1000000;
 	t->max_watchers = cfg->max_watchers ? cfg->max_watchers : 1024;
 	hs_histogram_init(&t->m_hb_lag, hs_metrics_default_seconds, 11, 1e6);
+	t->max_watchers_per_user = cfg->max_watchers_per_user;
+	if (t->max_watchers_per_user == 0)
+		t->max_watchers_per_user = t->max_watchers >= 8 ? t->max_watchers / 8 : 1;
 	pthread_mutex_init(&t->mu, NULL);
 	pthread_mutex_init(&t->rq_mu, NULL);
 	pthread_mutex_init(&t->ev_mu, NULL);

@@ -217,6 +217,7 @@ typedef struct hs_tasks_config {
 	const char *webhook_url;         /* NULL/"" = none */
 	size_t max_tasks;                /* 0 = 1000000 */
 	size_t max_watchers;             /* 0 = 1024 */
+	size_t max_watchers_per_user;    /* non-admin callers; 0 = max_watchers / 8 (at least 1) */
 	size_t webhook_queue;            /* 0 = 1024 events */
 	unsigned webhook_attempts;       /* 0 = 4 */
 	int64_t webhook_backoff_ms;      /* 0 = 500 (doubles per retry) */
@@ -319,7 +320,9 @@ typedef int (*hs_task_send_fn)(const hs_task_event *ev, void *payload);
  * stored events with id > after_event_id (0 = none), send INITIAL_STATE
  * events when send_initial, then switch to live delivery. Registers the
  * watcher and takes the first catch-up step (hs_tasks_watch_pump); on
- * HS_OK it may still be catching up. HS_LIMIT when too many watchers. */
+ * HS_OK it may still be catching up. HS_LIMIT when too many watchers, or
+ * when a non-admin caller already holds max_watchers_per_user of them (so
+ * one tenant cannot take every watcher slot from the others). */
 int hs_tasks_watch(hs_tasks *t, const hs_principal *caller, const char *task_id,
 		   bool send_initial, int64_t after_event_id, hs_task_send_fn send,
 		   void *payload, hs_task_watch **out, hs_error *err);

@@ -74,7 +74,7 @@ struct hs_tasks {
 	hs_tenancy *tenancy; /* NULL in tests */
 	hs_task_recovery_ops ops;
 	hs_tasks_ops_ctx ops_ctx;
-	size_t max_tasks, max_watchers;
+	size_t max_tasks, max_watchers, max_watchers_per_user;
 
 	pthread_mutex_t mu;
 	pthread_cond_t timer_cv; /* CLOCK_MONOTONIC */

@@ -563,6 +563,43 @@ static void test_tasks__ownership_and_list(void **state)
 	pthread_mutex_destroy(&bs.mu);
 }
 
+/* One tenant cannot take every watcher slot (red team, issue 18): bob may
+ * hold max_watchers / 8 watchers (128 of the default 1024); then alice and
+ * the admin still get theirs. Before, bob could open all 1024 and every
+ * other user's WatchTasks was RESOURCE_EXHAUSTED. */
+static void test_tasks__watchers_per_user(void **state)
+{
+	fx *f = *state;
+	enum { PER_USER = 1024 / 8 };
+	sink s;
+	sink_init(&s);
+	hs_error err = { 0 };
+	hs_task_watch *mine[PER_USER + 1];
+	for (int i = 0; i < PER_USER; i++)
+		assert_int_equal(hs_tasks_watch(f->tasks, &bob, NULL, false, 0, sink_send, &s, &mine[i],
+						&err),
+				 HS_OK);
+	hs_task_watch *extra = NULL;
+	assert_int_equal(hs_tasks_watch(f->tasks, &bob, NULL, false, 0, sink_send, &s, &extra, &err),
+			 HS_LIMIT);
+	assert_non_null(strstr(err.msg, "for this user"));
+	assert_null(extra);
+	hs_task_watch *wa = NULL, *wadm = NULL;
+	assert_int_equal(hs_tasks_watch(f->tasks, &alice, NULL, false, 0, sink_send, &s, &wa, &err),
+			 HS_OK);
+	assert_int_equal(hs_tasks_watch(f->tasks, &admin, NULL, false, 0, sink_send, &s, &wadm, &err),
+			 HS_OK);
+	/* a slot freed is bob's again */
+	hs_tasks_unwatch(f->tasks, mine[0]);
+	assert_int_equal(hs_tasks_watch(f->tasks, &bob, NULL, false, 0, sink_send, &s, &mine[0], &err),
+			 HS_OK);
+	for (int i = 0; i < PER_USER; i++)
+		hs_tasks_unwatch(f->tasks, mine[i]);
+	hs_tasks_unwatch(f->tasks, wa);
+	hs_tasks_unwatch(f->tasks, wadm);
+	pthread_mutex_destroy(&s.mu);
+}
+
 static void test_tasks__restart_rearms_deadlines(void **state)
 {
 	fx *f = *state;
@@ -802,6 +839,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_tasks__concurrent_recover_once, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tasks__cancel_via_heartbeat, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tasks__ownership_and_list, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tasks__watchers_per_user, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tasks__restart_rearms_deadlines, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tasks__drop_policy_and_replay, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tasks__catch_up_in_steps_loses_nothing, setup,
