@@ -97,18 +97,23 @@ class ReadmeTest(unittest.TestCase):
         line = next(c for _, cmds in blocks() for c in cmds if c.startswith("build/gateway/harness-gateway"))
         argv = shlex.split(line.split("  #")[0])
         argv[0] = hstest.GATEWAY
-        sub = {"127.0.0.1:8080": "127.0.0.1:0", "127.0.0.1:50051": cls.hd.target,
+        sub = {"127.0.0.1:8080": "127.0.0.1:0", "127.0.0.1:9091": "127.0.0.1:0",
+               "127.0.0.1:50051": cls.hd.target,
                "harness-data/gateway.key": os.path.join(cls.hd.data_dir, "gateway.key")}
         argv = [sub.get(a, a) for a in argv]
         gw = hstest.Process(argv, env={"NODE_ENV": "", "HARNESS_ENV": "", "ALLOWED_ORIGINS": ""},
                             ready=lambda l: l.get("msg") == "listening")
         gw.port = next(l for l in gw.lines if l.get("msg") == "listening")["port"]
+        gw.metrics_port = next((l["port"] for l in gw.lines if l.get("msg") == "metrics"), None)
         return gw
 
     def substitute(self, cmd):
         cmd = cmd.replace("build/", hstest.BUILD.rstrip("/") + "/")
         cmd = cmd.replace("localhost:8080", "127.0.0.1:%d" % self.gw.port)
         cmd = cmd.replace("127.0.0.1:8080", "127.0.0.1:%d" % self.gw.port)
+        cmd = cmd.replace("127.0.0.1:9090", "127.0.0.1:%d" % self.hd.metrics_port)
+        if self.gw.metrics_port is not None:
+            cmd = cmd.replace("127.0.0.1:9091", "127.0.0.1:%d" % self.gw.metrics_port)
         return cmd.replace("127.0.0.1:50051", self.hd.target)
 
     # -- grpcurl, done through grpcio when grpcurl is absent ----------------
@@ -259,6 +264,9 @@ class ReadmeTest(unittest.TestCase):
                              "a block mixes grpcurl with other commands: %s" % todo)
             for c, out, err in self.run_block(start, todo, env):
                 ran.append(c)
+                if ":9090/" in c or ":9091/" in c:  # Prometheus text and probes, not JSON
+                    self.assertTrue(out.strip(), "%s printed nothing" % c)
+                    continue
                 if "curl" in c and not is_stream(c) and not c.startswith("T="):
                     body = json.loads(out)
                     self.assertNotIn("code", body, out)  # not a google.rpc.Status
