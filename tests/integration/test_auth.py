@@ -470,11 +470,6 @@ class EmailMigrationTest(unittest.TestCase):
             db.executescript(
                 "".join("ALTER TABLE %s DROP COLUMN %s;" % tuple(f.split(".")) for f in fencing) +
                 "DROP TABLE auth_revocations; DROP TABLE IF EXISTS api_keys; PRAGMA user_version=3;"
-                # what migration 6 (recovery fencing) added
-                + "".join("ALTER TABLE tasks DROP COLUMN %s;" % c for c in (
-                    "recovery_generation", "base_generation", "acked_generation", "restored",
-                    "resume_checkpoint_id", "resume_step", "last_checkpoint_step", "deadline_ms"))
-                + "ALTER TABLE task_events DROP COLUMN recovery_generation;"
                 "INSERT INTO users(id, email, name, role, password_hash, created_at_ms)"
                 " SELECT 'usr_old1', 'first.last+tag@gmail.com', 'Old', 'user', password_hash, 1 FROM users;"
                 "INSERT INTO users(id, email, name, role, password_hash, created_at_ms)"
