@@ -154,8 +154,11 @@ gateway() { # round
 	local tag=gw$1 gp c0 c1 g0 g1 n0 n1 w0
 	start_harnessd "$tag"
 	gp=$(port)
+	# wrk's connections all come from one address: allow them all (the
+	# default per-client cap, 8, would close the rest: read errors)
 	"$GATEWAY" --listen "127.0.0.1:$gp" --grpc-target "127.0.0.1:$HD_PORT" --log-level warn \
-		--env production 2>"$out/gateway-$tag.log" >/dev/null &
+		--env production --max-connections-per-client "$CONNS" ${GW_ARGS:-} \
+		2>"$out/gateway-$tag.log" >/dev/null &
 	local GW_PID=$!
 	pids+=("$GW_PID")
 	wait_port "$gp" "$GW_PID"

@@ -62,7 +62,11 @@ hd=$!
 pids+=("$hd")
 wait_port "$gp"
 hp=$(port)
+# wrk's CONNS connections all come from one address: lift the per-client
+# connection cap (8 by default, abuse resistance) and give every keep-alive
+# connection its civetweb worker, or the gateway closes the surplus at accept.
 "$GATEWAY" --listen 127.0.0.1:$hp --grpc-target 127.0.0.1:$gp --log-level warn \
+	--max-connections-per-client $((CONNS + 8)) --threads $((2 * CONNS + 16)) \
 	--gateway-secret-file "$out/data/gateway.key" 2>"$out/gateway.log" >/dev/null &
 gw=$!
 pids+=("$gw")
@@ -89,7 +93,8 @@ EOF
 
 # run NAME PID_OF_SERVERS... -- command: CPU per request of each server pid
 measure() { # label kind(rest|grpc) path-or-method body-file
-	local label=$1 kind=$2 what=$3 body=$4 t0h t0g t1h t1g reqs rps p50 p99 txt=$out/$label.txt
+	local label=$1 kind=$2 what=$3 body=$4 t0h t0g t1h t1g reqs rps p50 p99 txt
+	txt=$out/$label.txt # after: one local expands every word before assigning
 	t0h=$(cpu_ticks "$hd"); t0g=$(cpu_ticks "$gw")
 	if [[ $kind == rest ]]; then
 		wrk -t2 -c"$CONNS" -d"${DURATION}s" --latency -H "authorization: Bearer $tok" \

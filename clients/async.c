@@ -134,69 +134,20 @@ int hs_async_unary(hs_async *a, const char *method, const ProtobufCMessage *req,
 		   const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp_out,
 		   const hs_client_md *md, size_t n_md, int64_t deadline_ms, hs_client_status *st)
 {
-	grpc_metadata gmd[HS_CLIENT_MAX_MD];
-	int rc = hs_client__md_build(gmd, md, n_md, st);
-	if (rc != HS_OK)
-		return rc;
 	waiter w = { .op = { waiter_done }, .done = false };
 	pthread_mutex_init(&w.mu, NULL);
 	pthread_cond_init(&w.cv, NULL);
-	grpc_call *call = hs_client__call_create(a->c, a->cq, method, deadline_ms);
-	grpc_byte_buffer *send = hs_client__pack(req), *recv = NULL;
-	grpc_metadata_array init_md, trail_md;
-	grpc_metadata_array_init(&init_md);
-	grpc_metadata_array_init(&trail_md);
-	grpc_status_code status = GRPC_STATUS_UNKNOWN;
-	grpc_slice details = grpc_empty_slice();
-
-	grpc_op ops[6];
-	memset(ops, 0, sizeof(ops));
-	ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-	ops[0].data.send_initial_metadata.count = n_md;
-	ops[0].data.send_initial_metadata.metadata = gmd;
-	ops[1].op = GRPC_OP_SEND_MESSAGE;
-	ops[1].data.send_message.send_message = send;
-	ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-	ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
-	ops[3].data.recv_initial_metadata.recv_initial_metadata = &init_md;
-	ops[4].op = GRPC_OP_RECV_MESSAGE;
-	ops[4].data.recv_message.recv_message = &recv;
-	ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
-	ops[5].data.recv_status_on_client.trailing_metadata = &trail_md;
-	ops[5].data.recv_status_on_client.status = &status;
-	ops[5].data.recv_status_on_client.status_details = &details;
-
-	if (grpc_call_start_batch(call, ops, 6, &w.op, NULL) != GRPC_CALL_OK) {
-		hs_client__status_set(st, 13, "cannot start call", 17);
-		rc = HS_INTERNAL;
-		goto done;
+	hs_client__unary u;
+	int rc = hs_client__unary_start(&u, a->c, a->cq, method, req, md, n_md, deadline_ms, &w.op,
+					st);
+	if (rc == HS_OK) {
+		pthread_mutex_lock(&w.mu);
+		while (!w.done)
+			pthread_cond_wait(&w.cv, &w.mu);
+		pthread_mutex_unlock(&w.mu);
+		rc = hs_client__unary_finish(&u, resp_desc, resp_out, st);
 	}
-	pthread_mutex_lock(&w.mu);
-	while (!w.done)
-		pthread_cond_wait(&w.cv, &w.mu);
-	pthread_mutex_unlock(&w.mu);
-	hs_client__status_from_call(st, status, details, &trail_md);
-	if (status != GRPC_STATUS_OK) {
-		rc = hs_client_code_from_grpc(status);
-		goto done;
-	}
-	ProtobufCMessage *m = recv != NULL ? hs_client__unpack(resp_desc, recv) : NULL;
-	if (m == NULL) {
-		hs_client__status_set(st, 13, "malformed response message", 26);
-		rc = HS_INTERNAL;
-		goto done;
-	}
-	*resp_out = m;
-	rc = HS_OK;
-done:
-	if (recv != NULL)
-		grpc_byte_buffer_destroy(recv);
-	grpc_byte_buffer_destroy(send);
-	grpc_slice_unref(details);
-	grpc_metadata_array_destroy(&init_md);
-	grpc_metadata_array_destroy(&trail_md);
-	hs_client__md_release(gmd, n_md);
-	grpc_call_unref(call);
+	hs_client__unary_dispose(&u);
 	pthread_cond_destroy(&w.cv);
 	pthread_mutex_destroy(&w.mu);
 	return rc;

@@ -304,70 +304,85 @@ grpc_call *hs_client__call_create(hs_client *c, grpc_completion_queue *cq, const
 	return call;
 }
 
+int hs_client__unary_start(hs_client__unary *u, hs_client *c, grpc_completion_queue *cq,
+			   const char *method, const ProtobufCMessage *req, const hs_client_md *md,
+			   size_t n_md, int64_t deadline_ms, void *tag, hs_client_status *st)
+{
+	memset(u, 0, sizeof(*u));
+	grpc_metadata_array_init(&u->init_md);
+	grpc_metadata_array_init(&u->trail_md);
+	u->status = GRPC_STATUS_UNKNOWN;
+	u->details = grpc_empty_slice();
+	int rc = hs_client__md_build(u->gmd, md, n_md, st);
+	if (rc != HS_OK)
+		return rc;
+	u->n_md = n_md;
+	u->call = hs_client__call_create(c, cq, method, deadline_ms);
+	u->send = hs_client__pack(req);
+	grpc_op *ops = u->ops;
+	ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+	ops[0].data.send_initial_metadata.count = n_md;
+	ops[0].data.send_initial_metadata.metadata = u->gmd;
+	ops[1].op = GRPC_OP_SEND_MESSAGE;
+	ops[1].data.send_message.send_message = u->send;
+	ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+	ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+	ops[3].data.recv_initial_metadata.recv_initial_metadata = &u->init_md;
+	ops[4].op = GRPC_OP_RECV_MESSAGE;
+	ops[4].data.recv_message.recv_message = &u->recv;
+	ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+	ops[5].data.recv_status_on_client.trailing_metadata = &u->trail_md;
+	ops[5].data.recv_status_on_client.status = &u->status;
+	ops[5].data.recv_status_on_client.status_details = &u->details;
+	if (u->call == NULL || u->send == NULL ||
+	    grpc_call_start_batch(u->call, ops, 6, tag, NULL) != GRPC_CALL_OK) {
+		hs_client__status_set(st, 13, "cannot start call", 17);
+		return HS_INTERNAL;
+	}
+	return HS_OK;
+}
+
+int hs_client__unary_finish(hs_client__unary *u, const ProtobufCMessageDescriptor *resp_desc,
+			    ProtobufCMessage **resp_out, hs_client_status *st)
+{
+	hs_client__status_from_call(st, u->status, u->details, &u->trail_md);
+	if (u->status != GRPC_STATUS_OK)
+		return hs_client_code_from_grpc(u->status);
+	ProtobufCMessage *m = u->recv != NULL ? hs_client__unpack(resp_desc, u->recv) : NULL;
+	if (m == NULL) {
+		hs_client__status_set(st, 13, "malformed response message", 26);
+		return HS_INTERNAL;
+	}
+	*resp_out = m;
+	return HS_OK;
+}
+
+void hs_client__unary_dispose(hs_client__unary *u)
+{
+	if (u->recv != NULL)
+		grpc_byte_buffer_destroy(u->recv);
+	if (u->send != NULL)
+		grpc_byte_buffer_destroy(u->send);
+	grpc_slice_unref(u->details);
+	grpc_metadata_array_destroy(&u->init_md);
+	grpc_metadata_array_destroy(&u->trail_md);
+	hs_client__md_release(u->gmd, u->n_md);
+	if (u->call != NULL)
+		grpc_call_unref(u->call);
+}
+
 int hs_client_unary(hs_client *c, const char *method, const ProtobufCMessage *req,
 		    const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp_out,
 		    const hs_client_md *md, size_t n_md, int64_t deadline_ms, hs_client_status *st)
 {
-	grpc_metadata gmd[MAX_MD];
-	int rc = hs_client__md_build(gmd, md, n_md, st);
-	if (rc != HS_OK)
-		return rc;
-
+	hs_client__unary u;
 	grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
-	grpc_call *call = hs_client__call_create(c, cq, method, deadline_ms);
-	grpc_byte_buffer *send = hs_client__pack(req), *recv = NULL;
-	grpc_metadata_array init_md, trail_md;
-	grpc_metadata_array_init(&init_md);
-	grpc_metadata_array_init(&trail_md);
-	grpc_status_code status = GRPC_STATUS_UNKNOWN;
-	grpc_slice details = grpc_empty_slice();
-
-	grpc_op ops[6];
-	memset(ops, 0, sizeof(ops));
-	ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-	ops[0].data.send_initial_metadata.count = n_md;
-	ops[0].data.send_initial_metadata.metadata = gmd;
-	ops[1].op = GRPC_OP_SEND_MESSAGE;
-	ops[1].data.send_message.send_message = send;
-	ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-	ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
-	ops[3].data.recv_initial_metadata.recv_initial_metadata = &init_md;
-	ops[4].op = GRPC_OP_RECV_MESSAGE;
-	ops[4].data.recv_message.recv_message = &recv;
-	ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
-	ops[5].data.recv_status_on_client.trailing_metadata = &trail_md;
-	ops[5].data.recv_status_on_client.status = &status;
-	ops[5].data.recv_status_on_client.status_details = &details;
-
-	void *tag = (void *)ops;
-	if (grpc_call_start_batch(call, ops, 6, tag, NULL) != GRPC_CALL_OK) {
-		hs_client__status_set(st, 13, "cannot start call", 17);
-		rc = HS_INTERNAL;
-		goto done;
+	int rc = hs_client__unary_start(&u, c, cq, method, req, md, n_md, deadline_ms, &u, st);
+	if (rc == HS_OK) {
+		(void)pluck(cq, &u); /* failures surface as the status */
+		rc = hs_client__unary_finish(&u, resp_desc, resp_out, st);
 	}
-	(void)pluck(cq, tag); /* failures surface as the status */
-	hs_client__status_from_call(st, status, details, &trail_md);
-	if (status != GRPC_STATUS_OK) {
-		rc = hs_client_code_from_grpc(status);
-		goto done;
-	}
-	ProtobufCMessage *m = recv != NULL ? hs_client__unpack(resp_desc, recv) : NULL;
-	if (m == NULL) {
-		hs_client__status_set(st, 13, "malformed response message", 26);
-		rc = HS_INTERNAL;
-		goto done;
-	}
-	*resp_out = m;
-	rc = HS_OK;
-done:
-	if (recv != NULL)
-		grpc_byte_buffer_destroy(recv);
-	grpc_byte_buffer_destroy(send);
-	grpc_slice_unref(details);
-	grpc_metadata_array_destroy(&init_md);
-	grpc_metadata_array_destroy(&trail_md);
-	hs_client__md_release(gmd, n_md);
-	grpc_call_unref(call);
+	hs_client__unary_dispose(&u);
 	cq_destroy(cq);
 	return rc;
 }

@@ -37,4 +37,31 @@ gpr_timespec hs_client__deadline(const hs_client *c, int64_t ms);
 grpc_call *hs_client__call_create(hs_client *c, grpc_completion_queue *cq, const char *method,
 				  int64_t deadline_ms);
 
+/* One unary call as one batch (send metadata, message and close; receive
+ * metadata, message and status), shared by the blocking client (a pluck
+ * queue per call) and the shared-queue calls of async.c. The ops point
+ * into the struct: it must not move between start and dispose. */
+typedef struct hs_client__unary {
+	grpc_metadata gmd[HS_CLIENT_MAX_MD];
+	size_t n_md;
+	grpc_call *call;
+	grpc_byte_buffer *send, *recv;
+	grpc_metadata_array init_md, trail_md;
+	grpc_status_code status;
+	grpc_slice details;
+	grpc_op ops[6];
+} hs_client__unary;
+
+/* Checks md, creates the call on cq and starts the batch with tag. HS_OK,
+ * or an error with st set (then no completion comes for tag). Dispose u
+ * either way. */
+int hs_client__unary_start(hs_client__unary *u, hs_client *c, grpc_completion_queue *cq,
+			   const char *method, const ProtobufCMessage *req, const hs_client_md *md,
+			   size_t n_md, int64_t deadline_ms, void *tag, hs_client_status *st);
+/* After tag completed: st := the call's status; *resp_out := the response
+ * (HS_OK) or the status's code. */
+int hs_client__unary_finish(hs_client__unary *u, const ProtobufCMessageDescriptor *resp_desc,
+			    ProtobufCMessage **resp_out, hs_client_status *st);
+void hs_client__unary_dispose(hs_client__unary *u);
+
 #endif

@@ -7,6 +7,7 @@
  * at once, a oneof's case is set together with its member, and a string
  * overwritten by a repeated key is freed first. */
 #include "pbjson.h"
+#include "utf8.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -22,6 +23,7 @@
 typedef struct dec {
 	const hs_pbjson_opts *opts;
 	hs_error *err;
+	unsigned depth; /* message levels entered (bounded by HS_PBJSON_DEPTH_MAX) */
 	char path[PATH_MAX_LEN];
 } dec;
 
@@ -181,9 +183,13 @@ static json_t *enc_scalar(const ProtobufCFieldDescriptor *f, const void *p, cons
 	}
 	case PROTOBUF_C_TYPE_STRING: {
 		const char *s = *(char *const *)p;
-		json_t *j = json_string(s ? s : "");
-		if (j == NULL)
+		if (!hs_utf8_valid(s ? s : "", NULL)) {
 			hs_error_set(err, HS_INVALID, "%s: not valid UTF-8", f->name);
+			return NULL;
+		}
+		json_t *j = json_string_nocheck(s ? s : "");
+		if (j == NULL)
+			hs_error_set(err, HS_INTERNAL, "out of memory");
 		return j;
 	}
 	case PROTOBUF_C_TYPE_BYTES: {
@@ -297,18 +303,49 @@ static json_t *enc_wkt(const ProtobufCMessage *m, const hs_pbjson_opts *o, hs_er
 		return a;
 	}
 	if (is_wkt(d, "Value")) {
+		/* As protojson does: a Value holds a JSON value, and NaN, the
+		 * infinities and "no kind set" have no JSON form (a "NaN" string
+		 * would come back as a string_value). */
 		for (unsigned i = 0; i < d->n_fields; i++) {
 			const ProtobufCFieldDescriptor *f = &d->fields[i];
-			if (*(const uint32_t *)CQUANT(m, f) == f->id)
-				return enc_scalar(f, CSLOT(m, f), o, err);
+			if (*(const uint32_t *)CQUANT(m, f) != f->id)
+				continue;
+			if (f->type == PROTOBUF_C_TYPE_DOUBLE && !isfinite(*(const double *)CSLOT(m, f))) {
+				hs_error_set(err, HS_INVALID,
+					     "a Value's number must be finite (NaN and Infinity have no JSON form)");
+				return NULL;
+			}
+			return enc_scalar(f, CSLOT(m, f), o, err);
 		}
-		return json_null();
+		hs_error_set(err, HS_INVALID, "a Value must have one kind set");
+		return NULL;
 	}
 	*handled = false;
 	return NULL;
 }
 
+/* Message levels the encoder has entered on this thread. Every recursion of
+ * the encoder passes through enc_message, so counting here bounds them all
+ * without a depth argument on every helper. */
+static _Thread_local unsigned enc_depth;
+
+static json_t *enc_message_body(const ProtobufCMessage *m, const hs_pbjson_opts *o,
+				hs_error *err);
+
 static json_t *enc_message(const ProtobufCMessage *m, const hs_pbjson_opts *o, hs_error *err)
+{
+	if (enc_depth >= HS_PBJSON_DEPTH_MAX) {
+		hs_error_set(err, HS_INVALID, "nested deeper than %d levels", HS_PBJSON_DEPTH_MAX);
+		return NULL;
+	}
+	enc_depth++;
+	json_t *j = enc_message_body(m, o, err);
+	enc_depth--;
+	return j;
+}
+
+static json_t *enc_message_body(const ProtobufCMessage *m, const hs_pbjson_opts *o,
+				hs_error *err)
 {
 	const ProtobufCMessageDescriptor *d = m->descriptor;
 	bool handled;
@@ -607,9 +644,11 @@ static int dec_map_key(dec *d, const ProtobufCFieldDescriptor *kf, const char *k
 		*(protobuf_c_boolean *)p = strcmp(key, "true") == 0;
 		return HS_OK;
 	}
-	json_t *k = json_string(key);
-	if (k == NULL)
+	if (!hs_utf8_valid(key, NULL))
 		return fail(d, "map key is not valid UTF-8", NULL);
+	json_t *k = json_string_nocheck(key);
+	if (k == NULL)
+		return hs_error_set(d->err, HS_INTERNAL, "out of memory");
 	int rc = dec_value(d, kf, k, p);
 	json_decref(k);
 	return rc;
@@ -741,7 +780,20 @@ static int dec_wkt(dec *d, ProtobufCMessage *m, const json_t *j, bool *handled)
 	return HS_OK;
 }
 
+static int dec_message_body(dec *d, ProtobufCMessage *m, const json_t *j);
+
 static int dec_message(dec *d, ProtobufCMessage *m, const json_t *j)
+{
+	if (d->depth >= HS_PBJSON_DEPTH_MAX)
+		return hs_error_set(d->err, HS_INVALID, "%s: nested deeper than %d levels",
+				    d->path[0] ? d->path : "(message)", HS_PBJSON_DEPTH_MAX);
+	d->depth++;
+	int rc = dec_message_body(d, m, j);
+	d->depth--;
+	return rc;
+}
+
+static int dec_message_body(dec *d, ProtobufCMessage *m, const json_t *j)
 {
 	bool handled;
 	int rc = dec_wkt(d, m, j, &handled);
@@ -783,7 +835,7 @@ static int dec_message(dec *d, ProtobufCMessage *m, const json_t *j)
 int hs_pbjson_decode(ProtobufCMessage **out, const ProtobufCMessageDescriptor *desc,
 		     const json_t *in, const hs_pbjson_opts *opts, hs_error *err)
 {
-	dec d = { opts ? opts : &default_opts, err, "" };
+	dec d = { opts ? opts : &default_opts, err, 0, "" };
 	ProtobufCMessage *m = msg_new(desc);
 	if (m == NULL)
 		return hs_error_set(err, HS_INTERNAL, "out of memory");
@@ -807,4 +859,49 @@ int hs_pbjson_from_string(ProtobufCMessage **out, const ProtobufCMessageDescript
 	int rc = hs_pbjson_decode(out, desc, j, opts, err);
 	json_decref(j);
 	return rc;
+}
+
+/* ---- google.protobuf.Struct as stored text ----------------------------- */
+
+int hs_pbjson_struct_to_text(const Google__Protobuf__Struct *s, char **out, hs_error *err)
+{
+	if (s == NULL) {
+		char *e = strdup("{}");
+		if (e == NULL)
+			return hs_error_set(err, HS_INTERNAL, "out of memory");
+		*out = e;
+		return HS_OK;
+	}
+	/* 17 significant digits: a double survives the trip to text and back. */
+	return hs_pbjson_to_string(out, &s->base, NULL,
+				   JSON_COMPACT | JSON_SORT_KEYS | JSON_REAL_PRECISION(17), err);
+}
+
+int hs_pbjson_struct_from_text(const char *text, ProtobufCAllocator *alloc,
+			       Google__Protobuf__Struct **out, hs_error *err)
+{
+	ProtobufCMessage *m = NULL;
+	int rc = hs_pbjson_from_string(&m, &google__protobuf__struct__descriptor,
+				       text != NULL && text[0] != '\0' ? text : "{}", NULL, err);
+	if (rc != HS_OK)
+		return rc;
+	if (alloc == NULL) {
+		*out = (Google__Protobuf__Struct *)m;
+		return HS_OK;
+	}
+	/* Re-read into the caller's allocator (an RPC arena): one pack and
+	 * unpack rather than a second decoder that allocates differently. */
+	size_t len = protobuf_c_message_get_packed_size(m);
+	uint8_t *buf = malloc(len ? len : 1);
+	ProtobufCMessage *copy = NULL;
+	if (buf != NULL) {
+		protobuf_c_message_pack(m, buf);
+		copy = protobuf_c_message_unpack(&google__protobuf__struct__descriptor, alloc, len, buf);
+	}
+	free(buf);
+	protobuf_c_message_free_unpacked(m, NULL);
+	if (copy == NULL)
+		return hs_error_set(err, HS_INTERNAL, "out of memory");
+	*out = (Google__Protobuf__Struct *)copy;
+	return HS_OK;
 }

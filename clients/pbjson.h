@@ -35,6 +35,12 @@
 #include <protobuf-c/protobuf-c.h>
 
 #include "error.h"
+#include "google/protobuf/struct.pb-c.h"
+
+/* Nesting bound of encode and decode, in message levels below the top (a
+ * JSON object inside a Struct is three: the entry, the Value, the Struct).
+ * The RPC core's default max_depth, so whatever harnessd accepted encodes. */
+#define HS_PBJSON_DEPTH_MAX 100
 
 typedef struct hs_pbjson_opts {
 	bool original_names; /* encode: proto field names (task_id), not taskId */
@@ -91,5 +97,17 @@ char *hs_pbjson_b64_encode(const uint8_t *data, size_t n);
 /* Standard or URL-safe base64, padding optional -> malloc'd bytes in *out
  * (*outn bytes). -1 if malformed. */
 int hs_pbjson_b64_decode(const char *s, uint8_t **out, size_t *outn);
+
+/* google.protobuf.Struct <-> JSON object text: the one codec for a Struct
+ * kept as text (a checkpoint's or a task's external_state). Text is compact
+ * with sorted keys and doubles in 17 digits; NULL s is "{}". *out: free(). */
+int hs_pbjson_struct_to_text(const Google__Protobuf__Struct *s, char **out, hs_error *err);
+
+/* JSON object text (NULL or "" -> an empty Struct) -> *out allocated with
+ * alloc (e.g. an RPC call arena; NULL = protobuf-c's default allocator, then
+ * free with protobuf_c_message_free_unpacked). HS_INVALID if text is not a
+ * JSON object or nests deeper than HS_PBJSON_DEPTH_MAX. */
+int hs_pbjson_struct_from_text(const char *text, ProtobufCAllocator *alloc,
+			       Google__Protobuf__Struct **out, hs_error *err);
 
 #endif

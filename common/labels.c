@@ -3,6 +3,8 @@
 
 #include <string.h>
 
+#include "utf8.h"
+
 static bool key_ok(const char *k)
 {
 	size_t n = k ? strlen(k) : 0;
@@ -18,7 +20,7 @@ static bool value_ok(const char *v)
 	for (size_t i = 0; i < n; i++)
 		if ((unsigned char)v[i] < 0x20 || v[i] == 0x7f)
 			return false;
-	return true;
+	return n == 0 || hs_utf8_valid(v, NULL);
 }
 
 int hs_labels_check(const char *field, const hs_label *labels, size_t n, hs_error *err)
@@ -32,7 +34,7 @@ int hs_labels_check(const char *field, const hs_label *labels, size_t n, hs_erro
 					    labels[i].key ? labels[i].key : "", HS_LABEL_KEY_MAX);
 		if (!value_ok(labels[i].value))
 			return hs_error_set(err, HS_INVALID,
-					    "%s[%s]: value longer than %d bytes or not printable",
+					    "%s[%s]: value longer than %d bytes, not printable or not UTF-8",
 					    field, labels[i].key, HS_LABEL_VALUE_MAX);
 		for (size_t j = 0; j < i; j++)
 			if (strcmp(labels[j].key, labels[i].key) == 0)

@@ -1,6 +1,6 @@
 /* The one rule for labels (tasks and sandboxes): at most 64 pairs; keys
- * 1-63 of [A-Za-z0-9._/-]; values at most 256 bytes of printable text
- * (no control characters). Selectors match when every selector pair is
+ * 1-63 of [A-Za-z0-9._/-]; values at most 256 bytes of printable UTF-8
+ * text (no control characters). Selectors match when every selector pair is
  * present with an equal value. */
 #ifndef HS_COMMON_LABELS_H
 #define HS_COMMON_LABELS_H

@@ -1,5 +1,6 @@
 /* JSON-lines logger: formats into a bounded stack buffer, then one write(2). */
 #include "log.h"
+#include "trace.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -90,11 +91,25 @@ void hs_log_emit(hs_log_level lvl, const char *module, const char *msg,
 	put_json_str(&b, module);
 	puts_(&b, ",\"msg\":");
 	put_json_str(&b, msg);
+	/* the call this thread works for (trace.h): already validated tokens */
+	const hs_trace_ctx *tc = hs_trace_current();
+	bool ctx_rid = tc->request_id[0] != '\0';
+	if (ctx_rid) {
+		puts_(&b, ",\"request_id\":");
+		put_json_str(&b, tc->request_id);
+	}
+	if (tc->traceparent[0] != '\0') {
+		char tid[HS_TRACE_ID_LEN + 1];
+		memcpy(tid, tc->traceparent + 3, HS_TRACE_ID_LEN);
+		tid[HS_TRACE_ID_LEN] = '\0';
+		puts_(&b, ",\"trace_id\":");
+		put_json_str(&b, tid);
+	}
 	bool truncated = b.full;
 	for (unsigned i = 0; i < nfields && !truncated; i++) {
 		const hs_log_field *f = &fields[i];
-		if (f->key == NULL)
-			continue;
+		if (f->key == NULL || (ctx_rid && strcmp(f->key, "request_id") == 0))
+			continue; /* one request_id per line: the context's */
 		size_t mark = b.len;
 		puts_(&b, ",");
 		put_json_str(&b, f->key);

@@ -1,7 +1,8 @@
 /* JSON-lines logging on stderr: one object per line with ts, level, module,
  * msg and typed fields. The level is checked before anything is formatted.
  * Never pass tokens, passwords or cookie values as fields. Thread-safe:
- * each line is written with a single write(2). */
+ * each line is written with a single write(2). While a thread works for a
+ * call (common/trace.h), its lines also carry request_id and trace_id. */
 #ifndef HS_COMMON_LOG_H
 #define HS_COMMON_LOG_H
 

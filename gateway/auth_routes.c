@@ -36,6 +36,7 @@ static void grpc_failed(const req *r, resp *out, const hs_client_status *st, con
 	free(out->body);
 	out->body = hs_gw_json_grpc_error(st, r->srv->cfg->production, &http);
 	out->status = http;
+	hs_gw_metrics_upstream_error(r->srv->metrics, st->code);
 	hs_log(http >= 500 ? HS_LOG_WARN : HS_LOG_INFO, "gateway", "rpc failed",
 	       HS_LS("method", method), HS_LS("code", hs_client_grpc_code_name(st->code)),
 	       HS_LI("http", http));

@@ -27,6 +27,9 @@ typedef struct opt {
 static const opt OPTS[] = {
 	{ "listen", "HARNESS_GATEWAY_LISTEN", NULL, T_STR, "127.0.0.1:8080", 0, 0, S(listen),
 	  "HTTP address host:port (port 0 = any free port, logged as {\"msg\":\"listening\"})" },
+	{ "metrics-listen", "HARNESS_GATEWAY_METRICS_LISTEN", NULL, T_STR, "", 0, 0,
+	  S(metrics_listen),
+	  "host:port of the Prometheus scrape endpoint (/metrics, /livez, /readyz); empty = off" },
 	{ "grpc-target", "HARNESS_GATEWAY_GRPC_TARGET", NULL, T_STR, "127.0.0.1:50051", 0, 0,
 	  S(grpc_target), "harnessd gRPC address" },
 	{ "grpc-tls-ca", "HARNESS_GATEWAY_GRPC_TLS_CA", NULL, T_STR, "", 0, 0, S(grpc_tls_ca),

@@ -12,6 +12,7 @@
 
 typedef struct hs_gw_config {
 	char listen[128];         /* civetweb listening_ports form: "127.0.0.1:8080" */
+	char metrics_listen[128]; /* GET /metrics, /livez, /readyz; "" = off */
 	char grpc_target[256];
 	/* TLS to harnessd (any file set = TLS) */
 	char grpc_tls_ca[1024];

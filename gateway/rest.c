@@ -61,9 +61,10 @@ static void grpc_error(const req *r, resp *out, const hs_client_status *st, cons
 	free(out->body);
 	out->status = http;
 	out->body = hs_gw_status_json(st->code, msg, st->error_code);
+	hs_gw_metrics_upstream_error(r->srv->metrics, st->code);
 	hs_log(http >= 500 ? HS_LOG_WARN : HS_LOG_INFO, "gateway", "rpc failed",
 	       HS_LS("method", method), HS_LS("code", hs_client_grpc_code_name(st->code)),
-	       HS_LI("http", http), HS_LS("request_id", r->request_id));
+	       HS_LI("http", http));
 }
 
 /* --- stream slots (under srv->mu) --- */
@@ -133,9 +134,12 @@ static bool put(const req *r, const char *data, size_t len)
 	return mg_write(r->conn, data, len) == (int)len;
 }
 
-/* The end event: the call's status (code 0 for a clean end). */
+/* The end event: the call's status (code 0 for a clean end); in production
+ * a 5xx code's message is hidden, as in grpc_error. */
 static void put_end(const req *r, int code, const char *message, const char *reason)
 {
+	if (r->srv->cfg->production && hs_client_grpc_to_http(code) >= 500)
+		message = "Internal server error";
 	char *status = hs_gw_status_json(code, message, reason);
 	size_t len = 0;
 	char *ev = status != NULL ? hs_gw_sse_event(NULL, "end", status, &len) : NULL;
@@ -197,6 +201,8 @@ static bool stream(const req *r, resp *out, const hs_gw_route *rt, ProtobufCMess
 			pthread_mutex_lock(&srv->mu);
 			bool stopped = rc == HS_CANCELLED && srv->stopping;
 			pthread_mutex_unlock(&srv->mu);
+			if (!stopped && rc != HS_OK)
+				hs_gw_metrics_upstream_error(srv->metrics, st.code);
 			if (!stopped)
 				put_end(r, rc == HS_OK ? 0 : st.code, rc == HS_OK ? "" : st.details,
 					rc == HS_OK ? NULL : st.error_code);
@@ -239,6 +245,7 @@ bool hs_gw_rest_route(const req *r, resp *out)
 	char msg[160];
 	switch (hs_gw_routes_match(srv->routes, r->method, r->path, m)) {
 	case HS_GW_MATCH_OK:
+		out->route_slot = hs_gw_metrics_rest_slot(srv->metrics, m->route);
 		break;
 	case HS_GW_MATCH_METHOD:
 		snprintf(out->allow_buf, sizeof(out->allow_buf), "%s", m->allow);
@@ -246,6 +253,10 @@ bool hs_gw_rest_route(const req *r, resp *out)
 		out->close = has_body;
 		snprintf(msg, sizeof(msg), "%s is not allowed here (allowed: %s)", r->method, m->allow);
 		status_error(out, 405, 12, msg);
+		goto done;
+	case HS_GW_MATCH_BAD:
+		out->close = has_body;
+		status_error(out, 400, 3, "path: malformed percent-encoding or an encoded NUL");
 		goto done;
 	default:
 		out->close = has_body;

@@ -438,6 +438,37 @@ static bool match_segs(const hs_gw_route *r, char *const *seg, size_t n, const c
 	return true;
 }
 
+static int hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* Percent-decodes one path segment in place; false on a malformed escape
+ * or an encoded NUL. */
+static bool pct_decode(char *s)
+{
+	char *o = s;
+	for (const char *p = s; *p != '\0'; p++) {
+		if (*p != '%') {
+			*o++ = *p;
+			continue;
+		}
+		int hi = hexval(p[1]), lo = hi < 0 ? -1 : hexval(p[2]);
+		if (lo < 0 || (hi == 0 && lo == 0))
+			return false;
+		*o++ = (char)(hi * 16 + lo);
+		p += 2;
+	}
+	*o = '\0';
+	return true;
+}
+
 static const char *const METHODS[] = { "GET", "POST", "PUT", "PATCH", "DELETE" };
 
 static void allow_build(hs_gw_match *m, unsigned mask)
@@ -475,6 +506,11 @@ hs_gw_match_result hs_gw_routes_match(const hs_gw_routes *r, const char *method,
 	char *verb = strrchr(seg[n - 1], ':');
 	if (verb != NULL)
 		*verb++ = '\0';
+	for (size_t i = 0; i < n; i++)
+		if (!pct_decode(seg[i]))
+			return HS_GW_MATCH_BAD;
+	if (verb != NULL && !pct_decode(verb))
+		return HS_GW_MATCH_BAD;
 	const char *want = !strcmp(method, "HEAD") ? "GET" : method;
 	unsigned mask = 0;
 	for (size_t i = 0; i < r->n; i++) {

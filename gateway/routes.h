@@ -86,6 +86,7 @@ typedef enum hs_gw_match_result {
 	HS_GW_MATCH_OK = 0,
 	HS_GW_MATCH_NONE,   /* no route has this path: 404 */
 	HS_GW_MATCH_METHOD, /* the path exists for other methods: 405 (allow lists them) */
+	HS_GW_MATCH_BAD,    /* a segment with a malformed escape or an encoded NUL: 400 */
 } hs_gw_match_result;
 
 typedef struct hs_gw_match {
@@ -95,8 +96,13 @@ typedef struct hs_gw_match {
 	char buf[HS_GW_PATH_MAX + 8];
 } hs_gw_match;
 
-/* Matches a request (method, decoded path without the query). HEAD matches
- * GET routes. */
+/* Matches a request (method, path without the query, as sent: NOT
+ * percent-decoded). The path is split at its literal '/' and the verb at
+ * the last literal ':' first, then each segment is percent-decoded on its
+ * own, so an encoded "%2F" or "%3A" stays inside its variable's value (as
+ * grpc-gateway does) and can never move a request to another route; an
+ * encoded NUL or a malformed escape is HS_GW_MATCH_BAD. HEAD matches GET
+ * routes. */
 hs_gw_match_result hs_gw_routes_match(const hs_gw_routes *r, const char *method, const char *path,
 				      hs_gw_match *m);
 

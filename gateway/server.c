@@ -75,9 +75,78 @@ void hs_gw__set_error(resp *out, int status, const char *code, const char *messa
 	out->body = hs_gw_json_error(code, message);
 }
 
-static void add(struct mg_connection *conn, const char *name, const char *value)
+/* A response head built in memory and sent with the body in one write:
+ * civetweb's mg_response_header_send writes each header line with its own
+ * send(), 20-odd syscalls and TCP segments per answer (most of the
+ * gateway's CPU per call). Lines longer than the buffer are dropped with
+ * the response (oom), never truncated. */
+typedef struct head {
+	char buf[8192];
+	size_t n;
+	bool oom;
+} head;
+
+static void add(head *h, const char *name, const char *value)
 {
-	mg_response_header_add(conn, name, value, -1);
+	size_t room = sizeof(h->buf) - h->n;
+	int k = snprintf(h->buf + h->n, room, "%s: %s\r\n", name, value);
+	if (k < 0 || (size_t)k >= room)
+		h->oom = true;
+	else
+		h->n += (size_t)k;
+}
+
+static void head_start(head *h, struct mg_connection *conn, int status)
+{
+	h->n = 0;
+	h->oom = false;
+	int k = snprintf(h->buf, sizeof(h->buf), "HTTP/1.1 %d %s\r\n", status,
+			 mg_get_response_code_text(conn, status));
+	h->n = k > 0 ? (size_t)k : 0;
+	char date[64];
+	time_t now = time(NULL);
+	struct tm tm;
+	strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S GMT", gmtime_r(&now, &tm));
+	add(h, "Date", date);
+}
+
+/* Whether civetweb keeps this connection after the answer (its own rule,
+ * which is not exported): HTTP/1.1 unless the client said close, HTTP/1.0
+ * only when it asked for keep-alive. */
+static bool keeps_alive(struct mg_connection *conn)
+{
+	const struct mg_request_info *ri = mg_get_request_info(conn);
+	const char *c = mg_get_header(conn, "Connection");
+	if (c != NULL)
+		return strcasestr(c, "keep-alive") != NULL;
+	return ri != NULL && ri->http_version != NULL && strcmp(ri->http_version, "1.1") == 0;
+}
+
+/* Head and body in one write (one syscall, one segment for small answers). */
+static bool head_send(head *h, struct mg_connection *conn, const void *body, size_t len)
+{
+	if (h->oom || h->n + 2 > sizeof(h->buf)) {
+		mg_disable_connection_keep_alive(conn);
+		return false;
+	}
+	memcpy(h->buf + h->n, "\r\n", 2); /* the blank line ending the head */
+	h->n += 2;
+	if (body == NULL || len == 0)
+		return mg_write(conn, h->buf, h->n) == (int)h->n;
+	if (len <= sizeof(h->buf) - h->n) {
+		memcpy(h->buf + h->n, body, len);
+		h->n += len;
+		return mg_write(conn, h->buf, h->n) == (int)h->n;
+	}
+	char *all = malloc(h->n + len);
+	if (all == NULL) /* two writes then */
+		return mg_write(conn, h->buf, h->n) == (int)h->n &&
+		       mg_write(conn, body, len) == (int)len;
+	memcpy(all, h->buf, h->n);
+	memcpy(all + h->n, body, len);
+	bool ok = mg_write(conn, all, h->n + len) == (int)(h->n + len);
+	free(all);
+	return ok;
 }
 
 static bool acrh_ok(const char *v)
@@ -93,25 +162,25 @@ static bool acrh_ok(const char *v)
 
 /* helmet's headers (CSP: csp, or helmet's), CORS for an allowed origin,
  * the request id. */
-static void common_headers(const req *r, const char *csp)
+static void common_headers(head *h, const req *r, const char *csp)
 {
 	struct mg_connection *conn = r->conn;
 	const hs_gw_config *cfg = r->srv->cfg;
 	for (size_t i = 0; hs_gw_security_headers[i][0] != NULL; i++) {
 		bool is_csp = i == 0; /* the table starts with helmet's CSP */
-		add(conn, hs_gw_security_headers[i][0],
+		add(h, hs_gw_security_headers[i][0],
 		    is_csp && csp != NULL ? csp : hs_gw_security_headers[i][1]);
 	}
 	if (r->request_id[0] != '\0')
-		add(conn, "X-Request-Id", r->request_id);
+		add(h, "X-Request-Id", r->request_id);
 	/* CORS (the cors package with credentials): echo only an allowed origin,
 	 * and from our own list, never the request's bytes. */
 	const char *origin = r->method != NULL ? mg_get_header(conn, "Origin") : NULL;
 	for (size_t i = 0; origin != NULL && i < cfg->origins.n; i++) {
 		if (strcasecmp(cfg->origins.v[i], origin) == 0) {
-			add(conn, "Access-Control-Allow-Origin", cfg->origins.v[i]);
-			add(conn, "Access-Control-Allow-Credentials", "true");
-			add(conn, "Access-Control-Expose-Headers", "X-Request-Id");
+			add(h, "Access-Control-Allow-Origin", cfg->origins.v[i]);
+			add(h, "Access-Control-Allow-Credentials", "true");
+			add(h, "Access-Control-Expose-Headers", "X-Request-Id");
 			break;
 		}
 	}
@@ -122,32 +191,32 @@ void hs_gw__respond(const req *r, resp *out)
 	struct mg_connection *conn = r->conn;
 	if (out->close)
 		mg_disable_connection_keep_alive(conn);
-	if (mg_response_header_start(conn, out->status) != 0)
-		return;
-	common_headers(r, out->csp);
+	head h;
+	head_start(&h, conn, out->status);
+	common_headers(&h, r, out->csp);
 	if (out->preflight) {
 		const char *acrh = mg_get_header(conn, "Access-Control-Request-Headers");
-		add(conn, "Access-Control-Allow-Methods", "GET,HEAD,POST,PUT,PATCH,DELETE,OPTIONS");
-		add(conn, "Access-Control-Allow-Headers",
+		add(&h, "Access-Control-Allow-Methods", "GET,HEAD,POST,PUT,PATCH,DELETE,OPTIONS");
+		add(&h, "Access-Control-Allow-Headers",
 		    acrh_ok(acrh) ? acrh
 				  : "Content-Type,Authorization,X-Requested-With,X-Request-Id,Last-Event-ID");
-		add(conn, "Access-Control-Max-Age", "600");
-		add(conn, "Vary", "Origin, Access-Control-Request-Headers");
+		add(&h, "Access-Control-Max-Age", "600");
+		add(&h, "Vary", "Origin, Access-Control-Request-Headers");
 	} else {
-		add(conn, "Vary", "Origin");
+		add(&h, "Vary", "Origin");
 	}
 	if (out->allow != NULL)
-		add(conn, "Allow", out->allow);
+		add(&h, "Allow", out->allow);
 	if (out->no_store) {
-		add(conn, "Cache-Control", "no-store");
-		add(conn, "Pragma", "no-cache");
+		add(&h, "Cache-Control", "no-store");
+		add(&h, "Pragma", "no-cache");
 	} else if (out->cache != NULL) {
-		add(conn, "Cache-Control", out->cache);
+		add(&h, "Cache-Control", out->cache);
 	}
 	if (out->etag != NULL)
-		add(conn, "ETag", out->etag);
+		add(&h, "ETag", out->etag);
 	if (out->has_cookie)
-		add(conn, "Set-Cookie", out->cookie);
+		add(&h, "Set-Cookie", out->cookie);
 	const void *body = out->body != NULL ? (const void *)out->body : out->static_body;
 	size_t len = out->body_len;
 	if (out->body != NULL && len == 0)
@@ -155,30 +224,31 @@ void hs_gw__respond(const req *r, resp *out)
 	char num[32];
 	snprintf(num, sizeof(num), "%zu", body != NULL ? len : (size_t)0);
 	if (body != NULL)
-		add(conn, "Content-Type",
+		add(&h, "Content-Type",
 		    out->content_type != NULL ? out->content_type : "application/json; charset=utf-8");
 	if (out->status != 304) /* a 304 describes the 200 it stands for */
-		add(conn, "Content-Length", num);
-	if (out->close)
-		add(conn, "Connection", "close");
-	mg_response_header_send(conn);
-	if (body != NULL && len > 0 && (r->method == NULL || strcmp(r->method, "HEAD") != 0))
-		mg_write(conn, body, len);
+		add(&h, "Content-Length", num);
+	bool alive = !out->close && keeps_alive(conn);
+	if (!alive)
+		mg_disable_connection_keep_alive(conn);
+	add(&h, "Connection", alive ? "keep-alive" : "close");
+	bool head_only = r->method != NULL && strcmp(r->method, "HEAD") == 0;
+	head_send(&h, conn, head_only ? NULL : body, head_only ? 0 : len);
 }
 
 bool hs_gw__respond_stream(const req *r, const char *content_type)
 {
 	struct mg_connection *conn = r->conn;
 	mg_disable_connection_keep_alive(conn);
-	if (mg_response_header_start(conn, 200) != 0)
-		return false;
-	common_headers(r, NULL);
-	add(conn, "Vary", "Origin");
-	add(conn, "Content-Type", content_type);
-	add(conn, "Cache-Control", "no-store");
-	add(conn, "X-Accel-Buffering", "no"); /* proxies: do not buffer the stream */
-	add(conn, "Connection", "close");
-	return mg_response_header_send(conn) == 0;
+	head h;
+	head_start(&h, conn, 200);
+	common_headers(&h, r, NULL);
+	add(&h, "Vary", "Origin");
+	add(&h, "Content-Type", content_type);
+	add(&h, "Cache-Control", "no-store");
+	add(&h, "X-Accel-Buffering", "no"); /* proxies: do not buffer the stream */
+	add(&h, "Connection", "close");
+	return head_send(&h, conn, NULL, 0);
 }
 
 /* Before answering 413 on a connection we then close, read (and drop) up
@@ -303,6 +373,8 @@ void hs_gw__metadata(const req *r, call_md *md, bool with_authz)
 		md->v[md->n++] = (hs_client_md){ "x-client-user-agent", ua };
 	if (r->request_id[0] != '\0')
 		md->v[md->n++] = (hs_client_md){ "x-request-id", r->request_id };
+	if (r->traceparent[0] != '\0')
+		md->v[md->n++] = (hs_client_md){ "traceparent", r->traceparent };
 	const char *authz = with_authz ? hs_gw__header(r, "Authorization") : NULL;
 	if (authz != NULL && strncasecmp(authz, "Bearer ", 7) == 0 && md_value_ok(authz, 8192))
 		md->v[md->n++] = (hs_client_md){ "authorization", authz };
@@ -354,20 +426,29 @@ static bool route(req *r, resp *out)
 		hs_gw__set_error(out, 414, "URI_TOO_LONG", "Request path too long");
 		return false;
 	}
+	hs_gw_metrics *gm = r->srv->metrics;
 	if (!strcmp(m, "OPTIONS")) {
+		out->route_slot = hs_gw_metrics_fixed_slot(gm, HS_GW_R_PREFLIGHT);
 		out->status = 204;
 		out->preflight = true;
 		return false;
 	}
 	if (!strncmp(p, "/v1/", 4))
 		return hs_gw_rest_route(r, out);
-	if (!strcmp(p, "/health")) {
+	/* /livez: this process answers HTTP (liveness). /health and /readyz:
+	 * harnessd answers grpc.health.v1 Check("") with SERVING (readiness). */
+	bool live = !strcmp(p, "/livez");
+	if (live || !strcmp(p, "/health") || !strcmp(p, "/readyz")) {
+		out->route_slot = hs_gw_metrics_fixed_slot(gm, live		      ? HS_GW_R_LIVEZ
+							   : !strcmp(p, "/health") ? HS_GW_R_HEALTH
+										   : HS_GW_R_READYZ);
+		out->no_store = true;
 		if (strcmp(m, "GET") != 0 && strcmp(m, "HEAD") != 0) {
 			out->allow = "GET, HEAD, OPTIONS";
 			hs_gw__set_error(out, 405, "METHOD_NOT_ALLOWED", "Method not allowed");
 			return false;
 		}
-		bool up = harnessd_serving(r->srv);
+		bool up = live || harnessd_serving(r->srv);
 		out->status = up ? 200 : 503;
 		out->body = hs_gw_json_health(up, hs_clock_wall_ms());
 		return false;
@@ -380,8 +461,10 @@ static bool route(req *r, resp *out)
 			which = rest;
 	}
 	if (which == NULL) {
+		out->route_slot = hs_gw_metrics_fixed_slot(gm, HS_GW_R_CONSOLE);
 		if (hs_gw_assets_route(r, out))
 			return false;
+		out->route_slot = hs_gw_metrics_fixed_slot(gm, HS_GW_R_UNMATCHED);
 		out->close = r->ri->content_length != 0;
 		hs_gw__set_error(out, 404, "NOT_FOUND", "Route not found");
 		return false;
@@ -392,35 +475,26 @@ static bool route(req *r, resp *out)
 		hs_gw__set_error(out, 405, "METHOD_NOT_ALLOWED", "Method not allowed");
 		return false;
 	}
+	out->route_slot = hs_gw_metrics_fixed_slot(gm, !strcmp(which, "login")	  ? HS_GW_R_LOGIN
+						       : !strcmp(which, "refresh") ? HS_GW_R_REFRESH
+										   : HS_GW_R_LOGOUT);
 	hs_gw_auth_route(r, out, which);
 	return false;
 }
 
-static void new_request_id(req *r);
-
-/* X-Request-Id: the client's when it is a plain token, else a new one. */
-static void request_id(req *r)
+/* X-Request-Id and traceparent: the client's when they pass the rules of
+ * common/trace.h, else new ones (a bad value is never logged or passed
+ * on). They become this thread's log context until the request ends, and
+ * go to harnessd as metadata. raw_headers = false: civetweb could not
+ * parse the request, only new values. */
+static void trace_init(req *r, bool use_headers)
 {
-	const char *v = hs_gw__header(r, "X-Request-Id");
-	size_t n = v != NULL ? strlen(v) : 0;
-	if (n > 0 && n <= HS_GW_REQUEST_ID_MAX &&
-	    strspn(v, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:-") == n) {
-		memcpy(r->request_id, v, n + 1);
-		return;
-	}
-	new_request_id(r);
-}
-
-static void new_request_id(req *r)
-{
-	unsigned char b[8];
-	if (getrandom(b, sizeof(b), GRND_NONBLOCK) != (ssize_t)sizeof(b)) {
-		static unsigned long long counter;
-		unsigned long long c = __atomic_add_fetch(&counter, 1, __ATOMIC_RELAXED);
-		memcpy(b, &c, sizeof(b));
-	}
-	for (size_t i = 0; i < sizeof(b); i++)
-		snprintf(r->request_id + 2 * i, 3, "%02x", b[i]);
+	const char *rid = use_headers ? hs_gw__header(r, "X-Request-Id") : NULL;
+	const char *tp = use_headers ? hs_gw__header(r, "traceparent") : NULL;
+	hs_trace_begin(rid, rid != NULL ? strlen(rid) : 0, tp, tp != NULL ? strlen(tp) : 0);
+	const hs_trace_ctx *tc = hs_trace_current();
+	memcpy(r->request_id, tc->request_id, sizeof(r->request_id));
+	memcpy(r->traceparent, tc->traceparent, sizeof(r->traceparent));
 }
 
 /* parsed = false for civetweb's own errors: then the request line's fields
@@ -445,7 +519,7 @@ static void req_init(req *r, struct mg_connection *conn, hs_gw_server *srv, bool
 	const hs_gw_config *cfg = srv->cfg;
 	if (!parsed) {
 		snprintf(r->client_ip, sizeof(r->client_ip), "%s", r->ri->remote_addr);
-		new_request_id(r);
+		trace_init(r, false);
 		return;
 	}
 	hs_client_address(&cfg->proxies, r->ri->remote_addr, hs_gw__header(r, "X-Forwarded-For"),
@@ -455,26 +529,34 @@ static void req_init(req *r, struct mg_connection *conn, hs_gw_server *srv, bool
 	const char *proto = hs_gw__header(r, "X-Forwarded-Proto");
 	r->https = cfg->production || (via_proxy && proto != NULL && !strcasecmp(proto, "https"));
 	r->secure = r->https;
-	request_id(r);
+	trace_init(r, true);
 }
 
-static void access_log(const req *r, int status, long long t0)
+/* The access log line (request_id and trace_id come from the context),
+ * the request's metrics, and the end of its log context. */
+static void access_log(const req *r, int status, long long t0_us, size_t route_slot)
 {
+	long long us = hs_clock_mono_us() - t0_us;
 	hs_log(HS_LOG_INFO, "gateway", "request", HS_LS("method", r->method != NULL ? r->method : "-"),
 	       HS_LS("path", r->path), HS_LI("status", status),
-	       HS_LI("ms", hs_clock_mono_ms() - t0), HS_LS("peer", r->client_ip),
-	       HS_LS("request_id", r->request_id));
+	       HS_LI("ms", us / 1000), HS_LS("peer", r->client_ip));
+	hs_gw_metrics_request(r->srv->metrics, route_slot, status, (double)us / 1e6);
+	hs_trace_end();
 }
 
 static int handler(struct mg_connection *conn, void *cbdata)
 {
-	long long t0 = hs_clock_mono_ms();
+	long long t0 = hs_clock_mono_us();
 	req r;
 	req_init(&r, conn, cbdata, true);
 	resp *out = calloc(1, sizeof(*out));
-	if (out == NULL)
+	if (out == NULL) {
+		hs_trace_end();
 		return 500;
+	}
 	out->status = 500;
+	out->route_slot = hs_gw_metrics_fixed_slot(r.srv->metrics, HS_GW_R_UNMATCHED);
+	hs_gw_metrics_in_flight(r.srv->metrics, 1);
 	bool streamed = route(&r, out);
 	if (!streamed) {
 		if (out->body == NULL && out->static_body == NULL && out->status != 204 &&
@@ -483,10 +565,12 @@ static int handler(struct mg_connection *conn, void *cbdata)
 		hs_gw__respond(&r, out);
 	}
 	int status = streamed ? 200 : out->status;
+	size_t slot = out->route_slot;
 	explicit_bzero(out->cookie, sizeof(out->cookie));
 	free(out->body);
 	free(out);
-	access_log(&r, status, t0);
+	hs_gw_metrics_in_flight(r.srv->metrics, -1);
+	access_log(&r, status, t0, slot);
 	return status;
 }
 
@@ -508,7 +592,8 @@ static int http_error(struct mg_connection *conn, int status, const char *msg)
 	out.body = hs_gw_json_error(code, status >= 500 ? "Internal server error" : "Bad request");
 	hs_gw__respond(&r, &out);
 	free(out.body);
-	access_log(&r, status, hs_clock_mono_ms());
+	access_log(&r, status, hs_clock_mono_us(),
+		   hs_gw_metrics_fixed_slot(srv->metrics, HS_GW_R_UNMATCHED));
 	return 0;
 }
 
@@ -529,7 +614,7 @@ static int begin_request(struct mg_connection *conn)
 	const char *why = hs_gw_framing_problem(h, n);
 	if (why == NULL)
 		return 0;
-	long long t0 = hs_clock_mono_ms();
+	long long t0 = hs_clock_mono_us();
 	req r;
 	req_init(&r, conn, srv, true);
 	resp out;
@@ -541,13 +626,14 @@ static int begin_request(struct mg_connection *conn)
 	free(out.body);
 	hs_log(HS_LOG_WARN, "gateway", "ambiguous request framing refused", HS_LS("why", why),
 	       HS_LS("peer", r.client_ip));
-	access_log(&r, 400, t0);
+	access_log(&r, 400, t0, hs_gw_metrics_fixed_slot(srv->metrics, HS_GW_R_UNMATCHED));
 	return 400;
 }
 
 /* The admission table of the running server, for accept() below (which
  * has no context pointer). One gateway server per process. */
 static hs_gw_admit *g_admit;
+static hs_gw_metrics *g_metrics; /* open connections, counted like g_admit */
 static pthread_mutex_t g_cut_mu = PTHREAD_MUTEX_INITIALIZER;
 static long long g_cut_logged_ms;
 
@@ -587,8 +673,11 @@ int accept(int fd, struct sockaddr *addr, socklen_t *len)
 	hs_gw_admit *a = __atomic_load_n(&g_admit, __ATOMIC_ACQUIRE);
 	char ip[HS_IP_TEXT_MAX];
 	int port = 0;
-	if (c < 0 || a == NULL || !sockaddr_ip(addr, ip, &port) || hs_gw_admit_open(a, ip, port))
+	if (c < 0 || a == NULL || !sockaddr_ip(addr, ip, &port) || hs_gw_admit_open(a, ip, port)) {
+		if (c >= 0)
+			hs_gw_metrics_connections(__atomic_load_n(&g_metrics, __ATOMIC_ACQUIRE), 1);
 		return c;
+	}
 	close(c);
 	pthread_mutex_lock(&g_cut_mu);
 	long long now = hs_clock_mono_ms();
@@ -607,6 +696,7 @@ static void connection_close(const struct mg_connection *conn)
 {
 	const struct mg_request_info *ri = mg_get_request_info(conn);
 	hs_gw_admit *a = __atomic_load_n(&g_admit, __ATOMIC_ACQUIRE);
+	hs_gw_metrics_connections(__atomic_load_n(&g_metrics, __ATOMIC_ACQUIRE), -1);
 	char ip[HS_IP_TEXT_MAX];
 	if (a != NULL && ri != NULL &&
 	    hs_ip_canonical(ri->remote_addr, strlen(ri->remote_addr), ip, sizeof(ip)))
@@ -619,10 +709,42 @@ static int log_message(const struct mg_connection *conn, const char *message)
 	return 1;
 }
 
+/* --metrics-listen: the registry (process metrics and ours) on its own
+ * listener, which also answers /livez (this process) and /readyz
+ * (harnessd reachable, as /health). */
+static bool metrics_probe(void *payload, bool ready)
+{
+	return !ready || harnessd_serving(payload);
+}
+
+static int start_metrics(hs_gw_server *s, hs_error *err)
+{
+	int rc;
+	if (s->cfg->metrics_listen[0] == '\0')
+		return HS_OK;
+	if ((rc = hs_metrics_new(&s->registry, err)) != HS_OK ||
+	    (rc = hs_metrics_add(s->registry, hs_metrics_collect_process, NULL, err)) != HS_OK ||
+	    (rc = hs_metrics_add(s->registry, hs_gw_metrics_collect, s->metrics, err)) != HS_OK)
+		return rc;
+	hs_metrics_http_opts o = { metrics_probe, s };
+	if ((rc = hs_metrics_http_start_with(&s->metrics_http, s->cfg->metrics_listen, s->registry,
+					     &o, err)) != HS_OK)
+		return rc;
+	hs_log(HS_LOG_INFO, "gateway", "metrics", HS_LS("listen", s->cfg->metrics_listen),
+	       HS_LI("port", hs_metrics_http_port(s->metrics_http)));
+	return HS_OK;
+}
+
 /* Frees what start made; ctx must be stopped (or never started). */
 static void server_free(hs_gw_server *s)
 {
 	__atomic_store_n(&g_admit, NULL, __ATOMIC_RELEASE);
+	__atomic_store_n(&g_metrics, NULL, __ATOMIC_RELEASE);
+	hs_metrics_http_stop(s->metrics_http); /* no scrape runs past this */
+	if (s->registry != NULL && s->metrics != NULL)
+		hs_metrics_remove(s->registry, hs_gw_metrics_collect, s->metrics);
+	hs_metrics_free(s->registry);
+	hs_gw_metrics_free(s->metrics);
 	hs_async_free(s->async);
 	hs_gw_routes_free(s->routes);
 	hs_gw_admit_free(s->admit);
@@ -654,6 +776,10 @@ int hs_gw_server_start(hs_gw_server **out, const hs_gw_config *cfg, hs_client *c
 		rc = hs_gw_routes_load(&s->routes, hs_descriptor_set, hs_descriptor_set_len, services,
 				       n_services, err);
 	if (rc == HS_OK)
+		rc = hs_gw_metrics_new(&s->metrics, s->routes, err);
+	if (rc == HS_OK)
+		rc = start_metrics(s, err);
+	if (rc == HS_OK)
 		rc = hs_async_new(&s->async, client, GRPC_POLLERS, err);
 	if (rc == HS_OK && cfg->sse_max_streams > 0 &&
 	    (s->sse = calloc((size_t)cfg->sse_max_streams, sizeof(*s->sse))) == NULL)
@@ -676,6 +802,10 @@ int hs_gw_server_start(hs_gw_server **out, const hs_gw_config *cfg, hs_client *c
 		"max_request_size", "16384", /* headers only */
 		"tcp_nodelay", "1",
 		"enable_auth_domain_check", "no",
+		/* paths stay percent-encoded: routes.c decodes each segment after
+		 * splitting, so "%2F", "%3A", "%2E%2E" and "%00" cannot change
+		 * which route a request reaches */
+		"decode_url", "no",
 		NULL, NULL,
 	};
 	struct mg_callbacks cb;
@@ -686,6 +816,7 @@ int hs_gw_server_start(hs_gw_server **out, const hs_gw_config *cfg, hs_client *c
 	cb.connection_close = connection_close;
 	mg_init_library(0);
 	__atomic_store_n(&g_admit, s->admit, __ATOMIC_RELEASE);
+	__atomic_store_n(&g_metrics, s->metrics, __ATOMIC_RELEASE);
 	s->ctx = mg_start(&cb, s, options);
 	if (s->ctx == NULL) {
 		mg_exit_library();

@@ -17,12 +17,15 @@
 #include "client.h"
 #include "gateway_auth.h"
 #include "gateway_config.h"
+#include "gw_metrics.h"
+#include "metrics_http.h"
 #include "netaddr.h"
 #include "routes.h"
+#include "trace.h"
 #include "server.h"
 #include "validate.h"
 
-#define HS_GW_REQUEST_ID_MAX 64
+#define HS_GW_REQUEST_ID_MAX HS_REQUEST_ID_MAX /* common/trace.h */
 
 /* One open event stream (rest.c): counted per client address, cancelled
  * when the server stops. */
@@ -45,6 +48,9 @@ struct hs_gw_server {
 	long long key_next_try_ms;
 	hs_gw_sse_slot *sse;    /* cfg->sse_max_streams slots */
 	bool stopping;          /* under mu: streams end, no new ones */
+	hs_gw_metrics *metrics; /* request counts (gw_metrics.h) */
+	hs_metrics *registry;   /* what --metrics-listen serves; NULL when off */
+	hs_metrics_http *metrics_http;
 };
 
 typedef struct hs_gw_resp {
@@ -63,6 +69,7 @@ typedef struct hs_gw_resp {
 	char allow_buf[64];       /* for allow, when computed */
 	bool has_cookie;
 	char cookie[HS_GW_TOKEN_MAX + 256];
+	size_t route_slot;        /* metrics: which route answered (gw_metrics.h) */
 } hs_gw_resp;
 
 typedef struct hs_gw_req {
@@ -76,10 +83,12 @@ typedef struct hs_gw_req {
 	bool secure;     /* cookies get Secure */
 	bool https;      /* the client reached us over TLS (trusted proxy, or production) */
 	char request_id[HS_GW_REQUEST_ID_MAX + 1];
+	char traceparent[HS_TRACEPARENT_LEN + 1]; /* the client's when valid, else a new trace */
 } hs_gw_req;
 
 /* Request metadata for harnessd: the signed client address, the browser's
- * user agent, the request id, and the caller's Authorization when given. */
+ * user agent, the request id and traceparent, and the caller's
+ * Authorization when given. */
 typedef struct hs_gw_md {
 	hs_client_md v[8];
 	size_t n;

@@ -1,5 +1,6 @@
 /* Input validation: passwords, header values, the refresh cookie. */
 #include "validate.h"
+#include "utf8.h"
 
 #include <stdint.h>
 #include <string.h>
@@ -24,27 +25,8 @@ bool hs_gw_password_ok(const char *pw)
 	if (pw == NULL)
 		return false;
 	size_t chars = 0;
-	const unsigned char *p = (const unsigned char *)pw;
-	while (*p) {
-		size_t extra;
-		if (*p < 0x80)
-			extra = 0;
-		else if ((*p & 0xe0) == 0xc0 && *p >= 0xc2)
-			extra = 1;
-		else if ((*p & 0xf0) == 0xe0)
-			extra = 2;
-		else if ((*p & 0xf8) == 0xf0 && *p <= 0xf4)
-			extra = 3;
-		else
-			return false;
-		p++;
-		for (size_t k = 0; k < extra; k++, p++)
-			if ((*p & 0xc0) != 0x80)
-				return false;
-		if (++chars > HS_GW_PASSWORD_MAX)
-			return false;
-	}
-	return chars >= HS_GW_PASSWORD_MIN;
+	return hs_utf8_valid(pw, &chars) && chars >= HS_GW_PASSWORD_MIN &&
+	       chars <= HS_GW_PASSWORD_MAX;
 }
 
 bool hs_gw_header_value_ok(const char *v)

@@ -14,6 +14,7 @@ PKGS=(
   bubblewrap curl nghttp2-client clang libclang-rt-14-dev
   libpq-dev postgresql-15
   chromium chromium-driver python3-selenium
+  zsh fish jq prometheus
 )
 # Extra packages only the benchmarks need (installed with --bench).
 BENCH_PKGS=(wrk nginx-light hyperfine g++ libgrpc++-dev)

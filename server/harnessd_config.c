@@ -41,16 +41,17 @@ static const opt opts[] = {
 	  3600000, NULL, false, "on SIGTERM, how long in-flight calls may take before they are cancelled" },
 	{ "max-message-bytes", "HARNESS_MAX_MESSAGE_BYTES", I(max_message_bytes), "4194304", 1024,
 	  INT32_MAX, NULL, false, "largest gRPC message received or sent" },
-	{ "cq-threads", "HARNESS_CQ_THREADS", I(cq_threads), "2", 1, 64, NULL, false,
-	  "completion-queue polling threads" },
-	{ "workers", "HARNESS_WORKERS", I(workers), "8", 1, 1024, NULL, false,
-	  "worker threads for handlers that block (disk, network)" },
+	{ "cq-threads", "HARNESS_CQ_THREADS", I(cq_threads), "0", 0, 64, NULL, false,
+	  "completion-queue polling threads; cheap handlers run on them (0 = one per CPU, at least 2)" },
+	{ "workers", "HARNESS_WORKERS", I(workers), "0", 0, 1024, NULL, false,
+	  "worker threads for handlers that block (disk, network) (0 = 4 per CPU, at least 8)" },
 	{ "max-concurrent-streams", "HARNESS_MAX_CONCURRENT_STREAMS", I(max_concurrent_streams), "0",
 	  0, 1000000, NULL, false, "HTTP/2 streams per connection (0 = gRPC default)" },
 	{ "long-workers", "HARNESS_LONG_WORKERS", I(long_workers), "4", 1, 1024, NULL, false,
 	  "worker threads for long operations (DestroySandbox's grace, restores)" },
-	{ "heartbeat-workers", "HARNESS_HEARTBEAT_WORKERS", I(heartbeat_workers), "8", 1, 1024, NULL,
-	  false, "worker threads reserved for heartbeats (a busy server never starves them)" },
+	{ "heartbeat-workers", "HARNESS_HEARTBEAT_WORKERS", I(heartbeat_workers), "0", 0, 1024, NULL,
+	  false, "worker threads reserved for heartbeats that change a task's state (a busy server "
+	  "never starves them; plain heartbeats need none) (0 = 2 per CPU, at least 4)" },
 	{ "user-concurrency", "HARNESS_USER_CONCURRENCY", I(user_concurrency), "0", 0, 1024, NULL,
 	  false, "one user's calls running at once in the main or long-operation lane (0 = half its threads)" },
 	{ "user-max-calls", "HARNESS_USER_MAX_CALLS", I(user_max_calls), "256", 1, 1000000, NULL, false,
@@ -195,7 +196,9 @@ static const opt opts[] = {
 	{ "jwt-jwks-url", "HARNESS_JWT_JWKS_URL", S(jwt_jwks_url), "", 0, 0, NULL, false,
 	  "upstream backend: verify RS256/ES256 access tokens with the user service's JWKS (fetched, cached, refreshed on an unknown kid)" },
 	{ "metrics-listen", "HARNESS_METRICS_LISTEN", S(metrics_listen), "127.0.0.1:9090", 0, 0,
-	  NULL, false, "Prometheus /metrics over HTTP on host:port (empty: off; port 0 picks one)" },
+	  NULL, false,
+	  "Prometheus /metrics, /livez and /readyz over HTTP on host:port (empty: off; port 0 "
+	  "picks one)" },
 };
 
 static const opt *find_opt(const char *name, size_t len)

@@ -28,6 +28,7 @@
 #include "tasks.h"
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -69,7 +70,19 @@ typedef struct app {
 	pthread_mutex_t ready_mu;
 	pthread_cond_t ready_cv;
 	bool ready_started, ready_stop;
+	_Atomic int64_t ready_round_ms; /* monotonic end of the last readiness round */
+	_Atomic int ready_checks[3];    /* last round: store, workspace, sandbox driver ok */
+	pthread_t live_thr;      /* liveness watchdog (live_main) */
+	bool live_started;
 } app;
+
+/* grpc.health.v1 service name of liveness (readiness is ""). */
+#define LIVENESS_SERVICE "liveness"
+/* A readiness round that has not finished for this long means the process
+ * is wedged (a store or disk call that never returns): liveness fails and
+ * Kubernetes restarts it. A full disk fails a round quickly: unready, not
+ * restarted. */
+#define LIVENESS_STALL_MS 60000
 
 static const ProtobufCServiceDescriptor *const harness_services[] = {
 	&harness__v1__auth_service__descriptor,
@@ -158,6 +171,66 @@ static void readiness_check(app *a)
 	if (!ws_ok)
 		hs_log(HS_LOG_ERROR, "main", "workspace root not writable: NOT_SERVING",
 		       HS_LS("workspace_root", a->cfg.workspace_root));
+	atomic_store(&a->ready_checks[0], store_ok);
+	atomic_store(&a->ready_checks[1], ws_ok);
+	atomic_store(&a->ready_checks[2], sb_ok);
+	atomic_store(&a->ready_round_ms, hs_clock_mono_ms());
+}
+
+/* harness_ready_check{check}: what the last readiness round found (1 ok,
+ * 0 failing): alerts on an unwritable store or disk need no log parsing. */
+static void collect_ready(hs_metrics_out *out, void *payload)
+{
+	app *a = payload;
+	static const char *const names[] = { "store", "workspace", "sandbox_driver" };
+	hs_metrics_family(out, "harness_ready_check", "gauge",
+			  "Readiness checks of the last round (every 5 s): 1 passed, 0 failed.");
+	for (int i = 0; i < 3; i++) {
+		const char *l[] = { "check", names[i], NULL };
+		hs_metrics_sample(out, "harness_ready_check", l, atomic_load(&a->ready_checks[i]));
+	}
+	hs_metrics_family(out, "harness_ready", "gauge",
+			  "1 while harnessd is ready (grpc.health.v1 \"\" SERVING), else 0.");
+	hs_metrics_sample(out, "harness_ready", NULL,
+			  hs_grpc_health_get(a->health, "", NULL) == HS_GRPC_HEALTH_SERVING);
+}
+
+/* Liveness: grpc.health.v1 "liveness" is SERVING while the readiness loop
+ * keeps finishing rounds (answered by the RPC core itself, so a probe also
+ * proves it takes calls). Checked every second; only atomics and the
+ * health table, so it cannot hang on what it watches. */
+static void *live_main(void *arg)
+{
+	app *a = arg;
+	hs_grpc_health_status last = HS_GRPC_HEALTH_SERVING;
+	pthread_mutex_lock(&a->ready_mu);
+	while (!a->ready_stop) {
+		struct timespec ts = hs_clock_deadline(CLOCK_REALTIME, 1000);
+		pthread_cond_timedwait(&a->ready_cv, &a->ready_mu, &ts);
+		if (a->ready_stop)
+			break;
+		int64_t age = hs_clock_mono_ms() - atomic_load(&a->ready_round_ms);
+		hs_grpc_health_status now = age > LIVENESS_STALL_MS ? HS_GRPC_HEALTH_NOT_SERVING
+								    : HS_GRPC_HEALTH_SERVING;
+		if (now != last) {
+			hs_grpc_health_set(a->health, LIVENESS_SERVICE, now);
+			if (now != HS_GRPC_HEALTH_SERVING)
+				hs_log(HS_LOG_ERROR, "main", "readiness loop stalled: liveness NOT_SERVING",
+				       HS_LI("stalled_ms", age));
+			last = now;
+		}
+	}
+	pthread_mutex_unlock(&a->ready_mu);
+	return NULL;
+}
+
+/* /livez and /readyz on --metrics-listen: the same answers as the gRPC
+ * probes ("liveness" and "" in grpc.health.v1). */
+static bool http_probe(void *payload, bool ready)
+{
+	app *a = payload;
+	return hs_grpc_health_get(a->health, ready ? "" : LIVENESS_SERVICE, NULL) ==
+	       HS_GRPC_HEALTH_SERVING;
 }
 
 static void *readiness_main(void *arg)
@@ -208,6 +281,17 @@ static void note_checkpoint(void *tasks, const char *task_id, const char *checkp
 	hs_tasks_note_checkpoint(tasks, task_id, checkpoint_id, step);
 }
 
+/* A thread count: the configured one, or (0) per_cpu per online CPU within
+ * [lo, hi]. */
+static unsigned sized(int configured, unsigned per_cpu, unsigned lo, unsigned hi)
+{
+	if (configured > 0)
+		return (unsigned)configured;
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+	unsigned v = (unsigned)(n > 0 ? n : 1) * per_cpu;
+	return v < lo ? lo : v > hi ? hi : v;
+}
+
 static int start(app *a, hs_error *err)
 {
 	int rc;
@@ -227,15 +311,18 @@ static int start(app *a, hs_error *err)
 
 	hs_rpc_config rc_cfg = HS_RPC_CONFIG_INIT;
 	rc_cfg.listen = a->cfg.listen;
-	rc_cfg.cq_threads = (unsigned)a->cfg.cq_threads;
-	rc_cfg.workers = (unsigned)a->cfg.workers;
+	rc_cfg.cq_threads = sized(a->cfg.cq_threads, 1, 2, 16);
+	rc_cfg.workers = sized(a->cfg.workers, 4, 8, 256);
 	rc_cfg.max_message_bytes = (size_t)a->cfg.max_message_bytes;
 	rc_cfg.max_concurrent_streams = (unsigned)a->cfg.max_concurrent_streams;
 	rc_cfg.long_workers = (unsigned)a->cfg.long_workers;
-	rc_cfg.liveness_workers = (unsigned)a->cfg.heartbeat_workers;
+	rc_cfg.liveness_workers = sized(a->cfg.heartbeat_workers, 2, 4, 64);
 	rc_cfg.user_concurrency = (unsigned)a->cfg.user_concurrency;
 	rc_cfg.user_max_calls = (unsigned)a->cfg.user_max_calls;
 	rc_cfg.max_depth = (unsigned)a->cfg.max_message_depth;
+	/* grpc_server_* metrics, scraped at --metrics-listen ("" = none: the
+	 * RPC core then counts nothing) */
+	rc_cfg.metrics = a->cfg.metrics_listen[0] != '\0' ? a->metrics : NULL;
 	rc_cfg.tls_cert_file = a->cfg.tls_cert[0] ? a->cfg.tls_cert : NULL;
 	rc_cfg.tls_key_file = a->cfg.tls_key[0] ? a->cfg.tls_key : NULL;
 	rc_cfg.tls_client_ca_file = a->cfg.tls_client_ca[0] ? a->cfg.tls_client_ca : NULL;
@@ -247,6 +334,10 @@ static int start(app *a, hs_error *err)
 	if ((rc = hs_grpc_health_new(&a->health, err)) != HS_OK ||
 	    (rc = hs_grpc_health_register(a->health, a->srv, err)) != HS_OK)
 		return rc;
+	/* Live from the start; the watchdog (live_main) takes over once the
+	 * readiness loop runs. */
+	atomic_store(&a->ready_round_ms, hs_clock_mono_ms());
+	hs_grpc_health_set(a->health, LIVENESS_SERVICE, HS_GRPC_HEALTH_SERVING);
 	if ((rc = hs_reflection_new(&a->reflection, err)) != HS_OK ||
 	    (rc = hs_reflection_register(a->reflection, a->srv, err)) != HS_OK)
 		return rc;
@@ -257,7 +348,8 @@ static int start(app *a, hs_error *err)
 	 * probed here (a configured one that cannot run fails the start). */
 	if ((rc = hs_sandbox_service_open(&a->sandbox, &a->cfg, a->store, a->tenancy, err)) !=
 		    HS_OK ||
-	    (rc = hs_sandbox_service_register(a->srv, a->sandbox, err)) != HS_OK)
+	    (rc = hs_sandbox_service_register(a->srv, a->sandbox, err)) != HS_OK ||
+	    (rc = hs_sandbox_mgr_add_metrics(a->sandbox, a->metrics, err)) != HS_OK)
 		return rc;
 	/* CheckpointService: one shadow repo per task under <data-dir>/checkpoints;
 	 * a create is acknowledged once durable (fsync of what it wrote); workspaces
@@ -295,6 +387,7 @@ static int start(app *a, hs_error *err)
 	tc.ckpt = a->ckpt;
 	tc.sandboxes = a->sandbox;
 	tc.webhook_url = a->cfg.webhook_url[0] ? a->cfg.webhook_url : NULL;
+	tc.metrics = a->metrics;
 	if ((rc = hs_tasks_new(&a->tasks, &tc, err)) != HS_OK ||
 	    (rc = hs_tasks_service_register(a->srv, a->tasks, err)) != HS_OK)
 		return rc;
@@ -304,36 +397,49 @@ static int start(app *a, hs_error *err)
 	    (rc = start_health_listener(a, err)) != HS_OK)
 		return rc;
 	if (a->cfg.metrics_listen[0] != '\0') {
-		if ((rc = hs_metrics_http_start(&a->metrics_http, a->cfg.metrics_listen, a->metrics,
-						err)) != HS_OK)
+		hs_metrics_http_opts mo = { http_probe, a };
+		if ((rc = hs_metrics_http_start_with(&a->metrics_http, a->cfg.metrics_listen,
+						     a->metrics, &mo, err)) != HS_OK)
 			return rc;
 		hs_log(HS_LOG_INFO, "main", "metrics", HS_LS("listen", a->cfg.metrics_listen),
 		       HS_LI("port", hs_metrics_http_port(a->metrics_http)));
 	}
 
 	/* Ready only once the store and the workspace root take writes;
-	 * re-checked every 5 s. */
+	 * re-checked every 5 s. Live while those rounds keep finishing. */
 	readiness_check(a);
+	if ((rc = hs_metrics_add(a->metrics, collect_ready, a, err)) != HS_OK)
+		return rc;
 	pthread_mutex_init(&a->ready_mu, NULL);
 	pthread_cond_init(&a->ready_cv, NULL);
 	if (pthread_create(&a->ready_thr, NULL, readiness_main, a) == 0)
 		a->ready_started = true;
+	if (pthread_create(&a->live_thr, NULL, live_main, a) == 0)
+		a->live_started = true;
 	hs_error_clear(err);
 	return HS_OK;
 }
 
 static void stop(app *a)
 {
-	if (a->ready_started) {
+	if (a->ready_started || a->live_started) {
 		pthread_mutex_lock(&a->ready_mu);
 		a->ready_stop = true;
 		pthread_cond_broadcast(&a->ready_cv);
 		pthread_mutex_unlock(&a->ready_mu);
+	}
+	if (a->ready_started) {
 		pthread_join(a->ready_thr, NULL);
 		a->ready_started = false;
 	}
+	if (a->live_started) {
+		pthread_join(a->live_thr, NULL);
+		a->live_started = false;
+	}
 	hs_metrics_http_stop(a->metrics_http); /* no scrape runs past this */
 	a->metrics_http = NULL;
+	if (a->metrics != NULL)
+		hs_metrics_remove(a->metrics, collect_ready, a);
 	if (a->health != NULL)
 		hs_grpc_health_shutdown(a->health);
 	if (a->srv != NULL)

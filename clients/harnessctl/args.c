@@ -73,6 +73,10 @@ int hs_ctl_global_flag(hs_ctl *c, int argc, char **argv, int *i)
 		c->tls = true;
 		return 1;
 	}
+	if (strcmp(a, "--all") == 0) {
+		c->all = true;
+		return 1;
+	}
 	for (size_t k = 0; k < sizeof(tls_flags) / sizeof(tls_flags[0]); k++)
 		if (n == strlen(tls_flags[k].flag) && strncmp(a, tls_flags[k].flag, n) == 0)
 			which = tls_flags[k].which;
@@ -98,12 +102,16 @@ int hs_ctl_global_flag(hs_ctl *c, int argc, char **argv, int *i)
 	}
 	switch (which) {
 	case OUT:
-		if (strcmp(v, "json") == 0) {
-			c->json = true;
-		} else if (strcmp(v, "table") == 0) {
-			c->json = false;
-		} else {
-			usage(c, NULL, "-o: unknown output format '%s' (table or json)", v);
+		c->json = strcmp(v, "json") == 0;
+		c->yaml = strcmp(v, "yaml") == 0;
+		c->wide = strcmp(v, "wide") == 0;
+		if (!c->json && !c->yaml && !c->wide && strcmp(v, "table") != 0) {
+			static const char *const fmts[] = { "table", "json", "yaml", "wide", NULL };
+			const char *s = hs_ctl_suggest(v, fmts);
+			char dym[64] = "";
+			if (s != NULL)
+				snprintf(dym, sizeof(dym), "; did you mean '%s'?", s);
+			usage(c, NULL, "-o: unknown output format '%s' (table, wide, json or yaml)%s", v, dym);
 			return -1;
 		}
 		break;
@@ -145,6 +153,79 @@ int hs_ctl_global_flag(hs_ctl *c, int argc, char **argv, int *i)
 		break;
 	}
 	return 1;
+}
+
+/* Levenshtein distance, bounded inputs (names are short). */
+static size_t edit_distance(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b), row[65];
+	if (la > 64 || lb > 64)
+		return (size_t)-1;
+	for (size_t j = 0; j <= lb; j++)
+		row[j] = j;
+	for (size_t i = 1; i <= la; i++) {
+		size_t prev = row[0];
+		row[0] = i;
+		for (size_t j = 1; j <= lb; j++) {
+			size_t cur = row[j];
+			size_t best = prev + (a[i - 1] != b[j - 1]);
+			if (row[j] + 1 < best)
+				best = row[j] + 1;
+			if (row[j - 1] + 1 < best)
+				best = row[j - 1] + 1;
+			row[j] = best;
+			prev = cur;
+		}
+	}
+	return row[lb];
+}
+
+const char *hs_ctl_suggest(const char *typed, const char *const *cands)
+{
+	const char *best = NULL;
+	size_t bd = (size_t)-1, tl = strlen(typed);
+	for (size_t i = 0; cands[i] != NULL; i++) {
+		size_t d = edit_distance(typed, cands[i]);
+		if (tl >= 2 && strncmp(cands[i], typed, tl) == 0 && d > 1)
+			d = 1; /* a prefix: "check" for "che" */
+		if (d < bd) {
+			bd = d;
+			best = cands[i];
+		}
+	}
+	size_t limit = tl <= 3 ? 1 : 2;
+	return bd <= limit ? best : NULL;
+}
+
+static const char *const global_flags[] = { "server", "token", "output", "timeout", "tls", "tls-ca",
+					    "tls-cert", "tls-key", "tls-server-name", "all", "help", "json", NULL };
+
+void hs_ctl_flag_advice(const hs_ctl_cmd *cmd, const char *typed, char *buf, size_t n)
+{
+	enum { MAXC = 96 };
+	char names[MAXC][64];
+	const char *cands[MAXC + 1];
+	size_t k = 0;
+	buf[0] = '\0';
+	for (size_t g = 0; global_flags[g] && k < MAXC; g++)
+		cands[k++] = global_flags[g];
+	for (int e = 0; cmd != NULL && e < HS_CTL_MAX_EXTRA && cmd->extra[e].name && k < MAXC; e++)
+		cands[k++] = cmd->extra[e].name;
+	if (cmd != NULL && cmd->svc != NULL) {
+		const ProtobufCMethodDescriptor *m = hs_ctl_method(cmd->svc, cmd->method);
+		for (unsigned i = 0; i < m->input->n_fields && k < MAXC; i++) {
+			snprintf(names[k], sizeof(names[k]), "%s", m->input->fields[i].name);
+			for (char *p = names[k]; *p; p++)
+				if (*p == '_')
+					*p = '-';
+			cands[k] = names[k];
+			k++;
+		}
+	}
+	cands[k] = NULL;
+	const char *s = hs_ctl_suggest(typed, cands);
+	if (s != NULL)
+		snprintf(buf, n, "; did you mean --%s?", s);
 }
 
 size_t hs_ctl_enum_prefix(const ProtobufCEnumDescriptor *ed)
@@ -392,7 +473,8 @@ int hs_ctl_args_parse(hs_ctl *c, const hs_ctl_cmd *cmd, const ProtobufCMessageDe
 			if (g > 0)
 				continue;
 			if (a[1] != '-') {
-				rc = usage(c, cmd, "unknown flag %s", a);
+				rc = usage(c, cmd, "unknown flag %s%s", a,
+					   strlen(a) > 2 ? "; long flags start with '--'" : "");
 				break;
 			}
 			const char *name = a + 2, *eq = strchr(name, '='), *v = NULL;
@@ -417,10 +499,18 @@ int hs_ctl_args_parse(hs_ctl *c, const hs_ctl_cmd *cmd, const ProtobufCMessageDe
 				continue;
 			}
 			if (d == NULL) {
-				rc = usage(c, cmd, "unknown flag --%s", fname);
+				char adv[96];
+				hs_ctl_flag_advice(cmd, fname, adv, sizeof(adv));
+				rc = usage(c, cmd, "unknown flag --%s%s", fname, adv);
 				break;
 			}
 			const ProtobufCFieldDescriptor *f = strcmp(fname, "json") ? path_field(d, fname) : NULL;
+			if (f == NULL && strcmp(fname, "json") != 0) {
+				char adv[96];
+				hs_ctl_flag_advice(cmd, fname, adv, sizeof(adv));
+				rc = usage(c, cmd, "unknown flag --%s%s", fname, adv);
+				break;
+			}
 			if (f != NULL && f->type == PROTOBUF_C_TYPE_BOOL && f->label != PROTOBUF_C_LABEL_REPEATED &&
 			    eq == NULL) {
 				/* --flag alone is true; an explicit next word true/false is taken. */
@@ -590,7 +680,8 @@ void hs_ctl_verb_help(const hs_ctl *c, const hs_ctl_cmd *cmd, FILE *o)
 	for (int k = 0; k < HS_CTL_MAX_EXTRA && cmd->extra[k].name; k++)
 		fprintf(o, "  --%s%s  %s\n", cmd->extra[k].name, cmd->extra[k].takes_value ? " VALUE" : "",
 			cmd->extra[k].help);
-	fprintf(o, "\nGlobal flags: --server ADDR, --token T, -o table|json, --timeout SECONDS.\n");
+	fprintf(o, "\nGlobal flags: --server ADDR, --token T, -o table|wide|json|yaml, --timeout SECONDS%s.\n",
+		cmd->list_field != NULL ? ", --all (every page)" : "");
 	if (cmd->examples != NULL)
 		fprintf(o, "\nExamples:\n%s", cmd->examples);
 }

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "ctl.h"
+#include "pbjson.h"
 
 /* ---- signals ----------------------------------------------------------- */
 
@@ -179,6 +180,27 @@ static int exit_from_hs(int rc)
 	}
 }
 
+/* NOT_FOUND: the group's list verb shows what exists; INVALID_ARGUMENT:
+ * the verb's help lists its flags. Appended to the status line. */
+static void advise_cmd(const hs_ctl *c, int code)
+{
+	const hs_ctl_cmd *cmd = c->cmd;
+	if (code == 3) {
+		fprintf(stderr, "; '%s %s %s --help' lists the flags and their formats", c->prog, cmd->group,
+			cmd->verb);
+		return;
+	}
+	for (size_t t = 0; t < hs_ctl_n_tables; t++)
+		for (const hs_ctl_cmd *l = hs_ctl_tables[t]; l->group; l++) {
+			if (strcmp(l->group, cmd->group) != 0 || l->verb == NULL || strcmp(l->verb, "list") != 0 ||
+			    cmd == l)
+				continue;
+			fprintf(stderr, "; '%s %s list%s' shows what you can see", c->prog, l->group,
+				l->pos[0] != NULL && l->pos[0][0] != '?' ? " TASK_ID" : "");
+			return;
+		}
+}
+
 int hs_ctl_report_status(const hs_ctl *c, const char *what, int rc, const hs_client_status *st)
 {
 	int code = st ? st->code : 0;
@@ -194,23 +216,28 @@ int hs_ctl_report_status(const hs_ctl *c, const char *what, int rc, const hs_cli
 			c->prog, what, c->server, *details ? ": " : "", details);
 		return HS_CTL_EXIT_ERROR;
 	}
+	/* One line per failure: the status, then what to do about it. */
 	fprintf(stderr, "%s: %s: %s%s%s", c->prog, what, name, *details ? ": " : "", details);
 	if (st->error_code[0])
 		fprintf(stderr, " [%s]", st->error_code);
-	fputc('\n', stderr);
 	/* UNAVAILABLE from the transport (not from harnessd itself): a hint. */
 	if (code == 14 && (strcasestr(details, "ssl") != NULL || strcasestr(details, "handshake") ||
 			   strcasestr(details, "certificate") != NULL))
-		fprintf(stderr, "%s: TLS to %s failed: check --tls-ca and --tls-server-name (and "
-			"--tls-cert/--tls-key if harnessd requires client certificates)\n", c->prog,
-			c->server);
+		fprintf(stderr, "; TLS to %s failed: check --tls-ca and --tls-server-name (and "
+			"--tls-cert/--tls-key if harnessd requires client certificates)", c->server);
 	else if (code == 14 && (details[0] == '\0' || strstr(details, "failed to connect") != NULL ||
 				strstr(details, "Socket closed") != NULL))
-		fprintf(stderr, "%s: is harnessd running at %s? (--server or HARNESS_SERVER; "
-			"--tls-ca if it serves TLS)\n", c->prog, c->server);
+		fprintf(stderr, "; is harnessd running at %s? (--server or HARNESS_SERVER; "
+			"--tls-ca if it serves TLS)", c->server);
 	else if (code == 16 && c->token == NULL && c->token_required)
-		fprintf(stderr, "%s: no access token: run '%s login', or pass --token / HARNESS_TOKEN\n",
-			c->prog, c->prog);
+		fprintf(stderr, "; no access token: run '%s login', or pass --token / HARNESS_TOKEN", c->prog);
+	else if (code == 16 && c->token_required)
+		fprintf(stderr, "; run '%s login' again, or check --token / HARNESS_TOKEN", c->prog);
+	else if (code == 7)
+		fprintf(stderr, "; this needs another role (admin) or an API key allowed this method");
+	else if ((code == 5 || code == 3) && c->cmd != NULL && c->cmd->verb != NULL)
+		advise_cmd(c, code);
+	fputc('\n', stderr);
 	return hs_ctl_exit_code(code);
 }
 
@@ -306,13 +333,100 @@ static hs_ctl_auth auth_mode(const hs_ctl_cmd *cmd)
 	return (cmd->flags & HS_CTL_OPT_AUTH) ? HS_CTL_AUTH_OPTIONAL : HS_CTL_AUTH_REQUIRED;
 }
 
+#define HS_CTL_MAX_PAGES 100000
+
+/* --all: calls the list method page after page (request page_token = the
+ * previous next_page_token) and returns one response holding every item,
+ * next_page_token empty. */
+static int call_all(hs_ctl *c, const hs_ctl_cmd *cmd, ProtobufCMessage *req, ProtobufCMessage **out)
+{
+	const ProtobufCMethodDescriptor *m = hs_ctl_method(cmd->svc, cmd->method);
+	const ProtobufCFieldDescriptor *pt = hs_pbjson_field_lookup(req->descriptor, "page_token");
+	const ProtobufCFieldDescriptor *np = hs_pbjson_field_lookup(m->output, "next_page_token");
+	json_t *items = json_array(), *merged = NULL;
+	char *prev = NULL;
+	int rc = HS_CTL_EXIT_OK;
+	hs_pbjson_opts o = HS_PBJSON_OPTS_INIT;
+	o.original_names = true;
+	for (int page = 0; rc == HS_CTL_EXIT_OK; page++) {
+		ProtobufCMessage *resp = NULL;
+		json_t *j = NULL;
+		hs_error err = { 0 };
+		if (page == HS_CTL_MAX_PAGES) {
+			fprintf(stderr, "%s: --all: stopped after %d pages\n", c->prog, page);
+			rc = HS_CTL_EXIT_ERROR;
+			break;
+		}
+		rc = hs_ctl_call(c, cmd->svc, cmd->method, req, &resp, auth_mode(cmd), NULL);
+		if (rc != HS_CTL_EXIT_OK)
+			break;
+		if (hs_pbjson_encode(&j, resp, &o, &err) != HS_OK) {
+			fprintf(stderr, "%s: cannot read the response: %s\n", c->prog, err.msg);
+			protobuf_c_message_free_unpacked(resp, NULL);
+			rc = HS_CTL_EXIT_ERROR;
+			break;
+		}
+		json_t *arr = json_object_get(j, cmd->list_field);
+		if (json_is_array(arr))
+			json_array_extend(items, arr);
+		const char *tok = *(char *const *)((const char *)resp + np->offset);
+		bool more = tok != NULL && *tok != '\0';
+		if (more && prev != NULL && strcmp(prev, tok) == 0) {
+			fprintf(stderr, "%s: --all: the server returned the same page token twice\n", c->prog);
+			rc = HS_CTL_EXIT_ERROR;
+		}
+		if (more && rc == HS_CTL_EXIT_OK) {
+			char **slot = (char **)((char *)req + pt->offset);
+			free(prev);
+			prev = strdup(tok);
+			if (*slot != NULL && *slot != (char *)pt->default_value)
+				free(*slot);
+			*slot = strdup(tok);
+			if (prev == NULL || *slot == NULL)
+				rc = HS_CTL_EXIT_ERROR;
+		}
+		json_decref(merged);
+		merged = j;
+		protobuf_c_message_free_unpacked(resp, NULL);
+		if (!more)
+			break;
+	}
+	if (rc == HS_CTL_EXIT_OK) {
+		hs_error err = { 0 };
+		json_object_set(merged, cmd->list_field, items);
+		json_object_del(merged, "next_page_token");
+		if (hs_pbjson_decode(out, m->output, merged, NULL, &err) != HS_OK) {
+			fprintf(stderr, "%s: cannot merge the pages: %s\n", c->prog, err.msg);
+			rc = HS_CTL_EXIT_ERROR;
+		}
+	}
+	json_decref(items);
+	json_decref(merged);
+	free(prev);
+	return rc;
+}
+
 int hs_ctl_run_generic(hs_ctl *c, const hs_ctl_cmd *cmd, int argc, char **argv)
 {
 	ProtobufCMessage *req = NULL, *resp = NULL;
 	int rc = hs_ctl_request(c, cmd, argc, argv, &req);
 	if (rc != HS_CTL_EXIT_OK || req == NULL)
 		return rc;
-	rc = hs_ctl_call(c, cmd->svc, cmd->method, req, &resp, auth_mode(cmd), NULL);
+	if (c->all) {
+		const ProtobufCMethodDescriptor *m = hs_ctl_method(cmd->svc, cmd->method);
+		if (cmd->list_field == NULL || hs_pbjson_field_lookup(req->descriptor, "page_token") == NULL ||
+		    hs_pbjson_field_lookup(m->output, "next_page_token") == NULL) {
+			fprintf(stderr, "%s: --all: '%s %s' is not a list verb; use it with a 'list' verb\n"
+					"Run '%s %s%s%s --help' for usage.\n",
+				c->prog, cmd->group, cmd->verb ? cmd->verb : "", c->prog, cmd->group,
+				cmd->verb ? " " : "", cmd->verb ? cmd->verb : "");
+			protobuf_c_message_free_unpacked(req, NULL);
+			return HS_CTL_EXIT_USAGE;
+		}
+		rc = call_all(c, cmd, req, &resp);
+	} else {
+		rc = hs_ctl_call(c, cmd->svc, cmd->method, req, &resp, auth_mode(cmd), NULL);
+	}
 	if (rc == HS_CTL_EXIT_OK)
 		rc = hs_ctl_print(c, cmd, resp);
 	protobuf_c_message_free_unpacked(req, NULL);
@@ -348,10 +462,7 @@ int hs_ctl_run_stream(hs_ctl *c, const hs_ctl_cmd *cmd, int argc, char **argv)
 			rc = HS_CTL_EXIT_OK; /* the server ended the stream */
 			break;
 		}
-		if (c->json)
-			hs_ctl_print_json_line(msg);
-		else
-			hs_ctl_print_stream_row(cmd, msg, first);
+		hs_ctl_print_stream_msg(c, cmd, msg, first);
 		fflush(stdout);
 		protobuf_c_message_free_unpacked(msg, NULL);
 	}

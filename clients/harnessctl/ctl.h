@@ -35,6 +35,9 @@ typedef struct hs_ctl {
 	const char *server;
 	const char *token_flag; /* --token */
 	bool json;              /* -o json */
+	bool yaml;              /* -o yaml */
+	bool wide;              /* -o wide: every scalar field of a row as a column */
+	bool all;               /* --all: list verbs follow next_page_token to the end */
 	double timeout_s;       /* --timeout; 0 = default per call kind */
 	bool timeout_set;
 	/* TLS to harnessd (--tls-ca, --tls-cert, --tls-key, --tls-server-name,
@@ -45,6 +48,7 @@ typedef struct hs_ctl {
 	char *token;       /* resolved access token (malloc'd) or NULL */
 	bool token_resolved;
 	bool token_required; /* the failing call needed one: hint at login */
+	const struct hs_ctl_cmd *cmd; /* the command being run (for error advice) */
 } hs_ctl;
 
 struct hs_ctl_cmd;
@@ -122,6 +126,23 @@ void hs_ctl_verb_help(const hs_ctl *c, const hs_ctl_cmd *cmd, FILE *f);
  * global flag, -1 = usage error (printed). */
 int hs_ctl_global_flag(hs_ctl *c, int argc, char **argv, int *i);
 
+/* "did you mean": the candidate closest to typed (edit distance at most 2,
+ * or typed a prefix of it), or NULL. cands ends with NULL. */
+const char *hs_ctl_suggest(const char *typed, const char *const *cands);
+
+/* Prints " (did you mean 'X'?)" style advice for an unknown flag of cmd
+ * (its request fields, extras and the global flags) into buf ("" if none). */
+void hs_ctl_flag_advice(const hs_ctl_cmd *cmd, const char *typed, char *buf, size_t n);
+
+/* ---- completion.c ---------------------------------------------------- */
+
+/* `harnessctl completion bash|zsh|fish`: a completion script from the
+ * command tables (groups, verbs, each verb's flags). */
+int hs_ctl_completion(hs_ctl *c, const struct hs_ctl_cmd *cmd, int argc, char **argv);
+/* Every command table (auth, sandbox, checkpoint, task), and how many. */
+extern const hs_ctl_cmd *const hs_ctl_tables[];
+extern const size_t hs_ctl_n_tables;
+
 /* ---- call.c: connection, token, calls, errors -------------------------- */
 
 /* The client for --server (created on first use). NULL after printing why. */
@@ -177,9 +198,15 @@ int hs_ctl_print(const hs_ctl *c, const hs_ctl_cmd *cmd, const ProtobufCMessage 
 /* Prints one JSON line (no indentation) for streams. */
 int hs_ctl_print_json_line(const ProtobufCMessage *msg);
 
+/* Prints msg as one YAML document ("---" first when doc_sep). */
+int hs_ctl_print_yaml(const ProtobufCMessage *msg, bool doc_sep);
+
+/* A stream message per -o: a JSON line, a YAML document, or a table row. */
+void hs_ctl_print_stream_msg(const hs_ctl *c, const hs_ctl_cmd *cmd, const ProtobufCMessage *msg, bool first);
+
 /* One table row for a stream, columns as cmd->columns with fixed widths;
  * header printed when header is true. */
-void hs_ctl_print_stream_row(const hs_ctl_cmd *cmd, const ProtobufCMessage *msg, bool header);
+void hs_ctl_print_stream_row(const hs_ctl *c, const hs_ctl_cmd *cmd, const ProtobufCMessage *msg, bool header);
 
 /* The display text of a field path (enum prefixes stripped, times short);
  * malloc'd, "" when unset. */

@@ -25,13 +25,25 @@ static const hs_ctl_cmd demo_cmd = {
 	  { "keep", false, "keep the sandbox and the task afterwards" } },
 };
 
-static const hs_ctl_cmd *const tables[] = { hs_ctl_auth_cmds, hs_ctl_sandbox_cmds, hs_ctl_checkpoint_cmds, hs_ctl_task_cmds };
+static const hs_ctl_cmd completion_cmd = {
+	"completion", NULL, NULL, NULL, { 0 },
+	"Print a shell completion script for bash, zsh or fish: groups, verbs and each verb's flags.",
+	"  source <(harnessctl completion bash)                       # bash, this shell\n"
+	"  harnessctl completion zsh > \"${fpath[1]}/_harnessctl\"      # zsh\n"
+	"  harnessctl completion fish > ~/.config/fish/completions/harnessctl.fish\n",
+	NULL, NULL, 0, hs_ctl_completion, { { 0 } },
+};
+
+const hs_ctl_cmd *const hs_ctl_tables[] = { hs_ctl_auth_cmds, hs_ctl_sandbox_cmds, hs_ctl_checkpoint_cmds,
+					    hs_ctl_task_cmds };
+const size_t hs_ctl_n_tables = sizeof(hs_ctl_tables) / sizeof(hs_ctl_tables[0]);
+#define tables hs_ctl_tables
 
 static void top_help(const hs_ctl *c, FILE *o)
 {
 	fprintf(o,
 		"harnessctl - command-line client for the Harness control plane (harnessd)\n\n"
-		"Usage: %s [--server ADDR] [--token T] [--tls-ca FILE] [-o table|json] [--timeout SECONDS] <command> [args] [flags]\n\n"
+		"Usage: %s [--server ADDR] [--token T] [--tls-ca FILE] [-o table|wide|json|yaml] [--timeout SECONDS] <command> [args] [flags]\n\n"
 		"Commands:\n"
 		"  login | refresh | logout | whoami     authentication (AuthService)\n"
 		"  user create|get|disable|delete         users (AuthService)\n"
@@ -40,11 +52,14 @@ static void top_help(const hs_ctl *c, FILE *o)
 		"  checkpoint create|list|get|latest|restore|verify|diff|prune\n"
 		"  task register|heartbeat|get|list|watch|complete|recover|cancel   (HealthService)\n"
 		"  health [check|watch]                   standard grpc.health.v1 probe\n"
-		"  demo                                   stall -> recovery story against a running server\n\n"
+		"  demo                                   stall -> recovery story against a running server\n"
+		"  completion bash|zsh|fish               shell completion script\n\n"
 		"Global flags (also accepted after the command):\n"
 		"  --server ADDR       harnessd address (env HARNESS_SERVER; default 127.0.0.1:50051)\n"
 		"  --token T           access token (env HARNESS_TOKEN; default: the token cache from 'login')\n"
-		"  -o, --output FMT    table (default) or json (proto3 JSON mapping; streams: one object per line)\n"
+		"  -o, --output FMT    table (default), wide (every field as a column), json (proto3 JSON mapping;\n"
+		"                      streams: one object per line) or yaml (streams: one document per message)\n"
+		"  --all               list verbs: follow next_page_token and print every page as one list\n"
 		"  --timeout SECONDS   deadline of each call (default 15; streams: none)\n"
 		"  --tls-ca FILE       TLS: PEM roots harnessd's certificate must chain to (env HARNESS_TLS_CA)\n"
 		"  --tls-cert FILE     TLS client certificate for mutual TLS, with --tls-key (env HARNESS_TLS_CERT)\n"
@@ -106,6 +121,10 @@ static const hs_ctl_cmd *find(const char *group, const char *verb, bool *group_k
 		*group_known = true;
 		return &demo_cmd;
 	}
+	if (strcmp(group, "completion") == 0) {
+		*group_known = true;
+		return &completion_cmd;
+	}
 	for (size_t t = 0; t < sizeof(tables) / sizeof(tables[0]); t++)
 		for (const hs_ctl_cmd *cmd = tables[t]; cmd->group; cmd++) {
 			if (strcmp(cmd->group, group) != 0)
@@ -115,6 +134,32 @@ static const hs_ctl_cmd *find(const char *group, const char *verb, bool *group_k
 				return cmd;
 		}
 	return NULL;
+}
+
+static const char *suggest_group(const char *group)
+{
+	const char *cands[128];
+	size_t k = 0;
+	cands[k++] = "demo";
+	cands[k++] = "completion";
+	for (size_t t = 0; t < sizeof(tables) / sizeof(tables[0]); t++)
+		for (const hs_ctl_cmd *cmd = tables[t]; cmd->group && k + 1 < 128; cmd++)
+			if (k == 0 || strcmp(cands[k - 1], cmd->group) != 0)
+				cands[k++] = cmd->group;
+	cands[k] = NULL;
+	return hs_ctl_suggest(group, cands);
+}
+
+static const char *suggest_verb(const char *group, const char *verb)
+{
+	const char *cands[64];
+	size_t k = 0;
+	for (size_t t = 0; t < sizeof(tables) / sizeof(tables[0]); t++)
+		for (const hs_ctl_cmd *cmd = tables[t]; cmd->group && k + 1 < 64; cmd++)
+			if (strcmp(cmd->group, group) == 0 && cmd->verb != NULL)
+				cands[k++] = cmd->verb;
+	cands[k] = NULL;
+	return hs_ctl_suggest(verb, cands);
 }
 
 static int run(hs_ctl *c, int argc, char **argv)
@@ -136,7 +181,11 @@ static int run(hs_ctl *c, int argc, char **argv)
 		if (g < 0)
 			return HS_CTL_EXIT_USAGE;
 		if (g == 0) {
-			fprintf(stderr, "%s: unknown flag %s\nRun '%s --help' for usage.\n", c->prog, a, c->prog);
+			char adv[96] = "";
+			if (a[1] == '-')
+				hs_ctl_flag_advice(NULL, a + 2, adv, sizeof(adv));
+			fprintf(stderr, "%s: unknown flag %s%s\nRun '%s --help' for usage.\n", c->prog, a, adv,
+				c->prog);
 			return HS_CTL_EXIT_USAGE;
 		}
 	}
@@ -154,19 +203,32 @@ static int run(hs_ctl *c, int argc, char **argv)
 		i++;
 	const hs_ctl_cmd *cmd = find(group, verb, &known);
 	if (!known) {
-		fprintf(stderr, "%s: unknown command '%s'\nRun '%s --help' for usage.\n", c->prog, group, c->prog);
+		const char *s = suggest_group(group);
+		if (s != NULL)
+			fprintf(stderr, "%s: unknown command '%s'; did you mean '%s'?\nRun '%s --help' for usage.\n",
+				c->prog, group, s, c->prog);
+		else
+			fprintf(stderr, "%s: unknown command '%s'\nRun '%s --help' for usage.\n", c->prog, group,
+				c->prog);
 		return HS_CTL_EXIT_USAGE;
 	}
 	if (cmd == NULL) {
 		bool help = verb != NULL && (strcmp(verb, "-h") == 0 || strcmp(verb, "--help") == 0);
-		if (verb != NULL && !help && verb[0] != '-')
-			fprintf(stderr, "%s: unknown verb '%s %s'\n\n", c->prog, group, verb);
+		if (verb != NULL && !help && verb[0] != '-') {
+			const char *s = suggest_verb(group, verb);
+			if (s != NULL)
+				fprintf(stderr, "%s: unknown verb '%s %s'; did you mean '%s %s'?\n\n", c->prog, group,
+					verb, group, s);
+			else
+				fprintf(stderr, "%s: unknown verb '%s %s'\n\n", c->prog, group, verb);
+		}
 		group_help(c, group, help ? stdout : stderr);
 		return help ? HS_CTL_EXIT_OK : HS_CTL_EXIT_USAGE;
 	}
 	if (cmd->verb == NULL && verb != NULL && verb[0] != '-')
 		i--; /* a top-level command: what looked like a verb is its argument */
 	hs_ctl_run_fn fn = cmd->run ? cmd->run : hs_ctl_run_generic;
+	c->cmd = cmd;
 	return fn(c, cmd, argc - i, argv + i);
 }
 

@@ -308,7 +308,7 @@ const hs_ctl_cmd hs_ctl_sandbox_cmds[] = {
 	{ "sandbox", "get", SVC, "GetSandbox", { "sandbox_id" }, "Show one sandbox (every field).",
 	  "  harnessctl sandbox get sb-1\n  harnessctl sandbox get sb-1 -o json\n", NULL, SB_COLS, HS_CTL_DETAIL,
 	  NULL, { { 0 } } },
-	{ "sandbox", "list", SVC, "ListSandboxes", { 0 }, "List sandboxes, newest first (one page).",
+	{ "sandbox", "list", SVC, "ListSandboxes", { 0 }, "List sandboxes, newest first (one page; --all for every page).",
 	  "  harnessctl sandbox list\n  harnessctl sandbox list --state running --task-id t1\n"
 	  "  harnessctl sandbox list --label-selector team=ml --page-size 10\n",
 	  "sandboxes", SB_COLS, 0, NULL, { { 0 } } },

@@ -5,6 +5,7 @@
  * columns, and FIELD/VALUE rows for detail views. Cells show enum values
  * without their prefix (RUNNING, not SANDBOX_STATE_RUNNING) and times to the
  * second in UTC. */
+#include <ctype.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,7 +14,7 @@
 #include "ctl.h"
 #include "pbjson.h"
 
-#define MAX_COLS 12
+#define MAX_COLS 40
 
 typedef struct buf {
 	char *s;
@@ -203,6 +204,30 @@ static void cols_parse(cols *c, const char *spec)
 	}
 }
 
+/* -o wide: the command's columns, then every other field of the row
+ * message that fits a cell (scalars, enums, maps, repeated scalars,
+ * timestamps), in proto order. */
+static void cols_widen(cols *c, const ProtobufCMessageDescriptor *d)
+{
+	for (unsigned i = 0; i < d->n_fields && c->n < MAX_COLS; i++) {
+		const ProtobufCFieldDescriptor *f = &d->fields[i];
+		bool dup = false;
+		if (f->type == PROTOBUF_C_TYPE_MESSAGE && !hs_pbjson_field_is_map(f) &&
+		    !is_wkt(f->descriptor, "Timestamp"))
+			continue;
+		for (int k = 0; k < c->n && !dup; k++)
+			dup = strcmp(c->path[k], f->name) == 0;
+		if (dup)
+			continue;
+		size_t j = 0;
+		for (; f->name[j] && j + 1 < sizeof(c->head[0]); j++)
+			c->head[c->n][j] = (char)toupper((unsigned char)f->name[j]);
+		c->head[c->n][j] = '\0';
+		snprintf(c->path[c->n], sizeof(c->path[0]), "%s", f->name);
+		c->n++;
+	}
+}
+
 /* One cell: padded to w, or the row's end. */
 static void cell(const char *s, size_t w, bool last)
 {
@@ -327,8 +352,121 @@ static void print_detail(const ProtobufCMessage *m)
 	free(l.v);
 }
 
+/* ---- YAML (block style; strings double-quoted with JSON escapes, which
+ * YAML's double-quoted scalars accept) ---------------------------------- */
+
+static void yaml_key(const char *k)
+{
+	bool plain = *k != '\0';
+	for (const char *p = k; *p && plain; p++)
+		plain = isalnum((unsigned char)*p) || *p == '_' || *p == '-' || *p == '.';
+	if (plain) {
+		fputs(k, stdout);
+		return;
+	}
+	json_t *s = json_string(k);
+	char *q = s ? json_dumps(s, JSON_ENCODE_ANY) : NULL;
+	fputs(q ? q : "\"\"", stdout);
+	free(q);
+	json_decref(s);
+}
+
+static void yaml_scalar(const json_t *v)
+{
+	char *q = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
+	fputs(q ? q : "null", stdout);
+	free(q);
+}
+
+static bool yaml_nested(const json_t *v)
+{
+	return (json_is_object(v) && json_object_size(v) > 0) || (json_is_array(v) && json_array_size(v) > 0);
+}
+
+static void yaml_value(const json_t *v, int indent, bool inline_first);
+
+/* Writes "key: value" lines at indent; with inline_first the first line's
+ * indentation was already written (after "- "). */
+static void yaml_object(const json_t *o, int indent, bool inline_first)
+{
+	const char *k;
+	json_t *v;
+	bool first = true;
+	json_object_foreach((json_t *)o, k, v)
+	{
+		if (!(first && inline_first))
+			printf("%*s", indent, "");
+		first = false;
+		yaml_key(k);
+		if (yaml_nested(v)) {
+			fputs(":\n", stdout);
+			yaml_value(v, json_is_array(v) ? indent : indent + 2, false);
+		} else {
+			fputs(": ", stdout);
+			yaml_value(v, indent, false);
+		}
+	}
+}
+
+static void yaml_value(const json_t *v, int indent, bool inline_first)
+{
+	if (json_is_object(v) && json_object_size(v) > 0) {
+		yaml_object(v, indent, inline_first);
+	} else if (json_is_array(v) && json_array_size(v) > 0) {
+		size_t i;
+		json_t *e;
+		json_array_foreach(v, i, e)
+		{
+			printf("%*s- ", indent, "");
+			if (json_is_array(e) && json_array_size(e) > 0) {
+				fputs("\n", stdout);
+				yaml_value(e, indent + 2, false);
+			} else {
+				yaml_value(e, indent + 2, true);
+			}
+		}
+	} else if (json_is_object(v)) {
+		fputs("{}\n", stdout);
+	} else if (json_is_array(v)) {
+		fputs("[]\n", stdout);
+	} else {
+		yaml_scalar(v);
+		fputc('\n', stdout);
+	}
+}
+
+int hs_ctl_print_yaml(const ProtobufCMessage *msg, bool doc_sep)
+{
+	json_t *j = NULL;
+	hs_error err = { 0 };
+	hs_pbjson_opts o = HS_PBJSON_OPTS_INIT;
+	o.emit_defaults = true;
+	if (hs_pbjson_encode(&j, msg, &o, &err) != HS_OK) {
+		fprintf(stderr, "harnessctl: cannot print the response: %s\n", err.msg);
+		return HS_CTL_EXIT_ERROR;
+	}
+	if (doc_sep)
+		fputs("---\n", stdout);
+	yaml_value(j, 0, false);
+	json_decref(j);
+	return HS_CTL_EXIT_OK;
+}
+
+void hs_ctl_print_stream_msg(const hs_ctl *c, const hs_ctl_cmd *cmd, const ProtobufCMessage *msg, bool first)
+{
+	(void)first;
+	if (c->json)
+		hs_ctl_print_json_line(msg);
+	else if (c->yaml)
+		hs_ctl_print_yaml(msg, true);
+	else
+		hs_ctl_print_stream_row(c, cmd, msg, first);
+}
+
 int hs_ctl_print(const hs_ctl *c, const hs_ctl_cmd *cmd, const ProtobufCMessage *msg)
 {
+	if (c->yaml)
+		return hs_ctl_print_yaml(msg, false);
 	if (c->json) {
 		char *s = NULL;
 		hs_error err = { 0 };
@@ -349,6 +487,8 @@ int hs_ctl_print(const hs_ctl *c, const hs_ctl_cmd *cmd, const ProtobufCMessage 
 	cols cs;
 	cols_parse(&cs, cmd->columns);
 	if (cmd->list_field == NULL) {
+		if (c->wide)
+			cols_widen(&cs, msg->descriptor);
 		char **row = row_cells(&cs, msg);
 		char **rows[1] = { row };
 		print_rows(&cs, rows, 1);
@@ -360,6 +500,8 @@ int hs_ctl_print(const hs_ctl *c, const hs_ctl_cmd *cmd, const ProtobufCMessage 
 	const ProtobufCFieldDescriptor *lf = hs_pbjson_field_lookup(msg->descriptor, cmd->list_field);
 	size_t n = *(const size_t *)((const char *)msg + lf->quantifier_offset);
 	ProtobufCMessage *const *items = *(ProtobufCMessage *const *const *)((const char *)msg + lf->offset);
+	if (c->wide && lf->type == PROTOBUF_C_TYPE_MESSAGE)
+		cols_widen(&cs, lf->descriptor);
 	if (n == 0) {
 		fprintf(stderr, "No %s found.\n", cmd->list_field);
 	} else {
@@ -374,7 +516,7 @@ int hs_ctl_print(const hs_ctl *c, const hs_ctl_cmd *cmd, const ProtobufCMessage 
 	if (np != NULL) {
 		const char *tok = *(char *const *)((const char *)msg + np->offset);
 		if (tok != NULL && *tok)
-			fprintf(stderr, "More results: add --page-token %s\n", tok);
+			fprintf(stderr, "More results: add --page-token %s, or --all for every page\n", tok);
 	}
 	return HS_CTL_EXIT_OK;
 }
@@ -391,11 +533,13 @@ int hs_ctl_print_json_line(const ProtobufCMessage *msg)
 	return HS_CTL_EXIT_OK;
 }
 
-void hs_ctl_print_stream_row(const hs_ctl_cmd *cmd, const ProtobufCMessage *msg, bool header)
+void hs_ctl_print_stream_row(const hs_ctl *c, const hs_ctl_cmd *cmd, const ProtobufCMessage *msg, bool header)
 {
 	static size_t w[MAX_COLS];
 	cols cs;
 	cols_parse(&cs, cmd->columns);
+	if (c->wide)
+		cols_widen(&cs, msg->descriptor);
 	char **row = row_cells(&cs, msg);
 	if (row == NULL)
 		return;

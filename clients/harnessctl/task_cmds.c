@@ -93,10 +93,7 @@ static int watch_once(hs_ctl *c, const hs_ctl_cmd *cmd, Harness__V1__WatchTasksR
 		}
 		bool initial = ev->type == HARNESS__V1__TASK_EVENT_TYPE__TASK_EVENT_TYPE_INITIAL_STATE;
 		if (initial || ev->event_id > *last) { /* never the same event twice */
-			if (c->json)
-				hs_ctl_print_json_line(msg);
-			else
-				hs_ctl_print_stream_row(cmd, msg, *header);
+			hs_ctl_print_stream_msg(c, cmd, msg, *header);
 			*header = false;
 			fflush(stdout);
 		}
@@ -156,7 +153,7 @@ const hs_ctl_cmd hs_ctl_task_cmds[] = {
 	  0, NULL, { { 0 } } },
 	{ "task", "get", SVC, "GetTask", { "task_id" }, "Show one task (every field).",
 	  "  harnessctl task get t1\n", NULL, TASK_COLS, HS_CTL_DETAIL, NULL, { { 0 } } },
-	{ "task", "list", SVC, "ListTasks", { 0 }, "List tasks, most recently registered first (one page).",
+	{ "task", "list", SVC, "ListTasks", { 0 }, "List tasks, most recently registered first (one page; --all for every page).",
 	  "  harnessctl task list\n  harnessctl task list --state stalled\n", "tasks", TASK_COLS, 0, NULL,
 	  { { 0 } } },
 	{ "task", "watch", SVC, "WatchTasks", { "?task_id" },

@@ -8,6 +8,7 @@
 #include "auth.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,8 +23,10 @@
 #include "log.h"
 #include "password.h"
 #include "secret_file.h"
+#include "token_cache.h"
 #include "upstream.h"
 
+#define TOKEN_CACHE_ENTRIES 4096 /* verified access tokens kept (~1 MiB at most) */
 #define REVOCATION_REFRESH_DEFAULT_MS 2000
 #define CERT_MAP_MAX 256
 
@@ -46,6 +49,7 @@ struct hs_auth {
 	hs_auth_upstream *up;
 	hs_auth_local *local;
 	hs_revocations *revocations;
+	hs_token_cache *tokens; /* verified access tokens (token_cache.h) */
 	hs_cidr_list trusted;
 	char *gw_key; /* gateway key, NULL = none */
 	size_t gw_key_len;
@@ -82,6 +86,7 @@ void hs_auth_free(hs_auth *a)
 		free(a->certs[i].value);
 	free(a->certs);
 	hs_revocations_free(a->revocations);
+	hs_token_cache_free(a->tokens);
 	hs_throttle_free(a->throttle);
 	hs_jwt_key_free(a->key);
 	if (a->gw_key != NULL) {
@@ -284,6 +289,10 @@ int hs_auth_new(hs_auth **out, const hs_auth_config *cfg, hs_error *err)
 	    (cfg->store != NULL && (rc = hs_apikeys_new(&a->keys, cfg->store, err)) != HS_OK) ||
 	    (rc = parse_cert_map(a, cfg->client_identities, err)) != HS_OK)
 		goto fail;
+	if ((a->tokens = hs_token_cache_new(TOKEN_CACHE_ENTRIES)) == NULL) {
+		rc = hs_error_set(err, HS_INTERNAL, "auth: out of memory");
+		goto fail;
+	}
 	if (cfg->backend == HS_AUTH_UPSTREAM) {
 		hs_auth_upstream_config uc = HS_AUTH_UPSTREAM_CONFIG_INIT;
 		uc.base_url = cfg->user_service_url;
@@ -532,6 +541,17 @@ static const char *cert_key(hs_auth *a, const hs_auth_cert_name *names, size_t n
 	return NULL;
 }
 
+/* The identity of a verified token's claims. */
+static int identity_of_token(const hs_token_entry *te, hs_auth_identity *out, hs_error *err)
+{
+	if (hs_apikey_is_key(te->sub))
+		return hs_error_set(err, HS_UNAUTH, "invalid access token: bad claims");
+	snprintf(out->id, sizeof(out->id), "%s", te->sub);
+	snprintf(out->role, sizeof(out->role), "%s", te->role);
+	out->is_admin = strcmp(te->role, "admin") == 0;
+	return HS_OK;
+}
+
 int hs_auth_authenticate(hs_auth *a, const char *bearer, const hs_auth_cert_name *names,
 			 size_t n_names, const char *method, hs_auth_identity *out, hs_error *err)
 {
@@ -559,21 +579,49 @@ int hs_auth_authenticate(hs_auth *a, const char *bearer, const hs_auth_cert_name
 		identity_of_key(&p, out);
 		return HS_OK;
 	}
+	/* A token verified before: one hash and compare, then the revocation
+	 * set as on a first check (never cached). The key set's generation is
+	 * read before verifying, so a token verified across a key change is
+	 * filed under the old one and never hit. */
+	size_t blen = strlen(bearer);
+	uint64_t gen = a->jwks != NULL ? hs_jwks_key_set(a->jwks) : 0;
+	long long now_ms = hs_clock_wall_ms();
+	hs_token_entry te;
+	if (hs_token_cache_get(a->tokens, bearer, blen, gen, now_ms / 1000, &te)) {
+		if (hs_revocations_refuses(a->revocations, te.sub, te.sid[0] ? te.sid : NULL,
+					   te.jti[0] ? te.jti : NULL, te.iat, now_ms))
+			return hs_error_set(err, HS_UNAUTH, "invalid access token: token revoked");
+		return identity_of_token(&te, out, err);
+	}
 	hs_jwt_claims c = { 0 };
 	hs_error verr = { 0 };
 	if ((rc = hs_auth_verify_access_token(a, bearer, &c, &verr)) != HS_OK)
 		/* The module's reason (expired, bad signature, ...) is safe to
 		 * show: it never contains the token. */
-		return rc == HS_UNAVAILABLE
-			       ? hs_error_set(err, HS_UNAVAILABLE, "%s", verr.msg)
+		return rc == HS_UNAVAILABLE || rc == HS_INTERNAL /* out of memory */
+			       ? hs_error_set(err, rc, "%s", verr.msg)
 			       : hs_error_set(err, HS_UNAUTH, "invalid access token: %s", verr.msg);
-	if (strlen(c.sub) >= sizeof(out->id) || strlen(c.role) >= sizeof(out->role) ||
-	    hs_apikey_is_key(c.sub)) {
+	memset(&te, 0, sizeof(te));
+	bool fits = strlen(c.sub) < sizeof(te.sub) && strlen(c.role) < sizeof(te.role) &&
+		    (c.sid == NULL || strlen(c.sid) < sizeof(te.sid)) &&
+		    (c.jti == NULL || strlen(c.jti) < sizeof(te.jti));
+	if (!fits) {
 		rc = hs_error_set(err, HS_UNAUTH, "invalid access token: bad claims");
 	} else {
-		snprintf(out->id, sizeof(out->id), "%s", c.sub);
-		snprintf(out->role, sizeof(out->role), "%s", c.role);
-		out->is_admin = strcmp(c.role, "admin") == 0;
+		memcpy(te.sub, c.sub, strlen(c.sub) + 1);
+		memcpy(te.role, c.role, strlen(c.role) + 1);
+		if (c.sid != NULL)
+			memcpy(te.sid, c.sid, strlen(c.sid) + 1);
+		if (c.jti != NULL)
+			memcpy(te.jti, c.jti, strlen(c.jti) + 1);
+		te.iat = c.iat;
+		rc = identity_of_token(&te, out, err);
+		if (rc == HS_OK) { /* valid while now - leeway < exp (jwt.c), without overflow */
+			long long until = c.exp > LLONG_MAX - HS_JWT_DEFAULT_LEEWAY
+						  ? LLONG_MAX
+						  : c.exp + HS_JWT_DEFAULT_LEEWAY;
+			hs_token_cache_put(a->tokens, bearer, blen, gen, until, &te);
+		}
 	}
 	hs_jwt_claims_dispose(&c);
 	return rc;

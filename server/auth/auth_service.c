@@ -67,6 +67,32 @@ static int authenticate(hs_rpc_call *call, hs_rpc_principal *out, hs_error *err,
 	return HS_OK;
 }
 
+/* hs_rpc_recheck_fn: an open stream's bearer still authenticates, as the
+ * same identity (not revoked, expired, disabled or deleted since). */
+static int recheck(const char *authz, size_t len, const char *method, const hs_rpc_principal *was,
+		   hs_error *err, void *payload)
+{
+	if (len < 8 || len > 7 + TOKEN_MAX || strncasecmp(authz, "Bearer ", 7) != 0)
+		return hs_error_set(err, HS_UNAUTH, "invalid access token");
+	char *bearer = malloc(len - 7 + 1);
+	if (bearer == NULL)
+		return hs_error_set(err, HS_INTERNAL, "out of memory");
+	memcpy(bearer, authz + 7, len - 7);
+	bearer[len - 7] = '\0';
+	const char *b = bearer;
+	while (*b == ' ')
+		b++;
+	hs_auth_identity id;
+	int rc = *b == '\0' || strlen(b) != (size_t)(bearer + len - 7 - b)
+			 ? hs_error_set(err, HS_UNAUTH, "invalid access token")
+			 : hs_auth_authenticate(payload, b, NULL, 0, method, &id, err);
+	if (rc == HS_OK && strcmp(id.id, was->user_id) != 0)
+		rc = hs_error_set(err, HS_UNAUTH, "the token names another identity");
+	explicit_bzero(bearer, len - 7);
+	free(bearer);
+	return rc;
+}
+
 /* --- conversions ------------------------------------------------------------ */
 
 static Harness__V1__User *user_msg(hs_rpc_call *call, const hs_auth_user *u)
@@ -493,7 +519,9 @@ int hs_auth_service_register(hs_rpc_server *srv, hs_auth *auth, hs_error *err)
 	};
 	int rc = hs_rpc_server_add_service(srv, &harness__v1__auth_service__descriptor, handlers,
 					   sizeof(handlers) / sizeof(handlers[0]), auth, err);
-	if (rc == HS_OK)
+	if (rc == HS_OK) {
 		hs_rpc_server_set_authenticator(srv, authenticate, auth);
+		hs_rpc_server_set_recheck(srv, recheck, auth);
+	}
 	return rc;
 }

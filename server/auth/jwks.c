@@ -53,6 +53,7 @@ struct hs_jwks {
 	pthread_rwlock_t lock; /* keys */
 	jwk *keys;
 	size_t n_keys;
+	_Atomic uint64_t key_set; /* bumped whenever a new set is installed */
 	pthread_mutex_t mu; /* everything below */
 	pthread_cond_t cv;  /* CLOCK_MONOTONIC */
 	bool requested, fetching, stopping, thread_started;
@@ -156,11 +157,17 @@ int hs_jwks_load(hs_jwks *j, const char *json, size_t len, size_t *n_keys, hs_er
 	size_t old_n = j->n_keys;
 	j->keys = keys;
 	j->n_keys = n;
+	atomic_fetch_add(&j->key_set, 1);
 	pthread_rwlock_unlock(&j->lock);
 	free_keys(old, old_n);
 	if (n_keys != NULL)
 		*n_keys = n;
 	return HS_OK;
+}
+
+uint64_t hs_jwks_key_set(hs_jwks *j)
+{
+	return atomic_load(&j->key_set);
 }
 
 /* ---- fetching ---- */

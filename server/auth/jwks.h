@@ -56,6 +56,10 @@ int hs_jwks_verify(hs_jwks *jwks, const char *token, const hs_jwt_verify_opts *o
 
 /* For threads that may block: if token's kid is unknown, asks for a fetch
  * and waits for it (honouring min_interval_ms) up to timeout_ms. */
+/* Changes whenever a new key set is installed (a verified-token cache
+ * keyed on it forgets tokens signed by keys that may be gone). */
+uint64_t hs_jwks_key_set(hs_jwks *jwks);
+
 void hs_jwks_ensure(hs_jwks *jwks, const char *token, int timeout_ms);
 
 /* Fetches attempted so far (tests, metrics). */

@@ -9,7 +9,10 @@
  * Nothing from the token is ever logged or copied into an error message. */
 #include "jwt.h"
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,7 +39,37 @@ struct hs_jwt_key {
 	size_t secret_len;
 	EVP_PKEY *pkey;        /* RS256/ES256 */
 	int can_sign;
+	/* HS256: an HMAC-SHA256 context keyed once (algorithm fetched, key
+	 * pads computed), never used itself: each thread keeps a copy for the
+	 * key it used last (thread_mac) and re-arms it per MAC. NULL (out of
+	 * memory at creation) falls back to one-shot HMAC(). */
+	EVP_MAC_CTX *mac;
+	uint64_t id; /* unique per key ever created: a thread's copy matches by id */
 };
+
+static _Atomic uint64_t next_key_id = 1;
+
+/* One thread's HMAC context, copied from the last key it used. */
+typedef struct thread_mac {
+	uint64_t key_id;
+	EVP_MAC_CTX *ctx;
+} thread_mac;
+
+static pthread_key_t mac_tls;
+static pthread_once_t mac_tls_once = PTHREAD_ONCE_INIT;
+static bool mac_tls_ok;
+
+static void thread_mac_free(void *p)
+{
+	thread_mac *t = p;
+	EVP_MAC_CTX_free(t->ctx);
+	free(t);
+}
+
+static void mac_tls_init(void)
+{
+	mac_tls_ok = pthread_key_create(&mac_tls, thread_mac_free) == 0;
+}
 
 void hs_jwt_claims_dispose(hs_jwt_claims *c)
 {
@@ -81,7 +114,67 @@ void hs_jwt_key_free(hs_jwt_key *key)
 		free(key->secret);
 	}
 	EVP_PKEY_free(key->pkey);
+	EVP_MAC_CTX_free(key->mac);
 	free(key);
+}
+
+/* A keyed HMAC-SHA256 context for k, or NULL. */
+static EVP_MAC_CTX *keyed_mac(const unsigned char *secret, size_t len)
+{
+	EVP_MAC *mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+	EVP_MAC_CTX *ctx = mac != NULL ? EVP_MAC_CTX_new(mac) : NULL;
+	EVP_MAC_free(mac); /* the context keeps its own reference */
+	OSSL_PARAM params[] = { OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST,
+								 (char *)"SHA256", 0),
+				OSSL_PARAM_construct_end() };
+	if (ctx != NULL && EVP_MAC_init(ctx, secret, len, params) != 1) {
+		EVP_MAC_CTX_free(ctx);
+		ctx = NULL;
+	}
+	ERR_clear_error();
+	return ctx;
+}
+
+/* HMAC-SHA256 of msg under key into mac (32 bytes); 0 on success. */
+static int hmac_sha256(const hs_jwt_key *key, const char *msg, size_t len,
+		       unsigned char mac[EVP_MAX_MD_SIZE], unsigned int *mlen)
+{
+	if (key->mac == NULL)
+		return HMAC(EVP_sha256(), key->secret, (int)key->secret_len,
+			    (const unsigned char *)msg, len, mac, mlen) == NULL
+			       ? -1
+			       : 0;
+	/* This thread's copy of the keyed context: re-armed (EVP_MAC_init with
+	 * no key keeps the key's pads), so a MAC costs no fetch, no key setup
+	 * and no allocation. */
+	pthread_once(&mac_tls_once, mac_tls_init);
+	thread_mac *t = mac_tls_ok ? pthread_getspecific(mac_tls) : NULL;
+	if (mac_tls_ok && t == NULL && (t = calloc(1, sizeof(*t))) != NULL &&
+	    pthread_setspecific(mac_tls, t) != 0) {
+		free(t);
+		t = NULL;
+	}
+	EVP_MAC_CTX *c = NULL, *own = NULL;
+	if (t != NULL && t->ctx != NULL && t->key_id == key->id) {
+		c = t->ctx;
+	} else if ((own = EVP_MAC_CTX_dup(key->mac)) != NULL && t != NULL) {
+		EVP_MAC_CTX_free(t->ctx);
+		t->ctx = own;
+		t->key_id = key->id;
+		c = own;
+		own = NULL;
+	} else {
+		c = own; /* no thread slot: a copy for this MAC only */
+	}
+	size_t out = 0;
+	int rc = c != NULL && EVP_MAC_init(c, NULL, 0, NULL) == 1 &&
+			 EVP_MAC_update(c, (const unsigned char *)msg, len) == 1 &&
+			 EVP_MAC_final(c, mac, &out, EVP_MAX_MD_SIZE) == 1
+		 ? 0
+		 : -1;
+	EVP_MAC_CTX_free(own);
+	*mlen = (unsigned int)out;
+	return rc;
 }
 
 int hs_jwt_key_new_hmac(hs_jwt_key **out, const void *secret, size_t len, hs_error *err)
@@ -98,6 +191,8 @@ int hs_jwt_key_new_hmac(hs_jwt_key **out, const void *secret, size_t len, hs_err
 	k->secret_len = len;
 	k->alg = HS_JWT_HS256;
 	k->can_sign = 1;
+	k->mac = keyed_mac(k->secret, len);
+	k->id = atomic_fetch_add(&next_key_id, 1);
 	*out = k;
 	return HS_OK;
 }
@@ -266,8 +361,7 @@ static int sign_input(const hs_jwt_key *key, const char *msg, size_t len, unsign
 {
 	if (key->alg == HS_JWT_HS256) {
 		unsigned int mlen = 0;
-		if (HMAC(EVP_sha256(), key->secret, (int)key->secret_len,
-			 (const unsigned char *)msg, len, sig, &mlen) == NULL)
+		if (hmac_sha256(key, msg, len, sig, &mlen) != 0)
 			return -1;
 		return (int)mlen;
 	}
@@ -300,8 +394,7 @@ static int verify_input(const hs_jwt_key *key, const char *msg, size_t len,
 	if (key->alg == HS_JWT_HS256) {
 		unsigned char mac[EVP_MAX_MD_SIZE];
 		unsigned int mlen = 0;
-		if (HMAC(EVP_sha256(), key->secret, (int)key->secret_len,
-			 (const unsigned char *)msg, len, mac, &mlen) == NULL)
+		if (hmac_sha256(key, msg, len, mac, &mlen) != 0)
 			return 0;
 		return sig_len == mlen && CRYPTO_memcmp(mac, sig, mlen) == 0;
 	}
@@ -417,20 +510,39 @@ static int is_b64url(const char *s, size_t n)
 	return n > 0;
 }
 
-static json_t *decode_json(const char *s, size_t n)
+/* base64url text of a token part -> bytes in buf (no allocation: a token
+ * is at most HS_JWT_MAX_LEN). -1 if malformed. */
+#define PART_MAX (HS_JWT_MAX_LEN / 4 * 3 + 4)
+static int b64url_decode_into(const char *s, size_t slen, unsigned char *buf, size_t cap,
+			      size_t *outlen)
 {
-	unsigned char *raw = NULL;
+	const char *end = NULL;
+	if (sodium_base642bin(buf, cap - 1, s, slen, NULL, outlen, &end,
+			      sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0 ||
+	    end != s + slen)
+		return -1;
+	buf[*outlen] = '\0';
+	return 0;
+}
+
+/* A token part holding a JSON object. HS_OK, HS_UNAUTH ("token: malformed
+ * <what>") or HS_INTERNAL when jansson could not allocate. */
+static int decode_json(const char *s, size_t n, const char *what, json_t **out, hs_error *err)
+{
+	unsigned char raw[PART_MAX];
 	size_t rlen = 0;
-	json_t *j;
-	if (b64url_decode(s, n, &raw, &rlen) != 0)
-		return NULL;
-	j = json_loadb((const char *)raw, rlen, JSON_REJECT_DUPLICATES, NULL);
-	free(raw);
-	if (j != NULL && !json_is_object(j)) {
+	json_error_t je;
+	if (b64url_decode_into(s, n, raw, sizeof(raw), &rlen) != 0)
+		return hs_error_set(err, HS_UNAUTH, "token: malformed %s", what);
+	json_t *j = json_loadb((const char *)raw, rlen, JSON_REJECT_DUPLICATES, &je);
+	if (j == NULL && json_error_code(&je) == json_error_out_of_memory)
+		return hs_error_set(err, HS_INTERNAL, "token: out of memory");
+	if (j == NULL || !json_is_object(j)) {
 		json_decref(j);
-		j = NULL;
+		return hs_error_set(err, HS_UNAUTH, "token: malformed %s", what);
 	}
-	return j;
+	*out = j;
+	return HS_OK;
 }
 
 /* A NumericDate: integer, or a real with an integral part that fits. */
@@ -450,6 +562,7 @@ static int numeric_date(json_t *v, long long *out)
 	return -1;
 }
 
+/* 0, -1 when not a string, -2 out of memory. */
 static int opt_string(json_t *pl, const char *name, char **out)
 {
 	json_t *v = json_object_get(pl, name);
@@ -457,7 +570,7 @@ static int opt_string(json_t *pl, const char *name, char **out)
 		return 0;
 	if (!json_is_string(v))
 		return -1;
-	return (*out = strdup(json_string_value(v))) == NULL ? -1 : 0;
+	return (*out = strdup(json_string_value(v))) == NULL ? -2 : 0;
 }
 
 static int aud_matches(json_t *aud, const char *want)
@@ -506,10 +619,15 @@ static int check_claims(json_t *pl, const hs_jwt_verify_opts *o, hs_jwt_claims *
 	}
 	if (o->aud != NULL && !aud_matches(json_object_get(pl, "aud"), o->aud))
 		return hs_error_set(err, HS_UNAUTH, "token: wrong audience");
-	if (opt_string(pl, "sub", &c->sub) != 0 || opt_string(pl, "role", &c->role) != 0 ||
-	    opt_string(pl, "email", &c->email) != 0 || opt_string(pl, "jti", &c->jti) != 0 ||
-	    opt_string(pl, "sid", &c->sid) != 0)
-		return hs_error_set(err, HS_UNAUTH, "token: malformed claims");
+	static const char *const names[] = { "sub", "role", "email", "jti", "sid" };
+	char **slots[] = { &c->sub, &c->role, &c->email, &c->jti, &c->sid };
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		int r = opt_string(pl, names[i], slots[i]);
+		if (r == -2)
+			return hs_error_set(err, HS_INTERNAL, "token: out of memory");
+		if (r != 0)
+			return hs_error_set(err, HS_UNAUTH, "token: malformed claims");
+	}
 	return HS_OK;
 }
 
@@ -519,7 +637,7 @@ int hs_jwt_verify(const hs_jwt_key *key, const char *token, const hs_jwt_verify_
 	hs_jwt_verify_opts defaults = HS_JWT_VERIFY_OPTS_INIT;
 	hs_jwt_claims c = { 0 };
 	json_t *hdr = NULL, *pl = NULL, *alg;
-	unsigned char *sig = NULL;
+	unsigned char sig[PART_MAX];
 	size_t sig_len = 0, len;
 	const char *d1, *d2;
 	int rc = HS_OK;
@@ -537,10 +655,8 @@ int hs_jwt_verify(const hs_jwt_key *key, const char *token, const hs_jwt_verify_
 		rc = hs_error_set(err, HS_UNAUTH, "token: malformed");
 		goto done;
 	}
-	if ((hdr = decode_json(token, (size_t)(d1 - token))) == NULL) {
-		rc = hs_error_set(err, HS_UNAUTH, "token: malformed header");
+	if ((rc = decode_json(token, (size_t)(d1 - token), "header", &hdr, err)) != HS_OK)
 		goto done;
-	}
 	alg = json_object_get(hdr, "alg");
 	if (!json_is_string(alg) || strcmp(json_string_value(alg), hs_jwt_alg_name(key->alg)) != 0) {
 		rc = hs_error_set(err, HS_UNAUTH, "token: algorithm not accepted");
@@ -550,15 +666,14 @@ int hs_jwt_verify(const hs_jwt_key *key, const char *token, const hs_jwt_verify_
 		rc = hs_error_set(err, HS_UNAUTH, "token: unsupported critical header");
 		goto done;
 	}
-	if (b64url_decode(d2 + 1, len - (size_t)(d2 + 1 - token), &sig, &sig_len) != 0 ||
+	if (b64url_decode_into(d2 + 1, len - (size_t)(d2 + 1 - token), sig, sizeof(sig),
+			       &sig_len) != 0 ||
 	    !verify_input(key, token, (size_t)(d2 - token), sig, sig_len)) {
 		rc = hs_error_set(err, HS_UNAUTH, "token: bad signature");
 		goto done;
 	}
-	if ((pl = decode_json(d1 + 1, (size_t)(d2 - d1 - 1))) == NULL) {
-		rc = hs_error_set(err, HS_UNAUTH, "token: malformed payload");
+	if ((rc = decode_json(d1 + 1, (size_t)(d2 - d1 - 1), "payload", &pl, err)) != HS_OK)
 		goto done;
-	}
 	if ((rc = check_claims(pl, opts, &c, err)) != HS_OK)
 		goto done;
 	*out = c;
@@ -567,7 +682,6 @@ done:
 	hs_jwt_claims_dispose(&c);
 	json_decref(hdr);
 	json_decref(pl);
-	free(sig);
 	return rc;
 }
 
@@ -682,10 +796,10 @@ int hs_jwt_token_kid(const char *token, char *out, size_t cap, hs_error *err)
 	if (token == NULL || (len = strnlen(token, HS_JWT_MAX_LEN + 1)) > HS_JWT_MAX_LEN ||
 	    (d1 = memchr(token, '.', len)) == NULL || !is_b64url(token, (size_t)(d1 - token)))
 		return hs_error_set(err, HS_UNAUTH, "token: malformed");
-	json_t *hdr = decode_json(token, (size_t)(d1 - token));
-	if (hdr == NULL)
-		return hs_error_set(err, HS_UNAUTH, "token: malformed header");
-	int rc = HS_OK;
+	json_t *hdr = NULL;
+	int rc = decode_json(token, (size_t)(d1 - token), "header", &hdr, err);
+	if (rc != HS_OK)
+		return rc;
 	json_t *kid = json_object_get(hdr, "kid");
 	out[0] = '\0';
 	if (kid != NULL) {

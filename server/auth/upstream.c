@@ -17,6 +17,7 @@
 #include <sodium.h>
 
 #include "log.h"
+#include "trace.h"
 
 #define MAX_ID 128
 #define MAX_EMAIL 256
@@ -219,6 +220,47 @@ static int status_error(long status, const body *b, hs_error *err)
 	return rc;
 }
 
+/* The call's x-request-id and traceparent (trace.h: already checked) go
+ * first, in a list of our own whose tail links to up->headers (linked, not
+ * copied: those hold the API key). trace_unlink detaches it again. */
+static struct curl_slist *trace_link(struct hs_auth_upstream *up, struct curl_slist **own)
+{
+	const hs_trace_ctx *tc = hs_trace_current();
+	char line[32 + HS_REQUEST_ID_MAX + HS_TRACEPARENT_LEN];
+	struct curl_slist *l = NULL, *n;
+	*own = NULL;
+	if (tc->request_id[0] != '\0') {
+		snprintf(line, sizeof(line), "X-Request-Id: %s", tc->request_id);
+		if ((n = curl_slist_append(l, line)) == NULL)
+			return up->headers; /* out of memory: the call goes without */
+		l = n;
+	}
+	if (tc->traceparent[0] != '\0') {
+		snprintf(line, sizeof(line), "traceparent: %s", tc->traceparent);
+		if ((n = curl_slist_append(l, line)) != NULL)
+			l = n;
+	}
+	if (l == NULL)
+		return up->headers;
+	struct curl_slist *tail = l;
+	while (tail->next != NULL)
+		tail = tail->next;
+	tail->next = up->headers;
+	*own = l;
+	return l;
+}
+
+static void trace_unlink(struct hs_auth_upstream *up, struct curl_slist *own)
+{
+	struct curl_slist *tail = own;
+	if (own == NULL)
+		return;
+	while (tail->next != up->headers)
+		tail = tail->next;
+	tail->next = NULL;
+	curl_slist_free_all(own);
+}
+
 /* One request. json_body NULL = GET. On HS_OK *out is the parsed 2xx body. */
 static int request(hs_auth_upstream *up, const char *path, const char *json_body, int timeout_ms,
 		   json_t **out, hs_error *err)
@@ -230,6 +272,7 @@ static int request(hs_auth_upstream *up, const char *path, const char *json_body
 	int rc = HS_OK, caller_limited = 0;
 	CURL *h = NULL;
 	CURLcode cc;
+	struct curl_slist *traced = NULL;
 
 	if (timeout_ms == 0)
 		return hs_error_set(err, HS_TIMEOUT, "deadline exceeded before calling the user service");
@@ -244,7 +287,7 @@ static int request(hs_auth_upstream *up, const char *path, const char *json_body
 	}
 	snprintf(url, ul, "%s%s", up->base, path);
 	curl_easy_setopt(h, CURLOPT_URL, url);
-	curl_easy_setopt(h, CURLOPT_HTTPHEADER, up->headers);
+	curl_easy_setopt(h, CURLOPT_HTTPHEADER, trace_link(up, &traced));
 	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
 	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
@@ -299,6 +342,7 @@ static int request(hs_auth_upstream *up, const char *path, const char *json_body
 done:
 	if (h != NULL)
 		pool_put(up, h);
+	trace_unlink(up, traced);
 	body_wipe(&b);
 	free(url);
 	return rc;

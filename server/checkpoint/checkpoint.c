@@ -405,6 +405,12 @@ int hs_ckpt_mgr_new(hs_ckpt_mgr **out, const hs_ckpt_config *cfg, hs_error *err)
 	mgr->on_create = cfg->on_create;
 	mgr->on_create_payload = cfg->on_create_payload;
 	mgr->max_open_repos = HS_CKPT__OPEN_REPOS_DEFAULT;
+	hs_ckpt__metrics_init(&mgr->metrics);
+	if (cfg->metrics != NULL) {
+		if ((rc = hs_metrics_add(cfg->metrics, hs_ckpt__metrics_collect, mgr, err)) != HS_OK)
+			goto fail;
+		mgr->registry = cfg->metrics;
+	}
 	pthread_mutex_init(&mgr->map_mu, NULL);
 	pthread_cond_init(&mgr->saver_cv, NULL);
 	mgr->saver_started = pthread_create(&mgr->saver, NULL, saver_main, mgr) == 0;
@@ -450,6 +456,8 @@ void hs_ckpt_mgr_free(hs_ckpt_mgr *mgr)
 {
 	if (!mgr)
 		return;
+	if (mgr->registry != NULL)
+		hs_metrics_remove(mgr->registry, hs_ckpt__metrics_collect, mgr);
 	if (mgr->saver_started) {
 		pthread_mutex_lock(&mgr->map_mu);
 		mgr->saver_stop = true;

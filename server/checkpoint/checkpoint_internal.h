@@ -74,6 +74,20 @@ typedef struct hs_ckpt__task_lock {
 
 typedef struct hs_ckpt__pusher hs_ckpt__pusher;
 
+/* metrics.c: what creates and restores cost (see hs_ckpt__metrics_collect). */
+#include "metrics.h"
+typedef struct hs_ckpt__metrics {
+	hs_histogram create_seconds, restore_seconds, files_changed;
+	hs_counter create_errors, restore_errors;
+} hs_ckpt__metrics;
+
+void hs_ckpt__metrics_init(hs_ckpt__metrics *m);
+/* rc: the operation's result; us: its duration. */
+void hs_ckpt__metrics_create(hs_ckpt__metrics *m, int rc, int64_t us, uint32_t files_changed);
+void hs_ckpt__metrics_restore(hs_ckpt__metrics *m, int rc, int64_t us);
+/* payload: the hs_ckpt_mgr. */
+void hs_ckpt__metrics_collect(hs_metrics_out *out, void *payload);
+
 struct hs_ckpt_mgr {
 	char *repos_dir;      /* realpath */
 	char *ws_root;        /* realpath, no trailing '/' */
@@ -97,6 +111,8 @@ struct hs_ckpt_mgr {
 	unsigned open_repos;     /* entries with a repo; guarded by map_mu */
 	unsigned max_open_repos;
 	uint64_t tick;           /* LRU clock; guarded by map_mu */
+	hs_ckpt__metrics metrics;
+	hs_metrics *registry;    /* borrowed; NULL: not registered */
 };
 
 /* checkpoint.c ------------------------------------------------------------ */
@@ -363,6 +379,12 @@ void hs_ckpt__stat_fill(hs_ckpt__file *f, const struct stat *st, int64_t racy_af
 /* Now (CLOCK_REALTIME, ns) minus the racy window. */
 int64_t hs_ckpt__racy_after_ns(void);
 void hs_ckpt__entry_from_file(git_index_entry *e, const hs_ckpt__file *f);
+/* Applies a merge of the index against found files: removes the paths in
+ * drop, then adds the files files[add[k]]. *changed: anything was. The
+ * full scan (scan.c) and the tracked delta (track.c) share it. */
+int hs_ckpt__index_edit(git_index *index, char *const *drop, size_t ndrop,
+			 const hs_ckpt__file *files, const size_t *add, size_t nadd,
+			 const char *task_id, bool *changed, hs_error *err);
 
 /* Make the index hold exactly final (sorted; every id in the odb),
  * touching only entries that differ. *changed: anything was. */

@@ -11,7 +11,7 @@
 
 #include "rpc_pb.h"
 #include "harness/v1/checkpoint.pb-c.h"
-#include "struct_json.h"
+#include "pbjson.h"
 
 #define VERIFY_LIST_MAX 1000
 #define DIFF_MAX 10000
@@ -59,9 +59,24 @@ static int optional_id(const char *id, const char *field, hs_error *err)
 
 /* --- conversions ------------------------------------------------------------ */
 
-static void *arena_alloc(size_t size, void *payload)
+/* external_state is kept as JSON text by the module and travels as a
+ * Struct: pbjson's one Struct codec, errors named after the field. */
+static int external_state_text(const Google__Protobuf__Struct *s, char **out, hs_error *err)
 {
-	return hs_rpc_call_alloc(payload, size);
+	hs_error e = { 0 };
+	if (hs_pbjson_struct_to_text(s, out, &e) != HS_OK)
+		return hs_error_set(err, e.code, "external_state: %s", e.msg);
+	return HS_OK;
+}
+
+static int external_state_of(hs_rpc_call *call, const char *json, Google__Protobuf__Struct **out,
+			     hs_error *err)
+{
+	ProtobufCAllocator a = hs_rpc_call_allocator(call);
+	hs_error e = { 0 };
+	if (hs_pbjson_struct_from_text(json, &a, out, &e) != HS_OK)
+		return hs_error_set(err, e.code, "external_state: %s", e.msg);
+	return HS_OK;
 }
 
 #define OOM(err) hs_error_set(err, HS_INTERNAL, "out of memory")
@@ -87,8 +102,7 @@ static int checkpoint_msg(hs_rpc_call *call, const hs_ckpt_info *in, Harness__V1
 	if (!m->checkpoint_id || !m->task_id || !m->description || !m->commit ||
 	    !m->parent_checkpoint_id || !m->workspace || !m->created_by)
 		return OOM(err);
-	int rc = hs_struct_from_json(in->external_state_json, arena_alloc, call, &m->external_state,
-				     err);
+	int rc = external_state_of(call, in->external_state_json, &m->external_state, err);
 	if (rc)
 		return rc;
 	*out = m;
@@ -128,7 +142,7 @@ static int create_checkpoint(hs_rpc_call *call, const ProtobufCMessage *req,
 	char *ext = NULL;
 	hs_ckpt_create_result res;
 	int rc;
-	if ((r->external_state && (rc = hs_struct_to_json(r->external_state, &ext, err))) ||
+	if ((r->external_state && (rc = external_state_text(r->external_state, &ext, err))) ||
 	    (rc = still_wanted(call, err)))
 		goto done;
 	hs_ckpt_create_opts o = { &who, r->workspace, r->step, r->description, ext, r->request_id };

@@ -59,7 +59,10 @@ static int check_args(hs_ckpt_mgr *mgr, const char *task_id, const hs_ckpt_creat
 			return hs_error_set(err, HS_LIMIT,
 					    "external_state quota: %zu bytes, at most %llu per checkpoint",
 					    n, (unsigned long long)q);
-		json_t *j = json_loads(ext, 0, NULL);
+		json_error_t je;
+		json_t *j = json_loads(ext, 0, &je);
+		if (j == NULL && json_error_code(&je) == json_error_out_of_memory)
+			return hs_error_set(err, HS_INTERNAL, "external_state: out of memory");
 		if (!j || !json_is_object(j)) {
 			json_decref(j);
 			return hs_error_set(err, HS_INVALID, "external_state: not a JSON object");
@@ -394,6 +397,7 @@ done:
 	free(wsname);
 	free(ext);
 	if (rc) {
+		hs_ckpt__metrics_create(&mgr->metrics, rc, 0, 0);
 		hs_ckpt_create_result_dispose(&res);
 		return rc;
 	}
@@ -403,6 +407,8 @@ done:
 			res.push_error = hs_ckpt__push(mgr->pusher, gitdir, task_id, info->checkpoint_id);
 		if (mgr->on_create)
 			mgr->on_create(mgr->on_create_payload, task_id, info->checkpoint_id, info->step);
+		hs_ckpt__metrics_create(&mgr->metrics, HS_OK, hs_clock_mono_us() - t0,
+					info->files_changed);
 	}
 	*out = res;
 	return HS_OK;

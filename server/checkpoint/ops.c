@@ -209,6 +209,7 @@ done:
 		close(wsfd);
 	if (o.lock)
 		op_end(&o, rc && wrote);
+	hs_ckpt__metrics_restore(&mgr->metrics, rc, hs_clock_mono_us() - t0);
 	return rc;
 }
 

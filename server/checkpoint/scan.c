@@ -215,6 +215,24 @@ bool hs_ckpt__cache_hit(const git_index_entry *e, const struct stat *st, uint32_
 	       e->ino == (uint32_t)st->st_ino && e->dev == (uint32_t)st->st_dev;
 }
 
+int hs_ckpt__index_edit(git_index *index, char *const *drop, size_t ndrop,
+			 const hs_ckpt__file *files, const size_t *add, size_t nadd,
+			 const char *task_id, bool *changed, hs_error *err)
+{
+	int g;
+	for (size_t k = 0; k < ndrop; k++)
+		if ((g = git_index_remove(index, drop[k], 0)) < 0 && g != GIT_ENOTFOUND)
+			return hs_ckpt__git_err(err, g, "index", task_id);
+	for (size_t k = 0; k < nadd; k++) {
+		git_index_entry e;
+		hs_ckpt__entry_from_file(&e, &files[add[k]]);
+		if ((g = git_index_add(index, &e)) < 0)
+			return hs_ckpt__git_err(err, g, "index", task_id);
+	}
+	*changed = ndrop > 0 || nadd > 0;
+	return HS_OK;
+}
+
 void hs_ckpt__entry_from_file(git_index_entry *e, const hs_ckpt__file *f)
 {
 	memset(e, 0, sizeof(*e));
@@ -252,7 +270,7 @@ int hs_ckpt__index_apply(git_index *index, const hs_ckpt__files *final, bool *ch
 	char **drop = NULL;
 	size_t ndrop = 0;
 	size_t *add = NULL, nadd = 0;
-	int rc = HS_OK, g;
+	int rc = HS_OK;
 	*changed = false;
 	if ((n && !(drop = malloc(n * sizeof(*drop)))) ||
 	    (final->n && !(add = malloc(final->n * sizeof(*add)))))
@@ -279,20 +297,7 @@ int hs_ckpt__index_apply(git_index *index, const hs_ckpt__files *final, bool *ch
 			j++;
 		}
 	}
-	for (size_t k = 0; k < ndrop; k++)
-		if ((g = git_index_remove(index, drop[k], 0)) < 0 && g != GIT_ENOTFOUND) {
-			rc = hs_ckpt__git_err(err, g, "index", task_id);
-			goto done;
-		}
-	for (size_t k = 0; k < nadd; k++) {
-		git_index_entry e;
-		hs_ckpt__entry_from_file(&e, &final->v[add[k]]);
-		if ((g = git_index_add(index, &e)) < 0) {
-			rc = hs_ckpt__git_err(err, g, "index", task_id);
-			goto done;
-		}
-	}
-	*changed = ndrop > 0 || nadd > 0;
+	rc = hs_ckpt__index_edit(index, drop, ndrop, final->v, add, nadd, task_id, changed, err);
 	goto done;
 oom:
 	rc = hs_error_set(err, HS_INTERNAL, "checkpoint: out of memory");

@@ -442,7 +442,7 @@ int hs_ckpt__delta_apply(git_index *index, const hs_ckpt__cache *c, const hs_ckp
 	char **drop = NULL;
 	size_t ndrop = 0, *add = NULL, nadd = 0;
 	const hs_ckpt__files *fd = &d->found.files;
-	int rc = HS_OK, g;
+	int rc = HS_OK;
 	*changed = false;
 	if ((c->n && (!keep || !(drop = malloc(c->n * sizeof(*drop))))) ||
 	    (fd->n && !(add = malloc(fd->n * sizeof(*add)))))
@@ -475,20 +475,7 @@ int hs_ckpt__delta_apply(git_index *index, const hs_ckpt__cache *c, const hs_ckp
 			j++;
 		}
 	}
-	for (size_t k = 0; k < ndrop; k++)
-		if ((g = git_index_remove(index, drop[k], 0)) < 0 && g != GIT_ENOTFOUND) {
-			rc = hs_ckpt__git_err(err, g, "index", task_id);
-			goto done;
-		}
-	for (size_t k = 0; k < nadd; k++) {
-		git_index_entry e;
-		hs_ckpt__entry_from_file(&e, &fd->v[add[k]]);
-		if ((g = git_index_add(index, &e)) < 0) {
-			rc = hs_ckpt__git_err(err, g, "index", task_id);
-			goto done;
-		}
-	}
-	*changed = ndrop > 0 || nadd > 0;
+	rc = hs_ckpt__index_edit(index, drop, ndrop, fd->v, add, nadd, task_id, changed, err);
 	goto done;
 oom:
 	rc = hs_error_set(err, HS_INTERNAL, "checkpoint: out of memory");

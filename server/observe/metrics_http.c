@@ -9,6 +9,7 @@
 struct hs_metrics_http {
 	struct mg_context *ctx;
 	hs_metrics *metrics;
+	hs_metrics_http_opts opts;
 	int port;
 };
 
@@ -28,6 +29,13 @@ static int on_request(struct mg_connection *conn, void *payload)
 {
 	hs_metrics_http *h = payload;
 	const struct mg_request_info *ri = mg_get_request_info(conn);
+	bool live = strcmp(ri->local_uri, "/livez") == 0;
+	if (h->opts.probe != NULL && (live || strcmp(ri->local_uri, "/readyz") == 0)) {
+		if (h->opts.probe(h->opts.payload, !live))
+			return answer(conn, 200, "text/plain", "ok\n", 3);
+		return answer(conn, 503, "text/plain", live ? "not live\n" : "not ready\n",
+			      live ? 9 : 10);
+	}
 	if (strcmp(ri->local_uri, "/metrics") != 0)
 		return answer(conn, 404, "text/plain", "not found\n", 10);
 	if (strcmp(ri->request_method, "GET") != 0 && strcmp(ri->request_method, "HEAD") != 0)
@@ -52,6 +60,12 @@ static int quiet_log(const struct mg_connection *conn, const char *msg)
 int hs_metrics_http_start(hs_metrics_http **out, const char *listen, hs_metrics *metrics,
 			  hs_error *err)
 {
+	return hs_metrics_http_start_with(out, listen, metrics, NULL, err);
+}
+
+int hs_metrics_http_start_with(hs_metrics_http **out, const char *listen, hs_metrics *metrics,
+			       const hs_metrics_http_opts *opts, hs_error *err)
+{
 	const char *colon = listen ? strrchr(listen, ':') : NULL;
 	if (colon == NULL || colon == listen || colon[1] == '\0')
 		return hs_error_set(err, HS_INVALID, "metrics-listen: expected host:port, got \"%s\"",
@@ -67,6 +81,8 @@ int hs_metrics_http_start(hs_metrics_http **out, const char *listen, hs_metrics 
 	if (h == NULL)
 		return hs_error_set(err, HS_INTERNAL, "out of memory");
 	h->metrics = metrics;
+	if (opts != NULL)
+		h->opts = *opts;
 	mg_init_library(0); /* reference-counted; undone in stop */
 	const char *options[] = { "listening_ports", ports,	 "num_threads", "2",
 				  "request_timeout_ms", "10000", "enable_keep_alive", "no",

@@ -36,6 +36,7 @@
 #include "decode.h"
 #include "log.h"
 #include "rpc_internal.h"
+#include "trace.h"
 
 static const char *const status_names[] = {
 	"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED",
@@ -125,6 +126,12 @@ static void finalize(hs_rpc_call *call)
 		clock_gettime(CLOCK_MONOTONIC, &now);
 		double ms = (double)(now.tv_sec - call->started.tv_sec) * 1e3 +
 			    (double)(now.tv_nsec - call->started.tv_nsec) / 1e6;
+		if (srv->metrics_on && call->m != NULL) {
+			hs_counter_add(&call->m->mx.handled[(unsigned)call->status < 17 ? call->status
+											  : GRPC_STATUS_UNKNOWN],
+				       1);
+			hs_histogram_observe(&call->m->mx.seconds, ms / 1e3);
+		}
 		if (hs_log_min_level <= HS_LOG_INFO) {
 			char *peer = grpc_call_get_peer(call->gcall);
 			const char *method = call->m != NULL ? call->m->path : "(unknown)";
@@ -293,8 +300,37 @@ void hs_rpc_call_finish(hs_rpc_call *call, int code, const char *msg)
 	finish_code(call, code, msg);
 }
 
+/* Whether a streaming call's credential still holds (hs_rpc_recheck_fn);
+ * false after ending the call. Reads only the request metadata, which
+ * stays unchanged for the call's life. */
+static bool credential_holds(hs_rpc_call *call)
+{
+	hs_rpc_server *srv = call->srv;
+	if (srv->recheck == NULL || call->m == NULL || call->m->handler.kind == HS_RPC_UNARY ||
+	    !call->principal.authenticated)
+		return true;
+	const grpc_metadata *authz = NULL;
+	for (size_t i = 0; i < call->req_md.count && authz == NULL; i++)
+		if (grpc_slice_str_cmp(call->req_md.metadata[i].key, "authorization") == 0)
+			authz = &call->req_md.metadata[i];
+	if (authz == NULL)
+		return true;
+	hs_error err = { 0 };
+	int rc = srv->recheck((const char *)GRPC_SLICE_START_PTR(authz->value),
+			      GRPC_SLICE_LENGTH(authz->value), call->m->path, &call->principal, &err,
+			      srv->recheck_payload);
+	if (rc != HS_UNAUTH && rc != HS_DENIED)
+		return true;
+	char msg[sizeof(err.msg) + 48];
+	snprintf(msg, sizeof(msg), "credential no longer valid: %s", err.msg);
+	finish_code(call, rc, msg);
+	return false;
+}
+
 int hs_rpc_call_send(hs_rpc_call *call, const ProtobufCMessage *msg)
 {
+	if (!credential_holds(call))
+		return HS_CANCELLED;
 	grpc_byte_buffer *bb = pack(msg);
 	pthread_mutex_lock(&call->mu);
 	int rc = HS_OK;
@@ -321,6 +357,8 @@ int hs_rpc_call_send(hs_rpc_call *call, const ProtobufCMessage *msg)
 	pthread_mutex_unlock(&call->mu);
 	if (bb != NULL)
 		grpc_byte_buffer_destroy(bb);
+	if (rc == HS_OK && call->m != NULL)
+		hs_rpc__count(call->srv, &call->m->mx.sent);
 	return rc;
 }
 
@@ -415,6 +453,7 @@ static void writable_schedule(hs_rpc_call *call)
 					 call);
 	if (r == HS_POOL_OK)
 		return;
+	hs_rpc__count(call->srv, &call->srv->rejected[lane]);
 	pthread_mutex_lock(&call->mu);
 	call->wr_sched = false;
 	void *done_payload;
@@ -487,28 +526,62 @@ static void finish_error(hs_rpc_call *call, int code, const hs_error *err)
 	finish_code(call, code, err->msg);
 }
 
-/* Runs the handler for call->req; on the CQ thread or a worker. */
-static void run_handler(hs_rpc_call *call)
+/* A unary handler's answer: the response packed, or the error. */
+static void answer_unary(hs_rpc_call *call, int rc, ProtobufCMessage *resp, hs_error *err)
+{
+	if (rc == HS_OK && resp == NULL)
+		rc = hs_error_set(err, HS_INTERNAL, "%s returned no response", call->m->path);
+	if (rc == HS_OK && resp->descriptor != call->m->desc->output)
+		rc = hs_error_set(err, HS_INTERNAL, "%s returned the wrong message type",
+				  call->m->path);
+	if (rc == HS_OK) {
+		hs_rpc__count(call->srv, &call->m->mx.sent);
+		finish_with(call, GRPC_STATUS_OK, NULL, pack(resp));
+	} else if (rc > 0) /* HS_RPC_DEFER off the CQ thread, or an unknown positive code */
+		finish_code(call, HS_INTERNAL, "handler returned an unexpected code");
+	else
+		finish_error(call, rc, err);
+}
+
+void hs_rpc_call_complete(hs_rpc_call *call, int rc, ProtobufCMessage *resp, const hs_error *err)
+{
+	hs_error e = { 0 };
+	if (err != NULL)
+		e = *err;
+	answer_unary(call, rc, resp, &e);
+	hs_rpc_call_unref(call); /* the handler's reference */
+}
+
+bool hs_rpc_call_on_cq(const hs_rpc_call *call)
+{
+	return call->on_cq;
+}
+
+static bool submit_to_lane(hs_rpc_call *call);
+
+/* Runs the handler for call->req; on the CQ thread (on_cq) or a worker. */
+static void run_handler_body(hs_rpc_call *call, bool on_cq)
 {
 	const hs_rpc_handler *h = &call->m->handler;
 	hs_error err = { 0 };
 	int rc;
+	call->on_cq = on_cq;
 	if (h->kind == HS_RPC_UNARY) {
 		ProtobufCMessage *resp = NULL;
 		rc = h->unary(call, call->req, &resp, &err);
-		if (rc == HS_OK && resp == NULL)
-			rc = hs_error_set(&err, HS_INTERNAL, "%s returned no response", call->m->path);
-		if (rc == HS_OK && resp->descriptor != call->m->desc->output)
-			rc = hs_error_set(&err, HS_INTERNAL, "%s returned the wrong message type",
-					  call->m->path);
-		if (rc == HS_OK)
-			finish_with(call, GRPC_STATUS_OK, NULL, pack(resp));
-		else
-			finish_error(call, rc, &err);
+		call->on_cq = false;
+		if (rc == HS_RPC_PENDING)
+			return; /* hs_rpc_call_complete() answers */
+		if (rc == HS_RPC_DEFER && on_cq && call->m->try_inline) {
+			(void)submit_to_lane(call);
+			return;
+		}
+		answer_unary(call, rc, resp, &err);
 		return;
 	}
 	bool half_closed = call->req == NULL;
 	rc = h->stream(call, call->req, &err);
+	call->on_cq = false;
 	if (rc != HS_OK) {
 		finish_error(call, rc, &err);
 	} else if (h->kind == HS_RPC_BIDI_STREAM && half_closed) {
@@ -522,6 +595,30 @@ static void run_handler(hs_rpc_call *call)
 		if (!hold)
 			arm_recv(call);
 	}
+}
+
+/* The call's x-request-id and traceparent (checked; a bad or missing one
+ * replaced) become this thread's log context while the handler runs
+ * (common/trace.h), and the request id goes back in the initial metadata
+ * (not on bidi streams: their handler runs per message, and response
+ * metadata would keep the per-message arena from being reset). */
+static void run_handler(hs_rpc_call *call, bool on_cq)
+{
+	if (call->trace_set) { /* a handler tried inline, then deferred to a lane */
+		hs_trace_restore(&call->trace);
+	} else {
+		size_t rl = 0, tl = 0;
+		const char *rid = hs_rpc_call_metadata(call, "x-request-id", &rl);
+		const char *tp = hs_rpc_call_metadata(call, "traceparent", &tl);
+		hs_trace_begin(rid, rl, tp, tl);
+		call->trace = *hs_trace_current();
+		call->trace_set = true;
+		if (call->m->handler.kind != HS_RPC_BIDI_STREAM)
+			(void)hs_rpc_call_add_initial_metadata(call, "x-request-id",
+							       call->trace.request_id);
+	}
+	run_handler_body(call, on_cq);
+	hs_trace_end();
 }
 
 void hs_rpc_call_pause_recv(hs_rpc_call *call)
@@ -552,25 +649,23 @@ static void run_on_worker(void *arg)
 	else if (hs_rpc_call_deadline_left_ms(call) <= 0)
 		finish_code(call, HS_TIMEOUT, "deadline exceeded while waiting for a worker");
 	else
-		run_handler(call);
+		run_handler(call, false);
 	hs_rpc_call_unref(call);
 }
 
 const char *const hs_rpc__lane_names[N_LANES] = { "main", "long-operation", "heartbeat" };
 
-/* Hands the request to its handler: inline, or on its lane when it may block. */
-static void dispatch(hs_rpc_call *call)
+/* Queues the call on its lane (one reference for the job); on refusal
+ * the call is answered RESOURCE_EXHAUSTED. */
+static bool submit_to_lane(hs_rpc_call *call)
 {
 	hs_rpc_server *srv = call->srv;
 	int lane = call->m->lane;
-	if (lane == LANE_INLINE) {
-		run_handler(call);
-		return;
-	}
 	hs_rpc_call_ref(call);
 	hs_pool_rc r = hs_pool_submit_as(srv->lanes[lane], lane_key(call), false, run_on_worker, call);
 	if (r == HS_POOL_OK)
-		return;
+		return true;
+	hs_rpc__count(srv, &srv->rejected[lane]);
 	char msg[256];
 	if (r == HS_POOL_USER_FULL)
 		snprintf(msg, sizeof(msg),
@@ -585,6 +680,17 @@ static void dispatch(hs_rpc_call *call)
 			 hs_rpc__lane_names[lane], srv->cfg.worker_queue);
 	finish_code(call, HS_LIMIT, msg);
 	hs_rpc_call_unref(call);
+	return false;
+}
+
+/* Hands the request to its handler: inline (also first for
+ * HS_RPC_TRY_INLINE), or on its lane when it may block. */
+static void dispatch(hs_rpc_call *call)
+{
+	if (call->m->lane == LANE_INLINE || call->m->try_inline)
+		run_handler(call, true);
+	else
+		(void)submit_to_lane(call);
 }
 
 /* A new call arrived: check it and run its handler. */
@@ -620,6 +726,7 @@ static void accept_call(hs_rpc_call *call)
 		return;
 	}
 	rpc_method *m = call->m;
+	hs_rpc__count(srv, &m->mx.started);
 	if (!m->implemented) {
 		snprintf(msg, sizeof(msg), "%s is not implemented yet", m->path + 1);
 		finish_code(call, HS_UNIMPLEMENTED, msg);
@@ -631,7 +738,8 @@ static void accept_call(hs_rpc_call *call)
 				 ? srv->auth(call, &call->principal, &err, srv->auth_payload)
 				 : hs_error_set(&err, HS_UNAUTH, "no authenticator configured");
 		if (rc != HS_OK) {
-			bool kept = rc == HS_LIMIT || rc == HS_DENIED || rc == HS_UNAVAILABLE;
+			bool kept = rc == HS_LIMIT || rc == HS_DENIED || rc == HS_UNAVAILABLE ||
+				    rc == HS_INTERNAL;
 			finish_code(call, kept ? rc : HS_UNAUTH,
 				    err.msg[0] ? err.msg : "authentication required");
 			return;
@@ -658,6 +766,7 @@ static void accept_call(hs_rpc_call *call)
 		finish_code(call, rc, err.msg);
 		return;
 	}
+	hs_rpc__count(srv, &m->mx.received);
 	dispatch(call);
 }
 
@@ -680,6 +789,10 @@ static void on_recv(hs_rpc_call *call, bool ok)
 		 * metadata was added (its slices point into the arena). */
 		if (call->n_init == 0 && call->n_trail == 0)
 			hs_arena_reset(&call->arena);
+		if (!credential_holds(call)) { /* no input from a revoked caller either */
+			grpc_byte_buffer_destroy(bb);
+			return;
+		}
 		hs_error err = { 0 };
 		int rc = unpack(call, bb, &err);
 		grpc_byte_buffer_destroy(bb);
@@ -687,6 +800,7 @@ static void on_recv(hs_rpc_call *call, bool ok)
 			finish_code(call, rc, err.msg);
 			return;
 		}
+		hs_rpc__count(call->srv, &call->m->mx.received);
 	}
 	dispatch(call);
 }

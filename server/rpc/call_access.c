@@ -19,6 +19,19 @@ void *hs_rpc_call_alloc(hs_rpc_call *call, size_t size)
 	return hs_arena_alloc(&call->arena, size);
 }
 
+static void *arena_alloc(void *call, size_t size) { return hs_rpc_call_alloc(call, size); }
+static void arena_free(void *call, void *p)
+{
+	(void)call; /* the arena goes with the call */
+	(void)p;
+}
+
+ProtobufCAllocator hs_rpc_call_allocator(hs_rpc_call *call)
+{
+	ProtobufCAllocator a = { arena_alloc, arena_free, call };
+	return a;
+}
+
 char *hs_rpc_call_strdup(hs_rpc_call *call, const char *s)
 {
 	if (s == NULL)

@@ -298,6 +298,14 @@ unsigned hs_pool_key_load(hs_pool *pool, const char *key)
 	return n;
 }
 
+unsigned hs_pool_queued(hs_pool *pool)
+{
+	pthread_mutex_lock(&pool->mu);
+	unsigned n = pool->len;
+	pthread_mutex_unlock(&pool->mu);
+	return n;
+}
+
 void hs_pool_free(hs_pool *pool)
 {
 	if (pool == NULL)

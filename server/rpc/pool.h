@@ -45,6 +45,9 @@ bool hs_pool_submit(hs_pool *pool, hs_pool_fn fn, void *arg);
 /* Jobs of key queued or running now (0 for an unknown key); for tests. */
 unsigned hs_pool_key_load(hs_pool *pool, const char *key);
 
+/* Jobs waiting (not running), all keys; for metrics. */
+unsigned hs_pool_queued(hs_pool *pool);
+
 /* Runs every queued job, joins the workers and frees the pool. */
 void hs_pool_free(hs_pool *pool);
 

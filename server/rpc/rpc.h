@@ -54,6 +54,22 @@ enum {
 	/* Bidi: the client's half-close does not end the call; the handler
 	 * (or whoever holds the stream) ends it with hs_rpc_call_finish(). */
 	HS_RPC_SELF_FINISH = 1u << 4,
+	/* Unary, with a lane flag: the handler is first called on the
+	 * completion-queue thread (hs_rpc_call_on_cq() is true). There it must
+	 * only read memory or take a short lock; when the request needs real
+	 * blocking work it returns HS_RPC_DEFER at once (having changed
+	 * nothing) and is called again on its lane, with the lane's bounds
+	 * and fairness. */
+	HS_RPC_TRY_INLINE = 1u << 5,
+};
+
+/* Positive returns of a unary handler besides HS_OK and negative hs_codes. */
+enum {
+	HS_RPC_DEFER = 1,   /* on the CQ thread: run me on my lane instead */
+	/* The handler took a reference (hs_rpc_call_ref) and will answer later,
+	 * from any thread, with hs_rpc_call_complete() exactly once (e.g. when
+	 * a group commit holding its write is durable): no thread waits. */
+	HS_RPC_PENDING = 2,
 };
 
 /* Unary: on HS_OK, *resp is the response (from the call arena or static
@@ -95,8 +111,8 @@ typedef struct hs_rpc_principal {
  * completion-queue thread (keep it cheap: token verification, no I/O). Fill
  * *out and return HS_OK, or return HS_UNAUTH with a message; HS_DENIED (a
  * credential not allowed this method), HS_UNAVAILABLE (retry: e.g. a key
- * set being refreshed) and HS_LIMIT keep their code, anything else is
- * UNAUTHENTICATED. */
+ * set being refreshed), HS_LIMIT and HS_INTERNAL (out of memory: not the
+ * caller's fault) keep their code, anything else is UNAUTHENTICATED. */
 typedef int (*hs_rpc_auth_fn)(hs_rpc_call *call, hs_rpc_principal *out,
 			      hs_error *err, void *payload);
 
@@ -130,6 +146,15 @@ typedef struct hs_rpc_config {
 	const char *tls_key_file;
 	const char *tls_client_ca_file;
 	int tls_client_auth;       /* HS_RPC_TLS_CLIENT_* */
+	/* Borrowed; NULL = no metrics. The server registers a collector on it
+	 * at start (removed at shutdown): go-grpc-prometheus' families
+	 * grpc_server_started_total, grpc_server_handled_total{grpc_code},
+	 * grpc_server_msg_received_total, grpc_server_msg_sent_total and
+	 * grpc_server_handling_seconds, labelled grpc_type, grpc_service,
+	 * grpc_method (instruments allocated per method at registration: one
+	 * relaxed atomic add per event), plus harness_rpc_queue_depth{lane} and
+	 * harness_rpc_rejected_total{lane}. */
+	struct hs_metrics *metrics;
 } hs_rpc_config;
 
 #define HS_RPC_CONFIG_INIT                                                                 \
@@ -151,6 +176,20 @@ int hs_rpc_server_add_service(hs_rpc_server *srv, const ProtobufCServiceDescript
 			      void *payload, hs_error *err);
 
 void hs_rpc_server_set_authenticator(hs_rpc_server *srv, hs_rpc_auth_fn fn, void *payload);
+
+/* Re-check of a streaming call's credential (a server or bidi stream that
+ * authenticated with "authorization: Bearer"): before each message is
+ * sent and before each message a bidi stream received is handled, so that
+ * no message reaches (or comes from) a token that was revoked, expired or
+ * whose user was disabled since the stream opened. Runs on the sending thread (any thread, maybe under the
+ * sender's locks: no I/O, no call arena); authorization is the request's
+ * metadata value (not NUL-terminated), was the principal the
+ * authenticator set. HS_UNAUTH or HS_DENIED end the call with that code
+ * (the send answers HS_CANCELLED); anything else keeps it until the next
+ * check. Streams with no bearer (a client certificate) are not rechecked. */
+typedef int (*hs_rpc_recheck_fn)(const char *authorization, size_t len, const char *method,
+				 const hs_rpc_principal *was, hs_error *err, void *payload);
+void hs_rpc_server_set_recheck(hs_rpc_server *srv, hs_rpc_recheck_fn fn, void *payload);
 
 /* Full names of the registered services, in registration order (for
  * reflection's list_services). Borrowed; valid until the server is freed. */
@@ -203,6 +242,9 @@ bool hs_rpc_call_cancelled(const hs_rpc_call *call);
 /* Arena allocation, zeroed, 16-byte aligned; NULL only when out of memory. */
 void *hs_rpc_call_alloc(hs_rpc_call *call, size_t size);
 char *hs_rpc_call_strdup(hs_rpc_call *call, const char *s);
+/* A protobuf-c allocator into the call's arena (its free does nothing: the
+ * arena is released with the call), for messages built by unpacking. */
+ProtobufCAllocator hs_rpc_call_allocator(hs_rpc_call *call);
 
 /* Response metadata: initial metadata must be added before the first
  * message goes out; trailing metadata before the status. Key and value are
@@ -214,6 +256,17 @@ int hs_rpc_call_add_trailing_metadata(hs_rpc_call *call, const char *key, const 
 
 void hs_rpc_call_ref(hs_rpc_call *call);
 void hs_rpc_call_unref(hs_rpc_call *call);
+
+/* True while the handler runs on a completion-queue thread (never on a
+ * worker lane): a handler flagged HS_RPC_TRY_INLINE checks it. */
+bool hs_rpc_call_on_cq(const hs_rpc_call *call);
+
+/* Answers a unary call whose handler returned HS_RPC_PENDING, as the
+ * handler's return would have (rc, *resp from the arena, err), and drops
+ * the reference the handler took. Any thread; cheap (packs and starts one
+ * batch). */
+void hs_rpc_call_complete(hs_rpc_call *call, int rc, ProtobufCMessage *resp,
+			  const hs_error *err);
 
 /* Called exactly once when the call ends for any reason (finished,
  * cancelled, deadline, shutdown), on a core thread. A service that keeps a

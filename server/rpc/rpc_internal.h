@@ -10,8 +10,10 @@
 #include <time.h>
 
 #include "arena.h"
+#include "metrics.h"
 #include "pool.h"
 #include "rpc.h"
+#include "trace.h"
 
 typedef struct hs_rpc_tls hs_rpc_tls; /* tls.c */
 
@@ -32,15 +34,25 @@ typedef struct rpc_tag {
 /* Worker lanes (see rpc.h); a method runs inline (LANE_INLINE) or on one. */
 enum { LANE_INLINE = -1, LANE_MAIN = 0, LANE_LONG, LANE_LIVENESS, N_LANES };
 
+/* go-grpc-prometheus instruments of one method (rpc_metrics.c). */
+typedef struct rpc_method_metrics {
+	hs_counter started, received, sent;
+	hs_counter handled[17]; /* by grpc_status_code */
+	hs_histogram seconds;
+} rpc_method_metrics;
+
 typedef struct rpc_method {
 	char path[256]; /* "/pkg.Service/Method" */
+	const char *service; /* the descriptor's full service name */
 	const ProtobufCMethodDescriptor *desc;
 	hs_rpc_handler handler;
 	bool implemented;
 	bool prescan; /* the request type is recursive (or deeper than max_depth) */
 	int lane;
+	bool try_inline; /* HS_RPC_TRY_INLINE: the CQ thread first, the lane on HS_RPC_DEFER */
 	void *payload;
 	void *registered; /* grpc_server_register_method handle */
+	rpc_method_metrics mx;
 } rpc_method;
 
 typedef struct cq_thread {
@@ -93,6 +105,9 @@ struct hs_rpc_call {
 	bool wr_armed, wr_sched;
 	const ProtobufCMessage *req;
 	struct timespec started;
+	bool on_cq; /* the handler is running on a CQ thread (hs_rpc_call_on_cq) */
+	bool trace_set;   /* trace holds the call's checked request id and trace */
+	hs_trace_ctx trace;
 
 	hs_rpc_call *live_prev, *live_next, *free_next;
 	hs_arena arena;
@@ -113,7 +128,11 @@ struct hs_rpc_server {
 	hs_pool *lanes[N_LANES];
 	hs_rpc_auth_fn auth;
 	void *auth_payload;
+	hs_rpc_recheck_fn recheck;
+	void *recheck_payload;
 	hs_rpc_tls *tls; /* NULL = plaintext */
+	bool metrics_on, metrics_registered; /* cfg.metrics set; its collector added */
+	hs_counter rejected[N_LANES];
 
 	pthread_mutex_t mu; /* live list, free list, flags below; taken before any call->mu */
 	pthread_cond_t cv;
@@ -132,6 +151,15 @@ extern const char *const hs_rpc__lane_names[N_LANES];
 int hs_rpc__tls_new(hs_rpc_tls **out, const hs_rpc_config *cfg, hs_error *err);
 grpc_server_credentials *hs_rpc__tls_credentials(hs_rpc_tls *t);
 void hs_rpc__tls_free(hs_rpc_tls *t);
+
+/* rpc_metrics.c: the collector (payload: the server) and the hot-path hooks. */
+void hs_rpc__collect(hs_metrics_out *out, void *payload);
+void hs_rpc__metrics_init(rpc_method *m);
+static inline void hs_rpc__count(const hs_rpc_server *srv, hs_counter *c)
+{
+	if (srv->metrics_on)
+		hs_counter_add(c, 1);
+}
 
 /* call.c */
 hs_rpc_call *hs_rpc__call_get(hs_rpc_server *srv);

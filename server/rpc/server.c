@@ -98,6 +98,7 @@ int hs_rpc_server_new(hs_rpc_server **out, const hs_rpc_config *cfg, hs_error *e
 	if (srv == NULL)
 		return hs_error_set(err, HS_INTERNAL, "out of memory");
 	srv->cfg = *cfg;
+	srv->metrics_on = cfg->metrics != NULL;
 	snprintf(srv->listen, sizeof(srv->listen), "%s", cfg->listen ? cfg->listen : "127.0.0.1:50051");
 	srv->cfg.listen = srv->listen;
 	pthread_mutex_init(&srv->mu, NULL);
@@ -164,6 +165,12 @@ void hs_rpc_server_set_authenticator(hs_rpc_server *srv, hs_rpc_auth_fn fn, void
 	srv->auth_payload = payload;
 }
 
+void hs_rpc_server_set_recheck(hs_rpc_server *srv, hs_rpc_recheck_fn fn, void *payload)
+{
+	srv->recheck = fn;
+	srv->recheck_payload = payload;
+}
+
 size_t hs_rpc_server_services(const hs_rpc_server *srv, const char *const **out)
 {
 	*out = srv->services;
@@ -213,7 +220,9 @@ int hs_rpc_server_add_service(hs_rpc_server *srv, const ProtobufCServiceDescript
 		if (n < 0 || (size_t)n >= sizeof(m->path))
 			return hs_error_set(err, HS_INVALID, "method path too long");
 		m->desc = &svc->methods[j];
+		m->service = svc->name;
 		m->payload = payload;
+		hs_rpc__metrics_init(m);
 		for (size_t i = 0; i < n_handlers; i++) {
 			if (strcmp(handlers[i].method, svc->methods[j].name) == 0) {
 				m->handler = handlers[i];
@@ -228,6 +237,8 @@ int hs_rpc_server_add_service(hs_rpc_server *srv, const ProtobufCServiceDescript
 			  : fl & HS_RPC_LONG   ? LANE_LONG
 			  : fl & HS_RPC_BLOCKING ? LANE_MAIN
 						 : LANE_INLINE;
+		m->try_inline = (fl & HS_RPC_TRY_INLINE) && m->lane != LANE_INLINE &&
+				m->handler.kind == HS_RPC_UNARY;
 		bool reads = m->implemented && m->handler.kind != HS_RPC_BIDI_STREAM;
 		m->registered = grpc_server_register_method(
 			srv->server, m->path, NULL,
@@ -267,6 +278,12 @@ int hs_rpc_server_start(hs_rpc_server *srv, hs_error *err)
 		if (srv->lanes[i] == NULL)
 			return hs_error_set(err, HS_INTERNAL, "cannot start the %s worker lane",
 					    hs_rpc__lane_names[i]);
+	if (c->metrics != NULL) {
+		int rc = hs_metrics_add(c->metrics, hs_rpc__collect, srv, err);
+		if (rc != HS_OK)
+			return rc;
+		srv->metrics_registered = true;
+	}
 	grpc_server_start(srv->server);
 	srv->started = true;
 	for (unsigned i = 0; i < srv->n_cqs; i++) {
@@ -286,6 +303,10 @@ int hs_rpc_server_start(hs_rpc_server *srv, hs_error *err)
 
 static void free_lanes(hs_rpc_server *srv)
 {
+	if (srv->metrics_registered) { /* no scrape reads the lanes after this */
+		hs_metrics_remove(srv->cfg.metrics, hs_rpc__collect, srv);
+		srv->metrics_registered = false;
+	}
 	for (int i = 0; i < N_LANES; i++) {
 		hs_pool_free(srv->lanes[i]);
 		srv->lanes[i] = NULL;

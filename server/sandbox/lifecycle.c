@@ -143,6 +143,7 @@ static int load_row(hs_sandbox_mgr *mgr, const hs_store_sandbox_row *row, hs_err
 	pthread_mutex_init(&e->lock, NULL);
 	e->refs = 1;
 	e->row = *row;
+	atomic_store_explicit(&e->metric_state, row->state, memory_order_relaxed);
 	e->drv = drv ? drv : &hs_sandbox__bwrap_driver;
 	hs_sandbox__rec *r = &e->rec;
 	r->pidfd = -1;
@@ -288,6 +289,8 @@ void hs_sandbox_mgr_free(hs_sandbox_mgr *mgr)
 {
 	if (mgr == NULL)
 		return;
+	if (mgr->metrics != NULL) /* no scrape reads mgr past this */
+		hs_metrics_remove(mgr->metrics, hs_sandbox__metrics_collect, mgr);
 	pthread_mutex_lock(&mgr->lock);
 	mgr->stopping = true;
 	pthread_mutex_unlock(&mgr->lock);

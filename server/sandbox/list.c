@@ -131,8 +131,8 @@ static int selector_json(const hs_sandbox_filter *filter, char **out, hs_error *
 							: ""));
 	*out = o ? json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
 	json_decref(o);
-	if (*out == NULL)
-		return hs_error_set(err, HS_INVALID, "label_selector: not valid UTF-8");
+	if (*out == NULL) /* the selector was checked above: only memory fails */
+		return hs_error_set(err, HS_INTERNAL, "out of memory");
 	return HS_OK;
 }
 

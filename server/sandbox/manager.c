@@ -190,6 +190,7 @@ int hs_sandbox__set_state(hs_sandbox_mgr *mgr, hs_sandbox__entry *e, hs_sandbox_
 	else if (!was_down || e->row.stopped_at_ms == 0)
 		e->row.stopped_at_ms = hs_clock_wall_ms();
 	e->row.state = state;
+	atomic_store_explicit(&e->metric_state, (int)state, memory_order_relaxed);
 	e->row.pid = e->rec.pid;
 	e->row.pid_start_time = e->rec.pid_start_time;
 	snprintf(e->row.failure_reason, sizeof(e->row.failure_reason), "%s", reason ? reason : "");
@@ -361,6 +362,7 @@ int hs_sandbox_create(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller,
 				   "runtime dir", "%s", r->runtime_dir)) != HS_OK)
 		goto done;
 	row->state = HS_SANDBOX_CREATED;
+	atomic_store_explicit(&e->metric_state, HS_SANDBOX_CREATED, memory_order_relaxed);
 	row->vcpu_count = (int32_t)vcpu;
 	row->mem_size_mib = mem;
 	row->ttl_seconds = spec->ttl_seconds;

@@ -209,8 +209,8 @@ int hs_sandbox__labels_to_json(const hs_label *labels, size_t n, char *out, size
 	char *s = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
 	json_decref(o);
 	int rc = HS_OK;
-	if (s == NULL)
-		rc = hs_error_set(err, HS_INVALID, "labels: not valid UTF-8");
+	if (s == NULL) /* keys and values were checked (common/labels.h) */
+		rc = hs_error_set(err, HS_INTERNAL, "out of memory");
 	else if (strlen(s) >= cap)
 		rc = hs_error_set(err, HS_INVALID, "labels: too large (max %zu bytes)", cap - 1);
 	else

@@ -20,6 +20,7 @@
 typedef struct hs_store hs_store;
 typedef struct hs_tenancy hs_tenancy;
 typedef struct hs_sandbox_mgr hs_sandbox_mgr;
+typedef struct hs_metrics hs_metrics;
 
 /* Values equal the proto enum SANDBOX_STATE_* (0 = unspecified). */
 typedef enum hs_sandbox_state {
@@ -238,6 +239,10 @@ int hs_sandbox_mgr_new(hs_sandbox_mgr **out, const hs_sandbox_config *cfg, hs_st
  * hs_sandbox_mgr_new re-adopts them); destroy them first if that is not
  * wanted. NULL is a no-op. */
 void hs_sandbox_mgr_free(hs_sandbox_mgr *mgr);
+
+/* Registers harness_sandboxes{driver,state} (a gauge read at scrape time)
+ * on metrics (borrowed, outlives mgr); hs_sandbox_mgr_free removes it. */
+int hs_sandbox_mgr_add_metrics(hs_sandbox_mgr *mgr, hs_metrics *metrics, hs_error *err);
 
 /* Errors for every call below: HS_INVALID for an id that breaks the
  * resource-name rule (common/ids.h); HS_NOT_FOUND for unknown ids and for

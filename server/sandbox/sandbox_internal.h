@@ -4,9 +4,11 @@
 #define HS_SANDBOX_INTERNAL_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 
 #include "driver.h"
 #include "store.h"
+#include "metrics.h"
 
 typedef struct hs_sandbox__entry {
 	pthread_mutex_t lock; /* held for a whole operation, driver calls included */
@@ -15,6 +17,7 @@ typedef struct hs_sandbox__entry {
 	const hs_sandbox__driver *drv;
 	int refs;  /* guarded by mgr->lock */
 	bool gone; /* destroyed and unlinked; guarded by lock */
+	_Atomic int metric_state; /* row.state for the scrape (metrics.c) */
 	struct hs_sandbox__entry *next;
 } hs_sandbox__entry;
 
@@ -35,7 +38,10 @@ struct hs_sandbox_mgr {
 	pthread_t reaper;
 	int wake_fd;   /* eventfd: a sandbox started, or we are stopping */
 	bool stopping; /* guarded by lock */
+	hs_metrics *metrics; /* borrowed; NULL: not registered (metrics.c) */
 };
+
+void hs_sandbox__metrics_collect(hs_metrics_out *out, void *payload);
 
 /* Wake the reaper (a new process to watch, or shutdown). */
 void hs_sandbox__wake(hs_sandbox_mgr *mgr);

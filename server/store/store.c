@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "clock.h"
 #include "log.h"
@@ -211,6 +212,10 @@ size_t hs_store__limit(size_t limit)
 
 /* ---- lifecycle ------------------------------------------------------------ */
 
+static const double commit_bounds[] = { 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+					0.05,	0.1,   0.25,   0.5,   1,    2.5 };
+static const double beats_bounds[] = { 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024 };
+
 static int store_new(hs_store **out, hs_error *err)
 {
 	hs_store *s = calloc(1, sizeof(*s));
@@ -220,8 +225,28 @@ static int store_new(hs_store **out, hs_error *err)
 		free(s);
 		return hs_error_set(err, HS_INTERNAL, "store: mutex init failed");
 	}
+	if (pthread_cond_init(&s->hb_cv, NULL) != 0) {
+		pthread_mutex_destroy(&s->hb_mu);
+		free(s);
+		return hs_error_set(err, HS_INTERNAL, "store: condition variable init failed");
+	}
+	hs_histogram_init(&s->m_commit_seconds, commit_bounds,
+			  sizeof(commit_bounds) / sizeof(commit_bounds[0]), 1e6);
+	hs_histogram_init(&s->m_beats_per_commit, beats_bounds,
+			  sizeof(beats_bounds) / sizeof(beats_bounds[0]), 1);
 	*out = s;
 	return HS_OK;
+}
+
+int hs_store__commit(hs_store *s, hs_error *err)
+{
+	struct timespec a, b;
+	clock_gettime(CLOCK_MONOTONIC, &a);
+	int rc = s->drv->commit(s, err);
+	clock_gettime(CLOCK_MONOTONIC, &b);
+	hs_histogram_observe(&s->m_commit_seconds, (double)(b.tv_sec - a.tv_sec) +
+							   (double)(b.tv_nsec - a.tv_nsec) / 1e9);
+	return rc;
 }
 
 /* mkdir -p with mode 0700 for every directory we create. */
@@ -327,6 +352,13 @@ void hs_store_collect_metrics(hs_metrics_out *out, void *payload)
 	hs_store *s = payload;
 	hs_store__hb_stats hb;
 	hs_store__heartbeat_stats(s, &hb);
+	hs_metrics_family(out, "harness_store_commit_seconds", "histogram",
+			  "Time a store COMMIT took (fsync included).");
+	hs_metrics_histogram(out, "harness_store_commit_seconds", NULL, &s->m_commit_seconds);
+	hs_metrics_family(out, "harness_store_heartbeats_per_commit", "histogram",
+			  "Heartbeats made durable by one group commit.");
+	hs_metrics_histogram(out, "harness_store_heartbeats_per_commit", NULL,
+			     &s->m_beats_per_commit);
 	const char *backend[] = { "backend", s->drv->name, NULL };
 	hs_metrics_family(out, "harness_store_info", "gauge", "The store's backend.");
 	hs_metrics_sample(out, "harness_store_info", backend, 1);
@@ -353,8 +385,10 @@ void hs_store_free(hs_store *store)
 {
 	if (store == NULL)
 		return;
+	hs_store__heartbeat_stop(store); /* before the backend goes */
 	if (store->drv != NULL)
 		store->drv->close(store);
+	pthread_cond_destroy(&store->hb_cv);
 	pthread_mutex_destroy(&store->hb_mu);
 	free(store);
 }

@@ -64,12 +64,14 @@ const char *hs_store_backend(hs_store *store);
 void hs_store_free(hs_store *store); /* NULL is a no-op */
 
 /* A metrics collector (common/metrics.h; payload: the store):
- * harness_store_info{backend}, harness_store_unavailable_total (calls the
- * database could not serve), harness_store_heartbeat_batches_total and
- * harness_store_heartbeats_total (group commit: beats per commit), and on
- * PostgreSQL harness_store_pool_connections{state="busy|idle|closed"} and
+ * harness_store_commit_seconds (every COMMIT, fsync included),
+ * harness_store_heartbeats_per_commit (heartbeats sharing one group commit),
+ * harness_store_info{backend}, harness_store_unavailable_total (database
+ * operations that failed as unavailable), harness_store_heartbeat_batches_total
+ * and harness_store_heartbeats_total, and on PostgreSQL
+ * harness_store_pool_connections{state="busy|idle|closed"} and
  * harness_store_pool_waits_total (calls that waited for a connection). */
-void hs_store_collect_metrics(hs_metrics_out *out, void *payload);
+void hs_store_collect_metrics(hs_metrics_out *out, void *store);
 
 /* Schema version of the open database (SQLite: PRAGMA user_version;
  * PostgreSQL: the harness_schema table). */
@@ -371,6 +373,18 @@ int hs_store_task_list_active(hs_store *store, const int *states, size_t n_state
 int hs_store_task_heartbeat(hs_store *store, const char *task_id, int64_t step, int64_t total,
 			    double cpu, double mem_mb, double disk_mb, const char *details,
 			    int64_t now_ms, hs_error *err);
+
+/* The same without waiting: done(arg, rc, err) runs once, on the store's
+ * committer thread, after the COMMIT holding this update returned (rc
+ * HS_OK, err NULL) or failed; done must be quick and must not call the
+ * store. task_id and details are copied. On an error return (HS_INVALID,
+ * HS_LIMIT: 4096 beats already wait for a commit, HS_CANCELLED: closing)
+ * done is never called. */
+typedef void (*hs_store_beat_done_fn)(void *arg, int rc, const hs_error *err);
+int hs_store_task_heartbeat_async(hs_store *store, const char *task_id, int64_t step,
+				  int64_t total, double cpu, double mem_mb, double disk_mb,
+				  const char *details, int64_t now_ms, hs_store_beat_done_fn done,
+				  void *arg, hs_error *err);
 
 typedef struct hs_store_event_row {
 	int64_t event_id;                  /* assigned by the store, increasing */

@@ -6,6 +6,7 @@
 
 #include <pthread.h>
 
+#include "metrics.h"
 #include "store.h"
 
 /* Every statement the store runs more than once; prepared lazily, cached
@@ -79,20 +80,22 @@ typedef enum hs_stmt_id {
 typedef struct hs_store__beat hs_store__beat;
 struct hs_store__beat {
 	struct hs_store__beat *next;
-	pthread_cond_t cv;     /* its owner sleeps here */
 	const char *task_id;
 	const char *details;   /* never NULL */
 	int64_t step, total, now_ms;
 	double cpu, mem_mb, disk_mb;
-	bool done;             /* guarded by hb_mu */
-	bool lead;             /* guarded by hb_mu: handed the lead */
-	int rc;                /* result, with err, valid once done */
+	bool heap;             /* async: allocated here, strings follow the struct */
+	struct hs_store__beat *latest; /* a later beat of the same task in the batch, or NULL */
+	hs_store_beat_done_fn done;
+	void *arg;
+	int rc;                /* result, with err, valid when done runs */
 	hs_error err;
 };
 
-/* PostgreSQL: the UPDATEs of a whole heartbeat batch (sorted by task_id) as
- * one statement over unnest()ed arrays, one round trip instead of one per
- * beat; each beat's rc is HS_OK or HS_NOT_FOUND. Caller holds the lock
+/* PostgreSQL: the UPDATEs of a whole heartbeat batch (the beats whose
+ * latest is NULL: one per task) as one statement over unnest()ed arrays,
+ * one round trip instead of one per beat; each such beat's rc is HS_OK or
+ * HS_NOT_FOUND. Caller holds the lock
  * inside the batch's transaction. On an error (rc returned, err set) the
  * transaction is aborted and no beat's result is set. */
 int hs_store__pg_heartbeat_batch(hs_store *s, hs_store__beat *batch, hs_error *err);
@@ -150,13 +153,23 @@ struct hs_store {
 	 * fields and every queued beat's flags; it is never held together
 	 * with the driver's lock. */
 	pthread_mutex_t hb_mu;
+	pthread_cond_t hb_cv;   /* the committer waits here */
+	pthread_t hb_thread;
+	bool hb_thread_started, hb_stopping;
 	hs_store__beat *hb_head, *hb_tail; /* waiting for a batch, FIFO */
 	size_t hb_queued;
-	bool hb_committing;     /* a leader exists: running a batch or handed one */
+	size_t hb_async;        /* async beats queued or in a batch (bounded) */
+	bool hb_committing;     /* the committer is running a batch */
 	uint64_t hb_batches;    /* batches run and beats in them (stats) */
 	uint64_t hb_beats;
 	hs_counter unavailable; /* HS_UNAVAILABLE answers of the backend */
+	/* metrics (hs_store_collect_metrics) */
+	hs_histogram m_commit_seconds;
+	hs_histogram m_beats_per_commit;
 };
+
+/* Stops the heartbeat committer after it committed every queued beat. */
+void hs_store__heartbeat_stop(hs_store *s);
 
 /* A snapshot of the heartbeat queue, for tests and diagnostics. */
 typedef struct hs_store__hb_stats {
@@ -247,7 +260,7 @@ static inline int64_t hs_store__changes(hs_stmt *st) { return st->drv->changes(s
 
 /* BEGIN (SQLite: IMMEDIATE) / COMMIT / ROLLBACK on the locked connection. */
 static inline int hs_store__begin(hs_store *s, hs_error *err) { return s->drv->begin(s, err); }
-static inline int hs_store__commit(hs_store *s, hs_error *err) { return s->drv->commit(s, err); }
+int hs_store__commit(hs_store *s, hs_error *err); /* timed: harness_store_commit_seconds */
 static inline void hs_store__rollback(hs_store *s) { s->drv->rollback(s); }
 
 /* Bind text (NULL binds SQL NULL). HS_INVALID if v is not NUL-terminated

@@ -261,51 +261,39 @@ done:
  *
  * An acknowledged heartbeat must be durable, and with synchronous=FULL every
  * COMMIT is an fsync: one commit per heartbeat caps the rate at the disk's
- * fsync rate. So concurrent heartbeats share commits. Each caller appends
- * its beat (on its own stack, with its own condition variable) to a FIFO
- * under hb_mu. If no leader exists (hb_committing is false) it becomes the
- * leader at once; otherwise it sleeps until its beat is done or it is
- * handed the lead. The leader (always the queue's head):
+ * fsync rate. So concurrent heartbeats share commits. Every beat is appended
+ * to a FIFO under hb_mu; one committer thread per store (started with the
+ * first beat) takes the whole queue (up to HB_BATCH_MAX beats) as a batch:
  *
- *   detach up to HB_BATCH_MAX beats from the head (its own first), unlock
- *   hb_mu; sort them by task id (stable: one row-lock order for every
- *   node's batches on a shared PostgreSQL, so they cannot deadlock); under
- *   the driver's lock: BEGIN (IMMEDIATE), one UPDATE per beat, COMMIT; lock
- *   hb_mu; if beats queued meanwhile, hand the lead to the new head (wake
- *   it first: it is the next commit's critical path), else clear
- *   hb_committing; mark the batch's beats done and wake their owners.
+ *   detach the batch, unlock hb_mu; under mu: BEGIN IMMEDIATE, one UPDATE
+ *   per beat, COMMIT; lock hb_mu, count; unlock; then tell every beat of
+ *   the batch its result (its done callback), in arrival order.
  *
- *   beat:  queued --(detached by a leader)--> in batch --(COMMIT)--> done
- *   queue: no leader --(arrival)--> leading --(batch done, queue empty)--> no leader
- *                                    ^  \--(batch done, beats queued: hand off)--/
+ *   beat:  queued --(detached)--> in batch --(COMMIT returned)--> done (callback)
+ *   committer: idle --(arrival: one signal)--> committing --(queue empty)--> idle
  *
- * Batching comes only from concurrency (no timer): a lone caller leads a
- * batch of one at once, and beats that arrive while a batch commits go
- * together in the next one. Every caller leads at most one batch (its own),
- * and returns only after the COMMIT holding its UPDATE returned, so "nothing
- * acknowledged is lost" still holds. Each thread is woken once, by name: no
- * broadcast herd.
+ * Batching comes only from concurrency (no timer): a lone beat is committed
+ * at once, and beats that arrive while a batch commits go together in the
+ * next one. A beat's callback runs only after the COMMIT holding its UPDATE
+ * returned, so "nothing acknowledged is lost" holds; an RPC answers from
+ * that callback (hs_store_task_heartbeat_async), so no thread waits per
+ * heartbeat. hs_store_task_heartbeat (blocking) is the same with a callback
+ * that wakes its caller. The committer is signalled once per idle->busy
+ * change, never broadcast.
  *
  * Results are per beat: HS_NOT_FOUND if its task row does not exist, the
  * translated error if a constraint (e.g. a trigger) refused its UPDATE
- * (SQLite undid only that statement; PostgreSQL aborts the transaction, so
- * the batch runs again with a savepoint per beat); the rest of the batch
- * goes on. If
+ * (SQLite undid only that statement); the rest of the batch goes on. If
  * BEGIN, COMMIT or an UPDATE fails any other way the transaction is rolled
  * back and every beat of the batch gets that error. Beats of one task in a
- * batch run in arrival order, so the last one wins (coalescing them would
- * save an UPDATE, but the health module never sends two at once: it holds
- * the task's lock across the call).
+ * batch run in arrival order, so the last one wins.
  *
- * Locks: hb_mu guards the queue, hb_committing, the stats and every beat's
- * done/lead flags; mu guards the connection. They are never held together:
- * the leader holds only mu during the transaction, so new beats keep
- * queueing and other store calls take mu between batches. The leader writes
- * a beat's result only while its owner sleeps, the owner reads it after
- * seeing done under hb_mu, and a beat's condition variable is signalled
- * only under hb_mu (after that its owner may return and end it). */
+ * Locks: hb_mu guards the queue, the flags and the stats; mu guards the
+ * connection. They are never held together, and callbacks run with
+ * neither held (they may take their own locks, never the store's). */
 
 #define HB_BATCH_MAX 1024
+#define HB_ASYNC_MAX 4096 /* async beats queued or committing; more: HS_LIMIT */
 
 
 /* Bind and run one beat's UPDATE inside the batch's transaction; its result
@@ -375,42 +363,57 @@ done:
 	return go_on;
 }
 
-/* Stable merge sort of a batch by task_id: every batch locks its rows in
- * one global order, so two nodes' batches on one PostgreSQL cannot
- * deadlock; beats of one task keep their arrival order (the last wins). */
-static hs_store__beat *sort_beats(hs_store__beat *list, size_t n)
+#define HB_SET_SLOTS (2 * HB_BATCH_MAX) /* a power of two */
+
+static uint32_t id_hash(const char *id)
 {
-	if (n < 2)
-		return list;
-	hs_store__beat *a = list, *b, *mid = list, *out = NULL, **tail = &out;
-	for (size_t i = 1; i < n / 2; i++)
-		mid = mid->next;
-	b = mid->next;
-	mid->next = NULL;
-	a = sort_beats(a, n / 2);
-	b = sort_beats(b, n - n / 2);
-	while (a != NULL && b != NULL) {
-		hs_store__beat **from = strcmp(b->task_id, a->task_id) < 0 ? &b : &a;
-		*tail = *from;
-		*from = (*from)->next;
-		tail = &(*tail)->next;
+	uint32_t h = 2166136261u; /* FNV-1a */
+	for (const unsigned char *p = (const unsigned char *)id; *p; p++)
+		h = (h ^ *p) * 16777619u;
+	return h;
+}
+
+/* Points every beat at the last beat of its task in the batch (NULL when
+ * it is the last). set: scratch for up to HB_SET_SLOTS pointers; a table
+ * of the next power of two >= 2n is used. */
+static void link_latest(hs_store__beat *batch, size_t n, hs_store__beat **set)
+{
+	size_t slots = 16;
+	while (slots < 2 * n)
+		slots *= 2;
+	memset(set, 0, slots * sizeof(*set));
+	/* first pass: the table keeps each task's last beat; second: point at it */
+	for (int pass = 0; pass < 2; pass++) {
+		for (hs_store__beat *b = batch; b != NULL; b = b->next) {
+			size_t i = id_hash(b->task_id) & (slots - 1);
+			while (set[i] != NULL && strcmp(set[i]->task_id, b->task_id) != 0)
+				i = (i + 1) & (slots - 1);
+			if (pass == 0)
+				set[i] = b;
+			else
+				b->latest = set[i] == b ? NULL : set[i];
+		}
 	}
-	*tail = a != NULL ? a : b;
-	return out;
 }
 
 /* Run one batch as one transaction and fill every beat's result. Takes the
- * driver's lock. savepoint: each beat in its own savepoint, so that a
- * refused UPDATE undoes only itself where any error aborts the whole
- * transaction (PostgreSQL). Returns true if the batch failed because of one
- * beat's error on such a backend: the caller runs it again with savepoints
- * (rare: only a trigger or constraint refuses a heartbeat). */
-static bool run_batch(hs_store *s, hs_store__beat *batch, bool savepoint)
+ * driver's lock. set: scratch for link_latest, NULL only for a batch of
+ * one. savepoint: each beat in its own savepoint, so a refused UPDATE undoes
+ * only itself where any error aborts the whole transaction (PostgreSQL).
+ * Returns true if the batch failed because of one beat's error on such a
+ * backend: the caller runs it again with savepoints (rare: only a trigger,
+ * a constraint or bad data refuses a heartbeat). */
+static bool run_batch(hs_store *s, hs_store__beat *batch, size_t n, hs_store__beat **set,
+		      bool savepoint)
 {
 	hs_error batch_err = { 0 }, *err = &batch_err;
 	hs_store__beat *b;
 	bool retry = false;
 	int rc;
+	if (set != NULL)
+		link_latest(batch, n, set);
+	else
+		batch->latest = NULL; /* a batch of one */
 	hs_store__lock(s);
 	if ((rc = hs_store__begin(s, err)) != HS_OK)
 		goto done;
@@ -420,11 +423,30 @@ static bool run_batch(hs_store *s, hs_store__beat *batch, bool savepoint)
 			retry = rc != HS_UNAVAILABLE;
 			goto done;
 		}
+		for (b = batch; b != NULL; b = b->next) {
+			if (b->latest != NULL) {
+				b->rc = b->latest->rc;
+				b->err = b->latest->err;
+			}
+		}
 		rc = hs_store__commit(s, err);
 		goto done;
 	}
 	for (b = batch; b != NULL; b = b->next) {
-		if (!apply_beat(s, b, savepoint, &rc, err)) {
+		if (b->latest == NULL && !apply_beat(s, b, savepoint, &rc, err)) {
+			/* PostgreSQL: one refused beat aborted the batch; run it
+			 * again with a savepoint per beat (rare: triggers). */
+			retry = s->drv->errors_abort_txn && !savepoint && rc != HS_UNAVAILABLE;
+			goto done;
+		}
+	}
+	for (b = batch; b != NULL; b = b->next) {
+		if (b->latest == NULL)
+			continue;
+		if (b->latest->rc == HS_OK || b->latest->rc == HS_NOT_FOUND) {
+			b->rc = b->latest->rc;
+			b->err = b->latest->err;
+		} else if (!apply_beat(s, b, savepoint, &rc, err)) { /* the last one was refused */
 			retry = s->drv->errors_abort_txn && !savepoint && rc != HS_UNAVAILABLE;
 			goto done;
 		}
@@ -442,87 +464,191 @@ done:
 	return retry;
 }
 
-int hs_store_task_heartbeat(hs_store *s, const char *task_id, int64_t step, int64_t total,
-			    double cpu, double mem_mb, double disk_mb, const char *details,
-			    int64_t now_ms, hs_error *err)
+static void *committer_main(void *arg)
 {
-	int rc;
-	hs_store__beat me = { 0 };
-	if (s == NULL)
-		return hs_error_set(err, HS_INVALID, "store: NULL argument");
-	if ((rc = hs_store__check_key(task_id, HS_STORE_ID_MAX, "task_id", err)) != HS_OK)
-		return rc;
-	if (details == NULL)
-		details = "";
-	if (strnlen(details, HS_STORE_TEXT_MAX) >= HS_STORE_TEXT_MAX)
-		return hs_error_set(err, HS_INVALID, "store: details is longer than %d bytes",
-				    HS_STORE_TEXT_MAX - 1);
-	me.task_id = task_id;
-	me.details = details;
-	me.step = step;
-	me.total = total;
-	me.now_ms = now_ms;
-	me.cpu = cpu;
-	me.mem_mb = mem_mb;
-	me.disk_mb = disk_mb;
-
-	if (pthread_cond_init(&me.cv, NULL) != 0)
-		return hs_error_set(err, HS_INTERNAL, "store: condition variable init failed");
-
+	hs_store *s = arg;
+	hs_store__beat **set = malloc(HB_SET_SLOTS * sizeof(*set));
 	pthread_mutex_lock(&s->hb_mu);
-	if (s->hb_tail != NULL)
-		s->hb_tail->next = &me;
-	else
-		s->hb_head = &me;
-	s->hb_tail = &me;
-	s->hb_queued++;
-	if (!s->hb_committing) {
-		/* No leader: the queue held nothing before us. */
-		s->hb_committing = true;
-		me.lead = true;
-	}
-	while (!me.done && !me.lead)
-		pthread_cond_wait(&me.cv, &s->hb_mu);
-	if (!me.done) {
-		/* Lead: we are the queue's head, so our beat is in the batch. */
+	for (;;) {
+		while (s->hb_head == NULL && !s->hb_stopping)
+			pthread_cond_wait(&s->hb_cv, &s->hb_mu);
+		if (s->hb_head == NULL)
+			break; /* stopping, and every beat is done */
 		hs_store__beat *batch = s->hb_head, *last = batch, *b, *next;
-		size_t n = 1;
-		while (n < HB_BATCH_MAX && last->next != NULL) {
+		size_t n = 1, n_async = batch->heap;
+		/* without the scratch set (out of memory), one beat per batch */
+		while (set != NULL && n < HB_BATCH_MAX && last->next != NULL) {
 			last = last->next;
 			n++;
+			n_async += last->heap;
 		}
 		s->hb_head = last->next;
 		if (s->hb_head == NULL)
 			s->hb_tail = NULL;
 		last->next = NULL;
 		s->hb_queued -= n;
+		s->hb_committing = true;
 		pthread_mutex_unlock(&s->hb_mu);
 
-		batch = sort_beats(batch, n);
-		if (run_batch(s, batch, false))
-			(void)run_batch(s, batch, true);
+		if (run_batch(s, batch, n, set, false))
+			(void)run_batch(s, batch, n, set, true);
+		hs_histogram_observe(&s->m_beats_per_commit, (double)n);
 
 		pthread_mutex_lock(&s->hb_mu);
-		if (s->hb_head != NULL) {
-			s->hb_head->lead = true; /* hb_committing stays true */
-			pthread_cond_signal(&s->hb_head->cv);
-		} else {
-			s->hb_committing = false;
-		}
+		s->hb_committing = false;
 		s->hb_batches++;
 		s->hb_beats += n;
+		s->hb_async -= n_async;
+		pthread_mutex_unlock(&s->hb_mu);
 		for (b = batch; b != NULL; b = next) {
-			next = b->next; /* b is its owner's once done is seen */
-			b->done = true;
-			if (b != &me)
-				pthread_cond_signal(&b->cv);
+			next = b->next;
+			bool heap = b->heap; /* a blocking caller's beat is gone after done() */
+			b->done(b->arg, b->rc, b->rc == HS_OK ? NULL : &b->err);
+			if (heap)
+				free(b);
 		}
+		pthread_mutex_lock(&s->hb_mu);
 	}
 	pthread_mutex_unlock(&s->hb_mu);
-	pthread_cond_destroy(&me.cv);
-	if (me.rc != HS_OK)
-		return hs_error_set(err, (hs_code)me.rc, "%s", me.err.msg);
+	free(set);
+	return NULL;
+}
+
+/* Queues b (its fields set). HS_LIMIT when async and the queue is full,
+ * HS_CANCELLED when the store is closing, HS_INTERNAL when the committer
+ * cannot start; on any error b was not queued. */
+static int enqueue_beat(hs_store *s, hs_store__beat *b, hs_error *err)
+{
+	int rc = HS_OK;
+	pthread_mutex_lock(&s->hb_mu);
+	if (s->hb_stopping) {
+		rc = hs_error_set(err, HS_CANCELLED, "store: closing");
+	} else if (b->heap && s->hb_async >= HB_ASYNC_MAX) {
+		rc = hs_error_set(err, HS_LIMIT, "store: %d heartbeats already waiting for a commit",
+				  HB_ASYNC_MAX);
+	} else if (!s->hb_thread_started) {
+		if (pthread_create(&s->hb_thread, NULL, committer_main, s) != 0)
+			rc = hs_error_set(err, HS_INTERNAL, "store: cannot start the heartbeat committer");
+		else
+			s->hb_thread_started = true;
+	}
+	if (rc == HS_OK) {
+		bool was_idle = s->hb_head == NULL && !s->hb_committing;
+		b->next = NULL;
+		if (s->hb_tail != NULL)
+			s->hb_tail->next = b;
+		else
+			s->hb_head = b;
+		s->hb_tail = b;
+		s->hb_queued++;
+		s->hb_async += b->heap;
+		if (was_idle) /* else the committer looks at the queue before it waits */
+			pthread_cond_signal(&s->hb_cv);
+	}
+	pthread_mutex_unlock(&s->hb_mu);
+	return rc;
+}
+
+static int check_beat_args(hs_store *s, const char *task_id, const char **details,
+			   hs_error *err)
+{
+	int rc;
+	if (s == NULL)
+		return hs_error_set(err, HS_INVALID, "store: NULL argument");
+	if ((rc = hs_store__check_key(task_id, HS_STORE_ID_MAX, "task_id", err)) != HS_OK)
+		return rc;
+	if (*details == NULL)
+		*details = "";
+	if (strnlen(*details, HS_STORE_TEXT_MAX) >= HS_STORE_TEXT_MAX)
+		return hs_error_set(err, HS_INVALID, "store: details is longer than %d bytes",
+				    HS_STORE_TEXT_MAX - 1);
 	return HS_OK;
+}
+
+int hs_store_task_heartbeat_async(hs_store *s, const char *task_id, int64_t step, int64_t total,
+				  double cpu, double mem_mb, double disk_mb, const char *details,
+				  int64_t now_ms, hs_store_beat_done_fn done, void *arg,
+				  hs_error *err)
+{
+	int rc;
+	if ((rc = check_beat_args(s, task_id, &details, err)) != HS_OK)
+		return rc;
+	size_t id_len = strlen(task_id) + 1, d_len = strlen(details) + 1;
+	hs_store__beat *b = malloc(sizeof(*b) + id_len + d_len);
+	if (b == NULL)
+		return hs_error_set(err, HS_INTERNAL, "store: out of memory");
+	memset(b, 0, sizeof(*b));
+	char *p = (char *)(b + 1);
+	memcpy(p, task_id, id_len);
+	memcpy(p + id_len, details, d_len);
+	*b = (hs_store__beat){ .task_id = p, .details = p + id_len, .step = step, .total = total,
+			       .now_ms = now_ms, .cpu = cpu, .mem_mb = mem_mb, .disk_mb = disk_mb,
+			       .heap = true, .done = done, .arg = arg };
+	if ((rc = enqueue_beat(s, b, err)) != HS_OK)
+		free(b);
+	return rc;
+}
+
+typedef struct waiter {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool done;
+	int rc;
+	hs_error err;
+} waiter;
+
+static void wake_waiter(void *arg, int rc, const hs_error *err)
+{
+	waiter *w = arg;
+	pthread_mutex_lock(&w->mu);
+	w->rc = rc;
+	if (err != NULL)
+		w->err = *err;
+	w->done = true;
+	pthread_cond_signal(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+}
+
+int hs_store_task_heartbeat(hs_store *s, const char *task_id, int64_t step, int64_t total,
+			    double cpu, double mem_mb, double disk_mb, const char *details,
+			    int64_t now_ms, hs_error *err)
+{
+	int rc;
+	if ((rc = check_beat_args(s, task_id, &details, err)) != HS_OK)
+		return rc;
+	waiter w = { .done = false };
+	if (pthread_mutex_init(&w.mu, NULL) != 0)
+		return hs_error_set(err, HS_INTERNAL, "store: mutex init failed");
+	if (pthread_cond_init(&w.cv, NULL) != 0) {
+		pthread_mutex_destroy(&w.mu);
+		return hs_error_set(err, HS_INTERNAL, "store: condition variable init failed");
+	}
+	hs_store__beat me = { .task_id = task_id, .details = details, .step = step, .total = total,
+			      .now_ms = now_ms, .cpu = cpu, .mem_mb = mem_mb, .disk_mb = disk_mb,
+			      .done = wake_waiter, .arg = &w };
+	if ((rc = enqueue_beat(s, &me, err)) == HS_OK) {
+		pthread_mutex_lock(&w.mu);
+		while (!w.done)
+			pthread_cond_wait(&w.cv, &w.mu);
+		pthread_mutex_unlock(&w.mu);
+		rc = w.rc;
+		if (rc != HS_OK)
+			rc = hs_error_set(err, (hs_code)rc, "%s", w.err.msg);
+	}
+	pthread_cond_destroy(&w.cv);
+	pthread_mutex_destroy(&w.mu);
+	return rc;
+}
+
+void hs_store__heartbeat_stop(hs_store *s)
+{
+	pthread_mutex_lock(&s->hb_mu);
+	s->hb_stopping = true;
+	pthread_cond_signal(&s->hb_cv);
+	bool started = s->hb_thread_started;
+	pthread_mutex_unlock(&s->hb_mu);
+	if (started)
+		pthread_join(s->hb_thread, NULL); /* it drains the queue first */
 }
 
 void hs_store__heartbeat_stats(hs_store *s, hs_store__hb_stats *out)

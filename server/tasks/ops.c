@@ -435,6 +435,53 @@ done:
 	return rc;
 }
 
+int hs_tasks_heartbeat_start(hs_tasks *t, const hs_principal *caller, const char *task_id,
+			     const hs_task_beat *b, hs_task_beat_reply *out,
+			     hs_task_beat_done_fn done, void *arg, hs_error *err)
+{
+	task *k = NULL;
+	int rc;
+	hs_task_decision d;
+	if ((rc = check_beat(b, err)) != HS_OK || (rc = find_locked(t, caller, task_id, &k, err)) != HS_OK)
+		return rc;
+	memset(out, 0, sizeof(*out));
+	if (b->deadline_mono_ms > 0 && hs_clock_mono_ms() >= b->deadline_mono_ms) {
+		rc = hs_error_set(err, HS_TIMEOUT,
+				  "heartbeat of task %s: deadline passed before it was handled; "
+				  "nothing changed", task_id);
+		goto done;
+	}
+	hs_task_input in = { .kind = HS_TIN_BEAT, .now_ms = hs_clock_wall_ms(),
+			     .generation = b->recovery_generation, .step = b->current_step,
+			     .total_steps = b->total_steps };
+	hs_task_decide(k->id, &k->m, &in, &d);
+	if (d.rc != HS_OK) {
+		rc = hs_error_set(err, d.rc, "%s", d.msg);
+		goto done;
+	}
+	/* A resume (may read the checkpoint module) or a state change (row
+	 * and event in one transaction): the blocking path, on a worker. */
+	if (d.instruction == HS_TASK_RESUME || (d.touched && !d.beat_only)) {
+		rc = HS_TASKS_BLOCKS;
+		goto done;
+	}
+	if (d.touched) {
+		rc = hs_tasks__apply_beat_async(t, k, &in, b, &d, done, arg, err);
+		if (rc == HS_LIMIT) /* the commit queue is full: the lane's bounds decide */
+			rc = HS_TASKS_BLOCKS;
+		if (rc != HS_OK)
+			goto done;
+		rc = HS_TASKS_PENDING;
+	}
+	out->state = (hs_task_state)k->m.state;
+	out->instruction = d.instruction;
+	out->recovery_generation = d.reply_gen;
+	out->next_deadline_ms = d.instruction == HS_TASK_CANCEL ? 0 : d.reply_deadline_ms;
+done:
+	pthread_mutex_unlock(&k->mu);
+	return rc;
+}
+
 /* ---- get, complete, cancel, recover ---------------------------------------- */
 
 int hs_tasks_get(hs_tasks *t, const hs_principal *caller, const char *task_id,
@@ -575,6 +622,43 @@ static int by_newest(const void *a, const void *b)
 	return strcmp(x->k->id, y->k->id);
 }
 
+/* Moves the m first keys in by_newest order to keys[0..m), sorted, when m
+ * is much smaller than n: a bounded max-heap (its root the last of the
+ * best so far), O(n log m) instead of sorting all n. */
+static void sift_down(list_key *h, size_t m, size_t i)
+{
+	for (;;) {
+		size_t l = 2 * i + 1, r = l + 1, big = i;
+		if (l < m && by_newest(&h[l], &h[big]) > 0)
+			big = l;
+		if (r < m && by_newest(&h[r], &h[big]) > 0)
+			big = r;
+		if (big == i)
+			return;
+		list_key t = h[i];
+		h[i] = h[big];
+		h[big] = t;
+		i = big;
+	}
+}
+
+static void first_m(list_key *keys, size_t n, size_t m)
+{
+	if (m == 0 || m * 8 >= n) {
+		qsort(keys, n, sizeof(*keys), by_newest);
+		return;
+	}
+	for (size_t i = m / 2; i-- > 0;) /* keys[0..m) as a heap */
+		sift_down(keys, m, i);
+	for (size_t i = m; i < n; i++) {
+		if (by_newest(&keys[i], &keys[0]) < 0) { /* better than the worst kept */
+			keys[0] = keys[i];
+			sift_down(keys, m, 0);
+		}
+	}
+	qsort(keys, m, sizeof(*keys), by_newest);
+}
+
 /* Does the task's labels JSON satisfy the selector (common/labels.h)? */
 static bool labels_match(const char *labels_json, const hs_task_list_opts *o)
 {
@@ -644,8 +728,8 @@ int hs_tasks_list(hs_tasks *t, const hs_principal *caller, const hs_task_list_op
 		if (keep)
 			keys[n++] = (list_key){ reg, k };
 	}
-	qsort(keys, n, sizeof(*keys), by_newest);
 	size_t m = n < page ? n : page;
+	first_m(keys, n, m);
 	hs_task_info *arr = calloc(m ? m : 1, sizeof(*arr));
 	if (arr == NULL) {
 		free(keys);

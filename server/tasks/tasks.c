@@ -322,10 +322,15 @@ void hs_tasks__arm_at(hs_tasks *t, task *k, int64_t wall_deadline_ms)
 	int64_t mono = hs_clock_mono_ms() + (wall_deadline_ms - hs_clock_wall_ms());
 	pthread_mutex_lock(&t->mu);
 	hs_timer_node *top = hs_timer_peek(&t->heap);
+	int64_t earliest = top != NULL ? top->deadline : INT64_MAX;
 	if (hs_timer_arm(&t->heap, &k->timer, mono) != HS_OK)
 		hs_log(HS_LOG_ERROR, "tasks", "timer: out of memory", HS_LS("task_id", k->id));
-	/* Wake the timer thread only when the earliest deadline moved earlier. */
-	if (top == NULL || mono < top->deadline || hs_timer_peek(&t->heap) != top)
+	/* Wake the timer thread only when the earliest deadline moved earlier.
+	 * When it moved later (the task on top beat again: every heartbeat of
+	 * the task due first) the thread wakes at the old time, finds nothing
+	 * due and sleeps again: one spurious wake instead of one per beat. */
+	top = hs_timer_peek(&t->heap);
+	if (top != NULL && top->deadline < earliest)
 		pthread_cond_signal(&t->timer_cv);
 	pthread_mutex_unlock(&t->mu);
 }
@@ -349,8 +354,12 @@ static void fire(hs_tasks *t, task *k)
 	if (!rearmed) {
 		hs_task_input in = { .kind = HS_TIN_DEADLINE, .now_ms = hs_clock_wall_ms() };
 		hs_error err = { 0 };
-		if (hs_tasks__apply(t, k, &in, NULL, NULL, &err) != HS_OK)
+		hs_task_decision d;
+		int64_t deadline = k->m.deadline_ms;
+		if (hs_tasks__apply(t, k, &in, NULL, &d, &err) != HS_OK)
 			hs_tasks__retry_later(t, k, "deadline", &err);
+		else if (d.event == HS_TEV_TIMEOUT)
+			hs_tasks__metrics_timeout(t, deadline, in.now_ms);
 	}
 	pthread_mutex_unlock(&k->mu);
 }
@@ -574,6 +583,10 @@ int hs_tasks_new(hs_tasks **out, const hs_tasks_config *cfg, hs_error *err)
 		hs_tasks__default_ops(&t->ops, &t->ops_ctx);
 	t->max_tasks = cfg->max_tasks ? cfg->max_tasks : 1000000;
 	t->max_watchers = cfg->max_watchers ? cfg->max_watchers : 1024;
+	hs_histogram_init(&t->m_hb_lag, hs_metrics_default_seconds, 11, 1e6);
+	t->max_watchers_per_user = cfg->max_watchers_per_user;
+	if (t->max_watchers_per_user == 0)
+		t->max_watchers_per_user = t->max_watchers >= 8 ? t->max_watchers / 8 : 1;
 	pthread_mutex_init(&t->mu, NULL);
 	pthread_mutex_init(&t->rq_mu, NULL);
 	pthread_mutex_init(&t->ev_mu, NULL);
@@ -607,6 +620,11 @@ int hs_tasks_new(hs_tasks **out, const hs_tasks_config *cfg, hs_error *err)
 		goto fail;
 	}
 	t->timer_started = true;
+	if (cfg->metrics != NULL) {
+		if ((rc = hs_metrics_add(cfg->metrics, hs_tasks__metrics_collect, t, err)) != HS_OK)
+			goto fail;
+		t->registry = cfg->metrics;
+	}
 	hs_log(HS_LOG_INFO, "tasks", "tasks loaded", HS_LI("tasks", t->n_all),
 	       HS_LI("armed", hs_timer_count(&t->heap)), HS_LI("last_event_id", t->last_event_id));
 	*out = t;
@@ -620,6 +638,8 @@ void hs_tasks_free(hs_tasks *t)
 {
 	if (t == NULL)
 		return;
+	if (t->registry != NULL) /* no scrape reads t past this */
+		hs_metrics_remove(t->registry, hs_tasks__metrics_collect, t);
 	pthread_mutex_lock(&t->mu);
 	t->stop = true;
 	pthread_cond_broadcast(&t->timer_cv);
@@ -641,6 +661,14 @@ void hs_tasks_free(hs_tasks *t)
 	pthread_mutex_destroy(&t->rq_mu);
 	pthread_mutex_destroy(&t->ev_mu);
 	free(t);
+}
+
+size_t hs_tasks_count(hs_tasks *t)
+{
+	pthread_mutex_lock(&t->mu);
+	size_t n = t->n_all;
+	pthread_mutex_unlock(&t->mu);
+	return n;
 }
 
 void hs_tasks_stats_get(hs_tasks *t, hs_tasks_stats *out)

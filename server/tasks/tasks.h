@@ -217,10 +217,15 @@ typedef struct hs_tasks_config {
 	const char *webhook_url;         /* NULL/"" = none */
 	size_t max_tasks;                /* 0 = 1000000 */
 	size_t max_watchers;             /* 0 = 1024 */
+	size_t max_watchers_per_user;    /* non-admin callers; 0 = max_watchers / 8 (at least 1) */
 	size_t webhook_queue;            /* 0 = 1024 events */
 	unsigned webhook_attempts;       /* 0 = 4 */
 	int64_t webhook_backoff_ms;      /* 0 = 500 (doubles per retry) */
 	int64_t webhook_timeout_ms;      /* 0 = 5000 */
+	/* borrowed, outlives the module; NULL: no metrics. harness_tasks{state},
+	 * harness_heartbeat_lag_seconds, harness_recoveries_* and
+	 * harness_webhook_deliveries_total are registered on it. */
+	struct hs_metrics *metrics;
 } hs_tasks_config;
 
 /* Load every task from the store and re-arm deadlines (RUNNING: last
@@ -246,6 +251,23 @@ int hs_tasks_register(hs_tasks *t, const hs_principal *caller, const hs_task_spe
  * changes write the row + event in one transaction). *out: dispose. */
 int hs_tasks_heartbeat(hs_tasks *t, const hs_principal *caller, const char *task_id,
 		       const hs_task_beat *beat, hs_task_beat_reply *out, hs_error *err);
+/* The heartbeat without waiting, for the RPC hot path (no I/O, one short
+ * task lock): decides as hs_tasks_heartbeat does and
+ *   HS_OK              *out is the answer (nothing to write);
+ *   HS_TASKS_PENDING   *out is the answer once done(arg, rc, err) runs
+ *                      with rc HS_OK: the heartbeat's write was queued for
+ *                      the next group commit (memory and the deadline move
+ *                      now) and done runs on the store's committer thread
+ *                      when it is durable or failed (then answer the error);
+ *   HS_TASKS_BLOCKS    nothing changed: call hs_tasks_heartbeat on a worker
+ *                      (a state change, a resume, or a full commit queue);
+ *   < 0                an error, as hs_tasks_heartbeat's.
+ * *out needs no dispose on this path (no strings). */
+enum { HS_TASKS_PENDING = 1, HS_TASKS_BLOCKS = 2 };
+typedef void (*hs_task_beat_done_fn)(void *arg, int rc, const hs_error *err);
+int hs_tasks_heartbeat_start(hs_tasks *t, const hs_principal *caller, const char *task_id,
+			     const hs_task_beat *beat, hs_task_beat_reply *out,
+			     hs_task_beat_done_fn done, void *arg, hs_error *err);
 /* No I/O. */
 int hs_tasks_get(hs_tasks *t, const hs_principal *caller, const char *task_id,
 		 hs_task_info *out, hs_error *err);
@@ -298,7 +320,9 @@ typedef int (*hs_task_send_fn)(const hs_task_event *ev, void *payload);
  * stored events with id > after_event_id (0 = none), send INITIAL_STATE
  * events when send_initial, then switch to live delivery. Registers the
  * watcher and takes the first catch-up step (hs_tasks_watch_pump); on
- * HS_OK it may still be catching up. HS_LIMIT when too many watchers. */
+ * HS_OK it may still be catching up. HS_LIMIT when too many watchers, or
+ * when a non-admin caller already holds max_watchers_per_user of them (so
+ * one tenant cannot take every watcher slot from the others). */
 int hs_tasks_watch(hs_tasks *t, const hs_principal *caller, const char *task_id,
 		   bool send_initial, int64_t after_event_id, hs_task_send_fn send,
 		   void *payload, hs_task_watch **out, hs_error *err);
@@ -321,5 +345,8 @@ typedef struct hs_tasks_stats {
 } hs_tasks_stats;
 
 void hs_tasks_stats_get(hs_tasks *t, hs_tasks_stats *out);
+
+/* Tasks in memory (every state); one short lock. */
+size_t hs_tasks_count(hs_tasks *t);
 
 #endif

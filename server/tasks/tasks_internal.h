@@ -21,6 +21,7 @@
 #include "tasks.h"
 #include "timer.h"
 #include "webhook.h"
+#include "metrics.h"
 
 /* Bounded copy that always terminates dst (truncating: fields were
  * validated against their limits before they got here). */
@@ -73,7 +74,7 @@ struct hs_tasks {
 	hs_tenancy *tenancy; /* NULL in tests */
 	hs_task_recovery_ops ops;
 	hs_tasks_ops_ctx ops_ctx;
-	size_t max_tasks, max_watchers;
+	size_t max_tasks, max_watchers, max_watchers_per_user;
 
 	pthread_mutex_t mu;
 	pthread_cond_t timer_cv; /* CLOCK_MONOTONIC */
@@ -101,7 +102,18 @@ struct hs_tasks {
 
 	hs_webhook *webhook;
 	atomic_uint_fast64_t n_events, n_dropped, n_recoveries;
+
+	/* metrics.c */
+	hs_metrics *registry; /* borrowed; NULL: not registered */
+	hs_histogram m_hb_lag;
+	hs_counter m_timeouts, m_rec_started, m_rec_succeeded, m_rec_failed;
 };
+
+/* metrics.c: count a decision's event (transition.c, after it applied);
+ * a TIMEOUT's lateness against its deadline (tasks.c, fire); the scrape. */
+void hs_tasks__metrics_event(hs_tasks *t, int event);
+void hs_tasks__metrics_timeout(hs_tasks *t, int64_t deadline_ms, int64_t now_ms);
+void hs_tasks__metrics_collect(hs_metrics_out *out, void *payload);
 
 
 /* Store row <-> task. row_of fills a row from the task with machine m
@@ -120,6 +132,13 @@ void hs_tasks__free_str(char *s);
  * changed. */
 int hs_tasks__apply(hs_tasks *t, task *k, const hs_task_input *in, const hs_task_beat *beat,
 		    hs_task_decision *d, hs_error *err);
+/* A heartbeat-only decision (d->beat_only, decided by the caller under
+ * k->mu): queues the store write (done runs once it is durable or failed,
+ * see hs_store_task_heartbeat_async) and applies memory now. An error
+ * (HS_LIMIT: the commit queue is full) changes nothing. k->mu held. */
+int hs_tasks__apply_beat_async(hs_tasks *t, task *k, const hs_task_input *in,
+			       const hs_task_beat *beat, const hs_task_decision *d,
+			       hs_store_beat_done_fn done, void *arg, hs_error *err);
 
 /* Persist row (inserted when insert, else updated) and ev in one
  * transaction, then give ev its id and broadcast it to watchers and the

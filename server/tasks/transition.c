@@ -4,7 +4,14 @@
  * t->ev_mu (watch.c), so after a crash both exist or neither, and watchers
  * see events in id order. The heartbeat hot path writes only its columns
  * (group commit). Nothing is acknowledged, broadcast or armed before the
- * store has it. */
+ * store has it, with one exception: an asynchronous heartbeat
+ * (hs_tasks__apply_beat_async, the RPC hot path) queues its write and then
+ * moves memory and the deadline at once, under the task lock, so beats,
+ * the timer and state changes stay in one order; its caller is answered
+ * only when the group commit holding the write returned. If that commit
+ * fails the caller gets the error and memory is one heartbeat ahead of the
+ * store until the next one (after a restart the store's earlier deadline
+ * applies: the safe direction). */
 #include "tasks_internal.h"
 
 #include <stdlib.h>
@@ -72,31 +79,12 @@ static void set_timer(hs_tasks *t, task *k, int64_t before, int64_t after)
 		hs_tasks__arm_at(t, k, after);
 }
 
-int hs_tasks__apply(hs_tasks *t, task *k, const hs_task_input *in, const hs_task_beat *beat,
-		    hs_task_decision *dout, hs_error *err)
+/* Memory follows the store (or, on the asynchronous heartbeat path, the
+ * queued write). Strings are best effort on OOM: the store has them and a
+ * restart reloads them. */
+static void apply_memory(hs_tasks *t, task *k, const hs_task_input *in, const hs_task_beat *beat,
+			 const hs_task_decision *d, const char *details)
 {
-	hs_task_decision local, *d = dout ? dout : &local;
-	int rc = HS_OK;
-	hs_task_decide(k->id, &k->m, in, d);
-	if (d->rc != HS_OK)
-		return hs_error_set(err, d->rc, "%s", d->msg);
-	if (!d->touched)
-		return HS_OK; /* a pure reply (RESUME, WAIT, CANCEL) or a stale job */
-	const char *details = k->details;
-	if (d->progress && beat != NULL && beat->details != NULL && beat->details[0] != '\0')
-		details = beat->details;
-	if (d->beat_only) {
-		rc = hs_store_task_heartbeat(t->store, k->id, d->next.current_step,
-					     d->next.total_steps, beat->cpu_usage,
-					     beat->memory_usage_mb, beat->disk_usage_mb, details,
-					     in->now_ms, err);
-	} else if (d->write_row) {
-		rc = persist_row(t, k, in, beat, d, err);
-	}
-	if (rc != HS_OK)
-		return rc;
-	/* Memory follows the store. Strings are best effort on OOM: the
-	 * store has them and a restart reloads them. */
 	int64_t before = k->m.deadline_ms;
 	k->m = d->next;
 	k->epoch++;
@@ -122,9 +110,57 @@ int hs_tasks__apply(hs_tasks *t, task *k, const hs_task_input *in, const hs_task
 		k->attempt_due = false;
 	if (d->enqueue)
 		hs_tasks__enqueue(t, k);
+	if (d->event != 0)
+		hs_tasks__metrics_event(t, d->event);
 	if (d->event != 0 && d->event != HS_TEV_RECOVERED && d->event != HS_TEV_REGISTERED)
 		hs_log(HS_LOG_INFO, "tasks", "task event", HS_LS("task_id", k->id),
 		       HS_LS("state", hs_task_state_name(k->m.state)), HS_LI("event", d->event),
 		       HS_LI("generation", k->m.gen), HS_LS("message", d->ev_msg));
+}
+
+static const char *beat_details(const task *k, const hs_task_beat *beat, const hs_task_decision *d)
+{
+	if (d->progress && beat != NULL && beat->details != NULL && beat->details[0] != '\0')
+		return beat->details;
+	return k->details;
+}
+
+int hs_tasks__apply(hs_tasks *t, task *k, const hs_task_input *in, const hs_task_beat *beat,
+		    hs_task_decision *dout, hs_error *err)
+{
+	hs_task_decision local, *d = dout ? dout : &local;
+	int rc = HS_OK;
+	hs_task_decide(k->id, &k->m, in, d);
+	if (d->rc != HS_OK)
+		return hs_error_set(err, d->rc, "%s", d->msg);
+	if (!d->touched)
+		return HS_OK; /* a pure reply (RESUME, WAIT, CANCEL) or a stale job */
+	const char *details = beat_details(k, beat, d);
+	if (d->beat_only) {
+		rc = hs_store_task_heartbeat(t->store, k->id, d->next.current_step,
+					     d->next.total_steps, beat->cpu_usage,
+					     beat->memory_usage_mb, beat->disk_usage_mb, details,
+					     in->now_ms, err);
+	} else if (d->write_row) {
+		rc = persist_row(t, k, in, beat, d, err);
+	}
+	if (rc != HS_OK)
+		return rc;
+	apply_memory(t, k, in, beat, d, details);
+	return HS_OK;
+}
+
+int hs_tasks__apply_beat_async(hs_tasks *t, task *k, const hs_task_input *in,
+			       const hs_task_beat *beat, const hs_task_decision *d,
+			       hs_store_beat_done_fn done, void *arg, hs_error *err)
+{
+	const char *details = beat_details(k, beat, d);
+	int rc = hs_store_task_heartbeat_async(t->store, k->id, d->next.current_step,
+					       d->next.total_steps, beat->cpu_usage,
+					       beat->memory_usage_mb, beat->disk_usage_mb, details,
+					       in->now_ms, done, arg, err);
+	if (rc != HS_OK)
+		return rc;
+	apply_memory(t, k, in, beat, d, details);
 	return HS_OK;
 }

@@ -372,6 +372,15 @@ int hs_tasks_watch(hs_tasks *t, const hs_principal *caller, const char *task_id,
 		free(w);
 		return hs_error_set(err, HS_LIMIT, "too many watchers (limit %zu)", t->max_watchers);
 	}
+	size_t mine = 0;
+	for (hs_task_watch *o = t->watchers; !caller->is_admin && o != NULL; o = o->next)
+		mine += strcmp(o->owner, w->owner) == 0;
+	if (!caller->is_admin && mine >= t->max_watchers_per_user) {
+		pthread_mutex_unlock(&t->ev_mu);
+		free(w);
+		return hs_error_set(err, HS_LIMIT, "too many watchers for this user (limit %zu)",
+				    t->max_watchers_per_user);
+	}
 	w->next = t->watchers;
 	t->watchers = w;
 	t->n_watchers++;

@@ -12,11 +12,19 @@
 #include <time.h>
 
 #include "log.h"
+#include "trace.h"
+
+/* A queued event and the request it came from (its x-request-id and
+ * traceparent go out with it). */
+typedef struct item {
+	char *body;
+	hs_trace_ctx trace;
+} item;
 
 struct hs_webhook {
 	char *url;
 	size_t cap, head, len;
-	char **q;
+	item *q;
 	unsigned attempts;
 	int64_t backoff_ms, timeout_ms;
 	pthread_mutex_t mu;
@@ -41,7 +49,19 @@ static int post_once(hs_webhook *w, const char *body, char *why, size_t why_len)
 		return HS_INTERNAL;
 	}
 	char ebuf[CURL_ERROR_SIZE] = "";
-	struct curl_slist *hdr = curl_slist_append(NULL, "Content-Type: application/json");
+	struct curl_slist *hdr = curl_slist_append(NULL, "Content-Type: application/json"), *n;
+	const hs_trace_ctx *tc = hs_trace_current(); /* the posting call's (run) */
+	char line[32 + HS_REQUEST_ID_MAX + HS_TRACEPARENT_LEN];
+	if (hdr != NULL && tc->request_id[0] != '\0') {
+		snprintf(line, sizeof(line), "X-Request-Id: %s", tc->request_id);
+		if ((n = curl_slist_append(hdr, line)) != NULL)
+			hdr = n;
+	}
+	if (hdr != NULL && tc->traceparent[0] != '\0') {
+		snprintf(line, sizeof(line), "traceparent: %s", tc->traceparent);
+		if ((n = curl_slist_append(hdr, line)) != NULL)
+			hdr = n;
+	}
 	curl_easy_setopt(c, CURLOPT_URL, w->url);
 	curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
 	curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdr);
@@ -84,7 +104,8 @@ static void *run(void *arg)
 			pthread_cond_wait(&w->cv, &w->mu);
 		if (w->stop)
 			break;
-		char *body = w->q[w->head];
+		char *body = w->q[w->head].body;
+		hs_trace_restore(&w->q[w->head].trace);
 		w->head = (w->head + 1) % w->cap;
 		w->len--;
 		int64_t delay = w->backoff_ms;
@@ -107,6 +128,7 @@ static void *run(void *arg)
 			w->failed++;
 			hs_log(HS_LOG_WARN, "health", "webhook delivery failed", HS_LS("error", why));
 		}
+		hs_trace_end();
 		free(body);
 	}
 	pthread_mutex_unlock(&w->mu);
@@ -164,7 +186,7 @@ void hs_webhook_free(hs_webhook *w)
 	pthread_mutex_unlock(&w->mu);
 	pthread_join(w->thr, NULL);
 	for (size_t i = 0; i < w->len; i++)
-		free(w->q[(w->head + i) % w->cap]);
+		free(w->q[(w->head + i) % w->cap].body);
 	pthread_cond_destroy(&w->cv);
 	pthread_mutex_destroy(&w->mu);
 	free(w->q);
@@ -180,7 +202,9 @@ int hs_webhook_post(hs_webhook *w, char *body)
 		w->dropped++;
 		rc = HS_LIMIT;
 	} else {
-		w->q[(w->head + w->len) % w->cap] = body;
+		item *it = &w->q[(w->head + w->len) % w->cap];
+		it->body = body;
+		it->trace = *hs_trace_current();
 		w->len++;
 		body = NULL;
 		pthread_cond_signal(&w->cv);

@@ -25,7 +25,9 @@ int hs_webhook_new(hs_webhook **out, const hs_webhook_config *cfg, hs_error *err
 /* Stops the thread (an in-flight request finishes or times out; queued
  * bodies are dropped). NULL is a no-op. */
 void hs_webhook_free(hs_webhook *w);
-/* Takes ownership of body (malloc'd JSON). HS_LIMIT when full (dropped). */
+/* Takes ownership of body (malloc'd JSON). HS_LIMIT when full (dropped).
+ * The calling thread's request id and traceparent (common/trace.h) are
+ * sent with it as X-Request-Id and traceparent headers. */
 int hs_webhook_post(hs_webhook *w, char *body);
 void hs_webhook_stats(hs_webhook *w, uint64_t *sent, uint64_t *dropped, uint64_t *failed);
 

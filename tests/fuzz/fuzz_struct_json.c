@@ -1,5 +1,5 @@
-/* libFuzzer target: google.protobuf.Struct <-> JSON for external_state
- * (server/checkpoint/struct_json.c). First byte even: the rest is JSON text
+/* libFuzzer target: google.protobuf.Struct <-> JSON text for external_state
+ * (clients/pbjson.c, hs_pbjson_struct_*: the adapters' one Struct codec). First byte even: the rest is JSON text
  * -> Struct -> JSON -> Struct -> JSON (the two JSON texts must agree). Odd: the
  * rest is a Struct on the wire (decoded as harnessd does) -> JSON. */
 #include <stdint.h>
@@ -7,12 +7,14 @@
 #include <string.h>
 
 #include "decode.h"
-#include "struct_json.h"
+#include "pbjson.h"
 
 /* The adapter allocates from the call arena; so do we. */
-static void *arena_alloc(size_t size, void *payload)
+static void *arena_alloc(void *payload, size_t size) { return hs_arena_alloc(payload, size); }
+static void arena_free(void *payload, void *p)
 {
-	return hs_arena_alloc(payload, size);
+	(void)payload;
+	(void)p;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -23,15 +25,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	hs_arena a, b;
 	hs_arena_init(&a, block_a, sizeof(block_a));
 	hs_arena_init(&b, block_b, sizeof(block_b));
+	ProtobufCAllocator aa = { arena_alloc, arena_free, &a }, ab = { arena_alloc, arena_free, &b };
 	if (data[0] & 1) {
 		ProtobufCMessage *m = NULL;
 		if (hs_rpc__decode(&google__protobuf__struct__descriptor, data + 1, size - 1, true,
 				   HS_RPC_DEPTH_DEFAULT, hs_rpc__decode_budget(size, 64u << 20), &a, &m,
 				   NULL) == HS_OK) {
 			char *json = NULL;
-			if (hs_struct_to_json((const Google__Protobuf__Struct *)m, &json, NULL) == HS_OK) {
+			if (hs_pbjson_struct_to_text((const Google__Protobuf__Struct *)m, &json, NULL) == HS_OK) {
 				Google__Protobuf__Struct *s = NULL;
-				if (hs_struct_from_json(json, arena_alloc, &b, &s, NULL) != HS_OK)
+				if (hs_pbjson_struct_from_text(json, &ab, &s, NULL) != HS_OK)
 					abort(); /* our own JSON must convert back */
 				free(json);
 			}
@@ -43,14 +46,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		memcpy(text, data + 1, size - 1);
 		text[size - 1] = '\0';
 		Google__Protobuf__Struct *s = NULL;
-		if (hs_struct_from_json(text, arena_alloc, &a, &s, NULL) == HS_OK) {
+		if (hs_pbjson_struct_from_text(text, &aa, &s, NULL) == HS_OK) {
 			char *json = NULL;
-			if (hs_struct_to_json(s, &json, NULL) == HS_OK) {
+			if (hs_pbjson_struct_to_text(s, &json, NULL) == HS_OK) {
 				Google__Protobuf__Struct *s2 = NULL;
-				if (hs_struct_from_json(json, arena_alloc, &b, &s2, NULL) != HS_OK)
+				if (hs_pbjson_struct_from_text(json, &ab, &s2, NULL) != HS_OK)
 					abort();
 				char *json2 = NULL;
-				if (hs_struct_to_json(s2, &json2, NULL) != HS_OK || strcmp(json, json2) != 0)
+				if (hs_pbjson_struct_to_text(s2, &json2, NULL) != HS_OK || strcmp(json, json2) != 0)
 					abort(); /* JSON -> Struct -> JSON is stable after one trip */
 				free(json2);
 				free(json);

@@ -11,6 +11,7 @@ Env: HS_SOURCE_DIR (default: the repository), HS_BUILD_DIR (default:
 <repo>/build), HELM (use this helm binary instead).
 """
 
+import json
 import os
 import re
 import shutil
@@ -146,7 +147,8 @@ class LintTest(HelmTestCase):
     def test_lint_strict_with_each_values_file(self):
         for f in ("values-upstream.yaml", "values-firecracker.yaml",
                   "values-firecracker-caps.yaml", "values-local-secrets.yaml",
-                  "values-tls-certmanager.yaml", "values-tls-secret.yaml", "values-postgres.yaml"):
+                  "values-tls-certmanager.yaml", "values-tls-secret.yaml",
+                  "values-monitoring.yaml", "values-postgres.yaml"):
             with self.subTest(values=f):
                 run_helm("lint", "--strict", "@CHART@", "-f", values_file(f))
 
@@ -168,7 +170,7 @@ class RenderTest(HelmTestCase):
     def test_default_kinds(self):
         m = render()
         self.assertEqual(m.kinds(), {
-            "Deployment": 1, "Service": 1, "ConfigMap": 2,
+            "Deployment": 1, "Service": 2, "ConfigMap": 2,
             "PersistentVolumeClaim": 1, "ServiceAccount": 1})
 
     def test_default_deployment(self):
@@ -239,7 +241,7 @@ class RenderTest(HelmTestCase):
         for files, grpc_port, http_port in (((), 50051, 8080), (("values-upstream.yaml",), 9090, 80)):
             with self.subTest(values=files):
                 m = render(*files)
-                svc = m.one("Service")
+                svc = m.one("Service", FULLNAME)
                 ports = {p["name"]: p for p in svc["spec"]["ports"]}
                 self.assertEqual(ports["grpc"]["appProtocol"], "grpc")
                 self.assertEqual(ports["grpc"]["port"], grpc_port)
@@ -248,7 +250,9 @@ class RenderTest(HelmTestCase):
                 self.assertEqual(ports["http"]["port"], http_port)
                 self.assertEqual(ports["http"]["targetPort"], "http")
                 named = {p["name"] for c in m.pod()["containers"] for p in c["ports"]}
-                self.assertEqual(named, {"grpc", "http"})
+                self.assertEqual(named, {"grpc", "http", "metrics", "gw-metrics"})
+                # the scrape ports are never on the main (maybe public) Service
+                self.assertEqual(set(ports), {"grpc", "http"})
                 sel = svc["spec"]["selector"]
                 labels = m.one("Deployment")["spec"]["template"]["metadata"]["labels"]
                 self.assertTrue(all(labels.get(k) == v for k, v in sel.items()))
@@ -258,7 +262,8 @@ class RenderTest(HelmTestCase):
                                    ((), ("shutdownGraceSeconds=60",), 60)):
             with self.subTest(grace=grace):
                 m = render(*files, sets=sets)
-                self.assertEqual(m.pod()["terminationGracePeriodSeconds"], grace + 5)
+                # the preStop pause (5 s by default) comes first
+                self.assertEqual(m.pod()["terminationGracePeriodSeconds"], grace + 5 + 5)
                 self.assertEqual(m.config()["HARNESS_SHUTDOWN_GRACE_MS"], str(grace * 1000))
 
     def test_default_security_context(self):
@@ -327,7 +332,7 @@ class RenderTest(HelmTestCase):
     def test_upstream_ingress_tls_networkpolicy_pdb(self):
         m = render("values-upstream.yaml")
         self.assertEqual(m.kinds(), {
-            "Deployment": 1, "Service": 1, "ConfigMap": 2, "PersistentVolumeClaim": 1,
+            "Deployment": 1, "Service": 2, "ConfigMap": 2, "PersistentVolumeClaim": 1,
             "ServiceAccount": 1, "Ingress": 1, "PodDisruptionBudget": 1, "NetworkPolicy": 1})
         cfg = m.config()
         self.assertEqual(cfg["HARNESS_AUTH_BACKEND"], "upstream")
@@ -351,7 +356,9 @@ class RenderTest(HelmTestCase):
         np = m.one("NetworkPolicy")["spec"]
         self.assertEqual(np["policyTypes"], ["Ingress", "Egress"])
         in_ports = {r["ports"][0]["port"]: r for r in np["ingress"]}
-        self.assertEqual(set(in_ports), {"grpc", "http"})
+        self.assertEqual(set(in_ports), {"grpc", "http", "metrics"})
+        self.assertEqual([p["port"] for p in in_ports["metrics"]["ports"]], ["metrics", "gw-metrics"])
+        self.assertNotIn("from", in_ports["metrics"])  # metricsFrom [] = any
         self.assertEqual(in_ports["http"]["from"][0]["namespaceSelector"]["matchLabels"],
                          {"kubernetes.io/metadata.name": "ingress-nginx"})
         self.assertIn("podSelector", in_ports["grpc"]["from"][0])
@@ -450,7 +457,7 @@ class RenderTest(HelmTestCase):
     def test_gateway_disabled(self):
         m = render(sets=("gateway.enabled=false", "ingress.enabled=true"))
         self.assertEqual([c["name"] for c in m.pod()["containers"]], ["harnessd"])
-        self.assertEqual([p["name"] for p in m.one("Service")["spec"]["ports"]], ["grpc"])
+        self.assertEqual([p["name"] for p in m.one("Service", FULLNAME)["spec"]["ports"]], ["grpc"])
         self.assertNotIn("Ingress", m.kinds())
 
     def test_public_key_mount(self):
@@ -492,10 +499,10 @@ class RenderTest(HelmTestCase):
         names = [e["name"] for e in hd["env"]]
         self.assertLess(names.index("POD_IP"), names.index("HARNESS_HEALTH_LISTEN"))
         ports = {p["name"]: p["containerPort"] for p in hd["ports"]}
-        self.assertEqual(ports, {"grpc": 50051, "health": 9443})
+        self.assertEqual(ports, {"grpc": 50051, "health": 9443, "metrics": 9090})
         for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
             self.assertEqual(hd[probe]["grpc"]["port"], 9443, probe)
-        svc_ports = {p["name"] for p in m.one("Service")["spec"]["ports"]}
+        svc_ports = {p["name"] for p in m.one("Service", FULLNAME)["spec"]["ports"]}
         self.assertNotIn("health", svc_ports)
         # the gateway dials harnessd over TLS, checking the Service's name
         gw = m.container("harness-gateway")
@@ -539,6 +546,122 @@ class RenderTest(HelmTestCase):
         self.assertNotIn("Certificate", m.kinds())
         self.assertNotIn("--grpc-tls-ca", m.container("harness-gateway")["args"])
         self.assertNotIn("tls", {v["name"] for v in m.pod()["volumes"]})
+
+    # --- observability (issue 17) ---------------------------------------
+
+    def test_probes_are_separate_questions(self):
+        m = render()
+        hd = m.container("harnessd")
+        self.assertEqual(hd["livenessProbe"]["grpc"]["service"], "liveness")
+        self.assertEqual(hd["startupProbe"]["grpc"]["service"], "liveness")
+        self.assertEqual(hd["readinessProbe"]["grpc"]["service"], "")
+        gw = m.container("harness-gateway")
+        self.assertEqual(gw["livenessProbe"]["httpGet"], {"path": "/livez", "port": "http"})
+        self.assertEqual(gw["readinessProbe"]["httpGet"], {"path": "/readyz", "port": "http"})
+        for c in (hd, gw):
+            self.assertEqual(c["lifecycle"]["preStop"]["exec"]["command"], ["sleep", "5"])
+        m = render(sets=("preStopSleepSeconds=0",))
+        self.assertNotIn("lifecycle", m.container("harnessd"))
+        self.assertNotIn("lifecycle", m.container("harness-gateway"))
+        self.assertEqual(m.pod()["terminationGracePeriodSeconds"], 30)
+
+    def test_metrics_ports_and_listeners(self):
+        m = render()
+        self.assertEqual(m.config()["HARNESS_METRICS_LISTEN"], "0.0.0.0:9090")
+        self.assertEqual(m.config(FULLNAME + "-gateway")["HARNESS_GATEWAY_METRICS_LISTEN"],
+                         "0.0.0.0:9091")
+        ports = {p["name"]: p["containerPort"] for c in m.pod()["containers"] for p in c["ports"]}
+        self.assertEqual((ports["metrics"], ports["gw-metrics"]), (9090, 9091))
+        svc = m.one("Service", FULLNAME + "-metrics")
+        self.assertEqual(svc["spec"]["type"], "ClusterIP")
+        self.assertEqual(svc["metadata"]["labels"]["app.kubernetes.io/component"], "metrics")
+        self.assertEqual({p["name"]: p["targetPort"] for p in svc["spec"]["ports"]},
+                         {"metrics": "metrics", "gw-metrics": "gw-metrics"})
+        for kind in ("ServiceMonitor", "PrometheusRule"):
+            self.assertNotIn(kind, m.kinds())
+        self.assertEqual(m.kinds()["ConfigMap"], 2)  # no dashboard unless asked
+
+    def test_monitoring_objects_render(self):
+        m = render(sets=("metrics.serviceMonitor.enabled=true", "metrics.prometheusRule.enabled=true",
+                         "metrics.dashboard.enabled=true", "metrics.serviceMonitor.labels.release=kps"))
+        sm = m.one("ServiceMonitor")
+        self.assertEqual(sm["apiVersion"], "monitoring.coreos.com/v1")
+        self.assertEqual(sm["metadata"]["labels"]["release"], "kps")
+        svc = m.one("Service", FULLNAME + "-metrics")
+        sel = sm["spec"]["selector"]["matchLabels"]
+        self.assertTrue(all(svc["metadata"]["labels"].get(k) == v for k, v in sel.items()))
+        # the main Service is not selected (it has no scrape port)
+        main = m.one("Service", FULLNAME)["metadata"]["labels"]
+        self.assertFalse(all(main.get(k) == v for k, v in sel.items()))
+        self.assertEqual([(e["port"], e["path"]) for e in sm["spec"]["endpoints"]],
+                         [("metrics", "/metrics"), ("gw-metrics", "/metrics")])
+        self.assertEqual(sm["spec"]["namespaceSelector"]["matchNames"], ["harness"])
+        rule = m.one("PrometheusRule")
+        alerts = [r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]]
+        self.assertEqual(alerts, ["HarnessRecoveriesFailing", "HarnessHeartbeatLagHigh",
+                                  "HarnessStoreUnwritable", "HarnessWorkspaceUnwritable",
+                                  "HarnessNotReady", "HarnessRPCErrorRatioHigh"])
+        dash = m.one("ConfigMap", FULLNAME + "-dashboard")
+        self.assertEqual(dash["metadata"]["labels"]["grafana_dashboard"], "1")
+        board = json.loads(dash["data"]["harness.json"])
+        exprs = [t["expr"] for p in board["panels"] for t in p.get("targets", [])]
+        self.assertGreaterEqual(len(exprs), 20)
+        used = set(re.findall(r"\b((?:grpc_server|harness|process)_[a-z_]+)", " ".join(exprs)))
+        # every harness_* name the dashboard uses is one harnessd or the gateway exports
+        exported = {
+            "harness_tasks", "harness_heartbeat_lag_seconds_bucket", "harness_recoveries_total",
+            "harness_recoveries_started_total", "harness_task_timeouts_total",
+            "harness_webhook_deliveries_total", "harness_checkpoint_create_duration_seconds_bucket",
+            "harness_checkpoint_restore_duration_seconds_bucket",
+            "harness_checkpoint_files_changed_sum", "harness_checkpoint_files_changed_count",
+            "harness_checkpoint_errors_total", "harness_sandboxes", "harness_ready_check",
+            "harness_ready", "harness_gateway_requests_total",
+            "harness_gateway_request_duration_seconds_bucket",
+            "harness_gateway_upstream_errors_total", "harness_gateway_open_connections",
+            "harness_gateway_requests_in_flight"}
+        self.assertEqual({u for u in used if u.startswith("harness_")}, exported)
+        for name in ("grpc_server_handled_total", "grpc_server_handling_seconds_bucket"):
+            self.assertIn(name, used)
+
+    def test_monitoring_values_file(self):
+        m = render("values-monitoring.yaml")
+        self.assertEqual(m.config()["HARNESS_METRICS_LISTEN"], "0.0.0.0:9100")
+        self.assertEqual(m.config(FULLNAME + "-gateway")["HARNESS_GATEWAY_METRICS_LISTEN"],
+                         "0.0.0.0:9101")
+        self.assertEqual(m.pod()["terminationGracePeriodSeconds"], 25 + 10 + 5)
+        self.assertEqual(m.container("harnessd")["lifecycle"]["preStop"]["exec"]["command"],
+                         ["sleep", "10"])
+        sm = m.one("ServiceMonitor")["spec"]["endpoints"]
+        self.assertEqual([(e["interval"], e["scrapeTimeout"]) for e in sm], [("15s", "5s")] * 2)
+        rules = {r["alert"]: r for g in m.one("PrometheusRule")["spec"]["groups"] for r in g["rules"]}
+        self.assertTrue(rules["HarnessHeartbeatLagHigh"]["expr"].endswith("> 2.5"))
+        self.assertTrue(rules["HarnessRPCErrorRatioHigh"]["expr"].strip().endswith("> 0.1"))
+        self.assertEqual(m.one("PrometheusRule")["metadata"]["labels"]["release"],
+                         "kube-prometheus-stack")
+        np = m.one("NetworkPolicy")["spec"]
+        metrics = [r for r in np["ingress"] if r["ports"][0]["port"] == "metrics"][0]
+        self.assertEqual(metrics["from"][0]["namespaceSelector"]["matchLabels"],
+                         {"kubernetes.io/metadata.name": "monitoring"})
+
+    def test_alert_rules_pass_promtool(self):
+        promtool = shutil.which("promtool")
+        if promtool is None:
+            self.skipTest("promtool absent (Debian package prometheus; scripts/deps.sh installs it)")
+        m = render(sets=("metrics.prometheusRule.enabled=true",))
+        groups = m.one("PrometheusRule")["spec"]["groups"]
+        with tempfile.TemporaryDirectory() as tmp:
+            with open(os.path.join(tmp, "rules.yaml"), "w") as f:
+                yaml.safe_dump({"groups": groups}, f)
+            shutil.copy(os.path.join(HERE, "alerts_test.yaml"), tmp)
+            for args in (["check", "rules", "rules.yaml"], ["test", "rules", "alerts_test.yaml"]):
+                r = subprocess.run([promtool] + args, cwd=tmp, capture_output=True, text=True,
+                                   timeout=120)
+                self.assertEqual(r.returncode, 0, " ".join(args) + ":\n" + r.stdout + r.stderr)
+
+    def test_metrics_ports_must_not_clash(self):
+        r = run_helm("template", RELEASE, "@CHART@", "--set", "metrics.port=50051", check=False)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("must all differ", r.stderr)
 
     def test_notes_render(self):
         """NOTES.txt is not rendered by `helm template`: render it through a copy of the chart."""

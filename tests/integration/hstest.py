@@ -194,6 +194,7 @@ class Process:
         # Every harnessd a test starts scrapes on a free port, never the
         # default 9090 (tests run in parallel).
         full_env.setdefault("HARNESS_METRICS_LISTEN", "127.0.0.1:0")
+        full_env.setdefault("HARNESS_GATEWAY_METRICS_LISTEN", "127.0.0.1:0")
         if env:
             full_env.update(env)
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,

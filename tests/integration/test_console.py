@@ -51,15 +51,17 @@ class Agent:
         self._t.start()
 
     def _run(self):
-        step = 0
+        step, gen = 0, 0
         while not self._stop:
             if self.beating:
                 step += 1
                 try:
-                    r = self.health.Heartbeat(task_id=self.task_id, current_step=step)
+                    r = self.health.Heartbeat(task_id=self.task_id, current_step=step,
+                                              recovery_generation=gen)
                     if r.instruction == H.INSTRUCTION_RESUME_FROM_CHECKPOINT:
+                        # fenced resume: acknowledge the generation on the next beat
                         self.resumed.append(r.checkpoint_id)
-                        step = r.resume_step
+                        step, gen = r.resume_step, r.recovery_generation
                 except Exception:
                     pass
             time.sleep(self.interval)
@@ -117,8 +119,16 @@ class ConsoleTest(unittest.TestCase):
             raise AssertionError("%s: %r is %r" % (what, css, self.text(css)))
 
     def click(self, css):
+        # A live table re-renders rows as events arrive: find and click again
+        # when the element found went stale in between.
+        def clicked(d):
+            try:
+                d.find_element(By.CSS_SELECTOR, css).click()
+                return True
+            except StaleElementReferenceException:
+                return False
         self.wait.until(lambda d: d.find_element(By.CSS_SELECTOR, css).is_displayed())
-        self.d.find_element(By.CSS_SELECTOR, css).click()
+        self.wait.until(clicked)
 
     def confirm(self):
         self.wait.until(lambda d: d.find_element(By.ID, "confirm").get_attribute("open") is not None)

@@ -301,7 +301,7 @@ class LifecycleTest(unittest.TestCase):
 
 class CommandLineTest(unittest.TestCase):
     def run_hd(self, *args, env=None):
-        e = dict(os.environ)
+        e = dict(os.environ, HARNESS_METRICS_LISTEN="127.0.0.1:0")  # never the shared :9090
         e.update(env or {})
         return subprocess.run([hstest.HARNESSD] + list(args), capture_output=True, text=True,
                               env=e, timeout=30 * hstest.SLOW)
@@ -357,7 +357,9 @@ class CommandLineTest(unittest.TestCase):
             self.assertEqual(hd.stop(), 0)
             # env beats the file: warn hides the info "serving" line
             p = subprocess.Popen([hstest.HARNESSD, "--config", cfg, "--listen", "127.0.0.1:0",
-                                  "--data-dir", d], env=dict(os.environ, HARNESS_LOG_LEVEL="warn"),
+                                  "--data-dir", d],
+                                 env=dict(os.environ, HARNESS_LOG_LEVEL="warn",
+                                          HARNESS_METRICS_LISTEN="127.0.0.1:0"),
                                  stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
             time.sleep(1.0 * hstest.SLOW)
             p.send_signal(signal.SIGTERM)

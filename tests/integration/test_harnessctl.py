@@ -147,7 +147,7 @@ class HelpAndUsageTest(CtlTestCase):
             ["checkpoint", "create", "t1", "--external-state", "{not json"],
             ["task", "register", "t1", "--json", "[1,2]"],
             ["task", "register", "t1", "--labels", "novalue"],
-            ["-o", "yaml", "whoami"],
+            ["-o", "xml", "whoami"],
             ["--timeout", "soon", "whoami"],
             ["--nope", "whoami"],
             ["demo", "--bogus"],

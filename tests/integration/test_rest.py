@@ -8,6 +8,7 @@ Server-Sent Events: reconnecting with Last-Event-ID neither loses nor
 repeats an event; streams are bounded per client and in total."""
 import base64
 import json
+import re
 import os
 import signal
 import time
@@ -400,7 +401,7 @@ class RestTest(unittest.TestCase):
         self.assertEqual(r.header("x-request-id"), "req-abc.123")
         for bad in ("bad id", "x" * 65):
             r = a.request("GET", "/v1/tasks/csrf-2", headers={"X-Request-Id": bad})
-            self.assertRegex(r.header("x-request-id"), r"^[0-9a-f]{16}$")
+            self.assertRegex(r.header("x-request-id"), r"^[0-9a-f]{32}$")
         self.assertEqual(r.header("cache-control"), "no-store")
         # the seed's routes keep the seed's shape
         r = a.request("GET", "/api/v1/nothing")
@@ -428,6 +429,56 @@ class RestTest(unittest.TestCase):
         if len(COVERED) < len(ops) - 3:
             self.skipTest("run with the whole module")
         self.assertEqual(ops - COVERED, set())
+
+
+    def test_answers_keep_the_connection_as_http_says(self):
+        """The head and body go out in one write (gateway/server.c); the
+        connection is kept or closed as HTTP/1.0 and 1.1 say, and a HEAD
+        answer carries the length but no body."""
+        import socket
+
+        def exchange(request, n_requests=1):
+            s = socket.create_connection(("127.0.0.1", self.gw.port), timeout=10)
+            try:
+                s.sendall(request * n_requests)
+                data = b""
+                while True:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        return data, True  # the gateway closed
+                    data += chunk
+                    if data.count(b"HTTP/1.1 ") >= n_requests and data.endswith(b"}"):
+                        try:
+                            s.settimeout(0.5)
+                            more = s.recv(65536)
+                            if not more:
+                                return data, True
+                            data += more
+                        except socket.timeout:
+                            return data, False
+            finally:
+                s.close()
+        # HTTP/1.1, two pipelined requests on one connection: both answered, kept open
+        data, closed = exchange(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n", 2)
+        self.assertEqual(data.count(b"HTTP/1.1 200"), 2, data)
+        self.assertIn(b"Connection: keep-alive", data)
+        self.assertFalse(closed)
+        # HTTP/1.1 with Connection: close, and HTTP/1.0 without keep-alive: closed
+        for req in (b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                    b"GET /health HTTP/1.0\r\n\r\n"):
+            data, closed = exchange(req)
+            self.assertIn(b"Connection: close", data)
+            self.assertTrue(closed, req)
+        # HTTP/1.0 asking for keep-alive: kept
+        data, closed = exchange(b"GET /health HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        self.assertIn(b"Connection: keep-alive", data)
+        self.assertFalse(closed)
+        # every header line well formed, one blank line, the body's length exact
+        head, _, body = data.partition(b"\r\n\r\n")
+        for line in head.split(b"\r\n")[1:]:
+            self.assertRegex(line, rb"^[A-Za-z0-9-]+: [^\r\n]*$")
+        length = int(re.search(rb"Content-Length: (\d+)", head).group(1))
+        self.assertEqual(len(body), length)
 
 
 class StreamTest(unittest.TestCase):

@@ -291,6 +291,53 @@ class TasksTest(hstest.HarnessTestCase):
         self.assertEqual(kinds, {H.TASK_EVENT_TYPE_REGISTERED})
         self.admin.CompleteTask(task_id=tid, success=True)
 
+    def test_concurrent_heartbeats_answered_after_commit_and_counted(self):
+        """Heartbeats answered from the group commit's callback: many at once
+        on a few tasks all succeed, the last acknowledged step is what the
+        task shows, and the RPC core and the store count them
+        (grpc_server_* as go-grpc-prometheus, heartbeats per commit)."""
+        import concurrent.futures
+        import re
+        import urllib.request
+        ids = ["hot-%d" % i for i in range(4)]
+        for tid in ids:
+            self.register(tid, interval=1000, timeout=int(60000 * S))
+        fn = hstest.stub(self.channel, SVC + "Heartbeat", H.HeartbeatRequest, H.HeartbeatResponse)
+        futs = [fn.future(H.HeartbeatRequest(task_id=ids[i % 4], current_step=i // 4, details="d%d" % i),
+                          metadata=self.admin.md, timeout=30 * S) for i in range(400)]
+        for f in futs:
+            self.assertEqual(f.result().instruction, H.INSTRUCTION_CONTINUE)
+        for tid in ids:
+            t = self.admin.GetTask(task_id=tid)
+            self.assertEqual(t.state, H.TASK_STATE_RUNNING)
+        # sequential beats: each acknowledged step is visible at once
+        for step in (500, 501):
+            self.admin.Heartbeat(task_id=ids[0], current_step=step)
+            self.assertEqual(self.admin.GetTask(task_id=ids[0]).current_step, step)
+        self.assertEqual(self.code_of(self.admin.GetTask, task_id="no-such-task").code(),
+                         grpc.StatusCode.NOT_FOUND)
+        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % self.hd.metrics_port,
+                                    timeout=5) as r:
+            body = r.read().decode()
+
+        def val(pattern):
+            m = re.search(r"^" + pattern + r" ([0-9.e+]+)$", body, re.M)
+            self.assertIsNotNone(m, pattern)
+            return float(m.group(1))
+        lbl = r'\{grpc_type="unary",grpc_service="harness\.v1\.HealthService",grpc_method="%s"%s\}'
+        self.assertGreaterEqual(val("grpc_server_started_total" + lbl % ("Heartbeat", "")), 402)
+        self.assertGreaterEqual(val("grpc_server_msg_received_total" + lbl % ("Heartbeat", "")), 402)
+        self.assertGreaterEqual(val("grpc_server_msg_sent_total" + lbl % ("Heartbeat", "")), 402)
+        self.assertGreaterEqual(val("grpc_server_handled_total" + lbl % ("Heartbeat", ',grpc_code="OK"')), 402)
+        self.assertGreaterEqual(val("grpc_server_handled_total" + lbl % ("GetTask", ',grpc_code="NotFound"')), 1)
+        self.assertGreaterEqual(val("grpc_server_handling_seconds_count" + lbl % ("Heartbeat", "")), 402)
+        self.assertGreaterEqual(val(r'harness_rpc_queue_depth\{lane="liveness"\}'), 0)
+        self.assertGreaterEqual(val(r'harness_rpc_rejected_total\{lane="main"\}'), 0)
+        self.assertGreaterEqual(val("harness_store_heartbeats_per_commit_count"), 1)
+        self.assertGreaterEqual(val("harness_store_commit_seconds_count"), 1)
+        for tid in ids:
+            self.admin.CompleteTask(task_id=tid, success=True)
+
     def test_recovery_without_checkpoint_fails_cleanly(self):
         tid = "no-ckpt"
         self.register(tid, timeout=300, backoff=50)

@@ -120,6 +120,11 @@ for http.
 {{- if and (not .Values.sandbox.allowSameUid) (eq (int .Values.sandbox.uid) (int .Values.securityContext.runAsUser)) }}
 {{- fail "sandbox.uid must differ from harnessd's uid (securityContext.runAsUser): a sandbox would own harnessd's files (sandbox.allowSameUid=true for development)" }}
 {{- end }}
+{{- $ports := list (int .Values.server.port) (int .Values.metrics.port) (int .Values.metrics.gatewayPort) (int .Values.gateway.port) }}
+{{- if $t.enabled }}{{- $ports = append $ports (int $t.healthPort) }}{{- end }}
+{{- if ne (len $ports) (len (uniq $ports)) }}
+{{- fail "server.port, gateway.port, metrics.port, metrics.gatewayPort (and tls.healthPort) must all differ" }}
+{{- end }}
 {{- if and (eq .Values.sandbox.driver "firecracker") (not .Values.sandbox.firecracker.enabled) }}
 {{- fail "sandbox.driver=firecracker needs sandbox.firecracker.enabled=true (it mounts /dev/kvm and grants the jailer its privileges)" }}
 {{- end }}

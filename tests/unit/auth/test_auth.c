@@ -260,6 +260,63 @@ static void test_auth__user_management(void **s)
 	rm_rf(dir);
 }
 
+/* A verified token is cached; the revocation set is still consulted on
+ * every call: a disabled user and a logged-out session are refused at once,
+ * and a tampered copy of a cached token is verified (and refused) afresh. */
+static void test_auth__token_cache_honours_revocation(void **s)
+{
+	char dir[] = "/tmp/hs-auth-cache-XXXXXX";
+	hs_store *st = NULL;
+	hs_auth_config c = HS_AUTH_CONFIG_INIT;
+	hs_auth_result admin = { 0 }, bob = { 0 }, bob2 = { 0 };
+	hs_auth_identity id;
+	hs_error err = { 0 };
+	hs_auth *a = local_auth(dir, &st, &c);
+	assert_int_equal(hs_auth_login(a, "admin@example.com", "adminpass1", "1.1.1.1", -1, &admin,
+				       NULL), HS_OK);
+	assert_int_equal(hs_auth_create_user(a, "bob@example.com", "", "", "bobpass1", NULL, NULL),
+			 HS_OK);
+	assert_int_equal(hs_auth_login(a, "bob@example.com", "bobpass1", "1.1.1.2", -1, &bob, NULL),
+			 HS_OK);
+	assert_int_equal(hs_auth_login(a, "bob@example.com", "bobpass1", "1.1.1.2", -1, &bob2, NULL),
+			 HS_OK);
+	for (int i = 0; i < 3; i++) { /* first check, then hits */
+		assert_int_equal(hs_auth_authenticate(a, bob.access_token, NULL, 0, "/x.Y/Z", &id,
+						      &err), HS_OK);
+		assert_string_equal(id.id, bob.user.id);
+		assert_false(id.is_admin);
+		assert_int_equal(hs_auth_authenticate(a, bob2.access_token, NULL, 0, "/x.Y/Z", &id,
+						      &err), HS_OK);
+	}
+	/* the same token with its last signature character changed */
+	char *forged = strdup(bob.access_token);
+	size_t n = strlen(forged);
+	forged[n - 1] = forged[n - 1] == 'A' ? 'B' : 'A';
+	assert_int_equal(hs_auth_authenticate(a, forged, NULL, 0, "/x.Y/Z", &id, &err), HS_UNAUTH);
+	free(forged);
+	/* logging out one session refuses its cached access token at once */
+	assert_int_equal(hs_auth_logout(a, bob.refresh_token, NULL, -1, NULL), HS_OK);
+	memset(&err, 0, sizeof(err));
+	assert_int_equal(hs_auth_authenticate(a, bob.access_token, NULL, 0, "/x.Y/Z", &id, &err),
+			 HS_UNAUTH);
+	assert_string_equal(err.msg, "invalid access token: token revoked");
+	assert_int_equal(hs_auth_authenticate(a, bob2.access_token, NULL, 0, "/x.Y/Z", &id, &err),
+			 HS_OK);
+	/* disabling the user refuses every cached token of theirs at once */
+	assert_int_equal(hs_auth_disable_user(a, bob.user.id, admin.user.id, NULL, NULL), HS_OK);
+	assert_int_equal(hs_auth_authenticate(a, bob2.access_token, NULL, 0, "/x.Y/Z", &id, &err),
+			 HS_UNAUTH);
+	assert_int_equal(hs_auth_authenticate(a, admin.access_token, NULL, 0, "/x.Y/Z", &id, &err),
+			 HS_OK);
+	assert_true(id.is_admin);
+	hs_auth_result_dispose(&admin);
+	hs_auth_result_dispose(&bob);
+	hs_auth_result_dispose(&bob2);
+	hs_auth_free(a);
+	hs_store_free(st);
+	rm_rf(dir);
+}
+
 static void test_auth__upstream_end_to_end(void **s)
 {
 	test_double d;
@@ -415,6 +472,7 @@ int main(void)
 		cmocka_unit_test(test_auth__login_throttled),
 		cmocka_unit_test(test_auth__client_address),
 		cmocka_unit_test(test_auth__user_management),
+		cmocka_unit_test(test_auth__token_cache_honours_revocation),
 		cmocka_unit_test(test_auth__upstream_end_to_end),
 		cmocka_unit_test(test_auth__authenticate),
 	};

@@ -1,5 +1,6 @@
 /* JWT sign/verify: round trips for HS256/RS256/ES256 (keys generated here
  * with OpenSSL EVP), alg pinning, tampering, time claims, iss/aud. */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -404,10 +405,61 @@ static void test_jwt__pem_file(void **s)
 	unlink(path);
 }
 
+/* Each thread reuses an HMAC context for the key it used last: keys used
+ * alternately, a key freed and another created (perhaps at the same
+ * address), and other threads never mix them up. */
+static void *verify_both(void *arg)
+{
+	hs_jwt_key **k = arg;
+	long long exp = time(NULL) + 600;
+	for (int i = 0; i < 200; i++) {
+		char *a = sign(k[i % 2], exp, NULL);
+		if (verify(k[i % 2], a, NULL, NULL, NULL) != HS_OK ||
+		    verify(k[(i + 1) % 2], a, NULL, NULL, NULL) != HS_UNAUTH) {
+			free(a);
+			return (void *)1;
+		}
+		free(a);
+	}
+	return NULL;
+}
+
+static void test_jwt__hmac_context_per_thread_follows_the_key(void **s)
+{
+	hs_jwt_key *k[2] = { NULL, NULL };
+	assert_int_equal(hs_jwt_key_new_hmac(&k[0], "0123456789abcdef0123456789abcdef", 32, NULL),
+			 HS_OK);
+	assert_int_equal(hs_jwt_key_new_hmac(&k[1], "fedcba9876543210fedcba9876543210", 32, NULL),
+			 HS_OK);
+	assert_null(verify_both(k));
+	pthread_t th[3];
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(pthread_create(&th[i], NULL, verify_both, k), 0);
+	for (int i = 0; i < 3; i++) {
+		void *r = NULL;
+		assert_int_equal(pthread_join(th[i], &r), 0);
+		assert_null(r);
+	}
+	/* a token of the freed key never verifies under the next one */
+	long long exp = time(NULL) + 600;
+	char *old = sign(k[0], exp, NULL);
+	hs_jwt_key_free(k[0]);
+	assert_int_equal(hs_jwt_key_new_hmac(&k[0], "another-secret-of-32-bytes-000000", 33, NULL),
+			 HS_OK);
+	assert_int_equal(verify(k[0], old, NULL, NULL, NULL), HS_UNAUTH);
+	char *fresh = sign(k[0], exp, NULL);
+	assert_int_equal(verify(k[0], fresh, NULL, NULL, NULL), HS_OK);
+	free(old);
+	free(fresh);
+	hs_jwt_key_free(k[0]);
+	hs_jwt_key_free(k[1]);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_jwt__hs256_roundtrip),
+		cmocka_unit_test(test_jwt__hmac_context_per_thread_follows_the_key),
 		cmocka_unit_test(test_jwt__rs256_roundtrip),
 		cmocka_unit_test(test_jwt__es256_roundtrip_raw_signature),
 		cmocka_unit_test(test_jwt__key_checks),

@@ -344,6 +344,132 @@ static void test_pbjson__field_lookup_and_names(void **state)
 	assert_false(hs_pbjson_field_is_map(hs_pbjson_field_lookup(d, "entrypoint")));
 }
 
+/* An arena stand-in for hs_pbjson_struct_from_text: remember every block,
+ * free them all at the end. */
+typedef struct pool {
+	void *blocks[4096];
+	size_t n;
+} pool;
+
+static void *pool_alloc(void *payload, size_t size)
+{
+	pool *p = payload;
+	if (p->n == sizeof(p->blocks) / sizeof(p->blocks[0]))
+		return NULL;
+	return p->blocks[p->n++] = calloc(1, size);
+}
+
+static void pool_nofree(void *payload, void *ptr)
+{
+	(void)payload;
+	(void)ptr;
+}
+
+static void pool_free(pool *p)
+{
+	while (p->n)
+		free(p->blocks[--p->n]);
+}
+
+/* external_state's codec: text <-> Struct in an arena, sorted and stable. */
+static void test_pbjson__struct_text_round_trip_in_an_arena(void **state)
+{
+	(void)state;
+	static pool p;
+	ProtobufCAllocator a = { pool_alloc, pool_nofree, &p };
+	const char *in = "{\"a\":1,\"b\":[true,null,\"x\",2.5,{\"c\":{}}],\"d\":\"\xc3\xa9\",\"e\":-3,"
+			 "\"f\":0.10000000000000001}";
+	Google__Protobuf__Struct *s = NULL;
+	hs_error err = { 0 };
+	assert_int_equal(hs_pbjson_struct_from_text(in, &a, &s, &err), HS_OK);
+	assert_int_equal(s->n_fields, 5);
+	char *out = NULL;
+	assert_int_equal(hs_pbjson_struct_to_text(s, &out, &err), HS_OK);
+	assert_string_equal(out, in); /* keys sorted, integers stay integers, 17 digits */
+	free(out);
+	pool_free(&p);
+	/* NULL / "" -> an empty Struct, and back to "{}"; NULL Struct -> "{}" */
+	assert_int_equal(hs_pbjson_struct_from_text(NULL, &a, &s, &err), HS_OK);
+	assert_int_equal(s->n_fields, 0);
+	assert_int_equal(hs_pbjson_struct_to_text(s, &out, &err), HS_OK);
+	assert_string_equal(out, "{}");
+	free(out);
+	assert_int_equal(hs_pbjson_struct_to_text(NULL, &out, &err), HS_OK);
+	assert_string_equal(out, "{}");
+	free(out);
+	pool_free(&p);
+	assert_int_equal(hs_pbjson_struct_from_text("[1]", &a, &s, &err), HS_INVALID);
+	hs_error_clear(&err);
+	/* the default allocator when none is given */
+	assert_int_equal(hs_pbjson_struct_from_text("{\"k\":\"v\"}", NULL, &s, &err), HS_OK);
+	protobuf_c_message_free_unpacked(&s->base, NULL);
+	pool_free(&p);
+}
+
+/* A Value without a JSON form, and nesting past HS_PBJSON_DEPTH_MAX, both
+ * ways: refused with a message, never a crash or a string "NaN". */
+static void test_pbjson__struct_refusals_and_depth(void **state)
+{
+	(void)state;
+	hs_error err = { 0 };
+	char *out = NULL;
+	Google__Protobuf__Value v = GOOGLE__PROTOBUF__VALUE__INIT;
+	Google__Protobuf__Struct__FieldsEntry e = GOOGLE__PROTOBUF__STRUCT__FIELDS_ENTRY__INIT;
+	Google__Protobuf__Struct__FieldsEntry *ep = &e;
+	Google__Protobuf__Struct s = GOOGLE__PROTOBUF__STRUCT__INIT;
+	e.key = "k";
+	e.value = &v;
+	s.n_fields = 1;
+	s.fields = &ep;
+	v.kind_case = GOOGLE__PROTOBUF__VALUE__KIND_NUMBER_VALUE;
+	v.number_value = NAN;
+	assert_int_equal(hs_pbjson_struct_to_text(&s, &out, &err), HS_INVALID);
+	assert_non_null(strstr(err.msg, "finite"));
+	hs_error_clear(&err);
+	v.number_value = -INFINITY;
+	assert_int_equal(hs_pbjson_struct_to_text(&s, &out, &err), HS_INVALID);
+	hs_error_clear(&err);
+	v.kind_case = GOOGLE__PROTOBUF__VALUE__KIND__NOT_SET;
+	assert_int_equal(hs_pbjson_struct_to_text(&s, &out, &err), HS_INVALID);
+	hs_error_clear(&err);
+	/* encode: a list nested deeper than the bound */
+	enum { DEPTH = HS_PBJSON_DEPTH_MAX };
+	static Google__Protobuf__Value vs[DEPTH];
+	static Google__Protobuf__ListValue ls[DEPTH];
+	static Google__Protobuf__Value *vp[DEPTH];
+	for (int i = 0; i < DEPTH; i++) {
+		google__protobuf__value__init(&vs[i]);
+		google__protobuf__list_value__init(&ls[i]);
+		vs[i].kind_case = GOOGLE__PROTOBUF__VALUE__KIND_LIST_VALUE;
+		vs[i].list_value = &ls[i];
+		if (i + 1 < DEPTH) {
+			vp[i] = &vs[i + 1];
+			ls[i].n_values = 1;
+			ls[i].values = &vp[i];
+		}
+	}
+	e.value = &vs[0];
+	assert_int_equal(hs_pbjson_struct_to_text(&s, &out, &err), HS_INVALID);
+	assert_non_null(strstr(err.msg, "nested deeper than 100 levels"));
+	hs_error_clear(&err);
+	/* decode: JSON arrays nested 2,000 deep (jansson parses them) */
+	enum { N = 2000 };
+	char *deep = malloc(2 * N + 16);
+	assert_non_null(deep);
+	size_t k = 0;
+	k += (size_t)snprintf(deep, 8, "{\"k\":");
+	for (int i = 0; i < N; i++)
+		deep[k++] = '[';
+	for (int i = 0; i < N; i++)
+		deep[k++] = ']';
+	deep[k++] = '}';
+	deep[k] = '\0';
+	Google__Protobuf__Struct *got = NULL;
+	int rc = hs_pbjson_struct_from_text(deep, NULL, &got, &err);
+	assert_int_equal(rc, HS_INVALID);
+	free(deep);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -360,6 +486,8 @@ int main(void)
 		cmocka_unit_test(test_pbjson__ignore_unknown_and_null_means_default),
 		cmocka_unit_test(test_pbjson__decoded_messages_pack_like_native_ones),
 		cmocka_unit_test(test_pbjson__field_lookup_and_names),
+		cmocka_unit_test(test_pbjson__struct_text_round_trip_in_an_arena),
+		cmocka_unit_test(test_pbjson__struct_refusals_and_depth),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

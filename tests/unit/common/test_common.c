@@ -22,6 +22,8 @@
 #include "metrics.h"
 #include "principal.h"
 #include "procstat.h"
+#include "utf8.h"
+#include "trace.h"
 
 /* --- error -------------------------------------------------------------- */
 
@@ -304,6 +306,83 @@ static void test_log__oversized_escapes_are_still_json(void **state)
 
 /* ---- the shared rules: ids, labels, principal, clock ------------------------ */
 
+/* --- trace context --------------------------------------------------------- */
+
+static void test_trace__rules(void **state)
+{
+	(void)state;
+	assert_true(hs_trace_request_id_ok("abc-DEF_1.2:3", 13));
+	assert_false(hs_trace_request_id_ok("", 0));
+	assert_false(hs_trace_request_id_ok("a b", 3));
+	assert_false(hs_trace_request_id_ok("a\"}", 3));
+	assert_false(hs_trace_request_id_ok("a\n", 2));
+	char big[HS_REQUEST_ID_MAX + 2];
+	memset(big, 'a', sizeof(big));
+	assert_true(hs_trace_request_id_ok(big, HS_REQUEST_ID_MAX));
+	assert_false(hs_trace_request_id_ok(big, HS_REQUEST_ID_MAX + 1));
+	const char *good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+	assert_true(hs_trace_parent_ok(good, strlen(good)));
+	const char *bad[] = {
+		"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0",   /* short */
+		"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",  /* upper case */
+		"00-00000000000000000000000000000000-00f067aa0ba902b7-01",  /* zero trace id */
+		"00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",  /* zero parent */
+		"ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",  /* version ff */
+		"00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",  /* separator */
+		"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\"", /* long */
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		assert_false(hs_trace_parent_ok(bad[i], strlen(bad[i])));
+	char a[HS_TRACEPARENT_LEN + 1], b[HS_TRACEPARENT_LEN + 1], r1[33], r2[33];
+	hs_trace_parent_new(a);
+	hs_trace_parent_new(b);
+	assert_true(hs_trace_parent_ok(a, strlen(a)));
+	assert_string_not_equal(a, b);
+	hs_trace_request_id_new(r1);
+	hs_trace_request_id_new(r2);
+	assert_int_equal(strlen(r1), 32);
+	assert_true(hs_trace_request_id_ok(r1, 32));
+	assert_string_not_equal(r1, r2);
+}
+
+/* Every line of a call carries its request id and trace id; a hostile
+ * request id never reaches the log, and the context ends with the call. */
+static void test_log__carries_trace_context(void **state)
+{
+	(void)state;
+	const char *tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+	hs_trace_begin("req-42", 6, tp, strlen(tp));
+	hs_log(HS_LOG_INFO, "rpc", "one", HS_LS("request_id", "other"), HS_LI("n", 1));
+	json_t *j = one_line();
+	assert_string_equal(json_string_value(json_object_get(j, "request_id")), "req-42");
+	assert_string_equal(json_string_value(json_object_get(j, "trace_id")),
+			    "4bf92f3577b34da6a3ce929d0e0e4736");
+	assert_int_equal(json_integer_value(json_object_get(j, "n")), 1);
+	json_decref(j);
+	hs_trace_end();
+
+	const char *evil = "x\",\"admin\":true,\"y\":\"";
+	hs_trace_begin(evil, strlen(evil), "garbage", 7);
+	hs_log(HS_LOG_INFO, "rpc", "two");
+	j = one_line();
+	const char *rid = json_string_value(json_object_get(j, "request_id"));
+	assert_non_null(rid);
+	assert_true(hs_trace_request_id_ok(rid, strlen(rid)));
+	assert_null(strstr(rid, "admin"));
+	assert_null(json_object_get(j, "admin"));
+	const char *tid = json_string_value(json_object_get(j, "trace_id"));
+	assert_non_null(tid);
+	assert_int_equal(strlen(tid), 32);
+	json_decref(j);
+	hs_trace_end();
+
+	hs_log(HS_LOG_INFO, "rpc", "three");
+	j = one_line();
+	assert_null(json_object_get(j, "request_id"));
+	assert_null(json_object_get(j, "trace_id"));
+	json_decref(j);
+}
+
 static void test_ids__task_rule(void **state)
 {
 	(void)state;
@@ -447,10 +526,62 @@ static void test_procstat__self_and_missing(void **state)
 	assert_int_equal(hs_procstat_read(0x3ffffff0, &ps, &err), HS_NOT_FOUND);
 }
 
+/* One UTF-8 rule, as strict as jansson's: it must agree with json_string on
+ * every input (valid <=> jansson accepts), so NULL from jansson afterwards
+ * can only mean out of memory. */
+static void test_utf8__strict_and_agrees_with_jansson(void **state)
+{
+	(void)state;
+	size_t n = 99;
+	assert_true(hs_utf8_valid("", &n));
+	assert_int_equal(n, 0);
+	assert_true(hs_utf8_valid("a\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80", &n));
+	assert_int_equal(n, 4);
+	assert_false(hs_utf8_valid(NULL, NULL));
+	static const char *const bad[] = {
+		"\x80",	    /* lone continuation */
+		"\xc0\xaf",	    /* overlong '/' */
+		"\xe0\x80\xaf",   /* overlong, 3 bytes */
+		"\xed\xa0\x80",   /* surrogate U+D800 */
+		"\xf4\x90\x80\x80", /* past U+10FFFF */
+		"\xf5\x80\x80\x80", /* lead byte past f4 */
+		"\xc3",	    /* cut short */
+		"\xe2\x82",	    /* cut short */
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		assert_false(hs_utf8_valid(bad[i], NULL));
+	/* every 1- and 2-byte string, and 3-byte strings from a few lead
+	 * bytes: the same answer as jansson */
+	char b[4] = { 0 };
+	for (int x = 1; x < 256; x++) {
+		for (int y = 0; y < 256; y++) {
+			b[0] = (char)x;
+			b[1] = (char)y;
+			b[2] = 0;
+			json_t *j = json_string(b);
+			assert_int_equal(hs_utf8_valid(b, NULL), j != NULL);
+			json_decref(j);
+			if (y == 0)
+				break;
+			if (x == 0xe0 || x == 0xed || x == 0xf0 || x == 0xf4) {
+				for (int z = 1; z < 256; z++) {
+					b[2] = (char)z;
+					j = json_string(b);
+					bool ok = hs_utf8_valid(b, NULL);
+					assert_int_equal(ok, j != NULL);
+					json_decref(j);
+				}
+				b[2] = 0;
+			}
+		}
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest error_tests[] = {
 		cmocka_unit_test(test_metrics__exposition),
+		cmocka_unit_test(test_trace__rules),
 		cmocka_unit_test(test_procstat__self_and_missing),
 		cmocka_unit_test(test_ids__task_rule),
 		cmocka_unit_test(test_ids__name_rule),
@@ -474,6 +605,8 @@ int main(void)
 		cmocka_unit_test(test_log__level_parse),
 		cmocka_unit_test(test_log__oversized_line_is_still_json),
 		cmocka_unit_test(test_log__oversized_escapes_are_still_json),
+		cmocka_unit_test(test_utf8__strict_and_agrees_with_jansson),
+		cmocka_unit_test(test_log__carries_trace_context),
 	};
 	int failed = cmocka_run_group_tests_name("error", error_tests, NULL, NULL);
 	failed += cmocka_run_group_tests_name("log", log_tests, log_setup, log_teardown);

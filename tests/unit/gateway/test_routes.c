@@ -125,6 +125,22 @@ static void test_routes__match(void **state)
 	big[0] = '/';
 	big[sizeof(big) - 1] = '\0';
 	assert_int_equal(hs_gw_routes_match(r, "GET", big, &m), HS_GW_MATCH_NONE);
+	/* the path is matched as sent: an escape decodes inside its segment
+	 * only, so "%2F", "%3A", "%2E%2E" and "%00" never reach another route
+	 * (red team: a console link that turned POST /v1/tasks/{id}:recover
+	 * into POST /v1/users/{id}:disable) */
+	expect_match(r, "POST", "/v1/tasks/..%2Fusers%2Fu1%3Adisable:recover",
+		     "/harness.v1.HealthService/RecoverTask", "../users/u1:disable", NULL);
+	expect_match(r, "GET", "/v1/tasks/a%2Fb", "/harness.v1.HealthService/GetTask", "a/b", NULL);
+	expect_match(r, "GET", "/v1/tasks/%2E%2E", "/harness.v1.HealthService/GetTask", "..", NULL);
+	expect_match(r, "GET", "/v1/t%61sks/t%2D1", "/harness.v1.HealthService/GetTask", "t-1", NULL);
+	assert_int_equal(hs_gw_routes_match(r, "POST", "/v1/tasks/t%3Acancel", &m), HS_GW_MATCH_METHOD);
+	assert_int_equal(hs_gw_routes_match(r, "POST", "/v1/tasks/..%2Fusers%2Fu1%3Adisable%00:recover", &m),
+			 HS_GW_MATCH_BAD);
+	assert_int_equal(hs_gw_routes_match(r, "GET", "/v1/tasks/t%00", &m), HS_GW_MATCH_BAD);
+	assert_int_equal(hs_gw_routes_match(r, "GET", "/v1/tasks/t%2", &m), HS_GW_MATCH_BAD);
+	assert_int_equal(hs_gw_routes_match(r, "GET", "/v1/tasks/t%zz", &m), HS_GW_MATCH_BAD);
+	assert_int_equal(hs_gw_routes_match(r, "POST", "/v1/tasks/t:can%00cel", &m), HS_GW_MATCH_BAD);
 	/* as many segments as the path has bytes (found by fuzz_rest) */
 	memset(big, '/', HS_GW_PATH_MAX);
 	big[HS_GW_PATH_MAX] = '\0';

@@ -46,6 +46,7 @@ extern char **environ;
 #define M_WHOAMI "/harness.v1.AuthService/WhoAmI"
 #define M_LOGOUT "/harness.v1.AuthService/Logout"
 #define M_WATCHTASKS "/harness.v1.HealthService/WatchTasks"
+#define M_GETTASK "/harness.v1.HealthService/GetTask"
 #define M_REFL "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"
 
 static const ProtobufCMessageDescriptor *const CHECK_RESP =
@@ -355,6 +356,57 @@ static int h_watch_tasks(hs_rpc_call *call, const ProtobufCMessage *req, hs_erro
 	return hs_error_set(err, HS_INVALID, "unknown scenario");
 }
 
+/* HS_RPC_TRY_INLINE: "inline" answers on the CQ thread, "defer" asks for
+ * the lane, "pending"/"pending-fail" answer later from another thread. */
+static _Atomic int gt_on_cq_runs, gt_worker_runs;
+
+typedef struct later {
+	hs_rpc_call *call;
+	bool fail;
+} later;
+
+static void *complete_later(void *arg)
+{
+	later *l = arg;
+	sleep_ms(50);
+	Harness__V1__Task *t = hs_rpc_call_alloc(l->call, sizeof(*t));
+	harness__v1__task__init(t);
+	t->task_id = hs_rpc_call_strdup(l->call, "completed-later");
+	hs_error e = { 0 };
+	if (l->fail)
+		hs_error_set(&e, HS_NOT_FOUND, "no such task (later)");
+	hs_rpc_call_complete(l->call, l->fail ? HS_NOT_FOUND : HS_OK, l->fail ? NULL : &t->base,
+			     &e);
+	free(l);
+	return NULL;
+}
+
+static int h_get_task(hs_rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage **resp,
+		      hs_error *err)
+{
+	const Harness__V1__GetTaskRequest *r = (const void *)req;
+	bool on_cq = hs_rpc_call_on_cq(call);
+	atomic_fetch_add(on_cq ? &gt_on_cq_runs : &gt_worker_runs, 1);
+	if (strcmp(r->task_id, "defer") == 0 && on_cq)
+		return HS_RPC_DEFER;
+	if (strncmp(r->task_id, "pending", 7) == 0) {
+		later *l = calloc(1, sizeof(*l));
+		l->call = call;
+		l->fail = strcmp(r->task_id, "pending-fail") == 0;
+		hs_rpc_call_ref(call);
+		pthread_t tid;
+		if (pthread_create(&tid, NULL, complete_later, l) != 0)
+			return hs_error_set(err, HS_INTERNAL, "thread");
+		pthread_detach(tid);
+		return HS_RPC_PENDING;
+	}
+	Harness__V1__Task *t = hs_rpc_call_alloc(call, sizeof(*t));
+	harness__v1__task__init(t);
+	t->task_id = hs_rpc_call_strdup(call, on_cq ? "on-cq" : "on-worker");
+	*resp = &t->base;
+	return HS_OK;
+}
+
 static int h_refl(hs_rpc_call *call, const ProtobufCMessage *req, hs_error *err)
 {
 	if (req == NULL) {
@@ -404,6 +456,8 @@ static const hs_rpc_handler auth_handlers[] = {
 };
 static const hs_rpc_handler tasks_handlers[] = {
 	{ "WatchTasks", HS_RPC_SERVER_STREAM, HS_RPC_PUBLIC | HS_RPC_BLOCKING, NULL, h_watch_tasks },
+	{ "GetTask", HS_RPC_UNARY, HS_RPC_PUBLIC | HS_RPC_BLOCKING | HS_RPC_TRY_INLINE, h_get_task,
+	  NULL },
 };
 static const hs_rpc_handler refl_handlers[] = {
 	{ "ServerReflectionInfo", HS_RPC_BIDI_STREAM, HS_RPC_PUBLIC, NULL, h_refl },
@@ -434,7 +488,7 @@ static int start_server(fixture *f, unsigned workers, unsigned worker_queue, boo
 	    hs_rpc_server_add_service(f->srv, &harness__v1__auth_service__descriptor, auth_handlers,
 				      2, NULL, &err) != HS_OK ||
 	    hs_rpc_server_add_service(f->srv, &harness__v1__health_service__descriptor,
-				      tasks_handlers, 1, NULL, &err) != HS_OK ||
+				      tasks_handlers, 2, NULL, &err) != HS_OK ||
 	    hs_rpc_server_add_service(f->srv, &grpc__reflection__v1__server_reflection__descriptor,
 				      refl_handlers, 1, NULL, &err) != HS_OK) {
 		fprintf(stderr, "add_service: %s\n", err.msg);
@@ -716,6 +770,46 @@ static void test_rpc_server__blocking_handler_runs_on_worker(void **state)
 	assert_true(rec.login_left_start == INT64_MAX); /* no deadline */
 	assert_false(rec.login_cancelled);
 	pthread_mutex_unlock(&rec_mu);
+}
+
+static void get_task(const char *id, tc_reply *out)
+{
+	Harness__V1__GetTaskRequest req = HARNESS__V1__GET_TASK_REQUEST__INIT;
+	req.task_id = (char *)id;
+	tc_unary(main_srv.ch, M_GETTASK, &req.base, NULL, 0, NULL, 0, 5000,
+		 &harness__v1__task__descriptor, NULL, out);
+}
+
+/* HS_RPC_TRY_INLINE: answered on the CQ thread when the handler can; on
+ * the lane when it defers; later, from another thread, when pending. */
+static void test_rpc_server__try_inline_defer_and_pending(void **state)
+{
+	(void)state;
+	atomic_store(&gt_on_cq_runs, 0);
+	atomic_store(&gt_worker_runs, 0);
+	tc_reply r;
+	get_task("inline", &r);
+	assert_int_equal(r.status, GRPC_STATUS_OK);
+	assert_string_equal(((Harness__V1__Task *)r.msg)->task_id, "on-cq");
+	tc_reply_dispose(&r);
+	assert_int_equal(atomic_load(&gt_worker_runs), 0);
+
+	get_task("defer", &r);
+	assert_int_equal(r.status, GRPC_STATUS_OK);
+	assert_string_equal(((Harness__V1__Task *)r.msg)->task_id, "on-worker");
+	tc_reply_dispose(&r);
+	assert_int_equal(atomic_load(&gt_on_cq_runs), 2);
+	assert_int_equal(atomic_load(&gt_worker_runs), 1);
+
+	get_task("pending", &r);
+	assert_int_equal(r.status, GRPC_STATUS_OK);
+	assert_string_equal(((Harness__V1__Task *)r.msg)->task_id, "completed-later");
+	tc_reply_dispose(&r);
+	get_task("pending-fail", &r);
+	assert_int_equal(r.status, GRPC_STATUS_NOT_FOUND);
+	assert_string_equal(r.details, "no such task (later)");
+	tc_reply_dispose(&r);
+	assert_int_equal(atomic_load(&gt_worker_runs), 1);
 }
 
 static void test_rpc_server__deadline_exceeded(void **state)
@@ -1281,6 +1375,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup(test_rpc_server__method_without_handler_unimplemented, each_setup),
 		cmocka_unit_test_setup(test_rpc_server__message_too_large_resource_exhausted, each_setup),
 		cmocka_unit_test_setup(test_rpc_server__blocking_handler_runs_on_worker, each_setup),
+		cmocka_unit_test_setup(test_rpc_server__try_inline_defer_and_pending, each_setup),
 		cmocka_unit_test_setup(test_rpc_server__deadline_exceeded, each_setup),
 		cmocka_unit_test_setup(test_rpc_server__handler_error_from_worker, each_setup),
 		cmocka_unit_test_setup(test_rpc_server__authenticator_sets_principal, each_setup),

@@ -8,6 +8,8 @@
 
 #include "store_internal.h"
 
+#include <stdatomic.h>
+
 static hs_store__hb_stats stats_of(hs_store *s)
 {
 	hs_store__hb_stats st;
@@ -247,6 +249,8 @@ void test_store__heartbeat_batch_gives_each_caller_its_result(void **state)
 		{ .task_id = "gc_missing", .step = 3, .details = "nobody" },
 		{ .task_id = "gc_3", .step = 4, .details = "reject" },
 		{ .task_id = "gc_1", .step = 11, .details = "second" }, /* same task: last wins */
+		/* same task, the last one refused: the earlier one still counts */
+		{ .task_id = "gc_2", .step = 5, .details = "reject" },
 	};
 	size_t n = sizeof(calls) / sizeof(calls[0]);
 	hs_store__hb_stats d = run_batched(f, calls, n);
@@ -355,4 +359,88 @@ void test_store__heartbeat_commit_failure_fails_the_batch(void **state)
 	else
 		sql_exec(f->db_path, "ALTER TABLE tasks_gone RENAME TO tasks");
 	assert_int_equal(hs_store_task_heartbeat(s, "gc_1", 10, 10, 0, 0, 0, "back", 10, &err), HS_OK);
+}
+
+/* ---- asynchronous heartbeats ------------------------------------------- */
+
+typedef struct async_count {
+	_Atomic int done, ok, not_found;
+} async_count;
+
+static void async_done(void *arg, int rc, const hs_error *err)
+{
+	async_count *c = arg;
+	if (rc == HS_OK && err == NULL)
+		atomic_fetch_add(&c->ok, 1);
+	else if (rc == HS_NOT_FOUND && err != NULL && strstr(err->msg, "as_missing") != NULL)
+		atomic_fetch_add(&c->not_found, 1);
+	atomic_fetch_add(&c->done, 1);
+}
+
+/* The callback runs only once the COMMIT returned (never while SQLite's
+ * write lock is held elsewhere); the queue of async beats is bounded; a
+ * beat is copied (the caller's strings may go at once). */
+void test_store__heartbeat_async_after_commit_and_bounded(void **state)
+{
+	fixture *f = *state;
+	hs_store *s = open_store(f);
+	hs_error err = { 0 };
+	add_tasks(s, "as_", 2);
+	static async_count c;
+	atomic_store(&c.done, 0);
+	atomic_store(&c.ok, 0);
+	atomic_store(&c.not_found, 0);
+	sqlite3 *db = NULL;
+	PGconn *pc = NULL;
+	if (f->pg) {
+		/* PostgreSQL: the committer's UPDATE waits for the table lock. */
+		pc = pg_connect(f);
+		PQclear(PQexec(pc, "BEGIN; LOCK TABLE tasks IN EXCLUSIVE MODE"));
+	} else {
+		assert_int_equal(sqlite3_open(f->db_path, &db), SQLITE_OK);
+		assert_int_equal(sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+	}
+	char id[32], details[32];
+	snprintf(id, sizeof(id), "as_0");
+	snprintf(details, sizeof(details), "first");
+	assert_int_equal(hs_store_task_heartbeat_async(s, id, 1, 10, 0, 0, 0, details, 1001,
+						       async_done, &c, &err), HS_OK);
+	memset(id, 0, sizeof(id));
+	memset(details, 0, sizeof(details));
+	wait_queue(s, 0, true); /* the committer waits for the lock */
+	int accepted = 1;
+	for (int i = 0; i < 5000; i++) {
+		const char *tid = i == 7 ? "as_missing" : i % 2 ? "as_1" : "as_0";
+		int rc = hs_store_task_heartbeat_async(s, tid, 100 + i, 10, 0, 0, 0, "later",
+						       2000 + i, async_done, &c, &err);
+		if (rc == HS_LIMIT)
+			break;
+		assert_int_equal(rc, HS_OK);
+		accepted++;
+	}
+	assert_int_equal(accepted, 4096);
+	usleep(50 * 1000);
+	assert_int_equal(atomic_load(&c.done), 0); /* nothing acknowledged before durable */
+	if (f->pg) {
+		PQclear(PQexec(pc, "ROLLBACK"));
+		PQfinish(pc);
+	} else {
+		assert_int_equal(sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
+		sqlite3_close(db);
+	}
+	for (int i = 0; i < 10000 && atomic_load(&c.done) < accepted; i++)
+		usleep(1000);
+	assert_int_equal(atomic_load(&c.done), accepted);
+	assert_int_equal(atomic_load(&c.not_found), 1);
+	assert_int_equal(atomic_load(&c.ok), accepted - 1);
+	hs_store_task_row *r = get_task(s, "as_0");
+	assert_int_equal(r->current_step, 100 + 4094);
+	assert_string_equal(r->details, "later");
+	free(r);
+	/* room again */
+	assert_int_equal(hs_store_task_heartbeat_async(s, "as_1", 1, 1, 0, 0, 0, NULL, 1,
+						       async_done, &c, &err), HS_OK);
+	for (int i = 0; i < 10000 && atomic_load(&c.done) < accepted + 1; i++)
+		usleep(1000);
+	assert_int_equal(atomic_load(&c.done), accepted + 1);
 }

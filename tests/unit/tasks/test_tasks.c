@@ -178,6 +178,110 @@ static void test_tasks__stall_detected_within_100ms(void **state)
 	assert_int_equal(sink_count(&f->sk, HS_TEV_TIMEOUT, NULL), 1);
 }
 
+typedef struct beat_done_rec {
+	pthread_mutex_t mu;
+	int calls, rc;
+} beat_done_rec;
+
+static void beat_done_cb(void *arg, int rc, const hs_error *err)
+{
+	beat_done_rec *d = arg;
+	pthread_mutex_lock(&d->mu);
+	d->calls++;
+	d->rc = rc;
+	pthread_mutex_unlock(&d->mu);
+}
+
+static int beat_done_wait(beat_done_rec *d, int calls)
+{
+	for (int i = 0; i < 5000; i++) {
+		pthread_mutex_lock(&d->mu);
+		int n = d->calls;
+		pthread_mutex_unlock(&d->mu);
+		if (n >= calls)
+			return n;
+		usleep(1000);
+	}
+	return -1;
+}
+
+/* The non-blocking heartbeat: a beat of a running task is queued for the
+ * group commit and answered through the callback (the row is in the store
+ * by then); a state change goes to the blocking path and changes nothing;
+ * another user's task is NOT_FOUND. */
+static void test_tasks__heartbeat_start(void **state)
+{
+	fx *f = *state;
+	hs_error err = { 0 };
+	hs_task_beat_reply r;
+	beat_done_rec d = { .mu = PTHREAD_MUTEX_INITIALIZER };
+	reg(f, &alice, "hot", 1000, 60000, 1, 60000);
+	hs_task_beat b = { .current_step = 3, .total_steps = 10, .details = "on the hot path" };
+	assert_int_equal(state_of(f, "hot"), HS_TASK_RUNNING);
+	assert_int_equal(hs_tasks_heartbeat_start(f->tasks, &alice, "hot", &b, &r, beat_done_cb, &d,
+						  &err), HS_TASKS_PENDING);
+	assert_int_equal(r.instruction, HS_TASK_CONTINUE);
+	assert_int_equal(r.state, HS_TASK_RUNNING);
+	assert_true(r.next_deadline_ms > 0);
+	assert_int_equal(beat_done_wait(&d, 1), 1);
+	assert_int_equal(d.rc, HS_OK);
+	hs_store_task_row *row = calloc(1, sizeof(*row));
+	assert_int_equal(hs_store_task_get(f->store, "hot", row, &err), HS_OK);
+	assert_int_equal(row->current_step, 3);
+	assert_string_equal(row->details, "on the hot path");
+	free(row);
+	/* another user's task */
+	assert_int_equal(hs_tasks_heartbeat_start(f->tasks, &bob, "hot", &b, &r, beat_done_cb, &d,
+						  &err), HS_NOT_FOUND);
+	/* cancelled: the next beat's answer is a state change -> blocking path */
+	hs_task_info info;
+	assert_int_equal(hs_tasks_cancel(f->tasks, &alice, "hot", "stop", &info, &err), HS_OK);
+	hs_task_info_dispose(&info);
+	int rc = hs_tasks_heartbeat_start(f->tasks, &alice, "hot", &b, &r, beat_done_cb, &d, &err);
+	assert_true(rc == HS_OK || rc == HS_TASKS_BLOCKS);
+	if (rc == HS_OK)
+		assert_int_equal(r.instruction, HS_TASK_CANCEL);
+	usleep(20 * 1000);
+	pthread_mutex_lock(&d.mu);
+	assert_int_equal(d.calls, 1); /* no write was queued */
+	pthread_mutex_unlock(&d.mu);
+}
+
+/* Small pages over many tasks (the bounded-heap selection) give exactly
+ * the order of one big page (the full sort), each task once. */
+static void test_tasks__small_pages_match_one_big_page(void **state)
+{
+	fx *f = *state;
+	hs_error err = { 0 };
+	char id[32];
+	for (int i = 0; i < 40; i++) {
+		snprintf(id, sizeof(id), "pg-%02d", (i * 7) % 40);
+		reg(f, &alice, id, 1000, 60000, 1, 60000);
+	}
+	hs_task_list_opts big = { .page_size = 1000 };
+	hs_task_info *all = NULL, *arr = NULL;
+	size_t n_all = 0, n = 0;
+	char *next = NULL;
+	assert_int_equal(hs_tasks_list(f->tasks, &alice, &big, &all, &n_all, &next, &err), HS_OK);
+	assert_null(next);
+	assert_int_equal(n_all, 40);
+	size_t seen = 0;
+	char *tok = NULL;
+	do {
+		hs_task_list_opts o = { .page_size = 3, .page_token = tok };
+		assert_int_equal(hs_tasks_list(f->tasks, &alice, &o, &arr, &n, &next, &err), HS_OK);
+		for (size_t i = 0; i < n; i++, seen++) {
+			assert_true(seen < n_all);
+			assert_string_equal(arr[i].task_id, all[seen].task_id);
+		}
+		hs_task_info_array_free(arr, n);
+		free(tok);
+		tok = next;
+	} while (tok != NULL);
+	assert_int_equal(seen, n_all);
+	hs_task_info_array_free(all, n_all);
+}
+
 static void test_tasks__recovery_then_resume(void **state)
 {
 	fx *f = *state;
@@ -459,6 +563,43 @@ static void test_tasks__ownership_and_list(void **state)
 	pthread_mutex_destroy(&bs.mu);
 }
 
+/* One tenant cannot take every watcher slot (red team, issue 18): bob may
+ * hold max_watchers / 8 watchers (128 of the default 1024); then alice and
+ * the admin still get theirs. Before, bob could open all 1024 and every
+ * other user's WatchTasks was RESOURCE_EXHAUSTED. */
+static void test_tasks__watchers_per_user(void **state)
+{
+	fx *f = *state;
+	enum { PER_USER = 1024 / 8 };
+	sink s;
+	sink_init(&s);
+	hs_error err = { 0 };
+	hs_task_watch *mine[PER_USER + 1];
+	for (int i = 0; i < PER_USER; i++)
+		assert_int_equal(hs_tasks_watch(f->tasks, &bob, NULL, false, 0, sink_send, &s, &mine[i],
+						&err),
+				 HS_OK);
+	hs_task_watch *extra = NULL;
+	assert_int_equal(hs_tasks_watch(f->tasks, &bob, NULL, false, 0, sink_send, &s, &extra, &err),
+			 HS_LIMIT);
+	assert_non_null(strstr(err.msg, "for this user"));
+	assert_null(extra);
+	hs_task_watch *wa = NULL, *wadm = NULL;
+	assert_int_equal(hs_tasks_watch(f->tasks, &alice, NULL, false, 0, sink_send, &s, &wa, &err),
+			 HS_OK);
+	assert_int_equal(hs_tasks_watch(f->tasks, &admin, NULL, false, 0, sink_send, &s, &wadm, &err),
+			 HS_OK);
+	/* a slot freed is bob's again */
+	hs_tasks_unwatch(f->tasks, mine[0]);
+	assert_int_equal(hs_tasks_watch(f->tasks, &bob, NULL, false, 0, sink_send, &s, &mine[0], &err),
+			 HS_OK);
+	for (int i = 0; i < PER_USER; i++)
+		hs_tasks_unwatch(f->tasks, mine[i]);
+	hs_tasks_unwatch(f->tasks, wa);
+	hs_tasks_unwatch(f->tasks, wadm);
+	pthread_mutex_destroy(&s.mu);
+}
+
 static void test_tasks__restart_rearms_deadlines(void **state)
 {
 	fx *f = *state;
@@ -689,12 +830,16 @@ int main(void)
 		cmocka_unit_test(test_tasks__backoff),
 		cmocka_unit_test_setup_teardown(test_tasks__register_validation, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tasks__stall_detected_within_100ms, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tasks__heartbeat_start, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tasks__small_pages_match_one_big_page, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_tasks__recovery_then_resume, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tasks__backoff_and_max_attempts, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tasks__no_checkpoint_fails_at_once, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tasks__concurrent_recover_once, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tasks__cancel_via_heartbeat, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tasks__ownership_and_list, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tasks__watchers_per_user, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tasks__restart_rearms_deadlines, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tasks__drop_policy_and_replay, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tasks__catch_up_in_steps_loses_nothing, setup,
