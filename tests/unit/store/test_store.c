@@ -733,6 +733,7 @@ int main(void)
 		T(test_store__heartbeat_hostile_details),
 		T(test_store__pool_survives_killed_connections),
 		T(test_store__heartbeat_async_after_commit_and_bounded),
+		T(test_store__heartbeat_batch_runs_in_task_id_order),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
