@@ -9,7 +9,10 @@
 
 The 100,000 healthy tasks are written straight into the store's tasks table
 (one SQL transaction) before harnessd starts, which then loads and arms them
-like after any restart; probes and the throughput tasks go through the API."""
+like after any restart; probes and the throughput tasks go through the API.
+
+--store-postgres runs the same on a private PostgreSQL 15 (tests/pg/pgtest.sh,
+fsync on) as harnessd's store (--store postgres://..., a database per run)."""
 import argparse
 import json
 import os
@@ -35,11 +38,14 @@ import hstest  # noqa: E402
 from harness.v1 import auth_pb2, health_pb2 as H  # noqa: E402
 
 SVC = "/harness.v1.HealthService/"
+PG = {}  # "server": the hstest.PgServer of a --store-postgres run
 
 
 class Server:
     """harnessd on a free port with its log in a file (not parsed: at
     --log-level warn there is no "serving" line to wait for)."""
+
+    store = None  # a function data_dir -> --store value (PostgreSQL runs)
 
     def __init__(self, data_dir, level="warn"):
         import socket
@@ -52,8 +58,9 @@ class Server:
         os.makedirs(data_dir, exist_ok=True)
         env = dict(os.environ, HARNESS_ADMIN_EMAIL="admin@example.com", HARNESS_ADMIN_PASSWORD="admin-password-1")
         self.log = open(self.log_path, "ab")
+        store = ["--store", Server.store(data_dir)] if Server.store else []
         self.proc = subprocess.Popen([hstest.HARNESSD, "--listen", self.target, "--data-dir", data_dir,
-                                      "--log-level", level], stdin=subprocess.DEVNULL,
+                                      "--log-level", level] + store, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=self.log, env=env)
         self.channel = grpc.insecure_channel(self.target)
         try:
@@ -165,9 +172,20 @@ def lag(args, tmp):
     time.sleep(0.5)
     rss0 = rss_kb(hd.proc.pid)
     hd.close(expect_exit=None)
+    now = int(time.time() * 1000)
+    if Server.store:
+        pg, dsn = PG["server"], Server.store(data)
+        owner = pg.query("SELECT id FROM users LIMIT 1", dsn)[0][0]
+        pg.query("INSERT INTO tasks(task_id, owner, state, total_steps, current_step, "
+                 "heartbeat_interval_ms, heartbeat_timeout_ms, policy_max_attempts, "
+                 "policy_initial_backoff_ms, policy_multiplier, policy_max_backoff_ms, "
+                 "last_heartbeat_ms, registered_at_ms, workspace, updated_at_ms) "
+                 "SELECT 'bulk-' || lpad(i::text, 6, '0'), '%s', 1, 100, 1, 30000, 3600000, 3, "
+                 "1000, 2.0, 60000, %d, %d, 'bulk-' || lpad(i::text, 6, '0'), %d "
+                 "FROM generate_series(0, %d) AS i" % (owner, now, now, now, args.bulk - 1), dsn)
+        return lag_run(args, data, rss0)
     db = sqlite3.connect(os.path.join(data, "harness.db"))
     owner = db.execute("SELECT id FROM users LIMIT 1").fetchone()[0]
-    now = int(time.time() * 1000)
     cols = ("task_id, owner, state, total_steps, current_step, heartbeat_interval_ms, heartbeat_timeout_ms, "
             "sandbox_id, policy_max_attempts, policy_initial_backoff_ms, policy_multiplier, "
             "policy_max_backoff_ms, last_heartbeat_ms, registered_at_ms, recovery_attempts, "
@@ -178,6 +196,10 @@ def lag(args, tmp):
     db.executemany("INSERT INTO tasks(%s) VALUES(%s)" % (cols, ",".join("?" * 25)), rows)
     db.commit()
     db.close()
+    return lag_run(args, data, rss0)
+
+
+def lag_run(args, data, rss0):
     t0 = time.time()
     hd = Server(data, level="info")
     try:
@@ -253,7 +275,21 @@ def main():
     ap.add_argument("--probes", type=int, default=200)
     ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--skip-lag", action="store_true")
+    ap.add_argument("--store-postgres", action="store_true",
+                    help="harnessd's store on a private PostgreSQL 15 instead of SQLite")
     args = ap.parse_args()
+    if args.store_postgres:
+        PG["server"] = hstest.PgServer()
+        dbs = {}
+
+        def store(data_dir):
+            if data_dir not in dbs:
+                dbs[data_dir] = hstest.pg_create_database(PG["server"].dsn, "bench_%d" % len(dbs))
+            return dbs[data_dir]
+        Server.store = store
+        print("store: PostgreSQL 15 (private, fsync on)")
+    else:
+        print("store: SQLite")
     with tempfile.TemporaryDirectory(prefix="hs-tasks-bench-") as tmp:
         if not args.skip_throughput:
             throughput(args, tmp)

@@ -12,6 +12,7 @@ PKGS=(
   golang-github-grpc-ecosystem-grpc-gateway-dev
   python3 python3-grpcio python3-protobuf python3-yaml python3-cryptography
   bubblewrap curl nghttp2-client clang libclang-rt-14-dev
+  libpq-dev postgresql-15
   chromium chromium-driver python3-selenium
   zsh fish jq prometheus
 )

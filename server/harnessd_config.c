@@ -30,6 +30,9 @@ static const opt opts[] = {
 	  "gRPC listen address (host:port; port 0 picks a free one)" },
 	{ "data-dir", "HARNESS_DATA_DIR", S(data_dir), "harness-data", 0, 0, NULL, false,
 	  "directory for the SQLite store, checkpoints and sandbox state" },
+	{ "store", "HARNESS_STORE", S(store), "", 0, 0, NULL, true,
+	  "the store: empty = SQLite in <data-dir>/harness.db, sqlite:<path>, or postgres://... "
+	  "(a libpq URI, shared by several nodes; it may hold a password: prefer the environment)" },
 	{ "config", "HARNESS_CONFIG", S(config_file), "", 0, 0, NULL, false,
 	  "config file: one 'name = value' per line, names as the flags" },
 	{ "log-level", "HARNESS_LOG_LEVEL", S(log_level), "info", 0, 0, "debug|info|warn|error|off",
@@ -387,6 +390,12 @@ int hs_config_load(hs_config *cfg, int argc, char **argv, hs_error *err)
 
 	if (cfg->data_dir[0] == '\0')
 		return hs_error_set(err, HS_INVALID, "data-dir: must not be empty");
+	if (cfg->store[0] != '\0' && strncmp(cfg->store, "sqlite:", 7) != 0 &&
+	    strncmp(cfg->store, "postgres://", 11) != 0 && strncmp(cfg->store, "postgresql://", 13) != 0)
+		return hs_error_set(err, HS_INVALID,
+				    "store: must be empty, sqlite:<path> or postgres://... (value not shown)");
+	if (strcmp(cfg->store, "sqlite:") == 0)
+		return hs_error_set(err, HS_INVALID, "store: sqlite: needs a file path");
 	if (cfg->workspace_root[0] == '\0') {
 		int n = snprintf(cfg->workspace_root, sizeof(cfg->workspace_root), "%s/workspaces",
 				 cfg->data_dir);

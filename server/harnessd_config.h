@@ -15,6 +15,7 @@
 typedef struct hs_config {
 	char listen[HS_CFG_STR];
 	char data_dir[HS_CFG_STR];
+	char store[HS_CFG_STR];                /* --store: "", sqlite:<path>, postgres://...; secret */
 	char config_file[HS_CFG_STR];
 	char log_level[16];
 	int64_t shutdown_grace_ms;

@@ -299,7 +299,7 @@ static int start(app *a, hs_error *err)
 		return rc;
 	if ((rc = mkdir_p(a->cfg.workspace_root, err)) != HS_OK)
 		return rc;
-	if ((rc = hs_store_open(&a->store, a->cfg.data_dir, err)) != HS_OK)
+	if ((rc = hs_store_open_spec(&a->store, a->cfg.store, a->cfg.data_dir, err)) != HS_OK)
 		return rc;
 	if ((rc = hs_metrics_new(&a->metrics, err)) != HS_OK ||
 	    (rc = hs_metrics_add(a->metrics, hs_metrics_collect_process, NULL, err)) != HS_OK ||

@@ -1,13 +1,14 @@
-/* The embedded store: the one interface harnessd's services use for users,
- * refresh tokens, sandboxes, snapshots, tasks and task events. The SQLite
- * implementation lives behind it; nothing here names a SQLite type, so a
- * PostgreSQL backend can replace it without touching callers.
+/* The store: the one interface harnessd's services use for users, refresh
+ * tokens, sandboxes, snapshots, tasks and task events. Two backends live
+ * behind it with the same semantics: embedded SQLite (the default) and
+ * PostgreSQL (shared by several nodes); nothing here names either.
  *
  * Every function returns HS_OK or a negative hs_code and fills err (NULL
  * allowed): HS_INVALID for bad input (a string longer than its row field is
  * refused, never truncated), HS_NOT_FOUND, HS_EXISTS on a duplicate key,
  * HS_CONFLICT on a state precondition, HS_UNAVAILABLE when the database
- * cannot be written (disk full, read-only, locked by another process),
+ * cannot be written (disk full, read-only, locked by another process,
+ * PostgreSQL unreachable or restarting: the next call reconnects),
  * HS_INTERNAL otherwise. `*out` is assigned only on success.
  *
  * Thread-safe: any function may be called from any thread at the same time.
@@ -22,6 +23,7 @@
 #include <stdint.h>
 
 #include "error.h"
+#include "metrics.h"
 
 typedef struct hs_store hs_store;
 
@@ -44,15 +46,35 @@ typedef struct hs_store hs_store;
  * hs_store_check_writable() then fails. Free with hs_store_free(). */
 int hs_store_open(hs_store **out, const char *data_dir, hs_error *err);
 
+/* Open the store --store names: NULL or "" = the embedded SQLite default
+ * (hs_store_open on data_dir), "sqlite:<path>" = SQLite in that file
+ * (parent directories created 0700), "postgres://..." or
+ * "postgresql://..." = a PostgreSQL database (libpq connection URI; the
+ * schema is migrated, once, even when several harnessd start together).
+ * HS_INVALID for any other form, HS_UNAVAILABLE if the database cannot be
+ * reached, HS_CONFLICT as hs_store_open. Free with hs_store_free(). */
+int hs_store_open_spec(hs_store **out, const char *spec, const char *data_dir, hs_error *err);
+
+/* True if spec names a PostgreSQL store (postgres:// or postgresql://). */
+bool hs_store_spec_is_postgres(const char *spec);
+
+/* "sqlite" or "postgres" ("" for NULL). */
+const char *hs_store_backend(hs_store *store);
+
 void hs_store_free(hs_store *store); /* NULL is a no-op */
 
 /* A metrics collector (common/metrics.h; payload: the store):
- * harness_store_commit_seconds (every COMMIT, fsync included) and
- * harness_store_heartbeats_per_commit (heartbeats sharing one group commit). */
-struct hs_metrics_out;
-void hs_store_collect_metrics(struct hs_metrics_out *out, void *store);
+ * harness_store_commit_seconds (every COMMIT, fsync included),
+ * harness_store_heartbeats_per_commit (heartbeats sharing one group commit),
+ * harness_store_info{backend}, harness_store_unavailable_total (database
+ * operations that failed as unavailable), harness_store_heartbeat_batches_total
+ * and harness_store_heartbeats_total, and on PostgreSQL
+ * harness_store_pool_connections{state="busy|idle|closed"} and
+ * harness_store_pool_waits_total (calls that waited for a connection). */
+void hs_store_collect_metrics(hs_metrics_out *out, void *store);
 
-/* Schema version of the open database (PRAGMA user_version). */
+/* Schema version of the open database (SQLite: PRAGMA user_version;
+ * PostgreSQL: the harness_schema table). */
 int hs_store_schema_version(hs_store *store, int *out, hs_error *err);
 
 /* Schema version this code migrates to. */
@@ -387,11 +409,104 @@ typedef int (*hs_store_event_cb)(const hs_store_event_row *event, void *payload)
 int hs_store_task_transition(hs_store *store, const hs_store_task_row *row, bool insert,
 			     const hs_store_event_row *ev, int64_t *event_id_out, hs_error *err);
 
+/* hs_store_task_transition on behalf of a task lease: in the same
+ * transaction it first checks that node_id holds task_id's lease with this
+ * fence and that the lease is live at now_ms (PostgreSQL: the lease row is
+ * locked, so a takeover waits for this transaction or wins before it), and
+ * writes nothing but answers HS_CONFLICT otherwise: a node that lost its
+ * lease cannot act on the task any more. row->task_id names the lease. */
+int hs_store_task_transition_fenced(hs_store *store, const hs_store_task_row *row, bool insert,
+				    const hs_store_event_row *ev, const char *node_id,
+				    int64_t fence, int64_t now_ms, int64_t *event_id_out,
+				    hs_error *err);
+
 /* event->event_id is ignored; the new id goes to *out (NULL allowed). */
 int hs_store_event_append(hs_store *store, const hs_store_event_row *event, int64_t *out, hs_error *err);
 /* Call fn for up to limit events with event_id > after_event_id (of task_id,
  * or of every task if NULL), in event_id order. */
 int hs_store_event_list_after(hs_store *store, int64_t after_event_id, const char *task_id,
 			      size_t limit, hs_store_event_cb fn, void *payload, hs_error *err);
+
+/* ---- event announcements -----------------------------------------------------
+ * For watchers of events that other nodes append. A listener has a
+ * PostgreSQL connection of its own (outside the pool) that LISTENs on
+ * harness_task_events. One thread uses a listener at a time. */
+
+typedef struct hs_store_listener hs_store_listener;
+
+/* Never connects (the first wait does); HS_INTERNAL only without memory. */
+int hs_store_listener_new(hs_store *store, hs_store_listener **out, hs_error *err);
+
+/* Wait up to timeout_ms for announcements. *max_event_id_out: the largest
+ * event id announced since the previous wait; 0 when none came (timeout);
+ * -1 right after (re)connecting, when announcements may have been missed:
+ * poll hs_store_event_list_after then. HS_UNAVAILABLE when the database
+ * cannot be reached (the next wait reconnects). On SQLite (one node, whose
+ * watchers learn of events in-process) it sleeps timeout_ms and reports 0. */
+int hs_store_listener_wait(hs_store_listener *l, int timeout_ms, int64_t *max_event_id_out,
+			   hs_error *err);
+
+void hs_store_listener_free(hs_store_listener *l); /* NULL is a no-op */
+
+/* ---- nodes and task leases -------------------------------------------------
+ * For several harnessd nodes on one PostgreSQL store (both backends
+ * implement them; on SQLite there is one node). A node advertises itself
+ * with a row whose lease (expires_at_ms) it renews; a task's stall
+ * detection and recovery belong to the one node holding the task's lease.
+ * fence grows by one each time the lease changes hands; writes made on a
+ * lease's behalf carry it (hs_store_task_transition_fenced) and are refused
+ * once someone else took it over. Every appended event is announced on the
+ * PostgreSQL channel harness_task_events (payload: the event id, sent at
+ * commit); watchers LISTEN there and fall back to polling
+ * hs_store_event_list_after. Times are the callers' (wall clock, ms): nodes
+ * must keep their clocks within a small fraction of the lease length. */
+
+typedef struct hs_store_node_row {
+	char node_id[HS_STORE_ID_MAX];
+	char address[HS_STORE_PATH_MAX]; /* where other nodes reach it (host:port) */
+	int64_t started_at_ms;
+	int64_t expires_at_ms;           /* live while now < expires_at_ms */
+	int64_t updated_at_ms;
+} hs_store_node_row;
+
+/* Insert or replace the node's row (advertise / renew). */
+int hs_store_node_put(hs_store *store, const hs_store_node_row *row, hs_error *err);
+int hs_store_node_get(hs_store *store, const char *node_id, hs_store_node_row *out,
+		      hs_error *err);
+/* Nodes live at now_ms (expires_at_ms > now_ms; now_ms <= 0: every node),
+ * by node_id. *out malloc'd (free()), NULL when *n_out is 0. */
+int hs_store_node_list(hs_store *store, int64_t now_ms, hs_store_node_row **out, size_t *n_out,
+		       hs_error *err);
+/* HS_NOT_FOUND if there is no such node. */
+int hs_store_node_delete(hs_store *store, const char *node_id, hs_error *err);
+
+typedef struct hs_store_lease_row {
+	char task_id[HS_STORE_ID_MAX];
+	char node_id[HS_STORE_ID_MAX];  /* the holder */
+	int64_t fence;                  /* 1 for the first holder, + 1 per change of hands */
+	int64_t expires_at_ms;
+} hs_store_lease_row;
+
+/* Take or renew task_id's lease for node_id until expires_at_ms, in one
+ * atomic statement. Granted when nobody holds it (fence 1), when node_id
+ * holds it (a renewal: same fence, even if it had expired, as nobody took
+ * it), or when the holder's lease expired (now_ms >= its expires_at_ms: a
+ * takeover, fence + 1). HS_CONFLICT when another node holds a live lease.
+ * The lease as granted goes to *out (NULL allowed). */
+int hs_store_lease_acquire(hs_store *store, const char *task_id, const char *node_id,
+			   int64_t now_ms, int64_t expires_at_ms, hs_store_lease_row *out,
+			   hs_error *err);
+/* HS_NOT_FOUND when nobody ever held it. */
+int hs_store_lease_get(hs_store *store, const char *task_id, hs_store_lease_row *out,
+		       hs_error *err);
+/* Give the lease up (deleted) if node_id still holds it with fence;
+ * HS_CONFLICT if it changed hands, HS_NOT_FOUND if there is none. */
+int hs_store_lease_release(hs_store *store, const char *task_id, const char *node_id,
+			   int64_t fence, hs_error *err);
+/* Leases expired at now_ms (expires_at_ms <= now_ms), oldest expiry
+ * first, at most limit (0 = default, clamped): what survivors take over.
+ * *out malloc'd (free()), NULL when *n_out is 0. */
+int hs_store_lease_list_expired(hs_store *store, int64_t now_ms, size_t limit,
+				hs_store_lease_row **out, size_t *n_out, hs_error *err);
 
 #endif

@@ -11,7 +11,7 @@
 	"expires_at_ms, last_used_at_ms, revoked_at_ms, seq"
 #define NEXT_SEQ "(SELECT COALESCE(MAX(seq), 0) + 1 FROM api_keys)"
 
-static int read_apikey(sqlite3_stmt *st, void *row, hs_error *err)
+static int read_apikey(hs_stmt *st, void *row, hs_error *err)
 {
 	hs_store_apikey_row *r = row;
 	int rc;
@@ -22,11 +22,11 @@ static int read_apikey(sqlite3_stmt *st, void *row, hs_error *err)
 	HS_COL_T(st, 3, r->secret_hash, "secret_hash");
 	HS_COL_T(st, 4, r->allowed_methods, "allowed_methods");
 	HS_COL_T(st, 5, r->created_by, "created_by");
-	r->created_at_ms = sqlite3_column_int64(st, 6);
-	r->expires_at_ms = sqlite3_column_int64(st, 7);
-	r->last_used_at_ms = sqlite3_column_int64(st, 8);
-	r->revoked_at_ms = sqlite3_column_int64(st, 9);
-	r->seq = sqlite3_column_int64(st, 10);
+	r->created_at_ms = hs_store__col_int64(st, 6);
+	r->expires_at_ms = hs_store__col_int64(st, 7);
+	r->last_used_at_ms = hs_store__col_int64(st, 8);
+	r->revoked_at_ms = hs_store__col_int64(st, 9);
+	r->seq = hs_store__col_int64(st, 10);
 	rc = HS_OK;
 done:
 	return rc;
@@ -35,7 +35,7 @@ done:
 int hs_store_apikey_insert(hs_store *s, const hs_store_apikey_row *r, hs_error *err)
 {
 	int rc;
-	sqlite3_stmt *st = NULL;
+	hs_stmt *st = NULL;
 	if (s == NULL || r == NULL)
 		return hs_error_set(err, HS_INVALID, "store: NULL argument");
 	if ((rc = hs_store__check_key(r->id, sizeof(r->id), "api key id", err)) != HS_OK ||
@@ -46,6 +46,8 @@ int hs_store_apikey_insert(hs_store *s, const hs_store_apikey_row *r, hs_error *
 		return hs_error_set(err, HS_INVALID, "store: api key %s: role must be user or admin",
 				    r->id);
 	hs_store__lock(s);
+	if ((rc = hs_store__ordered_begin(s, HS_STORE_PG_APIKEYS_LOCK, err)) != HS_OK)
+		goto done;
 	HS_STMT(st, HS_STMT_APIKEY_INSERT,
 		"INSERT INTO api_keys(" APIKEY_COLS ") "
 		"VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, " NEXT_SEQ ")");
@@ -62,6 +64,7 @@ int hs_store_apikey_insert(hs_store *s, const hs_store_apikey_row *r, hs_error *
 	rc = hs_store__step_done(s, st, "insert api key", err);
 done:
 	hs_store__release(st);
+	rc = hs_store__ordered_end(s, rc, err);
 	hs_store__unlock(s);
 	return rc;
 }
@@ -83,7 +86,7 @@ int hs_store_apikey_list(hs_store *s, const char *after_id, size_t limit, bool i
 			 hs_store_apikey_row **out, size_t *n_out, hs_error *err)
 {
 	int rc;
-	sqlite3_stmt *st = NULL;
+	hs_stmt *st = NULL;
 	if (s == NULL || out == NULL || n_out == NULL)
 		return hs_error_set(err, HS_INVALID, "store: NULL argument");
 	hs_store__lock(s);
@@ -108,7 +111,7 @@ int hs_store_apikey_changes(hs_store *s, int64_t after_seq, size_t limit,
 			    hs_store_apikey_row **out, size_t *n_out, hs_error *err)
 {
 	int rc;
-	sqlite3_stmt *st = NULL;
+	hs_stmt *st = NULL;
 	if (s == NULL || out == NULL || n_out == NULL)
 		return hs_error_set(err, HS_INVALID, "store: NULL argument");
 	hs_store__lock(s);
@@ -128,7 +131,7 @@ int hs_store_apikey_revoke(hs_store *s, const char *id, int64_t now_ms, hs_store
 			   hs_error *err)
 {
 	int rc;
-	sqlite3_stmt *st = NULL;
+	hs_stmt *st = NULL;
 	if (s == NULL)
 		return hs_error_set(err, HS_INVALID, "store: NULL argument");
 	if ((rc = hs_store__check_key(id, HS_STORE_ID_MAX, "api key id", err)) != HS_OK)
@@ -136,6 +139,8 @@ int hs_store_apikey_revoke(hs_store *s, const char *id, int64_t now_ms, hs_store
 	if (now_ms <= 0)
 		return hs_error_set(err, HS_INVALID, "store: revocation time must be positive");
 	hs_store__lock(s);
+	if ((rc = hs_store__ordered_begin(s, HS_STORE_PG_APIKEYS_LOCK, err)) != HS_OK)
+		goto done;
 	HS_STMT(st, HS_STMT_APIKEY_REVOKE,
 		"UPDATE api_keys SET revoked_at_ms = ?2, seq = " NEXT_SEQ
 		" WHERE id = ?1 AND revoked_at_ms = 0");
@@ -144,6 +149,7 @@ int hs_store_apikey_revoke(hs_store *s, const char *id, int64_t now_ms, hs_store
 	rc = hs_store__step_done(s, st, "revoke api key", err);
 done:
 	hs_store__release(st);
+	rc = hs_store__ordered_end(s, rc, err);
 	hs_store__unlock(s);
 	if (rc != HS_OK)
 		return rc;
@@ -157,7 +163,7 @@ int hs_store_apikey_touch(hs_store *s, const char *const *ids, const int64_t *ti
 			  hs_error *err)
 {
 	int rc;
-	sqlite3_stmt *st = NULL;
+	hs_stmt *st = NULL;
 	if (s == NULL || (n > 0 && (ids == NULL || times == NULL)))
 		return hs_error_set(err, HS_INVALID, "store: NULL argument");
 	if (n == 0)
@@ -190,18 +196,13 @@ unlock:
 int hs_store_apikey_count_active(hs_store *s, int64_t *out, hs_error *err)
 {
 	int rc;
-	sqlite3_stmt *st = NULL;
+	hs_stmt *st = NULL;
 	if (s == NULL || out == NULL)
 		return hs_error_set(err, HS_INVALID, "store: NULL argument");
 	hs_store__lock(s);
 	HS_STMT(st, HS_STMT_APIKEY_COUNT, "SELECT COUNT(*) FROM api_keys WHERE revoked_at_ms = 0");
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW) {
-		*out = sqlite3_column_int64(st, 0);
-		rc = HS_OK;
-	} else {
-		rc = hs_store__fail(s, rc, "count api keys", err);
-	}
+	if ((rc = hs_store__step_row(st, "count api keys", err)) == HS_OK)
+		*out = hs_store__col_int64(st, 0);
 done:
 	hs_store__release(st);
 	hs_store__unlock(s);

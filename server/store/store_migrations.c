@@ -192,6 +192,28 @@ const char *const hs_store__migrations[] = {
 	"ALTER TABLE tasks ADD COLUMN last_checkpoint_step INTEGER NOT NULL DEFAULT 0;"
 	"ALTER TABLE tasks ADD COLUMN deadline_ms INTEGER NOT NULL DEFAULT 0;"
 	"ALTER TABLE task_events ADD COLUMN recovery_generation INTEGER NOT NULL DEFAULT 0;",
+	/* 7: several nodes on one store (used on PostgreSQL; on SQLite there
+	 * is one node). Each node advertises itself (address for forwarding)
+	 * with a lease it renews; a task's stall detection and recovery belong
+	 * to the node holding the task's lease, whose fencing token grows by
+	 * one whenever the lease changes hands. IF NOT EXISTS: only new
+	 * tables, so a database forged back to an older version by a test
+	 * (its tables kept) still migrates. */
+	"CREATE TABLE IF NOT EXISTS nodes ("
+	"  node_id TEXT PRIMARY KEY,"
+	"  address TEXT NOT NULL DEFAULT '',"
+	"  started_at_ms INTEGER NOT NULL DEFAULT 0,"
+	"  expires_at_ms INTEGER NOT NULL DEFAULT 0,"
+	"  updated_at_ms INTEGER NOT NULL DEFAULT 0"
+	");"
+	"CREATE TABLE IF NOT EXISTS task_leases ("
+	"  task_id TEXT PRIMARY KEY,"
+	"  node_id TEXT NOT NULL,"
+	"  fence INTEGER NOT NULL,"
+	"  expires_at_ms INTEGER NOT NULL"
+	");"
+	"CREATE INDEX IF NOT EXISTS task_leases_node ON task_leases(node_id);"
+	"CREATE INDEX IF NOT EXISTS task_leases_expires ON task_leases(expires_at_ms);",
 };
 
 const int hs_store__migration_count =

@@ -4,7 +4,7 @@
 
 #include <string.h>
 
-static int read_owner(sqlite3_stmt *st, void *row, hs_error *err)
+static int read_owner(hs_stmt *st, void *row, hs_error *err)
 {
 	return hs_store__col_text(st, 0, row, HS_STORE_ID_MAX, "owner", err);
 }
@@ -24,18 +24,20 @@ int hs_store_task_claim(hs_store *s, const char *task_id, const char *owner, int
 			char owner_out[HS_STORE_ID_MAX], hs_error *err)
 {
 	int rc;
-	sqlite3_stmt *st = NULL;
+	hs_stmt *st = NULL;
 	if (s == NULL || owner_out == NULL)
 		return hs_error_set(err, HS_INVALID, "store: NULL argument");
 	if ((rc = hs_store__check_key(task_id, HS_STORE_ID_MAX, "task id", err)) != HS_OK ||
 	    (rc = hs_store__check_key(owner, HS_STORE_ID_MAX, "owner", err)) != HS_OK)
 		return rc;
 	hs_store__lock(s);
-	/* One statement: insert if free, then read whoever holds it. RETURNING
-	 * would miss the existing row, so the read is a second step under the
-	 * same lock (one connection: nothing runs in between). */
+	/* Insert if free, then read whoever holds it. RETURNING would miss the
+	 * existing row, so the read is a second statement: rows are never
+	 * deleted, and ON CONFLICT DO NOTHING waits for a racing insert to
+	 * commit (PostgreSQL), so the read sees the winner. */
 	HS_STMT(st, HS_STMT_OWNER_CLAIM,
-		"INSERT OR IGNORE INTO task_owners(task_id, owner, claimed_at_ms) VALUES(?1, ?2, ?3)");
+		"INSERT INTO task_owners(task_id, owner, claimed_at_ms) VALUES(?1, ?2, ?3) "
+		"ON CONFLICT DO NOTHING");
 	HS_BIND_T(st, 1, task_id, HS_STORE_ID_MAX, "task id");
 	HS_BIND_T(st, 2, owner, HS_STORE_ID_MAX, "owner");
 	HS_BIND_I(st, 3, now_ms);
@@ -44,11 +46,8 @@ int hs_store_task_claim(hs_store *s, const char *task_id, const char *owner, int
 	hs_store__release(st);
 	HS_STMT(st, HS_STMT_OWNER_GET, "SELECT owner FROM task_owners WHERE task_id = ?1");
 	HS_BIND_T(st, 1, task_id, HS_STORE_ID_MAX, "task id");
-	rc = sqlite3_step(st);
-	if (rc != SQLITE_ROW) {
-		rc = hs_store__fail(s, rc == SQLITE_DONE ? SQLITE_INTERNAL : rc, "claim task id", err);
+	if ((rc = hs_store__step_row(st, "claim task id", err)) != HS_OK)
 		goto done;
-	}
 	rc = hs_store__col_text(st, 0, owner_out, HS_STORE_ID_MAX, "owner", err);
 done:
 	hs_store__release(st);
@@ -59,7 +58,7 @@ done:
 int hs_store_task_owner_count(hs_store *s, const char *owner, int64_t *out, hs_error *err)
 {
 	int rc;
-	sqlite3_stmt *st = NULL;
+	hs_stmt *st = NULL;
 	if (s == NULL || out == NULL)
 		return hs_error_set(err, HS_INVALID, "store: NULL argument");
 	if ((rc = hs_store__check_key(owner, HS_STORE_ID_MAX, "owner", err)) != HS_OK)
@@ -67,12 +66,9 @@ int hs_store_task_owner_count(hs_store *s, const char *owner, int64_t *out, hs_e
 	hs_store__lock(s);
 	HS_STMT(st, HS_STMT_OWNER_COUNT, "SELECT COUNT(*) FROM task_owners WHERE owner = ?1");
 	HS_BIND_T(st, 1, owner, HS_STORE_ID_MAX, "owner");
-	rc = sqlite3_step(st);
-	if (rc != SQLITE_ROW) {
-		rc = hs_store__fail(s, rc, "count task ids", err);
+	if ((rc = hs_store__step_row(st, "count task ids", err)) != HS_OK)
 		goto done;
-	}
-	*out = sqlite3_column_int64(st, 0);
+	*out = hs_store__col_int64(st, 0);
 	rc = HS_OK;
 done:
 	hs_store__release(st);

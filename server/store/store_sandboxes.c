@@ -16,7 +16,7 @@
 	"snapshot_id, sandbox_id, type, created_at_ms, mem_file_path, snapshot_path, size_bytes, " \
 	"base_snapshot_id"
 
-static int bind_sandbox(hs_store *s, sqlite3_stmt *st, const hs_store_sandbox_row *r,
+static int bind_sandbox(hs_store *s, hs_stmt *st, const hs_store_sandbox_row *r,
 			hs_error *err)
 {
 	int rc;
@@ -45,7 +45,7 @@ done:
 	return rc;
 }
 
-static int read_sandbox(sqlite3_stmt *st, hs_store_sandbox_row *r, hs_error *err)
+static int read_sandbox(hs_stmt *st, hs_store_sandbox_row *r, hs_error *err)
 {
 	int rc;
 	memset(r, 0, sizeof(*r));
@@ -53,28 +53,28 @@ static int read_sandbox(sqlite3_stmt *st, hs_store_sandbox_row *r, hs_error *err
 	HS_COL_T(st, 1, r->owner, "owner");
 	HS_COL_T(st, 2, r->task_id, "task_id");
 	HS_COL_T(st, 3, r->driver, "driver");
-	r->state = sqlite3_column_int(st, 4);
-	r->pid = sqlite3_column_int64(st, 5);
-	r->pid_start_time = (uint64_t)sqlite3_column_int64(st, 6);
-	r->vcpu_count = sqlite3_column_int(st, 7);
-	r->mem_size_mib = sqlite3_column_int64(st, 8);
-	r->ttl_seconds = sqlite3_column_int64(st, 9);
-	r->expires_at_ms = sqlite3_column_int64(st, 10);
-	r->created_at_ms = sqlite3_column_int64(st, 11);
-	r->started_at_ms = sqlite3_column_int64(st, 12);
-	r->exit_code = sqlite3_column_int(st, 13);
+	r->state = hs_store__col_int(st, 4);
+	r->pid = hs_store__col_int64(st, 5);
+	r->pid_start_time = (uint64_t)hs_store__col_int64(st, 6);
+	r->vcpu_count = hs_store__col_int(st, 7);
+	r->mem_size_mib = hs_store__col_int64(st, 8);
+	r->ttl_seconds = hs_store__col_int64(st, 9);
+	r->expires_at_ms = hs_store__col_int64(st, 10);
+	r->created_at_ms = hs_store__col_int64(st, 11);
+	r->started_at_ms = hs_store__col_int64(st, 12);
+	r->exit_code = hs_store__col_int(st, 13);
 	HS_COL_T(st, 14, r->failure_reason, "failure_reason");
 	HS_COL_T(st, 15, r->config_json, "config_json");
 	HS_COL_T(st, 16, r->labels_json, "labels_json");
 	HS_COL_T(st, 17, r->log_path, "log_path");
 	HS_COL_T(st, 18, r->runtime_dir, "runtime_dir");
-	r->stopped_at_ms = sqlite3_column_int64(st, 19);
+	r->stopped_at_ms = hs_store__col_int64(st, 19);
 	rc = HS_OK;
 done:
 	return rc;
 }
 
-static int read_sandbox_row(sqlite3_stmt *st, void *row, hs_error *err)
+static int read_sandbox_row(hs_stmt *st, void *row, hs_error *err)
 {
 	return read_sandbox(st, row, err);
 }
@@ -82,7 +82,7 @@ static int read_sandbox_row(sqlite3_stmt *st, void *row, hs_error *err)
 static int write_sandbox(hs_store *s, const hs_store_sandbox_row *r, bool update, hs_error *err)
 {
 	int rc;
-	sqlite3_stmt *st = NULL;
+	hs_stmt *st = NULL;
 	if (s == NULL || r == NULL)
 		return hs_error_set(err, HS_INVALID, "store: NULL argument");
 	if ((rc = hs_store__check_key(r->sandbox_id, sizeof(r->sandbox_id), "sandbox_id", err)) !=
@@ -107,7 +107,7 @@ static int write_sandbox(hs_store *s, const hs_store_sandbox_row *r, bool update
 	if ((rc = hs_store__step_done(s, st, update ? "update sandbox" : "insert sandbox", err)) !=
 	    HS_OK)
 		goto done;
-	if (update && sqlite3_changes64(s->db) == 0)
+	if (update && hs_store__changes(st) == 0)
 		rc = hs_error_set(err, HS_NOT_FOUND, "store: sandbox %s not found", r->sandbox_id);
 done:
 	hs_store__release(st);
@@ -144,7 +144,7 @@ int hs_store_sandbox_get(hs_store *s, const char *sandbox_id, hs_store_sandbox_r
 int hs_store_sandbox_delete(hs_store *s, const char *sandbox_id, hs_error *err)
 {
 	int rc;
-	sqlite3_stmt *st = NULL;
+	hs_stmt *st = NULL;
 	if (s == NULL)
 		return hs_error_set(err, HS_INVALID, "store: NULL argument");
 	if ((rc = hs_store__check_key(sandbox_id, HS_STORE_ID_MAX, "sandbox_id", err)) != HS_OK)
@@ -154,7 +154,7 @@ int hs_store_sandbox_delete(hs_store *s, const char *sandbox_id, hs_error *err)
 	HS_BIND_T(st, 1, sandbox_id, HS_STORE_ID_MAX, "sandbox_id");
 	if ((rc = hs_store__step_done(s, st, "delete sandbox", err)) != HS_OK)
 		goto done;
-	if (sqlite3_changes64(s->db) == 0)
+	if (hs_store__changes(st) == 0)
 		rc = hs_error_set(err, HS_NOT_FOUND, "store: sandbox %s not found", sandbox_id);
 done:
 	hs_store__release(st);
@@ -166,19 +166,26 @@ int hs_store_sandbox_list(hs_store *s, const hs_store_sandbox_filter *f,
 			  hs_store_sandbox_row **out, size_t *n_out, hs_error *err)
 {
 	int rc;
-	sqlite3_stmt *st = NULL;
+	hs_stmt *st = NULL;
 	if (s == NULL || f == NULL || out == NULL || n_out == NULL)
 		return hs_error_set(err, HS_INVALID, "store: NULL argument");
 	hs_store__lock(s);
-	HS_STMT(st, HS_STMT_SANDBOX_LIST,
-		"SELECT " SANDBOX_COLS " FROM sandboxes "
-		"WHERE (?1 IS NULL OR (created_at_ms, sandbox_id) < (?6, ?1)) "
-		"AND (?2 IS NULL OR owner = ?2) AND (?3 IS NULL OR task_id = ?3) "
-		"AND (?4 < 0 OR state = ?4) AND (?7 < 0 OR state != ?7) "
-		"AND (?8 IS NULL OR NOT EXISTS (SELECT 1 FROM json_each(?8) AS sel "
-		"WHERE NOT EXISTS (SELECT 1 FROM json_each(sandboxes.labels_json) AS l "
-		"WHERE l.key = sel.key AND l.value = sel.value))) "
-		"ORDER BY created_at_ms DESC, sandbox_id DESC LIMIT ?5");
+	/* Label selector: every pair of ?8 present with an equal value. */
+	HS_STMT2(st, HS_STMT_SANDBOX_LIST,
+		 "SELECT " SANDBOX_COLS " FROM sandboxes "
+		 "WHERE (?1 IS NULL OR (created_at_ms, sandbox_id) < (?6, ?1)) "
+		 "AND (?2 IS NULL OR owner = ?2) AND (?3 IS NULL OR task_id = ?3) "
+		 "AND (?4 < 0 OR state = ?4) AND (?7 < 0 OR state != ?7) "
+		 "AND (?8 IS NULL OR NOT EXISTS (SELECT 1 FROM json_each(?8) AS sel "
+		 "WHERE NOT EXISTS (SELECT 1 FROM json_each(sandboxes.labels_json) AS l "
+		 "WHERE l.key = sel.key AND l.value = sel.value))) "
+		 "ORDER BY created_at_ms DESC, sandbox_id DESC LIMIT ?5",
+		 "SELECT " SANDBOX_COLS " FROM sandboxes "
+		 "WHERE ($1::text IS NULL OR (created_at_ms, sandbox_id) < ($6::bigint, $1::text)) "
+		 "AND ($2::text IS NULL OR owner = $2) AND ($3::text IS NULL OR task_id = $3) "
+		 "AND ($4::bigint < 0 OR state = $4) AND ($7::bigint < 0 OR state != $7) "
+		 "AND ($8::jsonb IS NULL OR labels_json::jsonb @> $8::jsonb) "
+		 "ORDER BY created_at_ms DESC, sandbox_id DESC LIMIT $5");
 	HS_BIND_T(st, 1, f->after_id, HS_STORE_ID_MAX, "after_id");
 	HS_BIND_T(st, 2, f->owner, HS_STORE_ID_MAX, "owner");
 	HS_BIND_T(st, 3, f->task_id, HS_STORE_ID_MAX, "task_id");
@@ -199,7 +206,7 @@ int hs_store_sandbox_count_by_owner(hs_store *s, const char *owner, int destroye
 				    int64_t *out, hs_error *err)
 {
 	int rc;
-	sqlite3_stmt *st = NULL;
+	hs_stmt *st = NULL;
 	if (s == NULL || out == NULL)
 		return hs_error_set(err, HS_INVALID, "store: NULL argument");
 	if ((rc = hs_store__check_key(owner, HS_STORE_ID_MAX, "owner", err)) != HS_OK)
@@ -209,12 +216,9 @@ int hs_store_sandbox_count_by_owner(hs_store *s, const char *owner, int destroye
 		"SELECT count(*) FROM sandboxes WHERE owner = ?1 AND state != ?2");
 	HS_BIND_T(st, 1, owner, HS_STORE_ID_MAX, "owner");
 	HS_BIND_I(st, 2, destroyed_state);
-	rc = sqlite3_step(st);
-	if (rc != SQLITE_ROW) {
-		rc = hs_store__fail(s, rc, "count sandboxes", err);
+	if ((rc = hs_store__step_row(st, "count sandboxes", err)) != HS_OK)
 		goto done;
-	}
-	*out = sqlite3_column_int64(st, 0);
+	*out = hs_store__col_int64(st, 0);
 	rc = HS_OK;
 done:
 	hs_store__release(st);
@@ -224,24 +228,24 @@ done:
 
 /* ---- snapshots ----------------------------------------------------------- */
 
-static int read_snapshot(sqlite3_stmt *st, hs_store_snapshot_row *r, hs_error *err)
+static int read_snapshot(hs_stmt *st, hs_store_snapshot_row *r, hs_error *err)
 {
 	int rc;
 	memset(r, 0, sizeof(*r));
 	HS_COL_T(st, 0, r->snapshot_id, "snapshot_id");
 	HS_COL_T(st, 1, r->sandbox_id, "sandbox_id");
 	HS_COL_T(st, 2, r->type, "type");
-	r->created_at_ms = sqlite3_column_int64(st, 3);
+	r->created_at_ms = hs_store__col_int64(st, 3);
 	HS_COL_T(st, 4, r->mem_file_path, "mem_file_path");
 	HS_COL_T(st, 5, r->snapshot_path, "snapshot_path");
-	r->size_bytes = sqlite3_column_int64(st, 6);
+	r->size_bytes = hs_store__col_int64(st, 6);
 	HS_COL_T(st, 7, r->base_snapshot_id, "base_snapshot_id");
 	rc = HS_OK;
 done:
 	return rc;
 }
 
-static int read_snapshot_row(sqlite3_stmt *st, void *row, hs_error *err)
+static int read_snapshot_row(hs_stmt *st, void *row, hs_error *err)
 {
 	return read_snapshot(st, row, err);
 }
@@ -249,7 +253,7 @@ static int read_snapshot_row(sqlite3_stmt *st, void *row, hs_error *err)
 int hs_store_snapshot_insert(hs_store *s, const hs_store_snapshot_row *r, hs_error *err)
 {
 	int rc;
-	sqlite3_stmt *st = NULL;
+	hs_stmt *st = NULL;
 	if (s == NULL || r == NULL)
 		return hs_error_set(err, HS_INVALID, "store: NULL argument");
 	if ((rc = hs_store__check_key(r->snapshot_id, sizeof(r->snapshot_id), "snapshot_id", err)) !=
@@ -310,7 +314,7 @@ int hs_store_snapshot_list_by_sandbox(hs_store *s, const char *sandbox_id,
 				      hs_store_snapshot_row **out, size_t *n_out, hs_error *err)
 {
 	int rc;
-	sqlite3_stmt *st = NULL;
+	hs_stmt *st = NULL;
 	if (s == NULL || out == NULL || n_out == NULL)
 		return hs_error_set(err, HS_INVALID, "store: NULL argument");
 	if ((rc = hs_store__check_key(sandbox_id, HS_STORE_ID_MAX, "sandbox_id", err)) != HS_OK)

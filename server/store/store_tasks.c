@@ -20,7 +20,7 @@
 	"event_id, task_id, type, step, checkpoint_id, message, attempt, state, occurred_at_ms, " \
 	"recovery_generation"
 
-static int bind_task(hs_store *s, sqlite3_stmt *st, const hs_store_task_row *r, hs_error *err)
+static int bind_task(hs_store *s, hs_stmt *st, const hs_store_task_row *r, hs_error *err)
 {
 	int rc;
 	HS_BIND_F(st, 1, r, task_id);
@@ -61,49 +61,49 @@ done:
 	return rc;
 }
 
-static int read_task(sqlite3_stmt *st, hs_store_task_row *r, hs_error *err)
+static int read_task(hs_stmt *st, hs_store_task_row *r, hs_error *err)
 {
 	int rc;
 	memset(r, 0, sizeof(*r));
 	HS_COL_T(st, 0, r->task_id, "task_id");
 	HS_COL_T(st, 1, r->owner, "owner");
-	r->state = sqlite3_column_int(st, 2);
-	r->total_steps = sqlite3_column_int64(st, 3);
-	r->current_step = sqlite3_column_int64(st, 4);
-	r->heartbeat_interval_ms = sqlite3_column_int64(st, 5);
-	r->heartbeat_timeout_ms = sqlite3_column_int64(st, 6);
+	r->state = hs_store__col_int(st, 2);
+	r->total_steps = hs_store__col_int64(st, 3);
+	r->current_step = hs_store__col_int64(st, 4);
+	r->heartbeat_interval_ms = hs_store__col_int64(st, 5);
+	r->heartbeat_timeout_ms = hs_store__col_int64(st, 6);
 	HS_COL_T(st, 7, r->sandbox_id, "sandbox_id");
-	r->policy_max_attempts = sqlite3_column_int(st, 8);
-	r->policy_initial_backoff_ms = sqlite3_column_int64(st, 9);
-	r->policy_multiplier = sqlite3_column_double(st, 10);
-	r->policy_max_backoff_ms = sqlite3_column_int64(st, 11);
-	r->last_heartbeat_ms = sqlite3_column_int64(st, 12);
-	r->registered_at_ms = sqlite3_column_int64(st, 13);
-	r->recovery_attempts = sqlite3_column_int(st, 14);
+	r->policy_max_attempts = hs_store__col_int(st, 8);
+	r->policy_initial_backoff_ms = hs_store__col_int64(st, 9);
+	r->policy_multiplier = hs_store__col_double(st, 10);
+	r->policy_max_backoff_ms = hs_store__col_int64(st, 11);
+	r->last_heartbeat_ms = hs_store__col_int64(st, 12);
+	r->registered_at_ms = hs_store__col_int64(st, 13);
+	r->recovery_attempts = hs_store__col_int(st, 14);
 	HS_COL_T(st, 15, r->last_checkpoint_id, "last_checkpoint_id");
-	r->cancel_requested = sqlite3_column_int(st, 16) != 0;
-	r->cpu_usage = sqlite3_column_double(st, 17);
-	r->memory_usage_mb = sqlite3_column_double(st, 18);
-	r->disk_usage_mb = sqlite3_column_double(st, 19);
+	r->cancel_requested = hs_store__col_int(st, 16) != 0;
+	r->cpu_usage = hs_store__col_double(st, 17);
+	r->memory_usage_mb = hs_store__col_double(st, 18);
+	r->disk_usage_mb = hs_store__col_double(st, 19);
 	HS_COL_T(st, 20, r->details, "details");
 	HS_COL_T(st, 21, r->failure_reason, "failure_reason");
 	HS_COL_T(st, 22, r->workspace, "workspace");
 	HS_COL_T(st, 23, r->labels_json, "labels_json");
-	r->updated_at_ms = sqlite3_column_int64(st, 24);
-	r->recovery_generation = sqlite3_column_int64(st, 25);
-	r->base_generation = sqlite3_column_int64(st, 26);
-	r->acked_generation = sqlite3_column_int64(st, 27);
-	r->restored = sqlite3_column_int(st, 28) != 0;
+	r->updated_at_ms = hs_store__col_int64(st, 24);
+	r->recovery_generation = hs_store__col_int64(st, 25);
+	r->base_generation = hs_store__col_int64(st, 26);
+	r->acked_generation = hs_store__col_int64(st, 27);
+	r->restored = hs_store__col_int(st, 28) != 0;
 	HS_COL_T(st, 29, r->resume_checkpoint_id, "resume_checkpoint_id");
-	r->resume_step = sqlite3_column_int64(st, 30);
-	r->last_checkpoint_step = sqlite3_column_int64(st, 31);
-	r->deadline_ms = sqlite3_column_int64(st, 32);
+	r->resume_step = hs_store__col_int64(st, 30);
+	r->last_checkpoint_step = hs_store__col_int64(st, 31);
+	r->deadline_ms = hs_store__col_int64(st, 32);
 	rc = HS_OK;
 done:
 	return rc;
 }
 
-static int read_task_row(sqlite3_stmt *st, void *row, hs_error *err)
+static int read_task_row(hs_stmt *st, void *row, hs_error *err)
 {
 	return read_task(st, row, err);
 }
@@ -112,7 +112,7 @@ static int read_task_row(sqlite3_stmt *st, void *row, hs_error *err)
 static int write_task_locked(hs_store *s, const hs_store_task_row *r, bool update, hs_error *err)
 {
 	int rc;
-	sqlite3_stmt *st = NULL;
+	hs_stmt *st = NULL;
 	if (update)
 		HS_STMT(st, HS_STMT_TASK_UPDATE,
 			"UPDATE tasks SET owner = ?2, state = ?3, total_steps = ?4, "
@@ -136,7 +136,7 @@ static int write_task_locked(hs_store *s, const hs_store_task_row *r, bool updat
 		goto done;
 	if ((rc = hs_store__step_done(s, st, update ? "update task" : "insert task", err)) != HS_OK)
 		goto done;
-	if (update && sqlite3_changes64(s->db) == 0)
+	if (update && hs_store__changes(st) == 0)
 		rc = hs_error_set(err, HS_NOT_FOUND, "store: task %s not found", r->task_id);
 done:
 	hs_store__release(st);
@@ -191,7 +191,7 @@ int hs_store_task_get(hs_store *s, const char *task_id, hs_store_task_row *out, 
 }
 
 /* Collect every row of a prepared, bound task query. Caller holds the lock. */
-static int collect_tasks(hs_store *s, sqlite3_stmt *st, hs_store_task_row **out, size_t *n_out,
+static int collect_tasks(hs_store *s, hs_stmt *st, hs_store_task_row **out, size_t *n_out,
 			 hs_error *err)
 {
 	return hs_store__collect(s, st, sizeof(**out), read_task_row, "list tasks", (void **)out,
@@ -202,13 +202,13 @@ int hs_store_task_list(hs_store *s, const hs_store_task_filter *f, hs_store_task
 		       size_t *n_out, hs_error *err)
 {
 	int rc;
-	sqlite3_stmt *st = NULL;
+	hs_stmt *st = NULL;
 	if (s == NULL || f == NULL || out == NULL || n_out == NULL)
 		return hs_error_set(err, HS_INVALID, "store: NULL argument");
 	hs_store__lock(s);
 	HS_STMT(st, HS_STMT_TASK_LIST,
 		"SELECT " TASK_COLS " FROM tasks WHERE task_id > ?1 "
-		"AND (?2 IS NULL OR owner = ?2) AND (?3 < 0 OR state = ?3) "
+		"AND (CAST(?2 AS TEXT) IS NULL OR owner = ?2) AND (CAST(?3 AS INTEGER) < 0 OR state = ?3) "
 		"ORDER BY task_id LIMIT ?4");
 	HS_BIND_T(st, 1, f->after_id ? f->after_id : "", HS_STORE_ID_MAX, "after_id");
 	HS_BIND_T(st, 2, f->owner, HS_STORE_ID_MAX, "owner");
@@ -225,7 +225,7 @@ int hs_store_task_list_active(hs_store *s, const int *states, size_t n_states,
 			      hs_store_task_cb fn, void *payload, hs_error *err)
 {
 	int rc;
-	sqlite3_stmt *st = NULL;
+	hs_stmt *st = NULL;
 	hs_store_task_row *rows = NULL, *all = NULL;
 	size_t n = 0, kept = 0;
 	if (s == NULL || fn == NULL || (states == NULL && n_states > 0))
@@ -295,29 +295,23 @@ done:
 #define HB_BATCH_MAX 1024
 #define HB_ASYNC_MAX 4096 /* async beats queued or committing; more: HS_LIMIT */
 
-struct hs_store__beat {
-	struct hs_store__beat *next;
-	const char *task_id;
-	const char *details;   /* never NULL */
-	int64_t step, total, now_ms;
-	double cpu, mem_mb, disk_mb;
-	bool heap;             /* async: allocated here, strings follow the struct */
-	struct hs_store__beat *latest; /* a later beat of the same task in the batch, or NULL */
-	hs_store_beat_done_fn done;
-	void *arg;
-	int rc;                /* result, with err, valid when done runs */
-	hs_error err;
-};
 
 /* Bind and run one beat's UPDATE inside the batch's transaction; its result
  * goes to b->rc/b->err. Returns false if the transaction cannot go on (the
  * error is then in *batch_err and *batch_rc). Caller holds mu. */
-static bool apply_beat(hs_store *s, sqlite3_stmt *st, hs_store__beat *b, int *batch_rc,
+static bool apply_beat(hs_store *s, hs_store__beat *b, bool savepoint, int *batch_rc,
 		       hs_error *batch_err)
 {
 	hs_error *err = &b->err;
+	hs_stmt *st = NULL;
 	int rc;
 	bool go_on = true;
+	if (savepoint && (rc = s->drv->exec(s, "SAVEPOINT beat", "heartbeat", err)) != HS_OK)
+		goto fail;
+	HS_STMT(st, HS_STMT_TASK_HEARTBEAT,
+		"UPDATE tasks SET current_step = ?2, total_steps = ?3, cpu_usage = ?4, "
+		"memory_usage_mb = ?5, disk_usage_mb = ?6, details = ?7, "
+		"last_heartbeat_ms = ?8, updated_at_ms = ?8 WHERE task_id = ?1");
 	HS_BIND_T(st, 1, b->task_id, HS_STORE_ID_MAX, "task_id");
 	HS_BIND_I(st, 2, b->step);
 	HS_BIND_I(st, 3, b->total);
@@ -326,18 +320,43 @@ static bool apply_beat(hs_store *s, sqlite3_stmt *st, hs_store__beat *b, int *ba
 	HS_BIND_D(st, 6, b->disk_mb);
 	HS_BIND_T(st, 7, b->details, HS_STORE_TEXT_MAX, "details");
 	HS_BIND_I(st, 8, b->now_ms);
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_DONE) {
-		rc = HS_OK;
-		if (sqlite3_changes64(s->db) == 0)
+	rc = hs_store__step(st, "heartbeat", err);
+	if (rc == HS_OK) {
+		if (hs_store__changes(st) == 0)
 			rc = hs_error_set(err, HS_NOT_FOUND, "store: task %s not found", b->task_id);
-	} else if ((rc & 0xff) == SQLITE_CONSTRAINT && !sqlite3_get_autocommit(s->db)) {
-		rc = hs_store__fail(s, rc, "heartbeat", err); /* only this statement undone */
-	} else {
-		*batch_rc = hs_store__fail(s, rc, "heartbeat", batch_err);
-		rc = *batch_rc;
-		go_on = false;
+		if (savepoint) {
+			hs_error rel = { 0 };
+			int r2 = s->drv->exec(s, "RELEASE SAVEPOINT beat", "heartbeat", &rel);
+			if (r2 != HS_OK) {
+				rc = r2;
+				*err = rel;
+				goto fail;
+			}
+		}
+		goto done;
 	}
+	if (rc == HS_STORE_ROW) {
+		rc = hs_error_set(err, HS_INTERNAL, "store: heartbeat: unexpected row");
+		goto fail;
+	}
+	if (rc == HS_UNAVAILABLE)
+		goto fail;
+	if (savepoint) {
+		/* only this beat undone, unless the rollback itself fails */
+		hs_error rb = { 0 };
+		if (s->drv->exec(s, "ROLLBACK TO SAVEPOINT beat", "heartbeat", &rb) != HS_OK) {
+			rc = rb.code != 0 ? (int)rb.code : HS_INTERNAL;
+			*err = rb;
+			goto fail;
+		}
+		goto done;
+	}
+	if (s->drv->failed_alone(st))
+		goto done; /* SQLite: a constraint undid only this statement */
+fail:
+	*batch_rc = rc;
+	*batch_err = *err;
+	go_on = false;
 done:
 	hs_store__release(st);
 	b->rc = rc;
@@ -377,13 +396,19 @@ static void link_latest(hs_store__beat *batch, size_t n, hs_store__beat **set)
 	}
 }
 
-/* Run one batch as one transaction and fill every beat's result. Takes mu.
- * set: scratch for link_latest, NULL only for a batch of one. */
-static void run_batch(hs_store *s, hs_store__beat *batch, size_t n, hs_store__beat **set)
+/* Run one batch as one transaction and fill every beat's result. Takes the
+ * driver's lock. set: scratch for link_latest, NULL only for a batch of
+ * one. savepoint: each beat in its own savepoint, so a refused UPDATE undoes
+ * only itself where any error aborts the whole transaction (PostgreSQL).
+ * Returns true if the batch failed because of one beat's error on such a
+ * backend: the caller runs it again with savepoints (rare: only a trigger,
+ * a constraint or bad data refuses a heartbeat). */
+static bool run_batch(hs_store *s, hs_store__beat *batch, size_t n, hs_store__beat **set,
+		      bool savepoint)
 {
 	hs_error batch_err = { 0 }, *err = &batch_err;
-	sqlite3_stmt *st = NULL;
 	hs_store__beat *b;
+	bool retry = false;
 	int rc;
 	if (set != NULL)
 		link_latest(batch, n, set);
@@ -392,13 +417,28 @@ static void run_batch(hs_store *s, hs_store__beat *batch, size_t n, hs_store__be
 	hs_store__lock(s);
 	if ((rc = hs_store__begin(s, err)) != HS_OK)
 		goto done;
-	HS_STMT(st, HS_STMT_TASK_HEARTBEAT,
-		"UPDATE tasks SET current_step = ?2, total_steps = ?3, cpu_usage = ?4, "
-		"memory_usage_mb = ?5, disk_usage_mb = ?6, details = ?7, "
-		"last_heartbeat_ms = ?8, updated_at_ms = ?8 WHERE task_id = ?1");
-	for (b = batch; b != NULL; b = b->next) {
-		if (b->latest == NULL && !apply_beat(s, st, b, &rc, err))
+	if (s->drv->postgres && !savepoint) {
+		/* One statement for the whole batch (store_heartbeat_pg.c). */
+		if ((rc = hs_store__pg_heartbeat_batch(s, batch, err)) != HS_OK) {
+			retry = rc != HS_UNAVAILABLE;
 			goto done;
+		}
+		for (b = batch; b != NULL; b = b->next) {
+			if (b->latest != NULL) {
+				b->rc = b->latest->rc;
+				b->err = b->latest->err;
+			}
+		}
+		rc = hs_store__commit(s, err);
+		goto done;
+	}
+	for (b = batch; b != NULL; b = b->next) {
+		if (b->latest == NULL && !apply_beat(s, b, savepoint, &rc, err)) {
+			/* PostgreSQL: one refused beat aborted the batch; run it
+			 * again with a savepoint per beat (rare: triggers). */
+			retry = s->drv->errors_abort_txn && !savepoint && rc != HS_UNAVAILABLE;
+			goto done;
+		}
 	}
 	for (b = batch; b != NULL; b = b->next) {
 		if (b->latest == NULL)
@@ -406,7 +446,8 @@ static void run_batch(hs_store *s, hs_store__beat *batch, size_t n, hs_store__be
 		if (b->latest->rc == HS_OK || b->latest->rc == HS_NOT_FOUND) {
 			b->rc = b->latest->rc;
 			b->err = b->latest->err;
-		} else if (!apply_beat(s, st, b, &rc, err)) { /* the last one was refused */
+		} else if (!apply_beat(s, b, savepoint, &rc, err)) { /* the last one was refused */
+			retry = s->drv->errors_abort_txn && !savepoint && rc != HS_UNAVAILABLE;
 			goto done;
 		}
 	}
@@ -420,6 +461,7 @@ done:
 		}
 	}
 	hs_store__unlock(s);
+	return retry;
 }
 
 static void *committer_main(void *arg)
@@ -448,7 +490,8 @@ static void *committer_main(void *arg)
 		s->hb_committing = true;
 		pthread_mutex_unlock(&s->hb_mu);
 
-		run_batch(s, batch, n, set);
+		if (run_batch(s, batch, n, set, false))
+			(void)run_batch(s, batch, n, set, true);
 		hs_histogram_observe(&s->m_beats_per_commit, (double)n);
 
 		pthread_mutex_lock(&s->hb_mu);
@@ -620,16 +663,25 @@ void hs_store__heartbeat_stats(hs_store *s, hs_store__hb_stats *out)
 
 /* ---- events -------------------------------------------------------------- */
 
-/* Caller holds the lock. */
+/* Events are ordered by a database sequence (SQLite: AUTOINCREMENT;
+ * PostgreSQL: the task_events_event_id_seq sequence). A reader that polls
+ * "event_id > last seen" must never see a later id commit before an
+ * earlier one, which concurrent PostgreSQL transactions (other nodes) could
+ * do; so there every transaction that appends events first takes the
+ * transaction-scoped advisory lock HS_STORE_PG_EVENTS_LOCK, and ids commit
+ * in order. SQLite serialises writers anyway. Caller holds the lock and has
+ * begun the transaction. */
 static int append_event_locked(hs_store *s, const hs_store_event_row *e, int64_t *id_out,
 			       hs_error *err)
 {
 	int rc;
-	sqlite3_stmt *st = NULL;
+	hs_stmt *st = NULL;
+	if ((rc = hs_store__ordered_lock(s, HS_STORE_PG_EVENTS_LOCK, err)) != HS_OK)
+		return rc;
 	HS_STMT(st, HS_STMT_EVENT_APPEND,
 		"INSERT INTO task_events(task_id, type, step, checkpoint_id, message, attempt, "
 		"state, occurred_at_ms, recovery_generation) "
-		"VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)");
+		"VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) RETURNING event_id");
 	HS_BIND_F(st, 1, e, task_id);
 	HS_BIND_I(st, 2, e->type);
 	HS_BIND_I(st, 3, e->step);
@@ -639,9 +691,9 @@ static int append_event_locked(hs_store *s, const hs_store_event_row *e, int64_t
 	HS_BIND_I(st, 7, e->state);
 	HS_BIND_I(st, 8, e->occurred_at_ms);
 	HS_BIND_I(st, 9, e->recovery_generation);
-	if ((rc = hs_store__step_done(s, st, "append event", err)) != HS_OK)
+	if ((rc = hs_store__step_row(st, "append event", err)) != HS_OK)
 		goto done;
-	*id_out = sqlite3_last_insert_rowid(s->db);
+	*id_out = hs_store__col_int64(st, 0);
 done:
 	hs_store__release(st);
 	return rc;
@@ -656,15 +708,23 @@ int hs_store_event_append(hs_store *s, const hs_store_event_row *e, int64_t *out
 	if ((rc = hs_store__check_key(e->task_id, sizeof(e->task_id), "task_id", err)) != HS_OK)
 		return rc;
 	hs_store__lock(s);
-	rc = append_event_locked(s, e, &id, err);
+	if ((rc = hs_store__begin(s, err)) != HS_OK)
+		goto done;
+	if ((rc = append_event_locked(s, e, &id, err)) == HS_OK)
+		rc = hs_store__commit(s, err);
+	if (rc != HS_OK)
+		hs_store__rollback(s);
+done:
 	hs_store__unlock(s);
 	if (rc == HS_OK && out != NULL)
 		*out = id;
 	return rc;
 }
 
-int hs_store_task_transition(hs_store *s, const hs_store_task_row *row, bool insert,
-			     const hs_store_event_row *ev, int64_t *event_id_out, hs_error *err)
+/* A transition, fenced by (node_id, fence) when node_id is not NULL. */
+static int transition(hs_store *s, const hs_store_task_row *row, bool insert,
+		      const hs_store_event_row *ev, const char *node_id, int64_t fence,
+		      int64_t now_ms, int64_t *event_id_out, hs_error *err)
 {
 	int rc;
 	int64_t id = 0;
@@ -673,10 +733,17 @@ int hs_store_task_transition(hs_store *s, const hs_store_task_row *row, bool ins
 	if (ev != NULL &&
 	    (rc = hs_store__check_key(ev->task_id, sizeof(ev->task_id), "task_id", err)) != HS_OK)
 		return rc;
+	if (node_id != NULL &&
+	    (rc = hs_store__check_key(node_id, HS_STORE_ID_MAX, "node_id", err)) != HS_OK)
+		return rc;
 	hs_store__lock(s);
 	if ((rc = hs_store__begin(s, err)) != HS_OK)
 		goto done;
-	if ((rc = write_task_locked(s, row, !insert, err)) == HS_OK && ev != NULL)
+	if (node_id != NULL)
+		rc = hs_store__lease_check_locked(s, row->task_id, node_id, fence, now_ms, err);
+	if (rc == HS_OK)
+		rc = write_task_locked(s, row, !insert, err);
+	if (rc == HS_OK && ev != NULL)
 		rc = append_event_locked(s, ev, &id, err);
 	if (rc == HS_OK)
 		rc = hs_store__commit(s, err);
@@ -689,11 +756,27 @@ done:
 	return rc;
 }
 
+int hs_store_task_transition(hs_store *s, const hs_store_task_row *row, bool insert,
+			     const hs_store_event_row *ev, int64_t *event_id_out, hs_error *err)
+{
+	return transition(s, row, insert, ev, NULL, 0, 0, event_id_out, err);
+}
+
+int hs_store_task_transition_fenced(hs_store *s, const hs_store_task_row *row, bool insert,
+				    const hs_store_event_row *ev, const char *node_id,
+				    int64_t fence, int64_t now_ms, int64_t *event_id_out,
+				    hs_error *err)
+{
+	if (node_id == NULL)
+		return hs_error_set(err, HS_INVALID, "store: node_id is empty");
+	return transition(s, row, insert, ev, node_id, fence, now_ms, event_id_out, err);
+}
+
 int hs_store_event_list_after(hs_store *s, int64_t after_event_id, const char *task_id,
 			      size_t limit, hs_store_event_cb fn, void *payload, hs_error *err)
 {
 	int rc;
-	sqlite3_stmt *st = NULL;
+	hs_stmt *st = NULL;
 	hs_store_event_row *rows = NULL;
 	size_t n = 0, cap = 0;
 	if (s == NULL || fn == NULL)
@@ -701,28 +784,28 @@ int hs_store_event_list_after(hs_store *s, int64_t after_event_id, const char *t
 	hs_store__lock(s);
 	HS_STMT(st, HS_STMT_EVENT_LIST,
 		"SELECT " EVENT_COLS " FROM task_events WHERE event_id > ?1 "
-		"AND (?2 IS NULL OR task_id = ?2) ORDER BY event_id LIMIT ?3");
+		"AND (CAST(?2 AS TEXT) IS NULL OR task_id = ?2) ORDER BY event_id LIMIT ?3");
 	HS_BIND_I(st, 1, after_event_id);
 	HS_BIND_T(st, 2, task_id, HS_STORE_ID_MAX, "task_id");
 	HS_BIND_I(st, 3, hs_store__limit(limit));
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+	while ((rc = hs_store__step(st, "list events", err)) == HS_STORE_ROW) {
 		if ((rc = hs_store__grow((void **)&rows, &cap, n, sizeof(*rows), err)) != HS_OK)
 			goto done;
 		hs_store_event_row *e = &rows[n];
 		memset(e, 0, sizeof(*e));
-		e->event_id = sqlite3_column_int64(st, 0);
+		e->event_id = hs_store__col_int64(st, 0);
 		HS_COL_T(st, 1, e->task_id, "task_id");
-		e->type = sqlite3_column_int(st, 2);
-		e->step = sqlite3_column_int64(st, 3);
+		e->type = hs_store__col_int(st, 2);
+		e->step = hs_store__col_int64(st, 3);
 		HS_COL_T(st, 4, e->checkpoint_id, "checkpoint_id");
 		HS_COL_T(st, 5, e->message, "message");
-		e->attempt = sqlite3_column_int(st, 6);
-		e->state = sqlite3_column_int(st, 7);
-		e->occurred_at_ms = sqlite3_column_int64(st, 8);
-		e->recovery_generation = sqlite3_column_int64(st, 9);
+		e->attempt = hs_store__col_int(st, 6);
+		e->state = hs_store__col_int(st, 7);
+		e->occurred_at_ms = hs_store__col_int64(st, 8);
+		e->recovery_generation = hs_store__col_int64(st, 9);
 		n++;
 	}
-	rc = rc == SQLITE_DONE ? HS_OK : hs_store__fail(s, rc, "list events", err);
+	/* rc: HS_OK at the end, else the step's error */
 done:
 	hs_store__release(st);
 	hs_store__unlock(s);

@@ -11,7 +11,7 @@
 int hs_store_refresh_insert(hs_store *s, const hs_store_refresh_row *r, hs_error *err)
 {
 	int rc;
-	sqlite3_stmt *st = NULL;
+	hs_stmt *st = NULL;
 	if (s == NULL || r == NULL)
 		return hs_error_set(err, HS_INVALID, "store: NULL argument");
 	if ((rc = hs_store__check_key(r->token_hash, sizeof(r->token_hash), "token hash", err)) !=
@@ -40,7 +40,7 @@ int hs_store_refresh_get(hs_store *s, const char *token_hash, hs_store_refresh_r
 			 hs_error *err)
 {
 	int rc;
-	sqlite3_stmt *st = NULL;
+	hs_stmt *st = NULL;
 	hs_store_refresh_row r;
 	if (s == NULL || out == NULL)
 		return hs_error_set(err, HS_INVALID, "store: NULL argument");
@@ -50,22 +50,20 @@ int hs_store_refresh_get(hs_store *s, const char *token_hash, hs_store_refresh_r
 	HS_STMT(st, HS_STMT_REFRESH_GET,
 		"SELECT " REFRESH_COLS " FROM refresh_tokens WHERE token_hash = ?1");
 	HS_BIND_T(st, 1, token_hash, HS_STORE_HASH_MAX, "token hash");
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_DONE) {
+	rc = hs_store__step(st, "get refresh token", err);
+	if (rc == HS_OK) {
 		rc = hs_error_set(err, HS_NOT_FOUND, "store: refresh token not found");
 		goto done;
 	}
-	if (rc != SQLITE_ROW) {
-		rc = hs_store__fail(s, rc, "get refresh token", err);
+	if (rc != HS_STORE_ROW)
 		goto done;
-	}
 	HS_COL_T(st, 0, r.token_hash, "token_hash");
 	HS_COL_T(st, 1, r.user_id, "user_id");
 	HS_COL_T(st, 2, r.family_id, "family_id");
-	r.issued_at_ms = sqlite3_column_int64(st, 3);
-	r.expires_at_ms = sqlite3_column_int64(st, 4);
-	r.used_at_ms = sqlite3_column_int64(st, 5);
-	r.revoked = sqlite3_column_int(st, 6) != 0;
+	r.issued_at_ms = hs_store__col_int64(st, 3);
+	r.expires_at_ms = hs_store__col_int64(st, 4);
+	r.used_at_ms = hs_store__col_int64(st, 5);
+	r.revoked = hs_store__col_int(st, 6) != 0;
 	*out = r;
 	rc = HS_OK;
 done:
@@ -79,14 +77,14 @@ static int change(hs_store *s, hs_stmt_id id, const char *sql, const char *key, 
 		  const char *op, int64_t *changes, hs_error *err)
 {
 	int rc;
-	sqlite3_stmt *st = NULL;
+	hs_stmt *st = NULL;
 	HS_STMT(st, id, sql);
 	if (key != NULL)
 		HS_BIND_T(st, 1, key, HS_STORE_HASH_MAX, "key");
 	HS_BIND_I(st, 2, num);
 	if ((rc = hs_store__step_done(s, st, op, err)) != HS_OK)
 		goto done;
-	*changes = sqlite3_changes64(s->db);
+	*changes = hs_store__changes(st);
 done:
 	hs_store__release(st);
 	return rc;
@@ -96,7 +94,7 @@ int hs_store_refresh_consume(hs_store *s, const char *token_hash, int64_t now_ms
 {
 	int rc;
 	int64_t n = 0;
-	sqlite3_stmt *st = NULL;
+	hs_stmt *st = NULL;
 	if (s == NULL)
 		return hs_error_set(err, HS_INVALID, "store: NULL argument");
 	if ((rc = hs_store__check_key(token_hash, HS_STORE_HASH_MAX, "token hash", err)) != HS_OK)
@@ -104,8 +102,9 @@ int hs_store_refresh_consume(hs_store *s, const char *token_hash, int64_t now_ms
 	if (now_ms <= 0)
 		return hs_error_set(err, HS_INVALID, "store: consume time must be positive");
 	hs_store__lock(s);
-	/* One statement decides who consumed it: the lock and SQLite's write
-	 * serialisation make the WHERE clause the compare-and-set. */
+	/* One statement decides who consumed it: the WHERE clause is the
+	 * compare-and-set (SQLite serialises writers; PostgreSQL re-checks it
+	 * on the row a concurrent UPDATE committed). */
 	rc = change(s, HS_STMT_REFRESH_CONSUME,
 		    "UPDATE refresh_tokens SET used_at_ms = ?2 "
 		    "WHERE token_hash = ?1 AND used_at_ms = 0 AND revoked = 0",
@@ -114,13 +113,11 @@ int hs_store_refresh_consume(hs_store *s, const char *token_hash, int64_t now_ms
 		goto done;
 	HS_STMT(st, HS_STMT_REFRESH_EXISTS, "SELECT 1 FROM refresh_tokens WHERE token_hash = ?1");
 	HS_BIND_T(st, 1, token_hash, HS_STORE_HASH_MAX, "token hash");
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW)
+	rc = hs_store__step(st, "consume refresh token", err);
+	if (rc == HS_STORE_ROW)
 		rc = hs_error_set(err, HS_CONFLICT, "store: refresh token already used or revoked");
-	else if (rc == SQLITE_DONE)
+	else if (rc == HS_OK)
 		rc = hs_error_set(err, HS_NOT_FOUND, "store: refresh token not found");
-	else
-		rc = hs_store__fail(s, rc, "consume refresh token", err);
 done:
 	hs_store__release(st);
 	hs_store__unlock(s);
@@ -202,16 +199,16 @@ int hs_store_refresh_revoke_user(hs_store *s, const char *user_id, int64_t *n_ou
 
 #define REVOCATION_COLS "seq, kind, id, revoked_at_ms, expires_at_ms"
 
-static int read_revocation(sqlite3_stmt *st, void *row, hs_error *err)
+static int read_revocation(hs_stmt *st, void *row, hs_error *err)
 {
 	hs_store_revocation_row *r = row;
 	int rc;
 	memset(r, 0, sizeof(*r));
-	r->seq = sqlite3_column_int64(st, 0);
+	r->seq = hs_store__col_int64(st, 0);
 	HS_COL_T(st, 1, r->kind, "kind");
 	HS_COL_T(st, 2, r->id, "id");
-	r->revoked_at_ms = sqlite3_column_int64(st, 3);
-	r->expires_at_ms = sqlite3_column_int64(st, 4);
+	r->revoked_at_ms = hs_store__col_int64(st, 3);
+	r->expires_at_ms = hs_store__col_int64(st, 4);
 	rc = HS_OK;
 done:
 	return rc;
@@ -220,16 +217,22 @@ done:
 int hs_store_revocation_put(hs_store *s, const hs_store_revocation_row *r, hs_error *err)
 {
 	int rc;
-	sqlite3_stmt *st = NULL;
+	hs_stmt *st = NULL;
 	if (s == NULL || r == NULL)
 		return hs_error_set(err, HS_INVALID, "store: NULL argument");
 	if ((rc = hs_store__check_key(r->kind, sizeof(r->kind), "revocation kind", err)) != HS_OK ||
 	    (rc = hs_store__check_key(r->id, sizeof(r->id), "revocation id", err)) != HS_OK)
 		return rc;
 	hs_store__lock(s);
-	HS_STMT(st, HS_STMT_REVOCATION_PUT,
-		"INSERT OR REPLACE INTO auth_revocations(kind, id, revoked_at_ms, expires_at_ms) "
-		"VALUES(?1, ?2, ?3, ?4)");
+	if ((rc = hs_store__ordered_begin(s, HS_STORE_PG_REVOCATIONS_LOCK, err)) != HS_OK)
+		goto done;
+	HS_STMT2(st, HS_STMT_REVOCATION_PUT,
+		 "INSERT OR REPLACE INTO auth_revocations(kind, id, revoked_at_ms, expires_at_ms) "
+		 "VALUES(?1, ?2, ?3, ?4)",
+		 "INSERT INTO auth_revocations(kind, id, revoked_at_ms, expires_at_ms) "
+		 "VALUES($1, $2, $3, $4) ON CONFLICT (kind, id) DO UPDATE SET "
+		 "seq = nextval('auth_revocations_seq_seq'), revoked_at_ms = excluded.revoked_at_ms, "
+		 "expires_at_ms = excluded.expires_at_ms");
 	HS_BIND_F(st, 1, r, kind);
 	HS_BIND_F(st, 2, r, id);
 	HS_BIND_I(st, 3, r->revoked_at_ms);
@@ -237,6 +240,7 @@ int hs_store_revocation_put(hs_store *s, const hs_store_revocation_row *r, hs_er
 	rc = hs_store__step_done(s, st, "record a revocation", err);
 done:
 	hs_store__release(st);
+	rc = hs_store__ordered_end(s, rc, err);
 	hs_store__unlock(s);
 	return rc;
 }
@@ -245,7 +249,7 @@ int hs_store_revocation_list(hs_store *s, int64_t after_seq, int64_t now_ms, siz
 			     hs_store_revocation_row **out, size_t *n_out, hs_error *err)
 {
 	int rc;
-	sqlite3_stmt *st = NULL;
+	hs_stmt *st = NULL;
 	if (s == NULL || out == NULL || n_out == NULL)
 		return hs_error_set(err, HS_INVALID, "store: NULL argument");
 	hs_store__lock(s);

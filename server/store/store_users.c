@@ -26,7 +26,7 @@ static int norm_email(const char *email, char *dst, hs_error *err)
 	return HS_OK;
 }
 
-static int read_user(sqlite3_stmt *st, hs_store_user_row *u, hs_error *err)
+static int read_user(hs_stmt *st, hs_store_user_row *u, hs_error *err)
 {
 	int rc;
 	memset(u, 0, sizeof(*u));
@@ -35,14 +35,14 @@ static int read_user(sqlite3_stmt *st, hs_store_user_row *u, hs_error *err)
 	HS_COL_T(st, 2, u->name, "name");
 	HS_COL_T(st, 3, u->role, "role");
 	HS_COL_T(st, 4, u->password_hash, "password_hash");
-	u->created_at_ms = sqlite3_column_int64(st, 5);
-	u->disabled = sqlite3_column_int(st, 6) != 0;
+	u->created_at_ms = hs_store__col_int64(st, 5);
+	u->disabled = hs_store__col_int(st, 6) != 0;
 	rc = HS_OK;
 done:
 	return rc;
 }
 
-static int read_user_row(sqlite3_stmt *st, void *row, hs_error *err)
+static int read_user_row(hs_stmt *st, void *row, hs_error *err)
 {
 	return read_user(st, row, err);
 }
@@ -50,7 +50,7 @@ static int read_user_row(sqlite3_stmt *st, void *row, hs_error *err)
 int hs_store_user_insert(hs_store *s, const hs_store_user_row *u, hs_error *err)
 {
 	int rc;
-	sqlite3_stmt *st = NULL;
+	hs_stmt *st = NULL;
 	char email[HS_STORE_NAME_MAX];
 	if (s == NULL || u == NULL)
 		return hs_error_set(err, HS_INVALID, "store: NULL argument");
@@ -114,17 +114,14 @@ int hs_store_user_get_by_email(hs_store *s, const char *email, hs_store_user_row
 int hs_store_user_count(hs_store *s, int64_t *out, hs_error *err)
 {
 	int rc;
-	sqlite3_stmt *st = NULL;
+	hs_stmt *st = NULL;
 	if (s == NULL || out == NULL)
 		return hs_error_set(err, HS_INVALID, "store: NULL argument");
 	hs_store__lock(s);
 	HS_STMT(st, HS_STMT_USER_COUNT, "SELECT count(*) FROM users");
-	rc = sqlite3_step(st);
-	if (rc != SQLITE_ROW) {
-		rc = hs_store__fail(s, rc, "count users", err);
+	if ((rc = hs_store__step_row(st, "count users", err)) != HS_OK)
 		goto done;
-	}
-	*out = sqlite3_column_int64(st, 0);
+	*out = hs_store__col_int64(st, 0);
 	rc = HS_OK;
 done:
 	hs_store__release(st);
@@ -136,7 +133,7 @@ int hs_store_user_list(hs_store *s, const char *after_id, size_t limit, hs_store
 		       size_t *n_out, hs_error *err)
 {
 	int rc;
-	sqlite3_stmt *st = NULL;
+	hs_stmt *st = NULL;
 	if (s == NULL || out == NULL || n_out == NULL)
 		return hs_error_set(err, HS_INVALID, "store: NULL argument");
 	hs_store__lock(s);
@@ -155,7 +152,7 @@ done:
 int hs_store_user_set_disabled(hs_store *s, const char *id, bool disabled, hs_error *err)
 {
 	int rc;
-	sqlite3_stmt *st = NULL;
+	hs_stmt *st = NULL;
 	if (s == NULL)
 		return hs_error_set(err, HS_INVALID, "store: NULL argument");
 	if ((rc = hs_store__check_key(id, HS_STORE_ID_MAX, "user id", err)) != HS_OK)
@@ -165,7 +162,7 @@ int hs_store_user_set_disabled(hs_store *s, const char *id, bool disabled, hs_er
 	HS_BIND_T(st, 1, id, HS_STORE_ID_MAX, "user id");
 	HS_BIND_I(st, 2, disabled ? 1 : 0);
 	if ((rc = hs_store__step_done(s, st, "disable user", err)) == HS_OK &&
-	    sqlite3_changes64(s->db) == 0)
+	    hs_store__changes(st) == 0)
 		rc = hs_error_set(err, HS_NOT_FOUND, "store: no user with that id");
 done:
 	hs_store__release(st);
@@ -176,7 +173,7 @@ done:
 int hs_store_user_delete(hs_store *s, const char *id, hs_error *err)
 {
 	int rc;
-	sqlite3_stmt *st = NULL;
+	hs_stmt *st = NULL;
 	if (s == NULL)
 		return hs_error_set(err, HS_INVALID, "store: NULL argument");
 	if ((rc = hs_store__check_key(id, HS_STORE_ID_MAX, "user id", err)) != HS_OK)
@@ -185,7 +182,7 @@ int hs_store_user_delete(hs_store *s, const char *id, hs_error *err)
 	HS_STMT(st, HS_STMT_USER_DELETE, "DELETE FROM users WHERE id = ?1");
 	HS_BIND_T(st, 1, id, HS_STORE_ID_MAX, "user id");
 	if ((rc = hs_store__step_done(s, st, "delete user", err)) == HS_OK &&
-	    sqlite3_changes64(s->db) == 0)
+	    hs_store__changes(st) == 0)
 		rc = hs_error_set(err, HS_NOT_FOUND, "store: no user with that id");
 done:
 	hs_store__release(st);

@@ -148,7 +148,7 @@ class LintTest(HelmTestCase):
         for f in ("values-upstream.yaml", "values-firecracker.yaml",
                   "values-firecracker-caps.yaml", "values-local-secrets.yaml",
                   "values-tls-certmanager.yaml", "values-tls-secret.yaml",
-                  "values-monitoring.yaml"):
+                  "values-monitoring.yaml", "values-postgres.yaml"):
             with self.subTest(values=f):
                 run_helm("lint", "--strict", "@CHART@", "-f", values_file(f))
 
@@ -200,6 +200,25 @@ class RenderTest(HelmTestCase):
         self.assertNotIn("ALLOWED_ORIGINS", gwcfg)  # the gateway's own default
         for k in gwcfg:
             self.assertFalse(SECRET_LIKE.search(k), k)
+
+    def test_store_dsn_only_by_reference(self):
+        # Default: SQLite on the volume, no HARNESS_STORE anywhere.
+        m = render()
+        env = {e["name"]: e for e in m.container("harnessd").get("env", [])}
+        self.assertNotIn("HARNESS_STORE", env)
+        self.assertNotIn("HARNESS_STORE", m.config())
+        # External PostgreSQL: the DSN comes from the Secret, never inline.
+        m = render("values-postgres.yaml")
+        env = {e["name"]: e for e in m.container("harnessd")["env"]}
+        self.assertEqual(env["HARNESS_STORE"]["valueFrom"]["secretKeyRef"],
+                         {"name": "sentinel-pg-secret", "key": "sentinel-dsn-key"})
+        self.assertNotIn("value", env["HARNESS_STORE"])
+        self.assertNotIn("HARNESS_STORE", m.config())
+        self.assertEqual(m.one("Deployment")["spec"]["replicas"], 1)
+        # A DSN typed into values is refused by the schema.
+        r = run_helm("template", "t", "@CHART@", "--set", "store.postgres=postgres://u:p@h/d",
+                     check=False)
+        self.assertNotEqual(r.returncode, 0)
 
     def test_grpc_probes_use_the_grpc_port(self):
         for files in ((), ("values-upstream.yaml",), ("values-firecracker.yaml",)):

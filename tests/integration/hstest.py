@@ -21,6 +21,11 @@ SANITIZED = os.environ.get("HS_SANITIZE", "OFF").upper() in ("ON", "1", "TRUE")
 SLOW = 4.0 if SANITIZED else 1.0
 
 HARNESSD = os.path.join(BUILD, "server", "harnessd")
+PGTEST = os.path.join(SOURCE, "tests", "pg", "pgtest.sh")
+PSQL = "/usr/lib/postgresql/15/bin/psql"
+# A libpq URI (tests/pg/pgtest.sh, ctest fixture "pg"): every harnessd the
+# tests start then runs on PostgreSQL, a database of its own per data dir.
+STORE_PG = os.environ.get("HS_TEST_STORE_PG", "")
 SANDBOX_ACCOUNT_SCRIPT = os.path.join(SOURCE, "scripts", "sandbox-account.sh")
 GATEWAY = os.path.join(BUILD, "gateway", "harness-gateway")
 HARNESSCTL = os.path.join(BUILD, "clients", "harnessctl")
@@ -58,6 +63,67 @@ class SandboxAccount:
         """harnessd flags for it."""
         acct = cls.get()
         return ["--sandbox-uid", acct[0]] if acct else ["--sandbox-allow-same-uid", "1"]
+
+
+def pg_database_dsn(base, name):
+    """base (postgresql:///db?...) with the database name replaced."""
+    head, sep, query = base.partition("?")
+    return head[:head.rindex("/") + 1] + name + sep + query
+
+
+def pg_create_database(base, name):
+    """CREATE DATABASE name on base's server; returns its DSN."""
+    subprocess.run([PSQL, "-q", "-v", "ON_ERROR_STOP=1", "-d", base, "-c",
+                    'CREATE DATABASE "%s"' % name], check=True, capture_output=True)
+    return pg_database_dsn(base, name)
+
+
+class PgStore:
+    """One database per harnessd data dir on the STORE_PG server, so a test
+    that restarts harnessd on the same data dir sees the same store."""
+    _dbs = {}
+    _seq = 0
+
+    @classmethod
+    def dsn_for(cls, data_dir):
+        if data_dir not in cls._dbs:
+            cls._seq += 1
+            name = "hs_it_%d_%d" % (os.getpid(), cls._seq)
+            cls._dbs[data_dir] = pg_create_database(STORE_PG, name)
+        return cls._dbs[data_dir]
+
+
+class PgServer:
+    """A private PostgreSQL 15 in a temp dir (tests/pg/pgtest.sh), for tests
+    that stop or restart it; stopped and removed by close() and, failing
+    that, when the test process ends."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="hs-pg-it-")
+        os.rmdir(self.dir)  # pgtest.sh creates it with the right owner
+        self.dsn = None
+        atexit.register(self.close)
+        self.dsn = subprocess.run(["bash", PGTEST, "start", self.dir], check=True,
+                                  capture_output=True, text=True).stdout.strip()
+
+    def down(self):
+        """Crash it (pg_ctl stop -m immediate: no checkpoint; recovery replays WAL)."""
+        subprocess.run(["bash", PGTEST, "down", self.dir], check=True, capture_output=True)
+
+    def up(self):
+        subprocess.run(["bash", PGTEST, "up", self.dir], check=True, capture_output=True)
+
+    def query(self, sql, dsn=None):
+        """Rows of sql as lists of strings (psql, unaligned)."""
+        out = subprocess.run([PSQL, "-X", "-q", "-A", "-t", "-F", "\t", "-v", "ON_ERROR_STOP=1",
+                              "-d", dsn or self.dsn, "-c", sql], check=True, capture_output=True,
+                             text=True).stdout
+        return [l.split("\t") for l in out.splitlines() if l]
+
+    def close(self):
+        if self.dir is not None:
+            subprocess.run(["bash", PGTEST, "stop", self.dir], check=False, capture_output=True)
+            self.dir = None
 
 
 def raw(channel, method, kind="unary_unary"):
@@ -220,6 +286,8 @@ class Harnessd(Process):
             data_dir = self._tmp.name
         self.data_dir = data_dir
         argv = [HARNESSD, "--listen", "127.0.0.1:0", "--data-dir", data_dir]
+        if STORE_PG and not any(a == "--store" for a in args):
+            argv += ["--store", PgStore.dsn_for(data_dir)]
         if not any(a in ("--sandbox-uid", "--sandbox-allow-same-uid") for a in args):
             argv += SandboxAccount.args()
         argv += list(args)

@@ -11,8 +11,35 @@ static int rm_entry(const char *path, const struct stat *sb, int flag, struct FT
 	return remove(path);
 }
 
+const char *test_pg_base;
+
+static void quiet(void *arg, const char *message)
+{
+	(void)arg;
+	(void)message;
+}
+
+static PGconn *pg_connect_base(void)
+{
+	PGconn *c = PQconnectdb(test_pg_base);
+	if (PQstatus(c) != CONNECTION_OK)
+		fail_msg("postgres: %s", PQerrorMessage(c));
+	PQsetNoticeProcessor(c, quiet, NULL);
+	return c;
+}
+
+static void pg_exec_on(PGconn *c, const char *sql)
+{
+	PGresult *r = PQexec(c, sql);
+	ExecStatusType st = PQresultStatus(r);
+	if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
+		fail_msg("postgres: %s: %s", sql, PQerrorMessage(c));
+	PQclear(r);
+}
+
 int setup(void **state)
 {
+	static int seq;
 	fixture *f = calloc(1, sizeof(*f));
 	assert_non_null(f);
 	snprintf(f->dir, sizeof(f->dir), "/tmp/hs_store_test.XXXXXX");
@@ -20,6 +47,17 @@ int setup(void **state)
 	/* Nested and missing: the store must create it. */
 	snprintf(f->data_dir, sizeof(f->data_dir), "%s/data/sub", f->dir);
 	snprintf(f->db_path, sizeof(f->db_path), "%s/harness.db", f->data_dir);
+	if (test_pg_base != NULL) {
+		char sql[128];
+		f->pg = true;
+		snprintf(f->schema, sizeof(f->schema), "t_%d_%d", (int)getpid(), ++seq);
+		snprintf(f->dsn, sizeof(f->dsn), "%s&options=-csearch_path%%3D%s", test_pg_base,
+			 f->schema);
+		PGconn *c = pg_connect_base();
+		snprintf(sql, sizeof(sql), "CREATE SCHEMA %s", f->schema);
+		pg_exec_on(c, sql);
+		PQfinish(c);
+	}
 	*state = f;
 	return 0;
 }
@@ -29,8 +67,31 @@ int teardown(void **state)
 	fixture *f = *state;
 	hs_store_free(f->store);
 	nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	if (f->pg) {
+		char sql[128];
+		PGconn *c = pg_connect_base();
+		snprintf(sql, sizeof(sql), "DROP SCHEMA %s CASCADE", f->schema);
+		pg_exec_on(c, sql);
+		PQfinish(c);
+	}
 	free(f);
 	return 0;
+}
+
+PGconn *pg_connect(fixture *f)
+{
+	PGconn *c = PQconnectdb(f->dsn);
+	if (PQstatus(c) != CONNECTION_OK)
+		fail_msg("postgres: %s", PQerrorMessage(c));
+	PQsetNoticeProcessor(c, quiet, NULL);
+	return c;
+}
+
+void pg_exec(fixture *f, const char *sql)
+{
+	PGconn *c = pg_connect(f);
+	pg_exec_on(c, sql);
+	PQfinish(c);
 }
 
 hs_store *open_store(fixture *f)
@@ -38,7 +99,8 @@ hs_store *open_store(fixture *f)
 	hs_error err = { 0 };
 	hs_store_free(f->store);
 	f->store = NULL;
-	int rc = hs_store_open(&f->store, f->data_dir, &err);
+	int rc = f->pg ? hs_store_open_spec(&f->store, f->dsn, NULL, &err)
+		       : hs_store_open(&f->store, f->data_dir, &err);
 	if (rc != HS_OK)
 		fail_msg("open: %s", err.msg);
 	return f->store;
@@ -50,6 +112,13 @@ void sql_exec(const char *path, const char *sql)
 	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
 	assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
 	sqlite3_close(db);
+}
+
+int count_event(const hs_store_event_row *e, void *payload)
+{
+	(void)e;
+	(*(int *)payload)++;
+	return 0;
 }
 
 void make_user(hs_store_user_row *u, const char *id, const char *email)
@@ -109,6 +178,7 @@ hs_store_task_row *make_task(const char *id, const char *owner, int state)
 static void test_store__open_creates_file_and_enables_wal(void **state)
 {
 	fixture *f = *state;
+	SQLITE_ONLY(f);
 	hs_error err = { 0 };
 	struct stat st;
 	open_store(f);
@@ -152,6 +222,43 @@ static void test_store__open_rejects_bad_args(void **state)
 	hs_store_free(NULL);
 }
 
+/* --store forms: empty = data_dir, sqlite:<file>, postgres://; anything
+ * else is refused, and an unreachable PostgreSQL answers UNAVAILABLE. */
+static void test_store__open_spec_forms(void **state)
+{
+	fixture *f = *state;
+	hs_error err = { 0 };
+	hs_store *s = NULL;
+	char spec[256], path[200];
+	assert_int_equal(hs_store_open_spec(&s, "mysql://db/x", f->data_dir, &err), HS_INVALID);
+	assert_null(s);
+	assert_int_equal(hs_store_open_spec(&s, "sqlite:", f->data_dir, &err), HS_INVALID);
+	snprintf(path, sizeof(path), "%s/other/dir/h.db", f->dir);
+	snprintf(spec, sizeof(spec), "sqlite:%s", path);
+	assert_int_equal(hs_store_open_spec(&s, spec, f->data_dir, &err), HS_OK);
+	assert_string_equal(hs_store_backend(s), "sqlite");
+	hs_store_free(s);
+	s = NULL;
+	struct stat st;
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(hs_store_open_spec(&s, NULL, f->data_dir, &err), HS_OK);
+	hs_store_free(s);
+	s = NULL;
+	assert_int_equal(stat(f->db_path, &st), 0);
+	assert_true(hs_store_spec_is_postgres("postgresql://h/d"));
+	assert_false(hs_store_spec_is_postgres("sqlite:/x"));
+	/* Nothing listens on port 1. */
+	hs_error_clear(&err);
+	assert_int_equal(hs_store_open_spec(&s, "postgres://127.0.0.1:1/none?connect_timeout=2",
+					    NULL, &err),
+			 HS_UNAVAILABLE);
+	assert_null(s);
+	assert_null(strstr(err.msg, "secret"));
+	if (f->pg) {
+		assert_string_equal(hs_store_backend(open_store(f)), "postgres");
+	}
+}
+
 static void test_store__reopen_keeps_data(void **state)
 {
 	fixture *f = *state;
@@ -182,6 +289,7 @@ static void test_store__migrations_are_idempotent(void **state)
 static void test_store__migrates_an_empty_database(void **state)
 {
 	fixture *f = *state;
+	SQLITE_ONLY(f);
 	hs_error err = { 0 };
 	int v = 0;
 	char parent[140];
@@ -202,9 +310,18 @@ static void test_store__refuses_newer_schema(void **state)
 	open_store(f);
 	hs_store_free(f->store);
 	f->store = NULL;
+	hs_store *s = NULL;
+	if (f->pg) {
+		snprintf(sql, sizeof(sql), "UPDATE harness_schema SET version = %d",
+			 hs_store_schema_version_latest() + 1);
+		pg_exec(f, sql);
+		assert_int_equal(hs_store_open_spec(&s, f->dsn, NULL, &err), HS_CONFLICT);
+		assert_null(s);
+		assert_non_null(strstr(err.msg, "newer"));
+		return;
+	}
 	snprintf(sql, sizeof(sql), "PRAGMA user_version=%d", hs_store_schema_version_latest() + 1);
 	sql_exec(f->db_path, sql);
-	hs_store *s = NULL;
 	assert_int_equal(hs_store_open(&s, f->data_dir, &err), HS_CONFLICT);
 	assert_null(s);
 	assert_non_null(strstr(err.msg, "newer"));
@@ -218,6 +335,7 @@ extern const char *const hs_store__migrations[];
 static void test_store__migrates_v1_sandboxes_and_snapshots(void **state)
 {
 	fixture *f = *state;
+	SQLITE_ONLY(f);
 	hs_error err = { 0 };
 	char parent[140];
 	snprintf(parent, sizeof(parent), "%s/data", f->dir);
@@ -432,19 +550,30 @@ static void test_store__refresh_revoke_family_and_expiry(void **state)
 
 /* Task ids are claimed once: the first owner wins, later claims learn who
  * it is; a v2 database's registered tasks arrive claimed by their owner. */
+extern const char *const hs_store__pg_migrations[];
+
 static void test_store__task_claims_first_owner_wins(void **state)
 {
 	fixture *f = *state;
 	hs_error err = { 0 };
-	char parent[140];
-	snprintf(parent, sizeof(parent), "%s/data", f->dir);
-	assert_int_equal(mkdir(parent, 0700), 0);
-	assert_int_equal(mkdir(f->data_dir, 0700), 0);
-	sql_exec(f->db_path, hs_store__migrations[0]);
-	sql_exec(f->db_path, hs_store__migrations[1]);
-	sql_exec(f->db_path, "PRAGMA user_version=2;"
-			     "INSERT INTO tasks(task_id, owner, state, registered_at_ms) VALUES"
-			     " ('old', 'usr_a', 1, 5);");
+	const char *old_task = "INSERT INTO tasks(task_id, owner, state, registered_at_ms) VALUES"
+			       " ('old', 'usr_a', 1, 5);";
+	if (f->pg) {
+		pg_exec(f, hs_store__pg_migrations[0]);
+		pg_exec(f, hs_store__pg_migrations[1]);
+		pg_exec(f, "CREATE TABLE harness_schema (id INTEGER PRIMARY KEY, version INTEGER);"
+			   "INSERT INTO harness_schema VALUES (1, 2);");
+		pg_exec(f, old_task);
+	} else {
+		char parent[140];
+		snprintf(parent, sizeof(parent), "%s/data", f->dir);
+		assert_int_equal(mkdir(parent, 0700), 0);
+		assert_int_equal(mkdir(f->data_dir, 0700), 0);
+		sql_exec(f->db_path, hs_store__migrations[0]);
+		sql_exec(f->db_path, hs_store__migrations[1]);
+		sql_exec(f->db_path, "PRAGMA user_version=2;");
+		sql_exec(f->db_path, old_task);
+	}
 	hs_store *s = open_store(f);
 	char owner[HS_STORE_ID_MAX];
 	assert_int_equal(hs_store_task_owner(s, "old", owner, &err), HS_OK);
@@ -468,6 +597,7 @@ static void test_store__task_claims_first_owner_wins(void **state)
 static void test_store__migrates_v3_emails_to_normal_forms(void **state)
 {
 	fixture *f = *state;
+	SQLITE_ONLY(f);
 	hs_store_user_row u;
 	char parent[140];
 	snprintf(parent, sizeof(parent), "%s/data", f->dir);
@@ -563,9 +693,13 @@ static void test_store__user_disable_delete_and_revocations(void **state)
 int main(void)
 {
 	hs_log_min_level = HS_LOG_OFF;
+	test_pg_base = getenv("HS_TEST_STORE_PG");
+	if (test_pg_base != NULL && test_pg_base[0] == '\0')
+		test_pg_base = NULL;
 	const struct CMUnitTest tests[] = {
 		T(test_store__open_creates_file_and_enables_wal),
 		T(test_store__open_rejects_bad_args),
+		T(test_store__open_spec_forms),
 		T(test_store__reopen_keeps_data),
 		T(test_store__migrations_are_idempotent),
 		T(test_store__migrates_an_empty_database),
@@ -590,6 +724,15 @@ int main(void)
 		T(test_store__heartbeat_batch_gives_each_caller_its_result),
 		T(test_store__heartbeat_commit_failure_fails_the_batch),
 		T(test_store__heartbeat_async_after_commit_and_bounded),
+		T(test_store__nodes_advertise_and_expire),
+		T(test_store__lease_acquire_renew_takeover_and_fencing),
+		T(test_store__lease_takeover_race_has_one_winner),
+		T(test_store__events_are_announced),
+		T(test_store__apikeys),
+		T(test_store__listener),
+		T(test_store__metrics),
+		T(test_store__heartbeat_hostile_details),
+		T(test_store__pool_survives_killed_connections),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

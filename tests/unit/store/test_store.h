@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <libpq-fe.h>
 #include <sqlite3.h>
 
 #include "log.h"
@@ -30,14 +31,37 @@ typedef struct fixture {
 	char data_dir[128];
 	char db_path[160];
 	hs_store *store;
+	/* PostgreSQL run (HS_TEST_STORE_PG set): every test gets a schema of
+	 * its own in that database, and dsn points the store at it. */
+	bool pg;
+	char schema[64];
+	char dsn[1024];
 } fixture;
 
-/* A fresh temporary dir per test; data_dir (nested, missing) inside it. */
+/* The same suite runs on both backends: SQLite by default, PostgreSQL when
+ * HS_TEST_STORE_PG holds a libpq URI (tests/pg/pgtest.sh starts one; ctest
+ * runs it as unit.store.postgres). */
+extern const char *test_pg_base;
+
+/* A fresh temporary dir per test; data_dir (nested, missing) inside it
+ * (and on PostgreSQL a fresh schema). */
 int setup(void **state);
 int teardown(void **state);
 /* (Re)open f->store on f->data_dir; fails the test on error. */
 hs_store *open_store(fixture *f);
 void sql_exec(const char *path, const char *sql);
+/* Run SQL on the test's PostgreSQL schema (fails the test on error). */
+void pg_exec(fixture *f, const char *sql);
+/* A second connection to the test's schema (PQfinish it). */
+PGconn *pg_connect(fixture *f);
+/* Tests about SQLite's own file, pragmas or migration history. */
+#define SQLITE_ONLY(f)                  \
+	do {                            \
+		if ((f)->pg) {          \
+			skip();         \
+			return;         \
+		}                       \
+	} while (0)
 void make_user(hs_store_user_row *u, const char *id, const char *email);
 void make_token(hs_store_refresh_row *r, const char *hash, const char *user, const char *family);
 /* calloc'd rows: free() them. */
@@ -52,6 +76,17 @@ void test_store__task_transition_is_one_transaction(void **state);
 void test_store__events_append_and_list_after(void **state);
 void test_store__concurrent_writers(void **state);
 void test_store__check_writable_fails_on_readonly_file(void **state);
+/* test_store_cluster.c: nodes and task leases */
+void test_store__nodes_advertise_and_expire(void **state);
+void test_store__lease_acquire_renew_takeover_and_fencing(void **state);
+void test_store__lease_takeover_race_has_one_winner(void **state);
+void test_store__events_are_announced(void **state);
+void test_store__apikeys(void **state);
+void test_store__listener(void **state);
+void test_store__metrics(void **state);
+void test_store__heartbeat_hostile_details(void **state);
+void test_store__pool_survives_killed_connections(void **state);
+int count_event(const hs_store_event_row *e, void *payload);
 /* test_store_heartbeat.c: heartbeat group commit */
 void test_store__heartbeat_group_commit_many_threads(void **state);
 void test_store__heartbeat_async_after_commit_and_bounded(void **state);

@@ -192,8 +192,15 @@ static hs_store__hb_stats run_batched(fixture *f, beat_call *calls, size_t n)
 	hs_store *s = f->store;
 	hs_store__hb_stats before = stats_of(s), after;
 	sqlite3 *db = NULL;
-	assert_int_equal(sqlite3_open(f->db_path, &db), SQLITE_OK);
-	assert_int_equal(sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+	PGconn *pc = NULL;
+	if (f->pg) {
+		/* PostgreSQL: the leader's UPDATE waits for the table lock. */
+		pc = pg_connect(f);
+		PQclear(PQexec(pc, "BEGIN; LOCK TABLE tasks IN EXCLUSIVE MODE"));
+	} else {
+		assert_int_equal(sqlite3_open(f->db_path, &db), SQLITE_OK);
+		assert_int_equal(sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+	}
 	for (size_t i = 0; i < n; i++) {
 		calls[i].store = s;
 		assert_int_equal(pthread_create(&calls[i].th, NULL, beat_run, &calls[i]), 0);
@@ -201,8 +208,13 @@ static hs_store__hb_stats run_batched(fixture *f, beat_call *calls, size_t n)
 		 * others queue. */
 		wait_queue(s, i, true);
 	}
-	assert_int_equal(sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
-	sqlite3_close(db);
+	if (f->pg) {
+		PQclear(PQexec(pc, "ROLLBACK"));
+		PQfinish(pc);
+	} else {
+		assert_int_equal(sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
+		sqlite3_close(db);
+	}
 	for (size_t i = 0; i < n; i++)
 		assert_int_equal(pthread_join(calls[i].th, NULL), 0);
 	after = stats_of(s);
@@ -220,8 +232,16 @@ void test_store__heartbeat_batch_gives_each_caller_its_result(void **state)
 	add_tasks(s, "gc_", 4);
 	/* A constraint that refuses one beat's UPDATE: only that statement is
 	 * undone, the batch goes on. */
-	sql_exec(f->db_path, "CREATE TRIGGER gc_reject BEFORE UPDATE OF details ON tasks "
-			     "WHEN NEW.details = 'reject' BEGIN SELECT RAISE(ABORT, 'rejected'); END");
+	if (f->pg)
+		pg_exec(f, "CREATE FUNCTION gc_reject() RETURNS trigger LANGUAGE plpgsql AS $$ "
+			   "BEGIN IF NEW.details = 'reject' THEN "
+			   "RAISE EXCEPTION 'rejected' USING ERRCODE = '23514'; END IF; "
+			   "RETURN NEW; END $$;"
+			   "CREATE TRIGGER gc_reject BEFORE UPDATE OF details ON tasks "
+			   "FOR EACH ROW EXECUTE FUNCTION gc_reject()");
+	else
+		sql_exec(f->db_path, "CREATE TRIGGER gc_reject BEFORE UPDATE OF details ON tasks "
+				     "WHEN NEW.details = 'reject' BEGIN SELECT RAISE(ABORT, 'rejected'); END");
 	beat_call calls[] = {
 		{ .task_id = "gc_0", .step = 100, .details = "leader" },
 		{ .task_id = "gc_1", .step = 1, .details = "first" },
@@ -276,12 +296,22 @@ void test_store__heartbeat_commit_failure_fails_the_batch(void **state)
 	add_tasks(s, "gc_", 4);
 	/* A deferred foreign key that one beat's UPDATE violates: the
 	 * statement succeeds and the COMMIT fails, failing the whole batch. */
-	sql_exec(f->db_path,
-		 "CREATE TABLE gc_parent(id INTEGER PRIMARY KEY);"
-		 "CREATE TABLE gc_fault(p INTEGER REFERENCES gc_parent(id) "
-		 "DEFERRABLE INITIALLY DEFERRED);"
-		 "CREATE TRIGGER gc_poison AFTER UPDATE OF details ON tasks "
-		 "WHEN NEW.details = 'poison' BEGIN INSERT INTO gc_fault VALUES(1); END");
+	if (f->pg)
+		pg_exec(f, "CREATE TABLE gc_parent(id INTEGER PRIMARY KEY);"
+			   "CREATE TABLE gc_fault(p INTEGER REFERENCES gc_parent(id) "
+			   "DEFERRABLE INITIALLY DEFERRED);"
+			   "CREATE FUNCTION gc_poison() RETURNS trigger LANGUAGE plpgsql AS $$ "
+			   "BEGIN IF NEW.details = 'poison' THEN INSERT INTO gc_fault VALUES(1); "
+			   "END IF; RETURN NEW; END $$;"
+			   "CREATE TRIGGER gc_poison AFTER UPDATE OF details ON tasks "
+			   "FOR EACH ROW EXECUTE FUNCTION gc_poison()");
+	else
+		sql_exec(f->db_path,
+			 "CREATE TABLE gc_parent(id INTEGER PRIMARY KEY);"
+			 "CREATE TABLE gc_fault(p INTEGER REFERENCES gc_parent(id) "
+			 "DEFERRABLE INITIALLY DEFERRED);"
+			 "CREATE TRIGGER gc_poison AFTER UPDATE OF details ON tasks "
+			 "WHEN NEW.details = 'poison' BEGIN INSERT INTO gc_fault VALUES(1); END");
 	beat_call calls[] = {
 		{ .task_id = "gc_0", .step = 100, .details = "leader" },
 		{ .task_id = "gc_1", .step = 1, .details = "fine" },
@@ -318,10 +348,16 @@ void test_store__heartbeat_commit_failure_fails_the_batch(void **state)
 	free(r);
 	/* An UPDATE that fails other than by a constraint (its table is gone)
 	 * aborts the batch: the caller gets the error, nothing hangs. */
-	sql_exec(f->db_path, "DROP TRIGGER gc_poison; ALTER TABLE tasks RENAME TO tasks_gone");
+	if (f->pg)
+		pg_exec(f, "DROP TRIGGER gc_poison ON tasks; ALTER TABLE tasks RENAME TO tasks_gone");
+	else
+		sql_exec(f->db_path, "DROP TRIGGER gc_poison; ALTER TABLE tasks RENAME TO tasks_gone");
 	assert_int_equal(hs_store_task_heartbeat(s, "gc_1", 10, 10, 0, 0, 0, "gone", 10, &err),
 			 HS_INTERNAL);
-	sql_exec(f->db_path, "ALTER TABLE tasks_gone RENAME TO tasks");
+	if (f->pg)
+		pg_exec(f, "ALTER TABLE tasks_gone RENAME TO tasks");
+	else
+		sql_exec(f->db_path, "ALTER TABLE tasks_gone RENAME TO tasks");
 	assert_int_equal(hs_store_task_heartbeat(s, "gc_1", 10, 10, 0, 0, 0, "back", 10, &err), HS_OK);
 }
 
@@ -355,8 +391,15 @@ void test_store__heartbeat_async_after_commit_and_bounded(void **state)
 	atomic_store(&c.ok, 0);
 	atomic_store(&c.not_found, 0);
 	sqlite3 *db = NULL;
-	assert_int_equal(sqlite3_open(f->db_path, &db), SQLITE_OK);
-	assert_int_equal(sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+	PGconn *pc = NULL;
+	if (f->pg) {
+		/* PostgreSQL: the committer's UPDATE waits for the table lock. */
+		pc = pg_connect(f);
+		PQclear(PQexec(pc, "BEGIN; LOCK TABLE tasks IN EXCLUSIVE MODE"));
+	} else {
+		assert_int_equal(sqlite3_open(f->db_path, &db), SQLITE_OK);
+		assert_int_equal(sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+	}
 	char id[32], details[32];
 	snprintf(id, sizeof(id), "as_0");
 	snprintf(details, sizeof(details), "first");
@@ -378,8 +421,13 @@ void test_store__heartbeat_async_after_commit_and_bounded(void **state)
 	assert_int_equal(accepted, 4096);
 	usleep(50 * 1000);
 	assert_int_equal(atomic_load(&c.done), 0); /* nothing acknowledged before durable */
-	assert_int_equal(sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
-	sqlite3_close(db);
+	if (f->pg) {
+		PQclear(PQexec(pc, "ROLLBACK"));
+		PQfinish(pc);
+	} else {
+		assert_int_equal(sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
+		sqlite3_close(db);
+	}
 	for (int i = 0; i < 10000 && atomic_load(&c.done) < accepted; i++)
 		usleep(1000);
 	assert_int_equal(atomic_load(&c.done), accepted);

@@ -551,6 +551,7 @@ static int readonly_checks(const char *data_dir)
 void test_store__check_writable_fails_on_readonly_file(void **state)
 {
 	fixture *f = *state;
+	SQLITE_ONLY(f);
 	hs_store_user_row u;
 	make_user(&u, "usr_ro", "ro@example.com");
 	assert_int_equal(hs_store_user_insert(open_store(f), &u, NULL), HS_OK);

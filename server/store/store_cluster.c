@@ -1,0 +1,266 @@
+/* Nodes and task leases (store.h, "nodes and task leases"): the rows
+ * several harnessd nodes on one PostgreSQL store coordinate through. The
+ * lease is one atomic upsert whose WHERE clause is the compare-and-set
+ * (SQLite serialises writers; PostgreSQL re-evaluates it on the row a
+ * concurrent writer committed), so two nodes racing for an expired lease
+ * cannot both win, and the loser learns who did. */
+#include "store_internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NODE_COLS "node_id, address, started_at_ms, expires_at_ms, updated_at_ms"
+#define LEASE_COLS "task_id, node_id, fence, expires_at_ms"
+
+static int read_node(hs_stmt *st, void *row, hs_error *err)
+{
+	int rc;
+	hs_store_node_row *r = row;
+	memset(r, 0, sizeof(*r));
+	HS_COL_T(st, 0, r->node_id, "node_id");
+	HS_COL_T(st, 1, r->address, "address");
+	r->started_at_ms = hs_store__col_int64(st, 2);
+	r->expires_at_ms = hs_store__col_int64(st, 3);
+	r->updated_at_ms = hs_store__col_int64(st, 4);
+	rc = HS_OK;
+done:
+	return rc;
+}
+
+static int read_lease(hs_stmt *st, void *row, hs_error *err)
+{
+	int rc;
+	hs_store_lease_row *r = row;
+	memset(r, 0, sizeof(*r));
+	HS_COL_T(st, 0, r->task_id, "task_id");
+	HS_COL_T(st, 1, r->node_id, "node_id");
+	r->fence = hs_store__col_int64(st, 2);
+	r->expires_at_ms = hs_store__col_int64(st, 3);
+	rc = HS_OK;
+done:
+	return rc;
+}
+
+int hs_store_node_put(hs_store *s, const hs_store_node_row *r, hs_error *err)
+{
+	int rc;
+	hs_stmt *st = NULL;
+	if (s == NULL || r == NULL)
+		return hs_error_set(err, HS_INVALID, "store: NULL argument");
+	if ((rc = hs_store__check_key(r->node_id, sizeof(r->node_id), "node_id", err)) != HS_OK)
+		return rc;
+	hs_store__lock(s);
+	HS_STMT(st, HS_STMT_NODE_PUT,
+		"INSERT INTO nodes(" NODE_COLS ") VALUES(?1, ?2, ?3, ?4, ?5) "
+		"ON CONFLICT(node_id) DO UPDATE SET address = excluded.address, "
+		"started_at_ms = excluded.started_at_ms, expires_at_ms = excluded.expires_at_ms, "
+		"updated_at_ms = excluded.updated_at_ms");
+	HS_BIND_F(st, 1, r, node_id);
+	HS_BIND_F(st, 2, r, address);
+	HS_BIND_I(st, 3, r->started_at_ms);
+	HS_BIND_I(st, 4, r->expires_at_ms);
+	HS_BIND_I(st, 5, r->updated_at_ms);
+	rc = hs_store__step_done(s, st, "put node", err);
+done:
+	hs_store__release(st);
+	hs_store__unlock(s);
+	return rc;
+}
+
+int hs_store_node_get(hs_store *s, const char *node_id, hs_store_node_row *out, hs_error *err)
+{
+	int rc;
+	if (s == NULL || out == NULL)
+		return hs_error_set(err, HS_INVALID, "store: NULL argument");
+	if ((rc = hs_store__check_key(node_id, HS_STORE_ID_MAX, "node_id", err)) != HS_OK)
+		return rc;
+	return hs_store__get_one(s, HS_STMT_NODE_GET,
+				 "SELECT " NODE_COLS " FROM nodes WHERE node_id = ?1", node_id,
+				 HS_STORE_ID_MAX, "node_id", sizeof(*out), read_node,
+				 "store: no such node", out, err);
+}
+
+int hs_store_node_list(hs_store *s, int64_t now_ms, hs_store_node_row **out, size_t *n_out,
+		       hs_error *err)
+{
+	int rc;
+	hs_stmt *st = NULL;
+	if (s == NULL || out == NULL || n_out == NULL)
+		return hs_error_set(err, HS_INVALID, "store: NULL argument");
+	hs_store__lock(s);
+	HS_STMT(st, HS_STMT_NODE_LIST,
+		"SELECT " NODE_COLS " FROM nodes WHERE CAST(?1 AS BIGINT) <= 0 OR expires_at_ms > ?1 "
+		"ORDER BY node_id LIMIT ?2");
+	HS_BIND_I(st, 1, now_ms);
+	HS_BIND_I(st, 2, HS_STORE_LIST_MAX);
+	rc = hs_store__collect(s, st, sizeof(hs_store_node_row), read_node, "list nodes",
+			       (void **)out, n_out, err);
+done:
+	hs_store__release(st);
+	hs_store__unlock(s);
+	return rc;
+}
+
+int hs_store_node_delete(hs_store *s, const char *node_id, hs_error *err)
+{
+	int rc;
+	hs_stmt *st = NULL;
+	if (s == NULL)
+		return hs_error_set(err, HS_INVALID, "store: NULL argument");
+	if ((rc = hs_store__check_key(node_id, HS_STORE_ID_MAX, "node_id", err)) != HS_OK)
+		return rc;
+	hs_store__lock(s);
+	HS_STMT(st, HS_STMT_NODE_DELETE, "DELETE FROM nodes WHERE node_id = ?1");
+	HS_BIND_T(st, 1, node_id, HS_STORE_ID_MAX, "node_id");
+	if ((rc = hs_store__step_done(s, st, "delete node", err)) == HS_OK &&
+	    hs_store__changes(st) == 0)
+		rc = hs_error_set(err, HS_NOT_FOUND, "store: no such node");
+done:
+	hs_store__release(st);
+	hs_store__unlock(s);
+	return rc;
+}
+
+int hs_store_lease_acquire(hs_store *s, const char *task_id, const char *node_id, int64_t now_ms,
+			   int64_t expires_at_ms, hs_store_lease_row *out, hs_error *err)
+{
+	int rc;
+	hs_stmt *st = NULL;
+	hs_store_lease_row row;
+	if (s == NULL)
+		return hs_error_set(err, HS_INVALID, "store: NULL argument");
+	if ((rc = hs_store__check_key(task_id, HS_STORE_ID_MAX, "task_id", err)) != HS_OK ||
+	    (rc = hs_store__check_key(node_id, HS_STORE_ID_MAX, "node_id", err)) != HS_OK)
+		return rc;
+	hs_store__lock(s);
+	/* Granted to the holder (renewal, same fence) or over an expired
+	 * lease (takeover, fence + 1); RETURNING yields no row when a live
+	 * lease of another node makes the WHERE false. */
+	HS_STMT(st, HS_STMT_LEASE_ACQUIRE,
+		"INSERT INTO task_leases(" LEASE_COLS ") VALUES(?1, ?2, 1, ?4) "
+		"ON CONFLICT(task_id) DO UPDATE SET "
+		"fence = CASE WHEN task_leases.node_id = excluded.node_id THEN task_leases.fence "
+		"ELSE task_leases.fence + 1 END, "
+		"node_id = excluded.node_id, expires_at_ms = excluded.expires_at_ms "
+		"WHERE task_leases.node_id = excluded.node_id OR task_leases.expires_at_ms <= ?3 "
+		"RETURNING " LEASE_COLS);
+	HS_BIND_T(st, 1, task_id, HS_STORE_ID_MAX, "task_id");
+	HS_BIND_T(st, 2, node_id, HS_STORE_ID_MAX, "node_id");
+	HS_BIND_I(st, 3, now_ms);
+	HS_BIND_I(st, 4, expires_at_ms);
+	rc = hs_store__step(st, "acquire task lease", err);
+	if (rc == HS_OK) {
+		rc = hs_error_set(err, HS_CONFLICT, "store: task %s is leased by another node",
+				  task_id);
+		goto done;
+	}
+	if (rc != HS_STORE_ROW)
+		goto done;
+	if ((rc = read_lease(st, &row, err)) != HS_OK)
+		goto done;
+	/* Finish the statement (SQLite: RETURNING rows come after the write). */
+	while ((rc = hs_store__step(st, "acquire task lease", err)) == HS_STORE_ROW)
+		;
+done:
+	hs_store__release(st);
+	hs_store__unlock(s);
+	if (rc == HS_OK && out != NULL)
+		*out = row;
+	return rc;
+}
+
+int hs_store_lease_get(hs_store *s, const char *task_id, hs_store_lease_row *out, hs_error *err)
+{
+	int rc;
+	if (s == NULL || out == NULL)
+		return hs_error_set(err, HS_INVALID, "store: NULL argument");
+	if ((rc = hs_store__check_key(task_id, HS_STORE_ID_MAX, "task_id", err)) != HS_OK)
+		return rc;
+	return hs_store__get_one(s, HS_STMT_LEASE_GET,
+				 "SELECT " LEASE_COLS " FROM task_leases WHERE task_id = ?1", task_id,
+				 HS_STORE_ID_MAX, "task_id", sizeof(*out), read_lease,
+				 "store: task has no lease", out, err);
+}
+
+int hs_store_lease_release(hs_store *s, const char *task_id, const char *node_id, int64_t fence,
+			   hs_error *err)
+{
+	int rc;
+	hs_stmt *st = NULL;
+	if (s == NULL)
+		return hs_error_set(err, HS_INVALID, "store: NULL argument");
+	if ((rc = hs_store__check_key(task_id, HS_STORE_ID_MAX, "task_id", err)) != HS_OK ||
+	    (rc = hs_store__check_key(node_id, HS_STORE_ID_MAX, "node_id", err)) != HS_OK)
+		return rc;
+	hs_store__lock(s);
+	HS_STMT(st, HS_STMT_LEASE_RELEASE,
+		"DELETE FROM task_leases WHERE task_id = ?1 AND node_id = ?2 AND fence = ?3");
+	HS_BIND_T(st, 1, task_id, HS_STORE_ID_MAX, "task_id");
+	HS_BIND_T(st, 2, node_id, HS_STORE_ID_MAX, "node_id");
+	HS_BIND_I(st, 3, fence);
+	if ((rc = hs_store__step_done(s, st, "release task lease", err)) != HS_OK ||
+	    hs_store__changes(st) == 1)
+		goto done;
+	/* Not ours (any more): someone else's, or nobody's. */
+	hs_store__release(st);
+	st = NULL;
+	HS_STMT(st, HS_STMT_LEASE_GET, "SELECT " LEASE_COLS " FROM task_leases WHERE task_id = ?1");
+	HS_BIND_T(st, 1, task_id, HS_STORE_ID_MAX, "task_id");
+	rc = hs_store__step(st, "release task lease", err);
+	if (rc == HS_STORE_ROW)
+		rc = hs_error_set(err, HS_CONFLICT, "store: task %s's lease changed hands", task_id);
+	else if (rc == HS_OK)
+		rc = hs_error_set(err, HS_NOT_FOUND, "store: task %s has no lease", task_id);
+done:
+	hs_store__release(st);
+	hs_store__unlock(s);
+	return rc;
+}
+
+int hs_store_lease_list_expired(hs_store *s, int64_t now_ms, size_t limit,
+				hs_store_lease_row **out, size_t *n_out, hs_error *err)
+{
+	int rc;
+	hs_stmt *st = NULL;
+	if (s == NULL || out == NULL || n_out == NULL)
+		return hs_error_set(err, HS_INVALID, "store: NULL argument");
+	hs_store__lock(s);
+	HS_STMT(st, HS_STMT_LEASE_EXPIRED,
+		"SELECT " LEASE_COLS " FROM task_leases WHERE expires_at_ms <= ?1 "
+		"ORDER BY expires_at_ms, task_id LIMIT ?2");
+	HS_BIND_I(st, 1, now_ms);
+	HS_BIND_I(st, 2, hs_store__limit(limit));
+	rc = hs_store__collect(s, st, sizeof(hs_store_lease_row), read_lease,
+			       "list expired task leases", (void **)out, n_out, err);
+done:
+	hs_store__release(st);
+	hs_store__unlock(s);
+	return rc;
+}
+
+int hs_store__lease_check_locked(hs_store *s, const char *task_id, const char *node_id,
+				 int64_t fence, int64_t now_ms, hs_error *err)
+{
+	int rc;
+	hs_stmt *st = NULL;
+	HS_STMT2(st, HS_STMT_LEASE_CHECK,
+		 "SELECT 1 FROM task_leases WHERE task_id = ?1 AND node_id = ?2 AND fence = ?3 "
+		 "AND expires_at_ms > ?4",
+		 "SELECT 1 FROM task_leases WHERE task_id = $1 AND node_id = $2 AND fence = $3 "
+		 "AND expires_at_ms > $4 FOR UPDATE");
+	HS_BIND_T(st, 1, task_id, HS_STORE_ID_MAX, "task_id");
+	HS_BIND_T(st, 2, node_id, HS_STORE_ID_MAX, "node_id");
+	HS_BIND_I(st, 3, fence);
+	HS_BIND_I(st, 4, now_ms);
+	rc = hs_store__step(st, "check task lease", err);
+	if (rc == HS_STORE_ROW)
+		rc = HS_OK;
+	else if (rc == HS_OK)
+		rc = hs_error_set(err, HS_CONFLICT,
+				  "store: task %s: this node no longer holds its lease (fence %lld)",
+				  task_id, (long long)fence);
+done:
+	hs_store__release(st);
+	return rc;
+}

@@ -1,0 +1,406 @@
+/* Nodes and task leases (store.h): advertise, list live nodes, lease
+ * acquire / renew / takeover with fencing, fenced transitions refused once
+ * the lease changed hands, racing nodes, and (PostgreSQL) the event
+ * announcement on harness_task_events; API keys. On both backends. */
+#include "test_store.h"
+
+void test_store__nodes_advertise_and_expire(void **state)
+{
+	fixture *f = *state;
+	hs_store *s = open_store(f);
+	hs_error err = { 0 };
+	hs_store_node_row a = { .node_id = "node-a", .address = "10.0.0.1:50051",
+				.started_at_ms = 1, .expires_at_ms = 1000, .updated_at_ms = 1 };
+	hs_store_node_row b = { .node_id = "node-b", .address = "10.0.0.2:50051",
+				.started_at_ms = 2, .expires_at_ms = 3000, .updated_at_ms = 2 };
+	assert_int_equal(hs_store_node_put(s, &a, &err), HS_OK);
+	assert_int_equal(hs_store_node_put(s, &b, &err), HS_OK);
+	hs_store_node_row *rows = NULL;
+	size_t n = 0;
+	assert_int_equal(hs_store_node_list(s, 2000, &rows, &n, &err), HS_OK);
+	assert_int_equal(n, 1);
+	assert_string_equal(rows[0].node_id, "node-b");
+	free(rows);
+	a.expires_at_ms = 5000; /* renewal */
+	assert_int_equal(hs_store_node_put(s, &a, &err), HS_OK);
+	assert_int_equal(hs_store_node_list(s, 2000, &rows, &n, &err), HS_OK);
+	assert_int_equal(n, 2);
+	assert_string_equal(rows[0].node_id, "node-a");
+	assert_string_equal(rows[0].address, "10.0.0.1:50051");
+	free(rows);
+	hs_store_node_row got;
+	assert_int_equal(hs_store_node_get(s, "node-b", &got, &err), HS_OK);
+	assert_int_equal(got.expires_at_ms, 3000);
+	assert_int_equal(hs_store_node_delete(s, "node-b", &err), HS_OK);
+	assert_int_equal(hs_store_node_delete(s, "node-b", NULL), HS_NOT_FOUND);
+	assert_int_equal(hs_store_node_get(s, "node-b", &got, NULL), HS_NOT_FOUND);
+	assert_int_equal(hs_store_node_list(s, 0, &rows, &n, &err), HS_OK);
+	assert_int_equal(n, 1);
+	free(rows);
+}
+
+void test_store__lease_acquire_renew_takeover_and_fencing(void **state)
+{
+	fixture *f = *state;
+	hs_store *s = open_store(f);
+	hs_error err = { 0 };
+	hs_store_lease_row l;
+	assert_int_equal(hs_store_lease_get(s, "t1", &l, NULL), HS_NOT_FOUND);
+	/* First holder: fence 1. */
+	assert_int_equal(hs_store_lease_acquire(s, "t1", "node-a", 100, 1100, &l, &err), HS_OK);
+	assert_string_equal(l.node_id, "node-a");
+	assert_int_equal(l.fence, 1);
+	assert_int_equal(l.expires_at_ms, 1100);
+	/* Another node while it is live: refused. */
+	assert_int_equal(hs_store_lease_acquire(s, "t1", "node-b", 500, 1500, &l, &err), HS_CONFLICT);
+	assert_non_null(strstr(err.msg, "t1"));
+	/* Renewal by the holder: same fence. */
+	assert_int_equal(hs_store_lease_acquire(s, "t1", "node-a", 900, 1900, &l, &err), HS_OK);
+	assert_int_equal(l.fence, 1);
+	assert_int_equal(l.expires_at_ms, 1900);
+
+	/* The holder acts on the task under its fence. */
+	hs_store_task_row *t = make_task("t1", "usr_1", 1);
+	hs_store_event_row ev = { .task_id = "t1", .type = 1, .occurred_at_ms = 1000 };
+	int64_t id = 0;
+	assert_int_equal(hs_store_task_transition_fenced(s, t, true, &ev, "node-a", 1, 1000, &id,
+							 &err), HS_OK);
+	assert_true(id > 0);
+
+	/* Expired: another node takes over, fence 2. */
+	assert_int_equal(hs_store_lease_list_expired(s, 1899, 0, &(hs_store_lease_row *){ NULL },
+						     &(size_t){ 0 }, &err), HS_OK);
+	hs_store_lease_row *exp = NULL;
+	size_t n = 0;
+	assert_int_equal(hs_store_lease_list_expired(s, 1900, 0, &exp, &n, &err), HS_OK);
+	assert_int_equal(n, 1);
+	assert_string_equal(exp[0].task_id, "t1");
+	free(exp);
+	assert_int_equal(hs_store_lease_acquire(s, "t1", "node-b", 1900, 2900, &l, &err), HS_OK);
+	assert_string_equal(l.node_id, "node-b");
+	assert_int_equal(l.fence, 2);
+
+	/* The old holder's writes are refused and change nothing. */
+	t->current_step = 77;
+	ev.type = 2;
+	assert_int_equal(hs_store_task_transition_fenced(s, t, false, &ev, "node-a", 1, 1950, &id,
+							 &err), HS_CONFLICT);
+	assert_non_null(strstr(err.msg, "lease"));
+	hs_store_task_row got;
+	assert_int_equal(hs_store_task_get(s, "t1", &got, &err), HS_OK);
+	assert_int_equal(got.current_step, 0);
+	int count = 0;
+	/* and no event was appended */
+	assert_int_equal(hs_store_event_list_after(s, 0, "t1", 0, count_event, &count, &err), HS_OK);
+	assert_int_equal(count, 1);
+	/* Nor can it take the lease back or release it. */
+	assert_int_equal(hs_store_lease_acquire(s, "t1", "node-a", 2000, 3000, &l, NULL), HS_CONFLICT);
+	assert_int_equal(hs_store_lease_release(s, "t1", "node-a", 1, NULL), HS_CONFLICT);
+	/* The new holder can, with its fence; a lease past its expiry is not
+	 * good for writes even to its holder. */
+	assert_int_equal(hs_store_task_transition_fenced(s, t, false, NULL, "node-b", 2, 2950, NULL,
+							 &err), HS_CONFLICT);
+	assert_int_equal(hs_store_task_transition_fenced(s, t, false, NULL, "node-b", 2, 2000, NULL,
+							 &err), HS_OK);
+	assert_int_equal(hs_store_task_get(s, "t1", &got, &err), HS_OK);
+	assert_int_equal(got.current_step, 77);
+	assert_int_equal(hs_store_lease_release(s, "t1", "node-b", 2, &err), HS_OK);
+	assert_int_equal(hs_store_lease_release(s, "t1", "node-b", 2, NULL), HS_NOT_FOUND);
+	/* Released: anyone gets it afresh. */
+	assert_int_equal(hs_store_lease_acquire(s, "t1", "node-c", 3000, 4000, &l, &err), HS_OK);
+	assert_int_equal(l.fence, 1);
+	assert_int_equal(hs_store_task_transition_fenced(s, t, false, NULL, NULL, 1, 3000, NULL, NULL),
+			 HS_INVALID);
+	free(t);
+}
+
+typedef struct racer {
+	hs_store *store;
+	const char *node;
+	pthread_barrier_t *go;
+	int wins;
+} racer;
+
+static void *race_run(void *arg)
+{
+	racer *r = arg;
+	char task[32];
+	for (int i = 0; i < 40; i++) {
+		snprintf(task, sizeof(task), "race-%d", i);
+		pthread_barrier_wait(r->go);
+		hs_store_lease_row l;
+		if (hs_store_lease_acquire(r->store, task, r->node, 5000, 6000, &l, NULL) == HS_OK) {
+			assert_int_equal(l.fence, 2);
+			r->wins++;
+		}
+	}
+	return NULL;
+}
+
+/* Four nodes race for each of 40 expired leases: exactly one wins each. */
+void test_store__lease_takeover_race_has_one_winner(void **state)
+{
+	fixture *f = *state;
+	hs_store *s = open_store(f);
+	hs_error err = { 0 };
+	char task[32];
+	for (int i = 0; i < 40; i++) {
+		snprintf(task, sizeof(task), "race-%d", i);
+		assert_int_equal(hs_store_lease_acquire(s, task, "dead", 0, 1000, NULL, &err), HS_OK);
+	}
+	pthread_barrier_t go;
+	pthread_barrier_init(&go, NULL, 4);
+	racer r[4] = { { s, "n0", &go, 0 }, { s, "n1", &go, 0 }, { s, "n2", &go, 0 },
+		       { s, "n3", &go, 0 } };
+	pthread_t th[4];
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(pthread_create(&th[i], NULL, race_run, &r[i]), 0);
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(pthread_join(th[i], NULL), 0);
+	pthread_barrier_destroy(&go);
+	assert_int_equal(r[0].wins + r[1].wins + r[2].wins + r[3].wins, 40);
+}
+
+/* PostgreSQL: an appended event is announced on harness_task_events at
+ * commit, with its id as the payload. */
+void test_store__events_are_announced(void **state)
+{
+	fixture *f = *state;
+	if (!f->pg) {
+		skip();
+		return;
+	}
+	hs_store *s = open_store(f);
+	hs_error err = { 0 };
+	PGconn *c = pg_connect(f);
+	PQclear(PQexec(c, "LISTEN harness_task_events"));
+	hs_store_event_row ev = { .task_id = "ann", .type = 1, .occurred_at_ms = 5 };
+	int64_t id = 0;
+	assert_int_equal(hs_store_event_append(s, &ev, &id, &err), HS_OK);
+	PGnotify *nt = NULL;
+	for (int i = 0; i < 500 && nt == NULL; i++) {
+		assert_int_equal(PQconsumeInput(c), 1);
+		nt = PQnotifies(c);
+		if (nt == NULL)
+			usleep(10000);
+	}
+	assert_non_null(nt);
+	assert_string_equal(nt->relname, "harness_task_events");
+	assert_int_equal(strtoll(nt->extra, NULL, 10), id);
+	PQfreemem(nt);
+	PQfinish(c);
+}
+
+/* API keys (store.h): insert, get, list with and without revoked ones,
+ * changes by seq, revoke, touch never lowers last use, count. */
+void test_store__apikeys(void **state)
+{
+	fixture *f = *state;
+	hs_store *s = open_store(f);
+	hs_error err = { 0 };
+	hs_store_apikey_row k = { 0 }, got;
+	for (int i = 0; i < 3; i++) {
+		memset(&k, 0, sizeof(k));
+		snprintf(k.id, sizeof(k.id), "hsk_000000000000000%d", i);
+		snprintf(k.name, sizeof(k.name), "svc-%d", i);
+		snprintf(k.role, sizeof(k.role), "%s", i == 0 ? "admin" : "user");
+		snprintf(k.secret_hash, sizeof(k.secret_hash), "%064d", i);
+		snprintf(k.allowed_methods, sizeof(k.allowed_methods), "%s",
+			 i == 2 ? "/harness.v1.HealthService/Heartbeat" : "");
+		snprintf(k.created_by, sizeof(k.created_by), "usr_admin");
+		k.created_at_ms = 100 + i;
+		assert_int_equal(hs_store_apikey_insert(s, &k, &err), HS_OK);
+	}
+	assert_int_equal(hs_store_apikey_insert(s, &k, NULL), HS_EXISTS);
+	snprintf(k.id, sizeof(k.id), "hsk_bad");
+	snprintf(k.role, sizeof(k.role), "root");
+	assert_int_equal(hs_store_apikey_insert(s, &k, NULL), HS_INVALID);
+
+	assert_int_equal(hs_store_apikey_get(s, "hsk_0000000000000002", &got, &err), HS_OK);
+	assert_string_equal(got.allowed_methods, "/harness.v1.HealthService/Heartbeat");
+	assert_int_equal(got.revoked_at_ms, 0);
+	assert_int_equal(hs_store_apikey_get(s, "hsk_none", &got, NULL), HS_NOT_FOUND);
+
+	hs_store_apikey_row *rows = NULL;
+	size_t n = 0;
+	assert_int_equal(hs_store_apikey_changes(s, 0, 0, &rows, &n, &err), HS_OK);
+	assert_int_equal(n, 3);
+	int64_t last_seq = rows[2].seq;
+	assert_true(rows[0].seq < rows[1].seq && rows[1].seq < rows[2].seq);
+	free(rows);
+
+	assert_int_equal(hs_store_apikey_revoke(s, "hsk_0000000000000001", 500, &got, &err), HS_OK);
+	assert_int_equal(got.revoked_at_ms, 500);
+	assert_true(got.seq > last_seq);
+	assert_int_equal(hs_store_apikey_revoke(s, "hsk_none", 500, NULL, NULL), HS_NOT_FOUND);
+	assert_int_equal(hs_store_apikey_changes(s, last_seq, 0, &rows, &n, &err), HS_OK);
+	assert_int_equal(n, 1);
+	assert_string_equal(rows[0].id, "hsk_0000000000000001");
+	free(rows);
+
+	assert_int_equal(hs_store_apikey_list(s, NULL, 0, false, &rows, &n, &err), HS_OK);
+	assert_int_equal(n, 2);
+	free(rows);
+	assert_int_equal(hs_store_apikey_list(s, "hsk_0000000000000000", 0, true, &rows, &n, &err),
+			 HS_OK);
+	assert_int_equal(n, 2);
+	assert_string_equal(rows[0].id, "hsk_0000000000000001");
+	free(rows);
+	int64_t active = 0;
+	assert_int_equal(hs_store_apikey_count_active(s, &active, &err), HS_OK);
+	assert_int_equal(active, 2);
+
+	const char *ids[] = { "hsk_0000000000000000", "hsk_none", "hsk_0000000000000000" };
+	int64_t times[] = { 900, 950, 800 };
+	assert_int_equal(hs_store_apikey_touch(s, ids, times, 3, &err), HS_OK);
+	assert_int_equal(hs_store_apikey_get(s, "hsk_0000000000000000", &got, &err), HS_OK);
+	assert_int_equal(got.last_used_at_ms, 900); /* never lowered */
+	/* touching does not move seq */
+	assert_int_equal(hs_store_apikey_changes(s, last_seq, 0, &rows, &n, &err), HS_OK);
+	assert_int_equal(n, 1);
+	free(rows);
+}
+
+/* A listener hears events appended through any connection; after its
+ * connection is killed it answers UNAVAILABLE once, then reconnects and
+ * says -1 (poll: something may have been missed). SQLite: it just waits. */
+void test_store__listener(void **state)
+{
+	fixture *f = *state;
+	hs_store *s = open_store(f);
+	hs_error err = { 0 };
+	hs_store_listener *l = NULL;
+	int64_t max = 99;
+	assert_int_equal(hs_store_listener_new(s, &l, &err), HS_OK);
+	if (!f->pg) {
+		assert_int_equal(hs_store_listener_wait(l, 10, &max, &err), HS_OK);
+		assert_int_equal(max, 0);
+		hs_store_listener_free(l);
+		return;
+	}
+	assert_int_equal(hs_store_listener_wait(l, 10, &max, &err), HS_OK);
+	assert_int_equal(max, -1); /* just connected */
+	hs_store_event_row ev = { .task_id = "heard", .type = 1, .occurred_at_ms = 5 };
+	int64_t id1 = 0, id2 = 0;
+	assert_int_equal(hs_store_event_append(s, &ev, &id1, &err), HS_OK);
+	assert_int_equal(hs_store_event_append(s, &ev, &id2, &err), HS_OK);
+	max = 0;
+	for (int i = 0; i < 100 && max < id2; i++) {
+		int64_t m = 0;
+		assert_int_equal(hs_store_listener_wait(l, 100, &m, &err), HS_OK);
+		if (m > max)
+			max = m;
+	}
+	assert_int_equal(max, id2);
+	assert_int_equal(hs_store_listener_wait(l, 20, &max, &err), HS_OK);
+	assert_int_equal(max, 0); /* nothing new */
+	/* Kill its connection from outside. */
+	pg_exec(f, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+		   "WHERE query = 'LISTEN harness_task_events' AND pid <> pg_backend_pid()");
+	int rc = HS_OK;
+	for (int i = 0; i < 100 && rc == HS_OK; i++)
+		rc = hs_store_listener_wait(l, 50, &max, &err);
+	assert_int_equal(rc, HS_UNAVAILABLE);
+	assert_int_equal(hs_store_listener_wait(l, 10, &max, &err), HS_OK);
+	assert_int_equal(max, -1);
+	hs_store_listener_free(l);
+	hs_store_listener_free(NULL);
+}
+
+/* The store's metrics: its backend, heartbeat group commits and (on
+ * PostgreSQL) the pool; unreachable databases count as unavailable. */
+void test_store__metrics(void **state)
+{
+	fixture *f = *state;
+	hs_store *s = open_store(f);
+	hs_error err = { 0 };
+	hs_store_task_row *t = make_task("m1", "usr_1", 1);
+	assert_int_equal(hs_store_task_insert(s, t, &err), HS_OK);
+	free(t);
+	assert_int_equal(hs_store_task_heartbeat(s, "m1", 1, 2, 0, 0, 0, NULL, 10, &err), HS_OK);
+	hs_metrics *m = NULL;
+	assert_int_equal(hs_metrics_new(&m, &err), HS_OK);
+	assert_int_equal(hs_metrics_add(m, hs_store_collect_metrics, s, &err), HS_OK);
+	size_t len = 0;
+	char *text = hs_metrics_render(m, &len);
+	assert_non_null(text);
+	assert_non_null(strstr(text, f->pg ? "harness_store_info{backend=\"postgres\"} 1"
+					  : "harness_store_info{backend=\"sqlite\"} 1"));
+	assert_non_null(strstr(text, "harness_store_heartbeats_total 1"));
+	assert_non_null(strstr(text, "harness_store_unavailable_total 0"));
+	if (f->pg) {
+		assert_non_null(strstr(text, "harness_store_pool_connections{state=\"idle\"} 1"));
+		assert_non_null(strstr(text, "harness_store_pool_waits_total"));
+	}
+	free(text);
+	hs_metrics_remove(m, hs_store_collect_metrics, s);
+	hs_metrics_free(m);
+}
+
+/* Hostile heartbeat details: quotes, backslashes, braces and commas (the
+ * PostgreSQL batch sends them inside array literals) round-trip exactly;
+ * bytes that are not UTF-8 are refused by PostgreSQL as INVALID (SQLite
+ * stores them), and the store goes on. */
+void test_store__heartbeat_hostile_details(void **state)
+{
+	fixture *f = *state;
+	hs_store *s = open_store(f);
+	hs_error err = { 0 };
+	hs_store_task_row *t = make_task("hd1", "usr_1", 1);
+	assert_int_equal(hs_store_task_insert(s, t, &err), HS_OK);
+	free(t);
+	const char *nasty = "a\"b\\c{d},e 'f' NULL \"\" \\\\ {}";
+	assert_int_equal(hs_store_task_heartbeat(s, "hd1", 3, 9, 1.25, 2.5, 1e300, nasty, 10, &err),
+			 HS_OK);
+	hs_store_task_row got;
+	assert_int_equal(hs_store_task_get(s, "hd1", &got, &err), HS_OK);
+	assert_string_equal(got.details, nasty);
+	assert_true(got.cpu_usage == 1.25 && got.memory_usage_mb == 2.5 && got.disk_usage_mb == 1e300);
+	int rc = hs_store_task_heartbeat(s, "hd1", 4, 9, 0, 0, 0, "bad \xff\xfe utf-8", 11, &err);
+	assert_int_equal(rc, f->pg ? HS_INVALID : HS_OK);
+	assert_int_equal(hs_store_task_heartbeat(s, "hd1", 5, 9, 0, 0, 0, "fine", 12, &err), HS_OK);
+	assert_int_equal(hs_store_task_get(s, "hd1", &got, &err), HS_OK);
+	assert_int_equal(got.current_step, 5);
+}
+
+/* PostgreSQL: pooled connections the server ended meanwhile (a restart,
+ * an administrator, an idle timeout) cost no call: one already closed is
+ * noticed when taken; one the server is still closing fails its first
+ * statement, which is run again on a new connection when it has no effect
+ * of its own (SELECT, BEGIN: reads and every transaction). */
+static void kill_pool(fixture *f)
+{
+	PGconn *c = pg_connect(f);
+	PGresult *r = PQexec(c, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+				"WHERE application_name = 'harnessd' AND pid <> pg_backend_pid()");
+	assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+	assert_true(strtol(PQgetvalue(r, 0, 0), NULL, 10) >= 1);
+	PQclear(r);
+	PQfinish(c);
+}
+
+void test_store__pool_survives_killed_connections(void **state)
+{
+	fixture *f = *state;
+	if (!f->pg) {
+		skip();
+		return;
+	}
+	hs_store *s = open_store(f);
+	hs_error err = { 0 };
+	int64_t n = 0;
+	assert_int_equal(hs_store_user_count(s, &n, &err), HS_OK);
+	kill_pool(f);
+	if (hs_store_user_count(s, &n, &err) != HS_OK) /* a read */
+		fail_msg("read after the kill: %s", err.msg);
+	kill_pool(f);
+	if (hs_store_check_writable(s, &err) != HS_OK) /* a transaction */
+		fail_msg("transaction after the kill: %s", err.msg);
+	kill_pool(f);
+	hs_store_task_row *t = make_task("pk1", "usr_1", 1);
+	hs_store_event_row ev = { .task_id = "pk1", .type = 1, .occurred_at_ms = 1 };
+	if (hs_store_task_transition(s, t, true, &ev, NULL, &err) != HS_OK)
+		fail_msg("transition after the kill: %s", err.msg);
+	free(t);
+	assert_int_equal(hs_store_task_get(s, "pk1", &(hs_store_task_row){ 0 }, &err), HS_OK);
+}
