@@ -19,7 +19,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 
 #include "clock.h"
 #include "log.h"
@@ -61,6 +60,17 @@ int hs_store__ordered_lock(hs_store *s, const char *key, hs_error *err)
 		return HS_OK;
 	snprintf(sql, sizeof(sql), "SELECT pg_advisory_xact_lock(%s)", key);
 	return s->drv->exec(s, sql, "order seq", err);
+}
+
+int hs_store__commit(hs_store *s, hs_error *err)
+{
+	struct timespec a, b;
+	clock_gettime(CLOCK_MONOTONIC, &a);
+	int rc = s->drv->commit(s, err);
+	clock_gettime(CLOCK_MONOTONIC, &b);
+	hs_histogram_observe(&s->m_commit_seconds, (double)(b.tv_sec - a.tv_sec) +
+							   (double)(b.tv_nsec - a.tv_nsec) / 1e9);
+	return rc;
 }
 
 int hs_store__ordered_begin(hs_store *s, const char *key, hs_error *err)
@@ -238,17 +248,6 @@ static int store_new(hs_store **out, hs_error *err)
 	return HS_OK;
 }
 
-int hs_store__commit(hs_store *s, hs_error *err)
-{
-	struct timespec a, b;
-	clock_gettime(CLOCK_MONOTONIC, &a);
-	int rc = s->drv->commit(s, err);
-	clock_gettime(CLOCK_MONOTONIC, &b);
-	hs_histogram_observe(&s->m_commit_seconds, (double)(b.tv_sec - a.tv_sec) +
-							   (double)(b.tv_nsec - a.tv_nsec) / 1e9);
-	return rc;
-}
-
 /* mkdir -p with mode 0700 for every directory we create. */
 static int make_dirs(const char *dir, hs_error *err)
 {
@@ -352,13 +351,6 @@ void hs_store_collect_metrics(hs_metrics_out *out, void *payload)
 	hs_store *s = payload;
 	hs_store__hb_stats hb;
 	hs_store__heartbeat_stats(s, &hb);
-	hs_metrics_family(out, "harness_store_commit_seconds", "histogram",
-			  "Time a store COMMIT took (fsync included).");
-	hs_metrics_histogram(out, "harness_store_commit_seconds", NULL, &s->m_commit_seconds);
-	hs_metrics_family(out, "harness_store_heartbeats_per_commit", "histogram",
-			  "Heartbeats made durable by one group commit.");
-	hs_metrics_histogram(out, "harness_store_heartbeats_per_commit", NULL,
-			     &s->m_beats_per_commit);
 	const char *backend[] = { "backend", s->drv->name, NULL };
 	hs_metrics_family(out, "harness_store_info", "gauge", "The store's backend.");
 	hs_metrics_sample(out, "harness_store_info", backend, 1);
@@ -372,6 +364,13 @@ void hs_store_collect_metrics(hs_metrics_out *out, void *payload)
 	hs_metrics_family(out, "harness_store_heartbeats_total", "counter",
 			  "Heartbeats written by group commits.");
 	hs_metrics_sample(out, "harness_store_heartbeats_total", NULL, (double)hb.beats);
+	hs_metrics_family(out, "harness_store_commit_seconds", "histogram",
+			  "Time a store COMMIT took (fsync or WAL flush included).");
+	hs_metrics_histogram(out, "harness_store_commit_seconds", NULL, &s->m_commit_seconds);
+	hs_metrics_family(out, "harness_store_heartbeats_per_commit", "histogram",
+			  "Heartbeats made durable by one group commit.");
+	hs_metrics_histogram(out, "harness_store_heartbeats_per_commit", NULL,
+			     &s->m_beats_per_commit);
 	if (s->drv->collect != NULL)
 		s->drv->collect(s, out);
 }
@@ -385,7 +384,7 @@ void hs_store_free(hs_store *store)
 {
 	if (store == NULL)
 		return;
-	hs_store__heartbeat_stop(store); /* before the backend goes */
+	hs_store__heartbeat_stop(store); /* commits what is queued, before the driver closes */
 	if (store->drv != NULL)
 		store->drv->close(store);
 	pthread_cond_destroy(&store->hb_cv);

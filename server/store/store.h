@@ -64,14 +64,15 @@ const char *hs_store_backend(hs_store *store);
 void hs_store_free(hs_store *store); /* NULL is a no-op */
 
 /* A metrics collector (common/metrics.h; payload: the store):
- * harness_store_commit_seconds (every COMMIT, fsync included),
- * harness_store_heartbeats_per_commit (heartbeats sharing one group commit),
- * harness_store_info{backend}, harness_store_unavailable_total (database
- * operations that failed as unavailable), harness_store_heartbeat_batches_total
- * and harness_store_heartbeats_total, and on PostgreSQL
+ * harness_store_info{backend}, harness_store_unavailable_total (calls the
+ * database could not serve), harness_store_heartbeat_batches_total and
+ * harness_store_heartbeats_total (group commit: beats per commit), the
+ * histograms harness_store_commit_seconds (every COMMIT, fsync / WAL flush
+ * included) and harness_store_heartbeats_per_commit (heartbeats sharing one
+ * group commit), and on PostgreSQL
  * harness_store_pool_connections{state="busy|idle|closed"} and
  * harness_store_pool_waits_total (calls that waited for a connection). */
-void hs_store_collect_metrics(hs_metrics_out *out, void *store);
+void hs_store_collect_metrics(hs_metrics_out *out, void *payload);
 
 /* Schema version of the open database (SQLite: PRAGMA user_version;
  * PostgreSQL: the harness_schema table). */

@@ -4,10 +4,10 @@
  * another process (or machine), which a batch of a few hundred beats would
  * otherwise pay a few hundred times before its one COMMIT.
  *
- * Several beats of one task in a batch coalesce (tasks.c, link_latest):
- * only the last of each task, the one whose latest is NULL, goes into the
- * arrays (UPDATE ... FROM with duplicate keys would apply an arbitrary
- * one), and the others get its result. A task the RETURNING list lacks
+ * The batch is sorted by task_id (tasks.c) and each beat links to the last
+ * beat of its task (latest): only those go into the arrays (UPDATE ... FROM
+ * with duplicate keys would apply an arbitrary one), and every beat of the
+ * task gets its result. A task the RETURNING list lacks
  * does not exist: HS_NOT_FOUND. If the statement fails (a trigger or a
  * constraint refused one row) the caller re-runs the batch with a savepoint
  * per beat, so only the refused beat fails. */
@@ -88,7 +88,7 @@ int hs_store__pg_heartbeat_batch(hs_store *s, hs_store__beat *batch, hs_error *e
 		put(&arr[i], "{", 1);
 	for (hs_store__beat *b = batch; b != NULL; b = b->next) {
 		if (b->latest != NULL)
-			continue; /* a later beat of this task wins (tasks.c: link_latest) */
+			continue; /* coalesced: a later beat of this task wins */
 		put_text(&arr[A_ID], b->task_id);
 		put_int(&arr[A_STEP], b->step);
 		put_int(&arr[A_TOTAL], b->total);
@@ -132,8 +132,6 @@ int hs_store__pg_heartbeat_batch(hs_store *s, hs_store__beat *batch, hs_error *e
 	if (n_found > 1)
 		qsort(found, n_found, sizeof(*found), cmp_str);
 	for (hs_store__beat *b = batch; b != NULL; b = b->next) {
-		if (b->latest != NULL)
-			continue; /* tasks.c copies its latest's result */
 		if (n_found > 0 &&
 		    bsearch(&b->task_id, found, n_found, sizeof(*found), cmp_str) != NULL)
 			b->rc = HS_OK;

@@ -76,7 +76,9 @@ typedef enum hs_stmt_id {
 	HS_STMT__COUNT
 } hs_stmt_id;
 
-/* One queued heartbeat, on its caller's stack (tasks.c, group commit). */
+/* One queued heartbeat (tasks.c, group commit): on the blocking caller's
+ * stack, or allocated by hs_store_task_heartbeat_async with its strings
+ * after the struct. */
 typedef struct hs_store__beat hs_store__beat;
 struct hs_store__beat {
 	struct hs_store__beat *next;
@@ -92,10 +94,9 @@ struct hs_store__beat {
 	hs_error err;
 };
 
-/* PostgreSQL: the UPDATEs of a whole heartbeat batch (the beats whose
- * latest is NULL: one per task) as one statement over unnest()ed arrays,
- * one round trip instead of one per beat; each such beat's rc is HS_OK or
- * HS_NOT_FOUND. Caller holds the lock
+/* PostgreSQL: the UPDATEs of a whole heartbeat batch (sorted by task_id) as
+ * one statement over unnest()ed arrays, one round trip instead of one per
+ * beat; each beat's rc is HS_OK or HS_NOT_FOUND. Caller holds the lock
  * inside the batch's transaction. On an error (rc returned, err set) the
  * transaction is aborted and no beat's result is set. */
 int hs_store__pg_heartbeat_batch(hs_store *s, hs_store__beat *batch, hs_error *err);
@@ -260,7 +261,8 @@ static inline int64_t hs_store__changes(hs_stmt *st) { return st->drv->changes(s
 
 /* BEGIN (SQLite: IMMEDIATE) / COMMIT / ROLLBACK on the locked connection. */
 static inline int hs_store__begin(hs_store *s, hs_error *err) { return s->drv->begin(s, err); }
-int hs_store__commit(hs_store *s, hs_error *err); /* timed: harness_store_commit_seconds */
+/* The driver's COMMIT, timed into harness_store_commit_seconds (store.c). */
+int hs_store__commit(hs_store *s, hs_error *err);
 static inline void hs_store__rollback(hs_store *s) { s->drv->rollback(s); }
 
 /* Bind text (NULL binds SQL NULL). HS_INVALID if v is not NUL-terminated

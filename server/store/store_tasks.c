@@ -265,9 +265,13 @@ done:
  * to a FIFO under hb_mu; one committer thread per store (started with the
  * first beat) takes the whole queue (up to HB_BATCH_MAX beats) as a batch:
  *
- *   detach the batch, unlock hb_mu; under mu: BEGIN IMMEDIATE, one UPDATE
- *   per beat, COMMIT; lock hb_mu, count; unlock; then tell every beat of
- *   the batch its result (its done callback), in arrival order.
+ *   detach the batch, unlock hb_mu; sort it by task id (stable: one
+ *   row-lock order for every node's batches on a shared PostgreSQL, so
+ *   they cannot deadlock); link each beat to the last beat of its task;
+ *   under the driver's lock: BEGIN (IMMEDIATE), the UPDATEs (SQLite: one
+ *   per task, the last beat's; PostgreSQL: one statement for the batch),
+ *   COMMIT; lock hb_mu, count; unlock; then tell every beat of the batch
+ *   its result (its done callback), in task-id order.
  *
  *   beat:  queued --(detached)--> in batch --(COMMIT returned)--> done (callback)
  *   committer: idle --(arrival: one signal)--> committing --(queue empty)--> idle
@@ -283,14 +287,16 @@ done:
  *
  * Results are per beat: HS_NOT_FOUND if its task row does not exist, the
  * translated error if a constraint (e.g. a trigger) refused its UPDATE
- * (SQLite undid only that statement); the rest of the batch goes on. If
- * BEGIN, COMMIT or an UPDATE fails any other way the transaction is rolled
- * back and every beat of the batch gets that error. Beats of one task in a
- * batch run in arrival order, so the last one wins.
+ * (SQLite undid only that statement; PostgreSQL aborts the transaction, so
+ * the batch runs again with a savepoint per beat); the rest of the batch
+ * goes on. If BEGIN, COMMIT or an UPDATE fails any other way the
+ * transaction is rolled back and every beat of the batch gets that error. Beats of one task in a
+ * batch coalesce into the last one's UPDATE (each still gets a result: the
+ * last one's; if the last was refused, the earlier ones run one by one).
  *
- * Locks: hb_mu guards the queue, the flags and the stats; mu guards the
- * connection. They are never held together, and callbacks run with
- * neither held (they may take their own locks, never the store's). */
+ * Locks: hb_mu guards the queue, the flags and the stats; the driver's lock
+ * guards the connection. They are never held together, and callbacks run
+ * with neither held (they may take their own locks, never the store's). */
 
 #define HB_BATCH_MAX 1024
 #define HB_ASYNC_MAX 4096 /* async beats queued or committing; more: HS_LIMIT */
@@ -363,57 +369,61 @@ done:
 	return go_on;
 }
 
-#define HB_SET_SLOTS (2 * HB_BATCH_MAX) /* a power of two */
-
-static uint32_t id_hash(const char *id)
+/* Stable merge sort of a batch by task_id: every batch locks its rows in
+ * one global order, so two nodes' batches on one PostgreSQL cannot
+ * deadlock; beats of one task keep their arrival order (the last wins). */
+static hs_store__beat *sort_beats(hs_store__beat *list, size_t n)
 {
-	uint32_t h = 2166136261u; /* FNV-1a */
-	for (const unsigned char *p = (const unsigned char *)id; *p; p++)
-		h = (h ^ *p) * 16777619u;
-	return h;
+	if (n < 2)
+		return list;
+	hs_store__beat *a = list, *b, *mid = list, *out = NULL, **tail = &out;
+	for (size_t i = 1; i < n / 2; i++)
+		mid = mid->next;
+	b = mid->next;
+	mid->next = NULL;
+	a = sort_beats(a, n / 2);
+	b = sort_beats(b, n - n / 2);
+	while (a != NULL && b != NULL) {
+		hs_store__beat **from = strcmp(b->task_id, a->task_id) < 0 ? &b : &a;
+		*tail = *from;
+		*from = (*from)->next;
+		tail = &(*tail)->next;
+	}
+	*tail = a != NULL ? a : b;
+	return out;
 }
 
 /* Points every beat at the last beat of its task in the batch (NULL when
- * it is the last). set: scratch for up to HB_SET_SLOTS pointers; a table
- * of the next power of two >= 2n is used. */
-static void link_latest(hs_store__beat *batch, size_t n, hs_store__beat **set)
+ * it is the last). The batch is sorted by task id (stable), so a task's
+ * beats are adjacent in arrival order: one pass over each run, O(n). */
+static void link_latest(hs_store__beat *batch)
 {
-	size_t slots = 16;
-	while (slots < 2 * n)
-		slots *= 2;
-	memset(set, 0, slots * sizeof(*set));
-	/* first pass: the table keeps each task's last beat; second: point at it */
-	for (int pass = 0; pass < 2; pass++) {
-		for (hs_store__beat *b = batch; b != NULL; b = b->next) {
-			size_t i = id_hash(b->task_id) & (slots - 1);
-			while (set[i] != NULL && strcmp(set[i]->task_id, b->task_id) != 0)
-				i = (i + 1) & (slots - 1);
-			if (pass == 0)
-				set[i] = b;
-			else
-				b->latest = set[i] == b ? NULL : set[i];
-		}
+	hs_store__beat *run = batch;
+	for (hs_store__beat *b = batch; b != NULL; b = b->next) {
+		if (b->next != NULL && strcmp(b->next->task_id, b->task_id) == 0)
+			continue;
+		for (; run != b; run = run->next) /* b ends the run: the latest */
+			run->latest = b;
+		b->latest = NULL;
+		run = b->next;
 	}
 }
 
-/* Run one batch as one transaction and fill every beat's result. Takes the
- * driver's lock. set: scratch for link_latest, NULL only for a batch of
- * one. savepoint: each beat in its own savepoint, so a refused UPDATE undoes
- * only itself where any error aborts the whole transaction (PostgreSQL).
- * Returns true if the batch failed because of one beat's error on such a
- * backend: the caller runs it again with savepoints (rare: only a trigger,
- * a constraint or bad data refuses a heartbeat). */
-static bool run_batch(hs_store *s, hs_store__beat *batch, size_t n, hs_store__beat **set,
-		      bool savepoint)
+/* Run one batch (sorted, linked) as one transaction and fill every beat's
+ * result. Takes the driver's lock. Beats of one task coalesce: only the
+ * last one's UPDATE runs, and the earlier ones get its result; if a
+ * constraint refused it, they run one by one, so each still gets its own.
+ * savepoint: each beat in its own savepoint, so that a refused UPDATE
+ * undoes only itself where any error aborts the whole transaction
+ * (PostgreSQL). Returns true if the batch failed because of one beat's
+ * error on such a backend: the caller runs it again with savepoints (rare:
+ * only a trigger or constraint refuses a heartbeat). */
+static bool run_batch(hs_store *s, hs_store__beat *batch, bool savepoint)
 {
 	hs_error batch_err = { 0 }, *err = &batch_err;
 	hs_store__beat *b;
 	bool retry = false;
 	int rc;
-	if (set != NULL)
-		link_latest(batch, n, set);
-	else
-		batch->latest = NULL; /* a batch of one */
 	hs_store__lock(s);
 	if ((rc = hs_store__begin(s, err)) != HS_OK)
 		goto done;
@@ -423,19 +433,11 @@ static bool run_batch(hs_store *s, hs_store__beat *batch, size_t n, hs_store__be
 			retry = rc != HS_UNAVAILABLE;
 			goto done;
 		}
-		for (b = batch; b != NULL; b = b->next) {
-			if (b->latest != NULL) {
-				b->rc = b->latest->rc;
-				b->err = b->latest->err;
-			}
-		}
 		rc = hs_store__commit(s, err);
 		goto done;
 	}
 	for (b = batch; b != NULL; b = b->next) {
 		if (b->latest == NULL && !apply_beat(s, b, savepoint, &rc, err)) {
-			/* PostgreSQL: one refused beat aborted the batch; run it
-			 * again with a savepoint per beat (rare: triggers). */
 			retry = s->drv->errors_abort_txn && !savepoint && rc != HS_UNAVAILABLE;
 			goto done;
 		}
@@ -467,7 +469,6 @@ done:
 static void *committer_main(void *arg)
 {
 	hs_store *s = arg;
-	hs_store__beat **set = malloc(HB_SET_SLOTS * sizeof(*set));
 	pthread_mutex_lock(&s->hb_mu);
 	for (;;) {
 		while (s->hb_head == NULL && !s->hb_stopping)
@@ -476,8 +477,7 @@ static void *committer_main(void *arg)
 			break; /* stopping, and every beat is done */
 		hs_store__beat *batch = s->hb_head, *last = batch, *b, *next;
 		size_t n = 1, n_async = batch->heap;
-		/* without the scratch set (out of memory), one beat per batch */
-		while (set != NULL && n < HB_BATCH_MAX && last->next != NULL) {
+		while (n < HB_BATCH_MAX && last->next != NULL) {
 			last = last->next;
 			n++;
 			n_async += last->heap;
@@ -490,8 +490,10 @@ static void *committer_main(void *arg)
 		s->hb_committing = true;
 		pthread_mutex_unlock(&s->hb_mu);
 
-		if (run_batch(s, batch, n, set, false))
-			(void)run_batch(s, batch, n, set, true);
+		batch = sort_beats(batch, n);
+		link_latest(batch);
+		if (run_batch(s, batch, false))
+			(void)run_batch(s, batch, true);
 		hs_histogram_observe(&s->m_beats_per_commit, (double)n);
 
 		pthread_mutex_lock(&s->hb_mu);
@@ -510,7 +512,6 @@ static void *committer_main(void *arg)
 		pthread_mutex_lock(&s->hb_mu);
 	}
 	pthread_mutex_unlock(&s->hb_mu);
-	free(set);
 	return NULL;
 }
 

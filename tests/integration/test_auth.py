@@ -462,14 +462,16 @@ class EmailMigrationTest(unittest.TestCase):
             hstest.Harnessd(data_dir=data.name).close()
             db = sqlite3.connect(os.path.join(data.name, "harness.db"))
             # back to schema 3 with three old rows, all with the admin's password
-            # (undoing migrations 4 to 6: revocations, API keys, fencing columns)
+            # (undoing migrations 4 to 7: revocations, API keys, fencing columns,
+            # nodes and task leases)
             fencing = ["tasks." + c for c in (
                 "recovery_generation", "base_generation", "acked_generation", "restored",
                 "resume_checkpoint_id", "resume_step", "last_checkpoint_step", "deadline_ms")]
             fencing.append("task_events.recovery_generation")
             db.executescript(
                 "".join("ALTER TABLE %s DROP COLUMN %s;" % tuple(f.split(".")) for f in fencing) +
-                "DROP TABLE auth_revocations; DROP TABLE IF EXISTS api_keys; PRAGMA user_version=3;"
+                "DROP TABLE auth_revocations; DROP TABLE IF EXISTS api_keys;"
+                "DROP TABLE task_leases; DROP TABLE nodes; PRAGMA user_version=3;"
                 "INSERT INTO users(id, email, name, role, password_hash, created_at_ms)"
                 " SELECT 'usr_old1', 'first.last+tag@gmail.com', 'Old', 'user', password_hash, 1 FROM users;"
                 "INSERT INTO users(id, email, name, role, password_hash, created_at_ms)"

@@ -723,7 +723,6 @@ int main(void)
 		T(test_store__heartbeat_group_commit_many_threads),
 		T(test_store__heartbeat_batch_gives_each_caller_its_result),
 		T(test_store__heartbeat_commit_failure_fails_the_batch),
-		T(test_store__heartbeat_async_after_commit_and_bounded),
 		T(test_store__nodes_advertise_and_expire),
 		T(test_store__lease_acquire_renew_takeover_and_fencing),
 		T(test_store__lease_takeover_race_has_one_winner),
@@ -733,6 +732,8 @@ int main(void)
 		T(test_store__metrics),
 		T(test_store__heartbeat_hostile_details),
 		T(test_store__pool_survives_killed_connections),
+		T(test_store__heartbeat_async_after_commit_and_bounded),
+		T(test_store__heartbeat_batch_runs_in_task_id_order),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

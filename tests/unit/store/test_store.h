@@ -90,6 +90,7 @@ int count_event(const hs_store_event_row *e, void *payload);
 /* test_store_heartbeat.c: heartbeat group commit */
 void test_store__heartbeat_group_commit_many_threads(void **state);
 void test_store__heartbeat_async_after_commit_and_bounded(void **state);
+void test_store__heartbeat_batch_runs_in_task_id_order(void **state);
 void test_store__heartbeat_batch_gives_each_caller_its_result(void **state);
 void test_store__heartbeat_commit_failure_fails_the_batch(void **state);
 

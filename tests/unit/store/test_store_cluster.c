@@ -328,6 +328,12 @@ void test_store__metrics(void **state)
 					  : "harness_store_info{backend=\"sqlite\"} 1"));
 	assert_non_null(strstr(text, "harness_store_heartbeats_total 1"));
 	assert_non_null(strstr(text, "harness_store_unavailable_total 0"));
+	/* hotpath's histograms, on both backends: the beat's group commit */
+	assert_non_null(strstr(text, "harness_store_heartbeats_per_commit_count 1\n"));
+	assert_non_null(strstr(text, "harness_store_heartbeats_per_commit_sum 1\n"));
+	const char *commits = strstr(text, "harness_store_commit_seconds_count ");
+	assert_non_null(commits);
+	assert_true(strtol(commits + strlen("harness_store_commit_seconds_count "), NULL, 10) >= 1);
 	if (f->pg) {
 		assert_non_null(strstr(text, "harness_store_pool_connections{state=\"idle\"} 1"));
 		assert_non_null(strstr(text, "harness_store_pool_waits_total"));

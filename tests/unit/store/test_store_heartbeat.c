@@ -378,7 +378,7 @@ static void async_done(void *arg, int rc, const hs_error *err)
 }
 
 /* The callback runs only once the COMMIT returned (never while SQLite's
- * write lock is held elsewhere); the queue of async beats is bounded; a
+ * write lock, or PostgreSQL's table lock, is held elsewhere); the queue of async beats is bounded; a
  * beat is copied (the caller's strings may go at once). */
 void test_store__heartbeat_async_after_commit_and_bounded(void **state)
 {
@@ -443,4 +443,93 @@ void test_store__heartbeat_async_after_commit_and_bounded(void **state)
 	for (int i = 0; i < 10000 && atomic_load(&c.done) < accepted + 1; i++)
 		usleep(1000);
 	assert_int_equal(atomic_load(&c.done), accepted + 1);
+}
+
+/* ---- batch order ------------------------------------------------------- */
+
+typedef struct order_log {
+	pthread_mutex_t mu;
+	int n;
+	char ids[8][16];
+	int rc[8];
+} order_log;
+
+typedef struct order_beat {
+	order_log *log;
+	const char *id;
+} order_beat;
+
+static void order_done(void *arg, int rc, const hs_error *err)
+{
+	(void)err;
+	order_beat *b = arg;
+	pthread_mutex_lock(&b->log->mu);
+	snprintf(b->log->ids[b->log->n], sizeof(b->log->ids[0]), "%s", b->id);
+	b->log->rc[b->log->n] = rc;
+	b->log->n++;
+	pthread_mutex_unlock(&b->log->mu);
+}
+
+/* A batch runs in task-id order, whatever the arrival order (one row-lock
+ * order for every node's batches on a shared PostgreSQL: no deadlock), and
+ * beats of one task still coalesce into the last one (its values win). The
+ * callbacks run in the batch's order, which is what this observes. */
+void test_store__heartbeat_batch_runs_in_task_id_order(void **state)
+{
+	fixture *f = *state;
+	hs_store *s = open_store(f);
+	hs_error err = { 0 };
+	add_tasks(s, "ord_", 4);
+	static order_log log;
+	memset(&log, 0, sizeof(log));
+	assert_int_equal(pthread_mutex_init(&log.mu, NULL), 0);
+	sqlite3 *db = NULL;
+	PGconn *pc = NULL;
+	if (f->pg) {
+		pc = pg_connect(f);
+		PQclear(PQexec(pc, "BEGIN; LOCK TABLE tasks IN EXCLUSIVE MODE"));
+	} else {
+		assert_int_equal(sqlite3_open(f->db_path, &db), SQLITE_OK);
+		assert_int_equal(sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+	}
+	/* a first beat takes the committer (it waits for the lock); the rest
+	 * queue, in reverse order, as one batch */
+	static order_beat first = { &log, "ord_0" };
+	assert_int_equal(hs_store_task_heartbeat_async(s, "ord_0", 1, 10, 0, 0, 0, "x", 1,
+						       order_done, &first, &err), HS_OK);
+	wait_queue(s, 0, true);
+	static order_beat beats[] = { { &log, "ord_3" }, { &log, "ord_2" }, { &log, "ord_1" },
+				      { &log, "ord_3" }, { &log, "ord_0" } };
+	for (int i = 0; i < 5; i++)
+		assert_int_equal(hs_store_task_heartbeat_async(s, beats[i].id, 10 + i, 10, 0, 0, 0,
+							       "y", 100 + i, order_done, &beats[i],
+							       &err), HS_OK);
+	wait_queue(s, 5, true);
+	if (f->pg) {
+		PQclear(PQexec(pc, "ROLLBACK"));
+		PQfinish(pc);
+	} else {
+		assert_int_equal(sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
+		sqlite3_close(db);
+	}
+	for (int i = 0; i < 10000; i++) {
+		pthread_mutex_lock(&log.mu);
+		int n = log.n;
+		pthread_mutex_unlock(&log.mu);
+		if (n == 6)
+			break;
+		usleep(1000);
+	}
+	pthread_mutex_lock(&log.mu);
+	assert_int_equal(log.n, 6);
+	const char *want[] = { "ord_0", "ord_0", "ord_1", "ord_2", "ord_3", "ord_3" };
+	for (int i = 0; i < 6; i++) {
+		assert_string_equal(log.ids[i], want[i]);
+		assert_int_equal(log.rc[i], HS_OK);
+	}
+	pthread_mutex_unlock(&log.mu);
+	pthread_mutex_destroy(&log.mu);
+	hs_store_task_row *r = get_task(s, "ord_3");
+	assert_int_equal(r->current_step, 13); /* the later of ord_3's two beats */
+	free(r);
 }
