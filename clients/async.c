@@ -283,23 +283,10 @@ int hs_async_stream_start(hs_async_stream **out, hs_async *a, const char *method
 	grpc_metadata_array_init(&s->trail_md);
 	s->call = hs_client__call_create(a->c, a->cq, method, deadline_ms);
 
-	grpc_op sop;
-	memset(&sop, 0, sizeof(sop));
-	sop.op = GRPC_OP_RECV_STATUS_ON_CLIENT;
-	sop.data.recv_status_on_client.trailing_metadata = &s->trail_md;
-	sop.data.recv_status_on_client.status = &s->status;
-	sop.data.recv_status_on_client.status_details = &s->details;
+	grpc_op sop, ops[4];
 	grpc_byte_buffer *send = hs_client__pack(req);
-	grpc_op ops[4];
-	memset(ops, 0, sizeof(ops));
-	ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-	ops[0].data.send_initial_metadata.count = n_md;
-	ops[0].data.send_initial_metadata.metadata = gmd;
-	ops[1].op = GRPC_OP_SEND_MESSAGE;
-	ops[1].data.send_message.send_message = send;
-	ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-	ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
-	ops[3].data.recv_initial_metadata.recv_initial_metadata = &s->init_md;
+	hs_client__server_stream_ops(&sop, ops, gmd, n_md, send, &s->init_md, &s->trail_md,
+				     &s->status, &s->details);
 
 	pthread_mutex_lock(&s->mu);
 	bool started = true;

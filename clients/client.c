@@ -371,6 +371,27 @@ void hs_client__unary_dispose(hs_client__unary *u)
 		grpc_call_unref(u->call);
 }
 
+void hs_client__server_stream_ops(grpc_op *status_op, grpc_op start[4], grpc_metadata *md,
+				  size_t n_md, grpc_byte_buffer *send, grpc_metadata_array *init_md,
+				  grpc_metadata_array *trail_md, grpc_status_code *status,
+				  grpc_slice *details)
+{
+	memset(status_op, 0, sizeof(*status_op));
+	status_op->op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+	status_op->data.recv_status_on_client.trailing_metadata = trail_md;
+	status_op->data.recv_status_on_client.status = status;
+	status_op->data.recv_status_on_client.status_details = details;
+	memset(start, 0, 4 * sizeof(*start));
+	start[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+	start[0].data.send_initial_metadata.count = n_md;
+	start[0].data.send_initial_metadata.metadata = md;
+	start[1].op = GRPC_OP_SEND_MESSAGE;
+	start[1].data.send_message.send_message = send;
+	start[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+	start[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+	start[3].data.recv_initial_metadata.recv_initial_metadata = init_md;
+}
+
 int hs_client_unary(hs_client *c, const char *method, const ProtobufCMessage *req,
 		    const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp_out,
 		    const hs_client_md *md, size_t n_md, int64_t deadline_ms, hs_client_status *st)
@@ -423,23 +444,10 @@ int hs_client_stream_start(hs_client_stream **out, hs_client *c, const char *met
 	grpc_metadata_array_init(&s->init_md);
 	grpc_metadata_array_init(&s->trail_md);
 
-	grpc_op sop;
-	memset(&sop, 0, sizeof(sop));
-	sop.op = GRPC_OP_RECV_STATUS_ON_CLIENT;
-	sop.data.recv_status_on_client.trailing_metadata = &s->trail_md;
-	sop.data.recv_status_on_client.status = &s->status;
-	sop.data.recv_status_on_client.status_details = &s->details;
+	grpc_op sop, ops[4];
 	grpc_byte_buffer *send = hs_client__pack(req);
-	grpc_op ops[4];
-	memset(ops, 0, sizeof(ops));
-	ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-	ops[0].data.send_initial_metadata.count = n_md;
-	ops[0].data.send_initial_metadata.metadata = gmd;
-	ops[1].op = GRPC_OP_SEND_MESSAGE;
-	ops[1].data.send_message.send_message = send;
-	ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-	ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
-	ops[3].data.recv_initial_metadata.recv_initial_metadata = &s->init_md;
+	hs_client__server_stream_ops(&sop, ops, gmd, n_md, send, &s->init_md, &s->trail_md,
+				     &s->status, &s->details);
 
 	bool started = grpc_call_start_batch(s->call, &sop, 1, &s->status, NULL) == GRPC_CALL_OK;
 	s->status_pending = started;

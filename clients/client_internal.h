@@ -64,4 +64,12 @@ int hs_client__unary_finish(hs_client__unary *u, const ProtobufCMessageDescripto
 			    ProtobufCMessage **resp_out, hs_client_status *st);
 void hs_client__unary_dispose(hs_client__unary *u);
 
+/* The two batches that open a server stream (client.c, async.c): *status_op
+ * receives the status and trailing metadata; start[4] sends metadata, the
+ * request and the half-close and receives the initial metadata. */
+void hs_client__server_stream_ops(grpc_op *status_op, grpc_op start[4], grpc_metadata *md,
+				  size_t n_md, grpc_byte_buffer *send, grpc_metadata_array *init_md,
+				  grpc_metadata_array *trail_md, grpc_status_code *status,
+				  grpc_slice *details);
+
 #endif
