@@ -319,7 +319,10 @@ void hs_task_beat_reply_dispose(hs_task_beat_reply *r)
 
 void hs_tasks__arm_at(hs_tasks *t, task *k, int64_t wall_deadline_ms)
 {
-	int64_t mono = hs_clock_mono_ms() + (wall_deadline_ms - hs_clock_wall_ms());
+	/* Both clocks are read truncated to the millisecond, so the plain
+	 * difference can fire up to 2 ms before the wall deadline; one more
+	 * millisecond makes it never early (a backoff is never cut short). */
+	int64_t mono = hs_clock_mono_ms() + (wall_deadline_ms - hs_clock_wall_ms()) + 1;
 	pthread_mutex_lock(&t->mu);
 	hs_timer_node *top = hs_timer_peek(&t->heap);
 	int64_t earliest = top != NULL ? top->deadline : INT64_MAX;

@@ -148,7 +148,7 @@ static void test_tasks__register_validation(void **state)
 	hs_task_info_dispose(&info);
 }
 
-static void test_tasks__stall_detected_within_100ms(void **state)
+static void test_tasks__stall_detected_at_deadline(void **state)
 {
 	fx *f = *state;
 	f->fk.latest_rc = HS_NOT_FOUND;
@@ -829,7 +829,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_tasks__backoff),
 		cmocka_unit_test_setup_teardown(test_tasks__register_validation, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_tasks__stall_detected_within_100ms, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tasks__stall_detected_at_deadline, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tasks__heartbeat_start, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tasks__small_pages_match_one_big_page, setup,
 						teardown),
