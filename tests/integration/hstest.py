@@ -227,8 +227,10 @@ class Process:
         stream.close()
 
     def wait_for(self, pred, timeout=10.0):
-        """Waits until pred(log_line_dict) holds for some line; returns it."""
-        deadline = time.monotonic() + timeout
+        """Waits until pred(log_line_dict) holds for some line; returns it.
+        Generous whatever was asked (a loaded CI): at least 30 s, and it
+        stops early if the process has exited."""
+        deadline = time.monotonic() + max(timeout, 30.0)
         seen = 0
         with self._cond:
             while True:

@@ -146,8 +146,9 @@ class EventStream:
         self.conn.close()
 
 
-def wait_until(pred, timeout=10.0, what="condition"):
-    deadline = time.monotonic() + timeout * hstest.SLOW
+def wait_until(pred, timeout=30.0, what="condition"):
+    # waits for what must happen: generous whatever was asked (a loaded CI)
+    deadline = time.monotonic() + max(timeout, 30) * hstest.SLOW
     while time.monotonic() < deadline:
         v = pred()
         if v:

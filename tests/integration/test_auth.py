@@ -581,17 +581,16 @@ class UpstreamAuthTest(unittest.TestCase):
         self.assertNotIn("<", cm.exception.details())
 
     def test_upstream_stall_ends_within_the_callers_deadline(self):
+        # The codes say which limit ended each call: had harnessd waited for
+        # the upstream, the answer after 8 s would be a success. No bound on
+        # the elapsed time (that is load).
         self.us.control(mode="stall", stall_ms=8000)
-        t0 = time.monotonic()
         with self.assertRaises(grpc.RpcError) as cm:
             self.login(timeout=1.0)
         self.assertEqual(cm.exception.code(), grpc.StatusCode.DEADLINE_EXCEEDED)
-        self.assertLess(time.monotonic() - t0, 3.0 * hstest.SLOW)
-        t0 = time.monotonic()
         with self.assertRaises(grpc.RpcError) as cm:  # our own 5 s limit
             self.login(timeout=30)
         self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAVAILABLE)
-        self.assertLess(time.monotonic() - t0, 7.0 * hstest.SLOW)
 
     def test_token_signed_with_another_key_is_refused(self):
         bad = forge({"sub": "u-alice", "role": "admin", "exp": int(time.time()) + 600}, "x" * 40)

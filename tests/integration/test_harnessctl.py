@@ -304,8 +304,9 @@ class StdHealthTest(CtlTestCase):
         return run_stream(self, args, wait_lines, action)
 
 
-def run_stream(tc, args, wait_lines, action=None, timeout=20.0):
-    """Starts harnessctl args, runs action, waits for wait_lines stdout lines,
+def run_stream(tc, args, wait_lines, action=None, timeout=30.0, ready_lines=0):
+    """Starts harnessctl args, waits for ready_lines stdout lines (the
+    stream is open then), runs action, waits for wait_lines stdout lines,
     sends SIGINT and asserts a clean exit 0. Returns the lines."""
     proc = subprocess.Popen([CTL] + list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=tc.env, start_new_session=True)
@@ -320,10 +321,12 @@ def run_stream(tc, args, wait_lines, action=None, timeout=20.0):
     t = threading.Thread(target=reader, daemon=True)
     t.start()
     try:
-        time.sleep(0.5 * hstest.SLOW)
+        deadline = time.monotonic() + timeout * hstest.SLOW
+        with cond:
+            while len(lines) < ready_lines and time.monotonic() < deadline and proc.poll() is None:
+                cond.wait(0.1)
         if action is not None:
             action()
-        deadline = time.monotonic() + timeout * hstest.SLOW
         with cond:
             while len(lines) < wait_lines and time.monotonic() < deadline and proc.poll() is None:
                 cond.wait(0.1)
@@ -496,9 +499,13 @@ class TaskCommandsTest(CtlTestCase):
         self.assertIn(task, [x["taskId"] for x in self.json("task", "list", "--state", "running")["tasks"]])
 
         # watch: events arrive as they happen; SIGINT ends it with exit 0
-        lines = run_stream(self, ["task", "watch", task, "-o", "json"], wait_lines=1,
+        # (--send-initial: its first line says the stream is open, so the
+        # event cannot happen before the watch, whatever the load)
+        lines = run_stream(self, ["task", "watch", task, "--send-initial", "-o", "json"], wait_lines=2,
+                           ready_lines=1,
                            action=lambda: self.ok("task", "complete", task, "--success", "--message", "done"))
-        ev = json.loads(lines[0])
+        self.assertEqual(json.loads(lines[0])["type"], "TASK_EVENT_TYPE_INITIAL_STATE")
+        ev = json.loads(lines[1])
         self.assertEqual(ev["taskId"], task)
         self.assertEqual(ev["type"], "TASK_EVENT_TYPE_COMPLETED")
         self.assertEqual(self.json("task", "get", task)["state"], "TASK_STATE_COMPLETED")
@@ -506,10 +513,11 @@ class TaskCommandsTest(CtlTestCase):
 
         t2 = task + "-b"
         self.ok("task", "register", t2, "--heartbeat-timeout-ms", "60000")
-        lines = run_stream(self, ["task", "watch", t2], wait_lines=2,
+        lines = run_stream(self, ["task", "watch", t2, "--send-initial"], wait_lines=3, ready_lines=2,
                            action=lambda: self.ok("task", "cancel", t2, "--reason", "not needed"))
         self.assertEqual(lines[0].split()[:3], ["TIME", "EVENT", "TASK"])
-        self.assertIn("CANCELLED", lines[1])
+        self.assertIn("INITIAL_STATE", lines[1])
+        self.assertIn("CANCELLED", lines[2])
         self.assertEqual(self.json("task", "get", t2)["state"], "TASK_STATE_CANCELLED")
 
         # recover: no checkpoint -> the attempt fails, but the verb itself answers

@@ -131,9 +131,15 @@ class PostgresOutageTest(unittest.TestCase):
         self.pg.down()
         load.mark()
         time.sleep(1.5)
-        with load.mu:
-            during = load.codes.get("UNAVAILABLE", 0)
-            oks_down = load.oks_after
+        # at least one call has failed by now, however loaded the machine
+        deadline = time.monotonic() + 30 * hstest.SLOW
+        while True:
+            with load.mu:
+                during = load.codes.get("UNAVAILABLE", 0)
+                oks_down = load.oks_after
+            if during > 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
         self.pg.up()
         load.mark()
         # It recovers by itself: calls succeed again without a restart.

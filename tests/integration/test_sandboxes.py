@@ -94,7 +94,8 @@ def pids_with(marker):
 
 
 def wait_until(pred, timeout, what):
-    deadline = time.monotonic() + timeout * hstest.SLOW
+    # waits for what must happen: generous whatever was asked (a loaded CI)
+    deadline = time.monotonic() + max(timeout, 30) * hstest.SLOW
     while time.monotonic() < deadline:
         v = pred()
         if v:
@@ -289,9 +290,10 @@ class BwrapTest(unittest.TestCase):
         up = os.path.join(sb.workspace, "up.txt")
         wait_until(lambda: os.path.exists(up), 10, "the entrypoint to run")
         t0 = time.monotonic()
-        self.assertEqual(self.alice.DestroySandbox(sandbox_id="grace-1", grace_period_ms=5000)
+        self.assertEqual(self.alice.DestroySandbox(sandbox_id="grace-1", grace_period_ms=30000)
                          .state, S.SANDBOX_STATE_DESTROYED)
-        self.assertLess(time.monotonic() - t0, 4.0)
+        # it returned when the entrypoint exited, not when the 30 s were over
+        self.assertLess(time.monotonic() - t0, 29.0)
         self.assertTrue(os.path.exists(os.path.join(sb.workspace, "bye.txt")))
         # Stubborn: SIGTERM ignored; SIGKILL once the grace asked for is over
         # (the server default would be 5 s).
@@ -308,7 +310,9 @@ class BwrapTest(unittest.TestCase):
         self.assertEqual(d.state, S.SANDBOX_STATE_DESTROYED)
         self.assertTrue(d.HasField("stopped_at"))
         self.assertGreaterEqual(took, 0.28)
-        self.assertLess(took, 3.0)
+        # the server default would take at least 5 s (the one bound the wrong
+        # behaviour could not meet; no tighter upper bound: that is load)
+        self.assertLess(took, 5.0)
         assert_clean(self, sb, pid=sb.pid, marker=m)
 
     def test_wrong_state_is_failed_precondition_naming_the_state(self):

@@ -201,7 +201,12 @@ static void x_job(void *arg)
 	int prev = atomic_load(&max_running_x);
 	while (now > prev && !atomic_compare_exchange_weak(&max_running_x, &prev, now)) {
 	}
-	usleep(30 * 1000);
+	/* Held until the test has seen y run: x's backlog is still there then,
+	 * whatever the machine's load. */
+	pthread_mutex_lock(&gate_mu);
+	while (!gate_open)
+		pthread_cond_wait(&gate_cv, &gate_mu);
+	pthread_mutex_unlock(&gate_mu);
 	atomic_fetch_sub(&running_x, 1);
 	atomic_fetch_add(&ran, 1);
 }
@@ -220,16 +225,21 @@ static void test_pool__user_running_bound(void **state)
 	atomic_store(&running_x, 0);
 	atomic_store(&max_running_x, 0);
 	atomic_store(&running_y, 0);
+	gate_open = false;
 	hs_pool *p = hs_pool_new_fair(3, 64, 1, 0);
 	assert_non_null(p);
 	for (int i = 0; i < 5; i++)
 		assert_int_equal(hs_pool_submit_as(p, "x", false, x_job, NULL), HS_POOL_OK);
 	/* y is not behind x's backlog: two threads are free for it. */
 	assert_int_equal(hs_pool_submit_as(p, "y", false, y_job, NULL), HS_POOL_OK);
-	for (int i = 0; i < 500 && atomic_load(&running_y) == 0; i++)
+	for (int i = 0; i < 15000 && atomic_load(&running_y) == 0; i++)
 		usleep(2000);
 	assert_int_equal(atomic_load(&running_y), 1);
-	assert_true(atomic_load(&ran) < 6); /* x's jobs are still going, one at a time */
+	assert_int_equal(atomic_load(&ran), 1); /* only y: x's first job is held at the gate */
+	pthread_mutex_lock(&gate_mu);
+	gate_open = true;
+	pthread_cond_broadcast(&gate_cv);
+	pthread_mutex_unlock(&gate_mu);
 	hs_pool_free(p);
 	assert_int_equal(atomic_load(&ran), 6);
 	assert_int_equal(atomic_load(&max_running_x), 1);

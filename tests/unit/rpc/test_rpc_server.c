@@ -704,13 +704,13 @@ static void test_rpc_server__unknown_method_unimplemented_fast(void **state)
 		 CHECK_RESP, NULL, &r);
 	assert_int_equal(r.status, GRPC_STATUS_UNIMPLEMENTED);
 	assert_non_null(strstr(r.details, "/no.such.Service/Nope"));
-	assert_true(r.ms < 2000); /* not at the 5 s deadline */
+	/* UNIMPLEMENTED, not DEADLINE_EXCEEDED: answered, not left to the 5 s
+	 * deadline (no bound on the elapsed time: that is load) */
 	tc_reply_dispose(&r);
 	/* a known service, unknown method */
 	tc_unary(main_srv.ch, "/grpc.health.v1.Health/Nope", &req.base, NULL, 0, NULL, 0, 5000,
 		 CHECK_RESP, NULL, &r);
 	assert_int_equal(r.status, GRPC_STATUS_UNIMPLEMENTED);
-	assert_true(r.ms < 2000);
 	tc_reply_dispose(&r);
 }
 
@@ -723,7 +723,6 @@ static void test_rpc_server__method_without_handler_unimplemented(void **state)
 		 &harness__v1__logout_response__descriptor, NULL, &r);
 	assert_int_equal(r.status, GRPC_STATUS_UNIMPLEMENTED);
 	assert_non_null(strstr(r.details, "harness.v1.AuthService/Logout"));
-	assert_true(r.ms < 2000);
 	tc_reply_dispose(&r);
 }
 
@@ -750,7 +749,7 @@ static void test_rpc_server__blocking_handler_runs_on_worker(void **state)
 	(void)state;
 	bg_login b;
 	bg_start(&b, main_srv.ch, "sleep:300", 0);
-	assert_true(rec_wait_int(&rec.login_started, 1, 3000));
+	assert_true(rec_wait_int(&rec.login_started, 1, 30000));
 	/* while the blocking handler sleeps, an inline call completes */
 	tc_reply r;
 	const char *md[] = { "x-test", "v" };
@@ -816,17 +815,21 @@ static void test_rpc_server__deadline_exceeded(void **state)
 {
 	(void)state;
 	tc_reply r;
-	login(main_srv.ch, "isleep:1500", "", 200, &r);
+	/* 1 s: the handler starts well within it even on a loaded machine (it
+	 * must, to see a positive deadline); the client's deadline ends the call
+	 * client-side whatever the server does, so no bound on the elapsed time. */
+	login(main_srv.ch, "isleep:5000", "", 1000, &r);
 	assert_int_equal(r.status, GRPC_STATUS_DEADLINE_EXCEEDED);
-	assert_true(r.ms < 1200);
 	tc_reply_dispose(&r);
 	/* the handler saw the deadline and the cancellation, and stopped early */
-	assert_true(rec_wait_int(&rec.login_finished, 1, 3000));
+	assert_true(rec_wait_int(&rec.login_finished, 1, 30000));
 	pthread_mutex_lock(&rec_mu);
 	int64_t left_start = rec.login_left_start, left_end = rec.login_left_end;
 	bool cancelled = rec.login_cancelled;
 	pthread_mutex_unlock(&rec_mu); /* a failed assert must not leave it locked */
-	assert_true(left_start > 0 && left_start <= 200);
+	/* the client's 1 s, as grpc-timeout carried it (rounded up to its units) */
+	if (!(left_start > 0 && left_start <= 1100))
+		fail_msg("deadline left at the start: %lld ms", (long long)left_start);
 	/* The client's deadline fires first and cancels the call; the server's
 	 * copy of the deadline (arrival + grpc-timeout) may be a few ms later. */
 	assert_true(left_end <= 50);
@@ -961,10 +964,10 @@ static void test_rpc_server__send_queue_limit(void **state)
 	Harness__V1__WatchTasksRequest req = HARNESS__V1__WATCH_TASKS_REQUEST__INIT;
 	req.task_id = "flood";
 	tc_stream s;
-	assert_true(tc_stream_start(&s, main_srv.ch, M_WATCHTASKS, 10000,
+	assert_true(tc_stream_start(&s, main_srv.ch, M_WATCHTASKS, 60000,
 				    &harness__v1__task_event__descriptor, &req.base, true));
 	/* never read: the transport fills up, then the queue of 2 */
-	bool done = rec_wait_bool(&rec.flood_done, 6000);
+	bool done = rec_wait_bool(&rec.flood_done, 30000);
 	tc_stream_cancel(&s);
 	grpc_status_code st = tc_stream_finish(&s, NULL, 0);
 	assert_true(done);
@@ -988,7 +991,7 @@ static void test_rpc_server__client_cancel_runs_on_done_once(void **state)
 	protobuf_c_message_free_unpacked(m, NULL);
 	tc_stream_cancel(&s);
 	assert_int_equal(tc_stream_finish(&s, NULL, 0), GRPC_STATUS_CANCELLED);
-	assert_true(rec_wait_int(&rec.hold_done, 1, 3000));
+	assert_true(rec_wait_int(&rec.hold_done, 1, 30000));
 	sleep_ms(100);
 	pthread_mutex_lock(&rec_mu);
 	assert_int_equal(rec.hold_done, 1);
@@ -1006,11 +1009,11 @@ static void test_rpc_server__on_done_registered_after_cancel_runs(void **state)
 	tc_stream s;
 	assert_true(tc_stream_start(&s, main_srv.ch, M_WATCHTASKS, 10000,
 				    &harness__v1__task_event__descriptor, &req.base, true));
-	assert_true(rec_wait_bool(&rec.late_started, 3000));
+	assert_true(rec_wait_bool(&rec.late_started, 30000));
 	tc_stream_cancel(&s);
 	tc_stream_finish(&s, NULL, 0);
-	assert_true(rec_wait_bool(&rec.late_registered, 5000));
-	bool ran = rec_wait_int(&rec.late_done, 1, 1000);
+	assert_true(rec_wait_bool(&rec.late_registered, 30000));
+	bool ran = rec_wait_int(&rec.late_done, 1, 30000);
 	pthread_mutex_lock(&rec_mu);
 	bool saw_cancel = rec.late_saw_cancel;
 	hs_rpc_call *leaked = ran ? NULL : rec.late_call;
@@ -1112,18 +1115,23 @@ static void test_rpc_server__graceful_shutdown_waits_for_inflight(void **state)
 	fixture f;
 	assert_int_equal(start_server(&f, 2, 8, true), 0);
 	bg_login b;
-	bg_start(&b, f.ch, "sleep:300", 5000);
-	assert_true(rec_wait_int(&rec.login_started, 1, 3000));
+	bg_start(&b, f.ch, "sleep:300", 60000);
+	assert_true(rec_wait_int(&rec.login_started, 1, 30000));
 	double t0 = now_ms();
-	hs_rpc_server_shutdown(f.srv, 5000);
+	hs_rpc_server_shutdown(f.srv, 30000);
 	double took = now_ms() - t0;
+	/* It waited for the call (an order of events, not a duration) ... */
+	pthread_mutex_lock(&rec_mu);
+	int finished = rec.login_finished;
+	bool cancelled = rec.login_cancelled;
+	pthread_mutex_unlock(&rec_mu);
+	assert_int_equal(finished, 1);
+	assert_false(cancelled);
 	bg_join(&b);
 	assert_int_equal(b.reply.status, GRPC_STATUS_OK); /* finished, not cancelled */
 	tc_reply_dispose(&b.reply);
-	assert_true(took >= 150 && took < 4000);
-	pthread_mutex_lock(&rec_mu);
-	assert_false(rec.login_cancelled);
-	pthread_mutex_unlock(&rec_mu);
+	/* ... and no longer: not the whole 30 s grace */
+	assert_true(took < 29000);
 	/* no new calls once shut down */
 	tc_reply r;
 	login(f.ch, "x", "", 2000, &r);
@@ -1158,21 +1166,28 @@ static void test_rpc_server__new_call_during_shutdown_refused(void **state)
 	assert_int_equal(r.status, GRPC_STATUS_OK);
 	tc_reply_dispose(&r);
 	bg_login b;
-	bg_start(&b, f.ch, "sleep:500", 5000);
-	assert_true(rec_wait_int(&rec.login_started, 2, 3000));
-	shut_arg sa = { f.srv, 5000, 0 };
+	bg_start(&b, f.ch, "sleep:500", 60000);
+	assert_true(rec_wait_int(&rec.login_started, 2, 30000));
+	shut_arg sa = { f.srv, 30000, 0 };
 	pthread_t tid;
 	pthread_create(&tid, NULL, shut_main, &sa);
-	sleep_ms(100); /* draining now */
-	login(f.ch, "x", "", 2000, &r);
-	assert_int_equal(r.status, GRPC_STATUS_UNAVAILABLE);
-	assert_true(r.ms < 1500);
-	tc_reply_dispose(&r);
+	/* Once the shutdown has begun (when depends on the load: ask until
+	 * then), a new call is refused. A call that races its start may still
+	 * be answered, or be cancelled with the calls not yet dispatched. */
+	int st = GRPC_STATUS_OK;
+	for (int i = 0; i < 3000 && (st == GRPC_STATUS_OK || st == GRPC_STATUS_CANCELLED); i++) {
+		login(f.ch, "x", "", 10000, &r);
+		st = r.status;
+		tc_reply_dispose(&r);
+		if (st != GRPC_STATUS_UNAVAILABLE)
+			sleep_ms(10);
+	}
+	assert_int_equal(st, GRPC_STATUS_UNAVAILABLE);
 	bg_join(&b);
 	pthread_join(tid, NULL);
 	assert_int_equal(b.reply.status, GRPC_STATUS_OK);
 	tc_reply_dispose(&b.reply);
-	assert_true(sa.took < 4000);
+	assert_true(sa.took < 29000); /* not the whole 30 s grace */
 	stop_server(&f, 0);
 }
 
@@ -1182,8 +1197,8 @@ static void test_rpc_server__short_grace_cancels_inflight(void **state)
 	fixture f;
 	assert_int_equal(start_server(&f, 2, 8, true), 0);
 	bg_login b;
-	bg_start(&b, f.ch, "isleep:3000", 10000);
-	assert_true(rec_wait_int(&rec.login_started, 1, 3000));
+	bg_start(&b, f.ch, "isleep:30000", 60000);
+	assert_true(rec_wait_int(&rec.login_started, 1, 30000));
 	double t0 = now_ms();
 	hs_rpc_server_shutdown(f.srv, 100);
 	double took = now_ms() - t0;
@@ -1191,7 +1206,7 @@ static void test_rpc_server__short_grace_cancels_inflight(void **state)
 	assert_true(b.reply.status == GRPC_STATUS_CANCELLED ||
 		    b.reply.status == GRPC_STATUS_UNAVAILABLE);
 	tc_reply_dispose(&b.reply);
-	assert_true(took < 2000);
+	assert_true(took < 29000); /* did not wait out the 30 s handler */
 	pthread_mutex_lock(&rec_mu);
 	assert_true(rec.login_cancelled);
 	pthread_mutex_unlock(&rec_mu);
@@ -1205,7 +1220,7 @@ static void test_rpc_server__worker_queue_full_busy(void **state)
 	assert_int_equal(start_server(&f, 1, 1, true), 0);
 	bg_login a, b;
 	bg_start(&a, f.ch, "sleep:400", 5000);
-	assert_true(rec_wait_int(&rec.login_started, 1, 3000)); /* the only worker is busy */
+	assert_true(rec_wait_int(&rec.login_started, 1, 30000)); /* the only worker is busy */
 	bg_start(&b, f.ch, "sleep:0", 5000);
 	sleep_ms(150); /* b waits in the queue of 1 */
 	tc_reply r;

@@ -177,7 +177,7 @@ static void test_sandbox_mgr__ttl_expiry(void **state)
 	pid_t pid = (pid_t)info.pid;
 	assert_true(info.expires_at_ms >= info.created_at_ms + 1000);
 	hs_sandbox_info_dispose(&info);
-	assert_int_equal(sbt_wait_state(env, &sbt_alice, "sb-ttl", HS_SANDBOX_DESTROYED, 4000),
+	assert_int_equal(sbt_wait_state(env, &sbt_alice, "sb-ttl", HS_SANDBOX_DESTROYED, 30000),
 			 HS_SANDBOX_DESTROYED);
 	assert_int_equal(hs_sandbox_get(env->mgr, &sbt_alice, "sb-ttl", &info, &err), HS_OK);
 	assert_string_equal(info.failure_reason, "ttl expired");

@@ -178,7 +178,7 @@ void test_store__events_are_announced(void **state)
 	int64_t id = 0;
 	assert_int_equal(hs_store_event_append(s, &ev, &id, &err), HS_OK);
 	PGnotify *nt = NULL;
-	for (int i = 0; i < 500 && nt == NULL; i++) {
+	for (int i = 0; i < 3000 && nt == NULL; i++) {
 		assert_int_equal(PQconsumeInput(c), 1);
 		nt = PQnotifies(c);
 		if (nt == NULL)

