@@ -179,6 +179,10 @@ static const opt opts[] = {
 	  "0", 0, 16, NULL, false, "threads of a full workspace walk (0 = one per CPU, at most 4)" },
 	{ "webhook-url", "HARNESS_WEBHOOK_URL", S(webhook_url), "", 0, 0, NULL, false,
 	  "task events are POSTed here as JSON (empty: none)" },
+	{ "max-tasks-per-user", "HARNESS_MAX_TASKS_PER_USER", I(max_tasks_per_user), "10000", 1,
+	  1000000, NULL, false,
+	  "tasks one user may own, terminal ones included (they stay in memory); a new task id "
+	  "beyond it is RESOURCE_EXHAUSTED (admins exempt; at most 1,000,000 tasks in all)" },
 	{ "tls-cert", "HARNESS_TLS_CERT", S(tls_cert), "", 0, 0, NULL, false,
 	  "PEM certificate chain: serve gRPC over TLS (with --tls-key); re-read when the file changes" },
 	{ "tls-key", "HARNESS_TLS_KEY", S(tls_key), "", 0, 0, NULL, false,

@@ -89,6 +89,7 @@ typedef struct hs_config {
 	int64_t checkpoint_scan_threads;     /* 0: auto */
 	/* tasks */
 	char webhook_url[HS_CFG_STR];
+	int64_t max_tasks_per_user;
 	/* TLS (server/rpc/tls.c) and service identities (server/auth) */
 	char tls_cert[HS_CFG_STR];
 	char tls_key[HS_CFG_STR];

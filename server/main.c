@@ -388,6 +388,7 @@ static int start(app *a, hs_error *err)
 	tc.sandboxes = a->sandbox;
 	tc.webhook_url = a->cfg.webhook_url[0] ? a->cfg.webhook_url : NULL;
 	tc.metrics = a->metrics;
+	tc.max_tasks_per_user = (size_t)a->cfg.max_tasks_per_user;
 	if ((rc = hs_tasks_new(&a->tasks, &tc, err)) != HS_OK ||
 	    (rc = hs_tasks_service_register(a->srv, a->tasks, err)) != HS_OK)
 		return rc;

@@ -189,6 +189,31 @@ static void fill_row(hs_store_task_row *row, const hs_task_spec *s, const spec_o
 	row->deadline_ms = m->deadline_ms;
 }
 
+/* One user must not take every task slot from the others: a new task id
+ * beyond max_tasks_per_user (counting every task the user owns, terminal
+ * ones too: they stay in memory) is HS_LIMIT, before the id is claimed.
+ * Re-registering a terminal task adds nothing and is never refused here;
+ * admins are exempt (max_tasks still binds). Concurrent registrations may
+ * pass the check together: the limit can be exceeded by as many calls as
+ * run at once, like max_tasks. */
+static int check_user_limit(hs_tasks *t, const hs_principal *caller, const char *task_id,
+			    hs_error *err)
+{
+	if (caller->is_admin)
+		return HS_OK;
+	if (hs_tasks__lookup(t, task_id) != NULL)
+		return HS_OK; /* not a new task (or another user's: EXISTS later) */
+	pthread_mutex_lock(&t->mu);
+	size_t n = hs_tasks__owner_count(t, caller->user_id);
+	pthread_mutex_unlock(&t->mu);
+	if (n >= t->max_tasks_per_user)
+		return hs_error_set(err, HS_LIMIT,
+				    "too many tasks for this user: %zu registered, the limit "
+				    "(--max-tasks-per-user) is %zu",
+				    n, t->max_tasks_per_user);
+	return HS_OK;
+}
+
 /* A new task: row and REGISTERED in one transaction, then indexed. */
 static int register_new(hs_tasks *t, const hs_task_spec *s, const spec_ok *v, const char *owner,
 			hs_task_info *out, hs_error *err)
@@ -310,6 +335,8 @@ int hs_tasks_register(hs_tasks *t, const hs_principal *caller, const hs_task_spe
 	/* Checkpoints first: a refused id must not be claimed on the way. */
 	if (t->ops.checkpoints_check != NULL &&
 	    (rc = t->ops.checkpoints_check(t->ops.ctx, spec->task_id, caller, err)) != HS_OK)
+		goto done;
+	if ((rc = check_user_limit(t, caller, spec->task_id, err)) != HS_OK)
 		goto done;
 	if ((rc = claim(t, caller, spec->task_id, v.workspace, owner, err)) != HS_OK)
 		goto done;

@@ -109,6 +109,8 @@ static int map_add(hs_tasks *t, task *k)
 		t->buckets = b;
 		t->nbuckets = nb;
 	}
+	if (hs_tasks__owner_add(t, k->owner) != HS_OK) /* last: nothing to undo */
+		return HS_INTERNAL;
 	size_t h = hash(k->id) % t->nbuckets;
 	k->hnext = t->buckets[h];
 	t->buckets[h] = k;
@@ -585,6 +587,7 @@ int hs_tasks_new(hs_tasks **out, const hs_tasks_config *cfg, hs_error *err)
 	else
 		hs_tasks__default_ops(&t->ops, &t->ops_ctx);
 	t->max_tasks = cfg->max_tasks ? cfg->max_tasks : 1000000;
+	t->max_tasks_per_user = cfg->max_tasks_per_user ? cfg->max_tasks_per_user : 10000;
 	t->max_watchers = cfg->max_watchers ? cfg->max_watchers : 1024;
 	hs_histogram_init(&t->m_hb_lag, hs_metrics_default_seconds, 11, 1e6);
 	t->max_watchers_per_user = cfg->max_watchers_per_user;
@@ -657,6 +660,7 @@ void hs_tasks_free(hs_tasks *t)
 		task_free(t->all[i]);
 	free(t->all);
 	free(t->buckets);
+	hs_tasks__owners_free(t);
 	free(t->rq);
 	pthread_cond_destroy(&t->timer_cv);
 	pthread_cond_destroy(&t->rq_cv);

@@ -216,6 +216,11 @@ typedef struct hs_tasks_config {
 	const hs_task_recovery_ops *ops; /* NULL = the defaults; else copied (tests) */
 	const char *webhook_url;         /* NULL/"" = none */
 	size_t max_tasks;                /* 0 = 1000000 */
+	/* Tasks one user may own (RegisterTask of a new id beyond it: HS_LIMIT
+	 * naming the limit). Counts every retained task of the user, terminal
+	 * ones too (memory is bounded by retained tasks); admins are exempt
+	 * (only max_tasks binds them). 0 = 10000. */
+	size_t max_tasks_per_user;
 	size_t max_watchers;             /* 0 = 1024 */
 	size_t max_watchers_per_user;    /* non-admin callers; 0 = max_watchers / 8 (at least 1) */
 	size_t webhook_queue;            /* 0 = 1024 events */

@@ -75,6 +75,7 @@ struct hs_tasks {
 	hs_task_recovery_ops ops;
 	hs_tasks_ops_ctx ops_ctx;
 	size_t max_tasks, max_watchers, max_watchers_per_user;
+	size_t max_tasks_per_user; /* non-admin callers' new tasks */
 
 	pthread_mutex_t mu;
 	pthread_cond_t timer_cv; /* CLOCK_MONOTONIC */
@@ -82,6 +83,9 @@ struct hs_tasks {
 	size_t nbuckets;
 	task **all; /* every task, in load/registration order */
 	size_t n_all, cap_all;
+	/* owners.c: tasks per owner (every task in the map, any state) */
+	struct hs_tasks_owner **owner_buckets;
+	size_t n_owner_buckets, n_owners;
 	hs_timer_heap heap;
 	bool stop;
 	pthread_t timer_thr;
@@ -108,6 +112,12 @@ struct hs_tasks {
 	hs_histogram m_hb_lag;
 	hs_counter m_timeouts, m_rec_started, m_rec_succeeded, m_rec_failed;
 };
+
+/* owners.c (t->mu held): the number of tasks owner has in the map; one
+ * more (HS_INTERNAL when out of memory, nothing changed); free all. */
+size_t hs_tasks__owner_count(const hs_tasks *t, const char *owner);
+int hs_tasks__owner_add(hs_tasks *t, const char *owner);
+void hs_tasks__owners_free(hs_tasks *t);
 
 /* metrics.c: count a decision's event (transition.c, after it applied);
  * a TIMEOUT's lateness against its deadline (tasks.c, fire); the scrape. */

@@ -657,6 +657,46 @@ class WebhookTest(unittest.TestCase):
             srv.server_close()
 
 
+class PerUserLimitTest(unittest.TestCase):
+    """The attack: one tenant registers task after task to take every slot of
+    the global limit and lock everyone else out of RegisterTask. With
+    --max-tasks-per-user it runs into its own limit and the others go on."""
+
+    def test_one_user_cannot_lock_out_the_others(self):
+        hd = hstest.Harnessd(args=["--max-tasks-per-user", "3"], env=ENV)
+        try:
+            mallory = Client(hd.channel, mint_token("usr_mallory"))
+            bob = Client(hd.channel, mint_token("usr_bob_limit"))
+            admin = Client(hd.channel, login(hd.channel))
+
+            def reg(c, tid):
+                return c.RegisterTask(task_id=tid, heartbeat_interval_ms=1000, heartbeat_timeout_ms=60000)
+            for i in range(3):
+                reg(mallory, "m-%d" % i)
+            with self.assertRaises(grpc.RpcError) as cm:
+                reg(mallory, "m-3")
+            self.assertEqual(cm.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+            self.assertIn("--max-tasks-per-user", cm.exception.details())
+            self.assertIn("is 3", cm.exception.details())
+            # Finished tasks still count (they stay in memory) ...
+            mallory.CompleteTask(task_id="m-0", success=True)
+            with self.assertRaises(grpc.RpcError) as cm:
+                reg(mallory, "m-3")
+            self.assertEqual(cm.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+            # ... but running one again adds nothing.
+            self.assertEqual(reg(mallory, "m-0").state, H.TASK_STATE_RUNNING)
+            # The refused id was not claimed on the way: bob may take it.
+            self.assertEqual(reg(bob, "m-3").owner, "usr_bob_limit")
+            reg(bob, "b-1")
+            # Admins are exempt.
+            for i in range(4):
+                reg(admin, "adm-%d" % i)
+            ids = {t.task_id for t in mallory.ListTasks(page_size=100).tasks}
+            self.assertEqual(ids, {"m-0", "m-1", "m-2"})
+        finally:
+            hd.close()
+
+
 class RestartTest(unittest.TestCase):
     def test_restart_rearms_deadlines_and_keeps_events(self):
         hd = hstest.Harnessd(env=ENV)

@@ -176,6 +176,7 @@ static void open_after(fx *f, int64_t after)
 	cfg.store = f->store;
 	cfg.tenancy = f->ten;
 	cfg.ops = &f->ops;
+	cfg.max_tasks_per_user = f->max_tasks_per_user;
 	assert_int_equal(hs_tasks_new(&f->tasks, &cfg, &err), HS_OK);
 	assert_int_equal(hs_tasks_watch(f->tasks, &admin, NULL, false, after, sink_send, &f->sk, &f->w,
 					&err),

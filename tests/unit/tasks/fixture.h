@@ -53,6 +53,7 @@ typedef struct fx {
 	hs_task_recovery_ops ops;
 	sink sk;
 	hs_task_watch *w;
+	size_t max_tasks_per_user; /* 0 = the default (for open_tasks) */
 } fx;
 
 int64_t now_ms(void);

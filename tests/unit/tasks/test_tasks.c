@@ -473,6 +473,51 @@ static void test_tasks__cancel_via_heartbeat(void **state)
 	reg(f, &alice, "y", 1000, 60000, 0, 0);
 }
 
+static int reg_rc(fx *f, const hs_principal *c, const char *id, hs_error *err)
+{
+	hs_task_spec s = { .task_id = id, .heartbeat_interval_ms = 1000,
+			   .heartbeat_timeout_ms = 60000 };
+	hs_error_clear(err);
+	return hs_tasks_register(f->tasks, c, &s, NULL, err);
+}
+
+/* One user cannot take every task slot: past max_tasks_per_user a new id
+ * is HS_LIMIT naming the limit; terminal tasks count (they stay in
+ * memory), re-running one does not; the refused id is not claimed; the
+ * count survives a restart; other users and admins go on. */
+static void test_tasks__per_user_limit(void **state)
+{
+	fx *f = *state;
+	hs_error err = { 0 };
+	close_tasks(f);
+	f->max_tasks_per_user = 3;
+	open_tasks(f);
+	reg(f, &alice, "a0", 1000, 60000, 0, 0);
+	reg(f, &alice, "a1", 1000, 60000, 0, 0);
+	reg(f, &alice, "a2", 1000, 60000, 0, 0);
+	assert_int_equal(reg_rc(f, &alice, "a3", &err), HS_LIMIT);
+	assert_non_null(strstr(err.msg, "--max-tasks-per-user"));
+	assert_non_null(strstr(err.msg, "is 3"));
+	assert_int_equal(hs_tasks_complete(f->tasks, &alice, "a0", true, "", NULL, &err), HS_OK);
+	assert_int_equal(reg_rc(f, &alice, "a3", &err), HS_LIMIT);
+	assert_int_equal(reg_rc(f, &alice, "a0", &err), HS_OK); /* a new run, not a new task */
+	/* after a restart the count is rebuilt from the store */
+	close_tasks(f);
+	open_tasks(f);
+	assert_int_equal(reg_rc(f, &alice, "a3", &err), HS_LIMIT);
+	/* bob is not locked out, and a3 was never claimed for alice */
+	assert_int_equal(reg_rc(f, &bob, "a3", &err), HS_OK);
+	for (int i = 0; i < 5; i++) {
+		char id[16];
+		snprintf(id, sizeof(id), "adm%d", i);
+		assert_int_equal(reg_rc(f, &admin, id, &err), HS_OK);
+	}
+	hs_task_info info;
+	assert_int_equal(hs_tasks_get(f->tasks, &bob, "a3", &info, &err), HS_OK);
+	assert_string_equal(info.owner, "usr_bob");
+	hs_task_info_dispose(&info);
+}
+
 static void test_tasks__ownership_and_list(void **state)
 {
 	fx *f = *state;
@@ -845,6 +890,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_tasks__watchers_per_user, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tasks__restart_rearms_deadlines, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tasks__drop_policy_and_replay, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tasks__per_user_limit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tasks__catch_up_in_steps_loses_nothing, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_tasks__recovery_with_real_checkpoints, setup,
