@@ -281,6 +281,13 @@ static void note_checkpoint(void *tasks, const char *task_id, const char *checkp
 	hs_tasks_note_checkpoint(tasks, task_id, checkpoint_id, step);
 }
 
+/* The checkpoint module's fence: no checkpoint of a task whose recovery is
+ * unacknowledged, or from an agent with a stale generation. */
+static int fence_checkpoint(void *tasks, const char *task_id, int64_t generation, hs_error *err)
+{
+	return hs_tasks_checkpoint_fence(tasks, task_id, generation, err);
+}
+
 /* A thread count: the configured one, or (0) per_cpu per online CPU within
  * [lo, hi]. */
 static unsigned sized(int configured, unsigned per_cpu, unsigned lo, unsigned hi)
@@ -392,8 +399,10 @@ static int start(app *a, hs_error *err)
 	if ((rc = hs_tasks_new(&a->tasks, &tc, err)) != HS_OK ||
 	    (rc = hs_tasks_service_register(a->srv, a->tasks, err)) != HS_OK)
 		return rc;
-	if (a->ckpt != NULL)
+	if (a->ckpt != NULL) {
 		hs_ckpt_mgr_set_on_create(a->ckpt, note_checkpoint, a->tasks);
+		hs_ckpt_mgr_set_fence(a->ckpt, fence_checkpoint, a->tasks);
+	}
 	if ((rc = hs_rpc_server_start(a->srv, err)) != HS_OK ||
 	    (rc = start_health_listener(a, err)) != HS_OK)
 		return rc;

@@ -10,7 +10,8 @@ const hs_ctl_cmd hs_ctl_checkpoint_cmds[] = {
 	{ "checkpoint", "create", SVC, "CreateCheckpoint", { "task_id" },
 	  "Checkpoint the task's workspace (a git commit in its shadow repository).",
 	  "  harnessctl checkpoint create t1 --step 3 --description 'tests pass' \\\n"
-	  "      --external-state '{\"pr\":42,\"issues\":[\"A-1\"]}'\n",
+	  "      --external-state '{\"pr\":42,\"issues\":[\"A-1\"]}'\n"
+	  "  harnessctl checkpoint create t1 --step 4 --recovery-generation 2   # fenced: refused if stale\n",
 	  NULL,
 	  "ID=checkpoint.checkpoint_id TASK=checkpoint.task_id STEP=checkpoint.step "
 	  "FILES=checkpoint.files_changed UNCHANGED=unchanged COMMIT=checkpoint.commit",

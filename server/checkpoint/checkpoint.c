@@ -439,6 +439,12 @@ void hs_ckpt_mgr_set_on_create(hs_ckpt_mgr *mgr,
 	mgr->on_create_payload = payload;
 }
 
+void hs_ckpt_mgr_set_fence(hs_ckpt_mgr *mgr, hs_ckpt_fence_fn fence, void *payload)
+{
+	mgr->fence = fence;
+	mgr->fence_payload = payload;
+}
+
 bool hs_ckpt_mgr_checks_ownership(const hs_ckpt_mgr *mgr)
 {
 	return mgr->tenancy != NULL;

@@ -138,6 +138,16 @@ void hs_ckpt_strlist_dispose(hs_ckpt_strlist *list);
 int hs_ckpt_mgr_new(hs_ckpt_mgr **out, const hs_ckpt_config *cfg, hs_error *err);
 void hs_ckpt_mgr_free(hs_ckpt_mgr *mgr);
 
+/* Recovery fencing of creates (the task registry's
+ * hs_tasks_checkpoint_fence): called by every create before it records
+ * anything, after the ownership check and outside every lock of this
+ * module, with the create's recovery_generation (0 = not sent). Anything
+ * but HS_OK fails the create with that code and err. */
+typedef int (*hs_ckpt_fence_fn)(void *payload, const char *task_id, int64_t generation,
+				hs_error *err);
+/* Set (or replace) the fence; as hs_ckpt_mgr_set_on_create. */
+void hs_ckpt_mgr_set_fence(hs_ckpt_mgr *mgr, hs_ckpt_fence_fn fence, void *payload);
+
 /* Set (or replace) the on_create notification after the manager was made,
  * e.g. once the module receiving it exists. Call before the manager is
  * shared (no create may run meanwhile). */
@@ -184,6 +194,8 @@ typedef struct hs_ckpt_create_opts {
 	const char *description;         /* NULL = "" */
 	const char *external_state_json; /* NULL or a JSON object */
 	const char *request_id;          /* NULL/"": none; see hs_ckpt_create_with */
+	int64_t recovery_generation;     /* the caller's acknowledged one; 0 = not sent
+					  * (passed to the fence, hs_ckpt_mgr_set_fence) */
 } hs_ckpt_create_opts;
 
 typedef struct hs_ckpt_create_result {

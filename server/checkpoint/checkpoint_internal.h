@@ -101,6 +101,8 @@ struct hs_ckpt_mgr {
 	void (*on_create)(void *payload, const char *task_id, const char *checkpoint_id,
 			  int64_t step);
 	void *on_create_payload;
+	hs_ckpt_fence_fn fence; /* NULL: creates are not fenced */
+	void *fence_payload;
 	pthread_mutex_t map_mu;
 	/* The index saver (checkpoint.c): writes idle tasks' changed indexes
 	 * off the request path. Guarded by map_mu. */

@@ -145,7 +145,13 @@ static int create_checkpoint(hs_rpc_call *call, const ProtobufCMessage *req,
 	if ((r->external_state && (rc = external_state_text(r->external_state, &ext, err))) ||
 	    (rc = still_wanted(call, err)))
 		goto done;
-	hs_ckpt_create_opts o = { &who, r->workspace, r->step, r->description, ext, r->request_id };
+	hs_ckpt_create_opts o = { .caller = &who,
+				  .workspace = r->workspace,
+				  .step = r->step,
+				  .description = r->description,
+				  .external_state_json = ext,
+				  .request_id = r->request_id,
+				  .recovery_generation = r->recovery_generation };
 	if ((rc = hs_ckpt_create_with(mgr, r->task_id, &o, &res, err)))
 		goto done;
 	Harness__V1__CreateCheckpointResponse *m = hs_rpc_call_alloc(call, sizeof(*m));

@@ -177,6 +177,12 @@ int hs_ckpt_create_with(hs_ckpt_mgr *mgr, const char *task_id, const hs_ckpt_cre
 	if ((rc = check_args(mgr, task_id, o, &ext, err)) ||
 	    (rc = hs_ckpt_access(mgr, caller, task_id, true, err)))
 		goto done;
+	/* Fenced by recovery before anything is recorded (or a default
+	 * workspace made); ownership first: another user's task stays
+	 * NOT_FOUND. */
+	if (mgr->fence != NULL &&
+	    (rc = mgr->fence(mgr->fence_payload, task_id, o->recovery_generation, err)))
+		goto done;
 	/* The task's default workspace is created on its first checkpoint (the
 	 * README's first command works on a fresh server); a named one must
 	 * exist. */
@@ -419,7 +425,7 @@ int hs_ckpt_create(hs_ckpt_mgr *mgr, const char *task_id, const char *workspace,
 		   const char *external_state_json, hs_ckpt_info *out, bool *unchanged_out,
 		   char **push_error_out, hs_error *err)
 {
-	hs_ckpt_create_opts o = { caller, workspace, step, description, external_state_json, NULL };
+	hs_ckpt_create_opts o = { caller, workspace, step, description, external_state_json, NULL, 0 };
 	hs_ckpt_create_result r;
 	int rc = hs_ckpt_create_with(mgr, task_id, &o, &r, err);
 	if (rc)

@@ -78,6 +78,45 @@ bool hs_task_fsm_current(const hs_task_fsm *m, int64_t g)
 	return g == m->gen || (g < m->gen && m->gen == m->base_gen);
 }
 
+/* A checkpoint records the workspace as the one the next recovery
+ * restores. While an attempt is unacknowledged the workspace is being
+ * restored, or was restored under an agent that has not heard of it yet:
+ * recording it then would make a half-restored or stale tree the latest.
+ * An agent whose generation is not current is the stale agent itself. */
+int hs_task_checkpoint_fence(const hs_task_fsm *m, int64_t g, char *why, size_t cap)
+{
+	if (g < 0) {
+		snprintf(why, cap, "recovery_generation: must be >= 0");
+		return HS_INVALID;
+	}
+	if (m->gen > m->acked_gen) {
+		if (m->state == HS_TASK_RECOVERING && !m->restored)
+			snprintf(why, cap,
+				 "task is RECOVERING: its workspace is being restored (generation "
+				 "%lld); no checkpoint until the agent acknowledged it",
+				 (long long)m->gen);
+		else
+			snprintf(why, cap,
+				 "task is %s: recovery generation %lld is not acknowledged; heartbeat "
+				 "with recovery_generation %lld before checkpointing",
+				 hs_task_state_name(m->state), (long long)m->gen, (long long)m->gen);
+		return HS_CONFLICT;
+	}
+	if (g > m->gen) {
+		snprintf(why, cap, "recovery_generation: %lld is newer than the task's generation %lld",
+			 (long long)g, (long long)m->gen);
+		return HS_CONFLICT;
+	}
+	if (g > 0 && !hs_task_fsm_current(m, g)) {
+		snprintf(why, cap,
+			 "recovery_generation: %lld is stale (the task's is %lld): the workspace was "
+			 "restored under this agent; resume from the checkpoint first",
+			 (long long)g, (long long)m->gen);
+		return HS_CONFLICT;
+	}
+	return HS_OK;
+}
+
 static void reject(hs_task_decision *d, int rc, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 

@@ -124,4 +124,12 @@ void hs_task_decide(const char *id, const hs_task_fsm *cur, const hs_task_input 
  * fencing rule by itself, for tests and the adapter's docs.) */
 bool hs_task_fsm_current(const hs_task_fsm *m, int64_t g);
 
+/* May a checkpoint of the task be recorded now, for a caller that
+ * acknowledged generation g (0 = not sent)? HS_OK; HS_INVALID for g < 0;
+ * HS_CONFLICT with the reason in why (cap bytes) when an attempt started
+ * and was not acknowledged (gen > acked_gen: RECOVERING, or STALLED/FAILED
+ * after it), whatever g says, or when g is sent and not current (older
+ * after a restore, or newer than the task's). Pure: no lock, no I/O. */
+int hs_task_checkpoint_fence(const hs_task_fsm *m, int64_t g, char *why, size_t cap);
+
 #endif

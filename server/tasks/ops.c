@@ -634,6 +634,23 @@ void hs_tasks_note_checkpoint(hs_tasks *t, const char *task_id, const char *chec
 	pthread_mutex_unlock(&k->mu);
 }
 
+int hs_tasks_checkpoint_fence(hs_tasks *t, const char *task_id, int64_t generation,
+			      hs_error *err)
+{
+	if (t == NULL || task_id == NULL)
+		return HS_OK;
+	task *k = hs_tasks__lookup(t, task_id);
+	if (k == NULL)
+		return HS_OK; /* checkpoints of a task nobody registered */
+	char why[256];
+	pthread_mutex_lock(&k->mu);
+	int rc = hs_task_checkpoint_fence(&k->m, generation, why, sizeof(why));
+	pthread_mutex_unlock(&k->mu);
+	if (rc != HS_OK)
+		return hs_error_set(err, rc, "%s", why);
+	return HS_OK;
+}
+
 /* ---- list ------------------------------------------------------------------ */
 
 typedef struct list_key {

@@ -306,6 +306,17 @@ int hs_tasks_cancel(hs_tasks *t, const hs_principal *caller, const char *task_id
 void hs_tasks_note_checkpoint(hs_tasks *t, const char *task_id, const char *checkpoint_id,
 			      int64_t step);
 
+/* CreateCheckpoint's fence (the checkpoint module's hook, called before it
+ * records anything): may a checkpoint of task_id be recorded for a caller
+ * that acknowledged recovery generation `generation` (0 = not sent)?
+ * HS_OK; HS_CONFLICT naming the reason while a recovery attempt of the task
+ * is unacknowledged (whatever generation says), or when generation is sent
+ * and stale or newer than the task's; HS_INVALID for a negative one. A task
+ * id no task was registered under, or t NULL: HS_OK. Ownership is the
+ * caller's check (done before). Takes the task's lock briefly. */
+int hs_tasks_checkpoint_fence(hs_tasks *t, const char *task_id, int64_t generation,
+			      hs_error *err);
+
 /* --- watching ----------------------------------------------------------- */
 
 typedef struct hs_task_watch hs_task_watch;

@@ -57,11 +57,11 @@ class Client(hstest.ServiceClient):
                          "unary_stream")
         return fn(H.WatchTasksRequest(**kw), metadata=self.md, timeout=timeout * S)
 
-    def checkpoint(self, task_id, step, workspace="", external_state=None):
+    def checkpoint(self, task_id, step, workspace="", external_state=None, recovery_generation=0):
         fn = hstest.stub(self.channel, "/harness.v1.CheckpointService/CreateCheckpoint",
                          checkpoint_pb2.CreateCheckpointRequest, checkpoint_pb2.CreateCheckpointResponse)
         req = checkpoint_pb2.CreateCheckpointRequest(task_id=task_id, step=step, description="s%d" % step,
-                                                     workspace=workspace)
+                                                     workspace=workspace, recovery_generation=recovery_generation)
         if external_state is not None:
             req.external_state.update(external_state)
         return fn(req, metadata=self.md, timeout=30 * S).checkpoint
@@ -258,6 +258,58 @@ class TasksTest(hstest.HarnessTestCase):
         seen(H.TASK_EVENT_TYPE_RECOVERED)
         self.assertEqual(len(self.watcher.of(tid, H.TASK_EVENT_TYPE_RECOVERED)), 1)
         self.assertEqual(len(self.watcher.of(tid, H.TASK_EVENT_TYPE_RECOVERY_STARTED)), 1)
+        self.admin.CompleteTask(task_id=tid, success=True)
+
+    def test_checkpoints_are_fenced_by_the_recovery_generation(self):
+        """A stale agent (its workspace was restored under it) cannot record
+        a checkpoint, nor can anyone while a restore is unacknowledged: the
+        next recovery would restore that tree. Refused means FAILED_PRECONDITION
+        and nothing recorded; the current generation is accepted."""
+        tid = "fenced-checkpoints"
+        ws = os.path.join(self.ws_root, tid)
+        latest = hstest.stub(self.channel, "/harness.v1.CheckpointService/GetLatestCheckpoint",
+                             checkpoint_pb2.GetLatestCheckpointRequest, checkpoint_pb2.Checkpoint)
+        newest = lambda: latest(checkpoint_pb2.GetLatestCheckpointRequest(task_id=tid),  # noqa: E731
+                                metadata=self.admin.md, timeout=30 * S).checkpoint_id
+        gen0 = self.register(tid, interval=1000, timeout=60000, backoff=60000).recovery_generation
+        write_tree(ws, {"a.txt": b"1"})
+        ck1 = self.admin.checkpoint(tid, 1, recovery_generation=gen0)  # current (or not sent): accepted
+
+        def refused(gen, why):
+            before = newest()
+            e = self.code_of(lambda: self.admin.checkpoint(tid, 9, recovery_generation=gen))
+            self.assertEqual(e.code(), grpc.StatusCode.FAILED_PRECONDITION, e.details())
+            self.assertIn(why, e.details())
+            self.assertEqual(newest(), before)  # nothing recorded
+
+        def recover_and_ack():
+            gen = self.admin.RecoverTask(task_id=tid, reason="test").recovery_generation
+            # RECOVERING: refused whatever the field says, until acknowledged
+            refused(0, "RECOVERING")
+            refused(gen, "RECOVERING")
+            deadline = time.monotonic() + 30 * S
+            while True:
+                r = self.admin.Heartbeat(task_id=tid, current_step=1, recovery_generation=gen - 1)
+                if r.instruction == H.INSTRUCTION_RESUME_FROM_CHECKPOINT:
+                    break
+                self.assertEqual(r.instruction, H.INSTRUCTION_WAIT)
+                self.assertLess(time.monotonic(), deadline, "the restore never finished")
+                time.sleep(0.05)
+            refused(0, "not acknowledged")  # restored, not acknowledged yet
+            r = self.admin.Heartbeat(task_id=tid, current_step=1, recovery_generation=gen)
+            self.assertEqual(r.instruction, H.INSTRUCTION_CONTINUE)
+            return gen
+        gen1 = recover_and_ack()
+        self.assertEqual(gen1, gen0 + 1)
+        ck2 = self.admin.checkpoint(tid, 2, recovery_generation=gen1)  # current: accepted
+        self.assertNotEqual(ck2.checkpoint_id, ck1.checkpoint_id)
+        gen2 = recover_and_ack()
+        # The agent that acknowledged gen1 was rolled back under: stale.
+        refused(gen1, "stale")
+        refused(gen2 + 1, "newer")
+        ck3 = self.admin.checkpoint(tid, 3, recovery_generation=gen2)
+        self.assertEqual(newest(), ck3.checkpoint_id)
+        self.admin.checkpoint(tid, 4)  # not sent: not checked once acknowledged
         self.admin.CompleteTask(task_id=tid, success=True)
 
     @unittest.skipUnless(CKPT_HOOK_WIRED, "main.c does not wire the checkpoint on_create hook yet")

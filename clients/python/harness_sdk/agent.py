@@ -21,10 +21,10 @@ How this class keeps it:
   serialised: a reply is applied only if it answers the current gen.
 * checkpoint() first heartbeats and requires CONTINUE at the current gen,
   then calls CreateCheckpoint with a request_id unique to (this process,
-  gen, step): a retry after UNAVAILABLE cannot record the step twice.
-  CreateCheckpoint itself carries no generation, so a restore that starts
-  between that heartbeat and the checkpoint is not excluded by the server;
-  the window is one round trip.
+  gen, step): a retry after UNAVAILABLE cannot record the step twice. It
+  sends gen as recovery_generation: a restore that starts between that
+  heartbeat and the checkpoint makes the server refuse it
+  (FAILED_PRECONDITION) rather than record the stale workspace.
 * A restarted agent process attaches to its task: an existing RUNNING,
   STALLED or FAILED task with a checkpoint gets RecoverTask (the workspace is
   restored to the latest checkpoint, and this process is told to RESUME from
@@ -293,9 +293,21 @@ class Agent:
             if self._fenced or self._pending is not None:
                 raise Fenced(self.task_id)
             gen = self._gen
-        resp = self.client.checkpoints.CreateCheckpoint(
-            task_id=self.task_id, step=step, description=description, external_state=external_state or {},
-            workspace=self.workspace, request_id="%s-g%d-s%d" % (self._nonce, gen, step))
+        try:
+            resp = self.client.checkpoints.CreateCheckpoint(
+                task_id=self.task_id, step=step, description=description, external_state=external_state or {},
+                workspace=self.workspace, request_id="%s-g%d-s%d" % (self._nonce, gen, step),
+                recovery_generation=gen)
+        except HarnessError as e:
+            if e.code != grpc.StatusCode.FAILED_PRECONDITION:
+                raise
+            # Refused by the fence: a restore began after our heartbeat.
+            # The next heartbeat tells us what to do (WAIT or RESUME).
+            self.heartbeat()
+            with self._cv:
+                if self._fenced or self._pending is not None:
+                    raise Fenced(self.task_id) from e
+            raise
         with self._cv:
             if self._gen == gen:
                 self._current_step = step

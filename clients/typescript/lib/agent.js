@@ -14,7 +14,10 @@
 //   reloaded. Work continues with step + 1.
 // * checkpoint() heartbeats first and requires CONTINUE at the current gen,
 //   then CreateCheckpoint with a requestId unique to (this process, gen,
-//   step): retries after UNAVAILABLE cannot record a step twice.
+//   step): retries after UNAVAILABLE cannot record a step twice. It sends
+//   gen as recoveryGeneration, so a restore that starts after that
+//   heartbeat makes the server refuse the checkpoint (FAILED_PRECONDITION)
+//   instead of recording the stale workspace.
 // * A restarted process attaches to its task: RUNNING, STALLED or FAILED
 //   with a checkpoint -> RecoverTask (the workspace is restored and this
 //   process told to RESUME); RECOVERING -> joined; none or finished ->
@@ -252,10 +255,21 @@ class Agent extends EventEmitter {
     await this.heartbeat();
     this.check();
     const gen = this._gen;
-    const resp = await this.client.checkpoints.CreateCheckpoint({
-      taskId: this.taskId, step, description, externalState: toStruct(externalState || {}),
-      workspace: this.workspace, requestId: `${this._nonce}-g${gen}-s${step}`,
-    });
+    let resp;
+    try {
+      resp = await this.client.checkpoints.CreateCheckpoint({
+        taskId: this.taskId, step, description, externalState: toStruct(externalState || {}),
+        workspace: this.workspace, requestId: `${this._nonce}-g${gen}-s${step}`,
+        recoveryGeneration: gen,
+      });
+    } catch (e) {
+      if (!(e instanceof HarnessError) || e.code !== grpc.status.FAILED_PRECONDITION) throw e;
+      // Refused by the fence: a restore began after our heartbeat. The next
+      // heartbeat tells us what to do (WAIT or RESUME).
+      await this.heartbeat();
+      if (this._fenced || this._pending !== null) throw new Fenced(this.taskId);
+      throw e;
+    }
     if (this._gen === gen) this._step = step;
     this.emit("checkpoint", resp.checkpoint);
     return resp.checkpoint;

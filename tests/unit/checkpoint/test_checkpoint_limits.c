@@ -389,7 +389,7 @@ static void on_create(void *payload, const char *task_id, const char *checkpoint
 
 static int create_req(fx *f, int64_t step, const char *request_id, hs_ckpt_create_result *out)
 {
-	hs_ckpt_create_opts o = { &ALICE, NULL, step, "d", "{\"n\":1}", request_id };
+	hs_ckpt_create_opts o = { &ALICE, NULL, step, "d", "{\"n\":1}", request_id, 0 };
 	hs_error err = { 0 };
 	int rc = hs_ckpt_create_with(f->mgr, "t1", &o, out, &err);
 	if (rc)
@@ -459,7 +459,7 @@ static void test_checkpoint__request_id_and_on_create(void **state)
 	assert_false(r5.replayed);
 	hs_ckpt_create_result_dispose(&r5);
 	/* Bad keys are refused, naming the field. */
-	hs_ckpt_create_opts o = { &ALICE, NULL, 1, "d", NULL, "has space" };
+	hs_ckpt_create_opts o = { &ALICE, NULL, 1, "d", NULL, "has space", 0 };
 	assert_int_equal(hs_ckpt_create_with(f->mgr, "t1", &o, &r5, &err), HS_INVALID);
 	assert_non_null(strstr(err.msg, "request_id"));
 	hs_ckpt_create_result_dispose(&r1);

@@ -221,6 +221,33 @@ static void check(const hs_task_fsm *c, const hs_task_input *in, const hs_task_d
 		assert_true(g == c->gen && c->restored && c->acked_gen < c->gen);
 }
 
+/* CreateCheckpoint's fence in a state, for every generation a caller may
+ * send: allowed exactly when no recovery attempt is unacknowledged (never
+ * in RECOVERING) and the generation, if sent, is current, so a checkpoint
+ * is never recorded from a workspace the fencing rule would not let the
+ * agent touch. */
+static void check_fence(const hs_task_fsm *m, size_t *allowed, size_t *refused)
+{
+	char why[256];
+	for (int64_t g = 0; g <= m->gen + 1; g++) {
+		why[0] = '\0';
+		int rc = hs_task_checkpoint_fence(m, g, why, sizeof(why));
+		bool want = m->gen == m->acked_gen && m->state != HS_TASK_RECOVERING && g <= m->gen &&
+			    (g == 0 || hs_task_fsm_current(m, g));
+		if ((rc == HS_OK) != want)
+			fail_msg("fence: state %d gen %lld acked %lld, sent %lld: rc %d (%s)", m->state,
+				 (long long)m->gen, (long long)m->acked_gen, (long long)g, rc, why);
+		if (rc == HS_OK) {
+			++*allowed;
+		} else {
+			assert_int_equal(rc, HS_CONFLICT);
+			assert_true(why[0] != '\0');
+			++*refused;
+		}
+	}
+	assert_int_equal(hs_task_checkpoint_fence(m, -1, why, sizeof(why)), HS_INVALID);
+}
+
 static void test_fsm__every_reachable_state_keeps_the_invariants(void **state)
 {
 	(void)state;
@@ -240,8 +267,10 @@ static void test_fsm__every_reachable_state_keeps_the_invariants(void **state)
 	assert_int_equal(d0.next.deadline_ms, 1600);
 	seen[n++] = d0.next;
 	int64_t now = 10000;
+	size_t fence_ok = 0, fence_refused = 0;
 	while (head < n) {
 		hs_task_fsm cur = seen[head++];
+		check_fence(&cur, &fence_ok, &fence_refused);
 		for (int i = 0; i < N_INPUTS; i++) {
 			hs_task_input in = nth_input(&cur, i, now += 7);
 			hs_task_decision d;
@@ -268,8 +297,45 @@ static void test_fsm__every_reachable_state_keeps_the_invariants(void **state)
 	/* The walk reached the whole machine, not a corner of it. */
 	assert_true(n > 100);
 	assert_true(continues > 0 && resumes > 0 && waits > 0);
+	assert_true(fence_ok > 0 && fence_refused > 0);
 	print_message("fsm walk: %zu states, %zu transitions\n", n, transitions);
 	free(seen);
+}
+
+/* The fence along one recovery: open before, refused while restoring and
+ * until acknowledged (whatever the caller sends), then only the new
+ * generation (or none) is accepted. */
+static void test_fsm__checkpoint_fence_along_a_recovery(void **state)
+{
+	(void)state;
+	char why[256];
+	hs_task_fsm m = fresh(3);
+	assert_int_equal(hs_task_checkpoint_fence(&m, 0, why, sizeof(why)), HS_OK);
+	int64_t t = 2000;
+	for (int round = 0; round < 2; round++) { /* generations 1 and 2 */
+		int64_t before = m.gen;
+		assert_int_equal(start_at(&m, "ck-1", 1, true, t += 10).rc, HS_OK);
+		assert_int_equal(m.state, HS_TASK_RECOVERING);
+		for (int64_t g = 0; g <= m.gen + 1; g++) {
+			assert_int_equal(hs_task_checkpoint_fence(&m, g, why, sizeof(why)), HS_CONFLICT);
+			assert_non_null(strstr(why, "being restored"));
+		}
+		assert_int_equal(restored_at(&m, t += 10).rc, HS_OK);
+		assert_int_equal(hs_task_checkpoint_fence(&m, m.gen, why, sizeof(why)), HS_CONFLICT);
+		assert_non_null(strstr(why, "not acknowledged"));
+		assert_int_equal(beat_at(&m, m.gen, 1, t += 10).instruction, HS_TASK_CONTINUE);
+		assert_int_equal(m.state, HS_TASK_RUNNING);
+		assert_int_equal(hs_task_checkpoint_fence(&m, m.gen, why, sizeof(why)), HS_OK);
+		assert_int_equal(hs_task_checkpoint_fence(&m, 0, why, sizeof(why)), HS_OK);
+		assert_int_equal(hs_task_checkpoint_fence(&m, m.gen + 1, why, sizeof(why)), HS_CONFLICT);
+		assert_non_null(strstr(why, "newer"));
+		if (before > 0) { /* the agent of the generation before: rolled back under */
+			assert_int_equal(hs_task_checkpoint_fence(&m, before, why, sizeof(why)),
+					 HS_CONFLICT);
+			assert_non_null(strstr(why, "stale"));
+		}
+	}
+	assert_int_equal(m.gen, 2);
 }
 
 /* ---- issue 12: a stalled agent is never rolled back silently --------------- */
@@ -478,6 +544,7 @@ int main(void)
 		cmocka_unit_test(test_fsm__heartbeat_in_each_state_and_between_each_step),
 		cmocka_unit_test(test_fsm__restore_failure_keeps_the_agent_fenced),
 		cmocka_unit_test(test_fsm__legacy_agent_that_never_acknowledges_fails_the_task),
+		cmocka_unit_test(test_fsm__checkpoint_fence_along_a_recovery),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
