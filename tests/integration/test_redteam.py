@@ -1,0 +1,113 @@
+"""Second red-team pass as a hostile second tenant (bob next to alice, the
+admin watching everything) over gRPC with raw protobuf bytes and over the
+REST gateway: the REAL harnessd and gateway on loopback. Each test is an
+attack that once worked; docs/security.md records each finding."""
+import unittest
+
+import grpc
+
+import hstest
+from harness.v1 import health_pb2
+from resthelp import Rest
+from test_rest import ADMIN, start_gateway
+
+
+def varint(n):
+    n &= (1 << 64) - 1
+    out = b""
+    while True:
+        b, n = n & 0x7F, n >> 7
+        if not n:
+            return out + bytes([b])
+        out += bytes([b | 0x80])
+
+
+def field(num, value):
+    """A length-delimited protobuf field (bytes as given: no UTF-8 check,
+    unlike the python protobuf runtime)."""
+    if isinstance(value, str):
+        value = value.encode()
+    return varint(num << 3 | 2) + varint(len(value)) + value
+
+
+class RedTeamTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.hd = hstest.Harnessd()
+        try:
+            cls.gw = start_gateway(cls.hd)
+        except BaseException:
+            cls.hd.close()
+            raise
+        cls.anon = Rest(cls.gw.port)
+        r = cls.anon.post("/v1/auth:login", {"email": ADMIN[0], "password": ADMIN[1]})
+        cls.admin_token = r["accessToken"]
+        cls.admin = Rest(cls.gw.port, cls.admin_token)
+        cls.a, cls.a_token = cls.user("alice")
+        cls.b, cls.b_token = cls.user("bob")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.gw.stop()
+        cls.hd.close()
+
+    @classmethod
+    def user(cls, name):
+        cls.admin.post("/v1/users", {"email": name + "@example.com", "name": name,
+                                     "password": name + "-password-1", "role": "user"})
+        token = cls.anon.post("/v1/auth:login", {"email": name + "@example.com",
+                                                 "password": name + "-password-1"})["accessToken"]
+        return Rest(cls.gw.port, token), token
+
+    def grpc_raw(self, method, data, token):
+        """(code, details or reply bytes) of a raw unary call."""
+        fn = hstest.raw(self.hd.channel, method)
+        try:
+            return grpc.StatusCode.OK, fn(data, metadata=[("authorization", "Bearer " + token)],
+                                          timeout=30 * hstest.SLOW)
+        except grpc.RpcError as e:
+            return e.code(), e.details()
+
+    def test_invalid_utf8_strings_are_refused(self):
+        """Bob's heartbeat details and cancel reason with bytes that are not
+        UTF-8 were stored as sent; every later GetTask/ListTasks/WatchTasks
+        reply carrying them failed to parse in proto3 clients (grpcio) and
+        the gateway answered 500 for the admin's GET /v1/tasks, so one
+        tenant broke the admin's task listing. Now every request string is
+        checked as protobuf's own parsers check it (server/rpc/decode.c),
+        on every RPC: INVALID_ARGUMENT naming the field."""
+        H = "/harness.v1.HealthService/"
+        self.b.post("/v1/tasks", {"taskId": "rt-utf8"})
+        bad = b"x\xff\xfe\x1b[31m"
+        for method, data, name in [
+                ("Heartbeat", field(1, "rt-utf8") + field(7, bad), "details"),
+                ("CancelTask", field(1, "rt-utf8") + field(2, bad), "reason"),
+                ("CompleteTask", field(1, "rt-utf8") + field(3, bad), "message"),
+                ("RegisterTask", field(1, "rt-utf8-2") + field(8, field(1, "k") + field(2, bad)),
+                 "labels")]:
+            code, details = self.grpc_raw(H + method, data, self.b_token)
+            self.assertEqual(code, grpc.StatusCode.INVALID_ARGUMENT, (method, details))
+            self.assertEqual(details, "%s: not valid UTF-8" % name)
+        # Another service and a nested message (a Struct's string value).
+        code, details = self.grpc_raw(
+            "/harness.v1.CheckpointService/CreateCheckpoint",
+            field(1, "rt-utf8") + field(4, field(1, field(1, "k") + field(2, field(3, b"\xc0\x80")))),
+            self.b_token)
+        self.assertEqual((code, details), (grpc.StatusCode.INVALID_ARGUMENT,
+                                           "external_state: not valid UTF-8"))
+        # The admin's listings still parse: grpcio with the generated classes and REST.
+        md = [("authorization", "Bearer " + self.admin_token)]
+        lst = hstest.stub(self.hd.channel, H + "ListTasks", health_pb2.ListTasksRequest,
+                          health_pb2.ListTasksResponse)
+        self.assertIn("rt-utf8", [t.task_id for t in lst(health_pb2.ListTasksRequest(page_size=1000),
+                                                         metadata=md, timeout=30).tasks])
+        r = self.admin.request("GET", "/v1/tasks?pageSize=1000")
+        self.assertEqual(r.status, 200, r.text)
+        # Valid text of any script still passes.
+        code, _ = self.grpc_raw(H + "Heartbeat", field(1, "rt-utf8") + field(7, "d\u00e9j\u00e0 \U0001F600"),
+                                self.b_token)
+        self.assertEqual(code, grpc.StatusCode.OK)
+
+
+if __name__ == "__main__":
+    unittest.main()
