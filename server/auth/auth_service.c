@@ -492,6 +492,10 @@ static int revoke_api_key(hs_rpc_call *call, const ProtobufCMessage *req,
 	hs_apikey_info info;
 	if ((rc = hs_apikeys_revoke(ks, r->id, hs_clock_wall_ms(), &info, err)) != HS_OK)
 		return rc;
+	if ((rc = hs_apikeys_revoke_created_by(ks, r->id, hs_clock_wall_ms(), NULL, err)) != HS_OK) {
+		hs_apikey_info_dispose(&info);
+		return rc;
+	}
 	Harness__V1__ApiKey *m = api_key_msg(call, &info);
 	hs_apikey_info_dispose(&info);
 	if (m == NULL)

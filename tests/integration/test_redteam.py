@@ -108,6 +108,60 @@ class RedTeamTest(unittest.TestCase):
                                 self.b_token)
         self.assertEqual(code, grpc.StatusCode.OK)
 
+    def admin_user(self, name):
+        """A second admin: (its Rest client, its id)."""
+        u = self.admin.post("/v1/users", {"email": name + "@example.com", "name": name,
+                                          "password": name + "-password-1", "role": "admin"})
+        token = self.anon.post("/v1/auth:login", {"email": name + "@example.com",
+                                                  "password": name + "-password-1"})["accessToken"]
+        return Rest(self.gw.port, token), u["id"]
+
+    def key(self, creator, name, role="admin"):
+        k = creator.post("/v1/apiKeys", {"name": name, "role": role})["key"]
+        self.assertEqual(Rest(self.gw.port, k).request("GET", "/v1/auth:whoami").status, 200)
+        return k
+
+    def assert_dead(self, *keys):
+        for k in keys:
+            r = Rest(self.gw.port, k).request("GET", "/v1/auth:whoami")
+            self.assertEqual(r.status, 401, r.text)
+
+    def test_keys_end_with_their_creators_authority(self):
+        """An admin made API keys (one of them admin-role) and, with that
+        key, another key; then it was disabled (or deleted). Every key it
+        made kept working with its role: the disabled admin's key still
+        created new admin users. Now DisableUser and DeleteUser revoke the
+        keys the user made and the keys those made, and RevokeApiKey takes
+        the keys a key made with it."""
+        eve, eve_id = self.admin_user("eve")
+        k1 = self.key(eve, "eve-admin")
+        k2 = self.key(Rest(self.gw.port, k1), "made-by-key", role="user")
+        k3 = self.key(eve, "eve-user", role="user")
+        keep = self.key(self.admin, "admins-own")
+        self.admin.post("/v1/users/%s:disable" % eve_id)
+        self.assert_dead(k1, k2, k3)
+        r = Rest(self.gw.port, k1).request("POST", "/v1/users", {
+            "email": "mallory@example.com", "name": "m", "password": "mallory-password-1",
+            "role": "admin"})
+        self.assertEqual(r.status, 401, r.text)
+        ids = {k["name"]: k for k in self.admin.get("/v1/apiKeys?includeRevoked=true")["apiKeys"]}
+        for name in ("eve-admin", "made-by-key", "eve-user"):
+            self.assertTrue(ids[name].get("revokedAt"), name)
+        self.assertFalse(ids["admins-own"].get("revokedAt"))
+
+        frank, frank_id = self.admin_user("frank")
+        k4 = self.key(frank, "frank-admin")
+        self.admin.request("DELETE", "/v1/users/%s" % frank_id)
+        self.assert_dead(k4)
+
+        k5 = self.key(self.admin, "parent")
+        k6 = self.key(Rest(self.gw.port, k5), "child")
+        k7 = self.key(Rest(self.gw.port, k6), "grandchild", role="user")
+        self.admin.post("/v1/apiKeys/%s:revoke" % k5[:20])  # the id: "hsk_" + 16 hex
+        self.assert_dead(k5, k6, k7)
+        r = Rest(self.gw.port, keep).request("GET", "/v1/auth:whoami")
+        self.assertEqual(r.status, 200, r.text)
+
 
 if __name__ == "__main__":
     unittest.main()
