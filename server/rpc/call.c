@@ -156,6 +156,7 @@ static void finalize(hs_rpc_call *call)
 		if (call->live_next != NULL)
 			call->live_next->live_prev = call->live_prev;
 		srv->n_live--;
+		hs_rpc__stream_leave_locked(srv, call);
 		pthread_cond_broadcast(&srv->cv);
 		pthread_mutex_unlock(&srv->mu);
 	}
@@ -749,6 +750,13 @@ static void accept_call(hs_rpc_call *call)
 	if (hs_rpc_call_deadline_left_ms(call) <= 0) {
 		finish_code(call, HS_TIMEOUT, "deadline exceeded before the call started");
 		return;
+	}
+	if (m->handler.kind != HS_RPC_UNARY) {
+		hs_error err = { 0 };
+		if (hs_rpc__stream_enter(srv, call, &err) != HS_OK) {
+			finish_code(call, err.code, err.msg);
+			return;
+		}
 	}
 	if (m->handler.kind == HS_RPC_BIDI_STREAM) {
 		arm_recv(call);

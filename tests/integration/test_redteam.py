@@ -2,12 +2,14 @@
 admin watching everything) over gRPC with raw protobuf bytes and over the
 REST gateway: the REAL harnessd and gateway on loopback. Each test is an
 attack that once worked; docs/security.md records each finding."""
+import time
 import unittest
 
 import grpc
 
 import hstest
 from harness.v1 import health_pb2
+from hsstd import health_pb2 as std_health_pb2
 from resthelp import Rest
 from test_rest import ADMIN, start_gateway
 
@@ -161,6 +163,56 @@ class RedTeamTest(unittest.TestCase):
         self.assert_dead(k5, k6, k7)
         r = Rest(self.gw.port, keep).request("GET", "/v1/auth:whoami")
         self.assertEqual(r.status, 200, r.text)
+
+
+    def test_anonymous_streams_are_bounded(self):
+        """An anonymous client opened grpc.health.v1 Watch streams (public,
+        no credential) without limit: each held ~17 KB of harnessd's memory
+        for as long as it stayed open (4,000 streams: +70 MB), so a few
+        connections could grow harnessd until it was killed. Now one peer
+        address holds at most --user-max-streams (256) open streams and
+        anonymous callers together 1024: the next one is
+        RESOURCE_EXHAUSTED, and a closed stream frees its slot."""
+        chans = [grpc.insecure_channel(self.hd.target) for _ in range(3)]
+        try:
+            calls = []
+            for i in range(300):
+                w = chans[i % 3].unary_stream(
+                    "/grpc.health.v1.Health/Watch",
+                    request_serializer=std_health_pb2.HealthCheckRequest.SerializeToString,
+                    response_deserializer=std_health_pb2.HealthCheckResponse.FromString)
+                calls.append(w(std_health_pb2.HealthCheckRequest(service=""), timeout=60 * hstest.SLOW))
+            served, refused = 0, 0
+            for c in calls:
+                try:
+                    next(c)
+                    served += 1
+                except grpc.RpcError as e:
+                    self.assertEqual(e.code(), grpc.StatusCode.RESOURCE_EXHAUSTED, e.details())
+                    refused += 1
+            self.assertEqual((served, refused), (256, 44))
+            # Authenticated calls are not affected; closing streams frees slots.
+            self.assertEqual(self.b.request("GET", "/v1/auth:whoami").status, 200)
+            for c in calls:
+                c.cancel()
+            w = chans[0].unary_stream(
+                "/grpc.health.v1.Health/Watch",
+                request_serializer=std_health_pb2.HealthCheckRequest.SerializeToString,
+                response_deserializer=std_health_pb2.HealthCheckResponse.FromString)
+            deadline = time.monotonic() + 30 * hstest.SLOW
+            while True:  # cancellations reach harnessd asynchronously
+                c = w(std_health_pb2.HealthCheckRequest(service=""), timeout=30 * hstest.SLOW)
+                try:
+                    next(c)
+                    c.cancel()
+                    break
+                except grpc.RpcError as e:
+                    self.assertEqual(e.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+                    self.assertLess(time.monotonic(), deadline, "slots never freed")
+                    time.sleep(0.1)
+        finally:
+            for ch in chans:
+                ch.close()
 
 
 if __name__ == "__main__":
