@@ -215,5 +215,32 @@ class RedTeamTest(unittest.TestCase):
                 ch.close()
 
 
+    def test_error_text_cut_mid_character_stays_utf8(self):
+        """Bob's sandbox entrypoint of 100 "\u00e9" failed to start; the
+        error quotes it cut to 128 bytes ("%.128s"), which split a
+        character. That message became the sandbox's failure_reason, so
+        GetSandbox answered 500 on the gateway (and grpcio could not parse
+        it), and so did the admin's GET /v1/sandboxes for every sandbox of
+        every user. Now every error message is repaired to valid UTF-8
+        where it is made (common/error.c)."""
+        self.b.post("/v1/tasks", {"taskId": "rt-cut"})
+        self.b.post("/v1/sandboxes", {"sandboxId": "rt-cut", "taskId": "rt-cut",
+                                      "entrypoint": ["/nonexistent/a" + "\u00e9" * 100]})
+        r = self.b.request("POST", "/v1/sandboxes/rt-cut:start", {})
+        self.assertEqual(r.status, 400, r.text)
+        self.assertIn("/nonexistent/a\u00e9", r.json()["message"])
+        r = self.b.request("GET", "/v1/sandboxes/rt-cut")
+        self.assertEqual(r.status, 200, r.text)
+        self.assertIn("\u00e9", r.json()["failureReason"])
+        r = self.admin.request("GET", "/v1/sandboxes?pageSize=1000")
+        self.assertEqual(r.status, 200, r.text)
+        from harness.v1 import sandbox_pb2
+        get = hstest.stub(self.hd.channel, "/harness.v1.SandboxService/GetSandbox",
+                          sandbox_pb2.GetSandboxRequest, sandbox_pb2.Sandbox)
+        sb = get(sandbox_pb2.GetSandboxRequest(sandbox_id="rt-cut"),
+                 metadata=[("authorization", "Bearer " + self.b_token)], timeout=30)
+        self.assertEqual(sb.sandbox_id, "rt-cut")
+
+
 if __name__ == "__main__":
     unittest.main()
