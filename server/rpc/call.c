@@ -314,12 +314,10 @@ static bool credential_holds(hs_rpc_call *call)
 	for (size_t i = 0; i < call->req_md.count && authz == NULL; i++)
 		if (grpc_slice_str_cmp(call->req_md.metadata[i].key, "authorization") == 0)
 			authz = &call->req_md.metadata[i];
-	if (authz == NULL)
-		return true;
 	hs_error err = { 0 };
-	int rc = srv->recheck((const char *)GRPC_SLICE_START_PTR(authz->value),
-			      GRPC_SLICE_LENGTH(authz->value), call->m->path, &call->principal, &err,
-			      srv->recheck_payload);
+	int rc = srv->recheck(authz != NULL ? (const char *)GRPC_SLICE_START_PTR(authz->value) : NULL,
+			      authz != NULL ? GRPC_SLICE_LENGTH(authz->value) : 0, call->m->path,
+			      &call->principal, &err, srv->recheck_payload);
 	if (rc != HS_UNAUTH && rc != HS_DENIED)
 		return true;
 	char msg[sizeof(err.msg) + 48];

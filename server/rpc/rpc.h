@@ -191,7 +191,8 @@ void hs_rpc_server_set_authenticator(hs_rpc_server *srv, hs_rpc_auth_fn fn, void
  * metadata value (not NUL-terminated), was the principal the
  * authenticator set. HS_UNAUTH or HS_DENIED end the call with that code
  * (the send answers HS_CANCELLED); anything else keeps it until the next
- * check. Streams with no bearer (a client certificate) are not rechecked. */
+ * check. A stream authenticated without a bearer (a client certificate
+ * mapped to an identity) is rechecked with authorization NULL, len 0. */
 typedef int (*hs_rpc_recheck_fn)(const char *authorization, size_t len, const char *method,
 				 const hs_rpc_principal *was, hs_error *err, void *payload);
 void hs_rpc_server_set_recheck(hs_rpc_server *srv, hs_rpc_recheck_fn fn, void *payload);
