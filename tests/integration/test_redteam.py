@@ -242,5 +242,34 @@ class RedTeamTest(unittest.TestCase):
         self.assertEqual(sb.sandbox_id, "rt-cut")
 
 
+    def test_harnessctl_prints_no_terminal_controls(self):
+        """Bob cancelled his task with a reason holding terminal escapes
+        (retitle the window, clear the screen, a C1 CSI, CR LF and a forged
+        row); the admin's `harnessctl task get` printed them raw into the
+        admin's terminal. Tables now show control characters escaped
+        (clients/harnessctl/table.c), and -o json/yaml, which escaped C0
+        controls already, escape C1 controls too."""
+        import os
+        import subprocess
+        import tempfile
+        self.b.post("/v1/tasks", {"taskId": "rt-esc"})
+        reason = "ok\x1b]0;pwned\x07\x1b[2J\u009b31m\r\nFAKE ROW"
+        self.b.post("/v1/tasks/rt-esc:cancel", {"reason": reason})
+        with tempfile.TemporaryDirectory(prefix="hs-rt-ctl-") as home:
+            env = {k: v for k, v in os.environ.items() if not k.startswith("HARNESS_")}
+            env.update(HOME=home, HARNESS_SERVER=self.hd.target, HARNESS_TOKEN=self.admin_token,
+                       HARNESS_TOKEN_FILE=os.path.join(home, "token"))
+            outs = {}
+            for args in (["task", "get", "rt-esc"], ["task", "list"], ["task", "get", "rt-esc", "-o", "yaml"],
+                         ["task", "get", "rt-esc", "-o", "json"]):
+                r = subprocess.run([hstest.HARNESSCTL] + args, env=env, capture_output=True,
+                                   timeout=30 * hstest.SLOW)
+                self.assertEqual(r.returncode, 0, r.stderr)
+                outs[args[1] + args[-1]] = out = r.stdout.decode()
+                self.assertNotRegex(out, "[\x00-\x09\x0b-\x1f\x7f\x80-\x9f]", args)
+            self.assertIn("ok\\x1b]0;pwned\\x07\\x1b[2J\\u009b31m\\x0d\\x0aFAKE ROW",
+                          outs["getrt-esc"])
+
+
 if __name__ == "__main__":
     unittest.main()
