@@ -271,5 +271,32 @@ class RedTeamTest(unittest.TestCase):
                           outs["getrt-esc"])
 
 
+    def test_file_names_that_are_not_utf8_are_reported(self):
+        """A file whose name is not UTF-8 in bob's workspace (an agent can
+        make one) made VerifyConsistency and DiffCheckpoints of that task
+        answer 500 on the gateway and unparseable replies over gRPC, for
+        bob and for an admin inspecting the task. Names are now reported
+        with such bytes as '?' (the checkpoint itself keeps the real
+        name)."""
+        import os
+        self.b.post("/v1/tasks", {"taskId": "rt-names"})
+        ws = os.path.join(self.hd.data_dir, "workspaces", "rt-names")
+        os.makedirs(ws, exist_ok=True)
+        with open(os.path.join(ws, "good.txt"), "w") as f:
+            f.write("x")
+        c1 = self.b.post("/v1/tasks/rt-names/checkpoints", {"step": 1})["checkpoint"]["checkpointId"]
+        with open(os.path.join(ws.encode(), b"bad\xff\xfe.txt"), "w") as f:
+            f.write("y")
+        for who in (self.b, self.admin):
+            r = who.request("GET", "/v1/tasks/rt-names/checkpoints:verify")
+            self.assertEqual(r.status, 200, r.text)
+            self.assertEqual(r.json()["added"], ["bad??.txt"])
+        c2 = self.b.post("/v1/tasks/rt-names/checkpoints", {"step": 2})["checkpoint"]["checkpointId"]
+        r = self.admin.request("GET", "/v1/tasks/rt-names/checkpoints:diff?fromCheckpointId=%s"
+                               "&toCheckpointId=%s" % (c1, c2))
+        self.assertEqual(r.status, 200, r.text)
+        self.assertEqual([f["path"] for f in r.json()["files"]], ["bad??.txt"])
+
+
 if __name__ == "__main__":
     unittest.main()
