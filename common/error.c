@@ -4,6 +4,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "utf8.h"
+
 hs_code hs_error_set(hs_error *err, hs_code code, const char *fmt, ...)
 {
 	if (err == NULL || code == HS_OK)
@@ -16,6 +18,7 @@ hs_code hs_error_set(hs_error *err, hs_code code, const char *fmt, ...)
 	va_end(ap);
 	if (n < 0)
 		err->msg[0] = '\0';
+	hs_utf8_repair(err->msg); /* a message is text: never half a character */
 	err->code = code;
 	err->reason[0] = '\0';
 	return code;

@@ -45,7 +45,10 @@ typedef struct hs_error {
 /* Set err (if not NULL) and return code, so callers can write
  * `return hs_error_set(err, HS_INVALID, "task_id: %s", why);`.
  * An error already set by a lower layer is not overwritten when the code
- * is the same (libgit2's rule: don't overwrite a lower layer's error). */
+ * is the same (libgit2's rule: don't overwrite a lower layer's error).
+ * msg is always valid UTF-8: a character cut by truncation ("%.64s", the
+ * buffer's end) or bytes that are not UTF-8 become '?' (it reaches JSON,
+ * gRPC status messages and stored records such as failure_reason). */
 hs_code hs_error_set(hs_error *err, hs_code code, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 

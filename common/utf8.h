@@ -13,4 +13,10 @@
  * its number of code points. NULL s is not valid. */
 bool hs_utf8_valid(const char *s, size_t *chars);
 
+/* Makes s (NUL-terminated) valid UTF-8 in place: every byte that does not
+ * start a valid sequence becomes '?' (a multi-byte character cut by a
+ * "%.64s" or a full buffer, bytes from the outside). Returns how many
+ * bytes changed; NULL is a no-op. */
+size_t hs_utf8_repair(char *s);
+
 #endif

@@ -36,6 +36,38 @@ static void bput(buf *b, const char *s)
 	b->len += n;
 }
 
+/* s as terminal-safe text: C0 controls, DEL and C1 controls (U+0080 to
+ * U+009F) become \xNN / \u00NN, so text another user chose (a task's
+ * failure reason, a label, an event message) cannot move the cursor,
+ * retitle the window or rewrite what the table shows. */
+static void bput_text(buf *b, const char *s)
+{
+	char esc[8];
+	const unsigned char *p = (const unsigned char *)s;
+	while (*p) {
+		const unsigned char *q = p;
+		while (*q && *q >= 0x20 && *q != 0x7f && !(q[0] == 0xc2 && q[1] >= 0x80 && q[1] <= 0x9f))
+			q++;
+		if (q > p) {
+			char chunk[256];
+			size_t n = (size_t)(q - p) < sizeof(chunk) - 1 ? (size_t)(q - p) : sizeof(chunk) - 1;
+			memcpy(chunk, p, n);
+			chunk[n] = '\0';
+			bput(b, chunk);
+			p += n;
+			continue;
+		}
+		if (*p == 0xc2) {
+			snprintf(esc, sizeof(esc), "\\u%04x", p[1]);
+			p += 2;
+		} else {
+			snprintf(esc, sizeof(esc), "\\x%02x", *p);
+			p++;
+		}
+		bput(b, esc);
+	}
+}
+
 static bool is_wkt(const ProtobufCMessageDescriptor *d, const char *name)
 {
 	return strncmp(d->name, "google.protobuf.", 16) == 0 && strcmp(d->name + 16, name) == 0;
@@ -84,7 +116,7 @@ static void elem_text(buf *b, const ProtobufCFieldDescriptor *f, const void *p)
 	}
 	case PROTOBUF_C_TYPE_STRING: {
 		const char *s = *(char *const *)p;
-		bput(b, s ? s : "");
+		bput_text(b, s ? s : "");
 		return;
 	}
 	case PROTOBUF_C_TYPE_BYTES:
@@ -105,7 +137,7 @@ static void elem_text(buf *b, const ProtobufCFieldDescriptor *f, const void *p)
 		}
 		char *js = NULL;
 		if (hs_pbjson_to_string(&js, m, NULL, JSON_COMPACT, NULL) == HS_OK)
-			bput(b, js);
+			bput_text(b, js); /* JSON leaves C1 controls as they are */
 		free(js);
 		return;
 	}
@@ -352,6 +384,21 @@ static void print_detail(const ProtobufCMessage *m)
 	free(l.v);
 }
 
+/* Writes JSON text (jansson's or pbjson's output) to stdout with C1
+ * controls, which JSON leaves as they are, as \u00NN escapes: valid JSON and
+ * YAML, and nothing a terminal acts on (C0 controls are escaped already). */
+static void put_json_text(const char *s)
+{
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+		if (p[0] == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f) {
+			printf("\\u%04x", p[1]);
+			p++;
+		} else {
+			putchar(*p);
+		}
+	}
+}
+
 /* ---- YAML (block style; strings double-quoted with JSON escapes, which
  * YAML's double-quoted scalars accept) ---------------------------------- */
 
@@ -366,7 +413,7 @@ static void yaml_key(const char *k)
 	}
 	json_t *s = json_string(k);
 	char *q = s ? json_dumps(s, JSON_ENCODE_ANY) : NULL;
-	fputs(q ? q : "\"\"", stdout);
+	put_json_text(q ? q : "\"\"");
 	free(q);
 	json_decref(s);
 }
@@ -374,7 +421,7 @@ static void yaml_key(const char *k)
 static void yaml_scalar(const json_t *v)
 {
 	char *q = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
-	fputs(q ? q : "null", stdout);
+	put_json_text(q ? q : "null");
 	free(q);
 }
 
@@ -476,7 +523,8 @@ int hs_ctl_print(const hs_ctl *c, const hs_ctl_cmd *cmd, const ProtobufCMessage 
 			fprintf(stderr, "%s: cannot print the response: %s\n", c->prog, err.msg);
 			return HS_CTL_EXIT_ERROR;
 		}
-		printf("%s\n", s);
+		put_json_text(s);
+		putchar('\n');
 		free(s);
 		return HS_CTL_EXIT_OK;
 	}
@@ -528,7 +576,8 @@ int hs_ctl_print_json_line(const ProtobufCMessage *msg)
 	o.emit_defaults = true;
 	if (hs_pbjson_to_string(&s, msg, &o, JSON_COMPACT, NULL) != HS_OK)
 		return HS_CTL_EXIT_ERROR;
-	printf("%s\n", s);
+	put_json_text(s);
+	putchar('\n');
 	free(s);
 	return HS_CTL_EXIT_OK;
 }

@@ -600,6 +600,100 @@ int hs_apikeys_revoke(hs_apikeys *ks, const char *id, int64_t now_ms, hs_apikey_
 	return HS_OK;
 }
 
+/* One active key and who made it (a user's id or another key's id). */
+typedef struct made_by {
+	char id[HS_STORE_ID_MAX];
+	char by[HS_STORE_ID_MAX];
+	bool doomed;
+} made_by;
+
+#define REVOKE_PAGE 256
+
+int hs_apikeys_revoke_created_by(hs_apikeys *ks, const char *creator, int64_t now_ms,
+				 size_t *revoked, hs_error *err)
+{
+	made_by *v = NULL;
+	size_t n = 0, cap = 0, done = 0;
+	char after[HS_STORE_ID_MAX] = "";
+	hs_store_apikey_row *rows = NULL;
+	int rc = HS_OK;
+	if (creator == NULL || creator[0] == '\0') {
+		rc = hs_error_set(err, HS_INVALID, "creator: required");
+		goto done;
+	}
+	for (;;) { /* every active key: at most HS_APIKEY_ACTIVE_MAX */
+		size_t got = 0;
+		if ((rc = hs_store_apikey_list(ks->store, after, REVOKE_PAGE, false, &rows, &got,
+					       err)) != HS_OK)
+			goto done;
+		if (n + got > cap) {
+			size_t ncap = (n + got) * 2;
+			made_by *nv = realloc(v, ncap * sizeof(*nv));
+			if (nv == NULL) {
+				rc = hs_error_set(err, HS_INTERNAL, "api keys: out of memory");
+				goto done;
+			}
+			v = nv;
+			cap = ncap;
+		}
+		for (size_t i = 0; i < got; i++) {
+			snprintf(v[n].id, sizeof(v[n].id), "%s", rows[i].id);
+			snprintf(v[n].by, sizeof(v[n].by), "%s", rows[i].created_by);
+			v[n++].doomed = false;
+		}
+		if (got > 0)
+			snprintf(after, sizeof(after), "%s", rows[got - 1].id);
+		free(rows);
+		rows = NULL;
+		if (got < REVOKE_PAGE)
+			break;
+	}
+	/* The closure: keys creator made, keys those keys made, ... (one pass
+	 * per link of the longest chain). */
+	for (bool more = true; more;) {
+		more = false;
+		for (size_t i = 0; i < n; i++) {
+			if (v[i].doomed)
+				continue;
+			bool hit = strcmp(v[i].by, creator) == 0;
+			if (!hit) { /* made by a doomed key? v is sorted by id */
+				size_t lo = 0, hi = n;
+				while (lo < hi) {
+					size_t mid = lo + (hi - lo) / 2;
+					int c = strcmp(v[mid].id, v[i].by);
+					if (c == 0) {
+						hit = v[mid].doomed;
+						break;
+					}
+					if (c < 0)
+						lo = mid + 1;
+					else
+						hi = mid;
+				}
+			}
+			if (hit)
+				v[i].doomed = more = true;
+		}
+	}
+	for (size_t i = 0; i < n; i++)
+		if (v[i].doomed) {
+			if ((rc = hs_apikeys_revoke(ks, v[i].id, now_ms, NULL, err)) != HS_OK &&
+			    rc != HS_NOT_FOUND)
+				goto done;
+			rc = HS_OK;
+			done++;
+		}
+	if (done > 0)
+		hs_log(HS_LOG_INFO, "auth", "api keys revoked with their creator",
+		       HS_LS("creator", creator), HS_LI("count", (int64_t)done));
+	if (revoked != NULL)
+		*revoked = done;
+done:
+	free(rows);
+	free(v);
+	return rc;
+}
+
 /* ---- verification ---- */
 
 /* The checks after the key is known to be e's. Caller holds the read lock. */

@@ -92,6 +92,14 @@ int hs_apikeys_get(hs_apikeys *ks, const char *id, hs_apikey_info *out, hs_error
 int hs_apikeys_revoke(hs_apikeys *ks, const char *id, int64_t now_ms, hs_apikey_info *out,
 		      hs_error *err);
 
+/* Revokes every active key creator (a user's or a key's id) made, and the
+ * keys those keys made, down the chain: a key lives no longer than its
+ * creator's authority (DisableUser, DeleteUser, RevokeApiKey). Each is
+ * dropped from the cache before this returns. *revoked (NULL allowed): how
+ * many. */
+int hs_apikeys_revoke_created_by(hs_apikeys *ks, const char *creator, int64_t now_ms,
+				 size_t *revoked, hs_error *err);
+
 /* Whether a bearer token is shaped like an API key (its prefix). */
 bool hs_apikey_is_key(const char *token);
 /* Whether id is shaped like a key's id ("hsk_" + 16 lower-case hex). */

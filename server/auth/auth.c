@@ -483,21 +483,46 @@ int hs_auth_create_user(hs_auth *a, const char *email, const char *name, const c
 						       err);
 }
 
+/* The API keys user id made (and the keys those made) end with the user's
+ * authority. Once before the user changes (a failure leaves the user as it
+ * was, to retry) and once after (keys created by calls that were already
+ * past authentication). */
+static int revoke_keys_of(hs_auth *a, const char *id, hs_error *err)
+{
+	if (a->keys == NULL || hs_apikey_id_ok(id)) /* a key's id is no user */
+		return HS_OK;
+	return hs_apikeys_revoke_created_by(a->keys, id, hs_clock_wall_ms(), NULL, err);
+}
+
 int hs_auth_disable_user(hs_auth *a, const char *id, const char *actor_id, hs_auth_user *out,
 			 hs_error *err)
 {
 	int rc;
-	if ((rc = local_only(a, err)) != HS_OK || (rc = not_self(id, actor_id, "disable", err)) != HS_OK)
+	if ((rc = local_only(a, err)) != HS_OK || (rc = not_self(id, actor_id, "disable", err)) != HS_OK ||
+	    (rc = revoke_keys_of(a, id, err)) != HS_OK)
 		return rc;
-	return hs_auth_local_disable_user(a->local, id, out, err);
+	hs_auth_user u;
+	if ((rc = hs_auth_local_disable_user(a->local, id, &u, err)) != HS_OK)
+		return rc;
+	if ((rc = revoke_keys_of(a, id, err)) != HS_OK) {
+		hs_auth_user_dispose(&u);
+		return rc;
+	}
+	if (out != NULL)
+		*out = u;
+	else
+		hs_auth_user_dispose(&u);
+	return HS_OK;
 }
 
 int hs_auth_delete_user(hs_auth *a, const char *id, const char *actor_id, hs_error *err)
 {
 	int rc;
-	if ((rc = local_only(a, err)) != HS_OK || (rc = not_self(id, actor_id, "delete", err)) != HS_OK)
+	if ((rc = local_only(a, err)) != HS_OK || (rc = not_self(id, actor_id, "delete", err)) != HS_OK ||
+	    (rc = revoke_keys_of(a, id, err)) != HS_OK ||
+	    (rc = hs_auth_local_delete_user(a->local, id, err)) != HS_OK)
 		return rc;
-	return hs_auth_local_delete_user(a->local, id, err);
+	return revoke_keys_of(a, id, err);
 }
 
 int hs_auth_verify_access_token(hs_auth *a, const char *token, hs_jwt_claims *out,

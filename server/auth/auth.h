@@ -157,7 +157,9 @@ int hs_auth_get_user(hs_auth *auth, const char *id, int timeout_ms, hs_auth_user
 /* User management (local backend; upstream: HS_CONFLICT, users live in the
  * user service). The caller is authorised by the adapter (admins only);
  * actor_id is the caller: disabling or deleting oneself is HS_CONFLICT (an
- * admin cannot lock the last admin out by accident). */
+ * admin cannot lock the last admin out by accident). Disabling or deleting
+ * a user also revokes the API keys it created and the keys those created
+ * (hs_apikeys_revoke_created_by). */
 int hs_auth_create_user(hs_auth *auth, const char *email, const char *name, const char *role,
 			const char *password, hs_auth_user *out, hs_error *err);
 int hs_auth_disable_user(hs_auth *auth, const char *id, const char *actor_id,

@@ -72,6 +72,13 @@ static int authenticate(hs_rpc_call *call, hs_rpc_principal *out, hs_error *err,
 static int recheck(const char *authz, size_t len, const char *method, const hs_rpc_principal *was,
 		   hs_error *err, void *payload)
 {
+	if (authz == NULL) { /* a client certificate: the API key it maps to must still hold */
+		hs_apikeys *ks = hs_auth_apikeys_lookup(payload);
+		hs_apikey_principal p;
+		if (ks == NULL || !hs_apikey_id_ok(was->user_id))
+			return HS_OK;
+		return hs_apikeys_verify_id(ks, was->user_id, method, hs_clock_wall_ms(), &p, err);
+	}
 	if (len < 8 || len > 7 + TOKEN_MAX || strncasecmp(authz, "Bearer ", 7) != 0)
 		return hs_error_set(err, HS_UNAUTH, "invalid access token");
 	char *bearer = malloc(len - 7 + 1);
@@ -492,6 +499,10 @@ static int revoke_api_key(hs_rpc_call *call, const ProtobufCMessage *req,
 	hs_apikey_info info;
 	if ((rc = hs_apikeys_revoke(ks, r->id, hs_clock_wall_ms(), &info, err)) != HS_OK)
 		return rc;
+	if ((rc = hs_apikeys_revoke_created_by(ks, r->id, hs_clock_wall_ms(), NULL, err)) != HS_OK) {
+		hs_apikey_info_dispose(&info);
+		return rc;
+	}
 	Harness__V1__ApiKey *m = api_key_msg(call, &info);
 	hs_apikey_info_dispose(&info);
 	if (m == NULL)

@@ -12,6 +12,7 @@
 #include "rpc_pb.h"
 #include "harness/v1/checkpoint.pb-c.h"
 #include "pbjson.h"
+#include "utf8.h"
 
 #define VERIFY_LIST_MAX 1000
 #define DIFF_MAX 10000
@@ -123,9 +124,11 @@ static int str_list(hs_rpc_call *call, const hs_ckpt_strlist *l, size_t max, cha
 	char **arr = hs_rpc_call_alloc(call, k * sizeof(*arr));
 	if (!arr)
 		return OOM(err);
-	for (size_t i = 0; i < k; i++)
+	for (size_t i = 0; i < k; i++) {
 		if (!(arr[i] = hs_rpc_call_strdup(call, l->items[i])))
 			return OOM(err);
+		hs_utf8_repair(arr[i]); /* a file name is bytes; a proto3 string is UTF-8 */
+	}
 	*out = arr;
 	*n = k;
 	return HS_OK;
@@ -371,6 +374,8 @@ static int diff_checkpoints(hs_rpc_call *call, const ProtobufCMessage *req,
 			rc = OOM(err);
 			goto done;
 		}
+		hs_utf8_repair(f->path); /* file names are bytes; proto3 strings are UTF-8 */
+		hs_utf8_repair(f->old_path);
 		ptrs[i] = f;
 	}
 	m->files = ptrs;

@@ -156,6 +156,7 @@ static void finalize(hs_rpc_call *call)
 		if (call->live_next != NULL)
 			call->live_next->live_prev = call->live_prev;
 		srv->n_live--;
+		hs_rpc__stream_leave_locked(srv, call);
 		pthread_cond_broadcast(&srv->cv);
 		pthread_mutex_unlock(&srv->mu);
 	}
@@ -313,12 +314,10 @@ static bool credential_holds(hs_rpc_call *call)
 	for (size_t i = 0; i < call->req_md.count && authz == NULL; i++)
 		if (grpc_slice_str_cmp(call->req_md.metadata[i].key, "authorization") == 0)
 			authz = &call->req_md.metadata[i];
-	if (authz == NULL)
-		return true;
 	hs_error err = { 0 };
-	int rc = srv->recheck((const char *)GRPC_SLICE_START_PTR(authz->value),
-			      GRPC_SLICE_LENGTH(authz->value), call->m->path, &call->principal, &err,
-			      srv->recheck_payload);
+	int rc = srv->recheck(authz != NULL ? (const char *)GRPC_SLICE_START_PTR(authz->value) : NULL,
+			      authz != NULL ? GRPC_SLICE_LENGTH(authz->value) : 0, call->m->path,
+			      &call->principal, &err, srv->recheck_payload);
 	if (rc != HS_UNAUTH && rc != HS_DENIED)
 		return true;
 	char msg[sizeof(err.msg) + 48];
@@ -749,6 +748,13 @@ static void accept_call(hs_rpc_call *call)
 	if (hs_rpc_call_deadline_left_ms(call) <= 0) {
 		finish_code(call, HS_TIMEOUT, "deadline exceeded before the call started");
 		return;
+	}
+	if (m->handler.kind != HS_RPC_UNARY) {
+		hs_error err = { 0 };
+		if (hs_rpc__stream_enter(srv, call, &err) != HS_OK) {
+			finish_code(call, err.code, err.msg);
+			return;
+		}
 	}
 	if (m->handler.kind == HS_RPC_BIDI_STREAM) {
 		arm_recv(call);

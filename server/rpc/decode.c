@@ -13,6 +13,8 @@
 
 #include <string.h>
 
+#include "utf8.h"
+
 /* --- static depth of a type ------------------------------------------------ */
 
 static uint32_t depth_of(const ProtobufCMessageDescriptor *d, const ProtobufCMessageDescriptor **path,
@@ -135,6 +137,54 @@ malformed:
 	return hs_error_set(err, HS_INVALID, "malformed %s message", desc->name);
 }
 
+/* --- proto3 strings are UTF-8 -------------------------------------------------- */
+
+/* The first string field of m (or of a message below it, at most depth
+ * levels down) that is not valid UTF-8, or NULL. Only the set member of a
+ * oneof is read (the others share its memory). */
+static const ProtobufCFieldDescriptor *bad_string(const ProtobufCMessage *m, unsigned depth)
+{
+	const ProtobufCMessageDescriptor *d = m->descriptor;
+	const char *base = (const char *)m;
+	for (unsigned i = 0; i < d->n_fields; i++) {
+		const ProtobufCFieldDescriptor *f = &d->fields[i];
+		if (f->type != PROTOBUF_C_TYPE_STRING && f->type != PROTOBUF_C_TYPE_MESSAGE)
+			continue;
+		if ((f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) &&
+		    *(const uint32_t *)(base + f->quantifier_offset) != f->id)
+			continue;
+		size_t n = 1;
+		const void *const *v = (const void *const *)(base + f->offset);
+		if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+			n = *(const size_t *)(base + f->quantifier_offset);
+			v = *(const void *const *const *)(base + f->offset);
+		}
+		for (size_t j = 0; j < n; j++) {
+			if (v[j] == NULL)
+				continue;
+			if (f->type == PROTOBUF_C_TYPE_STRING) {
+				if (!hs_utf8_valid(v[j], NULL))
+					return f;
+			} else if (depth == 0) {
+				return f; /* deeper than the pre-scan allows: never here */
+			} else {
+				const ProtobufCFieldDescriptor *bad = bad_string(v[j], depth - 1);
+				if (bad != NULL)
+					return f; /* name the field at this level */
+			}
+		}
+	}
+	return NULL;
+}
+
+int hs_rpc__check_strings(const ProtobufCMessage *msg, hs_error *err)
+{
+	const ProtobufCFieldDescriptor *f = bad_string(msg, HS_RPC_DEPTH_MAX + 1);
+	if (f != NULL)
+		return hs_error_set(err, HS_INVALID, "%s: not valid UTF-8", f->name);
+	return HS_OK;
+}
+
 /* --- the budgeted unpack ------------------------------------------------------ */
 
 size_t hs_rpc__decode_budget(size_t len, size_t max_bytes)
@@ -186,6 +236,8 @@ int hs_rpc__decode(const ProtobufCMessageDescriptor *desc, const uint8_t *data, 
 				    budget_bytes);
 	if (msg == NULL)
 		return hs_error_set(err, HS_INVALID, "malformed %s message", desc->name);
+	if ((rc = hs_rpc__check_strings(msg, err)) != HS_OK)
+		return rc; /* msg lives in the arena */
 	*out = msg;
 	return HS_OK;
 }

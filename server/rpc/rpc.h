@@ -137,6 +137,10 @@ typedef struct hs_rpc_config {
 				    * long lane before RESOURCE_EXHAUSTED (default 256;
 				    * heartbeat lane: at least half its queue) */
 	unsigned max_depth;        /* nesting of message fields in a request (default 100) */
+	unsigned user_max_streams; /* streams one non-admin user (or one anonymous peer
+				    * address) holds open at once before RESOURCE_EXHAUSTED
+				    * (default 256; 0 = unbounded); unauthenticated
+				    * callers together at most 1024 */
 	/* TLS: serve TLS with this PEM certificate chain and key (both, or
 	 * neither = plaintext); tls_client_ca_file (NULL = none) turns on
 	 * client certificates, verified against it, per tls_client_auth. The
@@ -160,7 +164,8 @@ typedef struct hs_rpc_config {
 #define HS_RPC_CONFIG_INIT                                                                 \
 	{ .listen = "127.0.0.1:50051", .cq_threads = 2, .workers = 8, .worker_queue = 1024,   \
 	  .max_message_bytes = 4u << 20, .max_concurrent_streams = 0, .long_workers = 4,     \
-	  .liveness_workers = 8, .user_concurrency = 0, .user_max_calls = 256, .max_depth = 100 }
+	  .liveness_workers = 8, .user_concurrency = 0, .user_max_calls = 256, .max_depth = 100, \
+	  .user_max_streams = 256 }
 
 /* Creates the server and binds the port (not yet serving). */
 int hs_rpc_server_new(hs_rpc_server **out, const hs_rpc_config *cfg, hs_error *err);
@@ -186,7 +191,8 @@ void hs_rpc_server_set_authenticator(hs_rpc_server *srv, hs_rpc_auth_fn fn, void
  * metadata value (not NUL-terminated), was the principal the
  * authenticator set. HS_UNAUTH or HS_DENIED end the call with that code
  * (the send answers HS_CANCELLED); anything else keeps it until the next
- * check. Streams with no bearer (a client certificate) are not rechecked. */
+ * check. A stream authenticated without a bearer (a client certificate
+ * mapped to an identity) is rechecked with authorization NULL, len 0. */
 typedef int (*hs_rpc_recheck_fn)(const char *authorization, size_t len, const char *method,
 				 const hs_rpc_principal *was, hs_error *err, void *payload);
 void hs_rpc_server_set_recheck(hs_rpc_server *srv, hs_rpc_recheck_fn fn, void *payload);

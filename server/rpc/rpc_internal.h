@@ -63,6 +63,9 @@ typedef struct cq_thread {
 } cq_thread;
 
 #define RPC_MAX_MD 8
+#define RPC_STREAM_BUCKETS 256
+/* Streams open at once by unauthenticated callers, all together. */
+#define RPC_ANON_STREAMS_MAX 1024
 #define RPC_ARENA_INLINE 3072
 
 struct hs_rpc_call {
@@ -109,6 +112,10 @@ struct hs_rpc_call {
 	bool trace_set;   /* trace holds the call's checked request id and trace */
 	hs_trace_ctx trace;
 
+	/* Counted in its caller's open streams (streams.c) under stream_key. */
+	bool stream_counted, stream_anon;
+	char stream_key[168];
+
 	hs_rpc_call *live_prev, *live_next, *free_next;
 	hs_arena arena;
 	_Alignas(16) char arena_mem[RPC_ARENA_INLINE];
@@ -141,6 +148,8 @@ struct hs_rpc_server {
 	hs_rpc_call *free_calls;
 	bool started, shutting_down, shutdown_notified;
 	rpc_tag shutdown_tag;
+	struct rpc_stream_count *stream_counts[RPC_STREAM_BUCKETS]; /* streams.c, under mu */
+	unsigned anon_streams;
 };
 
 extern const char *const hs_rpc__lane_names[N_LANES];
@@ -160,6 +169,14 @@ static inline void hs_rpc__count(const hs_rpc_server *srv, hs_counter *c)
 	if (srv->metrics_on)
 		hs_counter_add(c, 1);
 }
+
+/* streams.c: counts call (a stream, authenticated or public) in its
+ * caller's open streams; HS_LIMIT over cfg.user_max_streams or, for
+ * anonymous callers, RPC_ANON_STREAMS_MAX. Admins are not counted. */
+int hs_rpc__stream_enter(hs_rpc_server *srv, hs_rpc_call *call, hs_error *err);
+/* Uncounts it (idempotent). Caller holds srv->mu. */
+void hs_rpc__stream_leave_locked(hs_rpc_server *srv, hs_rpc_call *call);
+void hs_rpc__streams_free(hs_rpc_server *srv);
 
 /* call.c */
 hs_rpc_call *hs_rpc__call_get(hs_rpc_server *srv);

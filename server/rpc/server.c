@@ -404,6 +404,7 @@ void hs_rpc_server_free(hs_rpc_server *srv)
 	free(srv->methods);
 	free(srv->services);
 	pthread_cond_destroy(&srv->cv);
+	hs_rpc__streams_free(srv);
 	pthread_mutex_destroy(&srv->mu);
 	free(srv);
 	grpc_shutdown();

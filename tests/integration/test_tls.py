@@ -347,10 +347,26 @@ class MutualTLSTest(unittest.TestCase):
     def test_revoked_key_stops_its_certificate_at_once(self):
         ch = self.channel(self.short)
         self.assertEqual(whoami(ch).id, self.short_id)
+        # A stream the certificate opened ends too (it was never rechecked:
+        # only streams with a bearer were; red team, docs/security.md).
+        hs = hstest.ServiceClient(ch, health_pb2, "HealthService")
+        hs.RegisterTask(task_id="short-lived-task", heartbeat_interval_ms=60000,
+                        heartbeat_timeout_ms=120000)
+        watch = hstest.stub(ch, "/harness.v1.HealthService/WatchTasks", health_pb2.WatchTasksRequest,
+                            health_pb2.TaskEvent, "unary_stream")
+        stream = watch(health_pb2.WatchTasksRequest(task_id="short-lived-task", send_initial=True),
+                       timeout=T)
+        self.assertEqual(next(stream).task_id, "short-lived-task")
         fn, req = auth(self.hd.channel, "RevokeApiKey")
         fn(req(id=self.short_id), metadata=[("authorization", "Bearer " + self.admin_token)], timeout=T)
         code, _ = fails(whoami, ch)
         self.assertEqual(code, grpc.StatusCode.UNAUTHENTICATED)
+        hstest.ServiceClient(self.hd.channel, health_pb2, "HealthService", self.admin_token).CancelTask(
+            task_id="short-lived-task", reason="after the revocation")
+        with self.assertRaises(grpc.RpcError) as cm:
+            ev = next(stream)
+            self.fail("the revoked certificate's stream got %s" % ev)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAUTHENTICATED, cm.exception.details())
 
 
 class RequestModeTest(unittest.TestCase):

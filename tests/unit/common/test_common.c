@@ -577,6 +577,41 @@ static void test_utf8__strict_and_agrees_with_jansson(void **state)
 	}
 }
 
+/* A message cut inside a multi-byte character ("%.Ns", the buffer's end)
+ * or carrying bytes that are not UTF-8 is repaired: JSON and gRPC clients
+ * always get valid text (a sandbox's failure_reason was stored from such a
+ * message and made GetSandbox a 500 for the owner and the admin). */
+static void test_error__message_is_valid_utf8(void **state)
+{
+	(void)state;
+	hs_error err = { 0 };
+	char e100[201];
+	for (int i = 0; i < 100; i++)
+		memcpy(e100 + 2 * i, "\xc3\xa9", 2);
+	e100[200] = '\0';
+	hs_error_set(&err, HS_INVALID, "x \"a%.64s\": gone", e100); /* cut after 64 bytes */
+	assert_true(hs_utf8_valid(err.msg, NULL));
+	hs_error_clear(&err);
+	hs_error_set(&err, HS_INVALID, "x \"%.63s\": gone", e100); /* half a character */
+	assert_true(hs_utf8_valid(err.msg, NULL));
+	assert_non_null(strstr(err.msg, "?\": gone"));
+	hs_error_clear(&err);
+	char longmsg[600];
+	memset(longmsg, 'a', 1);
+	for (int i = 0; i < 299; i++)
+		memcpy(longmsg + 1 + 2 * i, "\xc3\xa9", 2); /* ends mid-character at 255 */
+	longmsg[599] = '\0';
+	hs_error_set(&err, HS_INVALID, "%s", longmsg);
+	assert_true(hs_utf8_valid(err.msg, NULL));
+	hs_error_clear(&err);
+	hs_error_set(&err, HS_INVALID, "raw \xff\xfe \xed\xa0\x80 ok \xe2\x82\xac");
+	assert_string_equal(err.msg, "raw ?? ??? ok \xe2\x82\xac");
+	char s[] = "\xf0\x9f\x98\x80\xf0\x9f";
+	assert_int_equal(hs_utf8_repair(s), 2);
+	assert_string_equal(s, "\xf0\x9f\x98\x80??");
+	assert_int_equal(hs_utf8_repair(NULL), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest error_tests[] = {
@@ -606,6 +641,7 @@ int main(void)
 		cmocka_unit_test(test_log__oversized_line_is_still_json),
 		cmocka_unit_test(test_log__oversized_escapes_are_still_json),
 		cmocka_unit_test(test_utf8__strict_and_agrees_with_jansson),
+		cmocka_unit_test(test_error__message_is_valid_utf8),
 		cmocka_unit_test(test_log__carries_trace_context),
 	};
 	int failed = cmocka_run_group_tests_name("error", error_tests, NULL, NULL);

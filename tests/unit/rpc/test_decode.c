@@ -206,6 +206,79 @@ static void test_decode__budget(void **state)
 	hs_wire_dispose(&req);
 }
 
+/* Decodes msg (of desc) packed; returns decode's code and leaves err. */
+static int decode_packed(const ProtobufCMessage *msg, hs_error *err)
+{
+	size_t len = protobuf_c_message_get_packed_size(msg);
+	uint8_t *buf = malloc(len + 1);
+	assert_non_null(buf);
+	protobuf_c_message_pack(msg, buf);
+	hs_arena a;
+	char inline_block[256];
+	hs_arena_init(&a, inline_block, sizeof(inline_block));
+	ProtobufCMessage *out = NULL;
+	int rc = hs_rpc__decode(msg->descriptor, buf, len, true, 100, 1u << 20, &a, &out, err);
+	assert_true(rc == HS_OK ? out != NULL : out == NULL);
+	hs_arena_reset(&a);
+	free(buf);
+	return rc;
+}
+
+/* proto3 strings must be UTF-8: a top-level string, a map value and a
+ * string inside a Struct's oneof are each refused with the top-level field
+ * named; a oneof whose set member is a number (sharing the string's memory)
+ * is not read as a string; valid multi-byte text passes. */
+static void test_decode__strings_must_be_utf8(void **state)
+{
+	(void)state;
+	hs_error err = { 0 };
+	Harness__V1__HeartbeatRequest hb = HARNESS__V1__HEARTBEAT_REQUEST__INIT;
+	hb.task_id = "t1";
+	hb.details = "ok \xc3\xa9";
+	assert_int_equal(decode_packed(&hb.base, &err), HS_OK);
+	hb.details = "bad \xff\xfe";
+	assert_int_equal(decode_packed(&hb.base, &err), HS_INVALID);
+	assert_string_equal(err.msg, "details: not valid UTF-8");
+	hb.details = "\xc0\x80"; /* overlong NUL */
+	hs_error_clear(&err);
+	assert_int_equal(decode_packed(&hb.base, &err), HS_INVALID);
+
+	Harness__V1__RegisterTaskRequest reg = HARNESS__V1__REGISTER_TASK_REQUEST__INIT;
+	Harness__V1__RegisterTaskRequest__LabelsEntry e =
+		HARNESS__V1__REGISTER_TASK_REQUEST__LABELS_ENTRY__INIT;
+	Harness__V1__RegisterTaskRequest__LabelsEntry *ev[1] = { &e };
+	reg.task_id = "t1";
+	e.key = "k";
+	e.value = "\xed\xa0\x80"; /* a surrogate */
+	reg.labels = ev;
+	reg.n_labels = 1;
+	hs_error_clear(&err);
+	assert_int_equal(decode_packed(&reg.base, &err), HS_INVALID);
+	assert_string_equal(err.msg, "labels: not valid UTF-8");
+
+	Google__Protobuf__Value v = GOOGLE__PROTOBUF__VALUE__INIT;
+	Google__Protobuf__Struct__FieldsEntry fe = GOOGLE__PROTOBUF__STRUCT__FIELDS_ENTRY__INIT;
+	Google__Protobuf__Struct__FieldsEntry *fev[1] = { &fe };
+	Google__Protobuf__Struct st = GOOGLE__PROTOBUF__STRUCT__INIT;
+	fe.key = "k";
+	fe.value = &v;
+	st.fields = fev;
+	st.n_fields = 1;
+	Harness__V1__CreateCheckpointRequest cr = HARNESS__V1__CREATE_CHECKPOINT_REQUEST__INIT;
+	cr.task_id = "t1";
+	cr.external_state = &st;
+	v.kind_case = GOOGLE__PROTOBUF__VALUE__KIND_NUMBER_VALUE;
+	v.number_value = 12345.678; /* its bits are no pointer */
+	hs_error_clear(&err);
+	assert_int_equal(decode_packed(&cr.base, &err), HS_OK);
+	v.kind_case = GOOGLE__PROTOBUF__VALUE__KIND_STRING_VALUE;
+	v.string_value = "fine";
+	assert_int_equal(decode_packed(&cr.base, &err), HS_OK);
+	v.string_value = "\x80";
+	assert_int_equal(decode_packed(&cr.base, &err), HS_INVALID);
+	assert_string_equal(err.msg, "external_state: not valid UTF-8");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -215,6 +288,7 @@ int main(void)
 		cmocka_unit_test(test_decode__unknown_and_string_fields_not_descended),
 		cmocka_unit_test(test_decode__malformed),
 		cmocka_unit_test(test_decode__budget),
+		cmocka_unit_test(test_decode__strings_must_be_utf8),
 	};
 	return cmocka_run_group_tests_name("decode", tests, NULL, NULL);
 }
