@@ -149,9 +149,15 @@ int hs_tasks__publish(hs_tasks *t, const hs_store_task_row *row, bool insert, hs
 	int rc = hs_store_task_transition(t->store, row, insert, &er, &id, err);
 	if (rc == HS_OK) {
 		ev->event_id = id;
-		t->last_event_id = id;
 		atomic_fetch_add(&t->n_events, 1);
-		hs_tasks__broadcast(t, ev);
+		/* On a shared store another node's event may lie between the last
+		 * one delivered and this one: then the follower delivers both, in
+		 * order (follow.c). */
+		if (t->n_watchers == 0 || id == t->last_event_id + 1 || !hs_tasks__shared_store(t)) {
+			if (id > t->last_event_id)
+				t->last_event_id = id;
+			hs_tasks__broadcast(t, ev);
+		}
 		if (t->webhook != NULL) {
 			char *body = event_json(ev);
 			if (body != NULL && hs_webhook_post(t->webhook, body) == HS_LIMIT)
@@ -182,7 +188,6 @@ static int replay_cb(const hs_store_event_row *e, void *payload)
 		return 1; /* newer than this round: the next one (or live) has it */
 	}
 	w->cursor = e->event_id;
-	task *k = hs_tasks__lookup(c->t, e->task_id);
 	hs_task_event ev;
 	memset(&ev, 0, sizeof(ev));
 	ev.event_id = e->event_id;
@@ -195,12 +200,11 @@ static int replay_cb(const hs_store_event_row *e, void *payload)
 	ev.state = e->state;
 	ev.occurred_at_ms = e->occurred_at_ms;
 	ev.recovery_generation = e->recovery_generation;
-	if (k != NULL) {
-		pthread_mutex_lock(&k->mu);
-		COPY(ev.owner, k->owner);
-		COPY(ev.sandbox_id, k->sandbox_id);
-		pthread_mutex_unlock(&k->mu);
-	}
+	/* From memory, else (another node's task) its stored row; unknown:
+	 * nobody's but admins'. */
+	hs_error err = { 0 };
+	if (hs_tasks__task_meta(c->t, e->task_id, ev.owner, ev.sandbox_id, &err) != HS_OK)
+		ev.owner[0] = ev.sandbox_id[0] = '\0';
 	if (matches(w, &ev))
 		w->page[w->npage++] = ev;
 	return 0;
@@ -347,13 +351,14 @@ int hs_tasks_watch(hs_tasks *t, const hs_principal *caller, const char *task_id,
 	if (one) {
 		if ((rc = hs_id_check_task("task_id", task_id, err)) != HS_OK)
 			return hs_error_set(err, HS_INVALID, "task_id: %s", err ? err->msg : "invalid");
-		task *k = hs_tasks__lookup(t, task_id);
-		if (k == NULL)
+		/* In memory, else (shared store) another node's task. */
+		char owner[HS_TASK_OWNER_MAX], sandbox_id[HS_TASK_ID_MAX + 1];
+		rc = hs_tasks__task_meta(t, task_id, owner, sandbox_id, err);
+		if (rc == HS_NOT_FOUND)
 			return hs_error_set(err, HS_NOT_FOUND, "task %s not found", task_id);
-		pthread_mutex_lock(&k->mu);
-		bool vis = hs_tasks__visible(k, caller);
-		pthread_mutex_unlock(&k->mu);
-		if (!vis) /* one rule for every resource: another user's is not found */
+		if (rc != HS_OK)
+			return rc;
+		if (!hs_principal_may(caller, owner)) /* one rule: another user's is not found */
 			return hs_error_set(err, HS_NOT_FOUND, "task %s not found", task_id);
 	}
 	hs_task_watch *w = calloc(1, sizeof(*w));
@@ -380,6 +385,19 @@ int hs_tasks_watch(hs_tasks *t, const hs_principal *caller, const char *task_id,
 		free(w);
 		return hs_error_set(err, HS_LIMIT, "too many watchers for this user (limit %zu)",
 				    t->max_watchers_per_user);
+	}
+	if (t->n_watchers == 0 && hs_tasks__shared_store(t)) {
+		/* Nobody followed other nodes' events meanwhile: start from the
+		 * newest stored (follow.c). */
+		int64_t last = 0;
+		if ((rc = hs_store_event_last_id(t->store, &last, err)) != HS_OK) {
+			pthread_mutex_unlock(&t->ev_mu);
+			free(w);
+			return rc;
+		}
+		if (last > t->last_event_id)
+			t->last_event_id = last;
+		hs_tasks__follow_start(t);
 	}
 	w->next = t->watchers;
 	t->watchers = w;
@@ -413,6 +431,7 @@ void hs_tasks_unwatch(hs_tasks *t, hs_task_watch *w)
 
 void hs_tasks__watchers_free(hs_tasks *t)
 {
+	hs_tasks__follow_stop(t);
 	pthread_mutex_lock(&t->ev_mu);
 	while (t->watchers != NULL) {
 		hs_task_watch *w = t->watchers;
