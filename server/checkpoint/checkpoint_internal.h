@@ -556,9 +556,10 @@ int64_t hs_ckpt__pusher_timeout_ms(const hs_ckpt__pusher *p);
 
 /* Bring checkpoint_id of task_id from the checkpoint remote into repo (the
  * task's repository; its lock held) as refs/harness/checkpoints/<id>, only
- * once every object its tree reaches arrived. HS_NOT_FOUND: no remote, or
- * the remote lacks it; HS_UNAVAILABLE: the remote could not be read or sent
- * it incomplete (no ref is left behind). */
+ * once every object its tree reaches arrived; waits at most the push
+ * timeout (the fetch may go on in the background). HS_NOT_FOUND: no remote,
+ * or the remote lacks it; HS_UNAVAILABLE: the remote could not be read, did
+ * not answer in time, or sent it incomplete (no ref is left behind). */
 int hs_ckpt__fetch(hs_ckpt_mgr *mgr, git_repository *repo, const char *task_id,
 		   const char *checkpoint_id, hs_error *err);
 

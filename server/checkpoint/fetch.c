@@ -2,24 +2,45 @@
  * push.c): a task recovered on another node finds its checkpoints in the
  * remote, not in this node's shadow repository.
  *
- * The fetch runs on the caller's thread under the task lock, into the
- * task's own repository, with one exact refspec:
- *   refs/harness/<task_id>/checkpoints/<id> -> refs/harness/checkpoints/<id>
- * so nothing else of the remote (other tasks' refs) arrives. Before the
- * local ref counts, every tree and blob the checkpoint's tree reaches must
- * be in the object database: a remote that sent a damaged or incomplete
- * history leaves no ref behind (the restore answers an error before it
- * writes anything into the workspace). Transfer callbacks abort a fetch
- * still making progress after 4 x the push timeout; as for pushes, libgit2
- * has no timeout for a remote that accepts the connection and then says
- * nothing. */
+ * One exact refspec, into a staging ref of the task's own repository:
+ *   refs/harness/<task_id>/checkpoints/<id> -> refs/harness/fetching/<id>
+ * so nothing else of the remote (other tasks' refs) arrives. The staging
+ * ref becomes refs/harness/checkpoints/<id> only once every tree and blob
+ * the checkpoint's tree reaches is in the object database: a remote that
+ * sent a damaged or incomplete history leaves no checkpoint behind, and no
+ * restore ever sees a half-fetched one.
+ *
+ * Bounded like a push: libgit2 1.5 has no timeout for a remote that accepts
+ * the connection and then says nothing, so the fetch runs on its own
+ * detached thread with its own repository handle, and the restore (holding
+ * the task lock) waits at most the push timeout for it; then it answers
+ * UNAVAILABLE and the fetch carries on in the background (if it completes,
+ * the next restore finds the checkpoint here). At most FETCHES_MAX run at
+ * once, beyond that a restore that needs one answers UNAVAILABLE at once.
+ * Transfer callbacks abort a fetch still making progress after 4 x the
+ * timeout. */
 #include "checkpoint_internal.h"
 
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#define FETCHES_MAX 4
+#define STAGING_PREFIX "refs/harness/fetching/"
+
+static atomic_uint fetches_running;
+
 typedef struct fetch_ctx {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	unsigned refs; /* the waiter and the thread */
+	bool done;
+	int rc;        /* HS_OK, HS_NOT_FOUND or HS_UNAVAILABLE */
+	char *error;   /* heap; NULL on success */
+	char *gitdir, *url, *task_id, *id;
 	int64_t abort_at_ms; /* monotonic */
 } fetch_ctx;
 
@@ -82,66 +103,178 @@ static int complete(git_repository *repo, const git_oid *commit_id)
 	return ok;
 }
 
-int hs_ckpt__fetch(hs_ckpt_mgr *mgr, git_repository *repo, const char *task_id,
-		   const char *checkpoint_id, hs_error *err)
+static void ctx_release(fetch_ctx *f)
 {
-	int rc = HS_OK, g;
+	pthread_mutex_lock(&f->mu);
+	bool last = --f->refs == 0;
+	pthread_mutex_unlock(&f->mu);
+	if (!last)
+		return;
+	pthread_mutex_destroy(&f->mu);
+	pthread_cond_destroy(&f->cv);
+	free(f->error);
+	free(f->gitdir);
+	free(f->url);
+	free(f->task_id);
+	free(f->id);
+	free(f);
+}
+
+static void drop_ref(git_repository *repo, const char *name)
+{
+	git_reference *ref = NULL;
+	if (git_reference_lookup(&ref, repo, name) >= 0)
+		(void)git_reference_delete(ref);
+	git_reference_free(ref);
+}
+
+/* The fetch itself, on the fetch thread; f->rc and f->error. */
+static void do_fetch(fetch_ctx *f)
+{
+	git_repository *repo = NULL;
 	git_remote *remote = NULL;
-	const char *url = hs_ckpt__pusher_url(mgr->pusher);
-	char spec[256], local[128];
-	if (url == NULL)
-		return hs_error_set(err, HS_NOT_FOUND, "checkpoint %s of task %s not found",
-				    checkpoint_id, task_id);
-	snprintf(local, sizeof(local), HS_CKPT__REF_PREFIX "%s", checkpoint_id);
-	if (snprintf(spec, sizeof(spec), "+refs/harness/%s/checkpoints/%s:%s", task_id,
-		     checkpoint_id, local) >= (int)sizeof(spec))
-		return hs_error_set(err, HS_INVALID, "checkpoint_id: too long");
+	char spec[256], staging[128], final[128];
+	snprintf(staging, sizeof(staging), STAGING_PREFIX "%s", f->id);
+	snprintf(final, sizeof(final), HS_CKPT__REF_PREFIX "%s", f->id);
+	snprintf(spec, sizeof(spec), "+refs/harness/%s/checkpoints/%s:%s", f->task_id, f->id, staging);
 	char *specp = spec;
 	git_strarray specs = { &specp, 1 };
-	fetch_ctx f = { hs_clock_mono_ms() + 4 * hs_ckpt__pusher_timeout_ms(mgr->pusher) };
 	git_fetch_options fo;
 	git_fetch_options_init(&fo, GIT_FETCH_OPTIONS_VERSION);
 	fo.callbacks.transfer_progress = on_transfer;
 	fo.callbacks.sideband_progress = on_sideband;
-	fo.callbacks.payload = &f;
+	fo.callbacks.payload = f;
 	fo.prune = GIT_FETCH_NO_PRUNE;
 	fo.download_tags = GIT_REMOTE_DOWNLOAD_TAGS_NONE;
 	fo.update_fetchhead = 0;
-	int64_t t0 = hs_clock_mono_us();
-	if ((g = git_remote_create_anonymous(&remote, repo, url)) < 0 ||
-	    (g = git_remote_fetch(remote, &specs, &fo, "harness fetch")) < 0) {
-		const git_error *e = git_error_last();
-		rc = hs_error_set(err, HS_UNAVAILABLE,
-				  "checkpoint %s of task %s: not here, and fetching it from the "
-				  "checkpoint remote failed: %s",
-				  checkpoint_id, task_id, e && e->message ? e->message : "unknown error");
-		goto done;
-	}
 	git_oid oid;
-	g = git_reference_name_to_id(&oid, repo, local);
+	int g = git_repository_open_ext(&repo, f->gitdir,
+					GIT_REPOSITORY_OPEN_NO_SEARCH | GIT_REPOSITORY_OPEN_BARE, NULL);
+	if (g >= 0)
+		g = git_remote_create_anonymous(&remote, repo, f->url);
+	if (g >= 0)
+		g = git_remote_fetch(remote, &specs, &fo, "harness fetch");
+	if (g < 0) {
+		const git_error *e = git_error_last();
+		f->rc = HS_UNAVAILABLE;
+		if (asprintf(&f->error, "fetching it from the checkpoint remote failed: %s",
+			     e && e->message ? e->message : "unknown error") < 0)
+			f->error = NULL;
+		goto done;
+	}
+	g = git_reference_name_to_id(&oid, repo, staging);
 	if (g == GIT_ENOTFOUND) {
-		rc = hs_error_set(err, HS_NOT_FOUND,
-				  "checkpoint %s of task %s not found (here or on the checkpoint remote)",
-				  checkpoint_id, task_id);
+		f->rc = HS_NOT_FOUND;
+		f->error = strdup("not on the checkpoint remote either");
 		goto done;
 	}
-	if (g < 0 || !complete(repo, &oid)) {
-		git_reference *ref = NULL;
-		if (git_reference_lookup(&ref, repo, local) >= 0)
-			(void)git_reference_delete(ref);
-		git_reference_free(ref);
-		rc = hs_error_set(err, HS_UNAVAILABLE,
-				  "checkpoint %s of task %s: the checkpoint remote sent it incomplete "
-				  "(missing objects); nothing restored",
-				  checkpoint_id, task_id);
+	if (g < 0 || !complete(repo, &oid) ||
+	    git_reference_create(NULL, repo, final, &oid, 1, "harness fetch") < 0) {
+		f->rc = HS_UNAVAILABLE;
+		f->error = strdup("the checkpoint remote sent it incomplete (missing objects)");
 		goto done;
 	}
-	hs_log(HS_LOG_INFO, "checkpoint", "fetched from remote", HS_LS("task_id", task_id),
-	       HS_LS("checkpoint_id", checkpoint_id), HS_LI("us", hs_clock_mono_us() - t0));
+	f->rc = HS_OK;
 done:
-	if (rc != HS_OK)
+	if (repo != NULL)
+		drop_ref(repo, staging);
+	git_remote_free(remote);
+	git_repository_free(repo);
+}
+
+static void *fetch_main(void *arg)
+{
+	fetch_ctx *f = arg;
+	if (git_libgit2_init() < 0) {
+		f->rc = HS_UNAVAILABLE;
+		f->error = strdup("libgit2 init failed");
+	} else {
+		do_fetch(f);
+		git_libgit2_shutdown();
+	}
+	pthread_mutex_lock(&f->mu);
+	f->done = true;
+	pthread_cond_broadcast(&f->cv);
+	pthread_mutex_unlock(&f->mu);
+	ctx_release(f);
+	atomic_fetch_sub(&fetches_running, 1);
+	return NULL;
+}
+
+int hs_ckpt__fetch(hs_ckpt_mgr *mgr, git_repository *repo, const char *task_id,
+		   const char *checkpoint_id, hs_error *err)
+{
+	int rc;
+	const char *url = hs_ckpt__pusher_url(mgr->pusher);
+	int64_t timeout_ms = hs_ckpt__pusher_timeout_ms(mgr->pusher);
+	if (url == NULL)
+		return hs_error_set(err, HS_NOT_FOUND, "checkpoint %s of task %s not found",
+				    checkpoint_id, task_id);
+	if (strlen(task_id) + strlen(checkpoint_id) > 200)
+		return hs_error_set(err, HS_INVALID, "checkpoint_id: too long");
+	if (atomic_fetch_add(&fetches_running, 1) >= FETCHES_MAX) {
+		atomic_fetch_sub(&fetches_running, 1);
+		return hs_error_set(err, HS_UNAVAILABLE,
+				    "checkpoint %s of task %s: not here, and %d fetches from the "
+				    "checkpoint remote are still running (slow or unreachable remote)",
+				    checkpoint_id, task_id, FETCHES_MAX);
+	}
+	fetch_ctx *f = calloc(1, sizeof(*f));
+	if (f == NULL || !(f->gitdir = strdup(git_repository_path(repo))) ||
+	    !(f->url = strdup(url)) || !(f->task_id = strdup(task_id)) ||
+	    !(f->id = strdup(checkpoint_id))) {
+		if (f != NULL) {
+			free(f->gitdir);
+			free(f->url);
+			free(f->task_id);
+			free(f);
+		}
+		atomic_fetch_sub(&fetches_running, 1);
+		return hs_error_set(err, HS_INTERNAL, "checkpoint fetch: out of memory");
+	}
+	f->refs = 2;
+	f->abort_at_ms = hs_clock_mono_ms() + 4 * timeout_ms;
+	pthread_mutex_init(&f->mu, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&f->cv, &ca);
+	pthread_condattr_destroy(&ca);
+	pthread_attr_t attr;
+	pthread_t thr;
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	int e = pthread_create(&thr, &attr, fetch_main, f);
+	pthread_attr_destroy(&attr);
+	if (e != 0) {
+		f->refs = 1;
+		ctx_release(f);
+		atomic_fetch_sub(&fetches_running, 1);
+		return hs_error_set(err, HS_INTERNAL, "checkpoint fetch: cannot start a thread");
+	}
+	int64_t t0 = hs_clock_mono_us();
+	struct timespec until = hs_clock_deadline(CLOCK_MONOTONIC, timeout_ms);
+	pthread_mutex_lock(&f->mu);
+	while (!f->done)
+		if (pthread_cond_timedwait(&f->cv, &f->mu, &until) == ETIMEDOUT)
+			break;
+	if (!f->done)
+		rc = hs_error_set(err, HS_UNAVAILABLE,
+				  "checkpoint %s of task %s: not here, and the checkpoint remote did not "
+				  "answer within %lld ms (the fetch continues in the background)",
+				  checkpoint_id, task_id, (long long)timeout_ms);
+	else if (f->rc != HS_OK)
+		rc = hs_error_set(err, f->rc, "checkpoint %s of task %s: not here, and %s",
+				  checkpoint_id, task_id, f->error ? f->error : "the fetch failed");
+	else
+		rc = HS_OK;
+	pthread_mutex_unlock(&f->mu);
+	ctx_release(f);
+	if (rc == HS_OK)
+		hs_log(HS_LOG_INFO, "checkpoint", "fetched from remote", HS_LS("task_id", task_id),
+		       HS_LS("checkpoint_id", checkpoint_id), HS_LI("us", hs_clock_mono_us() - t0));
+	else
 		hs_log(HS_LOG_WARN, "checkpoint", "fetch from remote failed", HS_LS("task_id", task_id),
 		       HS_LS("checkpoint_id", checkpoint_id), HS_LS("error", err ? err->msg : ""));
-	git_remote_free(remote);
 	return rc;
 }

@@ -18,7 +18,7 @@ import grpc
 from harness.v1 import health_pb2
 import hstest
 from test_checkpoints import Api, write, snapshot
-from test_checkpoint_tenancy import ADMIN, ALICE, BOB, make_users
+from test_checkpoint_tenancy import ADMIN, ALICE, BOB, HungRemote, make_users
 
 TASK = "moved"
 FILES = {"README": "hello from node 1\n", "src/main.c": "int main(void) { return 0; }\n"}
@@ -27,8 +27,8 @@ FILES = {"README": "hello from node 1\n", "src/main.c": "int main(void) { return
 class Node:
     """One harnessd with alice and bob."""
 
-    def __init__(self, remote_url):
-        self.hd = hstest.Harnessd(args=("--checkpoint-remote", remote_url))
+    def __init__(self, remote_url, args=()):
+        self.hd = hstest.Harnessd(args=("--checkpoint-remote", remote_url) + tuple(args))
         admin = hstest.login(self.hd.channel, *ADMIN)
         make_users(self.hd.channel, admin, ALICE, BOB)
         self.alice = Api(self.hd.channel, hstest.login(self.hd.channel, *ALICE))
@@ -84,8 +84,8 @@ class FetchOnRestoreTest(unittest.TestCase):
             raise
 
     @classmethod
-    def node(cls, url):
-        n = Node(url)
+    def node(cls, url, args=()):
+        n = Node(url, args)
         cls.nodes.append(n)
         return n
 
@@ -149,6 +149,26 @@ class FetchOnRestoreTest(unittest.TestCase):
         n3 = self.node("file://" + bad)
         n3.register(TASK)
         self.assert_refused_untouched(n3, TASK, ("incomplete", "fetching", "failed"))
+
+    def test_hung_remote_is_bounded_and_holds_no_lock(self):
+        # A remote that accepts and never answers: the restore answers
+        # UNAVAILABLE after the push timeout, the task's other calls are not
+        # held up by the fetch still hanging in the background.
+        remote = HungRemote()
+        try:
+            n3 = self.node("http://127.0.0.1:%d/r.git" % remote.port,
+                           ("--checkpoint-push-timeout-ms", "300"))
+            n3.register(TASK)
+            write(n3.ws(TASK), "mine", "node 3's own work\n")
+            before = snapshot(n3.ws(TASK))
+            code, msg = code_of(n3.alice.restore, task_id=TASK, checkpoint_id=self.ckpt,
+                                workspace=TASK)
+            self.assertEqual(code, grpc.StatusCode.UNAVAILABLE, msg)
+            self.assertIn("did not answer", msg)
+            self.assertEqual(list(n3.alice.list(task_id=TASK).checkpoints), [])
+            self.assertEqual(snapshot(n3.ws(TASK)), before)
+        finally:
+            remote.close()  # the hung fetch sees EOF and ends
 
 
 if __name__ == "__main__":
