@@ -54,6 +54,7 @@ struct hs_task_watch {
 	size_t npage, ipage;
 	task **snap; /* INITIAL: the tasks at the start of the phase */
 	size_t nsnap, isnap;
+	char snap_after[HS_TASK_ID_MAX + 1]; /* INITIAL on a shared store: the page cursor */
 };
 
 static bool matches(const hs_task_watch *w, const hs_task_event *ev)
@@ -275,6 +276,75 @@ static int initial_step(hs_tasks *t, hs_task_watch *w)
 	return HS_OK;
 }
 
+/* An INITIAL_STATE event from a stored row, or from the task in memory
+ * (fresher: heartbeats reach the row later) when this node holds it. */
+static void initial_of_row(hs_tasks *t, hs_task_watch *w, const hs_store_task_row *r)
+{
+	hs_task_event ev;
+	memset(&ev, 0, sizeof(ev));
+	ev.event_id = w->upto;
+	COPY(ev.task_id, r->task_id);
+	ev.type = HS_TEV_INITIAL_STATE;
+	task *k = hs_tasks__lookup(t, r->task_id);
+	if (k != NULL) {
+		pthread_mutex_lock(&k->mu);
+		ev.step = k->m.current_step;
+		COPY(ev.checkpoint_id, k->m.last_ckpt);
+		ev.state = k->m.state;
+		ev.recovery_generation = k->m.gen;
+		COPY(ev.owner, k->owner);
+		COPY(ev.sandbox_id, k->sandbox_id);
+		pthread_mutex_unlock(&k->mu);
+	} else {
+		ev.step = r->current_step;
+		COPY(ev.checkpoint_id, r->last_checkpoint_id);
+		ev.state = (hs_task_state)r->state;
+		ev.recovery_generation = r->recovery_generation;
+		COPY(ev.owner, r->owner);
+		COPY(ev.sandbox_id, r->sandbox_id);
+	}
+	ev.occurred_at_ms = hs_clock_wall_ms();
+	bool fin = ev.state == HS_TASK_COMPLETED || ev.state == HS_TASK_FAILED ||
+		   ev.state == HS_TASK_CANCELLED;
+	if (!matches(w, &ev) || (fin && w->task_id[0] == '\0'))
+		return;
+	w->page[w->npage++] = ev;
+}
+
+/* initial_step on a store several nodes share: every node's tasks, from
+ * the store a page at a time (by task id), not only those in memory. */
+static int initial_step_store(hs_tasks *t, hs_task_watch *w, hs_error *err)
+{
+	int rc;
+	size_t n = 0;
+	if (w->task_id[0] != '\0') {
+		hs_store_task_row r;
+		rc = hs_store_task_get(t->store, w->task_id, &r, err);
+		if (rc == HS_OK)
+			initial_of_row(t, w, &r);
+		else if (rc != HS_NOT_FOUND)
+			return rc;
+	} else {
+		hs_store_task_row *rows = NULL;
+		hs_store_task_filter f = HS_STORE_TASK_FILTER_INIT;
+		f.owner = w->admin ? NULL : w->owner;
+		f.after_id = w->snap_after[0] != '\0' ? w->snap_after : NULL;
+		f.limit = PAGE;
+		if ((rc = hs_store_task_list(t->store, &f, &rows, &n, err)) != HS_OK)
+			return rc;
+		for (size_t i = 0; i < n; i++)
+			initial_of_row(t, w, &rows[i]);
+		if (n > 0)
+			COPY(w->snap_after, rows[n - 1].task_id);
+		free(rows);
+	}
+	if (n < PAGE) {
+		w->initial = false;
+		w->phase = PH_LIVE;
+	}
+	return HS_OK;
+}
+
 /* Live from here if nothing was stored since upto (the check and the switch
  * under the lock every emit takes); else replay up to the newest first. */
 static bool go_live(hs_tasks *t, hs_task_watch *w)
@@ -314,7 +384,9 @@ int hs_tasks_watch_pump(hs_tasks *t, hs_task_watch *w, hs_error *err)
 			return HS_OK;
 		if (steps == PUMP_PAGES)
 			return HS_LIMIT; /* yield the worker; the next pump goes on */
-		int rc = w->phase == PH_REPLAY ? replay_step(t, w, err) : initial_step(t, w);
+		int rc = w->phase == PH_REPLAY     ? replay_step(t, w, err)
+			 : hs_tasks__shared_store(t) ? initial_step_store(t, w, err)
+						     : initial_step(t, w);
 		if (rc != HS_OK)
 			return rc == HS_INTERNAL ? hs_error_set(err, rc, "out of memory") : rc;
 	}

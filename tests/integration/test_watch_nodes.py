@@ -158,6 +158,23 @@ class WatchAcrossNodesTest(unittest.TestCase):
                 for _ in self.clients["a", "bob"].watch(task_id="wn-b-1", timeout=30):
                     break
             self.assertEqual(cm.exception.code(), grpc.StatusCode.NOT_FOUND)
+
+            # send_initial on A: one INITIAL_STATE per open task of the
+            # caller's, B's included (completed ones are not open).
+            self.register("b", "alice", "wn-open-b")
+            self.register("a", "alice", "wn-open-a")
+            self.register("b", "bob", "wn-open-bob")
+            init = Collector(self.clients["a", "alice"].watch(send_initial=True))
+            try:
+                init.wait(lambda e: e.task_id == "wn-open-b", 30)
+                init.wait(lambda e: e.task_id == "wn-open-a", 30)
+                time.sleep(0.5 * S)
+                with init.cond:
+                    initial = [e for _, e in init.events if e.type == H.TASK_EVENT_TYPE_INITIAL_STATE]
+                self.assertEqual(sorted(e.task_id for e in initial), ["wn-open-a", "wn-open-b"])
+                self.assertEqual({H.TaskState.Name(e.state) for e in initial}, {"TASK_STATE_RUNNING"})
+            finally:
+                init.close()
         finally:
             for c in (admin_a, alice_a, bob_a, admin_b):
                 c.close()
