@@ -76,8 +76,16 @@ class WatchAcrossNodesTest(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
+        # Every node is stopped (and its temp dir removed) even when one
+        # exits badly; the first failure is reported after.
+        failure = None
         for n in cls.nodes:
-            n.close()
+            try:
+                n.close()
+            except Exception as e:  # noqa: BLE001
+                failure = failure or e
+        if failure is not None:
+            raise failure
 
     def register(self, node, who, task_id):
         self.clients[node, who].RegisterTask(task_id=task_id, total_steps=3,
