@@ -550,6 +550,20 @@ void hs_ckpt__pusher_release(hs_ckpt__pusher *p);
 /* Push refs/harness/checkpoints/<id> of the repository at gitdir; waits at
  * most the pusher's timeout. NULL on success, else a heap message. */
 char *hs_ckpt__push(hs_ckpt__pusher *p, const char *gitdir, const char *task_id, const char *id);
+/* The remote's URL (NULL when p is NULL) and the push timeout. */
+const char *hs_ckpt__pusher_url(const hs_ckpt__pusher *p);
+int64_t hs_ckpt__pusher_timeout_ms(const hs_ckpt__pusher *p);
+
+/* fetch.c ----------------------------------------------------------------- */
+
+/* Bring checkpoint_id of task_id from the checkpoint remote into repo (the
+ * task's repository; its lock held) as refs/harness/checkpoints/<id>, only
+ * once every object its tree reaches arrived; waits at most the push
+ * timeout (the fetch may go on in the background). HS_NOT_FOUND: no remote,
+ * or the remote lacks it; HS_UNAVAILABLE: the remote could not be read, did
+ * not answer in time, or sent it incomplete (no ref is left behind). */
+int hs_ckpt__fetch(hs_ckpt_mgr *mgr, git_repository *repo, const char *task_id,
+		   const char *checkpoint_id, hs_error *err);
 
 /* workspace.c ------------------------------------------------------------- */
 

@@ -92,6 +92,27 @@ static int resolve(git_commit **out, op *o, const char *checkpoint_id, hs_error 
 	return g < 0 ? hs_ckpt__git_err(err, g, "lookup", o->task_id) : HS_OK;
 }
 
+/* op_begin for a restore, then the checkpoint's commit. One this node
+ * lacks (its task was recovered here after its node died) is fetched from
+ * the checkpoint remote first, into a new shadow repository if need be
+ * (fetch.c), before anything in the workspace is touched. */
+static int restore_begin(op *o, hs_ckpt_mgr *mgr, const char *task_id, const char *checkpoint_id,
+			 git_commit **c, hs_error *err)
+{
+	int rc = op_begin(o, mgr, task_id, err);
+	if (rc == HS_NOT_FOUND && o->lock != NULL && mgr->pusher != NULL)
+		rc = hs_ckpt__repo_open(&o->repo, mgr, o->lock, task_id, true, err);
+	if (rc)
+		return rc;
+	rc = hs_ckpt__lookup(c, o->repo, task_id, checkpoint_id, err);
+	if (rc != HS_NOT_FOUND || mgr->pusher == NULL)
+		return rc;
+	if ((rc = hs_ckpt__fetch(mgr, o->repo, task_id, checkpoint_id, err)))
+		return rc;
+	hs_ckpt__catalog_dispose(&o->lock->catalog); /* a new ref: rebuilt on next use */
+	return hs_ckpt__lookup(c, o->repo, task_id, checkpoint_id, err);
+}
+
 int hs_ckpt_restore_as(hs_ckpt_mgr *mgr, const hs_principal *who, const char *task_id,
 		       const char *checkpoint_id, const char *workspace, hs_ckpt_info *out,
 		       uint32_t *files_restored, uint32_t *files_removed, hs_error *err)
@@ -120,10 +141,9 @@ int hs_ckpt_restore_as(hs_ckpt_mgr *mgr, const hs_principal *who, const char *ta
 	memset(&o, 0, sizeof(o));
 	if ((rc = hs_ckpt__check_id(checkpoint_id, err)) ||
 	    (rc = hs_ckpt_access(mgr, who, task_id, false, err)) ||
-	    (rc = op_begin(&o, mgr, task_id, err)))
+	    (rc = restore_begin(&o, mgr, task_id, checkpoint_id, &c, err)))
 		goto done;
-	if ((rc = hs_ckpt__lookup(&c, o.repo, task_id, checkpoint_id, err)) ||
-	    (rc = hs_ckpt__parse_commit(c, task_id, &info, err)) ||
+	if ((rc = hs_ckpt__parse_commit(c, task_id, &info, err)) ||
 	    (rc = hs_ckpt__workspace_open(mgr, who, task_id, ws_or_recorded(workspace, &info), true,
 					  &wsfd, &wsname, err)) ||
 	    (rc = hs_ckpt__index(&index, o.lock, task_id, err)))

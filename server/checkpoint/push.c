@@ -242,3 +242,13 @@ not_started:
 	pthread_mutex_unlock(&p->mu);
 	return strdup("push to remote failed: out of resources");
 }
+
+const char *hs_ckpt__pusher_url(const hs_ckpt__pusher *p)
+{
+	return p != NULL ? p->url : NULL;
+}
+
+int64_t hs_ckpt__pusher_timeout_ms(const hs_ckpt__pusher *p)
+{
+	return p != NULL ? p->timeout_ms : 10000;
+}

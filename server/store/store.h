@@ -427,6 +427,8 @@ int hs_store_event_append(hs_store *store, const hs_store_event_row *event, int6
  * or of every task if NULL), in event_id order. */
 int hs_store_event_list_after(hs_store *store, int64_t after_event_id, const char *task_id,
 			      size_t limit, hs_store_event_cb fn, void *payload, hs_error *err);
+/* The largest event id stored (0 with no event). */
+int hs_store_event_last_id(hs_store *store, int64_t *out, hs_error *err);
 
 /* ---- event announcements -----------------------------------------------------
  * For watchers of events that other nodes append. A listener has a

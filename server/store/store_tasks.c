@@ -818,3 +818,26 @@ done:
 	free(rows);
 	return rc;
 }
+
+int hs_store_event_last_id(hs_store *s, int64_t *out, hs_error *err)
+{
+	int rc;
+	hs_stmt *st = NULL;
+	int64_t id = 0;
+	if (s == NULL || out == NULL)
+		return hs_error_set(err, HS_INVALID, "store: NULL argument");
+	hs_store__lock(s);
+	HS_STMT(st, HS_STMT_EVENT_LAST, "SELECT COALESCE(MAX(event_id), 0) FROM task_events");
+	if ((rc = hs_store__step(st, "last event", err)) == HS_STORE_ROW) {
+		id = hs_store__col_int64(st, 0);
+		rc = HS_OK;
+	} else if (rc == HS_OK) {
+		rc = hs_error_set(err, HS_INTERNAL, "store: last event: no row");
+	}
+done:
+	hs_store__release(st);
+	hs_store__unlock(s);
+	if (rc == HS_OK)
+		*out = id;
+	return rc;
+}

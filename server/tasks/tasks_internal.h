@@ -103,6 +103,7 @@ struct hs_tasks {
 	struct hs_task_watch *watchers;
 	size_t n_watchers;
 	int64_t last_event_id;
+	struct hs_tasks__follow *follow; /* follow.c; NULL until a watcher on a shared store */
 
 	hs_webhook *webhook;
 	atomic_uint_fast64_t n_events, n_dropped, n_recoveries;
@@ -175,6 +176,17 @@ void hs_tasks__retry_later(hs_tasks *t, task *k, const char *what, const hs_erro
 /* Watchers (watch.c): deliver to every watcher; t->ev_mu held. */
 void hs_tasks__broadcast(hs_tasks *t, const hs_task_event *ev);
 void hs_tasks__watchers_free(hs_tasks *t);
+
+/* Other nodes' events (follow.c), on a store several nodes share. */
+typedef struct hs_tasks__follow hs_tasks__follow;
+bool hs_tasks__shared_store(hs_tasks *t);
+/* Start the follower thread if the store is shared and it is not running
+ * (t->ev_mu held); failures are logged. Stop joins it (t->ev_mu not held). */
+void hs_tasks__follow_start(hs_tasks *t);
+void hs_tasks__follow_stop(hs_tasks *t);
+/* A task's owner and sandbox: from memory, else (shared store) its row. */
+int hs_tasks__task_meta(hs_tasks *t, const char *task_id, char owner[HS_TASK_OWNER_MAX],
+			char sandbox_id[HS_TASK_ID_MAX + 1], hs_error *err);
 
 task *hs_tasks__lookup(hs_tasks *t, const char *id);
 /* Create and index a task from a row (t->mu not held); NULL on OOM. */

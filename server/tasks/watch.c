@@ -54,6 +54,7 @@ struct hs_task_watch {
 	size_t npage, ipage;
 	task **snap; /* INITIAL: the tasks at the start of the phase */
 	size_t nsnap, isnap;
+	char snap_after[HS_TASK_ID_MAX + 1]; /* INITIAL on a shared store: the page cursor */
 };
 
 static bool matches(const hs_task_watch *w, const hs_task_event *ev)
@@ -149,9 +150,15 @@ int hs_tasks__publish(hs_tasks *t, const hs_store_task_row *row, bool insert, hs
 	int rc = hs_store_task_transition(t->store, row, insert, &er, &id, err);
 	if (rc == HS_OK) {
 		ev->event_id = id;
-		t->last_event_id = id;
 		atomic_fetch_add(&t->n_events, 1);
-		hs_tasks__broadcast(t, ev);
+		/* On a shared store another node's event may lie between the last
+		 * one delivered and this one: then the follower delivers both, in
+		 * order (follow.c). */
+		if (t->n_watchers == 0 || id == t->last_event_id + 1 || !hs_tasks__shared_store(t)) {
+			if (id > t->last_event_id)
+				t->last_event_id = id;
+			hs_tasks__broadcast(t, ev);
+		}
 		if (t->webhook != NULL) {
 			char *body = event_json(ev);
 			if (body != NULL && hs_webhook_post(t->webhook, body) == HS_LIMIT)
@@ -182,7 +189,6 @@ static int replay_cb(const hs_store_event_row *e, void *payload)
 		return 1; /* newer than this round: the next one (or live) has it */
 	}
 	w->cursor = e->event_id;
-	task *k = hs_tasks__lookup(c->t, e->task_id);
 	hs_task_event ev;
 	memset(&ev, 0, sizeof(ev));
 	ev.event_id = e->event_id;
@@ -195,12 +201,11 @@ static int replay_cb(const hs_store_event_row *e, void *payload)
 	ev.state = e->state;
 	ev.occurred_at_ms = e->occurred_at_ms;
 	ev.recovery_generation = e->recovery_generation;
-	if (k != NULL) {
-		pthread_mutex_lock(&k->mu);
-		COPY(ev.owner, k->owner);
-		COPY(ev.sandbox_id, k->sandbox_id);
-		pthread_mutex_unlock(&k->mu);
-	}
+	/* From memory, else (another node's task) its stored row; unknown:
+	 * nobody's but admins'. */
+	hs_error err = { 0 };
+	if (hs_tasks__task_meta(c->t, e->task_id, ev.owner, ev.sandbox_id, &err) != HS_OK)
+		ev.owner[0] = ev.sandbox_id[0] = '\0';
 	if (matches(w, &ev))
 		w->page[w->npage++] = ev;
 	return 0;
@@ -271,6 +276,75 @@ static int initial_step(hs_tasks *t, hs_task_watch *w)
 	return HS_OK;
 }
 
+/* An INITIAL_STATE event from a stored row, or from the task in memory
+ * (fresher: heartbeats reach the row later) when this node holds it. */
+static void initial_of_row(hs_tasks *t, hs_task_watch *w, const hs_store_task_row *r)
+{
+	hs_task_event ev;
+	memset(&ev, 0, sizeof(ev));
+	ev.event_id = w->upto;
+	COPY(ev.task_id, r->task_id);
+	ev.type = HS_TEV_INITIAL_STATE;
+	task *k = hs_tasks__lookup(t, r->task_id);
+	if (k != NULL) {
+		pthread_mutex_lock(&k->mu);
+		ev.step = k->m.current_step;
+		COPY(ev.checkpoint_id, k->m.last_ckpt);
+		ev.state = k->m.state;
+		ev.recovery_generation = k->m.gen;
+		COPY(ev.owner, k->owner);
+		COPY(ev.sandbox_id, k->sandbox_id);
+		pthread_mutex_unlock(&k->mu);
+	} else {
+		ev.step = r->current_step;
+		COPY(ev.checkpoint_id, r->last_checkpoint_id);
+		ev.state = (hs_task_state)r->state;
+		ev.recovery_generation = r->recovery_generation;
+		COPY(ev.owner, r->owner);
+		COPY(ev.sandbox_id, r->sandbox_id);
+	}
+	ev.occurred_at_ms = hs_clock_wall_ms();
+	bool fin = ev.state == HS_TASK_COMPLETED || ev.state == HS_TASK_FAILED ||
+		   ev.state == HS_TASK_CANCELLED;
+	if (!matches(w, &ev) || (fin && w->task_id[0] == '\0'))
+		return;
+	w->page[w->npage++] = ev;
+}
+
+/* initial_step on a store several nodes share: every node's tasks, from
+ * the store a page at a time (by task id), not only those in memory. */
+static int initial_step_store(hs_tasks *t, hs_task_watch *w, hs_error *err)
+{
+	int rc;
+	size_t n = 0;
+	if (w->task_id[0] != '\0') {
+		hs_store_task_row r;
+		rc = hs_store_task_get(t->store, w->task_id, &r, err);
+		if (rc == HS_OK)
+			initial_of_row(t, w, &r);
+		else if (rc != HS_NOT_FOUND)
+			return rc;
+	} else {
+		hs_store_task_row *rows = NULL;
+		hs_store_task_filter f = HS_STORE_TASK_FILTER_INIT;
+		f.owner = w->admin ? NULL : w->owner;
+		f.after_id = w->snap_after[0] != '\0' ? w->snap_after : NULL;
+		f.limit = PAGE;
+		if ((rc = hs_store_task_list(t->store, &f, &rows, &n, err)) != HS_OK)
+			return rc;
+		for (size_t i = 0; i < n; i++)
+			initial_of_row(t, w, &rows[i]);
+		if (n > 0)
+			COPY(w->snap_after, rows[n - 1].task_id);
+		free(rows);
+	}
+	if (n < PAGE) {
+		w->initial = false;
+		w->phase = PH_LIVE;
+	}
+	return HS_OK;
+}
+
 /* Live from here if nothing was stored since upto (the check and the switch
  * under the lock every emit takes); else replay up to the newest first. */
 static bool go_live(hs_tasks *t, hs_task_watch *w)
@@ -310,7 +384,9 @@ int hs_tasks_watch_pump(hs_tasks *t, hs_task_watch *w, hs_error *err)
 			return HS_OK;
 		if (steps == PUMP_PAGES)
 			return HS_LIMIT; /* yield the worker; the next pump goes on */
-		int rc = w->phase == PH_REPLAY ? replay_step(t, w, err) : initial_step(t, w);
+		int rc = w->phase == PH_REPLAY     ? replay_step(t, w, err)
+			 : hs_tasks__shared_store(t) ? initial_step_store(t, w, err)
+						     : initial_step(t, w);
 		if (rc != HS_OK)
 			return rc == HS_INTERNAL ? hs_error_set(err, rc, "out of memory") : rc;
 	}
@@ -347,13 +423,14 @@ int hs_tasks_watch(hs_tasks *t, const hs_principal *caller, const char *task_id,
 	if (one) {
 		if ((rc = hs_id_check_task("task_id", task_id, err)) != HS_OK)
 			return hs_error_set(err, HS_INVALID, "task_id: %s", err ? err->msg : "invalid");
-		task *k = hs_tasks__lookup(t, task_id);
-		if (k == NULL)
+		/* In memory, else (shared store) another node's task. */
+		char owner[HS_TASK_OWNER_MAX], sandbox_id[HS_TASK_ID_MAX + 1];
+		rc = hs_tasks__task_meta(t, task_id, owner, sandbox_id, err);
+		if (rc == HS_NOT_FOUND)
 			return hs_error_set(err, HS_NOT_FOUND, "task %s not found", task_id);
-		pthread_mutex_lock(&k->mu);
-		bool vis = hs_tasks__visible(k, caller);
-		pthread_mutex_unlock(&k->mu);
-		if (!vis) /* one rule for every resource: another user's is not found */
+		if (rc != HS_OK)
+			return rc;
+		if (!hs_principal_may(caller, owner)) /* one rule: another user's is not found */
 			return hs_error_set(err, HS_NOT_FOUND, "task %s not found", task_id);
 	}
 	hs_task_watch *w = calloc(1, sizeof(*w));
@@ -380,6 +457,19 @@ int hs_tasks_watch(hs_tasks *t, const hs_principal *caller, const char *task_id,
 		free(w);
 		return hs_error_set(err, HS_LIMIT, "too many watchers for this user (limit %zu)",
 				    t->max_watchers_per_user);
+	}
+	if (t->n_watchers == 0 && hs_tasks__shared_store(t)) {
+		/* Nobody followed other nodes' events meanwhile: start from the
+		 * newest stored (follow.c). */
+		int64_t last = 0;
+		if ((rc = hs_store_event_last_id(t->store, &last, err)) != HS_OK) {
+			pthread_mutex_unlock(&t->ev_mu);
+			free(w);
+			return rc;
+		}
+		if (last > t->last_event_id)
+			t->last_event_id = last;
+		hs_tasks__follow_start(t);
 	}
 	w->next = t->watchers;
 	t->watchers = w;
@@ -413,6 +503,7 @@ void hs_tasks_unwatch(hs_tasks *t, hs_task_watch *w)
 
 void hs_tasks__watchers_free(hs_tasks *t)
 {
+	hs_tasks__follow_stop(t);
 	pthread_mutex_lock(&t->ev_mu);
 	while (t->watchers != NULL) {
 		hs_task_watch *w = t->watchers;

@@ -201,6 +201,47 @@ class RenderTest(HelmTestCase):
         for k in gwcfg:
             self.assertFalse(SECRET_LIKE.search(k), k)
 
+    def test_nodes_on_postgres(self):
+        # replicaCount > 1 (issue 19): a StatefulSet of nodes on the shared
+        # PostgreSQL store, each with its own data volume, a headless
+        # Service for per-pod names, and a PDB draining one node at a time.
+        m = render(sets=("replicaCount=3", "store.postgres.existingSecret=pg",
+                         "server.checkpointRemote=https://git.example/c.git"))
+        kinds = m.kinds()
+        self.assertEqual(kinds.get("StatefulSet"), 1)
+        self.assertNotIn("Deployment", kinds)
+        self.assertNotIn("PersistentVolumeClaim", kinds)  # one per pod, from the template
+        sts = m.one("StatefulSet")["spec"]
+        self.assertEqual(sts["replicas"], 3)
+        self.assertEqual(sts["serviceName"], FULLNAME + "-nodes")
+        self.assertEqual(sts["podManagementPolicy"], "Parallel")
+        self.assertNotIn("strategy", sts)
+        claim = sts["volumeClaimTemplates"][0]
+        self.assertEqual(claim["metadata"]["name"], "data")
+        self.assertEqual(claim["spec"]["accessModes"], ["ReadWriteOnce"])
+        self.assertEqual(claim["spec"]["resources"]["requests"]["storage"], "10Gi")
+        pod = sts["template"]["spec"]
+        self.assertNotIn("data", [v["name"] for v in pod["volumes"]])
+        hd = [c for c in pod["containers"] if c["name"] == "harnessd"][0]
+        self.assertIn("data", [v["name"] for v in hd["volumeMounts"]])
+        store = env_map(hd)["HARNESS_STORE"]["valueFrom"]["secretKeyRef"]
+        self.assertEqual(store, {"name": "pg", "key": "dsn"})
+        self.assertEqual(m.config()["HARNESS_CHECKPOINT_REMOTE"], "https://git.example/c.git")
+        nodes = m.one("Service", FULLNAME + "-nodes")["spec"]
+        self.assertEqual(nodes["clusterIP"], "None")
+        self.assertIs(nodes["publishNotReadyAddresses"], True)
+        self.assertEqual(nodes["selector"], sts["selector"]["matchLabels"])
+        pdb = m.one("PodDisruptionBudget")["spec"]
+        self.assertEqual(pdb["maxUnavailable"], 1)
+        self.assertEqual(pdb["selector"]["matchLabels"], sts["selector"]["matchLabels"])
+        # One replica stays a Deployment, PDB still opt-in.
+        one = render(sets=("store.postgres.existingSecret=pg",))
+        self.assertEqual(one.kinds().get("Deployment"), 1)
+        self.assertNotIn("PodDisruptionBudget", one.kinds())
+        run_helm("lint", "--strict", "@CHART@", "--set", "replicaCount=3", "--set",
+                 "store.postgres.existingSecret=pg", "--set",
+                 "server.checkpointRemote=https://git.example/c.git")
+
     def test_store_dsn_only_by_reference(self):
         # Default: SQLite on the volume, no HARNESS_STORE anywhere.
         m = render()
@@ -698,7 +739,7 @@ class SchemaTest(HelmTestCase):
             "server.port=abc",
             "gateway.port=65536",
             "sandbox.driver=kvm",
-            "replicaCount=2",
+            "replicaCount=-1",
             "image.pullPolicy=Sometimes",
             "server.logLevel=verbose",
             "shutdownGraceSeconds=-1",
@@ -739,6 +780,12 @@ class SchemaTest(HelmTestCase):
                           (("tls.enabled=true", "tls.secretName=s",
                             "tls.clientIdentities[0]=cn:x=hsk_0123456789abcdef"), "tls.clientAuth"),
                           (("auth.jwt.jwksUrl=https://u/jwks",), "jwksUrl"),
+                          (("replicaCount=2",), "store.postgres.existingSecret"),
+                          (("replicaCount=2", "store.postgres.existingSecret=pg"),
+                           "server.checkpointRemote"),
+                          (("replicaCount=2", "store.postgres.existingSecret=pg",
+                            "server.checkpointRemote=https://git.example/c.git",
+                            "persistence.existingClaim=shared"), "persistence.existingClaim"),
                           (("auth.backend=upstream", "auth.userService.url=https://u",
                             "auth.jwt.jwksUrl=https://u/jwks", "auth.jwt.secret.existingSecret=s"),
                            "jwksUrl")):

@@ -47,6 +47,11 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
 
+{{/* Several nodes (replicaCount > 1): a StatefulSet, one data volume per pod. */}}
+{{- define "harness.nodes" -}}
+{{- if gt (int .Values.replicaCount) 1 }}true{{ end }}
+{{- end }}
+
 {{- define "harness.pvcName" -}}
 {{- default (printf "%s-data" (include "harness.fullname" .)) .Values.persistence.existingClaim }}
 {{- end }}
@@ -124,6 +129,17 @@ for http.
 {{- if $t.enabled }}{{- $ports = append $ports (int $t.healthPort) }}{{- end }}
 {{- if ne (len $ports) (len (uniq $ports)) }}
 {{- fail "server.port, gateway.port, metrics.port, metrics.gatewayPort (and tls.healthPort) must all differ" }}
+{{- end }}
+{{- if gt (int .Values.replicaCount) 1 }}
+{{- if not .Values.store.postgres.existingSecret }}
+{{- fail "replicaCount > 1 needs store.postgres.existingSecret: several harnessd nodes share one PostgreSQL store (SQLite has one writer)" }}
+{{- end }}
+{{- if not .Values.server.checkpointRemote }}
+{{- fail "replicaCount > 1 needs server.checkpointRemote: a task recovered on another node gets its workspace back from there" }}
+{{- end }}
+{{- if .Values.persistence.existingClaim }}
+{{- fail "replicaCount > 1: persistence.existingClaim cannot be shared by several nodes (each pod gets its own claim)" }}
+{{- end }}
 {{- end }}
 {{- if and (eq .Values.sandbox.driver "firecracker") (not .Values.sandbox.firecracker.enabled) }}
 {{- fail "sandbox.driver=firecracker needs sandbox.firecracker.enabled=true (it mounts /dev/kvm and grants the jailer its privileges)" }}

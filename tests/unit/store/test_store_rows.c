@@ -343,7 +343,9 @@ void test_store__events_append_and_list_after(void **state)
 	fixture *f = *state;
 	hs_store *s = open_store(f);
 	hs_error err = { 0 };
-	int64_t ids[6];
+	int64_t ids[6], last = -1;
+	assert_int_equal(hs_store_event_last_id(s, &last, &err), HS_OK);
+	assert_int_equal(last, 0); /* none yet */
 	for (int i = 0; i < 6; i++) {
 		hs_store_event_row e = { 0 };
 		snprintf(e.task_id, sizeof(e.task_id), "task_%d", i % 2);
@@ -368,6 +370,8 @@ void test_store__events_append_and_list_after(void **state)
 	ev_collect lim = { 0 };
 	assert_int_equal(hs_store_event_list_after(s, 0, NULL, 4, collect_event, &lim, &err), HS_OK);
 	assert_int_equal(lim.n, 4);
+	assert_int_equal(hs_store_event_last_id(s, &last, &err), HS_OK);
+	assert_int_equal(last, ids[5]);
 	hs_store_event_row bad = { 0 };
 	assert_int_equal(hs_store_event_append(s, &bad, NULL, NULL), HS_INVALID);
 }
