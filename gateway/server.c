@@ -284,14 +284,20 @@ bool hs_gw__read_body(const req *r, resp *out, char **body, size_t *len)
 		hs_gw__set_error(out, 413, "PAYLOAD_TOO_LARGE", "Request body too large");
 		return false;
 	}
-	char *buf = malloc((size_t)limit + 2);
+	/* a declared length sizes the buffer (a login is ~60 bytes, not the
+	 * 16 KiB limit, times every busy worker); a body without one (chunked)
+	 * gets the limit, plus one byte to see that it is longer */
+	size_t cap = cl >= 0 ? (size_t)cl : (size_t)limit;
+	char *buf = malloc(cap + 2);
 	if (buf == NULL) {
 		hs_gw__set_error(out, 500, "INTERNAL_ERROR", "Internal server error");
 		return false;
 	}
 	size_t n = 0;
 	for (;;) {
-		int got = mg_read(r->conn, buf + n, (size_t)limit + 1 - n);
+		if (n == cap + 1)
+			break; /* civetweb stops at a declared length; never past the buffer */
+		int got = mg_read(r->conn, buf + n, cap + 1 - n);
 		if (got < 0) {
 			free(buf);
 			out->close = true;
