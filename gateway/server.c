@@ -698,6 +698,18 @@ int accept(int fd, struct sockaddr *addr, socklen_t *len)
 	return -1;
 }
 
+/* Every route checks its own credentials (bearer tokens, cookies, API
+ * keys). Without an authorization handler civetweb looks for an HTTP basic
+ * auth file, "/.htpasswd" at the filesystem root with no document root:
+ * one failed stat() per request, and a file there would put every route
+ * behind a password prompt. */
+static int allow_all(struct mg_connection *conn, void *data)
+{
+	(void)conn;
+	(void)data;
+	return 1;
+}
+
 static void connection_close(const struct mg_connection *conn)
 {
 	const struct mg_request_info *ri = mg_get_request_info(conn);
@@ -830,6 +842,7 @@ int hs_gw_server_start(hs_gw_server **out, const hs_gw_config *cfg, hs_client *c
 		return hs_error_set(err, HS_UNAVAILABLE, "--listen %s: cannot listen (in use? bad address?)",
 				    cfg->listen);
 	}
+	mg_set_auth_handler(s->ctx, "/", allow_all, NULL);
 	mg_set_request_handler(s->ctx, "/", handler, s);
 	struct mg_server_port ports[4];
 	int n = mg_get_server_ports(s->ctx, 4, ports);
