@@ -166,7 +166,16 @@ gateway() { # round
 	w0=$(lines "$out/harnessd-$tag.log")
 	c0=$(cpu_ticks "$HD_PID"); g0=$(cpu_ticks "$GW_PID"); n0=$(cpu_ticks "$NG_WORKER")
 	start_sampler "$HD_PID" "$GW_PID"
+	# where the resident memory is, halfway through the measured run: each
+	# process's own (anon) and library pages, and the pair's distinct pages
+	# (a library page both map counts once; root only)
+	{ sleep "$((WARMUP + DURATION / 2))"
+	  echo "round $1 gateway+harnessd at mid-run: $(python3 bench/mem_footprint.py "$HD_PID" "$GW_PID")"
+	} > "$out/memory-$tag.txt" 2>&1 &
+	local MEM_PID=$!
+	pids+=("$MEM_PID")
 	run_wrk "http://127.0.0.1:$gp/api/v1/auth/login" "$tag"
+	stop "$MEM_PID"
 	stop_sampler
 	c1=$(cpu_ticks "$HD_PID"); g1=$(cpu_ticks "$GW_PID"); n1=$(cpu_ticks "$NG_WORKER")
 	# the CPU figures include the warm-up run (WARMUP s of the same load)
@@ -243,6 +252,7 @@ done
 echo
 column -t -s $'\t' "$results"
 echo
+cat "$out"/memory-gw*.txt 2>/dev/null || true
 echo "nginx (the fixed-answer user service): worker peak RSS $(hwm "$NG_WORKER") kB, master $(hwm "$NG_PID") kB"
 # Ratios, per round: gateway+harnessd over Express.
 awk -F'\t' '

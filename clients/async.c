@@ -3,7 +3,13 @@
  * and wakes the thread waiting for it, nothing more (no allocation, no
  * parsing, no I/O), so one or two pollers serve every worker.
  *
- * Unary: one batch of six ops; the caller's stack holds the waiter.
+ * Unary: one batch of six ops; the caller's stack holds the waiter, a
+ * semaphore: the poller posts it (one atomic add, and one futex wake only
+ * if the caller already sleeps), where a mutex + condition variable made
+ * the woken caller block again on the mutex the poller still held. glibc's
+ * sem_post never touches the semaphore after the waiter can see the post
+ * (glibc bug 12674), so the caller may destroy it as soon as sem_wait
+ * returns.
  * Stream: batch S (recv status) outstanding for the call's life, batch A
  * (send metadata + message + close, recv initial metadata), and at most one
  * recv-message batch in flight: the first goes out with A, each next one
@@ -14,6 +20,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -115,41 +122,31 @@ static void cond_init_mono(pthread_cond_t *cv)
 
 typedef struct waiter {
 	op op;
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	bool done;
+	sem_t done;
 } waiter;
 
 static void waiter_done(op *o, bool ok)
 {
 	(void)ok; /* a failed batch still fills in the status */
-	waiter *w = (waiter *)o;
-	pthread_mutex_lock(&w->mu);
-	w->done = true;
-	pthread_cond_signal(&w->cv);
-	pthread_mutex_unlock(&w->mu);
+	sem_post(&((waiter *)o)->done);
 }
 
 int hs_async_unary(hs_async *a, const char *method, const ProtobufCMessage *req,
 		   const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp_out,
 		   const hs_client_md *md, size_t n_md, int64_t deadline_ms, hs_client_status *st)
 {
-	waiter w = { .op = { waiter_done }, .done = false };
-	pthread_mutex_init(&w.mu, NULL);
-	pthread_cond_init(&w.cv, NULL);
+	waiter w = { .op = { waiter_done } };
+	sem_init(&w.done, 0, 0);
 	hs_client__unary u;
 	int rc = hs_client__unary_start(&u, a->c, a->cq, method, req, md, n_md, deadline_ms, &w.op,
 					st);
 	if (rc == HS_OK) {
-		pthread_mutex_lock(&w.mu);
-		while (!w.done)
-			pthread_cond_wait(&w.cv, &w.mu);
-		pthread_mutex_unlock(&w.mu);
+		while (sem_wait(&w.done) != 0) /* EINTR only */
+			;
 		rc = hs_client__unary_finish(&u, resp_desc, resp_out, st);
 	}
 	hs_client__unary_dispose(&u);
-	pthread_cond_destroy(&w.cv);
-	pthread_mutex_destroy(&w.mu);
+	sem_destroy(&w.done);
 	return rc;
 }
 

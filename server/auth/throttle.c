@@ -5,6 +5,10 @@
  * address; the caller passes the account's normal form and a bare address
  * (no port). Entries live in one array of `capacity` slots, chained by index
  * from `nbuckets` heads; a doubly linked LRU list orders them by last touch.
+ * A head holds its first entry's index + 1 (0 = empty, and NIL + 1 wraps to
+ * 0), so the heads come zeroed from calloc: neither array is touched, and
+ * so neither is resident, before counters are stored (the default capacity
+ * reserves ~41 MB of address space; a quiet server keeps a few pages of it).
  * An attacker who floods the table with fresh keys to evict a counter is
  * itself counted per address. */
 #include "throttle.h"
@@ -63,13 +67,11 @@ int hs_throttle_new(hs_throttle **out, const hs_throttle_config *cfg, hs_error *
 	while (t->nbuckets < cfg->capacity)
 		t->nbuckets <<= 1;
 	t->e = calloc(cfg->capacity, sizeof(entry));
-	t->buckets = malloc(t->nbuckets * sizeof(size_t));
+	t->buckets = calloc(t->nbuckets, sizeof(size_t)); /* all empty */
 	if (t->e == NULL || t->buckets == NULL) {
 		hs_throttle_free(t);
 		goto oom;
 	}
-	for (size_t i = 0; i < t->nbuckets; i++)
-		t->buckets[i] = NIL;
 	t->lru_head = t->lru_tail = t->free_list = NIL;
 	pthread_mutex_init(&t->mu, NULL);
 	*out = t;
@@ -138,7 +140,7 @@ static void lru_push_front(hs_throttle *t, size_t i)
 
 static size_t find(hs_throttle *t, const char *key, unsigned long long h)
 {
-	for (size_t i = t->buckets[h & (t->nbuckets - 1)]; i != NIL; i = t->e[i].next)
+	for (size_t i = t->buckets[h & (t->nbuckets - 1)] - 1; i != NIL; i = t->e[i].next)
 		if (t->e[i].hash == h && strcmp(t->e[i].key, key) == 0)
 			return i;
 	return NIL;
@@ -146,10 +148,15 @@ static size_t find(hs_throttle *t, const char *key, unsigned long long h)
 
 static void remove_entry(hs_throttle *t, size_t i)
 {
-	size_t *p = &t->buckets[t->e[i].hash & (t->nbuckets - 1)];
-	while (*p != i)
-		p = &t->e[*p].next;
-	*p = t->e[i].next;
+	size_t *head = &t->buckets[t->e[i].hash & (t->nbuckets - 1)];
+	if (*head - 1 == i) {
+		*head = t->e[i].next + 1;
+	} else {
+		size_t j = *head - 1;
+		while (t->e[j].next != i)
+			j = t->e[j].next;
+		t->e[j].next = t->e[i].next;
+	}
 	lru_unlink(t, i);
 	t->e[i].used = 0;
 	t->e[i].next = t->free_list;
@@ -175,8 +182,8 @@ static size_t insert(hs_throttle *t, const char *key, unsigned long long h)
 	e->last_ms = 0;
 	e->until_ms = 0;
 	e->used = 1;
-	e->next = t->buckets[h & (t->nbuckets - 1)];
-	t->buckets[h & (t->nbuckets - 1)] = i;
+	e->next = t->buckets[h & (t->nbuckets - 1)] - 1;
+	t->buckets[h & (t->nbuckets - 1)] = i + 1;
 	lru_push_front(t, i);
 	t->n++;
 	return i;

@@ -132,6 +132,28 @@ static void test_throttle__bounded_memory(void **s)
 	hs_throttle_free(t);
 }
 
+/* Evictions unlink entries from the heads and the middle of hash chains
+ * (capacity 9: 16 buckets for 200 keys): every counter still held is found
+ * (the pairs found are exactly the table's size minus the address's). */
+static void test_throttle__eviction_keeps_chains_whole(void **s)
+{
+	hs_throttle *t = mk(1, 1000000, 9);
+	char email[32];
+	for (int i = 0; i < 200; i++) {
+		snprintf(email, sizeof(email), "k%d@x", i);
+		hs_throttle_failure(t, email, EVIL, T0);
+		assert_int_equal(hs_throttle_check(t, email, EVIL, T0, NULL, NULL), HS_LIMIT);
+		size_t held = hs_throttle_size(t), found = 0;
+		assert_true(held <= 9);
+		for (int j = 0; j <= i; j++) {
+			snprintf(email, sizeof(email), "k%d@x", j);
+			found += hs_throttle_check(t, email, EVIL, T0, NULL, NULL) == HS_LIMIT;
+		}
+		assert_int_equal(found, held - 1);
+	}
+	hs_throttle_free(t);
+}
+
 static void test_throttle__bad_config(void **s)
 {
 	hs_throttle_config c = { -1, 20, 1000, 60000, 3600, 100 };
@@ -185,6 +207,7 @@ int main(void)
 		cmocka_unit_test(test_throttle__address_spraying_many_accounts),
 		cmocka_unit_test(test_throttle__forgets_after_quiet_time),
 		cmocka_unit_test(test_throttle__bounded_memory),
+		cmocka_unit_test(test_throttle__eviction_keeps_chains_whole),
 		cmocka_unit_test(test_throttle__bad_config),
 		cmocka_unit_test(test_throttle__threads),
 	};
