@@ -57,6 +57,17 @@ static int quiet_log(const struct mg_connection *conn, const char *msg)
 	return 1; /* civetweb's own messages stay off stderr's JSON lines */
 }
 
+/* The endpoint is open by design (bind it to a private address). Without an
+ * authorization handler civetweb looks for a basic-auth file, "/.htpasswd"
+ * at the filesystem root, on every scrape: a failed stat() each time, and a
+ * file there would put /metrics and the probes behind a password prompt. */
+static int allow_all(struct mg_connection *conn, void *data)
+{
+	(void)conn;
+	(void)data;
+	return 1;
+}
+
 int hs_metrics_http_start(hs_metrics_http **out, const char *listen, hs_metrics *metrics,
 			  hs_error *err)
 {
@@ -97,6 +108,7 @@ int hs_metrics_http_start_with(hs_metrics_http **out, const char *listen, hs_met
 		return hs_error_set(err, HS_UNAVAILABLE, "metrics-listen %s: cannot listen", listen);
 	}
 	mg_set_request_handler(h->ctx, "/", on_request, h);
+	mg_set_auth_handler(h->ctx, "/", allow_all, NULL);
 	struct mg_server_port sp[4];
 	int n = mg_get_server_ports(h->ctx, 4, sp);
 	h->port = n > 0 ? sp[0].port : 0;
