@@ -267,6 +267,19 @@ class Process:
             t.join(timeout=5)
 
 
+def close_all(processes):
+    """Stops every process (and removes its temp dir) even when one exits
+    badly; the first failure is raised after all were stopped."""
+    failure = None
+    for p in processes:
+        try:
+            p.close()
+        except Exception as e:  # noqa: BLE001
+            failure = failure or e
+    if failure is not None:
+        raise failure
+
+
 def tls_channel(target, ca, cert=None, key=None, server_name=None):
     """A grpcio channel over TLS: roots ca (PEM bytes), an optional client
     certificate, an optional name to check instead of the target's host."""

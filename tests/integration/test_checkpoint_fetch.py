@@ -91,17 +91,10 @@ class FetchOnRestoreTest(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        # Every node is stopped (and its temp dir removed) even when one
-        # exits badly; the first failure is reported after.
-        failure = None
-        for n in cls.nodes:
-            try:
-                n.close()
-            except Exception as e:  # noqa: BLE001
-                failure = failure or e
-        cls.tmp.cleanup()
-        if failure is not None:
-            raise failure
+        try:
+            hstest.close_all(cls.nodes)
+        finally:
+            cls.tmp.cleanup()
 
     def test_restore_on_another_node_fetches_the_checkpoint(self):
         self.n2.register(TASK)

@@ -76,16 +76,7 @@ class WatchAcrossNodesTest(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        # Every node is stopped (and its temp dir removed) even when one
-        # exits badly; the first failure is reported after.
-        failure = None
-        for n in cls.nodes:
-            try:
-                n.close()
-            except Exception as e:  # noqa: BLE001
-                failure = failure or e
-        if failure is not None:
-            raise failure
+        hstest.close_all(cls.nodes)
 
     def register(self, node, who, task_id):
         self.clients[node, who].RegisterTask(task_id=task_id, total_steps=3,
