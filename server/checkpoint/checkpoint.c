@@ -386,6 +386,7 @@ int hs_ckpt_mgr_new(hs_ckpt_mgr **out, const hs_ckpt_config *cfg, hs_error *err)
 				  root);
 		goto fail;
 	}
+	hs_ckpt__fetch_cleanup(mgr->repos_dir);
 	if (cfg->remote_url && cfg->remote_url[0] &&
 	    !(mgr->pusher = hs_ckpt__pusher_new(cfg->remote_url, cfg->pushes_in_flight,
 						cfg->push_timeout_ms))) {

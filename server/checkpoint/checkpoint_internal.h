@@ -564,6 +564,9 @@ int64_t hs_ckpt__pusher_timeout_ms(const hs_ckpt__pusher *p);
  * not answer in time, or sent it incomplete (no ref is left behind). */
 int hs_ckpt__fetch(hs_ckpt_mgr *mgr, git_repository *repo, const char *task_id,
 		   const char *checkpoint_id, hs_error *err);
+/* Removes the scratch repositories of fetches a crash left in repos_dir
+ * (at start, before any fetch runs). */
+void hs_ckpt__fetch_cleanup(const char *repos_dir);
 
 /* workspace.c ------------------------------------------------------------- */
 

@@ -2,34 +2,43 @@
  * push.c): a task recovered on another node finds its checkpoints in the
  * remote, not in this node's shadow repository.
  *
- * One exact refspec, into a staging ref of the task's own repository:
- *   refs/harness/<task_id>/checkpoints/<id> -> refs/harness/fetching/<id>
- * so nothing else of the remote (other tasks' refs) arrives. The staging
- * ref becomes refs/harness/checkpoints/<id> only once every tree and blob
- * the checkpoint's tree reaches is in the object database: a remote that
- * sent a damaged or incomplete history leaves no checkpoint behind, and no
- * restore ever sees a half-fetched one.
- *
+ * Two steps, so that nothing touches a task's repository without the task
+ * lock (checkpoint.c):
+ *  1. The network fetch, on its own detached thread, into a scratch bare
+ *     repository of its own (<repos_dir>/.fetch-XXXXXX), with one exact
+ *     refspec: refs/harness/<task_id>/checkpoints/<id> -> refs/fetched, so
+ *     nothing else of the remote (other tasks' refs) arrives, and checked
+ *     there: every tree and blob the checkpoint's tree reaches must be in
+ *     it. A remote that sent a damaged or incomplete history leaves
+ *     nothing behind.
+ *  2. The import, by the restore that holds the task lock: a local fetch
+ *     from the scratch repository into the task's own, checked again, and
+ *     only then refs/harness/checkpoints/<id>.
  * Bounded like a push: libgit2 1.5 has no timeout for a remote that accepts
- * the connection and then says nothing, so the fetch runs on its own
- * detached thread with its own repository handle, and the restore (holding
- * the task lock) waits at most the push timeout for it; then it answers
- * UNAVAILABLE and the fetch carries on in the background (if it completes,
- * the next restore finds the checkpoint here). At most FETCHES_MAX run at
- * once, beyond that a restore that needs one answers UNAVAILABLE at once.
- * Transfer callbacks abort a fetch still making progress after 4 x the
- * timeout. */
+ * the connection and then says nothing, so the restore waits at most the
+ * push timeout for step 1 and then answers UNAVAILABLE; the thread carries
+ * on with only its scratch repository (a prune, repack or DeleteTask of the
+ * task meanwhile cannot meet it) and removes it when it ends. Each fetch has
+ * its own scratch repository, so a retry never sees another's half-done
+ * one. At most FETCHES_MAX run at once; beyond that a restore that needs
+ * one answers UNAVAILABLE at once. Transfer callbacks abort a fetch still
+ * making progress after 4 x the timeout. Scratch repositories a crash left
+ * are removed at start (hs_ckpt__fetch_cleanup). */
 #include "checkpoint_internal.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define FETCHES_MAX 4
 #define STAGING_PREFIX "refs/harness/fetching/"
+#define SCRATCH_PREFIX ".fetch-"
+#define SCRATCH_REF "refs/fetched"
 
 static atomic_uint fetches_running;
 
@@ -40,7 +49,8 @@ typedef struct fetch_ctx {
 	bool done;
 	int rc;        /* HS_OK, HS_NOT_FOUND or HS_UNAVAILABLE */
 	char *error;   /* heap; NULL on success */
-	char *gitdir, *url, *task_id, *id;
+	char *scratch; /* the scratch repository's directory; removed by the last release */
+	char *url, *task_id, *id;
 	int64_t abort_at_ms; /* monotonic */
 } fetch_ctx;
 
@@ -113,7 +123,9 @@ static void ctx_release(fetch_ctx *f)
 	pthread_mutex_destroy(&f->mu);
 	pthread_cond_destroy(&f->cv);
 	free(f->error);
-	free(f->gitdir);
+	if (f->scratch != NULL && f->scratch[0] != '\0')
+		(void)hs_ckpt__rmtree(f->scratch);
+	free(f->scratch);
 	free(f->url);
 	free(f->task_id);
 	free(f->id);
@@ -128,58 +140,115 @@ static void drop_ref(git_repository *repo, const char *name)
 	git_reference_free(ref);
 }
 
-/* The fetch itself, on the fetch thread; f->rc and f->error. */
+static void set_git_error(fetch_ctx *f, const char *what)
+{
+	const git_error *e = git_error_last();
+	f->rc = HS_UNAVAILABLE;
+	if (asprintf(&f->error, "%s: %s", what, e && e->message ? e->message : "unknown error") <
+	    0)
+		f->error = NULL;
+}
+
+static void fetch_options(git_fetch_options *fo, void *payload)
+{
+	git_fetch_options_init(fo, GIT_FETCH_OPTIONS_VERSION);
+	fo->prune = GIT_FETCH_NO_PRUNE;
+	fo->download_tags = GIT_REMOTE_DOWNLOAD_TAGS_NONE;
+	fo->update_fetchhead = 0;
+	if (payload != NULL) {
+		fo->callbacks.transfer_progress = on_transfer;
+		fo->callbacks.sideband_progress = on_sideband;
+		fo->callbacks.payload = payload;
+	}
+}
+
+/* Step 1, on the fetch thread: the remote's checkpoint into the scratch
+ * repository, checked complete there; f->rc and f->error. */
 static void do_fetch(fetch_ctx *f)
 {
 	git_repository *repo = NULL;
 	git_remote *remote = NULL;
-	char spec[256], staging[128], final[128];
-	snprintf(staging, sizeof(staging), STAGING_PREFIX "%s", f->id);
-	snprintf(final, sizeof(final), HS_CKPT__REF_PREFIX "%s", f->id);
-	snprintf(spec, sizeof(spec), "+refs/harness/%s/checkpoints/%s:%s", f->task_id, f->id, staging);
+	char spec[256];
+	snprintf(spec, sizeof(spec), "+refs/harness/%s/checkpoints/%s:" SCRATCH_REF, f->task_id,
+		 f->id);
 	char *specp = spec;
 	git_strarray specs = { &specp, 1 };
 	git_fetch_options fo;
-	git_fetch_options_init(&fo, GIT_FETCH_OPTIONS_VERSION);
-	fo.callbacks.transfer_progress = on_transfer;
-	fo.callbacks.sideband_progress = on_sideband;
-	fo.callbacks.payload = f;
-	fo.prune = GIT_FETCH_NO_PRUNE;
-	fo.download_tags = GIT_REMOTE_DOWNLOAD_TAGS_NONE;
-	fo.update_fetchhead = 0;
+	fetch_options(&fo, f);
 	git_oid oid;
-	int g = git_repository_open_ext(&repo, f->gitdir,
-					GIT_REPOSITORY_OPEN_NO_SEARCH | GIT_REPOSITORY_OPEN_BARE, NULL);
-	if (g >= 0)
-		g = git_remote_create_anonymous(&remote, repo, f->url);
-	if (g >= 0)
-		g = git_remote_fetch(remote, &specs, &fo, "harness fetch");
-	if (g < 0) {
-		const git_error *e = git_error_last();
-		f->rc = HS_UNAVAILABLE;
-		if (asprintf(&f->error, "fetching it from the checkpoint remote failed: %s",
-			     e && e->message ? e->message : "unknown error") < 0)
-			f->error = NULL;
+	if (git_repository_init(&repo, f->scratch, 1) < 0) {
+		set_git_error(f, "creating a scratch repository for the fetch failed");
 		goto done;
 	}
-	g = git_reference_name_to_id(&oid, repo, staging);
+	if (git_remote_create_anonymous(&remote, repo, f->url) < 0 ||
+	    git_remote_fetch(remote, &specs, &fo, "harness fetch") < 0) {
+		set_git_error(f, "fetching it from the checkpoint remote failed");
+		goto done;
+	}
+	int g = git_reference_name_to_id(&oid, repo, SCRATCH_REF);
 	if (g == GIT_ENOTFOUND) {
 		f->rc = HS_NOT_FOUND;
 		f->error = strdup("not on the checkpoint remote either");
 		goto done;
 	}
-	if (g < 0 || !complete(repo, &oid) ||
-	    git_reference_create(NULL, repo, final, &oid, 1, "harness fetch") < 0) {
+	if (g < 0 || !complete(repo, &oid)) {
 		f->rc = HS_UNAVAILABLE;
 		f->error = strdup("the checkpoint remote sent it incomplete (missing objects)");
 		goto done;
 	}
 	f->rc = HS_OK;
 done:
-	if (repo != NULL)
-		drop_ref(repo, staging);
 	git_remote_free(remote);
 	git_repository_free(repo);
+}
+
+/* Step 2, under the task lock: the scratch repository's checkpoint into
+ * the task's repository (a local fetch), checked again, then its ref. */
+static int import(git_repository *repo, const fetch_ctx *f, hs_error *err)
+{
+	git_remote *remote = NULL;
+	char spec[192], staging[128], final[128];
+	snprintf(staging, sizeof(staging), STAGING_PREFIX "%s", f->id);
+	snprintf(final, sizeof(final), HS_CKPT__REF_PREFIX "%s", f->id);
+	snprintf(spec, sizeof(spec), "+" SCRATCH_REF ":%s", staging);
+	char *specp = spec;
+	git_strarray specs = { &specp, 1 };
+	git_fetch_options fo;
+	fetch_options(&fo, NULL);
+	git_oid oid;
+	int rc = HS_OK;
+	if (git_remote_create_anonymous(&remote, repo, f->scratch) < 0 ||
+	    git_remote_fetch(remote, &specs, &fo, "harness fetch") < 0 ||
+	    git_reference_name_to_id(&oid, repo, staging) < 0) {
+		const git_error *e = git_error_last();
+		rc = hs_error_set(err, HS_UNAVAILABLE,
+				  "checkpoint %s of task %s: importing the fetched checkpoint failed: %s",
+				  f->id, f->task_id, e && e->message ? e->message : "unknown error");
+	} else if (!complete(repo, &oid) ||
+		   git_reference_create(NULL, repo, final, &oid, 1, "harness fetch") < 0) {
+		rc = hs_error_set(err, HS_UNAVAILABLE,
+				  "checkpoint %s of task %s: the fetched checkpoint is incomplete",
+				  f->id, f->task_id);
+	}
+	drop_ref(repo, staging);
+	git_remote_free(remote);
+	return rc;
+}
+
+void hs_ckpt__fetch_cleanup(const char *repos_dir)
+{
+	DIR *d = opendir(repos_dir);
+	if (d == NULL)
+		return;
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL) {
+		if (strncmp(de->d_name, SCRATCH_PREFIX, strlen(SCRATCH_PREFIX)) != 0)
+			continue;
+		char path[4096];
+		if (snprintf(path, sizeof(path), "%s/%s", repos_dir, de->d_name) < (int)sizeof(path))
+			(void)hs_ckpt__rmtree(path);
+	}
+	closedir(d);
 }
 
 static void *fetch_main(void *arg)
@@ -219,18 +288,29 @@ int hs_ckpt__fetch(hs_ckpt_mgr *mgr, git_repository *repo, const char *task_id,
 				    "checkpoint remote are still running (slow or unreachable remote)",
 				    checkpoint_id, task_id, FETCHES_MAX);
 	}
+	char scratch[4096];
+	if (snprintf(scratch, sizeof(scratch), "%s/" SCRATCH_PREFIX "XXXXXX", mgr->repos_dir) >=
+	    (int)sizeof(scratch)) {
+		atomic_fetch_sub(&fetches_running, 1);
+		return hs_error_set(err, HS_INTERNAL, "checkpoint fetch: repos_dir too long");
+	}
 	fetch_ctx *f = calloc(1, sizeof(*f));
-	if (f == NULL || !(f->gitdir = strdup(git_repository_path(repo))) ||
-	    !(f->url = strdup(url)) || !(f->task_id = strdup(task_id)) ||
-	    !(f->id = strdup(checkpoint_id))) {
+	bool made = false;
+	errno = ENOMEM;
+	if (f == NULL || !(f->url = strdup(url)) || !(f->task_id = strdup(task_id)) ||
+	    !(f->id = strdup(checkpoint_id)) || !(made = mkdtemp(scratch) != NULL) ||
+	    !(f->scratch = strdup(scratch))) {
+		int e = errno;
+		if (made)
+			(void)rmdir(scratch);
 		if (f != NULL) {
-			free(f->gitdir);
 			free(f->url);
 			free(f->task_id);
+			free(f->id);
 			free(f);
 		}
 		atomic_fetch_sub(&fetches_running, 1);
-		return hs_error_set(err, HS_INTERNAL, "checkpoint fetch: out of memory");
+		return hs_error_set(err, HS_INTERNAL, "checkpoint fetch: %s", strerror(e));
 	}
 	f->refs = 2;
 	f->abort_at_ms = hs_clock_mono_ms() + 4 * timeout_ms;
@@ -269,6 +349,8 @@ int hs_ckpt__fetch(hs_ckpt_mgr *mgr, git_repository *repo, const char *task_id,
 	else
 		rc = HS_OK;
 	pthread_mutex_unlock(&f->mu);
+	if (rc == HS_OK)
+		rc = import(repo, f, err);
 	ctx_release(f);
 	if (rc == HS_OK)
 		hs_log(HS_LOG_INFO, "checkpoint", "fetched from remote", HS_LS("task_id", task_id),

@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 import unittest
 
 import grpc
@@ -38,6 +39,15 @@ class Node:
 
     def ws(self, task_id):
         return os.path.join(self.hd.data_dir, "workspaces", task_id)
+
+    def scratch_repos(self):
+        # A fetch works in a scratch repository of its own, never in the
+        # task's (a timed-out fetch goes on without the task lock).
+        return glob.glob(os.path.join(self.hd.data_dir, "checkpoints", ".fetch-*"))
+
+    def fetching_refs(self, task_id):
+        return glob.glob(os.path.join(self.hd.data_dir, "checkpoints", task_id + ".git",
+                                      "refs", "harness", "fetching", "*"))
 
     def register(self, task_id):
         # Registering names the task id for alice on this node (with a
@@ -104,6 +114,8 @@ class FetchOnRestoreTest(unittest.TestCase):
         # Now it is node 2's too: listed, and a second restore needs no fetch.
         ids = [c.checkpoint_id for c in self.n2.alice.list(task_id=TASK).checkpoints]
         self.assertEqual(ids, [self.ckpt])
+        self.assertEqual(self.n2.scratch_repos(), [])
+        self.assertEqual(self.n2.fetching_refs(TASK), [])
         write(self.n2.ws(TASK), "README", "changed on node 2\n")
         self.assertEqual(self.n2.alice.restore(task_id=TASK, checkpoint_id=self.ckpt).files_restored, 1)
         # Ownership holds: bob cannot restore alice's task's checkpoint there.
@@ -168,8 +180,15 @@ class FetchOnRestoreTest(unittest.TestCase):
             self.assertIn("did not answer", msg)
             self.assertEqual(list(n3.alice.list(task_id=TASK).checkpoints), [])
             self.assertEqual(snapshot(n3.ws(TASK)), before)
+            # The hanging fetch holds only its scratch repository.
+            self.assertEqual(len(n3.scratch_repos()), 1)
+            self.assertEqual(n3.fetching_refs(TASK), [])
         finally:
             remote.close()  # the hung fetch sees EOF and ends
+        deadline = time.monotonic() + 30 * hstest.SLOW
+        while n3.scratch_repos() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertEqual(n3.scratch_repos(), [], "the ended fetch removes its scratch repository")
 
 
 if __name__ == "__main__":
