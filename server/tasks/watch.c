@@ -153,8 +153,10 @@ int hs_tasks__publish(hs_tasks *t, const hs_store_task_row *row, bool insert, hs
 		atomic_fetch_add(&t->n_events, 1);
 		/* On a shared store another node's event may lie between the last
 		 * one delivered and this one: then the follower delivers both, in
-		 * order (follow.c). */
-		if (t->n_watchers == 0 || id == t->last_event_id + 1 || !hs_tasks__shared_store(t)) {
+		 * order (follow.c). Without a follower (it could not start) this
+		 * node's own events still reach its watchers. */
+		if (t->n_watchers == 0 || t->follow == NULL || id == t->last_event_id + 1 ||
+		    !hs_tasks__shared_store(t)) {
 			if (id > t->last_event_id)
 				t->last_event_id = id;
 			hs_tasks__broadcast(t, ev);
