@@ -600,11 +600,13 @@ int hs_apikeys_revoke(hs_apikeys *ks, const char *id, int64_t now_ms, hs_apikey_
 	return HS_OK;
 }
 
-/* One active key and who made it (a user's id or another key's id). */
+/* One key and who made it (a user's id or another key's id). Revoked keys
+ * are links of the chain too: a key made by a key revoked earlier is still
+ * its creator's. */
 typedef struct made_by {
 	char id[HS_STORE_ID_MAX];
 	char by[HS_STORE_ID_MAX];
-	bool doomed;
+	bool doomed, active;
 } made_by;
 
 #define REVOKE_PAGE 256
@@ -621,9 +623,9 @@ int hs_apikeys_revoke_created_by(hs_apikeys *ks, const char *creator, int64_t no
 		rc = hs_error_set(err, HS_INVALID, "creator: required");
 		goto done;
 	}
-	for (;;) { /* every active key: at most HS_APIKEY_ACTIVE_MAX */
+	for (;;) { /* every key, revoked ones included (see made_by) */
 		size_t got = 0;
-		if ((rc = hs_store_apikey_list(ks->store, after, REVOKE_PAGE, false, &rows, &got,
+		if ((rc = hs_store_apikey_list(ks->store, after, REVOKE_PAGE, true, &rows, &got,
 					       err)) != HS_OK)
 			goto done;
 		if (n + got > cap) {
@@ -639,6 +641,7 @@ int hs_apikeys_revoke_created_by(hs_apikeys *ks, const char *creator, int64_t no
 		for (size_t i = 0; i < got; i++) {
 			snprintf(v[n].id, sizeof(v[n].id), "%s", rows[i].id);
 			snprintf(v[n].by, sizeof(v[n].by), "%s", rows[i].created_by);
+			v[n].active = rows[i].revoked_at_ms == 0;
 			v[n++].doomed = false;
 		}
 		if (got > 0)
@@ -676,7 +679,7 @@ int hs_apikeys_revoke_created_by(hs_apikeys *ks, const char *creator, int64_t no
 		}
 	}
 	for (size_t i = 0; i < n; i++)
-		if (v[i].doomed) {
+		if (v[i].doomed && v[i].active) {
 			if ((rc = hs_apikeys_revoke(ks, v[i].id, now_ms, NULL, err)) != HS_OK &&
 			    rc != HS_NOT_FOUND)
 				goto done;

@@ -268,6 +268,42 @@ static void test_apikey__revoke_at_once(void **state)
 	free(key2);
 }
 
+/* Revoking by creator follows the chain through keys revoked earlier: a
+ * key made with a key that is already revoked still ends with the user who
+ * made the first one (review finding: only active keys were links). */
+static void test_apikey__revoke_chain_through_revoked(void **state)
+{
+	fx *f = *state;
+	hs_apikey_info info;
+	char *key = NULL;
+	hs_error err = { 0 };
+	hs_apikey_spec by_user = { "a", NULL, 0, NULL, 0, "usr_mallory" };
+	assert_int_equal(hs_apikeys_create(f->ks, &by_user, NOW, &info, &key, &err), HS_OK);
+	char a[HS_STORE_ID_MAX];
+	snprintf(a, sizeof(a), "%s", info.id);
+	hs_apikey_info_dispose(&info);
+	free(key);
+	hs_apikey_spec by_key = { "b", NULL, 0, NULL, 0, a };
+	assert_int_equal(hs_apikeys_create(f->ks, &by_key, NOW, &info, &key, &err), HS_OK);
+	char b[HS_STORE_ID_MAX];
+	snprintf(b, sizeof(b), "%s", info.id);
+	hs_apikey_info_dispose(&info);
+	char other[HS_STORE_ID_MAX];
+	char *key_other = create(f->ks, NULL, 0, NULL, 0, other); /* usr_admin's */
+	/* a revoked alone (its own id is not b's creator in this call). */
+	assert_int_equal(hs_apikeys_revoke(f->ks, a, NOW + 1, NULL, &err), HS_OK);
+	hs_apikey_principal p;
+	assert_int_equal(hs_apikeys_verify(f->ks, key, NULL, NOW + 2, &p, NULL), HS_OK);
+	size_t revoked = 0;
+	assert_int_equal(hs_apikeys_revoke_created_by(f->ks, "usr_mallory", NOW + 3, &revoked, &err),
+			 HS_OK);
+	assert_int_equal(revoked, 1); /* b; a was already revoked */
+	assert_int_equal(hs_apikeys_verify(f->ks, key, NULL, NOW + 4, &p, NULL), HS_UNAUTH);
+	assert_int_equal(hs_apikeys_verify(f->ks, key_other, NULL, NOW + 4, &p, NULL), HS_OK);
+	free(key);
+	free(key_other);
+}
+
 /* Two processes sharing the store: B learns of A's creates and revokes at
  * its next sync (and not before). */
 static void test_apikey__other_process(void **state)
@@ -363,6 +399,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_apikey__expiry, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_apikey__allowed_methods, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_apikey__revoke_at_once, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_apikey__revoke_chain_through_revoked, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_apikey__other_process, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_apikey__last_used, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_apikey__paging, setup, teardown),
