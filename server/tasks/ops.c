@@ -5,6 +5,7 @@
 #include "tasks_internal.h"
 
 #include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -370,17 +371,24 @@ done:
 
 /* ---- heartbeat ------------------------------------------------------------- */
 
+/* NaN, a negative or an infinite figure is no usage (red team: +Infinity
+ * was stored and shown). */
+static bool usage_ok(double v)
+{
+	return isfinite(v) && v >= 0;
+}
+
 static int check_beat(const hs_task_beat *b, hs_error *err)
 {
 	if (b->current_step < 0)
 		return hs_error_set(err, HS_INVALID, "current_step: must be >= 0");
 	if (b->total_steps < 0)
 		return hs_error_set(err, HS_INVALID, "total_steps: must be >= 0");
-	if (!(b->cpu_usage >= 0) || !(b->memory_usage_mb >= 0) || !(b->disk_usage_mb >= 0))
-		return hs_error_set(err, HS_INVALID, "%s: must be >= 0",
-				    !(b->cpu_usage >= 0)         ? "cpu_usage"
-				    : !(b->memory_usage_mb >= 0) ? "memory_usage_mb"
-								 : "disk_usage_mb");
+	if (!usage_ok(b->cpu_usage) || !usage_ok(b->memory_usage_mb) || !usage_ok(b->disk_usage_mb))
+		return hs_error_set(err, HS_INVALID, "%s: must be a finite number >= 0",
+				    !usage_ok(b->cpu_usage)         ? "cpu_usage"
+				    : !usage_ok(b->memory_usage_mb) ? "memory_usage_mb"
+								    : "disk_usage_mb");
 	if (b->details != NULL && strlen(b->details) > HS_TASK_DETAILS_MAX)
 		return hs_error_set(err, HS_INVALID, "details: at most %d bytes", HS_TASK_DETAILS_MAX);
 	if (b->recovery_generation < 0)

@@ -5,6 +5,7 @@
  * future, restarts in the middle of a restore and while a restore awaits
  * acknowledgement, an old agent that never acknowledges, and the
  * checkpoint hook. */
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -196,6 +197,31 @@ static void test_fencing__generation_from_the_future_is_refused(void **state)
 	assert_non_null(strstr(err.msg, "recovery_generation"));
 }
 
+/* Usage figures must be finite and >= 0 (red team: +Infinity was stored). */
+static void test_fencing__usage_must_be_finite(void **state)
+{
+	fx *f = *state;
+	hs_error err = { 0 };
+	hs_task_beat_reply r;
+	reg(f, &alice, "usage", 100, 60000, 3, 1000);
+	const double bad[] = { -1.0, NAN, INFINITY, -INFINITY };
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		hs_task_beat b = { 1, 0, 0, 0, 0, NULL, 0, 0 };
+		b.disk_usage_mb = bad[i];
+		err = (hs_error){ 0 };
+		assert_int_equal(hs_tasks_heartbeat(f->tasks, &alice, "usage", &b, &r, &err), HS_INVALID);
+		assert_non_null(strstr(err.msg, "disk_usage_mb"));
+		b.disk_usage_mb = 0;
+		b.cpu_usage = bad[i];
+		err = (hs_error){ 0 };
+		assert_int_equal(hs_tasks_heartbeat(f->tasks, &alice, "usage", &b, &r, &err), HS_INVALID);
+		assert_non_null(strstr(err.msg, "cpu_usage"));
+	}
+	hs_task_beat ok = { 1, 0, 12.5, 3, 7, NULL, 0, 0 };
+	assert_int_equal(hs_tasks_heartbeat(f->tasks, &alice, "usage", &ok, &r, &err), HS_OK);
+	hs_task_beat_reply_dispose(&r);
+}
+
 /* kill -9 during a restore, as the store saw it: the restore runs again,
  * same generation, no second RECOVERY_STARTED. */
 static void test_fencing__restart_mid_restore_runs_it_again(void **state)
@@ -341,6 +367,7 @@ int main(void)
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fencing__late_heartbeat_consumes_nothing, setup,
 						teardown),
+		cmocka_unit_test_setup_teardown(test_fencing__usage_must_be_finite, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fencing__generation_from_the_future_is_refused,
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fencing__restart_mid_restore_runs_it_again, setup,
