@@ -89,6 +89,10 @@ typedef struct hs_config {
 	int64_t checkpoint_scan_threads;     /* 0: auto */
 	/* tasks */
 	char webhook_url[HS_CFG_STR];
+	/* many nodes on one PostgreSQL store (server/tasks/lease.c) */
+	char node_id[128];              /* "" = the hostname */
+	char advertise_address[HS_CFG_STR]; /* "" = listen host + bound port */
+	int64_t task_lease_ms;
 	/* TLS (server/rpc/tls.c) and service identities (server/auth) */
 	char tls_cert[HS_CFG_STR];
 	char tls_key[HS_CFG_STR];

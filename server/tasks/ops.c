@@ -31,25 +31,82 @@ static int check_caller(const hs_principal *c, hs_error *err)
 }
 
 /* Find a visible task and lock it. Another user's task is not found (one
- * rule for every resource: existence does not leak). */
-static int find_locked(hs_tasks *t, const hs_principal *caller, const char *id, task **out,
-		       hs_error *err)
+ * rule for every resource: existence does not leak).
+ *
+ * Many nodes (t->leases): a task acts only where its lease is held. With
+ * take, a task held by nobody live (its lease free or expired) is taken
+ * over here first (blocks: the store); else, and when another node holds
+ * it live, the answer is ELSEWHERE with the holder in *holder (NULL
+ * allowed) after checking in the store that the caller may see it. */
+enum { ELSEWHERE = 3 };
+
+static int find_locked_at(hs_tasks *t, const hs_principal *caller, const char *id, bool take,
+			  task **out, hs_store_lease_row *holder, hs_error *err)
 {
 	int rc;
 	if ((rc = check_caller(caller, err)) != HS_OK)
 		return rc;
 	if ((rc = hs_id_check_task("task_id", id, err)) != HS_OK)
 		return rc;
-	task *k = hs_tasks__lookup(t, id);
-	if (k == NULL)
-		return hs_error_set(err, HS_NOT_FOUND, "task %s not found", id);
-	pthread_mutex_lock(&k->mu);
-	if (!hs_tasks__visible(k, caller)) {
-		pthread_mutex_unlock(&k->mu);
-		return hs_error_set(err, HS_NOT_FOUND, "task %s not found", id);
+	for (int tries = 0;; tries++) {
+		task *k = hs_tasks__lookup(t, id);
+		if (k != NULL) {
+			pthread_mutex_lock(&k->mu);
+			if (!hs_tasks__visible(k, caller)) {
+				pthread_mutex_unlock(&k->mu);
+				return hs_error_set(err, HS_NOT_FOUND, "task %s not found", id);
+			}
+			if (hs_tasks__held(t, k)) {
+				*out = k;
+				return HS_OK;
+			}
+			pthread_mutex_unlock(&k->mu);
+		}
+		if (!t->leases)
+			return hs_error_set(err, HS_NOT_FOUND, "task %s not found", id);
+		hs_store_lease_row l;
+		memset(&l, 0, sizeof(l));
+		if (take && tries < 2) {
+			rc = hs_tasks__lease_take(t, id, &l, err);
+			if (rc == HS_OK)
+				continue; /* held here now: look it up again */
+			if (rc == HS_NOT_FOUND) {
+				(void)hs_store_lease_release(t->store, id, t->node_id, l.fence, NULL);
+				return hs_error_set(err, HS_NOT_FOUND, "task %s not found", id);
+			}
+			if (rc != HS_CONFLICT)
+				return rc;
+		} else if (take) {
+			return hs_error_set(err, HS_UNAVAILABLE, "task %s: its lease keeps changing "
+					    "hands; retry", id);
+		} else if (hs_store_lease_get(t->store, id, &l, NULL) != HS_OK) {
+			COPY(l.node_id, "?");
+		}
+		/* Held elsewhere (or not taken): visible to the caller? */
+		hs_store_task_row *row = malloc(sizeof(*row));
+		if (row == NULL)
+			return hs_error_set(err, HS_INTERNAL, "out of memory");
+		rc = hs_store_task_get(t->store, id, row, err);
+		bool may = rc == HS_OK && hs_principal_may(caller, row->owner);
+		free(row);
+		if (rc != HS_OK && rc != HS_NOT_FOUND)
+			return rc;
+		if (!may)
+			return hs_error_set(err, HS_NOT_FOUND, "task %s not found", id);
+		if (holder != NULL)
+			*holder = l;
+		return ELSEWHERE;
 	}
-	*out = k;
-	return HS_OK;
+}
+
+static int find_locked(hs_tasks *t, const hs_principal *caller, const char *id, task **out,
+		       hs_error *err)
+{
+	hs_store_lease_row holder;
+	int rc = find_locked_at(t, caller, id, true, out, &holder, err);
+	if (rc == ELSEWHERE)
+		rc = hs_tasks__elsewhere(t, id, &holder, err);
+	return rc;
 }
 
 static int info_out(const task *k, hs_task_info *out, hs_error *err)
@@ -191,7 +248,7 @@ static void fill_row(hs_store_task_row *row, const hs_task_spec *s, const spec_o
 
 /* A new task: row and REGISTERED in one transaction, then indexed. */
 static int register_new(hs_tasks *t, const hs_task_spec *s, const spec_ok *v, const char *owner,
-			hs_task_info *out, hs_error *err)
+			int64_t fence, hs_task_info *out, hs_error *err)
 {
 	int rc;
 	pthread_mutex_lock(&t->mu);
@@ -225,7 +282,7 @@ static int register_new(hs_tasks *t, const hs_task_spec *s, const spec_ok *v, co
 	COPY(ev.sandbox_id, s->sandbox_id);
 	/* Publish before indexing: nothing can act on the task until it is
 	 * in the map, and watchers may see REGISTERED a moment early. */
-	rc = hs_tasks__publish(t, row, true, &ev, err);
+	rc = hs_tasks__publish(t, row, true, &ev, fence, err);
 	if (rc == HS_EXISTS) /* raced with another RegisterTask */
 		rc = hs_error_set(err, HS_EXISTS, "task %s already exists", s->task_id);
 	task *k = NULL;
@@ -235,6 +292,7 @@ static int register_new(hs_tasks *t, const hs_task_spec *s, const spec_ok *v, co
 	if (rc != HS_OK)
 		return rc;
 	pthread_mutex_lock(&k->mu);
+	k->fence = fence;
 	hs_tasks__arm_at(t, k, k->m.deadline_ms);
 	rc = info_out(k, out, err);
 	pthread_mutex_unlock(&k->mu);
@@ -321,9 +379,37 @@ int hs_tasks_register(hs_tasks *t, const hs_principal *caller, const hs_task_spe
 		if ((rc = t->ops.sandbox_check(t->ops.ctx, spec->sandbox_id, caller, err)) != HS_OK)
 			goto done;
 	}
+	int64_t fence = 0;
+	if (t->leases) {
+		/* Many nodes: the lease first (the task's row may be new). */
+		hs_store_lease_row l;
+		memset(&l, 0, sizeof(l));
+		rc = hs_tasks__lease_take(t, spec->task_id, &l, err);
+		if (rc == HS_CONFLICT) {
+			rc = hs_error_set(err, HS_EXISTS, "task %s already exists (held by node %s)",
+					  spec->task_id, l.node_id);
+			goto done;
+		}
+		if (rc == HS_NOT_FOUND) {
+			fence = l.fence;
+			hs_error_clear(err);
+		} else if (rc != HS_OK) {
+			goto done;
+		}
+	}
 	task *k = hs_tasks__lookup(t, spec->task_id);
-	if (k == NULL) {
-		rc = register_new(t, spec, &v, owner, out, err);
+	if (k == NULL || fence > 0) {
+		if (k != NULL || (t->leases && fence == 0)) { /* store and memory disagree: a race */
+			rc = hs_error_set(err, HS_UNAVAILABLE, "task %s: changed meanwhile; retry",
+					  spec->task_id);
+			if (fence > 0)
+				(void)hs_store_lease_release(t->store, spec->task_id, t->node_id,
+							     fence, NULL);
+			goto done;
+		}
+		rc = register_new(t, spec, &v, owner, fence, out, err);
+		if (rc != HS_OK && fence > 0)
+			(void)hs_store_lease_release(t->store, spec->task_id, t->node_id, fence, NULL);
 		goto done;
 	}
 	pthread_mutex_lock(&k->mu);
@@ -391,7 +477,13 @@ int hs_tasks_heartbeat(hs_tasks *t, const hs_principal *caller, const char *task
 	task *k = NULL;
 	int rc;
 	hs_task_decision d;
-	if ((rc = check_beat(b, err)) != HS_OK || (rc = find_locked(t, caller, task_id, &k, err)) != HS_OK)
+	hs_store_lease_row holder;
+	if ((rc = check_beat(b, err)) != HS_OK)
+		return rc;
+	rc = find_locked_at(t, caller, task_id, true, &k, &holder, err);
+	if (rc == ELSEWHERE) /* another node holds it: through the store */
+		return hs_tasks__remote_beat(t, task_id, b, &holder, out, err);
+	if (rc != HS_OK)
 		return rc;
 	memset(out, 0, sizeof(*out));
 	for (int tries = 0;; tries++) {
@@ -442,7 +534,14 @@ int hs_tasks_heartbeat_start(hs_tasks *t, const hs_principal *caller, const char
 	task *k = NULL;
 	int rc;
 	hs_task_decision d;
-	if ((rc = check_beat(b, err)) != HS_OK || (rc = find_locked(t, caller, task_id, &k, err)) != HS_OK)
+	if ((rc = check_beat(b, err)) != HS_OK)
+		return rc;
+	if (t->leases) { /* no I/O here: a task not held here goes to a worker */
+		task *h = hs_tasks__lookup(t, task_id);
+		if (h == NULL || !hs_tasks__held(t, h))
+			return HS_TASKS_BLOCKS;
+	}
+	if ((rc = find_locked(t, caller, task_id, &k, err)) != HS_OK)
 		return rc;
 	memset(out, 0, sizeof(*out));
 	if (b->deadline_mono_ms > 0 && hs_clock_mono_ms() >= b->deadline_mono_ms) {
@@ -488,7 +587,9 @@ int hs_tasks_get(hs_tasks *t, const hs_principal *caller, const char *task_id,
 		 hs_task_info *out, hs_error *err)
 {
 	task *k = NULL;
-	int rc = find_locked(t, caller, task_id, &k, err);
+	int rc = find_locked_at(t, caller, task_id, false, &k, NULL, err);
+	if (rc == ELSEWHERE) /* held by another node, or by none: the store's row */
+		return hs_tasks__remote_get(t, task_id, out, err);
 	if (rc != HS_OK)
 		return rc;
 	rc = info_out(k, out, err);
@@ -596,7 +697,7 @@ void hs_tasks_note_checkpoint(hs_tasks *t, const char *task_id, const char *chec
 		return;
 	task *k = hs_tasks__lookup(t, task_id);
 	if (k == NULL)
-		return; /* checkpoints of a task nobody registered */
+		return; /* checkpoints of a task nobody registered (or held elsewhere) */
 	hs_error err = { 0 };
 	hs_task_input in = { .kind = HS_TIN_CHECKPOINT, .now_ms = hs_clock_wall_ms(),
 			     .checkpoint_id = checkpoint_id, .checkpoint_step = step };

@@ -347,6 +347,28 @@ void hs_tasks__disarm(hs_tasks *t, task *k)
 
 #define TIMER_BATCH 256
 
+/* Many nodes: heartbeats sent to another node are written through the
+ * store (ops.c). Before a RUNNING task times out here, read its stored
+ * heartbeat; a newer one moves the deadline instead (task->mu held). */
+static bool beaten_elsewhere(hs_tasks *t, task *k)
+{
+	hs_store_task_row *row = malloc(sizeof(*row));
+	if (row == NULL)
+		return false;
+	bool newer = false;
+	if (hs_store_task_get(t->store, k->id, row, NULL) == HS_OK &&
+	    row->state == HS_TASK_RUNNING && row->last_heartbeat_ms > k->m.last_heartbeat_ms) {
+		k->m.last_heartbeat_ms = row->last_heartbeat_ms;
+		if (row->current_step > k->m.current_step)
+			k->m.current_step = row->current_step;
+		k->m.deadline_ms = row->last_heartbeat_ms + k->m.timeout_ms;
+		hs_tasks__arm_at(t, k, k->m.deadline_ms);
+		newer = true;
+	}
+	free(row);
+	return newer;
+}
+
 /* A task's timer expired: the DEADLINE input of its state machine. */
 static void fire(hs_tasks *t, task *k)
 {
@@ -354,7 +376,11 @@ static void fire(hs_tasks *t, task *k)
 	pthread_mutex_lock(&t->mu);
 	bool rearmed = hs_timer_armed(&k->timer);
 	pthread_mutex_unlock(&t->mu);
-	if (!rearmed) {
+	if (!rearmed && t->leases && hs_tasks__held(t, k) && k->m.state == HS_TASK_RUNNING &&
+	    beaten_elsewhere(t, k)) {
+		rearmed = true; /* a heartbeat reached another node: the deadline moved */
+	}
+	if (!rearmed && hs_tasks__held(t, k)) {
 		hs_task_input in = { .kind = HS_TIN_DEADLINE, .now_ms = hs_clock_wall_ms() };
 		hs_error err = { 0 };
 		hs_task_decision d;
@@ -400,7 +426,7 @@ static void *timer_main(void *arg)
 
 /* ---- lifecycle ------------------------------------------------------------ */
 
-static task *task_new(void)
+task *hs_tasks__task_new(void)
 {
 	task *k = calloc(1, sizeof(*k));
 	if (k == NULL)
@@ -410,7 +436,7 @@ static task *task_new(void)
 	return k;
 }
 
-static void task_free(task *k)
+void hs_tasks__task_free(task *k)
 {
 	hs_tasks__free_str(k->owner);
 	hs_tasks__free_str(k->details);
@@ -425,10 +451,10 @@ static void task_free(task *k)
 
 task *hs_tasks__insert(hs_tasks *t, const hs_store_task_row *row, hs_error *err)
 {
-	task *k = task_new();
+	task *k = hs_tasks__task_new();
 	if (k == NULL || hs_tasks__adopt(k, row) != HS_OK) {
 		if (k != NULL)
-			task_free(k);
+			hs_tasks__task_free(k);
 		hs_error_set(err, HS_INTERNAL, "task %s: out of memory", row->task_id);
 		return NULL;
 	}
@@ -436,7 +462,7 @@ task *hs_tasks__insert(hs_tasks *t, const hs_store_task_row *row, hs_error *err)
 	int rc = map_add(t, k);
 	pthread_mutex_unlock(&t->mu);
 	if (rc != HS_OK) {
-		task_free(k);
+		hs_tasks__task_free(k);
 		hs_error_set(err, HS_INTERNAL, "task %s: out of memory", row->task_id);
 		return NULL;
 	}
@@ -448,7 +474,7 @@ task *hs_tasks__insert(hs_tasks *t, const hs_store_task_row *row, hs_error *err)
  * RECOVERING (restored) from the stored deadline, possibly already past;
  * an interrupted restore runs again (restores are idempotent) with the
  * same generation and checkpoint. */
-static void rearm_loaded(hs_tasks *t, task *k)
+void hs_tasks__rearm_loaded(hs_tasks *t, task *k)
 {
 	int64_t now = hs_clock_wall_ms();
 	hs_task_fsm *m = &k->m;
@@ -552,12 +578,25 @@ static int load(hs_tasks *t, hs_error *err)
 		if (rc != HS_OK)
 			return rc;
 		for (size_t i = 0; i < n; i++) {
+			if (t->leases) {
+				/* Many nodes: hold what nobody else holds live. */
+				if (terminal(rows[i].state))
+					continue;
+				rc = hs_tasks__lease_take(t, rows[i].task_id, NULL, err);
+				if (rc == HS_CONFLICT || rc == HS_NOT_FOUND)
+					continue;
+				if (rc != HS_OK) {
+					free(rows);
+					return rc;
+				}
+				continue;
+			}
 			task *k = hs_tasks__insert(t, &rows[i], err);
 			if (k == NULL) {
 				free(rows);
 				return HS_INTERNAL;
 			}
-			rearm_loaded(t, k);
+			hs_tasks__rearm_loaded(t, k);
 		}
 		if (n > 0)
 			COPY(after, rows[n - 1].task_id);
@@ -597,7 +636,9 @@ int hs_tasks_new(hs_tasks **out, const hs_tasks_config *cfg, hs_error *err)
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&t->timer_cv, &ca);
+	pthread_cond_init(&t->lease_cv, &ca);
 	pthread_condattr_destroy(&ca);
+	pthread_mutex_init(&t->lease_mu, NULL);
 	pthread_cond_init(&t->rq_cv, NULL);
 	hs_timer_heap_init(&t->heap);
 	t->nbuckets = 1024;
@@ -612,6 +653,17 @@ int hs_tasks_new(hs_tasks **out, const hs_tasks_config *cfg, hs_error *err)
 		if ((rc = hs_webhook_new(&t->webhook, &wc, err)) != HS_OK)
 			goto fail;
 	}
+	if (cfg->node_id != NULL && cfg->node_id[0] != '\0') {
+		if (strlen(cfg->node_id) >= sizeof(t->node_id)) {
+			rc = hs_error_set(err, HS_INVALID, "tasks: node id too long");
+			goto fail;
+		}
+		t->leases = true;
+		COPY(t->node_id, cfg->node_id);
+		t->lease_ms = cfg->lease_ms > 0 ? cfg->lease_ms : 10000;
+		if (t->lease_ms < 300)
+			t->lease_ms = 300;
+	}
 	if ((rc = load(t, err)) != HS_OK)
 		goto fail;
 	if ((rc = hs_tasks__recovery_start(t)) != HS_OK) {
@@ -623,6 +675,8 @@ int hs_tasks_new(hs_tasks **out, const hs_tasks_config *cfg, hs_error *err)
 		goto fail;
 	}
 	t->timer_started = true;
+	if ((rc = hs_tasks__lease_start(t, err)) != HS_OK)
+		goto fail;
 	if (cfg->metrics != NULL) {
 		if ((rc = hs_metrics_add(cfg->metrics, hs_tasks__metrics_collect, t, err)) != HS_OK)
 			goto fail;
@@ -650,16 +704,19 @@ void hs_tasks_free(hs_tasks *t)
 	if (t->timer_started)
 		pthread_join(t->timer_thr, NULL);
 	hs_tasks__recovery_stop(t);
+	hs_tasks__lease_stop(t); /* nothing here acts on a task any more */
 	hs_webhook_free(t->webhook);
 	hs_tasks__watchers_free(t);
 	hs_timer_heap_dispose(&t->heap);
 	for (size_t i = 0; i < t->n_all; i++)
-		task_free(t->all[i]);
+		hs_tasks__task_free(t->all[i]);
 	free(t->all);
 	free(t->buckets);
 	free(t->rq);
 	pthread_cond_destroy(&t->timer_cv);
 	pthread_cond_destroy(&t->rq_cv);
+	pthread_cond_destroy(&t->lease_cv);
+	pthread_mutex_destroy(&t->lease_mu);
 	pthread_mutex_destroy(&t->mu);
 	pthread_mutex_destroy(&t->rq_mu);
 	pthread_mutex_destroy(&t->ev_mu);

@@ -226,14 +226,28 @@ typedef struct hs_tasks_config {
 	 * harness_heartbeat_lag_seconds, harness_recoveries_* and
 	 * harness_webhook_deliveries_total are registered on it. */
 	struct hs_metrics *metrics;
+	/* Many nodes on one shared store (PostgreSQL): this node's id (the
+	 * store's node row; HS_STORE_ID_MAX). NULL/"" = the only node: no
+	 * leases at all (SQLite; nothing changes and nothing is paid). With an
+	 * id, a task's timers, recoveries and writes belong to the node holding
+	 * its lease (see "Many nodes" in docs/architecture.md). */
+	const char *node_id;
+	int64_t lease_ms; /* task and node lease length; 0 = 10000, at least 300 */
 } hs_tasks_config;
 
 /* Load every task from the store and re-arm deadlines (RUNNING: last
  * heartbeat + timeout, possibly already past; STALLED/RECOVERING: recovery
  * resumes), then start the threads. Blocks. */
 int hs_tasks_new(hs_tasks **out, const hs_tasks_config *cfg, hs_error *err);
+/* With a node id: write the node's row with the address other nodes and
+ * clients reach it at (host:port; the gRPC port is known once the server
+ * started) and keep renewing it with the task leases. No-op without a node
+ * id. Blocks (one store write). */
+int hs_tasks_advertise(hs_tasks *t, const char *address, hs_error *err);
 /* Stops the threads (an in-flight recovery step finishes first), ends
- * watchers (their send gets no more calls) and frees. NULL is a no-op. */
+ * watchers (their send gets no more calls) and frees. With a node id it
+ * first gives its task leases up (they expire now, so a survivor takes
+ * them over at its next scan) and deletes the node row. NULL is a no-op. */
 void hs_tasks_free(hs_tasks *t);
 
 /* RegisterTask: claims the task id (another user's id: HS_EXISTS "task id

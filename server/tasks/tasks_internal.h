@@ -59,6 +59,10 @@ typedef struct task {
 	/* recovery jobs */
 	bool queued, working; /* in the queue; a worker has it */
 	bool attempt_due;     /* STALLED and the backoff is over */
+	/* Many nodes (t->leases): the fencing token of the task's lease while
+	 * this node holds it, 0 when it does not (never had it, or lost it:
+	 * then nothing here acts on the task; lease.c). Unused otherwise. */
+	int64_t fence;
 } task;
 
 typedef struct hs_tasks_ops_ctx {
@@ -99,6 +103,19 @@ struct hs_tasks {
 	struct hs_task_watch *watchers;
 	size_t n_watchers;
 	int64_t last_event_id;
+
+	/* lease.c: many nodes on one store. leases false (no node id): the
+	 * only node; none of this runs. */
+	bool leases;
+	char node_id[HS_STORE_ID_MAX];
+	char address[HS_STORE_PATH_MAX]; /* lease_mu; "" until advertised */
+	int64_t node_started_ms;         /* lease_mu */
+	int64_t lease_ms;
+	pthread_mutex_t lease_mu;
+	pthread_cond_t lease_cv; /* CLOCK_MONOTONIC */
+	bool lease_stop;
+	pthread_t lease_thr;
+	bool lease_started;
 
 	hs_webhook *webhook;
 	atomic_uint_fast64_t n_events, n_dropped, n_recoveries;
@@ -144,8 +161,10 @@ int hs_tasks__apply_beat_async(hs_tasks *t, task *k, const hs_task_input *in,
  * transaction, then give ev its id and broadcast it to watchers and the
  * webhook, all under t->ev_mu so delivery order is event-id order
  * (watch.c). */
+/* fence > 0: on behalf of this node's lease with that fencing token
+ * (hs_store_task_transition_fenced: HS_CONFLICT once it changed hands). */
 int hs_tasks__publish(hs_tasks *t, const hs_store_task_row *row, bool insert, hs_task_event *ev,
-		      hs_error *err);
+		      int64_t fence, hs_error *err);
 
 /* The event a decision emits, with the task's owner and sandbox. */
 void hs_tasks__event_of(const task *k, const hs_task_decision *d, int64_t now, hs_task_event *ev);
@@ -165,6 +184,45 @@ void hs_tasks__retry_later(hs_tasks *t, task *k, const char *what, const hs_erro
 /* Watchers (watch.c): deliver to every watcher; t->ev_mu held. */
 void hs_tasks__broadcast(hs_tasks *t, const hs_task_event *ev);
 void hs_tasks__watchers_free(hs_tasks *t);
+
+/* Leases (lease.c). A task acts here (timers, recoveries, writes) only
+ * while this node holds its lease; always true for the only node. */
+static inline bool hs_tasks__held(const hs_tasks *t, const task *k)
+{
+	return !t->leases || k->fence > 0;
+}
+/* Start / stop the lease thread (renews the node row and the held leases,
+ * takes over expired ones). No-op without leases. stop gives the leases
+ * up and deletes the node row. */
+int hs_tasks__lease_start(hs_tasks *t, hs_error *err);
+void hs_tasks__lease_stop(hs_tasks *t);
+/* Take task_id's lease if nobody holds it live, and hold the task here
+ * (loaded from the store, deadlines re-armed, an interrupted recovery
+ * continued): HS_OK. HS_CONFLICT: another node holds it (*holder, NULL
+ * allowed). HS_NOT_FOUND: no such task. No task lock held. Blocks. */
+int hs_tasks__lease_take(hs_tasks *t, const char *task_id, hs_store_lease_row *holder,
+			 hs_error *err);
+/* This node lost k's lease (a fenced write or a renewal said so): stop
+ * acting on it (fence 0, timer off). k->mu held. */
+void hs_tasks__lease_drop(hs_tasks *t, task *k, const char *why);
+/* An error for a call this node cannot serve because node holds the task:
+ * HS_UNAVAILABLE naming the node and its advertised address. */
+int hs_tasks__elsewhere(hs_tasks *t, const char *task_id, const hs_store_lease_row *holder,
+			hs_error *err);
+/* Calls for a task another node holds, served from the store (remote.c):
+ * its row as it is stored; a heartbeat whose decision only moves the
+ * heartbeat columns is written through the store (the holder reads them
+ * before its deadline fires); anything else is hs_tasks__elsewhere. The
+ * caller checked visibility. Block. */
+int hs_tasks__remote_get(hs_tasks *t, const char *task_id, hs_task_info *out, hs_error *err);
+int hs_tasks__remote_beat(hs_tasks *t, const char *task_id, const hs_task_beat *b,
+			  const hs_store_lease_row *holder, hs_task_beat_reply *out,
+			  hs_error *err);
+/* A task struct outside the index (tasks.c): new (NULL on OOM) / free. */
+task *hs_tasks__task_new(void);
+void hs_tasks__task_free(task *k);
+/* Re-arm a task loaded from the store (task->mu held, or before threads). */
+void hs_tasks__rearm_loaded(hs_tasks *t, task *k);
 
 task *hs_tasks__lookup(hs_tasks *t, const char *id);
 /* Create and index a task from a row (t->mu not held); NULL on OOM. */

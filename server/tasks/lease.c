@@ -1,0 +1,285 @@
+/* Many harnessd nodes on one store: one owner per task (issue 19).
+ *
+ * A node with a node id (hs_tasks_config.node_id; the PostgreSQL store)
+ * advertises itself with a node row and holds a lease per task it owns
+ * (store.h, "nodes and task leases"). Only the holder arms the task's
+ * timers, runs its recoveries and writes its row; every such write carries
+ * the lease's fencing token (hs_tasks__publish / transition.c), so a node
+ * that lost the lease (paused, partitioned, slow) has its writes refused
+ * and drops the task (hs_tasks__lease_drop). One thread here renews the
+ * node row and the held leases every lease_ms / 3 and takes over leases
+ * that expired (their node died or gave them up at shutdown): it loads the
+ * task from the store and re-arms it as a restart would (tasks.c,
+ * hs_tasks__rearm_loaded), so an interrupted recovery continues with the
+ * same generation: RECOVERY_STARTED is written once per generation because
+ * only one node's fenced write can succeed.
+ *
+ * Without a node id (SQLite, the only node) nothing here runs: t->leases is
+ * false, hs_tasks__held() is always true and no write is fenced. */
+#include "tasks_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "log.h"
+
+static bool terminal(int s)
+{
+	return s == HS_TASK_COMPLETED || s == HS_TASK_FAILED || s == HS_TASK_CANCELLED;
+}
+
+void hs_tasks__lease_drop(hs_tasks *t, task *k, const char *why)
+{
+	if (k->fence == 0)
+		return;
+	hs_log(HS_LOG_WARN, "tasks", "task lease lost: another node acts on it now",
+	       HS_LS("task_id", k->id), HS_LI("fence", k->fence), HS_LS("reason", why));
+	k->fence = 0;
+	k->attempt_due = false;
+	k->epoch++; /* a recovery step under way here finds it moved on */
+	hs_tasks__disarm(t, k);
+}
+
+int hs_tasks__elsewhere(hs_tasks *t, const char *task_id, const hs_store_lease_row *holder,
+			hs_error *err)
+{
+	hs_store_node_row node;
+	memset(&node, 0, sizeof(node));
+	if (hs_store_node_get(t->store, holder->node_id, &node, NULL) != HS_OK)
+		node.address[0] = '\0';
+	return hs_error_set(err, HS_UNAVAILABLE,
+			    "task %s is held by node %s (%s): send the call there, or retry",
+			    task_id, holder->node_id, node.address[0] ? node.address : "no address");
+}
+
+/* Hold row's task here with fence: index it (or refresh the stale copy),
+ * then re-arm it from the stored state. */
+static int install(hs_tasks *t, const hs_store_task_row *row, int64_t fence, hs_error *err)
+{
+	task *k = hs_tasks__lookup(t, row->task_id);
+	if (k == NULL) {
+		/* Indexed with fence 0: nothing acts on it until it is set below. */
+		if ((k = hs_tasks__insert(t, row, err)) == NULL)
+			return HS_INTERNAL;
+		pthread_mutex_lock(&k->mu);
+	} else {
+		pthread_mutex_lock(&k->mu);
+		if (hs_tasks__adopt(k, row) != HS_OK) {
+			pthread_mutex_unlock(&k->mu);
+			return hs_error_set(err, HS_INTERNAL, "task %s: out of memory", row->task_id);
+		}
+		free(k->resume_external);
+		k->resume_external = NULL;
+	}
+	k->epoch++;
+	k->attempt_due = false;
+	k->fence = fence;
+	hs_tasks__disarm(t, k);
+	hs_tasks__rearm_loaded(t, k);
+	pthread_mutex_unlock(&k->mu);
+	return HS_OK;
+}
+
+int hs_tasks__lease_take(hs_tasks *t, const char *task_id, hs_store_lease_row *lease,
+			 hs_error *err)
+{
+	hs_store_lease_row l;
+	int64_t now = hs_clock_wall_ms();
+	int rc = hs_store_lease_acquire(t->store, task_id, t->node_id, now, now + t->lease_ms, &l,
+					err);
+	if (rc == HS_CONFLICT && hs_store_lease_get(t->store, task_id, &l, NULL) != HS_OK)
+		COPY(l.node_id, "?");
+	if (lease != NULL)
+		*lease = l;
+	if (rc != HS_OK)
+		return rc;
+	hs_store_task_row *row = malloc(sizeof(*row));
+	if (row == NULL)
+		return hs_error_set(err, HS_INTERNAL, "out of memory");
+	rc = hs_store_task_get(t->store, task_id, row, err);
+	if (rc == HS_OK) {
+		rc = install(t, row, l.fence, err);
+		if (rc == HS_OK && l.fence > 1)
+			hs_log(HS_LOG_INFO, "tasks", "task taken over", HS_LS("task_id", task_id),
+			       HS_LI("fence", l.fence),
+			       HS_LS("state", hs_task_state_name(row->state)));
+	}
+	free(row);
+	return rc; /* HS_NOT_FOUND: the lease is held, for a registration */
+}
+
+/* ---- the lease thread ------------------------------------------------------ */
+
+static void put_node(hs_tasks *t, int64_t now)
+{
+	hs_store_node_row n;
+	memset(&n, 0, sizeof(n));
+	pthread_mutex_lock(&t->lease_mu);
+	COPY(n.address, t->address);
+	pthread_mutex_unlock(&t->lease_mu);
+	if (n.address[0] == '\0')
+		return; /* not advertised yet */
+	COPY(n.node_id, t->node_id);
+	n.started_at_ms = t->node_started_ms;
+	n.expires_at_ms = now + t->lease_ms;
+	n.updated_at_ms = now;
+	hs_error e = { 0 };
+	if (hs_store_node_put(t->store, &n, &e) != HS_OK)
+		hs_log(HS_LOG_WARN, "tasks", "cannot renew the node row", HS_LS("error", e.msg));
+}
+
+/* The tasks in memory now (a copy of the pointers: tasks are never freed
+ * before the registry). *out malloc'd. */
+static size_t snapshot(hs_tasks *t, task ***out)
+{
+	pthread_mutex_lock(&t->mu);
+	size_t n = t->n_all;
+	task **v = n ? malloc(n * sizeof(*v)) : NULL;
+	if (v != NULL)
+		memcpy(v, t->all, n * sizeof(*v));
+	pthread_mutex_unlock(&t->mu);
+	*out = v;
+	return v != NULL ? n : 0;
+}
+
+/* Renew (expires_at = until) or, with until <= now, give up every lease
+ * held here. A lease that changed hands is dropped. The store calls run
+ * without the task lock (the heartbeat hot path takes it). */
+static void renew_held(hs_tasks *t, int64_t now, int64_t until)
+{
+	task **v;
+	size_t n = snapshot(t, &v);
+	for (size_t i = 0; i < n; i++) {
+		task *k = v[i];
+		pthread_mutex_lock(&k->mu);
+		int64_t fence = k->fence;
+		bool done = terminal(k->m.state);
+		char id[HS_TASK_ID_MAX + 1];
+		COPY(id, k->id);
+		pthread_mutex_unlock(&k->mu);
+		if (fence == 0)
+			continue;
+		hs_error e = { 0 };
+		hs_store_lease_row l;
+		int rc;
+		if (done) {
+			rc = hs_store_lease_release(t->store, id, t->node_id, fence, &e);
+			if (rc == HS_NOT_FOUND)
+				rc = HS_CONFLICT;
+		} else {
+			rc = hs_store_lease_acquire(t->store, id, t->node_id, now, until, &l, &e);
+			if (rc == HS_OK && l.fence != fence)
+				rc = HS_CONFLICT; /* someone held it in between: our copy is stale */
+		}
+		if (rc == HS_OK && !done)
+			continue;
+		pthread_mutex_lock(&k->mu);
+		if (k->fence == fence) {
+			if (done && rc == HS_OK)
+				k->fence = 0; /* finished: given up */
+			else if (rc == HS_CONFLICT)
+				hs_tasks__lease_drop(t, k, "the lease changed hands");
+			else
+				hs_log(HS_LOG_WARN, "tasks", "cannot renew a task lease",
+				       HS_LS("task_id", id), HS_LS("error", e.msg));
+		}
+		pthread_mutex_unlock(&k->mu);
+	}
+	free(v);
+}
+
+#define TAKEOVER_BATCH 64
+
+static void take_expired(hs_tasks *t, int64_t now)
+{
+	hs_store_lease_row *v = NULL;
+	size_t n = 0;
+	hs_error e = { 0 };
+	if (hs_store_lease_list_expired(t->store, now, TAKEOVER_BATCH, &v, &n, &e) != HS_OK) {
+		hs_log(HS_LOG_WARN, "tasks", "cannot list expired task leases", HS_LS("error", e.msg));
+		return;
+	}
+	for (size_t i = 0; i < n; i++) {
+		hs_error e2 = { 0 };
+		hs_store_lease_row l;
+		int rc = hs_tasks__lease_take(t, v[i].task_id, &l, &e2);
+		if (rc == HS_NOT_FOUND) /* a lease without a task (a registration that failed) */
+			(void)hs_store_lease_release(t->store, v[i].task_id, t->node_id, l.fence, NULL);
+		else if (rc != HS_OK && rc != HS_CONFLICT)
+			hs_log(HS_LOG_WARN, "tasks", "cannot take a task over",
+			       HS_LS("task_id", v[i].task_id), HS_LS("error", e2.msg));
+	}
+	free(v);
+}
+
+static void *lease_main(void *arg)
+{
+	hs_tasks *t = arg;
+	int64_t period = t->lease_ms / 3;
+	pthread_mutex_lock(&t->lease_mu);
+	while (!t->lease_stop) {
+		pthread_mutex_unlock(&t->lease_mu);
+		int64_t now = hs_clock_wall_ms();
+		put_node(t, now);
+		renew_held(t, now, now + t->lease_ms);
+		take_expired(t, hs_clock_wall_ms());
+		pthread_mutex_lock(&t->lease_mu);
+		int64_t wake = hs_clock_mono_ms() + period;
+		struct timespec ts = { .tv_sec = wake / 1000, .tv_nsec = (wake % 1000) * 1000000 };
+		while (!t->lease_stop && hs_clock_mono_ms() < wake)
+			pthread_cond_timedwait(&t->lease_cv, &t->lease_mu, &ts);
+	}
+	pthread_mutex_unlock(&t->lease_mu);
+	return NULL;
+}
+
+int hs_tasks__lease_start(hs_tasks *t, hs_error *err)
+{
+	if (!t->leases)
+		return HS_OK;
+	if (pthread_create(&t->lease_thr, NULL, lease_main, t) != 0)
+		return hs_error_set(err, HS_INTERNAL, "tasks: cannot start the lease thread");
+	t->lease_started = true;
+	return HS_OK;
+}
+
+void hs_tasks__lease_stop(hs_tasks *t)
+{
+	if (!t->leases)
+		return;
+	if (t->lease_started) {
+		pthread_mutex_lock(&t->lease_mu);
+		t->lease_stop = true;
+		pthread_cond_broadcast(&t->lease_cv);
+		pthread_mutex_unlock(&t->lease_mu);
+		pthread_join(t->lease_thr, NULL);
+		t->lease_started = false;
+	}
+	/* Give every lease up (it expires now: a survivor's next scan takes
+	 * it over) and leave the node list. */
+	int64_t now = hs_clock_wall_ms();
+	renew_held(t, now, now);
+	(void)hs_store_node_delete(t->store, t->node_id, NULL);
+}
+
+int hs_tasks_advertise(hs_tasks *t, const char *address, hs_error *err)
+{
+	if (!t->leases)
+		return HS_OK;
+	if (address == NULL || address[0] == '\0' || strlen(address) >= HS_STORE_PATH_MAX)
+		return hs_error_set(err, HS_INVALID, "advertise address: empty or too long");
+	pthread_mutex_lock(&t->lease_mu);
+	COPY(t->address, address);
+	int64_t now = hs_clock_wall_ms();
+	t->node_started_ms = now;
+	pthread_mutex_unlock(&t->lease_mu);
+	hs_store_node_row n;
+	memset(&n, 0, sizeof(n));
+	COPY(n.node_id, t->node_id);
+	COPY(n.address, address);
+	n.started_at_ms = now;
+	n.expires_at_ms = now + t->lease_ms;
+	n.updated_at_ms = now;
+	return hs_store_node_put(t->store, &n, err);
+}
