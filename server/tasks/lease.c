@@ -7,7 +7,8 @@
  * the lease's fencing token (hs_tasks__publish / transition.c), so a node
  * that lost the lease (paused, partitioned, slow) has its writes refused
  * and drops the task (hs_tasks__lease_drop). One thread here renews the
- * node row and the held leases every lease_ms / 3 and takes over leases
+ * node row and the held leases (one statement for all of them,
+ * hs_store_lease_renew_node) every lease_ms / 3 and takes over leases
  * that expired (their node died or gave them up at shutdown): it loads the
  * task from the store and re-arms it as a restart would (tasks.c,
  * hs_tasks__rearm_loaded), so an interrupted recovery continues with the
@@ -57,21 +58,18 @@ int hs_tasks__elsewhere(hs_tasks *t, const char *task_id, const hs_store_lease_r
  * then re-arm it from the stored state. */
 static int install(hs_tasks *t, const hs_store_task_row *row, int64_t fence, hs_error *err)
 {
+	/* Indexed with fence 0 (nothing acts on it until it is set below), or
+	 * the copy indexed before, refreshed from the row. */
 	task *k = hs_tasks__lookup(t, row->task_id);
-	if (k == NULL) {
-		/* Indexed with fence 0: nothing acts on it until it is set below. */
-		if ((k = hs_tasks__insert(t, row, err)) == NULL)
-			return HS_INTERNAL;
-		pthread_mutex_lock(&k->mu);
-	} else {
-		pthread_mutex_lock(&k->mu);
-		if (hs_tasks__adopt(k, row) != HS_OK) {
-			pthread_mutex_unlock(&k->mu);
-			return hs_error_set(err, HS_INTERNAL, "task %s: out of memory", row->task_id);
-		}
-		free(k->resume_external);
-		k->resume_external = NULL;
+	if (k == NULL && (k = hs_tasks__insert(t, row, err)) == NULL)
+		return HS_INTERNAL;
+	pthread_mutex_lock(&k->mu);
+	if (hs_tasks__adopt(k, row) != HS_OK) {
+		pthread_mutex_unlock(&k->mu);
+		return hs_error_set(err, HS_INTERNAL, "task %s: out of memory", row->task_id);
 	}
+	free(k->resume_external);
+	k->resume_external = NULL;
 	k->epoch++;
 	k->attempt_due = false;
 	k->fence = fence;
@@ -143,66 +141,104 @@ static size_t snapshot(hs_tasks *t, task ***out)
 	return v != NULL ? n : 0;
 }
 
-/* Renew (expires_at = until) or, with until <= now, give up every lease
- * held here. A lease that changed hands is dropped. The store calls run
- * without the task lock (the heartbeat hot path takes it). */
-static void renew_held(hs_tasks *t, int64_t now, int64_t until)
+static int by_task_id(const void *key, const void *row)
 {
+	return strcmp(key, ((const hs_store_lease_row *)row)->task_id);
+}
+
+/* Renew every lease held here until `until` in one statement (with until
+ * <= now: give them all up), then settle memory against what the store
+ * says is still ours: a task held before the statement whose lease is now
+ * gone or has another fence is dropped; a finished task's lease is
+ * released. Fences are read before the statement, so a lease taken
+ * meanwhile (a registration) is not mistaken for a lost one. The store
+ * calls run without any task lock (the heartbeat hot path takes them). */
+static void renew_held(hs_tasks *t, int64_t until)
+{
+	hs_store_lease_row *held = NULL;
+	size_t n_held = 0;
+	hs_error e = { 0 };
 	task **v;
 	size_t n = snapshot(t, &v);
+	int64_t *fences = n ? calloc(n, sizeof(*fences)) : NULL;
+	if (n > 0 && fences == NULL)
+		n = 0; /* out of memory: renew anyway, settle next round */
+	for (size_t i = 0; i < n; i++) {
+		pthread_mutex_lock(&v[i]->mu);
+		fences[i] = v[i]->fence;
+		pthread_mutex_unlock(&v[i]->mu);
+	}
+	if (hs_store_lease_renew_node(t->store, t->node_id, until, &held, &n_held, &e) != HS_OK) {
+		/* Nothing known: keep acting (every write is fenced anyway). */
+		hs_log(HS_LOG_WARN, "tasks", "cannot renew the task leases", HS_LS("error", e.msg));
+		n = 0;
+	}
 	for (size_t i = 0; i < n; i++) {
 		task *k = v[i];
+		int64_t fence = fences[i];
+		if (fence == 0)
+			continue;
 		pthread_mutex_lock(&k->mu);
-		int64_t fence = k->fence;
 		bool done = terminal(k->m.state);
 		char id[HS_TASK_ID_MAX + 1];
 		COPY(id, k->id);
+		const hs_store_lease_row *l = n_held ? bsearch(id, held, n_held, sizeof(*held),
+							       by_task_id)
+						     : NULL;
+		if (k->fence != fence || (l != NULL && l->fence == fence && !done)) {
+			pthread_mutex_unlock(&k->mu); /* moved meanwhile, or still ours */
+			continue;
+		}
+		if (l == NULL || l->fence != fence) {
+			/* Someone else holds it (or held it in between: our copy
+			 * is stale either way). */
+			hs_tasks__lease_drop(t, k, "the lease changed hands");
+			pthread_mutex_unlock(&k->mu);
+			continue;
+		}
 		pthread_mutex_unlock(&k->mu);
-		if (fence == 0)
-			continue;
-		hs_error e = { 0 };
-		hs_store_lease_row l;
-		int rc;
-		if (done) {
-			rc = hs_store_lease_release(t->store, id, t->node_id, fence, &e);
-			if (rc == HS_NOT_FOUND)
-				rc = HS_CONFLICT;
-		} else {
-			rc = hs_store_lease_acquire(t->store, id, t->node_id, now, until, &l, &e);
-			if (rc == HS_OK && l.fence != fence)
-				rc = HS_CONFLICT; /* someone held it in between: our copy is stale */
-		}
-		if (rc == HS_OK && !done)
-			continue;
+		/* Finished (its release after the final event failed): retry it. */
+		int rc = hs_store_lease_release(t->store, id, t->node_id, fence, NULL);
 		pthread_mutex_lock(&k->mu);
-		if (k->fence == fence) {
-			if (done && rc == HS_OK)
-				k->fence = 0; /* finished: given up */
-			else if (rc == HS_CONFLICT)
-				hs_tasks__lease_drop(t, k, "the lease changed hands");
-			else
-				hs_log(HS_LOG_WARN, "tasks", "cannot renew a task lease",
-				       HS_LS("task_id", id), HS_LS("error", e.msg));
-		}
+		if (k->fence == fence && rc != HS_UNAVAILABLE && terminal(k->m.state))
+			k->fence = 0;
 		pthread_mutex_unlock(&k->mu);
 	}
+	free(fences);
 	free(v);
+	free(held);
 }
 
 #define TAKEOVER_BATCH 64
 
-static void take_expired(hs_tasks *t, int64_t now)
+/* One batch of expired leases taken over; how many were listed. */
+static size_t take_expired(hs_tasks *t, int64_t now)
 {
 	hs_store_lease_row *v = NULL;
 	size_t n = 0;
 	hs_error e = { 0 };
 	if (hs_store_lease_list_expired(t->store, now, TAKEOVER_BATCH, &v, &n, &e) != HS_OK) {
 		hs_log(HS_LOG_WARN, "tasks", "cannot list expired task leases", HS_LS("error", e.msg));
-		return;
+		return 0;
 	}
 	for (size_t i = 0; i < n; i++) {
 		hs_error e2 = { 0 };
 		hs_store_lease_row l;
+		if (strcmp(v[i].node_id, t->node_id) == 0) {
+			/* Our own, held here and late to be renewed: renew only. */
+			task *k = hs_tasks__lookup(t, v[i].task_id);
+			bool mine = false;
+			if (k != NULL) {
+				pthread_mutex_lock(&k->mu);
+				mine = k->fence == v[i].fence;
+				pthread_mutex_unlock(&k->mu);
+			}
+			if (mine) {
+				(void)hs_store_lease_acquire(t->store, v[i].task_id, t->node_id, now,
+							     now + t->lease_ms, NULL, NULL);
+				continue;
+			}
+		}
 		int rc = hs_tasks__lease_take(t, v[i].task_id, &l, &e2);
 		if (rc == HS_NOT_FOUND) /* a lease without a task (a registration that failed) */
 			(void)hs_store_lease_release(t->store, v[i].task_id, t->node_id, l.fence, NULL);
@@ -211,6 +247,7 @@ static void take_expired(hs_tasks *t, int64_t now)
 			       HS_LS("task_id", v[i].task_id), HS_LS("error", e2.msg));
 	}
 	free(v);
+	return n;
 }
 
 static void *lease_main(void *arg)
@@ -222,8 +259,13 @@ static void *lease_main(void *arg)
 		pthread_mutex_unlock(&t->lease_mu);
 		int64_t now = hs_clock_wall_ms();
 		put_node(t, now);
-		renew_held(t, now, now + t->lease_ms);
-		take_expired(t, hs_clock_wall_ms());
+		renew_held(t, now + t->lease_ms);
+		/* A dead node's tasks, batch after batch, for at most a period
+		 * (then renew first: our own leases must not lapse meanwhile). */
+		int64_t until = hs_clock_mono_ms() + period;
+		while (take_expired(t, hs_clock_wall_ms()) == TAKEOVER_BATCH &&
+		       hs_clock_mono_ms() < until)
+			;
 		pthread_mutex_lock(&t->lease_mu);
 		int64_t wake = hs_clock_mono_ms() + period;
 		struct timespec ts = { .tv_sec = wake / 1000, .tv_nsec = (wake % 1000) * 1000000 };
@@ -259,7 +301,7 @@ void hs_tasks__lease_stop(hs_tasks *t)
 	/* Give every lease up (it expires now: a survivor's next scan takes
 	 * it over) and leave the node list. */
 	int64_t now = hs_clock_wall_ms();
-	renew_held(t, now, now);
+	renew_held(t, now);
 	(void)hs_store_node_delete(t->store, t->node_id, NULL);
 }
 

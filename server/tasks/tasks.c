@@ -459,8 +459,15 @@ task *hs_tasks__insert(hs_tasks *t, const hs_store_task_row *row, hs_error *err)
 		return NULL;
 	}
 	pthread_mutex_lock(&t->mu);
-	int rc = map_add(t, k);
+	task *had = t->buckets[hash(row->task_id) % t->nbuckets];
+	while (had != NULL && strcmp(had->id, row->task_id) != 0)
+		had = had->hnext;
+	int rc = had == NULL ? map_add(t, k) : HS_OK;
 	pthread_mutex_unlock(&t->mu);
+	if (had != NULL) { /* indexed meanwhile (two takeovers of one task) */
+		hs_tasks__task_free(k);
+		return had;
+	}
 	if (rc != HS_OK) {
 		hs_tasks__task_free(k);
 		hs_error_set(err, HS_INTERNAL, "task %s: out of memory", row->task_id);

@@ -225,7 +225,10 @@ void hs_tasks__task_free(task *k);
 void hs_tasks__rearm_loaded(hs_tasks *t, task *k);
 
 task *hs_tasks__lookup(hs_tasks *t, const char *id);
-/* Create and index a task from a row (t->mu not held); NULL on OOM. */
+/* An authenticated caller with a bounded id (ops.c). */
+int hs_tasks__check_caller(const hs_principal *c, hs_error *err);
+/* Create and index a task from a row (t->mu not held); NULL on OOM. A
+ * task indexed under that id meanwhile is returned as it is. */
 task *hs_tasks__insert(hs_tasks *t, const hs_store_task_row *row, hs_error *err);
 bool hs_tasks__visible(const task *k, const hs_principal *caller);
 void hs_tasks__info_of(const task *k, hs_task_info *out, bool *oom);

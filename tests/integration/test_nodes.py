@@ -10,7 +10,9 @@ task leases (--task-lease-ms).
   node takes the lease over and finishes the recovery exactly once (one
   RECOVERY_STARTED for the generation, no lost or duplicated event);
 * a node whose lease was taken over while it was paused stops acting on the
-  task: the task times out exactly once, by its new owner.
+  task: the task times out exactly once, by its new owner;
+* a node stopped with SIGTERM gives its leases up and leaves the node list;
+  a survivor takes its tasks.
 
 No timed assertions: every wait polls for a condition with a generous
 limit."""
@@ -193,6 +195,19 @@ class NodesTest(unittest.TestCase):
         self.assertEqual(types.count(EV_TIMEOUT), 1, types)
         # node-b still answers for it (through the store).
         self.assertEqual(self.clients[1].GetTask(task_id=tid).task_id, tid)
+
+    def test_z_a_stopping_node_hands_its_tasks_over(self):
+        # Runs last (node-a is dead by now): node-b registers a task and
+        # stops (SIGTERM): it gives its leases up, and node-c takes the task
+        # at its next scan without waiting for the lease to run out.
+        self.register(self.clients[1], "handoff-1", 600000)
+        self.assertEqual(self.lease("handoff-1"), ("node-b", 1))
+        self.nodes[1].close()
+        poll(lambda: self.lease("handoff-1") == ("node-c", 2), 30, "node-c to take it over")
+        self.assertEqual(self.query("SELECT count(*) FROM nodes WHERE node_id = 'node-b'"),
+                         [["0"]])
+        self.assertEqual(self.clients[2].GetTask(task_id="handoff-1").state,
+                         H.TASK_STATE_RUNNING)
 
 
 if __name__ == "__main__":
