@@ -56,7 +56,8 @@ int hs_tasks__elsewhere(hs_tasks *t, const char *task_id, const hs_store_lease_r
 
 /* Hold row's task here with fence: index it (or refresh the stale copy),
  * then re-arm it from the stored state. */
-static int install(hs_tasks *t, const hs_store_task_row *row, int64_t fence, hs_error *err)
+int hs_tasks__lease_install(hs_tasks *t, const hs_store_task_row *row, int64_t fence,
+			    hs_error *err)
 {
 	/* Indexed with fence 0 (nothing acts on it until it is set below), or
 	 * the copy indexed before, refreshed from the row. */
@@ -97,7 +98,7 @@ int hs_tasks__lease_take(hs_tasks *t, const char *task_id, hs_store_lease_row *l
 		return hs_error_set(err, HS_INTERNAL, "out of memory");
 	rc = hs_store_task_get(t->store, task_id, row, err);
 	if (rc == HS_OK) {
-		rc = install(t, row, l.fence, err);
+		rc = hs_tasks__lease_install(t, row, l.fence, err);
 		if (rc == HS_OK && l.fence > 1)
 			hs_log(HS_LOG_INFO, "tasks", "task taken over", HS_LS("task_id", task_id),
 			       HS_LI("fence", l.fence),

@@ -572,9 +572,54 @@ static int find_last_event(hs_tasks *t, int64_t *out, hs_error *err)
 	return HS_OK;
 }
 
+static int by_lease_task(const void *key, const void *row)
+{
+	return strcmp(key, ((const hs_store_lease_row *)row)->task_id);
+}
+
+/* Many nodes: hold row's task if its lease is ours already (held, from one
+ * renewal of them all) or nobody holds it live (one acquire); skip it when
+ * another node does. */
+static int load_leased(hs_tasks *t, const hs_store_task_row *row, const hs_store_lease_row *held,
+		       size_t n_held, hs_error *err)
+{
+	const hs_store_lease_row *mine =
+		n_held ? bsearch(row->task_id, held, n_held, sizeof(*held), by_lease_task) : NULL;
+	if (terminal(row->state)) { /* nothing to own: a lease left over is given back */
+		if (mine != NULL)
+			(void)hs_store_lease_release(t->store, row->task_id, t->node_id, mine->fence,
+						     NULL);
+		return HS_OK;
+	}
+	int64_t fence = mine != NULL ? mine->fence : 0;
+	if (fence == 0) {
+		hs_store_lease_row l;
+		int64_t now = hs_clock_wall_ms();
+		int rc = hs_store_lease_acquire(t->store, row->task_id, t->node_id, now,
+						now + t->lease_ms, &l, err);
+		if (rc == HS_CONFLICT) {
+			hs_error_clear(err);
+			return HS_OK;
+		}
+		if (rc != HS_OK)
+			return rc;
+		fence = l.fence;
+	}
+	return hs_tasks__lease_install(t, row, fence, err);
+}
+
 static int load(hs_tasks *t, hs_error *err)
 {
 	char after[HS_STORE_ID_MAX] = "";
+	hs_store_lease_row *held = NULL;
+	size_t n_held = 0;
+	int64_t now = hs_clock_wall_ms();
+	if (t->leases) {
+		int rc = hs_store_lease_renew_node(t->store, t->node_id, now + t->lease_ms, &held,
+						   &n_held, err);
+		if (rc != HS_OK)
+			return rc;
+	}
 	for (;;) {
 		hs_store_task_filter f = HS_STORE_TASK_FILTER_INIT;
 		f.after_id = after;
@@ -582,18 +627,15 @@ static int load(hs_tasks *t, hs_error *err)
 		hs_store_task_row *rows = NULL;
 		size_t n = 0;
 		int rc = hs_store_task_list(t->store, &f, &rows, &n, err);
-		if (rc != HS_OK)
+		if (rc != HS_OK) {
+			free(held);
 			return rc;
+		}
 		for (size_t i = 0; i < n; i++) {
 			if (t->leases) {
-				/* Many nodes: hold what nobody else holds live. */
-				if (terminal(rows[i].state))
-					continue;
-				rc = hs_tasks__lease_take(t, rows[i].task_id, NULL, err);
-				if (rc == HS_CONFLICT || rc == HS_NOT_FOUND)
-					continue;
-				if (rc != HS_OK) {
+				if ((rc = load_leased(t, &rows[i], held, n_held, err)) != HS_OK) {
 					free(rows);
+					free(held);
 					return rc;
 				}
 				continue;
@@ -601,6 +643,7 @@ static int load(hs_tasks *t, hs_error *err)
 			task *k = hs_tasks__insert(t, &rows[i], err);
 			if (k == NULL) {
 				free(rows);
+				free(held);
 				return HS_INTERNAL;
 			}
 			hs_tasks__rearm_loaded(t, k);
@@ -611,6 +654,7 @@ static int load(hs_tasks *t, hs_error *err)
 		if (n < HS_STORE_LIST_MAX)
 			break;
 	}
+	free(held);
 	return find_last_event(t, &t->last_event_id, err);
 }
 

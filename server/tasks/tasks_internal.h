@@ -202,6 +202,10 @@ void hs_tasks__lease_stop(hs_tasks *t);
  * allowed). HS_NOT_FOUND: no such task. No task lock held. Blocks. */
 int hs_tasks__lease_take(hs_tasks *t, const char *task_id, hs_store_lease_row *holder,
 			 hs_error *err);
+/* Hold row's task here under fence (a lease this node was granted): index
+ * it or refresh the stale copy, then re-arm it as at start. No lock held. */
+int hs_tasks__lease_install(hs_tasks *t, const hs_store_task_row *row, int64_t fence,
+			    hs_error *err);
 /* This node lost k's lease (a fenced write or a renewal said so): stop
  * acting on it (fence 0, timer off). k->mu held. */
 void hs_tasks__lease_drop(hs_tasks *t, task *k, const char *why);

@@ -4,8 +4,9 @@ workspace root, sharing one database of the pg fixture's server, with short
 task leases (--task-lease-ms).
 
 * a task belongs to the node that registered it (one lease, fence 1), every
-  node advertises itself, and a heartbeat or GetTask sent to another node is
-  served from the store without moving the lease;
+  node advertises itself, a heartbeat or GetTask sent to another node is
+  served from the store without moving the lease, and a call that would
+  change the task there answers UNAVAILABLE naming the holder's address;
 * kill -9 the node that owns a task in the middle of its recovery: another
   node takes the lease over and finishes the recovery exactly once (one
   RECOVERY_STARTED for the generation, no lost or duplicated event);
@@ -122,6 +123,14 @@ class NodesTest(unittest.TestCase):
         self.assertEqual(r.instruction, H.INSTRUCTION_CONTINUE)
         self.assertEqual(self.clients[2].GetTask(task_id="spread-0").current_step, 7)
         self.assertEqual(self.lease("spread-0"), ("node-a", 1))
+        # A call that would change a task another node holds answers
+        # UNAVAILABLE with where to go (the holder and its address).
+        with self.assertRaises(grpc.RpcError) as cm:
+            self.clients[0].CompleteTask(task_id="spread-1", success=True)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAVAILABLE)
+        self.assertIn("node-b", cm.exception.details())
+        self.assertIn(self.nodes[1].target, cm.exception.details())
+        self.assertEqual(self.clients[1].GetTask(task_id="spread-1").state, H.TASK_STATE_RUNNING)
 
     def test_kill_the_owner_mid_recovery_another_node_finishes_it_once(self):
         a, owner = self.clients[0], self.nodes[0]
