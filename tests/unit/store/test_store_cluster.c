@@ -338,7 +338,8 @@ void test_store__listener(void **state)
 	assert_int_equal(max, 0); /* nothing new */
 	/* Kill its connection from outside. */
 	pg_exec(f, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-		   "WHERE query = 'LISTEN harness_task_events' AND pid <> pg_backend_pid()");
+		   "WHERE query = 'LISTEN harness_task_events' AND pid <> pg_backend_pid() "
+		   "AND datname = current_database()");
 	int rc = HS_OK;
 	for (int i = 0; i < 100 && rc == HS_OK; i++)
 		rc = hs_store_listener_wait(l, 50, &max, &err);
@@ -418,9 +419,12 @@ void test_store__heartbeat_hostile_details(void **state)
  * of its own (SELECT, BEGIN: reads and every transaction). */
 static void kill_pool(fixture *f)
 {
+	/* Only this test's database: other tests' harnessd share the
+	 * fixture's server (integration.postgres.flows, integration.nodes). */
 	PGconn *c = pg_connect(f);
 	PGresult *r = PQexec(c, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-				"WHERE application_name = 'harnessd' AND pid <> pg_backend_pid()");
+				"WHERE application_name = 'harnessd' AND pid <> pg_backend_pid() "
+				"AND datname = current_database()");
 	assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
 	assert_true(strtol(PQgetvalue(r, 0, 0), NULL, 10) >= 1);
 	PQclear(r);
