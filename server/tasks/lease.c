@@ -326,3 +326,8 @@ int hs_tasks_advertise(hs_tasks *t, const char *address, hs_error *err)
 	n.updated_at_ms = now;
 	return hs_store_node_put(t->store, &n, err);
 }
+
+bool hs_tasks_shared(const hs_tasks *t)
+{
+	return t->leases;
+}

@@ -592,6 +592,8 @@ int hs_tasks_get(hs_tasks *t, const hs_principal *caller, const char *task_id,
 		return rc;
 	rc = info_out(k, out, err);
 	pthread_mutex_unlock(&k->mu);
+	if (rc == HS_OK && t->leases)
+		hs_tasks__remote_progress(t, out);
 	return rc;
 }
 

@@ -111,3 +111,29 @@ done:
 	hs_tasks__task_free(k);
 	return rc;
 }
+
+void hs_tasks__remote_progress(hs_tasks *t, hs_task_info *info)
+{
+	if (info->state != HS_TASK_RUNNING)
+		return;
+	hs_store_task_row *row = malloc(sizeof(*row));
+	if (row == NULL)
+		return;
+	if (hs_store_task_get(t->store, info->task_id, row, NULL) == HS_OK &&
+	    row->state == HS_TASK_RUNNING && row->last_heartbeat_ms > info->last_heartbeat_ms) {
+		info->last_heartbeat_ms = row->last_heartbeat_ms;
+		info->current_step = row->current_step;
+		if (row->total_steps > 0)
+			info->total_steps = row->total_steps;
+		info->cpu_usage = row->cpu_usage;
+		info->memory_usage_mb = row->memory_usage_mb;
+		info->disk_usage_mb = row->disk_usage_mb;
+		info->next_deadline_ms = row->last_heartbeat_ms + info->heartbeat_timeout_ms;
+		char *d = strdup(row->details);
+		if (d != NULL) {
+			free(info->details);
+			info->details = d;
+		}
+	}
+	free(row);
+}

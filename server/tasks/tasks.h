@@ -282,7 +282,8 @@ typedef void (*hs_task_beat_done_fn)(void *arg, int rc, const hs_error *err);
 int hs_tasks_heartbeat_start(hs_tasks *t, const hs_principal *caller, const char *task_id,
 			     const hs_task_beat *beat, hs_task_beat_reply *out,
 			     hs_task_beat_done_fn done, void *arg, hs_error *err);
-/* No I/O. */
+/* No I/O (many nodes: one store read, for progress reported through other
+ * nodes or a task another node holds). */
 int hs_tasks_get(hs_tasks *t, const hs_principal *caller, const char *task_id,
 		 hs_task_info *out, hs_error *err);
 
@@ -359,6 +360,9 @@ typedef struct hs_tasks_stats {
 } hs_tasks_stats;
 
 void hs_tasks_stats_get(hs_tasks *t, hs_tasks_stats *out);
+
+/* Many nodes share the store (a node id was given): GetTask reads it. */
+bool hs_tasks_shared(const hs_tasks *t);
 
 /* Tasks in memory (every state); one short lock. */
 size_t hs_tasks_count(hs_tasks *t);

@@ -222,6 +222,10 @@ int hs_tasks__remote_get(hs_tasks *t, const char *task_id, hs_task_info *out, hs
 int hs_tasks__remote_beat(hs_tasks *t, const char *task_id, const hs_task_beat *b,
 			  const hs_store_lease_row *holder, hs_task_beat_reply *out,
 			  hs_error *err);
+/* GetTask at the holder: progress heartbeats sent to other nodes are in
+ * the store only (the holder reads them when its deadline fires); a newer
+ * stored heartbeat of a RUNNING task replaces info's progress fields. */
+void hs_tasks__remote_progress(hs_tasks *t, hs_task_info *info);
 /* A task struct outside the index (tasks.c): new (NULL on OOM) / free. */
 task *hs_tasks__task_new(void);
 void hs_tasks__task_free(task *k);

@@ -122,6 +122,8 @@ class NodesTest(unittest.TestCase):
         r = self.clients[1].Heartbeat(task_id="spread-0", current_step=7)
         self.assertEqual(r.instruction, H.INSTRUCTION_CONTINUE)
         self.assertEqual(self.clients[2].GetTask(task_id="spread-0").current_step, 7)
+        # The holder shows the progress reported through another node too.
+        self.assertEqual(self.clients[0].GetTask(task_id="spread-0").current_step, 7)
         self.assertEqual(self.lease("spread-0"), ("node-a", 1))
         # A call that would change a task another node holds answers
         # UNAVAILABLE with where to go (the holder and its address).
