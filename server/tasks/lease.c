@@ -93,6 +93,14 @@ int hs_tasks__lease_take(hs_tasks *t, const char *task_id, hs_store_lease_row *l
 		*lease = l;
 	if (rc != HS_OK)
 		return rc;
+	task *had = hs_tasks__lookup(t, task_id);
+	if (had != NULL) {
+		pthread_mutex_lock(&had->mu);
+		bool held = had->fence == l.fence;
+		pthread_mutex_unlock(&had->mu);
+		if (held)
+			return HS_OK; /* a renewal of what is held here: memory is current */
+	}
 	hs_store_task_row *row = malloc(sizeof(*row));
 	if (row == NULL)
 		return hs_error_set(err, HS_INTERNAL, "out of memory");

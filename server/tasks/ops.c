@@ -361,7 +361,8 @@ int hs_tasks_register(hs_tasks *t, const hs_principal *caller, const hs_task_spe
 	int rc;
 	spec_ok v;
 	char owner[HS_TASK_OWNER_MAX];
-	if ((rc = hs_tasks__check_caller(caller, err)) != HS_OK || (rc = validate_spec(spec, &v, err)) != HS_OK)
+	if ((rc = hs_tasks__check_caller(caller, err)) != HS_OK ||
+	    (rc = validate_spec(spec, &v, err)) != HS_OK)
 		return rc;
 	/* Checkpoints first: a refused id must not be claimed on the way. */
 	if (t->ops.checkpoints_check != NULL &&
