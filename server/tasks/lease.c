@@ -45,13 +45,16 @@ void hs_tasks__lease_drop(hs_tasks *t, task *k, const char *why)
 int hs_tasks__elsewhere(hs_tasks *t, const char *task_id, const hs_store_lease_row *holder,
 			hs_error *err)
 {
+	hs_store_lease_row l = *holder;
+	if (l.node_id[0] == '\0' && hs_store_lease_get(t->store, task_id, &l, NULL) != HS_OK)
+		COPY(l.node_id, "?");
 	hs_store_node_row node;
 	memset(&node, 0, sizeof(node));
-	if (hs_store_node_get(t->store, holder->node_id, &node, NULL) != HS_OK)
+	if (hs_store_node_get(t->store, l.node_id, &node, NULL) != HS_OK)
 		node.address[0] = '\0';
 	return hs_error_set(err, HS_UNAVAILABLE,
 			    "task %s is held by node %s (%s): send the call there, or retry",
-			    task_id, holder->node_id, node.address[0] ? node.address : "no address");
+			    task_id, l.node_id, node.address[0] ? node.address : "no address");
 }
 
 /* Hold row's task here with fence: index it (or refresh the stale copy),
@@ -87,8 +90,8 @@ int hs_tasks__lease_take(hs_tasks *t, const char *task_id, hs_store_lease_row *l
 	int64_t now = hs_clock_wall_ms();
 	int rc = hs_store_lease_acquire(t->store, task_id, t->node_id, now, now + t->lease_ms, &l,
 					err);
-	if (rc == HS_CONFLICT && hs_store_lease_get(t->store, task_id, &l, NULL) != HS_OK)
-		COPY(l.node_id, "?");
+	if (rc == HS_CONFLICT) /* who holds it is looked up only if needed */
+		memset(&l, 0, sizeof(l));
 	if (lease != NULL)
 		*lease = l;
 	if (rc != HS_OK)

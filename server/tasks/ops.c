@@ -35,11 +35,13 @@ int hs_tasks__check_caller(const hs_principal *c, hs_error *err)
  * take, a task held by nobody live (its lease free or expired) is taken
  * over here first (blocks: the store); else, and when another node holds
  * it live, the answer is ELSEWHERE with the holder in *holder (NULL
- * allowed) after checking in the store that the caller may see it. */
+ * allowed; node_id "" = not looked up) and the task's stored row in *row
+ * (NULL allowed) after checking that the caller may see it. */
 enum { ELSEWHERE = 3 };
 
 static int find_locked_at(hs_tasks *t, const hs_principal *caller, const char *id, bool take,
-			  task **out, hs_store_lease_row *holder, hs_error *err)
+			  task **out, hs_store_lease_row *holder, hs_store_task_row *row,
+			  hs_error *err)
 {
 	int rc;
 	if ((rc = hs_tasks__check_caller(caller, err)) != HS_OK)
@@ -77,16 +79,15 @@ static int find_locked_at(hs_tasks *t, const hs_principal *caller, const char *i
 		} else if (take) {
 			return hs_error_set(err, HS_UNAVAILABLE, "task %s: its lease keeps changing "
 					    "hands; retry", id);
-		} else if (hs_store_lease_get(t->store, id, &l, NULL) != HS_OK) {
-			COPY(l.node_id, "?");
 		}
 		/* Held elsewhere (or not taken): visible to the caller? */
-		hs_store_task_row *row = malloc(sizeof(*row));
-		if (row == NULL)
+		hs_store_task_row *r = row != NULL ? row : malloc(sizeof(*r));
+		if (r == NULL)
 			return hs_error_set(err, HS_INTERNAL, "out of memory");
-		rc = hs_store_task_get(t->store, id, row, err);
-		bool may = rc == HS_OK && hs_principal_may(caller, row->owner);
-		free(row);
+		rc = hs_store_task_get(t->store, id, r, err);
+		bool may = rc == HS_OK && hs_principal_may(caller, r->owner);
+		if (r != row)
+			free(r);
 		if (rc != HS_OK && rc != HS_NOT_FOUND)
 			return rc;
 		if (!may)
@@ -101,7 +102,7 @@ static int find_locked(hs_tasks *t, const hs_principal *caller, const char *id, 
 		       hs_error *err)
 {
 	hs_store_lease_row holder;
-	int rc = find_locked_at(t, caller, id, true, out, &holder, err);
+	int rc = find_locked_at(t, caller, id, true, out, &holder, NULL, err);
 	if (rc == ELSEWHERE)
 		rc = hs_tasks__elsewhere(t, id, &holder, err);
 	return rc;
@@ -385,6 +386,8 @@ int hs_tasks_register(hs_tasks *t, const hs_principal *caller, const hs_task_spe
 		memset(&l, 0, sizeof(l));
 		rc = hs_tasks__lease_take(t, spec->task_id, &l, err);
 		if (rc == HS_CONFLICT) {
+			if (hs_store_lease_get(t->store, spec->task_id, &l, NULL) != HS_OK)
+				COPY(l.node_id, "?");
 			rc = hs_error_set(err, HS_EXISTS, "task %s already exists (held by node %s)",
 					  spec->task_id, l.node_id);
 			goto done;
@@ -479,10 +482,14 @@ int hs_tasks_heartbeat(hs_tasks *t, const hs_principal *caller, const char *task
 	hs_store_lease_row holder;
 	if ((rc = check_beat(b, err)) != HS_OK)
 		return rc;
-	rc = find_locked_at(t, caller, task_id, true, &k, &holder, err);
+	hs_store_task_row *row = NULL; /* many nodes: the stored row, for a task held elsewhere */
+	if (t->leases && (row = malloc(sizeof(*row))) == NULL)
+		return hs_error_set(err, HS_INTERNAL, "out of memory");
+	rc = find_locked_at(t, caller, task_id, true, &k, &holder, row, err);
 	if (rc == ELSEWHERE) /* another node holds it: through the store */
-		return hs_tasks__remote_beat(t, task_id, b, &holder, out, err);
-	if (rc != HS_OK)
+		rc = hs_tasks__remote_beat(t, row, b, &holder, out, err);
+	free(row);
+	if (rc != HS_OK || k == NULL)
 		return rc;
 	memset(out, 0, sizeof(*out));
 	for (int tries = 0;; tries++) {
@@ -586,10 +593,14 @@ int hs_tasks_get(hs_tasks *t, const hs_principal *caller, const char *task_id,
 		 hs_task_info *out, hs_error *err)
 {
 	task *k = NULL;
-	int rc = find_locked_at(t, caller, task_id, false, &k, NULL, err);
+	hs_store_task_row *row = NULL; /* many nodes: the stored row, for a task held elsewhere */
+	if (t->leases && (row = malloc(sizeof(*row))) == NULL)
+		return hs_error_set(err, HS_INTERNAL, "out of memory");
+	int rc = find_locked_at(t, caller, task_id, false, &k, NULL, row, err);
 	if (rc == ELSEWHERE) /* held by another node, or by none: the store's row */
-		return hs_tasks__remote_get(t, task_id, out, err);
-	if (rc != HS_OK)
+		rc = hs_tasks__remote_get(t, row, out, err);
+	free(row);
+	if (rc != HS_OK || k == NULL)
 		return rc;
 	rc = info_out(k, out, err);
 	pthread_mutex_unlock(&k->mu);

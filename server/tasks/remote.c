@@ -21,39 +21,26 @@
 #include <string.h>
 
 /* The stored row as a task outside the index (*out: hs_tasks__task_free). */
-static int load_row(hs_tasks *t, const char *task_id, task **out, hs_error *err)
+static int task_of_row(const hs_store_task_row *row, task **out, hs_error *err)
 {
-	hs_store_task_row *row = malloc(sizeof(*row));
 	task *k = hs_tasks__task_new();
-	int rc;
-	if (row == NULL || k == NULL) {
-		rc = hs_error_set(err, HS_INTERNAL, "out of memory");
-		goto done;
-	}
-	if ((rc = hs_store_task_get(t->store, task_id, row, err)) != HS_OK) {
-		if (rc == HS_NOT_FOUND)
-			rc = hs_error_set(err, HS_NOT_FOUND, "task %s not found", task_id);
-		goto done;
-	}
-	if (hs_tasks__adopt(k, row) != HS_OK) {
-		rc = hs_error_set(err, HS_INTERNAL, "out of memory");
-		goto done;
+	if (k == NULL || hs_tasks__adopt(k, row) != HS_OK) {
+		if (k != NULL)
+			hs_tasks__task_free(k);
+		return hs_error_set(err, HS_INTERNAL, "out of memory");
 	}
 	if (k->m.state == HS_TASK_RUNNING)
 		k->m.deadline_ms = k->m.last_heartbeat_ms + k->m.timeout_ms;
 	*out = k;
-	k = NULL;
-done:
-	free(row);
-	if (k != NULL)
-		hs_tasks__task_free(k);
-	return rc;
+	return HS_OK;
 }
 
-int hs_tasks__remote_get(hs_tasks *t, const char *task_id, hs_task_info *out, hs_error *err)
+int hs_tasks__remote_get(hs_tasks *t, const hs_store_task_row *row, hs_task_info *out,
+			 hs_error *err)
 {
+	(void)t;
 	task *k = NULL;
-	int rc = load_row(t, task_id, &k, err);
+	int rc = task_of_row(row, &k, err);
 	if (rc != HS_OK)
 		return rc;
 	bool oom = false;
@@ -66,12 +53,13 @@ int hs_tasks__remote_get(hs_tasks *t, const char *task_id, hs_task_info *out, hs
 	return HS_OK;
 }
 
-int hs_tasks__remote_beat(hs_tasks *t, const char *task_id, const hs_task_beat *b,
+int hs_tasks__remote_beat(hs_tasks *t, const hs_store_task_row *row, const hs_task_beat *b,
 			  const hs_store_lease_row *holder, hs_task_beat_reply *out,
 			  hs_error *err)
 {
 	task *k = NULL;
-	int rc = load_row(t, task_id, &k, err);
+	const char *task_id = row->task_id;
+	int rc = task_of_row(row, &k, err);
 	if (rc != HS_OK)
 		return rc;
 	memset(out, 0, sizeof(*out));
@@ -120,7 +108,10 @@ void hs_tasks__remote_progress(hs_tasks *t, hs_task_info *info)
 	if (row == NULL)
 		return;
 	if (hs_store_task_get(t->store, info->task_id, row, NULL) == HS_OK &&
-	    row->state == HS_TASK_RUNNING && row->last_heartbeat_ms > info->last_heartbeat_ms) {
+	    row->state == HS_TASK_RUNNING &&
+	    (row->last_heartbeat_ms > info->last_heartbeat_ms ||
+	     (row->last_heartbeat_ms == info->last_heartbeat_ms &&
+	      row->current_step > info->current_step))) { /* the same ms: the further one */
 		info->last_heartbeat_ms = row->last_heartbeat_ms;
 		info->current_step = row->current_step;
 		if (row->total_steps > 0)

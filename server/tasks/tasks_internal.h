@@ -198,8 +198,9 @@ int hs_tasks__lease_start(hs_tasks *t, hs_error *err);
 void hs_tasks__lease_stop(hs_tasks *t);
 /* Take task_id's lease if nobody holds it live, and hold the task here
  * (loaded from the store, deadlines re-armed, an interrupted recovery
- * continued): HS_OK. HS_CONFLICT: another node holds it (*holder, NULL
- * allowed). HS_NOT_FOUND: no such task. No task lock held. Blocks. */
+ * continued): HS_OK. HS_CONFLICT: another node holds it (not looked up:
+ * holder->node_id ""). HS_NOT_FOUND: no such task (the lease is held, as
+ * granted in *holder, for a registration). No task lock held. Blocks. */
 int hs_tasks__lease_take(hs_tasks *t, const char *task_id, hs_store_lease_row *holder,
 			 hs_error *err);
 /* Hold row's task here under fence (a lease this node was granted): index
@@ -209,17 +210,19 @@ int hs_tasks__lease_install(hs_tasks *t, const hs_store_task_row *row, int64_t f
 /* This node lost k's lease (a fenced write or a renewal said so): stop
  * acting on it (fence 0, timer off). k->mu held. */
 void hs_tasks__lease_drop(hs_tasks *t, task *k, const char *why);
-/* An error for a call this node cannot serve because node holds the task:
- * HS_UNAVAILABLE naming the node and its advertised address. */
+/* An error for a call this node cannot serve because holder holds the
+ * task (node_id "" = look it up): HS_UNAVAILABLE naming the node and its
+ * advertised address. */
 int hs_tasks__elsewhere(hs_tasks *t, const char *task_id, const hs_store_lease_row *holder,
 			hs_error *err);
 /* Calls for a task another node holds, served from the store (remote.c):
- * its row as it is stored; a heartbeat whose decision only moves the
+ * from its stored row (read by the caller); a heartbeat whose decision only moves the
  * heartbeat columns is written through the store (the holder reads them
  * before its deadline fires); anything else is hs_tasks__elsewhere. The
  * caller checked visibility. Block. */
-int hs_tasks__remote_get(hs_tasks *t, const char *task_id, hs_task_info *out, hs_error *err);
-int hs_tasks__remote_beat(hs_tasks *t, const char *task_id, const hs_task_beat *b,
+int hs_tasks__remote_get(hs_tasks *t, const hs_store_task_row *row, hs_task_info *out,
+			 hs_error *err);
+int hs_tasks__remote_beat(hs_tasks *t, const hs_store_task_row *row, const hs_task_beat *b,
 			  const hs_store_lease_row *holder, hs_task_beat_reply *out,
 			  hs_error *err);
 /* GetTask at the holder: progress heartbeats sent to other nodes are in
