@@ -216,6 +216,22 @@ static void renew_held(hs_tasks *t, int64_t until)
 			k->fence = 0;
 		pthread_mutex_unlock(&k->mu);
 	}
+	/* Leases the store says are ours whose task is not held here (a
+	 * registration in flight, or an install that failed): hold them, so
+	 * a renewed lease is never one nobody acts on. A registration in
+	 * flight is harmless: no row yet (left alone), or the same task
+	 * indexed once (hs_tasks__insert) with the same fence. */
+	for (size_t j = 0; j < n_held && until > hs_clock_wall_ms(); j++) {
+		task *k = hs_tasks__lookup(t, held[j].task_id);
+		bool here = false;
+		if (k != NULL) {
+			pthread_mutex_lock(&k->mu);
+			here = k->fence == held[j].fence;
+			pthread_mutex_unlock(&k->mu);
+		}
+		if (!here)
+			(void)hs_tasks__lease_take(t, held[j].task_id, NULL, NULL);
+	}
 	free(fences);
 	free(v);
 	free(held);
