@@ -47,7 +47,7 @@ class Server:
 
     store = None  # a function data_dir -> --store value (PostgreSQL runs)
 
-    def __init__(self, data_dir, level="warn"):
+    def __init__(self, data_dir, level="warn", extra=()):
         import socket
         sk = socket.socket()
         sk.bind(("127.0.0.1", 0))
@@ -60,7 +60,8 @@ class Server:
         self.log = open(self.log_path, "ab")
         store = ["--store", Server.store(data_dir)] if Server.store else []
         self.proc = subprocess.Popen([hstest.HARNESSD, "--listen", self.target, "--data-dir", data_dir,
-                                      "--log-level", level] + store, stdin=subprocess.DEVNULL,
+                                      "--log-level", level] + store + list(extra),
+                                     stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=self.log, env=env)
         self.channel = grpc.insecure_channel(self.target)
         try:
@@ -119,6 +120,8 @@ def pct(xs, p):
 
 
 def throughput(args, tmp):
+    if args.nodes > 1:
+        return throughput_nodes(args, tmp)
     hd = Server(os.path.join(tmp, "tp"))
     try:
         tok = login(hd.channel).access_token
@@ -163,6 +166,69 @@ def throughput(args, tmp):
         print("harnessd RSS with %d tasks: %.1f MiB" % (args.tasks, rss_kb(hd.proc.pid) / 1024.0))
     finally:
         hd.close(expect_exit=None)
+
+
+def throughput_nodes(args, tmp):
+    """--nodes N (PostgreSQL): N harnessd on one database, each registering
+    its share of the tasks (so it holds their leases); h2load client c
+    beats a task of node c %% N through node (c + shift) %% N: shift 0 =
+    every heartbeat at its owner, 1 = every heartbeat at another node
+    (written through the store)."""
+    nodes = [Server(os.path.join(tmp, "node%d" % i),
+                    extra=["--node-id", "bench-node-%d" % i]) for i in range(args.nodes)]
+    try:
+        tok = login(nodes[0].channel).access_token
+        md = [("authorization", "Bearer " + tok)]
+        t0 = time.time()
+        threads = []
+        for i, n in enumerate(nodes):
+            ids = ["tp-%05d" % k for k in range(args.tasks) if k % args.nodes == i]
+            threads.append(threading.Thread(target=register_many,
+                                            args=(n.channel, md, ids, 1000, 600000)))
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        reg_s = time.time() - t0
+        print("registered %d tasks over %d nodes in %.1f s (%.0f/s)" % (
+            args.tasks, args.nodes, reg_s, args.tasks / reg_s))
+        for shift in (0, 1):
+            files, targets = [], []
+            per = args.requests // args.clients
+            for c in range(args.clients):
+                owner = c % args.nodes
+                k = owner + args.nodes * (c // args.nodes) * 7  # a task of that node
+                body = H.HeartbeatRequest(task_id="tp-%05d" % k, current_step=42 + shift,
+                                          cpu_usage=12.5, memory_usage_mb=100).SerializeToString()
+                path = os.path.join(tmp, "hbn-%d.bin" % c)
+                with open(path, "wb") as f:
+                    f.write(b"\x00" + struct.pack(">I", len(body)) + body)
+                files.append(path)
+                targets.append(nodes[(owner + shift) % args.nodes].target)
+            t0 = time.time()
+            procs = [subprocess.Popen(
+                ["h2load", "-n", str(per), "-c", str(args.conns), "-m", str(args.streams), "-t", "1",
+                 "-d", files[c], "-H", "content-type: application/grpc", "-H", "te: trailers",
+                 "-H", "authorization: Bearer " + tok,
+                 "http://%s%sHeartbeat" % (targets[c], SVC)], stdout=subprocess.PIPE, text=True)
+                for c in range(args.clients)]
+            outs = [p.communicate()[0] for p in procs]
+            wall = time.time() - t0
+            ok = sum(int(l.split(",")[2].split()[0]) for o in outs for l in o.splitlines()
+                     if l.startswith("requests:"))
+            print("heartbeat throughput, %s: %d requests in %.2f s = %.0f req/s" % (
+                "each at its owner" if shift == 0 else "each at another node", ok, wall,
+                ok / wall))
+            # gRPC status is in trailers, which h2load does not check: every
+            # beaten task must show this pass's step.
+            get = hstest.stub(nodes[0].channel, SVC + "GetTask", H.GetTaskRequest, H.Task)
+            for c in range(args.clients):
+                k = c % args.nodes + args.nodes * (c // args.nodes) * 7
+                t = get(H.GetTaskRequest(task_id="tp-%05d" % k), metadata=md, timeout=10)
+                assert t.current_step == 42 + shift and t.cpu_usage == 12.5, t
+    finally:
+        for n in nodes:
+            n.close()
 
 
 def lag(args, tmp):
@@ -277,12 +343,23 @@ def main():
     ap.add_argument("--skip-lag", action="store_true")
     ap.add_argument("--store-postgres", action="store_true",
                     help="harnessd's store on a private PostgreSQL 15 instead of SQLite")
+    ap.add_argument("--nodes", type=int, default=1,
+                    help="with --store-postgres: this many harnessd on one database "
+                         "(throughput only)")
     args = ap.parse_args()
+    if args.nodes > 1 and not args.store_postgres:
+        ap.error("--nodes needs --store-postgres")
+    if args.nodes > 1:
+        args.skip_lag = True
+        # one signing secret: a token from one node is good on the others
+        os.environ.setdefault("HARNESS_JWT_SECRET", "bench-nodes-secret-0123456789abcdef0123")
     if args.store_postgres:
         PG["server"] = hstest.PgServer()
         dbs = {}
 
         def store(data_dir):
+            if args.nodes > 1:
+                data_dir = "shared"  # one database for every node
             if data_dir not in dbs:
                 dbs[data_dir] = hstest.pg_create_database(PG["server"].dsn, "bench_%d" % len(dbs))
             return dbs[data_dir]

@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef enum { T_STR, T_INT, T_BOOL } opt_type;
 
@@ -183,6 +184,12 @@ static const opt opts[] = {
 	  1000000, NULL, false,
 	  "tasks one user may own, terminal ones included (they stay in memory); a new task id "
 	  "beyond it is RESOURCE_EXHAUSTED (admins exempt; at most 1,000,000 tasks in all)" },
+	{ "node-id", "HARNESS_NODE_ID", S(node_id), "", 0, 0, NULL, false,
+	  "this node's id among the harnessd sharing a PostgreSQL store (empty: the hostname; unique per node)" },
+	{ "advertise-address", "HARNESS_ADVERTISE_ADDRESS", S(advertise_address), "", 0, 0, NULL,
+	  false, "host:port other nodes and clients reach this node's gRPC on (empty: the listen address with the bound port)" },
+	{ "task-lease-ms", "HARNESS_TASK_LEASE_MS", I(task_lease_ms), "10000", 300, 3600000, NULL,
+	  false, "PostgreSQL store: how long a node's task leases last without renewal (renewed every third of it); a dead node's tasks move after this" },
 	{ "tls-cert", "HARNESS_TLS_CERT", S(tls_cert), "", 0, 0, NULL, false,
 	  "PEM certificate chain: serve gRPC over TLS (with --tls-key); re-read when the file changes" },
 	{ "tls-key", "HARNESS_TLS_KEY", S(tls_key), "", 0, 0, NULL, false,
@@ -400,6 +407,16 @@ int hs_config_load(hs_config *cfg, int argc, char **argv, hs_error *err)
 				    "store: must be empty, sqlite:<path> or postgres://... (value not shown)");
 	if (strcmp(cfg->store, "sqlite:") == 0)
 		return hs_error_set(err, HS_INVALID, "store: sqlite: needs a file path");
+	if (cfg->node_id[0] == '\0' &&
+	    gethostname(cfg->node_id, sizeof(cfg->node_id) - 1) != 0)
+		snprintf(cfg->node_id, sizeof(cfg->node_id), "harnessd");
+	cfg->node_id[sizeof(cfg->node_id) - 1] = '\0';
+	for (const char *p = cfg->node_id; *p; p++)
+		if (!isalnum((unsigned char)*p) && *p != '.' && *p != '-' && *p != '_')
+			return hs_error_set(err, HS_INVALID,
+					    "node-id: only letters, digits, '.', '-' and '_'");
+	if (cfg->node_id[0] == '\0')
+		return hs_error_set(err, HS_INVALID, "node-id: must not be empty");
 	if (cfg->workspace_root[0] == '\0') {
 		int n = snprintf(cfg->workspace_root, sizeof(cfg->workspace_root), "%s/workspaces",
 				 cfg->data_dir);

@@ -90,6 +90,10 @@ typedef struct hs_config {
 	/* tasks */
 	char webhook_url[HS_CFG_STR];
 	int64_t max_tasks_per_user;
+	/* many nodes on one PostgreSQL store (server/tasks/lease.c) */
+	char node_id[128];              /* "" = the hostname */
+	char advertise_address[HS_CFG_STR]; /* "" = listen host + bound port */
+	int64_t task_lease_ms;
 	/* TLS (server/rpc/tls.c) and service identities (server/auth) */
 	char tls_cert[HS_CFG_STR];
 	char tls_key[HS_CFG_STR];

@@ -250,6 +250,30 @@ static void *readiness_main(void *arg)
 	return NULL;
 }
 
+/* The node's row (many nodes on PostgreSQL): --advertise-address, else
+ * the listen address with the bound port (a wildcard host: the hostname). */
+static int advertise(app *a, hs_error *err)
+{
+	char addr[sizeof(a->cfg.listen) + 160];
+	if (a->cfg.advertise_address[0] != '\0') {
+		snprintf(addr, sizeof(addr), "%s", a->cfg.advertise_address);
+	} else {
+		const char *colon = strrchr(a->cfg.listen, ':');
+		int hlen = colon ? (int)(colon - a->cfg.listen) : (int)strlen(a->cfg.listen);
+		char host[128] = "";
+		if (hlen == 0 || strncmp(a->cfg.listen, "0.0.0.0", (size_t)hlen) == 0 ||
+		    strncmp(a->cfg.listen, "[::]", (size_t)hlen) == 0) {
+			if (gethostname(host, sizeof(host) - 1) != 0)
+				snprintf(host, sizeof(host), "localhost");
+			snprintf(addr, sizeof(addr), "%s:%d", host, hs_rpc_server_port(a->srv));
+		} else {
+			snprintf(addr, sizeof(addr), "%.*s:%d", hlen, a->cfg.listen,
+				 hs_rpc_server_port(a->srv));
+		}
+	}
+	return hs_tasks_advertise(a->tasks, addr, err);
+}
+
 /* --health-listen: grpc.health.v1 alone, in plaintext, for probes that
  * cannot speak TLS (kubelet's gRPC probes). Nothing else is served there. */
 static int start_health_listener(app *a, hs_error *err)
@@ -396,6 +420,12 @@ static int start(app *a, hs_error *err)
 	tc.webhook_url = a->cfg.webhook_url[0] ? a->cfg.webhook_url : NULL;
 	tc.metrics = a->metrics;
 	tc.max_tasks_per_user = (size_t)a->cfg.max_tasks_per_user;
+	/* Many nodes share a PostgreSQL store: tasks are owned through leases.
+	 * SQLite has one node: no leases (tasks.h). */
+	if (strcmp(hs_store_backend(a->store), "postgres") == 0) {
+		tc.node_id = a->cfg.node_id;
+		tc.lease_ms = a->cfg.task_lease_ms;
+	}
 	if ((rc = hs_tasks_new(&a->tasks, &tc, err)) != HS_OK ||
 	    (rc = hs_tasks_service_register(a->srv, a->tasks, err)) != HS_OK)
 		return rc;
@@ -404,7 +434,8 @@ static int start(app *a, hs_error *err)
 		hs_ckpt_mgr_set_fence(a->ckpt, fence_checkpoint, a->tasks);
 	}
 	if ((rc = hs_rpc_server_start(a->srv, err)) != HS_OK ||
-	    (rc = start_health_listener(a, err)) != HS_OK)
+	    (rc = start_health_listener(a, err)) != HS_OK ||
+	    (rc = advertise(a, err)) != HS_OK)
 		return rc;
 	if (a->cfg.metrics_listen[0] != '\0') {
 		hs_metrics_http_opts mo = { http_probe, a };
@@ -510,7 +541,8 @@ int main(int argc, char **argv)
 	hs_log(HS_LOG_INFO, "main", "serving", HS_LS("version", HS_VERSION),
 	       HS_LS("listen", a.cfg.listen), HS_LI("port", hs_rpc_server_port(a.srv)),
 	       HS_LB("tls", a.cfg.tls_cert[0] != '\0'),
-	       HS_LS("data_dir", a.cfg.data_dir), HS_LS("auth_backend", a.cfg.auth_backend));
+	       HS_LS("data_dir", a.cfg.data_dir), HS_LS("auth_backend", a.cfg.auth_backend),
+	       HS_LS("node_id", a.cfg.node_id));
 
 	int sig = 0;
 	sigwait(&sigs, &sig); /* only fails for an invalid set */

@@ -499,6 +499,14 @@ typedef struct hs_store_lease_row {
 int hs_store_lease_acquire(hs_store *store, const char *task_id, const char *node_id,
 			   int64_t now_ms, int64_t expires_at_ms, hs_store_lease_row *out,
 			   hs_error *err);
+/* Renew every lease node_id holds (expired or not: none was taken over)
+ * until expires_at_ms, in one statement, and return them (by task_id):
+ * what the node still holds. A lease another node took is not touched and
+ * not returned. expires_at_ms <= now gives them all up at once (they are
+ * expired: survivors take them over). *out malloc'd (free()), NULL when
+ * *n_out is 0. */
+int hs_store_lease_renew_node(hs_store *store, const char *node_id, int64_t expires_at_ms,
+			      hs_store_lease_row **out, size_t *n_out, hs_error *err);
 /* HS_NOT_FOUND when nobody ever held it. */
 int hs_store_lease_get(hs_store *store, const char *task_id, hs_store_lease_row *out,
 		       hs_error *err);

@@ -42,6 +42,12 @@ done:
 	return rc;
 }
 
+static int by_task_id(const void *a, const void *b)
+{
+	return strcmp(((const hs_store_lease_row *)a)->task_id,
+		      ((const hs_store_lease_row *)b)->task_id);
+}
+
 int hs_store_node_put(hs_store *s, const hs_store_node_row *r, hs_error *err)
 {
 	int rc;
@@ -216,6 +222,40 @@ done:
 	hs_store__release(st);
 	hs_store__unlock(s);
 	return rc;
+}
+
+int hs_store_lease_renew_node(hs_store *s, const char *node_id, int64_t expires_at_ms,
+			      hs_store_lease_row **out, size_t *n_out, hs_error *err)
+{
+	int rc;
+	hs_stmt *st = NULL;
+	hs_store_lease_row *rows = NULL;
+	size_t n = 0;
+	if (s == NULL || out == NULL || n_out == NULL)
+		return hs_error_set(err, HS_INVALID, "store: NULL argument");
+	if ((rc = hs_store__check_key(node_id, HS_STORE_ID_MAX, "node_id", err)) != HS_OK)
+		return rc;
+	hs_store__lock(s);
+	/* PostgreSQL re-evaluates the WHERE on a row a concurrent takeover
+	 * committed: a lease that just changed hands is skipped. */
+	HS_STMT(st, HS_STMT_LEASE_RENEW_NODE,
+		"UPDATE task_leases SET expires_at_ms = ?2 WHERE node_id = ?1 RETURNING " LEASE_COLS);
+	HS_BIND_T(st, 1, node_id, HS_STORE_ID_MAX, "node_id");
+	HS_BIND_I(st, 2, expires_at_ms);
+	rc = hs_store__collect(s, st, sizeof(hs_store_lease_row), read_lease, "renew task leases",
+			       (void **)&rows, &n, err);
+done:
+	hs_store__release(st);
+	hs_store__unlock(s);
+	if (rc != HS_OK) {
+		free(rows);
+		return rc;
+	}
+	if (n > 1)
+		qsort(rows, n, sizeof(*rows), by_task_id);
+	*out = rows;
+	*n_out = n;
+	return HS_OK;
 }
 
 int hs_store_lease_list_expired(hs_store *s, int64_t now_ms, size_t limit,

@@ -13,8 +13,6 @@
 #include "log.h"
 #include "tenancy.h"
 
-#define LIST_DEFAULT 50
-#define LIST_MAX 1000
 #define RECOVER_TRIES 3
 
 static bool terminal(int s)
@@ -22,7 +20,7 @@ static bool terminal(int s)
 	return s == HS_TASK_COMPLETED || s == HS_TASK_FAILED || s == HS_TASK_CANCELLED;
 }
 
-static int check_caller(const hs_principal *c, hs_error *err)
+int hs_tasks__check_caller(const hs_principal *c, hs_error *err)
 {
 	if (c == NULL || c->user_id == NULL || c->user_id[0] == '\0')
 		return hs_error_set(err, HS_UNAUTH, "no authenticated caller");
@@ -32,25 +30,83 @@ static int check_caller(const hs_principal *c, hs_error *err)
 }
 
 /* Find a visible task and lock it. Another user's task is not found (one
- * rule for every resource: existence does not leak). */
-static int find_locked(hs_tasks *t, const hs_principal *caller, const char *id, task **out,
-		       hs_error *err)
+ * rule for every resource: existence does not leak).
+ *
+ * Many nodes (t->leases): a task acts only where its lease is held. With
+ * take, a task held by nobody live (its lease free or expired) is taken
+ * over here first (blocks: the store); else, and when another node holds
+ * it live, the answer is ELSEWHERE with the holder in *holder (NULL
+ * allowed; node_id "" = not looked up) and the task's stored row in *row
+ * (NULL allowed) after checking that the caller may see it. */
+enum { ELSEWHERE = 3 };
+
+static int find_locked_at(hs_tasks *t, const hs_principal *caller, const char *id, bool take,
+			  task **out, hs_store_lease_row *holder, hs_store_task_row *row,
+			  hs_error *err)
 {
 	int rc;
-	if ((rc = check_caller(caller, err)) != HS_OK)
+	if ((rc = hs_tasks__check_caller(caller, err)) != HS_OK)
 		return rc;
 	if ((rc = hs_id_check_task("task_id", id, err)) != HS_OK)
 		return rc;
-	task *k = hs_tasks__lookup(t, id);
-	if (k == NULL)
-		return hs_error_set(err, HS_NOT_FOUND, "task %s not found", id);
-	pthread_mutex_lock(&k->mu);
-	if (!hs_tasks__visible(k, caller)) {
-		pthread_mutex_unlock(&k->mu);
-		return hs_error_set(err, HS_NOT_FOUND, "task %s not found", id);
+	for (int tries = 0;; tries++) {
+		task *k = hs_tasks__lookup(t, id);
+		if (k != NULL) {
+			pthread_mutex_lock(&k->mu);
+			if (!hs_tasks__visible(k, caller)) {
+				pthread_mutex_unlock(&k->mu);
+				return hs_error_set(err, HS_NOT_FOUND, "task %s not found", id);
+			}
+			if (hs_tasks__held(t, k)) {
+				*out = k;
+				return HS_OK;
+			}
+			pthread_mutex_unlock(&k->mu);
+		}
+		if (!t->leases)
+			return hs_error_set(err, HS_NOT_FOUND, "task %s not found", id);
+		hs_store_lease_row l;
+		memset(&l, 0, sizeof(l));
+		if (take && tries < 2) {
+			rc = hs_tasks__lease_take(t, id, &l, err);
+			if (rc == HS_OK)
+				continue; /* held here now: look it up again */
+			if (rc == HS_NOT_FOUND) {
+				(void)hs_store_lease_release(t->store, id, t->node_id, l.fence, NULL);
+				return hs_error_set(err, HS_NOT_FOUND, "task %s not found", id);
+			}
+			if (rc != HS_CONFLICT)
+				return rc;
+		} else if (take) {
+			return hs_error_set(err, HS_UNAVAILABLE, "task %s: its lease keeps changing "
+					    "hands; retry", id);
+		}
+		/* Held elsewhere (or not taken): visible to the caller? */
+		hs_store_task_row *r = row != NULL ? row : malloc(sizeof(*r));
+		if (r == NULL)
+			return hs_error_set(err, HS_INTERNAL, "out of memory");
+		rc = hs_store_task_get(t->store, id, r, err);
+		bool may = rc == HS_OK && hs_principal_may(caller, r->owner);
+		if (r != row)
+			free(r);
+		if (rc != HS_OK && rc != HS_NOT_FOUND)
+			return rc;
+		if (!may)
+			return hs_error_set(err, HS_NOT_FOUND, "task %s not found", id);
+		if (holder != NULL)
+			*holder = l;
+		return ELSEWHERE;
 	}
-	*out = k;
-	return HS_OK;
+}
+
+static int find_locked(hs_tasks *t, const hs_principal *caller, const char *id, task **out,
+		       hs_error *err)
+{
+	hs_store_lease_row holder;
+	int rc = find_locked_at(t, caller, id, true, out, &holder, NULL, err);
+	if (rc == ELSEWHERE)
+		rc = hs_tasks__elsewhere(t, id, &holder, err);
+	return rc;
 }
 
 static int info_out(const task *k, hs_task_info *out, hs_error *err)
@@ -217,7 +273,7 @@ static int check_user_limit(hs_tasks *t, const hs_principal *caller, const char 
 
 /* A new task: row and REGISTERED in one transaction, then indexed. */
 static int register_new(hs_tasks *t, const hs_task_spec *s, const spec_ok *v, const char *owner,
-			hs_task_info *out, hs_error *err)
+			int64_t fence, hs_task_info *out, hs_error *err)
 {
 	int rc;
 	pthread_mutex_lock(&t->mu);
@@ -251,7 +307,7 @@ static int register_new(hs_tasks *t, const hs_task_spec *s, const spec_ok *v, co
 	COPY(ev.sandbox_id, s->sandbox_id);
 	/* Publish before indexing: nothing can act on the task until it is
 	 * in the map, and watchers may see REGISTERED a moment early. */
-	rc = hs_tasks__publish(t, row, true, &ev, err);
+	rc = hs_tasks__publish(t, row, true, &ev, fence, err);
 	if (rc == HS_EXISTS) /* raced with another RegisterTask */
 		rc = hs_error_set(err, HS_EXISTS, "task %s already exists", s->task_id);
 	task *k = NULL;
@@ -261,6 +317,7 @@ static int register_new(hs_tasks *t, const hs_task_spec *s, const spec_ok *v, co
 	if (rc != HS_OK)
 		return rc;
 	pthread_mutex_lock(&k->mu);
+	k->fence = fence;
 	hs_tasks__arm_at(t, k, k->m.deadline_ms);
 	rc = info_out(k, out, err);
 	pthread_mutex_unlock(&k->mu);
@@ -331,7 +388,8 @@ int hs_tasks_register(hs_tasks *t, const hs_principal *caller, const hs_task_spe
 	int rc;
 	spec_ok v;
 	char owner[HS_TASK_OWNER_MAX];
-	if ((rc = check_caller(caller, err)) != HS_OK || (rc = validate_spec(spec, &v, err)) != HS_OK)
+	if ((rc = hs_tasks__check_caller(caller, err)) != HS_OK ||
+	    (rc = validate_spec(spec, &v, err)) != HS_OK)
 		return rc;
 	/* Checkpoints first: a refused id must not be claimed on the way. */
 	if (t->ops.checkpoints_check != NULL &&
@@ -349,9 +407,39 @@ int hs_tasks_register(hs_tasks *t, const hs_principal *caller, const hs_task_spe
 		if ((rc = t->ops.sandbox_check(t->ops.ctx, spec->sandbox_id, caller, err)) != HS_OK)
 			goto done;
 	}
+	int64_t fence = 0;
+	if (t->leases) {
+		/* Many nodes: the lease first (the task's row may be new). */
+		hs_store_lease_row l;
+		memset(&l, 0, sizeof(l));
+		rc = hs_tasks__lease_take(t, spec->task_id, &l, err);
+		if (rc == HS_CONFLICT) {
+			if (hs_store_lease_get(t->store, spec->task_id, &l, NULL) != HS_OK)
+				COPY(l.node_id, "?");
+			rc = hs_error_set(err, HS_EXISTS, "task %s already exists (held by node %s)",
+					  spec->task_id, l.node_id);
+			goto done;
+		}
+		if (rc == HS_NOT_FOUND) {
+			fence = l.fence;
+			hs_error_clear(err);
+		} else if (rc != HS_OK) {
+			goto done;
+		}
+	}
 	task *k = hs_tasks__lookup(t, spec->task_id);
-	if (k == NULL) {
-		rc = register_new(t, spec, &v, owner, out, err);
+	if (k == NULL || fence > 0) {
+		if (k != NULL || (t->leases && fence == 0)) { /* store and memory disagree: a race */
+			rc = hs_error_set(err, HS_UNAVAILABLE, "task %s: changed meanwhile; retry",
+					  spec->task_id);
+			if (fence > 0)
+				(void)hs_store_lease_release(t->store, spec->task_id, t->node_id,
+							     fence, NULL);
+			goto done;
+		}
+		rc = register_new(t, spec, &v, owner, fence, out, err);
+		if (rc != HS_OK && fence > 0)
+			(void)hs_store_lease_release(t->store, spec->task_id, t->node_id, fence, NULL);
 		goto done;
 	}
 	pthread_mutex_lock(&k->mu);
@@ -426,7 +514,17 @@ int hs_tasks_heartbeat(hs_tasks *t, const hs_principal *caller, const char *task
 	task *k = NULL;
 	int rc;
 	hs_task_decision d;
-	if ((rc = check_beat(b, err)) != HS_OK || (rc = find_locked(t, caller, task_id, &k, err)) != HS_OK)
+	hs_store_lease_row holder;
+	if ((rc = check_beat(b, err)) != HS_OK)
+		return rc;
+	hs_store_task_row *row = NULL; /* many nodes: the stored row, for a task held elsewhere */
+	if (t->leases && (row = malloc(sizeof(*row))) == NULL)
+		return hs_error_set(err, HS_INTERNAL, "out of memory");
+	rc = find_locked_at(t, caller, task_id, true, &k, &holder, row, err);
+	if (rc == ELSEWHERE) /* another node holds it: through the store */
+		rc = hs_tasks__remote_beat(t, row, b, &holder, out, err);
+	free(row);
+	if (rc != HS_OK || k == NULL)
 		return rc;
 	memset(out, 0, sizeof(*out));
 	for (int tries = 0;; tries++) {
@@ -477,7 +575,14 @@ int hs_tasks_heartbeat_start(hs_tasks *t, const hs_principal *caller, const char
 	task *k = NULL;
 	int rc;
 	hs_task_decision d;
-	if ((rc = check_beat(b, err)) != HS_OK || (rc = find_locked(t, caller, task_id, &k, err)) != HS_OK)
+	if ((rc = check_beat(b, err)) != HS_OK)
+		return rc;
+	if (t->leases) { /* no I/O here: a task not held here goes to a worker */
+		task *h = hs_tasks__lookup(t, task_id);
+		if (h == NULL || !hs_tasks__held(t, h))
+			return HS_TASKS_BLOCKS;
+	}
+	if ((rc = find_locked(t, caller, task_id, &k, err)) != HS_OK)
 		return rc;
 	memset(out, 0, sizeof(*out));
 	if (b->deadline_mono_ms > 0 && hs_clock_mono_ms() >= b->deadline_mono_ms) {
@@ -523,11 +628,19 @@ int hs_tasks_get(hs_tasks *t, const hs_principal *caller, const char *task_id,
 		 hs_task_info *out, hs_error *err)
 {
 	task *k = NULL;
-	int rc = find_locked(t, caller, task_id, &k, err);
-	if (rc != HS_OK)
+	hs_store_task_row *row = NULL; /* many nodes: the stored row, for a task held elsewhere */
+	if (t->leases && (row = malloc(sizeof(*row))) == NULL)
+		return hs_error_set(err, HS_INTERNAL, "out of memory");
+	int rc = find_locked_at(t, caller, task_id, false, &k, NULL, row, err);
+	if (rc == ELSEWHERE) /* held by another node, or by none: the store's row */
+		rc = hs_tasks__remote_get(t, row, out, err);
+	free(row);
+	if (rc != HS_OK || k == NULL)
 		return rc;
 	rc = info_out(k, out, err);
 	pthread_mutex_unlock(&k->mu);
+	if (rc == HS_OK && t->leases)
+		hs_tasks__remote_progress(t, out);
 	return rc;
 }
 
@@ -631,7 +744,7 @@ void hs_tasks_note_checkpoint(hs_tasks *t, const char *task_id, const char *chec
 		return;
 	task *k = hs_tasks__lookup(t, task_id);
 	if (k == NULL)
-		return; /* checkpoints of a task nobody registered */
+		return; /* checkpoints of a task nobody registered (or held elsewhere) */
 	hs_error err = { 0 };
 	hs_task_input in = { .kind = HS_TIN_CHECKPOINT, .now_ms = hs_clock_wall_ms(),
 			     .checkpoint_id = checkpoint_id, .checkpoint_step = step };
@@ -647,170 +760,32 @@ int hs_tasks_checkpoint_fence(hs_tasks *t, const char *task_id, int64_t generati
 {
 	if (t == NULL || task_id == NULL)
 		return HS_OK;
-	task *k = hs_tasks__lookup(t, task_id);
-	if (k == NULL)
-		return HS_OK; /* checkpoints of a task nobody registered */
 	char why[256];
-	pthread_mutex_lock(&k->mu);
-	int rc = hs_task_checkpoint_fence(&k->m, generation, why, sizeof(why));
-	pthread_mutex_unlock(&k->mu);
-	if (rc != HS_OK)
-		return hs_error_set(err, rc, "%s", why);
-	return HS_OK;
-}
-
-/* ---- list ------------------------------------------------------------------ */
-
-typedef struct list_key {
-	int64_t registered_at;
-	task *k;
-} list_key;
-
-static int by_newest(const void *a, const void *b)
-{
-	const list_key *x = a, *y = b;
-	if (x->registered_at != y->registered_at)
-		return x->registered_at > y->registered_at ? -1 : 1;
-	return strcmp(x->k->id, y->k->id);
-}
-
-/* Moves the m first keys in by_newest order to keys[0..m), sorted, when m
- * is much smaller than n: a bounded max-heap (its root the last of the
- * best so far), O(n log m) instead of sorting all n. */
-static void sift_down(list_key *h, size_t m, size_t i)
-{
-	for (;;) {
-		size_t l = 2 * i + 1, r = l + 1, big = i;
-		if (l < m && by_newest(&h[l], &h[big]) > 0)
-			big = l;
-		if (r < m && by_newest(&h[r], &h[big]) > 0)
-			big = r;
-		if (big == i)
-			return;
-		list_key t = h[i];
-		h[i] = h[big];
-		h[big] = t;
-		i = big;
-	}
-}
-
-static void first_m(list_key *keys, size_t n, size_t m)
-{
-	if (m == 0 || m * 8 >= n) {
-		qsort(keys, n, sizeof(*keys), by_newest);
-		return;
-	}
-	for (size_t i = m / 2; i-- > 0;) /* keys[0..m) as a heap */
-		sift_down(keys, m, i);
-	for (size_t i = m; i < n; i++) {
-		if (by_newest(&keys[i], &keys[0]) < 0) { /* better than the worst kept */
-			keys[0] = keys[i];
-			sift_down(keys, m, 0);
-		}
-	}
-	qsort(keys, m, sizeof(*keys), by_newest);
-}
-
-/* Does the task's labels JSON satisfy the selector (common/labels.h)? */
-static bool labels_match(const char *labels_json, const hs_task_list_opts *o)
-{
-	if (o->n_selector == 0)
-		return true;
-	json_t *j = json_loads(labels_json ? labels_json : "{}", 0, NULL);
-	hs_label have[HS_LABELS_MAX];
-	size_t n = 0;
-	const char *key;
-	json_t *v;
-	if (json_is_object(j))
-		json_object_foreach(j, key, v)
-		{
-			if (n < HS_LABELS_MAX && json_is_string(v))
-				have[n++] = (hs_label){ key, json_string_value(v) };
-		}
-	bool ok = hs_labels_match(have, n, o->selector, o->n_selector);
-	json_decref(j);
-	return ok;
-}
-
-int hs_tasks_list(hs_tasks *t, const hs_principal *caller, const hs_task_list_opts *o,
-		  hs_task_info **out, size_t *n_out, char **next_token, hs_error *err)
-{
 	int rc;
-	if ((rc = check_caller(caller, err)) != HS_OK)
-		return rc;
-	if (o->state < 0 || o->state > HS_TASK_CANCELLED)
-		return hs_error_set(err, HS_INVALID, "state: unknown value %d", o->state);
-	if (o->n_selector > 0 &&
-	    (rc = hs_labels_check("label_selector", o->selector, o->n_selector, err)) != HS_OK)
-		return rc;
-	if (o->page_size < 0)
-		return hs_error_set(err, HS_INVALID, "page_size: must be >= 0");
-	size_t page = o->page_size == 0	       ? LIST_DEFAULT
-		      : o->page_size > LIST_MAX ? LIST_MAX
-						: (size_t)o->page_size;
-	long long c_reg = 0;
-	char c_id[HS_TASK_ID_MAX + 1] = "";
-	bool has_cursor = o->page_token != NULL && o->page_token[0] != '\0';
-	if (has_cursor) {
-		int used = 0;
-		if (sscanf(o->page_token, "%lld.%n", &c_reg, &used) != 1 || used <= 0 ||
-		    strlen(o->page_token + used) > HS_TASK_ID_MAX)
-			return hs_error_set(err, HS_INVALID, "page_token: malformed");
-		COPY(c_id, o->page_token + used);
-	}
-	pthread_mutex_lock(&t->mu);
-	size_t n_all = t->n_all;
-	list_key *keys = malloc((n_all ? n_all : 1) * sizeof(*keys));
-	if (keys != NULL)
-		for (size_t i = 0; i < n_all; i++)
-			keys[i].k = t->all[i];
-	pthread_mutex_unlock(&t->mu);
-	if (keys == NULL)
-		return hs_error_set(err, HS_INTERNAL, "out of memory");
-	size_t n = 0;
-	for (size_t i = 0; i < n_all; i++) {
-		task *k = keys[i].k;
+	task *k = hs_tasks__lookup(t, task_id);
+	if (k != NULL) {
 		pthread_mutex_lock(&k->mu);
-		bool keep = hs_tasks__visible(k, caller) && (o->state == 0 || k->m.state == o->state) &&
-			    labels_match(k->labels_json, o);
-		int64_t reg = k->registered_at_ms;
+		bool held = hs_tasks__held(t, k);
+		if (held)
+			rc = hs_task_checkpoint_fence(&k->m, generation, why, sizeof(why));
 		pthread_mutex_unlock(&k->mu);
-		if (keep && has_cursor)
-			keep = reg < c_reg || (reg == c_reg && strcmp(k->id, c_id) > 0);
-		if (keep)
-			keys[n++] = (list_key){ reg, k };
+		if (held)
+			return rc != HS_OK ? hs_error_set(err, rc, "%s", why) : HS_OK;
 	}
-	size_t m = n < page ? n : page;
-	first_m(keys, n, m);
-	hs_task_info *arr = calloc(m ? m : 1, sizeof(*arr));
-	if (arr == NULL) {
-		free(keys);
+	if (!t->leases)
+		return HS_OK; /* checkpoints of a task nobody registered */
+	/* Many nodes: a task another node holds is fenced on its stored row
+	 * (review: a checkpoint sent to a non-holder skipped the fence). */
+	hs_store_task_row *row = malloc(sizeof(*row));
+	if (row == NULL)
 		return hs_error_set(err, HS_INTERNAL, "out of memory");
+	rc = hs_store_task_get(t->store, task_id, row, err);
+	if (rc == HS_NOT_FOUND) {
+		free(row);
+		return HS_OK; /* checkpoints of a task nobody registered */
 	}
-	bool oom = false;
-	for (size_t i = 0; i < m && !oom; i++) {
-		pthread_mutex_lock(&keys[i].k->mu);
-		hs_tasks__info_of(keys[i].k, &arr[i], &oom);
-		pthread_mutex_unlock(&keys[i].k->mu);
-	}
-	char *tok = NULL;
-	if (!oom && m < n && m > 0) {
-		size_t len = 32 + HS_TASK_ID_MAX;
-		tok = malloc(len);
-		if (tok == NULL)
-			oom = true;
-		else
-			snprintf(tok, len, "%lld.%s", (long long)keys[m - 1].registered_at,
-				 keys[m - 1].k->id);
-	}
-	free(keys);
-	if (oom) {
-		hs_task_info_array_free(arr, m);
-		free(tok);
-		return hs_error_set(err, HS_INTERNAL, "out of memory");
-	}
-	*out = arr;
-	*n_out = m;
-	*next_token = tok;
-	return HS_OK;
+	if (rc == HS_OK)
+		rc = hs_tasks__remote_fence(row, generation, err);
+	free(row);
+	return rc;
 }

@@ -31,6 +31,8 @@
 
 void hs_tasks__retry_later(hs_tasks *t, task *k, const char *what, const hs_error *err)
 {
+	if (!hs_tasks__held(t, k))
+		return; /* another node took it over: it retries, not us */
 	hs_log(HS_LOG_ERROR, "tasks", "cannot persist a transition: retrying", HS_LS("task_id", k->id),
 	       HS_LS("step", what), HS_LS("error", err ? err->msg : ""));
 	hs_tasks__arm_at(t, k, hs_clock_wall_ms() + RETRY_STORE_MS);
@@ -67,8 +69,10 @@ void hs_tasks__enqueue(hs_tasks *t, task *k)
 
 typedef enum job { JOB_NONE, JOB_ATTEMPT, JOB_RESTORE } job;
 
-static job needed(const task *k)
+static job needed(const hs_tasks *t, const task *k)
 {
+	if (!hs_tasks__held(t, k))
+		return JOB_NONE; /* another node owns it now */
 	if (k->m.state == HS_TASK_STALLED && k->attempt_due)
 		return JOB_ATTEMPT;
 	if (k->m.state == HS_TASK_RECOVERING && !k->m.restored)
@@ -188,13 +192,13 @@ static void run_job(hs_tasks *t, task *k)
 	bool go = true;
 	int rounds = 0;
 	for (; go && rounds < 16; rounds++) {
-		job j = needed(k);
+		job j = needed(t, k);
 		if (j == JOB_NONE)
 			break;
 		go = j == JOB_ATTEMPT ? run_attempt(t, k) : run_restore(t, k);
 	}
 	k->working = false;
-	if (go && rounds == 16 && needed(k) != JOB_NONE) /* yield the worker */
+	if (go && rounds == 16 && needed(t, k) != JOB_NONE) /* yield the worker */
 		hs_tasks__enqueue(t, k);
 	pthread_mutex_unlock(&k->mu);
 }

@@ -349,6 +349,28 @@ void hs_tasks__disarm(hs_tasks *t, task *k)
 
 #define TIMER_BATCH 256
 
+/* Many nodes: heartbeats sent to another node are written through the
+ * store (ops.c). Before a RUNNING task times out here, read its stored
+ * heartbeat; a newer one moves the deadline instead (task->mu held). */
+static bool beaten_elsewhere(hs_tasks *t, task *k)
+{
+	hs_store_task_row *row = malloc(sizeof(*row));
+	if (row == NULL)
+		return false;
+	bool newer = false;
+	if (hs_store_task_get(t->store, k->id, row, NULL) == HS_OK &&
+	    row->state == HS_TASK_RUNNING && row->last_heartbeat_ms > k->m.last_heartbeat_ms) {
+		k->m.last_heartbeat_ms = row->last_heartbeat_ms;
+		if (row->current_step > k->m.current_step)
+			k->m.current_step = row->current_step;
+		k->m.deadline_ms = row->last_heartbeat_ms + k->m.timeout_ms;
+		hs_tasks__arm_at(t, k, k->m.deadline_ms);
+		newer = true;
+	}
+	free(row);
+	return newer;
+}
+
 /* A task's timer expired: the DEADLINE input of its state machine. */
 static void fire(hs_tasks *t, task *k)
 {
@@ -356,7 +378,11 @@ static void fire(hs_tasks *t, task *k)
 	pthread_mutex_lock(&t->mu);
 	bool rearmed = hs_timer_armed(&k->timer);
 	pthread_mutex_unlock(&t->mu);
-	if (!rearmed) {
+	if (!rearmed && t->leases && hs_tasks__held(t, k) && k->m.state == HS_TASK_RUNNING &&
+	    beaten_elsewhere(t, k)) {
+		rearmed = true; /* a heartbeat reached another node: the deadline moved */
+	}
+	if (!rearmed && hs_tasks__held(t, k)) {
 		hs_task_input in = { .kind = HS_TIN_DEADLINE, .now_ms = hs_clock_wall_ms() };
 		hs_error err = { 0 };
 		hs_task_decision d;
@@ -402,7 +428,7 @@ static void *timer_main(void *arg)
 
 /* ---- lifecycle ------------------------------------------------------------ */
 
-static task *task_new(void)
+task *hs_tasks__task_new(void)
 {
 	task *k = calloc(1, sizeof(*k));
 	if (k == NULL)
@@ -412,7 +438,7 @@ static task *task_new(void)
 	return k;
 }
 
-static void task_free(task *k)
+void hs_tasks__task_free(task *k)
 {
 	hs_tasks__free_str(k->owner);
 	hs_tasks__free_str(k->details);
@@ -427,18 +453,25 @@ static void task_free(task *k)
 
 task *hs_tasks__insert(hs_tasks *t, const hs_store_task_row *row, hs_error *err)
 {
-	task *k = task_new();
+	task *k = hs_tasks__task_new();
 	if (k == NULL || hs_tasks__adopt(k, row) != HS_OK) {
 		if (k != NULL)
-			task_free(k);
+			hs_tasks__task_free(k);
 		hs_error_set(err, HS_INTERNAL, "task %s: out of memory", row->task_id);
 		return NULL;
 	}
 	pthread_mutex_lock(&t->mu);
-	int rc = map_add(t, k);
+	task *had = t->buckets[hash(row->task_id) % t->nbuckets];
+	while (had != NULL && strcmp(had->id, row->task_id) != 0)
+		had = had->hnext;
+	int rc = had == NULL ? map_add(t, k) : HS_OK;
 	pthread_mutex_unlock(&t->mu);
+	if (had != NULL) { /* indexed meanwhile (two takeovers of one task) */
+		hs_tasks__task_free(k);
+		return had;
+	}
 	if (rc != HS_OK) {
-		task_free(k);
+		hs_tasks__task_free(k);
 		hs_error_set(err, HS_INTERNAL, "task %s: out of memory", row->task_id);
 		return NULL;
 	}
@@ -450,7 +483,7 @@ task *hs_tasks__insert(hs_tasks *t, const hs_store_task_row *row, hs_error *err)
  * RECOVERING (restored) from the stored deadline, possibly already past;
  * an interrupted restore runs again (restores are idempotent) with the
  * same generation and checkpoint. */
-static void rearm_loaded(hs_tasks *t, task *k)
+void hs_tasks__rearm_loaded(hs_tasks *t, task *k)
 {
 	int64_t now = hs_clock_wall_ms();
 	hs_task_fsm *m = &k->m;
@@ -541,9 +574,54 @@ static int find_last_event(hs_tasks *t, int64_t *out, hs_error *err)
 	return HS_OK;
 }
 
+static int by_lease_task(const void *key, const void *row)
+{
+	return strcmp(key, ((const hs_store_lease_row *)row)->task_id);
+}
+
+/* Many nodes: hold row's task if its lease is ours already (held, from one
+ * renewal of them all) or nobody holds it live (one acquire); skip it when
+ * another node does. */
+static int load_leased(hs_tasks *t, const hs_store_task_row *row, const hs_store_lease_row *held,
+		       size_t n_held, hs_error *err)
+{
+	const hs_store_lease_row *mine =
+		n_held ? bsearch(row->task_id, held, n_held, sizeof(*held), by_lease_task) : NULL;
+	if (terminal(row->state)) { /* nothing to own: a lease left over is given back */
+		if (mine != NULL)
+			(void)hs_store_lease_release(t->store, row->task_id, t->node_id, mine->fence,
+						     NULL);
+		return HS_OK;
+	}
+	int64_t fence = mine != NULL ? mine->fence : 0;
+	if (fence == 0) {
+		hs_store_lease_row l;
+		int64_t now = hs_clock_wall_ms();
+		int rc = hs_store_lease_acquire(t->store, row->task_id, t->node_id, now,
+						now + t->lease_ms, &l, err);
+		if (rc == HS_CONFLICT) {
+			hs_error_clear(err);
+			return HS_OK;
+		}
+		if (rc != HS_OK)
+			return rc;
+		fence = l.fence;
+	}
+	return hs_tasks__lease_install(t, row, fence, err);
+}
+
 static int load(hs_tasks *t, hs_error *err)
 {
 	char after[HS_STORE_ID_MAX] = "";
+	hs_store_lease_row *held = NULL;
+	size_t n_held = 0;
+	int64_t now = hs_clock_wall_ms();
+	if (t->leases) {
+		int rc = hs_store_lease_renew_node(t->store, t->node_id, now + t->lease_ms, &held,
+						   &n_held, err);
+		if (rc != HS_OK)
+			return rc;
+	}
 	for (;;) {
 		hs_store_task_filter f = HS_STORE_TASK_FILTER_INIT;
 		f.after_id = after;
@@ -551,15 +629,26 @@ static int load(hs_tasks *t, hs_error *err)
 		hs_store_task_row *rows = NULL;
 		size_t n = 0;
 		int rc = hs_store_task_list(t->store, &f, &rows, &n, err);
-		if (rc != HS_OK)
+		if (rc != HS_OK) {
+			free(held);
 			return rc;
+		}
 		for (size_t i = 0; i < n; i++) {
+			if (t->leases) {
+				if ((rc = load_leased(t, &rows[i], held, n_held, err)) != HS_OK) {
+					free(rows);
+					free(held);
+					return rc;
+				}
+				continue;
+			}
 			task *k = hs_tasks__insert(t, &rows[i], err);
 			if (k == NULL) {
 				free(rows);
+				free(held);
 				return HS_INTERNAL;
 			}
-			rearm_loaded(t, k);
+			hs_tasks__rearm_loaded(t, k);
 		}
 		if (n > 0)
 			COPY(after, rows[n - 1].task_id);
@@ -567,6 +656,7 @@ static int load(hs_tasks *t, hs_error *err)
 		if (n < HS_STORE_LIST_MAX)
 			break;
 	}
+	free(held);
 	return find_last_event(t, &t->last_event_id, err);
 }
 
@@ -600,7 +690,9 @@ int hs_tasks_new(hs_tasks **out, const hs_tasks_config *cfg, hs_error *err)
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&t->timer_cv, &ca);
+	pthread_cond_init(&t->lease_cv, &ca);
 	pthread_condattr_destroy(&ca);
+	pthread_mutex_init(&t->lease_mu, NULL);
 	pthread_cond_init(&t->rq_cv, NULL);
 	hs_timer_heap_init(&t->heap);
 	t->nbuckets = 1024;
@@ -615,6 +707,17 @@ int hs_tasks_new(hs_tasks **out, const hs_tasks_config *cfg, hs_error *err)
 		if ((rc = hs_webhook_new(&t->webhook, &wc, err)) != HS_OK)
 			goto fail;
 	}
+	if (cfg->node_id != NULL && cfg->node_id[0] != '\0') {
+		if (strlen(cfg->node_id) >= sizeof(t->node_id)) {
+			rc = hs_error_set(err, HS_INVALID, "tasks: node id too long");
+			goto fail;
+		}
+		t->leases = true;
+		COPY(t->node_id, cfg->node_id);
+		t->lease_ms = cfg->lease_ms > 0 ? cfg->lease_ms : 10000;
+		if (t->lease_ms < 300)
+			t->lease_ms = 300;
+	}
 	if ((rc = load(t, err)) != HS_OK)
 		goto fail;
 	if ((rc = hs_tasks__recovery_start(t)) != HS_OK) {
@@ -626,6 +729,8 @@ int hs_tasks_new(hs_tasks **out, const hs_tasks_config *cfg, hs_error *err)
 		goto fail;
 	}
 	t->timer_started = true;
+	if ((rc = hs_tasks__lease_start(t, err)) != HS_OK)
+		goto fail;
 	if (cfg->metrics != NULL) {
 		if ((rc = hs_metrics_add(cfg->metrics, hs_tasks__metrics_collect, t, err)) != HS_OK)
 			goto fail;
@@ -653,17 +758,20 @@ void hs_tasks_free(hs_tasks *t)
 	if (t->timer_started)
 		pthread_join(t->timer_thr, NULL);
 	hs_tasks__recovery_stop(t);
+	hs_tasks__lease_stop(t); /* nothing here acts on a task any more */
 	hs_webhook_free(t->webhook);
 	hs_tasks__watchers_free(t);
 	hs_timer_heap_dispose(&t->heap);
 	for (size_t i = 0; i < t->n_all; i++)
-		task_free(t->all[i]);
+		hs_tasks__task_free(t->all[i]);
 	free(t->all);
 	free(t->buckets);
 	hs_tasks__owners_free(t);
 	free(t->rq);
 	pthread_cond_destroy(&t->timer_cv);
 	pthread_cond_destroy(&t->rq_cv);
+	pthread_cond_destroy(&t->lease_cv);
+	pthread_mutex_destroy(&t->lease_mu);
 	pthread_mutex_destroy(&t->mu);
 	pthread_mutex_destroy(&t->rq_mu);
 	pthread_mutex_destroy(&t->ev_mu);

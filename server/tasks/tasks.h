@@ -231,14 +231,28 @@ typedef struct hs_tasks_config {
 	 * harness_heartbeat_lag_seconds, harness_recoveries_* and
 	 * harness_webhook_deliveries_total are registered on it. */
 	struct hs_metrics *metrics;
+	/* Many nodes on one shared store (PostgreSQL): this node's id (the
+	 * store's node row; HS_STORE_ID_MAX). NULL/"" = the only node: no
+	 * leases at all (SQLite; nothing changes and nothing is paid). With an
+	 * id, a task's timers, recoveries and writes belong to the node holding
+	 * its lease (see "Many nodes" in docs/architecture.md). */
+	const char *node_id;
+	int64_t lease_ms; /* task and node lease length; 0 = 10000, at least 300 */
 } hs_tasks_config;
 
 /* Load every task from the store and re-arm deadlines (RUNNING: last
  * heartbeat + timeout, possibly already past; STALLED/RECOVERING: recovery
  * resumes), then start the threads. Blocks. */
 int hs_tasks_new(hs_tasks **out, const hs_tasks_config *cfg, hs_error *err);
+/* With a node id: write the node's row with the address other nodes and
+ * clients reach it at (host:port; the gRPC port is known once the server
+ * started) and keep renewing it with the task leases. No-op without a node
+ * id. Blocks (one store write). */
+int hs_tasks_advertise(hs_tasks *t, const char *address, hs_error *err);
 /* Stops the threads (an in-flight recovery step finishes first), ends
- * watchers (their send gets no more calls) and frees. NULL is a no-op. */
+ * watchers (their send gets no more calls) and frees. With a node id it
+ * first gives its task leases up (they expire now, so a survivor takes
+ * them over at its next scan) and deletes the node row. NULL is a no-op. */
 void hs_tasks_free(hs_tasks *t);
 
 /* RegisterTask: claims the task id (another user's id: HS_EXISTS "task id
@@ -273,7 +287,8 @@ typedef void (*hs_task_beat_done_fn)(void *arg, int rc, const hs_error *err);
 int hs_tasks_heartbeat_start(hs_tasks *t, const hs_principal *caller, const char *task_id,
 			     const hs_task_beat *beat, hs_task_beat_reply *out,
 			     hs_task_beat_done_fn done, void *arg, hs_error *err);
-/* No I/O. */
+/* No I/O (many nodes: one store read, for progress reported through other
+ * nodes or a task another node holds). */
 int hs_tasks_get(hs_tasks *t, const hs_principal *caller, const char *task_id,
 		 hs_task_info *out, hs_error *err);
 
@@ -361,6 +376,9 @@ typedef struct hs_tasks_stats {
 } hs_tasks_stats;
 
 void hs_tasks_stats_get(hs_tasks *t, hs_tasks_stats *out);
+
+/* Many nodes share the store (a node id was given): GetTask reads it. */
+bool hs_tasks_shared(const hs_tasks *t);
 
 /* Tasks in memory (every state); one short lock. */
 size_t hs_tasks_count(hs_tasks *t);

@@ -59,6 +59,10 @@ typedef struct task {
 	/* recovery jobs */
 	bool queued, working; /* in the queue; a worker has it */
 	bool attempt_due;     /* STALLED and the backoff is over */
+	/* Many nodes (t->leases): the fencing token of the task's lease while
+	 * this node holds it, 0 when it does not (never had it, or lost it:
+	 * then nothing here acts on the task; lease.c). Unused otherwise. */
+	int64_t fence;
 } task;
 
 typedef struct hs_tasks_ops_ctx {
@@ -104,6 +108,19 @@ struct hs_tasks {
 	size_t n_watchers;
 	int64_t last_event_id;
 	struct hs_tasks__follow *follow; /* follow.c; NULL until a watcher on a shared store */
+
+	/* lease.c: many nodes on one store. leases false (no node id): the
+	 * only node; none of this runs. */
+	bool leases;
+	char node_id[HS_STORE_ID_MAX];
+	char address[HS_STORE_PATH_MAX]; /* lease_mu; "" until advertised */
+	int64_t node_started_ms;         /* lease_mu */
+	int64_t lease_ms;
+	pthread_mutex_t lease_mu;
+	pthread_cond_t lease_cv; /* CLOCK_MONOTONIC */
+	bool lease_stop;
+	pthread_t lease_thr;
+	bool lease_started;
 
 	hs_webhook *webhook;
 	atomic_uint_fast64_t n_events, n_dropped, n_recoveries;
@@ -155,8 +172,10 @@ int hs_tasks__apply_beat_async(hs_tasks *t, task *k, const hs_task_input *in,
  * transaction, then give ev its id and broadcast it to watchers and the
  * webhook, all under t->ev_mu so delivery order is event-id order
  * (watch.c). */
+/* fence > 0: on behalf of this node's lease with that fencing token
+ * (hs_store_task_transition_fenced: HS_CONFLICT once it changed hands). */
 int hs_tasks__publish(hs_tasks *t, const hs_store_task_row *row, bool insert, hs_task_event *ev,
-		      hs_error *err);
+		      int64_t fence, hs_error *err);
 
 /* The event a decision emits, with the task's owner and sandbox. */
 void hs_tasks__event_of(const task *k, const hs_task_decision *d, int64_t now, hs_task_event *ev);
@@ -187,9 +206,65 @@ void hs_tasks__follow_stop(hs_tasks *t);
 /* A task's owner and sandbox: from memory, else (shared store) its row. */
 int hs_tasks__task_meta(hs_tasks *t, const char *task_id, char owner[HS_TASK_OWNER_MAX],
 			char sandbox_id[HS_TASK_ID_MAX + 1], hs_error *err);
+/* Leases (lease.c). A task acts here (timers, recoveries, writes) only
+ * while this node holds its lease; always true for the only node. */
+static inline bool hs_tasks__held(const hs_tasks *t, const task *k)
+{
+	return !t->leases || k->fence > 0;
+}
+/* Start / stop the lease thread (renews the node row and the held leases,
+ * takes over expired ones). No-op without leases. stop gives the leases
+ * up and deletes the node row. */
+int hs_tasks__lease_start(hs_tasks *t, hs_error *err);
+void hs_tasks__lease_stop(hs_tasks *t);
+/* Take task_id's lease if nobody holds it live, and hold the task here
+ * (loaded from the store, deadlines re-armed, an interrupted recovery
+ * continued): HS_OK. HS_CONFLICT: another node holds it (not looked up:
+ * holder->node_id ""). HS_NOT_FOUND: no such task (the lease is held, as
+ * granted in *holder, for a registration). No task lock held. Blocks. */
+int hs_tasks__lease_take(hs_tasks *t, const char *task_id, hs_store_lease_row *holder,
+			 hs_error *err);
+/* Hold row's task here under fence (a lease this node was granted): index
+ * it or refresh the stale copy, then re-arm it as at start. No lock held. */
+int hs_tasks__lease_install(hs_tasks *t, const hs_store_task_row *row, int64_t fence,
+			    hs_error *err);
+/* This node lost k's lease (a fenced write or a renewal said so): stop
+ * acting on it (fence 0, timer off). k->mu held. */
+void hs_tasks__lease_drop(hs_tasks *t, task *k, const char *why);
+/* An error for a call this node cannot serve because holder holds the
+ * task (node_id "" = look it up): HS_UNAVAILABLE naming the node and its
+ * advertised address. */
+int hs_tasks__elsewhere(hs_tasks *t, const char *task_id, const hs_store_lease_row *holder,
+			hs_error *err);
+/* Calls for a task another node holds, served from the store (remote.c):
+ * from its stored row (read by the caller); a heartbeat whose decision only moves the
+ * heartbeat columns is written through the store (the holder reads them
+ * before its deadline fires); anything else is hs_tasks__elsewhere. The
+ * caller checked visibility. Block. */
+int hs_tasks__remote_get(hs_tasks *t, const hs_store_task_row *row, hs_task_info *out,
+			 hs_error *err);
+int hs_tasks__remote_beat(hs_tasks *t, const hs_store_task_row *row, const hs_task_beat *b,
+			  const hs_store_lease_row *holder, hs_task_beat_reply *out,
+			  hs_error *err);
+
+/* The checkpoint fence (fsm.c, hs_task_checkpoint_fence) on the stored row
+ * of a task another node holds: HS_OK or the fence's refusal in err. */
+int hs_tasks__remote_fence(const hs_store_task_row *row, int64_t generation, hs_error *err);
+/* GetTask at the holder: progress heartbeats sent to other nodes are in
+ * the store only (the holder reads them when its deadline fires); a newer
+ * stored heartbeat of a RUNNING task replaces info's progress fields. */
+void hs_tasks__remote_progress(hs_tasks *t, hs_task_info *info);
+/* A task struct outside the index (tasks.c): new (NULL on OOM) / free. */
+task *hs_tasks__task_new(void);
+void hs_tasks__task_free(task *k);
+/* Re-arm a task loaded from the store (task->mu held, or before threads). */
+void hs_tasks__rearm_loaded(hs_tasks *t, task *k);
 
 task *hs_tasks__lookup(hs_tasks *t, const char *id);
-/* Create and index a task from a row (t->mu not held); NULL on OOM. */
+/* An authenticated caller with a bounded id (ops.c). */
+int hs_tasks__check_caller(const hs_principal *c, hs_error *err);
+/* Create and index a task from a row (t->mu not held); NULL on OOM. A
+ * task indexed under that id meanwhile is returned as it is. */
 task *hs_tasks__insert(hs_tasks *t, const hs_store_task_row *row, hs_error *err);
 bool hs_tasks__visible(const task *k, const hs_principal *caller);
 void hs_tasks__info_of(const task *k, hs_task_info *out, bool *oom);

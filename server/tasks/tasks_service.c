@@ -298,6 +298,9 @@ static int get_task(hs_rpc_call *call, const ProtobufCMessage *req, ProtobufCMes
 	hs_principal c;
 	hs_task_info info;
 	int rc;
+	/* Many nodes: GetTask reads the store (a worker's job). */
+	if (hs_rpc_call_on_cq(call) && hs_tasks_shared(hs_rpc_call_payload(call)))
+		return HS_RPC_DEFER;
 	if ((rc = caller_of(call, &c, err)) != HS_OK ||
 	    (rc = hs_tasks_get(hs_rpc_call_payload(call), &c, r->task_id, &info, err)) != HS_OK)
 		return rc;
@@ -474,8 +477,8 @@ int hs_tasks_service_register(hs_rpc_server *srv, hs_tasks *tasks, hs_error *err
 		{ "RegisterTask", HS_RPC_UNARY, HS_RPC_BLOCKING, register_task, NULL },
 		/* the CQ thread, answered by the group commit; the lane for state changes */
 		{ "Heartbeat", HS_RPC_UNARY, HS_RPC_LIVENESS | HS_RPC_TRY_INLINE, heartbeat, NULL },
-		/* memory only: on the completion-queue thread */
-		{ "GetTask", HS_RPC_UNARY, 0, get_task, NULL },
+		/* memory only: on the completion-queue thread (many nodes: a worker) */
+		{ "GetTask", HS_RPC_UNARY, HS_RPC_BLOCKING | HS_RPC_TRY_INLINE, get_task, NULL },
 		{ "ListTasks", HS_RPC_UNARY, HS_RPC_BLOCKING | HS_RPC_TRY_INLINE, list_tasks, NULL },
 		{ "WatchTasks", HS_RPC_SERVER_STREAM, HS_RPC_BLOCKING, NULL, watch_tasks },
 		{ "CompleteTask", HS_RPC_UNARY, HS_RPC_BLOCKING, complete_task, NULL },

@@ -11,7 +11,13 @@
  * only when the group commit holding the write returned. If that commit
  * fails the caller gets the error and memory is one heartbeat ahead of the
  * store until the next one (after a restart the store's earlier deadline
- * applies: the safe direction). */
+ * applies: the safe direction).
+ *
+ * Many nodes (t->leases): a row write is made on behalf of the task's lease
+ * (fenced); a refusal means another node took the task over, and the task
+ * is dropped here (lease.c). Heartbeat columns are written unfenced: they
+ * carry no state, and a late one from a node that just lost the lease is a
+ * real heartbeat of the agent. */
 #include "tasks_internal.h"
 
 #include <stdlib.h>
@@ -61,7 +67,10 @@ static int persist_row(hs_tasks *t, task *k, const hs_task_input *in, const hs_t
 	if (d->event != 0) {
 		hs_task_event ev;
 		hs_tasks__event_of(k, d, in->now_ms, &ev);
-		rc = hs_tasks__publish(t, row, false, &ev, err);
+		rc = hs_tasks__publish(t, row, false, &ev, k->fence, err);
+	} else if (k->fence > 0) {
+		rc = hs_store_task_transition_fenced(t->store, row, false, NULL, t->node_id, k->fence,
+						     hs_clock_wall_ms(), NULL, err);
 	} else {
 		rc = hs_store_task_update(t->store, row, err);
 	}
@@ -110,6 +119,17 @@ static void apply_memory(hs_tasks *t, task *k, const hs_task_input *in, const hs
 		k->attempt_due = false;
 	if (d->enqueue)
 		hs_tasks__enqueue(t, k);
+	if (t->leases && k->fence > 0 && d->event != 0 &&
+	    (k->m.state == HS_TASK_COMPLETED || k->m.state == HS_TASK_FAILED ||
+	     k->m.state == HS_TASK_CANCELLED)) {
+		/* Finished: nothing left to own. Give the lease up (kept in memory
+		 * for reads; registering the id again takes a new one). */
+		hs_error e = { 0 };
+		if (hs_store_lease_release(t->store, k->id, t->node_id, k->fence, &e) != HS_OK)
+			hs_log(HS_LOG_WARN, "tasks", "cannot release a finished task's lease",
+			       HS_LS("task_id", k->id), HS_LS("error", e.msg));
+		k->fence = 0;
+	}
 	if (d->event != 0)
 		hs_tasks__metrics_event(t, d->event);
 	if (d->event != 0 && d->event != HS_TEV_RECOVERED && d->event != HS_TEV_REGISTERED)
@@ -130,6 +150,9 @@ int hs_tasks__apply(hs_tasks *t, task *k, const hs_task_input *in, const hs_task
 {
 	hs_task_decision local, *d = dout ? dout : &local;
 	int rc = HS_OK;
+	if (!hs_tasks__held(t, k)) /* many nodes: another node acts on it */
+		return hs_error_set(err, HS_UNAVAILABLE, "task %s: held by another node; retry",
+				    k->id);
 	hs_task_decide(k->id, &k->m, in, d);
 	if (d->rc != HS_OK)
 		return hs_error_set(err, d->rc, "%s", d->msg);
@@ -143,6 +166,12 @@ int hs_tasks__apply(hs_tasks *t, task *k, const hs_task_input *in, const hs_task
 					     in->now_ms, err);
 	} else if (d->write_row) {
 		rc = persist_row(t, k, in, beat, d, err);
+		if (rc == HS_CONFLICT && k->fence > 0) {
+			/* Another node took the lease over: it acts now, not us. */
+			hs_tasks__lease_drop(t, k, "a fenced write was refused");
+			return hs_error_set(err, HS_UNAVAILABLE,
+					    "task %s: another node took it over; retry", k->id);
+		}
 	}
 	if (rc != HS_OK)
 		return rc;

@@ -131,7 +131,7 @@ static char *event_json(const hs_task_event *ev)
 }
 
 int hs_tasks__publish(hs_tasks *t, const hs_store_task_row *row, bool insert, hs_task_event *ev,
-		      hs_error *err)
+		      int64_t fence, hs_error *err)
 {
 	hs_store_event_row er;
 	memset(&er, 0, sizeof(er));
@@ -147,7 +147,9 @@ int hs_tasks__publish(hs_tasks *t, const hs_store_task_row *row, bool insert, hs
 
 	pthread_mutex_lock(&t->ev_mu);
 	int64_t id = 0;
-	int rc = hs_store_task_transition(t->store, row, insert, &er, &id, err);
+	int rc = fence > 0 ? hs_store_task_transition_fenced(t->store, row, insert, &er, t->node_id,
+							     fence, hs_clock_wall_ms(), &id, err)
+			   : hs_store_task_transition(t->store, row, insert, &er, &id, err);
 	if (rc == HS_OK) {
 		ev->event_id = id;
 		atomic_fetch_add(&t->n_events, 1);

@@ -197,7 +197,8 @@ class PostgresOutageTest(unittest.TestCase):
             try:
                 d = os.path.join(self.data.name, "n%d" % i)
                 os.mkdir(d)
-                nodes.append(hstest.Harnessd(data_dir=d, args=["--store", dsn], env=ENV))
+                nodes.append(hstest.Harnessd(data_dir=d, env=ENV,
+                                             args=["--store", dsn, "--node-id", "n%d" % i]))
             except Exception as e:  # reported below
                 errors.append(e)
 

@@ -114,6 +114,48 @@ void test_store__lease_acquire_renew_takeover_and_fencing(void **state)
 	free(t);
 }
 
+/* The lease thread's batch: one statement renews every lease a node
+ * holds, and what it returns is exactly what it still holds. */
+void test_store__lease_renew_node_renews_only_what_it_holds(void **state)
+{
+	fixture *f = *state;
+	hs_store *s = open_store(f);
+	hs_error err = { 0 };
+	hs_store_lease_row l, *v = NULL;
+	size_t n = 0;
+	assert_int_equal(hs_store_lease_renew_node(s, "node-a", 5000, &v, &n, &err), HS_OK);
+	assert_int_equal(n, 0);
+	assert_null(v);
+	assert_int_equal(hs_store_lease_acquire(s, "r2", "node-a", 100, 1100, &l, &err), HS_OK);
+	assert_int_equal(hs_store_lease_acquire(s, "r1", "node-a", 100, 1100, &l, &err), HS_OK);
+	assert_int_equal(hs_store_lease_acquire(s, "r3", "node-a", 100, 1100, &l, &err), HS_OK);
+	assert_int_equal(hs_store_lease_acquire(s, "x1", "node-b", 100, 1100, &l, &err), HS_OK);
+	/* r3 expires and node-b takes it over (fence 2). */
+	assert_int_equal(hs_store_lease_acquire(s, "r3", "node-b", 1100, 2100, &l, &err), HS_OK);
+	assert_int_equal(l.fence, 2);
+	/* node-a renews what it still holds, even r1/r2 past their expiry
+	 * (nobody took them), in task_id order; r3 and x1 are untouched. */
+	assert_int_equal(hs_store_lease_renew_node(s, "node-a", 3000, &v, &n, &err), HS_OK);
+	assert_int_equal(n, 2);
+	assert_string_equal(v[0].task_id, "r1");
+	assert_string_equal(v[1].task_id, "r2");
+	assert_int_equal(v[0].fence, 1);
+	assert_int_equal(v[1].expires_at_ms, 3000);
+	free(v);
+	assert_int_equal(hs_store_lease_get(s, "r3", &l, &err), HS_OK);
+	assert_string_equal(l.node_id, "node-b");
+	assert_int_equal(l.expires_at_ms, 2100);
+	assert_int_equal(hs_store_lease_get(s, "x1", &l, &err), HS_OK);
+	assert_int_equal(l.expires_at_ms, 1100);
+	/* Giving up: expiry now, so a survivor's scan finds them. */
+	assert_int_equal(hs_store_lease_renew_node(s, "node-a", 2500, &v, &n, &err), HS_OK);
+	free(v);
+	assert_int_equal(hs_store_lease_list_expired(s, 2500, 0, &v, &n, &err), HS_OK);
+	assert_int_equal(n, 4); /* r1, r2 (given up), x1 and r3 (expired before) */
+	free(v);
+	assert_int_equal(hs_store_lease_renew_node(s, "", 2500, &v, &n, NULL), HS_INVALID);
+}
+
 typedef struct racer {
 	hs_store *store;
 	const char *node;
@@ -296,7 +338,8 @@ void test_store__listener(void **state)
 	assert_int_equal(max, 0); /* nothing new */
 	/* Kill its connection from outside. */
 	pg_exec(f, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-		   "WHERE query = 'LISTEN harness_task_events' AND pid <> pg_backend_pid()");
+		   "WHERE query = 'LISTEN harness_task_events' AND pid <> pg_backend_pid() "
+		   "AND datname = current_database()");
 	int rc = HS_OK;
 	for (int i = 0; i < 100 && rc == HS_OK; i++)
 		rc = hs_store_listener_wait(l, 50, &max, &err);
@@ -376,9 +419,12 @@ void test_store__heartbeat_hostile_details(void **state)
  * of its own (SELECT, BEGIN: reads and every transaction). */
 static void kill_pool(fixture *f)
 {
+	/* Only this test's database: other tests' harnessd share the
+	 * fixture's server (integration.postgres.flows, integration.nodes). */
 	PGconn *c = pg_connect(f);
 	PGresult *r = PQexec(c, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-				"WHERE application_name = 'harnessd' AND pid <> pg_backend_pid()");
+				"WHERE application_name = 'harnessd' AND pid <> pg_backend_pid() "
+				"AND datname = current_database()");
 	assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
 	assert_true(strtol(PQgetvalue(r, 0, 0), NULL, 10) >= 1);
 	PQclear(r);
