@@ -226,6 +226,14 @@ class RenderTest(HelmTestCase):
         self.assertIn("data", [v["name"] for v in hd["volumeMounts"]])
         store = env_map(hd)["HARNESS_STORE"]["valueFrom"]["secretKeyRef"]
         self.assertEqual(store, {"name": "pg", "key": "dsn"})
+        # Each node advertises its stable per-pod DNS name (where a call for
+        # a task it holds is sent).
+        env = env_map(hd)
+        self.assertEqual(env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"], "metadata.name")
+        self.assertEqual(env["HARNESS_ADVERTISE_ADDRESS"]["value"],
+                         "$(POD_NAME).%s-nodes.harness.svc:50051" % FULLNAME)
+        names = [e["name"] for e in hd["env"]]
+        self.assertLess(names.index("POD_NAME"), names.index("HARNESS_ADVERTISE_ADDRESS"))
         self.assertEqual(m.config()["HARNESS_CHECKPOINT_REMOTE"], "https://git.example/c.git")
         nodes = m.one("Service", FULLNAME + "-nodes")["spec"]
         self.assertEqual(nodes["clusterIP"], "None")
