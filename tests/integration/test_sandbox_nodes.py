@@ -32,10 +32,13 @@ ENV = {"HARNESS_JWT_SECRET": "integration-test-secret-0123456789abcdef",
 @unittest.skipUnless(hstest.STORE_PG, "needs the pg fixture (HS_TEST_STORE_PG)")
 class SandboxNodesTest(unittest.TestCase):
     def node(self, name):
-        return hstest.Harnessd(args=["--store", self.dsn, "--node-id", name,
-                                     "--sandbox-driver", "bwrap"], env=ENV)
+        n = hstest.Harnessd(args=["--store", self.dsn, "--node-id", name,
+                                  "--sandbox-driver", "bwrap"], env=ENV)
+        self.started.append(n)
+        return n
 
     def test_sandbox_stays_with_its_node(self):
+        self.started = []
         self.dsn = hstest.pg_create_database(hstest.STORE_PG, "hs_sbnodes_%d" % os.getpid())
         marker = "86397.%06d" % (uuid.uuid4().int % 1000000)
         a = self.node("node-a")
@@ -93,6 +96,9 @@ class SandboxNodesTest(unittest.TestCase):
                     n.close()
             for pid in pids_with(marker):  # only on failure: never leave one behind
                 os.kill(pid, signal.SIGKILL)
+        for n in self.started:
+            bad = [l for l in n.raw_lines if "runtime error" in l or "Sanitizer" in l]
+            self.assertEqual(bad[:20], [], "sanitizer reports")
 
 
 if __name__ == "__main__":
