@@ -403,6 +403,16 @@ int hs_sandbox_create(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller,
 		if (strcmp(x->row.owner, caller->who.user_id) == 0)
 			live++;
 	}
+	if (mgr->cfg.max_per_user > 0 && mgr->node_id[0] != '\0') {
+		/* Many nodes: the limit is per user, not per node; count every
+		 * node's rows (exact here, best effort across racing nodes). */
+		int64_t all = 0;
+		if ((rc = hs_store_sandbox_count_by_owner(mgr->store, caller->who.user_id,
+							  HS_SANDBOX_DESTROYED, &all, err)) != HS_OK)
+			goto done;
+		if (all > (int64_t)live)
+			live = (size_t)all;
+	}
 	if (mgr->cfg.max_per_user > 0 && live >= mgr->cfg.max_per_user) {
 		rc = hs_error_set(err, HS_LIMIT, "user %s has %zu sandboxes; the limit is %u",
 				  caller->who.user_id, live, mgr->cfg.max_per_user);

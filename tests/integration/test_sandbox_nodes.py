@@ -7,7 +7,8 @@ the bwrap driver for real.
   FAILED "lost after restart" nor re-adopts it;
 * node-b answers a call naming it UNAVAILABLE, naming node-a and the
   address node-a advertises; another user gets NOT_FOUND on either node
-  (ownership is checked first); ListSandboxes on node-b shows it.
+  (ownership is checked first); ListSandboxes on node-b shows it;
+* --sandboxes-per-user counts every node's sandboxes.
 
 No timed assertions: every wait polls for a condition with a generous
 limit."""
@@ -33,7 +34,8 @@ ENV = {"HARNESS_JWT_SECRET": "integration-test-secret-0123456789abcdef",
 class SandboxNodesTest(unittest.TestCase):
     def node(self, name):
         n = hstest.Harnessd(args=["--store", self.dsn, "--node-id", name,
-                                  "--sandbox-driver", "bwrap"], env=ENV)
+                                  "--sandbox-driver", "bwrap", "--sandboxes-per-user", "1"],
+                            env=ENV)
         self.started.append(n)
         return n
 
@@ -68,6 +70,11 @@ class SandboxNodesTest(unittest.TestCase):
                 with self.assertRaises(grpc.RpcError) as cm:
                     bob_b.GetSandbox(sandbox_id="sb-on-a")
                 self.assertEqual(cm.exception.code(), grpc.StatusCode.NOT_FOUND)
+                # --sandboxes-per-user counts every node's sandboxes
+                with self.assertRaises(grpc.RpcError) as cm:
+                    admin_b.CreateSandbox(sandbox_id="sb-on-b-%d" % round_, task_id="task-sb-b",
+                                          entrypoint=["/bin/true"])
+                self.assertEqual(cm.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
                 listed = admin_b.ListSandboxes(page_size=100).sandboxes
                 self.assertEqual([x.sandbox_id for x in listed], ["sb-on-a"])
                 self.assertEqual(listed[0].state, S.SANDBOX_STATE_RUNNING)
