@@ -199,6 +199,9 @@ int hs_sandbox_mgr_new(hs_sandbox_mgr **out, const hs_sandbox_config *cfg, hs_st
 	    hs_sandbox__driver_by_name(cfg->default_driver) == NULL)
 		return hs_error_set(err, HS_INVALID, "sandbox driver: unknown \"%s\"",
 				    cfg->default_driver);
+	if (cfg->node_id != NULL && strlen(cfg->node_id) >= HS_STORE_ID_MAX)
+		return hs_error_set(err, HS_INVALID, "node id: longer than %d bytes",
+				    HS_STORE_ID_MAX - 1);
 	hs_curl_global_init(NULL);
 	hs_sandbox_mgr *mgr = calloc(1, sizeof(*mgr));
 	if (mgr == NULL)
@@ -210,6 +213,8 @@ int hs_sandbox_mgr_new(hs_sandbox_mgr **out, const hs_sandbox_config *cfg, hs_st
 	snprintf(mgr->rootfs_dir, sizeof(mgr->rootfs_dir), "%s",
 		 cfg->rootfs_dir ? cfg->rootfs_dir : "");
 	mgr->cfg.rootfs_dir = mgr->rootfs_dir;
+	snprintf(mgr->node_id, sizeof(mgr->node_id), "%s", cfg->node_id ? cfg->node_id : "");
+	mgr->cfg.node_id = mgr->node_id;
 	mgr->store = store;
 	mgr->wake_fd = -1;
 	pthread_mutex_init(&mgr->lock, NULL);
@@ -251,6 +256,7 @@ int hs_sandbox_mgr_new(hs_sandbox_mgr **out, const hs_sandbox_config *cfg, hs_st
 		f.after_id = after[0] ? after : NULL;
 		f.after_created_at_ms = after_ms;
 		f.limit = HS_STORE_LIST_MAX;
+		f.node_id = mgr->node_id; /* other nodes' sandboxes are theirs to adopt */
 		if ((rc = hs_store_sandbox_list(store, &f, &rows, &n, err)) != HS_OK)
 			goto fail;
 		for (size_t i = 0; i < n; i++) {

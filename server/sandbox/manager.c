@@ -81,6 +81,19 @@ static bool caller_sees(const hs_sandbox_caller *caller, const char *owner)
 	return hs_principal_may(&caller->who, owner);
 }
 
+/* row is live on another node (its process is on that host): name the node
+ * and the address it advertises, so the caller can send the call there. */
+static int elsewhere(hs_sandbox_mgr *mgr, const hs_store_sandbox_row *row, hs_error *err)
+{
+	hs_store_node_row node;
+	memset(&node, 0, sizeof(node));
+	if (hs_store_node_get(mgr->store, row->node_id, &node, NULL) != HS_OK)
+		node.address[0] = '\0';
+	return hs_error_set(err, HS_UNAVAILABLE, "sandbox %s runs on node %s (%s): send the call there",
+			    row->sandbox_id, row->node_id[0] ? row->node_id : "(none)",
+			    node.address[0] ? node.address : "no address");
+}
+
 static void entry_free(hs_sandbox__entry *e)
 {
 	pthread_mutex_destroy(&e->lock);
@@ -145,7 +158,10 @@ int hs_sandbox__acquire(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller, co
 			snprintf(want, sizeof(want), "a sandbox that is not destroyed");
 		else
 			op_names_need(need, want, sizeof(want));
-		if (rc == HS_OK && caller_sees(caller, row->owner))
+		if (rc == HS_OK && caller_sees(caller, row->owner) &&
+		    row->state != HS_SANDBOX_DESTROYED && strcmp(row->node_id, mgr->node_id) != 0)
+			rc = elsewhere(mgr, row, err);
+		else if (rc == HS_OK && caller_sees(caller, row->owner))
 			rc = hs_error_set(err, HS_CONFLICT, "sandbox %s is DESTROYED; %s needs %s",
 					  id, op, want);
 		else if (rc == HS_OK || rc == HS_NOT_FOUND)
@@ -369,6 +385,7 @@ int hs_sandbox_create(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller,
 	row->created_at_ms = hs_clock_wall_ms();
 	row->expires_at_ms = spec->ttl_seconds ? row->created_at_ms + spec->ttl_seconds * 1000 : 0;
 	row->exit_code = -1;
+	snprintf(row->node_id, sizeof(row->node_id), "%s", mgr->node_id);
 	if ((rc = hs_sandbox__rec_to_config_json(r, row->config_json, sizeof(row->config_json),
 						 err)) != HS_OK ||
 	    (rc = hs_sandbox__labels_to_json(spec->labels, spec->labels_len, row->labels_json,
@@ -385,6 +402,16 @@ int hs_sandbox_create(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller,
 		}
 		if (strcmp(x->row.owner, caller->who.user_id) == 0)
 			live++;
+	}
+	if (mgr->cfg.max_per_user > 0 && mgr->node_id[0] != '\0') {
+		/* Many nodes: the limit is per user, not per node; count every
+		 * node's rows (exact here, best effort across racing nodes). */
+		int64_t all = 0;
+		if ((rc = hs_store_sandbox_count_by_owner(mgr->store, caller->who.user_id,
+							  HS_SANDBOX_DESTROYED, &all, err)) != HS_OK)
+			goto done;
+		if (all > (int64_t)live)
+			live = (size_t)all;
 	}
 	if (mgr->cfg.max_per_user > 0 && live >= mgr->cfg.max_per_user) {
 		rc = hs_error_set(err, HS_LIMIT, "user %s has %zu sandboxes; the limit is %u",

@@ -106,6 +106,10 @@ typedef struct hs_sandbox_config {
 	size_t stream_rate;          /* 8 MiB: bytes per second each stream sends at most */
 	int64_t exec_output_max;     /* 1 GiB: output of one command before it is killed */
 	unsigned reaper_interval_ms; /* 1000: TTL check period (exits are seen at once) */
+	const char *node_id;         /* this node (copied); NULL/"" = the one node of a
+				      * single-node store. The manager loads only its own
+				      * rows; a call naming another node's sandbox is
+				      * HS_UNAVAILABLE naming that node and its address. */
 	hs_sandbox_host host;        /* derived; see hs_sandbox_host */
 } hs_sandbox_config;
 

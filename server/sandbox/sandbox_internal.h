@@ -28,6 +28,7 @@ struct hs_sandbox_mgr {
 	hs_sandbox__hub *hub;        /* log and exec streams (hub.c) */
 	char runtime_root[PATH_MAX]; /* cfg.runtime_root points here */
 	char rootfs_dir[PATH_MAX];   /* cfg.rootfs_dir points here */
+	char node_id[HS_STORE_ID_MAX]; /* cfg.node_id points here; "" = single node */
 	/* Driver probes at open, by name: "" = usable, else why not. */
 	char fc_unusable[HS_ERROR_MSG_MAX];
 	char bwrap_unusable[HS_ERROR_MSG_MAX];
@@ -58,7 +59,9 @@ void hs_sandbox__unlink_locked(hs_sandbox_mgr *mgr, hs_sandbox__entry *e);
 /* Find a live sandbox the caller may see, take a reference and its lock.
  * `op` and `need` build the HS_CONFLICT message: need is a bit set of
  * (1 << state); 0 = any live state. A DESTROYED sandbox (only in the store)
- * is HS_CONFLICT naming DESTROYED; another user's is HS_NOT_FOUND. */
+ * is HS_CONFLICT naming DESTROYED; another user's is HS_NOT_FOUND; a live
+ * one another node runs (shared store) is HS_UNAVAILABLE naming that node
+ * and its advertised address. */
 int hs_sandbox__acquire(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller, const char *id,
 			const char *op, unsigned need, hs_sandbox__entry **out, hs_error *err);
 /* Unlock and drop the reference. */

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "store.h"
 
 int hs_sandbox_service_open(hs_sandbox_mgr **out, const hs_config *c, hs_store *store,
 			    hs_tenancy *tenancy, hs_error *err)
@@ -44,6 +45,9 @@ int hs_sandbox_service_open(hs_sandbox_mgr **out, const hs_config *c, hs_store *
 	sc.max_per_user = (unsigned)c->sandboxes_per_user;
 	sc.max_ttl_seconds = c->sandbox_ttl_max_s;
 	sc.skip_kvm_check = c->firecracker_skip_kvm_check != 0;
+	/* Many nodes share a PostgreSQL store: each runs (and re-adopts) its
+	 * own sandboxes. SQLite has one node: "" (every row). */
+	sc.node_id = strcmp(hs_store_backend(store), "postgres") == 0 ? c->node_id : "";
 
 	if (c->sandbox_allow_same_uid)
 		hs_log(HS_LOG_WARN, "sandbox",

@@ -247,6 +247,8 @@ typedef struct hs_store_sandbox_row {
 	char log_path[HS_STORE_PATH_MAX];
 	char runtime_dir[HS_STORE_PATH_MAX];
 	int64_t stopped_at_ms;        /* 0 = not stopped (the module decides when) */
+	char node_id[HS_STORE_ID_MAX]; /* the node that runs it; "" = the one node of a
+					* single-node store */
 } hs_store_sandbox_row;
 
 /* Lists are newest first: ordered by (created_at_ms, sandbox_id) descending.
@@ -263,9 +265,10 @@ typedef struct hs_store_sandbox_filter {
 	int not_state;               /* < 0 = none; else rows in this state are left out */
 	const char *labels_json;     /* NULL = any; else a JSON object of label pairs that
 				      * must all be present with equal values */
+	const char *node_id;         /* NULL = any node; else rows run by this node only */
 } hs_store_sandbox_filter;
 
-#define HS_STORE_SANDBOX_FILTER_INIT { NULL, NULL, -1, NULL, 0, 0, -1, NULL }
+#define HS_STORE_SANDBOX_FILTER_INIT { NULL, NULL, -1, NULL, 0, 0, -1, NULL, NULL }
 
 int hs_store_sandbox_insert(hs_store *store, const hs_store_sandbox_row *row, hs_error *err);
 /* Replace every column of the row with this sandbox_id; HS_NOT_FOUND if none. */

@@ -214,6 +214,10 @@ const char *const hs_store__migrations[] = {
 	");"
 	"CREATE INDEX IF NOT EXISTS task_leases_node ON task_leases(node_id);"
 	"CREATE INDEX IF NOT EXISTS task_leases_expires ON task_leases(expires_at_ms);",
+	/* 8: a sandbox belongs to the node that runs it (its process lives on
+	 * that host): a node loads and re-adopts only its own rows; '' is
+	 * the one node of a single-node store (every row made before). */
+	"ALTER TABLE sandboxes ADD COLUMN node_id TEXT NOT NULL DEFAULT '';",
 };
 
 const int hs_store__migration_count =

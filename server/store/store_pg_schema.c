@@ -194,6 +194,9 @@ const char *const hs_store__pg_migrations[] = {
 	" BEGIN PERFORM pg_notify('harness_task_events', NEW.event_id::text); RETURN NULL; END $$;"
 	"CREATE TRIGGER task_events_notify AFTER INSERT ON task_events"
 	" FOR EACH ROW EXECUTE FUNCTION harness_task_event_notify();",
+	/* 8: as SQLite's 8: the node that runs a sandbox ('' = rows made
+	 * before; no node of a shared store loads them). */
+	"ALTER TABLE sandboxes ADD COLUMN node_id TEXT NOT NULL DEFAULT '';",
 };
 
 const int hs_store__pg_migration_count =

@@ -10,7 +10,7 @@
 #define SANDBOX_COLS                                                                      \
 	"sandbox_id, owner, task_id, driver, state, pid, pid_start_time, vcpu_count, "     \
 	"mem_size_mib, ttl_seconds, expires_at_ms, created_at_ms, started_at_ms, exit_code, " \
-	"failure_reason, config_json, labels_json, log_path, runtime_dir, stopped_at_ms"
+	"failure_reason, config_json, labels_json, log_path, runtime_dir, stopped_at_ms, node_id"
 
 #define SNAPSHOT_COLS                                                                     \
 	"snapshot_id, sandbox_id, type, created_at_ms, mem_file_path, snapshot_path, size_bytes, " \
@@ -40,6 +40,7 @@ static int bind_sandbox(hs_store *s, hs_stmt *st, const hs_store_sandbox_row *r,
 	HS_BIND_F(st, 18, r, log_path);
 	HS_BIND_F(st, 19, r, runtime_dir);
 	HS_BIND_I(st, 20, r->stopped_at_ms);
+	HS_BIND_F(st, 21, r, node_id);
 	rc = HS_OK;
 done:
 	return rc;
@@ -69,6 +70,7 @@ static int read_sandbox(hs_stmt *st, hs_store_sandbox_row *r, hs_error *err)
 	HS_COL_T(st, 17, r->log_path, "log_path");
 	HS_COL_T(st, 18, r->runtime_dir, "runtime_dir");
 	r->stopped_at_ms = hs_store__col_int64(st, 19);
+	HS_COL_T(st, 20, r->node_id, "node_id");
 	rc = HS_OK;
 done:
 	return rc;
@@ -97,11 +99,11 @@ static int write_sandbox(hs_store *s, const hs_store_sandbox_row *r, bool update
 			"ttl_seconds = ?10, expires_at_ms = ?11, created_at_ms = ?12, "
 			"started_at_ms = ?13, exit_code = ?14, failure_reason = ?15, "
 			"config_json = ?16, labels_json = ?17, log_path = ?18, runtime_dir = ?19, "
-			"stopped_at_ms = ?20 WHERE sandbox_id = ?1");
+			"stopped_at_ms = ?20, node_id = ?21 WHERE sandbox_id = ?1");
 	else
 		HS_STMT(st, HS_STMT_SANDBOX_INSERT,
 			"INSERT INTO sandboxes(" SANDBOX_COLS ") VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, "
-			"?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)");
+			"?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)");
 	if ((rc = bind_sandbox(s, st, r, err)) != HS_OK)
 		goto done;
 	if ((rc = hs_store__step_done(s, st, update ? "update sandbox" : "insert sandbox", err)) !=
@@ -179,12 +181,14 @@ int hs_store_sandbox_list(hs_store *s, const hs_store_sandbox_filter *f,
 		 "AND (?8 IS NULL OR NOT EXISTS (SELECT 1 FROM json_each(?8) AS sel "
 		 "WHERE NOT EXISTS (SELECT 1 FROM json_each(sandboxes.labels_json) AS l "
 		 "WHERE l.key = sel.key AND l.value = sel.value))) "
+		 "AND (?9 IS NULL OR node_id = ?9) "
 		 "ORDER BY created_at_ms DESC, sandbox_id DESC LIMIT ?5",
 		 "SELECT " SANDBOX_COLS " FROM sandboxes "
 		 "WHERE ($1::text IS NULL OR (created_at_ms, sandbox_id) < ($6::bigint, $1::text)) "
 		 "AND ($2::text IS NULL OR owner = $2) AND ($3::text IS NULL OR task_id = $3) "
 		 "AND ($4::bigint < 0 OR state = $4) AND ($7::bigint < 0 OR state != $7) "
 		 "AND ($8::jsonb IS NULL OR labels_json::jsonb @> $8::jsonb) "
+		 "AND ($9::text IS NULL OR node_id = $9) "
 		 "ORDER BY created_at_ms DESC, sandbox_id DESC LIMIT $5");
 	HS_BIND_T(st, 1, f->after_id, HS_STORE_ID_MAX, "after_id");
 	HS_BIND_T(st, 2, f->owner, HS_STORE_ID_MAX, "owner");
@@ -194,6 +198,7 @@ int hs_store_sandbox_list(hs_store *s, const hs_store_sandbox_filter *f,
 	HS_BIND_I(st, 6, f->after_id ? f->after_created_at_ms : 0);
 	HS_BIND_I(st, 7, f->not_state < 0 ? -1 : f->not_state);
 	HS_BIND_T(st, 8, f->labels_json, HS_STORE_JSON_MAX, "labels_json");
+	HS_BIND_T(st, 9, f->node_id, HS_STORE_ID_MAX, "node_id");
 	rc = hs_store__collect(s, st, sizeof(hs_store_sandbox_row), read_sandbox_row, "list sandboxes", (void **)out, n_out,
 			       err);
 done:

@@ -462,12 +462,13 @@ class EmailMigrationTest(unittest.TestCase):
             hstest.Harnessd(data_dir=data.name).close()
             db = sqlite3.connect(os.path.join(data.name, "harness.db"))
             # back to schema 3 with three old rows, all with the admin's password
-            # (undoing migrations 4 to 7: revocations, API keys, fencing columns,
-            # nodes and task leases)
+            # (undoing migrations 4 to 8: revocations, API keys, fencing columns,
+            # nodes and task leases, the sandboxes' node)
             fencing = ["tasks." + c for c in (
                 "recovery_generation", "base_generation", "acked_generation", "restored",
                 "resume_checkpoint_id", "resume_step", "last_checkpoint_step", "deadline_ms")]
             fencing.append("task_events.recovery_generation")
+            fencing.append("sandboxes.node_id")
             db.executescript(
                 "".join("ALTER TABLE %s DROP COLUMN %s;" % tuple(f.split(".")) for f in fencing) +
                 "DROP TABLE auth_revocations; DROP TABLE IF EXISTS api_keys;"

@@ -14,6 +14,8 @@ void test_store__sandbox_crud_and_filters(void **state)
 	hs_store_sandbox_row *c = make_sandbox("sb_c", "usr_2", 2);
 	hs_store_sandbox_row *got = calloc(1, sizeof(*got));
 	snprintf(c->task_id, sizeof(c->task_id), "task_9");
+	snprintf(a->node_id, sizeof(a->node_id), "node-a"); /* round trip: a is compared whole */
+	snprintf(c->node_id, sizeof(c->node_id), "node-c");
 	a->created_at_ms = 100;
 	b->created_at_ms = 300;
 	c->created_at_ms = 200;
@@ -71,6 +73,18 @@ void test_store__sandbox_crud_and_filters(void **state)
 	assert_int_equal(hs_store_sandbox_list(s, &by_task, &rows, &n, &err), HS_OK);
 	assert_int_equal(n, 1);
 	assert_string_equal(rows[0].sandbox_id, "sb_c");
+	free(rows);
+	/* A node's own rows only ("" = rows of no named node). */
+	hs_store_sandbox_filter by_node = HS_STORE_SANDBOX_FILTER_INIT;
+	by_node.node_id = "node-a";
+	assert_int_equal(hs_store_sandbox_list(s, &by_node, &rows, &n, &err), HS_OK);
+	assert_int_equal(n, 1);
+	assert_string_equal(rows[0].sandbox_id, "sb_a");
+	free(rows);
+	by_node.node_id = "";
+	assert_int_equal(hs_store_sandbox_list(s, &by_node, &rows, &n, &err), HS_OK);
+	assert_int_equal(n, 1);
+	assert_string_equal(rows[0].sandbox_id, "sb_b");
 	free(rows);
 	hs_store_sandbox_filter paged = HS_STORE_SANDBOX_FILTER_INIT;
 	paged.after_id = "sb_b";
