@@ -118,20 +118,35 @@ void hs_rpc__call_destroy(hs_rpc_call *call)
 
 /* --- finalization ------------------------------------------------------- */
 
+static double elapsed_ms(const hs_rpc_call *call)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (double)(now.tv_sec - call->started.tv_sec) * 1e3 +
+	       (double)(now.tv_nsec - call->started.tv_nsec) / 1e6;
+}
+
+/* grpc_server_handled_total and the handling latency, once per call: when
+ * its status is handed to gRPC (so a client that saw the status finds the
+ * call counted, as go-grpc-prometheus's interceptors do), else at
+ * finalization (a call the client cancelled before any status). */
+static void count_handled(hs_rpc_call *call, double ms)
+{
+	if (call->counted || !call->srv->metrics_on || call->m == NULL)
+		return;
+	call->counted = true;
+	hs_counter_add(
+		&call->m->mx.handled[(unsigned)call->status < 17 ? call->status : GRPC_STATUS_UNKNOWN],
+		1);
+	hs_histogram_observe(&call->m->mx.seconds, ms / 1e3);
+}
+
 static void finalize(hs_rpc_call *call)
 {
 	hs_rpc_server *srv = call->srv;
 	if (call->accepted) {
-		struct timespec now;
-		clock_gettime(CLOCK_MONOTONIC, &now);
-		double ms = (double)(now.tv_sec - call->started.tv_sec) * 1e3 +
-			    (double)(now.tv_nsec - call->started.tv_nsec) / 1e6;
-		if (srv->metrics_on && call->m != NULL) {
-			hs_counter_add(&call->m->mx.handled[(unsigned)call->status < 17 ? call->status
-											  : GRPC_STATUS_UNKNOWN],
-				       1);
-			hs_histogram_observe(&call->m->mx.seconds, ms / 1e3);
-		}
+		double ms = elapsed_ms(call);
+		count_handled(call, ms);
 		if (hs_log_min_level <= HS_LOG_INFO) {
 			char *peer = grpc_call_get_peer(call->gcall);
 			const char *method = call->m != NULL ? call->m->path : "(unknown)";
@@ -237,6 +252,8 @@ static void start_status_locked(hs_rpc_call *call, grpc_byte_buffer *msg)
 	ops[n].data.send_status_from_server.status_details =
 		call->has_status_slice ? &call->status_slice : NULL;
 	n++;
+	if (call->accepted)
+		count_handled(call, elapsed_ms(call));
 	start_batch_locked(call, ops, n, &call->t_status);
 	if (msg != NULL)
 		grpc_byte_buffer_destroy(msg);
