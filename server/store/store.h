@@ -363,6 +363,21 @@ int hs_store_task_get(hs_store *store, const char *task_id, hs_store_task_row *o
 /* Ordered by task_id; *out malloc'd (free()), NULL when *n_out is 0. */
 int hs_store_task_list(hs_store *store, const hs_store_task_filter *filter,
 		       hs_store_task_row **out, size_t *n_out, hs_error *err);
+/* ListTasks across nodes: tasks newest first (registered_at_ms descending,
+ * then task_id ascending), filtered by owner (NULL = every owner) and state
+ * (< 0 = any); keyset cursor: when has_cursor, only tasks after
+ * (after_reg_ms, after_id) in that order. Up to limit rows (bounded as every
+ * list); *out malloc'd (free()), NULL when *n_out is 0. */
+typedef struct hs_store_task_page {
+	const char *owner;
+	int state;
+	bool has_cursor;
+	int64_t after_reg_ms;
+	const char *after_id;
+	size_t limit;
+} hs_store_task_page;
+int hs_store_task_list_newest(hs_store *store, const hs_store_task_page *page,
+			      hs_store_task_row **out, size_t *n_out, hs_error *err);
 /* Call fn for every task whose state is one of states[0..n_states) (the
  * states whose deadline must be re-armed after a restart), in task_id
  * order. The store does not interpret states; the health module passes them. */

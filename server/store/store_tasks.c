@@ -221,6 +221,33 @@ done:
 	return rc;
 }
 
+int hs_store_task_list_newest(hs_store *s, const hs_store_task_page *p, hs_store_task_row **out,
+			      size_t *n_out, hs_error *err)
+{
+	int rc;
+	hs_stmt *st = NULL;
+	if (s == NULL || p == NULL || out == NULL || n_out == NULL)
+		return hs_error_set(err, HS_INVALID, "store: NULL argument");
+	hs_store__lock(s);
+	HS_STMT(st, HS_STMT_TASK_NEWEST,
+		"SELECT " TASK_COLS " FROM tasks "
+		"WHERE (CAST(?1 AS INTEGER) = 0 OR registered_at_ms < ?2 "
+		"OR (registered_at_ms = ?2 AND task_id > ?3)) "
+		"AND (CAST(?4 AS TEXT) IS NULL OR owner = ?4) AND (CAST(?5 AS INTEGER) < 0 OR state = ?5) "
+		"ORDER BY registered_at_ms DESC, task_id LIMIT ?6");
+	HS_BIND_I(st, 1, p->has_cursor ? 1 : 0);
+	HS_BIND_I(st, 2, p->after_reg_ms);
+	HS_BIND_T(st, 3, p->after_id ? p->after_id : "", HS_STORE_ID_MAX, "after_id");
+	HS_BIND_T(st, 4, p->owner, HS_STORE_ID_MAX, "owner");
+	HS_BIND_I(st, 5, p->state < 0 ? -1 : p->state);
+	HS_BIND_I(st, 6, hs_store__limit(p->limit));
+	rc = collect_tasks(s, st, out, n_out, err);
+done:
+	hs_store__release(st);
+	hs_store__unlock(s);
+	return rc;
+}
+
 int hs_store_task_list_active(hs_store *s, const int *states, size_t n_states,
 			      hs_store_task_cb fn, void *payload, hs_error *err)
 {

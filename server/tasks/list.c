@@ -1,6 +1,9 @@
-/* ListTasks: the visible tasks in memory, most recently registered first,
- * filtered by state and label selector, paged by an opaque token (split
- * from ops.c). */
+/* ListTasks: the visible tasks, most recently registered first, filtered
+ * by state and label selector, paged by an opaque token (split from
+ * ops.c). One node (no leases): the tasks in memory, which are all of them.
+ * Many nodes on one store (t->leases): every node's tasks, read from the
+ * store a bounded page at a time, so any node answers the same list and a
+ * token from one node works on another. */
 #include "tasks_internal.h"
 
 #include <jansson.h>
@@ -84,6 +87,104 @@ static bool labels_match(const char *labels_json, const hs_task_list_opts *o)
 	return ok;
 }
 
+/* One stored row as a task_info: the memory copy when this node holds the
+ * task (fresher), with newer stored progress merged in as GetTask does;
+ * otherwise the stored row. */
+static int info_of_row(hs_tasks *t, const hs_store_task_row *row, hs_task_info *out,
+		       hs_error *err)
+{
+	task *k = hs_tasks__lookup(t, row->task_id);
+	if (k != NULL) {
+		pthread_mutex_lock(&k->mu);
+		if (hs_tasks__held(t, k)) {
+			bool oom = false;
+			hs_tasks__info_of(k, out, &oom);
+			pthread_mutex_unlock(&k->mu);
+			if (oom) {
+				hs_task_info_dispose(out);
+				return hs_error_set(err, HS_INTERNAL, "out of memory");
+			}
+			hs_tasks__merge_progress(out, row);
+			return HS_OK;
+		}
+		pthread_mutex_unlock(&k->mu);
+	}
+	return hs_tasks__remote_get(t, row, out, err);
+}
+
+/* Many nodes: the page from the store. Rows come newest first in batches
+ * of page + 1 (at most the store's list bound; owner and state filtered by the query; visibility checked
+ * again here, the label selector applied here) until page + 1 visible
+ * tasks are found or the store has no more. */
+static int list_store(hs_tasks *t, const hs_principal *caller, const hs_task_list_opts *o,
+		      size_t page, bool has_cursor, long long c_reg, const char *c_id,
+		      hs_task_info **out, size_t *n_out, char **next_token, hs_error *err)
+{
+	int rc = HS_OK;
+	hs_task_info *arr = calloc(page, sizeof(*arr));
+	hs_store_task_row *rows = NULL;
+	size_t m = 0, n_rows = 0;
+	bool more = false;
+	char *tok = NULL;
+	char at_id[HS_STORE_ID_MAX], last_id[HS_STORE_ID_MAX] = "";
+	int64_t last_reg = 0;
+	if (arr == NULL)
+		return hs_error_set(err, HS_INTERNAL, "out of memory");
+	COPY(at_id, c_id);
+	hs_store_task_page q = { .owner = caller->is_admin ? NULL : caller->user_id,
+				 .state = o->state == 0 ? -1 : (int)o->state,
+				 .has_cursor = has_cursor,
+				 .after_reg_ms = c_reg,
+				 .after_id = at_id,
+				 .limit = page + 1 < HS_STORE_LIST_MAX ? page + 1 : HS_STORE_LIST_MAX };
+	for (;;) {
+		free(rows);
+		rows = NULL;
+		if ((rc = hs_store_task_list_newest(t->store, &q, &rows, &n_rows, err)) != HS_OK)
+			goto done;
+		for (size_t i = 0; i < n_rows; i++) {
+			const hs_store_task_row *r = &rows[i];
+			if (!hs_principal_may(caller, r->owner) ||
+			    (o->state != 0 && r->state != (int)o->state) ||
+			    !labels_match(r->labels_json, o))
+				continue;
+			if (m == page) {
+				more = true;
+				break;
+			}
+			if ((rc = info_of_row(t, r, &arr[m], err)) != HS_OK)
+				goto done;
+			m++;
+			last_reg = r->registered_at_ms;
+			COPY(last_id, r->task_id);
+		}
+		if (more || n_rows < q.limit)
+			break;
+		q.has_cursor = true;
+		q.after_reg_ms = rows[n_rows - 1].registered_at_ms;
+		COPY(at_id, rows[n_rows - 1].task_id);
+	}
+	if (more && m > 0) {
+		size_t len = 32 + HS_TASK_ID_MAX;
+		if ((tok = malloc(len)) == NULL) {
+			rc = hs_error_set(err, HS_INTERNAL, "out of memory");
+			goto done;
+		}
+		snprintf(tok, len, "%lld.%s", (long long)last_reg, last_id);
+	}
+done:
+	free(rows);
+	if (rc != HS_OK) {
+		hs_task_info_array_free(arr, m);
+		free(tok);
+		return rc;
+	}
+	*out = arr;
+	*n_out = m;
+	*next_token = tok;
+	return HS_OK;
+}
+
 int hs_tasks_list(hs_tasks *t, const hs_principal *caller, const hs_task_list_opts *o,
 		  hs_task_info **out, size_t *n_out, char **next_token, hs_error *err)
 {
@@ -110,6 +211,9 @@ int hs_tasks_list(hs_tasks *t, const hs_principal *caller, const hs_task_list_op
 			return hs_error_set(err, HS_INVALID, "page_token: malformed");
 		COPY(c_id, o->page_token + used);
 	}
+	if (t->leases)
+		return list_store(t, caller, o, page, has_cursor, c_reg, c_id, out, n_out, next_token,
+				  err);
 	pthread_mutex_lock(&t->mu);
 	size_t n_all = t->n_all;
 	list_key *keys = malloc((n_all ? n_all : 1) * sizeof(*keys));

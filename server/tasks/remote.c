@@ -112,18 +112,13 @@ done:
 	return rc;
 }
 
-void hs_tasks__remote_progress(hs_tasks *t, hs_task_info *info)
+void hs_tasks__merge_progress(hs_task_info *info, const hs_store_task_row *row)
 {
-	if (info->state != HS_TASK_RUNNING)
+	if (info->state != HS_TASK_RUNNING || row->state != HS_TASK_RUNNING)
 		return;
-	hs_store_task_row *row = malloc(sizeof(*row));
-	if (row == NULL)
-		return;
-	if (hs_store_task_get(t->store, info->task_id, row, NULL) == HS_OK &&
-	    row->state == HS_TASK_RUNNING &&
-	    (row->last_heartbeat_ms > info->last_heartbeat_ms ||
-	     (row->last_heartbeat_ms == info->last_heartbeat_ms &&
-	      row->current_step > info->current_step))) { /* the same ms: the further one */
+	if (row->last_heartbeat_ms > info->last_heartbeat_ms ||
+	    (row->last_heartbeat_ms == info->last_heartbeat_ms &&
+	     row->current_step > info->current_step)) { /* the same ms: the further one */
 		info->last_heartbeat_ms = row->last_heartbeat_ms;
 		info->current_step = row->current_step;
 		if (row->total_steps > 0)
@@ -138,5 +133,16 @@ void hs_tasks__remote_progress(hs_tasks *t, hs_task_info *info)
 			info->details = d;
 		}
 	}
+}
+
+void hs_tasks__remote_progress(hs_tasks *t, hs_task_info *info)
+{
+	if (info->state != HS_TASK_RUNNING)
+		return;
+	hs_store_task_row *row = malloc(sizeof(*row));
+	if (row == NULL)
+		return;
+	if (hs_store_task_get(t->store, info->task_id, row, NULL) == HS_OK)
+		hs_tasks__merge_progress(info, row);
 	free(row);
 }

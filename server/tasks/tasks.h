@@ -377,7 +377,8 @@ typedef struct hs_tasks_stats {
 
 void hs_tasks_stats_get(hs_tasks *t, hs_tasks_stats *out);
 
-/* Many nodes share the store (a node id was given): GetTask reads it. */
+/* Many nodes share the store (a node id was given): GetTask and ListTasks
+ * read it. */
 bool hs_tasks_shared(const hs_tasks *t);
 
 /* Tasks in memory (every state); one short lock. */

@@ -254,6 +254,8 @@ int hs_tasks__remote_fence(const hs_store_task_row *row, int64_t generation, hs_
  * the store only (the holder reads them when its deadline fires); a newer
  * stored heartbeat of a RUNNING task replaces info's progress fields. */
 void hs_tasks__remote_progress(hs_tasks *t, hs_task_info *info);
+/* The same merge from a stored row the caller read (ListTasks). */
+void hs_tasks__merge_progress(hs_task_info *info, const hs_store_task_row *row);
 /* A task struct outside the index (tasks.c): new (NULL on OOM) / free. */
 task *hs_tasks__task_new(void);
 void hs_tasks__task_free(task *k);

@@ -313,7 +313,9 @@ static int list_tasks(hs_rpc_call *call, const ProtobufCMessage *req, ProtobufCM
 	const Harness__V1__ListTasksRequest *r = (const void *)req;
 	hs_principal c;
 	int rc;
-	if (hs_rpc_call_on_cq(call) && hs_tasks_count(hs_rpc_call_payload(call)) > LIST_INLINE_MAX)
+	/* Many nodes: ListTasks reads the store (a worker's job), like GetTask. */
+	if (hs_rpc_call_on_cq(call) && (hs_tasks_count(hs_rpc_call_payload(call)) > LIST_INLINE_MAX ||
+					hs_tasks_shared(hs_rpc_call_payload(call))))
 		return HS_RPC_DEFER;
 	if ((rc = caller_of(call, &c, err)) != HS_OK)
 		return rc;

@@ -12,6 +12,10 @@ task leases (--task-lease-ms).
   RECOVERY_STARTED for the generation, no lost or duplicated event);
 * a node whose lease was taken over while it was paused stops acting on the
   task: the task times out exactly once, by its new owner;
+* ListTasks answers every node's tasks on any node (read from the store):
+  alice sees all of hers and only hers, paging by 2 across nodes (a token
+  from one node continued on the next) gives every task once, newest
+  first; state and label filters apply; the admin sees every task;
 * a node stopped with SIGTERM gives its leases up and leaves the node list;
   a survivor takes its tasks.
 
@@ -24,7 +28,7 @@ import unittest
 
 import grpc
 
-from harness.v1 import checkpoint_pb2, health_pb2
+from harness.v1 import auth_pb2, checkpoint_pb2, health_pb2
 
 import hstest
 
@@ -51,6 +55,14 @@ class Client(hstest.ServiceClient):
 
 def login(channel):
     return hstest.login(channel, "admin@example.com", "admin-password-1", timeout=20 * S)
+
+
+def make_user(channel, admin_token, email, password):
+    create_user = hstest.stub(channel, "/harness.v1.AuthService/CreateUser",
+                              auth_pb2.CreateUserRequest, auth_pb2.User)
+    create_user(auth_pb2.CreateUserRequest(email=email, password=password,
+                                           name=email.split("@")[0], role="user"),
+                metadata=[("authorization", "Bearer " + admin_token)], timeout=30 * S)
 
 
 def poll(pred, timeout, what):
@@ -214,6 +226,64 @@ class NodesTest(unittest.TestCase):
         self.assertEqual(types.count(EV_TIMEOUT), 1, types)
         # node-b still answers for it (through the store).
         self.assertEqual(self.clients[1].GetTask(task_id=tid).task_id, tid)
+
+    def list_all(self, clients, **kw):
+        """Every page of ListTasks, page i asked of clients[i % len]."""
+        seen, token, i = [], "", 0
+        while True:
+            r = clients[i % len(clients)].ListTasks(page_size=2, page_token=token, **kw)
+            self.assertLessEqual(len(r.tasks), 2)
+            seen.extend(r.tasks)
+            token, i = r.next_page_token, i + 1
+            if not token:
+                return seen
+            self.assertLess(i, 1000, "paging does not end")
+
+    def test_list_tasks_is_the_same_on_every_node(self):
+        live = [i for i, n in enumerate(self.nodes) if n.proc.poll() is None]
+        self.assertGreaterEqual(len(live), 2)
+        admin_token = login(self.nodes[live[0]].channel)
+        users = {"alice": ("alice-list@example.com", "alice-password-1"),
+                 "bob": ("bob-list@example.com", "bob-password-1")}
+        for email, password in users.values():
+            make_user(self.nodes[live[0]].channel, admin_token, email, password)
+        cl = {u: [Client(self.nodes[i].channel,
+                         hstest.login(self.nodes[i].channel, *users[u], timeout=20 * S))
+                  for i in live] for u in users}
+        mine = {"alice": [], "bob": []}
+        for j in range(5):  # spread over the nodes, interleaved between users
+            for u in ("alice", "bob"):
+                tid = "list-%s-%d" % (u, j)
+                self.register(cl[u][j % len(live)], tid, 600000,
+                              labels={"who": u, "odd": str(j % 2)})
+                mine[u].append(tid)
+        cl["alice"][0].CompleteTask(task_id="list-alice-0", success=True)
+        for u in users:
+            for c in cl[u]:  # every node answers the same, whole list
+                got = [t.task_id for t in c.ListTasks(page_size=1000).tasks]
+                self.assertEqual(sorted(got), sorted(mine[u]))
+            got = self.list_all(cl[u])  # paging by 2, each page on the next node
+            ids = [t.task_id for t in got]
+            self.assertEqual(len(ids), len(set(ids)), "a task listed twice")
+            self.assertEqual(sorted(ids), sorted(mine[u]))
+            keys = [(-t.registered_at.seconds, -t.registered_at.nanos, t.task_id) for t in got]
+            self.assertEqual(keys, sorted(keys), "not newest first")
+        # Filters apply to every node's tasks; the state seen is the holder's.
+        for c in cl["alice"]:
+            done = c.ListTasks(state=H.TASK_STATE_COMPLETED).tasks
+            self.assertEqual([t.task_id for t in done], ["list-alice-0"])
+            odd = {t.task_id for t in c.ListTasks(label_selector={"odd": "1"}).tasks}
+            self.assertEqual(odd, {"list-alice-1", "list-alice-3"})
+        odd = self.list_all(cl["bob"], label_selector={"odd": "0"})
+        self.assertEqual(sorted(t.task_id for t in odd),
+                         ["list-bob-0", "list-bob-2", "list-bob-4"])
+        # The admin sees every task in the store, once, from any node.
+        stored = {r[0] for r in self.query("SELECT task_id FROM tasks")}
+        admins = [self.clients[i] for i in live]
+        ids = [t.task_id for t in self.list_all(admins)]
+        self.assertEqual(len(ids), len(set(ids)))
+        self.assertEqual(set(ids), stored)
+        self.assertTrue(set(mine["alice"]) | set(mine["bob"]) <= stored)
 
     def test_z_a_stopping_node_hands_its_tasks_over(self):
         # Runs last (node-a is dead by now): node-b registers a task and

@@ -716,6 +716,7 @@ int main(void)
 		T(test_store__user_disable_delete_and_revocations),
 		T(test_store__snapshots),
 		T(test_store__task_crud_heartbeat_and_active),
+		T(test_store__task_list_newest_keyset),
 		T(test_store__task_transition_is_one_transaction),
 		T(test_store__events_append_and_list_after),
 		T(test_store__concurrent_writers),

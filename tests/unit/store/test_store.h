@@ -72,6 +72,7 @@ void test_store__sandbox_crud_and_filters(void **state);
 void test_store__sandbox_list_newest_first_stable_cursor(void **state);
 void test_store__snapshots(void **state);
 void test_store__task_crud_heartbeat_and_active(void **state);
+void test_store__task_list_newest_keyset(void **state);
 void test_store__task_transition_is_one_transaction(void **state);
 void test_store__events_append_and_list_after(void **state);
 void test_store__concurrent_writers(void **state);

@@ -599,3 +599,71 @@ void test_store__check_writable_fails_on_readonly_file(void **state)
 	assert_true(WIFEXITED(status));
 	assert_int_equal(WEXITSTATUS(status), 0);
 }
+
+/* ListTasks across nodes: newest first, ties by task_id ascending; the
+ * (registered_at_ms, task_id) keyset cursor visits every row once; owner
+ * and state filter; the limit bounds a page. */
+void test_store__task_list_newest_keyset(void **state)
+{
+	fixture *f = *state;
+	hs_store *s = open_store(f);
+	hs_error err = { 0 };
+	static const struct {
+		const char *id, *owner;
+		int state;
+		int64_t reg;
+	} in[] = { { "t_a", "usr_1", 1, 10 }, { "t_b", "usr_1", 1, 20 }, { "t_c", "usr_2", 2, 20 },
+		   { "t_d", "usr_1", 1, 20 }, { "t_e", "usr_1", 4, 5 } };
+	for (size_t i = 0; i < sizeof(in) / sizeof(in[0]); i++) {
+		hs_store_task_row *r = make_task(in[i].id, in[i].owner, in[i].state);
+		r->registered_at_ms = in[i].reg;
+		assert_int_equal(hs_store_task_insert(s, r, &err), HS_OK);
+		free(r);
+	}
+	static const char *const want[] = { "t_b", "t_c", "t_d", "t_a", "t_e" };
+	hs_store_task_page q = { .owner = NULL, .state = -1, .limit = 2 };
+	char after[HS_STORE_ID_MAX] = "";
+	size_t seen = 0;
+	for (int pages = 0; pages < 10; pages++) {
+		hs_store_task_row *rows = NULL;
+		size_t n = 0;
+		assert_int_equal(hs_store_task_list_newest(s, &q, &rows, &n, &err), HS_OK);
+		assert_true(n <= 2);
+		for (size_t i = 0; i < n; i++) {
+			assert_true(seen < 5);
+			assert_string_equal(rows[i].task_id, want[seen++]);
+		}
+		if (n < 2) {
+			free(rows);
+			break;
+		}
+		q.has_cursor = true;
+		q.after_reg_ms = rows[n - 1].registered_at_ms;
+		snprintf(after, sizeof(after), "%s", rows[n - 1].task_id);
+		q.after_id = after;
+		free(rows);
+	}
+	assert_int_equal(seen, 5);
+
+	hs_store_task_row *rows = NULL;
+	size_t n = 0;
+	hs_store_task_page mine = { .owner = "usr_1", .state = -1, .limit = 10 };
+	assert_int_equal(hs_store_task_list_newest(s, &mine, &rows, &n, &err), HS_OK);
+	assert_int_equal(n, 4);
+	assert_string_equal(rows[0].task_id, "t_b");
+	assert_string_equal(rows[1].task_id, "t_d");
+	assert_string_equal(rows[3].task_id, "t_e");
+	free(rows);
+	hs_store_task_page stalled = { .owner = NULL, .state = 2, .limit = 10 };
+	assert_int_equal(hs_store_task_list_newest(s, &stalled, &rows, &n, &err), HS_OK);
+	assert_int_equal(n, 1);
+	assert_string_equal(rows[0].task_id, "t_c");
+	free(rows);
+	hs_store_task_page after_c = { .owner = NULL, .state = -1, .has_cursor = true,
+				       .after_reg_ms = 20, .after_id = "t_c", .limit = 10 };
+	assert_int_equal(hs_store_task_list_newest(s, &after_c, &rows, &n, &err), HS_OK);
+	assert_int_equal(n, 3);
+	assert_string_equal(rows[0].task_id, "t_d");
+	assert_string_equal(rows[1].task_id, "t_a");
+	free(rows);
+}
