@@ -70,7 +70,6 @@ static struct rec {
 	int long_started, long_finished, beats, logins, creates;
 	/* the stream producer */
 	int produced, produce_calls, produce_after_done, stream_done;
-	bool done_seen;
 } rec;
 
 static void rec_reset(void)
@@ -203,14 +202,33 @@ static int h_create(hs_rpc_call *call, const ProtobufCMessage *req, ProtobufCMes
 typedef struct producer {
 	int next, total;
 	char *pad;
+	/* Set by its done callback. A producer is freed only when the server
+	 * is (graveyard), so a produce() after done is counted, per stream,
+	 * instead of reading freed memory or blaming another stream. */
+	bool done;
+	struct producer *dead_next;
 } producer;
+
+static producer *graveyard; /* rec_mu */
+
+static void graveyard_free(void)
+{
+	pthread_mutex_lock(&rec_mu);
+	while (graveyard != NULL) {
+		producer *p = graveyard;
+		graveyard = p->dead_next;
+		free(p->pad);
+		free(p);
+	}
+	pthread_mutex_unlock(&rec_mu);
+}
 
 static void produce(hs_rpc_call *call, void *payload)
 {
 	producer *p = payload;
 	pthread_mutex_lock(&rec_mu);
 	rec.produce_calls++;
-	if (rec.done_seen)
+	if (p->done)
 		rec.produce_after_done++;
 	pthread_mutex_unlock(&rec_mu);
 	Harness__V1__TaskEvent ev = HARNESS__V1__TASK_EVENT__INIT;
@@ -236,11 +254,11 @@ static void producer_done(hs_rpc_call *call, void *payload)
 {
 	producer *p = payload;
 	pthread_mutex_lock(&rec_mu);
-	rec.done_seen = true;
+	p->done = true;
+	p->dead_next = graveyard;
+	graveyard = p;
 	rec.stream_done++;
 	pthread_mutex_unlock(&rec_mu);
-	free(p->pad);
-	free(p);
 	hs_rpc_call_unref(call);
 }
 
@@ -341,6 +359,7 @@ static void stop(void)
 		hs_rpc_server_shutdown(f.srv, 1000);
 		hs_rpc_server_free(f.srv);
 	}
+	graveyard_free();
 	if (f.ch != NULL)
 		grpc_channel_destroy(f.ch);
 	memset(&f, 0, sizeof(f));
@@ -658,6 +677,7 @@ static void test_fairness__shutdown_with_stalled_stream(void **state)
 	assert_true(st == GRPC_STATUS_CANCELLED || st == GRPC_STATUS_UNAVAILABLE);
 	hs_rpc_server_free(f.srv);
 	f.srv = NULL;
+	graveyard_free();
 	grpc_channel_destroy(slow);
 }
 
