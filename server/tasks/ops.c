@@ -459,6 +459,21 @@ done:
 
 /* ---- heartbeat ------------------------------------------------------------- */
 
+int hs_tasks__beat_input(const char *task_id, const hs_task_beat *b, hs_task_input *in,
+			 hs_error *err)
+{
+	/* Past its deadline nobody reads the reply: consume nothing. */
+	if (b->deadline_mono_ms > 0 && hs_clock_mono_ms() >= b->deadline_mono_ms)
+		return hs_error_set(err, HS_TIMEOUT,
+				    "heartbeat of task %s: deadline passed before it was handled; "
+				    "nothing changed",
+				    task_id);
+	*in = (hs_task_input){ .kind = HS_TIN_BEAT, .now_ms = hs_clock_wall_ms(),
+			       .generation = b->recovery_generation, .step = b->current_step,
+			       .total_steps = b->total_steps };
+	return HS_OK;
+}
+
 /* NaN, a negative or an infinite figure is no usage (red team: +Infinity
  * was stored and shown). */
 static bool usage_ok(double v)
@@ -528,16 +543,9 @@ int hs_tasks_heartbeat(hs_tasks *t, const hs_principal *caller, const char *task
 		return rc;
 	memset(out, 0, sizeof(*out));
 	for (int tries = 0;; tries++) {
-		/* Past its deadline nobody reads the reply: consume nothing. */
-		if (b->deadline_mono_ms > 0 && hs_clock_mono_ms() >= b->deadline_mono_ms) {
-			rc = hs_error_set(err, HS_TIMEOUT,
-					  "heartbeat of task %s: deadline passed before it was handled; "
-					  "nothing changed", task_id);
+		hs_task_input in;
+		if ((rc = hs_tasks__beat_input(task_id, b, &in, err)) != HS_OK)
 			goto done;
-		}
-		hs_task_input in = { .kind = HS_TIN_BEAT, .now_ms = hs_clock_wall_ms(),
-				     .generation = b->recovery_generation, .step = b->current_step,
-				     .total_steps = b->total_steps };
 		if ((rc = hs_tasks__apply(t, k, &in, b, &d, err)) != HS_OK)
 			goto done;
 		if (d.instruction != HS_TASK_RESUME || k->resume_external != NULL)
@@ -585,15 +593,9 @@ int hs_tasks_heartbeat_start(hs_tasks *t, const hs_principal *caller, const char
 	if ((rc = find_locked(t, caller, task_id, &k, err)) != HS_OK)
 		return rc;
 	memset(out, 0, sizeof(*out));
-	if (b->deadline_mono_ms > 0 && hs_clock_mono_ms() >= b->deadline_mono_ms) {
-		rc = hs_error_set(err, HS_TIMEOUT,
-				  "heartbeat of task %s: deadline passed before it was handled; "
-				  "nothing changed", task_id);
+	hs_task_input in;
+	if ((rc = hs_tasks__beat_input(task_id, b, &in, err)) != HS_OK)
 		goto done;
-	}
-	hs_task_input in = { .kind = HS_TIN_BEAT, .now_ms = hs_clock_wall_ms(),
-			     .generation = b->recovery_generation, .step = b->current_step,
-			     .total_steps = b->total_steps };
 	hs_task_decide(k->id, &k->m, &in, &d);
 	if (d.rc != HS_OK) {
 		rc = hs_error_set(err, d.rc, "%s", d.msg);

@@ -75,15 +75,9 @@ int hs_tasks__remote_beat(hs_tasks *t, const hs_store_task_row *row, const hs_ta
 	if (rc != HS_OK)
 		return rc;
 	memset(out, 0, sizeof(*out));
-	if (b->deadline_mono_ms > 0 && hs_clock_mono_ms() >= b->deadline_mono_ms) {
-		rc = hs_error_set(err, HS_TIMEOUT,
-				  "heartbeat of task %s: deadline passed before it was handled; "
-				  "nothing changed", task_id);
+	hs_task_input in;
+	if ((rc = hs_tasks__beat_input(task_id, b, &in, err)) != HS_OK)
 		goto done;
-	}
-	hs_task_input in = { .kind = HS_TIN_BEAT, .now_ms = hs_clock_wall_ms(),
-			     .generation = b->recovery_generation, .step = b->current_step,
-			     .total_steps = b->total_steps };
 	hs_task_decision d;
 	hs_task_decide(k->id, &k->m, &in, &d);
 	if (d.rc != HS_OK) {

@@ -247,6 +247,12 @@ int hs_tasks__remote_beat(hs_tasks *t, const hs_store_task_row *row, const hs_ta
 			  const hs_store_lease_row *holder, hs_task_beat_reply *out,
 			  hs_error *err);
 
+/* A heartbeat as the state machine's input (now = the wall clock), or
+ * HS_TIMEOUT when the caller's deadline passed before it was handled (then
+ * nothing may change: nobody reads the reply). */
+int hs_tasks__beat_input(const char *task_id, const hs_task_beat *b, hs_task_input *in,
+			 hs_error *err);
+
 /* The checkpoint fence (fsm.c, hs_task_checkpoint_fence) on the stored row
  * of a task another node holds: HS_OK or the fence's refusal in err. */
 int hs_tasks__remote_fence(const hs_store_task_row *row, int64_t generation, hs_error *err);
