@@ -490,6 +490,9 @@ static void stop(app *a)
 	/* service modules go after the server, which may still call them */
 	hs_tasks_free(a->tasks);
 	hs_ckpt_mgr_free(a->ckpt);
+	/* Pushes and fetches still running end within their own timeouts;
+	 * exit under none of them if they end soon. */
+	(void)hs_ckpt_background_wait(2000);
 	hs_sandbox_mgr_free(a->sandbox); /* sandboxes keep running: re-adopted at the next start */
 	hs_auth_free(a->auth);
 	hs_reflection_free(a->reflection);

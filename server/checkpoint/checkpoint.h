@@ -138,6 +138,12 @@ void hs_ckpt_strlist_dispose(hs_ckpt_strlist *list);
 int hs_ckpt_mgr_new(hs_ckpt_mgr **out, const hs_ckpt_config *cfg, hs_error *err);
 void hs_ckpt_mgr_free(hs_ckpt_mgr *mgr);
 
+/* Waits up to timeout_ms for the pushes to and fetches from the checkpoint
+ * remote still running in the background (they outlive the call that
+ * started them, and the manager) to end; true when none is left. For a
+ * shutdown, after hs_ckpt_mgr_free. */
+bool hs_ckpt_background_wait(int64_t timeout_ms);
+
 /* Recovery fencing of creates (the task registry's
  * hs_tasks_checkpoint_fence): called by every create before it records
  * anything, after the ownership check and outside every lock of this

@@ -554,6 +554,11 @@ char *hs_ckpt__push(hs_ckpt__pusher *p, const char *gitdir, const char *task_id,
 const char *hs_ckpt__pusher_url(const hs_ckpt__pusher *p);
 int64_t hs_ckpt__pusher_timeout_ms(const hs_ckpt__pusher *p);
 
+/* A push or fetch thread starts (before pthread_create) / ends (its last
+ * act). hs_ckpt_background_wait waits for the count to reach 0. */
+void hs_ckpt__bg_enter(void);
+void hs_ckpt__bg_leave(void);
+
 /* fetch.c ----------------------------------------------------------------- */
 
 /* Bring checkpoint_id of task_id from the checkpoint remote into repo (the

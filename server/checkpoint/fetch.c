@@ -259,6 +259,7 @@ static void *fetch_main(void *arg)
 		f->error = strdup("libgit2 init failed");
 	} else {
 		do_fetch(f);
+		git_error_clear(); /* this thread's error text, before shutdown */
 		git_libgit2_shutdown();
 	}
 	pthread_mutex_lock(&f->mu);
@@ -267,6 +268,7 @@ static void *fetch_main(void *arg)
 	pthread_mutex_unlock(&f->mu);
 	ctx_release(f);
 	atomic_fetch_sub(&fetches_running, 1);
+	hs_ckpt__bg_leave();
 	return NULL;
 }
 
@@ -324,9 +326,11 @@ int hs_ckpt__fetch(hs_ckpt_mgr *mgr, git_repository *repo, const char *task_id,
 	pthread_t thr;
 	pthread_attr_init(&attr);
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	hs_ckpt__bg_enter();
 	int e = pthread_create(&thr, &attr, fetch_main, f);
 	pthread_attr_destroy(&attr);
 	if (e != 0) {
+		hs_ckpt__bg_leave();
 		f->refs = 1;
 		ctx_release(f);
 		atomic_fetch_sub(&fetches_running, 1);

@@ -41,6 +41,40 @@ typedef struct job {
 	int64_t abort_at_ms; /* monotonic */
 } job;
 
+/* Background git threads (pushes and fetches) still running, counted so
+ * that a shutdown can wait for them (hs_ckpt_background_wait) instead of
+ * exiting under a thread that is inside libgit2 or OpenSSL. */
+static pthread_mutex_t bg_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t bg_cv = PTHREAD_COND_INITIALIZER;
+static unsigned bg_running;
+
+void hs_ckpt__bg_enter(void)
+{
+	pthread_mutex_lock(&bg_mu);
+	bg_running++;
+	pthread_mutex_unlock(&bg_mu);
+}
+
+void hs_ckpt__bg_leave(void)
+{
+	pthread_mutex_lock(&bg_mu);
+	bg_running--;
+	pthread_cond_broadcast(&bg_cv);
+	pthread_mutex_unlock(&bg_mu);
+}
+
+bool hs_ckpt_background_wait(int64_t timeout_ms)
+{
+	struct timespec until = hs_clock_deadline(CLOCK_REALTIME, timeout_ms);
+	pthread_mutex_lock(&bg_mu);
+	while (bg_running > 0)
+		if (pthread_cond_timedwait(&bg_cv, &bg_mu, &until) == ETIMEDOUT)
+			break;
+	bool idle = bg_running == 0;
+	pthread_mutex_unlock(&bg_mu);
+	return idle;
+}
+
 hs_ckpt__pusher *hs_ckpt__pusher_new(const char *url, unsigned max_in_flight, int64_t timeout_ms)
 {
 	hs_ckpt__pusher *p = calloc(1, sizeof(*p));
@@ -157,6 +191,7 @@ static void *push_main(void *arg)
 		msg = strdup("push to remote failed: libgit2 init");
 	} else {
 		msg = do_push(j);
+		git_error_clear(); /* this thread's error text, before shutdown */
 		git_libgit2_shutdown();
 	}
 	if (msg != NULL)
@@ -172,6 +207,7 @@ static void *push_main(void *arg)
 	p->in_flight--;
 	pthread_mutex_unlock(&p->mu);
 	hs_ckpt__pusher_release(p);
+	hs_ckpt__bg_leave();
 	return NULL;
 }
 
@@ -213,9 +249,11 @@ char *hs_ckpt__push(hs_ckpt__pusher *p, const char *gitdir, const char *task_id,
 	pthread_t t;
 	pthread_attr_init(&attr);
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	hs_ckpt__bg_enter();
 	int e = pthread_create(&t, &attr, push_main, j);
 	pthread_attr_destroy(&attr);
 	if (e != 0) {
+		hs_ckpt__bg_leave();
 		j->refs = 1;
 		job_release(j);
 		goto not_started;
