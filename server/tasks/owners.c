@@ -16,19 +16,11 @@ struct hs_tasks_owner {
 	char owner[]; /* NUL-terminated */
 };
 
-static size_t owner_hash(const char *s)
-{
-	size_t h = 1469598103934665603ull;
-	for (; *s; s++)
-		h = (h ^ (unsigned char)*s) * 1099511628211ull;
-	return h;
-}
-
 static struct hs_tasks_owner *find(const hs_tasks *t, const char *owner)
 {
 	if (t->n_owner_buckets == 0)
 		return NULL;
-	struct hs_tasks_owner *o = t->owner_buckets[owner_hash(owner) % t->n_owner_buckets];
+	struct hs_tasks_owner *o = t->owner_buckets[hs_tasks__hash(owner) % t->n_owner_buckets];
 	while (o != NULL && strcmp(o->owner, owner) != 0)
 		o = o->next;
 	return o;
@@ -58,7 +50,7 @@ int hs_tasks__owner_add(hs_tasks *t, const char *owner)
 			struct hs_tasks_owner *x = t->owner_buckets[i], *next;
 			for (; x != NULL; x = next) {
 				next = x->next;
-				size_t h = owner_hash(x->owner) % nb;
+				size_t h = hs_tasks__hash(x->owner) % nb;
 				x->next = b[h];
 				b[h] = x;
 			}
@@ -73,7 +65,7 @@ int hs_tasks__owner_add(hs_tasks *t, const char *owner)
 		return HS_INTERNAL;
 	memcpy(o->owner, owner, len + 1);
 	o->n = 1;
-	size_t h = owner_hash(owner) % t->n_owner_buckets;
+	size_t h = hs_tasks__hash(owner) % t->n_owner_buckets;
 	o->next = t->owner_buckets[h];
 	t->owner_buckets[h] = o;
 	t->n_owners++;

@@ -65,7 +65,7 @@ int64_t hs_task_backoff_ms(const hs_task_policy *p, int32_t attempt)
 
 /* ---- map ------------------------------------------------------------------ */
 
-static size_t hash(const char *s)
+size_t hs_tasks__hash(const char *s)
 {
 	size_t h = 1469598103934665603ull;
 	for (; *s; s++)
@@ -76,7 +76,7 @@ static size_t hash(const char *s)
 task *hs_tasks__lookup(hs_tasks *t, const char *id)
 {
 	pthread_mutex_lock(&t->mu);
-	task *k = t->buckets[hash(id) % t->nbuckets];
+	task *k = t->buckets[hs_tasks__hash(id) % t->nbuckets];
 	while (k != NULL && strcmp(k->id, id) != 0)
 		k = k->hnext;
 	pthread_mutex_unlock(&t->mu);
@@ -101,7 +101,7 @@ static int map_add(hs_tasks *t, task *k)
 			return HS_INTERNAL;
 		for (size_t i = 0; i < t->n_all; i++) {
 			task *x = t->all[i];
-			size_t h = hash(x->id) % nb;
+			size_t h = hs_tasks__hash(x->id) % nb;
 			x->hnext = b[h];
 			b[h] = x;
 		}
@@ -111,7 +111,7 @@ static int map_add(hs_tasks *t, task *k)
 	}
 	if (hs_tasks__owner_add(t, k->owner) != HS_OK) /* last: nothing to undo */
 		return HS_INTERNAL;
-	size_t h = hash(k->id) % t->nbuckets;
+	size_t h = hs_tasks__hash(k->id) % t->nbuckets;
 	k->hnext = t->buckets[h];
 	t->buckets[h] = k;
 	t->all[t->n_all++] = k;
@@ -461,7 +461,7 @@ task *hs_tasks__insert(hs_tasks *t, const hs_store_task_row *row, hs_error *err)
 		return NULL;
 	}
 	pthread_mutex_lock(&t->mu);
-	task *had = t->buckets[hash(row->task_id) % t->nbuckets];
+	task *had = t->buckets[hs_tasks__hash(row->task_id) % t->nbuckets];
 	while (had != NULL && strcmp(had->id, row->task_id) != 0)
 		had = had->hnext;
 	int rc = had == NULL ? map_add(t, k) : HS_OK;

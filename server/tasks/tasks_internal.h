@@ -247,6 +247,9 @@ int hs_tasks__remote_beat(hs_tasks *t, const hs_store_task_row *row, const hs_ta
 			  const hs_store_lease_row *holder, hs_task_beat_reply *out,
 			  hs_error *err);
 
+/* The string hash of the task index and the per-owner counts (FNV-1a). */
+size_t hs_tasks__hash(const char *s);
+
 /* A heartbeat as the state machine's input (now = the wall clock), or
  * HS_TIMEOUT when the caller's deadline passed before it was handled (then
  * nothing may change: nobody reads the reply). */
