@@ -192,6 +192,43 @@ bool sbt_pid_gone(pid_t pid)
 	return pid > 0 && kill(pid, 0) != 0 && errno == ESRCH;
 }
 
+/* A process in the middle of execve() shows an empty cmdline for a moment
+ * (the new mm is installed before its arguments are), and so does a kernel
+ * thread or a zombie, for good: read again only for the first. */
+static ssize_t read_cmdline(const char *pid, char *buf, size_t size)
+{
+	char path[300];
+	snprintf(path, sizeof(path), "/proc/%s/cmdline", pid);
+	for (int attempt = 0; attempt < 200; attempt++) {
+		int fd = open(path, O_RDONLY);
+		if (fd < 0)
+			return -1;
+		ssize_t n = read(fd, buf, size);
+		close(fd);
+		if (n != 0)
+			return n;
+		char stat_path[300], st[512];
+		snprintf(stat_path, sizeof(stat_path), "/proc/%s/stat", pid);
+		fd = open(stat_path, O_RDONLY);
+		if (fd < 0)
+			return -1;
+		ssize_t m = read(fd, st, sizeof(st) - 1);
+		close(fd);
+		if (m <= 0)
+			return -1;
+		st[m] = '\0';
+		const char *rp = strrchr(st, ')');
+		char state = 0;
+		unsigned long flags = 0;
+		if (rp == NULL || sscanf(rp + 1, " %c %*d %*d %*d %*d %*d %lu", &state, &flags) != 2)
+			return -1;
+		if (state == 'Z' || state == 'X' || (flags & 0x00200000UL) != 0) /* PF_KTHREAD */
+			return 0;
+		sbt_sleep_ms(1);
+	}
+	return 0;
+}
+
 int sbt_count_procs(const char *marker)
 {
 	int count = 0;
@@ -202,13 +239,8 @@ int sbt_count_procs(const char *marker)
 	while ((de = readdir(d)) != NULL) {
 		if (de->d_name[0] < '0' || de->d_name[0] > '9')
 			continue;
-		char path[300], buf[4096];
-		snprintf(path, sizeof(path), "/proc/%s/cmdline", de->d_name);
-		int fd = open(path, O_RDONLY);
-		if (fd < 0)
-			continue;
-		ssize_t n = read(fd, buf, sizeof(buf) - 1);
-		close(fd);
+		char buf[4096];
+		ssize_t n = read_cmdline(de->d_name, buf, sizeof(buf) - 1);
 		if (n <= 0)
 			continue;
 		for (ssize_t i = 0; i < n; i++)
@@ -220,6 +252,16 @@ int sbt_count_procs(const char *marker)
 	}
 	closedir(d);
 	return count;
+}
+
+int sbt_wait_procs(const char *marker, int want, unsigned ms)
+{
+	int n = sbt_count_procs(marker);
+	for (unsigned waited = 0; n != want && waited < ms; waited += 10) {
+		sbt_sleep_ms(10);
+		n = sbt_count_procs(marker);
+	}
+	return n;
 }
 
 long long sbt_file_size(const char *path)

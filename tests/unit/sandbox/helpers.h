@@ -54,6 +54,9 @@ pid_t sbt_emu_last_pid(const sbt_env *env);
 bool sbt_pid_gone(pid_t pid);
 /* Processes whose command line contains marker. */
 int sbt_count_procs(const char *marker);
+/* Poll until exactly `want` processes carry the marker or ms pass; returns
+ * the last count (assert on it, not on a fresh count: processes come and go). */
+int sbt_wait_procs(const char *marker, int want, unsigned ms);
 long long sbt_file_size(const char *path);
 bool sbt_exists(const char *path);
 /* Poll get() until state or timeout; returns the final state. */

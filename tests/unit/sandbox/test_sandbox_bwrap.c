@@ -117,7 +117,7 @@ static void pause_resume_destroy(sbt_env *env, const char *marker, bool freezer)
 	assert_int_equal(hs_sandbox_pause(env->mgr, &sbt_alice, "sb-loop", NULL, &err), HS_OK);
 	assert_int_equal(hs_sandbox_destroy(env->mgr, &sbt_alice, "sb-loop", NULL, &err), HS_OK);
 	assert_true(sbt_pid_gone(leader));
-	assert_int_equal(sbt_count_procs(marker), 0);
+	assert_int_equal(sbt_wait_procs(marker, 0, 30000), 0);
 	long long final = sbt_file_size(progress);
 	sbt_sleep_ms(100);
 	assert_int_equal(sbt_file_size(progress), final);
@@ -334,9 +334,7 @@ static void test_sandbox_bwrap__destroy_honours_grace(void **state)
 		    (cases[i].max_ms > 0 && ms >= (long)cases[i].max_ms))
 			fail_msg("%s: destroy took %ld ms, want >= %u (< %u if set)", cases[i].id,
 				 ms, cases[i].min_ms, cases[i].max_ms);
-		for (int k = 0; k < 3000 && sbt_count_procs(marker) > 0; k++)
-			sbt_sleep_ms(10);
-		assert_int_equal(sbt_count_procs(marker), 0);
+		assert_int_equal(sbt_wait_procs(marker, 0, 30000), 0);
 	}
 }
 

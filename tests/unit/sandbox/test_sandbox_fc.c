@@ -431,7 +431,7 @@ static void test_sandbox_fc__socket_never_appears(void **state)
 	 * for any process still holding the sandbox's socket path instead. */
 	pid_t pid = sbt_emu_last_pid(env);
 	assert_true(pid == 0 || sbt_pid_gone(pid));
-	assert_int_equal(sbt_count_procs("vm-nosock/fc.sock"), 0);
+	assert_int_equal(sbt_wait_procs("vm-nosock/fc.sock", 0, 30000), 0);
 }
 
 static void test_sandbox_fc__dies_mid_call(void **state)

@@ -588,8 +588,7 @@ static void test_sandbox_stream__exec_cancel_deadline_stop(void **state)
 			 * let it go, then again with twice the time. */
 			if (round == 1 && deadline_ms < 30000 && col_wait(c, is_ended, NULL, 30000) &&
 			    c->end_code == HS_TIMEOUT) {
-				for (int i = 0; i < 3000 && sbt_count_procs(marker) > 0; i++)
-					sbt_sleep_ms(10);
+				sbt_wait_procs(marker, 0, 30000);
 				hs_sandbox_stream_unref(s);
 				col_free(c);
 				deadline_ms *= 2;
@@ -602,9 +601,7 @@ static void test_sandbox_stream__exec_cancel_deadline_stop(void **state)
 		 * carry the marker from then on). Round 1's deadline may already
 		 * have ended them by now, so count only in the other rounds. */
 		if (round != 1) {
-			for (int i = 0; i < 3000 && sbt_count_procs(marker) != 3; i++)
-				sbt_sleep_ms(10);
-			assert_int_equal(sbt_count_procs(marker), 3);
+			assert_int_equal(sbt_wait_procs(marker, 3, 30000), 3);
 		}
 		if (round == 0)
 			hs_sandbox_stream_cancel(s);
@@ -616,9 +613,7 @@ static void test_sandbox_stream__exec_cancel_deadline_stop(void **state)
 		if (c->end_code != want[round])
 			fail_msg("round %d: ended %d (%s)", round, c->end_code, c->end_msg);
 		assert_false(c->exited);
-		for (int i = 0; i < 3000 && sbt_count_procs(marker) > 0; i++)
-			sbt_sleep_ms(10);
-		assert_int_equal(sbt_count_procs(marker), 0);
+		assert_int_equal(sbt_wait_procs(marker, 0, 30000), 0);
 		hs_sandbox_stream_unref(s);
 		col_free(c);
 	}
@@ -734,9 +729,7 @@ static void test_sandbox_stream__exec_user_limit_and_output_cap(void **state)
 	assert_true(sbt_contains(c2->end_msg, "more than 100000 bytes"));
 	assert_true(c2->out.len <= 100000);
 	assert_false(c2->exited);
-	for (int i = 0; i < 3000 && sbt_count_procs(marker) > 0; i++)
-		sbt_sleep_ms(10);
-	assert_int_equal(sbt_count_procs(marker), 0);
+	assert_int_equal(sbt_wait_procs(marker, 0, 30000), 0);
 	hs_sandbox_stream_unref(s2);
 	col_free(c2);
 }
@@ -793,9 +786,7 @@ static void test_sandbox_stream__shutdown_ends_streams(void **state)
 	hs_sandbox_stream *f = NULL;
 	assert_int_equal(hs_sandbox_logs(env->mgr, &sbt_alice, "sb-s", &o, &ls, &f, &err), HS_OK);
 	assert_true(col_wait(l, log_has, "hi\n", 10000));
-	for (int i = 0; i < 3000 && sbt_count_procs(marker) == 0; i++)
-		sbt_sleep_ms(10);
-	assert_int_equal(sbt_count_procs(marker), 1);
+	assert_int_equal(sbt_wait_procs(marker, 1, 30000), 1);
 	hs_sandbox_stream_unref(s);
 	hs_sandbox_stream_unref(f);
 	hs_sandbox_mgr_free(env->mgr);
@@ -803,9 +794,7 @@ static void test_sandbox_stream__shutdown_ends_streams(void **state)
 	assert_true(c->ended && l->ended);
 	assert_int_equal(c->end_code, HS_UNAVAILABLE);
 	assert_int_equal(l->end_code, HS_UNAVAILABLE);
-	for (int i = 0; i < 3000 && sbt_count_procs(marker) > 0; i++)
-		sbt_sleep_ms(10);
-	assert_int_equal(sbt_count_procs(marker), 0);
+	assert_int_equal(sbt_wait_procs(marker, 0, 30000), 0);
 	col_free(c);
 	col_free(l);
 	/* the sandbox itself survives (re-adopted by the next manager) */
