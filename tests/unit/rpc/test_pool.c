@@ -30,7 +30,7 @@ static void test_pool__jobs_run(void **state)
 	assert_non_null(p);
 	for (int i = 0; i < 200; i++)
 		assert_true(hs_pool_submit(p, count_job, NULL));
-	for (int i = 0; i < 500 && atomic_load(&ran) < 200; i++)
+	for (int i = 0; i < 15000 && atomic_load(&ran) < 200; i++)
 		usleep(2000);
 	assert_int_equal(atomic_load(&ran), 200);
 	hs_pool_free(p);

@@ -209,7 +209,7 @@ static void wait_path(sbt_env *env, const char *task, const char *name)
 {
 	char path[512];
 	snprintf(path, sizeof(path), "%s/%s/%s", env->workspaces, task, name);
-	for (int i = 0; i < 1000 && !sbt_exists(path); i++)
+	for (int i = 0; i < 3000 && !sbt_exists(path); i++)
 		sbt_sleep_ms(10);
 	assert_true(sbt_exists(path));
 }

@@ -341,7 +341,7 @@ void test_store__listener(void **state)
 		   "WHERE query = 'LISTEN harness_task_events' AND pid <> pg_backend_pid() "
 		   "AND datname = current_database()");
 	int rc = HS_OK;
-	for (int i = 0; i < 100 && rc == HS_OK; i++)
+	for (int i = 0; i < 600 && rc == HS_OK; i++)
 		rc = hs_store_listener_wait(l, 50, &max, &err);
 	assert_int_equal(rc, HS_UNAVAILABLE);
 	assert_int_equal(hs_store_listener_wait(l, 10, &max, &err), HS_OK);
