@@ -159,6 +159,14 @@ typedef struct hs_rpc_config {
 	 * relaxed atomic add per event), plus harness_rpc_queue_depth{lane} and
 	 * harness_rpc_rejected_total{lane}. */
 	struct hs_metrics *metrics;
+	/* This node's id (borrowed; NULL or "" = no forwarding). With it, a
+	 * unary call whose handler answers HS_UNAVAILABLE with err->where set
+	 * (its object lives on the node at that address) is sent there with
+	 * the caller's authorization and "harness-forwarded-by: node_id", and
+	 * the owner's answer relayed (server/rpc/forward.c); a call already
+	 * carrying harness-forwarded-by is never forwarded again. Every error
+	 * with err->where names it in trailing metadata HS_ERROR_WHERE_KEY. */
+	const char *node_id;
 } hs_rpc_config;
 
 #define HS_RPC_CONFIG_INIT                                                                 \

@@ -222,6 +222,16 @@ static int create_sandbox(hs_rpc_call *call, const ProtobufCMessage *req, Protob
 typedef int (*one_fn)(hs_sandbox_mgr *, const hs_sandbox_caller *, const char *,
 		      hs_sandbox_info *, hs_error *);
 
+/* The module's error as the answer: message, reason and where (the node
+ * holding the sandbox, from which the rpc core forwards the call). */
+static int pass_error(hs_error *err, int rc, const hs_error *from)
+{
+	hs_error_set(err, rc, "%s", from->msg);
+	hs_error_set_reason(err, from->reason);
+	hs_error_set_where(err, from->where);
+	return rc;
+}
+
 /* Runs fn; when it refuses with a wrong state and the sandbox already is in
  * `idem` (0 = none), answers the sandbox as it is (the proto's no-ops). */
 static int one(hs_rpc_call *call, const char *id, one_fn fn, int idem, ProtobufCMessage **resp,
@@ -239,7 +249,7 @@ static int one(hs_rpc_call *call, const char *id, one_fn fn, int idem, ProtobufC
 		hs_sandbox_info_dispose(&info);
 	}
 	if (rc != HS_OK)
-		return hs_error_set(err, rc, "%s", ferr.msg);
+		return pass_error(err, rc, &ferr);
 	return sandbox_reply(call, rc, &info, resp, err);
 }
 
@@ -289,7 +299,7 @@ static int destroy_sandbox(hs_rpc_call *call, const ProtobufCMessage *req,
 		hs_sandbox_info_dispose(&info);
 	}
 	if (rc != HS_OK)
-		return hs_error_set(err, rc, "%s", ferr.msg);
+		return pass_error(err, rc, &ferr);
 	return sandbox_reply(call, rc, &info, resp, err);
 }
 
