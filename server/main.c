@@ -358,6 +358,7 @@ static int start(app *a, hs_error *err)
 	rc_cfg.tls_cert_file = a->cfg.tls_cert[0] ? a->cfg.tls_cert : NULL;
 	rc_cfg.tls_key_file = a->cfg.tls_key[0] ? a->cfg.tls_key : NULL;
 	rc_cfg.tls_client_ca_file = a->cfg.tls_client_ca[0] ? a->cfg.tls_client_ca : NULL;
+	rc_cfg.tls_peer_ca_file = a->cfg.tls_peer_ca[0] ? a->cfg.tls_peer_ca : NULL;
 	rc_cfg.tls_client_auth = strcmp(a->cfg.tls_client_auth, "request") == 0
 					 ? HS_RPC_TLS_CLIENT_REQUEST
 					 : HS_RPC_TLS_CLIENT_REQUIRE;

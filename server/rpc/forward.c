@@ -22,8 +22,9 @@
  * Channels: one per address, created on first use and kept (at most
  * RPC_FORWARD_CHANNELS; beyond that a call uses a channel of its own,
  * destroyed after it). TLS when the server serves TLS, verifying the other
- * node against tls_client_ca_file if set, else gRPC's default roots; no
- * client certificate is presented. Runs on a worker lane and blocks it for
+ * node against tls_peer_ca_file, else tls_client_ca_file, else gRPC's
+ * default roots; no client certificate is presented (the caller's
+ * credential is what the owner checks). Runs on a worker lane and blocks it for
  * the forward's duration (call.c moves a call off the CQ thread first). */
 #include <grpc/byte_buffer.h>
 #include <grpc/grpc.h>
@@ -104,10 +105,14 @@ static grpc_channel_credentials *creds_locked(hs_rpc_server *srv, rpc_forward *f
 	} else {
 		char *roots = NULL;
 		hs_error e = { 0 };
-		if (srv->cfg.tls_client_ca_file != NULL &&
-		    hs_rpc__read_pem(srv->cfg.tls_client_ca_file, "forward roots", &roots, &e) != HS_OK)
-			hs_log(HS_LOG_WARN, "rpc", "forwarding: no roots; using gRPC's defaults",
+		const char *ca = srv->cfg.tls_peer_ca_file != NULL ? srv->cfg.tls_peer_ca_file
+								   : srv->cfg.tls_client_ca_file;
+		if (ca != NULL && hs_rpc__read_pem(ca, "tls peer ca", &roots, &e) != HS_OK) {
+			hs_log(HS_LOG_WARN, "rpc", "forwarding: CA bundle unreadable: no forwards",
 			       HS_LS("error", e.msg));
+			f->creds_failed = true;
+			return NULL;
+		}
 		f->creds = grpc_ssl_credentials_create(roots, NULL, NULL, NULL);
 		free(roots);
 	}

@@ -31,6 +31,7 @@ import grpc
 from harness.v1 import sandbox_pb2
 
 import hstest
+from pki import PKI
 from resthelp import Rest
 from test_gateway import Gateway
 from test_sandboxes import (ADMIN, Client, alive, counter_script, make_user, pids_with,
@@ -48,10 +49,10 @@ def trailer(err, key):
 
 @unittest.skipUnless(hstest.STORE_PG, "needs the pg fixture (HS_TEST_STORE_PG)")
 class SandboxNodesTest(unittest.TestCase):
-    def node(self, name):
+    def node(self, name, args=(), tls=None):
         n = hstest.Harnessd(args=["--store", self.dsn, "--node-id", name,
-                                  "--sandbox-driver", "bwrap", "--sandboxes-per-user", "1"],
-                            env=ENV)
+                                  "--sandbox-driver", "bwrap", "--sandboxes-per-user", "1"]
+                            + list(args), env=ENV, tls=tls)
         self.started.append(n)
         return n
 
@@ -183,6 +184,45 @@ class SandboxNodesTest(unittest.TestCase):
             for n in (b, a):
                 if n is not None:
                     n.close(expect_exit=None)
+        for n in self.started:
+            bad = [l for l in n.raw_lines if "runtime error" in l or "Sanitizer" in l]
+            self.assertEqual(bad[:20], [], "sanitizer reports")
+
+    def test_forward_over_tls(self):
+        """Nodes serving TLS forward over TLS and verify the other node's
+        certificate: against --tls-peer-ca the call works; with only the
+        system roots (which do not hold the test CA) it is refused."""
+        self.started = []
+        self.dsn = hstest.pg_create_database(hstest.STORE_PG, "hs_sbtls_%d" % os.getpid())
+        pki = PKI()
+        nodes = []
+        try:
+            pki.ca("ca")
+            cert, key = pki.cert("ca", "server", "harnessd")
+            tls = {"ca": pki.read(pki.path("ca.crt"))}
+            base = ["--tls-cert", cert, "--tls-key", key]
+            a = self.node("node-a", base + ["--tls-peer-ca", pki.path("ca.crt")], tls)
+            nodes.append(a)
+            Client(a.channel, hstest.login(a.channel, *ADMIN)).CreateSandbox(
+                sandbox_id="sb-tls", task_id="task-tls", entrypoint=["/bin/true"])
+            b = self.node("node-b", base, tls)  # no --tls-peer-ca: a's CA is not trusted
+            nodes.append(b)
+            admin_b = Client(b.channel, hstest.login(b.channel, *ADMIN))
+            with self.assertRaises(grpc.RpcError) as cm:
+                admin_b.GetSandbox(sandbox_id="sb-tls")
+            self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAVAILABLE)
+            self.assertIn("forward to " + a.target, cm.exception.details())
+            b.close()
+            nodes.remove(b)
+            b = self.node("node-b", base + ["--tls-peer-ca", pki.path("ca.crt")], tls)
+            nodes.append(b)
+            admin_b = Client(b.channel, hstest.login(b.channel, *ADMIN))
+            self.assertEqual(admin_b.GetSandbox(sandbox_id="sb-tls").state,
+                             S.SANDBOX_STATE_CREATED)
+        finally:
+            for n in reversed(nodes):
+                n.close()
+            pki.close()
         for n in self.started:
             bad = [l for l in n.raw_lines if "runtime error" in l or "Sanitizer" in l]
             self.assertEqual(bad[:20], [], "sanitizer reports")
