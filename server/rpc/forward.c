@@ -8,12 +8,12 @@
  * status code, message, hs-error-code and harness-node-address trailing
  * metadata) instead of the UNAVAILABLE.
  *
- * What the forward carries: the caller's own "authorization" metadata and
- * traceparent, the call's x-request-id, and "harness-forwarded-by: <node
- * id>"; the remaining deadline (propagated from the server call, capped at
- * RPC_FORWARD_MAX_MS when the caller set none) and cancellation. The owner
- * node authenticates and authorises the caller itself: forwarding adds no
- * trust between nodes. It is not done (the UNAVAILABLE with the address
+ * What the forward carries: the caller's own "authorization" metadata, the
+ * call's x-request-id and traceparent (as checked), "harness-forwarded-by:
+ * <node id>"; the remaining deadline (propagated from the server call,
+ * capped at RPC_FORWARD_MAX_MS when the caller set none) and cancellation.
+ * The owner node authenticates and authorises the caller itself:
+ * forwarding adds no trust between nodes. It is not done (the UNAVAILABLE with the address
  * stands) for a call that already carries harness-forwarded-by (the loop
  * guard), for one without "authorization" (a client-certificate identity
  * cannot be passed on), and for streams (their handlers answer the same
@@ -248,16 +248,14 @@ void hs_rpc__forward(hs_rpc_call *call, const char *where, rpc_fwd_result *r)
 		if (n_md == 0 && grpc_slice_str_cmp(m->key, "authorization") == 0)
 			md_set(&md[n_md++], "authorization", grpc_slice_ref(m->value));
 	}
-	for (size_t i = 0; i < call->req_md.count; i++) {
-		const grpc_metadata *m = &call->req_md.metadata[i];
-		if (grpc_slice_str_cmp(m->key, "traceparent") == 0) {
-			md_set(&md[n_md++], "traceparent", grpc_slice_ref(m->value));
-			break;
-		}
-	}
+	/* The call's checked request id and trace (common/trace.h), so the
+	 * owner's log lines carry the same ids as ours. */
 	if (call->trace_set && call->trace.request_id[0] != '\0')
 		md_set(&md[n_md++], "x-request-id",
 		       grpc_slice_from_copied_string(call->trace.request_id));
+	if (call->trace_set && call->trace.traceparent[0] != '\0')
+		md_set(&md[n_md++], "traceparent",
+		       grpc_slice_from_copied_string(call->trace.traceparent));
 	md_set(&md[n_md++], RPC_FORWARDED_KEY, grpc_slice_from_copied_string(srv->cfg.node_id));
 
 	memset(ops, 0, sizeof(ops));
