@@ -2,8 +2,10 @@
  *
  * A handler that finds the object on another harnessd node answers
  * HS_UNAVAILABLE with err->where = that node's advertised address (the
- * sandbox manager does, for a sandbox running elsewhere). When the server
- * has a node id (cfg.node_id), call.c then sends the same request to that
+ * sandbox manager does, for a sandbox running elsewhere). When the method
+ * is flagged HS_RPC_FORWARD (its object is the one named; not, say, a
+ * RegisterTask that only checks a sandbox) and the server has a node id
+ * (cfg.node_id), call.c then sends the same request to that
  * address as a client call and relays the answer (message bytes unchanged,
  * status code, message, hs-error-code and harness-node-address trailing
  * metadata) instead of the UNAVAILABLE.
@@ -90,7 +92,8 @@ bool hs_rpc__forward_wanted(const hs_rpc_call *call, const hs_error *err)
 {
 	const hs_rpc_server *srv = call->srv;
 	return srv->forward != NULL && srv->cfg.node_id != NULL && srv->cfg.node_id[0] != '\0' &&
-	       call->m != NULL && call->m->handler.kind == HS_RPC_UNARY && call->req != NULL &&
+	       call->m != NULL && call->m->handler.kind == HS_RPC_UNARY &&
+	       (call->m->handler.flags & HS_RPC_FORWARD) && call->req != NULL &&
 	       err->where[0] != '\0' && md_present(call, "authorization") &&
 	       !md_present(call, RPC_FORWARDED_KEY);
 }

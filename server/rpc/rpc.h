@@ -61,6 +61,11 @@ enum {
 	 * nothing) and is called again on its lane, with the lane's bounds
 	 * and fairness. */
 	HS_RPC_TRY_INLINE = 1u << 5,
+	/* Unary: an HS_UNAVAILABLE answer with err->where set (the object lives
+	 * on the node at that address) is forwarded there when the server has
+	 * a node_id (see hs_rpc_config.node_id); without the flag it is
+	 * answered as it is (with HS_ERROR_WHERE_KEY). */
+	HS_RPC_FORWARD = 1u << 6,
 };
 
 /* Positive returns of a unary handler besides HS_OK and negative hs_codes. */
@@ -164,8 +169,9 @@ typedef struct hs_rpc_config {
 	 * harness_rpc_rejected_total{lane}. */
 	struct hs_metrics *metrics;
 	/* This node's id (borrowed; NULL or "" = no forwarding). With it, a
-	 * unary call whose handler answers HS_UNAVAILABLE with err->where set
-	 * (its object lives on the node at that address) is sent there with
+	 * unary HS_RPC_FORWARD call whose handler answers HS_UNAVAILABLE with
+	 * err->where set (its object lives on the node at that address) is
+	 * sent there with
 	 * the caller's authorization and "harness-forwarded-by: node_id", and
 	 * the owner's answer relayed (server/rpc/forward.c); a call already
 	 * carrying harness-forwarded-by is never forwarded again. Every error

@@ -455,17 +455,20 @@ static int restore_sandbox(hs_rpc_call *call, const ProtobufCMessage *req,
 
 int hs_sandbox_service_register(hs_rpc_server *srv, hs_sandbox_mgr *mgr, hs_error *err)
 {
+	/* Calls naming one sandbox: one running on another node is forwarded
+	 * there (server/rpc/forward.c; the streams are not). */
+	enum { FWD = HS_RPC_FORWARD };
 	static const hs_rpc_handler handlers[] = {
 		{ "CreateSandbox", HS_RPC_UNARY, HS_RPC_BLOCKING, create_sandbox, NULL },
-		{ "StartSandbox", HS_RPC_UNARY, HS_RPC_BLOCKING, start_sandbox, NULL },
-		{ "GetSandbox", HS_RPC_UNARY, HS_RPC_BLOCKING, get_sandbox, NULL },
+		{ "StartSandbox", HS_RPC_UNARY, HS_RPC_BLOCKING | FWD, start_sandbox, NULL },
+		{ "GetSandbox", HS_RPC_UNARY, HS_RPC_BLOCKING | FWD, get_sandbox, NULL },
 		{ "ListSandboxes", HS_RPC_UNARY, HS_RPC_BLOCKING, list_sandboxes, NULL },
-		{ "PauseSandbox", HS_RPC_UNARY, HS_RPC_BLOCKING, pause_sandbox, NULL },
-		{ "ResumeSandbox", HS_RPC_UNARY, HS_RPC_BLOCKING, resume_sandbox, NULL },
-		{ "SnapshotSandbox", HS_RPC_UNARY, HS_RPC_LONG, snapshot_sandbox, NULL },
-		{ "RestoreSandbox", HS_RPC_UNARY, HS_RPC_LONG, restore_sandbox, NULL },
-		{ "DestroySandbox", HS_RPC_UNARY, HS_RPC_LONG, destroy_sandbox, NULL },
-		{ "ListSnapshots", HS_RPC_UNARY, HS_RPC_BLOCKING, list_snapshots, NULL },
+		{ "PauseSandbox", HS_RPC_UNARY, HS_RPC_BLOCKING | FWD, pause_sandbox, NULL },
+		{ "ResumeSandbox", HS_RPC_UNARY, HS_RPC_BLOCKING | FWD, resume_sandbox, NULL },
+		{ "SnapshotSandbox", HS_RPC_UNARY, HS_RPC_LONG | FWD, snapshot_sandbox, NULL },
+		{ "RestoreSandbox", HS_RPC_UNARY, HS_RPC_LONG | FWD, restore_sandbox, NULL },
+		{ "DestroySandbox", HS_RPC_UNARY, HS_RPC_LONG | FWD, destroy_sandbox, NULL },
+		{ "ListSnapshots", HS_RPC_UNARY, HS_RPC_BLOCKING | FWD, list_snapshots, NULL },
 		/* Opening a stream blocks (files, the sandbox's init); the stream
 		 * then runs on the module's I/O thread. */
 		{ "GetSandboxLogs", HS_RPC_SERVER_STREAM, HS_RPC_BLOCKING, NULL,

@@ -1,7 +1,8 @@
 /* Forwarding (server/rpc/forward.c): two real hs_rpc_servers on loopback.
  * The "front" server (node_id "node-b") answers every Check with
  * HS_UNAVAILABLE and err->where = the "owner" server's address; the owner
- * answers Check itself and records the metadata it saw.
+ * answers Check itself and records the metadata it saw. A third server
+ * answers the same but its Check lacks HS_RPC_FORWARD.
  *
  *   grpc.health.v1.Health/Check   unary: forwarded (or not)
  *   grpc.health.v1.Health/Watch   server stream: never forwarded */
@@ -97,7 +98,7 @@ static int front_watch(hs_rpc_call *call, const ProtobufCMessage *req, hs_error 
 	return elsewhere(err);
 }
 
-static hs_rpc_server *start(const char *node_id, bool front)
+static hs_rpc_server *start(const char *node_id, bool front, unsigned fwd)
 {
 	hs_rpc_config cfg = HS_RPC_CONFIG_INIT;
 	cfg.listen = "127.0.0.1:0";
@@ -109,7 +110,7 @@ static hs_rpc_server *start(const char *node_id, bool front)
 	hs_rpc_server *srv = NULL;
 	assert_int_equal(hs_rpc_server_new(&srv, &cfg, &err), HS_OK);
 	const hs_rpc_handler h[] = {
-		{ "Check", HS_RPC_UNARY, HS_RPC_BLOCKING | HS_RPC_PUBLIC,
+		{ "Check", HS_RPC_UNARY, HS_RPC_BLOCKING | HS_RPC_PUBLIC | fwd,
 		  front ? front_check : owner_check, NULL },
 		{ "Watch", HS_RPC_SERVER_STREAM, HS_RPC_BLOCKING | HS_RPC_PUBLIC, NULL,
 		  front ? front_watch : NULL },
@@ -121,15 +122,17 @@ static hs_rpc_server *start(const char *node_id, bool front)
 	return srv;
 }
 
-static hs_rpc_server *owner, *front;
-static grpc_channel *ch;
+static hs_rpc_server *owner, *front, *unflagged;
+static grpc_channel *ch, *ch_unflagged;
 
 static int group_setup(void **state)
 {
 	(void)state;
-	owner = start("node-a", false);
-	front = start("node-b", true);
+	owner = start("node-a", false, 0);
+	front = start("node-b", true, HS_RPC_FORWARD);
+	unflagged = start("node-c", true, 0); /* Check without HS_RPC_FORWARD */
 	ch = tc_channel(hs_rpc_server_port(front));
+	ch_unflagged = tc_channel(hs_rpc_server_port(unflagged));
 	return 0;
 }
 
@@ -137,6 +140,9 @@ static int group_teardown(void **state)
 {
 	(void)state;
 	grpc_channel_destroy(ch);
+	grpc_channel_destroy(ch_unflagged);
+	hs_rpc_server_shutdown(unflagged, 1000);
+	hs_rpc_server_free(unflagged);
 	hs_rpc_server_shutdown(front, 1000);
 	hs_rpc_server_free(front);
 	hs_rpc_server_shutdown(owner, 1000);
@@ -234,6 +240,23 @@ static void test_rpc_forward__forwarded_call_not_forwarded_again(void **state)
 	assert_int_equal(owner_calls(), 0);
 }
 
+/* A method not flagged HS_RPC_FORWARD answers with the address only. */
+static void test_rpc_forward__unflagged_method_not_forwarded(void **state)
+{
+	(void)state;
+	const char *md[] = { "authorization", "Bearer tok-1" };
+	CheckReq req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+	req.service = (char *)"ok";
+	tc_reply r;
+	tc_unary(ch_unflagged, M_CHECK, &req.base, NULL, 0, md, 1, 20000, CHECK_RESP,
+		 HS_ERROR_WHERE_KEY, &r);
+	assert_false(r.timed_out);
+	assert_int_equal(r.status, GRPC_STATUS_UNAVAILABLE);
+	assert_string_equal(r.trail_md, where);
+	tc_reply_dispose(&r);
+	assert_int_equal(owner_calls(), 0);
+}
+
 /* A port nobody listens on (bound, never listened: refused). */
 static int dead_port(int *fd_out)
 {
@@ -296,6 +319,7 @@ int main(void)
 				       each_setup),
 		cmocka_unit_test_setup(test_rpc_forward__forwarded_call_not_forwarded_again,
 				       each_setup),
+		cmocka_unit_test_setup(test_rpc_forward__unflagged_method_not_forwarded, each_setup),
 		cmocka_unit_test_setup(test_rpc_forward__owner_down_unavailable, each_setup),
 		cmocka_unit_test_setup(test_rpc_forward__stream_names_address, each_setup),
 	};
