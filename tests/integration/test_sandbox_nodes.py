@@ -7,7 +7,8 @@ the bwrap driver for real.
   FAILED "lost after restart" nor re-adopts it;
 * a unary call naming it sent to node-b works: node-b forwards it to
   node-a with the caller's own credentials (GetSandbox answers node-a's
-  process; DestroySandbox through node-b ends it on node-a; a REST call
+  process; Pause/Resume through node-b change its state at node-a;
+  DestroySandbox through node-b ends it on node-a; a REST call
   through a gateway in front of node-b works too); another user gets
   NOT_FOUND on either node (ownership is checked before any forward);
   ListSandboxes on node-b shows it;
@@ -135,6 +136,15 @@ class SandboxNodesTest(unittest.TestCase):
                 self.assertEqual(got["state"], "SANDBOX_STATE_RUNNING")
             finally:
                 gw.stop()
+            # paused and resumed through node-b: the state changes at node-a
+            self.assertEqual(admin_b.PauseSandbox(sandbox_id="sb-on-a").state,
+                             S.SANDBOX_STATE_PAUSED)
+            self.assertEqual(admin_a.GetSandbox(sandbox_id="sb-on-a").state,
+                             S.SANDBOX_STATE_PAUSED)
+            self.assertEqual(admin_b.ResumeSandbox(sandbox_id="sb-on-a").state,
+                             S.SANDBOX_STATE_RUNNING)
+            self.assertEqual(admin_a.GetSandbox(sandbox_id="sb-on-a").state,
+                             S.SANDBOX_STATE_RUNNING)
 
             bob_a = Client(a.channel, hstest.login(a.channel, "bob@example.com",
                                                    "password-bob@example.com"))
