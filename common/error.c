@@ -21,6 +21,7 @@ hs_code hs_error_set(hs_error *err, hs_code code, const char *fmt, ...)
 	hs_utf8_repair(err->msg); /* a message is text: never half a character */
 	err->code = code;
 	err->reason[0] = '\0';
+	err->where[0] = '\0';
 	return code;
 }
 
@@ -31,6 +32,7 @@ void hs_error_clear(hs_error *err)
 	err->code = HS_OK;
 	err->msg[0] = '\0';
 	err->reason[0] = '\0';
+	err->where[0] = '\0';
 }
 
 int hs_error_reason_ok(const char *s, size_t n)
@@ -47,6 +49,19 @@ void hs_error_set_reason(hs_error *err, const char *reason)
 {
 	if (err != NULL && reason != NULL && hs_error_reason_ok(reason, strlen(reason)))
 		memcpy(err->reason, reason, strlen(reason) + 1);
+}
+
+void hs_error_set_where(hs_error *err, const char *address)
+{
+	if (err == NULL || address == NULL)
+		return;
+	size_t n = strlen(address);
+	if (n >= sizeof(err->where))
+		return;
+	for (size_t i = 0; i < n; i++)
+		if (address[i] <= ' ' || address[i] > '~')
+			return;
+	memcpy(err->where, address, n + 1);
 }
 
 const char *hs_code_name(hs_code code)

@@ -30,9 +30,12 @@ typedef enum hs_code {
 
 #define HS_ERROR_MSG_MAX 256
 #define HS_ERROR_REASON_MAX 64
+#define HS_ERROR_WHERE_MAX 256
 
 /* gRPC trailing-metadata key of hs_error.reason (clients read it back). */
 #define HS_ERROR_REASON_KEY "hs-error-code"
+/* gRPC trailing-metadata key of hs_error.where. */
+#define HS_ERROR_WHERE_KEY "harness-node-address"
 
 typedef struct hs_error {
 	hs_code code;
@@ -40,6 +43,12 @@ typedef struct hs_error {
 	/* Machine-readable reason, [A-Z0-9_]{1,63} (e.g. "INVALID_CREDENTIALS",
 	 * the user service's own code); "" = none. Never parsed out of msg. */
 	char reason[HS_ERROR_REASON_MAX];
+	/* Where the object lives when it is on another harnessd node: the
+	 * address that node advertises (host:port), set with HS_UNAVAILABLE
+	 * "runs on node N"; "" = here, or not about an object. The rpc core
+	 * forwards a unary call there (server/rpc/forward.c) or names it in
+	 * the trailing metadata HS_ERROR_WHERE_KEY. */
+	char where[HS_ERROR_WHERE_MAX];
 } hs_error;
 
 /* Set err (if not NULL) and return code, so callers can write
@@ -58,6 +67,11 @@ void hs_error_clear(hs_error *err);
  * clears the reason whenever it writes a new message. A reason that is not
  * [A-Z0-9_]{1,63} is not set. */
 void hs_error_set_reason(hs_error *err, const char *reason);
+
+/* Sets err->where (err may be NULL), after hs_error_set (which clears it).
+ * An address that does not fit, or holds a byte outside printable ASCII,
+ * is not set. */
+void hs_error_set_where(hs_error *err, const char *address);
 
 /* Whether s is a well-formed reason ([A-Z0-9_]{1,63}, n bytes). */
 int hs_error_reason_ok(const char *s, size_t n);

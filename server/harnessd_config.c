@@ -202,6 +202,8 @@ static const opt opts[] = {
 	{ "tls-client-identities", "HARNESS_TLS_CLIENT_IDENTITIES", S(tls_client_identities), "", 0,
 	  0, NULL, false,
 	  "client certificate names that act as an API key: cn:NAME=KEY_ID,san:NAME=KEY_ID,... (needs --tls-client-ca)" },
+	{ "tls-peer-ca", "HARNESS_TLS_PEER_CA", S(tls_peer_ca), "", 0, 0, NULL, false,
+	  "with --tls-cert: PEM CA bundle other nodes' certificates must chain to when a call is forwarded to them (empty: --tls-client-ca, else the system roots)" },
 	{ "health-listen", "HARNESS_HEALTH_LISTEN", S(health_listen), "", 0, 0, NULL, false,
 	  "plaintext host:port serving only grpc.health.v1 (for kubelet gRPC probes, which cannot speak TLS; empty: off)" },
 	{ "jwt-jwks-url", "HARNESS_JWT_JWKS_URL", S(jwt_jwks_url), "", 0, 0, NULL, false,
@@ -265,6 +267,8 @@ static int set_opt(hs_config *cfg, const opt *o, const char *value, const char *
 		return hs_error_set(err, HS_INVALID, "tls-client-ca: needs --tls-cert and --tls-key");
 	if (cfg->tls_client_identities[0] != '\0' && cfg->tls_client_ca[0] == '\0')
 		return hs_error_set(err, HS_INVALID, "tls-client-identities: needs --tls-client-ca");
+	if (cfg->tls_peer_ca[0] != '\0' && cfg->tls_cert[0] == '\0')
+		return hs_error_set(err, HS_INVALID, "tls-peer-ca: needs --tls-cert and --tls-key");
 	return HS_OK;
 }
 
@@ -438,5 +442,7 @@ int hs_config_load(hs_config *cfg, int argc, char **argv, hs_error *err)
 		return hs_error_set(err, HS_INVALID, "tls-client-ca: needs --tls-cert and --tls-key");
 	if (cfg->tls_client_identities[0] != '\0' && cfg->tls_client_ca[0] == '\0')
 		return hs_error_set(err, HS_INVALID, "tls-client-identities: needs --tls-client-ca");
+	if (cfg->tls_peer_ca[0] != '\0' && cfg->tls_cert[0] == '\0')
+		return hs_error_set(err, HS_INVALID, "tls-peer-ca: needs --tls-cert and --tls-key");
 	return HS_OK;
 }

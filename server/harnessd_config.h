@@ -100,6 +100,7 @@ typedef struct hs_config {
 	char tls_client_ca[HS_CFG_STR];
 	char tls_client_auth[16];
 	char tls_client_identities[4096];
+	char tls_peer_ca[HS_CFG_STR]; /* verifies other nodes when forwarding (rpc/forward.c) */
 	char health_listen[HS_CFG_STR];
 	char jwt_jwks_url[HS_CFG_STR];
 	/* observability */

@@ -354,9 +354,11 @@ static int start(app *a, hs_error *err)
 	/* grpc_server_* metrics, scraped at --metrics-listen ("" = none: the
 	 * RPC core then counts nothing) */
 	rc_cfg.metrics = a->cfg.metrics_listen[0] != '\0' ? a->metrics : NULL;
+	rc_cfg.node_id = a->cfg.node_id; /* forwarding to a sandbox's node (rpc/forward.c) */
 	rc_cfg.tls_cert_file = a->cfg.tls_cert[0] ? a->cfg.tls_cert : NULL;
 	rc_cfg.tls_key_file = a->cfg.tls_key[0] ? a->cfg.tls_key : NULL;
 	rc_cfg.tls_client_ca_file = a->cfg.tls_client_ca[0] ? a->cfg.tls_client_ca : NULL;
+	rc_cfg.tls_peer_ca_file = a->cfg.tls_peer_ca[0] ? a->cfg.tls_peer_ca : NULL;
 	rc_cfg.tls_client_auth = strcmp(a->cfg.tls_client_auth, "request") == 0
 					 ? HS_RPC_TLS_CLIENT_REQUEST
 					 : HS_RPC_TLS_CLIENT_REQUIRE;

@@ -539,7 +539,27 @@ static void finish_error(hs_rpc_call *call, int code, const hs_error *err)
 {
 	if (err->reason[0] != '\0')
 		(void)hs_rpc_call_add_trailing_metadata(call, HS_ERROR_REASON_KEY, err->reason);
+	if (err->where[0] != '\0')
+		(void)hs_rpc_call_add_trailing_metadata(call, HS_ERROR_WHERE_KEY, err->where);
 	finish_code(call, code, err->msg);
+}
+
+/* A unary call whose object lives on another node: the owner's answer,
+ * relayed (forward.c). */
+static void answer_forwarded(hs_rpc_call *call, const char *where)
+{
+	rpc_fwd_result r;
+	hs_rpc__forward(call, where, &r);
+	if (r.status == GRPC_STATUS_OK) {
+		hs_rpc__count(call->srv, &call->m->mx.sent);
+		finish_with(call, GRPC_STATUS_OK, NULL, r.resp);
+		return;
+	}
+	if (r.reason[0] != '\0')
+		(void)hs_rpc_call_add_trailing_metadata(call, HS_ERROR_REASON_KEY, r.reason);
+	if (r.where[0] != '\0')
+		(void)hs_rpc_call_add_trailing_metadata(call, HS_ERROR_WHERE_KEY, r.where);
+	finish_with(call, r.status, r.msg, NULL);
 }
 
 /* A unary handler's answer: the response packed, or the error. */
@@ -590,6 +610,14 @@ static void run_handler_body(hs_rpc_call *call, bool on_cq)
 			return; /* hs_rpc_call_complete() answers */
 		if (rc == HS_RPC_DEFER && on_cq && call->m->try_inline) {
 			(void)submit_to_lane(call);
+			return;
+		}
+		if (rc == HS_UNAVAILABLE && hs_rpc__forward_wanted(call, &err) &&
+		    (!on_cq || call->m->lane != LANE_INLINE)) {
+			if (on_cq) /* the handler changed nothing: ask again on its lane */
+				(void)submit_to_lane(call);
+			else
+				answer_forwarded(call, err.where);
 			return;
 		}
 		answer_unary(call, rc, resp, &err);

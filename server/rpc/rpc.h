@@ -61,6 +61,11 @@ enum {
 	 * nothing) and is called again on its lane, with the lane's bounds
 	 * and fairness. */
 	HS_RPC_TRY_INLINE = 1u << 5,
+	/* Unary: an HS_UNAVAILABLE answer with err->where set (the object lives
+	 * on the node at that address) is forwarded there when the server has
+	 * a node_id (see hs_rpc_config.node_id); without the flag it is
+	 * answered as it is (with HS_ERROR_WHERE_KEY). */
+	HS_RPC_FORWARD = 1u << 6,
 };
 
 /* Positive returns of a unary handler besides HS_OK and negative hs_codes. */
@@ -150,6 +155,10 @@ typedef struct hs_rpc_config {
 	const char *tls_key_file;
 	const char *tls_client_ca_file;
 	int tls_client_auth;       /* HS_RPC_TLS_CLIENT_* */
+	/* Forwarding over TLS (with tls_cert_file): the PEM CA bundle other
+	 * nodes' certificates must chain to (NULL = tls_client_ca_file, else
+	 * gRPC's default roots). Read when the first forward channel is made. */
+	const char *tls_peer_ca_file;
 	/* Borrowed; NULL = no metrics. The server registers a collector on it
 	 * at start (removed at shutdown): go-grpc-prometheus' families
 	 * grpc_server_started_total, grpc_server_handled_total{grpc_code},
@@ -159,6 +168,15 @@ typedef struct hs_rpc_config {
 	 * relaxed atomic add per event), plus harness_rpc_queue_depth{lane} and
 	 * harness_rpc_rejected_total{lane}. */
 	struct hs_metrics *metrics;
+	/* This node's id (borrowed; NULL or "" = no forwarding). With it, a
+	 * unary HS_RPC_FORWARD call whose handler answers HS_UNAVAILABLE with
+	 * err->where set (its object lives on the node at that address) is
+	 * sent there with
+	 * the caller's authorization and "harness-forwarded-by: node_id", and
+	 * the owner's answer relayed (server/rpc/forward.c); a call already
+	 * carrying harness-forwarded-by is never forwarded again. Every error
+	 * with err->where names it in trailing metadata HS_ERROR_WHERE_KEY. */
+	const char *node_id;
 } hs_rpc_config;
 
 #define HS_RPC_CONFIG_INIT                                                                 \

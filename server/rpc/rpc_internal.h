@@ -151,6 +151,7 @@ struct hs_rpc_server {
 	rpc_tag shutdown_tag;
 	struct rpc_stream_count *stream_counts[RPC_STREAM_BUCKETS]; /* streams.c, under mu */
 	unsigned anon_streams;
+	struct rpc_forward *forward; /* forward.c: channels to other nodes; NULL = off */
 };
 
 extern const char *const hs_rpc__lane_names[N_LANES];
@@ -161,6 +162,30 @@ extern const char *const hs_rpc__lane_names[N_LANES];
 int hs_rpc__tls_new(hs_rpc_tls **out, const hs_rpc_config *cfg, hs_error *err);
 grpc_server_credentials *hs_rpc__tls_credentials(hs_rpc_tls *t);
 void hs_rpc__tls_free(hs_rpc_tls *t);
+
+/* tls.c: reads a PEM file (at most 1 MiB) into a malloc'd NUL-terminated
+ * buffer (*out, the caller frees); what names it in errors. */
+int hs_rpc__read_pem(const char *path, const char *what, char **out, hs_error *err);
+
+/* forward.c: forwarding a unary call to the node in err->where. */
+typedef struct rpc_forward rpc_forward;
+typedef struct rpc_fwd_result {
+	grpc_status_code status;
+	char msg[HS_ERROR_MSG_MAX];       /* status message (not OK) */
+	char reason[HS_ERROR_REASON_MAX]; /* the owner's hs-error-code, "" = none */
+	char where[HS_ERROR_WHERE_MAX];   /* harness-node-address to relay, "" = none */
+	grpc_byte_buffer *resp;           /* OK: the owner's response, the caller's */
+} rpc_fwd_result;
+/* Sets srv->forward (with cfg.node_id set). */
+int hs_rpc__forward_new(hs_rpc_server *srv, hs_error *err);
+void hs_rpc__forward_free(hs_rpc_server *srv);
+/* Whether this unary call's answer err (HS_UNAVAILABLE, where set) is to
+ * be forwarded: forwarding on, the caller sent "authorization", and the
+ * call is not itself a forward (harness-forwarded-by). */
+bool hs_rpc__forward_wanted(const hs_rpc_call *call, const hs_error *err);
+/* Sends call->req to where and fills *r with the answer (blocks up to the
+ * call's remaining deadline: a worker lane only). */
+void hs_rpc__forward(hs_rpc_call *call, const char *where, rpc_fwd_result *r);
 
 /* rpc_metrics.c: the collector (payload: the server) and the hot-path hooks. */
 void hs_rpc__collect(hs_metrics_out *out, void *payload);

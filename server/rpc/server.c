@@ -138,6 +138,8 @@ int hs_rpc_server_new(hs_rpc_server **out, const hs_rpc_config *cfg, hs_error *e
 	}
 
 	int rc = hs_rpc__tls_new(&srv->tls, cfg, err);
+	if (rc == HS_OK && cfg->node_id != NULL && cfg->node_id[0] != '\0')
+		rc = hs_rpc__forward_new(srv, err);
 	if (rc != HS_OK) {
 		hs_rpc_server_free(srv);
 		return rc;
@@ -399,6 +401,7 @@ void hs_rpc_server_free(hs_rpc_server *srv)
 		srv->free_calls = c->free_next;
 		hs_rpc__call_destroy(c);
 	}
+	hs_rpc__forward_free(srv); /* after the lanes: no forward runs any more */
 	hs_rpc__tls_free(srv->tls); /* the credentials (gone with the server) called into it */
 	free(srv->cqs);
 	free(srv->methods);

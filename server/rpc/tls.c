@@ -78,7 +78,7 @@ static bool sig_equal(const file_sig a[3], const file_sig b[3])
 	return true;
 }
 
-static int read_pem(const char *path, const char *what, char **out, hs_error *err)
+int hs_rpc__read_pem(const char *path, const char *what, char **out, hs_error *err)
 {
 	FILE *f = fopen(path, "rb");
 	if (f == NULL)
@@ -135,7 +135,7 @@ static int load_set(hs_rpc_tls *t, char *pem[3], hs_error *err)
 	memset(pem, 0, 3 * sizeof(*pem));
 	for (int i = 0; i < 3 && rc == HS_OK; i++)
 		if (t->paths[i] != NULL)
-			rc = read_pem(t->paths[i], file_names[i], &pem[i], err);
+			rc = hs_rpc__read_pem(t->paths[i], file_names[i], &pem[i], err);
 	if (rc == HS_OK)
 		rc = check_set(pem, err);
 	if (rc != HS_OK)

@@ -82,16 +82,21 @@ static bool caller_sees(const hs_sandbox_caller *caller, const char *owner)
 }
 
 /* row is live on another node (its process is on that host): name the node
- * and the address it advertises, so the caller can send the call there. */
+ * and the address it advertises, so the caller can send the call there;
+ * the address also goes in err->where (reason SANDBOX_ELSEWHERE), from
+ * where the rpc core forwards a unary call to that node. */
 static int elsewhere(hs_sandbox_mgr *mgr, const hs_store_sandbox_row *row, hs_error *err)
 {
 	hs_store_node_row node;
 	memset(&node, 0, sizeof(node));
 	if (hs_store_node_get(mgr->store, row->node_id, &node, NULL) != HS_OK)
 		node.address[0] = '\0';
-	return hs_error_set(err, HS_UNAVAILABLE, "sandbox %s runs on node %s (%s): send the call there",
-			    row->sandbox_id, row->node_id[0] ? row->node_id : "(none)",
-			    node.address[0] ? node.address : "no address");
+	int rc = hs_error_set(err, HS_UNAVAILABLE, "sandbox %s runs on node %s (%s): send the call there",
+			      row->sandbox_id, row->node_id[0] ? row->node_id : "(none)",
+			      node.address[0] ? node.address : "no address");
+	hs_error_set_reason(err, "SANDBOX_ELSEWHERE");
+	hs_error_set_where(err, node.address);
+	return rc;
 }
 
 static void entry_free(hs_sandbox__entry *e)
@@ -590,8 +595,12 @@ int hs_sandbox_get(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller, const c
 		hs_sandbox__release(mgr, e);
 		return rc;
 	}
-	if (rc != HS_CONFLICT) /* CONFLICT = destroyed: its row is still there */
-		return hs_error_set(err, rc, "%s", aerr.msg);
+	if (rc != HS_CONFLICT) { /* CONFLICT = destroyed: its row is still there */
+		hs_error_set(err, rc, "%s", aerr.msg);
+		hs_error_set_reason(err, aerr.reason);
+		hs_error_set_where(err, aerr.where);
+		return rc;
+	}
 	hs_store_sandbox_row *row = malloc(sizeof(*row));
 	if (row == NULL)
 		return hs_error_set(err, HS_INTERNAL, "out of memory");

@@ -222,6 +222,16 @@ static int create_sandbox(hs_rpc_call *call, const ProtobufCMessage *req, Protob
 typedef int (*one_fn)(hs_sandbox_mgr *, const hs_sandbox_caller *, const char *,
 		      hs_sandbox_info *, hs_error *);
 
+/* The module's error as the answer: message, reason and where (the node
+ * holding the sandbox, from which the rpc core forwards the call). */
+static int pass_error(hs_error *err, int rc, const hs_error *from)
+{
+	hs_error_set(err, rc, "%s", from->msg);
+	hs_error_set_reason(err, from->reason);
+	hs_error_set_where(err, from->where);
+	return rc;
+}
+
 /* Runs fn; when it refuses with a wrong state and the sandbox already is in
  * `idem` (0 = none), answers the sandbox as it is (the proto's no-ops). */
 static int one(hs_rpc_call *call, const char *id, one_fn fn, int idem, ProtobufCMessage **resp,
@@ -239,7 +249,7 @@ static int one(hs_rpc_call *call, const char *id, one_fn fn, int idem, ProtobufC
 		hs_sandbox_info_dispose(&info);
 	}
 	if (rc != HS_OK)
-		return hs_error_set(err, rc, "%s", ferr.msg);
+		return pass_error(err, rc, &ferr);
 	return sandbox_reply(call, rc, &info, resp, err);
 }
 
@@ -289,7 +299,7 @@ static int destroy_sandbox(hs_rpc_call *call, const ProtobufCMessage *req,
 		hs_sandbox_info_dispose(&info);
 	}
 	if (rc != HS_OK)
-		return hs_error_set(err, rc, "%s", ferr.msg);
+		return pass_error(err, rc, &ferr);
 	return sandbox_reply(call, rc, &info, resp, err);
 }
 
@@ -445,17 +455,20 @@ static int restore_sandbox(hs_rpc_call *call, const ProtobufCMessage *req,
 
 int hs_sandbox_service_register(hs_rpc_server *srv, hs_sandbox_mgr *mgr, hs_error *err)
 {
+	/* Calls naming one sandbox: one running on another node is forwarded
+	 * there (server/rpc/forward.c; the streams are not). */
+	enum { FWD = HS_RPC_FORWARD };
 	static const hs_rpc_handler handlers[] = {
 		{ "CreateSandbox", HS_RPC_UNARY, HS_RPC_BLOCKING, create_sandbox, NULL },
-		{ "StartSandbox", HS_RPC_UNARY, HS_RPC_BLOCKING, start_sandbox, NULL },
-		{ "GetSandbox", HS_RPC_UNARY, HS_RPC_BLOCKING, get_sandbox, NULL },
+		{ "StartSandbox", HS_RPC_UNARY, HS_RPC_BLOCKING | FWD, start_sandbox, NULL },
+		{ "GetSandbox", HS_RPC_UNARY, HS_RPC_BLOCKING | FWD, get_sandbox, NULL },
 		{ "ListSandboxes", HS_RPC_UNARY, HS_RPC_BLOCKING, list_sandboxes, NULL },
-		{ "PauseSandbox", HS_RPC_UNARY, HS_RPC_BLOCKING, pause_sandbox, NULL },
-		{ "ResumeSandbox", HS_RPC_UNARY, HS_RPC_BLOCKING, resume_sandbox, NULL },
-		{ "SnapshotSandbox", HS_RPC_UNARY, HS_RPC_LONG, snapshot_sandbox, NULL },
-		{ "RestoreSandbox", HS_RPC_UNARY, HS_RPC_LONG, restore_sandbox, NULL },
-		{ "DestroySandbox", HS_RPC_UNARY, HS_RPC_LONG, destroy_sandbox, NULL },
-		{ "ListSnapshots", HS_RPC_UNARY, HS_RPC_BLOCKING, list_snapshots, NULL },
+		{ "PauseSandbox", HS_RPC_UNARY, HS_RPC_BLOCKING | FWD, pause_sandbox, NULL },
+		{ "ResumeSandbox", HS_RPC_UNARY, HS_RPC_BLOCKING | FWD, resume_sandbox, NULL },
+		{ "SnapshotSandbox", HS_RPC_UNARY, HS_RPC_LONG | FWD, snapshot_sandbox, NULL },
+		{ "RestoreSandbox", HS_RPC_UNARY, HS_RPC_LONG | FWD, restore_sandbox, NULL },
+		{ "DestroySandbox", HS_RPC_UNARY, HS_RPC_LONG | FWD, destroy_sandbox, NULL },
+		{ "ListSnapshots", HS_RPC_UNARY, HS_RPC_BLOCKING | FWD, list_snapshots, NULL },
 		/* Opening a stream blocks (files, the sandbox's init); the stream
 		 * then runs on the module's I/O thread. */
 		{ "GetSandboxLogs", HS_RPC_SERVER_STREAM, HS_RPC_BLOCKING, NULL,

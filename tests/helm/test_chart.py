@@ -527,6 +527,7 @@ class RenderTest(HelmTestCase):
         cfg = m.config()
         self.assertEqual(cfg["HARNESS_TLS_CERT"], "/etc/harness/tls/tls.crt")
         self.assertEqual(cfg["HARNESS_TLS_KEY"], "/etc/harness/tls/tls.key")
+        self.assertEqual(cfg["HARNESS_TLS_PEER_CA"], "/etc/harness/tls/ca.crt")  # forwards
         self.assertEqual(cfg["HARNESS_TLS_CLIENT_CA"], "/etc/harness/tls-client-ca/clients.pem")
         self.assertEqual(cfg["HARNESS_TLS_CLIENT_AUTH"], "request")
         self.assertNotIn("HARNESS_TLS_CLIENT_IDENTITIES", cfg)

@@ -297,6 +297,12 @@ void tc_stream_cancel(tc_stream *s)
 
 grpc_status_code tc_stream_finish(tc_stream *s, char *details, size_t cap)
 {
+	return tc_stream_finish_md(s, details, cap, NULL, NULL, 0);
+}
+
+grpc_status_code tc_stream_finish_md(tc_stream *s, char *details, size_t cap, const char *key,
+				     char *val, size_t vcap)
+{
 	grpc_status_code st = s->status;
 	if (!wait_tag(s->cq, TAG_STATUS, NULL)) {
 		grpc_call_cancel(s->call, NULL);
@@ -311,6 +317,20 @@ grpc_status_code tc_stream_finish(tc_stream *s, char *details, size_t cap)
 			n = cap - 1;
 		memcpy(details, GRPC_SLICE_START_PTR(s->details), n);
 		details[n] = '\0';
+	}
+	if (key != NULL && vcap > 0) {
+		val[0] = '\0';
+		for (size_t i = 0; i < s->trail_md.count; i++) {
+			const grpc_metadata *m = &s->trail_md.metadata[i];
+			if (grpc_slice_str_cmp(m->key, key) != 0)
+				continue;
+			size_t n = GRPC_SLICE_LENGTH(m->value);
+			if (n >= vcap)
+				n = vcap - 1;
+			memcpy(val, GRPC_SLICE_START_PTR(m->value), n);
+			val[n] = '\0';
+			break;
+		}
 	}
 	grpc_slice_unref(s->details);
 	grpc_metadata_array_destroy(&s->init_md);

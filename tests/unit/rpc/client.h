@@ -55,5 +55,8 @@ ProtobufCMessage *tc_stream_recv(tc_stream *s, bool *ok);
 void tc_stream_cancel(tc_stream *s);
 /* Waits for the status and frees everything. details may be NULL. */
 grpc_status_code tc_stream_finish(tc_stream *s, char *details, size_t cap);
+/* The same, also copying trailing metadata key's value into val ("" if absent). */
+grpc_status_code tc_stream_finish_md(tc_stream *s, char *details, size_t cap, const char *key,
+				     char *val, size_t vcap);
 
 #endif

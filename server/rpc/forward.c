@@ -1,0 +1,337 @@
+/* Forwarding a unary call to the node that holds its object.
+ *
+ * A handler that finds the object on another harnessd node answers
+ * HS_UNAVAILABLE with err->where = that node's advertised address (the
+ * sandbox manager does, for a sandbox running elsewhere). When the method
+ * is flagged HS_RPC_FORWARD (its object is the one named; not, say, a
+ * RegisterTask that only checks a sandbox) and the server has a node id
+ * (cfg.node_id), call.c then sends the same request to that
+ * address as a client call and relays the answer (message bytes unchanged,
+ * status code, message, hs-error-code and harness-node-address trailing
+ * metadata) instead of the UNAVAILABLE.
+ *
+ * What the forward carries: the caller's own "authorization" metadata, the
+ * call's x-request-id and traceparent (as checked), "harness-forwarded-by:
+ * <node id>"; the remaining deadline (propagated from the server call,
+ * capped at RPC_FORWARD_MAX_MS when the caller set none) and cancellation.
+ * The owner node authenticates and authorises the caller itself:
+ * forwarding adds no trust between nodes. It is not done (the UNAVAILABLE with the address
+ * stands) for a call that already carries harness-forwarded-by (the loop
+ * guard), for one without "authorization" (a client-certificate identity
+ * cannot be passed on), and for streams (their handlers answer the same
+ * UNAVAILABLE; call.c adds harness-node-address).
+ *
+ * Channels: one per address, created on first use and kept (at most
+ * RPC_FORWARD_CHANNELS; beyond that a call uses a channel of its own,
+ * destroyed after it). TLS when the server serves TLS, verifying the other
+ * node against tls_peer_ca_file, else tls_client_ca_file, else gRPC's
+ * default roots; no client certificate is presented (the caller's
+ * credential is what the owner checks). Runs on a worker lane and blocks it for
+ * the forward's duration (call.c moves a call off the CQ thread first). */
+#include <grpc/byte_buffer.h>
+#include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
+#include <grpc/support/time.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "rpc_internal.h"
+
+#define RPC_FORWARD_CHANNELS 32
+#define RPC_FORWARD_MAX_MS 60000 /* a caller without a deadline: the forward's own */
+#define RPC_FORWARDED_KEY "harness-forwarded-by"
+
+typedef struct fwd_channel {
+	char target[HS_ERROR_WHERE_MAX];
+	grpc_channel *ch;
+} fwd_channel;
+
+struct rpc_forward {
+	pthread_mutex_t mu;
+	grpc_channel_credentials *creds; /* created with the first channel */
+	bool creds_failed;
+	fwd_channel chans[RPC_FORWARD_CHANNELS];
+	size_t n;
+};
+
+int hs_rpc__forward_new(hs_rpc_server *srv, hs_error *err)
+{
+	rpc_forward *f = calloc(1, sizeof(*f));
+	if (f == NULL)
+		return hs_error_set(err, HS_INTERNAL, "forward: out of memory");
+	pthread_mutex_init(&f->mu, NULL);
+	srv->forward = f;
+	return HS_OK;
+}
+
+void hs_rpc__forward_free(hs_rpc_server *srv)
+{
+	rpc_forward *f = srv->forward;
+	if (f == NULL)
+		return;
+	for (size_t i = 0; i < f->n; i++)
+		grpc_channel_destroy(f->chans[i].ch);
+	if (f->creds != NULL)
+		grpc_channel_credentials_release(f->creds);
+	pthread_mutex_destroy(&f->mu);
+	free(f);
+	srv->forward = NULL;
+}
+
+static bool md_present(const hs_rpc_call *call, const char *key)
+{
+	for (size_t i = 0; i < call->req_md.count; i++)
+		if (grpc_slice_str_cmp(call->req_md.metadata[i].key, key) == 0)
+			return true;
+	return false;
+}
+
+bool hs_rpc__forward_wanted(const hs_rpc_call *call, const hs_error *err)
+{
+	const hs_rpc_server *srv = call->srv;
+	return srv->forward != NULL && srv->cfg.node_id != NULL && srv->cfg.node_id[0] != '\0' &&
+	       call->m != NULL && call->m->handler.kind == HS_RPC_UNARY &&
+	       (call->m->handler.flags & HS_RPC_FORWARD) && call->req != NULL &&
+	       err->where[0] != '\0' && md_present(call, "authorization") &&
+	       !md_present(call, RPC_FORWARDED_KEY);
+}
+
+/* Caller holds f->mu. NULL when the credentials cannot be made. */
+static grpc_channel_credentials *creds_locked(hs_rpc_server *srv, rpc_forward *f)
+{
+	if (f->creds != NULL || f->creds_failed)
+		return f->creds;
+	if (srv->cfg.tls_cert_file == NULL) {
+		f->creds = grpc_insecure_credentials_create();
+	} else {
+		char *roots = NULL;
+		hs_error e = { 0 };
+		const char *ca = srv->cfg.tls_peer_ca_file != NULL ? srv->cfg.tls_peer_ca_file
+								   : srv->cfg.tls_client_ca_file;
+		if (ca != NULL && hs_rpc__read_pem(ca, "tls peer ca", &roots, &e) != HS_OK) {
+			hs_log(HS_LOG_WARN, "rpc", "forwarding: CA bundle unreadable: no forwards",
+			       HS_LS("error", e.msg));
+			f->creds_failed = true;
+			return NULL;
+		}
+		f->creds = grpc_ssl_credentials_create(roots, NULL, NULL, NULL);
+		free(roots);
+	}
+	f->creds_failed = f->creds == NULL;
+	return f->creds;
+}
+
+static grpc_channel *channel_new(hs_rpc_server *srv, grpc_channel_credentials *creds,
+				 const char *target)
+{
+	grpc_arg args[2];
+	memset(args, 0, sizeof(args));
+	args[0].type = GRPC_ARG_INTEGER;
+	args[0].key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
+	args[0].value.integer = (int)srv->cfg.max_message_bytes;
+	args[1].type = GRPC_ARG_INTEGER;
+	args[1].key = (char *)GRPC_ARG_MAX_SEND_MESSAGE_LENGTH;
+	args[1].value.integer = (int)srv->cfg.max_message_bytes;
+	grpc_channel_args ca = { .num_args = 2, .args = args };
+	return grpc_channel_create(target, creds, &ca);
+}
+
+/* The cached channel to target (*own = false), or a new one for this call
+ * only (*own = true, when the cache is full); NULL when none can be made. */
+static grpc_channel *channel_get(hs_rpc_server *srv, const char *target, bool *own)
+{
+	rpc_forward *f = srv->forward;
+	grpc_channel *ch = NULL;
+	*own = false;
+	pthread_mutex_lock(&f->mu);
+	for (size_t i = 0; i < f->n && ch == NULL; i++)
+		if (strcmp(f->chans[i].target, target) == 0)
+			ch = f->chans[i].ch;
+	grpc_channel_credentials *creds = ch == NULL ? creds_locked(srv, f) : NULL;
+	if (ch == NULL && creds != NULL) {
+		ch = channel_new(srv, creds, target);
+		if (ch != NULL && f->n < RPC_FORWARD_CHANNELS) {
+			snprintf(f->chans[f->n].target, sizeof(f->chans[f->n].target), "%s", target);
+			f->chans[f->n++].ch = ch;
+		} else {
+			*own = ch != NULL;
+		}
+	}
+	pthread_mutex_unlock(&f->mu);
+	return ch;
+}
+
+static void md_set(grpc_metadata *md, const char *key, grpc_slice value)
+{
+	memset(md, 0, sizeof(*md));
+	md->key = grpc_slice_from_static_string(key);
+	md->value = value;
+}
+
+/* Copies the first trailing value of key into buf (NUL-terminated), if
+ * it fits and is printable. */
+static void md_copy(const grpc_metadata_array *a, const char *key, char *buf, size_t cap)
+{
+	for (size_t i = 0; i < a->count; i++) {
+		if (grpc_slice_str_cmp(a->metadata[i].key, key) != 0)
+			continue;
+		size_t n = GRPC_SLICE_LENGTH(a->metadata[i].value);
+		const unsigned char *p = GRPC_SLICE_START_PTR(a->metadata[i].value);
+		if (n >= cap)
+			return;
+		for (size_t j = 0; j < n; j++)
+			if (p[j] < ' ' || p[j] > '~')
+				return;
+		memcpy(buf, p, n);
+		buf[n] = '\0';
+		return;
+	}
+}
+
+/* "forward to WHERE: WHY" (cut to the message's size). */
+static void fail(rpc_fwd_result *r, grpc_status_code code, const char *where, const char *why)
+{
+	r->status = code;
+	if (snprintf(r->msg, sizeof(r->msg), "forward to %.96s: %s", where, why) < 0)
+		r->msg[0] = '\0';
+}
+
+void hs_rpc__forward(hs_rpc_call *call, const char *where, rpc_fwd_result *r)
+{
+	hs_rpc_server *srv = call->srv;
+	memset(r, 0, sizeof(*r));
+	const char *method = call->m->path;
+	size_t len = protobuf_c_message_get_packed_size(call->req);
+	uint8_t *buf = malloc(len > 0 ? len : 1);
+	if (buf == NULL) {
+		fail(r, GRPC_STATUS_INTERNAL, where, "out of memory");
+		return;
+	}
+	protobuf_c_message_pack(call->req, buf);
+	grpc_slice s = grpc_slice_new(buf, len, free);
+	grpc_byte_buffer *req = grpc_raw_byte_buffer_create(&s, 1);
+	grpc_slice_unref(s);
+
+	bool own = false;
+	grpc_channel *ch = channel_get(srv, where, &own);
+	grpc_completion_queue *cq = NULL;
+	grpc_call *c = NULL;
+	grpc_metadata md[4];
+	size_t n_md = 0;
+	grpc_metadata_array init_md, trail_md;
+	grpc_metadata_array_init(&init_md);
+	grpc_metadata_array_init(&trail_md);
+	grpc_byte_buffer *resp = NULL;
+	grpc_status_code status = GRPC_STATUS_UNKNOWN;
+	grpc_slice details = grpc_empty_slice();
+	grpc_op ops[6];
+	if (ch == NULL) {
+		fail(r, GRPC_STATUS_UNAVAILABLE, where, "no channel (TLS credentials?)");
+		goto done;
+	}
+	cq = grpc_completion_queue_create_for_pluck(NULL);
+	int64_t left = hs_rpc_call_deadline_left_ms(call);
+	if (left > RPC_FORWARD_MAX_MS)
+		left = RPC_FORWARD_MAX_MS;
+	gpr_timespec deadline = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+					     gpr_time_from_millis(left, GPR_TIMESPAN));
+	grpc_slice path = grpc_slice_from_static_string(method);
+	c = grpc_channel_create_call(ch, call->gcall,
+				     GRPC_PROPAGATE_DEADLINE | GRPC_PROPAGATE_CANCELLATION, cq,
+				     path, NULL, deadline, NULL);
+	if (c == NULL) {
+		fail(r, GRPC_STATUS_UNAVAILABLE, where, "call not created");
+		goto done;
+	}
+
+	for (size_t i = 0; i < call->req_md.count; i++) {
+		const grpc_metadata *m = &call->req_md.metadata[i];
+		if (n_md == 0 && grpc_slice_str_cmp(m->key, "authorization") == 0)
+			md_set(&md[n_md++], "authorization", grpc_slice_ref(m->value));
+	}
+	/* The call's checked request id and trace (common/trace.h), so the
+	 * owner's log lines carry the same ids as ours. */
+	if (call->trace_set && call->trace.request_id[0] != '\0')
+		md_set(&md[n_md++], "x-request-id",
+		       grpc_slice_from_copied_string(call->trace.request_id));
+	if (call->trace_set && call->trace.traceparent[0] != '\0')
+		md_set(&md[n_md++], "traceparent",
+		       grpc_slice_from_copied_string(call->trace.traceparent));
+	md_set(&md[n_md++], RPC_FORWARDED_KEY, grpc_slice_from_copied_string(srv->cfg.node_id));
+
+	memset(ops, 0, sizeof(ops));
+	ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+	ops[0].data.send_initial_metadata.count = n_md;
+	ops[0].data.send_initial_metadata.metadata = md;
+	ops[1].op = GRPC_OP_SEND_MESSAGE;
+	ops[1].data.send_message.send_message = req;
+	ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+	ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+	ops[3].data.recv_initial_metadata.recv_initial_metadata = &init_md;
+	ops[4].op = GRPC_OP_RECV_MESSAGE;
+	ops[4].data.recv_message.recv_message = &resp;
+	ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+	ops[5].data.recv_status_on_client.trailing_metadata = &trail_md;
+	ops[5].data.recv_status_on_client.status = &status;
+	ops[5].data.recv_status_on_client.status_details = &details;
+	grpc_call_error ce = grpc_call_start_batch(c, ops, 6, r, NULL);
+	for (size_t i = 0; i < n_md; i++)
+		grpc_slice_unref(md[i].value);
+	if (ce != GRPC_CALL_OK) {
+		fail(r, GRPC_STATUS_INTERNAL, where, "batch refused");
+	} else {
+		grpc_event ev = grpc_completion_queue_pluck(cq, r, gpr_inf_future(GPR_CLOCK_REALTIME),
+							    NULL);
+		if (ev.type != GRPC_OP_COMPLETE || !ev.success) {
+			fail(r, GRPC_STATUS_UNAVAILABLE, where, "call failed");
+		} else if (status == GRPC_STATUS_OK && resp == NULL) {
+			fail(r, GRPC_STATUS_INTERNAL, where, "no response message");
+		} else {
+			r->status = status;
+			if (status == GRPC_STATUS_OK) {
+				r->resp = resp;
+				resp = NULL;
+			} else {
+				/* The owner's words; an UNAVAILABLE that names no node
+				 * (the owner is down or unreachable) says where it went. */
+				size_t dn = GRPC_SLICE_LENGTH(details);
+				if (dn >= sizeof(r->msg))
+					dn = sizeof(r->msg) - 1;
+				memcpy(r->msg, GRPC_SLICE_START_PTR(details), dn);
+				r->msg[dn] = '\0';
+				md_copy(&trail_md, HS_ERROR_REASON_KEY, r->reason, sizeof(r->reason));
+				md_copy(&trail_md, HS_ERROR_WHERE_KEY, r->where, sizeof(r->where));
+				if (status == GRPC_STATUS_UNAVAILABLE && r->where[0] == '\0') {
+					char owner[sizeof(r->msg)];
+					memcpy(owner, r->msg, sizeof(owner));
+					fail(r, status, where, owner);
+					if (snprintf(r->where, sizeof(r->where), "%s", where) < 0)
+						r->where[0] = '\0';
+				}
+			}
+		}
+	}
+done:
+	if (resp != NULL)
+		grpc_byte_buffer_destroy(resp);
+	grpc_slice_unref(details);
+	grpc_metadata_array_destroy(&init_md);
+	grpc_metadata_array_destroy(&trail_md);
+	if (r->status != GRPC_STATUS_OK)
+		hs_log(HS_LOG_INFO, "rpc", "forwarded call failed", HS_LS("method", method),
+		       HS_LS("to", where), HS_LS("error", r->msg));
+	if (c != NULL)
+		grpc_call_unref(c);
+	if (cq != NULL) {
+		grpc_completion_queue_shutdown(cq);
+		while (grpc_completion_queue_pluck(cq, NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL)
+			       .type != GRPC_QUEUE_SHUTDOWN)
+			;
+		grpc_completion_queue_destroy(cq);
+	}
+	if (own)
+		grpc_channel_destroy(ch);
+	grpc_byte_buffer_destroy(req);
+}

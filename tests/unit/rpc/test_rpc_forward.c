@@ -1,0 +1,330 @@
+/* Forwarding (server/rpc/forward.c): two real hs_rpc_servers on loopback.
+ * The "front" server (node_id "node-b") answers every Check with
+ * HS_UNAVAILABLE and err->where = the "owner" server's address; the owner
+ * answers Check itself and records the metadata it saw. A third server
+ * answers the same but its Check lacks HS_RPC_FORWARD.
+ *
+ *   grpc.health.v1.Health/Check   unary: forwarded (or not)
+ *   grpc.health.v1.Health/Watch   server stream: never forwarded */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <grpc/grpc.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "client.h"
+#include "grpc/health/v1/health.pb-c.h"
+#include "log.h"
+#include "rpc.h"
+
+#define M_CHECK "/grpc.health.v1.Health/Check"
+#define M_WATCH "/grpc.health.v1.Health/Watch"
+
+typedef Grpc__Health__V1__HealthCheckRequest CheckReq;
+typedef Grpc__Health__V1__HealthCheckResponse CheckResp;
+static const ProtobufCMessageDescriptor *const CHECK_RESP =
+	&grpc__health__v1__health_check_response__descriptor;
+
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+	int calls; /* Checks the owner answered */
+	char authorization[128], forwarded_by[64], request_id[128];
+	int64_t deadline_left_ms;
+} seen;
+static char where[64]; /* what the front server names as the owner */
+
+static void copy_md(hs_rpc_call *call, const char *key, char *buf, size_t cap)
+{
+	const char *v = hs_rpc_call_metadata(call, key, NULL);
+	snprintf(buf, cap, "%s", v != NULL ? v : "");
+}
+
+/* The owner: "fail" -> FAILED_PRECONDITION with a reason; anything else
+ * SERVING. Records what it saw. */
+static int owner_check(hs_rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage **resp,
+		       hs_error *err)
+{
+	const CheckReq *r = (const CheckReq *)req;
+	pthread_mutex_lock(&mu);
+	seen.calls++;
+	copy_md(call, "authorization", seen.authorization, sizeof(seen.authorization));
+	copy_md(call, "harness-forwarded-by", seen.forwarded_by, sizeof(seen.forwarded_by));
+	copy_md(call, "x-request-id", seen.request_id, sizeof(seen.request_id));
+	seen.deadline_left_ms = hs_rpc_call_deadline_left_ms(call);
+	pthread_mutex_unlock(&mu);
+	if (strcmp(r->service, "fail") == 0) {
+		int rc = hs_error_set(err, HS_CONFLICT, "owner: object is busy");
+		hs_error_set_reason(err, "OWNER_SAYS");
+		return rc;
+	}
+	CheckResp *out = hs_rpc_call_alloc(call, sizeof(*out));
+	if (out == NULL)
+		return hs_error_set(err, HS_INTERNAL, "out of memory");
+	grpc__health__v1__health_check_response__init(out);
+	out->status = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
+	*resp = &out->base;
+	return HS_OK;
+}
+
+static int elsewhere(hs_error *err)
+{
+	int rc = hs_error_set(err, HS_UNAVAILABLE, "object runs on node a (%s)", where);
+	hs_error_set_reason(err, "ELSEWHERE");
+	hs_error_set_where(err, where);
+	return rc;
+}
+
+static int front_check(hs_rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage **resp,
+		       hs_error *err)
+{
+	(void)call, (void)req, (void)resp;
+	return elsewhere(err);
+}
+
+static int front_watch(hs_rpc_call *call, const ProtobufCMessage *req, hs_error *err)
+{
+	(void)call, (void)req;
+	return elsewhere(err);
+}
+
+static hs_rpc_server *start(const char *node_id, bool front, unsigned fwd)
+{
+	hs_rpc_config cfg = HS_RPC_CONFIG_INIT;
+	cfg.listen = "127.0.0.1:0";
+	cfg.node_id = node_id;
+	cfg.workers = 2;
+	cfg.long_workers = 1;
+	cfg.liveness_workers = 1;
+	hs_error err = { 0 };
+	hs_rpc_server *srv = NULL;
+	assert_int_equal(hs_rpc_server_new(&srv, &cfg, &err), HS_OK);
+	const hs_rpc_handler h[] = {
+		{ "Check", HS_RPC_UNARY, HS_RPC_BLOCKING | HS_RPC_PUBLIC | fwd,
+		  front ? front_check : owner_check, NULL },
+		{ "Watch", HS_RPC_SERVER_STREAM, HS_RPC_BLOCKING | HS_RPC_PUBLIC, NULL,
+		  front ? front_watch : NULL },
+	};
+	assert_int_equal(hs_rpc_server_add_service(srv, &grpc__health__v1__health__descriptor, h,
+						   front ? 2 : 1, NULL, &err),
+			 HS_OK);
+	assert_int_equal(hs_rpc_server_start(srv, &err), HS_OK);
+	return srv;
+}
+
+static hs_rpc_server *owner, *front, *unflagged;
+static grpc_channel *ch, *ch_unflagged;
+
+static int group_setup(void **state)
+{
+	(void)state;
+	owner = start("node-a", false, 0);
+	front = start("node-b", true, HS_RPC_FORWARD);
+	unflagged = start("node-c", true, 0); /* Check without HS_RPC_FORWARD */
+	ch = tc_channel(hs_rpc_server_port(front));
+	ch_unflagged = tc_channel(hs_rpc_server_port(unflagged));
+	return 0;
+}
+
+static int group_teardown(void **state)
+{
+	(void)state;
+	grpc_channel_destroy(ch);
+	grpc_channel_destroy(ch_unflagged);
+	hs_rpc_server_shutdown(unflagged, 1000);
+	hs_rpc_server_free(unflagged);
+	hs_rpc_server_shutdown(front, 1000);
+	hs_rpc_server_free(front);
+	hs_rpc_server_shutdown(owner, 1000);
+	hs_rpc_server_free(owner);
+	return 0;
+}
+
+static int each_setup(void **state)
+{
+	(void)state;
+	pthread_mutex_lock(&mu);
+	memset(&seen, 0, sizeof(seen));
+	pthread_mutex_unlock(&mu);
+	snprintf(where, sizeof(where), "127.0.0.1:%d", hs_rpc_server_port(owner));
+	return 0;
+}
+
+static int owner_calls(void)
+{
+	pthread_mutex_lock(&mu);
+	int n = seen.calls;
+	pthread_mutex_unlock(&mu);
+	return n;
+}
+
+static void check(const char *service, const char *const *md, size_t n_md, int deadline_ms,
+		  const char *md_key, tc_reply *out)
+{
+	CheckReq req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+	req.service = (char *)service;
+	tc_unary(ch, M_CHECK, &req.base, NULL, 0, md, n_md, deadline_ms, CHECK_RESP, md_key, out);
+	assert_false(out->timed_out);
+}
+
+/* The owner answers, and sees the caller's credential, the request id and
+ * the marker; the forward carries the caller's deadline (never longer). */
+static void test_rpc_forward__unary_answered_by_owner(void **state)
+{
+	(void)state;
+	const char *md[] = { "authorization", "Bearer tok-1", "x-request-id", "req-fwd-1" };
+	tc_reply r;
+	check("ok", md, 2, 20000, "x-request-id", &r);
+	assert_int_equal(r.status, GRPC_STATUS_OK);
+	assert_non_null(r.msg);
+	assert_int_equal(((CheckResp *)r.msg)->status,
+			 GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING);
+	tc_reply_dispose(&r);
+	pthread_mutex_lock(&mu);
+	assert_int_equal(seen.calls, 1);
+	assert_string_equal(seen.authorization, "Bearer tok-1");
+	assert_string_equal(seen.forwarded_by, "node-b");
+	assert_string_equal(seen.request_id, "req-fwd-1");
+	assert_true(seen.deadline_left_ms > 0 && seen.deadline_left_ms <= 20000);
+	pthread_mutex_unlock(&mu);
+}
+
+/* The owner's error comes back as it gave it: code, message, reason. */
+static void test_rpc_forward__owner_error_relayed(void **state)
+{
+	(void)state;
+	const char *md[] = { "authorization", "Bearer tok-1" };
+	tc_reply r;
+	check("fail", md, 1, 20000, HS_ERROR_REASON_KEY, &r);
+	assert_int_equal(r.status, GRPC_STATUS_FAILED_PRECONDITION);
+	assert_string_equal(r.details, "owner: object is busy");
+	assert_string_equal(r.trail_md, "OWNER_SAYS");
+	tc_reply_dispose(&r);
+	assert_int_equal(owner_calls(), 1);
+}
+
+/* No authorization (a client-certificate identity cannot be forwarded):
+ * the UNAVAILABLE stands, with the address as trailing metadata. */
+static void test_rpc_forward__without_authorization_not_forwarded(void **state)
+{
+	(void)state;
+	tc_reply r;
+	check("ok", NULL, 0, 20000, HS_ERROR_WHERE_KEY, &r);
+	assert_int_equal(r.status, GRPC_STATUS_UNAVAILABLE);
+	assert_string_equal(r.trail_md, where);
+	assert_non_null(strstr(r.details, "runs on node a"));
+	tc_reply_dispose(&r);
+	assert_int_equal(owner_calls(), 0);
+}
+
+/* The loop guard: a call already forwarded is never forwarded again. */
+static void test_rpc_forward__forwarded_call_not_forwarded_again(void **state)
+{
+	(void)state;
+	const char *md[] = { "authorization", "Bearer tok-1", "harness-forwarded-by", "node-c" };
+	tc_reply r;
+	check("ok", md, 2, 20000, HS_ERROR_WHERE_KEY, &r);
+	assert_int_equal(r.status, GRPC_STATUS_UNAVAILABLE);
+	assert_string_equal(r.trail_md, where);
+	tc_reply_dispose(&r);
+	assert_int_equal(owner_calls(), 0);
+}
+
+/* A method not flagged HS_RPC_FORWARD answers with the address only. */
+static void test_rpc_forward__unflagged_method_not_forwarded(void **state)
+{
+	(void)state;
+	const char *md[] = { "authorization", "Bearer tok-1" };
+	CheckReq req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+	req.service = (char *)"ok";
+	tc_reply r;
+	tc_unary(ch_unflagged, M_CHECK, &req.base, NULL, 0, md, 1, 20000, CHECK_RESP,
+		 HS_ERROR_WHERE_KEY, &r);
+	assert_false(r.timed_out);
+	assert_int_equal(r.status, GRPC_STATUS_UNAVAILABLE);
+	assert_string_equal(r.trail_md, where);
+	tc_reply_dispose(&r);
+	assert_int_equal(owner_calls(), 0);
+}
+
+/* A port nobody listens on (bound, never listened: refused). */
+static int dead_port(int *fd_out)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_true(fd >= 0);
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	socklen_t len = sizeof(a);
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+	*fd_out = fd;
+	return ntohs(a.sin_port);
+}
+
+/* The owner is down: UNAVAILABLE naming where it went, not a deadline. */
+static void test_rpc_forward__owner_down_unavailable(void **state)
+{
+	(void)state;
+	int fd;
+	snprintf(where, sizeof(where), "127.0.0.1:%d", dead_port(&fd));
+	const char *md[] = { "authorization", "Bearer tok-1" };
+	tc_reply r;
+	check("ok", md, 1, 30000, HS_ERROR_WHERE_KEY, &r);
+	close(fd);
+	assert_int_equal(r.status, GRPC_STATUS_UNAVAILABLE);
+	char want[96];
+	snprintf(want, sizeof(want), "forward to %s: ", where);
+	assert_non_null(strstr(r.details, want));
+	assert_string_equal(r.trail_md, where);
+	tc_reply_dispose(&r);
+}
+
+/* Streams are not forwarded: the status names the address. */
+static void test_rpc_forward__stream_names_address(void **state)
+{
+	(void)state;
+	CheckReq req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+	req.service = (char *)"ok";
+	tc_stream s;
+	assert_true(tc_stream_start(&s, ch, M_WATCH, 20000, CHECK_RESP, &req.base, true));
+	bool ok = true;
+	assert_null(tc_stream_recv(&s, &ok));
+	char details[256], got[64];
+	grpc_status_code st = tc_stream_finish_md(&s, details, sizeof(details), HS_ERROR_WHERE_KEY,
+						  got, sizeof(got));
+	assert_int_equal(st, GRPC_STATUS_UNAVAILABLE);
+	assert_non_null(strstr(details, "runs on node a"));
+	assert_string_equal(got, where);
+	assert_int_equal(owner_calls(), 0);
+}
+
+int main(void)
+{
+	int devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
+	if (devnull >= 0 && getenv("HS_TEST_LOG") == NULL)
+		hs_log_set_fd(devnull);
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup(test_rpc_forward__unary_answered_by_owner, each_setup),
+		cmocka_unit_test_setup(test_rpc_forward__owner_error_relayed, each_setup),
+		cmocka_unit_test_setup(test_rpc_forward__without_authorization_not_forwarded,
+				       each_setup),
+		cmocka_unit_test_setup(test_rpc_forward__forwarded_call_not_forwarded_again,
+				       each_setup),
+		cmocka_unit_test_setup(test_rpc_forward__unflagged_method_not_forwarded, each_setup),
+		cmocka_unit_test_setup(test_rpc_forward__owner_down_unavailable, each_setup),
+		cmocka_unit_test_setup(test_rpc_forward__stream_names_address, each_setup),
+	};
+	int failed = cmocka_run_group_tests_name("rpc_forward", tests, group_setup, group_teardown);
+	if (devnull >= 0)
+		close(devnull);
+	return failed;
+}
