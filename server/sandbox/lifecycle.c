@@ -48,6 +48,8 @@ static void reap_one(hs_sandbox_mgr *mgr, hs_sandbox__entry *e, int64_t now)
 		hs_sandbox__check_exit(mgr, e, NULL, 0);
 }
 
+static void sweep_lost(hs_sandbox_mgr *mgr);
+
 void *hs_sandbox__reaper_main(void *payload)
 {
 	hs_sandbox_mgr *mgr = payload;
@@ -58,6 +60,12 @@ void *hs_sandbox__reaper_main(void *payload)
 		if (mgr->stopping) {
 			pthread_mutex_unlock(&mgr->lock);
 			break;
+		}
+		if (mgr->node_id[0] != '\0' && mgr->cfg.node_lost_ms > 0 &&
+		    hs_clock_mono_ms() >= mgr->next_sweep_ms) {
+			pthread_mutex_unlock(&mgr->lock);
+			sweep_lost(mgr);
+			pthread_mutex_lock(&mgr->lock);
 		}
 		size_t n = 0;
 		for (hs_sandbox__entry *e = mgr->head; e != NULL; e = e->next)
@@ -133,8 +141,13 @@ void *hs_sandbox__reaper_main(void *payload)
 	return NULL;
 }
 
-/* Load one non-destroyed row into the registry, adopting or failing it. */
-static int load_row(hs_sandbox_mgr *mgr, const hs_store_sandbox_row *row, hs_error *err)
+/* Load one non-destroyed row into the registry, adopting or failing it.
+ * taken: a lost node's row, FAILED already (hs_sandbox__take_lost): its
+ * process, cgroup and files were on that node's host, so nothing is
+ * adopted and its runtime paths become this node's (nothing there: a
+ * Destroy removes nothing of another sandbox). */
+static int load_row(hs_sandbox_mgr *mgr, const hs_store_sandbox_row *row, bool taken,
+		    hs_error *err)
 {
 	const hs_sandbox__driver *drv = hs_sandbox__driver_by_name(row->driver);
 	hs_sandbox__entry *e = calloc(1, sizeof(*e));
@@ -148,14 +161,34 @@ static int load_row(hs_sandbox_mgr *mgr, const hs_store_sandbox_row *row, hs_err
 	hs_sandbox__rec *r = &e->rec;
 	r->pidfd = -1;
 	hs_sandbox__path(r->id, sizeof(r->id), NULL, "id", "%s", row->sandbox_id);
-	snprintf(r->runtime_dir, sizeof(r->runtime_dir), "%s", row->runtime_dir);
-	snprintf(r->log_path, sizeof(r->log_path), "%s", row->log_path);
+	if (taken) {
+		int rc = hs_sandbox__path(r->runtime_dir, sizeof(r->runtime_dir), err,
+					  "runtime dir", "%s/%s", mgr->cfg.runtime_root, r->id);
+		if (rc == HS_OK)
+			rc = hs_sandbox__path(r->log_path, sizeof(r->log_path), err, "log path",
+					      "%s/sandbox.log", r->runtime_dir);
+		if (rc == HS_OK)
+			rc = hs_sandbox__path(e->row.runtime_dir, sizeof(e->row.runtime_dir), err,
+					      "runtime dir", "%s", r->runtime_dir);
+		if (rc == HS_OK)
+			rc = hs_sandbox__path(e->row.log_path, sizeof(e->row.log_path), err,
+					      "log path", "%s", r->log_path);
+		if (rc != HS_OK) {
+			pthread_mutex_destroy(&e->lock);
+			free(e);
+			return rc;
+		}
+	} else {
+		snprintf(r->runtime_dir, sizeof(r->runtime_dir), "%s", row->runtime_dir);
+		snprintf(r->log_path, sizeof(r->log_path), "%s", row->log_path);
+	}
 	snprintf(r->task_id, sizeof(r->task_id), "%s", row->task_id);
 	r->vcpu_count = (unsigned)row->vcpu_count;
 	r->mem_size_mib = (unsigned)row->mem_size_mib;
 	hs_sandbox__rec_from_config_json(r, row->config_json, NULL);
-	e->drv->adopt(&mgr->cfg, r);
-	if (row->state == HS_SANDBOX_RUNNING || row->state == HS_SANDBOX_PAUSED) {
+	if (!taken)
+		e->drv->adopt(&mgr->cfg, r);
+	if (!taken && (row->state == HS_SANDBOX_RUNNING || row->state == HS_SANDBOX_PAUSED)) {
 		pid_t pid = (pid_t)row->pid;
 		int pidfd = drv != NULL && hs_sandbox__proc_alive(pid, row->pid_start_time)
 				    ? hs_sandbox__pidfd_open(pid)
@@ -177,9 +210,49 @@ static int load_row(hs_sandbox_mgr *mgr, const hs_store_sandbox_row *row, hs_err
 			hs_sandbox__set_state(mgr, e, HS_SANDBOX_FAILED, "lost after restart", NULL);
 		}
 	}
+	pthread_mutex_lock(&mgr->lock);
 	e->next = mgr->head;
 	mgr->head = e;
+	pthread_mutex_unlock(&mgr->lock);
 	return HS_OK;
+}
+
+int hs_sandbox__take_lost(hs_sandbox_mgr *mgr, const char *sandbox_id, int64_t lost_ms,
+			  size_t *n_out, hs_error *err)
+{
+	hs_store_sandbox_row *rows = NULL;
+	size_t n = 0, taken = 0;
+	int rc = HS_OK;
+	if (mgr->node_id[0] != '\0') {
+		int64_t now = hs_clock_wall_ms();
+		rc = hs_store_sandbox_take_lost(mgr->store, mgr->node_id, sandbox_id, now,
+						now - lost_ms, HS_SANDBOX_FAILED,
+						HS_SANDBOX_DESTROYED, &rows, &n, err);
+	}
+	for (size_t i = 0; rc == HS_OK && i < n; i++) {
+		hs_log(HS_LOG_WARN, "sandbox", "taken over from a lost node",
+		       HS_LS("sandbox_id", rows[i].sandbox_id),
+		       HS_LS("reason", rows[i].failure_reason));
+		/* The row is ours now whatever happens to the entry. */
+		if ((rc = load_row(mgr, &rows[i], true, err)) == HS_OK)
+			taken++;
+	}
+	free(rows);
+	if (n_out != NULL)
+		*n_out = taken;
+	return rc;
+}
+
+/* The reaper's look for lost nodes, every third of node_lost_ms (at most
+ * every 5 s). */
+static void sweep_lost(hs_sandbox_mgr *mgr)
+{
+	int64_t period = mgr->cfg.node_lost_ms / 3;
+	mgr->next_sweep_ms = hs_clock_mono_ms() + (period < 5000 ? period : 5000);
+	hs_error e = { 0 };
+	if (hs_sandbox__take_lost(mgr, NULL, mgr->cfg.node_lost_ms, NULL, &e) != HS_OK)
+		hs_log(HS_LOG_WARN, "sandbox", "cannot take over a lost node's sandboxes",
+		       HS_LS("error", e.msg));
 }
 
 int hs_sandbox_mgr_new(hs_sandbox_mgr **out, const hs_sandbox_config *cfg, hs_store *store,
@@ -261,7 +334,7 @@ int hs_sandbox_mgr_new(hs_sandbox_mgr **out, const hs_sandbox_config *cfg, hs_st
 			goto fail;
 		for (size_t i = 0; i < n; i++) {
 			if (rows[i].state != HS_SANDBOX_DESTROYED &&
-			    (rc = load_row(mgr, &rows[i], err)) != HS_OK)
+			    (rc = load_row(mgr, &rows[i], false, err)) != HS_OK)
 				goto fail;
 		}
 		if (n > 0) {

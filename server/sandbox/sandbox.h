@@ -110,6 +110,10 @@ typedef struct hs_sandbox_config {
 				      * single-node store. The manager loads only its own
 				      * rows; a call naming another node's sandbox is
 				      * HS_UNAVAILABLE naming that node and its address. */
+	int64_t node_lost_ms;        /* with a node_id: another node whose row expired
+				      * this long ago (or has none) is lost; its
+				      * sandboxes are taken over here as FAILED "node N
+				      * lost" (0 = never) */
 	hs_sandbox_host host;        /* derived; see hs_sandbox_host */
 } hs_sandbox_config;
 
