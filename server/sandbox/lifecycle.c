@@ -20,6 +20,7 @@
 
 #include "curl_once.h"
 #include "log.h"
+#include "tenancy.h"
 
 #define BUSY_RETRY_MS 50
 
@@ -186,6 +187,7 @@ static int load_row(hs_sandbox_mgr *mgr, const hs_store_sandbox_row *row, bool t
 	r->vcpu_count = (unsigned)row->vcpu_count;
 	r->mem_size_mib = (unsigned)row->mem_size_mib;
 	hs_sandbox__rec_from_config_json(r, row->config_json, NULL);
+	e->taken_lost = taken;
 	if (!taken)
 		e->drv->adopt(&mgr->cfg, r);
 	if (!taken && (row->state == HS_SANDBOX_RUNNING || row->state == HS_SANDBOX_PAUSED)) {
@@ -240,6 +242,93 @@ int hs_sandbox__take_lost(hs_sandbox_mgr *mgr, const char *sandbox_id, int64_t l
 	free(rows);
 	if (n_out != NULL)
 		*n_out = taken;
+	return rc;
+}
+
+/* Start a taken-over bwrap sandbox again here (entry locked). */
+static int relaunch(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller, hs_sandbox__entry *e,
+		    hs_error *err)
+{
+	hs_sandbox__rec *r = &e->rec;
+	int rc = HS_OK;
+	if (r->workspace_name[0] != '\0') {
+		/* Beneath this node's root, without links; made if the restore
+		 * left nothing there. */
+		int fd = -1;
+		char *name = NULL;
+		if ((rc = hs_tenancy_open_workspace(mgr->cfg.tenancy, &caller->who, r->task_id,
+						    r->workspace_name, HS_WORKSPACE_CREATE, &fd,
+						    &name, err)) != HS_OK)
+			return rc;
+		close(fd);
+		rc = hs_sandbox__path(r->workspace, sizeof(r->workspace), err, "workspace", "%s/%s",
+				      hs_tenancy_workspace_root(mgr->cfg.tenancy), name);
+		free(name);
+		if (rc != HS_OK)
+			return rc;
+	}
+	if ((rc = hs_sandbox__mkdirs(r->runtime_dir, 0750, err)) != HS_OK)
+		return rc;
+	hs_error derr = { 0 };
+	rc = e->drv->start(&mgr->cfg, r, caller->timeout_ms, &derr);
+	hs_sandbox__rec_to_config_json(r, e->row.config_json, sizeof(e->row.config_json), NULL);
+	if (rc != HS_OK) {
+		hs_sandbox__proc_forget(r);
+		char why[HS_ERROR_MSG_MAX];
+		snprintf(why, sizeof(why), "%s", derr.msg);
+		hs_sandbox__set_state(mgr, e, HS_SANDBOX_FAILED, why, NULL);
+		return hs_error_set(err, rc, "sandbox %s: cannot start it again here: %s", r->id,
+				    why);
+	}
+	e->taken_lost = false;
+	e->row.exit_code = 0;
+	e->row.started_at_ms = hs_clock_wall_ms();
+	hs_log(HS_LOG_INFO, "sandbox", "started again on this node", HS_LS("sandbox_id", r->id),
+	       HS_LS("node_id", mgr->node_id), HS_LI("pid", r->pid));
+	return hs_sandbox__set_state(mgr, e, HS_SANDBOX_RUNNING, NULL, err);
+}
+
+int hs_sandbox_recover_lost(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller, const char *id,
+			    bool *done, hs_sandbox_info *out, hs_error *err)
+{
+	*done = false;
+	if (mgr->node_id[0] == '\0')
+		return HS_OK;
+	if (caller == NULL || caller->who.user_id == NULL || caller->who.user_id[0] == '\0')
+		return hs_error_set(err, HS_UNAUTH, "no caller identity");
+	int rc = hs_id_check_name("sandbox_id", id, err);
+	if (rc != HS_OK)
+		return rc;
+	hs_store_sandbox_row *row = malloc(sizeof(*row));
+	if (row == NULL)
+		return hs_error_set(err, HS_INTERNAL, "out of memory");
+	bool theirs = hs_store_sandbox_get(mgr->store, id, row, NULL) == HS_OK &&
+		      hs_principal_may(&caller->who, row->owner) &&
+		      row->state != HS_SANDBOX_DESTROYED && strcmp(row->node_id, mgr->node_id) != 0;
+	free(row);
+	/* Its node's row expired (lost_ms 0): taken here now, or never. */
+	if (theirs && (rc = hs_sandbox__take_lost(mgr, id, 0, NULL, err)) != HS_OK)
+		return rc;
+	hs_sandbox__entry *e = NULL;
+	hs_error aerr = { 0 };
+	if (hs_sandbox__acquire(mgr, caller, id, "RecoverSandbox", HS_NEED(HS_SANDBOX_FAILED), &e,
+				&aerr) != HS_OK)
+		return HS_OK; /* not here, or not failed: the usual path answers */
+	if (!e->taken_lost) {
+		hs_sandbox__release(mgr, e);
+		return HS_OK;
+	}
+	if (e->drv != &hs_sandbox__bwrap_driver)
+		rc = hs_error_set(err, HS_CONFLICT,
+				  "sandbox %s (%s) cannot come back on node %s: its VM and "
+				  "snapshot files were on the lost node's host (%s)",
+				  id, e->row.driver, mgr->node_id, e->row.failure_reason);
+	else if ((rc = relaunch(mgr, caller, e, err)) == HS_OK) {
+		*done = true;
+		if (out != NULL)
+			rc = hs_sandbox__info_from_row(&e->row, out, err);
+	}
+	hs_sandbox__release(mgr, e);
 	return rc;
 }
 

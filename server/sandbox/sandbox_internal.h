@@ -17,6 +17,8 @@ typedef struct hs_sandbox__entry {
 	const hs_sandbox__driver *drv;
 	int refs;  /* guarded by mgr->lock */
 	bool gone; /* destroyed and unlinked; guarded by lock */
+	bool taken_lost; /* taken over from a lost node, not run here since
+			  * (hs_sandbox_recover_lost); guarded by lock */
 	_Atomic int metric_state; /* row.state for the scrape (metrics.c) */
 	struct hs_sandbox__entry *next;
 } hs_sandbox__entry;

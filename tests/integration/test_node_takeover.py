@@ -12,7 +12,12 @@ nodes on one database of the pg fixture's server, --task-lease-ms 1500.
   the quota;
 * node-a restarts with the same id (its lease ran out): it starts, and
   does not resurrect the sandbox a survivor took (still FAILED, the
-  survivor's).
+  survivor's);
+* recovery elsewhere: node-a runs a task with a bwrap sandbox (nodes share
+  a --checkpoint-remote); node-a is killed; node-b takes the task over,
+  times it out, restores its checkpoint (fetched from the remote) and
+  starts the sandbox again on node-b from its stored spec, on the restored
+  workspace.
 
 No timed assertions: every wait polls for a condition with a generous
 limit and asserts on what the poll saw."""
@@ -26,10 +31,11 @@ import uuid
 
 import grpc
 
-from harness.v1 import sandbox_pb2
+from harness.v1 import health_pb2, sandbox_pb2
 
 import hstest
-from test_sandboxes import ADMIN, Client, counter_script, pids_with, read_count, wait_until
+from test_nodes import Client as TaskClient
+from test_sandboxes import ADMIN, Client, alive, counter_script, pids_with, read_count, wait_until
 
 S = sandbox_pb2
 ENV = {"HARNESS_JWT_SECRET": "integration-test-secret-0123456789abcdef",
@@ -62,9 +68,11 @@ def poll_value(fn, pred, timeout, what):
 
 @unittest.skipUnless(hstest.STORE_PG, "needs the pg fixture (HS_TEST_STORE_PG)")
 class NodeTakeoverTest(unittest.TestCase):
+    extra = []
+
     def args(self, name):
         return ["--store", self.dsn, "--node-id", name, "--sandbox-driver", "bwrap",
-                "--sandboxes-per-user", "2", "--task-lease-ms", LEASE_MS]
+                "--sandboxes-per-user", "2", "--task-lease-ms", LEASE_MS] + self.extra
 
     def node(self, name):
         n = hstest.Harnessd(args=self.args(name), env=ENV)
@@ -177,6 +185,73 @@ class NodeTakeoverTest(unittest.TestCase):
                 else:
                     n.close()
             kill_all(marker)  # never leave one behind
+        for n in self.started:
+            bad = [l for l in n.raw_lines if "runtime error" in l or "Sanitizer" in l]
+            self.assertEqual(bad[:20], [], "sanitizer reports")
+
+    def test_a_sandbox_task_recovers_on_a_survivor(self):
+        self.started = []
+        self.dsn = hstest.pg_create_database(hstest.STORE_PG,
+                                             "hs_takeover_rec_%d" % os.getpid())
+        tmp = tempfile.TemporaryDirectory(prefix="hs-it-remote-")
+        remote = os.path.join(tmp.name, "remote.git")
+        subprocess.run(["git", "init", "--quiet", "--bare", remote], check=True)
+        self.extra = ["--checkpoint-remote", "file://" + remote]
+        marker = "86399.%06d" % (uuid.uuid4().int % 1000000)
+        tid, sid = "task-sb", "sb-task"
+        a = self.node("node-a")
+        b = None
+        try:
+            sb_a = Client(a.channel, hstest.login(a.channel, *ADMIN))
+            tasks_a = TaskClient(a.channel, hstest.login(a.channel, *ADMIN))
+            sb_a.CreateSandbox(sandbox_id=sid, task_id=tid, entrypoint=counter_script(marker))
+            first = sb_a.StartSandbox(sandbox_id=sid)
+            tasks_a.RegisterTask(
+                task_id=tid, heartbeat_interval_ms=200,
+                heartbeat_timeout_ms=int(3000 * hstest.SLOW), sandbox_id=sid,
+                recovery_policy=health_pb2.RecoveryPolicy(max_attempts=5, initial_backoff_ms=100,
+                                                          max_backoff_ms=200))
+            with open(os.path.join(first.workspace, "work.txt"), "w") as f:
+                f.write("step 1")
+            wait_until(lambda: read_count(first) > 1, 20, "counting on node-a")
+            ckpt = tasks_a.checkpoint(tid, 1)
+            b = self.node("node-b")
+            tasks_b = TaskClient(b.channel, hstest.login(b.channel, *ADMIN))
+            sb_b = Client(b.channel, hstest.login(b.channel, *ADMIN))
+            tasks_a.Heartbeat(task_id=tid, current_step=1)
+
+            a.kill()  # its host is gone: harnessd and its sandboxes
+            kill_all(marker)
+
+            got = poll_value(lambda: sb_b.GetSandbox(sandbox_id=sid),
+                             lambda x: x.state == S.SANDBOX_STATE_RUNNING, 30,
+                             "the sandbox to run again on node-b")
+            self.assertTrue(got.workspace.startswith(b.data_dir), got.workspace)
+            self.assertTrue(alive(got.pid))
+            with open(os.path.join(got.workspace, "work.txt")) as f:
+                self.assertEqual(f.read(), "step 1")  # the restored workspace
+            wait_until(lambda: read_count(got) > 2, 20, "counting on node-b")
+            self.assertTrue(any(l.get("msg") == "started again on this node" and
+                                l.get("sandbox_id") == sid for l in list(b.lines)))
+            r = poll_value(lambda: tasks_b.Heartbeat(task_id=tid, current_step=1),
+                           lambda r: r.instruction == health_pb2.INSTRUCTION_RESUME_FROM_CHECKPOINT,
+                           30, "node-b to offer the restored checkpoint")
+            self.assertEqual(r.checkpoint_id, ckpt.checkpoint_id)
+            self.assertEqual(tasks_b.GetTask(task_id=tid).sandbox_id, sid)
+            self.assertEqual(sb_b.DestroySandbox(sandbox_id=sid).state,
+                             S.SANDBOX_STATE_DESTROYED)
+        except BaseException:
+            if b is not None:  # what node-b did, for the failure report
+                print("\n".join(l for l in b.raw_lines if "task" in l)[-6000:])
+            raise
+        finally:
+            if b is not None:
+                b.close()
+            a.kill()
+            if a._tmp is not None:
+                a._tmp.cleanup()
+            kill_all(marker)
+            tmp.cleanup()
         for n in self.started:
             bad = [l for l in n.raw_lines if "runtime error" in l or "Sanitizer" in l]
             self.assertEqual(bad[:20], [], "sanitizer reports")
