@@ -410,6 +410,18 @@ int hs_sandbox_mgr_new(hs_sandbox_mgr **out, const hs_sandbox_config *cfg, hs_st
 				       cfg->streams_max, cfg->stream_rate };
 	if ((rc = hs_sandbox__hub_new(&mgr->hub, &lim, err)) != HS_OK)
 		goto fail;
+	/* A shared store's rows of no node (made by one harnessd before
+	 * migration 8): the first node to start takes them (one conditional
+	 * update) and loads them below like its own: on the host that ran
+	 * them their processes are re-adopted, elsewhere they are FAILED
+	 * "lost after restart" (pid + start time never match there). */
+	size_t unowned = 0;
+	if (mgr->node_id[0] != '\0' &&
+	    (rc = hs_store_sandbox_adopt_unowned(store, mgr->node_id, &unowned, err)) != HS_OK)
+		goto fail;
+	if (unowned > 0)
+		hs_log(HS_LOG_INFO, "sandbox", "adopted sandboxes of no node",
+		       HS_LI("sandboxes", (int64_t)unowned), HS_LS("node_id", mgr->node_id));
 	char after[HS_STORE_ID_MAX] = "";
 	int64_t after_ms = 0;
 	for (;;) {

@@ -283,6 +283,12 @@ int hs_store_sandbox_list(hs_store *store, const hs_store_sandbox_filter *filter
 /* Sandboxes of owner whose state != destroyed_state (quota checks). */
 int hs_store_sandbox_count_by_owner(hs_store *store, const char *owner, int destroyed_state,
 				    int64_t *out, hs_error *err);
+/* Rows of no node (node_id "": made by a single harnessd before the store
+ * was shared, migration 8) become node_id's: one conditional UPDATE, so
+ * the first node to start takes them all and no other node sees any.
+ * *n_out (NULL allowed) = how many. */
+int hs_store_sandbox_adopt_unowned(hs_store *store, const char *node_id, size_t *n_out,
+				   hs_error *err);
 /* A lost node's sandboxes, taken over by node_id (several nodes on one
  * store). Every row whose state is not destroyed_state, whose node is
  * neither "" nor node_id, and whose node has no row live at live_after_ms

@@ -231,6 +231,28 @@ done:
 	return rc;
 }
 
+int hs_store_sandbox_adopt_unowned(hs_store *s, const char *node_id, size_t *n_out,
+				   hs_error *err)
+{
+	int rc;
+	hs_stmt *st = NULL;
+	if (s == NULL)
+		return hs_error_set(err, HS_INVALID, "store: NULL argument");
+	if ((rc = hs_store__check_key(node_id, HS_STORE_ID_MAX, "node_id", err)) != HS_OK)
+		return rc;
+	hs_store__lock(s);
+	HS_STMT(st, HS_STMT_SANDBOX_ADOPT_UNOWNED,
+		"UPDATE sandboxes SET node_id = ?1 WHERE node_id = ''");
+	HS_BIND_T(st, 1, node_id, HS_STORE_ID_MAX, "node_id");
+	if ((rc = hs_store__step_done(s, st, "adopt sandboxes of no node", err)) == HS_OK &&
+	    n_out != NULL)
+		*n_out = (size_t)hs_store__changes(st);
+done:
+	hs_store__release(st);
+	hs_store__unlock(s);
+	return rc;
+}
+
 int hs_store_sandbox_take_lost(hs_store *s, const char *node_id, const char *sandbox_id,
 			       int64_t now_ms, int64_t live_after_ms, int failed_state,
 			       int destroyed_state, hs_store_sandbox_row **out, size_t *n_out,

@@ -727,6 +727,7 @@ int main(void)
 		T(test_store__nodes_advertise_and_expire),
 		T(test_store__node_claim_refuses_a_live_holder),
 		T(test_store__sandbox_take_lost_once),
+		T(test_store__sandbox_adopt_unowned_once),
 		T(test_store__lease_acquire_renew_takeover_and_fencing),
 		T(test_store__lease_renew_node_renews_only_what_it_holds),
 		T(test_store__lease_takeover_race_has_one_winner),

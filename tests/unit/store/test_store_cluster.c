@@ -566,3 +566,31 @@ void test_store__sandbox_take_lost_once(void **state)
 	}
 	free(got);
 }
+
+void test_store__sandbox_adopt_unowned_once(void **state)
+{
+	fixture *f = *state;
+	hs_store *s = open_store(f);
+	hs_error err = { 0 };
+	const char *ids[] = { "sb_old1", "sb_old2", "sb_a" };
+	const char *nodes[] = { "", "", "node-a" };
+	for (size_t i = 0; i < 3; i++) {
+		hs_store_sandbox_row *r = make_sandbox(ids[i], "usr_1", 2);
+		snprintf(r->node_id, sizeof(r->node_id), "%s", nodes[i]);
+		assert_int_equal(hs_store_sandbox_insert(s, r, &err), HS_OK);
+		free(r);
+	}
+	size_t n = 99;
+	assert_int_equal(hs_store_sandbox_adopt_unowned(s, "node-b", &n, &err), HS_OK);
+	assert_int_equal(n, 2);
+	assert_int_equal(hs_store_sandbox_adopt_unowned(s, "node-c", &n, &err), HS_OK);
+	assert_int_equal(n, 0);
+	hs_store_sandbox_row *got = calloc(1, sizeof(*got));
+	assert_non_null(got);
+	const char *want[] = { "node-b", "node-b", "node-a" };
+	for (size_t i = 0; i < 3; i++) {
+		assert_int_equal(hs_store_sandbox_get(s, ids[i], got, &err), HS_OK);
+		assert_string_equal(got->node_id, want[i]);
+	}
+	free(got);
+}
