@@ -51,6 +51,25 @@ def kill_all(marker):
             pass  # ended with its parent meanwhile
 
 
+def only_libgit2_regexp_leaks(lines):
+    """True when every LeakSanitizer report in lines is the one known leak
+    of Debian 12's libgit2 1.5 (git_regexp_search leaves its pcre2 match
+    data behind when nothing matches; fixed upstream), reached from
+    git_remote_create_anonymous in checkpoint/fetch.c: each leak's first
+    frame past malloc is in libpcre2. Any other leak, or any other
+    sanitizer report, is ours and fails the test."""
+    leaks = 0
+    for i, l in enumerate(lines):
+        if "Direct leak" in l or "Indirect leak" in l:
+            leaks += 1
+            frame = next((x for x in lines[i + 1:i + 4] if x.strip().startswith("#1 ")), "")
+            if "libpcre2" not in frame:
+                return False
+        elif "ERROR: AddressSanitizer" in l or "runtime error" in l:
+            return False
+    return leaks > 0
+
+
 def poll_value(fn, pred, timeout, what):
     """fn() until pred(value) holds; returns that value (errors retried)."""
     deadline = time.monotonic() + max(timeout, 30) * hstest.SLOW
@@ -246,13 +265,21 @@ class NodeTakeoverTest(unittest.TestCase):
             raise
         finally:
             if b is not None:
-                b.close()
+                # node-b restored a checkpoint fetched from the remote: the
+                # only exit status tolerated besides 0 is LeakSanitizer's
+                # for libgit2 1.5's own leak (nothing of ours)
+                code = b.close(expect_exit=None)
+                if code != 0 and not only_libgit2_regexp_leaks(b.raw_lines):
+                    raise AssertionError("node-b exited %s:\n%s" % (
+                        code, "\n".join(b.raw_lines[-40:])))
             a.kill()
             if a._tmp is not None:
                 a._tmp.cleanup()
             kill_all(marker)
             tmp.cleanup()
         for n in self.started:
+            if only_libgit2_regexp_leaks(n.raw_lines):
+                continue  # checked above: libgit2's own leak, nothing else
             bad = [l for l in n.raw_lines if "runtime error" in l or "Sanitizer" in l]
             self.assertEqual(bad[:20], [], "sanitizer reports")
 
