@@ -336,6 +336,15 @@ static int start(app *a, hs_error *err)
 	    (rc = hs_metrics_add(a->metrics, hs_metrics_collect_process, NULL, err)) != HS_OK ||
 	    (rc = hs_metrics_add(a->metrics, hs_store_collect_metrics, a->store, err)) != HS_OK)
 		return rc;
+	/* Many nodes: this process is the node --node-id, nobody else (a live
+	 * holder of the id refuses the start), before any module loads what
+	 * belongs to the node. */
+	if (strcmp(hs_store_backend(a->store), "postgres") == 0 &&
+	    (rc = hs_tasks_claim_node(a->store, a->cfg.node_id,
+				      a->cfg.advertise_address[0] ? a->cfg.advertise_address
+								  : a->cfg.listen,
+				      a->cfg.task_lease_ms, err)) != HS_OK)
+		return rc;
 	hs_tenancy_config tc_cfg = { a->store, a->cfg.workspace_root };
 	if ((rc = hs_tenancy_new(&a->tenancy, &tc_cfg, err)) != HS_OK)
 		return rc;

@@ -20,6 +20,7 @@
 
 #include "curl_once.h"
 #include "log.h"
+#include "tenancy.h"
 
 #define BUSY_RETRY_MS 50
 
@@ -48,6 +49,8 @@ static void reap_one(hs_sandbox_mgr *mgr, hs_sandbox__entry *e, int64_t now)
 		hs_sandbox__check_exit(mgr, e, NULL, 0);
 }
 
+static void sweep_lost(hs_sandbox_mgr *mgr);
+
 void *hs_sandbox__reaper_main(void *payload)
 {
 	hs_sandbox_mgr *mgr = payload;
@@ -58,6 +61,12 @@ void *hs_sandbox__reaper_main(void *payload)
 		if (mgr->stopping) {
 			pthread_mutex_unlock(&mgr->lock);
 			break;
+		}
+		if (mgr->node_id[0] != '\0' && mgr->cfg.node_lost_ms > 0 &&
+		    hs_clock_mono_ms() >= mgr->next_sweep_ms) {
+			pthread_mutex_unlock(&mgr->lock);
+			sweep_lost(mgr);
+			pthread_mutex_lock(&mgr->lock);
 		}
 		size_t n = 0;
 		for (hs_sandbox__entry *e = mgr->head; e != NULL; e = e->next)
@@ -133,8 +142,13 @@ void *hs_sandbox__reaper_main(void *payload)
 	return NULL;
 }
 
-/* Load one non-destroyed row into the registry, adopting or failing it. */
-static int load_row(hs_sandbox_mgr *mgr, const hs_store_sandbox_row *row, hs_error *err)
+/* Load one non-destroyed row into the registry, adopting or failing it.
+ * taken: a lost node's row, FAILED already (hs_sandbox__take_lost): its
+ * process, cgroup and files were on that node's host, so nothing is
+ * adopted and its runtime paths become this node's (nothing there: a
+ * Destroy removes nothing of another sandbox). */
+static int load_row(hs_sandbox_mgr *mgr, const hs_store_sandbox_row *row, bool taken,
+		    hs_error *err)
 {
 	const hs_sandbox__driver *drv = hs_sandbox__driver_by_name(row->driver);
 	hs_sandbox__entry *e = calloc(1, sizeof(*e));
@@ -148,14 +162,35 @@ static int load_row(hs_sandbox_mgr *mgr, const hs_store_sandbox_row *row, hs_err
 	hs_sandbox__rec *r = &e->rec;
 	r->pidfd = -1;
 	hs_sandbox__path(r->id, sizeof(r->id), NULL, "id", "%s", row->sandbox_id);
-	snprintf(r->runtime_dir, sizeof(r->runtime_dir), "%s", row->runtime_dir);
-	snprintf(r->log_path, sizeof(r->log_path), "%s", row->log_path);
+	if (taken) {
+		int rc = hs_sandbox__path(r->runtime_dir, sizeof(r->runtime_dir), err,
+					  "runtime dir", "%s/%s", mgr->cfg.runtime_root, r->id);
+		if (rc == HS_OK)
+			rc = hs_sandbox__path(r->log_path, sizeof(r->log_path), err, "log path",
+					      "%s/sandbox.log", r->runtime_dir);
+		if (rc == HS_OK)
+			rc = hs_sandbox__path(e->row.runtime_dir, sizeof(e->row.runtime_dir), err,
+					      "runtime dir", "%s", r->runtime_dir);
+		if (rc == HS_OK)
+			rc = hs_sandbox__path(e->row.log_path, sizeof(e->row.log_path), err,
+					      "log path", "%s", r->log_path);
+		if (rc != HS_OK) {
+			pthread_mutex_destroy(&e->lock);
+			free(e);
+			return rc;
+		}
+	} else {
+		snprintf(r->runtime_dir, sizeof(r->runtime_dir), "%s", row->runtime_dir);
+		snprintf(r->log_path, sizeof(r->log_path), "%s", row->log_path);
+	}
 	snprintf(r->task_id, sizeof(r->task_id), "%s", row->task_id);
 	r->vcpu_count = (unsigned)row->vcpu_count;
 	r->mem_size_mib = (unsigned)row->mem_size_mib;
 	hs_sandbox__rec_from_config_json(r, row->config_json, NULL);
-	e->drv->adopt(&mgr->cfg, r);
-	if (row->state == HS_SANDBOX_RUNNING || row->state == HS_SANDBOX_PAUSED) {
+	e->taken_lost = taken;
+	if (!taken)
+		e->drv->adopt(&mgr->cfg, r);
+	if (!taken && (row->state == HS_SANDBOX_RUNNING || row->state == HS_SANDBOX_PAUSED)) {
 		pid_t pid = (pid_t)row->pid;
 		int pidfd = drv != NULL && hs_sandbox__proc_alive(pid, row->pid_start_time)
 				    ? hs_sandbox__pidfd_open(pid)
@@ -177,9 +212,136 @@ static int load_row(hs_sandbox_mgr *mgr, const hs_store_sandbox_row *row, hs_err
 			hs_sandbox__set_state(mgr, e, HS_SANDBOX_FAILED, "lost after restart", NULL);
 		}
 	}
+	pthread_mutex_lock(&mgr->lock);
 	e->next = mgr->head;
 	mgr->head = e;
+	pthread_mutex_unlock(&mgr->lock);
 	return HS_OK;
+}
+
+int hs_sandbox__take_lost(hs_sandbox_mgr *mgr, const char *sandbox_id, int64_t lost_ms,
+			  size_t *n_out, hs_error *err)
+{
+	hs_store_sandbox_row *rows = NULL;
+	size_t n = 0, taken = 0;
+	int rc = HS_OK;
+	if (mgr->node_id[0] != '\0') {
+		int64_t now = hs_clock_wall_ms();
+		rc = hs_store_sandbox_take_lost(mgr->store, mgr->node_id, sandbox_id, now,
+						now - lost_ms, HS_SANDBOX_FAILED,
+						HS_SANDBOX_DESTROYED, &rows, &n, err);
+	}
+	for (size_t i = 0; rc == HS_OK && i < n; i++) {
+		hs_log(HS_LOG_WARN, "sandbox", "taken over from a lost node",
+		       HS_LS("sandbox_id", rows[i].sandbox_id),
+		       HS_LS("reason", rows[i].failure_reason));
+		/* The row is ours now whatever happens to the entry. */
+		if ((rc = load_row(mgr, &rows[i], true, err)) == HS_OK)
+			taken++;
+	}
+	free(rows);
+	if (n_out != NULL)
+		*n_out = taken;
+	return rc;
+}
+
+/* Start a taken-over bwrap sandbox again here (entry locked). */
+static int relaunch(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller, hs_sandbox__entry *e,
+		    hs_error *err)
+{
+	hs_sandbox__rec *r = &e->rec;
+	int rc = HS_OK;
+	if (r->workspace_name[0] != '\0') {
+		/* Beneath this node's root, without links; made if the restore
+		 * left nothing there. */
+		int fd = -1;
+		char *name = NULL;
+		if ((rc = hs_tenancy_open_workspace(mgr->cfg.tenancy, &caller->who, r->task_id,
+						    r->workspace_name, HS_WORKSPACE_CREATE, &fd,
+						    &name, err)) != HS_OK)
+			return rc;
+		close(fd);
+		rc = hs_sandbox__path(r->workspace, sizeof(r->workspace), err, "workspace", "%s/%s",
+				      hs_tenancy_workspace_root(mgr->cfg.tenancy), name);
+		free(name);
+		if (rc != HS_OK)
+			return rc;
+	}
+	if ((rc = hs_sandbox__mkdirs(r->runtime_dir, 0750, err)) != HS_OK)
+		return rc;
+	hs_error derr = { 0 };
+	rc = e->drv->start(&mgr->cfg, r, caller->timeout_ms, &derr);
+	hs_sandbox__rec_to_config_json(r, e->row.config_json, sizeof(e->row.config_json), NULL);
+	if (rc != HS_OK) {
+		hs_sandbox__proc_forget(r);
+		char why[HS_ERROR_MSG_MAX];
+		snprintf(why, sizeof(why), "%s", derr.msg);
+		hs_sandbox__set_state(mgr, e, HS_SANDBOX_FAILED, why, NULL);
+		return hs_error_set(err, rc, "sandbox %s: cannot start it again here: %s", r->id,
+				    why);
+	}
+	e->taken_lost = false;
+	e->row.exit_code = 0;
+	e->row.started_at_ms = hs_clock_wall_ms();
+	hs_log(HS_LOG_INFO, "sandbox", "started again on this node", HS_LS("sandbox_id", r->id),
+	       HS_LS("node_id", mgr->node_id), HS_LI("pid", r->pid));
+	return hs_sandbox__set_state(mgr, e, HS_SANDBOX_RUNNING, NULL, err);
+}
+
+int hs_sandbox_recover_lost(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller, const char *id,
+			    bool *done, hs_sandbox_info *out, hs_error *err)
+{
+	*done = false;
+	if (mgr->node_id[0] == '\0')
+		return HS_OK;
+	if (caller == NULL || caller->who.user_id == NULL || caller->who.user_id[0] == '\0')
+		return hs_error_set(err, HS_UNAUTH, "no caller identity");
+	int rc = hs_id_check_name("sandbox_id", id, err);
+	if (rc != HS_OK)
+		return rc;
+	hs_store_sandbox_row *row = malloc(sizeof(*row));
+	if (row == NULL)
+		return hs_error_set(err, HS_INTERNAL, "out of memory");
+	bool theirs = hs_store_sandbox_get(mgr->store, id, row, NULL) == HS_OK &&
+		      hs_principal_may(&caller->who, row->owner) &&
+		      row->state != HS_SANDBOX_DESTROYED && strcmp(row->node_id, mgr->node_id) != 0;
+	free(row);
+	/* Its node's row expired (lost_ms 0): taken here now, or never. */
+	if (theirs && (rc = hs_sandbox__take_lost(mgr, id, 0, NULL, err)) != HS_OK)
+		return rc;
+	hs_sandbox__entry *e = NULL;
+	hs_error aerr = { 0 };
+	if (hs_sandbox__acquire(mgr, caller, id, "RecoverSandbox", HS_NEED(HS_SANDBOX_FAILED), &e,
+				&aerr) != HS_OK)
+		return HS_OK; /* not here, or not failed: the usual path answers */
+	if (!e->taken_lost) {
+		hs_sandbox__release(mgr, e);
+		return HS_OK;
+	}
+	if (e->drv != &hs_sandbox__bwrap_driver)
+		rc = hs_error_set(err, HS_CONFLICT,
+				  "sandbox %s (%s) cannot come back on node %s: its VM and "
+				  "snapshot files were on the lost node's host (%s)",
+				  id, e->row.driver, mgr->node_id, e->row.failure_reason);
+	else if ((rc = relaunch(mgr, caller, e, err)) == HS_OK) {
+		*done = true;
+		if (out != NULL)
+			rc = hs_sandbox__info_from_row(&e->row, out, err);
+	}
+	hs_sandbox__release(mgr, e);
+	return rc;
+}
+
+/* The reaper's look for lost nodes, every third of node_lost_ms (at most
+ * every 5 s). */
+static void sweep_lost(hs_sandbox_mgr *mgr)
+{
+	int64_t period = mgr->cfg.node_lost_ms / 3;
+	mgr->next_sweep_ms = hs_clock_mono_ms() + (period < 5000 ? period : 5000);
+	hs_error e = { 0 };
+	if (hs_sandbox__take_lost(mgr, NULL, mgr->cfg.node_lost_ms, NULL, &e) != HS_OK)
+		hs_log(HS_LOG_WARN, "sandbox", "cannot take over a lost node's sandboxes",
+		       HS_LS("error", e.msg));
 }
 
 int hs_sandbox_mgr_new(hs_sandbox_mgr **out, const hs_sandbox_config *cfg, hs_store *store,
@@ -248,6 +410,18 @@ int hs_sandbox_mgr_new(hs_sandbox_mgr **out, const hs_sandbox_config *cfg, hs_st
 				       cfg->streams_max, cfg->stream_rate };
 	if ((rc = hs_sandbox__hub_new(&mgr->hub, &lim, err)) != HS_OK)
 		goto fail;
+	/* A shared store's rows of no node (made by one harnessd before
+	 * migration 8): the first node to start takes them (one conditional
+	 * update) and loads them below like its own: on the host that ran
+	 * them their processes are re-adopted, elsewhere they are FAILED
+	 * "lost after restart" (pid + start time never match there). */
+	size_t unowned = 0;
+	if (mgr->node_id[0] != '\0' &&
+	    (rc = hs_store_sandbox_adopt_unowned(store, mgr->node_id, &unowned, err)) != HS_OK)
+		goto fail;
+	if (unowned > 0)
+		hs_log(HS_LOG_INFO, "sandbox", "adopted sandboxes of no node",
+		       HS_LI("sandboxes", (int64_t)unowned), HS_LS("node_id", mgr->node_id));
 	char after[HS_STORE_ID_MAX] = "";
 	int64_t after_ms = 0;
 	for (;;) {
@@ -261,7 +435,7 @@ int hs_sandbox_mgr_new(hs_sandbox_mgr **out, const hs_sandbox_config *cfg, hs_st
 			goto fail;
 		for (size_t i = 0; i < n; i++) {
 			if (rows[i].state != HS_SANDBOX_DESTROYED &&
-			    (rc = load_row(mgr, &rows[i], err)) != HS_OK)
+			    (rc = load_row(mgr, &rows[i], false, err)) != HS_OK)
 				goto fail;
 		}
 		if (n > 0) {

@@ -110,6 +110,10 @@ typedef struct hs_sandbox_config {
 				      * single-node store. The manager loads only its own
 				      * rows; a call naming another node's sandbox is
 				      * HS_UNAVAILABLE naming that node and its address. */
+	int64_t node_lost_ms;        /* with a node_id: another node whose row expired
+				      * this long ago (or has none) is lost; its
+				      * sandboxes are taken over here as FAILED "node N
+				      * lost" (0 = never) */
 	hs_sandbox_host host;        /* derived; see hs_sandbox_host */
 } hs_sandbox_config;
 
@@ -280,6 +284,21 @@ int hs_sandbox_resume(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller, cons
 int hs_sandbox_snapshot(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller, const char *id,
 			hs_sandbox_snapshot_type type, hs_sandbox_snapshot_info *out,
 			hs_error *err);
+/* Recovery of a task whose node was lost (several nodes on one store):
+ * bring sandbox id back on this node. Another node's sandbox whose node
+ * row is no longer live (its lease expired: the task's lease moved for the
+ * same reason) is taken over first, as the reaper does after a grace
+ * (FAILED "node N lost", this node's now: one conditional update, so one
+ * node wins). A sandbox taken over that way and not run here since is
+ * started again from its stored spec (bwrap: entrypoint, env, limits,
+ * network) on its workspace as it is now on this node (a recovery has just
+ * restored it), in a fresh runtime dir: RUNNING, *done true. *done false
+ * and HS_OK when id is none of those (this node's own, a live node's, or
+ * not the caller's): the caller goes on as on one node. A firecracker
+ * sandbox cannot come back (its VM and snapshot files were on the lost
+ * host): HS_CONFLICT saying so. */
+int hs_sandbox_recover_lost(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller, const char *id,
+			    bool *done, hs_sandbox_info *out, hs_error *err);
 /* Restore into a fresh VMM process: snapshot_id NULL/"" = the latest. From
  * RUNNING, PAUSED, STOPPED or FAILED; ends RUNNING if resume, else PAUSED. */
 int hs_sandbox_restore(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller, const char *id,

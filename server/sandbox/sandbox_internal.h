@@ -17,6 +17,8 @@ typedef struct hs_sandbox__entry {
 	const hs_sandbox__driver *drv;
 	int refs;  /* guarded by mgr->lock */
 	bool gone; /* destroyed and unlinked; guarded by lock */
+	bool taken_lost; /* taken over from a lost node, not run here since
+			  * (hs_sandbox_recover_lost); guarded by lock */
 	_Atomic int metric_state; /* row.state for the scrape (metrics.c) */
 	struct hs_sandbox__entry *next;
 } hs_sandbox__entry;
@@ -39,6 +41,7 @@ struct hs_sandbox_mgr {
 	pthread_t reaper;
 	int wake_fd;   /* eventfd: a sandbox started, or we are stopping */
 	bool stopping; /* guarded by lock */
+	int64_t next_sweep_ms; /* reaper only: next look for lost nodes (monotonic) */
 	hs_metrics *metrics; /* borrowed; NULL: not registered (metrics.c) */
 };
 
@@ -48,6 +51,13 @@ void hs_sandbox__metrics_collect(hs_metrics_out *out, void *payload);
 void hs_sandbox__wake(hs_sandbox_mgr *mgr);
 /* lifecycle.c's reaper thread. */
 void *hs_sandbox__reaper_main(void *payload);
+/* Take over lost nodes' sandboxes (lifecycle.c; hs_store_sandbox_take_lost
+ * with this node's id): sandbox_id NULL = every row of every node lost for
+ * lost_ms, else that row only. Each row taken joins the registry FAILED
+ * ("node N lost"), with this node's runtime paths, and is served here
+ * (Get, List, Destroy). *n_out (NULL allowed) = how many were taken. */
+int hs_sandbox__take_lost(hs_sandbox_mgr *mgr, const char *sandbox_id, int64_t lost_ms,
+			  size_t *n_out, hs_error *err);
 /* Destroy with the entry locked (manager.c); why = the failure_reason. */
 int hs_sandbox__destroy_locked(hs_sandbox_mgr *mgr, hs_sandbox__entry *e, const char *why,
 			       unsigned grace_ms, hs_error *err);

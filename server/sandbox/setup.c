@@ -48,6 +48,9 @@ int hs_sandbox_service_open(hs_sandbox_mgr **out, const hs_config *c, hs_store *
 	/* Many nodes share a PostgreSQL store: each runs (and re-adopts) its
 	 * own sandboxes. SQLite has one node: "" (every row). */
 	sc.node_id = strcmp(hs_store_backend(store), "postgres") == 0 ? c->node_id : "";
+	/* A node dead for one more lease length (a restart within it re-adopts
+	 * its sandboxes) has lost them: a survivor takes the rows over. */
+	sc.node_lost_ms = sc.node_id[0] != '\0' ? c->task_lease_ms : 0;
 
 	if (c->sandbox_allow_same_uid)
 		hs_log(HS_LOG_WARN, "sandbox",

@@ -283,6 +283,27 @@ int hs_store_sandbox_list(hs_store *store, const hs_store_sandbox_filter *filter
 /* Sandboxes of owner whose state != destroyed_state (quota checks). */
 int hs_store_sandbox_count_by_owner(hs_store *store, const char *owner, int destroyed_state,
 				    int64_t *out, hs_error *err);
+/* Rows of no node (node_id "": made by a single harnessd before the store
+ * was shared, migration 8) become node_id's: one conditional UPDATE, so
+ * the first node to start takes them all and no other node sees any.
+ * *n_out (NULL allowed) = how many. */
+int hs_store_sandbox_adopt_unowned(hs_store *store, const char *node_id, size_t *n_out,
+				   hs_error *err);
+/* A lost node's sandboxes, taken over by node_id (several nodes on one
+ * store). Every row whose state is not destroyed_state, whose node is
+ * neither "" nor node_id, and whose node has no row live at live_after_ms
+ * (its expires_at_ms <= live_after_ms, or no row at all) becomes
+ * failed_state with failure_reason "node <N> lost" (a row already in
+ * failed_state keeps its reason), pid 0, stopped_at_ms now_ms if it was 0,
+ * and node_id = node_id. sandbox_id NULL = every such row, else that one
+ * only. One conditional UPDATE: of several nodes racing, exactly one takes
+ * each row (PostgreSQL re-checks the WHERE on a row another node just
+ * took: its node is then live). The rows as taken go to *out (malloc'd,
+ * free(); NULL when *n_out is 0). */
+int hs_store_sandbox_take_lost(hs_store *store, const char *node_id, const char *sandbox_id,
+			       int64_t now_ms, int64_t live_after_ms, int failed_state,
+			       int destroyed_state, hs_store_sandbox_row **out, size_t *n_out,
+			       hs_error *err);
 
 typedef struct hs_store_snapshot_row {
 	char snapshot_id[HS_STORE_ID_MAX];
@@ -492,6 +513,13 @@ typedef struct hs_store_node_row {
 
 /* Insert or replace the node's row (advertise / renew). */
 int hs_store_node_put(hs_store *store, const hs_store_node_row *row, hs_error *err);
+/* Start as node row->node_id: insert the row, or replace one whose lease
+ * expired (expires_at_ms <= now_ms: the node died or stopped), in one
+ * atomic statement. HS_EXISTS when a live row holds the id (another
+ * process runs with it; it may be this node's previous life, killed less
+ * than a lease ago): the holder's row goes to *holder (NULL allowed). */
+int hs_store_node_claim(hs_store *store, const hs_store_node_row *row, int64_t now_ms,
+			hs_store_node_row *holder, hs_error *err);
 int hs_store_node_get(hs_store *store, const char *node_id, hs_store_node_row *out,
 		      hs_error *err);
 /* Nodes live at now_ms (expires_at_ms > now_ms; now_ms <= 0: every node),

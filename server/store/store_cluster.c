@@ -74,6 +74,62 @@ done:
 	return rc;
 }
 
+int hs_store_node_claim(hs_store *s, const hs_store_node_row *r, int64_t now_ms,
+			hs_store_node_row *holder, hs_error *err)
+{
+	int rc;
+	hs_stmt *st = NULL;
+	if (s == NULL || r == NULL)
+		return hs_error_set(err, HS_INVALID, "store: NULL argument");
+	if ((rc = hs_store__check_key(r->node_id, sizeof(r->node_id), "node_id", err)) != HS_OK)
+		return rc;
+	hs_store__lock(s);
+	/* RETURNING yields no row when a live row makes the WHERE false. */
+	HS_STMT(st, HS_STMT_NODE_CLAIM,
+		"INSERT INTO nodes(" NODE_COLS ") VALUES(?1, ?2, ?3, ?4, ?5) "
+		"ON CONFLICT(node_id) DO UPDATE SET address = excluded.address, "
+		"started_at_ms = excluded.started_at_ms, expires_at_ms = excluded.expires_at_ms, "
+		"updated_at_ms = excluded.updated_at_ms WHERE nodes.expires_at_ms <= ?6 "
+		"RETURNING node_id");
+	HS_BIND_F(st, 1, r, node_id);
+	HS_BIND_F(st, 2, r, address);
+	HS_BIND_I(st, 3, r->started_at_ms);
+	HS_BIND_I(st, 4, r->expires_at_ms);
+	HS_BIND_I(st, 5, r->updated_at_ms);
+	HS_BIND_I(st, 6, now_ms);
+	rc = hs_store__step(st, "claim node id", err);
+	if (rc == HS_STORE_ROW) {
+		/* Finish the statement (SQLite: RETURNING rows come after the write). */
+		while ((rc = hs_store__step(st, "claim node id", err)) == HS_STORE_ROW)
+			;
+		goto done;
+	}
+	if (rc != HS_OK)
+		goto done;
+	hs_store__release(st);
+	st = NULL;
+	hs_store_node_row h;
+	HS_STMT(st, HS_STMT_NODE_GET, "SELECT " NODE_COLS " FROM nodes WHERE node_id = ?1");
+	HS_BIND_F(st, 1, r, node_id);
+	if ((rc = hs_store__step(st, "claim node id", err)) == HS_STORE_ROW &&
+	    (rc = read_node(st, &h, err)) == HS_OK) {
+		if (holder != NULL)
+			*holder = h;
+		rc = hs_error_set(err, HS_EXISTS,
+				  "store: node id %s is held by a live node at %s (its lease "
+				  "expires in %lld ms)",
+				  r->node_id, h.address[0] ? h.address : "no address",
+				  (long long)(h.expires_at_ms - now_ms));
+	} else if (rc == HS_OK) {
+		rc = hs_error_set(err, HS_CONFLICT, "store: node id %s: claim raced a stop",
+				  r->node_id);
+	}
+done:
+	hs_store__release(st);
+	hs_store__unlock(s);
+	return rc;
+}
+
 int hs_store_node_get(hs_store *s, const char *node_id, hs_store_node_row *out, hs_error *err)
 {
 	int rc;

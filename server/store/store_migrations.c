@@ -218,6 +218,10 @@ const char *const hs_store__migrations[] = {
 	 * that host): a node loads and re-adopts only its own rows; '' is
 	 * the one node of a single-node store (every row made before). */
 	"ALTER TABLE sandboxes ADD COLUMN node_id TEXT NOT NULL DEFAULT '';",
+	/* 9: the order of ListTasks across nodes (hs_store_task_list_newest:
+	 * registered_at_ms DESC, task_id; an admin's pages have no owner to
+	 * narrow by): read in index order, LIMIT stops the scan, no sort. */
+	"CREATE INDEX IF NOT EXISTS tasks_newest ON tasks(registered_at_ms DESC, task_id);",
 };
 
 const int hs_store__migration_count =

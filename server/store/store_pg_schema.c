@@ -197,6 +197,8 @@ const char *const hs_store__pg_migrations[] = {
 	/* 8: as SQLite's 8: the node that runs a sandbox ('' = rows made
 	 * before; no node of a shared store loads them). */
 	"ALTER TABLE sandboxes ADD COLUMN node_id TEXT NOT NULL DEFAULT '';",
+	/* 9: as SQLite's 9: the order of ListTasks across nodes. */
+	"CREATE INDEX IF NOT EXISTS tasks_newest ON tasks(registered_at_ms DESC, task_id);",
 };
 
 const int hs_store__pg_migration_count =

@@ -231,6 +231,68 @@ done:
 	return rc;
 }
 
+int hs_store_sandbox_adopt_unowned(hs_store *s, const char *node_id, size_t *n_out,
+				   hs_error *err)
+{
+	int rc;
+	hs_stmt *st = NULL;
+	if (s == NULL)
+		return hs_error_set(err, HS_INVALID, "store: NULL argument");
+	if ((rc = hs_store__check_key(node_id, HS_STORE_ID_MAX, "node_id", err)) != HS_OK)
+		return rc;
+	hs_store__lock(s);
+	HS_STMT(st, HS_STMT_SANDBOX_ADOPT_UNOWNED,
+		"UPDATE sandboxes SET node_id = ?1 WHERE node_id = ''");
+	HS_BIND_T(st, 1, node_id, HS_STORE_ID_MAX, "node_id");
+	if ((rc = hs_store__step_done(s, st, "adopt sandboxes of no node", err)) == HS_OK &&
+	    n_out != NULL)
+		*n_out = (size_t)hs_store__changes(st);
+done:
+	hs_store__release(st);
+	hs_store__unlock(s);
+	return rc;
+}
+
+int hs_store_sandbox_take_lost(hs_store *s, const char *node_id, const char *sandbox_id,
+			       int64_t now_ms, int64_t live_after_ms, int failed_state,
+			       int destroyed_state, hs_store_sandbox_row **out, size_t *n_out,
+			       hs_error *err)
+{
+	int rc;
+	hs_stmt *st = NULL;
+	if (s == NULL || out == NULL || n_out == NULL)
+		return hs_error_set(err, HS_INVALID, "store: NULL argument");
+	if ((rc = hs_store__check_key(node_id, HS_STORE_ID_MAX, "node_id", err)) != HS_OK ||
+	    (sandbox_id != NULL &&
+	     (rc = hs_store__check_key(sandbox_id, HS_STORE_ID_MAX, "sandbox_id", err)) != HS_OK))
+		return rc;
+	hs_store__lock(s);
+	/* SET reads the old row: the reason names the node that was lost. */
+	HS_STMT(st, HS_STMT_SANDBOX_TAKE_LOST,
+		"UPDATE sandboxes SET state = ?4, "
+		"failure_reason = CASE WHEN state = ?4 THEN failure_reason "
+		"ELSE 'node ' || node_id || ' lost' END, pid = 0, "
+		"stopped_at_ms = CASE WHEN stopped_at_ms = 0 THEN ?3 ELSE stopped_at_ms END, "
+		"node_id = ?1 "
+		"WHERE node_id <> '' AND node_id <> ?1 AND state <> ?5 "
+		"AND (CAST(?2 AS TEXT) = '' OR sandbox_id = ?2) "
+		"AND NOT EXISTS (SELECT 1 FROM nodes WHERE nodes.node_id = sandboxes.node_id "
+		"AND nodes.expires_at_ms > ?6) "
+		"RETURNING " SANDBOX_COLS);
+	HS_BIND_T(st, 1, node_id, HS_STORE_ID_MAX, "node_id");
+	HS_BIND_T(st, 2, sandbox_id ? sandbox_id : "", HS_STORE_ID_MAX, "sandbox_id");
+	HS_BIND_I(st, 3, now_ms);
+	HS_BIND_I(st, 4, failed_state);
+	HS_BIND_I(st, 5, destroyed_state);
+	HS_BIND_I(st, 6, live_after_ms);
+	rc = hs_store__collect(s, st, sizeof(hs_store_sandbox_row), read_sandbox_row,
+			       "take lost sandboxes", (void **)out, n_out, err);
+done:
+	hs_store__release(st);
+	hs_store__unlock(s);
+	return rc;
+}
+
 /* ---- snapshots ----------------------------------------------------------- */
 
 static int read_snapshot(hs_stmt *st, hs_store_snapshot_row *r, hs_error *err)

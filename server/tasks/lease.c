@@ -327,10 +327,46 @@ void hs_tasks__lease_stop(hs_tasks *t)
 		t->lease_started = false;
 	}
 	/* Give every lease up (it expires now: a survivor's next scan takes
-	 * it over) and leave the node list. */
+	 * it over) and leave the node list: the row expires now rather than
+	 * going, so its time tells survivors how long ago the node left (its
+	 * sandboxes are taken over only after --task-lease-ms more: a restart
+	 * meanwhile re-adopts them) and a restart claims the id at once. */
 	int64_t now = hs_clock_wall_ms();
 	renew_held(t, now);
-	(void)hs_store_node_delete(t->store, t->node_id, NULL);
+	hs_store_node_row n;
+	if (hs_store_node_get(t->store, t->node_id, &n, NULL) == HS_OK) {
+		n.expires_at_ms = now;
+		n.updated_at_ms = now;
+		(void)hs_store_node_put(t->store, &n, NULL);
+	}
+}
+
+int hs_tasks_claim_node(hs_store *store, const char *node_id, const char *address,
+			int64_t lease_ms, hs_error *err)
+{
+	if (node_id == NULL || node_id[0] == '\0' || strlen(node_id) >= HS_STORE_ID_MAX)
+		return hs_error_set(err, HS_INVALID, "node id: empty or too long");
+	if (lease_ms <= 0)
+		return hs_error_set(err, HS_INVALID, "task lease: must be positive");
+	hs_store_node_row n, holder;
+	memset(&n, 0, sizeof(n));
+	COPY(n.node_id, node_id);
+	COPY(n.address, address != NULL ? address : "");
+	int64_t now = hs_clock_wall_ms();
+	n.started_at_ms = now;
+	n.expires_at_ms = now + lease_ms;
+	n.updated_at_ms = now;
+	hs_error e = { 0 };
+	int rc = hs_store_node_claim(store, &n, now, &holder, &e);
+	if (rc == HS_EXISTS)
+		return hs_error_set(err, HS_EXISTS,
+				    "node id %s is in use by a live node at %s (its lease runs "
+				    "%lld ms more): give each harnessd its own --node-id, or wait",
+				    node_id, holder.address[0] ? holder.address : "no address",
+				    (long long)(holder.expires_at_ms - now));
+	if (rc != HS_OK)
+		return hs_error_set(err, rc, "node id %s: %s", node_id, e.msg);
+	return HS_OK;
 }
 
 int hs_tasks_advertise(hs_tasks *t, const char *address, hs_error *err)

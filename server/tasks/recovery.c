@@ -90,10 +90,23 @@ static bool run_attempt(hs_tasks *t, task *k)
 	char id[HS_TASK_ID_MAX + 1], ckpt[HS_TASK_CKPT_ID_MAX] = "";
 	int64_t step = 0;
 	COPY(id, k->id);
+	/* Many nodes: the task's row names the last checkpoint its holder
+	 * recorded, perhaps on a node that died (this node may have none, or
+	 * an older one); the restore fetches it from --checkpoint-remote. */
+	char row_ckpt[HS_TASK_CKPT_ID_MAX] = "";
+	int64_t row_step = k->m.last_ckpt_step;
+	if (t->leases)
+		COPY(row_ckpt, k->m.last_ckpt);
 	pthread_mutex_unlock(&k->mu);
 	int rc = t->ops.latest != NULL
 			 ? t->ops.latest(t->ops.ctx, id, ckpt, sizeof(ckpt), &step, &err)
 			 : hs_error_set(&err, HS_UNAVAILABLE, "checkpoints are not configured");
+	if (row_ckpt[0] != '\0' && t->ops.latest != NULL &&
+	    (rc == HS_NOT_FOUND || (rc == HS_OK && row_step > step))) {
+		COPY(ckpt, row_ckpt);
+		step = row_step;
+		rc = HS_OK;
+	}
 	pthread_mutex_lock(&k->mu);
 	if (k->epoch != epoch)
 		return true; /* it moved on (a heartbeat, a cancel, RecoverTask): look again */

@@ -1,7 +1,11 @@
 /* The default recovery operations over the checkpoint and sandbox modules'
  * public headers (see hs_task_recovery_ops in tasks.h).
  *
- * Sandbox recovery: restore the sandbox's latest snapshot into a fresh VMM
+ * Sandbox recovery: a sandbox whose node was lost (the task moved here for
+ * that reason) comes back on this node first (hs_sandbox_recover_lost:
+ * taken over, bwrap started again from its spec on the workspace the
+ * restore just brought back; firecracker cannot, and the attempt fails
+ * saying why). Otherwise restore the sandbox's latest snapshot into a fresh VMM
  * (resumed). When it has none (bwrap sandboxes never do) fall back to what
  * the sandbox module offers without the original spec: a PAUSED sandbox is
  * resumed, a RUNNING one is left as is; a STOPPED/FAILED sandbox without
@@ -116,7 +120,18 @@ static int op_sandbox_recover(void *ctx, const char *sandbox_id, const char *own
 	hs_sandbox_info info;
 	hs_error e = { 0 };
 	memset(&info, 0, sizeof(info));
-	int rc = hs_sandbox_restore(c->sb, &caller, sandbox_id, NULL, true, &info, &e);
+	/* The task moved here because its node was lost: its sandbox comes
+	 * back on this node (bwrap: started again from its spec on the
+	 * workspace just restored), or the error says why it cannot. */
+	bool done = false;
+	int rc = hs_sandbox_recover_lost(c->sb, &caller, sandbox_id, &done, &info, &e);
+	if (rc != HS_OK)
+		return hs_error_set(err, rc, "%s", e.msg);
+	if (done) {
+		hs_sandbox_info_dispose(&info);
+		return HS_OK;
+	}
+	rc = hs_sandbox_restore(c->sb, &caller, sandbox_id, NULL, true, &info, &e);
 	if (rc == HS_OK) {
 		hs_sandbox_info_dispose(&info);
 		return HS_OK;

@@ -240,6 +240,16 @@ typedef struct hs_tasks_config {
 	int64_t lease_ms; /* task and node lease length; 0 = 10000, at least 300 */
 } hs_tasks_config;
 
+/* Before anything else runs as node node_id on a shared store: claim the
+ * id (hs_store_node_claim) with address (where it will listen; the row
+ * is rewritten by hs_tasks_advertise) for lease_ms. HS_EXISTS, naming the
+ * node id and the holder's address, while another process's row is live:
+ * two harnessd must never run as one node (each would adopt, fail or
+ * take over the other's sandboxes and tasks). A restart after the row
+ * expired (kill -9: --task-lease-ms later) or after a clean stop (the row
+ * expires at once) claims it. Blocks (one store write). */
+int hs_tasks_claim_node(hs_store *store, const char *node_id, const char *address,
+			int64_t lease_ms, hs_error *err);
 /* Load every task from the store and re-arm deadlines (RUNNING: last
  * heartbeat + timeout, possibly already past; STALLED/RECOVERING: recovery
  * resumes), then start the threads. Blocks. */

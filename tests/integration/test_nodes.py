@@ -293,7 +293,9 @@ class NodesTest(unittest.TestCase):
         self.assertEqual(self.lease("handoff-1"), ("node-b", 1))
         self.nodes[1].close()
         poll(lambda: self.lease("handoff-1") == ("node-c", 2), 30, "node-c to take it over")
-        self.assertEqual(self.query("SELECT count(*) FROM nodes WHERE node_id = 'node-b'"),
+        # its row stays, expired at the stop (survivors see since when)
+        self.assertEqual(self.query("SELECT count(*) FROM nodes WHERE node_id = 'node-b' AND "
+                                    "expires_at_ms > (extract(epoch from now()) * 1000)::bigint"),
                          [["0"]])
         self.assertEqual(self.clients[2].GetTask(task_id="handoff-1").state,
                          H.TASK_STATE_RUNNING)

@@ -70,7 +70,9 @@ class WatchAcrossNodesTest(unittest.TestCase):
 
     @classmethod
     def start(cls):
-        n = hstest.Harnessd(args=("--store", cls.dsn))
+        # each node its own id: a second harnessd with a live node's id
+        # refuses to start (the default id is the hostname)
+        n = hstest.Harnessd(args=("--store", cls.dsn, "--node-id", "watch-%d" % len(cls.nodes)))
         cls.nodes.append(n)
         return n
 

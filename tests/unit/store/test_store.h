@@ -79,6 +79,9 @@ void test_store__concurrent_writers(void **state);
 void test_store__check_writable_fails_on_readonly_file(void **state);
 /* test_store_cluster.c: nodes and task leases */
 void test_store__nodes_advertise_and_expire(void **state);
+void test_store__node_claim_refuses_a_live_holder(void **state);
+void test_store__sandbox_take_lost_once(void **state);
+void test_store__sandbox_adopt_unowned_once(void **state);
 void test_store__lease_acquire_renew_takeover_and_fencing(void **state);
 void test_store__lease_renew_node_renews_only_what_it_holds(void **state);
 void test_store__lease_takeover_race_has_one_winner(void **state);

@@ -456,3 +456,141 @@ void test_store__pool_survives_killed_connections(void **state)
 	free(t);
 	assert_int_equal(hs_store_task_get(s, "pk1", &(hs_store_task_row){ 0 }, &err), HS_OK);
 }
+
+void test_store__node_claim_refuses_a_live_holder(void **state)
+{
+	fixture *f = *state;
+	hs_store *s = open_store(f);
+	hs_error err = { 0 };
+	hs_store_node_row a = { .node_id = "node-a", .address = "10.0.0.1:50051",
+				.started_at_ms = 100, .expires_at_ms = 1100, .updated_at_ms = 100 };
+	hs_store_node_row holder;
+	assert_int_equal(hs_store_node_claim(s, &a, 100, &holder, &err), HS_OK);
+	/* A second process as node-a while the row is live: refused, told who. */
+	hs_store_node_row dup = a;
+	snprintf(dup.address, sizeof(dup.address), "10.0.0.9:50051");
+	dup.started_at_ms = 500;
+	dup.expires_at_ms = 1500;
+	memset(&holder, 0, sizeof(holder));
+	assert_int_equal(hs_store_node_claim(s, &dup, 500, &holder, &err), HS_EXISTS);
+	assert_string_equal(holder.address, "10.0.0.1:50051");
+	assert_non_null(strstr(err.msg, "node-a"));
+	assert_non_null(strstr(err.msg, "10.0.0.1:50051"));
+	hs_store_node_row got;
+	assert_int_equal(hs_store_node_get(s, "node-a", &got, &err), HS_OK);
+	assert_string_equal(got.address, "10.0.0.1:50051");
+	assert_int_equal(got.expires_at_ms, 1100);
+	/* Once the row expired (kill -9, or a clean stop's expiry): granted. */
+	dup.started_at_ms = 1100;
+	dup.expires_at_ms = 2100;
+	assert_int_equal(hs_store_node_claim(s, &dup, 1100, NULL, &err), HS_OK);
+	assert_int_equal(hs_store_node_get(s, "node-a", &got, &err), HS_OK);
+	assert_string_equal(got.address, "10.0.0.9:50051");
+	assert_int_equal(got.expires_at_ms, 2100);
+}
+
+void test_store__sandbox_take_lost_once(void **state)
+{
+	enum { RUNNING = 2, STOPPED = 4, FAILED = 5, DESTROYED = 6 };
+	fixture *f = *state;
+	hs_store *s = open_store(f);
+	hs_error err = { 0 };
+	/* node-a expired at 1000, node-b lives until 9000 */
+	hs_store_node_row a = { .node_id = "node-a", .address = "a:1", .expires_at_ms = 1000 };
+	hs_store_node_row b = { .node_id = "node-b", .address = "b:1", .expires_at_ms = 9000 };
+	assert_int_equal(hs_store_node_put(s, &a, &err), HS_OK);
+	assert_int_equal(hs_store_node_put(s, &b, &err), HS_OK);
+	struct { const char *id, *node; int state; const char *reason; } in[] = {
+		{ "sb_run", "node-a", RUNNING, "" },    { "sb_stop", "node-a", STOPPED, "" },
+		{ "sb_fail", "node-a", FAILED, "oom" }, { "sb_gone", "node-a", DESTROYED, "" },
+		{ "sb_b", "node-b", RUNNING, "" },      { "sb_ghost", "node-x", RUNNING, "" },
+		{ "sb_one", "", RUNNING, "" },
+	};
+	for (size_t i = 0; i < sizeof(in) / sizeof(in[0]); i++) {
+		hs_store_sandbox_row *r = make_sandbox(in[i].id, "usr_1", in[i].state);
+		snprintf(r->node_id, sizeof(r->node_id), "%s", in[i].node);
+		snprintf(r->failure_reason, sizeof(r->failure_reason), "%s", in[i].reason);
+		r->pid = 4242;
+		assert_int_equal(hs_store_sandbox_insert(s, r, &err), HS_OK);
+		free(r);
+	}
+	hs_store_sandbox_row *rows = NULL;
+	size_t n = 0;
+	/* node-a expired less than the grace ago: nothing yet (node-x has no row) */
+	assert_int_equal(hs_store_sandbox_take_lost(s, "node-c", NULL, 1500, 1500 - 1000, FAILED,
+						    DESTROYED, &rows, &n, &err),
+			 HS_OK);
+	assert_int_equal(n, 1);
+	assert_string_equal(rows[0].sandbox_id, "sb_ghost");
+	assert_string_equal(rows[0].failure_reason, "node node-x lost");
+	free(rows);
+	/* One named row only */
+	assert_int_equal(hs_store_sandbox_take_lost(s, "node-c", "sb_run", 2500, 1200, FAILED,
+						    DESTROYED, &rows, &n, &err),
+			 HS_OK);
+	assert_int_equal(n, 1);
+	assert_string_equal(rows[0].sandbox_id, "sb_run");
+	free(rows);
+	/* The rest of node-a's, once: node-c takes them, node-d finds none */
+	assert_int_equal(hs_store_sandbox_take_lost(s, "node-c", NULL, 2500, 1200, FAILED,
+						    DESTROYED, &rows, &n, &err),
+			 HS_OK);
+	assert_int_equal(n, 2);
+	free(rows);
+	hs_store_node_row c = { .node_id = "node-c", .address = "c:1", .expires_at_ms = 9000 };
+	assert_int_equal(hs_store_node_put(s, &c, &err), HS_OK);
+	assert_int_equal(hs_store_sandbox_take_lost(s, "node-d", NULL, 2500, 1200, FAILED,
+						    DESTROYED, &rows, &n, &err),
+			 HS_OK);
+	assert_int_equal(n, 0);
+	assert_null(rows);
+	hs_store_sandbox_row *got = calloc(1, sizeof(*got));
+	assert_non_null(got);
+	struct { const char *id, *node; int state; const char *reason; } want[] = {
+		{ "sb_run", "node-c", FAILED, "node node-a lost" },
+		{ "sb_stop", "node-c", FAILED, "node node-a lost" },
+		{ "sb_fail", "node-c", FAILED, "oom" },
+		{ "sb_gone", "node-a", DESTROYED, "" },
+		{ "sb_b", "node-b", RUNNING, "" },
+		{ "sb_one", "", RUNNING, "" },
+	};
+	for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+		assert_int_equal(hs_store_sandbox_get(s, want[i].id, got, &err), HS_OK);
+		assert_string_equal(got->node_id, want[i].node);
+		assert_int_equal(got->state, want[i].state);
+		assert_string_equal(got->failure_reason, want[i].reason);
+		if (strcmp(want[i].node, "node-c") == 0) {
+			assert_int_equal(got->pid, 0);
+			assert_int_equal(got->stopped_at_ms, 2500);
+		}
+	}
+	free(got);
+}
+
+void test_store__sandbox_adopt_unowned_once(void **state)
+{
+	fixture *f = *state;
+	hs_store *s = open_store(f);
+	hs_error err = { 0 };
+	const char *ids[] = { "sb_old1", "sb_old2", "sb_a" };
+	const char *nodes[] = { "", "", "node-a" };
+	for (size_t i = 0; i < 3; i++) {
+		hs_store_sandbox_row *r = make_sandbox(ids[i], "usr_1", 2);
+		snprintf(r->node_id, sizeof(r->node_id), "%s", nodes[i]);
+		assert_int_equal(hs_store_sandbox_insert(s, r, &err), HS_OK);
+		free(r);
+	}
+	size_t n = 99;
+	assert_int_equal(hs_store_sandbox_adopt_unowned(s, "node-b", &n, &err), HS_OK);
+	assert_int_equal(n, 2);
+	assert_int_equal(hs_store_sandbox_adopt_unowned(s, "node-c", &n, &err), HS_OK);
+	assert_int_equal(n, 0);
+	hs_store_sandbox_row *got = calloc(1, sizeof(*got));
+	assert_non_null(got);
+	const char *want[] = { "node-b", "node-b", "node-a" };
+	for (size_t i = 0; i < 3; i++) {
+		assert_int_equal(hs_store_sandbox_get(s, ids[i], got, &err), HS_OK);
+		assert_string_equal(got->node_id, want[i]);
+	}
+	free(got);
+}

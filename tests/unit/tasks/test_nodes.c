@@ -177,9 +177,13 @@ static void test_nodes__a_stopping_node_hands_its_tasks_over(void **state)
 	hs_tasks *a = open_node(f, "node-a"), *b = open_node(f, "node-b");
 	hs_error err = { 0 };
 	register_on(a, "n3");
+	int64_t stopped = hs_clock_wall_ms();
 	hs_tasks_free(a); /* gives its leases up and leaves the node list */
+	/* its row stays, expired at the stop (survivors see since when) */
 	hs_store_node_row n;
-	assert_int_equal(hs_store_node_get(f->store, "node-a", &n, NULL), HS_NOT_FOUND);
+	assert_int_equal(hs_store_node_get(f->store, "node-a", &n, NULL), HS_OK);
+	assert_true(n.expires_at_ms >= stopped);
+	assert_true(n.expires_at_ms <= hs_clock_wall_ms());
 	bool moved = false;
 	for (int i = 0; i < 3000 && !moved; i++) { /* node-b's scan: every LEASE_MS / 3 */
 		moved = lease_is(f, "n3", "node-b", 2);
