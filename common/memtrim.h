@@ -10,7 +10,9 @@
  * ever copied on write (smaps "Anonymous: 0") are touched: for them dropping
  * a page and faulting it in again from the file is invisible. Relocated
  * read-only data (RELRO), writable data, anonymous memory and shared
- * mappings are left alone. Call once, when startup is done. */
+ * mappings are left alone. Call once, when startup is done. The one race:
+ * a library with text relocations (none in Debian's x86-64 libraries)
+ * being dlopen'd by another thread at that moment could lose them. */
 #ifndef HS_COMMON_MEMTRIM_H
 #define HS_COMMON_MEMTRIM_H
 
