@@ -8,6 +8,7 @@
 #include "client.h"
 #include "gateway_config.h"
 #include "log.h"
+#include "memtrim.h"
 #include "server.h"
 
 int main(int argc, char **argv)
@@ -64,6 +65,14 @@ int main(int argc, char **argv)
 							    copts.tls_cert_file != NULL),
 	       HS_LB("production", cfg.production),
 	       HS_LB("csrf_strict", cfg.csrf_strict));
+	/* The library pages only startup touched, given back (common/memtrim.h). */
+	size_t trimmed_kb = 0;
+	hs_error terr;
+	hs_error_clear(&terr);
+	if (hs_memtrim_startup(&trimmed_kb, &terr) == HS_OK)
+		hs_log(HS_LOG_DEBUG, "gateway", "startup pages dropped", HS_LI("kb", trimmed_kb));
+	else
+		hs_log(HS_LOG_WARN, "gateway", "startup pages kept", HS_LS("error", terr.msg));
 
 	int sig = 0;
 	sigwait(&set, &sig);

@@ -22,6 +22,7 @@
 #include "std_services.h"
 #include "store.h"
 #include "tenancy.h"
+#include "memtrim.h"
 #include "metrics.h"
 #include "metrics_http.h"
 #include "tasks_service.h"
@@ -557,6 +558,13 @@ int main(int argc, char **argv)
 	       HS_LB("tls", a.cfg.tls_cert[0] != '\0'),
 	       HS_LS("data_dir", a.cfg.data_dir), HS_LS("auth_backend", a.cfg.auth_backend),
 	       HS_LS("node_id", a.cfg.node_id));
+	/* The library pages only startup touched, given back (common/memtrim.h). */
+	size_t trimmed_kb = 0;
+	hs_error terr = { 0 };
+	if (hs_memtrim_startup(&trimmed_kb, &terr) == HS_OK)
+		hs_log(HS_LOG_DEBUG, "main", "startup pages dropped", HS_LI("kb", trimmed_kb));
+	else
+		hs_log(HS_LOG_WARN, "main", "startup pages kept", HS_LS("error", terr.msg));
 
 	int sig = 0;
 	sigwait(&sigs, &sig); /* only fails for an invalid set */

@@ -571,8 +571,11 @@ static int identity_of_token(const hs_token_entry *te, hs_auth_identity *out, hs
 {
 	if (hs_apikey_is_key(te->sub))
 		return hs_error_set(err, HS_UNAUTH, "invalid access token: bad claims");
-	snprintf(out->id, sizeof(out->id), "%s", te->sub);
-	snprintf(out->role, sizeof(out->role), "%s", te->role);
+	/* the same sizes, both NUL-terminated within (token_cache.c) */
+	_Static_assert(sizeof(out->id) == sizeof(te->sub) && sizeof(out->role) == sizeof(te->role),
+		       "hs_auth_identity and hs_token_entry disagree");
+	memcpy(out->id, te->sub, sizeof(out->id));
+	memcpy(out->role, te->role, sizeof(out->role));
 	out->is_admin = strcmp(te->role, "admin") == 0;
 	return HS_OK;
 }

@@ -46,7 +46,8 @@ static int authenticate(hs_rpc_call *call, hs_rpc_principal *out, hs_error *err,
 		bearer = h + 7;
 		while (*bearer == ' ')
 			bearer++;
-		if (strlen(bearer) == 0 || strlen(bearer) > TOKEN_MAX)
+		size_t blen = strlen(bearer);
+		if (blen == 0 || blen > TOKEN_MAX)
 			return hs_error_set(err, HS_UNAUTH, "invalid access token");
 	}
 	/* Client certificate names matter only without a bearer token. */
@@ -59,10 +60,11 @@ static int authenticate(hs_rpc_call *call, hs_rpc_principal *out, hs_error *err,
 	int rc = hs_auth_authenticate(auth, bearer, cn, n, hs_rpc_call_method(call), &id, err);
 	if (rc != HS_OK)
 		return rc;
-	if (strlen(id.id) >= sizeof(out->user_id) || strlen(id.role) >= sizeof(out->role))
+	size_t id_len = strlen(id.id), role_len = strlen(id.role);
+	if (id_len >= sizeof(out->user_id) || role_len >= sizeof(out->role))
 		return hs_error_set(err, HS_UNAUTH, "invalid access token: bad claims");
-	snprintf(out->user_id, sizeof(out->user_id), "%s", id.id);
-	snprintf(out->role, sizeof(out->role), "%s", id.role);
+	memcpy(out->user_id, id.id, id_len + 1);
+	memcpy(out->role, id.role, role_len + 1);
 	out->is_admin = id.is_admin;
 	return HS_OK;
 }

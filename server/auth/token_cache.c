@@ -30,11 +30,31 @@ struct hs_token_cache {
 	pthread_mutex_t locks[N_LOCKS];
 };
 
+/* A word at a time (a JWT is ~300 bytes; FNV-1a a byte at a time was 1.4 %
+ * of GetTask's CPU). Not keyed: only verified tokens are ever stored, and a
+ * lookup compares the whole token, so a collision costs a miss, never a
+ * wrong hit. */
+static uint64_t mix(uint64_t h, uint64_t w)
+{
+	h ^= w;
+	h *= 0x9e3779b97f4a7c15ull;
+	return h ^ (h >> 32);
+}
+
 static uint64_t hash_bytes(const char *p, size_t n)
 {
-	uint64_t h = 1469598103934665603ull;
-	for (size_t i = 0; i < n; i++)
-		h = (h ^ (unsigned char)p[i]) * 1099511628211ull;
+	uint64_t h = 1469598103934665603ull ^ n;
+	size_t i = 0;
+	for (; i + 8 <= n; i += 8) {
+		uint64_t w;
+		memcpy(&w, p + i, 8);
+		h = mix(h, w);
+	}
+	if (i < n) {
+		uint64_t w = 0;
+		memcpy(&w, p + i, n - i);
+		h = mix(h, w);
+	}
 	return h ^ (h >> 29);
 }
 
