@@ -12,7 +12,8 @@
  * read-only data (RELRO), writable data, anonymous memory and shared
  * mappings are left alone. Call once, when startup is done. The one race:
  * a library with text relocations (none in Debian's x86-64 libraries)
- * being dlopen'd by another thread at that moment could lose them. */
+ * being dlopen'd by another thread at that moment could lose them.
+ * HARNESS_MEMTRIM=0 (or off) in the environment turns it off. */
 #ifndef HS_COMMON_MEMTRIM_H
 #define HS_COMMON_MEMTRIM_H
 
