@@ -156,6 +156,64 @@ void test_store__lease_renew_node_renews_only_what_it_holds(void **state)
 	assert_int_equal(hs_store_lease_renew_node(s, "", 2500, &v, &n, NULL), HS_INVALID);
 }
 
+/* A start-up's batch: one statement grants what is free, renews what the
+ * node holds, takes over what expired, and leaves (and omits) what another
+ * node holds live; ids with JSON's special characters come through as
+ * themselves, duplicates count once. */
+void test_store__lease_acquire_many_grants_only_what_is_free(void **state)
+{
+	fixture *f = *state;
+	hs_store *s = open_store(f);
+	hs_error err = { 0 };
+	hs_store_lease_row l, *v = NULL;
+	size_t n = 0;
+	assert_int_equal(hs_store_lease_acquire(s, "m-mine", "node-a", 100, 5000, &l, &err), HS_OK);
+	assert_int_equal(hs_store_lease_acquire(s, "m-live", "node-b", 100, 5000, &l, &err), HS_OK);
+	assert_int_equal(hs_store_lease_acquire(s, "m-dead", "node-b", 100, 900, &l, &err), HS_OK);
+	const char *ids[] = { "m-new", "m-live", "m-dead", "m-mine", "m-q\"\\\x01", "m-new" };
+	assert_int_equal(hs_store_lease_acquire_many(s, ids, 6, "node-a", 1000, 2000, &v, &n, &err),
+			 HS_OK);
+	assert_int_equal(n, 4); /* sorted by task_id; m-live is not among them */
+	assert_string_equal(v[0].task_id, "m-dead");
+	assert_int_equal(v[0].fence, 2); /* taken over */
+	assert_string_equal(v[1].task_id, "m-mine");
+	assert_int_equal(v[1].fence, 1); /* renewed */
+	assert_string_equal(v[2].task_id, "m-new");
+	assert_int_equal(v[2].fence, 1);
+	assert_string_equal(v[3].task_id, "m-q\"\\\x01");
+	for (size_t i = 0; i < n; i++) {
+		assert_string_equal(v[i].node_id, "node-a");
+		assert_int_equal(v[i].expires_at_ms, 2000);
+	}
+	free(v);
+	assert_int_equal(hs_store_lease_get(s, "m-live", &l, &err), HS_OK);
+	assert_string_equal(l.node_id, "node-b");
+	assert_int_equal(l.expires_at_ms, 5000);
+	assert_int_equal(hs_store_lease_get(s, "m-q\"\\\x01", &l, &err), HS_OK);
+	/* Nothing to ask for; too many; a bad id. */
+	assert_int_equal(hs_store_lease_acquire_many(s, NULL, 0, "node-a", 1000, 2000, &v, &n, &err),
+			 HS_OK);
+	assert_int_equal(n, 0);
+	assert_null(v);
+	assert_int_equal(hs_store_lease_acquire_many(s, ids, HS_STORE_LIST_MAX + 1, "node-a", 1000,
+						     2000, &v, &n, NULL), HS_INVALID);
+	const char *bad[] = { "m-new", "" };
+	assert_int_equal(hs_store_lease_acquire_many(s, bad, 2, "node-a", 1000, 2000, &v, &n, NULL),
+			 HS_INVALID);
+	/* A full page (the start-up batch size) in one call. */
+	static char many[HS_STORE_LIST_MAX][16];
+	const char *pv[HS_STORE_LIST_MAX];
+	for (int i = 0; i < HS_STORE_LIST_MAX; i++) {
+		snprintf(many[i], sizeof(many[i]), "p-%04d", i);
+		pv[i] = many[i];
+	}
+	assert_int_equal(hs_store_lease_acquire_many(s, pv, HS_STORE_LIST_MAX, "node-c", 1000, 2000,
+						     &v, &n, &err), HS_OK);
+	assert_int_equal(n, HS_STORE_LIST_MAX);
+	assert_string_equal(v[HS_STORE_LIST_MAX - 1].task_id, "p-0999");
+	free(v);
+}
+
 typedef struct racer {
 	hs_store *store;
 	const char *node;
