@@ -85,7 +85,7 @@ def bulk_sqlite(data, n, now):
     db.close()
 
 
-def bulk_pg(pg, dsn, n, now, nodes, lease_ms):
+def bulk_pg(pg, dsn, n, now, nodes, lease_ms, hot=False):
     owner = pg.query("SELECT id FROM users LIMIT 1", dsn)[0][0]
     pg.query("INSERT INTO tasks(task_id, owner, state, total_steps, current_step, "
              "heartbeat_interval_ms, heartbeat_timeout_ms, policy_max_attempts, "
@@ -102,6 +102,9 @@ def bulk_pg(pg, dsn, n, now, nodes, lease_ms):
         pg.query("INSERT INTO task_leases(task_id, node_id, fence, expires_at_ms) "
                  "SELECT 'bulk-' || lpad(i::text, 6, '0'), 'bench-node-' || (i %% %d), 1, %d "
                  "FROM generate_series(0, %d) AS i" % (nodes, now + 600000, n - 1), dsn)
+    if hot:  # an experiment, not harnessd's schema: renewals become HOT updates
+        pg.query("DROP INDEX task_leases_expires; ALTER TABLE task_leases SET (fillfactor = 50)", dsn)
+        pg.query("VACUUM FULL task_leases", dsn)
     pg.query("ANALYZE", dsn)
 
 
@@ -144,7 +147,7 @@ def run_setup(args, tmp, name, n_nodes, pg=None):
     now = int(time.time() * 1000)
     t0 = time.time()
     if pg:
-        bulk_pg(pg, dsn, args.bulk, now, n_nodes, args.lease_ms)
+        bulk_pg(pg, dsn, args.bulk, now, n_nodes, args.lease_ms, args.pg_hot_leases)
     else:
         bulk_sqlite(datas[0], args.bulk, now)
     print("bulk insert of %d tasks: %.1f s" % (args.bulk, time.time() - t0))
@@ -251,6 +254,14 @@ def run_setup(args, tmp, name, n_nodes, pg=None):
             client_lag.append(recv * 1000 - deadline)
         print("detection lag, %d of %d silent tasks seen TIMEOUT (deadline -> event):" % (
             len(server_lag), len(silent)))
+        missing = [tid for tid in silent if tid not in seen]
+        if missing and pg:  # what the store says about them
+            for r in pg.query("SELECT t.task_id, t.state, l.node_id, l.fence, (SELECT string_agg("
+                              "e.type::text, ',' ORDER BY e.event_id) FROM task_events e WHERE "
+                              "e.task_id = t.task_id) FROM tasks t LEFT JOIN task_leases l USING "
+                              "(task_id) WHERE t.task_id IN (%s)" % ",".join(
+                                  "'%s'" % m for m in missing[:10]), dsn):
+                print("  not seen: %s" % " ".join(r))
         if server_lag:
             for what, xs in (("server-stamped", server_lag), ("WatchTasks client on node 0", client_lag)):
                 print("  %s: p50 %.0f ms, p99 %.0f ms, max %.0f ms" % (
@@ -286,6 +297,9 @@ def main():
     ap.add_argument("--nodes", type=int, default=3)
     ap.add_argument("--lease-ms", type=int, default=10000)
     ap.add_argument("--only", choices=["sqlite", "pg"])
+    ap.add_argument("--pg-hot-leases", action="store_true",
+                    help="experiment: drop task_leases_expires and set fillfactor 50 before the "
+                         "nodes start, so lease renewals are HOT updates")
     args = ap.parse_args()
     os.environ.setdefault("HARNESS_JWT_SECRET", SECRET)  # a token from one node is good on all
     with tempfile.TemporaryDirectory(prefix="hs-nodes-bench-") as tmp:

@@ -338,32 +338,80 @@ done:
 	return rc;
 }
 
+#define RENEW_CHUNK 1000
+
+/* One chunk of hs_store_lease_renew_node: the leases node_id holds after
+ * task_id `after`, at most RENEW_CHUNK, appended to *rows. */
+static int renew_chunk(hs_store *s, const char *node_id, int64_t expires_at_ms, const char *after,
+		       hs_store_lease_row **rows, size_t *n, hs_error *err)
+{
+	int rc;
+	hs_stmt *st = NULL;
+	hs_store_lease_row *got = NULL;
+	size_t n_got = 0;
+	hs_store__lock(s);
+	/* PostgreSQL re-evaluates the WHERE on a row a concurrent takeover
+	 * committed: a lease that just changed hands is skipped. There, IN
+	 * (subquery) was planned as a hash join over all the node's leases
+	 * per chunk (twice the work of one UPDATE for them all); = ANY(ARRAY)
+	 * looks the chunk up by primary key. */
+	HS_STMT2(st, HS_STMT_LEASE_RENEW_NODE,
+		 "UPDATE task_leases SET expires_at_ms = ?2 WHERE node_id = ?1 AND task_id IN "
+		 "(SELECT task_id FROM task_leases WHERE node_id = ?1 AND task_id > ?3 "
+		 "ORDER BY task_id LIMIT ?4) RETURNING " LEASE_COLS,
+		 "UPDATE task_leases SET expires_at_ms = $2 WHERE node_id = $1 AND task_id = "
+		 "ANY(ARRAY(SELECT task_id FROM task_leases WHERE node_id = $1 AND task_id > $3 "
+		 "ORDER BY task_id LIMIT $4)) RETURNING " LEASE_COLS);
+	HS_BIND_T(st, 1, node_id, HS_STORE_ID_MAX, "node_id");
+	HS_BIND_I(st, 2, expires_at_ms);
+	HS_BIND_T(st, 3, after, HS_STORE_ID_MAX, "task_id");
+	HS_BIND_I(st, 4, RENEW_CHUNK);
+	rc = hs_store__collect(s, st, sizeof(hs_store_lease_row), read_lease, "renew task leases",
+			       (void **)&got, &n_got, err);
+done:
+	hs_store__release(st);
+	hs_store__unlock(s);
+	if (rc == HS_OK && n_got > 0) {
+		hs_store_lease_row *all = realloc(*rows, (*n + n_got) * sizeof(*all));
+		if (all == NULL) {
+			rc = hs_error_set(err, HS_INTERNAL, "store: out of memory");
+		} else {
+			memcpy(all + *n, got, n_got * sizeof(*got));
+			*rows = all;
+			*n += n_got;
+		}
+	}
+	free(got);
+	return rc;
+}
+
 int hs_store_lease_renew_node(hs_store *s, const char *node_id, int64_t expires_at_ms,
 			      hs_store_lease_row **out, size_t *n_out, hs_error *err)
 {
 	int rc;
-	hs_stmt *st = NULL;
 	hs_store_lease_row *rows = NULL;
 	size_t n = 0;
 	if (s == NULL || out == NULL || n_out == NULL)
 		return hs_error_set(err, HS_INVALID, "store: NULL argument");
 	if ((rc = hs_store__check_key(node_id, HS_STORE_ID_MAX, "node_id", err)) != HS_OK)
 		return rc;
-	hs_store__lock(s);
-	/* PostgreSQL re-evaluates the WHERE on a row a concurrent takeover
-	 * committed: a lease that just changed hands is skipped. */
-	HS_STMT(st, HS_STMT_LEASE_RENEW_NODE,
-		"UPDATE task_leases SET expires_at_ms = ?2 WHERE node_id = ?1 RETURNING " LEASE_COLS);
-	HS_BIND_T(st, 1, node_id, HS_STORE_ID_MAX, "node_id");
-	HS_BIND_I(st, 2, expires_at_ms);
-	rc = hs_store__collect(s, st, sizeof(hs_store_lease_row), read_lease, "renew task leases",
-			       (void **)&rows, &n, err);
-done:
-	hs_store__release(st);
-	hs_store__unlock(s);
-	if (rc != HS_OK) {
-		free(rows);
-		return rc;
+	/* In chunks by task_id, the store's lock released between them: one
+	 * UPDATE of a node's 33,000 leases held the connection (and on
+	 * PostgreSQL a burst of WAL) long enough to delay that node's timeouts
+	 * and registrations by seconds. A chunk comes back short when a lease
+	 * in it changed hands meanwhile, so only an empty one ends the walk. */
+	char after[HS_STORE_ID_MAX] = "";
+	for (;;) {
+		size_t before = n;
+		if ((rc = renew_chunk(s, node_id, expires_at_ms, after, &rows, &n, err)) != HS_OK) {
+			free(rows);
+			return rc;
+		}
+		if (n == before)
+			break;
+		for (size_t i = before; i < n; i++)
+			if (strcmp(rows[i].task_id, after) > 0)
+				memcpy(after, rows[i].task_id, sizeof(after)); /* same size */
 	}
 	if (n > 1)
 		qsort(rows, n, sizeof(*rows), by_task_id);

@@ -214,6 +214,57 @@ void test_store__lease_acquire_many_grants_only_what_is_free(void **state)
 	free(v);
 }
 
+/* More leases than one renewal chunk (1,000), interleaved with another
+ * node's: every one of the node's is renewed and returned, once, in order;
+ * the other node's are not touched. */
+void test_store__lease_renew_node_walks_every_chunk(void **state)
+{
+	fixture *f = *state;
+	hs_store *s = open_store(f);
+	hs_error err = { 0 };
+	enum { N = 2500 };
+	static char ids[N][16];
+	const char *mine[HS_STORE_LIST_MAX], *theirs[HS_STORE_LIST_MAX];
+	size_t n_mine = 0, n_theirs = 0, total_mine = 0;
+	hs_store_lease_row *v = NULL;
+	size_t n = 0;
+	for (int i = 0; i < N; i++) {
+		snprintf(ids[i], sizeof(ids[i]), "c-%05d", i);
+		if (i % 5 == 4)
+			theirs[n_theirs++] = ids[i];
+		else
+			mine[n_mine++] = ids[i];
+		if (n_mine == HS_STORE_LIST_MAX || n_theirs == HS_STORE_LIST_MAX || i == N - 1) {
+			assert_int_equal(hs_store_lease_acquire_many(s, mine, n_mine, "node-a", 100,
+								     1100, &v, &n, &err), HS_OK);
+			assert_int_equal(n, n_mine);
+			free(v);
+			assert_int_equal(hs_store_lease_acquire_many(s, theirs, n_theirs, "node-b",
+								     100, 1100, &v, &n, &err), HS_OK);
+			assert_int_equal(n, n_theirs);
+			free(v);
+			total_mine += n_mine;
+			n_mine = n_theirs = 0;
+		}
+	}
+	assert_int_equal(total_mine, N / 5 * 4);
+	assert_int_equal(hs_store_lease_renew_node(s, "node-a", 9000, &v, &n, &err), HS_OK);
+	assert_int_equal(n, total_mine);
+	for (size_t i = 0; i < n; i++) {
+		assert_string_equal(v[i].node_id, "node-a");
+		assert_int_equal(v[i].expires_at_ms, 9000);
+		if (i > 0)
+			assert_true(strcmp(v[i - 1].task_id, v[i].task_id) < 0);
+	}
+	free(v);
+	hs_store_lease_row l;
+	assert_int_equal(hs_store_lease_get(s, "c-02499", &l, &err), HS_OK);
+	assert_string_equal(l.node_id, "node-b");
+	assert_int_equal(l.expires_at_ms, 1100);
+	assert_int_equal(hs_store_lease_get(s, "c-02498", &l, &err), HS_OK);
+	assert_int_equal(l.expires_at_ms, 9000);
+}
+
 typedef struct racer {
 	hs_store *store;
 	const char *node;
