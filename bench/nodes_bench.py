@@ -85,7 +85,7 @@ def bulk_sqlite(data, n, now):
     db.close()
 
 
-def bulk_pg(pg, dsn, n, now, nodes, lease_ms, hot=False):
+def bulk_pg(pg, dsn, n, now, nodes, lease_ms, old_leases=False):
     owner = pg.query("SELECT id FROM users LIMIT 1", dsn)[0][0]
     pg.query("INSERT INTO tasks(task_id, owner, state, total_steps, current_step, "
              "heartbeat_interval_ms, heartbeat_timeout_ms, policy_max_attempts, "
@@ -102,8 +102,9 @@ def bulk_pg(pg, dsn, n, now, nodes, lease_ms, hot=False):
         pg.query("INSERT INTO task_leases(task_id, node_id, fence, expires_at_ms) "
                  "SELECT 'bulk-' || lpad(i::text, 6, '0'), 'bench-node-' || (i %% %d), 1, %d "
                  "FROM generate_series(0, %d) AS i" % (nodes, now + 600000, n - 1), dsn)
-    if hot:  # an experiment, not harnessd's schema: renewals become HOT updates
-        pg.query("DROP INDEX task_leases_expires; ALTER TABLE task_leases SET (fillfactor = 50)", dsn)
+    if old_leases:  # before migration 9: every renewal also updates an index
+        pg.query("CREATE INDEX task_leases_expires ON task_leases(expires_at_ms); "
+                 "ALTER TABLE task_leases SET (fillfactor = 100)", dsn)
         pg.query("VACUUM FULL task_leases", dsn)
     pg.query("ANALYZE", dsn)
 
@@ -147,7 +148,7 @@ def run_setup(args, tmp, name, n_nodes, pg=None):
     now = int(time.time() * 1000)
     t0 = time.time()
     if pg:
-        bulk_pg(pg, dsn, args.bulk, now, n_nodes, args.lease_ms, args.pg_hot_leases)
+        bulk_pg(pg, dsn, args.bulk, now, n_nodes, args.lease_ms, args.pg_old_leases)
     else:
         bulk_sqlite(datas[0], args.bulk, now)
     print("bulk insert of %d tasks: %.1f s" % (args.bulk, time.time() - t0))
@@ -297,9 +298,9 @@ def main():
     ap.add_argument("--nodes", type=int, default=3)
     ap.add_argument("--lease-ms", type=int, default=10000)
     ap.add_argument("--only", choices=["sqlite", "pg"])
-    ap.add_argument("--pg-hot-leases", action="store_true",
-                    help="experiment: drop task_leases_expires and set fillfactor 50 before the "
-                         "nodes start, so lease renewals are HOT updates")
+    ap.add_argument("--pg-old-leases", action="store_true",
+                    help="for comparison: task_leases as before migration 9 (an index on "
+                         "expires_at_ms, full pages: no renewal is a HOT update)")
     args = ap.parse_args()
     os.environ.setdefault("HARNESS_JWT_SECRET", SECRET)  # a token from one node is good on all
     with tempfile.TemporaryDirectory(prefix="hs-nodes-bench-") as tmp:

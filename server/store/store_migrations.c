@@ -218,6 +218,9 @@ const char *const hs_store__migrations[] = {
 	 * that host): a node loads and re-adopts only its own rows; '' is
 	 * the one node of a single-node store (every row made before). */
 	"ALTER TABLE sandboxes ADD COLUMN node_id TEXT NOT NULL DEFAULT '';",
+	/* 9: as PostgreSQL's 9 (lease renewals without index upkeep): the
+	 * index on task_leases.expires_at_ms goes. */
+	"DROP INDEX IF EXISTS task_leases_expires;",
 };
 
 const int hs_store__migration_count =

@@ -265,6 +265,50 @@ void test_store__lease_renew_node_walks_every_chunk(void **state)
 	assert_int_equal(l.expires_at_ms, 9000);
 }
 
+/* Migration 9: no index on task_leases.expires_at_ms (a renewal, which
+ * changes only that column, is then a HOT update on PostgreSQL, whose
+ * pages keep room for it), and the expired-lease scan still finds them. */
+void test_store__lease_expiry_is_not_indexed(void **state)
+{
+	fixture *f = *state;
+	hs_store *s = open_store(f);
+	hs_error err = { 0 };
+	if (f->pg) {
+		PGconn *c = pg_connect(f);
+		PGresult *r = PQexec(c, "SELECT (SELECT count(*) FROM pg_indexes WHERE "
+					"tablename = 'task_leases' AND indexdef LIKE '%expires_at_ms%'), "
+					"(SELECT array_to_string(reloptions, ',') FROM pg_class "
+					"WHERE oid = 'task_leases'::regclass)");
+		assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+		assert_string_equal(PQgetvalue(r, 0, 0), "0");
+		assert_non_null(strstr(PQgetvalue(r, 0, 1), "fillfactor=50"));
+		PQclear(r);
+		PQfinish(c);
+	} else {
+		sqlite3 *db = NULL;
+		sqlite3_stmt *st = NULL;
+		assert_int_equal(sqlite3_open(f->db_path, &db), SQLITE_OK);
+		assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*) FROM sqlite_master WHERE "
+						    "type = 'index' AND tbl_name = 'task_leases' "
+						    "AND sql LIKE '%expires_at_ms%'", -1, &st, NULL),
+				 SQLITE_OK);
+		assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+		assert_int_equal(sqlite3_column_int(st, 0), 0);
+		sqlite3_finalize(st);
+		sqlite3_close(db);
+	}
+	hs_store_lease_row l, *v = NULL;
+	size_t n = 0;
+	assert_int_equal(hs_store_lease_acquire(s, "e2", "node-a", 100, 800, &l, &err), HS_OK);
+	assert_int_equal(hs_store_lease_acquire(s, "e1", "node-a", 100, 900, &l, &err), HS_OK);
+	assert_int_equal(hs_store_lease_acquire(s, "e3", "node-a", 100, 5000, &l, &err), HS_OK);
+	assert_int_equal(hs_store_lease_list_expired(s, 1000, 0, &v, &n, &err), HS_OK);
+	assert_int_equal(n, 2);
+	assert_string_equal(v[0].task_id, "e2"); /* oldest expiry first */
+	assert_string_equal(v[1].task_id, "e1");
+	free(v);
+}
+
 typedef struct racer {
 	hs_store *store;
 	const char *node;
