@@ -205,8 +205,7 @@ const char *const hs_store__pg_migrations[] = {
 	 * and with room on each page, a renewal rewrites the row in place;
 	 * the expired-lease scan reads the table instead (a few ms per
 	 * 100,000 leases, once per period per node). */
-	"DROP INDEX IF EXISTS task_leases_expires;"
-	"ALTER TABLE task_leases SET (fillfactor = 50);",
+	"DROP INDEX IF EXISTS task_leases_expires; ALTER TABLE task_leases SET (fillfactor = 50);",
 };
 
 const int hs_store__pg_migration_count =

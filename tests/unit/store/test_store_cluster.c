@@ -276,7 +276,8 @@ void test_store__lease_expiry_is_not_indexed(void **state)
 	if (f->pg) {
 		PGconn *c = pg_connect(f);
 		PGresult *r = PQexec(c, "SELECT (SELECT count(*) FROM pg_indexes WHERE "
-					"tablename = 'task_leases' AND indexdef LIKE '%expires_at_ms%'), "
+					"schemaname = current_schema() AND tablename = 'task_leases' "
+					"AND indexdef LIKE '%expires_at_ms%'), "
 					"(SELECT array_to_string(reloptions, ',') FROM pg_class "
 					"WHERE oid = 'task_leases'::regclass)");
 		assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
