@@ -545,8 +545,17 @@ typedef struct hs_store_lease_row {
 int hs_store_lease_acquire(hs_store *store, const char *task_id, const char *node_id,
 			   int64_t now_ms, int64_t expires_at_ms, hs_store_lease_row *out,
 			   hs_error *err);
+/* hs_store_lease_acquire for up to HS_STORE_LIST_MAX task ids (n) in one
+ * statement (a start-up's or a takeover's batch: one round trip and one
+ * commit instead of one per task). The leases granted go to *out, sorted
+ * by task_id (malloc'd, free(); NULL when *n_out is 0); an id missing from
+ * *out is held live by another node. Duplicate ids count once. */
+int hs_store_lease_acquire_many(hs_store *store, const char *const *task_ids, size_t n,
+				const char *node_id, int64_t now_ms, int64_t expires_at_ms,
+				hs_store_lease_row **out, size_t *n_out, hs_error *err);
 /* Renew every lease node_id holds (expired or not: none was taken over)
- * until expires_at_ms, in one statement, and return them (by task_id):
+ * until expires_at_ms, in chunks of 1,000 (one statement each, the lock
+ * released between them), and return them (by task_id):
  * what the node still holds. A lease another node took is not touched and
  * not returned. expires_at_ms <= now gives them all up at once (they are
  * expired: survivors take them over). *out malloc'd (free()), NULL when

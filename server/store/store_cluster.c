@@ -232,6 +232,120 @@ done:
 	return rc;
 }
 
+static int cmp_id(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* ids as a JSON array of strings into *out (malloc'd): ", \ and control
+ * characters escaped (ids are checked names, but the array is SQL input). */
+static int json_ids(const char *const *ids, size_t n, char **out, hs_error *err)
+{
+	size_t cap = 3;
+	for (size_t i = 0; i < n; i++)
+		cap += strlen(ids[i]) * 6 + 3;
+	char *p = malloc(cap), *w = p;
+	if (p == NULL)
+		return hs_error_set(err, HS_INTERNAL, "store: out of memory");
+	*w++ = '[';
+	for (size_t i = 0; i < n; i++) {
+		if (i > 0)
+			*w++ = ',';
+		*w++ = '"';
+		for (const unsigned char *c = (const unsigned char *)ids[i]; *c != '\0'; c++) {
+			if (*c == '"' || *c == '\\') {
+				*w++ = '\\';
+				*w++ = (char)*c;
+			} else if (*c < 0x20) {
+				w += snprintf(w, 7, "\\u%04x", *c);
+			} else {
+				*w++ = (char)*c;
+			}
+		}
+		*w++ = '"';
+	}
+	*w++ = ']';
+	*w = '\0';
+	*out = p;
+	return HS_OK;
+}
+
+int hs_store_lease_acquire_many(hs_store *s, const char *const *task_ids, size_t n,
+				const char *node_id, int64_t now_ms, int64_t expires_at_ms,
+				hs_store_lease_row **out, size_t *n_out, hs_error *err)
+{
+	int rc;
+	hs_stmt *st = NULL;
+	const char **ids = NULL;
+	char *json = NULL;
+	hs_store_lease_row *rows = NULL;
+	size_t n_rows = 0, n_ids = 0;
+	if (s == NULL || out == NULL || n_out == NULL || (n > 0 && task_ids == NULL))
+		return hs_error_set(err, HS_INVALID, "store: NULL argument");
+	if (n > HS_STORE_LIST_MAX)
+		return hs_error_set(err, HS_INVALID, "store: more than %d task ids in one lease batch",
+				    HS_STORE_LIST_MAX);
+	if ((rc = hs_store__check_key(node_id, HS_STORE_ID_MAX, "node_id", err)) != HS_OK)
+		return rc;
+	for (size_t i = 0; i < n; i++)
+		if ((rc = hs_store__check_key(task_ids[i], HS_STORE_ID_MAX, "task_id", err)) != HS_OK)
+			return rc;
+	if (n == 0) {
+		*out = NULL;
+		*n_out = 0;
+		return HS_OK;
+	}
+	/* Sorted and unique: one row is upserted once per statement, and two
+	 * nodes' batches lock common rows in the same order (no deadlock). */
+	if ((ids = malloc(n * sizeof(*ids))) == NULL)
+		return hs_error_set(err, HS_INTERNAL, "store: out of memory");
+	memcpy(ids, task_ids, n * sizeof(*ids));
+	qsort(ids, n, sizeof(*ids), cmp_id);
+	for (size_t i = 0; i < n; i++)
+		if (n_ids == 0 || strcmp(ids[n_ids - 1], ids[i]) != 0)
+			ids[n_ids++] = ids[i];
+	if ((rc = json_ids(ids, n_ids, &json, err)) != HS_OK)
+		goto out;
+	hs_store__lock(s);
+	/* hs_store_lease_acquire's upsert over the whole list: a row comes
+	 * back for each lease granted; one held live by another node is left
+	 * alone and not returned. */
+#define ACQUIRE_SET                                                                       \
+	" ON CONFLICT(task_id) DO UPDATE SET "                                            \
+	"fence = CASE WHEN task_leases.node_id = excluded.node_id THEN task_leases.fence " \
+	"ELSE task_leases.fence + 1 END, "                                                \
+	"node_id = excluded.node_id, expires_at_ms = excluded.expires_at_ms "             \
+	"WHERE task_leases.node_id = excluded.node_id OR task_leases.expires_at_ms <= ?3 " \
+	"RETURNING " LEASE_COLS
+	HS_STMT2(st, HS_STMT_LEASE_ACQUIRE_MANY,
+		 "INSERT INTO task_leases(" LEASE_COLS ") SELECT value, ?2, 1, ?4 "
+		 "FROM json_each(?1) WHERE true" ACQUIRE_SET,
+		 "INSERT INTO task_leases(" LEASE_COLS ") SELECT v, $2, 1, $4 "
+		 "FROM json_array_elements_text($1::json) AS v" ACQUIRE_SET);
+#undef ACQUIRE_SET
+	HS_BIND_T(st, 1, json, strlen(json) + 1, "task_ids");
+	HS_BIND_T(st, 2, node_id, HS_STORE_ID_MAX, "node_id");
+	HS_BIND_I(st, 3, now_ms);
+	HS_BIND_I(st, 4, expires_at_ms);
+	rc = hs_store__collect(s, st, sizeof(hs_store_lease_row), read_lease,
+			       "acquire task leases", (void **)&rows, &n_rows, err);
+done:
+	hs_store__release(st);
+	hs_store__unlock(s);
+out:
+	free(json);
+	free(ids);
+	if (rc != HS_OK) {
+		free(rows);
+		return rc;
+	}
+	if (n_rows > 1)
+		qsort(rows, n_rows, sizeof(*rows), by_task_id);
+	*out = rows;
+	*n_out = n_rows;
+	return HS_OK;
+}
+
 int hs_store_lease_get(hs_store *s, const char *task_id, hs_store_lease_row *out, hs_error *err)
 {
 	int rc;
@@ -280,32 +394,80 @@ done:
 	return rc;
 }
 
+#define RENEW_CHUNK 1000
+
+/* One chunk of hs_store_lease_renew_node: the leases node_id holds after
+ * task_id `after`, at most RENEW_CHUNK, appended to *rows. */
+static int renew_chunk(hs_store *s, const char *node_id, int64_t expires_at_ms, const char *after,
+		       hs_store_lease_row **rows, size_t *n, hs_error *err)
+{
+	int rc;
+	hs_stmt *st = NULL;
+	hs_store_lease_row *got = NULL;
+	size_t n_got = 0;
+	hs_store__lock(s);
+	/* PostgreSQL re-evaluates the WHERE on a row a concurrent takeover
+	 * committed: a lease that just changed hands is skipped. There, IN
+	 * (subquery) was planned as a hash join over all the node's leases
+	 * per chunk (twice the work of one UPDATE for them all); = ANY(ARRAY)
+	 * looks the chunk up by primary key. */
+	HS_STMT2(st, HS_STMT_LEASE_RENEW_NODE,
+		 "UPDATE task_leases SET expires_at_ms = ?2 WHERE node_id = ?1 AND task_id IN "
+		 "(SELECT task_id FROM task_leases WHERE node_id = ?1 AND task_id > ?3 "
+		 "ORDER BY task_id LIMIT ?4) RETURNING " LEASE_COLS,
+		 "UPDATE task_leases SET expires_at_ms = $2 WHERE node_id = $1 AND task_id = "
+		 "ANY(ARRAY(SELECT task_id FROM task_leases WHERE node_id = $1 AND task_id > $3 "
+		 "ORDER BY task_id LIMIT $4)) RETURNING " LEASE_COLS);
+	HS_BIND_T(st, 1, node_id, HS_STORE_ID_MAX, "node_id");
+	HS_BIND_I(st, 2, expires_at_ms);
+	HS_BIND_T(st, 3, after, HS_STORE_ID_MAX, "task_id");
+	HS_BIND_I(st, 4, RENEW_CHUNK);
+	rc = hs_store__collect(s, st, sizeof(hs_store_lease_row), read_lease, "renew task leases",
+			       (void **)&got, &n_got, err);
+done:
+	hs_store__release(st);
+	hs_store__unlock(s);
+	if (rc == HS_OK && n_got > 0) {
+		hs_store_lease_row *all = realloc(*rows, (*n + n_got) * sizeof(*all));
+		if (all == NULL) {
+			rc = hs_error_set(err, HS_INTERNAL, "store: out of memory");
+		} else {
+			memcpy(all + *n, got, n_got * sizeof(*got));
+			*rows = all;
+			*n += n_got;
+		}
+	}
+	free(got);
+	return rc;
+}
+
 int hs_store_lease_renew_node(hs_store *s, const char *node_id, int64_t expires_at_ms,
 			      hs_store_lease_row **out, size_t *n_out, hs_error *err)
 {
 	int rc;
-	hs_stmt *st = NULL;
 	hs_store_lease_row *rows = NULL;
 	size_t n = 0;
 	if (s == NULL || out == NULL || n_out == NULL)
 		return hs_error_set(err, HS_INVALID, "store: NULL argument");
 	if ((rc = hs_store__check_key(node_id, HS_STORE_ID_MAX, "node_id", err)) != HS_OK)
 		return rc;
-	hs_store__lock(s);
-	/* PostgreSQL re-evaluates the WHERE on a row a concurrent takeover
-	 * committed: a lease that just changed hands is skipped. */
-	HS_STMT(st, HS_STMT_LEASE_RENEW_NODE,
-		"UPDATE task_leases SET expires_at_ms = ?2 WHERE node_id = ?1 RETURNING " LEASE_COLS);
-	HS_BIND_T(st, 1, node_id, HS_STORE_ID_MAX, "node_id");
-	HS_BIND_I(st, 2, expires_at_ms);
-	rc = hs_store__collect(s, st, sizeof(hs_store_lease_row), read_lease, "renew task leases",
-			       (void **)&rows, &n, err);
-done:
-	hs_store__release(st);
-	hs_store__unlock(s);
-	if (rc != HS_OK) {
-		free(rows);
-		return rc;
+	/* In chunks by task_id, the store's lock released between them: one
+	 * UPDATE of a node's 33,000 leases held the connection (and on
+	 * PostgreSQL a burst of WAL) long enough to delay that node's timeouts
+	 * and registrations by seconds. A chunk comes back short when a lease
+	 * in it changed hands meanwhile, so only an empty one ends the walk. */
+	char after[HS_STORE_ID_MAX] = "";
+	for (;;) {
+		size_t before = n;
+		if ((rc = renew_chunk(s, node_id, expires_at_ms, after, &rows, &n, err)) != HS_OK) {
+			free(rows);
+			return rc;
+		}
+		if (n == before)
+			break;
+		for (size_t i = before; i < n; i++)
+			if (strcmp(rows[i].task_id, after) > 0)
+				memcpy(after, rows[i].task_id, sizeof(after)); /* same size */
 	}
 	if (n > 1)
 		qsort(rows, n, sizeof(*rows), by_task_id);

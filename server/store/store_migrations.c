@@ -222,6 +222,9 @@ const char *const hs_store__migrations[] = {
 	 * registered_at_ms DESC, task_id; an admin's pages have no owner to
 	 * narrow by): read in index order, LIMIT stops the scan, no sort. */
 	"CREATE INDEX IF NOT EXISTS tasks_newest ON tasks(registered_at_ms DESC, task_id);",
+	/* 10: as PostgreSQL's 10 (lease renewals without index upkeep): the
+	 * index on task_leases.expires_at_ms goes. */
+	"DROP INDEX IF EXISTS task_leases_expires;",
 };
 
 const int hs_store__migration_count =

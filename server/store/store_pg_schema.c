@@ -199,6 +199,15 @@ const char *const hs_store__pg_migrations[] = {
 	"ALTER TABLE sandboxes ADD COLUMN node_id TEXT NOT NULL DEFAULT '';",
 	/* 9: as SQLite's 9: the order of ListTasks across nodes. */
 	"CREATE INDEX IF NOT EXISTS tasks_newest ON tasks(registered_at_ms DESC, task_id);",
+	/* 10: lease renewals as HOT updates (as SQLite's 10). A node renews
+	 * every lease it holds each --task-lease-ms / 3; with an index on
+	 * expires_at_ms each renewed row was a new tuple plus three index
+	 * entries, and at 100,000 leases that WAL slowed every commit on the
+	 * server (bench/README.md: detection lag p50 seconds). Without it,
+	 * and with room on each page, a renewal rewrites the row in place;
+	 * the expired-lease scan reads the table instead (a few ms per
+	 * 100,000 leases, once per period per node). */
+	"DROP INDEX IF EXISTS task_leases_expires; ALTER TABLE task_leases SET (fillfactor = 50);",
 };
 
 const int hs_store__pg_migration_count =

@@ -156,6 +156,160 @@ void test_store__lease_renew_node_renews_only_what_it_holds(void **state)
 	assert_int_equal(hs_store_lease_renew_node(s, "", 2500, &v, &n, NULL), HS_INVALID);
 }
 
+/* A start-up's batch: one statement grants what is free, renews what the
+ * node holds, takes over what expired, and leaves (and omits) what another
+ * node holds live; ids with JSON's special characters come through as
+ * themselves, duplicates count once. */
+void test_store__lease_acquire_many_grants_only_what_is_free(void **state)
+{
+	fixture *f = *state;
+	hs_store *s = open_store(f);
+	hs_error err = { 0 };
+	hs_store_lease_row l, *v = NULL;
+	size_t n = 0;
+	assert_int_equal(hs_store_lease_acquire(s, "m-mine", "node-a", 100, 5000, &l, &err), HS_OK);
+	assert_int_equal(hs_store_lease_acquire(s, "m-live", "node-b", 100, 5000, &l, &err), HS_OK);
+	assert_int_equal(hs_store_lease_acquire(s, "m-dead", "node-b", 100, 900, &l, &err), HS_OK);
+	const char *ids[] = { "m-new", "m-live", "m-dead", "m-mine", "m-q\"\\\x01", "m-new" };
+	assert_int_equal(hs_store_lease_acquire_many(s, ids, 6, "node-a", 1000, 2000, &v, &n, &err),
+			 HS_OK);
+	assert_int_equal(n, 4); /* sorted by task_id; m-live is not among them */
+	assert_string_equal(v[0].task_id, "m-dead");
+	assert_int_equal(v[0].fence, 2); /* taken over */
+	assert_string_equal(v[1].task_id, "m-mine");
+	assert_int_equal(v[1].fence, 1); /* renewed */
+	assert_string_equal(v[2].task_id, "m-new");
+	assert_int_equal(v[2].fence, 1);
+	assert_string_equal(v[3].task_id, "m-q\"\\\x01");
+	for (size_t i = 0; i < n; i++) {
+		assert_string_equal(v[i].node_id, "node-a");
+		assert_int_equal(v[i].expires_at_ms, 2000);
+	}
+	free(v);
+	assert_int_equal(hs_store_lease_get(s, "m-live", &l, &err), HS_OK);
+	assert_string_equal(l.node_id, "node-b");
+	assert_int_equal(l.expires_at_ms, 5000);
+	assert_int_equal(hs_store_lease_get(s, "m-q\"\\\x01", &l, &err), HS_OK);
+	/* Nothing to ask for; too many; a bad id. */
+	assert_int_equal(hs_store_lease_acquire_many(s, NULL, 0, "node-a", 1000, 2000, &v, &n, &err),
+			 HS_OK);
+	assert_int_equal(n, 0);
+	assert_null(v);
+	assert_int_equal(hs_store_lease_acquire_many(s, ids, HS_STORE_LIST_MAX + 1, "node-a", 1000,
+						     2000, &v, &n, NULL), HS_INVALID);
+	const char *bad[] = { "m-new", "" };
+	assert_int_equal(hs_store_lease_acquire_many(s, bad, 2, "node-a", 1000, 2000, &v, &n, NULL),
+			 HS_INVALID);
+	/* A full page (the start-up batch size) in one call. */
+	static char many[HS_STORE_LIST_MAX][16];
+	const char *pv[HS_STORE_LIST_MAX];
+	for (int i = 0; i < HS_STORE_LIST_MAX; i++) {
+		snprintf(many[i], sizeof(many[i]), "p-%04d", i);
+		pv[i] = many[i];
+	}
+	assert_int_equal(hs_store_lease_acquire_many(s, pv, HS_STORE_LIST_MAX, "node-c", 1000, 2000,
+						     &v, &n, &err), HS_OK);
+	assert_int_equal(n, HS_STORE_LIST_MAX);
+	assert_string_equal(v[HS_STORE_LIST_MAX - 1].task_id, "p-0999");
+	free(v);
+}
+
+/* More leases than one renewal chunk (1,000), interleaved with another
+ * node's: every one of the node's is renewed and returned, once, in order;
+ * the other node's are not touched. */
+void test_store__lease_renew_node_walks_every_chunk(void **state)
+{
+	fixture *f = *state;
+	hs_store *s = open_store(f);
+	hs_error err = { 0 };
+	enum { N = 2500 };
+	static char ids[N][16];
+	const char *mine[HS_STORE_LIST_MAX], *theirs[HS_STORE_LIST_MAX];
+	size_t n_mine = 0, n_theirs = 0, total_mine = 0;
+	hs_store_lease_row *v = NULL;
+	size_t n = 0;
+	for (int i = 0; i < N; i++) {
+		snprintf(ids[i], sizeof(ids[i]), "c-%05d", i);
+		if (i % 5 == 4)
+			theirs[n_theirs++] = ids[i];
+		else
+			mine[n_mine++] = ids[i];
+		if (n_mine == HS_STORE_LIST_MAX || n_theirs == HS_STORE_LIST_MAX || i == N - 1) {
+			assert_int_equal(hs_store_lease_acquire_many(s, mine, n_mine, "node-a", 100,
+								     1100, &v, &n, &err), HS_OK);
+			assert_int_equal(n, n_mine);
+			free(v);
+			assert_int_equal(hs_store_lease_acquire_many(s, theirs, n_theirs, "node-b",
+								     100, 1100, &v, &n, &err), HS_OK);
+			assert_int_equal(n, n_theirs);
+			free(v);
+			total_mine += n_mine;
+			n_mine = n_theirs = 0;
+		}
+	}
+	assert_int_equal(total_mine, N / 5 * 4);
+	assert_int_equal(hs_store_lease_renew_node(s, "node-a", 9000, &v, &n, &err), HS_OK);
+	assert_int_equal(n, total_mine);
+	for (size_t i = 0; i < n; i++) {
+		assert_string_equal(v[i].node_id, "node-a");
+		assert_int_equal(v[i].expires_at_ms, 9000);
+		if (i > 0)
+			assert_true(strcmp(v[i - 1].task_id, v[i].task_id) < 0);
+	}
+	free(v);
+	hs_store_lease_row l;
+	assert_int_equal(hs_store_lease_get(s, "c-02499", &l, &err), HS_OK);
+	assert_string_equal(l.node_id, "node-b");
+	assert_int_equal(l.expires_at_ms, 1100);
+	assert_int_equal(hs_store_lease_get(s, "c-02498", &l, &err), HS_OK);
+	assert_int_equal(l.expires_at_ms, 9000);
+}
+
+/* Migration 10: no index on task_leases.expires_at_ms (a renewal, which
+ * changes only that column, is then a HOT update on PostgreSQL, whose
+ * pages keep room for it), and the expired-lease scan still finds them. */
+void test_store__lease_expiry_is_not_indexed(void **state)
+{
+	fixture *f = *state;
+	hs_store *s = open_store(f);
+	hs_error err = { 0 };
+	if (f->pg) {
+		PGconn *c = pg_connect(f);
+		PGresult *r = PQexec(c, "SELECT (SELECT count(*) FROM pg_indexes WHERE "
+					"schemaname = current_schema() AND tablename = 'task_leases' "
+					"AND indexdef LIKE '%expires_at_ms%'), "
+					"(SELECT array_to_string(reloptions, ',') FROM pg_class "
+					"WHERE oid = 'task_leases'::regclass)");
+		assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+		assert_string_equal(PQgetvalue(r, 0, 0), "0");
+		assert_non_null(strstr(PQgetvalue(r, 0, 1), "fillfactor=50"));
+		PQclear(r);
+		PQfinish(c);
+	} else {
+		sqlite3 *db = NULL;
+		sqlite3_stmt *st = NULL;
+		assert_int_equal(sqlite3_open(f->db_path, &db), SQLITE_OK);
+		assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*) FROM sqlite_master WHERE "
+						    "type = 'index' AND tbl_name = 'task_leases' "
+						    "AND sql LIKE '%expires_at_ms%'", -1, &st, NULL),
+				 SQLITE_OK);
+		assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+		assert_int_equal(sqlite3_column_int(st, 0), 0);
+		sqlite3_finalize(st);
+		sqlite3_close(db);
+	}
+	hs_store_lease_row l, *v = NULL;
+	size_t n = 0;
+	assert_int_equal(hs_store_lease_acquire(s, "e2", "node-a", 100, 800, &l, &err), HS_OK);
+	assert_int_equal(hs_store_lease_acquire(s, "e1", "node-a", 100, 900, &l, &err), HS_OK);
+	assert_int_equal(hs_store_lease_acquire(s, "e3", "node-a", 100, 5000, &l, &err), HS_OK);
+	assert_int_equal(hs_store_lease_list_expired(s, 1000, 0, &v, &n, &err), HS_OK);
+	assert_int_equal(n, 2);
+	assert_string_equal(v[0].task_id, "e2"); /* oldest expiry first */
+	assert_string_equal(v[1].task_id, "e1");
+	free(v);
+}
+
 typedef struct racer {
 	hs_store *store;
 	const char *node;
