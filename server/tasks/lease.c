@@ -52,9 +52,14 @@ int hs_tasks__elsewhere(hs_tasks *t, const char *task_id, const hs_store_lease_r
 	memset(&node, 0, sizeof(node));
 	if (hs_store_node_get(t->store, l.node_id, &node, NULL) != HS_OK)
 		node.address[0] = '\0';
-	return hs_error_set(err, HS_UNAVAILABLE,
-			    "task %s is held by node %s (%s): send the call there, or retry",
-			    task_id, l.node_id, node.address[0] ? node.address : "no address");
+	int rc = hs_error_set(err, HS_UNAVAILABLE,
+			      "task %s is held by node %s (%s): send the call there, or retry",
+			      task_id, l.node_id, node.address[0] ? node.address : "no address");
+	/* Machine-readable too: a call flagged HS_RPC_FORWARD goes there by
+	 * itself (server/rpc/forward.c); others carry it as trailing metadata. */
+	if (node.address[0] != '\0')
+		hs_error_set_where(err, node.address);
+	return rc;
 }
 
 /* Hold row's task here with fence: index it (or refresh the stale copy),

@@ -483,9 +483,12 @@ int hs_tasks_service_register(hs_rpc_server *srv, hs_tasks *tasks, hs_error *err
 		{ "GetTask", HS_RPC_UNARY, HS_RPC_BLOCKING | HS_RPC_TRY_INLINE, get_task, NULL },
 		{ "ListTasks", HS_RPC_UNARY, HS_RPC_BLOCKING | HS_RPC_TRY_INLINE, list_tasks, NULL },
 		{ "WatchTasks", HS_RPC_SERVER_STREAM, HS_RPC_BLOCKING, NULL, watch_tasks },
-		{ "CompleteTask", HS_RPC_UNARY, HS_RPC_BLOCKING, complete_task, NULL },
-		{ "RecoverTask", HS_RPC_UNARY, HS_RPC_BLOCKING, recover_task, NULL },
-		{ "CancelTask", HS_RPC_UNARY, HS_RPC_BLOCKING, cancel_task, NULL },
+		/* Calls that change a task held by another node are forwarded
+		 * to its holder (server/rpc/forward.c), who checks the caller
+		 * again. Heartbeats are not: their answer names the holder. */
+		{ "CompleteTask", HS_RPC_UNARY, HS_RPC_BLOCKING | HS_RPC_FORWARD, complete_task, NULL },
+		{ "RecoverTask", HS_RPC_UNARY, HS_RPC_BLOCKING | HS_RPC_FORWARD, recover_task, NULL },
+		{ "CancelTask", HS_RPC_UNARY, HS_RPC_BLOCKING | HS_RPC_FORWARD, cancel_task, NULL },
 	};
 	if (tasks == NULL)
 		return hs_error_set(err, HS_INVALID, "health service: tasks registry required");

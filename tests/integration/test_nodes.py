@@ -137,14 +137,26 @@ class NodesTest(unittest.TestCase):
         # The holder shows the progress reported through another node too.
         self.assertEqual(self.clients[0].GetTask(task_id="spread-0").current_step, 7)
         self.assertEqual(self.lease("spread-0"), ("node-a", 1))
-        # A call that would change a task another node holds answers
-        # UNAVAILABLE with where to go (the holder and its address).
+        # A call that would change a task another node holds is forwarded
+        # to the holder with the caller's credentials; one already
+        # forwarded is not forwarded again: UNAVAILABLE with where to go
+        # (the holder and its address, also as trailing metadata).
+        self.assertEqual(self.clients[1].GetTask(task_id="spread-1").state, H.TASK_STATE_RUNNING)
+        req_cls, resp_cls = hstest.method_classes(H, "HealthService", "CompleteTask")
+        complete = hstest.stub(self.nodes[0].channel, "/harness.v1.HealthService/CompleteTask",
+                               req_cls, resp_cls)
         with self.assertRaises(grpc.RpcError) as cm:
-            self.clients[0].CompleteTask(task_id="spread-1", success=True)
+            complete(req_cls(task_id="spread-1", success=True), timeout=30 * S,
+                     metadata=self.clients[0].md + [("harness-forwarded-by", "node-x")])
         self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAVAILABLE)
         self.assertIn("node-b", cm.exception.details())
         self.assertIn(self.nodes[1].target, cm.exception.details())
+        trailers = dict(cm.exception.trailing_metadata() or ())
+        self.assertEqual(trailers.get("harness-node-address"), self.nodes[1].target)
         self.assertEqual(self.clients[1].GetTask(task_id="spread-1").state, H.TASK_STATE_RUNNING)
+        done = self.clients[0].CompleteTask(task_id="spread-1", success=True)
+        self.assertEqual(done.state, H.TASK_STATE_COMPLETED)
+        self.assertEqual(self.clients[1].GetTask(task_id="spread-1").state, H.TASK_STATE_COMPLETED)
 
     def test_kill_the_owner_mid_recovery_another_node_finishes_it_once(self):
         a, owner = self.clients[0], self.nodes[0]
