@@ -478,14 +478,16 @@ int hs_tasks_service_register(hs_rpc_server *srv, hs_tasks *tasks, hs_error *err
 	static const hs_rpc_handler handlers[] = {
 		{ "RegisterTask", HS_RPC_UNARY, HS_RPC_BLOCKING, register_task, NULL },
 		/* the CQ thread, answered by the group commit; the lane for state changes */
-		{ "Heartbeat", HS_RPC_UNARY, HS_RPC_LIVENESS | HS_RPC_TRY_INLINE, heartbeat, NULL },
+		{ "Heartbeat", HS_RPC_UNARY, HS_RPC_LIVENESS | HS_RPC_TRY_INLINE | HS_RPC_FORWARD, heartbeat,
+		  NULL },
 		/* memory only: on the completion-queue thread (many nodes: a worker) */
 		{ "GetTask", HS_RPC_UNARY, HS_RPC_BLOCKING | HS_RPC_TRY_INLINE, get_task, NULL },
 		{ "ListTasks", HS_RPC_UNARY, HS_RPC_BLOCKING | HS_RPC_TRY_INLINE, list_tasks, NULL },
 		{ "WatchTasks", HS_RPC_SERVER_STREAM, HS_RPC_BLOCKING, NULL, watch_tasks },
 		/* Calls that change a task held by another node are forwarded
 		 * to its holder (server/rpc/forward.c), who checks the caller
-		 * again. Heartbeats are not: their answer names the holder. */
+		 * again; so is a Heartbeat that must change it (an
+		 * acknowledgement): a progress beat is written through the store. */
 		{ "CompleteTask", HS_RPC_UNARY, HS_RPC_BLOCKING | HS_RPC_FORWARD, complete_task, NULL },
 		{ "RecoverTask", HS_RPC_UNARY, HS_RPC_BLOCKING | HS_RPC_FORWARD, recover_task, NULL },
 		{ "CancelTask", HS_RPC_UNARY, HS_RPC_BLOCKING | HS_RPC_FORWARD, cancel_task, NULL },

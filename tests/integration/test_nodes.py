@@ -297,6 +297,32 @@ class NodesTest(unittest.TestCase):
         self.assertEqual(set(ids), stored)
         self.assertTrue(set(mine["alice"]) | set(mine["bob"]) <= stored)
 
+    def test_an_acknowledgement_sent_to_another_node_reaches_the_holder(self):
+        a, b = self.clients[0], self.clients[1]
+        tid = "ack-elsewhere"
+        self.register(a, tid, int(2000 * S))
+        ws = os.path.join(self.nodes[0].data_dir, "workspaces", tid)
+        os.makedirs(ws, exist_ok=True)
+        with open(os.path.join(ws, "work.txt"), "w") as f:
+            f.write("step 1")
+        ckpt = a.checkpoint(tid, 1)
+        a.Heartbeat(task_id=tid, current_step=1)
+        # The agent goes silent; node-a (the holder) restores step 1.
+        poll(lambda: a.GetTask(task_id=tid).resume_checkpoint_id == ckpt.checkpoint_id,
+             30, "the restore on node-a")
+        # The agent, now talking to node-b, is told to resume there and
+        # acknowledges there: both changes happen at the holder (forwarded).
+        r = b.Heartbeat(task_id=tid, current_step=1)
+        self.assertEqual(r.instruction, H.INSTRUCTION_RESUME_FROM_CHECKPOINT)
+        self.assertEqual(r.resume_step, 1)
+        r = b.Heartbeat(task_id=tid, current_step=1, recovery_generation=r.recovery_generation)
+        self.assertEqual(r.instruction, H.INSTRUCTION_CONTINUE)
+        got = a.GetTask(task_id=tid)
+        self.assertEqual(got.state, H.TASK_STATE_RUNNING)
+        self.assertEqual(got.acknowledged_generation, got.recovery_generation)
+        self.assertEqual(self.lease(tid)[0], "node-a")
+        a.CompleteTask(task_id=tid, success=True)
+
     def test_z_a_stopping_node_hands_its_tasks_over(self):
         # Runs last (node-a is dead by now): node-b registers a task and
         # stops (SIGTERM): it gives its leases up, and node-c takes the task
