@@ -614,11 +614,17 @@ static void run_handler_body(hs_rpc_call *call, bool on_cq)
 		}
 		if (rc == HS_UNAVAILABLE && hs_rpc__forward_wanted(call, &err) &&
 		    (!on_cq || call->m->lane != LANE_INLINE)) {
-			if (on_cq) /* the handler changed nothing: ask again on its lane */
+			if (on_cq) { /* the handler changed nothing: ask again on its lane */
 				(void)submit_to_lane(call);
-			else
+				return;
+			}
+			int lane = call->m->lane;
+			if (hs_rpc__forward_admit(call->srv, lane)) {
 				answer_forwarded(call, err.where);
-			return;
+				hs_rpc__forward_release(call->srv, lane);
+				return;
+			}
+			/* No forward slot: the caller gets where to go. */
 		}
 		answer_unary(call, rc, resp, &err);
 		return;

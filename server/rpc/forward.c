@@ -32,6 +32,7 @@
 #include <grpc/grpc.h>
 #include <grpc/grpc_security.h>
 #include <grpc/support/time.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,6 +50,15 @@ typedef struct fwd_channel {
 } fwd_channel;
 
 struct rpc_forward {
+	/* Forwards in flight per lane, at most cap[lane]: a forward holds its
+	 * worker until the owner answers, and the owner may be forwarding to
+	 * us at the same time. With at most half a user's share of a lane
+	 * forwarding (and a forwarded call never forwarded again), every node
+	 * keeps workers for the calls forwarded to it: two nodes forwarding
+	 * to each other cannot wedge each other's lanes. Past the cap the
+	 * caller gets the UNAVAILABLE with the address (and goes there). */
+	atomic_uint inflight[N_LANES];
+	unsigned cap[N_LANES];
 	pthread_mutex_t mu;
 	grpc_channel_credentials *creds; /* created with the first channel */
 	bool creds_failed;
@@ -62,8 +72,31 @@ int hs_rpc__forward_new(hs_rpc_server *srv, hs_error *err)
 	if (f == NULL)
 		return hs_error_set(err, HS_INTERNAL, "forward: out of memory");
 	pthread_mutex_init(&f->mu, NULL);
+	const hs_rpc_config *c = &srv->cfg;
+	/* Half a user's running share of the lane (the heartbeat lane has no
+	 * per-user share: half the lane). 0 = no forwarding on that lane. */
+	f->cap[LANE_MAIN] = hs_rpc__user_running(c, c->workers) / 2;
+	f->cap[LANE_LONG] = hs_rpc__user_running(c, c->long_workers) / 2;
+	f->cap[LANE_LIVENESS] = c->liveness_workers / 2;
 	srv->forward = f;
 	return HS_OK;
+}
+
+bool hs_rpc__forward_admit(hs_rpc_server *srv, int lane)
+{
+	rpc_forward *f = srv->forward;
+	if (f == NULL || lane < 0 || lane >= N_LANES)
+		return false;
+	unsigned n = atomic_load(&f->inflight[lane]);
+	while (n < f->cap[lane])
+		if (atomic_compare_exchange_weak(&f->inflight[lane], &n, n + 1))
+			return true;
+	return false;
+}
+
+void hs_rpc__forward_release(hs_rpc_server *srv, int lane)
+{
+	atomic_fetch_sub(&srv->forward->inflight[lane], 1);
 }
 
 void hs_rpc__forward_free(hs_rpc_server *srv)

@@ -183,6 +183,13 @@ void hs_rpc__forward_free(hs_rpc_server *srv);
  * be forwarded: forwarding on, the caller sent "authorization", and the
  * call is not itself a forward (harness-forwarded-by). */
 bool hs_rpc__forward_wanted(const hs_rpc_call *call, const hs_error *err);
+/* A forward's slot on lane: false when that lane's forwards are at their
+ * cap (see forward.c: no two nodes wedge each other); every true is
+ * matched by one hs_rpc__forward_release. */
+bool hs_rpc__forward_admit(hs_rpc_server *srv, int lane);
+void hs_rpc__forward_release(hs_rpc_server *srv, int lane);
+/* server.c: threads a user's calls may occupy at once in a lane of threads. */
+unsigned hs_rpc__user_running(const hs_rpc_config *cfg, unsigned threads);
 /* Sends call->req to where and fills *r with the answer (blocks up to the
  * call's remaining deadline: a worker lane only). */
 void hs_rpc__forward(hs_rpc_call *call, const char *where, rpc_fwd_result *r);

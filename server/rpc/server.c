@@ -255,7 +255,7 @@ int hs_rpc_server_add_service(hs_rpc_server *srv, const ProtobufCServiceDescript
 /* Threads a user's calls may occupy at once in a lane of `threads`: the
  * configured value (at most the lane), or half the lane. The heartbeat lane
  * has no such bound (its calls are short; users take turns). */
-static unsigned user_running(const hs_rpc_config *cfg, unsigned threads)
+unsigned hs_rpc__user_running(const hs_rpc_config *cfg, unsigned threads)
 {
 	if (cfg->user_concurrency != 0)
 		return cfg->user_concurrency < threads ? cfg->user_concurrency : threads;
@@ -266,9 +266,9 @@ int hs_rpc_server_start(hs_rpc_server *srv, hs_error *err)
 {
 	const hs_rpc_config *c = &srv->cfg;
 	srv->lanes[LANE_MAIN] = hs_pool_new_fair(c->workers, c->worker_queue,
-						 user_running(c, c->workers), c->user_max_calls);
+						 hs_rpc__user_running(c, c->workers), c->user_max_calls);
 	srv->lanes[LANE_LONG] = hs_pool_new_fair(c->long_workers, c->worker_queue,
-						 user_running(c, c->long_workers), c->user_max_calls);
+						 hs_rpc__user_running(c, c->long_workers), c->user_max_calls);
 	/* Heartbeats: short, and one service account may beat for many agents
 	 * at once; a user may hold up to half the lane's queue (never all of
 	 * it, so others' heartbeats always find room) and users take turns. */

@@ -60,6 +60,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "ids.h"
 #include "log.h"
 #include "tenancy.h"
@@ -95,7 +96,10 @@ static int elsewhere(hs_sandbox_mgr *mgr, const hs_store_sandbox_row *row, hs_er
 			      row->sandbox_id, row->node_id[0] ? row->node_id : "(none)",
 			      node.address[0] ? node.address : "no address");
 	hs_error_set_reason(err, "SANDBOX_ELSEWHERE");
-	hs_error_set_where(err, node.address);
+	/* A node whose row expired is not there to answer: no forward (it
+	 * would hold a worker until the connect fails or the deadline). */
+	if (node.expires_at_ms > hs_clock_wall_ms())
+		hs_error_set_where(err, node.address);
 	return rc;
 }
 

@@ -57,8 +57,8 @@ int hs_tasks__elsewhere(hs_tasks *t, const char *task_id, const hs_store_lease_r
 			      task_id, l.node_id, node.address[0] ? node.address : "no address");
 	/* Machine-readable too: a call flagged HS_RPC_FORWARD goes there by
 	 * itself (server/rpc/forward.c); others carry it as trailing metadata. */
-	if (node.address[0] != '\0')
-		hs_error_set_where(err, node.address);
+	if (node.address[0] != '\0' && node.expires_at_ms > hs_clock_wall_ms())
+		hs_error_set_where(err, node.address); /* not a node gone silent */
 	return rc;
 }
 

@@ -103,7 +103,7 @@ static hs_rpc_server *start(const char *node_id, bool front, unsigned fwd)
 	hs_rpc_config cfg = HS_RPC_CONFIG_INIT;
 	cfg.listen = "127.0.0.1:0";
 	cfg.node_id = node_id;
-	cfg.workers = 2;
+	cfg.workers = 4; /* a user's share 2: one forward at a time */
 	cfg.long_workers = 1;
 	cfg.liveness_workers = 1;
 	hs_error err = { 0 };
@@ -307,6 +307,100 @@ static void test_rpc_forward__stream_names_address(void **state)
 	assert_int_equal(owner_calls(), 0);
 }
 
+/* Two nodes each holding the other's objects, callers at both at once:
+ * every call either reaches the owner or is told where to go at once;
+ * none waits for its deadline because the workers of both nodes were all
+ * forwarding to each other (found by review: 16 of 16 calls timed out). */
+static char cross_x[64], cross_y[64];
+
+static int cross_check(hs_rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage **resp,
+		       hs_error *err)
+{
+	(void)req;
+	if (hs_rpc_call_metadata(call, "harness-forwarded-by", NULL) == NULL) {
+		int rc = hs_error_set(err, HS_UNAVAILABLE, "the object is on the other node");
+		hs_error_set_where(err, hs_rpc_call_payload(call) == (void *)1 ? cross_y : cross_x);
+		return rc;
+	}
+	usleep(20000);
+	CheckResp *out = hs_rpc_call_alloc(call, sizeof(*out));
+	if (out == NULL)
+		return hs_error_set(err, HS_INTERNAL, "out of memory");
+	grpc__health__v1__health_check_response__init(out);
+	out->status = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
+	*resp = &out->base;
+	return HS_OK;
+}
+
+static hs_rpc_server *cross_start(const char *node_id, void *payload)
+{
+	hs_rpc_config cfg = HS_RPC_CONFIG_INIT;
+	cfg.listen = "127.0.0.1:0";
+	cfg.node_id = node_id;
+	cfg.workers = 4;
+	hs_error err = { 0 };
+	hs_rpc_server *srv = NULL;
+	assert_int_equal(hs_rpc_server_new(&srv, &cfg, &err), HS_OK);
+	const hs_rpc_handler h[] = {
+		{ "Check", HS_RPC_UNARY, HS_RPC_BLOCKING | HS_RPC_PUBLIC | HS_RPC_FORWARD, cross_check,
+		  NULL },
+	};
+	assert_int_equal(hs_rpc_server_add_service(srv, &grpc__health__v1__health__descriptor, h, 1,
+						   payload, &err),
+			 HS_OK);
+	assert_int_equal(hs_rpc_server_start(srv, &err), HS_OK);
+	return srv;
+}
+
+typedef struct cross_job {
+	grpc_channel *ch;
+	tc_reply r;
+} cross_job;
+
+static void *cross_one(void *p)
+{
+	cross_job *j = p;
+	CheckReq req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+	req.service = "x";
+	const char *md[] = { "authorization", "Bearer tok-1" };
+	/* The deadline only bounds a failure: a wedged pair would hold it all. */
+	tc_unary(j->ch, M_CHECK, &req.base, NULL, 0, md, 1, 30000, CHECK_RESP, NULL, &j->r);
+	return NULL;
+}
+
+static void test_rpc_forward__two_nodes_forwarding_to_each_other_do_not_wedge(void **state)
+{
+	(void)state;
+	hs_rpc_server *x = cross_start("node-x", (void *)1); /* X's objects are on Y */
+	hs_rpc_server *y = cross_start("node-y", (void *)2); /* Y's objects are on X */
+	snprintf(cross_x, sizeof(cross_x), "127.0.0.1:%d", hs_rpc_server_port(x));
+	snprintf(cross_y, sizeof(cross_y), "127.0.0.1:%d", hs_rpc_server_port(y));
+	grpc_channel *cx = tc_channel(hs_rpc_server_port(x)), *cy = tc_channel(hs_rpc_server_port(y));
+	enum { N = 8 };
+	cross_job jobs[2 * N];
+	pthread_t th[2 * N];
+	memset(jobs, 0, sizeof(jobs));
+	for (int i = 0; i < 2 * N; i++) {
+		jobs[i].ch = i % 2 ? cy : cx;
+		assert_int_equal(pthread_create(&th[i], NULL, cross_one, &jobs[i]), 0);
+	}
+	int ok = 0;
+	for (int i = 0; i < 2 * N; i++) {
+		assert_int_equal(pthread_join(th[i], NULL), 0);
+		if (jobs[i].r.status != GRPC_STATUS_OK && jobs[i].r.status != GRPC_STATUS_UNAVAILABLE)
+			fail_msg("call %d: status %d (%s)", i, jobs[i].r.status, jobs[i].r.details);
+		ok += jobs[i].r.status == GRPC_STATUS_OK;
+		tc_reply_dispose(&jobs[i].r);
+	}
+	assert_true(ok >= 1); /* forwarding still works under the bound */
+	grpc_channel_destroy(cx);
+	grpc_channel_destroy(cy);
+	hs_rpc_server_shutdown(x, 2000);
+	hs_rpc_server_shutdown(y, 2000);
+	hs_rpc_server_free(x);
+	hs_rpc_server_free(y);
+}
+
 int main(void)
 {
 	int devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
@@ -322,6 +416,7 @@ int main(void)
 		cmocka_unit_test_setup(test_rpc_forward__unflagged_method_not_forwarded, each_setup),
 		cmocka_unit_test_setup(test_rpc_forward__owner_down_unavailable, each_setup),
 		cmocka_unit_test_setup(test_rpc_forward__stream_names_address, each_setup),
+		cmocka_unit_test(test_rpc_forward__two_nodes_forwarding_to_each_other_do_not_wedge),
 	};
 	int failed = cmocka_run_group_tests_name("rpc_forward", tests, group_setup, group_teardown);
 	if (devnull >= 0)
