@@ -3,9 +3,9 @@
  * A server-streaming or bidi call of a method flagged HS_RPC_FORWARD whose
  * handler answered the first request HS_UNAVAILABLE with err->where (the
  * sandbox runs on another node) is relayed there as a whole: one upstream
- * client call, a child of the server call (gRPC propagates the caller's
- * deadline, none when it set none: a followed log may stay open for
- * hours, and its cancellation), carrying the same metadata as a unary
+ * client call, a child of the server call (the caller's deadline, none
+ * when it set none: a followed log may stay open for hours; gRPC
+ * propagates its cancellation), carrying the same metadata as a unary
  * forward (forward.c: the caller's authorization, x-request-id,
  * traceparent, harness-forwarded-by). No thread waits: the upstream
  * call's batches complete on the server call's completion queue
@@ -119,10 +119,16 @@ void hs_rpc__fwd_stream_start(hs_rpc_call *call, const char *where)
 	}
 	if (own)
 		f->own_ch = ch;
+	/* The caller's remaining deadline; none when it set none. */
+	int64_t left = hs_rpc_call_deadline_left_ms(call);
+	gpr_timespec deadline =
+		left == INT64_MAX ? gpr_inf_future(GPR_CLOCK_MONOTONIC)
+				  : gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+						 gpr_time_from_millis(left > 0 ? left : 1, GPR_TIMESPAN));
 	f->up = grpc_channel_create_call(ch, call->gcall,
 					 GRPC_PROPAGATE_DEADLINE | GRPC_PROPAGATE_CANCELLATION,
 					 call->cqt->cq, grpc_slice_from_static_string(call->m->path),
-					 NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+					 NULL, deadline, NULL);
 	if (f->up == NULL) {
 		fail_start(call, f->where, "call not created");
 		return;

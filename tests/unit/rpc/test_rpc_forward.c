@@ -144,12 +144,14 @@ static int owner_watch(hs_rpc_call *call, const ProtobufCMessage *req, hs_error 
 		return HS_OK;
 	}
 	if (strcmp(r->service, "follow") == 0) {
-		(void)hs_rpc_call_send(call, &m.base);
+		/* Counted open before its message goes out: a caller that got
+		 * the message sees it open until follow_done. */
 		hs_rpc_call_ref(call); /* follow_done's */
 		pthread_mutex_lock(&mu);
 		seen.follow_open++;
 		pthread_mutex_unlock(&mu);
 		hs_rpc_call_on_done(call, follow_done, NULL);
+		(void)hs_rpc_call_send(call, &m.base);
 		return HS_OK;
 	}
 	for (int i = 0; i < 3; i++)
@@ -303,7 +305,8 @@ static void test_rpc_forward__unary_answered_by_owner(void **state)
 	assert_string_equal(seen.authorization, "Bearer tok-1");
 	assert_string_equal(seen.forwarded_by, "node-b");
 	assert_string_equal(seen.request_id, "req-fwd-1");
-	assert_true(seen.deadline_left_ms > 0 && seen.deadline_left_ms <= 20000);
+	/* The caller's deadline (grpc-timeout is sent rounded up). */
+	assert_true(seen.deadline_left_ms > 0 && seen.deadline_left_ms <= 21000);
 	pthread_mutex_unlock(&mu);
 }
 
@@ -473,6 +476,8 @@ static void test_rpc_forward__stream_relayed_from_owner(void **state)
 	assert_string_equal(seen.authorization, "Bearer tok-1");
 	assert_string_equal(seen.forwarded_by, "node-b");
 	assert_string_equal(seen.request_id, "req-fwd-2");
+	/* The caller's deadline, not none (grpc-timeout is sent rounded up). */
+	assert_true(seen.deadline_left_ms > 0 && seen.deadline_left_ms <= 31000);
 	pthread_mutex_unlock(&mu);
 }
 
@@ -592,6 +597,29 @@ static void test_rpc_forward__stream_owner_down_unavailable(void **state)
 	assert_string_equal(got, where);
 }
 
+/* The first node shutting down ends a relayed stream (it does not wait
+ * for the owner) and with it the owner's stream. */
+static void test_rpc_forward__stream_ends_at_shutdown(void **state)
+{
+	(void)state;
+	hs_rpc_server *front2 = start("node-d", true, HS_RPC_FORWARD);
+	grpc_channel *ch2 = tc_channel(hs_rpc_server_port(front2));
+	CheckReq req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+	req.service = (char *)"follow";
+	tc_stream s;
+	assert_true(tc_stream_start_md(&s, ch2, M_WATCH, 30000, CHECK_RESP, &req.base, true,
+				       AUTH_MD, 1));
+	bool ok = true;
+	ProtobufCMessage *m = tc_stream_recv(&s, &ok);
+	assert_non_null(m);
+	protobuf_c_message_free_unpacked(m, NULL);
+	hs_rpc_server_shutdown(front2, 1000);
+	assert_int_not_equal(tc_stream_finish(&s, NULL, 0), GRPC_STATUS_OK);
+	hs_rpc_server_free(front2);
+	grpc_channel_destroy(ch2);
+	assert_int_equal(follows_ended(), 1);
+}
+
 static void info_send(tc_stream *s, const char *host)
 {
 	InfoReq r = GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__INIT;
@@ -658,6 +686,7 @@ int main(void)
 				       each_setup),
 		cmocka_unit_test_setup(test_rpc_forward__stream_owner_down_unavailable, each_setup),
 		cmocka_unit_test_setup(test_rpc_forward__bidi_relayed, each_setup),
+		cmocka_unit_test_setup(test_rpc_forward__stream_ends_at_shutdown, each_setup),
 	};
 	int failed = cmocka_run_group_tests_name("rpc_forward", tests, group_setup, group_teardown);
 	if (devnull >= 0)
