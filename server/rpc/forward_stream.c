@@ -144,7 +144,7 @@ void hs_rpc__fwd_stream_start(hs_rpc_call *call, const char *where)
 	grpc_metadata md[RPC_FWD_MD];
 	size_t n_md = hs_rpc__forward_md(call, md);
 
-	grpc_op ops[4];
+	grpc_op ops[3];
 	size_t n = 0;
 	memset(ops, 0, sizeof(ops));
 	ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
@@ -156,8 +156,6 @@ void hs_rpc__fwd_stream_start(hs_rpc_call *call, const char *where)
 		ops[n++].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
 		f->half_closed = true;
 	}
-	ops[n].op = GRPC_OP_RECV_INITIAL_METADATA;
-	ops[n++].data.recv_initial_metadata.recv_initial_metadata = &f->init_md;
 	bool started = up_batch(f, ops, n, &f->t_start);
 	for (size_t i = 0; i < n_md; i++)
 		grpc_slice_unref(md[i].value);
@@ -166,13 +164,19 @@ void hs_rpc__fwd_stream_start(hs_rpc_call *call, const char *where)
 		fail_start(call, f->where, "batch refused");
 		return;
 	}
-	grpc_op st;
-	memset(&st, 0, sizeof(st));
-	st.op = GRPC_OP_RECV_STATUS_ON_CLIENT;
-	st.data.recv_status_on_client.trailing_metadata = &f->trail_md;
-	st.data.recv_status_on_client.status = &f->status;
-	st.data.recv_status_on_client.status_details = &f->details;
-	if (!up_batch(f, &st, 1, &f->t_status)) {
+	/* The owner's initial metadata with its status, not with the first
+	 * request: an owner that answers nothing before more input (an exec
+	 * of `cat`) sends none until its first message, and the client's
+	 * next message is read once TAG_FWD_START completes. */
+	grpc_op st[2];
+	memset(st, 0, sizeof(st));
+	st[0].op = GRPC_OP_RECV_INITIAL_METADATA;
+	st[0].data.recv_initial_metadata.recv_initial_metadata = &f->init_md;
+	st[1].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+	st[1].data.recv_status_on_client.trailing_metadata = &f->trail_md;
+	st[1].data.recv_status_on_client.status = &f->status;
+	st[1].data.recv_status_on_client.status_details = &f->details;
+	if (!up_batch(f, st, 2, &f->t_status)) {
 		grpc_call_cancel(f->up, NULL);
 		fail_start(call, f->where, "batch refused");
 		return;

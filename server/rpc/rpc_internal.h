@@ -25,10 +25,10 @@ typedef enum tag_kind {
 	TAG_STATUS,   /* the final batch (message and/or status) finished */
 	TAG_SHUTDOWN, /* grpc_server_shutdown_and_notify completed */
 	/* forward_stream.c: batches of a forwarded stream's upstream call */
-	TAG_FWD_START,  /* initial metadata + the first request message sent */
+	TAG_FWD_START,  /* metadata and the first request message sent */
 	TAG_FWD_RECV,   /* one response message from the owner (or its end) */
 	TAG_FWD_SEND,   /* one later request message (bidi) or the half-close sent */
-	TAG_FWD_STATUS, /* the owner's status */
+	TAG_FWD_STATUS, /* the owner's initial metadata and status */
 } tag_kind;
 
 typedef struct rpc_tag {

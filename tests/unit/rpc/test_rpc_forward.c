@@ -10,7 +10,8 @@
  *     (status i % 4) from a producer, "follow" one message then open until
  *     cancelled, anything else 3 messages
  *   grpc.reflection.v1.ServerReflection/ServerReflectionInfo   bidi:
- *     forwarded; the owner echoes each request's host as valid_host */
+ *     forwarded; the owner echoes each request's host as valid_host
+ *     ("quiet..." hosts: counted, no answer) */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -53,6 +54,7 @@ static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static struct {
 	int calls; /* calls the owner answered (each stream once) */
 	int follow_open, follow_done; /* "follow" streams open at the owner, ended */
+	int quiet; /* bidi messages the owner took without answering */
 	char authorization[128], forwarded_by[64], request_id[128];
 	int64_t deadline_left_ms;
 } seen;
@@ -170,6 +172,12 @@ static int owner_info(hs_rpc_call *call, const ProtobufCMessage *req, hs_error *
 	const InfoReq *r = (const InfoReq *)req;
 	if (strcmp(r->host, "first") == 0)
 		record(call);
+	if (strncmp(r->host, "quiet", 5) == 0) { /* no answer (not even metadata) */
+		pthread_mutex_lock(&mu);
+		seen.quiet++;
+		pthread_mutex_unlock(&mu);
+		return HS_OK;
+	}
 	InfoResp m = GRPC__REFLECTION__V1__SERVER_REFLECTION_RESPONSE__INIT;
 	m.valid_host = r->host;
 	(void)hs_rpc_call_send(call, &m.base);
@@ -662,6 +670,26 @@ static void test_rpc_forward__bidi_relayed(void **state)
 	pthread_mutex_unlock(&mu);
 }
 
+/* A bidi owner that answers nothing (sends no metadata) until the client
+ * is done, like an exec of `cat`: every message still reaches it, then the
+ * half-close, then its OK comes back. */
+static void test_rpc_forward__bidi_owner_quiet_until_half_close(void **state)
+{
+	(void)state;
+	tc_stream s;
+	assert_true(tc_stream_start_md(&s, ch, M_INFO, 30000, INFO_RESP, NULL, false, AUTH_MD, 1));
+	info_send(&s, "quiet-1");
+	info_send(&s, "quiet-2");
+	info_send(&s, "quiet-3");
+	assert_true(tc_stream_close(&s));
+	assert_int_equal(drain(&s), 0);
+	assert_int_equal(tc_stream_finish(&s, NULL, 0), GRPC_STATUS_OK);
+	pthread_mutex_lock(&mu);
+	int quiet = seen.quiet;
+	pthread_mutex_unlock(&mu);
+	assert_int_equal(quiet, 3);
+}
+
 int main(void)
 {
 	int devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
@@ -686,6 +714,8 @@ int main(void)
 				       each_setup),
 		cmocka_unit_test_setup(test_rpc_forward__stream_owner_down_unavailable, each_setup),
 		cmocka_unit_test_setup(test_rpc_forward__bidi_relayed, each_setup),
+		cmocka_unit_test_setup(test_rpc_forward__bidi_owner_quiet_until_half_close,
+				       each_setup),
 		cmocka_unit_test_setup(test_rpc_forward__stream_ends_at_shutdown, each_setup),
 	};
 	int failed = cmocka_run_group_tests_name("rpc_forward", tests, group_setup, group_teardown);
