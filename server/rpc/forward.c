@@ -17,9 +17,9 @@
  * The owner node authenticates and authorises the caller itself:
  * forwarding adds no trust between nodes. It is not done (the UNAVAILABLE with the address
  * stands) for a call that already carries harness-forwarded-by (the loop
- * guard), for one without "authorization" (a client-certificate identity
- * cannot be passed on), and for streams (their handlers answer the same
- * UNAVAILABLE; call.c adds harness-node-address).
+ * guard) and for one without "authorization" (a client-certificate
+ * identity cannot be passed on); call.c adds harness-node-address.
+ * Streams: forward_stream.c, with the channels and metadata made here.
  *
  * Channels: one per address, created on first use and kept (at most
  * RPC_FORWARD_CHANNELS; beyond that a call uses a channel of its own,
