@@ -175,6 +175,7 @@ static void finalize(hs_rpc_call *call)
 		pthread_cond_broadcast(&srv->cv);
 		pthread_mutex_unlock(&srv->mu);
 	}
+	hs_rpc__fwd_stream_free(call);
 	hs_rpc__call_release(srv, call);
 }
 
@@ -386,6 +387,32 @@ void hs_rpc_call_set_send_queue(hs_rpc_call *call, unsigned cap)
 	pthread_mutex_unlock(&call->mu);
 }
 
+int hs_rpc__call_send_relayed(hs_rpc_call *call, grpc_byte_buffer *bb)
+{
+	if (!credential_holds(call)) {
+		grpc_byte_buffer_destroy(bb);
+		return HS_CANCELLED;
+	}
+	pthread_mutex_lock(&call->mu);
+	bool gone = call->finishing || call->dead || call->close_done || call->send_busy;
+	if (!gone) {
+		call->fwd_room_wait = true;
+		start_send_locked(call, bb); /* destroys bb */
+	}
+	pthread_mutex_unlock(&call->mu);
+	if (gone) { /* send_busy: the relay never has two messages in hand */
+		grpc_byte_buffer_destroy(bb);
+		return HS_CANCELLED;
+	}
+	hs_rpc__count(call->srv, &call->m->mx.sent);
+	return HS_OK;
+}
+
+void hs_rpc__call_finish_status(hs_rpc_call *call, grpc_status_code code, const char *msg)
+{
+	finish_with(call, code, msg, NULL);
+}
+
 /* The done callback to run now, if the call has ended, nobody ran it yet
  * and no writable job is scheduled or running (that job runs it when it
  * ends). call->mu held. */
@@ -533,6 +560,11 @@ static void arm_recv(hs_rpc_call *call)
 	pthread_mutex_unlock(&call->mu);
 }
 
+void hs_rpc__call_read_next(hs_rpc_call *call)
+{
+	arm_recv(call);
+}
+
 /* A handler's error: its reason (if any) as trailing metadata, then the
  * status. The one place hs_error.reason reaches the wire. */
 static void finish_error(hs_rpc_call *call, int code, const hs_error *err)
@@ -632,7 +664,12 @@ static void run_handler_body(hs_rpc_call *call, bool on_cq)
 	bool half_closed = call->req == NULL;
 	rc = h->stream(call, call->req, &err);
 	call->on_cq = false;
-	if (rc != HS_OK) {
+	if (rc == HS_UNAVAILABLE && !half_closed && call->fwd == NULL &&
+	    hs_rpc__forward_wanted(call, &err)) {
+		/* The stream's object lives on another node: relay the whole
+		 * stream there (a bidi call's later messages included). */
+		hs_rpc__fwd_stream_start(call, err.where);
+	} else if (rc != HS_OK) {
 		finish_error(call, rc, &err);
 	} else if (h->kind == HS_RPC_BIDI_STREAM && half_closed) {
 		if (!(h->flags & HS_RPC_SELF_FINISH))
@@ -836,6 +873,16 @@ static void on_recv(hs_rpc_call *call, bool ok)
 			grpc_byte_buffer_destroy(bb);
 		return;
 	}
+	if (call->fwd != NULL) { /* relayed to the owner node as it is */
+		if (bb != NULL && !credential_holds(call)) {
+			grpc_byte_buffer_destroy(bb);
+			return;
+		}
+		if (bb != NULL)
+			hs_rpc__count(call->srv, &call->m->mx.received);
+		hs_rpc__fwd_stream_up(call, bb);
+		return;
+	}
 	if (bb == NULL) {
 		call->req = NULL; /* client finished sending */
 	} else {
@@ -885,6 +932,8 @@ static void on_close(hs_rpc_call *call)
 	pthread_mutex_unlock(&call->mu);
 	if (fn != NULL) /* else hs_rpc_call_on_done() or the writable job runs it */
 		fn(call, payload);
+	if (call->fwd != NULL)
+		hs_rpc__fwd_stream_closed(call);
 }
 
 static void on_send(hs_rpc_call *call, bool ok)
@@ -900,9 +949,15 @@ static void on_send(hs_rpc_call *call, bool ok)
 		start_status_locked(call, NULL);
 	}
 	bool fire = writable_fire_locked(call);
+	bool pull = call->fwd_room_wait && ok && !call->send_busy && !call->finishing &&
+		    !call->close_done;
+	if (!call->send_busy)
+		call->fwd_room_wait = false;
 	pthread_mutex_unlock(&call->mu);
 	if (fire)
 		writable_schedule(call);
+	if (pull)
+		hs_rpc__fwd_stream_pull(call);
 }
 
 void hs_rpc__on_tag(rpc_tag *tag, bool ok)
@@ -926,6 +981,12 @@ void hs_rpc__on_tag(rpc_tag *tag, bool ok)
 		break;
 	case TAG_RECV:
 		on_recv(call, ok);
+		break;
+	case TAG_FWD_START:
+	case TAG_FWD_RECV:
+	case TAG_FWD_SEND:
+	case TAG_FWD_STATUS:
+		hs_rpc__fwd_stream_on_tag(tag, ok);
 		break;
 	case TAG_STATUS:
 	case TAG_SHUTDOWN:

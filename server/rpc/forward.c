@@ -17,9 +17,9 @@
  * The owner node authenticates and authorises the caller itself:
  * forwarding adds no trust between nodes. It is not done (the UNAVAILABLE with the address
  * stands) for a call that already carries harness-forwarded-by (the loop
- * guard), for one without "authorization" (a client-certificate identity
- * cannot be passed on), and for streams (their handlers answer the same
- * UNAVAILABLE; call.c adds harness-node-address).
+ * guard) and for one without "authorization" (a client-certificate
+ * identity cannot be passed on); call.c adds harness-node-address.
+ * Streams: forward_stream.c, with the channels and metadata made here.
  *
  * Channels: one per address, created on first use and kept (at most
  * RPC_FORWARD_CHANNELS; beyond that a call uses a channel of its own,
@@ -42,7 +42,6 @@
 
 #define RPC_FORWARD_CHANNELS 32
 #define RPC_FORWARD_MAX_MS 60000 /* a caller without a deadline: the forward's own */
-#define RPC_FORWARDED_KEY "harness-forwarded-by"
 
 typedef struct fwd_channel {
 	char target[HS_ERROR_WHERE_MAX];
@@ -125,8 +124,7 @@ bool hs_rpc__forward_wanted(const hs_rpc_call *call, const hs_error *err)
 {
 	const hs_rpc_server *srv = call->srv;
 	return srv->forward != NULL && srv->cfg.node_id != NULL && srv->cfg.node_id[0] != '\0' &&
-	       call->m != NULL && call->m->handler.kind == HS_RPC_UNARY &&
-	       (call->m->handler.flags & HS_RPC_FORWARD) && call->req != NULL &&
+	       call->m != NULL && (call->m->handler.flags & HS_RPC_FORWARD) && call->req != NULL &&
 	       err->where[0] != '\0' && md_present(call, "authorization") &&
 	       !md_present(call, RPC_FORWARDED_KEY);
 }
@@ -171,9 +169,7 @@ static grpc_channel *channel_new(hs_rpc_server *srv, grpc_channel_credentials *c
 	return grpc_channel_create(target, creds, &ca);
 }
 
-/* The cached channel to target (*own = false), or a new one for this call
- * only (*own = true, when the cache is full); NULL when none can be made. */
-static grpc_channel *channel_get(hs_rpc_server *srv, const char *target, bool *own)
+grpc_channel *hs_rpc__forward_channel(hs_rpc_server *srv, const char *target, bool *own)
 {
 	rpc_forward *f = srv->forward;
 	grpc_channel *ch = NULL;
@@ -203,9 +199,7 @@ static void md_set(grpc_metadata *md, const char *key, grpc_slice value)
 	md->value = value;
 }
 
-/* Copies the first trailing value of key into buf (NUL-terminated), if
- * it fits and is printable. */
-static void md_copy(const grpc_metadata_array *a, const char *key, char *buf, size_t cap)
+void hs_rpc__forward_md_copy(const grpc_metadata_array *a, const char *key, char *buf, size_t cap)
 {
 	for (size_t i = 0; i < a->count; i++) {
 		if (grpc_slice_str_cmp(a->metadata[i].key, key) != 0)
@@ -221,6 +215,26 @@ static void md_copy(const grpc_metadata_array *a, const char *key, char *buf, si
 		buf[n] = '\0';
 		return;
 	}
+}
+
+size_t hs_rpc__forward_md(const hs_rpc_call *call, grpc_metadata md[RPC_FWD_MD])
+{
+	size_t n_md = 0;
+	for (size_t i = 0; i < call->req_md.count; i++) {
+		const grpc_metadata *m = &call->req_md.metadata[i];
+		if (n_md == 0 && grpc_slice_str_cmp(m->key, "authorization") == 0)
+			md_set(&md[n_md++], "authorization", grpc_slice_ref(m->value));
+	}
+	/* The call's checked request id and trace (common/trace.h), so the
+	 * owner's log lines carry the same ids as ours. */
+	if (call->trace_set && call->trace.request_id[0] != '\0')
+		md_set(&md[n_md++], "x-request-id",
+		       grpc_slice_from_copied_string(call->trace.request_id));
+	if (call->trace_set && call->trace.traceparent[0] != '\0')
+		md_set(&md[n_md++], "traceparent",
+		       grpc_slice_from_copied_string(call->trace.traceparent));
+	md_set(&md[n_md++], RPC_FORWARDED_KEY, grpc_slice_from_copied_string(call->srv->cfg.node_id));
+	return n_md;
 }
 
 /* "forward to WHERE: WHY" (cut to the message's size). */
@@ -248,10 +262,10 @@ void hs_rpc__forward(hs_rpc_call *call, const char *where, rpc_fwd_result *r)
 	grpc_slice_unref(s);
 
 	bool own = false;
-	grpc_channel *ch = channel_get(srv, where, &own);
+	grpc_channel *ch = hs_rpc__forward_channel(srv, where, &own);
 	grpc_completion_queue *cq = NULL;
 	grpc_call *c = NULL;
-	grpc_metadata md[4];
+	grpc_metadata md[RPC_FWD_MD];
 	size_t n_md = 0;
 	grpc_metadata_array init_md, trail_md;
 	grpc_metadata_array_init(&init_md);
@@ -279,20 +293,7 @@ void hs_rpc__forward(hs_rpc_call *call, const char *where, rpc_fwd_result *r)
 		goto done;
 	}
 
-	for (size_t i = 0; i < call->req_md.count; i++) {
-		const grpc_metadata *m = &call->req_md.metadata[i];
-		if (n_md == 0 && grpc_slice_str_cmp(m->key, "authorization") == 0)
-			md_set(&md[n_md++], "authorization", grpc_slice_ref(m->value));
-	}
-	/* The call's checked request id and trace (common/trace.h), so the
-	 * owner's log lines carry the same ids as ours. */
-	if (call->trace_set && call->trace.request_id[0] != '\0')
-		md_set(&md[n_md++], "x-request-id",
-		       grpc_slice_from_copied_string(call->trace.request_id));
-	if (call->trace_set && call->trace.traceparent[0] != '\0')
-		md_set(&md[n_md++], "traceparent",
-		       grpc_slice_from_copied_string(call->trace.traceparent));
-	md_set(&md[n_md++], RPC_FORWARDED_KEY, grpc_slice_from_copied_string(srv->cfg.node_id));
+	n_md = hs_rpc__forward_md(call, md);
 
 	memset(ops, 0, sizeof(ops));
 	ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
@@ -334,8 +335,8 @@ void hs_rpc__forward(hs_rpc_call *call, const char *where, rpc_fwd_result *r)
 					dn = sizeof(r->msg) - 1;
 				memcpy(r->msg, GRPC_SLICE_START_PTR(details), dn);
 				r->msg[dn] = '\0';
-				md_copy(&trail_md, HS_ERROR_REASON_KEY, r->reason, sizeof(r->reason));
-				md_copy(&trail_md, HS_ERROR_WHERE_KEY, r->where, sizeof(r->where));
+				hs_rpc__forward_md_copy(&trail_md, HS_ERROR_REASON_KEY, r->reason, sizeof(r->reason));
+				hs_rpc__forward_md_copy(&trail_md, HS_ERROR_WHERE_KEY, r->where, sizeof(r->where));
 				if (status == GRPC_STATUS_UNAVAILABLE && r->where[0] == '\0') {
 					char owner[sizeof(r->msg)];
 					memcpy(owner, r->msg, sizeof(owner));

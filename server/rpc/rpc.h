@@ -61,10 +61,11 @@ enum {
 	 * nothing) and is called again on its lane, with the lane's bounds
 	 * and fairness. */
 	HS_RPC_TRY_INLINE = 1u << 5,
-	/* Unary: an HS_UNAVAILABLE answer with err->where set (the object lives
-	 * on the node at that address) is forwarded there when the server has
-	 * a node_id (see hs_rpc_config.node_id); without the flag it is
-	 * answered as it is (with HS_ERROR_WHERE_KEY). */
+	/* An HS_UNAVAILABLE answer with err->where set (the object lives on
+	 * the node at that address) to a unary call, or to a stream's first
+	 * request (the whole stream is then relayed), is forwarded there when
+	 * the server has a node_id (see hs_rpc_config.node_id); without the
+	 * flag it is answered as it is (with HS_ERROR_WHERE_KEY). */
 	HS_RPC_FORWARD = 1u << 6,
 };
 
@@ -168,8 +169,8 @@ typedef struct hs_rpc_config {
 	 * relaxed atomic add per event), plus harness_rpc_queue_depth{lane} and
 	 * harness_rpc_rejected_total{lane}. */
 	struct hs_metrics *metrics;
-	/* This node's id (borrowed; NULL or "" = no forwarding). With it, a
-	 * unary HS_RPC_FORWARD call whose handler answers HS_UNAVAILABLE with
+	/* This node's id (borrowed; NULL or "" = no forwarding). With it, an
+	 * HS_RPC_FORWARD call (or stream) whose handler answers HS_UNAVAILABLE with
 	 * err->where set (its object lives on the node at that address) is
 	 * sent there with
 	 * the caller's authorization and "harness-forwarded-by: node_id", and

@@ -24,6 +24,11 @@ typedef enum tag_kind {
 	TAG_RECV,     /* one RECV_MESSAGE finished (bidi) */
 	TAG_STATUS,   /* the final batch (message and/or status) finished */
 	TAG_SHUTDOWN, /* grpc_server_shutdown_and_notify completed */
+	/* forward_stream.c: batches of a forwarded stream's upstream call */
+	TAG_FWD_START,  /* metadata and the first request message sent */
+	TAG_FWD_RECV,   /* one response message from the owner (or its end) */
+	TAG_FWD_SEND,   /* one later request message (bidi) or the half-close sent */
+	TAG_FWD_STATUS, /* the owner's initial metadata and status */
 } tag_kind;
 
 typedef struct rpc_tag {
@@ -113,6 +118,11 @@ struct hs_rpc_call {
 	bool trace_set;   /* trace holds the call's checked request id and trace */
 	hs_trace_ctx trace;
 
+	/* forward_stream.c: this stream is relayed to its owner node (set
+	 * once, by the handler's thread, before any of its batches start). */
+	struct rpc_fwd_stream *fwd;
+	bool fwd_room_wait; /* a relayed message is being written: pull the next when done */
+
 	/* Counted in its caller's open streams (streams.c) under stream_key. */
 	bool stream_counted, stream_anon;
 	char stream_key[168];
@@ -179,9 +189,10 @@ typedef struct rpc_fwd_result {
 /* Sets srv->forward (with cfg.node_id set). */
 int hs_rpc__forward_new(hs_rpc_server *srv, hs_error *err);
 void hs_rpc__forward_free(hs_rpc_server *srv);
-/* Whether this unary call's answer err (HS_UNAVAILABLE, where set) is to
- * be forwarded: forwarding on, the caller sent "authorization", and the
- * call is not itself a forward (harness-forwarded-by). */
+/* Whether this call's answer err (HS_UNAVAILABLE, where set; a unary
+ * call's, or a stream's first request) is to be forwarded: forwarding on,
+ * the method flagged HS_RPC_FORWARD, the caller sent "authorization", and
+ * the call is not itself a forward (harness-forwarded-by). */
 bool hs_rpc__forward_wanted(const hs_rpc_call *call, const hs_error *err);
 /* A forward's slot on lane: false when that lane's forwards are at their
  * cap (see forward.c: no two nodes wedge each other); every true is
@@ -193,6 +204,37 @@ unsigned hs_rpc__user_running(const hs_rpc_config *cfg, unsigned threads);
 /* Sends call->req to where and fills *r with the answer (blocks up to the
  * call's remaining deadline: a worker lane only). */
 void hs_rpc__forward(hs_rpc_call *call, const char *where, rpc_fwd_result *r);
+
+#define RPC_FWD_MD 4
+#define RPC_FORWARDED_KEY "harness-forwarded-by"
+/* The cached channel to target (*own = false), or a new one for this call
+ * only (*own = true, when the cache is full: the caller destroys it);
+ * NULL when none can be made. */
+grpc_channel *hs_rpc__forward_channel(hs_rpc_server *srv, const char *target, bool *own);
+/* The forward's request metadata (authorization, x-request-id,
+ * traceparent, harness-forwarded-by); the caller unrefs the values. */
+size_t hs_rpc__forward_md(const hs_rpc_call *call, grpc_metadata md[RPC_FWD_MD]);
+/* Copies the first value of key in a into buf (NUL-terminated), if it
+ * fits and is printable; else leaves buf as it is. */
+void hs_rpc__forward_md_copy(const grpc_metadata_array *a, const char *key, char *buf,
+			     size_t cap);
+
+/* forward_stream.c: a stream (server-streaming or bidi) whose handler
+ * answered err (forward_wanted) relayed to the owner at where, with no
+ * thread held: the upstream call's batches complete on call's CQ. Starts
+ * it (or ends the call with UNAVAILABLE naming where). */
+void hs_rpc__fwd_stream_start(hs_rpc_call *call, const char *where);
+/* A TAG_FWD_* batch completed (the caller then drops the batch's ref). */
+void hs_rpc__fwd_stream_on_tag(rpc_tag *tag, bool ok);
+/* Bidi: one more request message from the client (NULL: it half-closed);
+ * takes bb. The next is read once this one is sent upstream. */
+void hs_rpc__fwd_stream_up(hs_rpc_call *call, grpc_byte_buffer *bb);
+/* The relayed message was written: read the owner's next one. */
+void hs_rpc__fwd_stream_pull(hs_rpc_call *call);
+/* The client's call ended (RECV_CLOSE_ON_SERVER): cancel the upstream call. */
+void hs_rpc__fwd_stream_closed(hs_rpc_call *call);
+/* At the call's last unref. */
+void hs_rpc__fwd_stream_free(hs_rpc_call *call);
 
 /* rpc_metrics.c: the collector (payload: the server) and the hot-path hooks. */
 void hs_rpc__collect(hs_metrics_out *out, void *payload);
@@ -216,6 +258,14 @@ hs_rpc_call *hs_rpc__call_get(hs_rpc_server *srv);
 void hs_rpc__call_release(hs_rpc_server *srv, hs_rpc_call *call);
 void hs_rpc__call_destroy(hs_rpc_call *call);
 void hs_rpc__on_tag(rpc_tag *tag, bool ok);
+/* For forward_stream.c: sends one packed message on the call (takes bb;
+ * HS_CANCELLED when the call ended or is finishing, or its credential no
+ * longer holds), then hs_rpc__fwd_stream_pull() once it is written;
+ * ends the call with a status once what is queued is written (the
+ * trailing metadata added before); reads the client's next message. */
+int hs_rpc__call_send_relayed(hs_rpc_call *call, grpc_byte_buffer *bb);
+void hs_rpc__call_finish_status(hs_rpc_call *call, grpc_status_code code, const char *msg);
+void hs_rpc__call_read_next(hs_rpc_call *call);
 /* Arms one request for method m (NULL = generic) on cqt. */
 bool hs_rpc__request(hs_rpc_server *srv, rpc_method *m, cq_thread *cqt);
 

@@ -456,7 +456,8 @@ static int restore_sandbox(hs_rpc_call *call, const ProtobufCMessage *req,
 int hs_sandbox_service_register(hs_rpc_server *srv, hs_sandbox_mgr *mgr, hs_error *err)
 {
 	/* Calls naming one sandbox: one running on another node is forwarded
-	 * there (server/rpc/forward.c; the streams are not). */
+	 * there (server/rpc/forward.c; the streams as a whole,
+	 * forward_stream.c). */
 	enum { FWD = HS_RPC_FORWARD };
 	static const hs_rpc_handler handlers[] = {
 		{ "CreateSandbox", HS_RPC_UNARY, HS_RPC_BLOCKING, create_sandbox, NULL },
@@ -471,9 +472,9 @@ int hs_sandbox_service_register(hs_rpc_server *srv, hs_sandbox_mgr *mgr, hs_erro
 		{ "ListSnapshots", HS_RPC_UNARY, HS_RPC_BLOCKING | FWD, list_snapshots, NULL },
 		/* Opening a stream blocks (files, the sandbox's init); the stream
 		 * then runs on the module's I/O thread. */
-		{ "GetSandboxLogs", HS_RPC_SERVER_STREAM, HS_RPC_BLOCKING, NULL,
+		{ "GetSandboxLogs", HS_RPC_SERVER_STREAM, HS_RPC_BLOCKING | FWD, NULL,
 		  hs_sandbox__svc_get_logs },
-		{ "ExecSandbox", HS_RPC_BIDI_STREAM, HS_RPC_BLOCKING | HS_RPC_SELF_FINISH, NULL,
+		{ "ExecSandbox", HS_RPC_BIDI_STREAM, HS_RPC_BLOCKING | HS_RPC_SELF_FINISH | FWD, NULL,
 		  hs_sandbox__svc_exec },
 	};
 	return hs_rpc_server_add_service(srv, &harness__v1__sandbox_service__descriptor, handlers,

@@ -14,8 +14,13 @@ the bwrap driver for real.
   ListSandboxes on node-b shows it;
 * a call already marked harness-forwarded-by is not forwarded again (the
   loop guard): UNAVAILABLE naming node-a and its address, which also comes
-  as trailing metadata harness-node-address; streams (GetSandboxLogs) are
-  not forwarded and answer the same;
+  as trailing metadata harness-node-address (streams too);
+* the streams sent to node-b are relayed to node-a: GetSandboxLogs with
+  follow sees the sandbox's output as it prints; a second log stream is
+  refused by node-a's --sandbox-log-streams-per-user 1 (node-a's error
+  relayed) until the first is cancelled at node-b (the cancel ends
+  node-a's stream); ExecSandbox runs `cat` on node-a with stdin sent to
+  node-b;
 * a forward to a node that is down answers UNAVAILABLE naming the address,
   before the caller's deadline;
 * --sandboxes-per-user counts every node's sandboxes.
@@ -35,13 +40,21 @@ import hstest
 from pki import PKI
 from resthelp import Rest
 from test_gateway import Gateway
-from test_sandboxes import (ADMIN, Client, alive, counter_script, make_user, pids_with,
-                            read_count, wait_until)
+from test_sandbox_exec import Streams
+from test_sandboxes import (ADMIN, Client, alive, make_user, pids_with, read_count,
+                            wait_until)
 
 S = sandbox_pb2
 ENV = {"HARNESS_JWT_SECRET": "integration-test-secret-0123456789abcdef",
        "HARNESS_METRICS_LISTEN": "127.0.0.1:0"}
 WHERE_KEY = "harness-node-address"
+
+
+def counter_script(marker):
+    """test_sandboxes' counter, also printing each count (its log)."""
+    return ["/bin/sh", "-c",
+            "sleep %s & i=0; while true; do i=$((i+1)); echo $i > count.tmp; "
+            "mv -f count.tmp count.txt; echo tick-$i; sleep 0.05; done" % marker]
 
 
 def trailer(err, key):
@@ -61,7 +74,7 @@ class SandboxNodesTest(unittest.TestCase):
         self.started = []
         self.dsn = hstest.pg_create_database(hstest.STORE_PG, "hs_sbnodes_%d" % os.getpid())
         marker = "86397.%06d" % (uuid.uuid4().int % 1000000)
-        a = self.node("node-a")
+        a = self.node("node-a", ["--sandbox-log-streams-per-user", "1"])
         b = None
         try:
             token_a = hstest.login(a.channel, *ADMIN)
@@ -92,13 +105,13 @@ class SandboxNodesTest(unittest.TestCase):
                 self.assertIn(a.target, cm.exception.details())
                 self.assertEqual(trailer(cm.exception, WHERE_KEY), a.target)
                 self.assertEqual(trailer(cm.exception, "hs-error-code"), "SANDBOX_ELSEWHERE")
-                # streams are not forwarded: where to go comes with the status
+                # streams too: where to go comes with the status
                 logs = b.channel.unary_stream("/harness.v1.SandboxService/GetSandboxLogs",
                                               request_serializer=S.GetSandboxLogsRequest.SerializeToString,
                                               response_deserializer=S.GetSandboxLogsResponse.FromString)
                 with self.assertRaises(grpc.RpcError) as cm:
                     list(logs(S.GetSandboxLogsRequest(sandbox_id="sb-on-a"), timeout=30,
-                              metadata=admin_b.md))
+                              metadata=admin_b.md + [("harness-forwarded-by", "node-x")]))
                 self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAVAILABLE)
                 self.assertEqual(trailer(cm.exception, WHERE_KEY), a.target)
                 # ownership first: bob's call is NOT_FOUND at node-b, never forwarded
@@ -125,6 +138,33 @@ class SandboxNodesTest(unittest.TestCase):
                 if round_ == 0:
                     b.close()
                     b = None
+
+            # the streams sent to node-b are relayed to node-a
+            streams_b = Streams(b.channel, admin_b)
+            follow = streams_b.logs(timeout=60, sandbox_id="sb-on-a", follow=True)
+            seen = b""
+            for r in follow:
+                seen += r.data
+                if b"tick-" in seen:
+                    break
+            self.assertIn(b"tick-", seen)
+            # node-a allows one log stream per user: its refusal comes back
+            code, details = streams_b.logs_error(sandbox_id="sb-on-a")
+            self.assertEqual(code, grpc.StatusCode.RESOURCE_EXHAUSTED, details)
+            follow.cancel()  # ends node-a's stream: another one is taken again
+
+            def another_stream():
+                try:
+                    return streams_b.read_logs(sandbox_id="sb-on-a", tail_lines=1)
+                except grpc.RpcError as e:
+                    if e.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+                        raise
+                    return None
+            got = wait_until(another_stream, 20, "node-a's log stream to end")
+            self.assertIn(b"tick-", got)
+            out, err, exit_ = streams_b.run("sb-on-a", ["/bin/cat"], stdin=b"hello via node-b\n")
+            self.assertEqual((out, err), (b"hello via node-b\n", b""))
+            self.assertEqual(exit_.exit_code, 0)
 
             # REST through a gateway in front of node-b
             gw = Gateway(b.target, args=["--gateway-secret-file",

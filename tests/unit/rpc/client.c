@@ -203,6 +203,21 @@ bool tc_stream_start(tc_stream *s, grpc_channel *ch, const char *method, int dea
 		     const ProtobufCMessageDescriptor *resp_desc, const ProtobufCMessage *req,
 		     bool close)
 {
+	return tc_stream_start_md(s, ch, method, deadline_ms, resp_desc, req, close, NULL, 0);
+}
+
+bool tc_stream_start_md(tc_stream *s, grpc_channel *ch, const char *method, int deadline_ms,
+			const ProtobufCMessageDescriptor *resp_desc, const ProtobufCMessage *req,
+			bool close, const char *const *md, size_t n_md)
+{
+	grpc_metadata send_md[8];
+	memset(send_md, 0, sizeof(send_md));
+	if (n_md > 8)
+		n_md = 8;
+	for (size_t i = 0; i < n_md; i++) {
+		send_md[i].key = grpc_slice_from_static_string(md[2 * i]);
+		send_md[i].value = grpc_slice_from_static_string(md[2 * i + 1]);
+	}
 	memset(s, 0, sizeof(*s));
 	s->resp_desc = resp_desc;
 	s->cq = grpc_completion_queue_create_for_pluck(NULL);
@@ -225,7 +240,9 @@ bool tc_stream_start(tc_stream *s, grpc_channel *ch, const char *method, int dea
 	grpc_op ops[3];
 	memset(ops, 0, sizeof(ops));
 	size_t n = 0;
-	ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+	ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
+	ops[n].data.send_initial_metadata.count = n_md;
+	ops[n++].data.send_initial_metadata.metadata = send_md;
 	grpc_byte_buffer *bb = NULL;
 	if (req != NULL) {
 		bb = pack_bb(req, NULL, 0);

@@ -47,6 +47,10 @@ typedef struct tc_stream {
 bool tc_stream_start(tc_stream *s, grpc_channel *ch, const char *method, int deadline_ms,
 		     const ProtobufCMessageDescriptor *resp_desc, const ProtobufCMessage *req,
 		     bool close);
+/* The same with request metadata md: n_md pairs of key, value (at most 8). */
+bool tc_stream_start_md(tc_stream *s, grpc_channel *ch, const char *method, int deadline_ms,
+			const ProtobufCMessageDescriptor *resp_desc, const ProtobufCMessage *req,
+			bool close, const char *const *md, size_t n_md);
 bool tc_stream_send(tc_stream *s, const ProtobufCMessage *msg);
 bool tc_stream_close(tc_stream *s);
 /* Next message (caller frees with protobuf_c_message_free_unpacked); NULL

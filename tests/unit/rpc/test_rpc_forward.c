@@ -1,11 +1,17 @@
-/* Forwarding (server/rpc/forward.c): two real hs_rpc_servers on loopback.
- * The "front" server (node_id "node-b") answers every Check with
- * HS_UNAVAILABLE and err->where = the "owner" server's address; the owner
- * answers Check itself and records the metadata it saw. A third server
- * answers the same but its Check lacks HS_RPC_FORWARD.
+/* Forwarding (server/rpc/forward.c, forward_stream.c): real hs_rpc_servers
+ * on loopback. The "front" server (node_id "node-b") answers every call
+ * with HS_UNAVAILABLE and err->where = the "owner" server's address; the
+ * owner answers itself and records the metadata it saw. A third server
+ * answers like the front but its methods lack HS_RPC_FORWARD.
  *
  *   grpc.health.v1.Health/Check   unary: forwarded (or not)
- *   grpc.health.v1.Health/Watch   server stream: never forwarded */
+ *   grpc.health.v1.Health/Watch   server stream: forwarded; the owner's
+ *     answer by service name: "fail" an error, "many" 300 messages
+ *     (status i % 4) from a producer, "follow" one message then open until
+ *     cancelled, anything else 3 messages
+ *   grpc.reflection.v1.ServerReflection/ServerReflectionInfo   bidi:
+ *     forwarded; the owner echoes each request's host as valid_host
+ *     ("quiet..." hosts: counted, no answer) */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -25,20 +31,30 @@
 
 #include "client.h"
 #include "grpc/health/v1/health.pb-c.h"
+#include "grpc/reflection/v1/reflection.pb-c.h"
 #include "log.h"
 #include "rpc.h"
 
 #define M_CHECK "/grpc.health.v1.Health/Check"
 #define M_WATCH "/grpc.health.v1.Health/Watch"
+#define M_INFO "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"
+#define MANY 300
+#define MAX_STREAMS 3 /* --user-max-streams of every server here */
 
 typedef Grpc__Health__V1__HealthCheckRequest CheckReq;
 typedef Grpc__Health__V1__HealthCheckResponse CheckResp;
+typedef Grpc__Reflection__V1__ServerReflectionRequest InfoReq;
+typedef Grpc__Reflection__V1__ServerReflectionResponse InfoResp;
+static const ProtobufCMessageDescriptor *const INFO_RESP =
+	&grpc__reflection__v1__server_reflection_response__descriptor;
 static const ProtobufCMessageDescriptor *const CHECK_RESP =
 	&grpc__health__v1__health_check_response__descriptor;
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static struct {
-	int calls; /* Checks the owner answered */
+	int calls; /* calls the owner answered (each stream once) */
+	int follow_open, follow_done; /* "follow" streams open at the owner, ended */
+	int quiet; /* bidi messages the owner took without answering */
 	char authorization[128], forwarded_by[64], request_id[128];
 	int64_t deadline_left_ms;
 } seen;
@@ -52,10 +68,8 @@ static void copy_md(hs_rpc_call *call, const char *key, char *buf, size_t cap)
 
 /* The owner: "fail" -> FAILED_PRECONDITION with a reason; anything else
  * SERVING. Records what it saw. */
-static int owner_check(hs_rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage **resp,
-		       hs_error *err)
+static void record(hs_rpc_call *call)
 {
-	const CheckReq *r = (const CheckReq *)req;
 	pthread_mutex_lock(&mu);
 	seen.calls++;
 	copy_md(call, "authorization", seen.authorization, sizeof(seen.authorization));
@@ -63,6 +77,13 @@ static int owner_check(hs_rpc_call *call, const ProtobufCMessage *req, ProtobufC
 	copy_md(call, "x-request-id", seen.request_id, sizeof(seen.request_id));
 	seen.deadline_left_ms = hs_rpc_call_deadline_left_ms(call);
 	pthread_mutex_unlock(&mu);
+}
+
+static int owner_check(hs_rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage **resp,
+		       hs_error *err)
+{
+	const CheckReq *r = (const CheckReq *)req;
+	record(call);
 	if (strcmp(r->service, "fail") == 0) {
 		int rc = hs_error_set(err, HS_CONFLICT, "owner: object is busy");
 		hs_error_set_reason(err, "OWNER_SAYS");
@@ -74,6 +95,92 @@ static int owner_check(hs_rpc_call *call, const ProtobufCMessage *req, ProtobufC
 	grpc__health__v1__health_check_response__init(out);
 	out->status = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
 	*resp = &out->base;
+	return HS_OK;
+}
+
+/* "many": MANY messages, status i % 4, as fast as the reader takes them. */
+static void produce(hs_rpc_call *call, void *payload)
+{
+	int *next = payload;
+	CheckResp m = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
+	for (; *next < MANY; (*next)++) {
+		m.status = (Grpc__Health__V1__HealthCheckResponse__ServingStatus)(*next % 4);
+		int rc = hs_rpc_call_send(call, &m.base);
+		if (rc == HS_LIMIT) {
+			(void)hs_rpc_call_when_writable(call, produce, payload);
+			return;
+		}
+		if (rc != HS_OK)
+			return;
+	}
+	hs_rpc_call_finish(call, HS_OK, NULL);
+}
+
+static void follow_done(hs_rpc_call *call, void *payload)
+{
+	(void)payload;
+	pthread_mutex_lock(&mu);
+	seen.follow_open--;
+	seen.follow_done++;
+	pthread_mutex_unlock(&mu);
+	hs_rpc_call_unref(call);
+}
+
+static int owner_watch(hs_rpc_call *call, const ProtobufCMessage *req, hs_error *err)
+{
+	const CheckReq *r = (const CheckReq *)req;
+	record(call);
+	CheckResp m = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
+	m.status = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
+	if (strcmp(r->service, "fail") == 0) {
+		int rc = hs_error_set(err, HS_CONFLICT, "owner: stream refused");
+		hs_error_set_reason(err, "OWNER_SAYS");
+		return rc;
+	}
+	if (strcmp(r->service, "many") == 0) {
+		int *next = hs_rpc_call_alloc(call, sizeof(*next));
+		if (next == NULL)
+			return hs_error_set(err, HS_INTERNAL, "out of memory");
+		hs_rpc_call_set_send_queue(call, 4);
+		produce(call, next);
+		return HS_OK;
+	}
+	if (strcmp(r->service, "follow") == 0) {
+		/* Counted open before its message goes out: a caller that got
+		 * the message sees it open until follow_done. */
+		hs_rpc_call_ref(call); /* follow_done's */
+		pthread_mutex_lock(&mu);
+		seen.follow_open++;
+		pthread_mutex_unlock(&mu);
+		hs_rpc_call_on_done(call, follow_done, NULL);
+		(void)hs_rpc_call_send(call, &m.base);
+		return HS_OK;
+	}
+	for (int i = 0; i < 3; i++)
+		(void)hs_rpc_call_send(call, &m.base);
+	hs_rpc_call_finish(call, HS_OK, NULL);
+	return HS_OK;
+}
+
+/* Bidi: each request's host comes back as valid_host; the half-close ends
+ * the call with OK (the core does). */
+static int owner_info(hs_rpc_call *call, const ProtobufCMessage *req, hs_error *err)
+{
+	(void)err;
+	if (req == NULL)
+		return HS_OK;
+	const InfoReq *r = (const InfoReq *)req;
+	if (strcmp(r->host, "first") == 0)
+		record(call);
+	if (strncmp(r->host, "quiet", 5) == 0) { /* no answer (not even metadata) */
+		pthread_mutex_lock(&mu);
+		seen.quiet++;
+		pthread_mutex_unlock(&mu);
+		return HS_OK;
+	}
+	InfoResp m = GRPC__REFLECTION__V1__SERVER_REFLECTION_RESPONSE__INIT;
+	m.valid_host = r->host;
+	(void)hs_rpc_call_send(call, &m.base);
 	return HS_OK;
 }
 
@@ -92,9 +199,11 @@ static int front_check(hs_rpc_call *call, const ProtobufCMessage *req, ProtobufC
 	return elsewhere(err);
 }
 
-static int front_watch(hs_rpc_call *call, const ProtobufCMessage *req, hs_error *err)
+static int front_stream(hs_rpc_call *call, const ProtobufCMessage *req, hs_error *err)
 {
-	(void)call, (void)req;
+	(void)call;
+	if (req == NULL) /* a bidi client half-closed before its first message */
+		return HS_OK;
 	return elsewhere(err);
 }
 
@@ -106,17 +215,26 @@ static hs_rpc_server *start(const char *node_id, bool front, unsigned fwd)
 	cfg.workers = 4; /* a user's share 2: one forward at a time */
 	cfg.long_workers = 1;
 	cfg.liveness_workers = 1;
+	cfg.user_max_streams = MAX_STREAMS;
 	hs_error err = { 0 };
 	hs_rpc_server *srv = NULL;
 	assert_int_equal(hs_rpc_server_new(&srv, &cfg, &err), HS_OK);
 	const hs_rpc_handler h[] = {
 		{ "Check", HS_RPC_UNARY, HS_RPC_BLOCKING | HS_RPC_PUBLIC | fwd,
 		  front ? front_check : owner_check, NULL },
-		{ "Watch", HS_RPC_SERVER_STREAM, HS_RPC_BLOCKING | HS_RPC_PUBLIC, NULL,
-		  front ? front_watch : NULL },
+		{ "Watch", HS_RPC_SERVER_STREAM, HS_RPC_BLOCKING | HS_RPC_PUBLIC | fwd, NULL,
+		  front ? front_stream : owner_watch },
+	};
+	const hs_rpc_handler info[] = {
+		{ "ServerReflectionInfo", HS_RPC_BIDI_STREAM, HS_RPC_BLOCKING | HS_RPC_PUBLIC | fwd,
+		  NULL, front ? front_stream : owner_info },
 	};
 	assert_int_equal(hs_rpc_server_add_service(srv, &grpc__health__v1__health__descriptor, h,
-						   front ? 2 : 1, NULL, &err),
+						   2, NULL, &err),
+			 HS_OK);
+	assert_int_equal(hs_rpc_server_add_service(
+				 srv, &grpc__reflection__v1__server_reflection__descriptor, info,
+				 1, NULL, &err),
 			 HS_OK);
 	assert_int_equal(hs_rpc_server_start(srv, &err), HS_OK);
 	return srv;
@@ -195,7 +313,8 @@ static void test_rpc_forward__unary_answered_by_owner(void **state)
 	assert_string_equal(seen.authorization, "Bearer tok-1");
 	assert_string_equal(seen.forwarded_by, "node-b");
 	assert_string_equal(seen.request_id, "req-fwd-1");
-	assert_true(seen.deadline_left_ms > 0 && seen.deadline_left_ms <= 20000);
+	/* The caller's deadline (grpc-timeout is sent rounded up). */
+	assert_true(seen.deadline_left_ms > 0 && seen.deadline_left_ms <= 21000);
 	pthread_mutex_unlock(&mu);
 }
 
@@ -288,7 +407,8 @@ static void test_rpc_forward__owner_down_unavailable(void **state)
 	tc_reply_dispose(&r);
 }
 
-/* Streams are not forwarded: the status names the address. */
+/* A stream without authorization is not forwarded either: the status
+ * names the address. */
 static void test_rpc_forward__stream_names_address(void **state)
 {
 	(void)state;
@@ -399,6 +519,267 @@ static void test_rpc_forward__two_nodes_forwarding_to_each_other_do_not_wedge(vo
 	hs_rpc_server_shutdown(y, 2000);
 	hs_rpc_server_free(x);
 	hs_rpc_server_free(y);
+static const char *const AUTH_MD[] = { "authorization", "Bearer tok-1", "x-request-id",
+				       "req-fwd-2" };
+
+static void watch_start(tc_stream *s, const char *service, const char *const *md, size_t n_md)
+{
+	CheckReq req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+	req.service = (char *)service;
+	assert_true(tc_stream_start_md(s, ch, M_WATCH, 30000, CHECK_RESP, &req.base, true, md,
+				       n_md));
+}
+
+/* Receives messages until the end; returns how many (each freed). */
+static int drain(tc_stream *s)
+{
+	int n = 0;
+	bool ok = true;
+	ProtobufCMessage *m;
+	while ((m = tc_stream_recv(s, &ok)) != NULL) {
+		protobuf_c_message_free_unpacked(m, NULL);
+		n++;
+	}
+	assert_true(ok);
+	return n;
+}
+
+/* Polls (up to 20 s) until the owner has no "follow" stream open; returns
+ * how many ended in all. */
+static int follows_ended(void)
+{
+	int open = -1, done = 0;
+	for (int i = 0; i < 2000 && open != 0; i++) {
+		pthread_mutex_lock(&mu);
+		open = seen.follow_open;
+		done = seen.follow_done;
+		pthread_mutex_unlock(&mu);
+		if (open != 0)
+			usleep(10000);
+	}
+	assert_int_equal(open, 0);
+	return done;
+}
+
+/* A server stream sent to the wrong node is answered by the owner: every
+ * message, then its OK; the owner saw the caller's credential, request id
+ * and the marker. */
+static void test_rpc_forward__stream_relayed_from_owner(void **state)
+{
+	(void)state;
+	tc_stream s;
+	watch_start(&s, "three", AUTH_MD, 2);
+	assert_int_equal(drain(&s), 3);
+	assert_int_equal(tc_stream_finish(&s, NULL, 0), GRPC_STATUS_OK);
+	pthread_mutex_lock(&mu);
+	assert_int_equal(seen.calls, 1);
+	assert_string_equal(seen.authorization, "Bearer tok-1");
+	assert_string_equal(seen.forwarded_by, "node-b");
+	assert_string_equal(seen.request_id, "req-fwd-2");
+	/* The caller's deadline, not none (grpc-timeout is sent rounded up). */
+	assert_true(seen.deadline_left_ms > 0 && seen.deadline_left_ms <= 31000);
+	pthread_mutex_unlock(&mu);
+}
+
+/* Many messages from a producer held back by its small send queue (the
+ * relay reads one at a time): all arrive, in order. */
+static void test_rpc_forward__stream_many_in_order(void **state)
+{
+	(void)state;
+	tc_stream s;
+	watch_start(&s, "many", AUTH_MD, 1);
+	int n = 0;
+	bool ok = true;
+	ProtobufCMessage *m;
+	while ((m = tc_stream_recv(&s, &ok)) != NULL) {
+		assert_int_equal((int)((CheckResp *)m)->status, n % 4);
+		protobuf_c_message_free_unpacked(m, NULL);
+		n++;
+	}
+	assert_true(ok);
+	assert_int_equal(n, MANY);
+	assert_int_equal(tc_stream_finish(&s, NULL, 0), GRPC_STATUS_OK);
+}
+
+/* The owner's error ends the stream as it gave it: code, message, reason. */
+static void test_rpc_forward__stream_owner_error_relayed(void **state)
+{
+	(void)state;
+	tc_stream s;
+	watch_start(&s, "fail", AUTH_MD, 1);
+	assert_int_equal(drain(&s), 0);
+	char details[256], reason[64];
+	assert_int_equal(tc_stream_finish_md(&s, details, sizeof(details), HS_ERROR_REASON_KEY,
+					     reason, sizeof(reason)),
+			 GRPC_STATUS_FAILED_PRECONDITION);
+	assert_string_equal(details, "owner: stream refused");
+	assert_string_equal(reason, "OWNER_SAYS");
+	assert_int_equal(owner_calls(), 1);
+}
+
+/* The caller cancelling a relayed stream ends the owner's stream. */
+static void test_rpc_forward__stream_cancel_ends_upstream(void **state)
+{
+	(void)state;
+	tc_stream s;
+	watch_start(&s, "follow", AUTH_MD, 1);
+	bool ok = true;
+	ProtobufCMessage *m = tc_stream_recv(&s, &ok);
+	assert_non_null(m);
+	protobuf_c_message_free_unpacked(m, NULL);
+	pthread_mutex_lock(&mu);
+	assert_int_equal(seen.follow_open, 1);
+	pthread_mutex_unlock(&mu);
+	tc_stream_cancel(&s);
+	assert_int_equal(tc_stream_finish(&s, NULL, 0), GRPC_STATUS_CANCELLED);
+	assert_int_equal(follows_ended(), 1);
+}
+
+/* Relayed streams count in the caller's open streams at the first node:
+ * one past --user-max-streams is refused there, never reaching the owner. */
+static void test_rpc_forward__stream_limit_at_first_node(void **state)
+{
+	(void)state;
+	tc_stream s[MAX_STREAMS + 1];
+	for (int i = 0; i < MAX_STREAMS; i++) {
+		watch_start(&s[i], "follow", AUTH_MD, 1);
+		bool ok = true;
+		ProtobufCMessage *m = tc_stream_recv(&s[i], &ok);
+		assert_non_null(m);
+		protobuf_c_message_free_unpacked(m, NULL);
+	}
+	watch_start(&s[MAX_STREAMS], "follow", AUTH_MD, 1);
+	assert_int_equal(drain(&s[MAX_STREAMS]), 0);
+	char details[256];
+	assert_int_equal(tc_stream_finish(&s[MAX_STREAMS], details, sizeof(details)),
+			 GRPC_STATUS_RESOURCE_EXHAUSTED);
+	assert_non_null(strstr(details, "too many open streams"));
+	assert_int_equal(owner_calls(), MAX_STREAMS);
+	for (int i = 0; i < MAX_STREAMS; i++) {
+		tc_stream_cancel(&s[i]);
+		(void)tc_stream_finish(&s[i], NULL, 0);
+	}
+	assert_int_equal(follows_ended(), MAX_STREAMS);
+}
+
+/* The loop guard holds for streams: a forwarded stream is not sent on. */
+static void test_rpc_forward__stream_forwarded_not_forwarded_again(void **state)
+{
+	(void)state;
+	const char *md[] = { "authorization", "Bearer tok-1", "harness-forwarded-by", "node-c" };
+	tc_stream s;
+	watch_start(&s, "three", md, 2);
+	assert_int_equal(drain(&s), 0);
+	char got[64];
+	assert_int_equal(tc_stream_finish_md(&s, NULL, 0, HS_ERROR_WHERE_KEY, got, sizeof(got)),
+			 GRPC_STATUS_UNAVAILABLE);
+	assert_string_equal(got, where);
+	assert_int_equal(owner_calls(), 0);
+}
+
+/* The owner is down: UNAVAILABLE naming where the stream went. */
+static void test_rpc_forward__stream_owner_down_unavailable(void **state)
+{
+	(void)state;
+	int fd;
+	snprintf(where, sizeof(where), "127.0.0.1:%d", dead_port(&fd));
+	tc_stream s;
+	watch_start(&s, "three", AUTH_MD, 1);
+	assert_int_equal(drain(&s), 0);
+	char details[256], got[64];
+	grpc_status_code st = tc_stream_finish_md(&s, details, sizeof(details), HS_ERROR_WHERE_KEY,
+						  got, sizeof(got));
+	close(fd);
+	assert_int_equal(st, GRPC_STATUS_UNAVAILABLE);
+	char want[96];
+	snprintf(want, sizeof(want), "forward to %s: ", where);
+	assert_non_null(strstr(details, want));
+	assert_string_equal(got, where);
+}
+
+/* The first node shutting down ends a relayed stream (it does not wait
+ * for the owner) and with it the owner's stream. */
+static void test_rpc_forward__stream_ends_at_shutdown(void **state)
+{
+	(void)state;
+	hs_rpc_server *front2 = start("node-d", true, HS_RPC_FORWARD);
+	grpc_channel *ch2 = tc_channel(hs_rpc_server_port(front2));
+	CheckReq req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+	req.service = (char *)"follow";
+	tc_stream s;
+	assert_true(tc_stream_start_md(&s, ch2, M_WATCH, 30000, CHECK_RESP, &req.base, true,
+				       AUTH_MD, 1));
+	bool ok = true;
+	ProtobufCMessage *m = tc_stream_recv(&s, &ok);
+	assert_non_null(m);
+	protobuf_c_message_free_unpacked(m, NULL);
+	hs_rpc_server_shutdown(front2, 1000);
+	assert_int_not_equal(tc_stream_finish(&s, NULL, 0), GRPC_STATUS_OK);
+	hs_rpc_server_free(front2);
+	grpc_channel_destroy(ch2);
+	assert_int_equal(follows_ended(), 1);
+}
+
+static void info_send(tc_stream *s, const char *host)
+{
+	InfoReq r = GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__INIT;
+	r.host = (char *)host;
+	r.message_request_case = GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_LIST_SERVICES;
+	r.list_services = (char *)"";
+	assert_true(tc_stream_send(s, &r.base));
+}
+
+static void info_expect(tc_stream *s, const char *host)
+{
+	bool ok = true;
+	InfoResp *m = (InfoResp *)tc_stream_recv(s, &ok);
+	assert_non_null(m);
+	assert_string_equal(m->valid_host, host);
+	protobuf_c_message_free_unpacked(&m->base, NULL);
+}
+
+/* A bidi stream sent to the wrong node: the first message and every later
+ * one reach the owner, its answers come back in turn, the client's
+ * half-close ends the owner's call and its OK comes back. */
+static void test_rpc_forward__bidi_relayed(void **state)
+{
+	(void)state;
+	tc_stream s;
+	assert_true(tc_stream_start_md(&s, ch, M_INFO, 30000, INFO_RESP, NULL, false, AUTH_MD, 1));
+	info_send(&s, "first");
+	info_expect(&s, "first");
+	info_send(&s, "second");
+	info_expect(&s, "second");
+	info_send(&s, "third");
+	info_expect(&s, "third");
+	assert_true(tc_stream_close(&s));
+	assert_int_equal(drain(&s), 0);
+	assert_int_equal(tc_stream_finish(&s, NULL, 0), GRPC_STATUS_OK);
+	pthread_mutex_lock(&mu);
+	assert_int_equal(seen.calls, 1);
+	assert_string_equal(seen.forwarded_by, "node-b");
+	assert_string_equal(seen.authorization, "Bearer tok-1");
+	pthread_mutex_unlock(&mu);
+}
+
+/* A bidi owner that answers nothing (sends no metadata) until the client
+ * is done, like an exec of `cat`: every message still reaches it, then the
+ * half-close, then its OK comes back. */
+static void test_rpc_forward__bidi_owner_quiet_until_half_close(void **state)
+{
+	(void)state;
+	tc_stream s;
+	assert_true(tc_stream_start_md(&s, ch, M_INFO, 30000, INFO_RESP, NULL, false, AUTH_MD, 1));
+	info_send(&s, "quiet-1");
+	info_send(&s, "quiet-2");
+	info_send(&s, "quiet-3");
+	assert_true(tc_stream_close(&s));
+	assert_int_equal(drain(&s), 0);
+	assert_int_equal(tc_stream_finish(&s, NULL, 0), GRPC_STATUS_OK);
+	pthread_mutex_lock(&mu);
+	int quiet = seen.quiet;
+	pthread_mutex_unlock(&mu);
+	assert_int_equal(quiet, 3);
 }
 
 int main(void)
@@ -417,6 +798,18 @@ int main(void)
 		cmocka_unit_test_setup(test_rpc_forward__owner_down_unavailable, each_setup),
 		cmocka_unit_test_setup(test_rpc_forward__stream_names_address, each_setup),
 		cmocka_unit_test(test_rpc_forward__two_nodes_forwarding_to_each_other_do_not_wedge),
+		cmocka_unit_test_setup(test_rpc_forward__stream_relayed_from_owner, each_setup),
+		cmocka_unit_test_setup(test_rpc_forward__stream_many_in_order, each_setup),
+		cmocka_unit_test_setup(test_rpc_forward__stream_owner_error_relayed, each_setup),
+		cmocka_unit_test_setup(test_rpc_forward__stream_cancel_ends_upstream, each_setup),
+		cmocka_unit_test_setup(test_rpc_forward__stream_limit_at_first_node, each_setup),
+		cmocka_unit_test_setup(test_rpc_forward__stream_forwarded_not_forwarded_again,
+				       each_setup),
+		cmocka_unit_test_setup(test_rpc_forward__stream_owner_down_unavailable, each_setup),
+		cmocka_unit_test_setup(test_rpc_forward__bidi_relayed, each_setup),
+		cmocka_unit_test_setup(test_rpc_forward__bidi_owner_quiet_until_half_close,
+				       each_setup),
+		cmocka_unit_test_setup(test_rpc_forward__stream_ends_at_shutdown, each_setup),
 	};
 	int failed = cmocka_run_group_tests_name("rpc_forward", tests, group_setup, group_teardown);
 	if (devnull >= 0)
