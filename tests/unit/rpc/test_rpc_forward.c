@@ -519,6 +519,8 @@ static void test_rpc_forward__two_nodes_forwarding_to_each_other_do_not_wedge(vo
 	hs_rpc_server_shutdown(y, 2000);
 	hs_rpc_server_free(x);
 	hs_rpc_server_free(y);
+}
+
 static const char *const AUTH_MD[] = { "authorization", "Bearer tok-1", "x-request-id",
 				       "req-fwd-2" };
 
