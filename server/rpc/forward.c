@@ -38,6 +38,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "utf8.h"
 #include "rpc_internal.h"
 
 #define RPC_FORWARD_CHANNELS 32
@@ -344,6 +345,8 @@ void hs_rpc__forward(hs_rpc_call *call, const char *where, rpc_fwd_result *r)
 					if (snprintf(r->where, sizeof(r->where), "%s", where) < 0)
 						r->where[0] = '\0';
 				}
+				/* cut at a byte limit: valid UTF-8 again, as every message */
+				hs_utf8_repair(r->msg);
 			}
 		}
 	}

@@ -37,6 +37,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "utf8.h"
 #include "rpc_internal.h"
 
 typedef struct rpc_fwd_stream rpc_fwd_stream;
@@ -214,6 +215,7 @@ static void maybe_relay_status(rpc_fwd_stream *f)
 				msg[0] = '\0';
 			snprintf(where, sizeof(where), "%s", f->where);
 		}
+		hs_utf8_repair(msg); /* cut at a byte limit: valid UTF-8 again */
 		if (reason[0] != '\0')
 			(void)hs_rpc_call_add_trailing_metadata(call, HS_ERROR_REASON_KEY, reason);
 		if (where[0] != '\0')
