@@ -578,10 +578,13 @@ static void finish_error(hs_rpc_call *call, int code, const hs_error *err)
 
 /* A unary call whose object lives on another node: the owner's answer,
  * relayed (forward.c). */
-static void answer_forwarded(hs_rpc_call *call, const char *where)
+static void answer_forwarded(hs_rpc_call *call, const char *where, int lane)
 {
 	rpc_fwd_result r;
 	hs_rpc__forward(call, where, &r);
+	/* The slot goes before the answer does: a caller's next call must
+	 * not find it still taken by this one. */
+	hs_rpc__forward_release(call->srv, lane);
 	if (r.status == GRPC_STATUS_OK) {
 		hs_rpc__count(call->srv, &call->m->mx.sent);
 		finish_with(call, GRPC_STATUS_OK, NULL, r.resp);
@@ -652,8 +655,7 @@ static void run_handler_body(hs_rpc_call *call, bool on_cq)
 			}
 			int lane = call->m->lane;
 			if (hs_rpc__forward_admit(call->srv, lane)) {
-				answer_forwarded(call, err.where);
-				hs_rpc__forward_release(call->srv, lane);
+				answer_forwarded(call, err.where, lane);
 				return;
 			}
 			/* No forward slot: the caller gets where to go. */
