@@ -526,6 +526,12 @@ int hs_store_node_put(hs_store *store, const hs_store_node_row *row, hs_error *e
  * than a lease ago): the holder's row goes to *holder (NULL allowed). */
 int hs_store_node_claim(hs_store *store, const hs_store_node_row *row, int64_t now_ms,
 			hs_store_node_row *holder, hs_error *err);
+/* Renew (or, if it went, re-insert) row->node_id's row only while it is
+ * still this process's: the stored started_at_ms equals row's (the
+ * process's incarnation). HS_CONFLICT when another process claimed the id
+ * meanwhile (this one was paused longer than its lease): it must stop
+ * acting as the node at once. */
+int hs_store_node_renew(hs_store *store, const hs_store_node_row *row, hs_error *err);
 int hs_store_node_get(hs_store *store, const char *node_id, hs_store_node_row *out,
 		      hs_error *err);
 /* Nodes live at now_ms (expires_at_ms > now_ms; now_ms <= 0: every node),

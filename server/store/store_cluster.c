@@ -130,6 +130,40 @@ done:
 	return rc;
 }
 
+int hs_store_node_renew(hs_store *s, const hs_store_node_row *r, hs_error *err)
+{
+	int rc;
+	hs_stmt *st = NULL;
+	bool ours = false;
+	if (s == NULL || r == NULL)
+		return hs_error_set(err, HS_INVALID, "store: NULL argument");
+	if ((rc = hs_store__check_key(r->node_id, sizeof(r->node_id), "node_id", err)) != HS_OK)
+		return rc;
+	hs_store__lock(s);
+	/* RETURNING yields no row when another incarnation holds the row. */
+	HS_STMT(st, HS_STMT_NODE_RENEW,
+		"INSERT INTO nodes(" NODE_COLS ") VALUES(?1, ?2, ?3, ?4, ?5) "
+		"ON CONFLICT(node_id) DO UPDATE SET address = excluded.address, "
+		"expires_at_ms = excluded.expires_at_ms, updated_at_ms = excluded.updated_at_ms "
+		"WHERE nodes.started_at_ms = excluded.started_at_ms RETURNING node_id");
+	HS_BIND_F(st, 1, r, node_id);
+	HS_BIND_F(st, 2, r, address);
+	HS_BIND_I(st, 3, r->started_at_ms);
+	HS_BIND_I(st, 4, r->expires_at_ms);
+	HS_BIND_I(st, 5, r->updated_at_ms);
+	while ((rc = hs_store__step(st, "renew node", err)) == HS_STORE_ROW)
+		ours = true;
+	if (rc == HS_OK && !ours)
+		rc = hs_error_set(err, HS_CONFLICT,
+				  "store: node id %s was claimed by another process (its row is "
+				  "not this process's any more)",
+				  r->node_id);
+done:
+	hs_store__release(st);
+	hs_store__unlock(s);
+	return rc;
+}
+
 int hs_store_node_get(hs_store *s, const char *node_id, hs_store_node_row *out, hs_error *err)
 {
 	int rc;

@@ -15,7 +15,8 @@
  * a restart would (tasks.c, hs_tasks__rearm_loaded), so an interrupted
  * recovery continues with the same generation: RECOVERY_STARTED is
  * written once per generation because only one node's fenced write can
- * succeed.
+ * succeed. The node row is renewed only while it is this process's
+ * (put_node): a paused node whose id was claimed meanwhile exits.
  *
  * Without a node id (SQLite, the only node) nothing here runs: t->leases is
  * false, hs_tasks__held() is always true and no write is fenced. */
@@ -24,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "log.h"
 
@@ -123,21 +125,38 @@ int hs_tasks__lease_take(hs_tasks *t, const char *task_id, hs_store_lease_row *l
 
 /* ---- the lease thread ------------------------------------------------------ */
 
+/* Renew the node's row, only while it is this process's (its incarnation
+ * is the advertised start time). If another process claimed the id
+ * meanwhile (this one was paused, e.g. SIGSTOP or a VM freeze, longer than
+ * its lease, and a replacement started with the same --node-id), both
+ * would act as one node: the same leases and fences, the same sandboxes.
+ * This one is the stale one: it exits at once, touching nothing (no lease
+ * given up, no row written, no sandbox stopped), with
+ * HS_TASKS_EXIT_NODE_CLAIMED so a supervisor restarts it (and the restart
+ * is refused while the other holds the id). */
 static void put_node(hs_tasks *t, int64_t now)
 {
 	hs_store_node_row n;
 	memset(&n, 0, sizeof(n));
 	pthread_mutex_lock(&t->lease_mu);
 	COPY(n.address, t->address);
+	n.started_at_ms = t->node_started_ms;
 	pthread_mutex_unlock(&t->lease_mu);
 	if (n.address[0] == '\0')
 		return; /* not advertised yet */
 	COPY(n.node_id, t->node_id);
-	n.started_at_ms = t->node_started_ms;
 	n.expires_at_ms = now + t->lease_ms;
 	n.updated_at_ms = now;
 	hs_error e = { 0 };
-	if (hs_store_node_put(t->store, &n, &e) != HS_OK)
+	int rc = hs_store_node_renew(t->store, &n, &e);
+	if (rc == HS_CONFLICT) {
+		hs_log(HS_LOG_ERROR, "tasks",
+		       "node id claimed by another process while this one was paused: exiting "
+		       "at once without touching its tasks, leases or sandboxes",
+		       HS_LS("node_id", t->node_id), HS_LS("error", e.msg));
+		_exit(HS_TASKS_EXIT_NODE_CLAIMED);
+	}
+	if (rc != HS_OK)
 		hs_log(HS_LOG_WARN, "tasks", "cannot renew the node row", HS_LS("error", e.msg));
 }
 
@@ -368,10 +387,33 @@ void hs_tasks__lease_stop(hs_tasks *t)
 	 * it over) and leave the node list: the row expires now rather than
 	 * going, so its time tells survivors how long ago the node left (its
 	 * sandboxes are taken over only after --task-lease-ms more: a restart
-	 * meanwhile re-adopts them) and a restart claims the id at once. */
+	 * meanwhile re-adopts them) and a restart claims the id at once. The
+	 * row first, and only while it is this process's: if another process
+	 * claimed the id meanwhile, its row and leases are left alone. */
 	int64_t now = hs_clock_wall_ms();
-	renew_held(t, now);
 	hs_store_node_row n;
+	memset(&n, 0, sizeof(n));
+	pthread_mutex_lock(&t->lease_mu);
+	COPY(n.address, t->address);
+	n.started_at_ms = t->node_started_ms;
+	pthread_mutex_unlock(&t->lease_mu);
+	COPY(n.node_id, t->node_id);
+	n.expires_at_ms = now;
+	n.updated_at_ms = now;
+	if (n.address[0] != '\0') {
+		hs_error e = { 0 };
+		if (hs_store_node_renew(t->store, &n, &e) == HS_CONFLICT) {
+			hs_log(HS_LOG_ERROR, "tasks",
+			       "node id claimed by another process: its leases are left alone",
+			       HS_LS("node_id", t->node_id));
+			return;
+		}
+		renew_held(t, now);
+		return;
+	}
+	/* Never advertised: the row is the claim's (its start time is not
+	 * known here). */
+	renew_held(t, now);
 	if (hs_store_node_get(t->store, t->node_id, &n, NULL) == HS_OK) {
 		n.expires_at_ms = now;
 		n.updated_at_ms = now;
@@ -413,11 +455,9 @@ int hs_tasks_advertise(hs_tasks *t, const char *address, hs_error *err)
 		return HS_OK;
 	if (address == NULL || address[0] == '\0' || strlen(address) >= HS_STORE_PATH_MAX)
 		return hs_error_set(err, HS_INVALID, "advertise address: empty or too long");
-	pthread_mutex_lock(&t->lease_mu);
-	COPY(t->address, address);
+	/* The row first, then the incarnation the lease thread renews it
+	 * with (it renews nothing until the address is set). */
 	int64_t now = hs_clock_wall_ms();
-	t->node_started_ms = now;
-	pthread_mutex_unlock(&t->lease_mu);
 	hs_store_node_row n;
 	memset(&n, 0, sizeof(n));
 	COPY(n.node_id, t->node_id);
@@ -425,7 +465,14 @@ int hs_tasks_advertise(hs_tasks *t, const char *address, hs_error *err)
 	n.started_at_ms = now;
 	n.expires_at_ms = now + t->lease_ms;
 	n.updated_at_ms = now;
-	return hs_store_node_put(t->store, &n, err);
+	int rc = hs_store_node_put(t->store, &n, err);
+	if (rc != HS_OK)
+		return rc;
+	pthread_mutex_lock(&t->lease_mu);
+	COPY(t->address, address);
+	t->node_started_ms = now;
+	pthread_mutex_unlock(&t->lease_mu);
+	return HS_OK;
 }
 
 bool hs_tasks_shared(const hs_tasks *t)

@@ -803,6 +803,25 @@ void test_store__node_claim_refuses_a_live_holder(void **state)
 	assert_int_equal(hs_store_node_get(s, "node-a", &got, &err), HS_OK);
 	assert_string_equal(got.address, "10.0.0.9:50051");
 	assert_int_equal(got.expires_at_ms, 2100);
+	/* The paused first process resumes: its renewal is refused (the row
+	 * is another incarnation's) and writes nothing; the new one renews. */
+	a.expires_at_ms = 9000;
+	assert_int_equal(hs_store_node_renew(s, &a, &err), HS_CONFLICT);
+	assert_non_null(strstr(err.msg, "node-a"));
+	assert_int_equal(hs_store_node_get(s, "node-a", &got, &err), HS_OK);
+	assert_string_equal(got.address, "10.0.0.9:50051");
+	assert_int_equal(got.expires_at_ms, 2100);
+	dup.expires_at_ms = 3100;
+	dup.updated_at_ms = 2000;
+	assert_int_equal(hs_store_node_renew(s, &dup, &err), HS_OK);
+	assert_int_equal(hs_store_node_get(s, "node-a", &got, &err), HS_OK);
+	assert_int_equal(got.expires_at_ms, 3100);
+	assert_int_equal(got.started_at_ms, 1100);
+	/* A row that went (deleted) is put back by its process's renewal. */
+	assert_int_equal(hs_store_node_delete(s, "node-a", &err), HS_OK);
+	assert_int_equal(hs_store_node_renew(s, &dup, &err), HS_OK);
+	assert_int_equal(hs_store_node_get(s, "node-a", &got, &err), HS_OK);
+	assert_string_equal(got.address, "10.0.0.9:50051");
 }
 
 void test_store__sandbox_take_lost_once(void **state)
