@@ -19,6 +19,11 @@ Per setup:
    node 0 sees it (other nodes' events reach it through the store).
 5. Idle CPU of every node (and of PostgreSQL) with everything armed, over
    a few lease periods.
+6. Takeover (several nodes): --takeover-silent tasks that never beat are
+   registered at the last node, which is then killed (-9) with its third
+   of the leases; time until the survivors hold every one of them (from
+   the kill and from its last lease's expiry), how they split them, and
+   the lag of those silent tasks' TIMEOUTs (fired by their new holders).
 """
 import argparse
 import os
@@ -281,9 +286,84 @@ def run_setup(args, tmp, name, n_nodes, pg=None):
         print("idle CPU over %.0f s (of one core): %s" % (secs, ", ".join(cpu)))
         print("RSS: %s" % ", ".join("node %d %.1f MiB" % (i, tb.rss_kb(n.proc.pid) / 1024.0)
                                     for i, n in enumerate(nodes)))
+        # 6. takeover: kill -9 one node, time until survivors hold its leases
+        if n_nodes > 1:
+            takeover(args, nodes, md, pg, dsn)
     finally:
         for n in nodes:
             n.close()
+
+
+def takeover(args, nodes, md, pg, dsn):
+    """Kill -9 the last node (its third of the leases, and --takeover-silent
+    tasks registered there that never beat), then time until every one of
+    its leases is held by a survivor (task_leases polled), from the kill and
+    from the moment its last lease expired; and the lag of the silent
+    tasks' TIMEOUTs (the survivors fire them once they take them over)."""
+    victim = nodes[-1]
+    vid = "bench-node-%d" % (len(nodes) - 1)
+    seen = {}
+    cond = threading.Condition()
+    w = hstest.stub(nodes[0].channel, SVC + "WatchTasks", H.WatchTasksRequest, H.TaskEvent, "unary_stream")
+    stream = w(H.WatchTasksRequest(), metadata=md, timeout=900)
+
+    def reader():
+        try:
+            for ev in stream:
+                if ev.type == H.TASK_EVENT_TYPE_TIMEOUT and ev.task_id.startswith("orphan-"):
+                    with cond:
+                        seen[ev.task_id] = ev.occurred_at.ToMilliseconds()
+                        cond.notify_all()
+        except grpc.RpcError:
+            pass
+    threading.Thread(target=reader, daemon=True).start()
+    orphans = ["orphan-%05d" % i for i in range(args.takeover_silent)]
+    fn = hstest.stub(victim.channel, SVC + "RegisterTask", H.RegisterTaskRequest, H.Task)
+    tasks, pend = {}, []
+    for tid in orphans:  # deadlines 3-5 s after registration: the node is dead by then
+        req = H.RegisterTaskRequest(task_id=tid, heartbeat_interval_ms=100,
+                                    heartbeat_timeout_ms=3000 + (int(tid[-5:]) % 100) * 20,
+                                    recovery_policy=H.RecoveryPolicy(initial_backoff_ms=600000))
+        pend.append((tid, fn.future(req, metadata=md, timeout=120)))
+        if len(pend) >= 64:
+            t, f = pend.pop(0)
+            tasks[t] = f.result()
+    for tid, f in pend:
+        tasks[tid] = f.result()
+    victim.proc.kill()
+    victim.proc.wait()
+    t_kill = time.time()
+    r = pg.query("SELECT count(*), max(expires_at_ms) FROM task_leases WHERE node_id = '%s'" % vid, dsn)
+    held, expiry = int(r[0][0]), int(r[0][1] or 0)
+    print("takeover: killed %s holding %d leases (%d silent tasks among them); its last lease "
+          "expires %.1f s after the kill (load %s)" % (vid, held, len(orphans),
+                                                       expiry / 1000.0 - t_kill, loadavg()))
+    left, t_done = held, None
+    while time.time() < t_kill + 900:
+        left = int(pg.query("SELECT count(*) FROM task_leases WHERE node_id = '%s'" % vid, dsn)[0][0])
+        if left == 0:
+            t_done = time.time()
+            break
+        time.sleep(0.2)
+    if t_done is None:
+        print("takeover: %d of %d leases still held by %s after 900 s" % (left, held, vid))
+    else:
+        print("takeover: all %d leases held by survivors %.1f s after the kill, %.1f s after the "
+              "last one expired (%.0f leases/s)" % (held, t_done - t_kill, t_done - expiry / 1000.0,
+                                                     held / max(0.001, t_done - expiry / 1000.0)))
+    split = pg.query("SELECT node_id, count(*) FROM task_leases GROUP BY node_id ORDER BY 1", dsn)
+    print("takeover: leases now %s" % ", ".join("%s %s" % (x[0], x[1]) for x in split))
+    with cond:
+        cond.wait_for(lambda: len(seen) >= len(orphans), timeout=120)
+    stream.cancel()
+    lag = [seen[t] - (tasks[t].last_heartbeat_at.ToMilliseconds() + tasks[t].heartbeat_timeout_ms)
+           for t in orphans if t in seen]
+    if lag:
+        print("takeover: %d of %d silent tasks of the dead node saw TIMEOUT, lag (deadline -> "
+              "event, server-stamped): p50 %.0f ms, p99 %.0f ms, max %.0f ms" % (
+                  len(lag), len(orphans), tb.pct(lag, 50), tb.pct(lag, 99), max(lag)))
+    else:
+        print("takeover: none of the dead node's silent tasks saw TIMEOUT")
 
 
 def main():
@@ -297,6 +377,8 @@ def main():
     ap.add_argument("--streams", type=int, default=16)
     ap.add_argument("--nodes", type=int, default=3)
     ap.add_argument("--lease-ms", type=int, default=10000)
+    ap.add_argument("--takeover-silent", type=int, default=300,
+                    help="silent tasks registered at the node killed for the takeover phase")
     ap.add_argument("--only", choices=["sqlite", "pg"])
     ap.add_argument("--pg-old-leases", action="store_true",
                     help="for comparison: task_leases as before migration 10 (an index on "

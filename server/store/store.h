@@ -381,6 +381,12 @@ typedef int (*hs_store_task_cb)(const hs_store_task_row *task, void *payload);
 int hs_store_task_insert(hs_store *store, const hs_store_task_row *row, hs_error *err); /* HS_EXISTS */
 int hs_store_task_update(hs_store *store, const hs_store_task_row *row, hs_error *err); /* whole row */
 int hs_store_task_get(hs_store *store, const char *task_id, hs_store_task_row *out, hs_error *err);
+/* The rows of up to HS_STORE_LIST_MAX task ids (n) in one query (a
+ * takeover batch's tasks), sorted by task_id; an id without a row is not
+ * among them; duplicates count once. *out malloc'd (free()), NULL when
+ * *n_out is 0. */
+int hs_store_task_get_many(hs_store *store, const char *const *task_ids, size_t n,
+			   hs_store_task_row **out, size_t *n_out, hs_error *err);
 /* Ordered by task_id; *out malloc'd (free()), NULL when *n_out is 0. */
 int hs_store_task_list(hs_store *store, const hs_store_task_filter *filter,
 		       hs_store_task_row **out, size_t *n_out, hs_error *err);
@@ -520,6 +526,12 @@ int hs_store_node_put(hs_store *store, const hs_store_node_row *row, hs_error *e
  * than a lease ago): the holder's row goes to *holder (NULL allowed). */
 int hs_store_node_claim(hs_store *store, const hs_store_node_row *row, int64_t now_ms,
 			hs_store_node_row *holder, hs_error *err);
+/* Renew (or, if it went, re-insert) row->node_id's row only while it is
+ * still this process's: the stored started_at_ms equals row's (the
+ * process's incarnation). HS_CONFLICT when another process claimed the id
+ * meanwhile (this one was paused longer than its lease): it must stop
+ * acting as the node at once. */
+int hs_store_node_renew(hs_store *store, const hs_store_node_row *row, hs_error *err);
 int hs_store_node_get(hs_store *store, const char *node_id, hs_store_node_row *out,
 		      hs_error *err);
 /* Nodes live at now_ms (expires_at_ms > now_ms; now_ms <= 0: every node),
@@ -569,6 +581,19 @@ int hs_store_lease_get(hs_store *store, const char *task_id, hs_store_lease_row 
  * HS_CONFLICT if it changed hands, HS_NOT_FOUND if there is none. */
 int hs_store_lease_release(hs_store *store, const char *task_id, const char *node_id,
 			   int64_t fence, hs_error *err);
+/* A survivor's takeover batch: up to limit (0 = default, clamped to
+ * HS_STORE_LIST_MAX) leases expired at now_ms (expires_at_ms <= now_ms),
+ * oldest expiry first, become node_id's until expires_at_ms, in one
+ * statement: another node's with fence + 1, node_id's own (late to be
+ * renewed) with the same fence. A lease renewed or taken by someone else
+ * meanwhile is not taken (the expiry is checked again on the row as
+ * committed); on PostgreSQL rows another taker's statement has locked are
+ * skipped (SKIP LOCKED), so survivors split a dead node's leases rather
+ * than queue on the same ones. The leases taken go to *out, sorted by
+ * task_id (malloc'd, free(); NULL when *n_out is 0). */
+int hs_store_lease_take_expired(hs_store *store, const char *node_id, int64_t now_ms,
+				int64_t expires_at_ms, size_t limit, hs_store_lease_row **out,
+				size_t *n_out, hs_error *err);
 /* Leases expired at now_ms (expires_at_ms <= now_ms), oldest expiry
  * first, at most limit (0 = default, clamped): what survivors take over.
  * *out malloc'd (free()), NULL when *n_out is 0. */

@@ -130,6 +130,40 @@ done:
 	return rc;
 }
 
+int hs_store_node_renew(hs_store *s, const hs_store_node_row *r, hs_error *err)
+{
+	int rc;
+	hs_stmt *st = NULL;
+	bool ours = false;
+	if (s == NULL || r == NULL)
+		return hs_error_set(err, HS_INVALID, "store: NULL argument");
+	if ((rc = hs_store__check_key(r->node_id, sizeof(r->node_id), "node_id", err)) != HS_OK)
+		return rc;
+	hs_store__lock(s);
+	/* RETURNING yields no row when another incarnation holds the row. */
+	HS_STMT(st, HS_STMT_NODE_RENEW,
+		"INSERT INTO nodes(" NODE_COLS ") VALUES(?1, ?2, ?3, ?4, ?5) "
+		"ON CONFLICT(node_id) DO UPDATE SET address = excluded.address, "
+		"expires_at_ms = excluded.expires_at_ms, updated_at_ms = excluded.updated_at_ms "
+		"WHERE nodes.started_at_ms = excluded.started_at_ms RETURNING node_id");
+	HS_BIND_F(st, 1, r, node_id);
+	HS_BIND_F(st, 2, r, address);
+	HS_BIND_I(st, 3, r->started_at_ms);
+	HS_BIND_I(st, 4, r->expires_at_ms);
+	HS_BIND_I(st, 5, r->updated_at_ms);
+	while ((rc = hs_store__step(st, "renew node", err)) == HS_STORE_ROW)
+		ours = true;
+	if (rc == HS_OK && !ours)
+		rc = hs_error_set(err, HS_CONFLICT,
+				  "store: node id %s was claimed by another process (its row is "
+				  "not this process's any more)",
+				  r->node_id);
+done:
+	hs_store__release(st);
+	hs_store__unlock(s);
+	return rc;
+}
+
 int hs_store_node_get(hs_store *s, const char *node_id, hs_store_node_row *out, hs_error *err)
 {
 	int rc;
@@ -237,9 +271,8 @@ static int cmp_id(const void *a, const void *b)
 	return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-/* ids as a JSON array of strings into *out (malloc'd): ", \ and control
- * characters escaped (ids are checked names, but the array is SQL input). */
-static int json_ids(const char *const *ids, size_t n, char **out, hs_error *err)
+/* ids are checked names, but the array is SQL input: escaped. */
+int hs_store__json_ids(const char *const *ids, size_t n, char **out, hs_error *err)
 {
 	size_t cap = 3;
 	for (size_t i = 0; i < n; i++)
@@ -304,7 +337,7 @@ int hs_store_lease_acquire_many(hs_store *s, const char *const *task_ids, size_t
 	for (size_t i = 0; i < n; i++)
 		if (n_ids == 0 || strcmp(ids[n_ids - 1], ids[i]) != 0)
 			ids[n_ids++] = ids[i];
-	if ((rc = json_ids(ids, n_ids, &json, err)) != HS_OK)
+	if ((rc = hs_store__json_ids(ids, n_ids, &json, err)) != HS_OK)
 		goto out;
 	hs_store__lock(s);
 	/* hs_store_lease_acquire's upsert over the whole list: a row comes
@@ -468,6 +501,54 @@ int hs_store_lease_renew_node(hs_store *s, const char *node_id, int64_t expires_
 		for (size_t i = before; i < n; i++)
 			if (strcmp(rows[i].task_id, after) > 0)
 				memcpy(after, rows[i].task_id, sizeof(after)); /* same size */
+	}
+	if (n > 1)
+		qsort(rows, n, sizeof(*rows), by_task_id);
+	*out = rows;
+	*n_out = n;
+	return HS_OK;
+}
+
+int hs_store_lease_take_expired(hs_store *s, const char *node_id, int64_t now_ms,
+				int64_t expires_at_ms, size_t limit, hs_store_lease_row **out,
+				size_t *n_out, hs_error *err)
+{
+	int rc;
+	hs_stmt *st = NULL;
+	hs_store_lease_row *rows = NULL;
+	size_t n = 0;
+	if (s == NULL || out == NULL || n_out == NULL)
+		return hs_error_set(err, HS_INVALID, "store: NULL argument");
+	if ((rc = hs_store__check_key(node_id, HS_STORE_ID_MAX, "node_id", err)) != HS_OK)
+		return rc;
+	hs_store__lock(s);
+	/* The outer expiry test is the compare-and-set: PostgreSQL evaluates
+	 * it again on a row another taker committed meanwhile (READ
+	 * COMMITTED), SQLite serialises writers. The subquery picks the
+	 * batch; on PostgreSQL it locks it, skipping what another taker
+	 * holds locked. = ANY(ARRAY) looks the batch up by primary key. */
+	HS_STMT2(st, HS_STMT_LEASE_TAKE_EXPIRED,
+		 "UPDATE task_leases SET fence = CASE WHEN node_id = ?1 THEN fence ELSE fence + 1 "
+		 "END, node_id = ?1, expires_at_ms = ?3 WHERE expires_at_ms <= ?2 AND task_id IN "
+		 "(SELECT task_id FROM task_leases WHERE expires_at_ms <= ?2 "
+		 "ORDER BY expires_at_ms, task_id LIMIT ?4) RETURNING " LEASE_COLS,
+		 "UPDATE task_leases SET fence = CASE WHEN node_id = $1 THEN fence ELSE fence + 1 "
+		 "END, node_id = $1, expires_at_ms = $3 WHERE expires_at_ms <= $2 AND task_id = "
+		 "ANY(ARRAY(SELECT task_id FROM task_leases WHERE expires_at_ms <= $2 "
+		 "ORDER BY expires_at_ms, task_id LIMIT $4 FOR UPDATE SKIP LOCKED)) "
+		 "RETURNING " LEASE_COLS);
+	HS_BIND_T(st, 1, node_id, HS_STORE_ID_MAX, "node_id");
+	HS_BIND_I(st, 2, now_ms);
+	HS_BIND_I(st, 3, expires_at_ms);
+	HS_BIND_I(st, 4, hs_store__limit(limit));
+	rc = hs_store__collect(s, st, sizeof(hs_store_lease_row), read_lease,
+			       "take expired task leases", (void **)&rows, &n, err);
+done:
+	hs_store__release(st);
+	hs_store__unlock(s);
+	if (rc != HS_OK) {
+		free(rows);
+		return rc;
 	}
 	if (n > 1)
 		qsort(rows, n, sizeof(*rows), by_task_id);

@@ -76,6 +76,9 @@ typedef enum hs_stmt_id {
 	HS_STMT_LEASE_EXPIRED,
 	HS_STMT_LEASE_CHECK,
 	HS_STMT_LEASE_RENEW_NODE,
+	HS_STMT_LEASE_TAKE_EXPIRED,
+	HS_STMT_TASK_GET_MANY,
+	HS_STMT_NODE_RENEW,
 	HS_STMT_TASK_HEARTBEAT_BATCH,
 	HS_STMT_SANDBOX_TAKE_LOST,
 	HS_STMT_NODE_CLAIM,
@@ -315,6 +318,9 @@ int hs_store__lease_check_locked(hs_store *s, const char *task_id, const char *n
 
 /* 0 -> HS_STORE_LIST_DEFAULT, > HS_STORE_LIST_MAX -> HS_STORE_LIST_MAX. */
 size_t hs_store__limit(size_t limit);
+/* ids as a JSON array of strings into *out (malloc'd, free()): ", \ and
+ * control characters escaped (a list bound as one statement parameter). */
+int hs_store__json_ids(const char *const *ids, size_t n, char **out, hs_error *err);
 
 #define HS_BIND_T(st, i, v, cap, name)                                                  \
 	do {                                                                            \

@@ -9,11 +9,14 @@
  * and drops the task (hs_tasks__lease_drop). One thread here renews the
  * node row and the held leases (one statement for all of them,
  * hs_store_lease_renew_node) every lease_ms / 3 and takes over leases
- * that expired (their node died or gave them up at shutdown): it loads the
- * task from the store and re-arms it as a restart would (tasks.c,
- * hs_tasks__rearm_loaded), so an interrupted recovery continues with the
- * same generation: RECOVERY_STARTED is written once per generation because
- * only one node's fenced write can succeed.
+ * that expired (their node died or gave them up at shutdown), up to 1,000
+ * per statement (hs_store_lease_take_expired; survivors split a dead
+ * node's leases), then loads those tasks in one query and re-arms each as
+ * a restart would (tasks.c, hs_tasks__rearm_loaded), so an interrupted
+ * recovery continues with the same generation: RECOVERY_STARTED is
+ * written once per generation because only one node's fenced write can
+ * succeed. The node row is renewed only while it is this process's
+ * (put_node): a paused node whose id was claimed meanwhile exits.
  *
  * Without a node id (SQLite, the only node) nothing here runs: t->leases is
  * false, hs_tasks__held() is always true and no write is fenced. */
@@ -22,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "log.h"
 
@@ -126,21 +130,38 @@ int hs_tasks__lease_take(hs_tasks *t, const char *task_id, hs_store_lease_row *l
 
 /* ---- the lease thread ------------------------------------------------------ */
 
+/* Renew the node's row, only while it is this process's (its incarnation
+ * is the advertised start time). If another process claimed the id
+ * meanwhile (this one was paused, e.g. SIGSTOP or a VM freeze, longer than
+ * its lease, and a replacement started with the same --node-id), both
+ * would act as one node: the same leases and fences, the same sandboxes.
+ * This one is the stale one: it exits at once, touching nothing (no lease
+ * given up, no row written, no sandbox stopped), with
+ * HS_TASKS_EXIT_NODE_CLAIMED so a supervisor restarts it (and the restart
+ * is refused while the other holds the id). */
 static void put_node(hs_tasks *t, int64_t now)
 {
 	hs_store_node_row n;
 	memset(&n, 0, sizeof(n));
 	pthread_mutex_lock(&t->lease_mu);
 	COPY(n.address, t->address);
+	n.started_at_ms = t->node_started_ms;
 	pthread_mutex_unlock(&t->lease_mu);
 	if (n.address[0] == '\0')
 		return; /* not advertised yet */
 	COPY(n.node_id, t->node_id);
-	n.started_at_ms = t->node_started_ms;
 	n.expires_at_ms = now + t->lease_ms;
 	n.updated_at_ms = now;
 	hs_error e = { 0 };
-	if (hs_store_node_put(t->store, &n, &e) != HS_OK)
+	int rc = hs_store_node_renew(t->store, &n, &e);
+	if (rc == HS_CONFLICT) {
+		hs_log(HS_LOG_ERROR, "tasks",
+		       "node id claimed by another process while this one was paused: exiting "
+		       "at once without touching its tasks, leases or sandboxes",
+		       HS_LS("node_id", t->node_id), HS_LS("error", e.msg));
+		_exit(HS_TASKS_EXIT_NODE_CLAIMED);
+	}
+	if (rc != HS_OK)
 		hs_log(HS_LOG_WARN, "tasks", "cannot renew the node row", HS_LS("error", e.msg));
 }
 
@@ -242,43 +263,78 @@ static void renew_held(hs_tasks *t, int64_t until)
 	free(held);
 }
 
-#define TAKEOVER_BATCH 64
+#define TAKEOVER_BATCH HS_STORE_LIST_MAX
 
-/* One batch of expired leases taken over; how many were listed. */
+static int by_row_id(const void *key, const void *row)
+{
+	return strcmp(key, ((const hs_store_task_row *)row)->task_id);
+}
+
+/* One batch of expired leases taken over (and our own late ones renewed)
+ * in one statement, the tasks new here read in one query and installed;
+ * how many leases the statement took. */
 static size_t take_expired(hs_tasks *t, int64_t now)
 {
 	hs_store_lease_row *v = NULL;
-	size_t n = 0;
+	hs_store_task_row *rows = NULL;
+	const char **ids = NULL;
+	size_t n = 0, n_ids = 0, n_rows = 0, taken = 0;
 	hs_error e = { 0 };
-	if (hs_store_lease_list_expired(t->store, now, TAKEOVER_BATCH, &v, &n, &e) != HS_OK) {
-		hs_log(HS_LOG_WARN, "tasks", "cannot list expired task leases", HS_LS("error", e.msg));
+	if (hs_store_lease_take_expired(t->store, t->node_id, now, now + t->lease_ms,
+					TAKEOVER_BATCH, &v, &n, &e) != HS_OK) {
+		hs_log(HS_LOG_WARN, "tasks", "cannot take expired task leases over",
+		       HS_LS("error", e.msg));
 		return 0;
 	}
+	if (n == 0)
+		return 0;
+	if ((ids = malloc(n * sizeof(*ids))) == NULL)
+		goto done; /* held in the store: renew_held installs them */
 	for (size_t i = 0; i < n; i++) {
-		hs_error e2 = { 0 };
-		hs_store_lease_row l;
-		if (strcmp(v[i].node_id, t->node_id) == 0) {
-			/* Our own, held here and late to be renewed: renew only. */
-			task *k = hs_tasks__lookup(t, v[i].task_id);
-			bool mine = false;
-			if (k != NULL) {
-				pthread_mutex_lock(&k->mu);
-				mine = k->fence == v[i].fence;
-				pthread_mutex_unlock(&k->mu);
-			}
-			if (mine) {
-				(void)hs_store_lease_acquire(t->store, v[i].task_id, t->node_id, now,
-							     now + t->lease_ms, NULL, NULL);
-				continue;
-			}
+		/* Our own, held here and late to be renewed: renewed, nothing
+		 * to load. */
+		task *k = hs_tasks__lookup(t, v[i].task_id);
+		bool held = false;
+		if (k != NULL) {
+			pthread_mutex_lock(&k->mu);
+			held = k->fence == v[i].fence;
+			pthread_mutex_unlock(&k->mu);
 		}
-		int rc = hs_tasks__lease_take(t, v[i].task_id, &l, &e2);
-		if (rc == HS_NOT_FOUND) /* a lease without a task (a registration that failed) */
-			(void)hs_store_lease_release(t->store, v[i].task_id, t->node_id, l.fence, NULL);
-		else if (rc != HS_OK && rc != HS_CONFLICT)
-			hs_log(HS_LOG_WARN, "tasks", "cannot take a task over",
-			       HS_LS("task_id", v[i].task_id), HS_LS("error", e2.msg));
+		if (!held)
+			ids[n_ids++] = v[i].task_id;
 	}
+	if (n_ids > 0 && hs_store_task_get_many(t->store, ids, n_ids, &rows, &n_rows, &e) != HS_OK) {
+		/* Held in the store without a task here: renew_held takes them
+		 * one by one next round. */
+		hs_log(HS_LOG_WARN, "tasks", "cannot read the tasks taken over", HS_LS("error", e.msg));
+		goto done;
+	}
+	for (size_t j = 0; j < n_ids; j++) {
+		const hs_store_lease_row *l = bsearch(ids[j], v, n, sizeof(*v), by_task_id);
+		const hs_store_task_row *row = n_rows ? bsearch(ids[j], rows, n_rows, sizeof(*rows),
+								by_row_id)
+						      : NULL;
+		if (row == NULL) { /* a lease without a task (a registration that failed) */
+			(void)hs_store_lease_release(t->store, l->task_id, t->node_id, l->fence, NULL);
+			continue;
+		}
+		if (hs_clock_wall_ms() >= l->expires_at_ms)
+			continue; /* expired again before it was installed: maybe another's now */
+		hs_error e2 = { 0 };
+		if (hs_tasks__lease_install(t, row, l->fence, &e2) != HS_OK) {
+			hs_log(HS_LOG_WARN, "tasks", "cannot take a task over",
+			       HS_LS("task_id", l->task_id), HS_LS("error", e2.msg));
+			continue;
+		}
+		if (l->fence > 1)
+			taken++;
+	}
+	if (taken > 0)
+		hs_log(HS_LOG_INFO, "tasks", "tasks taken over", HS_LI("count", (int64_t)taken),
+		       HS_LS("first", ids[0]), HS_LI("leases", (int64_t)n));
+done:
+	free(rows);
+	free(ids);
 	free(v);
 	return n;
 }
@@ -293,11 +349,12 @@ static void *lease_main(void *arg)
 		int64_t now = hs_clock_wall_ms();
 		put_node(t, now);
 		renew_held(t, now + t->lease_ms);
-		/* A dead node's tasks, batch after batch, for at most a period
-		 * (then renew first: our own leases must not lapse meanwhile). */
+		/* A dead node's tasks, batch after batch until none is left,
+		 * for at most a period (then renew first: our own leases must
+		 * not lapse meanwhile). A short batch does not mean the end:
+		 * another survivor's batch may have held rows locked. */
 		int64_t until = hs_clock_mono_ms() + period;
-		while (take_expired(t, hs_clock_wall_ms()) == TAKEOVER_BATCH &&
-		       hs_clock_mono_ms() < until)
+		while (take_expired(t, hs_clock_wall_ms()) > 0 && hs_clock_mono_ms() < until)
 			;
 		pthread_mutex_lock(&t->lease_mu);
 		int64_t wake = hs_clock_mono_ms() + period;
@@ -335,10 +392,33 @@ void hs_tasks__lease_stop(hs_tasks *t)
 	 * it over) and leave the node list: the row expires now rather than
 	 * going, so its time tells survivors how long ago the node left (its
 	 * sandboxes are taken over only after --task-lease-ms more: a restart
-	 * meanwhile re-adopts them) and a restart claims the id at once. */
+	 * meanwhile re-adopts them) and a restart claims the id at once. The
+	 * row first, and only while it is this process's: if another process
+	 * claimed the id meanwhile, its row and leases are left alone. */
 	int64_t now = hs_clock_wall_ms();
-	renew_held(t, now);
 	hs_store_node_row n;
+	memset(&n, 0, sizeof(n));
+	pthread_mutex_lock(&t->lease_mu);
+	COPY(n.address, t->address);
+	n.started_at_ms = t->node_started_ms;
+	pthread_mutex_unlock(&t->lease_mu);
+	COPY(n.node_id, t->node_id);
+	n.expires_at_ms = now;
+	n.updated_at_ms = now;
+	if (n.address[0] != '\0') {
+		hs_error e = { 0 };
+		if (hs_store_node_renew(t->store, &n, &e) == HS_CONFLICT) {
+			hs_log(HS_LOG_ERROR, "tasks",
+			       "node id claimed by another process: its leases are left alone",
+			       HS_LS("node_id", t->node_id));
+			return;
+		}
+		renew_held(t, now);
+		return;
+	}
+	/* Never advertised: the row is the claim's (its start time is not
+	 * known here). */
+	renew_held(t, now);
 	if (hs_store_node_get(t->store, t->node_id, &n, NULL) == HS_OK) {
 		n.expires_at_ms = now;
 		n.updated_at_ms = now;
@@ -380,11 +460,9 @@ int hs_tasks_advertise(hs_tasks *t, const char *address, hs_error *err)
 		return HS_OK;
 	if (address == NULL || address[0] == '\0' || strlen(address) >= HS_STORE_PATH_MAX)
 		return hs_error_set(err, HS_INVALID, "advertise address: empty or too long");
-	pthread_mutex_lock(&t->lease_mu);
-	COPY(t->address, address);
+	/* The row first, then the incarnation the lease thread renews it
+	 * with (it renews nothing until the address is set). */
 	int64_t now = hs_clock_wall_ms();
-	t->node_started_ms = now;
-	pthread_mutex_unlock(&t->lease_mu);
 	hs_store_node_row n;
 	memset(&n, 0, sizeof(n));
 	COPY(n.node_id, t->node_id);
@@ -392,7 +470,14 @@ int hs_tasks_advertise(hs_tasks *t, const char *address, hs_error *err)
 	n.started_at_ms = now;
 	n.expires_at_ms = now + t->lease_ms;
 	n.updated_at_ms = now;
-	return hs_store_node_put(t->store, &n, err);
+	int rc = hs_store_node_put(t->store, &n, err);
+	if (rc != HS_OK)
+		return rc;
+	pthread_mutex_lock(&t->lease_mu);
+	COPY(t->address, address);
+	t->node_started_ms = now;
+	pthread_mutex_unlock(&t->lease_mu);
+	return HS_OK;
 }
 
 bool hs_tasks_shared(const hs_tasks *t)

@@ -259,6 +259,10 @@ int hs_tasks_new(hs_tasks **out, const hs_tasks_config *cfg, hs_error *err);
  * started) and keep renewing it with the task leases. No-op without a node
  * id. Blocks (one store write). */
 int hs_tasks_advertise(hs_tasks *t, const char *address, hs_error *err);
+/* The exit status of a node whose id another process claimed while it was
+ * paused longer than its lease (it exits at once from the lease thread:
+ * see lease.c, put_node). EX_TEMPFAIL: a supervisor may restart it. */
+#define HS_TASKS_EXIT_NODE_CLAIMED 75
 /* Stops the threads (an in-flight recovery step finishes first), ends
  * watchers (their send gets no more calls) and frees. With a node id it
  * first gives its task leases up (they expire now, so a survivor takes

@@ -17,7 +17,10 @@ task leases (--task-lease-ms).
   from one node continued on the next) gives every task once, newest
   first; state and label filters apply; the admin sees every task;
 * a node stopped with SIGTERM gives its leases up and leaves the node list;
-  a survivor takes its tasks.
+  a survivor takes its tasks;
+* a node paused longer than its lease, whose id another process claimed
+  meanwhile, exits (75) when it resumes without overwriting the new
+  process's node row or giving up the leases it now renews.
 
 No timed assertions: every wait polls for a condition with a generous
 limit."""
@@ -337,6 +340,45 @@ class NodesTest(unittest.TestCase):
                          [["0"]])
         self.assertEqual(self.clients[2].GetTask(task_id="handoff-1").state,
                          H.TASK_STATE_RUNNING)
+
+
+@unittest.skipUnless(hstest.STORE_PG, "needs the pg fixture (HS_TEST_STORE_PG)")
+class NodeIdClaimedTest(unittest.TestCase):
+    def test_a_paused_node_whose_id_was_claimed_exits_untouched(self):
+        dsn = hstest.pg_create_database(hstest.STORE_PG, "hs_nodeclaim_%d" % os.getpid())
+        q = lambda sql: hstest.PgServer.query(None, sql, dsn)  # noqa: E731
+        args = ["--store", dsn, "--node-id", "node-x", "--task-lease-ms", "1000"]
+        old = hstest.Harnessd(args=args, env=ENV)
+        new = None
+        try:
+            c = Client(old.channel, login(old.channel))
+            c.RegisterTask(task_id="claim-1", heartbeat_interval_ms=200,
+                           heartbeat_timeout_ms=600000)
+            old_addr = q("SELECT address FROM nodes WHERE node_id = 'node-x'")[0][0]
+            os.kill(old.proc.pid, signal.SIGSTOP)
+            try:
+                poll(lambda: q("SELECT count(*) FROM nodes WHERE node_id = 'node-x' AND "
+                               "expires_at_ms <= (extract(epoch from now()) * 1000)::bigint")
+                     == [["1"]], 30, "the paused node's row to expire")
+                new = hstest.Harnessd(args=args, env=ENV)  # claims the id
+            finally:
+                os.kill(old.proc.pid, signal.SIGCONT)
+            code = poll(lambda: old.proc.poll(), 30, "the resumed node to exit")
+            self.assertEqual(code, 75, "\n".join(old.raw_lines[-20:]))
+            row = q("SELECT address FROM nodes WHERE node_id = 'node-x'")
+            self.assertNotEqual(row[0][0], old_addr)  # the new process's row stands
+            # The task's lease is still node-x's first one, and the new
+            # process serves the task.
+            self.assertEqual(q("SELECT node_id, fence FROM task_leases WHERE task_id = 'claim-1'"),
+                             [["node-x", "1"]])
+            c2 = Client(new.channel, login(new.channel))
+            self.assertEqual(c2.GetTask(task_id="claim-1").state, H.TASK_STATE_RUNNING)
+        finally:
+            if old.proc.poll() is None:
+                os.kill(old.proc.pid, signal.SIGCONT)
+            old.close(expect_exit=None)
+            if new is not None:
+                new.close()
 
 
 if __name__ == "__main__":

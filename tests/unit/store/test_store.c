@@ -734,6 +734,8 @@ int main(void)
 		T(test_store__lease_renew_node_walks_every_chunk),
 		T(test_store__lease_expiry_is_not_indexed),
 		T(test_store__lease_takeover_race_has_one_winner),
+		T(test_store__lease_take_expired_takes_only_expired),
+		T(test_store__lease_take_expired_race_has_one_taker),
 		T(test_store__events_are_announced),
 		T(test_store__apikeys),
 		T(test_store__listener),

@@ -88,6 +88,8 @@ void test_store__lease_acquire_many_grants_only_what_is_free(void **state);
 void test_store__lease_renew_node_walks_every_chunk(void **state);
 void test_store__lease_expiry_is_not_indexed(void **state);
 void test_store__lease_takeover_race_has_one_winner(void **state);
+void test_store__lease_take_expired_takes_only_expired(void **state);
+void test_store__lease_take_expired_race_has_one_taker(void **state);
 void test_store__events_are_announced(void **state);
 void test_store__apikeys(void **state);
 void test_store__listener(void **state);

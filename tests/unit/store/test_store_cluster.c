@@ -357,6 +357,168 @@ void test_store__lease_takeover_race_has_one_winner(void **state)
 	assert_int_equal(r[0].wins + r[1].wins + r[2].wins + r[3].wins, 40);
 }
 
+/* A takeover batch takes only expired leases (another node's with fence
+ * + 1, the taker's own late ones renewed with the same fence), oldest
+ * expiry first, up to the limit; a live lease is not touched. The tasks
+ * of a batch are read in one query. */
+void test_store__lease_take_expired_takes_only_expired(void **state)
+{
+	fixture *f = *state;
+	hs_store *s = open_store(f);
+	hs_error err = { 0 };
+	hs_store_lease_row l, *v = NULL;
+	size_t n = 0;
+	assert_int_equal(hs_store_lease_acquire(s, "x-dead1", "node-b", 100, 900, &l, &err), HS_OK);
+	assert_int_equal(hs_store_lease_acquire(s, "x-dead2", "node-b", 100, 800, &l, &err), HS_OK);
+	assert_int_equal(hs_store_lease_acquire(s, "x-live", "node-b", 100, 5000, &l, &err), HS_OK);
+	assert_int_equal(hs_store_lease_acquire(s, "x-late", "node-a", 100, 1000, &l, &err), HS_OK);
+	assert_int_equal(hs_store_lease_acquire(s, "x-mine", "node-a", 100, 5000, &l, &err), HS_OK);
+	assert_int_equal(hs_store_lease_take_expired(s, "node-a", 1000, 3000, 0, &v, &n, &err),
+			 HS_OK);
+	assert_int_equal(n, 3); /* by task_id */
+	assert_string_equal(v[0].task_id, "x-dead1");
+	assert_int_equal(v[0].fence, 2);
+	assert_string_equal(v[1].task_id, "x-dead2");
+	assert_int_equal(v[1].fence, 2);
+	assert_string_equal(v[2].task_id, "x-late");
+	assert_int_equal(v[2].fence, 1); /* our own: renewed, not taken */
+	for (size_t i = 0; i < n; i++) {
+		assert_string_equal(v[i].node_id, "node-a");
+		assert_int_equal(v[i].expires_at_ms, 3000);
+	}
+	free(v);
+	assert_int_equal(hs_store_lease_get(s, "x-live", &l, &err), HS_OK);
+	assert_string_equal(l.node_id, "node-b");
+	assert_int_equal(l.fence, 1);
+	assert_int_equal(l.expires_at_ms, 5000);
+	assert_int_equal(hs_store_lease_get(s, "x-mine", &l, &err), HS_OK);
+	assert_int_equal(l.expires_at_ms, 5000);
+	/* Nothing expired left at 1000; the limit takes the oldest first. */
+	assert_int_equal(hs_store_lease_take_expired(s, "node-c", 1000, 9000, 0, &v, &n, &err),
+			 HS_OK);
+	assert_int_equal(n, 0);
+	assert_null(v);
+	assert_int_equal(hs_store_lease_take_expired(s, "node-c", 5000, 9000, 1, &v, &n, &err),
+			 HS_OK);
+	assert_int_equal(n, 1);
+	assert_string_equal(v[0].task_id, "x-dead1"); /* 3000, before x-live's 5000 */
+	assert_int_equal(v[0].fence, 3);
+	assert_string_equal(v[0].node_id, "node-c");
+	free(v);
+	assert_int_equal(hs_store_lease_take_expired(s, "", 1000, 9000, 0, &v, &n, NULL),
+			 HS_INVALID);
+	/* The batch's tasks in one read: rows that exist, sorted, once. */
+	const char *tids[] = { "t-b", "t-a" };
+	for (size_t i = 0; i < 2; i++) {
+		hs_store_task_row *t = make_task(tids[i], "usr_1", 1);
+		assert_int_equal(hs_store_task_insert(s, t, &err), HS_OK);
+		free(t);
+	}
+	hs_store_task_row *rows = NULL;
+	const char *want[] = { "t-b", "t-none", "t-a", "t-b", "t-q\"\\" };
+	assert_int_equal(hs_store_task_get_many(s, want, 5, &rows, &n, &err), HS_OK);
+	assert_int_equal(n, 2);
+	assert_string_equal(rows[0].task_id, "t-a");
+	assert_string_equal(rows[1].task_id, "t-b");
+	assert_string_equal(rows[1].owner, "usr_1");
+	free(rows);
+	assert_int_equal(hs_store_task_get_many(s, NULL, 0, &rows, &n, &err), HS_OK);
+	assert_int_equal(n, 0);
+	assert_null(rows);
+	assert_int_equal(hs_store_task_get_many(s, want, HS_STORE_LIST_MAX + 1, &rows, &n, NULL),
+			 HS_INVALID);
+}
+
+#define TAKE_RACE_N 2500
+
+typedef struct taker {
+	hs_store *store;
+	char node[8];
+	pthread_barrier_t *go;
+	pthread_mutex_t *mu;
+	int *times; /* per lease: how many takers got it */
+	size_t got;
+	bool bad_fence;
+} taker;
+
+static void *take_run(void *arg)
+{
+	taker *r = arg;
+	pthread_barrier_wait(r->go);
+	for (;;) {
+		hs_store_lease_row *v = NULL;
+		size_t n = 0;
+		if (hs_store_lease_take_expired(r->store, r->node, 5000, 9000, 0, &v, &n, NULL) != HS_OK ||
+		    n == 0)
+			break;
+		pthread_mutex_lock(r->mu);
+		for (size_t i = 0; i < n; i++) {
+			int k = -1;
+			if (sscanf(v[i].task_id, "tr-%d", &k) == 1 && k >= 0 && k < TAKE_RACE_N)
+				r->times[k]++;
+			if (v[i].fence != 2 || strcmp(v[i].node_id, r->node) != 0)
+				r->bad_fence = true;
+		}
+		pthread_mutex_unlock(r->mu);
+		r->got += n;
+		free(v);
+	}
+	return NULL;
+}
+
+/* Four survivors take a dead node's 2,500 expired leases over in batches
+ * at once: each lease has exactly one taker (fence 2), none is left. */
+void test_store__lease_take_expired_race_has_one_taker(void **state)
+{
+	fixture *f = *state;
+	hs_store *s = open_store(f);
+	hs_error err = { 0 };
+	static char names[TAKE_RACE_N][16];
+	const char *ids[HS_STORE_LIST_MAX];
+	for (int i = 0; i < TAKE_RACE_N; i += HS_STORE_LIST_MAX) {
+		size_t m = 0;
+		for (int k = i; k < TAKE_RACE_N && k < i + HS_STORE_LIST_MAX; k++) {
+			snprintf(names[k], sizeof(names[k]), "tr-%05d", k);
+			ids[m++] = names[k];
+		}
+		hs_store_lease_row *v = NULL;
+		size_t n = 0;
+		assert_int_equal(hs_store_lease_acquire_many(s, ids, m, "dead", 0, 1000 + i, &v, &n,
+							     &err), HS_OK);
+		assert_int_equal(n, m);
+		free(v);
+	}
+	static int times[TAKE_RACE_N];
+	memset(times, 0, sizeof(times));
+	pthread_barrier_t go;
+	pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+	pthread_barrier_init(&go, NULL, 4);
+	taker r[4];
+	pthread_t th[4];
+	for (int i = 0; i < 4; i++) {
+		memset(&r[i], 0, sizeof(r[i]));
+		r[i] = (taker){ .store = s, .go = &go, .mu = &mu, .times = times };
+		snprintf(r[i].node, sizeof(r[i].node), "n%d", i);
+		assert_int_equal(pthread_create(&th[i], NULL, take_run, &r[i]), 0);
+	}
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(pthread_join(th[i], NULL), 0);
+	pthread_barrier_destroy(&go);
+	size_t total = 0;
+	for (int i = 0; i < 4; i++) {
+		assert_false(r[i].bad_fence);
+		total += r[i].got;
+	}
+	assert_int_equal(total, TAKE_RACE_N);
+	for (int k = 0; k < TAKE_RACE_N; k++)
+		assert_int_equal(times[k], 1);
+	hs_store_lease_row l;
+	assert_int_equal(hs_store_lease_get(s, "tr-01234", &l, &err), HS_OK);
+	assert_int_equal(l.fence, 2);
+	assert_int_equal(l.expires_at_ms, 9000);
+	assert_int_not_equal(strcmp(l.node_id, "dead"), 0);
+}
+
 /* PostgreSQL: an appended event is announced on harness_task_events at
  * commit, with its id as the payload. */
 void test_store__events_are_announced(void **state)
@@ -641,6 +803,25 @@ void test_store__node_claim_refuses_a_live_holder(void **state)
 	assert_int_equal(hs_store_node_get(s, "node-a", &got, &err), HS_OK);
 	assert_string_equal(got.address, "10.0.0.9:50051");
 	assert_int_equal(got.expires_at_ms, 2100);
+	/* The paused first process resumes: its renewal is refused (the row
+	 * is another incarnation's) and writes nothing; the new one renews. */
+	a.expires_at_ms = 9000;
+	assert_int_equal(hs_store_node_renew(s, &a, &err), HS_CONFLICT);
+	assert_non_null(strstr(err.msg, "node-a"));
+	assert_int_equal(hs_store_node_get(s, "node-a", &got, &err), HS_OK);
+	assert_string_equal(got.address, "10.0.0.9:50051");
+	assert_int_equal(got.expires_at_ms, 2100);
+	dup.expires_at_ms = 3100;
+	dup.updated_at_ms = 2000;
+	assert_int_equal(hs_store_node_renew(s, &dup, &err), HS_OK);
+	assert_int_equal(hs_store_node_get(s, "node-a", &got, &err), HS_OK);
+	assert_int_equal(got.expires_at_ms, 3100);
+	assert_int_equal(got.started_at_ms, 1100);
+	/* A row that went (deleted) is put back by its process's renewal. */
+	assert_int_equal(hs_store_node_delete(s, "node-a", &err), HS_OK);
+	assert_int_equal(hs_store_node_renew(s, &dup, &err), HS_OK);
+	assert_int_equal(hs_store_node_get(s, "node-a", &got, &err), HS_OK);
+	assert_string_equal(got.address, "10.0.0.9:50051");
 }
 
 void test_store__sandbox_take_lost_once(void **state)
