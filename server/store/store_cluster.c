@@ -272,7 +272,7 @@ static int cmp_id(const void *a, const void *b)
 }
 
 /* ids are checked names, but the array is SQL input: escaped. */
-int hs_store__json_ids(const char *const *ids, size_t n, char **out, hs_error *err)
+static int json_array(const char *const *ids, size_t n, char **out, hs_error *err)
 {
 	size_t cap = 3;
 	for (size_t i = 0; i < n; i++)
@@ -303,42 +303,52 @@ int hs_store__json_ids(const char *const *ids, size_t n, char **out, hs_error *e
 	return HS_OK;
 }
 
+int hs_store__json_task_ids(const char *const *task_ids, size_t n, char **out, hs_error *err)
+{
+	int rc;
+	if (n > HS_STORE_LIST_MAX)
+		return hs_error_set(err, HS_INVALID, "store: more than %d task ids in one statement",
+				    HS_STORE_LIST_MAX);
+	for (size_t i = 0; i < n; i++)
+		if ((rc = hs_store__check_key(task_ids[i], HS_STORE_ID_MAX, "task_id", err)) != HS_OK)
+			return rc;
+	/* Sorted and unique: one row is written once per statement, and two
+	 * nodes' batches lock common rows in the same order (no deadlock). */
+	const char **ids = malloc((n > 0 ? n : 1) * sizeof(*ids));
+	if (ids == NULL)
+		return hs_error_set(err, HS_INTERNAL, "store: out of memory");
+	size_t n_ids = 0;
+	if (n > 0)
+		memcpy(ids, task_ids, n * sizeof(*ids));
+	qsort(ids, n, sizeof(*ids), cmp_id);
+	for (size_t i = 0; i < n; i++)
+		if (n_ids == 0 || strcmp(ids[n_ids - 1], ids[i]) != 0)
+			ids[n_ids++] = ids[i];
+	rc = json_array(ids, n_ids, out, err);
+	free(ids);
+	return rc;
+}
+
 int hs_store_lease_acquire_many(hs_store *s, const char *const *task_ids, size_t n,
 				const char *node_id, int64_t now_ms, int64_t expires_at_ms,
 				hs_store_lease_row **out, size_t *n_out, hs_error *err)
 {
 	int rc;
 	hs_stmt *st = NULL;
-	const char **ids = NULL;
 	char *json = NULL;
 	hs_store_lease_row *rows = NULL;
-	size_t n_rows = 0, n_ids = 0;
+	size_t n_rows = 0;
 	if (s == NULL || out == NULL || n_out == NULL || (n > 0 && task_ids == NULL))
 		return hs_error_set(err, HS_INVALID, "store: NULL argument");
-	if (n > HS_STORE_LIST_MAX)
-		return hs_error_set(err, HS_INVALID, "store: more than %d task ids in one lease batch",
-				    HS_STORE_LIST_MAX);
 	if ((rc = hs_store__check_key(node_id, HS_STORE_ID_MAX, "node_id", err)) != HS_OK)
 		return rc;
-	for (size_t i = 0; i < n; i++)
-		if ((rc = hs_store__check_key(task_ids[i], HS_STORE_ID_MAX, "task_id", err)) != HS_OK)
-			return rc;
 	if (n == 0) {
 		*out = NULL;
 		*n_out = 0;
 		return HS_OK;
 	}
-	/* Sorted and unique: one row is upserted once per statement, and two
-	 * nodes' batches lock common rows in the same order (no deadlock). */
-	if ((ids = malloc(n * sizeof(*ids))) == NULL)
-		return hs_error_set(err, HS_INTERNAL, "store: out of memory");
-	memcpy(ids, task_ids, n * sizeof(*ids));
-	qsort(ids, n, sizeof(*ids), cmp_id);
-	for (size_t i = 0; i < n; i++)
-		if (n_ids == 0 || strcmp(ids[n_ids - 1], ids[i]) != 0)
-			ids[n_ids++] = ids[i];
-	if ((rc = hs_store__json_ids(ids, n_ids, &json, err)) != HS_OK)
-		goto out;
+	if ((rc = hs_store__json_task_ids(task_ids, n, &json, err)) != HS_OK)
+		return rc;
 	hs_store__lock(s);
 	/* hs_store_lease_acquire's upsert over the whole list: a row comes
 	 * back for each lease granted; one held live by another node is left
@@ -365,9 +375,7 @@ int hs_store_lease_acquire_many(hs_store *s, const char *const *task_ids, size_t
 done:
 	hs_store__release(st);
 	hs_store__unlock(s);
-out:
 	free(json);
-	free(ids);
 	if (rc != HS_OK) {
 		free(rows);
 		return rc;

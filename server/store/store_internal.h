@@ -318,9 +318,11 @@ int hs_store__lease_check_locked(hs_store *s, const char *task_id, const char *n
 
 /* 0 -> HS_STORE_LIST_DEFAULT, > HS_STORE_LIST_MAX -> HS_STORE_LIST_MAX. */
 size_t hs_store__limit(size_t limit);
-/* ids as a JSON array of strings into *out (malloc'd, free()): ", \ and
- * control characters escaped (a list bound as one statement parameter). */
-int hs_store__json_ids(const char *const *ids, size_t n, char **out, hs_error *err);
+/* The rule for a list of task ids bound as one statement parameter: at
+ * most HS_STORE_LIST_MAX, each a checked key, sorted and unique, as a JSON
+ * array of strings into *out (malloc'd, free()): ", \ and control
+ * characters escaped. */
+int hs_store__json_task_ids(const char *const *task_ids, size_t n, char **out, hs_error *err);
 
 #define HS_BIND_T(st, i, v, cap, name)                                                  \
 	do {                                                                            \

@@ -190,11 +190,6 @@ int hs_store_task_get(hs_store *s, const char *task_id, hs_store_task_row *out, 
 				 err);
 }
 
-static int cmp_str(const void *a, const void *b)
-{
-	return strcmp(*(const char *const *)a, *(const char *const *)b);
-}
-
 static int by_task_id(const void *a, const void *b)
 {
 	return strcmp(((const hs_store_task_row *)a)->task_id,
@@ -206,32 +201,18 @@ int hs_store_task_get_many(hs_store *s, const char *const *task_ids, size_t n,
 {
 	int rc;
 	hs_stmt *st = NULL;
-	const char **ids = NULL;
 	char *json = NULL;
 	hs_store_task_row *rows = NULL;
-	size_t n_rows = 0, n_ids = 0;
+	size_t n_rows = 0;
 	if (s == NULL || out == NULL || n_out == NULL || (n > 0 && task_ids == NULL))
 		return hs_error_set(err, HS_INVALID, "store: NULL argument");
-	if (n > HS_STORE_LIST_MAX)
-		return hs_error_set(err, HS_INVALID, "store: more than %d task ids in one read",
-				    HS_STORE_LIST_MAX);
-	for (size_t i = 0; i < n; i++)
-		if ((rc = hs_store__check_key(task_ids[i], HS_STORE_ID_MAX, "task_id", err)) != HS_OK)
-			return rc;
 	if (n == 0) {
 		*out = NULL;
 		*n_out = 0;
 		return HS_OK;
 	}
-	if ((ids = malloc(n * sizeof(*ids))) == NULL)
-		return hs_error_set(err, HS_INTERNAL, "store: out of memory");
-	memcpy(ids, task_ids, n * sizeof(*ids));
-	qsort(ids, n, sizeof(*ids), cmp_str);
-	for (size_t i = 0; i < n; i++)
-		if (n_ids == 0 || strcmp(ids[n_ids - 1], ids[i]) != 0)
-			ids[n_ids++] = ids[i];
-	if ((rc = hs_store__json_ids(ids, n_ids, &json, err)) != HS_OK)
-		goto out;
+	if ((rc = hs_store__json_task_ids(task_ids, n, &json, err)) != HS_OK)
+		return rc;
 	hs_store__lock(s);
 	HS_STMT2(st, HS_STMT_TASK_GET_MANY,
 		 "SELECT " TASK_COLS " FROM tasks WHERE task_id IN (SELECT value FROM json_each(?1))",
@@ -243,9 +224,7 @@ int hs_store_task_get_many(hs_store *s, const char *const *task_ids, size_t n,
 done:
 	hs_store__release(st);
 	hs_store__unlock(s);
-out:
 	free(json);
-	free(ids);
 	if (rc != HS_OK) {
 		free(rows);
 		return rc;
