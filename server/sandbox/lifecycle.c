@@ -212,6 +212,12 @@ static int load_row(hs_sandbox_mgr *mgr, const hs_store_sandbox_row *row, bool t
 			hs_sandbox__set_state(mgr, e, HS_SANDBOX_FAILED, "lost after restart", NULL);
 		}
 	}
+	if (e->gone) { /* fenced: another node took it meanwhile (logged) */
+		pthread_mutex_lock(&mgr->lock);
+		hs_sandbox__unref_locked(mgr, e);
+		pthread_mutex_unlock(&mgr->lock);
+		return HS_OK;
+	}
 	pthread_mutex_lock(&mgr->lock);
 	e->next = mgr->head;
 	mgr->head = e;
@@ -332,6 +338,45 @@ int hs_sandbox_recover_lost(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller
 	return rc;
 }
 
+/* The other half of the fence: this node stalled past its lease (SIGSTOP,
+ * a database failover) and another node took some of its sandboxes; every
+ * registry entry whose row names another node is stopped and dropped here
+ * (hs_sandbox__fenced), even if it never writes its row again. */
+static void fence_registry(hs_sandbox_mgr *mgr)
+{
+	pthread_mutex_lock(&mgr->lock);
+	size_t n = 0;
+	for (hs_sandbox__entry *e = mgr->head; e != NULL; e = e->next)
+		n++;
+	hs_sandbox__entry **v = calloc(n ? n : 1, sizeof(*v));
+	if (v == NULL) {
+		pthread_mutex_unlock(&mgr->lock);
+		return;
+	}
+	n = 0;
+	for (hs_sandbox__entry *e = mgr->head; e != NULL; e = e->next) {
+		e->refs++;
+		v[n++] = e;
+	}
+	pthread_mutex_unlock(&mgr->lock);
+	hs_store_sandbox_row *row = malloc(sizeof(*row));
+	for (size_t i = 0; row != NULL && i < n; i++) {
+		hs_sandbox__entry *e = v[i];
+		if (pthread_mutex_trylock(&e->lock) != 0)
+			continue; /* an RPC holds it: its own write is fenced */
+		if (!e->gone && hs_store_sandbox_get(mgr->store, e->rec.id, row, NULL) == HS_OK &&
+		    strcmp(row->node_id, mgr->node_id) != 0)
+			hs_sandbox__fenced(mgr, e, NULL);
+		pthread_mutex_unlock(&e->lock);
+	}
+	free(row);
+	pthread_mutex_lock(&mgr->lock);
+	for (size_t i = 0; i < n; i++)
+		hs_sandbox__unref_locked(mgr, v[i]);
+	pthread_mutex_unlock(&mgr->lock);
+	free(v);
+}
+
 /* The reaper's look for lost nodes, every third of node_lost_ms (at most
  * every 5 s). */
 static void sweep_lost(hs_sandbox_mgr *mgr)
@@ -342,6 +387,7 @@ static void sweep_lost(hs_sandbox_mgr *mgr)
 	if (hs_sandbox__take_lost(mgr, NULL, mgr->cfg.node_lost_ms, NULL, &e) != HS_OK)
 		hs_log(HS_LOG_WARN, "sandbox", "cannot take over a lost node's sandboxes",
 		       HS_LS("error", e.msg));
+	fence_registry(mgr);
 }
 
 int hs_sandbox_mgr_new(hs_sandbox_mgr **out, const hs_sandbox_config *cfg, hs_store *store,

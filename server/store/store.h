@@ -271,7 +271,10 @@ typedef struct hs_store_sandbox_filter {
 #define HS_STORE_SANDBOX_FILTER_INIT { NULL, NULL, -1, NULL, 0, 0, -1, NULL, NULL }
 
 int hs_store_sandbox_insert(hs_store *store, const hs_store_sandbox_row *row, hs_error *err);
-/* Replace every column of the row with this sandbox_id; HS_NOT_FOUND if none. */
+/* Replace every column of the row with this sandbox_id, only while the
+ * stored row's node_id is row->node_id (the fence: a node never writes a
+ * row another node took over); HS_ABORTED naming the holder if another
+ * node holds it, HS_NOT_FOUND if none. */
 int hs_store_sandbox_update(hs_store *store, const hs_store_sandbox_row *row, hs_error *err);
 int hs_store_sandbox_get(hs_store *store, const char *sandbox_id, hs_store_sandbox_row *out, hs_error *err);
 /* Deletes its snapshot rows too (the files are the caller's). */

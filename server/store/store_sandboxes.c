@@ -99,7 +99,7 @@ static int write_sandbox(hs_store *s, const hs_store_sandbox_row *r, bool update
 			"ttl_seconds = ?10, expires_at_ms = ?11, created_at_ms = ?12, "
 			"started_at_ms = ?13, exit_code = ?14, failure_reason = ?15, "
 			"config_json = ?16, labels_json = ?17, log_path = ?18, runtime_dir = ?19, "
-			"stopped_at_ms = ?20, node_id = ?21 WHERE sandbox_id = ?1");
+			"stopped_at_ms = ?20, node_id = ?21 WHERE sandbox_id = ?1 AND node_id = ?21");
 	else
 		HS_STMT(st, HS_STMT_SANDBOX_INSERT,
 			"INSERT INTO sandboxes(" SANDBOX_COLS ") VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, "
@@ -110,10 +110,26 @@ static int write_sandbox(hs_store *s, const hs_store_sandbox_row *r, bool update
 	    HS_OK)
 		goto done;
 	if (update && hs_store__changes(st) == 0)
-		rc = hs_error_set(err, HS_NOT_FOUND, "store: sandbox %s not found", r->sandbox_id);
+		rc = HS_NOT_FOUND; /* missing, or fenced: told apart below */
 done:
 	hs_store__release(st);
 	hs_store__unlock(s);
+	if (update && rc == HS_NOT_FOUND) {
+		/* The fence: a row another node holds now (it took this one over
+		 * from a node it saw lost) is never written by the old holder. */
+		hs_store_sandbox_row *cur = malloc(sizeof(*cur));
+		if (cur == NULL)
+			return hs_error_set(err, HS_INTERNAL, "out of memory");
+		if (hs_store_sandbox_get(s, r->sandbox_id, cur, NULL) == HS_OK)
+			rc = hs_error_set(err, HS_ABORTED,
+					  "store: sandbox %s is held by node %s, not %s",
+					  r->sandbox_id, cur->node_id[0] ? cur->node_id : "(none)",
+					  r->node_id[0] ? r->node_id : "(none)");
+		else
+			rc = hs_error_set(err, HS_NOT_FOUND, "store: sandbox %s not found",
+					  r->sandbox_id);
+		free(cur);
+	}
 	return rc;
 }
 
