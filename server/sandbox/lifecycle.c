@@ -237,13 +237,22 @@ int hs_sandbox__take_lost(hs_sandbox_mgr *mgr, const char *sandbox_id, int64_t l
 						now - lost_ms, HS_SANDBOX_FAILED,
 						HS_SANDBOX_DESTROYED, &rows, &n, err);
 	}
-	for (size_t i = 0; rc == HS_OK && i < n; i++) {
+	/* The rows are ours now whatever happens to one entry: load every
+	 * one, answer the first failure. */
+	for (size_t i = 0; i < n; i++) {
 		hs_log(HS_LOG_WARN, "sandbox", "taken over from a lost node",
 		       HS_LS("sandbox_id", rows[i].sandbox_id),
 		       HS_LS("reason", rows[i].failure_reason));
-		/* The row is ours now whatever happens to the entry. */
-		if ((rc = load_row(mgr, &rows[i], true, err)) == HS_OK)
+		hs_error lerr = { 0 };
+		int lrc = load_row(mgr, &rows[i], true, &lerr);
+		if (lrc == HS_OK) {
 			taken++;
+			continue;
+		}
+		hs_log(HS_LOG_ERROR, "sandbox", "cannot load a sandbox taken from a lost node",
+		       HS_LS("sandbox_id", rows[i].sandbox_id), HS_LS("error", lerr.msg));
+		if (rc == HS_OK)
+			rc = hs_error_set(err, lrc, "%s", lerr.msg);
 	}
 	free(rows);
 	if (n_out != NULL)
@@ -257,6 +266,16 @@ static int relaunch(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller, hs_san
 {
 	hs_sandbox__rec *r = &e->rec;
 	int rc = HS_OK;
+	/* The spec was checked against the lost node's limits: this node's
+	 * may be lower. */
+	if (r->vcpu_count > mgr->cfg.max_vcpu)
+		return hs_error_set(err, HS_LIMIT,
+				    "sandbox %s: vcpu_count %u exceeds this node's limit of %u", r->id,
+				    r->vcpu_count, mgr->cfg.max_vcpu);
+	if (r->mem_size_mib > mgr->cfg.max_mem_mib)
+		return hs_error_set(err, HS_LIMIT,
+				    "sandbox %s: mem_size_mib %u exceeds this node's limit of %u",
+				    r->id, r->mem_size_mib, mgr->cfg.max_mem_mib);
 	if (r->workspace_name[0] != '\0') {
 		/* Beneath this node's root, without links; made if the restore
 		 * left nothing there. */
