@@ -331,8 +331,11 @@ int hs_sandbox_recover_lost(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller
 		      hs_principal_may(&caller->who, row->owner) &&
 		      row->state != HS_SANDBOX_DESTROYED && strcmp(row->node_id, mgr->node_id) != 0;
 	free(row);
-	/* Its node's row expired (lost_ms 0): taken here now, or never. */
-	if (theirs && (rc = hs_sandbox__take_lost(mgr, id, 0, NULL, err)) != HS_OK)
+	/* Its node lost for as long as the reaper waits (node_lost_ms past
+	 * its row's expiry): taken here now. Before that, the usual path
+	 * answers UNAVAILABLE naming the node and the attempt is retried. */
+	if (theirs && (rc = hs_sandbox__take_lost(mgr, id, mgr->cfg.node_lost_ms, NULL, err)) !=
+			      HS_OK)
 		return rc;
 	hs_sandbox__entry *e = NULL;
 	hs_error aerr = { 0 };

@@ -339,14 +339,30 @@ static void test_sandbox_mgr__relaunch_checks_this_nodes_limits(void **state)
 	assert_int_equal(hs_sandbox_create(env->mgr, &sbt_alice, &spec, NULL, &err), HS_OK);
 	hs_sandbox_mgr_free(env->mgr);
 	env->mgr = NULL;
-	/* node-a is lost (its row expired long ago); node-b allows 256 MiB */
-	hs_store_node_row a = { .node_id = "node-a", .address = "a:1", .expires_at_ms = 1000 };
+	/* node-a's row expired a second ago; node-b allows 256 MiB */
+	hs_store_node_row a = { .node_id = "node-a", .address = "a:1",
+				.expires_at_ms = hs_clock_wall_ms() - 1000 };
 	assert_int_equal(hs_store_node_put(env->store, &a, &err), HS_OK);
 	env->cfg.node_id = "node-b";
 	env->cfg.max_mem_mib = 256;
+	env->cfg.node_lost_ms = 3600 * 1000; /* the reaper's sweep waits an hour */
 	sbt_open_mgr(env);
+	/* expired, but not yet for node_lost_ms: recovery does not take it
+	 * before the reaper would */
 	bool done = true;
 	int rc = hs_sandbox_recover_lost(env->mgr, &sbt_alice, "sb-big", &done, &info, &err);
+	assert_int_equal(rc, HS_OK);
+	assert_false(done);
+	hs_store_sandbox_row *row = calloc(1, sizeof(*row));
+	assert_non_null(row);
+	assert_int_equal(hs_store_sandbox_get(env->store, "sb-big", row, &err), HS_OK);
+	assert_string_equal(row->node_id, "node-a");
+	assert_int_equal(row->state, HS_SANDBOX_CREATED);
+	free(row);
+	/* once node-a is lost for that long, recovery takes it */
+	a.expires_at_ms = hs_clock_wall_ms() - 3601 * 1000;
+	assert_int_equal(hs_store_node_put(env->store, &a, &err), HS_OK);
+	rc = hs_sandbox_recover_lost(env->mgr, &sbt_alice, "sb-big", &done, &info, &err);
 	assert_int_equal(rc, HS_LIMIT);
 	assert_false(done);
 	if (strstr(err.msg, "mem_size_mib 512 exceeds this node's limit of 256") == NULL)
