@@ -142,6 +142,13 @@ void *hs_sandbox__reaper_main(void *payload)
 	return NULL;
 }
 
+static bool taken_mark(const hs_store_sandbox_row *row, const char *node_id)
+{
+	return node_id[0] != '\0' && row->state == HS_SANDBOX_FAILED && row->pid == 0 &&
+	       strcmp(row->node_id, node_id) == 0 && strncmp(row->failure_reason, "node ", 5) == 0 &&
+	       strstr(row->failure_reason + 5, " lost") != NULL;
+}
+
 /* Load one non-destroyed row into the registry, adopting or failing it.
  * taken: a lost node's row, FAILED already (hs_sandbox__take_lost): its
  * process, cgroup and files were on that node's host, so nothing is
@@ -187,8 +194,10 @@ static int load_row(hs_sandbox_mgr *mgr, const hs_store_sandbox_row *row, bool t
 	r->vcpu_count = (unsigned)row->vcpu_count;
 	r->mem_size_mib = (unsigned)row->mem_size_mib;
 	hs_sandbox__rec_from_config_json(r, row->config_json, NULL);
-	e->taken_lost = taken;
-	if (!taken)
+	/* The row says so too ("node N lost", pid 0, FAILED: hs_store_sandbox_
+	 * take_lost), so a restart of this node still knows it never ran here. */
+	e->taken_lost = taken || taken_mark(row, mgr->node_id);
+	if (!e->taken_lost)
 		e->drv->adopt(&mgr->cfg, r);
 	if (!taken && (row->state == HS_SANDBOX_RUNNING || row->state == HS_SANDBOX_PAUSED)) {
 		pid_t pid = (pid_t)row->pid;
@@ -225,36 +234,52 @@ static int load_row(hs_sandbox_mgr *mgr, const hs_store_sandbox_row *row, bool t
 	return HS_OK;
 }
 
+#define TAKE_BATCH 100
+
 int hs_sandbox__take_lost(hs_sandbox_mgr *mgr, const char *sandbox_id, int64_t lost_ms,
 			  size_t *n_out, hs_error *err)
 {
-	hs_store_sandbox_row *rows = NULL;
-	size_t n = 0, taken = 0;
+	size_t taken = 0;
 	int rc = HS_OK;
-	if (mgr->node_id[0] != '\0') {
+	if (mgr->node_id[0] == '\0')
+		goto done;
+	for (;;) {
+		hs_store_sandbox_row *rows = NULL;
+		size_t n = 0;
 		int64_t now = hs_clock_wall_ms();
-		rc = hs_store_sandbox_take_lost(mgr->store, mgr->node_id, sandbox_id, now,
-						now - lost_ms, HS_SANDBOX_FAILED,
-						HS_SANDBOX_DESTROYED, &rows, &n, err);
-	}
-	/* The rows are ours now whatever happens to one entry: load every
-	 * one, answer the first failure. */
-	for (size_t i = 0; i < n; i++) {
-		hs_log(HS_LOG_WARN, "sandbox", "taken over from a lost node",
-		       HS_LS("sandbox_id", rows[i].sandbox_id),
-		       HS_LS("reason", rows[i].failure_reason));
-		hs_error lerr = { 0 };
-		int lrc = load_row(mgr, &rows[i], true, &lerr);
-		if (lrc == HS_OK) {
-			taken++;
-			continue;
+		hs_error terr = { 0 };
+		int trc = hs_store_sandbox_take_lost(mgr->store, mgr->node_id, sandbox_id,
+						     mgr->runtime_root, now, now - lost_ms,
+						     HS_SANDBOX_FAILED, HS_SANDBOX_DESTROYED,
+						     TAKE_BATCH, &rows, &n, &terr);
+		if (trc != HS_OK) {
+			if (rc == HS_OK)
+				rc = hs_error_set(err, trc, "%s", terr.msg);
+			break;
 		}
-		hs_log(HS_LOG_ERROR, "sandbox", "cannot load a sandbox taken from a lost node",
-		       HS_LS("sandbox_id", rows[i].sandbox_id), HS_LS("error", lerr.msg));
-		if (rc == HS_OK)
-			rc = hs_error_set(err, lrc, "%s", lerr.msg);
+		/* The rows are ours now whatever happens to one entry: load
+		 * every one, answer the first failure. */
+		for (size_t i = 0; i < n; i++) {
+			hs_log(HS_LOG_WARN, "sandbox", "taken over from a lost node",
+			       HS_LS("sandbox_id", rows[i].sandbox_id),
+			       HS_LS("reason", rows[i].failure_reason));
+			hs_error lerr = { 0 };
+			int lrc = load_row(mgr, &rows[i], true, &lerr);
+			if (lrc == HS_OK) {
+				taken++;
+				continue;
+			}
+			hs_log(HS_LOG_ERROR, "sandbox",
+			       "cannot load a sandbox taken from a lost node",
+			       HS_LS("sandbox_id", rows[i].sandbox_id), HS_LS("error", lerr.msg));
+			if (rc == HS_OK)
+				rc = hs_error_set(err, lrc, "%s", lerr.msg);
+		}
+		free(rows);
+		if (n < TAKE_BATCH)
+			break;
 	}
-	free(rows);
+done:
 	if (n_out != NULL)
 		*n_out = taken;
 	return rc;

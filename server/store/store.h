@@ -297,16 +297,21 @@ int hs_store_sandbox_adopt_unowned(hs_store *store, const char *node_id, size_t 
  * neither "" nor node_id, and whose node has no row live at live_after_ms
  * (its expires_at_ms <= live_after_ms, or no row at all) becomes
  * failed_state with failure_reason "node <N> lost" (a row already in
- * failed_state keeps its reason), pid 0, stopped_at_ms now_ms if it was 0,
- * and node_id = node_id. sandbox_id NULL = every such row, else that one
- * only. One conditional UPDATE: of several nodes racing, exactly one takes
- * each row (PostgreSQL re-checks the WHERE on a row another node just
- * took: its node is then live). The rows as taken go to *out (malloc'd,
- * free(); NULL when *n_out is 0). */
+ * failed_state: "node <N> lost (failed before: <its reason>)", or just
+ * "node <N> lost" past 200 characters), pid 0, stopped_at_ms now_ms if it
+ * was 0, node_id = node_id, and, with a runtime_root (NULL or "" = keep
+ * them), runtime_dir <runtime_root>/<sandbox_id> and log_path
+ * <runtime_dir>/sandbox.log: the taker's own paths, so nothing reloads the
+ * lost node's. sandbox_id NULL = every such row, else that one only; at
+ * most limit rows (1..HS_STORE_LIST_MAX) per call: call again while
+ * *n_out == limit. One conditional UPDATE: of several nodes racing,
+ * exactly one takes each row (PostgreSQL re-checks the WHERE on a row
+ * another node just took: its node is then live). The rows as taken go to
+ * *out (malloc'd, free(); NULL when *n_out is 0). */
 int hs_store_sandbox_take_lost(hs_store *store, const char *node_id, const char *sandbox_id,
-			       int64_t now_ms, int64_t live_after_ms, int failed_state,
-			       int destroyed_state, hs_store_sandbox_row **out, size_t *n_out,
-			       hs_error *err);
+			       const char *runtime_root, int64_t now_ms, int64_t live_after_ms,
+			       int failed_state, int destroyed_state, size_t limit,
+			       hs_store_sandbox_row **out, size_t *n_out, hs_error *err);
 
 typedef struct hs_store_snapshot_row {
 	char snapshot_id[HS_STORE_ID_MAX];

@@ -269,10 +269,19 @@ done:
 	return rc;
 }
 
+/* The rows a take may move (?1 taker, ?5 destroyed, ?6 live after, ?2 one
+ * id or ''): in the inner select (bounded by ?8) and again in the outer
+ * WHERE, which PostgreSQL re-checks on a row another node just took. */
+#define TAKE_COND(t)                                                                       \
+	t "node_id <> '' AND " t "node_id <> ?1 AND " t "state <> ?5 "                         \
+	  "AND (CAST(?2 AS TEXT) = '' OR " t "sandbox_id = ?2) "                              \
+	  "AND NOT EXISTS (SELECT 1 FROM nodes WHERE nodes.node_id = " t "node_id "            \
+	  "AND nodes.expires_at_ms > ?6) "
+
 int hs_store_sandbox_take_lost(hs_store *s, const char *node_id, const char *sandbox_id,
-			       int64_t now_ms, int64_t live_after_ms, int failed_state,
-			       int destroyed_state, hs_store_sandbox_row **out, size_t *n_out,
-			       hs_error *err)
+			       const char *runtime_root, int64_t now_ms, int64_t live_after_ms,
+			       int failed_state, int destroyed_state, size_t limit,
+			       hs_store_sandbox_row **out, size_t *n_out, hs_error *err)
 {
 	int rc;
 	hs_stmt *st = NULL;
@@ -282,18 +291,29 @@ int hs_store_sandbox_take_lost(hs_store *s, const char *node_id, const char *san
 	    (sandbox_id != NULL &&
 	     (rc = hs_store__check_key(sandbox_id, HS_STORE_ID_MAX, "sandbox_id", err)) != HS_OK))
 		return rc;
+	if (limit < 1 || limit > HS_STORE_LIST_MAX)
+		return hs_error_set(err, HS_INVALID, "store: take limit must be 1..%d",
+				    HS_STORE_LIST_MAX);
+	if (runtime_root == NULL)
+		runtime_root = "";
+	/* <root>/<id>/sandbox.log must fit a path column for any id. */
+	if (strlen(runtime_root) + 1 + HS_STORE_ID_MAX + sizeof("/sandbox.log") > HS_STORE_PATH_MAX)
+		return hs_error_set(err, HS_INVALID, "store: runtime root too long");
 	hs_store__lock(s);
 	/* SET reads the old row: the reason names the node that was lost. */
 	HS_STMT(st, HS_STMT_SANDBOX_TAKE_LOST,
 		"UPDATE sandboxes SET state = ?4, "
-		"failure_reason = CASE WHEN state = ?4 THEN failure_reason "
-		"ELSE 'node ' || node_id || ' lost' END, pid = 0, "
+		"failure_reason = 'node ' || node_id || ' lost' || "
+		"CASE WHEN state = ?4 AND failure_reason <> '' AND length(failure_reason) <= 200 "
+		"THEN ' (failed before: ' || failure_reason || ')' ELSE '' END, pid = 0, "
 		"stopped_at_ms = CASE WHEN stopped_at_ms = 0 THEN ?3 ELSE stopped_at_ms END, "
+		"runtime_dir = CASE WHEN CAST(?7 AS TEXT) = '' THEN runtime_dir "
+		"ELSE ?7 || '/' || sandbox_id END, "
+		"log_path = CASE WHEN CAST(?7 AS TEXT) = '' THEN log_path "
+		"ELSE ?7 || '/' || sandbox_id || '/sandbox.log' END, "
 		"node_id = ?1 "
-		"WHERE node_id <> '' AND node_id <> ?1 AND state <> ?5 "
-		"AND (CAST(?2 AS TEXT) = '' OR sandbox_id = ?2) "
-		"AND NOT EXISTS (SELECT 1 FROM nodes WHERE nodes.node_id = sandboxes.node_id "
-		"AND nodes.expires_at_ms > ?6) "
+		"WHERE " TAKE_COND("sandboxes.") "AND sandboxes.sandbox_id IN (SELECT l.sandbox_id FROM sandboxes l "
+		"WHERE " TAKE_COND("l.") "ORDER BY l.sandbox_id LIMIT ?8) "
 		"RETURNING " SANDBOX_COLS);
 	HS_BIND_T(st, 1, node_id, HS_STORE_ID_MAX, "node_id");
 	HS_BIND_T(st, 2, sandbox_id ? sandbox_id : "", HS_STORE_ID_MAX, "sandbox_id");
@@ -301,6 +321,8 @@ int hs_store_sandbox_take_lost(hs_store *s, const char *node_id, const char *san
 	HS_BIND_I(st, 4, failed_state);
 	HS_BIND_I(st, 5, destroyed_state);
 	HS_BIND_I(st, 6, live_after_ms);
+	HS_BIND_T(st, 7, runtime_root, HS_STORE_PATH_MAX, "runtime_root");
+	HS_BIND_I(st, 8, (int64_t)limit);
 	rc = hs_store__collect(s, st, sizeof(hs_store_sandbox_row), read_sandbox_row,
 			       "take lost sandboxes", (void **)out, n_out, err);
 done:

@@ -373,6 +373,26 @@ static void test_sandbox_mgr__relaunch_checks_this_nodes_limits(void **state)
 	assert_int_equal(info.pid, 0);
 	assert_true(sbt_contains(info.failure_reason, "node node-a lost"));
 	hs_sandbox_info_dispose(&info);
+	/* node-b restarts with a higher limit: the row still says "taken, not
+	 * run here" and carries node-b's runtime paths, so recovery starts it */
+	row = calloc(1, sizeof(*row));
+	assert_non_null(row);
+	assert_int_equal(hs_store_sandbox_get(env->store, "sb-big", row, &err), HS_OK);
+	char want_dir[400];
+	snprintf(want_dir, sizeof(want_dir), "%s/sb-big", env->runtime);
+	assert_string_equal(row->runtime_dir, want_dir);
+	free(row);
+	hs_sandbox_mgr_free(env->mgr);
+	env->mgr = NULL;
+	env->cfg.max_mem_mib = 8192;
+	sbt_open_mgr(env);
+	done = false;
+	rc = hs_sandbox_recover_lost(env->mgr, &sbt_alice, "sb-big", &done, &info, &err);
+	if (rc != HS_OK)
+		fail_msg("recover after restart: %s", err.msg);
+	assert_true(done);
+	assert_int_equal(info.state, HS_SANDBOX_RUNNING);
+	hs_sandbox_info_dispose(&info);
 	assert_int_equal(hs_sandbox_destroy(env->mgr, &sbt_alice, "sb-big", NULL, &err), HS_OK);
 }
 
