@@ -294,8 +294,8 @@ int hs_store_sandbox_adopt_unowned(hs_store *store, const char *node_id, size_t 
 				   hs_error *err);
 /* A lost node's sandboxes, taken over by node_id (several nodes on one
  * store). Every row whose state is not destroyed_state, whose node is
- * neither "" nor node_id, and whose node has no row live at live_after_ms
- * (its expires_at_ms <= live_after_ms, or no row at all) becomes
+ * neither "" nor node_id, and whose node's row expired at live_after_ms
+ * (expires_at_ms <= live_after_ms) becomes
  * failed_state with failure_reason "node <N> lost" (a row already in
  * failed_state: "node <N> lost (failed before: <its reason>)", or just
  * "node <N> lost" past 200 characters), pid 0, stopped_at_ms now_ms if it
@@ -304,7 +304,10 @@ int hs_store_sandbox_adopt_unowned(hs_store *store, const char *node_id, size_t 
  * <runtime_dir>/sandbox.log: the taker's own paths, so nothing reloads the
  * lost node's. sandbox_id NULL = every such row, else that one only; at
  * most limit rows (1..HS_STORE_LIST_MAX) per call: call again while
- * *n_out == limit. One conditional UPDATE: of several nodes racing,
+ * *n_out == limit. A node with such rows and no row at all (an older
+ * harnessd deleted its row on a clean stop) first gets an expired row at
+ * now_ms (first seen missing): its sandboxes wait the same grace. One
+ * conditional UPDATE: of several nodes racing,
  * exactly one takes each row (PostgreSQL re-checks the WHERE on a row
  * another node just took: its node is then live). The rows as taken go to
  * *out (malloc'd, free(); NULL when *n_out is 0). */

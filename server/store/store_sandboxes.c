@@ -275,8 +275,8 @@ done:
 #define TAKE_COND(t)                                                                       \
 	t "node_id <> '' AND " t "node_id <> ?1 AND " t "state <> ?5 "                         \
 	  "AND (CAST(?2 AS TEXT) = '' OR " t "sandbox_id = ?2) "                              \
-	  "AND NOT EXISTS (SELECT 1 FROM nodes WHERE nodes.node_id = " t "node_id "            \
-	  "AND nodes.expires_at_ms > ?6) "
+	  "AND EXISTS (SELECT 1 FROM nodes WHERE nodes.node_id = " t "node_id "                \
+	  "AND nodes.expires_at_ms <= ?6) "
 
 int hs_store_sandbox_take_lost(hs_store *s, const char *node_id, const char *sandbox_id,
 			       const char *runtime_root, int64_t now_ms, int64_t live_after_ms,
@@ -300,6 +300,23 @@ int hs_store_sandbox_take_lost(hs_store *s, const char *node_id, const char *san
 	if (strlen(runtime_root) + 1 + HS_STORE_ID_MAX + sizeof("/sandbox.log") > HS_STORE_PATH_MAX)
 		return hs_error_set(err, HS_INVALID, "store: runtime root too long");
 	hs_store__lock(s);
+	/* A node with sandboxes and no row (an older harnessd deleted its row
+	 * on a clean stop) is first seen missing now: an expired row at now_ms
+	 * records it, so its sandboxes get the same grace as an expired row's
+	 * (one statement; the first survivor's time stands). */
+	HS_STMT(st, HS_STMT_SANDBOX_MARK_MISSING,
+		"INSERT INTO nodes(node_id, address, started_at_ms, expires_at_ms, updated_at_ms) "
+		"SELECT DISTINCT node_id, '', 0, CAST(?2 AS BIGINT), CAST(?2 AS BIGINT) FROM sandboxes "
+		"WHERE node_id <> '' AND node_id <> ?1 AND state <> ?3 "
+		"AND NOT EXISTS (SELECT 1 FROM nodes WHERE nodes.node_id = sandboxes.node_id) "
+		"ON CONFLICT (node_id) DO NOTHING");
+	HS_BIND_T(st, 1, node_id, HS_STORE_ID_MAX, "node_id");
+	HS_BIND_I(st, 2, now_ms);
+	HS_BIND_I(st, 3, destroyed_state);
+	if ((rc = hs_store__step_done(s, st, "mark missing nodes", err)) != HS_OK)
+		goto done;
+	hs_store__release(st);
+	st = NULL;
 	/* SET reads the old row: the reason names the node that was lost. */
 	HS_STMT(st, HS_STMT_SANDBOX_TAKE_LOST,
 		"UPDATE sandboxes SET state = ?4, "

@@ -670,14 +670,22 @@ void test_store__sandbox_take_lost_once(void **state)
 	}
 	hs_store_sandbox_row *rows = NULL;
 	size_t n = 0;
-	/* node-a expired less than the grace ago: nothing yet (node-x has no row) */
-	assert_int_equal(hs_store_sandbox_take_lost(s, "node-c", NULL, NULL, 1500, 1500 - 1000,
+	/* node-a expired less than the grace ago: nothing yet; node-x has no
+	 * row: first seen missing now (an expired row at 1500), not lost yet */
+	if (hs_store_sandbox_take_lost(s, "node-c", NULL, NULL, 1500, 1500 - 1000, FAILED,
+				       DESTROYED, 100, &rows, &n, &err) != HS_OK)
+		fail_msg("take: %s", err.msg);
+	assert_int_equal(n, 0);
+	hs_store_node_row x;
+	assert_int_equal(hs_store_node_get(s, "node-x", &x, &err), HS_OK);
+	assert_int_equal(x.expires_at_ms, 1500);
+	/* seen again later: the first time stands */
+	assert_int_equal(hs_store_sandbox_take_lost(s, "node-c", NULL, NULL, 1600, 1600 - 1000,
 						    FAILED, DESTROYED, 100, &rows, &n, &err),
 			 HS_OK);
-	assert_int_equal(n, 1);
-	assert_string_equal(rows[0].sandbox_id, "sb_ghost");
-	assert_string_equal(rows[0].failure_reason, "node node-x lost");
-	free(rows);
+	assert_int_equal(n, 0);
+	assert_int_equal(hs_store_node_get(s, "node-x", &x, &err), HS_OK);
+	assert_int_equal(x.expires_at_ms, 1500);
 	/* One named row only */
 	assert_int_equal(hs_store_sandbox_take_lost(s, "node-c", "sb_run", "/run/c", 2500, 1200,
 						    FAILED, DESTROYED, 100, &rows, &n, &err),
@@ -711,6 +719,15 @@ void test_store__sandbox_take_lost_once(void **state)
 			 HS_OK);
 	assert_int_equal(n, 0);
 	assert_null(rows);
+	/* node-x, missing since 1500, once the grace passed */
+	assert_int_equal(hs_store_sandbox_take_lost(s, "node-d", NULL, "/run/d", 3000, 2000,
+						    FAILED, DESTROYED, 100, &rows, &n, &err),
+			 HS_OK);
+	assert_int_equal(n, 1);
+	assert_string_equal(rows[0].sandbox_id, "sb_ghost");
+	assert_string_equal(rows[0].node_id, "node-d");
+	assert_string_equal(rows[0].failure_reason, "node node-x lost");
+	free(rows);
 	hs_store_sandbox_row *got = calloc(1, sizeof(*got));
 	assert_non_null(got);
 	struct { const char *id, *node; int state; const char *reason; } want[] = {
