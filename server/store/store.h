@@ -302,7 +302,11 @@ int hs_store_sandbox_adopt_unowned(hs_store *store, const char *node_id, size_t 
  * was 0, node_id = node_id, and, with a runtime_root (NULL or "" = keep
  * them), runtime_dir <runtime_root>/<sandbox_id> and log_path
  * <runtime_dir>/sandbox.log: the taker's own paths, so nothing reloads the
- * lost node's. sandbox_id NULL = every such row, else that one only; at
+ * lost node's. sandbox_id NULL = every such row, else that one only, and
+ * then also a row another (live) node took this way and never ran (still
+ * failed_state, pid 0, "node <N> lost...", kept): the node that holds the
+ * sandbox's task recovers it even if another survivor's reaper took the
+ * sandbox first. At
  * most limit rows (1..HS_STORE_LIST_MAX) per call: call again while
  * *n_out == limit. A node with such rows and no row at all (an older
  * harnessd deleted its row on a clean stop) first gets an expired row at

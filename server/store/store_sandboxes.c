@@ -275,8 +275,11 @@ done:
 #define TAKE_COND(t)                                                                       \
 	t "node_id <> '' AND " t "node_id <> ?1 AND " t "state <> ?5 "                         \
 	  "AND (CAST(?2 AS TEXT) = '' OR " t "sandbox_id = ?2) "                              \
-	  "AND EXISTS (SELECT 1 FROM nodes WHERE nodes.node_id = " t "node_id "                \
-	  "AND nodes.expires_at_ms <= ?6) "
+	  "AND (EXISTS (SELECT 1 FROM nodes WHERE nodes.node_id = " t "node_id "               \
+	  "AND nodes.expires_at_ms <= ?6) "                                                    \
+	  "OR (CAST(?2 AS TEXT) <> '' AND " TAKEN_MARK(t) ")) "
+/* Taken from a lost node and not run since (the reason the take wrote). */
+#define TAKEN_MARK(t) t "state = ?4 AND " t "pid = 0 AND " t "failure_reason LIKE 'node % lost%'"
 
 int hs_store_sandbox_take_lost(hs_store *s, const char *node_id, const char *sandbox_id,
 			       const char *runtime_root, int64_t now_ms, int64_t live_after_ms,
@@ -320,9 +323,10 @@ int hs_store_sandbox_take_lost(hs_store *s, const char *node_id, const char *san
 	/* SET reads the old row: the reason names the node that was lost. */
 	HS_STMT(st, HS_STMT_SANDBOX_TAKE_LOST,
 		"UPDATE sandboxes SET state = ?4, "
-		"failure_reason = 'node ' || node_id || ' lost' || "
+		"failure_reason = CASE WHEN " TAKEN_MARK("") " THEN failure_reason "
+		"ELSE 'node ' || node_id || ' lost' || "
 		"CASE WHEN state = ?4 AND failure_reason <> '' AND length(failure_reason) <= 200 "
-		"THEN ' (failed before: ' || failure_reason || ')' ELSE '' END, pid = 0, "
+		"THEN ' (failed before: ' || failure_reason || ')' ELSE '' END END, pid = 0, "
 		"stopped_at_ms = CASE WHEN stopped_at_ms = 0 THEN ?3 ELSE stopped_at_ms END, "
 		"runtime_dir = CASE WHEN CAST(?7 AS TEXT) = '' THEN runtime_dir "
 		"ELSE ?7 || '/' || sandbox_id END, "

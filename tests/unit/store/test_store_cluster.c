@@ -719,6 +719,20 @@ void test_store__sandbox_take_lost_once(void **state)
 			 HS_OK);
 	assert_int_equal(n, 0);
 	assert_null(rows);
+	/* By name (the task holder's recovery): a row another live node took
+	 * and never ran moves, its reason kept; a row live elsewhere does not */
+	assert_int_equal(hs_store_sandbox_take_lost(s, "node-d", "sb_stop", "/run/d", 2600, 1200,
+						    FAILED, DESTROYED, 100, &rows, &n, &err),
+			 HS_OK);
+	assert_int_equal(n, 1);
+	assert_string_equal(rows[0].node_id, "node-d");
+	assert_string_equal(rows[0].runtime_dir, "/run/d/sb_stop");
+	assert_string_equal(rows[0].failure_reason, "node node-a lost");
+	free(rows);
+	assert_int_equal(hs_store_sandbox_take_lost(s, "node-d", "sb_b", "/run/d", 2600, 1200,
+						    FAILED, DESTROYED, 100, &rows, &n, &err),
+			 HS_OK);
+	assert_int_equal(n, 0);
 	/* node-x, missing since 1500, once the grace passed */
 	assert_int_equal(hs_store_sandbox_take_lost(s, "node-d", NULL, "/run/d", 3000, 2000,
 						    FAILED, DESTROYED, 100, &rows, &n, &err),
@@ -732,7 +746,7 @@ void test_store__sandbox_take_lost_once(void **state)
 	assert_non_null(got);
 	struct { const char *id, *node; int state; const char *reason; } want[] = {
 		{ "sb_run", "node-c", FAILED, "node node-a lost" },
-		{ "sb_stop", "node-c", FAILED, "node node-a lost" },
+		{ "sb_stop", "node-d", FAILED, "node node-a lost" },
 		{ "sb_fail", "node-c", FAILED, "node node-a lost (failed before: oom)" },
 		{ "sb_gone", "node-a", DESTROYED, "" },
 		{ "sb_b", "node-b", RUNNING, "" },
