@@ -260,10 +260,14 @@ class NodeTakeoverTest(unittest.TestCase):
         finally:
             if stopped:
                 a.proc.send_signal(signal.SIGCONT)
-            if b is not None:
-                b.close()
-            a.close()
-            kill_all(marker)  # never leave one behind
+            try:
+                if b is not None:
+                    b.close()
+            finally:  # node-a is stopped even when node-b's close fails
+                try:
+                    a.close()
+                finally:
+                    kill_all(marker)  # never leave one behind
         for n in self.started:
             bad = [l for l in n.raw_lines if "runtime error" in l or "Sanitizer" in l]
             self.assertEqual(bad[:20], [], "sanitizer reports")
