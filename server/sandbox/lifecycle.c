@@ -142,6 +142,13 @@ void *hs_sandbox__reaper_main(void *payload)
 	return NULL;
 }
 
+static bool taken_mark(const hs_store_sandbox_row *row, const char *node_id)
+{
+	return node_id[0] != '\0' && row->state == HS_SANDBOX_FAILED && row->pid == 0 &&
+	       strcmp(row->node_id, node_id) == 0 && strncmp(row->failure_reason, "node ", 5) == 0 &&
+	       strstr(row->failure_reason + 5, " lost") != NULL;
+}
+
 /* Load one non-destroyed row into the registry, adopting or failing it.
  * taken: a lost node's row, FAILED already (hs_sandbox__take_lost): its
  * process, cgroup and files were on that node's host, so nothing is
@@ -187,8 +194,10 @@ static int load_row(hs_sandbox_mgr *mgr, const hs_store_sandbox_row *row, bool t
 	r->vcpu_count = (unsigned)row->vcpu_count;
 	r->mem_size_mib = (unsigned)row->mem_size_mib;
 	hs_sandbox__rec_from_config_json(r, row->config_json, NULL);
-	e->taken_lost = taken;
-	if (!taken)
+	/* The row says so too ("node N lost", pid 0, FAILED: hs_store_sandbox_
+	 * take_lost), so a restart of this node still knows it never ran here. */
+	e->taken_lost = taken || taken_mark(row, mgr->node_id);
+	if (!e->taken_lost)
 		e->drv->adopt(&mgr->cfg, r);
 	if (!taken && (row->state == HS_SANDBOX_RUNNING || row->state == HS_SANDBOX_PAUSED)) {
 		pid_t pid = (pid_t)row->pid;
@@ -212,6 +221,12 @@ static int load_row(hs_sandbox_mgr *mgr, const hs_store_sandbox_row *row, bool t
 			hs_sandbox__set_state(mgr, e, HS_SANDBOX_FAILED, "lost after restart", NULL);
 		}
 	}
+	if (e->gone) { /* fenced: another node took it meanwhile (logged) */
+		pthread_mutex_lock(&mgr->lock);
+		hs_sandbox__unref_locked(mgr, e);
+		pthread_mutex_unlock(&mgr->lock);
+		return HS_OK;
+	}
 	pthread_mutex_lock(&mgr->lock);
 	e->next = mgr->head;
 	mgr->head = e;
@@ -219,27 +234,52 @@ static int load_row(hs_sandbox_mgr *mgr, const hs_store_sandbox_row *row, bool t
 	return HS_OK;
 }
 
+#define TAKE_BATCH 100
+
 int hs_sandbox__take_lost(hs_sandbox_mgr *mgr, const char *sandbox_id, int64_t lost_ms,
 			  size_t *n_out, hs_error *err)
 {
-	hs_store_sandbox_row *rows = NULL;
-	size_t n = 0, taken = 0;
+	size_t taken = 0;
 	int rc = HS_OK;
-	if (mgr->node_id[0] != '\0') {
+	if (mgr->node_id[0] == '\0')
+		goto done;
+	for (;;) {
+		hs_store_sandbox_row *rows = NULL;
+		size_t n = 0;
 		int64_t now = hs_clock_wall_ms();
-		rc = hs_store_sandbox_take_lost(mgr->store, mgr->node_id, sandbox_id, now,
-						now - lost_ms, HS_SANDBOX_FAILED,
-						HS_SANDBOX_DESTROYED, &rows, &n, err);
+		hs_error terr = { 0 };
+		int trc = hs_store_sandbox_take_lost(mgr->store, mgr->node_id, sandbox_id,
+						     mgr->runtime_root, now, now - lost_ms,
+						     HS_SANDBOX_FAILED, HS_SANDBOX_DESTROYED,
+						     TAKE_BATCH, &rows, &n, &terr);
+		if (trc != HS_OK) {
+			if (rc == HS_OK)
+				rc = hs_error_set(err, trc, "%s", terr.msg);
+			break;
+		}
+		/* The rows are ours now whatever happens to one entry: load
+		 * every one, answer the first failure. */
+		for (size_t i = 0; i < n; i++) {
+			hs_log(HS_LOG_WARN, "sandbox", "taken over from a lost node",
+			       HS_LS("sandbox_id", rows[i].sandbox_id),
+			       HS_LS("reason", rows[i].failure_reason));
+			hs_error lerr = { 0 };
+			int lrc = load_row(mgr, &rows[i], true, &lerr);
+			if (lrc == HS_OK) {
+				taken++;
+				continue;
+			}
+			hs_log(HS_LOG_ERROR, "sandbox",
+			       "cannot load a sandbox taken from a lost node",
+			       HS_LS("sandbox_id", rows[i].sandbox_id), HS_LS("error", lerr.msg));
+			if (rc == HS_OK)
+				rc = hs_error_set(err, lrc, "%s", lerr.msg);
+		}
+		free(rows);
+		if (n < TAKE_BATCH)
+			break;
 	}
-	for (size_t i = 0; rc == HS_OK && i < n; i++) {
-		hs_log(HS_LOG_WARN, "sandbox", "taken over from a lost node",
-		       HS_LS("sandbox_id", rows[i].sandbox_id),
-		       HS_LS("reason", rows[i].failure_reason));
-		/* The row is ours now whatever happens to the entry. */
-		if ((rc = load_row(mgr, &rows[i], true, err)) == HS_OK)
-			taken++;
-	}
-	free(rows);
+done:
 	if (n_out != NULL)
 		*n_out = taken;
 	return rc;
@@ -251,6 +291,16 @@ static int relaunch(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller, hs_san
 {
 	hs_sandbox__rec *r = &e->rec;
 	int rc = HS_OK;
+	/* The spec was checked against the lost node's limits: this node's
+	 * may be lower. */
+	if (r->vcpu_count > mgr->cfg.max_vcpu)
+		return hs_error_set(err, HS_LIMIT,
+				    "sandbox %s: vcpu_count %u exceeds this node's limit of %u", r->id,
+				    r->vcpu_count, mgr->cfg.max_vcpu);
+	if (r->mem_size_mib > mgr->cfg.max_mem_mib)
+		return hs_error_set(err, HS_LIMIT,
+				    "sandbox %s: mem_size_mib %u exceeds this node's limit of %u",
+				    r->id, r->mem_size_mib, mgr->cfg.max_mem_mib);
 	if (r->workspace_name[0] != '\0') {
 		/* Beneath this node's root, without links; made if the restore
 		 * left nothing there. */
@@ -306,8 +356,11 @@ int hs_sandbox_recover_lost(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller
 		      hs_principal_may(&caller->who, row->owner) &&
 		      row->state != HS_SANDBOX_DESTROYED && strcmp(row->node_id, mgr->node_id) != 0;
 	free(row);
-	/* Its node's row expired (lost_ms 0): taken here now, or never. */
-	if (theirs && (rc = hs_sandbox__take_lost(mgr, id, 0, NULL, err)) != HS_OK)
+	/* Its node lost for as long as the reaper waits (node_lost_ms past
+	 * its row's expiry): taken here now. Before that, the usual path
+	 * answers UNAVAILABLE naming the node and the attempt is retried. */
+	if (theirs && (rc = hs_sandbox__take_lost(mgr, id, mgr->cfg.node_lost_ms, NULL, err)) !=
+			      HS_OK)
 		return rc;
 	hs_sandbox__entry *e = NULL;
 	hs_error aerr = { 0 };
@@ -332,6 +385,45 @@ int hs_sandbox_recover_lost(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller
 	return rc;
 }
 
+/* The other half of the fence: this node stalled past its lease (SIGSTOP,
+ * a database failover) and another node took some of its sandboxes; every
+ * registry entry whose row names another node is stopped and dropped here
+ * (hs_sandbox__fenced), even if it never writes its row again. */
+static void fence_registry(hs_sandbox_mgr *mgr)
+{
+	pthread_mutex_lock(&mgr->lock);
+	size_t n = 0;
+	for (hs_sandbox__entry *e = mgr->head; e != NULL; e = e->next)
+		n++;
+	hs_sandbox__entry **v = calloc(n ? n : 1, sizeof(*v));
+	if (v == NULL) {
+		pthread_mutex_unlock(&mgr->lock);
+		return;
+	}
+	n = 0;
+	for (hs_sandbox__entry *e = mgr->head; e != NULL; e = e->next) {
+		e->refs++;
+		v[n++] = e;
+	}
+	pthread_mutex_unlock(&mgr->lock);
+	hs_store_sandbox_row *row = malloc(sizeof(*row));
+	for (size_t i = 0; row != NULL && i < n; i++) {
+		hs_sandbox__entry *e = v[i];
+		if (pthread_mutex_trylock(&e->lock) != 0)
+			continue; /* an RPC holds it: its own write is fenced */
+		if (!e->gone && hs_store_sandbox_get(mgr->store, e->rec.id, row, NULL) == HS_OK &&
+		    strcmp(row->node_id, mgr->node_id) != 0)
+			hs_sandbox__fenced(mgr, e, NULL);
+		pthread_mutex_unlock(&e->lock);
+	}
+	free(row);
+	pthread_mutex_lock(&mgr->lock);
+	for (size_t i = 0; i < n; i++)
+		hs_sandbox__unref_locked(mgr, v[i]);
+	pthread_mutex_unlock(&mgr->lock);
+	free(v);
+}
+
 /* The reaper's look for lost nodes, every third of node_lost_ms (at most
  * every 5 s). */
 static void sweep_lost(hs_sandbox_mgr *mgr)
@@ -342,6 +434,7 @@ static void sweep_lost(hs_sandbox_mgr *mgr)
 	if (hs_sandbox__take_lost(mgr, NULL, mgr->cfg.node_lost_ms, NULL, &e) != HS_OK)
 		hs_log(HS_LOG_WARN, "sandbox", "cannot take over a lost node's sandboxes",
 		       HS_LS("error", e.msg));
+	fence_registry(mgr);
 }
 
 int hs_sandbox_mgr_new(hs_sandbox_mgr **out, const hs_sandbox_config *cfg, hs_store *store,

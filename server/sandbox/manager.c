@@ -130,6 +130,40 @@ void hs_sandbox__unlink_locked(hs_sandbox_mgr *mgr, hs_sandbox__entry *e)
 	}
 }
 
+int hs_sandbox__fenced(hs_sandbox_mgr *mgr, hs_sandbox__entry *e, hs_error *err)
+{
+	hs_error derr = { 0 };
+	if (e->drv->stop(&mgr->cfg, &e->rec, &derr) != HS_OK)
+		hs_log(HS_LOG_ERROR, "sandbox", "cannot stop a sandbox another node took",
+		       HS_LS("sandbox_id", e->rec.id), HS_LS("error", derr.msg));
+	hs_sandbox__proc_forget(&e->rec);
+	hs_error_clear(&derr);
+	if (e->rec.runtime_dir[0] != '\0' &&
+	    hs_sandbox__rmtree(e->rec.runtime_dir, &derr) != HS_OK)
+		hs_log(HS_LOG_WARN, "sandbox", "cannot remove a taken sandbox's runtime dir",
+		       HS_LS("sandbox_id", e->rec.id), HS_LS("error", derr.msg));
+	bool was_gone = e->gone;
+	e->gone = true;
+	pthread_mutex_lock(&mgr->lock);
+	hs_sandbox__unlink_locked(mgr, e);
+	pthread_mutex_unlock(&mgr->lock);
+	hs_sandbox__hub_sandbox_down(mgr->hub, e->rec.id);
+	hs_store_sandbox_row *row = calloc(1, sizeof(*row));
+	int rc;
+	if (row != NULL && hs_store_sandbox_get(mgr->store, e->rec.id, row, NULL) == HS_OK &&
+	    strcmp(row->node_id, mgr->node_id) != 0)
+		rc = elsewhere(mgr, row, err);
+	else
+		rc = hs_error_set(err, HS_UNAVAILABLE, "sandbox %s: taken by another node",
+				  e->rec.id);
+	if (!was_gone)
+		hs_log(HS_LOG_WARN, "sandbox", "taken by another node: stopped and dropped here",
+		       HS_LS("sandbox_id", e->rec.id), HS_LS("node_id", mgr->node_id),
+		       HS_LS("holder", row != NULL ? row->node_id : ""));
+	free(row);
+	return rc;
+}
+
 int hs_sandbox__acquire(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller, const char *id,
 			const char *op, unsigned need, hs_sandbox__entry **out, hs_error *err)
 {
@@ -230,6 +264,11 @@ int hs_sandbox__set_state(hs_sandbox_mgr *mgr, hs_sandbox__entry *e, hs_sandbox_
 		hs_sandbox__hub_sandbox_down(mgr->hub, e->rec.id); /* followers read to the end */
 	hs_error serr = { 0 };
 	int rc = hs_store_sandbox_update(mgr->store, &e->row, &serr);
+	if (rc == HS_ABORTED) {
+		hs_log(HS_LOG_WARN, "sandbox", "state write fenced: another node holds the sandbox",
+		       HS_LS("sandbox_id", e->rec.id), HS_LS("error", serr.msg));
+		return hs_sandbox__fenced(mgr, e, err);
+	}
 	if (rc != HS_OK) {
 		hs_log(HS_LOG_ERROR, "sandbox", "cannot persist sandbox state",
 		       HS_LS("sandbox_id", e->rec.id), HS_LS("error", serr.msg));

@@ -74,9 +74,16 @@ void hs_sandbox__unlink_locked(hs_sandbox_mgr *mgr, hs_sandbox__entry *e);
  * and its advertised address. */
 int hs_sandbox__acquire(hs_sandbox_mgr *mgr, const hs_sandbox_caller *caller, const char *id,
 			const char *op, unsigned need, hs_sandbox__entry **out, hs_error *err);
+/* Entry locked; its row names another node (took it over while this one
+ * stalled past its lease): kill this host's process for it, remove its
+ * runtime dir, mark it gone, unlink it and log. err (NULL allowed) gets
+ * the holder's HS_UNAVAILABLE (SANDBOX_ELSEWHERE), which is returned. */
+int hs_sandbox__fenced(hs_sandbox_mgr *mgr, hs_sandbox__entry *e, hs_error *err);
 /* Unlock and drop the reference. */
 void hs_sandbox__release(hs_sandbox_mgr *mgr, hs_sandbox__entry *e);
-/* Move to state (row + log) and persist the row. */
+/* Move to state (row + log) and persist the row. If another node holds
+ * the row now (the store's fence: HS_ABORTED), the entry is dropped as by
+ * hs_sandbox__fenced and the answer is that node's HS_UNAVAILABLE. */
 int hs_sandbox__set_state(hs_sandbox_mgr *mgr, hs_sandbox__entry *e, hs_sandbox_state state,
 			  const char *reason, hs_error *err);
 /* After a failed driver call (why = its message) or from the reaper (NULL):

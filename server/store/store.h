@@ -271,7 +271,10 @@ typedef struct hs_store_sandbox_filter {
 #define HS_STORE_SANDBOX_FILTER_INIT { NULL, NULL, -1, NULL, 0, 0, -1, NULL, NULL }
 
 int hs_store_sandbox_insert(hs_store *store, const hs_store_sandbox_row *row, hs_error *err);
-/* Replace every column of the row with this sandbox_id; HS_NOT_FOUND if none. */
+/* Replace every column of the row with this sandbox_id, only while the
+ * stored row's node_id is row->node_id (the fence: a node never writes a
+ * row another node took over); HS_ABORTED naming the holder if another
+ * node holds it, HS_NOT_FOUND if none. */
 int hs_store_sandbox_update(hs_store *store, const hs_store_sandbox_row *row, hs_error *err);
 int hs_store_sandbox_get(hs_store *store, const char *sandbox_id, hs_store_sandbox_row *out, hs_error *err);
 /* Deletes its snapshot rows too (the files are the caller's). */
@@ -291,19 +294,31 @@ int hs_store_sandbox_adopt_unowned(hs_store *store, const char *node_id, size_t 
 				   hs_error *err);
 /* A lost node's sandboxes, taken over by node_id (several nodes on one
  * store). Every row whose state is not destroyed_state, whose node is
- * neither "" nor node_id, and whose node has no row live at live_after_ms
- * (its expires_at_ms <= live_after_ms, or no row at all) becomes
+ * neither "" nor node_id, and whose node's row expired at live_after_ms
+ * (expires_at_ms <= live_after_ms) becomes
  * failed_state with failure_reason "node <N> lost" (a row already in
- * failed_state keeps its reason), pid 0, stopped_at_ms now_ms if it was 0,
- * and node_id = node_id. sandbox_id NULL = every such row, else that one
- * only. One conditional UPDATE: of several nodes racing, exactly one takes
- * each row (PostgreSQL re-checks the WHERE on a row another node just
- * took: its node is then live). The rows as taken go to *out (malloc'd,
- * free(); NULL when *n_out is 0). */
+ * failed_state: "node <N> lost (failed before: <its reason>)", or just
+ * "node <N> lost" past 200 characters), pid 0, stopped_at_ms now_ms if it
+ * was 0, node_id = node_id, and, with a runtime_root (NULL or "" = keep
+ * them), runtime_dir <runtime_root>/<sandbox_id> and log_path
+ * <runtime_dir>/sandbox.log: the taker's own paths, so nothing reloads the
+ * lost node's. sandbox_id NULL = every such row, else that one only, and
+ * then also a row another (live) node took this way and never ran (still
+ * failed_state, pid 0, "node <N> lost...", kept): the node that holds the
+ * sandbox's task recovers it even if another survivor's reaper took the
+ * sandbox first. At
+ * most limit rows (1..HS_STORE_LIST_MAX) per call: call again while
+ * *n_out == limit. A node with such rows and no row at all (an older
+ * harnessd deleted its row on a clean stop) first gets an expired row at
+ * now_ms (first seen missing): its sandboxes wait the same grace. One
+ * conditional UPDATE: of several nodes racing,
+ * exactly one takes each row (PostgreSQL re-checks the WHERE on a row
+ * another node just took: its node is then live). The rows as taken go to
+ * *out (malloc'd, free(); NULL when *n_out is 0). */
 int hs_store_sandbox_take_lost(hs_store *store, const char *node_id, const char *sandbox_id,
-			       int64_t now_ms, int64_t live_after_ms, int failed_state,
-			       int destroyed_state, hs_store_sandbox_row **out, size_t *n_out,
-			       hs_error *err);
+			       const char *runtime_root, int64_t now_ms, int64_t live_after_ms,
+			       int failed_state, int destroyed_state, size_t limit,
+			       hs_store_sandbox_row **out, size_t *n_out, hs_error *err);
 
 typedef struct hs_store_snapshot_row {
 	char snapshot_id[HS_STORE_ID_MAX];

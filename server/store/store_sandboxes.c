@@ -99,7 +99,7 @@ static int write_sandbox(hs_store *s, const hs_store_sandbox_row *r, bool update
 			"ttl_seconds = ?10, expires_at_ms = ?11, created_at_ms = ?12, "
 			"started_at_ms = ?13, exit_code = ?14, failure_reason = ?15, "
 			"config_json = ?16, labels_json = ?17, log_path = ?18, runtime_dir = ?19, "
-			"stopped_at_ms = ?20, node_id = ?21 WHERE sandbox_id = ?1");
+			"stopped_at_ms = ?20, node_id = ?21 WHERE sandbox_id = ?1 AND node_id = ?21");
 	else
 		HS_STMT(st, HS_STMT_SANDBOX_INSERT,
 			"INSERT INTO sandboxes(" SANDBOX_COLS ") VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, "
@@ -110,10 +110,26 @@ static int write_sandbox(hs_store *s, const hs_store_sandbox_row *r, bool update
 	    HS_OK)
 		goto done;
 	if (update && hs_store__changes(st) == 0)
-		rc = hs_error_set(err, HS_NOT_FOUND, "store: sandbox %s not found", r->sandbox_id);
+		rc = HS_NOT_FOUND; /* missing, or fenced: told apart below */
 done:
 	hs_store__release(st);
 	hs_store__unlock(s);
+	if (update && rc == HS_NOT_FOUND) {
+		/* The fence: a row another node holds now (it took this one over
+		 * from a node it saw lost) is never written by the old holder. */
+		hs_store_sandbox_row *cur = malloc(sizeof(*cur));
+		if (cur == NULL)
+			return hs_error_set(err, HS_INTERNAL, "out of memory");
+		if (hs_store_sandbox_get(s, r->sandbox_id, cur, NULL) == HS_OK)
+			rc = hs_error_set(err, HS_ABORTED,
+					  "store: sandbox %s is held by node %s, not %s",
+					  r->sandbox_id, cur->node_id[0] ? cur->node_id : "(none)",
+					  r->node_id[0] ? r->node_id : "(none)");
+		else
+			rc = hs_error_set(err, HS_NOT_FOUND, "store: sandbox %s not found",
+					  r->sandbox_id);
+		free(cur);
+	}
 	return rc;
 }
 
@@ -253,10 +269,22 @@ done:
 	return rc;
 }
 
+/* The rows a take may move (?1 taker, ?5 destroyed, ?6 live after, ?2 one
+ * id or ''): in the inner select (bounded by ?8) and again in the outer
+ * WHERE, which PostgreSQL re-checks on a row another node just took. */
+#define TAKE_COND(t)                                                                       \
+	t "node_id <> '' AND " t "node_id <> ?1 AND " t "state <> ?5 "                         \
+	  "AND (CAST(?2 AS TEXT) = '' OR " t "sandbox_id = ?2) "                              \
+	  "AND (EXISTS (SELECT 1 FROM nodes WHERE nodes.node_id = " t "node_id "               \
+	  "AND nodes.expires_at_ms <= ?6) "                                                    \
+	  "OR (CAST(?2 AS TEXT) <> '' AND " TAKEN_MARK(t) ")) "
+/* Taken from a lost node and not run since (the reason the take wrote). */
+#define TAKEN_MARK(t) t "state = ?4 AND " t "pid = 0 AND " t "failure_reason LIKE 'node % lost%'"
+
 int hs_store_sandbox_take_lost(hs_store *s, const char *node_id, const char *sandbox_id,
-			       int64_t now_ms, int64_t live_after_ms, int failed_state,
-			       int destroyed_state, hs_store_sandbox_row **out, size_t *n_out,
-			       hs_error *err)
+			       const char *runtime_root, int64_t now_ms, int64_t live_after_ms,
+			       int failed_state, int destroyed_state, size_t limit,
+			       hs_store_sandbox_row **out, size_t *n_out, hs_error *err)
 {
 	int rc;
 	hs_stmt *st = NULL;
@@ -266,18 +294,47 @@ int hs_store_sandbox_take_lost(hs_store *s, const char *node_id, const char *san
 	    (sandbox_id != NULL &&
 	     (rc = hs_store__check_key(sandbox_id, HS_STORE_ID_MAX, "sandbox_id", err)) != HS_OK))
 		return rc;
+	if (limit < 1 || limit > HS_STORE_LIST_MAX)
+		return hs_error_set(err, HS_INVALID, "store: take limit must be 1..%d",
+				    HS_STORE_LIST_MAX);
+	if (runtime_root == NULL)
+		runtime_root = "";
+	/* <root>/<id>/sandbox.log must fit a path column for any id. */
+	if (strlen(runtime_root) + 1 + HS_STORE_ID_MAX + sizeof("/sandbox.log") > HS_STORE_PATH_MAX)
+		return hs_error_set(err, HS_INVALID, "store: runtime root too long");
 	hs_store__lock(s);
+	/* A node with sandboxes and no row (an older harnessd deleted its row
+	 * on a clean stop) is first seen missing now: an expired row at now_ms
+	 * records it, so its sandboxes get the same grace as an expired row's
+	 * (one statement; the first survivor's time stands). */
+	HS_STMT(st, HS_STMT_SANDBOX_MARK_MISSING,
+		"INSERT INTO nodes(node_id, address, started_at_ms, expires_at_ms, updated_at_ms) "
+		"SELECT DISTINCT node_id, '', 0, CAST(?2 AS BIGINT), CAST(?2 AS BIGINT) FROM sandboxes "
+		"WHERE node_id <> '' AND node_id <> ?1 AND state <> ?3 "
+		"AND NOT EXISTS (SELECT 1 FROM nodes WHERE nodes.node_id = sandboxes.node_id) "
+		"ON CONFLICT (node_id) DO NOTHING");
+	HS_BIND_T(st, 1, node_id, HS_STORE_ID_MAX, "node_id");
+	HS_BIND_I(st, 2, now_ms);
+	HS_BIND_I(st, 3, destroyed_state);
+	if ((rc = hs_store__step_done(s, st, "mark missing nodes", err)) != HS_OK)
+		goto done;
+	hs_store__release(st);
+	st = NULL;
 	/* SET reads the old row: the reason names the node that was lost. */
 	HS_STMT(st, HS_STMT_SANDBOX_TAKE_LOST,
 		"UPDATE sandboxes SET state = ?4, "
-		"failure_reason = CASE WHEN state = ?4 THEN failure_reason "
-		"ELSE 'node ' || node_id || ' lost' END, pid = 0, "
+		"failure_reason = CASE WHEN " TAKEN_MARK("") " THEN failure_reason "
+		"ELSE 'node ' || node_id || ' lost' || "
+		"CASE WHEN state = ?4 AND failure_reason <> '' AND length(failure_reason) <= 200 "
+		"THEN ' (failed before: ' || failure_reason || ')' ELSE '' END END, pid = 0, "
 		"stopped_at_ms = CASE WHEN stopped_at_ms = 0 THEN ?3 ELSE stopped_at_ms END, "
+		"runtime_dir = CASE WHEN CAST(?7 AS TEXT) = '' THEN runtime_dir "
+		"ELSE ?7 || '/' || sandbox_id END, "
+		"log_path = CASE WHEN CAST(?7 AS TEXT) = '' THEN log_path "
+		"ELSE ?7 || '/' || sandbox_id || '/sandbox.log' END, "
 		"node_id = ?1 "
-		"WHERE node_id <> '' AND node_id <> ?1 AND state <> ?5 "
-		"AND (CAST(?2 AS TEXT) = '' OR sandbox_id = ?2) "
-		"AND NOT EXISTS (SELECT 1 FROM nodes WHERE nodes.node_id = sandboxes.node_id "
-		"AND nodes.expires_at_ms > ?6) "
+		"WHERE " TAKE_COND("sandboxes.") "AND sandboxes.sandbox_id IN (SELECT l.sandbox_id FROM sandboxes l "
+		"WHERE " TAKE_COND("l.") "ORDER BY l.sandbox_id LIMIT ?8) "
 		"RETURNING " SANDBOX_COLS);
 	HS_BIND_T(st, 1, node_id, HS_STORE_ID_MAX, "node_id");
 	HS_BIND_T(st, 2, sandbox_id ? sandbox_id : "", HS_STORE_ID_MAX, "sandbox_id");
@@ -285,6 +342,8 @@ int hs_store_sandbox_take_lost(hs_store *s, const char *node_id, const char *san
 	HS_BIND_I(st, 4, failed_state);
 	HS_BIND_I(st, 5, destroyed_state);
 	HS_BIND_I(st, 6, live_after_ms);
+	HS_BIND_T(st, 7, runtime_root, HS_STORE_PATH_MAX, "runtime_root");
+	HS_BIND_I(st, 8, (int64_t)limit);
 	rc = hs_store__collect(s, st, sizeof(hs_store_sandbox_row), read_sandbox_row,
 			       "take lost sandboxes", (void **)out, n_out, err);
 done:

@@ -208,6 +208,70 @@ class NodeTakeoverTest(unittest.TestCase):
             bad = [l for l in n.raw_lines if "runtime error" in l or "Sanitizer" in l]
             self.assertEqual(bad[:20], [], "sanitizer reports")
 
+    def test_a_stalled_node_is_fenced(self):
+        """node-a stalls (SIGSTOP) past its lease while its sandbox runs;
+        node-b takes the sandbox over. node-a resumes: its next state write
+        (PauseSandbox) does not take the row back (the store's fence), its
+        local process for the sandbox is killed and its entry dropped."""
+        self.started = []
+        self.dsn = hstest.pg_create_database(hstest.STORE_PG, "hs_fence_%d" % os.getpid())
+        marker = "86397.%06d" % (uuid.uuid4().int % 1000000)
+        sid = "sb-fenced"
+        a = self.node("node-a")
+        b = None
+        stopped = False
+        try:
+            admin_a = Client(a.channel, hstest.login(a.channel, *ADMIN))
+            admin_a.CreateSandbox(sandbox_id=sid, task_id="task-fenced",
+                                  entrypoint=counter_script(marker))
+            sb = admin_a.StartSandbox(sandbox_id=sid)
+            wait_until(lambda: read_count(sb) > 1, 20, "counting on node-a")
+            b = self.node("node-b")
+            admin_b = Client(b.channel, hstest.login(b.channel, *ADMIN))
+
+            a.proc.send_signal(signal.SIGSTOP)  # stalls; its sandbox runs on
+            stopped = True
+            listed = poll_value(
+                lambda: admin_b.ListSandboxes(page_size=100).sandboxes,
+                lambda v: len(v) == 1 and v[0].state == S.SANDBOX_STATE_FAILED,
+                30, "node-b to take the stalled node's sandbox over")
+            self.assertIn("node node-a lost", listed[0].failure_reason)
+            self.assertTrue(pids_with(marker), "the sandbox still runs on node-a's host")
+            a.proc.send_signal(signal.SIGCONT)
+            stopped = False
+
+            # node-a's write is fenced: never OK, never the row back to node-a
+            with self.assertRaises(grpc.RpcError) as cm:
+                admin_a.PauseSandbox(sandbox_id=sid)
+            self.assertIn(cm.exception.code(), (grpc.StatusCode.UNAVAILABLE,
+                                                grpc.StatusCode.FAILED_PRECONDITION),
+                          cm.exception.details())
+            got = admin_b.GetSandbox(sandbox_id=sid)  # node-b holds it: served there
+            self.assertEqual(got.state, S.SANDBOX_STATE_FAILED)
+            self.assertIn("node node-a lost", got.failure_reason)
+            # node-a stopped its own copy (the write, or its sweep) and said so
+            wait_until(lambda: not pids_with(marker), 30, "node-a to kill its copy")
+            self.assertTrue(wait_until(
+                lambda: any(l.get("msg") == "taken by another node: stopped and dropped here"
+                            and l.get("sandbox_id") == sid for l in list(a.lines)),
+                30, "node-a's fence log line"))
+            self.assertEqual(admin_b.DestroySandbox(sandbox_id=sid).state,
+                             S.SANDBOX_STATE_DESTROYED)
+        finally:
+            if stopped:
+                a.proc.send_signal(signal.SIGCONT)
+            try:
+                if b is not None:
+                    b.close()
+            finally:  # node-a is stopped even when node-b's close fails
+                try:
+                    a.close()
+                finally:
+                    kill_all(marker)  # never leave one behind
+        for n in self.started:
+            bad = [l for l in n.raw_lines if "runtime error" in l or "Sanitizer" in l]
+            self.assertEqual(bad[:20], [], "sanitizer reports")
+
     def test_a_sandbox_task_recovers_on_a_survivor(self):
         self.started = []
         self.dsn = hstest.pg_create_database(hstest.STORE_PG,

@@ -325,6 +325,77 @@ static void test_sandbox_mgr__restart_readoption(void **state)
 	assert_int_equal(hs_sandbox_destroy(env->mgr, &sbt_alice, "sb-dead", NULL, &err), HS_OK);
 }
 
+/* A sandbox of a lost node started again on a survivor is checked against
+ * the survivor's limits (the spec was checked against the lost node's). */
+static void test_sandbox_mgr__relaunch_checks_this_nodes_limits(void **state)
+{
+	sbt_env *env = *state;
+	hs_error err = { 0 };
+	hs_sandbox_info info;
+	env->cfg.node_id = "node-a";
+	sbt_open_mgr(env);
+	hs_sandbox_spec spec = { .sandbox_id = "sb-big", .entrypoint = sleeper,
+				 .entrypoint_len = 3, .mem_size_mib = 512 };
+	assert_int_equal(hs_sandbox_create(env->mgr, &sbt_alice, &spec, NULL, &err), HS_OK);
+	hs_sandbox_mgr_free(env->mgr);
+	env->mgr = NULL;
+	/* node-a's row expired a second ago; node-b allows 256 MiB */
+	hs_store_node_row a = { .node_id = "node-a", .address = "a:1",
+				.expires_at_ms = hs_clock_wall_ms() - 1000 };
+	assert_int_equal(hs_store_node_put(env->store, &a, &err), HS_OK);
+	env->cfg.node_id = "node-b";
+	env->cfg.max_mem_mib = 256;
+	env->cfg.node_lost_ms = 3600 * 1000; /* the reaper's sweep waits an hour */
+	sbt_open_mgr(env);
+	/* expired, but not yet for node_lost_ms: recovery does not take it
+	 * before the reaper would */
+	bool done = true;
+	int rc = hs_sandbox_recover_lost(env->mgr, &sbt_alice, "sb-big", &done, &info, &err);
+	assert_int_equal(rc, HS_OK);
+	assert_false(done);
+	hs_store_sandbox_row *row = calloc(1, sizeof(*row));
+	assert_non_null(row);
+	assert_int_equal(hs_store_sandbox_get(env->store, "sb-big", row, &err), HS_OK);
+	assert_string_equal(row->node_id, "node-a");
+	assert_int_equal(row->state, HS_SANDBOX_CREATED);
+	free(row);
+	/* once node-a is lost for that long, recovery takes it */
+	a.expires_at_ms = hs_clock_wall_ms() - 3601 * 1000;
+	assert_int_equal(hs_store_node_put(env->store, &a, &err), HS_OK);
+	rc = hs_sandbox_recover_lost(env->mgr, &sbt_alice, "sb-big", &done, &info, &err);
+	assert_int_equal(rc, HS_LIMIT);
+	assert_false(done);
+	if (strstr(err.msg, "mem_size_mib 512 exceeds this node's limit of 256") == NULL)
+		fail_msg("message: %s", err.msg);
+	/* taken here (FAILED, the lost node named), not started */
+	assert_int_equal(hs_sandbox_get(env->mgr, &sbt_alice, "sb-big", &info, &err), HS_OK);
+	assert_int_equal(info.state, HS_SANDBOX_FAILED);
+	assert_int_equal(info.pid, 0);
+	assert_true(sbt_contains(info.failure_reason, "node node-a lost"));
+	hs_sandbox_info_dispose(&info);
+	/* node-b restarts with a higher limit: the row still says "taken, not
+	 * run here" and carries node-b's runtime paths, so recovery starts it */
+	row = calloc(1, sizeof(*row));
+	assert_non_null(row);
+	assert_int_equal(hs_store_sandbox_get(env->store, "sb-big", row, &err), HS_OK);
+	char want_dir[400];
+	snprintf(want_dir, sizeof(want_dir), "%s/sb-big", env->runtime);
+	assert_string_equal(row->runtime_dir, want_dir);
+	free(row);
+	hs_sandbox_mgr_free(env->mgr);
+	env->mgr = NULL;
+	env->cfg.max_mem_mib = 8192;
+	sbt_open_mgr(env);
+	done = false;
+	rc = hs_sandbox_recover_lost(env->mgr, &sbt_alice, "sb-big", &done, &info, &err);
+	if (rc != HS_OK)
+		fail_msg("recover after restart: %s", err.msg);
+	assert_true(done);
+	assert_int_equal(info.state, HS_SANDBOX_RUNNING);
+	hs_sandbox_info_dispose(&info);
+	assert_int_equal(hs_sandbox_destroy(env->mgr, &sbt_alice, "sb-big", NULL, &err), HS_OK);
+}
+
 /* Fields one driver does not understand are refused by name; the info
  * carries the spec back; workspace overrides; admins filter by owner. */
 static void test_sandbox_mgr__spec_fields_and_driver_checks(void **state)
@@ -581,6 +652,8 @@ int main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_sandbox_mgr__list_paging_and_filters, setup,
 						teardown),
+		cmocka_unit_test_setup_teardown(test_sandbox_mgr__relaunch_checks_this_nodes_limits,
+						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sandbox_mgr__restart_readoption, setup,
 						teardown),
 	};

@@ -851,40 +851,84 @@ void test_store__sandbox_take_lost_once(void **state)
 	}
 	hs_store_sandbox_row *rows = NULL;
 	size_t n = 0;
-	/* node-a expired less than the grace ago: nothing yet (node-x has no row) */
-	assert_int_equal(hs_store_sandbox_take_lost(s, "node-c", NULL, 1500, 1500 - 1000, FAILED,
-						    DESTROYED, &rows, &n, &err),
+	/* node-a expired less than the grace ago: nothing yet; node-x has no
+	 * row: first seen missing now (an expired row at 1500), not lost yet */
+	if (hs_store_sandbox_take_lost(s, "node-c", NULL, NULL, 1500, 1500 - 1000, FAILED,
+				       DESTROYED, 100, &rows, &n, &err) != HS_OK)
+		fail_msg("take: %s", err.msg);
+	assert_int_equal(n, 0);
+	hs_store_node_row x;
+	assert_int_equal(hs_store_node_get(s, "node-x", &x, &err), HS_OK);
+	assert_int_equal(x.expires_at_ms, 1500);
+	/* seen again later: the first time stands */
+	assert_int_equal(hs_store_sandbox_take_lost(s, "node-c", NULL, NULL, 1600, 1600 - 1000,
+						    FAILED, DESTROYED, 100, &rows, &n, &err),
 			 HS_OK);
-	assert_int_equal(n, 1);
-	assert_string_equal(rows[0].sandbox_id, "sb_ghost");
-	assert_string_equal(rows[0].failure_reason, "node node-x lost");
-	free(rows);
+	assert_int_equal(n, 0);
+	assert_int_equal(hs_store_node_get(s, "node-x", &x, &err), HS_OK);
+	assert_int_equal(x.expires_at_ms, 1500);
 	/* One named row only */
-	assert_int_equal(hs_store_sandbox_take_lost(s, "node-c", "sb_run", 2500, 1200, FAILED,
-						    DESTROYED, &rows, &n, &err),
+	assert_int_equal(hs_store_sandbox_take_lost(s, "node-c", "sb_run", "/run/c", 2500, 1200,
+						    FAILED, DESTROYED, 100, &rows, &n, &err),
 			 HS_OK);
 	assert_int_equal(n, 1);
 	assert_string_equal(rows[0].sandbox_id, "sb_run");
+	assert_string_equal(rows[0].runtime_dir, "/run/c/sb_run");
+	assert_string_equal(rows[0].log_path, "/run/c/sb_run/sandbox.log");
 	free(rows);
-	/* The rest of node-a's, once: node-c takes them, node-d finds none */
-	assert_int_equal(hs_store_sandbox_take_lost(s, "node-c", NULL, 2500, 1200, FAILED,
-						    DESTROYED, &rows, &n, &err),
+	/* The rest of node-a's, once, a batch at a time: node-c takes them,
+	 * node-d finds none */
+	assert_int_equal(hs_store_sandbox_take_lost(s, "node-c", NULL, "/run/c", 2500, 1200,
+						    FAILED, DESTROYED, 1, &rows, &n, &err),
 			 HS_OK);
-	assert_int_equal(n, 2);
+	assert_int_equal(n, 1);
 	free(rows);
-	hs_store_node_row c = { .node_id = "node-c", .address = "c:1", .expires_at_ms = 9000 };
-	assert_int_equal(hs_store_node_put(s, &c, &err), HS_OK);
-	assert_int_equal(hs_store_sandbox_take_lost(s, "node-d", NULL, 2500, 1200, FAILED,
-						    DESTROYED, &rows, &n, &err),
+	assert_int_equal(hs_store_sandbox_take_lost(s, "node-c", NULL, "/run/c", 2500, 1200,
+						    FAILED, DESTROYED, 1, &rows, &n, &err),
+			 HS_OK);
+	assert_int_equal(n, 1);
+	free(rows);
+	assert_int_equal(hs_store_sandbox_take_lost(s, "node-c", NULL, "/run/c", 2500, 1200,
+						    FAILED, DESTROYED, 1, &rows, &n, &err),
 			 HS_OK);
 	assert_int_equal(n, 0);
 	assert_null(rows);
+	hs_store_node_row c = { .node_id = "node-c", .address = "c:1", .expires_at_ms = 9000 };
+	assert_int_equal(hs_store_node_put(s, &c, &err), HS_OK);
+	assert_int_equal(hs_store_sandbox_take_lost(s, "node-d", NULL, "/run/d", 2500, 1200,
+						    FAILED, DESTROYED, 100, &rows, &n, &err),
+			 HS_OK);
+	assert_int_equal(n, 0);
+	assert_null(rows);
+	/* By name (the task holder's recovery): a row another live node took
+	 * and never ran moves, its reason kept; a row live elsewhere does not */
+	assert_int_equal(hs_store_sandbox_take_lost(s, "node-d", "sb_stop", "/run/d", 2600, 1200,
+						    FAILED, DESTROYED, 100, &rows, &n, &err),
+			 HS_OK);
+	assert_int_equal(n, 1);
+	assert_string_equal(rows[0].node_id, "node-d");
+	assert_string_equal(rows[0].runtime_dir, "/run/d/sb_stop");
+	assert_string_equal(rows[0].failure_reason, "node node-a lost");
+	free(rows);
+	assert_int_equal(hs_store_sandbox_take_lost(s, "node-d", "sb_b", "/run/d", 2600, 1200,
+						    FAILED, DESTROYED, 100, &rows, &n, &err),
+			 HS_OK);
+	assert_int_equal(n, 0);
+	/* node-x, missing since 1500, once the grace passed */
+	assert_int_equal(hs_store_sandbox_take_lost(s, "node-d", NULL, "/run/d", 3000, 2000,
+						    FAILED, DESTROYED, 100, &rows, &n, &err),
+			 HS_OK);
+	assert_int_equal(n, 1);
+	assert_string_equal(rows[0].sandbox_id, "sb_ghost");
+	assert_string_equal(rows[0].node_id, "node-d");
+	assert_string_equal(rows[0].failure_reason, "node node-x lost");
+	free(rows);
 	hs_store_sandbox_row *got = calloc(1, sizeof(*got));
 	assert_non_null(got);
 	struct { const char *id, *node; int state; const char *reason; } want[] = {
 		{ "sb_run", "node-c", FAILED, "node node-a lost" },
-		{ "sb_stop", "node-c", FAILED, "node node-a lost" },
-		{ "sb_fail", "node-c", FAILED, "oom" },
+		{ "sb_stop", "node-d", FAILED, "node node-a lost" },
+		{ "sb_fail", "node-c", FAILED, "node node-a lost (failed before: oom)" },
 		{ "sb_gone", "node-a", DESTROYED, "" },
 		{ "sb_b", "node-b", RUNNING, "" },
 		{ "sb_one", "", RUNNING, "" },
@@ -897,6 +941,10 @@ void test_store__sandbox_take_lost_once(void **state)
 		if (strcmp(want[i].node, "node-c") == 0) {
 			assert_int_equal(got->pid, 0);
 			assert_int_equal(got->stopped_at_ms, 2500);
+			/* the taker's paths, stored: a restart never loads node-a's */
+			char want_dir[64];
+			snprintf(want_dir, sizeof(want_dir), "/run/c/%s", want[i].id);
+			assert_string_equal(got->runtime_dir, want_dir);
 		}
 	}
 	free(got);

@@ -42,6 +42,21 @@ void test_store__sandbox_crud_and_filters(void **state)
 	assert_int_equal(got->pid_start_time, UINT64_C(1) << 40);
 	assert_string_equal(got->failure_reason, "killed");
 
+	/* The fence: a write of a node that does not hold the row changes
+	 * nothing (another node took it over), and names the holder. */
+	hs_store_sandbox_row *stale = calloc(1, sizeof(*stale));
+	assert_non_null(stale);
+	*stale = *a;
+	snprintf(stale->node_id, sizeof(stale->node_id), "node-old");
+	stale->state = 2;
+	hs_error ferr = { 0 };
+	assert_int_equal(hs_store_sandbox_update(s, stale, &ferr), HS_ABORTED);
+	if (strstr(ferr.msg, "held by node node-a, not node-old") == NULL)
+		fail_msg("fence message: %s", ferr.msg);
+	assert_int_equal(hs_store_sandbox_get(s, "sb_a", got, &err), HS_OK);
+	assert_memory_equal(got, a, sizeof(*a));
+	free(stale);
+
 	hs_store_sandbox_row *ghost = make_sandbox("sb_ghost", "usr_1", 1);
 	assert_int_equal(hs_store_sandbox_update(s, ghost, NULL), HS_NOT_FOUND);
 	assert_int_equal(hs_store_sandbox_get(s, "sb_ghost", got, NULL), HS_NOT_FOUND);
