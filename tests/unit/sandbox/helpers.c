@@ -18,6 +18,7 @@
 #include <cmocka.h>
 
 #include "driver.h"
+#include "procstat.h"
 
 const hs_sandbox_caller sbt_alice = { { "usr_alice", false }, 10000 };
 const hs_sandbox_caller sbt_bob = { { "usr_bob", false }, 10000 };
@@ -207,22 +208,12 @@ static ssize_t read_cmdline(const char *pid, char *buf, size_t size)
 		close(fd);
 		if (n != 0)
 			return n;
-		char stat_path[300], st[512];
-		snprintf(stat_path, sizeof(stat_path), "/proc/%s/stat", pid);
-		fd = open(stat_path, O_RDONLY);
-		if (fd < 0)
+		/* kthreadd (pid 2) and its children are kernel threads */
+		hs_procstat ps;
+		pid_t id = (pid_t)strtol(pid, NULL, 10);
+		if (hs_procstat_read(id, &ps, NULL) != HS_OK)
 			return -1;
-		ssize_t m = read(fd, st, sizeof(st) - 1);
-		close(fd);
-		if (m <= 0)
-			return -1;
-		st[m] = '\0';
-		const char *rp = strrchr(st, ')');
-		char state = 0;
-		unsigned long flags = 0;
-		if (rp == NULL || sscanf(rp + 1, " %c %*d %*d %*d %*d %*d %lu", &state, &flags) != 2)
-			return -1;
-		if (state == 'Z' || state == 'X' || (flags & 0x00200000UL) != 0) /* PF_KTHREAD */
+		if (ps.state == 'Z' || ps.state == 'X' || id == 2 || ps.ppid == 2)
 			return 0;
 		sbt_sleep_ms(1);
 	}
