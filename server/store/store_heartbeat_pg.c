@@ -1,10 +1,10 @@
 /* PostgreSQL's heartbeat batch: one UPDATE ... FROM unnest(arrays) for the
- * whole batch (tasks.c runs it inside the batch's transaction). On SQLite a
+ * whole batch (store_heartbeat.c runs it inside the batch's transaction). On SQLite a
  * statement costs a function call; on PostgreSQL each is a round trip to
  * another process (or machine), which a batch of a few hundred beats would
  * otherwise pay a few hundred times before its one COMMIT.
  *
- * The batch is sorted by task_id (tasks.c) and each beat links to the last
+ * The batch is sorted by task_id (store_heartbeat.c) and each beat links to the last
  * beat of its task (latest): only those go into the arrays (UPDATE ... FROM
  * with duplicate keys would apply an arbitrary one), and every beat of the
  * task gets its result. A task the RETURNING list lacks

@@ -87,7 +87,7 @@ typedef enum hs_stmt_id {
 	HS_STMT__COUNT
 } hs_stmt_id;
 
-/* One queued heartbeat (tasks.c, group commit): on the blocking caller's
+/* One queued heartbeat (store_heartbeat.c, group commit): on the blocking caller's
  * stack, or allocated by hs_store_task_heartbeat_async with its strings
  * after the struct. */
 typedef struct hs_store__beat hs_store__beat;
@@ -161,7 +161,7 @@ struct hs_store {
 	const hs_store__driver *drv;
 	void *impl;             /* the driver's own state */
 	char path[HS_STORE_PATH_MAX + 16]; /* what errors name: a file or a DSN without secrets */
-	/* Heartbeat group commit (design in tasks.c). hb_mu guards the hb_*
+	/* Heartbeat group commit (design in store_heartbeat.c). hb_mu guards the hb_*
 	 * fields and every queued beat's flags; it is never held together
 	 * with the driver's lock. */
 	pthread_mutex_t hb_mu;
@@ -247,7 +247,7 @@ int hs_store__step_done(hs_store *s, hs_stmt *st, const char *op, hs_error *err)
 int hs_store__step_row(hs_stmt *st, const char *op, hs_error *err);
 
 /* The PostgreSQL advisory-lock keys (one database, any number of nodes):
- * migrations, and the order of event ids (tasks.c). */
+ * migrations, and the order of event ids (store_tasks.c). */
 #define HS_STORE_PG_MIGRATE_LOCK "7237461001"
 #define HS_STORE_PG_EVENTS_LOCK "7237461002"
 #define HS_STORE_PG_REVOCATIONS_LOCK "7237461003"

@@ -34,7 +34,7 @@
  *
  * Durability. synchronous_commit = on for every connection: COMMIT returns
  * after the server flushed its WAL, so an acknowledged write survives a
- * server crash. Heartbeats share commits exactly as on SQLite (tasks.c).
+ * server crash. Heartbeats share commits exactly as on SQLite (store_heartbeat.c).
  *
  * Order. event ids come from a database sequence; rows read incrementally
  * by seq take an advisory lock per table inside their transaction

@@ -25,7 +25,7 @@
  * (synchronous=NORMAL in WAL mode may lose the last commits on power loss:
  * they are in the WAL but not yet synced). Heartbeats, the hot path, share
  * commits: concurrent callers' updates go in one transaction and each
- * caller returns after that COMMIT (group commit, described in tasks.c).
+ * caller returns after that COMMIT (group commit, described in store_heartbeat.c).
  * foreign_keys=ON. The database file is made 0600 and its directory is
  * created 0700.
  *
