@@ -48,7 +48,21 @@ static int by_task_id(const void *a, const void *b)
 		      ((const hs_store_lease_row *)b)->task_id);
 }
 
-int hs_store_node_put(hs_store *s, const hs_store_node_row *r, hs_error *err)
+/* The nodes row's upsert, shared by put, claim and renew, which differ
+ * only in the WHERE that lets it replace an existing row (and RETURNING,
+ * to tell whether it did). */
+#define NODE_UPSERT                                                                      \
+	"INSERT INTO nodes(" NODE_COLS ") VALUES(?1, ?2, ?3, ?4, ?5) "                    \
+	"ON CONFLICT(node_id) DO UPDATE SET address = excluded.address, "                 \
+	"started_at_ms = excluded.started_at_ms, expires_at_ms = excluded.expires_at_ms, " \
+	"updated_at_ms = excluded.updated_at_ms"
+
+/* Checks r, takes the store's lock and prepares statement id (sql: a
+ * NODE_UPSERT) with r's five columns bound as ?1..?5 into *out. On
+ * success the caller holds the lock and releases *out and the lock; on
+ * error neither is held. */
+static int node_upsert(hs_store *s, hs_stmt_id id, const char *sql, const hs_store_node_row *r,
+		       hs_stmt **out, hs_error *err)
 {
 	int rc;
 	hs_stmt *st = NULL;
@@ -57,18 +71,27 @@ int hs_store_node_put(hs_store *s, const hs_store_node_row *r, hs_error *err)
 	if ((rc = hs_store__check_key(r->node_id, sizeof(r->node_id), "node_id", err)) != HS_OK)
 		return rc;
 	hs_store__lock(s);
-	HS_STMT(st, HS_STMT_NODE_PUT,
-		"INSERT INTO nodes(" NODE_COLS ") VALUES(?1, ?2, ?3, ?4, ?5) "
-		"ON CONFLICT(node_id) DO UPDATE SET address = excluded.address, "
-		"started_at_ms = excluded.started_at_ms, expires_at_ms = excluded.expires_at_ms, "
-		"updated_at_ms = excluded.updated_at_ms");
+	HS_STMT(st, id, sql);
 	HS_BIND_F(st, 1, r, node_id);
 	HS_BIND_F(st, 2, r, address);
 	HS_BIND_I(st, 3, r->started_at_ms);
 	HS_BIND_I(st, 4, r->expires_at_ms);
 	HS_BIND_I(st, 5, r->updated_at_ms);
-	rc = hs_store__step_done(s, st, "put node", err);
+	*out = st;
+	return HS_OK;
 done:
+	hs_store__release(st);
+	hs_store__unlock(s);
+	return rc;
+}
+
+int hs_store_node_put(hs_store *s, const hs_store_node_row *r, hs_error *err)
+{
+	int rc;
+	hs_stmt *st = NULL;
+	if ((rc = node_upsert(s, HS_STMT_NODE_PUT, NODE_UPSERT, r, &st, err)) != HS_OK)
+		return rc;
+	rc = hs_store__step_done(s, st, "put node", err);
 	hs_store__release(st);
 	hs_store__unlock(s);
 	return rc;
@@ -79,23 +102,11 @@ int hs_store_node_claim(hs_store *s, const hs_store_node_row *r, int64_t now_ms,
 {
 	int rc;
 	hs_stmt *st = NULL;
-	if (s == NULL || r == NULL)
-		return hs_error_set(err, HS_INVALID, "store: NULL argument");
-	if ((rc = hs_store__check_key(r->node_id, sizeof(r->node_id), "node_id", err)) != HS_OK)
-		return rc;
-	hs_store__lock(s);
 	/* RETURNING yields no row when a live row makes the WHERE false. */
-	HS_STMT(st, HS_STMT_NODE_CLAIM,
-		"INSERT INTO nodes(" NODE_COLS ") VALUES(?1, ?2, ?3, ?4, ?5) "
-		"ON CONFLICT(node_id) DO UPDATE SET address = excluded.address, "
-		"started_at_ms = excluded.started_at_ms, expires_at_ms = excluded.expires_at_ms, "
-		"updated_at_ms = excluded.updated_at_ms WHERE nodes.expires_at_ms <= ?6 "
-		"RETURNING node_id");
-	HS_BIND_F(st, 1, r, node_id);
-	HS_BIND_F(st, 2, r, address);
-	HS_BIND_I(st, 3, r->started_at_ms);
-	HS_BIND_I(st, 4, r->expires_at_ms);
-	HS_BIND_I(st, 5, r->updated_at_ms);
+	if ((rc = node_upsert(s, HS_STMT_NODE_CLAIM,
+			      NODE_UPSERT " WHERE nodes.expires_at_ms <= ?6 RETURNING node_id", r,
+			      &st, err)) != HS_OK)
+		return rc;
 	HS_BIND_I(st, 6, now_ms);
 	rc = hs_store__step(st, "claim node id", err);
 	if (rc == HS_STORE_ROW) {
@@ -135,22 +146,12 @@ int hs_store_node_renew(hs_store *s, const hs_store_node_row *r, hs_error *err)
 	int rc;
 	hs_stmt *st = NULL;
 	bool ours = false;
-	if (s == NULL || r == NULL)
-		return hs_error_set(err, HS_INVALID, "store: NULL argument");
-	if ((rc = hs_store__check_key(r->node_id, sizeof(r->node_id), "node_id", err)) != HS_OK)
+	/* RETURNING yields no row when another incarnation (another
+	 * started_at_ms) holds the row; ours keeps its started_at_ms. */
+	if ((rc = node_upsert(s, HS_STMT_NODE_RENEW,
+			      NODE_UPSERT " WHERE nodes.started_at_ms = excluded.started_at_ms "
+			      "RETURNING node_id", r, &st, err)) != HS_OK)
 		return rc;
-	hs_store__lock(s);
-	/* RETURNING yields no row when another incarnation holds the row. */
-	HS_STMT(st, HS_STMT_NODE_RENEW,
-		"INSERT INTO nodes(" NODE_COLS ") VALUES(?1, ?2, ?3, ?4, ?5) "
-		"ON CONFLICT(node_id) DO UPDATE SET address = excluded.address, "
-		"expires_at_ms = excluded.expires_at_ms, updated_at_ms = excluded.updated_at_ms "
-		"WHERE nodes.started_at_ms = excluded.started_at_ms RETURNING node_id");
-	HS_BIND_F(st, 1, r, node_id);
-	HS_BIND_F(st, 2, r, address);
-	HS_BIND_I(st, 3, r->started_at_ms);
-	HS_BIND_I(st, 4, r->expires_at_ms);
-	HS_BIND_I(st, 5, r->updated_at_ms);
 	while ((rc = hs_store__step(st, "renew node", err)) == HS_STORE_ROW)
 		ours = true;
 	if (rc == HS_OK && !ours)
@@ -158,7 +159,6 @@ int hs_store_node_renew(hs_store *s, const hs_store_node_row *r, hs_error *err)
 				  "store: node id %s was claimed by another process (its row is "
 				  "not this process's any more)",
 				  r->node_id);
-done:
 	hs_store__release(st);
 	hs_store__unlock(s);
 	return rc;
