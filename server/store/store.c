@@ -184,6 +184,20 @@ done:
 	return rc;
 }
 
+int hs_store__sorted_out(int rc, void *rows, size_t n, size_t elem,
+			 int (*cmp)(const void *, const void *), void **out, size_t *n_out)
+{
+	if (rc != HS_OK) {
+		free(rows);
+		return rc;
+	}
+	if (n > 1)
+		qsort(rows, n, elem, cmp);
+	*out = rows;
+	*n_out = n;
+	return HS_OK;
+}
+
 int hs_store__get_one(hs_store *s, int stmt_id, const char *sql, const char *key, size_t key_cap,
 		      const char *key_name, size_t elem, hs_store__row_reader read,
 		      const char *not_found, void *out, hs_error *err)

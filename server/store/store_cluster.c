@@ -376,15 +376,8 @@ done:
 	hs_store__release(st);
 	hs_store__unlock(s);
 	free(json);
-	if (rc != HS_OK) {
-		free(rows);
-		return rc;
-	}
-	if (n_rows > 1)
-		qsort(rows, n_rows, sizeof(*rows), by_task_id);
-	*out = rows;
-	*n_out = n_rows;
-	return HS_OK;
+	return hs_store__sorted_out(rc, rows, n_rows, sizeof(*rows), by_task_id, (void **)out,
+				    n_out);
 }
 
 int hs_store_lease_get(hs_store *s, const char *task_id, hs_store_lease_row *out, hs_error *err)
@@ -554,15 +547,7 @@ int hs_store_lease_take_expired(hs_store *s, const char *node_id, int64_t now_ms
 done:
 	hs_store__release(st);
 	hs_store__unlock(s);
-	if (rc != HS_OK) {
-		free(rows);
-		return rc;
-	}
-	if (n > 1)
-		qsort(rows, n, sizeof(*rows), by_task_id);
-	*out = rows;
-	*n_out = n;
-	return HS_OK;
+	return hs_store__sorted_out(rc, rows, n, sizeof(*rows), by_task_id, (void **)out, n_out);
 }
 
 int hs_store_lease_list_expired(hs_store *s, int64_t now_ms, size_t limit,

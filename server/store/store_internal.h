@@ -303,6 +303,13 @@ typedef int (*hs_store__row_reader)(hs_stmt *st, void *row, hs_error *err);
 int hs_store__collect(hs_store *s, hs_stmt *st, size_t elem, hs_store__row_reader read,
 		      const char *what, void **out, size_t *n_out, hs_error *err);
 
+/* The end of a call that read rows into a malloc'd array (n of elem
+ * bytes; NULL when 0) with result rc: on HS_OK sorts them by cmp and hands
+ * them over (*out, free(); *n_out); otherwise frees them and leaves *out
+ * and *n_out alone. Returns rc. */
+int hs_store__sorted_out(int rc, void *rows, size_t n, size_t elem,
+			 int (*cmp)(const void *, const void *), void **out, size_t *n_out);
+
 /* SELECTs one row by one text key bound as ?1 (at most key_cap - 1 bytes,
  * named key_name in errors) into out (elem bytes; untouched on error);
  * HS_NOT_FOUND with not_found as the message when there is none. Takes the

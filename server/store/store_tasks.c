@@ -225,15 +225,8 @@ done:
 	hs_store__release(st);
 	hs_store__unlock(s);
 	free(json);
-	if (rc != HS_OK) {
-		free(rows);
-		return rc;
-	}
-	if (n_rows > 1)
-		qsort(rows, n_rows, sizeof(*rows), by_task_id);
-	*out = rows;
-	*n_out = n_rows;
-	return HS_OK;
+	return hs_store__sorted_out(rc, rows, n_rows, sizeof(*rows), by_task_id, (void **)out,
+				    n_out);
 }
 
 /* Collect every row of a prepared, bound task query. Caller holds the lock. */
