@@ -609,10 +609,5 @@ int hs_store_lease_release(hs_store *store, const char *task_id, const char *nod
 int hs_store_lease_take_expired(hs_store *store, const char *node_id, int64_t now_ms,
 				int64_t expires_at_ms, size_t limit, hs_store_lease_row **out,
 				size_t *n_out, hs_error *err);
-/* Leases expired at now_ms (expires_at_ms <= now_ms), oldest expiry
- * first, at most limit (0 = default, clamped): what survivors take over.
- * *out malloc'd (free()), NULL when *n_out is 0. */
-int hs_store_lease_list_expired(hs_store *store, int64_t now_ms, size_t limit,
-				hs_store_lease_row **out, size_t *n_out, hs_error *err);
 
 #endif

@@ -550,27 +550,6 @@ done:
 	return hs_store__sorted_out(rc, rows, n, sizeof(*rows), by_task_id, (void **)out, n_out);
 }
 
-int hs_store_lease_list_expired(hs_store *s, int64_t now_ms, size_t limit,
-				hs_store_lease_row **out, size_t *n_out, hs_error *err)
-{
-	int rc;
-	hs_stmt *st = NULL;
-	if (s == NULL || out == NULL || n_out == NULL)
-		return hs_error_set(err, HS_INVALID, "store: NULL argument");
-	hs_store__lock(s);
-	HS_STMT(st, HS_STMT_LEASE_EXPIRED,
-		"SELECT " LEASE_COLS " FROM task_leases WHERE expires_at_ms <= ?1 "
-		"ORDER BY expires_at_ms, task_id LIMIT ?2");
-	HS_BIND_I(st, 1, now_ms);
-	HS_BIND_I(st, 2, hs_store__limit(limit));
-	rc = hs_store__collect(s, st, sizeof(hs_store_lease_row), read_lease,
-			       "list expired task leases", (void **)out, n_out, err);
-done:
-	hs_store__release(st);
-	hs_store__unlock(s);
-	return rc;
-}
-
 int hs_store__lease_check_locked(hs_store *s, const char *task_id, const char *node_id,
 				 int64_t fence, int64_t now_ms, hs_error *err)
 {

@@ -67,15 +67,23 @@ void test_store__lease_acquire_renew_takeover_and_fencing(void **state)
 							 &err), HS_OK);
 	assert_true(id > 0);
 
-	/* Expired: another node takes over, fence 2. */
-	assert_int_equal(hs_store_lease_list_expired(s, 1899, 0, &(hs_store_lease_row *){ NULL },
-						     &(size_t){ 0 }, &err), HS_OK);
+	/* Expired: another node's takeover batch takes it, fence 2; not a
+	 * moment before. */
 	hs_store_lease_row *exp = NULL;
-	size_t n = 0;
-	assert_int_equal(hs_store_lease_list_expired(s, 1900, 0, &exp, &n, &err), HS_OK);
+	size_t n = 99;
+	assert_int_equal(hs_store_lease_take_expired(s, "node-b", 1899, 2899, 0, &exp, &n, &err),
+			 HS_OK);
+	assert_int_equal(n, 0);
+	assert_null(exp);
+	assert_int_equal(hs_store_lease_take_expired(s, "node-b", 1900, 2900, 0, &exp, &n, &err),
+			 HS_OK);
 	assert_int_equal(n, 1);
 	assert_string_equal(exp[0].task_id, "t1");
+	assert_string_equal(exp[0].node_id, "node-b");
+	assert_int_equal(exp[0].fence, 2);
+	assert_int_equal(exp[0].expires_at_ms, 2900);
 	free(exp);
+	/* The new holder's renewal keeps its fence. */
 	assert_int_equal(hs_store_lease_acquire(s, "t1", "node-b", 1900, 2900, &l, &err), HS_OK);
 	assert_string_equal(l.node_id, "node-b");
 	assert_int_equal(l.fence, 2);
@@ -150,8 +158,11 @@ void test_store__lease_renew_node_renews_only_what_it_holds(void **state)
 	/* Giving up: expiry now, so a survivor's scan finds them. */
 	assert_int_equal(hs_store_lease_renew_node(s, "node-a", 2500, &v, &n, &err), HS_OK);
 	free(v);
-	assert_int_equal(hs_store_lease_list_expired(s, 2500, 0, &v, &n, &err), HS_OK);
-	assert_int_equal(n, 4); /* r1, r2 (given up), x1 and r3 (expired before) */
+	assert_int_equal(hs_store_lease_take_expired(s, "node-c", 2500, 9000, 0, &v, &n, &err),
+			 HS_OK);
+	assert_int_equal(n, 4); /* r1, r2 (given up), r3 and x1 (expired before) */
+	assert_string_equal(v[0].task_id, "r1");
+	assert_string_equal(v[3].task_id, "x1");
 	free(v);
 	assert_int_equal(hs_store_lease_renew_node(s, "", 2500, &v, &n, NULL), HS_INVALID);
 }
@@ -303,11 +314,18 @@ void test_store__lease_expiry_is_not_indexed(void **state)
 	assert_int_equal(hs_store_lease_acquire(s, "e2", "node-a", 100, 800, &l, &err), HS_OK);
 	assert_int_equal(hs_store_lease_acquire(s, "e1", "node-a", 100, 900, &l, &err), HS_OK);
 	assert_int_equal(hs_store_lease_acquire(s, "e3", "node-a", 100, 5000, &l, &err), HS_OK);
-	assert_int_equal(hs_store_lease_list_expired(s, 1000, 0, &v, &n, &err), HS_OK);
-	assert_int_equal(n, 2);
-	assert_string_equal(v[0].task_id, "e2"); /* oldest expiry first */
-	assert_string_equal(v[1].task_id, "e1");
-	free(v);
+	/* One at a time: oldest expiry first, then none (e3 is live). */
+	const char *want[] = { "e2", "e1" };
+	for (size_t i = 0; i < 2; i++) {
+		assert_int_equal(hs_store_lease_take_expired(s, "node-b", 1000, 2000, 1, &v, &n,
+							     &err), HS_OK);
+		assert_int_equal(n, 1);
+		assert_string_equal(v[0].task_id, want[i]);
+		free(v);
+	}
+	assert_int_equal(hs_store_lease_take_expired(s, "node-b", 1000, 2000, 1, &v, &n, &err),
+			 HS_OK);
+	assert_int_equal(n, 0);
 }
 
 typedef struct racer {
