@@ -1,7 +1,8 @@
 /* Shared fixture and row builders for the store's unit tests (test_store.c:
  * open, migrations, users, tokens; test_store_rows.c: sandboxes, snapshots,
  * tasks, events, concurrency, readiness; test_store_heartbeat.c: heartbeat
- * group commit). */
+ * group commit; test_store_cluster.c: nodes, events across nodes, API keys;
+ * test_store_leases.c: task leases). */
 #ifndef HS_TEST_STORE_H
 #define HS_TEST_STORE_H
 
