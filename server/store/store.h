@@ -581,10 +581,11 @@ int hs_store_lease_acquire_many(hs_store *store, const char *const *task_ids, si
 				const char *node_id, int64_t now_ms, int64_t expires_at_ms,
 				hs_store_lease_row **out, size_t *n_out, hs_error *err);
 /* Renew every lease node_id holds (expired or not: none was taken over)
- * until expires_at_ms, in chunks of 1,000 (one statement each, the lock
+ * until expires_at_ms, in chunks of 1,000 (one UPDATE each, the lock
  * released between them), and return them (by task_id):
  * what the node still holds. A lease another node took is not touched and
- * not returned. expires_at_ms <= now gives them all up at once (they are
+ * not returned, and a chunk whose leases all changed hands meanwhile does
+ * not end the walk: every lease the node still holds past it is renewed. expires_at_ms <= now gives them all up at once (they are
  * expired: survivors take them over). *out malloc'd (free()), NULL when
  * *n_out is 0. */
 int hs_store_lease_renew_node(hs_store *store, const char *node_id, int64_t expires_at_ms,

@@ -431,9 +431,11 @@ done:
 #define RENEW_CHUNK 1000
 
 /* One chunk of hs_store_lease_renew_node: the leases node_id holds after
- * task_id `after`, at most RENEW_CHUNK, appended to *rows. */
+ * task_id `after`, at most RENEW_CHUNK, appended to *rows. *more tells
+ * whether node_id holds a lease past the chunk (not decided by the number
+ * of rows renewed: see hs_store_lease_renew_node). */
 static int renew_chunk(hs_store *s, const char *node_id, int64_t expires_at_ms, const char *after,
-		       hs_store_lease_row **rows, size_t *n, hs_error *err)
+		       hs_store_lease_row **rows, size_t *n, bool *more, hs_error *err)
 {
 	int rc;
 	hs_stmt *st = NULL;
@@ -456,8 +458,24 @@ static int renew_chunk(hs_store *s, const char *node_id, int64_t expires_at_ms, 
 	HS_BIND_I(st, 2, expires_at_ms);
 	HS_BIND_T(st, 3, after, HS_STORE_ID_MAX, "task_id");
 	HS_BIND_I(st, 4, RENEW_CHUNK);
-	rc = hs_store__collect(s, st, sizeof(hs_store_lease_row), read_lease, "renew task leases",
-			       (void **)&got, &n_got, err);
+	if ((rc = hs_store__collect(s, st, sizeof(hs_store_lease_row), read_lease,
+				    "renew task leases", (void **)&got, &n_got, err)) != HS_OK)
+		goto done;
+	hs_store__release(st);
+	st = NULL;
+	/* Past the last lease renewed (or `after` if none was). */
+	const char *last = after;
+	for (size_t i = 0; i < n_got; i++)
+		if (strcmp(got[i].task_id, last) > 0)
+			last = got[i].task_id;
+	HS_STMT(st, HS_STMT_LEASE_HELD_AFTER,
+		"SELECT 1 FROM task_leases WHERE node_id = ?1 AND task_id > ?2 LIMIT 1");
+	HS_BIND_T(st, 1, node_id, HS_STORE_ID_MAX, "node_id");
+	HS_BIND_T(st, 2, last, HS_STORE_ID_MAX, "task_id");
+	rc = hs_store__step(st, "renew task leases", err);
+	*more = rc == HS_STORE_ROW;
+	if (rc == HS_STORE_ROW)
+		rc = HS_OK;
 done:
 	hs_store__release(st);
 	hs_store__unlock(s);
@@ -488,26 +506,23 @@ int hs_store_lease_renew_node(hs_store *s, const char *node_id, int64_t expires_
 	/* In chunks by task_id, the store's lock released between them: one
 	 * UPDATE of a node's 33,000 leases held the connection (and on
 	 * PostgreSQL a burst of WAL) long enough to delay that node's timeouts
-	 * and registrations by seconds. A chunk comes back short when a lease
-	 * in it changed hands meanwhile, so only an empty one ends the walk. */
+	 * and registrations by seconds. On PostgreSQL a chunk comes back short,
+	 * even empty, when leases it chose changed hands before it wrote them,
+	 * so the walk ends only when the node holds no lease past the last one
+	 * renewed (asked after each chunk). It ends: each turn renews a lease
+	 * past `after`, or found every lease it chose taken by another node
+	 * (fewer leases are then ours; none comes back but by this node's own
+	 * acquisitions). */
 	char after[HS_STORE_ID_MAX] = "";
-	for (;;) {
+	bool more = true;
+	while (more && rc == HS_OK) {
 		size_t before = n;
-		if ((rc = renew_chunk(s, node_id, expires_at_ms, after, &rows, &n, err)) != HS_OK) {
-			free(rows);
-			return rc;
-		}
-		if (n == before)
-			break;
+		rc = renew_chunk(s, node_id, expires_at_ms, after, &rows, &n, &more, err);
 		for (size_t i = before; i < n; i++)
 			if (strcmp(rows[i].task_id, after) > 0)
 				memcpy(after, rows[i].task_id, sizeof(after)); /* same size */
 	}
-	if (n > 1)
-		qsort(rows, n, sizeof(*rows), by_task_id);
-	*out = rows;
-	*n_out = n;
-	return HS_OK;
+	return hs_store__sorted_out(rc, rows, n, sizeof(*rows), by_task_id, (void **)out, n_out);
 }
 
 int hs_store_lease_take_expired(hs_store *s, const char *node_id, int64_t now_ms,

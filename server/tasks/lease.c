@@ -7,8 +7,8 @@
  * the lease's fencing token (hs_tasks__publish / transition.c), so a node
  * that lost the lease (paused, partitioned, slow) has its writes refused
  * and drops the task (hs_tasks__lease_drop). One thread here renews the
- * node row and the held leases (one statement for all of them,
- * hs_store_lease_renew_node) every lease_ms / 3 and takes over leases
+ * node row and the held leases (hs_store_lease_renew_node: one walk over
+ * them all, in chunks of 1,000) every lease_ms / 3 and takes over leases
  * that expired (their node died or gave them up at shutdown), up to 1,000
  * per statement (hs_store_lease_take_expired; survivors split a dead
  * node's leases), then loads those tasks in one query and re-arms each as
