@@ -28,7 +28,7 @@ static PGconn *pg_connect_base(void)
 	return c;
 }
 
-static void pg_exec_on(PGconn *c, const char *sql)
+void pg_exec_on(PGconn *c, const char *sql)
 {
 	PGresult *r = PQexec(c, sql);
 	ExecStatusType st = PQresultStatus(r);

@@ -55,10 +55,20 @@ void sql_exec(const char *path, const char *sql);
 void pg_exec(fixture *f, const char *sql);
 /* A second connection to the test's schema (PQfinish it). */
 PGconn *pg_connect(fixture *f);
+/* Run SQL on a connection from pg_connect (fails the test on error). */
+void pg_exec_on(PGconn *c, const char *sql);
 /* Tests about SQLite's own file, pragmas or migration history. */
 #define SQLITE_ONLY(f)                  \
 	do {                            \
 		if ((f)->pg) {          \
+			skip();         \
+			return;         \
+		}                       \
+	} while (0)
+/* Tests of what only PostgreSQL has (NOTIFY, a pool, concurrent writers). */
+#define PG_ONLY(f)                      \
+	do {                            \
+		if (!(f)->pg) {         \
 			skip();         \
 			return;         \
 		}                       \

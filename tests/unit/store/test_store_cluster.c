@@ -44,10 +44,7 @@ void test_store__nodes_advertise_and_expire(void **state)
 void test_store__events_are_announced(void **state)
 {
 	fixture *f = *state;
-	if (!f->pg) {
-		skip();
-		return;
-	}
+	PG_ONLY(f);
 	hs_store *s = open_store(f);
 	hs_error err = { 0 };
 	PGconn *c = pg_connect(f);
@@ -270,10 +267,7 @@ static void kill_pool(fixture *f)
 void test_store__pool_survives_killed_connections(void **state)
 {
 	fixture *f = *state;
-	if (!f->pg) {
-		skip();
-		return;
-	}
+	PG_ONLY(f);
 	hs_store *s = open_store(f);
 	hs_error err = { 0 };
 	int64_t n = 0;

@@ -256,14 +256,6 @@ static void *renew_run(void *arg)
 	return NULL;
 }
 
-static void exec_ok(PGconn *c, const char *sql)
-{
-	PGresult *r = PQexec(c, sql);
-	if (PQresultStatus(r) != PGRES_COMMAND_OK)
-		fail_msg("%s: %s", sql, PQerrorMessage(c));
-	PQclear(r);
-}
-
 /* PostgreSQL: another node takes over a whole renewal chunk while the
  * renewal's UPDATE of it waits for those rows (it chose them before the
  * takeover committed, then skips every one as no longer node-a's). The
@@ -273,10 +265,7 @@ static void exec_ok(PGconn *c, const char *sql)
 void test_store__lease_renew_node_walks_past_a_chunk_taken_over(void **state)
 {
 	fixture *f = *state;
-	if (!f->pg) {
-		skip();
-		return;
-	}
+	PG_ONLY(f);
 	hs_store *s = open_store(f);
 	hs_error err = { 0 };
 	enum { N = HS_STORE_LIST_MAX + 5 }; /* a full first chunk (1,000) and 5 more */
@@ -296,8 +285,8 @@ void test_store__lease_renew_node_walks_past_a_chunk_taken_over(void **state)
 	free(v);
 	/* node-b's takeover of the first chunk, its transaction left open. */
 	PGconn *b = pg_connect(f), *watch = pg_connect(f);
-	exec_ok(b, "BEGIN");
-	exec_ok(b, "UPDATE task_leases SET node_id = 'node-b', fence = fence + 1 "
+	pg_exec_on(b, "BEGIN");
+	pg_exec_on(b, "UPDATE task_leases SET node_id = 'node-b', fence = fence + 1 "
 		   "WHERE task_id <= 'w-0999'");
 	renewer r = { .store = s };
 	pthread_t th;
@@ -316,7 +305,7 @@ void test_store__lease_renew_node_walks_past_a_chunk_taken_over(void **state)
 		if (blocked == 0)
 			usleep(10 * 1000);
 	}
-	exec_ok(b, "COMMIT");
+	pg_exec_on(b, "COMMIT");
 	pthread_join(th, NULL);
 	PQfinish(b);
 	PQfinish(watch);
