@@ -432,8 +432,9 @@ done:
 
 /* One chunk of hs_store_lease_renew_node: the leases node_id holds after
  * task_id `after`, at most RENEW_CHUNK, appended to *rows. *more tells
- * whether node_id holds a lease past the chunk (not decided by the number
- * of rows renewed: see hs_store_lease_renew_node). */
+ * whether node_id may hold a lease past the chunk: after a full chunk,
+ * yes; after a short one (even empty) the store is asked, since leases
+ * the chunk chose may have changed hands (see hs_store_lease_renew_node). */
 static int renew_chunk(hs_store *s, const char *node_id, int64_t expires_at_ms, const char *after,
 		       hs_store_lease_row **rows, size_t *n, bool *more, hs_error *err)
 {
@@ -460,6 +461,9 @@ static int renew_chunk(hs_store *s, const char *node_id, int64_t expires_at_ms, 
 	HS_BIND_I(st, 4, RENEW_CHUNK);
 	if ((rc = hs_store__collect(s, st, sizeof(hs_store_lease_row), read_lease,
 				    "renew task leases", (void **)&got, &n_got, err)) != HS_OK)
+		goto done;
+	*more = true;
+	if (n_got == RENEW_CHUNK)
 		goto done;
 	hs_store__release(st);
 	st = NULL;
@@ -509,7 +513,7 @@ int hs_store_lease_renew_node(hs_store *s, const char *node_id, int64_t expires_
 	 * and registrations by seconds. On PostgreSQL a chunk comes back short,
 	 * even empty, when leases it chose changed hands before it wrote them,
 	 * so the walk ends only when the node holds no lease past the last one
-	 * renewed (asked after each chunk). It ends: each turn renews a lease
+	 * renewed (asked after a short chunk). It ends: each turn renews a lease
 	 * past `after`, or found every lease it chose taken by another node
 	 * (fewer leases are then ours; none comes back but by this node's own
 	 * acquisitions). */
