@@ -23,9 +23,10 @@
  *
  * Channels: one per address, created on first use and kept (at most
  * RPC_FORWARD_CHANNELS, least recently used evicted; reference-counted, so
- * an evicted channel a forward still uses is destroyed when it is done). TLS when the server serves TLS, verifying the other
- * node against tls_peer_ca_file, else tls_client_ca_file, else gRPC's
- * default roots; no client certificate is presented (the caller's
+ * an evicted channel a forward still uses is destroyed when it is done).
+ * TLS when the server serves TLS, verifying the other node against
+ * tls_peer_ca_file, else gRPC's default roots (never the client CA: it
+ * vouches for callers, not nodes); no client certificate is presented (the caller's
  * credential is what the owner checks). Runs on a worker lane and blocks it for
  * the forward's duration (call.c moves a call off the CQ thread first). */
 #include <grpc/byte_buffer.h>
@@ -202,8 +203,14 @@ static grpc_channel_credentials *creds_locked(hs_rpc_server *srv, rpc_forward *f
 	} else {
 		char *roots = NULL;
 		hs_error e = { 0 };
-		const char *ca = srv->cfg.tls_peer_ca_file != NULL ? srv->cfg.tls_peer_ca_file
-								   : srv->cfg.tls_client_ca_file;
+		/* Not the client CA: it vouches for callers (every agent with a
+		 * client certificate), not for nodes, and a forward carries the
+		 * caller's bearer token to whoever passes this check. */
+		const char *ca = srv->cfg.tls_peer_ca_file;
+		if (ca == NULL)
+			hs_log(HS_LOG_WARN, "rpc",
+			       "forwarding: no --tls-peer-ca: other nodes are verified against the "
+			       "system roots");
 		if (ca != NULL && hs_rpc__read_pem(ca, "tls peer ca", &roots, &e) != HS_OK) {
 			hs_log(HS_LOG_WARN, "rpc", "forwarding: CA bundle unreadable: no forwards",
 			       HS_LS("error", e.msg));
