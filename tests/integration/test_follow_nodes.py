@@ -13,7 +13,8 @@ certificate.
 * A burst of 16 concurrent token calls for node-a's sandbox sent to node-b
   all succeed through the Python SDK with retries off: node-b forwards at
   most 2 of one user's calls at once and tells the rest where to go, which
-  the SDK follows.
+  the SDK follows; through a harness-gateway in front of node-b the same
+  burst of REST calls all succeeds too (the gateway's client follows).
 
 No timed assertions."""
 import concurrent.futures
@@ -30,6 +31,8 @@ from harness.v1 import auth_pb2, sandbox_pb2
 import hstest
 import sdkenv
 from pki import PKI
+from resthelp import Rest
+from test_gateway import Gateway
 
 ENV = {"HARNESS_JWT_SECRET": "integration-test-secret-0123456789abcdef",
        "HARNESS_METRICS_LISTEN": "127.0.0.1:0"}
@@ -187,6 +190,21 @@ c.close()
             env=dict(os.environ, TARGET=self.b.target, TOKEN=self.admin, CA=self.ca))
         self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
         self.assertEqual(json.loads(p.stdout.strip().splitlines()[-1]), ["sb-admin"] * 16)
+
+    def test_gateway_burst_follows(self):
+        gw = Gateway(self.b.target, args=["--grpc-tls-ca", self.ca, "--threads", "24", "--max-connections-per-client", "32",
+                                          "--gateway-secret-file", os.path.join(self.b.data_dir, "gateway.key")])
+        try:
+            rest = Rest(gw.port, self.admin)
+
+            def one(i):
+                r = rest.request("GET", "/v1/sandboxes/sb-admin", timeout=60)
+                return r.status, json.loads(r.body).get("sandboxId") if r.status == 200 else r.body
+            with concurrent.futures.ThreadPoolExecutor(16) as ex:
+                got = list(ex.map(one, range(16)))
+        finally:
+            gw.stop()
+        self.assertEqual(got, [(200, "sb-admin")] * 16)
 
 
 if __name__ == "__main__":
