@@ -12,6 +12,7 @@
  * while another receives: pluck waits for its own tag only. */
 #include "client.h"
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,6 +50,11 @@ struct hs_client_stream {
 	gpr_timespec deadline;
 	bool got_msg;
 	hs_client__peer *peer;
+	/* hs_client_stream_cancel may run on another thread while a follow
+	 * replaces the call: it reads call under mu and leaves cancelled set
+	 * for the next call. */
+	pthread_mutex_t mu;
+	bool cancelled;
 };
 
 void hs_client__status_set(hs_client_status *st, int code, const char *details, size_t len)
@@ -483,9 +489,12 @@ static void stream_call_dispose(hs_client_stream *s)
 	grpc_metadata_array_destroy(&s->trail_md);
 	grpc_metadata_array_init(&s->init_md);
 	grpc_metadata_array_init(&s->trail_md);
-	if (s->call != NULL)
-		grpc_call_unref(s->call);
+	pthread_mutex_lock(&s->mu);
+	grpc_call *call = s->call;
 	s->call = NULL;
+	pthread_mutex_unlock(&s->mu);
+	if (call != NULL)
+		grpc_call_unref(call);
 }
 
 static void stream_dispose(hs_client_stream *s)
@@ -495,6 +504,7 @@ static void stream_dispose(hs_client_stream *s)
 	grpc_metadata_array_destroy(&s->init_md);
 	grpc_metadata_array_destroy(&s->trail_md);
 	cq_destroy(s->cq);
+	pthread_mutex_destroy(&s->mu);
 	if (s->req != NULL)
 		grpc_byte_buffer_destroy(s->req);
 	hs_client__md_release(s->gmd, s->n_md);
@@ -507,7 +517,12 @@ static void stream_dispose(hs_client_stream *s)
  * trailers stay in s), or HS_INTERNAL when it could not start. */
 static int server_stream_open(hs_client_stream *s, grpc_channel *ch, hs_client_status *st)
 {
-	s->call = hs_client__call_on(ch, s->cq, s->method, s->deadline);
+	grpc_call *call = hs_client__call_on(ch, s->cq, s->method, s->deadline);
+	pthread_mutex_lock(&s->mu);
+	s->call = call;
+	if (call != NULL && s->cancelled) /* cancelled while it was being replaced */
+		grpc_call_cancel(call, NULL);
+	pthread_mutex_unlock(&s->mu);
 	grpc_op sop, ops[4];
 	hs_client__server_stream_ops(&sop, ops, s->gmd, s->n_md, s->req, &s->init_md, &s->trail_md,
 				     &s->status, &s->details);
@@ -564,6 +579,7 @@ int hs_client_stream_start(hs_client_stream **out, hs_client *c, const char *met
 		free(s);
 		return rc;
 	}
+	pthread_mutex_init(&s->mu, NULL);
 	s->n_md = n_md;
 	s->c = c;
 	s->desc = resp_desc;
@@ -647,8 +663,13 @@ int hs_client_stream_next(hs_client_stream *s, ProtobufCMessage **msg_out, hs_cl
 
 void hs_client_stream_cancel(hs_client_stream *s)
 {
-	if (s != NULL)
+	if (s == NULL)
+		return;
+	pthread_mutex_lock(&s->mu);
+	s->cancelled = true;
+	if (s->call != NULL)
 		grpc_call_cancel(s->call, NULL);
+	pthread_mutex_unlock(&s->mu);
 }
 
 void hs_client_stream_free(hs_client_stream *s)
@@ -674,6 +695,7 @@ int hs_client_bidi_start(hs_client_stream **out, hs_client *c, const char *metho
 		hs_client__status_set(st, 13, "out of memory", 13);
 		return HS_INTERNAL;
 	}
+	pthread_mutex_init(&s->mu, NULL);
 	s->desc = resp_desc;
 	s->need_init_md = true;
 	s->cq = grpc_completion_queue_create_for_pluck(NULL);
