@@ -138,14 +138,32 @@ int hs_async_unary(hs_async *a, const char *method, const ProtobufCMessage *req,
 	waiter w = { .op = { waiter_done } };
 	sem_init(&w.done, 0, 0);
 	hs_client__unary u;
-	int rc = hs_client__unary_start(&u, a->c, a->cq, method, req, md, n_md, deadline_ms, &w.op,
-					st);
+	gpr_timespec deadline = hs_client__deadline(a->c, deadline_ms);
+	int rc = hs_client__unary_start_on(&u, a->c->channel, a->cq, method, req, md, n_md, deadline,
+					   &w.op, st);
 	if (rc == HS_OK) {
 		while (sem_wait(&w.done) != 0) /* EINTR only */
 			;
 		rc = hs_client__unary_finish(&u, resp_desc, resp_out, st);
 	}
+	/* Another node's object, not forwarded: once there (follow.c), as
+	 * hs_client_unary does, within the same deadline. */
+	char where[HS_ERROR_WHERE_MAX];
+	hs_client__peer *peer = NULL;
+	if (rc != HS_OK && u.call != NULL &&
+	    hs_client__follow_target(a->c, u.status, &u.trail_md, where) &&
+	    (peer = hs_client__peer_acquire(a->c, where)) != NULL) {
+		hs_client__unary_dispose(&u);
+		rc = hs_client__unary_start_on(&u, hs_client__peer_channel(peer), a->cq, method, req,
+					       md, n_md, deadline, &w.op, st);
+		if (rc == HS_OK) {
+			while (sem_wait(&w.done) != 0)
+				;
+			rc = hs_client__unary_finish(&u, resp_desc, resp_out, st);
+		}
+	}
 	hs_client__unary_dispose(&u);
+	hs_client__peer_release(a->c, peer);
 	sem_destroy(&w.done);
 	return rc;
 }

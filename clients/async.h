@@ -7,7 +7,10 @@
  * I/O runs on the pollers, not on whichever worker happens to pluck.
  *
  * Same contracts as client.h's calls (statuses, metadata rules, ownership
- * of returned messages), plus a stream read that waits at most wait_ms. */
+ * of returned messages), plus a stream read that waits at most wait_ms.
+ * Unary calls follow harness-node-address as client.h's do; streams do
+ * not (harnessd relays a token caller's streams without a bound, and the
+ * gateway's callers are token callers). */
 #ifndef HS_CLIENTS_ASYNC_H
 #define HS_CLIENTS_ASYNC_H
 
@@ -26,7 +29,8 @@ int hs_async_new(hs_async **out, hs_client *c, int pollers, hs_error *err);
  * have ended (streams freed) before. NULL is a no-op. */
 void hs_async_free(hs_async *a);
 
-/* As hs_client_unary. Thread-safe. */
+/* As hs_client_unary, following harness-node-address the same way (unless
+ * the client's no_follow). Thread-safe. */
 int hs_async_unary(hs_async *a, const char *method, const ProtobufCMessage *req,
 		   const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp_out,
 		   const hs_client_md *md, size_t n_md, int64_t deadline_ms, hs_client_status *st);

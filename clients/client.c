@@ -12,6 +12,7 @@
  * while another receives: pluck waits for its own tag only. */
 #include "client.h"
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,6 +40,21 @@ struct hs_client_stream {
 	bool finished;
 	bool need_init_md;   /* bidi: the first recv also takes the initial metadata */
 	char send_tag;       /* bidi: the address is the tag of send batches */
+	/* Server streams, to follow harness-node-address before the first
+	 * message (follow.c): the call as sent, and the followed peer. */
+	hs_client *c;
+	char *method;
+	grpc_byte_buffer *req;
+	grpc_metadata gmd[MAX_MD];
+	size_t n_md;
+	gpr_timespec deadline;
+	bool got_msg;
+	hs_client__peer *peer;
+	/* hs_client_stream_cancel may run on another thread while a follow
+	 * replaces the call: it reads call under mu and leaves cancelled set
+	 * for the next call. */
+	pthread_mutex_t mu;
+	bool cancelled;
 };
 
 void hs_client__status_set(hs_client_status *st, int code, const char *details, size_t len)
@@ -249,37 +265,51 @@ int hs_client_new(hs_client **out, const char *target, const hs_client_opts *opt
 	if (c == NULL)
 		return hs_error_set(err, HS_INTERNAL, "grpc client: out of memory");
 	c->default_deadline_ms = o.default_deadline_ms;
+	c->no_follow = o.no_follow != 0;
+	pthread_mutex_init(&c->mu, NULL);
 
 	grpc_init();
-	grpc_channel_credentials *creds = NULL;
-	int rc = tls_credentials(&o, &creds, err);
-	if (rc != HS_OK) {
-		free(c);
-		grpc_shutdown();
-		return rc;
-	}
-	grpc_arg args[3];
+	int rc = tls_credentials(&o, &c->creds, err);
+	if (rc != HS_OK)
+		goto done;
+	grpc_arg *args = c->args;
 	size_t nargs = 0;
 	args[nargs].type = GRPC_ARG_INTEGER;
 	args[nargs].key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
 	args[nargs++].value.integer = o.max_recv_bytes > 0 ? o.max_recv_bytes : 4 * 1024 * 1024;
 	if (o.user_agent != NULL) {
+		if ((c->user_agent = strdup(o.user_agent)) == NULL) {
+			rc = hs_error_set(err, HS_INTERNAL, "grpc client: out of memory");
+			goto done;
+		}
 		args[nargs].type = GRPC_ARG_STRING;
 		args[nargs].key = (char *)GRPC_ARG_PRIMARY_USER_AGENT_STRING;
-		args[nargs++].value.string = (char *)o.user_agent;
+		args[nargs++].value.string = c->user_agent;
 	}
 	if (o.tls_server_name != NULL && o.tls_server_name[0] != '\0') {
+		if ((c->server_name = strdup(o.tls_server_name)) == NULL) {
+			rc = hs_error_set(err, HS_INTERNAL, "grpc client: out of memory");
+			goto done;
+		}
 		args[nargs].type = GRPC_ARG_STRING;
 		args[nargs].key = (char *)GRPC_SSL_TARGET_NAME_OVERRIDE_ARG;
-		args[nargs++].value.string = (char *)o.tls_server_name;
+		args[nargs++].value.string = c->server_name;
 	}
+	c->n_args = nargs;
 	grpc_channel_args cargs = { nargs, args };
-	c->channel = grpc_channel_create(target, creds, &cargs);
-	grpc_channel_credentials_release(creds);
-	if (c->channel == NULL) {
+	c->channel = grpc_channel_create(target, c->creds, &cargs);
+	if (c->channel == NULL)
+		rc = hs_error_set(err, HS_INVALID, "grpc target %s: cannot create channel", target);
+done:
+	if (rc != HS_OK) {
+		if (c->creds != NULL)
+			grpc_channel_credentials_release(c->creds);
+		free(c->user_agent);
+		free(c->server_name);
+		pthread_mutex_destroy(&c->mu);
 		free(c);
 		grpc_shutdown();
-		return hs_error_set(err, HS_INVALID, "grpc target %s: cannot create channel", target);
+		return rc;
 	}
 	*out = c;
 	return HS_OK;
@@ -289,24 +319,43 @@ void hs_client_free(hs_client *c)
 {
 	if (c == NULL)
 		return;
+	hs_client__peers_free(c);
 	grpc_channel_destroy(c->channel);
+	grpc_channel_credentials_release(c->creds);
+	free(c->user_agent);
+	free(c->server_name);
+	pthread_mutex_destroy(&c->mu);
 	free(c);
 	grpc_shutdown();
+}
+
+grpc_call *hs_client__call_on(grpc_channel *ch, grpc_completion_queue *cq, const char *method,
+			      gpr_timespec deadline)
+{
+	grpc_slice m = grpc_slice_from_copied_string(method);
+	grpc_call *call = grpc_channel_create_call(ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq, m, NULL,
+						   deadline, NULL);
+	grpc_slice_unref(m);
+	return call;
 }
 
 grpc_call *hs_client__call_create(hs_client *c, grpc_completion_queue *cq, const char *method,
 			      int64_t deadline_ms)
 {
-	grpc_slice m = grpc_slice_from_copied_string(method);
-	grpc_call *call = grpc_channel_create_call(c->channel, NULL, GRPC_PROPAGATE_DEFAULTS, cq, m,
-						   NULL, hs_client__deadline(c, deadline_ms), NULL);
-	grpc_slice_unref(m);
-	return call;
+	return hs_client__call_on(c->channel, cq, method, hs_client__deadline(c, deadline_ms));
 }
 
 int hs_client__unary_start(hs_client__unary *u, hs_client *c, grpc_completion_queue *cq,
 			   const char *method, const ProtobufCMessage *req, const hs_client_md *md,
 			   size_t n_md, int64_t deadline_ms, void *tag, hs_client_status *st)
+{
+	return hs_client__unary_start_on(u, c->channel, cq, method, req, md, n_md,
+					 hs_client__deadline(c, deadline_ms), tag, st);
+}
+
+int hs_client__unary_start_on(hs_client__unary *u, grpc_channel *ch, grpc_completion_queue *cq,
+			      const char *method, const ProtobufCMessage *req, const hs_client_md *md,
+			      size_t n_md, gpr_timespec deadline, void *tag, hs_client_status *st)
 {
 	memset(u, 0, sizeof(*u));
 	grpc_metadata_array_init(&u->init_md);
@@ -317,7 +366,7 @@ int hs_client__unary_start(hs_client__unary *u, hs_client *c, grpc_completion_qu
 	if (rc != HS_OK)
 		return rc;
 	u->n_md = n_md;
-	u->call = hs_client__call_create(c, cq, method, deadline_ms);
+	u->call = hs_client__call_on(ch, cq, method, deadline);
 	u->send = hs_client__pack(req);
 	grpc_op *ops = u->ops;
 	ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
@@ -397,18 +446,37 @@ int hs_client_unary(hs_client *c, const char *method, const ProtobufCMessage *re
 		    const hs_client_md *md, size_t n_md, int64_t deadline_ms, hs_client_status *st)
 {
 	hs_client__unary u;
+	gpr_timespec deadline = hs_client__deadline(c, deadline_ms);
 	grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
-	int rc = hs_client__unary_start(&u, c, cq, method, req, md, n_md, deadline_ms, &u, st);
+	int rc = hs_client__unary_start_on(&u, c->channel, cq, method, req, md, n_md, deadline, &u,
+					   st);
 	if (rc == HS_OK) {
 		(void)pluck(cq, &u); /* failures surface as the status */
 		rc = hs_client__unary_finish(&u, resp_desc, resp_out, st);
 	}
+	/* The object lives on another node, which did not get the call
+	 * forwarded: once more there (follow.c), with what is left of the
+	 * deadline. Its answer stands, even another redirect. */
+	char where[HS_ERROR_WHERE_MAX];
+	hs_client__peer *peer = NULL;
+	if (rc != HS_OK && u.call != NULL && hs_client__follow_target(c, u.status, &u.trail_md, where) &&
+	    (peer = hs_client__peer_acquire(c, where)) != NULL) {
+		hs_client__unary_dispose(&u);
+		rc = hs_client__unary_start_on(&u, hs_client__peer_channel(peer), cq, method, req, md,
+					       n_md, deadline, &u, st);
+		if (rc == HS_OK) {
+			(void)pluck(cq, &u);
+			rc = hs_client__unary_finish(&u, resp_desc, resp_out, st);
+		}
+	}
 	hs_client__unary_dispose(&u);
 	cq_destroy(cq);
+	hs_client__peer_release(c, peer);
 	return rc;
 }
 
-static void stream_dispose(hs_client_stream *s)
+/* Ends the call (the stream's own fields stay). */
+static void stream_call_dispose(hs_client_stream *s)
 {
 	if (s->status_pending) {
 		grpc_call_cancel(s->call, NULL);
@@ -416,10 +484,84 @@ static void stream_dispose(hs_client_stream *s)
 		s->status_pending = false;
 	}
 	grpc_slice_unref(s->details);
+	s->details = grpc_empty_slice();
 	grpc_metadata_array_destroy(&s->init_md);
 	grpc_metadata_array_destroy(&s->trail_md);
-	grpc_call_unref(s->call);
+	grpc_metadata_array_init(&s->init_md);
+	grpc_metadata_array_init(&s->trail_md);
+	pthread_mutex_lock(&s->mu);
+	grpc_call *call = s->call;
+	s->call = NULL;
+	pthread_mutex_unlock(&s->mu);
+	if (call != NULL)
+		grpc_call_unref(call);
+}
+
+static void stream_dispose(hs_client_stream *s)
+{
+	stream_call_dispose(s);
+	grpc_slice_unref(s->details);
+	grpc_metadata_array_destroy(&s->init_md);
+	grpc_metadata_array_destroy(&s->trail_md);
 	cq_destroy(s->cq);
+	pthread_mutex_destroy(&s->mu);
+	if (s->req != NULL)
+		grpc_byte_buffer_destroy(s->req);
+	hs_client__md_release(s->gmd, s->n_md);
+	free(s->method);
+	hs_client__peer_release(s->c, s->peer);
+}
+
+/* Starts the server stream's call on ch and waits for its initial metadata:
+ * HS_OK, or the code of a call that already ended (st set; the status and
+ * trailers stay in s), or HS_INTERNAL when it could not start. */
+static int server_stream_open(hs_client_stream *s, grpc_channel *ch, hs_client_status *st)
+{
+	grpc_call *call = hs_client__call_on(ch, s->cq, s->method, s->deadline);
+	pthread_mutex_lock(&s->mu);
+	s->call = call;
+	if (call != NULL && s->cancelled) /* cancelled while it was being replaced */
+		grpc_call_cancel(call, NULL);
+	pthread_mutex_unlock(&s->mu);
+	grpc_op sop, ops[4];
+	hs_client__server_stream_ops(&sop, ops, s->gmd, s->n_md, s->req, &s->init_md, &s->trail_md,
+				     &s->status, &s->details);
+	bool started = s->call != NULL &&
+		       grpc_call_start_batch(s->call, &sop, 1, &s->status, NULL) == GRPC_CALL_OK;
+	s->status_pending = started;
+	if (started)
+		started = grpc_call_start_batch(s->call, ops, 4, ops, NULL) == GRPC_CALL_OK;
+	bool ok = started && pluck(s->cq, ops);
+	if (!started) {
+		hs_client__status_set(st, 13, "cannot start call", 17);
+		return HS_INTERNAL;
+	}
+	if (!ok) { /* the call already ended: report its status */
+		(void)pluck(s->cq, &s->status);
+		s->status_pending = false;
+		hs_client__status_from_call(st, s->status, s->details, &s->trail_md);
+		return s->status == GRPC_STATUS_OK ? HS_INTERNAL : hs_client_code_from_grpc(s->status);
+	}
+	hs_client__status_set(st, 0, NULL, 0);
+	return HS_OK;
+}
+
+/* A server stream that ended before its first message with a
+ * harness-node-address to follow: opened once more there. True when it
+ * was (rc = that open's result); false leaves s as it was. */
+static bool server_stream_follow(hs_client_stream *s, hs_client_status *st, int *rc)
+{
+	char where[HS_ERROR_WHERE_MAX];
+	if (s->req == NULL || s->got_msg || s->peer != NULL ||
+	    !hs_client__follow_target(s->c, s->status, &s->trail_md, where))
+		return false;
+	s->peer = hs_client__peer_acquire(s->c, where);
+	if (s->peer == NULL)
+		return false;
+	stream_call_dispose(s);
+	s->finished = false;
+	*rc = server_stream_open(s, hs_client__peer_channel(s->peer), st);
+	return true;
 }
 
 int hs_client_stream_start(hs_client_stream **out, hs_client *c, const char *method,
@@ -427,51 +569,40 @@ int hs_client_stream_start(hs_client_stream **out, hs_client *c, const char *met
 			   const hs_client_md *md, size_t n_md, int64_t deadline_ms,
 			   hs_client_status *st)
 {
-	grpc_metadata gmd[MAX_MD];
-	int rc = hs_client__md_build(gmd, md, n_md, st);
-	if (rc != HS_OK)
-		return rc;
 	hs_client_stream *s = calloc(1, sizeof(*s));
 	if (s == NULL) {
-		hs_client__md_release(gmd, n_md);
 		hs_client__status_set(st, 13, "out of memory", 13);
 		return HS_INTERNAL;
 	}
+	int rc = hs_client__md_build(s->gmd, md, n_md, st);
+	if (rc != HS_OK) {
+		free(s);
+		return rc;
+	}
+	pthread_mutex_init(&s->mu, NULL);
+	s->n_md = n_md;
+	s->c = c;
 	s->desc = resp_desc;
 	s->cq = grpc_completion_queue_create_for_pluck(NULL);
-	s->call = hs_client__call_create(c, s->cq, method, deadline_ms);
 	s->details = grpc_empty_slice();
 	grpc_metadata_array_init(&s->init_md);
 	grpc_metadata_array_init(&s->trail_md);
-
-	grpc_op sop, ops[4];
-	grpc_byte_buffer *send = hs_client__pack(req);
-	hs_client__server_stream_ops(&sop, ops, gmd, n_md, send, &s->init_md, &s->trail_md,
-				     &s->status, &s->details);
-
-	bool started = grpc_call_start_batch(s->call, &sop, 1, &s->status, NULL) == GRPC_CALL_OK;
-	s->status_pending = started;
-	if (started)
-		started = grpc_call_start_batch(s->call, ops, 4, ops, NULL) == GRPC_CALL_OK;
-	bool ok = started && pluck(s->cq, ops);
-	grpc_byte_buffer_destroy(send);
-	hs_client__md_release(gmd, n_md);
-	if (!started) {
-		hs_client__status_set(st, 13, "cannot start call", 17);
-		stream_dispose(s);
-		free(s);
-		return HS_INTERNAL;
+	s->deadline = hs_client__deadline(c, deadline_ms);
+	s->req = hs_client__pack(req);
+	s->method = strdup(method);
+	if (s->method == NULL) {
+		hs_client__status_set(st, 13, "out of memory", 13);
+		rc = HS_INTERNAL;
+	} else {
+		rc = server_stream_open(s, c->channel, st);
+		if (rc != HS_OK && rc != HS_INTERNAL)
+			(void)server_stream_follow(s, st, &rc);
 	}
-	if (!ok) { /* the call already ended: report its status */
-		(void)pluck(s->cq, &s->status);
-		s->status_pending = false;
-		hs_client__status_from_call(st, s->status, s->details, &s->trail_md);
-		rc = s->status == GRPC_STATUS_OK ? HS_INTERNAL : hs_client_code_from_grpc(s->status);
+	if (rc != HS_OK) {
 		stream_dispose(s);
 		free(s);
 		return rc;
 	}
-	hs_client__status_set(st, 0, NULL, 0);
 	*out = s;
 	return HS_OK;
 }
@@ -502,6 +633,7 @@ int hs_client_stream_next(hs_client_stream *s, ProtobufCMessage **msg_out, hs_cl
 	}
 	(void)pluck(s->cq, ops);
 	if (recv != NULL) {
+		s->got_msg = true;
 		ProtobufCMessage *m = hs_client__unpack(s->desc, recv);
 		grpc_byte_buffer_destroy(recv);
 		if (m == NULL) {
@@ -517,13 +649,27 @@ int hs_client_stream_next(hs_client_stream *s, ProtobufCMessage **msg_out, hs_cl
 	(void)pluck(s->cq, &s->status);
 	s->status_pending = false;
 	s->finished = true;
+	/* Ended before any message: the server may have said where to go
+	 * (a trailers-only answer completes the initial metadata). */
+	int rc;
+	if (server_stream_follow(s, st, &rc)) {
+		if (rc != HS_OK) {
+			s->finished = true;
+			return rc;
+		}
+	}
 	return hs_client_stream_next(s, msg_out, st);
 }
 
 void hs_client_stream_cancel(hs_client_stream *s)
 {
-	if (s != NULL)
+	if (s == NULL)
+		return;
+	pthread_mutex_lock(&s->mu);
+	s->cancelled = true;
+	if (s->call != NULL)
 		grpc_call_cancel(s->call, NULL);
+	pthread_mutex_unlock(&s->mu);
 }
 
 void hs_client_stream_free(hs_client_stream *s)
@@ -549,6 +695,7 @@ int hs_client_bidi_start(hs_client_stream **out, hs_client *c, const char *metho
 		hs_client__status_set(st, 13, "out of memory", 13);
 		return HS_INTERNAL;
 	}
+	pthread_mutex_init(&s->mu, NULL);
 	s->desc = resp_desc;
 	s->need_init_md = true;
 	s->cq = grpc_completion_queue_create_for_pluck(NULL);

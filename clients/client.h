@@ -32,9 +32,18 @@ typedef struct hs_client_opts {
 	const char *tls_key_file;
 	const char *tls_server_name; /* name checked in the server's certificate instead of
 				      * the target's host (and sent as SNI); NULL = the host */
+	/* 0 (the default): a unary call, or a server stream before its first
+	 * message, answered UNAVAILABLE with the trailing metadata
+	 * harness-node-address (the object lives on another harnessd node,
+	 * which this one did not forward the call to) is sent once more to
+	 * that address, with the same metadata, the same credentials and TLS
+	 * settings (server-name override included) and what is left of the
+	 * deadline. One hop; only a strict HOST:PORT is followed (follow.c).
+	 * Bidi streams are not followed. 1: never follow. */
+	int no_follow;
 } hs_client_opts;
 
-#define HS_CLIENT_OPTS_INIT { 5000, 0, NULL, NULL, 0, NULL, NULL, NULL }
+#define HS_CLIENT_OPTS_INIT { 5000, 0, NULL, NULL, 0, NULL, NULL, NULL, 0 }
 
 /* One request metadata entry. Keys are lower-case gRPC keys; values must be
  * printable ASCII (anything else is HS_INVALID before the call starts). */

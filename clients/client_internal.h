@@ -6,16 +6,51 @@
 #define HS_CLIENTS_CLIENT_INTERNAL_H
 
 #include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
 #include <grpc/support/time.h>
+#include <pthread.h>
+#include <stdbool.h>
 
 #include "client.h"
 
 #define HS_CLIENT_MAX_MD 16
+#define HS_CLIENT_FOLLOW_CHANNELS 8 /* channels to followed addresses kept (LRU) */
+
+typedef struct hs_client__peer hs_client__peer;
 
 struct hs_client {
 	grpc_channel *channel;
 	int64_t default_deadline_ms;
+	/* For channels to followed addresses (follow.c): the credentials and
+	 * channel arguments of the client's own channel. */
+	grpc_channel_credentials *creds;
+	grpc_arg args[3];
+	size_t n_args;
+	char *user_agent, *server_name; /* owned copies the args point to */
+	bool no_follow;
+	pthread_mutex_t mu; /* peers, tick, every peer's refs */
+	hs_client__peer *peers[HS_CLIENT_FOLLOW_CHANNELS];
+	uint64_t tick;
 };
+
+/* follow.c. Whether n bytes at p are a HOST:PORT to follow (strict: DNS
+ * name, IPv4 or [IPv6], port 1-65535, < HS_ERROR_WHERE_MAX bytes). */
+bool hs_client__follow_addr_ok(const char *p, size_t n);
+/* True, with out = the address, when a call that ended with code and trail
+ * is to be retried there: following on, UNAVAILABLE, exactly one
+ * well-formed harness-node-address. */
+bool hs_client__follow_target(const hs_client *c, grpc_status_code code,
+			      const grpc_metadata_array *trail, char out[HS_ERROR_WHERE_MAX]);
+/* A reference to the (cached, LRU) channel to target; NULL if it cannot be
+ * made. Release with hs_client__peer_release (the channel lives while any
+ * reference does, evicted or not). */
+hs_client__peer *hs_client__peer_acquire(hs_client *c, const char *target);
+grpc_channel *hs_client__peer_channel(const hs_client__peer *p);
+void hs_client__peer_release(hs_client *c, hs_client__peer *p); /* NULL ok */
+/* hs_client_free: drops the cache's references. */
+void hs_client__peers_free(hs_client *c);
+/* Channels cached now (tests). */
+size_t hs_client__peers_count(hs_client *c);
 
 /* st (NULL ok) := code, details (truncated), no error code. */
 void hs_client__status_set(hs_client_status *st, int code, const char *details, size_t len);
@@ -36,6 +71,9 @@ gpr_timespec hs_client__deadline(const hs_client *c, int64_t ms);
 /* A new call on c's channel completing on cq. */
 grpc_call *hs_client__call_create(hs_client *c, grpc_completion_queue *cq, const char *method,
 				  int64_t deadline_ms);
+/* A new call on ch (c's channel or a peer's) with an absolute deadline. */
+grpc_call *hs_client__call_on(grpc_channel *ch, grpc_completion_queue *cq, const char *method,
+			      gpr_timespec deadline);
 
 /* One unary call as one batch (send metadata, message and close; receive
  * metadata, message and status), shared by the blocking client (a pluck
@@ -58,6 +96,10 @@ typedef struct hs_client__unary {
 int hs_client__unary_start(hs_client__unary *u, hs_client *c, grpc_completion_queue *cq,
 			   const char *method, const ProtobufCMessage *req, const hs_client_md *md,
 			   size_t n_md, int64_t deadline_ms, void *tag, hs_client_status *st);
+/* The same on channel ch with an absolute deadline. */
+int hs_client__unary_start_on(hs_client__unary *u, grpc_channel *ch, grpc_completion_queue *cq,
+			      const char *method, const ProtobufCMessage *req, const hs_client_md *md,
+			      size_t n_md, gpr_timespec deadline, void *tag, hs_client_status *st);
 /* After tag completed: st := the call's status; *resp_out := the response
  * (HS_OK) or the status's code. */
 int hs_client__unary_finish(hs_client__unary *u, const ProtobufCMessageDescriptor *resp_desc,

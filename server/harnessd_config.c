@@ -203,7 +203,7 @@ static const opt opts[] = {
 	  0, NULL, false,
 	  "client certificate names that act as an API key: cn:NAME=KEY_ID,san:NAME=KEY_ID,... (needs --tls-client-ca)" },
 	{ "tls-peer-ca", "HARNESS_TLS_PEER_CA", S(tls_peer_ca), "", 0, 0, NULL, false,
-	  "with --tls-cert: PEM CA bundle other nodes' certificates must chain to when a call is forwarded to them (empty: --tls-client-ca, else the system roots)" },
+	  "with --tls-cert: PEM CA bundle other nodes' certificates must chain to when a call is forwarded to them (empty: the system roots; never --tls-client-ca, which vouches for callers, not nodes)" },
 	{ "health-listen", "HARNESS_HEALTH_LISTEN", S(health_listen), "", 0, 0, NULL, false,
 	  "plaintext host:port serving only grpc.health.v1 (for kubelet gRPC probes, which cannot speak TLS; empty: off)" },
 	{ "jwt-jwks-url", "HARNESS_JWT_JWKS_URL", S(jwt_jwks_url), "", 0, 0, NULL, false,

@@ -26,6 +26,9 @@ export interface ClientOptions {
   retries?: number;
   backoffInitialMs?: number;
   backoffMaxMs?: number;
+  /** Follow harness-node-address once (default true): a call answered
+   * UNAVAILABLE naming the node that holds its object is sent there. */
+  follow?: boolean;
 }
 
 export interface CallOptions {

@@ -584,7 +584,7 @@ static void answer_forwarded(hs_rpc_call *call, const char *where, int lane)
 	hs_rpc__forward(call, where, &r);
 	/* The slot goes before the answer does: a caller's next call must
 	 * not find it still taken by this one. */
-	hs_rpc__forward_release(call->srv, lane);
+	hs_rpc__forward_release(call->srv, lane, call->principal.user_id);
 	if (r.status == GRPC_STATUS_OK) {
 		hs_rpc__count(call->srv, &call->m->mx.sent);
 		finish_with(call, GRPC_STATUS_OK, NULL, r.resp);
@@ -654,7 +654,7 @@ static void run_handler_body(hs_rpc_call *call, bool on_cq)
 				return;
 			}
 			int lane = call->m->lane;
-			if (hs_rpc__forward_admit(call->srv, lane)) {
+			if (hs_rpc__forward_admit(call->srv, lane, call->principal.user_id)) {
 				answer_forwarded(call, err.where, lane);
 				return;
 			}

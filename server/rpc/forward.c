@@ -22,17 +22,17 @@
  * Streams: forward_stream.c, with the channels and metadata made here.
  *
  * Channels: one per address, created on first use and kept (at most
- * RPC_FORWARD_CHANNELS; beyond that a call uses a channel of its own,
- * destroyed after it). TLS when the server serves TLS, verifying the other
- * node against tls_peer_ca_file, else tls_client_ca_file, else gRPC's
- * default roots; no client certificate is presented (the caller's
+ * RPC_FORWARD_CHANNELS, least recently used evicted; reference-counted, so
+ * an evicted channel a forward still uses is destroyed when it is done).
+ * TLS when the server serves TLS, verifying the other node against
+ * tls_peer_ca_file, else gRPC's default roots (never the client CA: it
+ * vouches for callers, not nodes); no client certificate is presented (the caller's
  * credential is what the owner checks). Runs on a worker lane and blocks it for
  * the forward's duration (call.c moves a call off the CQ thread first). */
 #include <grpc/byte_buffer.h>
 #include <grpc/grpc.h>
 #include <grpc/grpc_security.h>
 #include <grpc/support/time.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,27 +43,43 @@
 
 #define RPC_FORWARD_CHANNELS 32
 #define RPC_FORWARD_MAX_MS 60000 /* a caller without a deadline: the forward's own */
+#define RPC_FORWARD_USERS 64      /* users with forwards in flight tracked per lane */
 
-typedef struct fwd_channel {
+/* A cached channel to one node, reference-counted (f->mu): the cache holds
+ * one reference while the entry is cached, each forward one while it uses
+ * the channel; an evicted entry is destroyed when its last forward let go. */
+struct rpc_fwd_chan {
 	char target[HS_ERROR_WHERE_MAX];
 	grpc_channel *ch;
-} fwd_channel;
+	unsigned refs;
+	uint64_t used; /* f->tick at the last use: least recently used goes first */
+};
+
+typedef struct fwd_user {
+	char id[sizeof(((hs_rpc_principal *)0)->user_id)];
+	unsigned n; /* 0 = free slot */
+} fwd_user;
 
 struct rpc_forward {
-	/* Forwards in flight per lane, at most cap[lane]: a forward holds its
-	 * worker until the owner answers, and the owner may be forwarding to
-	 * us at the same time. With at most half a user's share of a lane
-	 * forwarding (and a forwarded call never forwarded again), every node
-	 * keeps workers for the calls forwarded to it: two nodes forwarding
-	 * to each other cannot wedge each other's lanes. Past the cap the
-	 * caller gets the UNAVAILABLE with the address (and goes there). */
-	atomic_uint inflight[N_LANES];
-	unsigned cap[N_LANES];
+	/* Forwards in flight per lane, at most cap[lane] in all and
+	 * user_cap[lane] per user (f->mu): a forward holds its worker until the
+	 * owner answers, and the owner may be forwarding to us at the same
+	 * time. With at most half a lane forwarding, and half a user's share
+	 * of it per user (and a forwarded call never forwarded again), every
+	 * node keeps workers for the calls forwarded to it, the forwarded
+	 * user's included: two nodes forwarding to each other cannot wedge
+	 * each other's lanes. The per-user bound keeps one user's burst from
+	 * taking every slot: others still get forwarded. Past a bound the
+	 * caller gets the UNAVAILABLE with the address (and the client
+	 * libraries go there). */
+	unsigned inflight[N_LANES];
+	unsigned cap[N_LANES], user_cap[N_LANES];
+	fwd_user users[N_LANES][RPC_FORWARD_USERS];
 	pthread_mutex_t mu;
 	grpc_channel_credentials *creds; /* created with the first channel */
 	bool creds_failed;
-	fwd_channel chans[RPC_FORWARD_CHANNELS];
-	size_t n;
+	rpc_fwd_chan *chans[RPC_FORWARD_CHANNELS];
+	uint64_t tick;
 };
 
 int hs_rpc__forward_new(hs_rpc_server *srv, hs_error *err)
@@ -73,30 +89,73 @@ int hs_rpc__forward_new(hs_rpc_server *srv, hs_error *err)
 		return hs_error_set(err, HS_INTERNAL, "forward: out of memory");
 	pthread_mutex_init(&f->mu, NULL);
 	const hs_rpc_config *c = &srv->cfg;
-	/* Half a user's running share of the lane (the heartbeat lane has no
-	 * per-user share: half the lane). 0 = no forwarding on that lane. */
-	f->cap[LANE_MAIN] = hs_rpc__user_running(c, c->workers) / 2;
-	f->cap[LANE_LONG] = hs_rpc__user_running(c, c->long_workers) / 2;
+	/* Per user: half a user's running share of the lane (the heartbeat
+	 * lane has no per-user share: a quarter of the lane, at least 1). In
+	 * all: half the lane. 0 = no forwarding on that lane. */
+	f->user_cap[LANE_MAIN] = hs_rpc__user_running(c, c->workers) / 2;
+	f->user_cap[LANE_LONG] = hs_rpc__user_running(c, c->long_workers) / 2;
+	f->cap[LANE_MAIN] = c->workers / 2;
+	f->cap[LANE_LONG] = c->long_workers / 2;
 	f->cap[LANE_LIVENESS] = c->liveness_workers / 2;
+	f->user_cap[LANE_LIVENESS] = f->cap[LANE_LIVENESS] / 2 > 0 ? f->cap[LANE_LIVENESS] / 2
+								   : f->cap[LANE_LIVENESS];
+	for (int l = 0; l < N_LANES; l++) {
+		if (f->user_cap[l] > f->cap[l])
+			f->user_cap[l] = f->cap[l];
+		if (f->cap[l] > RPC_FORWARD_USERS) /* every user in flight has a slot */
+			f->cap[l] = RPC_FORWARD_USERS;
+	}
 	srv->forward = f;
 	return HS_OK;
 }
 
-bool hs_rpc__forward_admit(hs_rpc_server *srv, int lane)
+/* Caller holds f->mu. The lane's slot of user (NULL/"" = the callers
+ * without a user id, together); with add, a free slot if none yet. */
+static fwd_user *user_slot_locked(rpc_forward *f, int lane, const char *user, bool add)
+{
+	if (user == NULL)
+		user = "";
+	fwd_user *free_slot = NULL;
+	for (size_t i = 0; i < RPC_FORWARD_USERS; i++) {
+		fwd_user *u = &f->users[lane][i];
+		if (u->n > 0 && strcmp(u->id, user) == 0)
+			return u;
+		if (u->n == 0 && free_slot == NULL)
+			free_slot = u;
+	}
+	if (add && free_slot != NULL)
+		snprintf(free_slot->id, sizeof(free_slot->id), "%s", user);
+	return add ? free_slot : NULL;
+}
+
+bool hs_rpc__forward_admit(hs_rpc_server *srv, int lane, const char *user)
 {
 	rpc_forward *f = srv->forward;
 	if (f == NULL || lane < 0 || lane >= N_LANES)
 		return false;
-	unsigned n = atomic_load(&f->inflight[lane]);
-	while (n < f->cap[lane])
-		if (atomic_compare_exchange_weak(&f->inflight[lane], &n, n + 1))
-			return true;
-	return false;
+	bool ok = false;
+	pthread_mutex_lock(&f->mu);
+	if (f->inflight[lane] < f->cap[lane]) {
+		fwd_user *u = user_slot_locked(f, lane, user, true);
+		if (u != NULL && u->n < f->user_cap[lane]) {
+			u->n++;
+			f->inflight[lane]++;
+			ok = true;
+		}
+	}
+	pthread_mutex_unlock(&f->mu);
+	return ok;
 }
 
-void hs_rpc__forward_release(hs_rpc_server *srv, int lane)
+void hs_rpc__forward_release(hs_rpc_server *srv, int lane, const char *user)
 {
-	atomic_fetch_sub(&srv->forward->inflight[lane], 1);
+	rpc_forward *f = srv->forward;
+	pthread_mutex_lock(&f->mu);
+	fwd_user *u = user_slot_locked(f, lane, user, false);
+	if (u != NULL)
+		u->n--;
+	f->inflight[lane]--;
+	pthread_mutex_unlock(&f->mu);
 }
 
 void hs_rpc__forward_free(hs_rpc_server *srv)
@@ -104,8 +163,12 @@ void hs_rpc__forward_free(hs_rpc_server *srv)
 	rpc_forward *f = srv->forward;
 	if (f == NULL)
 		return;
-	for (size_t i = 0; i < f->n; i++)
-		grpc_channel_destroy(f->chans[i].ch);
+	for (size_t i = 0; i < RPC_FORWARD_CHANNELS; i++) {
+		if (f->chans[i] == NULL)
+			continue;
+		grpc_channel_destroy(f->chans[i]->ch); /* no forward runs any more */
+		free(f->chans[i]);
+	}
 	if (f->creds != NULL)
 		grpc_channel_credentials_release(f->creds);
 	pthread_mutex_destroy(&f->mu);
@@ -140,8 +203,14 @@ static grpc_channel_credentials *creds_locked(hs_rpc_server *srv, rpc_forward *f
 	} else {
 		char *roots = NULL;
 		hs_error e = { 0 };
-		const char *ca = srv->cfg.tls_peer_ca_file != NULL ? srv->cfg.tls_peer_ca_file
-								   : srv->cfg.tls_client_ca_file;
+		/* Not the client CA: it vouches for callers (every agent with a
+		 * client certificate), not for nodes, and a forward carries the
+		 * caller's bearer token to whoever passes this check. */
+		const char *ca = srv->cfg.tls_peer_ca_file;
+		if (ca == NULL)
+			hs_log(HS_LOG_WARN, "rpc",
+			       "forwarding: no --tls-peer-ca: other nodes are verified against the "
+			       "system roots");
 		if (ca != NULL && hs_rpc__read_pem(ca, "tls peer ca", &roots, &e) != HS_OK) {
 			hs_log(HS_LOG_WARN, "rpc", "forwarding: CA bundle unreadable: no forwards",
 			       HS_LS("error", e.msg));
@@ -170,27 +239,76 @@ static grpc_channel *channel_new(hs_rpc_server *srv, grpc_channel_credentials *c
 	return grpc_channel_create(target, creds, &ca);
 }
 
-grpc_channel *hs_rpc__forward_channel(hs_rpc_server *srv, const char *target, bool *own)
+static void chan_unref_locked(rpc_fwd_chan *c)
+{
+	if (--c->refs > 0)
+		return;
+	grpc_channel_destroy(c->ch);
+	free(c);
+}
+
+rpc_fwd_chan *hs_rpc__forward_channel(hs_rpc_server *srv, const char *target)
 {
 	rpc_forward *f = srv->forward;
-	grpc_channel *ch = NULL;
-	*own = false;
+	rpc_fwd_chan *c = NULL;
 	pthread_mutex_lock(&f->mu);
-	for (size_t i = 0; i < f->n && ch == NULL; i++)
-		if (strcmp(f->chans[i].target, target) == 0)
-			ch = f->chans[i].ch;
-	grpc_channel_credentials *creds = ch == NULL ? creds_locked(srv, f) : NULL;
-	if (ch == NULL && creds != NULL) {
-		ch = channel_new(srv, creds, target);
-		if (ch != NULL && f->n < RPC_FORWARD_CHANNELS) {
-			snprintf(f->chans[f->n].target, sizeof(f->chans[f->n].target), "%s", target);
-			f->chans[f->n++].ch = ch;
-		} else {
-			*own = ch != NULL;
+	size_t free_slot = RPC_FORWARD_CHANNELS, lru = 0;
+	for (size_t i = 0; i < RPC_FORWARD_CHANNELS && c == NULL; i++) {
+		rpc_fwd_chan *q = f->chans[i];
+		if (q == NULL) {
+			if (free_slot == RPC_FORWARD_CHANNELS)
+				free_slot = i;
+		} else if (strcmp(q->target, target) == 0) {
+			c = q;
+		} else if (f->chans[lru] == NULL || q->used < f->chans[lru]->used) {
+			lru = i;
 		}
 	}
+	grpc_channel_credentials *creds = c == NULL ? creds_locked(srv, f) : NULL;
+	if (c == NULL && creds != NULL && (c = calloc(1, sizeof(*c))) != NULL) {
+		snprintf(c->target, sizeof(c->target), "%s", target);
+		c->ch = channel_new(srv, creds, target);
+		if (c->ch == NULL) {
+			free(c);
+			c = NULL;
+		} else {
+			size_t slot = free_slot;
+			if (slot == RPC_FORWARD_CHANNELS) { /* full: the least recently used goes */
+				slot = lru;
+				chan_unref_locked(f->chans[slot]);
+			}
+			f->chans[slot] = c;
+			c->refs = 1; /* the cache's */
+		}
+	}
+	if (c != NULL) {
+		c->refs++;
+		c->used = ++f->tick;
+	}
 	pthread_mutex_unlock(&f->mu);
-	return ch;
+	return c;
+}
+
+grpc_channel *hs_rpc__forward_chan_channel(const rpc_fwd_chan *c) { return c->ch; }
+
+void hs_rpc__forward_chan_release(hs_rpc_server *srv, rpc_fwd_chan *c)
+{
+	if (c == NULL)
+		return;
+	pthread_mutex_lock(&srv->forward->mu);
+	chan_unref_locked(c);
+	pthread_mutex_unlock(&srv->forward->mu);
+}
+
+size_t hs_rpc__forward_channels(hs_rpc_server *srv)
+{
+	rpc_forward *f = srv->forward;
+	size_t n = 0;
+	pthread_mutex_lock(&f->mu);
+	for (size_t i = 0; i < RPC_FORWARD_CHANNELS; i++)
+		n += f->chans[i] != NULL;
+	pthread_mutex_unlock(&f->mu);
+	return n;
 }
 
 static void md_set(grpc_metadata *md, const char *key, grpc_slice value)
@@ -262,8 +380,8 @@ void hs_rpc__forward(hs_rpc_call *call, const char *where, rpc_fwd_result *r)
 	grpc_byte_buffer *req = grpc_raw_byte_buffer_create(&s, 1);
 	grpc_slice_unref(s);
 
-	bool own = false;
-	grpc_channel *ch = hs_rpc__forward_channel(srv, where, &own);
+	rpc_fwd_chan *fc = hs_rpc__forward_channel(srv, where);
+	grpc_channel *ch = fc != NULL ? fc->ch : NULL;
 	grpc_completion_queue *cq = NULL;
 	grpc_call *c = NULL;
 	grpc_metadata md[RPC_FWD_MD];
@@ -368,7 +486,6 @@ done:
 			;
 		grpc_completion_queue_destroy(cq);
 	}
-	if (own)
-		grpc_channel_destroy(ch);
+	hs_rpc__forward_chan_release(srv, fc);
 	grpc_byte_buffer_destroy(req);
 }

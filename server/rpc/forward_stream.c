@@ -45,7 +45,7 @@ struct rpc_fwd_stream {
 	pthread_mutex_t mu;
 	hs_rpc_call *call;
 	grpc_call *up;
-	grpc_channel *own_ch; /* a channel of its own (the cache was full), or NULL */
+	rpc_fwd_chan *chan; /* a reference to the cached channel to where, or NULL */
 	char where[HS_ERROR_WHERE_MAX];
 	bool bidi;
 	rpc_tag t_start, t_recv, t_send, t_status;
@@ -112,14 +112,12 @@ void hs_rpc__fwd_stream_start(hs_rpc_call *call, const char *where)
 	f->status = GRPC_STATUS_UNKNOWN;
 	call->fwd = f; /* freed with the call (hs_rpc__fwd_stream_free) */
 
-	bool own = false;
-	grpc_channel *ch = hs_rpc__forward_channel(srv, f->where, &own);
-	if (ch == NULL) {
+	f->chan = hs_rpc__forward_channel(srv, f->where);
+	if (f->chan == NULL) {
 		fail_start(call, f->where, "no channel (TLS credentials?)");
 		return;
 	}
-	if (own)
-		f->own_ch = ch;
+	grpc_channel *ch = hs_rpc__forward_chan_channel(f->chan);
 	/* The caller's remaining deadline; none when it set none. */
 	int64_t left = hs_rpc_call_deadline_left_ms(call);
 	gpr_timespec deadline =
@@ -307,8 +305,7 @@ void hs_rpc__fwd_stream_free(hs_rpc_call *call)
 	call->fwd = NULL;
 	if (f->up != NULL)
 		grpc_call_unref(f->up);
-	if (f->own_ch != NULL)
-		grpc_channel_destroy(f->own_ch);
+	hs_rpc__forward_chan_release(call->srv, f->chan); /* after the call that used it */
 	if (f->recv_bb != NULL)
 		grpc_byte_buffer_destroy(f->recv_bb);
 	grpc_metadata_array_destroy(&f->init_md);

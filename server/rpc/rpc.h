@@ -157,8 +157,9 @@ typedef struct hs_rpc_config {
 	const char *tls_client_ca_file;
 	int tls_client_auth;       /* HS_RPC_TLS_CLIENT_* */
 	/* Forwarding over TLS (with tls_cert_file): the PEM CA bundle other
-	 * nodes' certificates must chain to (NULL = tls_client_ca_file, else
-	 * gRPC's default roots). Read when the first forward channel is made. */
+	 * nodes' certificates must chain to (NULL = gRPC's default roots; never
+	 * the client CA, which vouches for callers, not nodes). Read when the
+	 * first forward channel is made. */
 	const char *tls_peer_ca_file;
 	/* Borrowed; NULL = no metrics. The server registers a collector on it
 	 * at start (removed at shutdown): go-grpc-prometheus' families

@@ -194,11 +194,13 @@ void hs_rpc__forward_free(hs_rpc_server *srv);
  * the method flagged HS_RPC_FORWARD, the caller sent "authorization", and
  * the call is not itself a forward (harness-forwarded-by). */
 bool hs_rpc__forward_wanted(const hs_rpc_call *call, const hs_error *err);
-/* A forward's slot on lane: false when that lane's forwards are at their
- * cap (see forward.c: no two nodes wedge each other); every true is
- * matched by one hs_rpc__forward_release. */
-bool hs_rpc__forward_admit(hs_rpc_server *srv, int lane);
-void hs_rpc__forward_release(hs_rpc_server *srv, int lane);
+/* A forward's slot on lane for user (the principal's user id; NULL or ""
+ * = callers without one, counted together): false when that lane's
+ * forwards, or that user's, are at their cap (see forward.c: no two nodes
+ * wedge each other, one user cannot take every slot); every true is
+ * matched by one hs_rpc__forward_release with the same lane and user. */
+bool hs_rpc__forward_admit(hs_rpc_server *srv, int lane, const char *user);
+void hs_rpc__forward_release(hs_rpc_server *srv, int lane, const char *user);
 /* server.c: threads a user's calls may occupy at once in a lane of threads. */
 unsigned hs_rpc__user_running(const hs_rpc_config *cfg, unsigned threads);
 /* Sends call->req to where and fills *r with the answer (blocks up to the
@@ -207,10 +209,15 @@ void hs_rpc__forward(hs_rpc_call *call, const char *where, rpc_fwd_result *r);
 
 #define RPC_FWD_MD 4
 #define RPC_FORWARDED_KEY "harness-forwarded-by"
-/* The cached channel to target (*own = false), or a new one for this call
- * only (*own = true, when the cache is full: the caller destroys it);
- * NULL when none can be made. */
-grpc_channel *hs_rpc__forward_channel(hs_rpc_server *srv, const char *target, bool *own);
+/* A reference to the cached channel to target (at most 32 cached, least
+ * recently used evicted; an evicted one lives on while referenced); NULL
+ * when none can be made. Release it after the last call made on it. */
+typedef struct rpc_fwd_chan rpc_fwd_chan;
+rpc_fwd_chan *hs_rpc__forward_channel(hs_rpc_server *srv, const char *target);
+grpc_channel *hs_rpc__forward_chan_channel(const rpc_fwd_chan *c);
+void hs_rpc__forward_chan_release(hs_rpc_server *srv, rpc_fwd_chan *c); /* NULL ok */
+/* Channels cached now (tests). */
+size_t hs_rpc__forward_channels(hs_rpc_server *srv);
 /* The forward's request metadata (authorization, x-request-id,
  * traceparent, harness-forwarded-by); the caller unrefs the values. */
 size_t hs_rpc__forward_md(const hs_rpc_call *call, grpc_metadata md[RPC_FWD_MD]);

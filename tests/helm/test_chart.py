@@ -575,6 +575,13 @@ class RenderTest(HelmTestCase):
         self.assertIn("client auth", spec["usages"])
         self.assertIn("server auth", spec["usages"])
         self.assertEqual(spec["privateKey"]["rotationPolicy"], "Always")
+        # several nodes: the certificate also names each node's advertised
+        # address, which forwards go to and clients follow
+        many = render("values-tls-certmanager.yaml", sets=["replicaCount=3", "store.postgres.existingSecret=pg",
+                                                            "server.checkpointRemote=https://git.example/c.git"])
+        names = many.one("Certificate")["spec"]["dnsNames"]
+        self.assertIn("*.%s-nodes.harness.svc" % FULLNAME, names)
+        self.assertIn("*.%s-nodes.harness.svc.cluster.local" % FULLNAME, names)
         vols = {v["name"]: v for v in m.pod()["volumes"]}
         self.assertEqual(vols["tls"]["secret"]["secretName"], FULLNAME + "-tls")
         self.assertNotIn("tls-client-ca", vols)

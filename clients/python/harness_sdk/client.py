@@ -13,8 +13,25 @@ status raises HarnessError at once. Credentials, in order of preference:
 TLS: tls=True uses the system roots; tls_ca / tls_cert / tls_key are PEM
 file paths (client certificate for mutual TLS), tls_server_name overrides
 the name checked in harnessd's certificate.
+
+Another node's object: harnessd forwards such a call to the node that holds
+it; when it does not (a client-certificate caller, its forward bound
+reached), it answers UNAVAILABLE with the trailing metadata
+"harness-node-address: HOST:PORT". The client then sends the same call once
+to that address (follow=True, the default): same metadata and credentials,
+same TLS settings (a tls_server_name is kept: every node of a cluster
+presents the cluster's certificate; without one the followed HOST is
+checked), what is left of the deadline. One hop: the followed call's answer
+stands, another redirect included. Only a strict HOST:PORT is followed (a
+DNS name, IPv4 or [IPv6] address and a port 1-65535, under 256 bytes; the
+channel is made for "dns:///HOST:PORT", so no scheme can be injected).
+Unary calls and server streams (before their first message) follow; bidi
+streams do not. At most 8 channels to followed addresses are kept (least
+recently used dropped; a dropped channel closes once no call holds it).
 """
+import collections
 import random
+import re
 import threading
 import time
 
@@ -23,6 +40,26 @@ import grpc
 from . import _stubs
 
 RETRYABLE = (grpc.StatusCode.UNAVAILABLE,)
+FOLLOW_KEY = "harness-node-address"
+FOLLOW_CHANNELS = 8
+_LABEL = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
+_ADDR = re.compile(r"(\[[0-9A-Fa-f:.]+\]|%s(?:\.%s)*):([0-9]{1,5})" % (_LABEL, _LABEL), re.ASCII)
+
+
+def follow_address(err):
+    """The HOST:PORT an UNAVAILABLE grpc.RpcError says to go to (exactly one
+    well-formed harness-node-address value), else None."""
+    if not isinstance(err, grpc.RpcError) or not hasattr(err, "code"):
+        return None
+    if err.code() != grpc.StatusCode.UNAVAILABLE:
+        return None
+    values = [v for k, v in (err.trailing_metadata() or ()) if k == FOLLOW_KEY]
+    if len(values) != 1 or not isinstance(values[0], str) or len(values[0]) >= 256:
+        return None
+    m = _ADDR.fullmatch(values[0])
+    if m is None or not 1 <= int(m.group(2)) <= 65535:
+        return None
+    return values[0]
 
 
 class HarnessError(Exception):
@@ -46,7 +83,7 @@ def _read(path):
 class Client:
     def __init__(self, target, *, api_key=None, token=None, email=None, password=None, refresh_token=None,
                  tls=False, tls_ca=None, tls_cert=None, tls_key=None, tls_server_name=None,
-                 timeout=15.0, retries=6, backoff_initial=0.1, backoff_max=5.0, options=()):
+                 timeout=15.0, retries=6, backoff_initial=0.1, backoff_max=5.0, options=(), follow=True):
         self.target = target
         self.timeout = timeout
         self.retries = retries
@@ -61,6 +98,7 @@ class Client:
         # token would look like reuse to the server and revoke the family.
         self._renew_lock = threading.Lock()
         opts = list(options)
+        creds = None
         if tls or tls_ca or tls_cert or tls_key or tls_server_name:
             creds = grpc.ssl_channel_credentials(
                 root_certificates=_read(tls_ca) if tls_ca else None,
@@ -71,6 +109,9 @@ class Client:
             self.channel = grpc.secure_channel(target, creds, options=opts)
         else:
             self.channel = grpc.insecure_channel(target, options=opts)
+        self.follow = follow
+        self._creds, self._opts = creds, opts
+        self._peers = collections.OrderedDict()  # followed HOST:PORT -> channel, LRU first
         self.auth = _stubs.Service(self, "AuthService")
         self.sandboxes = _stubs.Service(self, "SandboxService")
         self.checkpoints = _stubs.Service(self, "CheckpointService")
@@ -80,6 +121,36 @@ class Client:
 
     def close(self):
         self.channel.close()
+        with self._lock:
+            peers, self._peers = list(self._peers.values()), collections.OrderedDict()
+        for ch in peers:
+            ch.close()
+
+    def _peer(self, addr):
+        """The (cached) channel to a followed address."""
+        with self._lock:
+            ch = self._peers.get(addr)
+            if ch is not None:
+                self._peers.move_to_end(addr)
+                return ch
+            target = "dns:///" + addr
+            if self._creds is not None:
+                ch = grpc.secure_channel(target, self._creds, options=self._opts)
+            else:
+                ch = grpc.insecure_channel(target, options=self._opts)
+            self._peers[addr] = ch
+            while len(self._peers) > FOLLOW_CHANNELS:
+                # not closed here: a call may still use it; it closes
+                # when the last reference goes
+                self._peers.popitem(last=False)
+            return ch
+
+    def _follow(self, err):
+        """The channel to follow err to, or None."""
+        if not self.follow:
+            return None
+        addr = follow_address(err)
+        return self._peer(addr) if addr is not None else None
 
     def __enter__(self):
         return self
@@ -160,8 +231,17 @@ class Client:
                 tok, version = self._token()
                 if tok:
                     md.append(("authorization", "Bearer " + tok))
+            limit = timeout or self.timeout
+            deadline = time.monotonic() + limit
             try:
-                return m.callable(self.channel)(req, timeout=timeout or self.timeout, metadata=md)
+                try:
+                    return m.callable(self.channel)(req, timeout=limit, metadata=md)
+                except grpc.RpcError as e:
+                    peer = self._follow(e)
+                    if peer is None:
+                        raise
+                # once more where the server said, in what is left of the deadline
+                return m.callable(peer)(req, timeout=max(0.0, deadline - time.monotonic()), metadata=md)
             except grpc.RpcError as e:
                 code = e.code()
                 reason = ""

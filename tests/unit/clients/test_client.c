@@ -15,6 +15,7 @@
 #include <cmocka.h>
 
 #include "client.h"
+#include "client_internal.h"
 #include "harness/v1/auth.pb-c.h"
 
 static void test_client__status_mapping(void **state)
@@ -165,6 +166,79 @@ static void test_client__silent_server_hits_the_deadline(void **state)
 	close(fd);
 }
 
+/* What follow.c accepts as a harness-node-address: a strict HOST:PORT. */
+static void test_client__follow_address_is_strict(void **state)
+{
+	(void)state;
+	static const char *const good[] = {
+		"127.0.0.1:50051", "localhost:1", "harness-0.harness-nodes.ns.svc:65535",
+		"[::1]:443", "[fe80::1:2]:8080", "A-b.C9:99",
+	};
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+		if (!hs_client__follow_addr_ok(good[i], strlen(good[i])))
+			fail_msg("refused %s", good[i]);
+	char long_name[300];
+	memset(long_name, 'a', sizeof(long_name));
+	memcpy(long_name + 250, ".com:1", 7);
+	static const char *const bad[] = {
+		"", ":1", "127.0.0.1", "127.0.0.1:", "127.0.0.1:0", "127.0.0.1:65536",
+		"127.0.0.1:123456", "dns:///127.0.0.1:1", "unix:/tmp/x", "ipv4:127.0.0.1:1",
+		"h/x:1", "user@h:1", "h :1", " h:1", "h:1 ", "-h:1", "h-:1", "a..b:1", ".a:1", "a.:1",
+		"[::1:1", "[]:1", "[::1]x:1", "[::g]:1", "h:1:1", "h:+1", "h:1\n", "h\t:1",
+		"http://h:1", "xn--\xc3\xa9:1",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		if (hs_client__follow_addr_ok(bad[i], strlen(bad[i])))
+			fail_msg("accepted \"%s\"", bad[i]);
+	assert_false(hs_client__follow_addr_ok(long_name, strlen(long_name))); /* >= 256 bytes */
+	/* "unix:1" is a host named unix: harmless, it is dialled as dns:///unix:1 */
+	assert_true(hs_client__follow_addr_ok("unix:1", 6));
+	/* a label of 64 characters */
+	char label[80];
+	memset(label, 'b', 64);
+	memcpy(label + 64, ":1", 3);
+	assert_false(hs_client__follow_addr_ok(label, strlen(label)));
+	label[63] = ':'; /* 63: fine */
+	label[64] = '1';
+	label[65] = '\0';
+	assert_true(hs_client__follow_addr_ok(label, strlen(label)));
+}
+
+/* Channels to followed addresses: at most HS_CLIENT_FOLLOW_CHANNELS, the
+ * least recently used evicted; one still held stays valid until
+ * released (ASan would see a use after free). */
+static void test_client__follow_channels_lru_refcounted(void **state)
+{
+	(void)state;
+	hs_client *c = NULL;
+	hs_error err = { 0 };
+	assert_int_equal(hs_client_new(&c, "127.0.0.1:1", NULL, &err), HS_OK);
+	hs_client__peer *held = hs_client__peer_acquire(c, "127.0.0.1:2");
+	assert_non_null(held);
+	grpc_channel *ch = hs_client__peer_channel(held);
+	char addr[32];
+	for (int i = 0; i < 2 * HS_CLIENT_FOLLOW_CHANNELS; i++) {
+		snprintf(addr, sizeof(addr), "127.0.0.1:%d", 100 + i);
+		hs_client__peer *p = hs_client__peer_acquire(c, addr);
+		assert_non_null(p);
+		hs_client__peer_release(c, p);
+	}
+	assert_int_equal(hs_client__peers_count(c), HS_CLIENT_FOLLOW_CHANNELS);
+	/* evicted but held: still a channel (its state can be asked) */
+	(void)grpc_channel_check_connectivity_state(ch, 0);
+	/* the same address again is a new entry, a different channel */
+	hs_client__peer *again = hs_client__peer_acquire(c, "127.0.0.1:2");
+	assert_non_null(again);
+	assert_ptr_not_equal(again, held);
+	hs_client__peer_release(c, held);
+	/* the most recent ones stay: acquiring the last one finds it */
+	hs_client__peer *last = hs_client__peer_acquire(c, addr);
+	assert_int_equal(hs_client__peers_count(c), HS_CLIENT_FOLLOW_CHANNELS);
+	hs_client__peer_release(c, last);
+	hs_client__peer_release(c, again);
+	hs_client_free(c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -173,6 +247,8 @@ int main(void)
 		cmocka_unit_test(test_client__down_server_is_unavailable),
 		cmocka_unit_test(test_client__bad_metadata_is_refused_before_the_call),
 		cmocka_unit_test(test_client__silent_server_hits_the_deadline),
+		cmocka_unit_test(test_client__follow_address_is_strict),
+		cmocka_unit_test(test_client__follow_channels_lru_refcounted),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

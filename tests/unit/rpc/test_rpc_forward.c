@@ -521,6 +521,238 @@ static void test_rpc_forward__two_nodes_forwarding_to_each_other_do_not_wedge(vo
 	hs_rpc_server_free(y);
 }
 
+/* Per-user forward bounds and the channel cache: a front (node-f) that
+ * names, for each call, the address in the request's service field (or
+ * the gate owner when it is empty), and an owner (node-g) that holds
+ * user-a's calls until the gate opens. Callers are users by their token
+ * ("Bearer user-a"). Both have 8 main-lane workers: 4 per user, so 2
+ * forwards per user and 4 in all. */
+static pthread_mutex_t gate_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t gate_cv = PTHREAD_COND_INITIALIZER;
+static bool gate_open;
+static int gate_held, gate_done;
+static char gate_owner[64];
+
+static int user_auth(hs_rpc_call *call, hs_rpc_principal *out, hs_error *err, void *payload)
+{
+	(void)payload;
+	const char *a = hs_rpc_call_metadata(call, "authorization", NULL);
+	if (a == NULL || strncmp(a, "Bearer ", 7) != 0)
+		return hs_error_set(err, HS_UNAUTH, "no token");
+	out->authenticated = true;
+	snprintf(out->user_id, sizeof(out->user_id), "%s", a + 7);
+	return HS_OK;
+}
+
+static int gate_check(hs_rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage **resp,
+		      hs_error *err)
+{
+	const CheckReq *r = (const CheckReq *)req;
+	if (hs_rpc_call_payload(call) == (void *)1) { /* the front */
+		int rc = hs_error_set(err, HS_UNAVAILABLE, "the object is on another node");
+		hs_error_set_where(err, r->service[0] != '\0' ? r->service : gate_owner);
+		return rc;
+	}
+	if (strcmp(hs_rpc_call_principal(call)->user_id, "user-a") == 0) {
+		pthread_mutex_lock(&gate_mu);
+		gate_held++;
+		while (!gate_open)
+			pthread_cond_wait(&gate_cv, &gate_mu);
+		gate_held--;
+		pthread_mutex_unlock(&gate_mu);
+	}
+	CheckResp *out = hs_rpc_call_alloc(call, sizeof(*out));
+	if (out == NULL)
+		return hs_error_set(err, HS_INTERNAL, "out of memory");
+	grpc__health__v1__health_check_response__init(out);
+	out->status = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
+	*resp = &out->base;
+	return HS_OK;
+}
+
+static hs_rpc_server *gate_start(const char *node_id, void *payload)
+{
+	hs_rpc_config cfg = HS_RPC_CONFIG_INIT;
+	cfg.listen = "127.0.0.1:0";
+	cfg.node_id = node_id;
+	cfg.workers = 8;
+	hs_error err = { 0 };
+	hs_rpc_server *srv = NULL;
+	assert_int_equal(hs_rpc_server_new(&srv, &cfg, &err), HS_OK);
+	hs_rpc_server_set_authenticator(srv, user_auth, NULL);
+	const hs_rpc_handler h[] = {
+		{ "Check", HS_RPC_UNARY, HS_RPC_BLOCKING | HS_RPC_FORWARD, gate_check, NULL },
+	};
+	assert_int_equal(hs_rpc_server_add_service(srv, &grpc__health__v1__health__descriptor, h, 1,
+						   payload, &err),
+			 HS_OK);
+	assert_int_equal(hs_rpc_server_start(srv, &err), HS_OK);
+	return srv;
+}
+
+typedef struct gate_job {
+	grpc_channel *ch;
+	const char *token, *service;
+	tc_reply r;
+} gate_job;
+
+static void gate_call(gate_job *j)
+{
+	CheckReq req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+	req.service = (char *)(j->service != NULL ? j->service : "");
+	const char *md[] = { "authorization", j->token };
+	tc_unary(j->ch, M_CHECK, &req.base, NULL, 0, md, 1, 30000, CHECK_RESP, HS_ERROR_WHERE_KEY,
+		 &j->r);
+}
+
+static void *gate_one(void *p)
+{
+	gate_call(p);
+	pthread_mutex_lock(&gate_mu);
+	gate_done++;
+	pthread_mutex_unlock(&gate_mu);
+	return NULL;
+}
+
+static void gate_reset(void)
+{
+	pthread_mutex_lock(&gate_mu);
+	gate_open = false;
+	gate_held = gate_done = 0;
+	pthread_mutex_unlock(&gate_mu);
+}
+
+/* Polls (up to 20 s) until held calls wait at the owner and done calls
+ * came back; asserts on what the poll saw. */
+static void gate_wait(int held, int done)
+{
+	int h = -1, d = -1;
+	for (int i = 0; i < 2000; i++) {
+		pthread_mutex_lock(&gate_mu);
+		h = gate_held;
+		d = gate_done;
+		pthread_mutex_unlock(&gate_mu);
+		if (h == held && d == done)
+			break;
+		usleep(10000);
+	}
+	assert_int_equal(h, held);
+	assert_int_equal(d, done);
+}
+
+static void gate_release(void)
+{
+	pthread_mutex_lock(&gate_mu);
+	gate_open = true;
+	pthread_cond_broadcast(&gate_cv);
+	pthread_mutex_unlock(&gate_mu);
+}
+
+/* One user's burst takes its own forward slots only (2 of the lane's 4):
+ * the rest of the burst is told where to go at once, and another user is
+ * still forwarded while the burst holds its slots. With one bound for
+ * the whole lane (2), user-b was answered UNAVAILABLE here. */
+static void test_rpc_forward__one_users_burst_leaves_slots_for_others(void **state)
+{
+	(void)state;
+	gate_reset();
+	hs_rpc_server *g = gate_start("node-g", (void *)2);
+	hs_rpc_server *f = gate_start("node-f", (void *)1);
+	snprintf(gate_owner, sizeof(gate_owner), "127.0.0.1:%d", hs_rpc_server_port(g));
+	grpc_channel *cf = tc_channel(hs_rpc_server_port(f));
+	enum { N = 4 };
+	gate_job jobs[N];
+	pthread_t th[N];
+	memset(jobs, 0, sizeof(jobs));
+	for (int i = 0; i < N; i++) {
+		jobs[i].ch = cf;
+		jobs[i].token = "Bearer user-a";
+		assert_int_equal(pthread_create(&th[i], NULL, gate_one, &jobs[i]), 0);
+	}
+	gate_wait(2, 2); /* two forwarded and held at the owner, two told where to go */
+
+	gate_job b = { .ch = cf, .token = "Bearer user-b" };
+	gate_call(&b);
+	assert_int_equal(b.r.status, GRPC_STATUS_OK);
+	tc_reply_dispose(&b.r);
+
+	gate_release();
+	int ok = 0, redirected = 0;
+	for (int i = 0; i < N; i++) {
+		assert_int_equal(pthread_join(th[i], NULL), 0);
+		if (jobs[i].r.status == GRPC_STATUS_OK) {
+			ok++;
+		} else {
+			assert_int_equal(jobs[i].r.status, GRPC_STATUS_UNAVAILABLE);
+			assert_string_equal(jobs[i].r.trail_md, gate_owner);
+			redirected++;
+		}
+		tc_reply_dispose(&jobs[i].r);
+	}
+	assert_int_equal(ok, 2);
+	assert_int_equal(redirected, 2);
+	grpc_channel_destroy(cf);
+	hs_rpc_server_shutdown(f, 2000);
+	hs_rpc_server_shutdown(g, 2000);
+	hs_rpc_server_free(f);
+	hs_rpc_server_free(g);
+}
+
+/* The channel cache holds 32 addresses: forwards to 40 others evict the
+ * owner's channel while a forward on it is in flight; that forward still
+ * completes (the channel is reference-counted: destroyed when it is done,
+ * not under it), and a later forward to the owner makes a new one. */
+static void test_rpc_forward__channel_evicted_while_in_use(void **state)
+{
+	(void)state;
+	gate_reset();
+	hs_rpc_server *g = gate_start("node-g", (void *)2);
+	hs_rpc_server *f = gate_start("node-f", (void *)1);
+	snprintf(gate_owner, sizeof(gate_owner), "127.0.0.1:%d", hs_rpc_server_port(g));
+	grpc_channel *cf = tc_channel(hs_rpc_server_port(f));
+	gate_job held = { .ch = cf, .token = "Bearer user-a" };
+	pthread_t th;
+	assert_int_equal(pthread_create(&th, NULL, gate_one, &held), 0);
+	gate_wait(1, 0);
+
+	/* 40 addresses where nothing listens (ports bound, then closed) */
+	enum { N = 40 };
+	char addrs[N][32];
+	int fds[N];
+	for (int i = 0; i < N; i++) {
+		struct sockaddr_in sa = { .sin_family = AF_INET };
+		sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		socklen_t sl = sizeof(sa);
+		fds[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		assert_true(fds[i] >= 0);
+		assert_int_equal(bind(fds[i], (struct sockaddr *)&sa, sizeof(sa)), 0);
+		assert_int_equal(getsockname(fds[i], (struct sockaddr *)&sa, &sl), 0);
+		snprintf(addrs[i], sizeof(addrs[i]), "127.0.0.1:%d", ntohs(sa.sin_port));
+	}
+	for (int i = 0; i < N; i++)
+		close(fds[i]);
+	for (int i = 0; i < N; i++) {
+		gate_job j = { .ch = cf, .token = "Bearer user-b", .service = addrs[i] };
+		gate_call(&j);
+		assert_false(j.r.timed_out);
+		assert_int_equal(j.r.status, GRPC_STATUS_UNAVAILABLE);
+		tc_reply_dispose(&j.r);
+	}
+	gate_release();
+	assert_int_equal(pthread_join(th, NULL), 0);
+	assert_int_equal(held.r.status, GRPC_STATUS_OK);
+	tc_reply_dispose(&held.r);
+	gate_job again = { .ch = cf, .token = "Bearer user-b" };
+	gate_call(&again);
+	assert_int_equal(again.r.status, GRPC_STATUS_OK);
+	tc_reply_dispose(&again.r);
+	grpc_channel_destroy(cf);
+	hs_rpc_server_shutdown(f, 2000);
+	hs_rpc_server_shutdown(g, 2000);
+	hs_rpc_server_free(f);
+	hs_rpc_server_free(g);
+}
+
 static const char *const AUTH_MD[] = { "authorization", "Bearer tok-1", "x-request-id",
 				       "req-fwd-2" };
 
@@ -800,6 +1032,8 @@ int main(void)
 		cmocka_unit_test_setup(test_rpc_forward__owner_down_unavailable, each_setup),
 		cmocka_unit_test_setup(test_rpc_forward__stream_names_address, each_setup),
 		cmocka_unit_test(test_rpc_forward__two_nodes_forwarding_to_each_other_do_not_wedge),
+		cmocka_unit_test(test_rpc_forward__one_users_burst_leaves_slots_for_others),
+		cmocka_unit_test(test_rpc_forward__channel_evicted_while_in_use),
 		cmocka_unit_test_setup(test_rpc_forward__stream_relayed_from_owner, each_setup),
 		cmocka_unit_test_setup(test_rpc_forward__stream_many_in_order, each_setup),
 		cmocka_unit_test_setup(test_rpc_forward__stream_owner_error_relayed, each_setup),
