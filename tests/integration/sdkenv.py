@@ -99,6 +99,9 @@ def node_sdk():
                         ignore=shutil.ignore_patterns("node_modules", "proto", "*.tgz"))
         shutil.copytree(os.path.join(hstest.SOURCE, "proto"), os.path.join(src, "proto"))
         os.makedirs(app, exist_ok=True)
+        # npm keeps an installed package whose version did not change, even
+        # when its files did: drop the old copy so the new sources go in.
+        shutil.rmtree(os.path.join(app, "node_modules", "harness-sdk"), ignore_errors=True)
         if not os.path.exists(os.path.join(app, "package.json")):
             with open(os.path.join(app, "package.json"), "w") as f:
                 f.write('{"private": true}\n')
