@@ -2,11 +2,19 @@
  *
  *   requested --TAG_NEW ok--> accepted --(unpack, auth, deadline)--> handler
  *       |                        |                                    |
- *   TAG_NEW !ok (shutdown)       +-- RECV_CLOSE armed at once ------->+
+ *   TAG_NEW !ok (shutdown)       +-- RECV_CLOSE armed (see below) --->+
  *       v                                                             v
  *   recycled              sends: one SEND_MESSAGE at a time, then SEND_STATUS
  *                                     |
  *                       refs == 0 --> finalize: log, unref, recycle
+ *
+ * RECV_CLOSE_ON_SERVER (cancellation, the end of the call) is armed at once
+ * for streams, and for a unary call as soon as it leaves the CQ thread's
+ * hands (queued on a lane, or its handler returned HS_RPC_PENDING). A unary
+ * call answered before that (an inline handler, or an error before the
+ * handler) sends it in its final batch instead, as one batch and one
+ * completion (TAG_CLOSE) with the status: nothing could have looked at
+ * the cancellation meanwhile but the CQ thread running it.
  *
  * Reference counting: a requested call holds 1 ref (its TAG_NEW). Once
  * accepted that ref means "the client side is open" and is dropped when
@@ -231,10 +239,33 @@ static void add_initial_md_op(hs_rpc_call *call, grpc_op *op)
 	call->initial_md_sent = true;
 }
 
-/* The final batch: [initial metadata] [message] status. call->mu held. */
+/* RECV_CLOSE_ON_SERVER, unless armed already (with its own batch, or in
+ * the final one). call->mu held. */
+static void arm_close_locked(hs_rpc_call *call)
+{
+	if (call->close_armed)
+		return;
+	call->close_armed = true;
+	grpc_op op;
+	memset(&op, 0, sizeof(op));
+	op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+	op.data.recv_close_on_server.cancelled = &call->client_cancelled;
+	start_batch_locked(call, &op, 1, &call->t_close);
+}
+
+static void arm_close(hs_rpc_call *call)
+{
+	pthread_mutex_lock(&call->mu);
+	arm_close_locked(call);
+	pthread_mutex_unlock(&call->mu);
+}
+
+/* The final batch: [initial metadata] [message] status [RECV_CLOSE when
+ * not armed yet: then it completes as TAG_CLOSE]. call->mu held. */
 static void start_status_locked(hs_rpc_call *call, grpc_byte_buffer *msg)
 {
-	grpc_op ops[3];
+	grpc_op ops[4];
+	rpc_tag *tag = &call->t_status;
 	size_t n = 0;
 	call->status_started = true;
 	if (!call->initial_md_sent)
@@ -253,9 +284,17 @@ static void start_status_locked(hs_rpc_call *call, grpc_byte_buffer *msg)
 	ops[n].data.send_status_from_server.status_details =
 		call->has_status_slice ? &call->status_slice : NULL;
 	n++;
+	if (!call->close_armed) {
+		call->close_armed = true;
+		memset(&ops[n], 0, sizeof(ops[n]));
+		ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+		ops[n].data.recv_close_on_server.cancelled = &call->client_cancelled;
+		n++;
+		tag = &call->t_close;
+	}
 	if (call->accepted)
 		count_handled(call, elapsed_ms(call));
-	start_batch_locked(call, ops, n, &call->t_status);
+	start_batch_locked(call, ops, n, tag);
 	if (msg != NULL)
 		grpc_byte_buffer_destroy(msg);
 }
@@ -630,7 +669,8 @@ bool hs_rpc_call_on_cq(const hs_rpc_call *call)
 
 static bool submit_to_lane(hs_rpc_call *call);
 
-/* Runs the handler for call->req; on the CQ thread (on_cq) or a worker. */
+/* Runs the handler for call->req; on the CQ thread (on_cq) or a worker
+ * (which holds a ref). */
 static void run_handler_body(hs_rpc_call *call, bool on_cq)
 {
 	const hs_rpc_handler *h = &call->m->handler;
@@ -641,8 +681,12 @@ static void run_handler_body(hs_rpc_call *call, bool on_cq)
 		ProtobufCMessage *resp = NULL;
 		rc = h->unary(call, call->req, &resp, &err);
 		call->on_cq = false;
-		if (rc == HS_RPC_PENDING)
-			return; /* hs_rpc_call_complete() answers */
+		if (rc == HS_RPC_PENDING) {
+			/* hs_rpc_call_complete() answers, from any thread: the
+			 * caller (dispatch) holds a ref. */
+			arm_close(call);
+			return;
+		}
 		if (rc == HS_RPC_DEFER && on_cq && call->m->try_inline) {
 			(void)submit_to_lane(call);
 			return;
@@ -750,7 +794,10 @@ static bool submit_to_lane(hs_rpc_call *call)
 {
 	hs_rpc_server *srv = call->srv;
 	int lane = call->m->lane;
-	hs_rpc_call_ref(call);
+	pthread_mutex_lock(&call->mu);
+	arm_close_locked(call); /* the worker looks at cancellation */
+	call->refs++;           /* the job's */
+	pthread_mutex_unlock(&call->mu);
 	hs_pool_rc r = hs_pool_submit_as(srv->lanes[lane], lane_key(call), false, run_on_worker, call);
 	if (r == HS_POOL_OK)
 		return true;
@@ -776,10 +823,18 @@ static bool submit_to_lane(hs_rpc_call *call)
  * HS_RPC_TRY_INLINE), or on its lane when it may block. */
 static void dispatch(hs_rpc_call *call)
 {
-	if (call->m->lane == LANE_INLINE || call->m->try_inline)
-		run_handler(call, true);
-	else
+	if (call->m->lane != LANE_INLINE && !call->m->try_inline) {
 		(void)submit_to_lane(call);
+	} else if (call->m->handler.kind == HS_RPC_UNARY) {
+		/* A ref while it runs: once answered (possibly from another
+		 * thread, HS_RPC_PENDING) the call may end before the handler
+		 * has returned here. */
+		hs_rpc_call_ref(call);
+		run_handler(call, true);
+		hs_rpc_call_unref(call);
+	} else {
+		run_handler(call, true);
+	}
 }
 
 /* A new call arrived: check it and run its handler. */
@@ -796,14 +851,10 @@ static void accept_call(hs_rpc_call *call)
 	srv->n_live++;
 	pthread_mutex_unlock(&srv->mu);
 
-	/* Learn of cancellation (and the end of the call) as early as possible. */
-	grpc_op op;
-	memset(&op, 0, sizeof(op));
-	op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
-	op.data.recv_close_on_server.cancelled = &call->client_cancelled;
-	pthread_mutex_lock(&call->mu);
-	start_batch_locked(call, &op, 1, &call->t_close);
-	pthread_mutex_unlock(&call->mu);
+	/* A stream learns of cancellation (and of its end) as early as
+	 * possible; a unary call when it leaves this thread (see the top). */
+	if (call->m != NULL && call->m->handler.kind != HS_RPC_UNARY)
+		arm_close(call);
 
 	char msg[320];
 	if (call->m == NULL) {

@@ -90,6 +90,7 @@ struct hs_rpc_call {
 	int client_cancelled; /* filled by RECV_CLOSE_ON_SERVER */
 	atomic_bool cancelled;
 	bool accepted, close_done, dead;
+	bool close_armed; /* RECV_CLOSE_ON_SERVER started (alone or in the final batch) */
 	bool counted; /* handled_total and the latency recorded (count_handled) */
 	bool send_busy, finishing, status_started, initial_md_sent, done_notified;
 	bool recv_hold, recv_parked; /* bidi flow control (hs_rpc_call_pause_recv) */
