@@ -62,13 +62,9 @@ static const char *status_name(grpc_status_code s)
 
 /* --- allocation and recycling ------------------------------------------ */
 
-hs_rpc_call *hs_rpc__call_get(hs_rpc_server *srv)
+hs_rpc_call *hs_rpc__call_get(hs_rpc_server *srv, hs_rpc_call *recycled)
 {
-	pthread_mutex_lock(&srv->mu);
-	hs_rpc_call *call = srv->free_calls;
-	if (call != NULL)
-		srv->free_calls = call->free_next;
-	pthread_mutex_unlock(&srv->mu);
+	hs_rpc_call *call = recycled;
 	if (call == NULL) {
 		call = malloc(sizeof(*call));
 		if (call == NULL)
@@ -95,8 +91,8 @@ hs_rpc_call *hs_rpc__call_get(hs_rpc_server *srv)
 	return call;
 }
 
-/* Releases everything a call acquired and puts the struct on the free list. */
-void hs_rpc__call_release(hs_rpc_server *srv, hs_rpc_call *call)
+/* Releases everything a call acquired (not the struct). */
+static void call_clear(hs_rpc_call *call)
 {
 	grpc_metadata_array_destroy(&call->req_md);
 	grpc_call_details_destroy(&call->details);
@@ -112,6 +108,12 @@ void hs_rpc__call_release(hs_rpc_server *srv, hs_rpc_call *call)
 	hs_arena_reset(&call->arena);
 	if (call->gcall != NULL)
 		grpc_call_unref(call->gcall);
+}
+
+/* Releases everything a call acquired and puts the struct on the free list. */
+void hs_rpc__call_release(hs_rpc_server *srv, hs_rpc_call *call)
+{
+	call_clear(call);
 	pthread_mutex_lock(&srv->mu);
 	call->free_next = srv->free_calls;
 	srv->free_calls = call;
@@ -171,7 +173,15 @@ static void finalize(hs_rpc_call *call)
 			       HS_LS(call->principal.user_id[0] ? "user" : NULL, call->principal.user_id));
 			gpr_free(peer);
 		}
-		pthread_mutex_lock(&srv->mu);
+	}
+	hs_rpc__fwd_stream_free(call);
+	call_clear(call);
+	/* One lock: out of the live list (shutdown waits for it to empty,
+	 * after everything above is let go) and onto the free list. */
+	pthread_mutex_lock(&srv->mu);
+	if (call->accepted) {
+		if (call->m != NULL)
+			call->m->live--;
 		if (call->live_prev != NULL)
 			call->live_prev->live_next = call->live_next;
 		else
@@ -181,10 +191,10 @@ static void finalize(hs_rpc_call *call)
 		srv->n_live--;
 		hs_rpc__stream_leave_locked(srv, call);
 		pthread_cond_broadcast(&srv->cv);
-		pthread_mutex_unlock(&srv->mu);
 	}
-	hs_rpc__fwd_stream_free(call);
-	hs_rpc__call_release(srv, call);
+	call->free_next = srv->free_calls;
+	srv->free_calls = call;
+	pthread_mutex_unlock(&srv->mu);
 }
 
 void hs_rpc_call_ref(hs_rpc_call *call)
@@ -844,6 +854,8 @@ static void accept_call(hs_rpc_call *call)
 	clock_gettime(CLOCK_MONOTONIC, &call->started);
 	pthread_mutex_lock(&srv->mu);
 	call->accepted = true;
+	if (call->m != NULL)
+		call->m->live++;
 	call->live_next = srv->live;
 	if (srv->live != NULL)
 		srv->live->live_prev = call;
@@ -1022,7 +1034,7 @@ void hs_rpc__on_tag(rpc_tag *tag, bool ok)
 			hs_rpc__call_release(call->srv, call);
 			return;
 		}
-		hs_rpc__request(call->srv, call->m, call->cqt); /* re-arm first */
+		hs_rpc__request(call->srv, call->m, call->cqt, false); /* re-arm first */
 		accept_call(call);
 		return; /* the TAG_NEW ref is now the "client side open" ref */
 	case TAG_CLOSE:

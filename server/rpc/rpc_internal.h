@@ -7,6 +7,7 @@
 #include <grpc/grpc_security.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <time.h>
 
 #include "arena.h"
@@ -58,6 +59,10 @@ typedef struct rpc_method {
 	void *payload;
 	void *registered; /* grpc_server_register_method handle */
 	rpc_method_metrics mx;
+	/* Under srv->mu: requests outstanding per completion queue, and calls
+	 * accepted and not yet finalized (hs_rpc__request). */
+	uint8_t armed[64];
+	unsigned live;
 } rpc_method;
 
 typedef struct cq_thread {
@@ -72,6 +77,8 @@ typedef struct cq_thread {
 /* Streams open at once by unauthenticated callers, all together. */
 #define RPC_ANON_STREAMS_MAX 1024
 #define RPC_ARENA_INLINE 3072
+/* Requests one method keeps outstanding per completion queue, at most. */
+#define RPC_ARM_MAX 32
 
 struct hs_rpc_call {
 	pthread_mutex_t mu; /* first: survives recycling, everything after is reset */
@@ -255,7 +262,9 @@ void hs_rpc__stream_leave_locked(hs_rpc_server *srv, hs_rpc_call *call);
 void hs_rpc__streams_free(hs_rpc_server *srv);
 
 /* call.c */
-hs_rpc_call *hs_rpc__call_get(hs_rpc_server *srv);
+/* A call ready to request: recycled (popped from srv->free_calls by the
+ * caller under srv->mu) or, when NULL, a new one; NULL out of memory. */
+hs_rpc_call *hs_rpc__call_get(hs_rpc_server *srv, hs_rpc_call *recycled);
 void hs_rpc__call_release(hs_rpc_server *srv, hs_rpc_call *call);
 void hs_rpc__call_destroy(hs_rpc_call *call);
 void hs_rpc__on_tag(rpc_tag *tag, bool ok);
@@ -268,6 +277,12 @@ int hs_rpc__call_send_relayed(hs_rpc_call *call, grpc_byte_buffer *bb);
 void hs_rpc__call_finish_status(hs_rpc_call *call, grpc_status_code code, const char *msg);
 void hs_rpc__call_read_next(hs_rpc_call *call);
 /* Arms one request for method m (NULL = generic) on cqt. */
-bool hs_rpc__request(hs_rpc_server *srv, rpc_method *m, cq_thread *cqt);
+/* Arms requests for m (NULL: the generic one for unknown methods) on cqt:
+ * first (at start) one; else a call of m just arrived there, and it arms
+ * its replacement plus one more while m has more calls in flight than
+ * requests armed on cqt (up to RPC_ARM_MAX), so that under load a call
+ * finds a request waiting instead of going through gRPC's queue of
+ * unmatched calls. False when none could be armed (or shutting down). */
+bool hs_rpc__request(hs_rpc_server *srv, rpc_method *m, cq_thread *cqt, bool first);
 
 #endif
