@@ -740,6 +740,22 @@ static void run_handler_body(hs_rpc_call *call, bool on_cq)
 	}
 }
 
+/* The first value of key (length klen) in the request metadata, not copied:
+ * it lives as long as the call. NULL when absent. */
+static const char *md_find(const hs_rpc_call *call, const char *key, size_t klen, size_t *len)
+{
+	for (size_t i = 0; i < call->req_md.count; i++) {
+		const grpc_metadata *md = &call->req_md.metadata[i];
+		if (GRPC_SLICE_LENGTH(md->key) == klen &&
+		    memcmp(GRPC_SLICE_START_PTR(md->key), key, klen) == 0) {
+			*len = GRPC_SLICE_LENGTH(md->value);
+			return (const char *)GRPC_SLICE_START_PTR(md->value);
+		}
+	}
+	return NULL;
+}
+#define req_md_find(call, key, len) md_find(call, key, sizeof(key) - 1, len)
+
 /* The call's x-request-id and traceparent (checked; a bad or missing one
  * replaced) become this thread's log context while the handler runs
  * (common/trace.h), and the request id goes back in the initial metadata
@@ -751,14 +767,23 @@ static void run_handler(hs_rpc_call *call, bool on_cq)
 		hs_trace_restore(&call->trace);
 	} else {
 		size_t rl = 0, tl = 0;
-		const char *rid = hs_rpc_call_metadata(call, "x-request-id", &rl);
-		const char *tp = hs_rpc_call_metadata(call, "traceparent", &tl);
+		const char *rid = req_md_find(call, "x-request-id", &rl);
+		const char *tp = req_md_find(call, "traceparent", &tl);
 		hs_trace_begin(rid, rl, tp, tl);
 		call->trace = *hs_trace_current();
 		call->trace_set = true;
-		if (call->m->handler.kind != HS_RPC_BIDI_STREAM)
-			(void)hs_rpc_call_add_initial_metadata(call, "x-request-id",
-							       call->trace.request_id);
+		if (call->m->handler.kind != HS_RPC_BIDI_STREAM) {
+			/* Checked (or made) by hs_trace_begin: added as it is,
+			 * from call->trace, which lives as long as the call. */
+			pthread_mutex_lock(&call->mu);
+			if (!call->initial_md_sent && call->n_init < RPC_MAX_MD) {
+				grpc_metadata *md = &call->init_md[call->n_init++];
+				memset(md, 0, sizeof(*md));
+				md->key = grpc_slice_from_static_string("x-request-id");
+				md->value = grpc_slice_from_static_string(call->trace.request_id);
+			}
+			pthread_mutex_unlock(&call->mu);
+		}
 	}
 	run_handler_body(call, on_cq);
 	hs_trace_end();

@@ -109,8 +109,7 @@ struct hs_rpc_call {
 	grpc_slice status_slice;
 	bool has_status_slice;
 
-	grpc_metadata init_md[RPC_MAX_MD], trail_md[RPC_MAX_MD];
-	size_t n_init, n_trail;
+	size_t n_init, n_trail; /* entries used in init_md, trail_md */
 
 	hs_rpc_principal principal;
 	hs_rpc_done_fn on_done;
@@ -124,7 +123,6 @@ struct hs_rpc_call {
 	struct timespec started;
 	bool on_cq; /* the handler is running on a CQ thread (hs_rpc_call_on_cq) */
 	bool trace_set;   /* trace holds the call's checked request id and trace */
-	hs_trace_ctx trace;
 
 	/* forward_stream.c: this stream is relayed to its owner node (set
 	 * once, by the handler's thread, before any of its batches start). */
@@ -133,11 +131,17 @@ struct hs_rpc_call {
 
 	/* Counted in its caller's open streams (streams.c) under stream_key. */
 	bool stream_counted, stream_anon;
-	char stream_key[168];
 
 	hs_rpc_call *live_prev, *live_next, *free_next;
 	hs_arena arena;
 	_Alignas(16) char arena_mem[RPC_ARENA_INLINE];
+
+	/* Not cleared when the struct is recycled (hs_rpc__call_get clears
+	 * what comes before arena_mem): meaningful up to n_init / n_trail,
+	 * when trace_set, when stream_counted. */
+	grpc_metadata init_md[RPC_MAX_MD], trail_md[RPC_MAX_MD];
+	hs_trace_ctx trace;
+	char stream_key[168];
 };
 
 struct hs_rpc_server {
