@@ -154,7 +154,7 @@ static void count_handled(hs_rpc_call *call, double ms)
 static void finalize(hs_rpc_call *call)
 {
 	hs_rpc_server *srv = call->srv;
-	if (call->accepted) {
+	if (call->accepted && (!call->counted || hs_log_min_level <= HS_LOG_INFO)) {
 		double ms = elapsed_ms(call);
 		count_handled(call, ms);
 		if (hs_log_min_level <= HS_LOG_INFO) {
@@ -204,15 +204,22 @@ void hs_rpc_call_ref(hs_rpc_call *call)
 	pthread_mutex_unlock(&call->mu);
 }
 
-void hs_rpc_call_unref(hs_rpc_call *call)
+/* Drops n refs at once. */
+static void unref_n(hs_rpc_call *call, int n)
 {
 	pthread_mutex_lock(&call->mu);
-	bool last = --call->refs == 0;
+	call->refs -= n;
+	bool last = call->refs == 0;
 	if (last)
 		call->dead = true;
 	pthread_mutex_unlock(&call->mu);
 	if (last)
 		finalize(call);
+}
+
+void hs_rpc_call_unref(hs_rpc_call *call)
+{
+	unref_n(call, 1);
 }
 
 /* --- sending ------------------------------------------------------------ */
@@ -1064,8 +1071,8 @@ void hs_rpc__on_tag(rpc_tag *tag, bool ok)
 		return; /* the TAG_NEW ref is now the "client side open" ref */
 	case TAG_CLOSE:
 		on_close(call);
-		hs_rpc_call_unref(call); /* the "client side open" ref */
-		break;
+		unref_n(call, 2); /* the "client side open" ref and the batch's */
+		return;
 	case TAG_SEND:
 		on_send(call, ok);
 		break;
