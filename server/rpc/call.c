@@ -60,6 +60,14 @@ static const char *status_name(grpc_status_code s)
 	return "UNKNOWN";
 }
 
+/* An empty hs_error without clearing all of its ~600 bytes: its strings
+ * are only ever read up to their NUL. */
+static inline void err_clear(hs_error *e)
+{
+	e->code = HS_OK;
+	e->msg[0] = e->reason[0] = e->where[0] = '\0';
+}
+
 /* --- allocation and recycling ------------------------------------------ */
 
 hs_rpc_call *hs_rpc__call_get(hs_rpc_server *srv, hs_rpc_call *recycled)
@@ -86,7 +94,8 @@ hs_rpc_call *hs_rpc__call_get(hs_rpc_server *srv, hs_rpc_call *recycled)
 	call->t_recv = (rpc_tag){ TAG_RECV, call };
 	call->t_status = (rpc_tag){ TAG_STATUS, call };
 	grpc_metadata_array_init(&call->req_md);
-	grpc_call_details_init(&call->details);
+	/* call->details (zeroed) is initialized for generic calls only
+	 * (hs_rpc__request). */
 	hs_arena_init(&call->arena, call->arena_mem, sizeof(call->arena_mem));
 	return call;
 }
@@ -95,7 +104,8 @@ hs_rpc_call *hs_rpc__call_get(hs_rpc_server *srv, hs_rpc_call *recycled)
 static void call_clear(hs_rpc_call *call)
 {
 	grpc_metadata_array_destroy(&call->req_md);
-	grpc_call_details_destroy(&call->details);
+	if (call->m == NULL)
+		grpc_call_details_destroy(&call->details);
 	if (call->payload != NULL)
 		grpc_byte_buffer_destroy(call->payload);
 	if (call->recv_buf != NULL)
@@ -388,7 +398,8 @@ static bool credential_holds(hs_rpc_call *call)
 	for (size_t i = 0; i < call->req_md.count && authz == NULL; i++)
 		if (grpc_slice_str_cmp(call->req_md.metadata[i].key, "authorization") == 0)
 			authz = &call->req_md.metadata[i];
-	hs_error err = { 0 };
+	hs_error err;
+	err_clear(&err);
 	int rc = srv->recheck(authz != NULL ? (const char *)GRPC_SLICE_START_PTR(authz->value) : NULL,
 			      authz != NULL ? GRPC_SLICE_LENGTH(authz->value) : 0, call->m->path,
 			      &call->principal, &err, srv->recheck_payload);
@@ -691,7 +702,8 @@ static bool submit_to_lane(hs_rpc_call *call);
 static void run_handler_body(hs_rpc_call *call, bool on_cq)
 {
 	const hs_rpc_handler *h = &call->m->handler;
-	hs_error err = { 0 };
+	hs_error err;
+	err_clear(&err);
 	int rc;
 	call->on_cq = on_cq;
 	if (h->kind == HS_RPC_UNARY) {
@@ -879,12 +891,10 @@ static void dispatch(hs_rpc_call *call)
 	}
 }
 
-/* A new call arrived: check it and run its handler. */
-static void accept_call(hs_rpc_call *call)
+/* Counts call as accepted (live list, its method's calls in flight); srv->mu
+ * held (hs_rpc__request, as it re-arms). */
+void hs_rpc__call_accept_locked(hs_rpc_server *srv, hs_rpc_call *call)
 {
-	hs_rpc_server *srv = call->srv;
-	clock_gettime(CLOCK_MONOTONIC, &call->started);
-	pthread_mutex_lock(&srv->mu);
 	call->accepted = true;
 	if (call->m != NULL)
 		call->m->live++;
@@ -893,7 +903,13 @@ static void accept_call(hs_rpc_call *call)
 		srv->live->live_prev = call;
 	srv->live = call;
 	srv->n_live++;
-	pthread_mutex_unlock(&srv->mu);
+}
+
+/* A new call arrived (accepted by hs_rpc__request): check it and run its
+ * handler. */
+static void accept_call(hs_rpc_call *call)
+{
+	hs_rpc_server *srv = call->srv;
 
 	/* A stream learns of cancellation (and of its end) as early as
 	 * possible; a unary call when it leaves this thread (see the top). */
@@ -917,7 +933,8 @@ static void accept_call(hs_rpc_call *call)
 		return;
 	}
 	if (!(m->handler.flags & HS_RPC_PUBLIC)) {
-		hs_error err = { 0 };
+		hs_error err;
+		err_clear(&err);
 		int rc = srv->auth != NULL
 				 ? srv->auth(call, &call->principal, &err, srv->auth_payload)
 				 : hs_error_set(&err, HS_UNAUTH, "no authenticator configured");
@@ -935,7 +952,8 @@ static void accept_call(hs_rpc_call *call)
 		return;
 	}
 	if (m->handler.kind != HS_RPC_UNARY) {
-		hs_error err = { 0 };
+		hs_error err;
+		err_clear(&err);
 		if (hs_rpc__stream_enter(srv, call, &err) != HS_OK) {
 			finish_code(call, err.code, err.msg);
 			return;
@@ -949,7 +967,8 @@ static void accept_call(hs_rpc_call *call)
 		finish_code(call, HS_INVALID, "missing request message");
 		return;
 	}
-	hs_error err = { 0 };
+	hs_error err;
+	err_clear(&err);
 	int rc = unpack(call, call->payload, &err);
 	grpc_byte_buffer_destroy(call->payload);
 	call->payload = NULL;
@@ -994,7 +1013,8 @@ static void on_recv(hs_rpc_call *call, bool ok)
 			grpc_byte_buffer_destroy(bb);
 			return;
 		}
-		hs_error err = { 0 };
+		hs_error err;
+		err_clear(&err);
 		int rc = unpack(call, bb, &err);
 		grpc_byte_buffer_destroy(bb);
 		if (rc != HS_OK) {
@@ -1008,6 +1028,7 @@ static void on_recv(hs_rpc_call *call, bool ok)
 
 #define DEADLINE_SLACK_MS 50
 
+/* TAG_CLOSE: then drops the "client side open" ref and the batch's. */
 static void on_close(hs_rpc_call *call)
 {
 	pthread_mutex_lock(&call->mu);
@@ -1026,11 +1047,22 @@ static void on_close(hs_rpc_call *call)
 	call->wr_armed = false; /* no more room will come */
 	void *payload;
 	hs_rpc_done_fn fn = take_done_locked(call, &payload);
+	if (fn == NULL && call->fwd == NULL) { /* the usual case: one lock */
+		call->refs -= 2;
+		bool last = call->refs == 0;
+		if (last)
+			call->dead = true;
+		pthread_mutex_unlock(&call->mu);
+		if (last)
+			finalize(call);
+		return;
+	}
 	pthread_mutex_unlock(&call->mu);
 	if (fn != NULL) /* else hs_rpc_call_on_done() or the writable job runs it */
 		fn(call, payload);
 	if (call->fwd != NULL)
 		hs_rpc__fwd_stream_closed(call);
+	unref_n(call, 2);
 }
 
 static void on_send(hs_rpc_call *call, bool ok)
@@ -1066,12 +1098,12 @@ void hs_rpc__on_tag(rpc_tag *tag, bool ok)
 			hs_rpc__call_release(call->srv, call);
 			return;
 		}
-		hs_rpc__request(call->srv, call->m, call->cqt, false); /* re-arm first */
+		clock_gettime(CLOCK_MONOTONIC, &call->started);
+		hs_rpc__request(call->srv, call->m, call->cqt, call); /* re-arm first */
 		accept_call(call);
 		return; /* the TAG_NEW ref is now the "client side open" ref */
 	case TAG_CLOSE:
-		on_close(call);
-		unref_n(call, 2); /* the "client side open" ref and the batch's */
+		on_close(call); /* drops the "client side open" ref and the batch's */
 		return;
 	case TAG_SEND:
 		on_send(call, ok);

@@ -269,6 +269,7 @@ void hs_rpc__streams_free(hs_rpc_server *srv);
 /* A call ready to request: recycled (popped from srv->free_calls by the
  * caller under srv->mu) or, when NULL, a new one; NULL out of memory. */
 hs_rpc_call *hs_rpc__call_get(hs_rpc_server *srv, hs_rpc_call *recycled);
+void hs_rpc__call_accept_locked(hs_rpc_server *srv, hs_rpc_call *call);
 void hs_rpc__call_release(hs_rpc_server *srv, hs_rpc_call *call);
 void hs_rpc__call_destroy(hs_rpc_call *call);
 void hs_rpc__on_tag(rpc_tag *tag, bool ok);
@@ -282,11 +283,12 @@ void hs_rpc__call_finish_status(hs_rpc_call *call, grpc_status_code code, const 
 void hs_rpc__call_read_next(hs_rpc_call *call);
 /* Arms one request for method m (NULL = generic) on cqt. */
 /* Arms requests for m (NULL: the generic one for unknown methods) on cqt:
- * first (at start) one; else a call of m just arrived there, and it arms
- * its replacement plus one more while m has more calls in flight than
+ * at start (arrived NULL) one; else arrived, a call of m, just arrived
+ * there: it is accepted (hs_rpc__call_accept_locked, same lock) and its
+ * replacement armed, plus one more while m has more calls in flight than
  * requests armed on cqt (up to RPC_ARM_MAX), so that under load a call
  * finds a request waiting instead of going through gRPC's queue of
  * unmatched calls. False when none could be armed (or shutting down). */
-bool hs_rpc__request(hs_rpc_server *srv, rpc_method *m, cq_thread *cqt, bool first);
+bool hs_rpc__request(hs_rpc_server *srv, rpc_method *m, cq_thread *cqt, hs_rpc_call *arrived);
 
 #endif

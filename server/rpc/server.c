@@ -61,6 +61,7 @@ static bool request_one(hs_rpc_server *srv, rpc_method *m, cq_thread *cqt,
 	call->cqt = cqt;
 	grpc_call_error e;
 	if (m == NULL) {
+		grpc_call_details_init(&call->details);
 		e = grpc_server_request_call(srv->server, &call->gcall, &call->details,
 					     &call->req_md, cqt->cq, cqt->cq, &call->t_new);
 	} else {
@@ -83,11 +84,14 @@ static bool request_one(hs_rpc_server *srv, rpc_method *m, cq_thread *cqt,
 	return true;
 }
 
-bool hs_rpc__request(hs_rpc_server *srv, rpc_method *m, cq_thread *cqt, bool first)
+bool hs_rpc__request(hs_rpc_server *srv, rpc_method *m, cq_thread *cqt, hs_rpc_call *arrived)
 {
 	hs_rpc_call *got[2] = { NULL, NULL };
 	unsigned n = 1;
+	bool first = arrived == NULL;
 	pthread_mutex_lock(&srv->mu);
+	if (arrived != NULL)
+		hs_rpc__call_accept_locked(srv, arrived);
 	if (srv->shutting_down) {
 		pthread_mutex_unlock(&srv->mu);
 		return false;
@@ -96,7 +100,7 @@ bool hs_rpc__request(hs_rpc_server *srv, rpc_method *m, cq_thread *cqt, bool fir
 		uint8_t *armed = &m->armed[cqt - srv->cqs];
 		if (!first)
 			(*armed)--; /* the one just taken */
-		if (!first && m->live > *armed && *armed + 2u <= RPC_ARM_MAX)
+		if (!first && m->live > *armed + 1u && *armed + 2u <= RPC_ARM_MAX)
 			n = 2;
 		*armed += (uint8_t)n;
 	}
@@ -321,10 +325,10 @@ int hs_rpc_server_start(hs_rpc_server *srv, hs_error *err)
 	for (unsigned i = 0; i < srv->n_cqs; i++) {
 		cq_thread *t = &srv->cqs[i];
 		for (size_t j = 0; j < srv->n_methods; j++) {
-			if (!hs_rpc__request(srv, &srv->methods[j], t, true))
+			if (!hs_rpc__request(srv, &srv->methods[j], t, NULL))
 				return hs_error_set(err, HS_INTERNAL, "cannot arm %s", srv->methods[j].path);
 		}
-		if (!hs_rpc__request(srv, NULL, t, true))
+		if (!hs_rpc__request(srv, NULL, t, NULL))
 			return hs_error_set(err, HS_INTERNAL, "cannot arm the generic handler");
 		if (pthread_create(&t->tid, NULL, cq_main, t) != 0)
 			return hs_error_set(err, HS_INTERNAL, "cannot start a completion-queue thread");
