@@ -31,11 +31,29 @@ static uint64_t next64(void)
 	return rng_s[1] + y;
 }
 
-static void hex(char *out, uint64_t v, int digits)
+/* The 16 lowercase hex digits of v, two per lookup (ids are made on every
+ * call). */
+static void hex16(char *out, uint64_t v)
 {
-	static const char h[] = "0123456789abcdef";
-	for (int i = digits - 1; i >= 0; i--, v >>= 4)
-		out[i] = h[v & 15];
+	static const char pairs[513] =
+		"000102030405060708090a0b0c0d0e0f"
+		"101112131415161718191a1b1c1d1e1f"
+		"202122232425262728292a2b2c2d2e2f"
+		"303132333435363738393a3b3c3d3e3f"
+		"404142434445464748494a4b4c4d4e4f"
+		"505152535455565758595a5b5c5d5e5f"
+		"606162636465666768696a6b6c6d6e6f"
+		"707172737475767778797a7b7c7d7e7f"
+		"808182838485868788898a8b8c8d8e8f"
+		"909192939495969798999a9b9c9d9e9f"
+		"a0a1a2a3a4a5a6a7a8a9aaabacadaeaf"
+		"b0b1b2b3b4b5b6b7b8b9babbbcbdbebf"
+		"c0c1c2c3c4c5c6c7c8c9cacbcccdcecf"
+		"d0d1d2d3d4d5d6d7d8d9dadbdcdddedf"
+		"e0e1e2e3e4e5e6e7e8e9eaebecedeeef"
+		"f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff";
+	for (int i = 7; i >= 0; i--, v >>= 8)
+		memcpy(out + 2 * i, pairs + 2 * (v & 0xff), 2);
 }
 
 bool hs_trace_request_id_ok(const char *v, size_t n)
@@ -53,8 +71,8 @@ bool hs_trace_request_id_ok(const char *v, size_t n)
 
 void hs_trace_request_id_new(char *out)
 {
-	hex(out, next64(), 16);
-	hex(out + 16, next64(), 16);
+	hex16(out, next64());
+	hex16(out + 16, next64());
 	out[32] = '\0';
 }
 
@@ -88,10 +106,10 @@ bool hs_trace_parent_ok(const char *v, size_t n)
 void hs_trace_parent_new(char *out)
 {
 	memcpy(out, "00-", 3);
-	hex(out + 3, next64() | 1, 16);
-	hex(out + 19, next64(), 16);
+	hex16(out + 3, next64() | 1);
+	hex16(out + 19, next64());
 	out[35] = '-';
-	hex(out + 36, next64() | 1, 16);
+	hex16(out + 36, next64() | 1);
 	memcpy(out + 52, "-01", 4); /* with the NUL */
 }
 

@@ -2,11 +2,19 @@
  *
  *   requested --TAG_NEW ok--> accepted --(unpack, auth, deadline)--> handler
  *       |                        |                                    |
- *   TAG_NEW !ok (shutdown)       +-- RECV_CLOSE armed at once ------->+
+ *   TAG_NEW !ok (shutdown)       +-- RECV_CLOSE armed (see below) --->+
  *       v                                                             v
  *   recycled              sends: one SEND_MESSAGE at a time, then SEND_STATUS
  *                                     |
  *                       refs == 0 --> finalize: log, unref, recycle
+ *
+ * RECV_CLOSE_ON_SERVER (cancellation, the end of the call) is armed at once
+ * for streams, and for a unary call as soon as it leaves the CQ thread's
+ * hands (queued on a lane, or its handler returned HS_RPC_PENDING). A unary
+ * call answered before that (an inline handler, or an error before the
+ * handler) sends it in its final batch instead, as one batch and one
+ * completion (TAG_CLOSE) with the status: nothing could have looked at
+ * the cancellation meanwhile but the CQ thread running it.
  *
  * Reference counting: a requested call holds 1 ref (its TAG_NEW). Once
  * accepted that ref means "the client side is open" and is dropped when
@@ -52,15 +60,19 @@ static const char *status_name(grpc_status_code s)
 	return "UNKNOWN";
 }
 
+/* An empty hs_error without clearing all of its ~600 bytes: its strings
+ * are only ever read up to their NUL. */
+static inline void err_clear(hs_error *e)
+{
+	e->code = HS_OK;
+	e->msg[0] = e->reason[0] = e->where[0] = '\0';
+}
+
 /* --- allocation and recycling ------------------------------------------ */
 
-hs_rpc_call *hs_rpc__call_get(hs_rpc_server *srv)
+hs_rpc_call *hs_rpc__call_get(hs_rpc_server *srv, hs_rpc_call *recycled)
 {
-	pthread_mutex_lock(&srv->mu);
-	hs_rpc_call *call = srv->free_calls;
-	if (call != NULL)
-		srv->free_calls = call->free_next;
-	pthread_mutex_unlock(&srv->mu);
+	hs_rpc_call *call = recycled;
 	if (call == NULL) {
 		call = malloc(sizeof(*call));
 		if (call == NULL)
@@ -82,16 +94,18 @@ hs_rpc_call *hs_rpc__call_get(hs_rpc_server *srv)
 	call->t_recv = (rpc_tag){ TAG_RECV, call };
 	call->t_status = (rpc_tag){ TAG_STATUS, call };
 	grpc_metadata_array_init(&call->req_md);
-	grpc_call_details_init(&call->details);
+	/* call->details (zeroed) is initialized for generic calls only
+	 * (hs_rpc__request). */
 	hs_arena_init(&call->arena, call->arena_mem, sizeof(call->arena_mem));
 	return call;
 }
 
-/* Releases everything a call acquired and puts the struct on the free list. */
-void hs_rpc__call_release(hs_rpc_server *srv, hs_rpc_call *call)
+/* Releases everything a call acquired (not the struct). */
+static void call_clear(hs_rpc_call *call)
 {
 	grpc_metadata_array_destroy(&call->req_md);
-	grpc_call_details_destroy(&call->details);
+	if (call->m == NULL)
+		grpc_call_details_destroy(&call->details);
 	if (call->payload != NULL)
 		grpc_byte_buffer_destroy(call->payload);
 	if (call->recv_buf != NULL)
@@ -104,6 +118,12 @@ void hs_rpc__call_release(hs_rpc_server *srv, hs_rpc_call *call)
 	hs_arena_reset(&call->arena);
 	if (call->gcall != NULL)
 		grpc_call_unref(call->gcall);
+}
+
+/* Releases everything a call acquired and puts the struct on the free list. */
+void hs_rpc__call_release(hs_rpc_server *srv, hs_rpc_call *call)
+{
+	call_clear(call);
 	pthread_mutex_lock(&srv->mu);
 	call->free_next = srv->free_calls;
 	srv->free_calls = call;
@@ -144,7 +164,7 @@ static void count_handled(hs_rpc_call *call, double ms)
 static void finalize(hs_rpc_call *call)
 {
 	hs_rpc_server *srv = call->srv;
-	if (call->accepted) {
+	if (call->accepted && (!call->counted || hs_log_min_level <= HS_LOG_INFO)) {
 		double ms = elapsed_ms(call);
 		count_handled(call, ms);
 		if (hs_log_min_level <= HS_LOG_INFO) {
@@ -163,7 +183,15 @@ static void finalize(hs_rpc_call *call)
 			       HS_LS(call->principal.user_id[0] ? "user" : NULL, call->principal.user_id));
 			gpr_free(peer);
 		}
-		pthread_mutex_lock(&srv->mu);
+	}
+	hs_rpc__fwd_stream_free(call);
+	call_clear(call);
+	/* One lock: out of the live list (shutdown waits for it to empty,
+	 * after everything above is let go) and onto the free list. */
+	pthread_mutex_lock(&srv->mu);
+	if (call->accepted) {
+		if (call->m != NULL)
+			call->m->live--;
 		if (call->live_prev != NULL)
 			call->live_prev->live_next = call->live_next;
 		else
@@ -173,10 +201,10 @@ static void finalize(hs_rpc_call *call)
 		srv->n_live--;
 		hs_rpc__stream_leave_locked(srv, call);
 		pthread_cond_broadcast(&srv->cv);
-		pthread_mutex_unlock(&srv->mu);
 	}
-	hs_rpc__fwd_stream_free(call);
-	hs_rpc__call_release(srv, call);
+	call->free_next = srv->free_calls;
+	srv->free_calls = call;
+	pthread_mutex_unlock(&srv->mu);
 }
 
 void hs_rpc_call_ref(hs_rpc_call *call)
@@ -186,15 +214,22 @@ void hs_rpc_call_ref(hs_rpc_call *call)
 	pthread_mutex_unlock(&call->mu);
 }
 
-void hs_rpc_call_unref(hs_rpc_call *call)
+/* Drops n refs at once. */
+static void unref_n(hs_rpc_call *call, int n)
 {
 	pthread_mutex_lock(&call->mu);
-	bool last = --call->refs == 0;
+	call->refs -= n;
+	bool last = call->refs == 0;
 	if (last)
 		call->dead = true;
 	pthread_mutex_unlock(&call->mu);
 	if (last)
 		finalize(call);
+}
+
+void hs_rpc_call_unref(hs_rpc_call *call)
+{
+	unref_n(call, 1);
 }
 
 /* --- sending ------------------------------------------------------------ */
@@ -231,10 +266,33 @@ static void add_initial_md_op(hs_rpc_call *call, grpc_op *op)
 	call->initial_md_sent = true;
 }
 
-/* The final batch: [initial metadata] [message] status. call->mu held. */
+/* RECV_CLOSE_ON_SERVER, unless armed already (with its own batch, or in
+ * the final one). call->mu held. */
+static void arm_close_locked(hs_rpc_call *call)
+{
+	if (call->close_armed)
+		return;
+	call->close_armed = true;
+	grpc_op op;
+	memset(&op, 0, sizeof(op));
+	op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+	op.data.recv_close_on_server.cancelled = &call->client_cancelled;
+	start_batch_locked(call, &op, 1, &call->t_close);
+}
+
+static void arm_close(hs_rpc_call *call)
+{
+	pthread_mutex_lock(&call->mu);
+	arm_close_locked(call);
+	pthread_mutex_unlock(&call->mu);
+}
+
+/* The final batch: [initial metadata] [message] status [RECV_CLOSE when
+ * not armed yet: then it completes as TAG_CLOSE]. call->mu held. */
 static void start_status_locked(hs_rpc_call *call, grpc_byte_buffer *msg)
 {
-	grpc_op ops[3];
+	grpc_op ops[4];
+	rpc_tag *tag = &call->t_status;
 	size_t n = 0;
 	call->status_started = true;
 	if (!call->initial_md_sent)
@@ -253,9 +311,17 @@ static void start_status_locked(hs_rpc_call *call, grpc_byte_buffer *msg)
 	ops[n].data.send_status_from_server.status_details =
 		call->has_status_slice ? &call->status_slice : NULL;
 	n++;
+	if (!call->close_armed) {
+		call->close_armed = true;
+		memset(&ops[n], 0, sizeof(ops[n]));
+		ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+		ops[n].data.recv_close_on_server.cancelled = &call->client_cancelled;
+		n++;
+		tag = &call->t_close;
+	}
 	if (call->accepted)
 		count_handled(call, elapsed_ms(call));
-	start_batch_locked(call, ops, n, &call->t_status);
+	start_batch_locked(call, ops, n, tag);
 	if (msg != NULL)
 		grpc_byte_buffer_destroy(msg);
 }
@@ -332,7 +398,8 @@ static bool credential_holds(hs_rpc_call *call)
 	for (size_t i = 0; i < call->req_md.count && authz == NULL; i++)
 		if (grpc_slice_str_cmp(call->req_md.metadata[i].key, "authorization") == 0)
 			authz = &call->req_md.metadata[i];
-	hs_error err = { 0 };
+	hs_error err;
+	err_clear(&err);
 	int rc = srv->recheck(authz != NULL ? (const char *)GRPC_SLICE_START_PTR(authz->value) : NULL,
 			      authz != NULL ? GRPC_SLICE_LENGTH(authz->value) : 0, call->m->path,
 			      &call->principal, &err, srv->recheck_payload);
@@ -630,19 +697,25 @@ bool hs_rpc_call_on_cq(const hs_rpc_call *call)
 
 static bool submit_to_lane(hs_rpc_call *call);
 
-/* Runs the handler for call->req; on the CQ thread (on_cq) or a worker. */
+/* Runs the handler for call->req; on the CQ thread (on_cq) or a worker
+ * (which holds a ref). */
 static void run_handler_body(hs_rpc_call *call, bool on_cq)
 {
 	const hs_rpc_handler *h = &call->m->handler;
-	hs_error err = { 0 };
+	hs_error err;
+	err_clear(&err);
 	int rc;
 	call->on_cq = on_cq;
 	if (h->kind == HS_RPC_UNARY) {
 		ProtobufCMessage *resp = NULL;
 		rc = h->unary(call, call->req, &resp, &err);
 		call->on_cq = false;
-		if (rc == HS_RPC_PENDING)
-			return; /* hs_rpc_call_complete() answers */
+		if (rc == HS_RPC_PENDING) {
+			/* hs_rpc_call_complete() answers, from any thread: the
+			 * caller (dispatch) holds a ref. */
+			arm_close(call);
+			return;
+		}
 		if (rc == HS_RPC_DEFER && on_cq && call->m->try_inline) {
 			(void)submit_to_lane(call);
 			return;
@@ -686,6 +759,22 @@ static void run_handler_body(hs_rpc_call *call, bool on_cq)
 	}
 }
 
+/* The first value of key (length klen) in the request metadata, not copied:
+ * it lives as long as the call. NULL when absent. */
+static const char *md_find(const hs_rpc_call *call, const char *key, size_t klen, size_t *len)
+{
+	for (size_t i = 0; i < call->req_md.count; i++) {
+		const grpc_metadata *md = &call->req_md.metadata[i];
+		if (GRPC_SLICE_LENGTH(md->key) == klen &&
+		    memcmp(GRPC_SLICE_START_PTR(md->key), key, klen) == 0) {
+			*len = GRPC_SLICE_LENGTH(md->value);
+			return (const char *)GRPC_SLICE_START_PTR(md->value);
+		}
+	}
+	return NULL;
+}
+#define req_md_find(call, key, len) md_find(call, key, sizeof(key) - 1, len)
+
 /* The call's x-request-id and traceparent (checked; a bad or missing one
  * replaced) become this thread's log context while the handler runs
  * (common/trace.h), and the request id goes back in the initial metadata
@@ -697,14 +786,23 @@ static void run_handler(hs_rpc_call *call, bool on_cq)
 		hs_trace_restore(&call->trace);
 	} else {
 		size_t rl = 0, tl = 0;
-		const char *rid = hs_rpc_call_metadata(call, "x-request-id", &rl);
-		const char *tp = hs_rpc_call_metadata(call, "traceparent", &tl);
+		const char *rid = req_md_find(call, "x-request-id", &rl);
+		const char *tp = req_md_find(call, "traceparent", &tl);
 		hs_trace_begin(rid, rl, tp, tl);
 		call->trace = *hs_trace_current();
 		call->trace_set = true;
-		if (call->m->handler.kind != HS_RPC_BIDI_STREAM)
-			(void)hs_rpc_call_add_initial_metadata(call, "x-request-id",
-							       call->trace.request_id);
+		if (call->m->handler.kind != HS_RPC_BIDI_STREAM) {
+			/* Checked (or made) by hs_trace_begin: added as it is,
+			 * from call->trace, which lives as long as the call. */
+			pthread_mutex_lock(&call->mu);
+			if (!call->initial_md_sent && call->n_init < RPC_MAX_MD) {
+				grpc_metadata *md = &call->init_md[call->n_init++];
+				memset(md, 0, sizeof(*md));
+				md->key = grpc_slice_from_static_string("x-request-id");
+				md->value = grpc_slice_from_static_string(call->trace.request_id);
+			}
+			pthread_mutex_unlock(&call->mu);
+		}
 	}
 	run_handler_body(call, on_cq);
 	hs_trace_end();
@@ -750,7 +848,10 @@ static bool submit_to_lane(hs_rpc_call *call)
 {
 	hs_rpc_server *srv = call->srv;
 	int lane = call->m->lane;
-	hs_rpc_call_ref(call);
+	pthread_mutex_lock(&call->mu);
+	arm_close_locked(call); /* the worker looks at cancellation */
+	call->refs++;           /* the job's */
+	pthread_mutex_unlock(&call->mu);
 	hs_pool_rc r = hs_pool_submit_as(srv->lanes[lane], lane_key(call), false, run_on_worker, call);
 	if (r == HS_POOL_OK)
 		return true;
@@ -776,34 +877,44 @@ static bool submit_to_lane(hs_rpc_call *call)
  * HS_RPC_TRY_INLINE), or on its lane when it may block. */
 static void dispatch(hs_rpc_call *call)
 {
-	if (call->m->lane == LANE_INLINE || call->m->try_inline)
-		run_handler(call, true);
-	else
+	if (call->m->lane != LANE_INLINE && !call->m->try_inline) {
 		(void)submit_to_lane(call);
+	} else if (call->m->handler.kind == HS_RPC_UNARY) {
+		/* A ref while it runs: once answered (possibly from another
+		 * thread, HS_RPC_PENDING) the call may end before the handler
+		 * has returned here. */
+		hs_rpc_call_ref(call);
+		run_handler(call, true);
+		hs_rpc_call_unref(call);
+	} else {
+		run_handler(call, true);
+	}
 }
 
-/* A new call arrived: check it and run its handler. */
-static void accept_call(hs_rpc_call *call)
+/* Counts call as accepted (live list, its method's calls in flight); srv->mu
+ * held (hs_rpc__request, as it re-arms). */
+void hs_rpc__call_accept_locked(hs_rpc_server *srv, hs_rpc_call *call)
 {
-	hs_rpc_server *srv = call->srv;
-	clock_gettime(CLOCK_MONOTONIC, &call->started);
-	pthread_mutex_lock(&srv->mu);
 	call->accepted = true;
+	if (call->m != NULL)
+		call->m->live++;
 	call->live_next = srv->live;
 	if (srv->live != NULL)
 		srv->live->live_prev = call;
 	srv->live = call;
 	srv->n_live++;
-	pthread_mutex_unlock(&srv->mu);
+}
 
-	/* Learn of cancellation (and the end of the call) as early as possible. */
-	grpc_op op;
-	memset(&op, 0, sizeof(op));
-	op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
-	op.data.recv_close_on_server.cancelled = &call->client_cancelled;
-	pthread_mutex_lock(&call->mu);
-	start_batch_locked(call, &op, 1, &call->t_close);
-	pthread_mutex_unlock(&call->mu);
+/* A new call arrived (accepted by hs_rpc__request): check it and run its
+ * handler. */
+static void accept_call(hs_rpc_call *call)
+{
+	hs_rpc_server *srv = call->srv;
+
+	/* A stream learns of cancellation (and of its end) as early as
+	 * possible; a unary call when it leaves this thread (see the top). */
+	if (call->m != NULL && call->m->handler.kind != HS_RPC_UNARY)
+		arm_close(call);
 
 	char msg[320];
 	if (call->m == NULL) {
@@ -822,7 +933,8 @@ static void accept_call(hs_rpc_call *call)
 		return;
 	}
 	if (!(m->handler.flags & HS_RPC_PUBLIC)) {
-		hs_error err = { 0 };
+		hs_error err;
+		err_clear(&err);
 		int rc = srv->auth != NULL
 				 ? srv->auth(call, &call->principal, &err, srv->auth_payload)
 				 : hs_error_set(&err, HS_UNAUTH, "no authenticator configured");
@@ -840,7 +952,8 @@ static void accept_call(hs_rpc_call *call)
 		return;
 	}
 	if (m->handler.kind != HS_RPC_UNARY) {
-		hs_error err = { 0 };
+		hs_error err;
+		err_clear(&err);
 		if (hs_rpc__stream_enter(srv, call, &err) != HS_OK) {
 			finish_code(call, err.code, err.msg);
 			return;
@@ -854,7 +967,8 @@ static void accept_call(hs_rpc_call *call)
 		finish_code(call, HS_INVALID, "missing request message");
 		return;
 	}
-	hs_error err = { 0 };
+	hs_error err;
+	err_clear(&err);
 	int rc = unpack(call, call->payload, &err);
 	grpc_byte_buffer_destroy(call->payload);
 	call->payload = NULL;
@@ -899,7 +1013,8 @@ static void on_recv(hs_rpc_call *call, bool ok)
 			grpc_byte_buffer_destroy(bb);
 			return;
 		}
-		hs_error err = { 0 };
+		hs_error err;
+		err_clear(&err);
 		int rc = unpack(call, bb, &err);
 		grpc_byte_buffer_destroy(bb);
 		if (rc != HS_OK) {
@@ -913,6 +1028,7 @@ static void on_recv(hs_rpc_call *call, bool ok)
 
 #define DEADLINE_SLACK_MS 50
 
+/* TAG_CLOSE: then drops the "client side open" ref and the batch's. */
 static void on_close(hs_rpc_call *call)
 {
 	pthread_mutex_lock(&call->mu);
@@ -931,11 +1047,22 @@ static void on_close(hs_rpc_call *call)
 	call->wr_armed = false; /* no more room will come */
 	void *payload;
 	hs_rpc_done_fn fn = take_done_locked(call, &payload);
+	if (fn == NULL && call->fwd == NULL) { /* the usual case: one lock */
+		call->refs -= 2;
+		bool last = call->refs == 0;
+		if (last)
+			call->dead = true;
+		pthread_mutex_unlock(&call->mu);
+		if (last)
+			finalize(call);
+		return;
+	}
 	pthread_mutex_unlock(&call->mu);
 	if (fn != NULL) /* else hs_rpc_call_on_done() or the writable job runs it */
 		fn(call, payload);
 	if (call->fwd != NULL)
 		hs_rpc__fwd_stream_closed(call);
+	unref_n(call, 2);
 }
 
 static void on_send(hs_rpc_call *call, bool ok)
@@ -971,13 +1098,13 @@ void hs_rpc__on_tag(rpc_tag *tag, bool ok)
 			hs_rpc__call_release(call->srv, call);
 			return;
 		}
-		hs_rpc__request(call->srv, call->m, call->cqt); /* re-arm first */
+		clock_gettime(CLOCK_MONOTONIC, &call->started);
+		hs_rpc__request(call->srv, call->m, call->cqt, call); /* re-arm first */
 		accept_call(call);
 		return; /* the TAG_NEW ref is now the "client side open" ref */
 	case TAG_CLOSE:
-		on_close(call);
-		hs_rpc_call_unref(call); /* the "client side open" ref */
-		break;
+		on_close(call); /* drops the "client side open" ref and the batch's */
+		return;
 	case TAG_SEND:
 		on_send(call, ok);
 		break;

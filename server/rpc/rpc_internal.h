@@ -7,6 +7,7 @@
 #include <grpc/grpc_security.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <time.h>
 
 #include "arena.h"
@@ -58,6 +59,10 @@ typedef struct rpc_method {
 	void *payload;
 	void *registered; /* grpc_server_register_method handle */
 	rpc_method_metrics mx;
+	/* Under srv->mu: requests outstanding per completion queue, and calls
+	 * accepted and not yet finalized (hs_rpc__request). */
+	uint8_t armed[64];
+	unsigned live;
 } rpc_method;
 
 typedef struct cq_thread {
@@ -72,6 +77,8 @@ typedef struct cq_thread {
 /* Streams open at once by unauthenticated callers, all together. */
 #define RPC_ANON_STREAMS_MAX 1024
 #define RPC_ARENA_INLINE 3072
+/* Requests one method keeps outstanding per completion queue, at most. */
+#define RPC_ARM_MAX 32
 
 struct hs_rpc_call {
 	pthread_mutex_t mu; /* first: survives recycling, everything after is reset */
@@ -90,6 +97,7 @@ struct hs_rpc_call {
 	int client_cancelled; /* filled by RECV_CLOSE_ON_SERVER */
 	atomic_bool cancelled;
 	bool accepted, close_done, dead;
+	bool close_armed; /* RECV_CLOSE_ON_SERVER started (alone or in the final batch) */
 	bool counted; /* handled_total and the latency recorded (count_handled) */
 	bool send_busy, finishing, status_started, initial_md_sent, done_notified;
 	bool recv_hold, recv_parked; /* bidi flow control (hs_rpc_call_pause_recv) */
@@ -101,8 +109,7 @@ struct hs_rpc_call {
 	grpc_slice status_slice;
 	bool has_status_slice;
 
-	grpc_metadata init_md[RPC_MAX_MD], trail_md[RPC_MAX_MD];
-	size_t n_init, n_trail;
+	size_t n_init, n_trail; /* entries used in init_md, trail_md */
 
 	hs_rpc_principal principal;
 	hs_rpc_done_fn on_done;
@@ -116,7 +123,6 @@ struct hs_rpc_call {
 	struct timespec started;
 	bool on_cq; /* the handler is running on a CQ thread (hs_rpc_call_on_cq) */
 	bool trace_set;   /* trace holds the call's checked request id and trace */
-	hs_trace_ctx trace;
 
 	/* forward_stream.c: this stream is relayed to its owner node (set
 	 * once, by the handler's thread, before any of its batches start). */
@@ -125,11 +131,17 @@ struct hs_rpc_call {
 
 	/* Counted in its caller's open streams (streams.c) under stream_key. */
 	bool stream_counted, stream_anon;
-	char stream_key[168];
 
 	hs_rpc_call *live_prev, *live_next, *free_next;
 	hs_arena arena;
 	_Alignas(16) char arena_mem[RPC_ARENA_INLINE];
+
+	/* Not cleared when the struct is recycled (hs_rpc__call_get clears
+	 * what comes before arena_mem): meaningful up to n_init / n_trail,
+	 * when trace_set, when stream_counted. */
+	grpc_metadata init_md[RPC_MAX_MD], trail_md[RPC_MAX_MD];
+	hs_trace_ctx trace;
+	char stream_key[168];
 };
 
 struct hs_rpc_server {
@@ -261,7 +273,10 @@ void hs_rpc__stream_leave_locked(hs_rpc_server *srv, hs_rpc_call *call);
 void hs_rpc__streams_free(hs_rpc_server *srv);
 
 /* call.c */
-hs_rpc_call *hs_rpc__call_get(hs_rpc_server *srv);
+/* A call ready to request: recycled (popped from srv->free_calls by the
+ * caller under srv->mu) or, when NULL, a new one; NULL out of memory. */
+hs_rpc_call *hs_rpc__call_get(hs_rpc_server *srv, hs_rpc_call *recycled);
+void hs_rpc__call_accept_locked(hs_rpc_server *srv, hs_rpc_call *call);
 void hs_rpc__call_release(hs_rpc_server *srv, hs_rpc_call *call);
 void hs_rpc__call_destroy(hs_rpc_call *call);
 void hs_rpc__on_tag(rpc_tag *tag, bool ok);
@@ -274,6 +289,13 @@ int hs_rpc__call_send_relayed(hs_rpc_call *call, grpc_byte_buffer *bb);
 void hs_rpc__call_finish_status(hs_rpc_call *call, grpc_status_code code, const char *msg);
 void hs_rpc__call_read_next(hs_rpc_call *call);
 /* Arms one request for method m (NULL = generic) on cqt. */
-bool hs_rpc__request(hs_rpc_server *srv, rpc_method *m, cq_thread *cqt);
+/* Arms requests for m (NULL: the generic one for unknown methods) on cqt:
+ * at start (arrived NULL) one; else arrived, a call of m, just arrived
+ * there: it is accepted (hs_rpc__call_accept_locked, same lock) and its
+ * replacement armed, plus one more while m has more calls in flight than
+ * requests armed on cqt (up to RPC_ARM_MAX), so that under load a call
+ * finds a request waiting instead of going through gRPC's queue of
+ * unmatched calls. False when none could be armed (or shutting down). */
+bool hs_rpc__request(hs_rpc_server *srv, rpc_method *m, cq_thread *cqt, hs_rpc_call *arrived);
 
 #endif

@@ -2,7 +2,8 @@
  * descriptors, completion-queue threads, and graceful shutdown.
  *
  * Each polling thread owns one completion queue; every method keeps one
- * request outstanding per queue (re-armed as soon as it is taken), plus one
+ * request outstanding per queue (re-armed as soon as it is taken; more,
+ * up to RPC_ARM_MAX, while it has more calls in flight), plus one
  * generic request per queue so that unknown methods get UNIMPLEMENTED instead
  * of hanging until the client's deadline. */
 #include <grpc/grpc_security.h>
@@ -48,14 +49,10 @@ static void *cq_main(void *arg)
 	return NULL;
 }
 
-bool hs_rpc__request(hs_rpc_server *srv, rpc_method *m, cq_thread *cqt)
+static bool request_one(hs_rpc_server *srv, rpc_method *m, cq_thread *cqt,
+			hs_rpc_call *recycled)
 {
-	pthread_mutex_lock(&srv->mu);
-	bool stopping = srv->shutting_down;
-	pthread_mutex_unlock(&srv->mu);
-	if (stopping)
-		return false;
-	hs_rpc_call *call = hs_rpc__call_get(srv);
+	hs_rpc_call *call = hs_rpc__call_get(srv, recycled);
 	if (call == NULL) {
 		hs_log(HS_LOG_ERROR, "rpc", "out of memory arming a call");
 		return false;
@@ -64,6 +61,7 @@ bool hs_rpc__request(hs_rpc_server *srv, rpc_method *m, cq_thread *cqt)
 	call->cqt = cqt;
 	grpc_call_error e;
 	if (m == NULL) {
+		grpc_call_details_init(&call->details);
 		e = grpc_server_request_call(srv->server, &call->gcall, &call->details,
 					     &call->req_md, cqt->cq, cqt->cq, &call->t_new);
 	} else {
@@ -76,9 +74,45 @@ bool hs_rpc__request(hs_rpc_server *srv, rpc_method *m, cq_thread *cqt)
 	if (e != GRPC_CALL_OK) {
 		hs_log(HS_LOG_ERROR, "rpc", "request_call failed", HS_LI("error", e));
 		hs_rpc__call_release(srv, call);
+		if (m != NULL) {
+			pthread_mutex_lock(&srv->mu);
+			m->armed[cqt - srv->cqs]--;
+			pthread_mutex_unlock(&srv->mu);
+		}
 		return false;
 	}
 	return true;
+}
+
+bool hs_rpc__request(hs_rpc_server *srv, rpc_method *m, cq_thread *cqt, hs_rpc_call *arrived)
+{
+	hs_rpc_call *got[2] = { NULL, NULL };
+	unsigned n = 1;
+	bool first = arrived == NULL;
+	pthread_mutex_lock(&srv->mu);
+	if (arrived != NULL)
+		hs_rpc__call_accept_locked(srv, arrived);
+	if (srv->shutting_down) {
+		pthread_mutex_unlock(&srv->mu);
+		return false;
+	}
+	if (m != NULL) {
+		uint8_t *armed = &m->armed[cqt - srv->cqs];
+		if (!first)
+			(*armed)--; /* the one just taken */
+		if (!first && m->live > *armed + 1u && *armed + 2u <= RPC_ARM_MAX)
+			n = 2;
+		*armed += (uint8_t)n;
+	}
+	for (unsigned i = 0; i < n && srv->free_calls != NULL; i++) {
+		got[i] = srv->free_calls;
+		srv->free_calls = got[i]->free_next;
+	}
+	pthread_mutex_unlock(&srv->mu);
+	bool ok = false;
+	for (unsigned i = 0; i < n; i++)
+		ok |= request_one(srv, m, cqt, got[i]);
+	return ok;
 }
 
 int hs_rpc_server_new(hs_rpc_server **out, const hs_rpc_config *cfg, hs_error *err)
@@ -291,10 +325,10 @@ int hs_rpc_server_start(hs_rpc_server *srv, hs_error *err)
 	for (unsigned i = 0; i < srv->n_cqs; i++) {
 		cq_thread *t = &srv->cqs[i];
 		for (size_t j = 0; j < srv->n_methods; j++) {
-			if (!hs_rpc__request(srv, &srv->methods[j], t))
+			if (!hs_rpc__request(srv, &srv->methods[j], t, NULL))
 				return hs_error_set(err, HS_INTERNAL, "cannot arm %s", srv->methods[j].path);
 		}
-		if (!hs_rpc__request(srv, NULL, t))
+		if (!hs_rpc__request(srv, NULL, t, NULL))
 			return hs_error_set(err, HS_INTERNAL, "cannot arm the generic handler");
 		if (pthread_create(&t->tid, NULL, cq_main, t) != 0)
 			return hs_error_set(err, HS_INTERNAL, "cannot start a completion-queue thread");

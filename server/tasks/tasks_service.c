@@ -87,7 +87,10 @@ static int task_to_pb(hs_rpc_call *call, const hs_task_info *in, Harness__V1__Ta
 	t->resume_step = in->resume_step;
 	t->last_checkpoint_step = in->last_checkpoint_step;
 	t->next_attempt_at = ts(call, in->next_attempt_ms);
-	json_t *j = json_loads(in->labels_json, 0, NULL);
+	/* Most tasks have no labels: no parse for "{}". */
+	json_t *j = in->labels_json == NULL || strcmp(in->labels_json, "{}") == 0
+			    ? NULL
+			    : json_loads(in->labels_json, 0, NULL);
 	if (json_is_object(j) && json_object_size(j) > 0) {
 		size_t n = json_object_size(j), i = 0;
 		t->labels = hs_rpc_call_alloc(call, n * sizeof(*t->labels));

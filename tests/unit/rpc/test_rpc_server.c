@@ -621,6 +621,60 @@ static void test_rpc_server__unary_ok_with_metadata(void **state)
 	pthread_mutex_unlock(&rec_mu);
 }
 
+/* Many callers at once on one method (more than RPC_ARM_MAX requests a
+ * method keeps armed per queue): every call is answered, each with its own
+ * x-request-id back (the server adds it from the call's own trace context,
+ * which a recycled call must not mix up), a bad one replaced. */
+#define BURST_THREADS 48
+#define BURST_CALLS 20
+typedef struct burst {
+	pthread_t tid;
+	int idx, ok, id_ok;
+} burst;
+
+static void *burst_main(void *arg)
+{
+	burst *b = arg;
+	Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+	req.service = "";
+	for (int i = 0; i < BURST_CALLS; i++) {
+		char id[64];
+		snprintf(id, sizeof(id), "burst-%d-%d", b->idx, i);
+		bool bad = i % 5 == 4; /* not a valid request id: replaced */
+		const char *md[] = { "x-request-id", bad ? "no spaces allowed" : id };
+		tc_reply r;
+		tc_unary(main_srv.ch, M_CHECK, &req.base, NULL, 0, md, 1, 30000, CHECK_RESP,
+			 "x-request-id", &r);
+		if (r.status == GRPC_STATUS_OK && r.msg != NULL)
+			b->ok++;
+		if (bad ? strlen(r.init_md) == 32 && strspn(r.init_md, "0123456789abcdef") == 32
+			: strcmp(r.init_md, id) == 0)
+			b->id_ok++;
+		tc_reply_dispose(&r);
+	}
+	return NULL;
+}
+
+static void test_rpc_server__burst_on_one_method(void **state)
+{
+	(void)state;
+	burst *b = calloc(BURST_THREADS, sizeof(*b));
+	assert_non_null(b);
+	for (int i = 0; i < BURST_THREADS; i++) {
+		b[i].idx = i;
+		assert_int_equal(pthread_create(&b[i].tid, NULL, burst_main, &b[i]), 0);
+	}
+	int ok = 0, id_ok = 0;
+	for (int i = 0; i < BURST_THREADS; i++) {
+		pthread_join(b[i].tid, NULL);
+		ok += b[i].ok;
+		id_ok += b[i].id_ok;
+	}
+	free(b);
+	assert_int_equal(ok, BURST_THREADS * BURST_CALLS);
+	assert_int_equal(id_ok, BURST_THREADS * BURST_CALLS);
+}
+
 static void test_rpc_server__metadata_validation(void **state)
 {
 	(void)state;
@@ -1390,6 +1444,7 @@ int main(int argc, char **argv)
 	grpc_init();
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup(test_rpc_server__unary_ok_with_metadata, each_setup),
+		cmocka_unit_test_setup(test_rpc_server__burst_on_one_method, each_setup),
 		cmocka_unit_test_setup(test_rpc_server__metadata_validation, each_setup),
 		cmocka_unit_test_setup(test_rpc_server__handler_error_maps_status, each_setup),
 		cmocka_unit_test_setup(test_rpc_server__handler_without_response_is_internal, each_setup),
