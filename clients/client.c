@@ -523,15 +523,20 @@ static int server_stream_open(hs_client_stream *s, grpc_channel *ch, hs_client_s
 	if (call != NULL && s->cancelled) /* cancelled while it was being replaced */
 		grpc_call_cancel(call, NULL);
 	pthread_mutex_unlock(&s->mu);
+	/* gRPC consumes the slices of a message it sends: each open sends its
+	 * own copy, so a followed stream carries the same request again. */
+	grpc_byte_buffer *req = s->req != NULL ? grpc_byte_buffer_copy(s->req) : NULL;
 	grpc_op sop, ops[4];
-	hs_client__server_stream_ops(&sop, ops, s->gmd, s->n_md, s->req, &s->init_md, &s->trail_md,
+	hs_client__server_stream_ops(&sop, ops, s->gmd, s->n_md, req, &s->init_md, &s->trail_md,
 				     &s->status, &s->details);
-	bool started = s->call != NULL &&
+	bool started = s->call != NULL && req != NULL &&
 		       grpc_call_start_batch(s->call, &sop, 1, &s->status, NULL) == GRPC_CALL_OK;
 	s->status_pending = started;
 	if (started)
 		started = grpc_call_start_batch(s->call, ops, 4, ops, NULL) == GRPC_CALL_OK;
 	bool ok = started && pluck(s->cq, ops);
+	if (req != NULL)
+		grpc_byte_buffer_destroy(req);
 	if (!started) {
 		hs_client__status_set(st, 13, "cannot start call", 17);
 		return HS_INTERNAL;

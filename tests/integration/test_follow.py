@@ -57,9 +57,9 @@ class Fake:
         with self.lock:
             return len(self.calls)
 
-    def _seen(self, method, context):
+    def _seen(self, method, context, req):
         with self.lock:
-            self.calls.append((method, dict(context.invocation_metadata())))
+            self.calls.append((method, dict(context.invocation_metadata()), req))
         if self.redirect is not None:
             context.set_trailing_metadata([(KEY, v) for v in self.redirect])
             context.abort(grpc.StatusCode.UNAVAILABLE, "elsewhere, says %s" % self.name)
@@ -68,13 +68,13 @@ class Fake:
         method = details.method
         if method.endswith("/WatchTasks"):
             def stream(req, context):
-                self._seen(method, context)
+                self._seen(method, context, req)
                 for i in (1, 2):
                     yield health_pb2.TaskEvent(event_id=i, task_id=self.name).SerializeToString()
             return grpc.unary_stream_rpc_method_handler(stream)
 
         def unary(req, context):
-            self._seen(method, context)
+            self._seen(method, context, req)
             if method.endswith("/GetTask"):
                 return health_pb2.Task(task_id=self.name).SerializeToString()
             return auth_pb2.User(id=self.name, email=self.name + "@example.com").SerializeToString()
@@ -121,7 +121,7 @@ class FollowTest(unittest.TestCase):
         with tempfile.TemporaryDirectory(prefix="hs-follow-ctl-") as home:
             env = dict(os.environ, HOME=home, HARNESS_SERVER=self.a.target, HARNESS_TOKEN=TOKEN)
             env.setdefault("ASAN_OPTIONS", "detect_leaks=1")
-            args = {"unary": ["task", "get", "t1"], "stream": ["task", "watch"]}[method]
+            args = {"unary": ["task", "get", "t1"], "stream": ["task", "watch", "t1"]}[method]
             p = subprocess.run([hstest.HARNESSCTL, "-o", "json", "--timeout", "20"] + args + list(extra),
                                capture_output=True, text=True, env=env, timeout=WAIT,
                                start_new_session=True)
@@ -163,8 +163,11 @@ class FollowTest(unittest.TestCase):
         self.assertEqual(who, "node-b")
         self.assertEqual(self.a.count(), 1)
         self.assertEqual(self.b.count(), 1)
-        method, md = self.b.calls[0]
+        method, md, req = self.b.calls[0]
         self.assertEqual(md.get("authorization"), "Bearer " + TOKEN)
+        # the followed call carries the caller's request, not an empty one
+        self.assertEqual(req, self.a.calls[0][2])
+        self.assertIn(b"t1", req)
         self.assertNotIn("harness-forwarded-by", md)
 
     def check_hostile(self, lang):
@@ -245,7 +248,7 @@ def unary(c):
         print(json.dumps([False, e.details]))
 def stream(c):
     try:
-        print(json.dumps([True, [e.task_id for e in c.tasks.WatchTasks(timeout=20)][0]]))
+        print(json.dumps([True, [e.task_id for e in c.tasks.WatchTasks(task_id="t1", timeout=20)][0]]))
     except grpc.RpcError as e:
         print(json.dumps([False, e.details()]))
 '''
@@ -264,7 +267,7 @@ async function unary(c) {
 async function stream(c) {
   const ids = [];
   try {
-    for await (const ev of await c.tasks.WatchTasks({}, { timeoutMs: 20000 })) ids.push(ev.taskId);
+    for await (const ev of await c.tasks.WatchTasks({ taskId: "t1" }, { timeoutMs: 20000 })) ids.push(ev.taskId);
     return [true, ids[0]];
   } catch (e) {
     return [false, e.details || String(e)];
