@@ -448,7 +448,10 @@ void hs_rpc__forward(hs_rpc_call *call, const char *where, rpc_fwd_result *r)
 				resp = NULL;
 			} else {
 				/* The owner's words; an UNAVAILABLE that names no node
-				 * (the owner is down or unreachable) says where it went. */
+				 * (the owner is down or unreachable) says which node it
+				 * went to, in words only: the call may have reached the
+				 * owner before it failed, so no harness-node-address
+				 * invites a client to send it again. */
 				size_t dn = GRPC_SLICE_LENGTH(details);
 				if (dn >= sizeof(r->msg))
 					dn = sizeof(r->msg) - 1;
@@ -460,8 +463,6 @@ void hs_rpc__forward(hs_rpc_call *call, const char *where, rpc_fwd_result *r)
 					char owner[sizeof(r->msg)];
 					memcpy(owner, r->msg, sizeof(owner));
 					fail(r, status, where, owner);
-					if (snprintf(r->where, sizeof(r->where), "%s", where) < 0)
-						r->where[0] = '\0';
 				}
 				/* cut at a byte limit: valid UTF-8 again, as every message */
 				hs_utf8_repair(r->msg);

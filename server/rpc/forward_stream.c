@@ -209,9 +209,10 @@ static void maybe_relay_status(rpc_fwd_stream *f)
 		if (f->status == GRPC_STATUS_UNAVAILABLE && where[0] == '\0') {
 			char owner[sizeof(msg)];
 			memcpy(owner, msg, sizeof(owner));
+			/* in words only, not as harness-node-address: the owner may
+			 * have started the call (an exec) before it failed */
 			if (snprintf(msg, sizeof(msg), "forward to %.96s: %s", f->where, owner) < 0)
 				msg[0] = '\0';
-			snprintf(where, sizeof(where), "%s", f->where);
 		}
 		hs_utf8_repair(msg); /* cut at a byte limit: valid UTF-8 again */
 		if (reason[0] != '\0')
