@@ -88,7 +88,10 @@ class ConsoleTest(unittest.TestCase):
         cls.sandbox = hstest.ServiceClient(cls.hd.channel, S, "SandboxService", tok)
         cls.profile = os.path.join(cls.hd.data_dir, "chromium-profile")
         cls.d = browser(cls.profile)
-        cls.wait = WebDriverWait(cls.d, 30 * hstest.SLOW, poll_frequency=0.1)
+        # Live tables re-render as events arrive: an element found a moment
+        # ago may be stale by the time the condition reads it; poll again.
+        cls.wait = WebDriverWait(cls.d, 30 * hstest.SLOW, poll_frequency=0.1,
+                                 ignored_exceptions=[StaleElementReferenceException])
 
     @classmethod
     def tearDownClass(cls):
