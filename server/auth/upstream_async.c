@@ -33,6 +33,7 @@ struct hs_up_loop {
 	/* under up->mu */
 	job *qhead, *qtail;
 	bool stop;
+	bool polling; /* in curl_multi_poll: a new job must wake it */
 	size_t n_jobs; /* queued + running */
 	CURL *idle[LOOP_IDLE_MAX];
 	size_t n_idle;
@@ -141,7 +142,18 @@ static void *loop_main(void *arg)
 			curl_multi_remove_handle(l->m, h);
 			job_finish(up, j, cc);
 		}
-		curl_multi_poll(l->m, NULL, 0, 1000, NULL);
+		/* Sleep only with nothing queued; a submitter wakes the loop
+		 * only while it sleeps (no wake-up write per login under load). */
+		pthread_mutex_lock(&up->mu);
+		l->polling = l->qhead == NULL && !l->stop;
+		bool poll = l->polling;
+		pthread_mutex_unlock(&up->mu);
+		if (poll) {
+			curl_multi_poll(l->m, NULL, 0, 1000, NULL);
+			pthread_mutex_lock(&up->mu);
+			l->polling = false;
+			pthread_mutex_unlock(&up->mu);
+		}
 	}
 	while (l->running != NULL) { /* shutting down: answer what is in flight */
 		job *j = l->running;
@@ -218,8 +230,11 @@ int hs_auth_upstream_login_start(hs_auth_upstream *up, const char *email, const 
 	else
 		l->qhead = j;
 	l->qtail = j;
+	bool wake = l->polling;
+	l->polling = false; /* one wake-up is enough */
 	pthread_mutex_unlock(&up->mu);
-	curl_multi_wakeup(l->m);
+	if (wake)
+		curl_multi_wakeup(l->m);
 	return HS_OK;
 }
 
