@@ -65,7 +65,10 @@ typedef void (*hs_auth_upstream_done_fn)(void *arg, int rc, hs_auth_result *res,
  * requests already in flight (or the loop could not start): nothing was
  * sent, use the blocking call instead. Other errors as
  * hs_auth_upstream_login; done is not called. */
-#define HS_AUTH_UPSTREAM_ASYNC_MAX 1024
+/* libcurl's multi handle walks every transfer it holds on each turn (and
+ * on each removal): with 1,000 in flight its CPU per login rose by half,
+ * so the loop keeps a few, the worker lane takes the rest. */
+#define HS_AUTH_UPSTREAM_ASYNC_MAX 64
 #define HS_AUTH_UPSTREAM_BUSY 1
 int hs_auth_upstream_login_start(hs_auth_upstream *up, const char *email, const char *password,
 				 int timeout_ms, hs_auth_upstream_done_fn done, void *arg,
