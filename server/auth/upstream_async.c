@@ -14,6 +14,7 @@
 #include <sodium.h>
 
 #include "log.h"
+#include "trace.h"
 
 #define LOOP_IDLE_MAX 64       /* easy handles kept for reuse */
 #define LOOP_HOST_CONNECTIONS 32 /* to the user service, at most */
@@ -24,6 +25,7 @@ typedef struct job {
 	char *body;
 	hs_auth_upstream_done_fn done;
 	void *arg;
+	hs_trace_ctx trace; /* the caller's: the loop's log lines carry its ids */
 	hs_up_xfer x;
 } job;
 
@@ -68,6 +70,7 @@ static void job_free(hs_auth_upstream *up, job *j)
 /* The transfer ended (cc): map it as the blocking call does, answer. */
 static void job_finish(hs_auth_upstream *up, job *j, CURLcode cc)
 {
+	hs_trace_restore(&j->trace);
 	hs_error e = { 0 };
 	json_t *resp = NULL;
 	hs_auth_result res;
@@ -81,16 +84,19 @@ static void job_finish(hs_auth_upstream *up, job *j, CURLcode cc)
 	void *arg = j->arg;
 	job_free(up, j);
 	done(arg, rc, rc == HS_OK ? &res : NULL, rc == HS_OK ? NULL : &e);
+	hs_trace_end();
 }
 
 static void job_fail(hs_auth_upstream *up, job *j, int code, const char *msg)
 {
+	hs_trace_restore(&j->trace);
 	hs_error e = { 0 };
 	hs_error_set(&e, code, "%s", msg);
 	hs_auth_upstream_done_fn done = j->done;
 	void *arg = j->arg;
 	job_free(up, j);
 	done(arg, code, NULL, &e);
+	hs_trace_end();
 }
 
 static void running_unlink(hs_up_loop *l, job *j)
@@ -202,6 +208,7 @@ int hs_auth_upstream_login_start(hs_auth_upstream *up, const char *email, const 
 	}
 	j->done = done;
 	j->arg = arg;
+	j->trace = *hs_trace_current();
 	pthread_mutex_lock(&up->mu);
 	hs_up_loop *l = loop_get(up);
 	if (l == NULL || l->n_jobs >= HS_AUTH_UPSTREAM_ASYNC_MAX) {
