@@ -1,12 +1,16 @@
-/* JSON bodies of the gateway, built with jansson. */
+/* JSON bodies of the gateway, built with jansson (the login answer, on
+ * every login, written directly: jb_str). */
 #include "json.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include <jansson.h>
+
+#include "utf8.h"
 
 static char *dump(json_t *v)
 {
@@ -39,29 +43,107 @@ void hs_gw_iso8601(char out[32], long long secs, int nanos)
 	snprintf(out, 32, "%.31s", buf);
 }
 
+/* A growing buffer for the login answer, written directly (it is built on
+ * every login: jansson's object tree, one allocation per value, and its
+ * printf-based dump cost more than the rest of the gateway's own work). */
+typedef struct jbuf {
+	char *p;
+	size_t len, cap;
+	bool failed;
+} jbuf;
+
+static void jb_put(jbuf *b, const char *s, size_t n)
+{
+	if (b->failed)
+		return;
+	if (b->len + n + 1 > b->cap) {
+		size_t cap = b->cap ? b->cap : 512;
+		while (b->len + n + 1 > cap)
+			cap *= 2;
+		char *p = realloc(b->p, cap);
+		if (p == NULL) {
+			b->failed = true;
+			return;
+		}
+		b->p = p;
+		b->cap = cap;
+	}
+	memcpy(b->p + b->len, s, n);
+	b->len += n;
+	b->p[b->len] = '\0';
+}
+
+static void jb_lit(jbuf *b, const char *s) { jb_put(b, s, strlen(s)); }
+
+/* s as a JSON string, byte for byte as json_dumps(json_string(s),
+ * JSON_COMPACT) writes it: '"', '\\' and control characters escaped,
+ * everything else (UTF-8 included) as it is; NULL or invalid UTF-8 is ""
+ * (as str() makes it). */
+static void jb_str(jbuf *b, const char *s)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	if (s == NULL || !hs_utf8_valid(s, NULL))
+		s = "";
+	jb_put(b, "\"", 1);
+	const char *run = s;
+	for (; *s != '\0'; s++) {
+		unsigned char c = (unsigned char)*s;
+		if (c >= 0x20 && c != '"' && c != '\\')
+			continue;
+		jb_put(b, run, (size_t)(s - run));
+		run = s + 1;
+		char esc[7] = { '\\', 0, 0, 0, 0, 0, 0 };
+		size_t n = 2;
+		switch (c) {
+		case '"': esc[1] = '"'; break;
+		case '\\': esc[1] = '\\'; break;
+		case '\b': esc[1] = 'b'; break;
+		case '\f': esc[1] = 'f'; break;
+		case '\n': esc[1] = 'n'; break;
+		case '\r': esc[1] = 'r'; break;
+		case '\t': esc[1] = 't'; break;
+		default:
+			memcpy(esc + 1, "u00", 3);
+			esc[4] = hex[c >> 4];
+			esc[5] = hex[c & 15];
+			n = 6;
+		}
+		jb_put(b, esc, n);
+	}
+	jb_put(b, run, (size_t)(s - run));
+	jb_put(b, "\"", 1);
+}
+
 char *hs_gw_json_auth(const Harness__V1__AuthResponse *r)
 {
-	json_t *user = json_object();
+	jbuf b = { 0 };
 	const Harness__V1__User *u = r->user;
-	json_object_set_new(user, "id", str(u != NULL ? u->id : ""));
-	json_object_set_new(user, "email", str(u != NULL ? u->email : ""));
-	json_object_set_new(user, "name", str(u != NULL ? u->name : ""));
-	json_object_set_new(user, "role", str(u != NULL ? u->role : ""));
+	char num[48];
+	jb_lit(&b, "{\"success\":true,\"data\":{\"user\":{\"id\":");
+	jb_str(&b, u != NULL ? u->id : "");
+	jb_lit(&b, ",\"email\":");
+	jb_str(&b, u != NULL ? u->email : "");
+	jb_lit(&b, ",\"name\":");
+	jb_str(&b, u != NULL ? u->name : "");
+	jb_lit(&b, ",\"role\":");
+	jb_str(&b, u != NULL ? u->role : "");
+	jb_lit(&b, ",\"createdAt\":");
 	if (u != NULL && u->created_at != NULL) {
 		char ts[32];
 		hs_gw_iso8601(ts, (long long)u->created_at->seconds, u->created_at->nanos);
-		json_object_set_new(user, "createdAt", json_string(ts));
+		jb_str(&b, ts);
 	} else {
-		json_object_set_new(user, "createdAt", json_null());
+		jb_lit(&b, "null");
 	}
-	json_t *data = json_object();
-	json_object_set_new(data, "user", user);
-	json_object_set_new(data, "accessToken", str(r->access_token));
-	json_object_set_new(data, "expiresIn", json_integer(r->expires_in));
-	json_t *root = json_object();
-	json_object_set_new(root, "success", json_true());
-	json_object_set_new(root, "data", data);
-	return dump(root);
+	jb_lit(&b, "},\"accessToken\":");
+	jb_str(&b, r->access_token);
+	snprintf(num, sizeof(num), ",\"expiresIn\":%d}}", (int)r->expires_in);
+	jb_lit(&b, num);
+	if (b.failed) {
+		free(b.p);
+		return NULL;
+	}
+	return b.p;
 }
 
 char *hs_gw_json_error(const char *code, const char *message)

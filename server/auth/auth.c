@@ -342,14 +342,15 @@ void hs_auth_client_address(hs_auth *a, const char *peer, const char *xff,
 
 /* ---- login, tokens ---- */
 
-int hs_auth_login(hs_auth *a, const char *email, const char *password, const char *address,
-		  int timeout_ms, hs_auth_result *out, hs_error *err)
+/* The checks both forms of login make first: the fields, then the
+ * throttle (read only). norm: the normalised email. */
+static int login_precheck(hs_auth *a, const char *email, const char *password,
+			  const char *address, char *norm, size_t cap, hs_error *err)
 {
-	char norm[HS_EMAIL_MAX + 1];
 	int rc;
 	if (email == NULL || email[0] == '\0')
 		return hs_error_set(err, HS_INVALID, "email: required");
-	if (!hs_email_normalize(email, norm, sizeof(norm)))
+	if (!hs_email_normalize(email, norm, cap))
 		return hs_error_set(err, HS_INVALID, "email: must be an email address");
 	if (password == NULL || password[0] == '\0')
 		return hs_error_set(err, HS_INVALID, "password: required");
@@ -361,16 +362,78 @@ int hs_auth_login(hs_auth *a, const char *email, const char *password, const cha
 		       HS_LS("peer", address ? address : ""));
 		return rc;
 	}
+	return HS_OK;
+}
+
+/* The outcome counted by the throttle. */
+static void login_counted(hs_auth *a, int rc, const char *norm, const char *address)
+{
+	if (rc == HS_OK)
+		hs_throttle_success(a->throttle, norm, address);
+	else if (rc == HS_UNAUTH || rc == HS_NOT_FOUND)
+		hs_throttle_failure(a->throttle, norm, address, 0);
+}
+
+int hs_auth_login(hs_auth *a, const char *email, const char *password, const char *address,
+		  int timeout_ms, hs_auth_result *out, hs_error *err)
+{
+	char norm[HS_EMAIL_MAX + 1];
+	int rc = login_precheck(a, email, password, address, norm, sizeof(norm), err);
+	if (rc != HS_OK)
+		return rc;
 	if (a->backend == HS_AUTH_LOCAL)
 		rc = hs_auth_local_login(a->local, email, password, out, err);
 	else
 		rc = hs_auth_upstream_login(a->up, norm, password, timeout_ms, out, err);
 	if (rc == HS_OK && a->jwks != NULL) /* the token's key known before the client uses it */
 		hs_jwks_ensure(a->jwks, out->access_token, timeout_ms > 0 ? timeout_ms : 5000);
-	if (rc == HS_OK)
-		hs_throttle_success(a->throttle, norm, address);
-	else if (rc == HS_UNAUTH || rc == HS_NOT_FOUND)
-		hs_throttle_failure(a->throttle, norm, address, 0);
+	login_counted(a, rc, norm, address);
+	return rc;
+}
+
+typedef struct login_wait {
+	hs_auth *a;
+	hs_auth_login_done_fn done;
+	void *arg;
+	char *address; /* NULL allowed */
+	char norm[HS_EMAIL_MAX + 1];
+} login_wait;
+
+static void login_answered(void *arg, int rc, hs_auth_result *res, const hs_error *err)
+{
+	login_wait *w = arg;
+	login_counted(w->a, rc, w->norm, w->address);
+	w->done(w->arg, rc, res, err);
+	free(w->address);
+	free(w);
+}
+
+int hs_auth_login_start(hs_auth *a, const char *email, const char *password,
+			const char *address, int timeout_ms, hs_auth_login_done_fn done,
+			void *arg, hs_error *err)
+{
+	/* a JWKS fetch after login may block: the blocking path does it */
+	if (a->backend != HS_AUTH_UPSTREAM || a->jwks != NULL)
+		return HS_AUTH_LOGIN_BLOCKS;
+	login_wait *w = calloc(1, sizeof(*w));
+	if (w == NULL)
+		return hs_error_set(err, HS_INTERNAL, "out of memory");
+	int rc = login_precheck(a, email, password, address, w->norm, sizeof(w->norm), err);
+	if (rc == HS_OK && address != NULL && (w->address = strdup(address)) == NULL)
+		rc = hs_error_set(err, HS_INTERNAL, "out of memory");
+	if (rc == HS_OK) {
+		w->a = a;
+		w->done = done;
+		w->arg = arg;
+		rc = hs_auth_upstream_login_start(a->up, w->norm, password, timeout_ms,
+						  login_answered, w, err);
+		if (rc == HS_AUTH_UPSTREAM_BUSY)
+			rc = HS_AUTH_LOGIN_BLOCKS;
+	}
+	if (rc != HS_OK) {
+		free(w->address);
+		free(w);
+	}
 	return rc;
 }
 

@@ -138,6 +138,19 @@ void hs_auth_client_address(hs_auth *auth, const char *peer, const char *xff,
  * message and code). *out on success: release with hs_auth_result_dispose. */
 int hs_auth_login(hs_auth *auth, const char *email, const char *password, const char *address,
 		  int timeout_ms, hs_auth_result *out, hs_error *err);
+/* hs_auth_login without blocking the caller, where the backend allows it
+ * (upstream without a JWKS URL: hs_auth_upstream_login_start). The same
+ * checks and throttle run here (a short lock). HS_OK: started; done is
+ * called exactly once, on another thread, with what hs_auth_login would
+ * have returned (res: the callee disposes it). HS_AUTH_LOGIN_BLOCKS:
+ * nothing was done or counted, call hs_auth_login where blocking is fine.
+ * Any other return is hs_auth_login's error; done is not called. */
+#define HS_AUTH_LOGIN_BLOCKS 1
+typedef void (*hs_auth_login_done_fn)(void *arg, int rc, hs_auth_result *res,
+				      const hs_error *err);
+int hs_auth_login_start(hs_auth *auth, const char *email, const char *password,
+			const char *address, int timeout_ms, hs_auth_login_done_fn done,
+			void *arg, hs_error *err);
 /* Rotate a refresh token: HS_UNAUTH if invalid/expired/revoked/reused (the
  * client should drop it), HS_UNAVAILABLE/HS_TIMEOUT if the backend is down
  * (it should keep it). */

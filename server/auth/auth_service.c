@@ -104,38 +104,65 @@ static int recheck(const char *authz, size_t len, const char *method, const hs_r
 
 /* --- conversions ------------------------------------------------------------ */
 
+/* m (with its timestamp ts) from u; the strings are u's, not copied. */
+static void user_fill(Harness__V1__User *m, Google__Protobuf__Timestamp *ts, const hs_auth_user *u)
+{
+	harness__v1__user__init(m);
+	m->id = u->id ? u->id : "";
+	m->email = u->email ? u->email : "";
+	m->name = u->name ? u->name : "";
+	m->role = u->role ? u->role : "user";
+	hs_rpc_timestamp_set(ts, u->created_at_ms);
+	m->created_at = ts;
+	m->disabled = u->disabled != 0;
+}
+
+/* m (user, ts included) from r; the strings are r's, not copied. */
+static void auth_fill(Harness__V1__AuthResponse *m, Harness__V1__User *user,
+		      Google__Protobuf__Timestamp *ts, const hs_auth_result *r, int refresh_ttl)
+{
+	harness__v1__auth_response__init(m);
+	user_fill(user, ts, &r->user);
+	m->user = user;
+	m->access_token = r->access_token ? r->access_token : "";
+	m->refresh_token = r->refresh_token ? r->refresh_token : "";
+	m->expires_in = (int32_t)r->expires_in;
+	m->refresh_expires_in = refresh_ttl;
+	m->token_type = "Bearer";
+}
+
+/* The strings of a filled user copied into the call's arena. */
+static bool user_copy(hs_rpc_call *call, Harness__V1__User *m)
+{
+	return (m->id = hs_rpc_call_strdup(call, m->id)) != NULL &&
+	       (m->email = hs_rpc_call_strdup(call, m->email)) != NULL &&
+	       (m->name = hs_rpc_call_strdup(call, m->name)) != NULL &&
+	       (m->role = hs_rpc_call_strdup(call, m->role)) != NULL;
+}
+
 static Harness__V1__User *user_msg(hs_rpc_call *call, const hs_auth_user *u)
 {
 	Harness__V1__User *m = hs_rpc_call_alloc(call, sizeof(*m));
-	if (m == NULL)
+	Google__Protobuf__Timestamp *ts = hs_rpc_call_alloc(call, sizeof(*ts));
+	if (m == NULL || ts == NULL)
 		return NULL;
-	harness__v1__user__init(m);
-	m->id = hs_rpc_call_strdup(call, u->id ? u->id : "");
-	m->email = hs_rpc_call_strdup(call, u->email ? u->email : "");
-	m->name = hs_rpc_call_strdup(call, u->name ? u->name : "");
-	m->role = hs_rpc_call_strdup(call, u->role ? u->role : "user");
-	m->created_at = hs_rpc_timestamp(call, u->created_at_ms);
-	m->disabled = u->disabled != 0;
-	if (m->id == NULL || m->email == NULL || m->name == NULL || m->role == NULL ||
-	    m->created_at == NULL)
-		return NULL;
-	return m;
+	user_fill(m, ts, u);
+	return user_copy(call, m) ? m : NULL;
 }
 
+/* The response in the call's arena (r may go before it is packed). */
 static int auth_response(hs_rpc_call *call, const hs_auth_result *r, int refresh_ttl,
 			 ProtobufCMessage **resp, hs_error *err)
 {
 	Harness__V1__AuthResponse *m = hs_rpc_call_alloc(call, sizeof(*m));
-	if (m == NULL)
+	Harness__V1__User *user = hs_rpc_call_alloc(call, sizeof(*user));
+	Google__Protobuf__Timestamp *ts = hs_rpc_call_alloc(call, sizeof(*ts));
+	if (m == NULL || user == NULL || ts == NULL)
 		return hs_error_set(err, HS_INTERNAL, "out of memory");
-	harness__v1__auth_response__init(m);
-	m->user = user_msg(call, &r->user);
-	m->access_token = hs_rpc_call_strdup(call, r->access_token ? r->access_token : "");
-	m->refresh_token = hs_rpc_call_strdup(call, r->refresh_token ? r->refresh_token : "");
-	m->expires_in = (int32_t)r->expires_in;
-	m->refresh_expires_in = refresh_ttl;
-	m->token_type = "Bearer";
-	if (m->user == NULL || m->access_token == NULL || m->refresh_token == NULL)
+	auth_fill(m, user, ts, r, refresh_ttl);
+	if (!user_copy(call, user) ||
+	    (m->access_token = hs_rpc_call_strdup(call, m->access_token)) == NULL ||
+	    (m->refresh_token = hs_rpc_call_strdup(call, m->refresh_token)) == NULL)
 		return hs_error_set(err, HS_INTERNAL, "out of memory");
 	*resp = &m->base;
 	return HS_OK;
@@ -172,14 +199,45 @@ static const char *bearer_token(hs_rpc_call *call)
 
 #define REFRESH_TTL_UNKNOWN 0
 
+/* An upstream login started on the CQ thread, answered from the upstream
+ * client's event loop: the response is packed before res goes, so it
+ * points at res's strings (no arena use off the handler's thread). */
+static void login_answered(void *arg, int rc, hs_auth_result *res, const hs_error *err)
+{
+	hs_rpc_call *call = arg;
+	if (rc != HS_OK) {
+		hs_rpc_call_complete(call, rc, NULL, err);
+		return;
+	}
+	Harness__V1__AuthResponse m;
+	Harness__V1__User user;
+	Google__Protobuf__Timestamp ts;
+	auth_fill(&m, &user, &ts, res, REFRESH_TTL_UNKNOWN);
+	hs_rpc_call_complete(call, HS_OK, &m.base, NULL);
+	hs_auth_result_dispose(res);
+}
+
+/* On the CQ thread an upstream login is only started (no worker waits for
+ * the user service); the local backend (argon2) goes to the lane. */
 static int login(hs_rpc_call *call, const ProtobufCMessage *req, ProtobufCMessage **resp,
 		 hs_error *err)
 {
 	const Harness__V1__LoginRequest *r = (const void *)req;
+	hs_auth *auth = hs_rpc_call_payload(call);
+	int rc;
+	if (hs_rpc_call_on_cq(call)) {
+		hs_rpc_call_ref(call); /* dropped by hs_rpc_call_complete */
+		rc = hs_auth_login_start(auth, r->email, r->password, client_address(call),
+					 time_left(call), login_answered, call, err);
+		if (rc == HS_OK)
+			return HS_RPC_PENDING;
+		hs_rpc_call_unref(call);
+		return rc == HS_AUTH_LOGIN_BLOCKS ? HS_RPC_DEFER : rc;
+	}
 	hs_auth_result res;
 	memset(&res, 0, sizeof(res));
-	int rc = hs_auth_login(hs_rpc_call_payload(call), r->email, r->password,
-			       client_address(call), time_left(call), &res, err);
+	rc = hs_auth_login(auth, r->email, r->password, client_address(call), time_left(call), &res,
+			   err);
 	if (rc == HS_OK)
 		rc = auth_response(call, &res, REFRESH_TTL_UNKNOWN, resp, err);
 	hs_auth_result_dispose(&res);
@@ -518,7 +576,8 @@ int hs_auth_service_register(hs_rpc_server *srv, hs_auth *auth, hs_error *err)
 	/* Every handler blocks: argon2id costs tens of milliseconds by design,
 	 * and the upstream backend does HTTP. */
 	static const hs_rpc_handler handlers[] = {
-		{ "Login", HS_RPC_UNARY, HS_RPC_PUBLIC | HS_RPC_BLOCKING, login, NULL },
+		{ "Login", HS_RPC_UNARY, HS_RPC_PUBLIC | HS_RPC_BLOCKING | HS_RPC_TRY_INLINE, login,
+		  NULL },
 		{ "Refresh", HS_RPC_UNARY, HS_RPC_PUBLIC | HS_RPC_BLOCKING, refresh, NULL },
 		{ "Logout", HS_RPC_UNARY, HS_RPC_PUBLIC | HS_RPC_BLOCKING, logout, NULL },
 		{ "GetUser", HS_RPC_UNARY, HS_RPC_BLOCKING, get_user, NULL },

@@ -5,6 +5,7 @@
  * survives between calls. Request and response bodies hold passwords and
  * tokens: they are wiped before being freed and never logged. */
 #include "upstream.h"
+#include "upstream_internal.h"
 #include "curl_once.h"
 
 #include <pthread.h>
@@ -26,20 +27,6 @@
 #define MAX_TOKEN 8192
 #define MAX_UPSTREAM_MSG 160
 
-struct hs_auth_upstream {
-	char *base;            /* without trailing '/' */
-	struct curl_slist *headers;
-	int timeout_ms;
-	pthread_mutex_t mu;
-	CURL **idle;
-	size_t n_idle, pool_max;
-};
-
-typedef struct body {
-	char *p;
-	size_t len;
-	int overflow;
-} body;
 
 static int printable(const char *s)
 {
@@ -114,6 +101,7 @@ void hs_auth_upstream_free(hs_auth_upstream *up)
 {
 	if (up == NULL)
 		return;
+	hs_up__loop_free(up); /* answers what is in flight */
 	for (size_t i = 0; i < up->n_idle; i++)
 		curl_easy_cleanup(up->idle[i]);
 	pthread_mutex_destroy(&up->mu);
@@ -151,7 +139,7 @@ static void pool_put(hs_auth_upstream *up, CURL *h)
 
 static size_t on_write(char *data, size_t size, size_t nmemb, void *userp)
 {
-	body *b = userp;
+	hs_up_body *b = userp;
 	size_t n = size * nmemb;
 	if (b->len + n > HS_AUTH_UPSTREAM_MAX_BODY) {
 		b->overflow = 1;
@@ -167,7 +155,7 @@ static size_t on_write(char *data, size_t size, size_t nmemb, void *userp)
 	return n;
 }
 
-static void body_wipe(body *b)
+static void body_wipe(hs_up_body *b)
 {
 	if (b->p != NULL)
 		sodium_memzero(b->p, b->len);
@@ -200,7 +188,7 @@ static hs_code status_code(long status)
 }
 
 /* The error of a non-2xx response: its JSON message/code, else a default. */
-static int status_error(long status, const body *b, hs_error *err)
+static int status_error(long status, const hs_up_body *b, hs_error *err)
 {
 	char msg[MAX_UPSTREAM_MSG + 1] = "", code[65] = "";
 	json_t *j = b->p ? json_loadb(b->p, b->len, 0, NULL) : NULL;
@@ -261,43 +249,35 @@ static void trace_unlink(struct hs_auth_upstream *up, struct curl_slist *own)
 	curl_slist_free_all(own);
 }
 
-/* One request. json_body NULL = GET. On HS_OK *out is the parsed 2xx body. */
-static int request(hs_auth_upstream *up, const char *path, const char *json_body, int timeout_ms,
-		   json_t **out, hs_error *err)
+/* A request's state from hs_up__begin to hs_up__end (upstream_internal.h). */
+int hs_up__begin(hs_auth_upstream *up, hs_up_xfer *x, CURL *h, const char *path,
+		 const char *json_body, int timeout_ms, hs_error *err)
 {
-	char errbuf[CURL_ERROR_SIZE] = "";
-	char *url = NULL;
-	body b = { 0 };
-	long status = 0, limit = up->timeout_ms;
-	int rc = HS_OK, caller_limited = 0;
-	CURL *h = NULL;
-	CURLcode cc;
-	struct curl_slist *traced = NULL;
-
+	memset(x, 0, sizeof(*x));
+	x->path = path;
+	x->limit = up->timeout_ms;
 	if (timeout_ms == 0)
 		return hs_error_set(err, HS_TIMEOUT, "deadline exceeded before calling the user service");
-	if (timeout_ms > 0 && timeout_ms < limit) {
-		limit = timeout_ms;
-		caller_limited = 1;
+	if (timeout_ms > 0 && timeout_ms < x->limit) {
+		x->limit = timeout_ms;
+		x->caller_limited = 1;
 	}
 	size_t ul = strlen(up->base) + strlen(path) + 1;
-	if ((url = malloc(ul)) == NULL || (h = pool_get(up)) == NULL) {
-		rc = hs_error_set(err, HS_INTERNAL, "user service client: out of memory");
-		goto done;
-	}
-	snprintf(url, ul, "%s%s", up->base, path);
-	curl_easy_setopt(h, CURLOPT_URL, url);
-	curl_easy_setopt(h, CURLOPT_HTTPHEADER, trace_link(up, &traced));
+	if ((x->url = malloc(ul)) == NULL)
+		return hs_error_set(err, HS_INTERNAL, "user service client: out of memory");
+	snprintf(x->url, ul, "%s%s", up->base, path);
+	curl_easy_setopt(h, CURLOPT_URL, x->url);
+	curl_easy_setopt(h, CURLOPT_HTTPHEADER, trace_link(up, &x->traced));
 	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
 	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, limit);
-	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, limit);
+	curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, x->limit);
+	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, x->limit);
 	curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
 	curl_easy_setopt(h, CURLOPT_USERAGENT, "harnessd/" HS_VERSION);
-	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
+	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, x->errbuf);
 	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_write);
-	curl_easy_setopt(h, CURLOPT_WRITEDATA, &b);
+	curl_easy_setopt(h, CURLOPT_WRITEDATA, &x->b);
 	if (json_body != NULL) {
 		curl_easy_setopt(h, CURLOPT_POST, 1L);
 		curl_easy_setopt(h, CURLOPT_POSTFIELDS, json_body);
@@ -305,46 +285,65 @@ static int request(hs_auth_upstream *up, const char *path, const char *json_body
 	} else {
 		curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
 	}
-	cc = curl_easy_perform(h);
-	if (b.overflow) {
-		rc = hs_error_set(err, HS_INTERNAL, "user service: response larger than %d bytes",
-				  HS_AUTH_UPSTREAM_MAX_BODY);
-		goto done;
-	}
+	return HS_OK;
+}
+
+int hs_up__end(hs_auth_upstream *up, hs_up_xfer *x, CURL *h, CURLcode cc, json_t **out,
+	       hs_error *err)
+{
+	long status = 0;
+	(void)up;
+	if (x->b.overflow)
+		return hs_error_set(err, HS_INTERNAL, "user service: response larger than %d bytes",
+				    HS_AUTH_UPSTREAM_MAX_BODY);
 	if (cc == CURLE_OPERATION_TIMEDOUT) {
-		if (caller_limited)
-			rc = hs_error_set(err, HS_TIMEOUT, "deadline exceeded waiting for the user service");
-		else
-			rc = hs_error_set(err, HS_UNAVAILABLE, "user service: timed out after %ld ms", limit);
-		goto done;
+		if (x->caller_limited)
+			return hs_error_set(err, HS_TIMEOUT, "deadline exceeded waiting for the user service");
+		return hs_error_set(err, HS_UNAVAILABLE, "user service: timed out after %ld ms", x->limit);
 	}
 	if (cc != CURLE_OK) {
-		hs_log(HS_LOG_WARN, "auth", "user service request failed", HS_LS("path", path),
+		hs_log(HS_LOG_WARN, "auth", "user service request failed", HS_LS("path", x->path),
 		       HS_LS("curl", curl_easy_strerror(cc)));
-		rc = hs_error_set(err, HS_UNAVAILABLE, "user service unreachable: %s",
-				  curl_easy_strerror(cc));
-		goto done;
+		return hs_error_set(err, HS_UNAVAILABLE, "user service unreachable: %s",
+				    curl_easy_strerror(cc));
 	}
 	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
-	if (status < 200 || status > 299) {
-		rc = status >= 400 ? status_error(status, &b, err)
-				   : hs_error_set(err, HS_UNAVAILABLE,
-						  "user service: unexpected HTTP status %ld", status);
-		goto done;
-	}
-	json_t *j = b.p ? json_loadb(b.p, b.len, JSON_REJECT_DUPLICATES, NULL) : NULL;
+	if (status < 200 || status > 299)
+		return status >= 400 ? status_error(status, &x->b, err)
+				     : hs_error_set(err, HS_UNAVAILABLE,
+						    "user service: unexpected HTTP status %ld", status);
+	json_t *j = x->b.p ? json_loadb(x->b.p, x->b.len, JSON_REJECT_DUPLICATES, NULL) : NULL;
 	if (!json_is_object(j)) {
 		json_decref(j);
-		rc = hs_error_set(err, HS_INTERNAL, "user service: malformed response");
-		goto done;
+		return hs_error_set(err, HS_INTERNAL, "user service: malformed response");
 	}
 	*out = j;
-done:
+	return HS_OK;
+}
+
+void hs_up__dispose(hs_auth_upstream *up, hs_up_xfer *x)
+{
+	trace_unlink(up, x->traced);
+	x->traced = NULL;
+	body_wipe(&x->b);
+	free(x->url);
+	x->url = NULL;
+}
+
+/* One request. json_body NULL = GET. On HS_OK *out is the parsed 2xx body. */
+static int request(hs_auth_upstream *up, const char *path, const char *json_body, int timeout_ms,
+		   json_t **out, hs_error *err)
+{
+	hs_up_xfer x;
+	CURL *h = NULL;
+	int rc = HS_OK;
+	if (timeout_ms != 0 && (h = pool_get(up)) == NULL)
+		return hs_error_set(err, HS_INTERNAL, "user service client: out of memory");
+	if ((rc = hs_up__begin(up, &x, h, path, json_body, timeout_ms, err)) == HS_OK)
+		rc = hs_up__end(up, &x, h, curl_easy_perform(h), out, err);
 	if (h != NULL)
 		pool_put(up, h);
-	trace_unlink(up, traced);
-	body_wipe(&b);
-	free(url);
+	hs_up__dispose(up, &x);
 	return rc;
 }
 
@@ -402,10 +401,20 @@ static int map_auth(json_t *j, hs_auth_result *r)
 	return 0;
 }
 
+int hs_up__auth_result(json_t *resp, hs_auth_result *out, hs_error *err)
+{
+	hs_auth_result r = { 0 };
+	if (map_auth(resp, &r) != 0) {
+		hs_auth_result_dispose(&r);
+		return hs_error_set(err, HS_INTERNAL, "user service: incomplete auth response");
+	}
+	*out = r;
+	return HS_OK;
+}
+
 static int auth_call(hs_auth_upstream *up, const char *path, json_t *req, int timeout_ms,
 		     hs_auth_result *out, hs_error *err)
 {
-	hs_auth_result r = { 0 };
 	json_t *resp = NULL;
 	char *s = json_dumps(req, JSON_COMPACT);
 	int rc;
@@ -416,27 +425,41 @@ static int auth_call(hs_auth_upstream *up, const char *path, json_t *req, int ti
 	free(s);
 	if (rc != HS_OK)
 		return rc;
-	if (map_auth(resp, &r) != 0) {
-		hs_auth_result_dispose(&r);
-		rc = hs_error_set(err, HS_INTERNAL, "user service: incomplete auth response");
-	} else {
-		*out = r;
-	}
+	rc = hs_up__auth_result(resp, out, err);
 	json_decref(resp);
 	return rc;
 }
 
-int hs_auth_upstream_login(hs_auth_upstream *up, const char *email, const char *password, int timeout_ms,
-		      hs_auth_result *out, hs_error *err)
+int hs_up__login_json(const char *email, const char *password, char **out, hs_error *err)
 {
-	int rc;
 	if (email == NULL || password == NULL)
 		return hs_error_set(err, HS_INVALID, "login: email and password required");
 	json_t *req = json_pack("{s:s,s:s}", "email", email, "password", password);
 	if (req == NULL) /* also invalid UTF-8 */
 		return hs_error_set(err, HS_INVALID, "login: email and password must be UTF-8");
-	rc = auth_call(up, "/api/v1/auth/login", req, timeout_ms, out, err);
+	char *s = json_dumps(req, JSON_COMPACT);
 	json_decref(req);
+	if (s == NULL)
+		return hs_error_set(err, HS_INTERNAL, "user service client: out of memory");
+	*out = s;
+	return HS_OK;
+}
+
+int hs_auth_upstream_login(hs_auth_upstream *up, const char *email, const char *password, int timeout_ms,
+		      hs_auth_result *out, hs_error *err)
+{
+	char *body = NULL;
+	json_t *resp = NULL;
+	int rc = hs_up__login_json(email, password, &body, err);
+	if (rc != HS_OK)
+		return rc;
+	rc = request(up, LOGIN_PATH, body, timeout_ms, &resp, err);
+	sodium_memzero(body, strlen(body));
+	free(body);
+	if (rc != HS_OK)
+		return rc;
+	rc = hs_up__auth_result(resp, out, err);
+	json_decref(resp);
 	return rc;
 }
 

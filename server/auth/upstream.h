@@ -12,10 +12,12 @@
  * out first -> HS_TIMEOUT. A malformed or incomplete 2xx body -> HS_INTERNAL
  * with a generic message (nothing of the body is copied).
  *
- * Thread-safe: every call takes an easy handle from a small pool (kept
- * handles keep their connections alive, so calls reuse connections) and
- * blocks the calling thread for at most the timeout: call it from a worker
- * thread, never a completion-queue thread. */
+ * Thread-safe: every blocking call takes an easy handle from a small pool
+ * (kept handles keep their connections alive, so calls reuse connections)
+ * and blocks the calling thread for at most the timeout: call it from a
+ * worker thread, never a completion-queue thread. Login also has a
+ * non-blocking form (hs_auth_upstream_login_start) for completion-queue
+ * threads. */
 #ifndef HS_AUTH_UPSTREAM_H
 #define HS_AUTH_UPSTREAM_H
 
@@ -49,6 +51,28 @@ void hs_auth_upstream_free(hs_auth_upstream *up);
 /* POST {base}/api/v1/auth/login {"email","password"}. */
 int hs_auth_upstream_login(hs_auth_upstream *up, const char *email, const char *password, int timeout_ms,
 		      hs_auth_result *out, hs_error *err);
+/* The answer of hs_auth_upstream_login_start: called exactly once, on the
+ * client's event-loop thread (so it must not block), with HS_OK and *res
+ * (the callee takes it: hs_auth_result_dispose) or an error and res NULL. */
+typedef void (*hs_auth_upstream_done_fn)(void *arg, int rc, hs_auth_result *res,
+					 const hs_error *err);
+/* hs_auth_upstream_login without blocking the caller: the request goes to
+ * one event-loop thread (a curl multi handle, started on first use, whose
+ * connections to the user service are kept alive and shared), which calls
+ * done. Callable from a completion-queue thread: it only takes a short
+ * lock. HS_OK: queued, done will be called (also at shutdown, with
+ * HS_UNAVAILABLE). HS_AUTH_UPSTREAM_BUSY: HS_AUTH_UPSTREAM_ASYNC_MAX
+ * requests already in flight (or the loop could not start): nothing was
+ * sent, use the blocking call instead. Other errors as
+ * hs_auth_upstream_login; done is not called. */
+/* libcurl's multi handle walks every transfer it holds on each turn (and
+ * on each removal): with 1,000 in flight its CPU per login rose by half,
+ * so the loop keeps a few, the worker lane takes the rest. */
+#define HS_AUTH_UPSTREAM_ASYNC_MAX 64
+#define HS_AUTH_UPSTREAM_BUSY 1
+int hs_auth_upstream_login_start(hs_auth_upstream *up, const char *email, const char *password,
+				 int timeout_ms, hs_auth_upstream_done_fn done, void *arg,
+				 hs_error *err);
 /* POST {base}/api/v1/auth/refresh {"refreshToken"} (the seed's camelCase). */
 int hs_auth_upstream_refresh(hs_auth_upstream *up, const char *refresh_token, int timeout_ms,
 			hs_auth_result *out, hs_error *err);

@@ -621,6 +621,58 @@ class UpstreamAuthTest(unittest.TestCase):
         self.assertEqual(cm.exception.code(), grpc.StatusCode.FAILED_PRECONDITION)
 
 
+class UpstreamLoginLoopTest(unittest.TestCase):
+    """Upstream logins are started on the completion-queue thread and
+    answered from the user-service client's event loop: the throttle still
+    counts their failures, a throttled login never reaches the user
+    service, and many logins in flight each get their own answer."""
+
+    def setUp(self):
+        self.us = UserServiceDouble()
+        # delays far longer than the test: what is throttled stays throttled
+        self.hd = hstest.Harnessd(args=("--auth-backend", "upstream", "--user-service-url", self.us.url,
+                                        "--login-free-failures", "2", "--login-backoff-ms", "600000"),
+                                  env={"USER_SERVICE_API_KEY": API_KEY, "HARNESS_JWT_SECRET": SECRET})
+        self.api = Api(self.hd.channel)
+
+    def tearDown(self):
+        self.hd.close()
+        self.us.kill()
+
+    def login(self, email, password):
+        return self.api.login(auth_pb2.LoginRequest(email=email, password=password), timeout=30 * hstest.SLOW)
+
+    def test_failures_are_throttled(self):
+        before = self.us.stats()["requests"]
+        codes = []
+        for _ in range(4):
+            with self.assertRaises(grpc.RpcError) as cm:
+                self.login("alice@example.com", "bad-password")
+            codes.append(cm.exception.code())
+        self.assertEqual(codes, [grpc.StatusCode.UNAUTHENTICATED] * 2 + [grpc.StatusCode.RESOURCE_EXHAUSTED] * 2)
+        # the two throttled ones were refused here, never sent
+        self.assertEqual(self.us.stats()["requests"] - before, 2)
+        with self.assertRaises(grpc.RpcError) as cm:  # even with the right password
+            self.login("alice@example.com", "password123")
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+        # another account from the same address is not held back
+        self.assertEqual(self.login("admin@example.com", "adminpass1").user.email, "admin@example.com")
+
+    def test_many_in_flight_each_get_their_answer(self):
+        ok = [self.api.login.future(auth_pb2.LoginRequest(email="alice@example.com", password="password123"),
+                                    timeout=30 * hstest.SLOW) for _ in range(40)]
+        bad = [self.api.login.future(auth_pb2.LoginRequest(email="admin@example.com", password="nope-%d" % i),
+                                     timeout=30 * hstest.SLOW) for i in range(2)]
+        for f in ok:
+            r = f.result()
+            self.assertEqual(r.user.id, "u-alice")
+            self.assertTrue(r.refresh_token)
+        for f in bad:
+            with self.assertRaises(grpc.RpcError) as cm:
+                f.result()
+            self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAUTHENTICATED)
+
+
 class DrainTest(unittest.TestCase):
     """SIGTERM with a unary call in flight: the call (a Login waiting on a slow
     user service, on a worker thread) finishes OK, new calls are refused, and

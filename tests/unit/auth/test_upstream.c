@@ -14,6 +14,7 @@
 #include <cmocka.h>
 
 #include "double.h"
+#include "trace.h"
 #include "upstream.h"
 
 #define API_KEY "unit-api-key"
@@ -283,6 +284,156 @@ static void test_upstream__threads(void **s)
 	}
 }
 
+/* --- the non-blocking login (event loop) --- */
+
+typedef struct waiter {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int answered;
+	int rcs[32];
+	char ids[32][16];
+	char msg[32][256];
+} waiter;
+
+typedef struct slot {
+	waiter *w;
+	int i;
+} slot;
+
+static void async_done(void *arg, int rc, hs_auth_result *res, const hs_error *err)
+{
+	slot *sl = arg;
+	waiter *w = sl->w;
+	pthread_mutex_lock(&w->mu);
+	w->rcs[sl->i] = rc;
+	if (res != NULL) {
+		snprintf(w->ids[sl->i], sizeof(w->ids[0]), "%s", res->user.id);
+		hs_auth_result_dispose(res);
+	}
+	if (err != NULL)
+		snprintf(w->msg[sl->i], sizeof(w->msg[0]), "%s", err->msg);
+	w->answered++;
+	pthread_cond_broadcast(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+}
+
+/* Waits for n answers; a generous bound only so that a lost answer fails
+ * the test instead of hanging it (not a timing assertion). */
+static void wait_answers(waiter *w, int n)
+{
+	struct timespec until;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += 60;
+	pthread_mutex_lock(&w->mu);
+	while (w->answered < n)
+		if (pthread_cond_timedwait(&w->cv, &w->mu, &until) != 0)
+			break;
+	int got = w->answered;
+	pthread_mutex_unlock(&w->mu);
+	assert_int_equal(got, n);
+}
+
+static waiter *waiter_new(slot *slots, int n)
+{
+	waiter *w = calloc(1, sizeof(*w));
+	assert_non_null(w);
+	pthread_mutex_init(&w->mu, NULL);
+	pthread_cond_init(&w->cv, NULL);
+	for (int i = 0; i < n; i++) {
+		slots[i].w = w;
+		slots[i].i = i;
+		w->rcs[i] = 99;
+	}
+	return w;
+}
+
+static void waiter_free(waiter *w)
+{
+	pthread_mutex_destroy(&w->mu);
+	pthread_cond_destroy(&w->cv);
+	free(w);
+}
+
+static void test_upstream__async_login(void **s)
+{
+	slot sl[20];
+	waiter *w = waiter_new(sl, 20);
+	hs_auth_upstream *one = client(dbl.url, API_KEY, 0);
+	char hdr[128];
+	/* the caller's trace context is what the user service sees */
+	hs_trace_begin("req-async-1", strlen("req-async-1"), NULL, 0);
+	assert_int_equal(hs_auth_upstream_login_start(one, "alice@example.com", "password123", -1,
+						      async_done, &sl[0], NULL),
+			 HS_OK);
+	hs_trace_end();
+	wait_answers(w, 1);
+	assert_int_equal(w->rcs[0], HS_OK);
+	assert_string_equal(w->ids[0], "u-alice");
+	assert_int_equal(test_double_last_header(&dbl, "x-request-id", hdr, sizeof(hdr)), 0);
+	assert_string_equal(hdr, "req-async-1");
+	assert_int_equal(test_double_last_header(&dbl, "x-api-key", hdr, sizeof(hdr)), 0);
+	assert_string_equal(hdr, API_KEY);
+	/* the loop keeps its connection: 5 more logins, one after another,
+	 * open no new one (the 1: the stats request's own connection) */
+	long before = test_double_stat(&dbl, "connections");
+	for (int i = 1; i <= 5; i++) {
+		assert_int_equal(hs_auth_upstream_login_start(one, "alice@example.com", "password123",
+							      5000, async_done, &sl[i], NULL),
+				 HS_OK);
+		wait_answers(w, i + 1);
+		assert_int_equal(w->rcs[i], HS_OK);
+	}
+	assert_int_equal(test_double_stat(&dbl, "connections") - before, 1);
+	/* many at once, the wrong password among them: each its own answer */
+	for (int i = 6; i < 20; i++)
+		assert_int_equal(hs_auth_upstream_login_start(one, "alice@example.com",
+							      i % 2 ? "bad-password" : "password123",
+							      5000, async_done, &sl[i], NULL),
+				 HS_OK);
+	wait_answers(w, 20);
+	for (int i = 6; i < 20; i++) {
+		assert_int_equal(w->rcs[i], i % 2 ? HS_UNAUTH : HS_OK);
+		if (i % 2 == 0)
+			assert_string_equal(w->ids[i], "u-alice");
+	}
+	/* refused before any request: expired deadline, bad UTF-8 */
+	assert_int_equal(hs_auth_upstream_login_start(one, "alice@example.com", "password123", 0,
+						      async_done, &sl[0], NULL),
+			 HS_TIMEOUT);
+	assert_int_equal(hs_auth_upstream_login_start(one, "alice@example.com", "\xff\xfe", -1,
+						      async_done, &sl[0], NULL),
+			 HS_INVALID);
+	hs_auth_upstream_free(one);
+	assert_int_equal(w->answered, 20); /* nothing answered twice or late */
+	waiter_free(w);
+}
+
+static void test_upstream__async_deadline_and_shutdown(void **s)
+{
+	slot sl[3];
+	waiter *w = waiter_new(sl, 3);
+	hs_auth_upstream *one = client(dbl.url, API_KEY, 0);
+	assert_int_equal(test_double_control(&dbl, "{\"mode\":\"stall\",\"stall_ms\":3000}"), 0);
+	/* the caller's deadline ends it (had it been ignored: a success) */
+	assert_int_equal(hs_auth_upstream_login_start(one, "alice@example.com", "password123", 300,
+						      async_done, &sl[0], NULL),
+			 HS_OK);
+	wait_answers(w, 1);
+	assert_int_equal(w->rcs[0], HS_TIMEOUT);
+	/* freed with two in flight: both answered, UNAVAILABLE, before free
+	 * returns (had free not answered them, the count would be 1) */
+	for (int i = 1; i < 3; i++)
+		assert_int_equal(hs_auth_upstream_login_start(one, "alice@example.com", "password123",
+							      -1, async_done, &sl[i], NULL),
+				 HS_OK);
+	hs_auth_upstream_free(one);
+	assert_int_equal(w->answered, 3);
+	assert_int_equal(w->rcs[1], HS_UNAVAILABLE);
+	assert_int_equal(w->rcs[2], HS_UNAVAILABLE);
+	assert_non_null(strstr(w->msg[1], "shutting down"));
+	waiter_free(w);
+}
+
 static void test_upstream__bad_config(void **s)
 {
 	hs_auth_upstream_config c = HS_AUTH_UPSTREAM_CONFIG_INIT;
@@ -335,6 +486,8 @@ int main(void)
 		cmocka_unit_test_setup(test_upstream__down_and_refused, reset_mode),
 		cmocka_unit_test_setup(test_upstream__connection_reuse, reset_mode),
 		cmocka_unit_test_setup(test_upstream__threads, reset_mode),
+		cmocka_unit_test_setup(test_upstream__async_login, reset_mode),
+		cmocka_unit_test_setup(test_upstream__async_deadline_and_shutdown, reset_mode),
 		cmocka_unit_test(test_upstream__bad_config),
 		cmocka_unit_test(test_upstream__parse_time),
 	};

@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -67,6 +68,76 @@ static void test_json__auth_success_shape(void **state)
 	v = parse(hs_gw_json_auth(&r));
 	assert_string_equal(sget(v, "data.user.id"), "");
 	json_decref(v);
+}
+
+/* The login answer as jansson wrote it before it was written directly:
+ * the reference the direct writer must match byte for byte. */
+static json_t *ref_str(const char *s)
+{
+	json_t *v = json_string(s != NULL ? s : "");
+	return v != NULL ? v : json_string("");
+}
+
+static char *ref_auth(const Harness__V1__AuthResponse *r)
+{
+	json_t *user = json_object();
+	const Harness__V1__User *u = r->user;
+	json_object_set_new(user, "id", ref_str(u != NULL ? u->id : ""));
+	json_object_set_new(user, "email", ref_str(u != NULL ? u->email : ""));
+	json_object_set_new(user, "name", ref_str(u != NULL ? u->name : ""));
+	json_object_set_new(user, "role", ref_str(u != NULL ? u->role : ""));
+	if (u != NULL && u->created_at != NULL) {
+		char ts[32];
+		hs_gw_iso8601(ts, (long long)u->created_at->seconds, u->created_at->nanos);
+		json_object_set_new(user, "createdAt", json_string(ts));
+	} else {
+		json_object_set_new(user, "createdAt", json_null());
+	}
+	json_t *data = json_object();
+	json_object_set_new(data, "user", user);
+	json_object_set_new(data, "accessToken", ref_str(r->access_token));
+	json_object_set_new(data, "expiresIn", json_integer(r->expires_in));
+	json_t *root = json_object();
+	json_object_set_new(root, "success", json_true());
+	json_object_set_new(root, "data", data);
+	char *out = json_dumps(root, JSON_COMPACT);
+	json_decref(root);
+	return out;
+}
+
+static void test_json__auth_matches_jansson(void **state)
+{
+	static const char *const texts[] = {
+		"", "plain", "quote\" back\\slash /slash", "\x01\x02\b\f\n\r\t\x1f\x7f end",
+		"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80 \xe2\x80\xa8", /* UTF-8 kept as it is */
+		"bad \xc3", "overlong \xc0\xaf", "surrogate \xed\xa0\x80", "too big \xf4\x90\x80\x80",
+		"lone \x80 continuation", "<script>&amp;'",
+	};
+	static const long long secs[] = { 1705314600, 0, -1, 253402300799LL, 253402300800LL, -62135596801LL };
+	static const int nanos[] = { 123456789, 0, 999999999, -5, 1000000000, 500000 };
+	size_t n = sizeof(texts) / sizeof(texts[0]);
+	for (size_t i = 0; i < n; i++) {
+		Google__Protobuf__Timestamp ts = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
+		ts.seconds = secs[i % 6];
+		ts.nanos = nanos[i % 6];
+		Harness__V1__User u = HARNESS__V1__USER__INIT;
+		u.id = (char *)texts[i];
+		u.email = (char *)texts[(i + 1) % n];
+		u.name = (char *)texts[(i + 2) % n];
+		u.role = (char *)texts[(i + 3) % n];
+		u.created_at = i % 3 ? &ts : NULL;
+		Harness__V1__AuthResponse r = HARNESS__V1__AUTH_RESPONSE__INIT;
+		r.user = i == 4 ? NULL : &u;
+		r.access_token = (char *)texts[(i + 4) % n];
+		r.refresh_token = "never-in-the-body";
+		r.expires_in = i == 5 ? -2147483647 - 1 : (int32_t)(i * 1000003);
+		char *want = ref_auth(&r), *got = hs_gw_json_auth(&r);
+		assert_non_null(want);
+		assert_non_null(got);
+		assert_string_equal(got, want);
+		free(want);
+		free(got);
+	}
 }
 
 static void test_json__errors_and_validation(void **state)
@@ -172,6 +243,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_json__auth_success_shape),
+		cmocka_unit_test(test_json__auth_matches_jansson),
 		cmocka_unit_test(test_json__errors_and_validation),
 		cmocka_unit_test(test_json__login_parse),
 		cmocka_unit_test(test_json__grpc_errors),
