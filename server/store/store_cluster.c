@@ -429,6 +429,7 @@ done:
 }
 
 #define RENEW_CHUNK 1000
+#define RENEW_IDLE_MAX 16
 
 /* One chunk of hs_store_lease_renew_node: the leases node_id holds after
  * task_id `after`, at most RENEW_CHUNK, appended to *rows. *more tells
@@ -462,6 +463,19 @@ static int renew_chunk(hs_store *s, const char *node_id, int64_t expires_at_ms, 
 	if ((rc = hs_store__collect(s, st, sizeof(hs_store_lease_row), read_lease,
 				    "renew task leases", (void **)&got, &n_got, err)) != HS_OK)
 		goto done;
+	/* The walk's termination rests on the store's order being strcmp's
+	 * (task_id is COLLATE "C" since migration 11): every row a chunk
+	 * renews lies past `after`. A row that does not is a store whose
+	 * order disagrees (a column that lost its collation); walking on
+	 * would renew the same rows forever, so the renewal fails instead. */
+	for (size_t i = 0; i < n_got; i++)
+		if (strcmp(got[i].task_id, after) <= 0) {
+			rc = hs_error_set(err, HS_INTERNAL,
+					  "store: task_leases.task_id is not in byte order (collation "
+					  "not \"C\"): renewal stopped at task %s",
+					  got[i].task_id);
+			goto done;
+		}
 	*more = true;
 	if (n_got == RENEW_CHUNK)
 		goto done;
@@ -519,12 +533,27 @@ int hs_store_lease_renew_node(hs_store *s, const char *node_id, int64_t expires_
 	 * acquisitions). */
 	char after[HS_STORE_ID_MAX] = "";
 	bool more = true;
+	int idle = 0;
 	while (more && rc == HS_OK) {
 		size_t before = n;
 		rc = renew_chunk(s, node_id, expires_at_ms, after, &rows, &n, &more, err);
 		for (size_t i = before; i < n; i++)
 			if (strcmp(rows[i].task_id, after) > 0)
 				memcpy(after, rows[i].task_id, sizeof(after)); /* same size */
+		/* Bounded: renew_chunk fails unless each row lies past `after`,
+		 * so a turn that renews anything moves `after` strictly forward
+		 * (no lease is renewed twice; at most the node's leases, plus
+		 * its own acquisitions during the walk, are). A turn that renews
+		 * nothing yet is told to go on (every lease it chose changed
+		 * hands meanwhile) may repeat only RENEW_IDLE_MAX times in a
+		 * row; then the walk ends with HS_UNAVAILABLE (the caller's
+		 * next renewal, a third of a lease period later, walks again). */
+		if (rc == HS_OK && more && n == before && ++idle >= RENEW_IDLE_MAX)
+			rc = hs_error_set(err, HS_UNAVAILABLE,
+					  "store: leases of node %s kept changing hands during renewal",
+					  node_id);
+		else if (n > before)
+			idle = 0;
 	}
 	return hs_store__sorted_out(rc, rows, n, sizeof(*rows), by_task_id, (void **)out, n_out);
 }

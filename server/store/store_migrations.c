@@ -225,6 +225,10 @@ const char *const hs_store__migrations[] = {
 	/* 10: as PostgreSQL's 10 (lease renewals without index upkeep): the
 	 * index on task_leases.expires_at_ms goes. */
 	"DROP INDEX IF EXISTS task_leases_expires;",
+	/* 11: as PostgreSQL's 11 (ids in byte order). SQLite's TEXT columns
+	 * already compare with BINARY (memcmp, strcmp's order): nothing to
+	 * change; the entry keeps both histories at one version number. */
+	"SELECT 1;",
 };
 
 const int hs_store__migration_count =

@@ -208,6 +208,31 @@ const char *const hs_store__pg_migrations[] = {
 	 * the expired-lease scan reads the table instead (a few ms per
 	 * 100,000 leases, once per period per node). */
 	"DROP INDEX IF EXISTS task_leases_expires; ALTER TABLE task_leases SET (fillfactor = 50);",
+	/* 11: ids in byte order (SQLite's BINARY, C's strcmp), whatever the
+	 * database's collation. The code pages and walks by these columns
+	 * with a cursor it computes itself (task_id > $after ORDER BY
+	 * task_id; the lease renewal's next cursor is the strcmp() greatest
+	 * row renewed); under a linguistic collation (ICU en-US, en_US.utf8:
+	 * the official image's default) "B" sorts after "a" there but before
+	 * it in C, so a walk revisited rows forever and pages skipped or
+	 * repeated ids. COLLATE "C" is byte order in every encoding; changing
+	 * only the collation does not rewrite a table, and PostgreSQL rebuilds
+	 * the indexes on the column (tasks_owner, tasks_newest, the primary
+	 * keys), so the keyset queries keep their index scans. The columns a
+	 * foreign key or a join compares with them follow, so both sides of
+	 * each comparison have one collation. */
+	"ALTER TABLE tasks ALTER COLUMN task_id TYPE TEXT COLLATE \"C\";"
+	"ALTER TABLE task_leases ALTER COLUMN task_id TYPE TEXT COLLATE \"C\";"
+	"ALTER TABLE task_owners ALTER COLUMN task_id TYPE TEXT COLLATE \"C\";"
+	"ALTER TABLE task_events ALTER COLUMN task_id TYPE TEXT COLLATE \"C\";"
+	"ALTER TABLE sandboxes ALTER COLUMN sandbox_id TYPE TEXT COLLATE \"C\";"
+	"ALTER TABLE sandboxes ALTER COLUMN task_id TYPE TEXT COLLATE \"C\";"
+	"ALTER TABLE snapshots ALTER COLUMN sandbox_id TYPE TEXT COLLATE \"C\";"
+	"ALTER TABLE users ALTER COLUMN id TYPE TEXT COLLATE \"C\";"
+	"ALTER TABLE refresh_tokens ALTER COLUMN user_id TYPE TEXT COLLATE \"C\";"
+	"ALTER TABLE api_keys ALTER COLUMN id TYPE TEXT COLLATE \"C\";"
+	"ALTER TABLE nodes ALTER COLUMN node_id TYPE TEXT COLLATE \"C\";"
+	"ALTER TABLE task_leases ALTER COLUMN node_id TYPE TEXT COLLATE \"C\";",
 };
 
 const int hs_store__pg_migration_count =

@@ -35,7 +35,12 @@ start)
   chmod 0700 "$dir"
   [[ $(id -u) -eq 0 ]] && chown postgres:postgres "$dir"
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  as_pg "$bin/initdb" -D "$dir/data" -U harness -A trust -E UTF8 --no-sync >"$dir/initdb.log" 2>&1 ||
+  # A linguistic collation (ICU en-US: "B" after "a", unlike byte order),
+  # as the official image's en_US.utf8 gives, so every PostgreSQL test
+  # runs under one (the store makes its ids COLLATE "C"). PostgreSQL 15
+  # has ICU built in: no OS locale needed; libc's part is C.UTF-8.
+  as_pg "$bin/initdb" -D "$dir/data" -U harness -A trust -E UTF8 --no-sync \
+    --locale=C.UTF-8 --locale-provider=icu --icu-locale=en-US >"$dir/initdb.log" 2>&1 ||
     { cat "$dir/initdb.log" >&2; exit 1; }
   as_pg "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
     -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=200" start >/dev/null ||

@@ -733,6 +733,7 @@ int main(void)
 		T(test_store__lease_acquire_many_grants_only_what_is_free),
 		T(test_store__lease_renew_node_walks_every_chunk),
 		T(test_store__lease_renew_node_walks_past_a_chunk_taken_over),
+		T(test_store__pg_ids_in_byte_order_under_icu_collation),
 		T(test_store__lease_expiry_is_not_indexed),
 		T(test_store__lease_takeover_race_has_one_winner),
 		T(test_store__lease_take_expired_takes_only_expired),

@@ -98,6 +98,7 @@ void test_store__lease_renew_node_renews_only_what_it_holds(void **state);
 void test_store__lease_acquire_many_grants_only_what_is_free(void **state);
 void test_store__lease_renew_node_walks_every_chunk(void **state);
 void test_store__lease_renew_node_walks_past_a_chunk_taken_over(void **state);
+void test_store__pg_ids_in_byte_order_under_icu_collation(void **state);
 void test_store__lease_expiry_is_not_indexed(void **state);
 void test_store__lease_takeover_race_has_one_winner(void **state);
 void test_store__lease_take_expired_takes_only_expired(void **state);
