@@ -267,6 +267,7 @@ int hs_client_new(hs_client **out, const char *target, const hs_client_opts *opt
 	c->default_deadline_ms = o.default_deadline_ms;
 	c->no_follow = o.no_follow != 0;
 	pthread_mutex_init(&c->mu, NULL);
+	hs_client__peers_init(c);
 
 	grpc_init();
 	int rc = tls_credentials(&o, &c->creds, err);

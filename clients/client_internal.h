@@ -12,11 +12,12 @@
 #include <stdbool.h>
 
 #include "client.h"
+#include "refcache.h"
 
 #define HS_CLIENT_MAX_MD 16
 #define HS_CLIENT_FOLLOW_CHANNELS 8 /* channels to followed addresses kept (LRU) */
 
-typedef struct hs_client__peer hs_client__peer;
+typedef struct hs_refcache_entry hs_client__peer; /* its val: the grpc_channel */
 
 struct hs_client {
 	grpc_channel *channel;
@@ -28,9 +29,9 @@ struct hs_client {
 	size_t n_args;
 	char *user_agent, *server_name; /* owned copies the args point to */
 	bool no_follow;
-	pthread_mutex_t mu; /* peers, tick, every peer's refs */
-	hs_client__peer *peers[HS_CLIENT_FOLLOW_CHANNELS];
-	uint64_t tick;
+	pthread_mutex_t mu; /* peers, every peer's refs */
+	hs_refcache peers; /* over peer_slots */
+	hs_refcache_entry *peer_slots[HS_CLIENT_FOLLOW_CHANNELS];
 };
 
 /* follow.c. Whether n bytes at p are a HOST:PORT to follow (strict: DNS
@@ -47,7 +48,8 @@ bool hs_client__follow_target(const hs_client *c, grpc_status_code code,
 hs_client__peer *hs_client__peer_acquire(hs_client *c, const char *target);
 grpc_channel *hs_client__peer_channel(const hs_client__peer *p);
 void hs_client__peer_release(hs_client *c, hs_client__peer *p); /* NULL ok */
-/* hs_client_free: drops the cache's references. */
+/* hs_client_new: the empty cache; hs_client_free: drops its references. */
+void hs_client__peers_init(hs_client *c);
 void hs_client__peers_free(hs_client *c);
 /* Channels cached now (tests). */
 size_t hs_client__peers_count(hs_client *c);

@@ -108,94 +108,48 @@ bool hs_client__follow_target(const hs_client *c, grpc_status_code code,
 	return true;
 }
 
-struct hs_client__peer {
-	char target[HS_ERROR_WHERE_MAX];
-	grpc_channel *ch;
-	unsigned refs;  /* the cache's own (while cached) + one per call; under c->mu */
-	uint64_t used;  /* c->tick at the last acquire: LRU */
-};
-
-static void peer_unref_locked(hs_client__peer *p)
+static void *peer_make(void *ctx, const char *target)
 {
-	if (--p->refs == 0) {
-		grpc_channel_destroy(p->ch);
-		free(p);
-	}
+	hs_client *c = ctx;
+	char uri[HS_ERROR_WHERE_MAX + 8];
+	if (snprintf(uri, sizeof(uri), "dns:///%s", target) <= 0)
+		return NULL;
+	grpc_channel_args ca = { c->n_args, c->args };
+	return grpc_channel_create(uri, c->creds, &ca);
+}
+
+static void peer_destroy(void *ch) { grpc_channel_destroy(ch); }
+
+void hs_client__peers_init(hs_client *c)
+{
+	hs_refcache_init(&c->peers, c->peer_slots, HS_CLIENT_FOLLOW_CHANNELS, peer_destroy);
 }
 
 hs_client__peer *hs_client__peer_acquire(hs_client *c, const char *target)
 {
-	hs_client__peer *p = NULL;
 	pthread_mutex_lock(&c->mu);
-	size_t free_slot = HS_CLIENT_FOLLOW_CHANNELS, lru = 0;
-	for (size_t i = 0; i < HS_CLIENT_FOLLOW_CHANNELS; i++) {
-		hs_client__peer *q = c->peers[i];
-		if (q == NULL) {
-			if (free_slot == HS_CLIENT_FOLLOW_CHANNELS)
-				free_slot = i;
-			continue;
-		}
-		if (strcmp(q->target, target) == 0) {
-			p = q;
-			break;
-		}
-		if (c->peers[lru] == NULL || q->used < c->peers[lru]->used)
-			lru = i;
-	}
-	if (p == NULL) {
-		char uri[HS_ERROR_WHERE_MAX + 8];
-		p = calloc(1, sizeof(*p));
-		if (p != NULL && snprintf(uri, sizeof(uri), "dns:///%s", target) > 0) {
-			snprintf(p->target, sizeof(p->target), "%s", target);
-			grpc_channel_args ca = { c->n_args, c->args };
-			p->ch = grpc_channel_create(uri, c->creds, &ca);
-		}
-		if (p != NULL && p->ch == NULL) {
-			free(p);
-			p = NULL;
-		}
-		if (p != NULL) {
-			size_t slot = free_slot;
-			if (slot == HS_CLIENT_FOLLOW_CHANNELS) { /* full: evict the LRU one */
-				slot = lru;
-				peer_unref_locked(c->peers[slot]);
-			}
-			c->peers[slot] = p;
-			p->refs = 1;
-		}
-	}
-	if (p != NULL) {
-		p->refs++;
-		p->used = ++c->tick;
-	}
+	hs_client__peer *p = hs_refcache_acquire(&c->peers, target, peer_make, c);
 	pthread_mutex_unlock(&c->mu);
 	return p;
 }
 
-grpc_channel *hs_client__peer_channel(const hs_client__peer *p) { return p->ch; }
+grpc_channel *hs_client__peer_channel(const hs_client__peer *p) { return p->val; }
 
 void hs_client__peer_release(hs_client *c, hs_client__peer *p)
 {
 	if (p == NULL)
 		return;
 	pthread_mutex_lock(&c->mu);
-	peer_unref_locked(p);
+	hs_refcache_release(&c->peers, p);
 	pthread_mutex_unlock(&c->mu);
 }
 
-void hs_client__peers_free(hs_client *c)
-{
-	for (size_t i = 0; i < HS_CLIENT_FOLLOW_CHANNELS; i++)
-		if (c->peers[i] != NULL)
-			peer_unref_locked(c->peers[i]);
-}
+void hs_client__peers_free(hs_client *c) { hs_refcache_clear(&c->peers); }
 
 size_t hs_client__peers_count(hs_client *c)
 {
-	size_t n = 0;
 	pthread_mutex_lock(&c->mu);
-	for (size_t i = 0; i < HS_CLIENT_FOLLOW_CHANNELS; i++)
-		n += c->peers[i] != NULL;
+	size_t n = hs_refcache_count(&c->peers);
 	pthread_mutex_unlock(&c->mu);
 	return n;
 }

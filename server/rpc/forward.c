@@ -38,22 +38,13 @@
 #include <string.h>
 
 #include "log.h"
+#include "refcache.h"
 #include "utf8.h"
 #include "rpc_internal.h"
 
 #define RPC_FORWARD_CHANNELS 32
 #define RPC_FORWARD_MAX_MS 60000 /* a caller without a deadline: the forward's own */
 #define RPC_FORWARD_USERS 64      /* users with forwards in flight tracked per lane */
-
-/* A cached channel to one node, reference-counted (f->mu): the cache holds
- * one reference while the entry is cached, each forward one while it uses
- * the channel; an evicted entry is destroyed when its last forward let go. */
-struct rpc_fwd_chan {
-	char target[HS_ERROR_WHERE_MAX];
-	grpc_channel *ch;
-	unsigned refs;
-	uint64_t used; /* f->tick at the last use: least recently used goes first */
-};
 
 typedef struct fwd_user {
 	char id[sizeof(((hs_rpc_principal *)0)->user_id)];
@@ -78,9 +69,13 @@ struct rpc_forward {
 	pthread_mutex_t mu;
 	grpc_channel_credentials *creds; /* created with the first channel */
 	bool creds_failed;
-	rpc_fwd_chan *chans[RPC_FORWARD_CHANNELS];
-	uint64_t tick;
+	/* Channels to other nodes (f->mu), reference-counted: an evicted
+	 * channel is destroyed when its last forward let go (refcache.h). */
+	hs_refcache chans; /* over chan_slots */
+	hs_refcache_entry *chan_slots[RPC_FORWARD_CHANNELS];
 };
+
+static void chan_destroy(void *ch) { grpc_channel_destroy(ch); }
 
 int hs_rpc__forward_new(hs_rpc_server *srv, hs_error *err)
 {
@@ -88,6 +83,7 @@ int hs_rpc__forward_new(hs_rpc_server *srv, hs_error *err)
 	if (f == NULL)
 		return hs_error_set(err, HS_INTERNAL, "forward: out of memory");
 	pthread_mutex_init(&f->mu, NULL);
+	hs_refcache_init(&f->chans, f->chan_slots, RPC_FORWARD_CHANNELS, chan_destroy);
 	const hs_rpc_config *c = &srv->cfg;
 	/* Per user: half a user's running share of the lane (the heartbeat
 	 * lane has no per-user share: a quarter of the lane, at least 1). In
@@ -163,12 +159,7 @@ void hs_rpc__forward_free(hs_rpc_server *srv)
 	rpc_forward *f = srv->forward;
 	if (f == NULL)
 		return;
-	for (size_t i = 0; i < RPC_FORWARD_CHANNELS; i++) {
-		if (f->chans[i] == NULL)
-			continue;
-		grpc_channel_destroy(f->chans[i]->ch); /* no forward runs any more */
-		free(f->chans[i]);
-	}
+	hs_refcache_clear(&f->chans); /* no forward runs any more: destroys them all */
 	if (f->creds != NULL)
 		grpc_channel_credentials_release(f->creds);
 	pthread_mutex_destroy(&f->mu);
@@ -239,74 +230,45 @@ static grpc_channel *channel_new(hs_rpc_server *srv, grpc_channel_credentials *c
 	return grpc_channel_create(target, creds, &ca);
 }
 
-static void chan_unref_locked(rpc_fwd_chan *c)
+struct chan_ctx {
+	hs_rpc_server *srv;
+	rpc_forward *f;
+};
+
+/* f->mu held: a channel to a node not cached yet. */
+static void *chan_make(void *ctx, const char *target)
 {
-	if (--c->refs > 0)
-		return;
-	grpc_channel_destroy(c->ch);
-	free(c);
+	struct chan_ctx *x = ctx;
+	grpc_channel_credentials *creds = creds_locked(x->srv, x->f);
+	return creds != NULL ? channel_new(x->srv, creds, target) : NULL;
 }
 
 rpc_fwd_chan *hs_rpc__forward_channel(hs_rpc_server *srv, const char *target)
 {
 	rpc_forward *f = srv->forward;
-	rpc_fwd_chan *c = NULL;
+	struct chan_ctx x = { srv, f };
 	pthread_mutex_lock(&f->mu);
-	size_t free_slot = RPC_FORWARD_CHANNELS, lru = 0;
-	for (size_t i = 0; i < RPC_FORWARD_CHANNELS && c == NULL; i++) {
-		rpc_fwd_chan *q = f->chans[i];
-		if (q == NULL) {
-			if (free_slot == RPC_FORWARD_CHANNELS)
-				free_slot = i;
-		} else if (strcmp(q->target, target) == 0) {
-			c = q;
-		} else if (f->chans[lru] == NULL || q->used < f->chans[lru]->used) {
-			lru = i;
-		}
-	}
-	grpc_channel_credentials *creds = c == NULL ? creds_locked(srv, f) : NULL;
-	if (c == NULL && creds != NULL && (c = calloc(1, sizeof(*c))) != NULL) {
-		snprintf(c->target, sizeof(c->target), "%s", target);
-		c->ch = channel_new(srv, creds, target);
-		if (c->ch == NULL) {
-			free(c);
-			c = NULL;
-		} else {
-			size_t slot = free_slot;
-			if (slot == RPC_FORWARD_CHANNELS) { /* full: the least recently used goes */
-				slot = lru;
-				chan_unref_locked(f->chans[slot]);
-			}
-			f->chans[slot] = c;
-			c->refs = 1; /* the cache's */
-		}
-	}
-	if (c != NULL) {
-		c->refs++;
-		c->used = ++f->tick;
-	}
+	rpc_fwd_chan *c = hs_refcache_acquire(&f->chans, target, chan_make, &x);
 	pthread_mutex_unlock(&f->mu);
 	return c;
 }
 
-grpc_channel *hs_rpc__forward_chan_channel(const rpc_fwd_chan *c) { return c->ch; }
+grpc_channel *hs_rpc__forward_chan_channel(const rpc_fwd_chan *c) { return c->val; }
 
 void hs_rpc__forward_chan_release(hs_rpc_server *srv, rpc_fwd_chan *c)
 {
 	if (c == NULL)
 		return;
 	pthread_mutex_lock(&srv->forward->mu);
-	chan_unref_locked(c);
+	hs_refcache_release(&srv->forward->chans, c);
 	pthread_mutex_unlock(&srv->forward->mu);
 }
 
 size_t hs_rpc__forward_channels(hs_rpc_server *srv)
 {
 	rpc_forward *f = srv->forward;
-	size_t n = 0;
 	pthread_mutex_lock(&f->mu);
-	for (size_t i = 0; i < RPC_FORWARD_CHANNELS; i++)
-		n += f->chans[i] != NULL;
+	size_t n = hs_refcache_count(&f->chans);
 	pthread_mutex_unlock(&f->mu);
 	return n;
 }
@@ -381,7 +343,7 @@ void hs_rpc__forward(hs_rpc_call *call, const char *where, rpc_fwd_result *r)
 	grpc_slice_unref(s);
 
 	rpc_fwd_chan *fc = hs_rpc__forward_channel(srv, where);
-	grpc_channel *ch = fc != NULL ? fc->ch : NULL;
+	grpc_channel *ch = fc != NULL ? hs_rpc__forward_chan_channel(fc) : NULL;
 	grpc_completion_queue *cq = NULL;
 	grpc_call *c = NULL;
 	grpc_metadata md[RPC_FWD_MD];

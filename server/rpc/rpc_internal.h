@@ -224,7 +224,7 @@ void hs_rpc__forward(hs_rpc_call *call, const char *where, rpc_fwd_result *r);
 /* A reference to the cached channel to target (at most 32 cached, least
  * recently used evicted; an evicted one lives on while referenced); NULL
  * when none can be made. Release it after the last call made on it. */
-typedef struct rpc_fwd_chan rpc_fwd_chan;
+typedef struct hs_refcache_entry rpc_fwd_chan; /* refcache.h; its val: the grpc_channel */
 rpc_fwd_chan *hs_rpc__forward_channel(hs_rpc_server *srv, const char *target);
 grpc_channel *hs_rpc__forward_chan_channel(const rpc_fwd_chan *c);
 void hs_rpc__forward_chan_release(hs_rpc_server *srv, rpc_fwd_chan *c); /* NULL ok */
