@@ -7,7 +7,8 @@ kernel is not counted) by the requests answered. Subjects: the bare C-core
 echo (bench/c_echo.c), then for each harnessd given, health Check, Check with
 the Bearer JWT GetTask carries (ignored by Check: what gRPC's decoding of the
 `authorization` header costs by itself; h2load sends it Huffman-coded and
-never indexed) and GetTask (Bearer JWT). The hardware counters (`perf stat -e instructions`) are not
+never indexed), GetTask (Bearer JWT) and Heartbeat on one task (the body of
+rpc_ab.py; its fdatasync and the rest of the kernel are not counted). The hardware counters (`perf stat -e instructions`) are not
 available in this VM, hence callgrind. Also writes each profile
 (callgrind.out.<subject>) to OUTDIR for callgrind_annotate.
   HS_BUILD_DIR=build /usr/bin/python3 bench/rpc_perf.py REQUESTS OUTDIR HARNESSD...
@@ -27,6 +28,7 @@ files = {}
 def body(name, msg):
     p = os.path.join(tmp, name + ".bin"); open(p, "wb").write(rb.frame(msg)); files[name] = p
 body("check", H.HeartbeatRequest()); body("get", H.GetTaskRequest(task_id="b-0000"))
+body("beat", H.HeartbeatRequest(task_id="b-0000", current_step=42, cpu_usage=12.5, memory_usage_mb=100))
 def vg(name):
     return ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--fair-sched=yes",
             "--callgrind-out-file=" + os.path.join(outdir, "callgrind.out." + name)]
@@ -62,6 +64,7 @@ try:
         instr(hd, "hd%d-Check" % i, lambda k: rb.h2load(hd.port, rb.CHECK, files["check"], k))
         instr(hd, "hd%d-CheckJWT" % i, lambda k: rb.h2load(hd.port, rb.CHECK, files["check"], k, tok))
         instr(hd, "hd%d-GetTask" % i, lambda k: rb.h2load(hd.port, rb.SVC + "GetTask", files["get"], k, tok))
+        instr(hd, "hd%d-Heartbeat1" % i, lambda k: rb.h2load(hd.port, rb.SVC + "Heartbeat", files["beat"], k, tok))
         hd.stop()
 finally:
     shutil.rmtree(tmp, ignore_errors=True)

@@ -14,7 +14,9 @@
  * call answered before that (an inline handler, or an error before the
  * handler) sends it in its final batch instead, as one batch and one
  * completion (TAG_CLOSE) with the status: nothing could have looked at
- * the cancellation meanwhile but the CQ thread running it.
+ * the cancellation meanwhile but the CQ thread running it. So does a call
+ * whose handler returned HS_RPC_PENDING_SOON (answered within a short
+ * bound from another thread, cancellation not looked at).
  *
  * Reference counting: a requested call holds 1 ref (its TAG_NEW). Once
  * accepted that ref means "the client side is open" and is dropped when
@@ -710,10 +712,11 @@ static void run_handler_body(hs_rpc_call *call, bool on_cq)
 		ProtobufCMessage *resp = NULL;
 		rc = h->unary(call, call->req, &resp, &err);
 		call->on_cq = false;
-		if (rc == HS_RPC_PENDING) {
+		if (rc == HS_RPC_PENDING || rc == HS_RPC_PENDING_SOON) {
 			/* hs_rpc_call_complete() answers, from any thread: the
 			 * caller (dispatch) holds a ref. */
-			arm_close(call);
+			if (rc == HS_RPC_PENDING)
+				arm_close(call);
 			return;
 		}
 		if (rc == HS_RPC_DEFER && on_cq && call->m->try_inline) {

@@ -76,6 +76,12 @@ enum {
 	 * from any thread, with hs_rpc_call_complete() exactly once (e.g. when
 	 * a group commit holding its write is durable): no thread waits. */
 	HS_RPC_PENDING = 2,
+	/* As HS_RPC_PENDING, for an answer that comes within a short bound
+	 * whatever the client does (the group commit of a heartbeat): the call
+	 * does not watch for cancellation meanwhile (hs_rpc_call_cancelled
+	 * stays false); its close rides in the final batch, as an inline
+	 * answer's does: one batch and one completion fewer per call. */
+	HS_RPC_PENDING_SOON = 3,
 };
 
 /* Unary: on HS_OK, *resp is the response (from the call arena or static

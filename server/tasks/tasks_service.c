@@ -282,7 +282,7 @@ static int heartbeat(hs_rpc_call *call, const ProtobufCMessage *req, ProtobufCMe
 		if ((w->resp_rc = beat_response(call, &rep, &o, &w->resp_err)) == HS_OK)
 			w->resp = &o->base;
 		beat_check_in(w);
-		return HS_RPC_PENDING;
+		return HS_RPC_PENDING_SOON; /* the next group commit answers it */
 	}
 	if ((rc = hs_tasks_heartbeat(hs_rpc_call_payload(call), &c, r->task_id, &b, &rep, err)) != HS_OK)
 		return rc;

@@ -357,7 +357,8 @@ static int h_watch_tasks(hs_rpc_call *call, const ProtobufCMessage *req, hs_erro
 }
 
 /* HS_RPC_TRY_INLINE: "inline" answers on the CQ thread, "defer" asks for
- * the lane, "pending"/"pending-fail" answer later from another thread. */
+ * the lane, "pending"/"pending-fail"/"pending-soon" answer later from
+ * another thread. */
 static _Atomic int gt_on_cq_runs, gt_worker_runs;
 
 typedef struct later {
@@ -398,7 +399,7 @@ static int h_get_task(hs_rpc_call *call, const ProtobufCMessage *req, ProtobufCM
 		if (pthread_create(&tid, NULL, complete_later, l) != 0)
 			return hs_error_set(err, HS_INTERNAL, "thread");
 		pthread_detach(tid);
-		return HS_RPC_PENDING;
+		return strcmp(r->task_id, "pending-soon") == 0 ? HS_RPC_PENDING_SOON : HS_RPC_PENDING;
 	}
 	Harness__V1__Task *t = hs_rpc_call_alloc(call, sizeof(*t));
 	harness__v1__task__init(t);
@@ -862,7 +863,36 @@ static void test_rpc_server__try_inline_defer_and_pending(void **state)
 	assert_int_equal(r.status, GRPC_STATUS_NOT_FOUND);
 	assert_string_equal(r.details, "no such task (later)");
 	tc_reply_dispose(&r);
+	/* HS_RPC_PENDING_SOON: no close batch of its own; the answer's final
+	 * batch carries it. */
+	get_task("pending-soon", &r);
+	assert_int_equal(r.status, GRPC_STATUS_OK);
+	assert_string_equal(((Harness__V1__Task *)r.msg)->task_id, "completed-later");
+	tc_reply_dispose(&r);
 	assert_int_equal(atomic_load(&gt_worker_runs), 1);
+}
+
+/* A client that gives up while a HS_RPC_PENDING_SOON answer is on its way:
+ * the late answer goes nowhere, the call is still released once (ASan:
+ * nothing leaked or used after free), and the server goes on serving. */
+static void test_rpc_server__pending_soon_after_the_client_left(void **state)
+{
+	(void)state;
+	Harness__V1__GetTaskRequest req = HARNESS__V1__GET_TASK_REQUEST__INIT;
+	req.task_id = "pending-soon";
+	for (int i = 0; i < 4; i++) {
+		tc_reply r;
+		tc_unary(main_srv.ch, M_GETTASK, &req.base, NULL, 0, NULL, 0, 30,
+			 &harness__v1__task__descriptor, NULL, &r);
+		assert_int_equal(r.status, GRPC_STATUS_DEADLINE_EXCEEDED);
+		tc_reply_dispose(&r);
+	}
+	sleep_ms(150); /* the late answers (50 ms) went out meanwhile */
+	tc_reply r;
+	get_task("pending-soon", &r);
+	assert_int_equal(r.status, GRPC_STATUS_OK);
+	assert_string_equal(((Harness__V1__Task *)r.msg)->task_id, "completed-later");
+	tc_reply_dispose(&r);
 }
 
 static void test_rpc_server__deadline_exceeded(void **state)
@@ -1454,6 +1484,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup(test_rpc_server__message_too_large_resource_exhausted, each_setup),
 		cmocka_unit_test_setup(test_rpc_server__blocking_handler_runs_on_worker, each_setup),
 		cmocka_unit_test_setup(test_rpc_server__try_inline_defer_and_pending, each_setup),
+		cmocka_unit_test_setup(test_rpc_server__pending_soon_after_the_client_left, each_setup),
 		cmocka_unit_test_setup(test_rpc_server__deadline_exceeded, each_setup),
 		cmocka_unit_test_setup(test_rpc_server__handler_error_from_worker, each_setup),
 		cmocka_unit_test_setup(test_rpc_server__authenticator_sets_principal, each_setup),
