@@ -290,12 +290,27 @@ static void arm_close(hs_rpc_call *call)
 }
 
 /* The final batch: [initial metadata] [message] status [RECV_CLOSE when
- * not armed yet: then it completes as TAG_CLOSE]. call->mu held. */
-static void start_status_locked(hs_rpc_call *call, grpc_byte_buffer *msg)
-{
+ * not armed yet: then it completes as TAG_CLOSE]. Prepared under call->mu
+ * (the flags, the batch's ref) and started once it is released
+ * (status_batch_start): gRPC may write (sendmsg) and post the completion
+ * inside grpc_call_start_batch, and the CQ thread taking that completion
+ * would wait for call->mu meanwhile (seen as the most frequent context
+ * switch of heartbeats answered from the committer thread). Once prepared
+ * nothing else starts a batch on the call but a stream's pending read:
+ * finishing and status_started hold every other path back. */
+typedef struct status_batch {
 	grpc_op ops[4];
-	rpc_tag *tag = &call->t_status;
+	size_t n;
+	rpc_tag *tag;
+	grpc_byte_buffer *msg; /* destroyed once started (gRPC took its slices) */
+} status_batch;
+
+static void status_batch_locked(hs_rpc_call *call, grpc_byte_buffer *msg, status_batch *b)
+{
+	grpc_op *ops = b->ops;
 	size_t n = 0;
+	b->tag = &call->t_status;
+	b->msg = msg;
 	call->status_started = true;
 	if (!call->initial_md_sent)
 		add_initial_md_op(call, &ops[n++]);
@@ -319,13 +334,28 @@ static void start_status_locked(hs_rpc_call *call, grpc_byte_buffer *msg)
 		ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
 		ops[n].data.recv_close_on_server.cancelled = &call->client_cancelled;
 		n++;
-		tag = &call->t_close;
+		b->tag = &call->t_close;
 	}
+	b->n = n;
 	if (call->accepted)
 		count_handled(call, elapsed_ms(call));
-	start_batch_locked(call, ops, n, tag);
-	if (msg != NULL)
-		grpc_byte_buffer_destroy(msg);
+	call->refs++; /* the batch's */
+}
+
+/* call->mu not held; the caller holds a ref of its own, so the count never
+ * reaches 0 here. */
+static void status_batch_start(hs_rpc_call *call, status_batch *b)
+{
+	grpc_call_error e = grpc_call_start_batch(call->gcall, b->ops, b->n, b->tag, NULL);
+	if (e != GRPC_CALL_OK) {
+		hs_log(HS_LOG_ERROR, "rpc", "start_batch failed", HS_LI("error", e),
+		       HS_LS("method", call->m ? call->m->path : ""));
+		pthread_mutex_lock(&call->mu);
+		call->refs--;
+		pthread_mutex_unlock(&call->mu);
+	}
+	if (b->msg != NULL)
+		grpc_byte_buffer_destroy(b->msg);
 }
 
 static void set_status_locked(hs_rpc_call *call, grpc_status_code code, const char *msg)
@@ -365,16 +395,21 @@ static void finish_with(hs_rpc_call *call, grpc_status_code code, const char *ms
 	}
 	call->finishing = true;
 	set_status_locked(call, code, msg);
+	status_batch b;
+	bool start = false;
 	if (call->close_done && call->client_cancelled) {
 		/* nobody to tell */
 		if (last != NULL)
 			grpc_byte_buffer_destroy(last);
 	} else if (!call->send_busy) {
-		start_status_locked(call, last);
+		status_batch_locked(call, last, &b);
+		start = true;
 	} else if (last != NULL) {
 		grpc_byte_buffer_destroy(last); /* streams never pass a last message */
 	}
 	pthread_mutex_unlock(&call->mu);
+	if (start)
+		status_batch_start(call, &b);
 }
 
 static void finish_code(hs_rpc_call *call, int code, const char *msg)
@@ -1072,13 +1107,16 @@ static void on_send(hs_rpc_call *call, bool ok)
 {
 	pthread_mutex_lock(&call->mu);
 	call->send_busy = false;
+	status_batch b;
+	bool start = false;
 	if (ok && call->q_len > 0 && !call->close_done) {
 		grpc_byte_buffer *bb = call->queue[call->q_head];
 		call->q_head = (call->q_head + 1) % call->q_cap;
 		call->q_len--;
 		start_send_locked(call, bb);
 	} else if (ok && call->finishing && !call->status_started && !call->close_done) {
-		start_status_locked(call, NULL);
+		status_batch_locked(call, NULL, &b);
+		start = true;
 	}
 	bool fire = writable_fire_locked(call);
 	bool pull = call->fwd_room_wait && ok && !call->send_busy && !call->finishing &&
@@ -1086,6 +1124,8 @@ static void on_send(hs_rpc_call *call, bool ok)
 	if (!call->send_busy)
 		call->fwd_room_wait = false;
 	pthread_mutex_unlock(&call->mu);
+	if (start) /* the send batch's ref, dropped by our caller, keeps it */
+		status_batch_start(call, &b);
 	if (fire)
 		writable_schedule(call);
 	if (pull)
