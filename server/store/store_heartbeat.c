@@ -142,6 +142,16 @@ static hs_store__beat *sort_beats(hs_store__beat *list, size_t n)
 	return out;
 }
 
+/* Whether the batch is in task-id order already (one task beating, or
+ * beats that arrived in order): then it needs no sort. O(n). */
+static bool beats_sorted(const hs_store__beat *b)
+{
+	for (; b != NULL && b->next != NULL; b = b->next)
+		if (strcmp(b->next->task_id, b->task_id) < 0)
+			return false;
+	return true;
+}
+
 /* Points every beat at the last beat of its task in the batch (NULL when
  * it is the last). The batch is sorted by task id (stable), so a task's
  * beats are adjacent in arrival order: one pass over each run, O(n). */
@@ -239,7 +249,8 @@ static void *committer_main(void *arg)
 		s->hb_committing = true;
 		pthread_mutex_unlock(&s->hb_mu);
 
-		batch = sort_beats(batch, n);
+		if (!beats_sorted(batch))
+			batch = sort_beats(batch, n);
 		link_latest(batch);
 		if (run_batch(s, batch, false))
 			(void)run_batch(s, batch, true);
