@@ -5,21 +5,13 @@ binary in turn; the median over rounds with the ratio to the echo.
   HS_BUILD_DIR=build /usr/bin/python3 bench/rpc_ab.py ROUNDS REQUESTS HARNESSD...
 e.g. a build of main and of a branch:
   bench/rpc_ab.py 5 100000 /tmp/main/build/server/harnessd build/server/harnessd"""
-import os, sys, statistics, tempfile, subprocess, shutil
+import os, sys, statistics, tempfile, shutil
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import rpc_bench as rb
-from harness.v1 import health_pb2 as H
 rounds, n, bins = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
 tmp = tempfile.mkdtemp(prefix="hs-ab-")
-gen = os.path.join(rb.BUILD, "proto", "gen")
-fl = subprocess.run(["pkg-config", "--cflags", "--libs", "grpc", "libprotobuf-c"], capture_output=True, text=True, check=True).stdout.split()
-echo_bin = os.path.join(tmp, "c_echo")
-subprocess.run(["cc", "-O2", "-o", echo_bin, os.path.join(rb.here, "c_echo.c"), os.path.join(gen, "grpc/health/v1/health.pb-c.c"), "-I" + gen] + fl + ["-lpthread"], check=True)
-files = {}
-def body(name, msg):
-    p = os.path.join(tmp, name + ".bin"); open(p, "wb").write(rb.frame(msg)); files[name] = p
-body("check", H.HeartbeatRequest()); body("get", H.GetTaskRequest(task_id="b-0000"))
-body("beat", H.HeartbeatRequest(task_id="b-0000", current_step=42, cpu_usage=12.5, memory_usage_mb=100))
+echo_bin = rb.build_echo(tmp)
+files = rb.ab_bodies(tmp)
 res = {}
 def rec(k, r):
     if r: res.setdefault(k, []).append(r["us"])

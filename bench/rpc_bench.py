@@ -87,6 +87,31 @@ class Proc:
         self.log.close()
 
 
+def build_echo(tmp, debug=False):
+    """Compiles the bare C-core echo (bench/c_echo.c) into tmp; its path."""
+    gen = os.path.join(BUILD, "proto", "gen")
+    fl = subprocess.run(["pkg-config", "--cflags", "--libs", "grpc", "libprotobuf-c"],
+                        capture_output=True, text=True, check=True).stdout.split()
+    out = os.path.join(tmp, "c_echo")
+    subprocess.run(["cc", "-O2"] + (["-g"] if debug else []) + ["-o", out, os.path.join(here, "c_echo.c"),
+                    os.path.join(gen, "grpc/health/v1/health.pb-c.c"), "-I" + gen] + fl + ["-lpthread"],
+                   check=True)
+    return out
+
+
+def ab_bodies(tmp):
+    """The request bodies the A/B scripts send: check (an empty message),
+    get (GetTask b-0000), beat (Heartbeat of b-0000); name -> file."""
+    files = {}
+    for name, msg in (("check", H.HeartbeatRequest()), ("get", H.GetTaskRequest(task_id="b-0000")),
+                      ("beat", H.HeartbeatRequest(task_id="b-0000", current_step=42, cpu_usage=12.5,
+                                                  memory_usage_mb=100))):
+        files[name] = os.path.join(tmp, name + ".bin")
+        with open(files[name], "wb") as f:
+            f.write(frame(msg))
+    return files
+
+
 def h2load(port, path, body_file, n, auth=None):
     argv = ["h2load", "-n", str(n), "-c", "50", "-m", "20", "-t", "1", "-d", body_file,
             "-H", "content-type: application/grpc", "-H", "te: trailers"]

@@ -16,19 +16,11 @@ e.g. bench/rpc_perf.py 20000 /tmp/prof /tmp/base/harnessd build/server/harnessd"
 import os, sys, tempfile, subprocess, shutil, time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import rpc_bench as rb
-from harness.v1 import health_pb2 as H
 n, outdir, bins = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
 os.makedirs(outdir, exist_ok=True)
 tmp = tempfile.mkdtemp(prefix="hs-perf-")
-gen = os.path.join(rb.BUILD, "proto", "gen")
-fl = subprocess.run(["pkg-config", "--cflags", "--libs", "grpc", "libprotobuf-c"], capture_output=True, text=True, check=True).stdout.split()
-echo_bin = os.path.join(tmp, "c_echo")
-subprocess.run(["cc", "-O2", "-g", "-o", echo_bin, os.path.join(rb.here, "c_echo.c"), os.path.join(gen, "grpc/health/v1/health.pb-c.c"), "-I" + gen] + fl + ["-lpthread"], check=True)
-files = {}
-def body(name, msg):
-    p = os.path.join(tmp, name + ".bin"); open(p, "wb").write(rb.frame(msg)); files[name] = p
-body("check", H.HeartbeatRequest()); body("get", H.GetTaskRequest(task_id="b-0000"))
-body("beat", H.HeartbeatRequest(task_id="b-0000", current_step=42, cpu_usage=12.5, memory_usage_mb=100))
+echo_bin = rb.build_echo(tmp, debug=True)
+files = rb.ab_bodies(tmp)
 def vg(name):
     return ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--fair-sched=yes",
             "--callgrind-out-file=" + os.path.join(outdir, "callgrind.out." + name)]
