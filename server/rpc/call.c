@@ -182,7 +182,10 @@ static void finalize(hs_rpc_call *call)
 			hs_log(HS_LOG_INFO, "rpc", "rpc finished", HS_LS("method", method),
 			       HS_LS("code", status_name(call->status)), HS_LD("ms", ms),
 			       HS_LS("peer", peer),
-			       HS_LS(call->principal.user_id[0] ? "user" : NULL, call->principal.user_id));
+			       HS_LS(call->principal.user_id[0] ? "user" : NULL, call->principal.user_id),
+			       /* the client (or its deadline) ended the call before
+				* the status above reached it, or as it was sent */
+			       HS_LB(call->client_cancelled ? "client_cancelled" : NULL, true));
 			gpr_free(peer);
 		}
 	}
@@ -296,8 +299,9 @@ static void arm_close(hs_rpc_call *call)
  * inside grpc_call_start_batch, and the CQ thread taking that completion
  * would wait for call->mu meanwhile (seen as the most frequent context
  * switch of heartbeats answered from the committer thread). Once prepared
- * nothing else starts a batch on the call but a stream's pending read:
- * finishing and status_started hold every other path back. */
+ * no other batch starts on the call (a stream's read may already be in
+ * flight): finishing, status_started and close_armed hold every other
+ * path back. */
 typedef struct status_batch {
 	grpc_op ops[4];
 	size_t n;
@@ -342,17 +346,30 @@ static void status_batch_locked(hs_rpc_call *call, grpc_byte_buffer *msg, status
 	call->refs++; /* the batch's */
 }
 
-/* call->mu not held; the caller holds a ref of its own, so the count never
- * reaches 0 here. */
+/* call->mu not held. The count never reaches 0 here: the caller holds a
+ * ref of its own, or (the drain loop) the call is live, so its "client
+ * side open" ref is still held. If gRPC refuses the batch and it carried
+ * RECV_CLOSE, the close is started alone with the batch's ref, so that
+ * TAG_CLOSE still ends the call (else it would never be finalized and a
+ * drain would wait for it forever). */
 static void status_batch_start(hs_rpc_call *call, status_batch *b)
 {
 	grpc_call_error e = grpc_call_start_batch(call->gcall, b->ops, b->n, b->tag, NULL);
 	if (e != GRPC_CALL_OK) {
 		hs_log(HS_LOG_ERROR, "rpc", "start_batch failed", HS_LI("error", e),
 		       HS_LS("method", call->m ? call->m->path : ""));
-		pthread_mutex_lock(&call->mu);
-		call->refs--;
-		pthread_mutex_unlock(&call->mu);
+		if (b->tag == &call->t_close) {
+			grpc_op op;
+			memset(&op, 0, sizeof(op));
+			op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+			op.data.recv_close_on_server.cancelled = &call->client_cancelled;
+			e = grpc_call_start_batch(call->gcall, &op, 1, &call->t_close, NULL);
+		}
+		if (e != GRPC_CALL_OK) {
+			pthread_mutex_lock(&call->mu);
+			call->refs--;
+			pthread_mutex_unlock(&call->mu);
+		}
 	}
 	if (b->msg != NULL)
 		grpc_byte_buffer_destroy(b->msg);
@@ -394,18 +411,21 @@ static void finish_with(hs_rpc_call *call, grpc_status_code code, const char *ms
 		return;
 	}
 	call->finishing = true;
-	set_status_locked(call, code, msg);
 	status_batch b;
 	bool start = false;
 	if (call->close_done && call->client_cancelled) {
-		/* nobody to tell */
+		/* nobody to tell: the log and the metrics keep the status
+		 * on_close set (CANCELLED or DEADLINE_EXCEEDED) */
 		if (last != NULL)
 			grpc_byte_buffer_destroy(last);
 	} else if (!call->send_busy) {
+		set_status_locked(call, code, msg);
 		status_batch_locked(call, last, &b);
 		start = true;
-	} else if (last != NULL) {
-		grpc_byte_buffer_destroy(last); /* streams never pass a last message */
+	} else {
+		set_status_locked(call, code, msg);
+		if (last != NULL)
+			grpc_byte_buffer_destroy(last); /* streams never pass a last message */
 	}
 	pthread_mutex_unlock(&call->mu);
 	if (start)

@@ -79,23 +79,34 @@ int64_t hs_rpc_call_deadline_left_ms(const hs_rpc_call *call)
 	return (int64_t)left.tv_sec * 1000 + left.tv_nsec / 1000000;
 }
 
-static bool md_valid(const char *s, bool key)
+/* A key: lower-case letters, digits, '-', '_', '.'. A value: printable
+ * ASCII (0x20-0x7e), as gRPC requires of a text value: it refuses a
+ * batch carrying any other byte, and a refused final batch would leave the
+ * call unanswered. A "-bin" key's value may hold any byte but NUL (gRPC
+ * base64-encodes it on the wire). */
+static bool md_valid(const char *s, bool key, bool binary)
 {
 	if (s == NULL || s[0] == '\0')
 		return !key && s != NULL;
 	for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
 		if (key ? !((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') ||
 			    *c == '-' || *c == '_' || *c == '.')
-			: (*c < 0x20 || *c == 0x7f))
+			: (!binary && (*c < 0x20 || *c > 0x7e)))
 			return false;
 	}
 	return true;
 }
 
+static bool md_binary_key(const char *key)
+{
+	size_t n = strlen(key);
+	return n > 4 && strcmp(key + n - 4, "-bin") == 0;
+}
+
 static int add_md(hs_rpc_call *call, grpc_metadata *arr, size_t *n, const char *key,
 		  const char *value)
 {
-	if (!md_valid(key, true) || !md_valid(value, false))
+	if (!md_valid(key, true, false) || !md_valid(value, false, md_binary_key(key)))
 		return HS_INVALID;
 	if (*n == RPC_MAX_MD)
 		return HS_LIMIT;

@@ -76,11 +76,14 @@ enum {
 	 * from any thread, with hs_rpc_call_complete() exactly once (e.g. when
 	 * a group commit holding its write is durable): no thread waits. */
 	HS_RPC_PENDING = 2,
-	/* As HS_RPC_PENDING, for an answer that comes within a short bound
-	 * whatever the client does (the group commit of a heartbeat): the call
-	 * does not watch for cancellation meanwhile (hs_rpc_call_cancelled
-	 * stays false); its close rides in the final batch, as an inline
-	 * answer's does: one batch and one completion fewer per call. */
+	/* As HS_RPC_PENDING, for an answer that comes within a bound whatever
+	 * the client does (a heartbeat's group commit: at most the store's
+	 * busy or statement timeout per attempt; a drain waits for it): the
+	 * call does not watch for cancellation meanwhile
+	 * (hs_rpc_call_cancelled stays false until the answer is sent); its
+	 * close rides in the final batch, as an inline answer's does: one
+	 * batch and one completion fewer per call. From a worker it is
+	 * HS_RPC_PENDING (the close was armed when the call was queued). */
 	HS_RPC_PENDING_SOON = 3,
 };
 
@@ -293,7 +296,7 @@ void hs_rpc_call_unref(hs_rpc_call *call);
  * worker lane): a handler flagged HS_RPC_TRY_INLINE checks it. */
 bool hs_rpc_call_on_cq(const hs_rpc_call *call);
 
-/* Answers a unary call whose handler returned HS_RPC_PENDING, as the
+/* Answers a unary call whose handler returned HS_RPC_PENDING(_SOON), as the
  * handler's return would have (rc, *resp from the arena, err), and drops
  * the reference the handler took. Any thread; cheap (packs and starts one
  * batch). */

@@ -79,7 +79,7 @@ static struct rec {
 	char method[128];
 	bool payload_ok;
 	pthread_t inline_thread;
-	int bad_md_rc[4];
+	int bad_md_rc[6];
 	/* Login */
 	int login_started, login_finished;
 	pthread_t login_thread;
@@ -177,6 +177,10 @@ static int h_check(hs_rpc_call *call, const ProtobufCMessage *req, ProtobufCMess
 		rec.bad_md_rc[0] = hs_rpc_call_add_initial_metadata(call, "Bad Key", "v");
 		rec.bad_md_rc[1] = hs_rpc_call_add_initial_metadata(call, "x-ok", "line\r\nbreak");
 		rec.bad_md_rc[2] = hs_rpc_call_add_trailing_metadata(call, "", "v");
+		/* gRPC refuses a batch with a non-ASCII text value: the call
+		 * would never be answered (red team) */
+		rec.bad_md_rc[4] = hs_rpc_call_add_trailing_metadata(call, "x-utf8", "caf\xc3\xa9");
+		rec.bad_md_rc[5] = hs_rpc_call_add_initial_metadata(call, "x-raw-bin", "\xc3\xa9\x01");
 		int rc = HS_OK;
 		for (int i = 0; i < 8 && rc == HS_OK; i++)
 			rc = hs_rpc_call_add_trailing_metadata(call, "x-many", "v");
@@ -688,6 +692,8 @@ static void test_rpc_server__metadata_validation(void **state)
 	assert_int_equal(rec.bad_md_rc[1], HS_INVALID); /* CR/LF in the value */
 	assert_int_equal(rec.bad_md_rc[2], HS_INVALID); /* empty key */
 	assert_int_equal(rec.bad_md_rc[3], HS_LIMIT);   /* more than 8 entries */
+	assert_int_equal(rec.bad_md_rc[4], HS_INVALID); /* a non-ASCII text value */
+	assert_int_equal(rec.bad_md_rc[5], HS_OK);      /* any byte in a -bin value */
 	pthread_mutex_unlock(&rec_mu);
 }
 
