@@ -308,6 +308,19 @@ static int handler(struct mg_connection *conn, void *cbdata)
 	return status;
 }
 
+/* A refusal before any route ran (civetweb's own errors, ambiguous
+ * framing): the error shape, and the connection is closed after it. */
+static void refuse_and_close(const req *r, int status, const char *code, const char *message)
+{
+	resp out;
+	memset(&out, 0, sizeof(out));
+	out.status = status;
+	out.close = true;
+	out.body = hs_gw_json_error(code, message);
+	hs_gw__respond(r, &out);
+	free(out.body);
+}
+
 /* civetweb's own errors (bad request line, headers too large, ...). */
 static int http_error(struct mg_connection *conn, int status, const char *msg)
 {
@@ -316,16 +329,10 @@ static int http_error(struct mg_connection *conn, int status, const char *msg)
 		return 1;
 	req r;
 	req_init(&r, conn, srv, false);
-	resp out;
-	memset(&out, 0, sizeof(out));
-	out.status = status;
-	out.close = true;
 	const char *code = status == 413 || status == 431 ? "PAYLOAD_TOO_LARGE"
 			   : status >= 500		  ? "INTERNAL_ERROR"
 							  : "BAD_REQUEST";
-	out.body = hs_gw_json_error(code, status >= 500 ? "Internal server error" : "Bad request");
-	hs_gw__respond(&r, &out);
-	free(out.body);
+	refuse_and_close(&r, status, code, status >= 500 ? "Internal server error" : "Bad request");
 	access_log(&r, status, hs_clock_mono_us(),
 		   hs_gw_metrics_fixed_slot(srv->metrics, HS_GW_R_UNMATCHED));
 	return 0;
@@ -351,13 +358,7 @@ static int begin_request(struct mg_connection *conn)
 	long long t0 = hs_clock_mono_us();
 	req r;
 	req_init(&r, conn, srv, true);
-	resp out;
-	memset(&out, 0, sizeof(out));
-	out.status = 400;
-	out.close = true;
-	out.body = hs_gw_json_error("BAD_REQUEST", "Bad request");
-	hs_gw__respond(&r, &out);
-	free(out.body);
+	refuse_and_close(&r, 400, "BAD_REQUEST", "Bad request");
 	hs_log(HS_LOG_WARN, "gateway", "ambiguous request framing refused", HS_LS("why", why),
 	       HS_LS("peer", r.client_ip));
 	access_log(&r, 400, t0, hs_gw_metrics_fixed_slot(srv->metrics, HS_GW_R_UNMATCHED));
