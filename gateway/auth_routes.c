@@ -30,6 +30,18 @@ static void set_cookie(const req *r, resp *out, const char *token, long max_age)
 		hs_gw__set_error(out, 500, "INTERNAL_ERROR", "Internal server error");
 }
 
+/* One AuthService call on behalf of r (its metadata; with_authz as
+ * hs_gw__metadata), bounded by --request-timeout-ms; as hs_async_unary. */
+static int auth_call(const req *r, const char *method, const ProtobufCMessage *in,
+		     const ProtobufCMessageDescriptor *resp_desc, bool with_authz,
+		     ProtobufCMessage **resp_msg, hs_client_status *st)
+{
+	call_md md;
+	hs_gw__metadata(r, &md, with_authz);
+	return hs_async_unary(r->srv->async, method, in, resp_desc, resp_msg, md.v, md.n,
+			      r->srv->cfg->request_timeout_ms, st);
+}
+
 static void grpc_failed(const req *r, resp *out, const hs_client_status *st, const char *method)
 {
 	int http = 500;
@@ -75,13 +87,10 @@ static void route_login(const req *r, resp *out, const char *body, size_t len)
 	Harness__V1__LoginRequest lr = HARNESS__V1__LOGIN_REQUEST__INIT;
 	lr.email = email;
 	lr.password = password;
-	call_md md;
-	hs_gw__metadata(r, &md, false);
 	hs_client_status st;
 	ProtobufCMessage *resp_msg = NULL;
-	int rc = hs_async_unary(r->srv->async, "/harness.v1.AuthService/Login", &lr.base,
-				 &harness__v1__auth_response__descriptor, &resp_msg, md.v, md.n,
-				 r->srv->cfg->request_timeout_ms, &st);
+	int rc = auth_call(r, "/harness.v1.AuthService/Login", &lr.base,
+			   &harness__v1__auth_response__descriptor, false, &resp_msg, &st);
 	free(email);
 	hs_gw_json_secret_free(password);
 	if (rc != HS_OK) {
@@ -124,13 +133,10 @@ static void route_refresh(const req *r, resp *out)
 	}
 	Harness__V1__RefreshRequest rr = HARNESS__V1__REFRESH_REQUEST__INIT;
 	rr.refresh_token = tok;
-	call_md md;
-	hs_gw__metadata(r, &md, false);
 	hs_client_status st;
 	ProtobufCMessage *resp_msg = NULL;
-	int rc = hs_async_unary(r->srv->async, "/harness.v1.AuthService/Refresh", &rr.base,
-				 &harness__v1__auth_response__descriptor, &resp_msg, md.v, md.n,
-				 r->srv->cfg->request_timeout_ms, &st);
+	int rc = auth_call(r, "/harness.v1.AuthService/Refresh", &rr.base,
+			   &harness__v1__auth_response__descriptor, false, &resp_msg, &st);
 	explicit_bzero(tok, sizeof(tok));
 	if (rc == HS_UNAUTH || rc == HS_INVALID) {
 		/* the token itself is bad (invalid, expired, revoked, reused) */
@@ -152,15 +158,13 @@ static void route_logout(const req *r, resp *out)
 	if (c == HS_GW_COOKIE_OK) {
 		Harness__V1__LogoutRequest lr = HARNESS__V1__LOGOUT_REQUEST__INIT;
 		lr.refresh_token = tok;
-		call_md md;
-		hs_gw__metadata(r, &md, true);
-		/* the browser's access token, if it sent one, ends with the session
-		 * (harnessd ignores one that does not verify: never a reason to fail) */
 		hs_client_status st;
 		ProtobufCMessage *resp_msg = NULL;
-		int rc = hs_async_unary(r->srv->async, "/harness.v1.AuthService/Logout", &lr.base,
-					 &harness__v1__logout_response__descriptor, &resp_msg, md.v,
-					 md.n, r->srv->cfg->request_timeout_ms, &st);
+		/* with_authz: the browser's access token, if it sent one, ends with
+		 * the session (harnessd ignores one that does not verify: never a
+		 * reason to fail) */
+		int rc = auth_call(r, "/harness.v1.AuthService/Logout", &lr.base,
+				   &harness__v1__logout_response__descriptor, true, &resp_msg, &st);
 		explicit_bzero(tok, sizeof(tok));
 		if (rc == HS_OK)
 			protobuf_c_message_free_unpacked(resp_msg, NULL);

@@ -11,6 +11,7 @@
 #include "google/api/http.pb-c.h"
 #include "google/protobuf/descriptor.pb-c.h"
 #include "pbjson.h"
+#include "validate.h"
 
 #define HTTP_RULE_FIELD 72295728u /* google.api.http on MethodOptions */
 #define MAX_ROUTES 256
@@ -438,17 +439,6 @@ static bool match_segs(const hs_gw_route *r, char *const *seg, size_t n, const c
 	return true;
 }
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* Percent-decodes one path segment in place; false on a malformed escape
  * or an encoded NUL. */
 static bool pct_decode(char *s)
@@ -459,7 +449,7 @@ static bool pct_decode(char *s)
 			*o++ = *p;
 			continue;
 		}
-		int hi = hexval(p[1]), lo = hi < 0 ? -1 : hexval(p[2]);
+		int hi = hs_gw_hexval(p[1]), lo = hi < 0 ? -1 : hs_gw_hexval(p[2]);
 		if (lo < 0 || (hi == 0 && lo == 0))
 			return false;
 		*o++ = (char)(hi * 16 + lo);

@@ -1,8 +1,10 @@
 /* What the gateway's civetweb files share: the server, one request and its
  * response, and the helpers every route uses (respond, body, metadata).
- * server.c is the glue (routing, auth routes, admission); rest.c serves
- * the transcoded /v1 routes and their event streams; assets.c the console
- * and /openapi.json. Private to gateway/. */
+ * server.c is the glue (start/stop, admission, routing, metadata, CSRF);
+ * http_io.c reads headers and bodies and writes every response;
+ * auth_routes.c the seed's auth routes; rest.c serves the transcoded /v1
+ * routes and their event streams; assets.c the console and /openapi.json.
+ * Private to gateway/. */
 #ifndef HS_GATEWAY_SERVER_INTERNAL_H
 #define HS_GATEWAY_SERVER_INTERNAL_H
 
@@ -95,30 +97,32 @@ typedef struct hs_gw_md {
 	char sig[HS_GATEWAY_AUTH_MAX];
 } hs_gw_md;
 
-/* A request header, or NULL when absent or not safe to use. */
+/* http_io.c: a request header, or NULL when absent or not safe to use. */
 const char *hs_gw__header(const hs_gw_req *r, const char *name);
 
-/* Writes out (status, helmet's headers, CORS, cookies, body). */
+/* http_io.c: writes out (status, helmet's headers, CORS, cookies, body). */
 void hs_gw__respond(const hs_gw_req *r, hs_gw_resp *out);
 
-/* Starts a response without a length (event streams): helmet's headers,
- * CORS, the request id, and these. false when the client is gone. */
+/* http_io.c: starts a response without a length (event streams):
+ * helmet's headers, CORS, the request id, and these. false when the client
+ * is gone. */
 bool hs_gw__respond_stream(const hs_gw_req *r, const char *content_type);
 
-/* Replaces out's body with {"code","message"} (the seed's error shape). */
+/* http_io.c: replaces out's body with {"code","message"} (the seed's
+ * error shape). */
 void hs_gw__set_error(hs_gw_resp *out, int status, const char *code, const char *message);
 
-/* Reads the whole body (capped by --body-limit: 413 and close above; 400 on
- * a broken read). Free with hs_gw__free_body. */
+/* http_io.c: reads the whole body (capped by --body-limit: 413 and close
+ * above; 400 on a broken read). Free with hs_gw__free_body. */
 bool hs_gw__read_body(const hs_gw_req *r, hs_gw_resp *out, char **body, size_t *len);
 void hs_gw__free_body(char *body, size_t len);
 
-/* Fills md for a call on behalf of r; with_authz adds the caller's
- * "Authorization: Bearer ..." (checked: printable, at most 8 KiB). */
+/* server.c: fills md for a call on behalf of r; with_authz adds the
+ * caller's "Authorization: Bearer ..." (checked: printable, at most 8 KiB). */
 void hs_gw__metadata(const hs_gw_req *r, hs_gw_md *md, bool with_authz);
 
-/* The CSRF verdict of a state-changing request (hs_gw_csrf_check with
- * the gateway's own origin allowed). */
+/* server.c: the CSRF verdict of a state-changing request (hs_gw_csrf_check
+ * with the gateway's own origin allowed). */
 int hs_gw__csrf(const hs_gw_req *r);
 
 /* auth_routes.c: POST /api/v1/auth/<which> (login, refresh, logout). */

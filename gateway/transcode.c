@@ -12,6 +12,7 @@
 #include <jansson.h>
 
 #include "pbjson.h"
+#include "validate.h"
 
 #define MAX_JSON_DEPTH 64 /* nesting of a request body (Struct included) */
 #define MAX_NAME 128
@@ -49,17 +50,6 @@ static int json_depth(const json_t *v, int limit)
 	return 0;
 }
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* application/x-www-form-urlencoded decoding of s[0..n) into a malloc'd
  * string; NULL when malformed (bad escape, NUL) or out of memory. */
 static char *form_decode(const char *s, size_t n)
@@ -71,8 +61,8 @@ static char *form_decode(const char *s, size_t n)
 		if (s[i] == '+') {
 			*o++ = ' ';
 		} else if (s[i] == '%') {
-			int hi = i + 1 < n ? hexval(s[i + 1]) : -1;
-			int lo = i + 2 < n ? hexval(s[i + 2]) : -1;
+			int hi = i + 1 < n ? hs_gw_hexval(s[i + 1]) : -1;
+			int lo = i + 2 < n ? hs_gw_hexval(s[i + 2]) : -1;
 			if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
 				free(out);
 				return NULL;

@@ -1,4 +1,5 @@
-/* Input validation: passwords, header values, the refresh cookie. */
+/* Input validation: passwords, header values, the refresh cookie, hex
+ * digits. */
 #include "validate.h"
 #include "utf8.h"
 
@@ -51,7 +52,7 @@ bool hs_gw_token_ok(const char *v, size_t len)
 	return true;
 }
 
-static int hexval(int c)
+int hs_gw_hexval(int c)
 {
 	if (is_digit(c))
 		return c - '0';
@@ -91,8 +92,9 @@ int hs_gw_cookie_find(const char *header, const char *name, char *out, size_t ou
 				size_t w = 0;
 				for (const char *r = v; r < ve; r++) {
 					int c = (unsigned char)*r;
-					if (c == '%' && ve - r >= 3 && hexval(r[1]) >= 0 && hexval(r[2]) >= 0) {
-						c = hexval(r[1]) * 16 + hexval(r[2]);
+					if (c == '%' && ve - r >= 3 && hs_gw_hexval(r[1]) >= 0 &&
+					    hs_gw_hexval(r[2]) >= 0) {
+						c = hs_gw_hexval(r[1]) * 16 + hs_gw_hexval(r[2]);
 						r += 2;
 					}
 					if (w + 1 >= outsz || w >= HS_GW_TOKEN_MAX)

@@ -1,5 +1,5 @@
 /* Input validation for the gateway: passwords, header values and the
- * refresh-token cookie. Emails are only checked for their shape here
+ * refresh-token cookie, and the hex digits of percent-escapes. Emails are only checked for their shape here
  * (common/email.h's hs_email_valid, the REST contract's isEmail): the
  * gateway passes on what the user typed and harnessd normalises it, so
  * there is one email rule, in one place. Pure functions; no civetweb, no
@@ -21,6 +21,11 @@ bool hs_gw_password_ok(const char *pw);
 /* A header value we may echo or forward: no control chars except HTAB,
  * no DEL. NULL is not ok. */
 bool hs_gw_header_value_ok(const char *v);
+
+/* The value (0-15) of one hex digit, either case; -1 for any other c.
+ * The one digit rule of the gateway's percent-decoding (cookies, path
+ * segments, query strings). */
+int hs_gw_hexval(int c);
 
 /* A refresh token: 1..4096 chars of [A-Za-z0-9._~+/=-]. */
 bool hs_gw_token_ok(const char *v, size_t len);

@@ -560,6 +560,30 @@ class GatewayAbuseTest(unittest.TestCase):
         # a clean request on a kept-alive connection still works
         self.assertEqual(self.gw.request("GET", "/health").status, 200)
 
+    def test_refusals_before_routing_are_json_and_closed(self):
+        """civetweb's own errors (http_error) and ambiguous framing
+        (begin_request) answer before any route runs: the seed's error shape,
+        helmet's headers and the connection closed."""
+        def head_body(out):
+            head, _, body = out.partition(b"\r\n\r\n")
+            return head.decode("latin-1"), json.loads(body)
+        cases = (
+            ("request line", b"GARBAGE\r\n\r\n", 400, "BAD_REQUEST"),
+            ("version", b"GET /health HTTP/9.9\r\nHost: x\r\n\r\n", 505, "INTERNAL_ERROR"),
+            ("headers", b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n",
+             400, "BAD_REQUEST"),
+            ("framing", b"POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+             b"Content-Length: 6\r\n\r\nabcde", 400, "BAD_REQUEST"),
+        )
+        for name, data, status, code in cases:
+            out, closed = self.gw.raw_until_closed(data)
+            head, body = head_body(out)
+            self.assertTrue(head.startswith("HTTP/1.1 %d " % status), (name, head[:60]))
+            self.assertEqual(body["code"], code, name)
+            self.assertIn("\r\nX-Content-Type-Options: nosniff\r\n", head, name)
+            self.assertIn("\r\nConnection: close", head, name)
+            self.assertTrue(closed, name)
+
     def test_slow_clients_do_not_starve_health(self):
         # 40 half-open requests from one address (5x the gateway's 8 threads),
         # each dribbling a header line now and then, like slowloris

@@ -432,7 +432,7 @@ class RestTest(unittest.TestCase):
 
 
     def test_answers_keep_the_connection_as_http_says(self):
-        """The head and body go out in one write (gateway/server.c); the
+        """The head and body go out in one write (gateway/http_io.c); the
         connection is kept or closed as HTTP/1.0 and 1.1 say, and a HEAD
         answer carries the length but no body."""
         import socket

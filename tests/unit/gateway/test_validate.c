@@ -1,4 +1,5 @@
-/* gateway/validate.c: email shapes, passwords, header values, the refresh cookie. */
+/* gateway/validate.c: email shapes, passwords, header values, the refresh cookie,
+ * hex digits. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -147,6 +148,22 @@ static void test_validate__cookie_refuses_bad_values(void **state)
 			 HS_GW_COOKIE_INVALID);
 }
 
+/* The one hex-digit rule behind every percent-decoding in the gateway
+ * (cookies, path segments, query strings): 0-9, a-f, A-F; nothing else,
+ * whatever the byte (signed chars too). */
+static void test_validate__hexval(void **state)
+{
+	for (int c = -128; c < 256; c++) {
+		int want = c >= '0' && c <= '9'   ? c - '0'
+			   : c >= 'a' && c <= 'f' ? c - 'a' + 10
+			   : c >= 'A' && c <= 'F' ? c - 'A' + 10
+						  : -1;
+		assert_int_equal(hs_gw_hexval(c), want);
+	}
+	assert_int_equal(hs_gw_hexval((char)0xe6), -1);
+	assert_int_equal(hs_gw_hexval('\0'), -1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -157,6 +174,7 @@ int main(void)
 		cmocka_unit_test(test_validate__token_charset),
 		cmocka_unit_test(test_validate__cookie_parsing),
 		cmocka_unit_test(test_validate__cookie_refuses_bad_values),
+		cmocka_unit_test(test_validate__hexval),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
