@@ -126,6 +126,49 @@ class PgServer:
             self.dir = None
 
 
+def sqlite_migrations():
+    """The SQLite schema history as this source tree has it: the SQL of
+    each entry of hs_store__migrations (server/store/store_migrations.c),
+    entry i taking version i to i + 1. Read from the source, so a test
+    never keeps a second copy of a migration."""
+    import re
+    with open(os.path.join(SOURCE, "server/store/store_migrations.c"), encoding="utf-8") as f:
+        text = f.read()
+    body = text[text.index("hs_store__migrations[] = {"):]
+    body = body[body.index("{") + 1:body.index("\n};")]
+    body = re.sub(r"/\*.*?\*/", "", body, flags=re.S)
+    entries, cur = [], []
+    for m in re.finditer(r'"([^"\\]*)"|(,)|(\S)', body):
+        if m.group(1) is not None:
+            cur.append(m.group(1))
+        elif m.group(2) and cur:
+            entries.append("".join(cur))
+            cur = []
+        elif m.group(3):  # an escape or anything but literals and commas
+            raise AssertionError("store_migrations.c: cannot read %r near %r; extend "
+                                 "hstest.sqlite_migrations" % (m.group(3), body[m.start():m.start() + 40]))
+    if cur:
+        entries.append("".join(cur))
+    return entries
+
+
+def sqlite_database_at(path, version):
+    """A SQLite store file at schema `version`, as a harnessd of that
+    version left it: migrations 1..version of this tree, applied to a new
+    file (never rewound from a newer schema, which would have to undo
+    every later migration by hand). The caller adds its rows and starts
+    harnessd, which migrates the rest."""
+    import sqlite3
+    db = sqlite3.connect(path)
+    try:
+        for sql in sqlite_migrations()[:version]:
+            db.executescript(sql)
+        db.execute("PRAGMA user_version=%d" % version)
+        db.commit()
+    finally:
+        db.close()
+
+
 def raw(channel, method, kind="unary_unary"):
     """A callable for method that sends and returns bytes (no stubs needed)."""
     ident = lambda b: b

@@ -713,6 +713,8 @@ int main(void)
 		T(test_store__migrates_v1_sandboxes_and_snapshots),
 		T(test_store__task_claims_first_owner_wins),
 		T(test_store__migrates_v3_emails_to_normal_forms),
+		T(test_store__failed_migration_changes_nothing),
+		T(test_store__database_a_crash_left_opens),
 		T(test_store__user_disable_delete_and_revocations),
 		T(test_store__snapshots),
 		T(test_store__task_crud_heartbeat_and_active),

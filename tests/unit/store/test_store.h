@@ -2,7 +2,8 @@
  * open, migrations, users, tokens; test_store_rows.c: sandboxes, snapshots,
  * tasks, events, concurrency, readiness; test_store_heartbeat.c: heartbeat
  * group commit; test_store_cluster.c: nodes, events across nodes, API keys;
- * test_store_leases.c: task leases). */
+ * test_store_leases.c: task leases; test_store_migrations.c: migrations
+ * that fail part-way, databases a crash left). */
 #ifndef HS_TEST_STORE_H
 #define HS_TEST_STORE_H
 
@@ -79,6 +80,8 @@ void make_token(hs_store_refresh_row *r, const char *hash, const char *user, con
 hs_store_sandbox_row *make_sandbox(const char *id, const char *owner, int state);
 hs_store_task_row *make_task(const char *id, const char *owner, int state);
 
+void test_store__failed_migration_changes_nothing(void **state);
+void test_store__database_a_crash_left_opens(void **state);
 void test_store__sandbox_crud_and_filters(void **state);
 void test_store__sandbox_list_newest_first_stable_cursor(void **state);
 void test_store__snapshots(void **state);
