@@ -239,7 +239,7 @@ void hs_rpc_call_unref(hs_rpc_call *call)
 
 /* --- sending ------------------------------------------------------------ */
 
-static grpc_byte_buffer *pack(const ProtobufCMessage *msg)
+grpc_byte_buffer *hs_rpc__pack(const ProtobufCMessage *msg)
 {
 	size_t len = protobuf_c_message_get_packed_size(msg);
 	grpc_slice slice = grpc_slice_malloc(len);
@@ -384,7 +384,7 @@ static void set_status_locked(hs_rpc_call *call, grpc_status_code code, const ch
 	}
 }
 
-static void start_send_locked(hs_rpc_call *call, grpc_byte_buffer *bb)
+void hs_rpc__start_send_locked(hs_rpc_call *call, grpc_byte_buffer *bb)
 {
 	grpc_op ops[2];
 	size_t n = 0;
@@ -432,221 +432,19 @@ static void finish_with(hs_rpc_call *call, grpc_status_code code, const char *ms
 		status_batch_start(call, &b);
 }
 
-static void finish_code(hs_rpc_call *call, int code, const char *msg)
+void hs_rpc__finish_code(hs_rpc_call *call, int code, const char *msg)
 {
 	finish_with(call, (grpc_status_code)hs_code_to_grpc((hs_code)code), msg, NULL);
 }
 
 void hs_rpc_call_finish(hs_rpc_call *call, int code, const char *msg)
 {
-	finish_code(call, code, msg);
-}
-
-/* Whether a streaming call's credential still holds (hs_rpc_recheck_fn);
- * false after ending the call. Reads only the request metadata, which
- * stays unchanged for the call's life. */
-static bool credential_holds(hs_rpc_call *call)
-{
-	hs_rpc_server *srv = call->srv;
-	if (srv->recheck == NULL || call->m == NULL || call->m->handler.kind == HS_RPC_UNARY ||
-	    !call->principal.authenticated)
-		return true;
-	const grpc_metadata *authz = NULL;
-	for (size_t i = 0; i < call->req_md.count && authz == NULL; i++)
-		if (grpc_slice_str_cmp(call->req_md.metadata[i].key, "authorization") == 0)
-			authz = &call->req_md.metadata[i];
-	hs_error err;
-	err_clear(&err);
-	int rc = srv->recheck(authz != NULL ? (const char *)GRPC_SLICE_START_PTR(authz->value) : NULL,
-			      authz != NULL ? GRPC_SLICE_LENGTH(authz->value) : 0, call->m->path,
-			      &call->principal, &err, srv->recheck_payload);
-	if (rc != HS_UNAUTH && rc != HS_DENIED)
-		return true;
-	char msg[sizeof(err.msg) + 48];
-	snprintf(msg, sizeof(msg), "credential no longer valid: %s", err.msg);
-	finish_code(call, rc, msg);
-	return false;
-}
-
-int hs_rpc_call_send(hs_rpc_call *call, const ProtobufCMessage *msg)
-{
-	if (!credential_holds(call))
-		return HS_CANCELLED;
-	grpc_byte_buffer *bb = pack(msg);
-	pthread_mutex_lock(&call->mu);
-	int rc = HS_OK;
-	if (call->finishing || call->dead || call->close_done) {
-		rc = HS_CANCELLED;
-	} else if (!call->send_busy) {
-		start_send_locked(call, bb);
-		bb = NULL;
-	} else {
-		if (call->q_cap == 0)
-			call->q_cap = 64;
-		if (call->queue == NULL)
-			call->queue = calloc(call->q_cap, sizeof(*call->queue));
-		if (call->queue == NULL) {
-			rc = HS_INTERNAL;
-		} else if (call->q_len == call->q_cap) {
-			rc = HS_LIMIT;
-		} else {
-			call->queue[(call->q_head + call->q_len) % call->q_cap] = bb;
-			call->q_len++;
-			bb = NULL;
-		}
-	}
-	pthread_mutex_unlock(&call->mu);
-	if (bb != NULL)
-		grpc_byte_buffer_destroy(bb);
-	if (rc == HS_OK && call->m != NULL)
-		hs_rpc__count(call->srv, &call->m->mx.sent);
-	return rc;
-}
-
-void hs_rpc_call_set_send_queue(hs_rpc_call *call, unsigned cap)
-{
-	pthread_mutex_lock(&call->mu);
-	if (call->queue == NULL && cap > 0)
-		call->q_cap = cap;
-	pthread_mutex_unlock(&call->mu);
-}
-
-int hs_rpc__call_send_relayed(hs_rpc_call *call, grpc_byte_buffer *bb)
-{
-	if (!credential_holds(call)) {
-		grpc_byte_buffer_destroy(bb);
-		return HS_CANCELLED;
-	}
-	pthread_mutex_lock(&call->mu);
-	bool gone = call->finishing || call->dead || call->close_done || call->send_busy;
-	if (!gone) {
-		call->fwd_room_wait = true;
-		start_send_locked(call, bb); /* destroys bb */
-	}
-	pthread_mutex_unlock(&call->mu);
-	if (gone) { /* send_busy: the relay never has two messages in hand */
-		grpc_byte_buffer_destroy(bb);
-		return HS_CANCELLED;
-	}
-	hs_rpc__count(call->srv, &call->m->mx.sent);
-	return HS_OK;
+	hs_rpc__finish_code(call, code, msg);
 }
 
 void hs_rpc__call_finish_status(hs_rpc_call *call, grpc_status_code code, const char *msg)
 {
 	finish_with(call, code, msg, NULL);
-}
-
-/* The done callback to run now, if the call has ended, nobody ran it yet
- * and no writable job is scheduled or running (that job runs it when it
- * ends). call->mu held. */
-static hs_rpc_done_fn take_done_locked(hs_rpc_call *call, void **payload)
-{
-	if (call->on_done == NULL || !call->close_done || call->done_notified || call->wr_sched)
-		return NULL;
-	call->done_notified = true;
-	*payload = call->on_done_payload;
-	return call->on_done;
-}
-
-void hs_rpc_call_on_done(hs_rpc_call *call, hs_rpc_done_fn fn, void *payload)
-{
-	pthread_mutex_lock(&call->mu);
-	call->on_done = fn;
-	call->on_done_payload = payload;
-	/* The call already ended (on_close ran before anyone registered): run
-	 * the callback here, once. */
-	void *p;
-	hs_rpc_done_fn run = take_done_locked(call, &p);
-	pthread_mutex_unlock(&call->mu);
-	if (run != NULL)
-		run(call, p);
-}
-
-/* --- writable callbacks --------------------------------------------------- */
-
-static unsigned send_cap(const hs_rpc_call *call)
-{
-	return call->q_cap != 0 ? call->q_cap : 64;
-}
-
-/* True (and the job's ref taken) when the armed callback must be scheduled
- * now. call->mu held; the caller then calls writable_schedule(). */
-static bool writable_fire_locked(hs_rpc_call *call)
-{
-	if (!call->wr_armed || call->wr_sched || call->close_done || call->finishing || call->dead ||
-	    call->q_len > send_cap(call) / 2)
-		return false;
-	call->wr_armed = false;
-	call->wr_sched = true;
-	call->refs++;
-	return true;
-}
-
-static void writable_schedule(hs_rpc_call *call);
-
-static const char *lane_key(const hs_rpc_call *call)
-{
-	return call->principal.user_id[0] != '\0' ? call->principal.user_id : NULL;
-}
-
-static void writable_job(void *arg)
-{
-	hs_rpc_call *call = arg;
-	pthread_mutex_lock(&call->mu);
-	bool run = !call->close_done && !call->finishing && !call->dead;
-	hs_rpc_writable_fn fn = call->wr_fn;
-	void *payload = call->wr_payload;
-	pthread_mutex_unlock(&call->mu);
-	if (run)
-		fn(call, payload);
-	pthread_mutex_lock(&call->mu);
-	call->wr_sched = false;
-	void *done_payload;
-	hs_rpc_done_fn done = take_done_locked(call, &done_payload);
-	bool fire = writable_fire_locked(call);
-	pthread_mutex_unlock(&call->mu);
-	if (done != NULL)
-		done(call, done_payload);
-	if (fire)
-		writable_schedule(call);
-	hs_rpc_call_unref(call); /* the job's ref */
-}
-
-static void writable_schedule(hs_rpc_call *call)
-{
-	int lane = call->m != NULL && call->m->lane != LANE_INLINE ? call->m->lane : LANE_MAIN;
-	hs_pool_rc r = hs_pool_submit_as(call->srv->lanes[lane], lane_key(call), true, writable_job,
-					 call);
-	if (r == HS_POOL_OK)
-		return;
-	hs_rpc__count(call->srv, &call->srv->rejected[lane]);
-	pthread_mutex_lock(&call->mu);
-	call->wr_sched = false;
-	void *done_payload;
-	hs_rpc_done_fn done = take_done_locked(call, &done_payload);
-	pthread_mutex_unlock(&call->mu);
-	finish_code(call, HS_LIMIT, "server busy: no worker to continue the stream");
-	if (done != NULL)
-		done(call, done_payload);
-	hs_rpc_call_unref(call);
-}
-
-int hs_rpc_call_when_writable(hs_rpc_call *call, hs_rpc_writable_fn fn, void *payload)
-{
-	pthread_mutex_lock(&call->mu);
-	if (call->finishing || call->dead || call->close_done) {
-		pthread_mutex_unlock(&call->mu);
-		return HS_CANCELLED;
-	}
-	call->wr_fn = fn;
-	call->wr_payload = payload;
-	call->wr_armed = true;
-	bool fire = writable_fire_locked(call);
-	pthread_mutex_unlock(&call->mu);
-	if (fire)
-		writable_schedule(call);
-	return HS_OK;
 }
 
 /* --- running handlers --------------------------------------------------- */
@@ -697,7 +495,7 @@ static void finish_error(hs_rpc_call *call, int code, const hs_error *err)
 		(void)hs_rpc_call_add_trailing_metadata(call, HS_ERROR_REASON_KEY, err->reason);
 	if (err->where[0] != '\0')
 		(void)hs_rpc_call_add_trailing_metadata(call, HS_ERROR_WHERE_KEY, err->where);
-	finish_code(call, code, err->msg);
+	hs_rpc__finish_code(call, code, err->msg);
 }
 
 /* A unary call whose object lives on another node: the owner's answer,
@@ -731,9 +529,9 @@ static void answer_unary(hs_rpc_call *call, int rc, ProtobufCMessage *resp, hs_e
 				  call->m->path);
 	if (rc == HS_OK) {
 		hs_rpc__count(call->srv, &call->m->mx.sent);
-		finish_with(call, GRPC_STATUS_OK, NULL, pack(resp));
+		finish_with(call, GRPC_STATUS_OK, NULL, hs_rpc__pack(resp));
 	} else if (rc > 0) /* HS_RPC_DEFER off the CQ thread, or an unknown positive code */
-		finish_code(call, HS_INTERNAL, "handler returned an unexpected code");
+		hs_rpc__finish_code(call, HS_INTERNAL, "handler returned an unexpected code");
 	else
 		finish_error(call, rc, err);
 }
@@ -806,7 +604,7 @@ static void run_handler_body(hs_rpc_call *call, bool on_cq)
 		finish_error(call, rc, &err);
 	} else if (h->kind == HS_RPC_BIDI_STREAM && half_closed) {
 		if (!(h->flags & HS_RPC_SELF_FINISH))
-			finish_code(call, HS_OK, NULL);
+			hs_rpc__finish_code(call, HS_OK, NULL);
 	} else if (h->kind == HS_RPC_BIDI_STREAM) {
 		pthread_mutex_lock(&call->mu);
 		bool hold = call->recv_hold;
@@ -890,9 +688,9 @@ static void run_on_worker(void *arg)
 	/* It may have waited for its turn: a call whose client left or whose
 	 * deadline passed meanwhile is not worth starting. */
 	if (hs_rpc_call_cancelled(call))
-		finish_code(call, HS_CANCELLED, "cancelled before it started");
+		hs_rpc__finish_code(call, HS_CANCELLED, "cancelled before it started");
 	else if (hs_rpc_call_deadline_left_ms(call) <= 0)
-		finish_code(call, HS_TIMEOUT, "deadline exceeded while waiting for a worker");
+		hs_rpc__finish_code(call, HS_TIMEOUT, "deadline exceeded while waiting for a worker");
 	else
 		run_handler(call, false);
 	hs_rpc_call_unref(call);
@@ -910,7 +708,8 @@ static bool submit_to_lane(hs_rpc_call *call)
 	arm_close_locked(call); /* the worker looks at cancellation */
 	call->refs++;           /* the job's */
 	pthread_mutex_unlock(&call->mu);
-	hs_pool_rc r = hs_pool_submit_as(srv->lanes[lane], lane_key(call), false, run_on_worker, call);
+	hs_pool_rc r = hs_pool_submit_as(srv->lanes[lane], hs_rpc__lane_key(call), false,
+					 run_on_worker, call);
 	if (r == HS_POOL_OK)
 		return true;
 	hs_rpc__count(srv, &srv->rejected[lane]);
@@ -926,7 +725,7 @@ static bool submit_to_lane(hs_rpc_call *call)
 	else
 		snprintf(msg, sizeof(msg), "server busy: %s queue full (%u waiting)",
 			 hs_rpc__lane_names[lane], srv->cfg.worker_queue);
-	finish_code(call, HS_LIMIT, msg);
+	hs_rpc__finish_code(call, HS_LIMIT, msg);
 	hs_rpc_call_unref(call);
 	return false;
 }
@@ -980,14 +779,14 @@ static void accept_call(hs_rpc_call *call)
 		char *path = grpc_slice_to_c_string(call->details.method);
 		snprintf(msg, sizeof(msg), "unknown method %s", path);
 		gpr_free(path);
-		finish_code(call, HS_UNIMPLEMENTED, msg);
+		hs_rpc__finish_code(call, HS_UNIMPLEMENTED, msg);
 		return;
 	}
 	rpc_method *m = call->m;
 	hs_rpc__count(srv, &m->mx.started);
 	if (!m->implemented) {
 		snprintf(msg, sizeof(msg), "%s is not implemented yet", m->path + 1);
-		finish_code(call, HS_UNIMPLEMENTED, msg);
+		hs_rpc__finish_code(call, HS_UNIMPLEMENTED, msg);
 		return;
 	}
 	if (!(m->handler.flags & HS_RPC_PUBLIC)) {
@@ -999,21 +798,21 @@ static void accept_call(hs_rpc_call *call)
 		if (rc != HS_OK) {
 			bool kept = rc == HS_LIMIT || rc == HS_DENIED || rc == HS_UNAVAILABLE ||
 				    rc == HS_INTERNAL;
-			finish_code(call, kept ? rc : HS_UNAUTH,
+			hs_rpc__finish_code(call, kept ? rc : HS_UNAUTH,
 				    err.msg[0] ? err.msg : "authentication required");
 			return;
 		}
 		call->principal.authenticated = true;
 	}
 	if (hs_rpc_call_deadline_left_ms(call) <= 0) {
-		finish_code(call, HS_TIMEOUT, "deadline exceeded before the call started");
+		hs_rpc__finish_code(call, HS_TIMEOUT, "deadline exceeded before the call started");
 		return;
 	}
 	if (m->handler.kind != HS_RPC_UNARY) {
 		hs_error err;
 		err_clear(&err);
 		if (hs_rpc__stream_enter(srv, call, &err) != HS_OK) {
-			finish_code(call, err.code, err.msg);
+			hs_rpc__finish_code(call, err.code, err.msg);
 			return;
 		}
 	}
@@ -1022,7 +821,7 @@ static void accept_call(hs_rpc_call *call)
 		return;
 	}
 	if (call->payload == NULL) {
-		finish_code(call, HS_INVALID, "missing request message");
+		hs_rpc__finish_code(call, HS_INVALID, "missing request message");
 		return;
 	}
 	hs_error err;
@@ -1031,7 +830,7 @@ static void accept_call(hs_rpc_call *call)
 	grpc_byte_buffer_destroy(call->payload);
 	call->payload = NULL;
 	if (rc != HS_OK) {
-		finish_code(call, rc, err.msg);
+		hs_rpc__finish_code(call, rc, err.msg);
 		return;
 	}
 	hs_rpc__count(srv, &m->mx.received);
@@ -1048,7 +847,7 @@ static void on_recv(hs_rpc_call *call, bool ok)
 		return;
 	}
 	if (call->fwd != NULL) { /* relayed to the owner node as it is */
-		if (bb != NULL && !credential_holds(call)) {
+		if (bb != NULL && !hs_rpc__credential_holds(call)) {
 			grpc_byte_buffer_destroy(bb);
 			return;
 		}
@@ -1067,7 +866,7 @@ static void on_recv(hs_rpc_call *call, bool ok)
 		 * metadata was added (its slices point into the arena). */
 		if (call->n_init == 0 && call->n_trail == 0)
 			hs_arena_reset(&call->arena);
-		if (!credential_holds(call)) { /* no input from a revoked caller either */
+		if (!hs_rpc__credential_holds(call)) { /* no input from a revoked caller either */
 			grpc_byte_buffer_destroy(bb);
 			return;
 		}
@@ -1076,7 +875,7 @@ static void on_recv(hs_rpc_call *call, bool ok)
 		int rc = unpack(call, bb, &err);
 		grpc_byte_buffer_destroy(bb);
 		if (rc != HS_OK) {
-			finish_code(call, rc, err.msg);
+			hs_rpc__finish_code(call, rc, err.msg);
 			return;
 		}
 		hs_rpc__count(call->srv, &call->m->mx.received);
@@ -1104,7 +903,7 @@ static void on_close(hs_rpc_call *call)
 	}
 	call->wr_armed = false; /* no more room will come */
 	void *payload;
-	hs_rpc_done_fn fn = take_done_locked(call, &payload);
+	hs_rpc_done_fn fn = hs_rpc__take_done_locked(call, &payload);
 	if (fn == NULL && call->fwd == NULL) { /* the usual case: one lock */
 		call->refs -= 2;
 		bool last = call->refs == 0;
@@ -1133,12 +932,12 @@ static void on_send(hs_rpc_call *call, bool ok)
 		grpc_byte_buffer *bb = call->queue[call->q_head];
 		call->q_head = (call->q_head + 1) % call->q_cap;
 		call->q_len--;
-		start_send_locked(call, bb);
+		hs_rpc__start_send_locked(call, bb);
 	} else if (ok && call->finishing && !call->status_started && !call->close_done) {
 		status_batch_locked(call, NULL, &b);
 		start = true;
 	}
-	bool fire = writable_fire_locked(call);
+	bool fire = hs_rpc__writable_fire_locked(call);
 	bool pull = call->fwd_room_wait && ok && !call->send_busy && !call->finishing &&
 		    !call->close_done;
 	if (!call->send_busy)
@@ -1147,7 +946,7 @@ static void on_send(hs_rpc_call *call, bool ok)
 	if (start) /* the send batch's ref, dropped by our caller, keeps it */
 		status_batch_start(call, &b);
 	if (fire)
-		writable_schedule(call);
+		hs_rpc__writable_schedule(call);
 	if (pull)
 		hs_rpc__fwd_stream_pull(call);
 }

@@ -288,6 +288,24 @@ void hs_rpc__on_tag(rpc_tag *tag, bool ok);
 int hs_rpc__call_send_relayed(hs_rpc_call *call, grpc_byte_buffer *bb);
 void hs_rpc__call_finish_status(hs_rpc_call *call, grpc_status_code code, const char *msg);
 void hs_rpc__call_read_next(hs_rpc_call *call);
+/* call.c, for call_stream.c: packs msg into a new buffer; starts a
+ * SEND_MESSAGE batch (call->mu held; destroys bb); ends the call with an
+ * hs_code and message. */
+grpc_byte_buffer *hs_rpc__pack(const ProtobufCMessage *msg);
+void hs_rpc__start_send_locked(hs_rpc_call *call, grpc_byte_buffer *bb);
+void hs_rpc__finish_code(hs_rpc_call *call, int code, const char *msg);
+/* call_stream.c, for call.c: the done callback to run now, if the call
+ * has ended, nobody ran it yet and no writable job is scheduled or running
+ * (call->mu held); true (and the job's ref taken) when the armed writable
+ * callback must be scheduled now (call->mu held), then
+ * hs_rpc__writable_schedule() without it. */
+hs_rpc_done_fn hs_rpc__take_done_locked(hs_rpc_call *call, void **payload);
+/* Whether a streaming call's credential still holds (false: the call was
+ * ended); the key a call's jobs are fair-queued by on its lane. */
+bool hs_rpc__credential_holds(hs_rpc_call *call);
+const char *hs_rpc__lane_key(const hs_rpc_call *call);
+bool hs_rpc__writable_fire_locked(hs_rpc_call *call);
+void hs_rpc__writable_schedule(hs_rpc_call *call);
 /* Arms one request for method m (NULL = generic) on cqt. */
 /* Arms requests for m (NULL: the generic one for unknown methods) on cqt:
  * at start (arrived NULL) one; else arrived, a call of m, just arrived
