@@ -288,6 +288,13 @@ void hs_rpc__on_tag(rpc_tag *tag, bool ok);
 int hs_rpc__call_send_relayed(hs_rpc_call *call, grpc_byte_buffer *bb);
 void hs_rpc__call_finish_status(hs_rpc_call *call, grpc_status_code code, const char *msg);
 void hs_rpc__call_read_next(hs_rpc_call *call);
+/* call_life.c, for call.c: milliseconds since the call arrived; counts
+ * the call handled (once: at its status, else at finalization); finalizes
+ * a call whose last ref was dropped; drops n refs (finalizing at 0). */
+double hs_rpc__elapsed_ms(const hs_rpc_call *call);
+void hs_rpc__count_handled(hs_rpc_call *call, double ms);
+void hs_rpc__finalize(hs_rpc_call *call);
+void hs_rpc__unref_n(hs_rpc_call *call, int n);
 /* call.c, for call_stream.c: packs msg into a new buffer; starts a
  * SEND_MESSAGE batch (call->mu held; destroys bb); ends the call with an
  * hs_code and message. */
