@@ -724,10 +724,7 @@ static void on_close(hs_rpc_call *call)
 	void *payload;
 	hs_rpc_done_fn fn = hs_rpc__take_done_locked(call, &payload);
 	if (fn == NULL && call->fwd == NULL) { /* the usual case: one lock */
-		call->refs -= 2;
-		bool last = call->refs == 0;
-		if (last)
-			call->dead = true;
+		bool last = hs_rpc__drop_refs_locked(call, 2);
 		pthread_mutex_unlock(&call->mu);
 		if (last)
 			hs_rpc__finalize(call);

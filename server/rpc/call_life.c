@@ -173,14 +173,20 @@ void hs_rpc_call_ref(hs_rpc_call *call)
 	pthread_mutex_unlock(&call->mu);
 }
 
-/* Drops n refs at once. */
-void hs_rpc__unref_n(hs_rpc_call *call, int n)
+bool hs_rpc__drop_refs_locked(hs_rpc_call *call, int n)
 {
-	pthread_mutex_lock(&call->mu);
 	call->refs -= n;
 	bool last = call->refs == 0;
 	if (last)
 		call->dead = true;
+	return last;
+}
+
+/* Drops n refs at once. */
+void hs_rpc__unref_n(hs_rpc_call *call, int n)
+{
+	pthread_mutex_lock(&call->mu);
+	bool last = hs_rpc__drop_refs_locked(call, n);
 	pthread_mutex_unlock(&call->mu);
 	if (last)
 		hs_rpc__finalize(call);

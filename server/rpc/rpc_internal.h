@@ -295,6 +295,9 @@ double hs_rpc__elapsed_ms(const hs_rpc_call *call);
 void hs_rpc__count_handled(hs_rpc_call *call, double ms);
 void hs_rpc__finalize(hs_rpc_call *call);
 void hs_rpc__unref_n(hs_rpc_call *call, int n);
+/* Drops n refs (call->mu held); true when that was the last: the caller
+ * releases call->mu, then calls hs_rpc__finalize(). */
+bool hs_rpc__drop_refs_locked(hs_rpc_call *call, int n);
 /* call.c, for call_stream.c: packs msg into a new buffer; starts a
  * SEND_MESSAGE batch (call->mu held; destroys bb); ends the call with an
  * hs_code and message. */
