@@ -90,6 +90,14 @@ static void add_initial_md_op(hs_rpc_call *call, grpc_op *op)
 	call->initial_md_sent = true;
 }
 
+/* The RECV_CLOSE_ON_SERVER op (completes as TAG_CLOSE). */
+static void recv_close_op(hs_rpc_call *call, grpc_op *op)
+{
+	memset(op, 0, sizeof(*op));
+	op->op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+	op->data.recv_close_on_server.cancelled = &call->client_cancelled;
+}
+
 /* RECV_CLOSE_ON_SERVER, unless armed already (with its own batch, or in
  * the final one). call->mu held. */
 static void arm_close_locked(hs_rpc_call *call)
@@ -98,9 +106,7 @@ static void arm_close_locked(hs_rpc_call *call)
 		return;
 	call->close_armed = true;
 	grpc_op op;
-	memset(&op, 0, sizeof(op));
-	op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
-	op.data.recv_close_on_server.cancelled = &call->client_cancelled;
+	recv_close_op(call, &op);
 	start_batch_locked(call, &op, 1, &call->t_close);
 }
 
@@ -153,10 +159,7 @@ static void status_batch_locked(hs_rpc_call *call, grpc_byte_buffer *msg, status
 	n++;
 	if (!call->close_armed) {
 		call->close_armed = true;
-		memset(&ops[n], 0, sizeof(ops[n]));
-		ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
-		ops[n].data.recv_close_on_server.cancelled = &call->client_cancelled;
-		n++;
+		recv_close_op(call, &ops[n++]);
 		b->tag = &call->t_close;
 	}
 	b->n = n;
@@ -179,9 +182,7 @@ static void status_batch_start(hs_rpc_call *call, status_batch *b)
 		       HS_LS("method", call->m ? call->m->path : ""));
 		if (b->tag == &call->t_close) {
 			grpc_op op;
-			memset(&op, 0, sizeof(op));
-			op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
-			op.data.recv_close_on_server.cancelled = &call->client_cancelled;
+			recv_close_op(call, &op);
 			e = grpc_call_start_batch(call->gcall, &op, 1, &call->t_close, NULL);
 		}
 		if (e != GRPC_CALL_OK) {
@@ -230,22 +231,19 @@ static void finish_with(hs_rpc_call *call, grpc_status_code code, const char *ms
 		return;
 	}
 	call->finishing = true;
+	/* A client already gone: nobody to tell, and the log and the metrics
+	 * keep the status on_close set (CANCELLED or DEADLINE_EXCEEDED). A
+	 * send in flight: on_send starts the status when it completes
+	 * (streams never pass a last message). */
+	bool gone = call->close_done && call->client_cancelled;
+	bool start = !gone && !call->send_busy;
 	status_batch b;
-	bool start = false;
-	if (call->close_done && call->client_cancelled) {
-		/* nobody to tell: the log and the metrics keep the status
-		 * on_close set (CANCELLED or DEADLINE_EXCEEDED) */
-		if (last != NULL)
-			grpc_byte_buffer_destroy(last);
-	} else if (!call->send_busy) {
+	if (!gone)
 		set_status_locked(call, code, msg);
+	if (start)
 		status_batch_locked(call, last, &b);
-		start = true;
-	} else {
-		set_status_locked(call, code, msg);
-		if (last != NULL)
-			grpc_byte_buffer_destroy(last); /* streams never pass a last message */
-	}
+	else if (last != NULL)
+		grpc_byte_buffer_destroy(last);
 	pthread_mutex_unlock(&call->mu);
 	if (start)
 		status_batch_start(call, &b);
