@@ -87,11 +87,16 @@ class Proc:
         self.log.close()
 
 
+def grpc_flags():
+    """cc flags for a program on the C core and protobuf-c."""
+    return subprocess.run(["pkg-config", "--cflags", "--libs", "grpc", "libprotobuf-c"],
+                          capture_output=True, text=True, check=True).stdout.split()
+
+
 def build_echo(tmp, debug=False):
     """Compiles the bare C-core echo (bench/c_echo.c) into tmp; its path."""
     gen = os.path.join(BUILD, "proto", "gen")
-    fl = subprocess.run(["pkg-config", "--cflags", "--libs", "grpc", "libprotobuf-c"],
-                        capture_output=True, text=True, check=True).stdout.split()
+    fl = grpc_flags()
     out = os.path.join(tmp, "c_echo")
     subprocess.run(["cc", "-O2"] + (["-g"] if debug else []) + ["-o", out, os.path.join(here, "c_echo.c"),
                     os.path.join(gen, "grpc/health/v1/health.pb-c.c"), "-I" + gen] + fl + ["-lpthread"],
@@ -192,14 +197,9 @@ def main():
     tmp = tempfile.mkdtemp(prefix="hs-rpcbench-")
     tools = os.path.join(tmp, "bin")
     os.makedirs(tools)
-    gen = os.path.join(BUILD, "proto", "gen")
-    grpc_flags = subprocess.run(["pkg-config", "--cflags", "--libs", "grpc", "libprotobuf-c"],
-                                capture_output=True, text=True, check=True).stdout.split()
-    subprocess.run(["cc", "-O2", "-o", os.path.join(tools, "c_echo"), os.path.join(here, "c_echo.c"),
-                    os.path.join(gen, "grpc/health/v1/health.pb-c.c"), "-I" + gen] + grpc_flags +
-                   ["-lpthread"], check=True)
+    build_echo(tools)
     subprocess.run(["cc", "-O2", "-o", os.path.join(tools, "c_load"), os.path.join(here, "c_load.c")]
-                   + grpc_flags, check=True)
+                   + grpc_flags(), check=True)
     cpp = os.path.join(tools, "cpp_async_health")
     cxx = subprocess.run(["pkg-config", "--cflags", "--libs", "grpc++"], capture_output=True, text=True)
     if cxx.returncode == 0:
@@ -207,19 +207,10 @@ def main():
                        + cxx.stdout.split(), check=True)
     else:
         cpp = None
-    files = {}
-
-    def body(name, msg):
-        path = os.path.join(tmp, name + ".bin")
-        with open(path, "wb") as f:
-            f.write(frame(msg))
-        files[name] = path
-
-    body("check", H.HeartbeatRequest())  # empty message: an empty HealthCheckRequest
-    body("get", H.GetTaskRequest(task_id="b-0000"))
-    body("list", H.ListTasksRequest(page_size=1))
-    body("beat", H.HeartbeatRequest(task_id="b-0000", current_step=42, cpu_usage=12.5,
-                                    memory_usage_mb=100))
+    files = ab_bodies(tmp)  # check (an empty HealthCheckRequest), get, beat
+    files["list"] = os.path.join(tmp, "list.bin")
+    with open(files["list"], "wb") as f:
+        f.write(frame(H.ListTasksRequest(page_size=1)))
     many = os.path.join(tmp, "beats.rec")
     with open(many, "wb") as f:
         for i in range(args.tasks):
